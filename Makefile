@@ -1,0 +1,41 @@
+# Quick start (as root on Debian 12):  make demo   and   make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.nfkit-installed
+BENCH_STAMP := $(VENV)/.nfkit-bench-installed
+
+# Debian packages the tests and the demo drive (oracles and traffic makers).
+APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev
+# Debian packages only the benchmarks need.
+APT_BENCH := $(APT_TEST)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+	@scripts/apt-need $(APT_TEST)
+
+$(STAMP): pyproject.toml
+	@scripts/apt-need $(APT_TEST)
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || scripts/apt-need python3-venv
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+demo: setup
+	scripts/demo.sh
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+$(BENCH_STAMP): $(STAMP)
+	@scripts/apt-need $(APT_BENCH)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+bench: setup $(BENCH_STAMP)
+	@scripts/apt-need $(APT_BENCH)
+	@set -e; for b in bench/*/run; do echo "== $$b"; $$b; done
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,3 @@
+from nfkit.cli.main import main
+
+main()
