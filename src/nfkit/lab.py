@@ -108,6 +108,9 @@ class Lab:
         ns = Namespace(name, self)
         self.namespaces[role] = ns
         ns.run("ip link set lo up")
+        # No duplicate address detection: links are usable the moment they are up.
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")
         return ns
 
     def __getitem__(self, role: str) -> Namespace:
