@@ -166,7 +166,7 @@ class RuleCompiler:
             if ctx.l3 is not None and ctx.family != "inet":
                 raise InputError(f"{proto} header match in a {ctx.l3} context")
             if ctx.family == "inet":
-                out.append(_meta_load(15, 1))
+                out.append(_meta_load(1, 15))
                 out.append(_cmp(1, 0, bytes((L3_PROTO[proto],))))
             elif ctx.family == "netdev":
                 out.append(_meta_load(1, 1))
@@ -180,12 +180,12 @@ class RuleCompiler:
                 return
             if proto == "icmp" and ctx.family == "ip6" or proto == "icmpv6" and ctx.family == "ip":
                 raise InputError(f"{proto} match in the {ctx.family} family")
-            out.append(_meta_load(16, 1))
+            out.append(_meta_load(1, 16))
             out.append(_cmp(1, 0, bytes((L4_PROTO[proto],))))
             ctx.l4 = proto
         elif proto == "ether":
             if ctx.family in ("ip", "ip6", "inet") and not ctx.iiftype:
-                out.append(_meta_load(8, 1))
+                out.append(_meta_load(1, 8))
                 out.append(_cmp(1, 0, (1).to_bytes(2, "little")))
                 ctx.iiftype = True
 
@@ -243,6 +243,10 @@ class RuleCompiler:
             out.append(expr("ct", *parts))
             return Operand(out, [T[tname]], [size])
         if kind == "concat":
+            for part in body:
+                if isinstance(part, dict) and "payload" in part and \
+                        "protocol" in part["payload"]:
+                    self._dep(ctx, part["payload"]["protocol"], out)
             types: list[Datatype] = []
             sizes: list[int] = []
             s = slot
@@ -274,6 +278,11 @@ class RuleCompiler:
             a = A["hash"]
             parts = []
             if kind == "jhash":
+                inner = body["expr"]
+                for part in inner.get("concat", [inner]) if isinstance(inner, dict) else []:
+                    if isinstance(part, dict) and "payload" in part and \
+                            "protocol" in part["payload"]:
+                        self._dep(ctx, part["payload"]["protocol"], out)
                 sub: list[bytes] = []
                 op = self.load(ctx, body["expr"], sub, slot)
                 out.extend(sub)
@@ -378,7 +387,7 @@ class RuleCompiler:
             return
         if isinstance(right, dict) and "set" in right:
             s = self._anon_set(ctx, op, right["set"])
-            out.append(self._lookup(s.name, 1, None, opname == "!=", s.set_id))
+            out.append(self._lookup("__set%d", 1, None, opname == "!=", s.set_id))
             return
         if op.dt.kind == "bitmask" and (opname == "in" or isinstance(right, list)):
             if opname not in ("in", "==", "!="):
@@ -429,13 +438,10 @@ class RuleCompiler:
             parts.append(be32(a["flags"], 1))
         return expr("lookup", *parts)
 
-    def _anon_set(self, ctx: CompileCtx, op: Operand, items: Any,
-                  data: list[bytes] | None = None, data_type: int = 0, data_len: int = 0
-                  ) -> AnonSet:
-        if not isinstance(items, list):
-            items = [items]
-        interval = any(isinstance(i, dict) and ("prefix" in i or "range" in i) for i in items)
-        flags = SET_ANONYMOUS | SET_CONSTANT
+    def set_elements(self, op: Operand, items: list[Any], data: list[bytes] | None,
+                     interval: bool) -> tuple[int, list[tuple[bytes, bytes | None, int, bytes | None]]]:
+        """Kernel elements for ``items`` of a set keyed like ``op``; extra set flags."""
+        flags = 0
         elements: list[tuple[bytes, bytes | None, int, bytes | None]] = []
         concat = len(op.types) > 1
         if interval and concat:
@@ -454,12 +460,13 @@ class RuleCompiler:
         elif interval:
             flags |= SET_INTERVAL
             spans = []
+            size = op.size
             for i, item in enumerate(items):
                 lo, hi = self._interval(op, item)
+                size = len(lo)
                 spans.append((int.from_bytes(lo, "big"), int.from_bytes(hi, "big"),
                               data[i] if data else None))
             spans.sort(key=lambda s: s[0])
-            size = len(self._interval(op, items[0])[0])
             top = (1 << (size * 8)) - 1
             if spans and spans[0][0] != 0:
                 elements.append((bytes(size), None, ELEM_INTERVAL_END, None))
@@ -473,8 +480,19 @@ class RuleCompiler:
                 flags |= SET_CONCAT
             for i, item in enumerate(items):
                 elements.append((self._key(op, item), None, 0, data[i] if data else None))
+        return flags, elements
+
+    def _anon_set(self, ctx: CompileCtx, op: Operand, items: Any,
+                  data: list[bytes] | None = None, data_type: int = 0, data_len: int = 0
+                  ) -> AnonSet:
+        if not isinstance(items, list):
+            items = [items]
+        interval = any(isinstance(i, dict) and ("prefix" in i or "range" in i) for i in items)
+        extra, elements = self.set_elements(op, items, data, interval)
+        flags = SET_ANONYMOUS | SET_CONSTANT | extra
         if data is not None:
             flags |= SET_MAP
+        concat = len(op.types) > 1
         self.counter[0] += 1
         self.set_ids[0] += 1
         s = AnonSet(f"__set{self.counter[0] - 1}", self.set_ids[0], flags, op.types,
@@ -525,7 +543,7 @@ class RuleCompiler:
         keys = [i[0] for i in items]
         verdicts = [self._verdict_bytes(i[1]) for i in items]
         s = self._anon_set(ctx, op, keys, verdicts, 0xFFFFFF00, 0)
-        out.append(self._lookup(s.name, 1, 0, False, s.set_id))
+        out.append(self._lookup("__set%d", 1, 0, False, s.set_id))
 
     # ---- simple statements -------------------------------------------------------
     def _st_counter(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
@@ -1127,17 +1145,22 @@ class RuleDecoder:
         if "mask" not in a:
             raise InputError("shift bitwise not decoded")
         mask, xor = _data_value(a["mask"]), _data_value(a["xor"])
-        if v.payload is not None and v.left is None and any(xor) is False:
+        dreg = nla.get_be32(a["dreg"])
+        if v.payload is not None and v.left is None and not any(xor):
+            # A sub-byte header field (ip dscp, ip version, ...)?
             v.mask = mask
-            v.xor = xor
             self._resolve_payload(v)
             if v.imm == b"shifted":
+                self._set(dreg, v)
                 return
-        nv = RegValue(v.left, v.types, v.sizes, v.payload, mask, xor)
-        if v.left is None:
+            if v.left is not None and "&" in v.left:
+                v.left, v.types = None, [T_INT32]
+            v.mask = None
+            v.left = None
             self._resolve_payload(v)
-            nv.left = v.left
-        self._set(nla.get_be32(a["dreg"]), nv)
+        elif v.left is None:
+            self._resolve_payload(v)
+        self._set(dreg, RegValue(v.left, v.types, v.sizes, None, mask, xor))
 
     def _x_immediate(self, a: dict[str, bytes]) -> None:
         dreg = nla.get_be32(a["dreg"])

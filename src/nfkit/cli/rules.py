@@ -1,0 +1,181 @@
+"""`nfkit rules`: nf_tables rulesets (load, check, list, apply, exists, single changes, flush).
+
+Thin: every command is a call into nfkit.nftables plus formatting.  Imports
+stay lazy so `nfkit rules add` starts fast (no rich on the non-terminal path).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from nfkit.errors import InputError
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+
+
+def _rule_arg(family: str, table: str, chain: str, rule: str, handle: int | None) -> Any:
+    from nfkit.nftables.jsonfmt import parse_object
+    from nfkit.nftables.model import Rule
+
+    try:
+        doc = json.loads(rule)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"RULE: JSON syntax error at column {exc.colno}: {exc.msg}") from None
+    if isinstance(doc, dict) and "rule" in doc:
+        doc = doc["rule"]
+    if isinstance(doc, list):
+        doc = {"expr": doc}
+    if not isinstance(doc, dict):
+        raise InputError("RULE must be a JSON rule object or a list of statements")
+    doc = {**doc, "family": family, "table": table, "chain": chain}
+    r: Rule = parse_object("rule", doc, "RULE")
+    if handle is not None:
+        r.handle = handle
+    return r
+
+
+@click.group()
+def rules() -> None:
+    """nf_tables rulesets: atomic loads, listings, diffs, single changes."""
+
+
+@rules.command()
+@click.argument("file")
+def load(file: str) -> None:
+    """Load FILE (libnftables JSON, - for stdin) in one atomic transaction."""
+    from nfkit.nftables.jsonfmt import load_json
+    from nfkit.nftables.transaction import run_commands
+
+    run_commands(load_json(_read(file)))
+
+
+@rules.command()
+@click.argument("file")
+def check(file: str) -> None:
+    """Let the kernel validate FILE as one transaction; nothing is committed."""
+    from nfkit.nftables.jsonfmt import load_json
+    from nfkit.nftables.transaction import run_commands
+
+    n = run_commands(load_json(_read(file)), check=True)
+    click.echo(f"ok: {n} message(s) validated, nothing committed", err=True)
+
+
+@rules.command("list")
+@click.option("--json", "as_json", is_flag=True, help="libnftables JSON (as nft -j prints).")
+@click.option("--family", "-f", default=None, help="Only this family.")
+@click.option("--table", "-t", default=None, help="Only this table.")
+@click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
+def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
+    """List the ruleset (nft text, or JSON with --json)."""
+    from nfkit.nftables.transaction import list_ruleset
+
+    if chain and not table:
+        raise InputError("--chain needs --table")
+    rs = list_ruleset(family, table, chain)
+    if as_json:
+        from nfkit.nftables.jsonfmt import dump_json
+
+        sys.stdout.write(dump_json(rs) + "\n")
+    else:
+        from nfkit.nftables.textfmt import to_text
+
+        sys.stdout.write(to_text(rs))
+
+
+@rules.command()
+@click.argument("file")
+@click.option("--dry-run", is_flag=True, help="Print the change set, change nothing.")
+def apply(file: str, dry_run: bool) -> None:
+    """Make the tables named in FILE equal to FILE with the smallest change set."""
+    from nfkit.nftables.jsonfmt import Command, load_json, ruleset_from_commands
+    from nfkit.nftables.transaction import apply as do_apply
+
+    wanted = ruleset_from_commands(load_json(_read(file)))
+    cmds: list[Command] = do_apply(wanted, dry_run=dry_run)
+    if dry_run or sys.stdout.isatty():
+        for c in cmds:
+            click.echo(str(c))
+        if not cmds:
+            click.echo("no changes", err=True)
+
+
+def _single_opts(f: Any) -> Any:
+    f = click.argument("rule")(f)
+    f = click.option("--handle", type=int, default=None, help="Rule handle.")(f)
+    f = click.option("--chain", "-c", required=True)(f)
+    f = click.option("--table", "-t", required=True)(f)
+    f = click.option("--family", "-f", default="ip", show_default=True)(f)
+    return f
+
+
+@rules.command()
+@click.option("--family", "-f", default="ip", show_default=True)
+@click.option("--table", "-t", required=True)
+@click.option("--chain", "-c", required=True)
+@click.argument("rule")
+def exists(family: str, table: str, chain: str, rule: str) -> None:
+    """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
+    from nfkit.nftables.transaction import exists as rule_exists
+
+    sys.exit(0 if rule_exists(_rule_arg(family, table, chain, rule, None)) else 1)
+
+
+def _single(verb: str) -> Any:
+    @_single_opts
+    def cmd(family: str, table: str, chain: str, handle: int | None, rule: str) -> None:
+        from nfkit.nftables.transaction import add_rule
+
+        r = _rule_arg(family, table, chain, rule, None)
+        if handle is not None:
+            if verb == "replace":
+                r.handle = handle
+            else:
+                r.position = handle
+        elif verb == "replace":
+            raise InputError("replace needs --handle")
+        add_rule(r, verb)
+
+    cmd.__doc__ = {"add": "Append RULE (JSON) to the chain, or after --handle.",
+                   "insert": "Insert RULE (JSON) at the top of the chain, or before --handle.",
+                   "replace": "Replace the rule with --handle by RULE (JSON)."}[verb]
+    return rules.command(verb)(cmd)
+
+
+_single("add")
+_single("insert")
+_single("replace")
+
+
+@rules.command()
+@click.option("--family", "-f", default="ip", show_default=True)
+@click.option("--table", "-t", required=True)
+@click.option("--chain", "-c", required=True)
+@click.option("--handle", type=int, required=True)
+def delete(family: str, table: str, chain: str, handle: int) -> None:
+    """Delete the rule with --handle from the chain."""
+    from nfkit.nftables.model import Rule
+    from nfkit.nftables.transaction import delete_rule
+
+    delete_rule(Rule(family, table, chain, handle=handle))
+
+
+@rules.command()
+@click.option("--family", "-f", default=None)
+@click.option("--table", "-t", default=None, help="Flush only this table's rules.")
+def flush(family: str | None, table: str | None) -> None:
+    """Flush the ruleset (every table), or the rules of one table."""
+    from nfkit.nftables.transaction import flush as do_flush
+
+    do_flush(family, table)

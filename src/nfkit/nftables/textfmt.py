@@ -1,0 +1,198 @@
+"""nft text out: a Ruleset printed the way `nft list ruleset` prints it.
+
+This module owns only the text rendering of statements; it never parses text.
+Statements it has no text form for are printed as their JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nfkit.nftables.model import Ruleset
+
+_PRIO = {"filter": 0, "raw": -300, "mangle": -150, "dstnat": -100, "security": 50,
+         "srcnat": 100}
+
+
+def _prio(c: Any) -> str:
+    names = {v: k for k, v in _PRIO.items()}
+    if c.hook == "postrouting" and c.prio == 100:
+        return "srcnat"
+    if c.hook == "prerouting" and c.prio == -100:
+        return "dstnat"
+    if c.prio in names and c.prio not in (100, -100):
+        return names[c.prio]
+    return str(c.prio)
+
+
+def value(v: Any) -> str:
+    if isinstance(v, dict):
+        if "prefix" in v:
+            return f"{value(v['prefix']['addr'])}/{v['prefix']['len']}"
+        if "range" in v:
+            return f"{value(v['range'][0])}-{value(v['range'][1])}"
+        if "set" in v:
+            items = v["set"] if isinstance(v["set"], list) else [v["set"]]
+            return "{ " + ", ".join(value(i) if not isinstance(i, list) else
+                                    f"{value(i[0])} : {value(i[1])}" for i in items) + " }"
+        if "concat" in v:
+            return " . ".join(value(x) for x in v["concat"])
+        if len(v) == 1:
+            (k, b), = v.items()
+            if k in ("accept", "drop", "return", "continue"):
+                return k
+            if k in ("jump", "goto"):
+                return f"{k} {b['target']}"
+            return expr(v)
+        return json.dumps(v)
+    if isinstance(v, list):
+        return ",".join(value(x) for x in v)
+    if isinstance(v, str):
+        return v if v.replace("-", "").replace(".", "").replace(":", "").replace("@", "") \
+            .replace("_", "").isalnum() else json.dumps(v)
+    return str(v)
+
+
+def expr(e: Any) -> str:
+    if not isinstance(e, dict):
+        return value(e)
+    (k, b), = e.items()
+    if k == "payload":
+        if "protocol" in b:
+            return f"{b['protocol']} {b['field']}"
+        return f"@{b['base']},{b['offset']},{b['len']}"
+    if k == "meta":
+        return f"meta {b['key']}"
+    if k == "ct":
+        parts = ["ct"]
+        if "dir" in b:
+            parts.append(b["dir"])
+        if "family" in b:
+            parts.append(b["family"])
+        parts.append(b["key"])
+        return " ".join(parts)
+    if k == "concat":
+        return " . ".join(expr(x) for x in b)
+    if k in ("&", "|", "^"):
+        return f"{expr(b[0])} {k} {value(b[1])}"
+    if k == "map":
+        return f"{expr(b['key'])} map {value(b['data'])}"
+    if k == "numgen":
+        return f"numgen {b['mode']} mod {b['mod']}" + (f" offset {b['offset']}" if b.get("offset") else "")
+    if k == "jhash":
+        return f"jhash {expr(b['expr'])} mod {b['mod']}"
+    if k == "symhash":
+        return f"symhash mod {b['mod']}"
+    if k == "fib":
+        fl = b["flags"] if isinstance(b["flags"], list) else [b["flags"]]
+        return f"fib {' . '.join(fl)} {b['result']}"
+    return json.dumps(e)
+
+
+def statement(s: dict[str, Any]) -> str:
+    (k, b), = s.items()
+    if k == "match":
+        op = b["op"]
+        ops = "" if op in ("==", "in") else f"{op} "
+        return f"{expr(b['left'])} {ops}{value(b['right'])}"
+    if k in ("accept", "drop", "return", "continue"):
+        return k
+    if k in ("jump", "goto"):
+        return f"{k} {b['target']}"
+    if k == "counter":
+        if isinstance(b, str):
+            return f"counter name {b}"
+        return f"counter packets {(b or {}).get('packets', 0)} bytes {(b or {}).get('bytes', 0)}"
+    if k == "log":
+        out = "log"
+        for f in ("prefix", "group", "level"):
+            if b and f in b:
+                out += f" {f} {json.dumps(b[f]) if f == 'prefix' else b[f]}"
+        return out
+    if k == "limit":
+        unit = b.get("rate_unit", "")
+        return f"limit rate {'over ' if b.get('inv') else ''}{b['rate']}{' ' + unit if unit else ''}/{b['per']}"
+    if k == "reject":
+        if not b:
+            return "reject"
+        if b["type"] == "tcp reset":
+            return "reject with tcp reset"
+        return f"reject with {b['type']} {b.get('expr', '')}".rstrip()
+    if k in ("snat", "dnat", "masquerade", "redirect"):
+        out = k
+        b = b or {}
+        if "family" in b:
+            out += f" {b['family']}"
+        if "addr" in b or "port" in b:
+            out += " to "
+            if "addr" in b:
+                out += value(b["addr"]) if not isinstance(b["addr"], dict) or "prefix" in b["addr"] or "range" in b["addr"] else expr(b["addr"])
+            if "port" in b:
+                out += f":{value(b['port'])}"
+        if "flags" in b:
+            out += " " + value(b["flags"])
+        return out
+    if k == "mangle":
+        return f"{expr(b['key'])} set {value(b['value']) if not isinstance(b['value'], dict) else expr(b['value'])}"
+    if k == "vmap":
+        return f"{expr(b['key'])} vmap {value(b['data'])}"
+    if k == "notrack":
+        return "notrack"
+    if k in ("set", "map") and isinstance(b, dict) and "op" in b:
+        return f"{b['op']} {b.get('set', b.get('map'))} {{ {expr(b['elem'])} }}"
+    if k == "quota":
+        return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
+    if k == "ct count":
+        return f"ct count {'over ' if b.get('inv') else ''}{b['val']}"
+    if k == "queue":
+        return f"queue num {value(b['num'])}"
+    return json.dumps(s)
+
+
+def to_text(rs: Ruleset) -> str:
+    """The ruleset in nft's text syntax."""
+    lines: list[str] = []
+    for t in rs.tables:
+        lines.append(f"table {t.family} {t.name} {{")
+        first = True
+        for s in rs.sets:
+            if (s.family, s.table) != t.key:
+                continue
+            if not first:
+                lines.append("")
+            first = False
+            tp = s.type if isinstance(s.type, str) else " . ".join(s.type)
+            if s.map is not None:
+                tp += " : " + (s.map if isinstance(s.map, str) else " . ".join(s.map))
+            lines.append(f"\t{s.kind} {s.name} {{")
+            lines.append(f"\t\ttype {tp}")
+            if s.flags:
+                lines.append(f"\t\tflags {','.join(s.flags)}")
+            if s.timeout is not None:
+                lines.append(f"\t\ttimeout {s.timeout}s")
+            if s.elem:
+                lines.append("\t\telements = { " + ", ".join(
+                    f"{value(e[0])} : {value(e[1])}" if isinstance(e, list) else value(e)
+                    for e in s.elem) + " }")
+            lines.append("\t}")
+        for c in rs.chains:
+            if (c.family, c.table) != t.key:
+                continue
+            if not first:
+                lines.append("")
+            first = False
+            lines.append(f"\tchain {c.name} {{")
+            if c.hook:
+                dev = f" device {json.dumps(c.dev)}" if isinstance(c.dev, str) else ""
+                lines.append(f"\t\ttype {c.type} hook {c.hook}{dev} priority {_prio(c)}; "
+                             f"policy {c.policy};")
+            for r in rs.rules:
+                if r.chain == c.name and (r.family, r.table) == t.key:
+                    text = " ".join(statement(s) for s in r.expr)
+                    if r.comment:
+                        text += f" comment {json.dumps(r.comment)}"
+                    lines.append(f"\t\t{text}")
+            lines.append("\t}")
+        lines.append("}")
+    return "\n".join(lines) + ("\n" if lines else "")
