@@ -1200,7 +1200,7 @@ class RuleDecoder:
         fl = nla.get_be32(a["flags"])
         flags = [n for n, bit in FIB_FLAGS.items() if fl & bit]
         left = {"fib": {"result": FIB_RESULT_NAMES[result],
-                        "flags": flags[0] if len(flags) == 1 else flags}}
+                        "flags": flags}}
         dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
         self._set(nla.get_be32(a["dreg"]), RegValue(left, [dt], [dt.size]))
 
