@@ -1020,6 +1020,8 @@ class RuleDecoder:
             if c[0] == proto_ctx:
                 pick = c
                 break
+        if pick is None and len({c[0] for c in cands}) == 1 and base != TH:
+            pick = cands[0]
         if pick is None and base == TH:
             for c in cands:
                 if c[0] == "th":
@@ -1325,7 +1327,7 @@ class RuleDecoder:
         else:
             left = first.left
         inv = "flags" in a and nla.get_be32(a["flags"]) & 1
-        if name.startswith("__set") and s is not None:
+        if s is not None and s.flags & SET_ANONYMOUS:
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
@@ -1364,11 +1366,8 @@ class RuleDecoder:
             body = {"rate": rate, "burst": burst, "per": unit}
         else:
             r, ru = _bytes_unit(rate)
-            body = {"rate": r, "rate_unit": ru, "per": unit}
-            if burst:
-                b, bu = _bytes_unit(burst)
-                body["burst"] = b
-                body["burst_unit"] = bu
+            b, bu = _bytes_unit(burst)
+            body = {"rate": r, "burst": b, "per": unit, "rate_unit": ru, "burst_unit": bu}
         if nla.get_be32(a.get("flags", b"\0\0\0\0")) & 1:
             body["inv"] = True
         self.out.append({"limit": body})
@@ -1424,6 +1423,8 @@ class RuleDecoder:
         rtype = nla.get_be32(a["type"])
         code = a.get("icmp_code", b"\0")[0]
         if rtype == 1:
+            if self.family in ("ip", "ip6") and self.dep_l4 is not None:
+                self._kill_dep("tcp")
             self.out.append({"reject": {"type": "tcp reset"}})
             return
         if rtype == 2:

@@ -99,7 +99,7 @@ def _dec_int(dt: Datatype, raw: bytes) -> object:
             try:
                 return socket.if_indextoname(v)
             except OSError:
-                return v
+                return str(v)
         if dt.name == "inet_proto":
             return _PROTO_NAMES.get(v, v)
     return v
@@ -291,6 +291,7 @@ for _d in [
     _dt("time", 18, 4, big=False, print_symbols=False),
 ]:
     T[_d.name] = _d
+T["hinteger"] = _dt("integer", 4, 4, big=False, print_symbols=False)
 T["dscp"].names.clear()
 T["dscp"].names.update(_DSCP_PRINT)
 
@@ -400,7 +401,7 @@ CT: dict[str, tuple[int, str, int]] = {
     "daddr": (9, "ipv4_addr", 4), "protocol": (10, "inet_proto", 1),
     "proto-src": (11, "inet_service", 2), "proto-dst": (12, "inet_service", 2),
     "label": (13, "ct_label", 16), "packets": (14, "integer", 8), "bytes": (15, "integer", 8),
-    "avgpkt": (16, "integer", 8), "zone": (17, "integer", 2), "eventmask": (18, "integer", 4),
+    "avgpkt": (16, "integer", 8), "zone": (17, "hinteger", 2), "eventmask": (18, "integer", 4),
     "ip saddr": (19, "ipv4_addr", 4), "ip daddr": (20, "ipv4_addr", 4),
     "ip6 saddr": (21, "ipv6_addr", 16), "ip6 daddr": (22, "ipv6_addr", 16),
     "id": (23, "integer", 4),

@@ -230,11 +230,14 @@ def attrset(table: str) -> Any:
         if name in built:
             return built[name]
         attrs: dict[int, Any] = {}
-        aset = AttrSet(name, attrs)
-        built[name] = aset
         for i, (attr, kind, nested) in enumerate(TABLES[name][2], start=1):
             sub = build(nested) if nested else None
             attrs[i] = Attr(attr, getattr(Kind, kind.upper()), nested=sub)
-        return aset
+        built[name] = AttrSet(name, attrs)
+        return built[name]
 
     return build(table)
+
+
+# Tables whose enum lives in another uapi header.
+HEADERS = {"target": "linux/netfilter/nf_tables_compat.h"}

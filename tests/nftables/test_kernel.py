@@ -1,0 +1,186 @@
+"""nfkit rules against the kernel, in namespaces: load, check, list, errors, single changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nfkit.errors import InputError, TransactionError
+from nfkit.nftables import model
+from nfkit.nftables.jsonfmt import load_json
+from nfkit.nftables.transaction import (
+    add_rule, apply, check, commit, delete_rule, exists, flush, list_ruleset, run_commands,
+)
+
+from .conftest import NFKIT, nft_json
+
+M22 = {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                 "right": 22}}
+
+
+def base() -> model.Ruleset:
+    rs = model.Ruleset()
+    t = rs.table("inet", "fw")
+    c = rs.chain(t, "input", type="filter", hook="input", prio=0, policy="accept")
+    rs.chain(t, "other")
+    rs.rule(c, M22, {"counter": None}, {"accept": None}, comment="ssh")
+    rs.rule(c, {"jump": {"target": "other"}})
+    return rs
+
+
+@pytest.mark.kernel
+def test_commit_then_nft_sees_it(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        commit(base())
+    text = netns.run("nft list ruleset").stdout
+    assert 'tcp dport 22 counter packets 0 bytes 0 accept comment "ssh"' in text
+    assert "jump other" in text
+
+
+@pytest.mark.kernel
+def test_failed_transaction_names_rule_and_commits_nothing(netns) -> None:  # type: ignore[no-untyped-def]
+    rs = base()
+    rs.rules.append(model.Rule("inet", "fw", "input", [{"jump": {"target": "missing"}}],
+                               source="#9"))
+    with netns.enter():
+        with pytest.raises(TransactionError) as exc:
+            commit(rs)
+    assert "rule in chain inet fw input" in str(exc.value)
+    assert "#9" in str(exc.value)
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+
+
+@pytest.mark.kernel
+def test_check_validates_without_committing(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        check(base())
+        assert list_ruleset().tables == []
+        bad = base()
+        bad.rules.append(model.Rule("inet", "fw", "input", [{"goto": {"target": "nope"}}]))
+        with pytest.raises(TransactionError):
+            check(bad)
+
+
+@pytest.mark.kernel
+def test_untranslatable_input_is_refused_before_sending(netns) -> None:  # type: ignore[no-untyped-def]
+    rs = base()
+    rs.rules.append(model.Rule("inet", "fw", "input", [{"frobnicate": None}]))
+    with netns.enter():
+        with pytest.raises(InputError, match="unknown statement 'frobnicate'"):
+            commit(rs)
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+
+
+@pytest.mark.kernel
+def test_list_matches_nft_json(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        commit(base())
+        ours = json.loads(__import__("nfkit.nftables.jsonfmt", fromlist=["x"]).dump_json(
+            list_ruleset()))
+    from .conftest import strip
+
+    assert strip(ours) == nft_json(netns)
+
+
+@pytest.mark.kernel
+def test_single_changes_exists_and_delete(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        commit(base())
+        r = model.Rule("inet", "fw", "input", [M22, {"accept": None}])
+        assert not exists(r)  # the loaded rule has a counter and a comment... counter ignored
+        add_rule(model.Rule("inet", "fw", "input", [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                       "right": 53}}, {"accept": None}]))
+        assert exists(model.Rule("inet", "fw", "input", [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}},
+                       "right": "domain"}}, {"accept": None}]))
+        rules = list_ruleset("inet", "fw", "input").rules
+        assert len(rules) == 3
+        add_rule(model.Rule("inet", "fw", "input", [{"drop": None}]), "insert")
+        assert list_ruleset("inet", "fw", "input").rules[0].expr == [{"drop": None}]
+        victim = list_ruleset("inet", "fw", "input").rules[0]
+        delete_rule(victim)
+        assert len(list_ruleset("inet", "fw", "input").rules) == 3
+
+
+@pytest.mark.kernel
+def test_apply_smallest_change_set(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        commit(base())
+        before = {r.handle for r in list_ruleset().rules}
+        wanted = base()
+        wanted.rules.insert(1, model.Rule("inet", "fw", "input", [{"drop": None}]))
+        cmds = apply(wanted, dry_run=True)
+        assert [(c.verb, c.kind) for c in cmds] == [("insert", "rule")]
+        assert {r.handle for r in list_ruleset().rules} == before
+        apply(wanted)
+        after = list_ruleset().rules
+        assert before <= {r.handle for r in after}  # the old rules were kept
+        assert [r.expr[-1] for r in after if r.chain == "input"][1] == {"drop": None}
+        assert apply(wanted) == []
+
+
+@pytest.mark.kernel
+def test_flush(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        commit(base())
+        flush(table="fw")
+        rs = list_ruleset()
+        assert rs.rules == [] and len(rs.chains) == 2
+        flush()
+        assert list_ruleset().tables == []
+
+
+@pytest.mark.kernel
+def test_cli_load_check_list_and_errors(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"nftables": [
+        {"table": {"family": "ip", "name": "t"}},
+        {"chain": {"family": "ip", "table": "t", "name": "c", "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "accept"}},
+        {"rule": {"family": "ip", "table": "t", "chain": "c", "expr": [M22, {"accept": None}]}},
+    ]}))
+    assert netns.run(NFKIT + ["rules", "check", str(f)]).returncode == 0
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+    netns.run(NFKIT + ["rules", "load", str(f)])
+    out = netns.run(NFKIT + ["rules", "list"]).stdout
+    assert "tcp dport 22 accept" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"nftables": [{"table": {"family": "ip", "name": "u"}}, {"rule": ')
+    p = netns.run(NFKIT + ["rules", "load", str(bad)], check=False)
+    assert p.returncode == 2 and "JSON syntax error" in p.stderr and "Traceback" not in p.stderr
+    bad.write_text(json.dumps({"nftables": [
+        {"table": {"family": "ip", "name": "u"}},
+        {"rule": {"family": "ip", "table": "t", "chain": "c", "expr": [
+            {"jump": {"target": "nowhere"}}]}}]}))
+    p = netns.run(NFKIT + ["rules", "load", str(bad)], check=False)
+    assert p.returncode == 2 and "rule in chain ip t c" in p.stderr
+    assert "table ip u" not in netns.run("nft list ruleset").stdout  # nothing committed
+    p = netns.run(NFKIT + ["rules", "exists", "-f", "ip", "-t", "t", "-c", "c",
+                           json.dumps([M22, {"accept": None}])], check=False)
+    assert p.returncode == 0
+    p = netns.run(NFKIT + ["rules", "exists", "-f", "ip", "-t", "t", "-c", "c",
+                           json.dumps([M22, {"drop": None}])], check=False)
+    assert p.returncode == 1
+
+
+def test_command_form_is_ordered_by_dependency() -> None:
+    cmds = load_json(json.dumps({"nftables": [
+        {"add": {"rule": {"family": "ip", "table": "t", "chain": "c", "expr": []}}},
+        {"add": {"chain": {"family": "ip", "table": "t", "name": "c"}}},
+        {"add": {"table": {"family": "ip", "name": "t"}}},
+    ]}))
+    assert [c.kind for c in cmds] == ["table", "chain", "rule"]
+
+
+@pytest.mark.kernel
+def test_command_form_delete_and_flush(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        commit(base())
+        run_commands(load_json(json.dumps({"nftables": [
+            {"flush": {"chain": {"family": "inet", "table": "fw", "name": "input"}}},
+            {"delete": {"chain": {"family": "inet", "table": "fw", "name": "other"}}},
+        ]})))
+        rs = list_ruleset()
+        assert [c.name for c in rs.chains] == ["input"] and rs.rules == []
