@@ -133,6 +133,8 @@ class RuleCompiler:
         self.counter = counter if counter is not None else [0]
         self.set_ids = set_ids if set_ids is not None else [0]
         self.set_types: dict[str, Any] = {}
+        self._cache: dict[Any, Any] = {}
+        self._last_operand: Operand | None = None
 
     # ---- entry point -------------------------------------------------------------
     def compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
@@ -143,10 +145,48 @@ class RuleCompiler:
         if self.family in ("ip", "ip6"):
             ctx.l3 = self.family
         out: list[bytes] = []
+        cache = self._cache
         for stmt in stmts:
             if not isinstance(stmt, dict) or len(stmt) != 1:
                 raise InputError(f"statement {stmt!r} is not an object with one key")
             (kind, body), = stmt.items()
+            # Encoding templates: a statement shape seen before is encoded by
+            # patching only its value into the bytes compiled the first time.
+            if kind == "match" and type(body) is dict:
+                right = body.get("right")
+                if type(right) in (int, str) and not (type(right) is str and right[:1] == "@"):
+                    key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="),
+                           repr(body.get("left")))
+                    tpl = cache.get(key)
+                    if tpl is not None:
+                        prefix, op, head, pad = tpl
+                        out.append(prefix)
+                        out.append(head + self._shifted(op, right) + pad)
+                        continue
+                    n0 = len(out)
+                    self._st_match(ctx, body, out)
+                    left = body.get("left")
+                    if (key[3] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
+                            and out[-1][4:12] == _CMP_NAME):
+                        op = self._last_operand
+                        v = self._shifted(op, right)
+                        cmp_b = out[-1]
+                        if op.dt.kind != "bitmask" and cmp_b.endswith(v + _PAD_FOR[len(v) & 3]):
+                            pad = _PAD_FOR[len(v) & 3]
+                            cache[key] = (b"".join(out[n0:-1]), op,
+                                          cmp_b[: len(cmp_b) - len(v) - len(pad)], pad)
+                    continue
+            elif kind in _CONST_STMTS:
+                key2 = repr(stmt)
+                hit = cache.get(key2)
+                if hit is None:
+                    n0 = len(out)
+                    getattr(self, "_st_" + kind)(ctx, body, out)
+                    cache[key2] = b"".join(out[n0:])
+                    del out[n0:]
+                    hit = cache[key2]
+                out.append(hit)
+                continue
             fn = getattr(self, "_st_" + kind.replace(" ", "_"), None)
             if fn is None:
                 raise InputError(f"unknown statement {kind!r}")
@@ -369,6 +409,7 @@ class RuleCompiler:
         # Explicit protocol matches are dependencies already satisfied.
         start = len(out)
         op = self.load(ctx, left, out)
+        self._last_operand = op
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):
             if left == {"meta": {"key": "l4proto"}} or left in (
                     {"payload": {"protocol": "ip", "field": "protocol"}},
@@ -820,6 +861,14 @@ class RuleCompiler:
 
 
 _QUEUE_MODE: list[str] = []
+_CMP_NAME = nla.attr(1, b"cmp\0")
+_PAD_FOR = (b"", b"\0\0\0", b"\0\0", b"\0")
+_CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
+                "masquerade", "log", "limit", "reject"}
+_DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
+              {"meta": {"key": "iiftype"}},
+              {"payload": {"protocol": "ip", "field": "protocol"}},
+              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
 
 
 def queue_mode() -> str:
