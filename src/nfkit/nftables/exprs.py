@@ -14,6 +14,7 @@ list.  Statements it cannot express become {"xt": ...}-free raw forms:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -156,12 +157,16 @@ class RuleCompiler:
                 right = body.get("right")
                 if type(right) in (int, str) and not (type(right) is str and right[:1] == "@"):
                     key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="),
-                           repr(body.get("left")))
+                           _left_key(body.get("left")))
                     tpl = cache.get(key)
                     if tpl is not None:
-                        prefix, op, head, pad = tpl
+                        prefix, fast, head, pad, op = tpl
+                        try:
+                            v = fast(right)
+                        except Exception:
+                            v = self._shifted(op, right)
                         out.append(prefix)
-                        out.append(head + self._shifted(op, right) + pad)
+                        out.append(head + v + pad)
                         continue
                     n0 = len(out)
                     self._st_match(ctx, body, out)
@@ -173,8 +178,8 @@ class RuleCompiler:
                         cmp_b = out[-1]
                         if op.dt.kind != "bitmask" and cmp_b.endswith(v + _PAD_FOR[len(v) & 3]):
                             pad = _PAD_FOR[len(v) & 3]
-                            cache[key] = (b"".join(out[n0:-1]), op,
-                                          cmp_b[: len(cmp_b) - len(v) - len(pad)], pad)
+                            cache[key] = (b"".join(out[n0:-1]), _fast_encoder(op),
+                                          cmp_b[: len(cmp_b) - len(v) - len(pad)], pad, op)
                     continue
             elif kind in _CONST_STMTS:
                 key2 = repr(stmt)
@@ -861,6 +866,44 @@ class RuleCompiler:
 
 
 _QUEUE_MODE: list[str] = []
+
+
+def _left_key(left: Any) -> Any:
+    """A cheap hashable key for a left-hand expression (templates)."""
+    if type(left) is dict and len(left) == 1:
+        p = left.get("payload")
+        if p is not None and len(p) == 2:
+            return ("p", p.get("protocol"), p.get("field"))
+        m = left.get("meta")
+        if m is not None and len(m) == 1:
+            return ("m", m.get("key"))
+    return repr(left)
+
+
+def _fast_encoder(op: Operand) -> Any:
+    """Value -> bytes for the common cases; raises for anything else (slow path)."""
+    dt, size = op.dt, op.size
+    if op.mask is not None or len(op.types) != 1:
+        raise_always = _raise
+        return raise_always
+    if dt.kind == "ipv4":
+        return functools.partial(socket.inet_pton, socket.AF_INET)
+    if dt.kind == "ipv6":
+        return functools.partial(socket.inet_pton, socket.AF_INET6)
+    if dt.kind == "int" and size == dt.size:
+        order = "big" if dt.big_endian else "little"
+
+        def enc_int(v: Any) -> bytes:
+            if type(v) is not int:
+                raise TypeError
+            return v.to_bytes(size, order)  # type: ignore[no-any-return]
+
+        return enc_int
+    return _raise
+
+
+def _raise(v: Any) -> bytes:
+    raise TypeError
 _CMP_NAME = nla.attr(1, b"cmp\0")
 _PAD_FOR = (b"", b"\0\0\0", b"\0\0", b"\0")
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",

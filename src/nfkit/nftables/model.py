@@ -70,7 +70,7 @@ class Rule:
     handle: int | None = None
     position: int | None = None  # add/insert after/before this handle
     index: int | None = None
-    source: str | None = None  # where it came from (for error messages)
+    source: str | int | None = None  # where it came from: "#n" or n (object index in a file)
 
     @property
     def chain_key(self) -> tuple[str, str, str]:
@@ -78,7 +78,8 @@ class Rule:
 
     def __str__(self) -> str:
         where = f" handle {self.handle}" if self.handle is not None else ""
-        src = f" ({self.source})" if self.source else ""
+        src = f" (#{self.source})" if isinstance(self.source, int) else \
+            f" ({self.source})" if self.source else ""
         return f"rule in chain {self.family} {self.table} {self.chain}{where}{src}"
 
 

@@ -118,10 +118,16 @@ def _probe_queue(sock: Any, cmds: Sequence[Command]) -> None:
 
     if exprs._QUEUE_MODE:
         return
-    if not any('"queue"' in repr(c.obj.expr).replace("'", '"') for c in cmds
-               if c.kind == "rule"):
+    if not any(_has_queue(c.obj.expr) for c in cmds if c.kind == "rule"):
         return
     exprs.set_queue_mode("nft" if _kernel_has_expr(sock, "queue") else "xt")
+
+
+def _has_queue(expr: list[dict[str, Any]]) -> bool:
+    for s in expr:
+        if "queue" in s:
+            return True
+    return False
 
 
 def _kernel_has_expr(sock: Any, name: str) -> bool:

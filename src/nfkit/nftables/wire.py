@@ -92,12 +92,13 @@ class Encoder:
 
     def __init__(self, batch: Any) -> None:
         self.batch = batch
-        self.what: list[str] = []
+        self.what = _Names()
         self.compilers: dict[tuple[str, str], RuleCompiler] = {}
         self.set_ids = [0x10000]
+        self._where: dict[tuple[str, str], bytes] = {}
         self.anon_counter = [0]
 
-    def _begin(self, name: str, family: str, flags: int, what: str) -> None:
+    def _begin(self, name: str, family: str, flags: int, what: Any) -> None:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
         self.what.append(what)
 
@@ -176,8 +177,12 @@ class Encoder:
             flags |= NLM_F_APPEND
         elif verb == "replace":
             flags = NLM_F_REPLACE
-        self._begin("newrule", r.family, flags, str(r))
-        body = string(a["table"], r.table) + string(a["chain"], r.chain)
+        self._begin("newrule", r.family, flags, r)
+        where = self._where.get((r.table, r.chain))
+        if where is None:
+            where = self._where[(r.table, r.chain)] = (string(a["table"], r.table)
+                                                       + string(a["chain"], r.chain))
+        body = where
         if verb == "replace":
             if r.handle is None:
                 raise InputError(f"{r}: replace needs a handle")
@@ -387,6 +392,14 @@ class Encoder:
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
                        + be32(a["type"], OBJ_TYPE[o.kind]))
         self.batch.end()
+
+
+class _Names(list):  # type: ignore[type-arg]
+    """What each message of a batch is about; objects are named only when asked."""
+
+    def __getitem__(self, i: Any) -> Any:
+        v = list.__getitem__(self, i)
+        return v if isinstance(v, str) else str(v)
 
 
 # ---- decoder ---------------------------------------------------------------------
