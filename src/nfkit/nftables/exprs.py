@@ -1060,6 +1060,9 @@ class RuleDecoder:
         self.dep_ll: int | None = None
         self.drop: set[int] = set()
         self.last_match: tuple[int, int] | None = None  # (out index, reg)
+        self.cmp_seen = 0
+        self.cmp_log: list[tuple[int, RegValue, Any]] = []  # plain cmp -> (out index, reg, left)
+        self.merged = False
         for name, a in exprs:
             fn = getattr(self, "_x_" + name, None)
             if fn is None:
@@ -1325,6 +1328,7 @@ class RuleDecoder:
         self.last_match = (len(self.out) - 1, reg)
 
     def _x_cmp(self, a: dict[str, bytes]) -> None:
+        self.cmp_seen += 1
         reg = nla.get_be32(a["sreg"])
         v = self._get(reg)
         op = CMP_NAMES[nla.get_be32(a["op"])]
@@ -1376,9 +1380,11 @@ class RuleDecoder:
             if prev["op"] == ">=" and prev["left"] == left:
                 prev["op"] = "=="
                 prev["right"] = {"range": [prev["right"], self._value(v, raw)]}
+                self.merged = True
                 return
         value = self._value(v, raw)
         self._match(left, op, value, reg)
+        self.cmp_log.append((len(self.out) - 1, v, left))
         if op == "==" and isinstance(left, dict):
             if left == {"meta": {"key": "l4proto"}} or left in (
                     {"payload": {"protocol": "ip", "field": "protocol"}},

@@ -19,7 +19,7 @@ from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Obj, Rule, Ruleset, Set, Table
 from nfkit.nftables.nla import A, string
 from nfkit.nftables.wire import (
-    FAMILY_NUM, Encoder, decode_chain, decode_elements, decode_obj, decode_rule, decode_set,
+    FAMILY_NUM, Encoder, RuleShapes, decode_chain, decode_elements, decode_obj, decode_rule, decode_set,
     decode_table, msg_type, set_elements_json,
 )
 
@@ -270,8 +270,10 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
             attrs = string(A["rule"]["table"], table)
             if chain is not None:
                 attrs += string(A["rule"]["chain"], chain)
+        shapes = RuleShapes()
         for f, a in _dump_msgs(sock, "getrule", attrs, fam):
-            r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}))
+            r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}),
+                            shapes)
             if (r.family, r.table) in keys and (chain is None or r.chain == chain):
                 rs.rules.append(r)
     if chain is not None:

@@ -536,13 +536,111 @@ def set_elements_json(view: SetView) -> list[Any]:
     return out
 
 
-def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView]) -> Rule:
+_CMP_HEAD = nla.attr(1, b"cmp\0")
+_CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
+              {"meta": {"key": "protocol"}}, {"meta": {"key": "iiftype"}},
+              {"payload": {"protocol": "ether", "field": "type"}},
+              {"payload": {"protocol": "ip", "field": "protocol"}},
+              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
+
+
+def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
+    """Split an expression list into its shape (cmp values blanked) and the cmp values.
+
+    Relies on the kernel dumping cmp as sreg, op, data (it does); returns None
+    for anything unexpected, and the caller decodes the slow way."""
+    from struct import unpack_from
+
+    pos, end = 0, len(blob)
+    parts: list[bytes] = []
+    values: list[bytes] = []
+    last = 0
+    while pos + 4 <= end:
+        ln = unpack_from("=H", blob, pos)[0]
+        if ln < 4:
+            return None
+        if blob[pos + 4:pos + 12] == _CMP_HEAD and ln >= 40:
+            vlen = unpack_from("=H", blob, pos + 36)[0] - 4
+            vstart = pos + 40
+            if vstart + vlen > pos + ln:
+                return None
+            parts.append(blob[last:vstart])
+            values.append(blob[vstart:vstart + vlen])
+            last = vstart + vlen
+        pos += (ln + 3) & ~3
+    parts.append(blob[last:])
+    return b"\xff".join(parts), values
+
+
+class RuleShapes:
+    """Decoding templates: rules whose expressions differ only in compared values
+    are decoded once; later ones only decode their values."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, bytes], Any] = {}
+
+    def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
+        split = _cmp_values(blob) if not sets or not any(
+            v.flags & SET_ANONYMOUS for v in sets.values()) else None
+        if split is None:
+            return RuleDecoder(fam, sets).decode(parse_exprs(blob))
+        shape, values = split
+        entry = self.cache.get((fam, shape))
+        if entry is not None and entry is not False:
+            ctx_pos, by_ctx = entry
+            ctx_key = tuple(values[i] for i in ctx_pos)
+            tpl = by_ctx.get(ctx_key)
+            if tpl is not None:
+                stmts, patches = tpl
+                out = list(stmts)
+                for idx, vi, v, left in patches:
+                    m = out[idx]["match"]
+                    out[idx] = {"match": {"op": m["op"], "left": left,
+                                          "right": _plain_value(v, values[vi])}}
+                return out
+        dec = RuleDecoder(fam, sets)
+        stmts = dec.decode(parse_exprs(blob))
+        if entry is False:
+            return stmts
+        if dec.merged or len(dec.cmp_log) != dec.cmp_seen or dec.cmp_seen != len(values):
+            self.cache[(fam, shape)] = False
+            return stmts
+        # map decoder indices to output indices (dependencies removed)
+        kept = [i for i in range(len(dec.out)) if i not in dec.drop]
+        where = {old: new for new, old in enumerate(kept)}
+        ctx_pos = tuple(i for i, (idx, _v, left) in enumerate(dec.cmp_log)
+                        if left in _CTX_LEFTS or idx not in where)
+        patches = [(where[idx], i, v, left) for i, (idx, v, left) in enumerate(dec.cmp_log)
+                   if idx in where and i not in ctx_pos]
+        if entry is None:
+            entry = (ctx_pos, {})
+            self.cache[(fam, shape)] = entry
+        if entry[0] == ctx_pos:
+            entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
+        return stmts
+
+
+def _plain_value(v: Any, raw: bytes) -> Any:
+    dt = v.types[0]
+    if len(v.types) > 1:
+        return RuleDecoder._concat_values(None, v, raw)  # type: ignore[arg-type]
+    if dt.kind in ("ipv4", "ipv6", "ether") and len(raw) != dt.size:
+        raw = raw.ljust(dt.size, b"\0")[: dt.size]
+    return dt.decode(raw)
+
+
+def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
+                shapes: RuleShapes | None = None) -> Rule:
     a = A["rule"]
     fam = FAMILY_NAME.get(family, str(family))
     r = Rule(fam, _s(attrs[a["table"]]), _s(attrs[a["chain"]]),
              handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if a["expressions"] in attrs:
-        r.expr = RuleDecoder(fam, sets).decode(parse_exprs(attrs[a["expressions"]]))
+        blob = attrs[a["expressions"]]
+        if shapes is not None:
+            r.expr = shapes.decode(fam, blob, sets)
+        else:
+            r.expr = RuleDecoder(fam, sets).decode(parse_exprs(blob))
     if a["userdata"] in attrs:
         ud = attrs[a["userdata"]]
         pos = 0
