@@ -18,8 +18,18 @@ def strip(doc: Any) -> list[dict[str, Any]]:
             continue
         (k, b), = o.items()
         b = {kk: vv for kk, vv in b.items() if kk != "handle"}
+        if "elem" in b:  # an element's remaining lifetime moves on between two listings
+            b["elem"] = [_no_expires(e) for e in b["elem"]]
         out.append({k: b})
     return out
+
+
+def _no_expires(e: Any) -> Any:
+    if isinstance(e, list):
+        return [_no_expires(x) for x in e]
+    if isinstance(e, dict) and "elem" in e:
+        return {"elem": {k: v for k, v in e["elem"].items() if k != "expires"}}
+    return e
 
 
 def nft_json(ns: Any) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 60
 LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
 BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
 LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
-LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 16}
+LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
+LOG_ALL = 0x2F
 NAT_FLAGS = {"random": 4, "persistent": 8, "fully-random": 16}
 NAT_MAP_IPS, NAT_PROTO = 1, 2
 REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
@@ -53,8 +54,7 @@ SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
 SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
 ELEM_INTERVAL_END = 1
 
-T_FIB_TYPE = Datatype("fib_addrtype", 38, 4, "int", False, dict(FIB_TYPES),
-                      {v: k for k, v in FIB_TYPES.items()})
+T_FIB_TYPE = T["fib_addrtype"]
 T_INT32 = T["integer"]
 
 
@@ -136,6 +136,7 @@ class RuleCompiler:
         self.set_types: dict[str, Any] = {}
         self._cache: dict[Any, Any] = {}
         self._last_operand: Operand | None = None
+        self.named_sets: dict[str, Any] = {}  # name -> model Set (for map data types)
 
     # ---- entry point -------------------------------------------------------------
     def compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
@@ -228,11 +229,15 @@ class RuleCompiler:
             out.append(_meta_load(1, 16))
             out.append(_cmp(1, 0, bytes((L4_PROTO[proto],))))
             ctx.l4 = proto
-        elif proto == "ether":
-            if ctx.family in ("ip", "ip6", "inet") and not ctx.iiftype:
+        elif proto in ("ether", "vlan"):
+            if ctx.family in ("ip", "ip6", "inet", "netdev") and not ctx.iiftype:
                 out.append(_meta_load(1, 8))
                 out.append(_cmp(1, 0, (1).to_bytes(2, "little")))
                 ctx.iiftype = True
+            if proto == "vlan" and not getattr(ctx, "vlan", False):
+                out.append(_payload_load(1, LL, 12, 2))
+                out.append(_cmp(1, 0, (0x8100).to_bytes(2, "big")))
+                ctx.vlan = True  # type: ignore[attr-defined]
 
     # ---- left-hand side ----------------------------------------------------------
     def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0) -> Operand:
@@ -313,6 +318,22 @@ class RuleCompiler:
             else:
                 out.append(_bitwise(reg, op.size, b"\xff" * op.size, v))
             return Operand(out, op.types, op.sizes)
+        if kind == "map":
+            op = self.load(ctx, body["key"], out, slot)
+            data = body["data"]
+            if not (isinstance(data, str) and data.startswith("@")):
+                raise InputError("anonymous maps as values are not supported; use a named map")
+            s = self.named_sets.get(data[1:])
+            if s is None or s.map is None:
+                raise InputError(f"map {data[1:]!r} not known (list it in the same file)")
+            from nfkit.nftables.wire import set_data
+            from nfkit.nftables.types import split_type_id
+
+            dtype, dlen, _ddt = set_data(s)
+            dts = split_type_id(dtype)
+            out.append(self._lookup(data[1:], reg, reg, False))
+            del op
+            return Operand(out, dts, [t.size for t in dts])
         if kind == "numgen":
             mode = {"inc": 0, "random": 1}[body["mode"]]
             a = A["numgen"]
@@ -435,7 +456,8 @@ class RuleCompiler:
             s = self._anon_set(ctx, op, right["set"])
             out.append(self._lookup("__set%d", 1, None, opname == "!=", s.set_id))
             return
-        if op.dt.kind == "bitmask" and (opname == "in" or isinstance(right, list)):
+        if op.dt.kind in ("bitmask", "ctlabel") and (opname == "in" or isinstance(right, list)
+                                                     or op.dt.kind == "ctlabel"):
             if opname not in ("in", "==", "!="):
                 raise InputError(f"operator {opname!r} on flags")
             mask = self._value(op.dt, op.size, right)
@@ -446,6 +468,9 @@ class RuleCompiler:
             opname = "=="
         if isinstance(right, dict) and "range" in right:
             lo, hi = self._interval(op, right)
+            if not op.dt.big_endian and op.size > 1 and len(op.types) == 1:
+                out.append(_byteorder_hton(op.size))
+                lo, hi = lo[::-1], hi[::-1]
             if opname == "==":
                 out.append(_cmp(1, 5, lo))
                 out.append(_cmp(1, 3, hi))
@@ -464,13 +489,23 @@ class RuleCompiler:
                 base, off, _n = op.payload
                 out[-1] = _payload_load(1, base, off, plen // 8)
                 out.append(_cmp(1, CMP_OPS[opname], first[: plen // 8]))
+            elif plen % 8 == 0 and plen and len(op.types) == 1 and op.mask is None \
+                    and op.dt.kind in ("ipv4", "ipv6"):
+                # ... and compares only the prefix bytes of other loads.
+                out.append(_cmp(1, CMP_OPS[opname], first[: plen // 8]))
             else:
                 out.append(_bitwise(1, op.size, _plen_mask(op.size, plen), bytes(op.size)))
                 out.append(_cmp(1, CMP_OPS[opname], first))
             return
         if opname not in CMP_OPS:
             raise InputError(f"unknown operator {opname!r}")
-        out.append(_cmp(1, CMP_OPS[opname], self._shifted(op, right)))
+        value = self._shifted(op, right)
+        if opname not in ("==", "!=") and not op.dt.big_endian and op.size > 1 \
+                and op.mask is None and len(op.types) == 1:
+            # nft compares host-order values in network order (byteorder hton).
+            out.append(_byteorder_hton(op.size))
+            value = value[::-1]
+        out.append(_cmp(1, CMP_OPS[opname], value))
 
     def _lookup(self, name: str, sreg: int, dreg: int | None, inv: bool,
                 set_id: int | None = None) -> bytes:
@@ -647,8 +682,10 @@ class RuleCompiler:
             parts.append(string(a["prefix"], body["prefix"]))
         if "group" in body:
             parts.append(be16(a["group"], int(body["group"])))
-            parts.append(be32(a["snaplen"], int(body.get("snaplen", 0))))
-            parts.append(be16(a["qthreshold"], int(body.get("queue-threshold", 0))))
+            if "snaplen" in body:
+                parts.append(be32(a["snaplen"], int(body["snaplen"])))
+            if "queue-threshold" in body:
+                parts.append(be16(a["qthreshold"], int(body["queue-threshold"])))
         else:
             if "level" in body:
                 parts.append(be32(a["level"], LOG_LEVELS.index(body["level"])))
@@ -658,7 +695,7 @@ class RuleCompiler:
                     flags = [flags]
                 fl = 0
                 for f in flags:
-                    fl |= 0x1F if f == "all" else LOG_FLAGS[f]
+                    fl |= LOG_ALL if f == "all" else LOG_FLAGS[f]
                 parts.append(be32(a["flags"], fl))
         out.append(expr("log", *parts))
 
@@ -710,11 +747,14 @@ class RuleCompiler:
                           be32(a["reg_addr_max"], 2)]
                 reg = 3
                 flags |= NAT_MAP_IPS
+            elif isinstance(addr, dict):
+                mop = self.load(ctx, addr, out)
+                parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1)]
+                if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
+                    parts.append(be32(a["reg_proto_min"], reg32(reg_size(mop.sizes[0]) // 4)))
+                reg = 3
             else:
-                if isinstance(addr, dict):
-                    self.load(ctx, addr, out)  # an expression (map lookups are rare)
-                else:
-                    out.append(_immediate(1, dt.encode(addr)))
+                out.append(_immediate(1, dt.encode(addr)))
                 parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1)]
                 if port is not None:
                     parts.append(be32(a["reg_addr_max"], 1))
@@ -925,6 +965,12 @@ def set_queue_mode(mode: str) -> None:
     _QUEUE_MODE[:] = [mode]
 
 
+def _byteorder_hton(size: int) -> bytes:
+    a = A["byteorder"]
+    return expr("byteorder", be32(a["sreg"], 1), be32(a["dreg"], 1), be32(a["op"], 1),
+                be32(a["len"], size), be32(a["size"], size))
+
+
 def _objref(objtype: int, name: str) -> bytes:
     a = A["objref"]
     return expr("objref", be32(a["imm_type"], objtype), string(a["imm_name"], name))
@@ -1058,6 +1104,9 @@ class RuleDecoder:
         self.dep_l3: int | None = None  # index in out of a removable dependency
         self.dep_l4: int | None = None
         self.dep_ll: int | None = None
+        self.dep_ll_seen = False
+        self.vlan_seen = False
+        self.dep_vlan: int | None = None
         self.drop: set[int] = set()
         self.last_match: tuple[int, int] | None = None  # (out index, reg)
         self.cmp_seen = 0
@@ -1109,14 +1158,15 @@ class RuleDecoder:
             elif boff != off * 8 or (blen != ln * 8 and not (want_len and blen > ln * 8)):
                 continue
             cands.append((proto, fld, tname, blen))
-        proto_ctx = {LL: "ether", NH: self.l3, TH: self.l4}.get(base)
+        ll = None
+        if self.family == "bridge" or self.dep_ll_seen:
+            ll = "vlan" if self.vlan_seen and off >= 14 else "ether"
+        proto_ctx = {LL: ll, NH: self.l3, TH: self.l4}.get(base)
         pick = None
         for c in cands:
             if c[0] == proto_ctx:
                 pick = c
                 break
-        if pick is None and len({c[0] for c in cands}) == 1 and base != TH:
-            pick = cands[0]
         if pick is None and base == TH:
             for c in cands:
                 if c[0] == "th":
@@ -1159,11 +1209,16 @@ class RuleDecoder:
                                           {"ip": "ip", "ip6": "ip6"}[proto]):
                 self.drop.add(self.dep_l3)
             self.dep_l3 = None
-        elif proto == "ether" and self.dep_ll is not None:
+        elif proto in ("ether", "vlan") and self.dep_ll is not None:
             self.drop.add(self.dep_ll)
             self.dep_ll = None
+        if proto == "vlan" and self.dep_vlan is not None:
+            self.drop.add(self.dep_vlan)
+            self.dep_vlan = None
 
     def _value(self, v: RegValue, raw: bytes) -> Any:
+        if getattr(v, "hton", False):
+            raw = raw[::-1]
         if v.imm == b"shifted":
             n = int.from_bytes(raw, "big") >> int(v.verdict)
             dt = v.types[0]
@@ -1224,9 +1279,6 @@ class RuleDecoder:
             raise InputError(f"unknown ct key {key}")
         _n, tname, size = CT[name]
         left: dict[str, Any] = {"key": name}
-        if " " in name:
-            fam, k = name.split(" ")
-            left = {"key": k, "family": fam}
         if "direction" in a:
             left["dir"] = {0: "original", 1: "reply"}[a["direction"][0]]
         if "sreg" in a:
@@ -1258,6 +1310,16 @@ class RuleDecoder:
         elif v.left is None:
             self._resolve_payload(v)
         self._set(dreg, RegValue(v.left, v.types, v.sizes, None, mask, xor))
+
+    def _x_byteorder(self, a: dict[str, bytes]) -> None:
+        v = self._get(nla.get_be32(a["sreg"]))
+        if nla.get_be32(a["op"]) != 1:
+            raise InputError("ntoh byteorder not decoded")
+        if v.left is None:
+            self._resolve_payload(v)
+        nv = RegValue(v.left, v.types, v.sizes, None, v.mask, v.xor)
+        nv.hton = True  # type: ignore[attr-defined]
+        self._set(nla.get_be32(a["dreg"]), nv)
 
     def _x_immediate(self, a: dict[str, bytes]) -> None:
         dreg = nla.get_be32(a["dreg"])
@@ -1341,7 +1403,7 @@ class RuleDecoder:
         # flags: (x & mask) != 0
         if v.mask is not None and not any(raw) and op in ("!=", "=="):
             dt = v.types[0]
-            if dt.kind == "bitmask":
+            if dt.kind in ("bitmask", "ctlabel"):
                 value = dt.decode(v.mask)
                 self._match(left, "in" if op == "!=" else "==", value if op == "!=" else 0, reg)
                 if op == "==":
@@ -1368,6 +1430,11 @@ class RuleDecoder:
             return
         if v.mask is not None and v.types[0].kind == "bitmask":
             self._match({"&": [left, v.types[0].decode(v.mask)]}, op, self._value(v, raw), reg)
+            return
+        if v.mask is None and v.types[0].kind in ("ipv4", "ipv6") and len(v.types) == 1 \
+                and 0 < len(raw) < v.types[0].size:
+            self._match(left, op, {"prefix": {"addr": self._value(v, raw),
+                                              "len": len(raw) * 8}}, reg)
             return
         if isinstance(v.verdict, tuple) and v.verdict[0] == "prefix":
             self._match(left, op, {"prefix": {"addr": self._value(v, raw),
@@ -1401,6 +1468,10 @@ class RuleDecoder:
                 self.dep_l3 = len(self.out) - 1
             elif left == {"meta": {"key": "iiftype"}} and value == "ether":
                 self.dep_ll = len(self.out) - 1
+                self.dep_ll_seen = True
+            if left == {"payload": {"protocol": "ether", "field": "type"}} and value == "vlan":
+                self.vlan_seen = True
+                self.dep_vlan = len(self.out) - 1
 
     def _x_range(self, a: dict[str, bytes]) -> None:
         reg = nla.get_be32(a["sreg"])
@@ -1434,8 +1505,16 @@ class RuleDecoder:
             if dreg == 0:
                 self.out.append({"vmap": {"key": left, "data": right}})
             else:
-                self._set(dreg, RegValue({"map": {"key": left, "data": right}},
-                                         [T_INT32], [s.data_len if s else 4]))
+                from nfkit.nftables.types import split_type_id
+
+                dts = split_type_id(s.data_type) if s and s.data_type else [T_INT32]
+                mv = RegValue({"map": {"key": left, "data": right}}, dts,
+                              [t.size for t in dts])
+                self._set(dreg, mv)
+                if len(dts) > 1:
+                    part = RegValue(None, dts[1:], [t.size for t in dts[1:]])
+                    part.map_part = True  # type: ignore[attr-defined]
+                    self.regs[self._slot(dreg) + reg_size(dts[0].size) // 4] = part
             return
         self._match(left, "!=" if inv else "==", right, sreg)
 
@@ -1510,7 +1589,7 @@ class RuleDecoder:
                 body["level"] = LOG_LEVELS[lvl]
         if "flags" in a:
             fl = nla.get_be32(a["flags"])
-            if fl == 0x1F:
+            if fl == LOG_ALL:
                 body["flags"] = "all"
             elif fl:
                 names = [n for n, bit in LOG_FLAGS.items() if fl & bit]
@@ -1561,7 +1640,12 @@ class RuleDecoder:
             else:
                 self._resolve_payload(lo_v)
                 body["addr"] = lo_v.left
-        if "reg_proto_min" in a:
+                if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam:
+                    body = {"family": fam, **body}
+        if "reg_proto_min" in a and getattr(
+                self._get(nla.get_be32(a["reg_proto_min"])), "map_part", False):
+            pass
+        elif "reg_proto_min" in a:
             body["port"] = self._port(a)
         fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
         if fl:
@@ -1600,7 +1684,7 @@ class RuleDecoder:
         key = self._concat_left(sreg, s.key_len if s else 0) if s and len(s.key_types) > 1 \
             else first.left
         elem: Any = key
-        if "timeout" in a:
+        if "timeout" in a and nla.get_be64(a["timeout"]):
             elem = {"elem": {"val": key, "timeout": nla.get_be64(a["timeout"]) // 1000}}
         if "sreg_data" in a:
             dv = self._get(nla.get_be32(a["sreg_data"]))
@@ -1642,15 +1726,18 @@ def _bytes_unit(n: int) -> tuple[int, str]:
     return n, "bytes"
 
 
+def _order(dt: Datatype) -> str:
+    return "big" if dt.big_endian and dt.kind not in ("ifname", "string") else "little"
+
+
 def _key_sort(s: SetView, key: bytes) -> tuple[int, ...]:
     if len(s.key_types) == 1:
-        dt = s.key_types[0]
-        return (int.from_bytes(key, "big" if dt.big_endian else "little"),)
+        return (int.from_bytes(key, _order(s.key_types[0])),)
     out = []
     pos = 0
     for dt in s.key_types:
         size = dt.size or 16
-        out.append(int.from_bytes(key[pos:pos + size], "big" if dt.big_endian else "little"))
+        out.append(int.from_bytes(key[pos:pos + size], _order(dt)))
         pos += reg_size(size)
     return tuple(out)
 
@@ -1675,8 +1762,10 @@ def _one_value(dt: Datatype, lo: bytes, hi: bytes) -> Any:
     return {"range": [dt.decode(lo), dt.decode(hi)]}
 
 
-def render_elements(s: SetView) -> list[Any]:
-    """A set's elements as libnftables JSON values (intervals joined, sorted)."""
+def render_elements(s: SetView, extra: dict[bytes, dict[str, Any]] | None = None) -> list[Any]:
+    """A set's elements as libnftables JSON values (intervals joined, sorted).
+
+    ``extra`` maps a key to element details (timeout, expires) to attach."""
     out: list[tuple[tuple[int, ...], Any]] = []
     elems = s.elements
     if s.flags & SET_INTERVAL and len(s.key_types) == 1:
@@ -1717,6 +1806,9 @@ def render_elements(s: SetView) -> list[Any]:
                 v = {"concat": _component_values(s, key)}
         else:
             v = _component_values(s, key)[0]
+        x = extra.get(key) if extra else None
+        if x:
+            v = {"elem": {"val": v, **x}}
         out.append((_key_sort(s, key), v if data is None else [v, data]))
     out.sort(key=lambda kv: kv[0])
     return [v for _k, v in out]

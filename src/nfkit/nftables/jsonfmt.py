@@ -18,7 +18,7 @@ from nfkit.nftables.model import FAMILIES, Chain, Obj, Rule, Ruleset, Set, Table
 
 VERBS = ("add", "create", "insert", "replace", "delete", "flush", "destroy")
 KIND_ORDER = {"table": 0, "chain": 1, "set": 2, "map": 2, "counter": 2, "quota": 2,
-              "limit": 2, "element": 3, "rule": 4}
+              "limit": 2, "ct helper": 2, "element": 3, "rule": 4}
 
 
 @dataclass
@@ -104,7 +104,7 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
         s.policy = d.get("policy")
         s.comment = d.get("comment")
         return s
-    if kind in ("counter", "quota", "limit"):
+    if kind in ("counter", "quota", "limit", "ct helper"):
         body = {k: v for k, v in d.items() if k not in ("family", "table", "name", "handle")}
         return Obj(kind, fam, str(_need(d, "table", what)), str(_need(d, "name", what)), body,
                    d.get("handle"))

@@ -25,7 +25,7 @@ A = {t: nums(t) for t in (
     "dynset", "payload", "meta", "ct", "limit", "counter", "log", "queue", "quota", "reject",
     "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
     "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
-    "target", "rule_compat", "obj", "gen", "exthdr", "rt",
+    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper",
 )}
 
 

@@ -30,8 +30,30 @@ def _socket() -> Any:
     return NetlinkSocket()
 
 
+def _mark_dynamic(cmds: Sequence[Command]) -> None:
+    """Sets updated from the packet path need the dynamic flag; nft 1.0.6 listings drop it."""
+    updated: set[tuple[str, str, str]] = set()
+    for c in cmds:
+        if c.kind == "rule" and c.verb in ("add", "create", "insert", "replace"):
+            r = c.obj
+            for st in r.expr:
+                for k in ("set", "map"):
+                    b = st.get(k)
+                    if type(b) is dict and "op" in b:
+                        name = b.get(k) or b.get("set") or b.get("map")
+                        if isinstance(name, str):
+                            updated.add((r.family, r.table, name.lstrip("@")))
+    if not updated:
+        return
+    for c in cmds:
+        if c.kind in ("set", "map") and c.verb in ("add", "create") and c.obj.key in updated:
+            if "dynamic" not in c.obj.flags:
+                c.obj.flags = [*c.obj.flags, "dynamic"]
+
+
 def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
     """Write each command into the encoder's batch (raises InputError naming the object)."""
+    _mark_dynamic(cmds)
     for c in cmds:
         o = c.obj
         if c.kind == "ruleset":
@@ -90,7 +112,7 @@ def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
                 raise InputError(f"element for {o}: set not found (list it in the file or "
                                  "create it first)")
             enc.set_elements(known, c.items or [], delete=c.verb == "delete")
-        elif c.kind in ("counter", "quota", "limit"):
+        elif c.kind in ("counter", "quota", "limit", "ct helper"):
             if c.verb in ("add", "create"):
                 enc.obj(o, c.verb == "create")
             elif c.verb == "delete":

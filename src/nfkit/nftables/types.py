@@ -192,13 +192,95 @@ def _dec_string(dt: Datatype, raw: bytes) -> object:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
+def _enc_classid(dt: Datatype, value: object, size: int) -> bytes:
+    if isinstance(value, str):
+        if value == "none":
+            v = 0
+        elif value == "root":
+            v = 0xFFFFFFFF
+        elif ":" in value:
+            major, minor = value.split(":", 1)
+            try:
+                v = (int(major or "0", 16) << 16) | int(minor or "0", 16)
+            except ValueError:
+                raise _bad(dt, value) from None
+        else:
+            raise _bad(dt, value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        v = value
+    else:
+        raise _bad(dt, value)
+    return v.to_bytes(4, "little")
+
+
+def _dec_classid(dt: Datatype, raw: bytes) -> object:
+    v = int.from_bytes(raw, "little")
+    if v == 0:
+        return "none"
+    if v == 0xFFFFFFFF:
+        return "root"
+    return f"{v >> 16:x}:{v & 0xFFFF:x}"
+
+
+def _enc_time(dt: Datatype, value: object, size: int) -> bytes:
+    """Seconds (int, or "60s"/"2m"/"1h"/"1d" strings) -> milliseconds, host order."""
+    if isinstance(value, str):
+        units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
+        ms = 0
+        num = ""
+        i = 0
+        try:
+            while i < len(value):
+                c = value[i]
+                if c.isdigit():
+                    num += c
+                    i += 1
+                    continue
+                u = "ms" if value[i:i + 2] == "ms" else c
+                ms += int(num) * units[u]
+                num = ""
+                i += len(u)
+            if num:
+                ms += int(num) * 1000
+        except (KeyError, ValueError):
+            raise _bad(dt, value) from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value * 1000
+    else:
+        raise _bad(dt, value)
+    return ms.to_bytes(size, "little")
+
+
+def _dec_time(dt: Datatype, raw: bytes) -> object:
+    return int.from_bytes(raw, "little") // 1000
+
+
+def _enc_ctlabel(dt: Datatype, value: object, size: int) -> bytes:
+    """A ct label is a bit number (0..127); several make a mask."""
+    bits = value if isinstance(value, list) else [value]
+    v = 0
+    for b in bits:
+        if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < size * 8:
+            raise _bad(dt, value)
+        v |= 1 << b
+    return v.to_bytes(size, "little")
+
+
+def _dec_ctlabel(dt: Datatype, raw: bytes) -> object:
+    v = int.from_bytes(raw, "little")
+    bits = [i for i in range(len(raw) * 8) if v >> i & 1]
+    return bits[0] if len(bits) == 1 else bits
+
+
 _ENCODERS: dict[str, Callable[[Datatype, object, int], bytes]] = {
     "int": _enc_int, "bitmask": _enc_bitmask, "ipv4": _enc_ipv4, "ipv6": _enc_ipv6,
     "ether": _enc_ether, "ifname": _enc_ifname, "string": _enc_string,
+    "classid": _enc_classid, "time": _enc_time, "ctlabel": _enc_ctlabel,
 }
 _DECODERS: dict[str, Callable[[Datatype, bytes], object]] = {
     "int": _dec_int, "bitmask": _dec_bitmask, "ipv4": _dec_ipv4, "ipv6": _dec_ipv6,
     "ether": _dec_ether, "ifname": _dec_ifname, "string": _dec_string,
+    "classid": _dec_classid, "time": _dec_time, "ctlabel": _dec_ctlabel,
 }
 
 _PROTO_NAMES = {
@@ -274,7 +356,12 @@ for _d in [
         "expected": 1, "seen-reply": 2, "assured": 4, "confirmed": 8, "snat": 16,
         "dnat": 32, "dying": 512}),
     _dt("icmpv6_type", 29, 1, symbols=ICMPV6_TYPES),
-    _dt("ct_label", 30, 16, print_symbols=False),
+    _dt("ct_label", 30, 16, "ctlabel", big=False),
+    _dt("classid", 23, 4, "classid", big=False),
+    _dt("ecn", 37, 1, symbols={"not-ect": 0, "ect1": 1, "ect0": 2, "ce": 3}),
+    _dt("fib_addrtype", 38, 4, big=False, symbols={
+        "unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
+        "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}),
     _dt("pkttype", 31, 1, symbols={"host": 0, "broadcast": 1, "multicast": 2, "other": 3}),
     _dt("icmp_code", 32, 1, symbols={
         "net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2,
@@ -288,14 +375,14 @@ for _d in [
     _dt("dscp", 36, 1, symbols=DSCP),
     _dt("ifname", 41, 16, "ifname"),
     _dt("boolean", 39, 1, symbols={"exists": 1, "missing": 0}),
-    _dt("time", 18, 4, big=False, print_symbols=False),
+    _dt("time", 18, 4, "time", big=False),
 ]:
     T[_d.name] = _d
 T["hinteger"] = _dt("integer", 4, 4, big=False, print_symbols=False)
 T["dscp"].names.clear()
 T["dscp"].names.update(_DSCP_PRINT)
 
-TYPES_BY_ID = {d.id: d for d in T.values()}
+TYPES_BY_ID = {d.id: d for d in T.values() if d.name != "integer" or d.big_endian}
 # Aliases nft accepts in set "type" declarations.
 TYPE_ALIASES = {"ipv4_address": "ipv4_addr", "ipv6_address": "ipv6_addr"}
 
@@ -328,12 +415,12 @@ _fields("vlan", LL, [("pcp", 112, 3, "integer"), ("cfi", 115, 1, "integer"),
                      ("id", 116, 12, "integer"), ("type", 128, 16, "ether_type")])
 _fields("ip", NH, [
     ("version", 0, 4, "integer"), ("hdrlength", 4, 4, "integer"), ("dscp", 8, 6, "dscp"),
-    ("ecn", 14, 2, "integer"), ("length", 16, 16, "integer"), ("id", 32, 16, "integer"),
+    ("ecn", 14, 2, "ecn"), ("length", 16, 16, "integer"), ("id", 32, 16, "integer"),
     ("frag-off", 48, 16, "integer"), ("ttl", 64, 8, "integer"),
     ("protocol", 72, 8, "inet_proto"), ("checksum", 80, 16, "integer"),
     ("saddr", 96, 32, "ipv4_addr"), ("daddr", 128, 32, "ipv4_addr")])
 _fields("ip6", NH, [
-    ("version", 0, 4, "integer"), ("dscp", 4, 6, "dscp"), ("ecn", 10, 2, "integer"),
+    ("version", 0, 4, "integer"), ("dscp", 4, 6, "dscp"), ("ecn", 10, 2, "ecn"),
     ("flowlabel", 12, 20, "integer"), ("length", 32, 16, "integer"),
     ("nexthdr", 48, 8, "inet_proto"), ("hoplimit", 56, 8, "integer"),
     ("saddr", 64, 128, "ipv6_addr"), ("daddr", 192, 128, "ipv6_addr")])
@@ -377,17 +464,17 @@ ETHER_FOR_L3 = {"ip": 0x0800, "ip6": 0x86DD}
 
 # meta key name -> (number, datatype name, length in bytes)
 META: dict[str, tuple[int, str, int]] = {
-    "length": (0, "integer", 4), "protocol": (1, "ether_type", 2), "priority": (2, "integer", 4),
+    "length": (0, "hinteger", 4), "protocol": (1, "ether_type", 2), "priority": (2, "classid", 4),
     "mark": (3, "mark", 4), "iif": (4, "iface_index", 4), "oif": (5, "iface_index", 4),
     "iifname": (6, "ifname", 16), "oifname": (7, "ifname", 16),
     "iiftype": (8, "iface_type", 2), "oiftype": (9, "iface_type", 2),
     "skuid": (10, "uid", 4), "skgid": (11, "gid", 4), "nftrace": (12, "integer", 1),
-    "rtclassid": (13, "integer", 4), "secmark": (14, "integer", 4),
+    "rtclassid": (13, "hinteger", 4), "secmark": (14, "hinteger", 4),
     "nfproto": (15, "nf_proto", 1), "l4proto": (16, "inet_proto", 1),
     "ibrname": (17, "ifname", 16), "obrname": (18, "ifname", 16),
-    "pkttype": (19, "pkttype", 1), "cpu": (20, "integer", 4),
-    "iifgroup": (21, "integer", 4), "oifgroup": (22, "integer", 4),
-    "cgroup": (23, "integer", 4), "random": (24, "integer", 4),
+    "pkttype": (19, "pkttype", 1), "cpu": (20, "hinteger", 4),
+    "iifgroup": (21, "hinteger", 4), "oifgroup": (22, "hinteger", 4),
+    "cgroup": (23, "hinteger", 4), "random": (24, "hinteger", 4),
     "secpath": (25, "boolean", 1), "iifkind": (26, "ifname", 16),
     "oifkind": (27, "ifname", 16),
 }
@@ -396,12 +483,12 @@ META_BY_NUM = {v[0]: k for k, v in META.items()}
 # ct key name -> (number, datatype name, length, needs direction/family)
 CT: dict[str, tuple[int, str, int]] = {
     "state": (0, "ct_state", 4), "direction": (1, "ct_dir", 1), "status": (2, "ct_status", 4),
-    "mark": (3, "mark", 4), "secmark": (4, "integer", 4), "expiration": (5, "time", 4),
+    "mark": (3, "mark", 4), "secmark": (4, "hinteger", 4), "expiration": (5, "time", 4),
     "helper": (6, "string", 16), "l3proto": (7, "nf_proto", 1), "saddr": (8, "ipv4_addr", 4),
     "daddr": (9, "ipv4_addr", 4), "protocol": (10, "inet_proto", 1),
     "proto-src": (11, "inet_service", 2), "proto-dst": (12, "inet_service", 2),
-    "label": (13, "ct_label", 16), "packets": (14, "integer", 8), "bytes": (15, "integer", 8),
-    "avgpkt": (16, "integer", 8), "zone": (17, "hinteger", 2), "eventmask": (18, "integer", 4),
+    "label": (13, "ct_label", 16), "packets": (14, "hinteger", 8), "bytes": (15, "hinteger", 8),
+    "avgpkt": (16, "hinteger", 8), "zone": (17, "hinteger", 2), "eventmask": (18, "integer", 4),
     "ip saddr": (19, "ipv4_addr", 4), "ip daddr": (20, "ipv4_addr", 4),
     "ip6 saddr": (21, "ipv6_addr", 16), "ip6 daddr": (22, "ipv6_addr", 16),
     "id": (23, "integer", 4),

@@ -38,7 +38,7 @@ HOOKS_ARP = {"input": 0, "output": 1, "forward": 2}
 TABLE_FLAGS = {"dormant": 1, "owner": 2, "persist": 4}
 SET_FLAG_NAMES = [("constant", SET_CONSTANT), ("interval", SET_INTERVAL),
                   ("timeout", SET_TIMEOUT), ("dynamic", SET_EVAL)]
-OBJ_TYPE = {"counter": 1, "quota": 2, "limit": 4}
+OBJ_TYPE = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
 OBJ_NAME = {v: k for k, v in OBJ_TYPE.items()}
 
 
@@ -70,6 +70,19 @@ def set_data(s: Set) -> tuple[int, int, Datatype | None]:
     if len(types) == 1:
         return types[0].id, types[0].size, types[0]
     return concat_type_id(types), sum(reg_size(t.size) for t in types), None
+
+
+def _byteorder(t: Datatype) -> int:
+    return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
+
+
+def set_userdata(types: list[Datatype], data: Datatype | None) -> bytes:
+    """nft's set user data (key and data byte order), which nft needs to print elements."""
+    key = _byteorder(types[0]) if len(types) == 1 else 2
+    out = bytes((0, 4)) + key.to_bytes(4, "little")
+    if data is not None:
+        out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
+    return out
 
 
 def verdict_bytes(v: Any) -> bytes:
@@ -159,7 +172,12 @@ class Encoder:
         return rc
 
     def rule_exprs(self, r: Rule) -> tuple[list[bytes], list[AnonSet]]:
-        return self.compiler(r.family, r.table).compile(r.expr)
+        rc = self.compiler(r.family, r.table)
+        if not rc.named_sets:
+            for key, s in getattr(self, "known_sets", {}).items():
+                if key[:2] == (r.family, r.table):
+                    rc.named_sets[s.name] = s
+        return rc.compile(r.expr)
 
     def rule(self, r: Rule, verb: str = "add", exprs: list[bytes] | None = None,
              sets: list[AnonSet] | None = None) -> None:
@@ -216,6 +234,7 @@ class Encoder:
         if s.flags & SET_MAP:
             body += be32(a["data_type"], s.data_type) + be32(a["data_len"], s.data_len)
         body += be32(a["id"], s.set_id)
+        body += nla.attr(a["userdata"], set_userdata(s.key_types, None))
         desc = be32(A["set_desc"]["size"], s.count)
         if len(s.key_types) > 1:
             desc += nest(A["set_desc"]["concat"], *[
@@ -301,6 +320,7 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
+        body += nla.attr(a["userdata"], set_userdata(types, _dt))
         self.batch.raw(body)
         self.batch.end()
         if s.elem:
@@ -330,7 +350,9 @@ class Encoder:
                 elif ddt is not None:
                     data.append(rc._value(ddt, ddt.size, v))  # type: ignore[union-attr]
                 else:
-                    raise InputError(f"{s}: concatenated map data is not supported")
+                    dts = split_type_id(data_type)
+                    dop = Operand([], dts, [t.size for t in dts])
+                    data.append(rc._key(dop, v))  # type: ignore[union-attr]
                 item = k
             if isinstance(item, dict) and "elem" in item:
                 el = item["elem"]
@@ -380,6 +402,14 @@ class Encoder:
             data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], LIMIT_UNITS[b.get("per", "second")])
                     + be32(lm["burst"], int(b.get("burst", 0))) + be32(lm["type"], 0)
                     + be32(lm["flags"], 1 if b.get("inv") else 0))
+        elif o.kind == "ct helper":
+            h = A["ct_helper"]
+            l3 = {"ip": 2, "ip6": 10, "inet": 1}.get(b.get("l3proto", o.family), 2)
+            l4 = {"tcp": 6, "udp": 17}.get(b.get("protocol", "tcp"))
+            if l4 is None:
+                raise InputError(f"{o}: protocol must be tcp or udp")
+            data = (string(h["name"], str(b["type"])) + nla.be16(h["l3proto"], l3)
+                    + nla.u8(h["l4proto"], l4))
         else:
             raise InputError(f"{o}: object type {o.kind!r} not supported")
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
@@ -466,7 +496,8 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
             s.map = "verdict"
         else:
             dts = split_type_id(data_type)
-            s.map = dts[0].name if len(dts) == 1 else [d.name for d in dts]
+            # nft 1.0.6 spells a concatenated data type as one string; so do we.
+            s.map = dts[0].name if len(dts) == 1 else " . ".join(d.name for d in dts)
     if a["timeout"] in attrs:
         s.timeout = nla.get_be64(attrs[a["timeout"]]) // 1000
     if a["gc_interval"] in attrs and s.timeout is not None:
@@ -502,7 +533,14 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
             else:
                 raw = _data_value(el[e["data"]])
                 dts = split_type_id(view.data_type) if view.data_type else []
-                data = dts[0].decode(raw) if len(dts) == 1 else raw.hex()
+                if len(dts) == 1:
+                    data = dts[0].decode(raw)
+                else:
+                    parts, pos = [], 0
+                    for dt in dts:
+                        parts.append(dt.decode(raw[pos:pos + dt.size]))
+                        pos += reg_size(dt.size)
+                    data = {"concat": parts}
         extra: dict[str, Any] = {}
         if e["timeout"] in el:
             extra["timeout"] = nla.get_be64(el[e["timeout"]]) // 1000
@@ -516,24 +554,7 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
 
 def set_elements_json(view: SetView) -> list[Any]:
     """Elements of a named set as listed by nft (with timeouts where set)."""
-    elems = render_elements(view)
-    extra = getattr(view, "elem_extra", None)
-    if not extra:
-        return elems
-    # Attach timeouts by key (non-interval sets only).
-    out = []
-    keyed = sorted((k for k, _ke, fl, _d in view.elements if not fl & 1),
-                   key=lambda k: k)
-    del keyed
-    for v, (key, _ke, _fl, _d) in zip(elems, [el for el in view.elements if not el[2] & 1]):
-        x = extra.get(key)
-        if x:
-            if isinstance(v, list):
-                v = [{"elem": {"val": v[0], **x}}, v[1]]
-            else:
-                v = {"elem": {"val": v, **x}}
-        out.append(v)
-    return out
+    return render_elements(view, getattr(view, "elem_extra", None))
 
 
 _CMP_HEAD = nla.attr(1, b"cmp\0")
@@ -669,6 +690,11 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
         body = {"bytes": nla.get_be64(d[q["bytes"]]),
                 "used": nla.get_be64(d.get(q["consumed"], bytes(8))),
                 "inv": bool(nla.get_be32(d.get(q["flags"], bytes(4))) & 1)}
+    elif kind == "ct helper":
+        h = A["ct_helper"]
+        body = {"type": _s(d[h["name"]]),
+                "protocol": {6: "tcp", 17: "udp"}.get(d[h["l4proto"]][0], "tcp"),
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(nla.get_be16(d[h["l3proto"]]), "ip")}
     else:
         from nfkit.nftables.exprs import LIMIT_UNIT_NAMES
 

@@ -183,6 +183,9 @@ TABLES: dict[str, tuple[str, str, list[tuple[str, str, str | None]]]] = {
     "target": ("nft_target_attributes", "NFTA_TARGET_", [
         ("name", "string", None), ("rev", "be32", None), ("info", "binary", None),
     ]),
+    "ct_helper": ("nft_ct_helper_attributes", "NFTA_CT_HELPER_", [
+        ("name", "string", None), ("l3proto", "be16", None), ("l4proto", "u8", None),
+    ]),
     "rule_compat": ("nft_rule_compat_attributes", "NFTA_RULE_COMPAT_", [
         ("proto", "be32", None), ("flags", "be32", None),
     ]),
