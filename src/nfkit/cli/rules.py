@@ -85,9 +85,10 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
         raise InputError("--chain needs --table")
     rs = list_ruleset(family, table, chain)
     if as_json:
-        from nfkit.nftables.jsonfmt import dump_json
+        from nfkit.nftables.jsonfmt import dump_json, no_gc
 
-        sys.stdout.write(dump_json(rs) + "\n")
+        with no_gc():
+            sys.stdout.write(dump_json(rs) + "\n")
     else:
         from nfkit.nftables.textfmt import to_text
 

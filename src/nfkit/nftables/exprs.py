@@ -149,16 +149,23 @@ class RuleCompiler:
         out: list[bytes] = []
         cache = self._cache
         for stmt in stmts:
-            if not isinstance(stmt, dict) or len(stmt) != 1:
+            if type(stmt) is not dict or len(stmt) != 1:
                 raise InputError(f"statement {stmt!r} is not an object with one key")
-            (kind, body), = stmt.items()
+            for kind, body in stmt.items():
+                pass
             # Encoding templates: a statement shape seen before is encoded by
             # patching only its value into the bytes compiled the first time.
             if kind == "match" and type(body) is dict:
                 right = body.get("right")
-                if type(right) in (int, str) and not (type(right) is str and right[:1] == "@"):
-                    key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="),
-                           _left_key(body.get("left")))
+                tr = type(right)
+                if tr is int or (tr is str and right[:1] != "@"):
+                    left = body.get("left")
+                    p = left.get("payload") if type(left) is dict and len(left) == 1 else None
+                    if p is not None and len(p) == 2:
+                        lk: Any = (p.get("protocol"), p.get("field"))
+                    else:
+                        lk = _left_key(left)
+                    key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="), lk)
                     tpl = cache.get(key)
                     if tpl is not None:
                         prefix, fast, head, pad, op = tpl
@@ -171,7 +178,6 @@ class RuleCompiler:
                         continue
                     n0 = len(out)
                     self._st_match(ctx, body, out)
-                    left = body.get("left")
                     if (key[3] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
                             and out[-1][4:12] == _CMP_NAME):
                         op = self._last_operand

@@ -9,7 +9,10 @@ inside their statements: those go to the model as they are.
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,7 @@ KIND_ORDER = {"table": 0, "chain": 1, "set": 2, "map": 2, "counter": 2, "quota":
               "limit": 2, "ct helper": 2, "element": 3, "rule": 4}
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     """One change: verb (add, create, insert, replace, delete, flush), kind, object."""
 
@@ -190,14 +193,28 @@ def _order(cmds: list[Command]) -> list[Command]:
     return out
 
 
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building 80,000 rules allocates millions of
+    acyclic objects, and collections triggered by that alone cost more than the work."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def load_json(text: str | bytes) -> list[Command]:
     """Parse libnftables JSON text; raises InputError on a syntax error (with position)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"JSON syntax error at line {exc.lineno} column {exc.colno}: "
-                         f"{exc.msg}") from None
-    return parse_commands(doc)
+    with no_gc():
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"JSON syntax error at line {exc.lineno} column {exc.colno}: "
+                             f"{exc.msg}") from None
+        return parse_commands(doc)
 
 
 def ruleset_from_commands(cmds: list[Command]) -> Ruleset:

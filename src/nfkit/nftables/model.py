@@ -58,7 +58,7 @@ class Chain:
         return f"chain {self.family} {self.table} {self.name}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Rule:
     """A rule: its statements (libnftables JSON), comment, handle."""
 

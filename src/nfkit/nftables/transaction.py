@@ -32,11 +32,15 @@ def _socket() -> Any:
 
 def _mark_dynamic(cmds: Sequence[Command]) -> None:
     """Sets updated from the packet path need the dynamic flag; nft 1.0.6 listings drop it."""
+    if not any(c.kind in ("set", "map") for c in cmds):
+        return
     updated: set[tuple[str, str, str]] = set()
     for c in cmds:
         if c.kind == "rule" and c.verb in ("add", "create", "insert", "replace"):
             r = c.obj
             for st in r.expr:
+                if "set" not in st and "map" not in st:
+                    continue
                 for k in ("set", "map"):
                     b = st.get(k)
                     if type(b) is dict and "op" in b:
@@ -186,9 +190,20 @@ def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None 
     Returns the number of messages sent.  Raises InputError before anything is
     sent for input nfkit cannot translate, and TransactionError (nothing
     committed) naming each object the kernel refused, with its extended ACK."""
+    from nfkit.nftables.jsonfmt import no_gc
+
     own = sock is None
     sock = sock or _socket()
     try:
+        with no_gc():
+            return _run(cmds, check, sock)
+    finally:
+        if own:
+            sock.close()
+
+
+def _run(cmds: Sequence[Command], check: bool, sock: Any) -> int:
+    if True:
         batch = Batch()
         enc = Encoder(batch)
         enc.known_sets = _known_sets(cmds, sock)  # type: ignore[attr-defined]
@@ -196,9 +211,6 @@ def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None 
         encode_commands(cmds, enc)
         _send(sock, batch, enc, check)
         return len(enc.what)
-    finally:
-        if own:
-            sock.close()
 
 
 def commit(obj: Ruleset | Sequence[Command], sock: Any | None = None) -> int:
@@ -312,10 +324,13 @@ def _fam_name(f: int) -> str:
 def list_ruleset(family: str | None = None, table: str | None = None, chain: str | None = None,
                  sock: Any | None = None, rules: bool = True) -> Ruleset:
     """Read the kernel's ruleset (optionally one family/table/chain) into model objects."""
+    from nfkit.nftables.jsonfmt import no_gc
+
     own = sock is None
     sock = sock or _socket()
     try:
-        return _dump(sock, rules=rules, table=table, family=family, chain=chain)
+        with no_gc():
+            return _dump(sock, rules=rules, table=table, family=family, chain=chain)
     finally:
         if own:
             sock.close()

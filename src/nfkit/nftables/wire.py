@@ -42,8 +42,14 @@ OBJ_TYPE = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
 OBJ_NAME = {v: k for k, v in OBJ_TYPE.items()}
 
 
+_MSG_TYPES: dict[str, int] = {}
+
+
 def msg_type(name: str) -> int:
-    return nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG[name])
+    t = _MSG_TYPES.get(name)
+    if t is None:
+        t = _MSG_TYPES[name] = nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG[name])
+    return t
 
 
 def hook_map(family: str) -> dict[str, int]:
