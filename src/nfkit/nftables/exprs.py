@@ -1491,6 +1491,8 @@ class RuleDecoder:
         name = nla.get_str(a["set"])
         sreg = nla.get_be32(a["sreg"])
         s = self.sets.get(name)
+        if s is None and "set_id" in a:  # not yet named by the kernel (normalize)
+            s = self.sets.get(f"id:{nla.get_be32(a['set_id'])}")
         if s is not None:
             nbytes = s.key_len
         else:

@@ -362,7 +362,7 @@ def normalize(expr: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
     names = {}
     for s in sets:
         names[s.set_id] = s.name
-        views[s.name] = SetView(s.name, s.flags, s.key_types, s.key_len, s.data_type,
+        views[f"id:{s.set_id}"] = SetView(s.name, s.flags, s.key_types, s.key_len, s.data_type,
                                 s.data_len, [(k, ke, fl, _data_of(d, s.data_type))
                                              for k, ke, fl, d in s.elements])
     del concat_type_id
