@@ -184,3 +184,22 @@ def test_command_form_delete_and_flush(netns) -> None:  # type: ignore[no-untype
         ]})))
         rs = list_ruleset()
         assert [c.name for c in rs.chains] == ["input"] and rs.rules == []
+
+
+@pytest.mark.kernel
+def test_queue_statement_round_trips(netns) -> None:  # type: ignore[no-untyped-def]
+    """queue: the nft expression, or the xt NFQUEUE target where the kernel lacks it."""
+    q = [M22, {"queue": {"num": 3, "flags": "bypass"}}]
+    q2 = [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                     "right": 23}}, {"queue": {"num": {"range": [1, 3]}, "flags": "fanout"}}]
+    rs = model.Ruleset()
+    t = rs.table("ip", "filter")
+    c = rs.chain(t, "INPUT", type="filter", hook="input", prio=0, policy="accept")
+    rs.rule(c, *q)
+    rs.rule(c, *q2)
+    with netns.enter():
+        commit(rs)
+        assert [r.expr for r in list_ruleset().rules] == [q, q2]
+    text = netns.run("nft list ruleset").stdout
+    assert "tcp dport 22 queue num 3 bypass" in text
+    assert "tcp dport 23 queue num 1-3 fanout" in text

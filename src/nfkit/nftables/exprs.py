@@ -904,6 +904,10 @@ class RuleCompiler:
                             be16(a["flags"], fl)))
         else:
             # xt NFQUEUE v3 target (struct xt_NFQ_info_v3: queuenum, queues_total, flags).
+            if ctx.family not in ("ip", "ip6", "bridge", "arp"):
+                raise InputError(f"queue in a {ctx.family} table needs the nft queue "
+                                 "expression, which this kernel lacks (the xt NFQUEUE "
+                                 "target it falls back to exists only for ip and ip6)")
             a = A["target"]
             info = int(num).to_bytes(2, "little") + total.to_bytes(2, "little") + \
                 fl.to_bytes(2, "little") + b"\0\0"
