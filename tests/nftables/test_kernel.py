@@ -203,3 +203,31 @@ def test_queue_statement_round_trips(netns) -> None:  # type: ignore[no-untyped-
     text = netns.run("nft list ruleset").stdout
     assert "tcp dport 22 queue num 3 bypass" in text
     assert "tcp dport 23 queue num 1-3 fanout" in text
+
+
+@pytest.mark.kernel
+def test_exists_with_sets_and_prefilter(netns) -> None:  # type: ignore[no-untyped-def]
+    netns.run(["nft", "-f", "-"], input="""
+table ip t {
+  set s { type ipv4_addr; elements = { 192.0.2.1 } }
+  chain c {
+    ip saddr @s tcp dport 22 accept
+    tcp dport { 80, 443 } counter accept
+    ip daddr 192.0.2.9 drop
+  }
+}""")
+    def m(left: dict, right: object) -> dict:
+        return {"match": {"op": "==", "left": left, "right": right}}
+    dport = {"payload": {"protocol": "tcp", "field": "dport"}}
+    with netns.enter():
+        assert exists(model.Rule("ip", "t", "c", [
+            m({"payload": {"protocol": "ip", "field": "saddr"}}, "@s"), m(dport, 22),
+            {"accept": None}]))
+        assert exists(model.Rule("ip", "t", "c", [m(dport, {"set": [443, 80]}), {"counter": None},
+                                                  {"accept": None}]))
+        assert exists(model.Rule("ip", "t", "c", [
+            m({"payload": {"protocol": "ip", "field": "daddr"}}, "192.0.2.9"), {"drop": None}]))
+        assert not exists(model.Rule("ip", "t", "c", [
+            m({"payload": {"protocol": "ip", "field": "daddr"}}, "192.0.2.8"), {"drop": None}]))
+        with pytest.raises(InputError, match="no such chain"):
+            exists(model.Rule("ip", "t", "nochain", [{"drop": None}]))

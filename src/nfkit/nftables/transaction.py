@@ -315,6 +315,22 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
     return rs
 
 
+def _set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
+    """The sets of one table with their elements, as the rule decoder needs them."""
+    views: dict[str, SetView] = {}
+    fam = FAMILY_NUM[family]
+    for f, a in _dump_msgs(sock, "getset", string(A["set"]["table"], table), fam):
+        s, view = decode_set(f, a)
+        if s.table == table:
+            views[s.name] = view
+    el = A["set_elem_list"]
+    for view in views.values():
+        for _f, a in _dump_msgs(sock, "getsetelem", string(el["table"], table)
+                                + string(el["set"], view.name), fam):
+            decode_elements(view, a)
+    return views
+
+
 def _fam_name(f: int) -> str:
     from nfkit.nftables.wire import FAMILY_NAME
 
@@ -384,12 +400,48 @@ def _strip_counters(expr: list[dict[str, Any]]) -> list[Any]:
 
 
 def exists(rule: Rule, sock: Any | None = None) -> bool:
-    """True if a rule semantically equal to ``rule`` is in its chain (counters ignored)."""
+    """True if a rule semantically equal to ``rule`` is in its chain (counters ignored).
+
+    The wanted rule is compiled once; a kernel rule is decoded and compared
+    only if every value the wanted rule compares occurs in its expression
+    bytes, so most rules of a big chain are skipped without decoding."""
+    from nfkit.nftables.exprs import RuleCompiler
+    from nfkit.nftables.jsonfmt import no_gc
+    from nfkit.nftables.wire import RuleShapes, _cmp_values, decode_rule
+
     want = _strip_counters(normalize(rule.expr, rule.family))
-    rs = list_ruleset(rule.family, rule.table, rule.chain, sock=sock)
-    if not any(c.name == rule.chain for c in rs.chains):
-        raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
-    return any(_strip_counters(r.expr) == want for r in rs.rules)
+    exprs, anon = RuleCompiler(rule.family, rule.table).compile(rule.expr)
+    split = _cmp_values(nla.nest(1, *exprs)[4:]) if not anon else None
+    needles = [v for v in split[1] if len(v) >= 2] if split else []
+    own = sock is None
+    sock = sock or _socket()
+    try:
+        with no_gc():
+            found_chain = False
+            for _f, a in _dump_msgs(sock, "getchain", string(A["chain"]["table"], rule.table),
+                                    FAMILY_NUM[rule.family]):
+                if nla.get_str(a[A["chain"]["name"]]) == rule.chain:
+                    found_chain = True
+            if not found_chain:
+                raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
+            views = _set_views(sock, rule.family, rule.table)
+            shapes = RuleShapes()
+            ea = A["rule"]["expressions"]
+            attrs = string(A["rule"]["table"], rule.table) + string(A["rule"]["chain"], rule.chain)
+            hit = False
+            for f, a in _dump_msgs(sock, "getrule", attrs, FAMILY_NUM[rule.family]):
+                if hit:
+                    continue  # drain the dump
+                blob = a.get(ea, b"")
+                if needles and not all(n in blob for n in needles):
+                    continue
+                r = decode_rule(f, a, views, shapes)
+                if r.chain == rule.chain and _strip_counters(r.expr) == want:
+                    hit = True
+            return hit
+    finally:
+        if own:
+            sock.close()
 
 
 # ---- diff / apply ----------------------------------------------------------------
