@@ -189,7 +189,7 @@ class RuleCompiler:
                                           cmp_b[: len(cmp_b) - len(v) - len(pad)], pad, op)
                     continue
             elif kind in _CONST_STMTS:
-                key2 = repr(stmt)
+                key2 = kind if body is None else repr(stmt)
                 hit = cache.get(key2)
                 if hit is None:
                     n0 = len(out)

@@ -26,6 +26,25 @@ def _prio(c: Any) -> str:
     return str(c.prio)
 
 
+_UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
+_STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
+                 {"meta": {"key": "ibrname"}}, {"meta": {"key": "obrname"}},
+                 {"ct": {"key": "helper"}})
+_HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}})
+
+
+def _typed(left: Any, v: Any) -> str:
+    """A value printed the way nft prints it for that left-hand side."""
+    if left in _STRING_LEFTS and isinstance(v, str):
+        return json.dumps(v)
+    if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
+        return f"0x{v:08x}"
+    if isinstance(v, dict) and "set" in v and left in _STRING_LEFTS:
+        items = v["set"] if isinstance(v["set"], list) else [v["set"]]
+        return "{ " + ", ".join(_typed(left, i) for i in items) + " }"
+    return value(v)
+
+
 def value(v: Any) -> str:
     if isinstance(v, dict):
         if "prefix" in v:
@@ -63,7 +82,7 @@ def expr(e: Any) -> str:
             return f"{b['protocol']} {b['field']}"
         return f"@{b['base']},{b['offset']},{b['len']}"
     if k == "meta":
-        return f"meta {b['key']}"
+        return b["key"] if b["key"] in _UNQUALIFIED else f"meta {b['key']}"
     if k == "ct":
         parts = ["ct"]
         if "dir" in b:
@@ -81,9 +100,12 @@ def expr(e: Any) -> str:
     if k == "numgen":
         return f"numgen {b['mode']} mod {b['mod']}" + (f" offset {b['offset']}" if b.get("offset") else "")
     if k == "jhash":
-        return f"jhash {expr(b['expr'])} mod {b['mod']}"
+        out = f"jhash {expr(b['expr'])} mod {b['mod']}"
+        if "seed" in b:
+            out += f" seed 0x{b['seed']:x}"
+        return out + (f" offset {b['offset']}" if b.get("offset") else "")
     if k == "symhash":
-        return f"symhash mod {b['mod']}"
+        return f"symhash mod {b['mod']}" + (f" offset {b['offset']}" if b.get("offset") else "")
     if k == "fib":
         fl = b["flags"] if isinstance(b["flags"], list) else [b["flags"]]
         return f"fib {' . '.join(fl)} {b['result']}"
@@ -95,7 +117,7 @@ def statement(s: dict[str, Any]) -> str:
     if k == "match":
         op = b["op"]
         ops = "" if op in ("==", "in") else f"{op} "
-        return f"{expr(b['left'])} {ops}{value(b['right'])}"
+        return f"{expr(b['left'])} {ops}{_typed(b['left'], b['right'])}"
     if k in ("accept", "drop", "return", "continue"):
         return k
     if k in ("jump", "goto"):
@@ -126,15 +148,21 @@ def statement(s: dict[str, Any]) -> str:
             out += f" {b['family']}"
         if "addr" in b or "port" in b:
             out += " to "
-            if "addr" in b:
-                out += value(b["addr"]) if not isinstance(b["addr"], dict) or "prefix" in b["addr"] or "range" in b["addr"] else expr(b["addr"])
+            addr = b.get("addr")
+            if addr is not None:
+                text = value(addr) if not isinstance(addr, dict) or "prefix" in addr \
+                    or "range" in addr else expr(addr)
+                if ":" in text and "port" in b and not isinstance(addr, dict):
+                    text = f"[{text}]"
+                out += text
             if "port" in b:
                 out += f":{value(b['port'])}"
         if "flags" in b:
             out += " " + value(b["flags"])
         return out
     if k == "mangle":
-        return f"{expr(b['key'])} set {value(b['value']) if not isinstance(b['value'], dict) else expr(b['value'])}"
+        val = b["value"]
+        return f"{expr(b['key'])} set {_typed(b['key'], val) if not isinstance(val, dict) else expr(val)}"
     if k == "vmap":
         return f"{expr(b['key'])} vmap {value(b['data'])}"
     if k == "notrack":

@@ -8,6 +8,7 @@ translated by nfkit.nftables.exprs; this module only wraps them.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ from nfkit.netlink.consts import (
     NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
     nfnl_msg_type,
 )
+from nfkit.netlink.codec import next_seq
 from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables import nla
 from nfkit.nftables.exprs import (
@@ -29,6 +31,8 @@ from nfkit.nftables.types import (
     VERDICT_TYPE, Datatype, concat_type_id, datatype, reg_size, split_type_id,
 )
 
+_MSG_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (res_id 0)
+_NLA_HDR = struct.Struct("=HH")
 FAMILY_NUM = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 FAMILY_NAME = {v: k for k, v in FAMILY_NUM.items()}
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4,
@@ -201,7 +205,6 @@ class Encoder:
             flags |= NLM_F_APPEND
         elif verb == "replace":
             flags = NLM_F_REPLACE
-        self._begin("newrule", r.family, flags, r)
         where = self._where.get((r.table, r.chain))
         if where is None:
             where = self._where[(r.table, r.chain)] = (string(a["table"], r.table)
@@ -213,14 +216,22 @@ class Encoder:
             body += be64(a["handle"], r.handle)
         elif r.position is not None:
             body += be64(a["position"], r.position)
-        body += nest(a["expressions"], *exprs)
+        ex = b"".join(exprs)
+        body += _NLA_HDR.pack(4 + len(ex), a["expressions"] | 0x8000) + ex
         if r.comment:
             c = r.comment.encode() + b"\0"
             if len(c) > 255:
                 raise InputError(f"{r}: comment longer than 254 bytes")
             body += nla.attr(a["userdata"], bytes((0, len(c))) + c)
-        self.batch.raw(body)
-        self.batch.end()
+        # The whole message at once (a template header; no per-attribute calls).
+        batch = self.batch
+        buf = batch.buffer
+        seq = next_seq()
+        batch.seqs.append((seq, len(buf)))
+        buf += _MSG_HDR.pack(20 + len(body), msg_type("newrule"), NLM_F_REQUEST | flags, seq, 0,
+                             FAMILY_NUM[r.family], 0, 0)
+        buf += body
+        self.what.append(r)
 
     def del_rule(self, r: Rule) -> None:
         a = A["rule"]
