@@ -10,7 +10,15 @@ from nfkit.errors import InputError, TransactionError
 from nfkit.nftables import model
 from nfkit.nftables.jsonfmt import load_json
 from nfkit.nftables.transaction import (
-    add_rule, apply, check, commit, delete_rule, exists, flush, list_ruleset, run_commands,
+    add_rule,
+    apply,
+    check,
+    commit,
+    delete_rule,
+    exists,
+    flush,
+    list_ruleset,
+    run_commands,
 )
 
 from .conftest import NFKIT, nft_json

@@ -18,14 +18,24 @@ import functools
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from nfkit.errors import InputError
 from nfkit.nftables import nla
 from nfkit.nftables.nla import A, be16, be32, be64, data_value, data_verdict, expr, string, u8
 from nfkit.nftables.types import (
-    CT, ETHER_FOR_L3, L3_PROTO, L4_PROTO, LL, META, NH, PAYLOAD, TH, Datatype, T,
-    datatype, reg_size,
+    CT,
+    ETHER_FOR_L3,
+    L3_PROTO,
+    L4_PROTO,
+    LL,
+    META,
+    NH,
+    PAYLOAD,
+    TH,
+    Datatype,
+    T,
+    reg_size,
 )
 
 # Verdict codes.
@@ -56,6 +66,9 @@ ELEM_INTERVAL_END = 1
 
 T_FIB_TYPE = T["fib_addrtype"]
 T_INT32 = T["integer"]
+
+
+Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data
 
 
 def reg32(slot: int) -> int:
@@ -158,7 +171,7 @@ class RuleCompiler:
             if kind == "match" and type(body) is dict:
                 right = body.get("right")
                 tr = type(right)
-                if tr is int or (tr is str and right[:1] != "@"):
+                if tr is int or (tr is str and right[:1] != "@"):  # type: ignore[index]
                     left = body.get("left")
                     p = left.get("payload") if type(left) is dict and len(left) == 1 else None
                     if p is not None and len(p) == 2:
@@ -181,6 +194,7 @@ class RuleCompiler:
                     if (key[3] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
                             and out[-1][4:12] == _CMP_NAME):
                         op = self._last_operand
+                        assert op is not None
                         v = self._shifted(op, right)
                         cmp_b = out[-1]
                         if op.dt.kind != "bitmask" and cmp_b.endswith(v + _PAD_FOR[len(v) & 3]):
@@ -329,13 +343,13 @@ class RuleCompiler:
             data = body["data"]
             if not (isinstance(data, str) and data.startswith("@")):
                 raise InputError("anonymous maps as values are not supported; use a named map")
-            s = self.named_sets.get(data[1:])
-            if s is None or s.map is None:
+            named = self.named_sets.get(data[1:])
+            if named is None or named.map is None:
                 raise InputError(f"map {data[1:]!r} not known (list it in the same file)")
-            from nfkit.nftables.wire import set_data
             from nfkit.nftables.types import split_type_id
+            from nfkit.nftables.wire import set_data
 
-            dtype, dlen, _ddt = set_data(s)
+            dtype, dlen, _ddt = set_data(named)
             dts = split_type_id(dtype)
             out.append(self._lookup(data[1:], reg, reg, False))
             del op
@@ -427,7 +441,8 @@ class RuleCompiler:
             n = int.from_bytes(first, "big")
             host = len(first) * 8 - int(p["len"])
             n &= ~((1 << host) - 1)
-            return n.to_bytes(len(first), "big"), (n | ((1 << host) - 1)).to_bytes(len(first), "big")
+            size = len(first)
+            return n.to_bytes(size, "big"), (n | ((1 << host) - 1)).to_bytes(size, "big")
         if isinstance(value, dict) and "range" in value:
             lo, hi = value["range"]
             return self._key(op, lo), self._key(op, hi)
@@ -526,7 +541,7 @@ class RuleCompiler:
         return expr("lookup", *parts)
 
     def set_elements(self, op: Operand, items: list[Any], data: list[bytes] | None,
-                     interval: bool) -> tuple[int, list[tuple[bytes, bytes | None, int, bytes | None]]]:
+                     interval: bool) -> tuple[int, list[Element]]:
         """Kernel elements for ``items`` of a set keyed like ``op``; extra set flags."""
         flags = 0
         elements: list[tuple[bytes, bytes | None, int, bytes | None]] = []
@@ -546,21 +561,21 @@ class RuleCompiler:
                 elements.append((lo, hi, 0, data[i] if data else None))
         elif interval:
             flags |= SET_INTERVAL
-            spans = []
+            spans: list[tuple[int, int, bytes | None]] = []
             size = op.size
             for i, item in enumerate(items):
-                lo, hi = self._interval(op, item)
-                size = len(lo)
-                spans.append((int.from_bytes(lo, "big"), int.from_bytes(hi, "big"),
+                lo_b, hi_b = self._interval(op, item)
+                size = len(lo_b)
+                spans.append((int.from_bytes(lo_b, "big"), int.from_bytes(hi_b, "big"),
                               data[i] if data else None))
             spans.sort(key=lambda s: s[0])
             top = (1 << (size * 8)) - 1
             if spans and spans[0][0] != 0:
                 elements.append((bytes(size), None, ELEM_INTERVAL_END, None))
-            for lo, hi, d in spans:
-                elements.append((lo.to_bytes(size, "big"), None, 0, d))
-                if hi != top:
-                    elements.append(((hi + 1).to_bytes(size, "big"), None, ELEM_INTERVAL_END,
+            for lo_n, hi_n, d in spans:
+                elements.append((lo_n.to_bytes(size, "big"), None, 0, d))
+                if hi_n != top:
+                    elements.append(((hi_n + 1).to_bytes(size, "big"), None, ELEM_INTERVAL_END,
                                      None))
         else:
             if concat:
@@ -941,7 +956,7 @@ def _fast_encoder(op: Operand) -> Any:
     if dt.kind == "ipv6":
         return functools.partial(socket.inet_pton, socket.AF_INET6)
     if dt.kind == "int" and size == dt.size:
-        order = "big" if dt.big_endian else "little"
+        order: Literal["big", "little"] = "big" if dt.big_endian else "little"
 
         def enc_int(v: Any) -> bytes:
             if type(v) is not int:
@@ -1293,7 +1308,8 @@ class RuleDecoder:
             left["dir"] = {0: "original", 1: "reply"}[a["direction"][0]]
         if "sreg" in a:
             v = self._get(nla.get_be32(a["sreg"]))
-            self.out.append({"mangle": {"key": {"ct": left}, "value": self._set_value(v, T[tname])}})
+            value = self._set_value(v, T[tname])
+            self.out.append({"mangle": {"key": {"ct": left}, "value": value}})
             return
         if name in ("saddr", "daddr") and self.l3 == "ip6":
             tname, size = "ipv6_addr", 16
@@ -1738,7 +1754,7 @@ def _bytes_unit(n: int) -> tuple[int, str]:
     return n, "bytes"
 
 
-def _order(dt: Datatype) -> str:
+def _order(dt: Datatype) -> Literal["big", "little"]:
     return "big" if dt.big_endian and dt.kind not in ("ifname", "string") else "little"
 
 
@@ -1799,8 +1815,8 @@ def render_elements(s: SetView, extra: dict[bytes, dict[str, Any]] | None = None
             else:
                 hi = b"\xff" * size
                 i += 1
-            v = _one_value(dt, key[:size], hi[:size])
-            out.append((_key_sort(s, key), v if data is None else [v, data]))
+            one = _one_value(dt, key[:size], hi[:size])
+            out.append((_key_sort(s, key), one if data is None else [one, data]))
         return [v for _k, v in out]
     for key, key_end, flags, data in elems:
         if flags & ELEM_INTERVAL_END:

@@ -9,6 +9,7 @@ knows nothing of netlink or of text formats.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +162,7 @@ class Ruleset:
     def set(self, table: Table, name: str, **kw: Any) -> Set:
         return self.add(Set(table.family, table.name, name, **kw))  # type: ignore[no-any-return]
 
-    def table_keys(self) -> set[tuple[str, str]]:
+    def table_keys(self) -> "builtins.set[tuple[str, str]]":
         keys = {t.key for t in self.tables}
         for group in (self.chains, self.sets, self.objs, self.rules):
             for o in group:

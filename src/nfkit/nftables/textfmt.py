@@ -98,7 +98,8 @@ def expr(e: Any) -> str:
     if k == "map":
         return f"{expr(b['key'])} map {value(b['data'])}"
     if k == "numgen":
-        return f"numgen {b['mode']} mod {b['mod']}" + (f" offset {b['offset']}" if b.get("offset") else "")
+        off = f" offset {b['offset']}" if b.get("offset") else ""
+        return f"numgen {b['mode']} mod {b['mod']}{off}"
     if k == "jhash":
         out = f"jhash {expr(b['expr'])} mod {b['mod']}"
         if "seed" in b:
@@ -133,8 +134,9 @@ def statement(s: dict[str, Any]) -> str:
                 out += f" {f} {json.dumps(b[f]) if f == 'prefix' else b[f]}"
         return out
     if k == "limit":
-        unit = b.get("rate_unit", "")
-        return f"limit rate {'over ' if b.get('inv') else ''}{b['rate']}{' ' + unit if unit else ''}/{b['per']}"
+        unit = " " + b["rate_unit"] if "rate_unit" in b else ""
+        over = "over " if b.get("inv") else ""
+        return f"limit rate {over}{b['rate']}{unit}/{b['per']}"
     if k == "reject":
         if not b:
             return "reject"
@@ -162,7 +164,8 @@ def statement(s: dict[str, Any]) -> str:
         return out
     if k == "mangle":
         val = b["value"]
-        return f"{expr(b['key'])} set {_typed(b['key'], val) if not isinstance(val, dict) else expr(val)}"
+        text = _typed(b["key"], val) if not isinstance(val, dict) else expr(val)
+        return f"{expr(b['key'])} set {text}"
     if k == "vmap":
         return f"{expr(b['key'])} vmap {value(b['data'])}"
     if k == "notrack":

@@ -19,8 +19,17 @@ from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Obj, Rule, Ruleset, Set, Table
 from nfkit.nftables.nla import A, string
 from nfkit.nftables.wire import (
-    FAMILY_NUM, Encoder, RuleShapes, decode_chain, decode_elements, decode_obj, decode_rule, decode_set,
-    decode_table, msg_type, set_elements_json,
+    FAMILY_NUM,
+    Encoder,
+    RuleShapes,
+    decode_chain,
+    decode_elements,
+    decode_obj,
+    decode_rule,
+    decode_set,
+    decode_table,
+    msg_type,
+    set_elements_json,
 )
 
 
@@ -467,16 +476,16 @@ def diff(wanted: Ruleset, sock: Any | None = None) -> list[Command]:
             cmds.append(Command("add", "chain", c))
     have_sets = {s.key: s for s in have.sets if (s.family, s.table) in tables}
     for s in wanted.sets:
-        h = have_sets.get(s.key)
-        if h is None:
+        hs = have_sets.get(s.key)
+        if hs is None:
             cmds.append(Command("add", s.kind, s))
-        elif _set_sig(h) != _set_sig(s):
+        elif _set_sig(hs) != _set_sig(s):
             want_elems = _norm_elems(s)
-            if _set_sig(h, False) == _set_sig(s, False):
-                cmds.append(Command("flush", s.kind, h))
+            if _set_sig(hs, False) == _set_sig(s, False):
+                cmds.append(Command("flush", s.kind, hs))
                 cmds.append(Command("add", "element", s, want_elems))
             else:
-                cmds.append(Command("delete", s.kind, h))
+                cmds.append(Command("delete", s.kind, hs))
                 cmds.append(Command("add", s.kind, s))
     have_objs = {o.key: o for o in have.objs if (o.family, o.table) in tables}
     for o in wanted.objs:
@@ -504,8 +513,8 @@ def diff(wanted: Ruleset, sock: Any | None = None) -> list[Command]:
         if key not in want_set_keys:
             cmds.append(Command("delete", s.kind, s))
     want_obj_keys = {o.key for o in wanted.objs}
-    for key, o in have_objs.items():
-        if key not in want_obj_keys:
+    for okey, o in have_objs.items():
+        if okey not in want_obj_keys:
             cmds.append(Command("delete", o.kind, o))
     return cmds
 

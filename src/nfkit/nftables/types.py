@@ -153,7 +153,7 @@ def _dec_ipv6(dt: Datatype, raw: bytes) -> object:
 
 def _enc_ether(dt: Datatype, value: object, size: int) -> bytes:
     try:
-        b = bytes.fromhex(value.replace(":", ""))  # type: ignore[union-attr]
+        b = bytes.fromhex(str(value).replace(":", "")) if isinstance(value, str) else b""
     except (ValueError, AttributeError):
         raise _bad(dt, value) from None
     if len(b) != 6:

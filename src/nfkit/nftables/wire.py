@@ -13,22 +13,46 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nfkit.errors import InputError
+from nfkit.netlink.codec import next_seq
 from nfkit.netlink.consts import (
-    NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NFNL_SUBSYS_NFTABLES,
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
     nfnl_msg_type,
 )
-from nfkit.netlink.codec import next_seq
 from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables import nla
 from nfkit.nftables.exprs import (
-    SET_ANONYMOUS, SET_CONCAT, SET_CONSTANT, SET_EVAL, SET_INTERVAL, SET_MAP, SET_OBJECT,
-    SET_TIMEOUT, AnonSet, Operand, RuleCompiler, RuleDecoder, SetView, _data_verdict,
-    _data_value, parse_exprs, render_elements,
+    SET_ANONYMOUS,
+    SET_CONCAT,
+    SET_CONSTANT,
+    SET_EVAL,
+    SET_INTERVAL,
+    SET_MAP,
+    SET_OBJECT,
+    SET_TIMEOUT,
+    AnonSet,
+    Operand,
+    RuleCompiler,
+    RuleDecoder,
+    SetView,
+    _data_value,
+    _data_verdict,
+    parse_exprs,
+    render_elements,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
 from nfkit.nftables.nla import A, be32, be64, nest, string
 from nfkit.nftables.types import (
-    VERDICT_TYPE, Datatype, concat_type_id, datatype, reg_size, split_type_id,
+    VERDICT_TYPE,
+    Datatype,
+    concat_type_id,
+    datatype,
+    reg_size,
+    split_type_id,
 )
 
 _MSG_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (res_id 0)
@@ -416,7 +440,8 @@ class Encoder:
             from nfkit.nftables.exprs import LIMIT_UNITS
 
             lm = A["limit"]
-            data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], LIMIT_UNITS[b.get("per", "second")])
+            unit = LIMIT_UNITS[b.get("per", "second")]
+            data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], unit)
                     + be32(lm["burst"], int(b.get("burst", 0))) + be32(lm["type"], 0)
                     + be32(lm["flags"], 1 if b.get("inv") else 0))
         elif o.kind == "ct helper":
@@ -615,7 +640,7 @@ class RuleShapes:
     are decoded once; later ones only decode their values."""
 
     def __init__(self) -> None:
-        self.cache: dict[tuple[str, bytes], Any] = {}
+        self.cache: dict[tuple[str, bytes], Any] = {}  # shape -> (ctx positions, {ctx: tpl})
 
     def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
         split = _cmp_values(blob) if not sets or not any(
@@ -651,7 +676,8 @@ class RuleShapes:
         patches = [(where[idx], i, v, left) for i, (idx, v, left) in enumerate(dec.cmp_log)
                    if idx in where and i not in ctx_pos]
         if entry is None:
-            entry = (ctx_pos, {})
+            templates: dict[tuple[bytes, ...], Any] = {}
+            entry = (ctx_pos, templates)
             self.cache[(fam, shape)] = entry
         if entry[0] == ctx_pos:
             entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
