@@ -327,7 +327,11 @@ class Encoder:
 
     def set(self, s: Set, create: bool = False) -> None:
         a = A["set"]
-        types = set_key_types(s)
+        try:
+            types = set_key_types(s)
+            set_data(s)
+        except InputError as exc:
+            raise InputError(f"{s}: {exc}") from None
         sizes = [t.size for t in types]
         flags = 0
         for name, bit in SET_FLAG_NAMES:
