@@ -265,7 +265,7 @@ class Template:
         if seq is None:
             seq = next_seq()
         _U32_AT.pack_into(buf, start + 8, seq)
-        for (off, pack), value in zip(self.packers, values):
+        for (off, pack), value in zip(self.packers, values, strict=False):
             pack(buf, start + off, value)
         w.seqs.append((seq, start))
         return seq
@@ -314,7 +314,7 @@ class Message:
             raise DecodeError("message too short for nfgenmsg")
         return self.payload[NFGEN_HDRLEN:]
 
-    def copy(self) -> "Message":
+    def copy(self) -> Message:
         """The same message holding its own bytes (survives buffer reuse)."""
         return Message(self.type, self.flags, self.seq, self.pid, memoryview(bytes(self.payload)))
 
@@ -489,7 +489,7 @@ class Attr:
 
     name: str
     kind: Kind
-    nested: "AttrSet | None" = None
+    nested: AttrSet | None = None
     elem_type: int = 1  # attribute type of each element of a NESTED_ARRAY when encoding
 
 
@@ -514,10 +514,9 @@ class AttrSet:
     @staticmethod
     def _decoder_for(a: Attr) -> Callable[[memoryview], Any]:
         if a.kind is Kind.NESTED:
-            inner = a.nested
-            if inner is None:
+            if a.nested is None:
                 return lambda mv: {t: bytes(v) for t, v in iter_attrs(mv)}
-            return lambda mv: inner.decode(mv)
+            return a.nested.decode
         if a.kind is Kind.NESTED_ARRAY:
             inner = a.nested
 
@@ -561,7 +560,7 @@ class AttrSet:
             off += (alen + 3) & ~3
         return out
 
-    def lazy(self, mv: memoryview) -> "LazyAttrs":
+    def lazy(self, mv: memoryview) -> LazyAttrs:
         """A view that decodes each attribute only when asked for."""
         return LazyAttrs(self, mv)
 
