@@ -1668,7 +1668,10 @@ class RuleDecoder:
             else:
                 self._resolve_payload(lo_v)
                 body["addr"] = lo_v.left
-                if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam:
+                proto_v = self.regs.get(self._slot(nla.get_be32(a["reg_proto_min"]))) \
+                    if "reg_proto_min" in a else None
+                if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam and \
+                        getattr(proto_v, "map_part", False):
                     body = {"family": fam, **body}
         if "reg_proto_min" in a and getattr(
                 self._get(nla.get_be32(a["reg_proto_min"])), "map_part", False):

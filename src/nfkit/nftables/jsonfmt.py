@@ -106,6 +106,9 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
         s.size = d.get("size")
         s.policy = d.get("policy")
         s.comment = d.get("comment")
+        stmt = d.get("stmt")
+        if stmt is not None:
+            s.stmt = stmt if isinstance(stmt, list) else [stmt]
         return s
     if kind in ("counter", "quota", "limit", "ct helper"):
         body = {k: v for k, v in d.items() if k not in ("family", "table", "name", "handle")}
@@ -274,6 +277,8 @@ def set_json(s: Set) -> dict[str, Any]:
         d["size"] = s.size
     if s.elem:
         d["elem"] = s.elem
+    if s.stmt:
+        d["stmt"] = s.stmt
     return {s.kind: d}
 
 

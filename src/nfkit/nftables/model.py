@@ -101,6 +101,7 @@ class Set:
     policy: str | None = None
     comment: str | None = None
     handle: int | None = None
+    stmt: list[dict[str, Any]] | None = None  # per-element statements, e.g. [{"counter": None}]
 
     @property
     def key(self) -> tuple[str, str, str]:

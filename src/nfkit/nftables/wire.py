@@ -106,6 +106,11 @@ def set_data(s: Set) -> tuple[int, int, Datatype | None]:
     return concat_type_id(types), sum(reg_size(t.size) for t in types), None
 
 
+def _retag(expr_bytes: bytes, attr_type: int) -> bytes:
+    """An NFTA_LIST_ELEM expression re-labelled as another nested attribute."""
+    return expr_bytes[:2] + _NLA_HDR.pack(0, attr_type | 0x8000)[2:] + expr_bytes[4:]
+
+
 def _byteorder(t: Datatype) -> int:
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
@@ -366,10 +371,25 @@ class Encoder:
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
         body += nla.attr(a["userdata"], set_userdata(types, _dt))
+        if s.stmt:
+            exprs = self._set_stmt_exprs(s, s.stmt)
+            if len(exprs) == 1:
+                body += _retag(exprs[0], a["expr"])
+            else:
+                body += nest(a["expressions"], *exprs)
         self.batch.raw(body)
         self.batch.end()
         if s.elem:
             self.set_elements(s, s.elem)
+
+    def _set_stmt_exprs(self, s: Set, stmts: list[dict[str, Any]]) -> list[bytes]:
+        try:
+            exprs, anon = self.compiler(s.family, s.table).compile(stmts)
+        except InputError as exc:
+            raise InputError(f"{s}: {exc}") from None
+        if anon:
+            raise InputError(f"{s}: set statements cannot use anonymous sets")
+        return exprs
 
     def set_elements(self, s: Set, items: list[Any], delete: bool = False) -> None:
         """NEWSETELEM (or DELSETELEM) messages for ``items`` of set ``s``."""
@@ -403,8 +423,11 @@ class Encoder:
                 el = item["elem"]
                 if "timeout" in el:
                     x += be64(e["timeout"], int(el["timeout"]) * 1000)
-                if "counter" in el:
-                    pass
+                per = [{k: el[k]} for k in ("counter", "quota", "limit") if k in el]
+                if per:
+                    ex = self._set_stmt_exprs(s, per)
+                    x += _retag(ex[0], e["expr"]) if len(ex) == 1 else \
+                        nest(e["expressions"], *ex)
                 item = el["val"]
             keys.append(item)
             extra.append(x)
@@ -556,6 +579,13 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         d = nla.attrs(attrs[a["desc"]])
         if A["set_desc"]["size"] in d and not flags & SET_ANONYMOUS:
             s.size = nla.get_be32(d[A["set_desc"]["size"]])
+    stmts: list[Any] = []
+    if a["expr"] in attrs:
+        stmts = RuleDecoder(fam).decode(parse_exprs(nla.nest(1, attrs[a["expr"]])))
+    elif a["expressions"] in attrs:
+        stmts = RuleDecoder(fam).decode(parse_exprs(attrs[a["expressions"]]))
+    if stmts:
+        s.stmt = [{k: None} if k == "counter" else {k: v} for st in stmts for k, v in st.items()]
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
     view.anonymous = bool(flags & SET_ANONYMOUS)  # type: ignore[attr-defined]
     return s, view
@@ -592,6 +622,13 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
             extra["timeout"] = nla.get_be64(el[e["timeout"]]) // 1000
         if e["expiration"] in el:
             extra["expires"] = nla.get_be64(el[e["expiration"]]) // 1000
+        ex_stmts: list[Any] = []
+        if e["expr"] in el:
+            ex_stmts = RuleDecoder("inet").decode(parse_exprs(nla.nest(1, el[e["expr"]])))
+        elif e["expressions"] in el:
+            ex_stmts = RuleDecoder("inet").decode(parse_exprs(el[e["expressions"]]))
+        for st in ex_stmts:
+            extra.update(st)
         if extra:
             view.elem_extra = getattr(view, "elem_extra", {})  # type: ignore[attr-defined]
             view.elem_extra[key] = extra  # type: ignore[attr-defined]
