@@ -118,18 +118,19 @@ class AnonSet:
         return sum(reg_size(s) for s in self.key_sizes)
 
 
-@dataclass
 class CompileCtx:
-    family: str
-    table: str
-    l3: str | None = None  # "ip" / "ip6" once known
-    l4: str | None = None  # "tcp", "udp", ... once known
-    iiftype: bool = False
-    sets: list[AnonSet] = field(default_factory=list)
-    set_counter: list[int] = field(default_factory=lambda: [0])
-    set_ids: list[int] = field(default_factory=lambda: [0])
-    chain_ids: dict[str, int] | None = None
-    set_types: dict[str, Any] | None = None  # named set -> Set (for key sizes)
+    """Protocol context while one rule is compiled (what is known about the packet)."""
+
+    __slots__ = ("family", "table", "l3", "l4", "iiftype", "vlan", "sets")
+
+    def __init__(self, family: str, table: str) -> None:
+        self.family = family
+        self.table = table
+        self.l3: str | None = None  # "ip" / "ip6" once known
+        self.l4: str | None = None  # "tcp", "udp", ... once known
+        self.iiftype = False
+        self.vlan = False
+        self.sets: list[AnonSet] = []
 
 
 def _plen_mask(size: int, plen: int) -> bytes:
@@ -175,19 +176,18 @@ class RuleCompiler:
                     left = body.get("left")
                     p = left.get("payload") if type(left) is dict and len(left) == 1 else None
                     if p is not None and len(p) == 2:
-                        lk: Any = (p.get("protocol"), p.get("field"))
+                        key: Any = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="),
+                                    p.get("protocol"), p.get("field"))
                     else:
-                        lk = _left_key(left)
-                    key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="), lk)
+                        key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="), _left_key(left))
                     tpl = cache.get(key)
                     if tpl is not None:
-                        prefix, fast, head, pad, op = tpl
+                        prefix_head, fast, pad, op = tpl
                         try:
                             v = fast(right)
                         except Exception:
                             v = self._shifted(op, right)
-                        out.append(prefix)
-                        out.append(head + v + pad)
+                        out += (prefix_head, v, pad)
                         continue
                     n0 = len(out)
                     self._st_match(ctx, body, out)
@@ -199,8 +199,9 @@ class RuleCompiler:
                         cmp_b = out[-1]
                         if op.dt.kind != "bitmask" and cmp_b.endswith(v + _PAD_FOR[len(v) & 3]):
                             pad = _PAD_FOR[len(v) & 3]
-                            cache[key] = (b"".join(out[n0:-1]), _fast_encoder(op),
-                                          cmp_b[: len(cmp_b) - len(v) - len(pad)], pad, op)
+                            cache[key] = (b"".join(out[n0:-1]) + cmp_b[: len(cmp_b) - len(v)
+                                                                      - len(pad)],
+                                          _fast_encoder(op), pad, op)
                     continue
             elif kind in _CONST_STMTS:
                 key2 = kind if body is None else repr(stmt)
@@ -254,10 +255,10 @@ class RuleCompiler:
                 out.append(_meta_load(1, 8))
                 out.append(_cmp(1, 0, (1).to_bytes(2, "little")))
                 ctx.iiftype = True
-            if proto == "vlan" and not getattr(ctx, "vlan", False):
+            if proto == "vlan" and not ctx.vlan:
                 out.append(_payload_load(1, LL, 12, 2))
                 out.append(_cmp(1, 0, (0x8100).to_bytes(2, "big")))
-                ctx.vlan = True  # type: ignore[attr-defined]
+                ctx.vlan = True
 
     # ---- left-hand side ----------------------------------------------------------
     def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0) -> Operand:

@@ -208,14 +208,13 @@ class Encoder:
         if rc is None:
             rc = self.compilers[(family, table)] = RuleCompiler(
                 family, table, self.anon_counter, self.set_ids)
+            for key, s in getattr(self, "known_sets", {}).items():
+                if key[:2] == (family, table):
+                    rc.named_sets[s.name] = s
         return rc
 
     def rule_exprs(self, r: Rule) -> tuple[list[bytes], list[AnonSet]]:
-        rc = self.compiler(r.family, r.table)
-        if not rc.named_sets:
-            for key, s in getattr(self, "known_sets", {}).items():
-                if key[:2] == (r.family, r.table):
-                    rc.named_sets[s.name] = s
+        rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
         return rc.compile(r.expr)
 
     def rule(self, r: Rule, verb: str = "add", exprs: list[bytes] | None = None,
