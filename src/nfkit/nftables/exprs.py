@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from nfkit.errors import InputError
