@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nfkit.errors import InputError, NetlinkError, TransactionError
+from nfkit.errors import DumpInterrupted, InputError, NetlinkError, TransactionError
 from nfkit.netlink.codec import Batch, MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
@@ -435,19 +435,31 @@ def exists(rule: Rule, sock: Any | None = None) -> bool:
                 raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
             views = _set_views(sock, rule.family, rule.table)
             shapes = RuleShapes()
-            ea = A["rule"]["expressions"]
             attrs = string(A["rule"]["table"], rule.table) + string(A["rule"]["chain"], rule.chain)
-            hit = False
-            for f, a in _dump_msgs(sock, "getrule", attrs, FAMILY_NUM[rule.family]):
-                if hit:
-                    continue  # drain the dump
-                blob = a.get(ea, b"")
-                if needles and not all(n in blob for n in needles):
+            w = MessageWriter()
+            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=FAMILY_NUM[rule.family])
+            w.raw(attrs)
+            w.end()
+            for _attempt in range(10):
+                hit = False
+                try:
+                    # Views into the receive buffer: only rules holding every compared
+                    # value of the wanted rule are copied and decoded.
+                    for m in sock.dump(w):
+                        if hit:
+                            continue  # drain the dump
+                        payload = bytes(m.payload)
+                        if needles and not all(n in payload for n in needles):
+                            continue
+                        a = nla.attrs(payload[4:])
+                        r = decode_rule(payload[0], a, views, shapes)
+                        if r.chain == rule.chain and _strip_counters(r.expr) == want:
+                            hit = True
+                    return hit
+                except DumpInterrupted:
                     continue
-                r = decode_rule(f, a, views, shapes)
-                if r.chain == rule.chain and _strip_counters(r.expr) == want:
-                    hit = True
-            return hit
+            raise DumpInterrupted(f"chain {rule.family} {rule.table} {rule.chain}: "
+                                  "the ruleset kept changing during the dump")
     finally:
         if own:
             sock.close()
