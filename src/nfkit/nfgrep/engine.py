@@ -247,6 +247,7 @@ class Engine:
                     if s.transports & bit:
                         self._children.setdefault((tr, s.after), []).append(s)
         self._expected: OrderedDict[tuple[str, str | None, int], str] = OrderedDict()
+        self._expected_ports: dict[tuple[str, int], int] = {}
         self.trace: bool | Callable[[TraceEvent], None] = False
         self._cost = [0]  # cost units spent (counted only by rules loaded with counting=True)
 
@@ -257,16 +258,15 @@ class Engine:
         if transport not in ("tcp", "udp"):
             raise InputError(f"transport {transport!r}: nfgrep classifies tcp and udp flows")
         st = FlowState(transport, client_port, server_port, client_addr, server_addr)
-        if self._expected:
-            label = self._expected.pop((transport, server_addr, server_port), None)
-            if label is None:
-                label = self._expected.pop((transport, None, server_port), None)
+        if self._expected and (transport, server_port) in self._expected_ports:
+            label = self._take_expected(transport, server_addr, server_port)
             if label is not None:
                 st.app = label
                 st.chain = [label]
                 st.done = True
                 st._bufs = []
-                self._event(st, label, "expectation", 1, "expected", 0, [])
+                if self.trace:
+                    self._event(st, label, "expectation", 1, "expected", 0, [])
                 return st
         roots = self._roots[transport]
         if client_port or server_port:
@@ -344,7 +344,7 @@ class Engine:
                 r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost)
                 if self.trace:
                     self._event(st, sig.name, step.name, d, _RESULT.get(r, "held"),
-                                st._offs[d] + (r if r >= 0 else b0), K)
+                                st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
                 if r >= 0:
                     run.vars = V
                     run.fields += K
@@ -382,7 +382,7 @@ class Engine:
                     r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost)
                     if self.trace:
                         self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
-                                    st._offs[d] + (r if r >= 0 else b0), K)
+                                    st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
                     if r == NEED:
                         run.seen[d] = n
                         break
@@ -433,7 +433,7 @@ class Engine:
             r = step.fn(data, 0, n, True, V, K, X, self._cost)
             if self.trace:
                 self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
-                            r if r >= 0 else 0, K)
+                            r if r >= 0 else 0, K if r >= 0 else [])
             if r < 0:
                 runs.remove(run)
                 continue
@@ -491,12 +491,38 @@ class Engine:
                 addr = st.client_addr
             else:
                 addr = to
-            exp = Expectation(label, transport, addr, port)
-            st.expectations.append(exp)
-            self._expected[(transport, addr, port)] = label
-            self._expected.move_to_end((transport, addr, port))
+            st.expectations.append(Expectation(label, transport, addr, port))
+            key = (transport, addr, port)
+            if key in self._expected:
+                self._expected.move_to_end(key)
+            else:
+                self._expected_ports[(transport, port)] = \
+                    self._expected_ports.get((transport, port), 0) + 1
+            self._expected[key] = label
             while len(self._expected) > MAX_EXPECTATIONS:
-                self._expected.popitem(last=False)
+                old, _ = self._expected.popitem(last=False)
+                self._forget_port(old)
+
+    def _forget_port(self, key: tuple[str, str | None, int]) -> None:
+        ports = (key[0], key[2])
+        left = self._expected_ports[ports] - 1
+        if left:
+            self._expected_ports[ports] = left
+        else:
+            del self._expected_ports[ports]
+
+    def _take_expected(self, transport: str, addr: str | None, port: int) -> str | None:
+        """Consume the expectation a new flow to addr:port fulfils (addr None: any address)."""
+        for key in ((transport, addr, port), (transport, None, port)):
+            if key in self._expected:
+                self._forget_port(key)
+                return self._expected.pop(key)
+        if addr is None:
+            for key in self._expected:
+                if key[0] == transport and key[2] == port:
+                    self._forget_port(key)
+                    return self._expected.pop(key)
+        return None
 
     def _event(self, st: FlowState, proto: str, step: str, d: int, result: str, offset: int,
                fields: list[tuple[str, str]]) -> None:
