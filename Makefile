@@ -7,6 +7,9 @@ BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 
 # Debian packages the tests and the demo drive (oracles and traffic makers).
 APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev
+# nfgrep signature tests: real servers and clients on loopback
+APT_TEST += curl openssl dnsmasq-base bind9-dnsutils openssh-server openssh-client vsftpd \
+	mosquitto mosquitto-clients redis-server redis-tools postgresql-client
 # Debian packages only the benchmarks need.
 APT_BENCH := $(APT_TEST)
 
