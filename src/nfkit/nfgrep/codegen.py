@@ -378,6 +378,46 @@ class _Generator:
         raise AssertionError(f"opcode {name} reached the generator")  # pragma: no cover
 
 
+def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
+    """The bytes a step's data may start with, when its first test says so (else None).
+
+    Sound by construction: only the shapes "literal(s) at 0" and "u8 at 0
+    compared with / in a constant" are read; anything else admits every byte.
+    Lets the engine drop, on a flow's first byte, candidates that would fail.
+    """
+    ops = [OPS[i.op].name for i in code[:4]]
+    args = code[:4]
+    start = None
+    if ops[:2] == ["PUSH_INT", "MATCH"] and program.ints[args[0].a] == 0 and args[1].b == 1:
+        start = 1
+    elif ops[:1] == ["MATCH"] and args[0].b == 0:
+        start = 0
+    if start is not None:
+        ls = program.sets[args[start].a]
+        out = set()
+        for i in ls.strings:
+            b = program.strings[i][0]
+            out.add(b)
+            if ls.nocase:
+                out.update(bytes([b]).upper())
+        return frozenset(out)
+    if ops[:2] == ["PUSH_INT", "READ"] and program.ints[args[0].a] == 0 and \
+            args[1].a == 1 and args[1].c == 1:
+        rest = 2
+    elif ops[:1] == ["READ"] and args[0].a == 1 and args[0].c == 0:
+        rest = 1
+    else:
+        return None
+    tail = ops[rest:]
+    if tail[:2] == ["PUSH_INT", "CMP"] and CMPS[args[rest + 1].a] == "==":
+        value = program.ints[args[rest].a]
+        return frozenset([value] if value < 256 else [])
+    if tail[:1] == ["RANGE"]:
+        low, high = program.ints[args[rest].a], program.ints[args[rest].b]
+        return frozenset(range(low, min(high, 255) + 1))
+    return None
+
+
 def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:
     """Translate every step of a verified program: [protocol][step] -> (function, source)."""
     out = []

@@ -49,7 +49,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import TCP, UDP, Program, decode
-from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, generate
+from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
 from nfkit.nfgrep.verifier import Verified, verify
 
 WINDOW = 16384          # bytes kept per direction while candidates run
@@ -99,7 +99,8 @@ class Signature:
     """One loaded protocol: its steps translated to Python functions."""
 
     def __init__(self, name: str, transports: int, ports: list[int], after: str | None,
-                 nvars: int, steps: list[_Step], origin: str) -> None:
+                 nvars: int, steps: list[_Step], origin: str,
+                 first: frozenset[int] | None = None) -> None:
         self.name = name
         self.transports = transports
         self.ports = frozenset(ports)
@@ -108,6 +109,8 @@ class Signature:
         self.steps = [s for s in steps if not s.watch]
         self.watches = [s for s in steps if s.watch]
         self.origin = origin
+        # bytes the first step's direction may start with (None: any)
+        self.first = first if self.steps[0].direction != 2 else None
 
     def __repr__(self) -> str:
         return f"<Signature {self.name} from {self.origin}>"
@@ -127,7 +130,8 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
                  for si, (s, (fn, src)) in enumerate(zip(proto.steps, funcs))]
         out.append(Signature(program.text(proto.name), proto.transports, proto.ports,
                              None if proto.after is None else program.text(proto.after),
-                             len(proto.variables), steps, program.origin))
+                             len(proto.variables), steps, program.origin,
+                             first_bytes(program, proto.steps[0].code)))
     return out
 
 
@@ -196,7 +200,7 @@ class FlowState:
 
     __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
                  "done", "app", "fields", "chain", "expectations", "events", "_runs",
-                 "_watches", "_bufs", "_offs", "_full")
+                 "_watches", "_bufs", "_offs", "_full", "_pending")
 
     def __init__(self, transport: str, client_port: int, server_port: int,
                  client_addr: str | None, server_addr: str | None) -> None:
@@ -212,6 +216,7 @@ class FlowState:
         self.expectations: list[Expectation] = []
         self.events: list[TraceEvent] = []
         self._runs: list[_Run] = []
+        self._pending = 0
         self._watches: list[_Run] = []
         self._bufs = [bytearray(), bytearray()]
         self._offs = [0, 0]
@@ -240,6 +245,14 @@ class Engine:
             "tcp": [s for s in sigs if s.after is None and s.transports & TCP],
             "udp": [s for s in sigs if s.after is None and s.transports & UDP],
         }
+        # per transport, direction and first byte: the roots whose first step reads that
+        # direction (or either) and admits that byte; they become candidates on it
+        self._gate: dict[tuple[str, int], list[tuple[Signature, ...]]] = {}
+        for tr, roots in self._roots.items():
+            for d in (0, 1):
+                self._gate[(tr, d)] = [
+                    tuple(s for s in roots if s.steps[0].direction in (d, 2)
+                          and (s.first is None or b in s.first)) for b in range(256)]
         self._children: dict[tuple[str, str], list[Signature]] = {}
         for s in sigs:
             if s.after is not None:
@@ -268,20 +281,31 @@ class Engine:
                 if self.trace:
                     self._event(st, label, "expectation", 1, "expected", 0, [])
                 return st
-        roots = self._roots[transport]
-        if client_port or server_port:
-            hinted = [s for s in roots if server_port in s.ports or client_port in s.ports]
-            if hinted:
-                roots = hinted + [s for s in roots if s not in hinted]
-        st._runs = [_Run(s) for s in roots]
-        if not st._runs:
+        if not self._roots[transport]:
             st.done = True
+        st._pending = 3  # directions whose first bytes have not come (bit 0 client, 1 server)
         return st
+
+    def _admit(self, st: FlowState, d: int, first: int) -> None:
+        """First bytes of direction d: the roots starting on d and admitting them join."""
+        st._pending &= ~(1 << d)
+        sigs = self._gate[(st.transport, d)][first]
+        if not sigs:
+            return
+        cp, sp = st.client_port, st.server_port
+        hinted = [_Run(s) for s in sigs if sp in s.ports or cp in s.ports]
+        if hinted:
+            st._runs[:0] = hinted
+            st._runs += [_Run(s) for s in sigs if sp not in s.ports and cp not in s.ports]
+        else:
+            st._runs += [_Run(s) for s in sigs]
 
     def feed(self, st: FlowState, direction: int, data: bytes) -> None:
         """Give the engine the next bytes (TCP) or datagram (UDP) of one direction."""
         if st.done or not data:
             return
+        if st._pending & (1 << direction):
+            self._admit(st, direction, data[0])
         if st.transport == "udp":
             self._datagram(st, direction, bytes(data))
         else:
@@ -294,17 +318,25 @@ class Engine:
                 st._full[direction] = True
             else:
                 buf += data
-            self._stream(st)
-        if not st._runs and not st._watches:
+            self._stream(st, direction)
+        if not st._runs and not st._watches and not st._pending:
             st.done = True
             st._bufs = []
 
     # -- TCP
-    def _stream(self, st: FlowState) -> None:
+    def _stream(self, st: FlowState, d: int) -> None:
         runs = st._runs
+        bufs, offs, full = st._bufs, st._offs, st._full
         i = 0
         while i < len(runs):
             run = runs[i]
+            sd = run.sig.steps[run.index].direction
+            if sd != d and sd != 2:
+                # waits on the other direction: nothing new there, no call
+                n = len(bufs[sd])
+                if run.seen[sd] == n or (n <= run.base[sd] - offs[sd] and not full[sd]):
+                    i += 1
+                    continue
             verdict = self._advance_stream(st, run)
             if verdict == NEED:
                 i += 1
@@ -474,6 +506,7 @@ class Engine:
         self._commit(st, run.fields, run.expects)
         children = self._children.get((st.transport, sig.name), [])
         st._runs = [_Run(c) for c in children]
+        st._pending = 0
         for w in sig.watches:
             wr = _Run(sig, w)
             wr.vars = run.vars[:]
