@@ -1,0 +1,1 @@
+"""nfgrep: layer-7 classification (language, engine, reassembly, capture input)."""
