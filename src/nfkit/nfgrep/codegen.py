@@ -1,0 +1,401 @@
+"""Verified bytecode -> one Python function per step (generated source, compiled once).
+
+This module owns the translation that makes the engine fast: each step of a
+verified program becomes straight-line Python (blocks become nested
+functions, the operand stack becomes local temporaries), compiled once with
+`compile()`.  Running a step is then one Python call, with no dispatch loop.
+
+The generated text holds only opcodes' templates, integers and pool indexes:
+literals, names and maps are passed in the function's globals, never pasted
+into the source, so a crafted program cannot inject code.
+
+A step function is ``fn(buf, b0, n, final, V, K, X, C) -> int``:
+``buf`` the bytes of one direction (``n`` = len), ``b0`` where the step starts,
+``final`` whether more data may come, ``V`` the protocol's variables (list of
+ints, updated in place), ``K`` kept fields and ``X`` expectations appended as
+(name, text) and (label, transport, to, port), ``C`` a one-item cost counter
+(updated only when generated with ``counting=True``).  It returns the cursor
+(>= 0, index in buf) when the step holds, FAIL, NEED (more data may decide)
+or GIVE_UP.
+
+Every load is guarded at both ends: offsets are unsigned and added to
+``b0``, and compared with ``n`` (the data) and ``E`` (the region a repeat
+confines it to) before the read.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from nfkit.nfgrep.bytecode import BINOPS, CMPS, OPS, Instr, Program
+from nfkit.nfgrep.verifier import MAX_KEEP_BYTES, Verified, _cost
+
+FAIL, NEED, GIVE_UP = -1, -2, -3
+MASK = (1 << 64) - 1
+BIG = 1 << 62
+
+StepFunction = Callable[..., int]
+
+
+def _text(raw: bytes | bytearray) -> str:
+    return bytes(raw).decode("utf-8", "replace")
+
+
+def _match(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...]) -> int:
+    """First literal, in the order written, at p: end offset, FAIL or NEED."""
+    for lit in lits:
+        k = p + len(lit)
+        if k > E:
+            continue
+        if buf.startswith(lit, p):
+            return k
+        if k > n and not final and lit.startswith(buf[p:n]):
+            return NEED  # an earlier alternative may still hold: decide in order
+    return FAIL
+
+
+def _find(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+          within: int, before: bytes | None) -> int:
+    """End of the literal that ends first within `within` bytes of p, unless `before` ends first."""
+    hard = p + within
+    if hard > E:
+        hard = E
+    stop = hard if hard < n else n
+    best = -1
+    for lit in lits:
+        i = buf.find(lit, p, stop)
+        if i >= 0:
+            end = i + len(lit)
+            if best < 0 or end < best:
+                best = end
+    if before is not None:
+        j = buf.find(before, p, stop if best < 0 else min(stop, best))
+        if j >= 0 and (best < 0 or j + len(before) <= best):
+            return FAIL
+    if best >= 0:
+        return best
+    if final or stop >= hard:
+        return FAIL
+    return NEED
+
+
+def _keep_until(buf: bytes, p: int, n: int, E: int, final: bool, term: bytes,
+                within: int) -> tuple[int, str]:
+    hard = p + within + len(term)
+    if hard > E:
+        hard = E
+    stop = hard if hard < n else n
+    i = buf.find(term, p, stop)
+    if i >= 0:
+        return i + len(term), _text(buf[p:i])
+    return (FAIL if final or stop >= hard else NEED), ""
+
+
+def _decimal(buf: bytes, p: int, n: int, E: int, final: bool, digits: int) -> tuple[int, int]:
+    q = p
+    lim = p + digits
+    if lim > E:
+        lim = E
+    while q < lim and q < n and 48 <= buf[q] <= 57:
+        q += 1
+    if q < lim and q >= n and not final:
+        return NEED, 0
+    if q == p:
+        return FAIL, 0
+    return q, int(buf[p:q])
+
+
+def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
+    parts = []
+    q = p
+    total = 0
+    for _ in range(128):
+        if q >= E:
+            return FAIL, ""
+        if q >= n:
+            return (FAIL if final else NEED), ""
+        size = buf[q]
+        if size == 0:
+            return q + 1, ".".join(parts)
+        if size > 63:
+            return FAIL, ""
+        end = q + 1 + size
+        total += size + 1
+        if end > E or total > 255:
+            return FAIL, ""
+        if end > n:
+            return (FAIL if final else NEED), ""
+        parts.append(_text(buf[q + 1:end]))
+        q = end
+    return FAIL, ""
+
+
+def _short(ind: str, end: str) -> list[str]:
+    """Guard: `end` (an offset expression) must not pass the data nor the region."""
+    return [f"{ind}if {end} > n or {end} > E:",
+            f"{ind}    return -1 if final or {end} > E else -2"]
+
+
+class _Block:
+    def __init__(self, kind: str, begin: Instr | None) -> None:
+        self.kind = kind
+        self.begin = begin
+        self.items: list[Instr | _Block] = []
+
+
+def _nest(code: list[Instr]) -> _Block:
+    root = _Block("step", None)
+    stack = [root]
+    for ins in code:
+        name = OPS[ins.op].name
+        if name in ("OPT_BEGIN", "LOOP_BEGIN"):
+            block = _Block(name, ins)
+            stack[-1].items.append(block)
+            stack.append(block)
+        elif name in ("OPT_END", "LOOP_END"):
+            stack.pop()
+        else:
+            stack[-1].items.append(ins)
+    return root
+
+
+class _Generator:
+    def __init__(self, program: Program, counting: bool) -> None:
+        self.program = program
+        self.counting = counting
+        self.names: dict[str, object] = {}
+        self.blocks = 0
+        self.nocase = False
+
+    def const(self, prefix: str, index: int, value: object) -> str:
+        name = f"{prefix}{index}"
+        self.names[name] = value
+        return name
+
+    def literal_set(self, index: int) -> tuple[str, bool]:
+        ls = self.program.sets[index]
+        lits = tuple(self.program.strings[i] for i in ls.strings)
+        if ls.nocase:
+            self.nocase = True
+        return self.const("S", index, lits), ls.nocase
+
+    def step(self, code: list[Instr]) -> str:
+        body = self.block(_nest(code), "    ")
+        head = ["def step(buf, b0, n, final, V, K, X, C):",
+                "    E = BIG",
+                "    p = b0"]
+        if self.nocase:
+            head.append("    lb = buf.lower()")
+        return "\n".join(head + body + ["    return p", ""])
+
+    def block(self, block: _Block, ind: str) -> list[str]:
+        lines: list[str] = []
+        depth = 0
+        for item in block.items:
+            if isinstance(item, _Block):
+                self.blocks += 1
+                fname = f"_b{self.blocks}"
+                lines.append(f"{ind}def {fname}(p, E):")
+                lines += self.block(item, ind + "    ")
+                lines.append(f"{ind}    return p")
+                if self.counting:
+                    lines.append(f"{ind}C[0] += 1")
+                if item.kind == "OPT_BEGIN":
+                    lines += [f"{ind}k = len(K); x = len(X); v = V[:]"]
+                    if self.counting:
+                        lines.append(f"{ind}C[0] += 2")
+                    lines += [f"{ind}q = {fname}(p, E)",
+                              f"{ind}if q < 0:",
+                              f"{ind}    if q != -1:",
+                              f"{ind}        return q",
+                              f"{ind}    del K[k:]; del X[x:]; V[:] = v",
+                              f"{ind}else:",
+                              f"{ind}    p = q"]
+                else:
+                    assert item.begin is not None
+                    count, region = item.begin.a, item.begin.b
+                    if region:
+                        depth -= 1
+                        lines.append(f"{ind}EL = p + t{depth}")
+                        lines.append(f"{ind}if EL > E: EL = E")
+                    else:
+                        lines.append(f"{ind}EL = E")
+                    lines += [f"{ind}for i in range({int(count)}):"]
+                    if region:
+                        lines.append(f"{ind}    if p >= EL: break")
+                    if self.counting:
+                        lines.append(f"{ind}    C[0] += 2")
+                    lines += [f"{ind}    k = len(K); x = len(X); v = V[:]",
+                              f"{ind}    q = {fname}(p, EL)",
+                              f"{ind}    if q < 0:",
+                              f"{ind}        if q != -1:",
+                              f"{ind}            return q",
+                              f"{ind}        del K[k:]; del X[x:]; V[:] = v",
+                              f"{ind}        break",
+                              f"{ind}    if q == p: break",
+                              f"{ind}    p = q"]
+                continue
+            depth = self.instr(item, ind, depth, lines)
+        if not lines:
+            lines.append(f"{ind}pass")
+        return lines
+
+    def instr(self, ins: Instr, ind: str, d: int, out: list[str]) -> int:
+        info = OPS[ins.op]
+        name, a, b, c = info.name, ins.a, ins.b, ins.c
+        if self.counting:
+            out.append(f"{ind}C[0] += {_cost(name, a, b, c, self.program)}")
+        if name == "PUSH_INT":
+            out.append(f"{ind}t{d} = {int(self.program.ints[a])}")
+            return d + 1
+        if name == "PUSH_VAR":
+            out.append(f"{ind}t{d} = V[{int(a)}]")
+            return d + 1
+        if name == "PUSH_HERE":
+            out.append(f"{ind}t{d} = p - b0")
+            return d + 1
+        if name == "PUSH_LENGTH":
+            out.append(f"{ind}t{d} = n - b0")
+            return d + 1
+        if name == "READ":
+            w = int(a)
+            order = "little" if b else "big"
+            if c:
+                d -= 1
+                out.append(f"{ind}q = b0 + t{d}")
+                start = "q"
+            else:
+                start = "p"
+            out += _short(ind, f"{start} + {w}")
+            if w == 1:
+                out.append(f"{ind}t{d} = buf[{start}]")
+            else:
+                out.append(f"{ind}t{d} = int.from_bytes(buf[{start}:{start} + {w}], '{order}')")
+            out.append(f"{ind}p = {start} + {w}")
+            return d + 1
+        if name == "DECIMAL":
+            out += [f"{ind}q, t{d} = _decimal(buf, p, n, E, final, {int(a)})",
+                    f"{ind}if q < 0: return q",
+                    f"{ind}p = q"]
+            return d + 1
+        if name == "BINOP":
+            x, y = f"t{d - 2}", f"t{d - 1}"
+            op = BINOPS[a]
+            if op in ("+", "-", "*"):
+                expr = f"({x} {op} {y}) & MASK"
+            elif op == "<<":
+                expr = f"({x} << ({y} & 63)) & MASK"
+            elif op == ">>":
+                expr = f"{x} >> ({y} & 63)"
+            else:
+                expr = f"{x} {op} {y}"
+            out.append(f"{ind}{x} = {expr}")
+            return d - 1
+        if name == "CMP":
+            fail = "(-1 if final else -2)" if b else "-1"
+            out.append(f"{ind}if not (t{d - 2} {CMPS[a]} t{d - 1}): return {fail}")
+            return d - 2
+        if name == "RANGE":
+            fail = "(-1 if final else -2)" if c else "-1"
+            lo, hi = int(self.program.ints[a]), int(self.program.ints[b])
+            out.append(f"{ind}if not ({lo} <= t{d - 1} <= {hi}): return {fail}")
+            return d - 1
+        if name == "MATCH":
+            lits, nocase = self.literal_set(a)
+            src = "lb" if nocase else "buf"
+            if b:
+                d -= 1
+                out.append(f"{ind}q = _match({src}, b0 + t{d}, n, E, final, {lits})")
+            else:
+                out.append(f"{ind}q = _match({src}, p, n, E, final, {lits})")
+            out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
+            return d
+        if name == "FIND":
+            lits, nocase = self.literal_set(a)
+            src = "lb" if nocase else "buf"
+            before = self.const("B", c - 1, self.program.strings[c - 1]) if c else "None"
+            out += [f"{ind}q = _find({src}, p, n, E, final, {lits}, {int(b)}, {before})",
+                    f"{ind}if q < 0: return q",
+                    f"{ind}p = q"]
+            return d
+        if name in ("SETPOS", "SKIP"):
+            base = "b0" if name == "SETPOS" else "p"
+            out.append(f"{ind}q = {base} + t{d - 1}")
+            out += _short(ind, "q")
+            out.append(f"{ind}p = q")
+            return d - 1
+        if name == "LET":
+            out.append(f"{ind}V[{int(a)}] = t{d - 1}")
+            return d - 1
+        if name == "KEEP_UNTIL":
+            field = self.const("T", a, self.program.text(a))
+            term = self.const("B", b, self.program.strings[b])
+            out += [f"{ind}q, s = _keep_until(buf, p, n, E, final, {term}, {int(c)})",
+                    f"{ind}if q < 0: return q",
+                    f"{ind}K.append(({field}, s))",
+                    f"{ind}p = q"]
+            return d
+        if name == "KEEP_BYTES":
+            field = self.const("T", a, self.program.text(a))
+            out.append(f"{ind}if t{d - 1} > {MAX_KEEP_BYTES}: return -1")
+            out.append(f"{ind}q = p + t{d - 1}")
+            out += _short(ind, "q")
+            out += [f"{ind}K.append(({field}, _text(buf[p:q])))", f"{ind}p = q"]
+            return d - 1
+        if name == "KEEP_INT":
+            field = self.const("T", a, self.program.text(a))
+            if b:
+                table = self.const("M", b - 1, {k: self.program.text(v)
+                                                for k, v in self.program.maps[b - 1]})
+                out.append(f"{ind}K.append(({field}, {table}.get(t{d - 1}) or str(t{d - 1})))")
+            else:
+                out.append(f"{ind}K.append(({field}, str(t{d - 1})))")
+            return d - 1
+        if name == "KEEP_LABELS":
+            field = self.const("T", a, self.program.text(a))
+            out += [f"{ind}q, s = _labels(buf, p, n, E, final)",
+                    f"{ind}if q < 0: return q",
+                    f"{ind}K.append(({field}, s))",
+                    f"{ind}p = q"]
+            return d
+        if name == "EXPECT":
+            label = self.const("T", a, self.program.text(a))
+            transport = "'tcp'" if b == 1 else "'udp'"
+            port = f"t{d - 1}"
+            out.append(f"{ind}if not 1 <= {port} <= 65535: return -1")
+            if c == 2:
+                octets = [f"t{d - 5 + i}" for i in range(4)]
+                out.append(f"{ind}if max({', '.join(octets)}) > 255: return -1")
+                to = "'%d.%d.%d.%d' % (" + ", ".join(octets) + ")"
+                d -= 4
+            else:
+                to = "'client'" if c == 0 else "'server'"
+            out.append(f"{ind}X.append(({label}, {transport}, {to}, {port}))")
+            return d - 1
+        if name == "GIVEUP":
+            out.append(f"{ind}return -3")
+            return d
+        raise AssertionError(f"opcode {name} reached the generator")  # pragma: no cover
+
+
+def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:
+    """Translate every step of a verified program: [protocol][step] -> (function, source)."""
+    out = []
+    program = verified.program
+    for pi, proto in enumerate(program.protocols):
+        funcs = []
+        for si, step in enumerate(proto.steps):
+            gen = _Generator(program, counting)
+            src = gen.step(step.code)
+            env: dict[str, object] = {
+                "_match": _match, "_find": _find, "_keep_until": _keep_until,
+                "_decimal": _decimal, "_labels": _labels, "_text": _text,
+                "MASK": MASK, "BIG": BIG, "__builtins__": {"int": int, "str": str, "max": max,
+                                                            "len": len, "range": range},
+            }
+            env.update(gen.names)
+            label = f"<nfgrep {program.text(proto.name)}.{program.text(step.name)}>"
+            exec(compile(src, label, "exec"), env)  # noqa: S102 - source built from templates
+            funcs.append((env["step"], src))  # type: ignore[arg-type]
+        out.append(funcs)
+    return out
