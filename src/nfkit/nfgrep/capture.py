@@ -46,9 +46,9 @@ _ICMP_ID_TYPES = {1: frozenset((0, 8, 13, 14, 15, 16, 17, 18)), 58: frozenset((1
 MAX_RECORD = 1 << 18  # a record longer than this is corruption, not a packet
 
 _U16 = struct.Struct("!H")
-_IP4 = struct.Struct("!BxHxxHBx2x4s4s")  # vihl, total length, frag, proto, src, dst
+_IP4 = struct.Struct("!BxH2xHxB2x4s4s")  # vihl, total length, frag, proto, src, dst
 _IP6 = struct.Struct("!4xHBx16s16s")  # payload length, next header, src, dst
-_TCP = struct.Struct("!HHIxxBB")  # ports, seq, data offset, flags
+_TCP = struct.Struct("!HHI4xBB")  # ports, seq, data offset, flags
 _PORTS = struct.Struct("!HH")
 
 
