@@ -6,9 +6,11 @@ STAMP := $(VENV)/.nfkit-installed
 BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 
 # Debian packages the tests and the demo drive (oracles and traffic makers).
-APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev
+APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev \
+	tcpdump curl openssl openssh-server openssh-client dnsmasq-base bind9-dnsutils \
+	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux
 # Debian packages only the benchmarks need.
-APT_BENCH := $(APT_TEST)
+APT_BENCH := $(APT_TEST) libndpi-bin
 
 .PHONY: setup demo test bench clean
 

@@ -217,7 +217,7 @@ class TrafficLab:
         path = self.dir / name
         err = self.dir / f"{name}.log"
         with open(err, "wb") as log:
-            proc = self.server.popen(["tcpdump", "-i", interface, "-U", "-n", "-s", str(snaplen),
+            proc = self.server.popen(["tcpdump", "-i", interface, "-U", "--immediate-mode", "-n", "-s", str(snaplen),
                                       "-w", str(path)], stderr=log)
         deadline = time.monotonic() + 10
         while b"listening on" not in err.read_bytes():
@@ -229,7 +229,7 @@ class TrafficLab:
 
     def stop_captures(self) -> None:
         """Stop tcpdump (SIGINT: it writes out what it has) and wait for it."""
-        time.sleep(0.2)  # the last packets of the last exchange
+        time.sleep(0.3)  # the last packets of the last exchange
         for proc, _ in self._captures:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
