@@ -6,12 +6,13 @@ STAMP := $(VENV)/.nfkit-installed
 BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 
 # Debian packages the tests and the demo drive (oracles and traffic makers).
-APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev
-# nfgrep signature tests: real servers and clients on loopback
-APT_TEST += curl openssl dnsmasq-base bind9-dnsutils openssh-server openssh-client vsftpd \
-	mosquitto mosquitto-clients redis-server redis-tools postgresql-client
+APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev \
+	tcpdump curl openssl openssh-server openssh-client dnsmasq-base bind9-dnsutils \
+	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux
+# nfgrep signature tests (psql's real startup message)
+APT_TEST += postgresql-client
 # Debian packages only the benchmarks need.
-APT_BENCH := $(APT_TEST)
+APT_BENCH := $(APT_TEST) libndpi-bin
 
 .PHONY: setup demo test bench clean
 
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: setup
-	scripts/demo.sh
+	$(VENV)/bin/python scripts/demo.py
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -51,8 +51,10 @@ class NetlinkError(NfkitError):
         seq: int | None = None,
         what: str | None = None,
         msg_type: int | None = None,
+        index: int | None = None,
     ) -> None:
         self.errno = errno
+        self.index = index
         self.extack = extack
         self.offset = offset
         self.seq = seq
@@ -73,11 +75,11 @@ class NetlinkError(NfkitError):
             text += f": {self.extack}"
         return text
 
-    def describe(self, what: str) -> "NetlinkError":
+    def describe(self, what: str) -> NetlinkError:
         """Return the same error naming ``what`` (the object the request was about)."""
         return type(self)(
             self.errno, extack=self.extack, offset=self.offset, seq=self.seq,
-            what=what, msg_type=self.msg_type,
+            what=what, msg_type=self.msg_type, index=self.index,
         )
 
 

@@ -1,0 +1,109 @@
+"""Netlink and nfnetlink constants (linux/netlink.h, linux/netfilter/nfnetlink.h).
+
+Checked against the installed uapi headers by tests/netlink/test_uapi.py.
+"""
+
+from __future__ import annotations
+
+NETLINK_ROUTE = 0
+NETLINK_NETFILTER = 12
+NETLINK_GENERIC = 16
+
+# socket options (SOL_NETLINK)
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_DROP_MEMBERSHIP = 2
+NETLINK_NO_ENOBUFS = 5
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+
+# nlmsghdr flags
+NLM_F_REQUEST = 0x01
+NLM_F_MULTI = 0x02
+NLM_F_ACK = 0x04
+NLM_F_ECHO = 0x08
+NLM_F_DUMP_INTR = 0x10
+NLM_F_DUMP_FILTERED = 0x20
+NLM_F_ROOT = 0x100
+NLM_F_MATCH = 0x200
+NLM_F_ATOMIC = 0x400
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+NLM_F_APPEND = 0x800
+NLM_F_NONREC = 0x100
+NLM_F_BULK = 0x200
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+
+# control message types
+NLMSG_NOOP = 0x1
+NLMSG_ERROR = 0x2
+NLMSG_DONE = 0x3
+NLMSG_OVERRUN = 0x4
+NLMSG_MIN_TYPE = 0x10
+
+# attribute header flags
+NLA_F_NESTED = 1 << 15
+NLA_F_NET_BYTEORDER = 1 << 14
+NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
+
+# extended ACK attributes (enum nlmsgerr_attrs)
+NLMSGERR_ATTR_UNUSED = 0
+NLMSGERR_ATTR_MSG = 1
+NLMSGERR_ATTR_OFFS = 2
+NLMSGERR_ATTR_COOKIE = 3
+NLMSGERR_ATTR_POLICY = 4
+NLMSGERR_ATTR_MISS_TYPE = 5
+NLMSGERR_ATTR_MISS_NEST = 6
+
+# nfnetlink
+NFNETLINK_V0 = 0
+NFNL_SUBSYS_NONE = 0
+NFNL_SUBSYS_CTNETLINK = 1
+NFNL_SUBSYS_CTNETLINK_EXP = 2
+NFNL_SUBSYS_QUEUE = 3
+NFNL_SUBSYS_ULOG = 4
+NFNL_SUBSYS_OSF = 5
+NFNL_SUBSYS_IPSET = 6
+NFNL_SUBSYS_ACCT = 7
+NFNL_SUBSYS_CTNETLINK_TIMEOUT = 8
+NFNL_SUBSYS_CTHELPER = 9
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_SUBSYS_NFT_COMPAT = 11
+NFNL_SUBSYS_HOOK = 12
+NFNL_MSG_BATCH_BEGIN = 0x10  # NLMSG_MIN_TYPE
+NFNL_MSG_BATCH_END = 0x11
+
+# enum nfnetlink_groups
+NFNLGRP_NONE = 0
+NFNLGRP_CONNTRACK_NEW = 1
+NFNLGRP_CONNTRACK_UPDATE = 2
+NFNLGRP_CONNTRACK_DESTROY = 3
+NFNLGRP_CONNTRACK_EXP_NEW = 4
+NFNLGRP_CONNTRACK_EXP_UPDATE = 5
+NFNLGRP_CONNTRACK_EXP_DESTROY = 6
+NFNLGRP_NFTABLES = 7
+NFNLGRP_ACCT_QUOTA = 8
+NFNLGRP_NFTRACE = 9
+
+# address families as nfgenmsg carries them
+NFPROTO_UNSPEC = 0
+NFPROTO_INET = 1
+NFPROTO_IPV4 = 2
+NFPROTO_ARP = 3
+NFPROTO_NETDEV = 5
+NFPROTO_BRIDGE = 7
+NFPROTO_IPV6 = 10
+
+
+def nfnl_msg_type(subsys: int, msg: int) -> int:
+    """The nlmsg_type of nfnetlink message ``msg`` of subsystem ``subsys``."""
+    return (subsys << 8) | msg
+
+
+def nfnl_split(msg_type: int) -> tuple[int, int]:
+    """(subsystem, message) of an nfnetlink nlmsg_type."""
+    return msg_type >> 8, msg_type & 0xFF
