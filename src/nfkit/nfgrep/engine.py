@@ -253,6 +253,9 @@ class Engine:
                 self._gate[(tr, d)] = [
                     tuple(s for s in roots if s.steps[0].direction in (d, 2)
                           and (s.first is None or b in s.first)) for b in range(256)]
+        self._starts = {tr: sum(1 << d for d in (0, 1)
+                                if any(s.steps[0].direction in (d, 2) for s in roots))
+                        for tr, roots in self._roots.items()}
         self._children: dict[tuple[str, str], list[Signature]] = {}
         for s in sigs:
             if s.after is not None:
@@ -283,7 +286,8 @@ class Engine:
                 return st
         if not self._roots[transport]:
             st.done = True
-        st._pending = 3  # directions whose first bytes have not come (bit 0 client, 1 server)
+        # directions whose first bytes have not come and that some root starts on
+        st._pending = self._starts[transport]
         return st
 
     def _admit(self, st: FlowState, d: int, first: int) -> None:
