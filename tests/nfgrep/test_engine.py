@@ -79,7 +79,7 @@ def _split(chunks: list[tuple[int, bytes]], cuts: list[int]) -> list[tuple[int, 
     out = []
     for i, (d, data) in enumerate(chunks):
         points = sorted({c % (len(data) + 1) for c in cuts[i::len(chunks)]} | {0, len(data)})
-        out += [(d, data[a:b]) for a, b in zip(points, points[1:]) if b > a]
+        out += [(d, data[a:b]) for a, b in zip(points, points[1:], strict=False) if b > a]
     return out
 
 
@@ -127,6 +127,21 @@ def test_give_up_either_and_udp_steps() -> None:
     assert feed_all(engine, [(0, b"Q"), (1, b"R"), (0, b"Q2")], "udp").app == "u"
     assert feed_all(engine, [(0, b"Q"), (0, b"Q2")], "udp").app is None
     assert feed_all(engine, [(0, b"Q"), (1, b"R")], "udp").app is None
+
+
+def test_udp_watch_reads_each_datagram() -> None:
+    engine = engine_for('''protocol sip over udp {
+        step hello from client { "S" at 0 }
+        watch media from server { "M " at 0 ; expect rtp over udp to server port decimal }
+    }''')
+    flow = engine.new_flow("udp", 5060, 5060, "192.0.2.1", "192.0.2.2")
+    for d, data in [(0, b"S"), (1, b"M 7000"), (1, b"junk"), (1, b"M 7002"), (0, b"M 1")]:
+        engine.feed(flow, d, data)
+    assert flow.app == "sip" and not flow.done
+    assert [(e.label, e.transport, e.addr, e.port) for e in flow.expectations] == \
+        [("rtp", "udp", "192.0.2.2", 7000), ("rtp", "udp", "192.0.2.2", 7002)]
+    assert engine.new_flow("udp", 9, 7002, "192.0.2.1", "192.0.2.2").app == "rtp"
+    assert engine.new_flow("udp", 9, 7002, "192.0.2.1", "192.0.2.2").app is None
 
 
 def test_port_hints_only_order_the_candidates() -> None:

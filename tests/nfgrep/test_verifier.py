@@ -35,35 +35,35 @@ def program_with(code: list[Instr]):  # type: ignore[no-untyped-def]
     return program
 
 
-O = OPCODES
+OP = OPCODES
 
 
 @pytest.mark.parametrize("code, words", [
     ([Instr(0x7F)], "unknown opcode 0x7f"),
-    ([Instr(O["CMP"], 0)], "pops 2 value(s) from a stack of 0"),
-    ([Instr(O["PUSH_INT"], 0)], "left on the stack"),
-    ([Instr(O["PUSH_INT"], 999), Instr(O["SKIP"])], "integer 999 is not in the pool"),
-    ([Instr(O["PUSH_VAR"], 5), Instr(O["SKIP"])], "variable 5 is not declared"),
-    ([Instr(O["MATCH"], 77, 0)], "literal set 77 is not in the pool"),
-    ([Instr(O["READ"], 9, 0, 0), Instr(O["SKIP"])], "width 9"),
-    ([Instr(O["FIND"], 0, 70000, 0)], "search bound 70000"),
-    ([Instr(O["FIND"], 0, 0, 0)], "search bound 0"),
-    ([Instr(O["LOOP_BEGIN"], 0, 0), Instr(O["LOOP_END"])], "repeat bound 0"),
-    ([Instr(O["LOOP_BEGIN"], 100000, 0), Instr(O["LOOP_END"])], "repeat bound 100000"),
-    ([Instr(O["LOOP_BEGIN"], 8, 0)], "never closed"),
-    ([Instr(O["OPT_END"])], "without its OPT_BEGIN"),
-    ([Instr(O["OPT_BEGIN"]), Instr(O["LOOP_END"])], "without its LOOP_BEGIN"),
-    ([Instr(O["PUSH_INT"], 0), Instr(O["OPT_BEGIN"]), Instr(O["OPT_END"]), Instr(O["SKIP"])],
+    ([Instr(OP["CMP"], 0)], "pops 2 value(s) from a stack of 0"),
+    ([Instr(OP["PUSH_INT"], 0)], "left on the stack"),
+    ([Instr(OP["PUSH_INT"], 999), Instr(OP["SKIP"])], "integer 999 is not in the pool"),
+    ([Instr(OP["PUSH_VAR"], 5), Instr(OP["SKIP"])], "variable 5 is not declared"),
+    ([Instr(OP["MATCH"], 77, 0)], "literal set 77 is not in the pool"),
+    ([Instr(OP["READ"], 9, 0, 0), Instr(OP["SKIP"])], "width 9"),
+    ([Instr(OP["FIND"], 0, 70000, 0)], "search bound 70000"),
+    ([Instr(OP["FIND"], 0, 0, 0)], "search bound 0"),
+    ([Instr(OP["LOOP_BEGIN"], 0, 0), Instr(OP["LOOP_END"])], "repeat bound 0"),
+    ([Instr(OP["LOOP_BEGIN"], 100000, 0), Instr(OP["LOOP_END"])], "repeat bound 100000"),
+    ([Instr(OP["LOOP_BEGIN"], 8, 0)], "never closed"),
+    ([Instr(OP["OPT_END"])], "without its OPT_BEGIN"),
+    ([Instr(OP["OPT_BEGIN"]), Instr(OP["LOOP_END"])], "without its LOOP_BEGIN"),
+    ([Instr(OP["PUSH_INT"], 0), Instr(OP["OPT_BEGIN"]), Instr(OP["OPT_END"]), Instr(OP["SKIP"])],
      "OPT_BEGIN with 1 value(s) left"),
-    ([Instr(O["PUSH_INT"], 0)] * 17, "stack deeper than 16"),
-    ([Instr(O["LOOP_BEGIN"], 1)] * 9 + [Instr(O["LOOP_END"])] * 9, "nested deeper than 8"),
+    ([Instr(OP["PUSH_INT"], 0)] * 17, "stack deeper than 16"),
+    ([Instr(OP["LOOP_BEGIN"], 1)] * 9 + [Instr(OP["LOOP_END"])] * 9, "nested deeper than 8"),
     # nested repeats whose product of bounds with a 64 KiB search exceeds the cost bound
-    ([Instr(O["LOOP_BEGIN"], 256), Instr(O["LOOP_BEGIN"], 256), Instr(O["FIND"], 0, 65536, 0),
-      Instr(O["LOOP_END"]), Instr(O["LOOP_END"])], "cost bound over"),
-    ([Instr(O["KEEP_UNTIL"], 0, 0, 5000)], "search bound 5000"),
-    ([Instr(O["EXPECT"], 0, 3, 0)], "transport 3"),
-    ([Instr(O["DECIMAL"], 0), Instr(O["SKIP"])], "0 digits"),
-    ([Instr(O["BINOP"], 9)], "operator 9"),
+    ([Instr(OP["LOOP_BEGIN"], 256), Instr(OP["LOOP_BEGIN"], 256), Instr(OP["FIND"], 0, 65536, 0),
+      Instr(OP["LOOP_END"]), Instr(OP["LOOP_END"])], "cost bound over"),
+    ([Instr(OP["KEEP_UNTIL"], 0, 0, 5000)], "search bound 5000"),
+    ([Instr(OP["EXPECT"], 0, 3, 0)], "transport 3"),
+    ([Instr(OP["DECIMAL"], 0), Instr(OP["SKIP"])], "0 digits"),
+    ([Instr(OP["BINOP"], 9)], "operator 9"),
 ])
 def test_crafted_programs_are_refused(code: list[Instr], words: str) -> None:
     program = decode(encode(program_with(code)), "crafted.nfgb")
@@ -102,8 +102,8 @@ def _run_within_bound(blob: bytes, payloads: list[bytes]) -> None:
         verified = verify(decode(blob, "mutant.nfgb"))
     except InputError:
         return  # refused with a reason: fine
-    for pi, sig in enumerate(signatures_of(verified, counting=True)):
-        for si, step in enumerate(sig.steps + sig.watches):
+    for sig in signatures_of(verified, counting=True):
+        for step in sig.steps + sig.watches:
             for data in payloads:
                 for final in (False, True):
                     counter = [0]
@@ -141,7 +141,7 @@ def test_cut_and_spliced_programs_are_refused_or_bounded(which: int, cut: int, j
 
 
 @settings(max_examples=100, deadline=None)
-@given(code=st.lists(st.tuples(st.sampled_from(sorted(O.values())), st.integers(0, 40),
+@given(code=st.lists(st.tuples(st.sampled_from(sorted(OP.values())), st.integers(0, 40),
                                st.integers(0, 3), st.integers(0, 3)), max_size=24),
        payloads=payload_strategy)
 def test_random_instruction_streams_are_refused_or_bounded(

@@ -73,31 +73,33 @@ class TcpRecorder:
             with self.lock:
                 self.sessions.append(session)
             done = [0]
+            for src, dst, d in ((client, server, 0), (server, client, 1)):
+                threading.Thread(target=self._pump, args=(src, dst, d, session, done,
+                                                          (client, server)),
+                                 daemon=True).start()
 
-            def pump(src: socket.socket, dst: socket.socket, d: int) -> None:
-                try:
-                    while True:
-                        data = src.recv(65536)
-                        if not data:
-                            break
-                        with self.lock:
-                            session.chunks.append((d, data))
-                        dst.sendall(data)
-                except OSError:
-                    pass
-                try:
-                    dst.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+    def _pump(self, src: socket.socket, dst: socket.socket, d: int, session: Session,
+              done: list[int], both: tuple[socket.socket, socket.socket]) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
                 with self.lock:
-                    done[0] += 1
-                    if done[0] == 2:
-                        client.close()
-                        server.close()
-                        session.closed.set()
-
-            threading.Thread(target=pump, args=(client, server, 0), daemon=True).start()
-            threading.Thread(target=pump, args=(server, client, 1), daemon=True).start()
+                    session.chunks.append((d, data))
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        with self.lock:
+            done[0] += 1
+            if done[0] == 2:
+                both[0].close()
+                both[1].close()
+                session.closed.set()
 
     def wait(self, count: int = 1, timeout: float = 10.0) -> list[Session]:
         deadline = time.monotonic() + timeout

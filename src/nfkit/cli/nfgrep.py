@@ -59,7 +59,7 @@ def disasm_cmd(program: str, as_json: bool) -> None:
 
     The program is verified first; the listing shows each step's cost bound.
     """
-    from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, disassemble, describe_instr
+    from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, describe_instr, disassemble
 
     verified = _load_verified(program)
     prog = verified.program

@@ -173,10 +173,10 @@ def encode(program: Program) -> bytes:
         out += u8.pack(len(p.ports)) + b"".join(u16.pack(x) for x in p.ports)
         out += u8.pack(len(p.variables)) + b"".join(u16.pack(x) for x in p.variables)
         out += u8.pack(len(p.steps))
-        for s in p.steps:
-            out += u16.pack(s.name) + u8.pack(1 if s.watch else 0) + u8.pack(s.direction)
-            out += u16.pack(len(s.code))
-            for ins in s.code:
+        for sc in p.steps:
+            out += u16.pack(sc.name) + u8.pack(1 if sc.watch else 0) + u8.pack(sc.direction)
+            out += u16.pack(len(sc.code))
+            for ins in sc.code:
                 out += INSTR.pack(ins.op, ins.a, ins.b, ins.c)
     payload = bytes(out)
     return HEADER.pack(MAGIC, VERSION, 0, len(payload), zlib.crc32(payload)) + payload
@@ -301,7 +301,7 @@ def describe_instr(program: Program, ins: Instr) -> str:
     if info is None:
         return f"<unknown opcode {ins.op:#x}>"
     parts = []
-    for kind, value in zip(info.operands, (ins.a, ins.b, ins.c)):
+    for kind, value in zip(info.operands, (ins.a, ins.b, ins.c), strict=False):
         if kind == "int":
             parts.append(str(program.ints[value]) if value < len(program.ints) else f"?{value}")
         elif kind == "var":

@@ -25,7 +25,7 @@ confines it to) before the read.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, OPS, Instr, Program
 from nfkit.nfgrep.verifier import MAX_KEEP_BYTES, Verified, _cost
@@ -106,7 +106,7 @@ def _decimal(buf: bytes, p: int, n: int, E: int, final: bool, digits: int) -> tu
 
 
 def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
-    parts = []
+    parts: list[str] = []
     q = p
     total = 0
     for _ in range(128):
@@ -420,11 +420,11 @@ def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
 
 def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:
     """Translate every step of a verified program: [protocol][step] -> (function, source)."""
-    out = []
+    out: list[list[tuple[StepFunction, str]]] = []
     program = verified.program
-    for pi, proto in enumerate(program.protocols):
-        funcs = []
-        for si, step in enumerate(proto.steps):
+    for proto in program.protocols:
+        funcs: list[tuple[StepFunction, str]] = []
+        for step in proto.steps:
             gen = _Generator(program, counting)
             src = gen.step(step.code)
             env: dict[str, object] = {
@@ -436,6 +436,7 @@ def generate(verified: Verified, counting: bool = False) -> list[list[tuple[Step
             env.update(gen.names)
             label = f"<nfgrep {program.text(proto.name)}.{program.text(step.name)}>"
             exec(compile(src, label, "exec"), env)  # noqa: S102 - source built from templates
-            funcs.append((env["step"], src))  # type: ignore[arg-type]
+            fn: StepFunction = env["step"]  # type: ignore[assignment]
+            funcs.append((fn, src))
         out.append(funcs)
     return out

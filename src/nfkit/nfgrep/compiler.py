@@ -12,8 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from nfkit.nfgrep import tree as t
-from nfkit.nfgrep.bytecode import (BINOPS, CMPS, OPCODES, TCP, UDP, Instr, LiteralSet,
-                                   ProtocolCode, Program, StepCode)
+from nfkit.nfgrep.bytecode import (
+    BINOPS,
+    CMPS,
+    OPCODES,
+    TCP,
+    UDP,
+    Instr,
+    LiteralSet,
+    Program,
+    ProtocolCode,
+    StepCode,
+)
 from nfkit.nfgrep.parser import parse_rules
 
 OP = OPCODES

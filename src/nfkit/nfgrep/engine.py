@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import TCP, UDP, Program, decode
@@ -73,7 +74,7 @@ class Expectation(NamedTuple):
 class TraceEvent:
     """One step tried on one flow: what `nfgrep test` shows."""
 
-    flow: "FlowState"
+    flow: FlowState
     protocol: str
     step: str
     direction: int
@@ -124,10 +125,10 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
     """Translate a verified program into Signatures (one per protocol)."""
     program = verified.program
     out = []
-    for pi, (proto, funcs) in enumerate(zip(program.protocols, generate(verified, counting))):
+    for pi, (proto, funcs) in enumerate(zip(program.protocols, generate(verified, counting), strict=True)):
         steps = [_Step(program.text(s.name), s.watch, s.direction, fn, verified.costs[(pi, si)],
                        src)
-                 for si, (s, (fn, src)) in enumerate(zip(proto.steps, funcs))]
+                 for si, (s, (fn, src)) in enumerate(zip(proto.steps, funcs, strict=True))]
         out.append(Signature(program.text(proto.name), proto.transports, proto.ports,
                              None if proto.after is None else program.text(proto.after),
                              len(proto.variables), steps, program.origin,
@@ -485,14 +486,17 @@ class Engine:
                 continue
             i += 1
         for run in list(st._watches):
-            step = run.watch
-            assert step is not None
-            if step.direction != 2 and step.direction != d:
+            watch = run.watch
+            assert watch is not None
+            if watch.direction != 2 and watch.direction != d:
                 continue
             V = run.vars[:]
             K = []
             X = []
-            r = step.fn(data, 0, n, True, V, K, X, self._cost)
+            r = watch.fn(data, 0, n, True, V, K, X, self._cost)
+            if self.trace:
+                self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
+                            r if r >= 0 else 0, K if r >= 0 else [])
             if r >= 0:
                 run.vars = V
                 self._commit(st, K, X)

@@ -150,7 +150,7 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
         if info is None:
             raise refuse(at, f"unknown opcode {ins.op:#x}")
         a, b, c = ins.a, ins.b, ins.c
-        for kind, value in zip(info.operands, (a, b, c)):
+        for kind, value in zip(info.operands, (a, b, c), strict=False):
             bad = None
             if kind == "int" and value >= len(p.ints):
                 bad = f"integer {value} is not in the pool"
