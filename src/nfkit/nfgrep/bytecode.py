@@ -55,7 +55,8 @@ OPS: dict[int, OpInfo] = {op.code: op for op in (
     OpInfo(0x01, "PUSH_INT", ("int",), 0, 1, "push ints[a]"),
     OpInfo(0x02, "PUSH_VAR", ("var",), 0, 1, "push variable a"),
     OpInfo(0x03, "PUSH_HERE", (), 0, 1, "push the cursor (offset from the step's start)"),
-    OpInfo(0x04, "PUSH_LENGTH", (), 0, 1, "push the bytes available from the step's start"),
+    OpInfo(0x04, "PUSH_LENGTH", ("final",), 0, 1,
+           "push the bytes available from the step's start (a=1: wait until no more may come)"),
     OpInfo(0x05, "READ", ("width", "order", "mode"), "mode", 1,
            "read an unsigned integer of a bytes (b: 0 big, 1 little endian) at the cursor "
            "(c=0) or at the popped offset (c=1); the cursor moves after it"),
@@ -326,6 +327,9 @@ def describe_instr(program: Program, ins: Instr) -> str:
             parts.append("le" if value else "be")
         elif kind == "mode":
             parts.append("at popped offset" if value else "at cursor")
+        elif kind == "final":
+            if value:
+                parts.append("(final data only)")
         elif kind == "grows":
             if value:
                 parts.append("(waits for data)")

@@ -290,6 +290,8 @@ class _Generator:
             out.append(f"{ind}t{d} = p - b0")
             return d + 1
         if name == "PUSH_LENGTH":
+            if a:  # not a monotone test: decided only on the final data
+                out.append(f"{ind}if not final: return -2")
             out.append(f"{ind}t{d} = n - b0")
             return d + 1
         if name == "READ":

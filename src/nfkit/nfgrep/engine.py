@@ -41,6 +41,7 @@ watches start.  A flow is done when no candidate and no watch is left.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -201,7 +202,7 @@ class FlowState:
 
     __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
                  "done", "app", "fields", "chain", "expectations", "events", "_runs",
-                 "_watches", "_bufs", "_offs", "_full", "_pending")
+                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals")
 
     def __init__(self, transport: str, client_port: int, server_port: int,
                  client_addr: str | None, server_addr: str | None) -> None:
@@ -218,6 +219,8 @@ class FlowState:
         self.events: list[TraceEvent] = []
         self._runs: list[_Run] = []
         self._pending = 0
+        # (stream end offset, arrival number) per chunk, kept only for steps from either
+        self._arrivals: list[list[tuple[int, int]]] = [[], []]
         self._watches: list[_Run] = []
         self._bufs = [bytearray(), bytearray()]
         self._offs = [0, 0]
@@ -267,6 +270,8 @@ class Engine:
         self._expected_ports: dict[tuple[str, int], int] = {}
         self.trace: bool | Callable[[TraceEvent], None] = False
         self._cost = [0]  # cost units spent (counted only by rules loaded with counting=True)
+        self._either = any(s.direction == 2 for sig in sigs for s in sig.steps + sig.watches)
+        self._seq = 0
 
     # -- flows
     def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
@@ -323,6 +328,9 @@ class Engine:
                 st._full[direction] = True
             else:
                 buf += data
+            if self._either:
+                st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
+                self._seq += 1
             self._stream(st, direction)
         if not st._runs and not st._watches and not st._pending:
             st.done = True
@@ -356,6 +364,20 @@ class Engine:
         if st._watches:
             self._watch_stream(st)
 
+    @staticmethod
+    def _either_order(st: FlowState, base: list[int]) -> tuple[int, ...]:
+        """For a step from either: the direction whose unread bytes came first goes first.
+
+        Deciding by arrival (not by which direction fed last) keeps the verdict
+        independent of how each direction's stream was cut into segments.
+        """
+        first = []
+        for d in (0, 1):
+            arrivals = st._arrivals[d]
+            i = bisect.bisect_right(arrivals, (base[d], 1 << 62))
+            first.append(arrivals[i][1] if i < len(arrivals) else 1 << 62)
+        return (0, 1) if first[0] <= first[1] else (1, 0)
+
     def _advance_stream(self, st: FlowState, run: _Run) -> int:
         """Run a candidate's steps on the buffered data: NEED, FAIL or 0 (classified)."""
         sig = run.sig
@@ -363,7 +385,8 @@ class Engine:
         bufs = st._bufs
         while True:
             step = steps[run.index]
-            dirs = (0, 1) if step.direction == 2 else (step.direction,)
+            dirs = self._either_order(st, run.base) if step.direction == 2 else \
+                (step.direction,)
             waiting = False
             for d in dirs:
                 buf = bufs[d]
@@ -404,7 +427,8 @@ class Engine:
         for run in list(st._watches):
             step = run.watch
             assert step is not None
-            dirs = (0, 1) if step.direction == 2 else (step.direction,)
+            dirs = self._either_order(st, run.base) if step.direction == 2 else \
+                (step.direction,)
             alive = True
             for d in dirs:
                 buf = st._bufs[d]
@@ -449,6 +473,8 @@ class Engine:
             low = min(r.base[d] for r in st._watches)
             cut = low - st._offs[d]
             if cut > 0:
+                arrivals = st._arrivals[d]
+                del arrivals[:bisect.bisect_right(arrivals, (low, 1 << 62))]
                 del st._bufs[d][:cut]
                 st._offs[d] = low
                 st._full[d] = False
