@@ -142,6 +142,15 @@ def test_bad_files_are_refused_with_a_reason(tmp_path) -> None:  # type: ignore[
         load_rules([missing])
 
 
+def test_a_protocol_loaded_twice_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from nfkit.nfgrep.compiler import compile_file
+
+    (tmp_path / "ssh.nfgb").write_bytes(encode(compile_file(SIGNATURES / "ssh.nfg")))
+    (tmp_path / "ssh.nfg").write_text((SIGNATURES / "ssh.nfg").read_text())
+    with pytest.raises(InputError, match="protocol ssh over tcp is loaded twice"):
+        Engine(load_rules(tmp_path))
+
+
 def test_after_an_unknown_protocol_is_refused_at_load() -> None:
     program = compile_text('protocol x over tcp after nothing { step a from client { "a" } }')
     with pytest.raises(InputError, match="no loaded protocol is named nothing"):

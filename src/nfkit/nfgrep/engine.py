@@ -240,6 +240,15 @@ class Engine:
     def __init__(self, rules: Iterable[Signature] | None = None) -> None:
         sigs = list(load_rules(None) if rules is None else rules)
         names = {s.name for s in sigs}
+        seen: dict[tuple[str, int], Signature] = {}
+        for s in sigs:
+            for bit in (TCP, UDP):
+                if s.transports & bit:
+                    other = seen.setdefault((s.name, bit), s)
+                    if other is not s:
+                        raise InputError(
+                            f"protocol {s.name} over {'tcp' if bit == TCP else 'udp'} is loaded "
+                            f"twice ({other.origin} and {s.origin}): load one of them")
         for s in sigs:
             if s.after is not None and s.after not in names:
                 raise InputError(f"protocol {s.name} ({s.origin}) runs after {s.after}, "
