@@ -442,6 +442,53 @@ def test_redis_cli_to_redis_server() -> None:
         check(session.chunks, "redis")
 
 
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    assert found, "the PostgreSQL server is not installed (postgresql in APT_TEST)"
+    return found[-1].parent
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A directory the postgres user owns (pytest's own tmp dirs are root's alone)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="nfgrep-pg-"))
+    user = pwd.getpwnam("postgres")
+    os.chown(path, user.pw_uid, user.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_postgresql_psql_to_postgres(postgres_dir: Path) -> None:
+    """psql against a real PostgreSQL server (its own cluster, trust auth, loopback)."""
+    bindir = _postgres_bin()
+    tmp_path = postgres_dir
+    data = tmp_path / "data"
+    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-N", "-D",
+                    str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True, timeout=60)
+    port = free_port()
+    server = Server(["runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D",
+                     str(data), "-F", "-k", str(tmp_path), "-h", "127.0.0.1", "-p", str(port)],
+                    port)
+    try:
+        rec = TcpRecorder(port)
+        for sslmode in ("disable", "prefer"):
+            subprocess.run(["psql", f"host=127.0.0.1 port={rec.port} user=postgres "
+                            f"dbname=postgres sslmode={sslmode}", "-c", "select 1"],
+                           capture_output=True, timeout=20, check=True)
+        sessions = rec.wait(2)
+        rec.close()
+    finally:
+        server.stop()
+    plain, negotiated = sessions[-2:]
+    check(plain.chunks, "postgresql", user="postgres")
+    check(negotiated.chunks, "postgresql")
+
+
 def test_postgresql_psql_startup() -> None:
     """psql's real startup; the server side answers per the protocol (no SSL, then an error)."""
     listener = socket.create_server(("127.0.0.1", 0))
