@@ -532,6 +532,33 @@ def _mysql_packet(seq: int, payload: bytes) -> bytes:
     return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
 
 
+def test_mysql_client_to_mariadb_server() -> None:
+    """The mariadb client against a real MariaDB server (empty data directory, loopback)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="nfgrep-my-"))
+    user = pwd.getpwnam("mysql")
+    os.chown(data, user.pw_uid, user.pw_gid)
+    port = free_port()
+    server = Server(["mariadbd", "--no-defaults", f"--datadir={data}", "--user=mysql",
+                     f"--port={port}", "--bind-address=127.0.0.1", f"--socket={data}/sock",
+                     f"--pid-file={data}/pid", "--skip-grant-tables", "--skip-log-bin"], port)
+    try:
+        rec = TcpRecorder(port)
+        subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(rec.port),
+                        "-u", "root", "-e", "select 1"], capture_output=True, timeout=20,
+                       check=True)
+        sessions = rec.wait(1)
+        rec.close()
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    st = check(sessions[-1].chunks, "mysql")
+    assert "MariaDB" in st.fields["version"]
+
+
 def test_mysql_handshake_built_from_the_protocol_layout() -> None:
     """No MySQL program on this machine: HandshakeV10 and HandshakeResponse41 per the docs."""
     greeting = (b"\x0a" + b"10.11.6-MariaDB-0+deb12u1\x00" + struct.pack("<I", 7)
