@@ -59,7 +59,7 @@ def disasm_cmd(program: str, as_json: bool) -> None:
 
     The program is verified first; the listing shows each step's cost bound.
     """
-    from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, disassemble, describe_instr
+    from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, describe_instr, disassemble
 
     verified = _load_verified(program)
     prog = verified.program
@@ -199,33 +199,54 @@ def test_cmd(rules: str, captures: tuple[str, ...], payloads: tuple[str, ...],
         click.echo("\n".join(lines))
 
 
+class _Announcing:
+    """The engine seen by the capture classifier: says which flow and packet comes next."""
+
+    def __init__(self, engine: Any, lines: list[str], packets_seen: list[dict[str, Any]]) -> None:
+        self.engine = engine
+        self.lines = lines
+        self.packets_seen = packets_seen
+        self.flows: list[tuple[str, Any]] = []
+        self.count = 0
+
+    def new_flow(self, **kw: Any) -> Any:
+        st = self.engine.new_flow(**kw)
+        name = (f"{kw['transport']} {kw.get('client_addr')}:{kw['client_port']} -> "
+                f"{kw.get('server_addr')}:{kw['server_port']}")
+        self.lines.append(f"flow {name}")
+        self.flows.append((name, st))
+        if st.done and st.app:
+            self.lines.append(f"    expected flow: {st.app}")
+        return st
+
+    def feed(self, st: Any, direction: int, data: bytes) -> None:
+        if st.done:
+            return
+        self.count += 1
+        name = next((n for n, s in reversed(self.flows) if s is st), "?")
+        self.packets_seen.append({"packet": self.count, "flow": name,
+                                  "direction": "client" if direction == 0 else "server",
+                                  "bytes": len(data), "events": []})
+        self.lines.append(f"  data {self.count} [{name}] "
+                          f"{'client->server' if direction == 0 else 'server->client'} "
+                          f"{len(data)} bytes")
+        self.engine.feed(st, direction, data)
+
+
 def _test_capture(engine: Any, capture: str, lines: list[str],
                   packets_seen: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    """Feed a capture's flows through the engine with tracing (needs part B's reader)."""
+    """Run a capture's flows through the engine with tracing (flow table and reassembly)."""
     try:
-        from nfkit.nfgrep.capture import iter_flow_payloads  # type: ignore[attr-defined]
-    except ImportError:
-        raise InputError(f"{capture}: reading captures needs nfkit.nfgrep.capture "
-                         "(part B), which this build lacks; use --payload") from None
-    flows: dict[Any, Any] = {}
-    for n, (key, meta, direction, data) in enumerate(iter_flow_payloads(capture), 1):
-        st = flows.get(key)
-        if st is None:
-            st = engine.new_flow(meta["transport"], meta["client_port"], meta["server_port"],
-                                 meta.get("client_addr"), meta.get("server_addr"))
-            flows[key] = st
-            lines.append(f"flow {meta['transport']} {meta.get('client_addr')}:"
-                         f"{meta['client_port']} -> {meta.get('server_addr')}:"
-                         f"{meta['server_port']}")
-        if st.done:
-            continue
-        packets_seen.append({"packet": n, "flow": str(key),
-                             "direction": "client" if direction == 0 else "server",
-                             "bytes": len(data), "events": []})
-        lines.append(f"  packet {n} {'client->server' if direction == 0 else 'server->client'}"
-                     f" {len(data)} bytes")
-        engine.feed(st, direction, data)
-    return [(str(k), st) for k, st in flows.items()]
+        from nfkit.nfgrep.classify import Classifier
+    except ImportError:  # pragma: no cover - part B ships it
+        raise InputError(f"{capture}: reading captures needs nfkit.nfgrep.classify") from None
+    announcing = _Announcing(engine, lines, packets_seen)
+    classifier = Classifier(announcing)
+    classifier.read(capture)
+    report = classifier.finish()
+    for stop in report.stops:
+        lines.append(f"{capture}: {stop}")
+    return announcing.flows
 
 
 try:

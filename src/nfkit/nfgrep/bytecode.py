@@ -55,7 +55,8 @@ OPS: dict[int, OpInfo] = {op.code: op for op in (
     OpInfo(0x01, "PUSH_INT", ("int",), 0, 1, "push ints[a]"),
     OpInfo(0x02, "PUSH_VAR", ("var",), 0, 1, "push variable a"),
     OpInfo(0x03, "PUSH_HERE", (), 0, 1, "push the cursor (offset from the step's start)"),
-    OpInfo(0x04, "PUSH_LENGTH", (), 0, 1, "push the bytes available from the step's start"),
+    OpInfo(0x04, "PUSH_LENGTH", ("final",), 0, 1,
+           "push the bytes available from the step's start (a=1: wait until no more may come)"),
     OpInfo(0x05, "READ", ("width", "order", "mode"), "mode", 1,
            "read an unsigned integer of a bytes (b: 0 big, 1 little endian) at the cursor "
            "(c=0) or at the popped offset (c=1); the cursor moves after it"),
@@ -173,10 +174,10 @@ def encode(program: Program) -> bytes:
         out += u8.pack(len(p.ports)) + b"".join(u16.pack(x) for x in p.ports)
         out += u8.pack(len(p.variables)) + b"".join(u16.pack(x) for x in p.variables)
         out += u8.pack(len(p.steps))
-        for s in p.steps:
-            out += u16.pack(s.name) + u8.pack(1 if s.watch else 0) + u8.pack(s.direction)
-            out += u16.pack(len(s.code))
-            for ins in s.code:
+        for sc in p.steps:
+            out += u16.pack(sc.name) + u8.pack(1 if sc.watch else 0) + u8.pack(sc.direction)
+            out += u16.pack(len(sc.code))
+            for ins in sc.code:
                 out += INSTR.pack(ins.op, ins.a, ins.b, ins.c)
     payload = bytes(out)
     return HEADER.pack(MAGIC, VERSION, 0, len(payload), zlib.crc32(payload)) + payload
@@ -301,7 +302,7 @@ def describe_instr(program: Program, ins: Instr) -> str:
     if info is None:
         return f"<unknown opcode {ins.op:#x}>"
     parts = []
-    for kind, value in zip(info.operands, (ins.a, ins.b, ins.c)):
+    for kind, value in zip(info.operands, (ins.a, ins.b, ins.c), strict=False):
         if kind == "int":
             parts.append(str(program.ints[value]) if value < len(program.ints) else f"?{value}")
         elif kind == "var":
@@ -326,6 +327,9 @@ def describe_instr(program: Program, ins: Instr) -> str:
             parts.append("le" if value else "be")
         elif kind == "mode":
             parts.append("at popped offset" if value else "at cursor")
+        elif kind == "final":
+            if value:
+                parts.append("(final data only)")
         elif kind == "grows":
             if value:
                 parts.append("(waits for data)")

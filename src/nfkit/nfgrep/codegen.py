@@ -25,7 +25,7 @@ confines it to) before the read.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, OPS, Instr, Program
 from nfkit.nfgrep.verifier import MAX_KEEP_BYTES, Verified, _cost
@@ -106,7 +106,7 @@ def _decimal(buf: bytes, p: int, n: int, E: int, final: bool, digits: int) -> tu
 
 
 def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
-    parts = []
+    parts: list[str] = []
     q = p
     total = 0
     for _ in range(128):
@@ -180,62 +180,97 @@ class _Generator:
         return self.const("S", index, lits), ls.nocase
 
     def step(self, code: list[Instr]) -> str:
-        body = self.block(_nest(code), "    ")
+        body = self.block(_nest(code), "    ", top=True)
         head = ["def step(buf, b0, n, final, V, K, X, C):",
                 "    E = BIG",
-                "    p = b0"]
+                "    p = b0",
+                "    r = 0"]
         if self.nocase:
             head.append("    lb = buf.lower()")
         return "\n".join(head + body + ["    return p", ""])
 
-    def block(self, block: _Block, ind: str) -> list[str]:
-        lines: list[str] = []
-        depth = 0
+    @staticmethod
+    def _effects(block: _Block) -> tuple[bool, bool]:
+        """Whether a block sets variables, and whether it keeps fields or expects flows."""
+        sets = keeps = False
         for item in block.items:
             if isinstance(item, _Block):
-                self.blocks += 1
-                fname = f"_b{self.blocks}"
-                lines.append(f"{ind}def {fname}(p, E):")
-                lines += self.block(item, ind + "    ")
-                lines.append(f"{ind}    return p")
-                if self.counting:
-                    lines.append(f"{ind}C[0] += 1")
-                if item.kind == "OPT_BEGIN":
-                    lines += [f"{ind}k = len(K); x = len(X); v = V[:]"]
-                    if self.counting:
-                        lines.append(f"{ind}C[0] += 2")
-                    lines += [f"{ind}q = {fname}(p, E)",
-                              f"{ind}if q < 0:",
-                              f"{ind}    if q != -1:",
-                              f"{ind}        return q",
-                              f"{ind}    del K[k:]; del X[x:]; V[:] = v",
-                              f"{ind}else:",
-                              f"{ind}    p = q"]
-                else:
-                    assert item.begin is not None
-                    count, region = item.begin.a, item.begin.b
-                    if region:
-                        depth -= 1
-                        lines.append(f"{ind}EL = p + t{depth}")
-                        lines.append(f"{ind}if EL > E: EL = E")
-                    else:
-                        lines.append(f"{ind}EL = E")
-                    lines += [f"{ind}for i in range({int(count)}):"]
-                    if region:
-                        lines.append(f"{ind}    if p >= EL: break")
-                    if self.counting:
-                        lines.append(f"{ind}    C[0] += 2")
-                    lines += [f"{ind}    k = len(K); x = len(X); v = V[:]",
-                              f"{ind}    q = {fname}(p, EL)",
-                              f"{ind}    if q < 0:",
-                              f"{ind}        if q != -1:",
-                              f"{ind}            return q",
-                              f"{ind}        del K[k:]; del X[x:]; V[:] = v",
-                              f"{ind}        break",
-                              f"{ind}    if q == p: break",
-                              f"{ind}    p = q"]
+                s, k = _Generator._effects(item)
+                sets, keeps = sets or s, keeps or k
+            else:
+                name = OPS[item.op].name
+                sets = sets or name == "LET"
+                keeps = keeps or name.startswith("KEEP") or name == "EXPECT"
+        return sets, keeps
+
+    def block(self, block: _Block, ind: str, top: bool = False) -> list[str]:
+        """Straight-line code for a block.  Blocks are inlined: each body runs inside a
+        ``while True`` that a failure leaves with ``r`` set (``return`` at the top)."""
+        lines: list[str] = []
+        depth = 0
+        leave = "return r" if top else "break"
+        for item in block.items:
+            if not isinstance(item, _Block):
+                start = len(lines)
+                depth = self.instr(item, ind, depth, lines)
+                if not top:  # failures leave the block instead of the step
+                    for i in range(start, len(lines)):
+                        line = lines[i]
+                        at = line.find("return ")
+                        if at >= 0:
+                            lines[i] = line[:at] + "r = " + line[at + 7:] + "; break"
                 continue
-            depth = self.instr(item, ind, depth, lines)
+            self.blocks += 1
+            n = self.blocks
+            sets, keeps = self._effects(item)
+            save = [f"p{n} = p"]
+            undo = [f"p = p{n}"]
+            if keeps:
+                save.append(f"k{n} = len(K); x{n} = len(X)")
+                undo.append(f"del K[k{n}:]; del X[x{n}:]")
+            if sets:
+                save.append(f"v{n} = V[:]")
+                undo.append(f"V[:] = v{n}")
+            if self.counting:
+                lines.append(f"{ind}C[0] += 1")
+            if item.kind == "OPT_BEGIN":
+                if self.counting:
+                    lines.append(f"{ind}C[0] += 2")
+                lines += [f"{ind}{x}" for x in save]
+                lines.append(f"{ind}while True:")
+                lines += self.block(item, ind + "    ")
+                lines += [f"{ind}    break",
+                          f"{ind}if r:",
+                          f"{ind}    if r != -1: {leave}"]
+                lines += [f"{ind}    {x}" for x in undo]
+                lines.append(f"{ind}    r = 0")
+                continue
+            assert item.begin is not None
+            count, region = item.begin.a, item.begin.b
+            if region:
+                depth -= 1
+                lines += [f"{ind}e{n} = E",
+                          f"{ind}q = p + t{depth}",
+                          f"{ind}if q < E: E = q"]
+            lines.append(f"{ind}for i{n} in range({int(count)}):")
+            inner = ind + "    "
+            if region:
+                lines.append(f"{inner}if p >= E: break")
+            if self.counting:
+                lines.append(f"{inner}C[0] += 2")
+            lines += [f"{inner}{x}" for x in save]
+            lines.append(f"{inner}while True:")
+            lines += self.block(item, inner + "    ")
+            lines += [f"{inner}    break",
+                      f"{inner}if r:",
+                      f"{inner}    if r != -1: break"]
+            lines += [f"{inner}    {x}" for x in undo]
+            lines += [f"{inner}    r = 0",
+                      f"{inner}    break",
+                      f"{inner}if p == p{n}: break"]
+            if region:
+                lines.append(f"{ind}E = e{n}")
+            lines.append(f"{ind}if r: {leave}")
         if not lines:
             lines.append(f"{ind}pass")
         return lines
@@ -255,6 +290,8 @@ class _Generator:
             out.append(f"{ind}t{d} = p - b0")
             return d + 1
         if name == "PUSH_LENGTH":
+            if a:  # not a monotone test: decided only on the final data
+                out.append(f"{ind}if not final: return -2")
             out.append(f"{ind}t{d} = n - b0")
             return d + 1
         if name == "READ":
@@ -378,13 +415,53 @@ class _Generator:
         raise AssertionError(f"opcode {name} reached the generator")  # pragma: no cover
 
 
+def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
+    """The bytes a step's data may start with, when its first test says so (else None).
+
+    Sound by construction: only the shapes "literal(s) at 0" and "u8 at 0
+    compared with / in a constant" are read; anything else admits every byte.
+    Lets the engine drop, on a flow's first byte, candidates that would fail.
+    """
+    ops = [OPS[i.op].name for i in code[:4]]
+    args = code[:4]
+    start = None
+    if ops[:2] == ["PUSH_INT", "MATCH"] and program.ints[args[0].a] == 0 and args[1].b == 1:
+        start = 1
+    elif ops[:1] == ["MATCH"] and args[0].b == 0:
+        start = 0
+    if start is not None:
+        ls = program.sets[args[start].a]
+        out = set()
+        for i in ls.strings:
+            b = program.strings[i][0]
+            out.add(b)
+            if ls.nocase:
+                out.update(bytes([b]).upper())
+        return frozenset(out)
+    if ops[:2] == ["PUSH_INT", "READ"] and program.ints[args[0].a] == 0 and \
+            args[1].a == 1 and args[1].c == 1:
+        rest = 2
+    elif ops[:1] == ["READ"] and args[0].a == 1 and args[0].c == 0:
+        rest = 1
+    else:
+        return None
+    tail = ops[rest:]
+    if tail[:2] == ["PUSH_INT", "CMP"] and CMPS[args[rest + 1].a] == "==":
+        value = program.ints[args[rest].a]
+        return frozenset([value] if value < 256 else [])
+    if tail[:1] == ["RANGE"]:
+        low, high = program.ints[args[rest].a], program.ints[args[rest].b]
+        return frozenset(range(low, min(high, 255) + 1))
+    return None
+
+
 def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:
     """Translate every step of a verified program: [protocol][step] -> (function, source)."""
-    out = []
+    out: list[list[tuple[StepFunction, str]]] = []
     program = verified.program
-    for pi, proto in enumerate(program.protocols):
-        funcs = []
-        for si, step in enumerate(proto.steps):
+    for proto in program.protocols:
+        funcs: list[tuple[StepFunction, str]] = []
+        for step in proto.steps:
             gen = _Generator(program, counting)
             src = gen.step(step.code)
             env: dict[str, object] = {
@@ -396,6 +473,7 @@ def generate(verified: Verified, counting: bool = False) -> list[list[tuple[Step
             env.update(gen.names)
             label = f"<nfgrep {program.text(proto.name)}.{program.text(step.name)}>"
             exec(compile(src, label, "exec"), env)  # noqa: S102 - source built from templates
-            funcs.append((env["step"], src))  # type: ignore[arg-type]
+            fn: StepFunction = env["step"]  # type: ignore[assignment]
+            funcs.append((fn, src))
         out.append(funcs)
     return out

@@ -12,8 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from nfkit.nfgrep import tree as t
-from nfkit.nfgrep.bytecode import (BINOPS, CMPS, OPCODES, TCP, UDP, Instr, LiteralSet,
-                                   ProtocolCode, Program, StepCode)
+from nfkit.nfgrep.bytecode import (
+    BINOPS,
+    CMPS,
+    OPCODES,
+    TCP,
+    UDP,
+    Instr,
+    LiteralSet,
+    Program,
+    ProtocolCode,
+    StepCode,
+)
 from nfkit.nfgrep.parser import parse_rules
 
 OP = OPCODES
@@ -29,6 +39,7 @@ class Compiler:
         self._sets: dict[tuple[bool, tuple[int, ...]], int] = {}
         self.variables: list[str] = []
         self.code: list[Instr] = []
+        self.length_final = True
 
     # -- pools
     def string(self, value: bytes | str) -> int:
@@ -88,12 +99,21 @@ class Compiler:
                                                             else s.before) + 1
             self.emit("FIND", self.literal_set(s.literals, s.nocase), s.within, before)
         elif isinstance(s, t.Compare):
+            # "length >= E" (or "E <= length"), E not depending on length: once true it
+            # stays true as data comes, so it may hold early; other uses of length wait
+            # for the final data (on TCP the stream only grows)
+            monotone = (isinstance(s.left, t.Length) and s.op in (">=", ">")
+                        and not _grows(s.right)) or \
+                       (isinstance(s.right, t.Length) and s.op in ("<=", "<")
+                        and not _grows(s.left))
+            self.length_final = not monotone
             self.expr(s.left)
             self.expr(s.right)
-            self.emit("CMP", CMPS.index(s.op), int(_grows(s.left) or _grows(s.right)))
+            self.length_final = True
+            self.emit("CMP", CMPS.index(s.op), int(monotone))
         elif isinstance(s, t.InRange):
             self.expr(s.value)
-            self.emit("RANGE", self.integer(s.low), self.integer(s.high), int(_grows(s.value)))
+            self.emit("RANGE", self.integer(s.low), self.integer(s.high), 0)
         elif isinstance(s, t.SetCursor):
             self.expr(s.offset)
             self.emit("SETPOS")
@@ -148,7 +168,7 @@ class Compiler:
         elif isinstance(e, t.Here):
             self.emit("PUSH_HERE")
         elif isinstance(e, t.Length):
-            self.emit("PUSH_LENGTH")
+            self.emit("PUSH_LENGTH", int(self.length_final))
         elif isinstance(e, t.Read):
             if e.offset is not None:
                 self.expr(e.offset)

@@ -41,15 +41,17 @@ watches start.  A flow is done when no candidate and no watch is left.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import TCP, UDP, Program, decode
-from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, generate
+from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
 from nfkit.nfgrep.verifier import Verified, verify
 
 WINDOW = 16384          # bytes kept per direction while candidates run
@@ -73,7 +75,7 @@ class Expectation(NamedTuple):
 class TraceEvent:
     """One step tried on one flow: what `nfgrep test` shows."""
 
-    flow: "FlowState"
+    flow: FlowState
     protocol: str
     step: str
     direction: int
@@ -99,7 +101,8 @@ class Signature:
     """One loaded protocol: its steps translated to Python functions."""
 
     def __init__(self, name: str, transports: int, ports: list[int], after: str | None,
-                 nvars: int, steps: list[_Step], origin: str) -> None:
+                 nvars: int, steps: list[_Step], origin: str,
+                 first: frozenset[int] | None = None) -> None:
         self.name = name
         self.transports = transports
         self.ports = frozenset(ports)
@@ -108,6 +111,8 @@ class Signature:
         self.steps = [s for s in steps if not s.watch]
         self.watches = [s for s in steps if s.watch]
         self.origin = origin
+        # bytes the first step's direction may start with (None: any)
+        self.first = first if self.steps[0].direction != 2 else None
 
     def __repr__(self) -> str:
         return f"<Signature {self.name} from {self.origin}>"
@@ -121,13 +126,14 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
     """Translate a verified program into Signatures (one per protocol)."""
     program = verified.program
     out = []
-    for pi, (proto, funcs) in enumerate(zip(program.protocols, generate(verified, counting))):
+    for pi, (proto, funcs) in enumerate(zip(program.protocols, generate(verified, counting), strict=True)):
         steps = [_Step(program.text(s.name), s.watch, s.direction, fn, verified.costs[(pi, si)],
                        src)
-                 for si, (s, (fn, src)) in enumerate(zip(proto.steps, funcs))]
+                 for si, (s, (fn, src)) in enumerate(zip(proto.steps, funcs, strict=True))]
         out.append(Signature(program.text(proto.name), proto.transports, proto.ports,
                              None if proto.after is None else program.text(proto.after),
-                             len(proto.variables), steps, program.origin))
+                             len(proto.variables), steps, program.origin,
+                             first_bytes(program, proto.steps[0].code)))
     return out
 
 
@@ -196,7 +202,7 @@ class FlowState:
 
     __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
                  "done", "app", "fields", "chain", "expectations", "events", "_runs",
-                 "_watches", "_bufs", "_offs", "_full")
+                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals")
 
     def __init__(self, transport: str, client_port: int, server_port: int,
                  client_addr: str | None, server_addr: str | None) -> None:
@@ -212,6 +218,9 @@ class FlowState:
         self.expectations: list[Expectation] = []
         self.events: list[TraceEvent] = []
         self._runs: list[_Run] = []
+        self._pending = 0
+        # (stream end offset, arrival number) per chunk, kept only for steps from either
+        self._arrivals: list[list[tuple[int, int]]] = [[], []]
         self._watches: list[_Run] = []
         self._bufs = [bytearray(), bytearray()]
         self._offs = [0, 0]
@@ -231,6 +240,15 @@ class Engine:
     def __init__(self, rules: Iterable[Signature] | None = None) -> None:
         sigs = list(load_rules(None) if rules is None else rules)
         names = {s.name for s in sigs}
+        seen: dict[tuple[str, int], Signature] = {}
+        for s in sigs:
+            for bit in (TCP, UDP):
+                if s.transports & bit:
+                    other = seen.setdefault((s.name, bit), s)
+                    if other is not s:
+                        raise InputError(
+                            f"protocol {s.name} over {'tcp' if bit == TCP else 'udp'} is loaded "
+                            f"twice ({other.origin} and {s.origin}): load one of them")
         for s in sigs:
             if s.after is not None and s.after not in names:
                 raise InputError(f"protocol {s.name} ({s.origin}) runs after {s.after}, "
@@ -240,6 +258,17 @@ class Engine:
             "tcp": [s for s in sigs if s.after is None and s.transports & TCP],
             "udp": [s for s in sigs if s.after is None and s.transports & UDP],
         }
+        # per transport, direction and first byte: the roots whose first step reads that
+        # direction (or either) and admits that byte; they become candidates on it
+        self._gate: dict[tuple[str, int], list[tuple[Signature, ...]]] = {}
+        for tr, roots in self._roots.items():
+            for d in (0, 1):
+                self._gate[(tr, d)] = [
+                    tuple(s for s in roots if s.steps[0].direction in (d, 2)
+                          and (s.first is None or b in s.first)) for b in range(256)]
+        self._starts = {tr: sum(1 << d for d in (0, 1)
+                                if any(s.steps[0].direction in (d, 2) for s in roots))
+                        for tr, roots in self._roots.items()}
         self._children: dict[tuple[str, str], list[Signature]] = {}
         for s in sigs:
             if s.after is not None:
@@ -250,6 +279,8 @@ class Engine:
         self._expected_ports: dict[tuple[str, int], int] = {}
         self.trace: bool | Callable[[TraceEvent], None] = False
         self._cost = [0]  # cost units spent (counted only by rules loaded with counting=True)
+        self._either = any(s.direction == 2 for sig in sigs for s in sig.steps + sig.watches)
+        self._seq = 0
 
     # -- flows
     def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
@@ -268,20 +299,32 @@ class Engine:
                 if self.trace:
                     self._event(st, label, "expectation", 1, "expected", 0, [])
                 return st
-        roots = self._roots[transport]
-        if client_port or server_port:
-            hinted = [s for s in roots if server_port in s.ports or client_port in s.ports]
-            if hinted:
-                roots = hinted + [s for s in roots if s not in hinted]
-        st._runs = [_Run(s) for s in roots]
-        if not st._runs:
+        if not self._roots[transport]:
             st.done = True
+        # directions whose first bytes have not come and that some root starts on
+        st._pending = self._starts[transport]
         return st
+
+    def _admit(self, st: FlowState, d: int, first: int) -> None:
+        """First bytes of direction d: the roots starting on d and admitting them join."""
+        st._pending &= ~(1 << d)
+        sigs = self._gate[(st.transport, d)][first]
+        if not sigs:
+            return
+        cp, sp = st.client_port, st.server_port
+        hinted = [_Run(s) for s in sigs if sp in s.ports or cp in s.ports]
+        if hinted:
+            st._runs[:0] = hinted
+            st._runs += [_Run(s) for s in sigs if sp not in s.ports and cp not in s.ports]
+        else:
+            st._runs += [_Run(s) for s in sigs]
 
     def feed(self, st: FlowState, direction: int, data: bytes) -> None:
         """Give the engine the next bytes (TCP) or datagram (UDP) of one direction."""
         if st.done or not data:
             return
+        if st._pending & (1 << direction):
+            self._admit(st, direction, data[0])
         if st.transport == "udp":
             self._datagram(st, direction, bytes(data))
         else:
@@ -294,17 +337,28 @@ class Engine:
                 st._full[direction] = True
             else:
                 buf += data
-            self._stream(st)
-        if not st._runs and not st._watches:
+            if self._either:
+                st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
+                self._seq += 1
+            self._stream(st, direction)
+        if not st._runs and not st._watches and not st._pending:
             st.done = True
             st._bufs = []
 
     # -- TCP
-    def _stream(self, st: FlowState) -> None:
+    def _stream(self, st: FlowState, d: int) -> None:
         runs = st._runs
+        bufs, offs, full = st._bufs, st._offs, st._full
         i = 0
         while i < len(runs):
             run = runs[i]
+            sd = run.sig.steps[run.index].direction
+            if sd != d and sd != 2:
+                # waits on the other direction: nothing new there, no call
+                n = len(bufs[sd])
+                if run.seen[sd] == n or (n <= run.base[sd] - offs[sd] and not full[sd]):
+                    i += 1
+                    continue
             verdict = self._advance_stream(st, run)
             if verdict == NEED:
                 i += 1
@@ -319,6 +373,20 @@ class Engine:
         if st._watches:
             self._watch_stream(st)
 
+    @staticmethod
+    def _either_order(st: FlowState, base: list[int]) -> tuple[int, ...]:
+        """For a step from either: the direction whose unread bytes came first goes first.
+
+        Deciding by arrival (not by which direction fed last) keeps the verdict
+        independent of how each direction's stream was cut into segments.
+        """
+        first = []
+        for d in (0, 1):
+            arrivals = st._arrivals[d]
+            i = bisect.bisect_right(arrivals, (base[d], 1 << 62))
+            first.append(arrivals[i][1] if i < len(arrivals) else 1 << 62)
+        return (0, 1) if first[0] <= first[1] else (1, 0)
+
     def _advance_stream(self, st: FlowState, run: _Run) -> int:
         """Run a candidate's steps on the buffered data: NEED, FAIL or 0 (classified)."""
         sig = run.sig
@@ -326,7 +394,8 @@ class Engine:
         bufs = st._bufs
         while True:
             step = steps[run.index]
-            dirs = (0, 1) if step.direction == 2 else (step.direction,)
+            dirs = self._either_order(st, run.base) if step.direction == 2 else \
+                (step.direction,)
             waiting = False
             for d in dirs:
                 buf = bufs[d]
@@ -367,7 +436,8 @@ class Engine:
         for run in list(st._watches):
             step = run.watch
             assert step is not None
-            dirs = (0, 1) if step.direction == 2 else (step.direction,)
+            dirs = self._either_order(st, run.base) if step.direction == 2 else \
+                (step.direction,)
             alive = True
             for d in dirs:
                 buf = st._bufs[d]
@@ -412,6 +482,8 @@ class Engine:
             low = min(r.base[d] for r in st._watches)
             cut = low - st._offs[d]
             if cut > 0:
+                arrivals = st._arrivals[d]
+                del arrivals[:bisect.bisect_right(arrivals, (low, 1 << 62))]
                 del st._bufs[d][:cut]
                 st._offs[d] = low
                 st._full[d] = False
@@ -449,14 +521,17 @@ class Engine:
                 continue
             i += 1
         for run in list(st._watches):
-            step = run.watch
-            assert step is not None
-            if step.direction != 2 and step.direction != d:
+            watch = run.watch
+            assert watch is not None
+            if watch.direction != 2 and watch.direction != d:
                 continue
             V = run.vars[:]
             K = []
             X = []
-            r = step.fn(data, 0, n, True, V, K, X, self._cost)
+            r = watch.fn(data, 0, n, True, V, K, X, self._cost)
+            if self.trace:
+                self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
+                            r if r >= 0 else 0, K if r >= 0 else [])
             if r >= 0:
                 run.vars = V
                 self._commit(st, K, X)
@@ -474,6 +549,7 @@ class Engine:
         self._commit(st, run.fields, run.expects)
         children = self._children.get((st.transport, sig.name), [])
         st._runs = [_Run(c) for c in children]
+        st._pending = 0
         for w in sig.watches:
             wr = _Run(sig, w)
             wr.vars = run.vars[:]

@@ -391,11 +391,12 @@ class Parser:
         left = self.expr()
         if self.is_word("in"):
             self.advance()
+            low_tok = self.tok
             low = self.integer("the low end of the range", 0, U64)
             self.op("..", "between the ends of a range (as in: u8 at 0 in 1..3)")
             high = self.integer("the high end of the range", 0, U64)
             if high < low:
-                raise self.error(f"empty range {low}..{high}: the low end comes first")
+                raise self.error(f"empty range {low}..{high}: the low end comes first", low_tok)
             return t.InRange(left, low, high, w)
         if self.tok.kind == "OP" and self.tok.text in COMPARISONS:
             op = self.advance().text

@@ -55,7 +55,7 @@ class Read:
 
     width: int
     little: bool
-    offset: "Expr | None"
+    offset: Expr | None
     at: Where
 
 
@@ -70,8 +70,8 @@ class Decimal:
 @dataclass
 class BinOp:
     op: str
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     at: Where
 
 
@@ -178,7 +178,7 @@ class Expect:
 
 @dataclass
 class Optional:
-    body: list["Stmt"]
+    body: list[Stmt]
     at: Where
 
 
@@ -186,7 +186,7 @@ class Optional:
 class Repeat:
     limit: int
     region: Expr | None
-    body: list["Stmt"]
+    body: list[Stmt]
     at: Where
 
 

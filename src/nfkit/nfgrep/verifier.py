@@ -150,7 +150,7 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
         if info is None:
             raise refuse(at, f"unknown opcode {ins.op:#x}")
         a, b, c = ins.a, ins.b, ins.c
-        for kind, value in zip(info.operands, (a, b, c)):
+        for kind, value in zip(info.operands, (a, b, c), strict=False):
             bad = None
             if kind == "int" and value >= len(p.ints):
                 bad = f"integer {value} is not in the pool"
@@ -167,7 +167,7 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
                 bad = f"map {value - 1} is not in the pool"
             elif kind == "width" and not 1 <= value <= 8:
                 bad = f"width {value}, 1 to 8 bytes allowed"
-            elif kind in ("order", "mode", "grows", "region") and value > 1:
+            elif kind in ("order", "mode", "grows", "region", "final") and value > 1:
                 bad = f"{kind} {value} is neither 0 nor 1"
             elif kind == "digits" and not 1 <= value <= MAX_DIGITS:
                 bad = f"{value} digits, 1 to {MAX_DIGITS} allowed"
