@@ -108,6 +108,22 @@ def test_ftp_expectations_without_addresses_match_on_port() -> None:
     assert engine.expected == []
 
 
+def test_chaining_on_a_field_of_the_verdict() -> None:
+    """A TLS ALPN name after tls: a protocol that requires tls and reads its kept field."""
+    engine = engine_for('''protocol http2 over tcp after tls {
+        step alpn from client { field alpn is any of "h2", "h2c" }
+    }
+    protocol http1-tls over tcp after tls {
+        step alpn from client { field alpn is "http/1.1" }
+    }''', with_library=True)
+    flow = feed_all(engine, TLS)
+    assert (flow.app, flow.chain, flow.done) == ("http2", ["tls", "http2"], True)
+    flow = feed_all(engine, tls_handshake("a.example", ["http/1.1"]))
+    assert flow.chain == ["tls", "http1-tls"]
+    flow = feed_all(engine, tls_handshake("a.example", ["spdy/3"]))
+    assert (flow.chain, flow.fields["alpn"], flow.done) == (["tls"], "spdy/3", True)
+
+
 def test_give_up_either_and_udp_steps() -> None:
     engine = engine_for('''
     protocol a over tcp {

@@ -199,7 +199,7 @@ class _Generator:
 
     def step(self, code: list[Instr]) -> str:
         body = self.block(_nest(code), "    ", top=True)
-        head = ["def step(buf, b0, n, final, V, K, X, C):",
+        head = ["def step(buf, b0, n, final, V, K, X, C, F=NOFIELDS):",
                 "    E = BIG",
                 "    p = b0",
                 "    r = 0"]
@@ -447,6 +447,14 @@ class _Generator:
         if name == "GIVEUP":
             out.append(f"{ind}return -3")
             return d
+        if name == "FIELD_IS":
+            field = self.const("T", a, self.program.text(a))
+            ls = self.program.sets[b]
+            texts = tuple(_text(self.program.strings[i]) for i in ls.strings)
+            values = self.const("W", b, texts)
+            get = f"F.get({field}, '')" + (".lower()" if ls.nocase else "")
+            out.append(f"{ind}if {get} not in {values}: return -1")
+            return d
         raise AssertionError(f"opcode {name} reached the generator")  # pragma: no cover
 
 
@@ -502,7 +510,7 @@ def generate(verified: Verified, counting: bool = False) -> list[list[tuple[Step
             env: dict[str, object] = {
                 "_match": _match, "_find": _find, "_keep_until": _keep_until,
                 "_decimal": _decimal, "_labels": _labels, "_text": _text,
-                "MASK": MASK, "BIG": BIG, "__builtins__": {"int": int, "str": str, "max": max,
+                "MASK": MASK, "BIG": BIG, "NOFIELDS": {}, "__builtins__": {"int": int, "str": str, "max": max,
                                                             "len": len, "range": range},
             }
             env.update(gen.names)

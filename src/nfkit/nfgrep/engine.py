@@ -410,7 +410,7 @@ class Engine:
                 V = run.vars[:]
                 K: list[tuple[str, str]] = []
                 X: list[tuple[str, str, str, int]] = []
-                r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost)
+                r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
                 if self.trace:
                     self._event(st, sig.name, step.name, d, _RESULT.get(r, "held"),
                                 st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
@@ -449,7 +449,7 @@ class Engine:
                     V = run.vars[:]
                     K: list[tuple[str, str]] = []
                     X: list[tuple[str, str, str, int]] = []
-                    r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost)
+                    r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
                     if self.trace:
                         self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
                                     st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
@@ -502,7 +502,7 @@ class Engine:
             V = run.vars[:]
             K: list[tuple[str, str]] = []
             X: list[tuple[str, str, str, int]] = []
-            r = step.fn(data, 0, n, True, V, K, X, self._cost)
+            r = step.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
             if self.trace:
                 self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
                             r if r >= 0 else 0, K if r >= 0 else [])
@@ -528,7 +528,7 @@ class Engine:
             V = run.vars[:]
             K = []
             X = []
-            r = watch.fn(data, 0, n, True, V, K, X, self._cost)
+            r = watch.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
             if self.trace:
                 self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
                             r if r >= 0 else 0, K if r >= 0 else [])
