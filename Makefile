@@ -10,7 +10,7 @@ APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev \
 	tcpdump curl openssl openssh-server openssh-client dnsmasq-base bind9-dnsutils \
 	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux
 # nfgrep signature tests (psql and a PostgreSQL server of its own)
-APT_TEST += postgresql-client postgresql mariadb-server
+APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
 APT_BENCH := $(APT_TEST) libndpi-bin ethtool
 
