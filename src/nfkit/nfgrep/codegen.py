@@ -1,20 +1,23 @@
 """Verified bytecode -> one Python function per step (generated source, compiled once).
 
 This module owns the translation that makes the engine fast: each step of a
-verified program becomes straight-line Python (blocks become nested
-functions, the operand stack becomes local temporaries), compiled once with
-`compile()`.  Running a step is then one Python call, with no dispatch loop.
+verified program becomes straight-line Python (blocks are inlined as
+``while True`` bodies that a failure leaves with a result code, repeats as
+``for`` loops over their constant bound, the operand stack becomes local
+temporaries and constants are used in place), compiled once with `compile()`.
+Running a step is then one Python call, with no dispatch loop.
 
 The generated text holds only opcodes' templates, integers and pool indexes:
 literals, names and maps are passed in the function's globals, never pasted
 into the source, so a crafted program cannot inject code.
 
-A step function is ``fn(buf, b0, n, final, V, K, X, C) -> int``:
+A step function is ``fn(buf, b0, n, final, V, K, X, C, F={}) -> int``:
 ``buf`` the bytes of one direction (``n`` = len), ``b0`` where the step starts,
 ``final`` whether more data may come, ``V`` the protocol's variables (list of
 ints, updated in place), ``K`` kept fields and ``X`` expectations appended as
 (name, text) and (label, transport, to, port), ``C`` a one-item cost counter
-(updated only when generated with ``counting=True``).  It returns the cursor
+(updated only when generated with ``counting=True``), ``F`` the flow's fields
+kept by its verdicts so far (for ``field ... is``).  It returns the cursor
 (>= 0, index in buf) when the step holds, FAIL, NEED (more data may decide)
 or GIVE_UP.
 
