@@ -152,7 +152,8 @@ def _fold(op: str, x: int, y: int) -> int:
 
 def _short(ind: str, end: str) -> list[str]:
     """Guard: `end` (an offset expression) must not pass the data nor the region."""
-    return [f"{ind}if {end} > n or {end} > E:",
+    # L is min(n, E): one comparison on the fast path
+    return [f"{ind}if {end} > L:",
             f"{ind}    return -1 if final or {end} > E else -2"]
 
 
@@ -204,6 +205,7 @@ class _Generator:
         body = self.block(_nest(code), "    ", top=True)
         head = ["def step(buf, b0, n, final, V, K, X, C, F=NOFIELDS):",
                 "    E = BIG",
+                "    L = n",
                 "    p = b0",
                 "    r = 0"]
         if self.nocase:
@@ -211,16 +213,19 @@ class _Generator:
         return "\n".join(head + body + ["    return p", ""])
 
     @staticmethod
-    def _effects(block: _Block) -> tuple[bool, bool]:
-        """Whether a block sets variables, and whether it keeps fields or expects flows."""
-        sets = keeps = False
+    def _effects(block: _Block) -> tuple[set[int], bool]:
+        """The variables a block sets, and whether it keeps fields or expects flows."""
+        sets: set[int] = set()
+        keeps = False
         for item in block.items:
             if isinstance(item, _Block):
                 s, k = _Generator._effects(item)
-                sets, keeps = sets or s, keeps or k
+                sets |= s
+                keeps = keeps or k
             else:
                 name = OPS[item.op].name
-                sets = sets or name == "LET"
+                if name == "LET":
+                    sets.add(int(item.a))
                 keeps = keeps or name.startswith("KEEP") or name == "EXPECT"
         return sets, keeps
 
@@ -251,9 +256,9 @@ class _Generator:
             if keeps:
                 save.append(f"k{n} = len(K); x{n} = len(X)")
                 undo.append(f"del K[k{n}:]; del X[x{n}:]")
-            if sets:
-                save.append(f"v{n} = V[:]")
-                undo.append(f"V[:] = v{n}")
+            for var in sorted(sets):  # only what the block may change is saved
+                save.append(f"v{n}_{var} = V[{var}]")
+                undo.append(f"V[{var}] = v{n}_{var}")
             if self.counting:
                 lines.append(f"{ind}C[0] += 1")
             if item.kind == "OPT_BEGIN":
@@ -276,7 +281,8 @@ class _Generator:
                 self.lazy.clear()
                 lines += [f"{ind}e{n} = E",
                           f"{ind}q = p + {region_len}",
-                          f"{ind}if q < E: E = q"]
+                          f"{ind}if q < E: E = q",
+                          f"{ind}L = n if n < E else E"]
             lines.append(f"{ind}for i{n} in range({int(count)}):")
             inner = ind + "    "
             if region:
@@ -295,6 +301,7 @@ class _Generator:
                       f"{inner}if p == p{n}: break"]
             if region:
                 lines.append(f"{ind}E = e{n}")
+                lines.append(f"{ind}L = n if n < E else E")
             lines.append(f"{ind}if r: {leave}")
         if not lines:
             lines.append(f"{ind}pass")
@@ -340,6 +347,12 @@ class _Generator:
             out += _short(ind, f"{start} + {w}")
             if w == 1:
                 out.append(f"{ind}{self.w(d)} = buf[{start}]")
+            elif w <= 4:  # shifts beat slicing for small integers
+                idx = range(w) if not b else range(w - 1, -1, -1)
+                terms = [f"buf[{start} + {i}]" if i else f"buf[{start}]" for i in idx]
+                expr = " | ".join(f"({t} << {8 * (w - 1 - k)})" if k < w - 1 else t
+                                  for k, t in enumerate(terms))
+                out.append(f"{ind}{self.w(d)} = {expr}")
             else:
                 out.append(f"{ind}{self.w(d)} = int.from_bytes(buf[{start}:{start} + {w}], '{order}')")
             out.append(f"{ind}p = {start} + {w}")
