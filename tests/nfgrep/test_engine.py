@@ -144,7 +144,7 @@ def test_long_control_sessions_keep_announcing() -> None:
     flow = engine.new_flow("tcp", 40000, 21, "192.0.2.1", "192.0.2.10")
     for d, data in FTP[:5]:
         engine.feed(flow, d, data)
-    for i in range(3 * WINDOW // 40):
+    for _ in range(3 * WINDOW // 40):
         engine.feed(flow, 0, b"NOOP\r\n")
         engine.feed(flow, 1, b"200 NOOP ok, keep going, please.\r\n")
     engine.feed(flow, 1, b"227 Entering Passive Mode (192,0,2,10,4,1).\r\n")
