@@ -95,11 +95,17 @@ class CaptureReader:
             raise InputError(f"capture {self.path}: not a pcap or pcapng file ({what})")
 
     def __iter__(self) -> Iterator[tuple[float, int, bytes]]:
+        for ts, link, buf, start, end in self.spans():
+            yield ts, link, buf[start:end]
+
+    def spans(self) -> Iterator[tuple[float, int, bytes, int, int]]:
+        """Like iterating, but each frame is ``buf[start:end]`` (not copied out)."""
         try:
             if self.format == "pcap":
                 yield from self._pcap()
             else:
-                yield from self._pcapng()
+                for ts, link, frame in self._pcapng():
+                    yield ts, link, frame, 0, len(frame)
         finally:
             self._file.close()
 
@@ -111,7 +117,7 @@ class CaptureReader:
 
     # -- pcap ------------------------------------------------------------------
 
-    def _pcap(self) -> Iterator[tuple[float, int, bytes]]:
+    def _pcap(self) -> Iterator[tuple[float, int, bytes, int, int]]:
         head = self._file.read(dpkt.pcap.FileHdr.__hdr_len__)
         if len(head) < dpkt.pcap.FileHdr.__hdr_len__:
             self._stopped(0, "file header truncated")
@@ -128,16 +134,37 @@ class CaptureReader:
         rlen = rec.size
         f = self._file
         base = len(head)  # file offset of buf[0]
-        buf = f.read(1 << 20)
+        buf = b""
         pos = 0
+        n = 0
+        eof = False
         while True:
-            if len(buf) - pos < rlen + MAX_RECORD:
-                more = f.read(1 << 20)
+            if not eof and len(buf) - pos <= rlen + MAX_RECORD:
+                more = f.read(4 << 20)
                 if more:
                     buf = buf[pos:] + more
                     base += pos
                     pos = 0
+                    self.position = base
                     continue
+                eof = True
+            # records starting before ``safe`` are whole: no checks but the length
+            safe = len(buf) - rlen - MAX_RECORD if not eof else 0
+            while pos < safe:
+                sec, frac, caplen, _wire = unpack_from(buf, pos)
+                if caplen > MAX_RECORD:
+                    break
+                end = pos + rlen + caplen
+                n += 1
+                yield sec + frac / divisor, link, buf, pos + rlen, end
+                pos = end
+            self.packets = n
+            if pos < safe:  # left the loop on a corrupt length
+                self._stopped(base + pos, f"corrupt record: capture length {caplen}")
+                return
+            if not eof:
+                continue
+            # the last records, with every check
             if pos == len(buf):
                 break
             if len(buf) - pos < rlen:
@@ -151,10 +178,13 @@ class CaptureReader:
             if end > len(buf):
                 self._stopped(base + pos, f"packet truncated ({len(buf) - pos - rlen} of {caplen} bytes)")
                 break
-            self.packets += 1
+            n += 1
+            self.packets = n
             self.position = base + end
-            yield sec + frac / divisor, link, buf[pos + rlen:end]
+            yield sec + frac / divisor, link, buf, pos + rlen, end
             pos = end
+        self.packets = n
+        self.position = base + pos
 
     # -- pcapng -----------------------------------------------------------------
 
