@@ -263,6 +263,7 @@ class Classifier:
                     off = start
                     et = 0x0800 if buf[start] >> 4 == 4 else 0x86DD
                 else:
+                    off = start
                     et = 0
                 if et == 0x0800:
                     if buf[off] != 0x45 or buf[off + 6] & 0x3F or buf[off + 7]:
