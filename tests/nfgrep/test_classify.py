@@ -62,6 +62,8 @@ def test_server_first_and_guessed_sides() -> None:
     r = flows[0]
     assert r.client == "192.0.2.2:40000" and r.server == "198.51.100.7:80"
     assert r.guessed_sides and r.app == "http"
+    from nfkit.cli.nfgrep_classify import flow_line
+    assert flow_line(r).endswith("(sides guessed)")
 
 
 def test_eviction_reports_every_flow() -> None:
