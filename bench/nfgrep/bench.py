@@ -37,7 +37,7 @@ from nfkit.nfgrep.capture import CaptureReader, decode
 from nfkit.nfgrep.labtraffic import SERVER4, SERVER6, TrafficLab
 
 CACHE = Path("/var/cache/nfkit-bench/nfgrep")
-CAPTURE = CACHE / "mixed-v1.pcap"
+CAPTURE = CACHE / "mixed-v2.pcap"
 
 # server port -> (transport, app) of the programs the lab runs
 PLAN = {
@@ -82,7 +82,7 @@ def build(path: Path) -> None:
             tl.serve("http9999", [sys.executable, "-m", "http.server", "9999", "--bind", "::"],
                      9999, cwd=www)
             # bulk: HTTP downloads of 16 MiB, over IPv4 and IPv6
-            for i in range(10):
+            for i in range(18):
                 host = f"[{SERVER6}]" if i % 2 else SERVER4
                 tl.run_client(["curl", "-sS", "-o", "/dev/null", f"http://{host}:8000/bulk.bin"],
                               timeout=120)

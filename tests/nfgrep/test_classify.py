@@ -62,6 +62,8 @@ def test_server_first_and_guessed_sides() -> None:
     r = flows[0]
     assert r.client == "192.0.2.2:40000" and r.server == "198.51.100.7:80"
     assert r.guessed_sides and r.app == "http"
+    from nfkit.cli.nfgrep_classify import flow_line
+    assert flow_line(r).endswith("(sides guessed)")
 
 
 def test_eviction_reports_every_flow() -> None:
@@ -73,3 +75,25 @@ def test_eviction_reports_every_flow() -> None:
     assert len(report.flows) == 50 and report.evicted == 40
     assert all(r.app == "http" for r in report.flows)
     assert [r.client for r in report.flows] == [f"192.0.2.2:{30000 + i}" for i in range(50)]
+
+
+def test_fast_and_careful_paths_count_alike(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Raw IP (fast path for classified flows) and SLL/loopback (decode only) agree."""
+    import struct
+
+    from tests.nfgrep.test_capture_files import sll, write_pcap
+
+    frames = _conversation([(0, REQUEST)])
+    frames += [ipv4(6, tcp(80, 40000, 5001 + len(REPLY) + i * 100, ACK, b"x" * 100), B4, A4)
+               for i in range(20)]
+    results = []
+    for link, wrap in ((101, lambda f: f), (113, lambda f: sll(f, 0x0800)),
+                       (0, lambda f: struct.pack("<I", 2) + f)):
+        path = tmp_path / f"{link}.pcap"
+        write_pcap(path, link, [wrap(f) for f in frames])
+        cl = Classifier(ENGINE)
+        cl.read(path)
+        (r,) = cl.finish().flows
+        results.append((r.app, r.fields, r.packets, r.bytes))
+    assert results[0] == results[1] == results[2]
+    assert results[0][2] == [3, 22] and results[0][0] == "http"

@@ -23,12 +23,21 @@ def _value(v: str) -> str:
 
 
 def flow_line(r: FlowResult) -> str:
-    """One flow: transport, client, server, app, fields, packets and bytes each way."""
+    """One flow: transport, client, server, app, fields, packets and bytes each way.
+
+    Notes at the end: ``(sides guessed)`` when the TCP handshake was not
+    captured, ``(stream gap)`` when reassembly gave up a hole before the
+    engine was done.
+    """
     fields = " ".join(f"{k}={_value(str(v))}" for k, v in r.fields.items())
     parts = [r.proto, r.client, "->", r.server, r.app or "unknown"]
     if fields:
         parts.append(fields)
     parts.append(f"packets {r.packets[0]}/{r.packets[1]} bytes {r.bytes[0]}/{r.bytes[1]}")
+    if r.guessed_sides:  # no handshake in the capture: the lower port was taken as the server
+        parts.append("(sides guessed)")
+    if r.gap:
+        parts.append("(stream gap)")
     return " ".join(parts)
 
 

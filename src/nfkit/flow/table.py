@@ -279,6 +279,11 @@ class FlowTable:
 
     # -- lists in idle order, one per timeout class ---------------------------
 
+    def touch(self, s: int) -> None:
+        """Move a flow to the recently-seen end of its list (after a packet)."""
+        self._unlink(s)
+        self._append(s, self.tclass[s])
+
     def _append(self, s: int, cls: int) -> None:
         tail = self._tails[cls]
         self.prev[s] = tail

@@ -95,11 +95,17 @@ class CaptureReader:
             raise InputError(f"capture {self.path}: not a pcap or pcapng file ({what})")
 
     def __iter__(self) -> Iterator[tuple[float, int, bytes]]:
+        for ts, link, buf, start, end in self.spans():
+            yield ts, link, buf[start:end]
+
+    def spans(self) -> Iterator[tuple[float, int, bytes, int, int]]:
+        """Like iterating, but each frame is ``buf[start:end]`` (not copied out)."""
+        return self._pcap() if self.format == "pcap" else self._pcapng_spans()
+
+    def _pcapng_spans(self) -> Iterator[tuple[float, int, bytes, int, int]]:
         try:
-            if self.format == "pcap":
-                yield from self._pcap()
-            else:
-                yield from self._pcapng()
+            for ts, link, frame in self._pcapng():
+                yield ts, link, frame, 0, len(frame)
         finally:
             self._file.close()
 
@@ -111,50 +117,77 @@ class CaptureReader:
 
     # -- pcap ------------------------------------------------------------------
 
-    def _pcap(self) -> Iterator[tuple[float, int, bytes]]:
-        head = self._file.read(dpkt.pcap.FileHdr.__hdr_len__)
-        if len(head) < dpkt.pcap.FileHdr.__hdr_len__:
-            self._stopped(0, "file header truncated")
-            return
-        magic = int.from_bytes(head[:4], "little")
-        little = magic in (dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO)
-        hdr = (dpkt.pcap.LEFileHdr if little else dpkt.pcap.FileHdr)(head)
-        nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
-        divisor = 1e9 if nano else 1e6
-        link = hdr.linktype & 0xFFFF  # upper bits: FCS length and flags
-        self.linktypes.add(link)
-        rec = struct.Struct("<IIII" if little else ">IIII")
-        unpack_from = rec.unpack_from
-        rlen = rec.size
-        f = self._file
-        base = len(head)  # file offset of buf[0]
-        buf = f.read(1 << 20)
-        pos = 0
-        while True:
-            if len(buf) - pos < rlen + MAX_RECORD:
-                more = f.read(1 << 20)
-                if more:
-                    buf = buf[pos:] + more
-                    base += pos
-                    pos = 0
+    def _pcap(self) -> Iterator[tuple[float, int, bytes, int, int]]:
+        try:
+            head = self._file.read(dpkt.pcap.FileHdr.__hdr_len__)
+            if len(head) < dpkt.pcap.FileHdr.__hdr_len__:
+                self._stopped(0, "file header truncated")
+                return
+            magic = int.from_bytes(head[:4], "little")
+            little = magic in (dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO)
+            hdr = (dpkt.pcap.LEFileHdr if little else dpkt.pcap.FileHdr)(head)
+            nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
+            divisor = 1e9 if nano else 1e6
+            link = hdr.linktype & 0xFFFF  # upper bits: FCS length and flags
+            self.linktypes.add(link)
+            rec = struct.Struct("<IIII" if little else ">IIII")
+            unpack_from = rec.unpack_from
+            rlen = rec.size
+            f = self._file
+            base = len(head)  # file offset of buf[0]
+            buf = b""
+            pos = 0
+            n = 0
+            eof = False
+            while True:
+                if not eof and len(buf) - pos <= rlen + MAX_RECORD:
+                    more = f.read(4 << 20)
+                    if more:
+                        buf = buf[pos:] + more
+                        base += pos
+                        pos = 0
+                        self.position = base
+                        continue
+                    eof = True
+                # records starting before ``safe`` are whole: no checks but the length
+                safe = len(buf) - rlen - MAX_RECORD if not eof else 0
+                while pos < safe:
+                    sec, frac, caplen, _wire = unpack_from(buf, pos)
+                    if caplen > MAX_RECORD:
+                        break
+                    end = pos + rlen + caplen
+                    n += 1
+                    yield sec + frac / divisor, link, buf, pos + rlen, end
+                    pos = end
+                self.packets = n
+                if pos < safe:  # left the loop on a corrupt length
+                    self._stopped(base + pos, f"corrupt record: capture length {caplen}")
+                    return
+                if not eof:
                     continue
-            if pos == len(buf):
-                break
-            if len(buf) - pos < rlen:
-                self._stopped(base + pos, f"record header truncated ({len(buf) - pos} of {rlen} bytes)")
-                break
-            sec, frac, caplen, _wire = unpack_from(buf, pos)
-            if caplen > MAX_RECORD:
-                self._stopped(base + pos, f"corrupt record: capture length {caplen}")
-                break
-            end = pos + rlen + caplen
-            if end > len(buf):
-                self._stopped(base + pos, f"packet truncated ({len(buf) - pos - rlen} of {caplen} bytes)")
-                break
-            self.packets += 1
-            self.position = base + end
-            yield sec + frac / divisor, link, buf[pos + rlen:end]
-            pos = end
+                # the last records, with every check
+                if pos == len(buf):
+                    break
+                if len(buf) - pos < rlen:
+                    self._stopped(base + pos, f"record header truncated ({len(buf) - pos} of {rlen} bytes)")
+                    break
+                sec, frac, caplen, _wire = unpack_from(buf, pos)
+                if caplen > MAX_RECORD:
+                    self._stopped(base + pos, f"corrupt record: capture length {caplen}")
+                    break
+                end = pos + rlen + caplen
+                if end > len(buf):
+                    self._stopped(base + pos, f"packet truncated ({len(buf) - pos - rlen} of {caplen} bytes)")
+                    break
+                n += 1
+                self.packets = n
+                self.position = base + end
+                yield sec + frac / divisor, link, buf, pos + rlen, end
+                pos = end
+            self.packets = n
+            self.position = base + pos
+        finally:
+            self._file.close()
 
     # -- pcapng -----------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
-from nfkit.flow.tcpstate import CLIENT_IS_REPLY, TH_SYN
+from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TH_SYN
 from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.capture import CaptureReader, CaptureStop, decode
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
@@ -119,16 +119,23 @@ class Classifier:
         self._order = array("Q")
         self._marks = bytearray()  # per slot: _GAP, _GUESSED
         self._flows_seen = 0
+        # fast path: raw address+port bytes -> slot*2+direction, per TCP (0) and UDP (1),
+        # only for flows the engine is done with; bounded, cleared whenever a flow ends
+        self._recent: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})
 
     # -- per packet -----------------------------------------------------------
 
-    def packet(self, ts: float, link: int, frame: bytes) -> None:
-        """Account for one captured frame."""
+    def packet(self, ts: float, link: int, frame: bytes) -> int:
+        """Account for one captured frame.
+
+        Returns ``slot * 2 + direction`` when the frame's flow no longer needs
+        the engine (so later packets may take the fast path), else -1.
+        """
         pkt = decode(link, frame)
         self.packets += 1
         if pkt is None:
             self.skipped += 1
-            return
+            return -1
         proto, src, dst, sport, dport, flags, seq, payload, size = pkt
         table = self.table
         code = table.track(proto, src, dst, sport, dport, ts, size, flags)
@@ -137,19 +144,19 @@ class Classifier:
             self._created(slot, proto, ts, flags)
         work = self._work.get(slot)
         if work is None:
-            return
+            return code
         d = (code & 1) ^ work.client_dir  # 0: client to server
         streams = work.streams
         if streams is not None:
             if not payload and not flags & _FIN_SYN_RST:
-                return
+                return -1
             stream = streams[d]
             gaps = stream.gaps
             data = stream.segment(seq, flags, payload)
             if stream.gaps != gaps:
                 self._marks[slot] |= _GAP
                 self._settle(slot, work)
-                return
+                return -1
         else:
             data = payload
         if data:
@@ -158,6 +165,7 @@ class Classifier:
             work.budget[d] -= len(data)
             if st.done or (work.budget[0] <= 0 and work.budget[1] <= 0):
                 self._settle(slot, work)
+        return -1
 
     def _created(self, slot: int, proto: int, ts: float, flags: int) -> None:
         table = self.table
@@ -197,6 +205,8 @@ class Classifier:
 
     def _ended(self, slot: int, reason: str) -> None:
         table = self.table
+        self._recent[0].clear()  # a slot is about to be reused
+        self._recent[1].clear()
         work = self._work.get(slot)
         if work is not None:
             self._settle(slot, work)
@@ -220,15 +230,92 @@ class Classifier:
 
     def read(self, path: str | os.PathLike[str],
              progress: Callable[[int, int], None] | None = None) -> CaptureReader:
-        """Classify every packet of one capture; damage is recorded in ``stops``."""
+        """Classify every packet of one capture; damage is recorded in ``stops``.
+
+        Packets of flows the engine is done with, in plain IPv4 or IPv6 over
+        Ethernet, SLL2 or raw IP, without SYN/FIN/RST and without a state
+        change, take a fast path: a bounded cache from their address and port
+        bytes to the flow's slot, then the counters.  Everything else goes
+        through `packet()`; both paths count the same things.
+        """
         reader = CaptureReader(path)
         packet = self.packet
-        n = 0
-        for ts, link, frame in reader:
-            packet(ts, link, frame)
+        table = self.table
+        last, state, tclass, tails = table.last, table.state, table.tclass, table._tails
+        packets, octets = table.packets, table.octets
+        tcp_cache, udp_cache = self._recent
+        tcp_next, tcp_event = TCP_NEXT, TCP_EVENT
+        touch = table.touch
+        n = fast = 0
+        next_sweep = table._next_sweep
+        for ts, link, buf, start, end in reader.spans():
             n += 1
             if progress is not None and not n & 0x3FFF:
                 progress(reader.position, reader.size)
+            try:
+                if link == 1:
+                    off = start + 14
+                    et = buf[start + 12] << 8 | buf[start + 13]
+                elif link == 276:
+                    off = start + 20
+                    et = buf[start] << 8 | buf[start + 1]
+                elif link == 101:
+                    off = start
+                    et = 0x0800 if buf[start] >> 4 == 4 else 0x86DD
+                else:
+                    off = start
+                    et = 0
+                if et == 0x0800:
+                    if buf[off] != 0x45 or buf[off + 6] & 0x3F or buf[off + 7]:
+                        proto = -1
+                    else:
+                        proto = buf[off + 9]
+                        key = buf[off + 12:off + 24]
+                        size = buf[off + 2] << 8 | buf[off + 3]
+                        flags = buf[off + 33] if proto == 6 else 0
+                elif et == 0x86DD:
+                    proto = buf[off + 6]
+                    key = buf[off + 8:off + 44]
+                    size = 40 + (buf[off + 4] << 8 | buf[off + 5])
+                    flags = buf[off + 53] if proto == 6 else 0
+                else:
+                    proto = -1
+                if off + 24 > end or (et == 0x86DD and off + 54 > end):
+                    proto = -1  # cut short: let the careful path look at it
+            except IndexError:
+                proto = -1
+            if proto == 6:
+                cache = tcp_cache
+            elif proto == 17:
+                cache = udp_cache
+            else:
+                packet(ts, link, buf[start:end])
+                next_sweep = table._next_sweep
+                continue
+            code = cache.get(key, -1)
+            if code >= 0 and not flags & _FIN_SYN_RST and ts < next_sweep:
+                s = code >> 1
+                d = code & 1
+                st = state[s]
+                if proto == 6:
+                    ok = tcp_next[st * 12 + tcp_event[flags] * 2 + d] == st
+                else:
+                    ok = not d or st & REPLIED
+                if ok:
+                    last[s] = ts
+                    packets[d][s] += 1
+                    octets[d][s] += size
+                    if tails[tclass[s]] != s:
+                        touch(s)
+                    fast += 1
+                    continue
+            code = packet(ts, link, buf[start:end])
+            next_sweep = table._next_sweep
+            if code >= 0:
+                if len(cache) >= 4096:
+                    cache.clear()
+                cache[key] = code
+        self.packets += fast
         if progress is not None:
             progress(reader.size, reader.size)
         if reader.stop is not None:
