@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nfkit.errors import InputError
-from nfkit.nfgrep.tree import Where
+
+if TYPE_CHECKING:  # the engine imports this module without the parser's tree
+    from nfkit.nfgrep.tree import Where
 
 
 class NfgrepSyntaxError(InputError):
     """A rule file that cannot be parsed or checked; points at path:line:column."""
 
-    def __init__(self, path: str, where: Where, message: str) -> None:
+    def __init__(self, path: str, where: "Where", message: str) -> None:
         self.path = path
         self.line = where.line
         self.col = where.col
