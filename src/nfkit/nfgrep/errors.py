@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the engine imports this module without the parser's tree
 class NfgrepSyntaxError(InputError):
     """A rule file that cannot be parsed or checked; points at path:line:column."""
 
-    def __init__(self, path: str, where: "Where", message: str) -> None:
+    def __init__(self, path: str, where: Where, message: str) -> None:
         self.path = path
         self.line = where.line
         self.col = where.col
