@@ -222,6 +222,7 @@ class _Announcing:
         self.lines = lines
         self.packets_seen = packets_seen
         self.flows: list[tuple[str, Any]] = []
+        self.names: dict[int, str] = {}
         self.count = 0
 
     def new_flow(self, **kw: Any) -> Any:
@@ -230,6 +231,7 @@ class _Announcing:
                 f"{kw.get('server_addr')}:{kw['server_port']}")
         self.lines.append(f"flow {name}")
         self.flows.append((name, st))
+        self.names[id(st)] = name
         if st.done and st.app:
             self.lines.append(f"    expected flow: {st.app}")
         return st
@@ -238,7 +240,7 @@ class _Announcing:
         if st.done:
             return
         self.count += 1
-        name = next((n for n, s in reversed(self.flows) if s is st), "?")
+        name = self.names.get(id(st), "?")
         self.packets_seen.append({"packet": self.count, "flow": name,
                                   "direction": "client" if direction == 0 else "server",
                                   "bytes": len(data), "events": []})
