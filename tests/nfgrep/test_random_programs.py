@@ -12,7 +12,7 @@ from nfkit.nfgrep.engine import Engine, signatures_of
 from nfkit.nfgrep.errors import VerifierError
 from nfkit.nfgrep.verifier import verify
 
-ALPHABET = b"aab1,\r\n\x00\x03"
+ALPHABET = b"aAb1,\r\n\x00\x03"
 LITERALS = ["a", "b", "ab", "ba", "1", "\\r\\n", ",", "|", "aa", "\\x03a"]
 
 
@@ -44,8 +44,9 @@ def simple() -> st.SearchStrategy[str]:
                   ).map("".join),
         st.tuples(st.lists(lit(), min_size=2, max_size=3), st.booleans()).map(
             lambda t: "any of " + ", ".join(t[0]) + (" nocase" if t[1] else "")),
-        st.tuples(lit(), st.integers(1, 30), st.one_of(st.just(""), lit().map(
-            lambda s: f" before {s}"))).map(lambda t: f"find {t[0]} within {t[1]}{t[2]}"),
+        st.tuples(lit(), st.sampled_from(["", " nocase"]), st.integers(1, 30),
+                  st.one_of(st.just(""), lit().map(lambda s: f" before {s}"))).map(
+            lambda t: f"find {t[0]}{t[1]} within {t[2]}{t[3]}"),
         st.tuples(expr(), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), expr()).map(
             " ".join),
         st.tuples(expr(), st.integers(0, 60), st.integers(0, 60)).map(
@@ -128,3 +129,26 @@ def test_random_programs(text: str, chunks: list[tuple[int, bytes]], cuts: list[
         split += [(d, data[a:b]) for a, b in zip(points, points[1:], strict=False) if b > a]
     assert verdict(Engine(sigs), split) == whole, text
     verdict(Engine(sigs), chunks, "udp")  # datagrams: runs, never raises
+
+
+small = st.binary(max_size=12).map(lambda b: bytes(b"aAbB\r\n"[x % 6] for x in b))
+
+
+@settings(max_examples=400, deadline=None)
+@given(buf=small, p=st.integers(0, 14), extra=st.integers(0, 14), final=st.booleans(),
+       lits=st.lists(small.filter(bool).map(bytes.lower), min_size=1, max_size=3),
+       within=st.integers(1, 16), before=st.one_of(st.none(), small.filter(bool).map(bytes.lower)))
+def test_nocase_helpers_equal_lowering_everything(buf: bytes, p: int, extra: int, final: bool,
+                                                  lits: list[bytes], within: int,
+                                                  before: bytes | None) -> None:
+    from nfkit.nfgrep.codegen import _find, _find_nc, _match, _match_nc
+
+    n = len(buf)
+    end = p + extra
+    lowered = buf.lower()
+    longest = max(map(len, lits))
+    assert _match_nc(buf, p, n, end, final, tuple(lits), longest) == \
+        _match(lowered, p, n, end, final, tuple(lits))
+    p = min(p, n)
+    assert _find_nc(buf, p, n, end, final, tuple(lits), within, before) == \
+        _find(lowered, p, n, end, final, tuple(lits), within, before)

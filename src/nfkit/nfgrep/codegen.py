@@ -82,6 +82,23 @@ def _find(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ..
     return NEED
 
 
+def _match_nc(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+              longest: int) -> int:
+    """_match without case: only the bytes it may compare are lowered."""
+    window = buf[p:min(n, p + longest)].lower()
+    r = _match(window, 0, len(window), E - p, final, lits)
+    return r + p if r >= 0 else r
+
+
+def _find_nc(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+             within: int, before: bytes | None) -> int:
+    """_find without case: only the searched bytes are lowered."""
+    hard = min(p + within, E)
+    window = buf[p:min(hard, n)].lower()
+    r = _find(window, 0, len(window), E - p, final, lits, within, before)
+    return r + p if r >= 0 else r
+
+
 def _keep_until(buf: bytes, p: int, n: int, E: int, final: bool, term: bytes,
                 within: int) -> tuple[int, str]:
     hard = p + within + len(term)
@@ -186,7 +203,6 @@ class _Generator:
         self.counting = counting
         self.names: dict[str, object] = {}
         self.blocks = 0
-        self.nocase = False
         self.lazy: dict[int, str] = {}  # stack slot -> constant not yet materialized
 
     def const(self, prefix: str, index: int, value: object) -> str:
@@ -197,8 +213,6 @@ class _Generator:
     def literal_set(self, index: int) -> tuple[str, bool]:
         ls = self.program.sets[index]
         lits = tuple(self.program.strings[i] for i in ls.strings)
-        if ls.nocase:
-            self.nocase = True
         return self.const("S", index, lits), ls.nocase
 
     def step(self, code: list[Instr]) -> str:
@@ -208,8 +222,6 @@ class _Generator:
                 "    L = n",
                 "    p = b0",
                 "    r = 0"]
-        if self.nocase:
-            head.append("    lb = buf.lower()")
         return "\n".join(head + body + ["    return p", ""])
 
     @staticmethod
@@ -389,19 +401,23 @@ class _Generator:
             return d - 1
         if name == "MATCH":
             lits, nocase = self.literal_set(a)
-            src = "lb" if nocase else "buf"
             if b:
                 d -= 1
-                out.append(f"{ind}q = _match({src}, b0 + {self.v(d)}, n, E, final, {lits})")
+                at = f"b0 + {self.v(d)}"
             else:
-                out.append(f"{ind}q = _match({src}, p, n, E, final, {lits})")
+                at = "p"
+            if nocase:
+                longest = max(len(self.program.strings[i]) for i in self.program.sets[a].strings)
+                out.append(f"{ind}q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})")
+            else:
+                out.append(f"{ind}q = _match(buf, {at}, n, E, final, {lits})")
             out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
             return d
         if name == "FIND":
             lits, nocase = self.literal_set(a)
-            src = "lb" if nocase else "buf"
+            helper = "_find_nc" if nocase else "_find"
             before = self.const("B", c - 1, self.program.strings[c - 1]) if c else "None"
-            out += [f"{ind}q = _find({src}, p, n, E, final, {lits}, {int(b)}, {before})",
+            out += [f"{ind}q = {helper}(buf, p, n, E, final, {lits}, {int(b)}, {before})",
                     f"{ind}if q < 0: return q",
                     f"{ind}p = q"]
             return d
@@ -524,7 +540,8 @@ def generate(verified: Verified, counting: bool = False) -> list[list[tuple[Step
             gen = _Generator(program, counting)
             src = gen.step(step.code)
             env: dict[str, object] = {
-                "_match": _match, "_find": _find, "_keep_until": _keep_until,
+                "_match": _match, "_find": _find, "_match_nc": _match_nc, "_find_nc": _find_nc,
+                "_keep_until": _keep_until,
                 "_decimal": _decimal, "_labels": _labels, "_text": _text,
                 "MASK": MASK, "BIG": BIG, "NOFIELDS": {}, "__builtins__": {"int": int, "str": str, "max": max,
                                                             "len": len, "range": range},
