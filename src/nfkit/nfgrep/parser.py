@@ -599,9 +599,6 @@ class Checker:
         if isinstance(s, t.Match):
             if s.offset is not None:
                 self.expr(s.offset, variables)
-        elif isinstance(s, t.Find):
-            if s.nocase and s.before is not None:
-                pass
         elif isinstance(s, t.Compare):
             self.expr(s.left, variables)
             self.expr(s.right, variables)
