@@ -370,7 +370,7 @@ class TrafficLab:
         self.run_client(["curl", "-sS", "-u", "user:secret", f"imap://{SERVER4}:{port}/"])
         self.truth.append(Truth("tcp", port, "imap"))
 
-    def ftp(self, port: int = 21) -> None:
+    def ftp(self, port: int = 21, active: bool = False) -> None:
         root = self.dir / "ftproot"
         root.mkdir(exist_ok=True)
         os.chmod(root, 0o755)
@@ -381,12 +381,18 @@ class TrafficLab:
             "anonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\nno_anon_password=YES\n"
             f"anon_root={root}\npasv_enable=YES\npasv_min_port=40000\npasv_max_port=40100\n"
             "seccomp_sandbox=NO\nbackground=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
-            "xferlog_enable=NO\nuse_localtime=NO\n")
+            "xferlog_enable=NO\nuse_localtime=NO\nport_enable=YES\n")
         os.chmod(conf, 0o600)
         self.serve("ftp", ["vsftpd", str(conf)], port)
-        self.run_client(["curl", "-sS", "-o", "/dev/null", f"ftp://{SERVER4}:{port}/file.txt"])
+        # active mode: the client announces its own address with PORT/EPRT, the server connects
+        self.run_client(["curl", "-sS", "-o", "/dev/null", *(["-P", CLIENT4] if active else []),
+                         f"ftp://{SERVER4}:{port}/file.txt"])
         self.truth.append(Truth("tcp", port, "ftp"))
-        self.truth.append(Truth("tcp", 0, "ftp-data", note="data connection (passive)"))
+        if active:
+            self.truth.append(Truth("tcp", 0, "ftp-data", server=CLIENT4,
+                                    note="data connection (active: the server connects)"))
+        else:
+            self.truth.append(Truth("tcp", 0, "ftp-data", note="data connection (passive)"))
 
     def websocket(self, port: int = 8080) -> None:
         self.serve("ws", self._py("wsserver.py", SERVER4, port), port)
