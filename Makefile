@@ -9,8 +9,8 @@ BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev \
 	tcpdump curl openssl openssh-server openssh-client dnsmasq-base bind9-dnsutils \
 	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux
-# nfgrep signature tests (psql's real startup message)
-APT_TEST += postgresql-client
+# nfgrep signature tests (psql and a PostgreSQL server of its own)
+APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
 APT_BENCH := $(APT_TEST) libndpi-bin ethtool
 

@@ -53,6 +53,18 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     for cmd in ("disasm", "test"):
         code, text = nfkit(cmd, str(out))
         assert code == 2 and text.count("\n") == 1 and "checksum mismatch" in text
+    # a program the verifier refuses: listed with the reason, never run
+    from nfkit.nfgrep.bytecode import OPCODES, Instr, encode
+    from nfkit.nfgrep.compiler import compile_file
+
+    program = compile_file(HTTP)
+    program.protocols[0].steps[0].code.append(Instr(OPCODES["LOOP_BEGIN"], 4))
+    crafted = tmp_path / "crafted.nfgb"
+    crafted.write_bytes(encode(program))
+    code, text = nfkit("disasm", str(crafted))
+    assert code == 2 and "LOOP_BEGIN never closed; program refused" in text
+    code, text = nfkit("disasm", "--no-verify", str(crafted))
+    assert code == 0 and text.startswith("# refused: ") and "LOOP_BEGIN   " in text
     code, text = nfkit("test", str(tmp_path / "missing.nfg"))
     assert code == 2 and "cannot read rule file" in text
 

@@ -108,6 +108,50 @@ def test_ftp_expectations_without_addresses_match_on_port() -> None:
     assert engine.expected == []
 
 
+def test_chaining_on_a_field_of_the_verdict() -> None:
+    """A TLS ALPN name after tls: a protocol that requires tls and reads its kept field."""
+    engine = engine_for('''protocol http2 over tcp after tls {
+        step alpn from client { field alpn is any of "h2", "h2c" }
+    }
+    protocol http1-tls over tcp after tls {
+        step alpn from client { field alpn is "http/1.1" }
+    }''', with_library=True)
+    flow = feed_all(engine, TLS)
+    assert (flow.app, flow.chain, flow.done) == ("http2", ["tls", "http2"], True)
+    flow = feed_all(engine, tls_handshake("a.example", ["http/1.1"]))
+    assert flow.chain == ["tls", "http1-tls"]
+    flow = feed_all(engine, tls_handshake("a.example", ["spdy/3"]))
+    assert (flow.chain, flow.fields["alpn"], flow.done) == (["tls"], "spdy/3", True)
+
+
+def test_watch_resumes_after_its_buffer_was_trimmed() -> None:
+    """Regression: a reply line arriving in pieces after the watch trimmed its buffer."""
+    engine = Engine(LIBRARY)
+    flow = engine.new_flow("tcp", 40000, 21, "192.0.2.1", "192.0.2.10")
+    for d, data in FTP[:5]:
+        engine.feed(flow, d, data)
+    line = b"227 Entering Passive Mode (192,0,2,10,4,1).\r\n"
+    # a line that waits for its end at the same buffer length the next line has
+    engine.feed(flow, 1, b"150 " + b"x" * (len(line) - 5) + b"\r")
+    engine.feed(flow, 1, b"\n")
+    engine.feed(flow, 1, line)
+    assert [e.port for e in flow.expectations] == [1025]
+
+
+def test_long_control_sessions_keep_announcing() -> None:
+    """Watches read far past the candidates' window: only what they still need is kept."""
+    engine = Engine(LIBRARY)
+    flow = engine.new_flow("tcp", 40000, 21, "192.0.2.1", "192.0.2.10")
+    for d, data in FTP[:5]:
+        engine.feed(flow, d, data)
+    for _ in range(3 * WINDOW // 40):
+        engine.feed(flow, 0, b"NOOP\r\n")
+        engine.feed(flow, 1, b"200 NOOP ok, keep going, please.\r\n")
+    engine.feed(flow, 1, b"227 Entering Passive Mode (192,0,2,10,4,1).\r\n")
+    assert [e.port for e in flow.expectations] == [1025]
+    assert max(len(b) for b in flow._bufs) < 1024
+
+
 def test_give_up_either_and_udp_steps() -> None:
     engine = engine_for('''
     protocol a over tcp {

@@ -79,6 +79,7 @@ def test_whole_grammar_compiles_and_round_trips() -> None:
             expect other over udp to (1, 2, 3, 4) port v
             expect other over tcp to server port 21
             optional { give up }
+            field sni is any of "a", "b" nocase
             repeat up to 4 within 8 { u8 != decimal }
             repeat up to 2 { "z" }
         }
@@ -95,7 +96,7 @@ def test_whole_grammar_compiles_and_round_trips() -> None:
     verified = verify(again)
     listing = disassemble(again, verified.costs)
     for word in ("protocol 'demo' over tcp, udp ports 1, 65535", "after 'demo'", "LOOP_BEGIN",
-                 "KEEP_LABELS", "EXPECT", "GIVEUP", "FIND", "nocase", "before '\\r\\n'",
+                 "KEEP_LABELS", "EXPECT", "GIVEUP", "FIELD_IS", "FIND", "nocase", "before '\\r\\n'",
                  "watch 'w' from server", "cost bound", "width 8 le"):
         assert word in listing, word
     # blocks are indented in the listing, as re.DEBUG does

@@ -83,10 +83,15 @@ def step_body() -> st.SearchStrategy[str]:
 programs = st.tuples(
     st.lists(st.tuples(st.sampled_from(["client", "server", "either"]), step_body()),
              min_size=1, max_size=3),
-    st.one_of(st.none(), st.tuples(st.sampled_from(["client", "server"]), step_body())),
+    st.lists(st.tuples(st.sampled_from(["client", "server", "either"]), step_body()),
+             max_size=2),
+    st.lists(st.tuples(st.sampled_from(["client", "server", "either"]), step_body()),
+             max_size=2),
 ).map(lambda t: "protocol r over tcp, udp {\n" + "".join(
-    f"step s{i} from {d} {{\n{b}\n}}\n" for i, (d, b) in enumerate(t[0]))
-    + (f"watch w from {t[1][0]} {{\n{t[1][1]}\n}}\n" if t[1] else "") + "}\n")
+    f"step s{i} from {d} {{\n{b}\n}}\n" for i, (d, b) in enumerate(t[0])) + "".join(
+    f"watch w{i} from {d} {{\n{b}\n}}\n" for i, (d, b) in enumerate(t[1])) + "}\n"
+    + ("" if not t[2] else "protocol c over tcp, udp after r {\n" + "".join(
+        f"step c{i} from {d} {{\n{b}\n}}\n" for i, (d, b) in enumerate(t[2])) + "}\n"))
 
 traffic = st.lists(st.tuples(st.integers(0, 1), st.binary(min_size=1, max_size=60).map(
     lambda b: bytes(ALPHABET[x % len(ALPHABET)] for x in b))), min_size=2, max_size=5).map(

@@ -321,39 +321,71 @@ def test_smtp_curl_to_python_smtpd(tmp_path: Path) -> None:
     check(sessions[-1].chunks, "smtp")
 
 
-def _greeter(greeting: bytes, reply: bytes) -> tuple[socket.socket, int]:
-    """A server that greets (RFC 1939 / RFC 9051 first line) and answers each line once."""
-    listener = socket.create_server(("127.0.0.1", 0))
+DOVECOT_CONF = """protocols = imap pop3
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+instance_name = nfgrep-{imap}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+log_path = {d}/log
+passdb {{
+  driver = static
+  args = password=secret
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={d}/mail/%u
+}}
+mail_location = maildir:{d}/mail/%u
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(greeting)
-            conn.settimeout(3)
-            try:
-                while data := conn.recv(4096):
-                    tag = data.split(b" ", 1)[0]
-                    conn.sendall(reply.replace(b"TAG", tag))
-            except OSError:
-                pass
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener, listener.getsockname()[1]
+@pytest.fixture
+def dovecot() -> Iterator[tuple[int, int]]:
+    """Dovecot serving IMAP and POP3 on loopback, any password, from a directory of its own."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="nfgrep-dovecot-"))
+    os.chmod(d, 0o755)
+    (d / "mail").mkdir()
+    os.chown(d / "mail", 65534, 65534)
+    imap, pop3 = free_port(), free_port()
+    (d / "dovecot.conf").write_text(DOVECOT_CONF.format(d=d, imap=imap, pop3=pop3))
+    server = Server(["/usr/sbin/dovecot", "-F", "-c", str(d / "dovecot.conf")], imap)
+    try:
+        wait_port(pop3)
+        yield imap, pop3
+    finally:
+        server.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize("scheme, greeting, reply, app", [
-    ("pop3", b"+OK POP3 ready\r\n", b"-ERR no\r\n", "pop3"),
-    ("imap", b"* OK IMAP4rev1 ready\r\n", b"TAG NO no\r\n", "imap"),
-])
-def test_pop3_and_imap_curl_clients(scheme: str, greeting: bytes, reply: bytes,
-                                    app: str) -> None:
-    listener, port = _greeter(greeting, reply)
-    rec = TcpRecorder(port)
-    run(["curl", "-s", "--max-time", "3", "-u", "user:secret", f"{scheme}://127.0.0.1:{rec.port}/"])
-    (session,) = rec.wait(1)
+@pytest.mark.parametrize("scheme, app", [("pop3", "pop3"), ("imap", "imap")])
+def test_pop3_and_imap_curl_to_dovecot(dovecot: tuple[int, int], scheme: str,
+                                       app: str) -> None:
+    imap, pop3 = dovecot
+    rec = TcpRecorder(pop3 if scheme == "pop3" else imap)
+    run(["curl", "-s", "--max-time", "5", "-u", "user:secret",
+         f"{scheme}://127.0.0.1:{rec.port}/"])
+    sessions = rec.wait(1)
     rec.close()
-    listener.close()
-    check(session.chunks, app)
+    check(sessions[-1].chunks, app)
 
 
 # ---------------------------------------------------------------- FTP and its data flows
@@ -442,6 +474,53 @@ def test_redis_cli_to_redis_server() -> None:
         check(session.chunks, "redis")
 
 
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    assert found, "the PostgreSQL server is not installed (postgresql in APT_TEST)"
+    return found[-1].parent
+
+
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """A directory the postgres user owns (pytest's own tmp dirs are root's alone)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="nfgrep-pg-"))
+    user = pwd.getpwnam("postgres")
+    os.chown(path, user.pw_uid, user.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_postgresql_psql_to_postgres(postgres_dir: Path) -> None:
+    """psql against a real PostgreSQL server (its own cluster, trust auth, loopback)."""
+    bindir = _postgres_bin()
+    tmp_path = postgres_dir
+    data = tmp_path / "data"
+    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-N", "-D",
+                    str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True, timeout=60)
+    port = free_port()
+    server = Server(["runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D",
+                     str(data), "-F", "-k", str(tmp_path), "-h", "127.0.0.1", "-p", str(port)],
+                    port)
+    try:
+        rec = TcpRecorder(port)
+        for sslmode in ("disable", "prefer"):
+            subprocess.run(["psql", f"host=127.0.0.1 port={rec.port} user=postgres "
+                            f"dbname=postgres sslmode={sslmode}", "-c", "select 1"],
+                           capture_output=True, timeout=20, check=True)
+        sessions = rec.wait(2)
+        rec.close()
+    finally:
+        server.stop()
+    plain, negotiated = sessions[-2:]
+    check(plain.chunks, "postgresql", user="postgres")
+    check(negotiated.chunks, "postgresql")
+
+
 def test_postgresql_psql_startup() -> None:
     """psql's real startup; the server side answers per the protocol (no SSL, then an error)."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -483,6 +562,33 @@ def _startup(user: bytes) -> bytes:
 
 def _mysql_packet(seq: int, payload: bytes) -> bytes:
     return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+
+
+def test_mysql_client_to_mariadb_server() -> None:
+    """The mariadb client against a real MariaDB server (empty data directory, loopback)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="nfgrep-my-"))
+    user = pwd.getpwnam("mysql")
+    os.chown(data, user.pw_uid, user.pw_gid)
+    port = free_port()
+    server = Server(["mariadbd", "--no-defaults", f"--datadir={data}", "--user=mysql",
+                     f"--port={port}", "--bind-address=127.0.0.1", f"--socket={data}/sock",
+                     f"--pid-file={data}/pid", "--skip-grant-tables", "--skip-log-bin"], port)
+    try:
+        rec = TcpRecorder(port)
+        subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(rec.port),
+                        "-u", "root", "-e", "select 1"], capture_output=True, timeout=20,
+                       check=True)
+        sessions = rec.wait(1)
+        rec.close()
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    st = check(sessions[-1].chunks, "mysql")
+    assert "MariaDB" in st.fields["version"]
 
 
 def test_mysql_handshake_built_from_the_protocol_layout() -> None:

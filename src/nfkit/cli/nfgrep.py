@@ -54,13 +54,28 @@ def _load_verified(path: str) -> Any:
 @nfgrep.command("disasm")
 @click.argument("program", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object instead of the listing")
-def disasm_cmd(program: str, as_json: bool) -> None:
+@click.option("--no-verify", is_flag=True,
+              help="list a program the verifier refuses (the reason comes first); never runs it")
+def disasm_cmd(program: str, as_json: bool, no_verify: bool) -> None:
     """List a program (.nfgb, or .nfg compiled on the fly) instruction by instruction.
 
     The program is verified first; the listing shows each step's cost bound.
     """
     from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, describe_instr, disassemble
+    from nfkit.nfgrep.engine import load_program
+    from nfkit.nfgrep.errors import VerifierError
+    from nfkit.nfgrep.verifier import verify
 
+    if no_verify and not as_json:
+        unverified = load_program(program)
+        try:
+            costs = verify(unverified).costs
+        except VerifierError as exc:
+            click.echo(f"# refused: {exc}")
+            click.echo(disassemble(unverified), nl=False)
+            return
+        click.echo(disassemble(unverified, costs), nl=False)
+        return
     verified = _load_verified(program)
     prog = verified.program
     if not as_json:
@@ -207,6 +222,7 @@ class _Announcing:
         self.lines = lines
         self.packets_seen = packets_seen
         self.flows: list[tuple[str, Any]] = []
+        self.names: dict[int, str] = {}
         self.count = 0
 
     def new_flow(self, **kw: Any) -> Any:
@@ -215,6 +231,7 @@ class _Announcing:
                 f"{kw.get('server_addr')}:{kw['server_port']}")
         self.lines.append(f"flow {name}")
         self.flows.append((name, st))
+        self.names[id(st)] = name
         if st.done and st.app:
             self.lines.append(f"    expected flow: {st.app}")
         return st
@@ -223,7 +240,7 @@ class _Announcing:
         if st.done:
             return
         self.count += 1
-        name = next((n for n, s in reversed(self.flows) if s is st), "?")
+        name = self.names.get(id(st), "?")
         self.packets_seen.append({"packet": self.count, "flow": name,
                                   "direction": "client" if direction == 0 else "server",
                                   "bytes": len(data), "events": []})

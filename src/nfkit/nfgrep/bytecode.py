@@ -85,6 +85,8 @@ OPS: dict[int, OpInfo] = {op.code: op for op in (
            "pop port (and 4 octets when c=2); announce flow label a over b to the client "
            "(c=0), the server (c=1) or the popped IPv4 address (c=2)"),
     OpInfo(0x25, "GIVEUP", (), 0, 0, "this protocol gives up on the flow"),
+    OpInfo(0x26, "FIELD_IS", ("string", "set"), 0, 0,
+           "the step fails unless field a, kept by the flow's verdicts so far, is in set b"),
     OpInfo(0x30, "OPT_BEGIN", (), 0, 0, "start a block whose failure is forgiven"),
     OpInfo(0x31, "OPT_END", (), 0, 0, "end of an optional block"),
     OpInfo(0x32, "LOOP_BEGIN", ("count", "region"), "region", 0,

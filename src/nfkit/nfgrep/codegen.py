@@ -1,20 +1,23 @@
 """Verified bytecode -> one Python function per step (generated source, compiled once).
 
 This module owns the translation that makes the engine fast: each step of a
-verified program becomes straight-line Python (blocks become nested
-functions, the operand stack becomes local temporaries), compiled once with
-`compile()`.  Running a step is then one Python call, with no dispatch loop.
+verified program becomes straight-line Python (blocks are inlined as
+``while True`` bodies that a failure leaves with a result code, repeats as
+``for`` loops over their constant bound, the operand stack becomes local
+temporaries and constants are used in place), compiled once with `compile()`.
+Running a step is then one Python call, with no dispatch loop.
 
 The generated text holds only opcodes' templates, integers and pool indexes:
 literals, names and maps are passed in the function's globals, never pasted
 into the source, so a crafted program cannot inject code.
 
-A step function is ``fn(buf, b0, n, final, V, K, X, C) -> int``:
+A step function is ``fn(buf, b0, n, final, V, K, X, C, F={}) -> int``:
 ``buf`` the bytes of one direction (``n`` = len), ``b0`` where the step starts,
 ``final`` whether more data may come, ``V`` the protocol's variables (list of
 ints, updated in place), ``K`` kept fields and ``X`` expectations appended as
 (name, text) and (label, transport, to, port), ``C`` a one-item cost counter
-(updated only when generated with ``counting=True``).  It returns the cursor
+(updated only when generated with ``counting=True``), ``F`` the flow's fields
+kept by its verdicts so far (for ``field ... is``).  It returns the cursor
 (>= 0, index in buf) when the step holds, FAIL, NEED (more data may decide)
 or GIVE_UP.
 
@@ -130,9 +133,27 @@ def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
     return FAIL, ""
 
 
+def _fold(op: str, x: int, y: int) -> int:
+    """A binary operator on two constants, with the run-time semantics (modulo 2**64)."""
+    if op == "+":
+        return (x + y) & MASK
+    if op == "-":
+        return (x - y) & MASK
+    if op == "*":
+        return (x * y) & MASK
+    if op == "&":
+        return x & y
+    if op == "|":
+        return x | y
+    if op == "<<":
+        return (x << (y & 63)) & MASK
+    return x >> (y & 63)
+
+
 def _short(ind: str, end: str) -> list[str]:
     """Guard: `end` (an offset expression) must not pass the data nor the region."""
-    return [f"{ind}if {end} > n or {end} > E:",
+    # L is min(n, E): one comparison on the fast path
+    return [f"{ind}if {end} > L:",
             f"{ind}    return -1 if final or {end} > E else -2"]
 
 
@@ -166,6 +187,7 @@ class _Generator:
         self.names: dict[str, object] = {}
         self.blocks = 0
         self.nocase = False
+        self.lazy: dict[int, str] = {}  # stack slot -> constant not yet materialized
 
     def const(self, prefix: str, index: int, value: object) -> str:
         name = f"{prefix}{index}"
@@ -181,8 +203,9 @@ class _Generator:
 
     def step(self, code: list[Instr]) -> str:
         body = self.block(_nest(code), "    ", top=True)
-        head = ["def step(buf, b0, n, final, V, K, X, C):",
+        head = ["def step(buf, b0, n, final, V, K, X, C, F=NOFIELDS):",
                 "    E = BIG",
+                "    L = n",
                 "    p = b0",
                 "    r = 0"]
         if self.nocase:
@@ -190,16 +213,19 @@ class _Generator:
         return "\n".join(head + body + ["    return p", ""])
 
     @staticmethod
-    def _effects(block: _Block) -> tuple[bool, bool]:
-        """Whether a block sets variables, and whether it keeps fields or expects flows."""
-        sets = keeps = False
+    def _effects(block: _Block) -> tuple[set[int], bool]:
+        """The variables a block sets, and whether it keeps fields or expects flows."""
+        sets: set[int] = set()
+        keeps = False
         for item in block.items:
             if isinstance(item, _Block):
                 s, k = _Generator._effects(item)
-                sets, keeps = sets or s, keeps or k
+                sets |= s
+                keeps = keeps or k
             else:
                 name = OPS[item.op].name
-                sets = sets or name == "LET"
+                if name == "LET":
+                    sets.add(int(item.a))
                 keeps = keeps or name.startswith("KEEP") or name == "EXPECT"
         return sets, keeps
 
@@ -213,6 +239,8 @@ class _Generator:
             if not isinstance(item, _Block):
                 start = len(lines)
                 depth = self.instr(item, ind, depth, lines)
+                for slot in [k for k in self.lazy if k >= depth]:
+                    del self.lazy[slot]
                 if not top:  # failures leave the block instead of the step
                     for i in range(start, len(lines)):
                         line = lines[i]
@@ -228,9 +256,9 @@ class _Generator:
             if keeps:
                 save.append(f"k{n} = len(K); x{n} = len(X)")
                 undo.append(f"del K[k{n}:]; del X[x{n}:]")
-            if sets:
-                save.append(f"v{n} = V[:]")
-                undo.append(f"V[:] = v{n}")
+            for var in sorted(sets):  # only what the block may change is saved
+                save.append(f"v{n}_{var} = V[{var}]")
+                undo.append(f"V[{var}] = v{n}_{var}")
             if self.counting:
                 lines.append(f"{ind}C[0] += 1")
             if item.kind == "OPT_BEGIN":
@@ -249,9 +277,12 @@ class _Generator:
             count, region = item.begin.a, item.begin.b
             if region:
                 depth -= 1
+                region_len = self.v(depth)
+                self.lazy.clear()
                 lines += [f"{ind}e{n} = E",
-                          f"{ind}q = p + t{depth}",
-                          f"{ind}if q < E: E = q"]
+                          f"{ind}q = p + {region_len}",
+                          f"{ind}if q < E: E = q",
+                          f"{ind}L = n if n < E else E"]
             lines.append(f"{ind}for i{n} in range({int(count)}):")
             inner = ind + "    "
             if region:
@@ -270,54 +301,73 @@ class _Generator:
                       f"{inner}if p == p{n}: break"]
             if region:
                 lines.append(f"{ind}E = e{n}")
+                lines.append(f"{ind}L = n if n < E else E")
             lines.append(f"{ind}if r: {leave}")
         if not lines:
             lines.append(f"{ind}pass")
         return lines
+
+    def v(self, slot: int) -> str:
+        """The value in a stack slot: a constant in place, or its temporary."""
+        return self.lazy.get(slot, f"t{slot}")
+
+    def w(self, slot: int) -> str:
+        """The temporary a value is written to (it is no longer a known constant)."""
+        self.lazy.pop(slot, None)
+        return f"t{slot}"
 
     def instr(self, ins: Instr, ind: str, d: int, out: list[str]) -> int:
         info = OPS[ins.op]
         name, a, b, c = info.name, ins.a, ins.b, ins.c
         if self.counting:
             out.append(f"{ind}C[0] += {_cost(name, a, b, c, self.program)}")
-        if name == "PUSH_INT":
-            out.append(f"{ind}t{d} = {int(self.program.ints[a])}")
+        if name == "PUSH_INT":  # a constant: consumers use it in place
+            self.lazy[d] = str(int(self.program.ints[a]))
             return d + 1
         if name == "PUSH_VAR":
-            out.append(f"{ind}t{d} = V[{int(a)}]")
+            out.append(f"{ind}{self.w(d)} = V[{int(a)}]")
             return d + 1
         if name == "PUSH_HERE":
-            out.append(f"{ind}t{d} = p - b0")
+            out.append(f"{ind}{self.w(d)} = p - b0")
             return d + 1
         if name == "PUSH_LENGTH":
             if a:  # not a monotone test: decided only on the final data
                 out.append(f"{ind}if not final: return -2")
-            out.append(f"{ind}t{d} = n - b0")
+            out.append(f"{ind}{self.w(d)} = n - b0")
             return d + 1
         if name == "READ":
             w = int(a)
             order = "little" if b else "big"
             if c:
                 d -= 1
-                out.append(f"{ind}q = b0 + t{d}")
+                out.append(f"{ind}q = b0 + {self.v(d)}")
                 start = "q"
             else:
                 start = "p"
             out += _short(ind, f"{start} + {w}")
             if w == 1:
-                out.append(f"{ind}t{d} = buf[{start}]")
+                out.append(f"{ind}{self.w(d)} = buf[{start}]")
+            elif w <= 4:  # shifts beat slicing for small integers
+                idx = range(w) if not b else range(w - 1, -1, -1)
+                terms = [f"buf[{start} + {i}]" if i else f"buf[{start}]" for i in idx]
+                expr = " | ".join(f"({t} << {8 * (w - 1 - k)})" if k < w - 1 else t
+                                  for k, t in enumerate(terms))
+                out.append(f"{ind}{self.w(d)} = {expr}")
             else:
-                out.append(f"{ind}t{d} = int.from_bytes(buf[{start}:{start} + {w}], '{order}')")
+                out.append(f"{ind}{self.w(d)} = int.from_bytes(buf[{start}:{start} + {w}], '{order}')")
             out.append(f"{ind}p = {start} + {w}")
             return d + 1
         if name == "DECIMAL":
-            out += [f"{ind}q, t{d} = _decimal(buf, p, n, E, final, {int(a)})",
+            out += [f"{ind}q, {self.w(d)} = _decimal(buf, p, n, E, final, {int(a)})",
                     f"{ind}if q < 0: return q",
                     f"{ind}p = q"]
             return d + 1
         if name == "BINOP":
-            x, y = f"t{d - 2}", f"t{d - 1}"
+            x, y = self.v(d - 2), self.v(d - 1)
             op = BINOPS[a]
+            if x.isdigit() and y.isdigit():  # both constants: fold
+                self.lazy[d - 2] = str(_fold(op, int(x), int(y)))
+                return d - 1
             if op in ("+", "-", "*"):
                 expr = f"({x} {op} {y}) & MASK"
             elif op == "<<":
@@ -326,23 +376,23 @@ class _Generator:
                 expr = f"{x} >> ({y} & 63)"
             else:
                 expr = f"{x} {op} {y}"
-            out.append(f"{ind}{x} = {expr}")
+            out.append(f"{ind}{self.w(d - 2)} = {expr}")
             return d - 1
         if name == "CMP":
             fail = "(-1 if final else -2)" if b else "-1"
-            out.append(f"{ind}if not (t{d - 2} {CMPS[a]} t{d - 1}): return {fail}")
+            out.append(f"{ind}if not ({self.v(d - 2)} {CMPS[a]} {self.v(d - 1)}): return {fail}")
             return d - 2
         if name == "RANGE":
             fail = "(-1 if final else -2)" if c else "-1"
             lo, hi = int(self.program.ints[a]), int(self.program.ints[b])
-            out.append(f"{ind}if not ({lo} <= t{d - 1} <= {hi}): return {fail}")
+            out.append(f"{ind}if not ({lo} <= {self.v(d - 1)} <= {hi}): return {fail}")
             return d - 1
         if name == "MATCH":
             lits, nocase = self.literal_set(a)
             src = "lb" if nocase else "buf"
             if b:
                 d -= 1
-                out.append(f"{ind}q = _match({src}, b0 + t{d}, n, E, final, {lits})")
+                out.append(f"{ind}q = _match({src}, b0 + {self.v(d)}, n, E, final, {lits})")
             else:
                 out.append(f"{ind}q = _match({src}, p, n, E, final, {lits})")
             out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
@@ -357,12 +407,12 @@ class _Generator:
             return d
         if name in ("SETPOS", "SKIP"):
             base = "b0" if name == "SETPOS" else "p"
-            out.append(f"{ind}q = {base} + t{d - 1}")
+            out.append(f"{ind}q = {base} + {self.v(d - 1)}")
             out += _short(ind, "q")
             out.append(f"{ind}p = q")
             return d - 1
         if name == "LET":
-            out.append(f"{ind}V[{int(a)}] = t{d - 1}")
+            out.append(f"{ind}V[{int(a)}] = {self.v(d - 1)}")
             return d - 1
         if name == "KEEP_UNTIL":
             field = self.const("T", a, self.program.text(a))
@@ -374,8 +424,8 @@ class _Generator:
             return d
         if name == "KEEP_BYTES":
             field = self.const("T", a, self.program.text(a))
-            out.append(f"{ind}if t{d - 1} > {MAX_KEEP_BYTES}: return -1")
-            out.append(f"{ind}q = p + t{d - 1}")
+            out.append(f"{ind}if {self.v(d - 1)} > {MAX_KEEP_BYTES}: return -1")
+            out.append(f"{ind}q = p + {self.v(d - 1)}")
             out += _short(ind, "q")
             out += [f"{ind}K.append(({field}, _text(buf[p:q])))", f"{ind}p = q"]
             return d - 1
@@ -384,9 +434,10 @@ class _Generator:
             if b:
                 table = self.const("M", b - 1, {k: self.program.text(v)
                                                 for k, v in self.program.maps[b - 1]})
-                out.append(f"{ind}K.append(({field}, {table}.get(t{d - 1}) or str(t{d - 1})))")
+                value = self.v(d - 1)
+                out.append(f"{ind}K.append(({field}, {table}.get({value}) or str({value})))")
             else:
-                out.append(f"{ind}K.append(({field}, str(t{d - 1})))")
+                out.append(f"{ind}K.append(({field}, str({self.v(d - 1)})))")
             return d - 1
         if name == "KEEP_LABELS":
             field = self.const("T", a, self.program.text(a))
@@ -398,10 +449,10 @@ class _Generator:
         if name == "EXPECT":
             label = self.const("T", a, self.program.text(a))
             transport = "'tcp'" if b == 1 else "'udp'"
-            port = f"t{d - 1}"
+            port = self.v(d - 1)
             out.append(f"{ind}if not 1 <= {port} <= 65535: return -1")
             if c == 2:
-                octets = [f"t{d - 5 + i}" for i in range(4)]
+                octets = [self.v(d - 5 + i) for i in range(4)]
                 out.append(f"{ind}if max({', '.join(octets)}) > 255: return -1")
                 to = "'%d.%d.%d.%d' % (" + ", ".join(octets) + ")"
                 d -= 4
@@ -411,6 +462,14 @@ class _Generator:
             return d - 1
         if name == "GIVEUP":
             out.append(f"{ind}return -3")
+            return d
+        if name == "FIELD_IS":
+            field = self.const("T", a, self.program.text(a))
+            ls = self.program.sets[b]
+            texts = tuple(_text(self.program.strings[i]) for i in ls.strings)
+            values = self.const("W", b, texts)
+            get = f"F.get({field}, '')" + (".lower()" if ls.nocase else "")
+            out.append(f"{ind}if {get} not in {values}: return -1")
             return d
         raise AssertionError(f"opcode {name} reached the generator")  # pragma: no cover
 
@@ -467,7 +526,7 @@ def generate(verified: Verified, counting: bool = False) -> list[list[tuple[Step
             env: dict[str, object] = {
                 "_match": _match, "_find": _find, "_keep_until": _keep_until,
                 "_decimal": _decimal, "_labels": _labels, "_text": _text,
-                "MASK": MASK, "BIG": BIG, "__builtins__": {"int": int, "str": str, "max": max,
+                "MASK": MASK, "BIG": BIG, "NOFIELDS": {}, "__builtins__": {"int": int, "str": str, "max": max,
                                                             "len": len, "range": range},
             }
             env.update(gen.names)

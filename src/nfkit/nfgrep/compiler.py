@@ -144,6 +144,8 @@ class Compiler:
                     self.expr(e)
             self.expr(s.port)
             self.emit("EXPECT", self.string(s.label), TCP if s.transport == "tcp" else UDP, mode)
+        elif isinstance(s, t.FieldIs):
+            self.emit("FIELD_IS", self.string(s.field), self.literal_set(s.literals, s.nocase))
         elif isinstance(s, t.Optional):
             self.emit("OPT_BEGIN")
             self.stmts(s.body)

@@ -356,7 +356,8 @@ class Engine:
             if sd != d and sd != 2:
                 # waits on the other direction: nothing new there, no call
                 n = len(bufs[sd])
-                if run.seen[sd] == n or (n <= run.base[sd] - offs[sd] and not full[sd]):
+                if run.seen[sd] == offs[sd] + n or (n <= run.base[sd] - offs[sd]
+                                                    and not full[sd]):
                     i += 1
                     continue
             verdict = self._advance_stream(st, run)
@@ -404,13 +405,13 @@ class Engine:
                 if n <= b0 and not st._full[d]:
                     waiting = True
                     continue
-                if run.seen[d] == n:
+                if run.seen[d] == st._offs[d] + n:
                     waiting = True
                     continue
                 V = run.vars[:]
                 K: list[tuple[str, str]] = []
                 X: list[tuple[str, str, str, int]] = []
-                r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost)
+                r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
                 if self.trace:
                     self._event(st, sig.name, step.name, d, _RESULT.get(r, "held"),
                                 st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
@@ -423,7 +424,7 @@ class Engine:
                     run.index += 1
                     break
                 if r == NEED:
-                    run.seen[d] = n
+                    run.seen[d] = st._offs[d] + n
                     waiting = True
                 elif r == GIVE_UP:
                     return FAIL
@@ -444,17 +445,17 @@ class Engine:
                 for _ in range(64):  # announcements per feed call, bounded
                     n = len(buf)
                     b0 = run.base[d] - st._offs[d]
-                    if n <= b0 or run.seen[d] == n:
+                    if n <= b0 or run.seen[d] == st._offs[d] + n:
                         break
                     V = run.vars[:]
                     K: list[tuple[str, str]] = []
                     X: list[tuple[str, str, str, int]] = []
-                    r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost)
+                    r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
                     if self.trace:
                         self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
                                     st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
-                    if r == NEED:
-                        run.seen[d] = n
+                    if r == NEED:  # stream offsets: trimming must not fool this
+                        run.seen[d] = st._offs[d] + n
                         break
                     if r < 0 or r == b0:
                         alive = False
@@ -476,10 +477,10 @@ class Engine:
     def _trim(self, st: FlowState) -> None:
         """Drop stream bytes no watch will read again (only watches remain)."""
         for d in (0, 1):
-            if not st._watches:
-                st._bufs[d] = bytearray()
-                continue
-            low = min(r.base[d] for r in st._watches)
+            readers = [r.base[d] for r in st._watches
+                       if r.watch is not None and r.watch.direction in (d, 2)]
+            # nobody reads this direction any more: keep none of it
+            low = min(readers) if readers else st._offs[d] + len(st._bufs[d])
             cut = low - st._offs[d]
             if cut > 0:
                 arrivals = st._arrivals[d]
@@ -502,7 +503,7 @@ class Engine:
             V = run.vars[:]
             K: list[tuple[str, str]] = []
             X: list[tuple[str, str, str, int]] = []
-            r = step.fn(data, 0, n, True, V, K, X, self._cost)
+            r = step.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
             if self.trace:
                 self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
                             r if r >= 0 else 0, K if r >= 0 else [])
@@ -528,7 +529,7 @@ class Engine:
             V = run.vars[:]
             K = []
             X = []
-            r = watch.fn(data, 0, n, True, V, K, X, self._cost)
+            r = watch.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
             if self.trace:
                 self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
                             r if r >= 0 else 0, K if r >= 0 else [])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nfkit.errors import InputError
-from nfkit.nfgrep.tree import Where
+
+if TYPE_CHECKING:  # the engine imports this module without the parser's tree
+    from nfkit.nfgrep.tree import Where
 
 
 class NfgrepSyntaxError(InputError):

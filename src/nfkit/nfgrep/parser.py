@@ -32,7 +32,7 @@ RESERVED = {
     "protocol", "over", "ports", "after", "step", "watch", "from", "at", "any", "of", "find",
     "within", "before", "nocase", "let", "skip", "keep", "until", "bytes", "labels", "as",
     "expect", "to", "port", "optional", "repeat", "up", "give", "here", "length", "decimal",
-    "in", "tcp", "udp", "client", "server", "either",
+    "in", "tcp", "udp", "client", "server", "either", "field", "is",
 }
 
 COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
@@ -384,6 +384,20 @@ class Parser:
                     region = self.expr()
                 self.op("{", "to open the repeated block")
                 return t.Repeat(limit, region, self.body("repeat block"), w)
+            if word == "field":
+                self.advance()
+                field = self.name("a field name after 'field'").text
+                self.word("is", f"after 'field {field}' (as in: field alpn is \"h2\")")
+                if self.is_word("any"):
+                    self.advance()
+                    self.word("of", "after 'any'")
+                    lits, nocase = self.literals()
+                else:
+                    lits, nocase = [self.string("the value the field must have")], False
+                    if self.is_word("nocase"):
+                        self.advance()
+                        nocase = True
+                return t.FieldIs(field, lits, nocase, w)
             if word == "give":
                 self.advance()
                 self.word("up", "after 'give'")
@@ -608,6 +622,9 @@ class Checker:
                 variables.append(s.name)
         elif isinstance(s, t.KeepBytes):
             self.expr(s.count, variables)
+        elif isinstance(s, t.FieldIs):
+            if not IDENT.match(s.field):
+                raise self.fail(s.at, f"field name {s.field!r}: use letters, digits and '_'")
         elif isinstance(s, t.KeepNumber):
             self.expr(s.value, variables)
         elif isinstance(s, t.Expect):

@@ -177,6 +177,16 @@ class Expect:
 
 
 @dataclass
+class FieldIs:
+    """A field kept by the verdicts the flow already has (chaining) is one of the literals."""
+
+    field: str
+    literals: list[bytes]
+    nocase: bool
+    at: Where
+
+
+@dataclass
 class Optional:
     body: list[Stmt]
     at: Where
@@ -196,7 +206,7 @@ class GiveUp:
 
 
 Stmt = (Match | Find | Compare | InRange | SetCursor | Let | Skip | KeepUntil | KeepBytes
-        | KeepNumber | KeepLabels | Expect | Optional | Repeat | GiveUp)
+        | KeepNumber | KeepLabels | Expect | FieldIs | Optional | Repeat | GiveUp)
 
 
 # ---------------------------------------------------------------- declarations

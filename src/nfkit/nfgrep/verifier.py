@@ -60,6 +60,8 @@ def _cost(info_name: str, a: int, b: int, c: int, program: Program) -> int:
         return 1 + a
     if info_name == "MATCH":
         return 1 + sum(len(program.strings[i]) for i in program.sets[a].strings)
+    if info_name == "FIELD_IS":
+        return 1 + sum(len(program.strings[i]) for i in program.sets[b].strings)
     if info_name == "FIND":
         lits = program.sets[a].strings
         extra = len(program.strings[c - 1]) if c else 0
@@ -187,7 +189,8 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
                 bad = f"address mode {value} is unknown"
             if bad:
                 raise refuse(at, f"{info.name}: {bad}")
-        if info.name in ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS", "EXPECT"):
+        if info.name in ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS", "EXPECT",
+                         "FIELD_IS"):
             if not NAME.match(p.strings[a]):
                 raise refuse(at, f"{info.name}: {p.strings[a]!r} is not a valid name")
         if info.name == "RANGE" and p.ints[a] > p.ints[b]:
