@@ -1,0 +1,558 @@
+"""Searching one C file: block scopes, expression types, and the five operations.
+
+This module owns what a match is and how a file is searched: candidates are
+found by name in the raw bytes (member names, variable names) or by a
+tree-sitter query (calls), then each candidate's object is typed bottom-up
+through identifiers (block scopes, then file scope and headers), member
+accesses, subscripts, ``*``/``&``, casts, calls and a few kernel macros that
+only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
+``container_of``...).  It does not walk directories or print.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tree_sitter import Node, Query as TSQuery, QueryCursor
+
+from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
+from nfkit.cgrep.environment import (
+    C_LANGUAGE, Environment, HeaderCache, Unit, _declarator_name, build_unit, parse,
+)
+from nfkit.cgrep.query import (
+    MEMBER_OPERATIONS, SET_OPERATORS, TEST_OPERATORS, Query,
+)
+
+# Macros that give back (a pointer of) the type of their first argument.
+PASS_THROUGH = frozenset({
+    "READ_ONCE", "rcu_dereference", "rcu_dereference_protected", "rcu_dereference_raw",
+    "rcu_dereference_bh", "rcu_dereference_sched", "rcu_dereference_check",
+    "rcu_dereference_bh_check", "rcu_dereference_sched_check", "rcu_dereference_raw_check",
+    "rcu_access_pointer", "srcu_dereference", "list_next_entry", "list_prev_entry",
+    "list_next_or_null_rcu", "xchg", "cmpxchg",
+})
+# Macros whose second argument is the type they give a pointer to.
+CONTAINER_OF = frozenset({
+    "container_of", "container_of_const", "list_entry", "list_first_entry",
+    "list_last_entry", "list_first_entry_or_null", "list_entry_rcu",
+    "list_first_or_null_rcu", "hlist_entry", "hlist_entry_safe", "hlist_nulls_entry",
+    "rb_entry", "rb_entry_safe", "llist_entry",
+})
+_SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
+_CALLS = TSQuery(C_LANGUAGE, "(call_expression function: (identifier) @function)")
+_DECLARATIONS = TSQuery(C_LANGUAGE, "(declaration) @d (parameter_declaration) @d")
+
+
+@dataclass
+class Match:
+    """One place that answers a query.
+
+    ``line``/``column`` (1-based, column in characters) are where the matched
+    expression starts, which is where coccigrep puts its position too;
+    ``end_line``/``end_column`` are just past it.  ``expression`` is the
+    object reached (``ct`` in ``ct->status``); ``loose`` is true when the
+    object's type could not be told and ``--loose`` matched on the name alone.
+    """
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    operation: str
+    ctype: str
+    attribute: str | None
+    code: str
+    function: str | None
+    expression: str
+    pointer: bool = False
+    loose: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "file": self.path, "line": self.line, "column": self.column,
+            "end": [self.end_line, self.end_column], "op": self.operation,
+            "type": self.ctype, "attr": self.attribute, "code": self.code,
+            "function": self.function, "expression": self.expression,
+            "pointer": self.pointer, "loose": self.loose,
+        }
+
+
+@dataclass
+class FileReport:
+    """What searching one file gave: matches, or the one-line reason it could not be searched."""
+
+    path: str
+    matches: list[Match] = field(default_factory=list)
+    error: str | None = None
+    parse_errors: bool = False
+    parsed: bool = False
+    unresolved: int = 0
+
+
+class Searcher:
+    """Searches files for a set of queries in one pass per file.
+
+    Headers are parsed once per `Searcher` (so once per worker process).
+    """
+
+    def __init__(self, queries: list[Query], include_dirs: list[str] | None = None,
+                 loose: bool = False) -> None:
+        self.queries = queries
+        self.headers = HeaderCache(include_dirs or [])
+        self.loose = loose
+        attributes = sorted({q.attribute for q in queries
+                             if q.operation in MEMBER_OPERATIONS and q.attribute})
+        self._member_names = re.compile(
+            rb"\b(?:" + b"|".join(re.escape(a.encode()) for a in attributes) + rb")\b"
+        ) if attributes else None
+        self._needs_parse_always = any(q.operation not in MEMBER_OPERATIONS for q in queries)
+
+    def search_path(self, path: str) -> FileReport:
+        """Search the file at ``path``; unreadable or non-C input becomes ``error``."""
+        try:
+            with open(path, "rb") as handle:
+                source = handle.read()
+        except IsADirectoryError:
+            return FileReport(path, error="is a directory")
+        except FileNotFoundError:
+            return FileReport(path, error="no such file or directory")
+        except OSError as exc:
+            return FileReport(path, error=exc.strerror or str(exc))
+        if b"\0" in source[:8192]:
+            return FileReport(path, error="not a C file (binary content)")
+        return self.search_source(path, source)
+
+    def search_source(self, path: str, source: bytes) -> FileReport:
+        """Search C ``source`` that came from ``path``."""
+        report = FileReport(path)
+        if not self._needs_parse_always and (
+                self._member_names is None or not self._member_names.search(source)):
+            return report
+        _FileSearch(self, path, source, report).run()
+        return report
+
+
+class _FileSearch:
+    def __init__(self, searcher: Searcher, path: str, source: bytes, report: FileReport) -> None:
+        self.searcher = searcher
+        self.path = path
+        self.source = source
+        self.report = report
+        self.tree = parse(source)
+        self.root = self.tree.root_node
+        report.parsed = True
+        report.parse_errors = self.root.has_error
+        self._unit: Unit | None = None
+        self._env: Environment | None = None
+        self._scopes: dict[int, dict[str, list[tuple[int, CType]]]] = {}
+        self._types: dict[int, CType | None] = {}
+        self._lines: list[bytes] | None = None
+        self._seen: set[tuple[int, int, str, str]] = set()
+
+    # -- environment -------------------------------------------------------
+    @property
+    def env(self) -> Environment:
+        if self._env is None:
+            self._unit = build_unit(self.path, self.source, self.tree)
+            headers = self.searcher.headers.closure(self._unit)
+            self._env = Environment(self._unit, headers)
+        return self._env
+
+    def anon(self, keyword: str, body: Node) -> str:
+        self.env  # noqa: B018 - makes sure the unit exists
+        assert self._unit is not None
+        return self._unit.anon_name(keyword, body)
+
+    # -- driver ------------------------------------------------------------
+    def run(self) -> None:
+        queries = self.searcher.queries
+        member = [q for q in queries if q.operation in MEMBER_OPERATIONS]
+        if member and self.searcher._member_names is not None:
+            self._search_members(member)
+        used = [q for q in queries if q.operation == "used"]
+        if used:
+            self._search_used(used)
+        calls = [q for q in queries if q.operation == "func"]
+        if calls:
+            self._search_calls(calls)
+        self.report.matches.sort(key=lambda m: (m.line, m.column, m.operation))
+
+    def _search_members(self, queries: list[Query]) -> None:
+        pattern = self.searcher._member_names
+        assert pattern is not None
+        by_attribute: dict[str, list[Query]] = {}
+        for query in queries:
+            by_attribute.setdefault(query.attribute or "", []).append(query)
+        for found in pattern.finditer(self.source):
+            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            if node is None or node.type != "field_identifier":
+                continue
+            access = node.parent
+            if access is None or access.type != "field_expression":
+                continue
+            attribute = found.group().decode()
+            obj = access.child_by_field_name("argument")
+            operator = access.child_by_field_name("operator")
+            if obj is None or operator is None:
+                continue
+            arrow = operator.type == "->"
+            obj_type = self.type_of(obj)
+            resolved = self.env.resolve(obj_type) if obj_type is not None else None
+            if resolved is not None and arrow:
+                resolved = resolved.deref()
+            for query in by_attribute[attribute]:
+                loose = False
+                if resolved is None or resolved.ptr != 0:
+                    if resolved is None:
+                        self.report.unresolved += 1
+                    if not (self.searcher.loose and resolved is None):
+                        continue
+                    loose = True
+                elif not self._is_type(obj_type, query, 1 if arrow else 0):
+                    continue
+                if self._operation_holds(query.operation, access):
+                    self._add(query, access, obj, loose, arrow)
+
+    def _operation_holds(self, operation: str, access: Node) -> bool:
+        if operation == "deref":
+            return True
+        outer = access
+        parent = outer.parent
+        while parent is not None and parent.type == "parenthesized_expression":
+            outer, parent = parent, parent.parent
+        if parent is None:
+            return False
+        if operation == "set":
+            if parent.type == "update_expression":
+                return True
+            if parent.type == "assignment_expression":
+                left = parent.child_by_field_name("left")
+                op = parent.child_by_field_name("operator")
+                return left is not None and left.id == outer.id and \
+                    op is not None and op.type in SET_OPERATORS
+            return False
+        if operation == "test" and parent.type == "binary_expression":
+            op = parent.child_by_field_name("operator")
+            return op is not None and op.type in TEST_OPERATORS
+        return False
+
+    def _search_used(self, queries: list[Query]) -> None:
+        names: set[bytes] = set()
+        for query in queries:
+            names |= self._names_of_type(query)
+        if not names:
+            return
+        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(n) for n in sorted(names)) + rb")\b")
+        for found in pattern.finditer(self.source):
+            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            if node is None or node.type != "identifier" or not _is_use(node):
+                continue
+            ctype = self._identifier_type(node)
+            if ctype is None:
+                continue
+            for query in queries:
+                if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                    self._add(query, node, node, False, self._is_type(ctype, query, 1))
+
+    def _names_of_type(self, query: Query) -> set[bytes]:
+        names: set[bytes] = set()
+        cursor = QueryCursor(_DECLARATIONS)
+        for node in cursor.captures(self.root).get("d", []):
+            for name, ctype in declarations(node, self.anon):
+                if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                    names.add(name.encode())
+        env = self.env
+        for name in env.ordinary:
+            ctype = env.global_type(name)
+            if ctype is not None and ctype.base != FUNCTION and (
+                    self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1)):
+                names.add(name.encode())
+        return names
+
+    def _search_calls(self, queries: list[Query]) -> None:
+        cursor = QueryCursor(_CALLS)
+        for function in cursor.captures(self.root).get("function", []):
+            name = _text(function)
+            wanted = [q for q in queries if q.pattern is not None and q.pattern.search(name)]
+            if not wanted:
+                continue
+            call = function.parent
+            arguments = call.child_by_field_name("arguments") if call is not None else None
+            if arguments is None:
+                continue
+            for argument in arguments.named_children:
+                inner = argument
+                while inner.type == "cast_expression":
+                    value = inner.child_by_field_name("value")
+                    if value is None:
+                        break
+                    inner = value
+                ctype = self.type_of(inner)
+                if ctype is None:
+                    continue
+                for query in wanted:
+                    if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                        self._add(query, inner, inner, False, self._is_type(ctype, query, 1))
+
+    # -- types -------------------------------------------------------------
+    def _is_type(self, ctype: CType | None, query: Query, pointers: int) -> bool:
+        """Is ``ctype`` the query's type with exactly ``pointers`` levels of pointer?"""
+        if ctype is None:
+            return False
+        env = self.env
+        resolved = env.resolve(ctype)
+        if resolved.ptr != pointers or resolved.base == FUNCTION:
+            return False
+        chain = env.typedef_chain(ctype)
+        if not query.names.isdisjoint(chain):
+            return True
+        target = env.typedef(query.ctype)
+        if target is not None:
+            final = env.resolve(CType(query.ctype))
+            return final.ptr == 0 and final.base == resolved.base
+        return False
+
+    def type_of(self, node: Node) -> CType | None:
+        """The type of expression ``node``, or None when it cannot be told."""
+        key = node.id
+        if key in self._types:
+            return self._types[key]
+        self._types[key] = None  # guards against cycles through odd trees
+        ctype = self._compute_type(node)
+        self._types[key] = ctype
+        return ctype
+
+    def _compute_type(self, node: Node) -> CType | None:
+        kind = node.type
+        if kind == "identifier":
+            return self._identifier_type(node)
+        if kind == "field_expression":
+            obj = node.child_by_field_name("argument")
+            operator = node.child_by_field_name("operator")
+            member = node.child_by_field_name("field")
+            if obj is None or operator is None or member is None:
+                return None
+            obj_type = self.type_of(obj)
+            if obj_type is None:
+                return None
+            resolved: CType | None = self.env.resolve(obj_type)
+            if operator.type == "->":
+                assert resolved is not None
+                resolved = resolved.deref()
+            if resolved is None or resolved.ptr != 0:
+                return None
+            table = self.env.members(resolved.base)
+            return table.get(_text(member)) if table else None
+        if kind == "subscript_expression":
+            inner = self._operand_type(node, "argument")
+            return self.env.resolve(inner).deref() if inner is not None else None
+        if kind == "pointer_expression":
+            inner = self._operand_type(node, "argument")
+            if inner is None:
+                return None
+            operator = node.child_by_field_name("operator")
+            if operator is not None and operator.type == "&":
+                return inner.pointer()
+            return self.env.resolve(inner).deref()
+        if kind == "parenthesized_expression":
+            children = node.named_children
+            return self.type_of(children[-1]) if children else None
+        if kind in ("cast_expression", "compound_literal_expression"):
+            descriptor = node.child_by_field_name("type")
+            return type_name(descriptor, self.anon) if descriptor is not None else None
+        if kind == "call_expression":
+            return self._call_type(node)
+        if kind == "conditional_expression":
+            for part in ("consequence", "alternative"):
+                ctype = self._operand_type(node, part)
+                if ctype is not None:
+                    return ctype
+            return None
+        if kind == "comma_expression":
+            return self._operand_type(node, "right")
+        if kind == "assignment_expression":
+            return self._operand_type(node, "left")
+        return None
+
+    def _operand_type(self, node: Node, name: str) -> CType | None:
+        child = node.child_by_field_name(name)
+        return self.type_of(child) if child is not None else None
+
+    def _call_type(self, node: Node) -> CType | None:
+        function = node.child_by_field_name("function")
+        if function is None:
+            return None
+        if function.type == "identifier":
+            name = _text(function)
+            if name in PASS_THROUGH or name in CONTAINER_OF:
+                arguments = node.child_by_field_name("arguments")
+                if arguments is None:
+                    return None
+                if name in PASS_THROUGH:
+                    first = arguments.named_children
+                    return self.type_of(first[0]) if first else None
+                texts = _split_arguments(_text(arguments))
+                if len(texts) >= 2:
+                    named = parse_type_text(texts[1])
+                    return named.pointer() if named is not None else None
+                return None
+        ftype = self.type_of(function)
+        if ftype is None:
+            return None
+        ftype = self.env.resolve(ftype)
+        if ftype.base == FUNCTION and ftype.ptr <= 1:
+            return ftype.ret
+        return None
+
+    def _identifier_type(self, node: Node) -> CType | None:
+        name = _text(node)
+        position = node.start_byte
+        scope = node.parent
+        while scope is not None:
+            if scope.type in _SCOPES:
+                entries = self._scope(scope).get(name)
+                if entries:
+                    best = None
+                    for start, ctype in entries:
+                        if start <= position:
+                            best = ctype
+                    if best is not None:
+                        return best
+            scope = scope.parent
+        return self.env.global_type(name)
+
+    def _scope(self, scope: Node) -> dict[str, list[tuple[int, CType]]]:
+        key = scope.id
+        table = self._scopes.get(key)
+        if table is None:
+            table = {}
+            if scope.type == "function_definition":
+                for parameter in _parameters(scope):
+                    for name, ctype in declarations(parameter, self.anon):
+                        table.setdefault(name, []).append((0, ctype))
+            elif scope.type == "for_statement":
+                init = scope.child_by_field_name("initializer")
+                if init is not None and init.type == "declaration":
+                    for name, ctype in declarations(init, self.anon):
+                        table.setdefault(name, []).append((init.start_byte, ctype))
+            else:
+                self._block_declarations(scope, table)
+            self._scopes[key] = table
+        return table
+
+    def _block_declarations(self, block: Node, table: dict[str, list[tuple[int, CType]]]) -> None:
+        for child in block.named_children:
+            kind = child.type
+            if kind == "declaration":
+                for name, ctype in declarations(child, self.anon):
+                    table.setdefault(name, []).append((child.start_byte, ctype))
+            elif kind.startswith("preproc_") or kind in ("ERROR", "labeled_statement"):
+                self._block_declarations(child, table)
+
+    # -- results -----------------------------------------------------------
+    def _add(self, query: Query, span: Node, obj: Node, loose: bool, pointer: bool) -> None:
+        key = (span.start_byte, span.end_byte, query.operation, query.label)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        line, column = self._position(span.start_byte, span.start_point.row)
+        end_line, end_column = self._position(span.end_byte, span.end_point.row)
+        lines = self._source_lines()
+        code = lines[line - 1].decode("utf-8", "replace").rstrip("\r\n") \
+            if line - 1 < len(lines) else ""
+        self.report.matches.append(Match(
+            self.path, line, column, end_line, end_column, query.operation, query.ctype,
+            query.attribute, code, _function_name(span), _text(obj), pointer, loose,
+        ))
+
+    def _source_lines(self) -> list[bytes]:
+        if self._lines is None:
+            self._lines = self.source.split(b"\n")
+        return self._lines
+
+    def _position(self, byte: int, row: int) -> tuple[int, int]:
+        start = self.source.rfind(b"\n", 0, byte) + 1
+        prefix = self.source[start:byte]
+        column = len(prefix.decode("utf-8", "replace")) if not prefix.isascii() else len(prefix)
+        return row + 1, column + 1
+
+
+def _parameters(function: Node) -> list[Node]:
+    """Parameter declarations of a function definition (not of the function
+    pointers among them)."""
+    node = function.child_by_field_name("declarator")
+    while node is not None:
+        if node.type == "function_declarator":
+            inner = node.child_by_field_name("declarator")
+            if inner is not None and inner.type == "identifier" or inner is None:
+                params = node.child_by_field_name("parameters")
+                return [p for p in params.named_children
+                        if p.type == "parameter_declaration"] if params is not None else []
+            node = inner
+            continue
+        nxt = node.child_by_field_name("declarator")
+        if nxt is None:
+            nxt = next((c for c in node.named_children if c.type.endswith("declarator")), None)
+        node = nxt
+    return []
+
+
+def _is_use(node: Node) -> bool:
+    """Is identifier ``node`` a use of a name (not the name being declared)?"""
+    parent = node.parent
+    if parent is None:
+        return False
+    kind = parent.type
+    if kind.startswith("preproc_"):
+        return False
+    declarator = parent.child_by_field_name("declarator")
+    if declarator is not None and declarator.id == node.id:
+        return False
+    if kind in ("parenthesized_declarator", "attributed_declarator", "goto_statement"):
+        return False
+    return True
+
+
+def _function_name(node: Node) -> str | None:
+    parent = node.parent
+    while parent is not None:
+        if parent.type == "function_definition":
+            declarator = parent.child_by_field_name("declarator")
+            return _declarator_name(declarator) if declarator is not None else None
+        parent = parent.parent
+    return None
+
+
+def _split_arguments(text: str) -> list[str]:
+    """Top-level comma-separated arguments of ``(a, b(c, d), e)``."""
+    inner = text.strip()
+    if inner.startswith("(") and inner.endswith(")"):
+        inner = inner[1:-1]
+    parts, depth, current = [], 0, []
+    for char in inner:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def _text(node: Node) -> str:
+    raw = node.text
+    return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
+def search_file(path: str, queries: list[Query], include_dirs: list[str] | None = None,
+                loose: bool = False) -> FileReport:
+    """Search one file for ``queries`` (convenience for a single file)."""
+    return Searcher(queries, include_dirs, loose).search_path(path)
+
+
