@@ -10,15 +10,14 @@ caller registers its body.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
 FUNCTION = "()"  # base of a function type; its `ret` is the return type
 
 
-@dataclass(frozen=True, slots=True)
-class CType:
+class CType(NamedTuple):
     """A C type reduced to what member lookup needs.
 
     ``base`` is ``"struct tag"``, ``"union tag"``, ``"enum tag"``, a typedef

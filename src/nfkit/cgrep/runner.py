@@ -20,9 +20,10 @@ PARALLEL_THRESHOLD = 8
 _worker: Searcher | None = None
 
 
-def _start_worker(queries: list[Query], include_dirs: list[str], loose: bool) -> None:
+def _start_worker(queries: list[Query], include_dirs: list[str], loose: bool,
+                  cache_dir: str | None) -> None:
     global _worker
-    _worker = Searcher(queries, include_dirs, loose)
+    _worker = Searcher(queries, include_dirs, loose, cache_dir)
 
 
 def _search_in_worker(path: str) -> FileReport:
@@ -38,16 +39,32 @@ def default_jobs() -> int:
 
 
 def search_files(files: list[str], queries: list[Query], include_dirs: list[str] | None = None,
-                 loose: bool = False, jobs: int | None = None) -> Iterator[FileReport]:
-    """Search ``files`` for ``queries``; yield one `FileReport` per file, in order."""
+                 loose: bool = False, jobs: int | None = None,
+                 cache_dir: str | None = None) -> Iterator[FileReport]:
+    """Search ``files`` for ``queries``; yield one `FileReport` per file, in order.
+
+    ``cache_dir`` keeps parsed header tables between runs (None: no cache).
+    """
     include_dirs = include_dirs or []
     jobs = jobs or default_jobs()
-    if jobs <= 1 or len(files) < PARALLEL_THRESHOLD:
-        searcher = Searcher(queries, include_dirs, loose)
+    searcher = Searcher(queries, include_dirs, loose, cache_dir)
+    # A byte search first: files that cannot match are answered here, unparsed.
+    wanted: list[str] = []
+    early: dict[str, FileReport] = {}
+    for path in files:
+        report = searcher.search_path(path, probe_only=True)
+        if report is None:
+            wanted.append(path)
+        else:
+            early[path] = report
+    if jobs <= 1 or len(wanted) < PARALLEL_THRESHOLD:
         for path in files:
-            yield searcher.search_path(path)
+            yield early[path] if path in early else searcher.search_path(path)
         return
     context = multiprocessing.get_context("fork")
-    chunk = max(1, min(16, len(files) // (jobs * 8)))
-    with context.Pool(jobs, _start_worker, (queries, include_dirs, loose)) as pool:
-        yield from pool.imap(_search_in_worker, files, chunksize=chunk)
+    chunk = max(1, min(16, len(wanted) // (jobs * 8)))
+    with context.Pool(jobs, _start_worker,
+                      (queries, include_dirs, loose, cache_dir)) as pool:
+        searched = pool.imap(_search_in_worker, wanted, chunksize=chunk)
+        for path in files:
+            yield early[path] if path in early else next(searched)

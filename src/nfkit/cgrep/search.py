@@ -12,13 +12,14 @@ only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
 from __future__ import annotations
 
 import re
+from typing import overload
 from dataclasses import dataclass, field
 
 from tree_sitter import Node, Query as TSQuery, QueryCursor
 
 from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
 from nfkit.cgrep.environment import (
-    C_LANGUAGE, Environment, HeaderCache, Unit, _declarator_name, build_unit, parse,
+    C_LANGUAGE, Environment, HeaderStore, Unit, build_unit, declarator_name, parse,
 )
 from nfkit.cgrep.query import (
     MEMBER_OPERATIONS, SET_OPERATORS, TEST_OPERATORS, Query,
@@ -41,6 +42,7 @@ CONTAINER_OF = frozenset({
 })
 _SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
 _CALLS = TSQuery(C_LANGUAGE, "(call_expression function: (identifier) @function)")
+_WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 _DECLARATIONS = TSQuery(C_LANGUAGE, "(declaration) @d (parameter_declaration) @d")
 
 
@@ -98,19 +100,28 @@ class Searcher:
     """
 
     def __init__(self, queries: list[Query], include_dirs: list[str] | None = None,
-                 loose: bool = False) -> None:
+                 loose: bool = False, cache_dir: str | None = None) -> None:
         self.queries = queries
-        self.headers = HeaderCache(include_dirs or [])
+        self.headers = HeaderStore(include_dirs or [], cache_dir)
         self.loose = loose
         attributes = sorted({q.attribute for q in queries
                              if q.operation in MEMBER_OPERATIONS and q.attribute})
+        # A member is reached with -> or . before its name (spaces, even a line break, allowed).
         self._member_names = re.compile(
-            rb"\b(?:" + b"|".join(re.escape(a.encode()) for a in attributes) + rb")\b"
+            rb"(?:->|\.)\s*(" + b"|".join(re.escape(a.encode()) for a in attributes) + rb")\b"
         ) if attributes else None
         self._needs_parse_always = any(q.operation not in MEMBER_OPERATIONS for q in queries)
 
-    def search_path(self, path: str) -> FileReport:
-        """Search the file at ``path``; unreadable or non-C input becomes ``error``."""
+    @overload
+    def search_path(self, path: str) -> FileReport: ...
+    @overload
+    def search_path(self, path: str, probe_only: bool) -> FileReport | None: ...
+
+    def search_path(self, path: str, probe_only: bool = False) -> FileReport | None:
+        """Search the file at ``path``; unreadable or non-C input becomes ``error``.
+
+        With ``probe_only``, return None instead of parsing a file that could match.
+        """
         try:
             with open(path, "rb") as handle:
                 source = handle.read()
@@ -122,15 +133,20 @@ class Searcher:
             return FileReport(path, error=exc.strerror or str(exc))
         if b"\0" in source[:8192]:
             return FileReport(path, error="not a C file (binary content)")
+        if probe_only:
+            return None if self.wants(source) else FileReport(path)
         return self.search_source(path, source)
+
+    def wants(self, source: bytes) -> bool:
+        """Could ``source`` hold a match at all? (A byte search: no parse.)"""
+        return self._needs_parse_always or (
+            self._member_names is not None and self._member_names.search(source) is not None)
 
     def search_source(self, path: str, source: bytes) -> FileReport:
         """Search C ``source`` that came from ``path``."""
         report = FileReport(path)
-        if not self._needs_parse_always and (
-                self._member_names is None or not self._member_names.search(source)):
-            return report
-        _FileSearch(self, path, source, report).run()
+        if self.wants(source):
+            _FileSearch(self, path, source, report).run()
         return report
 
 
@@ -150,14 +166,14 @@ class _FileSearch:
         self._types: dict[int, CType | None] = {}
         self._lines: list[bytes] | None = None
         self._seen: set[tuple[int, int, str, str]] = set()
+        self._word_set: set[str] | None = None
 
     # -- environment -------------------------------------------------------
     @property
     def env(self) -> Environment:
         if self._env is None:
             self._unit = build_unit(self.path, self.source, self.tree)
-            headers = self.searcher.headers.closure(self._unit)
-            self._env = Environment(self._unit, headers)
+            self._env = Environment(self._unit, self.searcher.headers)
         return self._env
 
     def anon(self, keyword: str, body: Node) -> str:
@@ -186,13 +202,13 @@ class _FileSearch:
         for query in queries:
             by_attribute.setdefault(query.attribute or "", []).append(query)
         for found in pattern.finditer(self.source):
-            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            node = self.root.descendant_for_byte_range(found.start(1), found.end(1))
             if node is None or node.type != "field_identifier":
                 continue
             access = node.parent
             if access is None or access.type != "field_expression":
                 continue
-            attribute = found.group().decode()
+            attribute = found.group(1).decode()
             obj = access.child_by_field_name("argument")
             operator = access.child_by_field_name("operator")
             if obj is None or operator is None:
@@ -264,12 +280,20 @@ class _FileSearch:
                 if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
                     names.add(name.encode())
         env = self.env
-        for name in env.ordinary:
-            ctype = env.global_type(name)
-            if ctype is not None and ctype.base != FUNCTION and (
-                    self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1)):
-                names.add(name.encode())
+        known = self.searcher.headers.index_ordinary
+        for word in self._words():
+            if word in known or word in env.unit.ordinary:
+                ctype = env.global_type(word)
+                if ctype is not None and ctype.base != FUNCTION and (
+                        self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1)):
+                    names.add(word.encode())
         return names
+
+    def _words(self) -> set[str]:
+        if self._word_set is None:
+            self.env.visible  # noqa: B018 - loads the headers, so their names are known
+            self._word_set = {w.decode() for w in set(_WORD.findall(self.source))}
+        return self._word_set
 
     def _search_calls(self, queries: list[Query]) -> None:
         cursor = QueryCursor(_CALLS)
@@ -520,7 +544,7 @@ def _function_name(node: Node) -> str | None:
     while parent is not None:
         if parent.type == "function_definition":
             declarator = parent.child_by_field_name("declarator")
-            return _declarator_name(declarator) if declarator is not None else None
+            return declarator_name(declarator) if declarator is not None else None
         parent = parent.parent
     return None
 
@@ -551,8 +575,11 @@ def _text(node: Node) -> str:
 
 
 def search_file(path: str, queries: list[Query], include_dirs: list[str] | None = None,
-                loose: bool = False) -> FileReport:
-    """Search one file for ``queries`` (convenience for a single file)."""
-    return Searcher(queries, include_dirs, loose).search_path(path)
+                loose: bool = False, cache_dir: str | None = None) -> FileReport:
+    """Search one file for ``queries`` (convenience for a single file).
+
+    Unreadable or non-C input is reported in ``FileReport.error``, never raised.
+    """
+    return Searcher(queries, include_dirs, loose, cache_dir).search_path(path)
 
 

@@ -43,6 +43,9 @@ from nfkit.errors import InputError
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
               help="Highlight matches (auto: on a terminal).")
 @click.option("--stats", is_flag=True, help="Print counts and unclean parses to stderr.")
+@click.option("--no-cache", is_flag=True,
+              help="Do not keep parsed header tables between runs "
+                   "(kept in ~/.cache/nfkit/cgrep, or $NFKIT_CGREP_CACHE).")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, metavar="N",
               help="Worker processes (default: one per core).")
 @click.argument("paths", nargs=-1, metavar="PATH...")
@@ -50,7 +53,7 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
           expressions: tuple[str, ...], include_dirs: tuple[str, ...], loose: bool,
           include_globs: tuple[str, ...], exclude_globs: tuple[str, ...], after: int,
           before: int, context: int | None, as_json: bool, vim: bool, emacs: bool,
-          color: str, stats: bool, jobs: int | None, paths: tuple[str, ...]) -> None:
+          color: str, stats: bool, no_cache: bool, jobs: int | None, paths: tuple[str, ...]) -> None:
     """Find where members of a C type are reached, set, tested, or where it is used.
 
     \b
@@ -62,6 +65,7 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     not be searched (the others still are).
     """
     from nfkit.cgrep import collect, make_query, parse_expression, search_files
+    from nfkit.cgrep.environment import default_cache_dir
     from nfkit.cgrep.render import format_match, with_context
 
     queries = [parse_expression(text) for text in expressions]
@@ -103,7 +107,8 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
               "unresolved": 0}
     unclean: list[str] = []
     per_query: dict[str, int] = {q.label: 0 for q in queries}
-    reports = search_files(fileset.files, queries, list(include_dirs), loose, jobs)
+    cache_dir = None if no_cache else default_cache_dir()
+    reports = search_files(fileset.files, queries, list(include_dirs), loose, jobs, cache_dir)
     progress = _progress(len(fileset.files))
     out = click.get_text_stream("stdout")
     try:
