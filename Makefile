@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 # Debian packages the tests and the demo drive (oracles and traffic makers).
 APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev
 # Debian packages only the benchmarks need.
-APT_BENCH := $(APT_TEST)
+APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12
 
 .PHONY: setup demo test bench clean
 

@@ -28,7 +28,7 @@ from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
 from nfkit.cgrep.ctype import FUNCTION, CType, base_of, declarations, declared
 
 C_LANGUAGE = Language(tree_sitter_c.language())
-CACHE_FORMAT = 3  # bump when `HeaderTables` or the conversion changes
+CACHE_FORMAT = 4  # bump when `HeaderTables` or the conversion changes
 
 _INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
 _RECORD_QUERY = Query(
@@ -112,12 +112,14 @@ def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
     unit = Unit(path, tree if tree is not None else parse(source))
     unit.includes = [(m.group(1) == b'"', m.group(2).decode("utf-8", "replace").strip())
                      for m in _INCLUDE.finditer(source)]
-    captures = QueryCursor(_RECORD_QUERY).captures(unit.tree.root_node)
-    for name_node, body in zip(captures.get("name", []), captures.get("body", [])):
+    for _, found in QueryCursor(_RECORD_QUERY).matches(unit.tree.root_node):
+        if "enumerator" in found:
+            unit.constants.update(_text(n) for n in found["enumerator"])
+            continue
+        name_node, body = found["name"][0], found["body"][0]
         parent = name_node.parent
         keyword = "union" if parent is not None and parent.type == "union_specifier" else "struct"
         unit.records.setdefault(f"{keyword} {_text(name_node)}", body)
-    unit.constants.update(_text(n) for n in captures.get("enumerator", []))
     _index_top_level(unit, unit.tree.root_node)
     return unit
 

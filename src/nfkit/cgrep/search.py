@@ -307,18 +307,15 @@ class _FileSearch:
             if arguments is None:
                 continue
             for argument in arguments.named_children:
-                inner = argument
-                while inner.type == "cast_expression":
-                    value = inner.child_by_field_name("value")
-                    if value is None:
-                        break
-                    inner = value
-                ctype = self.type_of(inner)
-                if ctype is None:
-                    continue
-                for query in wanted:
-                    if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
-                        self._add(query, inner, inner, False, self._is_type(ctype, query, 1))
+                # As coccigrep's (t)p: the argument itself, or what a cast converts.
+                level: Node | None = argument
+                while level is not None:
+                    ctype = self.type_of(level)
+                    for query in wanted:
+                        if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                            self._add(query, level, level, False, self._is_type(ctype, query, 1))
+                    level = level.child_by_field_name("value") \
+                        if level.type == "cast_expression" else None
 
     # -- types -------------------------------------------------------------
     def _is_type(self, ctype: CType | None, query: Query, pointers: int) -> bool:

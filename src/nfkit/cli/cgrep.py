@@ -86,8 +86,8 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
             raise InputError(f"include directory {directory}: no such directory")
     for query in queries:
         if query.bare_tag:
-            click.echo(f"nfkit: cgrep: type {query.ctype!r} read as 'struct {query.ctype}' "
-                       f"(or the typedef {query.ctype} where one is visible)", err=True)
+            click.echo(f"nfkit: cgrep: type {query.ctype!r} means the typedef {query.ctype} "
+                       f"where one is visible, else 'struct {query.ctype}'", err=True)
 
     if context is not None:
         before = before or context

@@ -1,0 +1,212 @@
+"""bench/cgrep: nfkit cgrep vs coccigrep (spatch) on Linux's netfilter sources.
+
+Unpacks Debian's linux-source tarball once into /var/cache/nfkit-bench (never
+into the repository), then for each query runs coccigrep once (it is slow)
+and `nfkit cgrep` several times (median), compares the match sets (file,
+line, column of the matched object) and classifies every disagreement:
+
+  header-typed   found by nfkit only because a kernel header tells the
+                 object's type (coccigrep passes spatch no kernel include dir)
+  nfkit-extra    found by nfkit without headers too (casts, typedefs, macros
+                 such as container_of/READ_ONCE that nfkit types)
+  nfkit-miss     found by coccigrep only (printed with the line, to explain)
+
+Also times all queries in one `nfkit cgrep -e ... -e ...` pass, and one cold
+run (empty header cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+CACHE = os.environ.get("NFKIT_BENCH_CACHE", "/var/cache/nfkit-bench")
+DIRS = ["net/netfilter", "net/ipv4/netfilter", "net/ipv6/netfilter"]
+QUERIES = [
+    ("struct nf_conn", "status", "set"),
+    ("struct nf_conn", "status", "test"),
+    ("struct nf_conn", "mark", "deref"),
+    ("struct nf_conn", "timeout", "set"),
+    ("struct sk_buff", "len", "test"),
+    ("struct sk_buff", "dev", "deref"),
+    ("struct nf_conntrack_tuple", "dst", "deref"),
+    ("struct nf_conntrack_expect", "master", "deref"),
+    ("struct nft_pktinfo", "skb", "deref"),
+    ("struct nf_conn", None, "used"),
+    ("struct nf_conn", "^nf_ct_", "func"),
+    ("struct nf_hook_state", "net", "deref"),
+]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NFKIT = os.path.join(ROOT, ".venv", "bin", "nfkit")
+
+
+def kernel_tree() -> str:
+    """The unpacked source tree (unpacked now if needed)."""
+    tarballs = sorted(glob.glob("/usr/src/linux-source-*.tar.xz"), reverse=True)
+    if not tarballs:
+        sys.exit("bench/cgrep: no /usr/src/linux-source-*.tar.xz "
+                 "(scripts/apt-need linux-source-6.12)")
+    tarball = tarballs[0]
+    name = os.path.basename(tarball)[: -len(".tar.xz")]
+    tree = os.path.join(CACHE, name)
+    stamp = os.path.join(tree, ".nfkit-unpacked")
+    if not os.path.exists(stamp):
+        os.makedirs(CACHE, exist_ok=True)
+        print(f"unpacking {tarball} (netfilter dirs and include/) into {CACHE} ...", flush=True)
+        wanted = [f"{name}/{d}/" for d in DIRS] + [f"{name}/include/"]
+        with tarfile.open(tarball) as archive:
+            members = [m for m in archive if any(m.name.startswith(w) for w in wanted)]
+            archive.extractall(CACHE, members=members, filter="data")
+        open(stamp, "w").close()
+    return tree
+
+
+def c_files(tree: str) -> list[str]:
+    found = []
+    for directory in DIRS:
+        for root, _, files in os.walk(os.path.join(tree, directory)):
+            found += [os.path.relpath(os.path.join(root, f), tree) for f in files
+                      if f.endswith(".c")]
+    return sorted(found)
+
+
+def label(query: tuple[str, str | None, str]) -> str:
+    return f"{query[0]}:{query[1] or ''}:{query[2]}"
+
+
+def run_nfkit(tree: str, files: list[str], queries: list, include: bool = True,
+              cache: str | None = None) -> tuple[float, dict[str, set]]:
+    """One `nfkit cgrep --json` run; (wall seconds, label -> {(file, line, col0)})."""
+    args = [NFKIT, "cgrep", "--json", "-"]
+    if include:
+        args += ["-I", "include"]
+    for query in queries:
+        args += ["-e", label(query)]
+    env = dict(os.environ)
+    if cache is not None:
+        env["NFKIT_CGREP_CACHE"] = cache
+    start = time.monotonic()
+    done = subprocess.run(args, cwd=tree, input="\n".join(files), capture_output=True,
+                          text=True, env=env)
+    elapsed = time.monotonic() - start
+    if done.returncode not in (0, 1):
+        sys.exit(f"nfkit cgrep failed: {done.stderr.strip()}")
+    found: dict[str, set] = {label(q): set() for q in queries}
+    for line in done.stdout.splitlines():
+        match = json.loads(line)
+        key = f"{match['type']}:{match['attr'] or ''}:{match['op']}"
+        found[key].add((match["file"], match["line"], match["column"] - 1))
+    return elapsed, found
+
+
+def run_coccigrep(tree: str, files: list[str], query: tuple, jobs: int) -> tuple[float, set]:
+    """One coccigrep search through its Python API (which runs spatch)."""
+    from coccigrep.coccigrep import CocciGrep
+
+    grep = CocciGrep()
+    grep.setup(query[0], query[1] or "", query[2])
+    grep.set_concurrency(jobs)
+    here = os.getcwd()
+    os.chdir(tree)
+    try:
+        start = time.monotonic()
+        grep.run(files)
+        elapsed = time.monotonic() - start
+    finally:
+        os.chdir(here)
+    return elapsed, {(m.file, m.line, m.column) for m in grep.matches}
+
+
+def source_line(tree: str, key: tuple) -> str:
+    with open(os.path.join(tree, key[0]), errors="replace") as handle:
+        lines = handle.read().split("\n")
+    return lines[key[1] - 1].strip() if key[1] - 1 < len(lines) else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="nfkit runs per query (median)")
+    parser.add_argument("--queries", type=int, default=len(QUERIES),
+                        help="only the first N queries")
+    parser.add_argument("--report", default=os.path.join(CACHE, "cgrep-bench.json"),
+                        help="where the full comparison is written as JSON")
+    args = parser.parse_args()
+    tree = kernel_tree()
+    files = c_files(tree)
+    queries = QUERIES[: args.queries]
+    jobs = len(os.sched_getaffinity(0))
+    print(f"{len(files)} C files under {', '.join(DIRS)} of {os.path.basename(tree)}, "
+          f"include path include/, {jobs} cores for both tools", flush=True)
+
+    with tempfile.TemporaryDirectory() as cold_cache:
+        cold, _ = run_nfkit(tree, files, queries[:1], cache=cold_cache)
+    run_nfkit(tree, files, queries[:1])  # warm the default header cache
+
+    rows, report = [], {}
+    total_cocci = total_nfkit = 0.0
+    print(f"{'query':48} {'coccigrep':>10} {'nfkit':>8} {'ratio':>7}  "
+          f"{'cocci':>5} {'nfkit':>5} {'both':>5} {'c-only':>6} {'n-only':>6}", flush=True)
+    for query in queries:
+        name = label(query)
+        cocci_time, cocci = run_coccigrep(tree, files, query, jobs)
+        times, found = [], set()
+        for _ in range(args.runs):
+            elapsed, result = run_nfkit(tree, files, [query])
+            times.append(elapsed)
+            found = result[name]
+        _, bare = run_nfkit(tree, files, [query], include=False)
+        nfkit_time = statistics.median(times)
+        total_cocci += cocci_time
+        total_nfkit += nfkit_time
+        both = cocci & found
+        cocci_only = sorted(cocci - found)
+        nfkit_only = sorted(found - cocci)
+        classified = {
+            "header-typed": [k for k in nfkit_only if k not in bare[name]],
+            "nfkit-extra": [k for k in nfkit_only if k in bare[name]],
+            "nfkit-miss": cocci_only,
+        }
+        report[name] = {
+            "coccigrep_s": cocci_time, "nfkit_s": nfkit_time, "nfkit_runs": times,
+            "coccigrep": len(cocci), "nfkit": len(found), "both": len(both),
+            "disagreements": {cls: [[*k, source_line(tree, k)] for k in keys]
+                              for cls, keys in classified.items()},
+        }
+        rows.append(name)
+        print(f"{name:48} {cocci_time:9.2f}s {nfkit_time:7.2f}s {cocci_time / nfkit_time:6.1f}x  "
+              f"{len(cocci):5} {len(found):5} {len(both):5} {len(cocci_only):6} "
+              f"{len(nfkit_only):6}", flush=True)
+
+    one_pass = statistics.median(run_nfkit(tree, files, queries)[0] for _ in range(args.runs))
+    print()
+    print(f"sum over {len(queries)} queries: coccigrep {total_cocci:.1f}s, nfkit "
+          f"{total_nfkit:.2f}s (one process per query): {total_cocci / total_nfkit:.1f}x")
+    print(f"nfkit, all {len(queries)} queries in one pass (-e ... -e ...): {one_pass:.2f}s: "
+          f"{total_cocci / one_pass:.1f}x")
+    print(f"nfkit cold (empty header cache, first query): {cold:.2f}s")
+    print()
+    for cls in ("header-typed", "nfkit-extra", "nfkit-miss"):
+        count = sum(len(r["disagreements"][cls]) for r in report.values())
+        print(f"disagreements {cls}: {count}")
+    for name in rows:
+        for cls in ("nfkit-miss", "nfkit-extra"):
+            for entry in report[name]["disagreements"][cls]:
+                print(f"  {cls:12} {name}: {entry[0]}:{entry[1]}:{entry[2] + 1}: {entry[3]}")
+    report["_summary"] = {"files": len(files), "coccigrep_total_s": total_cocci,
+                          "nfkit_total_s": total_nfkit, "nfkit_one_pass_s": one_pass,
+                          "nfkit_cold_s": cold}
+    with open(args.report, "w") as handle:
+        json.dump(report, handle, indent=1)
+    print(f"full comparison: {args.report}")
+
+
+if __name__ == "__main__":
+    main()
