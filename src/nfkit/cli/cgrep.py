@@ -110,7 +110,7 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     cache_dir = None if no_cache else default_cache_dir()
     reports = search_files(fileset.files, queries, list(include_dirs), loose, jobs, cache_dir)
     progress = _progress(len(fileset.files))
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     try:
         for report in reports:
             if progress is not None:
