@@ -6,10 +6,13 @@ and `nfkit cgrep` several times (median), compares the match sets (file,
 line, column of the matched object) and classifies every disagreement:
 
   header-typed   found by nfkit only because a kernel header tells the
-                 object's type (coccigrep passes spatch no kernel include dir)
-  nfkit-extra    found by nfkit without headers too (casts, typedefs, macros
-                 such as container_of/READ_ONCE that nfkit types)
-  nfkit-miss     found by coccigrep only (printed with the line, to explain)
+                 object's type (nfkit without -I does not find it)
+  spatch-parse   spatch could not parse the function holding it
+                 (`spatch --parse-c` reports a parse error there)
+  macro-typed    the object is typed through a macro nfkit knows
+                 (READ_ONCE, rcu_dereference, container_of, list_entry...)
+  nfkit-other    any other match of nfkit only (printed with its line)
+  nfkit-miss     found by coccigrep only (printed with its line)
 
 Also times all queries in one `nfkit cgrep -e ... -e ...` pass, and one cold
 run (empty header cache).
@@ -21,6 +24,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -44,6 +48,7 @@ QUERIES = [
     ("struct nf_conn", "^nf_ct_", "func"),
     ("struct nf_hook_state", "net", "deref"),
 ]
+CLASSES = ("header-typed", "spatch-parse", "macro-typed", "nfkit-other", "nfkit-miss")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NFKIT = os.path.join(ROOT, ".venv", "bin", "nfkit")
 
@@ -82,6 +87,9 @@ def label(query: tuple[str, str | None, str]) -> str:
     return f"{query[0]}:{query[1] or ''}:{query[2]}"
 
 
+FUNCTIONS: dict[tuple, str | None] = {}
+
+
 def run_nfkit(tree: str, files: list[str], queries: list, include: bool = True,
               cache: str | None = None) -> tuple[float, dict[str, set]]:
     """One `nfkit cgrep --json` run; (wall seconds, label -> {(file, line, col0)})."""
@@ -103,7 +111,9 @@ def run_nfkit(tree: str, files: list[str], queries: list, include: bool = True,
     for line in done.stdout.splitlines():
         match = json.loads(line)
         key = f"{match['type']}:{match['attr'] or ''}:{match['op']}"
-        found[key].add((match["file"], match["line"], match["column"] - 1))
+        place = (match["file"], match["line"], match["column"] - 1)
+        found[key].add(place)
+        FUNCTIONS[place] = match["function"]
     return elapsed, found
 
 
@@ -123,6 +133,56 @@ def run_coccigrep(tree: str, files: list[str], query: tuple, jobs: int) -> tuple
     finally:
         os.chdir(here)
     return elapsed, {(m.file, m.line, m.column) for m in grep.matches}
+
+
+MACROS = ("READ_ONCE", "rcu_dereference", "rcu_access_pointer", "container_of",
+          "list_entry", "list_first_entry", "hlist_entry", "list_next_entry", "rb_entry")
+_spatch_errors: dict[str, list[tuple[int, int]]] = {}
+
+
+def spatch_bad_ranges(tree: str, path: str) -> list[tuple[int, int]]:
+    """(error line, resync line) pairs of `spatch --parse-c` on one file."""
+    if path not in _spatch_errors:
+        done = subprocess.run(["spatch", "--parse-c", path], cwd=tree, capture_output=True,
+                              text=True, errors="replace", timeout=300)
+        ranges, error_line = [], None
+        for line in (done.stdout + done.stderr).splitlines():
+            found = re.match(r' = File ".*", line (\d+)', line)
+            if found:
+                error_line = int(found.group(1))
+            resync = re.match(r"ERROR-RECOV: found sync .* at line (\d+)", line)
+            if resync and error_line is not None:
+                ranges.append((error_line, int(resync.group(1))))
+                error_line = None
+        _spatch_errors[path] = ranges
+    return _spatch_errors[path]
+
+
+def function_start(tree: str, key: tuple, function: str | None) -> int:
+    """Line where the function holding a match begins (its header line)."""
+    if not function:
+        return key[1]
+    with open(os.path.join(tree, key[0]), errors="replace") as handle:
+        lines = handle.read().split("\n")
+    start = key[1]
+    header = re.compile(rf"^\S.*\b{re.escape(function)}\s*\(")
+    for number in range(key[1], 0, -1):
+        if header.match(lines[number - 1]):
+            start = number
+            break
+    return start
+
+
+def classify(tree: str, key: tuple, bare: set, functions: dict) -> str:
+    if key not in bare:
+        return "header-typed"
+    start = function_start(tree, key, functions.get(key))
+    for error_line, resync in spatch_bad_ranges(tree, key[0]):
+        if start <= error_line <= resync and start <= key[1] <= resync:
+            return "spatch-parse"
+    if any(name in source_line(tree, key) for name in MACROS):
+        return "macro-typed"
+    return "nfkit-other"
 
 
 def source_line(tree: str, key: tuple) -> str:
@@ -169,11 +229,10 @@ def main() -> None:
         both = cocci & found
         cocci_only = sorted(cocci - found)
         nfkit_only = sorted(found - cocci)
-        classified = {
-            "header-typed": [k for k in nfkit_only if k not in bare[name]],
-            "nfkit-extra": [k for k in nfkit_only if k in bare[name]],
-            "nfkit-miss": cocci_only,
-        }
+        classified: dict[str, list] = {cls: [] for cls in CLASSES}
+        for key in nfkit_only:
+            classified[classify(tree, key, bare[name], FUNCTIONS)].append(key)
+        classified["nfkit-miss"] = cocci_only
         report[name] = {
             "coccigrep_s": cocci_time, "nfkit_s": nfkit_time, "nfkit_runs": times,
             "coccigrep": len(cocci), "nfkit": len(found), "both": len(both),
@@ -193,11 +252,11 @@ def main() -> None:
           f"{total_cocci / one_pass:.1f}x")
     print(f"nfkit cold (empty header cache, first query): {cold:.2f}s")
     print()
-    for cls in ("header-typed", "nfkit-extra", "nfkit-miss"):
+    for cls in CLASSES:
         count = sum(len(r["disagreements"][cls]) for r in report.values())
         print(f"disagreements {cls}: {count}")
     for name in rows:
-        for cls in ("nfkit-miss", "nfkit-extra"):
+        for cls in ("nfkit-miss", "nfkit-other"):
             for entry in report[name]["disagreements"][cls]:
                 print(f"  {cls:12} {name}: {entry[0]}:{entry[1]}:{entry[2] + 1}: {entry[3]}")
     report["_summary"] = {"files": len(files), "coccigrep_total_s": total_cocci,

@@ -167,6 +167,7 @@ class _FileSearch:
         self._lines: list[bytes] | None = None
         self._seen: set[tuple[int, int, str, str]] = set()
         self._word_set: set[str] | None = None
+        self._recovered: dict[int, dict[str, list[tuple[int, CType]]]] = {}
 
     # -- environment -------------------------------------------------------
     @property
@@ -431,8 +432,11 @@ class _FileSearch:
         name = _text(node)
         position = node.start_byte
         scope = node.parent
+        broken: Node | None = None
         while scope is not None:
-            if scope.type in _SCOPES:
+            if scope.type == "ERROR":
+                broken = scope
+            elif scope.type in _SCOPES:
                 entries = self._scope(scope).get(name)
                 if entries:
                     best = None
@@ -442,7 +446,29 @@ class _FileSearch:
                     if best is not None:
                         return best
             scope = scope.parent
+        if broken is not None:
+            # The parser gave up on this stretch (often an #ifdef inside an
+            # expression): the nearest declaration of the name before it, in
+            # that stretch, is the one in force.
+            found = self._recovered_declaration(broken, name, position)
+            if found is not None:
+                return found
         return self.env.global_type(name)
+
+    def _recovered_declaration(self, broken: Node, name: str, position: int) -> CType | None:
+        key = broken.id
+        table = self._recovered.get(key)
+        if table is None:
+            table = {}
+            for node in QueryCursor(_DECLARATIONS).captures(broken).get("d", []):
+                for declared_name, ctype in declarations(node, self.anon):
+                    table.setdefault(declared_name, []).append((node.start_byte, ctype))
+            self._recovered[key] = table
+        best = None
+        for start, ctype in sorted(table.get(name, ()), key=lambda entry: entry[0]):
+            if start < position:
+                best = ctype
+        return best
 
     def _scope(self, scope: Node) -> dict[str, list[tuple[int, CType]]]:
         key = scope.id
