@@ -122,3 +122,14 @@ def test_match_fields() -> None:
 @pytest.mark.parametrize("name", ["flow", "struct flow"])
 def test_bare_tag_means_struct(name: str) -> None:
     assert positions("ops.c", name, "state", "test") == TESTS
+
+
+def test_declarations_recovered_where_the_parse_broke() -> None:
+    # tree-sitter makes lines 7-25 one ERROR node (the #ifdef opens a brace in
+    # each branch), so `f` and `g` have no function scope; nfkit takes the
+    # nearest declaration before them in the broken stretch.  coccigrep: 19:11
+    # and 24:9 as well (spatch handles this #ifdef).
+    searcher = Searcher([make_query("struct flow", "state", "deref")])
+    report = searcher.search_path(os.path.join(DATA, "recover.c"))
+    assert report.parse_errors
+    assert [(m.line, m.column) for m in report.matches] == [(19, 11), (24, 9)]
