@@ -10,8 +10,13 @@ import socket
 from nfkit.errors import NetlinkError, TransactionError
 from nfkit.netlink import Batch, MessageWriter, NetlinkSocket
 from nfkit.netlink.consts import (
-    NFNL_SUBSYS_CTNETLINK, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REQUEST, nfnl_msg_type,
+    NFNL_SUBSYS_CTNETLINK,
+    NFNL_SUBSYS_NFTABLES,
+    NFPROTO_INET,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    nfnl_msg_type,
 )
 from nfkit.netlink.specs import ctnetlink as C
 

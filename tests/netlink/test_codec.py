@@ -186,3 +186,40 @@ def test_wrong_sized_integers_raise_decode_error(payload):
     else:
         with pytest.raises(DecodeError):
             ctnetlink.CT.decode(memoryview(data))
+
+
+@settings(max_examples=300)
+@given(st.lists(values, min_size=1, max_size=12))
+def test_shape_decoder_equals_generic_decoder(batch):
+    from nfkit.netlink.shapes import shape_decoder
+
+    dec = shape_decoder(ALL)
+    w = MessageWriter()
+    for vals in batch * 2:  # every layout twice: learned, then compiled
+        w.begin(0x100)
+        ALL.encode(w, vals)
+        w.binary(300, b"unknown")  # unknown attributes survive compiled decoding too
+        w.end()
+    msgs = list(parse_messages(w.buffer))
+    for msg in msgs:
+        assert dec(msg.attrs) == ALL.decode(msg.attrs)
+    assert dec.hits >= len(batch)
+
+
+def test_shape_decoder_same_length_other_layout():
+    from nfkit.netlink.shapes import shape_decoder
+
+    dec = shape_decoder(ALL)
+    w = MessageWriter()
+    w.begin(0x100)
+    w.u32(3, 1)
+    w.end()
+    w.begin(0x100)
+    w.be32(10, 2)  # same length, other attribute
+    w.end()
+    w.begin(0x100)
+    w.u32(3, 7)
+    w.end()
+    a, b, c = (dec(m.attrs) for m in parse_messages(w.buffer))
+    assert (a, b, c) == ({"u32": 1}, {"be32": 2}, {"u32": 7})
+    assert dec.hits == 1

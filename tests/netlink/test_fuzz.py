@@ -16,6 +16,7 @@ from nfkit.errors import DecodeError
 from nfkit.netlink import codec
 from nfkit.netlink.codec import MessageWriter, parse_messages
 from nfkit.netlink.consts import NLMSG_ERROR
+from nfkit.netlink.shapes import shape_decoder
 from nfkit.netlink.specs import ctnetlink
 
 
@@ -35,6 +36,7 @@ def _seed_message() -> bytes:
 
 
 SEED = _seed_message()
+SHAPES = shape_decoder(ctnetlink.CT)  # learns layouts across the run: compiled paths get fuzzed too
 
 
 @st.composite
@@ -62,6 +64,7 @@ def decode_everything(data: bytes) -> None:
             codec.parse_error(msg)
             continue
         decoded = ctnetlink.CT.decode(msg.attrs)
+        assert SHAPES(msg.attrs) == decoded
         lazy = ctnetlink.CT.lazy(msg.attrs)
         for key in decoded:
             lazy[key]

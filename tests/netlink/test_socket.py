@@ -153,10 +153,7 @@ def test_dump_interrupted_raises_or_restarts(sock, netns):
     w = MessageWriter()
     nft_raw.get_rules(w)
     changed = []
-    count = 0
-    for count, _ in enumerate(sock.dump(w, restart=True), 1):
-        pass
-    assert count == 3001
+    assert sum(1 for _ in sock.dump(w, restart=True)) == 3001
     # restart mode hides the interruption: change once during the first attempt
     w = MessageWriter()
     nft_raw.get_rules(w)
@@ -250,3 +247,30 @@ def test_delete_by_tuple_and_enoent(sock):
     with pytest.raises(NetlinkError) as exc:
         sock.request(w)
     assert exc.value.errno == errno.ENOENT
+
+
+def test_events_with_asyncio(netns):
+    import asyncio
+
+    with netns.enter():
+        listener = NetlinkSocket(groups=(NFNLGRP_CONNTRACK_NEW,))
+        writer_sock = NetlinkSocket()
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        got: asyncio.Queue[int] = asyncio.Queue()
+
+        def readable() -> None:
+            for m in listener.messages(block=False):
+                got.put_nowait(C.CT.decode(m.attrs)["tuple_orig"]["proto"]["src_port"])
+
+        loop.add_reader(listener.fileno(), readable)
+        loop.call_later(0.05, writer_sock.pipeline, _one(8888))
+        loop.call_later(0.10, writer_sock.pipeline, _one(8889))
+        ports = [await asyncio.wait_for(got.get(), 2), await asyncio.wait_for(got.get(), 2)]
+        loop.remove_reader(listener.fileno())
+        return ports
+
+    assert asyncio.run(main()) == [8888, 8889]
+    listener.close()
+    writer_sock.close()

@@ -23,7 +23,7 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 _DEFINE = re.compile(r"^\s*#\s*define\s+(\w+)\s+(.+?)\s*$", re.M)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _source(header: str) -> str:
     path = INCLUDE_DIR / header
     try:
@@ -44,7 +44,7 @@ def _evaluate(expr: str, names: dict[str, int]) -> int:
     return int(eval(tokens, {"__builtins__": {}}))  # noqa: S307 - digits and operators only
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def defines(header: str) -> dict[str, int]:
     """Integer-valued object-like #defines of ``header`` (relative to /usr/include).
 
@@ -60,7 +60,7 @@ def defines(header: str) -> dict[str, int]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _included(header: str) -> dict[str, int]:
     known: dict[str, int] = {}
     for inc in _INCLUDE.findall(_source(header)):
@@ -69,7 +69,7 @@ def _included(header: str) -> dict[str, int]:
     return known
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def enums(header: str) -> dict[str, dict[str, int]]:
     """Every named enum of ``header``: enum name -> member -> value."""
     out: dict[str, dict[str, int]] = {}
@@ -109,7 +109,7 @@ def define_value(header: str, name: str) -> int:
         raise InputError(f"{header} has no integer #define {name}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def all_constants(header: str) -> dict[str, int]:
     """Every enum member and integer #define of ``header`` by name."""
     out = dict(defines(header))
