@@ -108,3 +108,18 @@ def test_header_cache_on_disk(tmp_path: object) -> None:
         sorted(WAYS)
     assert (first.headers.parsed, second.headers.parsed) == (2, 0)
     assert second.headers.from_cache == 2
+
+
+def test_used_through_header_typedefs_and_globals() -> None:
+    # glob_use.c never writes "struct tuple": its parameter is a typedef from
+    # net/glob.h, the two globals are declared there.  nfkit must still read it.
+    searcher = Searcher([make_query("struct tuple", None, "used")], [INCLUDE])
+    path = os.path.join(DATA, "glob_use.c")
+    assert searcher.search_path(path, probe_only=True) is None  # worth parsing
+    report = searcher.search_path(path)
+    assert [(m.line, m.column, m.expression) for m in report.matches] == [
+        (6, 9, "header_tuple"), (6, 28, "a"), (6, 37, "header_tuple_p")]
+    # without the include path nothing tells the type, and the file is skipped unparsed
+    bare = Searcher([make_query("struct tuple", None, "used")])
+    skipped = bare.search_path(path, probe_only=True)
+    assert skipped is not None and not skipped.parsed

@@ -220,6 +220,7 @@ class HeaderStore:
         self._decoded: dict[tuple[str, str, int], object] = {}
         self.parsed = 0
         self.from_cache = 0
+        self.loaded: list[str] = []
 
     def resolve(self, directory: str, quoted: bool, name: str) -> str | None:
         """The header an ``#include`` in ``directory`` names, or None if not found."""
@@ -245,6 +246,7 @@ class HeaderStore:
         tables = self._load(path)
         self._tables[path] = tables
         if tables is not None:
+            self.loaded.append(path)
             for name, members in tables.records.items():
                 self.index_records.setdefault(name, []).append((path, members))
             for name, ctype in tables.typedefs.items():

@@ -20,12 +20,6 @@ PARALLEL_THRESHOLD = 8
 _worker: Searcher | None = None
 
 
-def _start_worker(queries: list[Query], include_dirs: list[str], loose: bool,
-                  cache_dir: str | None) -> None:
-    global _worker
-    _worker = Searcher(queries, include_dirs, loose, cache_dir)
-
-
 def _search_in_worker(path: str) -> FileReport:
     assert _worker is not None
     return _worker.search_path(path)
@@ -61,10 +55,12 @@ def search_files(files: list[str], queries: list[Query], include_dirs: list[str]
         for path in files:
             yield early[path] if path in early else searcher.search_path(path)
         return
+    global _worker
+    # Forked workers inherit the searcher, with the headers the probe already read.
+    _worker = searcher
     context = multiprocessing.get_context("fork")
     chunk = max(1, min(16, len(wanted) // (jobs * 8)))
-    with context.Pool(jobs, _start_worker,
-                      (queries, include_dirs, loose, cache_dir)) as pool:
+    with context.Pool(jobs) as pool:
         searched = pool.imap(_search_in_worker, wanted, chunksize=chunk)
         for path in files:
             yield early[path] if path in early else next(searched)

@@ -11,6 +11,7 @@ only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
 
 from __future__ import annotations
 
+import os
 import re
 from typing import overload
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from tree_sitter import Node, Query as TSQuery, QueryCursor
 
 from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
 from nfkit.cgrep.environment import (
-    C_LANGUAGE, Environment, HeaderStore, Unit, build_unit, declarator_name, parse,
+    _INCLUDE, C_LANGUAGE, Environment, HeaderStore, Unit, build_unit, declarator_name, parse,
 )
 from nfkit.cgrep.query import (
     MEMBER_OPERATIONS, SET_OPERATORS, TEST_OPERATORS, Query,
@@ -43,6 +44,7 @@ CONTAINER_OF = frozenset({
 _SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
 _CALLS = TSQuery(C_LANGUAGE, "(call_expression function: (identifier) @function)")
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+_CALLED = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _DECLARATIONS = TSQuery(C_LANGUAGE, "(declaration) @d (parameter_declaration) @d")
 
 
@@ -110,7 +112,17 @@ class Searcher:
         self._member_names = re.compile(
             rb"(?:->|\.)\s*(" + b"|".join(re.escape(a.encode()) for a in attributes) + rb")\b"
         ) if attributes else None
-        self._needs_parse_always = any(q.operation not in MEMBER_OPERATIONS for q in queries)
+        self._calls = [q.pattern for q in queries if q.operation == "func" and q.pattern]
+        self._used = [q for q in queries if q.operation == "used"]
+        # Words that a file must contain to hold a use of a `used` query's type:
+        # the type's own name, typedefs of it, globals of it (from the headers read).
+        self._used_words: set[bytes] = set()
+        self._used_names: set[str] = set()
+        for query in self._used:
+            for name in query.names:
+                self._used_names.add(name)
+                self._used_words.add(name.split()[-1].encode())
+        self._aliases_seen = 0
 
     @overload
     def search_path(self, path: str) -> FileReport: ...
@@ -134,18 +146,65 @@ class Searcher:
         if b"\0" in source[:8192]:
             return FileReport(path, error="not a C file (binary content)")
         if probe_only:
-            return None if self.wants(source) else FileReport(path)
+            return None if self.wants(source, path) else FileReport(path)
         return self.search_source(path, source)
 
-    def wants(self, source: bytes) -> bool:
-        """Could ``source`` hold a match at all? (A byte search: no parse.)"""
-        return self._needs_parse_always or (
-            self._member_names is not None and self._member_names.search(source) is not None)
+    def wants(self, source: bytes, path: str = "") -> bool:
+        """Could ``source`` hold a match at all?  Decided on the bytes (member
+        names after ``->``/``.``, names of called functions, names that can
+        denote the ``used`` type), without parsing the file; for ``used`` the
+        headers the file includes are read."""
+        if self._member_names is not None and self._member_names.search(source):
+            return True
+        if self._calls:
+            called = {name.decode() for name in _CALLED.findall(source)}
+            if any(pattern.search(name) for pattern in self._calls for name in called):
+                return True
+        if self._used:
+            words = set(_WORD.findall(source))
+            if not words.isdisjoint(self._used_words):
+                return True
+            unit_includes = [(m.group(1) == b'"', m.group(2).decode("utf-8", "replace").strip())
+                             for m in _INCLUDE.finditer(source)]
+            store = self.headers
+            for header in store.resolve_all(os.path.dirname(path), unit_includes):
+                store.closure(header)
+            self._learn_used_words()
+            return not words.isdisjoint(self._used_words)
+        return False
+
+    def _learn_used_words(self) -> None:
+        """Add typedef names and globals of the `used` types from headers read since."""
+        store = self.headers
+        loaded = store.loaded
+        if len(loaded) == self._aliases_seen:
+            return
+        new_headers = set(loaded[self._aliases_seen:])
+        self._aliases_seen = len(loaded)
+        names = self._used_names
+        grown = True
+        while grown:  # typedefs of typedefs
+            grown = False
+            for alias, entries in store.index_typedefs.items():
+                if alias in names:
+                    continue
+                target = store.lookup(store.index_typedefs, alias, frozenset([entries[0][0]]))
+                if isinstance(target, CType) and target.base in names:
+                    names.add(alias)
+                    self._used_words.add(alias.encode())
+                    grown = True
+        for name, entries in store.index_ordinary.items():
+            path = entries[0][0]
+            if path not in new_headers or name.encode() in self._used_words:
+                continue
+            ctype = store.lookup(store.index_ordinary, name, frozenset([path]))
+            if isinstance(ctype, CType) and ctype.base in names:
+                self._used_words.add(name.encode())
 
     def search_source(self, path: str, source: bytes) -> FileReport:
         """Search C ``source`` that came from ``path``."""
         report = FileReport(path)
-        if self.wants(source):
+        if self.wants(source, path):
             _FileSearch(self, path, source, report).run()
         return report
 
