@@ -9,6 +9,9 @@ line, column of the matched object) and classifies every disagreement:
                  object's type (nfkit without -I does not find it)
   spatch-parse   spatch could not parse the function holding it
                  (`spatch --parse-c` reports a parse error there)
+  one-per-call   func: coccigrep reported another argument of the same call
+                 (its template's disjunction stops at the first argument that
+                 matches; nfkit reports each argument of the type)
   macro-typed    the object is typed through a macro nfkit knows
                  (READ_ONCE, rcu_dereference, container_of, list_entry...)
   nfkit-other    any other match of nfkit only (printed with its line)
@@ -48,7 +51,8 @@ QUERIES = [
     ("struct nf_conn", "^nf_ct_", "func"),
     ("struct nf_hook_state", "net", "deref"),
 ]
-CLASSES = ("header-typed", "spatch-parse", "macro-typed", "nfkit-other", "nfkit-miss")
+CLASSES = ("header-typed", "spatch-parse", "one-per-call", "macro-typed", "nfkit-other",
+           "nfkit-miss")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NFKIT = os.path.join(ROOT, ".venv", "bin", "nfkit")
 
@@ -145,15 +149,17 @@ def spatch_bad_ranges(tree: str, path: str) -> list[tuple[int, int]]:
     if path not in _spatch_errors:
         done = subprocess.run(["spatch", "--parse-c", path], cwd=tree, capture_output=True,
                               text=True, errors="replace", timeout=300)
-        ranges, error_line = [], None
+        # spatch prints the resync lines first, then the place of the error.
+        ranges, resync_line = [], None
         for line in (done.stdout + done.stderr).splitlines():
-            found = re.match(r' = File ".*", line (\d+)', line)
+            resync = re.match(r"ERROR-RECOV: found sync '}' at line (\d+)", line)
+            if resync:
+                resync_line = int(resync.group(1))
+            found = re.match(r' = File "(.*)", line (\d+)', line)
             if found:
-                error_line = int(found.group(1))
-            resync = re.match(r"ERROR-RECOV: found sync .* at line (\d+)", line)
-            if resync and error_line is not None:
-                ranges.append((error_line, int(resync.group(1))))
-                error_line = None
+                if found.group(1) == path and resync_line is not None:
+                    ranges.append((int(found.group(2)), resync_line))
+                resync_line = None
         _spatch_errors[path] = ranges
     return _spatch_errors[path]
 
@@ -173,9 +179,12 @@ def function_start(tree: str, key: tuple, function: str | None) -> int:
     return start
 
 
-def classify(tree: str, key: tuple, bare: set, functions: dict) -> str:
+def classify(tree: str, key: tuple, bare: set, functions: dict, cocci: set,
+             operation: str) -> str:
     if key not in bare:
         return "header-typed"
+    if operation == "func" and any(k[0] == key[0] and k[1] == key[1] for k in cocci):
+        return "one-per-call"
     start = function_start(tree, key, functions.get(key))
     for error_line, resync in spatch_bad_ranges(tree, key[0]):
         if start <= error_line <= resync and start <= key[1] <= resync:
@@ -231,7 +240,7 @@ def main() -> None:
         nfkit_only = sorted(found - cocci)
         classified: dict[str, list] = {cls: [] for cls in CLASSES}
         for key in nfkit_only:
-            classified[classify(tree, key, bare[name], FUNCTIONS)].append(key)
+            classified[classify(tree, key, bare[name], FUNCTIONS, cocci, query[2])].append(key)
         classified["nfkit-miss"] = cocci_only
         report[name] = {
             "coccigrep_s": cocci_time, "nfkit_s": nfkit_time, "nfkit_runs": times,

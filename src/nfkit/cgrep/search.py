@@ -492,7 +492,10 @@ class _FileSearch:
         position = node.start_byte
         scope = node.parent
         broken: Node | None = None
+        top: Node | None = None
         while scope is not None:
+            if scope.parent is not None:
+                top = scope
             if scope.type == "ERROR":
                 broken = scope
             elif scope.type in _SCOPES:
@@ -512,7 +515,13 @@ class _FileSearch:
             found = self._recovered_declaration(broken, name, position)
             if found is not None:
                 return found
-        return self.env.global_type(name)
+        found = self.env.global_type(name)
+        if found is None and top is not None and top.type == "function_definition":
+            # A tree that is wrong without an ERROR node (a macro read as an old
+            # style function definition swallowing the next function): the
+            # nearest declaration before the name in its top-level item.
+            found = self._recovered_declaration(top, name, position)
+        return found
 
     def _recovered_declaration(self, broken: Node, name: str, position: int) -> CType | None:
         key = broken.id
