@@ -123,3 +123,11 @@ def test_used_through_header_typedefs_and_globals() -> None:
     bare = Searcher([make_query("struct tuple", None, "used")])
     skipped = bare.search_path(path, probe_only=True)
     assert skipped is not None and not skipped.parsed
+
+
+def test_used_of_a_header_typedef_finds_the_struct_it_names() -> None:
+    # -t tuple_alias2_t: a typedef (of a typedef) of struct tuple in net/glob.h;
+    # glob_use.c never writes that name (it writes tuple_alias_t and the globals).
+    searcher = Searcher([make_query("tuple_alias2_t", None, "used")], [INCLUDE])
+    report = searcher.search_path(os.path.join(DATA, "glob_use.c"))
+    assert [m.line for m in report.matches] == [6, 6, 6]

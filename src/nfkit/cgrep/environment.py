@@ -23,22 +23,14 @@ import tempfile
 from dataclasses import dataclass, field
 
 import tree_sitter_c
-from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
+from tree_sitter import Language, Node, Parser, Tree
 
 from nfkit.cgrep.ctype import FUNCTION, CType, base_of, declarations, declared
 
 C_LANGUAGE = Language(tree_sitter_c.language())
-CACHE_FORMAT = 4  # bump when `HeaderTables` or the conversion changes
+CACHE_FORMAT = 5  # bump when `HeaderTables` or the conversion changes
 
 _INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
-_RECORD_QUERY = Query(
-    C_LANGUAGE,
-    """
-    (struct_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
-    (union_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
-    (enumerator name: (identifier) @enumerator)
-    """,
-)
 _TRANSPARENT = {
     "preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef",
     "linkage_specification", "declaration_list", "ERROR",
@@ -112,16 +104,37 @@ def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
     unit = Unit(path, tree if tree is not None else parse(source))
     unit.includes = [(m.group(1) == b'"', m.group(2).decode("utf-8", "replace").strip())
                      for m in _INCLUDE.finditer(source)]
-    for _, found in QueryCursor(_RECORD_QUERY).matches(unit.tree.root_node):
-        if "enumerator" in found:
-            unit.constants.update(_text(n) for n in found["enumerator"])
-            continue
-        name_node, body = found["name"][0], found["body"][0]
-        parent = name_node.parent
-        keyword = "union" if parent is not None and parent.type == "union_specifier" else "struct"
-        unit.records.setdefault(f"{keyword} {_text(name_node)}", body)
     _index_top_level(unit, unit.tree.root_node)
     return unit
+
+
+def _index_specifier(unit: Unit, spec: Node) -> None:
+    """Record the struct/union/enum a type specifier defines, and those nested in it."""
+    kind = spec.type
+    if kind not in ("struct_specifier", "union_specifier", "enum_specifier"):
+        return
+    body = spec.child_by_field_name("body")
+    if body is None:
+        return
+    if kind == "enum_specifier":
+        for enumerator in body.named_children:
+            name = enumerator.child_by_field_name("name")
+            if name is not None:
+                unit.constants.add(_text(name))
+        return
+    name = spec.child_by_field_name("name")
+    if name is not None:
+        keyword = "union" if kind == "union_specifier" else "struct"
+        unit.records.setdefault(f"{keyword} {_text(name)}", body)
+    stack = [body]
+    while stack:
+        for member in stack.pop().named_children:
+            if member.type == "field_declaration":
+                inner = member.child_by_field_name("type")
+                if inner is not None:
+                    _index_specifier(unit, inner)
+            elif member.type in _TRANSPARENT:
+                stack.append(member)
 
 
 def _index_top_level(unit: Unit, parent: Node) -> None:
@@ -129,6 +142,9 @@ def _index_top_level(unit: Unit, parent: Node) -> None:
         kind = node.type
         if kind in _TRANSPARENT:
             _index_top_level(unit, node)
+            continue
+        if kind in ("struct_specifier", "union_specifier", "enum_specifier"):
+            _index_specifier(unit, node)
             continue
         if kind in ("declaration", "function_definition"):
             table = unit.ordinary
@@ -139,6 +155,7 @@ def _index_top_level(unit: Unit, parent: Node) -> None:
         spec = node.child_by_field_name("type")
         if spec is None:
             continue
+        _index_specifier(unit, spec)
         for declarator in node.children_by_field_name("declarator"):
             name = declarator_name(declarator)
             if name:

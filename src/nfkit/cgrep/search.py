@@ -12,6 +12,7 @@ only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from typing import overload
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ CONTAINER_OF = frozenset({
     "list_first_or_null_rcu", "hlist_entry", "hlist_entry_safe", "hlist_nulls_entry",
     "rb_entry", "rb_entry_safe", "llist_entry",
 })
+_DECLARING = frozenset({"declaration", "parameter_declaration"})
 _SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
 _CALLS = TSQuery(C_LANGUAGE, "(call_expression function: (identifier) @function)")
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
@@ -123,6 +125,8 @@ class Searcher:
                 self._used_names.add(name)
                 self._used_words.add(name.split()[-1].encode())
         self._aliases_seen = 0
+        self._same_type: dict[str, list[str]] = {}
+        self._pending_globals: list[dict[str, bytes]] = []
 
     @overload
     def search_path(self, path: str) -> FileReport: ...
@@ -179,27 +183,45 @@ class Searcher:
         loaded = store.loaded
         if len(loaded) == self._aliases_seen:
             return
-        new_headers = set(loaded[self._aliases_seen:])
+        fresh = loaded[self._aliases_seen:]
         self._aliases_seen = len(loaded)
         names = self._used_names
-        grown = True
-        while grown:  # typedefs of typedefs
-            grown = False
-            for alias, entries in store.index_typedefs.items():
-                if alias in names:
-                    continue
-                target = store.lookup(store.index_typedefs, alias, frozenset([entries[0][0]]))
-                if isinstance(target, CType) and target.base in names:
-                    names.add(alias)
-                    self._used_words.add(alias.encode())
-                    grown = True
-        for name, entries in store.index_ordinary.items():
-            path = entries[0][0]
-            if path not in new_headers or name.encode() in self._used_words:
+        for path in fresh:
+            tables = store.tables(path)
+            if tables is None:
                 continue
-            ctype = store.lookup(store.index_ordinary, name, frozenset([path]))
-            if isinstance(ctype, CType) and ctype.base in names:
-                self._used_words.add(name.encode())
+            for alias, payload in tables.typedefs.items():
+                # a typedef and what it names are one type, whichever the query wrote
+                target = pickle.loads(payload).base
+                self._same_type.setdefault(target, []).append(alias)
+                self._same_type.setdefault(alias, []).append(target)
+                if target in names:
+                    self._add_alias(alias)
+                elif alias in names:
+                    self._add_alias(target)
+            self._pending_globals.append(tables.ordinary)
+        # a global is checked once the aliases known so far are in: cheap test on the
+        # pickled bytes first, then the type itself
+        wanted = [name.encode() for name in names]
+        for ordinary in self._pending_globals:
+            for name, payload in ordinary.items():
+                if any(w in payload for w in wanted):
+                    ctype = pickle.loads(payload)
+                    if ctype.base in names and ctype.base != FUNCTION:
+                        self._used_words.add(name.encode())
+        self._pending_globals = []
+
+    def _add_alias(self, alias: str) -> None:
+        """``alias`` denotes the `used` type: so does everything typedef'd to or from it."""
+        queue, visited = [alias], set()
+        while queue:
+            name = queue.pop()
+            if name in visited:
+                continue
+            visited.add(name)
+            self._used_names.add(name)
+            self._used_words.add(name.split()[-1].encode())
+            queue.extend(self._same_type.get(name, ()))
 
     def search_source(self, path: str, source: bytes) -> FileReport:
         """Search C ``source`` that came from ``path``."""
@@ -333,13 +355,33 @@ class _FileSearch:
                     self._add(query, node, node, False, self._is_type(ctype, query, 1))
 
     def _names_of_type(self, query: Query) -> set[bytes]:
+        """Names declared (here or in the headers) with the query's type or a pointer to it.
+
+        Declarations are found where the type's names are written, not by
+        walking every declaration of the file."""
         names: set[bytes] = set()
-        cursor = QueryCursor(_DECLARATIONS)
-        for node in cursor.captures(self.root).get("d", []):
+        words = set(self.searcher._used_words)
+        env = self.env
+        wanted = set(query.names)
+        if env.typedef(query.ctype) is not None:  # the query names a typedef
+            wanted.update(env.typedef_chain(CType(query.ctype)))
+        for alias in env.unit.typedefs:  # the file's own typedefs of the type
+            if not wanted.isdisjoint(env.typedef_chain(CType(alias))):
+                wanted.add(alias)
+        words.update(name.split()[-1].encode() for name in wanted)
+        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(w) for w in sorted(words)) + rb")\b")
+        seen: set[int] = set()
+        for found in pattern.finditer(self.source):
+            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            hops = 0
+            while node is not None and hops < 4 and node.type not in _DECLARING:
+                node, hops = node.parent, hops + 1
+            if node is None or node.type not in _DECLARING or node.id in seen:
+                continue
+            seen.add(node.id)
             for name, ctype in declarations(node, self.anon):
                 if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
                     names.add(name.encode())
-        env = self.env
         known = self.searcher.headers.index_ordinary
         for word in self._words():
             if word in known or word in env.unit.ordinary:
