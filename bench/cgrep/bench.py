@@ -28,6 +28,7 @@ import glob
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,9 +95,20 @@ def label(query: tuple[str, str | None, str]) -> str:
 FUNCTIONS: dict[tuple, str | None] = {}
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of every finished child process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+LAST_CPU = [0.0]
+
+
 def run_nfkit(tree: str, files: list[str], queries: list, include: bool = True,
               cache: str | None = None) -> tuple[float, dict[str, set]]:
-    """One `nfkit cgrep --json` run; (wall seconds, label -> {(file, line, col0)})."""
+    """One `nfkit cgrep --json` run; (wall seconds, label -> {(file, line, col0)}).
+
+    Its CPU seconds are left in LAST_CPU[0]."""
     args = [NFKIT, "cgrep", "--json", "-"]
     if include:
         args += ["-I", "include"]
@@ -105,10 +117,12 @@ def run_nfkit(tree: str, files: list[str], queries: list, include: bool = True,
     env = dict(os.environ)
     if cache is not None:
         env["NFKIT_CGREP_CACHE"] = cache
+    cpu = children_cpu()
     start = time.monotonic()
     done = subprocess.run(args, cwd=tree, input="\n".join(files), capture_output=True,
                           text=True, env=env)
     elapsed = time.monotonic() - start
+    LAST_CPU[0] = children_cpu() - cpu
     if done.returncode not in (0, 1):
         sys.exit(f"nfkit cgrep failed: {done.stderr.strip()}")
     found: dict[str, set] = {label(q): set() for q in queries}
@@ -122,7 +136,9 @@ def run_nfkit(tree: str, files: list[str], queries: list, include: bool = True,
 
 
 def run_coccigrep(tree: str, files: list[str], query: tuple, jobs: int) -> tuple[float, set]:
-    """One coccigrep search through its Python API (which runs spatch)."""
+    """One coccigrep search through its Python API (which runs spatch).
+
+    The CPU seconds of its spatch processes are left in LAST_CPU[0]."""
     from coccigrep.coccigrep import CocciGrep
 
     grep = CocciGrep()
@@ -131,9 +147,11 @@ def run_coccigrep(tree: str, files: list[str], query: tuple, jobs: int) -> tuple
     here = os.getcwd()
     os.chdir(tree)
     try:
+        cpu = children_cpu()
         start = time.monotonic()
         grep.run(files)
         elapsed = time.monotonic() - start
+        LAST_CPU[0] = children_cpu() - cpu
     finally:
         os.chdir(here)
     return elapsed, {(m.file, m.line, m.column) for m in grep.matches}
@@ -220,17 +238,25 @@ def main() -> None:
     run_nfkit(tree, files, queries[:1])  # warm the default header cache
 
     rows, report = [], {}
-    total_cocci = total_nfkit = 0.0
-    print(f"{'query':48} {'coccigrep':>10} {'nfkit':>8} {'ratio':>7}  "
-          f"{'cocci':>5} {'nfkit':>5} {'both':>5} {'c-only':>6} {'n-only':>6}", flush=True)
+    total_cocci = total_nfkit = cpu_cocci_total = cpu_nfkit_total = 0.0
+    print("wall seconds (coccigrep once, nfkit median), ratio; CPU seconds of each, ratio;")
+    print("matches: coccigrep, nfkit, both, coccigrep only, nfkit only")
+    print(f"{'query':42} {'cocci':>7} {'nfkit':>6} {'ratio':>6}  {'cpu-c':>6} {'cpu-n':>5} "
+          f"{'ratio':>6}  {'cocci':>5} {'nfkit':>5} {'both':>5} {'c-only':>6} {'n-only':>6}",
+          flush=True)
     for query in queries:
         name = label(query)
         cocci_time, cocci = run_coccigrep(tree, files, query, jobs)
-        times, found = [], set()
+        cocci_cpu = LAST_CPU[0]
+        times, cpus, found = [], [], set()
         for _ in range(args.runs):
             elapsed, result = run_nfkit(tree, files, [query])
             times.append(elapsed)
+            cpus.append(LAST_CPU[0])
             found = result[name]
+        nfkit_cpu = statistics.median(cpus)
+        cpu_cocci_total += cocci_cpu
+        cpu_nfkit_total += nfkit_cpu
         _, bare = run_nfkit(tree, files, [query], include=False)
         nfkit_time = statistics.median(times)
         total_cocci += cocci_time
@@ -244,21 +270,30 @@ def main() -> None:
         classified["nfkit-miss"] = cocci_only
         report[name] = {
             "coccigrep_s": cocci_time, "nfkit_s": nfkit_time, "nfkit_runs": times,
+            "coccigrep_cpu_s": cocci_cpu, "nfkit_cpu_s": nfkit_cpu,
             "coccigrep": len(cocci), "nfkit": len(found), "both": len(both),
             "disagreements": {cls: [[*k, source_line(tree, k)] for k in keys]
                               for cls, keys in classified.items()},
         }
         rows.append(name)
-        print(f"{name:48} {cocci_time:9.2f}s {nfkit_time:7.2f}s {cocci_time / nfkit_time:6.1f}x  "
+        print(f"{name:42} {cocci_time:6.1f}s {nfkit_time:5.2f}s {cocci_time / nfkit_time:5.1f}x  "
+              f"{cocci_cpu:5.1f}s {nfkit_cpu:4.2f}s {cocci_cpu / nfkit_cpu:5.1f}x  "
               f"{len(cocci):5} {len(found):5} {len(both):5} {len(cocci_only):6} "
               f"{len(nfkit_only):6}", flush=True)
 
-    one_pass = statistics.median(run_nfkit(tree, files, queries)[0] for _ in range(args.runs))
+    passes, pass_cpus = [], []
+    for _ in range(args.runs):
+        passes.append(run_nfkit(tree, files, queries)[0])
+        pass_cpus.append(LAST_CPU[0])
+    one_pass, one_pass_cpu = statistics.median(passes), statistics.median(pass_cpus)
     print()
     print(f"sum over {len(queries)} queries: coccigrep {total_cocci:.1f}s, nfkit "
-          f"{total_nfkit:.2f}s (one process per query): {total_cocci / total_nfkit:.1f}x")
+          f"{total_nfkit:.2f}s (one process per query): {total_cocci / total_nfkit:.1f}x wall; "
+          f"CPU {cpu_cocci_total:.1f}s vs {cpu_nfkit_total:.2f}s: "
+          f"{cpu_cocci_total / cpu_nfkit_total:.1f}x")
     print(f"nfkit, all {len(queries)} queries in one pass (-e ... -e ...): {one_pass:.2f}s: "
-          f"{total_cocci / one_pass:.1f}x")
+          f"{total_cocci / one_pass:.1f}x wall; CPU {one_pass_cpu:.2f}s: "
+          f"{cpu_cocci_total / one_pass_cpu:.1f}x")
     print(f"nfkit cold (empty header cache, first query): {cold:.2f}s")
     print()
     for cls in CLASSES:
@@ -270,7 +305,8 @@ def main() -> None:
                 print(f"  {cls:12} {name}: {entry[0]}:{entry[1]}:{entry[2] + 1}: {entry[3]}")
     report["_summary"] = {"files": len(files), "coccigrep_total_s": total_cocci,
                           "nfkit_total_s": total_nfkit, "nfkit_one_pass_s": one_pass,
-                          "nfkit_cold_s": cold}
+                          "coccigrep_cpu_s": cpu_cocci_total, "nfkit_cpu_s": cpu_nfkit_total,
+                          "nfkit_one_pass_cpu_s": one_pass_cpu, "nfkit_cold_s": cold}
     with open(args.report, "w") as handle:
         json.dump(report, handle, indent=1)
     print(f"full comparison: {args.report}")

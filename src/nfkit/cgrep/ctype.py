@@ -28,12 +28,12 @@ class CType(NamedTuple):
 
     base: str
     ptr: int = 0
-    ret: "CType | None" = None
+    ret: CType | None = None
 
-    def pointer(self) -> "CType":
+    def pointer(self) -> CType:
         return CType(self.base, self.ptr + 1, self.ret)
 
-    def deref(self) -> "CType | None":
+    def deref(self) -> CType | None:
         return CType(self.base, self.ptr - 1, self.ret) if self.ptr > 0 else None
 
     def __str__(self) -> str:

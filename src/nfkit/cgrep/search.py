@@ -14,17 +14,28 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from typing import overload
 from dataclasses import dataclass, field
+from typing import overload
 
-from tree_sitter import Node, Query as TSQuery, QueryCursor
+from tree_sitter import Node, QueryCursor
+from tree_sitter import Query as TSQuery
 
 from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
 from nfkit.cgrep.environment import (
-    _INCLUDE, C_LANGUAGE, Environment, HeaderStore, Unit, build_unit, declarator_name, parse,
+    _INCLUDE,
+    C_LANGUAGE,
+    Environment,
+    HeaderStore,
+    Unit,
+    build_unit,
+    declarator_name,
+    parse,
 )
 from nfkit.cgrep.query import (
-    MEMBER_OPERATIONS, SET_OPERATORS, TEST_OPERATORS, Query,
+    MEMBER_OPERATIONS,
+    SET_OPERATORS,
+    TEST_OPERATORS,
+    Query,
 )
 
 # Macros that give back (a pointer of) the type of their first argument.
@@ -385,9 +396,10 @@ class _FileSearch:
         known = self.searcher.headers.index_ordinary
         for word in self._words():
             if word in known or word in env.unit.ordinary:
-                ctype = env.global_type(word)
-                if ctype is not None and ctype.base != FUNCTION and (
-                        self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1)):
+                global_type = env.global_type(word)
+                if global_type is not None and global_type.base != FUNCTION and (
+                        self._is_type(global_type, query, 0)
+                        or self._is_type(global_type, query, 1)):
                     names.add(word.encode())
         return names
 
@@ -687,7 +699,9 @@ def _split_arguments(text: str) -> list[str]:
     inner = text.strip()
     if inner.startswith("(") and inner.endswith(")"):
         inner = inner[1:-1]
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in inner:
         if char in "([{":
             depth += 1
