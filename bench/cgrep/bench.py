@@ -189,7 +189,7 @@ def function_start(tree: str, key: tuple, function: str | None) -> int:
     with open(os.path.join(tree, key[0]), errors="replace") as handle:
         lines = handle.read().split("\n")
     start = key[1]
-    header = re.compile(rf"^\S.*\b{re.escape(function)}\s*\(")
+    header = re.compile(rf"^(?:\S.*\b)?{re.escape(function)}\s*\(")
     for number in range(key[1], 0, -1):
         if header.match(lines[number - 1]):
             start = number

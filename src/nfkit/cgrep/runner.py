@@ -7,7 +7,6 @@ the order the files were given.  It does not print.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterator
 
@@ -58,6 +57,8 @@ def search_files(files: list[str], queries: list[Query], include_dirs: list[str]
     global _worker
     # Forked workers inherit the searcher, with the headers the probe already read.
     _worker = searcher
+    import multiprocessing  # only when workers are started
+
     context = multiprocessing.get_context("fork")
     chunk = max(1, min(16, len(wanted) // (jobs * 8)))
     with context.Pool(jobs) as pool:

@@ -11,6 +11,7 @@ only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import re
@@ -55,10 +56,18 @@ CONTAINER_OF = frozenset({
 })
 _DECLARING = frozenset({"declaration", "parameter_declaration"})
 _SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
-_CALLS = TSQuery(C_LANGUAGE, "(call_expression function: (identifier) @function)")
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 _CALLED = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-_DECLARATIONS = TSQuery(C_LANGUAGE, "(declaration) @d (parameter_declaration) @d")
+
+
+@functools.cache
+def _compiled(source: str) -> TSQuery:
+    """A tree-sitter query, compiled on first use (compiling costs import time)."""
+    return TSQuery(C_LANGUAGE, source)
+
+
+_CALLS = "(call_expression function: (identifier) @function)"
+_DECLARATIONS = "(declaration) @d (parameter_declaration) @d"
 
 
 @dataclass
@@ -410,7 +419,7 @@ class _FileSearch:
         return self._word_set
 
     def _search_calls(self, queries: list[Query]) -> None:
-        cursor = QueryCursor(_CALLS)
+        cursor = QueryCursor(_compiled(_CALLS))
         for function in cursor.captures(self.root).get("function", []):
             name = _text(function)
             wanted = [q for q in queries if q.pattern is not None and q.pattern.search(name)]
@@ -582,7 +591,7 @@ class _FileSearch:
         table = self._recovered.get(key)
         if table is None:
             table = {}
-            for node in QueryCursor(_DECLARATIONS).captures(broken).get("d", []):
+            for node in QueryCursor(_compiled(_DECLARATIONS)).captures(broken).get("d", []):
                 for declared_name, ctype in declarations(node, self.anon):
                     table.setdefault(declared_name, []).append((node.start_byte, ctype))
             self._recovered[key] = table
