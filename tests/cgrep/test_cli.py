@@ -179,12 +179,26 @@ def test_loose_is_marked() -> None:
     assert [line.split(":")[1] for line in loose] == ["19", "33", "34", "35"]
 
 
-def test_parallel_workers_keep_file_order(tmp_path: object) -> None:
+def test_parallel_workers_keep_file_order(tmp_path: object,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfkit.cgrep import runner
+
+    monkeypatch.setattr(runner, "PARALLEL_THRESHOLD", 4)  # workers even for a few files
+    started = []
+    real_pool = __import__("multiprocessing").get_context("fork").Pool
     directory = str(tmp_path)
     for index in range(12):
         with open(os.path.join(directory, f"f{index:02}.c"), "w") as handle:
             handle.write(f"struct flow {{ int state; }};\nvoid f(struct flow *f) "
                          f"{{ f->state = {index}; }}\n")
+    import multiprocessing.context as mpc
+
+    def counting_pool(self: object, *args: object, **kwargs: object) -> object:
+        started.append(args)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(mpc.ForkContext, "Pool", counting_pool)
     result = cgrep("-j", "2", "-t", "struct flow", "-a", "state", "-o", "set", directory)
+    assert started  # the work went to worker processes
     assert [line.split(":")[0][-5:] for line in result.stdout.splitlines()] == \
         [f"f{index:02}.c" for index in range(12)]

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from nfkit.cgrep.query import Query
 from nfkit.cgrep.search import FileReport, Searcher
 
-# Below this many files, starting workers costs more than it saves.
-PARALLEL_THRESHOLD = 8
+# Below this many files to parse (~5 ms each), starting workers and having
+# each read the headers again costs more than it saves.
+PARALLEL_THRESHOLD = 64
 
 _worker: Searcher | None = None
 
