@@ -115,13 +115,13 @@ def test_used_through_header_typedefs_and_globals() -> None:
     # net/glob.h, the two globals are declared there.  nfkit must still read it.
     searcher = Searcher([make_query("struct tuple", None, "used")], [INCLUDE])
     path = os.path.join(DATA, "glob_use.c")
-    assert searcher.search_path(path, probe_only=True) is None  # worth parsing
+    assert searcher.probe(path) is None  # worth parsing
     report = searcher.search_path(path)
     assert [(m.line, m.column, m.expression) for m in report.matches] == [
         (6, 9, "header_tuple"), (6, 28, "a"), (6, 37, "header_tuple_p")]
     # without the include path nothing tells the type, and the file is skipped unparsed
     bare = Searcher([make_query("struct tuple", None, "used")])
-    skipped = bare.search_path(path, probe_only=True)
+    skipped = bare.probe(path)
     assert skipped is not None and not skipped.parsed
 
 

@@ -30,7 +30,7 @@ from nfkit.cgrep.ctype import FUNCTION, CType, base_of, declarations, declared
 C_LANGUAGE = Language(tree_sitter_c.language())
 CACHE_FORMAT = 5  # bump when `HeaderTables` or the conversion changes
 
-_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
+INCLUDE_DIRECTIVE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
 _TRANSPARENT = {
     "preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef",
     "linkage_specification", "declaration_list", "ERROR",
@@ -103,7 +103,7 @@ def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
     """Index the file-scope declarations of ``source`` (parsed here unless given)."""
     unit = Unit(path, tree if tree is not None else parse(source))
     unit.includes = [(m.group(1) == b'"', m.group(2).decode("utf-8", "replace").strip())
-                     for m in _INCLUDE.finditer(source)]
+                     for m in INCLUDE_DIRECTIVE.finditer(source)]
     _index_top_level(unit, unit.tree.root_node)
     return unit
 

@@ -22,7 +22,7 @@ _worker: Searcher | None = None
 
 def _search_in_worker(path: str) -> FileReport:
     assert _worker is not None
-    return _worker.search_path(path)
+    return _worker.search_path(path, probed=True)
 
 
 def default_jobs() -> int:
@@ -46,14 +46,14 @@ def search_files(files: list[str], queries: list[Query], include_dirs: list[str]
     wanted: list[str] = []
     early: dict[str, FileReport] = {}
     for path in files:
-        report = searcher.search_path(path, probe_only=True)
+        report = searcher.probe(path)
         if report is None:
             wanted.append(path)
         else:
             early[path] = report
     if jobs <= 1 or len(wanted) < PARALLEL_THRESHOLD:
         for path in files:
-            yield early[path] if path in early else searcher.search_path(path)
+            yield early[path] if path in early else searcher.search_path(path, probed=True)
         return
     global _worker
     # Forked workers inherit the searcher, with the headers the probe already read.

@@ -16,15 +16,14 @@ import os
 import pickle
 import re
 from dataclasses import dataclass, field
-from typing import overload
 
 from tree_sitter import Node, QueryCursor
 from tree_sitter import Query as TSQuery
 
 from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
 from nfkit.cgrep.environment import (
-    _INCLUDE,
     C_LANGUAGE,
+    INCLUDE_DIRECTIVE,
     Environment,
     HeaderStore,
     Unit,
@@ -57,7 +56,7 @@ CONTAINER_OF = frozenset({
 _DECLARING = frozenset({"declaration", "parameter_declaration"})
 _SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
-_CALLED = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+_CALLED = re.compile(rb"\b([A-Za-z_]\w*)\s*\(")
 
 
 @functools.cache
@@ -148,30 +147,23 @@ class Searcher:
         self._same_type: dict[str, list[str]] = {}
         self._pending_globals: list[dict[str, bytes]] = []
 
-    @overload
-    def search_path(self, path: str) -> FileReport: ...
-    @overload
-    def search_path(self, path: str, probe_only: bool) -> FileReport | None: ...
-
-    def search_path(self, path: str, probe_only: bool = False) -> FileReport | None:
+    def search_path(self, path: str, probed: bool = False) -> FileReport:
         """Search the file at ``path``; unreadable or non-C input becomes ``error``.
 
-        With ``probe_only``, return None instead of parsing a file that could match.
+        ``probed``: `probe` already found that the file could match.
         """
-        try:
-            with open(path, "rb") as handle:
-                source = handle.read()
-        except IsADirectoryError:
-            return FileReport(path, error="is a directory")
-        except FileNotFoundError:
-            return FileReport(path, error="no such file or directory")
-        except OSError as exc:
-            return FileReport(path, error=exc.strerror or str(exc))
-        if b"\0" in source[:8192]:
-            return FileReport(path, error="not a C file (binary content)")
-        if probe_only:
-            return None if self.wants(source, path) else FileReport(path)
-        return self.search_source(path, source)
+        source = _read(path)
+        if isinstance(source, FileReport):
+            return source
+        return self.search_source(path, source, probed)
+
+    def probe(self, path: str) -> FileReport | None:
+        """None if the file at ``path`` could match (it is worth parsing); else its
+        (empty, or error) report, found without parsing."""
+        source = _read(path)
+        if isinstance(source, FileReport):
+            return source
+        return None if self.wants(source, path) else FileReport(path)
 
     def wants(self, source: bytes, path: str = "") -> bool:
         """Could ``source`` hold a match at all?  Decided on the bytes (member
@@ -189,7 +181,7 @@ class Searcher:
             if not words.isdisjoint(self._used_words):
                 return True
             unit_includes = [(m.group(1) == b'"', m.group(2).decode("utf-8", "replace").strip())
-                             for m in _INCLUDE.finditer(source)]
+                             for m in INCLUDE_DIRECTIVE.finditer(source)]
             store = self.headers
             for header in store.resolve_all(os.path.dirname(path), unit_includes):
                 store.closure(header)
@@ -243,10 +235,10 @@ class Searcher:
             self._used_words.add(name.split()[-1].encode())
             queue.extend(self._same_type.get(name, ()))
 
-    def search_source(self, path: str, source: bytes) -> FileReport:
-        """Search C ``source`` that came from ``path``."""
+    def search_source(self, path: str, source: bytes, probed: bool = False) -> FileReport:
+        """Search C ``source`` that came from ``path`` (``probed``: `wants` said yes)."""
         report = FileReport(path)
-        if self.wants(source, path):
+        if probed or self.wants(source, path):
             _FileSearch(self, path, source, report).run()
         return report
 
@@ -655,6 +647,22 @@ class _FileSearch:
         prefix = self.source[start:byte]
         column = len(prefix.decode("utf-8", "replace")) if not prefix.isascii() else len(prefix)
         return row + 1, column + 1
+
+
+def _read(path: str) -> bytes | FileReport:
+    """The bytes of a C file, or a report saying in one line why it cannot be searched."""
+    try:
+        with open(path, "rb") as handle:
+            source = handle.read()
+    except IsADirectoryError:
+        return FileReport(path, error="is a directory")
+    except FileNotFoundError:
+        return FileReport(path, error="no such file or directory")
+    except OSError as exc:
+        return FileReport(path, error=exc.strerror or str(exc))
+    if b"\0" in source[:8192]:
+        return FileReport(path, error="not a C file (binary content)")
+    return source
 
 
 def _parameters(function: Node) -> list[Node]:
