@@ -133,3 +133,11 @@ def test_declarations_recovered_where_the_parse_broke() -> None:
     report = searcher.search_path(os.path.join(DATA, "recover.c"))
     assert report.parse_errors
     assert [(m.line, m.column) for m in report.matches] == [(19, 11), (24, 9)]
+
+
+def test_func_reports_every_argument_of_the_type() -> None:
+    # coccigrep: 10:18 and 10:35 only, the first argument of each call: its
+    # template's disjunction stops at the first argument that matches.  nfkit
+    # deliberately reports each argument of the type.
+    assert positions("calls.c", "struct flow", "flow_cmp", "func") == [
+        (10, 18), (10, 21), (10, 35), (10, 38)]
