@@ -131,3 +131,11 @@ def test_used_of_a_header_typedef_finds_the_struct_it_names() -> None:
     searcher = Searcher([make_query("tuple_alias2_t", None, "used")], [INCLUDE])
     report = searcher.search_path(os.path.join(DATA, "glob_use.c"))
     assert [m.line for m in report.matches] == [6, 6, 6]
+
+
+def test_struct_defined_inside_a_function() -> None:
+    # coccigrep: 12:9 too.  The member table of the function-local struct holder
+    # is found by looking into function bodies once the file scope has none.
+    searcher = Searcher([make_query("struct flow", "state", "deref")])
+    report = searcher.search_path(os.path.join(DATA, "inner.c"))
+    assert [(m.line, m.column, m.expression) for m in report.matches] == [(12, 9, "h.flow")]

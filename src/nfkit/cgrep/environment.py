@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import tree_sitter_c
-from tree_sitter import Language, Node, Parser, Tree
+from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
 
 from nfkit.cgrep.ctype import FUNCTION, CType, base_of, declarations, declared
 
@@ -31,6 +31,10 @@ C_LANGUAGE = Language(tree_sitter_c.language())
 CACHE_FORMAT = 5  # bump when `HeaderTables` or the conversion changes
 
 INCLUDE_DIRECTIVE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
+_NESTED_RECORDS = """
+(struct_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
+(union_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
+"""
 _TRANSPARENT = {
     "preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef",
     "linkage_specification", "declaration_list", "ERROR",
@@ -61,6 +65,7 @@ class Unit:
     constants: set[str] = field(default_factory=set)
     anonymous: dict[str, Node] = field(default_factory=dict)
     includes: list[tuple[bool, str]] = field(default_factory=list)
+    _searched_inner: bool = False
 
     def anon_name(self, keyword: str, body: Node) -> str:
         """Name an anonymous struct/union after its place, and remember its body."""
@@ -69,7 +74,20 @@ class Unit:
         return name
 
     def record_body(self, name: str) -> Node | None:
-        return self.records.get(name) or self.anonymous.get(name)
+        """The body of struct/union ``name`` defined in this file, at any depth
+        (a definition inside a function body is looked for only when needed)."""
+        body = self.records.get(name) or self.anonymous.get(name)
+        if body is None and not self._searched_inner and not name.startswith(FUNCTION):
+            self._searched_inner = True
+            query = Query(C_LANGUAGE, _NESTED_RECORDS)
+            for _, found in QueryCursor(query).matches(self.tree.root_node):
+                spec = found["name"][0].parent
+                keyword = "union" if spec is not None and spec.type == "union_specifier" \
+                    else "struct"
+                self.records.setdefault(f"{keyword} {_text(found['name'][0])}",
+                                        found["body"][0])
+            body = self.records.get(name)
+        return body
 
     def convert(self, entry: tuple[Node, Node]) -> CType | None:
         spec, declarator = entry
