@@ -72,9 +72,10 @@ def kernel_tree() -> str:
         os.makedirs(CACHE, exist_ok=True)
         print(f"unpacking {tarball} (netfilter dirs and include/) into {CACHE} ...", flush=True)
         wanted = [f"{name}/{d}/" for d in DIRS] + [f"{name}/include/"]
-        with tarfile.open(tarball) as archive:
-            members = [m for m in archive if any(m.name.startswith(w) for w in wanted)]
-            archive.extractall(CACHE, members=members, filter="data")
+        with tarfile.open(tarball, "r|xz") as archive:  # one streaming pass
+            for member in archive:
+                if any(member.name.startswith(w) for w in wanted):
+                    archive.extract(member, CACHE, filter="data")
         open(stamp, "w").close()
     return tree
 
