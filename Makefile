@@ -12,7 +12,7 @@ APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev \
 # nfgrep signature tests (psql and a PostgreSQL server of its own)
 APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
-APT_BENCH := $(APT_TEST) libndpi-bin ethtool
+APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
 
 .PHONY: setup demo test bench clean
 

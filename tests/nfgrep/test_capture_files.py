@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.capture import (
@@ -18,6 +21,7 @@ from nfkit.nfgrep.capture import (
     CaptureReader,
     decode,
 )
+from nfkit.nfgrep.classify import Classifier
 
 A4, B4 = ipaddress.ip_address("192.0.2.2").packed, ipaddress.ip_address("198.51.100.7").packed
 A6, B6 = ipaddress.ip_address("2001:db8::2").packed, ipaddress.ip_address("2001:db8::7").packed
@@ -181,3 +185,45 @@ def test_not_a_capture(tmp_path: Path) -> None:
         CaptureReader(path)
     with pytest.raises(InputError, match="No such file"):
         CaptureReader(tmp_path / "missing.pcap")
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0, 1, 12, 101, 108, 113, 228, 229, 276, 147]), st.binary(max_size=120))
+def test_decode_never_raises(link: int, frame: bytes) -> None:
+    p = decode(link, frame)
+    assert p is None or (len(p) == 9 and p[0] >= 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _engine() -> object:
+    from nfkit.nfgrep.engine import Engine, load_rules
+
+    return Engine(load_rules(None))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["pcap", "pcapng"]), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+                                                   max_size=8))
+def test_mutated_files_end_cleanly(tmp_path_factory: pytest.TempPathFactory, kind: str,
+                                   edits: list[tuple[int, int]]) -> None:
+    """Flipped bytes anywhere: frames come out or reading stops with a reason; never an exception."""
+    frames = [ether(ipv4(6, tcp(40000, 80, 1 + i, 0x18, REQUEST)), 0x0800) for i in range(20)]
+    path = tmp_path_factory.mktemp("mut") / f"x.{kind}"
+    if kind == "pcap":
+        write_pcap(path, LINK_ETHERNET, frames)
+    else:
+        write_pcapng(path, [LINK_ETHERNET], [(0, f) for f in frames])
+    data = bytearray(path.read_bytes())
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    path.write_bytes(bytes(data))
+    try:
+        reader = CaptureReader(path)
+    except InputError:
+        return  # the magic itself was hit
+    n = sum(1 for _ in reader)
+    assert n <= 20 or kind == "pcap"
+    classifier = Classifier(_engine())
+    classifier.read(path)
+    classifier.finish()

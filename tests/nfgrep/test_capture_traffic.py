@@ -27,7 +27,7 @@ SCENARIOS = [
     ("http", {}), ("http", {"ipv6": True}), ("http_one_byte", {}), ("tls", {}),
     ("tls", {"sni": "api.example.test", "alpn": "http/1.1", "port": 8443}), ("ssh", {}),
     ("dns", {}), ("dns", {"tcp": True, "name": "mail.example.test"}), ("redis", {}), ("mqtt", {}),
-    ("smtp", {}), ("pop3", {}), ("imap", {}), ("ftp", {}), ("websocket", {}),
+    ("smtp", {}), ("pop3", {}), ("imap", {}), ("ftp", {}), ("ftp", {"active": True}), ("websocket", {}),
     ("connect_tunnel", {}), ("random_bytes", {"count": 3}),
 ]
 
@@ -151,9 +151,12 @@ def test_random_bytes_on_443_are_not_tls(captures: dict) -> None:
 def test_ftp_data_connection_is_labelled_by_expectation(captures: dict) -> None:
     flows = captures["reports"]["eth"].flows
     data = [r for r in flows if r.app == "ftp-data"]
-    assert len(data) == 1
-    port = int(data[0].server.rsplit(":", 1)[1])
+    assert len(data) == 2
+    passive, active = data
+    port = int(passive.server.rsplit(":", 1)[1])
     assert 40000 <= port <= 40100  # vsftpd's passive range, announced on the control flow
+    # active: the server connected to the address and port the client announced
+    assert active.server.startswith("192.0.2.2:") and active.client.startswith(f"{SERVER4}:")
 
 
 def test_cli_json_and_text(captures: dict) -> None:

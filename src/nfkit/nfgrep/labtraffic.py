@@ -305,11 +305,11 @@ class TrafficLab:
                            check=True, capture_output=True)
         self.serve(f"tls{port}", ["openssl", "s_server", "-accept", str(port), "-cert", str(cert),
                                   "-key", str(key), "-alpn", "h2,http/1.1", "-www", "-quiet"], port)
-        self.run_client(["openssl", "s_client", "-connect", f"{SERVER4}:{port}", "-servername", sni,
-                         "-alpn", alpn, "-ign_eof"], check=False, timeout=20) if False else \
-            self.client.run(["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client "
-                             f"-connect {SERVER4}:{port} -servername {sni} -alpn {alpn} -quiet"],
-                            check=False, timeout=20)
+        # s_client ends when s_server -www has answered and closed (exit status not checked:
+        # it reports the server's close as an error)
+        self.client.run(["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client "
+                         f"-connect {SERVER4}:{port} -servername {sni} -alpn {alpn} -quiet"],
+                        check=False, timeout=20)
         self.truth.append(Truth("tcp", port, "tls", (("sni", sni), ("alpn", alpn))))
 
     def ssh(self, port: int = 22) -> None:
@@ -370,7 +370,7 @@ class TrafficLab:
         self.run_client(["curl", "-sS", "-u", "user:secret", f"imap://{SERVER4}:{port}/"])
         self.truth.append(Truth("tcp", port, "imap"))
 
-    def ftp(self, port: int = 21) -> None:
+    def ftp(self, port: int = 21, active: bool = False) -> None:
         root = self.dir / "ftproot"
         root.mkdir(exist_ok=True)
         os.chmod(root, 0o755)
@@ -381,12 +381,18 @@ class TrafficLab:
             "anonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\nno_anon_password=YES\n"
             f"anon_root={root}\npasv_enable=YES\npasv_min_port=40000\npasv_max_port=40100\n"
             "seccomp_sandbox=NO\nbackground=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
-            "xferlog_enable=NO\nuse_localtime=NO\n")
+            "xferlog_enable=NO\nuse_localtime=NO\nport_enable=YES\n")
         os.chmod(conf, 0o600)
         self.serve("ftp", ["vsftpd", str(conf)], port)
-        self.run_client(["curl", "-sS", "-o", "/dev/null", f"ftp://{SERVER4}:{port}/file.txt"])
+        # active mode: the client announces its own address with PORT/EPRT, the server connects
+        self.run_client(["curl", "-sS", "-o", "/dev/null", *(["-P", CLIENT4] if active else []),
+                         f"ftp://{SERVER4}:{port}/file.txt"])
         self.truth.append(Truth("tcp", port, "ftp"))
-        self.truth.append(Truth("tcp", 0, "ftp-data", note="data connection (passive)"))
+        if active:
+            self.truth.append(Truth("tcp", 0, "ftp-data", server=CLIENT4,
+                                    note="data connection (active: the server connects)"))
+        else:
+            self.truth.append(Truth("tcp", 0, "ftp-data", note="data connection (passive)"))
 
     def websocket(self, port: int = 8080) -> None:
         self.serve("ws", self._py("wsserver.py", SERVER4, port), port)
