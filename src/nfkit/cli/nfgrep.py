@@ -266,8 +266,6 @@ def _test_capture(engine: Any, capture: str, lines: list[str],
     return announcing.flows
 
 
-try:
-    from nfkit.cli.nfgrep_classify import classify
-    nfgrep.add_command(classify)
-except ImportError:  # part B not merged yet
-    pass
+from nfkit.cli.nfgrep_classify import classify  # noqa: E402 - the group exists first
+
+nfgrep.add_command(classify)
