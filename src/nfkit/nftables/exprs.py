@@ -15,7 +15,6 @@ list.  Statements it cannot express become {"xt": ...}-free raw forms:
 from __future__ import annotations
 
 import functools
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -455,7 +454,6 @@ class RuleCompiler:
         opname = body.get("op", "==")
         left, right = body["left"], body["right"]
         # Explicit protocol matches are dependencies already satisfied.
-        start = len(out)
         op = self.load(ctx, left, out)
         self._last_operand = op
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):
@@ -469,7 +467,6 @@ class RuleCompiler:
                 ctx.l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(right, ctx.l3)
             elif left == {"meta": {"key": "iiftype"}} and right == "ether":
                 ctx.iiftype = True
-        del start
         if isinstance(right, str) and right.startswith("@"):
             inv = opname == "!="
             out.append(self._lookup(right[1:], 1, None, inv))
@@ -1043,8 +1040,6 @@ def prefix_of(lo: bytes, hi: bytes) -> int | None:
 def ip_text(fam: str, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if fam == "ip6" else socket.AF_INET, raw)
 
-
-_ = ipaddress
 
 
 # ==== kernel expressions -> statements ===========================================

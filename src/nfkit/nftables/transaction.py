@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nfkit.errors import DumpInterrupted, InputError, NetlinkError, TransactionError
+from nfkit.errors import DumpInterrupted, InputError, TransactionError
 from nfkit.netlink.codec import Batch, MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
 from nfkit.nftables.exprs import SetView
 from nfkit.nftables.jsonfmt import Command
-from nfkit.nftables.model import Chain, Obj, Rule, Ruleset, Set, Table
+from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
 from nfkit.nftables.nla import A, string
 from nfkit.nftables.wire import (
     FAMILY_NUM,
@@ -613,5 +613,3 @@ def apply(wanted: Ruleset, dry_run: bool = False, sock: Any | None = None) -> li
         if own:
             sock.close()
 
-
-_ = (NetlinkError, Obj, Table, Chain)

@@ -9,7 +9,6 @@ translated by nfkit.nftables.exprs; this module only wraps them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from nfkit.errors import InputError
@@ -32,7 +31,6 @@ from nfkit.nftables.exprs import (
     SET_EVAL,
     SET_INTERVAL,
     SET_MAP,
-    SET_OBJECT,
     SET_TIMEOUT,
     AnonSet,
     Operand,
@@ -791,6 +789,3 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
                _s(attrs[a["name"]]), body,
                nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
 
-
-_unused: tuple[Callable[..., Any], Iterable[Any], int] | None = None
-_ = (SET_OBJECT,)
