@@ -4,7 +4,8 @@ For each tests/nftables/rulesets/*.nft: nft -f loads it into namespace A and
 lists it (`nft -j list ruleset`); `nfkit rules load` loads that listing into
 namespace B; nft's listing of B must equal A's (handles aside).  And
 `nfkit rules list --json` on A must equal nft's listing of A, except for what
-nft 1.0.6 leaves out (a netdev base chain's device).
+nft 1.0.6 leaves out (a netdev base chain's device, the dynamic set flag); and
+loaded into B again, that listing must give B the same ruleset.
 """
 
 from __future__ import annotations
@@ -63,5 +64,11 @@ def test_ruleset(path: Path, pair) -> None:  # type: ignore[no-untyped-def]
     assert proc.returncode == 0, proc.stderr
     assert nft_json(b) == expected
     # nfkit's own listing of the nft-loaded namespace.
-    ours = strip(json.loads(a.run(NFKIT + ["rules", "list", "--json"]).stdout))
+    own = a.run(NFKIT + ["rules", "list", "--json"]).stdout
+    ours = strip(json.loads(own))
     assert _fill_nft_gaps(ours, expected) == expected
+    # ... and it reads its own listing back: nothing left out.
+    b.run("nft flush ruleset")
+    proc = b.run(NFKIT + ["rules", "load", "-"], input=own, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert nft_json(b) == expected
