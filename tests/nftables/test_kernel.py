@@ -239,3 +239,20 @@ table ip t {
             m({"payload": {"protocol": "ip", "field": "daddr"}}, "192.0.2.8"), {"drop": None}]))
         with pytest.raises(InputError, match="no such chain"):
             exists(model.Rule("ip", "t", "nochain", [{"drop": None}]))
+
+
+@pytest.mark.kernel
+def test_map_update_from_the_packet_path(netns) -> None:  # type: ignore[no-untyped-def]
+    """nft 1.0.6 lists map updates in JSON as text, so this one is checked on nft's text."""
+    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    upd = {"map": {"op": "update", "elem": saddr, "data": 1, "map": "@m"}}
+    rs = model.Ruleset()
+    t = rs.table("ip", "t")
+    rs.set(t, "m", type="ipv4_addr", map="mark", flags=["timeout"], timeout=60)
+    c = rs.chain(t, "c", type="filter", hook="input", prio=0, policy="accept")
+    rs.rule(c, M22, upd)
+    with netns.enter():
+        commit(rs)
+        assert list_ruleset().rules[0].expr == [M22, upd]
+    assert "tcp dport 22 update @m { ip saddr : 0x00000001 }" in netns.run(
+        "nft list ruleset").stdout
