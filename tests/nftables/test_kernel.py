@@ -256,3 +256,21 @@ def test_map_update_from_the_packet_path(netns) -> None:  # type: ignore[no-unty
         assert list_ruleset().rules[0].expr == [M22, upd]
     assert "tcp dport 22 update @m { ip saddr : 0x00000001 }" in netns.run(
         "nft list ruleset").stdout
+
+
+@pytest.mark.kernel
+def test_check_finds_jump_loops(netns) -> None:  # type: ignore[no-untyped-def]
+    """Loops are found when the kernel validates the whole batch, as nft -c finds them."""
+    rs = model.Ruleset()
+    t = rs.table("ip", "t")
+    a = rs.chain(t, "a", type="filter", hook="input", prio=0, policy="accept")
+    b = rs.chain(t, "b")
+    c = rs.chain(t, "c")
+    rs.rule(a, {"jump": {"target": "b"}})
+    rs.rule(b, {"jump": {"target": "c"}})
+    rs.rule(c, {"jump": {"target": "b"}})
+    with netns.enter():
+        for attempt in (check, commit):
+            with pytest.raises(TransactionError, match="rule in chain ip t c.*EMLINK"):
+                attempt(rs)
+        assert list_ruleset().tables == []

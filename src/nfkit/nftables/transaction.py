@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nfkit.errors import DumpInterrupted, InputError, TransactionError
+from nfkit.errors import DumpInterrupted, InputError, NetlinkError, TransactionError
 from nfkit.netlink.codec import Batch, MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
@@ -188,9 +188,48 @@ def _kernel_has_expr(sock: Any, name: str) -> bool:
 
 
 def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
+    """Send the batch in one sendmsg and collect every refusal.
+
+    A GETGEN request with ACK follows the batch: the kernel answers requests of
+    one socket in order, so when its answer is read every error of the batch
+    (also one the kernel reports only after re-validating the whole batch) has
+    been read too.  With ``check`` the batch has no BATCH_END: the kernel
+    validates every message, then aborts."""
+    from nfkit.netlink.codec import parse_error
+    from nfkit.netlink.consts import NLM_F_ACK, NLMSG_ERROR
+
     if check:
-        batch.closed = True  # no BATCH_END: the kernel validates, then aborts
-    sock.send_batch(batch, enc.what)
+        batch.closed = True
+    else:
+        batch.close()
+    sock.ensure_sndbuf(len(batch.buffer) + 65536)
+    sock.ensure_rcvbuf(min(len(batch.seqs) * 1024 + (1 << 20), 1 << 30))
+    sock.send(memoryview(batch.buffer))
+    w = MessageWriter()
+    fence = w.begin(msg_type("getgen"), NLM_F_REQUEST | NLM_F_ACK)
+    w.end()
+    sock.send(w.buffer)
+    seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
+    errors: list[NetlinkError] = []
+    while True:
+        for m in sock.messages():
+            if m.type != NLMSG_ERROR:
+                continue
+            reply = parse_error(m)
+            if m.seq == fence:
+                if errors:
+                    raise TransactionError(errors)
+                return
+            if not reply.errno:
+                continue
+            pos = seq_index.get(reply.seq)
+            index = pos - 1 if pos is not None and pos >= 1 else None
+            err = NetlinkError(reply.errno, extack=reply.extack, offset=reply.offset,
+                               seq=reply.seq, msg_type=reply.request_type)
+            if index is not None and index < len(enc.what):
+                err = err.describe(enc.what[index])
+            err.index = index  # type: ignore[attr-defined]
+            errors.append(err)
 
 
 def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None = None) -> int:
