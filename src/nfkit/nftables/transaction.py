@@ -7,10 +7,18 @@ the object that failed, and listings are read with GET* dumps.
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nfkit.errors import DumpInterrupted, InputError, NetlinkError, TransactionError
+from nfkit.errors import (
+    DumpInterrupted,
+    InputError,
+    NetlinkError,
+    NfkitError,
+    TransactionError,
+)
 from nfkit.netlink.codec import Batch, MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
@@ -211,7 +219,13 @@ def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
     sock.send(w.buffer)
     seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
     errors: list[NetlinkError] = []
+    # The kernel has handled the batch when sendmsg returns; the answers are queued.
+    deadline = time.monotonic() + 60 + len(batch.seqs) / 1000
     while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock.fileno()], [], [], left)[0]:
+            raise NfkitError("the kernel did not answer the transaction's fence request "
+                             "(state unknown: list the ruleset)")
         for m in sock.messages():
             if m.type != NLMSG_ERROR:
                 continue
