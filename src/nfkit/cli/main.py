@@ -18,6 +18,7 @@ from nfkit.errors import NfkitError
 # name -> "module:attribute"; add a line here when a package grows a command.
 SUBCOMMANDS: dict[str, str] = {
     "info": "nfkit.cli.info:info",
+    "ct": "nfkit.cli.ct:ct",
 }
 
 
