@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 import click
@@ -85,20 +85,13 @@ def _table() -> Iterator[ConntrackTable]:
         yield t
 
 
-def _write_lines(out: TextIO, lines: Iterator[str]) -> int:
+def _write_lines(out: TextIO, batches: Iterable[list[str]]) -> int:
     n = 0
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= 2048:
+    for chunk in batches:
+        if chunk:
             out.write("\n".join(chunk))
             out.write("\n")
             n += len(chunk)
-            chunk = []
-    if chunk:
-        out.write("\n".join(chunk))
-        out.write("\n")
-        n += len(chunk)
     return n
 
 
@@ -129,16 +122,13 @@ def list_cmd(output: str, as_json: bool, python_filter: bool, **kw: Any) -> None
         output = "json"
     out = sys.stdout
     with _table() as t:
-        entries = t.entries(flt, kernel=not python_filter)
-        if output == "json":
-            lines = (formats.entry_json(e) for e in entries)
+        names = label_map() or None if output != "json" else None
+        if output in ("text", "json") and names is None:
+            lines = t.lines(flt, form=output, kernel=not python_filter)
         else:
-            names = label_map() or None
             ext, show_id = output == "extended", output == "id"
-            if names is None and not ext and not show_id:
-                lines = (formats.entry_text(e) for e in entries)
-            else:
-                lines = (formats.entry_text(e, names, ext, show_id=show_id) for e in entries)
+            lines = ([formats.entry_text(e, names, ext, show_id=show_id) for e in batch]
+                     for batch in t.entry_batches(flt, kernel=not python_filter))
         n = _write_lines(out, lines)
     if output != "json":
         click.echo(f"nfkit ct: {n} flow entries have been shown.", err=True)

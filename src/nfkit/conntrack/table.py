@@ -110,14 +110,28 @@ class ConntrackTable:
         return bytes(w.buffer), seq
 
     def _walk_dump(self, request: bytes, seq: int, what: str,
-                   each: Callable[[bytearray, int, int, int], Any]) -> Iterator[Any]:
-        """Send a dump request; call ``each(buf, attrs_off, attrs_len, family)`` per object
-        message (before the buffer is reused) and yield its non-None results."""
+                   each: Callable[[bytearray, int, int, int], Any] | str) -> Iterator[list[Any]]:
+        """Send a dump request and yield, per datagram, the list of results.
+
+        ``each`` is either a function ``each(buf, attrs_off, attrs_len, family)``
+        called per object message before the buffer is reused (None results
+        are dropped), or the name of a layout function of the decoder
+        ("build", "text", "json"), run inline (the hot path of listings).
+        """
         self.sock.send(request)
         raw = self.sock.sock
         buf = self._buf
         unpack = _HDR.unpack_from
         interrupted = False
+        layouts = self.decoder._layouts
+        slow: Callable[[bytearray, int, int, int], Any]
+        if isinstance(each, str):
+            kind = each
+            slow = {"build": self.decoder.decode, "text": self.decoder.text,
+                    "json": self.decoder.json}[kind]
+        else:
+            kind = ""
+            slow = each
         while True:
             try:
                 n = raw.recv_into(buf)
@@ -126,32 +140,54 @@ class ConntrackTable:
             except OSError as exc:
                 raise NetlinkError(exc.errno or _errno.EIO, what=what) from None
             off = 0
+            out: list[Any] = []
+            append = out.append
             while off + 16 <= n:
                 length, mtype, flags, mseq, _pid = unpack(buf, off)
                 if length < 16 or off + length > n:
                     break
-                if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        if length >= 20:
-                            (err,) = _ERRNO.unpack_from(buf, off + 16)
-                            if err < 0:
-                                raise NetlinkError(-err, what=what)
-                        if interrupted:
-                            raise DumpInterrupted(f"{what}: the table changed during the dump")
-                        return
-                    if mtype == NLMSG_ERROR:
-                        msg = next(parse_messages(memoryview(buf)[off:off + length]))
-                        reply = parse_error(msg)
-                        if reply.errno:
-                            raise NetlinkError(reply.errno, extack=reply.extack, what=what)
-                        return
-                    if flags & NLM_F_DUMP_INTR:
-                        interrupted = True
-                    if length > 20:
-                        r = each(buf, off + 20, length - 20, buf[off + 16])
+                if mseq != seq:
+                    off += (length + 3) & ~3
+                    continue
+                if mtype == NLMSG_DONE:
+                    if out:
+                        yield out
+                    if length >= 20:
+                        (err,) = _ERRNO.unpack_from(buf, off + 16)
+                        if err < 0:
+                            raise NetlinkError(-err, what=what)
+                    if interrupted:
+                        raise DumpInterrupted(f"{what}: the table changed during the dump")
+                    return
+                if mtype == NLMSG_ERROR:
+                    if out:
+                        yield out
+                    msg = next(parse_messages(memoryview(buf)[off:off + length]))
+                    reply = parse_error(msg)
+                    if reply.errno:
+                        raise NetlinkError(reply.errno, extack=reply.extack, what=what)
+                    return
+                if flags & NLM_F_DUMP_INTR:
+                    interrupted = True
+                if length > 20:
+                    if kind:
+                        fam = buf[off + 16]
+                        for lay in layouts.get(length - 20, ()):
+                            v = lay.unpack(buf, off + 20)
+                            if lay.check(v) == lay.expected and lay.family == fam:
+                                fn = getattr(lay, kind)
+                                if fn is not None:
+                                    append(fn(v))
+                                    break
+                        else:
+                            append(slow(buf, off + 20, length - 20, fam))
+                    else:
+                        r = slow(buf, off + 20, length - 20, buf[off + 16])
                         if r is not None:
-                            yield r
+                            append(r)
                 off += (length + 3) & ~3
+            if out:
+                yield out
 
     def entries(self, flt: Filter | None = None, *, kernel: bool = True) -> Iterator[Entry]:
         """Every entry selected by ``flt`` (all without).
@@ -160,6 +196,11 @@ class ConntrackTable:
         Python the rest; without, Python applies all of it to a full dump (the
         same entries either way).  Raises NetlinkError if the kernel refuses.
         """
+        for batch in self.entry_batches(flt, kernel=kernel):
+            yield from batch
+
+    def entry_batches(self, flt: Filter | None = None, *, kernel: bool = True) -> Iterator[list[Entry]]:
+        """Like `entries`, a list per received datagram (less overhead per entry)."""
         flt = flt or Filter()
         if kernel:
             _, residue = flt.split()
@@ -167,17 +208,32 @@ class ConntrackTable:
             push: Filter | None = flt
         else:
             residue, families, push = flt, [0], None
-        decode = self.decoder.decode
         check = None if residue.empty else residue.matches
         for family in families:
             req, seq = self._dump_request(wire.MSG_GET, family, push)
-            if check is None:
-                yield from self._walk_dump(req, seq, "conntrack dump", decode)
-            else:
-                def each(buf: bytearray, off: int, n: int, fam: int) -> Entry | None:
-                    e = decode(buf, off, n, fam)
-                    return e if check(e) else None
-                yield from self._walk_dump(req, seq, "conntrack dump", each)
+            for batch in self._walk_dump(req, seq, "conntrack dump", "build"):
+                yield batch if check is None else [e for e in batch if check(e)]
+
+    def lines(self, flt: Filter | None = None, *, form: str = "text", kernel: bool = True) -> Iterator[list[str]]:
+        """The selected entries as output lines, a list per received datagram:
+        ``form`` "text" (conntrack -L) or "json".
+
+        Same lines as formatting `entries` with `formats.entry_text` /
+        `formats.entry_json`, written straight from the dump where the
+        filter needs no Python check (the fast path of `nfkit ct list`).
+        """
+        flt = flt or Filter()
+        residue = flt.split()[1] if kernel else flt
+        if not residue.empty:
+            from nfkit.conntrack import formats
+
+            fmt = formats.entry_json if form == "json" else formats.entry_text
+            for batch in self.entry_batches(flt, kernel=kernel):
+                yield [fmt(e) for e in batch]
+            return
+        for family in flt.families():
+            req, seq = self._dump_request(wire.MSG_GET, family, flt)
+            yield from self._walk_dump(req, seq, "conntrack dump", form)
 
     def count(self, flt: Filter | None = None) -> int:
         """How many entries ``flt`` selects (the table's size without a filter)."""
@@ -190,8 +246,8 @@ class ConntrackTable:
         total = 0
         for family in flt.families():
             req, seq = self._dump_request(wire.MSG_GET, family, flt)
-            for _ in self._walk_dump(req, seq, "conntrack count", _one):
-                total += 1
+            for batch in self._walk_dump(req, seq, "conntrack count", _one):
+                total += len(batch)
         return total
 
     def get(self, orig: Tuple, zone: int = 0) -> Entry:
@@ -227,7 +283,7 @@ class ConntrackTable:
             nonlocal w, pending
             if not pending:
                 return
-            failures = self.sock.pipeline(w)
+            failures = self.sock.pipeline(w, ack=False)
             for err in failures.values():
                 if err == _errno.EEXIST:
                     result.exists += 1
@@ -339,7 +395,7 @@ class ConntrackTable:
         result = DeleteResult(method=method)
         if not n:
             return result
-        failures = self.sock.pipeline(w)
+        failures = self.sock.pipeline(w, ack=False)
         for err in failures.values():
             if err == _errno.ENOENT:
                 result.vanished += 1

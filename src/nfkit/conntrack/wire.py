@@ -269,14 +269,73 @@ def _reply_or_none(o: Tuple, r: Tuple) -> Tuple | None:
     return None if r == o.mirror() else r
 
 
-_GLOBALS = {"T": Tuple, "E": _new_entry, "A": addr_text, "C": Counters, "cstr": _cstr,
-            "L": _labels, "R": _reply_or_none, "PORT": PORT_PROTOS}
+class _AddrCache(dict):  # type: ignore[type-arg]
+    """bytes -> address text; `cache[raw]` computes and remembers on a miss."""
+
+    def __missing__(self, raw: bytes) -> str:
+        if len(self) > 1 << 20:
+            self.clear()
+        s = self[raw] = addr_text(raw)
+        return s
+
+
+ADDR = _AddrCache()
+
+# the pieces of conntrack -L's line that depend on status bits (see formats.entry_text)
+_UNREPLIED = ("[UNREPLIED] ", "[UNREPLIED] ", "", "")
+
+
+def _assured_text(status: int) -> str:
+    if status & 0x8000:
+        return "[HW_OFFLOAD] "
+    if status & 0x4000:
+        return "[OFFLOAD] "
+    if status & 4:
+        return "[ASSURED] "
+    return ""
+
+
+class _AssuredText(dict):  # type: ignore[type-arg]
+    def __missing__(self, status: int) -> str:
+        s = self[status] = _assured_text(status)
+        return s
+
+
+_ASSURED = _AssuredText()
+
+
+def _status_json(status: int) -> str:
+    from nfkit.conntrack.model import status_names
+
+    import json
+
+    return json.dumps(status_names(status))
+
+
+class _StatusJson(dict):  # type: ignore[type-arg]
+    def __missing__(self, status: int) -> str:
+        s = self[status] = _status_json(status)
+        return s
+
+
+STATUS_JSON = _StatusJson()
+
+_GLOBALS = {"T": Tuple, "TN": tuple.__new__, "E": _new_entry, "A": ADDR, "C": Counters, "cstr": _cstr,
+            "L": _labels, "R": _reply_or_none, "PORT": PORT_PROTOS, "U": _UNREPLIED,
+            "AS": _ASSURED, "SJ": STATUS_JSON}
 
 
 class _Layout:
-    """A compiled decoder for messages of one shape."""
+    """A compiled decoder for messages of one shape.
 
-    __slots__ = ("unpack", "check", "expected", "build")
+    ``build(values)`` makes the Entry; for the common shapes (port-based
+    protocols without zones, timestamps, labels, helper or security context)
+    ``text(values)`` and ``json(values)`` write `formats.entry_text` /
+    `formats.entry_json`'s output directly from the unpacked values (the tests
+    check they are identical); they are None for other shapes.
+    """
+
+    __slots__ = ("unpack", "check", "expected", "build", "text", "json", "family")
 
     def __init__(self, walk: _Walk, length: int, family: int) -> None:
         items: list[tuple[int, str, str | None]] = [(o, "I", None) for o, _ in walk.headers]
@@ -298,35 +357,41 @@ class _Layout:
         self.unpack = struct.Struct("".join(fmt)).unpack_from
         self.check = itemgetter(*header_idx) if len(header_idx) > 1 else (lambda v: (v[header_idx[0]],))
         self.expected = tuple(w for _, w in sorted(walk.headers))
-        self.build = self._compile(index, family)
+        self.build, self.text, self.json = self._compile(index, family)
 
     @staticmethod
-    def _compile(ix: dict[str, int], family: int) -> Callable[[tuple[Any, ...]], Entry]:
+    def _compile(ix: dict[str, int], family: int) -> tuple[Callable[..., Any], Any, Any]:
         def get(name: str, default: str = "None") -> str:
             return f"v[{ix[name]}]" if name in ix else default
 
-        def tup(p: str) -> str:
-            parts = [f"A({get(p + 'src')})", f"A({get(p + 'dst')})", get(p + "proto", "0"),
+        def tup(p: str, src: str, dst: str) -> str:
+            parts = [src, dst, get(p + "proto", "0"),
                      get(p + "sport", "0"), get(p + "dport", "0"), get(p + "icmp_type"),
                      get(p + "icmp_code"), get(p + "icmp_id"), get(p + "zone")]
-            return "T(" + ", ".join(parts) + ")"
+            return "TN(T, (" + ", ".join(parts) + "))"
 
         if "o.src" not in ix or "o.dst" not in ix or "o.proto" not in ix:
             raise DecodeError("conntrack entry without a complete original tuple")
-        lines = ["def build(v):", f"    o = {tup('o.')}"]
-        if "r.src" in ix and "r.dst" in ix:
-            lines.append(f"    r = {tup('r.')}")
-            simple = ("r.zone" not in ix and "r.icmp_type" not in ix)
-            if simple:
-                lines.append(
-                    f"    r = None if (r[0] == o[1] and r[1] == o[0] and r[3] == o[4] and r[4] == o[3]"
-                    f" and r[2] == o[2]) else r")
-            else:
-                lines.append("    r = R(o, r)")
+        has_reply = "r.src" in ix and "r.dst" in ix
+        simple = has_reply and not any(k in ix for k in ("r.zone", "o.zone", "r.icmp_type", "o.icmp_type"))
+        # raw-bytes test: the reply is the mirror of the original (no NAT)
+        mirror = (f"({get('r.src')} == {get('o.dst')} and {get('r.dst')} == {get('o.src')} and "
+                  f"{get('r.sport', '0')} == {get('o.dport', '0')} and "
+                  f"{get('r.dport', '0')} == {get('o.sport', '0')} and "
+                  f"{get('r.proto', '0')} == {get('o.proto', '0')})")
+        def addr(name: str) -> str:
+            return "A[" + get(name) + "]"
+
+        lines = ["def build(v):", "    o = " + tup("o.", addr("o.src"), addr("o.dst"))]
+        if has_reply and simple:
+            lines.append(f"    r = None if {mirror} else " + tup("r.", addr("r.src"), addr("r.dst")))
+        elif has_reply:
+            lines.append("    r = R(o, " + tup("r.", addr("r.src"), addr("r.dst")) + ")")
         else:
             lines.append("    r = None")
         counters = "None"
-        if "co.packets" in ix or "cr.packets" in ix:
+        has_counters = "co.packets" in ix or "cr.packets" in ix
+        if has_counters:
             counters = (f"C({get('co.packets', '0')}, {get('co.bytes', '0')}, "
                         f"{get('cr.packets', '0')}, {get('cr.bytes', '0')})")
         labels = f"L({get('labels')})" if "labels" in ix else "None"
@@ -336,40 +401,152 @@ class _Layout:
             f"    return E({family}, o, r, {get('status', '0')}, {get('state')}, {get('timeout')}, "
             f"{get('mark', '0')}, {get('zone')}, {labels}, {counters}, {get('ts_start')}, "
             f"{get('ts_stop')}, {helper}, {get('id')}, {get('use')}, {secctx})")
+        src = "\n".join(lines)
+
+        fast = (simple and not any(k in ix for k in ("ts_start", "labels", "helper", "secctx", "zone"))
+                and "o.sport" in ix and "r.sport" in ix and "status" in ix)
+        if fast:
+            from nfkit.conntrack.model import PROTO_NAMES, TCP_STATE_TEXT
+
+            # text: formats.entry_text, specialised for this shape
+            st = ix.get("status")
+            head = ""
+            text = ["def text(v):", f"    os = A[{get('o.src')}]; od = A[{get('o.dst')}]",
+                    f"    op = {get('o.sport')}; dp = {get('o.dport')}",
+                    f"    if {mirror}:",
+                    "        rt = f'src={od} dst={os} sport={dp} dport={op} '",
+                    "    else:",
+                    "        rt = f'src={" + addr("r.src") + "} dst={" + addr("r.dst") + "} "
+                    + "sport={" + get("r.sport") + "} dport={" + get("r.dport") + "} '"]
+            parts = []
+            if "timeout" in ix:
+                parts.append(f"{{{get('timeout')}}} ")
+            if "state" in ix:
+                parts.append("{ST[" + get("state") + "]} ")
+            parts.append("src={os} dst={od} sport={op} dport={dp} ")
+            if has_counters:
+                parts.append(f"packets={{{get('co.packets', '0')}}} bytes={{{get('co.bytes', '0')}}} ")
+            parts.append(f"{{U[v[{st}] & 2]}}{{rt}}")
+            if has_counters:
+                parts.append(f"packets={{{get('cr.packets', '0')}}} bytes={{{get('cr.bytes', '0')}}} ")
+            parts.append(f"{{AS[v[{st}] & 0xFFFF]}}mark={{{get('mark', '0')}}}")
+            if "use" in ix:
+                parts.append(f" use={{{get('use')}}}")
+            text.append("    return HEAD[" + get("o.proto") + "] + f'" + "".join(parts) + "'")
+            # json: formats.entry_json, specialised for this shape
+            fam = "ipv6" if family == 10 else "ipv4"
+            js = ["def json(v):", f"    os = A[{get('o.src')}]; od = A[{get('o.dst')}]",
+                  f"    if {mirror}:",
+                  "        rj = ''",
+                  "    else:",
+                  "        rj = f',\"reply\":{{\"src\":\"{" + addr("r.src") + "}\",\"dst\":\"{"
+                  + addr("r.dst") + "}\",\"sport\":{" + get("r.sport") + "},\"dport\":{"
+                  + get("r.dport") + "}}}'"]
+            jp = [f'{{{{"family":"{fam}","proto":"{{PN[{get("o.proto")}]}}","orig":{{{{"src":"{{os}}",'
+                  f'"dst":"{{od}}","sport":{{{get("o.sport")}}},"dport":{{{get("o.dport")}}}}}}}{{rj}}',
+                  f',"status":{{SJ[v[{st}]]}}']
+            if "state" in ix:
+                jp.append(',"state":"{ST[' + get("state") + ']}"')
+            if "timeout" in ix:
+                jp.append(f',"timeout":{{{get("timeout")}}}')
+            jp.append(f',"mark":{{{get("mark", "0")}}}')
+            if has_counters:
+                jp.append(f',"counters":{{{{"orig":{{{{"packets":{{{get("co.packets", "0")}}},'
+                          f'"bytes":{{{get("co.bytes", "0")}}}}}}},"reply":{{{{"packets":'
+                          f'{{{get("cr.packets", "0")}}},"bytes":{{{get("cr.bytes", "0")}}}}}}}}}}}')
+            if "id" in ix:
+                jp.append(f',"id":{{{get("id")}}}')
+            if "use" in ix:
+                jp.append(f',"use":{{{get("use")}}}')
+            jp.append("}}")
+            js.append("    return f'" + "".join(jp) + "'")
+            src += "\n" + "\n".join(text) + "\n" + "\n".join(js)
+            head_table = {p: f"{PROTO_NAMES.get(p, 'unknown'):<8} {p} " for p in range(256)}
+            extra = {"HEAD": head_table, "ST": TCP_STATE_TEXT + ["NONE"] * (256 - len(TCP_STATE_TEXT)),
+                     "PN": {p: PROTO_NAMES.get(p, str(p)) for p in range(256)}}
+        else:
+            extra = {}
         namespace: dict[str, Any] = {}
-        exec("\n".join(lines), dict(_GLOBALS), namespace)  # generated from the field table above
-        return namespace["build"]  # type: ignore[no-any-return]
+        exec(src, {**_GLOBALS, **extra}, namespace)  # generated from the field table above
+        return namespace["build"], namespace.get("text"), namespace.get("json")
 
 
 class EntryDecoder:
     """Decodes ctnetlink entry messages (IPCTNL_MSG_CT_NEW/DELETE payloads) into `Entry`.
 
     `decode(buf, off, length, family)` takes the attribute stream at
-    ``buf[off:off+length]``.  Raises DecodeError on malformed input.
+    ``buf[off:off+length]``; `text` and `json` return the entry's output line
+    directly.  Raise DecodeError on malformed input.
     """
 
     MAX_LAYOUTS = 4096
 
     def __init__(self) -> None:
-        self._layouts: dict[tuple[int, int], list[_Layout]] = {}
+        self._layouts: dict[int, list[_Layout]] = {}
         self._count = 0
 
-    def decode(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> Entry:
-        key = (length, family)
-        cands = self._layouts.get(key)
+    def layout(self, buf: bytes | bytearray | memoryview, off: int, length: int,
+               family: int) -> tuple[_Layout, tuple[Any, ...]]:
+        """The layout of the message at ``off`` and its unpacked values."""
+        cands = self._layouts.get(length)
         if cands:
             for lay in cands:
                 v = lay.unpack(buf, off)
-                if lay.check(v) == lay.expected:
-                    return lay.build(v)
+                if lay.check(v) == lay.expected and lay.family == family:
+                    return lay, v
         mv = memoryview(buf)[off:off + length]
         walk = _Walk()
         walk.walk(mv)
         lay = _Layout(walk, length, family)
+        lay.family = family
         if self._count < self.MAX_LAYOUTS:
-            self._layouts.setdefault(key, []).append(lay)
+            self._layouts.setdefault(length, []).append(lay)
             self._count += 1
-        return lay.build(lay.unpack(buf, off))
+        return lay, lay.unpack(buf, off)
+
+    def decode(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> Entry:
+        cands = self._layouts.get(length)
+        if cands:
+            for lay in cands:
+                v = lay.unpack(buf, off)
+                if lay.check(v) == lay.expected and lay.family == family:
+                    return lay.build(v)  # type: ignore[no-any-return]
+        lay, v = self.layout(buf, off, length, family)
+        return lay.build(v)  # type: ignore[no-any-return]
+
+    def text(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
+        """conntrack -L's line for the entry (formats.entry_text, no label names)."""
+        cands = self._layouts.get(length)
+        if cands:
+            for lay in cands:
+                v = lay.unpack(buf, off)
+                if lay.check(v) == lay.expected and lay.family == family:
+                    if lay.text is not None:
+                        return lay.text(v)  # type: ignore[no-any-return]
+                    break
+        lay, v = self.layout(buf, off, length, family)
+        if lay.text is not None:
+            return lay.text(v)  # type: ignore[no-any-return]
+        from nfkit.conntrack.formats import entry_text
+
+        return entry_text(lay.build(v))
+
+    def json(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
+        """The entry's JSON line (formats.entry_json)."""
+        cands = self._layouts.get(length)
+        if cands:
+            for lay in cands:
+                v = lay.unpack(buf, off)
+                if lay.check(v) == lay.expected and lay.family == family:
+                    if lay.json is not None:
+                        return lay.json(v)  # type: ignore[no-any-return]
+                    break
+        lay, v = self.layout(buf, off, length, family)
+        if lay.json is not None:
+            return lay.json(v)  # type: ignore[no-any-return]
+        from nfkit.conntrack.formats import entry_json
+
+        return entry_json(lay.build(v))
 
     def decode_attrs(self, attrs: bytes | bytearray | memoryview, family: int) -> Entry:
         """Decode one attribute stream (e.g. `Message.attrs`)."""
