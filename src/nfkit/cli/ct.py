@@ -27,7 +27,11 @@ from nfkit.conntrack.model import (
     proto_number,
 )
 from nfkit.conntrack.table import ConntrackTable
-from nfkit.errors import InputError
+from nfkit.errors import InputError, NfkitError
+
+
+class NetlinkRefusals(NfkitError):
+    """Some of many pipelined requests were refused by the kernel."""
 
 _FILTER_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-p", "--proto"), {"help": "layer-4 protocol (tcp, udp, icmp, ... or a number)"}),
@@ -62,6 +66,13 @@ def filter_options(skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]],
             fn = click.option(*names, default=None, **kw)(fn)
         return fn
     return deco
+
+
+def _refusals(failed: dict[int, int]) -> str:
+    import errno
+    import os
+
+    return ", ".join(f"{n} x {os.strerror(e)} ({errno.errorcode.get(e, e)})" for e, n in sorted(failed.items()))
 
 
 def _filter(kw: dict[str, Any]) -> Filter:
@@ -184,7 +195,7 @@ def delete_cmd(python_filter: bool, as_json: bool, **kw: Any) -> None:
         extra = f", {res.vanished} already gone" if res.vanished else ""
         click.echo(f"{res.deleted} flow entries have been deleted ({res.method}{extra}).")
     if res.failed:
-        raise InputError(f"some deletes were refused: {res.failed}")
+        raise NetlinkRefusals(f"some deletes were refused: {_refusals(res.failed)}")
 
 
 @ct.command("flush")
@@ -313,7 +324,7 @@ def create_cmd(timeout: int | None, from_file: str | None, as_json: bool, **kw: 
             click.echo(f"{res.created} flow entries have been created"
                        + (f", {res.exists} existed already" if res.exists else "") + ".")
         if res.failed:
-            raise InputError(f"some creates were refused: {res.failed}")
+            raise NetlinkRefusals(f"some creates were refused: {_refusals(res.failed)}")
         return
     kw["timeout"] = timeout if timeout is not None else 30
     entry = _entry_from_options(kw)
@@ -357,7 +368,7 @@ def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | 
     else:
         click.echo(f"{res.deleted} flow entries have been updated.")
     if res.failed:
-        raise InputError(f"some updates were refused: {res.failed}")
+        raise NetlinkRefusals(f"some updates were refused: {_refusals(res.failed)}")
 
 
 @ct.command("watch")
@@ -380,7 +391,8 @@ def watch_cmd(output: str, as_json: bool, kinds: str, quiet: float | None, limit
         output = "json"
     n = 0
     with _table() as t:
-        for ev in t.events(flt, kinds=wanted, timeout=quiet):
+        stream = t.events(flt, kinds=wanted, timeout=quiet)
+        for ev in stream:
             if ev.entry is None:
                 line = (json.dumps({"event": ev.kind}) if output == "json"
                         else f"[{ev.kind.upper()}]")

@@ -9,7 +9,7 @@ Text (conntrack -L's format) and JSON lines live in `nfkit.conntrack.formats`.
 
 from nfkit.conntrack.filter import Filter, Prefix, filter_from_options
 from nfkit.conntrack.model import Counters, Entry, Status, TcpState, Tuple
-from nfkit.conntrack.table import ConntrackTable, CreateResult, DeleteResult, Event
+from nfkit.conntrack.table import ConntrackTable, CreateResult, DeleteResult, Event, EventStream
 
-__all__ = ["ConntrackTable", "Counters", "CreateResult", "DeleteResult", "Entry", "Event", "Filter",
+__all__ = ["ConntrackTable", "Counters", "CreateResult", "DeleteResult", "Entry", "Event", "EventStream", "Filter",
            "Prefix", "Status", "TcpState", "Tuple", "filter_from_options"]

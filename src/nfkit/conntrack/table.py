@@ -10,11 +10,13 @@ module must not format anything for people.
 from __future__ import annotations
 
 import errno as _errno
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from nfkit import netns
 from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Tuple
@@ -24,7 +26,6 @@ from nfkit.netlink.consts import (
     NFNLGRP_CONNTRACK_DESTROY,
     NFNLGRP_CONNTRACK_NEW,
     NFNLGRP_CONNTRACK_UPDATE,
-    NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_DUMP_INTR,
@@ -47,7 +48,8 @@ Progress = Callable[[int], None]
 class DeleteResult:
     """What a selective delete did.
 
-    ``deleted``: entries removed; ``vanished``: entries that matched but were
+    ``deleted``: entries removed; ``matched``: entries selected (dump path);
+    ``vanished``: entries that matched but were
     gone by the time their delete arrived (ENOENT); ``failed``: errno -> count
     of other refusals; ``method``: "kernel" (one filtered flush request per
     family, count taken from the table size before and after) or "dump"
@@ -56,6 +58,7 @@ class DeleteResult:
 
     deleted: int = 0
     vanished: int = 0
+    matched: int = 0
     failed: dict[int, int] = field(default_factory=dict)
     method: str = "dump"
 
@@ -89,6 +92,16 @@ class ConntrackTable:
         self._own = sock is None
         self.decoder = wire.EntryDecoder()
         self._buf = bytearray(DUMP_BUFFER)
+        # the namespace this table lives in, for the sockets it opens later (events)
+        self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    def open_socket(self, **kw: Any) -> NetlinkSocket:
+        """A new netlink socket in this table's network namespace (whatever the thread's)."""
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        if os.fstat(self._netns_fd).st_ino == here:
+            return NetlinkSocket(**kw)
+        with netns.enter(f"/proc/self/fd/{self._netns_fd}"):
+            return NetlinkSocket(**kw)
 
     def __enter__(self) -> "ConntrackTable":
         return self
@@ -99,6 +112,9 @@ class ConntrackTable:
     def close(self) -> None:
         if self._own:
             self.sock.close()
+        if self._netns_fd >= 0:
+            os.close(self._netns_fd)
+            self._netns_fd = -1
 
     # ---------------------------------------------------------------- dumps
     def _dump_request(self, msg_type: int, family: int, flt: Filter | None) -> tuple[bytes, int]:
@@ -327,6 +343,19 @@ class ConntrackTable:
             n += 1
         return self._settle(w, n, "dump")
 
+    def delete_many(self, entries: Iterable[Entry]) -> DeleteResult:
+        """Delete these entries by pipelined requests (by tuple, zone and id).
+
+        Entries already gone are counted in ``vanished`` (ENOENT), not raised.
+        """
+        enc = wire.DeleteEncoder()
+        w = MessageWriter()
+        n = 0
+        for e in entries:
+            enc.add(w, e)
+            n += 1
+        return self._settle(w, n, "dump")
+
     def delete(self, entry: Entry) -> bool:
         """Delete one entry (by original tuple, zone and id if known).
 
@@ -384,15 +413,16 @@ class ConntrackTable:
         enc = wire.DeleteEncoder()
         w = MessageWriter()
         n = 0
-        for e in self.entries(flt, kernel=kernel):
-            enc.add(w, e)
-            n += 1
+        for batch in self.entry_batches(flt, kernel=kernel):
+            for e in batch:
+                enc.add(w, e)
+            n += len(batch)
         if progress:
-            progress(0)
+            progress(n)
         return self._settle(w, n, "dump")
 
     def _settle(self, w: MessageWriter, n: int, method: str) -> DeleteResult:
-        result = DeleteResult(method=method)
+        result = DeleteResult(method=method, matched=n)
         if not n:
             return result
         failures = self.sock.pipeline(w, ack=False)
@@ -430,13 +460,26 @@ class ConntrackTable:
     # ---------------------------------------------------------------- events
     def events(self, flt: Filter | None = None, *, kinds: Iterable[str] = ("new", "update", "destroy"),
                timeout: float | None = None, resync: bool = True,
-               rcvbuf: int = 16 << 20) -> Iterator[Event]:
-        """Events as they happen, filtered in Python; stops after ``timeout`` seconds of quiet.
+               rcvbuf: int = 16 << 20) -> "EventStream":
+        """Subscribe now; iterate the result for events as they happen (see `EventStream`)."""
+        return EventStream(self, flt, kinds=kinds, timeout=timeout, resync=resync, rcvbuf=rcvbuf)
 
-        When the kernel drops events (ENOBUFS), yields Event("lost") and, with
-        ``resync``, the current table as Event("sync", entry) for each entry
-        selected, then Event("synced"), and carries on.
-        """
+
+class EventStream:
+    """Conntrack events of the current namespace, subscribed at creation.
+
+    Iterating yields `Event`s (new, update, destroy) selected by the filter
+    (applied in Python: ctnetlink has no event filter) and stops after
+    ``timeout`` seconds of quiet (never, with None).  When the kernel drops
+    events (ENOBUFS) it yields Event("lost") and, with ``resync``, the
+    current table as Event("sync", entry) for each entry selected, then
+    Event("synced"), and carries on.  A context manager; `close` unsubscribes.
+    Raises InputError when no event kind is asked for.
+    """
+
+    def __init__(self, table: ConntrackTable, flt: Filter | None = None, *,
+                 kinds: Iterable[str] = ("new", "update", "destroy"), timeout: float | None = None,
+                 resync: bool = True, rcvbuf: int = 16 << 20) -> None:
         kinds = set(kinds)
         groups = []
         if "new" in kinds:
@@ -447,30 +490,46 @@ class ConntrackTable:
             groups.append(NFNLGRP_CONNTRACK_DESTROY)
         if not groups:
             raise InputError("no event kind to watch (new, update, destroy)")
-        flt = flt or Filter()
-        check = None if flt.empty else flt.matches
-        decode = self.decoder.decode_attrs
-        with NetlinkSocket(groups=tuple(groups), rcvbuf=rcvbuf) as ev:
-            while True:
-                try:
-                    for msg in ev.events(timeout=timeout):
-                        sub = msg.type & 0xFF
-                        if sub == S.IPCTNL_MSG_CT_DELETE:
-                            kind = "destroy"
-                        elif msg.flags & (NLM_F_CREATE | NLM_F_EXCL) == (NLM_F_CREATE | NLM_F_EXCL):
-                            kind = "new"
-                        else:
-                            kind = "update"
-                        e = decode(msg.attrs, msg.family)
-                        if check is None or check(e):
-                            yield Event(kind, e)
-                    return
-                except EventsLost:
-                    yield Event("lost")
-                    if resync:
-                        for e in self.entries(flt):
-                            yield Event("sync", e)
-                        yield Event("synced")
+        self.table = table
+        self.filter = flt or Filter()
+        self.timeout = timeout
+        self.resync = resync
+        self.sock = table.open_socket(groups=tuple(groups), rcvbuf=rcvbuf)
+
+    def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        check = None if self.filter.empty else self.filter.matches
+        decode = self.table.decoder.decode_attrs
+        while True:
+            try:
+                for msg in self.sock.events(timeout=self.timeout):
+                    sub = msg.type & 0xFF
+                    if msg.type >> 8 != 1:  # not ctnetlink
+                        continue
+                    if sub == S.IPCTNL_MSG_CT_DELETE:
+                        kind = "destroy"
+                    elif msg.flags & (NLM_F_CREATE | NLM_F_EXCL) == (NLM_F_CREATE | NLM_F_EXCL):
+                        kind = "new"
+                    else:
+                        kind = "update"
+                    e = decode(msg.attrs, msg.family)
+                    if check is None or check(e):
+                        yield Event(kind, e)
+                return
+            except EventsLost:
+                yield Event("lost")
+                if self.resync:
+                    for e in self.table.entries(self.filter):
+                        yield Event("sync", e)
+                    yield Event("synced")
 
 
 def _one(buf: bytearray, off: int, n: int, family: int) -> int:
@@ -483,4 +542,4 @@ def _tuple_text(t: Tuple) -> str:
     return f"{t.src} -> {t.dst} proto {t.proto}"
 
 
-__all__ = ["ConntrackTable", "DeleteResult", "CreateResult", "Event", "NLM_F_ACK"]
+__all__ = ["ConntrackTable", "DeleteResult", "CreateResult", "Event", "EventStream"]

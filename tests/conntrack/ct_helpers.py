@@ -1,0 +1,61 @@
+"""Helpers for the conntrack tests: a varied sample table, entry keys, tracking rulesets."""
+
+from __future__ import annotations
+
+from nfkit.conntrack import Entry, Status, Tuple
+from nfkit.lab import Namespace
+
+# A ruleset that makes the namespace track connections and use labels (so entries
+# created over ctnetlink get the labels extension).
+TRACK_RULESET = ("add table inet nkct; "
+                 "add chain inet nkct pre { type filter hook prerouting priority 0; }; "
+                 "add rule inet nkct pre ct state new counter; "
+                 "add rule inet nkct pre ct label set 127")
+
+A = Status.ASSURED
+R = Status.SEEN_REPLY
+
+
+def track(ns: Namespace) -> None:
+    """Make ``ns`` track connections (and accept labels)."""
+    ns.run(["nft", TRACK_RULESET])
+
+
+def sample_entries() -> list[Entry]:
+    """A varied table: both families, TCP states, UDP, ICMP, marks, zones, NAT, timeouts."""
+    out: list[Entry] = []
+    for i in range(12):
+        out.append(Entry(Tuple(f"192.0.2.{1 + i % 4}", "198.51.100.2", 17, 1000 + i, 53),
+                         timeout=30 + i * 10, mark=i % 3, status=R if i % 2 else 0))
+    states = [1, 2, 3, 3, 4, 5, 7, 7, 8]
+    for i, st in enumerate(states):
+        out.append(Entry(Tuple(f"192.0.2.{1 + i % 3}", f"198.51.100.{2 + i % 2}", 6, 2000 + i, 80),
+                         timeout=60 * (i + 1), state=st, mark=4 if i % 2 else 5,
+                         status=(R | A) if st >= 3 else 0))
+    for i in range(6):
+        out.append(Entry(Tuple("2001:db8:1::2", f"2001:db8:2::{2 + i % 2}", 17, 3000 + i, 53),
+                         timeout=100 + i, status=R if i % 3 == 0 else 0, mark=i % 2))
+        out.append(Entry(Tuple(f"2001:db8:1::{2 + i % 2}", "2001:db8:2::2", 6, 4000 + i, 443),
+                         timeout=200 + i, state=3 if i % 2 else 7, status=R | A))
+    out.append(Entry(Tuple("192.0.2.7", "198.51.100.9", 1, 0, 0, 8, 0, 77), timeout=30))
+    out.append(Entry(Tuple("2001:db8:1::7", "2001:db8:2::9", 58, 0, 0, 128, 0, 78), timeout=30))
+    # NAT: the reply is not the mirror
+    out.append(Entry(Tuple("192.0.2.8", "198.51.100.2", 17, 5000, 53),
+                     Tuple("198.51.100.2", "203.0.113.1", 17, 53, 61000), timeout=90, status=R))
+    out.append(Entry(Tuple("192.0.2.8", "198.51.100.2", 6, 5001, 80),
+                     Tuple("198.51.100.2", "203.0.113.1", 6, 80, 61001), timeout=90, state=3,
+                     status=R | A))
+    # zones
+    out.append(Entry(Tuple("192.0.2.1", "198.51.100.2", 17, 1000, 53), timeout=40, zone=3))
+    out.append(Entry(Tuple("192.0.2.2", "198.51.100.2", 6, 2000, 80), timeout=40, zone=3, state=3,
+                     status=R))
+    # labels
+    out.append(Entry(Tuple("192.0.2.3", "198.51.100.4", 17, 6000, 53), timeout=40, labels=1 << 5))
+    out.append(Entry(Tuple("192.0.2.3", "198.51.100.4", 17, 6001, 53), timeout=40,
+                     labels=(1 << 5) | (1 << 9)))
+    return out
+
+
+def key(e: Entry) -> tuple[object, ...]:
+    """What identifies an entry across dumps (timeouts tick, ids differ between tables)."""
+    return (e.orig, e.reply, e.zone or 0)
