@@ -59,3 +59,36 @@ def sample_entries() -> list[Entry]:
 def key(e: Entry) -> tuple[object, ...]:
     """What identifies an entry across dumps (timeouts tick, ids differ between tables)."""
     return (e.orig, e.reply, e.zone or 0)
+
+
+def nat(fw: Namespace) -> None:
+    """Source NAT (masquerade) of everything leaving the firewall towards the server."""
+    fw.run(["nft", "add table ip nknat; "
+                   "add chain ip nknat post { type nat hook postrouting priority 100; }; "
+                   "add rule ip nknat post oifname eth1 masquerade"])
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run `nfkit ARGS` in this process; (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from nfkit.cli.main import main
+
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def norm_line(line: str) -> str:
+    """A conntrack -L line without its remaining-timeout field (it ticks between two listings)."""
+    parts = line.split(" ")
+    words = [p for p in parts if p]
+    if len(words) > 2 and words[2].isdigit():
+        words[2] = "T"
+    return " ".join(words)
+
+
+def conntrack_lines(ns: Namespace, args: str = "") -> list[str]:
+    out = ns.run(f"conntrack -L {args}").stdout
+    return sorted(norm_line(x) for x in out.splitlines() if x.strip())
