@@ -1,8 +1,13 @@
-"""Helpers for the conntrack tests: a varied sample table, entry keys, tracking rulesets."""
+"""Helpers and fixtures for the conntrack tests (imported by the test modules; no conftest.py here,
+so the top-level conftest stays the only module named `conftest`)."""
 
 from __future__ import annotations
 
-from nfkit.conntrack import Entry, Status, Tuple
+from collections.abc import Iterator
+
+import pytest
+
+from nfkit.conntrack import ConntrackTable, Entry, Status, Tuple
 from nfkit.lab import Namespace
 
 # A ruleset that makes the namespace track connections and use labels (so entries
@@ -92,3 +97,29 @@ def norm_line(line: str) -> str:
 def conntrack_lines(ns: Namespace, args: str = "") -> list[str]:
     out = ns.run(f"conntrack -L {args}").stdout
     return sorted(norm_line(x) for x in out.splitlines() if x.strip())
+
+
+@pytest.fixture
+def ct_ns(netns: Namespace) -> Namespace:
+    """A namespace that tracks connections (empty table)."""
+    track(netns)
+    return netns
+
+
+@pytest.fixture
+def ct_table(ct_ns: Namespace) -> Iterator[ConntrackTable]:
+    """A ConntrackTable bound to ``ct_ns`` (usable outside ``ns.enter()``)."""
+    with ct_ns.enter():
+        table = ConntrackTable()
+    with table:
+        yield table
+
+
+@pytest.fixture
+def filled(ct_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
+    """``ct_table`` filled with `sample_entries` over ctnetlink."""
+    entries = sample_entries()
+    res = ct_table.create_many(entries)
+    assert res.created == len(entries), res
+    return ct_table, entries
+

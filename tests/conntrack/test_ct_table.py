@@ -12,7 +12,7 @@ from nfkit.conntrack import filter as filter_mod
 from nfkit.errors import NetlinkError
 from nfkit.lab import Lab, Namespace
 
-from ct_helpers import key, sample_entries, track
+from ct_helpers import ct_ns, ct_table, filled, key, sample_entries, track  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 
