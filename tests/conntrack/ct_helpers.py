@@ -123,3 +123,29 @@ def filled(ct_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
     assert res.created == len(entries), res
     return ct_table, entries
 
+
+
+@pytest.fixture(scope="module")
+def module_table() -> Iterator[ConntrackTable]:
+    """One tracking namespace for a whole module (tests refill it as they need)."""
+    from nfkit.lab import Lab
+
+    if __import__("os").geteuid() != 0:
+        pytest.skip("kernel test needs root (network namespaces)")
+    with Lab("nkm") as lab:
+        ns = lab.add("m")
+        track(ns)
+        with ns.enter():
+            table = ConntrackTable()
+        with table:
+            yield table
+
+
+@pytest.fixture
+def refilled(module_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
+    """``module_table`` flushed and filled with `sample_entries`."""
+    module_table.flush()
+    entries = sample_entries()
+    res = module_table.create_many(entries)
+    assert res.created == len(entries), res
+    return module_table, entries

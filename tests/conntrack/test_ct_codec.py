@@ -54,7 +54,7 @@ RESTORED = ("family", "orig", "_reply", "status", "state", "timeout", "mark", "z
 
 
 @given(entries())
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 def test_json_round_trip(e: Entry) -> None:
     line = formats.entry_json(e)
     back = formats.entry_from_json(json.loads(line))
@@ -67,7 +67,7 @@ DECODER = wire.EntryDecoder()  # shared across examples: layouts are reused and 
 
 
 @given(entries())
-@settings(max_examples=300)
+@settings(max_examples=150, deadline=None)
 def test_create_message_decodes_back(e: Entry) -> None:
     w = MessageWriter()
     wire.encode_create(w, e, NLM_F_CREATE)
@@ -194,7 +194,7 @@ def _mk(**kw: str | None) -> Filter | None:
 
 
 @given(FILTERS, entries())
-@settings(max_examples=500)
+@settings(max_examples=250, deadline=None)
 def test_kernel_part_and_residue_together_mean_the_filter(flt: Filter | None, e: Entry) -> None:
     if flt is None:
         return

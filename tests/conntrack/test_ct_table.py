@@ -12,7 +12,8 @@ from nfkit.conntrack import filter as filter_mod
 from nfkit.errors import NetlinkError
 from nfkit.lab import Lab, Namespace
 
-from ct_helpers import ct_ns, ct_table, filled, key, sample_entries, track  # noqa: F401
+from ct_helpers import (  # noqa: F401
+    ct_ns, ct_table, filled, key, module_table, refilled, sample_entries, track)
 
 pytestmark = pytest.mark.kernel
 
@@ -100,9 +101,9 @@ def _ids(fs: list[dict[str, str]]) -> list[str]:
 
 
 @pytest.mark.parametrize("options", FILTERS, ids=_ids(FILTERS))
-def test_filter_same_result_in_kernel_and_in_python(filled: tuple[ConntrackTable, list[Entry]],
+def test_filter_same_result_in_kernel_and_in_python(refilled: tuple[ConntrackTable, list[Entry]],
                                                     options: dict[str, str]) -> None:
-    t, made = filled
+    t, made = refilled
     flt = filter_from_options(**options)
     everything = list(t.entries())
     expected = {key(e) for e in everything if flt.matches(e)}
@@ -119,9 +120,9 @@ KERNEL_DELETE_FILTERS = [f for f in FILTERS if filter_from_options(**f).kernel_o
 
 
 @pytest.mark.parametrize("options", FILTERS, ids=_ids(FILTERS))
-def test_selective_delete_removes_exactly_the_selection(filled: tuple[ConntrackTable, list[Entry]],
+def test_selective_delete_removes_exactly_the_selection(refilled: tuple[ConntrackTable, list[Entry]],
                                                          options: dict[str, str]) -> None:
-    t, made = filled
+    t, made = refilled
     flt = filter_from_options(**options)
     before = list(t.entries())
     doomed = {key(e) for e in before if flt.matches(e)}
