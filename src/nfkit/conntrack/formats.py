@@ -181,14 +181,70 @@ def entry_json(e: Entry, event: str | None = None) -> str:
     return "".join(parts)
 
 
+_PROTOS = {name: num for num, name in PROTO_NAMES.items()}
+_FAST_KEYS = frozenset({"family", "proto", "orig", "reply", "status", "state", "timeout", "mark",
+                        "counters", "id", "use", "event"})
+_STATES = {name: num for num, name in enumerate(TCP_STATE_TEXT)}
+_STATES["SYN_SENT2"] = 9
+
+
+def _fast_entry(obj: dict[str, Any]) -> Entry | None:
+    """The common shape of `entry_json`'s output, checked inline; None: take the careful path."""
+    if not _FAST_KEYS.issuperset(obj):
+        return None
+    try:
+        proto = _PROTOS.get(obj.get("proto"))  # type: ignore[arg-type]
+        if proto is None or proto not in PORT_PROTOS:
+            return None
+        o = obj.get("orig")
+        if type(o) is not dict or len(o) != 4:
+            return None
+        orig = Tuple.from_json(o, proto)
+        reply = None
+        r = obj.get("reply")
+        if r is not None:
+            if type(r) is not dict:
+                return None
+            reply = Tuple.from_json(r, proto)
+            if reply.family != orig.family:
+                return None
+        family = FAMILY_NUMBERS.get(obj.get("family", "ipv6" if ":" in orig.src else "ipv4"))
+        if family != orig.family:
+            return None
+        status = obj.get("status", ())
+        if type(status) is not list:
+            return None
+        status = parse_status_names(status)
+        state = obj.get("state")
+        if state is not None:
+            state = _STATES.get(state)
+            if state is None or proto != IPPROTO_TCP:
+                return None
+        timeout, mark = obj.get("timeout", 30), obj.get("mark", 0)
+        if (type(timeout) is not int or type(mark) is not int or not 0 <= timeout <= 0xFFFFFFFF
+                or not 0 <= mark <= 0xFFFFFFFF):
+            return None
+    except (TypeError, InputError):
+        return None
+    return Entry(orig, reply, family=family, status=status, state=state, timeout=timeout, mark=mark,
+                 id=obj.get("id"), use=obj.get("use"))
+
+
 def entry_from_json(obj: Any, what: str = "entry") -> Entry:
     """An Entry from its JSON form (as `entry_json` writes it); raises InputError naming ``what``."""
+    if type(obj) is dict:
+        fast = _fast_entry(obj)
+        if fast is not None:
+            return fast
     if not isinstance(obj, dict):
         raise InputError(f"{what}: not a JSON object")
-    try:
-        proto = proto_number(obj.get("proto", "tcp"))
-    except InputError as exc:
-        raise InputError(f"{what}.proto: {exc}") from None
+    proto_key = obj.get("proto", "tcp")
+    proto = _PROTOS.get(proto_key) if isinstance(proto_key, str) else None
+    if proto is None:
+        try:
+            proto = proto_number(proto_key)
+        except InputError as exc:
+            raise InputError(f"{what}.proto: {exc}") from None
     if "orig" not in obj or not isinstance(obj["orig"], dict):
         raise InputError(f"{what}: missing the original tuple ('orig')")
     orig = Tuple.from_json(obj["orig"], proto, what + ".orig")
@@ -209,7 +265,7 @@ def entry_from_json(obj: Any, what: str = "entry") -> Entry:
                              f"{'IPv6' if family == AF_INET6 else 'IPv4'}")
     status = obj.get("status", [])
     if isinstance(status, list):
-        status = parse_status_names([str(s) for s in status])
+        status = parse_status_names([s if isinstance(s, str) else str(s) for s in status])
     else:
         status = _int(status, what + ".status", 0xFFFFFFFF)
     state = None
@@ -219,9 +275,18 @@ def entry_from_json(obj: Any, what: str = "entry") -> Entry:
         state = parse_tcp_state(str(obj["state"]))
     labels = obj.get("labels")
     if labels is not None:
+        if isinstance(labels, str) and labels.startswith("0x"):
+            try:
+                labels = int(labels, 16)
+            except ValueError:
+                raise InputError(f"{what}.labels: {labels!r} is not a number") from None
         labels = _int(labels, what + ".labels", (1 << 128) - 1) or None
-    timeout = _int(obj.get("timeout", 30), what + ".timeout", 0xFFFFFFFF)
-    mark = _int(obj.get("mark", 0), what + ".mark", 0xFFFFFFFF)
+    timeout = obj.get("timeout", 30)
+    if type(timeout) is not int or not 0 <= timeout <= 0xFFFFFFFF:
+        timeout = _int(timeout, what + ".timeout", 0xFFFFFFFF)
+    mark = obj.get("mark", 0)
+    if type(mark) is not int or not 0 <= mark <= 0xFFFFFFFF:
+        mark = _int(mark, what + ".mark", 0xFFFFFFFF)
     zone = obj.get("zone")
     zone = None if zone is None else _int(zone, what + ".zone", 0xFFFF)
     counters = None
