@@ -20,10 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
-from nfkit.conntrack import ConntrackTable, Entry, Filter, Status, Tuple
-from nfkit.conntrack import wire
+from nfkit.conntrack import ConntrackTable, Entry, Filter, Status, Tuple, wire
 from nfkit.lab import Lab, Namespace, three_node
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
@@ -277,11 +275,11 @@ def main(argv: list[str] | None = None) -> None:
     with three_node("nkb") as lab:
         fw = lab["fw"]
         # track in the firewall (a ct expression), keep UDP entries long enough, answer nothing
-        fw.run(["nft", "add table inet t; add chain inet t c { type filter hook prerouting priority 0; }; "
-                       "add rule inet t c ct state new counter"])
+        fw.run(["nft", ("add table inet t; add chain inet t c { type filter hook prerouting priority 0; }; "
+                       "add rule inet t c ct state new counter")])
         fw.sysctl("net.netfilter.nf_conntrack_udp_timeout", "3600")
-        lab["server"].run(["nft", "add table inet d; "
-                                  "add chain inet d i { type filter hook input priority 0; policy drop; }"])
+        lab["server"].run(["nft", ("add table inet d; "
+                                  "add chain inet d i { type filter hook input priority 0; policy drop; }")])
         bench = Bench(lab, args.runs, args.conntrack_inserts)
         try:
             for i in range(args.runs):

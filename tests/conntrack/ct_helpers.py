@@ -68,9 +68,9 @@ def key(e: Entry) -> tuple[object, ...]:
 
 def nat(fw: Namespace) -> None:
     """Source NAT (masquerade) of everything leaving the firewall towards the server."""
-    fw.run(["nft", "add table ip nknat; "
+    fw.run(["nft", ("add table ip nknat; "
                    "add chain ip nknat post { type nat hook postrouting priority 100; }; "
-                   "add rule ip nknat post oifname eth1 masquerade"])
+                   "add rule ip nknat post oifname eth1 masquerade")])
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -99,15 +99,15 @@ def conntrack_lines(ns: Namespace, args: str = "") -> list[str]:
     return sorted(norm_line(x) for x in out.splitlines() if x.strip())
 
 
-@pytest.fixture
-def ct_ns(netns: Namespace) -> Namespace:
+@pytest.fixture(name="ct_ns")
+def fixture_ct_ns(netns: Namespace) -> Namespace:
     """A namespace that tracks connections (empty table)."""
     track(netns)
     return netns
 
 
-@pytest.fixture
-def ct_table(ct_ns: Namespace) -> Iterator[ConntrackTable]:
+@pytest.fixture(name="ct_table")
+def fixture_ct_table(ct_ns: Namespace) -> Iterator[ConntrackTable]:
     """A ConntrackTable bound to ``ct_ns`` (usable outside ``ns.enter()``)."""
     with ct_ns.enter():
         table = ConntrackTable()
@@ -115,8 +115,8 @@ def ct_table(ct_ns: Namespace) -> Iterator[ConntrackTable]:
         yield table
 
 
-@pytest.fixture
-def filled(ct_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
+@pytest.fixture(name="filled")
+def fixture_filled(ct_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
     """``ct_table`` filled with `sample_entries` over ctnetlink."""
     entries = sample_entries()
     res = ct_table.create_many(entries)
@@ -125,8 +125,8 @@ def filled(ct_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
 
 
 
-@pytest.fixture(scope="module")
-def module_table() -> Iterator[ConntrackTable]:
+@pytest.fixture(name="module_table", scope="module")
+def fixture_module_table() -> Iterator[ConntrackTable]:
     """One tracking namespace for a whole module (tests refill it as they need)."""
     from nfkit.lab import Lab
 
@@ -141,8 +141,8 @@ def module_table() -> Iterator[ConntrackTable]:
             yield table
 
 
-@pytest.fixture
-def refilled(module_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
+@pytest.fixture(name="refilled")
+def fixture_refilled(module_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry]]:
     """``module_table`` flushed and filled with `sample_entries`."""
     module_table.flush()
     entries = sample_entries()

@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from ct_helpers import (  # noqa: F401  (fixtures are used by name)
+    conntrack_lines,
+    fixture_ct_ns,
+    fixture_ct_table,
+    fixture_filled,
+    key,
+    norm_line,
+    run_cli,
+)
 
-from ct_helpers import conntrack_lines, ct_ns, ct_table, filled, key, norm_line, run_cli  # noqa: F401
 from nfkit.conntrack import ConntrackTable, Entry
 from nfkit.lab import Namespace
 
@@ -31,9 +39,9 @@ pytestmark = pytest.mark.kernel
 def test_bad_input_is_one_line_naming_the_option_and_changes_nothing(
         filled: tuple[ConntrackTable, list[Entry]], ct_ns: Namespace, args: list[str],
         option: str) -> None:
-    t, made = filled
+    t, _made = filled
     before = {key(e): e.mark for e in t.entries()}
-    code, out, err = run_cli("ct", "-n", ct_ns.name, *args)
+    code, _out, err = run_cli("ct", "-n", ct_ns.name, *args)
     assert code == 2
     assert err.startswith(f"nfkit: {option}") and err.count("\n") == 1, err
     assert {key(e): e.mark for e in t.entries()} == before
@@ -95,7 +103,7 @@ def test_create_list_text_like_conntrack(ct_table: ConntrackTable, ct_ns: Namesp
     code, out, _ = run_cli("ct", "-n", ct_ns.name, "stats", "--json")
     stats = json.loads(out)
     assert stats["global"]["entries"] == 3 and stats["cpu"]
-    code, out, _ = run_cli("ct", "-n", ct_ns.name, "update", "-p", "tcp", "--mark", "0x10/0xf0", "-t", "99")
+    _code, out, _ = run_cli("ct", "-n", ct_ns.name, "update", "-p", "tcp", "--mark", "0x10/0xf0", "-t", "99")
     assert out.startswith("1 flow entries have been updated")
     (e,) = [x for x in ct_table.entries() if x.proto == 6]
     assert e.mark == 0x19 and e.timeout <= 99

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nfkit.conntrack import Entry, Filter, Status, Tuple, filter_from_options
-from nfkit.conntrack import formats, wire
+from nfkit.conntrack import Entry, Filter, Status, Tuple, filter_from_options, formats, wire
 from nfkit.conntrack.filter import Prefix
 from nfkit.errors import DecodeError, InputError
 from nfkit.netlink.codec import MessageWriter, parse_messages

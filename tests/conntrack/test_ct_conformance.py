@@ -8,8 +8,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-
 from ct_helpers import conntrack_lines, key, norm_line, run_cli, sample_entries, track
+
 from nfkit.conntrack import ConntrackTable
 from nfkit.lab import Lab, Namespace
 
@@ -117,7 +117,7 @@ def test_real_traffic_listing_same_as_conntrack(routed_lab: Lab) -> None:
             cli6 = _rebind(client, cli6, socket.AF_INET6)
         client.run("ping -c 2 -i 0.2 -W 1 198.51.100.2")
     for args in ("", "-p udp", "-f ipv6", "-p udp --dport 54", "-p icmp"):
-        code, out, _ = run_cli("ct", "-n", fw.name, "list", *shlex.split(args))
+        _code, out, _ = run_cli("ct", "-n", fw.name, "list", *shlex.split(args))
         ours = sorted(norm_line(x) for x in out.splitlines() if x)
         assert ours == conntrack_lines(fw, args), args
         assert ours

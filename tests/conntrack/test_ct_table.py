@@ -6,14 +6,21 @@ import errno
 import threading
 
 import pytest
+from ct_helpers import (  # noqa: F401  (fixtures are used by name)
+    fixture_ct_ns,
+    fixture_ct_table,
+    fixture_filled,
+    fixture_module_table,
+    fixture_refilled,
+    key,
+    sample_entries,
+    track,
+)
 
 from nfkit.conntrack import ConntrackTable, Entry, Filter, Status, Tuple, filter_from_options
 from nfkit.conntrack import filter as filter_mod
 from nfkit.errors import NetlinkError
 from nfkit.lab import Lab, Namespace
-
-from ct_helpers import (  # noqa: F401
-    ct_ns, ct_table, filled, key, module_table, refilled, sample_entries, track)
 
 pytestmark = pytest.mark.kernel
 
@@ -103,7 +110,7 @@ def _ids(fs: list[dict[str, str]]) -> list[str]:
 @pytest.mark.parametrize("options", FILTERS, ids=_ids(FILTERS))
 def test_filter_same_result_in_kernel_and_in_python(refilled: tuple[ConntrackTable, list[Entry]],
                                                     options: dict[str, str]) -> None:
-    t, made = refilled
+    t, _made = refilled
     flt = filter_from_options(**options)
     everything = list(t.entries())
     expected = {key(e) for e in everything if flt.matches(e)}
@@ -122,7 +129,7 @@ KERNEL_DELETE_FILTERS = [f for f in FILTERS if filter_from_options(**f).kernel_o
 @pytest.mark.parametrize("options", FILTERS, ids=_ids(FILTERS))
 def test_selective_delete_removes_exactly_the_selection(refilled: tuple[ConntrackTable, list[Entry]],
                                                          options: dict[str, str]) -> None:
-    t, made = refilled
+    t, _made = refilled
     flt = filter_from_options(**options)
     before = list(t.entries())
     doomed = {key(e) for e in before if flt.matches(e)}
@@ -170,7 +177,7 @@ def test_kernel_ipv6_address_filter_is_still_inverted(filled: tuple[ConntrackTab
 
 
 def test_vanished_entries_are_counted_not_fatal(filled: tuple[ConntrackTable, list[Entry]]) -> None:
-    t, made = filled
+    t, _made = filled
     snapshot = list(t.entries())
     udp = [e for e in snapshot if e.proto == 17]
     t.delete_matching(filter_from_options(proto="udp"))  # they vanish between dump and delete
@@ -183,7 +190,7 @@ def test_vanished_entries_are_counted_not_fatal(filled: tuple[ConntrackTable, li
 def test_vanishing_during_a_selective_delete(ct_ns: Namespace,
                                              filled: tuple[ConntrackTable, list[Entry]]) -> None:
     """A concurrent flush races a dump-path delete: each dumped entry is deleted or counted gone."""
-    t, made = filled
+    t, _made = filled
     t.create_many(Entry(Tuple("192.0.2.9", "198.51.100.2", 17, p, 53), timeout=300)
                   for p in range(1, 5001))
     flt = filter_from_options(proto="udp", timeout_below="100000")  # Python residue: dump path

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from ct_helpers import conntrack_lines, nat, norm_line, run_cli, track
+
 from nfkit.conntrack import ConntrackTable, Status, TcpState, filter_from_options
 from nfkit.lab import Lab
 

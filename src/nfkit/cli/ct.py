@@ -133,7 +133,8 @@ def list_cmd(output: str, as_json: bool, python_filter: bool, **kw: Any) -> None
         output = "json"
     out = sys.stdout
     with _table() as t:
-        names = label_map() or None if output != "json" else None
+        # connlabel.conf maps names to bits; the text line wants bit -> name
+        names = {bit: name for name, bit in label_map().items()} or None if output != "json" else None
         if output in ("text", "json") and names is None:
             lines = t.lines(flt, form=output, kernel=not python_filter)
         else:
@@ -245,8 +246,10 @@ def _entry_from_options(kw: dict[str, Any]) -> Entry:
             src=canonical_address(kw["reply_src"], "--reply-src") if kw.get("reply_src") else reply.src,
             dst=canonical_address(kw["reply_dst"], "--reply-dst") if kw.get("reply_dst") else reply.dst)
     if proto in PORT_PROTOS:
-        reply = reply._replace(sport=port("reply_port_src", "--reply-port-src", reply.sport),
-                               dport=port("reply_port_dst", "--reply-port-dst", reply.dport))
+        rsport = port("reply_port_src", "--reply-port-src", reply.sport)
+        rdport = port("reply_port_dst", "--reply-port-dst", reply.dport)
+        reply = reply._replace(sport=reply.sport if rsport is None else rsport,
+                               dport=reply.dport if rdport is None else rdport)
     status = 0
     if kw.get("status"):
         from nfkit.conntrack.model import parse_status_names

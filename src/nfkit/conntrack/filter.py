@@ -50,7 +50,7 @@ class Prefix:
     text: str  # canonical text of the address (prefix cut off)
 
     @classmethod
-    def parse(cls, text: str, what: str) -> "Prefix":
+    def parse(cls, text: str, what: str) -> Prefix:
         """Parse ``ADDR`` or ``ADDR/LEN``; raises InputError naming ``what``."""
         addr, _, plen = text.strip().partition("/")
         family = AF_INET6 if ":" in addr else AF_INET
@@ -188,7 +188,7 @@ class Filter:
     def _kernel_addr(self, p: Prefix | None) -> bool:
         return p is not None and p.exact and (p.family == AF_INET or KERNEL_IPV6_ADDRESS_FILTER)
 
-    def split(self) -> tuple["Filter", "Filter"]:
+    def split(self) -> tuple[Filter, Filter]:
         """(kernel part, Python residue): both together mean exactly this filter."""
         k: dict[str, Any] = {}
         py: dict[str, Any] = {}
@@ -210,9 +210,7 @@ class Filter:
                 py[name] = p
         for name in ("states", "labels", "timeout_below"):
             value = getattr(self, name)
-            if value:
-                py[name] = value
-            elif name == "timeout_below" and value is not None:
+            if value or name == "timeout_below" and value is not None:
                 py[name] = value
         # ports and the state check know the protocol in Python too
         if py and self.proto is not None:
@@ -388,10 +386,10 @@ def filter_from_options(
                              ("reply_dst", reply_dst, "--reply-dst")):
         if value is not None:
             kw[name] = Prefix.parse(value, opt)
-    for name, value, opt in (("sport", sport, "--sport"), ("dport", dport, "--dport"),
-                             ("reply_sport", reply_sport, "--reply-port-src"),
-                             ("reply_dport", reply_dport, "--reply-port-dst")):
-        port = _port(value, opt)
+    for name, pvalue, opt in (("sport", sport, "--sport"), ("dport", dport, "--dport"),
+                              ("reply_sport", reply_sport, "--reply-port-src"),
+                              ("reply_dport", reply_dport, "--reply-port-dst")):
+        port = _port(pvalue, opt)
         if port is not None:
             kw[name] = port
     if status is not None:
@@ -421,8 +419,7 @@ def filter_from_options(
     if mark is not None:
         kw["mark"], kw["mark_mask"] = parse_mark(mark, "-m/--mark")
     if zone is not None:
-        z = _port(zone, "--zone")
-        kw["zone"] = z
+        kw["zone"] = _port(zone, "--zone")
     if label is not None:
         kw["labels"] = parse_labels(label, "-l/--label")
     if timeout_below is not None:
@@ -438,5 +435,14 @@ def filter_from_options(
         raise InputError(str(exc)) from None
 
 
-__all__ = ["Filter", "Prefix", "filter_from_options", "parse_mark", "parse_labels", "label_map",
-           "KERNEL_IPV6_ADDRESS_FILTER", "field", "replace"]
+__all__ = [
+    "KERNEL_IPV6_ADDRESS_FILTER",
+    "Filter",
+    "Prefix",
+    "field",
+    "filter_from_options",
+    "label_map",
+    "parse_labels",
+    "parse_mark",
+    "replace",
+]

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 from nfkit.errors import InputError
 
-AF_INET = socket.AF_INET  # 2, also NFPROTO_IPV4
-AF_INET6 = socket.AF_INET6  # 10, also NFPROTO_IPV6
+AF_INET: int = int(socket.AF_INET)  # 2, also NFPROTO_IPV4
+AF_INET6: int = int(socket.AF_INET6)  # 10, also NFPROTO_IPV6
 
 FAMILY_NAMES = {AF_INET: "ipv4", AF_INET6: "ipv6"}
 FAMILY_NUMBERS = {"ipv4": AF_INET, "ipv6": AF_INET6, "inet": AF_INET, "inet6": AF_INET6,
@@ -182,7 +182,7 @@ class Tuple(NamedTuple):
     def family(self) -> int:
         return AF_INET6 if ":" in self.src else AF_INET
 
-    def mirror(self) -> "Tuple":
+    def mirror(self) -> Tuple:
         """The tuple of the answering direction when no NAT is involved."""
         itype = self.icmp_type
         if itype is not None:
@@ -202,7 +202,7 @@ class Tuple(NamedTuple):
         return out
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any], proto: int, what: str = "tuple") -> "Tuple":
+    def from_json(cls, obj: dict[str, Any], proto: int, what: str = "tuple") -> Tuple:
         """Build from the JSON form; raises InputError naming ``what``."""
         if proto in PORT_PROTOS and len(obj) == 4:
             # the common shape, checked without helpers (bulk restores read 100,000s of these)
@@ -303,8 +303,24 @@ class Entry:
     the kernel did not report them.
     """
 
-    __slots__ = ("family", "orig", "_reply", "status", "state", "timeout", "mark", "zone",
-                 "labels", "counters", "ts_start", "ts_stop", "helper", "id", "use", "secctx")
+    __slots__ = (
+        "_reply",
+        "counters",
+        "family",
+        "helper",
+        "id",
+        "labels",
+        "mark",
+        "orig",
+        "secctx",
+        "state",
+        "status",
+        "timeout",
+        "ts_start",
+        "ts_stop",
+        "use",
+        "zone",
+    )
 
     def __init__(self, orig: Tuple, reply: Tuple | None = None, *, family: int | None = None,
                  status: int = 0, state: int | None = None, timeout: int | None = None,

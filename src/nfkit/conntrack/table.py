@@ -103,7 +103,7 @@ class ConntrackTable:
         with netns.enter(f"/proc/self/fd/{self._netns_fd}"):
             return NetlinkSocket(**kw)
 
-    def __enter__(self) -> "ConntrackTable":
+    def __enter__(self) -> ConntrackTable:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -460,7 +460,7 @@ class ConntrackTable:
     # ---------------------------------------------------------------- events
     def events(self, flt: Filter | None = None, *, kinds: Iterable[str] = ("new", "update", "destroy"),
                timeout: float | None = None, resync: bool = True,
-               rcvbuf: int = 16 << 20) -> "EventStream":
+               rcvbuf: int = 16 << 20) -> EventStream:
         """Subscribe now; iterate the result for events as they happen (see `EventStream`)."""
         return EventStream(self, flt, kinds=kinds, timeout=timeout, resync=resync, rcvbuf=rcvbuf)
 
@@ -496,7 +496,7 @@ class EventStream:
         self.resync = resync
         self.sock = table.open_socket(groups=tuple(groups), rcvbuf=rcvbuf)
 
-    def __enter__(self) -> "EventStream":
+    def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -542,4 +542,4 @@ def _tuple_text(t: Tuple) -> str:
     return f"{t.src} -> {t.dst} proto {t.proto}"
 
 
-__all__ = ["ConntrackTable", "DeleteResult", "CreateResult", "Event", "EventStream"]
+__all__ = ["ConntrackTable", "CreateResult", "DeleteResult", "Event", "EventStream"]

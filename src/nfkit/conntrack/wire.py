@@ -305,9 +305,9 @@ _ASSURED = _AssuredText()
 
 
 def _status_json(status: int) -> str:
-    from nfkit.conntrack.model import status_names
-
     import json
+
+    from nfkit.conntrack.model import status_names
 
     return json.dumps(status_names(status))
 
@@ -335,7 +335,7 @@ class _Layout:
     check they are identical); they are None for other shapes.
     """
 
-    __slots__ = ("unpack", "check", "expected", "build", "text", "json", "family")
+    __slots__ = ("build", "check", "expected", "family", "json", "text", "unpack")
 
     def __init__(self, walk: _Walk, length: int, family: int) -> None:
         items: list[tuple[int, str, str | None]] = [(o, "I", None) for o, _ in walk.headers]
@@ -358,6 +358,7 @@ class _Layout:
         self.check = itemgetter(*header_idx) if len(header_idx) > 1 else (lambda v: (v[header_idx[0]],))
         self.expected = tuple(w for _, w in sorted(walk.headers))
         self.build, self.text, self.json = self._compile(index, family)
+        self.family = family
 
     @staticmethod
     def _compile(ix: dict[str, int], family: int) -> tuple[Callable[..., Any], Any, Any]:
@@ -410,7 +411,6 @@ class _Layout:
 
             # text: formats.entry_text, specialised for this shape
             st = ix.get("status")
-            head = ""
             text = ["def text(v):", f"    os = A[{get('o.src')}]; od = A[{get('o.dst')}]",
                     f"    op = {get('o.sport')}; dp = {get('o.dport')}",
                     f"    if {mirror}:",
@@ -467,7 +467,7 @@ class _Layout:
         else:
             extra = {}
         namespace: dict[str, Any] = {}
-        exec(src, {**_GLOBALS, **extra}, namespace)  # generated from the field table above
+        exec(src, {**_GLOBALS, **extra}, namespace)  # noqa: S102 - code generated above from the layout
         return namespace["build"], namespace.get("text"), namespace.get("json")
 
 
@@ -498,7 +498,6 @@ class EntryDecoder:
         walk = _Walk()
         walk.walk(mv)
         lay = _Layout(walk, length, family)
-        lay.family = family
         if self._count < self.MAX_LAYOUTS:
             self._layouts.setdefault(length, []).append(lay)
             self._count += 1
@@ -607,9 +606,8 @@ def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
     if e.mark:
         w.be32(CTA_MARK, e.mark)
     if e.state is not None and e.proto == 6:
-        with w.nest(CTA_PROTOINFO):
-            with w.nest(CTA_PROTOINFO_TCP):
-                w.u8(CTA_PROTOINFO_TCP_STATE, e.state)
+        with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
+            w.u8(CTA_PROTOINFO_TCP_STATE, e.state)
     if e.labels:
         w.binary(CTA_LABELS, labels_bytes(e.labels))
     w.end()
@@ -751,10 +749,9 @@ class CreateEncoder:
             offs.append((w.here() + 4, ">I"))
             w.be32(CTA_MARK, 0)
         if tcp:
-            with w.nest(CTA_PROTOINFO):
-                with w.nest(CTA_PROTOINFO_TCP):
-                    offs.append((w.here() + 4, "B"))
-                    w.u8(CTA_PROTOINFO_TCP_STATE, 0)
+            with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
+                offs.append((w.here() + 4, "B"))
+                w.u8(CTA_PROTOINFO_TCP_STATE, 0)
         w.end()
         tmpl = Template(w.message(0), offs)
         pton = socket.inet_pton
