@@ -203,3 +203,38 @@ def test_kernel_part_and_residue_together_mean_the_filter(flt: Filter | None, e:
     assert kernel.states is None and not kernel.labels and kernel.timeout_below is None
     for p in (kernel.src, kernel.dst, kernel.reply_src, kernel.reply_dst):
         assert p is None or (p.exact and p.family == 2)
+
+
+@given(entries())
+@settings(max_examples=150, deadline=None)
+def test_line_pattern_reads_what_json_reads(e: Entry) -> None:
+    line = formats.entry_json(e)
+    slow = formats.entry_from_json(json.loads(line))
+    fast = formats.entry_from_json_line(line)
+    if e.proto in (6, 17, 132) and e.zone is None and not e.labels:
+        assert fast is not None
+    if fast is not None:
+        for name in Entry.__slots__:
+            assert getattr(fast, name) == getattr(slow, name), name
+
+
+@pytest.mark.parametrize("line", [
+    '{"family":"ipv4","proto":"udp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":70000,"dport":1},'
+    '"status":[],"timeout":1,"mark":0}',
+    '{"family":"ipv4","proto":"udp","orig":{"src":"192.0.2.1","dst":"2001:db8::1","sport":7,"dport":1},'
+    '"status":[],"timeout":1,"mark":0}',
+    '{"family":"ipv6","proto":"udp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":7,"dport":1},'
+    '"status":[],"timeout":1,"mark":0}',
+    '{"family":"ipv4","proto":"udp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":7,"dport":1},'
+    '"status":["BOGUS"],"timeout":1,"mark":0}',
+    '{"family":"ipv4","proto":"udp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":7,"dport":1},'
+    '"status":[],"state":"ESTABLISHED","timeout":1,"mark":0}',
+    '{"family":"ipv4","proto":"tcp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":7,"dport":1},'
+    '"status":[],"timeout":1,"mark":4294967296}',
+    '{"family":"ipv4","proto":"tcp","orig":{"src":"192.0.2.999","dst":"198.51.100.2","sport":7,"dport":1},'
+    '"status":[],"timeout":1,"mark":4}',
+])
+def test_line_pattern_leaves_bad_lines_to_the_careful_reader(line: str) -> None:
+    assert formats.entry_from_json_line(line) is None
+    with pytest.raises(InputError):
+        formats.entry_from_json(json.loads(line))

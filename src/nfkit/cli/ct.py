@@ -293,28 +293,22 @@ def _read_json_lines(path: str) -> Iterator[Entry]:
         raise InputError(f"--from {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise InputError(f"--from {path}: not UTF-8 text") from None
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1)
-                if line.strip() and not line.lstrip().startswith("#")]
-    step = 8192
-    for i in range(0, len(numbered), step):
-        chunk = numbered[i:i + step]
+    fast = formats.entry_from_json_line
+    for n, line in enumerate(text.splitlines(), 1):
+        e = fast(line)
+        if e is not None:
+            yield e
+            continue
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
         try:
-            # one parse per chunk: far cheaper than one json.loads per line
-            objs = json.loads("[" + ",".join(line for _, line in chunk) + "]")
-            if len(objs) != len(chunk):
-                raise ValueError("a line holds more than one value")
-        except ValueError:
-            objs = []
-            for n, line in chunk:
-                try:
-                    objs.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        for (n, _), obj in zip(chunk, objs):
-            try:
-                yield formats.entry_from_json(obj, "")
-            except InputError as exc:
-                raise InputError(f"{path}:{n}{exc}") from None
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        try:
+            yield formats.entry_from_json(obj, "")
+        except InputError as exc:
+            raise InputError(f"{path}:{n}{exc}") from None
 
 
 @ct.command("create")

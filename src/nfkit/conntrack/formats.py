@@ -9,6 +9,7 @@ create --from` reads back.  It knows nothing about netlink.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -21,11 +22,15 @@ from nfkit.conntrack.model import (
     PORT_PROTOS,
     PROTO_NAMES,
     TCP_STATE_TEXT,
+    AF_INET,
+    _ADDRS,
     Counters,
     Entry,
     Status,
     Tuple,
+    _addrs_seen as _ADDRS_SEEN,
     _int,
+    _tuple_new,
     parse_status_names,
     parse_tcp_state,
     proto_number,
@@ -228,6 +233,90 @@ def _fast_entry(obj: dict[str, Any]) -> Entry | None:
         return None
     return Entry(orig, reply, family=family, status=status, state=state, timeout=timeout, mark=mark,
                  id=obj.get("id"), use=obj.get("use"))
+
+
+_NUM = r'(\d{1,10})'
+_ADDR = r'([0-9a-fA-F.:]{2,45})'
+_TUPLE_RE = r'\{"src":"' + _ADDR + r'","dst":"' + _ADDR + r'","sport":' + _NUM + r',"dport":' + _NUM + r'\}'
+# `entry_json`'s own output for port-based protocols, field by field (no string escapes,
+# digits only): a line this pattern matches means exactly what json.loads would read.
+_LINE_RE = re.compile(
+    r'\{(?:"event":"[a-z]+",)?"family":"(ipv4|ipv6)","proto":"(tcp|udp|udplite|sctp|dccp)",'
+    r'"orig":' + _TUPLE_RE + r'(?:,"reply":' + _TUPLE_RE + r')?'
+    r',"status":\[((?:"[A-Z_]+"(?:, ?"[A-Z_]+")*)?)\](?:,"state":"([A-Z0-9_]+)")?'
+    r',"timeout":' + _NUM + r',"mark":' + _NUM +
+    r'(?:,"counters":\{"orig":\{"packets":\d+,"bytes":\d+\},"reply":\{"packets":\d+,"bytes":\d+\}\})?'
+    r'(?:,"id":' + _NUM + r')?(?:,"use":' + _NUM + r')?\}\s*\Z')
+
+
+class _StatusText(dict):  # type: ignore[type-arg]
+    """'"SEEN_REPLY", "ASSURED"' -> bits (None when a name is unknown)."""
+
+    def __missing__(self, text: str) -> int | None:
+        try:
+            value: int | None = parse_status_names(json.loads("[" + text + "]"))
+        except InputError:
+            value = None
+        if len(self) < 4096:
+            self[text] = value
+        return value
+
+
+_STATUS_TEXT = _StatusText()
+
+
+def entry_from_json_line(line: str) -> Entry | None:
+    """The entry of one line in `entry_json`'s own form, read by a precompiled pattern.
+
+    Returns None for any line not in exactly that form (or with a value out of
+    range): read it with json and `entry_from_json`, which names the error.
+    """
+    m = _LINE_RE.match(line)
+    if m is None:
+        return None
+    (fam, proto_name, os_, od, osp, odp, rs, rd, rsp, rdp, status_text, state_name, timeout,
+     mark, id_, use) = m.groups()
+    get = _ADDRS_SEEN
+    try:
+        src, dst = get(os_) or _ADDRS.get(os_), get(od) or _ADDRS.get(od)
+    except TypeError:
+        return None
+    sport, dport = int(osp), int(odp)
+    if src is None or dst is None or sport > 0xFFFF or dport > 0xFFFF:
+        return None
+    family = AF_INET6 if ":" in src else AF_INET
+    if (":" in dst) != (family == AF_INET6) or FAMILY_NUMBERS[fam] != family:
+        return None
+    proto = _PROTOS[proto_name]
+    orig = _tuple_new(Tuple, (src, dst, proto, sport, dport, None, None, None, None))
+    reply = None
+    if rs is not None:
+        rsrc, rdst = get(rs) or _ADDRS.get(rs), get(rd) or _ADDRS.get(rd)
+        rsport, rdport = int(rsp), int(rdp)
+        if rsrc is None or rdst is None or rsport > 0xFFFF or rdport > 0xFFFF:
+            return None
+        if (":" in rsrc) != (family == AF_INET6) or (":" in rdst) != (family == AF_INET6):
+            return None
+        if not (rsrc == dst and rdst == src and rsport == dport and rdport == sport):
+            reply = _tuple_new(Tuple, (rsrc, rdst, proto, rsport, rdport, None, None, None, None))
+    status = _STATUS_TEXT[status_text]
+    if status is None:
+        return None
+    state = None
+    if state_name is not None:
+        state = _STATES.get(state_name)
+        if state is None or proto != IPPROTO_TCP:
+            return None
+    t, mk = int(timeout), int(mark)
+    if t > 0xFFFFFFFF or mk > 0xFFFFFFFF:
+        return None
+    e = object.__new__(Entry)
+    e.family, e.orig, e._reply, e.status, e.state, e.timeout, e.mark = (
+        family, orig, reply, status, state, t, mk)
+    e.zone = e.labels = e.counters = e.ts_start = e.ts_stop = e.helper = e.secctx = None
+    e.id = None if id_ is None else int(id_)
+    e.use = None if use is None else int(use)
+    return e
 
 
 def entry_from_json(obj: Any, what: str = "entry") -> Entry:

@@ -122,6 +122,18 @@ def addr_text(raw: bytes) -> str:
     return s
 
 
+_PTON: dict[str, bytes] = {}
+
+
+def _pton(text: str) -> bytes:
+    """`addr_bytes`, remembered (bulk encoders see the same addresses again and again)."""
+    b = addr_bytes(text)
+    if len(_PTON) > 1 << 20:
+        _PTON.clear()
+    _PTON[text] = b
+    return b
+
+
 def addr_bytes(text: str) -> bytes:
     """Raw bytes of an address in text; raises InputError if it does not parse."""
     family = AF_INET6 if ":" in text else AF_INET
@@ -690,16 +702,16 @@ class DeleteEncoder:
         w.be32(CTA_ID, 0)
         w.end()
         tmpl = Template(w.message(0), fields)
-        pton = socket.inet_pton
-        fam = e.family
+        raw = _PTON.get  # address text -> bytes, cached
         if e.zone:
             def values(x: Entry) -> tuple[Any, ...]:
                 o = x.orig
-                return (pton(fam, o.src), pton(fam, o.dst), o.sport, o.dport, x.zone, x.id)
+                return (raw(o.src) or _pton(o.src), raw(o.dst) or _pton(o.dst), o.sport, o.dport,
+                        x.zone, x.id)
         else:
             def values(x: Entry) -> tuple[Any, ...]:
                 o = x.orig
-                return (pton(fam, o.src), pton(fam, o.dst), o.sport, o.dport, x.id)
+                return (raw(o.src) or _pton(o.src), raw(o.dst) or _pton(o.dst), o.sport, o.dport, x.id)
         return tmpl, values
 
 
@@ -754,14 +766,13 @@ class CreateEncoder:
                 w.u8(CTA_PROTOINFO_TCP_STATE, 0)
         w.end()
         tmpl = Template(w.message(0), offs)
-        pton = socket.inet_pton
-        fam = e.family
         drop = ~int(_CREATE_DROP)
         mark = bool(e.mark)
+        raw = _PTON.get  # address text -> bytes, cached
 
         def values(x: Entry) -> tuple[Any, ...]:
             o = x.orig
-            s, d = pton(fam, o.src), pton(fam, o.dst)
+            s, d = raw(o.src) or _pton(o.src), raw(o.dst) or _pton(o.dst)
             out: tuple[Any, ...] = (s, d, o.sport, o.dport, d, s, o.dport, o.sport,
                                     30 if x.timeout is None else x.timeout, (x.status | 8) & drop)
             if mark:
