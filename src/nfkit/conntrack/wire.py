@@ -605,6 +605,24 @@ def labels_bytes(labels: int) -> bytes:
     return labels.to_bytes(16, "little")
 
 
+def _checked(fn: Callable[..., int]) -> Callable[..., int]:
+    """Turn a value that does not fit its attribute into InputError naming the entry."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(w: MessageWriter, e: Entry, *args: Any, **kw: Any) -> int:
+        mark = len(w.buffer), len(w.seqs)
+        try:
+            return fn(w, e, *args, **kw)
+        except (struct.error, OverflowError) as exc:
+            del w.buffer[mark[0]:]  # drop the half-written message
+            del w.seqs[mark[1]:]
+            w._start = -1
+            raise InputError(f"conntrack entry {e!r}: a value does not fit its field ({exc})") from None
+    return run
+
+
+@_checked
 def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
     """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST | flags, family=e.family)
@@ -630,6 +648,7 @@ def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
 _CREATE_DROP = STATUS_UNCHANGEABLE & ~Status.CONFIRMED
 
 
+@_checked
 def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_mask: int | None = None,
                   timeout: int | None = None, status: int | None = None, labels: int | None = None,
                   labels_mask: int | None = None) -> int:
@@ -652,6 +671,7 @@ def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_m
     return seq
 
 
+@_checked
 def encode_delete(w: MessageWriter, e: Entry) -> int:
     """One IPCTNL_MSG_CT_DELETE of ``e`` by original tuple (and id); returns its seq."""
     seq = w.begin(MSG_DELETE, NLM_F_REQUEST, family=e.family)
@@ -675,7 +695,10 @@ class DeleteEncoder:
         if entry is None:
             entry = self._templates[key] = self._make(e)
         tmpl, values = entry
-        return tmpl.emit(w, *values(e))
+        try:
+            return tmpl.emit(w, *values(e))
+        except struct.error as exc:
+            raise InputError(f"conntrack entry {e!r}: a value does not fit its field ({exc})") from None
 
     @staticmethod
     def _make(e: Entry) -> tuple[Template, Callable[[Entry], tuple[Any, ...]]]:
@@ -733,7 +756,10 @@ class CreateEncoder:
         if entry is None:
             entry = self._templates[key] = self._make(e, tcp)
         tmpl, values = entry
-        return tmpl.emit(w, *values(e))
+        try:
+            return tmpl.emit(w, *values(e))
+        except struct.error as exc:
+            raise InputError(f"conntrack entry {e!r}: a value does not fit its field ({exc})") from None
 
     def _make(self, e: Entry, tcp: bool) -> tuple[Template, Callable[[Entry], tuple[Any, ...]]]:
         w = MessageWriter()
