@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: setup
-	scripts/demo.sh
+	$(VENV)/bin/python scripts/demo.py
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -18,7 +18,7 @@ def test_routed_lab_passes_traffic_and_is_removed(routed_lab):
 
 
 def test_lab_removed_even_when_block_fails(request):
-    from conftest import require_kernel
+    from tests.conftest import require_kernel
 
     require_kernel()
     before = _host_namespaces()

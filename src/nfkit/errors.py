@@ -75,7 +75,7 @@ class NetlinkError(NfkitError):
             text += f": {self.extack}"
         return text
 
-    def describe(self, what: str) -> "NetlinkError":
+    def describe(self, what: str) -> NetlinkError:
         """Return the same error naming ``what`` (the object the request was about)."""
         return type(self)(
             self.errno, extack=self.extack, offset=self.offset, seq=self.seq,

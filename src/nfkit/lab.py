@@ -36,7 +36,7 @@ class Namespace:
     """One network namespace of a lab."""
 
     name: str
-    lab: "Lab"
+    lab: Lab
     addrs: dict[str, list[str]] = field(default_factory=dict)  # ifname -> addresses
 
     @contextmanager
@@ -95,7 +95,7 @@ class Lab:
         self.processes: list[subprocess.Popen[bytes]] = []
         self._links = 0
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:

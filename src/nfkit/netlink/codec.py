@@ -265,7 +265,7 @@ class Template:
         if seq is None:
             seq = next_seq()
         _U32_AT.pack_into(buf, start + 8, seq)
-        for (off, pack), value in zip(self.packers, values):
+        for (off, pack), value in zip(self.packers, values, strict=False):
             pack(buf, start + off, value)
         w.seqs.append((seq, start))
         return seq
@@ -314,7 +314,7 @@ class Message:
             raise DecodeError("message too short for nfgenmsg")
         return self.payload[NFGEN_HDRLEN:]
 
-    def copy(self) -> "Message":
+    def copy(self) -> Message:
         """The same message holding its own bytes (survives buffer reuse)."""
         return Message(self.type, self.flags, self.seq, self.pid, memoryview(bytes(self.payload)))
 
@@ -471,6 +471,13 @@ _DECODERS: dict[Kind, Callable[[memoryview], Any]] = {
     Kind.BINARY: get_binary, Kind.FLAG: get_flag,
 }
 
+_FIXED: dict[Kind, struct.Struct] = {
+    Kind.U8: struct.Struct("=B"), Kind.U16: struct.Struct("=H"), Kind.U32: struct.Struct("=I"),
+    Kind.U64: struct.Struct("=Q"), Kind.S8: struct.Struct("=b"), Kind.S16: struct.Struct("=h"),
+    Kind.S32: struct.Struct("=i"), Kind.S64: struct.Struct("=q"), Kind.BE16: struct.Struct(">H"),
+    Kind.BE32: struct.Struct(">I"), Kind.BE64: struct.Struct(">Q"),
+}
+
 _ENCODERS: dict[Kind, Callable[[MessageWriter, int, Any], None]] = {
     Kind.U8: MessageWriter.u8, Kind.U16: MessageWriter.u16, Kind.U32: MessageWriter.u32,
     Kind.U64: MessageWriter.u64, Kind.S32: MessageWriter.s32, Kind.S64: MessageWriter.s64,
@@ -489,7 +496,7 @@ class Attr:
 
     name: str
     kind: Kind
-    nested: "AttrSet | None" = None
+    nested: AttrSet | None = None
     elem_type: int = 1  # attribute type of each element of a NESTED_ARRAY when encoding
 
 
@@ -501,6 +508,8 @@ class AttrSet:
     attrs: Mapping[int, Attr]
     _by_name: dict[str, tuple[int, Attr]] = field(init=False, repr=False)
     _decoders: dict[int, tuple[str, Callable[[memoryview], Any]]] = field(init=False, repr=False)
+    # number -> (name, fixed size or 0, unpack_from for fixed sizes, decoder otherwise)
+    _fast: dict[int, tuple[str, int, Any, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.attrs = dict(self.attrs)
@@ -510,14 +519,20 @@ class AttrSet:
         """(Re)build the lookup tables; call after filling a forward-declared nest."""
         self._by_name = {a.name: (n, a) for n, a in self.attrs.items()}
         self._decoders = {n: (a.name, self._decoder_for(a)) for n, a in self.attrs.items()}
+        self._fast = {}
+        for n, a in self.attrs.items():
+            fixed = _FIXED.get(a.kind)
+            if fixed is not None:
+                self._fast[n] = (a.name, fixed.size, fixed.unpack_from, None)
+            else:
+                self._fast[n] = (a.name, 0, None, self._decoders[n][1])
 
     @staticmethod
     def _decoder_for(a: Attr) -> Callable[[memoryview], Any]:
         if a.kind is Kind.NESTED:
-            inner = a.nested
-            if inner is None:
+            if a.nested is None:
                 return lambda mv: {t: bytes(v) for t, v in iter_attrs(mv)}
-            return lambda mv: inner.decode(mv)
+            return a.nested.decode
         if a.kind is Kind.NESTED_ARRAY:
             inner = a.nested
 
@@ -541,7 +556,7 @@ class AttrSet:
     def decode(self, mv: memoryview) -> dict[str | int, Any]:
         """All attributes, decoded (unknown numbers kept as bytes under their number)."""
         out: dict[str | int, Any] = {}
-        decoders = self._decoders
+        fast = self._fast
         n = len(mv)
         off = 0
         unpack = _NLA.unpack_from
@@ -549,19 +564,25 @@ class AttrSet:
             if n - off < NLA_HDRLEN:
                 raise DecodeError(f"{self.name}: truncated attribute header", off)
             alen, atype = unpack(mv, off)
-            if alen < NLA_HDRLEN or off + alen > n:
+            end = off + alen
+            if alen < NLA_HDRLEN or end > n:
                 raise DecodeError(f"{self.name}: attribute length {alen} runs past its container", off)
-            t = atype & NLA_TYPE_MASK
-            v = mv[off + NLA_HDRLEN : off + alen]
-            d = decoders.get(t)
-            if d is None:
-                out[t] = bytes(v)
+            entry = fast.get(atype & NLA_TYPE_MASK)
+            if entry is None:
+                out[atype & NLA_TYPE_MASK] = bytes(mv[off + NLA_HDRLEN : end])
             else:
-                out[d[0]] = d[1](v)
-            off += (alen + 3) & ~3
+                name, size, unpack_value, decoder = entry
+                if size:
+                    if alen - NLA_HDRLEN != size:
+                        raise DecodeError(f"{self.name}: attribute {name} has {alen - NLA_HDRLEN} "
+                                          f"bytes, expected {size}", off)
+                    out[name] = unpack_value(mv, off + NLA_HDRLEN)[0]
+                else:
+                    out[name] = decoder(mv[off + NLA_HDRLEN : end])
+            off = (end + 3) & ~3
         return out
 
-    def lazy(self, mv: memoryview) -> "LazyAttrs":
+    def lazy(self, mv: memoryview) -> LazyAttrs:
         """A view that decodes each attribute only when asked for."""
         return LazyAttrs(self, mv)
 

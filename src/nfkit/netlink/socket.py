@@ -106,7 +106,7 @@ class NetlinkSocket:
             self.subscribe(group)
 
     # plumbing -------------------------------------------------------------
-    def __enter__(self) -> "NetlinkSocket":
+    def __enter__(self) -> NetlinkSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -210,7 +210,8 @@ EXPECT_STATS = attrset("ctattr_expect_stats", {
 })
 
 _H = "linux/netfilter/nfnetlink_conntrack.h"
-UAPI = [
+# (table, header, enum, constant prefix[, {attribute name: constant} where the name differs])
+UAPI: list[tuple] = [
     (CT, _H, "ctattr_type", "CTA_"),
     (TUPLE, _H, "ctattr_tuple", "CTA_TUPLE_"),
     (IP, _H, "ctattr_ip", "CTA_IP_"),
@@ -219,7 +220,8 @@ UAPI = [
     (PROTOINFO_TCP, _H, "ctattr_protoinfo_tcp", "CTA_PROTOINFO_TCP_"),
     (PROTOINFO_DCCP, _H, "ctattr_protoinfo_dccp", "CTA_PROTOINFO_DCCP_"),
     (PROTOINFO_SCTP, _H, "ctattr_protoinfo_sctp", "CTA_PROTOINFO_SCTP_"),
-    (COUNTERS, _H, "ctattr_counters", "CTA_COUNTERS_"),
+    (COUNTERS, _H, "ctattr_counters", "CTA_COUNTERS_",
+     {"packets32": "CTA_COUNTERS32_PACKETS", "bytes32": "CTA_COUNTERS32_BYTES"}),
     (TIMESTAMP, _H, "ctattr_tstamp", "CTA_TIMESTAMP_"),
     (NAT, _H, "ctattr_nat", "CTA_NAT_"),
     (PROTONAT, _H, "ctattr_protonat", "CTA_PROTONAT_"),
