@@ -41,7 +41,7 @@ def sample_entries() -> list[Entry]:
         out.append(Entry(Tuple("2001:db8:1::2", f"2001:db8:2::{2 + i % 2}", 17, 3000 + i, 53),
                          timeout=100 + i, status=R if i % 3 == 0 else 0, mark=i % 2))
         out.append(Entry(Tuple(f"2001:db8:1::{2 + i % 2}", "2001:db8:2::2", 6, 4000 + i, 443),
-                         timeout=200 + i, state=3 if i % 2 else 7, status=R | A))
+                         timeout=200 + 40 * i, state=3 if i % 2 else 7, status=R | A))
     out.append(Entry(Tuple("192.0.2.7", "198.51.100.9", 1, 0, 0, 8, 0, 77), timeout=30))
     out.append(Entry(Tuple("2001:db8:1::7", "2001:db8:2::9", 58, 0, 0, 128, 0, 78), timeout=30))
     # NAT: the reply is not the mirror

@@ -98,7 +98,7 @@ def test_template_encoders_match_plain_encoding() -> None:
             plain(w2, e)
             w2.seqs[-1] = (seq, w2.seqs[-1][1])
         # identical bytes apart from sequence numbers
-        for m1, m2 in zip(parse_messages(w1.buffer), parse_messages(w2.buffer)):
+        for m1, m2 in zip(parse_messages(w1.buffer), parse_messages(w2.buffer), strict=True):
             assert (m1.type, m1.flags, bytes(m1.payload)) == (m2.type, m2.flags, bytes(m2.payload))
 
 

@@ -99,7 +99,7 @@ FILTERS = [
     {"state": "TIME_WAIT"}, {"state": "ESTABLISHED,CLOSE", "src": "192.0.2.2"},
     {"timeout_below": "75"}, {"label": "5"}, {"label": "5,9"},
     {"proto": "udp", "status": "UNREPLIED", "mark": "2", "family": "ipv4", "dst": "198.51.100.2"},
-    {"family": "ipv6", "proto": "tcp", "state": "ESTABLISHED", "timeout_below": "203"},
+    {"family": "ipv6", "proto": "tcp", "state": "ESTABLISHED", "timeout_below": "300"},
 ]
 
 

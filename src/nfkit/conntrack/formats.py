@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from nfkit.conntrack.model import (
+    _ADDRS,
+    AF_INET,
     AF_INET6,
     FAMILY_NAMES,
     FAMILY_NUMBERS,
@@ -22,19 +24,19 @@ from nfkit.conntrack.model import (
     PORT_PROTOS,
     PROTO_NAMES,
     TCP_STATE_TEXT,
-    AF_INET,
-    _ADDRS,
     Counters,
     Entry,
     Status,
     Tuple,
-    _addrs_seen as _ADDRS_SEEN,
     _int,
     _tuple_new,
     parse_status_names,
     parse_tcp_state,
     proto_number,
     status_names,
+)
+from nfkit.conntrack.model import (
+    _addrs_seen as _ADDRS_SEEN,
 )
 from nfkit.errors import InputError
 
