@@ -18,7 +18,7 @@ from ct_helpers import (  # noqa: F401  (fixtures are used by name)
     run_cli,
 )
 
-from nfkit.conntrack import ConntrackTable, Entry
+from nfkit.conntrack import ConntrackTable, Entry, Status
 from nfkit.lab import Namespace
 
 pytestmark = pytest.mark.kernel
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.kernel
     (["create", "-p", "udp", "-s", "192.0.2.1", "-d", "198.51.100.x", "--sport", "1", "--dport", "2"],
      "-d/--dst"),
     (["update", "-p", "udp", "--mark", "0x1ffffffff"], "--mark"),
+    (["update", "-p", "udp", "--set-status", "SEEN_REPLY,NOPE"], "--set-status"),
 ])
 def test_bad_input_is_one_line_naming_the_option_and_changes_nothing(
         filled: tuple[ConntrackTable, list[Entry]], ct_ns: Namespace, args: list[str],
@@ -107,6 +108,10 @@ def test_create_list_text_like_conntrack(ct_table: ConntrackTable, ct_ns: Namesp
     assert out.startswith("1 flow entries have been updated")
     (e,) = [x for x in ct_table.entries() if x.proto == 6]
     assert e.mark == 0x19 and e.timeout <= 99
+    code, out, _ = run_cli("ct", "-n", ct_ns.name, "update", "-p", "udp", "--set-status", "SEEN_REPLY")
+    assert out.startswith("1 flow entries have been updated")
+    (u,) = [x for x in ct_table.entries() if x.proto == 17]
+    assert u.status & Status.SEEN_REPLY
 
 
 def test_watch_prints_events_as_json(ct_table: ConntrackTable, ct_ns: Namespace) -> None:

@@ -359,14 +359,27 @@ def create_cmd(timeout: int | None, from_file: str | None, as_json: bool, **kw: 
 @click.option("--set-label", "--label", "new_label", default=None, help="labels to set (bits or names)")
 @click.option("-t", "--timeout", "new_timeout", type=click.IntRange(0, 0xFFFFFFFF), default=None,
               help="new timeout in seconds")
+@click.option("--set-status", "new_status", default=None,
+              help="status bits to set, comma separated (SEEN_REPLY, ASSURED)")
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
 def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | None,
-               new_label: str | None, new_timeout: int | None, as_json: bool, **kw: Any) -> None:
-    """Change mark, labels or timeout of the entries the filter selects (like conntrack -U)."""
+               new_label: str | None, new_timeout: int | None, new_status: str | None, as_json: bool,
+               **kw: Any) -> None:
+    """Change mark, labels, timeout or status of the entries the filter selects (like conntrack -U)."""
     kw["mark"], kw["label"] = match_mark, match_label
     flt = _filter(kw)
-    if new_mark is None and new_label is None and new_timeout is None:
-        raise InputError("update needs --mark, --label or --timeout")
+    if new_mark is None and new_label is None and new_timeout is None and new_status is None:
+        raise InputError("update needs --mark, --label, --timeout or --set-status")
+    add_status = 0
+    if new_status is not None:
+        from nfkit.conntrack.model import parse_status_names
+
+        try:
+            add_status = parse_status_names([n for n in new_status.split(",") if n.strip()])
+        except InputError as exc:
+            raise InputError(f"--set-status: {exc}") from None
+        if not add_status:
+            raise InputError("--set-status: no status given")
     mark = mask = labels = None
     if new_mark is not None:
         mark, mask = parse_mark(new_mark, "--mark")
@@ -377,7 +390,7 @@ def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | 
         labels = parse_labels(new_label, "--label")
     with _table() as t:
         res = t.update_matching(flt, mark=mark, mark_mask=mask, timeout=new_timeout,
-                                labels=labels, labels_mask=labels)
+                                labels=labels, labels_mask=labels, add_status=add_status)
     if as_json:
         click.echo(json.dumps({"updated": res.deleted, "vanished": res.vanished, "failed": res.failed}))
     else:

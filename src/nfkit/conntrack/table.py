@@ -330,16 +330,19 @@ class ConntrackTable:
 
     def update_matching(self, flt: Filter, *, mark: int | None = None, mark_mask: int | None = None,
                         timeout: int | None = None, labels: int | None = None,
-                        labels_mask: int | None = None) -> DeleteResult:
+                        labels_mask: int | None = None, add_status: int = 0) -> DeleteResult:
         """Update every entry ``flt`` selects (dump, then pipelined updates).
 
-        Returns counts like a delete: ``deleted`` holds the number updated.
+        ``add_status``: status bits to set (the kernel lets userspace set, not
+        clear, SEEN_REPLY and ASSURED).  Returns counts like a delete:
+        ``deleted`` holds the number updated.
         """
         w = MessageWriter()
         n = 0
         for e in self.entries(flt):
             wire.encode_update(w, e, mark=mark, mark_mask=mark_mask, timeout=timeout,
-                               labels=labels, labels_mask=labels_mask)
+                               labels=labels, labels_mask=labels_mask,
+                               status=(e.status | add_status) if add_status else None)
             n += 1
         return self._settle(w, n, "dump")
 
