@@ -258,3 +258,15 @@ def test_events_lost_then_resynchronised(ct_table: ConntrackTable) -> None:
     assert "lost" in kinds and kinds[-1] == "synced"
     assert synced == {key(e) for e in ct_table.entries(flt)}
     assert len(synced) == 2000
+
+
+def test_stopping_a_listing_early_leaves_the_socket_usable(ct_table: ConntrackTable) -> None:
+    ct_table.create_many(Entry(Tuple("192.0.2.1", "198.51.100.2", 17, p, 53), timeout=60)
+                         for p in range(1, 3001))
+    for _ in ct_table.entries():
+        break  # the rest of the dump is drained, not left to make the next dump EBUSY
+    assert ct_table.count(Filter(proto=17)) == 3000
+    batches = ct_table.lines()
+    next(batches)
+    batches.close()
+    assert sum(len(b) for b in ct_table.lines(Filter(proto=17))) == 3000

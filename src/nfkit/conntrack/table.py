@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,12 +137,9 @@ class ConntrackTable:
         ("build", "text", "json"), run inline (the hot path of listings).
         """
         self.sock.send(request)
-        raw = self.sock.sock
-        buf = self._buf
-        unpack = _HDR.unpack_from
-        interrupted = False
+        reader = _Datagrams(self.sock.sock, seq, what)
         layouts = self.decoder._layouts
-        slow: Callable[[bytearray, int, int, int], Any]
+        slow: Callable[[Any, int, int, int], Any]
         if isinstance(each, str):
             kind = each
             slow = {"build": self.decoder.decode, "text": self.decoder.text,
@@ -148,13 +147,18 @@ class ConntrackTable:
         else:
             kind = ""
             slow = each
-        while True:
-            try:
-                n = raw.recv_into(buf)
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                raise NetlinkError(exc.errno or _errno.EIO, what=what) from None
+        try:
+            yield from self._walk_datagrams(reader, seq, what, kind, slow, layouts, _HDR.unpack_from)
+        finally:
+            reader.close()
+
+    @staticmethod
+    def _walk_datagrams(reader: _Datagrams, seq: int, what: str, kind: str,
+                        slow: Callable[[Any, int, int, int], Any],
+                        layouts: dict[int, list[Any]], unpack: Any) -> Iterator[list[Any]]:
+        interrupted = False
+        for buf in reader:
+            n = len(buf)
             off = 0
             out: list[Any] = []
             append = out.append
@@ -166,6 +170,7 @@ class ConntrackTable:
                     off += (length + 3) & ~3
                     continue
                 if mtype == NLMSG_DONE:
+                    reader.finish()
                     if out:
                         yield out
                     if length >= 20:
@@ -176,6 +181,7 @@ class ConntrackTable:
                         raise DumpInterrupted(f"{what}: the table changed during the dump")
                     return
                 if mtype == NLMSG_ERROR:
+                    reader.finish()
                     if out:
                         yield out
                     msg = next(parse_messages(memoryview(buf)[off:off + length]))
@@ -289,34 +295,60 @@ class ConntrackTable:
 
     def create_many(self, entries: Iterable[Entry], *, batch: int = 4096,
                     progress: Progress | None = None) -> CreateResult:
-        """Create many entries, pipelined (several requests per send, errors by sequence)."""
+        """Create many entries, pipelined (several requests per send, errors by sequence).
+
+        Encoding runs in the calling thread while a second thread sends the
+        previous batch: the kernel's insertion work (in sendmsg, without the
+        GIL) overlaps with Python's encoding.  Raises InputError for an entry
+        whose values do not fit (entries of batches already sent stay created).
+        """
         enc = wire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL)
         result = CreateResult()
-        w = MessageWriter()
-        pending = 0
+        todo: queue.Queue[tuple[MessageWriter, int] | None] = queue.Queue(maxsize=2)
+        crashed: list[BaseException] = []
 
-        def flush() -> None:
-            nonlocal w, pending
-            if not pending:
-                return
-            failures = self.sock.pipeline(w, ack=False)
-            for err in failures.values():
-                if err == _errno.EEXIST:
-                    result.exists += 1
-                else:
-                    result.failed[err] = result.failed.get(err, 0) + 1
-            result.created += pending - len(failures)
-            if progress:
-                progress(pending)
+        def sender() -> None:
+            while True:
+                item = todo.get()
+                if item is None:
+                    return
+                if crashed:
+                    continue
+                w, pending = item
+                try:
+                    failures = self.sock.pipeline(w, ack=False)
+                except BaseException as exc:  # handed to the caller below
+                    crashed.append(exc)
+                    continue
+                for err in failures.values():
+                    if err == _errno.EEXIST:
+                        result.exists += 1
+                    else:
+                        result.failed[err] = result.failed.get(err, 0) + 1
+                result.created += pending - len(failures)
+                if progress:
+                    progress(pending)
+
+        thread = threading.Thread(target=sender, name="ct-create-sender", daemon=True)
+        thread.start()
+        try:
             w = MessageWriter()
             pending = 0
-
-        for e in entries:
-            enc.add(w, e)
-            pending += 1
-            if pending >= batch:
-                flush()
-        flush()
+            for e in entries:
+                enc.add(w, e)
+                pending += 1
+                if pending >= batch:
+                    todo.put((w, pending))
+                    w, pending = MessageWriter(), 0
+                    if crashed:
+                        break
+            if pending and not crashed:
+                todo.put((w, pending))
+        finally:
+            todo.put(None)
+            thread.join()
+        if crashed:
+            raise crashed[0]
         return result
 
     def update(self, entry: Entry, *, mark: int | None = None, mark_mask: int | None = None,
@@ -533,6 +565,52 @@ class EventStream:
                     for e in self.table.entries(self.filter):
                         yield Event("sync", e)
                     yield Event("synced")
+
+
+class _Datagrams:
+    """The datagrams of one dump, as views into one reusable buffer (valid until the next).
+
+    The walker calls `finish` when it has seen the end of the dump; `close`
+    reads and drops the rest if the caller stopped early, so the kernel's dump
+    is over and the socket is free for the next request (else EBUSY).
+    """
+
+    def __init__(self, sock: Any, seq: int, what: str) -> None:
+        self.sock = sock
+        self.seq = seq
+        self.what = what
+        self.buf = bytearray(DUMP_BUFFER)
+        self.view = memoryview(self.buf)
+        self.finished = False
+
+    def recv(self) -> memoryview:
+        while True:
+            try:
+                n = self.sock.recv_into(self.buf)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self.finished = True
+                raise NetlinkError(exc.errno or _errno.EIO, what=self.what) from None
+            return self.view[:n]
+
+    def __iter__(self) -> Iterator[memoryview]:
+        while not self.finished:
+            yield self.recv()
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def close(self) -> None:
+        while not self.finished:
+            data = self.recv()
+            off, n = 0, len(data)
+            while off + 16 <= n:
+                length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, off)
+                if length < 16 or (mseq == self.seq and mtype in (NLMSG_DONE, NLMSG_ERROR)):
+                    self.finished = True
+                    break
+                off += (length + 3) & ~3
 
 
 def _one(buf: bytearray, off: int, n: int, family: int) -> int:
