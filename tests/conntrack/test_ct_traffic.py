@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -176,3 +177,39 @@ def test_events_for_real_traffic(traffic_lab: Lab) -> None:
     # the answer shows up as an update with SEEN_REPLY
     assert any(k == "update" and p == 42000 and s & Status.SEEN_REPLY for k, p, s in seen)
     assert kinds.index(("new", 42000)) < kinds.index(("destroy", 42000))
+
+
+def test_nat_entries_survive_save_and_restore(traffic_lab: Lab, tmp_path) -> None:
+    fw = traffic_lab["fw"]
+    nat(fw)
+    fw.run(["nft", "add table ip nkdnat; "
+                   "add chain ip nkdnat pre { type nat hook prerouting priority -100; }; "
+                   "add rule ip nkdnat pre iifname eth0 udp dport 5000 dnat to 198.51.100.2:53"])
+    with traffic_lab["client"].enter():
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with c:
+        c.bind(("192.0.2.2", 4444))
+        c.sendto(b"x", ("198.51.100.2", 53))  # source NAT only
+        c.sendto(b"x", ("192.0.2.1", 5000))  # destination and source NAT
+    udp_flow(traffic_lab, socket.AF_INET, 43000, 53, answer=True)
+    keep = tcp_flow(traffic_lab, socket.AF_INET, 43001, 8080, close=False)
+    with fw.enter():
+        t = ConntrackTable()
+    with t:
+        before = {e.orig: (e.reply, e.status, e.state) for e in t.entries()}
+        assert sum(1 for r, s, _ in before.values() if s & Status.DST_NAT) == 1
+        assert sum(1 for r, s, _ in before.values() if s & Status.SRC_NAT) == len(before) == 4
+        def no_counters(lines: list[str]) -> list[str]:
+            return [re.sub(r"packets=\d+ bytes=\d+ ", "", x) for x in lines]  # not restorable
+
+        lines_before = no_counters(conntrack_lines(fw))
+        saved = tmp_path / "nat.jsonl"
+        saved.write_text(run_cli("ct", "-n", fw.name, "list", "-o", "json")[1])
+        t.flush()
+        code, out, err = run_cli("ct", "-n", fw.name, "create", "--from", str(saved))
+        assert code == 0, err
+        after = {e.orig: (e.reply, e.status, e.state) for e in t.entries()}
+        assert after == before
+        assert no_counters(conntrack_lines(fw)) == lines_before
+    for s in keep:
+        s.close()

@@ -58,6 +58,8 @@ CTA_MARK_MASK = CT.number("mark_mask")
 CTA_LABELS = CT.number("labels")
 CTA_LABELS_MASK = CT.number("labels_mask")
 CTA_FILTER = CT.number("filter")
+CTA_NAT_SRC = CT.number("nat_src")
+CTA_NAT_DST = CT.number("nat_dst")
 CTA_STATUS_MASK = CT.number("status_mask")
 
 CTA_TUPLE_IP = S.TUPLE.number("ip")
@@ -627,7 +629,18 @@ def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
     """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST | flags, family=e.family)
     _put_tuple(w, CTA_TUPLE_ORIG, e.orig)
-    _put_tuple(w, CTA_TUPLE_REPLY, e.reply)
+    snat, dnat = e.nat and bool(e.status & Status.SRC_NAT), e.nat and bool(e.status & Status.DST_NAT)
+    if snat or dnat:
+        # Re-create the NAT binding: the kernel's NAT computes the reply tuple from the
+        # mirror and the address/port ranges (and sets SRC_NAT/DST_NAT and their _DONE bits).
+        _put_tuple(w, CTA_TUPLE_REPLY, e.orig.mirror())
+        r = e.reply
+        if dnat:
+            _put_nat(w, CTA_NAT_DST, r.src, r.sport if r.proto in PORT_PROTOS else None)
+        if snat:
+            _put_nat(w, CTA_NAT_SRC, r.dst, r.dport if r.proto in PORT_PROTOS else None)
+    else:
+        _put_tuple(w, CTA_TUPLE_REPLY, e.reply)
     if e.zone:
         w.be16(CTA_ZONE, e.zone)
     w.be32(CTA_TIMEOUT, e.timeout if e.timeout is not None else 30)
@@ -642,6 +655,18 @@ def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
         w.binary(CTA_LABELS, labels_bytes(e.labels))
     w.end()
     return seq
+
+
+def _put_nat(w: MessageWriter, attr: int, addr: str, port: int | None) -> None:
+    raw = addr_bytes(addr)
+    six = len(raw) == 16
+    with w.nest(attr):
+        w.binary(S.NAT.number("v6_minip" if six else "v4_minip"), raw)
+        w.binary(S.NAT.number("v6_maxip" if six else "v4_maxip"), raw)
+        if port is not None:
+            with w.nest(S.NAT.number("proto")):
+                w.be16(S.PROTONAT.number("port_min"), port)
+                w.be16(S.PROTONAT.number("port_max"), port)
 
 
 # Bits a create request must not carry: the kernel sets or refuses them itself.
