@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from nfkit.conntrack import Entry, Filter, Status, Tuple, filter_from_options, formats, wire
 from nfkit.conntrack.filter import Prefix
 from nfkit.errors import DecodeError, InputError
-from nfkit.netlink.codec import MessageWriter, parse_messages
+from nfkit.netlink.codec import MessageWriter, iter_attrs, parse_messages
 from nfkit.netlink.consts import NLM_F_CREATE
 
 V4 = st.sampled_from(["192.0.2.1", "192.0.2.200", "198.51.100.7", "203.0.113.9", "0.0.0.0"])
@@ -72,7 +72,14 @@ def test_create_message_decodes_back(e: Entry) -> None:
     wire.encode_create(w, e, NLM_F_CREATE)
     (msg,) = parse_messages(w.buffer)
     got = DECODER.decode_attrs(msg.attrs, msg.family)
-    assert got.orig == e.orig and got.reply == e.reply and got.nat == e.nat
+    if e.nat and e.status & (Status.SRC_NAT | Status.DST_NAT):
+        # a NAT binding is asked for with CTA_NAT_*: the reply sent is the mirror
+        assert got.orig == e.orig and got.reply == e.orig.mirror() and not got.nat
+        nums = {t for t, _ in iter_attrs(msg.attrs)}
+        assert (wire.CTA_NAT_SRC in nums) == bool(e.status & Status.SRC_NAT)
+        assert (wire.CTA_NAT_DST in nums) == bool(e.status & Status.DST_NAT)
+    else:
+        assert got.orig == e.orig and got.reply == e.reply and got.nat == e.nat
     assert got.family == e.family
     assert got.timeout == e.timeout and got.mark == e.mark and got.labels == e.labels
     assert got.zone == e.zone
