@@ -152,7 +152,7 @@ class Bench:
         self.record("count -p udp: library", time.perf_counter() - t0)
         assert n == 100_000
 
-        say("  delete UNREPLIED UDP (4 times, the UDP half refilled by real packets in between)")
+        say("  delete UNREPLIED UDP (5 times, the UDP half refilled by real packets in between)")
         self.record("delete unreplied: floor (1 request)", self.floor_request())
         self.check_after_udp_delete("the floor request")
         self.fill_udp()
@@ -161,6 +161,13 @@ class Bench:
         self.record("delete unreplied: library", time.perf_counter() - t0)
         assert res.method == "kernel" and res.deleted == 100_000, res
         self.check_after_udp_delete("the library call")
+        self.fill_udp()
+        t0 = time.perf_counter()
+        res = self.table.delete_matching(Filter(family=socket.AF_INET, proto=17,
+                                                status_clear=int(Status.SEEN_REPLY)))
+        self.record("delete unreplied: library, -f ipv4", time.perf_counter() - t0)
+        assert res.method == "kernel" and res.deleted == 100_000, res
+        self.check_after_udp_delete("the library call (IPv4)")
         self.fill_udp()
         self.record("delete unreplied: nfkit ct delete",
                     self.sh(f"{NFKIT} ct delete -p udp --status UNREPLIED >/dev/null"))
@@ -222,7 +229,9 @@ class Bench:
             return med[a] / med[b]
 
         rows = [
-            ("delete UNREPLIED UDP: library / single-request floor",
+            ("delete UNREPLIED UDP: library (-f ipv4) / single-request floor",
+             ratio("delete unreplied: library, -f ipv4", "delete unreplied: floor (1 request)"), "<= 1.2"),
+            ("delete UNREPLIED UDP: library (no -f: one request per family) / floor",
              ratio("delete unreplied: library", "delete unreplied: floor (1 request)"), "<= 1.2"),
             ("delete UNREPLIED UDP: conntrack -D / nfkit ct delete",
              ratio("delete unreplied: conntrack -D", "delete unreplied: nfkit ct delete"), ">= 5"),
