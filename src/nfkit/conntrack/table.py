@@ -23,7 +23,7 @@ from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Tuple
 from nfkit.errors import DumpInterrupted, EventsLost, InputError, NetlinkError
-from nfkit.netlink.codec import MessageWriter, parse_error, parse_messages
+from nfkit.netlink.codec import MessageWriter, next_seq, parse_error, parse_messages
 from nfkit.netlink.consts import (
     NFNLGRP_CONNTRACK_DESTROY,
     NFNLGRP_CONNTRACK_NEW,
@@ -462,16 +462,51 @@ class ConntrackTable:
                 for err, n in rest.failed.items():
                     result.failed[err] = result.failed.get(err, 0) + n
             return result
-        enc = wire.DeleteEncoder()
         w = MessageWriter()
         n = 0
-        for batch in self.entry_batches(flt, kernel=kernel):
-            for e in batch:
-                enc.add(w, e)
-            n += len(batch)
+        for batch in self._raw_deletes(flt, kernel, w):
+            n += batch
         if progress:
             progress(n)
         return self._settle(w, n, "dump")
+
+    def _raw_deletes(self, flt: Filter, kernel: bool, w: MessageWriter) -> Iterator[int]:
+        """Dump, match, and append a delete for each selected entry to ``w`` (its
+        original tuple, zone and id copied as the dump gave them); yields counts."""
+        if kernel:
+            _, residue = flt.split()
+            families = flt.families()
+            push: Filter | None = flt
+        else:
+            residue, families, push = flt, [0], None
+        matches = residue.matches
+        decoder = self.decoder
+        pres: dict[int, Callable[..., bool]] = {}
+        header = struct.Struct("=IHHII")
+        nfgen = struct.Struct("!BBH")
+        buffer = w.buffer
+        seqs = w.seqs
+
+        def each(buf: Any, off: int, n: int, family: int) -> int | None:
+            lay, v = decoder.layout(buf, off, n, family)
+            pre = pres.get(id(lay))
+            if pre is None:
+                pre = pres[id(lay)] = lay.prefilter(residue.states, residue.timeout_below)
+            if not pre(v) or not matches(lay.build(v)):
+                return None
+            start = len(buffer)
+            key = b"".join(bytes(buf[off + o:off + o + ln]) for o, ln in lay.key_spans)
+            seq = next_seq()
+            buffer.extend(header.pack(20 + len(key), wire.MSG_DELETE, NLM_F_REQUEST, seq, 0))
+            buffer.extend(nfgen.pack(family, 0, 0))
+            buffer.extend(key)
+            seqs.append((seq, start))
+            return 1
+
+        for family in families:
+            req, seq = self._dump_request(wire.MSG_GET, family, push)
+            for batch in self._walk_dump(req, seq, "conntrack dump", each):
+                yield len(batch)
 
     def _settle(self, w: MessageWriter, n: int, method: str) -> DeleteResult:
         result = DeleteResult(method=method, matched=n)

@@ -171,6 +171,7 @@ class _Walk:
     def __init__(self) -> None:
         self.headers: list[tuple[int, int]] = []  # (offset, big-endian header word)
         self.leaves: list[tuple[int, str, str]] = []  # (offset, field, struct format)
+        self.spans: dict[int, tuple[int, int]] = {}  # top-level type -> (offset, aligned length)
 
     def _attrs(self, mv: memoryview, base: int, start: int, end: int):  # type: ignore[no-untyped-def]
         off = start
@@ -195,6 +196,7 @@ class _Walk:
 
     def walk(self, mv: memoryview) -> None:
         for t, s, e in self._attrs(mv, 0, 0, len(mv)):
+            self.spans[t] = (s - 4, (e - s + 4 + 3) & ~3)
             if t in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
                 self.tuple("o." if t == CTA_TUPLE_ORIG else "r.", mv, s, e)
             elif t in _TOP_LEAVES:
@@ -349,7 +351,7 @@ class _Layout:
     check they are identical); they are None for other shapes.
     """
 
-    __slots__ = ("build", "check", "expected", "family", "json", "text", "unpack")
+    __slots__ = ("build", "check", "expected", "family", "index", "json", "key_spans", "text", "unpack")
 
     def __init__(self, walk: _Walk, length: int, family: int) -> None:
         items: list[tuple[int, str, str | None]] = [(o, "I", None) for o, _ in walk.headers]
@@ -373,6 +375,29 @@ class _Layout:
         self.expected = tuple(w for _, w in sorted(walk.headers))
         self.build, self.text, self.json = self._compile(index, family)
         self.family = family
+        self.index = index
+        # where the attributes that identify the entry lie: a delete copies them as they are
+        self.key_spans = [walk.spans[t] for t in (CTA_TUPLE_ORIG, CTA_ZONE, CTA_ID) if t in walk.spans]
+
+    def prefilter(self, states: frozenset[int] | None, timeout_below: int | None) -> Callable[..., bool]:
+        """A cheap test on the unpacked values that is False only where `Filter.matches`
+        is False for these conditions (TCP states, remaining timeout); the full match
+        still decides the rest."""
+        conds = []
+        if states is not None:
+            if "state" not in self.index:
+                return lambda v: False
+            conds.append(f"v[{self.index['state']}] in S")
+        if timeout_below is not None:
+            if "timeout" not in self.index:
+                return lambda v: False
+            conds.append(f"v[{self.index['timeout']}] < {int(timeout_below)}")
+        if not conds:
+            return lambda v: True
+        namespace: dict[str, Any] = {}
+        exec("def pre(v):\n    return " + " and ".join(conds),  # noqa: S102 - generated above
+             {"S": frozenset(states or ())}, namespace)
+        return namespace["pre"]  # type: ignore[no-any-return]
 
     @staticmethod
     def _compile(ix: dict[str, int], family: int) -> tuple[Callable[..., Any], Any, Any]:
