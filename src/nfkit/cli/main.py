@@ -18,6 +18,8 @@ from nfkit.errors import NfkitError
 # name -> "module:attribute"; add a line here when a package grows a command.
 SUBCOMMANDS: dict[str, str] = {
     "info": "nfkit.cli.info:info",
+    "cgrep": "nfkit.cli.cgrep:cgrep",
+    "nfgrep": "nfkit.cli.nfgrep:nfgrep",
     "ct": "nfkit.cli.ct:ct",
 }
 

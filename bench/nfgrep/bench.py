@@ -1,0 +1,314 @@
+"""bench/nfgrep: `nfkit nfgrep classify` vs nDPI's ndpiReader on real mixed traffic.
+
+1. Builds (once; cached under /var/cache/nfkit-bench/nfgrep) a capture of
+   traffic made by real programs in a namespace lab: bulk HTTP and TLS
+   downloads, many short HTTP, TLS, DNS (UDP and TCP), SSH, Redis, MQTT, SMTP,
+   POP3, IMAP, FTP (control and data), WebSocket and CONNECT flows, requests
+   sent one byte per segment, and random bytes to port 443.  tcpdump records
+   the server's link with offloads off (wire-sized packets).
+2. Ground truth comes from how the traffic was made: every server program
+   listens on its own port, so the server port of a flow says what it is
+   (FTP data: vsftpd's passive range; port 443: random bytes, i.e. unknown).
+3. Runs nfkit, ndpiReader and ndpiReader -d (no port guessing) on the same
+   file, several times each; prints medians of wall time, packets/s, flows/s,
+   the flows each got right, and memory per tracked flow at 1,000,000 flows
+   (FlowTable vs the conventional two-tuple table, tracemalloc).
+
+Options: --runs N (default 3), --rebuild, --flows N (memory test, default 1e6),
+--skip-memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ipaddress
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nfkit.nfgrep.capture import CaptureReader, decode
+from nfkit.nfgrep.labtraffic import SERVER4, SERVER6, TrafficLab
+
+CACHE = Path("/var/cache/nfkit-bench/nfgrep")
+CAPTURE = CACHE / "mixed-v2.pcap"
+
+# server port -> (transport, app) of the programs the lab runs
+PLAN = {
+    ("tcp", 8000): "http", ("tcp", 9999): "http", ("tcp", 4433): "tls", ("tcp", 8443): "tls",
+    ("tcp", 22): "ssh", ("udp", 53): "dns", ("tcp", 53): "dns", ("tcp", 6379): "redis",
+    ("tcp", 1883): "mqtt", ("tcp", 25): "smtp", ("tcp", 110): "pop3", ("tcp", 143): "imap",
+    ("tcp", 21): "ftp", ("tcp", 8080): "websocket", ("tcp", 3128): "http-connect",
+    ("tcp", 443): None,
+}
+FTP_DATA = range(40000, 40101)
+
+# nDPI protocol names -> the names nfgrep's library uses
+NDPI = {"HTTP": "http", "TLS": "tls", "SSH": "ssh", "DNS": "dns", "Redis": "redis",
+        "MQTT": "mqtt", "SMTP": "smtp", "POP3": "pop3", "IMAP": "imap", "FTP_CONTROL": "ftp",
+        "FTP_DATA": "ftp-data", "HTTP_Connect": "http-connect", "WebSocket": "websocket",
+        "PostgreSQL": "postgresql", "MySQL": "mysql"}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- building the capture ---------------------------------------------------------
+
+def build(path: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix="nfg-bench-"))
+    try:
+        with TrafficLab(work) as tl:
+            for ns in (tl.client, tl.server):
+                ns.run(["ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off"])
+            www = work / "www"
+            with open(www / "bulk.bin", "wb") as f:
+                f.write(os.urandom(16 << 20))
+            cap = tl.capture("mixed.pcap", "eth0")
+            t0 = time.monotonic()
+            # warm up every server (and record one flow of each)
+            for name in ("http", "tls", "ssh", "dns", "redis", "mqtt", "smtp", "pop3", "imap",
+                         "ftp", "websocket", "connect_tunnel", "http_one_byte"):
+                getattr(tl, name)()
+            tl.dns(tcp=True)
+            tl.tls(port=8443, sni="api.example.test", alpn="http/1.1")
+            tl.serve("http9999", [sys.executable, "-m", "http.server", "9999", "--bind", "::"],
+                     9999, cwd=www)
+            # bulk: HTTP downloads of 16 MiB, over IPv4 and IPv6
+            for i in range(18):
+                host = f"[{SERVER6}]" if i % 2 else SERVER4
+                tl.run_client(["curl", "-sS", "-o", "/dev/null", f"http://{host}:8000/bulk.bin"],
+                              timeout=120)
+            log(f"  bulk done in {time.monotonic() - t0:.0f} s")
+            # many short flows
+            urls = [f"http://{SERVER4}:8000/hello.txt?{i}" for i in range(600)]
+            tl.run_client(["curl", "-sS", "-o", "/dev/null", "-A", "bench/1", *urls], timeout=300)
+            urls = [f"http://{SERVER4}:9999/hello.txt?{i}" for i in range(200)]
+            tl.run_client(["curl", "-sS", "-o", "/dev/null", *urls], timeout=300)
+            loop = ("for i in $(seq 200); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+                    f"openssl s_client -connect {SERVER4}:4433 -servername w$i.example.test "
+                    "-alpn h2 -quiet >/dev/null 2>&1; done")
+            tl.run_client(["sh", "-c", loop], timeout=300, check=False)
+            names = work / "names.txt"
+            names.write_text("".join(f"host{i}.example.test A\n" for i in range(1000)))
+            tl.run_client(["dig", f"@{SERVER4}", "-f", str(names), "+tries=1", "+time=2"],
+                          timeout=300)
+            names.write_text("".join(f"tcp{i}.example.test A +tcp\n" for i in range(150)))
+            tl.run_client(["dig", f"@{SERVER4}", "-f", str(names), "+tries=1", "+time=2"],
+                          timeout=300)
+            tl.run_client(["redis-benchmark", "-h", SERVER4, "-n", "3000", "-c", "20", "-t",
+                           "set,get", "-q"], timeout=300)
+            log(f"  batches done in {time.monotonic() - t0:.0f} s")
+            for i in range(25):
+                tl.redis()
+                tl.mqtt()
+                tl.smtp()
+                tl.pop3()
+                tl.imap()
+                tl.ftp()
+                tl.websocket()
+                tl.connect_tunnel()
+                tl.ssh()
+                tl.tls(port=8443, sni=f"s{i}.example.test", alpn="http/1.1")
+                if i % 3 == 0:
+                    tl.http_one_byte()
+            tl.random_bytes(count=40, seed=7)
+            log(f"  all traffic made in {time.monotonic() - t0:.0f} s")
+            tl.stop_captures()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cap, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def truth_of(path: Path) -> tuple[dict[tuple, str | None], int]:
+    """Flows of the capture (unordered endpoint pairs) -> the app they were made as."""
+    servers = {ipaddress.ip_address(SERVER4).packed, ipaddress.ip_address(SERVER6).packed}
+    truth: dict[tuple, str | None] = {}
+    packets = 0
+    for _, link, frame in CaptureReader(path):
+        packets += 1
+        p = decode(link, frame)
+        if p is None or p[0] not in (6, 17):
+            continue
+        proto, src, dst, sport, dport = p[:5]
+        if dst in servers:
+            server_port = dport
+        elif src in servers:
+            server_port = sport
+        else:
+            continue
+        key = _key("tcp" if proto == 6 else "udp", str(ipaddress.ip_address(src)), sport,
+                   str(ipaddress.ip_address(dst)), dport)
+        if key in truth:
+            continue
+        transport = key[0]
+        if transport == "tcp" and server_port in FTP_DATA:
+            truth[key] = "ftp-data"
+        elif (transport, server_port) in PLAN:
+            truth[key] = PLAN[(transport, server_port)]
+    return truth, packets
+
+
+def _key(transport: str, a: str, ap: int, b: str, bp: int) -> tuple:
+    return (transport, frozenset(((a, ap), (b, bp))))
+
+
+def _split(endpoint: str) -> tuple[str, int]:
+    addr, _, port = endpoint.rpartition(":")
+    return addr.strip("[]"), int(port)
+
+
+# -- running the two ----------------------------------------------------------------
+
+def run_nfkit(path: Path, out: Path) -> float:
+    t = time.perf_counter()
+    with open(out, "w") as f:
+        subprocess.run([sys.executable, "-m", "nfkit", "nfgrep", "classify", "--json", str(path)],
+                       stdout=f, check=True)
+    return time.perf_counter() - t
+
+
+def nfkit_verdicts(out: Path) -> dict[tuple, str | None]:
+    verdicts = {}
+    for line in out.read_text().splitlines():
+        r = json.loads(line)
+        a, ap = _split(r["client"])
+        b, bp = _split(r["server"])
+        app = None if r["app"] == "unknown" else r["app"]
+        verdicts[_key(r["proto"], a, ap, b, bp)] = app
+    return verdicts
+
+
+def run_ndpi(path: Path, out: Path, guess: bool) -> tuple[float, float]:
+    """Wall time, and the throughput ndpiReader reports itself (packets/s, setup excluded)."""
+    argv = ["ndpiReader", "-i", str(path), "-C", str(out)] + ([] if guess else ["-d"])
+    t = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t
+    own = 0.0
+    for line in proc.stdout.splitlines():
+        if "nDPI throughput:" in line:
+            value, unit = line.split(":", 1)[1].split()[:2]
+            own = float(value) * {"K": 1e3, "M": 1e6, "G": 1e9}.get(unit, 1)
+    return wall, own
+
+
+def ndpi_verdicts(out: Path) -> dict[tuple, str | None]:
+    verdicts: dict[tuple, str | None] = {}
+    with open(out, newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows)
+        col = {name.lstrip("#"): i for i, name in enumerate(header)}
+        for row in rows:
+            proto = {"6": "tcp", "17": "udp"}.get(row[col["protocol"]])
+            if proto is None:
+                continue
+            names = row[col["ndpi_proto"]].split(".")
+            app = None
+            for name in reversed(names):
+                if name in NDPI:
+                    app = NDPI[name]
+                    break
+            key = _key(proto, row[col["src_ip"]], int(row[col["src_port"]]),
+                       row[col["dst_ip"]], int(row[col["dst_port"]]))
+            verdicts[key] = app
+    return verdicts
+
+
+def score(truth: dict, verdicts: dict) -> tuple[int, dict[str, list[int]]]:
+    right = 0
+    per_app: dict[str, list[int]] = {}
+    for key, app in truth.items():
+        got = verdicts.get(key, "<missing>")
+        ok = got == app
+        right += ok
+        slot = per_app.setdefault(app or "unknown", [0, 0])
+        slot[0] += ok
+        slot[1] += 1
+    return right, per_app
+
+
+def memory(flows: int) -> tuple[float, float]:
+    code = (
+        "import sys; from nfkit.flow import FlowTable; "
+        "from nfkit.flow.baseline import TwoTupleTable, bytes_per_flow; "
+        f"n={flows}; print(bytes_per_flow(lambda: FlowTable(max_flows=n), n) if sys.argv[1]=='one' "
+        "else bytes_per_flow(TwoTupleTable, n))"
+    )
+    one = float(subprocess.run([sys.executable, "-c", code, "one"], capture_output=True, text=True,
+                               check=True).stdout)
+    two = float(subprocess.run([sys.executable, "-c", code, "two"], capture_output=True, text=True,
+                               check=True).stdout)
+    return one, two
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--flows", type=int, default=1_000_000)
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    if args.rebuild or not CAPTURE.exists():
+        log(f"building {CAPTURE} (real programs in namespaces, once) ...")
+        build(CAPTURE)
+    truth, packets = truth_of(CAPTURE)
+    log(f"capture {CAPTURE}: {packets} packets, {len(truth)} TCP/UDP flows made by the lab "
+        f"({os.path.getsize(CAPTURE) >> 20} MiB)")
+    tmp = Path(tempfile.mkdtemp(prefix="nfg-bench-out-"))
+    try:
+        times: dict[str, list[float]] = {"nfkit": [], "ndpi": [], "ndpi-d": []}
+        own: dict[str, list[float]] = {"ndpi": [], "ndpi-d": []}
+        for _ in range(args.runs):
+            times["nfkit"].append(run_nfkit(CAPTURE, tmp / "nfkit.json"))
+            w, o = run_ndpi(CAPTURE, tmp / "ndpi.csv", guess=True)
+            times["ndpi"].append(w)
+            own["ndpi"].append(o)
+            w, o = run_ndpi(CAPTURE, tmp / "ndpi-d.csv", guess=False)
+            times["ndpi-d"].append(w)
+            own["ndpi-d"].append(o)
+        results = {
+            "nfkit": nfkit_verdicts(tmp / "nfkit.json"),
+            "ndpi": ndpi_verdicts(tmp / "ndpi.csv"),
+            "ndpi-d": ndpi_verdicts(tmp / "ndpi-d.csv"),
+        }
+        flows_seen = {k: len(v) for k, v in results.items()}
+        log(f"\nthroughput (median of {args.runs} runs, wall time of the whole command):")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for k in ("nfkit", "ndpi", "ndpi-d"):
+            extra = ""
+            if k in own:
+                extra = f"  (ndpiReader's own figure, setup excluded: {statistics.median(own[k]):,.0f} pps)"
+            log(f"  {k:7s} {med[k]:6.2f} s  {packets / med[k]:>10,.0f} packets/s  "
+                f"{flows_seen[k] / med[k]:>9,.0f} flows/s{extra}")
+        log(f"  nfkit/ndpiReader packets/s ratio: {med['ndpi'] / med['nfkit']:.2f} (wall), "
+            f"{packets / med['nfkit'] / statistics.median(own['ndpi']):.2f} (vs nDPI's own figure)")
+        log(f"\nflows right against the ground truth ({len(truth)} flows):")
+        per = {}
+        for k in ("nfkit", "ndpi", "ndpi-d"):
+            right, per[k] = score(truth, results[k])
+            label = {"nfkit": "nfkit", "ndpi": "ndpiReader (port guessing)",
+                     "ndpi-d": "ndpiReader -d (no guessing)"}[k]
+            log(f"  {label:28s} {right:6d} / {len(truth)}  ({100 * right / len(truth):.1f} %)")
+        log("\n  per app (right/made):   nfkit     ndpi   ndpi -d")
+        for app in sorted(per["nfkit"]):
+            row = "  ".join(f"{per[k][app][0]:>5}/{per[k][app][1]:<5}" for k in per)
+            log(f"    {app:14s} {row}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.skip_memory:
+        one, two = memory(args.flows)
+        log(f"\nmemory per tracked flow at {args.flows:,} flows (tracemalloc): one tuple "
+            f"{one:.0f} B, two-tuple table {two:.0f} B, ratio {one / two:.2f}")
+
+
+if __name__ == "__main__":
+    main()

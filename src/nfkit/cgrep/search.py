@@ -1,0 +1,749 @@
+"""Searching one C file: block scopes, expression types, and the five operations.
+
+This module owns what a match is and how a file is searched: candidates are
+found by name in the raw bytes (member names, variable names) or by a
+tree-sitter query (calls), then each candidate's object is typed bottom-up
+through identifiers (block scopes, then file scope and headers), member
+accesses, subscripts, ``*``/``&``, casts, calls and a few kernel macros that
+only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
+``container_of``...).  It does not walk directories or print.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+
+from tree_sitter import Node, QueryCursor
+from tree_sitter import Query as TSQuery
+
+from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
+from nfkit.cgrep.environment import (
+    C_LANGUAGE,
+    INCLUDE_DIRECTIVE,
+    Environment,
+    HeaderStore,
+    Unit,
+    build_unit,
+    declarator_name,
+    parse,
+)
+from nfkit.cgrep.query import (
+    MEMBER_OPERATIONS,
+    SET_OPERATORS,
+    TEST_OPERATORS,
+    Query,
+)
+
+# Macros that give back (a pointer of) the type of their first argument.
+PASS_THROUGH = frozenset({
+    "READ_ONCE", "rcu_dereference", "rcu_dereference_protected", "rcu_dereference_raw",
+    "rcu_dereference_bh", "rcu_dereference_sched", "rcu_dereference_check",
+    "rcu_dereference_bh_check", "rcu_dereference_sched_check", "rcu_dereference_raw_check",
+    "rcu_access_pointer", "srcu_dereference", "list_next_entry", "list_prev_entry",
+    "list_next_or_null_rcu", "xchg", "cmpxchg",
+})
+# Macros whose second argument is the type they give a pointer to.
+CONTAINER_OF = frozenset({
+    "container_of", "container_of_const", "list_entry", "list_first_entry",
+    "list_last_entry", "list_first_entry_or_null", "list_entry_rcu",
+    "list_first_or_null_rcu", "hlist_entry", "hlist_entry_safe", "hlist_nulls_entry",
+    "rb_entry", "rb_entry_safe", "llist_entry",
+})
+_DECLARING = frozenset({"declaration", "parameter_declaration"})
+_SCOPES = frozenset({"compound_statement", "for_statement", "function_definition"})
+_WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+_CALLED = re.compile(rb"\b([A-Za-z_]\w*)\s*\(")
+
+
+@functools.cache
+def _compiled(source: str) -> TSQuery:
+    """A tree-sitter query, compiled on first use (compiling costs import time)."""
+    return TSQuery(C_LANGUAGE, source)
+
+
+_CALLS = "(call_expression function: (identifier) @function)"
+_DECLARATIONS = "(declaration) @d (parameter_declaration) @d"
+
+
+@dataclass
+class Match:
+    """One place that answers a query.
+
+    ``line``/``column`` (1-based, column in characters) are where the matched
+    expression starts, which is where coccigrep puts its position too;
+    ``end_line``/``end_column`` are just past it.  ``expression`` is the
+    object reached (``ct`` in ``ct->status``); ``loose`` is true when the
+    object's type could not be told and ``--loose`` matched on the name alone.
+    """
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    operation: str
+    ctype: str
+    attribute: str | None
+    code: str
+    function: str | None
+    expression: str
+    pointer: bool = False
+    loose: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "file": self.path, "line": self.line, "column": self.column,
+            "end": [self.end_line, self.end_column], "op": self.operation,
+            "type": self.ctype, "attr": self.attribute, "code": self.code,
+            "function": self.function, "expression": self.expression,
+            "pointer": self.pointer, "loose": self.loose,
+        }
+
+
+@dataclass
+class FileReport:
+    """What searching one file gave: matches, or the one-line reason it could not be searched."""
+
+    path: str
+    matches: list[Match] = field(default_factory=list)
+    error: str | None = None
+    parse_errors: bool = False
+    parsed: bool = False
+    unresolved: int = 0
+
+
+class Searcher:
+    """Searches files for a set of queries in one pass per file.
+
+    Headers are parsed once per `Searcher` (so once per worker process).
+    """
+
+    def __init__(self, queries: list[Query], include_dirs: list[str] | None = None,
+                 loose: bool = False, cache_dir: str | None = None) -> None:
+        self.queries = queries
+        self.headers = HeaderStore(include_dirs or [], cache_dir)
+        self.loose = loose
+        attributes = sorted({q.attribute for q in queries
+                             if q.operation in MEMBER_OPERATIONS and q.attribute})
+        # A member is reached with -> or . before its name (spaces, even a line break, allowed).
+        self._member_names = re.compile(
+            rb"(?:->|\.)\s*(" + b"|".join(re.escape(a.encode()) for a in attributes) + rb")\b"
+        ) if attributes else None
+        self._calls = [q.pattern for q in queries if q.operation == "func" and q.pattern]
+        self._used = [q for q in queries if q.operation == "used"]
+        # Words that a file must contain to hold a use of a `used` query's type:
+        # the type's own name, typedefs of it, globals of it (from the headers read).
+        self._used_words: set[bytes] = set()
+        self._used_names: set[str] = set()
+        for query in self._used:
+            for name in query.names:
+                self._used_names.add(name)
+                self._used_words.add(name.split()[-1].encode())
+        self._aliases_seen = 0
+        self._same_type: dict[str, list[str]] = {}
+        self._pending_globals: list[dict[str, bytes]] = []
+
+    def search_path(self, path: str, probed: bool = False) -> FileReport:
+        """Search the file at ``path``; unreadable or non-C input becomes ``error``.
+
+        ``probed``: `probe` already found that the file could match.
+        """
+        source = _read(path)
+        if isinstance(source, FileReport):
+            return source
+        return self.search_source(path, source, probed)
+
+    def probe(self, path: str) -> FileReport | None:
+        """None if the file at ``path`` could match (it is worth parsing); else its
+        (empty, or error) report, found without parsing."""
+        source = _read(path)
+        if isinstance(source, FileReport):
+            return source
+        return None if self.wants(source, path) else FileReport(path)
+
+    def wants(self, source: bytes, path: str = "") -> bool:
+        """Could ``source`` hold a match at all?  Decided on the bytes (member
+        names after ``->``/``.``, names of called functions, names that can
+        denote the ``used`` type), without parsing the file; for ``used`` the
+        headers the file includes are read."""
+        if self._member_names is not None and self._member_names.search(source):
+            return True
+        if self._calls:
+            called = {name.decode() for name in _CALLED.findall(source)}
+            if any(pattern.search(name) for pattern in self._calls for name in called):
+                return True
+        if self._used:
+            words = set(_WORD.findall(source))
+            if not words.isdisjoint(self._used_words):
+                return True
+            unit_includes = [(m.group(1) == b'"', m.group(2).decode("utf-8", "replace").strip())
+                             for m in INCLUDE_DIRECTIVE.finditer(source)]
+            store = self.headers
+            for header in store.resolve_all(os.path.dirname(path), unit_includes):
+                store.closure(header)
+            self._learn_used_words()
+            return not words.isdisjoint(self._used_words)
+        return False
+
+    def _learn_used_words(self) -> None:
+        """Add typedef names and globals of the `used` types from headers read since."""
+        store = self.headers
+        loaded = store.loaded
+        if len(loaded) == self._aliases_seen:
+            return
+        fresh = loaded[self._aliases_seen:]
+        self._aliases_seen = len(loaded)
+        names = self._used_names
+        for path in fresh:
+            tables = store.tables(path)
+            if tables is None:
+                continue
+            for alias, payload in tables.typedefs.items():
+                # a typedef and what it names are one type, whichever the query wrote
+                target = pickle.loads(payload).base
+                self._same_type.setdefault(target, []).append(alias)
+                self._same_type.setdefault(alias, []).append(target)
+                if target in names:
+                    self._add_alias(alias)
+                elif alias in names:
+                    self._add_alias(target)
+            self._pending_globals.append(tables.ordinary)
+        # a global is checked once the aliases known so far are in: cheap test on the
+        # pickled bytes first, then the type itself
+        wanted = [name.encode() for name in names]
+        for ordinary in self._pending_globals:
+            for name, payload in ordinary.items():
+                if any(w in payload for w in wanted):
+                    ctype = pickle.loads(payload)
+                    if ctype.base in names and ctype.base != FUNCTION:
+                        self._used_words.add(name.encode())
+        self._pending_globals = []
+
+    def _add_alias(self, alias: str) -> None:
+        """``alias`` denotes the `used` type: so does everything typedef'd to or from it."""
+        queue, visited = [alias], set()
+        while queue:
+            name = queue.pop()
+            if name in visited:
+                continue
+            visited.add(name)
+            self._used_names.add(name)
+            self._used_words.add(name.split()[-1].encode())
+            queue.extend(self._same_type.get(name, ()))
+
+    def search_source(self, path: str, source: bytes, probed: bool = False) -> FileReport:
+        """Search C ``source`` that came from ``path`` (``probed``: `wants` said yes)."""
+        report = FileReport(path)
+        if probed or self.wants(source, path):
+            _FileSearch(self, path, source, report).run()
+        return report
+
+
+class _FileSearch:
+    def __init__(self, searcher: Searcher, path: str, source: bytes, report: FileReport) -> None:
+        self.searcher = searcher
+        self.path = path
+        self.source = source
+        self.report = report
+        self.tree = parse(source)
+        self.root = self.tree.root_node
+        report.parsed = True
+        report.parse_errors = self.root.has_error
+        self._unit: Unit | None = None
+        self._env: Environment | None = None
+        self._scopes: dict[int, dict[str, list[tuple[int, CType]]]] = {}
+        self._types: dict[int, CType | None] = {}
+        self._lines: list[bytes] | None = None
+        self._seen: set[tuple[int, int, str, str]] = set()
+        self._word_set: set[str] | None = None
+        self._recovered: dict[int, dict[str, list[tuple[int, CType]]]] = {}
+
+    # -- environment -------------------------------------------------------
+    @property
+    def env(self) -> Environment:
+        if self._env is None:
+            self._unit = build_unit(self.path, self.source, self.tree)
+            self._env = Environment(self._unit, self.searcher.headers)
+        return self._env
+
+    def anon(self, keyword: str, body: Node) -> str:
+        self.env  # noqa: B018 - makes sure the unit exists
+        assert self._unit is not None
+        return self._unit.anon_name(keyword, body)
+
+    # -- driver ------------------------------------------------------------
+    def run(self) -> None:
+        queries = self.searcher.queries
+        member = [q for q in queries if q.operation in MEMBER_OPERATIONS]
+        if member and self.searcher._member_names is not None:
+            self._search_members(member)
+        used = [q for q in queries if q.operation == "used"]
+        if used:
+            self._search_used(used)
+        calls = [q for q in queries if q.operation == "func"]
+        if calls:
+            self._search_calls(calls)
+        self.report.matches.sort(key=lambda m: (m.line, m.column, m.operation))
+
+    def _search_members(self, queries: list[Query]) -> None:
+        pattern = self.searcher._member_names
+        assert pattern is not None
+        by_attribute: dict[str, list[Query]] = {}
+        for query in queries:
+            by_attribute.setdefault(query.attribute or "", []).append(query)
+        for found in pattern.finditer(self.source):
+            node = self.root.descendant_for_byte_range(found.start(1), found.end(1))
+            if node is None or node.type != "field_identifier":
+                continue
+            access = node.parent
+            if access is None or access.type != "field_expression":
+                continue
+            attribute = found.group(1).decode()
+            obj = access.child_by_field_name("argument")
+            operator = access.child_by_field_name("operator")
+            if obj is None or operator is None:
+                continue
+            arrow = operator.type == "->"
+            obj_type = self.type_of(obj)
+            resolved = self.env.resolve(obj_type) if obj_type is not None else None
+            if resolved is not None and arrow:
+                resolved = resolved.deref()
+            for query in by_attribute[attribute]:
+                loose = False
+                if resolved is None or resolved.ptr != 0:
+                    if resolved is None:
+                        self.report.unresolved += 1
+                    if not (self.searcher.loose and resolved is None):
+                        continue
+                    loose = True
+                elif not self._is_type(obj_type, query, 1 if arrow else 0):
+                    continue
+                if self._operation_holds(query.operation, access):
+                    self._add(query, access, obj, loose, arrow)
+
+    def _operation_holds(self, operation: str, access: Node) -> bool:
+        if operation == "deref":
+            return True
+        outer = access
+        parent = outer.parent
+        while parent is not None and parent.type == "parenthesized_expression":
+            outer, parent = parent, parent.parent
+        if parent is None:
+            return False
+        if operation == "set":
+            if parent.type == "update_expression":
+                return True
+            if parent.type == "assignment_expression":
+                left = parent.child_by_field_name("left")
+                op = parent.child_by_field_name("operator")
+                return left is not None and left.id == outer.id and \
+                    op is not None and op.type in SET_OPERATORS
+            return False
+        if operation == "test" and parent.type == "binary_expression":
+            op = parent.child_by_field_name("operator")
+            return op is not None and op.type in TEST_OPERATORS
+        return False
+
+    def _search_used(self, queries: list[Query]) -> None:
+        names: set[bytes] = set()
+        for query in queries:
+            names |= self._names_of_type(query)
+        if not names:
+            return
+        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(n) for n in sorted(names)) + rb")\b")
+        for found in pattern.finditer(self.source):
+            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            if node is None or node.type != "identifier" or not _is_use(node):
+                continue
+            ctype = self._identifier_type(node)
+            if ctype is None:
+                continue
+            for query in queries:
+                if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                    self._add(query, node, node, False, self._is_type(ctype, query, 1))
+
+    def _names_of_type(self, query: Query) -> set[bytes]:
+        """Names declared (here or in the headers) with the query's type or a pointer to it.
+
+        Declarations are found where the type's names are written, not by
+        walking every declaration of the file."""
+        names: set[bytes] = set()
+        words = set(self.searcher._used_words)
+        env = self.env
+        wanted = set(query.names)
+        if env.typedef(query.ctype) is not None:  # the query names a typedef
+            wanted.update(env.typedef_chain(CType(query.ctype)))
+        for alias in env.unit.typedefs:  # the file's own typedefs of the type
+            if not wanted.isdisjoint(env.typedef_chain(CType(alias))):
+                wanted.add(alias)
+        words.update(name.split()[-1].encode() for name in wanted)
+        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(w) for w in sorted(words)) + rb")\b")
+        seen: set[int] = set()
+        for found in pattern.finditer(self.source):
+            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            hops = 0
+            while node is not None and hops < 4 and node.type not in _DECLARING:
+                node, hops = node.parent, hops + 1
+            if node is None or node.type not in _DECLARING or node.id in seen:
+                continue
+            seen.add(node.id)
+            for name, ctype in declarations(node, self.anon):
+                if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                    names.add(name.encode())
+        known = self.searcher.headers.index_ordinary
+        for word in self._words():
+            if word in known or word in env.unit.ordinary:
+                global_type = env.global_type(word)
+                if global_type is not None and global_type.base != FUNCTION and (
+                        self._is_type(global_type, query, 0)
+                        or self._is_type(global_type, query, 1)):
+                    names.add(word.encode())
+        return names
+
+    def _words(self) -> set[str]:
+        if self._word_set is None:
+            self.env.visible  # noqa: B018 - loads the headers, so their names are known
+            self._word_set = {w.decode() for w in set(_WORD.findall(self.source))}
+        return self._word_set
+
+    def _search_calls(self, queries: list[Query]) -> None:
+        cursor = QueryCursor(_compiled(_CALLS))
+        for function in cursor.captures(self.root).get("function", []):
+            name = _text(function)
+            wanted = [q for q in queries if q.pattern is not None and q.pattern.search(name)]
+            if not wanted:
+                continue
+            call = function.parent
+            arguments = call.child_by_field_name("arguments") if call is not None else None
+            if arguments is None:
+                continue
+            for argument in arguments.named_children:
+                # As coccigrep's (t)p: the argument itself, or what a cast converts.
+                level: Node | None = argument
+                while level is not None:
+                    ctype = self.type_of(level)
+                    for query in wanted:
+                        if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
+                            self._add(query, level, level, False, self._is_type(ctype, query, 1))
+                    level = level.child_by_field_name("value") \
+                        if level.type == "cast_expression" else None
+
+    # -- types -------------------------------------------------------------
+    def _is_type(self, ctype: CType | None, query: Query, pointers: int) -> bool:
+        """Is ``ctype`` the query's type with exactly ``pointers`` levels of pointer?"""
+        if ctype is None:
+            return False
+        env = self.env
+        resolved = env.resolve(ctype)
+        if resolved.ptr != pointers or resolved.base == FUNCTION:
+            return False
+        chain = env.typedef_chain(ctype)
+        if not query.names.isdisjoint(chain):
+            return True
+        target = env.typedef(query.ctype)
+        if target is not None:
+            final = env.resolve(CType(query.ctype))
+            return final.ptr == 0 and final.base == resolved.base
+        return False
+
+    def type_of(self, node: Node) -> CType | None:
+        """The type of expression ``node``, or None when it cannot be told."""
+        key = node.id
+        if key in self._types:
+            return self._types[key]
+        self._types[key] = None  # guards against cycles through odd trees
+        ctype = self._compute_type(node)
+        self._types[key] = ctype
+        return ctype
+
+    def _compute_type(self, node: Node) -> CType | None:
+        kind = node.type
+        if kind == "identifier":
+            return self._identifier_type(node)
+        if kind == "field_expression":
+            obj = node.child_by_field_name("argument")
+            operator = node.child_by_field_name("operator")
+            member = node.child_by_field_name("field")
+            if obj is None or operator is None or member is None:
+                return None
+            obj_type = self.type_of(obj)
+            if obj_type is None:
+                return None
+            resolved: CType | None = self.env.resolve(obj_type)
+            if operator.type == "->":
+                assert resolved is not None
+                resolved = resolved.deref()
+            if resolved is None or resolved.ptr != 0:
+                return None
+            table = self.env.members(resolved.base)
+            return table.get(_text(member)) if table else None
+        if kind == "subscript_expression":
+            inner = self._operand_type(node, "argument")
+            return self.env.resolve(inner).deref() if inner is not None else None
+        if kind == "pointer_expression":
+            inner = self._operand_type(node, "argument")
+            if inner is None:
+                return None
+            operator = node.child_by_field_name("operator")
+            if operator is not None and operator.type == "&":
+                return inner.pointer()
+            return self.env.resolve(inner).deref()
+        if kind == "parenthesized_expression":
+            children = node.named_children
+            return self.type_of(children[-1]) if children else None
+        if kind in ("cast_expression", "compound_literal_expression"):
+            descriptor = node.child_by_field_name("type")
+            return type_name(descriptor, self.anon) if descriptor is not None else None
+        if kind == "call_expression":
+            return self._call_type(node)
+        if kind == "conditional_expression":
+            for part in ("consequence", "alternative"):
+                ctype = self._operand_type(node, part)
+                if ctype is not None:
+                    return ctype
+            return None
+        if kind == "comma_expression":
+            return self._operand_type(node, "right")
+        if kind == "assignment_expression":
+            return self._operand_type(node, "left")
+        return None
+
+    def _operand_type(self, node: Node, name: str) -> CType | None:
+        child = node.child_by_field_name(name)
+        return self.type_of(child) if child is not None else None
+
+    def _call_type(self, node: Node) -> CType | None:
+        function = node.child_by_field_name("function")
+        if function is None:
+            return None
+        if function.type == "identifier":
+            name = _text(function)
+            if name in PASS_THROUGH or name in CONTAINER_OF:
+                arguments = node.child_by_field_name("arguments")
+                if arguments is None:
+                    return None
+                if name in PASS_THROUGH:
+                    first = arguments.named_children
+                    return self.type_of(first[0]) if first else None
+                texts = _split_arguments(_text(arguments))
+                if len(texts) >= 2:
+                    named = parse_type_text(texts[1])
+                    return named.pointer() if named is not None else None
+                return None
+        ftype = self.type_of(function)
+        if ftype is None:
+            return None
+        ftype = self.env.resolve(ftype)
+        if ftype.base == FUNCTION and ftype.ptr <= 1:
+            return ftype.ret
+        return None
+
+    def _identifier_type(self, node: Node) -> CType | None:
+        name = _text(node)
+        position = node.start_byte
+        scope = node.parent
+        broken: Node | None = None
+        top: Node | None = None
+        while scope is not None:
+            if scope.parent is not None:
+                top = scope
+            if scope.type == "ERROR":
+                broken = scope
+            elif scope.type in _SCOPES:
+                entries = self._scope(scope).get(name)
+                if entries:
+                    best = None
+                    for start, ctype in entries:
+                        if start <= position:
+                            best = ctype
+                    if best is not None:
+                        return best
+            scope = scope.parent
+        if broken is not None:
+            # The parser gave up on this stretch (often an #ifdef inside an
+            # expression): the nearest declaration of the name before it, in
+            # that stretch, is the one in force.
+            found = self._recovered_declaration(broken, name, position)
+            if found is not None:
+                return found
+        found = self.env.global_type(name)
+        if found is None and top is not None and top.type == "function_definition":
+            # A tree that is wrong without an ERROR node (a macro read as an old
+            # style function definition swallowing the next function): the
+            # nearest declaration before the name in its top-level item.
+            found = self._recovered_declaration(top, name, position)
+        return found
+
+    def _recovered_declaration(self, broken: Node, name: str, position: int) -> CType | None:
+        key = broken.id
+        table = self._recovered.get(key)
+        if table is None:
+            table = {}
+            for node in QueryCursor(_compiled(_DECLARATIONS)).captures(broken).get("d", []):
+                for declared_name, ctype in declarations(node, self.anon):
+                    table.setdefault(declared_name, []).append((node.start_byte, ctype))
+            self._recovered[key] = table
+        best = None
+        for start, ctype in sorted(table.get(name, ()), key=lambda entry: entry[0]):
+            if start < position:
+                best = ctype
+        return best
+
+    def _scope(self, scope: Node) -> dict[str, list[tuple[int, CType]]]:
+        key = scope.id
+        table = self._scopes.get(key)
+        if table is None:
+            table = {}
+            if scope.type == "function_definition":
+                for parameter in _parameters(scope):
+                    for name, ctype in declarations(parameter, self.anon):
+                        table.setdefault(name, []).append((0, ctype))
+            elif scope.type == "for_statement":
+                init = scope.child_by_field_name("initializer")
+                if init is not None and init.type == "declaration":
+                    for name, ctype in declarations(init, self.anon):
+                        table.setdefault(name, []).append((init.start_byte, ctype))
+            else:
+                self._block_declarations(scope, table)
+            self._scopes[key] = table
+        return table
+
+    def _block_declarations(self, block: Node, table: dict[str, list[tuple[int, CType]]]) -> None:
+        for child in block.named_children:
+            kind = child.type
+            if kind == "declaration":
+                for name, ctype in declarations(child, self.anon):
+                    table.setdefault(name, []).append((child.start_byte, ctype))
+            elif kind.startswith("preproc_") or kind in ("ERROR", "labeled_statement"):
+                self._block_declarations(child, table)
+
+    # -- results -----------------------------------------------------------
+    def _add(self, query: Query, span: Node, obj: Node, loose: bool, pointer: bool) -> None:
+        key = (span.start_byte, span.end_byte, query.operation, query.label)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        line, column = self._position(span.start_byte, span.start_point.row)
+        end_line, end_column = self._position(span.end_byte, span.end_point.row)
+        lines = self._source_lines()
+        code = lines[line - 1].decode("utf-8", "replace").rstrip("\r\n") \
+            if line - 1 < len(lines) else ""
+        self.report.matches.append(Match(
+            self.path, line, column, end_line, end_column, query.operation, query.ctype,
+            query.attribute, code, _function_name(span), _text(obj), pointer, loose,
+        ))
+
+    def _source_lines(self) -> list[bytes]:
+        if self._lines is None:
+            self._lines = self.source.split(b"\n")
+        return self._lines
+
+    def _position(self, byte: int, row: int) -> tuple[int, int]:
+        start = self.source.rfind(b"\n", 0, byte) + 1
+        prefix = self.source[start:byte]
+        column = len(prefix.decode("utf-8", "replace")) if not prefix.isascii() else len(prefix)
+        return row + 1, column + 1
+
+
+def _read(path: str) -> bytes | FileReport:
+    """The bytes of a C file, or a report saying in one line why it cannot be searched."""
+    try:
+        with open(path, "rb") as handle:
+            source = handle.read()
+    except IsADirectoryError:
+        return FileReport(path, error="is a directory")
+    except FileNotFoundError:
+        return FileReport(path, error="no such file or directory")
+    except OSError as exc:
+        return FileReport(path, error=exc.strerror or str(exc))
+    if b"\0" in source[:8192]:
+        return FileReport(path, error="not a C file (binary content)")
+    return source
+
+
+def _parameters(function: Node) -> list[Node]:
+    """Parameter declarations of a function definition (not of the function
+    pointers among them)."""
+    node = function.child_by_field_name("declarator")
+    while node is not None:
+        if node.type == "function_declarator":
+            inner = node.child_by_field_name("declarator")
+            if inner is not None and inner.type == "identifier" or inner is None:
+                params = node.child_by_field_name("parameters")
+                return [p for p in params.named_children
+                        if p.type == "parameter_declaration"] if params is not None else []
+            node = inner
+            continue
+        nxt = node.child_by_field_name("declarator")
+        if nxt is None:
+            nxt = next((c for c in node.named_children if c.type.endswith("declarator")), None)
+        node = nxt
+    return []
+
+
+def _is_use(node: Node) -> bool:
+    """Is identifier ``node`` a use of a name (not the name being declared)?"""
+    parent = node.parent
+    if parent is None:
+        return False
+    kind = parent.type
+    if kind.startswith("preproc_"):
+        return False
+    declarator = parent.child_by_field_name("declarator")
+    if declarator is not None and declarator.id == node.id:
+        return False
+    if kind in ("parenthesized_declarator", "attributed_declarator", "goto_statement"):
+        return False
+    return True
+
+
+def _function_name(node: Node) -> str | None:
+    parent = node.parent
+    while parent is not None:
+        if parent.type == "function_definition":
+            declarator = parent.child_by_field_name("declarator")
+            return declarator_name(declarator) if declarator is not None else None
+        parent = parent.parent
+    return None
+
+
+def _split_arguments(text: str) -> list[str]:
+    """Top-level comma-separated arguments of ``(a, b(c, d), e)``."""
+    inner = text.strip()
+    if inner.startswith("(") and inner.endswith(")"):
+        inner = inner[1:-1]
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in inner:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def _text(node: Node) -> str:
+    raw = node.text
+    return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
+def search_file(path: str, queries: list[Query], include_dirs: list[str] | None = None,
+                loose: bool = False, cache_dir: str | None = None) -> FileReport:
+    """Search one file for ``queries`` (convenience for a single file).
+
+    Unreadable or non-C input is reported in ``FileReport.error``, never raised.
+    """
+    return Searcher(queries, include_dirs, loose, cache_dir).search_path(path)
+
+

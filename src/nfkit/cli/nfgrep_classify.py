@@ -1,0 +1,110 @@
+"""`nfkit nfgrep classify`: the flows of capture files and what runs in them.
+
+Formatting only; the work is `nfkit.nfgrep.classify`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+import click
+
+from nfkit.nfgrep.classify import ClassifyReport, FlowResult, classify as run_classify
+
+_PROGRESS_MIN = 4 << 20  # files smaller than this finish before a bar is worth drawing
+
+
+def _value(v: str) -> str:
+    if v == "" or any(c in v for c in ' "=\t\n\\'):
+        return json.dumps(v)
+    return v
+
+
+def flow_line(r: FlowResult) -> str:
+    """One flow: transport, client, server, app, fields, packets and bytes each way.
+
+    Notes at the end: ``(sides guessed)`` when the TCP handshake was not
+    captured, ``(stream gap)`` when reassembly gave up a hole before the
+    engine was done.
+    """
+    fields = " ".join(f"{k}={_value(str(v))}" for k, v in r.fields.items())
+    parts = [r.proto, r.client, "->", r.server, r.app or "unknown"]
+    if fields:
+        parts.append(fields)
+    parts.append(f"packets {r.packets[0]}/{r.packets[1]} bytes {r.bytes[0]}/{r.bytes[1]}")
+    if r.guessed_sides:  # no handshake in the capture: the lower port was taken as the server
+        parts.append("(sides guessed)")
+    if r.gap:
+        parts.append("(stream gap)")
+    return " ".join(parts)
+
+
+def _summary(report: ClassifyReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    flows: Counter[str] = Counter()
+    packets: Counter[str] = Counter()
+    octets: Counter[str] = Counter()
+    for r in report.flows:
+        app = r.app or "unknown"
+        flows[app] += 1
+        packets[app] += sum(r.packets)
+        octets[app] += sum(r.bytes)
+    table = Table(title=f"{len(report.flows)} flows, {report.packets} packets")
+    for col in ("app", "flows", "packets", "bytes"):
+        table.add_column(col, justify="left" if col == "app" else "right")
+    for app, n in flows.most_common():
+        table.add_row(app, str(n), str(packets[app]), str(octets[app]))
+    Console().print(table)
+
+
+@click.command("classify")
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--rules", "rules", multiple=True, type=click.Path(exists=True),
+              help="Signature file (.nfg/.nfgb) or directory; repeatable. Default: the shipped library.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per flow.")
+@click.option("--max-flows", type=click.IntRange(1), default=1 << 20, show_default=True,
+              help="Flows tracked at once; the longest idle is evicted beyond this.")
+def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, max_flows: int) -> None:
+    """Classify the flows of pcap/pcapng CAPTURE files (read in order, one flow table).
+
+    One line per flow: transport, client, server, application (or unknown),
+    the fields kept, then packets and bytes client-to-server/server-to-client.
+    A damaged capture is classified up to the damage, reported on stderr, and
+    the exit status is 1.
+    """
+    import os
+
+    progress_cb = None
+    bar = None
+    if sys.stderr.isatty() and sum(os.path.getsize(p) for p in captures if os.path.isfile(p)) \
+            >= _PROGRESS_MIN:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                       transient=True, console=__import__("rich.console").console.Console(stderr=True))
+        tasks: dict[str, int] = {}
+
+        def progress_cb(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(os.path.basename(name), total=total)
+            bar.update(tasks[name], completed=done)
+
+    if bar is not None:
+        with bar:
+            report = run_classify(captures, rules or None, progress=progress_cb, max_flows=max_flows)
+    else:
+        report = run_classify(captures, rules or None, max_flows=max_flows)
+    out = sys.stdout
+    for r in report.flows:
+        out.write((json.dumps(r.as_json()) if as_json else flow_line(r)) + "\n")
+    out.flush()
+    if not as_json and out.isatty():
+        _summary(report)
+    for stop in report.stops:
+        click.echo(f"nfkit: capture {stop}", err=True)
+    if report.stops:
+        sys.exit(1)

@@ -1,0 +1,355 @@
+"""Capture files in, decoded packets out.
+
+Owns: reading pcap and pcapng files (dpkt parses the file and interface
+headers and the pcapng blocks; pcap records are walked here with one
+precompiled struct, which is several times faster than building a dpkt object
+per record), the link layers (Ethernet with VLAN tags, Linux cooked SLL and
+SLL2, raw IP, BSD loopback), and IPv4/IPv6 down to the transport header.
+Must not know: flows, streams, applications.
+
+A truncated or corrupt file is read up to the damage: iteration ends there
+and `CaptureReader.stop` says which packet, at which byte, and why.  Nothing
+here raises on bad packet bytes; a packet that cannot be decoded is counted
+in ``skipped`` and left out.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import dpkt
+
+from nfkit.errors import InputError
+
+# link types (pcap LINKTYPE_* numbers)
+LINK_NULL = 0
+LINK_ETHERNET = 1
+LINK_RAW = 101
+LINK_LOOP = 108
+LINK_SLL = 113
+LINK_IPV4 = 228
+LINK_IPV6 = 229
+LINK_SLL2 = 276
+LINK_NAMES = {LINK_NULL: "BSD loopback", LINK_ETHERNET: "Ethernet", LINK_RAW: "raw IP",
+              12: "raw IP", 14: "raw IP", LINK_LOOP: "OpenBSD loopback",
+              LINK_SLL: "Linux cooked (SLL)", LINK_IPV4: "raw IPv4", LINK_IPV6: "raw IPv6",
+              LINK_SLL2: "Linux cooked v2 (SLL2)"}
+
+ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
+_VLAN = (0x8100, 0x88A8, 0x9100)
+_IPV6_EXT = (0, 43, 60, 135, 139, 140)  # hop-by-hop, routing, dest opts, mobility, HIP, shim6
+_ICMP_ID_TYPES = {1: frozenset((0, 8, 13, 14, 15, 16, 17, 18)), 58: frozenset((128, 129))}
+MAX_RECORD = 1 << 18  # a record longer than this is corruption, not a packet
+
+_U16 = struct.Struct("!H")
+_IP4 = struct.Struct("!BxH2xHxB2x4s4s")  # vihl, total length, frag, proto, src, dst
+_IP6 = struct.Struct("!4xHBx16s16s")  # payload length, next header, src, dst
+_TCP = struct.Struct("!HHI4xBB")  # ports, seq, data offset, flags
+_PORTS = struct.Struct("!HH")
+
+
+@dataclass(frozen=True)
+class CaptureStop:
+    """Where and why reading a capture stopped before its end."""
+
+    path: str
+    packet: int  # 1-based number of the record that could not be read
+    offset: int  # byte offset of that record in the file
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: stopped at packet {self.packet} (byte {self.offset}): {self.reason}"
+
+
+class CaptureReader:
+    """Iterate ``(timestamp, linktype, frame)`` over one pcap or pcapng file.
+
+    Raises `InputError` when the file cannot be opened or is not a capture at
+    all; damage after the headers ends the iteration and sets ``stop``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            self.size = os.fstat(self._file.fileno()).st_size
+        except OSError as exc:
+            raise InputError(f"capture {self.path}: {exc.strerror or exc}") from None
+        magic = self._file.read(4)
+        self._file.seek(0)
+        self.packets = 0
+        self.position = 0  # bytes consumed so far (for progress)
+        self.stop: CaptureStop | None = None
+        self.linktypes: set[int] = set()
+        if magic == b"\x0a\x0d\x0d\x0a":
+            self.format = "pcapng"
+        elif len(magic) == 4 and (int.from_bytes(magic, "little") in _PCAP_MAGICS):
+            self.format = "pcap"
+        else:
+            self._file.close()
+            what = "empty file" if not magic else f"unknown magic {magic.hex()}"
+            raise InputError(f"capture {self.path}: not a pcap or pcapng file ({what})")
+
+    def __iter__(self) -> Iterator[tuple[float, int, bytes]]:
+        for ts, link, buf, start, end in self.spans():
+            yield ts, link, buf[start:end]
+
+    def spans(self) -> Iterator[tuple[float, int, bytes, int, int]]:
+        """Like iterating, but each frame is ``buf[start:end]`` (not copied out)."""
+        return self._pcap() if self.format == "pcap" else self._pcapng_spans()
+
+    def _pcapng_spans(self) -> Iterator[tuple[float, int, bytes, int, int]]:
+        try:
+            for ts, link, frame in self._pcapng():
+                yield ts, link, frame, 0, len(frame)
+        finally:
+            self._file.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _stopped(self, offset: int, reason: str) -> None:
+        self.stop = CaptureStop(self.path, self.packets + 1, offset, reason)
+
+    # -- pcap ------------------------------------------------------------------
+
+    def _pcap(self) -> Iterator[tuple[float, int, bytes, int, int]]:
+        try:
+            head = self._file.read(dpkt.pcap.FileHdr.__hdr_len__)
+            if len(head) < dpkt.pcap.FileHdr.__hdr_len__:
+                self._stopped(0, "file header truncated")
+                return
+            magic = int.from_bytes(head[:4], "little")
+            little = magic in (dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO)
+            hdr = (dpkt.pcap.LEFileHdr if little else dpkt.pcap.FileHdr)(head)
+            nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
+            divisor = 1e9 if nano else 1e6
+            link = hdr.linktype & 0xFFFF  # upper bits: FCS length and flags
+            self.linktypes.add(link)
+            rec = struct.Struct("<IIII" if little else ">IIII")
+            unpack_from = rec.unpack_from
+            rlen = rec.size
+            f = self._file
+            base = len(head)  # file offset of buf[0]
+            buf = b""
+            pos = 0
+            n = 0
+            eof = False
+            while True:
+                if not eof and len(buf) - pos <= rlen + MAX_RECORD:
+                    more = f.read(4 << 20)
+                    if more:
+                        buf = buf[pos:] + more
+                        base += pos
+                        pos = 0
+                        self.position = base
+                        continue
+                    eof = True
+                # records starting before ``safe`` are whole: no checks but the length
+                safe = len(buf) - rlen - MAX_RECORD if not eof else 0
+                while pos < safe:
+                    sec, frac, caplen, _wire = unpack_from(buf, pos)
+                    if caplen > MAX_RECORD:
+                        break
+                    end = pos + rlen + caplen
+                    n += 1
+                    yield sec + frac / divisor, link, buf, pos + rlen, end
+                    pos = end
+                self.packets = n
+                if pos < safe:  # left the loop on a corrupt length
+                    self._stopped(base + pos, f"corrupt record: capture length {caplen}")
+                    return
+                if not eof:
+                    continue
+                # the last records, with every check
+                if pos == len(buf):
+                    break
+                if len(buf) - pos < rlen:
+                    self._stopped(base + pos, f"record header truncated ({len(buf) - pos} of {rlen} bytes)")
+                    break
+                sec, frac, caplen, _wire = unpack_from(buf, pos)
+                if caplen > MAX_RECORD:
+                    self._stopped(base + pos, f"corrupt record: capture length {caplen}")
+                    break
+                end = pos + rlen + caplen
+                if end > len(buf):
+                    self._stopped(base + pos, f"packet truncated ({len(buf) - pos - rlen} of {caplen} bytes)")
+                    break
+                n += 1
+                self.packets = n
+                self.position = base + end
+                yield sec + frac / divisor, link, buf, pos + rlen, end
+                pos = end
+            self.packets = n
+            self.position = base + pos
+        finally:
+            self._file.close()
+
+    # -- pcapng -----------------------------------------------------------------
+
+    def _pcapng(self) -> Iterator[tuple[float, int, bytes]]:
+        f = self._file
+        little = True
+        interfaces: list[tuple[int, float, int]] = []  # linktype, divisor, offset seconds
+        offset = 0
+        ng = dpkt.pcapng
+        while True:
+            head = f.read(8)
+            if not head:
+                break
+            if len(head) < 8:
+                self._stopped(offset, "block header truncated")
+                break
+            if head[:4] == b"\x0a\x0d\x0d\x0a":  # section header: byte order may change
+                bom = f.read(4)
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    little = True
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    little = False
+                else:
+                    self._stopped(offset, "corrupt section header (byte-order magic)")
+                    break
+                head += bom
+                interfaces = []
+            btype, blen = struct.unpack("<II" if little else ">II", head[:8])
+            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                self._stopped(offset, f"corrupt block: length {blen}")
+                break
+            body = f.read(blen - len(head))
+            if len(body) < blen - len(head):
+                self._stopped(offset, f"block truncated ({len(head) + len(body)} of {blen} bytes)")
+                break
+            block = head + body
+            try:
+                if btype == ng.PCAPNG_BT_SHB:
+                    (ng.SectionHeaderBlockLE if little else ng.SectionHeaderBlock)(block)
+                elif btype == ng.PCAPNG_BT_IDB:
+                    idb = (ng.InterfaceDescriptionBlockLE if little else ng.InterfaceDescriptionBlock)(block)
+                    divisor, tsoff = 1e6, 0
+                    for opt in idb.opts:
+                        if opt.code == ng.PCAPNG_OPT_IF_TSRESOL and opt.data:
+                            v = opt.data[0]
+                            divisor = float((2 if v & 0x80 else 10) ** (v & 0x7F))
+                        elif opt.code == ng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) == 8:
+                            tsoff = struct.unpack("<q" if little else ">q", opt.data)[0]
+                    interfaces.append((idb.linktype, divisor, tsoff))
+                    self.linktypes.add(idb.linktype)
+                elif btype == ng.PCAPNG_BT_EPB:
+                    epb = (ng.EnhancedPacketBlockLE if little else ng.EnhancedPacketBlock)(block)
+                    if epb.iface_id >= len(interfaces):
+                        raise ValueError(f"packet on undeclared interface {epb.iface_id}")
+                    link, divisor, tsoff = interfaces[epb.iface_id]
+                    self.packets += 1
+                    self.position = offset + blen
+                    offset += blen
+                    yield tsoff + ((epb.ts_high << 32) | epb.ts_low) / divisor, link, epb.pkt_data
+                    continue
+                elif btype == ng.PCAPNG_BT_PB:
+                    pb = (ng.PacketBlockLE if little else ng.PacketBlock)(block)
+                    if not interfaces:
+                        raise ValueError("packet before any interface")
+                    link, divisor, tsoff = interfaces[0]
+                    self.packets += 1
+                    self.position = offset + blen
+                    offset += blen
+                    yield tsoff + ((pb.ts_high << 32) | pb.ts_low) / divisor, link, pb.pkt_data
+                    continue
+            except (dpkt.UnpackError, ValueError, struct.error, IndexError) as exc:
+                self._stopped(offset, f"corrupt block type {btype:#x}: {exc}")
+                break
+            offset += blen
+            self.position = offset
+
+
+_PCAP_MAGICS = {dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO,
+                dpkt.pcap.PMUDPCT_MAGIC, dpkt.pcap.PMUDPCT_MAGIC_NANO}
+
+
+# -- packet decoding --------------------------------------------------------------
+
+Decoded = tuple[int, bytes, bytes, int, int, int, int, bytes, int]
+"""proto, src, dst, sport, dport, tcp flags, tcp seq, payload, IP length."""
+
+
+def decode(link: int, frame: bytes) -> Decoded | None:
+    """Decode one frame down to its transport header; None when it is not IP or is cut short.
+
+    Non-first fragments (no transport header) give None too.  For ICMP echo
+    and similar messages the identifier stands for both ports; other
+    transports get ports 0.
+    """
+    try:
+        if link == LINK_ETHERNET:
+            off = 14
+            et = _U16.unpack_from(frame, 12)[0]
+            while et in _VLAN:
+                et = _U16.unpack_from(frame, off + 2)[0]
+                off += 4
+        elif link == LINK_SLL2:
+            et = _U16.unpack_from(frame, 0)[0]
+            off = 20
+            while et in _VLAN:
+                et = _U16.unpack_from(frame, off + 2)[0]
+                off += 4
+        elif link == LINK_SLL:
+            et = _U16.unpack_from(frame, 14)[0]
+            off = 16
+            while et in _VLAN:
+                et = _U16.unpack_from(frame, off + 2)[0]
+                off += 4
+        elif link in (LINK_RAW, 12, 14, LINK_IPV4, LINK_IPV6):
+            off = 0
+            v = frame[0] >> 4
+            et = ETH_IPV4 if v == 4 else ETH_IPV6 if v == 6 else 0
+        elif link in (LINK_NULL, LINK_LOOP):
+            off = 4
+            fam = int.from_bytes(frame[:4], "little" if link == LINK_NULL else "big")
+            if fam not in (2, 24, 28, 30):
+                fam = int.from_bytes(frame[:4], "big" if link == LINK_NULL else "little")
+            et = ETH_IPV4 if fam == 2 else ETH_IPV6 if fam in (24, 28, 30) else 0
+        else:
+            return None
+        if et == ETH_IPV4:
+            vihl, total, frag, proto, src, dst = _IP4.unpack_from(frame, off)
+            if frag & 0x1FFF:
+                return None  # a later fragment: no transport header
+            l4 = off + (vihl & 0x0F) * 4
+            end = off + total
+            if end > len(frame) or total < (vihl & 0x0F) * 4:
+                end = len(frame)
+        elif et == ETH_IPV6:
+            plen, proto, src, dst = _IP6.unpack_from(frame, off)
+            l4 = off + 40
+            end = l4 + plen
+            if end > len(frame) or plen == 0:
+                end = len(frame)
+            while proto in _IPV6_EXT or proto == 44 or proto == 51:
+                nxt, hlen = frame[l4], frame[l4 + 1]
+                if proto == 44:
+                    if _U16.unpack_from(frame, l4 + 2)[0] & 0xFFF8:
+                        return None
+                    l4 += 8
+                elif proto == 51:
+                    l4 += (hlen + 2) * 4
+                else:
+                    l4 += (hlen + 1) * 8
+                proto = nxt
+        else:
+            return None
+        size = end - off
+        if proto == 6:
+            sport, dport, seq, doff, flags = _TCP.unpack_from(frame, l4)
+            return proto, src, dst, sport, dport, flags, seq, frame[l4 + (doff >> 4) * 4:end], size
+        if proto == 17:
+            sport, dport = _PORTS.unpack_from(frame, l4)
+            return proto, src, dst, sport, dport, 0, 0, frame[l4 + 8:end], size
+        if proto == 1 or proto == 58:
+            ident = _U16.unpack_from(frame, l4 + 4)[0] if frame[l4] in _ICMP_ID_TYPES[proto] else 0
+            return proto, src, dst, ident, ident, 0, 0, b"", size
+        return proto, src, dst, 0, 0, 0, 0, b"", size
+    except (struct.error, IndexError):
+        return None

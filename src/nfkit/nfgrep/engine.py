@@ -1,0 +1,620 @@
+"""The nfgrep engine: runs verified signatures on the flows it is fed.
+
+Interface (what the flow table and the `classify` command code against)::
+
+    from nfkit.nfgrep.engine import Engine, load_rules
+
+    rules = load_rules(paths)      # .nfg/.nfgb files or directories; None: the shipped library
+    engine = Engine(rules)
+    st = engine.new_flow(transport="tcp", client_port=40000, server_port=80,
+                         client_addr="192.0.2.1", server_addr="192.0.2.2")  # addrs optional
+    engine.feed(st, 0, b"GET / HTTP/1.1\\r\\nHost: example.org\\r\\n\\r\\n")   # client -> server
+    engine.feed(st, 1, b"HTTP/1.1 200 OK\\r\\n\\r\\n")                         # server -> client
+    st.done          # True: classified with nothing more to learn, or every candidate gave up
+    st.app           # "http"  (the last protocol of the chain, or None)
+    st.chain         # ["http"]; e.g. ["http", "websocket"] after an upgrade
+    st.fields        # {"method": "GET", "host": "example.org"}
+    st.expectations  # [Expectation(label, transport, addr, port), ...] announced by this flow
+
+`feed(st, direction, data)`: direction 0 is client -> server, 1 server ->
+client.  On TCP, `data` is the next in-order reassembled bytes of that
+direction's stream (the engine keeps what it needs per flow, at most
+WINDOW bytes per direction); on UDP, one datagram.  Once `st.done` is true
+the caller may stop feeding (feeding more is a cheap no-op).
+
+A flow whose server address and port match an expectation announced earlier
+(FTP PASV/EPSV/PORT) is labelled at `new_flow` (app "ftp-data", done at
+once) without any signature of its own.  Pass the addresses to `new_flow` for
+that; without them expectations match on transport and port alone.
+
+`engine.trace = True` records a `TraceEvent` per step tried in `st.events`;
+a callable instead receives each event as it happens (`nfgrep test` uses it).
+
+Semantics (docs/nfgrep.md has the full text): each protocol whose transport
+fits is a candidate; port hints only order the candidates.  Its steps run in
+order; a step that holds moves on to the next, a step that fails (or says
+`give up`) drops the candidate, a step that lacks data waits.  The first
+candidate to hold its last step classifies the flow; the other candidates
+are dropped, the protocols declared `after` it become candidates, and its
+watches start.  A flow is done when no candidate and no watch is left.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from nfkit.errors import InputError
+from nfkit.nfgrep.bytecode import TCP, UDP, Program, decode
+from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
+from nfkit.nfgrep.verifier import Verified, verify
+
+WINDOW = 16384          # bytes kept per direction while candidates run
+WATCH_BUDGET = 1 << 20  # bytes a watch may examine per direction before it ends
+MAX_EXPECTATIONS = 4096  # engine-wide table of announced flows (oldest dropped first)
+MAX_FIELD = 1024
+
+SIGNATURES = Path(__file__).with_name("signatures")
+
+
+class Expectation(NamedTuple):
+    """A flow announced by another: its label, transport, server address (or None) and port."""
+
+    label: str
+    transport: str
+    addr: str | None
+    port: int
+
+
+@dataclass
+class TraceEvent:
+    """One step tried on one flow: what `nfgrep test` shows."""
+
+    flow: FlowState
+    protocol: str
+    step: str
+    direction: int
+    result: str  # "held", "waits", "failed", "gave up", "classified", "expected"
+    offset: int  # stream offset (TCP) or datagram offset where the step ended or started
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Step:
+    __slots__ = ("name", "watch", "direction", "fn", "cost", "source")
+
+    def __init__(self, name: str, watch: bool, direction: int, fn: StepFunction, cost: int,
+                 source: str) -> None:
+        self.name = name
+        self.watch = watch
+        self.direction = direction
+        self.fn = fn
+        self.cost = cost
+        self.source = source
+
+
+class Signature:
+    """One loaded protocol: its steps translated to Python functions."""
+
+    def __init__(self, name: str, transports: int, ports: list[int], after: str | None,
+                 nvars: int, steps: list[_Step], origin: str,
+                 first: frozenset[int] | None = None) -> None:
+        self.name = name
+        self.transports = transports
+        self.ports = frozenset(ports)
+        self.after = after
+        self.nvars = nvars
+        self.steps = [s for s in steps if not s.watch]
+        self.watches = [s for s in steps if s.watch]
+        self.origin = origin
+        # bytes the first step's direction may start with (None: any)
+        self.first = first if self.steps[0].direction != 2 else None
+
+    def __repr__(self) -> str:
+        return f"<Signature {self.name} from {self.origin}>"
+
+
+class Rules(list[Signature]):
+    """The signatures loaded by `load_rules`, in load order."""
+
+
+def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]:
+    """Translate a verified program into Signatures (one per protocol)."""
+    program = verified.program
+    out = []
+    for pi, (proto, funcs) in enumerate(zip(program.protocols, generate(verified, counting), strict=True)):
+        steps = [_Step(program.text(s.name), s.watch, s.direction, fn, verified.costs[(pi, si)],
+                       src)
+                 for si, (s, (fn, src)) in enumerate(zip(proto.steps, funcs, strict=True))]
+        out.append(Signature(program.text(proto.name), proto.transports, proto.ports,
+                             None if proto.after is None else program.text(proto.after),
+                             len(proto.variables), steps, program.origin,
+                             first_bytes(program, proto.steps[0].code)))
+    return out
+
+
+def load_program(path: str | Path) -> Program:
+    """Read a .nfg (compiled on the fly) or .nfgb file into an unverified Program."""
+    p = Path(path)
+    if p.suffix == ".nfgb":
+        try:
+            blob = p.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read program: {exc.strerror}") from None
+        return decode(blob, str(p))
+    from nfkit.nfgrep.compiler import compile_file
+
+    return compile_file(p)
+
+
+def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
+               counting: bool = False) -> Rules:
+    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
+
+    None loads the library shipped with nfkit.  Raises InputError (syntax,
+    bytecode or verifier errors, unreadable or missing paths).
+    """
+    if paths is None:
+        paths = [SIGNATURES]
+    elif isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for entry in paths:
+        p = Path(entry)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix in (".nfg", ".nfgb"))
+            if not found:
+                raise InputError(f"{p}: no .nfg or .nfgb file in this directory")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such rule file or directory")
+    rules = Rules()
+    for f in files:
+        rules.extend(signatures_of(verify(load_program(f)), counting))
+    return rules
+
+
+class _Run:
+    """One candidate protocol (or one watch) on one flow."""
+
+    __slots__ = ("sig", "index", "base", "vars", "fields", "expects", "seen", "watch", "budget")
+
+    def __init__(self, sig: Signature, watch: _Step | None = None) -> None:
+        self.sig = sig
+        self.index = 0
+        self.base = [0, 0]
+        self.vars = [0] * sig.nvars
+        self.fields: list[tuple[str, str]] = []
+        self.expects: list[tuple[str, str, str, int]] = []
+        self.seen = [-1, -1]
+        self.watch = watch
+        self.budget = WATCH_BUDGET
+
+
+class FlowState:
+    """What the engine knows of one flow.  Read `done`, `app`, `fields`, `chain`, `expectations`."""
+
+    __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
+                 "done", "app", "fields", "chain", "expectations", "events", "_runs",
+                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals")
+
+    def __init__(self, transport: str, client_port: int, server_port: int,
+                 client_addr: str | None, server_addr: str | None) -> None:
+        self.transport = transport
+        self.client_port = client_port
+        self.server_port = server_port
+        self.client_addr = client_addr
+        self.server_addr = server_addr
+        self.done = False
+        self.app: str | None = None
+        self.fields: dict[str, str] = {}
+        self.chain: list[str] = []
+        self.expectations: list[Expectation] = []
+        self.events: list[TraceEvent] = []
+        self._runs: list[_Run] = []
+        self._pending = 0
+        # (stream end offset, arrival number) per chunk, kept only for steps from either
+        self._arrivals: list[list[tuple[int, int]]] = [[], []]
+        self._watches: list[_Run] = []
+        self._bufs = [bytearray(), bytearray()]
+        self._offs = [0, 0]
+        self._full = [False, False]
+
+    def __repr__(self) -> str:
+        return (f"<FlowState {self.transport} {self.client_port}->{self.server_port} "
+                f"app={self.app} done={self.done}>")
+
+
+_RESULT = {FAIL: "failed", NEED: "waits", GIVE_UP: "gave up"}
+
+
+class Engine:
+    """Classifies flows with a set of loaded signatures (see the module docstring)."""
+
+    def __init__(self, rules: Iterable[Signature] | None = None) -> None:
+        sigs = list(load_rules(None) if rules is None else rules)
+        names = {s.name for s in sigs}
+        seen: dict[tuple[str, int], Signature] = {}
+        for s in sigs:
+            for bit in (TCP, UDP):
+                if s.transports & bit:
+                    other = seen.setdefault((s.name, bit), s)
+                    if other is not s:
+                        raise InputError(
+                            f"protocol {s.name} over {'tcp' if bit == TCP else 'udp'} is loaded "
+                            f"twice ({other.origin} and {s.origin}): load one of them")
+        for s in sigs:
+            if s.after is not None and s.after not in names:
+                raise InputError(f"protocol {s.name} ({s.origin}) runs after {s.after}, "
+                                 f"but no loaded protocol is named {s.after}")
+        self.signatures = sigs
+        self._roots = {
+            "tcp": [s for s in sigs if s.after is None and s.transports & TCP],
+            "udp": [s for s in sigs if s.after is None and s.transports & UDP],
+        }
+        # per transport, direction and first byte: the roots whose first step reads that
+        # direction (or either) and admits that byte; they become candidates on it
+        self._gate: dict[tuple[str, int], list[tuple[Signature, ...]]] = {}
+        for tr, roots in self._roots.items():
+            for d in (0, 1):
+                self._gate[(tr, d)] = [
+                    tuple(s for s in roots if s.steps[0].direction in (d, 2)
+                          and (s.first is None or b in s.first)) for b in range(256)]
+        self._starts = {tr: sum(1 << d for d in (0, 1)
+                                if any(s.steps[0].direction in (d, 2) for s in roots))
+                        for tr, roots in self._roots.items()}
+        self._children: dict[tuple[str, str], list[Signature]] = {}
+        for s in sigs:
+            if s.after is not None:
+                for tr, bit in (("tcp", TCP), ("udp", UDP)):
+                    if s.transports & bit:
+                        self._children.setdefault((tr, s.after), []).append(s)
+        self._expected: OrderedDict[tuple[str, str | None, int], str] = OrderedDict()
+        self._expected_ports: dict[tuple[str, int], int] = {}
+        self.trace: bool | Callable[[TraceEvent], None] = False
+        self._cost = [0]  # cost units spent (counted only by rules loaded with counting=True)
+        self._either = any(s.direction == 2 for sig in sigs for s in sig.steps + sig.watches)
+        self._seq = 0
+
+    # -- flows
+    def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
+                 client_addr: str | None = None, server_addr: str | None = None) -> FlowState:
+        """Start tracking a flow; it may be labelled at once by an expectation."""
+        if transport not in ("tcp", "udp"):
+            raise InputError(f"transport {transport!r}: nfgrep classifies tcp and udp flows")
+        st = FlowState(transport, client_port, server_port, client_addr, server_addr)
+        if self._expected and (transport, server_port) in self._expected_ports:
+            label = self._take_expected(transport, server_addr, server_port)
+            if label is not None:
+                st.app = label
+                st.chain = [label]
+                st.done = True
+                st._bufs = []
+                if self.trace:
+                    self._event(st, label, "expectation", 1, "expected", 0, [])
+                return st
+        if not self._roots[transport]:
+            st.done = True
+        # directions whose first bytes have not come and that some root starts on
+        st._pending = self._starts[transport]
+        return st
+
+    def _admit(self, st: FlowState, d: int, first: int) -> None:
+        """First bytes of direction d: the roots starting on d and admitting them join."""
+        st._pending &= ~(1 << d)
+        sigs = self._gate[(st.transport, d)][first]
+        if not sigs:
+            return
+        cp, sp = st.client_port, st.server_port
+        hinted = [_Run(s) for s in sigs if sp in s.ports or cp in s.ports]
+        if hinted:
+            st._runs[:0] = hinted
+            st._runs += [_Run(s) for s in sigs if sp not in s.ports and cp not in s.ports]
+        else:
+            st._runs += [_Run(s) for s in sigs]
+
+    def feed(self, st: FlowState, direction: int, data: bytes) -> None:
+        """Give the engine the next bytes (TCP) or datagram (UDP) of one direction."""
+        if st.done or not data:
+            return
+        if st._pending & (1 << direction):
+            self._admit(st, direction, data[0])
+        if st.transport == "udp":
+            self._datagram(st, direction, bytes(data))
+        else:
+            buf = st._bufs[direction]
+            room = WINDOW - len(buf)
+            if room <= 0:
+                return
+            if len(data) >= room:
+                buf += data[:room]
+                st._full[direction] = True
+            else:
+                buf += data
+            if self._either:
+                st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
+                self._seq += 1
+            self._stream(st, direction)
+        if not st._runs and not st._watches and not st._pending:
+            st.done = True
+            st._bufs = []
+
+    # -- TCP
+    def _stream(self, st: FlowState, d: int) -> None:
+        runs = st._runs
+        bufs, offs, full = st._bufs, st._offs, st._full
+        i = 0
+        while i < len(runs):
+            run = runs[i]
+            sd = run.sig.steps[run.index].direction
+            if sd != d and sd != 2:
+                # waits on the other direction: nothing new there, no call
+                n = len(bufs[sd])
+                if run.seen[sd] == offs[sd] + n or (n <= run.base[sd] - offs[sd]
+                                                    and not full[sd]):
+                    i += 1
+                    continue
+            verdict = self._advance_stream(st, run)
+            if verdict == NEED:
+                i += 1
+                continue
+            if verdict == FAIL:
+                runs.remove(run)
+                continue
+            # classified: siblings go, children come
+            self._classified(st, run)
+            runs = st._runs
+            i = 0
+        if st._watches:
+            self._watch_stream(st)
+
+    @staticmethod
+    def _either_order(st: FlowState, base: list[int]) -> tuple[int, ...]:
+        """For a step from either: the direction whose unread bytes came first goes first.
+
+        Deciding by arrival (not by which direction fed last) keeps the verdict
+        independent of how each direction's stream was cut into segments.
+        """
+        first = []
+        for d in (0, 1):
+            arrivals = st._arrivals[d]
+            i = bisect.bisect_right(arrivals, (base[d], 1 << 62))
+            first.append(arrivals[i][1] if i < len(arrivals) else 1 << 62)
+        return (0, 1) if first[0] <= first[1] else (1, 0)
+
+    def _advance_stream(self, st: FlowState, run: _Run) -> int:
+        """Run a candidate's steps on the buffered data: NEED, FAIL or 0 (classified)."""
+        sig = run.sig
+        steps = sig.steps
+        bufs = st._bufs
+        while True:
+            step = steps[run.index]
+            dirs = self._either_order(st, run.base) if step.direction == 2 else \
+                (step.direction,)
+            waiting = False
+            for d in dirs:
+                buf = bufs[d]
+                n = len(buf)
+                b0 = run.base[d] - st._offs[d]
+                if n <= b0 and not st._full[d]:
+                    waiting = True
+                    continue
+                if run.seen[d] == st._offs[d] + n:
+                    waiting = True
+                    continue
+                V = run.vars[:]
+                K: list[tuple[str, str]] = []
+                X: list[tuple[str, str, str, int]] = []
+                r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
+                if self.trace:
+                    self._event(st, sig.name, step.name, d, _RESULT.get(r, "held"),
+                                st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
+                if r >= 0:
+                    run.vars = V
+                    run.fields += K
+                    run.expects += X
+                    run.base[d] = st._offs[d] + r
+                    run.seen = [-1, -1]
+                    run.index += 1
+                    break
+                if r == NEED:
+                    run.seen[d] = st._offs[d] + n
+                    waiting = True
+                elif r == GIVE_UP:
+                    return FAIL
+            else:
+                return NEED if waiting else FAIL
+            if run.index == len(steps):
+                return 0
+
+    def _watch_stream(self, st: FlowState) -> None:
+        for run in list(st._watches):
+            step = run.watch
+            assert step is not None
+            dirs = self._either_order(st, run.base) if step.direction == 2 else \
+                (step.direction,)
+            alive = True
+            for d in dirs:
+                buf = st._bufs[d]
+                for _ in range(64):  # announcements per feed call, bounded
+                    n = len(buf)
+                    b0 = run.base[d] - st._offs[d]
+                    if n <= b0 or run.seen[d] == st._offs[d] + n:
+                        break
+                    V = run.vars[:]
+                    K: list[tuple[str, str]] = []
+                    X: list[tuple[str, str, str, int]] = []
+                    r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
+                    if self.trace:
+                        self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
+                                    st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
+                    if r == NEED:  # stream offsets: trimming must not fool this
+                        run.seen[d] = st._offs[d] + n
+                        break
+                    if r < 0 or r == b0:
+                        alive = False
+                        break
+                    run.vars = V
+                    self._commit(st, K, X)
+                    run.budget -= r - b0
+                    run.base[d] = st._offs[d] + r
+                    if run.budget <= 0:
+                        alive = False
+                        break
+                if not alive:
+                    break
+            if not alive:
+                st._watches.remove(run)
+        if not st._runs:
+            self._trim(st)
+
+    def _trim(self, st: FlowState) -> None:
+        """Drop stream bytes no watch will read again (only watches remain)."""
+        for d in (0, 1):
+            readers = [r.base[d] for r in st._watches
+                       if r.watch is not None and r.watch.direction in (d, 2)]
+            # nobody reads this direction any more: keep none of it
+            low = min(readers) if readers else st._offs[d] + len(st._bufs[d])
+            cut = low - st._offs[d]
+            if cut > 0:
+                arrivals = st._arrivals[d]
+                del arrivals[:bisect.bisect_right(arrivals, (low, 1 << 62))]
+                del st._bufs[d][:cut]
+                st._offs[d] = low
+                st._full[d] = False
+
+    # -- UDP
+    def _datagram(self, st: FlowState, d: int, data: bytes) -> None:
+        runs = st._runs
+        i = 0
+        n = len(data)
+        while i < len(runs):
+            run = runs[i]
+            step = run.sig.steps[run.index]
+            if step.direction != 2 and step.direction != d:
+                i += 1
+                continue
+            V = run.vars[:]
+            K: list[tuple[str, str]] = []
+            X: list[tuple[str, str, str, int]] = []
+            r = step.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
+            if self.trace:
+                self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
+                            r if r >= 0 else 0, K if r >= 0 else [])
+            if r < 0:
+                runs.remove(run)
+                continue
+            run.vars = V
+            run.fields += K
+            run.expects += X
+            run.index += 1
+            if run.index == len(run.sig.steps):
+                self._classified(st, run)
+                runs = st._runs
+                # children wait for the next datagram
+                i = len(runs)
+                continue
+            i += 1
+        for run in list(st._watches):
+            watch = run.watch
+            assert watch is not None
+            if watch.direction != 2 and watch.direction != d:
+                continue
+            V = run.vars[:]
+            K = []
+            X = []
+            r = watch.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
+            if self.trace:
+                self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
+                            r if r >= 0 else 0, K if r >= 0 else [])
+            if r >= 0:
+                run.vars = V
+                self._commit(st, K, X)
+                run.budget -= n
+            if r == GIVE_UP or run.budget <= 0:
+                st._watches.remove(run)
+
+    # -- verdicts
+    def _classified(self, st: FlowState, run: _Run) -> None:
+        sig = run.sig
+        st.app = sig.name
+        st.chain.append(sig.name)
+        if self.trace:
+            self._event(st, sig.name, sig.steps[-1].name, -1, "classified", 0, run.fields)
+        self._commit(st, run.fields, run.expects)
+        children = self._children.get((st.transport, sig.name), [])
+        st._runs = [_Run(c) for c in children]
+        st._pending = 0
+        for w in sig.watches:
+            wr = _Run(sig, w)
+            wr.vars = run.vars[:]
+            wr.base = run.base[:]
+            st._watches.append(wr)
+
+    def _commit(self, st: FlowState, fields: list[tuple[str, str]],
+                expects: list[tuple[str, str, str, int]]) -> None:
+        for name, value in fields:
+            st.fields[name] = value[:MAX_FIELD]
+        for label, transport, to, port in expects:
+            if to == "server":
+                addr = st.server_addr
+            elif to == "client":
+                addr = st.client_addr
+            else:
+                addr = to
+            st.expectations.append(Expectation(label, transport, addr, port))
+            key = (transport, addr, port)
+            if key in self._expected:
+                self._expected.move_to_end(key)
+            else:
+                self._expected_ports[(transport, port)] = \
+                    self._expected_ports.get((transport, port), 0) + 1
+            self._expected[key] = label
+            while len(self._expected) > MAX_EXPECTATIONS:
+                old, _ = self._expected.popitem(last=False)
+                self._forget_port(old)
+
+    def _forget_port(self, key: tuple[str, str | None, int]) -> None:
+        ports = (key[0], key[2])
+        left = self._expected_ports[ports] - 1
+        if left:
+            self._expected_ports[ports] = left
+        else:
+            del self._expected_ports[ports]
+
+    def _take_expected(self, transport: str, addr: str | None, port: int) -> str | None:
+        """Consume the expectation a new flow to addr:port fulfils (addr None: any address)."""
+        for key in ((transport, addr, port), (transport, None, port)):
+            if key in self._expected:
+                self._forget_port(key)
+                return self._expected.pop(key)
+        if addr is None:
+            for key in self._expected:
+                if key[0] == transport and key[2] == port:
+                    self._forget_port(key)
+                    return self._expected.pop(key)
+        return None
+
+    def _event(self, st: FlowState, proto: str, step: str, d: int, result: str, offset: int,
+               fields: list[tuple[str, str]]) -> None:
+        event = TraceEvent(st, proto, step, d, result, offset, list(fields))
+        if callable(self.trace):
+            self.trace(event)
+        else:
+            st.events.append(event)
+
+    @property
+    def expected(self) -> list[Expectation]:
+        """Announced flows not yet seen, oldest first."""
+        return [Expectation(label, tr, addr, port)
+                for (tr, addr, port), label in self._expected.items()]
+
+
+__all__ = ["Engine", "Expectation", "FlowState", "Signature", "TraceEvent", "load_rules",
+           "load_program", "WINDOW"]

@@ -1,0 +1,2 @@
+struct flow { int state; };
+void a(struct flow *f) { f->state = 1; }

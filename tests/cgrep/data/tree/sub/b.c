@@ -1,0 +1,2 @@
+struct flow { int state; };
+void b(struct flow *f) { f->state = 2; }

@@ -1,0 +1,2 @@
+struct flow { int state; };
+static inline void c(struct flow *f) { f->state = 3; }
