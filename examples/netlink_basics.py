@@ -10,7 +10,6 @@ import socket
 from nfkit.errors import NetlinkError, TransactionError
 from nfkit.netlink import Batch, MessageWriter, NetlinkSocket
 from nfkit.netlink.consts import (
-    NFNL_SUBSYS_CTNETLINK,
     NFNL_SUBSYS_NFTABLES,
     NFPROTO_INET,
     NLM_F_CREATE,
@@ -20,8 +19,8 @@ from nfkit.netlink.consts import (
 )
 from nfkit.netlink.specs import ctnetlink as C
 
-CT_NEW = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_NEW)
-CT_GET = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_GET)
+CT_NEW = C.CT_NEW
+CT_GET = C.CT_GET
 client, server = socket.inet_aton("192.0.2.10"), socket.inet_aton("198.51.100.53")
 
 with NetlinkSocket() as nl:

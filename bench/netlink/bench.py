@@ -18,18 +18,16 @@ from nfkit.lab import Lab
 from nfkit.netlink import MessageWriter, NetlinkSocket
 from nfkit.netlink.codec import Template
 from nfkit.netlink.consts import (
-    NFNL_SUBSYS_CTNETLINK,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REQUEST,
-    nfnl_msg_type,
 )
 from nfkit.netlink.shapes import shape_decoder
 from nfkit.netlink.specs import ctnetlink as C
 
-CT_NEW = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_NEW)
-CT_GET = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_GET)
-CT_DELETE = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_DELETE)
+CT_NEW = C.CT_NEW
+CT_GET = C.CT_GET
+CT_DELETE = C.CT_DELETE
 
 
 def entry_template() -> Template:

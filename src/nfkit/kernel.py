@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nfkit.errors import CapabilityError, NetlinkError, TransactionError
-from nfkit.netlink.codec import Batch, MessageWriter, get_be32
+from nfkit.netlink.codec import Batch, Message, MessageWriter, get_be32, iter_attrs
 from nfkit.netlink.consts import (
     NFNL_SUBSYS_CTNETLINK,
     NFNL_SUBSYS_NFT_COMPAT,
@@ -134,14 +134,22 @@ def probe() -> KernelInfo:
     return info
 
 
-def _probe_nftables(sock: NetlinkSocket, info: KernelInfo) -> None:
+def _ask(sock: NetlinkSocket, info: KernelInfo, subsys: int, msg: int, family: int,
+         label: str) -> list[Message] | None:
+    """One attribute-less GET; None (and a note) when the kernel refuses it."""
     w = MessageWriter()
-    w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN), family=0)
+    w.begin(nfnl_msg_type(subsys, msg), family=family)
     w.end()
     try:
-        replies = sock.request(w)
+        return sock.request(w)
     except NetlinkError as exc:
-        info.notes.append(f"nf_tables: {exc}")
+        info.notes.append(f"{label}: {exc}")
+        return None
+
+
+def _probe_nftables(sock: NetlinkSocket, info: KernelInfo) -> None:
+    replies = _ask(sock, info, NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN, 0, "nf_tables")
+    if replies is None:
         return
     info.nf_tables = True
     for reply in replies:
@@ -228,20 +236,14 @@ def _compat_exists(sock: NetlinkSocket, name: str, target: bool) -> bool:
     return True
 
 
-def _attrs(msg: object) -> list[tuple[int, memoryview]]:
-    from nfkit.netlink.codec import iter_attrs
-
-    return list(iter_attrs(msg.attrs))  # type: ignore[attr-defined]
+def _attrs(msg: Message) -> list[tuple[int, memoryview]]:
+    return list(iter_attrs(msg.attrs))
 
 
 def _probe_conntrack(sock: NetlinkSocket, info: KernelInfo) -> None:
-    w = MessageWriter()
-    w.begin(nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, ctnetlink.IPCTNL_MSG_CT_GET_STATS), family=socket.AF_UNSPEC)
-    w.end()
-    try:
-        replies = sock.request(w)
-    except NetlinkError as exc:
-        info.notes.append(f"ctnetlink: {exc}")
+    replies = _ask(sock, info, NFNL_SUBSYS_CTNETLINK, ctnetlink.IPCTNL_MSG_CT_GET_STATS,
+                   socket.AF_UNSPEC, "ctnetlink")
+    if replies is None:
         return
     info.conntrack = True
     for reply in replies:

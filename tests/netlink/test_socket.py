@@ -11,20 +11,18 @@ import pytest
 from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError, TransactionError
 from nfkit.netlink import Batch, MessageWriter, NetlinkSocket
 from nfkit.netlink.consts import (
-    NFNL_SUBSYS_CTNETLINK,
     NFNLGRP_CONNTRACK_NEW,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REQUEST,
-    nfnl_msg_type,
 )
 from nfkit.netlink.specs import ctnetlink as C
 
 from . import nft_raw
 
-CT_NEW = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_NEW)
-CT_GET = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_GET)
-CT_DELETE = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, C.IPCTNL_MSG_CT_DELETE)
+CT_NEW = C.CT_NEW
+CT_GET = C.CT_GET
+CT_DELETE = C.CT_DELETE
 SRC, DST = socket.inet_aton("192.0.2.1"), socket.inet_aton("198.51.100.1")
 
 

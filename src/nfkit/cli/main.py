@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "info": "nfkit.cli.info:info",
     "cgrep": "nfkit.cli.cgrep:cgrep",
     "nfgrep": "nfkit.cli.nfgrep:nfgrep",
+    "ct": "nfkit.cli.ct:ct",
     "rules": "nfkit.cli.rules:rules",
 }
 

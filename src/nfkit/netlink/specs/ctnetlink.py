@@ -8,6 +8,7 @@ net/netfilter/nf_conntrack_netlink.c (most integers are big endian).
 from __future__ import annotations
 
 from nfkit.netlink.codec import Kind as K
+from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK
 from nfkit.netlink.specs import attrset
 
 # message types (enum cntl_msg_types)
@@ -19,6 +20,11 @@ IPCTNL_MSG_CT_GET_STATS_CPU = 4
 IPCTNL_MSG_CT_GET_STATS = 5
 IPCTNL_MSG_CT_GET_DYING = 6
 IPCTNL_MSG_CT_GET_UNCONFIRMED = 7
+
+# full nlmsg_type values of the common requests
+CT_NEW = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
+CT_GET = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+CT_DELETE = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
 
 # enum ctnl_exp_msg_types
 IPCTNL_MSG_EXP_NEW = 0
