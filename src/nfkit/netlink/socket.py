@@ -13,6 +13,7 @@ import os
 import select
 import socket as _socket
 import struct
+import time
 from collections.abc import Iterator
 
 from nfkit.errors import (
@@ -20,6 +21,7 @@ from nfkit.errors import (
     DumpInterrupted,
     EventsLost,
     NetlinkError,
+    NfkitError,
     TransactionError,
 )
 from nfkit.netlink.codec import (
@@ -36,6 +38,7 @@ from nfkit.netlink.consts import (
     NETLINK_DROP_MEMBERSHIP,
     NETLINK_EXT_ACK,
     NETLINK_NETFILTER,
+    NFNL_SUBSYS_NFTABLES,
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_DUMP_INTR,
@@ -45,6 +48,7 @@ from nfkit.netlink.consts import (
     NLMSG_NOOP,
     NLMSG_OVERRUN,
     SOL_NETLINK,
+    nfnl_msg_type,
 )
 
 SO_SNDBUFFORCE = 32
@@ -53,6 +57,7 @@ RECV_BUFFER_SIZE = 1 << 20  # one reusable receive buffer, 1 MiB
 DEFAULT_RCVBUF = 4 << 20
 _IS_ROOT = os.geteuid() == 0
 _MAX_RESTARTS = 10
+_NFT_MSG_GETGEN = 16  # the fence after an nf_tables batch
 
 
 _HDR_SEQ = struct.Struct("=I")
@@ -257,25 +262,57 @@ class NetlinkSocket:
                 yield msg.copy() if collect else msg
 
     # transactions -----------------------------------------------------------
-    def send_batch(self, batch: Batch, what: list[str] | None = None) -> list[Message]:
+    def send_batch(self, batch: Batch, what: list[str] | None = None, check: bool = False,
+                   timeout: float | None = None) -> list[Message]:
         """Send a whole batch in one sendmsg as one transaction.
 
         Raises TransactionError listing each refused message (``.seq``,
         ``.index`` its position in the batch, the kernel's extended ACK).  On
         success returns the replies that are not ACKs (NLM_F_ECHO answers).
         ``what`` may name each message of the batch for error messages.
+        With ``check`` the batch goes without BATCH_END: the kernel validates
+        every message, reports what it refuses, and commits nothing.
+
+        For nf_tables a fence follows the batch (GETGEN with ACK): the kernel
+        answers one socket's requests in order, so once the fence's ACK is read
+        every refusal of the batch has been read too, also one reported only
+        after the kernel re-validated the whole batch.  Raises NfkitError when
+        the fence is not answered within ``timeout`` (state then unknown).
         """
-        batch.close()
-        acks = sum(1 for _ in batch.seqs)  # upper bound of replies if every message asked for one
-        self.ensure_rcvbuf(min(acks * 1024 + (1 << 20), 1 << 30))
+        if check:
+            batch.closed = True
+        else:
+            batch.close()
+        self.ensure_rcvbuf(min(len(batch.seqs) * 1024 + (1 << 20), 1 << 30))
         self.send(memoryview(batch.buffer))
+        fence = None
+        if batch.res_id == NFNL_SUBSYS_NFTABLES:
+            w = MessageWriter()
+            fence = w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, _NFT_MSG_GETGEN), NLM_F_REQUEST | NLM_F_ACK)
+            w.end()
+            self.send(memoryview(w.buffer))
         errors: list[NetlinkError] = []
         replies: list[Message] = []
         seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
-        while True:
-            got = False
-            for msg in self.messages(block=False):
-                got = True
+        if timeout is None:
+            timeout = 60 + len(batch.seqs) / 1000
+        deadline = time.monotonic() + timeout
+        done = False
+        while not done:
+            if fence is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    raise NfkitError("the kernel did not answer after the transaction "
+                                     "(its state is unknown: list the ruleset)")
+                datagram = list(self.messages())
+            else:
+                datagram = list(self.messages(block=False))
+                done = not datagram
+            for msg in datagram:
+                if msg.seq == fence and fence is not None:
+                    if msg.type == NLMSG_ERROR:
+                        done = True
+                    continue
                 if msg.type == NLMSG_ERROR:
                     err = _error_from(msg)
                     if err is None:
@@ -289,8 +326,6 @@ class NetlinkSocket:
                     errors.append(err)
                 elif msg.type not in (NLMSG_DONE, NLMSG_NOOP):
                     replies.append(msg.copy())
-            if not got:
-                break
         if errors:
             raise TransactionError(errors)
         return replies

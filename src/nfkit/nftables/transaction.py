@@ -7,16 +7,12 @@ the object that failed, and listings are read with GET* dumps.
 
 from __future__ import annotations
 
-import select
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from nfkit.errors import (
     DumpInterrupted,
     InputError,
-    NetlinkError,
-    NfkitError,
     TransactionError,
 )
 from nfkit.netlink.codec import Batch, MessageWriter
@@ -196,54 +192,9 @@ def _kernel_has_expr(sock: Any, name: str) -> bool:
 
 
 def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
-    """Send the batch in one sendmsg and collect every refusal.
-
-    A GETGEN request with ACK follows the batch: the kernel answers requests of
-    one socket in order, so when its answer is read every error of the batch
-    (also one the kernel reports only after re-validating the whole batch) has
-    been read too.  With ``check`` the batch has no BATCH_END: the kernel
-    validates every message, then aborts."""
-    from nfkit.netlink.codec import parse_error
-    from nfkit.netlink.consts import NLM_F_ACK, NLMSG_ERROR
-
-    if check:
-        batch.closed = True
-    else:
-        batch.close()
+    """Send the batch in one sendmsg (the core socket fences it) and collect every refusal."""
     sock.ensure_sndbuf(len(batch.buffer) + 65536)
-    sock.ensure_rcvbuf(min(len(batch.seqs) * 1024 + (1 << 20), 1 << 30))
-    sock.send(memoryview(batch.buffer))
-    w = MessageWriter()
-    fence = w.begin(msg_type("getgen"), NLM_F_REQUEST | NLM_F_ACK)
-    w.end()
-    sock.send(w.buffer)
-    seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
-    errors: list[NetlinkError] = []
-    # The kernel has handled the batch when sendmsg returns; the answers are queued.
-    deadline = time.monotonic() + 60 + len(batch.seqs) / 1000
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([sock.fileno()], [], [], left)[0]:
-            raise NfkitError("the kernel did not answer the transaction's fence request "
-                             "(state unknown: list the ruleset)")
-        for m in sock.messages():
-            if m.type != NLMSG_ERROR:
-                continue
-            reply = parse_error(m)
-            if m.seq == fence:
-                if errors:
-                    raise TransactionError(errors)
-                return
-            if not reply.errno:
-                continue
-            pos = seq_index.get(reply.seq)
-            index = pos - 1 if pos is not None and pos >= 1 else None
-            err = NetlinkError(reply.errno, extack=reply.extack, offset=reply.offset,
-                               seq=reply.seq, msg_type=reply.request_type)
-            if index is not None and index < len(enc.what):
-                err = err.describe(enc.what[index])
-            err.index = index  # type: ignore[attr-defined]
-            errors.append(err)
+    sock.send_batch(batch, what=enc.what, check=check)
 
 
 def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None = None) -> int:
@@ -566,7 +517,7 @@ def diff(wanted: Ruleset, sock: Any | None = None) -> list[Command]:
     for key in want_chains:
         cmds += _diff_rules(by_chain.get(key, []), want_by_chain.get(key, []))
     # deletions: rules of chains not wanted, then chains, sets, objects
-    for key, c in have_chains.items():
+    for key in have_chains:
         if key not in want_chains:
             for r in by_chain.get(key, []):
                 cmds.append(Command("delete", "rule", r))
