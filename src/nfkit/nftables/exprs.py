@@ -148,6 +148,7 @@ class RuleCompiler:
         self.set_ids = set_ids if set_ids is not None else [0]
         self.set_types: dict[str, Any] = {}
         self._cache: dict[Any, Any] = {}
+        self._rules: dict[Any, Any] = {}  # rule shape -> template (None: no template)
         self._last_operand: Operand | None = None
         self.named_sets: dict[str, Any] = {}  # name -> model Set (for map data types)
 
@@ -156,6 +157,72 @@ class RuleCompiler:
         """Expression bytes for one rule and the anonymous sets it needs.
 
         Raises InputError naming the statement that cannot be translated."""
+        shape = _rule_shape(stmts)
+        if shape is not None:
+            key, rights = shape
+            tpl = self._rules.get(key, _MISSING)
+            if tpl is _MISSING:
+                tpl = self._rules[key] = self._rule_template(stmts)
+            if tpl is not None:
+                statics, slots = tpl
+                parts = [statics[0]]
+                i = 1
+                for (fast, size, op), right in zip(slots, rights):
+                    try:
+                        v = fast(right)
+                    except Exception:
+                        v = self._shifted(op, right)
+                    if len(v) != size:
+                        break  # not this shape after all: the general path below
+                    parts.append(v)
+                    parts.append(statics[i])
+                    i += 1
+                else:
+                    return [b"".join(parts)], []
+        return self._compile(stmts)
+
+    def _rule_template(self, stmts: list[dict[str, Any]]) -> Any:
+        """(static chunks, value slots) of a rule made only of payload matches with
+        scalar values and constant statements, or None when it cannot be one."""
+        ctx = CompileCtx(self.family, self.table)
+        if self.family in ("ip", "ip6"):
+            ctx.l3 = self.family
+        statics: list[bytes] = []
+        slots: list[tuple[Any, int, Operand]] = []
+        cur: list[bytes] = []
+        try:
+            for stmt in stmts:
+                for kind, body in stmt.items():
+                    pass
+                if kind != "match":
+                    getattr(self, "_st_" + kind)(ctx, body, cur)
+                    continue
+                left, right = body["left"], body["right"]
+                if body.get("op", "==") not in CMP_OPS or left in _DEP_LEFTS:
+                    return None
+                n0 = len(cur)
+                self._st_match(ctx, body, cur)
+                if len(cur) == n0 or cur[-1][4:12] != _CMP_NAME:
+                    return None
+                op = self._last_operand
+                assert op is not None
+                v = self._shifted(op, right)
+                cmp_b = cur[-1]
+                pad = _PAD_FOR[len(v) & 3]
+                if op.dt.kind == "bitmask" or not cmp_b.endswith(v + pad):
+                    return None
+                cur[-1] = cmp_b[: len(cmp_b) - len(v) - len(pad)]
+                statics.append(b"".join(cur))
+                slots.append((_fast_encoder(op), len(v), op))
+                cur = [pad]
+        except (InputError, TypeError, KeyError, ValueError, AttributeError):
+            return None  # the general path reports it
+        if ctx.sets:
+            return None
+        statics.append(b"".join(cur))
+        return statics, slots
+
+    def _compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
         ctx = CompileCtx(self.family, self.table)
         if self.family in ("ip", "ip6"):
             ctx.l3 = self.family
@@ -967,6 +1034,47 @@ def _fast_encoder(op: Operand) -> Any:
 
 def _raise(v: Any) -> bytes:
     raise TypeError
+_MISSING = object()
+
+
+def _rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """(shape key, values) of a rule made only of `match` statements of a payload
+    field against a scalar and constant statements without a body; None otherwise.
+    Rules of one shape differ only in those values (one template encodes them all)."""
+    if type(stmts) is not list:
+        return None
+    key: list[Any] = []
+    rights: list[Any] = []
+    for stmt in stmts:
+        if type(stmt) is not dict or len(stmt) != 1:
+            return None
+        for kind, body in stmt.items():
+            pass
+        if body is None:
+            if kind not in _CONST_STMTS:
+                return None
+            key.append(kind)
+            continue
+        if kind != "match" or type(body) is not dict:
+            return None
+        n = len(body)
+        if n != 3 and (n != 2 or "op" in body):
+            return None
+        right = body.get("right")
+        tr = type(right)
+        if not (tr is int or (tr is str and right[:1] != "@")):
+            return None
+        left = body.get("left")
+        if type(left) is not dict or len(left) != 1:
+            return None
+        p = left.get("payload")
+        if type(p) is not dict or len(p) != 2:
+            return None
+        key.append((body.get("op", "=="), p.get("protocol"), p.get("field"), tr))
+        rights.append(right)
+    return tuple(key), rights
+
+
 _CMP_NAME = nla.attr(1, b"cmp\0")
 _PAD_FOR = (b"", b"\0\0\0", b"\0\0", b"\0")
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
