@@ -171,7 +171,12 @@ class RuleCompiler:
                     try:
                         v = fast(right)
                     except Exception:
-                        v = self._shifted(op, right)
+                        if type(right) is str and right[:1] == "@":
+                            break  # a set reference: the general path
+                        try:
+                            v = self._shifted(op, right)
+                        except Exception:
+                            break  # the general path reports it
                     if len(v) != size:
                         break  # not this shape after all: the general path below
                     parts.append(v)
@@ -194,11 +199,17 @@ class RuleCompiler:
             for stmt in stmts:
                 for kind, body in stmt.items():
                     pass
-                if kind != "match":
+                if body is None:
+                    if kind not in _CONST_STMTS:
+                        return None
                     getattr(self, "_st_" + kind)(ctx, body, cur)
                     continue
                 left, right = body["left"], body["right"]
-                if body.get("op", "==") not in CMP_OPS or left in _DEP_LEFTS:
+                if (kind != "match" or type(body) is not dict or not set(body) <= _MATCH_KEYS
+                        or body.get("op", "==") not in CMP_OPS or left in _DEP_LEFTS
+                        or type(left) is not dict or list(left) != ["payload"]
+                        or type(left["payload"]) is not dict or len(left["payload"]) != 2
+                        or type(right) not in (int, str) or str(right)[:1] == "@"):
                     return None
                 n0 = len(cur)
                 self._st_match(ctx, body, cur)
@@ -242,13 +253,14 @@ class RuleCompiler:
                     left = body.get("left")
                     p = left.get("payload") if type(left) is dict and len(left) == 1 else None
                     if p is not None and len(p) == 2:
-                        key: Any = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="),
+                        key: Any = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="),
                                     p.get("protocol"), p.get("field"))
                     else:
-                        key = (ctx.l3, ctx.l4, ctx.iiftype, body.get("op", "=="), _left_key(left))
+                        key = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="), _left_key(left))
                     tpl = cache.get(key)
                     if tpl is not None:
-                        prefix_head, fast, pad, op = tpl
+                        prefix_head, fast, pad, op, after = tpl
+                        ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = after
                         try:
                             v = fast(right)
                         except Exception:
@@ -257,7 +269,7 @@ class RuleCompiler:
                         continue
                     n0 = len(out)
                     self._st_match(ctx, body, out)
-                    if (key[3] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
+                    if (key[4] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
                             and out[-1][4:12] == _CMP_NAME):
                         op = self._last_operand
                         assert op is not None
@@ -267,7 +279,8 @@ class RuleCompiler:
                             pad = _PAD_FOR[len(v) & 3]
                             cache[key] = (b"".join(out[n0:-1]) + cmp_b[: len(cmp_b) - len(v)
                                                                       - len(pad)],
-                                          _fast_encoder(op), pad, op)
+                                          _fast_encoder(op), pad, op,
+                                          (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
                     continue
             elif kind in _CONST_STMTS:
                 key2 = kind if body is None else repr(stmt)
@@ -1035,43 +1048,29 @@ def _fast_encoder(op: Operand) -> Any:
 def _raise(v: Any) -> bytes:
     raise TypeError
 _MISSING = object()
+_MATCH_KEYS = {"op", "left", "right"}
 
 
 def _rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
-    """(shape key, values) of a rule made only of `match` statements of a payload
-    field against a scalar and constant statements without a body; None otherwise.
-    Rules of one shape differ only in those values (one template encodes them all)."""
-    if type(stmts) is not list:
-        return None
+    """(shape key, values) of a rule that may be made only of `match` statements of
+    a payload field against a scalar and constant statements without a body; None
+    when it is certainly not.  Rules of one shape differ only in those values (one
+    template encodes them all); `RuleCompiler._rule_template` checks the rest once."""
     key: list[Any] = []
     rights: list[Any] = []
-    for stmt in stmts:
-        if type(stmt) is not dict or len(stmt) != 1:
-            return None
-        for kind, body in stmt.items():
-            pass
-        if body is None:
-            if kind not in _CONST_STMTS:
-                return None
-            key.append(kind)
-            continue
-        if kind != "match" or type(body) is not dict:
-            return None
-        n = len(body)
-        if n != 3 and (n != 2 or "op" in body):
-            return None
-        right = body.get("right")
-        tr = type(right)
-        if not (tr is int or (tr is str and right[:1] != "@")):
-            return None
-        left = body.get("left")
-        if type(left) is not dict or len(left) != 1:
-            return None
-        p = left.get("payload")
-        if type(p) is not dict or len(p) != 2:
-            return None
-        key.append((body.get("op", "=="), p.get("protocol"), p.get("field"), tr))
-        rights.append(right)
+    try:
+        for stmt in stmts:
+            (kind, body), = stmt.items()
+            if body is None:
+                key.append(kind)
+                continue
+            right = body["right"]
+            (lk, p), = body["left"].items()
+            key.append((kind, body.get("op", "=="), len(body), lk, p["protocol"], p["field"],
+                        len(p), type(right)))
+            rights.append(right)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
     return tuple(key), rights
 
 
