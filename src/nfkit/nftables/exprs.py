@@ -186,6 +186,14 @@ class RuleCompiler:
                     return [b"".join(parts)], []
         return self._compile(stmts)
 
+    def rule_template(self, key: Any, stmts: list[dict[str, Any]]) -> Any:
+        """The template of rule shape ``key`` (of `_rule_shape`), compiled from
+        ``stmts`` the first time: (static chunks, [(encoder, size, operand)]) or None."""
+        tpl = self._rules.get(key, _MISSING)
+        if tpl is _MISSING:
+            tpl = self._rules[key] = self._rule_template(stmts)
+        return tpl
+
     def _rule_template(self, stmts: list[dict[str, Any]]) -> Any:
         """(static chunks, value slots) of a rule made only of payload matches with
         scalar values and constant statements, or None when it cannot be one."""
@@ -1009,6 +1017,7 @@ class RuleCompiler:
 
 
 _QUEUE_MODE: list[str] = []
+QUEUE_PROBE: list[Any] = []  # () -> "nft" | "xt", asks the kernel (transaction layer)
 
 
 def _left_key(left: Any) -> Any:
@@ -1087,7 +1096,11 @@ _DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
 def queue_mode() -> str:
     """"nft" when the kernel has the nft queue expression, else "xt" (NFQUEUE target).
 
-    Set by the transaction layer after probing; defaults to "nft"."""
+    Set by the transaction layer after probing, or by the probe it registers in
+    `QUEUE_PROBE` (run once, when the first queue statement is compiled); defaults
+    to "nft"."""
+    if not _QUEUE_MODE and QUEUE_PROBE:
+        set_queue_mode(QUEUE_PROBE[0]())
     return _QUEUE_MODE[0] if _QUEUE_MODE else "nft"
 
 

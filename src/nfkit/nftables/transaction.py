@@ -105,7 +105,8 @@ def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
             if c.verb in ("add", "create"):
                 if o.handle is not None and o.position is None and not c.listing:
                     o.position = o.handle
-                enc.rule(o, "add")
+                if o.position is not None or o.comment or not enc.add_rule_templated(o):
+                    enc.rule(o, "add")
             elif c.verb in ("insert", "replace"):
                 if c.verb == "insert" and o.handle is not None and o.position is None:
                     o.position = o.handle
@@ -152,21 +153,13 @@ def _known_sets(cmds: Sequence[Command], sock: Any | None) -> dict[tuple[str, st
 
 
 def _probe_queue(sock: Any, cmds: Sequence[Command]) -> None:
-    """Pick the nft queue expression or the xt NFQUEUE target (kernel without nft_queue)."""
+    """Pick the nft queue expression or the xt NFQUEUE target (kernel without nft_queue):
+    the kernel is asked when the first queue statement is compiled (no walk of all rules)."""
     from nfkit.nftables import exprs
 
     if exprs._QUEUE_MODE:
         return
-    if not any(_has_queue(c.obj.expr) for c in cmds if c.kind == "rule"):
-        return
-    exprs.set_queue_mode("nft" if _kernel_has_expr(sock, "queue") else "xt")
-
-
-def _has_queue(expr: list[dict[str, Any]]) -> bool:
-    for s in expr:
-        if "queue" in s:
-            return True
-    return False
+    exprs.QUEUE_PROBE[:] = [lambda: "nft" if _kernel_has_expr(sock, "queue") else "xt"]
 
 
 def _kernel_has_expr(sock: Any, name: str) -> bool:
@@ -221,7 +214,12 @@ def _run(cmds: Sequence[Command], check: bool, sock: Any) -> int:
         enc = Encoder(batch)
         enc.known_sets = _known_sets(cmds, sock)  # type: ignore[attr-defined]
         _probe_queue(sock, cmds)
-        encode_commands(cmds, enc)
+        try:
+            encode_commands(cmds, enc)
+        finally:
+            from nfkit.nftables import exprs
+
+            exprs.QUEUE_PROBE.clear()
         _send(sock, batch, enc, check)
         return len(enc.what)
 
