@@ -293,7 +293,7 @@ class NetlinkSocket:
             self.send(memoryview(w.buffer))
         errors: list[NetlinkError] = []
         replies: list[Message] = []
-        seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
+        seq_index: dict[int, int] = {}  # built at the first refusal only
         if timeout is None:
             timeout = 60 + len(batch.seqs) / 1000
         deadline = time.monotonic() + timeout
@@ -317,6 +317,8 @@ class NetlinkSocket:
                     err = _error_from(msg)
                     if err is None:
                         continue
+                    if not seq_index:
+                        seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
                     pos = seq_index.get(err.seq if err.seq is not None else -1)
                     index = pos - 1 if pos is not None and pos >= 1 else None
                     name = what[index] if what and index is not None and index < len(what) else None
