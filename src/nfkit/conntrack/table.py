@@ -480,27 +480,36 @@ class ConntrackTable:
         else:
             residue, families, push = flt, [0], None
         matches = residue.matches
-        decoder = self.decoder
-        pres: dict[int, Callable[..., bool]] = {}
-        header = struct.Struct("=IHHII")
-        nfgen = struct.Struct("!BBH")
+        # a residue of only protocol, TCP states and remaining timeout is decided
+        # entirely by the layout's test on the unpacked values: no Entry is built
+        exact = replace(residue, proto=None, states=None, timeout_below=None).empty
+        layout = self.decoder.layout
+        plans: dict[int, tuple[Callable[..., bool], list[tuple[int, int]], int]] = {}
+        pack_header = struct.Struct("=IHHIIBBH").pack
         buffer = w.buffer
-        seqs = w.seqs
+        extend = buffer.extend
+        append_seq = w.seqs.append
+        msg_delete = wire.MSG_DELETE
 
         def each(buf: Any, off: int, n: int, family: int) -> int | None:
-            lay, v = decoder.layout(buf, off, n, family)
-            pre = pres.get(id(lay))
-            if pre is None:
-                pre = pres[id(lay)] = lay.prefilter(residue.states, residue.timeout_below)
-            if not pre(v) or not matches(lay.build(v)):
+            lay, v = layout(buf, off, n, family)
+            plan = plans.get(id(lay))
+            if plan is None:
+                if exact:
+                    pre = lay.prefilter(residue.states, residue.timeout_below, residue.proto)
+                else:
+                    pre = lay.prefilter(residue.states, residue.timeout_below)
+                plan = plans[id(lay)] = (pre, list(lay.key_spans),
+                                         sum(ln for _, ln in lay.key_spans))
+            pre, spans, keylen = plan
+            if not pre(v) or not (exact or matches(lay.build(v))):
                 return None
-            start = len(buffer)
-            key = b"".join(bytes(buf[off + o:off + o + ln]) for o, ln in lay.key_spans)
             seq = next_seq()
-            buffer.extend(header.pack(20 + len(key), wire.MSG_DELETE, NLM_F_REQUEST, seq, 0))
-            buffer.extend(nfgen.pack(family, 0, 0))
-            buffer.extend(key)
-            seqs.append((seq, start))
+            append_seq((seq, len(buffer)))
+            # nlmsghdr (host order) + nfgenmsg (family, version 0, res_id 0)
+            extend(pack_header(20 + keylen, msg_delete, NLM_F_REQUEST, seq, 0, family, 0, 0))
+            for o, ln in spans:
+                extend(buf[off + o:off + o + ln])
             return 1
 
         for family in families:
