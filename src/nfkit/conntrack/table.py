@@ -141,7 +141,8 @@ class ConntrackTable:
         ("build", "text", "json"), run inline (the hot path of listings).
         """
         self.sock.send(request)
-        reader = _Datagrams(self.sock.sock, seq, what)
+        # listings: a reader thread receives, so the kernel's dump overlaps the decoding
+        reader = (_ThreadedDatagrams if isinstance(each, str) else _Datagrams)(self.sock.sock, seq, what)
         layouts = self.decoder._layouts
         slow: Callable[[Any, int, int, int], Any]
         if isinstance(each, str):
@@ -721,7 +722,8 @@ class _ThreadedDatagrams(_Datagrams):
 
     def __init__(self, sock: Any, seq: int, what: str) -> None:
         super().__init__(sock, seq, what)
-        self.queue: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
+        # bounded: a slow consumer holds back the kernel's dump, not memory
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=256)
         self.wake_r, self.wake_w = os.pipe()
         self.stop = False
         self.done = False  # the thread saw the end of the dump
@@ -732,7 +734,14 @@ class _ThreadedDatagrams(_Datagrams):
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
-        put = self.queue.put
+        def put(item: bytes | BaseException | None) -> None:
+            while not self.stop:
+                try:
+                    self.queue.put(item, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
+
         try:
             while not self.stop:
                 ready = poller.poll()
@@ -778,7 +787,13 @@ class _ThreadedDatagrams(_Datagrams):
     def close(self) -> None:
         self.stop = True
         os.write(self.wake_w, b"x")
-        self.thread.join()
+        while self.thread.is_alive():
+            try:
+                while True:
+                    self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(0.01)
         os.close(self.wake_r)
         os.close(self.wake_w)
         if not self.done:
