@@ -12,8 +12,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import queue
-import select
-import socket
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -141,8 +139,7 @@ class ConntrackTable:
         ("build", "text", "json"), run inline (the hot path of listings).
         """
         self.sock.send(request)
-        # listings: a reader thread receives, so the kernel's dump overlaps the decoding
-        reader = (_ThreadedDatagrams if isinstance(each, str) else _Datagrams)(self.sock.sock, seq, what)
+        reader = _Datagrams(self.sock.sock, seq, what)
         layouts = self.decoder._layouts
         slow: Callable[[Any, int, int, int], Any]
         if isinstance(each, str):
@@ -467,17 +464,17 @@ class ConntrackTable:
                 for err, n in rest.failed.items():
                     result.failed[err] = result.failed.get(err, 0) + n
             return result
-        # The deletes go out on a second socket while the dump is still being read
-        # (a reader thread receives it, so the kernel's dump work overlaps the
-        # matching here): every delete is of an entry the dump has already passed
-        # (the entry a dump resumes from is never in a datagram received yet), so
-        # the walk is not disturbed.  Only errors come back (no acks).
+        # The deletes go out on a second socket while the dump is still being read,
+        # 128 KiB at a time: every delete is of an entry the dump has already passed
+        # (the entry a dump resumes from is never in a datagram received yet), so the
+        # walk is not disturbed, and the requests never pile up in memory.  Only
+        # errors come back (no acks).
         w = MessageWriter()
         result = DeleteResult(method="dump")
         failures: dict[int, int] = {}
         dsock = self.open_socket()
         try:
-            for batch in self._raw_deletes(flt, kernel, w, threaded=True):
+            for batch in self._raw_deletes(flt, kernel, w):
                 result.matched += batch
                 if len(w.buffer) >= _DELETE_CHUNK:
                     failures.update(dsock.pipeline(w, ack=False))
@@ -497,8 +494,7 @@ class ConntrackTable:
         result.deleted = result.matched - len(failures)
         return result
 
-    def _raw_deletes(self, flt: Filter, kernel: bool, w: MessageWriter,
-                     threaded: bool = False) -> Iterator[int]:
+    def _raw_deletes(self, flt: Filter, kernel: bool, w: MessageWriter) -> Iterator[int]:
         """Dump, match, and append a delete for each selected entry to ``w`` (its
         original tuple, zone and id copied as the dump gave them); yields counts."""
         if kernel:
@@ -542,18 +538,8 @@ class ConntrackTable:
 
         for family in families:
             req, seq = self._dump_request(wire.MSG_GET, family, push)
-            if not threaded:
-                for batch in self._walk_dump(req, seq, "conntrack dump", each):
-                    yield len(batch)
-                continue
-            self.sock.send(req)
-            reader = _ThreadedDatagrams(self.sock.sock, seq, "conntrack dump")
-            try:
-                for batch in self._walk_datagrams(reader, seq, "conntrack dump", "", each,
-                                                  self.decoder._layouts, _HDR.unpack_from):
-                    yield len(batch)
-            finally:
-                reader.close()
+            for batch in self._walk_dump(req, seq, "conntrack dump", each):
+                yield len(batch)
 
     def _settle(self, w: MessageWriter, n: int, method: str) -> DeleteResult:
         result = DeleteResult(method=method, matched=n)
@@ -710,96 +696,6 @@ class _Datagrams:
                     self.finished = True
                     break
                 off += (length + 3) & ~3
-
-
-class _ThreadedDatagrams(_Datagrams):
-    """A dump's datagrams received by a thread of their own (copies, queued), so
-    the kernel fills the next while the caller works on this one.
-
-    The thread stops at the end of the dump (NLMSG_DONE or NLMSG_ERROR of this
-    sequence number, the last message of its datagram) or when `close` wakes it.
-    """
-
-    def __init__(self, sock: Any, seq: int, what: str) -> None:
-        super().__init__(sock, seq, what)
-        # bounded: a slow consumer holds back the kernel's dump, not memory
-        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=256)
-        self.wake_r, self.wake_w = os.pipe()
-        self.stop = False
-        self.done = False  # the thread saw the end of the dump
-        self.thread = threading.Thread(target=self._run, name="ct-dump-reader", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        poller.register(self.wake_r, select.POLLIN)
-        def put(item: bytes | BaseException | None) -> None:
-            while not self.stop:
-                try:
-                    self.queue.put(item, timeout=0.05)
-                    return
-                except queue.Full:
-                    continue
-
-        try:
-            while not self.stop:
-                ready = poller.poll()
-                if self.stop or any(fd == self.wake_r for fd, _ in ready):
-                    break
-                try:
-                    n = self.sock.recv_into(self.buf, 0, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                data = bytes(self.view[:n])
-                put(data)
-                if self._ends(data):
-                    self.done = True
-                    break
-        except OSError as exc:
-            self.done = True
-            put(NetlinkError(exc.errno or _errno.EIO, what=self.what))
-        put(None)
-
-    def _ends(self, data: bytes) -> bool:
-        off, n = 0, len(data)
-        length = mtype = mseq = 0
-        while off + 16 <= n:
-            length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, off)
-            if length < 16:
-                return True
-            if mseq == self.seq and mtype in (NLMSG_DONE, NLMSG_ERROR):
-                return True
-            off += (length + 3) & ~3
-        return False
-
-    def __iter__(self) -> Iterator[memoryview]:
-        get = self.queue.get
-        while not self.finished:
-            item = get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                self.finished = True
-                raise item
-            yield memoryview(item)
-
-    def close(self) -> None:
-        self.stop = True
-        os.write(self.wake_w, b"x")
-        while self.thread.is_alive():
-            try:
-                while True:
-                    self.queue.get_nowait()
-            except queue.Empty:
-                pass
-            self.thread.join(0.01)
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        if not self.done:
-            # the caller stopped early: read and drop the rest of the dump here
-            self.finished = False
-            super().close()
 
 
 def _one(buf: bytearray, off: int, n: int, family: int) -> int:
