@@ -42,6 +42,8 @@ from nfkit.netlink.specs import ctnetlink as S
 _HDR = struct.Struct("=IHHII")
 _ERRNO = struct.Struct("=i")
 DUMP_BUFFER = 1 << 20
+# bytes of delete requests sent at once while a dump is still being read
+_DELETE_CHUNK = 128 * 1024
 
 Progress = Callable[[int], None]
 
@@ -462,13 +464,35 @@ class ConntrackTable:
                 for err, n in rest.failed.items():
                     result.failed[err] = result.failed.get(err, 0) + n
             return result
+        # The deletes go out on a second socket while the dump is still being read,
+        # 128 KiB at a time: every delete is of an entry the dump has already passed
+        # (the entry a dump resumes from is never in a datagram received yet), so the
+        # walk is not disturbed, and the requests never pile up in memory.  Only
+        # errors come back (no acks).
         w = MessageWriter()
-        n = 0
-        for batch in self._raw_deletes(flt, kernel, w):
-            n += batch
+        result = DeleteResult(method="dump")
+        failures: dict[int, int] = {}
+        dsock = self.open_socket()
+        try:
+            for batch in self._raw_deletes(flt, kernel, w):
+                result.matched += batch
+                if len(w.buffer) >= _DELETE_CHUNK:
+                    failures.update(dsock.pipeline(w, ack=False))
+                    del w.buffer[:]
+                    w.seqs.clear()
+            if w.seqs:
+                failures.update(dsock.pipeline(w, ack=False))
+        finally:
+            dsock.close()
         if progress:
-            progress(n)
-        return self._settle(w, n, "dump")
+            progress(result.matched)
+        for err in failures.values():
+            if err == _errno.ENOENT:
+                result.vanished += 1
+            else:
+                result.failed[err] = result.failed.get(err, 0) + 1
+        result.deleted = result.matched - len(failures)
+        return result
 
     def _raw_deletes(self, flt: Filter, kernel: bool, w: MessageWriter) -> Iterator[int]:
         """Dump, match, and append a delete for each selected entry to ``w`` (its
@@ -480,27 +504,36 @@ class ConntrackTable:
         else:
             residue, families, push = flt, [0], None
         matches = residue.matches
-        decoder = self.decoder
-        pres: dict[int, Callable[..., bool]] = {}
-        header = struct.Struct("=IHHII")
-        nfgen = struct.Struct("!BBH")
+        # a residue of only protocol, TCP states and remaining timeout is decided
+        # entirely by the layout's test on the unpacked values: no Entry is built
+        exact = replace(residue, proto=None, states=None, timeout_below=None).empty
+        layout = self.decoder.layout
+        plans: dict[int, tuple[Callable[..., bool], list[tuple[int, int]], int]] = {}
+        pack_header = struct.Struct("=IHHIIBBH").pack
         buffer = w.buffer
-        seqs = w.seqs
+        extend = buffer.extend
+        append_seq = w.seqs.append
+        msg_delete = wire.MSG_DELETE
 
         def each(buf: Any, off: int, n: int, family: int) -> int | None:
-            lay, v = decoder.layout(buf, off, n, family)
-            pre = pres.get(id(lay))
-            if pre is None:
-                pre = pres[id(lay)] = lay.prefilter(residue.states, residue.timeout_below)
-            if not pre(v) or not matches(lay.build(v)):
+            lay, v = layout(buf, off, n, family)
+            plan = plans.get(id(lay))
+            if plan is None:
+                if exact:
+                    pre = lay.prefilter(residue.states, residue.timeout_below, residue.proto)
+                else:
+                    pre = lay.prefilter(residue.states, residue.timeout_below)
+                plan = plans[id(lay)] = (pre, list(lay.key_spans),
+                                         sum(ln for _, ln in lay.key_spans))
+            pre, spans, keylen = plan
+            if not pre(v) or not (exact or matches(lay.build(v))):
                 return None
-            start = len(buffer)
-            key = b"".join(bytes(buf[off + o:off + o + ln]) for o, ln in lay.key_spans)
             seq = next_seq()
-            buffer.extend(header.pack(20 + len(key), wire.MSG_DELETE, NLM_F_REQUEST, seq, 0))
-            buffer.extend(nfgen.pack(family, 0, 0))
-            buffer.extend(key)
-            seqs.append((seq, start))
+            append_seq((seq, len(buffer)))
+            # nlmsghdr (host order) + nfgenmsg (family, version 0, res_id 0)
+            extend(pack_header(20 + keylen, msg_delete, NLM_F_REQUEST, seq, 0, family, 0, 0))
+            for o, ln in spans:
+                extend(buf[off + o:off + o + ln])
             return 1
 
         for family in families:

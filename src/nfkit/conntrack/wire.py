@@ -379,11 +379,15 @@ class _Layout:
         # where the attributes that identify the entry lie: a delete copies them as they are
         self.key_spans = [walk.spans[t] for t in (CTA_TUPLE_ORIG, CTA_ZONE, CTA_ID) if t in walk.spans]
 
-    def prefilter(self, states: frozenset[int] | None, timeout_below: int | None) -> Callable[..., bool]:
+    def prefilter(self, states: frozenset[int] | None, timeout_below: int | None,
+                  proto: int | None = None) -> Callable[..., bool]:
         """A cheap test on the unpacked values that is False only where `Filter.matches`
-        is False for these conditions (TCP states, remaining timeout); the full match
-        still decides the rest."""
+        is False for these conditions (TCP states, remaining timeout, and the protocol
+        when ``proto`` is given); for a filter of only these conditions it is the whole
+        match, otherwise the full match still decides the rest."""
         conds = []
+        if proto is not None:
+            conds.append(f"v[{self.index['o.proto']}] == {int(proto)}")
         if states is not None:
             if "state" not in self.index:
                 return lambda v: False
