@@ -35,7 +35,7 @@ def _fill_nft_gaps(ours: list[dict], theirs: list[dict]) -> list[dict]:
     """Drop what nfkit adds beyond nft 1.0.6's listing: a netdev chain's device and
     the "dynamic" flag of sets updated from the packet path."""
     out = []
-    for o, t in zip(ours, theirs):
+    for o, t in zip(ours, theirs, strict=False):
         if "chain" in o and "chain" in t and "dev" in o["chain"] and "dev" not in t["chain"]:
             o = {"chain": {k: v for k, v in o["chain"].items() if k != "dev"}}
         for kind in ("set", "map"):

@@ -167,7 +167,7 @@ class RuleCompiler:
                 statics, slots = tpl
                 parts = [statics[0]]
                 i = 1
-                for (fast, size, op), right in zip(slots, rights):
+                for (fast, size, op), right in zip(slots, rights, strict=False):
                     try:
                         v = fast(right)
                     except Exception:
@@ -205,7 +205,7 @@ class RuleCompiler:
         cur: list[bytes] = []
         try:
             for stmt in stmts:
-                for kind, body in stmt.items():
+                for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
                     pass
                 if body is None:
                     if kind not in _CONST_STMTS:
@@ -250,7 +250,7 @@ class RuleCompiler:
         for stmt in stmts:
             if type(stmt) is not dict or len(stmt) != 1:
                 raise InputError(f"statement {stmt!r} is not an object with one key")
-            for kind, body in stmt.items():
+            for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
                 pass
             # Encoding templates: a statement shape seen before is encoded by
             # patching only its value into the bytes compiled the first time.
@@ -519,7 +519,7 @@ class RuleCompiler:
             raise InputError(f"concatenation {parts!r} has {len(parts)} parts, "
                              f"key has {len(op.types)}")
         return b"".join(self._value(t, s, p).ljust(reg_size(s), b"\0")
-                        for t, s, p in zip(op.types, op.sizes, parts))
+                        for t, s, p in zip(op.types, op.sizes, parts, strict=False))
 
     def _interval(self, op: Operand, value: Any) -> tuple[bytes, bytes]:
         """(first, last) key bytes of a value, prefix or range."""
@@ -639,7 +639,7 @@ class RuleCompiler:
                 if parts is None:
                     raise InputError(f"{item!r} is not a concatenation")
                 lo = hi = b""
-                for t, s, p in zip(op.types, op.sizes, parts):
+                for t, s, p in zip(op.types, op.sizes, parts, strict=False):
                     sub = Operand([], [t], [s])
                     a, b = self._interval(sub, p)
                     lo += a.ljust(reg_size(s), b"\0")
@@ -1375,7 +1375,7 @@ class RuleDecoder:
     def _concat_values(self, v: RegValue, raw: bytes) -> list[Any]:
         vals = []
         pos = 0
-        for dt, size in zip(v.types, v.sizes):
+        for dt, size in zip(v.types, v.sizes, strict=False):
             vals.append(dt.decode(raw[pos:pos + size]))
             pos += reg_size(size)
         return vals

@@ -163,7 +163,7 @@ class Ruleset:
     def set(self, table: Table, name: str, **kw: Any) -> Set:
         return self.add(Set(table.family, table.name, name, **kw))  # type: ignore[no-any-return]
 
-    def table_keys(self) -> "builtins.set[tuple[str, str]]":
+    def table_keys(self) -> builtins.set[tuple[str, str]]:
         keys = {t.key for t in self.tables}
         for group in (self.chains, self.sets, self.objs, self.rules):
             for o in group:

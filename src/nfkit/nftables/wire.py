@@ -283,7 +283,7 @@ class Encoder:
         start = len(buf)
         buf += head
         i = 0
-        for (fast, size, op), right in zip(slots, rights):
+        for (fast, size, _op), right in zip(slots, rights, strict=False):
             try:
                 v = fast(right)
             except Exception:
