@@ -55,9 +55,10 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             getattr(tl, name)(**kw)
         tl.stop_captures()
         truth = list(tl.truth)
+        stats = dict(tl.capture_stats)
     ng = work / "eth.pcapng"
     _to_pcapng(eth, ng)
-    return {"eth": eth, "any": anyif, "pcapng": ng, "truth": truth,
+    return {"eth": eth, "any": anyif, "pcapng": ng, "truth": truth, "stats": stats,
             "reports": {k: classify([p]) for k, p in (("eth", eth), ("any", anyif), ("pcapng", ng))}}
 
 
@@ -103,7 +104,8 @@ def test_every_flow_made_is_classified_as_made(captures: dict, capture: str) -> 
         for k, v in t.fields:
             if not str(r.fields.get(k, "")).startswith(v):
                 wrong.append(f"{t.app} on port {t.port}: field {k}={r.fields.get(k)!r}, want {v!r}")
-    assert not wrong, "\n".join(wrong)
+    stats = captures["stats"].get(f"{capture}.pcap" if capture != "pcapng" else "eth.pcap")
+    assert not wrong, "\n".join([*wrong, f"tcpdump (captured, received, dropped): {stats}"])
 
 
 def test_sides_and_counters_follow_the_handshake(captures: dict) -> None:
