@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import dpkt
-
 from nfkit.errors import InputError
 
 # link types (pcap LINKTYPE_* numbers)
@@ -119,16 +117,16 @@ class CaptureReader:
 
     def _pcap(self) -> Iterator[tuple[float, int, bytes, int, int]]:
         try:
-            head = self._file.read(dpkt.pcap.FileHdr.__hdr_len__)
-            if len(head) < dpkt.pcap.FileHdr.__hdr_len__:
+            head = self._file.read(_PCAP_HEADER)
+            if len(head) < _PCAP_HEADER:
                 self._stopped(0, "file header truncated")
                 return
             magic = int.from_bytes(head[:4], "little")
-            little = magic in (dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO)
-            hdr = (dpkt.pcap.LEFileHdr if little else dpkt.pcap.FileHdr)(head)
-            nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
+            little = magic in (_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO)
+            nano = magic in (_TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC_NANO)
             divisor = 1e9 if nano else 1e6
-            link = hdr.linktype & 0xFFFF  # upper bits: FCS length and flags
+            linktype = int.from_bytes(head[20:24], "little" if little else "big")
+            link = linktype & 0xFFFF  # upper bits: FCS length and flags
             self.linktypes.add(link)
             rec = struct.Struct("<IIII" if little else ">IIII")
             unpack_from = rec.unpack_from
@@ -196,6 +194,8 @@ class CaptureReader:
         little = True
         interfaces: list[tuple[int, float, int]] = []  # linktype, divisor, offset seconds
         offset = 0
+        import dpkt  # pcapng only: dpkt's block classes (not loaded for pcap files)
+
         ng = dpkt.pcapng
         while True:
             head = f.read(8)
@@ -265,8 +265,11 @@ class CaptureReader:
             self.position = offset
 
 
-_PCAP_MAGICS = {dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO,
-                dpkt.pcap.PMUDPCT_MAGIC, dpkt.pcap.PMUDPCT_MAGIC_NANO}
+# pcap file header: magic, version 2.4, zone, sigfigs, snaplen, linktype (24 bytes)
+_PCAP_HEADER = 24
+_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO = 0xA1B2C3D4, 0xA1B23C4D  # as read little-endian
+_PMUDPCT_MAGIC, _PMUDPCT_MAGIC_NANO = 0xD4C3B2A1, 0x4D3CB2A1  # the same, big-endian files
+_PCAP_MAGICS = {_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC, _PMUDPCT_MAGIC_NANO}
 
 
 # -- packet decoding --------------------------------------------------------------
