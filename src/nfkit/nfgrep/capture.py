@@ -110,6 +110,45 @@ class CaptureReader:
     def close(self) -> None:
         self._file.close()
 
+    def pcap_map(self) -> tuple[bytes, int, struct.Struct, float] | None:
+        """The whole pcap file mapped read-only, for a caller that walks the records itself.
+
+        Returns ``(data, linktype, record header struct, timestamp divisor)``
+        with the file header already checked (the first record starts at
+        byte 24), or None for pcapng, an empty or too short file, or when the
+        file cannot be mapped: iterate with `spans()` then.  The caller keeps
+        ``packets``, ``position`` and ``stop`` as `spans()` would (see
+        `stopped_at`).  Closes the file.
+        """
+        if self.format != "pcap" or self.size < _PCAP_HEADER + 16:
+            return None
+        import mmap
+
+        try:
+            data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        self._file.close()
+        head = data[:_PCAP_HEADER]
+        magic = int.from_bytes(head[:4], "little")
+        little = magic in (_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO)
+        divisor = 1e9 if magic in (_TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC_NANO) else 1e6
+        link = int.from_bytes(head[20:24], "little" if little else "big") & 0xFFFF
+        self.linktypes.add(link)
+        return data, link, struct.Struct("<IIII" if little else ">IIII"), divisor  # type: ignore[return-value]
+
+    def stopped_at(self, data: bytes, pos: int, rec: struct.Struct) -> None:
+        """Record why a walk over `pcap_map` data ended at ``pos`` before the end (same words as `spans()`)."""
+        rlen = rec.size
+        if len(data) - pos < rlen:
+            self._stopped(pos, f"record header truncated ({len(data) - pos} of {rlen} bytes)")
+            return
+        caplen = rec.unpack_from(data, pos)[2]
+        if caplen > MAX_RECORD:
+            self._stopped(pos, f"corrupt record: capture length {caplen}")
+        else:
+            self._stopped(pos, f"packet truncated ({len(data) - pos - rlen} of {caplen} bytes)")
+
     def _stopped(self, offset: int, reason: str) -> None:
         self.stop = CaptureStop(self.path, self.packets + 1, offset, reason)
 
