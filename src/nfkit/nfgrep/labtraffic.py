@@ -26,7 +26,7 @@ from nfkit.lab import Lab, Namespace
 
 SERVER4, CLIENT4 = "192.0.2.1", "192.0.2.2"
 SERVER6, CLIENT6 = "2001:db8::1", "2001:db8::2"
-CAPTURE_BUFFER_KIB = 16384  # tcpdump -B: kernel ring per capture
+CAPTURE_BUFFER_KIB = 32768  # tcpdump -B: kernel ring per capture
 
 
 def _tcpdump_stats(log: Path) -> tuple[int, int, int]:
@@ -233,8 +233,8 @@ class TrafficLab:
         on ``any`` (no MTU to size them by) the default 2 MiB ring then holds
         4 loopback packets: a tcpdump starved of CPU for a moment lost the
         rest ("dropped by kernel"), the flaky "flow not found" on ``any``.
-        The block ring packs packets by their real size; with ``-B`` 16 MiB it
-        holds some 10,000 packets of a stalled tcpdump.  Its delivery delay
+        The block ring packs packets by their real size; with ``-B`` 32 MiB it
+        holds thousands of packets of a stalled tcpdump.  Its delivery delay
         (up to a second) is absorbed by `stop_captures`.  ``-U`` writes each
         packet out as delivered.  Raises `CapabilityError` when tcpdump does
         not come up.
