@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import dpkt
-
 from nfkit.errors import InputError
 
 # link types (pcap LINKTYPE_* numbers)
@@ -112,6 +110,45 @@ class CaptureReader:
     def close(self) -> None:
         self._file.close()
 
+    def pcap_map(self) -> tuple[bytes, int, struct.Struct, float] | None:
+        """The whole pcap file mapped read-only, for a caller that walks the records itself.
+
+        Returns ``(data, linktype, record header struct, timestamp divisor)``
+        with the file header already checked (the first record starts at
+        byte 24), or None for pcapng, an empty or too short file, or when the
+        file cannot be mapped: iterate with `spans()` then.  The caller keeps
+        ``packets``, ``position`` and ``stop`` as `spans()` would (see
+        `stopped_at`).  Closes the file.
+        """
+        if self.format != "pcap" or self.size < _PCAP_HEADER + 16:
+            return None
+        import mmap
+
+        try:
+            data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        self._file.close()
+        head = data[:_PCAP_HEADER]
+        magic = int.from_bytes(head[:4], "little")
+        little = magic in (_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO)
+        divisor = 1e9 if magic in (_TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC_NANO) else 1e6
+        link = int.from_bytes(head[20:24], "little" if little else "big") & 0xFFFF
+        self.linktypes.add(link)
+        return data, link, struct.Struct("<IIII" if little else ">IIII"), divisor  # type: ignore[return-value]
+
+    def stopped_at(self, data: bytes, pos: int, rec: struct.Struct) -> None:
+        """Record why a walk over `pcap_map` data ended at ``pos`` before the end (same words as `spans()`)."""
+        rlen = rec.size
+        if len(data) - pos < rlen:
+            self._stopped(pos, f"record header truncated ({len(data) - pos} of {rlen} bytes)")
+            return
+        caplen = rec.unpack_from(data, pos)[2]
+        if caplen > MAX_RECORD:
+            self._stopped(pos, f"corrupt record: capture length {caplen}")
+        else:
+            self._stopped(pos, f"packet truncated ({len(data) - pos - rlen} of {caplen} bytes)")
+
     def _stopped(self, offset: int, reason: str) -> None:
         self.stop = CaptureStop(self.path, self.packets + 1, offset, reason)
 
@@ -119,16 +156,16 @@ class CaptureReader:
 
     def _pcap(self) -> Iterator[tuple[float, int, bytes, int, int]]:
         try:
-            head = self._file.read(dpkt.pcap.FileHdr.__hdr_len__)
-            if len(head) < dpkt.pcap.FileHdr.__hdr_len__:
+            head = self._file.read(_PCAP_HEADER)
+            if len(head) < _PCAP_HEADER:
                 self._stopped(0, "file header truncated")
                 return
             magic = int.from_bytes(head[:4], "little")
-            little = magic in (dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO)
-            hdr = (dpkt.pcap.LEFileHdr if little else dpkt.pcap.FileHdr)(head)
-            nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
+            little = magic in (_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO)
+            nano = magic in (_TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC_NANO)
             divisor = 1e9 if nano else 1e6
-            link = hdr.linktype & 0xFFFF  # upper bits: FCS length and flags
+            linktype = int.from_bytes(head[20:24], "little" if little else "big")
+            link = linktype & 0xFFFF  # upper bits: FCS length and flags
             self.linktypes.add(link)
             rec = struct.Struct("<IIII" if little else ">IIII")
             unpack_from = rec.unpack_from
@@ -196,6 +233,8 @@ class CaptureReader:
         little = True
         interfaces: list[tuple[int, float, int]] = []  # linktype, divisor, offset seconds
         offset = 0
+        import dpkt  # pcapng only: dpkt's block classes (not loaded for pcap files)
+
         ng = dpkt.pcapng
         while True:
             head = f.read(8)
@@ -265,8 +304,11 @@ class CaptureReader:
             self.position = offset
 
 
-_PCAP_MAGICS = {dpkt.pcap.TCPDUMP_MAGIC, dpkt.pcap.TCPDUMP_MAGIC_NANO,
-                dpkt.pcap.PMUDPCT_MAGIC, dpkt.pcap.PMUDPCT_MAGIC_NANO}
+# pcap file header: magic, version 2.4, zone, sigfigs, snaplen, linktype (24 bytes)
+_PCAP_HEADER = 24
+_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO = 0xA1B2C3D4, 0xA1B23C4D  # as read little-endian
+_PMUDPCT_MAGIC, _PMUDPCT_MAGIC_NANO = 0xD4C3B2A1, 0x4D3CB2A1  # the same, big-endian files
+_PCAP_MAGICS = {_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC, _PMUDPCT_MAGIC_NANO}
 
 
 # -- packet decoding --------------------------------------------------------------

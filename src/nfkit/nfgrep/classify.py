@@ -32,7 +32,7 @@ from typing import Any
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
 from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TH_SYN
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.capture import CaptureReader, CaptureStop, decode
+from nfkit.nfgrep.capture import MAX_RECORD, CaptureReader, CaptureStop, decode
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
@@ -248,10 +248,41 @@ class Classifier:
         touch = table.touch
         n = fast = 0
         next_sweep = table._next_sweep
-        for ts, link, buf, start, end in reader.spans():
+        mapped = reader.pcap_map()
+        if mapped is not None:  # pcap: walk the mapped file here, no generator per packet
+            buf, link, rec, divisor = mapped
+            unpack_rec = rec.unpack_from
+            rlen = rec.size
+            limit = len(buf)
+            pos = 24
+            spans = None
+        else:
+            spans = reader.spans()
+            pos = limit = rlen = 0
+        while True:
+            if spans is None:
+                if pos + rlen > limit:
+                    if pos != limit:
+                        reader.packets = n
+                        reader.stopped_at(buf, pos, rec)
+                    break
+                sec, frac, caplen, _wire = unpack_rec(buf, pos)
+                start = pos + rlen
+                end = start + caplen
+                if caplen > MAX_RECORD or end > limit:
+                    reader.packets = n
+                    reader.stopped_at(buf, pos, rec)
+                    break
+                pos = end
+                ts = sec + frac / divisor
+            else:
+                try:
+                    ts, link, buf, start, end = next(spans)
+                except StopIteration:
+                    break
             n += 1
             if progress is not None and not n & 0x3FFF:
-                progress(reader.position, reader.size)
+                progress(reader.position if spans is not None else pos, reader.size)
             try:
                 if link == 1:
                     off = start + 14
@@ -315,6 +346,13 @@ class Classifier:
                 if len(cache) >= 4096:
                     cache.clear()
                 cache[key] = code
+        if spans is None:
+            reader.packets = n
+            reader.position = pos
+            try:
+                buf.close()  # the mapping (every frame used was copied out)
+            except BufferError:
+                pass
         self.packets += fast
         if progress is not None:
             progress(reader.size, reader.size)

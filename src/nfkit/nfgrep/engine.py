@@ -137,8 +137,41 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
     return out
 
 
+_COMPILER_SOURCES = ("bytecode.py", "compiler.py", "parser.py", "tree.py", "errors.py")
+
+
+def _cache_dir() -> Path | None:
+    """Where compiled .nfg files are kept ($NFKIT_CACHE_DIR, else the XDG cache); None: off."""
+    env = os.environ.get("NFKIT_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nfkit" / "nfgrep"
+
+
+def _cache_key(text: bytes) -> str:
+    """Content hash of a rule file and of the compiler that translates it."""
+    import hashlib
+
+    h = hashlib.sha256(b"nfgb-cache-1\0" + text)
+    here = Path(__file__).parent
+    for name in _COMPILER_SOURCES:
+        try:
+            h.update(b"\0" + (here / name).read_bytes())
+        except OSError:
+            h.update(b"\0?")
+    return h.hexdigest()
+
+
 def load_program(path: str | Path) -> Program:
-    """Read a .nfg (compiled on the fly) or .nfgb file into an unverified Program."""
+    """Read a .nfg (compiled on the fly) or .nfgb file into an unverified Program.
+
+    A compiled .nfg is cached as .nfgb under `_cache_dir`, keyed by the hash
+    of the file and of the compiler's sources, so a later start decodes it
+    instead of parsing and compiling again (the program is the same, and it
+    is verified on every load as before).  A cache that cannot be read or
+    written is ignored.  Raises InputError or NfgrepSyntaxError.
+    """
     p = Path(path)
     if p.suffix == ".nfgb":
         try:
@@ -146,9 +179,27 @@ def load_program(path: str | Path) -> Program:
         except OSError as exc:
             raise InputError(f"{p}: cannot read program: {exc.strerror}") from None
         return decode(blob, str(p))
+    cached = None
+    cache = _cache_dir()
+    if cache is not None:
+        try:
+            cached = cache / f"{_cache_key(p.read_bytes())}.nfgb"
+            return decode(cached.read_bytes(), str(p))
+        except (OSError, InputError):
+            pass
+    from nfkit.nfgrep.bytecode import encode
     from nfkit.nfgrep.compiler import compile_file
 
-    return compile_file(p)
+    program = compile_file(p)
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(encode(program))
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return program
 
 
 def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,

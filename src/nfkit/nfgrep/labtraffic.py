@@ -26,6 +26,17 @@ from nfkit.lab import Lab, Namespace
 
 SERVER4, CLIENT4 = "192.0.2.1", "192.0.2.2"
 SERVER6, CLIENT6 = "2001:db8::1", "2001:db8::2"
+CAPTURE_BUFFER_KIB = 32768  # tcpdump -B: kernel ring per capture
+
+
+def _tcpdump_stats(log: Path) -> tuple[int, int, int]:
+    """(captured, received by filter, dropped by kernel) from tcpdump's exit lines; -1 if absent."""
+    found = {"captured": -1, "received by filter": -1, "dropped by kernel": -1}
+    for line in log.read_text(errors="replace").splitlines():
+        for key in found:
+            if line.endswith(f"packets {key}") or line.endswith(f"packet {key}"):
+                found[key] = int(line.split()[0])
+    return found["captured"], found["received by filter"], found["dropped by kernel"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,7 @@ class TrafficLab:
         self.truth: list[Truth] = []
         self._captures: list[tuple[subprocess.Popen[bytes], Path]] = []
         self._started: set[str] = set()
+        self.capture_stats: dict[str, tuple[int, int, int]] = {}
         try:
             self.client: Namespace = self.lab.add("c")
             self.server: Namespace = self.lab.add("s")
@@ -213,11 +225,25 @@ class TrafficLab:
     # -- captures ------------------------------------------------------------
 
     def capture(self, name: str, interface: str = "eth0", snaplen: int = 0) -> Path:
-        """Start tcpdump in the server namespace writing pcap file ``name``."""
+        """Start tcpdump in the server namespace writing pcap file ``name``.
+
+        Returns once tcpdump says it is listening (its socket is bound, so no
+        later packet is missed).  No ``--immediate-mode``: that selects
+        libpcap's fixed-size ring frames, a full snapshot (256 KiB) each, and
+        on ``any`` (no MTU to size them by) the default 2 MiB ring then holds
+        4 loopback packets: a tcpdump starved of CPU for a moment lost the
+        rest ("dropped by kernel"), the flaky "flow not found" on ``any``.
+        The block ring packs packets by their real size; with ``-B`` 32 MiB it
+        holds thousands of packets of a stalled tcpdump.  Its delivery delay
+        (up to a second) is absorbed by `stop_captures`.  ``-U`` writes each
+        packet out as delivered.  Raises `CapabilityError` when tcpdump does
+        not come up.
+        """
         path = self.dir / name
         err = self.dir / f"{name}.log"
         with open(err, "wb") as log:
-            proc = self.server.popen(["tcpdump", "-i", interface, "-U", "--immediate-mode", "-n", "-s", str(snaplen),
+            proc = self.server.popen(["tcpdump", "-i", interface, "-U", "-n",
+                                      "-B", str(CAPTURE_BUFFER_KIB), "-s", str(snaplen),
                                       "-w", str(path)], stderr=log)
         deadline = time.monotonic() + 10
         while b"listening on" not in err.read_bytes():
@@ -227,18 +253,49 @@ class TrafficLab:
         self._captures.append((proc, path))
         return path
 
+    def _drain_mark(self) -> bytes:
+        """Send one non-IP frame (no flow) client -> server on the link; its payload."""
+        mark = b"nfkit-capture-drain-" + os.urandom(8).hex().encode()
+        code = ("import socket,sys;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);"
+                "s.bind(('eth0',0));"
+                f"s.send(b'\\xff'*6+s.getsockname()[4]+b'\\x88\\xb5'+{mark!r})")
+        self.client.run([sys.executable, "-c", code])
+        return mark
+
     def stop_captures(self) -> None:
-        """Stop tcpdump (SIGINT: it writes out what it has) and wait for it."""
-        time.sleep(0.3)  # the last packets of the last exchange
+        """Stop tcpdump once it has written every packet sent so far, and wait for it.
+
+        On SIGINT tcpdump leaves at once: packets still queued in its kernel
+        ring, not yet delivered, are lost.  So a marker
+        frame (an experimental EtherType, no IP: never a flow) goes over the
+        link after the traffic, and each capture is stopped only once that
+        marker is in its file; then SIGINT and wait.  What tcpdump reports
+        at exit is kept in `capture_stats` (captured, received, dropped).
+        """
+        if not self._captures:
+            return
+        time.sleep(0.3)  # the last packets of the last exchange (FIN, final ACK)
+        pending = list(self._captures)
+        try:
+            mark = self._drain_mark()
+        except CapabilityError:
+            mark = b""
+        deadline = time.monotonic() + 30
+        while mark and pending and time.monotonic() < deadline:
+            pending = [(proc, path) for proc, path in pending
+                       if proc.poll() is None and mark not in path.read_bytes()]
+            if pending:
+                time.sleep(0.05)
         for proc, _ in self._captures:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc, _ in self._captures:
+        for proc, path in self._captures:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            self.capture_stats[path.name] = _tcpdump_stats(self.dir / f"{path.name}.log")
         self._captures.clear()
 
     # -- servers -----------------------------------------------------------------
