@@ -8,10 +8,15 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import click
 
-from nfkit.nfgrep.classify import ClassifyReport, FlowResult, classify as run_classify
+from nfkit.nfgrep.classify import ClassifyReport, FlowResult
+from nfkit.nfgrep.classify import classify as run_classify
+
+if TYPE_CHECKING:  # rich is imported only when a terminal shows progress
+    from rich.progress import TaskID
 
 _PROGRESS_MIN = 4 << 20  # files smaller than this finish before a bar is worth drawing
 
@@ -86,7 +91,7 @@ def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, m
 
         bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                        transient=True, console=__import__("rich.console").console.Console(stderr=True))
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress_cb(name: str, done: int, total: int) -> None:
             if name not in tasks:

@@ -331,7 +331,7 @@ class Classifier:
                 if proto == 6:
                     ok = tcp_next[st * 12 + tcp_event[flags] * 2 + d] == st
                 else:
-                    ok = not d or st & REPLIED
+                    ok = not d or bool(st & REPLIED)
                 if ok:
                     last[s] = ts
                     packets[d][s] += 1
@@ -350,7 +350,7 @@ class Classifier:
             reader.packets = n
             reader.position = pos
             try:
-                buf.close()  # the mapping (every frame used was copied out)
+                buf.close()  # type: ignore[attr-defined]  # the mapping (every frame used was copied out)
             except BufferError:
                 pass
         self.packets += fast
