@@ -95,7 +95,6 @@ class ConntrackTable:
         self.sock = sock or NetlinkSocket()
         self._own = sock is None
         self.decoder = wire.EntryDecoder()
-        self._buf = bytearray(DUMP_BUFFER)
         # the namespace this table lives in, for the sockets it opens later (events)
         self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
@@ -139,7 +138,7 @@ class ConntrackTable:
         ("build", "text", "json"), run inline (the hot path of listings).
         """
         self.sock.send(request)
-        reader = _Datagrams(self.sock.sock, seq, what)
+        reader = _Datagrams(self.sock, seq, what)
         layouts = self.decoder._layouts
         slow: Callable[[Any, int, int, int], Any]
         if isinstance(each, str):
@@ -660,7 +659,7 @@ class _Datagrams:
     is over and the socket is free for the next request (else EBUSY).
     """
 
-    def __init__(self, sock: Any, seq: int, what: str) -> None:
+    def __init__(self, sock: NetlinkSocket, seq: int, what: str) -> None:
         self.sock = sock
         self.seq = seq
         self.what = what
@@ -669,15 +668,12 @@ class _Datagrams:
         self.finished = False
 
     def recv(self) -> memoryview:
-        while True:
-            try:
-                n = self.sock.recv_into(self.buf)
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                self.finished = True
-                raise NetlinkError(exc.errno or _errno.EIO, what=self.what) from None
-            return self.view[:n]
+        try:
+            n = self.sock.recv_into(self.buf)
+        except NetlinkError as exc:
+            self.finished = True
+            raise exc.describe(self.what) from None
+        return self.view[:n]
 
     def __iter__(self) -> Iterator[memoryview]:
         while not self.finished:
