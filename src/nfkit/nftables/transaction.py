@@ -209,19 +209,18 @@ def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None 
 
 
 def _run(cmds: Sequence[Command], check: bool, sock: Any) -> int:
-    if True:
-        batch = Batch()
-        enc = Encoder(batch)
-        enc.known_sets = _known_sets(cmds, sock)  # type: ignore[attr-defined]
-        _probe_queue(sock, cmds)
-        try:
-            encode_commands(cmds, enc)
-        finally:
-            from nfkit.nftables import exprs
+    batch = Batch()
+    enc = Encoder(batch)
+    enc.known_sets = _known_sets(cmds, sock)  # type: ignore[attr-defined]
+    _probe_queue(sock, cmds)
+    try:
+        encode_commands(cmds, enc)
+    finally:
+        from nfkit.nftables import exprs
 
-            exprs.QUEUE_PROBE.clear()
-        _send(sock, batch, enc, check)
-        return len(enc.what)
+        exprs.QUEUE_PROBE.clear()
+    _send(sock, batch, enc, check)
+    return len(enc.what)
 
 
 def commit(obj: Ruleset | Sequence[Command], sock: Any | None = None) -> int:
