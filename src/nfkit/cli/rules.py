@@ -92,21 +92,22 @@ def check(file: str) -> None:
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
     """List the ruleset (nft text, or JSON with --json)."""
-    from nfkit.nftables.transaction import list_ruleset
-
     if chain and not table:
         raise InputError("--chain needs --table")
-    rs = list_ruleset(family, table, chain)
     if as_json:
-        from nfkit.nftables.jsonfmt import dump_json, no_gc
+        from nfkit.nftables.transaction import list_json
 
-        with no_gc():
-            sys.stdout.write(dump_json(rs) + "\n")
+        # Rules go straight from the dump to JSON text (no model objects).
+        out = sys.stdout
+        for piece in list_json(family, table, chain):
+            out.write(piece)
+        out.write("\n")
         _done()
     else:
         from nfkit.nftables.textfmt import to_text
+        from nfkit.nftables.transaction import list_ruleset
 
-        sys.stdout.write(to_text(rs))
+        sys.stdout.write(to_text(list_ruleset(family, table, chain)))
 
 
 @rules.command()

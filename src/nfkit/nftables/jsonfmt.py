@@ -323,6 +323,40 @@ def listing(rs: Ruleset) -> list[dict[str, Any]]:
     return out
 
 
+def listing_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]] | None = None
+                 ) -> Iterator[str]:
+    """``dump_json(rs)`` in pieces; with ``rule_texts`` the rules' JSON text per
+    (family, table, chain) comes from there instead of ``rs.rules``."""
+    from nfkit import __version__
+
+    meta = {"metainfo": {"version": __version__, "release_name": "nfkit",
+                         "json_schema_version": 1}}
+    if rule_texts is None:
+        rule_texts = {}
+        for r in rs.rules:
+            rule_texts.setdefault((r.family, r.table, r.chain), []).append(
+                json.dumps(rule_json(r)))
+    yield '{"nftables": [' + json.dumps(meta)
+    for t in rs.tables:
+        yield ", " + json.dumps(table_json(t))
+        for s in rs.sets:
+            if (s.family, s.table) == t.key:
+                yield ", " + json.dumps(set_json(s))
+        for o in rs.objs:
+            if (o.family, o.table) == t.key:
+                yield ", " + json.dumps(obj_json(o))
+        chains = [c for c in rs.chains if (c.family, c.table) == t.key]
+        for c in chains:
+            yield ", " + json.dumps(chain_json(c))
+        for c in chains:
+            texts = rule_texts.get((c.family, c.table, c.name))
+            if texts:
+                yield ", " + ", ".join(texts)
+    yield "]}"
+
+
 def dump_json(rs: Ruleset, indent: int | None = None) -> str:
     """The ruleset as libnftables JSON text ({"nftables": [...]})."""
+    if indent is None:
+        return "".join(listing_text(rs))
     return json.dumps({"nftables": listing(rs)}, indent=indent)

@@ -7,7 +7,7 @@ the object that failed, and listings are read with GET* dumps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from nfkit.errors import (
@@ -272,8 +272,10 @@ def _dump_msgs(sock: Any, name: str, attrs: bytes = b"", family: int = 0
         yield payload[0], nla.attrs(bytes(payload[4:]))
 
 
-def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
-          family: str | None = None, chain: str | None = None) -> Ruleset:
+def _dump_objects(sock: Any, elements: bool = True, table: str | None = None,
+                  family: str | None = None, anon_elements: bool = True
+                  ) -> tuple[Ruleset, set[tuple[str, str]], dict[tuple[str, str], dict[str, SetView]]]:
+    """Tables, chains, sets (with elements), objects; the kept (family, table) keys; set views."""
     fam = FAMILY_NUM[family] if family else 0
     rs = Ruleset()
     for f, a in _dump_msgs(sock, "gettable", family=fam):
@@ -300,7 +302,7 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
     if elements:
         for (sfam, stable), byname in views.items():
             for view in byname.values():
-                if not rules and getattr(view, "anonymous", False):
+                if not anon_elements and getattr(view, "anonymous", False):
                     continue
                 el = A["set_elem_list"]
                 for _f, a in _dump_msgs(sock, "getsetelem", string(el["table"], stable)
@@ -308,12 +310,25 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
                     decode_elements(view, a)
         for s in rs.sets:
             s.elem = set_elements_json(views[(s.family, s.table)][s.name])
+    return rs, keys, views
+
+
+def _rule_filter(table: str | None, family: str | None, chain: str | None) -> tuple[int, bytes]:
+    """The family and attributes of a GETRULE dump for these filters."""
+    fam = FAMILY_NUM[family] if family else 0
+    attrs = b""
+    if table is not None and fam:
+        attrs = string(A["rule"]["table"], table)
+        if chain is not None:
+            attrs += string(A["rule"]["chain"], chain)
+    return fam, attrs
+
+
+def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
+          family: str | None = None, chain: str | None = None) -> Ruleset:
+    rs, keys, views = _dump_objects(sock, elements, table, family, anon_elements=rules)
     if rules:
-        attrs = b""
-        if table is not None and fam:
-            attrs = string(A["rule"]["table"], table)
-            if chain is not None:
-                attrs += string(A["rule"]["chain"], chain)
+        fam, attrs = _rule_filter(table, family, chain)
         shapes = RuleShapes()
         for f, a in _dump_msgs(sock, "getrule", attrs, fam):
             r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}),
@@ -323,6 +338,37 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
     if chain is not None:
         rs.chains = [c for c in rs.chains if c.name == chain]
     return rs
+
+
+def list_json(family: str | None = None, table: str | None = None, chain: str | None = None,
+              sock: Any | None = None) -> Iterator[str]:
+    """The ruleset as libnftables JSON text, in pieces (join them for the whole text).
+
+    The text equals ``dump_json(list_ruleset(...))``; rules go the fast way
+    (see nfkit.nftables.rulestream) and never become model objects.  Raises
+    NetlinkError when the kernel refuses a dump, DumpInterrupted when the
+    ruleset keeps changing during the rule dump."""
+    from nfkit.nftables.jsonfmt import listing_text, no_gc
+    from nfkit.nftables.rulestream import RuleTexts, dump_request, rule_texts
+
+    own = sock is None
+    sock = sock or _socket()
+    try:
+        with no_gc():
+            rs, keys, views = _dump_objects(sock, True, table, family)
+            fam, attrs = _rule_filter(table, family, chain)
+            request, seq = dump_request("getrule", fam, attrs)
+
+            def keep(where: tuple[str, str, str]) -> bool:
+                return (where[0], where[1]) in keys and (chain is None or where[2] == chain)
+
+            texts = rule_texts(sock, request, seq, RuleTexts(views), keep)
+            if chain is not None:
+                rs.chains = [c for c in rs.chains if c.name == chain]
+    finally:
+        if own:
+            sock.close()
+    return listing_text(rs, texts)
 
 
 def _set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
