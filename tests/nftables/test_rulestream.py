@@ -105,8 +105,11 @@ def test_varied_values_fast_equals_slow(ns, tmp_path) -> None:  # type: ignore[n
 
         _rs, _keys, views = _dump_objects(sock)
         texts = rulestream.RuleTexts(views)
-        req, seq = rulestream.dump_request("getrule", 0)
-        out = rulestream.rule_texts(sock, req, seq, texts, lambda w: True)
+        dump = rulestream.RuleDump(sock=sock)
+        try:
+            out = rulestream.rule_texts(dump, texts, lambda w: True)
+        finally:
+            dump.close()
     finally:
         sock.close()
     assert sum(map(len, out.values())) == 2 * 9 * 40
@@ -186,3 +189,9 @@ def test_ipv6_slot_text(raw: bytes) -> None:
 def test_int_slot_text(raw: bytes) -> None:
     assert rulestream._be_int_text(raw) == json.dumps(int.from_bytes(raw, "big"))
     assert rulestream._le_int_text(raw) == json.dumps(int.from_bytes(raw, "little"))
+
+
+def test_family_numbers_agree() -> None:
+    from nfkit.nftables.wire import FAMILY_NUM
+
+    assert rulestream.FAMILY_NUM == FAMILY_NUM

@@ -95,11 +95,17 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
     if chain and not table:
         raise InputError("--chain needs --table")
     if as_json:
+        from nfkit.nftables.rulestream import FAMILY_NUM, RuleDump
+
+        if family is not None and family not in FAMILY_NUM:
+            raise InputError(f"--family {family}: not a family ({', '.join(FAMILY_NUM)})")
+        # The kernel starts on the rule dump while the decoder is imported; rules go
+        # straight from the dump to JSON text (no model objects).
+        dump = RuleDump(family, table, chain)
         from nfkit.nftables.transaction import list_json
 
-        # Rules go straight from the dump to JSON text (no model objects).
         out = sys.stdout
-        for piece in list_json(family, table, chain):
+        for piece in list_json(family, table, chain, rules=dump):
             out.write(piece)
         out.write("\n")
         _done()
@@ -143,9 +149,17 @@ def _single_opts(f: Any) -> Any:
 @click.argument("rule")
 def exists(family: str, table: str, chain: str, rule: str) -> None:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
+    from nfkit.nftables.rulestream import FAMILY_NUM, RuleDump
+
+    if family not in FAMILY_NUM:
+        raise InputError(f"--family {family}: not a family ({', '.join(FAMILY_NUM)})")
+    # The kernel walks the chain while the rule is parsed and compiled.
+    dump = RuleDump(family, table, chain)
     from nfkit.nftables.transaction import exists as rule_exists
 
-    sys.exit(0 if rule_exists(_rule_arg(family, table, chain, rule, None)) else 1)
+    found = rule_exists(_rule_arg(family, table, chain, rule, None), rules=dump, drain=False)
+    sys.stdout.flush()
+    os._exit(0 if found else 1)
 
 
 def _single(verb: str) -> Any:

@@ -23,12 +23,28 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nfkit.errors import DumpInterrupted, NetlinkError
-from nfkit.netlink.consts import NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR
+from nfkit.netlink.consts import (
+    NFNL_SUBSYS_NFTABLES,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    nfnl_msg_type,
+)
+from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables import nla
-from nfkit.nftables.exprs import SetView, _data_value, parse_exprs
+
+if TYPE_CHECKING:
+    from nfkit.nftables.exprs import SetView
+
+# Light on purpose: a command starts its rule dump before it imports the decoder.
+# The family numbers of wire.FAMILY_NUM (tests check they agree).
+FAMILY_NUM = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
+NEWRULE = nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["newrule"])
 
 _HDR = struct.Struct("=IHHI")  # len, type, flags, seq (pid not needed)
 _NLA = struct.Struct("=HH")
@@ -400,6 +416,8 @@ class RuleTexts:
 
     def _shape(self, r: Any, blob: bytes, head: str, handle: str, text: str,
                decoder: Any) -> _Shape | None:
+        from nfkit.nftables.exprs import parse_exprs
+
         spans, kinds = expr_slots(blob)
         dec = decoder(r.family, self.views.get((r.family, r.table), {}))
         stmts = dec.decode(parse_exprs(blob))
@@ -484,75 +502,136 @@ class RuleTexts:
         return sh
 
 
-def rule_texts(sock: Any, request: bytes, seq: int, texts: RuleTexts,
+class RuleDump:
+    """A GETRULE dump on its own socket, received from the moment it is created.
+
+    Create it first thing (it imports nothing heavy), do other work, then
+    iterate `datagrams()`.  ``family`` 0 means every family; ``table`` and
+    ``chain`` filter in the kernel (both need a family)."""
+
+    def __init__(self, family: str | None = None, table: str | None = None,
+                 chain: str | None = None, sock: Any | None = None) -> None:
+        from nfkit.netlink.socket import NetlinkSocket
+
+        fam = FAMILY_NUM[family] if family else 0
+        attrs = b""
+        if table is not None and fam:
+            attrs = nla.string(1, table)  # NFTA_RULE_TABLE
+            if chain is not None:
+                attrs += nla.string(2, chain)  # NFTA_RULE_CHAIN
+        self.family = fam
+        self.attrs = attrs
+        self.own = sock is None
+        self.sock = sock or NetlinkSocket()
+        self.current: Datagrams | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        """Start (again) from the first rule, on a fresh sequence number."""
+        if self.current is not None:
+            self.current.close()
+        request, self.seq = dump_request("getrule", self.family, self.attrs)
+        self.current = Datagrams(self.sock, request, self.seq)
+
+    def datagrams(self) -> Iterator[bytes]:
+        assert self.current is not None
+        return iter(self.current)
+
+    def close(self) -> None:
+        """Wait for the receiver; close the socket if the dump opened it."""
+        if self.current is not None:
+            self.current.close()
+        if self.own:
+            self.sock.close()
+
+
+def rule_texts(dump: RuleDump, texts: RuleTexts,
                keep: Callable[[tuple[str, str, str]], bool], what: str = "rule dump"
                ) -> dict[tuple[str, str, str], list[str]]:
-    """Run one rule dump; the JSON text of each kept rule, per (family, table, chain).
+    """Read ``dump`` to its end; the JSON text of each kept rule, per (family, table, chain).
 
     Restarts when the kernel marks the dump interrupted (up to 10 times), then
-    raises DumpInterrupted."""
-    from nfkit.nftables.wire import msg_type
-
-    newrule = msg_type("newrule")
+    raises DumpInterrupted; NetlinkError when the kernel refuses the dump."""
     unpack = _HDR.unpack_from
     for _attempt in range(_MAX_RESTARTS):
         out: dict[tuple[str, str, str], list[str]] = {}
         interrupted = False
-        dg = Datagrams(sock, request, seq)
-        try:
-            for data in dg:
-                off = 0
-                n = len(data)
-                while off + 16 <= n:
-                    ln, typ, flags, mseq = unpack(data, off)
-                    if ln < 16:
-                        break
-                    if mseq == seq:
-                        if flags & NLM_F_DUMP_INTR:
-                            interrupted = True
-                        if typ == newrule:
-                            where, text = texts.text(data, off, ln)
-                            if keep(where):
-                                lst = out.get(where)
-                                if lst is None:
-                                    lst = out[where] = []
-                                lst.append(text)
-                        elif typ in (NLMSG_DONE, NLMSG_ERROR):
-                            end_of_dump(data, off, ln, typ, what)
-                    off += (ln + 3) & ~3
-        finally:
-            dg.close()
+        seq = dump.seq
+        for data in dump.datagrams():
+            off = 0
+            n = len(data)
+            while off + 16 <= n:
+                ln, typ, flags, mseq = unpack(data, off)
+                if ln < 16:
+                    break
+                if mseq == seq:
+                    if flags & NLM_F_DUMP_INTR:
+                        interrupted = True
+                    if typ == NEWRULE:
+                        where, text = texts.text(data, off, ln)
+                        if keep(where):
+                            lst = out.get(where)
+                            if lst is None:
+                                lst = out[where] = []
+                            lst.append(text)
+                    elif typ in (NLMSG_DONE, NLMSG_ERROR):
+                        end_of_dump(data, off, ln, typ, what)
+                off += (ln + 3) & ~3
         if not interrupted:
             return out
-        seq = _reseq(request, sock)
-        request = _with_seq(request, seq)
+        dump.restart()
     raise DumpInterrupted(f"{what}: the ruleset kept changing during the dump")
 
 
-def _reseq(request: bytes, sock: Any) -> int:
-    from nfkit.netlink.codec import next_seq
+def find_rule(dump: RuleDump, needles: list[bytes], equal: Callable[[bytes], bool],
+              drain: bool = True, what: str = "rule dump") -> bool:
+    """True if ``equal`` holds for a rule message of ``dump``.
 
-    return next_seq()
-
-
-def _with_seq(request: bytes, seq: int) -> bytes:
-    b = bytearray(request)
-    struct.pack_into("=I", b, 8, seq)
-    return bytes(b)
+    ``equal`` sees only messages holding every needle (and datagrams are
+    searched for them before they are split).  Reads the dump to its end unless
+    ``drain`` is False (then returns at the first hit, the dump left running);
+    restarts an interrupted dump; raises as `rule_texts`."""
+    unpack = _HDR.unpack_from
+    for _attempt in range(_MAX_RESTARTS):
+        hit = False
+        interrupted = False
+        seq = dump.seq
+        for data in dump.datagrams():
+            scan = not hit and all(nd in data for nd in needles)
+            off = 0
+            n = len(data)
+            while off + 16 <= n:
+                ln, typ, flags, mseq = unpack(data, off)
+                if ln < 16:
+                    break
+                if mseq == seq:
+                    if flags & NLM_F_DUMP_INTR:
+                        interrupted = True
+                    if typ == NEWRULE:
+                        if scan:
+                            msg = data[off:off + ln]
+                            if all(nd in msg for nd in needles) and equal(msg):
+                                hit = True
+                                scan = False
+                                if not drain and not interrupted:
+                                    return True
+                    elif typ in (NLMSG_DONE, NLMSG_ERROR):
+                        end_of_dump(data, off, ln, typ, what)
+                off += (ln + 3) & ~3
+        if not interrupted:
+            return hit
+        dump.restart()
+    raise DumpInterrupted(f"{what}: the ruleset kept changing during the dump")
 
 
 def dump_request(msg: str, family: int, attrs: bytes = b"") -> tuple[bytes, int]:
     """A GET* dump request and its sequence number."""
     from nfkit.netlink.codec import MessageWriter
-    from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST
-    from nfkit.nftables.wire import msg_type
 
     w = MessageWriter()
-    seq = w.begin(msg_type(msg), NLM_F_REQUEST | NLM_F_DUMP, family=family)
+    seq = w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG[msg]), NLM_F_REQUEST | NLM_F_DUMP,
+                  family=family)
     if attrs:
         w.raw(attrs)
     w.end()
     return bytes(w.buffer), seq
-
-
-__all__ = ["Datagrams", "RuleTexts", "dump_request", "rule_texts", "_data_value"]

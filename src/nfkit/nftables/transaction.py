@@ -341,32 +341,39 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
 
 
 def list_json(family: str | None = None, table: str | None = None, chain: str | None = None,
-              sock: Any | None = None) -> Iterator[str]:
+              sock: Any | None = None, rules: Any | None = None) -> Iterator[str]:
     """The ruleset as libnftables JSON text, in pieces (join them for the whole text).
 
     The text equals ``dump_json(list_ruleset(...))``; rules go the fast way
-    (see nfkit.nftables.rulestream) and never become model objects.  Raises
-    NetlinkError when the kernel refuses a dump, DumpInterrupted when the
-    ruleset keeps changing during the rule dump."""
+    (see nfkit.nftables.rulestream) and never become model objects.  The rule
+    dump runs on its own socket while tables, chains and sets are read on
+    ``sock``; ``rules`` may be a RuleDump started earlier with the same filters.
+    Raises NetlinkError when the kernel refuses a dump, DumpInterrupted when
+    the ruleset keeps changing during the rule dump."""
     from nfkit.nftables.jsonfmt import listing_text, no_gc
-    from nfkit.nftables.rulestream import RuleTexts, dump_request, rule_texts
+    from nfkit.nftables.rulestream import RuleDump, RuleTexts, rule_texts
 
     own = sock is None
-    sock = sock or _socket()
+    # Own sockets: the rule dump starts first, on its own socket.  A caller's socket
+    # (maybe of another namespace) carries both dumps, one after the other.
+    dump = rules if rules is not None else RuleDump(family, table, chain) if own else None
     try:
+        sock = sock or _socket()
         with no_gc():
             rs, keys, views = _dump_objects(sock, True, table, family)
-            fam, attrs = _rule_filter(table, family, chain)
-            request, seq = dump_request("getrule", fam, attrs)
+            if dump is None:
+                dump = RuleDump(family, table, chain, sock=sock)
 
             def keep(where: tuple[str, str, str]) -> bool:
                 return (where[0], where[1]) in keys and (chain is None or where[2] == chain)
 
-            texts = rule_texts(sock, request, seq, RuleTexts(views), keep)
+            texts = rule_texts(dump, RuleTexts(views), keep)
             if chain is not None:
                 rs.chains = [c for c in rs.chains if c.name == chain]
     finally:
-        if own:
+        if dump is not None:
+            dump.close()
+        if own and sock is not None:
             sock.close()
     return listing_text(rs, texts)
 
@@ -455,23 +462,31 @@ def _strip_counters(expr: list[dict[str, Any]]) -> list[Any]:
             for s in expr]
 
 
-def exists(rule: Rule, sock: Any | None = None) -> bool:
+def exists(rule: Rule, sock: Any | None = None, rules: Any | None = None,
+           drain: bool = True) -> bool:
     """True if a rule semantically equal to ``rule`` is in its chain (counters ignored).
 
-    The wanted rule is compiled once; a kernel rule is decoded and compared
-    only if every value the wanted rule compares occurs in its expression
-    bytes, so most rules of a big chain are skipped without decoding."""
+    The wanted rule is compiled once; a received dump datagram is split into
+    rules only if it holds every value the wanted rule compares, and a rule is
+    decoded only if it does, so most of a big chain is never looked at.
+    ``rules`` may be a RuleDump of the chain started earlier; with ``drain``
+    False the dump is abandoned at the first hit (for a process about to exit).
+    Raises InputError when the chain does not exist."""
     from nfkit.nftables.exprs import RuleCompiler
     from nfkit.nftables.jsonfmt import no_gc
-    from nfkit.nftables.wire import RuleShapes, _cmp_values, decode_rule
+    from nfkit.nftables.rulestream import RuleDump, find_rule
+    from nfkit.nftables.wire import _cmp_values, decode_rule
 
     want = _strip_counters(normalize(rule.expr, rule.family))
     exprs, anon = RuleCompiler(rule.family, rule.table).compile(rule.expr)
     split = _cmp_values(nla.nest(1, *exprs)[4:]) if not anon else None
-    needles = [v for v in split[1] if len(v) >= 2] if split else []
+    # the longest values first: they rule out most datagrams
+    needles = sorted((v for v in split[1] if len(v) >= 2), key=len, reverse=True) if split else []
     own = sock is None
-    sock = sock or _socket()
+    dump = rules if rules is not None else \
+        RuleDump(rule.family, rule.table, rule.chain) if own else None
     try:
+        sock = sock or _socket()
         with no_gc():
             found_chain = False
             for _f, a in _dump_msgs(sock, "getchain", string(A["chain"]["table"], rule.table),
@@ -481,34 +496,23 @@ def exists(rule: Rule, sock: Any | None = None) -> bool:
             if not found_chain:
                 raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
             views = _set_views(sock, rule.family, rule.table)
-            shapes = RuleShapes()
-            attrs = string(A["rule"]["table"], rule.table) + string(A["rule"]["chain"], rule.chain)
-            w = MessageWriter()
-            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=FAMILY_NUM[rule.family])
-            w.raw(attrs)
-            w.end()
-            for _attempt in range(10):
-                hit = False
-                try:
-                    # Views into the receive buffer: only rules holding every compared
-                    # value of the wanted rule are copied and decoded.
-                    for m in sock.dump(w):
-                        if hit:
-                            continue  # drain the dump
-                        payload = bytes(m.payload)
-                        if needles and not all(n in payload for n in needles):
-                            continue
-                        a = nla.attrs(payload[4:])
-                        r = decode_rule(payload[0], a, views, shapes)
-                        if r.chain == rule.chain and _strip_counters(r.expr) == want:
-                            hit = True
-                    return hit
-                except DumpInterrupted:
-                    continue
-            raise DumpInterrupted(f"chain {rule.family} {rule.table} {rule.chain}: "
-                                  "the ruleset kept changing during the dump")
+            if dump is None:
+                dump = RuleDump(rule.family, rule.table, rule.chain, sock=sock)
+
+            def equal(msg: bytes) -> bool:
+                a = nla.attrs(msg, 20)
+                r = decode_rule(msg[16], a, views)
+                return r.chain == rule.chain and _strip_counters(r.expr) == want
+
+            hit = find_rule(dump, needles, equal, drain,
+                            f"rule dump of chain {rule.family} {rule.table} {rule.chain}")
+            if hit and not drain:
+                dump = None  # abandoned: the process ends soon
+            return hit
     finally:
-        if own:
+        if dump is not None:
+            dump.close()
+        if own and sock is not None:
             sock.close()
 
 
