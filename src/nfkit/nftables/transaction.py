@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from nfkit.errors import (
-    DumpInterrupted,
     InputError,
     TransactionError,
 )
