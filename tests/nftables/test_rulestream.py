@@ -80,7 +80,10 @@ def _varied(n: int) -> str:
                 f"    ip dscp {i % 64} meta priority {i % 3}:{i % 7} accept",
             ]
         lines.append("  }")
-        lines.append("  chain e {\n  }")
+        lines.append("  chain e {")
+        # shapes without any value, used often enough for whole-message templates
+        lines += ["    drop", "    counter accept", "    ip saddr 192.0.2.1 drop"] * 6
+        lines.append("  }")
         lines.append("  chain d { type filter hook output priority 0;")
         for i in range(n):
             lines.append(f"    ip saddr {a} tcp dport {1 + i} counter jump e")
@@ -112,7 +115,7 @@ def test_varied_values_fast_equals_slow(ns, tmp_path) -> None:  # type: ignore[n
             dump.close()
     finally:
         sock.close()
-    assert sum(map(len, out.values())) == 2 * 9 * 40
+    assert sum(map(len, out.values())) == 2 * (9 * 40 + 18)
     assert texts.fast > texts.slow
 
 

@@ -169,6 +169,16 @@ def expr_slots(blob: bytes) -> tuple[list[tuple[int, int]], list[int]]:
     return spans, kinds
 
 
+def _getter(slices: list[slice]) -> Callable[[bytes], tuple[bytes, ...]]:
+    """A function giving the pieces of a message at ``slices``, always as a tuple."""
+    if not slices:
+        return lambda b: ()
+    if len(slices) == 1:
+        only = slices[0]
+        return lambda b: (b[only],)
+    return itemgetter(*slices)
+
+
 class _Shape:
     __slots__ = ("statics", "static", "values", "pieces", "render", "checks", "spans")
 
@@ -223,9 +233,9 @@ class _Message:
             gaps.append(slice(pos, s))
             pos = e
         gaps.append(slice(pos, len(msg)))
-        self.statics = itemgetter(*gaps)
+        self.statics = _getter(gaps)
         self.static = self.statics(msg)
-        self.values = itemgetter(*[slice(s, e) for s, e in slots])
+        self.values = _getter([slice(s, e) for s, e in slots])
         self.pieces = sh.pieces
         self.render = sh.render
         self.where = where
@@ -481,21 +491,8 @@ class RuleTexts:
             gaps.append(slice(pos, s))
             pos = e
         gaps.append(slice(pos, len(blob)))
-        statics: Any = itemgetter(*gaps)
-        if len(gaps) == 1:
-            def statics(b: bytes, g: slice = gaps[0]) -> tuple[bytes, ...]:
-                return (b[g],)
-        values: Any
-        if not slots:
-            def values(b: bytes) -> tuple[bytes, ...]:
-                return ()
-        elif len(slots) == 1:
-            s0 = slice(*slots[0])
-
-            def values(b: bytes, s0: slice = s0) -> tuple[bytes, ...]:
-                return (b[s0],)
-        else:
-            values = itemgetter(*[slice(s, e) for s, e in slots])
+        statics = _getter(gaps)
+        values = _getter([slice(s, e) for s, e in slots])
         sh = _Shape(statics, statics(blob), values, pieces, render, slots)
         if self._render(sh, blob, head, handle) != text:
             return None
