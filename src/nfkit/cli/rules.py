@@ -70,7 +70,7 @@ def load(file: str) -> None:
     from nfkit.nftables.jsonfmt import load_json
     from nfkit.nftables.transaction import run_commands
 
-    run_commands(load_json(_read(file)))
+    run_commands(load_json(_read(file), runs=True))
     _done()
 
 
@@ -81,7 +81,7 @@ def check(file: str) -> None:
     from nfkit.nftables.jsonfmt import load_json
     from nfkit.nftables.transaction import run_commands
 
-    n = run_commands(load_json(_read(file)), check=True)
+    n = run_commands(load_json(_read(file), runs=True), check=True)
     click.echo(f"ok: {n} message(s) validated, nothing committed", err=True)
 
 

@@ -138,48 +138,50 @@ def parse_commands(doc: Any) -> list[Command]:
     if not isinstance(doc, list):
         raise InputError('"nftables" must be an array')
     cmds: list[Command] = []
-    append = cmds.append
     for i, item in enumerate(doc):
-        # Fast path: a listing-form rule (80,000 of them must not cost much each).
-        if type(item) is dict and len(item) == 1:
-            body = item.get("rule")
-            if type(body) is dict:
-                fam = body.get("family", "ip")
-                table, chain, expr = body.get("table"), body.get("chain"), body.get("expr")
-                if (fam in _FAMILY_SET and type(table) is str and type(chain) is str
-                        and type(expr) is list):
-                    r = Rule(fam, table, chain, expr, body.get("comment"), body.get("handle"),
-                             source=i)  # type: ignore[arg-type]
-                    if "index" in body or "position" in body:
-                        r = parse_object("rule", body, f"#{i}")
-                    append(Command("add", "rule", r, None, True))
-                    continue
-        where = f"#{i}"
-        if not isinstance(item, dict) or len(item) != 1:
-            raise InputError(f"object {where}: expected an object with one key")
-        (key, body), = item.items()
-        if key == "metainfo":
-            continue
-        if key in VERBS:
-            if not isinstance(body, dict) or len(body) != 1:
-                raise InputError(f"{key} {where}: expected an object with one key")
-            (kind, obj), = body.items()
-            verb = "delete" if key == "destroy" else key
-            if kind == "ruleset":
-                cmds.append(Command(verb, "ruleset", None))
-                continue
-            o = parse_object(kind, obj, where)
-            items = None
-            if kind == "element":
-                fam = _family(obj, f"element {where}")
-                o = Set(fam, str(_need(obj, "table", where)), str(_need(obj, "name", where)),
-                        type="")
-                elem = obj.get("elem", [])
-                items = elem if isinstance(elem, list) else [elem]
-            cmds.append(Command(verb, kind, o, items))
-        else:
-            cmds.append(Command("add", key, parse_object(key, body, where), listing=True))
+        c = item_command(i, item)
+        if c is not None:
+            cmds.append(c)
     return _order(cmds)
+
+
+def item_command(i: int, item: Any) -> Command | None:
+    """Item ``i`` of the "nftables" array -> its command (None for metainfo)."""
+    # Fast path: a listing-form rule (80,000 of them must not cost much each).
+    if type(item) is dict and len(item) == 1:
+        body = item.get("rule")
+        if type(body) is dict:
+            fam = body.get("family", "ip")
+            table, chain, expr = body.get("table"), body.get("chain"), body.get("expr")
+            if (fam in _FAMILY_SET and type(table) is str and type(chain) is str
+                    and type(expr) is list):
+                r = Rule(fam, table, chain, expr, body.get("comment"), body.get("handle"),
+                         source=i)  # type: ignore[arg-type]
+                if "index" in body or "position" in body:
+                    r = parse_object("rule", body, f"#{i}")
+                return Command("add", "rule", r, None, True)
+    where = f"#{i}"
+    if not isinstance(item, dict) or len(item) != 1:
+        raise InputError(f"object {where}: expected an object with one key")
+    (key, body), = item.items()
+    if key == "metainfo":
+        return None
+    if key not in VERBS:
+        return Command("add", key, parse_object(key, body, where), listing=True)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise InputError(f"{key} {where}: expected an object with one key")
+    (kind, obj), = body.items()
+    verb = "delete" if key == "destroy" else key
+    if kind == "ruleset":
+        return Command(verb, "ruleset", None)
+    o = parse_object(kind, obj, where)
+    items = None
+    if kind == "element":
+        fam = _family(obj, f"element {where}")
+        o = Set(fam, str(_need(obj, "table", where)), str(_need(obj, "name", where)), type="")
+        elem = obj.get("elem", [])
+        items = elem if isinstance(elem, list) else [elem]
+    return Command(verb, kind, o, items)
 
 
 def _order(cmds: list[Command]) -> list[Command]:
@@ -209,9 +211,19 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def load_json(text: str | bytes) -> list[Command]:
-    """Parse libnftables JSON text; raises InputError on a syntax error (with position)."""
+def load_json(text: str | bytes, runs: bool = False) -> list[Command]:
+    """Parse libnftables JSON text; raises InputError on a syntax error (with position).
+
+    With ``runs``, consecutive rules of one shape may come back as one command
+    holding a `bulkjson.RuleRun` (read as text templates, for `run_commands`)
+    instead of one `Rule` each."""
     with no_gc():
+        if runs and isinstance(text, str):
+            from nfkit.nftables.bulkjson import scan
+
+            cmds = scan(text)
+            if cmds is not None:
+                return _order(cmds)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -18,6 +18,7 @@ from nfkit.errors import (
 from nfkit.netlink.codec import Batch, MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
+from nfkit.nftables.bulkjson import RuleRun
 from nfkit.nftables.exprs import SetView
 from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
@@ -102,7 +103,9 @@ def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
             else:
                 raise InputError(f"{c.verb} chain is not a command")
         elif c.kind == "rule":
-            if c.verb in ("add", "create"):
+            if type(o) is RuleRun:
+                enc.rule_run(o)
+            elif c.verb in ("add", "create"):
                 if o.handle is not None and o.position is None and not c.listing:
                     o.position = o.handle
                 if o.position is not None or o.comment or not enc.add_rule_templated(o):
