@@ -323,7 +323,6 @@ class Encoder:
                 self.rule(run.rule(k))
             return
         tpl, offsets, slots = self._run_layout(mkey, mt)
-        size = len(tpl)
         cols: list[bytes | list[bytes]] = []
         bad: set[int] = set()
         for j, ((fast, vsize, op), kind) in enumerate(zip(slots, run.kinds, strict=True)):
@@ -388,7 +387,7 @@ class Encoder:
         for off, vsize, col in zip(offsets, sizes, cols, strict=True):
             _stride_into(buf, size, start + off, vsize,
                          col if type(col) is bytes else b"".join(col))
-        batch.seqs.extend(zip(seqs, range(start, start + n * size, size)))
+        batch.seqs.extend(zip(seqs, range(start, start + n * size, size), strict=True))
         self.what.extend(repeat(_Rows(run, k0, len(self.what)), n))
 
     def _msg_template(self, r: Rule, key: Any) -> Any:
