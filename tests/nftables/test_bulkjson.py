@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -146,3 +147,20 @@ def test_refused_rule_of_a_run_is_named_and_nothing_committed(netns, tmp_path) -
     assert "rule in chain ip t missing (#35)" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
     assert netns.run("nft list ruleset").stdout.strip() == ""
+
+
+def test_load_and_check_start_without_click(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The bulk commands do their work (and report errors) without importing click.
+    f = tmp_path / "r.json"
+    f.write_text(_doc(_many(3), "compact"))
+    probe = ("import sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
+             "try:\n    runpy.run_module('nfkit', run_name='__main__')\n"
+             "finally:\n    print('click' in sys.modules, file=sys.stderr)\n")
+    p = netns.run([sys.executable, "-c", probe.format("check", f)], check=False)
+    assert p.returncode == 0 and p.stderr.splitlines() == [
+        "ok: 5 message(s) validated, nothing committed", "False"], p
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+    p = netns.run([sys.executable, "-c", probe.format("load", tmp_path / "missing.json")],
+                  check=False)
+    assert p.returncode == 2 and p.stderr.splitlines()[0] == \
+        f"nfkit: {tmp_path / 'missing.json'}: No such file or directory", p

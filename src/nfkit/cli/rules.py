@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
+from nfkit.cli.bulk import check_file, done, load_file, read_file
 from nfkit.errors import InputError
-
-
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
 
 
 def _rule_arg(family: str, table: str, chain: str, rule: str, handle: int | None) -> Any:
@@ -56,33 +46,18 @@ def rules() -> None:
     gc.disable()
 
 
-def _done() -> None:
-    """End the process now: freeing a big ruleset object by object is wasted time."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 @rules.command()
 @click.argument("file")
 def load(file: str) -> None:
     """Load FILE (libnftables JSON, - for stdin) in one atomic transaction."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
-
-    run_commands(load_json(_read(file), runs=True))
-    _done()
+    load_file(file)
 
 
 @rules.command()
 @click.argument("file")
 def check(file: str) -> None:
     """Let the kernel validate FILE as one transaction; nothing is committed."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
-
-    n = run_commands(load_json(_read(file), runs=True), check=True)
-    click.echo(f"ok: {n} message(s) validated, nothing committed", err=True)
+    check_file(file)
 
 
 @rules.command("list")
@@ -102,7 +77,7 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
 
         with no_gc():
             sys.stdout.write(dump_json(rs) + "\n")
-        _done()
+        done()
     else:
         from nfkit.nftables.textfmt import to_text
 
@@ -117,7 +92,7 @@ def apply(file: str, dry_run: bool) -> None:
     from nfkit.nftables.jsonfmt import Command, load_json, ruleset_from_commands
     from nfkit.nftables.transaction import apply as do_apply
 
-    wanted = ruleset_from_commands(load_json(_read(file)))
+    wanted = ruleset_from_commands(load_json(read_file(file)))
     cmds: list[Command] = do_apply(wanted, dry_run=dry_run)
     if dry_run or sys.stdout.isatty():
         for c in cmds:
