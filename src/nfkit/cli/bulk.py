@@ -15,11 +15,11 @@ from nfkit.errors import InputError
 
 def read_file(path: str) -> str:
     """The text of ``path`` (``-``: stdin); InputError naming the file if unreadable."""
-    if path == "-":
-        return sys.stdin.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        if path == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        with open(path, "rb") as f:  # no newline translation: JSON does not need it
+            return f.read().decode("utf-8")
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
