@@ -112,6 +112,12 @@ def test_runs_are_read_as_templates_and_odd_values_in_place() -> None:
     ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + "}", True),
     ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + '], "x": 1}', False),
     ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + "]} []", True),
+    # rows of a shape that are not JSON: a raw newline in a value, a handle "007"
+    ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)).replace(
+        '"192.0.2.3"', '"192.0.2.3\n"') + "]}", True),
+    ('{"nftables": [' + ", ".join(json.dumps({"rule": {**x["rule"], "handle": 7}})
+                                  .replace("7}}", "007}}" if i == 3 else "7}}")
+                                  for i, x in enumerate(_many(5))) + "]}", True),
 ])
 def test_odd_documents_read_as_by_the_general_reader(text: str, error: bool) -> None:
     got = _encode(text, True)

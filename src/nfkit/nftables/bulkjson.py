@@ -34,8 +34,11 @@ _TAIL = r'(?:\s*,\s*|(?=\s*\]))'
 _TOKEN = re.compile(r'(\s+)|("(?:[^"\\]|\\.)*")|(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null)'
                     r'|([{}\[\]:,])')
 _INT = re.compile(r'-?(?:0|[1-9]\d*)\Z')
-_SLOT_STR = r'"([^"\\@][^"\\]*)"'
+# JSON strings hold no raw control characters; a row that does is left to the
+# general reader (which reports it).
+_SLOT_STR = r'"([^"\\@\x00-\x1f][^"\\\x00-\x1f]*)"'
 _SLOT_INT = r'(-?(?:0|[1-9]\d*))'
+_HANDLE = r'(?:0|[1-9]\d*)'
 _BODY_KEYS = {"family", "table", "chain", "expr"}
 _MAX_SHAPES = 64
 
@@ -182,7 +185,7 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
             parts.append(_SLOT_STR if kinds[slot] is str else _SLOT_INT)
             slot += 1
         elif expect_value and cur_key == "handle" and lit is not None and _INT.match(tok):
-            parts.append(r"\d+")
+            parts.append(_HANDLE)
         else:
             parts.append(re.escape(tok))
             if string is not None and not expect_value:
