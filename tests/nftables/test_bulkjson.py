@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from nfkit.errors import InputError
 from nfkit.netlink.codec import Batch
+from nfkit.nftables import bulkjson
 from nfkit.nftables.bulkjson import RuleRun
 from nfkit.nftables.jsonfmt import load_json
 from nfkit.nftables.transaction import encode_commands
@@ -78,6 +79,37 @@ def documents(draw: Any) -> str:
 @given(documents())
 def test_same_transaction_as_general_reader(text: str) -> None:
     assert _encode(text, True) == _encode(text, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(documents())
+def test_split_scan_gives_the_same_transaction(text: str) -> None:
+    # Every run split with a forked process, however short (SPLIT_MIN 0).
+    saved = bulkjson.SPLIT_MIN
+    bulkjson.SPLIT_MIN = 0
+    try:
+        assert _encode(text, True) == _encode(text, False)
+    finally:
+        bulkjson.SPLIT_MIN = saved
+
+
+def test_split_scan_of_a_long_run_uses_the_far_half(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    items = _many(3000)
+    items[2600]["rule"]["chain"] = "other"  # the run ends before the end of the array
+    monkeypatch.setattr(bulkjson, "SPLIT_MIN", 1000)
+    text = _doc(items, "default")
+    runs = [c.obj for c in load_json(text, runs=True) if type(c.obj) is RuleRun]
+    assert runs[0].packed is not None and runs[1].row_starts is not None
+    assert len(runs[0]) + len(runs[1]) == 2600
+    assert _encode(text, True) == _encode(text, False)
+    # A value the far half cannot encode: this process scans on, the general path
+    # reports that rule.
+    items[2500]["rule"]["expr"][1]["match"]["right"] = 70000
+    text = _doc(items, "compact")
+    runs = [c.obj for c in load_json(text, runs=True) if type(c.obj) is RuleRun]
+    assert len(runs[0]) == 2600 and runs[0].row_starts is None
+    got = _encode(text, True)
+    assert got == _encode(text, False) and "(#2502)" in got[1], got
 
 
 def _many(n: int, value: Any = None) -> list[dict[str, Any]]:

@@ -17,7 +17,11 @@ reports syntax errors.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
+import signal
+from array import array
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -57,9 +61,17 @@ class RuleRun:
     text: str
     first_item: int
     matches: list[re.Match[str]] = field(default_factory=list)
+    # The far half of a split scan: its value columns already encoded (one bytes
+    # per slot) and each rule's offset in ``text``, instead of ``matches``.
+    packed: list[bytes] | None = None
+    row_starts: array[int] | None = None
+    end: int = -1  # where the far half's text ends
+    near_packed: list[bytes] | None = None  # the near half's columns, for its own run
 
     @property
     def starts(self) -> list[int]:
+        if self.row_starts is not None:
+            return list(self.row_starts)
         return list(map(re.Match.start, self.matches))
 
     def column(self, j: int) -> list[str]:
@@ -84,11 +96,12 @@ class RuleRun:
         return self.sample.expr
 
     def __len__(self) -> int:
-        return len(self.matches)
+        return len(self.row_starts) if self.row_starts is not None else len(self.matches)
 
     def rule(self, k: int) -> Rule:
         """Rule ``k`` of the run, read by the general reader (for errors and fallbacks)."""
-        obj, _end = json.JSONDecoder().raw_decode(self.text, self.matches[k].start())
+        start = self.row_starts[k] if self.row_starts is not None else self.matches[k].start()
+        obj, _end = json.JSONDecoder().raw_decode(self.text, start)
         c = item_command(self.first_item + k, obj)
         assert c is not None
         return c.obj  # type: ignore[no-any-return]
@@ -100,11 +113,13 @@ class RuleRun:
 class _Shape:
     """One text template: the compiled pattern and what its first rule was."""
 
-    __slots__ = ("pattern", "key", "kinds", "listing", "sample", "hits")
+    __slots__ = ("pattern", "key", "kinds", "listing", "sample", "hits", "prefix", "slots")
 
     def __init__(self, pattern: re.Pattern[str], key: Any, kinds: tuple[type, ...],
-                 listing: bool, sample: Rule) -> None:
+                 listing: bool, sample: Rule, prefix: str) -> None:
         self.pattern = pattern
+        self.prefix = prefix  # the text before the first value: where a rule may start
+        self.slots: Any = None  # the value encoders, compiled when a scan is split
         self.key = key
         self.kinds = kinds
         self.listing = listing
@@ -152,6 +167,7 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
         else:
             return None
     parts: list[str] = []
+    prefix_end = end
     pos = start
     cand: str | None = None  # a string that may be a key
     cur_key: str | None = None
@@ -182,6 +198,8 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
                 return None
             if (kinds[slot] is str) != (string is not None):
                 return None
+            if slot == 0:
+                prefix_end = m.start()
             parts.append(_SLOT_STR if kinds[slot] is str else _SLOT_INT)
             slot += 1
         elif expect_value and cur_key == "handle" and lit is not None and _INT.match(tok):
@@ -200,7 +218,7 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
     got = [int(v) if k is int else v for v, k in zip(check.groups(), kinds, strict=True)]
     if got != rights:
         return None
-    return _Shape(pattern, key, tuple(kinds), listing, sample)
+    return _Shape(pattern, key, tuple(kinds), listing, sample, text[start:prefix_end])
 
 
 def scan(text: str) -> list[Command] | None:
@@ -220,21 +238,28 @@ def scan(text: str) -> list[Command] | None:
         # Rules of a known shape (most often the one just seen), as many as follow
         # each other: the scanner matches them one after another in C.
         ms: list[re.Match[str]] = []
+        far: RuleRun | None = None
         if last is not None:
-            ms = list(iter(last.pattern.scanner(text, pos).match, None))
+            ms, far = _rows(last, text, pos, i)
         if not ms:
             for sh in shapes:
                 if sh is not last:
-                    ms = list(iter(sh.pattern.scanner(text, pos).match, None))
+                    ms, far = _rows(sh, text, pos, i)
                     if ms:
                         last = sh
                         break
         if ms:
             assert last is not None
             last.hits += len(ms)
-            _new_run(cmds, last, text, i).matches = ms
+            run = _new_run(cmds, last, text, i)
+            run.matches = ms
             pos = ms[-1].end()
             i += len(ms)
+            if far is not None:
+                run.packed, far.near_packed = far.near_packed, None
+                cmds.append(Command("add", "rule", far, None, last.listing))
+                pos = far.end
+                i += len(far)
             continue
         if _END.match(text, pos):
             j = pos - 1
@@ -272,6 +297,116 @@ def scan(text: str) -> list[Command] | None:
                 cmds.append(c)
         pos = sep.end()
         i += 1
+
+
+# A run is split between this process and a forked one when this much text is
+# left (about 14,000 rules of 290 bytes) and the machine has a second CPU.
+SPLIT_MIN = 4 << 20
+
+
+def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]], RuleRun | None]:
+    """The rules of shape ``sh`` that follow each other from ``pos``, as matches.
+
+    With much text left, a forked process scans and encodes the far half of the
+    run (from a rule start found by the shape's prefix), while this one scans
+    the near half up to there; the far half is used only if the near half ends
+    exactly where it begins (so it was a rule start), and comes back as a
+    second, pre-encoded RuleRun."""
+    if len(text) - pos < SPLIT_MIN or (os.cpu_count() or 1) < 2:
+        return list(iter(sh.pattern.scanner(text, pos).match, None)), None
+    if sh.slots is None:
+        from nfkit.nftables.exprs import RuleCompiler
+
+        sh.slots = False
+        tpl = RuleCompiler(sh.sample.family, sh.sample.table, [0], [0x10000]).rule_template(
+            sh.key, sh.sample.expr)
+        if tpl is not None:
+            sh.slots = tpl[1]
+    b = text.find(sh.prefix, pos + (len(text) - pos) // 2) if sh.slots else -1
+    if b < 0 or not sh.prefix:
+        return list(iter(sh.pattern.scanner(text, pos).match, None)), None
+    try:
+        far = _FarHalf(sh, text, b)
+    except OSError:  # no process to spare: one scan
+        return list(iter(sh.pattern.scanner(text, pos).match, None)), None
+    ms = list(iter(sh.pattern.scanner(text, pos, b).match, None))
+    if not ms or ms[-1].end() != b:
+        far.discard()
+        if not ms:
+            ms = list(iter(sh.pattern.scanner(text, pos).match, None))
+        return ms, None
+    near = _encode_rows(sh, ms)  # while the far process does the same for its half
+    got = far.result()
+    if got is None:  # the far process could not do it all: scan on from here
+        return ms + list(iter(sh.pattern.scanner(text, b).match, None)), None
+    end, packed, starts = got
+    return ms, RuleRun(sh.sample, sh.key, sh.kinds, text, i + len(ms), packed=packed,
+                       row_starts=starts, end=end, near_packed=near)
+
+
+def _encode_rows(sh: _Shape, ms: list[re.Match[str]]) -> list[bytes] | None:
+    """The value columns of rules ``ms`` encoded (one bytes per slot), or None when
+    a value needs the general path."""
+    from nfkit.nftables.wire import encode_columns
+
+    cols = [list(map(re.Match.group, ms, repeat(j + 1))) for j in range(len(sh.kinds))]
+    enc, bad = encode_columns(sh.slots, sh.kinds, cols)
+    if bad:
+        return None
+    return [c if type(c) is bytes else b"".join(c) for c in enc]
+
+
+class _FarHalf:
+    """A forked process scanning and encoding the rules of one shape from ``b``."""
+
+    def __init__(self, sh: _Shape, text: str, b: int) -> None:
+        self.rfd, wfd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: whatever happens, it ends here
+            try:
+                os.close(self.rfd)
+                try:
+                    out = pickle.dumps(self._work(sh, text, b), protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException:
+                    out = b""
+                with os.fdopen(wfd, "wb") as f:
+                    f.write(out)
+            finally:
+                os._exit(0)
+        os.close(wfd)
+
+    @staticmethod
+    def _work(sh: _Shape, text: str, b: int) -> Any:
+        ms = list(iter(sh.pattern.scanner(text, b).match, None))
+        packed = _encode_rows(sh, ms) if ms else None
+        if packed is None:
+            return None  # rows for the general path: the parent does them in order
+        return ms[-1].end(), packed, array("q", map(re.Match.start, ms))
+
+    def result(self) -> Any:
+        """What the child found: (end offset, packed columns, rule offsets) or None."""
+        chunks = []
+        while True:
+            c = os.read(self.rfd, 1 << 20)
+            if not c:
+                break
+            chunks.append(c)
+        os.close(self.rfd)
+        self.rfd = -1
+        os.waitpid(self.pid, 0)
+        data = b"".join(chunks)
+        return pickle.loads(data) if data else None
+
+    def discard(self) -> None:
+        """Stop the child (if still working) and reap it."""
+        if self.rfd >= 0:
+            os.close(self.rfd)
+            self.rfd = -1
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
 
 
 def _new_run(cmds: list[Command], sh: _Shape, text: str, i: int) -> RuleRun:

@@ -216,7 +216,8 @@ def load_json(text: str | bytes, runs: bool = False) -> list[Command]:
 
     With ``runs``, consecutive rules of one shape may come back as one command
     holding a `bulkjson.RuleRun` (read as text templates, for `run_commands`)
-    instead of one `Rule` each."""
+    instead of one `Rule` each; a long run is scanned by this process and a
+    forked one together (see `bulkjson.SPLIT_MIN`)."""
     with no_gc():
         if runs and isinstance(text, str):
             from nfkit.nftables.bulkjson import scan

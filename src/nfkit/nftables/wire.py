@@ -323,28 +323,12 @@ class Encoder:
                 self.rule(run.rule(k))
             return
         tpl, offsets, slots = self._run_layout(mkey, mt)
-        cols: list[bytes | list[bytes]] = []
-        bad: set[int] = set()
-        for j, ((fast, vsize, op), kind) in enumerate(zip(slots, run.kinds, strict=True)):
-            col = run.column(j)
-            packed = _pack_ints(op, vsize, col) if kind is int else None
-            if packed is not None:
-                cols.append(packed)
-                continue
-            enc_one = fast
-            try:
-                enc = list(map(enc_one, map(int, col) if kind is int else col))
-            except Exception:
-                enc = []
-                for k, v in enumerate(col):
-                    try:
-                        enc.append(enc_one(int(v) if kind is int else v))
-                    except Exception:
-                        enc.append(b"")
-                        bad.add(k)
-            if set(map(len, enc)) != {vsize}:
-                bad.update(k for k, b in enumerate(enc) if len(b) != vsize)
-            cols.append(enc)
+        if run.packed is not None:
+            cols, bad = run.packed, set()
+            assert all(len(c) == n * vsize if type(c) is bytes else len(c) == n
+                       for c, (_f, vsize, _o) in zip(cols, slots, strict=True))
+        else:
+            cols, bad = encode_columns(slots, run.kinds, [run.column(j) for j in range(len(slots))])
         k = 0
         while k < n:
             if k in bad:
@@ -635,6 +619,34 @@ class Encoder:
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
                        + be32(a["type"], OBJ_TYPE[o.kind]))
         self.batch.end()
+
+
+def encode_columns(slots: list[tuple[Any, int, Operand]], kinds: tuple[type, ...],
+                   columns: list[list[str]]) -> tuple[list[Any], set[int]]:
+    """Text value columns -> per slot, the values encoded (one bytes object for a
+    packed integer column, else a list of bytes), and the rows a slot refused
+    (a service name, a prefix, a value out of range: the general path's work)."""
+    cols: list[Any] = []
+    bad: set[int] = set()
+    for (fast, vsize, op), kind, col in zip(slots, kinds, columns, strict=True):
+        packed = _pack_ints(op, vsize, col) if kind is int else None
+        if packed is not None:
+            cols.append(packed)
+            continue
+        try:
+            enc = list(map(fast, map(int, col) if kind is int else col))
+        except Exception:
+            enc = []
+            for k, v in enumerate(col):
+                try:
+                    enc.append(fast(int(v) if kind is int else v))
+                except Exception:
+                    enc.append(b"")
+                    bad.add(k)
+        if set(map(len, enc)) != {vsize}:
+            bad.update(k for k, b in enumerate(enc) if len(b) != vsize)
+        cols.append(enc)
+    return cols, bad
 
 
 _ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
