@@ -15,7 +15,7 @@ from nfkit.errors import (
     InputError,
     TransactionError,
 )
-from nfkit.netlink.codec import Batch, MessageWriter
+from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
 from nfkit.nftables.bulkjson import RuleRun
@@ -447,18 +447,24 @@ def exists(rule: Rule, sock: Any | None = None) -> bool:
             for _attempt in range(10):
                 hit = False
                 try:
-                    # Views into the receive buffer: only rules holding every compared
-                    # value of the wanted rule are copied and decoded.
-                    for m in sock.dump(w):
+                    # Whole dump rounds (about 32 KiB each) first: only a round holding
+                    # every compared value of the wanted rule is split into messages,
+                    # and only its rules holding them all are decoded.
+                    for dgram in sock.dump_datagrams(w, what=f"rules of chain {rule.chain}"):
                         if hit:
                             continue  # drain the dump
-                        payload = bytes(m.payload)
-                        if needles and not all(n in payload for n in needles):
-                            continue
-                        a = nla.attrs(payload[4:])
-                        r = decode_rule(payload[0], a, views, shapes)
-                        if r.chain == rule.chain and _strip_counters(r.expr) == want:
-                            hit = True
+                        if needles:
+                            data = bytes(dgram)
+                            if not all(n in data for n in needles):
+                                continue
+                        for m in parse_messages(dgram):
+                            payload = bytes(m.payload)
+                            if needles and not all(n in payload for n in needles):
+                                continue
+                            a = nla.attrs(payload[4:])
+                            r = decode_rule(payload[0], a, views, shapes)
+                            if r.chain == rule.chain and _strip_counters(r.expr) == want:
+                                hit = True
                     return hit
                 except DumpInterrupted:
                     continue
