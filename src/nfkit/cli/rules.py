@@ -67,21 +67,16 @@ def check(file: str) -> None:
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
     """List the ruleset (nft text, or JSON with --json)."""
-    from nfkit.nftables.transaction import list_ruleset
+    from nfkit.nftables.transaction import list_json_text, list_ruleset
 
     if chain and not table:
         raise InputError("--chain needs --table")
-    rs = list_ruleset(family, table, chain)
     if as_json:
-        from nfkit.nftables.jsonfmt import dump_json, no_gc
-
-        with no_gc():
-            sys.stdout.write(dump_json(rs) + "\n")
+        sys.stdout.write(list_json_text(family, table, chain) + "\n")
         done()
-    else:
-        from nfkit.nftables.textfmt import to_text
+    from nfkit.nftables.textfmt import to_text
 
-        sys.stdout.write(to_text(rs))
+    sys.stdout.write(to_text(list_ruleset(family, table, chain)))
 
 
 @rules.command()

@@ -311,31 +311,44 @@ def rule_json(r: Rule) -> dict[str, Any]:
     return {"rule": d}
 
 
-def listing(rs: Ruleset) -> list[dict[str, Any]]:
-    """The listing form, in nft's order: per table the table, sets, objects, chains, rules."""
+def _items(rs: Ruleset, rules_of: Any) -> Iterator[Any]:
+    """The listing's items in nft's order: per table the table, sets, objects,
+    chains, then each chain's rules (``rules_of(table, chain)``)."""
     from nfkit import __version__
 
-    out: list[dict[str, Any]] = [{"metainfo": {"version": __version__, "release_name": "nfkit",
-                                               "json_schema_version": 1}}]
+    yield {"metainfo": {"version": __version__, "release_name": "nfkit",
+                        "json_schema_version": 1}}
     for t in rs.tables:
-        out.append(table_json(t))
+        yield table_json(t)
         for s in rs.sets:
             if (s.family, s.table) == t.key:
-                out.append(set_json(s))
+                yield set_json(s)
         for o in rs.objs:
             if (o.family, o.table) == t.key:
-                out.append(obj_json(o))
+                yield obj_json(o)
         for c in rs.chains:
             if (c.family, c.table) == t.key:
-                out.append(chain_json(c))
+                yield chain_json(c)
         for c in rs.chains:
             if (c.family, c.table) == t.key:
-                for r in rs.rules:
-                    if r.chain == c.name and (r.family, r.table) == t.key:
-                        out.append(rule_json(r))
-    return out
+                yield from rules_of(t, c)
+
+
+def listing(rs: Ruleset) -> list[dict[str, Any]]:
+    """The listing form, in nft's order: per table the table, sets, objects, chains, rules."""
+    by_chain: dict[tuple[str, str, str], list[Rule]] = {}
+    for r in rs.rules:
+        by_chain.setdefault(r.chain_key, []).append(r)
+    return list(_items(rs, lambda t, c: map(rule_json, by_chain.get(c.key, ()))))
 
 
 def dump_json(rs: Ruleset, indent: int | None = None) -> str:
     """The ruleset as libnftables JSON text ({"nftables": [...]})."""
     return json.dumps({"nftables": listing(rs)}, indent=indent)
+
+
+def dump_json_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]]) -> str:
+    """`dump_json` of ``rs`` whose rules are given as JSON texts by chain (in order)."""
+    items = _items(rs, lambda t, c: rule_texts.get(c.key, ()))
+    return '{"nftables": [' + ", ".join(
+        x if type(x) is str else json.dumps(x) for x in items) + "]}"

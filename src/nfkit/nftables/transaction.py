@@ -276,7 +276,10 @@ def _dump_msgs(sock: Any, name: str, attrs: bytes = b"", family: int = 0
 
 
 def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
-          family: str | None = None, chain: str | None = None) -> Ruleset:
+          family: str | None = None, chain: str | None = None,
+          texts: Any | None = None) -> Ruleset:
+    """The ruleset in model objects; with ``texts`` (a listtext.RuleTexts) the rules
+    go there as JSON text instead of into the Ruleset."""
     fam = FAMILY_NUM[family] if family else 0
     rs = Ruleset()
     for f, a in _dump_msgs(sock, "gettable", family=fam):
@@ -317,6 +320,25 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
             attrs = string(A["rule"]["table"], table)
             if chain is not None:
                 attrs += string(A["rule"]["chain"], chain)
+        if texts is not None:
+            texts.views = views
+            w = MessageWriter()
+            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=fam)
+            if attrs:
+                w.raw(attrs)
+            w.end()
+            for _attempt in range(10):
+                try:
+                    for dgram in sock.dump_datagrams(w, what="rules"):
+                        texts.feed(dgram)
+                    break
+                except DumpInterrupted:
+                    texts.restart()
+            else:
+                raise DumpInterrupted("rules: the ruleset kept changing during the dump")
+            if chain is not None:
+                rs.chains = [c for c in rs.chains if c.name == chain]
+            return rs
         shapes = RuleShapes()
         for f, a in _dump_msgs(sock, "getrule", attrs, fam):
             r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}),
@@ -360,6 +382,28 @@ def list_ruleset(family: str | None = None, table: str | None = None, chain: str
     try:
         with no_gc():
             return _dump(sock, rules=rules, table=table, family=family, chain=chain)
+    finally:
+        if own:
+            sock.close()
+
+
+def list_json_text(family: str | None = None, table: str | None = None,
+                   chain: str | None = None, sock: Any | None = None) -> str:
+    """The ruleset (optionally one family/table/chain) as libnftables JSON text.
+
+    The same text as ``dump_json(list_ruleset(...))``, without a model object
+    per rule: rules of a recurring shape are printed from text templates
+    (see nfkit.nftables.listtext), whole dump rounds at a time."""
+    from nfkit.nftables.jsonfmt import dump_json_text, no_gc
+    from nfkit.nftables.listtext import RuleTexts
+
+    own = sock is None
+    sock = sock or _socket()
+    try:
+        with no_gc():
+            texts = RuleTexts({})
+            rs = _dump(sock, table=table, family=family, chain=chain, texts=texts)
+            return dump_json_text(rs, texts.texts)
     finally:
         if own:
             sock.close()

@@ -844,17 +844,15 @@ _CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
               {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
 
 
-def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
-    """Split an expression list into its shape (cmp values blanked) and the cmp values.
+def _cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
+    """(start, end) in ``blob`` of each cmp expression's compared value.
 
     Relies on the kernel dumping cmp as sreg, op, data (it does); returns None
     for anything unexpected, and the caller decodes the slow way."""
     from struct import unpack_from
 
     pos, end = 0, len(blob)
-    parts: list[bytes] = []
-    values: list[bytes] = []
-    last = 0
+    spans: list[tuple[int, int]] = []
     while pos + 4 <= end:
         ln = unpack_from("=H", blob, pos)[0]
         if ln < 4:
@@ -864,12 +862,23 @@ def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
             vstart = pos + 40
             if vstart + vlen > pos + ln:
                 return None
-            parts.append(blob[last:vstart])
-            values.append(blob[vstart:vstart + vlen])
-            last = vstart + vlen
+            spans.append((vstart, vstart + vlen))
         pos += (ln + 3) & ~3
+    return spans
+
+
+def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
+    """Split an expression list into its shape (cmp values blanked) and the cmp values."""
+    spans = _cmp_spans(blob)
+    if spans is None:
+        return None
+    parts: list[bytes] = []
+    last = 0
+    for s, e in spans:
+        parts.append(blob[last:s])
+        last = e
     parts.append(blob[last:])
-    return b"\xff".join(parts), values
+    return b"\xff".join(parts), [blob[s:e] for s, e in spans]
 
 
 class RuleShapes:
@@ -877,15 +886,22 @@ class RuleShapes:
     are decoded once; later ones only decode their values."""
 
     def __init__(self) -> None:
-        self.cache: dict[tuple[str, bytes], Any] = {}  # shape -> (ctx positions, {ctx: tpl})
+        # (family, sets of the table, shape) -> (ctx positions, {ctx values: template}).
+        # A shape names the sets it looks up (an anonymous one is one rule's own),
+        # and the table's sets are part of the key: their types shape the output.
+        self.cache: dict[tuple[str, int, bytes], Any] = {}
+
+    @staticmethod
+    def key(fam: str, sets: dict[str, SetView], shape: bytes) -> tuple[str, int, bytes]:
+        return (fam, id(sets) if sets else 0, shape)
 
     def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
-        split = _cmp_values(blob) if not sets or not any(
-            v.flags & SET_ANONYMOUS for v in sets.values()) else None
+        split = _cmp_values(blob)
         if split is None:
             return RuleDecoder(fam, sets).decode(parse_exprs(blob))
         shape, values = split
-        entry = self.cache.get((fam, shape))
+        ckey = self.key(fam, sets, shape)
+        entry = self.cache.get(ckey)
         if entry is not None and entry is not False:
             ctx_pos, by_ctx = entry
             ctx_key = tuple(values[i] for i in ctx_pos)
@@ -903,7 +919,7 @@ class RuleShapes:
         if entry is False:
             return stmts
         if dec.merged or len(dec.cmp_log) != dec.cmp_seen or dec.cmp_seen != len(values):
-            self.cache[(fam, shape)] = False
+            self.cache[ckey] = False
             return stmts
         # map decoder indices to output indices (dependencies removed)
         kept = [i for i in range(len(dec.out)) if i not in dec.drop]
@@ -915,7 +931,7 @@ class RuleShapes:
         if entry is None:
             templates: dict[tuple[bytes, ...], Any] = {}
             entry = (ctx_pos, templates)
-            self.cache[(fam, shape)] = entry
+            self.cache[ckey] = entry
         if entry[0] == ctx_pos:
             entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
         return stmts
