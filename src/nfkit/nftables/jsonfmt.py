@@ -348,7 +348,8 @@ def dump_json(rs: Ruleset, indent: int | None = None) -> str:
 
 
 def dump_json_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]]) -> str:
-    """`dump_json` of ``rs`` whose rules are given as JSON texts by chain (in order)."""
+    """`dump_json` of ``rs`` whose rules are given as JSON texts by chain (in order;
+    a text may hold several rules joined by ", ")."""
     items = _items(rs, lambda t, c: rule_texts.get(c.key, ()))
     return '{"nftables": [' + ", ".join(
         x if type(x) is str else json.dumps(x) for x in items) + "]}"

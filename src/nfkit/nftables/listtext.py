@@ -22,7 +22,7 @@ import socket
 import struct
 import sys
 from array import array
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 from nfkit.nftables import nla
@@ -94,12 +94,16 @@ class _TextShape:
         self.renders = renders  # (regex group, column renderer) in text order
         self.hits = 0
 
-    def render(self, ms: list[re.Match[bytes]]) -> list[str]:
+    def render(self, ms: list[re.Match[bytes]]) -> str:
+        """The texts of the rules ``ms``, joined by ", " (as in the listing)."""
         cols: list[Any] = [repeat(self.statics[0])]
         for (group, fn), static in zip(self.renders, self.statics[1:], strict=True):
             cols.append(fn(list(map(re.Match.group, ms, repeat(group)))))
             cols.append(repeat(static))
-        return list(map("".join, zip(*cols, strict=False)))  # repeat() columns are endless
+        cols[-1] = repeat(self.statics[-1] + ", ")
+        # repeat() columns are endless: zip stops with the value columns
+        text = "".join(chain.from_iterable(zip(*cols, strict=False)))
+        return text[:-2]
 
 
 class RuleTexts:
@@ -107,7 +111,8 @@ class RuleTexts:
 
     ``views`` are the sets of each (family, table) with their elements, as the
     rule decoder needs them.  After every round is fed, ``texts`` maps
-    (family, table, chain) to the rules' texts in dump order."""
+    (family, table, chain) to the rules' texts in dump order, in pieces of
+    one or more rules joined by ", " (join the pieces with ", ")."""
 
     def __init__(self, views: dict[tuple[str, str], dict[str, SetView]]) -> None:
         self.views = views
@@ -116,14 +121,16 @@ class RuleTexts:
         self.last: _TextShape | None = None
         self.texts: dict[tuple[str, str, str], list[str]] = {}
         self.general = 0  # rules decoded one by one
+        self.rules = 0
 
     def restart(self) -> None:
         """Forget the rules taken so far (the dump starts over); templates stay."""
         self.texts = {}
+        self.general = self.rules = 0
 
     def feed(self, dgram: memoryview | bytes) -> None:
         """Take one dump round (a datagram of NEWRULE messages, without NLMSG_DONE)."""
-        data = bytes(dgram)
+        data = dgram  # matched in place: done before the next round is received
         pos, n = 0, len(data)
         while pos + 16 <= n:
             ms: list[re.Match[bytes]] = []
@@ -140,14 +147,15 @@ class RuleTexts:
             if ms:
                 assert sh is not None
                 sh.hits += len(ms)
-                self.texts.setdefault(sh.key, []).extend(sh.render(ms))
+                self.texts.setdefault(sh.key, []).append(sh.render(ms))
+                self.rules += len(ms)
                 pos = ms[-1].end()
                 continue
             ln = _U32.unpack_from(data, pos)[0]
             if ln < 16:
                 break
             size = (ln + 3) & ~3
-            self._general(data[pos:pos + size], ln)
+            self._general(bytes(data[pos:pos + size]), ln)
             pos += size
 
     def _general(self, msg: bytes, ln: int) -> None:
@@ -162,6 +170,7 @@ class RuleTexts:
         text = json.dumps(rule_json(r))
         self.texts.setdefault((r.family, r.table, r.chain), []).append(text)
         self.general += 1
+        self.rules += 1
         if len(self.templates) >= _MAX_SHAPES:
             # Room is made only by templates that never printed a rule (a rule
             # with its own comment or anonymous set is a shape of one).
@@ -250,6 +259,6 @@ class RuleTexts:
             statics.append(static)
         sh = _TextShape(pat, (r.family, r.table, r.chain), statics, renders)
         m = pat.fullmatch(msg)
-        if m is None or sh.render([m]) != [text]:
+        if m is None or sh.render([m]) != text:
             return None  # the template does not reproduce its own rule: never use it
         return sh
