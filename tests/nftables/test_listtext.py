@@ -61,3 +61,14 @@ def test_text_listing_equals_model_listing(netns) -> None:  # type: ignore[no-un
     # and nft agrees with the command's output
     out = netns.run([*NFKIT, "rules", "list", "--json"]).stdout
     assert strip(json.loads(out)) == nft_json(netns)
+
+
+def test_listing_a_missing_table_or_chain_is_an_error(netns) -> None:  # type: ignore[no-untyped-def]
+    netns.run("nft add table ip t")
+    for args, msg in ((["--json", "-f", "ip", "-t", "nosuch"], "table ip nosuch: no such table"),
+                      (["-t", "t", "-c", "nosuch"], "chain t nosuch: no such chain"),
+                      (["--json", "-t", "t", "-c", "nosuch"], "chain t nosuch: no such chain")):
+        p = netns.run([*NFKIT, "rules", "list", *args], check=False)
+        assert (p.returncode, p.stderr.strip(), p.stdout) == (2, f"nfkit: {msg}", ""), p
+    p = netns.run([*NFKIT, "rules", "list", "--json", "-t", "t"])
+    assert [list(x) for x in json.loads(p.stdout)["nftables"]] == [["metainfo"], ["table"]]

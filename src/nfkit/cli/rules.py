@@ -72,11 +72,11 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
     if chain and not table:
         raise InputError("--chain needs --table")
     if as_json:
-        sys.stdout.write(list_json_text(family, table, chain) + "\n")
+        sys.stdout.write(list_json_text(family, table, chain, must_exist=True) + "\n")
         done()
     from nfkit.nftables.textfmt import to_text
 
-    sys.stdout.write(to_text(list_ruleset(family, table, chain)))
+    sys.stdout.write(to_text(list_ruleset(family, table, chain, must_exist=True)))
 
 
 @rules.command()

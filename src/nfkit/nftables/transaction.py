@@ -277,20 +277,25 @@ def _dump_msgs(sock: Any, name: str, attrs: bytes = b"", family: int = 0
 
 def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
           family: str | None = None, chain: str | None = None,
-          texts: Any | None = None) -> Ruleset:
+          texts: Any | None = None, must_exist: bool = False) -> Ruleset:
     """The ruleset in model objects; with ``texts`` (a listtext.RuleTexts) the rules
-    go there as JSON text instead of into the Ruleset."""
+    go there as JSON text instead of into the Ruleset.  With ``must_exist``, a
+    ``table`` (or ``chain``) that is not there is an InputError."""
     fam = FAMILY_NUM[family] if family else 0
     rs = Ruleset()
     for f, a in _dump_msgs(sock, "gettable", family=fam):
         t = decode_table(f, a)
         if table is None or t.name == table:
             rs.tables.append(t)
+    if must_exist and table is not None and not rs.tables:
+        raise InputError(f"table {family + ' ' if family else ''}{table}: no such table")
     keys = {t.key for t in rs.tables}
     for f, a in _dump_msgs(sock, "getchain", family=fam):
         c = decode_chain(f, a)
         if (c.family, c.table) in keys:
             rs.chains.append(c)
+    if must_exist and chain is not None and not any(c.name == chain for c in rs.chains):
+        raise InputError(f"chain {family + ' ' if family else ''}{table} {chain}: no such chain")
     views: dict[tuple[str, str], dict[str, SetView]] = {}
     for f, a in _dump_msgs(sock, "getset", family=fam):
         s, view = decode_set(f, a)
@@ -373,22 +378,26 @@ def _fam_name(f: int) -> str:
 
 
 def list_ruleset(family: str | None = None, table: str | None = None, chain: str | None = None,
-                 sock: Any | None = None, rules: bool = True) -> Ruleset:
-    """Read the kernel's ruleset (optionally one family/table/chain) into model objects."""
+                 sock: Any | None = None, rules: bool = True, must_exist: bool = False) -> Ruleset:
+    """Read the kernel's ruleset (optionally one family/table/chain) into model objects.
+
+    With ``must_exist``, a named table or chain that is not there raises InputError."""
     from nfkit.nftables.jsonfmt import no_gc
 
     own = sock is None
     sock = sock or _socket()
     try:
         with no_gc():
-            return _dump(sock, rules=rules, table=table, family=family, chain=chain)
+            return _dump(sock, rules=rules, table=table, family=family, chain=chain,
+                         must_exist=must_exist)
     finally:
         if own:
             sock.close()
 
 
 def list_json_text(family: str | None = None, table: str | None = None,
-                   chain: str | None = None, sock: Any | None = None) -> str:
+                   chain: str | None = None, sock: Any | None = None,
+                   must_exist: bool = False) -> str:
     """The ruleset (optionally one family/table/chain) as libnftables JSON text.
 
     The same text as ``dump_json(list_ruleset(...))``, without a model object
@@ -402,7 +411,8 @@ def list_json_text(family: str | None = None, table: str | None = None,
     try:
         with no_gc():
             texts = RuleTexts({})
-            rs = _dump(sock, table=table, family=family, chain=chain, texts=texts)
+            rs = _dump(sock, table=table, family=family, chain=chain, texts=texts,
+                       must_exist=must_exist)
             return dump_json_text(rs, texts.texts)
     finally:
         if own:
