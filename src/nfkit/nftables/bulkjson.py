@@ -47,6 +47,15 @@ _BODY_KEYS = {"family", "table", "chain", "expr"}
 _MAX_SHAPES = 64
 
 
+def consecutive(pattern: re.Pattern[Any], data: Any, pos: int, endpos: int | None = None
+                ) -> list[re.Match[Any]]:
+    """Matches of ``pattern`` one right after another from ``pos`` (each where the
+    previous ended), found by the regex scanner without Python per match."""
+    sc = pattern.scanner(data, pos) if endpos is None else pattern.scanner(  # type: ignore[attr-defined]
+        data, pos, endpos)
+    return list(iter(sc.match, None))
+
+
 @dataclass(slots=True)
 class RuleRun:
     """Consecutive rules of one shape read from a file (a command's object).
@@ -276,25 +285,23 @@ def scan(text: str) -> list[Command] | None:
         if sep is None:
             return None
         c = item_command(i, obj)
-        sh = None
-        if c is not None and c.kind == "rule":
-            sh = make_shape(obj, text, pos, end, c.obj)
-        if sh is not None:
+        new = make_shape(obj, text, pos, end, c.obj) if c is not None and c.kind == "rule" \
+            else None
+        if new is not None:
             if len(shapes) >= _MAX_SHAPES:
                 # Room is made only by shapes that never recurred.
                 unused = [k for k, old in enumerate(shapes) if old.hits <= 1]
                 if unused:
                     del shapes[unused[0]]
             if len(shapes) < _MAX_SHAPES:
-                shapes.append(sh)
-            last = sh
+                shapes.append(new)
+            last = new
             # Its own text is the first of the shape: the loop's next turn takes it
             # and every rule of the shape that follows.
             continue
-        else:
-            last = None
-            if c is not None:
-                cmds.append(c)
+        last = None
+        if c is not None:
+            cmds.append(c)
         pos = sep.end()
         i += 1
 
@@ -313,7 +320,7 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
     exactly where it begins (so it was a rule start), and comes back as a
     second, pre-encoded RuleRun."""
     if len(text) - pos < SPLIT_MIN or (os.cpu_count() or 1) < 2:
-        return list(iter(sh.pattern.scanner(text, pos).match, None)), None
+        return consecutive(sh.pattern, text, pos), None
     if sh.slots is None:
         from nfkit.nftables.exprs import RuleCompiler
 
@@ -324,21 +331,21 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
             sh.slots = tpl[1]
     b = text.find(sh.prefix, pos + (len(text) - pos) // 2) if sh.slots else -1
     if b < 0 or not sh.prefix:
-        return list(iter(sh.pattern.scanner(text, pos).match, None)), None
+        return consecutive(sh.pattern, text, pos), None
     try:
         far = _FarHalf(sh, text, b)
     except OSError:  # no process to spare: one scan
-        return list(iter(sh.pattern.scanner(text, pos).match, None)), None
-    ms = list(iter(sh.pattern.scanner(text, pos, b).match, None))
+        return consecutive(sh.pattern, text, pos), None
+    ms = consecutive(sh.pattern, text, pos, b)
     if not ms or ms[-1].end() != b:
         far.discard()
         if not ms:
-            ms = list(iter(sh.pattern.scanner(text, pos).match, None))
+            ms = consecutive(sh.pattern, text, pos)
         return ms, None
     near = _encode_rows(sh, ms)  # while the far process does the same for its half
     got = far.result()
     if got is None:  # the far process could not do it all: scan on from here
-        return ms + list(iter(sh.pattern.scanner(text, b).match, None)), None
+        return ms + consecutive(sh.pattern, text, b), None
     end, packed, starts = got
     return ms, RuleRun(sh.sample, sh.key, sh.kinds, text, i + len(ms), packed=packed,
                        row_starts=starts, end=end, near_packed=near)
@@ -377,7 +384,7 @@ class _FarHalf:
 
     @staticmethod
     def _work(sh: _Shape, text: str, b: int) -> Any:
-        ms = list(iter(sh.pattern.scanner(text, b).match, None))
+        ms = consecutive(sh.pattern, text, b)
         packed = _encode_rows(sh, ms) if ms else None
         if packed is None:
             return None  # rows for the general path: the parent does them in order

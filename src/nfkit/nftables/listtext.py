@@ -26,6 +26,7 @@ from itertools import chain, repeat
 from typing import Any
 
 from nfkit.nftables import nla
+from nfkit.nftables.bulkjson import consecutive
 from nfkit.nftables.jsonfmt import rule_json
 from nfkit.nftables.model import Rule
 from nfkit.nftables.nla import A
@@ -136,11 +137,11 @@ class RuleTexts:
             ms: list[re.Match[bytes]] = []
             sh = self.last
             if sh is not None:
-                ms = list(iter(sh.pattern.scanner(data, pos).match, None))
+                ms = consecutive(sh.pattern, data, pos)
             if not ms:
                 for sh in self.templates:
                     if sh is not self.last:
-                        ms = list(iter(sh.pattern.scanner(data, pos).match, None))
+                        ms = consecutive(sh.pattern, data, pos)
                         if ms:
                             self.last = sh
                             break
@@ -220,7 +221,9 @@ class RuleTexts:
             m = out[idx]["match"]
             out[idx] = {"match": {"op": m["op"], "left": left, "right": _marker(k)}}
         holes.sort(key=lambda h: h[0])
-        pattern, group_of, pos = [], {}, 0
+        pattern: list[bytes] = []
+        group_of: dict[Any, int] = {}
+        pos = 0
         for off, size, what in holes:
             if off < pos:
                 return None

@@ -323,8 +323,9 @@ class Encoder:
                 self.rule(run.rule(k))
             return
         tpl, offsets, slots = self._run_layout(mkey, mt)
+        bad: set[int] = set()
         if run.packed is not None:
-            cols, bad = run.packed, set()
+            cols = run.packed
             assert all(len(c) == n * vsize if type(c) is bytes else len(c) == n
                        for c, (_f, vsize, _o) in zip(cols, slots, strict=True))
         else:
