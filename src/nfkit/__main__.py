@@ -1,3 +1,3 @@
-from nfkit.cli.main import main
+from nfkit.cli.entry import run
 
-main()
+run()

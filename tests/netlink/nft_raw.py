@@ -51,7 +51,9 @@ def new_counter_rule(w: MessageWriter, table: str, chain: str) -> int:
     return seq
 
 
-def get_rules(w: MessageWriter) -> int:
+def get_rules(w: MessageWriter, table: str | None = None) -> int:
     seq = w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETRULE), family=NFPROTO_INET)
+    if table is not None:
+        w.string(NFTA_RULE_TABLE, table)
     w.end()
     return seq

@@ -10,6 +10,7 @@ import pytest
 
 from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError, TransactionError
 from nfkit.netlink import Batch, MessageWriter, NetlinkSocket
+from nfkit.netlink.codec import parse_messages
 from nfkit.netlink.consts import (
     NFNLGRP_CONNTRACK_NEW,
     NLM_F_CREATE,
@@ -169,6 +170,42 @@ def test_dump_interrupted_raises_or_restarts(sock, netns):
     assert sum(1 for _ in sock.dump(w, restart=True)) == 3002
     assert changed
     other.close()
+
+
+def test_dump_datagrams_whole_rounds_and_interruption(sock, netns):
+    b = Batch()
+    nft_raw.new_table(b, "d")
+    nft_raw.new_chain(b, "d", "c")
+    for _ in range(3000):
+        nft_raw.new_counter_rule(b, "d", "c")
+    sock.send_batch(b)
+    w = MessageWriter()
+    nft_raw.get_rules(w)
+    want = [bytes(m.payload) for m in sock.dump(w)]
+    w = MessageWriter()
+    nft_raw.get_rules(w)
+    rounds = [bytes(d) for d in sock.dump_datagrams(w)]
+    assert len(rounds) >= 5  # several kernel dump rounds, none holding NLMSG_DONE
+    got = [bytes(m.payload) for r in rounds for m in parse_messages(memoryview(r))]
+    assert got == want and len(got) == 3000
+    with netns.enter():
+        other = NetlinkSocket()
+    w = MessageWriter()
+    nft_raw.get_rules(w)
+    with pytest.raises(DumpInterrupted):
+        for i, _ in enumerate(sock.dump_datagrams(w)):
+            if i == 2:  # the generation changes between two rounds
+                b2 = Batch()
+                nft_raw.new_counter_rule(b2, "d", "c")
+                other.send_batch(b2)
+    other.close()
+    # a dump the kernel refuses raises (a table name longer than the kernel allows)
+    w = MessageWriter()
+    nft_raw.get_rules(w, table="x" * 300)
+    with pytest.raises(NetlinkError) as exc:
+        list(sock.dump_datagrams(w, what="rules of x..."))
+    assert exc.value.errno in (errno.EINVAL, errno.ERANGE)
+    assert str(exc.value).startswith("rules of x...")
 
 
 def test_events_for_new_entries(netns):

@@ -8,12 +8,11 @@ one-line message and exit status 2 (never a traceback).
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
 from nfkit import __version__
-from nfkit.errors import NfkitError
+from nfkit.cli.entry import guarded
 
 # name -> "module:attribute"; add a line here when a package grows a command.
 SUBCOMMANDS: dict[str, str] = {
@@ -37,16 +36,7 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
 
     def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except NfkitError as exc:
-            click.echo(f"nfkit: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("nfkit: interrupted", err=True)
-            sys.exit(130)
-        except BrokenPipeError:
-            sys.exit(0)
+        return guarded(super().invoke, ctx)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

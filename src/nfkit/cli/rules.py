@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 from typing import Any
 
 import click
 
+from nfkit.cli.bulk import check_file, done, load_file, read_file
 from nfkit.errors import InputError
-
-
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
 
 
 def _rule_arg(family: str, table: str, chain: str, rule: str, handle: int | None) -> Any:
@@ -56,33 +46,18 @@ def rules() -> None:
     gc.disable()
 
 
-def _done() -> None:
-    """End the process now: freeing a big ruleset object by object is wasted time."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 @rules.command()
 @click.argument("file")
 def load(file: str) -> None:
     """Load FILE (libnftables JSON, - for stdin) in one atomic transaction."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
-
-    run_commands(load_json(_read(file)))
-    _done()
+    load_file(file)
 
 
 @rules.command()
 @click.argument("file")
 def check(file: str) -> None:
     """Let the kernel validate FILE as one transaction; nothing is committed."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
-
-    n = run_commands(load_json(_read(file)), check=True)
-    click.echo(f"ok: {n} message(s) validated, nothing committed", err=True)
+    check_file(file)
 
 
 @rules.command("list")
@@ -92,28 +67,16 @@ def check(file: str) -> None:
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
     """List the ruleset (nft text, or JSON with --json)."""
+    from nfkit.nftables.transaction import list_json_text, list_ruleset
+
     if chain and not table:
         raise InputError("--chain needs --table")
     if as_json:
-        from nfkit.nftables.rulestream import FAMILY_NUM, RuleDump
+        sys.stdout.write(list_json_text(family, table, chain, must_exist=True) + "\n")
+        done()
+    from nfkit.nftables.textfmt import to_text
 
-        if family is not None and family not in FAMILY_NUM:
-            raise InputError(f"--family {family}: not a family ({', '.join(FAMILY_NUM)})")
-        # The kernel starts on the rule dump while the decoder is imported; rules go
-        # straight from the dump to JSON text (no model objects).
-        dump = RuleDump(family, table, chain)
-        from nfkit.nftables.transaction import list_json
-
-        out = sys.stdout
-        for piece in list_json(family, table, chain, rules=dump):
-            out.write(piece)
-        out.write("\n")
-        _done()
-    else:
-        from nfkit.nftables.textfmt import to_text
-        from nfkit.nftables.transaction import list_ruleset
-
-        sys.stdout.write(to_text(list_ruleset(family, table, chain)))
+    sys.stdout.write(to_text(list_ruleset(family, table, chain, must_exist=True)))
 
 
 @rules.command()
@@ -124,7 +87,7 @@ def apply(file: str, dry_run: bool) -> None:
     from nfkit.nftables.jsonfmt import Command, load_json, ruleset_from_commands
     from nfkit.nftables.transaction import apply as do_apply
 
-    wanted = ruleset_from_commands(load_json(_read(file)))
+    wanted = ruleset_from_commands(load_json(read_file(file)))
     cmds: list[Command] = do_apply(wanted, dry_run=dry_run)
     if dry_run or sys.stdout.isatty():
         for c in cmds:
@@ -149,17 +112,9 @@ def _single_opts(f: Any) -> Any:
 @click.argument("rule")
 def exists(family: str, table: str, chain: str, rule: str) -> None:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
-    from nfkit.nftables.rulestream import FAMILY_NUM, RuleDump
-
-    if family not in FAMILY_NUM:
-        raise InputError(f"--family {family}: not a family ({', '.join(FAMILY_NUM)})")
-    # The kernel walks the chain while the rule is parsed and compiled.
-    dump = RuleDump(family, table, chain)
     from nfkit.nftables.transaction import exists as rule_exists
 
-    found = rule_exists(_rule_arg(family, table, chain, rule, None), rules=dump, drain=False)
-    sys.stdout.flush()
-    os._exit(0 if found else 1)
+    sys.exit(0 if rule_exists(_rule_arg(family, table, chain, rule, None)) else 1)
 
 
 def _single(verb: str) -> Any:

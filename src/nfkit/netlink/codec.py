@@ -74,6 +74,17 @@ def next_seq() -> int:
     return (next(_seq_counter) & 0x7FFFFFFF) or next_seq()
 
 
+def next_seqs(n: int) -> range:
+    """``n`` fresh consecutive sequence numbers (for batches of thousands of messages)."""
+    if n <= 0:
+        return range(0)
+    first = next(_seq_counter)
+    last = next(itertools.islice(_seq_counter, n - 2, None)) if n > 1 else first
+    if (first & 0x7FFFFFFF) == 0 or (last & 0x7FFFFFFF) < (first & 0x7FFFFFFF):
+        return next_seqs(n)  # the 31-bit space wrapped: take the next block
+    return range(first & 0x7FFFFFFF, (last & 0x7FFFFFFF) + 1)
+
+
 # ---------------------------------------------------------------- encoding
 
 

@@ -62,6 +62,8 @@ _NFT_MSG_GETGEN = 16  # the fence after an nf_tables batch
 
 _HDR_SEQ = struct.Struct("=I")
 _HDR_FLAGS = struct.Struct("=H")
+_HDR_HEAD = struct.Struct("=IHHI")  # nlmsghdr: length, type, flags, seq
+_HDR_LEN = struct.Struct("=I")
 
 
 def _with_flags(request: bytes | bytearray | memoryview, extra: int) -> memoryview:
@@ -268,6 +270,72 @@ class NetlinkSocket:
                 if msg.type in (NLMSG_NOOP, NLMSG_OVERRUN):
                     continue
                 yield msg.copy() if collect else msg
+
+    def dump_datagrams(self, request: MessageWriter | bytes | bytearray | memoryview,
+                       what: str | None = None) -> Iterator[memoryview]:
+        """Send a dump request and yield each reply datagram whole, without NLMSG_DONE.
+
+        For callers that look at a whole datagram (about 32 KiB, one dump
+        round of the kernel) before walking its messages, e.g. to skip rounds
+        that cannot hold what they look for.  The kernel marks the first
+        message of a round with NLM_F_DUMP_INTR when the table changed since
+        the previous round, so only first messages are checked: raises
+        DumpInterrupted then (start over), NetlinkError when the kernel
+        refuses the dump.  Each view is valid until the next one is asked for.
+        """
+        if isinstance(request, MessageWriter):
+            request.set_flags(NLM_F_DUMP | NLM_F_REQUEST)
+            data = bytes(request.buffer)
+        else:
+            data = bytes(_with_flags(request, NLM_F_DUMP | NLM_F_REQUEST))
+        seq = _HDR_SEQ.unpack_from(data, 8)[0]
+        self.send(data)
+        view = self._view
+        while True:
+            n = self._recv()
+            if n < 16:
+                continue
+            ln, mtype, flags, mseq = _HDR_HEAD.unpack_from(view, 0)
+            if mseq != seq:
+                continue
+            if flags & NLM_F_DUMP_INTR:
+                raise DumpInterrupted(f"{what or 'dump'}: the kernel's table changed "
+                                      "during the dump (NLM_F_DUMP_INTR)")
+            if mtype in (NLMSG_DONE, NLMSG_ERROR):
+                self._dump_end(view[:n], what)
+                return
+            # NLMSG_DONE may close the last round's datagram: find the last
+            # message by its headers' lengths alone (no message objects).
+            pos = last = 0
+            while pos + 16 <= n:
+                ln = _HDR_LEN.unpack_from(view, pos)[0]
+                if ln < 16:
+                    break
+                last = pos
+                pos += (ln + 3) & ~3
+            end = last if _HDR_HEAD.unpack_from(view, last)[1] in (NLMSG_DONE, NLMSG_ERROR) else n
+            if end:
+                yield view[:end]
+            if end != n:
+                self._dump_end(view[end:n], what)
+                return
+
+    @staticmethod
+    def _dump_end(tail: memoryview, what: str | None) -> None:
+        """The DONE (or ERROR) that ends a dump: raise what the kernel reported."""
+        for msg in parse_messages(tail):
+            if msg.flags & NLM_F_DUMP_INTR:
+                raise DumpInterrupted(f"{what or 'dump'}: the kernel's table changed "
+                                      "during the dump (NLM_F_DUMP_INTR)")
+            if msg.type == NLMSG_DONE and len(msg.payload) >= 4:
+                err = -int.from_bytes(msg.payload[:4], "little", signed=True)
+                if err > 0:
+                    raise NetlinkError(err, what=what)
+            elif msg.type == NLMSG_ERROR:
+                err_obj = _error_from(msg)
+                if err_obj is not None:
+                    raise err_obj.describe(what) if what else err_obj
+            return
 
     # transactions -----------------------------------------------------------
     def send_batch(self, batch: Batch, what: list[str] | None = None, check: bool = False,

@@ -18,7 +18,6 @@ _EXPORTS = {
     "to_text": "textfmt",
     "commit": "transaction", "check": "transaction", "list_ruleset": "transaction",
     "flush": "transaction", "apply": "transaction", "diff": "transaction",
-    "list_json": "transaction",
     "exists": "transaction", "run_commands": "transaction",
     "add_rule": "transaction", "delete_rule": "transaction",
 }

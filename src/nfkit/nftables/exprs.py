@@ -506,6 +506,9 @@ class RuleCompiler:
             return self._value(op.dt, op.size, value)
         v = int.from_bytes(op.dt.encode(value, 4 if op.dt.size == 0 else op.dt.size), "big"
                            if op.dt.big_endian else "little")
+        top = int.from_bytes(op.mask, "big") >> op.shift
+        if v > top:
+            raise InputError(f"{value!r} exceeds the range 0-{top} of {op.dt.name}")
         return (v << op.shift).to_bytes(op.size, "big")
 
     def _key(self, op: Operand, value: Any) -> bytes:

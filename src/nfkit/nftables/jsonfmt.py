@@ -138,48 +138,50 @@ def parse_commands(doc: Any) -> list[Command]:
     if not isinstance(doc, list):
         raise InputError('"nftables" must be an array')
     cmds: list[Command] = []
-    append = cmds.append
     for i, item in enumerate(doc):
-        # Fast path: a listing-form rule (80,000 of them must not cost much each).
-        if type(item) is dict and len(item) == 1:
-            body = item.get("rule")
-            if type(body) is dict:
-                fam = body.get("family", "ip")
-                table, chain, expr = body.get("table"), body.get("chain"), body.get("expr")
-                if (fam in _FAMILY_SET and type(table) is str and type(chain) is str
-                        and type(expr) is list):
-                    r = Rule(fam, table, chain, expr, body.get("comment"), body.get("handle"),
-                             source=i)  # type: ignore[arg-type]
-                    if "index" in body or "position" in body:
-                        r = parse_object("rule", body, f"#{i}")
-                    append(Command("add", "rule", r, None, True))
-                    continue
-        where = f"#{i}"
-        if not isinstance(item, dict) or len(item) != 1:
-            raise InputError(f"object {where}: expected an object with one key")
-        (key, body), = item.items()
-        if key == "metainfo":
-            continue
-        if key in VERBS:
-            if not isinstance(body, dict) or len(body) != 1:
-                raise InputError(f"{key} {where}: expected an object with one key")
-            (kind, obj), = body.items()
-            verb = "delete" if key == "destroy" else key
-            if kind == "ruleset":
-                cmds.append(Command(verb, "ruleset", None))
-                continue
-            o = parse_object(kind, obj, where)
-            items = None
-            if kind == "element":
-                fam = _family(obj, f"element {where}")
-                o = Set(fam, str(_need(obj, "table", where)), str(_need(obj, "name", where)),
-                        type="")
-                elem = obj.get("elem", [])
-                items = elem if isinstance(elem, list) else [elem]
-            cmds.append(Command(verb, kind, o, items))
-        else:
-            cmds.append(Command("add", key, parse_object(key, body, where), listing=True))
+        c = item_command(i, item)
+        if c is not None:
+            cmds.append(c)
     return _order(cmds)
+
+
+def item_command(i: int, item: Any) -> Command | None:
+    """Item ``i`` of the "nftables" array -> its command (None for metainfo)."""
+    # Fast path: a listing-form rule (80,000 of them must not cost much each).
+    if type(item) is dict and len(item) == 1:
+        body = item.get("rule")
+        if type(body) is dict:
+            fam = body.get("family", "ip")
+            table, chain, expr = body.get("table"), body.get("chain"), body.get("expr")
+            if (fam in _FAMILY_SET and type(table) is str and type(chain) is str
+                    and type(expr) is list):
+                r = Rule(fam, table, chain, expr, body.get("comment"), body.get("handle"),
+                         source=i)  # type: ignore[arg-type]
+                if "index" in body or "position" in body:
+                    r = parse_object("rule", body, f"#{i}")
+                return Command("add", "rule", r, None, True)
+    where = f"#{i}"
+    if not isinstance(item, dict) or len(item) != 1:
+        raise InputError(f"object {where}: expected an object with one key")
+    (key, body), = item.items()
+    if key == "metainfo":
+        return None
+    if key not in VERBS:
+        return Command("add", key, parse_object(key, body, where), listing=True)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise InputError(f"{key} {where}: expected an object with one key")
+    (kind, obj), = body.items()
+    verb = "delete" if key == "destroy" else key
+    if kind == "ruleset":
+        return Command(verb, "ruleset", None)
+    o = parse_object(kind, obj, where)
+    items = None
+    if kind == "element":
+        fam = _family(obj, f"element {where}")
+        o = Set(fam, str(_need(obj, "table", where)), str(_need(obj, "name", where)), type="")
+        elem = obj.get("elem", [])
+        items = elem if isinstance(elem, list) else [elem]
+    return Command(verb, kind, o, items)
 
 
 def _order(cmds: list[Command]) -> list[Command]:
@@ -209,9 +211,20 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def load_json(text: str | bytes) -> list[Command]:
-    """Parse libnftables JSON text; raises InputError on a syntax error (with position)."""
+def load_json(text: str | bytes, runs: bool = False) -> list[Command]:
+    """Parse libnftables JSON text; raises InputError on a syntax error (with position).
+
+    With ``runs``, consecutive rules of one shape may come back as one command
+    holding a `bulkjson.RuleRun` (read as text templates, for `run_commands`)
+    instead of one `Rule` each; a long run is scanned by this process and a
+    forked one together (see `bulkjson.SPLIT_MIN`)."""
     with no_gc():
+        if runs and isinstance(text, str):
+            from nfkit.nftables.bulkjson import scan
+
+            cmds = scan(text)
+            if cmds is not None:
+                return _order(cmds)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -298,65 +311,45 @@ def rule_json(r: Rule) -> dict[str, Any]:
     return {"rule": d}
 
 
+def _items(rs: Ruleset, rules_of: Any) -> Iterator[Any]:
+    """The listing's items in nft's order: per table the table, sets, objects,
+    chains, then each chain's rules (``rules_of(table, chain)``)."""
+    from nfkit import __version__
+
+    yield {"metainfo": {"version": __version__, "release_name": "nfkit",
+                        "json_schema_version": 1}}
+    for t in rs.tables:
+        yield table_json(t)
+        for s in rs.sets:
+            if (s.family, s.table) == t.key:
+                yield set_json(s)
+        for o in rs.objs:
+            if (o.family, o.table) == t.key:
+                yield obj_json(o)
+        for c in rs.chains:
+            if (c.family, c.table) == t.key:
+                yield chain_json(c)
+        for c in rs.chains:
+            if (c.family, c.table) == t.key:
+                yield from rules_of(t, c)
+
+
 def listing(rs: Ruleset) -> list[dict[str, Any]]:
     """The listing form, in nft's order: per table the table, sets, objects, chains, rules."""
-    from nfkit import __version__
-
-    out: list[dict[str, Any]] = [{"metainfo": {"version": __version__, "release_name": "nfkit",
-                                               "json_schema_version": 1}}]
-    for t in rs.tables:
-        out.append(table_json(t))
-        for s in rs.sets:
-            if (s.family, s.table) == t.key:
-                out.append(set_json(s))
-        for o in rs.objs:
-            if (o.family, o.table) == t.key:
-                out.append(obj_json(o))
-        for c in rs.chains:
-            if (c.family, c.table) == t.key:
-                out.append(chain_json(c))
-        for c in rs.chains:
-            if (c.family, c.table) == t.key:
-                for r in rs.rules:
-                    if r.chain == c.name and (r.family, r.table) == t.key:
-                        out.append(rule_json(r))
-    return out
-
-
-def listing_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]] | None = None
-                 ) -> Iterator[str]:
-    """``dump_json(rs)`` in pieces; with ``rule_texts`` the rules' JSON text per
-    (family, table, chain) comes from there instead of ``rs.rules``."""
-    from nfkit import __version__
-
-    meta = {"metainfo": {"version": __version__, "release_name": "nfkit",
-                         "json_schema_version": 1}}
-    if rule_texts is None:
-        rule_texts = {}
-        for r in rs.rules:
-            rule_texts.setdefault((r.family, r.table, r.chain), []).append(
-                json.dumps(rule_json(r)))
-    yield '{"nftables": [' + json.dumps(meta)
-    for t in rs.tables:
-        yield ", " + json.dumps(table_json(t))
-        for s in rs.sets:
-            if (s.family, s.table) == t.key:
-                yield ", " + json.dumps(set_json(s))
-        for o in rs.objs:
-            if (o.family, o.table) == t.key:
-                yield ", " + json.dumps(obj_json(o))
-        chains = [c for c in rs.chains if (c.family, c.table) == t.key]
-        for c in chains:
-            yield ", " + json.dumps(chain_json(c))
-        for c in chains:
-            texts = rule_texts.get((c.family, c.table, c.name))
-            if texts:
-                yield ", " + ", ".join(texts)
-    yield "]}"
+    by_chain: dict[tuple[str, str, str], list[Rule]] = {}
+    for r in rs.rules:
+        by_chain.setdefault(r.chain_key, []).append(r)
+    return list(_items(rs, lambda t, c: map(rule_json, by_chain.get(c.key, ()))))
 
 
 def dump_json(rs: Ruleset, indent: int | None = None) -> str:
     """The ruleset as libnftables JSON text ({"nftables": [...]})."""
-    if indent is None:
-        return "".join(listing_text(rs))
     return json.dumps({"nftables": listing(rs)}, indent=indent)
+
+
+def dump_json_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]]) -> str:
+    """`dump_json` of ``rs`` whose rules are given as JSON texts by chain (in order;
+    a text may hold several rules joined by ", ")."""
+    items = _items(rs, lambda t, c: rule_texts.get(c.key, ()))
+    return '{"nftables": [' + ", ".join(
+        x if type(x) is str else json.dumps(x) for x in items) + "]}"

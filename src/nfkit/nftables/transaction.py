@@ -7,16 +7,18 @@ the object that failed, and listings are read with GET* dumps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from nfkit.errors import (
+    DumpInterrupted,
     InputError,
     TransactionError,
 )
-from nfkit.netlink.codec import Batch, MessageWriter
+from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
+from nfkit.nftables.bulkjson import RuleRun
 from nfkit.nftables.exprs import SetView
 from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
@@ -101,7 +103,9 @@ def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
             else:
                 raise InputError(f"{c.verb} chain is not a command")
         elif c.kind == "rule":
-            if c.verb in ("add", "create"):
+            if type(o) is RuleRun:
+                enc.rule_run(o)
+            elif c.verb in ("add", "create"):
                 if o.handle is not None and o.position is None and not c.listing:
                     o.position = o.handle
                 if o.position is not None or o.comment or not enc.add_rule_templated(o):
@@ -271,21 +275,27 @@ def _dump_msgs(sock: Any, name: str, attrs: bytes = b"", family: int = 0
         yield payload[0], nla.attrs(bytes(payload[4:]))
 
 
-def _dump_objects(sock: Any, elements: bool = True, table: str | None = None,
-                  family: str | None = None, anon_elements: bool = True
-                  ) -> tuple[Ruleset, set[tuple[str, str]], dict[tuple[str, str], dict[str, SetView]]]:
-    """Tables, chains, sets (with elements), objects; the kept (family, table) keys; set views."""
+def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
+          family: str | None = None, chain: str | None = None,
+          texts: Any | None = None, must_exist: bool = False) -> Ruleset:
+    """The ruleset in model objects; with ``texts`` (a listtext.RuleTexts) the rules
+    go there as JSON text instead of into the Ruleset.  With ``must_exist``, a
+    ``table`` (or ``chain``) that is not there is an InputError."""
     fam = FAMILY_NUM[family] if family else 0
     rs = Ruleset()
     for f, a in _dump_msgs(sock, "gettable", family=fam):
         t = decode_table(f, a)
         if table is None or t.name == table:
             rs.tables.append(t)
+    if must_exist and table is not None and not rs.tables:
+        raise InputError(f"table {family + ' ' if family else ''}{table}: no such table")
     keys = {t.key for t in rs.tables}
     for f, a in _dump_msgs(sock, "getchain", family=fam):
         c = decode_chain(f, a)
         if (c.family, c.table) in keys:
             rs.chains.append(c)
+    if must_exist and chain is not None and not any(c.name == chain for c in rs.chains):
+        raise InputError(f"chain {family + ' ' if family else ''}{table} {chain}: no such chain")
     views: dict[tuple[str, str], dict[str, SetView]] = {}
     for f, a in _dump_msgs(sock, "getset", family=fam):
         s, view = decode_set(f, a)
@@ -301,7 +311,7 @@ def _dump_objects(sock: Any, elements: bool = True, table: str | None = None,
     if elements:
         for (sfam, stable), byname in views.items():
             for view in byname.values():
-                if not anon_elements and getattr(view, "anonymous", False):
+                if not rules and getattr(view, "anonymous", False):
                     continue
                 el = A["set_elem_list"]
                 for _f, a in _dump_msgs(sock, "getsetelem", string(el["table"], stable)
@@ -309,25 +319,31 @@ def _dump_objects(sock: Any, elements: bool = True, table: str | None = None,
                     decode_elements(view, a)
         for s in rs.sets:
             s.elem = set_elements_json(views[(s.family, s.table)][s.name])
-    return rs, keys, views
-
-
-def _rule_filter(table: str | None, family: str | None, chain: str | None) -> tuple[int, bytes]:
-    """The family and attributes of a GETRULE dump for these filters."""
-    fam = FAMILY_NUM[family] if family else 0
-    attrs = b""
-    if table is not None and fam:
-        attrs = string(A["rule"]["table"], table)
-        if chain is not None:
-            attrs += string(A["rule"]["chain"], chain)
-    return fam, attrs
-
-
-def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
-          family: str | None = None, chain: str | None = None) -> Ruleset:
-    rs, keys, views = _dump_objects(sock, elements, table, family, anon_elements=rules)
     if rules:
-        fam, attrs = _rule_filter(table, family, chain)
+        attrs = b""
+        if table is not None and fam:
+            attrs = string(A["rule"]["table"], table)
+            if chain is not None:
+                attrs += string(A["rule"]["chain"], chain)
+        if texts is not None:
+            texts.views = views
+            w = MessageWriter()
+            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=fam)
+            if attrs:
+                w.raw(attrs)
+            w.end()
+            for _attempt in range(10):
+                try:
+                    for dgram in sock.dump_datagrams(w, what="rules"):
+                        texts.feed(dgram)
+                    break
+                except DumpInterrupted:
+                    texts.restart()
+            else:
+                raise DumpInterrupted("rules: the ruleset kept changing during the dump")
+            if chain is not None:
+                rs.chains = [c for c in rs.chains if c.name == chain]
+            return rs
         shapes = RuleShapes()
         for f, a in _dump_msgs(sock, "getrule", attrs, fam):
             r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}),
@@ -337,44 +353,6 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
     if chain is not None:
         rs.chains = [c for c in rs.chains if c.name == chain]
     return rs
-
-
-def list_json(family: str | None = None, table: str | None = None, chain: str | None = None,
-              sock: Any | None = None, rules: Any | None = None) -> Iterator[str]:
-    """The ruleset as libnftables JSON text, in pieces (join them for the whole text).
-
-    The text equals ``dump_json(list_ruleset(...))``; rules go the fast way
-    (see nfkit.nftables.rulestream) and never become model objects.  The rule
-    dump runs on its own socket while tables, chains and sets are read on
-    ``sock``; ``rules`` may be a RuleDump started earlier with the same filters.
-    Raises NetlinkError when the kernel refuses a dump, DumpInterrupted when
-    the ruleset keeps changing during the rule dump."""
-    from nfkit.nftables.jsonfmt import listing_text, no_gc
-    from nfkit.nftables.rulestream import RuleDump, RuleTexts, rule_texts
-
-    own = sock is None
-    # Own sockets: the rule dump starts first, on its own socket.  A caller's socket
-    # (maybe of another namespace) carries both dumps, one after the other.
-    dump = rules if rules is not None else RuleDump(family, table, chain) if own else None
-    try:
-        sock = sock or _socket()
-        with no_gc():
-            rs, keys, views = _dump_objects(sock, True, table, family)
-            if dump is None:
-                dump = RuleDump(family, table, chain, sock=sock)
-
-            def keep(where: tuple[str, str, str]) -> bool:
-                return (where[0], where[1]) in keys and (chain is None or where[2] == chain)
-
-            texts = rule_texts(dump, RuleTexts(views), keep)
-            if chain is not None:
-                rs.chains = [c for c in rs.chains if c.name == chain]
-    finally:
-        if dump is not None:
-            dump.close()
-        if own and sock is not None:
-            sock.close()
-    return listing_text(rs, texts)
 
 
 def _set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
@@ -400,15 +378,42 @@ def _fam_name(f: int) -> str:
 
 
 def list_ruleset(family: str | None = None, table: str | None = None, chain: str | None = None,
-                 sock: Any | None = None, rules: bool = True) -> Ruleset:
-    """Read the kernel's ruleset (optionally one family/table/chain) into model objects."""
+                 sock: Any | None = None, rules: bool = True, must_exist: bool = False) -> Ruleset:
+    """Read the kernel's ruleset (optionally one family/table/chain) into model objects.
+
+    With ``must_exist``, a named table or chain that is not there raises InputError."""
     from nfkit.nftables.jsonfmt import no_gc
 
     own = sock is None
     sock = sock or _socket()
     try:
         with no_gc():
-            return _dump(sock, rules=rules, table=table, family=family, chain=chain)
+            return _dump(sock, rules=rules, table=table, family=family, chain=chain,
+                         must_exist=must_exist)
+    finally:
+        if own:
+            sock.close()
+
+
+def list_json_text(family: str | None = None, table: str | None = None,
+                   chain: str | None = None, sock: Any | None = None,
+                   must_exist: bool = False) -> str:
+    """The ruleset (optionally one family/table/chain) as libnftables JSON text.
+
+    The same text as ``dump_json(list_ruleset(...))``, without a model object
+    per rule: rules of a recurring shape are printed from text templates
+    (see nfkit.nftables.listtext), whole dump rounds at a time."""
+    from nfkit.nftables.jsonfmt import dump_json_text, no_gc
+    from nfkit.nftables.listtext import RuleTexts
+
+    own = sock is None
+    sock = sock or _socket()
+    try:
+        with no_gc():
+            texts = RuleTexts({})
+            rs = _dump(sock, table=table, family=family, chain=chain, texts=texts,
+                       must_exist=must_exist)
+            return dump_json_text(rs, texts.texts)
     finally:
         if own:
             sock.close()
@@ -461,31 +466,23 @@ def _strip_counters(expr: list[dict[str, Any]]) -> list[Any]:
             for s in expr]
 
 
-def exists(rule: Rule, sock: Any | None = None, rules: Any | None = None,
-           drain: bool = True) -> bool:
+def exists(rule: Rule, sock: Any | None = None) -> bool:
     """True if a rule semantically equal to ``rule`` is in its chain (counters ignored).
 
-    The wanted rule is compiled once; a received dump datagram is split into
-    rules only if it holds every value the wanted rule compares, and a rule is
-    decoded only if it does, so most of a big chain is never looked at.
-    ``rules`` may be a RuleDump of the chain started earlier; with ``drain``
-    False the dump is abandoned at the first hit (for a process about to exit).
-    Raises InputError when the chain does not exist."""
+    The wanted rule is compiled once; a kernel rule is decoded and compared
+    only if every value the wanted rule compares occurs in its expression
+    bytes, so most rules of a big chain are skipped without decoding."""
     from nfkit.nftables.exprs import RuleCompiler
     from nfkit.nftables.jsonfmt import no_gc
-    from nfkit.nftables.rulestream import RuleDump, find_rule
-    from nfkit.nftables.wire import _cmp_values, decode_rule
+    from nfkit.nftables.wire import RuleShapes, _cmp_values, decode_rule
 
     want = _strip_counters(normalize(rule.expr, rule.family))
     exprs, anon = RuleCompiler(rule.family, rule.table).compile(rule.expr)
     split = _cmp_values(nla.nest(1, *exprs)[4:]) if not anon else None
-    # the longest values first: they rule out most datagrams
-    needles = sorted((v for v in split[1] if len(v) >= 2), key=len, reverse=True) if split else []
+    needles = [v for v in split[1] if len(v) >= 2] if split else []
     own = sock is None
-    dump = rules if rules is not None else \
-        RuleDump(rule.family, rule.table, rule.chain) if own else None
+    sock = sock or _socket()
     try:
-        sock = sock or _socket()
         with no_gc():
             found_chain = False
             for _f, a in _dump_msgs(sock, "getchain", string(A["chain"]["table"], rule.table),
@@ -495,23 +492,40 @@ def exists(rule: Rule, sock: Any | None = None, rules: Any | None = None,
             if not found_chain:
                 raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
             views = _set_views(sock, rule.family, rule.table)
-            if dump is None:
-                dump = RuleDump(rule.family, rule.table, rule.chain, sock=sock)
-
-            def equal(msg: bytes) -> bool:
-                a = nla.attrs(msg, 20)
-                r = decode_rule(msg[16], a, views)
-                return r.chain == rule.chain and _strip_counters(r.expr) == want
-
-            hit = find_rule(dump, needles, equal, drain,
-                            f"rule dump of chain {rule.family} {rule.table} {rule.chain}")
-            if hit and not drain:
-                dump = None  # abandoned: the process ends soon
-            return hit
+            shapes = RuleShapes()
+            attrs = string(A["rule"]["table"], rule.table) + string(A["rule"]["chain"], rule.chain)
+            w = MessageWriter()
+            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=FAMILY_NUM[rule.family])
+            w.raw(attrs)
+            w.end()
+            for _attempt in range(10):
+                hit = False
+                try:
+                    # Whole dump rounds (about 32 KiB each) first: only a round holding
+                    # every compared value of the wanted rule is split into messages,
+                    # and only its rules holding them all are decoded.
+                    for dgram in sock.dump_datagrams(w, what=f"rules of chain {rule.chain}"):
+                        if hit:
+                            continue  # drain the dump
+                        if needles:
+                            data = bytes(dgram)
+                            if not all(n in data for n in needles):
+                                continue
+                        for m in parse_messages(dgram):
+                            payload = bytes(m.payload)
+                            if needles and not all(n in payload for n in needles):
+                                continue
+                            a = nla.attrs(payload[4:])
+                            r = decode_rule(payload[0], a, views, shapes)
+                            if r.chain == rule.chain and _strip_counters(r.expr) == want:
+                                hit = True
+                    return hit
+                except DumpInterrupted:
+                    continue
+            raise DumpInterrupted(f"chain {rule.family} {rule.table} {rule.chain}: "
+                                  "the ruleset kept changing during the dump")
     finally:
-        if dump is not None:
-            dump.close()
-        if own and sock is not None:
+        if own:
             sock.close()
 
 

@@ -9,10 +9,13 @@ translated by nfkit.nftables.exprs; this module only wraps them.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
+from itertools import repeat
 from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.netlink.codec import next_seq
+from nfkit.netlink.codec import next_seq, next_seqs
 from nfkit.netlink.consts import (
     NFNL_SUBSYS_NFTABLES,
     NLM_F_APPEND,
@@ -150,6 +153,7 @@ class Encoder:
         self._where: dict[tuple[str, str], bytes] = {}
         self.anon_counter = [0]
         self._msg_templates: dict[Any, Any] = {}
+        self._msg_formats: dict[Any, Any] = {}
 
     def _begin(self, name: str, family: str, flags: int, what: Any) -> None:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
@@ -299,6 +303,77 @@ class Encoder:
         self.batch.seqs.append((seq, start))
         self.what.append(r)
         return True
+
+    def rule_run(self, run: Any) -> None:
+        """Append NEWRULE (add) for every rule of a `bulkjson.RuleRun`, in order.
+
+        The values arrive as text columns; each column is encoded with one map
+        over the slot's encoder and every message is the shape's message with
+        the sequence number and values formatted in.  A rule whose value the
+        slot cannot take (a prefix where an address was, a service name, ...)
+        is encoded on its own by `rule`, in its place."""
+        sample = run.sample
+        mkey = (sample.family, sample.table, sample.chain, run.key)
+        mt = self._msg_templates.get(mkey)
+        if mt is None:
+            mt = self._msg_templates[mkey] = self._msg_template(sample, run.key)
+        n = len(run)
+        if mt is False:
+            for k in range(n):
+                self.rule(run.rule(k))
+            return
+        tpl, offsets, slots = self._run_layout(mkey, mt)
+        bad: set[int] = set()
+        if run.packed is not None:
+            cols = run.packed
+            assert all(len(c) == n * vsize if type(c) is bytes else len(c) == n
+                       for c, (_f, vsize, _o) in zip(cols, slots, strict=True))
+        else:
+            cols, bad = encode_columns(slots, run.kinds, [run.column(j) for j in range(len(slots))])
+        k = 0
+        while k < n:
+            if k in bad:
+                self.rule(run.rule(k))
+                k += 1
+                continue
+            stop = k + 1
+            while stop < n and stop not in bad:
+                stop += 1
+            part = [c[k * len(c) // n:stop * len(c) // n] if type(c) is bytes else c[k:stop]
+                    for c in cols] if bad else cols
+            self._emit_rows(run, tpl, offsets, [s[1] for s in slots], part, k, stop - k)
+            k = stop
+
+    def _run_layout(self, mkey: Any, mt: Any) -> tuple[bytes, list[int], Any]:
+        """A shape's whole message (values zero) and the offset of each value in it."""
+        f = self._msg_formats.get(mkey)
+        if f is None:
+            head, slots, statics = mt
+            msg = bytearray(head)
+            offsets = []
+            for (_fast, vsize, _op), st in zip(slots, statics, strict=True):
+                offsets.append(len(msg))
+                msg += bytes(vsize) + st
+            f = self._msg_formats[mkey] = (bytes(msg), offsets, slots)
+        return f  # type: ignore[no-any-return]
+
+    def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
+                   cols: list[Any], k0: int, n: int) -> None:
+        """Rules ``k0``..``k0 + n`` of ``run``: the shape's message ``n`` times, then the
+        sequence numbers and each value column written in with strided slices (no
+        Python per rule)."""
+        size = len(tpl)
+        seqs = next_seqs(n)
+        batch = self.batch
+        buf = batch.buffer
+        start = len(buf)
+        buf += tpl * n
+        _stride_into(buf, size, start + 8, 4, array(_U32_CODE, seqs).tobytes())
+        for off, vsize, col in zip(offsets, sizes, cols, strict=True):
+            _stride_into(buf, size, start + off, vsize,
+                         col if type(col) is bytes else b"".join(col))
+        batch.seqs.extend(zip(seqs, range(start, start + n * size, size), strict=True))
+        self.what.extend(repeat(_Rows(run, k0, len(self.what)), n))
 
     def _msg_template(self, r: Rule, key: Any) -> Any:
         rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
@@ -547,11 +622,79 @@ class Encoder:
         self.batch.end()
 
 
+def encode_columns(slots: list[tuple[Any, int, Operand]], kinds: tuple[type, ...],
+                   columns: list[list[str]]) -> tuple[list[Any], set[int]]:
+    """Text value columns -> per slot, the values encoded (one bytes object for a
+    packed integer column, else a list of bytes), and the rows a slot refused
+    (a service name, a prefix, a value out of range: the general path's work)."""
+    cols: list[Any] = []
+    bad: set[int] = set()
+    for (fast, vsize, op), kind, col in zip(slots, kinds, columns, strict=True):
+        packed = _pack_ints(op, vsize, col) if kind is int else None
+        if packed is not None:
+            cols.append(packed)
+            continue
+        try:
+            enc = list(map(fast, map(int, col) if kind is int else col))
+        except Exception:
+            enc = []
+            for k, v in enumerate(col):
+                try:
+                    enc.append(fast(int(v) if kind is int else v))
+                except Exception:
+                    enc.append(b"")
+                    bad.add(k)
+        if set(map(len, enc)) != {vsize}:
+            bad.update(k for k, b in enumerate(enc) if len(b) != vsize)
+        cols.append(enc)
+    return cols, bad
+
+
+_ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
+_U32_CODE = _ARRAY_CODE[4]
+
+
+def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
+    """An integer slot's column packed in one go (in the value's byte order), or None
+    when the slot is not a plain integer or a value does not fit (then each value
+    goes its own way)."""
+    dt = op.dt
+    code = _ARRAY_CODE.get(size)
+    if (code is None or dt.kind != "int" or op.mask is not None or len(op.types) != 1
+            or dt.size != size):
+        return None
+    try:
+        a = array(code, map(int, col))
+    except (OverflowError, ValueError):
+        return None
+    if dt.big_endian != (sys.byteorder == "big") and size > 1:
+        a.byteswap()
+    return a.tobytes()
+
+
+def _stride_into(buf: bytearray, stride: int, off: int, width: int, data: bytes) -> None:
+    """Write ``width``-byte item k of ``data`` at ``off + k * stride`` of ``buf``, whose
+    last message starts at ``len(buf) - stride`` (so each slice ends with ``data``)."""
+    for b in range(width):
+        buf[off + b::stride] = data[b::width]
+
+
+class _Rows:
+    """Messages of a batch that are rules ``k0``.. of a RuleRun, from index ``base``."""
+
+    __slots__ = ("run", "k0", "base")
+
+    def __init__(self, run: Any, k0: int, base: int) -> None:
+        self.run, self.k0, self.base = run, k0, base
+
+
 class _Names(list):  # type: ignore[type-arg]
     """What each message of a batch is about; objects are named only when asked."""
 
     def __getitem__(self, i: Any) -> Any:
         v = list.__getitem__(self, i)
+        if type(v) is _Rows:
+            return str(v.run.rule(v.k0 + i - v.base))
         return v if isinstance(v, str) else str(v)
 
 
@@ -702,17 +845,15 @@ _CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
               {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
 
 
-def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
-    """Split an expression list into its shape (cmp values blanked) and the cmp values.
+def _cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
+    """(start, end) in ``blob`` of each cmp expression's compared value.
 
     Relies on the kernel dumping cmp as sreg, op, data (it does); returns None
     for anything unexpected, and the caller decodes the slow way."""
     from struct import unpack_from
 
     pos, end = 0, len(blob)
-    parts: list[bytes] = []
-    values: list[bytes] = []
-    last = 0
+    spans: list[tuple[int, int]] = []
     while pos + 4 <= end:
         ln = unpack_from("=H", blob, pos)[0]
         if ln < 4:
@@ -722,12 +863,23 @@ def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
             vstart = pos + 40
             if vstart + vlen > pos + ln:
                 return None
-            parts.append(blob[last:vstart])
-            values.append(blob[vstart:vstart + vlen])
-            last = vstart + vlen
+            spans.append((vstart, vstart + vlen))
         pos += (ln + 3) & ~3
+    return spans
+
+
+def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
+    """Split an expression list into its shape (cmp values blanked) and the cmp values."""
+    spans = _cmp_spans(blob)
+    if spans is None:
+        return None
+    parts: list[bytes] = []
+    last = 0
+    for s, e in spans:
+        parts.append(blob[last:s])
+        last = e
     parts.append(blob[last:])
-    return b"\xff".join(parts), values
+    return b"\xff".join(parts), [blob[s:e] for s, e in spans]
 
 
 class RuleShapes:
@@ -735,15 +887,22 @@ class RuleShapes:
     are decoded once; later ones only decode their values."""
 
     def __init__(self) -> None:
-        self.cache: dict[tuple[str, bytes], Any] = {}  # shape -> (ctx positions, {ctx: tpl})
+        # (family, sets of the table, shape) -> (ctx positions, {ctx values: template}).
+        # A shape names the sets it looks up (an anonymous one is one rule's own),
+        # and the table's sets are part of the key: their types shape the output.
+        self.cache: dict[tuple[str, int, bytes], Any] = {}
+
+    @staticmethod
+    def key(fam: str, sets: dict[str, SetView], shape: bytes) -> tuple[str, int, bytes]:
+        return (fam, id(sets) if sets else 0, shape)
 
     def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
-        split = _cmp_values(blob) if not sets or not any(
-            v.flags & SET_ANONYMOUS for v in sets.values()) else None
+        split = _cmp_values(blob)
         if split is None:
             return RuleDecoder(fam, sets).decode(parse_exprs(blob))
         shape, values = split
-        entry = self.cache.get((fam, shape))
+        ckey = self.key(fam, sets, shape)
+        entry = self.cache.get(ckey)
         if entry is not None and entry is not False:
             ctx_pos, by_ctx = entry
             ctx_key = tuple(values[i] for i in ctx_pos)
@@ -761,7 +920,7 @@ class RuleShapes:
         if entry is False:
             return stmts
         if dec.merged or len(dec.cmp_log) != dec.cmp_seen or dec.cmp_seen != len(values):
-            self.cache[(fam, shape)] = False
+            self.cache[ckey] = False
             return stmts
         # map decoder indices to output indices (dependencies removed)
         kept = [i for i in range(len(dec.out)) if i not in dec.drop]
@@ -773,7 +932,7 @@ class RuleShapes:
         if entry is None:
             templates: dict[tuple[bytes, ...], Any] = {}
             entry = (ctx_pos, templates)
-            self.cache[(fam, shape)] = entry
+            self.cache[ckey] = entry
         if entry[0] == ctx_pos:
             entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
         return stmts

@@ -1,0 +1,53 @@
+"""`nfkit rules load|check FILE`: the work of the two commands, free of click.
+
+Shared by the click commands in `nfkit.cli.rules` and the click-less start in
+`nfkit.cli.entry` (a big load should not wait for the CLI framework).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+from nfkit.errors import InputError
+
+
+def read_file(path: str) -> str:
+    """The text of ``path`` (``-``: stdin); InputError naming the file if unreadable."""
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        with open(path, "rb") as f:  # no newline translation: JSON does not need it
+            return f.read().decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def done() -> None:
+    """End the process now: freeing a big ruleset object by object is wasted time."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def load_file(path: str) -> None:
+    """Load ``path`` (libnftables JSON) in one atomic transaction, then exit."""
+    from nfkit.nftables.jsonfmt import load_json
+    from nfkit.nftables.transaction import run_commands
+
+    gc.disable()  # millions of small acyclic objects: collections only cost time
+    run_commands(load_json(read_file(path), runs=True))
+    done()
+
+
+def check_file(path: str) -> None:
+    """Let the kernel validate ``path`` as one transaction; nothing is committed."""
+    from nfkit.nftables.jsonfmt import load_json
+    from nfkit.nftables.transaction import run_commands
+
+    gc.disable()
+    n = run_commands(load_json(read_file(path), runs=True), check=True)
+    print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

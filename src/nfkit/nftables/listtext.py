@@ -1,0 +1,300 @@
+"""Rules of a kernel dump as libnftables JSON text, without a model object per rule.
+
+This module owns the fast path of `nfkit rules list --json`.  A big chain is
+mostly a few rule *shapes*: rules whose dump messages differ only in the
+handle, the position and the compared values.  The first rule of a shape is
+decoded by the general decoder (wire.decode_rule) and printed with json.dumps;
+from it come two templates: a regular expression over the raw dump message
+(every byte literal except those values) and the rule's JSON text with a
+marker where each value goes.  The following rules of that shape are matched
+in whole dump rounds by the regex scanner, their values rendered a column at
+a time (addresses with one map of inet_ntoa, integers with one array) and
+joined into the text.  A template is used only after it reproduced its own
+first rule's text exactly; any rule it does not match is decoded the general
+way, so the output is the same text either way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import sys
+from array import array
+from itertools import chain, repeat
+from typing import Any
+
+from nfkit.nftables import nla
+from nfkit.nftables.bulkjson import consecutive
+from nfkit.nftables.jsonfmt import rule_json
+from nfkit.nftables.model import Rule
+from nfkit.nftables.nla import A
+from nfkit.nftables.wire import FAMILY_NAME, RuleShapes, SetView, _cmp_spans, _plain_value, decode_rule
+
+_U32 = struct.Struct("=I")
+_NEWRULE = (10 << 8) | 6  # NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE
+_MAX_SHAPES = 32
+_ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}
+
+
+def _marker(k: int) -> str:
+    """A string no rule holds, standing for value ``k`` (-1: the handle) in a text."""
+    return f"\x00nfkit:{k}\x00"
+
+
+class _Memo(dict):  # type: ignore[type-arg]
+    """Raw value -> its JSON text, computed on first use (values of a slot recur)."""
+
+    def __init__(self, v: Any) -> None:
+        super().__init__()
+        self.v = v
+
+    def __missing__(self, raw: bytes) -> str:
+        text = self[raw] = json.dumps(_plain_value(self.v, raw))
+        return text
+
+
+def _renderer(v: Any, size: int) -> tuple[Any, bool]:
+    """(column of raw values -> list of text, whether the text goes between quotes)."""
+    dt = v.types[0] if len(v.types) == 1 else None
+    if dt is not None and dt.kind == "ipv4" and size == 4:
+        return (lambda col: list(map(socket.inet_ntoa, col))), True
+    code = _ARRAY_CODE.get(size)
+    if (dt is not None and dt.kind == "int" and code is not None and dt.size == size
+            and not (dt.print_symbols and (dt.names or dt.name in ("iface_index", "inet_proto")))):
+        swap = size > 1 and dt.big_endian != (sys.byteorder == "big")
+
+        def ints(col: list[bytes]) -> list[str]:
+            a = array(code, b"".join(col))
+            if swap:
+                a.byteswap()
+            return list(map(str, a))
+        return ints, False
+    memo = _Memo(v)
+    return (lambda col: list(map(memo.__getitem__, col))), False
+
+
+def _counter_spans(blob: bytes) -> list[tuple[int, int]]:
+    """(packets start, bytes start) in ``blob`` of each top-level counter expression
+    holding both as 8-byte values; empty when any counter looks otherwise."""
+    out = []
+    for _t, s, e in nla.walk(blob):
+        name = b""
+        for t2, s2, e2 in nla.walk(blob, s, e):
+            if t2 == 1:
+                name = blob[s2:e2].split(b"\0", 1)[0]
+            elif t2 == 2 and name == b"counter":
+                found = {t3: (s3, e3) for t3, s3, e3 in nla.walk(blob, s2, e2)}
+                pk, by = found.get(2), found.get(1)  # NFTA_COUNTER_PACKETS, _BYTES
+                if pk is None or by is None or pk[1] - pk[0] != 8 or by[1] - by[0] != 8:
+                    return []
+                out.append((pk[0], by[0]))
+    return out
+
+
+def _handles(col: list[bytes]) -> list[str]:
+    a = array(_ARRAY_CODE[8], b"".join(col))
+    if sys.byteorder != "big":
+        a.byteswap()
+    return list(map(str, a))
+
+
+class _TextShape:
+    """One rule shape: the message pattern and the JSON text around the values."""
+
+    __slots__ = ("pattern", "key", "statics", "renders", "hits")
+
+    def __init__(self, pattern: re.Pattern[bytes], key: tuple[str, str, str],
+                 statics: list[str], renders: list[tuple[int, Any]]) -> None:
+        self.pattern = pattern
+        self.key = key
+        self.statics = statics  # len(renders) + 1 pieces of text
+        self.renders = renders  # (regex group, column renderer) in text order
+        self.hits = 0
+
+    def render(self, ms: list[re.Match[bytes]]) -> str:
+        """The texts of the rules ``ms``, joined by ", " (as in the listing)."""
+        cols: list[Any] = [repeat(self.statics[0])]
+        for (group, fn), static in zip(self.renders, self.statics[1:], strict=True):
+            cols.append(fn(list(map(re.Match.group, ms, repeat(group)))))
+            cols.append(repeat(static))
+        cols[-1] = repeat(self.statics[-1] + ", ")
+        # repeat() columns are endless: zip stops with the value columns
+        text = "".join(chain.from_iterable(zip(*cols, strict=False)))
+        return text[:-2]
+
+
+class RuleTexts:
+    """Collects the rules of GETRULE dump rounds as JSON text, by chain.
+
+    ``views`` are the sets of each (family, table) with their elements, as the
+    rule decoder needs them.  After every round is fed, ``texts`` maps
+    (family, table, chain) to the rules' texts in dump order, in pieces of
+    one or more rules joined by ", " (join the pieces with ", ")."""
+
+    def __init__(self, views: dict[tuple[str, str], dict[str, SetView]]) -> None:
+        self.views = views
+        self.shapes = RuleShapes()
+        self.templates: list[_TextShape] = []
+        self.last: _TextShape | None = None
+        self.texts: dict[tuple[str, str, str], list[str]] = {}
+        self.general = 0  # rules decoded one by one
+        self.rules = 0
+
+    def restart(self) -> None:
+        """Forget the rules taken so far (the dump starts over); templates stay."""
+        self.texts = {}
+        self.general = self.rules = 0
+
+    def feed(self, dgram: memoryview | bytes) -> None:
+        """Take one dump round (a datagram of NEWRULE messages, without NLMSG_DONE)."""
+        data = dgram  # matched in place: done before the next round is received
+        pos, n = 0, len(data)
+        while pos + 16 <= n:
+            ms: list[re.Match[bytes]] = []
+            sh = self.last
+            if sh is not None:
+                ms = consecutive(sh.pattern, data, pos)
+            if not ms:
+                for sh in self.templates:
+                    if sh is not self.last:
+                        ms = consecutive(sh.pattern, data, pos)
+                        if ms:
+                            self.last = sh
+                            break
+            if ms:
+                assert sh is not None
+                sh.hits += len(ms)
+                self.texts.setdefault(sh.key, []).append(sh.render(ms))
+                self.rules += len(ms)
+                pos = ms[-1].end()
+                continue
+            ln = _U32.unpack_from(data, pos)[0]
+            if ln < 16:
+                break
+            size = (ln + 3) & ~3
+            self._general(bytes(data[pos:pos + size]), ln)
+            pos += size
+
+    def _general(self, msg: bytes, ln: int) -> None:
+        if _U32.unpack_from(msg, 4)[0] & 0xFFFF != _NEWRULE:
+            return
+        fam = msg[16]
+        a = nla.attrs(msg, 20, ln)
+        ra = A["rule"]
+        table = nla.get_str(a[ra["table"]])
+        views = self.views.get((FAMILY_NAME.get(fam, str(fam)), table), {})
+        r = decode_rule(fam, a, views, self.shapes)
+        text = json.dumps(rule_json(r))
+        self.texts.setdefault((r.family, r.table, r.chain), []).append(text)
+        self.general += 1
+        self.rules += 1
+        if len(self.templates) >= _MAX_SHAPES:
+            # Room is made only by templates that never printed a rule (a rule
+            # with its own comment or anonymous set is a shape of one).
+            unused = [k for k, old in enumerate(self.templates) if not old.hits]
+            if not unused:
+                return
+            del self.templates[unused[0]]
+        sh = self._shape(msg, ln, r, views, text)
+        if sh is not None:
+            self.templates.append(sh)
+            self.last = sh
+
+    def _shape(self, msg: bytes, ln: int, r: Rule, views: dict[str, SetView],
+               text: str) -> _TextShape | None:
+        """A template from ``msg`` (decoded as ``r``, printed as ``text``), or None."""
+        ra = A["rule"]
+        where: dict[int, tuple[int, int]] = {t: (s, e) for t, s, e in nla.walk(msg, 20, ln)}
+        if ra["handle"] not in where or ra["expressions"] not in where:
+            return None
+        xs, xe = where[ra["expressions"]]
+        blob = msg[xs:xe]
+        spans = _cmp_spans(blob)
+        if spans is None:
+            return None
+        parts, last = [], 0
+        for s, e in spans:
+            parts.append(blob[last:s])
+            last = e
+        parts.append(blob[last:])
+        entry = self.shapes.cache.get(self.shapes.key(r.family, views, b"\xff".join(parts)))
+        if not entry:
+            return None
+        ctx_pos, by_ctx = entry
+        tpl = by_ctx.get(tuple(blob[spans[i][0]:spans[i][1]] for i in ctx_pos))
+        if tpl is None:
+            return None
+        stmts, patches = tpl
+        # The variable bytes of the message: the handle, the position (not printed)
+        # and each compared value the template patches.
+        holes: list[tuple[int, int, Any]] = [(where[ra["handle"]][0], 8, "handle")]
+        if ra["position"] in where:
+            holes.append((where[ra["position"]][0], 8, None))
+        out = list(stmts)
+        for k, (idx, vi, v, left) in enumerate(patches):
+            s, e = spans[vi]
+            holes.append((xs + s, e - s, (k, v)))
+            m = out[idx]["match"]
+            out[idx] = {"match": {"op": m["op"], "left": left, "right": _marker(k)}}
+        # Counter values differ from rule to rule in a live ruleset: slots too.
+        counted = [i for i, st in enumerate(out) if type(st.get("counter")) is dict]
+        cspans = _counter_spans(blob)
+        nmarks = len(patches)
+        if counted and len(cspans) == len(counted):
+            for i, (pk, by) in zip(counted, cspans, strict=True):
+                if out[i]["counter"] != {"packets": int.from_bytes(blob[pk:pk + 8], "big"),
+                                         "bytes": int.from_bytes(blob[by:by + 8], "big")}:
+                    return None
+                out[i] = {"counter": {"packets": _marker(nmarks), "bytes": _marker(nmarks + 1)}}
+                holes.append((xs + pk, 8, (nmarks, None)))
+                holes.append((xs + by, 8, (nmarks + 1, None)))
+                nmarks += 2
+        holes.sort(key=lambda h: h[0])
+        pattern: list[bytes] = []
+        group_of: dict[Any, int] = {}
+        pos = 0
+        for off, size, what in holes:
+            if off < pos:
+                return None
+            pattern.append(re.escape(msg[pos:off]))
+            if what is None:
+                pattern.append(b".{%d}" % size)
+            else:
+                group_of[what if what == "handle" else what[0]] = len(group_of) + 1
+                pattern.append(b"(.{%d})" % size)
+            pos = off + size
+        pattern.append(re.escape(msg[pos:]))
+        pat = re.compile(b"".join(pattern), re.DOTALL)
+        # The text: the rule printed with markers, cut at each marker.
+        rr = Rule(r.family, r.table, r.chain, out, r.comment, handle=-1)
+        marked = json.dumps(rule_json(rr)).replace('"handle": -1', '"handle": ' + json.dumps(_marker(-1)), 1)
+        statics: list[str] = []
+        renders: list[tuple[int, Any]] = []
+        cut = re.compile("(" + "|".join(re.escape(json.dumps(_marker(k)))
+                                        for k in range(-1, nmarks)) + ")")
+        pieces = cut.split(marked)
+        if len(pieces) != 2 * (nmarks + 1) + 1:
+            return None
+        sizes = {k: spans[vi][1] - spans[vi][0] for k, (_i, vi, _v, _l) in enumerate(patches)}
+        values = {k: v for k, (_i, _vi, v, _l) in enumerate(patches)}
+        statics.append(pieces[0])
+        for marker_text, static in zip(pieces[1::2], pieces[2::2], strict=True):
+            k = int(json.loads(marker_text).strip("\x00").split(":")[1])
+            if k == -1:
+                renders.append((group_of["handle"], _handles))
+            elif k >= len(patches):  # a counter's packets or bytes
+                renders.append((group_of[k], _handles))
+            else:
+                fn, quoted = _renderer(values[k], sizes[k])
+                if quoted:
+                    statics[-1] += '"'
+                    static = '"' + static
+                renders.append((group_of[k], fn))
+            statics.append(static)
+        sh = _TextShape(pat, (r.family, r.table, r.chain), statics, renders)
+        m = pat.fullmatch(msg)
+        if m is None or sh.render([m]) != text:
+            return None  # the template does not reproduce its own rule: never use it
+        return sh

@@ -1,0 +1,204 @@
+"""The text-template reader (bulkjson) gives the same transaction as the general reader."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nfkit.errors import InputError
+from nfkit.netlink.codec import Batch
+from nfkit.nftables import bulkjson
+from nfkit.nftables.bulkjson import RuleRun
+from nfkit.nftables.jsonfmt import load_json
+from nfkit.nftables.transaction import encode_commands
+from nfkit.nftables.wire import Encoder
+
+from .conftest import NFKIT, nft_json
+from .test_rule_templates import rules
+
+
+def _encode(text: str, runs: bool) -> Any:
+    """(batch bytes with sequence numbers zeroed, the name of every message), or the error."""
+    try:
+        cmds = load_json(text, runs=runs)
+        b = Batch()
+        e = Encoder(b)
+        e.known_sets = {}  # type: ignore[attr-defined]
+        encode_commands(cmds, e)
+        b.close()
+    except InputError as exc:
+        return "InputError", str(exc)
+    buf = bytearray(b.buffer)
+    pos = 0
+    while pos < len(buf):
+        ln = struct.unpack_from("=I", buf, pos)[0]
+        buf[pos + 8:pos + 12] = bytes(4)
+        pos += (ln + 3) & ~3
+    return bytes(buf), [e.what[i] for i in range(len(e.what))]
+
+
+def _doc(items: list[dict[str, Any]], style: str) -> str:
+    doc = {"nftables": [{"table": {"family": "ip", "name": "t"}},
+                        {"chain": {"family": "ip", "table": "t", "name": "c"}}, *items]}
+    if style == "compact":
+        return json.dumps(doc, separators=(",", ":"))
+    if style == "indent":
+        return json.dumps(doc, indent=2)
+    return json.dumps(doc)
+
+
+@st.composite
+def documents(draw: Any) -> str:
+    items: list[dict[str, Any]] = []
+    shapes = draw(st.lists(rules(), min_size=1, max_size=3))
+    for _ in range(draw(st.integers(1, 25))):
+        expr = draw(st.sampled_from(shapes))
+        # the same shape with other values, drawn again
+        expr = [dict(s) for s in expr]
+        body: dict[str, Any] = {"family": "ip", "table": "t", "chain": "c", "expr": expr}
+        form = draw(st.sampled_from(["listing", "listing-handle", "add", "comment"]))
+        if form == "listing-handle":
+            body["handle"] = draw(st.integers(1, 10**6))
+        if form == "comment":
+            body["comment"] = "c"
+        items.append({"add": {"rule": body}} if form == "add" else {"rule": body})
+        if draw(st.booleans()):
+            items.append({"rule": {"family": "ip", "table": "t", "chain": "c",
+                                   "expr": draw(rules())}})
+    return _doc(items, draw(st.sampled_from(["compact", "indent", "default"])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents())
+def test_same_transaction_as_general_reader(text: str) -> None:
+    assert _encode(text, True) == _encode(text, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(documents())
+def test_split_scan_gives_the_same_transaction(text: str) -> None:
+    # Every run split with a forked process, however short (SPLIT_MIN 0).
+    saved = bulkjson.SPLIT_MIN
+    bulkjson.SPLIT_MIN = 0
+    try:
+        assert _encode(text, True) == _encode(text, False)
+    finally:
+        bulkjson.SPLIT_MIN = saved
+
+
+def test_split_scan_of_a_long_run_uses_the_far_half(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    items = _many(3000)
+    items[2600]["rule"]["chain"] = "other"  # the run ends before the end of the array
+    monkeypatch.setattr(bulkjson, "SPLIT_MIN", 1000)
+    text = _doc(items, "default")
+    runs = [c.obj for c in load_json(text, runs=True) if type(c.obj) is RuleRun]
+    assert runs[0].packed is not None and runs[1].row_starts is not None
+    assert len(runs[0]) + len(runs[1]) == 2600
+    assert _encode(text, True) == _encode(text, False)
+    # A value the far half cannot encode: this process scans on, the general path
+    # reports that rule.
+    items[2500]["rule"]["expr"][1]["match"]["right"] = 70000
+    text = _doc(items, "compact")
+    runs = [c.obj for c in load_json(text, runs=True) if type(c.obj) is RuleRun]
+    assert len(runs[0]) == 2600 and runs[0].row_starts is None
+    got = _encode(text, True)
+    assert got == _encode(text, False) and "(#2502)" in got[1], got
+
+
+def _many(n: int, value: Any = None) -> list[dict[str, Any]]:
+    return [{"rule": {"family": "ip", "table": "t", "chain": "c", "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                   "right": f"192.0.2.{i % 250}" if value is None or i != 7 else value}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                   "right": 1000 + i}},
+        {"accept": None}]}} for i in range(n)]
+
+
+def test_runs_are_read_as_templates_and_odd_values_in_place() -> None:
+    # A prefix, a service name and a value too big in the middle of a run: each is
+    # encoded by the general path, in its place.
+    items = _many(40, {"prefix": {"addr": "198.51.100.0", "len": 24}})
+    items[20]["rule"]["expr"][1]["match"]["right"] = "ssh"
+    text = _doc(items, "default")
+    cmds = load_json(text, runs=True)
+    assert any(type(c.obj) is RuleRun and len(c.obj) > 10 for c in cmds)
+    assert _encode(text, True) == _encode(text, False)
+    items[30]["rule"]["expr"][1]["match"]["right"] = 70000
+    bad = _doc(items, "default")
+    got = _encode(bad, True)
+    assert got == _encode(bad, False)
+    assert got[0] == "InputError" and "(#32)" in got[1], got
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('{"nftables": [{"table": {"family": "ip", "name": "t"}},]}', True),
+    ('{"nftables": [{"table": {"family": "ip", "name": "t"}}', True),
+    ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + ", ]}", True),
+    ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + "}", True),
+    ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + '], "x": 1}', False),
+    ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)) + "]} []", True),
+    # rows of a shape that are not JSON: a raw newline in a value, a handle "007"
+    ('{"nftables": [' + ", ".join(json.dumps(x) for x in _many(5)).replace(
+        '"192.0.2.3"', '"192.0.2.3\n"') + "]}", True),
+    ('{"nftables": [' + ", ".join(json.dumps({"rule": {**x["rule"], "handle": 7}})
+                                  .replace("7}}", "007}}" if i == 3 else "7}}")
+                                  for i, x in enumerate(_many(5))) + "]}", True),
+])
+def test_odd_documents_read_as_by_the_general_reader(text: str, error: bool) -> None:
+    got = _encode(text, True)
+    assert got == _encode(text, False)
+    assert (got[0] == "InputError") == error, got
+
+def test_load_runs_into_the_kernel_like_nft(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    items = _many(600, {"prefix": {"addr": "198.51.100.0", "len": 24}})
+    items.insert(300, {"rule": {"family": "ip", "table": "t", "chain": "c",
+                                "expr": [{"counter": None}, {"drop": None}]}})
+    for i in range(301, 320):
+        items[i]["rule"]["expr"][1]["match"]["right"] = "ssh"
+    doc = json.loads(_doc(items, "default"))
+    doc["nftables"][1]["chain"].update(type="filter", hook="input", prio=0, policy="accept")
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc, indent=1))
+    a, b = lab.add("a"), lab.add("b")
+    a.run([*NFKIT, "rules", "load", str(f)])
+    b.run(["nft", "-j", "-f", str(f)])
+    assert nft_json(a) == nft_json(b)
+    assert len(nft_json(a)) == 2 + 601
+
+
+def test_refused_rule_of_a_run_is_named_and_nothing_committed(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    items = _many(50)
+    items[33]["rule"]["chain"] = "missing"
+    items[34:] = [{"rule": {**x["rule"], "chain": "missing"}} for x in items[34:]]
+    f = tmp_path / "r.json"
+    f.write_text(_doc(items, "default"))
+    p = subprocess.run(netns.argv([*NFKIT, "rules", "load", str(f)]), capture_output=True,
+                       text=True)
+    assert p.returncode == 2, p
+    assert "rule in chain ip t missing (#35)" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+
+
+def test_load_and_check_start_without_click(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The bulk commands do their work (and report errors) without importing click.
+    f = tmp_path / "r.json"
+    f.write_text(_doc(_many(3), "compact"))
+    probe = ("import sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
+             "try:\n    runpy.run_module('nfkit', run_name='__main__')\n"
+             "finally:\n    print('click' in sys.modules, file=sys.stderr)\n")
+    p = netns.run([sys.executable, "-c", probe.format("check", f)], check=False)
+    assert p.returncode == 0 and p.stderr.splitlines() == [
+        "ok: 5 message(s) validated, nothing committed", "False"], p
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+    p = netns.run([sys.executable, "-c", probe.format("load", tmp_path / "missing.json")],
+                  check=False)
+    assert p.returncode == 2 and p.stderr.splitlines()[0] == \
+        f"nfkit: {tmp_path / 'missing.json'}: No such file or directory", p
