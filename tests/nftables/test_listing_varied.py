@@ -156,3 +156,17 @@ def test_exists_big_chain(ns, tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert not exists(rule("198.51.100.1", 2000), sock=sock)
     finally:
         sock.close()
+    # the command: its dump starts before the rule is compiled, and ends at a hit
+    import sys
+
+    def cli(chain: str, r: Rule, family: str = "ip") -> tuple[int, str]:
+        p = ns.run([sys.executable, "-m", "nfkit", "rules", "exists", "-f", family, "-t", "t",
+                    "-c", chain, json.dumps(r.expr)], check=False)
+        return p.returncode, p.stderr.strip()
+
+    assert cli("c", rule("198.51.7.207", 2000)) == (0, "")
+    assert cli("c", rule("198.51.0.0", 1)) == (0, "")
+    assert cli("c", rule("198.51.7.207", 1999)) == (1, "")
+    assert cli("nosuch", rule("198.51.0.0", 1)) == (2, "nfkit: chain ip t nosuch: no such chain")
+    code, err = cli("c", rule("198.51.0.0", 1), family="bogus")
+    assert code == 2 and err.startswith("nfkit: family 'bogus'")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from typing import Any
 
@@ -112,9 +113,19 @@ def _single_opts(f: Any) -> Any:
 @click.argument("rule")
 def exists(family: str, table: str, chain: str, rule: str) -> None:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
+    from nfkit.netlink.ahead import DumpAhead
+    from nfkit.netlink.socket import NetlinkSocket
+    from nfkit.nftables.dumpreq import rules_request
+
+    # The kernel walks the chain (on a socket of its own) while the decoder is
+    # imported and RULE parsed and compiled.
+    rounds = DumpAhead(NetlinkSocket(), rules_request(family, table, chain),
+                       what=f"rules of chain {chain}")
     from nfkit.nftables.transaction import exists as rule_exists
 
-    sys.exit(0 if rule_exists(_rule_arg(family, table, chain, rule, None)) else 1)
+    found = rule_exists(_rule_arg(family, table, chain, rule, None), rounds=rounds, drain=False)
+    sys.stdout.flush()
+    os._exit(0 if found else 1)  # the dump is abandoned after a hit
 
 
 def _single(verb: str) -> Any:

@@ -19,6 +19,7 @@ from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla
 from nfkit.nftables.bulkjson import RuleRun
+from nfkit.nftables.dumpreq import rules_request
 from nfkit.nftables.exprs import SetView
 from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
@@ -466,12 +467,17 @@ def _strip_counters(expr: list[dict[str, Any]]) -> list[Any]:
             for s in expr]
 
 
-def exists(rule: Rule, sock: Any | None = None) -> bool:
+def exists(rule: Rule, sock: Any | None = None, rounds: Any | None = None,
+           drain: bool = True) -> bool:
     """True if a rule semantically equal to ``rule`` is in its chain (counters ignored).
 
     The wanted rule is compiled once; a kernel rule is decoded and compared
     only if every value the wanted rule compares occurs in its expression
-    bytes, so most rules of a big chain are skipped without decoding."""
+    bytes, so most rules of a big chain are skipped without decoding.
+    ``rounds`` may be the chain's rule dump already started on another socket
+    (a netlink.ahead.DumpAhead of `dumpreq.rules_request`); with ``drain`` False it is
+    left unread after a hit (for a process about to exit).  Raises InputError
+    when the chain does not exist."""
     from nfkit.nftables.exprs import RuleCompiler
     from nfkit.nftables.jsonfmt import no_gc
     from nfkit.nftables.wire import RuleShapes, _cmp_values, decode_rule
@@ -493,18 +499,17 @@ def exists(rule: Rule, sock: Any | None = None) -> bool:
                 raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
             views = _set_views(sock, rule.family, rule.table)
             shapes = RuleShapes()
-            attrs = string(A["rule"]["table"], rule.table) + string(A["rule"]["chain"], rule.chain)
-            w = MessageWriter()
-            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=FAMILY_NUM[rule.family])
-            w.raw(attrs)
-            w.end()
+            w = rules_request(rule.family, rule.table, rule.chain)
             for _attempt in range(10):
                 hit = False
                 try:
                     # Whole dump rounds (about 32 KiB each) first: only a round holding
                     # every compared value of the wanted rule is split into messages,
                     # and only its rules holding them all are decoded.
-                    for dgram in sock.dump_datagrams(w, what=f"rules of chain {rule.chain}"):
+                    what = f"rules of chain {rule.chain}"
+                    started, rounds = rounds, None  # a started dump serves one attempt
+                    for dgram in started if started is not None else \
+                            sock.dump_datagrams(w, what=what):
                         if hit:
                             continue  # drain the dump
                         if needles:
@@ -519,6 +524,8 @@ def exists(rule: Rule, sock: Any | None = None) -> bool:
                             r = decode_rule(payload[0], a, views, shapes)
                             if r.chain == rule.chain and _strip_counters(r.expr) == want:
                                 hit = True
+                                if not drain:
+                                    return True
                     return hit
                 except DumpInterrupted:
                     continue

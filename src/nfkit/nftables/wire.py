@@ -27,6 +27,7 @@ from nfkit.netlink.consts import (
 )
 from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables import nla
+from nfkit.nftables.dumpreq import FAMILY_NUM
 from nfkit.nftables.exprs import (
     SET_ANONYMOUS,
     SET_CONCAT,
@@ -60,7 +61,6 @@ from nfkit.nftables.types import (
 _MSG_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (res_id 0)
 _NLA_HDR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-FAMILY_NUM = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 FAMILY_NAME = {v: k for k, v in FAMILY_NUM.items()}
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4,
          "ingress": 5}
