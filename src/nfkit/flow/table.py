@@ -90,11 +90,11 @@ class FlowTuple:
     dport: int
 
     @classmethod
-    def unpack(cls, packed: bytes) -> "FlowTuple":
+    def unpack(cls, packed: bytes) -> FlowTuple:
         fmt = _TUPLE4 if len(packed) == _TUPLE4.size else _TUPLE6
         return cls(*fmt.unpack(packed))
 
-    def reversed(self) -> "FlowTuple":
+    def reversed(self) -> FlowTuple:
         return FlowTuple(self.proto, self.dst, self.src, self.dport, self.sport)
 
     @property
