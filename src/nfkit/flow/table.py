@@ -40,6 +40,7 @@ from nfkit.flow.tcpstate import (
     STATE_MASK,
     TCP_EVENT,
     TCP_NEXT,
+    TCP_STRIDE,
     TcpState,
     open_state,
 )
@@ -208,7 +209,7 @@ class FlowTable:
         self.created = False
         st = self.state[s]
         if proto == IPPROTO_TCP:
-            nst = TCP_NEXT[st * 12 + TCP_EVENT[tcp_flags & 0xFF] * 2 + d]
+            nst = TCP_NEXT[st * TCP_STRIDE + TCP_EVENT[tcp_flags & 0xFF] * 2 + d]
             if nst < 0:  # a new SYN on a closed tuple: the old flow ends
                 self._remove(s, END_REOPENED)
                 return self._create(h, fwd, proto, now, size, tcp_flags) * 2
