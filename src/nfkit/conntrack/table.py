@@ -196,11 +196,10 @@ class ConntrackTable:
                     if kind:
                         fam = buf[off + 16]
                         for lay in layouts.get(length - 20, ()):
-                            v = lay.unpack(buf, off + 20)
-                            if lay.check(v) == lay.expected and lay.family == fam:
+                            if lay.headers(buf, off + 20) == lay.expected and lay.tag == fam:
                                 fn = getattr(lay, kind)
                                 if fn is not None:
-                                    append(fn(v))
+                                    append(fn(lay.unpack(buf, off + 20)))
                                     break
                         else:
                             append(slow(buf, off + 20, length - 20, fam))
