@@ -22,6 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from nfkit.conntrack.formats import assured_text, status_list
 from nfkit.conntrack.model import (
     AF_INET,
     AF_INET6,
@@ -234,36 +235,22 @@ ADDR = _AddrCache()
 _UNREPLIED = ("[UNREPLIED] ", "[UNREPLIED] ", "", "")
 
 
-def _assured_text(status: int) -> str:
-    if status & 0x8000:
-        return "[HW_OFFLOAD] "
-    if status & 0x4000:
-        return "[OFFLOAD] "
-    if status & 4:
-        return "[ASSURED] "
-    return ""
-
-
 class _AssuredText(dict):  # type: ignore[type-arg]
+    """status -> formats.assured_text(status), remembered (generated lines index it)."""
+
     def __missing__(self, status: int) -> str:
-        s = self[status] = _assured_text(status)
+        s = self[status] = assured_text(status)
         return s
 
 
 _ASSURED = _AssuredText()
 
 
-def _status_json(status: int) -> str:
-    import json
-
-    from nfkit.conntrack.model import status_names
-
-    return json.dumps(status_names(status))
-
-
 class _StatusJson(dict):  # type: ignore[type-arg]
+    """status -> formats.status_list(status), remembered (generated lines index it)."""
+
     def __missing__(self, status: int) -> str:
-        s = self[status] = _status_json(status)
+        s = self[status] = status_list(status)
         return s
 
 
@@ -465,37 +452,20 @@ class EntryDecoder:
 
     def text(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
         """conntrack -L's line for the entry (formats.entry_text, no label names)."""
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                if lay.headers(buf, off) == lay.expected and lay.tag == family:
-                    v = lay.unpack(buf, off)
-                    if lay.text is not None:
-                        return lay.text(v)  # type: ignore[no-any-return]
-                    break
-        lay, v = self.layout(buf, off, length, family)
-        if lay.text is not None:
-            return lay.text(v)  # type: ignore[no-any-return]
-        from nfkit.conntrack.formats import entry_text
-
-        return entry_text(lay.build(v))
+        return self._line("text", buf, off, length, family)
 
     def json(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
         """The entry's JSON line (formats.entry_json)."""
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                if lay.headers(buf, off) == lay.expected and lay.tag == family:
-                    v = lay.unpack(buf, off)
-                    if lay.json is not None:
-                        return lay.json(v)  # type: ignore[no-any-return]
-                    break
-        lay, v = self.layout(buf, off, length, family)
-        if lay.json is not None:
-            return lay.json(v)  # type: ignore[no-any-return]
-        from nfkit.conntrack.formats import entry_json
+        return self._line("json", buf, off, length, family)
 
-        return entry_json(lay.build(v))
+    def _line(self, form: str, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
+        lay, v = self.layout(buf, off, length, family)
+        fn = getattr(lay, form)
+        if fn is not None:
+            return fn(v)  # type: ignore[no-any-return]
+        from nfkit.conntrack.formats import entry_json, entry_text
+
+        return (entry_text if form == "text" else entry_json)(lay.build(v))
 
     def decode_attrs(self, attrs: bytes | bytearray | memoryview, family: int) -> Entry:
         """Decode one attribute stream (e.g. `Message.attrs`)."""
