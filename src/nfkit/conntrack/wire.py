@@ -106,23 +106,37 @@ NFGEN_HDRLEN = 4
 
 # ---------------------------------------------------------------- addresses
 
-_addr_cache: dict[bytes, str] = {}
+class _Memo(dict):  # type: ignore[type-arg]
+    """key -> fn(key), computed on the first miss and remembered (at most ``limit``
+    keys, then it starts again).  Generated code indexes these: a dict hit is the
+    cheapest lookup Python has."""
+
+    def __init__(self, fn: Callable[[Any], Any], limit: int = 1 << 20) -> None:
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) > self.limit:
+            self.clear()
+        value = self[key] = self.fn(key)
+        return value
+
+
+def _ntop(raw: bytes) -> str:
+    if len(raw) == 4:
+        return socket.inet_ntop(AF_INET, raw)
+    if len(raw) == 16:
+        return socket.inet_ntop(AF_INET6, raw)
+    raise DecodeError(f"address attribute of {len(raw)} bytes")
+
+
+ADDR = _Memo(_ntop)  # bytes -> address text (tables repeat addresses a lot)
 
 
 def addr_text(raw: bytes) -> str:
-    """Text of a 4- or 16-byte address (cached: tables repeat addresses a lot)."""
-    s = _addr_cache.get(raw)
-    if s is None:
-        if len(raw) == 4:
-            s = socket.inet_ntop(AF_INET, raw)
-        elif len(raw) == 16:
-            s = socket.inet_ntop(AF_INET6, raw)
-        else:
-            raise DecodeError(f"address attribute of {len(raw)} bytes")
-        if len(_addr_cache) > 1 << 20:
-            _addr_cache.clear()
-        _addr_cache[raw] = s
-    return s
+    """Text of a 4- or 16-byte address (cached); raises DecodeError for other lengths."""
+    return ADDR[raw]  # type: ignore[no-any-return]
 
 
 _PTON: dict[str, bytes] = {}
@@ -219,42 +233,12 @@ def _reply_or_none(o: Tuple, r: Tuple) -> Tuple | None:
     return None if r == o.mirror() else r
 
 
-class _AddrCache(dict):  # type: ignore[type-arg]
-    """bytes -> address text; `cache[raw]` computes and remembers on a miss."""
-
-    def __missing__(self, raw: bytes) -> str:
-        if len(self) > 1 << 20:
-            self.clear()
-        s = self[raw] = addr_text(raw)
-        return s
-
-
-ADDR = _AddrCache()
-
 # the pieces of conntrack -L's line that depend on status bits (see formats.entry_text)
 _UNREPLIED = ("[UNREPLIED] ", "[UNREPLIED] ", "", "")
 
 
-class _AssuredText(dict):  # type: ignore[type-arg]
-    """status -> formats.assured_text(status), remembered (generated lines index it)."""
-
-    def __missing__(self, status: int) -> str:
-        s = self[status] = assured_text(status)
-        return s
-
-
-_ASSURED = _AssuredText()
-
-
-class _StatusJson(dict):  # type: ignore[type-arg]
-    """status -> formats.status_list(status), remembered (generated lines index it)."""
-
-    def __missing__(self, status: int) -> str:
-        s = self[status] = status_list(status)
-        return s
-
-
-STATUS_JSON = _StatusJson()
+_ASSURED = _Memo(assured_text)  # status -> "[ASSURED] " etc. (formats.assured_text)
+STATUS_JSON = _Memo(status_list)  # status -> its JSON list of names (formats.status_list)
 
 _GLOBALS = {"T": Tuple, "TN": tuple.__new__, "E": _new_entry, "A": ADDR, "C": Counters, "cstr": _cstr,
             "L": _labels, "R": _reply_or_none, "PORT": PORT_PROTOS, "U": _UNREPLIED,
