@@ -4,11 +4,12 @@ so the top-level conftest stays the only module named `conftest`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from nfkit.conntrack import ConntrackTable, Entry, Status, Tuple
-from nfkit.lab import Namespace
+from nfkit.lab import Lab, Namespace
 
 # A ruleset that makes the namespace track connections and use labels (so entries
 # created over ctnetlink get the labels extension).
@@ -24,6 +25,20 @@ R = Status.SEEN_REPLY
 def track(ns: Namespace) -> None:
     """Make ``ns`` track connections (and accept labels)."""
     ns.run(["nft", TRACK_RULESET])
+
+
+@contextmanager
+def tracked_pair(lab: Lab) -> Iterator[tuple[Namespace, Namespace, ConntrackTable, ConntrackTable]]:
+    """Two namespaces of ``lab`` ("a", "b") that track connections, each with an open table."""
+    a, b = lab.add("a"), lab.add("b")
+    track(a)
+    track(b)
+    with a.enter():
+        ta = ConntrackTable()
+    with b.enter():
+        tb = ConntrackTable()
+    with ta, tb:
+        yield a, b, ta, tb
 
 
 def sample_entries() -> list[Entry]:

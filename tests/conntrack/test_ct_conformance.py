@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from ct_helpers import conntrack_lines, key, norm_line, run_cli, sample_entries, track
+from ct_helpers import conntrack_lines, key, norm_line, run_cli, sample_entries, track, tracked_pair
 
 from nfkit.conntrack import ConntrackTable
 from nfkit.lab import Lab, Namespace
@@ -29,16 +29,8 @@ FILTERS = [
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[Namespace, Namespace, ConntrackTable, ConntrackTable]]:
-    with Lab("nkc") as lab:
-        a, b = lab.add("a"), lab.add("b")
-        track(a)
-        track(b)
-        with a.enter():
-            ta = ConntrackTable()
-        with b.enter():
-            tb = ConntrackTable()
-        with ta, tb:
-            yield a, b, ta, tb
+    with Lab("nkc") as lab, tracked_pair(lab) as pair:
+        yield pair
 
 
 def _refill(*tables: ConntrackTable) -> None:

@@ -15,6 +15,7 @@ from ct_helpers import (  # noqa: F401  (fixtures are used by name)
     key,
     sample_entries,
     track,
+    tracked_pair,
 )
 
 from nfkit.conntrack import ConntrackTable, Entry, Filter, Status, Tuple, filter_from_options
@@ -140,14 +141,7 @@ def test_selective_delete_removes_exactly_the_selection(refilled: tuple[Conntrac
 
 
 def test_kernel_flush_and_dump_delete_agree(lab: Lab) -> None:
-    a, b = lab.add("a"), lab.add("b")
-    track(a)
-    track(b)
-    with a.enter():
-        ta = ConntrackTable()
-    with b.enter():
-        tb = ConntrackTable()
-    with ta, tb:
+    with tracked_pair(lab) as (_, _, ta, tb):
         for options in KERNEL_DELETE_FILTERS[:8]:
             ta.flush()
             tb.flush()

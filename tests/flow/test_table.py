@@ -108,6 +108,44 @@ def test_tcp_handshake_states_and_client_side() -> None:
     assert table.octets[0][slot] == 60 + 52 * 3 and table.octets[1][slot] == 112
 
 
+def test_simultaneous_open_goes_through_syn_sent2() -> None:
+    """Both sides send a SYN (the kernel's SYN_SENT2), then SYN+ACKs, then an ACK."""
+    c, s = bytes([192, 0, 2, 2]), bytes([198, 51, 100, 2])
+    for first_synack_from_client in (True, False):
+        table = FlowTable(timeouts=Timeouts(tcp_syn_sent=120, tcp_syn_recv=60))
+        slot = table.track(6, c, s, 40000, 40001, 0.0, 60, SYN) // 2
+        assert table.tcp_state(slot) is TcpState.SYN_SENT
+        assert table.track(6, s, c, 40001, 40000, 0.1, 60, SYN) == slot * 2 + 1
+        assert table.tcp_state(slot) is TcpState.SYN_SENT2
+        # a retransmitted SYN from either side keeps it there, and so does a bare ACK
+        table.track(6, c, s, 40000, 40001, 0.2, 60, SYN)
+        table.track(6, s, c, 40001, 40000, 0.2, 60, SYN)
+        table.track(6, c, s, 40000, 40001, 0.2, 52, ACK)
+        assert table.tcp_state(slot) is TcpState.SYN_SENT2
+        assert table.client_direction(slot) == 0
+        # SYN_SENT2 times out like SYN_SENT (the kernel's 2 minutes), not like an unknown state
+        assert table.expire(100.0) == 0 and len(table) == 1
+        sides = [(c, s, 40000, 40001), (s, c, 40001, 40000)]
+        if not first_synack_from_client:
+            sides.reverse()
+        table.track(6, *sides[0], 100.3, 60, SYNACK)
+        assert table.tcp_state(slot) is TcpState.SYN_RECV
+        table.track(6, *sides[1], 100.4, 60, SYNACK)
+        assert table.tcp_state(slot) is TcpState.SYN_RECV
+        table.track(6, c, s, 40000, 40001, 100.5, 52, ACK)
+        assert table.tcp_state(slot) is TcpState.ESTABLISHED
+        assert len(table) == 1 and table.packets[0][slot] + table.packets[1][slot] == 8
+
+
+def test_syn_sent2_expires_after_the_syn_sent_timeout() -> None:
+    table = FlowTable(timeouts=Timeouts(tcp_syn_sent=120, tcp_unknown=30))
+    c, s = bytes([192, 0, 2, 2]), bytes([198, 51, 100, 2])
+    table.track(6, c, s, 40000, 40001, 0.0, 60, SYN)
+    table.track(6, s, c, 40001, 40000, 0.0, 60, SYN)
+    assert table.tcp_state(0) is TcpState.SYN_SENT2
+    assert table.expire(119.0) == 0 and table.expire(121.0) == 1
+
+
 def test_first_packet_from_the_server_and_midstream_pickup() -> None:
     table = FlowTable()
     c, s = bytes([192, 0, 2, 2]), bytes([198, 51, 100, 2])

@@ -83,3 +83,13 @@ def test_batch_message_types(name):
 ])
 def test_nfproto_constants(name, header):
     assert getattr(consts, name) == uapi.all_constants(header)[name]
+
+
+def test_tcp_conntrack_states_match_header():
+    from nfkit.netlink.specs.conntrack_tcp import UAPI_HEADER, UAPI_RENAMES, TcpState
+
+    members = uapi.enum_values(UAPI_HEADER, "tcp_conntrack")
+    for state in TcpState:
+        assert members[UAPI_RENAMES.get(state.name, "TCP_CONNTRACK_" + state.name)] == state
+    # every real state (those below TCP_CONNTRACK_MAX) is declared
+    assert {v for v in members.values() if v < members["TCP_CONNTRACK_MAX"]} == {int(s) for s in TcpState}

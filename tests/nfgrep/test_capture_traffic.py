@@ -49,7 +49,7 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     require_kernel()
     # A capture tcpdump reports as lossy ("dropped by kernel": its ring
     # overflowed on a loaded machine) is not a valid input: make it again.
-    for attempt in range(3):
+    for _attempt in range(3):
         work = tmp_path_factory.mktemp("traffic")
         with TrafficLab(work) as tl:
             eth = tl.capture("eth.pcap", "eth0")

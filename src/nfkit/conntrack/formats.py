@@ -97,12 +97,7 @@ def entry_text(e: Entry, label_names: dict[int, str] | None = None, extended: bo
         parts.append(f"zone-reply={r.zone} ")
     if c is not None:
         parts.append(f"packets={c.reply_packets} bytes={c.reply_bytes} ")
-    if status & Status.HW_OFFLOAD:
-        parts.append("[HW_OFFLOAD] ")
-    elif status & Status.OFFLOAD:
-        parts.append("[OFFLOAD] ")
-    elif status & 4:
-        parts.append("[ASSURED] ")
+    parts.append(assured_text(status))
     parts.append(f"mark={e.mark} ")
     if e.secctx is not None:
         parts.append(f"secctx={e.secctx} ")
@@ -126,10 +121,22 @@ def entry_text(e: Entry, label_names: dict[int, str] | None = None, extended: bo
 
 # ---------------------------------------------------------------- JSON
 
+def assured_text(status: int) -> str:
+    """The bracketed word conntrack -L prints before the mark for these status bits ("" if none)."""
+    if status & Status.HW_OFFLOAD:
+        return "[HW_OFFLOAD] "
+    if status & Status.OFFLOAD:
+        return "[OFFLOAD] "
+    if status & Status.ASSURED:
+        return "[ASSURED] "
+    return ""
+
+
 _status_json: dict[int, str] = {}
 
 
-def _status_list(status: int) -> str:
+def status_list(status: int) -> str:
+    """The JSON list of status bit names (cached per value)."""
     s = _status_json.get(status)
     if s is None:
         s = _status_json[status] = json.dumps(status_names(status))
@@ -159,7 +166,7 @@ def entry_json(e: Entry, event: str | None = None) -> str:
                  f'"proto":"{PROTO_NAMES.get(o.proto, o.proto)}","orig":{_tuple_json(o)}')
     if e._reply is not None:
         parts.append(f',"reply":{_tuple_json(e._reply)}')
-    parts.append(f',"status":{_status_list(e.status)}')
+    parts.append(f',"status":{status_list(e.status)}')
     if e.state is not None and o.proto == IPPROTO_TCP:
         parts.append(f',"state":"{TCP_STATE_TEXT[e.state] if e.state < len(TCP_STATE_TEXT) else "NONE"}"')
     if e.timeout is not None:

@@ -3,8 +3,9 @@
 This module owns what a conntrack entry *is* (as the kernel keeps it) and the
 names the field uses for its parts: the original tuple, the reply tuple
 (stored only when it is not the mirror of the original, i.e. with NAT), the
-status bits, the TCP state and the rest.  It knows nothing about netlink,
-sockets or output formats.
+status bits, the TCP state and the rest.  It knows nothing about netlink messages,
+sockets or output formats.  The TCP state numbers are the kernel's, declared
+once in `nfkit.netlink.specs.conntrack_tcp` (flow/ uses them too).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from nfkit.errors import InputError
+from nfkit.netlink.specs.conntrack_tcp import TcpState
 
 AF_INET: int = int(socket.AF_INET)  # 2, also NFPROTO_IPV4
 AF_INET6: int = int(socket.AF_INET6)  # 10, also NFPROTO_IPV6
@@ -102,21 +104,6 @@ def _parse_status_names(names: tuple[str, ...]) -> int:
         except KeyError:
             raise InputError(f"unknown status {name!r} (known: {', '.join(s.name or '' for s in Status)})") from None
     return value
-
-
-class TcpState(enum.IntEnum):
-    """TCP conntrack states (enum tcp_conntrack)."""
-
-    NONE = 0
-    SYN_SENT = 1
-    SYN_RECV = 2
-    ESTABLISHED = 3
-    FIN_WAIT = 4
-    CLOSE_WAIT = 5
-    LAST_ACK = 6
-    TIME_WAIT = 7
-    CLOSE = 8
-    SYN_SENT2 = 9
 
 
 # conntrack-tools prints state 9 as LISTEN (its old name); accept both.

@@ -196,11 +196,10 @@ class ConntrackTable:
                     if kind:
                         fam = buf[off + 16]
                         for lay in layouts.get(length - 20, ()):
-                            v = lay.unpack(buf, off + 20)
-                            if lay.check(v) == lay.expected and lay.family == fam:
+                            if lay.headers(buf, off + 20) == lay.expected and lay.tag == fam:
                                 fn = getattr(lay, kind)
                                 if fn is not None:
-                                    append(fn(v))
+                                    append(fn(lay.unpack(buf, off + 20)))
                                     break
                         else:
                             append(slow(buf, off + 20, length - 20, fam))
@@ -225,12 +224,7 @@ class ConntrackTable:
     def entry_batches(self, flt: Filter | None = None, *, kernel: bool = True) -> Iterator[list[Entry]]:
         """Like `entries`, a list per received datagram (less overhead per entry)."""
         flt = flt or Filter()
-        if kernel:
-            _, residue = flt.split()
-            families = flt.families()
-            push: Filter | None = flt
-        else:
-            residue, families, push = flt, [0], None
+        residue, families, push = _dump_plan(flt, kernel)
         check = None if residue.empty else residue.matches
         for family in families:
             req, seq = self._dump_request(wire.MSG_GET, family, push)
@@ -496,12 +490,7 @@ class ConntrackTable:
     def _raw_deletes(self, flt: Filter, kernel: bool, w: MessageWriter) -> Iterator[int]:
         """Dump, match, and append a delete for each selected entry to ``w`` (its
         original tuple, zone and id copied as the dump gave them); yields counts."""
-        if kernel:
-            _, residue = flt.split()
-            families = flt.families()
-            push: Filter | None = flt
-        else:
-            residue, families, push = flt, [0], None
+        residue, families, push = _dump_plan(flt, kernel)
         matches = residue.matches
         # a residue of only protocol, TCP states and remaining timeout is decided
         # entirely by the layout's test on the unpacked values: no Entry is built
@@ -692,6 +681,15 @@ class _Datagrams:
                     self.finished = True
                     break
                 off += (length + 3) & ~3
+
+
+def _dump_plan(flt: Filter, kernel: bool) -> tuple[Filter, list[int], Filter | None]:
+    """How a dump applies ``flt``: (the part Python checks, the families to dump, the
+    filter whose kernel part goes into the request).  With ``kernel`` the kernel takes
+    what it can; without, one dump of every family and Python checks all of it."""
+    if kernel:
+        return flt.split()[1], flt.families(), flt
+    return flt, [0], None
 
 
 def _one(buf: bytearray, off: int, n: int, family: int) -> int:

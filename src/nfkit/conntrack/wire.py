@@ -5,13 +5,14 @@ entry model, both ways, without any socket.  Attribute numbers come from the
 one table, `nfkit.netlink.specs.ctnetlink`.
 
 Decoding is the hot path of every listing (hundreds of thousands of entries),
-so it is done by *layouts*: the first message of a given shape (the same
-attribute headers at the same offsets) is walked attribute by attribute and
-compiled into one precompiled `struct` that unpacks every value at once, plus
-a small generated constructor.  Every later message of that length is checked
-against the recorded headers (one tuple comparison) and decoded by the same
-struct; a message whose headers differ gets its own layout.  The result is
-the same as a walk, by construction: the headers fully determine the parse.
+so it is done by the netlink core's *layouts* (`nfkit.netlink.shapes`): the
+first message of a given shape (the same attribute headers at the same
+offsets) is walked once and compiled into a header struct and a values struct
+unpacking the leaves an entry needs (`ENTRY_FIELDS`); this module adds the
+generated constructor and output lines.  Every later message of that length
+is checked against the recorded headers (one unpack, one tuple comparison)
+and decoded by one more unpack; a message whose headers differ gets its own
+layout.  The result is the same as a walk, by construction.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
+from nfkit.conntrack.formats import assured_text, status_list
 from nfkit.conntrack.model import (
     AF_INET,
     AF_INET6,
@@ -37,6 +38,7 @@ from nfkit.conntrack.model import (
 from nfkit.errors import DecodeError, InputError
 from nfkit.netlink.codec import MessageWriter, Template
 from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK, NLM_F_REQUEST, nfnl_msg_type
+from nfkit.netlink.shapes import Layout, Shapes, Walk
 from nfkit.netlink.specs import ctnetlink as S
 
 CT = S.CT
@@ -97,7 +99,6 @@ MSG_DELETE = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, S.IPCTNL_MSG_CT_DELETE)
 MSG_GET_STATS_CPU = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, S.IPCTNL_MSG_CT_GET_STATS_CPU)
 MSG_GET_STATS = nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, S.IPCTNL_MSG_CT_GET_STATS)
 
-_NLA = struct.Struct("=HH")
 _HDR = struct.Struct("=IHHII")
 NLMSG_HDRLEN = 16
 NFGEN_HDRLEN = 4
@@ -105,23 +106,37 @@ NFGEN_HDRLEN = 4
 
 # ---------------------------------------------------------------- addresses
 
-_addr_cache: dict[bytes, str] = {}
+class _Memo(dict):  # type: ignore[type-arg]
+    """key -> fn(key), computed on the first miss and remembered (at most ``limit``
+    keys, then it starts again).  Generated code indexes these: a dict hit is the
+    cheapest lookup Python has."""
+
+    def __init__(self, fn: Callable[[Any], Any], limit: int = 1 << 20) -> None:
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) > self.limit:
+            self.clear()
+        value = self[key] = self.fn(key)
+        return value
+
+
+def _ntop(raw: bytes) -> str:
+    if len(raw) == 4:
+        return socket.inet_ntop(AF_INET, raw)
+    if len(raw) == 16:
+        return socket.inet_ntop(AF_INET6, raw)
+    raise DecodeError(f"address attribute of {len(raw)} bytes")
+
+
+ADDR = _Memo(_ntop)  # bytes -> address text (tables repeat addresses a lot)
 
 
 def addr_text(raw: bytes) -> str:
-    """Text of a 4- or 16-byte address (cached: tables repeat addresses a lot)."""
-    s = _addr_cache.get(raw)
-    if s is None:
-        if len(raw) == 4:
-            s = socket.inet_ntop(AF_INET, raw)
-        elif len(raw) == 16:
-            s = socket.inet_ntop(AF_INET6, raw)
-        else:
-            raise DecodeError(f"address attribute of {len(raw)} bytes")
-        if len(_addr_cache) > 1 << 20:
-            _addr_cache.clear()
-        _addr_cache[raw] = s
-    return s
+    """Text of a 4- or 16-byte address (cached); raises DecodeError for other lengths."""
+    return ADDR[raw]  # type: ignore[no-any-return]
 
 
 _PTON: dict[str, bytes] = {}
@@ -147,104 +162,37 @@ def addr_bytes(text: str) -> bytes:
 
 # ---------------------------------------------------------------- walking
 
-# leaf kinds -> struct format (everything read big endian; see `_Layout`)
-_FMT = {"u8": "B", "be16": "H", "be32": "I", "be64": "Q"}
+# The leaves an entry is made of, by their path in the ctnetlink tables (names from
+# nfkit.netlink.specs.ctnetlink), under the field names the generated code uses.
+# IPv4 and IPv6 addresses, ICMP and ICMPv6 keys, 64- and 32-bit counters share a field.
+def _entry_fields() -> dict[tuple[str, ...], str]:
+    out: dict[tuple[str, ...], str] = {}
+    for top, p in (("tuple_orig", "o."), ("tuple_reply", "r.")):
+        for v in ("v4", "v6"):
+            out[(top, "ip", v + "_src")] = p + "src"
+            out[(top, "ip", v + "_dst")] = p + "dst"
+        out[(top, "proto", "num")] = p + "proto"
+        out[(top, "proto", "src_port")] = p + "sport"
+        out[(top, "proto", "dst_port")] = p + "dport"
+        for icmp in ("icmp", "icmpv6"):
+            for key in ("id", "type", "code"):
+                out[(top, "proto", f"{icmp}_{key}")] = f"{p}icmp_{key}"
+        out[(top, "zone")] = p + "zone"
+    for name in ("status", "timeout", "mark", "use", "id", "zone", "labels"):
+        out[(name,)] = name
+    out[("protoinfo", "tcp", "state")] = "state"
+    for top, p in (("counters_orig", "co."), ("counters_reply", "cr.")):
+        for key in ("packets", "bytes"):
+            out[(top, key)] = p + key
+            out[(top, key + "32")] = p + key
+    out[("timestamp", "start")] = "ts_start"
+    out[("timestamp", "stop")] = "ts_stop"
+    out[("help", "name")] = "helper"
+    out[("secctx", "name")] = "secctx"
+    return out
 
-_PROTO_LEAVES = {
-    CTA_PROTO_NUM: ("proto", "u8"), CTA_PROTO_SRC_PORT: ("sport", "be16"),
-    CTA_PROTO_DST_PORT: ("dport", "be16"), CTA_PROTO_ICMP_ID: ("icmp_id", "be16"),
-    CTA_PROTO_ICMP_TYPE: ("icmp_type", "u8"), CTA_PROTO_ICMP_CODE: ("icmp_code", "u8"),
-    CTA_PROTO_ICMPV6_ID: ("icmp_id", "be16"), CTA_PROTO_ICMPV6_TYPE: ("icmp_type", "u8"),
-    CTA_PROTO_ICMPV6_CODE: ("icmp_code", "u8"),
-}
-_TOP_LEAVES = {
-    CTA_STATUS: ("status", "be32"), CTA_TIMEOUT: ("timeout", "be32"), CTA_MARK: ("mark", "be32"),
-    CTA_USE: ("use", "be32"), CTA_ID: ("id", "be32"), CTA_ZONE: ("zone", "be16"),
-}
-_COUNTER_LEAVES = {CTA_COUNTERS_PACKETS: ("packets", "be64"), CTA_COUNTERS_BYTES: ("bytes", "be64"),
-                   CTA_COUNTERS32_PACKETS: ("packets", "be32"), CTA_COUNTERS32_BYTES: ("bytes", "be32")}
 
-
-class _Walk:
-    """One generic parse of an entry's attributes: headers and leaves with offsets."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[int, int]] = []  # (offset, big-endian header word)
-        self.leaves: list[tuple[int, str, str]] = []  # (offset, field, struct format)
-        self.spans: dict[int, tuple[int, int]] = {}  # top-level type -> (offset, aligned length)
-
-    def _attrs(self, mv: memoryview, base: int, start: int, end: int):  # type: ignore[no-untyped-def]
-        off = start
-        while off < end:
-            if end - off < 4:
-                raise DecodeError("truncated attribute header", base + off)
-            alen, atype = _NLA.unpack_from(mv, off)
-            if alen < 4 or off + alen > end:
-                raise DecodeError(f"attribute length {alen} runs past its container", base + off)
-            self.headers.append((off, int.from_bytes(mv[off:off + 4], "big")))
-            yield atype & 0x3FFF, off + 4, off + alen
-            off += (alen + 3) & ~3
-
-    def leaf(self, field: str, kind: str, start: int, end: int) -> None:
-        if kind == "bytes":
-            self.leaves.append((start, field, f"{end - start}s"))
-            return
-        fmt = _FMT[kind]
-        if end - start != struct.calcsize(">" + fmt):
-            raise DecodeError(f"{field}: attribute of {end - start} bytes")
-        self.leaves.append((start, field, fmt))
-
-    def walk(self, mv: memoryview) -> None:
-        for t, s, e in self._attrs(mv, 0, 0, len(mv)):
-            self.spans[t] = (s - 4, (e - s + 4 + 3) & ~3)
-            if t in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
-                self.tuple("o." if t == CTA_TUPLE_ORIG else "r.", mv, s, e)
-            elif t in _TOP_LEAVES:
-                self.leaf(*_TOP_LEAVES[t], s, e)
-            elif t == CTA_PROTOINFO:
-                for t2, s2, e2 in self._attrs(mv, 0, s, e):
-                    if t2 == CTA_PROTOINFO_TCP:
-                        for t3, s3, e3 in self._attrs(mv, 0, s2, e2):
-                            if t3 == CTA_PROTOINFO_TCP_STATE:
-                                self.leaf("state", "u8", s3, e3)
-            elif t in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
-                prefix = "co." if t == CTA_COUNTERS_ORIG else "cr."
-                for t2, s2, e2 in self._attrs(mv, 0, s, e):
-                    if t2 in _COUNTER_LEAVES:
-                        name, kind = _COUNTER_LEAVES[t2]
-                        self.leaf(prefix + name, kind, s2, e2)
-            elif t == CTA_TIMESTAMP:
-                for t2, s2, e2 in self._attrs(mv, 0, s, e):
-                    if t2 == CTA_TIMESTAMP_START:
-                        self.leaf("ts_start", "be64", s2, e2)
-                    elif t2 == CTA_TIMESTAMP_STOP:
-                        self.leaf("ts_stop", "be64", s2, e2)
-            elif t == CTA_LABELS:
-                self.leaf("labels", "bytes", s, e)
-            elif t == CTA_HELP:
-                for t2, s2, e2 in self._attrs(mv, 0, s, e):
-                    if t2 == CTA_HELP_NAME:
-                        self.leaf("helper", "bytes", s2, e2)
-            elif t == CTA_SECCTX:
-                for t2, s2, e2 in self._attrs(mv, 0, s, e):
-                    if t2 == CTA_SECCTX_NAME:
-                        self.leaf("secctx", "bytes", s2, e2)
-
-    def tuple(self, prefix: str, mv: memoryview, s: int, e: int) -> None:
-        for t, s2, e2 in self._attrs(mv, 0, s, e):
-            if t == CTA_TUPLE_IP:
-                for t3, s3, e3 in self._attrs(mv, 0, s2, e2):
-                    if t3 in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
-                        self.leaf(prefix + "src", "bytes", s3, e3)
-                    elif t3 in (CTA_IP_V4_DST, CTA_IP_V6_DST):
-                        self.leaf(prefix + "dst", "bytes", s3, e3)
-            elif t == CTA_TUPLE_PROTO:
-                for t3, s3, e3 in self._attrs(mv, 0, s2, e2):
-                    if t3 in _PROTO_LEAVES:
-                        name, kind = _PROTO_LEAVES[t3]
-                        self.leaf(prefix + name, kind, s3, e3)
-            elif t == CTA_TUPLE_ZONE:
-                self.leaf(prefix + "zone", "be16", s2, e2)
+ENTRY_FIELDS = _entry_fields()
 
 
 def _new_entry(family: int, orig: Tuple, reply: Tuple | None, status: int, state: int | None,
@@ -285,64 +233,21 @@ def _reply_or_none(o: Tuple, r: Tuple) -> Tuple | None:
     return None if r == o.mirror() else r
 
 
-class _AddrCache(dict):  # type: ignore[type-arg]
-    """bytes -> address text; `cache[raw]` computes and remembers on a miss."""
-
-    def __missing__(self, raw: bytes) -> str:
-        if len(self) > 1 << 20:
-            self.clear()
-        s = self[raw] = addr_text(raw)
-        return s
-
-
-ADDR = _AddrCache()
-
 # the pieces of conntrack -L's line that depend on status bits (see formats.entry_text)
 _UNREPLIED = ("[UNREPLIED] ", "[UNREPLIED] ", "", "")
 
 
-def _assured_text(status: int) -> str:
-    if status & 0x8000:
-        return "[HW_OFFLOAD] "
-    if status & 0x4000:
-        return "[OFFLOAD] "
-    if status & 4:
-        return "[ASSURED] "
-    return ""
-
-
-class _AssuredText(dict):  # type: ignore[type-arg]
-    def __missing__(self, status: int) -> str:
-        s = self[status] = _assured_text(status)
-        return s
-
-
-_ASSURED = _AssuredText()
-
-
-def _status_json(status: int) -> str:
-    import json
-
-    from nfkit.conntrack.model import status_names
-
-    return json.dumps(status_names(status))
-
-
-class _StatusJson(dict):  # type: ignore[type-arg]
-    def __missing__(self, status: int) -> str:
-        s = self[status] = _status_json(status)
-        return s
-
-
-STATUS_JSON = _StatusJson()
+_ASSURED = _Memo(assured_text)  # status -> "[ASSURED] " etc. (formats.assured_text)
+STATUS_JSON = _Memo(status_list)  # status -> its JSON list of names (formats.status_list)
 
 _GLOBALS = {"T": Tuple, "TN": tuple.__new__, "E": _new_entry, "A": ADDR, "C": Counters, "cstr": _cstr,
             "L": _labels, "R": _reply_or_none, "PORT": PORT_PROTOS, "U": _UNREPLIED,
             "AS": _ASSURED, "SJ": STATUS_JSON}
 
 
-class _Layout:
-    """A compiled decoder for messages of one shape.
+class _Layout(Layout):
+    """A compiled decoder for entry messages of one shape (the core's `Layout`, tagged
+    with the message's family), plus what is generated from it.
 
     ``build(values)`` makes the Entry; for the common shapes (port-based
     protocols without zones, timestamps, labels, helper or security context)
@@ -351,33 +256,13 @@ class _Layout:
     check they are identical); they are None for other shapes.
     """
 
-    __slots__ = ("build", "check", "expected", "family", "index", "json", "key_spans", "text", "unpack")
+    __slots__ = ("build", "json", "key_spans", "text")
 
-    def __init__(self, walk: _Walk, length: int, family: int) -> None:
-        items: list[tuple[int, str, str | None]] = [(o, "I", None) for o, _ in walk.headers]
-        items += [(o, fmt, field) for o, field, fmt in walk.leaves]
-        items.sort()
-        fmt = [">"]
-        pos = 0
-        index: dict[str, int] = {}
-        header_idx: list[int] = []
-        for n, (off, f, field) in enumerate(items):
-            if off > pos:
-                fmt.append(f"{off - pos}x")
-            fmt.append(f)
-            pos = off + struct.calcsize(">" + f)
-            if field is None:
-                header_idx.append(n)
-            else:
-                index[field] = n
-        self.unpack = struct.Struct("".join(fmt)).unpack_from
-        self.check = itemgetter(*header_idx) if len(header_idx) > 1 else (lambda v: (v[header_idx[0]],))
-        self.expected = tuple(w for _, w in sorted(walk.headers))
-        self.build, self.text, self.json = self._compile(index, family)
-        self.family = family
-        self.index = index
+    def __init__(self, walk: Walk, length: int, family: int) -> None:
+        super().__init__(walk, length, family)
+        self.build, self.text, self.json = self._compile(self.index, family)
         # where the attributes that identify the entry lie: a delete copies them as they are
-        self.key_spans = [walk.spans[t] for t in (CTA_TUPLE_ORIG, CTA_ZONE, CTA_ID) if t in walk.spans]
+        self.key_spans = [walk.spans[t] for t in ("tuple_orig", "zone", "id") if t in walk.spans]
 
     def prefilter(self, states: frozenset[int] | None, timeout_below: int | None,
                   proto: int | None = None) -> Callable[..., bool]:
@@ -404,7 +289,7 @@ class _Layout:
         return namespace["pre"]  # type: ignore[no-any-return]
 
     @staticmethod
-    def _compile(ix: dict[str, int], family: int) -> tuple[Callable[..., Any], Any, Any]:
+    def _compile(ix: dict[Any, int], family: int) -> tuple[Callable[..., Any], Any, Any]:
         def get(name: str, default: str = "None") -> str:
             return f"v[{ix[name]}]" if name in ix else default
 
@@ -519,76 +404,52 @@ class EntryDecoder:
 
     `decode(buf, off, length, family)` takes the attribute stream at
     ``buf[off:off+length]``; `text` and `json` return the entry's output line
-    directly.  Raise DecodeError on malformed input.
+    directly.  Raise DecodeError on malformed input.  The layouts are the
+    netlink core's (`nfkit.netlink.shapes`), keyed by length and family.
     """
 
     MAX_LAYOUTS = 4096
 
     def __init__(self) -> None:
-        self._layouts: dict[int, list[_Layout]] = {}
-        self._count = 0
+        self.shapes: Shapes[_Layout] = Shapes(CT, _Layout, names=ENTRY_FIELDS, max_layouts=self.MAX_LAYOUTS,
+                                              max_per_length=self.MAX_LAYOUTS)
+        self._layouts = self.shapes.by_len  # read directly by the dump loops
 
     def layout(self, buf: bytes | bytearray | memoryview, off: int, length: int,
                family: int) -> tuple[_Layout, tuple[Any, ...]]:
         """The layout of the message at ``off`` and its unpacked values."""
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                v = lay.unpack(buf, off)
-                if lay.check(v) == lay.expected and lay.family == family:
-                    return lay, v
-        mv = memoryview(buf)[off:off + length]
-        walk = _Walk()
-        walk.walk(mv)
-        lay = _Layout(walk, length, family)
-        if self._count < self.MAX_LAYOUTS:
-            self._layouts.setdefault(length, []).append(lay)
-            self._count += 1
+        found = self.shapes.lookup(buf, off, length, family)
+        if found is not None:
+            return found
+        lay = self.shapes.learn(buf, off, length, family) or self.shapes.compile(buf, off, length, family)
         return lay, lay.unpack(buf, off)
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> Entry:
         cands = self._layouts.get(length)
         if cands:
             for lay in cands:
-                v = lay.unpack(buf, off)
-                if lay.check(v) == lay.expected and lay.family == family:
+                if lay.headers(buf, off) == lay.expected and lay.tag == family:
+                    v = lay.unpack(buf, off)
                     return lay.build(v)  # type: ignore[no-any-return]
         lay, v = self.layout(buf, off, length, family)
         return lay.build(v)  # type: ignore[no-any-return]
 
     def text(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
         """conntrack -L's line for the entry (formats.entry_text, no label names)."""
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                v = lay.unpack(buf, off)
-                if lay.check(v) == lay.expected and lay.family == family:
-                    if lay.text is not None:
-                        return lay.text(v)  # type: ignore[no-any-return]
-                    break
-        lay, v = self.layout(buf, off, length, family)
-        if lay.text is not None:
-            return lay.text(v)  # type: ignore[no-any-return]
-        from nfkit.conntrack.formats import entry_text
-
-        return entry_text(lay.build(v))
+        return self._line("text", buf, off, length, family)
 
     def json(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
         """The entry's JSON line (formats.entry_json)."""
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                v = lay.unpack(buf, off)
-                if lay.check(v) == lay.expected and lay.family == family:
-                    if lay.json is not None:
-                        return lay.json(v)  # type: ignore[no-any-return]
-                    break
-        lay, v = self.layout(buf, off, length, family)
-        if lay.json is not None:
-            return lay.json(v)  # type: ignore[no-any-return]
-        from nfkit.conntrack.formats import entry_json
+        return self._line("json", buf, off, length, family)
 
-        return entry_json(lay.build(v))
+    def _line(self, form: str, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
+        lay, v = self.layout(buf, off, length, family)
+        fn = getattr(lay, form)
+        if fn is not None:
+            return fn(v)  # type: ignore[no-any-return]
+        from nfkit.conntrack.formats import entry_json, entry_text
+
+        return (entry_text if form == "text" else entry_json)(lay.build(v))
 
     def decode_attrs(self, attrs: bytes | bytearray | memoryview, family: int) -> Entry:
         """Decode one attribute stream (e.g. `Message.attrs`)."""

@@ -40,6 +40,7 @@ from nfkit.flow.tcpstate import (
     STATE_MASK,
     TCP_EVENT,
     TCP_NEXT,
+    TCP_STRIDE,
     TcpState,
     open_state,
 )
@@ -90,11 +91,11 @@ class FlowTuple:
     dport: int
 
     @classmethod
-    def unpack(cls, packed: bytes) -> "FlowTuple":
+    def unpack(cls, packed: bytes) -> FlowTuple:
         fmt = _TUPLE4 if len(packed) == _TUPLE4.size else _TUPLE6
         return cls(*fmt.unpack(packed))
 
-    def reversed(self) -> "FlowTuple":
+    def reversed(self) -> FlowTuple:
         return FlowTuple(self.proto, self.dst, self.src, self.dport, self.sport)
 
     @property
@@ -208,7 +209,7 @@ class FlowTable:
         self.created = False
         st = self.state[s]
         if proto == IPPROTO_TCP:
-            nst = TCP_NEXT[st * 12 + TCP_EVENT[tcp_flags & 0xFF] * 2 + d]
+            nst = TCP_NEXT[st * TCP_STRIDE + TCP_EVENT[tcp_flags & 0xFF] * 2 + d]
             if nst < 0:  # a new SYN on a closed tuple: the old flow ends
                 self._remove(s, END_REOPENED)
                 return self._create(h, fwd, proto, now, size, tcp_flags) * 2

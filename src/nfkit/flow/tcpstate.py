@@ -4,13 +4,16 @@ Owns: the state byte of a TCP flow (state, which side is the client, which
 sides sent FIN, whether the reply direction was seen) and every change to it.
 Must not know: slots, hashing, timeouts (timeouts.py maps states to seconds).
 
-The state byte: bits 0-3 the `TcpState`, bit 4 REPLIED (a packet went in the
+The state byte: bits 0-3 the `TcpState` (the kernel's numbering, declared once
+in `nfkit.netlink.specs.conntrack_tcp` and shared with conntrack/), bit 4 REPLIED (a packet went in the
 reverse of the stored direction), bit 5 CLIENT_IS_REPLY (the client sends in
 the reverse direction: the first packet seen came from the server), bits 6
 and 7 FIN seen from the client, from the server.
 
 The transitions follow the kernel's conntrack in spirit, simplified for
-observing a capture (no window tracking): `transition()` is the one place
+observing a capture (no window tracking), including the simultaneous open
+(a SYN answered by a SYN: SYN_SENT2, then a SYN+ACK from either side:
+SYN_RECV): `transition()` is the one place
 they are written; `TCP_NEXT` is the same function tabulated over every
 (state byte, event, direction) so the per-packet cost is one list index.
 """
@@ -18,6 +21,8 @@ they are written; `TCP_NEXT` is the same function tabulated over every
 from __future__ import annotations
 
 import enum
+
+from nfkit.netlink.specs.conntrack_tcp import TcpState
 
 STATE_MASK = 0x0F
 REPLIED = 0x10
@@ -28,18 +33,6 @@ FIN_SERVER = 0x80
 REOPEN = -1  # a fresh SYN on a closed tuple: end the flow, start another
 
 TH_FIN, TH_SYN, TH_RST, TH_ACK = 0x01, 0x02, 0x04, 0x10
-
-
-class TcpState(enum.IntEnum):
-    NONE = 0
-    SYN_SENT = 1
-    SYN_RECV = 2
-    ESTABLISHED = 3
-    FIN_WAIT = 4
-    CLOSE_WAIT = 5
-    LAST_ACK = 6
-    TIME_WAIT = 7
-    CLOSE = 8
 
 
 class TcpEvent(enum.IntEnum):
@@ -103,8 +96,10 @@ def transition(byte: int, ev: TcpEvent, direction: int) -> int:
             return REOPEN
         if from_client and state is S.NONE:
             state = S.SYN_SENT
+        elif not from_client and state is S.SYN_SENT:  # simultaneous open
+            state = S.SYN_SENT2
     elif ev is TcpEvent.SYNACK:
-        if not from_client and state in (S.SYN_SENT, S.NONE):
+        if state is S.SYN_SENT2 or (not from_client and state in (S.SYN_SENT, S.NONE)):
             state = S.SYN_RECV
     elif ev is TcpEvent.FIN:
         if state not in (S.CLOSE, S.TIME_WAIT):
@@ -123,15 +118,19 @@ def transition(byte: int, ev: TcpEvent, direction: int) -> int:
     return int(state) | flags
 
 
+# TCP_NEXT[state_byte * TCP_STRIDE + event * 2 + direction]
+TCP_STRIDE = len(TcpEvent) * 2
+
+
 def _tabulate() -> tuple[list[int], list[int]]:
     events = [int(event_of(f)) for f in range(256)]
-    table = [0] * (256 * 12)
+    table = [0] * (256 * TCP_STRIDE)
     for byte in range(256):
-        if (byte & STATE_MASK) > TcpState.CLOSE:
+        if (byte & STATE_MASK) >= len(TcpState):  # not a state: never stored
             continue
         for ev in TcpEvent:
             for d in (0, 1):
-                table[byte * 12 + ev * 2 + d] = transition(byte, ev, d)
+                table[byte * TCP_STRIDE + ev * 2 + d] = transition(byte, ev, d)
     return events, table
 
 

@@ -50,13 +50,14 @@ class Timeouts:
             TcpState.LAST_ACK: self.tcp_last_ack,
             TcpState.TIME_WAIT: self.tcp_time_wait,
             TcpState.CLOSE: self.tcp_close,
+            TcpState.SYN_SENT2: self.tcp_syn_sent,  # the kernel gives both 2 minutes
         }[state]
 
     def of(self, proto: int, state_byte: int) -> float:
         """Timeout of a flow of transport ``proto`` whose state byte is ``state_byte``."""
         if proto == _TCP:
             st = state_byte & STATE_MASK
-            return self.tcp(TcpState(st)) if st <= TcpState.CLOSE else self.tcp_unknown
+            return self.tcp(TcpState(st)) if st < len(TcpState) else self.tcp_unknown
         if proto == _UDP:
             return self.udp_stream if state_byte & REPLIED else self.udp
         if proto in (_ICMP, _ICMPV6):

@@ -1,177 +1,285 @@
 """Shape-compiled decoding: decode many messages of the same layout at struct speed.
 
+Owns: recognising the *layout* of an attribute stream (which attributes, at
+which offsets, of which lengths) and unpacking all its values in one
+`struct` call; the bounded cache of layouts seen.  Every decoder of a
+recurring message kind builds on this one mechanism: `ShapeDecoder` (nested
+dicts, as `AttrSet.decode`) and conntrack's entry decoder (`Entry` objects
+and output lines, `nfkit.conntrack.wire`).
+Must not know: what a consumer makes of the values.
+
 A dump of 100,000 conntrack entries holds a handful of distinct layouts
 (IPv4 UDP without NAT, IPv6 TCP with protoinfo, ...).  The attribute headers
-of a message fully determine how it is walked, so once a layout has been
-decoded the generic way, its header words and value positions are compiled
-into two precompiled `struct` formats and a generated function that builds
-the same nested dicts.  A later message is checked by unpacking its header
-words in one call: equal headers (and equal length) mean the same layout, so
-its values are unpacked in one call more.  Anything else falls back to the
-generic `AttrSet.decode`, and its layout is learned (bounded).
-
-Results are identical to `AttrSet.decode` (a property test checks it).
+of a stream fully determine how it is walked, so the first stream of a layout
+is walked the generic way (`Walk`, validating as `AttrSet.decode` does) and
+compiled into a `Layout`: two precompiled `struct`s, one reading every
+attribute header (length and type, in host order), one reading every wanted
+value.  A later stream of the same length is checked by unpacking its headers
+and comparing them (one tuple comparison, of small numbers): equal headers
+mean the same layout, so the values struct reads its values.  `Shapes` keeps the layouts by length (bounded); a consumer subclasses
+`Layout` to attach what it generates from the walk (a builder, a formatter).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from typing import Any
+import sys
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Generic, TypeVar
 
+from nfkit.errors import DecodeError
 from nfkit.netlink.codec import NLA_HDRLEN, AttrSet, Kind, get_string
 
 MAX_SHAPES_PER_LENGTH = 8
 MAX_SHAPES = 512
 
 _NLA = struct.Struct("=HH")
-_NATIVE = {Kind.U8: "B", Kind.U16: "H", Kind.U32: "I", Kind.U64: "Q", Kind.S8: "b",
-           Kind.S16: "h", Kind.S32: "i", Kind.S64: "q"}
-_BIG = {Kind.BE16: "H", Kind.BE32: "I", Kind.BE64: "Q"}
-_NESTED_MASK = 0x7FFF & 0x3FFF
+_TYPE_MASK = 0x3FFF
+# value kinds read inside the one big-endian struct (native multi-byte integers are read as bytes)
+_BIG = {Kind.U8: "B", Kind.S8: "b", Kind.BE16: "H", Kind.BE32: "I", Kind.BE64: "Q"}
+_NATIVE = {Kind.U16: (2, False), Kind.U32: (4, False), Kind.U64: (8, False),
+           Kind.S16: (2, True), Kind.S32: (4, True), Kind.S64: (8, True)}
+_SIZE = {**{k: struct.calcsize(">" + c) for k, c in _BIG.items()}, **{k: n for k, (n, _) in _NATIVE.items()}}
+
+Path = tuple[Any, ...]  # attribute names (numbers where unknown) from the top level down
 
 
-class _Compiler:
-    """Walks one message the generic way, recording where every header and value sits."""
+class Walk:
+    """One generic walk of an attribute stream: every header, every leaf, their offsets.
 
-    def __init__(self) -> None:
-        self.headers: list[tuple[int, int, int]] = []  # (offset, len, raw type)
-        self.native: list[tuple[int, str]] = []  # (offset, struct code)
-        self.big: list[tuple[int, str]] = []
-        self.leaves = 0
+    ``names`` maps leaf paths to the consumer's field names: only those leaves
+    are recorded (several paths may share a name, e.g. an IPv4 or an IPv6
+    source); None records every leaf under its path.  ``tree`` describes the
+    nesting (for consumers that rebuild it).  Raises DecodeError where
+    `AttrSet.decode` would.
+    """
 
-    def value(self, table: str, off: int, code: str) -> str:
-        target = self.native if table == "n" else self.big
-        target.append((off, code))
-        return f"{table}[{len(target) - 1}]"
+    def __init__(self, aset: AttrSet, mv: memoryview, names: Mapping[Path, Hashable] | None = None) -> None:
+        self.names = names
+        self.headers: list[tuple[int, int, int]] = []  # (offset, length, type with flag bits)
+        self.leaves: list[tuple[int, Hashable, Kind | None, int]] = []  # (offset, field, kind, length)
+        self.spans: dict[str | int, tuple[int, int]] = {}  # top-level attribute -> (offset, aligned length)
+        self.tree = self._level(aset, mv, 0, (), top=True)
 
-    def walk(self, aset: AttrSet | None, mv: memoryview, base: int) -> str:
-        """Python source of the expression that rebuilds this level's dict."""
-        items: list[str] = []
+    def _attrs(self, where: str, mv: memoryview, base: int):  # type: ignore[no-untyped-def]
         n = len(mv)
         off = 0
         while off < n:
+            if n - off < NLA_HDRLEN:
+                raise DecodeError(f"{where}: truncated attribute header", base + off)
             alen, atype = _NLA.unpack_from(mv, off)
+            if alen < NLA_HDRLEN or off + alen > n:
+                raise DecodeError(f"{where}: attribute length {alen} runs past its container", base + off)
             self.headers.append((base + off, alen, atype))
-            t = atype & 0x3FFF
-            voff, vlen = base + off + NLA_HDRLEN, alen - NLA_HDRLEN
+            yield atype & _TYPE_MASK, off, alen
+            off = (off + alen + 3) & ~3
+
+    def _leaf(self, path: Path, kind: Kind | None, voff: int, vlen: int) -> tuple[str, Hashable]:
+        field: Hashable = path if self.names is None else self.names.get(path)
+        if field is not None:
+            self.leaves.append((voff, field, kind, vlen))
+        return ("leaf", field)
+
+    def _level(self, aset: AttrSet | None, mv: memoryview, base: int, path: Path,
+               top: bool = False) -> tuple[str, list[tuple[str | int, Any]]]:
+        items: list[tuple[str | int, Any]] = []
+        where = aset.name if aset is not None else "nest"
+        for t, off, alen in self._attrs(where, mv, base):
             attr = aset.attrs.get(t) if aset is not None else None
+            key: str | int = t if attr is None else attr.name
+            voff, vlen = base + off + NLA_HDRLEN, alen - NLA_HDRLEN
+            if top:
+                self.spans[key] = (base + off, (alen + 3) & ~3)
+            inner = mv[off + NLA_HDRLEN:off + alen]
             if attr is None:
-                key = repr(t)
-                expr = self.value("n", voff, f"{vlen}s") if vlen else "b''"
+                node: Any = self._leaf(path + (key,), Kind.BINARY, voff, vlen)
+            elif attr.kind is Kind.NESTED:
+                node = self._level(attr.nested, inner, voff, path + (key,))
+            elif attr.kind is Kind.NESTED_ARRAY:
+                elems: list[Any] = []
+                for i, (_, eoff, elen) in enumerate(self._attrs(attr.name, inner, voff)):
+                    sub = inner[eoff + NLA_HDRLEN:eoff + elen]
+                    epath = path + (key, i)
+                    if attr.nested is None:
+                        elems.append(self._leaf(epath, Kind.BINARY, voff + eoff + NLA_HDRLEN, elen - NLA_HDRLEN))
+                    else:
+                        elems.append(self._level(attr.nested, sub, voff + eoff + NLA_HDRLEN, epath))
+                node = ("list", elems)
             else:
-                key = repr(attr.name)
-                expr = self.leaf(attr.kind, attr.nested, mv[off + NLA_HDRLEN : off + alen], voff, vlen)
-            items.append(f"{key}: {expr}")
-            off = (off + alen + 3) & ~3
-        return "{" + ", ".join(items) + "}"
-
-    def leaf(self, kind: Kind, nested: AttrSet | None, mv: memoryview, voff: int, vlen: int) -> str:
-        if kind in _NATIVE:
-            return self.value("n", voff, _NATIVE[kind])
-        if kind in _BIG:
-            return self.value("b", voff, _BIG[kind])
-        if kind in (Kind.STRING, Kind.STRING_NONUL):
-            return f"_str({self.value('n', voff, f'{vlen}s')})" if vlen else "''"
-        if kind is Kind.BINARY:
-            return self.value("n", voff, f"{vlen}s") if vlen else "b''"
-        if kind is Kind.FLAG:
-            return "True"
-        if kind is Kind.NESTED:
-            if nested is None:
-                return self._raw_nest(mv, voff)
-            return self.walk(nested, mv, voff)
-        # NESTED_ARRAY
-        items = []
-        n = len(mv)
-        off = 0
-        while off < n:
-            alen, atype = _NLA.unpack_from(mv, off)
-            self.headers.append((voff + off, alen, atype))
-            inner = mv[off + NLA_HDRLEN : off + alen]
-            if nested is None:
-                items.append(self.value("n", voff + off + NLA_HDRLEN, f"{alen - NLA_HDRLEN}s")
-                             if alen > NLA_HDRLEN else "b''")
-            else:
-                items.append(self.walk(nested, inner, voff + off + NLA_HDRLEN))
-            off = (off + alen + 3) & ~3
-        return "[" + ", ".join(items) + "]"
-
-    def _raw_nest(self, mv: memoryview, voff: int) -> str:
-        items = []
-        n = len(mv)
-        off = 0
-        while off < n:
-            alen, atype = _NLA.unpack_from(mv, off)
-            self.headers.append((voff + off, alen, atype))
-            val = (self.value("n", voff + off + NLA_HDRLEN, f"{alen - NLA_HDRLEN}s")
-                   if alen > NLA_HDRLEN else "b''")
-            items.append(f"{atype & 0x3FFF!r}: {val}")
-            off = (off + alen + 3) & ~3
-        return "{" + ", ".join(items) + "}"
+                size = _SIZE.get(attr.kind)
+                if size is not None and vlen != size:
+                    raise DecodeError(f"{where}: attribute {attr.name} has {vlen} bytes, expected {size}",
+                                      base + off)
+                node = self._leaf(path + (key,), attr.kind, voff, vlen)
+            items.append((key, node))
+        return ("dict", items)
 
 
-def _layout(fields: list[tuple[int, str]], order: str) -> struct.Struct:
+class Layout:
+    """A compiled layout: ``headers(buf, off) == expected`` tells whether a stream of
+    the same length has this layout; then ``unpack(buf, off)`` reads all its values.
+
+    ``index[field]`` is where a field's value sits in the values (fixed-size
+    big-endian and 8-bit integers as ints, everything else as the raw bytes,
+    native multi-byte integers included: see ``kinds``); ``spans`` is where each
+    top-level attribute lies; ``tag`` is what the consumer keys layouts by
+    besides the bytes (e.g. the message's family).  The header words are read
+    in host order by a struct of their own: their small numbers compare fast.
+    """
+
+    __slots__ = ("expected", "headers", "index", "kinds", "length", "spans", "tag", "unpack")
+
+    def __init__(self, walk: Walk, length: int, tag: Any = None) -> None:
+        heads = _struct([(off, "HH") for off, _, _ in walk.headers], "=")
+        self.headers: Callable[..., tuple[int, ...]] = _unpacker(heads)
+        self.expected = tuple(v for _, alen, atype in walk.headers for v in (alen, atype))
+        leaves = sorted(((off, _BIG[kind] if kind in _BIG else f"{vlen}s", field)
+                         for off, field, kind, vlen in walk.leaves if kind is not Kind.FLAG), key=_first)
+        self.unpack: Callable[..., tuple[Any, ...]] = _unpacker(_struct([(o, c) for o, c, _ in leaves], ">"))
+        self.index: dict[Hashable, int] = {field: n for n, (_, _, field) in enumerate(leaves)}
+        self.kinds = {field: kind for _, field, kind, _ in walk.leaves}
+        self.spans = walk.spans
+        self.length = length
+        self.tag = tag
+
+
+def _struct(fields: list[tuple[int, str]], order: str) -> struct.Struct:
     fmt = [order]
     pos = 0
     for off, code in fields:
         if off > pos:
             fmt.append(f"{off - pos}x")
         fmt.append(code)
-        pos = off + struct.calcsize("=" + code)
+        pos = max(pos, off + struct.calcsize(order + code))  # an empty value may sit under a header
     return struct.Struct("".join(fmt))
 
 
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
+def _unpacker(s: struct.Struct) -> Callable[..., tuple[Any, ...]]:
+    if s.size == 0:
+        return lambda buf, off=0: ()
+    return s.unpack_from
+
+
+L = TypeVar("L", bound=Layout)
+
+
+class Shapes(Generic[L]):
+    """The layouts of one AttrSet seen so far, by stream length (bounded).
+
+    ``make(walk, length, tag)`` builds a layout (a `Layout` subclass) from a
+    walk; ``names`` picks the leaves to unpack (see `Walk`).  Hot loops may
+    read ``by_len`` directly, as `lookup` does.
+    """
+
+    def __init__(self, aset: AttrSet, make: Callable[[Walk, int, Any], L], *,
+                 names: Mapping[Path, Hashable] | None = None,
+                 max_layouts: int = MAX_SHAPES, max_per_length: int = MAX_SHAPES_PER_LENGTH) -> None:
+        self.aset = aset
+        self.make = make
+        self.names = names
+        self.max_layouts = max_layouts
+        self.max_per_length = max_per_length
+        self.by_len: dict[int, list[L]] = {}
+        self.count = 0
+
+    def lookup(self, buf: Any, off: int, length: int, tag: Any = None) -> tuple[L, tuple[Any, ...]] | None:
+        """The known layout of ``buf[off:off+length]`` and its values, or None."""
+        for lay in self.by_len.get(length, ()):
+            if lay.headers(buf, off) == lay.expected and lay.tag == tag:
+                return lay, lay.unpack(buf, off)
+        return None
+
+    def compile(self, buf: Any, off: int, length: int, tag: Any = None) -> L:
+        """Walk and compile the stream's layout (not kept); raises DecodeError if malformed."""
+        walk = Walk(self.aset, memoryview(buf)[off:off + length], self.names)
+        return self.make(walk, length, tag)
+
+    def learn(self, buf: Any, off: int, length: int, tag: Any = None) -> L | None:
+        """Compile and keep the stream's layout; None (nothing walked) when the bounds are reached."""
+        same = self.by_len.get(length, ())
+        if self.count >= self.max_layouts or len(same) >= self.max_per_length:
+            return None
+        lay = self.compile(buf, off, length, tag)
+        self.by_len.setdefault(length, []).append(lay)
+        self.count += 1
+        return lay
+
+
+# ---------------------------------------------------------------- nested dicts, as AttrSet.decode
+
+def _to_str(b: bytes) -> str:
+    return get_string(memoryview(b))
+
+
+def _native(size: int, signed: bool) -> Callable[[bytes], int]:
+    order = sys.byteorder
+    return lambda b: int.from_bytes(b, order, signed=signed)
+
+
+_CONVERT = {kind: _native(size, signed) for kind, (size, signed) in _NATIVE.items()}
+
+
+class _DictLayout(Layout):
+    __slots__ = ("build",)
+
+    def __init__(self, walk: Walk, length: int, tag: Any = None) -> None:
+        super().__init__(walk, length, tag)
+        env: dict[str, Any] = {"_str": _to_str}
+        names: dict[Kind, str] = {}
+
+        def expr(node: tuple[str, Any]) -> str:
+            what, body = node
+            if what == "dict":
+                return "{" + ", ".join(f"{key!r}: {expr(sub)}" for key, sub in body) + "}"
+            if what == "list":
+                return "[" + ", ".join(expr(sub) for sub in body) + "]"
+            kind = self.kinds[body]
+            if kind is Kind.FLAG:
+                return "True"
+            value = f"v[{self.index[body]}]"
+            if kind in (Kind.STRING, Kind.STRING_NONUL):
+                return f"_str({value})"
+            if kind in _CONVERT:
+                fn = names.setdefault(kind, f"_{kind.name.lower()}")
+                env[fn] = _CONVERT[kind]
+                return f"{fn}({value})"
+            return value
+
+        src = f"def build(v):\n    return {expr(walk.tree)}\n"
+        exec(compile(src, f"<shape {length}>", "exec"), env)  # noqa: S102 - generated from the walk
+        self.build: Callable[[tuple[Any, ...]], dict[str | int, Any]] = env["build"]
+
+
 class ShapeDecoder:
-    """Decode attribute streams of one AttrSet, compiling each layout seen (bounded)."""
+    """Decode attribute streams of one AttrSet, compiling each layout seen (bounded).
+
+    Results equal `AttrSet.decode`'s; raises DecodeError on malformed input.
+    """
 
     def __init__(self, aset: AttrSet) -> None:
         self.aset = aset
-        self._by_len: dict[int, list[tuple[Any, tuple[int, ...], Callable[[memoryview], Any]]]] = {}
-        self._count = 0
+        self.shapes: Shapes[_DictLayout] = Shapes(aset, _DictLayout)
+        # length -> (headers, expected, unpack, build) per layout: locals beat attribute reads here
+        self._fast: dict[int, list[tuple[Any, tuple[int, ...], Any, Any]]] = {}
         self.hits = 0
         self.misses = 0
 
     def __call__(self, mv: memoryview) -> dict[str | int, Any]:
-        shapes = self._by_len.get(len(mv))
-        if shapes:
-            for header_unpack, expected, build in shapes:
-                if header_unpack(mv) == expected:
-                    self.hits += 1
-                    return build(mv)  # type: ignore[no-any-return]
-        out = self.aset.decode(mv)  # raises DecodeError on malformed input
+        n = len(mv)
+        for headers, expected, unpack, build in self._fast.get(n, ()):
+            if headers(mv, 0) == expected:
+                self.hits += 1
+                return build(unpack(mv, 0))  # type: ignore[no-any-return]
         self.misses += 1
-        if self._count < MAX_SHAPES and len(shapes or ()) < MAX_SHAPES_PER_LENGTH:
-            self._learn(mv)
-        return out
-
-    def _learn(self, mv: memoryview) -> None:
-        comp = _Compiler()
-        expr = comp.walk(self.aset, mv, 0)
-        headers = _layout([(off, "HH") for off, _, _ in comp.headers], "=")
-        expected = tuple(v for _, alen, atype in comp.headers for v in (alen, atype))
-        native = _layout(comp.native, "=")
-        big = _layout(comp.big, ">")
-        src = ("def build(mv):\n"
-               "    n = native(mv)\n"
-               "    b = big(mv)\n"
-               f"    return {expr}\n")
-        env: dict[str, Any] = {"native": _unpacker(native), "big": _unpacker(big), "_str": _to_str}
-        exec(compile(src, f"<shape {self.aset.name}/{len(mv)}>", "exec"), env)  # noqa: S102
-        header_unpack = _unpacker(headers)
-        self._by_len.setdefault(len(mv), []).append((header_unpack, expected, env["build"]))
-        self._count += 1
-
-
-def _unpacker(s: struct.Struct) -> Callable[[memoryview], tuple[Any, ...]]:
-    if s.size == 0:
-        return lambda mv: ()
-    unpack_from = s.unpack_from
-    return lambda mv: unpack_from(mv, 0)
-
-
-def _to_str(b: bytes) -> str:
-    return get_string(memoryview(b))
+        lay = self.shapes.learn(mv, 0, n)
+        if lay is None:
+            return self.aset.decode(mv)
+        self._fast.setdefault(n, []).append((lay.headers, lay.expected, lay.unpack, lay.build))
+        return lay.build(lay.unpack(mv, 0))
 
 
 def shape_decoder(aset: AttrSet) -> ShapeDecoder:

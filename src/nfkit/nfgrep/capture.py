@@ -325,22 +325,18 @@ def decode(link: int, frame: bytes) -> Decoded | None:
     transports get ports 0.
     """
     try:
+        # link layers with an ethertype: where it sits, where the payload starts
         if link == LINK_ETHERNET:
-            off = 14
-            et = _U16.unpack_from(frame, 12)[0]
-            while et in _VLAN:
-                et = _U16.unpack_from(frame, off + 2)[0]
-                off += 4
+            at, off = 12, 14
         elif link == LINK_SLL2:
-            et = _U16.unpack_from(frame, 0)[0]
-            off = 20
-            while et in _VLAN:
-                et = _U16.unpack_from(frame, off + 2)[0]
-                off += 4
+            at, off = 0, 20
         elif link == LINK_SLL:
-            et = _U16.unpack_from(frame, 14)[0]
-            off = 16
-            while et in _VLAN:
+            at, off = 14, 16
+        else:
+            at = -1
+        if at >= 0:
+            et = _U16.unpack_from(frame, at)[0]
+            while et in _VLAN:  # 802.1Q / 802.1ad tags: the real ethertype follows each
                 et = _U16.unpack_from(frame, off + 2)[0]
                 off += 4
         elif link in (LINK_RAW, 12, 14, LINK_IPV4, LINK_IPV6):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
-from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TH_SYN
+from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
 from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.capture import MAX_RECORD, CaptureReader, CaptureStop, decode
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
@@ -244,7 +244,7 @@ class Classifier:
         last, state, tclass, tails = table.last, table.state, table.tclass, table._tails
         packets, octets = table.packets, table.octets
         tcp_cache, udp_cache = self._recent
-        tcp_next, tcp_event = TCP_NEXT, TCP_EVENT
+        tcp_next, tcp_event, stride = TCP_NEXT, TCP_EVENT, TCP_STRIDE
         touch = table.touch
         n = fast = 0
         next_sweep = table._next_sweep
@@ -329,7 +329,7 @@ class Classifier:
                 d = code & 1
                 st = state[s]
                 if proto == 6:
-                    ok = tcp_next[st * 12 + tcp_event[flags] * 2 + d] == st
+                    ok = tcp_next[st * stride + tcp_event[flags] * 2 + d] == st
                 else:
                     ok = not d or bool(st & REPLIED)
                 if ok:

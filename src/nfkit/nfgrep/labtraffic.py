@@ -212,7 +212,7 @@ class TrafficLab:
             self.lab.close()
             raise
 
-    def __enter__(self) -> "TrafficLab":
+    def __enter__(self) -> TrafficLab:
         return self
 
     def __exit__(self, *exc: object) -> None:

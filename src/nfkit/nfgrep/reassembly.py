@@ -48,7 +48,7 @@ class Reassembler:
         self.buffered = 0  # bytes waiting out of order, over all streams
         self.gaps = 0  # holes given up, over all streams
 
-    def stream(self) -> "TcpStream":
+    def stream(self) -> TcpStream:
         """A new, empty direction."""
         return TcpStream(self)
 
