@@ -77,12 +77,6 @@ class RuleRun:
     end: int = -1  # where the far half's text ends
     near_packed: list[bytes] | None = None  # the near half's columns, for its own run
 
-    @property
-    def starts(self) -> list[int]:
-        if self.row_starts is not None:
-            return list(self.row_starts)
-        return list(map(re.Match.start, self.matches))
-
     def column(self, j: int) -> list[str]:
         """Compared value ``j`` of every rule, as text."""
         return list(map(re.Match.group, self.matches, repeat(j + 1)))

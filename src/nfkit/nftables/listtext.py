@@ -20,7 +20,6 @@ import json
 import re
 import socket
 import struct
-import sys
 from array import array
 from itertools import chain, repeat
 from typing import Any
@@ -30,12 +29,20 @@ from nfkit.nftables.bulkjson import consecutive
 from nfkit.nftables.jsonfmt import rule_json
 from nfkit.nftables.model import Rule
 from nfkit.nftables.nla import A
-from nfkit.nftables.wire import FAMILY_NAME, RuleShapes, SetView, _cmp_spans, _plain_value, decode_rule
+from nfkit.nftables.wire import (
+    ARRAY_CODE,
+    FAMILY_NAME,
+    RuleShapes,
+    SetView,
+    _cmp_spans,
+    _plain_value,
+    decode_rule,
+    in_byte_order,
+)
 
 _U32 = struct.Struct("=I")
 _NEWRULE = (10 << 8) | 6  # NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE
 _MAX_SHAPES = 32
-_ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}
 
 
 def _marker(k: int) -> str:
@@ -60,17 +67,11 @@ def _renderer(v: Any, size: int) -> tuple[Any, bool]:
     dt = v.types[0] if len(v.types) == 1 else None
     if dt is not None and dt.kind == "ipv4" and size == 4:
         return (lambda col: list(map(socket.inet_ntoa, col))), True
-    code = _ARRAY_CODE.get(size)
+    code = ARRAY_CODE.get(size)
     if (dt is not None and dt.kind == "int" and code is not None and dt.size == size
             and not (dt.print_symbols and (dt.names or dt.name in ("iface_index", "inet_proto")))):
-        swap = size > 1 and dt.big_endian != (sys.byteorder == "big")
-
-        def ints(col: list[bytes]) -> list[str]:
-            a = array(code, b"".join(col))
-            if swap:
-                a.byteswap()
-            return list(map(str, a))
-        return ints, False
+        big = dt.big_endian
+        return (lambda col: list(map(str, in_byte_order(array(code, b"".join(col)), big)))), False
     memo = _Memo(v)
     return (lambda col: list(map(memo.__getitem__, col))), False
 
@@ -94,10 +95,8 @@ def _counter_spans(blob: bytes) -> list[tuple[int, int]]:
 
 
 def _handles(col: list[bytes]) -> list[str]:
-    a = array(_ARRAY_CODE[8], b"".join(col))
-    if sys.byteorder != "big":
-        a.byteswap()
-    return list(map(str, a))
+    """Big-endian 64-bit values (handles, counters) as decimal text."""
+    return list(map(str, in_byte_order(array(ARRAY_CODE[8], b"".join(col)), True)))
 
 
 class _TextShape:

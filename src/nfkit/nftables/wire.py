@@ -650,8 +650,16 @@ def encode_columns(slots: list[tuple[Any, int, Operand]], kinds: tuple[type, ...
     return cols, bad
 
 
-_ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
-_U32_CODE = _ARRAY_CODE[4]
+ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
+_U32_CODE = ARRAY_CODE[4]
+
+
+def in_byte_order(a: array[int], big_endian: bool) -> array[int]:
+    """``a`` with its items in that byte order for the wire (swapped in place when the
+    host's order differs); the same call turns wire-order items into numbers."""
+    if a.itemsize > 1 and big_endian != (sys.byteorder == "big"):
+        a.byteswap()
+    return a
 
 
 def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
@@ -659,7 +667,7 @@ def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
     when the slot is not a plain integer or a value does not fit (then each value
     goes its own way)."""
     dt = op.dt
-    code = _ARRAY_CODE.get(size)
+    code = ARRAY_CODE.get(size)
     if (code is None or dt.kind != "int" or op.mask is not None or len(op.types) != 1
             or dt.size != size):
         return None
@@ -667,9 +675,7 @@ def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
         a = array(code, map(int, col))
     except (OverflowError, ValueError):
         return None
-    if dt.big_endian != (sys.byteorder == "big") and size > 1:
-        a.byteswap()
-    return a.tobytes()
+    return in_byte_order(a, dt.big_endian).tobytes()
 
 
 def _stride_into(buf: bytearray, stride: int, off: int, width: int, data: bytes) -> None:
