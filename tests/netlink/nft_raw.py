@@ -57,3 +57,11 @@ def get_rules(w: MessageWriter, table: str | None = None) -> int:
         w.string(NFTA_RULE_TABLE, table)
     w.end()
     return seq
+
+
+def counter_chain(w: MessageWriter, table: str, chain: str, rules: int) -> None:
+    """A table, a chain in it and ``rules`` counter rules, into ``w`` (a Batch)."""
+    new_table(w, table)
+    new_chain(w, table, chain)
+    for _ in range(rules):
+        new_counter_rule(w, table, chain)

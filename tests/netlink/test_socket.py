@@ -106,10 +106,7 @@ def test_batch_is_atomic_and_errors_map_to_the_message(sock, netns):
 
 def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
     b = Batch()
-    nft_raw.new_table(b, "big")
-    nft_raw.new_chain(b, "big", "c")
-    for _ in range(40_000):
-        nft_raw.new_counter_rule(b, "big", "c")
+    nft_raw.counter_chain(b, "big", "c", 40_000)
     default_sndbuf = int(open("/proc/sys/net/core/wmem_default").read())
     assert len(b.buffer) > 8 * default_sndbuf
     sock.send_batch(b)
@@ -117,10 +114,7 @@ def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
     assert listing.count("counter packets 0 bytes 0") == 40_000
     # the same batch plus one bad message: nothing at all is committed
     b = Batch()
-    nft_raw.new_table(b, "big2")
-    nft_raw.new_chain(b, "big2", "c")
-    for _ in range(40_000):
-        nft_raw.new_counter_rule(b, "big2", "c")
+    nft_raw.counter_chain(b, "big2", "c", 40_000)
     nft_raw.new_counter_rule(b, "big2", "nosuchchain")
     with pytest.raises(TransactionError) as exc:
         sock.send_batch(b)
@@ -130,10 +124,7 @@ def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
 
 def test_dump_interrupted_raises_or_restarts(sock, netns):
     b = Batch()
-    nft_raw.new_table(b, "d")
-    nft_raw.new_chain(b, "d", "c")
-    for _ in range(3000):
-        nft_raw.new_counter_rule(b, "d", "c")
+    nft_raw.counter_chain(b, "d", "c", 3000)
     sock.send_batch(b)
     with netns.enter():
         other = NetlinkSocket()
@@ -174,10 +165,7 @@ def test_dump_interrupted_raises_or_restarts(sock, netns):
 
 def test_dump_datagrams_whole_rounds_and_interruption(sock, netns):
     b = Batch()
-    nft_raw.new_table(b, "d")
-    nft_raw.new_chain(b, "d", "c")
-    for _ in range(3000):
-        nft_raw.new_counter_rule(b, "d", "c")
+    nft_raw.counter_chain(b, "d", "c", 3000)
     sock.send_batch(b)
     w = MessageWriter()
     nft_raw.get_rules(w)

@@ -279,16 +279,16 @@ def scan(text: str) -> list[Command] | None:
         if sep is None:
             return None
         c = item_command(i, obj)
-        new = make_shape(obj, text, pos, end, c.obj) if c is not None and c.kind == "rule" \
-            else None
+        if c is not None and c.kind == "rule" and len(shapes) >= _MAX_SHAPES:
+            # Room is made only by shapes that never recurred; with none, no new
+            # shape is even made (its tokenizing would be wasted).
+            unused = [k for k, old in enumerate(shapes) if old.hits <= 1]
+            if unused:
+                del shapes[unused[0]]
+        new = make_shape(obj, text, pos, end, c.obj) \
+            if c is not None and c.kind == "rule" and len(shapes) < _MAX_SHAPES else None
         if new is not None:
-            if len(shapes) >= _MAX_SHAPES:
-                # Room is made only by shapes that never recurred.
-                unused = [k for k, old in enumerate(shapes) if old.hits <= 1]
-                if unused:
-                    del shapes[unused[0]]
-            if len(shapes) < _MAX_SHAPES:
-                shapes.append(new)
+            shapes.append(new)
             last = new
             # Its own text is the first of the shape: the loop's next turn takes it
             # and every rule of the shape that follows.
