@@ -66,6 +66,11 @@ _HDR_HEAD = struct.Struct("=IHHI")  # nlmsghdr: length, type, flags, seq
 _HDR_LEN = struct.Struct("=I")
 
 
+def _interrupted(what: str | None) -> DumpInterrupted:
+    return DumpInterrupted(f"{what or 'dump'}: the kernel's table changed during the dump "
+                           "(NLM_F_DUMP_INTR)")
+
+
 def _with_flags(request: bytes | bytearray | memoryview, extra: int) -> memoryview:
     """A copy of a single-message request with ``extra`` ORed into its flags."""
     data = bytearray(request)
@@ -253,19 +258,8 @@ class NetlinkSocket:
                     continue
                 if msg.flags & NLM_F_DUMP_INTR:
                     interrupted = True
-                if msg.type == NLMSG_DONE:
-                    if len(msg.payload) >= 4:
-                        err = -int.from_bytes(msg.payload[:4], "little", signed=True)
-                        if err > 0:
-                            raise NetlinkError(err, what=what)
-                    if interrupted:
-                        raise DumpInterrupted(f"{what or 'dump'}: the kernel's table changed "
-                                              "during the dump (NLM_F_DUMP_INTR)")
-                    return
-                if msg.type == NLMSG_ERROR:
-                    err_obj = _error_from(msg)
-                    if err_obj is not None:
-                        raise err_obj.describe(what) if what else err_obj
+                if msg.type in (NLMSG_DONE, NLMSG_ERROR):
+                    self._end_of_dump(msg, what, interrupted)
                     return
                 if msg.type in (NLMSG_NOOP, NLMSG_OVERRUN):
                     continue
@@ -299,10 +293,9 @@ class NetlinkSocket:
             if mseq != seq:
                 continue
             if flags & NLM_F_DUMP_INTR:
-                raise DumpInterrupted(f"{what or 'dump'}: the kernel's table changed "
-                                      "during the dump (NLM_F_DUMP_INTR)")
+                raise _interrupted(what)
             if mtype in (NLMSG_DONE, NLMSG_ERROR):
-                self._dump_end(view[:n], what)
+                self._end_of_dump(next(parse_messages(view[:n])), what, False)
                 return
             # NLMSG_DONE may close the last round's datagram: find the last
             # message by its headers' lengths alone (no message objects).
@@ -317,25 +310,24 @@ class NetlinkSocket:
             if end:
                 yield view[:end]
             if end != n:
-                self._dump_end(view[end:n], what)
+                self._end_of_dump(next(parse_messages(view[end:n])), what, False)
                 return
 
     @staticmethod
-    def _dump_end(tail: memoryview, what: str | None) -> None:
-        """The DONE (or ERROR) that ends a dump: raise what the kernel reported."""
-        for msg in parse_messages(tail):
-            if msg.flags & NLM_F_DUMP_INTR:
-                raise DumpInterrupted(f"{what or 'dump'}: the kernel's table changed "
-                                      "during the dump (NLM_F_DUMP_INTR)")
-            if msg.type == NLMSG_DONE and len(msg.payload) >= 4:
-                err = -int.from_bytes(msg.payload[:4], "little", signed=True)
-                if err > 0:
-                    raise NetlinkError(err, what=what)
-            elif msg.type == NLMSG_ERROR:
-                err_obj = _error_from(msg)
-                if err_obj is not None:
-                    raise err_obj.describe(what) if what else err_obj
+    def _end_of_dump(msg: Message, what: str | None, interrupted: bool) -> None:
+        """The NLMSG_DONE or NLMSG_ERROR ending a dump: raise what the kernel reported,
+        or DumpInterrupted when the table changed during the dump."""
+        if msg.type == NLMSG_ERROR:
+            err_obj = _error_from(msg)
+            if err_obj is not None:
+                raise err_obj.describe(what) if what else err_obj
             return
+        if len(msg.payload) >= 4:
+            err = -int.from_bytes(msg.payload[:4], "little", signed=True)
+            if err > 0:
+                raise NetlinkError(err, what=what)
+        if interrupted or msg.flags & NLM_F_DUMP_INTR:
+            raise _interrupted(what)
 
     # transactions -----------------------------------------------------------
     def send_batch(self, batch: Batch, what: list[str] | None = None, check: bool = False,
