@@ -25,11 +25,17 @@ def family_num(family: str) -> int:
     return num
 
 
-def rules_request(family: str, table: str, chain: str) -> MessageWriter:
-    """The GETRULE dump request for one chain (sent as a dump by the socket)."""
+def rules_request(family: str | None, table: str | None = None,
+                  chain: str | None = None) -> MessageWriter:
+    """The GETRULE dump request (sent as a dump by the socket): every family's rules
+    when ``family`` is None, else that family's, of one table and chain if given
+    (the kernel filters by table only within a family, by chain only within a table)."""
     w = MessageWriter()
     w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getrule"]), NLM_F_REQUEST,
-            family=family_num(family))
-    w.raw(string(A["rule"]["table"], table) + string(A["rule"]["chain"], chain))
+            family=family_num(family) if family else 0)
+    if family and table is not None:
+        w.raw(string(A["rule"]["table"], table))
+        if chain is not None:
+            w.raw(string(A["rule"]["chain"], chain))
     w.end()
     return w

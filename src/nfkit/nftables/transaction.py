@@ -271,7 +271,12 @@ def _dump_msgs(sock: Any, name: str, attrs: bytes = b"", family: int = 0
     if attrs:
         w.raw(attrs)
     w.end()
-    for m in sock.dump(w, restart=True):
+    return _replies(sock, w)
+
+
+def _replies(sock: Any, request: MessageWriter) -> Iterable[tuple[int, dict[int, bytes]]]:
+    """(family, top-level attributes) of each message a dump request gets back."""
+    for m in sock.dump(request, restart=True):
         payload = m.payload
         yield payload[0], nla.attrs(bytes(payload[4:]))
 
@@ -320,33 +325,21 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
                     decode_elements(view, a)
         for s in rs.sets:
             s.elem = set_elements_json(views[(s.family, s.table)][s.name])
-    if rules:
-        attrs = b""
-        if table is not None and fam:
-            attrs = string(A["rule"]["table"], table)
-            if chain is not None:
-                attrs += string(A["rule"]["chain"], chain)
-        if texts is not None:
-            texts.views = views
-            w = MessageWriter()
-            w.begin(msg_type("getrule"), NLM_F_REQUEST, family=fam)
-            if attrs:
-                w.raw(attrs)
-            w.end()
-            for _attempt in range(10):
-                try:
-                    for dgram in sock.dump_datagrams(w, what="rules"):
-                        texts.feed(dgram)
-                    break
-                except DumpInterrupted:
-                    texts.restart()
-            else:
-                raise DumpInterrupted("rules: the ruleset kept changing during the dump")
-            if chain is not None:
-                rs.chains = [c for c in rs.chains if c.name == chain]
-            return rs
+    if rules and texts is not None:
+        texts.views = views
+        request = rules_request(family, table, chain)
+        for _attempt in range(10):
+            try:
+                for dgram in sock.dump_datagrams(request, what="rules"):
+                    texts.feed(dgram)
+                break
+            except DumpInterrupted:
+                texts.restart()
+        else:
+            raise DumpInterrupted("rules: the ruleset kept changing during the dump")
+    elif rules:
         shapes = RuleShapes()
-        for f, a in _dump_msgs(sock, "getrule", attrs, fam):
+        for f, a in _replies(sock, rules_request(family, table, chain)):
             r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}),
                             shapes)
             if (r.family, r.table) in keys and (chain is None or r.chain == chain):
