@@ -296,3 +296,20 @@ def test_jump_loops_are_refused(netns) -> None:  # type: ignore[no-untyped-def]
 
     p = netns.run(["nft", "-c", "-j", "-f", "-"], input=dump_json(rs), check=False)
     assert p.returncode == 1 and "Too many links" in p.stderr
+
+
+@pytest.mark.kernel
+def test_apply_with_a_rule_looking_up_a_named_map(netns) -> None:  # type: ignore[no-untyped-def]
+    """apply compares rules that look a key up in a map of the same file (the map's data
+    type comes from the map): first it creates everything, then it finds nothing to do."""
+    rs = model.Ruleset()
+    t = rs.table("ip6", "n")
+    rs.set(t, "pool", type="mark", map="ipv6_addr", elem=[[0, "fd01::10"], [1, "fd01::11"]])
+    c = rs.chain(t, "pre", type="nat", hook="prerouting", prio=-100, policy="accept")
+    rs.rule(c, {"dnat": {"family": "ip6", "addr": {"map": {
+        "key": {"jhash": {"mod": 2, "expr": {"payload": {"protocol": "ip6", "field": "saddr"}}}},
+        "data": "@pool"}}}})
+    with netns.enter():
+        assert len(apply(rs)) == 4
+        assert apply(rs) == []
+    assert "dnat to jhash ip6 saddr mod 2 map @pool" in netns.run("nft list ruleset").stdout

@@ -9,6 +9,7 @@ import click
 
 from nfkit.errors import InputError
 from nfkit.nat66.npt import Dropped, Mapping
+from nfkit.nftables import Ruleset
 
 
 @click.group()
@@ -47,3 +48,74 @@ def map_(inside: str, outside: str, reverse: bool, as_json: bool, addresses: tup
             click.echo(f"{text} dropped: {reason}")
     if dropped:
         sys.exit(1)
+
+
+def _check_interfaces(cfg: object) -> None:
+    """Every interface the file names exists here (ConfigError naming the key otherwise)."""
+    from nfkit.route.rtnl import Rtnl
+
+    with Rtnl() as rt:
+        names = {link.name for link in rt.links()}
+    for section in ("npt", "snat", "uplink"):
+        for i, entry in enumerate(cfg[section]):  # type: ignore[index]
+            if entry["interface"] not in names:
+                raise cfg.error((section, i, "interface"),  # type: ignore[attr-defined]
+                                f"{entry['interface']}: no such interface here")
+
+
+@nat66.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the changes; send nothing.")
+def apply(file: str, dry_run: bool) -> None:
+    """Make nfkit's NAT66 rules what FILE says, in one transaction.
+
+    Only table ip6 nfkit_nat66 is touched; re-applying an unchanged file
+    changes nothing.  A bad key or value, or an interface that does not
+    exist, is one line naming file, line and key, and nothing changes.
+    """
+    from nfkit.nat66 import config, rules
+
+    cfg = config.read(file)
+    _check_interfaces(cfg)
+    changes = rules.apply(cfg, dry_run=dry_run)
+    for change in changes:
+        click.echo(str(change))
+    click.echo(f"{len(changes)} change(s){' (dry run: nothing sent)' if dry_run else ''}", err=True)
+
+
+@nat66.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def show(file: str | None, as_json: bool) -> None:
+    """Show nfkit's NAT66 rules in the kernel (and FILE's NPT mappings, if given)."""
+    from nfkit.nat66 import config, rules
+    from nfkit.nftables import list_ruleset
+    from nfkit.nftables.jsonfmt import dump_json
+    from nfkit.nftables.textfmt import to_text
+
+    found = list_ruleset(rules.FAMILY, None, rules=True)
+    mine = [t for t in found.tables if t.name == rules.TABLE]
+    mappings = []
+    if file:
+        cfg = config.read(file)
+        mappings = [{"inside": str(e["inside"]), "outside": str(e["outside"]),
+                     "interface": e["interface"]} for e in cfg["npt"]]
+    if as_json:
+        body = json.loads(dump_json(_only(found, rules.TABLE))) if mine else None
+        click.echo(json.dumps({"table": f"{rules.FAMILY} {rules.TABLE}", "present": bool(mine),
+                               "ruleset": body, "npt": mappings}, indent=2))
+        return
+    if not mine:
+        click.echo(f"table {rules.FAMILY} {rules.TABLE}: not installed")
+    else:
+        click.echo(to_text(_only(found, rules.TABLE)), nl=False)
+    for m in mappings:
+        click.echo(f"npt {m['inside']} <-> {m['outside']} on {m['interface']}")
+
+
+def _only(found: Ruleset, table: str) -> Ruleset:
+    out = Ruleset()
+    out.tables = [t for t in found.tables if t.name == table]
+    for group in ("chains", "sets", "objs", "rules"):
+        setattr(out, group, [o for o in getattr(found, group) if o.table == table])
+    return out
