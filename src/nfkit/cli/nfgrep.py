@@ -258,7 +258,7 @@ def _test_capture(engine: Any, capture: str, lines: list[str],
     except ImportError:  # pragma: no cover - part B ships it
         raise InputError(f"{capture}: reading captures needs nfkit.nfgrep.classify") from None
     announcing = _Announcing(engine, lines, packets_seen)
-    classifier = Classifier(announcing)
+    classifier = Classifier(announcing, lazy=False)  # every flow shown, payload or not
     classifier.read(capture)
     report = classifier.finish()
     for stop in report.stops:

@@ -334,13 +334,22 @@ class Engine:
         self._seq = 0
 
     # -- flows
+    def expecting(self, transport: str, server_port: int) -> bool:
+        """Could a new flow to this port be labelled by an expectation (see `new_flow`)?"""
+        return bool(self._expected) and (transport, server_port) in self._expected_ports
+
     def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
-                 client_addr: str | None = None, server_addr: str | None = None) -> FlowState:
-        """Start tracking a flow; it may be labelled at once by an expectation."""
+                 client_addr: str | None = None, server_addr: str | None = None,
+                 expected: bool = True) -> FlowState:
+        """Start tracking a flow; it may be labelled at once by an expectation.
+
+        ``expected=False``: do not look expectations up (a caller that starts
+        the engine late, and asked `expecting` when the flow began).
+        """
         if transport not in ("tcp", "udp"):
             raise InputError(f"transport {transport!r}: nfgrep classifies tcp and udp flows")
         st = FlowState(transport, client_port, server_port, client_addr, server_addr)
-        if self._expected and (transport, server_port) in self._expected_ports:
+        if expected and self._expected and (transport, server_port) in self._expected_ports:
             label = self._take_expected(transport, server_addr, server_port)
             if label is not None:
                 st.app = label
