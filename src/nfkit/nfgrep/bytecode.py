@@ -150,7 +150,19 @@ class Program:
 # ---------------------------------------------------------------- encoding
 
 def encode(program: Program) -> bytes:
-    """Serialize a program to the .nfgb format (header with checksum included)."""
+    """Serialize a program to the .nfgb format (header with checksum included).
+
+    Raises BytecodeError for a program whose counts or values do not fit the
+    format's fields (the compiler refuses such rule files first).
+    """
+    try:
+        return _encode(program)
+    except struct.error as exc:
+        raise BytecodeError(f"{program.origin}: the program does not fit the .nfgb format "
+                            f"({exc})") from None
+
+
+def _encode(program: Program) -> bytes:
     out = bytearray()
     u8, u16, u64 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<Q")
     out += u16.pack(len(program.strings))
