@@ -15,7 +15,8 @@ import dpkt
 
 from nfkit.nfgrep.capture import LINK_RAW
 from nfkit.nfgrep.classify import ACTIVE_BYTES, FLOW_BYTES, Classifier
-from nfkit.nfgrep.engine import Engine, load_rules
+from nfkit.nfgrep.engine import Engine
+from nfkit.nfgrep.loader import load_rules
 from tests.nfgrep.test_classify import REQUEST, _conversation
 
 ENGINE = Engine(load_rules(None))

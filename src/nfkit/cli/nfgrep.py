@@ -46,7 +46,7 @@ def compile_cmd(source: str, output: str | None) -> None:
 
 
 def _load_verified(path: str) -> Any:
-    from nfkit.nfgrep.engine import load_program
+    from nfkit.nfgrep.loader import load_program
     from nfkit.nfgrep.verifier import verify
 
     return verify(load_program(path))
@@ -63,8 +63,8 @@ def disasm_cmd(program: str, as_json: bool, no_verify: bool) -> None:
     The program is verified first; the listing shows each step's cost bound.
     """
     from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, describe_instr, disassemble
-    from nfkit.nfgrep.engine import load_program
     from nfkit.nfgrep.errors import VerifierError
+    from nfkit.nfgrep.loader import load_program
     from nfkit.nfgrep.verifier import verify
 
     if no_verify and not as_json:
@@ -127,7 +127,8 @@ def _unescape(text: str, option: str) -> bytes:
 
 def _rules_for_test(path: str) -> Any:
     """The file's signatures, plus the shipped ones it runs after when it names them."""
-    from nfkit.nfgrep.engine import load_rules, signatures_of
+    from nfkit.nfgrep.engine import signatures_of
+    from nfkit.nfgrep.loader import load_rules
 
     own = signatures_of(_load_verified(path))
     names = {s.name for s in own}

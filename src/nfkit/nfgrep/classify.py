@@ -487,7 +487,8 @@ def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | Non
     ``rules``: signature files or directories (None: the shipped library).
     Raises `InputError` for a file that is not a capture, or bad rules.
     """
-    from nfkit.nfgrep.engine import Engine, load_rules
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.loader import load_rules
 
     engine = Engine(load_rules(list(rules) if rules else None))
     classifier = Classifier(engine, **options)

@@ -13,15 +13,21 @@ import re
 from dataclasses import dataclass
 
 from nfkit.nfgrep import tree as t
+from nfkit.nfgrep.bytecode import MAX_LITERAL
 from nfkit.nfgrep.errors import NfgrepSyntaxError
+from nfkit.nfgrep.verifier import (
+    MAX_DEPTH,
+    MAX_FIND,
+    MAX_KEEP_UNTIL,
+    MAX_REPEAT,
+    MAX_SET,
+    MAX_STEPS,
+    MAX_VARIABLES,
+)
 
-# Limits a rule may not exceed; the verifier enforces the same on bytecode.
-MAX_FIND_WITHIN = 65536
-MAX_KEEP_WITHIN = 1024
-MAX_REPEAT = 256
-MAX_LITERAL = 255
-MAX_VARIABLES = 32
-MAX_DEPTH = 8
+# Limits a rule may not exceed: the verifier's own, enforced on bytecode too.
+MAX_FIND_WITHIN = MAX_FIND
+MAX_KEEP_WITHIN = MAX_KEEP_UNTIL
 # Input sizes (docs/nfgrep.md, "Resource bounds"): past them the parser stops with one
 # error naming file:line:column and the limit, before any work grows with the input.
 MAX_FILE = 1 << 20  # characters of rule text in one file
@@ -29,9 +35,7 @@ MAX_NAME = 64  # characters of a name (the verifier's NAME)
 MAX_NUMBER = 24  # characters of a number (digits, 0x and '_'): 64-bit values fit
 MAX_NESTING = 32  # parentheses and 'at' offsets nested in one expression
 MAX_TERMS = 256  # values in one expression (numbers, variables, reads, ...)
-MAX_SET = 32  # literals in one 'any of' (the verifier's MAX_SET)
 MAX_PORTS = 255  # port hints of one protocol (a u8 in the .nfgb format)
-MAX_STEPS = 64  # steps and watches of one protocol (the verifier's MAX_STEPS)
 MAX_PROTOCOLS = 1024  # protocols in one file
 U64 = (1 << 64) - 1
 
