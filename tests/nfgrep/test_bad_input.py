@@ -186,3 +186,8 @@ def test_test_on_a_damaged_capture_reports_on_stderr_and_exits_1(tmp_path: Path)
         proc = nfkit(*cmd)
         assert proc.returncode == 1, cmd
         assert b"stopped at packet 5" in proc.stderr and b"stopped" not in proc.stdout
+
+
+@pytest.mark.parametrize("char", ["²", "٣", "é", "ß"])
+def test_non_ascii_digits_and_letters_are_unexpected_characters(char: str) -> None:
+    assert "unexpected character" in _refused(_let(char))

@@ -122,7 +122,7 @@ def tokenize(text: str, path: str) -> list[Token]:
                     out.append(code)
                     i += 1
             tokens.append(Token("STRING", text[where.col - 1 + line_start:i], bytes(out), where))
-        elif c.isdigit():
+        elif "0" <= c <= "9":
             m = re.compile(r"0[xX][0-9A-Fa-f_]+|[0-9_]+").match(text, i)
             assert m is not None
             word = m.group(0)
@@ -137,7 +137,7 @@ def tokenize(text: str, path: str) -> list[Token]:
             value = int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits, 10)
             tokens.append(Token("INT", word, value, where))
             i = end
-        elif c.isalpha() or c == "_":
+        elif "a" <= c <= "z" or "A" <= c <= "Z" or c == "_":
             m = NAME_CHARS.match(text, i)
             assert m is not None
             word = m.group(0).rstrip("-")
