@@ -180,7 +180,7 @@ class Classifier:
         code = table.track(proto, src, dst, sport, dport, ts, size, flags)
         slot = code >> 1
         if table.created:
-            self._created(slot, proto, ts, flags)
+            self._created(slot, proto, ts, flags, sport, dport)
         work = self._work.get(slot)
         if work is None:
             marks = self._marks[slot]
@@ -225,10 +225,11 @@ class Classifier:
                 return -1
             inspect = self.max_inspect
             held = min(inspect - budget[0], ENGINE_WINDOW) + min(inspect - budget[1], ENGINE_WINDOW)
-            self._held += held - work.held
-            work.held = held
-            if self._used() > self.max_memory:
-                self._shed()
+            if held != work.held:
+                self._held += held - work.held
+                work.held = held
+                if self._used() > self.max_memory:
+                    self._shed()
         return -1
 
     def _used(self) -> int:
@@ -245,7 +246,8 @@ class Classifier:
             self.budget_evicted += 1
             self._settle(slot, work[slot])
 
-    def _created(self, slot: int, proto: int, ts: float, flags: int) -> None:
+    def _created(self, slot: int, proto: int, ts: float, flags: int, sport: int,
+                 dport: int) -> None:
         table = self.table
         while len(self._first) <= slot:
             self._first.append(0.0)
@@ -263,13 +265,10 @@ class Classifier:
         if table.state[slot] & CLIENT_IS_REPLY:
             marks |= _CLIENT_REPLY
         self._marks[slot] = marks | _WAITING
+        # the table stores the tuple in this first packet's direction
         if not self.lazy or self.engine.expecting(
-                "tcp" if proto == IPPROTO_TCP else "udp", self._server_port(slot)):
+                "tcp" if proto == IPPROTO_TCP else "udp", sport if marks & _CLIENT_REPLY else dport):
             self._start(slot, proto, True)
-
-    def _server_port(self, slot: int) -> int:
-        t = self.table.tuple_of(slot)
-        return t.sport if self._marks[slot] & _CLIENT_REPLY else t.dport
 
     def _start(self, slot: int, proto: int, first: bool) -> _Work | None:
         """Start the engine on a waiting flow; None when it is decided at once.
