@@ -66,3 +66,15 @@ def test_the_cache_is_keyed_on_the_compiler_version(tmp_path: Path, cache: Path,
     assert loader.cache_key(text) != key
     monkeypatch.setattr(loader, "COMPILER_VERSION", loader.COMPILER_VERSION - 1)
     assert loader.cache_key(text) == key
+
+
+def test_an_entry_owned_by_someone_else_is_ignored(tmp_path: Path, cache: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("giving a file to another user needs root (the kernel tests run as root)")
+    source = tmp_path / "mine.nfg"
+    source.write_text(RULE)
+    loader.load_program(source)
+    entry = cache / f"{loader.cache_key(source.read_bytes())}.nfgb"
+    entry.write_bytes(encode(compile_text(PLANTED, "x")))
+    os.chown(entry, 65534, 65534)  # nobody
+    assert _name(loader.load_program(source)) == "mine"
