@@ -120,3 +120,74 @@ def test_cli_reports_budget_evictions(tmp_path: Path) -> None:
     bad = subprocess.run([*cmd[:-3], "--max-memory", "1000", str(path)], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "smallest budget" in bad.stderr
+
+
+# -- starting the engine at the first payload changes no verdict --------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.nfgrep.test_capture_files import A4, B4, ipv4, tcp, udp  # noqa: E402
+
+FTP_CONTROL = [(1, b"220 hi\r\n"), (0, b"USER a\r\n"), (1, b"331 pw\r\n"), (0, b"PASV\r\n"),
+               (1, b"227 Entering Passive Mode (198,51,100,7,4,1).\r\n")]
+SAYS = [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n", b"SSH-2.0-x\r\n",
+        b"\x16\x03\x01\x00\x05hello", b"x" * 40, b"220 hi\r\n", b"EHLO a\r\n"]
+# one event: (flow 0-3, kind, direction, payload index, offset)
+EVENTS = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["syn", "data", "fin", "rst", "udp"]),
+                            st.integers(0, 1), st.integers(0, len(SAYS) - 1), st.integers(0, 30)),
+                  max_size=40)
+
+
+def _frames(events: list[tuple[int, str, int, int, int]], ftp: bool) -> list[bytes]:
+    frames = []
+    if ftp:  # a control connection announcing port 1025, then flows to it
+        seqs = [1000, 5000]
+        frames.append(ipv4(6, tcp(30000, 21, 999, 0x02), A4, B4))
+        frames.append(ipv4(6, tcp(21, 30000, 4999, 0x12), B4, A4))
+        for d, data in FTP_CONTROL:
+            sport, dport, src, dst = (30000, 21, A4, B4) if d == 0 else (21, 30000, B4, A4)
+            frames.append(ipv4(6, tcp(sport, dport, seqs[d], 0x18, data), src, dst))
+            seqs[d] += len(data)
+    flags = {"syn": 0x02, "data": 0x18, "fin": 0x11, "rst": 0x04}
+    for flow, kind, d, say, off in events:
+        port = 1025 if ftp and flow == 0 else 80 + flow
+        sport, dport, src, dst = (40000 + flow, port, A4, B4) if d == 0 else \
+            (port, 40000 + flow, B4, A4)
+        if kind == "udp":
+            frames.append(ipv4(17, udp(sport, dport, SAYS[say]), src, dst))
+            continue
+        base = 1000 if d == 0 else 5000
+        seq = base - 1 if kind == "syn" else base + off
+        payload = SAYS[say] if kind == "data" else b""
+        frames.append(ipv4(6, tcp(sport, dport, seq, flags[kind] | (0x10 if kind == "syn" and d else 0),
+                                  payload), src, dst))
+    return frames
+
+
+def _results(frames: list[bytes], lazy: bool, **options: int) -> list[tuple]:  # type: ignore[type-arg]
+    cl = Classifier(ENGINE.__class__(ENGINE.signatures), lazy=lazy, **options)
+    for i, f in enumerate(frames):
+        cl.packet(1.0 + i * 0.001, LINK_RAW, f)
+        assert cl._used() <= cl.max_memory
+    return [(r.proto, r.client, r.server, r.app, r.fields, r.chain, r.packets, r.bytes,
+             r.guessed_sides, r.gap, r.evicted) for r in cl.finish().flows]
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=EVENTS, ftp=st.booleans())
+def test_a_lazy_start_gives_the_verdicts_of_an_eager_one(events: list[tuple[int, str, int, int, int]],
+                                                          ftp: bool) -> None:
+    frames = _frames(events, ftp)
+    assert _results(frames, True) == _results(frames, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=EVENTS, ftp=st.booleans(), flows=st.integers(1, 6), room=st.integers(0, 40000))
+def test_any_budget_holds_and_never_raises(events: list[tuple[int, str, int, int, int]], ftp: bool,
+                                           flows: int, room: int) -> None:
+    frames = _frames(events, ftp)
+    small = _results(frames, True, max_memory=ACTIVE_BYTES + flows * FLOW_BYTES + room)
+    large = _results(frames, True)
+    # whatever was evicted or given up on, every packet is counted once
+    assert sum(sum(r[6]) for r in small) == sum(sum(r[6]) for r in large) == len(frames)

@@ -259,6 +259,8 @@ class Classifier:
         self._order[slot] = self._flows_seen
         self._flows_seen += 1
         marks = _GUESSED if proto == IPPROTO_TCP and not flags & TH_SYN else 0
+        if self._work and self._used() > self.max_memory:  # one more tracked flow
+            self._shed()
         if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
             self._marks[slot] = marks
             return
