@@ -12,11 +12,14 @@ import tracemalloc
 from pathlib import Path
 
 import dpkt
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nfkit.nfgrep.capture import LINK_RAW
 from nfkit.nfgrep.classify import ACTIVE_BYTES, FLOW_BYTES, Classifier
 from nfkit.nfgrep.engine import Engine
 from nfkit.nfgrep.loader import load_rules
+from tests.nfgrep.test_capture_files import A4, B4, ipv4, tcp, udp
 from tests.nfgrep.test_classify import REQUEST, _conversation
 
 ENGINE = Engine(load_rules(None))
@@ -123,11 +126,6 @@ def test_cli_reports_budget_evictions(tmp_path: Path) -> None:
 
 
 # -- starting the engine at the first payload changes no verdict --------------------------
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from tests.nfgrep.test_capture_files import A4, B4, ipv4, tcp, udp  # noqa: E402
 
 FTP_CONTROL = [(1, b"220 hi\r\n"), (0, b"USER a\r\n"), (1, b"331 pw\r\n"), (0, b"PASV\r\n"),
                (1, b"227 Entering Passive Mode (198,51,100,7,4,1).\r\n")]
