@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from nfkit.nfgrep.engine import Engine, FlowState, load_rules
+from nfkit.nfgrep.engine import Engine, FlowState
+from nfkit.nfgrep.loader import load_rules
 
 from .traffic import Chunk, Server, TcpRecorder, UdpRecorder, free_port, run, wait_port
 

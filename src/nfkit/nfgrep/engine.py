@@ -2,7 +2,8 @@
 
 Interface (what the flow table and the `classify` command code against)::
 
-    from nfkit.nfgrep.engine import Engine, load_rules
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.loader import load_rules
 
     rules = load_rules(paths)      # .nfg/.nfgb files or directories; None: the shipped library
     engine = Engine(rules)
@@ -42,24 +43,20 @@ watches start.  A flow is done when no candidate and no watch is left.
 from __future__ import annotations
 
 import bisect
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from nfkit.errors import InputError
-from nfkit.nfgrep.bytecode import TCP, UDP, Program, decode
+from nfkit.nfgrep.bytecode import TCP, UDP
 from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
-from nfkit.nfgrep.verifier import Verified, verify
+from nfkit.nfgrep.verifier import Verified
 
 WINDOW = 16384          # bytes kept per direction while candidates run
 WATCH_BUDGET = 1 << 20  # bytes a watch may examine per direction before it ends
 MAX_EXPECTATIONS = 4096  # engine-wide table of announced flows (oldest dropped first)
 MAX_FIELD = 1024
-
-SIGNATURES = Path(__file__).with_name("signatures")
 
 
 class Expectation(NamedTuple):
@@ -119,7 +116,7 @@ class Signature:
 
 
 class Rules(list[Signature]):
-    """The signatures loaded by `load_rules`, in load order."""
+    """Signatures in load order (what `nfkit.nfgrep.loader.load_rules` returns)."""
 
 
 def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]:
@@ -135,100 +132,6 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
                              len(proto.variables), steps, program.origin,
                              first_bytes(program, proto.steps[0].code)))
     return out
-
-
-_COMPILER_SOURCES = ("bytecode.py", "compiler.py", "parser.py", "tree.py", "errors.py")
-
-
-def _cache_dir() -> Path | None:
-    """Where compiled .nfg files are kept ($NFKIT_CACHE_DIR, else the XDG cache); None: off."""
-    env = os.environ.get("NFKIT_CACHE_DIR")
-    if env is not None:
-        return Path(env) if env else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "nfkit" / "nfgrep"
-
-
-def _cache_key(text: bytes) -> str:
-    """Content hash of a rule file and of the compiler that translates it."""
-    import hashlib
-
-    h = hashlib.sha256(b"nfgb-cache-1\0" + text)
-    here = Path(__file__).parent
-    for name in _COMPILER_SOURCES:
-        try:
-            h.update(b"\0" + (here / name).read_bytes())
-        except OSError:
-            h.update(b"\0?")
-    return h.hexdigest()
-
-
-def load_program(path: str | Path) -> Program:
-    """Read a .nfg (compiled on the fly) or .nfgb file into an unverified Program.
-
-    A compiled .nfg is cached as .nfgb under `_cache_dir`, keyed by the hash
-    of the file and of the compiler's sources, so a later start decodes it
-    instead of parsing and compiling again (the program is the same, and it
-    is verified on every load as before).  A cache that cannot be read or
-    written is ignored.  Raises InputError or NfgrepSyntaxError.
-    """
-    p = Path(path)
-    if p.suffix == ".nfgb":
-        try:
-            blob = p.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{p}: cannot read program: {exc.strerror}") from None
-        return decode(blob, str(p))
-    cached = None
-    cache = _cache_dir()
-    if cache is not None:
-        try:
-            cached = cache / f"{_cache_key(p.read_bytes())}.nfgb"
-            return decode(cached.read_bytes(), str(p))
-        except (OSError, InputError):
-            pass
-    from nfkit.nfgrep.bytecode import encode
-    from nfkit.nfgrep.compiler import compile_file
-
-    program = compile_file(p)
-    if cached is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(encode(program))
-            os.replace(tmp, cached)
-        except OSError:
-            pass
-    return program
-
-
-def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
-               counting: bool = False) -> Rules:
-    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
-
-    None loads the library shipped with nfkit.  Raises InputError (syntax,
-    bytecode or verifier errors, unreadable or missing paths).
-    """
-    if paths is None:
-        paths = [SIGNATURES]
-    elif isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[Path] = []
-    for entry in paths:
-        p = Path(entry)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in (".nfg", ".nfgb"))
-            if not found:
-                raise InputError(f"{p}: no .nfg or .nfgb file in this directory")
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise InputError(f"{p}: no such rule file or directory")
-    rules = Rules()
-    for f in files:
-        rules.extend(signatures_of(verify(load_program(f)), counting))
-    return rules
 
 
 class _Run:
@@ -288,8 +191,8 @@ _RESULT = {FAIL: "failed", NEED: "waits", GIVE_UP: "gave up"}
 class Engine:
     """Classifies flows with a set of loaded signatures (see the module docstring)."""
 
-    def __init__(self, rules: Iterable[Signature] | None = None) -> None:
-        sigs = list(load_rules(None) if rules is None else rules)
+    def __init__(self, rules: Iterable[Signature]) -> None:
+        sigs = list(rules)
         names = {s.name for s in sigs}
         seen: dict[tuple[str, int], Signature] = {}
         for s in sigs:
@@ -334,13 +237,22 @@ class Engine:
         self._seq = 0
 
     # -- flows
+    def expecting(self, transport: str, server_port: int) -> bool:
+        """Could a new flow to this port be labelled by an expectation (see `new_flow`)?"""
+        return bool(self._expected) and (transport, server_port) in self._expected_ports
+
     def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
-                 client_addr: str | None = None, server_addr: str | None = None) -> FlowState:
-        """Start tracking a flow; it may be labelled at once by an expectation."""
+                 client_addr: str | None = None, server_addr: str | None = None,
+                 expected: bool = True) -> FlowState:
+        """Start tracking a flow; it may be labelled at once by an expectation.
+
+        ``expected=False``: do not look expectations up (a caller that starts
+        the engine late, and asked `expecting` when the flow began).
+        """
         if transport not in ("tcp", "udp"):
             raise InputError(f"transport {transport!r}: nfgrep classifies tcp and udp flows")
         st = FlowState(transport, client_port, server_port, client_addr, server_addr)
-        if self._expected and (transport, server_port) in self._expected_ports:
+        if expected and self._expected and (transport, server_port) in self._expected_ports:
             label = self._take_expected(transport, server_addr, server_port)
             if label is not None:
                 st.app = label
@@ -667,5 +579,5 @@ class Engine:
                 for (tr, addr, port), label in self._expected.items()]
 
 
-__all__ = ["Engine", "Expectation", "FlowState", "Signature", "TraceEvent", "load_rules",
-           "load_program", "WINDOW"]
+__all__ = ["Engine", "Expectation", "FlowState", "Rules", "Signature", "TraceEvent",
+           "signatures_of", "WINDOW"]
