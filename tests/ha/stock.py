@@ -1,13 +1,12 @@
-"""A stock conntrackd (conntrack-tools) run in a lab namespace, for interop tests.
+"""A stock conntrackd (conntrack-tools 1.4.7) run in a lab namespace, for interop tests.
 
 Everything it needs (config, lock, log, control socket) lives in a directory of
 its own; it runs in the foreground (no -d) and the lab stops it by PID.
+The configuration is the one the issue found to work between two namespaces.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,15 +15,13 @@ from nfkit.lab import Namespace
 SYNC_PORT = 3780
 
 
-def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str,
-                    external_cache: bool = False) -> str:
-    """conntrackd.conf for one node: UDP to ``peer`` on ``interface``, files in ``workdir``."""
-    mode_body = "" if mode == "NOTRACK" and external_cache else "DisableExternalCache on"
-    if external_cache:
-        mode_body = ""
+def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str) -> str:
+    """conntrackd.conf for one node: ``mode`` (FTFW, NOTRACK) over UDP to ``peer``, files in ``workdir``."""
     return f"""
 Sync {{
-    Mode {mode} {{ {mode_body} }}
+    Mode {mode} {{
+        DisableExternalCache on
+    }}
     UDP {{
         IPv4_address {own}
         IPv4_Destination_Address {peer}
@@ -41,7 +38,9 @@ General {{
     LogFile {workdir}/log
     Syslog off
     LockFile {workdir}/lock
-    UNIX {{ Path {workdir}/ctl }}
+    UNIX {{
+        Path {workdir}/ctl
+    }}
     NetlinkBufferSize 2097152
     NetlinkBufferSizeMaxGrowth 8388608
     Filter From Userspace {{
@@ -57,17 +56,18 @@ General {{
 
 
 class StockConntrackd:
-    """``conntrackd -C conf`` in ``ns``, in the foreground; stopped by the lab (by PID)."""
+    """``conntrackd -C conf`` in ``ns``, in the foreground; the lab stops it (by PID)."""
 
-    def __init__(self, ns: Namespace, workdir: Path, **conf: object) -> None:
+    def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
+                 interface: str) -> None:
         self.ns = ns
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "conntrackd.conf"
-        self.conf.write_text(conntrackd_conf(workdir, **conf))  # type: ignore[arg-type]
-        self.proc = ns.popen(["conntrackd", "-C", str(self.conf)], stderr=subprocess.PIPE)
+        self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface))
+        self.proc = ns.popen(["conntrackd", "-C", str(self.conf)])
         deadline = time.monotonic() + 10
-        while not (workdir / "ctl").exists():
+        while "initialization completed" not in self.log():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"conntrackd did not start: {self.log()}")
             time.sleep(0.05)
@@ -79,8 +79,3 @@ class StockConntrackd:
     def ctl(self, *args: str) -> str:
         """A client command (``-s``, ``-i``, ``-e``, ...) against this daemon."""
         return self.ns.run(["conntrackd", "-C", str(self.conf), *args]).stdout
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=5)
