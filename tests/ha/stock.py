@@ -15,8 +15,12 @@ from nfkit.lab import Namespace
 SYNC_PORT = 3780
 
 
-def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str) -> str:
-    """conntrackd.conf for one node: ``mode`` (FTFW, NOTRACK) over UDP to ``peer``, files in ``workdir``."""
+def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str, options: str = "") -> str:
+    """conntrackd.conf for one node: ``mode`` (FTFW, NOTRACK) over UDP to ``peer``, files in ``workdir``.
+
+    ``options`` is the body of the Sync block's Options (TCPWindowTracking, ExpectationSync).
+    """
+    opts = f"Options {{\n        {options}\n    }}" if options else ""
     return f"""
 Sync {{
     Mode {mode} {{
@@ -31,6 +35,7 @@ Sync {{
         RcvSocketBuffer 1249280
         Checksum on
     }}
+    {opts}
 }}
 General {{
     HashSize 8192
@@ -59,12 +64,13 @@ class StockConntrackd:
     """``conntrackd -C conf`` in ``ns``, in the foreground; the lab stops it (by PID)."""
 
     def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
-                 interface: str) -> None:
+                 interface: str, options: str = "") -> None:
         self.ns = ns
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "conntrackd.conf"
-        self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface))
+        self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface,
+                                                    options=options))
         self.proc = ns.popen(["conntrackd", "-C", str(self.conf)])
         deadline = time.monotonic() + 10
         while "initialization completed" not in self.log():

@@ -19,7 +19,7 @@ from nfkit.ha import convert, wire
 from nfkit.ha.spec import Flag, MsgType
 from tests.ha.test_wire import captured
 
-SEEDS = captured("ftfw.hex") + captured("notrack.hex")
+SEEDS = [dg for name in ("ftfw.hex", "ftfw-batched.hex", "notrack.hex", "extras.hex") for dg in captured(name)]
 
 
 @st.composite

@@ -3,7 +3,11 @@
 ftfw.hex and notrack.hex were captured from `conntrackd -C` (FTFW, NOTRACK) in a
 namespace firewall doing SNAT (port range), DNAT and ct mark, with TCP, UDP,
 ICMP over IPv4 and IPv6 (see docs/ha.md); notrack.conntrack is that
-firewall's `conntrack -L` at the time.
+firewall's `conntrack -L` at the time.  extras.hex adds ct zone 7, ct labels 5
+and 100, the ftp helper and TCPWindowTracking (window scale attributes).
+tests/ha/capture.py makes them all again, except ftfw-batched.hex: an earlier FTFW
+run (same lab, no held connection) in which conntrackd read the flush's destroy
+events in one loop and packed their DEL messages into shared datagrams.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nfkit.conntrack.model import Entry, Status, Tuple
+from nfkit.conntrack.model import TCP_STATE_TEXT, Entry, Status, Tuple
 from nfkit.errors import DecodeError, InputError
 from nfkit.ha import convert, wire
 from nfkit.ha.spec import Flag, MsgType
@@ -24,7 +28,7 @@ def captured(name: str) -> list[bytes]:
     return [bytes.fromhex(line) for line in (CAPTURES / name).read_text().split()]
 
 
-@pytest.mark.parametrize("name", ["ftfw.hex", "notrack.hex"])
+@pytest.mark.parametrize("name", ["ftfw.hex", "ftfw-batched.hex", "notrack.hex", "extras.hex"])
 def test_every_captured_datagram_decodes_and_encodes_back_byte_for_byte(name: str) -> None:
     for dg in captured(name):
         msgs = wire.decode_datagram(dg)
@@ -41,20 +45,31 @@ def test_ftfw_capture_shows_hello_until_answered_and_alive_when_quiet() -> None:
 
 
 def test_several_messages_per_datagram() -> None:
-    many = [wire.decode_datagram(dg) for dg in captured("ftfw.hex")]
+    many = [wire.decode_datagram(dg) for dg in captured("ftfw-batched.hex")]
     biggest = max(many, key=len)
     assert len(biggest) >= 4 and {m.type for m in biggest if isinstance(m, wire.StateMessage)} == {MsgType.CT_DEL}
 
 
 def test_quirks_nat_port_and_icmp_id_byte_swapped_nat_address_network_order() -> None:
-    """SNAT to 198.51.100.1 port 40082: address c6336401, port 929c (0x9c92 = 40082 swapped)."""
-    dg = captured("ftfw.hex")[0]
-    (msg,) = wire.decode_datagram(dg)
-    assert isinstance(msg, wire.StateMessage)
-    assert dg.find(bytes.fromhex("0008000c" "c6336401")) > 0  # NTA_SNAT_IPV4, network order
-    assert dg.find(bytes.fromhex("0006000e" "929c")) > 0  # NTA_SPAT_PORT, little-endian
-    assert msg.attrs["snat_ipv4"] == "198.51.100.1" and msg.attrs["spat_port"] == 40082
-    assert msg.attrs["port"][1] == 80  # the original tuple's ports stay in network order
+    """SNAT to 198.51.100.1:PORT: address as c6336401, PORT little-endian; ICMP id little-endian."""
+    listing = (CAPTURES / "notrack.conntrack").read_text()
+    seen = set()
+    for dg in captured("notrack.hex"):
+        for m in wire.decode_datagram(dg):
+            if not isinstance(m, wire.StateMessage) or "snat_ipv4" not in m.attrs:
+                continue
+            assert dg.find(bytes.fromhex("0008000c" "c6336401")) > 0  # NTA_SNAT_IPV4, network order
+            a = m.attrs
+            if a["l4proto"] == 1:
+                assert dg.find(bytes.fromhex("00060018") + a["icmp_id"].to_bytes(2, "little")) > 0
+                assert f"id={a['icmp_id']} " in listing
+                seen.add("icmp")
+            elif "spat_port" in a:
+                assert dg.find(bytes.fromhex("0006000e") + a["spat_port"].to_bytes(2, "little")) > 0
+                assert f"sport={a['port'][0]} dport={a['port'][1]} " in listing  # tuple ports: network order
+                assert f"dport={a['spat_port']} " in listing
+                seen.add("port")
+    assert seen == {"icmp", "port"}
 
 
 def _as_listing_fields(e: Entry) -> list[str]:
@@ -79,14 +94,14 @@ def test_notrack_capture_reproduces_the_senders_table() -> None:
                 last[e.key] = e
     lines = [ln for ln in (CAPTURES / "notrack.conntrack").read_text().splitlines()
              if ln.strip() and "dport=3780" not in ln]
-    assert len(last) == len(lines) == 6
+    assert len(last) == len(lines) == 7
     for e in last.values():
         fields = _as_listing_fields(e)
         match = [ln for ln in lines if all(f" {f} " in f" {ln} " for f in fields)]
         assert len(match) == 1, (e, fields)
         assert "mark=42" in match[0] and e.mark == 42
         if e.proto == 6:
-            assert e.state == 7 and "TIME_WAIT" in match[0]  # traffic was over when dumped
+            assert e.state is not None and f" {TCP_STATE_TEXT[e.state]} " in match[0]
             assert e.status & Status.ASSURED
 
 
@@ -95,7 +110,7 @@ def test_icmp_nat_ports_of_1_4_7_are_ignored_and_not_sent() -> None:
             if isinstance(m, wire.StateMessage) and m.attrs.get("l4proto") == 1]
     assert icmp and all(m.attrs["spat_port"] == 0 for m in icmp)
     e = convert.to_entry(icmp[0])
-    assert e.reply.icmp_id == e.orig.icmp_id == 6417 and e.reply.dst == "198.51.100.1"
+    assert e.reply.icmp_id == e.orig.icmp_id and e.reply.dst == "198.51.100.1"
     assert "spat_port" not in convert.from_entry(e).attrs
 
 
@@ -182,3 +197,17 @@ def test_datagrams_split_at_the_limit() -> None:
     grams = list(wire.datagrams(msgs, limit=1472))
     assert all(len(g) <= 1472 for g in grams) and len(grams) > 1
     assert [m for g in grams for m in wire.decode_datagram(g)] == msgs
+
+
+def test_extras_capture_zone_labels_helper_window_scale() -> None:
+    msgs = [m for dg in captured("extras.hex") for m in wire.decode_datagram(dg)
+            if isinstance(m, wire.StateMessage)]
+    last = msgs[-1]
+    e = convert.to_entry(last)
+    line = (CAPTURES / "extras.conntrack").read_text()
+    assert f"sport={e.orig.sport} dport=21" in line and f"dport={e.reply.dport} [ASSURED]" in line
+    assert "zone=7 helper=ftp" in line
+    assert (e.zone, e.helper, e.labels, e.state, e.mark) == (7, "ftp", (1 << 5) | (1 << 100), 3, 42)
+    assert convert.unmodelled(last) == {"tcp_wscale_orig": 10, "tcp_wscale_repl": 10}
+    back = convert.from_entry(e, last.type, seq=last.seq, flags=last.flags, extra=convert.unmodelled(last))
+    assert wire.encode_message(back) == wire.encode_message(last)
