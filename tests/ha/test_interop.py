@@ -25,6 +25,7 @@ from nfkit.conntrack.model import Entry, Status
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.errors import DecodeError
 from nfkit.ha import convert, wire
+from nfkit.ha.ftfw import Apply, FtfwSession
 from nfkit.ha.spec import Flag, MsgType
 from tests.ha.ha_lab import FW_SYNC, PEER_SYNC, forwarded, make_traffic, sync_lab, table_in, udp_socket
 from tests.ha.stock import SYNC_PORT, StockConntrackd
@@ -62,6 +63,9 @@ class Receiver:
         except DecodeError:
             self.malformed += 1
             return
+        self.take(msgs)
+
+    def take(self, msgs: list[wire.Message]) -> None:
         for m in msgs:
             self.flags |= m.flags
             if isinstance(m, wire.StateMessage):
@@ -138,3 +142,64 @@ def test_nfkit_datagrams_land_in_a_stock_conntrackds_kernel_table(tmp_path: Path
         assert re.search(r"external inject:\s+connections created:\s+7\s+failed:\s+0", stats), stats
         assert re.search(r"connections destroyed:\s+7\s+failed:\s+0", stats), stats
         assert re.search(r"\b0 Malformed msgs", stats), stats
+
+
+class FtfwNode(Receiver):
+    """An nfkit FTFW session on ``sock``: what arrives goes through the session, what the
+    session says goes back to the peer; accepted entries are kept as in `Receiver`."""
+
+    def __init__(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        super().__init__(sock)
+        self.session = FtfwSession(seq=int(time.time()))
+        self.peer = peer
+        self.plain = 0  # messages from the peer without HELLO: the handshake is over
+
+    def pump(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.poll()
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            data = b""
+        if data:
+            try:
+                msgs = wire.decode_datagram(data)
+            except DecodeError:
+                self.malformed += 1
+                msgs = []
+            for m in msgs:
+                self.plain += not m.flags & Flag.HELLO
+                for ev in self.session.receive(m):
+                    if isinstance(ev, Apply):
+                        self.take([ev.message])
+        self.session.tick(now)
+        for dg in wire.datagrams(self.session.transmit(now)):
+            self.sock.sendto(dg, self.peer)
+
+
+def test_stock_conntrackd_ftfw_resends_what_an_nft_rule_dropped_when_nfkit_nacks(tmp_path: Path) -> None:
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        node = FtfwNode(udp_socket(peer, PEER_SYNC, SYNC_PORT), (FW_SYNC, SYNC_PORT))
+        daemon = StockConntrackd(fw, tmp_path, mode="FTFW", own=FW_SYNC, peer=PEER_SYNC, interface="sync0")
+        node.until(lambda: node.plain > 0)  # conntrackd heard our HELLO_BACK: gaps now count
+        assert node.session.hello.name == "DONE"
+        peer.run(["nft", "-f", "-"], input="table inet syncloss { chain input { type filter hook input "
+                 "priority 0; udp dport 3780 counter drop; }; }")
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        node.pump(0.5)
+        dropped = int(re.findall(r"packets (\d+)", peer.run("nft list table inet syncloss").stdout)[0])
+        peer.run("nft delete table inet syncloss")
+        assert dropped > 0 and not node.entries  # everything the traffic made was lost
+        healed = time.monotonic()
+        node.until(lambda: all(same_flow(node.entries.get(k), e) for k, e in want.items()))
+        healed = time.monotonic() - healed
+        stats = node.session.stats
+        assert stats.lost > 0 and stats.nacks_sent > 0 and node.malformed == 0
+        print(f"dropped {dropped} datagrams; all entries back {healed:.2f} s after the link healed; {stats}")
+        assert re.search(r"\b0 Malformed msgs", daemon.ctl("-s"))
