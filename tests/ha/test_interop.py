@@ -203,3 +203,31 @@ def test_stock_conntrackd_ftfw_resends_what_an_nft_rule_dropped_when_nfkit_nacks
         assert stats.lost > 0 and stats.nacks_sent > 0 and node.malformed == 0
         print(f"dropped {dropped} datagrams; all entries back {healed:.2f} s after the link healed; {stats}")
         assert re.search(r"\b0 Malformed msgs", daemon.ctl("-s"))
+
+
+def test_nfkit_ftfw_resends_what_an_nft_rule_dropped_when_stock_conntrackd_nacks(tmp_path: Path) -> None:
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        daemon = StockConntrackd(peer, tmp_path, mode="FTFW", own=PEER_SYNC, peer=FW_SYNC, interface="sync0")
+        node = FtfwNode(udp_socket(fw, FW_SYNC, SYNC_PORT), (PEER_SYNC, SYNC_PORT))
+        node.until(lambda: node.plain > 0 and node.session.hello.name == "DONE")
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        peer.run(["nft", "-f", "-"], input="table inet syncloss { chain input { type filter hook input "
+                 "priority 0; udp dport 3780 counter drop; }; }")
+        for e in want.values():
+            node.session.enqueue(e.key, convert.from_entry(e, MsgType.CT_NEW))
+        node.pump(0.5)
+        dropped = int(re.findall(r"packets (\d+)", peer.run("nft list table inet syncloss").stdout)[0])
+        peer.run("nft delete table inet syncloss")
+        peer_table = table_in(peer)
+        assert dropped > 0 and not _peer_view(peer_table)
+        healed = time.monotonic()
+        node.until(lambda: set(got := _peer_view(peer_table)) == set(want)
+                   and all(same_flow(got[k], e) for k, e in want.items()))
+        healed = time.monotonic() - healed
+        stats = node.session.stats
+        assert stats.nacks_received > 0 and stats.resent >= len(want)
+        assert re.search(r"\b0 Malformed msgs", daemon.ctl("-s"))
+        print(f"dropped {dropped} datagrams; all entries in the peer's kernel {healed:.2f} s after the link "
+              f"healed; {stats}")
