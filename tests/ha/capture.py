@@ -2,10 +2,12 @@
 
     .venv/bin/python -m tests.ha.capture tests/ha/captures
 
-ftfw.hex / notrack.hex: the lab's traffic (`ha_lab.make_traffic`) then a
-flush of the firewall's table, in each mode; notrack.conntrack is the
-firewall's table before the flush.  extras.hex: an ftp-helped TCP flow in
-ct zone 7 with ct labels 5 and 100, with TCPWindowTracking on.  One hex
+ftfw.hex / notrack.hex: the lab's traffic (`ha_lab.make_traffic`), in each
+mode; notrack.conntrack is the firewall's table then; ftfw-flush.hex /
+notrack-flush.hex: what a flush of that table sent next.  extras.hex: an ftp-helped TCP flow in
+ct zone 7 with ct labels 5 and 100, with TCPWindowTracking on.  expect.hex:
+the same ftp flow outside any zone, with the expectation its PORT command
+makes (conntrackd sent no EXP message for the expectation in zone 7).  One hex
 datagram per line.  The tests hold these files to what they document.
 """
 
@@ -40,6 +42,8 @@ while True:
 FTP_CLIENT = r"""
 import socket, time
 s = socket.create_connection(("198.51.100.2", 21)); s.recv(100)
+# the ftp helper reads a command only in a packet that follows one ending in a newline
+s.sendall(b"USER anonymous\r\n"); s.recv(100)
 s.sendall(b"PORT 192,0,2,2,7,208\r\n"); s.recv(100); print("ok", flush=True); time.sleep(3600)
 """
 
@@ -67,13 +71,18 @@ def capture(outdir: Path) -> None:
                             interface="sync0")
             make_traffic(lab)
             listing = lab["fw"].run("conntrack -L -o id").stdout
-            grams = _drain(rx, 4)
+            _write(outdir / f"{mode.lower()}.hex", _drain(rx, 4))
             lab["fw"].run("conntrack -F")
-            _write(outdir / f"{mode.lower()}.hex", grams + _drain(rx, 3))
+            _write(outdir / f"{mode.lower()}-flush.hex", _drain(rx, 3))
             if mode == "NOTRACK":
                 (outdir / "notrack.conntrack").write_text(listing)
+    for name, rules in (("extras", EXTRAS_RULES), ("expect", EXTRAS_RULES.replace("ct zone set 7;", ""))):
+        _capture_ftp(outdir, name, rules)
+
+
+def _capture_ftp(outdir: Path, name: str, rules: str) -> None:
     with sync_lab() as lab:
-        lab["fw"].run(["nft", "-f", "-"], input=EXTRAS_RULES)
+        lab["fw"].run(["nft", "-f", "-"], input=rules)
         rx = udp_socket(lab["peer"], PEER_SYNC, SYNC_PORT)
         StockConntrackd(lab["fw"], Path(tempfile.mkdtemp()), mode="NOTRACK", own=FW_SYNC, peer=PEER_SYNC,
                         interface="sync0", options="TCPWindowTracking On\n        ExpectationSync {\n ftp\n }")
@@ -83,8 +92,9 @@ def capture(outdir: Path) -> None:
         assert client.stdout is not None and client.stdout.readline() == b"ok\n"
         time.sleep(0.5)
         listing = lab["fw"].run("conntrack -L -o extended,labels").stdout
-        _write(outdir / "extras.hex", _drain(rx, 3))
-        (outdir / "extras.conntrack").write_text(listing)
+        listing += lab["fw"].run("conntrack -L expect").stdout
+        _write(outdir / f"{name}.hex", _drain(rx, 3))
+        (outdir / f"{name}.conntrack").write_text(listing)
 
 
 if __name__ == "__main__":

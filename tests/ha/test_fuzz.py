@@ -19,7 +19,8 @@ from nfkit.ha import convert, wire
 from nfkit.ha.spec import Flag, MsgType
 from tests.ha.test_wire import captured
 
-SEEDS = [dg for name in ("ftfw.hex", "ftfw-batched.hex", "notrack.hex", "extras.hex") for dg in captured(name)]
+SEEDS = [dg for name in ("ftfw.hex", "ftfw-flush.hex", "ftfw-batched.hex", "notrack.hex",
+                                         "notrack-flush.hex", "extras.hex", "expect.hex") for dg in captured(name)]
 
 
 @st.composite

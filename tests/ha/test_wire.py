@@ -4,7 +4,9 @@ ftfw.hex and notrack.hex were captured from `conntrackd -C` (FTFW, NOTRACK) in a
 namespace firewall doing SNAT (port range), DNAT and ct mark, with TCP, UDP,
 ICMP over IPv4 and IPv6 (see docs/ha.md); notrack.conntrack is that
 firewall's `conntrack -L` at the time.  extras.hex adds ct zone 7, ct labels 5
-and 100, the ftp helper and TCPWindowTracking (window scale attributes).
+and 100, the ftp helper and TCPWindowTracking (window scale attributes);
+expect.hex the same ftp flow outside a zone with the expectation its PORT
+command made (ExpectationSync).
 tests/ha/capture.py makes them all again, except ftfw-batched.hex: an earlier FTFW
 run (same lab, no held connection) in which conntrackd read the flush's destroy
 events in one loop and packed their DEL messages into shared datagrams.
@@ -28,7 +30,8 @@ def captured(name: str) -> list[bytes]:
     return [bytes.fromhex(line) for line in (CAPTURES / name).read_text().split()]
 
 
-@pytest.mark.parametrize("name", ["ftfw.hex", "ftfw-batched.hex", "notrack.hex", "extras.hex"])
+@pytest.mark.parametrize("name", ["ftfw.hex", "ftfw-flush.hex", "ftfw-batched.hex", "notrack.hex", "notrack-flush.hex",
+                                  "extras.hex", "expect.hex"])
 def test_every_captured_datagram_decodes_and_encodes_back_byte_for_byte(name: str) -> None:
     for dg in captured(name):
         msgs = wire.decode_datagram(dg)
@@ -50,25 +53,42 @@ def test_several_messages_per_datagram() -> None:
     assert len(biggest) >= 4 and {m.type for m in biggest if isinstance(m, wire.StateMessage)} == {MsgType.CT_DEL}
 
 
+def last_messages(name: str) -> dict[object, wire.StateMessage]:
+    """The last word on each entry still there at the end of the capture, by entry key."""
+    last: dict[object, wire.StateMessage] = {}
+    for dg in captured(name):
+        for m in wire.decode_datagram(dg):
+            if isinstance(m, wire.StateMessage) and m.is_ct:
+                key = convert.to_entry(m).key
+                if m.type is MsgType.CT_DEL:  # e.g. a connection refused while the server started
+                    last.pop(key)
+                else:
+                    last[key] = m
+    return last
+
+
 def test_quirks_nat_port_and_icmp_id_byte_swapped_nat_address_network_order() -> None:
-    """SNAT to 198.51.100.1:PORT: address as c6336401, PORT little-endian; ICMP id little-endian."""
+    """SNAT to 198.51.100.1:PORT: address as c6336401, PORT little-endian; ICMP id little-endian.
+
+    The bytes are those of the captured datagrams: every one re-encodes byte for byte (above).
+    """
     listing = (CAPTURES / "notrack.conntrack").read_text()
     seen = set()
-    for dg in captured("notrack.hex"):
-        for m in wire.decode_datagram(dg):
-            if not isinstance(m, wire.StateMessage) or "snat_ipv4" not in m.attrs:
-                continue
-            assert dg.find(bytes.fromhex("0008000c" "c6336401")) > 0  # NTA_SNAT_IPV4, network order
-            a = m.attrs
-            if a["l4proto"] == 1:
-                assert dg.find(bytes.fromhex("00060018") + a["icmp_id"].to_bytes(2, "little")) > 0
-                assert f"id={a['icmp_id']} " in listing
-                seen.add("icmp")
-            elif "spat_port" in a:
-                assert dg.find(bytes.fromhex("0006000e") + a["spat_port"].to_bytes(2, "little")) > 0
-                assert f"sport={a['port'][0]} dport={a['port'][1]} " in listing  # tuple ports: network order
-                assert f"dport={a['spat_port']} " in listing
-                seen.add("port")
+    for m in last_messages("notrack.hex").values():
+        a, raw = m.attrs, wire.encode_message(m)
+        if "snat_ipv4" not in a:
+            continue
+        assert bytes.fromhex("0008000c" "c6336401") in raw  # NTA_SNAT_IPV4, network order
+        if a["l4proto"] == 1:
+            assert bytes.fromhex("00060018") + a["icmp_id"].to_bytes(2, "little") in raw
+            assert f"id={a['icmp_id']} " in listing
+            seen.add("icmp")
+        elif "spat_port" in a:
+            assert bytes.fromhex("0006000e") + a["spat_port"].to_bytes(2, "little") in raw
+            assert bytes.fromhex("00080003") + a["port"][0].to_bytes(2, "big") in raw  # tuple: big-endian
+            assert f"sport={a['port'][0]} dport={a['port'][1]} " in listing
+            assert f"dport={a['spat_port']} " in listing
+            seen.add("port")
     assert seen == {"icmp", "port"}
 
 
@@ -86,12 +106,7 @@ def _as_listing_fields(e: Entry) -> list[str]:
 
 def test_notrack_capture_reproduces_the_senders_table() -> None:
     """Last message per flow -> Entry: tuples (NAT rebuilt), mark, as `conntrack -L` showed them."""
-    last: dict[object, Entry] = {}
-    for dg in captured("notrack.hex"):
-        for m in wire.decode_datagram(dg):
-            if isinstance(m, wire.StateMessage) and m.type is not MsgType.CT_DEL:
-                e = convert.to_entry(m)
-                last[e.key] = e
+    last = {k: convert.to_entry(m) for k, m in last_messages("notrack.hex").items()}
     lines = [ln for ln in (CAPTURES / "notrack.conntrack").read_text().splitlines()
              if ln.strip() and "dport=3780" not in ln]
     assert len(last) == len(lines) == 7
@@ -211,3 +226,24 @@ def test_extras_capture_zone_labels_helper_window_scale() -> None:
     assert convert.unmodelled(last) == {"tcp_wscale_orig": 10, "tcp_wscale_repl": 10}
     back = convert.from_entry(e, last.type, seq=last.seq, flags=last.flags, extra=convert.unmodelled(last))
     assert wire.encode_message(back) == wire.encode_message(last)
+
+
+def test_expectation_capture_matches_conntrack_list_expect() -> None:
+    """PORT 192,0,2,2,7,208 through SNAT: the server may connect to 198.51.100.1:2000."""
+    (exp,) = [m for dg in captured("expect.hex") for m in wire.decode_datagram(dg)
+              if isinstance(m, wire.StateMessage) and not m.is_ct]
+    line = [ln for ln in (CAPTURES / "expect.conntrack").read_text().splitlines() if "master-src" in ln][0]
+    a = exp.attrs
+    assert exp.type is MsgType.EXP_NEW
+    src, dst = a["expect_ipv4"]
+    sport, dport = a["expect_port"]
+    assert f"proto={a['expect_l4proto']} src={src} dst={dst} sport={sport} dport={dport} " in line
+    msrc, mdst = a["mask_ipv4"]
+    assert f"mask-src={msrc} mask-dst={mdst} sport={a['mask_port'][0]} dport={a['mask_port'][1]} " in line
+    m_src, m_dst = a["master_ipv4"]
+    assert f"master-src={m_src} master-dst={m_dst} sport={a['master_port'][0]} dport={a['master_port'][1]} " in line
+    assert f"class={a['class']} helper={a['helper']}" in line and a["timeout"] >= int(line.split()[0])
+    # the NAT part: 1.4.7 sends the saved port but zero addresses (libnetfilter_conntrack keeps
+    # the saved address where build.c does not look), the direction, the NAT function
+    assert a["nat_ipv4"] == ("0.0.0.0", "0.0.0.0") and a["nat_port"] == (2000, 0)
+    assert (a["nat_l4proto"], a["nat_dir"], a["fn"], a["flags"]) == (6, 1, "nat-follow-master", 0)
