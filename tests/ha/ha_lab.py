@@ -79,10 +79,12 @@ def make_traffic(lab: Lab) -> None:
     """TCP (SNAT; one held open), TCP to 8080 (DNAT+SNAT), UDP, ICMP, TCP and ICMP over IPv6."""
     client = lab["client"]
     deadline = time.monotonic() + 10
-    while client.run(["python3", "-c", CLIENT, "198.51.100.2", "80", "once"], check=False).returncode:
+    # wait for the server's sockets without touching them (a refused try would leave an entry)
+    while len(lab["server"].run(["ss", "-Hlntu", "( sport = :80 or sport = :53 )"]).stdout.splitlines()) < 3:
         if time.monotonic() > deadline:
             raise RuntimeError("the lab's server did not come up")
-        time.sleep(0.1)
+        time.sleep(0.05)
+    client.run(["python3", "-c", CLIENT, "198.51.100.2", "80", "once"])
     held = client.popen(["python3", "-c", CLIENT, "198.51.100.2", "80", "hold"], stdout=-1)
     assert held.stdout is not None and held.stdout.readline() == b"ok\n"
     client.run(["python3", "-c", CLIENT, "192.0.2.1", "8080", "once"])
