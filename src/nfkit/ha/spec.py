@@ -75,13 +75,17 @@ class Layout:
     unpack: Callable[[bytes], Any]
     size: int | None = None  # exact value size; None: variable
     max_size: int | None = None  # variable values: largest attribute length (header included)
+    # the decoder's fast path: a struct's unpack_from(buf, offset), its result's
+    # first item taken when ``single`` (None: ``unpack`` on a slice)
+    unpack_from: Callable[[bytes, int], tuple[Any, ...]] | None = None
+    single: bool = False
 
 
 def _fixed(name: str, fmt: str, single: bool = True) -> Layout:
     st = struct.Struct(fmt)
     if single:
-        return Layout(name, st.pack, lambda b: st.unpack(b)[0], st.size)
-    return Layout(name, lambda v: st.pack(*v), st.unpack, st.size)
+        return Layout(name, st.pack, lambda b: st.unpack(b)[0], st.size, None, st.unpack_from, True)
+    return Layout(name, lambda v: st.pack(*v), st.unpack, st.size, None, st.unpack_from, False)
 
 
 def _addr_layout(name: str, family: int, count: int) -> Layout:
@@ -94,9 +98,17 @@ def _addr_layout(name: str, family: int, count: int) -> Layout:
         except (OSError, TypeError):
             raise InputError(f"{value!r} is not an IPv{4 if width == 4 else 6} address") from None
 
+    seen: dict[bytes, Any] = {}  # raw -> text: a peer sends the same few addresses again and again
+
     def unpack(raw: bytes) -> Any:
-        texts = tuple(socket.inet_ntop(family, raw[i:i + width]) for i in range(0, len(raw), width))
-        return texts[0] if count == 1 else texts
+        value = seen.get(raw)
+        if value is None:
+            texts = tuple(socket.inet_ntop(family, raw[i:i + width]) for i in range(0, len(raw), width))
+            value = texts[0] if count == 1 else texts
+            if len(seen) > 1 << 16:
+                seen.clear()
+            seen[raw] = value
+        return value
 
     return Layout(name, pack, unpack, width * count)
 

@@ -65,33 +65,60 @@ def _tables(mtype: MsgType) -> tuple[dict[int, Attr], dict[str, Attr], tuple[str
     return spec.EXP_ATTRS, spec.EXP_BY_NAME, spec.EXP_ORDER
 
 
+# Decoding plans, by attribute number: (name, exact attribute length or 0, largest length
+# or 0, struct unpack_from or None, take its first item, slice unpacker).
+_Plan = tuple[str, int, int, Any, bool, Any]
+
+
+def _plans(table: dict[int, Attr]) -> list[_Plan | None]:
+    plans: list[_Plan | None] = [None] * (max(table) + 1)
+    for num, attr in table.items():
+        lay = attr.layout
+        exact = _ATTR.size + lay.size if lay.size is not None else 0
+        plans[num] = (attr.name, exact, lay.max_size or 0, lay.unpack_from, lay.single, lay.unpack)
+    return plans
+
+
+_CT_PLANS = _plans(spec.CT_ATTRS)
+_EXP_PLANS = _plans(spec.EXP_ATTRS)
+_TYPES: list[MsgType | None] = [None] * 16
+for _t in MsgType:
+    _TYPES[_t] = _t
+_FLAGS = [Flag(i & 0x7E) for i in range(256)]
+_unpack_attr = _ATTR.unpack_from
+
+
 def decode_attrs(mtype: MsgType, buf: bytes, start: int, end: int) -> dict[str, Any]:
     """The attributes of one state message in ``buf[start:end]``; raises DecodeError."""
-    table = _tables(mtype)[0]
+    plans = _CT_PLANS if mtype in CT_TYPES else _EXP_PLANS
+    nplans = len(plans)
     attrs: dict[str, Any] = {}
     off = start
     while off < end:
-        if end - off < _ATTR.size:
+        if end - off < 4:
             raise DecodeError(f"{end - off} trailing bytes after the last attribute", off)
-        alen, anum = _ATTR.unpack_from(buf, off)
-        attr = table.get(anum)
-        if attr is None:
+        alen, anum = _unpack_attr(buf, off)
+        plan = plans[anum] if anum < nplans else None
+        if plan is None:
             raise DecodeError(f"unknown attribute {anum} in a {mtype.name} message", off)
-        if alen < _ATTR.size or off + alen > end:
-            raise DecodeError(f"attribute {attr.name} of length {alen} does not fit its message", off)
-        lay = attr.layout
-        vlen = alen - _ATTR.size
-        if lay.size is not None and vlen != lay.size:
-            raise DecodeError(f"attribute {attr.name} has {vlen} bytes, conntrackd sends {lay.size}", off)
-        if lay.max_size is not None and alen > lay.max_size:
-            raise DecodeError(f"attribute {attr.name} of length {alen} is over conntrackd's {lay.max_size}", off)
-        if attr.name in attrs:
-            raise DecodeError(f"attribute {attr.name} twice in one message", off)
-        try:
-            attrs[attr.name] = lay.unpack(buf[off + _ATTR.size:off + alen])
-        except DecodeError as exc:
-            raise DecodeError(f"attribute {attr.name}: {exc}", off) from None
-        off += spec.align(alen)
+        name, exact, largest, unpack_from, single, unpack = plan
+        if alen < 4 or off + alen > end:
+            raise DecodeError(f"attribute {name} of length {alen} does not fit its message", off)
+        if exact and alen != exact:
+            raise DecodeError(f"attribute {name} has {alen - 4} bytes, conntrackd sends {exact - 4}", off)
+        if largest and alen > largest:
+            raise DecodeError(f"attribute {name} of length {alen} is over conntrackd's {largest}", off)
+        if name in attrs:
+            raise DecodeError(f"attribute {name} twice in one message", off)
+        if unpack_from is not None:
+            value = unpack_from(buf, off + 4)
+            attrs[name] = value[0] if single else value
+        else:
+            try:
+                attrs[name] = unpack(buf[off + 4:off + alen])
+            except DecodeError as exc:
+                raise DecodeError(f"attribute {name}: {exc}", off) from None
+        off += (alen + 3) & ~3
     return attrs
 
 
@@ -107,22 +134,20 @@ def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
         if total - off < spec.HEADER_SIZE:
             raise DecodeError(f"message header cut short ({total - off} bytes)", off)
         first, flags, length, seq = _HEADER.unpack_from(buf, off)
-        version, tnum = first >> 4, first & 0x0F
-        if version != spec.PROTOCOL_VERSION:
-            raise DecodeError(f"protocol version {version}, not {spec.PROTOCOL_VERSION}", off)
-        try:
-            mtype = MsgType(tnum)
-        except ValueError:
-            raise DecodeError(f"unknown message type {tnum}", off) from None
+        if first >> 4 != spec.PROTOCOL_VERSION:
+            raise DecodeError(f"protocol version {first >> 4}, not {spec.PROTOCOL_VERSION}", off)
+        mtype = _TYPES[first & 0x0F]
+        if mtype is None:
+            raise DecodeError(f"unknown message type {first & 0x0F}", off)
         if length < spec.HEADER_SIZE or off + length > total:
             raise DecodeError(f"message length {length} does not fit the datagram ({total - off} left)", off)
-        if flags & ~int(Flag(0x7E)):
+        if flags & 0x81:
             raise DecodeError(f"unknown flag bits {flags:#x}", off)
-        fl = Flag(flags)
+        fl = _FLAGS[flags]
         if mtype is MsgType.CTL:
             out.append(_decode_control(buf, off, fl, length, seq))
         else:
-            if fl & ~DATA_FLAGS:
+            if flags & ~DATA_FLAGS:
                 raise DecodeError(f"{mtype.name} message with control flags {fl!r}", off)
             out.append(StateMessage(mtype, decode_attrs(mtype, buf, off + spec.HEADER_SIZE, off + length), seq, fl))
         off += length
