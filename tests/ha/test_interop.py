@@ -231,3 +231,19 @@ def test_nfkit_ftfw_resends_what_an_nft_rule_dropped_when_stock_conntrackd_nacks
         assert re.search(r"\b0 Malformed msgs", daemon.ctl("-s"))
         print(f"dropped {dropped} datagrams; all entries in the peer's kernel {healed:.2f} s after the link "
               f"healed; {stats}")
+
+
+def test_resync_request_makes_stock_conntrackd_send_its_whole_table(tmp_path: Path) -> None:
+    """The lab's flows are made while nobody listens on the sync link (all lost); nfkit
+    starts, shakes hands, asks for a RESYNC, and gets every one of them."""
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        daemon = StockConntrackd(fw, tmp_path, mode="FTFW", own=FW_SYNC, peer=PEER_SYNC, interface="sync0")
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        node = FtfwNode(udp_socket(peer, PEER_SYNC, SYNC_PORT), (FW_SYNC, SYNC_PORT))
+        node.until(lambda: node.plain > 0 and node.session.hello.name == "DONE")
+        assert not node.entries
+        node.session.request_resync()
+        node.until(lambda: all(same_flow(node.entries.get(k), e) for k, e in want.items()))
+        assert "resync requested by other node" in daemon.log()
