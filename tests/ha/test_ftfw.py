@@ -51,9 +51,9 @@ def test_hello_until_hello_back_then_plain() -> None:
     assert b.classify(first) is SeqClass.HELLO
     b.receive(first)
     b.tick(1.0)
-    (alive,) = b.transmit(1.0)  # b says HELLO itself, and HELLO_BACK to a
-    assert alive.flags == Flag.ALIVE | Flag.HELLO | Flag.HELLO_BACK or alive.flags & Flag.ACK
-    a.receive(alive)
+    (ack,) = b.transmit(1.0)  # the ACK b owes, saying HELLO itself and HELLO_BACK to a
+    assert ack.flags == Flag.ACK | Flag.HELLO | Flag.HELLO_BACK
+    a.receive(ack)
     a.enqueue(2, entry_msg(2))
     (second,) = a.transmit(1.5)
     assert second.flags & Flag.HELLO_BACK and not second.flags & Flag.HELLO  # a is done
