@@ -137,7 +137,7 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
 class _Run:
     """One candidate protocol (or one watch) on one flow."""
 
-    __slots__ = ("sig", "index", "base", "vars", "fields", "expects", "seen", "watch", "budget")
+    __slots__ = ("sig", "index", "base", "vars", "fields", "expects", "seen", "watch", "budget", "at")
 
     def __init__(self, sig: Signature, watch: _Step | None = None) -> None:
         self.sig = sig
@@ -149,6 +149,7 @@ class _Run:
         self.seen = [-1, -1]
         self.watch = watch
         self.budget = WATCH_BUDGET
+        self.at = (0, 0)  # when its last step ended (see Engine._when)
 
 
 class FlowState:
@@ -156,7 +157,7 @@ class FlowState:
 
     __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
                  "done", "app", "fields", "chain", "expectations", "events", "_runs",
-                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals")
+                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals", "_xkeys")
 
     def __init__(self, transport: str, client_port: int, server_port: int,
                  client_addr: str | None, server_addr: str | None) -> None:
@@ -175,6 +176,7 @@ class FlowState:
         self._pending = 0
         # (stream end offset, arrival number) per chunk, kept only for steps from either
         self._arrivals: list[list[tuple[int, int]]] = [[], []]
+        self._xkeys: list[tuple[object, ...]] = []  # order keys of `expectations`
         self._watches: list[_Run] = []
         self._bufs = [bytearray(), bytearray()]
         self._offs = [0, 0]
@@ -290,6 +292,7 @@ class Engine:
             self._admit(st, direction, data[0])
         if st.transport == "udp":
             self._datagram(st, direction, bytes(data))
+            self._seq += 1
         else:
             buf = st._bufs[direction]
             room = WINDOW - len(buf)
@@ -300,9 +303,8 @@ class Engine:
                 st._full[direction] = True
             else:
                 buf += data
-            if self._either:
-                st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
-                self._seq += 1
+            st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
+            self._seq += 1
             self._stream(st, direction)
         if not st._runs and not st._watches and not st._pending:
             st.done = True
@@ -351,6 +353,16 @@ class Engine:
             first.append(arrivals[i][1] if i < len(arrivals) else 1 << 62)
         return (0, 1) if first[0] <= first[1] else (1, 0)
 
+    @staticmethod
+    def _when(st: FlowState, d: int, end: int) -> tuple[int, int]:
+        """When the byte before stream offset ``end`` of direction ``d`` arrived: (the
+        arrival number of its segment, ``end``).  Ordered the same however the traffic
+        was cut into segments (a segment split keeps its place among the other
+        direction's), unlike the order in which runs happen to be called."""
+        arrivals = st._arrivals[d]
+        i = bisect.bisect_right(arrivals, (end - 1, 1 << 62))
+        return (arrivals[i][1] if i < len(arrivals) else 1 << 62, end)
+
     def _advance_stream(self, st: FlowState, run: _Run) -> int:
         """Run a candidate's steps on the buffered data: NEED, FAIL or 0 (classified)."""
         sig = run.sig
@@ -383,6 +395,7 @@ class Engine:
                     run.fields += K
                     run.expects += X
                     run.base[d] = st._offs[d] + r
+                    run.at = self._when(st, d, st._offs[d] + r)
                     run.seen = [-1, -1]
                     run.index += 1
                     break
@@ -424,7 +437,7 @@ class Engine:
                         alive = False
                         break
                     run.vars = V
-                    self._commit(st, K, X)
+                    self._commit(st, K, X, self._when(st, d, st._offs[d] + r))
                     run.budget -= r - b0
                     run.base[d] = st._offs[d] + r
                     if run.budget <= 0:
@@ -476,6 +489,7 @@ class Engine:
             run.vars = V
             run.fields += K
             run.expects += X
+            run.at = (self._seq, 0)
             run.index += 1
             if run.index == len(run.sig.steps):
                 self._classified(st, run)
@@ -498,7 +512,7 @@ class Engine:
                             r if r >= 0 else 0, K if r >= 0 else [])
             if r >= 0:
                 run.vars = V
-                self._commit(st, K, X)
+                self._commit(st, K, X, (self._seq, 0))
                 run.budget -= n
             if r == GIVE_UP or run.budget <= 0:
                 st._watches.remove(run)
@@ -510,7 +524,7 @@ class Engine:
         st.chain.append(sig.name)
         if self.trace:
             self._event(st, sig.name, sig.steps[-1].name, -1, "classified", 0, run.fields)
-        self._commit(st, run.fields, run.expects)
+        self._commit(st, run.fields, run.expects, run.at)
         children = self._children.get((st.transport, sig.name), [])
         st._runs = [_Run(c) for c in children]
         st._pending = 0
@@ -521,7 +535,7 @@ class Engine:
             st._watches.append(wr)
 
     def _commit(self, st: FlowState, fields: list[tuple[str, str]],
-                expects: list[tuple[str, str, str, int]]) -> None:
+                expects: list[tuple[str, str, str, int]], at: tuple[int, int]) -> None:
         for name, value in fields:
             st.fields[name] = value[:MAX_FIELD]
         for label, transport, to, port in expects:
@@ -531,7 +545,13 @@ class Engine:
                 addr = st.client_addr
             else:
                 addr = to
-            st.expectations.append(Expectation(label, transport, addr, port))
+            # in the order of the bytes that announced them (when the announcing step ended,
+            # by arrival, then stream offset), whatever the cutting into segments: the
+            # engine's loop order within one feed call is not an order of the traffic
+            order = (*at, label, transport, addr or "", port)
+            i = bisect.bisect_right(st._xkeys, order)
+            st._xkeys.insert(i, order)
+            st.expectations.insert(i, Expectation(label, transport, addr, port))
             key = (transport, addr, port)
             if key in self._expected:
                 self._expected.move_to_end(key)
