@@ -26,7 +26,7 @@ from nfkit.conntrack.model import (
     parse_tcp_state,
     proto_number,
 )
-from nfkit.conntrack.table import ConntrackTable
+from nfkit.conntrack.table import MAX_QUIET_SECONDS, ConntrackTable, check_quiet_timeout
 from nfkit.errors import InputError, NfkitError
 
 
@@ -141,7 +141,9 @@ def list_cmd(output: str, as_json: bool, python_filter: bool, **kw: Any) -> None
             ext, show_id = output == "extended", output == "id"
             lines = ([formats.entry_text(e, names, ext, show_id=show_id) for e in batch]
                      for batch in t.entry_batches(flt, kernel=not python_filter))
-        n = _write_lines(out, lines)
+        # the dump is ended before the table's socket closes, whatever stops the writing
+        with contextlib.closing(lines):  # type: ignore[type-var]
+            n = _write_lines(out, lines)
     if output != "json":
         click.echo(f"nfkit ct: {n} flow entries have been shown.", err=True)
 
@@ -399,14 +401,33 @@ def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | 
         raise NetlinkRefusals(f"some updates were refused: {_refusals(res.failed)}")
 
 
+class _QuietSeconds(click.ParamType):
+    """Seconds of quiet: a finite number above 0 (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return check_quiet_timeout(float(value))
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_QUIET_SECONDS = _QuietSeconds()
+
+
 @ct.command("watch")
 @filter_options()
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="same as -o json")
 @click.option("-e", "--event", "kinds", default="new,update,destroy", show_default=True,
               help="event kinds, comma separated")
-@click.option("--timeout", "quiet", type=float, default=None, help="stop after this many seconds of quiet")
-@click.option("-c", "--count", "limit", type=int, default=None, help="stop after this many events")
+@click.option("--timeout", "quiet", type=_QUIET_SECONDS, default=None,
+              help=f"stop after this many seconds of quiet (more than 0, at most {MAX_QUIET_SECONDS})")
+@click.option("-c", "--count", "limit", type=click.IntRange(min=1), default=None,
+              help="stop after this many events (at least 1)")
 def watch_cmd(output: str, as_json: bool, kinds: str, quiet: float | None, limit: int | None,
               **kw: Any) -> None:
     """Print events as they happen (like conntrack -E); resynchronises after lost events."""

@@ -10,6 +10,7 @@ module must not format anything for people.
 from __future__ import annotations
 
 import errno as _errno
+import math
 import os
 import queue
 import struct
@@ -46,6 +47,16 @@ DUMP_BUFFER = 1 << 20
 _DELETE_CHUNK = 128 * 1024
 
 Progress = Callable[[int], None]
+
+# the longest wait poll(2) takes (a C int of milliseconds), in whole seconds
+MAX_QUIET_SECONDS = (2**31 - 1) // 1000
+
+
+def check_quiet_timeout(seconds: float) -> float:
+    """``seconds`` if it is a usable quiet timeout for `events`; raises InputError otherwise."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_QUIET_SECONDS):
+        raise InputError(f"quiet timeout {seconds} is not a number of seconds in (0, {MAX_QUIET_SECONDS}]")
+    return seconds
 
 
 @dataclass
@@ -582,7 +593,8 @@ class EventStream:
     events (ENOBUFS) it yields Event("lost") and, with ``resync``, the
     current table as Event("sync", entry) for each entry selected, then
     Event("synced"), and carries on.  A context manager; `close` unsubscribes.
-    Raises InputError when no event kind is asked for.
+    Raises InputError when no event kind is asked for, or for a timeout
+    that is not finite, above 0 and at most `MAX_QUIET_SECONDS`.
     """
 
     def __init__(self, table: ConntrackTable, flt: Filter | None = None, *,
@@ -598,6 +610,8 @@ class EventStream:
             groups.append(NFNLGRP_CONNTRACK_DESTROY)
         if not groups:
             raise InputError("no event kind to watch (new, update, destroy)")
+        if timeout is not None:
+            check_quiet_timeout(timeout)
         self.table = table
         self.filter = flt or Filter()
         self.timeout = timeout
@@ -672,6 +686,10 @@ class _Datagrams:
         self.finished = True
 
     def close(self) -> None:
+        if self.sock.fileno() < 0:
+            # the table was closed first (a reader that went away, Ctrl-C): nothing to drain
+            self.finished = True
+            return
         while not self.finished:
             data = self.recv()
             off, n = 0, len(data)
@@ -702,4 +720,5 @@ def _tuple_text(t: Tuple) -> str:
     return f"{t.src} -> {t.dst} proto {t.proto}"
 
 
-__all__ = ["ConntrackTable", "CreateResult", "DeleteResult", "Event", "EventStream"]
+__all__ = ["MAX_QUIET_SECONDS", "ConntrackTable", "CreateResult", "DeleteResult", "Event", "EventStream",
+           "check_quiet_timeout"]
