@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 
@@ -195,7 +197,7 @@ def test_command_form_delete_and_flush(netns) -> None:  # type: ignore[no-untype
 
 
 @pytest.mark.kernel
-def test_queue_statement_round_trips(netns) -> None:  # type: ignore[no-untyped-def]
+def test_queue_statement_round_trips(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """queue: the nft expression, or the xt NFQUEUE target where the kernel lacks it."""
     q = [M22, {"queue": {"num": 3, "flags": "bypass"}}]
     q2 = [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
@@ -211,6 +213,18 @@ def test_queue_statement_round_trips(netns) -> None:  # type: ignore[no-untyped-
     text = netns.run("nft list ruleset").stdout
     assert "tcp dport 22 queue num 3 bypass" in text
     assert "tcp dport 23 queue num 1-3 fanout" in text
+    if not probe_in(netns)["queue_expression"]:
+        # nft prints an xt target only through iptables' extension module: without it the
+        # verdict vanishes from its listing, and `nfkit info` says so
+        bare = {**os.environ, "XTABLES_LIBDIR": str(tmp_path)}
+        text = netns.run("nft list ruleset", env=bare).stdout
+        assert "tcp dport 22 \n" in text and "queue" not in text
+        assert any("libxt_NFQUEUE.so" in n for n in probe_in(netns, bare)["notes"])
+        assert not any("libxt_NFQUEUE.so" in n for n in probe_in(netns)["notes"])
+
+
+def probe_in(netns, env: dict[str, str] | None = None) -> dict:  # type: ignore[no-untyped-def]
+    return json.loads(netns.run([sys.executable, "-m", "nfkit", "info", "--json"], env=env).stdout)
 
 
 @pytest.mark.kernel
