@@ -21,6 +21,8 @@ from nfkit.conntrack.model import (
     FAMILY_NAMES,
     FAMILY_NUMBERS,
     ICMP_PROTOS,
+    IPPROTO_DCCP,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     PORT_PROTOS,
     PROTO_NAMES,
@@ -33,6 +35,7 @@ from nfkit.conntrack.model import (
     parse_status_names,
     parse_tcp_state,
     proto_number,
+    state_text,
     status_names,
 )
 from nfkit.conntrack.model import (
@@ -76,8 +79,10 @@ def entry_text(e: Entry, label_names: dict[int, str] | None = None, extended: bo
     parts.append(_head(o.proto))
     if e.timeout is not None:
         parts.append(f"{e.timeout} ")
-    if e.state is not None and o.proto == IPPROTO_TCP:
-        parts.append(TCP_STATE_TEXT[e.state] + " " if e.state < len(TCP_STATE_TEXT) else "NONE ")
+    if e.state is not None:
+        st = state_text(o.proto, e.state)
+        if st is not None:
+            parts.append(st + " ")
     status = e.status
     if o.proto in PORT_PROTOS and r.proto in PORT_PROTOS:
         parts.append(f"src={o.src} dst={o.dst} sport={o.sport} dport={o.dport} ")
@@ -168,8 +173,10 @@ def entry_json(e: Entry, event: str | None = None) -> str:
     if e._reply is not None:
         parts.append(f',"reply":{_tuple_json(e._reply)}')
     parts.append(f',"status":{status_list(e.status)}')
-    if e.state is not None and o.proto == IPPROTO_TCP:
-        parts.append(f',"state":"{TCP_STATE_TEXT[e.state] if e.state < len(TCP_STATE_TEXT) else "NONE"}"')
+    if e.state is not None:
+        st = state_text(o.proto, e.state)
+        if st is not None:
+            parts.append(f',"state":"{st}"')
     if e.timeout is not None:
         parts.append(f',"timeout":{e.timeout}')
     parts.append(f',"mark":{e.mark}')
@@ -429,14 +436,20 @@ def entry_from_json(obj: Any, what: str = "entry") -> Entry:
         status = check(status, "status", _sub(what, "status"))
     state = None
     if obj.get("state") is not None:
-        if proto != IPPROTO_TCP:
-            raise _fail(_sub(what, "state"), "only TCP entries have a state")
         if not isinstance(obj["state"], str):
             raise _fail(_sub(what, "state"), "not a state name")
-        try:
-            state = parse_tcp_state(obj["state"][:64])
-        except InputError as exc:
-            raise _fail(_sub(what, "state"), str(exc)) from None
+        if proto in (IPPROTO_SCTP, IPPROTO_DCCP) and obj["state"] != "NONE":
+            # the kernel takes an SCTP state only with both verification tags (and DCCP's
+            # with role and sequence), which the JSON form does not carry
+            raise _fail(_sub(what, "state"), f"a {PROTO_NAMES[proto].upper()} entry can be created "
+                        f"in state NONE only, not {obj['state'][:40]!r}")
+        if proto != IPPROTO_TCP and obj["state"] != "NONE":
+            raise _fail(_sub(what, "state"), "only TCP, SCTP and DCCP entries have a state")
+        if proto == IPPROTO_TCP:
+            try:
+                state = parse_tcp_state(obj["state"][:64])
+            except InputError as exc:
+                raise _fail(_sub(what, "state"), str(exc)) from None
     labels = obj.get("labels")
     if labels is not None:
         labels = check(labels, "labels", _sub(what, "labels")) or None
@@ -497,11 +510,16 @@ def entries_from_json_lines(text: str, name: str) -> Iterator[Entry]:
             raise InputError(f"{name}:{n}: JSON nested too deeply (an entry is 3 levels deep)") from None
 
 
+# conntrack -S's spelling where it differs from the kernel's attribute name (the JSON
+# form keeps the attribute names of nfkit.netlink.specs.ctnetlink.STATS_CPU)
+CONNTRACK_STAT_NAMES = {"chain_toolong": "chaintoolong"}
+
+
 def stats_text(global_stats: dict[str, int], per_cpu: list[dict[str, int]]) -> str:
     """Statistics like `conntrack -S` (one line per CPU) plus the table's size."""
     lines = []
     for cpu in per_cpu:
-        fields = " ".join(f"{k}={v}" for k, v in cpu.items() if k != "cpu")
-        lines.append(f"cpu={cpu['cpu']:<8}\t{fields} ")
+        fields = " ".join(f"{CONNTRACK_STAT_NAMES.get(k, k)}={v}" for k, v in cpu.items() if k != "cpu")
+        lines.append(f"cpu={cpu['cpu']:<4}\t{fields} ")
     lines.append(f"entries={global_stats['entries']} max_entries={global_stats['max_entries']}")
     return "\n".join(lines)

@@ -112,6 +112,23 @@ TCP_STATE_TEXT = ["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CL
                   "LAST_ACK", "TIME_WAIT", "CLOSE", "LISTEN"]
 
 
+# SCTP and DCCP states as conntrack -L prints them (enum sctp_conntrack, enum ct_dccp_states)
+SCTP_STATE_TEXT = ["NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+                   "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"]
+DCCP_STATE_TEXT = ["NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
+                   "IGNORE", "INVALID"]
+# protocol -> its state names (an Entry's ``state`` is the state of its protocol)
+STATE_TEXT = {IPPROTO_TCP: TCP_STATE_TEXT, IPPROTO_SCTP: SCTP_STATE_TEXT, IPPROTO_DCCP: DCCP_STATE_TEXT}
+
+
+def state_text(proto: int, state: int | None) -> str | None:
+    """The name conntrack prints for ``state`` of ``proto`` (None: nothing printed)."""
+    names = STATE_TEXT.get(proto)
+    if state is None or names is None:
+        return None
+    return names[state] if state < len(names) else "NONE"
+
+
 def parse_tcp_state(name: str) -> int:
     """A TCP state number from its name; raises InputError if there is no such state."""
     key = name.strip().upper()
