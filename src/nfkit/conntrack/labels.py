@@ -17,16 +17,19 @@ table that enables labels and does nothing else:
 
 The chain has no hook, so no packet ever reaches the rule: it changes no
 traffic, no verdict and no label; its existence alone enables labels.
-`enable_labels` installs it in one transaction (idempotent: the chain is
-flushed and its rule added again in the same batch).  `nft delete table
+`enable_labels` installs it as nfkit's own table (`nfkit.service.owntable`):
+one transaction that also replaces an earlier copy, so it is idempotent.  `nft delete table
 inet nfkit_ctlabels` removes it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nfkit.errors import CapabilityError
+
+if TYPE_CHECKING:
+    from nfkit.nftables.model import Ruleset
 
 LABELS_TABLE_FAMILY = "inet"
 LABELS_TABLE = "nfkit_ctlabels"
@@ -43,30 +46,22 @@ HOW_TO_ENABLE = (f"enable them with a rule that sets a ct label, e.g. `nfkit ct 
                  f"which installs table {LABELS_TABLE_FAMILY} {LABELS_TABLE} (one rule, never evaluated)")
 
 
-def enable_labels_commands() -> dict[str, Any]:
-    """The libnftables JSON document `enable_labels` commits."""
-    base = {"family": LABELS_TABLE_FAMILY, "table": LABELS_TABLE}
-    chain = {**base, "name": LABELS_CHAIN}
-    rule = {**base, "chain": LABELS_CHAIN,
-            "expr": [{"mangle": {"key": {"ct": {"key": "label"}}, "value": _RULE_BIT}}]}
-    return {"nftables": [
-        {"add": {"table": {"family": LABELS_TABLE_FAMILY, "name": LABELS_TABLE}}},
-        {"add": {"chain": chain}},
-        {"flush": {"chain": chain}},
-        {"add": {"rule": rule}},
-    ]}
+def labels_ruleset() -> Ruleset:
+    """The table's one chain and one rule (see the module doc)."""
+    from nfkit.nftables.model import Chain, Rule, Ruleset
+
+    rule = Rule(LABELS_TABLE_FAMILY, LABELS_TABLE, LABELS_CHAIN,
+                expr=[{"mangle": {"key": {"ct": {"key": "label"}}, "value": _RULE_BIT}}])
+    return Ruleset(chains=[Chain(LABELS_TABLE_FAMILY, LABELS_TABLE, LABELS_CHAIN)], rules=[rule])
 
 
 def enable_labels() -> None:
-    """Install the labels table in the current namespace, atomically (see the module doc).
+    """Install the labels table in the current namespace, in one commit that also replaces
+    an earlier copy (see the module doc).  Raises NfkitError when the kernel refuses it."""
+    from nfkit.service.owntable import Owned
 
-    Raises NfkitError (TransactionError) when the kernel refuses it.
-    """
-    from nfkit.nftables.jsonfmt import parse_commands
-    from nfkit.nftables.transaction import run_commands
-
-    run_commands(parse_commands(enable_labels_commands()))
+    Owned(LABELS_TABLE_FAMILY, LABELS_TABLE).replace(labels_ruleset())
 
 
 __all__ = ["HOW_TO_ENABLE", "LABELS_CHAIN", "LABELS_TABLE", "LABELS_TABLE_FAMILY", "LabelsUnavailable",
-           "enable_labels", "enable_labels_commands"]
+           "enable_labels", "labels_ruleset"]
