@@ -346,3 +346,46 @@ def test_sctp_states_listed_like_conntrack(netns: Namespace, tmp_path: Path) -> 
     f.write_text("\n".join(none_only) + "\n")
     assert nfkit(netns, "create", "--from", str(f)).returncode == 0
     assert " NONE src=192.0.2.1 dst=198.51.100.2 sport=1 " in netns.run("conntrack -L").stdout
+
+
+# ---------------------------------------------------------------- item 10: one fix point for every command
+
+def _buffered_env() -> dict[str, str]:
+    # PYTHONUNBUFFERED makes CPython drop the rest of a write the reader cut short, silently
+    # (a partial write is taken as done): with it, a big single write never sees the closed pipe
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize("args", [["rules", "list"], ["rules", "list", "--json"]])
+def test_other_listings_end_quietly_on_a_closed_pipe(netns: Namespace, args: list[str]) -> None:
+    rules = "".join(f"add rule inet big c tcp dport {p} counter\n" for p in range(1, 4001))
+    netns.run(["nft", "-f", "-"], input="add table inet big\nadd chain inet big c\n" + rules)
+    cmd = " ".join(["ip", "netns", "exec", netns.name, *NFKIT, *args])
+    # head -c: the JSON listing is one line
+    res = subprocess.run(["bash", "-c", f"{cmd} | head -c 100 >/dev/null; echo \"${{PIPESTATUS[0]}}\""],
+                         capture_output=True, text=True, timeout=60, env=_buffered_env())
+    assert res.stdout.strip() == "141"
+    assert res.stderr == ""
+
+
+def test_watch_ends_quietly_when_its_reader_goes(netns: Namespace) -> None:
+    track(netns)
+    proc = subprocess.Popen([*NFKIT, "ct", "-n", netns.name, "watch", "--timeout", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_buffered_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        time.sleep(1.0)  # subscribed
+        proc.stdout.close()
+        for port in range(1, 40):
+            netns.run(f"conntrack -I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport {port} --dport 53 -t 30")
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=20)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 141
+    assert err == b""
