@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ct_helpers import conntrack_lines, norm_line, track
+from ct_helpers import conntrack_lines, norm_line, track, tracking_namespace
 
 from nfkit.conntrack import ConntrackTable, Entry, Tuple
-from nfkit.lab import Lab, Namespace
+from nfkit.lab import Namespace
 
 pytestmark = pytest.mark.kernel
 
@@ -29,18 +29,10 @@ NFKIT = [sys.executable, "-m", "nfkit"]
 @pytest.fixture(name="big_ns", scope="module")
 def fixture_big_ns() -> Iterator[Namespace]:
     """A tracking namespace holding 30,000 UDP entries (one per module: filling takes a second)."""
-    from tests.conftest import require_kernel
-
-    require_kernel()
-    with Lab("nkb") as lab:
-        ns = lab.add("big")
-        track(ns)
-        with ns.enter():
-            table = ConntrackTable()
-        with table:
-            entries = [Entry(Tuple(f"192.0.2.{i % 250 + 1}", "198.51.100.2", 17, 1000 + i // 250, 53),
-                             timeout=600) for i in range(30_000)]
-            assert table.create_many(entries).created == 30_000
+    with tracking_namespace("nkb") as (ns, table):
+        entries = [Entry(Tuple(f"192.0.2.{i % 250 + 1}", "198.51.100.2", 17, 1000 + i // 250, 53),
+                         timeout=600) for i in range(30_000)]
+        assert table.create_many(entries).created == 30_000
         yield ns
 
 

@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ct_helpers import conntrack_lines, track
+from ct_helpers import conntrack_lines, tracking_namespace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nfkit.conntrack import ConntrackTable, Entry, Tuple
-from nfkit.lab import Lab, Namespace
+from nfkit.lab import Namespace
 
 pytestmark = pytest.mark.kernel
 
@@ -60,18 +60,10 @@ class Table:
 
 @pytest.fixture(name="prop", scope="module")
 def fixture_prop() -> Iterator[Table]:
-    from tests.conftest import require_kernel
-
-    require_kernel()
-    with Lab("nkp") as lab:
-        ns = lab.add("p")
-        track(ns)  # also enables labels
-        with ns.enter():
-            table = ConntrackTable()
-        with table:
-            t = Table(ns, table)
-            t.reset()
-            yield t
+    with tracking_namespace("nkp") as (ns, table):  # its ruleset also enables labels
+        t = Table(ns, table)
+        t.reset()
+        yield t
 
 
 def run(ns: Namespace, args: list[str]) -> tuple[int, str, str]:
