@@ -381,3 +381,13 @@ def test_watch_ends_quietly_when_its_reader_goes(netns: Namespace) -> None:
             proc.wait()
     assert proc.returncode == 141
     assert err == b""
+
+
+@pytest.mark.parametrize("name", ["", " "])
+def test_an_empty_namespace_name_is_not_the_host(name: str) -> None:
+    # `nfkit ct -n "$NS" flush` with NS unset must not flush the host's table: refused
+    # before any socket is opened (the command under test is harmless either way: count)
+    res = subprocess.run([*NFKIT, "ct", "-n", name, "count"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr == "nfkit: -n/--netns: empty namespace name\n"
+    assert res.stdout == ""

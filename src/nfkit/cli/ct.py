@@ -106,6 +106,9 @@ def _write_lines(out: TextIO, batches: Iterable[list[str]]) -> int:
 @click.pass_context
 def ct(ctx: click.Context, netns: str | None) -> None:
     """The conntrack table: list, count, delete selectively, create, update, watch."""
+    if netns is not None and not netns.strip():
+        # an empty $NS must not mean the host's table (`nfkit ct -n "$NS" flush`)
+        raise InputError("-n/--netns: empty namespace name")
     if netns:
         from nfkit import netns as netns_mod
 
