@@ -307,7 +307,12 @@ class ConntrackTable:
         not enabled: read it back, and if they are missing delete it (it is the one just
         created) and raise LabelsUnavailable."""
         what = f"conntrack entry {_tuple_text(entry.orig)}"
-        got = self.get(entry.orig, entry.zone or 0)
+        try:
+            got = self.get(entry.orig, entry.zone or 0)
+        except NetlinkError as exc:
+            if exc.errno == _errno.ENOENT:
+                return  # already expired (a timeout of 0): no labels left to lose
+            raise
         wanted = entry.labels or 0
         if (got.labels or 0) & wanted == wanted:
             return
