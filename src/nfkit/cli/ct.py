@@ -22,6 +22,7 @@ from nfkit.conntrack.labels import LABELS_TABLE, LABELS_TABLE_FAMILY
 from nfkit.conntrack.model import Entry
 from nfkit.conntrack.options import entry_from_options
 from nfkit.conntrack.table import MAX_QUIET_SECONDS, ConntrackTable, check_quiet_timeout
+from nfkit.conntrack.values import U32_MAX
 from nfkit.errors import InputError, NfkitError
 
 
@@ -234,7 +235,7 @@ _ENABLE_LABELS = click.option(
 
 @ct.command("create")
 @filter_options(skip=("timeout_below",))
-@click.option("-t", "--timeout", type=click.IntRange(0, 0xFFFFFFFF), default=None,
+@click.option("-t", "--timeout", type=click.IntRange(0, U32_MAX), default=None,
               help="timeout in seconds (default 30)")
 @click.option("--from", "from_file", default=None, help="JSON lines file (as list -o json prints; - for stdin)")
 @_ENABLE_LABELS
@@ -286,7 +287,7 @@ def create_cmd(timeout: int | None, from_file: str | None, enable_labels: bool, 
 @click.option("--match-label", default=None, help="filter: labels that must be set")
 @click.option("--set-mark", "--mark", "new_mark", default=None, help="new mark VALUE[/MASK] (MASK: bits to change)")
 @click.option("--set-label", "--label", "new_label", default=None, help="labels to set (bits or names)")
-@click.option("-t", "--timeout", "new_timeout", type=click.IntRange(0, 0xFFFFFFFF), default=None,
+@click.option("-t", "--timeout", "new_timeout", type=click.IntRange(0, U32_MAX), default=None,
               help="new timeout in seconds")
 @click.option("--set-status", "new_status", default=None,
               help="status bits to set, comma separated (SEEN_REPLY, ASSURED)")
@@ -313,7 +314,7 @@ def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | 
     mark = mask = labels = None
     if new_mark is not None:
         mark, mask = parse_mark(new_mark, "--mark")
-        mask = None if mask == 0xFFFFFFFF else mask
+        mask = None if mask == U32_MAX else mask
         if mask is not None:
             mark &= mask
     if new_label is not None:

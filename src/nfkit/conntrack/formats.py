@@ -41,7 +41,7 @@ from nfkit.conntrack.model import (
 from nfkit.conntrack.model import (
     _addrs_seen as _ADDRS_SEEN,
 )
-from nfkit.conntrack.values import check
+from nfkit.conntrack.values import PORT_MAX, U32_MAX, check
 from nfkit.errors import InputError
 
 EVENT_TAGS = {"new": "    [NEW] ", "update": " [UPDATE] ", "destroy": "[DESTROY] "}
@@ -243,8 +243,8 @@ def _fast_entry(obj: dict[str, Any]) -> Entry | None:
             if state is None or proto != IPPROTO_TCP:
                 return None
         timeout, mark = obj.get("timeout", 30), obj.get("mark", 0)
-        if (type(timeout) is not int or type(mark) is not int or not 0 <= timeout <= 0xFFFFFFFF
-                or not 0 <= mark <= 0xFFFFFFFF):
+        if (type(timeout) is not int or type(mark) is not int or not 0 <= timeout <= U32_MAX
+                or not 0 <= mark <= U32_MAX):
             return None
     except (TypeError, InputError):
         return None
@@ -299,7 +299,7 @@ def entry_from_json_line(line: str) -> Entry | None:
     except TypeError:
         return None
     sport, dport = int(osp), int(odp)
-    if src is None or dst is None or sport > 0xFFFF or dport > 0xFFFF:
+    if src is None or dst is None or sport > PORT_MAX or dport > PORT_MAX:
         return None
     family = AF_INET6 if ":" in src else AF_INET
     if (":" in dst) != (family == AF_INET6) or FAMILY_NUMBERS[fam] != family:
@@ -310,7 +310,7 @@ def entry_from_json_line(line: str) -> Entry | None:
     if rs is not None:
         rsrc, rdst = get(rs) or _ADDRS.get(rs), get(rd) or _ADDRS.get(rd)
         rsport, rdport = int(rsp), int(rdp)
-        if rsrc is None or rdst is None or rsport > 0xFFFF or rdport > 0xFFFF:
+        if rsrc is None or rdst is None or rsport > PORT_MAX or rdport > PORT_MAX:
             return None
         if (":" in rsrc) != (family == AF_INET6) or (":" in rdst) != (family == AF_INET6):
             return None
@@ -325,7 +325,7 @@ def entry_from_json_line(line: str) -> Entry | None:
         if state is None or proto != IPPROTO_TCP:
             return None
     t, mk = int(timeout), int(mark)
-    if t > 0xFFFFFFFF or mk > 0xFFFFFFFF:
+    if t > U32_MAX or mk > U32_MAX:
         return None
     e = object.__new__(Entry)
     e.family, e.orig, e._reply, e.status, e.state, e.timeout, e.mark = (
@@ -454,10 +454,10 @@ def entry_from_json(obj: Any, what: str = "entry") -> Entry:
     if labels is not None:
         labels = check(labels, "labels", _sub(what, "labels")) or None
     timeout = obj.get("timeout", 30)
-    if type(timeout) is not int or not 0 <= timeout <= 0xFFFFFFFF:
+    if type(timeout) is not int or not 0 <= timeout <= U32_MAX:
         timeout = check(timeout, "timeout", _sub(what, "timeout"))
     mark = obj.get("mark", 0)
-    if type(mark) is not int or not 0 <= mark <= 0xFFFFFFFF:
+    if type(mark) is not int or not 0 <= mark <= U32_MAX:
         mark = check(mark, "mark", _sub(what, "mark"))
     zone = obj.get("zone")
     zone = None if zone is None else check(zone, "zone", _sub(what, "zone"))

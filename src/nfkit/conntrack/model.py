@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from nfkit.conntrack.values import check
+from nfkit.conntrack.values import PORT_MAX, check
 from nfkit.errors import InputError
 from nfkit.netlink.specs.conntrack_tcp import TcpState
 
@@ -218,7 +218,7 @@ class Tuple(NamedTuple):
                 dst = _ADDRS.get(obj.get("dst"))
             sport, dport = obj.get("sport"), obj.get("dport")
             if (src is not None and dst is not None and type(sport) is int and type(dport) is int
-                    and 0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF and (":" in src) == (":" in dst)):
+                    and 0 <= sport <= PORT_MAX and 0 <= dport <= PORT_MAX and (":" in src) == (":" in dst)):
                 return _tuple_new(cls, (src, dst, proto, sport, dport, None, None, None, None))
         try:
             src, dst = canonical_address(obj["src"], what + ".src"), canonical_address(obj["dst"], what + ".dst")

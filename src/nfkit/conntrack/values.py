@@ -78,6 +78,10 @@ def _fields() -> dict[str, Field]:
 
 
 FIELDS = _fields()
+# the maxima the fast paths compare against inline (the same numbers, named)
+PORT_MAX = FIELDS["port"].maximum
+U32_MAX = FIELDS["mark"].maximum
+assert FIELDS["timeout"].maximum == U32_MAX
 
 
 def check(value: Any, field: str, what: str) -> int:
@@ -115,4 +119,4 @@ def check_prefix_length(text: str, bits: int, what: str) -> int:
     return int(text)
 
 
-__all__ = ["FIELDS", "LABEL_BITS", "Field", "check", "check_prefix_length"]
+__all__ = ["FIELDS", "LABEL_BITS", "PORT_MAX", "U32_MAX", "Field", "check", "check_prefix_length"]
