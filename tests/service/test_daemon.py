@@ -49,15 +49,19 @@ sys.exit(run(Demo(), status=Path(sys.argv[1]), metrics=sys.argv[2], registry=reg
 '''
 
 
-def start(netns, sock: Path, port: int):  # type: ignore[no-untyped-def]
-    proc = netns.popen([sys.executable, "-c", DAEMON, str(sock), f"127.0.0.1:{port}"],
-                       stderr=subprocess.PIPE)
-    for _ in range(100):
-        if sock.exists():
+def start(netns, sock: Path, port: int | None = None):  # type: ignore[no-untyped-def]
+    """Start the demo daemon; return once it answers on its status socket (so it has
+    finished starting: the socket is bound before the service sets up)."""
+    metrics = f"127.0.0.1:{port}" if port else ""
+    proc = netns.popen([sys.executable, "-c", DAEMON, str(sock), metrics], stderr=subprocess.PIPE)
+    for _ in range(200):
+        try:
+            query_status(sock, timeout=0.2)
             return proc
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.05)
-    raise AssertionError("the daemon made no status socket")
+        except CapabilityError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+    raise AssertionError("the daemon did not answer on its status socket")
 
 
 def tables(netns) -> list[str]:  # type: ignore[no-untyped-def]
@@ -87,24 +91,12 @@ def test_ctrl_c_too_and_a_killed_runs_leftovers_are_replaced(netns, tmp_path) ->
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     assert tables(netns) == ["table inet nfkit_demo"] and sock.exists()  # what a killed run leaves
-    proc = start_after_stale(netns, sock)
+    proc = start(netns, sock)  # the stale socket is taken over
     listing = json.loads(netns.run("nft -j list ruleset").stdout)["nftables"]
     assert sum(1 for o in listing if "rule" in o) == 1  # replaced, not doubled
     proc.send_signal(signal.SIGINT)
     assert proc.wait(10) == 0
     assert tables(netns) == [] and not sock.exists()
-
-
-def start_after_stale(netns, sock: Path):  # type: ignore[no-untyped-def]
-    proc = netns.popen([sys.executable, "-c", DAEMON, str(sock), ""], stderr=subprocess.PIPE)
-    for _ in range(100):
-        try:
-            query_status(sock, timeout=0.2)
-            return proc
-        except CapabilityError:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.05)
-    raise AssertionError("the daemon did not take over the stale socket")
 
 
 @pytest.mark.kernel

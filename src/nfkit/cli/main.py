@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ct": "nfkit.cli.ct:ct",
     "rules": "nfkit.cli.rules:rules",
     "nat66": "nfkit.cli.nat66:nat66",
+    "ctguard": "nfkit.cli.ctguard:ctguard",
 }
 
 

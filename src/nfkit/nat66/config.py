@@ -38,9 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from nfkit.nat66.npt import MAX_PREFIX_LEN
-from nfkit.service.config import Config, Key, Schema, Section, load
-
-IFNAMSIZ = 16
+from nfkit.service.config import Config, Key, Schema, Section, ifname, in_range, load, one_of
 
 
 def _prefix(text: str) -> ipaddress.IPv6Network:
@@ -62,12 +60,6 @@ def _address(text: str) -> ipaddress.IPv6Address:
         return ipaddress.IPv6Address(text)
     except ValueError:
         raise ValueError(f"{text!r} is not an IPv6 address") from None
-
-
-def _ifname(text: str) -> str:
-    if not text or len(text) >= IFNAMSIZ or "/" in text or any(c.isspace() for c in text):
-        raise ValueError(f"{text!r} is not an interface name (1-15 characters, no '/' or spaces)")
-    return text
 
 
 def _snat_target(text: str) -> str:
@@ -102,28 +94,6 @@ def _flags(values: list[Any]) -> list[str]:
     return values
 
 
-def _one_of(*choices: str) -> Any:
-    def check(v: str) -> str:
-        if v not in choices:
-            raise ValueError(f"{v!r} is not one of {', '.join(choices)}")
-        return v
-    return check
-
-
-def _port(v: int) -> int:
-    if not 1 <= v <= 65535:
-        raise ValueError(f"{v} is not a port (1-65535)")
-    return v
-
-
-def _range(lo: int, hi: int) -> Any:
-    def check(v: int) -> int:
-        if not lo <= v <= hi:
-            raise ValueError(f"{v} is out of range ({lo}-{hi})")
-        return v
-    return check
-
-
 def _servers(values: list[Any]) -> list[ipaddress.IPv6Address]:
     if not values:
         raise ValueError("a pool needs at least one server")
@@ -139,11 +109,11 @@ SCHEMA = Schema((
     Section("npt", (
         Key("inside", str, "inside prefix (at most /64)", check=_npt_prefix),
         Key("outside", str, "outside prefix (at most /64)", check=_npt_prefix),
-        Key("interface", str, "the outside interface", check=_ifname),
+        Key("interface", str, "the outside interface", check=ifname),
     ), "a stateless, checksum-neutral prefix translation (RFC 6296)", many=True),
     Section("snat", (
         Key("inside", str, "source prefix translated", check=_prefix),
-        Key("interface", str, "the outside interface", check=_ifname),
+        Key("interface", str, "the outside interface", check=ifname),
         Key("to", str, "address, range a-b or prefix (netmap); empty: masquerade", "",
             check=lambda v: _snat_target(v) if v else v),
         Key("ports", str, "source port range, e.g. 1024-65535 (empty: kept)", "",
@@ -152,20 +122,20 @@ SCHEMA = Schema((
     ), "stateful source NAT66 or masquerade", many=True),
     Section("dnat", (
         Key("address", str, "outside address clients connect to", check=_address),
-        Key("port", int, "outside port", check=_port),
-        Key("protocol", str, "tcp or udp", "tcp", _one_of("tcp", "udp")),
+        Key("port", int, "outside port", check=in_range(1, 65535)),
+        Key("protocol", str, "tcp or udp", "tcp", one_of("tcp", "udp")),
         Key("servers", list, "inside servers (one, or a pool)", check=_servers),
         Key("server_port", int, "port on the servers (0: the same)", 0,
-            lambda v: _port(v) if v else v),
+            lambda v: in_range(1, 65535)(v) if v else v),
         Key("spread", str, "jhash (one client, one server) or numgen (round robin)", "jhash",
-            _one_of("jhash", "numgen")),
+            one_of("jhash", "numgen")),
     ), "destination NAT66 to a server or a pool", many=True),
     Section("uplink", (
-        Key("interface", str, "the uplink's interface", check=_ifname),
+        Key("interface", str, "the uplink's interface", check=ifname),
         Key("gateway", str, "next hop (empty: on-link)", "", lambda v: str(_address(v)) if v else v),
-        Key("mark", int, "ct mark of its flows (1-255)", check=_range(1, 255)),
-        Key("table", int, "policy-routing table nfkit fills for it", check=_range(1, 2**31 - 1)),
-        Key("weight", int, "share of new flows", 1, _range(1, 100)),
+        Key("mark", int, "ct mark of its flows (1-255)", check=in_range(1, 255)),
+        Key("table", int, "policy-routing table nfkit fills for it", check=in_range(1, 2**31 - 1)),
+        Key("weight", int, "share of new flows", 1, in_range(1, 100)),
     ), "multihoming: one per uplink", many=True),
 ))
 

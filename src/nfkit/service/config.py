@@ -229,3 +229,39 @@ def _section_values(cfg: Config, sec: Section, given: Mapping[str, Any],
 def entries(cfg: Config, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, values) of each entry of the array of tables ``name``."""
     yield from enumerate(cfg.values.get(name, []))
+
+
+# ---------------------------------------------------------------- checks shared by the schemas
+
+IFNAMSIZ = 16
+
+
+def in_range(lo: float, hi: float) -> Check:
+    """A check for a number within [lo, hi]."""
+    def check(v: float) -> float:
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of range ({lo}-{hi})")
+        return v
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(v: str) -> str:
+        if v not in choices:
+            raise ValueError(f"{v!r} is not one of {', '.join(choices)}")
+        return v
+    return check
+
+
+def ifname(v: str) -> str:
+    """A Linux interface name: 1-15 bytes, no '/' and no spaces."""
+    if not v or len(v.encode()) >= IFNAMSIZ or "/" in v or any(c.isspace() for c in v):
+        raise ValueError(f"{v!r} is not an interface name (1-15 characters, no '/' or spaces)")
+    return v
+
+
+def fraction(v: float) -> float:
+    """A share of a limit: 0 < x <= 1."""
+    if not 0 < v <= 1:
+        raise ValueError(f"{v} is not a fraction of the limit (0 < x <= 1)")
+    return float(v)
