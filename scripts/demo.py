@@ -28,7 +28,9 @@ def say(title: str) -> None:
 
 
 def show(ns, cmd: list[str] | str) -> str:
-    out = ns.run(cmd).stdout
+    """Run ``cmd`` in ``ns`` and print what a terminal would show (summaries are on stderr)."""
+    proc = ns.run(cmd)
+    out = proc.stdout + (proc.stderr or "")
     print(out.rstrip())
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -63,3 +64,32 @@ def test_version_and_help():
     assert out.startswith("nfkit, version ")
     out = subprocess.run([*NFKIT, "--help"], capture_output=True, text=True, check=True).stdout
     assert "info" in out
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_info_as_nobody_says_unknown_not_no(netns):
+    netns.run("conntrack -I -p udp -s 192.0.2.1 -d 192.0.2.2 --sport 1 --dport 53 -t 60")
+    res = netns.run([*NOBODY, *NFKIT, "info", "--json"], check=False)
+    assert res.returncode == 0, res.stderr
+    found = json.loads(res.stdout)
+    for name in ("nf_tables", "expressions", "queue_expression", "xt_nfqueue_target", "ipv4_nat",
+                 "ipv6_nat", "conntrack", "conntrack_events", "nfqueue"):
+        assert found[name] is None, name
+        assert "permission denied" in found["unknown"][name], name
+    # what /proc tells anyone is reported, and it is this namespace's truth
+    assert found["conntrack_count"] == 1
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
+        assert found["conntrack_max"] == int(f.read())
+    text = netns.run([*NOBODY, *NFKIT, "info"], check=False)
+    assert text.returncode == 0, text.stderr
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.stdout.splitlines()
+                if not line.startswith("note:"))
+    assert rows["nf_tables"] == "unknown (permission denied)"
+    assert rows["IPv4 NAT"] == "unknown (permission denied)"
+    assert rows["conntrack entries"].startswith("1 of max ")
+    assert "None" not in text.stdout and " no\n" not in text.stdout
+    # as root, the same namespace says yes
+    root = info_json(netns)
+    assert root["nf_tables"] is True and root["unknown"] == {}

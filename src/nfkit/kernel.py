@@ -84,36 +84,72 @@ PROC_NF = Path("/proc/sys/net/netfilter")
 
 @dataclass
 class KernelInfo:
-    """What nfkit found; see `probe`."""
+    """What nfkit found; see `probe`.
+
+    A value nfkit could not find out is None, with the reason in ``unknown``
+    (field name -> reason): never a "no" or a 0 it did not see.
+    """
 
     kernel: str
     netns: str
-    nf_tables: bool = False
+    nf_tables: bool | None = False
     nf_tables_genid: int | None = None
-    expressions: dict[str, bool] = field(default_factory=dict)
-    queue_expression: bool = False
-    xt_nfqueue_target: bool = False
+    expressions: dict[str, bool] | None = field(default_factory=dict)
+    queue_expression: bool | None = False
+    xt_nfqueue_target: bool | None = False
     xt_nfqueue_module: str | None = None  # iptables' libxt_NFQUEUE.so, which nft prints xt targets with
-    conntrack: bool = False
+    conntrack: bool | None = False
     conntrack_count: int | None = None
     conntrack_max: int | None = None
     conntrack_buckets: int | None = None
-    conntrack_events: bool = False
+    conntrack_events: bool | None = False
     conntrack_events_sysctl: int | None = None
-    nfqueue: bool = False
-    ipv6_nat: bool = False
-    ipv4_nat: bool = False
+    nfqueue: bool | None = False
+    ipv6_nat: bool | None = False
+    ipv4_nat: bool | None = False
     notes: list[str] = field(default_factory=list)
+    unknown: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def not_known(self, names: tuple[str, ...], reason: str) -> None:
+        """Mark ``names`` as not found out, for ``reason``."""
+        for name in names:
+            setattr(self, name, None)
+            self.unknown[name] = reason
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+
+# netfilter's netlink answers every message with EPERM without CAP_NET_ADMIN in the
+# namespace, before it looks at what was asked: EPERM says nothing about the kernel
+PERMISSION_DENIED = "permission denied (needs CAP_NET_ADMIN in this network namespace)"
+_DENIED = (errno.EPERM, errno.EACCES)
+NFTABLES_FIELDS = ("nf_tables", "nf_tables_genid", "expressions", "queue_expression",
+                   "xt_nfqueue_target", "ipv4_nat", "ipv6_nat")
+CONNTRACK_FIELDS = ("conntrack", "conntrack_events")
+NFQUEUE_FIELDS = ("nfqueue",)
+# the /proc/sys/net/netfilter files behind the conntrack numbers (readable by anyone)
+PROC_FIELDS = {"conntrack_count": "nf_conntrack_count", "conntrack_max": "nf_conntrack_max",
+               "conntrack_buckets": "nf_conntrack_buckets",
+               "conntrack_events_sysctl": "nf_conntrack_events"}
+
+
+def _read_proc(info: KernelInfo) -> None:
+    """The conntrack numbers from /proc, each None with its reason when unreadable."""
+    for name, leaf in PROC_FIELDS.items():
+        path = PROC_NF / leaf
+        try:
+            value: int | None = int(path.read_text().split()[0])
+        except FileNotFoundError:
+            value = None
+            info.unknown[name] = f"{path} does not exist (nf_conntrack not loaded)"
+        except PermissionError:
+            value = None
+            info.unknown[name] = f"{path}: permission denied"
+        except (OSError, ValueError, IndexError) as exc:
+            value = None
+            info.unknown[name] = f"{path}: {exc}"
+        setattr(info, name, value)
 
 
 def _netns_id() -> str:
@@ -130,9 +166,19 @@ def probe() -> KernelInfo:
     """
     info = KernelInfo(kernel=os.uname().release, netns=_netns_id())
     with NetlinkSocket() as sock:
-        _probe_nftables(sock, info)
-        _probe_conntrack(sock, info)
-        _probe_nfqueue(sock, info)
+        for part, names in ((_probe_nftables, NFTABLES_FIELDS), (_probe_conntrack, CONNTRACK_FIELDS),
+                            (_probe_nfqueue, NFQUEUE_FIELDS)):
+            try:
+                part(sock, info)
+            except NetlinkError as exc:
+                if exc.errno not in _DENIED:
+                    raise
+                info.not_known(names, PERMISSION_DENIED)
+        if info.conntrack is None:
+            _read_proc(info)  # what /proc tells anyone
+    if info.unknown:
+        info.notes.append("some answers are unknown: netfilter's netlink tells nothing without "
+                          "CAP_NET_ADMIN (run nfkit info as root in the namespace)")
     info.xt_nfqueue_module = xt_extension_module("NFQUEUE")
     if not info.queue_expression and info.xt_nfqueue_target and info.xt_nfqueue_module is None:
         info.notes.append(
@@ -170,6 +216,8 @@ def _ask(sock: NetlinkSocket, info: KernelInfo, subsys: int, msg: int, family: i
     try:
         return sock.request(w)
     except NetlinkError as exc:
+        if exc.errno in _DENIED:
+            raise  # the caller marks what it would have found as unknown
         info.notes.append(f"{label}: {exc}")
         return None
 
@@ -214,12 +262,14 @@ def _probe_nftables(sock: NetlinkSocket, info: KernelInfo) -> None:
     if sentinel not in failed or failed[sentinel].errno != errno.ENOENT:
         info.notes.append("nf_tables probe: unexpected answer to the sentinel message")
     first_rule = 2
+    expressions: dict[str, bool] = {}
     for i, name in enumerate(EXPRESSIONS):
         err = failed.get(first_rule + i)
         # A known expression with no attributes is refused (EINVAL, EOPNOTSUPP) or
         # accepted; only an unknown expression type is ENOENT.
-        info.expressions[name] = err is None or err.errno != errno.ENOENT
-    info.queue_expression = info.expressions.get("queue", False)
+        expressions[name] = err is None or err.errno != errno.ENOENT
+    info.expressions = expressions
+    info.queue_expression = expressions.get("queue", False)
     for family, attr in ((NFPROTO_IPV4, "ipv4_nat"), (NFPROTO_IPV6, "ipv6_nat")):
         start = nat_tables[family]
         ok = all(start + k not in failed for k in (0, 1))
@@ -273,14 +323,13 @@ def _probe_conntrack(sock: NetlinkSocket, info: KernelInfo) -> None:
     if replies is None:
         return
     info.conntrack = True
+    _read_proc(info)
     for reply in replies:
         stats = ctnetlink.STATS_GLOBAL.decode(reply.attrs)
-        info.conntrack_count = stats.get("entries")  # type: ignore[assignment]
-        info.conntrack_max = stats.get("max_entries")  # type: ignore[assignment]
-    info.conntrack_buckets = _read_int(PROC_NF / "nf_conntrack_buckets")
-    if info.conntrack_max is None:
-        info.conntrack_max = _read_int(PROC_NF / "nf_conntrack_max")
-    info.conntrack_events_sysctl = _read_int(PROC_NF / "nf_conntrack_events")
+        for name, key in (("conntrack_count", "entries"), ("conntrack_max", "max_entries")):
+            if key in stats:  # the kernel's own numbers for this namespace
+                setattr(info, name, stats[key])
+                info.unknown.pop(name, None)
     try:
         with NetlinkSocket(groups=(NFNLGRP_CONNTRACK_NEW,)):
             info.conntrack_events = info.conntrack_events_sysctl != 0
@@ -298,6 +347,8 @@ def _probe_nfqueue(sock: NetlinkSocket, info: KernelInfo) -> None:
         sock.request(w)
         info.nfqueue = True
     except NetlinkError as exc:
+        if exc.errno in _DENIED:
+            raise
         info.nfqueue = exc.errno not in (errno.EOPNOTSUPP, errno.EPROTONOSUPPORT)
         if not info.nfqueue:
             info.notes.append(f"nfqueue: {exc}")

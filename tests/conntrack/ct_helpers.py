@@ -140,21 +140,26 @@ def fixture_filled(ct_table: ConntrackTable) -> tuple[ConntrackTable, list[Entry
 
 
 
-@pytest.fixture(name="module_table", scope="module")
-def fixture_module_table() -> Iterator[ConntrackTable]:
-    """One tracking namespace for a whole module (tests refill it as they need)."""
+@contextmanager
+def tracking_namespace(prefix: str) -> Iterator[tuple[Namespace, ConntrackTable]]:
+    """A tracking namespace of its own lab (``prefix``) with an open table, for module fixtures."""
     from tests.conftest import require_kernel
 
-    from nfkit.lab import Lab
-
     require_kernel()  # skips without root, fails under CI=true
-    with Lab("nkm") as lab:
+    with Lab(prefix) as lab:
         ns = lab.add("m")
         track(ns)
         with ns.enter():
             table = ConntrackTable()
         with table:
-            yield table
+            yield ns, table
+
+
+@pytest.fixture(name="module_table", scope="module")
+def fixture_module_table() -> Iterator[ConntrackTable]:
+    """One tracking namespace for a whole module (tests refill it as they need)."""
+    with tracking_namespace("nkm") as (_ns, table):
+        yield table
 
 
 @pytest.fixture(name="refilled")

@@ -68,7 +68,7 @@ def test_save_flush_restore_round_trip(filled: tuple[ConntrackTable, list[Entry]
     assert t.count() == 0
     code, out, err = run_cli("ct", "-n", ct_ns.name, "create", "--from", str(dump))
     assert code == 0, err
-    assert out.startswith(f"{len(made)} flow entries have been created")
+    assert err.startswith(f"{len(made)} flow entries have been created")  # stderr, as conntrack
     after = {key(e): (e.mark, e.state, e.status, e.labels) for e in t.entries()}
     assert after == before
     # again: everything exists already, reported, not an error
@@ -82,7 +82,7 @@ def test_create_from_bad_file_creates_nothing(ct_table: ConntrackTable, ct_ns: N
     f.write_text('{"proto":"udp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":1,"dport":2}}\n'
                  '{"proto":"udp","orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":99999,"dport":2}}\n')
     code, _, err = run_cli("ct", "-n", ct_ns.name, "create", "--from", str(f))
-    assert code == 2 and f"{f}:2.orig.sport" in err
+    assert code == 2 and f"{f}:2: orig.sport" in err
     assert ct_table.count() == 0
 
 
@@ -104,12 +104,12 @@ def test_create_list_text_like_conntrack(ct_table: ConntrackTable, ct_ns: Namesp
     code, out, _ = run_cli("ct", "-n", ct_ns.name, "stats", "--json")
     stats = json.loads(out)
     assert stats["global"]["entries"] == 3 and stats["cpu"]
-    _code, out, _ = run_cli("ct", "-n", ct_ns.name, "update", "-p", "tcp", "--mark", "0x10/0xf0", "-t", "99")
-    assert out.startswith("1 flow entries have been updated")
+    _code, _, err = run_cli("ct", "-n", ct_ns.name, "update", "-p", "tcp", "--mark", "0x10/0xf0", "-t", "99")
+    assert err.startswith("1 flow entries have been updated")
     (e,) = [x for x in ct_table.entries() if x.proto == 6]
     assert e.mark == 0x19 and e.timeout <= 99
-    code, out, _ = run_cli("ct", "-n", ct_ns.name, "update", "-p", "udp", "--set-status", "SEEN_REPLY")
-    assert out.startswith("1 flow entries have been updated")
+    code, _, err = run_cli("ct", "-n", ct_ns.name, "update", "-p", "udp", "--set-status", "SEEN_REPLY")
+    assert err.startswith("1 flow entries have been updated")
     (u,) = [x for x in ct_table.entries() if x.proto == 17]
     assert u.status & Status.SEEN_REPLY
 

@@ -16,17 +16,13 @@ from typing import Any, TextIO
 import click
 
 from nfkit.conntrack import formats
+from nfkit.conntrack import labels as labels_mod
 from nfkit.conntrack.filter import Filter, filter_from_options, label_map, parse_labels, parse_mark
-from nfkit.conntrack.model import (
-    IPPROTO_TCP,
-    PORT_PROTOS,
-    Entry,
-    Tuple,
-    canonical_address,
-    parse_tcp_state,
-    proto_number,
-)
-from nfkit.conntrack.table import ConntrackTable
+from nfkit.conntrack.labels import LABELS_TABLE, LABELS_TABLE_FAMILY
+from nfkit.conntrack.model import Entry
+from nfkit.conntrack.options import entry_from_options
+from nfkit.conntrack.table import MAX_QUIET_SECONDS, ConntrackTable, check_quiet_timeout
+from nfkit.conntrack.values import U32_MAX
 from nfkit.errors import InputError, NfkitError
 
 
@@ -111,6 +107,9 @@ def _write_lines(out: TextIO, batches: Iterable[list[str]]) -> int:
 @click.pass_context
 def ct(ctx: click.Context, netns: str | None) -> None:
     """The conntrack table: list, count, delete selectively, create, update, watch."""
+    if netns is not None and not netns.strip():
+        # an empty $NS must not mean the host's table (`nfkit ct -n "$NS" flush`)
+        raise InputError("-n/--netns: empty namespace name")
     if netns:
         from nfkit import netns as netns_mod
 
@@ -141,7 +140,9 @@ def list_cmd(output: str, as_json: bool, python_filter: bool, **kw: Any) -> None
             ext, show_id = output == "extended", output == "id"
             lines = ([formats.entry_text(e, names, ext, show_id=show_id) for e in batch]
                      for batch in t.entry_batches(flt, kernel=not python_filter))
-        n = _write_lines(out, lines)
+        # the dump is ended before the table's socket closes, whatever stops the writing
+        with contextlib.closing(lines):  # type: ignore[type-var]
+            n = _write_lines(out, lines)
     if output != "json":
         click.echo(f"nfkit ct: {n} flow entries have been shown.", err=True)
 
@@ -194,7 +195,7 @@ def delete_cmd(python_filter: bool, as_json: bool, **kw: Any) -> None:
                                "failed": res.failed, "method": res.method}))
     else:
         extra = f", {res.vanished} already gone" if res.vanished else ""
-        click.echo(f"{res.deleted} flow entries have been deleted ({res.method}{extra}).")
+        click.echo(f"{res.deleted} flow entries have been deleted ({res.method}{extra}).", err=True)
     if res.failed:
         raise NetlinkRefusals(f"some deletes were refused: {_refusals(res.failed)}")
 
@@ -204,127 +205,55 @@ def flush_cmd() -> None:
     """Delete every entry (like conntrack -F)."""
     with _table() as t:
         t.flush()
-    click.echo("connection tracking table has been flushed.")
+    click.echo("connection tracking table has been emptied.", err=True)
 
 
-def _entry_from_options(kw: dict[str, Any]) -> Entry:
-    proto_text = kw.get("proto")
-    if proto_text is None:
-        raise InputError("create needs -p/--proto")
-    try:
-        proto = proto_number(proto_text)
-    except InputError as exc:
-        raise InputError(f"-p/--proto: {exc}") from None
-    for opt in ("src", "dst"):
-        if kw.get(opt) is None:
-            raise InputError(f"create needs -{opt[0]}/--{opt}")
-    src = canonical_address(kw["src"], "-s/--src")
-    dst = canonical_address(kw["dst"], "-d/--dst")
-
-    def port(name: str, opt: str, default: int | None) -> int | None:
-        v = kw.get(name)
-        if v is None:
-            return default
-        if not str(v).isdigit() or int(v) > 0xFFFF:
-            raise InputError(f"{opt}: {v!r} is not a port number (0-65535)")
-        return int(v)
-
-    if proto in PORT_PROTOS:
-        sport, dport = port("sport", "--sport", None), port("dport", "--dport", None)
-        if sport is None or dport is None:
-            raise InputError("create needs --sport and --dport for this protocol")
-        orig = Tuple(src, dst, proto, sport, dport)
-    elif proto in (1, 58):
-        orig = Tuple(src, dst, proto, 0, 0, 8 if proto == 1 else 128, 0, 0)
-    else:
-        orig = Tuple(src, dst, proto)
-    if (":" in src) != (":" in dst):
-        raise InputError("-s and -d are of different families")
-    reply = orig.mirror()
-    if kw.get("reply_src") is not None or kw.get("reply_dst") is not None:
-        reply = reply._replace(
-            src=canonical_address(kw["reply_src"], "--reply-src") if kw.get("reply_src") else reply.src,
-            dst=canonical_address(kw["reply_dst"], "--reply-dst") if kw.get("reply_dst") else reply.dst)
-    if proto in PORT_PROTOS:
-        rsport = port("reply_port_src", "--reply-port-src", reply.sport)
-        rdport = port("reply_port_dst", "--reply-port-dst", reply.dport)
-        reply = reply._replace(sport=reply.sport if rsport is None else rsport,
-                               dport=reply.dport if rdport is None else rdport)
-    status = 0
-    if kw.get("status"):
-        from nfkit.conntrack.model import parse_status_names
-
-        try:
-            status = parse_status_names([s for s in kw["status"].split(",") if s.strip()])
-        except InputError as exc:
-            raise InputError(f"--status: {exc}") from None
-    state = None
-    if kw.get("state"):
-        if proto != IPPROTO_TCP:
-            raise InputError("--state: only TCP entries have a state")
-        try:
-            state = parse_tcp_state(kw["state"])
-        except InputError as exc:
-            raise InputError(f"--state: {exc}") from None
-    mark = 0
-    if kw.get("mark"):
-        mark = parse_mark(kw["mark"], "-m/--mark")[0]
-    zone = None
-    if kw.get("zone") is not None:
-        z = str(kw["zone"])
-        if not z.isdigit() or int(z) > 0xFFFF:
-            raise InputError(f"--zone: {z!r} is not a zone number (0-65535)")
-        zone = int(z) or None
-    labels = parse_labels(kw["label"], "-l/--label") if kw.get("label") else None
-    timeout = kw.get("timeout")
-    return Entry(orig, reply, status=status, state=state, timeout=timeout, mark=mark, zone=zone,
-                 labels=labels)
-
-
-def _read_json_lines(path: str) -> Iterator[Entry]:
-    """Entries from a JSON-lines file (``-``: stdin); raises InputError naming file and line."""
+def _read_json_lines(path: str) -> list[Entry]:
+    """Every entry of a JSON-lines file (``-``: stdin), all checked before any is returned;
+    raises InputError naming the file, the line and the field."""
     try:
         if path == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read()
         else:
-            with open(path) as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
     except OSError as exc:
         raise InputError(f"--from {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"--from {path}: not UTF-8 text") from None
-    fast = formats.entry_from_json_line
-    for n, line in enumerate(text.splitlines(), 1):
-        e = fast(line)
-        if e is not None:
-            yield e
-            continue
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        try:
-            yield formats.entry_from_json(obj, "")
-        except InputError as exc:
-            raise InputError(f"{path}:{n}{exc}") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
+    return list(formats.entries_from_json_lines(text, path))
+
+
+_ENABLE_LABELS = click.option(
+    "--enable-labels", is_flag=True,
+    help=f"first install table {LABELS_TABLE_FAMILY} {LABELS_TABLE} (one rule that is never evaluated; "
+         "its presence makes the kernel keep labels of entries created from then on)")
 
 
 @ct.command("create")
 @filter_options(skip=("timeout_below",))
-@click.option("-t", "--timeout", type=click.IntRange(0, 0xFFFFFFFF), default=None,
+@click.option("-t", "--timeout", type=click.IntRange(0, U32_MAX), default=None,
               help="timeout in seconds (default 30)")
 @click.option("--from", "from_file", default=None, help="JSON lines file (as list -o json prints; - for stdin)")
+@_ENABLE_LABELS
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
-def create_cmd(timeout: int | None, from_file: str | None, as_json: bool, **kw: Any) -> None:
-    """Create one entry from options, or many from --from FILE (like conntrack -I)."""
+def create_cmd(timeout: int | None, from_file: str | None, enable_labels: bool, as_json: bool,
+               **kw: Any) -> None:
+    """Create one entry from options, or many from --from FILE (like conntrack -I).
+
+    Every value (and every line of FILE) is checked before anything is sent.
+    """
     if from_file is not None:
         if any(v is not None for v in kw.values()) or timeout is not None:
             raise InputError("--from takes no other entry options")
         # parse everything first: a bad line is reported before anything is created
-        entries = list(_read_json_lines(from_file))
+        entries = _read_json_lines(from_file)
         with _table() as t:
+            if enable_labels:
+                labels_mod.enable_labels()
             prog = _progress_context(len(entries), "creating")
             if prog is None:
                 res = t.create_many(entries)
@@ -337,18 +266,19 @@ def create_cmd(timeout: int | None, from_file: str | None, as_json: bool, **kw: 
             click.echo(json.dumps({"created": res.created, "exists": res.exists, "failed": res.failed}))
         else:
             click.echo(f"{res.created} flow entries have been created"
-                       + (f", {res.exists} existed already" if res.exists else "") + ".")
+                       + (f", {res.exists} existed already" if res.exists else "") + ".", err=True)
         if res.failed:
             raise NetlinkRefusals(f"some creates were refused: {_refusals(res.failed)}")
         return
-    kw["timeout"] = timeout if timeout is not None else 30
-    entry = _entry_from_options(kw)
+    entry = entry_from_options(timeout=timeout, **{_FILTER_KEYS.get(k, k): v for k, v in kw.items()})
     with _table() as t:
+        if enable_labels:
+            labels_mod.enable_labels()
         t.create(entry)
     if as_json:
         click.echo(json.dumps({"created": 1, "exists": 0, "failed": {}}))
     else:
-        click.echo("1 flow entries have been created.")
+        click.echo("1 flow entries have been created.", err=True)
 
 
 @ct.command("update")
@@ -357,14 +287,15 @@ def create_cmd(timeout: int | None, from_file: str | None, as_json: bool, **kw: 
 @click.option("--match-label", default=None, help="filter: labels that must be set")
 @click.option("--set-mark", "--mark", "new_mark", default=None, help="new mark VALUE[/MASK] (MASK: bits to change)")
 @click.option("--set-label", "--label", "new_label", default=None, help="labels to set (bits or names)")
-@click.option("-t", "--timeout", "new_timeout", type=click.IntRange(0, 0xFFFFFFFF), default=None,
+@click.option("-t", "--timeout", "new_timeout", type=click.IntRange(0, U32_MAX), default=None,
               help="new timeout in seconds")
 @click.option("--set-status", "new_status", default=None,
               help="status bits to set, comma separated (SEEN_REPLY, ASSURED)")
+@_ENABLE_LABELS
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
 def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | None,
-               new_label: str | None, new_timeout: int | None, new_status: str | None, as_json: bool,
-               **kw: Any) -> None:
+               new_label: str | None, new_timeout: int | None, new_status: str | None,
+               enable_labels: bool, as_json: bool, **kw: Any) -> None:
     """Change mark, labels, timeout or status of the entries the filter selects (like conntrack -U)."""
     kw["mark"], kw["label"] = match_mark, match_label
     flt = _filter(kw)
@@ -383,20 +314,39 @@ def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | 
     mark = mask = labels = None
     if new_mark is not None:
         mark, mask = parse_mark(new_mark, "--mark")
-        mask = None if mask == 0xFFFFFFFF else mask
+        mask = None if mask == U32_MAX else mask
         if mask is not None:
             mark &= mask
     if new_label is not None:
         labels = parse_labels(new_label, "--label")
     with _table() as t:
+        if enable_labels:
+            labels_mod.enable_labels()
         res = t.update_matching(flt, mark=mark, mark_mask=mask, timeout=new_timeout,
                                 labels=labels, labels_mask=labels, add_status=add_status)
     if as_json:
         click.echo(json.dumps({"updated": res.deleted, "vanished": res.vanished, "failed": res.failed}))
     else:
-        click.echo(f"{res.deleted} flow entries have been updated.")
+        click.echo(f"{res.deleted} flow entries have been updated.", err=True)
     if res.failed:
         raise NetlinkRefusals(f"some updates were refused: {_refusals(res.failed)}")
+
+
+class _QuietSeconds(click.ParamType):
+    """Seconds of quiet: a finite number above 0 (click's FloatRange lets nan through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return check_quiet_timeout(float(value))
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_QUIET_SECONDS = _QuietSeconds()
 
 
 @ct.command("watch")
@@ -405,8 +355,10 @@ def update_cmd(match_mark: str | None, match_label: str | None, new_mark: str | 
 @click.option("--json", "as_json", is_flag=True, help="same as -o json")
 @click.option("-e", "--event", "kinds", default="new,update,destroy", show_default=True,
               help="event kinds, comma separated")
-@click.option("--timeout", "quiet", type=float, default=None, help="stop after this many seconds of quiet")
-@click.option("-c", "--count", "limit", type=int, default=None, help="stop after this many events")
+@click.option("--timeout", "quiet", type=_QUIET_SECONDS, default=None,
+              help=f"stop after this many seconds of quiet (more than 0, at most {MAX_QUIET_SECONDS})")
+@click.option("-c", "--count", "limit", type=click.IntRange(min=1), default=None,
+              help="stop after this many events (at least 1)")
 def watch_cmd(output: str, as_json: bool, kinds: str, quiet: float | None, limit: int | None,
               **kw: Any) -> None:
     """Print events as they happen (like conntrack -E); resynchronises after lost events."""

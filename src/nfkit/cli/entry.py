@@ -1,7 +1,9 @@
 """The `nfkit` command's entry point.
 
 This module owns two things every command shares: turning an `NfkitError`
-into one line on stderr and exit status 2 (interrupts 130, a closed pipe 0),
+into one line on stderr and exit status 2 (an interrupt: one line and 130; a
+reader that closed the pipe, as in `nfkit ct list | head -1`: no message and
+141, the status a shell shows for conntrack killed by SIGPIPE),
 and starting the commands that load big rule files (`nfkit rules load FILE`,
 `nfkit rules check FILE`) without importing click, whose import alone costs
 more than the kernel needs to commit 10,000 rules.  Every other command line
@@ -10,26 +12,52 @@ goes to the click group in `nfkit.cli.main`.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from nfkit.errors import NfkitError
 
+# 128 + SIGPIPE: what the shell reports for conntrack -L | head -1
+EXIT_BROKEN_PIPE = 141
+EXIT_INTERRUPTED = 130
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's last flush must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn``; an NfkitError ends the process with its message and status 2."""
+    """Call ``fn``; an NfkitError ends the process with its message and status 2.
+
+    Ctrl-C ends it with one line and status 130; a closed output pipe ends it
+    quietly with status 141 (for every command: this is the one place).
+    """
     try:
-        return fn(*args)
+        result = fn(*args)
+        sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return result
     except NfkitError as exc:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _drop_stdout()
         print(f"nfkit: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        _drop_stdout()
         print("nfkit: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
-        sys.exit(0)
+        _drop_stdout()
+        sys.exit(EXIT_BROKEN_PIPE)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -6,11 +6,23 @@ import json
 
 import click
 
-from nfkit.kernel import probe
+from nfkit.kernel import KernelInfo, probe
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
+def _unknown(found: KernelInfo, name: str) -> str | None:
+    """"unknown (reason)" when ``name`` could not be found out, else None."""
+    reason = found.unknown.get(name)
+    if reason is None:
+        return None
+    return f"unknown ({reason.split(' (')[0]})"
+
+
+def _yes(found: KernelInfo, name: str) -> str:
+    return _unknown(found, name) or ("yes" if getattr(found, name) else "no")
+
+
+def _number(found: KernelInfo, name: str) -> str:
+    return _unknown(found, name) or str(getattr(found, name))
 
 
 @click.command()
@@ -25,29 +37,32 @@ def info(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found.as_dict(), indent=2))
         return
-    present = sorted(n for n, ok in found.expressions.items() if ok)
-    missing = sorted(n for n, ok in found.expressions.items() if not ok)
+    expressions = found.expressions or {}
+    present = sorted(n for n, ok in expressions.items() if ok)
+    missing = sorted(n for n, ok in expressions.items() if not ok)
     queue = ("nft queue expression" if found.queue_expression
              else "xt NFQUEUE target (nft_compat)" if found.xt_nfqueue_target else "none")
     if not found.queue_expression and found.xt_nfqueue_target:
         queue += (f"; nft prints it with {found.xt_nfqueue_module}" if found.xt_nfqueue_module
                   else "; nft cannot print it (no libxt_NFQUEUE.so)")
+    entries = _unknown(found, "conntrack_count") or str(found.conntrack_count)
+    entries += " of max " + (_unknown(found, "conntrack_max") or str(found.conntrack_max))
     rows = [
         ("kernel", found.kernel),
         ("network namespace", found.netns),
-        ("nf_tables", f"{_yes(found.nf_tables)} (generation {found.nf_tables_genid})"
-         if found.nf_tables else "no"),
-        ("expressions", " ".join(present) or "-"),
-        ("expressions missing", " ".join(missing) or "-"),
-        ("queue to userspace", queue),
-        ("conntrack (ctnetlink)", _yes(found.conntrack)),
-        ("conntrack entries", f"{found.conntrack_count} of max {found.conntrack_max}"),
-        ("conntrack hash buckets", str(found.conntrack_buckets)),
-        ("conntrack events", f"{_yes(found.conntrack_events)} (nf_conntrack_events="
-                             f"{found.conntrack_events_sysctl})"),
-        ("NFQUEUE (nfnetlink_queue)", _yes(found.nfqueue)),
-        ("IPv4 NAT", _yes(found.ipv4_nat)),
-        ("IPv6 NAT", _yes(found.ipv6_nat)),
+        ("nf_tables", f"yes (generation {found.nf_tables_genid})" if found.nf_tables
+         else _yes(found, "nf_tables")),
+        ("expressions", _unknown(found, "expressions") or " ".join(present) or "-"),
+        ("expressions missing", _unknown(found, "expressions") or " ".join(missing) or "-"),
+        ("queue to userspace", _unknown(found, "queue_expression") or queue),
+        ("conntrack (ctnetlink)", _yes(found, "conntrack")),
+        ("conntrack entries", entries),
+        ("conntrack hash buckets", _number(found, "conntrack_buckets")),
+        ("conntrack events", f"{_yes(found, 'conntrack_events')} (nf_conntrack_events="
+                             f"{_number(found, 'conntrack_events_sysctl')})"),
+        ("NFQUEUE (nfnetlink_queue)", _yes(found, "nfqueue")),
+        ("IPv4 NAT", _yes(found, "ipv4_nat")),
+        ("IPv6 NAT", _yes(found, "ipv6_nat")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -31,6 +31,7 @@ from nfkit.conntrack.model import (
     proto_name,
     proto_number,
 )
+from nfkit.conntrack.values import check, check_prefix_length
 from nfkit.errors import InputError
 from nfkit.netlink.codec import MessageWriter
 
@@ -52,19 +53,15 @@ class Prefix:
     @classmethod
     def parse(cls, text: str, what: str) -> Prefix:
         """Parse ``ADDR`` or ``ADDR/LEN``; raises InputError naming ``what``."""
-        addr, _, plen = text.strip().partition("/")
+        addr, sep, plen = text.strip().partition("/")
         family = AF_INET6 if ":" in addr else AF_INET
         try:
             raw = socket.inet_pton(family, addr)
-        except OSError:
-            raise InputError(f"{what}: {text!r} is not an IPv4 or IPv6 address or prefix") from None
+        except (OSError, ValueError):  # ValueError: a NUL or an undecodable byte
+            shown = repr(text) if len(text) <= 60 else repr(text[:40]) + "..."
+            raise InputError(f"{what}: {shown} is not an IPv4 or IPv6 address or prefix") from None
         bits = len(raw) * 8
-        if plen:
-            if not plen.isdigit() or not 0 <= int(plen) <= bits:
-                raise InputError(f"{what}: bad prefix length in {text!r} (0-{bits})")
-            length = int(plen)
-        else:
-            length = bits
+        length = check_prefix_length(plen, bits, what) if sep else bits
         value = int.from_bytes(raw, "big")
         mask = ((1 << bits) - 1) ^ ((1 << (bits - length)) - 1)
         value &= mask
@@ -292,28 +289,13 @@ class Filter:
 # ---------------------------------------------------------------- from options
 
 def _port(value: str | int | None, what: str) -> int | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text.isdigit() or not 0 <= int(text) <= 0xFFFF:
-        raise InputError(f"{what}: {value!r} is not a port number (0-65535)")
-    return int(text)
-
-
-def parse_u32(text: str, what: str) -> int:
-    try:
-        value = int(text.strip(), 0)
-    except ValueError:
-        raise InputError(f"{what}: {text!r} is not a number") from None
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise InputError(f"{what}: {text} does not fit in 32 bits")
-    return value
+    return None if value is None else check(value, "port", what)
 
 
 def parse_mark(text: str, what: str = "--mark") -> tuple[int, int]:
     """``VALUE[/MASK]`` as conntrack spells it; raises InputError naming ``what``."""
-    value, _, mask = text.partition("/")
-    return parse_u32(value, what), parse_u32(mask, what) if mask else 0xFFFFFFFF
+    value, sep, mask = text.partition("/")
+    return check(value, "mark", what), check(mask, "mark", what + " mask") if sep else 0xFFFFFFFF
 
 
 LABEL_MAP_PATHS = ("/etc/xtables/connlabel.conf", "/etc/connlabel.conf")
@@ -343,13 +325,14 @@ def parse_labels(text: str, what: str = "--label") -> int:
         part = part.strip()
         if not part:
             continue
-        if part.isdigit():
-            bit = int(part)
+        if part.isascii() and part.isdigit():
+            bit = check(part, "label_bit", what)
         else:
             if names is None:
                 names = label_map()
             if part not in names:
-                raise InputError(f"{what}: unknown label {part!r} (use a bit number 0-127 or a name "
+                shown = repr(part) if len(part) <= 40 else repr(part[:40]) + "..."
+                raise InputError(f"{what}: unknown label {shown} (use a bit number 0-127 or a name "
                                  "from connlabel.conf)")
             bit = names[part]
         if not 0 <= bit <= 127:
@@ -377,10 +360,7 @@ def filter_from_options(
             raise InputError(f"-f/--family: unknown family {family!r} (ipv4 or ipv6)")
         kw["family"] = fam
     if proto is not None:
-        try:
-            kw["proto"] = proto_number(proto)
-        except InputError as exc:
-            raise InputError(f"-p/--proto: {exc}") from None
+        kw["proto"] = proto_number(proto, "-p/--proto")
     for name, value, opt in (("src", src, "-s/--src"), ("dst", dst, "-d/--dst"),
                              ("reply_src", reply_src, "--reply-src"),
                              ("reply_dst", reply_dst, "--reply-dst")):
@@ -419,14 +399,11 @@ def filter_from_options(
     if mark is not None:
         kw["mark"], kw["mark_mask"] = parse_mark(mark, "-m/--mark")
     if zone is not None:
-        kw["zone"] = _port(zone, "--zone")
+        kw["zone"] = check(zone, "zone", "--zone")
     if label is not None:
         kw["labels"] = parse_labels(label, "-l/--label")
     if timeout_below is not None:
-        text = str(timeout_below).strip()
-        if not text.isdigit():
-            raise InputError(f"--timeout-below: {timeout_below!r} is not a number of seconds")
-        kw["timeout_below"] = int(text)
+        kw["timeout_below"] = check(timeout_below, "timeout", "--timeout-below")
     try:
         return Filter(**kw)
     except InputError:

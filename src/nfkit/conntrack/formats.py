@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from nfkit.conntrack.model import (
@@ -20,6 +21,8 @@ from nfkit.conntrack.model import (
     FAMILY_NAMES,
     FAMILY_NUMBERS,
     ICMP_PROTOS,
+    IPPROTO_DCCP,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     PORT_PROTOS,
     PROTO_NAMES,
@@ -28,16 +31,17 @@ from nfkit.conntrack.model import (
     Entry,
     Status,
     Tuple,
-    _int,
     _tuple_new,
     parse_status_names,
     parse_tcp_state,
     proto_number,
+    state_text,
     status_names,
 )
 from nfkit.conntrack.model import (
     _addrs_seen as _ADDRS_SEEN,
 )
+from nfkit.conntrack.values import PORT_MAX, U32_MAX, check
 from nfkit.errors import InputError
 
 EVENT_TAGS = {"new": "    [NEW] ", "update": " [UPDATE] ", "destroy": "[DESTROY] "}
@@ -75,8 +79,10 @@ def entry_text(e: Entry, label_names: dict[int, str] | None = None, extended: bo
     parts.append(_head(o.proto))
     if e.timeout is not None:
         parts.append(f"{e.timeout} ")
-    if e.state is not None and o.proto == IPPROTO_TCP:
-        parts.append(TCP_STATE_TEXT[e.state] + " " if e.state < len(TCP_STATE_TEXT) else "NONE ")
+    if e.state is not None:
+        st = state_text(o.proto, e.state)
+        if st is not None:
+            parts.append(st + " ")
     status = e.status
     if o.proto in PORT_PROTOS and r.proto in PORT_PROTOS:
         parts.append(f"src={o.src} dst={o.dst} sport={o.sport} dport={o.dport} ")
@@ -167,8 +173,10 @@ def entry_json(e: Entry, event: str | None = None) -> str:
     if e._reply is not None:
         parts.append(f',"reply":{_tuple_json(e._reply)}')
     parts.append(f',"status":{status_list(e.status)}')
-    if e.state is not None and o.proto == IPPROTO_TCP:
-        parts.append(f',"state":"{TCP_STATE_TEXT[e.state] if e.state < len(TCP_STATE_TEXT) else "NONE"}"')
+    if e.state is not None:
+        st = state_text(o.proto, e.state)
+        if st is not None:
+            parts.append(f',"state":"{st}"')
     if e.timeout is not None:
         parts.append(f',"timeout":{e.timeout}')
     parts.append(f',"mark":{e.mark}')
@@ -235,8 +243,8 @@ def _fast_entry(obj: dict[str, Any]) -> Entry | None:
             if state is None or proto != IPPROTO_TCP:
                 return None
         timeout, mark = obj.get("timeout", 30), obj.get("mark", 0)
-        if (type(timeout) is not int or type(mark) is not int or not 0 <= timeout <= 0xFFFFFFFF
-                or not 0 <= mark <= 0xFFFFFFFF):
+        if (type(timeout) is not int or type(mark) is not int or not 0 <= timeout <= U32_MAX
+                or not 0 <= mark <= U32_MAX):
             return None
     except (TypeError, InputError):
         return None
@@ -291,7 +299,7 @@ def entry_from_json_line(line: str) -> Entry | None:
     except TypeError:
         return None
     sport, dport = int(osp), int(odp)
-    if src is None or dst is None or sport > 0xFFFF or dport > 0xFFFF:
+    if src is None or dst is None or sport > PORT_MAX or dport > PORT_MAX:
         return None
     family = AF_INET6 if ":" in src else AF_INET
     if (":" in dst) != (family == AF_INET6) or FAMILY_NUMBERS[fam] != family:
@@ -302,7 +310,7 @@ def entry_from_json_line(line: str) -> Entry | None:
     if rs is not None:
         rsrc, rdst = get(rs) or _ADDRS.get(rs), get(rd) or _ADDRS.get(rd)
         rsport, rdport = int(rsp), int(rdp)
-        if rsrc is None or rdst is None or rsport > 0xFFFF or rdport > 0xFFFF:
+        if rsrc is None or rdst is None or rsport > PORT_MAX or rdport > PORT_MAX:
             return None
         if (":" in rsrc) != (family == AF_INET6) or (":" in rdst) != (family == AF_INET6):
             return None
@@ -317,7 +325,7 @@ def entry_from_json_line(line: str) -> Entry | None:
         if state is None or proto != IPPROTO_TCP:
             return None
     t, mk = int(timeout), int(mark)
-    if t > 0xFFFFFFFF or mk > 0xFFFFFFFF:
+    if t > U32_MAX or mk > U32_MAX:
         return None
     e = object.__new__(Entry)
     e.family, e.orig, e._reply, e.status, e.state, e.timeout, e.mark = (
@@ -328,80 +336,190 @@ def entry_from_json_line(line: str) -> Entry | None:
     return e
 
 
+# Every key `entry_json` writes; any other key is refused (a misspelt "lables" is not
+# silently dropped).  Counters, timestamps, helper, secctx, id and use are the kernel's:
+# read and checked, never sent back by a create.
+ENTRY_KEYS = frozenset({"event", "family", "proto", "orig", "reply", "status", "state", "timeout",
+                        "mark", "zone", "labels", "counters", "timestamp", "helper", "secctx", "id",
+                        "use"})
+TUPLE_KEYS = frozenset({"src", "dst", "sport", "dport", "type", "code", "id", "zone"})
+
+
+def _sub(what: str, name: str) -> str:
+    return f"{what}.{name}" if what else name
+
+
+def _fail(what: str, cause: str) -> InputError:
+    return InputError(f"{what}: {cause}" if what else cause)
+
+
+def _text(obj: dict[str, Any], key: str, what: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _fail(_sub(what, key), f"not a string ({type(value).__name__})")
+    if value is not None and len(value) > 255:
+        raise _fail(_sub(what, key), f"{len(value)} characters is too long (at most 255)")
+    return value
+
+
+def _counters(obj: Any, what: str) -> Counters | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or not set(obj) <= {"orig", "reply"}:
+        raise _fail(what, 'not an object {"orig": {...}, "reply": {...}}')
+    values = []
+    for side in ("orig", "reply"):
+        part = obj.get(side, {})
+        if not isinstance(part, dict) or not set(part) <= {"packets", "bytes"}:
+            raise _fail(f"{what}.{side}", 'not an object {"packets": N, "bytes": N}')
+        values += [check(part.get(k, 0), "counter", f"{what}.{side}.{k}") for k in ("packets", "bytes")]
+    return Counters(*values)
+
+
 def entry_from_json(obj: Any, what: str = "entry") -> Entry:
-    """An Entry from its JSON form (as `entry_json` writes it); raises InputError naming ``what``."""
+    """An Entry from its JSON form (as `entry_json` writes it); raises InputError naming ``what``
+    (and the field: ``what.orig.sport``; with ``what`` "" the field alone).
+
+    Every value is checked against its field's range (`nfkit.conntrack.values`),
+    unknown keys are refused.
+    """
     if type(obj) is dict:
         fast = _fast_entry(obj)
         if fast is not None:
             return fast
     if not isinstance(obj, dict):
-        raise InputError(f"{what}: not a JSON object")
+        raise _fail(what, f"not a JSON object ({type(obj).__name__})")
+    unknown = sorted(k for k in obj if k not in ENTRY_KEYS)
+    if unknown:
+        raise _fail(what, f"unknown key {unknown[0][:40]!r} (known: {', '.join(sorted(ENTRY_KEYS))})")
     proto_key = obj.get("proto", "tcp")
     proto = _PROTOS.get(proto_key) if isinstance(proto_key, str) else None
     if proto is None:
-        try:
-            proto = proto_number(proto_key)
-        except InputError as exc:
-            raise InputError(f"{what}.proto: {exc}") from None
-    if "orig" not in obj or not isinstance(obj["orig"], dict):
-        raise InputError(f"{what}: missing the original tuple ('orig')")
-    orig = Tuple.from_json(obj["orig"], proto, what + ".orig")
+        if type(proto_key) is not int and not isinstance(proto_key, str):
+            raise _fail(_sub(what, "proto"), f"not a protocol name or number ({type(proto_key).__name__})")
+        proto = proto_number(proto_key, _sub(what, "proto"))
+    for side in ("orig", "reply"):
+        t = obj.get(side)
+        if t is None:
+            continue
+        if not isinstance(t, dict):
+            raise _fail(_sub(what, side), f"not an object ({type(t).__name__})")
+        bad = sorted(k for k in t if k not in TUPLE_KEYS)
+        if bad:
+            raise _fail(_sub(what, side), f"unknown key {bad[0][:40]!r} (known: {', '.join(sorted(TUPLE_KEYS))})")
+    if "orig" not in obj:
+        raise _fail(what, "missing the original tuple ('orig')")
+    orig = Tuple.from_json(obj["orig"], proto, _sub(what, "orig"))
     reply = None
     if obj.get("reply") is not None:
-        if not isinstance(obj["reply"], dict):
-            raise InputError(f"{what}.reply: not an object")
-        reply = Tuple.from_json(obj["reply"], proto, what + ".reply")
+        reply = Tuple.from_json(obj["reply"], proto, _sub(what, "reply"))
         if reply.family != orig.family:
-            raise InputError(f"{what}: orig and reply tuples of different families")
+            raise _fail(what, "orig and reply tuples of different families")
     family = orig.family
     if "family" in obj:
-        fam = FAMILY_NUMBERS.get(str(obj["family"]).lower())
+        fam_text = obj["family"]
+        fam = FAMILY_NUMBERS.get(fam_text.lower()) if isinstance(fam_text, str) else None
         if fam is None:
-            raise InputError(f"{what}.family: unknown family {obj['family']!r}")
+            raise _fail(_sub(what, "family"), f"unknown family {str(fam_text)[:40]!r} (ipv4 or ipv6)")
         if fam != family:
-            raise InputError(f"{what}.family: {obj['family']} but the addresses are "
-                             f"{'IPv6' if family == AF_INET6 else 'IPv4'}")
+            raise _fail(_sub(what, "family"), f"{fam_text} but the addresses are "
+                        f"{'IPv6' if family == AF_INET6 else 'IPv4'}")
     status = obj.get("status", [])
     if isinstance(status, list):
-        status = parse_status_names([s if isinstance(s, str) else str(s) for s in status])
+        if not all(isinstance(s, str) for s in status):
+            raise _fail(_sub(what, "status"), "status names must be strings")
+        try:
+            status = parse_status_names(status)
+        except InputError as exc:
+            raise _fail(_sub(what, "status"), str(exc)) from None
     else:
-        status = _int(status, what + ".status", 0xFFFFFFFF)
+        status = check(status, "status", _sub(what, "status"))
     state = None
     if obj.get("state") is not None:
-        if proto != IPPROTO_TCP:
-            raise InputError(f"{what}.state: only TCP entries have a state")
-        state = parse_tcp_state(str(obj["state"]))
+        if not isinstance(obj["state"], str):
+            raise _fail(_sub(what, "state"), "not a state name")
+        if proto in (IPPROTO_SCTP, IPPROTO_DCCP) and obj["state"] != "NONE":
+            # the kernel takes an SCTP state only with both verification tags (and DCCP's
+            # with role and sequence), which the JSON form does not carry
+            raise _fail(_sub(what, "state"), f"a {PROTO_NAMES[proto].upper()} entry can be created "
+                        f"in state NONE only, not {obj['state'][:40]!r}")
+        if proto != IPPROTO_TCP and obj["state"] != "NONE":
+            raise _fail(_sub(what, "state"), "only TCP, SCTP and DCCP entries have a state")
+        if proto == IPPROTO_TCP:
+            try:
+                state = parse_tcp_state(obj["state"][:64])
+            except InputError as exc:
+                raise _fail(_sub(what, "state"), str(exc)) from None
     labels = obj.get("labels")
     if labels is not None:
-        if isinstance(labels, str) and labels.startswith("0x"):
-            try:
-                labels = int(labels, 16)
-            except ValueError:
-                raise InputError(f"{what}.labels: {labels!r} is not a number") from None
-        labels = _int(labels, what + ".labels", (1 << 128) - 1) or None
+        labels = check(labels, "labels", _sub(what, "labels")) or None
     timeout = obj.get("timeout", 30)
-    if type(timeout) is not int or not 0 <= timeout <= 0xFFFFFFFF:
-        timeout = _int(timeout, what + ".timeout", 0xFFFFFFFF)
+    if type(timeout) is not int or not 0 <= timeout <= U32_MAX:
+        timeout = check(timeout, "timeout", _sub(what, "timeout"))
     mark = obj.get("mark", 0)
-    if type(mark) is not int or not 0 <= mark <= 0xFFFFFFFF:
-        mark = _int(mark, what + ".mark", 0xFFFFFFFF)
+    if type(mark) is not int or not 0 <= mark <= U32_MAX:
+        mark = check(mark, "mark", _sub(what, "mark"))
     zone = obj.get("zone")
-    zone = None if zone is None else _int(zone, what + ".zone", 0xFFFF)
-    counters = None
-    if isinstance(obj.get("counters"), dict):
-        co, cr = obj["counters"].get("orig", {}), obj["counters"].get("reply", {})
-        counters = Counters(co.get("packets", 0), co.get("bytes", 0), cr.get("packets", 0),
-                            cr.get("bytes", 0))
+    zone = None if zone is None else check(zone, "zone", _sub(what, "zone"))
+    counters = _counters(obj.get("counters"), _sub(what, "counters"))
+    stamp = obj.get("timestamp")
+    ts_start = ts_stop = None
+    if stamp is not None:
+        if not isinstance(stamp, dict) or not set(stamp) <= {"start", "stop"}:
+            raise _fail(_sub(what, "timestamp"), 'not an object {"start": NS, "stop": NS}')
+        ts_start = check(stamp.get("start", 0), "timestamp", _sub(what, "timestamp.start"))
+        ts_stop = None if stamp.get("stop") is None else check(
+            stamp["stop"], "timestamp", _sub(what, "timestamp.stop"))
+    ident = obj.get("id")
+    use = obj.get("use")
     return Entry(orig, reply, family=family, status=status, state=state, timeout=timeout,
-                 mark=mark, zone=zone, labels=labels, counters=counters,
-                 id=obj.get("id"), use=obj.get("use"), helper=obj.get("helper"))
+                 mark=mark, zone=zone, labels=labels, counters=counters, ts_start=ts_start,
+                 ts_stop=ts_stop, helper=_text(obj, "helper", what), secctx=_text(obj, "secctx", what),
+                 id=None if ident is None else check(ident, "id", _sub(what, "id")),
+                 use=None if use is None else check(use, "use", _sub(what, "use")))
+
+
+def entries_from_json_lines(text: str, name: str) -> Iterator[Entry]:
+    """The entries of JSON lines (`entry_json`'s form; blank and ``#`` lines skipped).
+
+    Raises InputError as ``NAME:LINE: FIELD: cause`` for the first bad line:
+    not JSON, nested too deeply, a number too long to read, a value out of
+    its field's range, an unknown key.
+    """
+    fast = entry_from_json_line
+    for n, line in enumerate(text.splitlines(), 1):
+        e = fast(line)
+        if e is not None:
+            yield e
+            continue
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name}:{n}: not JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise InputError(f"{name}:{n}: JSON nested too deeply (an entry is 3 levels deep)") from None
+        except ValueError as exc:  # an integer of more than 4,300 digits
+            raise InputError(f"{name}:{n}: not JSON that can be read ({exc})") from None
+        try:
+            yield entry_from_json(obj, "")
+        except InputError as exc:
+            raise InputError(f"{name}:{n}: {exc}") from None
+        except RecursionError:
+            raise InputError(f"{name}:{n}: JSON nested too deeply (an entry is 3 levels deep)") from None
+
+
+# conntrack -S's spelling where it differs from the kernel's attribute name (the JSON
+# form keeps the attribute names of nfkit.netlink.specs.ctnetlink.STATS_CPU)
+CONNTRACK_STAT_NAMES = {"chain_toolong": "chaintoolong"}
 
 
 def stats_text(global_stats: dict[str, int], per_cpu: list[dict[str, int]]) -> str:
     """Statistics like `conntrack -S` (one line per CPU) plus the table's size."""
     lines = []
     for cpu in per_cpu:
-        fields = " ".join(f"{k}={v}" for k, v in cpu.items() if k != "cpu")
-        lines.append(f"cpu={cpu['cpu']:<8}\t{fields} ")
+        fields = " ".join(f"{CONNTRACK_STAT_NAMES.get(k, k)}={v}" for k, v in cpu.items() if k != "cpu")
+        lines.append(f"cpu={cpu['cpu']:<4}\t{fields} ")
     lines.append(f"entries={global_stats['entries']} max_entries={global_stats['max_entries']}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from nfkit.conntrack.values import PORT_MAX, check
 from nfkit.errors import InputError
 from nfkit.netlink.specs.conntrack_tcp import TcpState
 
@@ -111,6 +112,23 @@ TCP_STATE_TEXT = ["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CL
                   "LAST_ACK", "TIME_WAIT", "CLOSE", "LISTEN"]
 
 
+# SCTP and DCCP states as conntrack -L prints them (enum sctp_conntrack, enum ct_dccp_states)
+SCTP_STATE_TEXT = ["NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+                   "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"]
+DCCP_STATE_TEXT = ["NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
+                   "IGNORE", "INVALID"]
+# protocol -> its state names (an Entry's ``state`` is the state of its protocol)
+STATE_TEXT = {IPPROTO_TCP: TCP_STATE_TEXT, IPPROTO_SCTP: SCTP_STATE_TEXT, IPPROTO_DCCP: DCCP_STATE_TEXT}
+
+
+def state_text(proto: int, state: int | None) -> str | None:
+    """The name conntrack prints for ``state`` of ``proto`` (None: nothing printed)."""
+    names = STATE_TEXT.get(proto)
+    if state is None or names is None:
+        return None
+    return names[state] if state < len(names) else "NONE"
+
+
 def parse_tcp_state(name: str) -> int:
     """A TCP state number from its name; raises InputError if there is no such state."""
     key = name.strip().upper()
@@ -122,23 +140,20 @@ def parse_tcp_state(name: str) -> int:
         raise InputError(f"unknown TCP state {name!r} (known: {', '.join(TCP_STATE_TEXT)})") from None
 
 
-def proto_number(name: str | int) -> int:
-    """Layer-4 protocol number from a name or a number; raises InputError."""
-    if isinstance(name, int):
-        num = name
-    else:
-        text = name.strip().lower()
-        if text.isdigit():
-            num = int(text)
-        elif text in PROTO_NUMBERS:
-            num = PROTO_NUMBERS[text]
-        else:
-            try:
-                num = socket.getprotobyname(text)
-            except OSError:
-                raise InputError(f"unknown protocol {name!r}") from None
-    if not 0 <= num <= 255:
-        raise InputError(f"protocol number {num} out of range 0-255")
+def proto_number(name: str | int, what: str = "protocol") -> int:
+    """Layer-4 protocol number from a name or a number (0-255); raises InputError naming ``what``."""
+    if not isinstance(name, str):
+        return check(name, "proto", what)
+    text = name.strip().lower()
+    if text.isascii() and text.isdigit():
+        return check(text, "proto", what)
+    if text in PROTO_NUMBERS:
+        return PROTO_NUMBERS[text]
+    try:
+        num = socket.getprotobyname(text)
+    except (OSError, ValueError):  # ValueError: a NUL or an undecodable byte
+        shown = repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+        raise InputError(f"{what}: unknown protocol {shown}") from None
     return num
 
 
@@ -203,7 +218,7 @@ class Tuple(NamedTuple):
                 dst = _ADDRS.get(obj.get("dst"))
             sport, dport = obj.get("sport"), obj.get("dport")
             if (src is not None and dst is not None and type(sport) is int and type(dport) is int
-                    and 0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF and (":" in src) == (":" in dst)):
+                    and 0 <= sport <= PORT_MAX and 0 <= dport <= PORT_MAX and (":" in src) == (":" in dst)):
                 return _tuple_new(cls, (src, dst, proto, sport, dport, None, None, None, None))
         try:
             src, dst = canonical_address(obj["src"], what + ".src"), canonical_address(obj["dst"], what + ".dst")
@@ -212,29 +227,18 @@ class Tuple(NamedTuple):
         if (":" in src) != (":" in dst):
             raise InputError(f"{what}: src and dst are of different families")
         if proto in ICMP_PROTOS:
-            return cls(src, dst, proto, 0, 0, _int(obj.get("type", 8), what + ".type", 255),
-                       _int(obj.get("code", 0), what + ".code", 255),
-                       _int(obj.get("id", 0), what + ".id", 0xFFFF), _opt_zone(obj, what))
+            return cls(src, dst, proto, 0, 0, check(obj.get("type", 8), "icmp_type", what + ".type"),
+                       check(obj.get("code", 0), "icmp_code", what + ".code"),
+                       check(obj.get("id", 0), "icmp_id", what + ".id"), _opt_zone(obj, what))
         if proto in PORT_PROTOS:
-            return cls(src, dst, proto, _int(obj.get("sport", 0), what + ".sport", 0xFFFF),
-                       _int(obj.get("dport", 0), what + ".dport", 0xFFFF), zone=_opt_zone(obj, what))
+            return cls(src, dst, proto, check(obj.get("sport", 0), "port", what + ".sport"),
+                       check(obj.get("dport", 0), "port", what + ".dport"), zone=_opt_zone(obj, what))
         return cls(src, dst, proto, zone=_opt_zone(obj, what))
 
 
 def _opt_zone(obj: dict[str, Any], what: str) -> int | None:
     z = obj.get("zone")
-    return None if z is None else _int(z, what + ".zone", 0xFFFF)
-
-
-def _int(value: Any, what: str, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            value = int(str(value), 0)
-        except ValueError:
-            raise InputError(f"{what}: {value!r} is not a number") from None
-    if not 0 <= value <= maximum:
-        raise InputError(f"{what}: {value} out of range 0-{maximum}")
-    return value
+    return None if z is None else check(z, "zone", what + ".zone")
 
 
 class _CanonicalAddrs(dict):  # type: ignore[type-arg]
@@ -250,7 +254,7 @@ class _CanonicalAddrs(dict):  # type: ignore[type-arg]
         family = AF_INET6 if ":" in text else AF_INET
         try:
             canon = socket.inet_ntop(family, socket.inet_pton(family, text))
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL or an undecodable byte in the text
             return default
         if len(self) > 1 << 20:
             self.clear()
@@ -267,7 +271,8 @@ def canonical_address(text: str, what: str = "address") -> str:
     """The address as conntrack prints it; raises InputError if it does not parse."""
     canon = _ADDRS.get(text)
     if canon is None:
-        raise InputError(f"{what}: {text!r} is not an IPv4 or IPv6 address")
+        shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:40] + "..."
+        raise InputError(f"{what}: {shown} is not an IPv4 or IPv6 address")
     return canon  # type: ignore[no-any-return]
 
 

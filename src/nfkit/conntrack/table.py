@@ -10,6 +10,7 @@ module must not format anything for people.
 from __future__ import annotations
 
 import errno as _errno
+import math
 import os
 import queue
 import struct
@@ -21,6 +22,7 @@ from typing import Any
 from nfkit import netns
 from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter
+from nfkit.conntrack.labels import HOW_TO_ENABLE, LabelsUnavailable
 from nfkit.conntrack.model import Entry, Tuple
 from nfkit.errors import DumpInterrupted, EventsLost, InputError, NetlinkError
 from nfkit.netlink.codec import Message, MessageWriter, next_seq, parse_error, parse_messages
@@ -46,6 +48,16 @@ DUMP_BUFFER = 1 << 20
 _DELETE_CHUNK = 128 * 1024
 
 Progress = Callable[[int], None]
+
+# the longest wait poll(2) takes (a C int of milliseconds), in whole seconds
+MAX_QUIET_SECONDS = (2**31 - 1) // 1000
+
+
+def check_quiet_timeout(seconds: float) -> float:
+    """``seconds`` if it is a usable quiet timeout for `events`; raises InputError otherwise."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_QUIET_SECONDS):
+        raise InputError(f"quiet timeout {seconds} is not a number of seconds in (0, {MAX_QUIET_SECONDS}]")
+    return seconds
 
 
 @dataclass
@@ -287,6 +299,54 @@ class ConntrackTable:
         w = MessageWriter()
         wire.encode_create(w, entry, NLM_F_CREATE | (0 if replace else NLM_F_EXCL))
         self.sock.request(w, what=f"conntrack entry {_tuple_text(entry.orig)}")
+        if entry.labels and not replace:
+            self._check_labels_kept(entry)
+
+    def _check_labels_kept(self, entry: Entry) -> None:
+        """The kernel creates an entry without the labels it was asked for where labels are
+        not enabled: read it back, and if they are missing delete it (it is the one just
+        created) and raise LabelsUnavailable."""
+        what = f"conntrack entry {_tuple_text(entry.orig)}"
+        try:
+            got = self.get(entry.orig, entry.zone or 0)
+        except NetlinkError as exc:
+            if exc.errno == _errno.ENOENT:
+                return  # already expired (a timeout of 0): no labels left to lose
+            raise
+        wanted = entry.labels or 0
+        if (got.labels or 0) & wanted == wanted:
+            return
+        self.delete(got)
+        raise LabelsUnavailable(f"{what}: labels {wanted:#x} were not kept: conntrack labels are not "
+                                f"enabled in this network namespace; nothing was created ({HOW_TO_ENABLE})")
+
+    def _create_labelled_first(self, entries: list[Entry], result: CreateResult) -> list[Entry]:
+        """Create labelled entries one by one until one proves the namespace keeps labels
+        (created and read back with them, or found existing with labels); return the
+        entries still to create.  Raises LabelsUnavailable (the probe entry deleted again)
+        when the kernel drops labels here, before any other entry was sent."""
+        done: set[int] = set()
+        for i, e in enumerate(entries):
+            if not e.labels:
+                continue
+            done.add(i)
+            try:
+                self.create(e)
+            except NetlinkError as exc:
+                if exc.errno != _errno.EEXIST:
+                    result.failed[exc.errno] = result.failed.get(exc.errno, 0) + 1
+                    continue
+                result.exists += 1
+                try:
+                    have = self.get(e.orig, e.zone or 0)
+                except NetlinkError:
+                    continue
+                if have.labels:
+                    break
+                continue
+            result.created += 1
+            break
+        return [e for i, e in enumerate(entries) if i not in done]
 
     def create_many(self, entries: Iterable[Entry], *, batch: int = 4096,
                     progress: Progress | None = None) -> CreateResult:
@@ -296,9 +356,21 @@ class ConntrackTable:
         previous batch: the kernel's insertion work (in sendmsg, without the
         GIL) overlaps with Python's encoding.  Raises InputError for an entry
         whose values do not fit (entries of batches already sent stay created).
+
+        Entries with labels: where the namespace does not keep labels the kernel
+        would create them without; so the first labelled entry goes alone and is
+        read back, and LabelsUnavailable is raised (that entry deleted again, no
+        other sent) when its labels were dropped.
         """
         enc = wire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL)
         result = CreateResult()
+        if not isinstance(entries, list):
+            entries = list(entries)
+        if any(e.labels for e in entries):
+            before = len(entries)
+            entries = self._create_labelled_first(entries, result)
+            if progress:
+                progress(before - len(entries))
         todo: queue.Queue[tuple[MessageWriter, int] | None] = queue.Queue(maxsize=2)
         crashed: list[BaseException] = []
 
@@ -364,14 +436,48 @@ class ConntrackTable:
         clear, SEEN_REPLY and ASSURED).  Returns counts like a delete:
         ``deleted`` holds the number updated.
         """
+        entries = list(self.entries(flt))
+        result = None
+        if labels is not None:
+            # labels first, alone: an entry without room for them (ENOSPC) must not
+            # keep the other changes of the same request, nor the others their labels
+            result = self._set_labels(entries, labels, labels_mask)
+            if mark is None and timeout is None and not add_status:
+                return result
         w = MessageWriter()
-        n = 0
-        for e in self.entries(flt):
+        for e in entries:
             wire.encode_update(w, e, mark=mark, mark_mask=mark_mask, timeout=timeout,
-                               labels=labels, labels_mask=labels_mask,
                                status=(e.status | add_status) if add_status else None)
-            n += 1
-        return self._settle(w, n, "dump")
+        rest = self._settle(w, len(entries), "dump")
+        if result is not None:  # an entry that vanished or failed in either step counts once
+            rest.vanished = max(rest.vanished, result.vanished)
+            for err, k in result.failed.items():
+                rest.failed[err] = max(rest.failed.get(err, 0), k)
+            rest.deleted = min(rest.deleted, result.deleted)
+        return rest
+
+    def _set_labels(self, entries: list[Entry], labels: int, labels_mask: int | None) -> DeleteResult:
+        """Set ``labels`` (under ``labels_mask``) on every entry; if any has no room for
+        labels, give the others back their old labels and raise LabelsUnavailable."""
+        w = MessageWriter()
+        by_seq = {wire.encode_update(w, e, labels=labels, labels_mask=labels_mask): e for e in entries}
+        failures = self.sock.pipeline(w, ack=False) if by_seq else {}
+        nospace = sum(1 for err in failures.values() if err == _errno.ENOSPC)
+        if nospace:
+            undo = MessageWriter()
+            for seq, e in by_seq.items():
+                if seq not in failures:
+                    # the kernel computes (old & ~mask) ^ labels: the old bits, under the mask
+                    old = (e.labels or 0) & (labels_mask if labels_mask is not None else -1)
+                    wire.encode_update(undo, e, labels=old, labels_mask=labels_mask)
+            if undo.seqs:
+                self.sock.pipeline(undo, ack=False)
+            raise LabelsUnavailable(
+                f"{nospace} of {len(by_seq)} selected conntrack entries have no room for labels "
+                "(labels are not enabled in this network namespace, or were enabled after these "
+                f"entries were created); no entry was changed ({HOW_TO_ENABLE}; only entries "
+                "created afterwards get the room)")
+        return self._count(failures, len(by_seq), "dump")
 
     def delete_many(self, entries: Iterable[Entry]) -> DeleteResult:
         """Delete these entries by pipelined requests (by tuple, zone and id).
@@ -542,10 +648,13 @@ class ConntrackTable:
                 yield len(batch)
 
     def _settle(self, w: MessageWriter, n: int, method: str) -> DeleteResult:
-        result = DeleteResult(method=method, matched=n)
         if not n:
-            return result
-        failures = self.sock.pipeline(w, ack=False)
+            return DeleteResult(method=method, matched=n)
+        return self._count(self.sock.pipeline(w, ack=False), n, method)
+
+    @staticmethod
+    def _count(failures: dict[int, int], n: int, method: str) -> DeleteResult:
+        result = DeleteResult(method=method, matched=n)
         for err in failures.values():
             if err == _errno.ENOENT:
                 result.vanished += 1
@@ -594,7 +703,8 @@ class EventStream:
     events (ENOBUFS) it yields Event("lost") and, with ``resync``, the
     current table as Event("sync", entry) for each entry selected, then
     Event("synced"), and carries on.  A context manager; `close` unsubscribes.
-    Raises InputError when no event kind is asked for.
+    Raises InputError when no event kind is asked for, or for a timeout
+    that is not finite, above 0 and at most `MAX_QUIET_SECONDS`.
     """
 
     def __init__(self, table: ConntrackTable, flt: Filter | None = None, *,
@@ -610,6 +720,8 @@ class EventStream:
             groups.append(NFNLGRP_CONNTRACK_DESTROY)
         if not groups:
             raise InputError("no event kind to watch (new, update, destroy)")
+        if timeout is not None:
+            check_quiet_timeout(timeout)
         self.table = table
         self.filter = flt or Filter()
         self.timeout = timeout
@@ -708,6 +820,10 @@ class _Datagrams:
         self.finished = True
 
     def close(self) -> None:
+        if self.sock.fileno() < 0:
+            # the table was closed first (a reader that went away, Ctrl-C): nothing to drain
+            self.finished = True
+            return
         while not self.finished:
             data = self.recv()
             off, n = 0, len(data)
@@ -738,4 +854,5 @@ def _tuple_text(t: Tuple) -> str:
     return f"{t.src} -> {t.dst} proto {t.proto}"
 
 
-__all__ = ["ConntrackTable", "CreateResult", "DeleteResult", "Event", "EventStream"]
+__all__ = ["MAX_QUIET_SECONDS", "ConntrackTable", "CreateResult", "DeleteResult", "Event", "EventStream",
+           "check_quiet_timeout"]

@@ -181,6 +181,8 @@ def _entry_fields() -> dict[tuple[str, ...], str]:
     for name in ("status", "timeout", "mark", "use", "id", "zone", "labels"):
         out[(name,)] = name
     out[("protoinfo", "tcp", "state")] = "state"
+    out[("protoinfo", "sctp", "state")] = "sctp_state"
+    out[("protoinfo", "dccp", "state")] = "dccp_state"
     for top, p in (("counters_orig", "co."), ("counters_reply", "cr.")):
         for key in ("packets", "bytes"):
             out[(top, key)] = p + key
@@ -326,8 +328,10 @@ class _Layout(Layout):
         labels = f"L({get('labels')})" if "labels" in ix else "None"
         helper = f"cstr({get('helper')})" if "helper" in ix else "None"
         secctx = f"cstr({get('secctx')})" if "secctx" in ix else "None"
+        # the state of the entry's protocol: one field, whichever protoinfo nest held it
+        state_key = next((k for k in ("state", "sctp_state", "dccp_state") if k in ix), "state")
         lines.append(
-            f"    return E({family}, o, r, {get('status', '0')}, {get('state')}, {get('timeout')}, "
+            f"    return E({family}, o, r, {get('status', '0')}, {get(state_key)}, {get('timeout')}, "
             f"{get('mark', '0')}, {get('zone')}, {labels}, {counters}, {get('ts_start')}, "
             f"{get('ts_stop')}, {helper}, {get('id')}, {get('use')}, {secctx})")
         src = "\n".join(lines)
@@ -335,7 +339,10 @@ class _Layout(Layout):
         fast = (simple and not any(k in ix for k in ("ts_start", "labels", "helper", "secctx", "zone"))
                 and "o.sport" in ix and "r.sport" in ix and "status" in ix)
         if fast:
-            from nfkit.conntrack.model import PROTO_NAMES, TCP_STATE_TEXT
+            from nfkit.conntrack.model import DCCP_STATE_TEXT, PROTO_NAMES, SCTP_STATE_TEXT, TCP_STATE_TEXT
+
+            names = {"state": TCP_STATE_TEXT, "sctp_state": SCTP_STATE_TEXT,
+                     "dccp_state": DCCP_STATE_TEXT}[state_key]
 
             # text: formats.entry_text, specialised for this shape
             st = ix.get("status")
@@ -349,8 +356,8 @@ class _Layout(Layout):
             parts = []
             if "timeout" in ix:
                 parts.append(f"{{{get('timeout')}}} ")
-            if "state" in ix:
-                parts.append("{ST[" + get("state") + "]} ")
+            if state_key in ix:
+                parts.append("{ST[" + get(state_key) + "]} ")
             parts.append("src={os} dst={od} sport={op} dport={dp} ")
             if has_counters:
                 parts.append(f"packets={{{get('co.packets', '0')}}} bytes={{{get('co.bytes', '0')}}} ")
@@ -373,8 +380,8 @@ class _Layout(Layout):
             jp = [f'{{{{"family":"{fam}","proto":"{{PN[{get("o.proto")}]}}","orig":{{{{"src":"{{os}}",'
                   f'"dst":"{{od}}","sport":{{{get("o.sport")}}},"dport":{{{get("o.dport")}}}}}}}{{rj}}',
                   f',"status":{{SJ[v[{st}]]}}']
-            if "state" in ix:
-                jp.append(',"state":"{ST[' + get("state") + ']}"')
+            if state_key in ix:
+                jp.append(',"state":"{ST[' + get(state_key) + ']}"')
             if "timeout" in ix:
                 jp.append(f',"timeout":{{{get("timeout")}}}')
             jp.append(f',"mark":{{{get("mark", "0")}}}')
@@ -390,7 +397,7 @@ class _Layout(Layout):
             js.append("    return f'" + "".join(jp) + "'")
             src += "\n" + "\n".join(text) + "\n" + "\n".join(js)
             head_table = {p: f"{PROTO_NAMES.get(p, 'unknown'):<8} {p} " for p in range(256)}
-            extra = {"HEAD": head_table, "ST": TCP_STATE_TEXT + ["NONE"] * (256 - len(TCP_STATE_TEXT)),
+            extra = {"HEAD": head_table, "ST": names + ["NONE"] * (256 - len(names)),
                      "PN": {p: PROTO_NAMES.get(p, str(p)) for p in range(256)}}
         else:
             extra = {}
