@@ -223,7 +223,11 @@ def test_mutated_files_end_cleanly(tmp_path_factory: pytest.TempPathFactory, kin
         reader = CaptureReader(path)
     except InputError:
         return  # the magic itself was hit
-    n = sum(1 for _ in reader)
+    try:
+        n = sum(1 for _ in reader)
+    except InputError as exc:  # a link type flipped to one nfgrep does not read: said, exit 2
+        assert "is not supported" in str(exc)
+        return
     assert n <= 20 or kind == "pcap"
     classifier = Classifier(_engine())
     classifier.read(path)
