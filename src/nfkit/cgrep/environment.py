@@ -20,6 +20,7 @@ import pickle
 import re
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import tree_sitter_c
@@ -35,10 +36,11 @@ _NESTED_RECORDS = """
 (struct_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
 (union_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
 """
-_TRANSPARENT = {
+_TRANSPARENT = frozenset({
     "preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef",
     "linkage_specification", "declaration_list", "ERROR",
-}
+})
+_MEMBER_GROUPS = _TRANSPARENT | {"field_declaration_list"}
 _NOT_TYPEDEFS = ("struct ", "union ", "enum ", FUNCTION)
 MAX_TYPEDEF_DEPTH = 32
 _INT = pickle.dumps(CType("int"))
@@ -97,24 +99,11 @@ class Unit:
     def members(self, body: Node) -> dict[str, CType]:
         """Members of a struct/union body, anonymous members flattened."""
         table: dict[str, CType] = {}
-        self._collect_members(body, table)
-        return table
-
-    def _collect_members(self, body: Node, table: dict[str, CType]) -> None:
-        for node in body.named_children:
-            kind = node.type
-            if kind == "field_declaration":
-                spec = node.child_by_field_name("type")
-                if spec is not None and spec.type in ("struct_specifier", "union_specifier") \
-                        and not node.children_by_field_name("declarator"):
-                    inner = spec.child_by_field_name("body")
-                    if inner is not None:
-                        self._collect_members(inner, table)
-                    continue
+        for node in _flattened(body, _MEMBER_GROUPS, _anonymous_member):
+            if node.type == "field_declaration":
                 for name, ctype in declarations(node, self.anon_name):
                     table.setdefault(name, ctype)
-            elif kind in _TRANSPARENT or kind == "field_declaration_list":
-                self._collect_members(node, table)
+        return table
 
 
 def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
@@ -127,40 +116,65 @@ def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
 
 
 def _index_specifier(unit: Unit, spec: Node) -> None:
-    """Record the struct/union/enum a type specifier defines, and those nested in it."""
-    kind = spec.type
-    if kind not in ("struct_specifier", "union_specifier", "enum_specifier"):
-        return
-    body = spec.child_by_field_name("body")
-    if body is None:
-        return
-    if kind == "enum_specifier":
-        for enumerator in body.named_children:
-            name = enumerator.child_by_field_name("name")
-            if name is not None:
-                unit.constants.add(_text(name))
-        return
-    name = spec.child_by_field_name("name")
-    if name is not None:
-        keyword = "union" if kind == "union_specifier" else "struct"
-        unit.records.setdefault(f"{keyword} {_text(name)}", body)
-    stack = [body]
+    """Record the struct/union/enum a type specifier defines, and those nested in it
+    (in the order they are written, without recursion: structs nest as deep as they like)."""
+    pending = [spec]
+    while pending:
+        spec = pending.pop()
+        kind = spec.type
+        if kind not in ("struct_specifier", "union_specifier", "enum_specifier"):
+            continue
+        body = spec.child_by_field_name("body")
+        if body is None:
+            continue
+        if kind == "enum_specifier":
+            for enumerator in body.named_children:
+                name = enumerator.child_by_field_name("name")
+                if name is not None:
+                    unit.constants.add(_text(name))
+            continue
+        name = spec.child_by_field_name("name")
+        if name is not None:
+            keyword = "union" if kind == "union_specifier" else "struct"
+            unit.records.setdefault(f"{keyword} {_text(name)}", body)
+        inner = [member.child_by_field_name("type") for member in _flattened(body, _TRANSPARENT)
+                 if member.type == "field_declaration"]
+        pending.extend(reversed([node for node in inner if node is not None]))
+
+
+def _anonymous_member(node: Node) -> Node | None:
+    """The body of an unnamed struct/union member (its members are the outer one's)."""
+    if node.type != "field_declaration" or node.children_by_field_name("declarator"):
+        return None
+    spec = node.child_by_field_name("type")
+    if spec is None or spec.type not in ("struct_specifier", "union_specifier"):
+        return None
+    return spec.child_by_field_name("body")
+
+
+def _flattened(parent: Node, groups: frozenset[str],
+               inner: Callable[[Node], Node | None] | None = None) -> Iterator[Node]:
+    """Named children of ``parent`` in order, with the children of ``groups`` nodes
+    (and of what ``inner`` opens) in their place, at any depth, without recursion."""
+    stack = [iter(parent.named_children)]
     while stack:
-        for member in stack.pop().named_children:
-            if member.type == "field_declaration":
-                inner = member.child_by_field_name("type")
-                if inner is not None:
-                    _index_specifier(unit, inner)
-            elif member.type in _TRANSPARENT:
-                stack.append(member)
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        if node.type in groups:
+            stack.append(iter(node.named_children))
+            continue
+        opened = inner(node) if inner is not None else None
+        if opened is not None:
+            stack.append(iter(opened.named_children))
+            continue
+        yield node
 
 
 def _index_top_level(unit: Unit, parent: Node) -> None:
-    for node in parent.named_children:
+    for node in _flattened(parent, _TRANSPARENT):
         kind = node.type
-        if kind in _TRANSPARENT:
-            _index_top_level(unit, node)
-            continue
         if kind in ("struct_specifier", "union_specifier", "enum_specifier"):
             _index_specifier(unit, node)
             continue
