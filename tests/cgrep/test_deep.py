@@ -13,11 +13,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from nfkit.cgrep import make_query, search_file
+from nfkit.cgrep import Query, make_query, search_file
 
 QUERIES = ("-e", "struct s:a:set", "-e", "struct s:a:test", "-e", "struct s::used",
            "-e", "struct s:g:func")
@@ -39,9 +40,9 @@ def nested_blocks(depth: int) -> str:
             + "}" * depth + "\n}\n")
 
 
-def _search_time(path: Path, queries: list[object]) -> tuple[float, int]:
+def _search_time(path: Path, queries: list[Query]) -> tuple[float, int]:
     started = time.perf_counter()
-    report = search_file(str(path), queries)  # type: ignore[arg-type]
+    report = search_file(str(path), queries)
     return time.perf_counter() - started, len(report.matches)
 
 
@@ -50,13 +51,13 @@ def _search_time(path: Path, queries: list[object]) -> tuple[float, int]:
     (nested_parentheses, (20_000, 80_000)),
     (nested_blocks, (5_000, 20_000)),  # a match at every level: 20,000 matches
 ])
-def test_time_is_linear_in_the_depth(tmp_path: Path, shape: object,
+def test_time_is_linear_in_the_depth(tmp_path: Path, shape: Callable[[int], str],
                                      depths: tuple[int, int]) -> None:
     queries = [make_query("struct s", "a", "set"), make_query("struct s", None, "used")]
     times = {}
     for depth in depths:
         path = tmp_path / f"nest{depth}.c"
-        path.write_text(shape(depth))  # type: ignore[operator]
+        path.write_text(shape(depth))
         times[depth], found = _search_time(path, queries)
         assert found >= 1
     small, large = depths
