@@ -14,22 +14,29 @@ file itself does not answer.  Block scopes (parameters, locals) belong to
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import pickle
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import tree_sitter_c
 from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
 
-from nfkit.cgrep.ctype import FUNCTION, CType, base_of, declarations, declared
+from nfkit.cgrep.cache import HeaderCache
+from nfkit.cgrep.ctype import (
+    FUNCTION,
+    CType,
+    base_of,
+    ctype_from_plain,
+    ctype_to_plain,
+    declarations,
+    declared,
+)
 
 C_LANGUAGE = Language(tree_sitter_c.language())
-CACHE_FORMAT = 5  # bump when `HeaderTables` or the conversion changes
+CACHE_FORMAT = 6  # bump when `HeaderTables` or the conversion changes
 
 INCLUDE_DIRECTIVE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
 _NESTED_RECORDS = """
@@ -43,7 +50,7 @@ _TRANSPARENT = frozenset({
 _MEMBER_GROUPS = _TRANSPARENT | {"field_declaration_list"}
 _NOT_TYPEDEFS = ("struct ", "union ", "enum ", FUNCTION)
 MAX_TYPEDEF_DEPTH = 32
-_INT = pickle.dumps(CType("int"))
+
 
 
 def parse(source: bytes) -> Tree:
@@ -213,28 +220,91 @@ def declarator_name(node: Node | None) -> str | None:
 
 @dataclass
 class HeaderTables:
-    """File-scope declarations of one header, converted and pickled entry by entry
-    (an entry is unpickled only when a lookup needs it; loading stays cheap)."""
+    """File-scope declarations of one header, converted and kept entry by entry as
+    JSON text (an entry is decoded only when a lookup needs it; loading stays cheap).
+
+    ``records`` map a struct/union to its members ``{name: type}``; ``typedefs``
+    and ``ordinary`` (globals, functions) map a name to a type; a type is
+    `ctype_to_plain`'s list.
+    """
 
     path: str
     includes: list[tuple[bool, str]]
-    records: dict[str, bytes]
-    typedefs: dict[str, bytes]
-    ordinary: dict[str, bytes]
+    records: dict[str, str]
+    typedefs: dict[str, str]
+    ordinary: dict[str, str]
     constants: frozenset[str]
+
+    def document(self) -> dict[str, object]:
+        """The tables as plain data, for the cache."""
+        return {"includes": [list(item) for item in self.includes], "records": self.records,
+                "typedefs": self.typedefs, "ordinary": self.ordinary,
+                "constants": sorted(self.constants)}
+
+    @classmethod
+    def from_document(cls, path: str, document: dict[str, object]) -> HeaderTables | None:
+        """The tables a cache document holds, or None when it is not well formed."""
+        includes = document.get("includes")
+        constants = document.get("constants")
+        tables = [document.get(key) for key in ("records", "typedefs", "ordinary")]
+        if not (isinstance(includes, list) and all(
+                isinstance(item, list) and len(item) == 2 and isinstance(item[0], bool)
+                and isinstance(item[1], str) for item in includes)):
+            return None
+        if not (isinstance(constants, list) and all(isinstance(c, str) for c in constants)):
+            return None
+        for table in tables:
+            if not (isinstance(table, dict) and all(isinstance(v, str) for v in table.values())):
+                return None
+        records, typedefs, ordinary = tables
+        return cls(path, [(quoted, name) for quoted, name in includes], records,  # type: ignore[arg-type]
+                   typedefs, ordinary, frozenset(constants))  # type: ignore[arg-type]
+
+
+def _encode_type(ctype: CType) -> str:
+    return json.dumps(ctype_to_plain(ctype), ensure_ascii=False, separators=(",", ":"))
+
+
+def _encode_members(members: dict[str, CType]) -> str:
+    return json.dumps({name: ctype_to_plain(ctype) for name, ctype in members.items()},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_type(entry: str) -> CType | None:
+    """A type entry of `HeaderTables` (None if it is not one)."""
+    try:
+        return ctype_from_plain(json.loads(entry))
+    except (ValueError, RecursionError):
+        return None
+
+
+def decode_members(entry: str) -> dict[str, CType] | None:
+    """A record entry of `HeaderTables`: member name -> type (None if it is not one)."""
+    try:
+        plain = json.loads(entry)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(plain, dict):
+        return None
+    members = {name: ctype_from_plain(value) for name, value in plain.items()}
+    return {name: ctype for name, ctype in members.items() if ctype is not None}
+
+
+_INT = _encode_type(CType("int"))
 
 
 def header_tables(path: str, source: bytes) -> HeaderTables:
     """Parse a header and convert all its file-scope declarations."""
     unit = build_unit(path, source)
-    dump = pickle.dumps
-    typedefs = {n: dump(t) for n, e in unit.typedefs.items() if (t := unit.convert(e)) is not None}
-    ordinary = {n: dump(t) for n, e in unit.ordinary.items() if (t := unit.convert(e)) is not None}
-    records: dict[str, bytes] = {}
+    typedefs = {n: _encode_type(t) for n, e in unit.typedefs.items()
+                if (t := unit.convert(e)) is not None}
+    ordinary = {n: _encode_type(t) for n, e in unit.ordinary.items()
+                if (t := unit.convert(e)) is not None}
+    records: dict[str, str] = {}
     pending = dict(unit.records)
     while pending:
         for name, body in pending.items():
-            records[name] = dump(unit.members(body))
+            records[name] = _encode_members(unit.members(body))
         pending = {n: b for n, b in unit.anonymous.items() if n not in records}
     return HeaderTables(path, unit.includes, records, typedefs, ordinary,
                         frozenset(unit.constants))
@@ -259,13 +329,14 @@ class HeaderStore:
     def __init__(self, include_dirs: list[str], cache_dir: str | None = None) -> None:
         self.include_dirs = [os.path.abspath(d) for d in include_dirs]
         self.cache_dir = cache_dir
+        self.cache = HeaderCache(cache_dir, CACHE_FORMAT) if cache_dir else None
         self._tables: dict[str, HeaderTables | None] = {}
         self._resolved: dict[tuple[str, bool, str], str | None] = {}
         self._edges: dict[str, list[str]] = {}
         self._closures: dict[str, frozenset[str]] = {}
-        self.index_records: dict[str, list[tuple[str, bytes]]] = {}
-        self.index_typedefs: dict[str, list[tuple[str, bytes]]] = {}
-        self.index_ordinary: dict[str, list[tuple[str, bytes]]] = {}
+        self.index_records: dict[str, list[tuple[str, str]]] = {}
+        self.index_typedefs: dict[str, list[tuple[str, str]]] = {}
+        self.index_ordinary: dict[str, list[tuple[str, str]]] = {}
         self._decoded: dict[tuple[str, str, int], object] = {}
         self.parsed = 0
         self.from_cache = 0
@@ -306,14 +377,15 @@ class HeaderStore:
                 self.index_ordinary.setdefault(name, []).append((path, _INT))
         return tables
 
-    def lookup(self, index: dict[str, list[tuple[str, bytes]]], name: str,
+    def lookup(self, index: dict[str, list[tuple[str, str]]], name: str,
                visible: frozenset[str]) -> object:
-        """The first entry for ``name`` among the ``visible`` headers, unpickled."""
-        for path, payload in index.get(name, ()):
+        """The first entry for ``name`` among the ``visible`` headers, decoded."""
+        for path, entry in index.get(name, ()):
             if path in visible:
                 key = (path, name, id(index))
                 if key not in self._decoded:
-                    self._decoded[key] = pickle.loads(payload)
+                    self._decoded[key] = decode_members(entry) \
+                        if index is self.index_records else decode_type(entry)
                 return self._decoded[key]
         return None
 
@@ -322,17 +394,13 @@ class HeaderStore:
             stat = os.stat(path)
         except OSError:
             return None
-        stamp = (CACHE_FORMAT, stat.st_size, stat.st_mtime_ns)
-        cached = self._cache_file(path)
-        if cached is not None:
-            try:
-                with open(cached, "rb") as handle:
-                    saved_stamp, tables = pickle.load(handle)
-                if saved_stamp == stamp:
-                    self.from_cache += 1
-                    return tables  # type: ignore[no-any-return]
-            except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-                pass
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        if self.cache is not None:
+            document = self.cache.load(path, stamp)
+            tables = HeaderTables.from_document(path, document) if document is not None else None
+            if tables is not None:
+                self.from_cache += 1
+                return tables
         try:
             with open(path, "rb") as handle:
                 source = handle.read()
@@ -340,25 +408,9 @@ class HeaderStore:
             return None
         tables = header_tables(path, source)
         self.parsed += 1
-        if cached is not None:
-            self._save(cached, (stamp, tables))
+        if self.cache is not None:
+            self.cache.save(path, stamp, tables.document())
         return tables
-
-    def _cache_file(self, path: str) -> str | None:
-        if not self.cache_dir:
-            return None
-        digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()
-        return os.path.join(self.cache_dir, digest[:2], digest[2:] + ".pickle")
-
-    def _save(self, target: str, payload: object) -> None:
-        try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(temporary, target)
-        except OSError:
-            pass  # a cache that cannot be written only costs time
 
     def edges(self, path: str) -> list[str]:
         """Headers that header ``path`` includes (resolved)."""
@@ -452,7 +504,7 @@ class Environment:
             self._visible = frozenset(reach)
         return self._visible
 
-    def _from_headers(self, index: dict[str, list[tuple[str, bytes]]], name: str) -> object:
+    def _from_headers(self, index: dict[str, list[tuple[str, str]]], name: str) -> object:
         visible = self.visible  # loads the headers on the first miss
         return self.store.lookup(index, name, visible)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import functools
 import os
-import pickle
 import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from nfkit.cgrep.environment import (
     Unit,
     build_unit,
     declarator_name,
+    decode_type,
     parse,
 )
 from nfkit.cgrep.query import (
@@ -150,7 +150,7 @@ class Searcher:
                 self._used_words.add(name.split()[-1].encode())
         self._aliases_seen = 0
         self._same_type: dict[str, list[str]] = {}
-        self._pending_globals: list[dict[str, bytes]] = []
+        self._pending_globals: list[dict[str, str]] = []
 
     def search_path(self, path: str, probed: bool = False) -> FileReport:
         """Search the file at ``path``; unreadable or non-C input becomes ``error``.
@@ -207,9 +207,12 @@ class Searcher:
             tables = store.tables(path)
             if tables is None:
                 continue
-            for alias, payload in tables.typedefs.items():
+            for alias, entry in tables.typedefs.items():
                 # a typedef and what it names are one type, whichever the query wrote
-                target = pickle.loads(payload).base
+                named = decode_type(entry)
+                if named is None:
+                    continue
+                target = named.base
                 self._same_type.setdefault(target, []).append(alias)
                 self._same_type.setdefault(alias, []).append(target)
                 if target in names:
@@ -218,13 +221,12 @@ class Searcher:
                     self._add_alias(target)
             self._pending_globals.append(tables.ordinary)
         # a global is checked once the aliases known so far are in: cheap test on the
-        # pickled bytes first, then the type itself
-        wanted = [name.encode() for name in names]
+        # entry's text first, then the type itself
         for ordinary in self._pending_globals:
-            for name, payload in ordinary.items():
-                if any(w in payload for w in wanted):
-                    ctype = pickle.loads(payload)
-                    if ctype.base in names and ctype.base != FUNCTION:
+            for name, entry in ordinary.items():
+                if any(w in entry for w in names):
+                    ctype = decode_type(entry)
+                    if ctype is not None and ctype.base in names and ctype.base != FUNCTION:
                         self._used_words.add(name.encode())
         self._pending_globals = []
 

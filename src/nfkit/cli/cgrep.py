@@ -44,8 +44,9 @@ from nfkit.errors import InputError
               help="Highlight matches (auto: on a terminal).")
 @click.option("--stats", is_flag=True, help="Print counts and unclean parses to stderr.")
 @click.option("--no-cache", is_flag=True,
-              help="Do not keep parsed header tables between runs "
-                   "(kept in ~/.cache/nfkit/cgrep, or $NFKIT_CGREP_CACHE).")
+              help="Do not keep parsed header tables between runs (kept as JSON in "
+                   "$NFKIT_CGREP_CACHE or ~/.cache/nfkit/cgrep, used only when owned by "
+                   "you and not writable by others).")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, metavar="N",
               help="Worker processes (default: one per core).")
 @click.argument("paths", nargs=-1, metavar="PATH...")
@@ -65,7 +66,8 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     not be searched (the others still are).
     """
     from nfkit.cgrep import collect, make_query, parse_expression, search_files
-    from nfkit.cgrep.environment import default_cache_dir
+    from nfkit.cgrep.cache import HeaderCache
+    from nfkit.cgrep.environment import CACHE_FORMAT, default_cache_dir
     from nfkit.cgrep.render import format_match, with_context
 
     queries = [parse_expression(text) for text in expressions]
@@ -108,6 +110,11 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     unclean: list[str] = []
     per_query: dict[str, int] = {q.label: 0 for q in queries}
     cache_dir = None if no_cache else default_cache_dir()
+    cache_note = None
+    if cache_dir is not None:
+        cache = HeaderCache(cache_dir, CACHE_FORMAT)
+        if not cache.usable():  # not ours, or open to others: neither read nor written
+            cache_note, cache_dir = cache.problem, None
     reports = search_files(fileset.files, queries, list(include_dirs), loose, jobs, cache_dir)
     progress = _progress(len(fileset.files))
     out = sys.stdout
@@ -154,6 +161,8 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
         for path in unclean:
             click.echo(f"cgrep: parse errors (searched where the tree is sound): {path}",
                        err=True)
+        if cache_note is not None:
+            click.echo(f"cgrep: {cache_note}", err=True)
     sys.exit(2 if problems else 0 if totals["matches"] else 1)
 
 
