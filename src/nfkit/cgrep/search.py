@@ -33,6 +33,7 @@ from nfkit.cgrep.environment import (
     decode_type,
     parse,
 )
+from nfkit.cgrep.inputs import os_cause
 from nfkit.cgrep.query import (
     MEMBER_OPERATIONS,
     SET_OPERATORS,
@@ -791,12 +792,8 @@ def _read(path: str) -> bytes | FileReport:
     try:
         with open(path, "rb") as handle:
             source = handle.read()
-    except IsADirectoryError:
-        return FileReport(path, error="is a directory")
-    except FileNotFoundError:
-        return FileReport(path, error="no such file or directory")
     except OSError as exc:
-        return FileReport(path, error=exc.strerror or str(exc))
+        return FileReport(path, error=os_cause(exc))
     if b"\0" in source[:8192]:
         return FileReport(path, error="not a C file (binary content)")
     return source

@@ -68,6 +68,7 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     from nfkit.cgrep import collect, make_query, parse_expression, search_files
     from nfkit.cgrep.cache import HeaderCache
     from nfkit.cgrep.environment import CACHE_FORMAT, default_cache_dir
+    from nfkit.cgrep.inputs import os_cause
     from nfkit.cgrep.render import format_match, with_context
 
     queries = [parse_expression(text) for text in expressions]
@@ -84,8 +85,10 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     if sum((as_json, vim, emacs)) > 1:
         raise InputError("--json, --vim and --emacs exclude each other")
     for directory in include_dirs:
-        if not os.path.isdir(directory):
-            raise InputError(f"include directory {directory}: no such directory")
+        try:
+            os.listdir(directory)
+        except OSError as error:
+            raise InputError(f"include directory {directory}: {os_cause(error)}") from None
     for query in queries:
         if query.bare_tag:
             click.echo(f"nfkit: cgrep: type {query.ctype!r} means the typedef {query.ctype} "
