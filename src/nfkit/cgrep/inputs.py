@@ -61,6 +61,9 @@ def collect(names: Iterable[str], include: tuple[str, ...] = (),
     def named(path: str) -> None:
         if exclude and _matches(path, exclude):
             return
+        if "\0" in path:  # only a list on stdin can hold one
+            result.problems.append((path.replace("\0", "\\0"), "a file name has no NUL byte"))
+            return
         try:
             is_directory = stat.S_ISDIR(os.stat(path).st_mode)
         except OSError as error:  # missing, or a directory on the way not searchable

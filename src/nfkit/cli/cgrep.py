@@ -71,6 +71,7 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     from nfkit.cgrep.inputs import os_cause
     from nfkit.cgrep.render import format_match, with_context
 
+    _names_as_bytes()
     queries = [parse_expression(text) for text in expressions]
     if type_text is not None:
         for operation in operations or (("deref",) if attribute else ("used",)):
@@ -167,6 +168,19 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
         if cache_note is not None:
             click.echo(f"cgrep: {cache_note}", err=True)
     sys.exit(2 if problems else 0 if totals["matches"] else 1)
+
+
+def _names_as_bytes() -> None:
+    """File names are bytes: one that is not UTF-8 (a surrogate escape in Python)
+    is read from stdin and written out as the bytes it is, as grep does, whatever
+    the locale's error handling (a strict one would raise)."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="surrogateescape")
+            except (ValueError, OSError):  # pragma: no cover - a stream already read from
+                pass
 
 
 def _read_lines(path: str) -> list[str]:
