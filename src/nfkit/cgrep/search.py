@@ -869,10 +869,8 @@ class _Descent:
             path.pop()
             node = path[-1]
         # down to the smallest one
-        while cursor.goto_first_child():
+        while cursor.goto_first_child_for_byte(start) is not None:
             child: Node = cursor.node  # type: ignore[assignment]
-            while child.end_byte <= start and cursor.goto_next_sibling():
-                child = cursor.node  # type: ignore[assignment]
             if not (child.start_byte <= start and end <= child.end_byte):
                 cursor.goto_parent()
                 break
