@@ -94,3 +94,18 @@ def test_missing_file_is_still_missing(tree: Path) -> None:
     result = cgrep_as_nobody(str(tree / "nope.c"), str(tree / "good.c"))
     assert result.stderr == f"nfkit: cgrep: {tree}/nope.c: no such file or directory\n"
     assert result.returncode == 2
+
+
+def test_unreadable_header_is_named(tree: Path) -> None:
+    """A header found under -I but not readable: its types would silently be unknown."""
+    include = tree / "include"
+    include.mkdir(mode=0o755)
+    (include / "s.h").write_text("typedef struct s { int a; } S;\n")
+    (include / "s.h").chmod(0o600)
+    (tree / "use.c").write_text('#include <s.h>\nvoid f(S *p) { p->a = 1; }\n')
+    (tree / "use.c").chmod(0o644)
+    result = cgrep_as_nobody("-I", str(include), str(tree / "use.c"), str(tree / "good.c"))
+    assert result.stderr == f"nfkit: cgrep: {include}/s.h: permission denied\n"
+    # use.c's S is unknown without its header; good.c defines struct s itself
+    assert result.stdout.splitlines() == [f"{tree}/good.c:2:23: {SOURCE.splitlines()[1]}"]
+    assert result.returncode == 2

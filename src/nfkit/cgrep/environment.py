@@ -34,6 +34,7 @@ from nfkit.cgrep.ctype import (
     declarations,
     declared,
 )
+from nfkit.cgrep.inputs import os_cause
 
 C_LANGUAGE = Language(tree_sitter_c.language())
 CACHE_FORMAT = 6  # bump when `HeaderTables` or the conversion changes
@@ -340,6 +341,8 @@ class HeaderStore:
         self._decoded: dict[tuple[str, str, int], object] = {}
         self.parsed = 0
         self.from_cache = 0
+        # (header, cause) for headers found but not readable, in the order met
+        self.unreadable: list[tuple[str, str]] = []
         self.loaded: list[str] = []
 
     def resolve(self, directory: str, quoted: bool, name: str) -> str | None:
@@ -404,7 +407,8 @@ class HeaderStore:
         try:
             with open(path, "rb") as handle:
                 source = handle.read()
-        except OSError:
+        except OSError as error:  # its types stay unknown: the user is told which header
+            self.unreadable.append((path, os_cause(error)))
             return None
         tables = header_tables(path, source)
         self.parsed += 1

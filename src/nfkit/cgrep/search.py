@@ -120,6 +120,8 @@ class FileReport:
     parse_errors: bool = False
     parsed: bool = False
     unresolved: int = 0
+    # (header, cause): headers this process could not read since its last report
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Searcher:
@@ -152,6 +154,7 @@ class Searcher:
         self._aliases_seen = 0
         self._same_type: dict[str, list[str]] = {}
         self._pending_globals: list[dict[str, str]] = []
+        self._problems_told = 0
 
     def search_path(self, path: str, probed: bool = False) -> FileReport:
         """Search the file at ``path``; unreadable or non-C input becomes ``error``.
@@ -169,7 +172,18 @@ class Searcher:
         source = _read(path)
         if isinstance(source, FileReport):
             return source
-        return None if self.wants(source, path) else FileReport(path)
+        if self.wants(source, path):
+            return None
+        report = FileReport(path)
+        report.problems = self.take_problems()
+        return report
+
+    def take_problems(self) -> list[tuple[str, str]]:
+        """Headers found but not readable since the last call: ``(path, cause)``."""
+        unreadable = self.headers.unreadable
+        fresh = unreadable[self._problems_told:]
+        self._problems_told = len(unreadable)
+        return fresh
 
     def wants(self, source: bytes, path: str = "") -> bool:
         """Could ``source`` hold a match at all?  Decided on the bytes (member
@@ -248,6 +262,7 @@ class Searcher:
         report = FileReport(path)
         if probed or self.wants(source, path):
             _FileSearch(self, path, source, report).run()
+        report.problems = self.take_problems()
         return report
 
 

@@ -126,6 +126,10 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
         for report in reports:
             if progress is not None:
                 progress[0].advance(progress[1])
+            for header, cause in report.problems:  # each worker tells its own once
+                if (header, cause) not in problems:
+                    problems.append((header, cause))
+                    click.echo(f"nfkit: cgrep: {header}: {cause}", err=True)
             if report.error:
                 problems.append((report.path, report.error))
                 click.echo(f"nfkit: cgrep: {report.path}: {report.error}", err=True)
