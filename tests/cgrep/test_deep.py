@@ -98,3 +98,15 @@ def test_deep_nesting_is_searched_without_recursion(tmp_path: Path, name: str) -
     assert "RecursionError" not in result.stderr
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{path}:" in result.stdout
+
+
+def test_remembered_scopes_keep_declarations_inside_ifdefs_in_order(tmp_path: Path) -> None:
+    """What the scopes above a node say is remembered per node, except for the
+    nodes that hold a block's own declarations (#ifdef, labels, ERROR)."""
+    path = tmp_path / "ifdef_scope.c"
+    path.write_text("struct s { int a; };\nstruct t { int a; };\nstruct t *q;\n\n"
+                    "void f(void)\n{\n#ifdef X\n\tq->a = 1;\n\tstruct s *q;\n\tq->a = 2;\n"
+                    "#endif\n}\n")
+    report = search_file(str(path), [make_query("struct s", "a", "set"),
+                                     make_query("struct t", "a", "set")])
+    assert [(m.line, m.ctype) for m in report.matches] == [(8, "struct t"), (10, "struct s")]

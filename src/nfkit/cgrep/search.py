@@ -655,7 +655,10 @@ class _FileSearch:
                     break
             child, scope = scope, self._parent(scope)
         for visited in walked:
-            self._above[(visited.id, name)] = found
+            # a scope's declarations can sit inside its #ifdefs, ERROR stretches and
+            # labels: what is above those depends on where in them the name is
+            if not _holds_declarations(visited):
+                self._above[(visited.id, name)] = found
         return found
 
     def _outermost_error(self, node: Node) -> Node | None:
@@ -738,7 +741,7 @@ class _FileSearch:
             if kind == "declaration":
                 for name, ctype in declarations(child, self.anon):
                     table.setdefault(name, []).append((child.start_byte, ctype))
-            elif kind.startswith("preproc_") or kind in ("ERROR", "labeled_statement"):
+            elif _holds_declarations(child):
                 stack.append(iter(child.named_children))
 
     def _parent(self, node: Node) -> Node | None:
@@ -847,6 +850,12 @@ def _is_use(node: Node, parent: Node | None) -> bool:
     if kind in ("parenthesized_declarator", "attributed_declarator", "goto_statement"):
         return False
     return True
+
+
+def _holds_declarations(node: Node) -> bool:
+    """Are declarations inside ``node`` those of the block around it?"""
+    kind = node.type
+    return kind.startswith("preproc_") or kind in ("ERROR", "labeled_statement")
 
 
 def _operand(node: Node, name: str) -> _Typing:
