@@ -170,7 +170,7 @@ def test_include_dir_option() -> None:
     with_dir = cgrep("-t", "struct tuple", "-a", "dst", "-I", os.path.join(DATA, "include"), path)
     assert len(with_dir.stdout.splitlines()) - len(without.stdout.splitlines()) == 3
     missing = cgrep("-t", "struct tuple", "-a", "dst", "-I", "/nonexistent/include", path)
-    assert missing.stderr == "nfkit: include directory /nonexistent/include: no such directory\n"
+    assert missing.stderr == "nfkit: include directory /nonexistent/include: no such file or directory\n"
 
 
 def test_loose_is_marked() -> None:

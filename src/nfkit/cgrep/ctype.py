@@ -42,6 +42,30 @@ class CType(NamedTuple):
         return self.base + (" " + "*" * self.ptr if self.ptr else "")
 
 
+def ctype_to_plain(ctype: CType) -> list[str | int]:
+    """``ctype`` as plain data for the header cache: ``[base, ptr, ...]``, each further
+    pair the return type of the one before (flat, so no depth of nesting recurses)."""
+    plain: list[str | int] = []
+    current: CType | None = ctype
+    while current is not None:
+        plain += [current.base, current.ptr]
+        current = current.ret
+    return plain
+
+
+def ctype_from_plain(plain: object) -> CType | None:
+    """The `CType` that `ctype_to_plain` gave ``plain``; None when it is not one."""
+    if not isinstance(plain, list) or not plain or len(plain) % 2:
+        return None
+    ctype: CType | None = None
+    for index in range(len(plain) - 2, -1, -2):
+        base, ptr = plain[index], plain[index + 1]
+        if not isinstance(base, str) or type(ptr) is not int or ptr < 0:
+            return None
+        ctype = CType(base, ptr, ctype)
+    return ctype
+
+
 # Called with an anonymous struct/union body; returns the name to use for it.
 AnonNamer = Callable[[str, Node], str]
 

@@ -14,34 +14,44 @@ file itself does not answer.  Block scopes (parameters, locals) belong to
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import pickle
 import re
 import sys
-import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import tree_sitter_c
 from tree_sitter import Language, Node, Parser, Query, QueryCursor, Tree
 
-from nfkit.cgrep.ctype import FUNCTION, CType, base_of, declarations, declared
+from nfkit.cgrep.cache import HeaderCache
+from nfkit.cgrep.ctype import (
+    FUNCTION,
+    CType,
+    base_of,
+    ctype_from_plain,
+    ctype_to_plain,
+    declarations,
+    declared,
+)
+from nfkit.cgrep.inputs import os_cause
 
 C_LANGUAGE = Language(tree_sitter_c.language())
-CACHE_FORMAT = 5  # bump when `HeaderTables` or the conversion changes
+CACHE_FORMAT = 6  # bump when `HeaderTables` or the conversion changes
 
 INCLUDE_DIRECTIVE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"\n]+)[>"]', re.M)
 _NESTED_RECORDS = """
 (struct_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
 (union_specifier name: (type_identifier) @name body: (field_declaration_list) @body)
 """
-_TRANSPARENT = {
+_TRANSPARENT = frozenset({
     "preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef",
     "linkage_specification", "declaration_list", "ERROR",
-}
+})
+_MEMBER_GROUPS = _TRANSPARENT | {"field_declaration_list"}
 _NOT_TYPEDEFS = ("struct ", "union ", "enum ", FUNCTION)
 MAX_TYPEDEF_DEPTH = 32
-_INT = pickle.dumps(CType("int"))
+
 
 
 def parse(source: bytes) -> Tree:
@@ -97,24 +107,11 @@ class Unit:
     def members(self, body: Node) -> dict[str, CType]:
         """Members of a struct/union body, anonymous members flattened."""
         table: dict[str, CType] = {}
-        self._collect_members(body, table)
-        return table
-
-    def _collect_members(self, body: Node, table: dict[str, CType]) -> None:
-        for node in body.named_children:
-            kind = node.type
-            if kind == "field_declaration":
-                spec = node.child_by_field_name("type")
-                if spec is not None and spec.type in ("struct_specifier", "union_specifier") \
-                        and not node.children_by_field_name("declarator"):
-                    inner = spec.child_by_field_name("body")
-                    if inner is not None:
-                        self._collect_members(inner, table)
-                    continue
+        for node in _flattened(body, _MEMBER_GROUPS, _anonymous_member):
+            if node.type == "field_declaration":
                 for name, ctype in declarations(node, self.anon_name):
                     table.setdefault(name, ctype)
-            elif kind in _TRANSPARENT or kind == "field_declaration_list":
-                self._collect_members(node, table)
+        return table
 
 
 def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
@@ -127,40 +124,65 @@ def build_unit(path: str, source: bytes, tree: Tree | None = None) -> Unit:
 
 
 def _index_specifier(unit: Unit, spec: Node) -> None:
-    """Record the struct/union/enum a type specifier defines, and those nested in it."""
-    kind = spec.type
-    if kind not in ("struct_specifier", "union_specifier", "enum_specifier"):
-        return
-    body = spec.child_by_field_name("body")
-    if body is None:
-        return
-    if kind == "enum_specifier":
-        for enumerator in body.named_children:
-            name = enumerator.child_by_field_name("name")
-            if name is not None:
-                unit.constants.add(_text(name))
-        return
-    name = spec.child_by_field_name("name")
-    if name is not None:
-        keyword = "union" if kind == "union_specifier" else "struct"
-        unit.records.setdefault(f"{keyword} {_text(name)}", body)
-    stack = [body]
+    """Record the struct/union/enum a type specifier defines, and those nested in it
+    (in the order they are written, without recursion: structs nest as deep as they like)."""
+    pending = [spec]
+    while pending:
+        spec = pending.pop()
+        kind = spec.type
+        if kind not in ("struct_specifier", "union_specifier", "enum_specifier"):
+            continue
+        body = spec.child_by_field_name("body")
+        if body is None:
+            continue
+        if kind == "enum_specifier":
+            for enumerator in body.named_children:
+                name = enumerator.child_by_field_name("name")
+                if name is not None:
+                    unit.constants.add(_text(name))
+            continue
+        name = spec.child_by_field_name("name")
+        if name is not None:
+            keyword = "union" if kind == "union_specifier" else "struct"
+            unit.records.setdefault(f"{keyword} {_text(name)}", body)
+        inner = [member.child_by_field_name("type") for member in _flattened(body, _TRANSPARENT)
+                 if member.type == "field_declaration"]
+        pending.extend(reversed([node for node in inner if node is not None]))
+
+
+def _anonymous_member(node: Node) -> Node | None:
+    """The body of an unnamed struct/union member (its members are the outer one's)."""
+    if node.type != "field_declaration" or node.children_by_field_name("declarator"):
+        return None
+    spec = node.child_by_field_name("type")
+    if spec is None or spec.type not in ("struct_specifier", "union_specifier"):
+        return None
+    return spec.child_by_field_name("body")
+
+
+def _flattened(parent: Node, groups: frozenset[str],
+               inner: Callable[[Node], Node | None] | None = None) -> Iterator[Node]:
+    """Named children of ``parent`` in order, with the children of ``groups`` nodes
+    (and of what ``inner`` opens) in their place, at any depth, without recursion."""
+    stack = [iter(parent.named_children)]
     while stack:
-        for member in stack.pop().named_children:
-            if member.type == "field_declaration":
-                inner = member.child_by_field_name("type")
-                if inner is not None:
-                    _index_specifier(unit, inner)
-            elif member.type in _TRANSPARENT:
-                stack.append(member)
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        if node.type in groups:
+            stack.append(iter(node.named_children))
+            continue
+        opened = inner(node) if inner is not None else None
+        if opened is not None:
+            stack.append(iter(opened.named_children))
+            continue
+        yield node
 
 
 def _index_top_level(unit: Unit, parent: Node) -> None:
-    for node in parent.named_children:
+    for node in _flattened(parent, _TRANSPARENT):
         kind = node.type
-        if kind in _TRANSPARENT:
-            _index_top_level(unit, node)
-            continue
         if kind in ("struct_specifier", "union_specifier", "enum_specifier"):
             _index_specifier(unit, node)
             continue
@@ -199,28 +221,91 @@ def declarator_name(node: Node | None) -> str | None:
 
 @dataclass
 class HeaderTables:
-    """File-scope declarations of one header, converted and pickled entry by entry
-    (an entry is unpickled only when a lookup needs it; loading stays cheap)."""
+    """File-scope declarations of one header, converted and kept entry by entry as
+    JSON text (an entry is decoded only when a lookup needs it; loading stays cheap).
+
+    ``records`` map a struct/union to its members ``{name: type}``; ``typedefs``
+    and ``ordinary`` (globals, functions) map a name to a type; a type is
+    `ctype_to_plain`'s list.
+    """
 
     path: str
     includes: list[tuple[bool, str]]
-    records: dict[str, bytes]
-    typedefs: dict[str, bytes]
-    ordinary: dict[str, bytes]
+    records: dict[str, str]
+    typedefs: dict[str, str]
+    ordinary: dict[str, str]
     constants: frozenset[str]
+
+    def document(self) -> dict[str, object]:
+        """The tables as plain data, for the cache."""
+        return {"includes": [list(item) for item in self.includes], "records": self.records,
+                "typedefs": self.typedefs, "ordinary": self.ordinary,
+                "constants": sorted(self.constants)}
+
+    @classmethod
+    def from_document(cls, path: str, document: dict[str, object]) -> HeaderTables | None:
+        """The tables a cache document holds, or None when it is not well formed."""
+        includes = document.get("includes")
+        constants = document.get("constants")
+        tables = [document.get(key) for key in ("records", "typedefs", "ordinary")]
+        if not (isinstance(includes, list) and all(
+                isinstance(item, list) and len(item) == 2 and isinstance(item[0], bool)
+                and isinstance(item[1], str) for item in includes)):
+            return None
+        if not (isinstance(constants, list) and all(isinstance(c, str) for c in constants)):
+            return None
+        for table in tables:
+            if not (isinstance(table, dict) and all(isinstance(v, str) for v in table.values())):
+                return None
+        records, typedefs, ordinary = tables
+        return cls(path, [(quoted, name) for quoted, name in includes], records,  # type: ignore[arg-type]
+                   typedefs, ordinary, frozenset(constants))  # type: ignore[arg-type]
+
+
+def _encode_type(ctype: CType) -> str:
+    return json.dumps(ctype_to_plain(ctype), ensure_ascii=False, separators=(",", ":"))
+
+
+def _encode_members(members: dict[str, CType]) -> str:
+    return json.dumps({name: ctype_to_plain(ctype) for name, ctype in members.items()},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_type(entry: str) -> CType | None:
+    """A type entry of `HeaderTables` (None if it is not one)."""
+    try:
+        return ctype_from_plain(json.loads(entry))
+    except (ValueError, RecursionError):
+        return None
+
+
+def decode_members(entry: str) -> dict[str, CType] | None:
+    """A record entry of `HeaderTables`: member name -> type (None if it is not one)."""
+    try:
+        plain = json.loads(entry)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(plain, dict):
+        return None
+    members = {name: ctype_from_plain(value) for name, value in plain.items()}
+    return {name: ctype for name, ctype in members.items() if ctype is not None}
+
+
+_INT = _encode_type(CType("int"))
 
 
 def header_tables(path: str, source: bytes) -> HeaderTables:
     """Parse a header and convert all its file-scope declarations."""
     unit = build_unit(path, source)
-    dump = pickle.dumps
-    typedefs = {n: dump(t) for n, e in unit.typedefs.items() if (t := unit.convert(e)) is not None}
-    ordinary = {n: dump(t) for n, e in unit.ordinary.items() if (t := unit.convert(e)) is not None}
-    records: dict[str, bytes] = {}
+    typedefs = {n: _encode_type(t) for n, e in unit.typedefs.items()
+                if (t := unit.convert(e)) is not None}
+    ordinary = {n: _encode_type(t) for n, e in unit.ordinary.items()
+                if (t := unit.convert(e)) is not None}
+    records: dict[str, str] = {}
     pending = dict(unit.records)
     while pending:
         for name, body in pending.items():
-            records[name] = dump(unit.members(body))
+            records[name] = _encode_members(unit.members(body))
         pending = {n: b for n, b in unit.anonymous.items() if n not in records}
     return HeaderTables(path, unit.includes, records, typedefs, ordinary,
                         frozenset(unit.constants))
@@ -245,16 +330,19 @@ class HeaderStore:
     def __init__(self, include_dirs: list[str], cache_dir: str | None = None) -> None:
         self.include_dirs = [os.path.abspath(d) for d in include_dirs]
         self.cache_dir = cache_dir
+        self.cache = HeaderCache(cache_dir, CACHE_FORMAT) if cache_dir else None
         self._tables: dict[str, HeaderTables | None] = {}
         self._resolved: dict[tuple[str, bool, str], str | None] = {}
         self._edges: dict[str, list[str]] = {}
         self._closures: dict[str, frozenset[str]] = {}
-        self.index_records: dict[str, list[tuple[str, bytes]]] = {}
-        self.index_typedefs: dict[str, list[tuple[str, bytes]]] = {}
-        self.index_ordinary: dict[str, list[tuple[str, bytes]]] = {}
+        self.index_records: dict[str, list[tuple[str, str]]] = {}
+        self.index_typedefs: dict[str, list[tuple[str, str]]] = {}
+        self.index_ordinary: dict[str, list[tuple[str, str]]] = {}
         self._decoded: dict[tuple[str, str, int], object] = {}
         self.parsed = 0
         self.from_cache = 0
+        # (header, cause) for headers found but not readable, in the order met
+        self.unreadable: list[tuple[str, str]] = []
         self.loaded: list[str] = []
 
     def resolve(self, directory: str, quoted: bool, name: str) -> str | None:
@@ -292,14 +380,15 @@ class HeaderStore:
                 self.index_ordinary.setdefault(name, []).append((path, _INT))
         return tables
 
-    def lookup(self, index: dict[str, list[tuple[str, bytes]]], name: str,
+    def lookup(self, index: dict[str, list[tuple[str, str]]], name: str,
                visible: frozenset[str]) -> object:
-        """The first entry for ``name`` among the ``visible`` headers, unpickled."""
-        for path, payload in index.get(name, ()):
+        """The first entry for ``name`` among the ``visible`` headers, decoded."""
+        for path, entry in index.get(name, ()):
             if path in visible:
                 key = (path, name, id(index))
                 if key not in self._decoded:
-                    self._decoded[key] = pickle.loads(payload)
+                    self._decoded[key] = decode_members(entry) \
+                        if index is self.index_records else decode_type(entry)
                 return self._decoded[key]
         return None
 
@@ -308,43 +397,24 @@ class HeaderStore:
             stat = os.stat(path)
         except OSError:
             return None
-        stamp = (CACHE_FORMAT, stat.st_size, stat.st_mtime_ns)
-        cached = self._cache_file(path)
-        if cached is not None:
-            try:
-                with open(cached, "rb") as handle:
-                    saved_stamp, tables = pickle.load(handle)
-                if saved_stamp == stamp:
-                    self.from_cache += 1
-                    return tables  # type: ignore[no-any-return]
-            except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
-                pass
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        if self.cache is not None:
+            document = self.cache.load(path, stamp)
+            tables = HeaderTables.from_document(path, document) if document is not None else None
+            if tables is not None:
+                self.from_cache += 1
+                return tables
         try:
             with open(path, "rb") as handle:
                 source = handle.read()
-        except OSError:
+        except OSError as error:  # its types stay unknown: the user is told which header
+            self.unreadable.append((path, os_cause(error)))
             return None
         tables = header_tables(path, source)
         self.parsed += 1
-        if cached is not None:
-            self._save(cached, (stamp, tables))
+        if self.cache is not None:
+            self.cache.save(path, stamp, tables.document())
         return tables
-
-    def _cache_file(self, path: str) -> str | None:
-        if not self.cache_dir:
-            return None
-        digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()
-        return os.path.join(self.cache_dir, digest[:2], digest[2:] + ".pickle")
-
-    def _save(self, target: str, payload: object) -> None:
-        try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(temporary, target)
-        except OSError:
-            pass  # a cache that cannot be written only costs time
 
     def edges(self, path: str) -> list[str]:
         """Headers that header ``path`` includes (resolved)."""
@@ -438,7 +508,7 @@ class Environment:
             self._visible = frozenset(reach)
         return self._visible
 
-    def _from_headers(self, index: dict[str, list[tuple[str, bytes]]], name: str) -> object:
+    def _from_headers(self, index: dict[str, list[tuple[str, str]]], name: str) -> object:
         visible = self.visible  # loads the headers on the first miss
         return self.store.lookup(index, name, visible)
 

@@ -51,9 +51,18 @@ def search_files(files: list[str], queries: list[Query], include_dirs: list[str]
             wanted.append(path)
         else:
             early[path] = report
+    # headers the probes could not read, told with the first report
+    unread = searcher.take_problems()
+
+    def told(report: FileReport) -> FileReport:
+        nonlocal unread
+        if unread:
+            report.problems[:0], unread = unread, []
+        return report
+
     if jobs <= 1 or len(wanted) < PARALLEL_THRESHOLD:
         for path in files:
-            yield early[path] if path in early else searcher.search_path(path, probed=True)
+            yield told(early[path] if path in early else searcher.search_path(path, probed=True))
         return
     global _worker
     # Forked workers inherit the searcher, with the headers the probe already read.
@@ -65,4 +74,4 @@ def search_files(files: list[str], queries: list[Query], include_dirs: list[str]
     with context.Pool(jobs) as pool:
         searched = pool.imap(_search_in_worker, wanted, chunksize=chunk)
         for path in files:
-            yield early[path] if path in early else next(searched)
+            yield told(early[path] if path in early else next(searched))

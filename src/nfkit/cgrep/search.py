@@ -11,13 +11,14 @@ only pass a pointer through (``READ_ONCE``, ``rcu_dereference``,
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
-import pickle
 import re
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
-from tree_sitter import Node, QueryCursor
+from tree_sitter import Node, Point, QueryCursor
 from tree_sitter import Query as TSQuery
 
 from nfkit.cgrep.ctype import FUNCTION, CType, declarations, parse_type_text, type_name
@@ -29,8 +30,10 @@ from nfkit.cgrep.environment import (
     Unit,
     build_unit,
     declarator_name,
+    decode_type,
     parse,
 )
+from nfkit.cgrep.inputs import os_cause
 from nfkit.cgrep.query import (
     MEMBER_OPERATIONS,
     SET_OPERATORS,
@@ -66,6 +69,9 @@ def _compiled(source: str) -> TSQuery:
 
 
 _CALLS = "(call_expression function: (identifier) @function)"
+# A computation of an expression's type: yields the operands whose types it needs
+# (`_FileSearch.type_of` sends them back), returns the type.
+_Typing = Generator[Node, "CType | None", "CType | None"]
 _DECLARATIONS = "(declaration) @d (parameter_declaration) @d"
 
 
@@ -114,6 +120,8 @@ class FileReport:
     parse_errors: bool = False
     parsed: bool = False
     unresolved: int = 0
+    # (header, cause): headers this process could not read since its last report
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Searcher:
@@ -145,7 +153,8 @@ class Searcher:
                 self._used_words.add(name.split()[-1].encode())
         self._aliases_seen = 0
         self._same_type: dict[str, list[str]] = {}
-        self._pending_globals: list[dict[str, bytes]] = []
+        self._pending_globals: list[dict[str, str]] = []
+        self._problems_told = 0
 
     def search_path(self, path: str, probed: bool = False) -> FileReport:
         """Search the file at ``path``; unreadable or non-C input becomes ``error``.
@@ -163,7 +172,18 @@ class Searcher:
         source = _read(path)
         if isinstance(source, FileReport):
             return source
-        return None if self.wants(source, path) else FileReport(path)
+        if self.wants(source, path):
+            return None
+        report = FileReport(path)
+        report.problems = self.take_problems()
+        return report
+
+    def take_problems(self) -> list[tuple[str, str]]:
+        """Headers found but not readable since the last call: ``(path, cause)``."""
+        unreadable = self.headers.unreadable
+        fresh = unreadable[self._problems_told:]
+        self._problems_told = len(unreadable)
+        return fresh
 
     def wants(self, source: bytes, path: str = "") -> bool:
         """Could ``source`` hold a match at all?  Decided on the bytes (member
@@ -202,9 +222,12 @@ class Searcher:
             tables = store.tables(path)
             if tables is None:
                 continue
-            for alias, payload in tables.typedefs.items():
+            for alias, entry in tables.typedefs.items():
                 # a typedef and what it names are one type, whichever the query wrote
-                target = pickle.loads(payload).base
+                named = decode_type(entry)
+                if named is None:
+                    continue
+                target = named.base
                 self._same_type.setdefault(target, []).append(alias)
                 self._same_type.setdefault(alias, []).append(target)
                 if target in names:
@@ -213,13 +236,12 @@ class Searcher:
                     self._add_alias(target)
             self._pending_globals.append(tables.ordinary)
         # a global is checked once the aliases known so far are in: cheap test on the
-        # pickled bytes first, then the type itself
-        wanted = [name.encode() for name in names]
+        # entry's text first, then the type itself
         for ordinary in self._pending_globals:
-            for name, payload in ordinary.items():
-                if any(w in payload for w in wanted):
-                    ctype = pickle.loads(payload)
-                    if ctype.base in names and ctype.base != FUNCTION:
+            for name, entry in ordinary.items():
+                if any(w in entry for w in names):
+                    ctype = decode_type(entry)
+                    if ctype is not None and ctype.base in names and ctype.base != FUNCTION:
                         self._used_words.add(name.encode())
         self._pending_globals = []
 
@@ -240,6 +262,7 @@ class Searcher:
         report = FileReport(path)
         if probed or self.wants(source, path):
             _FileSearch(self, path, source, report).run()
+        report.problems = self.take_problems()
         return report
 
 
@@ -258,9 +281,19 @@ class _FileSearch:
         self._scopes: dict[int, dict[str, list[tuple[int, CType]]]] = {}
         self._types: dict[int, CType | None] = {}
         self._lines: list[bytes] | None = None
+        self._decoded: dict[int, str] = {}
         self._seen: set[tuple[int, int, str, str]] = set()
         self._word_set: set[str] | None = None
         self._recovered: dict[int, dict[str, list[tuple[int, CType]]]] = {}
+        # tree-sitter finds a node's parent by descending from the root (O(depth)):
+        # parents are recorded on the way down instead, so deep nesting stays linear.
+        self._parents: dict[int, Node] = {}
+        self._above: dict[tuple[int, str], CType | None] = {}
+        self._errors: dict[int, Node | None] = {}
+        self._items: list[Node] | None = None
+        self._item_starts: list[int] = []
+        self._functions: dict[int, str | None] = {}
+        self._ascii = source.isascii()
 
     # -- environment -------------------------------------------------------
     @property
@@ -295,11 +328,12 @@ class _FileSearch:
         by_attribute: dict[str, list[Query]] = {}
         for query in queries:
             by_attribute.setdefault(query.attribute or "", []).append(query)
+        descent = _Descent(self.root, self._parents)
         for found in pattern.finditer(self.source):
-            node = self.root.descendant_for_byte_range(found.start(1), found.end(1))
-            if node is None or node.type != "field_identifier":
+            node = descent.find(found.start(1), found.end(1))
+            if node.type != "field_identifier":
                 continue
-            access = node.parent
+            access = self._parent(node)
             if access is None or access.type != "field_expression":
                 continue
             attribute = found.group(1).decode()
@@ -307,6 +341,7 @@ class _FileSearch:
             operator = access.child_by_field_name("operator")
             if obj is None or operator is None:
                 continue
+            self._parents[obj.id] = access
             arrow = operator.type == "->"
             obj_type = self.type_of(obj)
             resolved = self.env.resolve(obj_type) if obj_type is not None else None
@@ -329,9 +364,9 @@ class _FileSearch:
         if operation == "deref":
             return True
         outer = access
-        parent = outer.parent
+        parent = self._parent(outer)
         while parent is not None and parent.type == "parenthesized_expression":
-            outer, parent = parent, parent.parent
+            outer, parent = parent, self._parent(parent)
         if parent is None:
             return False
         if operation == "set":
@@ -355,9 +390,10 @@ class _FileSearch:
         if not names:
             return
         pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(n) for n in sorted(names)) + rb")\b")
+        descent = _Descent(self.root, self._parents)
         for found in pattern.finditer(self.source):
-            node = self.root.descendant_for_byte_range(found.start(), found.end())
-            if node is None or node.type != "identifier" or not _is_use(node):
+            node = descent.find(found.start(), found.end())
+            if node.type != "identifier" or not _is_use(node, self._parent(node)):
                 continue
             ctype = self._identifier_type(node)
             if ctype is None:
@@ -383,11 +419,12 @@ class _FileSearch:
         words.update(name.split()[-1].encode() for name in wanted)
         pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(w) for w in sorted(words)) + rb")\b")
         seen: set[int] = set()
+        descent = _Descent(self.root, self._parents)
         for found in pattern.finditer(self.source):
-            node = self.root.descendant_for_byte_range(found.start(), found.end())
+            node: Node | None = descent.find(found.start(), found.end())
             hops = 0
             while node is not None and hops < 4 and node.type not in _DECLARING:
-                node, hops = node.parent, hops + 1
+                node, hops = self._parent(node), hops + 1
             if node is None or node.type not in _DECLARING or node.id in seen:
                 continue
             seen.add(node.id)
@@ -412,16 +449,22 @@ class _FileSearch:
 
     def _search_calls(self, queries: list[Query]) -> None:
         cursor = QueryCursor(_compiled(_CALLS))
-        for function in cursor.captures(self.root).get("function", []):
+        found = sorted(cursor.captures(self.root).get("function", []), key=lambda n: n.start_byte)
+        descent = _Descent(self.root, self._parents)
+        for function in found:
             name = _text(function)
             wanted = [q for q in queries if q.pattern is not None and q.pattern.search(name)]
             if not wanted:
                 continue
-            call = function.parent
-            arguments = call.child_by_field_name("arguments") if call is not None else None
+            call = self._parent(descent.find(function.start_byte, function.end_byte))
+            if call is None or call.type != "call_expression":
+                continue
+            arguments = call.child_by_field_name("arguments")
             if arguments is None:
                 continue
+            self._parents[arguments.id] = call
             for argument in arguments.named_children:
+                self._parents[argument.id] = arguments
                 # As coccigrep's (t)p: the argument itself, or what a cast converts.
                 level: Node | None = argument
                 while level is not None:
@@ -429,8 +472,11 @@ class _FileSearch:
                     for query in wanted:
                         if self._is_type(ctype, query, 0) or self._is_type(ctype, query, 1):
                             self._add(query, level, level, False, self._is_type(ctype, query, 1))
-                    level = level.child_by_field_name("value") \
+                    inner = level.child_by_field_name("value") \
                         if level.type == "cast_expression" else None
+                    if inner is not None:
+                        self._parents[inner.id] = level
+                    level = inner
 
     # -- types -------------------------------------------------------------
     def _is_type(self, ctype: CType | None, query: Query, pointers: int) -> bool:
@@ -451,16 +497,35 @@ class _FileSearch:
         return False
 
     def type_of(self, node: Node) -> CType | None:
-        """The type of expression ``node``, or None when it cannot be told."""
-        key = node.id
-        if key in self._types:
-            return self._types[key]
-        self._types[key] = None  # guards against cycles through odd trees
-        ctype = self._compute_type(node)
-        self._types[key] = ctype
-        return ctype
+        """The type of expression ``node``, or None when it cannot be told.
 
-    def _compute_type(self, node: Node) -> CType | None:
+        Computed without recursion (a 200,000-deep expression is typed in a loop):
+        `_compute_type` yields each operand whose type it needs."""
+        key = node.id
+        types = self._types
+        if key in types:
+            return types[key]
+        types[key] = None  # guards against cycles through odd trees
+        stack = [(node, self._compute_type(node))]
+        answer: CType | None = None
+        while stack:
+            current, steps = stack[-1]
+            try:
+                operand = steps.send(answer)
+            except StopIteration as done:
+                stack.pop()
+                answer = types[current.id] = done.value
+                continue
+            self._parents.setdefault(operand.id, current)  # operands are children
+            if operand.id in types:
+                answer = types[operand.id]
+            else:
+                types[operand.id] = None
+                stack.append((operand, self._compute_type(operand)))
+                answer = None
+        return types[key]
+
+    def _compute_type(self, node: Node) -> _Typing:
         kind = node.type
         if kind == "identifier":
             return self._identifier_type(node)
@@ -470,7 +535,7 @@ class _FileSearch:
             member = node.child_by_field_name("field")
             if obj is None or operator is None or member is None:
                 return None
-            obj_type = self.type_of(obj)
+            obj_type = yield obj
             if obj_type is None:
                 return None
             resolved: CType | None = self.env.resolve(obj_type)
@@ -482,10 +547,10 @@ class _FileSearch:
             table = self.env.members(resolved.base)
             return table.get(_text(member)) if table else None
         if kind == "subscript_expression":
-            inner = self._operand_type(node, "argument")
+            inner = yield from _operand(node, "argument")
             return self.env.resolve(inner).deref() if inner is not None else None
         if kind == "pointer_expression":
-            inner = self._operand_type(node, "argument")
+            inner = yield from _operand(node, "argument")
             if inner is None:
                 return None
             operator = node.child_by_field_name("operator")
@@ -494,29 +559,25 @@ class _FileSearch:
             return self.env.resolve(inner).deref()
         if kind == "parenthesized_expression":
             children = node.named_children
-            return self.type_of(children[-1]) if children else None
+            return (yield children[-1]) if children else None
         if kind in ("cast_expression", "compound_literal_expression"):
             descriptor = node.child_by_field_name("type")
             return type_name(descriptor, self.anon) if descriptor is not None else None
         if kind == "call_expression":
-            return self._call_type(node)
+            return (yield from self._call_type(node))
         if kind == "conditional_expression":
             for part in ("consequence", "alternative"):
-                ctype = self._operand_type(node, part)
+                ctype = yield from _operand(node, part)
                 if ctype is not None:
                     return ctype
             return None
         if kind == "comma_expression":
-            return self._operand_type(node, "right")
+            return (yield from _operand(node, "right"))
         if kind == "assignment_expression":
-            return self._operand_type(node, "left")
+            return (yield from _operand(node, "left"))
         return None
 
-    def _operand_type(self, node: Node, name: str) -> CType | None:
-        child = node.child_by_field_name(name)
-        return self.type_of(child) if child is not None else None
-
-    def _call_type(self, node: Node) -> CType | None:
+    def _call_type(self, node: Node) -> _Typing:
         function = node.child_by_field_name("function")
         if function is None:
             return None
@@ -528,13 +589,17 @@ class _FileSearch:
                     return None
                 if name in PASS_THROUGH:
                     first = arguments.named_children
-                    return self.type_of(first[0]) if first else None
+                    if not first:
+                        return None
+                    self._parents[arguments.id] = node
+                    self._parents[first[0].id] = arguments
+                    return (yield first[0])
                 texts = _split_arguments(_text(arguments))
                 if len(texts) >= 2:
                     named = parse_type_text(texts[1])
                     return named.pointer() if named is not None else None
                 return None
-        ftype = self.type_of(function)
+        ftype = yield function
         if ftype is None:
             return None
         ftype = self.env.resolve(ftype)
@@ -545,24 +610,10 @@ class _FileSearch:
     def _identifier_type(self, node: Node) -> CType | None:
         name = _text(node)
         position = node.start_byte
-        scope = node.parent
-        broken: Node | None = None
-        top: Node | None = None
-        while scope is not None:
-            if scope.parent is not None:
-                top = scope
-            if scope.type == "ERROR":
-                broken = scope
-            elif scope.type in _SCOPES:
-                entries = self._scope(scope).get(name)
-                if entries:
-                    best = None
-                    for start, ctype in entries:
-                        if start <= position:
-                            best = ctype
-                    if best is not None:
-                        return best
-            scope = scope.parent
+        found = self._scopes_above(node, name, position)
+        if found is not None:
+            return found
+        broken = self._outermost_error(node) if self.root.has_error else None
         if broken is not None:
             # The parser gave up on this stretch (often an #ifdef inside an
             # expression): the nearest declaration of the name before it, in
@@ -571,12 +622,79 @@ class _FileSearch:
             if found is not None:
                 return found
         found = self.env.global_type(name)
-        if found is None and top is not None and top.type == "function_definition":
-            # A tree that is wrong without an ERROR node (a macro read as an old
-            # style function definition swallowing the next function): the
-            # nearest declaration before the name in its top-level item.
-            found = self._recovered_declaration(top, name, position)
+        if found is None:
+            top = self._top_item(node)
+            if top is not None and top.type == "function_definition":
+                # A tree that is wrong without an ERROR node (a macro read as an old
+                # style function definition swallowing the next function): the
+                # nearest declaration before the name in its top-level item.
+                found = self._recovered_declaration(top, name, position)
         return found
+
+    def _scopes_above(self, node: Node, name: str, position: int) -> CType | None:
+        """The type of ``name`` in the block scopes enclosing ``node``, innermost first.
+
+        What the scopes above a node say of a name is the same for every use
+        inside that node (a declaration of an enclosing scope cannot start
+        inside it), so it is remembered per (node, name): uses of a name at
+        every level of a deep nest cost one walk up in all, not one each."""
+        walked: list[Node] = []
+        found: CType | None = None
+        child, scope = node, self._parent(node)
+        while scope is not None:
+            key = (child.id, name)
+            if key in self._above:
+                found = self._above[key]
+                break
+            walked.append(child)
+            if scope.type in _SCOPES:
+                for start, ctype in self._scope(scope).get(name, ()):
+                    if start <= position:
+                        found = ctype
+                if found is not None:
+                    break
+            child, scope = scope, self._parent(scope)
+        for visited in walked:
+            # a scope's declarations can sit inside its #ifdefs, ERROR stretches and
+            # labels: what is above those depends on where in them the name is
+            if not _holds_declarations(visited):
+                self._above[(visited.id, name)] = found
+        return found
+
+    def _outermost_error(self, node: Node) -> Node | None:
+        """The outermost ERROR node enclosing ``node`` (remembered per node on the way)."""
+        walked: list[Node] = []
+        above: Node | None = None
+        child, parent = node, self._parent(node)
+        while parent is not None:
+            if child.id in self._errors:
+                above = self._errors[child.id]
+                break
+            walked.append(child)
+            child, parent = parent, self._parent(parent)
+        for visited in reversed(walked):
+            parent = self._parent(visited)
+            if above is None and parent is not None and parent.type == "ERROR":
+                above = parent
+            self._errors[visited.id] = above
+        return above
+
+    def _top_item(self, node: Node) -> Node | None:
+        """The top-level item that holds ``node`` (None for the root and its children)."""
+        if self._items is None:
+            self._items = self.root.children
+            self._item_starts = [item.start_byte for item in self._items]
+        index = bisect.bisect_right(self._item_starts, node.start_byte) - 1
+        while index >= 0:
+            item = self._items[index]
+            if item.id == node.id:
+                return None
+            if item.end_byte >= node.end_byte:
+                return item
+            if item.start_byte < node.start_byte:
+                return None
+            index -= 1  # an empty item (a missing token) at the same place
+        return None
 
     def _recovered_declaration(self, broken: Node, name: str, position: int) -> CType | None:
         key = broken.id
@@ -613,13 +731,45 @@ class _FileSearch:
         return table
 
     def _block_declarations(self, block: Node, table: dict[str, list[tuple[int, CType]]]) -> None:
-        for child in block.named_children:
+        stack = [iter(block.named_children)]
+        while stack:  # without recursion: #ifdefs nest as deep as the file likes
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                continue
             kind = child.type
             if kind == "declaration":
                 for name, ctype in declarations(child, self.anon):
                     table.setdefault(name, []).append((child.start_byte, ctype))
-            elif kind.startswith("preproc_") or kind in ("ERROR", "labeled_statement"):
-                self._block_declarations(child, table)
+            elif _holds_declarations(child):
+                stack.append(iter(child.named_children))
+
+    def _parent(self, node: Node) -> Node | None:
+        parent = self._parents.get(node.id)
+        if parent is None and node.id != self.root.id:
+            parent = node.parent  # a node no descent reached: tree-sitter's O(depth) way
+            if parent is not None:
+                self._parents[node.id] = parent
+        return parent
+
+    def _function_name(self, node: Node) -> str | None:
+        """Name of the function definition holding ``node`` (remembered per node on the way)."""
+        walked: list[int] = []
+        name: str | None = None
+        current: Node | None = self._parent(node)
+        while current is not None:
+            if current.id in self._functions:
+                name = self._functions[current.id]
+                break
+            walked.append(current.id)
+            if current.type == "function_definition":
+                declarator = current.child_by_field_name("declarator")
+                name = declarator_name(declarator) if declarator is not None else None
+                break
+            current = self._parent(current)
+        for key in walked:
+            self._functions[key] = name
+        return name
 
     # -- results -----------------------------------------------------------
     def _add(self, query: Query, span: Node, obj: Node, loose: bool, pointer: bool) -> None:
@@ -627,26 +777,32 @@ class _FileSearch:
         if key in self._seen:
             return
         self._seen.add(key)
-        line, column = self._position(span.start_byte, span.start_point.row)
-        end_line, end_column = self._position(span.end_byte, span.end_point.row)
-        lines = self._source_lines()
-        code = lines[line - 1].decode("utf-8", "replace").rstrip("\r\n") \
-            if line - 1 < len(lines) else ""
+        line, column = self._position(span.start_byte, span.start_point)
+        end_line, end_column = self._position(span.end_byte, span.end_point)
+        code = self._line_text(line)
         self.report.matches.append(Match(
             self.path, line, column, end_line, end_column, query.operation, query.ctype,
-            query.attribute, code, _function_name(span), _text(obj), pointer, loose,
+            query.attribute, code, self._function_name(span), _text(obj), pointer, loose,
         ))
 
-    def _source_lines(self) -> list[bytes]:
+    def _line_text(self, line: int) -> str:
+        """Line ``line`` (1-based) as text, decoded once however many matches it holds."""
         if self._lines is None:
             self._lines = self.source.split(b"\n")
-        return self._lines
+        text = self._decoded.get(line)
+        if text is None:
+            raw = self._lines[line - 1] if line - 1 < len(self._lines) else b""
+            text = self._decoded[line] = raw.decode("utf-8", "replace").rstrip("\r\n")
+        return text
 
-    def _position(self, byte: int, row: int) -> tuple[int, int]:
-        start = self.source.rfind(b"\n", 0, byte) + 1
-        prefix = self.source[start:byte]
-        column = len(prefix.decode("utf-8", "replace")) if not prefix.isascii() else len(prefix)
-        return row + 1, column + 1
+    def _position(self, byte: int, point: Point) -> tuple[int, int]:
+        """1-based line and column in characters (tree-sitter counts the column in bytes)."""
+        column = point.column
+        if not self._ascii:
+            prefix = self.source[byte - column:byte]
+            if not prefix.isascii():
+                column = len(prefix.decode("utf-8", "replace"))
+        return point.row + 1, column + 1
 
 
 def _read(path: str) -> bytes | FileReport:
@@ -654,12 +810,8 @@ def _read(path: str) -> bytes | FileReport:
     try:
         with open(path, "rb") as handle:
             source = handle.read()
-    except IsADirectoryError:
-        return FileReport(path, error="is a directory")
-    except FileNotFoundError:
-        return FileReport(path, error="no such file or directory")
     except OSError as exc:
-        return FileReport(path, error=exc.strerror or str(exc))
+        return FileReport(path, error=os_cause(exc))
     if b"\0" in source[:8192]:
         return FileReport(path, error="not a C file (binary content)")
     return source
@@ -685,9 +837,8 @@ def _parameters(function: Node) -> list[Node]:
     return []
 
 
-def _is_use(node: Node) -> bool:
-    """Is identifier ``node`` a use of a name (not the name being declared)?"""
-    parent = node.parent
+def _is_use(node: Node, parent: Node | None) -> bool:
+    """Is identifier ``node`` (child of ``parent``) a use of a name (not the name being declared)?"""
     if parent is None:
         return False
     kind = parent.type
@@ -701,14 +852,56 @@ def _is_use(node: Node) -> bool:
     return True
 
 
-def _function_name(node: Node) -> str | None:
-    parent = node.parent
-    while parent is not None:
-        if parent.type == "function_definition":
-            declarator = parent.child_by_field_name("declarator")
-            return declarator_name(declarator) if declarator is not None else None
-        parent = parent.parent
-    return None
+def _holds_declarations(node: Node) -> bool:
+    """Are declarations inside ``node`` those of the block around it?"""
+    kind = node.type
+    return kind.startswith("preproc_") or kind in ("ERROR", "labeled_statement")
+
+
+def _operand(node: Node, name: str) -> _Typing:
+    """The type of ``node``'s child in field ``name`` (None when it has none)."""
+    child = node.child_by_field_name(name)
+    return (yield child) if child is not None else None
+
+
+class _Descent:
+    """Finds the smallest nodes holding byte ranges given in increasing order,
+    with one tree cursor, recording each node's parent on the way.
+
+    The cursor only moves forward between lookups (up to the nearest node that
+    holds the next range, then down), so a whole pass steps over each node of
+    the tree about once: linear in the file whatever its depth, where a
+    lookup from the root (and a ``.parent`` walk back up) is linear in the
+    depth each time.
+    """
+
+    def __init__(self, root: Node, parents: dict[int, Node]) -> None:
+        self._cursor = root.walk()
+        self._path = [root]
+        self._parents = parents
+
+    def find(self, start: int, end: int) -> Node:
+        cursor, path = self._cursor, self._path
+        node = path[-1]
+        # up (and forward among siblings) to a node that holds the range
+        while len(path) > 1 and not (node.start_byte <= start and end <= node.end_byte):
+            if node.end_byte <= start and cursor.goto_next_sibling():
+                node = path[-1] = cursor.node  # type: ignore[assignment]
+                self._parents[node.id] = path[-2]
+                continue
+            cursor.goto_parent()
+            path.pop()
+            node = path[-1]
+        # down to the smallest one
+        while cursor.goto_first_child_for_byte(start) is not None:
+            child: Node = cursor.node  # type: ignore[assignment]
+            if not (child.start_byte <= start and end <= child.end_byte):
+                cursor.goto_parent()
+                break
+            self._parents[child.id] = node
+            path.append(child)
+            node = child
+        return node
 
 
 def _split_arguments(text: str) -> list[str]:

@@ -44,8 +44,9 @@ from nfkit.errors import InputError
               help="Highlight matches (auto: on a terminal).")
 @click.option("--stats", is_flag=True, help="Print counts and unclean parses to stderr.")
 @click.option("--no-cache", is_flag=True,
-              help="Do not keep parsed header tables between runs "
-                   "(kept in ~/.cache/nfkit/cgrep, or $NFKIT_CGREP_CACHE).")
+              help="Do not keep parsed header tables between runs (kept as JSON in "
+                   "$NFKIT_CGREP_CACHE or ~/.cache/nfkit/cgrep, used only when owned by "
+                   "you and not writable by others).")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, metavar="N",
               help="Worker processes (default: one per core).")
 @click.argument("paths", nargs=-1, metavar="PATH...")
@@ -65,9 +66,12 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     not be searched (the others still are).
     """
     from nfkit.cgrep import collect, make_query, parse_expression, search_files
-    from nfkit.cgrep.environment import default_cache_dir
+    from nfkit.cgrep.cache import HeaderCache
+    from nfkit.cgrep.environment import CACHE_FORMAT, default_cache_dir
+    from nfkit.cgrep.inputs import os_cause
     from nfkit.cgrep.render import format_match, with_context
 
+    _names_as_bytes()
     queries = [parse_expression(text) for text in expressions]
     if type_text is not None:
         for operation in operations or (("deref",) if attribute else ("used",)):
@@ -82,8 +86,10 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     if sum((as_json, vim, emacs)) > 1:
         raise InputError("--json, --vim and --emacs exclude each other")
     for directory in include_dirs:
-        if not os.path.isdir(directory):
-            raise InputError(f"include directory {directory}: no such directory")
+        try:
+            os.listdir(directory)
+        except OSError as error:
+            raise InputError(f"include directory {directory}: {os_cause(error)}") from None
     for query in queries:
         if query.bare_tag:
             click.echo(f"nfkit: cgrep: type {query.ctype!r} means the typedef {query.ctype} "
@@ -108,6 +114,11 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
     unclean: list[str] = []
     per_query: dict[str, int] = {q.label: 0 for q in queries}
     cache_dir = None if no_cache else default_cache_dir()
+    cache_note = None
+    if cache_dir is not None:
+        cache = HeaderCache(cache_dir, CACHE_FORMAT)
+        if not cache.usable():  # not ours, or open to others: neither read nor written
+            cache_note, cache_dir = cache.problem, None
     reports = search_files(fileset.files, queries, list(include_dirs), loose, jobs, cache_dir)
     progress = _progress(len(fileset.files))
     out = sys.stdout
@@ -115,6 +126,10 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
         for report in reports:
             if progress is not None:
                 progress[0].advance(progress[1])
+            for header, cause in report.problems:  # each worker tells its own once
+                if (header, cause) not in problems:
+                    problems.append((header, cause))
+                    click.echo(f"nfkit: cgrep: {header}: {cause}", err=True)
             if report.error:
                 problems.append((report.path, report.error))
                 click.echo(f"nfkit: cgrep: {report.path}: {report.error}", err=True)
@@ -154,7 +169,22 @@ def cgrep(type_text: str | None, attribute: str | None, operations: tuple[str, .
         for path in unclean:
             click.echo(f"cgrep: parse errors (searched where the tree is sound): {path}",
                        err=True)
+        if cache_note is not None:
+            click.echo(f"cgrep: {cache_note}", err=True)
     sys.exit(2 if problems else 0 if totals["matches"] else 1)
+
+
+def _names_as_bytes() -> None:
+    """File names are bytes: one that is not UTF-8 (a surrogate escape in Python)
+    is read from stdin and written out as the bytes it is, as grep does, whatever
+    the locale's error handling (a strict one would raise)."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="surrogateescape")
+            except (ValueError, OSError):  # pragma: no cover - a stream already read from
+                pass
 
 
 def _read_lines(path: str) -> list[str]:
