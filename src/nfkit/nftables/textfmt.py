@@ -172,6 +172,8 @@ def statement(s: dict[str, Any]) -> str:
         return "notrack"
     if k in ("set", "map") and isinstance(b, dict) and "op" in b:
         return f"{b['op']} {b.get('set', b.get('map'))} {{ {expr(b['elem'])} }}"
+    if k in ("quota", "limit") and isinstance(b, str):
+        return f"{k} name {json.dumps(b)}"
     if k == "quota":
         return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
     if k == "ct count":
@@ -179,6 +181,26 @@ def statement(s: dict[str, Any]) -> str:
     if k == "queue":
         return f"queue num {value(b['num'])}"
     return json.dumps(s)
+
+
+def rule_text(r: Any) -> str:
+    """A rule's statements (and comment) as nft text."""
+    text = " ".join(statement(s) for s in r.expr)
+    if r.comment:
+        text += f" comment {json.dumps(r.comment)}"
+    return text
+
+
+def command(c: Any) -> str:
+    """One change (a jsonfmt.Command) as the nft command line that makes it."""
+    o = c.obj
+    if c.kind == "rule":
+        where = f"{c.verb} rule {o.family} {o.table} {o.chain}"
+        if c.verb == "delete":
+            return f"{where} handle {o.handle}"
+        pos = f" position {o.position}" if o.position is not None else ""
+        return f"{where}{pos} {rule_text(o)}"
+    return str(c)
 
 
 def to_text(rs: Ruleset) -> str:
@@ -220,10 +242,7 @@ def to_text(rs: Ruleset) -> str:
                              f"policy {c.policy};")
             for r in rs.rules:
                 if r.chain == c.name and (r.family, r.table) == t.key:
-                    text = " ".join(statement(s) for s in r.expr)
-                    if r.comment:
-                        text += f" comment {json.dumps(r.comment)}"
-                    lines.append(f"\t\t{text}")
+                    lines.append(f"\t\t{rule_text(r)}")
             lines.append("\t}")
         lines.append("}")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -7,6 +7,7 @@ the object that failed, and listings are read with GET* dumps.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from nfkit.errors import (
 )
 from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
 from nfkit.netlink.consts import NLM_F_REQUEST
-from nfkit.nftables import nla
+from nfkit.nftables import nla, validate
 from nfkit.nftables.bulkjson import RuleRun
 from nfkit.nftables.dumpreq import rules_request
 from nfkit.nftables.exprs import SetView
@@ -73,15 +74,32 @@ def _mark_dynamic(cmds: Sequence[Command]) -> None:
 def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
     """Write each command into the encoder's batch (raises InputError naming the object)."""
     _mark_dynamic(cmds)
-    for c in cmds:
+    at = [0]
+    try:
+        _encode(cmds, enc, at)
+    except _ENCODE_FAULTS as exc:
+        # validate.py checks every value first; what still cannot be encoded is
+        # named here, never a traceback.
+        c = cmds[at[0]]
+        raise InputError(f"{validate.label(c.kind, c.obj)}: cannot be encoded ({exc})") from None
+
+
+_ENCODE_FAULTS = (struct.error, OverflowError, ValueError, TypeError, KeyError, AttributeError,
+                  IndexError, RecursionError, UnicodeError)
+
+
+def _encode(cmds: Sequence[Command], enc: Encoder, at: list[int]) -> None:
+    for i, c in enumerate(cmds):
+        at[0] = i
         o = c.obj
         if c.kind == "ruleset":
             if c.verb not in ("flush", "delete"):
                 raise InputError(f"{c.verb} ruleset is not a command")
-            enc._begin("deltable", "inet", 0, "flush ruleset")
+            enc._begin("deltable", "inet", 0, f"flush ruleset{' ' + o if o else ''}")
             enc.batch.end()
-            # family 0: every table of every family
-            enc.batch.buffer[enc.batch.seqs[-1][1] + 16] = 0
+            # family 0: every table of every family (o: only that family's, as nft flush
+            # ruleset FAMILY)
+            enc.batch.buffer[enc.batch.seqs[-1][1] + 16] = FAMILY_NUM[o] if o else 0
             continue
         if c.kind == "table":
             if c.verb in ("add", "create"):
@@ -202,6 +220,7 @@ def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None 
     committed) naming each object the kernel refused, with its extended ACK."""
     from nfkit.nftables.jsonfmt import no_gc
 
+    validate.commands(cmds)
     own = sock is None
     sock = sock or _socket()
     try:
@@ -249,9 +268,12 @@ def _as_commands(obj: Ruleset | Sequence[Command]) -> list[Command]:
 
 
 def flush(family: str | None = None, table: str | None = None, sock: Any | None = None) -> None:
-    """Flush the whole ruleset (delete every table), or the rules of one table."""
+    """Flush the whole ruleset (delete every table; with ``family`` only that family's
+    tables), or the rules of one table.  Raises InputError for an unknown family."""
+    if family is not None and family not in FAMILY_NUM:
+        raise InputError(f"unknown family {validate.shown(family)}")
     if table is None:
-        cmds = [Command("flush", "ruleset", None)]
+        cmds = [Command("flush", "ruleset", family)]
     else:
         fams = [family] if family else list(FAMILY_NUM)
         rs = list_ruleset(sock=sock, rules=False)
@@ -344,8 +366,9 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
                             shapes)
             if (r.family, r.table) in keys and (chain is None or r.chain == chain):
                 rs.rules.append(r)
-    if chain is not None:
+    if chain is not None:  # as nft list chain: the chain in its table, no sets or objects
         rs.chains = [c for c in rs.chains if c.name == chain]
+        rs.sets, rs.objs = [], []
     return rs
 
 
