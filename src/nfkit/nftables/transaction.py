@@ -209,7 +209,13 @@ def _kernel_has_expr(sock: Any, name: str) -> bool:
 def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
     """Send the batch in one sendmsg (the core socket fences it) and collect every refusal."""
     sock.ensure_sndbuf(len(batch.buffer) + 65536)
-    sock.send_batch(batch, what=enc.what, check=check)
+    if check:
+        sock.send_batch(batch, what=enc.what, check=True)
+        return
+    from nfkit.nftables.commitguard import interrupts_held
+
+    with interrupts_held(f"the transaction ({len(enc.what)} messages)"):
+        sock.send_batch(batch, what=enc.what)
 
 
 def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None = None) -> int:
@@ -243,7 +249,30 @@ def _run(cmds: Sequence[Command], check: bool, sock: Any) -> int:
 
         exprs.QUEUE_PROBE.clear()
     _send(sock, batch, enc, check)
+    if check:
+        _trial_commit(cmds, sock)
     return len(enc.what)
+
+
+def _trial_commit(cmds: Sequence[Command], sock: Any) -> None:
+    """The commit-time checks of a check (see nfkit.nftables.trialcommit); a note on
+    stderr when they cannot be made."""
+    import sys
+
+    from nfkit.nftables import trialcommit
+    from nfkit.nftables.jsonfmt import load_json
+
+    note = trialcommit.skipped_because(cmds)
+    if note is None:
+        copies = []
+        for fam, table in trialcommit.tables_touched(cmds):
+            text = list_json_text(fam, table, sock=sock)
+            if '"table"' in text:
+                copies.append(text)
+        note = trialcommit.trial(cmds, copies, run_commands, load_json)
+    if note is not None:
+        print(f"nfkit: note: the commit-time checks (chain types and hooks, jump loops) were "
+              f"not made: {note}", file=sys.stderr)
 
 
 def commit(obj: Ruleset | Sequence[Command], sock: Any | None = None) -> int:
