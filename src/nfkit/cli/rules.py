@@ -123,7 +123,7 @@ def apply(file: str, dry_run: bool) -> None:
 def _single_opts(handle_required: bool) -> Any:
     def opts(f: Any) -> Any:
         f = click.argument("rule")(f)
-        f = click.option("--handle", type=HANDLE, required=handle_required, default=None,
+        f = click.option("--handle", type=HANDLE, required=handle_required,
                          help="Rule handle.")(f)
         f = click.option("--chain", "-c", required=True)(f)
         f = click.option("--table", "-t", required=True)(f)

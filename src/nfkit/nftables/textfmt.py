@@ -115,6 +115,8 @@ def expr(e: Any) -> str:
 
 def statement(s: dict[str, Any]) -> str:
     (k, b), = s.items()
+    if k in ("quota", "limit") and isinstance(b, str):  # a named object
+        return f"{k} name {json.dumps(b)}"
     if k == "match":
         op = b["op"]
         ops = "" if op in ("==", "in") else f"{op} "
@@ -172,8 +174,6 @@ def statement(s: dict[str, Any]) -> str:
         return "notrack"
     if k in ("set", "map") and isinstance(b, dict) and "op" in b:
         return f"{b['op']} {b.get('set', b.get('map'))} {{ {expr(b['elem'])} }}"
-    if k in ("quota", "limit") and isinstance(b, str):
-        return f"{k} name {json.dumps(b)}"
     if k == "quota":
         return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
     if k == "ct count":
