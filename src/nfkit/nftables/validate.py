@@ -25,6 +25,7 @@ from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.netlink.specs.nftables import TABLES
+from nfkit.nftables.model import Rule
 
 NAME_MAXLEN = 255  # NFT_NAME_MAXLEN (256) less the NUL
 COMMENT_MAXLEN = 128  # nft's NFTNL_UDATA_COMMENT_MAXLEN
@@ -80,6 +81,9 @@ def name(value: Any, what: str) -> str:
 
 def string(value: Any, what: str, maxlen: int = STRING_MAXLEN, empty: bool = True) -> str:
     """A string field: str, UTF-8 encodable, no NUL, at most ``maxlen`` bytes."""
+    if type(value) is str and value.isascii() and "\0" not in value and (
+            0 < len(value) <= maxlen or (empty and not value)):
+        return value  # the common case, without encoding
     if not isinstance(value, str):
         raise InputError(f"{what}: expected a string, got {type(value).__name__}")
     try:
@@ -131,13 +135,18 @@ def statements(stmts: Any, what: str) -> None:
         raise InputError(f"{what}: a rule needs at least one statement (nft refuses an "
                          "empty rule)")
     for i, st in enumerate(stmts):
-        where = f"{what}: statement {i + 1}"
         if type(st) is not dict or len(st) != 1:
-            raise InputError(f"{where}: expected an object with one key, got {shown(st)}")
+            raise InputError(f"{what}: statement {i + 1}: expected an object with one key, "
+                             f"got {shown(st)}")
         (kind, body), = st.items()
-        where += f" ({kind if isinstance(kind, str) and len(kind) <= 20 else shown(kind)})"
-        structure(body, where)
-        fields(kind, body, where)
+        try:
+            if body is not None:
+                structure(body, "")
+                if kind in FIELDS:
+                    fields(kind, body, "")
+        except InputError as exc:  # the message is made only for a refusal
+            kind_text = kind if isinstance(kind, str) and len(kind) <= 20 else shown(kind)
+            raise InputError(f"{what}: statement {i + 1} ({kind_text}){exc}") from None
 
 
 def fields(kind: str, body: Any, what: str) -> None:
@@ -155,7 +164,12 @@ def fields(kind: str, body: Any, what: str) -> None:
                 if unit not in _BYTE_UNITS:
                     raise InputError(f"{what}: unknown unit {shown(unit)}")
                 scale = _BYTE_UNITS[unit]
-        spec_field(body[key], table, attr, f"{what}: {key}", scale)
+        v = body[key]
+        if isinstance(v, dict) and isinstance(v.get("range"), list):  # e.g. queue num 1-3
+            for bound in v["range"]:
+                spec_field(bound, table, attr, f"{what}: {key}", scale)
+            continue
+        spec_field(v, table, attr, f"{what}: {key}", scale)
 
 
 def structure(value: Any, what: str) -> None:
@@ -214,9 +228,9 @@ def _ordinal(x: Any) -> Any:
 
 def obj(kind: str, o: Any, verb: str = "add") -> None:
     """One model object (Table, Chain, Rule, Set, Obj) of a command of ``verb``."""
-    what = label(kind, o)
     if kind == "ruleset" or o is None:
         return
+    what = label(kind, o)
     if kind == "rule" and hasattr(o, "sample"):  # a bulkjson.RuleRun: its rows share the sample
         o = o.sample
     if kind == "element":
@@ -280,7 +294,23 @@ def label(kind: str, o: Any) -> str:
 
 def commands(cmds: Iterable[Any]) -> None:
     """Every command's object (jsonfmt.Command); raises InputError at the first bad value."""
+    seen: set[tuple[Any, ...]] = set()  # (family, table, chain) of rules already checked
     for c in cmds:
+        o = c.obj
+        if c.kind == "rule" and type(o) is Rule and c.verb != "delete":
+            # The rules of a big file: names checked once per chain, no label made.
+            where = (o.family, o.table, o.chain)
+            if where not in seen:
+                obj(c.kind, o, c.verb)
+                seen.add(where)
+                continue
+            if (o.comment is None and o.position is None and o.handle is None
+                    and type(o.expr) is list and o.expr):
+                try:
+                    statements(o.expr, "")
+                except InputError as exc:
+                    raise InputError(f"{label(c.kind, o)}{exc}") from None
+                continue
         obj(c.kind, c.obj, c.verb)
         if c.items:
             structure(c.items, f"{label(c.kind, c.obj)}: elements")
