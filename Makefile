@@ -6,13 +6,14 @@ STAMP := $(VENV)/.nfkit-installed
 BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 
 # Debian packages the tests and the demo drive (oracles and traffic makers).
-APT_TEST := iproute2 iputils-ping nftables conntrack linux-libc-dev \
+# iptables: its extension modules are how nft prints xt targets (NFQUEUE on this kernel)
+APT_TEST := iproute2 iputils-ping nftables conntrack iptables linux-libc-dev \
 	tcpdump curl openssl openssh-server openssh-client dnsmasq-base bind9-dnsutils \
-	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux
+	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux conntrackd
 # nfgrep signature tests (psql and a PostgreSQL server of its own)
 APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
-APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool iptables
+APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
 
 .PHONY: setup demo test bench clean
 

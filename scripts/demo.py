@@ -56,7 +56,7 @@ def step_traffic(lab: Lab) -> None:
     assert dump.stderr is not None
     dump.stderr.readline()  # "listening on eth1": capturing from here on
     show(client, "ping -c2 -W2 198.51.100.2")
-    server.popen([sys.executable, "-m", "http.server", "--bind", "::", "8080"], cwd="/tmp")
+    server.serve([sys.executable, "-m", "http.server", "--bind", "::", "8080"], cwd="/tmp")
     fetch = (
         "import socket, time\n"
         "for host in ('198.51.100.2', '2001:db8:2::2'):\n"

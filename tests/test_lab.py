@@ -1,5 +1,6 @@
 """The namespace harness itself: labs route traffic and leave nothing behind."""
 
+import os
 import subprocess
 
 from nfkit.lab import three_node
@@ -42,3 +43,16 @@ def test_enter_moves_this_thread_only_for_the_block(netns):
         inside = os.readlink("/proc/thread-self/ns/net")
     assert inside != host
     assert os.readlink("/proc/thread-self/ns/net") == host
+
+
+def test_lab_servers_get_an_empty_run_of_their_own(netns, tmp_path):
+    """A lab server never sees what the machine's boot left in /run (systemd-tmpfiles'
+    /run/sshd, /var/run/vsftpd/empty): one that depends on it fails here, on every machine."""
+    seen = tmp_path / "seen"
+    proc = netns.serve(["sh", "-c", f"ls -A /run /var/run > {seen}; test -d /run/mine"],
+                       run_dirs=("mine",))
+    assert proc.wait(10) == 0
+    host_run = set(os.listdir("/run"))
+    listing = seen.read_text().split()
+    assert "mine" in listing and not host_run & (set(listing) - {"mine"})
+    assert os.path.isdir("/run/netns") and not os.path.exists("/run/mine")  # the host's is untouched

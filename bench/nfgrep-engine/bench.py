@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 
-from nfkit.nfgrep.engine import Engine, load_rules
+from nfkit.nfgrep.engine import Engine
+from nfkit.nfgrep.loader import load_rules
 
 
 def tls_flight() -> list[tuple[int, bytes]]:

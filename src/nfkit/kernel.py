@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class KernelInfo:
     expressions: dict[str, bool] = field(default_factory=dict)
     queue_expression: bool = False
     xt_nfqueue_target: bool = False
+    xt_nfqueue_module: str | None = None  # iptables' libxt_NFQUEUE.so, which nft prints xt targets with
     conntrack: bool = False
     conntrack_count: int | None = None
     conntrack_max: int | None = None
@@ -131,7 +133,32 @@ def probe() -> KernelInfo:
         _probe_nftables(sock, info)
         _probe_conntrack(sock, info)
         _probe_nfqueue(sock, info)
+    info.xt_nfqueue_module = xt_extension_module("NFQUEUE")
+    if not info.queue_expression and info.xt_nfqueue_target and info.xt_nfqueue_module is None:
+        info.notes.append(
+            "queue rules go through the xt NFQUEUE target here, and `nft list ruleset` prints "
+            "them without their verdict: nft needs iptables' extension module libxt_NFQUEUE.so "
+            f"(Debian package iptables), not found in {':'.join(xt_extension_dirs())}")
     return info
+
+
+def xt_extension_dirs() -> list[str]:
+    """Where libxtables (and so nft, when it prints an xt target) looks for extension modules."""
+    configured = os.environ.get("XTABLES_LIBDIR")
+    if configured:
+        return [d for d in configured.split(":") if d]
+    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
+    return [f"/usr/lib/{multiarch}/xtables", "/usr/lib64/xtables", "/usr/lib/xtables",
+            "/usr/local/lib/xtables"]
+
+
+def xt_extension_module(target: str) -> str | None:
+    """Path of the libxt_TARGET.so that nft would load to print ``target``, or None."""
+    for directory in xt_extension_dirs():
+        path = Path(directory) / f"libxt_{target}.so"
+        if path.is_file():
+            return str(path)
+    return None
 
 
 def _ask(sock: NetlinkSocket, info: KernelInfo, subsys: int, msg: int, family: int,

@@ -31,6 +31,20 @@ def _ip(*args: str) -> None:
         raise CapabilityError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
 
 
+def private_run(argv: Sequence[str], run_dirs: Sequence[str] = ()) -> list[str]:
+    """``argv`` run in a private mount namespace over an empty tmpfs /run.
+
+    A server of a lab brings everything it needs (config, data, run and empty
+    directories) with it: what the machine's boot made under /run (systemd-tmpfiles'
+    /run/sshd, /var/run/vsftpd/empty) is not promised, so no lab server sees it,
+    and one that would depend on it fails on every machine, not only on fresh ones.
+    ``run_dirs`` are made under the new /run first (sshd insists on /run/sshd).
+    """
+    made = "".join(f" && mkdir -p /run/{shlex.quote(d)}" for d in run_dirs)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs nfkit-run /run{made} && exec "$@"', "lab-server", *argv]
+
+
 @dataclass
 class Namespace:
     """One network namespace of a lab."""
@@ -68,6 +82,12 @@ class Namespace:
         proc = subprocess.Popen(self.argv(cmd), start_new_session=True, **kw)  # type: ignore[call-overload]
         self.lab.processes.append(proc)
         return proc  # type: ignore[no-any-return]
+
+    def serve(self, cmd: str | Sequence[str], run_dirs: Sequence[str] = (),
+              **kw: object) -> subprocess.Popen[bytes]:
+        """Start a server in the namespace with an empty /run of its own (see `private_run`)."""
+        args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        return self.popen(private_run(args, run_dirs), **kw)
 
     def addr(self, ifname: str | None = None, family: int = 4) -> str:
         """First address (without prefix length) of the given family on ``ifname``."""

@@ -197,7 +197,8 @@ def test_decode_never_raises(link: int, frame: bytes) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _engine() -> object:
-    from nfkit.nfgrep.engine import Engine, load_rules
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.loader import load_rules
 
     return Engine(load_rules(None))
 

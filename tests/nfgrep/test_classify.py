@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from nfkit.nfgrep.capture import LINK_RAW
 from nfkit.nfgrep.classify import Classifier
-from nfkit.nfgrep.engine import Engine, load_rules
+from nfkit.nfgrep.engine import Engine
+from nfkit.nfgrep.loader import load_rules
 from tests.nfgrep.test_capture_files import A4, B4, ipv4, tcp
 
 SYN, SYNACK, ACK, PSH = 0x02, 0x12, 0x10, 0x18

@@ -11,7 +11,7 @@ import dpkt
 from click.testing import CliRunner
 
 from nfkit.cli.main import main
-from nfkit.nfgrep.engine import SIGNATURES
+from nfkit.nfgrep.loader import SIGNATURES
 
 HTTP = str(SIGNATURES / "http.nfg")
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from nfkit.nfgrep.bytecode import OPS
 from nfkit.nfgrep.compiler import compile_text
-from nfkit.nfgrep.engine import WINDOW, Engine, FlowState, load_rules, signatures_of
+from nfkit.nfgrep.engine import WINDOW, Engine, FlowState, signatures_of
+from nfkit.nfgrep.loader import load_rules
 from nfkit.nfgrep.verifier import verify
 
 LIBRARY = load_rules()

@@ -7,8 +7,9 @@ import pytest
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import decode, disassemble, encode
 from nfkit.nfgrep.compiler import compile_text
-from nfkit.nfgrep.engine import SIGNATURES, Engine, load_rules, signatures_of
+from nfkit.nfgrep.engine import Engine, signatures_of
 from nfkit.nfgrep.errors import BytecodeError, NfgrepSyntaxError
+from nfkit.nfgrep.loader import SIGNATURES, load_rules
 from nfkit.nfgrep.parser import parse_rules
 from nfkit.nfgrep.verifier import verify
 

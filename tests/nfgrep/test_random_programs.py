@@ -3,7 +3,7 @@ changes a verdict (one byte at a time, or cut anywhere, equals whole)."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.nfgrep.bytecode import decode, encode
@@ -109,6 +109,14 @@ def verdict(engine: Engine, chunks: list[tuple[int, bytes]], transport: str = "t
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(text=programs, chunks=traffic, cuts=st.lists(st.integers(0, 50), max_size=12))
+# a watch and a chained protocol announcing in one feed call: the expectations' order once
+# followed the engine's loop, not the traffic (found by this test)
+@example(text='protocol r over tcp, udp {\nstep s0 from client {\nlet x = 1\n"a"\n}\n'
+              'watch w0 from client {\nlet x = 1\nskip 1\nlet x = 0\n'
+              'expect e over tcp to server port (x & 1023) + 1\n}\n}\n'
+              'protocol c over tcp, udp after r {\nstep c0 from client {\nlet x = 1\n'
+              'expect e over tcp to server port (x & 1023) + 1\n"a"\nskip 2\n}\n}\n',
+         chunks=[(0, b'a'), (0, b'aa'), (1, b'a')], cuts=[])
 def test_random_programs(text: str, chunks: list[tuple[int, bytes]], cuts: list[int]) -> None:
     program = compile_text(text, "random.nfg")
     blob = encode(program)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from nfkit.nfgrep.engine import Engine, FlowState, load_rules
+from nfkit.nfgrep.engine import Engine, FlowState
+from nfkit.nfgrep.loader import load_rules
 
 from .traffic import Chunk, Server, TcpRecorder, UdpRecorder, free_port, run, wait_port
 
@@ -254,11 +255,10 @@ def test_ssh_banners(tmp_path: Path) -> None:
     hostkey = tmp_path / "hostkey"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)],
                    check=True)
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     port = free_port()
     server = Server(["/usr/sbin/sshd", "-D", "-f", "/dev/null", "-h", str(hostkey), "-p",
                      str(port), "-o", "ListenAddress=127.0.0.1", "-o", "PidFile=none",
-                     "-o", "UsePAM=no"], port)
+                     "-o", "UsePAM=no"], port, run_dirs=("sshd",))
     try:
         rec = TcpRecorder(port)
         run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import HEADER, OPCODES, Instr, decode, encode
 from nfkit.nfgrep.compiler import compile_file, compile_text
-from nfkit.nfgrep.engine import SIGNATURES, signatures_of
+from nfkit.nfgrep.engine import signatures_of
 from nfkit.nfgrep.errors import VerifierError
+from nfkit.nfgrep.loader import SIGNATURES
 from nfkit.nfgrep.verifier import MAX_STEP_COST, verify
 
 SMALL = '''
@@ -170,3 +171,20 @@ def test_offsets_cannot_reach_before_the_step_start() -> None:
     assert sig.steps[0].fn(data, 4, len(data), True, [], [], [], [0]) == -1
     packed = struct.pack(">Q", 1)
     assert sig.steps[0].fn(packed, 0, 8, True, [], [], [], [0]) == -1
+
+
+def test_step_costs_are_the_sum_of_the_opcode_tables_costs() -> None:
+    """One truth for costs: OpInfo.cost, summed by the verifier, counted by generated code."""
+    from nfkit.nfgrep.bytecode import OPS
+
+    for path in sorted(SIGNATURES.glob("*.nfg")):
+        program = compile_file(path)
+        verified = verify(program)
+        for pi, proto in enumerate(program.protocols):
+            for si, step in enumerate(proto.steps):
+                if any(OPS[i.op].name in ("OPT_BEGIN", "LOOP_BEGIN") for i in step.code):
+                    continue  # blocks multiply: covered by the worst-case loop test
+                flat = sum(OPS[i.op].cost(program, i.a, i.b, i.c) for i in step.code)
+                assert verified.costs[(pi, si)] == flat, (path.name, si)
+    find = program_with([Instr(OP["FIND"], 0, 100, 0)])
+    assert OPS[OP["FIND"]].cost(find, 0, 100, 0) == 1 + 1 * (100 + 255)

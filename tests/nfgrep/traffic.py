@@ -16,6 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from nfkit.lab import private_run
+
 Chunk = tuple[int, bytes]  # (direction 0 client->server / 1 server->client, bytes)
 
 
@@ -157,11 +159,14 @@ class UdpRecorder:
 class Server:
     """A real server program started for one test, stopped by its PID."""
 
-    def __init__(self, argv: list[str], port: int | None, cwd: str | None = None) -> None:
+    def __init__(self, argv: list[str], port: int | None, cwd: str | None = None,
+                 run_dirs: tuple[str, ...] = ()) -> None:
         exe = shutil.which(argv[0]) or argv[0]
         if not os.path.exists(exe):
             raise FileNotFoundError(f"{argv[0]} is not installed (see APT_TEST in the Makefile)")
-        self.proc = subprocess.Popen([exe] + argv[1:], cwd=cwd, stdin=subprocess.DEVNULL,
+        # an empty /run of its own: what the machine's boot left there is not promised
+        self.proc = subprocess.Popen(private_run([exe] + argv[1:], run_dirs), cwd=cwd,
+                                     stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if port is not None:
             try:

@@ -29,6 +29,9 @@ def info(as_json: bool) -> None:
     missing = sorted(n for n, ok in found.expressions.items() if not ok)
     queue = ("nft queue expression" if found.queue_expression
              else "xt NFQUEUE target (nft_compat)" if found.xt_nfqueue_target else "none")
+    if not found.queue_expression and found.xt_nfqueue_target:
+        queue += (f"; nft prints it with {found.xt_nfqueue_module}" if found.xt_nfqueue_module
+                  else "; nft cannot print it (no libxt_NFQUEUE.so)")
     rows = [
         ("kernel", found.kernel),
         ("network namespace", found.netns),

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "nfgrep": "nfkit.cli.nfgrep:nfgrep",
     "ct": "nfkit.cli.ct:ct",
     "rules": "nfkit.cli.rules:rules",
+    "nat66": "nfkit.cli.nat66:nat66",
+    "ctguard": "nfkit.cli.ctguard:ctguard",
 }
 
 

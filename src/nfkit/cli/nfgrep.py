@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def compile_cmd(source: str, output: str | None) -> None:
 
 
 def _load_verified(path: str) -> Any:
-    from nfkit.nfgrep.engine import load_program
+    from nfkit.nfgrep.loader import load_program
     from nfkit.nfgrep.verifier import verify
 
     return verify(load_program(path))
@@ -62,8 +63,8 @@ def disasm_cmd(program: str, as_json: bool, no_verify: bool) -> None:
     The program is verified first; the listing shows each step's cost bound.
     """
     from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, describe_instr, disassemble
-    from nfkit.nfgrep.engine import load_program
     from nfkit.nfgrep.errors import VerifierError
+    from nfkit.nfgrep.loader import load_program
     from nfkit.nfgrep.verifier import verify
 
     if no_verify and not as_json:
@@ -99,22 +100,35 @@ def disasm_cmd(program: str, as_json: bool, no_verify: bool) -> None:
     click.echo(json.dumps(out, indent=2))
 
 
-_ESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|[rnt0\\])")
+_ESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|[rnt0\\]|x.{0,2}|.?)", re.DOTALL)
+_ESCAPED = {b"r": b"\r", b"n": b"\n", b"t": b"\t", b"0": b"\0", b"\\": b"\\"}
 
 
-def _unescape(text: str) -> bytes:
-    """--payload text: \\r \\n \\t \\0 \\\\ and \\xHH escapes, the rest as UTF-8."""
+def _unescape(text: str, option: str) -> bytes:
+    """--payload text: \\r \\n \\t \\0 \\\\ and \\xHH escapes, the rest as given.
+
+    The rest is the argument's own bytes (os.fsencode: bytes that are not
+    UTF-8 come through as they were typed).  Raises click.BadParameter on
+    any other escape.
+    """
+    import os
+
     def one(m: re.Match[bytes]) -> bytes:
         e = m.group(1)
-        if e[:1] == b"x":
+        if len(e) == 3 and e[:1] == b"x" and all(c in b"0123456789abcdefABCDEF" for c in e[1:]):
             return bytes([int(e[1:], 16)])
-        return {b"r": b"\r", b"n": b"\n", b"t": b"\t", b"0": b"\0", b"\\": b"\\"}[e]
-    return _ESCAPE.sub(one, text.encode("utf-8"))
+        if e in _ESCAPED:
+            return _ESCAPED[e]
+        shown = e.decode("ascii", "backslashreplace")
+        raise click.BadParameter(f"unknown escape '\\{shown}': use \\r \\n \\t \\0 "
+                                 "\\\\ or \\xHH (two hex digits)", param_hint=option)
+    return _ESCAPE.sub(one, os.fsencode(text))
 
 
 def _rules_for_test(path: str) -> Any:
     """The file's signatures, plus the shipped ones it runs after when it names them."""
-    from nfkit.nfgrep.engine import load_rules, signatures_of
+    from nfkit.nfgrep.engine import signatures_of
+    from nfkit.nfgrep.loader import load_rules
 
     own = signatures_of(_load_verified(path))
     names = {s.name for s in own}
@@ -143,13 +157,16 @@ def _describe_event(ev: Any) -> str:
 @click.option("--reply", "replies", multiple=True,
               help="server-to-client bytes, fed after the payload of the same rank")
 @click.option("--udp", is_flag=True, help="feed payloads as UDP datagrams (default: TCP stream)")
-@click.option("--port", type=int, default=0, help="server port of the test flow (a hint only)")
+@click.option("--port", type=click.IntRange(0, 65535), default=0,
+              help="server port of the test flow (a hint only)")
 @click.option("--json", "as_json", is_flag=True, help="events and verdicts as JSON")
 def test_cmd(rules: str, captures: tuple[str, ...], payloads: tuple[str, ...],
              replies: tuple[str, ...], udp: bool, port: int, as_json: bool) -> None:
     """Check RULES (.nfg or .nfgb), then show which steps held on which packets.
 
     Packets come from --payload/--reply, or from CAPTURE files (pcap, pcapng).
+    A damaged capture is used up to the damage, reported on stderr, and the
+    exit status is 1 (as classify).
     """
     from nfkit.nfgrep.engine import Engine
 
@@ -181,9 +198,9 @@ def test_cmd(rules: str, captures: tuple[str, ...], payloads: tuple[str, ...],
         order: list[tuple[int, bytes]] = []
         for i in range(max(len(payloads), len(replies))):
             if i < len(payloads):
-                order.append((0, _unescape(payloads[i])))
+                order.append((0, _unescape(payloads[i], "--payload")))
             if i < len(replies):
-                order.append((1, _unescape(replies[i])))
+                order.append((1, _unescape(replies[i], "--reply")))
         lines.append(f"flow {'udp' if udp else 'tcp'} client:40000 -> server:{port}")
         for n, (d, data) in enumerate(order, 1):
             packets_seen.append({"packet": n, "direction": "client" if d == 0 else "server",
@@ -192,8 +209,9 @@ def test_cmd(rules: str, captures: tuple[str, ...], payloads: tuple[str, ...],
                          f"{len(data)} bytes")
             engine.feed(st, d, data)
         flows.append(("payload", st))
+    damage: list[str] = []
     for capture in captures:
-        flows += _test_capture(engine, capture, lines, packets_seen)
+        flows += _test_capture(engine, capture, lines, packets_seen, damage)
     for name, st in flows:
         verdict = st.app or "unknown"
         line = f"verdict {name}: {verdict}"
@@ -212,6 +230,10 @@ def test_cmd(rules: str, captures: tuple[str, ...], payloads: tuple[str, ...],
                                "packets": packets_seen, "flows": report}, indent=2))
     else:
         click.echo("\n".join(lines))
+    for stop in damage:
+        click.echo(f"nfkit: capture {stop}", err=True)
+    if damage:
+        sys.exit(1)
 
 
 class _Announcing:
@@ -251,18 +273,17 @@ class _Announcing:
 
 
 def _test_capture(engine: Any, capture: str, lines: list[str],
-                  packets_seen: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+                  packets_seen: list[dict[str, Any]], damage: list[str]) -> list[tuple[str, Any]]:
     """Run a capture's flows through the engine with tracing (flow table and reassembly)."""
     try:
         from nfkit.nfgrep.classify import Classifier
     except ImportError:  # pragma: no cover - part B ships it
         raise InputError(f"{capture}: reading captures needs nfkit.nfgrep.classify") from None
     announcing = _Announcing(engine, lines, packets_seen)
-    classifier = Classifier(announcing)
+    classifier = Classifier(announcing, lazy=False)  # every flow shown, payload or not
     classifier.read(capture)
     report = classifier.finish()
-    for stop in report.stops:
-        lines.append(f"{capture}: {stop}")
+    damage += [str(stop) for stop in report.stops]
     return announcing.flows
 
 

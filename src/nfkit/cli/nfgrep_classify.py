@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nfkit.nfgrep.classify import ClassifyReport, FlowResult
+from nfkit.nfgrep.classify import ACTIVE_BYTES, FLOW_BYTES, ClassifyReport, FlowResult
 from nfkit.nfgrep.classify import classify as run_classify
 
 if TYPE_CHECKING:  # rich is imported only when a terminal shows progress
@@ -43,7 +43,36 @@ def flow_line(r: FlowResult) -> str:
         parts.append("(sides guessed)")
     if r.gap:
         parts.append("(stream gap)")
+    if r.evicted:
+        parts.append("(evicted: memory budget)")
     return " ".join(parts)
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: a whole number with an optional K, M, G or T suffix (powers of 1024)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        unit = text[-1:].lower() if text[-1:].isalpha() else ""
+        digits = text[:-1] if unit else text
+        if unit not in _UNITS or not digits.isascii() or not digits.isdigit() or len(digits) > 15:
+            self.fail(f"{value!r} is not a size (a whole number, optionally K, M, G or T)", param, ctx)
+        size = int(digits) * _UNITS[unit]
+        low = FLOW_BYTES + ACTIVE_BYTES
+        if size < low:
+            self.fail(f"{value!r} is below the smallest budget, {low} bytes", param, ctx)
+        return size
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB"
 
 
 def _summary(report: ClassifyReport) -> None:
@@ -58,7 +87,10 @@ def _summary(report: ClassifyReport) -> None:
         flows[app] += 1
         packets[app] += sum(r.packets)
         octets[app] += sum(r.bytes)
-    table = Table(title=f"{len(report.flows)} flows, {report.packets} packets")
+    title = f"{len(report.flows)} flows, {report.packets} packets"
+    if report.budget_evicted:
+        title += f", {report.budget_evicted} evicted undecided (memory budget)"
+    table = Table(title=title)
     for col in ("app", "flows", "packets", "bytes"):
         table.add_column(col, justify="left" if col == "app" else "right")
     for app, n in flows.most_common():
@@ -73,13 +105,19 @@ def _summary(report: ClassifyReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per flow.")
 @click.option("--max-flows", type=click.IntRange(1), default=1 << 20, show_default=True,
               help="Flows tracked at once; the longest idle is evicted beyond this.")
-def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, max_flows: int) -> None:
+@click.option("--max-memory", type=ByteSize(), default="512M", show_default=True,
+              help="Memory budget of the flow state (K, M, G suffixes). Tracked flows cost "
+                   f"{FLOW_BYTES} bytes each, flows being classified {ACTIVE_BYTES} plus the bytes "
+                   "held; past it, the undecided flows idle the longest are given up on (reported).")
+def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, max_flows: int,
+             max_memory: int) -> None:
     """Classify the flows of pcap/pcapng CAPTURE files (read in order, one flow table).
 
     One line per flow: transport, client, server, application (or unknown),
     the fields kept, then packets and bytes client-to-server/server-to-client.
     A damaged capture is classified up to the damage, reported on stderr, and
-    the exit status is 1.
+    the exit status is 1.  Flows given up on by the memory budget (or ended
+    early by a full flow table) are counted on stderr; exit status 0.
     """
     import os
 
@@ -100,15 +138,23 @@ def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, m
 
     if bar is not None:
         with bar:
-            report = run_classify(captures, rules or None, progress=progress_cb, max_flows=max_flows)
+            report = run_classify(captures, rules or None, progress=progress_cb, max_flows=max_flows,
+                                  max_memory=max_memory)
     else:
-        report = run_classify(captures, rules or None, max_flows=max_flows)
+        report = run_classify(captures, rules or None, max_flows=max_flows, max_memory=max_memory)
     out = sys.stdout
     for r in report.flows:
         out.write((json.dumps(r.as_json()) if as_json else flow_line(r)) + "\n")
     out.flush()
     if not as_json and out.isatty():
         _summary(report)
+    if report.budget_evicted:
+        click.echo(f"nfkit: {report.budget_evicted} flow(s) given up on undecided, idle longest "
+                   f"first, to stay within --max-memory {_mib(report.max_memory)} "
+                   "(marked evicted)", err=True)
+    if report.evicted:
+        click.echo(f"nfkit: {report.evicted} flow(s) ended early: the flow table was full "
+                   f"(--max-flows, or --max-memory at {FLOW_BYTES} bytes a flow)", err=True)
     for stop in report.stops:
         click.echo(f"nfkit: capture {stop}", err=True)
     if report.stops:

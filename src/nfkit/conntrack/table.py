@@ -23,7 +23,7 @@ from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Tuple
 from nfkit.errors import DumpInterrupted, EventsLost, InputError, NetlinkError
-from nfkit.netlink.codec import MessageWriter, next_seq, parse_error, parse_messages
+from nfkit.netlink.codec import Message, MessageWriter, next_seq, parse_error, parse_messages
 from nfkit.netlink.consts import (
     NFNLGRP_CONNTRACK_DESTROY,
     NFNLGRP_CONNTRACK_NEW,
@@ -386,6 +386,18 @@ class ConntrackTable:
             n += 1
         return self._settle(w, n, "dump")
 
+    def update_many(self, entries: Iterable[Entry], *, timeout: int) -> DeleteResult:
+        """Set the timeout of these entries by pipelined requests (``deleted`` = updated).
+
+        Entries gone meanwhile are counted in ``vanished`` (ENOENT), not raised.
+        """
+        w = MessageWriter()
+        n = 0
+        for e in entries:
+            wire.encode_update(w, e, timeout=timeout)
+            n += 1
+        return self._settle(w, n, "dump")
+
     def delete(self, entry: Entry) -> bool:
         """Delete one entry (by original tuple, zone and id if known).
 
@@ -613,24 +625,48 @@ class EventStream:
     def close(self) -> None:
         self.sock.close()
 
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _event(self, msg: Message) -> Event | None:
+        if msg.type >> 8 != 1:  # not ctnetlink
+            return None
+        sub = msg.type & 0xFF
+        if sub == S.IPCTNL_MSG_CT_DELETE:
+            kind = "destroy"
+        elif msg.flags & (NLM_F_CREATE | NLM_F_EXCL) == (NLM_F_CREATE | NLM_F_EXCL):
+            kind = "new"
+        else:
+            kind = "update"
+        e = self.table.decoder.decode_attrs(msg.attrs, msg.family)
+        if self.filter.empty or self.filter.matches(e):
+            return Event(kind, e)
+        return None
+
+    def pending(self) -> Iterator[Event]:
+        """The events waiting now, without blocking (for a selector loop).
+
+        Raises EventsLost when the kernel dropped events: the caller resynchronises.
+        """
+        while True:
+            got = False
+            for msg in self.sock.messages(block=False):
+                got = True
+                if msg.type in (NLMSG_DONE, NLMSG_ERROR):
+                    continue
+                event = self._event(msg)
+                if event is not None:
+                    yield event
+            if not got:
+                return
+
     def __iter__(self) -> Iterator[Event]:
-        check = None if self.filter.empty else self.filter.matches
-        decode = self.table.decoder.decode_attrs
         while True:
             try:
                 for msg in self.sock.events(timeout=self.timeout):
-                    sub = msg.type & 0xFF
-                    if msg.type >> 8 != 1:  # not ctnetlink
-                        continue
-                    if sub == S.IPCTNL_MSG_CT_DELETE:
-                        kind = "destroy"
-                    elif msg.flags & (NLM_F_CREATE | NLM_F_EXCL) == (NLM_F_CREATE | NLM_F_EXCL):
-                        kind = "new"
-                    else:
-                        kind = "update"
-                    e = decode(msg.attrs, msg.family)
-                    if check is None or check(e):
-                        yield Event(kind, e)
+                    event = self._event(msg)
+                    if event is not None:
+                        yield event
                 return
             except EventsLost:
                 yield Event("lost")

@@ -26,21 +26,51 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nfkit.nfgrep.errors import BytecodeError
 
 MAGIC = b"NFGB"
-VERSION = 1
+VERSION = 1  # the format and instruction set: decode refuses any other
+# The compiler's revision, as CPython re's MAGIC: bump it whenever the compiler emits
+# different code for the same text.  Cached compilations are keyed on it (loader.py),
+# so an entry made by another compiler is never used.
+COMPILER_VERSION = 1
 NONE16 = 0xFFFF
 HEADER = struct.Struct("<4sHHII")
 INSTR = struct.Struct("<BIII")
 TCP, UDP = 1, 2
 
+# The most bytes one instruction may examine, part of the instruction set (the verifier
+# refuses programs past them, the costs below count on them).
+MAX_LITERAL = 255  # bytes of one literal
+MAX_KEEP_BYTES = 1024  # bytes KEEP_BYTES copies
+MAX_LABELS = 255  # bytes KEEP_LABELS walks
+
+
+def _one(p: Program, a: int, b: int, c: int) -> int:
+    return 1
+
+
+def _set_bytes(p: Program, index: int) -> int:
+    return sum(len(p.strings[i]) for i in p.sets[index].strings)
+
+
+def _find_cost(p: Program, a: int, b: int, c: int) -> int:
+    """Each literal (and the 'before' one) tried at up to b positions, each up to its length."""
+    extra = len(p.strings[c - 1]) if c else 0
+    return 1 + (len(p.sets[a].strings) + (1 if c else 0)) * (b + MAX_LITERAL + extra)
+
 
 @dataclass(frozen=True)
 class OpInfo:
-    """One opcode: its name, what its operands mean, stack effect and documentation."""
+    """One opcode: its name, what its operands mean, stack effect, cost and documentation.
+
+    ``cost(program, a, b, c)``: the cost units of one execution, 1 plus the
+    bytes it may examine; the verifier sums them into a step's bound, the
+    code generator counts them when a program runs with counting on.
+    """
 
     code: int
     name: str
@@ -48,6 +78,7 @@ class OpInfo:
     pops: int | str  # a number, or the name of the operand that decides it
     pushes: int
     doc: str
+    cost: Callable[[Program, int, int, int], int] = _one
 
 
 # opcode table: the single truth for the compiler, the verifier, the code generator and docs
@@ -59,34 +90,41 @@ OPS: dict[int, OpInfo] = {op.code: op for op in (
            "push the bytes available from the step's start (a=1: wait until no more may come)"),
     OpInfo(0x05, "READ", ("width", "order", "mode"), "mode", 1,
            "read an unsigned integer of a bytes (b: 0 big, 1 little endian) at the cursor "
-           "(c=0) or at the popped offset (c=1); the cursor moves after it"),
+           "(c=0) or at the popped offset (c=1); the cursor moves after it",
+           lambda p, a, b, c: 1 + a),
     OpInfo(0x06, "DECIMAL", ("digits",), 0, 1,
-           "read 1 to a ASCII decimal digits at the cursor as a number"),
+           "read 1 to a ASCII decimal digits at the cursor as a number", lambda p, a, b, c: 1 + a),
     OpInfo(0x07, "BINOP", ("binop",), 2, 1, "pop y, x; push x OP y modulo 2**64"),
     OpInfo(0x10, "CMP", ("cmp", "grows"), 2, 0,
            "pop y, x; the step fails unless x OP y (b=1: waits instead while data may come)"),
     OpInfo(0x11, "RANGE", ("int", "int", "grows"), 1, 0,
            "pop x; the step fails unless ints[a] <= x <= ints[b]"),
     OpInfo(0x12, "MATCH", ("set", "mode"), "mode", 0,
-           "the first literal of set a at the cursor (b=0) or at the popped offset (b=1)"),
+           "the first literal of set a at the cursor (b=0) or at the popped offset (b=1)",
+           lambda p, a, b, c: 1 + _set_bytes(p, a)),
     OpInfo(0x13, "FIND", ("set", "within", "before"), 0, 0,
-           "search set a ending within b bytes of the cursor; c=string+1 must not come first"),
+           "search set a ending within b bytes of the cursor; c=string+1 must not come first",
+           _find_cost),
     OpInfo(0x14, "SETPOS", (), 1, 0, "pop an offset; move the cursor there"),
     OpInfo(0x15, "SKIP", (), 1, 0, "pop a count; move the cursor that many bytes on"),
     OpInfo(0x16, "LET", ("var",), 1, 0, "pop a value into variable a"),
     OpInfo(0x20, "KEEP_UNTIL", ("string", "string", "within"), 0, 0,
-           "keep field a: bytes from the cursor to literal b, found within c bytes"),
-    OpInfo(0x21, "KEEP_BYTES", ("string",), 1, 0, "pop n; keep field a: n bytes at the cursor"),
+           "keep field a: bytes from the cursor to literal b, found within c bytes",
+           lambda p, a, b, c: 1 + c + len(p.strings[b])),
+    OpInfo(0x21, "KEEP_BYTES", ("string",), 1, 0, "pop n; keep field a: n bytes at the cursor",
+           lambda p, a, b, c: 1 + MAX_KEEP_BYTES),
     OpInfo(0x22, "KEEP_INT", ("string", "map"), 1, 0,
            "pop x; keep field a: x in decimal, or its name in maps[b-1] when b > 0"),
     OpInfo(0x23, "KEEP_LABELS", ("string",), 0, 0,
-           "keep field a: length-prefixed labels at the cursor joined with dots"),
+           "keep field a: length-prefixed labels at the cursor joined with dots",
+           lambda p, a, b, c: 1 + MAX_LABELS),
     OpInfo(0x24, "EXPECT", ("string", "transport", "addr"), "addr", 0,
            "pop port (and 4 octets when c=2); announce flow label a over b to the client "
            "(c=0), the server (c=1) or the popped IPv4 address (c=2)"),
     OpInfo(0x25, "GIVEUP", (), 0, 0, "this protocol gives up on the flow"),
     OpInfo(0x26, "FIELD_IS", ("string", "set"), 0, 0,
-           "the step fails unless field a, kept by the flow's verdicts so far, is in set b"),
+           "the step fails unless field a, kept by the flow's verdicts so far, is in set b",
+           lambda p, a, b, c: 1 + _set_bytes(p, b)),
     OpInfo(0x30, "OPT_BEGIN", (), 0, 0, "start a block whose failure is forgiven"),
     OpInfo(0x31, "OPT_END", (), 0, 0, "end of an optional block"),
     OpInfo(0x32, "LOOP_BEGIN", ("count", "region"), "region", 0,
@@ -150,7 +188,19 @@ class Program:
 # ---------------------------------------------------------------- encoding
 
 def encode(program: Program) -> bytes:
-    """Serialize a program to the .nfgb format (header with checksum included)."""
+    """Serialize a program to the .nfgb format (header with checksum included).
+
+    Raises BytecodeError for a program whose counts or values do not fit the
+    format's fields (the compiler refuses such rule files first).
+    """
+    try:
+        return _encode(program)
+    except struct.error as exc:
+        raise BytecodeError(f"{program.origin}: the program does not fit the .nfgb format "
+                            f"({exc})") from None
+
+
+def _encode(program: Program) -> bytes:
     out = bytearray()
     u8, u16, u64 = struct.Struct("<B"), struct.Struct("<H"), struct.Struct("<Q")
     out += u16.pack(len(program.strings))

@@ -134,7 +134,11 @@ class CaptureReader:
         little = magic in (_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO)
         divisor = 1e9 if magic in (_TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC_NANO) else 1e6
         link = int.from_bytes(head[20:24], "little" if little else "big") & 0xFFFF
-        self.linktypes.add(link)
+        try:
+            self._supported(link)
+        except InputError:
+            data.close()
+            raise
         return data, link, struct.Struct("<IIII" if little else ">IIII"), divisor  # type: ignore[return-value]
 
     def stopped_at(self, data: bytes, pos: int, rec: struct.Struct) -> None:
@@ -148,6 +152,15 @@ class CaptureReader:
             self._stopped(pos, f"corrupt record: capture length {caplen}")
         else:
             self._stopped(pos, f"packet truncated ({len(data) - pos - rlen} of {caplen} bytes)")
+
+    def _supported(self, link: int) -> None:
+        """Refuse a link type `decode` does not know: no frame of it could be classified."""
+        self.linktypes.add(link)
+        if link not in LINK_NAMES:
+            self._file.close()
+            names = ", ".join(sorted(set(LINK_NAMES.values())))
+            raise InputError(f"capture {self.path}: link type {link} is not supported "
+                             f"(nfgrep reads {names})")
 
     def _stopped(self, offset: int, reason: str) -> None:
         self.stop = CaptureStop(self.path, self.packets + 1, offset, reason)
@@ -166,7 +179,7 @@ class CaptureReader:
             divisor = 1e9 if nano else 1e6
             linktype = int.from_bytes(head[20:24], "little" if little else "big")
             link = linktype & 0xFFFF  # upper bits: FCS length and flags
-            self.linktypes.add(link)
+            self._supported(link)
             rec = struct.Struct("<IIII" if little else ">IIII")
             unpack_from = rec.unpack_from
             rlen = rec.size
@@ -282,6 +295,8 @@ class CaptureReader:
                     if epb.iface_id >= len(interfaces):
                         raise ValueError(f"packet on undeclared interface {epb.iface_id}")
                     link, divisor, tsoff = interfaces[epb.iface_id]
+                    if link not in LINK_NAMES:  # an interface without packets may be of any type
+                        self._supported(link)
                     self.packets += 1
                     self.position = offset + blen
                     offset += blen
@@ -292,6 +307,8 @@ class CaptureReader:
                     if not interfaces:
                         raise ValueError("packet before any interface")
                     link, divisor, tsoff = interfaces[0]
+                    if link not in LINK_NAMES:
+                        self._supported(link)
                     self.packets += 1
                     self.position = offset + blen
                     offset += blen

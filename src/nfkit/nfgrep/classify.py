@@ -18,6 +18,18 @@ Client and server: the side that sent the SYN (TCP) or the first datagram
 (UDP).  For a TCP flow whose handshake was not captured the side with the
 lower port is taken as the server: a guess, flagged ``guessed_sides`` in the
 result.
+
+Memory (docs/nfgrep.md, "Resource bounds"): a flow that has sent no payload
+yet (a half-open TCP flow, say) keeps no engine or reassembly state, only its
+flow-table entry and a few bytes in this module's per-slot arrays (the
+sequence number of each side's SYN among them); the engine is started on its
+first payload.  Everything a run holds is estimated against ``max_memory``:
+``FLOW_BYTES`` per tracked flow (the flow table's bound is lowered so that
+tracked flows alone fit), ``ACTIVE_BYTES`` per flow the engine looks at, the
+bytes the engine may hold for it and what reassembly keeps waiting.  Past the
+budget, the flow the engine looks at that was idle the longest is given up on
+(kept, counted, reported with ``evicted``), oldest first, until the estimate
+fits again.
 """
 
 from __future__ import annotations
@@ -36,7 +48,15 @@ from nfkit.nfgrep.capture import MAX_RECORD, CaptureReader, CaptureStop, decode
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
-_GAP, _GUESSED = 1, 2
+_FIN_RST = 0x05
+# per-slot marks
+_GAP, _GUESSED, _WAITING, _CLIENT_REPLY, _EVICTED = 1, 2, 4, 8, 16
+_SYN_SEEN = (32, 64)  # the SYN of the client (0) / server (1) side was seen
+
+FLOW_BYTES = 256     # bound per tracked flow, engine not started (measured ~165: docs/nfgrep.md)
+ACTIVE_BYTES = 4096  # bound per flow the engine looks at (measured ~3,450), bytes held aside
+MAX_MEMORY = 512 << 20  # default budget of a run
+ENGINE_WINDOW = 16384  # bytes the engine keeps per direction at most (engine.WINDOW)
 
 
 @dataclass
@@ -59,12 +79,16 @@ class FlowResult:
     last: float = 0.0
     guessed_sides: bool = False
     gap: bool = False
+    evicted: bool = False  # the engine was stopped early by the memory budget
     order: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"proto": self.proto, "client": self.client, "server": self.server,
-                "app": self.app or "unknown", "fields": self.fields,
-                "packets": self.packets, "bytes": self.bytes}
+        out: dict[str, Any] = {"proto": self.proto, "client": self.client, "server": self.server,
+                               "app": self.app or "unknown", "fields": self.fields,
+                               "packets": self.packets, "bytes": self.bytes}
+        if self.evicted:
+            out["evicted"] = True
+        return out
 
 
 @dataclass
@@ -75,20 +99,23 @@ class ClassifyReport:
     stops: list[CaptureStop]
     packets: int = 0
     skipped: int = 0  # frames that were not IP or were cut short
-    evicted: int = 0
+    evicted: int = 0  # flows ended early because the flow table was full
     gaps: int = 0
+    budget_evicted: int = 0  # flows the engine gave up on to stay within max_memory
+    max_memory: int = MAX_MEMORY
 
 
 class _Work:
     """A flow the engine still looks at."""
 
-    __slots__ = ("st", "streams", "client_dir", "budget")
+    __slots__ = ("st", "streams", "client_dir", "budget", "held")
 
     def __init__(self, st: Any, streams: list[TcpStream] | None, client_dir: int, budget: int) -> None:
         self.st = st
         self.streams = streams
         self.client_dir = client_dir
         self.budget = [budget, budget]
+        self.held = 0  # estimate of the bytes the engine keeps for this flow
 
 
 def _addr(raw: bytes) -> str:
@@ -104,11 +131,23 @@ class Classifier:
     """
 
     def __init__(self, engine: Any, max_flows: int = 1 << 20, timeouts: Timeouts | None = None,
-                 max_inspect: int = 65536, reassembler: Reassembler | None = None) -> None:
+                 max_inspect: int = 65536, reassembler: Reassembler | None = None,
+                 max_memory: int = MAX_MEMORY, lazy: bool = True) -> None:
+        if max_memory < FLOW_BYTES + ACTIVE_BYTES:
+            raise ValueError(f"classify: max_memory must be at least {FLOW_BYTES + ACTIVE_BYTES} bytes")
         self.engine = engine
-        self.table = FlowTable(max_flows=max_flows, timeouts=timeouts, on_end=self._ended)
-        self.reassembler = reassembler or Reassembler()
+        self.max_memory = max_memory
+        # tracked flows alone always fit in the budget
+        self.table = FlowTable(max_flows=max(1, min(max_flows, (max_memory - ACTIVE_BYTES) // FLOW_BYTES)),
+                               timeouts=timeouts, on_end=self._ended)
+        self.reassembler = reassembler or Reassembler(max_total=min(64 << 20, max_memory // 4))
         self.max_inspect = max_inspect
+        # lazy: the engine starts on a flow's first payload (needs engine.expecting());
+        # otherwise at the flow's first packet (nfgrep test shows every flow)
+        self.lazy = lazy
+        self.budget_evicted = 0
+        self._held = 0  # sum of _Work.held
+        self._isn = (array("L"), array("L"))  # per slot: the SYN's sequence number, per side
         self.results: list[FlowResult] = []
         self.stops: list[CaptureStop] = []
         self.packets = 0
@@ -117,7 +156,7 @@ class Classifier:
         self._verdicts: dict[int, tuple[str | None, dict[str, str], list[str], bool]] = {}
         self._first = array("d")
         self._order = array("Q")
-        self._marks = bytearray()  # per slot: _GAP, _GUESSED
+        self._marks = bytearray()  # per slot: _GAP, _GUESSED, _WAITING, ... (above)
         self._flows_seen = 0
         # fast path: raw address+port bytes -> slot*2+direction, per TCP (0) and UDP (1),
         # only for flows the engine is done with; bounded, cleared whenever a flow ends
@@ -141,11 +180,28 @@ class Classifier:
         code = table.track(proto, src, dst, sport, dport, ts, size, flags)
         slot = code >> 1
         if table.created:
-            self._created(slot, proto, ts, flags)
+            self._created(slot, proto, ts, flags, sport, dport)
         work = self._work.get(slot)
         if work is None:
-            return code
-        d = (code & 1) ^ work.client_dir  # 0: client to server
+            marks = self._marks[slot]
+            if not marks & _WAITING:
+                return code
+            d = (code & 1) ^ (1 if marks & _CLIENT_REPLY else 0)
+            if not payload:
+                if flags & TH_SYN and proto == IPPROTO_TCP and not marks & _SYN_SEEN[d]:
+                    # a stream starts after its SYN: keep only the number until payload comes
+                    self._isn[d][slot] = seq
+                    self._marks[slot] = marks | _SYN_SEEN[d]
+                if not flags & _FIN_RST or proto != IPPROTO_TCP:
+                    return -1
+            work = self._start(slot, proto, False)
+            if work is None:
+                return -1
+        else:
+            d = (code & 1) ^ work.client_dir  # 0: client to server
+            # least recently fed last: the budget gives up on the first ones
+            del self._work[slot]
+            self._work[slot] = work
         streams = work.streams
         if streams is not None:
             if not payload and not flags & _FIN_SYN_RST:
@@ -162,37 +218,89 @@ class Classifier:
         if data:
             st = work.st
             self.engine.feed(st, d, data)
-            work.budget[d] -= len(data)
-            if st.done or (work.budget[0] <= 0 and work.budget[1] <= 0):
+            budget = work.budget
+            budget[d] -= len(data)
+            if st.done or (budget[0] <= 0 and budget[1] <= 0):
                 self._settle(slot, work)
+                return -1
+            inspect = self.max_inspect
+            held = min(inspect - budget[0], ENGINE_WINDOW) + min(inspect - budget[1], ENGINE_WINDOW)
+            if held != work.held:
+                self._held += held - work.held
+                work.held = held
+                if self._used() > self.max_memory:
+                    self._shed()
         return -1
 
-    def _created(self, slot: int, proto: int, ts: float, flags: int) -> None:
+    def _used(self) -> int:
+        """The memory estimate the budget is checked against (see the module docstring)."""
+        return (self.table.count * FLOW_BYTES + len(self._work) * ACTIVE_BYTES + self._held
+                + self.reassembler.buffered)
+
+    def _shed(self) -> None:
+        """Give up on the flows idle the longest until the estimate fits the budget."""
+        work = self._work
+        while work and self._used() > self.max_memory:
+            slot = next(iter(work))
+            self._marks[slot] |= _EVICTED
+            self.budget_evicted += 1
+            self._settle(slot, work[slot])
+
+    def _created(self, slot: int, proto: int, ts: float, flags: int, sport: int,
+                 dport: int) -> None:
         table = self.table
         while len(self._first) <= slot:
             self._first.append(0.0)
             self._order.append(0)
             self._marks.append(0)
+            self._isn[0].append(0)
+            self._isn[1].append(0)
         self._first[slot] = ts
         self._order[slot] = self._flows_seen
         self._flows_seen += 1
-        self._marks[slot] = _GUESSED if proto == IPPROTO_TCP and not flags & TH_SYN else 0
+        marks = _GUESSED if proto == IPPROTO_TCP and not flags & TH_SYN else 0
+        if self._work and self._used() > self.max_memory:  # one more tracked flow
+            self._shed()
         if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            self._marks[slot] = marks
             return
-        t = table.tuple_of(slot)
-        client_dir = 1 if table.state[slot] & CLIENT_IS_REPLY else 0
+        if table.state[slot] & CLIENT_IS_REPLY:
+            marks |= _CLIENT_REPLY
+        self._marks[slot] = marks | _WAITING
+        # the table stores the tuple in this first packet's direction
+        if not self.lazy or self.engine.expecting(
+                "tcp" if proto == IPPROTO_TCP else "udp", sport if marks & _CLIENT_REPLY else dport):
+            self._start(slot, proto, True)
+
+    def _start(self, slot: int, proto: int, first: bool) -> _Work | None:
+        """Start the engine on a waiting flow; None when it is decided at once.
+
+        ``first``: at the flow's first packet, where an expectation may label
+        it; later (lazy start) expectations were already looked up then.
+        """
+        marks = self._marks[slot]
+        self._marks[slot] = marks & ~_WAITING
+        t = self.table.tuple_of(slot)
+        client_dir = 1 if marks & _CLIENT_REPLY else 0
         if client_dir:
             t = t.reversed()
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
         st = self.engine.new_flow(transport=transport, client_port=t.sport, server_port=t.dport,
-                                  client_addr=_addr(t.src), server_addr=_addr(t.dst))
+                                  client_addr=_addr(t.src), server_addr=_addr(t.dst),
+                                  expected=first)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
-            return
+            return None
         streams = None
         if proto == IPPROTO_TCP:
             streams = [self.reassembler.stream(), self.reassembler.stream()]
+            for d in (0, 1):
+                if marks & _SYN_SEEN[d]:
+                    streams[d].segment(self._isn[d][slot], TH_SYN, b"")
         self._work[slot] = _Work(st, streams, client_dir, self.max_inspect)
+        if self._used() > self.max_memory:
+            self._shed()
+        return self._work.get(slot)
 
     def _settle(self, slot: int, work: _Work) -> None:
         """The engine is done with this flow: keep the verdict, drop the rest."""
@@ -201,6 +309,7 @@ class Classifier:
         if work.streams is not None:
             for s in work.streams:
                 s.release()
+        self._held -= work.held
         del self._work[slot]
 
     def _ended(self, slot: int, reason: str) -> None:
@@ -224,7 +333,9 @@ class Classifier:
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],
-            guessed_sides=guessed, gap=bool(self._marks[slot] & _GAP), order=self._order[slot]))
+            guessed_sides=guessed, gap=bool(self._marks[slot] & _GAP),
+            evicted=bool(self._marks[slot] & _EVICTED), order=self._order[slot]))
+        self._marks[slot] = 0
 
     # -- whole files ---------------------------------------------------------------
 
@@ -366,7 +477,8 @@ class Classifier:
         flows = sorted(self.results, key=lambda r: r.order)
         return ClassifyReport(flows=flows, stops=list(self.stops), packets=self.packets,
                               skipped=self.skipped, evicted=self.table.evicted,
-                              gaps=self.reassembler.gaps)
+                              gaps=self.reassembler.gaps, budget_evicted=self.budget_evicted,
+                              max_memory=self.max_memory)
 
 
 def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | None = None,
@@ -376,7 +488,8 @@ def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | Non
     ``rules``: signature files or directories (None: the shipped library).
     Raises `InputError` for a file that is not a capture, or bad rules.
     """
-    from nfkit.nfgrep.engine import Engine, load_rules
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.loader import load_rules
 
     engine = Engine(load_rules(list(rules) if rules else None))
     classifier = Classifier(engine, **options)

@@ -24,9 +24,12 @@ from nfkit.nfgrep.bytecode import (
     ProtocolCode,
     StepCode,
 )
-from nfkit.nfgrep.parser import parse_rules
+from nfkit.nfgrep.errors import NfgrepSyntaxError
+from nfkit.nfgrep.parser import MAX_FILE, parse_rules
+from nfkit.nfgrep.verifier import MAX_CODE
 
 OP = OPCODES
+POOL = 0xFFFF  # entries of each constant pool: a u16 count in the .nfgb format (0xffff: none)
 
 
 class Compiler:
@@ -40,18 +43,28 @@ class Compiler:
         self.variables: list[str] = []
         self.code: list[Instr] = []
         self.length_final = True
+        self.at = t.Where(1, 1)  # the declaration or statement being compiled, for errors
+
+    def too_big(self, what: str, limit: int) -> NfgrepSyntaxError:
+        return NfgrepSyntaxError(self.program.origin, self.at,
+                                 f"more than {limit} {what} in one file (the .nfgb format's "
+                                 "limit): split the file")
 
     # -- pools
     def string(self, value: bytes | str) -> int:
         if isinstance(value, str):
             value = value.encode("ascii")
         if value not in self._strings:
+            if len(self.program.strings) == POOL - 1:
+                raise self.too_big("distinct strings and names", POOL - 1)
             self._strings[value] = len(self.program.strings)
             self.program.strings.append(value)
         return self._strings[value]
 
     def integer(self, value: int) -> int:
         if value not in self._ints:
+            if len(self.program.ints) == POOL:
+                raise self.too_big("distinct integers", POOL)
             self._ints[value] = len(self.program.ints)
             self.program.ints.append(value)
         return self._ints[value]
@@ -59,6 +72,8 @@ class Compiler:
     def literal_set(self, literals: list[bytes], nocase: bool) -> int:
         key = (nocase, tuple(self.string(lit.lower() if nocase else lit) for lit in literals))
         if key not in self._sets:
+            if len(self.program.sets) == POOL:
+                raise self.too_big("distinct literal sets", POOL)
             self._sets[key] = len(self.program.sets)
             self.program.sets.append(LiteralSet(nocase, list(key[1])))
         return self._sets[key]
@@ -69,12 +84,18 @@ class Compiler:
     # -- declarations
     def compile(self, rules: t.RuleFile) -> Program:
         for proto in rules.protocols:
+            self.at = proto.at
             self.variables = proto.variables
             transports = sum(TCP if tr == "tcp" else UDP for tr in proto.transports)
             steps = []
             for step in proto.steps:
                 self.code = []
                 self.stmts(step.body)
+                if len(self.code) > MAX_CODE:
+                    raise NfgrepSyntaxError(self.program.origin, step.at,
+                                            f"{step.name} compiles to {len(self.code)} "
+                                            f"instructions: at most {MAX_CODE}; split it")
+                self.at = proto.at
                 steps.append(StepCode(self.string(step.name), step.watch, step.direction,
                                       self.code))
             self.program.protocols.append(ProtocolCode(
@@ -89,6 +110,7 @@ class Compiler:
             self.stmt(s)
 
     def stmt(self, s: t.Stmt) -> None:
+        self.at = s.at
         if isinstance(s, t.Match):
             if s.offset is not None:
                 self.expr(s.offset)
@@ -132,6 +154,8 @@ class Compiler:
             self.expr(s.value)
             index = 0
             if s.names is not None:
+                if len(self.program.maps) == POOL or len(s.names) > POOL:
+                    raise self.too_big("number-name maps (or names in one map)", POOL)
                 self.program.maps.append([(k, self.string(v)) for k, v in sorted(s.names.items())])
                 index = len(self.program.maps)
             self.emit("KEEP_INT", self.string(s.field), index)
@@ -207,7 +231,13 @@ def compile_file(path: str | Path) -> Program:
 
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read rule file: {exc}") from None
+        with p.open("rb") as f:
+            raw = f.read(4 * MAX_FILE + 1)  # UTF-8: at most 4 bytes a character
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read rule file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: cannot read rule file: not UTF-8 text (byte {exc.start})") from None
+    if len(raw) > 4 * MAX_FILE:
+        raise InputError(f"{p}: rule file larger than {4 * MAX_FILE} bytes: split it")
     return compile_text(text, str(p))

@@ -2,7 +2,8 @@
 
 Interface (what the flow table and the `classify` command code against)::
 
-    from nfkit.nfgrep.engine import Engine, load_rules
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.loader import load_rules
 
     rules = load_rules(paths)      # .nfg/.nfgb files or directories; None: the shipped library
     engine = Engine(rules)
@@ -42,24 +43,20 @@ watches start.  A flow is done when no candidate and no watch is left.
 from __future__ import annotations
 
 import bisect
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from nfkit.errors import InputError
-from nfkit.nfgrep.bytecode import TCP, UDP, Program, decode
+from nfkit.nfgrep.bytecode import TCP, UDP
 from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
-from nfkit.nfgrep.verifier import Verified, verify
+from nfkit.nfgrep.verifier import Verified
 
 WINDOW = 16384          # bytes kept per direction while candidates run
 WATCH_BUDGET = 1 << 20  # bytes a watch may examine per direction before it ends
 MAX_EXPECTATIONS = 4096  # engine-wide table of announced flows (oldest dropped first)
 MAX_FIELD = 1024
-
-SIGNATURES = Path(__file__).with_name("signatures")
 
 
 class Expectation(NamedTuple):
@@ -119,7 +116,7 @@ class Signature:
 
 
 class Rules(list[Signature]):
-    """The signatures loaded by `load_rules`, in load order."""
+    """Signatures in load order (what `nfkit.nfgrep.loader.load_rules` returns)."""
 
 
 def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]:
@@ -137,104 +134,10 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
     return out
 
 
-_COMPILER_SOURCES = ("bytecode.py", "compiler.py", "parser.py", "tree.py", "errors.py")
-
-
-def _cache_dir() -> Path | None:
-    """Where compiled .nfg files are kept ($NFKIT_CACHE_DIR, else the XDG cache); None: off."""
-    env = os.environ.get("NFKIT_CACHE_DIR")
-    if env is not None:
-        return Path(env) if env else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "nfkit" / "nfgrep"
-
-
-def _cache_key(text: bytes) -> str:
-    """Content hash of a rule file and of the compiler that translates it."""
-    import hashlib
-
-    h = hashlib.sha256(b"nfgb-cache-1\0" + text)
-    here = Path(__file__).parent
-    for name in _COMPILER_SOURCES:
-        try:
-            h.update(b"\0" + (here / name).read_bytes())
-        except OSError:
-            h.update(b"\0?")
-    return h.hexdigest()
-
-
-def load_program(path: str | Path) -> Program:
-    """Read a .nfg (compiled on the fly) or .nfgb file into an unverified Program.
-
-    A compiled .nfg is cached as .nfgb under `_cache_dir`, keyed by the hash
-    of the file and of the compiler's sources, so a later start decodes it
-    instead of parsing and compiling again (the program is the same, and it
-    is verified on every load as before).  A cache that cannot be read or
-    written is ignored.  Raises InputError or NfgrepSyntaxError.
-    """
-    p = Path(path)
-    if p.suffix == ".nfgb":
-        try:
-            blob = p.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{p}: cannot read program: {exc.strerror}") from None
-        return decode(blob, str(p))
-    cached = None
-    cache = _cache_dir()
-    if cache is not None:
-        try:
-            cached = cache / f"{_cache_key(p.read_bytes())}.nfgb"
-            return decode(cached.read_bytes(), str(p))
-        except (OSError, InputError):
-            pass
-    from nfkit.nfgrep.bytecode import encode
-    from nfkit.nfgrep.compiler import compile_file
-
-    program = compile_file(p)
-    if cached is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(encode(program))
-            os.replace(tmp, cached)
-        except OSError:
-            pass
-    return program
-
-
-def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
-               counting: bool = False) -> Rules:
-    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
-
-    None loads the library shipped with nfkit.  Raises InputError (syntax,
-    bytecode or verifier errors, unreadable or missing paths).
-    """
-    if paths is None:
-        paths = [SIGNATURES]
-    elif isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[Path] = []
-    for entry in paths:
-        p = Path(entry)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in (".nfg", ".nfgb"))
-            if not found:
-                raise InputError(f"{p}: no .nfg or .nfgb file in this directory")
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise InputError(f"{p}: no such rule file or directory")
-    rules = Rules()
-    for f in files:
-        rules.extend(signatures_of(verify(load_program(f)), counting))
-    return rules
-
-
 class _Run:
     """One candidate protocol (or one watch) on one flow."""
 
-    __slots__ = ("sig", "index", "base", "vars", "fields", "expects", "seen", "watch", "budget")
+    __slots__ = ("sig", "index", "base", "vars", "fields", "expects", "seen", "watch", "budget", "at")
 
     def __init__(self, sig: Signature, watch: _Step | None = None) -> None:
         self.sig = sig
@@ -246,6 +149,7 @@ class _Run:
         self.seen = [-1, -1]
         self.watch = watch
         self.budget = WATCH_BUDGET
+        self.at = (0, 0)  # when its last step ended (see Engine._when)
 
 
 class FlowState:
@@ -253,7 +157,7 @@ class FlowState:
 
     __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
                  "done", "app", "fields", "chain", "expectations", "events", "_runs",
-                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals")
+                 "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals", "_xkeys")
 
     def __init__(self, transport: str, client_port: int, server_port: int,
                  client_addr: str | None, server_addr: str | None) -> None:
@@ -272,6 +176,7 @@ class FlowState:
         self._pending = 0
         # (stream end offset, arrival number) per chunk, kept only for steps from either
         self._arrivals: list[list[tuple[int, int]]] = [[], []]
+        self._xkeys: list[tuple[object, ...]] = []  # order keys of `expectations`
         self._watches: list[_Run] = []
         self._bufs = [bytearray(), bytearray()]
         self._offs = [0, 0]
@@ -288,8 +193,8 @@ _RESULT = {FAIL: "failed", NEED: "waits", GIVE_UP: "gave up"}
 class Engine:
     """Classifies flows with a set of loaded signatures (see the module docstring)."""
 
-    def __init__(self, rules: Iterable[Signature] | None = None) -> None:
-        sigs = list(load_rules(None) if rules is None else rules)
+    def __init__(self, rules: Iterable[Signature]) -> None:
+        sigs = list(rules)
         names = {s.name for s in sigs}
         seen: dict[tuple[str, int], Signature] = {}
         for s in sigs:
@@ -334,13 +239,22 @@ class Engine:
         self._seq = 0
 
     # -- flows
+    def expecting(self, transport: str, server_port: int) -> bool:
+        """Could a new flow to this port be labelled by an expectation (see `new_flow`)?"""
+        return bool(self._expected) and (transport, server_port) in self._expected_ports
+
     def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
-                 client_addr: str | None = None, server_addr: str | None = None) -> FlowState:
-        """Start tracking a flow; it may be labelled at once by an expectation."""
+                 client_addr: str | None = None, server_addr: str | None = None,
+                 expected: bool = True) -> FlowState:
+        """Start tracking a flow; it may be labelled at once by an expectation.
+
+        ``expected=False``: do not look expectations up (a caller that starts
+        the engine late, and asked `expecting` when the flow began).
+        """
         if transport not in ("tcp", "udp"):
             raise InputError(f"transport {transport!r}: nfgrep classifies tcp and udp flows")
         st = FlowState(transport, client_port, server_port, client_addr, server_addr)
-        if self._expected and (transport, server_port) in self._expected_ports:
+        if expected and self._expected and (transport, server_port) in self._expected_ports:
             label = self._take_expected(transport, server_addr, server_port)
             if label is not None:
                 st.app = label
@@ -378,6 +292,7 @@ class Engine:
             self._admit(st, direction, data[0])
         if st.transport == "udp":
             self._datagram(st, direction, bytes(data))
+            self._seq += 1
         else:
             buf = st._bufs[direction]
             room = WINDOW - len(buf)
@@ -388,9 +303,8 @@ class Engine:
                 st._full[direction] = True
             else:
                 buf += data
-            if self._either:
-                st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
-                self._seq += 1
+            st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
+            self._seq += 1
             self._stream(st, direction)
         if not st._runs and not st._watches and not st._pending:
             st.done = True
@@ -439,6 +353,16 @@ class Engine:
             first.append(arrivals[i][1] if i < len(arrivals) else 1 << 62)
         return (0, 1) if first[0] <= first[1] else (1, 0)
 
+    @staticmethod
+    def _when(st: FlowState, d: int, end: int) -> tuple[int, int]:
+        """When the byte before stream offset ``end`` of direction ``d`` arrived: (the
+        arrival number of its segment, ``end``).  Ordered the same however the traffic
+        was cut into segments (a segment split keeps its place among the other
+        direction's), unlike the order in which runs happen to be called."""
+        arrivals = st._arrivals[d]
+        i = bisect.bisect_right(arrivals, (end - 1, 1 << 62))
+        return (arrivals[i][1] if i < len(arrivals) else 1 << 62, end)
+
     def _advance_stream(self, st: FlowState, run: _Run) -> int:
         """Run a candidate's steps on the buffered data: NEED, FAIL or 0 (classified)."""
         sig = run.sig
@@ -471,6 +395,7 @@ class Engine:
                     run.fields += K
                     run.expects += X
                     run.base[d] = st._offs[d] + r
+                    run.at = self._when(st, d, st._offs[d] + r)
                     run.seen = [-1, -1]
                     run.index += 1
                     break
@@ -512,7 +437,7 @@ class Engine:
                         alive = False
                         break
                     run.vars = V
-                    self._commit(st, K, X)
+                    self._commit(st, K, X, self._when(st, d, st._offs[d] + r))
                     run.budget -= r - b0
                     run.base[d] = st._offs[d] + r
                     if run.budget <= 0:
@@ -564,6 +489,7 @@ class Engine:
             run.vars = V
             run.fields += K
             run.expects += X
+            run.at = (self._seq, 0)
             run.index += 1
             if run.index == len(run.sig.steps):
                 self._classified(st, run)
@@ -586,7 +512,7 @@ class Engine:
                             r if r >= 0 else 0, K if r >= 0 else [])
             if r >= 0:
                 run.vars = V
-                self._commit(st, K, X)
+                self._commit(st, K, X, (self._seq, 0))
                 run.budget -= n
             if r == GIVE_UP or run.budget <= 0:
                 st._watches.remove(run)
@@ -598,7 +524,7 @@ class Engine:
         st.chain.append(sig.name)
         if self.trace:
             self._event(st, sig.name, sig.steps[-1].name, -1, "classified", 0, run.fields)
-        self._commit(st, run.fields, run.expects)
+        self._commit(st, run.fields, run.expects, run.at)
         children = self._children.get((st.transport, sig.name), [])
         st._runs = [_Run(c) for c in children]
         st._pending = 0
@@ -609,7 +535,7 @@ class Engine:
             st._watches.append(wr)
 
     def _commit(self, st: FlowState, fields: list[tuple[str, str]],
-                expects: list[tuple[str, str, str, int]]) -> None:
+                expects: list[tuple[str, str, str, int]], at: tuple[int, int]) -> None:
         for name, value in fields:
             st.fields[name] = value[:MAX_FIELD]
         for label, transport, to, port in expects:
@@ -619,7 +545,13 @@ class Engine:
                 addr = st.client_addr
             else:
                 addr = to
-            st.expectations.append(Expectation(label, transport, addr, port))
+            # in the order of the bytes that announced them (when the announcing step ended,
+            # by arrival, then stream offset), whatever the cutting into segments: the
+            # engine's loop order within one feed call is not an order of the traffic
+            order = (*at, label, transport, addr or "", port)
+            i = bisect.bisect_right(st._xkeys, order)
+            st._xkeys.insert(i, order)
+            st.expectations.insert(i, Expectation(label, transport, addr, port))
             key = (transport, addr, port)
             if key in self._expected:
                 self._expected.move_to_end(key)
@@ -667,5 +599,5 @@ class Engine:
                 for (tr, addr, port), label in self._expected.items()]
 
 
-__all__ = ["Engine", "Expectation", "FlowState", "Signature", "TraceEvent", "load_rules",
-           "load_program", "WINDOW"]
+__all__ = ["Engine", "Expectation", "FlowState", "Rules", "Signature", "TraceEvent",
+           "signatures_of", "WINDOW"]

@@ -312,11 +312,11 @@ class TrafficLab:
             time.sleep(0.05)
 
     def serve(self, key: str, argv: list[str], port: int, udp: bool = False,
-              cwd: Path | None = None) -> None:
+              cwd: Path | None = None, run_dirs: tuple[str, ...] = ()) -> None:
         if key in self._started:
             return
         log = open(self.dir / f"{key}.log", "wb")  # noqa: SIM115 - the child holds it
-        self.server.popen(argv, stdout=log, stderr=log, cwd=str(cwd or self.dir))
+        self.server.serve(argv, run_dirs, stdout=log, stderr=log, cwd=str(cwd or self.dir))
         log.close()
         self._wait_port(port, udp)
         self._started.add(key)
@@ -374,12 +374,11 @@ class TrafficLab:
         if not hostkey.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)],
                            check=True, capture_output=True)
-        # sshd wants /run/sshd: give it one in a private mount namespace, not on the host
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-        script = (f"mount -t tmpfs tmpfs /run && mkdir -p /run/sshd && exec {sshd} -D -e "
-                  f"-f /dev/null -h {hostkey} -p {port} -o ListenAddress={SERVER4} "
-                  f"-o PidFile=none -o UsePAM=no")
-        self.serve(f"ssh{port}", ["unshare", "-m", "sh", "-c", script], port)
+        self.serve(f"ssh{port}", [sshd, "-D", "-e", "-f", "/dev/null", "-h", str(hostkey),
+                                  "-p", str(port), "-o", f"ListenAddress={SERVER4}",
+                                  "-o", "PidFile=none", "-o", "UsePAM=no"],
+                   port, run_dirs=("sshd",))
         self.client.run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                          "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
                          "-p", str(port), f"nobody@{SERVER4}", "true"], check=False, timeout=20)
@@ -431,13 +430,18 @@ class TrafficLab:
         root = self.dir / "ftproot"
         root.mkdir(exist_ok=True)
         os.chmod(root, 0o755)
+        # vsftpd's chroot while it parses a command: empty, not writable, the lab's own
+        empty = self.dir / "vsftpd-empty"
+        empty.mkdir(exist_ok=True)
+        os.chmod(empty, 0o555)
         (root / "file.txt").write_text("ftp data\n" * 50)
         conf = self.dir / "vsftpd.conf"
         conf.write_text(
             f"listen=YES\nlisten_ipv6=NO\nlisten_address={SERVER4}\nlisten_port={port}\n"
             "anonymous_enable=YES\nlocal_enable=NO\nwrite_enable=NO\nno_anon_password=YES\n"
             f"anon_root={root}\npasv_enable=YES\npasv_min_port=40000\npasv_max_port=40100\n"
-            "seccomp_sandbox=NO\nbackground=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\n"
+            "seccomp_sandbox=NO\nbackground=NO\n"
+            f"secure_chroot_dir={empty}\n"
             "xferlog_enable=NO\nuse_localtime=NO\nport_enable=YES\n")
         os.chmod(conf, 0o600)
         self.serve("ftp", ["vsftpd", str(conf)], port)

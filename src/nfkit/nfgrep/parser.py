@@ -13,15 +13,30 @@ import re
 from dataclasses import dataclass
 
 from nfkit.nfgrep import tree as t
+from nfkit.nfgrep.bytecode import MAX_LITERAL
 from nfkit.nfgrep.errors import NfgrepSyntaxError
+from nfkit.nfgrep.verifier import (
+    MAX_DEPTH,
+    MAX_FIND,
+    MAX_KEEP_UNTIL,
+    MAX_REPEAT,
+    MAX_SET,
+    MAX_STEPS,
+    MAX_VARIABLES,
+)
 
-# Limits a rule may not exceed; the verifier enforces the same on bytecode.
-MAX_FIND_WITHIN = 65536
-MAX_KEEP_WITHIN = 1024
-MAX_REPEAT = 256
-MAX_LITERAL = 255
-MAX_VARIABLES = 32
-MAX_DEPTH = 8
+# Limits a rule may not exceed: the verifier's own, enforced on bytecode too.
+MAX_FIND_WITHIN = MAX_FIND
+MAX_KEEP_WITHIN = MAX_KEEP_UNTIL
+# Input sizes (docs/nfgrep.md, "Resource bounds"): past them the parser stops with one
+# error naming file:line:column and the limit, before any work grows with the input.
+MAX_FILE = 1 << 20  # characters of rule text in one file
+MAX_NAME = 64  # characters of a name (the verifier's NAME)
+MAX_NUMBER = 24  # characters of a number (digits, 0x and '_'): 64-bit values fit
+MAX_NESTING = 32  # parentheses and 'at' offsets nested in one expression
+MAX_TERMS = 256  # values in one expression (numbers, variables, reads, ...)
+MAX_PORTS = 255  # port hints of one protocol (a u8 in the .nfgb format)
+MAX_PROTOCOLS = 1024  # protocols in one file
 U64 = (1 << 64) - 1
 
 READ_TYPE = re.compile(r"u(8|16|24|32|40|48|56|64)(be|le)?\Z")
@@ -56,6 +71,9 @@ def tokenize(text: str, path: str) -> list[Token]:
     tokens: list[Token] = []
     line, line_start, i, depth = 1, 0, 0, 0
     size = len(text)
+    if size > MAX_FILE:
+        raise NfgrepSyntaxError(path, t.Where(1, 1), f"the file has {size} characters: at most "
+                                f"{MAX_FILE} in one rule file; split it")
     while i < size:
         c = text[i]
         where = t.Where(line, i - line_start + 1)
@@ -104,7 +122,7 @@ def tokenize(text: str, path: str) -> list[Token]:
                     out.append(code)
                     i += 1
             tokens.append(Token("STRING", text[where.col - 1 + line_start:i], bytes(out), where))
-        elif c.isdigit():
+        elif "0" <= c <= "9":
             m = re.compile(r"0[xX][0-9A-Fa-f_]+|[0-9_]+").match(text, i)
             assert m is not None
             word = m.group(0)
@@ -112,14 +130,20 @@ def tokenize(text: str, path: str) -> list[Token]:
             if end < size and (text[end].isalnum() or text[end] == "_"):
                 raise NfgrepSyntaxError(path, where, f"bad number {text[i:end + 1]!r}: write "
                                         "decimal digits or 0x followed by hex digits")
+            if len(word) > MAX_NUMBER:
+                raise NfgrepSyntaxError(path, where, f"number of {len(word)} characters: at "
+                                        f"most {MAX_NUMBER} (values are 64 bits)")
             digits = word.replace("_", "")
             value = int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits, 10)
             tokens.append(Token("INT", word, value, where))
             i = end
-        elif c.isalpha() or c == "_":
+        elif "a" <= c <= "z" or "A" <= c <= "Z" or c == "_":
             m = NAME_CHARS.match(text, i)
             assert m is not None
             word = m.group(0).rstrip("-")
+            if len(word) > MAX_NAME:
+                raise NfgrepSyntaxError(path, where, f"name {word[:16]!r}... is {len(word)} "
+                                        f"characters long: at most {MAX_NAME}")
             tokens.append(Token("NAME", word, word, where))
             i += len(word)
         else:
@@ -142,6 +166,8 @@ def tokenize(text: str, path: str) -> list[Token]:
 def _describe(tok: Token) -> str:
     if tok.kind in ("NL", "EOF"):
         return tok.text
+    if len(tok.text) > 40:  # a long string literal is not echoed whole
+        return f"'{tok.text[:40]}...'"
     return f"'{tok.text}'"
 
 
@@ -152,6 +178,9 @@ class Parser:
         self.path = path
         self.tokens = tokenize(text, path)
         self.i = 0
+        self.blocks = 0  # optional/repeat blocks open around the current statement
+        self.nesting = 0  # parentheses and 'at' offsets open in the current expression
+        self.terms = 0  # values in the current expression
 
     # -- token helpers
     @property
@@ -217,9 +246,11 @@ class Parser:
 
     # -- file and declarations
     def parse(self) -> t.RuleFile:
-        protocols = []
+        protocols: list[t.Protocol] = []
         self.skip_nl()
         while self.tok.kind != "EOF":
+            if len(protocols) == MAX_PROTOCOLS:
+                raise self.error(f"more than {MAX_PROTOCOLS} protocols in one file: split it")
             protocols.append(self.protocol())
             self.skip_nl()
         return t.RuleFile(self.path, protocols)
@@ -249,6 +280,8 @@ class Parser:
             while self.is_op(","):
                 self.advance()
                 self.skip_nl()
+                if len(ports) == MAX_PORTS:
+                    raise self.error(f"more than {MAX_PORTS} port hints in protocol {name}")
                 ports.append(self.integer("a port", 1, 65535))
             self.skip_nl()
         if self.is_word("after"):
@@ -256,11 +289,13 @@ class Parser:
             after = self.name("the name of the protocol this one runs after").text
             self.skip_nl()
         self.op("{", f"to open the body of protocol {name}")
-        steps = []
+        steps: list[t.Step] = []
         self.skip_nl()
         while not self.is_op("}"):
             if self.tok.kind == "EOF":
                 raise self.error(f"protocol {name} is not closed: add '}}'")
+            if len(steps) == MAX_STEPS:
+                raise self.error(f"more than {MAX_STEPS} steps and watches in protocol {name}")
             steps.append(self.step())
             self.skip_nl()
         self.advance()
@@ -300,12 +335,23 @@ class Parser:
                 raise self.error(f"expected the end of the statement (a new line or ';'), found "
                                  f"{_describe(self.tok)}")
 
+    def block(self, what: str) -> list[t.Stmt]:
+        """The body of an optional or repeat block, at most MAX_DEPTH deep."""
+        if self.blocks == MAX_DEPTH:
+            raise self.error(f"blocks nested deeper than {MAX_DEPTH}: flatten them")
+        self.blocks += 1
+        body = self.body(what)
+        self.blocks -= 1
+        return body
+
     # -- statements
     def literals(self) -> tuple[list[bytes], bool]:
         lits = [self.string("a literal")]
         while self.is_op(","):
             self.advance()
             self.skip_nl()
+            if len(lits) == MAX_SET:
+                raise self.error(f"more than {MAX_SET} literals in one 'any of'")
             lits.append(self.string("a literal after ','"))
         nocase = False
         if self.is_word("nocase"):
@@ -372,7 +418,7 @@ class Parser:
             if word == "optional":
                 self.advance()
                 self.op("{", "after 'optional'")
-                return t.Optional(self.body("optional block"), w)
+                return t.Optional(self.block("optional block"), w)
             if word == "repeat":
                 self.advance()
                 self.word("up", "after 'repeat' (as in: repeat up to 16 { ... })")
@@ -383,7 +429,7 @@ class Parser:
                     self.advance()
                     region = self.expr()
                 self.op("{", "to open the repeated block")
-                return t.Repeat(limit, region, self.body("repeat block"), w)
+                return t.Repeat(limit, region, self.block("repeat block"), w)
             if word == "field":
                 self.advance()
                 field = self.name("a field name after 'field'").text
@@ -487,29 +533,47 @@ class Parser:
         return t.Expect(label, transport, to, self.expr(), w)
 
     # -- expressions
-    def expr(self, level: int = 0) -> t.Expr:
+    def expr(self) -> t.Expr:
+        """One whole expression, at most MAX_TERMS values and MAX_NESTING levels deep."""
+        self.terms = 0
+        self.nesting = 0
+        return self.binary(0)
+
+    def binary(self, level: int) -> t.Expr:
         if level == len(LEVELS):
             return self.primary()
-        left = self.expr(level + 1)
+        left = self.binary(level + 1)
         while self.tok.kind == "OP" and self.tok.text in LEVELS[level]:
             tok = self.advance()
-            right = self.expr(level + 1)
+            right = self.binary(level + 1)
             left = t.BinOp(tok.text, left, right, tok.where)
         return left
 
+    def nested(self) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.error(f"expression nested deeper than {MAX_NESTING} (parentheses and "
+                             "'at' offsets): use 'let' for the inner parts")
+
     def primary(self) -> t.Expr:
+        if self.is_op("("):
+            self.advance()
+            self.nested()
+            inner = self.binary(0)
+            self.op(")", "to close '('")
+            self.nesting -= 1
+            return inner
         tok = self.tok
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.error(f"expression of more than {MAX_TERMS} values: use 'let' for parts "
+                             "of it")
         if tok.kind == "INT":
             self.advance()
             value = int(tok.value)  # type: ignore[call-overload]
             if value > U64:
                 raise self.error(f"number {value} does not fit in 64 bits", tok)
             return t.Num(value, tok.where)
-        if self.is_op("("):
-            self.advance()
-            inner = self.expr()
-            self.op(")", "to close '('")
-            return inner
         if tok.kind == "NAME":
             m = READ_TYPE.match(tok.text)
             if m:
@@ -523,7 +587,9 @@ class Parser:
                 offset = None
                 if self.is_word("at"):
                     self.advance()
+                    self.nested()
                     offset = self.primary()
+                    self.nesting -= 1
                 return t.Read(width, m.group(2) == "le", offset, tok.where)
             if tok.text == "here":
                 self.advance()

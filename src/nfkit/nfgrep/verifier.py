@@ -23,7 +23,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nfkit.nfgrep.bytecode import BINOPS, CMPS, OPCODES, OPS, Program
+from nfkit.nfgrep.bytecode import (
+    BINOPS,
+    CMPS,
+    MAX_KEEP_BYTES,
+    MAX_LABELS,
+    MAX_LITERAL,
+    OPCODES,
+    OPS,
+    Program,
+)
 from nfkit.nfgrep.errors import VerifierError
 
 MAX_STACK = 16
@@ -31,15 +40,12 @@ MAX_DEPTH = 8
 MAX_REPEAT = 256
 MAX_FIND = 65536
 MAX_KEEP_UNTIL = 1024
-MAX_KEEP_BYTES = 1024
-MAX_LABELS = 255
 MAX_DIGITS = 20
 MAX_STEP_COST = 1 << 21
 MAX_CODE = 4096
 MAX_VARIABLES = 32
 MAX_STEPS = 64
 MAX_SET = 32
-MAX_LITERAL = 255
 
 NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_\-]{0,63}\Z")
 
@@ -50,29 +56,6 @@ class Verified:
 
     program: Program
     costs: dict[tuple[int, int], int]
-
-
-def _cost(info_name: str, a: int, b: int, c: int, program: Program) -> int:
-    """Cost units of one instruction: 1 plus the bytes it may examine."""
-    if info_name == "READ":
-        return 1 + a
-    if info_name == "DECIMAL":
-        return 1 + a
-    if info_name == "MATCH":
-        return 1 + sum(len(program.strings[i]) for i in program.sets[a].strings)
-    if info_name == "FIELD_IS":
-        return 1 + sum(len(program.strings[i]) for i in program.sets[b].strings)
-    if info_name == "FIND":
-        lits = program.sets[a].strings
-        extra = len(program.strings[c - 1]) if c else 0
-        return 1 + (len(lits) + (1 if c else 0)) * (b + MAX_LITERAL + extra)
-    if info_name == "KEEP_UNTIL":
-        return 1 + c + len(program.strings[b])
-    if info_name == "KEEP_BYTES":
-        return 1 + MAX_KEEP_BYTES
-    if info_name == "KEEP_LABELS":
-        return 1 + MAX_LABELS
-    return 1
 
 
 def verify(program: Program) -> Verified:
@@ -221,7 +204,7 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
             if cost > MAX_STEP_COST:
                 raise refuse(at, f"cost bound over {MAX_STEP_COST}")
             continue
-        cost += _cost(info.name, a, b, c, p)
+        cost += info.cost(p, a, b, c)
         if cost > MAX_STEP_COST:
             raise refuse(at, f"cost bound over {MAX_STEP_COST}")
     if blocks:
@@ -231,4 +214,5 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
     return cost
 
 
-__all__ = ["Verified", "verify", "MAX_STEP_COST", "OPCODES"]
+__all__ = ["Verified", "verify", "MAX_STEP_COST", "OPCODES", "MAX_KEEP_BYTES", "MAX_LABELS",
+           "MAX_LITERAL"]

@@ -14,7 +14,7 @@ from typing import Any
 _EXPORTS = {
     "Ruleset": "model", "Table": "model", "Chain": "model", "Rule": "model", "Set": "model",
     "Obj": "model",
-    "load_json": "jsonfmt", "dump_json": "jsonfmt", "parse_commands": "jsonfmt",
+    "load_json": "jsonfmt", "dump_json": "jsonfmt", "parse_commands": "jsonfmt", "Command": "jsonfmt",
     "to_text": "textfmt",
     "commit": "transaction", "check": "transaction", "list_ruleset": "transaction",
     "flush": "transaction", "apply": "transaction", "diff": "transaction",

@@ -477,15 +477,18 @@ def delete_rule(rule: Rule, sock: Any | None = None) -> None:
     run_commands([Command("delete", "rule", rule)], sock=sock)
 
 
-def normalize(expr: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+def normalize(expr: list[dict[str, Any]], family: str,
+              named_sets: dict[str, Set] | None = None) -> list[dict[str, Any]]:
     """A rule's statements as the kernel would give them back (for semantic equality).
 
     Compiles to expressions and decodes them again; anonymous sets are rendered
-    from the compiled elements."""
+    from the compiled elements.  ``named_sets``: the sets and maps of the rule's
+    table by name (a map lookup's data type comes from its map)."""
     from nfkit.nftables.exprs import RuleCompiler, RuleDecoder, parse_exprs
     from nfkit.nftables.types import concat_type_id
 
     rc = RuleCompiler(family, "t")
+    rc.named_sets = dict(named_sets or {})
     exprs, sets = rc.compile(expr)
     views = {}
     names = {}
@@ -626,8 +629,12 @@ def diff(wanted: Ruleset, sock: Any | None = None) -> list[Command]:
     want_by_chain: dict[tuple[str, str, str], list[Rule]] = {}
     for r in wanted.rules:
         want_by_chain.setdefault(r.chain_key, []).append(r)
+    named: dict[tuple[str, str], dict[str, Set]] = {}
+    for s in (*have_sets.values(), *wanted.sets):  # the wanted copy wins
+        named.setdefault((s.family, s.table), {})[s.name] = s
     for key in want_chains:
-        cmds += _diff_rules(by_chain.get(key, []), want_by_chain.get(key, []))
+        cmds += _diff_rules(by_chain.get(key, []), want_by_chain.get(key, []),
+                            named.get(key[:2], {}))
     # deletions: rules of chains not wanted, then chains, sets, objects
     for key in have_chains:
         if key not in want_chains:
@@ -657,9 +664,10 @@ def _set_sig(s: Set, with_elems: bool = True) -> tuple[Any, ...]:
     return (tuple(t), repr(s.map), tuple(sorted(s.flags)), s.timeout, elems)
 
 
-def _diff_rules(have: list[Rule], want: list[Rule]) -> list[Command]:
+def _diff_rules(have: list[Rule], want: list[Rule], named_sets: dict[str, Set]) -> list[Command]:
     fam = want[0].family if want else "ip"
-    want_norm = [repr(_strip_counters(normalize(r.expr, fam))) + repr(r.comment) for r in want]
+    want_norm = [repr(_strip_counters(normalize(r.expr, fam, named_sets))) + repr(r.comment)
+                 for r in want]
     have_norm = [repr(_strip_counters(r.expr)) + repr(r.comment) for r in have]
     # longest common subsequence keeps the most rules in place
     n, m = len(have_norm), len(want_norm)

@@ -1,0 +1,88 @@
+"""ctguard's configuration file: every key, its type, default and meaning.
+
+    [daemon]
+    status = "/run/nfkit/ctguard.sock"
+    metrics = ""                 # "127.0.0.1:9167": Prometheus metrics
+
+    [limits]
+    budget = 0                   # entries allowed; 0: the kernel's nf_conntrack_max
+    interval = 0.2               # seconds between two looks at the fill level
+    timeouts_at = 0.70           # shorten embryonic/closing/unreplied timeouts from here
+    restore_below = 0.60         # ... and restore them below this
+    short_timeout = 10           # seconds, those states' timeout under pressure
+    evict_at = 0.90              # evict from here ...
+    evict_to = 0.80              # ... down to here
+    min_share = 16               # a source's fair share is never below this many entries
+    batch = 2048                 # most evictions per round
+
+    [topology]
+    flush_stale = true           # flush entries NATed to an address that went away
+    unreplied_only = true        # ... only those that never saw a reply
+
+    [[uplink]]                   # flows steered by ct mark: flushed when its link goes down
+    interface = "wan0"
+    mark = 0x100
+    mask = 0xff00
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nfkit.ctguard.policy import Thresholds, check_thresholds
+from nfkit.service.config import Config, Key, Schema, Section, fraction, ifname, in_range, load
+
+
+def _budget(v: int) -> int:
+    if not 0 <= v <= 2**31 - 1:
+        raise ValueError(f"{v} is out of range (0, or 1-{2**31 - 1})")
+    return v
+
+
+_T = Thresholds()
+
+SCHEMA = Schema((
+    Section("daemon", (
+        Key("status", str, "status socket (`nfkit ctguard status`)", "/run/nfkit/ctguard.sock"),
+        Key("metrics", str, "HOST:PORT serving Prometheus metrics (empty: none)", ""),
+    ), "the daemon"),
+    Section("limits", (
+        Key("budget", int, "entries allowed (0: the kernel's nf_conntrack_max)", 0, _budget),
+        Key("interval", (float, int), "seconds between two looks at the fill level", 0.2, in_range(0.01, 60)),
+        Key("timeouts_at", (float, int), "shorten timeouts from this fill", _T.timeouts_at, fraction),
+        Key("restore_below", (float, int), "restore them below this fill", _T.restore_below, fraction),
+        Key("short_timeout", int, "seconds, embryonic/closing/unreplied under pressure",
+            _T.short_timeout, in_range(1, 3600)),
+        Key("evict_at", (float, int), "evict from this fill", _T.evict_at, fraction),
+        Key("evict_to", (float, int), "evict down to this fill", _T.evict_to, fraction),
+        Key("min_share", int, "a source's fair share is never below this", _T.min_share,
+            in_range(1, 2**31 - 1)),
+        Key("batch", int, "most evictions per round", _T.batch, in_range(1, 1 << 20)),
+    ), "when and how hard to act"),
+    Section("topology", (
+        Key("flush_stale", bool, "flush entries NATed to an address that went away", True),
+        Key("unreplied_only", bool, "only those that never saw a reply", True),
+    ), "reactions to link and address changes"),
+    Section("uplink", (
+        Key("interface", str, "the uplink's interface", check=ifname),
+        Key("mark", int, "ct mark of the flows it carries", check=in_range(0, 0xFFFFFFFF)),
+        Key("mask", int, "mask of that mark", 0xFFFFFFFF, in_range(0, 0xFFFFFFFF)),
+    ), "flows steered by ct mark, flushed when the link goes down", many=True),
+))
+
+
+def thresholds(cfg: Config) -> Thresholds:
+    lim = cfg["limits"]
+    return Thresholds(lim["timeouts_at"], lim["restore_below"], lim["evict_at"], lim["evict_to"],
+                      lim["min_share"], lim["short_timeout"], lim["batch"])
+
+
+def read(path: str | Path) -> Config:
+    """Read and check a ctguard file (ConfigError: file:line: key: why)."""
+    cfg = load(path, SCHEMA)
+    try:
+        check_thresholds(thresholds(cfg))
+    except ValueError as exc:
+        raise cfg.error(("limits", "evict_to" if "evict" in str(exc) else "restore_below"),
+                        str(exc)) from None
+    return cfg

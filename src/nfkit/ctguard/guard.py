@@ -1,0 +1,220 @@
+"""The ctguard daemon: the picture fed by events, the policy applied every interval.
+
+Kernel I/O happens here only: events read as they come (a resync dump after
+lost events, counted: the only full dumps ctguard makes), the table's size from
+/proc (the namespace's own count), idleness read by a get of each eviction
+candidate, evictions and timeout updates as pipelined requests, and the
+namespace's timeout sysctls (saved at the first change, restored when the
+pressure ends and on exit).  Topology: route events become stale-entry
+flushes (`nfkit.conntrack.stale`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import selectors
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from nfkit.conntrack.stale import Uplink, flush_stale, stale_filters
+from nfkit.conntrack.table import ConntrackTable
+from nfkit.ctguard import policy
+from nfkit.ctguard.config import thresholds
+from nfkit.ctguard.picture import Key, Picture, Record
+from nfkit.errors import EventsLost, NetlinkError
+from nfkit.route.rtnl import RouteEvents, Rtnl
+from nfkit.service.config import Config
+from nfkit.service.daemon import Service
+
+log = logging.getLogger("nfkit.ctguard")
+
+PROC_NF = Path("/proc/sys/net/netfilter")
+FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
+
+
+def read_sysctl(name: str) -> int:
+    return int((PROC_NF / name).read_text().split()[0])
+
+
+def write_sysctl(name: str, value: int) -> None:
+    (PROC_NF / name).write_text(f"{value}\n")
+
+
+class Guard(Service):
+    name = "ctguard"
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.t = thresholds(cfg)
+        self.budget = cfg["limits"]["budget"]
+        self.interval = cfg["limits"]["interval"]
+        self.picture = Picture()
+        self.saved_timeouts: dict[str, int] = {}
+        self.actions: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        self.dumps = 0
+        self.evicted = 0
+        self.flushed = 0
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.m_entries = Gauge("nfkit_ctguard_entries", "conntrack entries", registry=r)
+        self.m_fill = Gauge("nfkit_ctguard_fill_ratio", "entries / limit", registry=r)
+        self.m_evicted = Counter("nfkit_ctguard_evictions_total", "entries evicted", ["reason"],
+                                 registry=r)
+        self.m_resyncs = Counter("nfkit_ctguard_resyncs_total", "full dumps after lost events",
+                                 registry=r)
+        self.m_flushed = Counter("nfkit_ctguard_stale_flushed_total",
+                                 "entries flushed after topology changes", registry=r)
+        self.uplinks: list[Uplink] = []
+        self.table: ConntrackTable | None = None
+        self.stream: Any = None
+        self.routes: RouteEvents | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self, selector: selectors.BaseSelector) -> None:
+        self.table = ConntrackTable()
+        self.stream = self.table.events(resync=False)
+        selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
+        self.resync("start")
+        if self.cfg["topology"]["flush_stale"] or self.cfg["uplink"]:
+            with Rtnl() as rt:
+                for up in self.cfg["uplink"]:
+                    self.uplinks.append(Uplink(rt.link(up["interface"]).index, up["mark"], up["mask"]))
+            self.routes = RouteEvents()
+            selector.register(self.routes, selectors.EVENT_READ, self.on_route)
+
+    def stop(self) -> None:
+        try:
+            self.restore_timeouts("stopping")
+        finally:
+            for sock in (self.stream, self.routes, self.table):
+                if sock is not None:
+                    sock.close()
+
+    # ------------------------------------------------------------ inputs
+    def resync(self, why: str) -> None:
+        assert self.table is not None
+        self.dumps += 1
+        self.m_resyncs.inc()
+        self.picture.resync(self.table.entries(), time.monotonic())
+        self.act("resync", why, len(self.picture))
+
+    def on_conntrack(self) -> None:
+        now = time.monotonic()
+        try:
+            for ev in self.stream.pending():
+                if ev.entry is not None:
+                    self.picture.apply(ev.kind, ev.entry, now)
+        except EventsLost:
+            self.resync("the kernel dropped events")
+
+    def on_route(self) -> None:
+        assert self.routes is not None and self.table is not None
+        topo = self.cfg["topology"]
+        filters = []
+        try:
+            events = list(self.routes.pending())
+        except EventsLost:
+            return  # links and addresses are read again on the next change
+        for kind, present, obj in events:
+            if kind == "address" and not topo["flush_stale"]:
+                continue
+            filters += stale_filters(kind, present, obj, self.uplinks, topo["unreplied_only"])
+        if filters:
+            result = flush_stale(self.table, filters)
+            self.flushed += result.deleted
+            self.m_flushed.inc(result.deleted)
+            self.act("flush stale", "; ".join(f.describe() for f in filters), result.deleted)
+
+    # ------------------------------------------------------------ the policy
+    def limit(self) -> int:
+        return self.budget or read_sysctl("nf_conntrack_max")
+
+    def tick(self) -> float:
+        count, limit = read_sysctl("nf_conntrack_count"), self.limit()
+        self.m_entries.set(count)
+        self.m_fill.set(count / limit if limit else 0)
+        wanted = policy.timeouts_wanted(count, limit, bool(self.saved_timeouts), self.t)
+        if wanted is True:
+            self.shorten_timeouts(count, limit)
+        elif wanted is False:
+            self.restore_timeouts(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
+        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
+        if eviction.records:
+            self.evict(eviction, count, limit)
+        return float(self.interval)
+
+    def idleness(self, records: Sequence[Record]) -> dict[Key, float]:
+        """Seconds each candidate has been idle: its state's full timeout minus what is left."""
+        assert self.table is not None
+        out: dict[Key, float] = {}
+        for r in records:
+            try:
+                now = self.table.get(r.entry.orig, r.entry.zone or 0)
+            except NetlinkError:
+                out[(r.entry.orig, r.entry.zone or 0)] = float("inf")  # gone: evicting costs nothing
+                continue
+            full = FULL_TIMEOUT.get(r.entry.orig.proto)
+            left = now.timeout or 0
+            out[(r.entry.orig, r.entry.zone or 0)] = (read_sysctl(full) if full else left) - left
+        return out
+
+    def evict(self, eviction: policy.Eviction, count: int, limit: int) -> None:
+        assert self.table is not None
+        result = self.table.delete_many(r.entry for r in eviction.records)
+        now = time.monotonic()
+        for r in eviction.records:
+            self.picture.apply("destroy", r.entry, now)
+        self.evicted += result.deleted
+        for reason, n in eviction.reasons.items():
+            self.m_evicted.labels(reason).inc(n)
+        why = ", ".join(f"{n} {reason}" for reason, n in eviction.reasons.items())
+        self.act("evict", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {why}",
+                 result.deleted)
+
+    def shorten_timeouts(self, count: int, limit: int) -> None:
+        assert self.table is not None
+        for name in policy.SHORTENED_STATES:
+            current = read_sysctl(name)
+            if current > self.t.short_timeout:
+                self.saved_timeouts[name] = current
+                write_sysctl(name, self.t.short_timeout)
+        states = {s for name in self.saved_timeouts for s in policy.SHORTENED_STATES[name]}
+        existing = [r.entry for r in self.picture.records.values() if r.state in states]
+        result = self.table.update_many(existing, timeout=self.t.short_timeout)
+        self.act("shorten timeouts", f"fill {count}/{limit} at or above {self.t.timeouts_at:.0%}: "
+                 f"{', '.join(sorted(self.saved_timeouts))} to {self.t.short_timeout} s",
+                 result.deleted)
+
+    def restore_timeouts(self, why: str) -> None:
+        if not self.saved_timeouts:
+            return
+        for name, value in self.saved_timeouts.items():
+            write_sysctl(name, value)
+        self.act("restore timeouts", why, len(self.saved_timeouts))
+        self.saved_timeouts = {}
+
+    # ------------------------------------------------------------ reporting
+    def act(self, action: str, why: str, entries: int) -> None:
+        log.info("%s (%d): %s", action, entries, why)
+        self.actions.append({"time": time.time(), "action": action, "why": why, "entries": entries})
+
+    def status(self) -> dict[str, Any]:
+        try:
+            count, limit = read_sysctl("nf_conntrack_count"), self.limit()
+        except OSError:
+            count, limit = len(self.picture), self.budget
+        return {
+            "entries": count, "limit": limit, "fill": round(count / limit, 4) if limit else None,
+            "budget": self.budget or None,
+            "by_state": dict(self.picture.by_state),
+            "top_sources": self.picture.top_sources(10),
+            "timeouts_shortened": sorted(self.saved_timeouts),
+            "evicted": self.evicted, "stale_flushed": self.flushed,
+            "events": self.picture.events, "dumps": self.dumps,
+            "actions": list(self.actions),
+        }

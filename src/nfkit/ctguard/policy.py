@@ -1,0 +1,135 @@
+"""What ctguard does at a fill level: pure decisions over a `Picture`, no I/O.
+
+In order, each from its own threshold (fractions of the limit: the kernel's
+maximum, or the file's per-namespace budget):
+
+1. ``timeouts_at``: shorter timeouts for embryonic and closing TCP states and
+   unreplied UDP (the namespace's sysctls for new entries, a timeout update
+   for the existing ones); restored below ``restore_below``.
+2. ``evict_at``: evict down to ``evict_to``, by value:
+   - fairness first: a source holding more than its fair share (the limit
+     divided among the active sources, never below ``min_share``) loses its
+     excess, and no source within its share loses anything while another
+     exceeds its own;
+   - then unreplied and not ASSURED entries, oldest first; then other not
+     ASSURED ones; then the longest-idle ASSURED entries (idleness is read for
+     a few candidates only, by the caller's ``idleness`` function).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from nfkit.ctguard.picture import Key, Picture, Record
+
+# sysctl (under net.netfilter) -> the states whose entries it times out
+SHORTENED_STATES: dict[str, tuple[str, ...]] = {
+    "nf_conntrack_tcp_timeout_syn_sent": ("SYN_SENT", "SYN_SENT2"),
+    "nf_conntrack_tcp_timeout_syn_recv": ("SYN_RECV",),
+    "nf_conntrack_tcp_timeout_fin_wait": ("FIN_WAIT",),
+    "nf_conntrack_tcp_timeout_close_wait": ("CLOSE_WAIT",),
+    "nf_conntrack_tcp_timeout_last_ack": ("LAST_ACK",),
+    "nf_conntrack_tcp_timeout_time_wait": ("TIME_WAIT",),
+    "nf_conntrack_udp_timeout": ("UNREPLIED",),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    timeouts_at: float = 0.70
+    restore_below: float = 0.60
+    evict_at: float = 0.90
+    evict_to: float = 0.80
+    min_share: int = 16
+    short_timeout: int = 10  # seconds, for the states of SHORTENED_STATES
+    batch: int = 2048        # most evictions per round
+    idle_candidates: int = 4  # idleness read for this many ASSURED candidates per eviction
+
+
+@dataclass
+class Eviction:
+    records: list[Record] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def add(self, r: Record, reason: str) -> None:
+        self.records.append(r)
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def fair_share(picture: Picture, limit: int, t: Thresholds) -> int:
+    sources = max(1, len(picture.by_source))
+    return max(t.min_share, limit // sources)
+
+
+def _tier(r: Record) -> int:
+    if not r.replied and not r.assured:
+        return 0
+    return 1 if not r.assured else 2
+
+
+def choose(picture: Picture, count: int, limit: int, t: Thresholds,
+           idleness: Callable[[Sequence[Record]], dict[Key, float]]) -> Eviction:
+    """The entries to evict now (empty below ``evict_at``); see the module's docstring."""
+    out = Eviction()
+    if limit <= 0 or count < t.evict_at * limit:
+        return out
+    need = min(t.batch, count - int(t.evict_to * limit))
+    taken: set[int] = set()
+    share = fair_share(picture, limit, t)
+    excess = {src: n - share for src, n in picture.by_source.items() if n > share}
+    if excess:
+        by_source: dict[str, list[Record]] = {}
+        for r in picture.records.values():
+            if r.source in excess:
+                by_source.setdefault(r.source, []).append(r)
+        for src in sorted(excess, key=excess.__getitem__, reverse=True):
+            if len(out.records) >= need:
+                break
+            rows = sorted(by_source[src], key=lambda r: (_tier(r), r.first_seen))
+            assured = [r for r in rows if r.assured]
+            if assured:  # among its ASSURED entries, the idlest go first
+                idle = idleness(assured[: t.idle_candidates * excess[src]])
+                rows = [r for r in rows if not r.assured] + sorted(
+                    assured, key=lambda r: -idle.get(_key(r), -1.0))
+            for r in rows[: min(excess[src], need - len(out.records))]:
+                out.add(r, f"source over its share ({share})")
+                taken.add(id(r))
+        return out  # fairness first: nobody within their share pays while others exceed
+    rest = sorted((r for r in picture.records.values() if id(r) not in taken),
+                  key=lambda r: (_tier(r), r.first_seen))
+    for r in rest:
+        if len(out.records) >= need or r.assured:
+            break
+        out.add(r, "unreplied" if not r.replied else "not assured")
+    left = need - len(out.records)
+    if left > 0:
+        pool = [r for r in rest if r.assured][: t.idle_candidates * left]
+        idle = idleness(pool)
+        for r in sorted(pool, key=lambda r: -idle.get(_key(r), -1.0))[:left]:
+            out.add(r, "longest idle")
+    return out
+
+
+def _key(r: Record) -> Key:
+    return (r.entry.orig, r.entry.zone or 0)
+
+
+def timeouts_wanted(count: int, limit: int, shortened: bool, t: Thresholds) -> bool | None:
+    """True: shorten now; False: restore now; None: leave as is."""
+    if limit <= 0:
+        return None
+    fill = count / limit
+    if not shortened and fill >= t.timeouts_at:
+        return True
+    if shortened and fill < t.restore_below:
+        return False
+    return None
+
+
+def check_thresholds(t: Thresholds) -> None:
+    """ValueError naming the pair out of order."""
+    if not 0 < t.restore_below < t.timeouts_at <= 1:
+        raise ValueError("need 0 < restore_below < timeouts_at <= 1")
+    if not 0 < t.evict_to < t.evict_at <= 1:
+        raise ValueError("need 0 < evict_to < evict_at <= 1")

@@ -1,0 +1,292 @@
+"""FTFW, conntrackd's reliable sync mode, as a sans-I/O state machine (conntrack-tools 1.4.7).
+
+Owns: everything that changes an FTFW session's state, for one peer: the
+sequence numbers sent and expected, the acknowledgement window, NACKs for
+gaps, the resend queue (what was sent and not yet acknowledged), the ALIVE
+heartbeat after a quiet second, and the HELLO/HELLO_BACK handshake that tells
+a restarted peer's numbers from lost ones.  The transitions are the tables
+`RECEIVE` (by where an arriving sequence number falls) and `HELLO` below.
+Must not know: sockets, clocks (callers pass ``now``), the kernel, what an
+entry means.  Feed it with `receive`, `enqueue` and `tick`; send what
+`transmit` returns; apply the `Apply` events.
+
+The behaviour follows 1.4.7's src/sync-ftfw.c and src/network.c, so a stock
+conntrackd on the other end sees a conntrackd:
+- every message sent (data or control) takes the next number of one counter;
+  a message sent again takes a new number;
+- a receiver acknowledges every ``window`` messages (ACK first..last) and, when
+  a number is skipped, says which are missing (NACK first..last);
+- a message whose number is older than expected is dropped;
+- while a peer says HELLO (until it hears HELLO_BACK) its numbers are taken
+  as they come: it restarted and its counter means nothing yet; hearing HELLO
+  empties the resend queue (the peer knows nothing of it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from nfkit.ha.spec import RANGE_FLAGS, Flag
+from nfkit.ha.wire import ControlMessage, Message, StateMessage
+
+ALIVE_INTERVAL = 1.0  # ALIVE_INT: seconds of silence before a heartbeat (or a pending ACK)
+WINDOW = 300  # conntrackd's default WindowSize
+RESEND_LIMIT = 131072  # conntrackd's default ResendQueueSize
+
+
+def before(a: int, b: int) -> bool:
+    """a comes before b in 32-bit sequence space (wraps like TCP's)."""
+    return ((a - b) & 0xFFFFFFFF) >= 0x80000000
+
+
+def between(x: int, first: int, last: int) -> bool:
+    """first <= x <= last in 32-bit sequence space."""
+    return ((last - first) & 0xFFFFFFFF) >= ((x - first) & 0xFFFFFFFF)
+
+
+class SeqClass(enum.Enum):
+    """Where an arriving sequence number falls (network.c's nethdr_track_seq)."""
+
+    UNSET = "nothing received yet"
+    IN_SYNC = "the number expected"
+    AFTER = "numbers were skipped: lost"
+    BEFORE = "older than expected: replayed or late"
+    HELLO = "the peer says HELLO: numbers taken as they come"
+
+
+class HelloState(enum.Enum):
+    INIT = "nothing sent yet"
+    SAY = "saying HELLO until HELLO_BACK"
+    DONE = "peer answered"
+
+
+# Receive side: what each class of sequence number does.
+#   (accept the message, NACK the gap first, count it in the window)
+RECEIVE: dict[SeqClass, tuple[bool, bool]] = {
+    SeqClass.UNSET: (True, False),
+    SeqClass.IN_SYNC: (True, False),
+    SeqClass.HELLO: (True, False),
+    SeqClass.AFTER: (True, True),
+    SeqClass.BEFORE: (False, False),
+}
+
+# Send side: the handshake.  (state, event) -> next state
+HELLO: dict[tuple[HelloState, str], HelloState] = {
+    (HelloState.INIT, "send"): HelloState.SAY,
+    (HelloState.SAY, "send"): HelloState.SAY,
+    (HelloState.DONE, "send"): HelloState.DONE,
+    (HelloState.INIT, "hello_back"): HelloState.INIT,
+    (HelloState.SAY, "hello_back"): HelloState.DONE,
+    (HelloState.DONE, "hello_back"): HelloState.DONE,
+}
+
+
+@dataclass
+class Apply:
+    """A state message accepted from the peer: put it in the table."""
+
+    message: StateMessage
+
+
+@dataclass
+class ResyncRequested:
+    """The peer asked for the whole table (RESYNC): enqueue every entry."""
+
+
+Event = Apply | ResyncRequested
+
+
+@dataclass
+class Stats:
+    sent: int = 0  # messages handed to `transmit`'s caller, resends included
+    resent: int = 0  # of which resends (NACKed)
+    received: int = 0  # messages given to `receive`
+    applied: int = 0  # state messages accepted
+    lost: int = 0  # sequence numbers skipped by the peer (NACKed)
+    dropped_late: int = 0  # messages older than expected
+    acked: int = 0  # our messages the peer acknowledged
+    nacks_sent: int = 0
+    nacks_received: int = 0
+
+
+@dataclass
+class _Pending:
+    """A message waiting in the transmit or resend queue."""
+
+    message: Message
+    key: Hashable  # the entry's key for state messages; a fresh object for control
+    resend: bool = False
+
+
+@dataclass
+class FtfwSession:
+    """One FTFW session with one peer.  ``seq`` is the next sequence number to send
+    (conntrackd starts at the Unix time)."""
+
+    seq: int
+    window: int = WINDOW
+    resend_limit: int = RESEND_LIMIT
+    last_sent: float = 0.0
+    stats: Stats = field(default_factory=Stats)
+    hello: HelloState = HelloState.INIT
+    say_hello_back: bool = False
+    last_received: int | None = None  # None: UNSET
+    ack_from: int | None = None  # first number not yet acknowledged to the peer
+    window_left: int = 0
+    _tx: OrderedDict[Hashable, _Pending] = field(default_factory=OrderedDict)
+    _rs: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)  # by seq, oldest first
+    _rs_seq: dict[Hashable, int] = field(default_factory=dict)  # entry key -> its seq in _rs
+
+    def __post_init__(self) -> None:
+        self.window_left = self.window
+
+    # ---- sending -------------------------------------------------------
+
+    def enqueue(self, key: Hashable, message: StateMessage) -> None:
+        """Send ``message`` (the latest word on entry ``key``): replaces one still waiting."""
+        seq = self._rs_seq.pop(key, None)
+        if seq is not None:  # sent, not acknowledged: the new word supersedes it
+            del self._rs[seq]
+        self._tx.pop(key, None)
+        self._tx[key] = _Pending(message, key)
+
+    def request_resync(self) -> None:
+        """Ask the peer for its whole table (RESYNC)."""
+        self._control(Flag.RESYNC, 0, 0)
+
+    def _control(self, flags: Flag, first: int = 0, last: int = 0) -> None:
+        key = object()
+        self._tx[key] = _Pending(ControlMessage(flags, 0, first, last), key)
+
+    def transmit(self, now: float) -> list[Message]:
+        """Everything queued, numbered and flagged, in order; the caller sends them now."""
+        out: list[Message] = []
+        while self._tx:
+            _, pend = self._tx.popitem(last=False)
+            msg = pend.message
+            flags = msg.flags & ~(Flag.HELLO | Flag.HELLO_BACK)
+            self.hello = HELLO[(self.hello, "send")]
+            if self.hello is HelloState.SAY:
+                flags |= Flag.HELLO
+            if self.say_hello_back:
+                flags |= Flag.HELLO_BACK
+                self.say_hello_back = False
+            seq = self.seq
+            self.seq = (self.seq + 1) & 0xFFFFFFFF
+            if isinstance(msg, StateMessage):
+                msg = StateMessage(msg.type, msg.attrs, seq, flags)
+            else:
+                msg = ControlMessage(flags, seq, msg.first, msg.last)
+            out.append(msg)
+            self.stats.sent += 1
+            self.stats.resent += pend.resend
+            if isinstance(msg, StateMessage) or msg.flags & (Flag.ACK | Flag.NACK | Flag.RESYNC):
+                if len(self._rs) >= self.resend_limit:
+                    self._rs_forget(next(iter(self._rs)))
+                self._rs[seq] = _Pending(msg, pend.key)
+                if isinstance(msg, StateMessage):
+                    self._rs_seq[pend.key] = seq
+        if out:
+            self.last_sent = now
+        return out
+
+    def tick(self, now: float) -> None:
+        """After a quiet second: acknowledge what is owed, else say ALIVE."""
+        if now - self.last_sent < ALIVE_INTERVAL or self._tx:
+            return
+        if self.ack_from is not None and self.last_received is not None:
+            self._control(Flag.ACK, self.ack_from, self.last_received)
+            self.ack_from = None
+        else:
+            self._control(Flag.ALIVE)
+        self.last_sent = now  # the alarm is re-armed even if the caller sends later
+
+    def _rs_forget(self, seq: int) -> _Pending:
+        pend = self._rs.pop(seq)
+        if isinstance(pend.message, StateMessage):
+            self._rs_seq.pop(pend.key, None)
+        return pend
+
+    @property
+    def resend_queue_depth(self) -> int:
+        return len(self._rs)
+
+    # ---- receiving -----------------------------------------------------
+
+    def classify(self, msg: Message) -> SeqClass:
+        if msg.flags & Flag.HELLO:
+            return SeqClass.HELLO
+        if self.last_received is None:
+            return SeqClass.UNSET
+        expected = (self.last_received + 1) & 0xFFFFFFFF
+        if msg.seq == expected:
+            return SeqClass.IN_SYNC
+        return SeqClass.BEFORE if before(msg.seq, expected) else SeqClass.AFTER
+
+    def receive(self, msg: Message) -> list[Event]:
+        """Take one message from the peer; returns what the caller must do."""
+        self.stats.received += 1
+        if msg.flags & Flag.HELLO_BACK:
+            self.hello = HELLO[(self.hello, "hello_back")]
+        klass = self.classify(msg)
+        if klass is SeqClass.HELLO:
+            self.say_hello_back = True
+            if self.ack_from is not None and before(msg.seq, self.ack_from):
+                self.window_left = self.window - 1
+                self.ack_from = msg.seq
+            self._rs.clear()  # the peer restarted: it knows nothing of what we await
+            self._rs_seq.clear()
+        accept, nack_gap = RECEIVE[klass]
+        if not accept:
+            self.stats.dropped_late += 1
+            return []
+        events = self._digest(msg)
+        if nack_gap:
+            assert self.last_received is not None
+            expected = (self.last_received + 1) & 0xFFFFFFFF
+            if self.ack_from is not None:
+                self._control(Flag.ACK, self.ack_from, (expected - 1) & 0xFFFFFFFF)
+            self._control(Flag.NACK, expected, (msg.seq - 1) & 0xFFFFFFFF)
+            self.stats.nacks_sent += 1
+            self.stats.lost += (msg.seq - expected) & 0xFFFFFFFF
+            self.window_left = self.window - 1
+            self.ack_from = msg.seq
+        else:
+            if self.ack_from is None:
+                self.ack_from = msg.seq
+            self.window_left -= 1
+            if self.window_left <= 0:
+                self._control(Flag.ACK, self.ack_from, msg.seq)
+                self.window_left = self.window
+                self.ack_from = None
+        self.last_received = msg.seq
+        return events
+
+    def _digest(self, msg: Message) -> list[Event]:
+        if isinstance(msg, StateMessage):
+            self.stats.applied += 1
+            return [Apply(msg)]
+        if msg.flags & Flag.ACK:
+            for seq in [s for s in self._rs if between(s, msg.first, msg.last)]:
+                self._rs_forget(seq)
+                self.stats.acked += 1
+        elif msg.flags & Flag.NACK:
+            self.stats.nacks_received += 1
+            for seq in [s for s in self._rs if between(s, msg.first, msg.last)]:
+                pend = self._rs_forget(seq)
+                if isinstance(pend.message, StateMessage):
+                    self._tx.pop(pend.key, None)
+                    self._tx[pend.key] = _Pending(StateMessage(pend.message.type, pend.message.attrs),
+                                                  pend.key, resend=True)
+                else:
+                    key = object()
+                    m = pend.message
+                    self._tx[key] = _Pending(ControlMessage(m.flags & RANGE_FLAGS, 0, m.first, m.last), key,
+                                             resend=True)
+        elif msg.flags & Flag.RESYNC:
+            return [ResyncRequested()]
+        return []
+

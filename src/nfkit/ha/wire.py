@@ -1,0 +1,230 @@
+"""conntrackd's sync messages, sans-I/O: datagram bytes in, messages out, and back.
+
+Owns: the message classes (`StateMessage` for conntrack entries and
+expectations, `ControlMessage` for ACK, NACK, RESYNC and ALIVE), and turning
+datagrams into lists of them and back, exactly as conntrack-tools 1.4.7 lays
+them out (tables in `nfkit.ha.spec`).  A datagram that is not well formed
+raises `DecodeError` as a whole: callers count it and drop it, nothing of it
+is applied.
+Must not know: sockets, sequence tracking (FTFW), the conntrack entry model
+(`nfkit.ha.convert` maps messages to `Entry`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from nfkit.errors import DecodeError, InputError
+from nfkit.ha import spec
+from nfkit.ha.spec import CT_TYPES, DATA_FLAGS, NO_FLAGS, RANGE_FLAGS, Attr, Flag, MsgType
+
+_HEADER = spec.HEADER
+_ATTR = spec.ATTR_HEADER
+_RANGE = spec.ACK_RANGE
+
+
+@dataclass
+class StateMessage:
+    """A conntrack entry (CT_NEW/UPD/DEL) or an expectation (EXP_NEW/UPD/DEL).
+
+    ``attrs`` maps attribute names (`spec.CT_ATTRS` / `spec.EXP_ATTRS`) to values:
+    addresses as text, ports and numbers as ints with 1.4.7's byte swaps undone.
+    """
+
+    type: MsgType
+    attrs: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    flags: Flag = NO_FLAGS
+
+    @property
+    def is_ct(self) -> bool:
+        return self.type in CT_TYPES
+
+
+@dataclass
+class ControlMessage:
+    """A control message: ACK/NACK of the range ``first``..``last``, RESYNC or ALIVE.
+
+    HELLO and HELLO_BACK may ride on any message (control or data).
+    """
+
+    flags: Flag
+    seq: int = 0
+    first: int = 0  # ACK, NACK, RESYNC: the sequence range (RESYNC sends 0, 0)
+    last: int = 0
+
+
+Message = StateMessage | ControlMessage
+
+
+def _tables(mtype: MsgType) -> tuple[dict[int, Attr], dict[str, Attr], tuple[str, ...]]:
+    if mtype in CT_TYPES:
+        return spec.CT_ATTRS, spec.CT_BY_NAME, spec.CT_ORDER
+    return spec.EXP_ATTRS, spec.EXP_BY_NAME, spec.EXP_ORDER
+
+
+# Decoding plans, by attribute number: (name, exact attribute length or 0, largest length
+# or 0, struct unpack_from or None, take its first item, slice unpacker).
+_Plan = tuple[str, int, int, Any, bool, Any]
+
+
+def _plans(table: dict[int, Attr]) -> list[_Plan | None]:
+    plans: list[_Plan | None] = [None] * (max(table) + 1)
+    for num, attr in table.items():
+        lay = attr.layout
+        exact = _ATTR.size + lay.size if lay.size is not None else 0
+        plans[num] = (attr.name, exact, lay.max_size or 0, lay.unpack_from, lay.single, lay.unpack)
+    return plans
+
+
+_CT_PLANS = _plans(spec.CT_ATTRS)
+_EXP_PLANS = _plans(spec.EXP_ATTRS)
+_TYPES: list[MsgType | None] = [None] * 16
+for _t in MsgType:
+    _TYPES[_t] = _t
+_FLAGS = [Flag(i & 0x7E) for i in range(256)]
+_unpack_attr = _ATTR.unpack_from
+
+
+def decode_attrs(mtype: MsgType, buf: bytes, start: int, end: int) -> dict[str, Any]:
+    """The attributes of one state message in ``buf[start:end]``; raises DecodeError."""
+    plans = _CT_PLANS if mtype in CT_TYPES else _EXP_PLANS
+    nplans = len(plans)
+    attrs: dict[str, Any] = {}
+    off = start
+    while off < end:
+        if end - off < 4:
+            raise DecodeError(f"{end - off} trailing bytes after the last attribute", off)
+        alen, anum = _unpack_attr(buf, off)
+        plan = plans[anum] if anum < nplans else None
+        if plan is None:
+            raise DecodeError(f"unknown attribute {anum} in a {mtype.name} message", off)
+        name, exact, largest, unpack_from, single, unpack = plan
+        if alen < 4 or off + alen > end:
+            raise DecodeError(f"attribute {name} of length {alen} does not fit its message", off)
+        if exact and alen != exact:
+            raise DecodeError(f"attribute {name} has {alen - 4} bytes, conntrackd sends {exact - 4}", off)
+        if largest and alen > largest:
+            raise DecodeError(f"attribute {name} of length {alen} is over conntrackd's {largest}", off)
+        if name in attrs:
+            raise DecodeError(f"attribute {name} twice in one message", off)
+        if unpack_from is not None:
+            value = unpack_from(buf, off + 4)
+            attrs[name] = value[0] if single else value
+        else:
+            try:
+                attrs[name] = unpack(buf[off + 4:off + alen])
+            except DecodeError as exc:
+                raise DecodeError(f"attribute {name}: {exc}", off) from None
+        off += (alen + 3) & ~3
+    return attrs
+
+
+def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
+    """Every message of one datagram; raises DecodeError (naming the byte) if any is malformed."""
+    buf = bytes(data)
+    out: list[Message] = []
+    off = 0
+    total = len(buf)
+    if not total:
+        raise DecodeError("empty datagram")
+    while off < total:
+        if total - off < spec.HEADER_SIZE:
+            raise DecodeError(f"message header cut short ({total - off} bytes)", off)
+        first, flags, length, seq = _HEADER.unpack_from(buf, off)
+        if first >> 4 != spec.PROTOCOL_VERSION:
+            raise DecodeError(f"protocol version {first >> 4}, not {spec.PROTOCOL_VERSION}", off)
+        mtype = _TYPES[first & 0x0F]
+        if mtype is None:
+            raise DecodeError(f"unknown message type {first & 0x0F}", off)
+        if length < spec.HEADER_SIZE or off + length > total:
+            raise DecodeError(f"message length {length} does not fit the datagram ({total - off} left)", off)
+        if flags & 0x81:
+            raise DecodeError(f"unknown flag bits {flags:#x}", off)
+        fl = _FLAGS[flags]
+        if mtype is MsgType.CTL:
+            out.append(_decode_control(buf, off, fl, length, seq))
+        else:
+            if flags & ~DATA_FLAGS:
+                raise DecodeError(f"{mtype.name} message with control flags {fl!r}", off)
+            out.append(StateMessage(mtype, decode_attrs(mtype, buf, off + spec.HEADER_SIZE, off + length), seq, fl))
+        off += length
+    return out
+
+
+def _decode_control(buf: bytes, off: int, fl: Flag, length: int, seq: int) -> ControlMessage:
+    if fl & RANGE_FLAGS:
+        if length != spec.ACK_HEADER_SIZE:
+            raise DecodeError(f"{fl!r} message of length {length}, not {spec.ACK_HEADER_SIZE}", off)
+        first, last = _RANGE.unpack_from(buf, off + spec.HEADER_SIZE)
+        if fl & (Flag.ACK | Flag.NACK) and (last - first) & 0x80000000:
+            raise DecodeError(f"{fl!r} range {first}..{last} runs backwards", off)
+        return ControlMessage(fl, seq, first, last)
+    if not fl & Flag.ALIVE:  # a bare HELLO is MSG_BAD to conntrackd too
+        raise DecodeError(f"control message without ACK, NACK, RESYNC or ALIVE ({int(fl):#x})", off)
+    if length != spec.HEADER_SIZE:
+        raise DecodeError(f"control message of length {length}, not {spec.HEADER_SIZE}", off)
+    return ControlMessage(fl, seq)
+
+
+def encode_attrs(mtype: MsgType, attrs: dict[str, Any]) -> bytes:
+    """The attribute stream of one state message, in 1.4.7's order; raises InputError."""
+    _, names, order = _tables(mtype)
+    unknown = set(attrs) - set(order)
+    if unknown:
+        raise InputError(f"{mtype.name} message: unknown attribute(s) {', '.join(sorted(unknown))}")
+    parts: list[bytes] = []
+    for name in order:
+        if name not in attrs:
+            continue
+        attr = names[name]
+        try:
+            value = attr.layout.pack(attrs[name])
+        except (TypeError, ValueError, OverflowError) as exc:  # struct.error is a ValueError
+            raise InputError(f"{mtype.name} message: attribute {name}={attrs[name]!r}: {exc}") from None
+        except InputError as exc:
+            raise InputError(f"{mtype.name} message: attribute {name}: {exc}") from None
+        alen = _ATTR.size + len(value)
+        parts.append(_ATTR.pack(alen, attr.number) + value + bytes(spec.align(alen) - alen))
+    return b"".join(parts)
+
+
+def encode_message(msg: Message) -> bytes:
+    """One message's bytes (header included); raises InputError for what cannot be sent."""
+    if isinstance(msg, ControlMessage):
+        if msg.flags & RANGE_FLAGS:
+            return (_HEADER.pack(spec.PROTOCOL_VERSION << 4 | MsgType.CTL, int(msg.flags),
+                                 spec.ACK_HEADER_SIZE, msg.seq & 0xFFFFFFFF)
+                    + _RANGE.pack(msg.first & 0xFFFFFFFF, msg.last & 0xFFFFFFFF))
+        return _HEADER.pack(spec.PROTOCOL_VERSION << 4 | MsgType.CTL, int(msg.flags), spec.HEADER_SIZE,
+                            msg.seq & 0xFFFFFFFF)
+    if msg.type is MsgType.CTL or msg.flags & ~DATA_FLAGS:
+        raise InputError(f"state message of type {msg.type.name} with flags {msg.flags!r}")
+    body = encode_attrs(msg.type, msg.attrs)
+    length = spec.HEADER_SIZE + len(body)
+    if length > 0xFFFF:
+        raise InputError(f"{msg.type.name} message of {length} bytes is over 65535")
+    return _HEADER.pack(spec.PROTOCOL_VERSION << 4 | msg.type, int(msg.flags), length,
+                        msg.seq & 0xFFFFFFFF) + body
+
+
+def encode_datagram(messages: Iterable[Message]) -> bytes:
+    """Messages packed one after the other into one datagram, as conntrackd batches them."""
+    return b"".join(encode_message(m) for m in messages)
+
+
+def datagrams(messages: Iterable[Message], limit: int = 1472) -> Iterator[bytes]:
+    """Messages packed into datagrams of at most ``limit`` bytes (a UDP payload on a 1500 MTU)."""
+    batch: list[bytes] = []
+    size = 0
+    for msg in messages:
+        raw = encode_message(msg)
+        if batch and size + len(raw) > limit:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(raw)
+        size += len(raw)
+    if batch:
+        yield b"".join(batch)

@@ -1,0 +1,113 @@
+"""nat66's file as nf_tables rules: stateful NAT66 in nfkit's own table.
+
+`ruleset` turns the [[snat]] and [[dnat]] sections into table `ip6
+nfkit_nat66` (prerouting at dstnat, postrouting at srcnat priority);
+`apply` makes the kernel's copy of that table equal to it with the smallest
+change set (re-applying an unchanged file sends nothing) and touches no other
+table, so a user's own ruleset (say, one that drops `ct state invalid`) stays
+as it is.  What cannot be written exactly is an error naming the entry,
+before anything is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from nfkit.errors import InputError
+from nfkit.nftables import Command, Ruleset
+from nfkit.nftables import apply as apply_ruleset
+from nfkit.service.config import Config
+
+FAMILY, TABLE = "ip6", "nfkit_nat66"
+Statement = dict[str, Any]
+
+
+def _match(left: Statement, right: Any) -> Statement:
+    return {"match": {"op": "==", "left": left, "right": right}}
+
+
+def _payload(proto: str, field: str) -> Statement:
+    return {"payload": {"protocol": proto, "field": field}}
+
+
+def _prefix(net: ipaddress.IPv6Network) -> Any:
+    if net.prefixlen == 128:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _flags(flags: list[str]) -> Any:
+    return flags[0] if len(flags) == 1 else flags
+
+
+def snat_rule(entry: dict[str, Any], where: str) -> list[Statement]:
+    """One [[snat]] entry: masquerade (no `to`), or snat to an address or a range."""
+    stmts = [_match({"meta": {"key": "oifname"}}, entry["interface"]),
+             _match(_payload("ip6", "saddr"), _prefix(ipaddress.IPv6Network(entry["inside"])))]
+    nat: Statement = {}
+    if entry["ports"]:
+        lo, _, hi = entry["ports"].partition("-")
+        stmts.append(_match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}))
+        nat["port"] = {"range": [int(lo), int(hi or lo)]}
+    if entry["flags"]:
+        nat["flags"] = _flags(entry["flags"])
+    to = entry["to"]
+    if not to:
+        stmts.append({"masquerade": nat or None})
+        return stmts
+    if "/" in to:
+        raise InputError(f"{where}.to: {to}: snat to a prefix (netmap) is not written by nfkit "
+                         "yet; give an address or a range")
+    first, dash, last = to.partition("-")
+    nat["addr"] = {"range": [first, last]} if dash else to
+    nat["family"] = "ip6"
+    stmts.append({"snat": nat})
+    return stmts
+
+
+def dnat_rule(entry: dict[str, Any], pool: str) -> list[Statement]:
+    """One [[dnat]] entry: to one server, or spread over a pool (the named map ``pool``,
+    see `pool_map`) by jhash or numgen."""
+    proto = entry["protocol"]
+    stmts = [_match(_payload("ip6", "daddr"), str(ipaddress.IPv6Address(entry["address"]))),
+             _match(_payload(proto, "dport"), entry["port"])]
+    servers = [str(s) for s in entry["servers"]]
+    if len(servers) == 1:
+        addr: Any = servers[0]
+    else:
+        key = ({"jhash": {"mod": len(servers), "expr": _payload("ip6", "saddr")}}
+               if entry["spread"] == "jhash" else
+               {"numgen": {"mode": "inc", "mod": len(servers), "offset": 0}})
+        addr = {"map": {"key": key, "data": f"@{pool}"}}
+    nat: Statement = {"family": "ip6", "addr": addr}
+    if entry["server_port"]:
+        nat["port"] = entry["server_port"]
+    stmts.append({"dnat": nat})
+    return stmts
+
+
+def pool_map(rs: Ruleset, table: Any, name: str, entry: dict[str, Any]) -> None:
+    """The map from hash bucket to server of a [[dnat]] pool."""
+    rs.set(table, name, type="mark", map="ipv6_addr",
+           elem=[[i, str(s)] for i, s in enumerate(entry["servers"])])
+
+
+def ruleset(cfg: Config) -> Ruleset:
+    """Table ip6 nfkit_nat66 for the file's stateful NAT (empty chains when it has none)."""
+    rs = Ruleset()
+    t = rs.table(FAMILY, TABLE)
+    pre = rs.chain(t, "prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
+    post = rs.chain(t, "postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
+    for i, entry in enumerate(cfg["dnat"]):
+        if len(entry["servers"]) > 1:
+            pool_map(rs, t, f"dnat{i}_pool", entry)
+        rs.rule(pre, *dnat_rule(entry, f"dnat{i}_pool"), comment=f"dnat[{i}]")
+    for i, entry in enumerate(cfg["snat"]):
+        rs.rule(post, *snat_rule(entry, f"snat[{i}]"), comment=f"snat[{i}]")
+    return rs
+
+
+def apply(cfg: Config, dry_run: bool = False) -> list[Command]:
+    """Make table ip6 nfkit_nat66 what the file says, in one transaction; returns the changes."""
+    return apply_ruleset(ruleset(cfg), dry_run=dry_run)

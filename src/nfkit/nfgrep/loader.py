@@ -1,0 +1,140 @@
+"""Rule files -> verified, translated signatures: reading .nfg and .nfgb files, and the cache.
+
+Owns: where the shipped library is, which files a path or directory names, the
+cache of compiled .nfg files, and turning each file into `Signature`s (verified
+first, always).  Must not know: how flows are classified (the engine) or how
+text is compiled (the compiler, imported only for a .nfg that is not cached).
+
+The cache keeps each compiled .nfg as .nfgb under ``$NFKIT_CACHE_DIR`` (empty:
+off), else ``$XDG_CACHE_HOME/nfkit/nfgrep`` or ``~/.cache/nfkit/nfgrep``,
+named by the SHA-256 of the file's text and of the bytecode and compiler
+versions (`VERSION`, `COMPILER_VERSION`): an entry made by another compiler is
+never used.  An entry is read only when it is a regular file owned by the user
+and writable by nobody else; it is decoded and verified like any .nfgb, so it
+can never run code, only fail to match.  A cache that cannot be read or
+written is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from nfkit.errors import InputError
+from nfkit.nfgrep.bytecode import COMPILER_VERSION, VERSION, Program, decode, encode
+from nfkit.nfgrep.engine import Rules, signatures_of
+from nfkit.nfgrep.verifier import verify
+
+SIGNATURES = Path(__file__).with_name("signatures")
+
+
+def cache_dir() -> Path | None:
+    """Where compiled .nfg files are kept (see the module docstring); None: off."""
+    env = os.environ.get("NFKIT_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nfkit" / "nfgrep"
+
+
+def cache_key(text: bytes) -> str:
+    """The cache entry's name for a rule file's text under this bytecode and compiler."""
+    h = hashlib.sha256(f"nfgrep {VERSION}.{COMPILER_VERSION}\0".encode())
+    h.update(text)
+    return h.hexdigest()
+
+
+def _read_own(path: Path) -> bytes | None:
+    """The file's bytes if it is a regular file of ours that nobody else may write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _store(path: Path, blob: bytes) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def load_program(path: str | Path) -> Program:
+    """Read a .nfg (compiled on the fly, or from the cache) or .nfgb file, unverified.
+
+    Raises InputError (BytecodeError, NfgrepSyntaxError).
+    """
+    p = Path(path)
+    if p.suffix == ".nfgb":
+        try:
+            blob = p.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read program: {exc.strerror}") from None
+        return decode(blob, str(p))
+    entry = None
+    cache = cache_dir()
+    if cache is not None:
+        try:
+            entry = cache / f"{cache_key(p.read_bytes())}.nfgb"
+        except OSError:
+            entry = None  # the compiler says why it cannot read the file
+        cached = None if entry is None else _read_own(entry)
+        if cached is not None:
+            try:
+                return decode(cached, str(p))
+            except InputError:
+                pass
+    from nfkit.nfgrep.compiler import compile_file
+
+    program = compile_file(p)
+    if entry is not None:
+        _store(entry, encode(program))
+    return program
+
+
+def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
+               counting: bool = False) -> Rules:
+    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
+
+    None loads the library shipped with nfkit.  Raises InputError (syntax,
+    bytecode or verifier errors, unreadable or missing paths).
+    """
+    if paths is None:
+        paths = [SIGNATURES]
+    elif isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for entry in paths:
+        p = Path(entry)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix in (".nfg", ".nfgb"))
+            if not found:
+                raise InputError(f"{p}: no .nfg or .nfgb file in this directory")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such rule file or directory")
+    rules = Rules()
+    for f in files:
+        rules.extend(signatures_of(verify(load_program(f)), counting))
+    return rules
+
+
+__all__ = ["SIGNATURES", "cache_dir", "cache_key", "load_program", "load_rules"]

@@ -1,0 +1,203 @@
+"""The run loop every nfkit daemon shares: signals, status socket, metrics, teardown.
+
+A daemon is a `Service`: ``start`` sets up (its own table, its sockets),
+``poll`` is called with the loop's selector whenever one of its file
+descriptors is ready or its timer fires, ``stop`` tears down what ``start``
+made, and ``status`` answers `nfkit NAME status`.  `run` owns the rest:
+SIGTERM and SIGINT end the loop and ``stop`` runs exactly once, also when
+``start`` or ``poll`` raised; the status socket and its file are removed; the
+metrics endpoint (prometheus_client's HTTP server, own registry) goes with the
+process.  A failure of the daemon never leaves traffic blocked: what a
+service installs in the kernel must pass traffic when nobody is there to
+serve it, and ``stop`` removes what is not meant to outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nfkit.errors import CapabilityError, InputError
+
+log = logging.getLogger("nfkit.service")
+
+STATUS_DIR = Path("/run/nfkit")
+STATUS_REQUEST_MAX = 256
+
+
+def status_path(name: str) -> Path:
+    """The default status socket of daemon ``name``."""
+    return STATUS_DIR / f"{name}.sock"
+
+
+class Service:
+    """What a daemon implements; see the module's docstring."""
+
+    name = "service"
+
+    def start(self, selector: selectors.BaseSelector) -> None:
+        """Set up; register file descriptors with ``selector`` (data: a callable)."""
+
+    def tick(self) -> float | None:
+        """Periodic work; returns the seconds until it wants to run again (None: never)."""
+        return None
+
+    def stop(self) -> None:
+        """Undo what start did that must not outlive the process."""
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+class StatusServer:
+    """A Unix stream socket answering one JSON status object per connection."""
+
+    def __init__(self, path: Path, answer: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self.answer = answer
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise InputError(f"{path}: exists and is not a socket; not replacing it")
+            if _alive(path):
+                raise CapabilityError(f"{path}: another daemon answers there")
+            path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)  # status may name addresses: root's alone
+        try:
+            self.sock.bind(str(path))
+        finally:
+            os.umask(old)
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+
+    def accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(1.0)
+            try:
+                request = conn.recv(STATUS_REQUEST_MAX).strip()
+                if request not in (b"", b"status"):
+                    reply: dict[str, Any] = {"error": "unknown request"}
+                else:
+                    reply = self.answer()
+                conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+            except OSError:
+                pass  # a client that went away is its own problem
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _alive(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def query_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask a running daemon for its status (raises CapabilityError if none answers)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+        s.sendall(b"status\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    except FileNotFoundError:
+        raise CapabilityError(f"{path}: no daemon is running (no status socket)") from None
+    except OSError as exc:
+        raise CapabilityError(f"{path}: no answer: {exc.strerror or exc}") from None
+    finally:
+        s.close()
+    try:
+        return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
+    except ValueError:
+        raise CapabilityError(f"{path}: the daemon's answer is not JSON") from None
+
+
+def start_metrics(address: str | None, registry: Any) -> None:
+    """Serve ``registry`` for Prometheus on HOST:PORT (None or "" = no endpoint)."""
+    if not address:
+        return
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"metrics address {address}: {exc}") from None
+
+
+def run(service: Service, status: Path | None = None, metrics: str | None = None,
+        registry: Any = None) -> int:
+    """Run ``service`` until SIGTERM or SIGINT; returns the exit status (0 on a signal)."""
+    stopping: list[int] = []
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        try:
+            os.write(wfd, b"x")
+        except OSError:
+            pass
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    selector = selectors.DefaultSelector()
+    selector.register(rfd, selectors.EVENT_READ, None)
+    server: StatusServer | None = None
+    started = False
+    try:
+        if status is not None:
+            server = StatusServer(status, service.status)
+            selector.register(server.sock, selectors.EVENT_READ, server.accept)
+        start_metrics(metrics, registry)
+        started = True
+        service.start(selector)
+        log.info("%s: started", service.name)
+        due = time.monotonic()
+        while not stopping:
+            now = time.monotonic()
+            if now >= due:
+                wait = service.tick()
+                due = now + wait if wait is not None else float("inf")
+            timeout = None if due == float("inf") else max(0.0, due - time.monotonic())
+            for key, _ in selector.select(timeout):
+                if key.data is not None:
+                    key.data()
+        log.info("%s: stopping on %s", service.name, signal.Signals(stopping[0]).name)
+        return 0
+    finally:
+        try:
+            if started:
+                service.stop()
+        finally:
+            if server is not None:
+                server.close()
+            selector.close()
+            os.close(rfd)
+            os.close(wfd)
+            for s, handler in previous.items():
+                signal.signal(s, handler)

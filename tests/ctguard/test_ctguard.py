@@ -1,0 +1,240 @@
+"""ctguard: the picture, the policy, and the daemon against real traffic in namespaces."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nfkit.conntrack.model import Entry, Status, Tuple
+from nfkit.ctguard import config
+from nfkit.ctguard.picture import Picture
+from nfkit.ctguard.policy import Thresholds, choose
+from nfkit.errors import CapabilityError
+from nfkit.service.config import ConfigError
+from nfkit.service.daemon import query_status
+
+NFKIT = [sys.executable, "-m", "nfkit"]
+
+
+def tcp(src: str, sport: int, assured: bool = True) -> Entry:
+    status = int(Status.ASSURED | Status.SEEN_REPLY | Status.CONFIRMED) if assured else int(Status.CONFIRMED)
+    return Entry(Tuple(src, "198.51.100.2", 6, sport, 80), status=status, state=3 if assured else 2)
+
+
+# ------------------------------------------------------------------ pure parts
+
+def test_picture_follows_events_and_resync() -> None:
+    p = Picture()
+    a, b = tcp("203.0.113.1", 1000), tcp("203.0.113.1", 1001, assured=False)
+    p.apply("new", a, 1.0)
+    p.apply("new", b, 2.0)
+    assert p.by_source == {"203.0.113.1": 2} and p.by_state == {"ESTABLISHED": 1, "SYN_RECV": 1}
+    p.apply("update", tcp("203.0.113.1", 1001), 3.0)
+    assert p.by_state == {"ESTABLISHED": 2}
+    assert p.records[(b.orig, 0)].first_seen == 2.0  # an update keeps the entry's age
+    p.apply("destroy", a, 4.0)
+    assert len(p) == 1 and p.by_source == {"203.0.113.1": 1}
+    p.resync([tcp("192.0.2.9", 5)], 5.0)
+    assert p.by_source == {"192.0.2.9": 1} and p.resyncs == 1
+
+
+def test_fairness_first_then_value() -> None:
+    p = Picture()
+    for i in range(80):  # one source holding most of the table
+        p.apply("new", tcp("203.0.113.7", 1000 + i), float(i))
+    for s in range(20):
+        p.apply("new", tcp(f"192.0.2.{s + 1}", 2000), 0.0)
+        p.apply("new", tcp(f"192.0.2.{s + 1}", 2001, assured=False), 0.0)
+    t = Thresholds(evict_at=0.9, evict_to=0.8, min_share=16)
+    out = choose(p, len(p), 100, t, lambda rs: {})
+    assert len(out.records) == len(p) - 80
+    assert {r.source for r in out.records} == {"203.0.113.7"}  # nobody within their share pays
+    # without an offender: unreplied (not assured) entries go before assured ones
+    q = Picture()
+    for s in range(60):
+        q.apply("new", tcp(f"192.0.2.{s}", 1), 0.0)
+        q.apply("new", tcp(f"198.51.100.{s}", 1, assured=False), 0.0)
+    out = choose(q, len(q), 100, t, lambda rs: {})
+    assert all(not r.assured for r in out.records) and len(out.records) == 40
+
+
+def test_idlest_assured_go_first() -> None:
+    p = Picture()
+    for i in range(100):
+        p.apply("new", tcp(f"192.0.2.{i}", 1), 0.0)
+    idle = {(r.entry.orig, 0): float(i) for i, r in enumerate(p.records.values())}
+    # idleness is read for idle_candidates x the entries wanted (oldest first): here all of them
+    out = choose(p, 100, 100, Thresholds(evict_at=0.9, evict_to=0.8, idle_candidates=5), lambda rs: idle)
+    assert sorted(idle[(r.entry.orig, 0)] for r in out.records) == [float(i) for i in range(80, 100)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[limits]\nbudgett = 5\n", ":2: limits.budgett: unknown key"),
+    ("[limits]\nevict_at = 0.5\nevict_to = 0.8\n", ":3: limits.evict_to: need 0 < evict_to < evict_at <= 1"),
+    ("[limits]\ntimeouts_at = 1.5\n", ":2: limits.timeouts_at: 1.5 is not a fraction"),
+    ("[limits]\nbudget = -1\n", ":2: limits.budget: -1 is out of range"),
+    ("[[uplink]]\ninterface = \"eth0\"\nmark = 4294967296\n", ":3: uplink[0].mark: 4294967296 is out of range"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "g.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        config.read(f)
+    assert str(exc.value).startswith(f"{f}{message}"), str(exc.value)
+    run = subprocess.run([*NFKIT, "ctguard", "run", "-c", str(f)], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+# ------------------------------------------------------------------ the daemon
+
+SERVER = r'''
+import socket, threading
+s = socket.create_server(("198.51.100.2", 7000))
+def echo(c):
+    with c:
+        while (d := c.recv(4096)):
+            c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+'''
+
+CLIENTS = r'''
+import socket, sys, time
+conns = [socket.create_connection(("198.51.100.2", 7000), timeout=2) for _ in range(5)]
+print(" ".join(str(c.getsockname()[1]) for c in conns), flush=True)
+ok = 0
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    for c in conns:
+        c.sendall(b"ping")
+        ok += c.recv(16) == b"ping"
+    time.sleep(0.1)
+print(ok, flush=True)
+'''
+
+
+def ct_json(ns) -> list[dict]:  # type: ignore[no-untyped-def]
+    out = ns.run([*NFKIT, "ct", "list", "-o", "json"]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def start_guard(ns, cfg: Path, sock: Path):  # type: ignore[no-untyped-def]
+    proc = ns.popen([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)],
+                    stderr=subprocess.PIPE)
+    for _ in range(200):
+        try:
+            query_status(sock, timeout=0.2)
+            return proc
+        except CapabilityError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+    raise AssertionError("ctguard did not answer")
+
+
+@pytest.mark.kernel
+def test_idle_assured_flood_evicted_legitimate_connections_kept(routed_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client, fw, server = routed_lab["client"], routed_lab["fw"], routed_lab["server"]
+    server.popen([sys.executable, "-c", SERVER])
+    server.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :7000 && exit 0; sleep 0.1; done; exit 1"])
+    # a stateful firewall (a namespace tracks connections only once a rule asks for it)
+    fw.run(["nft", "add table inet f; add chain inet f c { type filter hook forward priority 0; }; "
+            "add rule inet f c ct state established,related accept"])
+    # the attacker's idle, completed connections from many addresses (created over ctnetlink)
+    fw.run(["sh", "-c", "for i in $(seq 1 150); do conntrack -I -p tcp -s 203.0.113.$((i % 250 + 1)) "
+            "-d 198.51.100.2 --sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY "
+            "-t 3000 >/dev/null 2>&1; done"])
+    clients = client.popen([sys.executable, "-c", CLIENTS, "4"], stdout=subprocess.PIPE)
+    assert clients.stdout is not None
+    ports = {int(p) for p in clients.stdout.readline().split()}
+    time.sleep(0.3)
+    legit_ids = {e["id"] for e in ct_json(fw) if e["orig"]["sport"] in ports}
+    assert len(legit_ids) == 5
+    default_syn_recv = fw.run("sysctl -n net.netfilter.nf_conntrack_tcp_timeout_syn_recv").stdout.strip()
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\n[topology]\nflush_stale = false\n")
+    sock = tmp_path / "g.sock"
+    guard = start_guard(fw, cfg, sock)
+    try:
+        time.sleep(1.5)
+        found = query_status(sock)
+        assert found["entries"] <= 90 and found["evicted"] >= 60
+        assert fw.run("sysctl -n net.netfilter.nf_conntrack_tcp_timeout_syn_recv").stdout.strip() == "10"
+        assert found["dumps"] == 1  # the start's resync: pressure handling dumps nothing
+        kinds = {a["action"] for a in found["actions"]}
+        assert {"evict", "shorten timeouts"} <= kinds
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    out, _ = clients.communicate(timeout=20)
+    assert int(out.split()[-1]) >= 0.99 * 5 * 40 * 0.8  # every round trip of every connection answered
+    left = {e["id"] for e in ct_json(fw) if e["orig"]["sport"] in ports}
+    assert legit_ids <= left  # not one legitimate connection was evicted
+    # SIGTERM restored the namespace's timeouts
+    assert fw.run("sysctl -n net.netfilter.nf_conntrack_tcp_timeout_syn_recv").stdout.strip() == default_syn_recv
+
+
+@pytest.mark.kernel
+def test_one_source_over_its_share_pays_alone(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    netns.run(["sh", "-c", "for i in $(seq 1 80); do conntrack -I -p tcp -s 203.0.113.7 -d 198.51.100.2 "
+               "--sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY -t 3000 "
+               ">/dev/null 2>&1; done; for s in $(seq 1 20); do conntrack -I -p udp -s 192.0.2.$s "
+               "-d 198.51.100.2 --sport 5000 --dport 53 -t 3000 >/dev/null 2>&1; done"])
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\ntimeouts_at = 1.0\nrestore_below = 0.5\n")
+    sock = tmp_path / "g.sock"
+    guard = start_guard(netns, cfg, sock)
+    try:
+        time.sleep(1.0)
+        out = subprocess.run([*NFKIT, "ctguard", "status", "--socket", str(sock)], capture_output=True,
+                             text=True, check=True).stdout
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    assert "source over its share" in out
+    entries = ct_json(netns)
+    assert sum(e["orig"]["src"] == "203.0.113.7" for e in entries) <= 80 - 20
+    assert sum(e["orig"]["src"].startswith("192.0.2.") for e in entries) == 20
+
+
+SEND_UDP = ("import socket, sys\n"
+            "for port in (5001, 5002):\n"
+            "    for sport in range(40000, 40005):\n"
+            "        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('', sport))\n"
+            "        u.sendto(b'x', ('198.51.100.2', port)); u.close()\n")
+
+
+@pytest.mark.kernel
+def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client, fw = routed_lab["client"], routed_lab["fw"]
+    fw.run("ip addr add 198.51.100.9/24 dev eth1")
+    fw.run(["nft", "add table ip nat; add chain ip nat post { type nat hook postrouting priority srcnat; }; "
+            "add rule ip nat post udp dport 5001 snat to 198.51.100.9; "
+            "add rule ip nat post udp dport 5002 snat to 198.51.100.1"])
+    client.run([sys.executable, "-c", SEND_UDP])
+    assert sum("dport=5001" in x for x in fw.run("conntrack -L -p udp").stdout.splitlines()) == 5
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\ninterval = 0.1\n")
+    sock = tmp_path / "g.sock"
+    guard = start_guard(fw, cfg, sock)
+    try:
+        t0 = time.monotonic()
+        fw.run("ip addr del 198.51.100.9/24 dev eth1")  # the uplink's address changes
+        while time.monotonic() - t0 < 1.0:
+            lines = fw.run("conntrack -L -p udp").stdout.splitlines()
+            if not any("dport=5001" in x for x in lines):
+                break
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        found = query_status(sock)
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    assert took < 1.0 and found["stale_flushed"] == 5
+    assert sum("dport=5002" in x for x in lines) == 5  # nothing else touched

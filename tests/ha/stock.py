@@ -1,0 +1,87 @@
+"""A stock conntrackd (conntrack-tools 1.4.7) run in a lab namespace, for interop tests.
+
+Everything it needs (config, lock, log, control socket) lives in a directory of
+its own; it runs in the foreground (no -d) and the lab stops it by PID.
+The configuration is the one the issue found to work between two namespaces.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from nfkit.lab import Namespace
+
+SYNC_PORT = 3780
+
+
+def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str, options: str = "") -> str:
+    """conntrackd.conf for one node: ``mode`` (FTFW, NOTRACK) over UDP to ``peer``, files in ``workdir``.
+
+    ``options`` is the body of the Sync block's Options (TCPWindowTracking, ExpectationSync).
+    """
+    opts = f"Options {{\n        {options}\n    }}" if options else ""
+    return f"""
+Sync {{
+    Mode {mode} {{
+        DisableExternalCache on
+    }}
+    UDP {{
+        IPv4_address {own}
+        IPv4_Destination_Address {peer}
+        Port {SYNC_PORT}
+        Interface {interface}
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}
+    {opts}
+}}
+General {{
+    HashSize 8192
+    HashLimit 65536
+    LogFile {workdir}/log
+    Syslog off
+    LockFile {workdir}/lock
+    UNIX {{
+        Path {workdir}/ctl
+    }}
+    NetlinkBufferSize 2097152
+    NetlinkBufferSizeMaxGrowth 8388608
+    Filter From Userspace {{
+        Address Ignore {{
+            IPv4_address 127.0.0.1
+            IPv4_address {own}
+            IPv4_address {peer}
+            IPv6_address ::1
+        }}
+    }}
+}}
+"""
+
+
+class StockConntrackd:
+    """``conntrackd -C conf`` in ``ns``, in the foreground; the lab stops it (by PID)."""
+
+    def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
+                 interface: str, options: str = "") -> None:
+        self.ns = ns
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "conntrackd.conf"
+        self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface,
+                                                    options=options))
+        self.proc = ns.popen(["conntrackd", "-C", str(self.conf)])
+        deadline = time.monotonic() + 10
+        while "initialization completed" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"conntrackd did not start: {self.log()}")
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.workdir / "log"
+        return path.read_text() if path.exists() else ""
+
+    def ctl(self, *args: str) -> str:
+        """A client command (``-s``, ``-i``, ``-e``, ...) against this daemon."""
+        return self.ns.run(["conntrackd", "-C", str(self.conf), *args]).stdout

@@ -1,0 +1,117 @@
+"""service.daemon and service.owntable: a real daemon process in a namespace."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nfkit.errors import CapabilityError
+from nfkit.service.daemon import query_status
+from nfkit.service.systemd import unit
+
+DAEMON = r'''
+import sys
+from pathlib import Path
+from prometheus_client import CollectorRegistry, Counter
+from nfkit.nftables import Ruleset
+from nfkit.service.daemon import Service, run
+from nfkit.service.owntable import Owned
+
+registry = CollectorRegistry()
+ticks = Counter("nfkit_demo_ticks", "ticks", registry=registry)
+
+class Demo(Service):
+    name = "demo"
+    owned = Owned("inet", "nfkit_demo")
+    n = 0
+    def start(self, selector):
+        rs = Ruleset()
+        t = rs.table("inet", "nfkit_demo")
+        c = rs.chain(t, "input", type="filter", hook="input", prio=0, policy="accept")
+        rs.rule(c, {"counter": None})
+        self.owned.replace(rs)
+    def tick(self):
+        self.n += 1
+        ticks.inc()
+        return 0.05
+    def stop(self):
+        self.owned.remove()
+    def status(self):
+        return {"ticks": self.n}
+
+sys.exit(run(Demo(), status=Path(sys.argv[1]), metrics=sys.argv[2], registry=registry))
+'''
+
+
+def start(netns, sock: Path, port: int | None = None):  # type: ignore[no-untyped-def]
+    """Start the demo daemon; return once it answers on its status socket (so it has
+    finished starting: the socket is bound before the service sets up)."""
+    metrics = f"127.0.0.1:{port}" if port else ""
+    proc = netns.popen([sys.executable, "-c", DAEMON, str(sock), metrics], stderr=subprocess.PIPE)
+    for _ in range(200):
+        try:
+            query_status(sock, timeout=0.2)
+            return proc
+        except CapabilityError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+    raise AssertionError("the daemon did not answer on its status socket")
+
+
+def tables(netns) -> list[str]:  # type: ignore[no-untyped-def]
+    return [line for line in netns.run("nft list tables").stdout.splitlines() if line]
+
+
+@pytest.mark.kernel
+def test_daemon_serves_status_and_metrics_and_cleans_up_on_sigterm(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sock = tmp_path / "demo.sock"
+    proc = start(netns, sock, 9181)
+    time.sleep(0.3)
+    assert query_status(sock)["ticks"] > 1
+    assert tables(netns) == ["table inet nfkit_demo"]
+    metrics = netns.run(["curl", "-s", "http://127.0.0.1:9181/metrics"]).stdout
+    assert "nfkit_demo_ticks_total" in metrics
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert tables(netns) == [] and not sock.exists()
+    with pytest.raises(CapabilityError, match="no daemon is running"):
+        query_status(sock)
+
+
+@pytest.mark.kernel
+def test_ctrl_c_too_and_a_killed_runs_leftovers_are_replaced(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sock = tmp_path / "demo.sock"
+    proc = start(netns, sock, 9182)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert tables(netns) == ["table inet nfkit_demo"] and sock.exists()  # what a killed run leaves
+    proc = start(netns, sock)  # the stale socket is taken over
+    listing = json.loads(netns.run("nft -j list ruleset").stdout)["nftables"]
+    assert sum(1 for o in listing if "rule" in o) == 1  # replaced, not doubled
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 0
+    assert tables(netns) == [] and not sock.exists()
+
+
+@pytest.mark.kernel
+def test_a_second_daemon_on_the_same_socket_is_refused(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sock = tmp_path / "demo.sock"
+    first = start(netns, sock, 9183)
+    second = netns.popen([sys.executable, "-c", DAEMON, str(sock), ""], stderr=subprocess.PIPE)
+    assert second.wait(10) != 0
+    assert b"another daemon answers there" in second.stderr.read()
+    assert query_status(sock)["ticks"] >= 0  # the first is untouched
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(10) == 0
+
+
+def test_unit_runs_the_daemon_with_its_config() -> None:
+    text = unit("nat66", "IPv6 prefix translation", "/etc/nfkit/nat66.toml")
+    assert "ExecStart=" in text and " nat66 run -c /etc/nfkit/nat66.toml" in text
+    assert "KillSignal=SIGTERM" in text and "WantedBy=multi-user.target" in text
