@@ -16,7 +16,18 @@ class NfkitError(Exception):
 
 
 class InputError(NfkitError):
-    """Bad input from the user: a file, an option, a rule that cannot be understood."""
+    """Bad input from the user: a file, an option, a rule that cannot be understood.
+
+    A message longer than MAX_MESSAGE characters (one that quotes a huge input)
+    keeps its start and its end, where the cause is, and says how much was cut."""
+
+    MAX_MESSAGE = 300
+
+    def __init__(self, message: str = "") -> None:
+        if len(message) > self.MAX_MESSAGE:
+            cut = len(message) - 240
+            message = f"{message[:160]}...[{cut} characters]...{message[-80:]}"
+        super().__init__(message)
 
 
 class DecodeError(NfkitError):

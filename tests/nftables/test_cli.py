@@ -32,7 +32,7 @@ def test_apply_replace_delete_flush(netns, tmp_path) -> None:  # type: ignore[no
     f.write_text(json.dumps(_doc([dport(22), {"accept": None}], [dport(25), {"drop": None}],
                                  [dport(80), {"accept": None}])))
     dry = netns.run(NFKIT + ["rules", "apply", "--dry-run", str(f)]).stdout
-    assert dry.splitlines() == ["insert rule in chain ip t c"]
+    assert dry.splitlines() == ["insert rule ip t c position 3 tcp dport 25 drop"]
     assert "tcp dport 25" not in netns.run("nft list ruleset").stdout
     netns.run(NFKIT + ["rules", "apply", str(f)])
     listing = json.loads(netns.run(NFKIT + ["rules", "list", "--json"]).stdout)["nftables"]

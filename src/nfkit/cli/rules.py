@@ -19,6 +19,7 @@ from nfkit.errors import InputError
 
 
 def _rule_arg(family: str, table: str, chain: str, rule: str, handle: int | None) -> Any:
+    from nfkit.nftables import validate
     from nfkit.nftables.jsonfmt import parse_object
     from nfkit.nftables.model import Rule
 
@@ -26,17 +27,30 @@ def _rule_arg(family: str, table: str, chain: str, rule: str, handle: int | None
         doc = json.loads(rule)
     except json.JSONDecodeError as exc:
         raise InputError(f"RULE: JSON syntax error at column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InputError("RULE: JSON nested too deeply") from None
     if isinstance(doc, dict) and "rule" in doc:
         doc = doc["rule"]
     if isinstance(doc, list):
         doc = {"expr": doc}
     if not isinstance(doc, dict):
         raise InputError("RULE must be a JSON rule object or a list of statements")
+    if "expr" not in doc:
+        raise InputError(f"RULE: {validate.shown(doc)} has no \"expr\" (statements); give a "
+                         'rule object or a list of statements, e.g. [{"drop": null}]')
+    for what, v in (("--table", table), ("--chain", chain)):
+        validate.name(v, what)
     doc = {**doc, "family": family, "table": table, "chain": chain}
     r: Rule = parse_object("rule", doc, "RULE")
     if handle is not None:
         r.handle = handle
+    validate.obj("rule", r)
     return r
+
+
+# Every option that takes a family offers exactly the families nf_tables has.
+FAMILY = click.Choice(["ip", "ip6", "inet", "arp", "bridge", "netdev"])
+HANDLE = click.IntRange(1, 2**64 - 1)
 
 
 @click.group()
@@ -63,7 +77,7 @@ def check(file: str) -> None:
 
 @rules.command("list")
 @click.option("--json", "as_json", is_flag=True, help="libnftables JSON (as nft -j prints).")
-@click.option("--family", "-f", default=None, help="Only this family.")
+@click.option("--family", "-f", type=FAMILY, default=None, help="Only this family.")
 @click.option("--table", "-t", default=None, help="Only this table.")
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
@@ -72,6 +86,11 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
 
     if chain and not table:
         raise InputError("--chain needs --table")
+    from nfkit.nftables import validate
+
+    for what, v in (("--table", table), ("--chain", chain)):
+        if v is not None:
+            validate.name(v, what)
     if as_json:
         sys.stdout.write(list_json_text(family, table, chain, must_exist=True) + "\n")
         done()
@@ -85,29 +104,36 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
 @click.option("--dry-run", is_flag=True, help="Print the change set, change nothing.")
 def apply(file: str, dry_run: bool) -> None:
     """Make the tables named in FILE equal to FILE with the smallest change set."""
+    from nfkit.nftables import validate
     from nfkit.nftables.jsonfmt import Command, load_json, ruleset_from_commands
+    from nfkit.nftables.textfmt import command
     from nfkit.nftables.transaction import apply as do_apply
 
-    wanted = ruleset_from_commands(load_json(read_file(file)))
+    read = load_json(read_file(file))
+    validate.commands(read)
+    wanted = ruleset_from_commands(read)
     cmds: list[Command] = do_apply(wanted, dry_run=dry_run)
     if dry_run or sys.stdout.isatty():
         for c in cmds:
-            click.echo(str(c))
+            click.echo(command(c))
         if not cmds:
             click.echo("no changes", err=True)
 
 
-def _single_opts(f: Any) -> Any:
-    f = click.argument("rule")(f)
-    f = click.option("--handle", type=int, default=None, help="Rule handle.")(f)
-    f = click.option("--chain", "-c", required=True)(f)
-    f = click.option("--table", "-t", required=True)(f)
-    f = click.option("--family", "-f", default="ip", show_default=True)(f)
-    return f
+def _single_opts(handle_required: bool) -> Any:
+    def opts(f: Any) -> Any:
+        f = click.argument("rule")(f)
+        f = click.option("--handle", type=HANDLE, required=handle_required,
+                         help="Rule handle.")(f)
+        f = click.option("--chain", "-c", required=True)(f)
+        f = click.option("--table", "-t", required=True)(f)
+        f = click.option("--family", "-f", type=FAMILY, default="ip", show_default=True)(f)
+        return f
+    return opts
 
 
 @rules.command()
-@click.option("--family", "-f", default="ip", show_default=True)
+@click.option("--family", "-f", type=FAMILY, default="ip", show_default=True)
 @click.option("--table", "-t", required=True)
 @click.option("--chain", "-c", required=True)
 @click.argument("rule")
@@ -115,7 +141,11 @@ def exists(family: str, table: str, chain: str, rule: str) -> None:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
     from nfkit.netlink.ahead import DumpAhead
     from nfkit.netlink.socket import NetlinkSocket
+    from nfkit.nftables import validate
     from nfkit.nftables.dumpreq import rules_request
+
+    validate.name(table, "--table")
+    validate.name(chain, "--chain")
 
     # The kernel walks the chain (on a socket of its own) while the decoder is
     # imported and RULE parsed and compiled.
@@ -129,7 +159,7 @@ def exists(family: str, table: str, chain: str, rule: str) -> None:
 
 
 def _single(verb: str) -> Any:
-    @_single_opts
+    @_single_opts(verb == "replace")
     def cmd(family: str, table: str, chain: str, handle: int | None, rule: str) -> None:
         from nfkit.nftables.transaction import add_rule
 
@@ -155,23 +185,33 @@ _single("replace")
 
 
 @rules.command()
-@click.option("--family", "-f", default="ip", show_default=True)
+@click.option("--family", "-f", type=FAMILY, default="ip", show_default=True)
 @click.option("--table", "-t", required=True)
 @click.option("--chain", "-c", required=True)
-@click.option("--handle", type=int, required=True)
+@click.option("--handle", type=HANDLE, required=True)
 def delete(family: str, table: str, chain: str, handle: int) -> None:
     """Delete the rule with --handle from the chain."""
+    from nfkit.nftables import validate
     from nfkit.nftables.model import Rule
     from nfkit.nftables.transaction import delete_rule
+
+    validate.name(table, "--table")
+    validate.name(chain, "--chain")
 
     delete_rule(Rule(family, table, chain, handle=handle))
 
 
 @rules.command()
-@click.option("--family", "-f", default=None)
+@click.option("--family", "-f", type=FAMILY, default=None,
+              help="Only this family's tables (as nft flush ruleset FAMILY).")
 @click.option("--table", "-t", default=None, help="Flush only this table's rules.")
 def flush(family: str | None, table: str | None) -> None:
-    """Flush the ruleset (every table), or the rules of one table."""
+    """Flush the ruleset (delete every table, or every table of --family), or the rules
+    of one table (--table)."""
+    from nfkit.nftables import validate
     from nfkit.nftables.transaction import flush as do_flush
+
+    if table is not None:
+        validate.name(table, "--table")
 
     do_flush(family, table)

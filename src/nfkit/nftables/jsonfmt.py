@@ -81,7 +81,7 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
             c.dev = d.get("dev")
         return c
     if kind == "rule":
-        expr = d.get("expr", [])
+        expr = _need(d, "expr", what)
         if not isinstance(expr, list):
             raise InputError(f"{what}: expr must be a list")
         r = Rule(fam, str(_need(d, "table", what)), str(_need(d, "chain", what)), expr,
@@ -230,6 +230,8 @@ def load_json(text: str | bytes, runs: bool = False) -> list[Command]:
         except json.JSONDecodeError as exc:
             raise InputError(f"JSON syntax error at line {exc.lineno} column {exc.colno}: "
                              f"{exc.msg}") from None
+        except RecursionError:
+            raise InputError("JSON nested too deeply") from None
         return parse_commands(doc)
 
 

@@ -115,6 +115,8 @@ def expr(e: Any) -> str:
 
 def statement(s: dict[str, Any]) -> str:
     (k, b), = s.items()
+    if k in ("quota", "limit") and isinstance(b, str):  # a named object
+        return f"{k} name {json.dumps(b)}"
     if k == "match":
         op = b["op"]
         ops = "" if op in ("==", "in") else f"{op} "
@@ -181,6 +183,26 @@ def statement(s: dict[str, Any]) -> str:
     return json.dumps(s)
 
 
+def rule_text(r: Any) -> str:
+    """A rule's statements (and comment) as nft text."""
+    text = " ".join(statement(s) for s in r.expr)
+    if r.comment:
+        text += f" comment {json.dumps(r.comment)}"
+    return text
+
+
+def command(c: Any) -> str:
+    """One change (a jsonfmt.Command) as the nft command line that makes it."""
+    o = c.obj
+    if c.kind == "rule":
+        where = f"{c.verb} rule {o.family} {o.table} {o.chain}"
+        if c.verb == "delete":
+            return f"{where} handle {o.handle}"
+        pos = f" position {o.position}" if o.position is not None else ""
+        return f"{where}{pos} {rule_text(o)}"
+    return str(c)
+
+
 def to_text(rs: Ruleset) -> str:
     """The ruleset in nft's text syntax."""
     lines: list[str] = []
@@ -220,10 +242,7 @@ def to_text(rs: Ruleset) -> str:
                              f"policy {c.policy};")
             for r in rs.rules:
                 if r.chain == c.name and (r.family, r.table) == t.key:
-                    text = " ".join(statement(s) for s in r.expr)
-                    if r.comment:
-                        text += f" comment {json.dumps(r.comment)}"
-                    lines.append(f"\t\t{text}")
+                    lines.append(f"\t\t{rule_text(r)}")
             lines.append("\t}")
         lines.append("}")
     return "\n".join(lines) + ("\n" if lines else "")

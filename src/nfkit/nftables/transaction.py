@@ -7,6 +7,7 @@ the object that failed, and listings are read with GET* dumps.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from nfkit.errors import (
 )
 from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
 from nfkit.netlink.consts import NLM_F_REQUEST
-from nfkit.nftables import nla
+from nfkit.nftables import nla, validate
 from nfkit.nftables.bulkjson import RuleRun
 from nfkit.nftables.dumpreq import rules_request
 from nfkit.nftables.exprs import SetView
@@ -73,15 +74,32 @@ def _mark_dynamic(cmds: Sequence[Command]) -> None:
 def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
     """Write each command into the encoder's batch (raises InputError naming the object)."""
     _mark_dynamic(cmds)
-    for c in cmds:
+    at = [0]
+    try:
+        _encode(cmds, enc, at)
+    except _ENCODE_FAULTS as exc:
+        # validate.py checks every value first; what still cannot be encoded is
+        # named here, never a traceback.
+        c = cmds[at[0]]
+        raise InputError(f"{validate.label(c.kind, c.obj)}: cannot be encoded ({exc})") from None
+
+
+_ENCODE_FAULTS = (struct.error, OverflowError, ValueError, TypeError, KeyError, AttributeError,
+                  IndexError, RecursionError, UnicodeError)
+
+
+def _encode(cmds: Sequence[Command], enc: Encoder, at: list[int]) -> None:
+    for i, c in enumerate(cmds):
+        at[0] = i
         o = c.obj
         if c.kind == "ruleset":
             if c.verb not in ("flush", "delete"):
                 raise InputError(f"{c.verb} ruleset is not a command")
-            enc._begin("deltable", "inet", 0, "flush ruleset")
+            enc._begin("deltable", "inet", 0, f"flush ruleset{' ' + o if o else ''}")
             enc.batch.end()
-            # family 0: every table of every family
-            enc.batch.buffer[enc.batch.seqs[-1][1] + 16] = 0
+            # family 0: every table of every family (o: only that family's, as nft flush
+            # ruleset FAMILY)
+            enc.batch.buffer[enc.batch.seqs[-1][1] + 16] = FAMILY_NUM[o] if o else 0
             continue
         if c.kind == "table":
             if c.verb in ("add", "create"):
@@ -191,7 +209,13 @@ def _kernel_has_expr(sock: Any, name: str) -> bool:
 def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
     """Send the batch in one sendmsg (the core socket fences it) and collect every refusal."""
     sock.ensure_sndbuf(len(batch.buffer) + 65536)
-    sock.send_batch(batch, what=enc.what, check=check)
+    if check:
+        sock.send_batch(batch, what=enc.what, check=True)
+        return
+    from nfkit.nftables.commitguard import interrupts_held
+
+    with interrupts_held(f"the transaction ({len(enc.what)} messages)"):
+        sock.send_batch(batch, what=enc.what)
 
 
 def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None = None) -> int:
@@ -202,6 +226,7 @@ def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None 
     committed) naming each object the kernel refused, with its extended ACK."""
     from nfkit.nftables.jsonfmt import no_gc
 
+    validate.commands(cmds)
     own = sock is None
     sock = sock or _socket()
     try:
@@ -224,7 +249,30 @@ def _run(cmds: Sequence[Command], check: bool, sock: Any) -> int:
 
         exprs.QUEUE_PROBE.clear()
     _send(sock, batch, enc, check)
+    if check:
+        _trial_commit(cmds, sock)
     return len(enc.what)
+
+
+def _trial_commit(cmds: Sequence[Command], sock: Any) -> None:
+    """The commit-time checks of a check (see nfkit.nftables.trialcommit); a note on
+    stderr when they cannot be made."""
+    import sys
+
+    from nfkit.nftables import trialcommit
+    from nfkit.nftables.jsonfmt import load_json
+
+    note = trialcommit.skipped_because(cmds)
+    if note is None:
+        copies = []
+        for fam, table in trialcommit.tables_touched(cmds):
+            text = list_json_text(fam, table, sock=sock)
+            if '"table"' in text:
+                copies.append(text)
+        note = trialcommit.trial(cmds, copies, run_commands, load_json)
+    if note is not None:
+        print(f"nfkit: note: the commit-time checks (chain types and hooks, jump loops) were "
+              f"not made: {note}", file=sys.stderr)
 
 
 def commit(obj: Ruleset | Sequence[Command], sock: Any | None = None) -> int:
@@ -249,9 +297,12 @@ def _as_commands(obj: Ruleset | Sequence[Command]) -> list[Command]:
 
 
 def flush(family: str | None = None, table: str | None = None, sock: Any | None = None) -> None:
-    """Flush the whole ruleset (delete every table), or the rules of one table."""
+    """Flush the whole ruleset (delete every table; with ``family`` only that family's
+    tables), or the rules of one table.  Raises InputError for an unknown family."""
+    if family is not None and family not in FAMILY_NUM:
+        raise InputError(f"unknown family {validate.shown(family)}")
     if table is None:
-        cmds = [Command("flush", "ruleset", None)]
+        cmds = [Command("flush", "ruleset", family)]
     else:
         fams = [family] if family else list(FAMILY_NUM)
         rs = list_ruleset(sock=sock, rules=False)
@@ -344,8 +395,9 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
                             shapes)
             if (r.family, r.table) in keys and (chain is None or r.chain == chain):
                 rs.rules.append(r)
-    if chain is not None:
+    if chain is not None:  # as nft list chain: the chain in its table, no sets or objects
         rs.chains = [c for c in rs.chains if c.name == chain]
+        rs.sets, rs.objs = [], []
     return rs
 
 
