@@ -74,12 +74,13 @@ def apply(file: str, dry_run: bool) -> None:
     exist, is one line naming file, line and key, and nothing changes.
     """
     from nfkit.nat66 import config, rules
+    from nfkit.nftables.textfmt import command
 
     cfg = config.read(file)
     _check_interfaces(cfg)
     changes = rules.apply(cfg, dry_run=dry_run)
     for change in changes:
-        click.echo(str(change))
+        click.echo(command(change))
     click.echo(f"{len(changes)} change(s){' (dry run: nothing sent)' if dry_run else ''}", err=True)
 
 
