@@ -93,3 +93,12 @@ def test_info_as_nobody_says_unknown_not_no(netns):
     # as root, the same namespace says yes
     root = info_json(netns)
     assert root["nf_tables"] is True and root["unknown"] == {}
+
+
+def test_a_bad_option_is_one_line_naming_it_and_where_help_is():
+    for args in (["ct", "watch", "--timeout", "nan"], ["rules", "list", "-f", "ipx"], ["nosuch"]):
+        out = subprocess.run([*NFKIT, *args], capture_output=True, text=True)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert out.stderr.startswith("nfkit: ") and "--help)" in out.stderr
+    out = subprocess.run([*NFKIT, "ct", "watch", "--timeout", "nan"], capture_output=True, text=True)
+    assert "'--timeout'" in out.stderr and "nfkit ct watch --help" in out.stderr

@@ -69,6 +69,23 @@ def run(argv: list[str] | None = None) -> None:
 
         guarded(bulk.load_file if args[1] == "load" else bulk.check_file, args[2])
         return
+    import click
+
     from nfkit.cli.main import main
 
-    main(args=args)
+    try:
+        main(args=args, standalone_mode=False)
+    except click.UsageError as exc:
+        if exc.format_message().startswith("Usage:"):
+            print(exc.format_message(), file=sys.stderr)  # a group called alone: its help
+            sys.exit(2)
+        # one line, as every other refusal: what was wrong and where help is
+        where = exc.ctx.command_path if exc.ctx is not None else "nfkit"
+        print(f"nfkit: {exc.format_message()} (see {where} --help)", file=sys.stderr)
+        sys.exit(2)
+    except click.Abort:
+        print("nfkit: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        print(f"nfkit: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
