@@ -361,8 +361,8 @@ def iter_attrs(mv: memoryview) -> Iterator[tuple[int, memoryview]]:
         off += (alen + 3) & ~3
 
 
-def _spans(mv: memoryview) -> Iterator[tuple[int, int, int]]:
-    """(type, payload start, payload end) of each attribute of ``mv``."""
+def attr_spans(mv: memoryview) -> Iterator[tuple[int, int, int]]:
+    """(type without flag bits, payload start, payload end) of each attribute of ``mv``."""
     n = len(mv)
     off = 0
     while off < n:
@@ -372,20 +372,6 @@ def _spans(mv: memoryview) -> Iterator[tuple[int, int, int]]:
         if alen < NLA_HDRLEN or off + alen > n:
             raise DecodeError(f"attribute length {alen} runs past its container", off)
         yield atype & NLA_TYPE_MASK, off + NLA_HDRLEN, off + alen
-        off += (alen + 3) & ~3
-
-
-def iter_attrs_flags(mv: memoryview) -> Iterator[tuple[int, int, memoryview]]:
-    """Yield (type, flag bits, payload view) for each attribute."""
-    n = len(mv)
-    off = 0
-    while off < n:
-        if n - off < NLA_HDRLEN:
-            raise DecodeError("truncated attribute header", off)
-        alen, atype = _NLA.unpack_from(mv, off)
-        if alen < NLA_HDRLEN or off + alen > n:
-            raise DecodeError(f"attribute length {alen} runs past its container", off)
-        yield atype & NLA_TYPE_MASK, atype & ~NLA_TYPE_MASK & 0xFFFF, mv[off + NLA_HDRLEN : off + alen]
         off += (alen + 3) & ~3
 
 
@@ -653,7 +639,7 @@ class AttrSet:
         a sub-message selector shows its value, ``expressions[3] (cmp)``, and the
         sub-message's own wrapper is left out of deeper paths.
         """
-        for num, start, end in _spans(mv):
+        for num, start, end in attr_spans(mv):
             if not start - NLA_HDRLEN <= offset < end:
                 continue
             a = self.attrs.get(num)
@@ -662,7 +648,7 @@ class AttrSet:
                 return [name]
             inner = mv[start:end]
             if a.kind is Kind.NESTED_ARRAY:
-                for i, (_t, es, ee) in enumerate(_spans(inner)):
+                for i, (_t, es, ee) in enumerate(attr_spans(inner)):
                     if es - NLA_HDRLEN <= offset - start < ee:
                         label = f"{name}[{i}]"
                         elem = inner[es:ee]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from nfkit.errors import DecodeError, NetlinkError
 from nfkit.netlink.codec import (
@@ -54,55 +55,27 @@ Describe = Callable[[int], tuple[AttrSet, int] | None]
 # A message of the exchange (an object of a dump, the answer to a request, an
 # echo in a batch) is the `Message` itself, a view into the datagram fed.
 
+@dataclass(slots=True)
 class Messages:
     """A run of whole reply messages, ``data`` a view into the datagram fed
     (exchanges made with ``whole=True``, for callers that walk messages themselves)."""
 
-    __slots__ = ("data",)
-
-    def __init__(self, data: memoryview) -> None:
-        self.data = data
-
-    def __repr__(self) -> str:
-        return f"Messages({len(self.data)} bytes)"
+    data: memoryview
 
 
+@dataclass(frozen=True, slots=True)
 class Ack:
     """The kernel accepted the message with sequence number ``seq``."""
 
-    __slots__ = ("seq",)
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-
-    def __repr__(self) -> str:
-        return f"Ack({self.seq})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Ack) and other.seq == self.seq
-
-    def __hash__(self) -> int:
-        return hash(("ack", self.seq))
+    seq: int
 
 
+@dataclass(slots=True)
 class Refused:
     """The kernel refused a message: ``error`` is the `NetlinkError` to raise
     (errno, extended-ACK text, offset and path of the offending attribute, batch index)."""
 
-    __slots__ = ("error",)
-
-    def __init__(self, error: NetlinkError) -> None:
-        self.error = error
-
-    def __repr__(self) -> str:
-        return f"Refused({self.error})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Refused) and str(other.error) == str(self.error) \
-            and other.error.seq == self.error.seq and other.error.index == self.error.index
-
-    def __hash__(self) -> int:
-        return hash(("refused", str(self.error)))
+    error: NetlinkError
 
 
 class _End:
