@@ -45,6 +45,7 @@ from nfkit.netlink.consts import (
 )
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
+_HEAD = struct.Struct("=IHHI")  # the same without pid
 _ERRNO = struct.Struct("=i")
 
 # nlmsg_type -> (attribute table of that message, bytes of family header before its attributes)
@@ -157,37 +158,51 @@ class Exchange:
         n = len(view)
         events: list[Event] = []
         append = events.append
-        unpack = _HDR.unpack_from
         seq = self.seq
         whole = self.whole
         run = -1  # start of the current run of object messages (whole mode)
         off = 0
         while off < n and not self.over:
+            # plain objects of this exchange (its seq, not a control type, no DUMP_INTR),
+            # decided here without a call: the whole of a dump but its end
+            if whole:
+                begin = off
+                while off + NLMSG_HDRLEN <= n:
+                    length, mtype, flags, mseq = _HEAD.unpack_from(view, off)
+                    if (mseq != seq or mtype < NLMSG_MIN_TYPE or flags & NLM_F_DUMP_INTR
+                            or length < NLMSG_HDRLEN or off + length > n):
+                        break
+                    off += (length + 3) & ~3
+                if off > begin and run < 0:
+                    run = begin
+            else:
+                while off + NLMSG_HDRLEN <= n:
+                    length, mtype, flags, mseq, pid = _HDR.unpack_from(view, off)
+                    if (mseq != seq or mtype < NLMSG_MIN_TYPE or flags & NLM_F_DUMP_INTR
+                            or length < NLMSG_HDRLEN or off + length > n):
+                        break
+                    append(Message(mtype, flags, mseq, pid, view[off + NLMSG_HDRLEN : off + length]))
+                    off += (length + 3) & ~3
+            if off >= n:
+                break
+            # any other message: its kind of exchange's reader says what it is
             if n - off < NLMSG_HDRLEN:
                 raise DecodeError("truncated netlink message header", off)
-            length, mtype, flags, mseq, pid = unpack(view, off)
+            length, mtype, flags, mseq, pid = _HDR.unpack_from(view, off)
             if length < NLMSG_HDRLEN or off + length > n:
                 raise DecodeError(f"netlink message length {length} runs past the datagram", off)
-            if mseq == seq and mtype >= NLMSG_MIN_TYPE and not flags & NLM_F_DUMP_INTR:
-                # the common case, decided here without a call: an object of this exchange
-                if whole:
-                    if run < 0:
-                        run = off
-                else:
-                    append(Message(mtype, flags, mseq, pid, view[off + NLMSG_HDRLEN : off + length]))
+            step = self._step(self, view, off, length, mtype, flags, mseq, pid)
+            if whole and len(step) == 1 and isinstance(step[0], Message):
+                if run < 0:
+                    run = off
             else:
                 if run >= 0:
                     append(Messages(view[run:off]))
                     run = -1
-                for event in self._step(self, view, off, length, mtype, flags, mseq, pid):
-                    if whole and isinstance(event, Message):
-                        if run < 0:
-                            run = off
-                    else:
-                        append(event)
+                events += step
             off += (length + 3) & ~3
         if run >= 0:
-            append(Messages(view[run:off]))
+            append(Messages(view[run:min(off, n)]))
         return events
 
     def message(self, view: memoryview, off: int) -> list[Event]:
