@@ -22,7 +22,7 @@ from nfkit import netns
 from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Tuple
-from nfkit.errors import DumpInterrupted, EventsLost, InputError, NetlinkError
+from nfkit.errors import EventsLost, InputError, NetlinkError
 from nfkit.netlink.codec import MessageWriter, next_seq
 from nfkit.netlink.consts import (
     NFNLGRP_CONNTRACK_DESTROY,
@@ -35,8 +35,8 @@ from nfkit.netlink.consts import (
     NLM_F_REQUEST,
     NLMSG_MIN_TYPE,
 )
-from nfkit.netlink.exchange import INTERRUPTED, Exchange, Refused
 from nfkit.netlink.exchange import Event as ExchangeEvent
+from nfkit.netlink.exchange import Exchange, ending_error
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.netlink.specs import ctnetlink as S
 
@@ -664,10 +664,9 @@ class _Datagrams:
 def _end_of_dump(events: list[ExchangeEvent], what: str) -> None:
     """Raise what ended a dump, if not plain DONE: the kernel's refusal or DumpInterrupted."""
     for event in events:
-        if isinstance(event, Refused):
-            raise event.error
-        if event is INTERRUPTED:
-            raise DumpInterrupted(f"{what}: the table changed during the dump")
+        error = ending_error(event, what)
+        if error is not None:
+            raise error
 
 
 def _dump_plan(flt: Filter, kernel: bool) -> tuple[Filter, list[int], Filter | None]:

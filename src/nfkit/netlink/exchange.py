@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nfkit.errors import DecodeError, NetlinkError
+from nfkit.errors import DecodeError, DumpInterrupted, NetlinkError, NfkitError
 from nfkit.netlink.codec import (
     NLMSG_HDRLEN,
     AttrSet,
@@ -93,6 +93,17 @@ DONE = _End("Done")  # the exchange is over: every answer has been read
 INTERRUPTED = _End("Interrupted")  # a dump is over, but the table changed during it
 
 Event = Message | Messages | Ack | Refused | _End
+
+
+def ending_error(event: Event, what: str | None = None) -> NfkitError | None:
+    """The exception an event calls for when a caller reads no further: the kernel's
+    refusal, or DumpInterrupted (naming ``what``) for INTERRUPTED; else None."""
+    if isinstance(event, Refused):
+        return event.error
+    if event is INTERRUPTED:
+        return DumpInterrupted(f"{what or 'dump'}: the kernel's table changed during the dump "
+                               "(NLM_F_DUMP_INTR)")
+    return None
 
 DO, DUMP, BATCH = "do", "dump", "batch"
 
@@ -355,4 +366,4 @@ def _read_batch(ex: Exchange, view: memoryview, off: int, length: int, mtype: in
 
 _READERS: dict[str, Reader] = {DO: _read_do, DUMP: _read_dump, BATCH: _read_batch}
 
-__all__ = ["Ack", "DONE", "INTERRUPTED", "Event", "Exchange", "Messages", "Refused"]
+__all__ = ["Ack", "DONE", "INTERRUPTED", "Event", "Exchange", "Messages", "Refused", "ending_error"]

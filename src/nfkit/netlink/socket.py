@@ -50,7 +50,7 @@ from nfkit.netlink.consts import (
     NLMSG_NOOP,
     SOL_NETLINK,
 )
-from nfkit.netlink.exchange import INTERRUPTED, Event, Exchange, Messages, Refused
+from nfkit.netlink.exchange import Event, Exchange, Messages, Refused, ending_error
 from nfkit.netlink.specs import message_attrs
 
 SO_SNDBUFFORCE = 32
@@ -63,11 +63,6 @@ _MAX_RESTARTS = 10
 
 _HDR_SEQ = struct.Struct("=I")
 _HDR_FLAGS = struct.Struct("=H")
-
-
-def _interrupted(what: str | None) -> DumpInterrupted:
-    return DumpInterrupted(f"{what or 'dump'}: the kernel's table changed during the dump "
-                           "(NLM_F_DUMP_INTR)")
 
 
 def _with_flags(request: bytes | bytearray | memoryview, extra: int) -> memoryview:
@@ -90,10 +85,9 @@ def _dump_request(request: MessageWriter | bytes | bytearray | memoryview) -> tu
 
 def _end_of_dump(event: Event, what: str | None) -> None:
     """Raise what ends a dump other than DONE: the kernel's refusal, or DumpInterrupted."""
-    if isinstance(event, Refused):
-        raise event.error
-    if event is INTERRUPTED:
-        raise _interrupted(what)
+    error = ending_error(event, what)
+    if error is not None:
+        raise error
 
 
 class NetlinkSocket:
