@@ -12,7 +12,7 @@ socket only sends and receives.
 The rule for NLM_F_DUMP_INTR, one for every reader: a dump is interrupted when
 any message of its sequence, the closing NLMSG_DONE included, carries the
 flag.  The messages keep coming as usual and the exchange ends with
-`Interrupted` in place of `Done`, once NLMSG_DONE has been read, so the socket
+`INTERRUPTED` in place of `DONE`, once NLMSG_DONE has been read, so the socket
 is free for the next request and the caller decides (start over, or raise).
 
 Must not know: sockets, timeouts, any family's attributes (a lookup from
@@ -104,6 +104,7 @@ def ending_error(event: Event, what: str | None = None) -> NfkitError | None:
         return DumpInterrupted(f"{what or 'dump'}: the kernel's table changed during the dump "
                                "(NLM_F_DUMP_INTR)")
     return None
+
 
 DO, DUMP, BATCH = "do", "dump", "batch"
 
