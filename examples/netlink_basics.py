@@ -72,7 +72,13 @@ with NetlinkSocket() as nl:
     b.string(1, "no-such-table")               # NFTA_CHAIN_TABLE
     b.string(3, "input")                       # NFTA_CHAIN_NAME
     b.end()
+    # the fence: a request of the batch's family sent after it (nf_tables: GETGEN);
+    # once its ACK is read, every answer to the batch has been read
+    fence = MessageWriter()
+    fence.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, 16), NLM_F_REQUEST)
+    fence.end()
     try:
-        nl.send_batch(b, what=["table inet example", "chain inet no-such-table input"])
+        # the error names the attribute the kernel pointed at ("table"), read with the spec
+        nl.send_batch(b, what=["table inet example", "chain inet no-such-table input"], fence=fence)
     except TransactionError as exc:
         print("transaction refused, nothing committed:", exc.errors[0], "(message", exc.errors[0].index, ")")

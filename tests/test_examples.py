@@ -13,5 +13,6 @@ def test_netlink_basics(netns):
     assert "created 10 entries, 0 failed" in out
     assert out.count("udp 192.0.2.10 400") == 10
     assert "refused: udp 192.0.2.10:40000 -> 198.51.100.53:53: File exists (EEXIST)" in out
-    assert "transaction refused, nothing committed: chain inet no-such-table input" in out
+    assert ("transaction refused, nothing committed: chain inet no-such-table input: table: "
+            "No such file or directory (ENOENT)") in out
     assert netns.run("nft list ruleset").stdout.strip() == ""

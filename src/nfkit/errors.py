@@ -49,8 +49,10 @@ class NetlinkError(NfkitError):
 
     Attributes: ``errno`` (positive), ``extack`` (the kernel's own message or
     None), ``offset`` (byte offset of the offending attribute in the request,
-    or None), ``seq`` (the request's sequence number) and ``what`` (a person's
-    name for the object the request was about, or None).
+    or None), ``path`` (that attribute named by the family's attribute table,
+    e.g. ``expressions[3] (cmp) > data``, or None), ``seq`` (the request's
+    sequence number) and ``what`` (a person's name for the object the request
+    was about, or None).
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class NetlinkError(NfkitError):
         what: str | None = None,
         msg_type: int | None = None,
         index: int | None = None,
+        path: str | None = None,
     ) -> None:
         self.errno = errno
+        self.path = path
         self.index = index
         self.extack = extack
         self.offset = offset
@@ -80,6 +84,8 @@ class NetlinkError(NfkitError):
     def _render(self) -> str:
         cause = os.strerror(self.errno) if self.errno else "error"
         text = f"{cause} ({self.errname})"
+        if self.path:
+            text = f"{self.path}: {text}"
         if self.what:
             text = f"{self.what}: {text}"
         if self.extack:
@@ -90,7 +96,7 @@ class NetlinkError(NfkitError):
         """Return the same error naming ``what`` (the object the request was about)."""
         return type(self)(
             self.errno, extack=self.extack, offset=self.offset, seq=self.seq,
-            what=what, msg_type=self.msg_type, index=self.index,
+            what=what, msg_type=self.msg_type, index=self.index, path=self.path,
         )
 
 

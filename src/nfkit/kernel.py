@@ -253,8 +253,11 @@ def _probe_nftables(sock: NetlinkSocket, info: KernelInfo) -> None:
     batch.string(NFTA_TABLE_NAME, f"{table}-absent")
     batch.end()
     sentinel = batch.count() - 1
+    fence = MessageWriter()  # GETGEN: its ACK comes after every answer to the batch
+    fence.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN), NLM_F_REQUEST)
+    fence.end()
     try:
-        sock.send_batch(batch)
+        sock.send_batch(batch, fence=fence)
     except TransactionError as exc:
         failed = {e.index: e for e in exc.errors}
     else:  # pragma: no cover - the sentinel cannot succeed

@@ -17,6 +17,7 @@ from nfkit.netlink.consts import (
 )
 
 NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE = 0, 3, 6, 7
+NFT_MSG_GETGEN = 16
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 3
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
@@ -65,3 +66,11 @@ def counter_chain(w: MessageWriter, table: str, chain: str, rules: int) -> None:
     new_chain(w, table, chain)
     for _ in range(rules):
         new_counter_rule(w, table, chain)
+
+
+def fence() -> MessageWriter:
+    """GETGEN, the request nf_tables batches are fenced with (its ACK ends the batch's answers)."""
+    w = MessageWriter()
+    w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN), NLM_F_REQUEST)
+    w.end()
+    return w

@@ -12,12 +12,17 @@ from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError, TransactionE
 from nfkit.netlink import Batch, MessageWriter, NetlinkSocket
 from nfkit.netlink.codec import parse_messages
 from nfkit.netlink.consts import (
+    NFNL_SUBSYS_NFTABLES,
     NFNLGRP_CONNTRACK_NEW,
+    NFPROTO_INET,
+    NLM_F_APPEND,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REQUEST,
+    nfnl_msg_type,
 )
 from nfkit.netlink.specs import ctnetlink as C
+from nfkit.netlink.specs import nftables as N
 
 from . import nft_raw
 
@@ -96,12 +101,56 @@ def test_batch_is_atomic_and_errors_map_to_the_message(sock, netns):
     nft_raw.new_chain(b, "t", "c")
     nft_raw.new_chain(b, "missing", "c")
     with pytest.raises(TransactionError) as exc:
-        sock.send_batch(b, what=["table inet t", "chain inet t c", "chain inet missing c"])
+        sock.send_batch(b, what=["table inet t", "chain inet t c", "chain inet missing c"],
+                        fence=nft_raw.fence())
     (err,) = exc.value.errors
     assert err.errno == errno.ENOENT and err.index == 2
-    assert str(err).startswith("chain inet missing c: No such file or directory (ENOENT)")
-    assert err.offset is not None  # the kernel pointed at the table attribute
+    # the kernel pointed at the table attribute; the error names it by the spec
+    assert err.offset is not None and err.path == "table"
+    assert str(err).startswith("chain inet missing c: table: No such file or directory (ENOENT)")
     assert netns.run("nft list ruleset").stdout.strip() == ""  # nothing committed
+
+
+def test_refused_rule_names_the_expression_the_kernel_pointed_at(sock, netns):
+    """Extended-ACK offset -> attribute path, from a real refusal (a cmp with no such op)."""
+    b = Batch()
+    nft_raw.counter_chain(b, "t", "c", 0)
+    b.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, N.MSG["newrule"]),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND, family=NFPROTO_INET)
+    N.RULE.encode(b, {"table": "t", "chain": "c", "expressions": [
+        {"name": "payload", "data": {"dreg": 1, "base": N.PayloadBase.NETWORK_HEADER,
+                                     "offset": 9, "len": 1}},
+        {"name": "counter", "data": {}},
+        {"name": "cmp", "data": {"sreg": 1, "op": 99, "data": {"value": b"\x06"}}},
+    ]})
+    b.end()
+    with pytest.raises(TransactionError) as exc:
+        sock.send_batch(b, what=["table", "chain", "rule inet t c"], fence=nft_raw.fence())
+    (err,) = exc.value.errors
+    assert err.index == 2 and err.errno == errno.EINVAL and err.offset is not None
+    assert err.path == "expressions[2] (cmp)"
+    assert str(err) == "rule inet t c: expressions[2] (cmp): Invalid argument (EINVAL)"
+    assert netns.run("nft list ruleset").stdout.strip() == ""
+
+
+def test_refused_conntrack_request_names_the_attribute(sock, netns):
+    """ctnetlink checks its policy: CTA_ZONE sent as one byte is refused at that attribute."""
+    w = MessageWriter()
+    w.begin(CT_NEW, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, family=socket.AF_INET)
+    C.CT.encode(w, {
+        "tuple_orig": {"ip": {"v4_src": SRC, "v4_dst": DST},
+                       "proto": {"num": 17, "src_port": 1000, "dst_port": 53}},
+        "timeout": 30,
+    })
+    w.u8(C.CT.number("zone"), 1)  # the policy wants NLA_U16
+    w.end()
+    with pytest.raises(NetlinkError) as exc:
+        sock.request(w, what="conntrack entry udp 192.0.2.1:1000")
+    err = exc.value
+    assert err.errno == errno.ERANGE and err.path == "zone"
+    assert str(err).startswith("conntrack entry udp 192.0.2.1:1000: zone: "
+                               "Numerical result out of range (ERANGE)")
+    assert netns.run("conntrack -L").stdout.strip() == ""
 
 
 def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
@@ -109,7 +158,7 @@ def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
     nft_raw.counter_chain(b, "big", "c", 40_000)
     default_sndbuf = int(open("/proc/sys/net/core/wmem_default").read())
     assert len(b.buffer) > 8 * default_sndbuf
-    sock.send_batch(b)
+    sock.send_batch(b, fence=nft_raw.fence())
     listing = netns.run("nft list chain inet big c").stdout
     assert listing.count("counter packets 0 bytes 0") == 40_000
     # the same batch plus one bad message: nothing at all is committed
@@ -117,7 +166,7 @@ def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
     nft_raw.counter_chain(b, "big2", "c", 40_000)
     nft_raw.new_counter_rule(b, "big2", "nosuchchain")
     with pytest.raises(TransactionError) as exc:
-        sock.send_batch(b)
+        sock.send_batch(b, fence=nft_raw.fence())
     assert exc.value.errors[0].index == 40_002
     assert "big2" not in netns.run("nft list tables").stdout
 
@@ -125,14 +174,14 @@ def test_batch_far_larger_than_default_buffer_is_one_transaction(sock, netns):
 def test_dump_interrupted_raises_or_restarts(sock, netns):
     b = Batch()
     nft_raw.counter_chain(b, "d", "c", 3000)
-    sock.send_batch(b)
+    sock.send_batch(b, fence=nft_raw.fence())
     with netns.enter():
         other = NetlinkSocket()
 
     def change_ruleset() -> None:
         b2 = Batch()
         nft_raw.new_counter_rule(b2, "d", "c")
-        other.send_batch(b2)
+        other.send_batch(b2, fence=nft_raw.fence())
 
     w = MessageWriter()
     nft_raw.get_rules(w)
@@ -166,7 +215,7 @@ def test_dump_interrupted_raises_or_restarts(sock, netns):
 def test_dump_datagrams_whole_rounds_and_interruption(sock, netns):
     b = Batch()
     nft_raw.counter_chain(b, "d", "c", 3000)
-    sock.send_batch(b)
+    sock.send_batch(b, fence=nft_raw.fence())
     w = MessageWriter()
     nft_raw.get_rules(w)
     want = [bytes(m.payload) for m in sock.dump(w)]
@@ -185,7 +234,7 @@ def test_dump_datagrams_whole_rounds_and_interruption(sock, netns):
             if i == 2:  # the generation changes between two rounds
                 b2 = Batch()
                 nft_raw.new_counter_rule(b2, "d", "c")
-                other.send_batch(b2)
+                other.send_batch(b2, fence=nft_raw.fence())
     other.close()
     # a dump the kernel refuses raises (a table name longer than the kernel allows)
     w = MessageWriter()

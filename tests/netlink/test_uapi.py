@@ -8,7 +8,7 @@ import pytest
 
 from nfkit.netlink import consts, uapi
 
-SPEC_MODULES = ["nfkit.netlink.specs.ctnetlink"]
+SPEC_MODULES = ["nfkit.netlink.specs.ctnetlink", "nfkit.netlink.specs.nftables"]
 
 
 def _spec_tables():
@@ -93,3 +93,33 @@ def test_tcp_conntrack_states_match_header():
         assert members[UAPI_RENAMES.get(state.name, "TCP_CONNTRACK_" + state.name)] == state
     # every real state (those below TCP_CONNTRACK_MAX) is declared
     assert {v for v in members.values() if v < members["TCP_CONNTRACK_MAX"]} == {int(s) for s in TcpState}
+
+
+def _attribute_enums():
+    from nfkit.netlink.specs import nftables
+
+    for cls, header, enum_name, prefix in nftables.ENUMS:
+        yield pytest.param(cls, header, enum_name, prefix, id=cls.__name__)
+
+
+# members whose enum name in the header is an older spelling (kept as a #define alias there)
+_ENUM_RENAMES = {"NFT_META_IIFTYPE": "NFT_META_IFTYPE"}
+
+
+@pytest.mark.parametrize("cls,header,enum_name,prefix", list(_attribute_enums()))
+def test_attribute_enums_match_header(cls, header, enum_name, prefix):
+    """The enums attributes carry (nf_tables' cmp ops, meta keys, flags...) equal the header's.
+
+    Members newer than the installed header (values past its last one) are
+    checked against the kernel's YAML spec only (tests/netlink/test_spec.py)."""
+    members = uapi.enum_values(header, enum_name) if enum_name else uapi.defines(header)
+    known = {v for k, v in members.items() if k.startswith(prefix) and not k.startswith("__")
+             and "MAX" not in k and "MASK" not in k}
+    for member in cls:
+        const = _ENUM_RENAMES.get(prefix + member.name, prefix + member.name)
+        if const in members:
+            assert members[const] == member.value, const
+        else:
+            assert member.value > max(known), f"{const} is not in {header}"
+    if enum_name:  # and nothing the header declares is missing
+        assert known <= {m.value for m in cls}, f"{enum_name}: lacks {sorted(known - {m.value for m in cls})}"

@@ -24,8 +24,8 @@ from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.labels import HOW_TO_ENABLE, LabelsUnavailable
 from nfkit.conntrack.model import Entry, Tuple
-from nfkit.errors import DumpInterrupted, EventsLost, InputError, NetlinkError
-from nfkit.netlink.codec import Message, MessageWriter, next_seq, parse_error, parse_messages
+from nfkit.errors import EventsLost, InputError, NetlinkError
+from nfkit.netlink.codec import Message, MessageWriter, next_seq
 from nfkit.netlink.consts import (
     NFNLGRP_CONNTRACK_DESTROY,
     NFNLGRP_CONNTRACK_NEW,
@@ -35,9 +35,10 @@ from nfkit.netlink.consts import (
     NLM_F_DUMP_INTR,
     NLM_F_EXCL,
     NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
+    NLMSG_MIN_TYPE,
 )
+from nfkit.netlink.exchange import Event as ExchangeEvent
+from nfkit.netlink.exchange import Exchange, ending_error
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.netlink.specs import ctnetlink as S
 
@@ -149,8 +150,9 @@ class ConntrackTable:
         are dropped), or the name of a layout function of the decoder
         ("build", "text", "json"), run inline (the hot path of listings).
         """
+        exchange = Exchange.dump(seq, request, what, self.sock.describe)
         self.sock.send(request)
-        reader = _Datagrams(self.sock, seq, what)
+        reader = _Datagrams(self.sock, exchange, what)
         layouts = self.decoder._layouts
         slow: Callable[[Any, int, int, int], Any]
         if isinstance(each, str):
@@ -161,15 +163,15 @@ class ConntrackTable:
             kind = ""
             slow = each
         try:
-            yield from self._walk_datagrams(reader, seq, what, kind, slow, layouts, _HDR.unpack_from)
+            yield from self._walk_datagrams(reader, exchange, kind, slow, layouts, _HDR.unpack_from)
         finally:
             reader.close()
 
     @staticmethod
-    def _walk_datagrams(reader: _Datagrams, seq: int, what: str, kind: str,
+    def _walk_datagrams(reader: _Datagrams, exchange: Exchange, kind: str,
                         slow: Callable[[Any, int, int, int], Any],
                         layouts: dict[int, list[Any]], unpack: Any) -> Iterator[list[Any]]:
-        interrupted = False
+        seq = exchange.seq
         for buf in reader:
             n = len(buf)
             off = 0
@@ -177,33 +179,18 @@ class ConntrackTable:
             append = out.append
             while off + 16 <= n:
                 length, mtype, flags, mseq, _pid = unpack(buf, off)
-                if length < 16 or off + length > n:
-                    break
-                if mseq != seq:
-                    off += (length + 3) & ~3
-                    continue
-                if mtype == NLMSG_DONE:
-                    reader.finish()
-                    if out:
-                        yield out
-                    if length >= 20:
-                        (err,) = _ERRNO.unpack_from(buf, off + 16)
-                        if err < 0:
-                            raise NetlinkError(-err, what=what)
-                    if interrupted:
-                        raise DumpInterrupted(f"{what}: the table changed during the dump")
-                    return
-                if mtype == NLMSG_ERROR:
-                    reader.finish()
-                    if out:
-                        yield out
-                    msg = next(parse_messages(memoryview(buf)[off:off + length]))
-                    reply = parse_error(msg)
-                    if reply.errno:
-                        raise NetlinkError(reply.errno, extack=reply.extack, what=what)
-                    return
-                if flags & NLM_F_DUMP_INTR:
-                    interrupted = True
+                if (mseq != seq or mtype < NLMSG_MIN_TYPE or flags & NLM_F_DUMP_INTR
+                        or length < 16 or off + length > n):
+                    # not a plain entry of this dump: the exchange says what it is
+                    events = exchange.message(buf, off)
+                    if exchange.over:
+                        if out:
+                            yield out
+                        _end_of_dump(events, reader.what)
+                        return
+                    if not events:  # another request's message, or NLMSG_NOOP
+                        off += (length + 3) & ~3
+                        continue
                 if length > 20:
                     if kind:
                         fam = buf[off + 16]
@@ -220,6 +207,8 @@ class ConntrackTable:
                         if r is not None:
                             append(r)
                 off += (length + 3) & ~3
+            if off < n:
+                exchange.feed(buf[off:n])  # a truncated header: raises DecodeError
             if out:
                 yield out
 
@@ -764,7 +753,7 @@ class EventStream:
             got = False
             for msg in self.sock.messages(block=False):
                 got = True
-                if msg.type in (NLMSG_DONE, NLMSG_ERROR):
+                if msg.type < NLMSG_MIN_TYPE:  # NOOP, ERROR, DONE: not events
                     continue
                 event = self._event(msg)
                 if event is not None:
@@ -791,48 +780,45 @@ class EventStream:
 class _Datagrams:
     """The datagrams of one dump, as views into one reusable buffer (valid until the next).
 
-    The walker calls `finish` when it has seen the end of the dump; `close`
-    reads and drops the rest if the caller stopped early, so the kernel's dump
-    is over and the socket is free for the next request (else EBUSY).
+    Iteration stops when the dump's exchange is over; `close` reads the rest
+    through the exchange if the caller stopped early, so the kernel's dump is
+    over and the socket is free for the next request (else EBUSY).
     """
 
-    def __init__(self, sock: NetlinkSocket, seq: int, what: str) -> None:
+    def __init__(self, sock: NetlinkSocket, exchange: Exchange, what: str) -> None:
         self.sock = sock
-        self.seq = seq
+        self.exchange = exchange
         self.what = what
         self.buf = bytearray(DUMP_BUFFER)
         self.view = memoryview(self.buf)
-        self.finished = False
 
     def recv(self) -> memoryview:
         try:
             n = self.sock.recv_into(self.buf)
         except NetlinkError as exc:
-            self.finished = True
+            self.exchange.over = True
             raise exc.describe(self.what) from None
         return self.view[:n]
 
     def __iter__(self) -> Iterator[memoryview]:
-        while not self.finished:
+        while not self.exchange.over:
             yield self.recv()
-
-    def finish(self) -> None:
-        self.finished = True
 
     def close(self) -> None:
         if self.sock.fileno() < 0:
             # the table was closed first (a reader that went away, Ctrl-C): nothing to drain
-            self.finished = True
+            self.exchange.over = True
             return
-        while not self.finished:
-            data = self.recv()
-            off, n = 0, len(data)
-            while off + 16 <= n:
-                length, mtype, _flags, mseq, _pid = _HDR.unpack_from(data, off)
-                if length < 16 or (mseq == self.seq and mtype in (NLMSG_DONE, NLMSG_ERROR)):
-                    self.finished = True
-                    break
-                off += (length + 3) & ~3
+        while not self.exchange.over:
+            self.exchange.feed(self.recv())
+
+
+def _end_of_dump(events: list[ExchangeEvent], what: str) -> None:
+    """Raise what ended a dump, if not plain DONE: the kernel's refusal or DumpInterrupted."""
+    for event in events:
+        error = ending_error(event, what)
+        if error is not None:
+            raise error
 
 
 def _dump_plan(flt: Filter, kernel: bool) -> tuple[Filter, list[int], Filter | None]:

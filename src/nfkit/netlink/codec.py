@@ -361,8 +361,8 @@ def iter_attrs(mv: memoryview) -> Iterator[tuple[int, memoryview]]:
         off += (alen + 3) & ~3
 
 
-def iter_attrs_flags(mv: memoryview) -> Iterator[tuple[int, int, memoryview]]:
-    """Yield (type, flag bits, payload view) for each attribute."""
+def attr_spans(mv: memoryview) -> Iterator[tuple[int, int, int]]:
+    """(type without flag bits, payload start, payload end) of each attribute of ``mv``."""
     n = len(mv)
     off = 0
     while off < n:
@@ -371,7 +371,7 @@ def iter_attrs_flags(mv: memoryview) -> Iterator[tuple[int, int, memoryview]]:
         alen, atype = _NLA.unpack_from(mv, off)
         if alen < NLA_HDRLEN or off + alen > n:
             raise DecodeError(f"attribute length {alen} runs past its container", off)
-        yield atype & NLA_TYPE_MASK, atype & ~NLA_TYPE_MASK & 0xFFFF, mv[off + NLA_HDRLEN : off + alen]
+        yield atype & NLA_TYPE_MASK, off + NLA_HDRLEN, off + alen
         off += (alen + 3) & ~3
 
 
@@ -501,14 +501,42 @@ _ENCODERS: dict[Kind, Callable[[MessageWriter, int, Any], None]] = {
 }
 
 
+_BIG_ENDIAN = frozenset({Kind.BE16, Kind.BE32, Kind.BE64})
+
+
 @dataclass
 class Attr:
-    """One attribute of a family: its name, kind and (for nests) inner table."""
+    """One attribute of a family, as YNL's specs describe one.
+
+    ``kind`` is the wire form (its byte order included: `byte_order`, `type`
+    give it apart as the kernel's YAML specs spell it); ``nested`` the table of
+    a nest's (or a nested array's elements') attributes; ``enum`` the IntEnum
+    (or IntFlag) of the values it carries; ``selector`` and ``variants`` make a
+    sub-message: the nest's table is ``variants[value of sibling selector]``
+    (nf_tables' expression data, chosen by the expression's name).
+    """
 
     name: str
     kind: Kind
     nested: AttrSet | None = None
     elem_type: int = 1  # attribute type of each element of a NESTED_ARRAY when encoding
+    enum: type[enum.IntEnum] | None = None
+    selector: str | None = None
+    variants: Mapping[Any, AttrSet] | None = None
+
+    @property
+    def byte_order(self) -> str:
+        """"big-endian" for integers in network order, else "host"."""
+        return "big-endian" if self.kind in _BIG_ENDIAN else "host"
+
+    @property
+    def type(self) -> str:
+        """The kernel YAML spec's type name (u32, string, nest, ...); byte order apart."""
+        if self.kind in _BIG_ENDIAN:
+            return "u" + self.kind.value[2:]
+        if self.kind in (Kind.NESTED, Kind.NESTED_ARRAY):
+            return "sub-message" if self.selector else "nest"
+        return self.kind.value
 
 
 @dataclass
@@ -521,6 +549,7 @@ class AttrSet:
     _decoders: dict[int, tuple[str, Callable[[memoryview], Any]]] = field(init=False, repr=False)
     # number -> (name, fixed size or 0, unpack_from for fixed sizes, decoder otherwise)
     _fast: dict[int, tuple[str, int, Any, Any]] = field(init=False, repr=False)
+    _subs: list[tuple[int, Attr]] = field(init=False, repr=False)  # sub-messages (selector)
 
     def __post_init__(self) -> None:
         self.attrs = dict(self.attrs)
@@ -531,6 +560,7 @@ class AttrSet:
         self._by_name = {a.name: (n, a) for n, a in self.attrs.items()}
         self._decoders = {n: (a.name, self._decoder_for(a)) for n, a in self.attrs.items()}
         self._fast = {}
+        self._subs = [(n, a) for n, a in self.attrs.items() if a.selector is not None]
         for n, a in self.attrs.items():
             fixed = _FIXED.get(a.kind)
             if fixed is not None:
@@ -591,7 +621,76 @@ class AttrSet:
                 else:
                     out[name] = decoder(mv[off + NLA_HDRLEN : end])
             off = (end + 3) & ~3
+        if self._subs:
+            for num, a in self._subs:
+                table = self._variant(a, mv)
+                if table is not None and a.name in out:
+                    for t, v in iter_attrs(mv):
+                        if t == num:
+                            out[a.name] = table.decode(v)
         return out
+
+    def path_at(self, mv: memoryview, offset: int) -> list[str]:
+        """Names of the attributes leading to the one that starts at ``offset`` of the
+        attribute stream ``mv`` (the kernel's extended-ACK offset, as YNL's
+        ``_decode_extack_path`` walks it); [] when no attribute starts there.
+
+        Elements of nested arrays read ``name[i]`` (0-based); a nest whose table has
+        a sub-message selector shows its value, ``expressions[3] (cmp)``, and the
+        sub-message's own wrapper is left out of deeper paths.
+        """
+        for num, start, end in attr_spans(mv):
+            if not start - NLA_HDRLEN <= offset < end:
+                continue
+            a = self.attrs.get(num)
+            name = a.name if a is not None else str(num)
+            if offset == start - NLA_HDRLEN or a is None:
+                return [name]
+            inner = mv[start:end]
+            if a.kind is Kind.NESTED_ARRAY:
+                for i, (_t, es, ee) in enumerate(attr_spans(inner)):
+                    if es - NLA_HDRLEN <= offset - start < ee:
+                        label = f"{name}[{i}]"
+                        elem = inner[es:ee]
+                        if a.nested is None:
+                            return [label]
+                        label += a.nested._variant_label(elem)
+                        if offset - start == es - NLA_HDRLEN:
+                            return [label]
+                        return [label, *a.nested.path_at(elem, offset - start - es)]
+                return [name]
+            if a.kind is Kind.NESTED:
+                table = a.nested if a.selector is None else self._variant(a, mv)
+                if table is None:
+                    return [name]
+                rest = table.path_at(inner, offset - start)
+                if a.selector is not None:
+                    return rest  # the variant is named on the enclosing element already
+                return [name + table._variant_label(inner), *rest]
+            return [name]
+        return []
+
+    def _variant(self, a: Attr, mv: memoryview) -> AttrSet | None:
+        """The table of sub-message ``a`` in the attribute stream ``mv`` (its selector's value)."""
+        if a.selector is None or a.variants is None:
+            return a.nested
+        key = self._selector_value(a.selector, mv)
+        return a.variants.get(key, a.nested) if key is not None else a.nested
+
+    def _selector_value(self, selector: str, mv: memoryview) -> Any:
+        num, sel = self._by_name[selector]
+        for t, v in iter_attrs(mv):
+            if t == num:
+                return _DECODERS[sel.kind](v) if sel.kind in _DECODERS else None
+        return None
+
+    def _variant_label(self, mv: memoryview) -> str:
+        """" (value)" of this table's sub-message selector in ``mv``, or ""."""
+        for a in self.attrs.values():
+            if a.selector is not None:
+                value = self._selector_value(a.selector, mv)
+                return f" ({value})" if value is not None else ""
+        return ""
 
     def lazy(self, mv: memoryview) -> LazyAttrs:
         """A view that decodes each attribute only when asked for."""
@@ -608,8 +707,11 @@ class AttrSet:
                 raise KeyError(f"{self.name} has no attribute {name!r}") from None
             if a.kind is Kind.NESTED:
                 off = w.nest_start(num)
-                if a.nested is not None:
-                    a.nested.encode(w, value)
+                table = a.nested
+                if a.selector is not None and a.variants is not None:
+                    table = a.variants.get(values.get(a.selector), table)
+                if table is not None and not isinstance(value, bytes | bytearray | memoryview):
+                    table.encode(w, value)
                 else:
                     w.raw(value)
                 w.nest_end(off)

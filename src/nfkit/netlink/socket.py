@@ -1,9 +1,12 @@
 """The netlink socket: requests, dumps, batches, pipelines and events.
 
 This module owns the I/O half of nfkit's netlink layer: one AF_NETLINK socket,
-one reusable receive buffer, sequence matching, and the mapping of NLMSG_ERROR
-replies to `nfkit.errors` exceptions.  Encoding and decoding are the codec's;
-this module must not know any family's attributes.
+one reusable receive buffer, sending, receiving, waiting, and raising the
+`nfkit.errors` exception an exchange's events call for.  What the replies mean
+(which belong to a request, acknowledgements, refusals, the end of a dump or a
+batch) is `exchange`'s; encoding and decoding are the codec's.  This module
+must not know any family: a batch's fence is the caller's, attribute tables
+come from `specs.message_attrs`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from nfkit.errors import (
     TransactionError,
 )
 from nfkit.netlink.codec import (
+    AttrSet,
     Batch,
     Message,
     MessageWriter,
@@ -38,18 +42,16 @@ from nfkit.netlink.consts import (
     NETLINK_DROP_MEMBERSHIP,
     NETLINK_EXT_ACK,
     NETLINK_NETFILTER,
-    NFNL_SUBSYS_NFTABLES,
     NLM_F_ACK,
     NLM_F_DUMP,
-    NLM_F_DUMP_INTR,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
     NLMSG_NOOP,
-    NLMSG_OVERRUN,
     SOL_NETLINK,
-    nfnl_msg_type,
 )
+from nfkit.netlink.exchange import Event, Exchange, Messages, Refused, ending_error
+from nfkit.netlink.specs import message_attrs
 
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
@@ -57,18 +59,10 @@ RECV_BUFFER_SIZE = 1 << 20  # one reusable receive buffer, 1 MiB
 DEFAULT_RCVBUF = 4 << 20
 _IS_ROOT = os.geteuid() == 0
 _MAX_RESTARTS = 10
-_NFT_MSG_GETGEN = 16  # the fence after an nf_tables batch
 
 
 _HDR_SEQ = struct.Struct("=I")
 _HDR_FLAGS = struct.Struct("=H")
-_HDR_HEAD = struct.Struct("=IHHI")  # nlmsghdr: length, type, flags, seq
-_HDR_LEN = struct.Struct("=I")
-
-
-def _interrupted(what: str | None) -> DumpInterrupted:
-    return DumpInterrupted(f"{what or 'dump'}: the kernel's table changed during the dump "
-                           "(NLM_F_DUMP_INTR)")
 
 
 def _with_flags(request: bytes | bytearray | memoryview, extra: int) -> memoryview:
@@ -79,12 +73,21 @@ def _with_flags(request: bytes | bytearray | memoryview, extra: int) -> memoryvi
     return memoryview(data)
 
 
-def _error_from(msg: Message) -> NetlinkError | None:
-    reply = parse_error(msg)
-    if reply.errno == 0:
-        return None
-    return NetlinkError(reply.errno, extack=reply.extack, offset=reply.offset,
-                        seq=reply.seq, msg_type=reply.request_type)
+def _dump_request(request: MessageWriter | bytes | bytearray | memoryview) -> tuple[bytes, int]:
+    """The bytes of a dump request (NLM_F_DUMP set) and its sequence number."""
+    if isinstance(request, MessageWriter):
+        request.set_flags(NLM_F_DUMP | NLM_F_REQUEST)
+        data = bytes(request.buffer)
+    else:
+        data = bytes(_with_flags(request, NLM_F_DUMP | NLM_F_REQUEST))
+    return data, _HDR_SEQ.unpack_from(data, 8)[0]
+
+
+def _end_of_dump(event: Event, what: str | None) -> None:
+    """Raise what ends a dump other than DONE: the kernel's refusal, or DumpInterrupted."""
+    error = ending_error(event, what)
+    if error is not None:
+        raise error
 
 
 class NetlinkSocket:
@@ -191,35 +194,47 @@ class NetlinkSocket:
             yield from parse_messages(self._view[:n])
 
     # requests ---------------------------------------------------------------
+    def describe(self, msg_type: int) -> tuple[AttrSet, int] | None:
+        """The attribute table of message ``msg_type`` of this socket's protocol (for
+        `Exchange`: the path of the attribute an extended ACK points at), or None."""
+        return message_attrs(self.protocol, msg_type)
+
+    def _events(self, exchange: Exchange) -> Iterator[Event]:
+        """The events of ``exchange`` from the datagrams received, until it is over.
+
+        Events hold views into the receive buffer: each is valid until the next
+        datagram is read, which happens only once the previous one's events are taken."""
+        view = self._view
+        while not exchange.over:
+            n = self._recv()
+            if n:
+                yield from exchange.feed(view[:n])
+
     def request(self, request: MessageWriter | bytes | bytearray | memoryview,
                 what: str | None = None) -> list[Message]:
         """Send one request with NLM_F_ACK; return its replies (copies) before the ACK.
 
-        Raises NetlinkError (naming ``what`` if given) when the kernel refuses it.
+        Raises NetlinkError (naming ``what`` if given, and the path of the
+        attribute the kernel pointed at when the family's spec describes it)
+        when the kernel refuses it.
         """
         if isinstance(request, MessageWriter):
             request.set_flags(NLM_F_ACK)
             seq = request.seqs[-1][0]
             data = memoryview(request.buffer)
+            first = request.message(len(request.seqs) - 1)
         else:
-            data = _with_flags(request, NLM_F_ACK)
+            data = first = _with_flags(request, NLM_F_ACK)
             seq = _HDR_SEQ.unpack_from(data, 8)[0]
+        exchange = Exchange.do(seq, first, what, self.describe)
         self.send(data)
         replies: list[Message] = []
-        while True:
-            for msg in self.messages():
-                if msg.seq != seq:
-                    continue
-                if msg.type == NLMSG_ERROR:
-                    err = _error_from(msg)
-                    if err is not None:
-                        raise err.describe(what) if what else err
-                    return replies
-                if msg.type == NLMSG_DONE:
-                    return replies
-                if msg.type in (NLMSG_NOOP, NLMSG_OVERRUN):
-                    continue
-                replies.append(msg.copy())
+        for event in self._events(exchange):
+            if isinstance(event, Message):
+                replies.append(event.copy())
+            elif isinstance(event, Refused):
+                raise event.error
+        return replies
 
     def dump(self, request: MessageWriter | bytes | bytearray | memoryview,
              restart: bool = False, what: str | None = None) -> Iterator[Message]:
@@ -227,18 +242,13 @@ class NetlinkSocket:
 
         Messages are views into the reusable receive buffer: decode or copy
         each before asking for the next.  When the kernel marks the dump
-        interrupted (NLM_F_DUMP_INTR): raise DumpInterrupted, or with
-        ``restart`` collect copies and start over (up to 10 times).
+        interrupted (NLM_F_DUMP_INTR on any of its messages): raise
+        DumpInterrupted once the dump is over, or with ``restart`` collect
+        copies and start over (up to 10 times).
         """
-        if isinstance(request, MessageWriter):
-            request.set_flags(NLM_F_DUMP | NLM_F_REQUEST)
-            data = bytes(request.buffer)
-            seq = request.seqs[-1][0]
-        else:
-            data = bytes(_with_flags(request, NLM_F_DUMP | NLM_F_REQUEST))
-            seq = _HDR_SEQ.unpack_from(data, 8)[0]
+        data, seq = _dump_request(request)
         if not restart:
-            yield from self._dump_once(data, seq, what, collect=False)  # type: ignore[misc]
+            yield from self._dump_once(data, seq, what, collect=False)
             return
         for _ in range(_MAX_RESTARTS):
             try:
@@ -250,102 +260,55 @@ class NetlinkSocket:
         raise DumpInterrupted(f"{what or 'dump'}: interrupted {_MAX_RESTARTS} times in a row")
 
     def _dump_once(self, data: bytes, seq: int, what: str | None, collect: bool) -> Iterator[Message]:
+        exchange = Exchange.dump(seq, data, what, self.describe)
         self.send(data)
-        interrupted = False
-        while True:
-            for msg in self.messages():
-                if msg.seq != seq:
-                    continue
-                if msg.flags & NLM_F_DUMP_INTR:
-                    interrupted = True
-                if msg.type in (NLMSG_DONE, NLMSG_ERROR):
-                    self._end_of_dump(msg, what, interrupted)
-                    return
-                if msg.type in (NLMSG_NOOP, NLMSG_OVERRUN):
-                    continue
-                yield msg.copy() if collect else msg
+        for event in self._events(exchange):
+            if isinstance(event, Message):
+                yield event.copy() if collect else event
+            else:
+                _end_of_dump(event, what)
 
     def dump_datagrams(self, request: MessageWriter | bytes | bytearray | memoryview,
                        what: str | None = None) -> Iterator[memoryview]:
-        """Send a dump request and yield each reply datagram whole, without NLMSG_DONE.
+        """Send a dump request and yield each reply datagram's object messages whole.
 
         For callers that look at a whole datagram (about 32 KiB, one dump
         round of the kernel) before walking its messages, e.g. to skip rounds
-        that cannot hold what they look for.  The kernel marks the first
-        message of a round with NLM_F_DUMP_INTR when the table changed since
-        the previous round, so only first messages are checked: raises
-        DumpInterrupted then (start over), NetlinkError when the kernel
-        refuses the dump.  Each view is valid until the next one is asked for.
+        that cannot hold what they look for.  NLMSG_DONE is left out.  Raises
+        DumpInterrupted once the dump is over when the kernel marked it
+        interrupted (start over), NetlinkError when the kernel refuses the
+        dump.  Each view is valid until the next one is asked for.
         """
-        if isinstance(request, MessageWriter):
-            request.set_flags(NLM_F_DUMP | NLM_F_REQUEST)
-            data = bytes(request.buffer)
-        else:
-            data = bytes(_with_flags(request, NLM_F_DUMP | NLM_F_REQUEST))
-        seq = _HDR_SEQ.unpack_from(data, 8)[0]
+        data, seq = _dump_request(request)
+        exchange = Exchange.dump(seq, data, what, self.describe, whole=True)
         self.send(data)
-        view = self._view
-        while True:
-            n = self._recv()
-            if n < 16:
-                continue
-            ln, mtype, flags, mseq = _HDR_HEAD.unpack_from(view, 0)
-            if mseq != seq:
-                continue
-            if flags & NLM_F_DUMP_INTR:
-                raise _interrupted(what)
-            if mtype in (NLMSG_DONE, NLMSG_ERROR):
-                self._end_of_dump(next(parse_messages(view[:n])), what, False)
-                return
-            # NLMSG_DONE may close the last round's datagram: find the last
-            # message by its headers' lengths alone (no message objects).
-            pos = last = 0
-            while pos + 16 <= n:
-                ln = _HDR_LEN.unpack_from(view, pos)[0]
-                if ln < 16:
-                    break
-                last = pos
-                pos += (ln + 3) & ~3
-            end = last if _HDR_HEAD.unpack_from(view, last)[1] in (NLMSG_DONE, NLMSG_ERROR) else n
-            if end:
-                yield view[:end]
-            if end != n:
-                self._end_of_dump(next(parse_messages(view[end:n])), what, False)
-                return
-
-    @staticmethod
-    def _end_of_dump(msg: Message, what: str | None, interrupted: bool) -> None:
-        """The NLMSG_DONE or NLMSG_ERROR ending a dump: raise what the kernel reported,
-        or DumpInterrupted when the table changed during the dump."""
-        if msg.type == NLMSG_ERROR:
-            err_obj = _error_from(msg)
-            if err_obj is not None:
-                raise err_obj.describe(what) if what else err_obj
-            return
-        if len(msg.payload) >= 4:
-            err = -int.from_bytes(msg.payload[:4], "little", signed=True)
-            if err > 0:
-                raise NetlinkError(err, what=what)
-        if interrupted or msg.flags & NLM_F_DUMP_INTR:
-            raise _interrupted(what)
+        for event in self._events(exchange):
+            if isinstance(event, Messages):
+                yield event.data
+            else:
+                _end_of_dump(event, what)
 
     # transactions -----------------------------------------------------------
     def send_batch(self, batch: Batch, what: list[str] | None = None, check: bool = False,
-                   timeout: float | None = None) -> list[Message]:
+                   timeout: float | None = None,
+                   fence: MessageWriter | bytes | bytearray | None = None) -> list[Message]:
         """Send a whole batch in one sendmsg as one transaction.
 
         Raises TransactionError listing each refused message (``.seq``,
-        ``.index`` its position in the batch, the kernel's extended ACK).  On
-        success returns the replies that are not ACKs (NLM_F_ECHO answers).
-        ``what`` may name each message of the batch for error messages.
-        With ``check`` the batch goes without BATCH_END: the kernel validates
-        every message, reports what it refuses, and commits nothing.
+        ``.index`` its position in the batch, the kernel's extended ACK and
+        the path of the attribute it refused).  On success returns the
+        replies that are not ACKs (NLM_F_ECHO answers).  ``what`` may name
+        each message of the batch for error messages.  With ``check`` the
+        batch goes without BATCH_END: the kernel validates every message,
+        reports what it refuses, and commits nothing.
 
-        For nf_tables a fence follows the batch (GETGEN with ACK): the kernel
-        answers one socket's requests in order, so once the fence's ACK is read
-        every refusal of the batch has been read too, also one reported only
-        after the kernel re-validated the whole batch.  Raises NfkitError when
-        the fence is not answered within ``timeout`` (state then unknown).
+        ``fence`` is a request of the batch's family sent right after it with
+        NLM_F_ACK (nf_tables: GETGEN): the kernel answers one socket's requests
+        in order, so once the fence's ACK is read every refusal of the batch
+        has been read too, also one reported only after the kernel
+        re-validated the whole batch.  Raises NfkitError when the fence is not
+        answered within ``timeout`` (state then unknown).  Without a fence the
+        answers waiting when the batch was sent are read, no more.
         """
         if check:
             batch.closed = True
@@ -353,49 +316,38 @@ class NetlinkSocket:
             batch.close()
         self.ensure_rcvbuf(min(len(batch.seqs) * 1024 + (1 << 20), 1 << 30))
         self.send(memoryview(batch.buffer))
-        fence = None
-        if batch.res_id == NFNL_SUBSYS_NFTABLES:
-            w = MessageWriter()
-            fence = w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, _NFT_MSG_GETGEN), NLM_F_REQUEST | NLM_F_ACK)
-            w.end()
-            self.send(memoryview(w.buffer))
+        fence_seq = None
+        if fence is not None:
+            if isinstance(fence, MessageWriter):
+                fence.set_flags(NLM_F_ACK)
+                fence_data: bytes | bytearray | memoryview = memoryview(fence.buffer)
+            else:
+                fence_data = _with_flags(fence, NLM_F_ACK)
+            fence_seq = _HDR_SEQ.unpack_from(fence_data, 8)[0]
+            self.send(fence_data)
+        exchange = Exchange.batch(batch, fence_seq, what, self.describe)
         errors: list[NetlinkError] = []
         replies: list[Message] = []
-        seq_index: dict[int, int] = {}  # built at the first refusal only
         if timeout is None:
             timeout = 60 + len(batch.seqs) / 1000
         deadline = time.monotonic() + timeout
-        done = False
-        while not done:
-            if fence is not None:
+        view = self._view
+        while not exchange.over:
+            if fence_seq is not None:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([self.sock], [], [], left)[0]:
                     raise NfkitError("the kernel did not answer after the transaction "
                                      "(its state is unknown: list the ruleset)")
-                datagram = list(self.messages())
+                n = self._recv()
             else:
-                datagram = list(self.messages(block=False))
-                done = not datagram
-            for msg in datagram:
-                if msg.seq == fence and fence is not None:
-                    if msg.type == NLMSG_ERROR:
-                        done = True
-                    continue
-                if msg.type == NLMSG_ERROR:
-                    err = _error_from(msg)
-                    if err is None:
-                        continue
-                    if not seq_index:
-                        seq_index = {s: i for i, (s, _) in enumerate(batch.seqs)}
-                    pos = seq_index.get(err.seq if err.seq is not None else -1)
-                    index = pos - 1 if pos is not None and pos >= 1 else None
-                    name = what[index] if what and index is not None and index < len(what) else None
-                    if name:
-                        err = err.describe(name)
-                    err.index = index
-                    errors.append(err)
-                elif msg.type not in (NLMSG_DONE, NLMSG_NOOP):
-                    replies.append(msg.copy())
+                n = self._recv(block=False)
+                if not n:
+                    break
+            for event in exchange.feed(view[:n]):
+                if isinstance(event, Refused):
+                    errors.append(event.error)
+                elif isinstance(event, Message):
+                    replies.append(event.copy())
         if errors:
             raise TransactionError(errors)
         return replies

@@ -25,6 +25,15 @@ def family_num(family: str) -> int:
     return num
 
 
+def generation_request() -> MessageWriter:
+    """GETGEN: the fence sent after a batch (`NetlinkSocket.send_batch`'s ``fence``);
+    its ACK comes after every answer to the batch."""
+    w = MessageWriter()
+    w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getgen"]), NLM_F_REQUEST)
+    w.end()
+    return w
+
+
 def rules_request(family: str | None, table: str | None = None,
                   chain: str | None = None) -> MessageWriter:
     """The GETRULE dump request (sent as a dump by the socket): every family's rules

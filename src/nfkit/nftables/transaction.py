@@ -20,7 +20,7 @@ from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.nftables import nla, validate
 from nfkit.nftables.bulkjson import RuleRun
-from nfkit.nftables.dumpreq import rules_request
+from nfkit.nftables.dumpreq import generation_request, rules_request
 from nfkit.nftables.exprs import SetView
 from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
@@ -207,15 +207,15 @@ def _kernel_has_expr(sock: Any, name: str) -> bool:
 
 
 def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
-    """Send the batch in one sendmsg (the core socket fences it) and collect every refusal."""
+    """Send the batch in one sendmsg, fenced by GETGEN, and collect every refusal."""
     sock.ensure_sndbuf(len(batch.buffer) + 65536)
     if check:
-        sock.send_batch(batch, what=enc.what, check=True)
+        sock.send_batch(batch, what=enc.what, check=True, fence=generation_request())
         return
     from nfkit.nftables.commitguard import interrupts_held
 
     with interrupts_held(f"the transaction ({len(enc.what)} messages)"):
-        sock.send_batch(batch, what=enc.what)
+        sock.send_batch(batch, what=enc.what, fence=generation_request())
 
 
 def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None = None) -> int:

@@ -1,20 +1,61 @@
-"""Attribute tables per netlink family, as data.
+"""Attribute tables per netlink family, as data, in one format (`AttrSet`, as YNL's specs).
 
-Each module declares `AttrSet`s with explicit attribute numbers and a `UAPI`
-list of (AttrSet, header, enum name, constant prefix) that the tests use to
-check every number against the installed uapi headers.
+Each module declares `AttrSet`s with explicit attribute numbers (enums and
+byte order are properties of the attribute), a `UAPI` list of (AttrSet,
+header, enum name, constant prefix) that tests/netlink/test_uapi.py uses to
+check every number against the installed uapi headers, and `MESSAGE_ATTRS`:
+the table of each message type's attributes, which turns the kernel's
+extended-ACK offsets into attribute paths.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from nfkit.netlink.codec import Attr, AttrSet, Kind
+from nfkit.netlink.consts import (
+    NETLINK_NETFILTER,
+    NFNL_SUBSYS_CTNETLINK,
+    NFNL_SUBSYS_CTNETLINK_EXP,
+    NFNL_SUBSYS_NFTABLES,
+)
+
+NFGEN_HEADER = 4  # struct nfgenmsg before the attributes of every nfnetlink message
+
+# (protocol, nfnetlink subsystem) -> the module describing its messages, imported
+# only when an error needs it (a conntrack command never loads nf_tables' tables)
+_FAMILIES = {
+    (NETLINK_NETFILTER, NFNL_SUBSYS_CTNETLINK): "nfkit.netlink.specs.ctnetlink",
+    (NETLINK_NETFILTER, NFNL_SUBSYS_CTNETLINK_EXP): "nfkit.netlink.specs.ctnetlink",
+    (NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES): "nfkit.netlink.specs.nftables",
+}
 
 
-def attrset(name: str, entries: dict[int, tuple[Any, ...]]) -> AttrSet:
-    """Build an AttrSet from {number: (name, kind[, nested AttrSet[, elem_type]])}."""
-    return AttrSet(name, {num: Attr(*entry) for num, entry in entries.items()})
+def attrset(name: str, entries: dict[int, Any]) -> AttrSet:
+    """Build an AttrSet from {number: Attr or (name, kind[, nested AttrSet[, elem_type]][, {option: value}])}.
+
+    A trailing dict gives `Attr`'s keyword fields (enum, selector, variants).
+    """
+    attrs: dict[int, Attr] = {}
+    for num, entry in entries.items():
+        if isinstance(entry, Attr):
+            attrs[num] = entry
+        elif entry and isinstance(entry[-1], dict):
+            attrs[num] = Attr(*entry[:-1], **entry[-1])
+        else:
+            attrs[num] = Attr(*entry)
+    return AttrSet(name, attrs)
 
 
-__all__ = ["attrset", "Attr", "AttrSet", "Kind"]
+def message_attrs(protocol: int, msg_type: int) -> tuple[AttrSet, int] | None:
+    """(attribute table, family header size) of message ``msg_type`` of ``protocol``,
+    or None when no spec describes it."""
+    module = _FAMILIES.get((protocol, msg_type >> 8)) if protocol == NETLINK_NETFILTER else None
+    if module is None:
+        return None
+    aset = importlib.import_module(module).MESSAGE_ATTRS.get(msg_type)
+    return None if aset is None else (aset, NFGEN_HEADER)
+
+
+__all__ = ["attrset", "message_attrs", "Attr", "AttrSet", "Kind"]

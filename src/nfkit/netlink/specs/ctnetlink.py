@@ -8,7 +8,7 @@ net/netfilter/nf_conntrack_netlink.c (most integers are big endian).
 from __future__ import annotations
 
 from nfkit.netlink.codec import Kind as K
-from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK
+from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK, NFNL_SUBSYS_CTNETLINK_EXP
 from nfkit.netlink.specs import attrset
 
 # message types (enum cntl_msg_types)
@@ -214,6 +214,18 @@ EXPECT_STATS = attrset("ctattr_expect_stats", {
     2: ("create", K.BE32),
     3: ("delete", K.BE32),
 })
+
+# each message type's attributes (extended-ACK offsets are walked with these)
+MESSAGE_ATTRS = {
+    **{(NFNL_SUBSYS_CTNETLINK << 8) | m: CT for m in (
+        IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET_CTRZERO,
+        IPCTNL_MSG_CT_GET_DYING, IPCTNL_MSG_CT_GET_UNCONFIRMED)},
+    (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU: STATS_CPU,
+    (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS: STATS_GLOBAL,
+    **{(NFNL_SUBSYS_CTNETLINK_EXP << 8) | m: EXPECT for m in (
+        IPCTNL_MSG_EXP_NEW, IPCTNL_MSG_EXP_GET, IPCTNL_MSG_EXP_DELETE)},
+    (NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_EXP_GET_STATS_CPU: EXPECT_STATS,
+}
 
 _H = "linux/netfilter/nfnetlink_conntrack.h"
 # (table, header, enum, constant prefix[, {attribute name: constant} where the name differs])
