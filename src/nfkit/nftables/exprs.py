@@ -6,7 +6,7 @@ lookup, immediate, ...) and how an expression list read back from the kernel
 becomes the statements nft itself prints for it, including the protocol
 dependencies nft adds on the way in and hides on the way out.
 
-`RuleCompiler.compile()` returns encoded expression bytes (see nla.expr) plus the
+`RuleCompiler.compile()` returns encoded expression bytes (see expressions.expr) plus the
 anonymous sets the rule needs.  `decode_rule()` takes the parsed expression
 list.  Statements it cannot express become {"xt": ...}-free raw forms:
 {"nfkit-raw": {...}} keeps the kernel's expressions instead of guessing.
@@ -20,8 +20,26 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nfkit.errors import InputError
-from nfkit.nftables import nla
-from nfkit.nftables.nla import A, be16, be32, be64, data_value, data_verdict, expr, string, u8
+from nfkit.netlink.codec import attr_bytes, get_be16, get_be32, get_be64, get_string
+from nfkit.netlink.codec import be16_attr as be16
+from nfkit.netlink.codec import be32_attr as be32
+from nfkit.netlink.codec import be64_attr as be64
+from nfkit.netlink.codec import string_attr as string
+from nfkit.netlink.codec import u8_attr as u8
+from nfkit.nftables.expressions import (
+    CMP_HEAD,
+    CMP_NAMES,
+    CMP_OPS,
+    OBJ_TYPE_NAMES,
+    VERDICT_DATA_TYPE,
+    A,
+    data_value,
+    data_verdict,
+    expr,
+    value_of_data,
+    verdict_nest,
+    verdict_of_data,
+)
 from nfkit.nftables.types import (
     CT,
     ETHER_FOR_L3,
@@ -37,12 +55,6 @@ from nfkit.nftables.types import (
     reg_size,
 )
 
-# Verdict codes.
-VERDICTS = {"accept": 1, "drop": 0, "continue": 0xFFFFFFFF, "return": 0xFFFFFFFB,
-            "jump": 0xFFFFFFFD, "goto": 0xFFFFFFFC}
-VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
-CMP_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5}
-CMP_NAMES = {v: k for k, v in CMP_OPS.items()}
 LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
 BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
@@ -57,8 +69,6 @@ FIB_RESULT_NAMES = {v: k for k, v in FIB_RESULTS.items()}
 FIB_FLAGS = {"saddr": 1, "daddr": 2, "mark": 4, "iif": 8, "oif": 16}
 FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
              "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}
-OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
-OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
 SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
 ELEM_INTERVAL_END = 1
@@ -221,7 +231,7 @@ class RuleCompiler:
                     return None
                 n0 = len(cur)
                 self._st_match(ctx, body, cur)
-                if len(cur) == n0 or cur[-1][4:12] != _CMP_NAME:
+                if len(cur) == n0 or cur[-1][4:12] != CMP_HEAD:
                     return None
                 op = self._last_operand
                 assert op is not None
@@ -278,7 +288,7 @@ class RuleCompiler:
                     n0 = len(out)
                     self._st_match(ctx, body, out)
                     if (key[4] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
-                            and out[-1][4:12] == _CMP_NAME):
+                            and out[-1][4:12] == CMP_HEAD):
                         op = self._last_operand
                         assert op is not None
                         v = self._shifted(op, right)
@@ -693,36 +703,27 @@ class RuleCompiler:
         return s
 
     # ---- verdicts ----------------------------------------------------------------
-    def _verdict(self, out: list[bytes], code: int, chain: str | None = None) -> None:
+    def _verdict(self, out: list[bytes], v: dict[str, Any]) -> None:
         a = A["immediate"]
-        out.append(expr("immediate", be32(a["dreg"], 0), data_verdict(a["data"], code, chain)))
+        out.append(expr("immediate", be32(a["dreg"], 0), data_verdict(a["data"], v)))
 
     def _st_accept(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, 1)
+        self._verdict(out, {"accept": None})
 
     def _st_drop(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, 0)
+        self._verdict(out, {"drop": None})
 
     def _st_continue(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, VERDICTS["continue"])
+        self._verdict(out, {"continue": None})
 
     def _st_return(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, VERDICTS["return"])
+        self._verdict(out, {"return": None})
 
     def _st_jump(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, VERDICTS["jump"], body["target"])
+        self._verdict(out, {"jump": body})
 
     def _st_goto(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, VERDICTS["goto"], body["target"])
-
-    def _verdict_bytes(self, v: Any) -> bytes:
-        if isinstance(v, dict) and len(v) == 1:
-            (k, b), = v.items()
-            if k in ("jump", "goto"):
-                return nla.nest(2, nla.be32(1, VERDICTS[k]), nla.string(2, b["target"]))
-            if k in VERDICTS:
-                return nla.nest(2, nla.be32(1, VERDICTS[k]))
-        raise InputError(f"{v!r} is not a verdict")
+        self._verdict(out, {"goto": body})
 
     def _st_vmap(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
         op = self.load(ctx, body["key"], out)
@@ -732,8 +733,8 @@ class RuleCompiler:
             return
         items = data["set"]
         keys = [i[0] for i in items]
-        verdicts = [self._verdict_bytes(i[1]) for i in items]
-        s = self._anon_set(ctx, op, keys, verdicts, 0xFFFFFF00, 0)
+        verdicts = [verdict_nest(i[1]) for i in items]
+        s = self._anon_set(ctx, op, keys, verdicts, VERDICT_DATA_TYPE, 0)
         out.append(self._lookup("__set%d", 1, 0, False, s.set_id))
 
     # ---- simple statements -------------------------------------------------------
@@ -1016,7 +1017,7 @@ class RuleCompiler:
             info = int(num).to_bytes(2, "little") + total.to_bytes(2, "little") + \
                 fl.to_bytes(2, "little") + b"\0\0"
             out.append(expr("target", string(a["name"], "NFQUEUE"), be32(a["rev"], 3),
-                            nla.attr(a["info"], info)))
+                            attr_bytes(a["info"], info)))
 
 
 _QUEUE_MODE: list[str] = []
@@ -1086,7 +1087,6 @@ def _rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
     return tuple(key), rights
 
 
-_CMP_NAME = nla.attr(1, b"cmp\0")
 _PAD_FOR = (b"", b"\0\0\0", b"\0\0", b"\0")
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
                 "masquerade", "log", "limit", "reject"}
@@ -1166,46 +1166,6 @@ def ip_text(fam: str, raw: bytes) -> str:
 
 
 # ==== kernel expressions -> statements ===========================================
-
-def parse_exprs(buf: bytes, start: int = 0, end: int | None = None
-                ) -> list[tuple[str, dict[str, bytes]]]:
-    """NFTA_RULE_EXPRESSIONS payload -> [(expression name, {attribute: payload})]."""
-    from nfkit.netlink.specs.nftables import TABLES, names
-
-    out = []
-    for _t, s, e in nla.walk(buf, start, end):
-        name = ""
-        data: dict[str, bytes] = {}
-        for t2, s2, e2 in nla.walk(buf, s, e):
-            if t2 == 1:
-                name = nla.get_str(buf[s2:e2])
-            elif t2 == 2:
-                table = name if name in TABLES else None
-                nm = names(table) if table else {}
-                for t3, s3, e3 in nla.walk(buf, s2, e2):
-                    data[nm.get(t3, str(t3))] = bytes(buf[s3:e3])
-        out.append((name, data))
-    return out
-
-
-def _data_value(b: bytes) -> bytes:
-    for t, s, e in nla.walk(b):
-        if t == 1:
-            return b[s:e]
-    return b""
-
-
-def _data_verdict(b: bytes) -> dict[str, Any]:
-    for t, s, e in nla.walk(b):
-        if t == 2:
-            v = nla.attrs(b, s, e)
-            code = nla.get_be32(v[1])
-            name = VERDICT_NAMES.get(code, str(code))
-            if name in ("jump", "goto"):
-                return {name: {"target": nla.get_str(v[2])}}
-            return {name: None}
-    raise InputError("verdict data without a verdict")
-
 
 @dataclass
 class RegValue:
@@ -1385,16 +1345,16 @@ class RuleDecoder:
 
     # ---- loads -------------------------------------------------------------------
     def _x_payload(self, a: dict[str, bytes]) -> None:
-        base, off, ln = (nla.get_be32(a["base"]), nla.get_be32(a["offset"]),
-                         nla.get_be32(a["len"]))
+        base, off, ln = (get_be32(a["base"]), get_be32(a["offset"]),
+                         get_be32(a["len"]))
         if "sreg" in a:
             self.out.append({"nfkit-raw": {"expr": "payload", "attrs": {
                 k: v.hex() for k, v in a.items()}}})
             return
-        self._set(nla.get_be32(a["dreg"]), RegValue(None, [T_INT32], [ln], (base, off, ln)))
+        self._set(get_be32(a["dreg"]), RegValue(None, [T_INT32], [ln], (base, off, ln)))
 
     def _x_meta(self, a: dict[str, bytes]) -> None:
-        key = nla.get_be32(a["key"])
+        key = get_be32(a["key"])
         from nfkit.nftables.types import META_BY_NUM
 
         name = META_BY_NUM.get(key)
@@ -1402,11 +1362,11 @@ class RuleDecoder:
             raise InputError(f"unknown meta key {key}")
         _n, tname, size = META[name]
         if "sreg" in a:
-            v = self._get(nla.get_be32(a["sreg"]))
+            v = self._get(get_be32(a["sreg"]))
             value = self._set_value(v, T[tname])
             self.out.append({"mangle": {"key": {"meta": {"key": name}}, "value": value}})
             return
-        self._set(nla.get_be32(a["dreg"]), RegValue({"meta": {"key": name}}, [T[tname]], [size]))
+        self._set(get_be32(a["dreg"]), RegValue({"meta": {"key": name}}, [T[tname]], [size]))
 
     def _set_value(self, v: RegValue, dt: Datatype) -> Any:
         if v.left is None and v.imm is not None:
@@ -1417,7 +1377,7 @@ class RuleDecoder:
     def _x_ct(self, a: dict[str, bytes]) -> None:
         from nfkit.nftables.types import CT_BY_NUM
 
-        key = nla.get_be32(a["key"])
+        key = get_be32(a["key"])
         name = CT_BY_NUM.get(key)
         if name is None:
             raise InputError(f"unknown ct key {key}")
@@ -1426,20 +1386,20 @@ class RuleDecoder:
         if "direction" in a:
             left["dir"] = {0: "original", 1: "reply"}[a["direction"][0]]
         if "sreg" in a:
-            v = self._get(nla.get_be32(a["sreg"]))
+            v = self._get(get_be32(a["sreg"]))
             value = self._set_value(v, T[tname])
             self.out.append({"mangle": {"key": {"ct": left}, "value": value}})
             return
         if name in ("saddr", "daddr") and self.l3 == "ip6":
             tname, size = "ipv6_addr", 16
-        self._set(nla.get_be32(a["dreg"]), RegValue({"ct": left}, [T[tname]], [size]))
+        self._set(get_be32(a["dreg"]), RegValue({"ct": left}, [T[tname]], [size]))
 
     def _x_bitwise(self, a: dict[str, bytes]) -> None:
-        v = self._get(nla.get_be32(a["sreg"]))
+        v = self._get(get_be32(a["sreg"]))
         if "mask" not in a:
             raise InputError("shift bitwise not decoded")
-        mask, xor = _data_value(a["mask"]), _data_value(a["xor"])
-        dreg = nla.get_be32(a["dreg"])
+        mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
+        dreg = get_be32(a["dreg"])
         if v.payload is not None and v.left is None and not any(xor):
             # A sub-byte header field (ip dscp, ip version, ...)?
             v.mask = mask
@@ -1457,56 +1417,56 @@ class RuleDecoder:
         self._set(dreg, RegValue(v.left, v.types, v.sizes, None, mask, xor))
 
     def _x_byteorder(self, a: dict[str, bytes]) -> None:
-        v = self._get(nla.get_be32(a["sreg"]))
-        if nla.get_be32(a["op"]) != 1:
+        v = self._get(get_be32(a["sreg"]))
+        if get_be32(a["op"]) != 1:
             raise InputError("ntoh byteorder not decoded")
         if v.left is None:
             self._resolve_payload(v)
         nv = RegValue(v.left, v.types, v.sizes, None, v.mask, v.xor)
         nv.hton = True  # type: ignore[attr-defined]
-        self._set(nla.get_be32(a["dreg"]), nv)
+        self._set(get_be32(a["dreg"]), nv)
 
     def _x_immediate(self, a: dict[str, bytes]) -> None:
-        dreg = nla.get_be32(a["dreg"])
+        dreg = get_be32(a["dreg"])
         if dreg == 0:
-            self.out.append(_data_verdict(a["data"]))
+            self.out.append(verdict_of_data(a["data"]))
             return
-        self._set(dreg, RegValue(None, [T_INT32], [0], imm=_data_value(a["data"])))
+        self._set(dreg, RegValue(None, [T_INT32], [0], imm=value_of_data(a["data"])))
 
     def _x_numgen(self, a: dict[str, bytes]) -> None:
-        left = {"numgen": {"mode": {0: "inc", 1: "random"}[nla.get_be32(a["type"])],
-                           "mod": nla.get_be32(a["modulus"]),
-                           "offset": nla.get_be32(a.get("offset", b"\0\0\0\0"))}}
-        self._set(nla.get_be32(a["dreg"]), RegValue(left, [T_INT32], [4]))
+        left = {"numgen": {"mode": {0: "inc", 1: "random"}[get_be32(a["type"])],
+                           "mod": get_be32(a["modulus"]),
+                           "offset": get_be32(a.get("offset", b"\0\0\0\0"))}}
+        self._set(get_be32(a["dreg"]), RegValue(left, [T_INT32], [4]))
 
     def _x_hash(self, a: dict[str, bytes]) -> None:
-        htype = nla.get_be32(a.get("type", b"\0\0\0\0"))
-        body: dict[str, Any] = {"mod": nla.get_be32(a["modulus"])}
+        htype = get_be32(a.get("type", b"\0\0\0\0"))
+        body: dict[str, Any] = {"mod": get_be32(a["modulus"])}
         if htype == 0:
-            src = self._get(nla.get_be32(a["sreg"]))
+            src = self._get(get_be32(a["sreg"]))
             self._resolve_payload(src)
-            left = self._concat_left(nla.get_be32(a["sreg"]), nla.get_be32(a["len"]))
+            left = self._concat_left(get_be32(a["sreg"]), get_be32(a["len"]))
             body["expr"] = left
             if "seed" in a:
-                body["seed"] = nla.get_be32(a["seed"])
-            off = nla.get_be32(a.get("offset", b"\0\0\0\0"))
+                body["seed"] = get_be32(a["seed"])
+            off = get_be32(a.get("offset", b"\0\0\0\0"))
             if off:
                 body["offset"] = off
-            self._set(nla.get_be32(a["dreg"]), RegValue({"jhash": body}, [T_INT32], [4]))
+            self._set(get_be32(a["dreg"]), RegValue({"jhash": body}, [T_INT32], [4]))
         else:
-            off = nla.get_be32(a.get("offset", b"\0\0\0\0"))
+            off = get_be32(a.get("offset", b"\0\0\0\0"))
             if off:
                 body["offset"] = off
-            self._set(nla.get_be32(a["dreg"]), RegValue({"symhash": body}, [T_INT32], [4]))
+            self._set(get_be32(a["dreg"]), RegValue({"symhash": body}, [T_INT32], [4]))
 
     def _x_fib(self, a: dict[str, bytes]) -> None:
-        result = nla.get_be32(a["result"])
-        fl = nla.get_be32(a["flags"])
+        result = get_be32(a["result"])
+        fl = get_be32(a["flags"])
         flags = [n for n, bit in FIB_FLAGS.items() if fl & bit]
         left = {"fib": {"result": FIB_RESULT_NAMES[result],
                         "flags": flags}}
         dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
-        self._set(nla.get_be32(a["dreg"]), RegValue(left, [dt], [dt.size]))
+        self._set(get_be32(a["dreg"]), RegValue(left, [dt], [dt.size]))
 
     def _concat_left(self, reg: int, nbytes: int) -> Any:
         slot = self._slot(reg)
@@ -1536,10 +1496,10 @@ class RuleDecoder:
 
     def _x_cmp(self, a: dict[str, bytes]) -> None:
         self.cmp_seen += 1
-        reg = nla.get_be32(a["sreg"])
+        reg = get_be32(a["sreg"])
         v = self._get(reg)
-        op = CMP_NAMES[nla.get_be32(a["op"])]
-        raw = _data_value(a["data"])
+        op = CMP_NAMES[get_be32(a["op"])]
+        raw = value_of_data(a["data"])
         if v.payload is not None and v.left is None:
             self._resolve_payload(v, len(raw))
         fresh = v.fresh
@@ -1619,19 +1579,19 @@ class RuleDecoder:
                 self.dep_vlan = len(self.out) - 1
 
     def _x_range(self, a: dict[str, bytes]) -> None:
-        reg = nla.get_be32(a["sreg"])
+        reg = get_be32(a["sreg"])
         v = self._get(reg)
         self._resolve_payload(v)
-        op = CMP_NAMES[nla.get_be32(a["op"])]
-        lo, hi = _data_value(a["from_data"]), _data_value(a["to_data"])
+        op = CMP_NAMES[get_be32(a["op"])]
+        lo, hi = value_of_data(a["from_data"]), value_of_data(a["to_data"])
         self._match(v.left, op, {"range": [self._value(v, lo), self._value(v, hi)]}, reg)
 
     def _x_lookup(self, a: dict[str, bytes]) -> None:
-        name = nla.get_str(a["set"])
-        sreg = nla.get_be32(a["sreg"])
+        name = get_string(a["set"])
+        sreg = get_be32(a["sreg"])
         s = self.sets.get(name)
         if s is None and "set_id" in a:  # not yet named by the kernel (normalize)
-            s = self.sets.get(f"id:{nla.get_be32(a['set_id'])}")
+            s = self.sets.get(f"id:{get_be32(a['set_id'])}")
         if s is not None:
             nbytes = s.key_len
         else:
@@ -1642,13 +1602,13 @@ class RuleDecoder:
             left = self._concat_left(sreg, nbytes)
         else:
             left = first.left
-        inv = "flags" in a and nla.get_be32(a["flags"]) & 1
+        inv = "flags" in a and get_be32(a["flags"]) & 1
         if s is not None and s.flags & SET_ANONYMOUS:
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
         if "dreg" in a:
-            dreg = nla.get_be32(a["dreg"])
+            dreg = get_be32(a["dreg"])
             if dreg == 0:
                 self.out.append({"vmap": {"key": left, "data": right}})
             else:
@@ -1674,17 +1634,17 @@ class RuleDecoder:
 
     # ---- statements --------------------------------------------------------------
     def _x_counter(self, a: dict[str, bytes]) -> None:
-        self.out.append({"counter": {"packets": nla.get_be64(a.get("packets", bytes(8))),
-                                     "bytes": nla.get_be64(a.get("bytes", bytes(8)))}})
+        self.out.append({"counter": {"packets": get_be64(a.get("packets", bytes(8))),
+                                     "bytes": get_be64(a.get("bytes", bytes(8)))}})
 
     def _x_notrack(self, a: dict[str, bytes]) -> None:
         self.out.append({"notrack": None})
 
     def _x_limit(self, a: dict[str, bytes]) -> None:
-        rate = nla.get_be64(a["rate"])
-        unit = LIMIT_UNIT_NAMES.get(nla.get_be64(a["unit"]), "second")
-        burst = nla.get_be32(a.get("burst", b"\0\0\0\0"))
-        ltype = nla.get_be32(a.get("type", b"\0\0\0\0"))
+        rate = get_be64(a["rate"])
+        unit = LIMIT_UNIT_NAMES.get(get_be64(a["unit"]), "second")
+        burst = get_be32(a.get("burst", b"\0\0\0\0"))
+        ltype = get_be32(a.get("type", b"\0\0\0\0"))
         body: dict[str, Any]
         if ltype == 0:
             body = {"rate": rate, "burst": burst, "per": unit}
@@ -1692,50 +1652,50 @@ class RuleDecoder:
             r, ru = _bytes_unit(rate)
             b, bu = _bytes_unit(burst)
             body = {"rate": r, "burst": b, "per": unit, "rate_unit": ru, "burst_unit": bu}
-        if nla.get_be32(a.get("flags", b"\0\0\0\0")) & 1:
+        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
             body["inv"] = True
         self.out.append({"limit": body})
 
     def _x_quota(self, a: dict[str, bytes]) -> None:
-        n, u = _bytes_unit(nla.get_be64(a["bytes"]))
+        n, u = _bytes_unit(get_be64(a["bytes"]))
         body: dict[str, Any] = {"val": n, "val_unit": u}
-        used = nla.get_be64(a.get("consumed", bytes(8)))
+        used = get_be64(a.get("consumed", bytes(8)))
         if used:
             un, uu = _bytes_unit(used)
             body["used"] = un
             body["used_unit"] = uu
-        if nla.get_be32(a.get("flags", b"\0\0\0\0")) & 1:
+        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
             body["inv"] = True
         self.out.append({"quota": body})
 
     def _x_connlimit(self, a: dict[str, bytes]) -> None:
-        body: dict[str, Any] = {"val": nla.get_be32(a["count"])}
-        if nla.get_be32(a.get("flags", b"\0\0\0\0")) & 1:
+        body: dict[str, Any] = {"val": get_be32(a["count"])}
+        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
             body["inv"] = True
         self.out.append({"ct count": body})
 
     def _x_objref(self, a: dict[str, bytes]) -> None:
-        kind = OBJ_TYPE_NAMES[nla.get_be32(a["imm_type"])]
-        self.out.append({kind: nla.get_str(a["imm_name"])})
+        kind = OBJ_TYPE_NAMES[get_be32(a["imm_type"])]
+        self.out.append({kind: get_string(a["imm_name"])})
 
     def _x_log(self, a: dict[str, bytes]) -> None:
         body: dict[str, Any] = {}
         if "prefix" in a:
-            body["prefix"] = nla.get_str(a["prefix"])
+            body["prefix"] = get_string(a["prefix"])
         if "group" in a:
-            body["group"] = nla.get_be16(a["group"])
-            sl = nla.get_be32(a.get("snaplen", b"\0\0\0\0"))
+            body["group"] = get_be16(a["group"])
+            sl = get_be32(a.get("snaplen", b"\0\0\0\0"))
             if sl:
                 body["snaplen"] = sl
-            qt = nla.get_be16(a.get("qthreshold", b"\0\0"))
+            qt = get_be16(a.get("qthreshold", b"\0\0"))
             if qt:
                 body["queue-threshold"] = qt
         if "level" in a:
-            lvl = nla.get_be32(a["level"])
+            lvl = get_be32(a["level"])
             if lvl != 4:
                 body["level"] = LOG_LEVELS[lvl]
         if "flags" in a:
-            fl = nla.get_be32(a["flags"])
+            fl = get_be32(a["flags"])
             if fl == LOG_ALL:
                 body["flags"] = "all"
             elif fl:
@@ -1744,7 +1704,7 @@ class RuleDecoder:
         self.out.append({"log": body or None})
 
     def _x_reject(self, a: dict[str, bytes]) -> None:
-        rtype = nla.get_be32(a["type"])
+        rtype = get_be32(a["type"])
         code = a.get("icmp_code", b"\0")[0]
         if rtype == 1:
             if self.family in ("ip", "ip6") and self.dep_l4 is not None:
@@ -1764,15 +1724,15 @@ class RuleDecoder:
                                     "expr": dt.decode(bytes((code,)))}})
 
     def _x_nat(self, a: dict[str, bytes]) -> None:
-        ntype = {0: "snat", 1: "dnat"}[nla.get_be32(a["type"])]
+        ntype = {0: "snat", 1: "dnat"}[get_be32(a["type"])]
         body: dict[str, Any] = {}
-        fam = {2: "ip", 10: "ip6"}.get(nla.get_be32(a["family"])) if "family" in a else None
+        fam = {2: "ip", 10: "ip6"}.get(get_be32(a["family"])) if "family" in a else None
         if fam and self.family == "inet":
             body["family"] = fam
-        flags = nla.get_be32(a.get("flags", b"\0\0\0\0"))
+        flags = get_be32(a.get("flags", b"\0\0\0\0"))
         if "reg_addr_min" in a:
-            lo_v = self._get(nla.get_be32(a["reg_addr_min"]))
-            hi_v = self._get(nla.get_be32(a["reg_addr_max"])) if "reg_addr_max" in a else lo_v
+            lo_v = self._get(get_be32(a["reg_addr_min"]))
+            hi_v = self._get(get_be32(a["reg_addr_max"])) if "reg_addr_max" in a else lo_v
             if lo_v.imm is not None and hi_v.imm is not None:
                 lo, hi = lo_v.imm, hi_v.imm
                 f = fam or ("ip6" if len(lo) == 16 else "ip")
@@ -1787,13 +1747,13 @@ class RuleDecoder:
             else:
                 self._resolve_payload(lo_v)
                 body["addr"] = lo_v.left
-                proto_v = self.regs.get(self._slot(nla.get_be32(a["reg_proto_min"]))) \
+                proto_v = self.regs.get(self._slot(get_be32(a["reg_proto_min"]))) \
                     if "reg_proto_min" in a else None
                 if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam and \
                         getattr(proto_v, "map_part", False):
                     body = {"family": fam, **body}
         if "reg_proto_min" in a and getattr(
-                self._get(nla.get_be32(a["reg_proto_min"])), "map_part", False):
+                self._get(get_be32(a["reg_proto_min"])), "map_part", False):
             pass
         elif "reg_proto_min" in a:
             body["port"] = self._port(a)
@@ -1803,8 +1763,8 @@ class RuleDecoder:
         self.out.append({ntype: body or None})
 
     def _port(self, a: dict[str, bytes]) -> Any:
-        lo = self._get(nla.get_be32(a["reg_proto_min"])).imm or b"\0\0"
-        hi = self._get(nla.get_be32(a["reg_proto_max"])).imm if "reg_proto_max" in a else lo
+        lo = self._get(get_be32(a["reg_proto_min"])).imm or b"\0\0"
+        hi = self._get(get_be32(a["reg_proto_max"])).imm if "reg_proto_max" in a else lo
         plo, phi = int.from_bytes(lo[:2], "big"), int.from_bytes((hi or lo)[:2], "big")
         return plo if plo == phi else {"range": [plo, phi]}
 
@@ -1812,7 +1772,7 @@ class RuleDecoder:
         body: dict[str, Any] = {}
         if "reg_proto_min" in a:
             body["port"] = self._port(a)
-        flags = nla.get_be32(a.get("flags", b"\0\0\0\0"))
+        flags = get_be32(a.get("flags", b"\0\0\0\0"))
         fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
         if fl:
             body["flags"] = fl[0] if len(fl) == 1 else fl
@@ -1825,32 +1785,32 @@ class RuleDecoder:
         self._masq_redir("redirect", a)
 
     def _x_dynset(self, a: dict[str, bytes]) -> None:
-        name = nla.get_str(a["set_name"])
-        op = {0: "add", 1: "update", 2: "delete"}[nla.get_be32(a["op"])]
+        name = get_string(a["set_name"])
+        op = {0: "add", 1: "update", 2: "delete"}[get_be32(a["op"])]
         s = self.sets.get(name)
-        sreg = nla.get_be32(a["sreg_key"])
+        sreg = get_be32(a["sreg_key"])
         first = self._get(sreg)
         self._resolve_payload(first)
         key = self._concat_left(sreg, s.key_len if s else 0) if s and len(s.key_types) > 1 \
             else first.left
         elem: Any = key
-        if "timeout" in a and nla.get_be64(a["timeout"]):
-            elem = {"elem": {"val": key, "timeout": nla.get_be64(a["timeout"]) // 1000}}
+        if "timeout" in a and get_be64(a["timeout"]):
+            elem = {"elem": {"val": key, "timeout": get_be64(a["timeout"]) // 1000}}
         if "sreg_data" in a:
-            dv = self._get(nla.get_be32(a["sreg_data"]))
+            dv = self._get(get_be32(a["sreg_data"]))
             data = dv.left if dv.left is not None else int.from_bytes(dv.imm or b"", "little")
             self.out.append({"map": {"op": op, "elem": elem, "data": data, "map": "@" + name}})
             return
         self.out.append({"set": {"op": op, "elem": elem, "set": "@" + name}})
 
     def _x_queue(self, a: dict[str, bytes]) -> None:
-        num = nla.get_be16(a.get("num", b"\0\0"))
-        total = nla.get_be16(a.get("total", b"\0\x01"))
-        flags = nla.get_be16(a.get("flags", b"\0\0"))
+        num = get_be16(a.get("num", b"\0\0"))
+        total = get_be16(a.get("total", b"\0\x01"))
+        flags = get_be16(a.get("flags", b"\0\0"))
         self.out.append({"queue": _queue_body(num, total, flags)})
 
     def _x_target(self, a: dict[str, bytes]) -> None:
-        name = nla.get_str(a["name"])
+        name = get_string(a["name"])
         info = a.get("info", b"")
         if name == "NFQUEUE" and len(info) >= 6:
             num = int.from_bytes(info[0:2], "little")

@@ -15,15 +15,16 @@ from nfkit.errors import (
     InputError,
     TransactionError,
 )
-from nfkit.netlink.codec import Batch, MessageWriter, parse_messages
+from nfkit.netlink.codec import Batch, MessageWriter, attr_payloads, get_string, nest_bytes, parse_messages
+from nfkit.netlink.codec import be16_attr as be16
+from nfkit.netlink.codec import string_attr as string
 from nfkit.netlink.consts import NLM_F_REQUEST
-from nfkit.nftables import nla
 from nfkit.nftables.bulkjson import RuleRun
 from nfkit.nftables.dumpreq import rules_request
+from nfkit.nftables.expressions import VERDICT_DATA_TYPE, A, expr, verdict_of_data
 from nfkit.nftables.exprs import SetView
 from nfkit.nftables.jsonfmt import Command
 from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
-from nfkit.nftables.nla import A, string
 from nfkit.nftables.wire import (
     FAMILY_NUM,
     Encoder,
@@ -78,10 +79,7 @@ def encode_commands(cmds: Sequence[Command], enc: Encoder) -> None:
         if c.kind == "ruleset":
             if c.verb not in ("flush", "delete"):
                 raise InputError(f"{c.verb} ruleset is not a command")
-            enc._begin("deltable", "inet", 0, "flush ruleset")
-            enc.batch.end()
-            # family 0: every table of every family
-            enc.batch.buffer[enc.batch.seqs[-1][1] + 16] = 0
+            enc.flush_ruleset()
             continue
         if c.kind == "table":
             if c.verb in ("add", "create"):
@@ -175,11 +173,9 @@ def _kernel_has_expr(sock: Any, name: str) -> bool:
     enc.chain(Chain("inet", t.name, "c"))
     a = A["rule"]
     enc._begin("newrule", "inet", 0x400 | 0x800, "probe")
-    from nfkit.nftables.nla import expr, nest
-
     q = A["queue"]
-    b.raw(string(a["table"], t.name) + string(a["chain"], "c") + nest(
-        a["expressions"], expr(name, nla.be16(q["num"], 0))))
+    b.raw(string(a["table"], t.name) + string(a["chain"], "c") + nest_bytes(
+        a["expressions"], expr(name, be16(q["num"], 0))))
     b.end()
     try:
         _send(sock, b, enc, check=True)
@@ -277,8 +273,7 @@ def _dump_msgs(sock: Any, name: str, attrs: bytes = b"", family: int = 0
 def _replies(sock: Any, request: MessageWriter) -> Iterable[tuple[int, dict[int, bytes]]]:
     """(family, top-level attributes) of each message a dump request gets back."""
     for m in sock.dump(request, restart=True):
-        payload = m.payload
-        yield payload[0], nla.attrs(bytes(payload[4:]))
+        yield m.family, attr_payloads(m.attrs)
 
 
 def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None = None,
@@ -340,7 +335,7 @@ def _dump(sock: Any, rules: bool = True, elements: bool = True, table: str | Non
     elif rules:
         shapes = RuleShapes()
         for f, a in _replies(sock, rules_request(family, table, chain)):
-            r = decode_rule(f, a, views.get((_fam_name(f), nla.get_str(a[A["rule"]["table"]])), {}),
+            r = decode_rule(f, a, views.get((_fam_name(f), get_string(a[A["rule"]["table"]])), {}),
                             shapes)
             if (r.family, r.table) in keys and (chain is None or r.chain == chain):
                 rs.rules.append(r)
@@ -430,7 +425,8 @@ def normalize(expr: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
 
     Compiles to expressions and decodes them again; anonymous sets are rendered
     from the compiled elements."""
-    from nfkit.nftables.exprs import RuleCompiler, RuleDecoder, parse_exprs
+    from nfkit.nftables.expressions import parse_exprs
+    from nfkit.nftables.exprs import RuleCompiler, RuleDecoder
     from nfkit.nftables.types import concat_type_id
 
     rc = RuleCompiler(family, "t")
@@ -443,16 +439,14 @@ def normalize(expr: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
                                 s.data_len, [(k, ke, fl, _data_of(d, s.data_type))
                                              for k, ke, fl, d in s.elements])
     del concat_type_id
-    body = nla.nest(1, *exprs)
-    return RuleDecoder(family, views).decode(parse_exprs(body, 4, len(body)))
+    return RuleDecoder(family, views).decode(parse_exprs(b"".join(exprs)))
 
 
 def _data_of(d: bytes | None, data_type: int) -> Any:
     if d is None:
         return None
-    from nfkit.nftables.exprs import _data_verdict
-
-    return _data_verdict(nla.nest(2, d)) if data_type == 0xFFFFFF00 else d.hex()
+    return verdict_of_data(nest_bytes(A["data"]["verdict"], d)) if data_type == VERDICT_DATA_TYPE \
+        else d.hex()
 
 
 def _strip_counters(expr: list[dict[str, Any]]) -> list[Any]:
@@ -477,7 +471,7 @@ def exists(rule: Rule, sock: Any | None = None, rounds: Any | None = None,
 
     want = _strip_counters(normalize(rule.expr, rule.family))
     exprs, anon = RuleCompiler(rule.family, rule.table).compile(rule.expr)
-    split = _cmp_values(nla.nest(1, *exprs)[4:]) if not anon else None
+    split = _cmp_values(b"".join(exprs)) if not anon else None
     needles = [v for v in split[1] if len(v) >= 2] if split else []
     own = sock is None
     sock = sock or _socket()
@@ -486,7 +480,7 @@ def exists(rule: Rule, sock: Any | None = None, rounds: Any | None = None,
             found_chain = False
             for _f, a in _dump_msgs(sock, "getchain", string(A["chain"]["table"], rule.table),
                                     FAMILY_NUM[rule.family]):
-                if nla.get_str(a[A["chain"]["name"]]) == rule.chain:
+                if get_string(a[A["chain"]["name"]]) == rule.chain:
                     found_chain = True
             if not found_chain:
                 raise InputError(f"chain {rule.family} {rule.table} {rule.chain}: no such chain")
@@ -510,11 +504,11 @@ def exists(rule: Rule, sock: Any | None = None, rounds: Any | None = None,
                             if not all(n in data for n in needles):
                                 continue
                         for m in parse_messages(dgram):
-                            payload = bytes(m.payload)
-                            if needles and not all(n in payload for n in needles):
-                                continue
-                            a = nla.attrs(payload[4:])
-                            r = decode_rule(payload[0], a, views, shapes)
+                            if needles:
+                                payload = bytes(m.payload)
+                                if not all(n in payload for n in needles):
+                                    continue
+                            r = decode_rule(m.family, attr_payloads(m.attrs), views, shapes)
                             if r.chain == rule.chain and _strip_counters(r.expr) == want:
                                 hit = True
                                 if not drain:

@@ -15,7 +15,24 @@ from itertools import repeat
 from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.netlink.codec import next_seq, next_seqs
+from nfkit.netlink.codec import (
+    MessageWriter,
+    attr_bytes,
+    attr_payloads,
+    get_be16,
+    get_be32,
+    get_be64,
+    get_string,
+    iter_attr_spans,
+    next_seq,
+    next_seqs,
+)
+from nfkit.netlink.codec import be16_attr as be16
+from nfkit.netlink.codec import be32_attr as be32
+from nfkit.netlink.codec import be64_attr as be64
+from nfkit.netlink.codec import nest_bytes as nest
+from nfkit.netlink.codec import string_attr as string
+from nfkit.netlink.codec import u8_attr as u8
 from nfkit.netlink.consts import (
     NFNL_SUBSYS_NFTABLES,
     NLM_F_APPEND,
@@ -26,8 +43,18 @@ from nfkit.netlink.consts import (
     nfnl_msg_type,
 )
 from nfkit.netlink.specs.nftables import MSG
-from nfkit.nftables import nla
 from nfkit.nftables.dumpreq import FAMILY_NUM
+from nfkit.nftables.expressions import (
+    CMP_HEAD,
+    OBJ_TYPE_NAMES,
+    OBJ_TYPES,
+    A,
+    parse_exprs,
+    retag,
+    value_of_data,
+    verdict_nest,
+    verdict_of_data,
+)
 from nfkit.nftables.exprs import (
     SET_ANONYMOUS,
     SET_CONCAT,
@@ -41,14 +68,10 @@ from nfkit.nftables.exprs import (
     RuleCompiler,
     RuleDecoder,
     SetView,
-    _data_value,
-    _data_verdict,
     _rule_shape,
-    parse_exprs,
     render_elements,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
-from nfkit.nftables.nla import A, be32, be64, nest, string
 from nfkit.nftables.types import (
     VERDICT_TYPE,
     Datatype,
@@ -58,8 +81,6 @@ from nfkit.nftables.types import (
     split_type_id,
 )
 
-_MSG_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (res_id 0)
-_NLA_HDR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 FAMILY_NAME = {v: k for k, v in FAMILY_NUM.items()}
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4,
@@ -69,8 +90,6 @@ HOOKS_ARP = {"input": 0, "output": 1, "forward": 2}
 TABLE_FLAGS = {"dormant": 1, "owner": 2, "persist": 4}
 SET_FLAG_NAMES = [("constant", SET_CONSTANT), ("interval", SET_INTERVAL),
                   ("timeout", SET_TIMEOUT), ("dynamic", SET_EVAL)]
-OBJ_TYPE = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
-OBJ_NAME = {v: k for k, v in OBJ_TYPE.items()}
 
 
 _MSG_TYPES: dict[str, int] = {}
@@ -109,11 +128,6 @@ def set_data(s: Set) -> tuple[int, int, Datatype | None]:
     return concat_type_id(types), sum(reg_size(t.size) for t in types), None
 
 
-def _retag(expr_bytes: bytes, attr_type: int) -> bytes:
-    """An NFTA_LIST_ELEM expression re-labelled as another nested attribute."""
-    return expr_bytes[:2] + _NLA_HDR.pack(0, attr_type | 0x8000)[2:] + expr_bytes[4:]
-
-
 def _byteorder(t: Datatype) -> int:
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
@@ -125,19 +139,6 @@ def set_userdata(types: list[Datatype], data: Datatype | None) -> bytes:
     if data is not None:
         out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
     return out
-
-
-def verdict_bytes(v: Any) -> bytes:
-    """A verdict JSON object as the NFTA_DATA_VERDICT nest."""
-    from nfkit.nftables.exprs import VERDICTS
-
-    if isinstance(v, dict) and len(v) == 1:
-        (k, b), = v.items()
-        if k in ("jump", "goto"):
-            return nest(2, be32(1, VERDICTS[k]), string(2, b["target"]))
-        if k in VERDICTS:
-            return nest(2, be32(1, VERDICTS[k]))
-    raise InputError(f"{v!r} is not a verdict")
 
 
 # ---- encoder ---------------------------------------------------------------------
@@ -158,6 +159,12 @@ class Encoder:
     def _begin(self, name: str, family: str, flags: int, what: Any) -> None:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
         self.what.append(what)
+
+    def flush_ruleset(self) -> None:
+        """DELTABLE without a name for family 0 (NFPROTO_UNSPEC): every table of every family."""
+        self.batch.begin(msg_type("deltable"), NLM_F_REQUEST, family=0)
+        self.batch.end()
+        self.what.append("flush ruleset")
 
     def table(self, t: Table, create: bool = False) -> None:
         a = A["table"]
@@ -249,22 +256,15 @@ class Encoder:
             body += be64(a["handle"], r.handle)
         elif r.position is not None:
             body += be64(a["position"], r.position)
-        ex = b"".join(exprs)
-        body += _NLA_HDR.pack(4 + len(ex), a["expressions"] | 0x8000) + ex
+        body += nest(a["expressions"], *exprs)
         if r.comment:
             c = r.comment.encode() + b"\0"
             if len(c) > 255:
                 raise InputError(f"{r}: comment longer than 254 bytes")
-            body += nla.attr(a["userdata"], bytes((0, len(c))) + c)
-        # The whole message at once (a template header; no per-attribute calls).
-        batch = self.batch
-        buf = batch.buffer
-        seq = next_seq()
-        batch.seqs.append((seq, len(buf)))
-        buf += _MSG_HDR.pack(20 + len(body), msg_type("newrule"), NLM_F_REQUEST | flags, seq, 0,
-                             FAMILY_NUM[r.family], 0, 0)
-        buf += body
-        self.what.append(r)
+            body += attr_bytes(a["userdata"], bytes((0, len(c))) + c)
+        self._begin("newrule", r.family, flags, r)
+        self.batch.raw(body)
+        self.batch.end()
 
     def add_rule_templated(self, r: Rule) -> bool:
         """Append NEWRULE (add, no position, no comment) for ``r`` from a whole-message
@@ -382,14 +382,21 @@ class Encoder:
             return False
         statics, slots = tpl
         a = A["rule"]
-        where = string(a["table"], r.table) + string(a["chain"], r.chain)
-        ex_len = sum(map(len, statics)) + sum(size for _, size, _ in slots)
-        total = 20 + len(where) + 4 + ex_len
-        head = (_MSG_HDR.pack(total, msg_type("newrule"),
-                              NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND, 0, 0,
-                              FAMILY_NUM[r.family], 0, 0)
-                + where + _NLA_HDR.pack(4 + ex_len, a["expressions"] | 0x8000) + statics[0])
-        return head, slots, statics[1:]
+        # The whole message with zero values, written by the core; the head is what
+        # comes before the first value.
+        w = MessageWriter()
+        w.begin(msg_type("newrule"), NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
+                family=FAMILY_NUM[r.family], seq=0)
+        w.string(a["table"], r.table)
+        w.string(a["chain"], r.chain)
+        off = w.nest_start(a["expressions"])
+        w.raw(statics[0])
+        head_end = len(w.buffer)
+        for (_fast, size, _op), st in zip(slots, statics[1:], strict=True):
+            w.raw(bytes(size) + st)
+        w.nest_end(off)
+        w.end()
+        return bytes(w.buffer[:head_end]), slots, statics[1:]
 
     def del_rule(self, r: Rule) -> None:
         a = A["rule"]
@@ -409,7 +416,7 @@ class Encoder:
         if s.flags & SET_MAP:
             body += be32(a["data_type"], s.data_type) + be32(a["data_len"], s.data_len)
         body += be32(a["id"], s.set_id)
-        body += nla.attr(a["userdata"], set_userdata(s.key_types, None))
+        body += attr_bytes(a["userdata"], set_userdata(s.key_types, None))
         desc = be32(A["set_desc"]["size"], s.count)
         if len(s.key_types) > 1:
             desc += nest(A["set_desc"]["concat"], *[
@@ -431,16 +438,16 @@ class Encoder:
         chunk: list[bytes] = []
         size = 0
         for i, (key, key_end, flags, data) in enumerate(elements):
-            body = nest(e["key"], nla.attr(1, key))
+            body = nest(e["key"], attr_bytes(1, key))
             if key_end is not None:
-                body += nest(e["key_end"], nla.attr(1, key_end))
+                body += nest(e["key_end"], attr_bytes(1, key_end))
             if flags:
                 body += be32(e["flags"], flags)
             if data is not None:
                 if data[:2] and data[2:4] == b"\x02\x80":  # already a verdict nest
                     body += nest(e["data"], data)
                 else:
-                    body += nest(e["data"], nla.attr(1, data))
+                    body += nest(e["data"], attr_bytes(1, data))
             if extra and extra[i]:
                 body += extra[i]
             item = nest(1, body)
@@ -499,11 +506,11 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
-        body += nla.attr(a["userdata"], set_userdata(types, _dt))
+        body += attr_bytes(a["userdata"], set_userdata(types, _dt))
         if s.stmt:
             exprs = self._set_stmt_exprs(s, s.stmt)
             if len(exprs) == 1:
-                body += _retag(exprs[0], a["expr"])
+                body += retag(exprs[0], a["expr"])
             else:
                 body += nest(a["expressions"], *exprs)
         self.batch.raw(body)
@@ -540,7 +547,7 @@ class Encoder:
                 else:
                     raise InputError(f"{s}: map element {item!r} is not [key, value]")
                 if data_type == VERDICT_TYPE:
-                    data.append(verdict_bytes(v))  # type: ignore[union-attr]
+                    data.append(verdict_nest(v))  # type: ignore[union-attr]
                 elif ddt is not None:
                     data.append(rc._value(ddt, ddt.size, v))  # type: ignore[union-attr]
                 else:
@@ -555,7 +562,7 @@ class Encoder:
                 per = [{k: el[k]} for k in ("counter", "quota", "limit") if k in el]
                 if per:
                     ex = self._set_stmt_exprs(s, per)
-                    x += _retag(ex[0], e["expr"]) if len(ex) == 1 else \
+                    x += retag(ex[0], e["expr"]) if len(ex) == 1 else \
                         nest(e["expressions"], *ex)
                 item = el["val"]
             keys.append(item)
@@ -606,19 +613,19 @@ class Encoder:
             l4 = {"tcp": 6, "udp": 17}.get(b.get("protocol", "tcp"))
             if l4 is None:
                 raise InputError(f"{o}: protocol must be tcp or udp")
-            data = (string(h["name"], str(b["type"])) + nla.be16(h["l3proto"], l3)
-                    + nla.u8(h["l4proto"], l4))
+            data = (string(h["name"], str(b["type"])) + be16(h["l3proto"], l3)
+                    + u8(h["l4proto"], l4))
         else:
             raise InputError(f"{o}: object type {o.kind!r} not supported")
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
-                       + be32(a["type"], OBJ_TYPE[o.kind]) + nest(a["data"], data))
+                       + be32(a["type"], OBJ_TYPES[o.kind]) + nest(a["data"], data))
         self.batch.end()
 
     def del_obj(self, o: Obj) -> None:
         a = A["obj"]
         self._begin("delobj", o.family, 0, str(o))
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
-                       + be32(a["type"], OBJ_TYPE[o.kind]))
+                       + be32(a["type"], OBJ_TYPES[o.kind]))
         self.batch.end()
 
 
@@ -707,47 +714,47 @@ class _Names(list):  # type: ignore[type-arg]
 # ---- decoder ---------------------------------------------------------------------
 
 def _s(v: bytes) -> str:
-    return nla.get_str(v)
+    return get_string(v)
 
 
 def decode_table(family: int, attrs: dict[int, bytes]) -> Table:
     a = A["table"]
-    fl = nla.get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
+    fl = get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
     return Table(FAMILY_NAME.get(family, str(family)), _s(attrs[a["name"]]),
                  [n for n, bit in TABLE_FLAGS.items() if fl & bit],
-                 nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+                 get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
 
 
 def decode_chain(family: int, attrs: dict[int, bytes]) -> Chain:
     a = A["chain"]
     fam = FAMILY_NAME.get(family, str(family))
     c = Chain(fam, _s(attrs[a["table"]]), _s(attrs[a["name"]]),
-              handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+              handle=get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if a["hook"] in attrs:
-        h = nla.attrs(attrs[a["hook"]])
+        h = attr_payloads(attrs[a["hook"]])
         hn = A["hook"]
         names = {v: k for k, v in hook_map(fam).items()}
-        c.hook = names.get(nla.get_be32(h[hn["hooknum"]]), str(nla.get_be32(h[hn["hooknum"]])))
-        prio = nla.get_be32(h[hn["priority"]])
+        c.hook = names.get(get_be32(h[hn["hooknum"]]), str(get_be32(h[hn["hooknum"]])))
+        prio = get_be32(h[hn["priority"]])
         c.prio = prio - (1 << 32) if prio & 0x80000000 else prio
         if hn["dev"] in h:
             c.dev = _s(h[hn["dev"]])
         elif hn["devs"] in h:
-            devs = [_s(v) for _t, v in nla.attrs(h[hn["devs"]]).items()]
-            devs = [nla.get_str(h[hn["devs"]][s:e]) for _t, s, e in nla.walk(h[hn["devs"]])]
+            devs = [_s(v) for _t, v in attr_payloads(h[hn["devs"]]).items()]
+            devs = [get_string(h[hn["devs"]][s:e]) for _t, s, e in iter_attr_spans(h[hn["devs"]])]
             c.dev = devs[0] if len(devs) == 1 else devs
         c.type = _s(attrs[a["type"]]) if a["type"] in attrs else "filter"
         if a["policy"] in attrs:
-            c.policy = "accept" if nla.get_be32(attrs[a["policy"]]) == 1 else "drop"
+            c.policy = "accept" if get_be32(attrs[a["policy"]]) == 1 else "drop"
     return c
 
 
 def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
     a = A["set"]
     fam = FAMILY_NAME.get(family, str(family))
-    flags = nla.get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
-    key_type = nla.get_be32(attrs[a["key_type"]]) if a["key_type"] in attrs else 0
-    key_len = nla.get_be32(attrs[a["key_len"]])
+    flags = get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
+    key_type = get_be32(attrs[a["key_type"]]) if a["key_type"] in attrs else 0
+    key_len = get_be32(attrs[a["key_len"]])
     try:
         types = split_type_id(key_type)
     except InputError:
@@ -756,13 +763,13 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         from dataclasses import replace
 
         types = [replace(types[0], size=key_len)]
-    data_type = nla.get_be32(attrs[a["data_type"]]) if a["data_type"] in attrs else 0
-    data_len = nla.get_be32(attrs[a["data_len"]]) if a["data_len"] in attrs else 0
+    data_type = get_be32(attrs[a["data_type"]]) if a["data_type"] in attrs else 0
+    data_len = get_be32(attrs[a["data_len"]]) if a["data_len"] in attrs else 0
     name = _s(attrs[a["name"]])
     s = Set(fam, _s(attrs[a["table"]]), name,
             type=types[0].name if len(types) == 1 else [t.name for t in types],
             flags=[n for n, bit in SET_FLAG_NAMES if flags & bit],
-            handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+            handle=get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if flags & SET_MAP:
         if data_type == VERDICT_TYPE:
             s.map = "verdict"
@@ -771,20 +778,20 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
             # nft 1.0.6 spells a concatenated data type as one string; so do we.
             s.map = dts[0].name if len(dts) == 1 else " . ".join(d.name for d in dts)
     if a["timeout"] in attrs:
-        s.timeout = nla.get_be64(attrs[a["timeout"]]) // 1000
+        s.timeout = get_be64(attrs[a["timeout"]]) // 1000
     if a["gc_interval"] in attrs and s.timeout is not None:
-        gc = nla.get_be32(attrs[a["gc_interval"]]) // 1000
+        gc = get_be32(attrs[a["gc_interval"]]) // 1000
         if gc:
             s.gc_interval = gc
-    if a["policy"] in attrs and nla.get_be32(attrs[a["policy"]]) == 1:
+    if a["policy"] in attrs and get_be32(attrs[a["policy"]]) == 1:
         s.policy = "memory"
     if a["desc"] in attrs:
-        d = nla.attrs(attrs[a["desc"]])
+        d = attr_payloads(attrs[a["desc"]])
         if A["set_desc"]["size"] in d and not flags & SET_ANONYMOUS:
-            s.size = nla.get_be32(d[A["set_desc"]["size"]])
+            s.size = get_be32(d[A["set_desc"]["size"]])
     stmts: list[Any] = []
     if a["expr"] in attrs:
-        stmts = RuleDecoder(fam).decode(parse_exprs(nla.nest(1, attrs[a["expr"]])))
+        stmts = RuleDecoder(fam).decode(parse_exprs(nest(1, attrs[a["expr"]])))
     elif a["expressions"] in attrs:
         stmts = RuleDecoder(fam).decode(parse_exprs(attrs[a["expressions"]]))
     if stmts:
@@ -800,17 +807,17 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
     lst = attrs.get(A["set_elem_list"]["elements"])
     if lst is None:
         return
-    for _t, s, end in nla.walk(lst):
-        el = nla.attrs(lst, s, end)
-        key = _data_value(el[e["key"]]) if e["key"] in el else b""
-        key_end = _data_value(el[e["key_end"]]) if e["key_end"] in el else None
-        flags = nla.get_be32(el[e["flags"]]) if e["flags"] in el else 0
+    for _t, s, end in iter_attr_spans(lst):
+        el = attr_payloads(lst, s, end)
+        key = value_of_data(el[e["key"]]) if e["key"] in el else b""
+        key_end = value_of_data(el[e["key_end"]]) if e["key_end"] in el else None
+        flags = get_be32(el[e["flags"]]) if e["flags"] in el else 0
         data: Any = None
         if e["data"] in el:
             if view.data_type == VERDICT_TYPE:
-                data = _data_verdict(el[e["data"]])
+                data = verdict_of_data(el[e["data"]])
             else:
-                raw = _data_value(el[e["data"]])
+                raw = value_of_data(el[e["data"]])
                 dts = split_type_id(view.data_type) if view.data_type else []
                 if len(dts) == 1:
                     data = dts[0].decode(raw)
@@ -822,12 +829,12 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
                     data = {"concat": parts}
         extra: dict[str, Any] = {}
         if e["timeout"] in el:
-            extra["timeout"] = nla.get_be64(el[e["timeout"]]) // 1000
+            extra["timeout"] = get_be64(el[e["timeout"]]) // 1000
         if e["expiration"] in el:
-            extra["expires"] = nla.get_be64(el[e["expiration"]]) // 1000
+            extra["expires"] = get_be64(el[e["expiration"]]) // 1000
         ex_stmts: list[Any] = []
         if e["expr"] in el:
-            ex_stmts = RuleDecoder("inet").decode(parse_exprs(nla.nest(1, el[e["expr"]])))
+            ex_stmts = RuleDecoder("inet").decode(parse_exprs(nest(1, el[e["expr"]])))
         elif e["expressions"] in el:
             ex_stmts = RuleDecoder("inet").decode(parse_exprs(el[e["expressions"]]))
         for st in ex_stmts:
@@ -843,7 +850,6 @@ def set_elements_json(view: SetView) -> list[Any]:
     return render_elements(view, getattr(view, "elem_extra", None))
 
 
-_CMP_HEAD = nla.attr(1, b"cmp\0")
 _CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
               {"meta": {"key": "protocol"}}, {"meta": {"key": "iiftype"}},
               {"payload": {"protocol": "ether", "field": "type"}},
@@ -864,7 +870,7 @@ def _cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
         ln = unpack_from("=H", blob, pos)[0]
         if ln < 4:
             return None
-        if blob[pos + 4:pos + 12] == _CMP_HEAD and ln >= 40:
+        if blob[pos + 4:pos + 12] == CMP_HEAD and ln >= 40:
             vlen = unpack_from("=H", blob, pos + 36)[0] - 4
             vstart = pos + 40
             if vstart + vlen > pos + ln:
@@ -958,7 +964,7 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
     a = A["rule"]
     fam = FAMILY_NAME.get(family, str(family))
     r = Rule(fam, _s(attrs[a["table"]]), _s(attrs[a["chain"]]),
-             handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+             handle=get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if a["expressions"] in attrs:
         blob = attrs[a["expressions"]]
         if shapes is not None:
@@ -978,36 +984,36 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
 
 def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
     a = A["obj"]
-    otype = nla.get_be32(attrs[a["type"]])
-    kind = OBJ_NAME.get(otype)
+    otype = get_be32(attrs[a["type"]])
+    kind = OBJ_TYPE_NAMES.get(otype)
     if kind is None:
         return None
-    d = nla.attrs(attrs[a["data"]]) if a["data"] in attrs else {}
+    d = attr_payloads(attrs[a["data"]]) if a["data"] in attrs else {}
     body: dict[str, Any]
     if kind == "counter":
         c = A["counter"]
-        body = {"packets": nla.get_be64(d.get(c["packets"], bytes(8))),
-                "bytes": nla.get_be64(d.get(c["bytes"], bytes(8)))}
+        body = {"packets": get_be64(d.get(c["packets"], bytes(8))),
+                "bytes": get_be64(d.get(c["bytes"], bytes(8)))}
     elif kind == "quota":
         q = A["quota"]
-        body = {"bytes": nla.get_be64(d[q["bytes"]]),
-                "used": nla.get_be64(d.get(q["consumed"], bytes(8))),
-                "inv": bool(nla.get_be32(d.get(q["flags"], bytes(4))) & 1)}
+        body = {"bytes": get_be64(d[q["bytes"]]),
+                "used": get_be64(d.get(q["consumed"], bytes(8))),
+                "inv": bool(get_be32(d.get(q["flags"], bytes(4))) & 1)}
     elif kind == "ct helper":
         h = A["ct_helper"]
         body = {"type": _s(d[h["name"]]),
                 "protocol": {6: "tcp", 17: "udp"}.get(d[h["l4proto"]][0], "tcp"),
-                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(nla.get_be16(d[h["l3proto"]]), "ip")}
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[h["l3proto"]]), "ip")}
     else:
         from nfkit.nftables.exprs import LIMIT_UNIT_NAMES
 
         lm = A["limit"]
-        body = {"rate": nla.get_be64(d[lm["rate"]]),
-                "per": LIMIT_UNIT_NAMES.get(nla.get_be64(d[lm["unit"]]), "second"),
-                "burst": nla.get_be32(d.get(lm["burst"], bytes(4)))}
-        if nla.get_be32(d.get(lm["flags"], bytes(4))) & 1:
+        body = {"rate": get_be64(d[lm["rate"]]),
+                "per": LIMIT_UNIT_NAMES.get(get_be64(d[lm["unit"]]), "second"),
+                "burst": get_be32(d.get(lm["burst"], bytes(4)))}
+        if get_be32(d.get(lm["flags"], bytes(4))) & 1:
             body["inv"] = True
     return Obj(kind, FAMILY_NAME.get(family, str(family)), _s(attrs[a["table"]]),
                _s(attrs[a["name"]]), body,
-               nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+               get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
 

@@ -1,0 +1,149 @@
+"""nf_tables expressions on the wire: the kernel's vocabulary, encoded and decoded side by side.
+
+This module owns what every other nftables module shares about the kernel's
+expressions: the attribute numbers of each expression and object (from
+nfkit.netlink.specs.nftables, the one table of them), the codes the kernel
+uses for verdicts, comparison operators and object types, and the two nf_tables
+containers built on the core's attributes: an expression element
+(NFTA_LIST_ELEM: name + data) and nft_data (a value or a verdict).  Each is
+written once, its encoder beside its decoder.
+
+It stands on the netlink core only (nfkit.netlink.codec for the attribute
+format, which raises DecodeError on malformed input); it must not know about
+statements, rules, sets or messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nfkit.errors import InputError
+from nfkit.netlink.codec import (
+    attr_bytes,
+    attr_payloads,
+    be32_attr,
+    get_be32,
+    get_string,
+    iter_attr_spans,
+    nest_bytes,
+    string_attr,
+)
+from nfkit.netlink.specs.nftables import TABLES, names, nums
+
+# Attribute numbers by table and name: A["cmp"]["sreg"].
+A = {t: nums(t) for t in (
+    "list", "expr", "data", "verdict", "immediate", "bitwise", "cmp", "range", "lookup",
+    "dynset", "payload", "meta", "ct", "limit", "counter", "log", "queue", "quota", "reject",
+    "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
+    "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
+    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper",
+)}
+
+# Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
+VERDICTS = {"accept": 1, "drop": 0, "continue": 0xFFFFFFFF, "return": 0xFFFFFFFB,
+            "jump": 0xFFFFFFFD, "goto": 0xFFFFFFFC}
+VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
+# The data type id of a verdict map's values (nft's TYPE_VERDICT in set data_type).
+VERDICT_DATA_TYPE = 0xFFFFFF00
+# enum nft_cmp_ops
+CMP_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5}
+CMP_NAMES = {v: k for k, v in CMP_OPS.items()}
+# NFT_OBJECT_* (stateful objects and object references)
+OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
+OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
+
+_LIST_ELEM = A["list"]["elem"]
+_EXPR_NAME, _EXPR_DATA = A["expr"]["name"], A["expr"]["data"]
+_DATA_VALUE, _DATA_VERDICT = A["data"]["value"], A["data"]["verdict"]
+_VERDICT_CODE, _VERDICT_CHAIN = A["verdict"]["code"], A["verdict"]["chain"]
+_NAME_ATTR: dict[str, bytes] = {}
+
+
+# ---- expression elements -----------------------------------------------------------
+
+def expr(name: str, *parts: bytes) -> bytes:
+    """One NFTA_LIST_ELEM expression: its name and its attributes ``parts``."""
+    head = _NAME_ATTR.get(name)
+    if head is None:
+        head = _NAME_ATTR[name] = string_attr(_EXPR_NAME, name)
+    return nest_bytes(_LIST_ELEM, head, nest_bytes(_EXPR_DATA, *parts))
+
+
+def expr_head(name: str) -> bytes:
+    """The bytes an encoded expression ``name`` carries at [4:4+len] (its name attribute)."""
+    return string_attr(_EXPR_NAME, name)
+
+
+CMP_HEAD = expr_head("cmp")  # what [4:12] of an encoded cmp expression holds
+
+
+def retag(expr_bytes: bytes, attr_type: int) -> bytes:
+    """An encoded NFTA_LIST_ELEM expression re-labelled as another nested attribute
+    (a set's or an element's NFTA_*_EXPR)."""
+    return nest_bytes(attr_type, expr_bytes[4:])
+
+
+def parse_exprs(buf: bytes, start: int = 0, end: int | None = None
+                ) -> list[tuple[str, dict[str, bytes]]]:
+    """An NFTA_RULE_EXPRESSIONS payload -> [(expression name, {attribute name: payload})].
+
+    Raises DecodeError on malformed attributes."""
+    out = []
+    for _t, s, e in iter_attr_spans(buf, start, end):
+        name = ""
+        data: dict[str, bytes] = {}
+        for t2, s2, e2 in iter_attr_spans(buf, s, e):
+            if t2 == _EXPR_NAME:
+                name = get_string(memoryview(buf)[s2:e2])
+            elif t2 == _EXPR_DATA:
+                nm = names(name) if name in TABLES else {}
+                for t3, s3, e3 in iter_attr_spans(buf, s2, e2):
+                    data[nm.get(t3, str(t3))] = bytes(buf[s3:e3])
+        out.append((name, data))
+    return out
+
+
+# ---- nft_data: a value or a verdict --------------------------------------------------
+
+def data_value(t: int, value: bytes) -> bytes:
+    """An nft_data nest ``t`` holding ``value``."""
+    return nest_bytes(t, attr_bytes(_DATA_VALUE, value))
+
+
+def value_of_data(b: bytes) -> bytes:
+    """The value held by an nft_data payload (b"" when it holds none)."""
+    return attr_payloads(b).get(_DATA_VALUE, b"")
+
+
+def verdict_nest(v: Any) -> bytes:
+    """A verdict in libnftables JSON ({"accept": null}, {"jump": {"target": C}}) as the
+    NFTA_DATA_VERDICT nest; raises InputError for anything else."""
+    if isinstance(v, dict) and len(v) == 1:
+        (k, body), = v.items()
+        code = VERDICTS.get(k)
+        if code is not None:
+            if k in ("jump", "goto"):
+                if not isinstance(body, dict) or not isinstance(body.get("target"), str):
+                    raise InputError(f"{v!r}: {k} needs a target chain")
+                return nest_bytes(_DATA_VERDICT, be32_attr(_VERDICT_CODE, code),
+                                  string_attr(_VERDICT_CHAIN, body["target"]))
+            return nest_bytes(_DATA_VERDICT, be32_attr(_VERDICT_CODE, code))
+    raise InputError(f"{v!r} is not a verdict")
+
+
+def data_verdict(t: int, v: Any) -> bytes:
+    """An nft_data nest ``t`` holding the verdict ``v`` (JSON, as `verdict_nest`)."""
+    return nest_bytes(t, verdict_nest(v))
+
+
+def verdict_of_data(b: bytes) -> dict[str, Any]:
+    """The verdict held by an nft_data payload, as libnftables JSON."""
+    nest = attr_payloads(b).get(_DATA_VERDICT)
+    if nest is None:
+        raise InputError("verdict data without a verdict")
+    v = attr_payloads(nest)
+    code = get_be32(memoryview(v[_VERDICT_CODE]))
+    name = VERDICT_NAMES.get(code, str(code))
+    if name in ("jump", "goto"):
+        return {name: {"target": get_string(memoryview(v[_VERDICT_CHAIN]))}}
+    return {name: None}

@@ -1,0 +1,69 @@
+"""nf_tables expression elements and nft_data on the netlink core's codec."""
+
+from __future__ import annotations
+
+import pytest
+
+from nfkit.errors import DecodeError, InputError
+from nfkit.netlink.codec import be32_attr, iter_attr_spans, nest_bytes
+from nfkit.nftables.expressions import (
+    A,
+    data_value,
+    data_verdict,
+    expr,
+    parse_exprs,
+    retag,
+    value_of_data,
+    verdict_of_data,
+)
+
+
+def _cmp(value: bytes) -> bytes:
+    a = A["cmp"]
+    return expr("cmp", be32_attr(a["sreg"], 1), be32_attr(a["op"], 0), data_value(a["data"], value))
+
+
+def test_parse_exprs_round_trip() -> None:
+    blob = _cmp(b"\x0a\0\0\x01") + _cmp(b"\0\x16")
+    got = parse_exprs(blob)
+    assert [name for name, _ in got] == ["cmp", "cmp"]
+    assert value_of_data(got[1][1]["data"]) == b"\0\x16"
+
+
+@pytest.mark.parametrize("cut", [3, 9, 30])
+def test_truncated_expression_list_raises(cut: int) -> None:
+    # The old walker stopped at the first bad header and returned what it had.
+    blob = _cmp(b"\x0a\0\0\x01") + _cmp(b"\0\x16")
+    bad = blob[: len(blob) - cut]
+    with pytest.raises(DecodeError):
+        parse_exprs(bad)
+
+
+def test_attribute_length_past_container_raises() -> None:
+    blob = bytearray(be32_attr(1, 7))
+    blob[0] = 40  # claims more than there is
+    with pytest.raises(DecodeError):
+        list(iter_attr_spans(bytes(blob)))
+
+
+@pytest.mark.parametrize("v", [{"accept": None}, {"drop": None}, {"return": None},
+                               {"continue": None}, {"jump": {"target": "c2"}},
+                               {"goto": {"target": "x"}}])
+def test_verdict_round_trip(v: dict) -> None:
+    t = A["immediate"]["data"]
+    nest = data_verdict(t, v)
+    (_t, s, e), = iter_attr_spans(nest)
+    assert verdict_of_data(nest[s:e]) == v
+
+
+@pytest.mark.parametrize("v", [{"jump": None}, {"maybe": None}, "accept", {"goto": {}}])
+def test_bad_verdict_is_input_error(v: object) -> None:
+    with pytest.raises(InputError):
+        data_verdict(1, v)
+
+
+def test_retag_keeps_the_expression() -> None:
+    e = _cmp(b"\1\2\3\4")
+    r = retag(e, A["set"]["expr"])
+    assert r[4:] == e[4:] and r[:2] == e[:2]
+    assert parse_exprs(nest_bytes(1, r[4:])) == parse_exprs(e)
