@@ -35,19 +35,19 @@ def done() -> None:
 
 def load_file(path: str) -> None:
     """Load ``path`` (libnftables JSON) in one atomic transaction, then exit."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
+    from nfkit.nftables.bulkjson import load_json_runs
+    from nfkit.nftables.commits import run_commands
 
     gc.disable()  # millions of small acyclic objects: collections only cost time
-    run_commands(load_json(read_file(path), runs=True))
+    run_commands(load_json_runs(read_file(path)))
     done()
 
 
 def check_file(path: str) -> None:
     """Let the kernel validate ``path`` as one transaction; nothing is committed."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
+    from nfkit.nftables.bulkjson import load_json_runs
+    from nfkit.nftables.commits import run_commands
 
     gc.disable()
-    n = run_commands(load_json(read_file(path), runs=True), check=True)
+    n = run_commands(load_json_runs(read_file(path)), check=True)
     print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

@@ -1,35 +1,17 @@
 """The `nfkit` command's entry point.
 
-This module owns two things every command shares: turning an `NfkitError`
-into one line on stderr and exit status 2 (interrupts 130, a closed pipe 0),
-and starting the commands that load big rule files (`nfkit rules load FILE`,
+This module owns starting the commands that load big rule files
+(`nfkit rules load FILE`,
 `nfkit rules check FILE`) without importing click, whose import alone costs
 more than the kernel needs to commit 10,000 rules.  Every other command line
-goes to the click group in `nfkit.cli.main`.
+goes to the click group in `nfkit.cli.main`; both run under `guard.guarded`.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from nfkit.errors import NfkitError
-
-
-def guarded(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn``; an NfkitError ends the process with its message and status 2."""
-    try:
-        return fn(*args)
-    except NfkitError as exc:
-        sys.stdout.flush()
-        print(f"nfkit: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("nfkit: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
+from nfkit.cli.guard import guarded
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, OPS, Instr, Program
-from nfkit.nfgrep.verifier import MAX_KEEP_BYTES, Verified, _cost
+from nfkit.nfgrep.verifier import MAX_KEEP_BYTES, Verified, step_cost
 
 FAIL, NEED, GIVE_UP = -1, -2, -3
 MASK = (1 << 64) - 1
@@ -332,7 +332,7 @@ class _Generator:
         info = OPS[ins.op]
         name, a, b, c = info.name, ins.a, ins.b, ins.c
         if self.counting:
-            out.append(f"{ind}C[0] += {_cost(name, a, b, c, self.program)}")
+            out.append(f"{ind}C[0] += {step_cost(name, a, b, c, self.program)}")
         if name == "PUSH_INT":  # a constant: consumers use it in place
             self.lazy[d] = str(int(self.program.ints[a]))
             return d + 1

@@ -52,7 +52,7 @@ class Verified:
     costs: dict[tuple[int, int], int]
 
 
-def _cost(info_name: str, a: int, b: int, c: int, program: Program) -> int:
+def step_cost(info_name: str, a: int, b: int, c: int, program: Program) -> int:
     """Cost units of one instruction: 1 plus the bytes it may examine."""
     if info_name == "READ":
         return 1 + a
@@ -221,7 +221,7 @@ def _verify_code(p: Program, variables: list[int], code: list, where: str, refus
             if cost > MAX_STEP_COST:
                 raise refuse(at, f"cost bound over {MAX_STEP_COST}")
             continue
-        cost += _cost(info.name, a, b, c, p)
+        cost += step_cost(info.name, a, b, c, p)
         if cost > MAX_STEP_COST:
             raise refuse(at, f"cost bound over {MAX_STEP_COST}")
     if blocks:

@@ -6,7 +6,7 @@ other addresses and ports.  The first rule of a shape is read as JSON by the
 general reader (jsonfmt); its exact text becomes a template, a regular
 expression whose only variable parts are the compared values ("right" of each
 match).  Later rules of that shape are matched as text, and their values go
-to the encoder in columns (`wire.Encoder.rule_run`), which patches them into
+to the encoder in columns (`messages.Encoder.rule_run`), which patches them into
 the message encoded once for the shape.  Anything else, and any rule whose
 text differs from every template in more than those values, is read by the
 general reader, so the commands mean the same either way; a document this
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
-from nfkit.nftables.exprs import _rule_shape
-from nfkit.nftables.jsonfmt import Command, item_command
+from nfkit.nftables.compiler import rule_shape
+from nfkit.nftables.jsonfmt import Command, item_command, load_json, no_gc, order_commands
 from nfkit.nftables.model import FAMILIES, Rule
 
 _HEAD = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[\s*')
@@ -158,7 +158,7 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
     if rb is None:
         return None
     body, listing = rb
-    shape = _rule_shape(body["expr"])
+    shape = rule_shape(body["expr"])
     if shape is None:
         return None
     key, rights = shape
@@ -222,6 +222,20 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
     if got != rights:
         return None
     return _Shape(pattern, key, tuple(kinds), listing, sample, text[start:prefix_end])
+
+
+def load_json_runs(text: str | bytes) -> list[Command]:
+    """The commands of libnftables JSON text, as `jsonfmt.load_json` reads them, except that
+    consecutive rules of one shape may come back as one command holding a `RuleRun`
+    (read as text templates, for `run_commands`) instead of one `Rule` each; a long
+    run is scanned by this process and a forked one together (see `SPLIT_MIN`).
+    Raises InputError as load_json does."""
+    if isinstance(text, str):
+        with no_gc():
+            cmds = scan(text)
+        if cmds is not None:
+            return order_commands(cmds)
+    return load_json(text)
 
 
 def scan(text: str) -> list[Command] | None:
@@ -316,7 +330,7 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
     if len(text) - pos < SPLIT_MIN or (os.cpu_count() or 1) < 2:
         return consecutive(sh.pattern, text, pos), None
     if sh.slots is None:
-        from nfkit.nftables.exprs import RuleCompiler
+        from nfkit.nftables.compiler import RuleCompiler
 
         sh.slots = False
         tpl = RuleCompiler(sh.sample.family, sh.sample.table, [0], [0x10000]).rule_template(
@@ -348,7 +362,7 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
 def _encode_rows(sh: _Shape, ms: list[re.Match[str]]) -> list[bytes] | None:
     """The value columns of rules ``ms`` encoded (one bytes per slot), or None when
     a value needs the general path."""
-    from nfkit.nftables.wire import encode_columns
+    from nfkit.nftables.messages import encode_columns
 
     cols = [list(map(re.Match.group, ms, repeat(j + 1))) for j in range(len(sh.kinds))]
     enc, bad = encode_columns(sh.slots, sh.kinds, cols)

@@ -28,7 +28,10 @@ from nfkit.netlink.codec import (
     nest_bytes,
     string_attr,
 )
+from nfkit.netlink.codec import be32_attr as be32
+from nfkit.netlink.codec import string_attr as string
 from nfkit.netlink.specs.nftables import TABLES, names, nums
+from nfkit.nftables.types import T
 
 # Attribute numbers by table and name: A["cmp"]["sreg"].
 A = {t: nums(t) for t in (
@@ -51,6 +54,30 @@ CMP_NAMES = {v: k for k, v in CMP_OPS.items()}
 # NFT_OBJECT_* (stateful objects and object references)
 OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
 OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
+
+LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
+BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
+LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
+LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
+LOG_ALL = 0x2F
+NAT_FLAGS = {"random": 4, "persistent": 8, "fully-random": 16}
+NAT_MAP_IPS, NAT_PROTO = 1, 2
+REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
+FIB_RESULTS = {"oif": 1, "oifname": 2, "type": 3}
+FIB_RESULT_NAMES = {v: k for k, v in FIB_RESULTS.items()}
+FIB_FLAGS = {"saddr": 1, "daddr": 2, "mark": 4, "iif": 8, "oif": 16}
+FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
+             "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
+SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
+ELEM_INTERVAL_END = 1
+
+T_FIB_TYPE = T["fib_addrtype"]
+T_INT32 = T["integer"]
+
+
+Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data
 
 _LIST_ELEM = A["list"]["elem"]
 _EXPR_NAME, _EXPR_DATA = A["expr"]["name"], A["expr"]["data"]
@@ -147,3 +174,43 @@ def verdict_of_data(b: bytes) -> dict[str, Any]:
     if name in ("jump", "goto"):
         return {name: {"target": get_string(memoryview(v[_VERDICT_CHAIN]))}}
     return {name: None}
+
+
+# ---- the common expressions, one encoder each -----------------------------------------
+
+def byteorder_hton(size: int) -> bytes:
+    a = A["byteorder"]
+    return expr("byteorder", be32(a["sreg"], 1), be32(a["dreg"], 1), be32(a["op"], 1),
+                be32(a["len"], size), be32(a["size"], size))
+
+
+def objref(objtype: int, name: str) -> bytes:
+    a = A["objref"]
+    return expr("objref", be32(a["imm_type"], objtype), string(a["imm_name"], name))
+
+
+def meta_load(reg: int, key: int) -> bytes:
+    a = A["meta"]
+    return expr("meta", be32(a["key"], key), be32(a["dreg"], reg))
+
+
+def payload_load(reg: int, base: int, off: int, ln: int) -> bytes:
+    a = A["payload"]
+    return expr("payload", be32(a["dreg"], reg), be32(a["base"], base),
+                be32(a["offset"], off), be32(a["len"], ln))
+
+
+def cmp(reg: int, op: int, value: bytes) -> bytes:
+    a = A["cmp"]
+    return expr("cmp", be32(a["sreg"], reg), be32(a["op"], op), data_value(a["data"], value))
+
+
+def bitwise(reg: int, ln: int, mask: bytes, xor: bytes) -> bytes:
+    a = A["bitwise"]
+    return expr("bitwise", be32(a["sreg"], reg), be32(a["dreg"], reg), be32(a["len"], ln),
+                data_value(a["mask"], mask), data_value(a["xor"], xor))
+
+
+def immediate(reg: int, value: bytes) -> bytes:
+    a = A["immediate"]
+    return expr("immediate", be32(a["dreg"], reg), data_value(a["data"], value))

@@ -3,7 +3,7 @@
 This module owns the fast path of `nfkit rules list --json`.  A big chain is
 mostly a few rule *shapes*: rules whose dump messages differ only in the
 handle, the position and the compared values.  The first rule of a shape is
-decoded by the general decoder (wire.decode_rule) and printed with json.dumps;
+decoded by the general decoder (messages.decode_rule) and printed with json.dumps;
 from it come two templates: a regular expression over the raw dump message
 (every byte literal except those values) and the rule's JSON text with a
 marker where each value goes.  The following rules of that shape are matched
@@ -33,20 +33,17 @@ from nfkit.netlink.codec import (
     parse_messages,
 )
 from nfkit.nftables.bulkjson import consecutive
+from nfkit.nftables.decompiler import RuleShapes, SetView, cmp_spans, plain_value
 from nfkit.nftables.expressions import A
 from nfkit.nftables.jsonfmt import rule_json
-from nfkit.nftables.model import Rule
-from nfkit.nftables.wire import (
+from nfkit.nftables.messages import (
     ARRAY_CODE,
     FAMILY_NAME,
-    RuleShapes,
-    SetView,
-    _cmp_spans,
-    _plain_value,
     decode_rule,
     in_byte_order,
     msg_type,
 )
+from nfkit.nftables.model import Rule
 
 _U32 = struct.Struct("=I")
 _NEWRULE = msg_type("newrule")
@@ -67,7 +64,7 @@ class _Memo(dict):  # type: ignore[type-arg]
         self.v = v
 
     def __missing__(self, raw: bytes) -> str:
-        text = self[raw] = json.dumps(_plain_value(self.v, raw))
+        text = self[raw] = json.dumps(plain_value(self.v, raw))
         return text
 
 
@@ -221,7 +218,7 @@ class RuleTexts:
             return None
         xs, xe = where[ra["expressions"]]
         blob = msg[xs:xe]
-        spans = _cmp_spans(blob)
+        spans = cmp_spans(blob)
         if spans is None:
             return None
         parts, last = [], 0

@@ -1,45 +1,68 @@
-"""Statements <-> nf_tables netlink expressions (both directions).
+"""Statements -> nf_tables expressions: the rule compiler.
 
 This module owns how one rule's libnftables JSON statements ("match", "accept",
 "counter", "snat", ...) become the kernel's expression list (payload, meta, cmp,
-lookup, immediate, ...) and how an expression list read back from the kernel
-becomes the statements nft itself prints for it, including the protocol
-dependencies nft adds on the way in and hides on the way out.
+lookup, immediate, ...), including the protocol dependencies nft adds on the
+way in, and the anonymous sets a rule needs.  `RuleCompiler.compile()` returns
+encoded expressions (nfkit.nftables.expressions) plus those sets.
 
-`RuleCompiler.compile()` returns encoded expression bytes (see expressions.expr) plus the
-anonymous sets the rule needs.  `decode_rule()` takes the parsed expression
-list.  Statements it cannot express become {"xt": ...}-free raw forms:
-{"nfkit-raw": {...}} keeps the kernel's expressions instead of guessing.
+It stands on nfkit.nftables.expressions and types; it must not know about
+messages, batches or the kernel's replies.
 """
 
 from __future__ import annotations
 
 import functools
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from nfkit.errors import InputError
-from nfkit.netlink.codec import attr_bytes, get_be16, get_be32, get_be64, get_string
+from nfkit.netlink.codec import attr_bytes
 from nfkit.netlink.codec import be16_attr as be16
 from nfkit.netlink.codec import be32_attr as be32
 from nfkit.netlink.codec import be64_attr as be64
 from nfkit.netlink.codec import string_attr as string
 from nfkit.netlink.codec import u8_attr as u8
 from nfkit.nftables.expressions import (
+    BYTE_UNITS,
     CMP_HEAD,
-    CMP_NAMES,
     CMP_OPS,
-    OBJ_TYPE_NAMES,
+    ELEM_INTERVAL_END,
+    FIB_FLAGS,
+    FIB_RESULTS,
+    LIMIT_UNITS,
+    LOG_ALL,
+    LOG_FLAGS,
+    LOG_LEVELS,
+    NAT_FLAGS,
+    NAT_MAP_IPS,
+    NAT_PROTO,
+    REJECT_TYPES,
+    SET_ANONYMOUS,
+    SET_CONCAT,
+    SET_CONSTANT,
+    SET_INTERVAL,
+    SET_MAP,
+    T_FIB_TYPE,
+    T_INT32,
     VERDICT_DATA_TYPE,
     A,
+    Element,
+    bitwise,
+    byteorder_hton,
+    cmp,
     data_value,
     data_verdict,
     expr,
-    value_of_data,
+    immediate,
+    meta_load,
+    objref,
+    payload_load,
     verdict_nest,
-    verdict_of_data,
 )
+from nfkit.nftables.model import Set
 from nfkit.nftables.types import (
     CT,
     ETHER_FOR_L3,
@@ -50,34 +73,13 @@ from nfkit.nftables.types import (
     NH,
     PAYLOAD,
     TH,
+    VERDICT_TYPE,
     Datatype,
     T,
+    concat_type_id,
+    datatype,
     reg_size,
 )
-
-LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
-LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
-BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
-LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
-LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
-LOG_ALL = 0x2F
-NAT_FLAGS = {"random": 4, "persistent": 8, "fully-random": 16}
-NAT_MAP_IPS, NAT_PROTO = 1, 2
-REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
-FIB_RESULTS = {"oif": 1, "oifname": 2, "type": 3}
-FIB_RESULT_NAMES = {v: k for k, v in FIB_RESULTS.items()}
-FIB_FLAGS = {"saddr": 1, "daddr": 2, "mark": 4, "iif": 8, "oif": 16}
-FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
-             "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}
-SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
-SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
-ELEM_INTERVAL_END = 1
-
-T_FIB_TYPE = T["fib_addrtype"]
-T_INT32 = T["integer"]
-
-
-Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data
 
 
 def reg32(slot: int) -> int:
@@ -151,8 +153,13 @@ class RuleCompiler:
     """Compiles the statements of rules of one table family into expression bytes."""
 
     def __init__(self, family: str, table: str, counter: list[int] | None = None,
-                 set_ids: list[int] | None = None) -> None:
+                 set_ids: list[int] | None = None,
+                 queue_mode: Callable[[], str] | None = None) -> None:
+        """``queue_mode`` answers "nft" when the kernel has the nft queue expression,
+        else "xt" (the NFQUEUE target); asked when a queue statement is compiled
+        (the caller caches the answer); without it, "nft"."""
         self.family = family
+        self.queue_mode = queue_mode or _nft_queue
         self.table = table
         self.counter = counter if counter is not None else [0]
         self.set_ids = set_ids if set_ids is not None else [0]
@@ -167,7 +174,7 @@ class RuleCompiler:
         """Expression bytes for one rule and the anonymous sets it needs.
 
         Raises InputError naming the statement that cannot be translated."""
-        shape = _rule_shape(stmts)
+        shape = rule_shape(stmts)
         if shape is not None:
             key, rights = shape
             tpl = self._rules.get(key, _MISSING)
@@ -330,31 +337,31 @@ class RuleCompiler:
             if ctx.l3 is not None and ctx.family != "inet":
                 raise InputError(f"{proto} header match in a {ctx.l3} context")
             if ctx.family == "inet":
-                out.append(_meta_load(1, 15))
-                out.append(_cmp(1, 0, bytes((L3_PROTO[proto],))))
+                out.append(meta_load(1, 15))
+                out.append(cmp(1, 0, bytes((L3_PROTO[proto],))))
             elif ctx.family == "netdev":
-                out.append(_meta_load(1, 1))
-                out.append(_cmp(1, 0, ETHER_FOR_L3[proto].to_bytes(2, "big")))
+                out.append(meta_load(1, 1))
+                out.append(cmp(1, 0, ETHER_FOR_L3[proto].to_bytes(2, "big")))
             elif ctx.family == "bridge":
-                out.append(_payload_load(1, LL, 12, 2))
-                out.append(_cmp(1, 0, ETHER_FOR_L3[proto].to_bytes(2, "big")))
+                out.append(payload_load(1, LL, 12, 2))
+                out.append(cmp(1, 0, ETHER_FOR_L3[proto].to_bytes(2, "big")))
             ctx.l3 = proto
         elif proto in L4_PROTO:
             if ctx.l4 == proto:
                 return
             if proto == "icmp" and ctx.family == "ip6" or proto == "icmpv6" and ctx.family == "ip":
                 raise InputError(f"{proto} match in the {ctx.family} family")
-            out.append(_meta_load(1, 16))
-            out.append(_cmp(1, 0, bytes((L4_PROTO[proto],))))
+            out.append(meta_load(1, 16))
+            out.append(cmp(1, 0, bytes((L4_PROTO[proto],))))
             ctx.l4 = proto
         elif proto in ("ether", "vlan"):
             if ctx.family in ("ip", "ip6", "inet", "netdev") and not ctx.iiftype:
-                out.append(_meta_load(1, 8))
-                out.append(_cmp(1, 0, (1).to_bytes(2, "little")))
+                out.append(meta_load(1, 8))
+                out.append(cmp(1, 0, (1).to_bytes(2, "little")))
                 ctx.iiftype = True
             if proto == "vlan" and not ctx.vlan:
-                out.append(_payload_load(1, LL, 12, 2))
-                out.append(_cmp(1, 0, (0x8100).to_bytes(2, "big")))
+                out.append(payload_load(1, LL, 12, 2))
+                out.append(cmp(1, 0, (0x8100).to_bytes(2, "big")))
                 ctx.vlan = True
 
     # ---- left-hand side ----------------------------------------------------------
@@ -379,12 +386,12 @@ class RuleCompiler:
                 dt = T_INT32
             off, start = divmod(boff, 8)
             nbytes = (start + blen + 7) // 8
-            out.append(_payload_load(reg, base, off, nbytes))
+            out.append(payload_load(reg, base, off, nbytes))
             mask = None
             shift = nbytes * 8 - start - blen
             if start or blen % 8:
                 mask = (((1 << blen) - 1) << shift).to_bytes(nbytes, "big")
-                out.append(_bitwise(reg, nbytes, mask, bytes(nbytes)))
+                out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
             size = nbytes
             return Operand(out, [dt], [size], (base, off, nbytes) if mask is None else None,
                            mask, shift)
@@ -393,7 +400,7 @@ class RuleCompiler:
             if key not in META:
                 raise InputError(f"unknown meta key {key!r}")
             num, tname, size = META[key]
-            out.append(_meta_load(reg, num))
+            out.append(meta_load(reg, num))
             return Operand(out, [T[tname]], [size])
         if kind == "ct":
             key = body["key"]
@@ -427,14 +434,14 @@ class RuleCompiler:
         if kind in ("&", "|", "^"):
             inner, value = body
             op = self.load(ctx, inner, out, slot)
-            v = self._value(op.dt, op.size, value)
+            v = self.encode_value(op.dt, op.size, value)
             if kind == "&":
-                out.append(_bitwise(reg, op.size, v, bytes(op.size)))
+                out.append(bitwise(reg, op.size, v, bytes(op.size)))
             elif kind == "|":
                 inv = bytes(b ^ 0xFF for b in v)
-                out.append(_bitwise(reg, op.size, inv, v))
+                out.append(bitwise(reg, op.size, inv, v))
             else:
-                out.append(_bitwise(reg, op.size, b"\xff" * op.size, v))
+                out.append(bitwise(reg, op.size, b"\xff" * op.size, v))
             return Operand(out, op.types, op.sizes)
         if kind == "map":
             op = self.load(ctx, body["key"], out, slot)
@@ -445,7 +452,6 @@ class RuleCompiler:
             if named is None or named.map is None:
                 raise InputError(f"map {data[1:]!r} not known (list it in the same file)")
             from nfkit.nftables.types import split_type_id
-            from nfkit.nftables.wire import set_data
 
             dtype, dlen, _ddt = set_data(named)
             dts = split_type_id(dtype)
@@ -497,11 +503,11 @@ class RuleCompiler:
         raise InputError(f"unknown expression {kind!r}")
 
     # ---- values ------------------------------------------------------------------
-    def _value(self, dt: Datatype, size: int, value: Any) -> bytes:
+    def encode_value(self, dt: Datatype, size: int, value: Any) -> bytes:
         if isinstance(value, dict) and len(value) == 1 and "|" in value:
             v = 0
             for item in value["|"]:
-                v |= int.from_bytes(self._value(dt, size, item), "big")
+                v |= int.from_bytes(self.encode_value(dt, size, item), "big")
             return v.to_bytes(size, "big")
         b = dt.encode(value, size)
         if len(b) != size and dt.kind != "ifname":
@@ -513,7 +519,7 @@ class RuleCompiler:
     def _shifted(self, op: Operand, value: Any) -> bytes:
         """Value bytes for a (possibly sub-byte) operand."""
         if op.mask is None:
-            return self._value(op.dt, op.size, value)
+            return self.encode_value(op.dt, op.size, value)
         v = int.from_bytes(op.dt.encode(value, 4 if op.dt.size == 0 else op.dt.size), "big"
                            if op.dt.big_endian else "little")
         top = int.from_bytes(op.mask, "big") >> op.shift
@@ -521,7 +527,7 @@ class RuleCompiler:
             raise InputError(f"{value!r} exceeds the range 0-{top} of {op.dt.name}")
         return (v << op.shift).to_bytes(op.size, "big")
 
-    def _key(self, op: Operand, value: Any) -> bytes:
+    def encode_key(self, op: Operand, value: Any) -> bytes:
         """Set key bytes for ``value`` (concat components padded to 32 bits)."""
         if len(op.types) == 1:
             return self._shifted(op, value)
@@ -531,14 +537,14 @@ class RuleCompiler:
         if len(parts) != len(op.types):
             raise InputError(f"concatenation {parts!r} has {len(parts)} parts, "
                              f"key has {len(op.types)}")
-        return b"".join(self._value(t, s, p).ljust(reg_size(s), b"\0")
+        return b"".join(self.encode_value(t, s, p).ljust(reg_size(s), b"\0")
                         for t, s, p in zip(op.types, op.sizes, parts, strict=False))
 
     def _interval(self, op: Operand, value: Any) -> tuple[bytes, bytes]:
         """(first, last) key bytes of a value, prefix or range."""
         if isinstance(value, dict) and "prefix" in value:
             p = value["prefix"]
-            first = self._key(op, p["addr"])
+            first = self.encode_key(op, p["addr"])
             n = int.from_bytes(first, "big")
             host = len(first) * 8 - int(p["len"])
             n &= ~((1 << host) - 1)
@@ -546,8 +552,8 @@ class RuleCompiler:
             return n.to_bytes(size, "big"), (n | ((1 << host) - 1)).to_bytes(size, "big")
         if isinstance(value, dict) and "range" in value:
             lo, hi = value["range"]
-            return self._key(op, lo), self._key(op, hi)
-        k = self._key(op, value)
+            return self.encode_key(op, lo), self.encode_key(op, hi)
+        k = self.encode_key(op, value)
         return k, k
 
     # ---- match -------------------------------------------------------------------
@@ -580,20 +586,20 @@ class RuleCompiler:
                                                      or op.dt.kind == "ctlabel"):
             if opname not in ("in", "==", "!="):
                 raise InputError(f"operator {opname!r} on flags")
-            mask = self._value(op.dt, op.size, right)
-            out.append(_bitwise(1, op.size, mask, bytes(op.size)))
-            out.append(_cmp(1, 0 if opname == "!=" else 1, bytes(op.size)))
+            mask = self.encode_value(op.dt, op.size, right)
+            out.append(bitwise(1, op.size, mask, bytes(op.size)))
+            out.append(cmp(1, 0 if opname == "!=" else 1, bytes(op.size)))
             return
         if opname == "in":
             opname = "=="
         if isinstance(right, dict) and "range" in right:
             lo, hi = self._interval(op, right)
             if not op.dt.big_endian and op.size > 1 and len(op.types) == 1:
-                out.append(_byteorder_hton(op.size))
+                out.append(byteorder_hton(op.size))
                 lo, hi = lo[::-1], hi[::-1]
             if opname == "==":
-                out.append(_cmp(1, 5, lo))
-                out.append(_cmp(1, 3, hi))
+                out.append(cmp(1, 5, lo))
+                out.append(cmp(1, 3, hi))
             elif opname == "!=":
                 a = A["range"]
                 out.append(expr("range", be32(a["sreg"], 1), be32(a["op"], 1),
@@ -607,15 +613,15 @@ class RuleCompiler:
             if op.payload is not None and plen % 8 == 0 and plen:
                 # nft loads only the prefix bytes.
                 base, off, _n = op.payload
-                out[-1] = _payload_load(1, base, off, plen // 8)
-                out.append(_cmp(1, CMP_OPS[opname], first[: plen // 8]))
+                out[-1] = payload_load(1, base, off, plen // 8)
+                out.append(cmp(1, CMP_OPS[opname], first[: plen // 8]))
             elif plen % 8 == 0 and plen and len(op.types) == 1 and op.mask is None \
                     and op.dt.kind in ("ipv4", "ipv6"):
                 # ... and compares only the prefix bytes of other loads.
-                out.append(_cmp(1, CMP_OPS[opname], first[: plen // 8]))
+                out.append(cmp(1, CMP_OPS[opname], first[: plen // 8]))
             else:
-                out.append(_bitwise(1, op.size, _plen_mask(op.size, plen), bytes(op.size)))
-                out.append(_cmp(1, CMP_OPS[opname], first))
+                out.append(bitwise(1, op.size, _plen_mask(op.size, plen), bytes(op.size)))
+                out.append(cmp(1, CMP_OPS[opname], first))
             return
         if opname not in CMP_OPS:
             raise InputError(f"unknown operator {opname!r}")
@@ -623,9 +629,9 @@ class RuleCompiler:
         if opname not in ("==", "!=") and not op.dt.big_endian and op.size > 1 \
                 and op.mask is None and len(op.types) == 1:
             # nft compares host-order values in network order (byteorder hton).
-            out.append(_byteorder_hton(op.size))
+            out.append(byteorder_hton(op.size))
             value = value[::-1]
-        out.append(_cmp(1, CMP_OPS[opname], value))
+        out.append(cmp(1, CMP_OPS[opname], value))
 
     def _lookup(self, name: str, sreg: int, dreg: int | None, inv: bool,
                 set_id: int | None = None) -> bytes:
@@ -680,7 +686,7 @@ class RuleCompiler:
             if concat:
                 flags |= SET_CONCAT
             for i, item in enumerate(items):
-                elements.append((self._key(op, item), None, 0, data[i] if data else None))
+                elements.append((self.encode_key(op, item), None, 0, data[i] if data else None))
         return flags, elements
 
     def _anon_set(self, ctx: CompileCtx, op: Operand, items: Any,
@@ -740,7 +746,7 @@ class RuleCompiler:
     # ---- simple statements -------------------------------------------------------
     def _st_counter(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         if isinstance(body, str):
-            out.append(_objref(1, body))
+            out.append(objref(1, body))
             return
         a = A["counter"]
         body = body or {}
@@ -752,7 +758,7 @@ class RuleCompiler:
 
     def _st_limit(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         if isinstance(body, str):
-            out.append(_objref(4, body))
+            out.append(objref(4, body))
             return
         a = A["limit"]
         unit = LIMIT_UNITS[body.get("per", "second")]
@@ -769,7 +775,7 @@ class RuleCompiler:
 
     def _st_quota(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         if isinstance(body, str):
-            out.append(_objref(2, body))
+            out.append(objref(2, body))
             return
         a = A["quota"]
         nbytes = int(body["val"]) * BYTE_UNITS[body.get("val_unit", "bytes")]
@@ -783,7 +789,7 @@ class RuleCompiler:
                         be32(a["flags"], 1 if body.get("inv") else 0)))
 
     def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        out.append(_objref(3, body))
+        out.append(objref(3, body))
 
     def _st_log(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         a = A["log"]
@@ -852,8 +858,8 @@ class RuleCompiler:
             op = Operand([], [dt], [dt.size])
             if isinstance(addr, dict) and ("prefix" in addr or "range" in addr):
                 lo, hi = self._interval(op, addr)
-                out.append(_immediate(1, lo))
-                out.append(_immediate(2, hi))
+                out.append(immediate(1, lo))
+                out.append(immediate(2, hi))
                 parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1),
                           be32(a["reg_addr_max"], 2)]
                 reg = 3
@@ -865,7 +871,7 @@ class RuleCompiler:
                     parts.append(be32(a["reg_proto_min"], reg32(reg_size(mop.sizes[0]) // 4)))
                 reg = 3
             else:
-                out.append(_immediate(1, dt.encode(addr)))
+                out.append(immediate(1, dt.encode(addr)))
                 parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1)]
                 if port is not None:
                     parts.append(be32(a["reg_addr_max"], 1))
@@ -875,9 +881,9 @@ class RuleCompiler:
             parts.append(be32(a["family"], L3_PROTO[fam]))
         if port is not None:
             plo, phi = self._ports(port)
-            out.append(_immediate(reg, plo))
+            out.append(immediate(reg, plo))
             if phi != plo:
-                out.append(_immediate(reg + 1, phi))
+                out.append(immediate(reg + 1, phi))
                 parts += [be32(a["reg_proto_min"], reg), be32(a["reg_proto_max"], reg + 1)]
             else:
                 parts += [be32(a["reg_proto_min"], reg), be32(a["reg_proto_max"], reg)]
@@ -917,9 +923,9 @@ class RuleCompiler:
         parts = []
         if "port" in body:
             plo, phi = self._ports(body["port"])
-            out.append(_immediate(1, plo))
+            out.append(immediate(1, plo))
             if phi != plo:
-                out.append(_immediate(2, phi))
+                out.append(immediate(2, phi))
             parts += [be32(a["reg_proto_min"], 1), be32(a["reg_proto_max"], 2 if phi != plo else 1)]
         flags = self._nat_flags(body) | (NAT_PROTO if "port" in body else 0)
         if flags:
@@ -946,7 +952,7 @@ class RuleCompiler:
         if isinstance(value, dict):
             self.load(ctx, value, out)
         else:
-            out.append(_immediate(1, self._value(dt, size, value)))
+            out.append(immediate(1, self.encode_value(dt, size, value)))
         if kind == "meta":
             a = A["meta"]
             out.append(expr("meta", be32(a["key"], num), be32(a["sreg"], 1)))
@@ -977,7 +983,7 @@ class RuleCompiler:
         if is_map:
             dslot = ((nslots + 3) // 4) * 4
             self.load(ctx, body["data"], out, dslot) if isinstance(body["data"], dict) else \
-                out.append(_immediate(reg32(dslot), T["mark"].encode(body["data"], 4)))
+                out.append(immediate(reg32(dslot), T["mark"].encode(body["data"], 4)))
             parts.append(be32(a["sreg_data"], reg32(dslot)))
         if timeout is not None:
             parts.append(be64(a["timeout"], int(timeout) * 1000))
@@ -1003,7 +1009,7 @@ class RuleCompiler:
         fl = 0
         for f in flags:
             fl |= {"bypass": 1, "fanout": 2}[f]
-        if queue_mode() == "nft":
+        if self.queue_mode() == "nft":
             a = A["queue"]
             out.append(expr("queue", be16(a["num"], num), be16(a["total"], total),
                             be16(a["flags"], fl)))
@@ -1020,8 +1026,8 @@ class RuleCompiler:
                             attr_bytes(a["info"], info)))
 
 
-_QUEUE_MODE: list[str] = []
-QUEUE_PROBE: list[Any] = []  # () -> "nft" | "xt", asks the kernel (transaction layer)
+def _nft_queue() -> str:
+    return "nft"
 
 
 def _left_key(left: Any) -> Any:
@@ -1064,11 +1070,11 @@ _MISSING = object()
 _MATCH_KEYS = {"op", "left", "right"}
 
 
-def _rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
+def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
     """(shape key, values) of a rule that may be made only of `match` statements of
     a payload field against a scalar and constant statements without a body; None
     when it is certainly not.  Rules of one shape differ only in those values (one
-    template encodes them all); `RuleCompiler._rule_template` checks the rest once."""
+    template encodes them all); `RuleCompiler.rule_template` checks the rest once."""
     key: list[Any] = []
     rights: list[Any] = []
     try:
@@ -1096,829 +1102,23 @@ _DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
               {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
 
 
-def queue_mode() -> str:
-    """"nft" when the kernel has the nft queue expression, else "xt" (NFQUEUE target).
-
-    Set by the transaction layer after probing, or by the probe it registers in
-    `QUEUE_PROBE` (run once, when the first queue statement is compiled); defaults
-    to "nft"."""
-    if not _QUEUE_MODE and QUEUE_PROBE:
-        set_queue_mode(QUEUE_PROBE[0]())
-    return _QUEUE_MODE[0] if _QUEUE_MODE else "nft"
-
-
-def set_queue_mode(mode: str) -> None:
-    _QUEUE_MODE[:] = [mode]
-
-
-def _byteorder_hton(size: int) -> bytes:
-    a = A["byteorder"]
-    return expr("byteorder", be32(a["sreg"], 1), be32(a["dreg"], 1), be32(a["op"], 1),
-                be32(a["len"], size), be32(a["size"], size))
-
-
-def _objref(objtype: int, name: str) -> bytes:
-    a = A["objref"]
-    return expr("objref", be32(a["imm_type"], objtype), string(a["imm_name"], name))
-
-
-def _meta_load(reg: int, key: int) -> bytes:
-    a = A["meta"]
-    return expr("meta", be32(a["key"], key), be32(a["dreg"], reg))
-
-
-def _payload_load(reg: int, base: int, off: int, ln: int) -> bytes:
-    a = A["payload"]
-    return expr("payload", be32(a["dreg"], reg), be32(a["base"], base),
-                be32(a["offset"], off), be32(a["len"], ln))
-
-
-def _cmp(reg: int, op: int, value: bytes) -> bytes:
-    a = A["cmp"]
-    return expr("cmp", be32(a["sreg"], reg), be32(a["op"], op), data_value(a["data"], value))
-
-
-def _bitwise(reg: int, ln: int, mask: bytes, xor: bytes) -> bytes:
-    a = A["bitwise"]
-    return expr("bitwise", be32(a["sreg"], reg), be32(a["dreg"], reg), be32(a["len"], ln),
-                data_value(a["mask"], mask), data_value(a["xor"], xor))
-
-
-def _immediate(reg: int, value: bytes) -> bytes:
-    a = A["immediate"]
-    return expr("immediate", be32(a["dreg"], reg), data_value(a["data"], value))
-
-
-def prefix_of(lo: bytes, hi: bytes) -> int | None:
-    """Prefix length if [lo, hi] is exactly one prefix, else None."""
-    a, b = int.from_bytes(lo, "big"), int.from_bytes(hi, "big")
-    bits = len(lo) * 8
-    span = a ^ b
-    host = span.bit_length()
-    if span != (1 << host) - 1 or a & span or (b & span) != span:
-        return None
-    return bits - host
-
-
-def ip_text(fam: str, raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if fam == "ip6" else socket.AF_INET, raw)
-
-
-
-# ==== kernel expressions -> statements ===========================================
-
-@dataclass
-class RegValue:
-    left: Any  # JSON expression (None for an immediate)
-    types: list[Datatype]
-    sizes: list[int]
-    payload: tuple[int, int, int] | None = None  # raw load (base, off, len)
-    mask: bytes | None = None
-    xor: bytes | None = None
-    imm: bytes | None = None
-    verdict: Any = None
-    fresh: bool = True  # not consumed yet (for range merging)
-
-
-@dataclass
-class SetView:
-    """What the decoder needs of a set: flags, key and data types, elements."""
-
-    name: str
-    flags: int
-    key_types: list[Datatype]
-    key_len: int
-    data_type: int
-    data_len: int
-    elements: list[tuple[bytes, bytes | None, int, Any]]  # key, key_end, flags, data
-
-
-class RuleDecoder:
-    """Decodes one rule's kernel expressions to statements as nft prints them."""
-
-    def __init__(self, family: str, sets: dict[str, SetView] | None = None) -> None:
-        self.family = family
-        self.sets = sets or {}
-
-    def decode(self, exprs: list[tuple[str, dict[str, bytes]]]) -> list[dict[str, Any]]:
-        self.regs: dict[int, RegValue] = {}
-        self.out: list[dict[str, Any]] = []
-        self.l3 = self.family if self.family in ("ip", "ip6") else None
-        self.l4: str | None = None
-        self.dep_l3: int | None = None  # index in out of a removable dependency
-        self.dep_l4: int | None = None
-        self.dep_ll: int | None = None
-        self.dep_ll_seen = False
-        self.vlan_seen = False
-        self.dep_vlan: int | None = None
-        self.drop: set[int] = set()
-        self.last_match: tuple[int, int] | None = None  # (out index, reg)
-        self.cmp_seen = 0
-        self.cmp_log: list[tuple[int, RegValue, Any]] = []  # plain cmp -> (out index, reg, left)
-        self.merged = False
-        for name, a in exprs:
-            fn = getattr(self, "_x_" + name, None)
-            if fn is None:
-                self.out.append({"nfkit-raw": {"expr": name, "attrs": {
-                    k: v.hex() for k, v in a.items()}}})
-                continue
-            try:
-                fn(a)
-            except (KeyError, IndexError, ValueError, InputError) as exc:
-                self.out.append({"nfkit-raw": {"expr": name, "error": str(exc), "attrs": {
-                    k: v.hex() for k, v in a.items()}}})
-        return [s for i, s in enumerate(self.out) if i not in self.drop]
-
-    # ---- helpers -----------------------------------------------------------------
-    def _slot(self, reg: int) -> int:
-        return (reg - 1) * 4 if reg <= 4 else reg - 8
-
-    def _set(self, reg: int, v: RegValue) -> None:
-        self.regs[self._slot(reg)] = v
-
-    def _get(self, reg: int) -> RegValue:
-        v = self.regs.get(self._slot(reg))
-        if v is None:
-            raise InputError(f"register {reg} read before written")
-        return v
-
-    def _resolve_payload(self, v: RegValue, want_len: int | None = None) -> None:
-        """Turn a raw payload load into a named field (uses protocol context)."""
-        if v.payload is None or v.left is not None:
-            return
-        base, off, ln = v.payload
-        cands = []
-        for (proto, fld), (b, boff, blen, tname) in PAYLOAD.items():
-            if b != base:
-                continue
-            if v.mask is not None:
-                start = boff - off * 8
-                if boff // 8 != off or (start + blen + 7) // 8 != ln:
-                    continue
-                shift = ln * 8 - start - blen
-                m = (((1 << blen) - 1) << shift).to_bytes(ln, "big")
-                if m != v.mask:
-                    continue
-            elif boff != off * 8 or (blen != ln * 8 and not (want_len and blen > ln * 8)):
-                continue
-            cands.append((proto, fld, tname, blen))
-        ll = None
-        if self.family == "bridge" or self.dep_ll_seen:
-            ll = "vlan" if self.vlan_seen and off >= 14 else "ether"
-        proto_ctx = {LL: ll, NH: self.l3, TH: self.l4}.get(base)
-        pick = None
-        for c in cands:
-            if c[0] == proto_ctx:
-                pick = c
-                break
-        if pick is None and base == TH:
-            for c in cands:
-                if c[0] == "th":
-                    pick = c
-                    break
-        if pick is None:
-            v.left = {"payload": {"base": {0: "ll", 1: "nh", 2: "th", 3: "ih"}[base],
-                                  "offset": off * 8, "len": ln * 8}}
-            v.types, v.sizes = [T_INT32], [ln]
-            if v.mask is not None:
-                v.left = {"&": [v.left, int.from_bytes(v.mask, "big")]}
-                v.mask = None
-            return
-        proto, fld, tname, blen = pick
-        v.left = {"payload": {"protocol": proto, "field": fld}}
-        v.types = [T[tname]]
-        v.sizes = [ln]
-        self._kill_dep(proto)
-        if v.mask is not None:
-            start = PAYLOAD[(proto, fld)][1] - off * 8
-            v.xor = None
-            v.mask = None
-            self._shift = ln * 8 - start - blen
-            v.imm = b"shifted"  # marker: values are shifted
-            v.sizes = [ln]
-            v.verdict = self._shift
-        if blen > ln * 8:
-            v.verdict = ("prefix", ln * 8)
-
-    def _kill_dep(self, proto: str) -> None:
-        if proto in L4_PROTO and self.dep_l4 is not None:
-            stmt = self.out[self.dep_l4]
-            right = stmt["match"]["right"]
-            if {"ipv6-icmp": "icmpv6"}.get(right, right) == proto:
-                self.drop.add(self.dep_l4)
-            self.dep_l4 = None
-        elif proto in L3_PROTO and self.dep_l3 is not None:
-            stmt = self.out[self.dep_l3]
-            if stmt["match"]["right"] in ({"ip": "ipv4", "ip6": "ipv6"}[proto],
-                                          {"ip": "ip", "ip6": "ip6"}[proto]):
-                self.drop.add(self.dep_l3)
-            self.dep_l3 = None
-        elif proto in ("ether", "vlan") and self.dep_ll is not None:
-            self.drop.add(self.dep_ll)
-            self.dep_ll = None
-        if proto == "vlan" and self.dep_vlan is not None:
-            self.drop.add(self.dep_vlan)
-            self.dep_vlan = None
-
-    def _value(self, v: RegValue, raw: bytes) -> Any:
-        if getattr(v, "hton", False):
-            raw = raw[::-1]
-        if v.imm == b"shifted":
-            n = int.from_bytes(raw, "big") >> int(v.verdict)
-            dt = v.types[0]
-            size = max(dt.size, 1)
-            return dt.decode(n.to_bytes(size, "big" if dt.big_endian else "little"))
-        if len(v.types) > 1:
-            return {"concat": self._concat_values(v, raw)}
-        dt = v.types[0]
-        if dt.kind in ("ipv4", "ipv6", "ether") and len(raw) != dt.size:
-            raw = raw.ljust(dt.size, b"\0")[: dt.size]
-        return dt.decode(raw)
-
-    def _concat_values(self, v: RegValue, raw: bytes) -> list[Any]:
-        vals = []
-        pos = 0
-        for dt, size in zip(v.types, v.sizes, strict=False):
-            vals.append(dt.decode(raw[pos:pos + size]))
-            pos += reg_size(size)
-        return vals
-
-    # ---- loads -------------------------------------------------------------------
-    def _x_payload(self, a: dict[str, bytes]) -> None:
-        base, off, ln = (get_be32(a["base"]), get_be32(a["offset"]),
-                         get_be32(a["len"]))
-        if "sreg" in a:
-            self.out.append({"nfkit-raw": {"expr": "payload", "attrs": {
-                k: v.hex() for k, v in a.items()}}})
-            return
-        self._set(get_be32(a["dreg"]), RegValue(None, [T_INT32], [ln], (base, off, ln)))
-
-    def _x_meta(self, a: dict[str, bytes]) -> None:
-        key = get_be32(a["key"])
-        from nfkit.nftables.types import META_BY_NUM
-
-        name = META_BY_NUM.get(key)
-        if name is None:
-            raise InputError(f"unknown meta key {key}")
-        _n, tname, size = META[name]
-        if "sreg" in a:
-            v = self._get(get_be32(a["sreg"]))
-            value = self._set_value(v, T[tname])
-            self.out.append({"mangle": {"key": {"meta": {"key": name}}, "value": value}})
-            return
-        self._set(get_be32(a["dreg"]), RegValue({"meta": {"key": name}}, [T[tname]], [size]))
-
-    def _set_value(self, v: RegValue, dt: Datatype) -> Any:
-        if v.left is None and v.imm is not None:
-            return dt.decode(v.imm)
-        self._resolve_payload(v)
-        return v.left
-
-    def _x_ct(self, a: dict[str, bytes]) -> None:
-        from nfkit.nftables.types import CT_BY_NUM
-
-        key = get_be32(a["key"])
-        name = CT_BY_NUM.get(key)
-        if name is None:
-            raise InputError(f"unknown ct key {key}")
-        _n, tname, size = CT[name]
-        left: dict[str, Any] = {"key": name}
-        if "direction" in a:
-            left["dir"] = {0: "original", 1: "reply"}[a["direction"][0]]
-        if "sreg" in a:
-            v = self._get(get_be32(a["sreg"]))
-            value = self._set_value(v, T[tname])
-            self.out.append({"mangle": {"key": {"ct": left}, "value": value}})
-            return
-        if name in ("saddr", "daddr") and self.l3 == "ip6":
-            tname, size = "ipv6_addr", 16
-        self._set(get_be32(a["dreg"]), RegValue({"ct": left}, [T[tname]], [size]))
-
-    def _x_bitwise(self, a: dict[str, bytes]) -> None:
-        v = self._get(get_be32(a["sreg"]))
-        if "mask" not in a:
-            raise InputError("shift bitwise not decoded")
-        mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
-        dreg = get_be32(a["dreg"])
-        if v.payload is not None and v.left is None and not any(xor):
-            # A sub-byte header field (ip dscp, ip version, ...)?
-            v.mask = mask
-            self._resolve_payload(v)
-            if v.imm == b"shifted":
-                self._set(dreg, v)
-                return
-            if v.left is not None and "&" in v.left:
-                v.left, v.types = None, [T_INT32]
-            v.mask = None
-            v.left = None
-            self._resolve_payload(v)
-        elif v.left is None:
-            self._resolve_payload(v)
-        self._set(dreg, RegValue(v.left, v.types, v.sizes, None, mask, xor))
-
-    def _x_byteorder(self, a: dict[str, bytes]) -> None:
-        v = self._get(get_be32(a["sreg"]))
-        if get_be32(a["op"]) != 1:
-            raise InputError("ntoh byteorder not decoded")
-        if v.left is None:
-            self._resolve_payload(v)
-        nv = RegValue(v.left, v.types, v.sizes, None, v.mask, v.xor)
-        nv.hton = True  # type: ignore[attr-defined]
-        self._set(get_be32(a["dreg"]), nv)
-
-    def _x_immediate(self, a: dict[str, bytes]) -> None:
-        dreg = get_be32(a["dreg"])
-        if dreg == 0:
-            self.out.append(verdict_of_data(a["data"]))
-            return
-        self._set(dreg, RegValue(None, [T_INT32], [0], imm=value_of_data(a["data"])))
-
-    def _x_numgen(self, a: dict[str, bytes]) -> None:
-        left = {"numgen": {"mode": {0: "inc", 1: "random"}[get_be32(a["type"])],
-                           "mod": get_be32(a["modulus"]),
-                           "offset": get_be32(a.get("offset", b"\0\0\0\0"))}}
-        self._set(get_be32(a["dreg"]), RegValue(left, [T_INT32], [4]))
-
-    def _x_hash(self, a: dict[str, bytes]) -> None:
-        htype = get_be32(a.get("type", b"\0\0\0\0"))
-        body: dict[str, Any] = {"mod": get_be32(a["modulus"])}
-        if htype == 0:
-            src = self._get(get_be32(a["sreg"]))
-            self._resolve_payload(src)
-            left = self._concat_left(get_be32(a["sreg"]), get_be32(a["len"]))
-            body["expr"] = left
-            if "seed" in a:
-                body["seed"] = get_be32(a["seed"])
-            off = get_be32(a.get("offset", b"\0\0\0\0"))
-            if off:
-                body["offset"] = off
-            self._set(get_be32(a["dreg"]), RegValue({"jhash": body}, [T_INT32], [4]))
-        else:
-            off = get_be32(a.get("offset", b"\0\0\0\0"))
-            if off:
-                body["offset"] = off
-            self._set(get_be32(a["dreg"]), RegValue({"symhash": body}, [T_INT32], [4]))
-
-    def _x_fib(self, a: dict[str, bytes]) -> None:
-        result = get_be32(a["result"])
-        fl = get_be32(a["flags"])
-        flags = [n for n, bit in FIB_FLAGS.items() if fl & bit]
-        left = {"fib": {"result": FIB_RESULT_NAMES[result],
-                        "flags": flags}}
-        dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
-        self._set(get_be32(a["dreg"]), RegValue(left, [dt], [dt.size]))
-
-    def _concat_left(self, reg: int, nbytes: int) -> Any:
-        slot = self._slot(reg)
-        parts = []
-        types: list[Datatype] = []
-        sizes: list[int] = []
-        used = 0
-        while used < nbytes:
-            v = self.regs.get(slot)
-            if v is None:
-                break
-            self._resolve_payload(v)
-            parts.append(v.left)
-            types += v.types
-            sizes += v.sizes
-            step = sum(reg_size(s) for s in v.sizes)
-            used += step
-            slot += step // 4
-        if len(parts) == 1:
-            return parts[0]
-        return {"concat": parts}
-
-    # ---- comparisons -------------------------------------------------------------
-    def _match(self, left: Any, op: str, right: Any, reg: int) -> None:
-        self.out.append({"match": {"op": op, "left": left, "right": right}})
-        self.last_match = (len(self.out) - 1, reg)
-
-    def _x_cmp(self, a: dict[str, bytes]) -> None:
-        self.cmp_seen += 1
-        reg = get_be32(a["sreg"])
-        v = self._get(reg)
-        op = CMP_NAMES[get_be32(a["op"])]
-        raw = value_of_data(a["data"])
-        if v.payload is not None and v.left is None:
-            self._resolve_payload(v, len(raw))
-        fresh = v.fresh
-        v.fresh = False
-        left = v.left
-        # flags: (x & mask) != 0
-        if v.mask is not None and not any(raw) and op in ("!=", "=="):
-            dt = v.types[0]
-            if dt.kind in ("bitmask", "ctlabel"):
-                value = dt.decode(v.mask)
-                self._match(left, "in" if op == "!=" else "==", value if op == "!=" else 0, reg)
-                if op == "==":
-                    self.out[-1] = {"match": {"op": "==", "left": {"&": [left, value]},
-                                              "right": 0}}
-                return
-        if v.mask is not None and v.types[0].kind in ("ipv4", "ipv6", "ether", "int"):
-            plen = prefix_of(v.mask, b"\xff" * len(v.mask))
-            m = int.from_bytes(v.mask, "big")
-            if v.types[0].kind in ("ipv4", "ipv6") and plen is None:
-                ones = bin(m).count("1")
-                if m == ((1 << ones) - 1) << (len(v.mask) * 8 - ones):
-                    plen = ones
-            if v.types[0].kind in ("ipv4", "ipv6") and m and \
-                    m == ((1 << bin(m).count("1")) - 1) << (len(v.mask) * 8 - bin(m).count("1")):
-                plen = bin(m).count("1")
-                self._match(left, op, {"prefix": {"addr": self._value(v, raw), "len": plen}},
-                            reg)
-                return
-            dt = v.types[0]
-            mv = dt.decode(v.mask) if dt.kind != "int" else int.from_bytes(
-                v.mask, "big" if dt.big_endian else "little")
-            self._match({"&": [left, mv]}, op, self._value(v, raw), reg)
-            return
-        if v.mask is not None and v.types[0].kind == "bitmask":
-            self._match({"&": [left, v.types[0].decode(v.mask)]}, op, self._value(v, raw), reg)
-            return
-        if v.mask is None and v.types[0].kind in ("ipv4", "ipv6") and len(v.types) == 1 \
-                and 0 < len(raw) < v.types[0].size:
-            self._match(left, op, {"prefix": {"addr": self._value(v, raw),
-                                              "len": len(raw) * 8}}, reg)
-            return
-        if isinstance(v.verdict, tuple) and v.verdict[0] == "prefix":
-            self._match(left, op, {"prefix": {"addr": self._value(v, raw),
-                                              "len": v.verdict[1]}}, reg)
-            return
-        # Range: cmp >= then cmp <= on the same load.
-        if op == "<=" and not fresh and self.last_match is not None and \
-                self.last_match[1] == reg:
-            prev = self.out[self.last_match[0]]["match"]
-            if prev["op"] == ">=" and prev["left"] == left:
-                prev["op"] = "=="
-                prev["right"] = {"range": [prev["right"], self._value(v, raw)]}
-                self.merged = True
-                return
-        value = self._value(v, raw)
-        self._match(left, op, value, reg)
-        self.cmp_log.append((len(self.out) - 1, v, left))
-        if op == "==" and isinstance(left, dict):
-            if left == {"meta": {"key": "l4proto"}} or left in (
-                    {"payload": {"protocol": "ip", "field": "protocol"}},
-                    {"payload": {"protocol": "ip6", "field": "nexthdr"}}):
-                self.l4 = {"ipv6-icmp": "icmpv6"}.get(value, value)  # type: ignore[arg-type]
-                if left == {"meta": {"key": "l4proto"}}:
-                    self.dep_l4 = len(self.out) - 1
-            elif left == {"meta": {"key": "nfproto"}}:
-                self.l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(value, None)  # type: ignore[arg-type]
-                self.dep_l3 = len(self.out) - 1
-            elif left in ({"meta": {"key": "protocol"}},
-                          {"payload": {"protocol": "ether", "field": "type"}}):
-                self.l3 = {"ip": "ip", "ip6": "ip6"}.get(value, None)  # type: ignore[arg-type]
-                self.dep_l3 = len(self.out) - 1
-            elif left == {"meta": {"key": "iiftype"}} and value == "ether":
-                self.dep_ll = len(self.out) - 1
-                self.dep_ll_seen = True
-            if left == {"payload": {"protocol": "ether", "field": "type"}} and value == "vlan":
-                self.vlan_seen = True
-                self.dep_vlan = len(self.out) - 1
-
-    def _x_range(self, a: dict[str, bytes]) -> None:
-        reg = get_be32(a["sreg"])
-        v = self._get(reg)
-        self._resolve_payload(v)
-        op = CMP_NAMES[get_be32(a["op"])]
-        lo, hi = value_of_data(a["from_data"]), value_of_data(a["to_data"])
-        self._match(v.left, op, {"range": [self._value(v, lo), self._value(v, hi)]}, reg)
-
-    def _x_lookup(self, a: dict[str, bytes]) -> None:
-        name = get_string(a["set"])
-        sreg = get_be32(a["sreg"])
-        s = self.sets.get(name)
-        if s is None and "set_id" in a:  # not yet named by the kernel (normalize)
-            s = self.sets.get(f"id:{get_be32(a['set_id'])}")
-        if s is not None:
-            nbytes = s.key_len
-        else:
-            nbytes = 0
-        first = self._get(sreg)
-        self._resolve_payload(first)
-        if s is not None and len(s.key_types) > 1:
-            left = self._concat_left(sreg, nbytes)
-        else:
-            left = first.left
-        inv = "flags" in a and get_be32(a["flags"]) & 1
-        if s is not None and s.flags & SET_ANONYMOUS:
-            right: Any = {"set": self._render_elements(s, left)}
-        else:
-            right = "@" + name
-        if "dreg" in a:
-            dreg = get_be32(a["dreg"])
-            if dreg == 0:
-                self.out.append({"vmap": {"key": left, "data": right}})
-            else:
-                from nfkit.nftables.types import split_type_id
-
-                dts = split_type_id(s.data_type) if s and s.data_type else [T_INT32]
-                mv = RegValue({"map": {"key": left, "data": right}}, dts,
-                              [t.size for t in dts])
-                self._set(dreg, mv)
-                if len(dts) > 1:
-                    part = RegValue(None, dts[1:], [t.size for t in dts[1:]])
-                    part.map_part = True  # type: ignore[attr-defined]
-                    self.regs[self._slot(dreg) + reg_size(dts[0].size) // 4] = part
-            return
-        self._match(left, "!=" if inv else "==", right, sreg)
-
-    def _left_types(self, s: SetView, left: Any) -> tuple[list[Datatype], list[int]]:
-        return s.key_types, [t.size or (s.key_len if len(s.key_types) == 1 else 4)
-                             for t in s.key_types]
-
-    def _render_elements(self, s: SetView, left: Any) -> list[Any]:
-        return render_elements(s)
-
-    # ---- statements --------------------------------------------------------------
-    def _x_counter(self, a: dict[str, bytes]) -> None:
-        self.out.append({"counter": {"packets": get_be64(a.get("packets", bytes(8))),
-                                     "bytes": get_be64(a.get("bytes", bytes(8)))}})
-
-    def _x_notrack(self, a: dict[str, bytes]) -> None:
-        self.out.append({"notrack": None})
-
-    def _x_limit(self, a: dict[str, bytes]) -> None:
-        rate = get_be64(a["rate"])
-        unit = LIMIT_UNIT_NAMES.get(get_be64(a["unit"]), "second")
-        burst = get_be32(a.get("burst", b"\0\0\0\0"))
-        ltype = get_be32(a.get("type", b"\0\0\0\0"))
-        body: dict[str, Any]
-        if ltype == 0:
-            body = {"rate": rate, "burst": burst, "per": unit}
-        else:
-            r, ru = _bytes_unit(rate)
-            b, bu = _bytes_unit(burst)
-            body = {"rate": r, "burst": b, "per": unit, "rate_unit": ru, "burst_unit": bu}
-        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
-            body["inv"] = True
-        self.out.append({"limit": body})
-
-    def _x_quota(self, a: dict[str, bytes]) -> None:
-        n, u = _bytes_unit(get_be64(a["bytes"]))
-        body: dict[str, Any] = {"val": n, "val_unit": u}
-        used = get_be64(a.get("consumed", bytes(8)))
-        if used:
-            un, uu = _bytes_unit(used)
-            body["used"] = un
-            body["used_unit"] = uu
-        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
-            body["inv"] = True
-        self.out.append({"quota": body})
-
-    def _x_connlimit(self, a: dict[str, bytes]) -> None:
-        body: dict[str, Any] = {"val": get_be32(a["count"])}
-        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
-            body["inv"] = True
-        self.out.append({"ct count": body})
-
-    def _x_objref(self, a: dict[str, bytes]) -> None:
-        kind = OBJ_TYPE_NAMES[get_be32(a["imm_type"])]
-        self.out.append({kind: get_string(a["imm_name"])})
-
-    def _x_log(self, a: dict[str, bytes]) -> None:
-        body: dict[str, Any] = {}
-        if "prefix" in a:
-            body["prefix"] = get_string(a["prefix"])
-        if "group" in a:
-            body["group"] = get_be16(a["group"])
-            sl = get_be32(a.get("snaplen", b"\0\0\0\0"))
-            if sl:
-                body["snaplen"] = sl
-            qt = get_be16(a.get("qthreshold", b"\0\0"))
-            if qt:
-                body["queue-threshold"] = qt
-        if "level" in a:
-            lvl = get_be32(a["level"])
-            if lvl != 4:
-                body["level"] = LOG_LEVELS[lvl]
-        if "flags" in a:
-            fl = get_be32(a["flags"])
-            if fl == LOG_ALL:
-                body["flags"] = "all"
-            elif fl:
-                names = [n for n, bit in LOG_FLAGS.items() if fl & bit]
-                body["flags"] = names[0] if len(names) == 1 else names
-        self.out.append({"log": body or None})
-
-    def _x_reject(self, a: dict[str, bytes]) -> None:
-        rtype = get_be32(a["type"])
-        code = a.get("icmp_code", b"\0")[0]
-        if rtype == 1:
-            if self.family in ("ip", "ip6") and self.dep_l4 is not None:
-                self._kill_dep("tcp")
-            self.out.append({"reject": {"type": "tcp reset"}})
-            return
-        if rtype == 2:
-            self.out.append({"reject": {"type": "icmpx", "expr": T["icmpx_code"].decode(
-                bytes((code,)))}})
-            return
-        v6 = self.l3 == "ip6"
-        dt = T["icmpv6_code" if v6 else "icmp_code"]
-        if self.dep_l3 is not None:
-            self.drop.add(self.dep_l3)
-            self.dep_l3 = None
-        self.out.append({"reject": {"type": "icmpv6" if v6 else "icmp",
-                                    "expr": dt.decode(bytes((code,)))}})
-
-    def _x_nat(self, a: dict[str, bytes]) -> None:
-        ntype = {0: "snat", 1: "dnat"}[get_be32(a["type"])]
-        body: dict[str, Any] = {}
-        fam = {2: "ip", 10: "ip6"}.get(get_be32(a["family"])) if "family" in a else None
-        if fam and self.family == "inet":
-            body["family"] = fam
-        flags = get_be32(a.get("flags", b"\0\0\0\0"))
-        if "reg_addr_min" in a:
-            lo_v = self._get(get_be32(a["reg_addr_min"]))
-            hi_v = self._get(get_be32(a["reg_addr_max"])) if "reg_addr_max" in a else lo_v
-            if lo_v.imm is not None and hi_v.imm is not None:
-                lo, hi = lo_v.imm, hi_v.imm
-                f = fam or ("ip6" if len(lo) == 16 else "ip")
-                if lo == hi:
-                    body["addr"] = ip_text(f, lo)
-                else:
-                    plen = prefix_of(lo, hi)
-                    if plen is not None:
-                        body["addr"] = {"prefix": {"addr": ip_text(f, lo), "len": plen}}
-                    else:
-                        body["addr"] = {"range": [ip_text(f, lo), ip_text(f, hi)]}
-            else:
-                self._resolve_payload(lo_v)
-                body["addr"] = lo_v.left
-                proto_v = self.regs.get(self._slot(get_be32(a["reg_proto_min"]))) \
-                    if "reg_proto_min" in a else None
-                if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam and \
-                        getattr(proto_v, "map_part", False):
-                    body = {"family": fam, **body}
-        if "reg_proto_min" in a and getattr(
-                self._get(get_be32(a["reg_proto_min"])), "map_part", False):
-            pass
-        elif "reg_proto_min" in a:
-            body["port"] = self._port(a)
-        fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
-        if fl:
-            body["flags"] = fl[0] if len(fl) == 1 else fl
-        self.out.append({ntype: body or None})
-
-    def _port(self, a: dict[str, bytes]) -> Any:
-        lo = self._get(get_be32(a["reg_proto_min"])).imm or b"\0\0"
-        hi = self._get(get_be32(a["reg_proto_max"])).imm if "reg_proto_max" in a else lo
-        plo, phi = int.from_bytes(lo[:2], "big"), int.from_bytes((hi or lo)[:2], "big")
-        return plo if plo == phi else {"range": [plo, phi]}
-
-    def _masq_redir(self, name: str, a: dict[str, bytes]) -> None:
-        body: dict[str, Any] = {}
-        if "reg_proto_min" in a:
-            body["port"] = self._port(a)
-        flags = get_be32(a.get("flags", b"\0\0\0\0"))
-        fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
-        if fl:
-            body["flags"] = fl[0] if len(fl) == 1 else fl
-        self.out.append({name: body or None})
-
-    def _x_masq(self, a: dict[str, bytes]) -> None:
-        self._masq_redir("masquerade", a)
-
-    def _x_redir(self, a: dict[str, bytes]) -> None:
-        self._masq_redir("redirect", a)
-
-    def _x_dynset(self, a: dict[str, bytes]) -> None:
-        name = get_string(a["set_name"])
-        op = {0: "add", 1: "update", 2: "delete"}[get_be32(a["op"])]
-        s = self.sets.get(name)
-        sreg = get_be32(a["sreg_key"])
-        first = self._get(sreg)
-        self._resolve_payload(first)
-        key = self._concat_left(sreg, s.key_len if s else 0) if s and len(s.key_types) > 1 \
-            else first.left
-        elem: Any = key
-        if "timeout" in a and get_be64(a["timeout"]):
-            elem = {"elem": {"val": key, "timeout": get_be64(a["timeout"]) // 1000}}
-        if "sreg_data" in a:
-            dv = self._get(get_be32(a["sreg_data"]))
-            data = dv.left if dv.left is not None else int.from_bytes(dv.imm or b"", "little")
-            self.out.append({"map": {"op": op, "elem": elem, "data": data, "map": "@" + name}})
-            return
-        self.out.append({"set": {"op": op, "elem": elem, "set": "@" + name}})
-
-    def _x_queue(self, a: dict[str, bytes]) -> None:
-        num = get_be16(a.get("num", b"\0\0"))
-        total = get_be16(a.get("total", b"\0\x01"))
-        flags = get_be16(a.get("flags", b"\0\0"))
-        self.out.append({"queue": _queue_body(num, total, flags)})
-
-    def _x_target(self, a: dict[str, bytes]) -> None:
-        name = get_string(a["name"])
-        info = a.get("info", b"")
-        if name == "NFQUEUE" and len(info) >= 6:
-            num = int.from_bytes(info[0:2], "little")
-            total = int.from_bytes(info[2:4], "little")
-            flags = int.from_bytes(info[4:6], "little")
-            self.out.append({"queue": _queue_body(num, total, flags)})
-            return
-        self.out.append({"xt": {"type": "target", "name": name}})
-
-
-def _queue_body(num: int, total: int, flags: int) -> dict[str, Any]:
-    body: dict[str, Any] = {"num": num if total <= 1 else {"range": [num, num + total - 1]}}
-    fl = [n for n, bit in (("bypass", 1), ("fanout", 2)) if flags & bit]
-    if fl:
-        body["flags"] = fl[0] if len(fl) == 1 else fl
-    return body
-
-
-def _bytes_unit(n: int) -> tuple[int, str]:
-    for unit, size in (("gbytes", 1024 ** 3), ("mbytes", 1024 ** 2), ("kbytes", 1024)):
-        if n and n % size == 0:
-            return n // size, unit
-    return n, "bytes"
-
-
-def _order(dt: Datatype) -> Literal["big", "little"]:
-    return "big" if dt.big_endian and dt.kind not in ("ifname", "string") else "little"
-
-
-def _key_sort(s: SetView, key: bytes) -> tuple[int, ...]:
-    if len(s.key_types) == 1:
-        return (int.from_bytes(key, _order(s.key_types[0])),)
-    out = []
-    pos = 0
-    for dt in s.key_types:
-        size = dt.size or 16
-        out.append(int.from_bytes(key[pos:pos + size], _order(dt)))
-        pos += reg_size(size)
-    return tuple(out)
-
-
-def _component_values(s: SetView, key: bytes) -> list[Any]:
-    vals = []
-    pos = 0
-    for dt in s.key_types:
-        size = dt.size or (s.key_len if len(s.key_types) == 1 else 16)
-        vals.append(dt.decode(key[pos:pos + size]))
-        pos += reg_size(size)
-    return vals
-
-
-def _one_value(dt: Datatype, lo: bytes, hi: bytes) -> Any:
-    if lo == hi:
-        return dt.decode(lo)
-    if dt.kind in ("ipv4", "ipv6"):
-        plen = prefix_of(lo, hi)
-        if plen is not None:
-            return {"prefix": {"addr": dt.decode(lo), "len": plen}}
-    return {"range": [dt.decode(lo), dt.decode(hi)]}
-
-
-def render_elements(s: SetView, extra: dict[bytes, dict[str, Any]] | None = None) -> list[Any]:
-    """A set's elements as libnftables JSON values (intervals joined, sorted).
-
-    ``extra`` maps a key to element details (timeout, expires) to attach."""
-    out: list[tuple[tuple[int, ...], Any]] = []
-    elems = s.elements
-    if s.flags & SET_INTERVAL and len(s.key_types) == 1:
-        dt = s.key_types[0]
-        size = s.key_len
-        ordered = sorted(elems, key=lambda e: int.from_bytes(e[0], "big"))
-        i = 0
-        while i < len(ordered):
-            key, key_end, flags, data = ordered[i]
-            if flags & ELEM_INTERVAL_END:
-                i += 1
-                continue
-            if key_end is not None:
-                hi = key_end
-                i += 1
-            elif i + 1 < len(ordered) and ordered[i + 1][2] & ELEM_INTERVAL_END:
-                hi = (int.from_bytes(ordered[i + 1][0], "big") - 1).to_bytes(size, "big")
-                i += 2
-            else:
-                hi = b"\xff" * size
-                i += 1
-            one = _one_value(dt, key[:size], hi[:size])
-            out.append((_key_sort(s, key), one if data is None else [one, data]))
-        return [v for _k, v in out]
-    for key, key_end, flags, data in elems:
-        if flags & ELEM_INTERVAL_END:
-            continue
-        if len(s.key_types) > 1:
-            if key_end is not None and key_end != key:
-                parts = []
-                pos = 0
-                for dt in s.key_types:
-                    size = dt.size or 16
-                    parts.append(_one_value(dt, key[pos:pos + size], key_end[pos:pos + size]))
-                    pos += reg_size(size)
-                v: Any = {"concat": parts}
-            else:
-                v = {"concat": _component_values(s, key)}
-        else:
-            v = _component_values(s, key)[0]
-        x = extra.get(key) if extra else None
-        if x:
-            v = {"elem": {"val": v, **x}}
-        out.append((_key_sort(s, key), v if data is None else [v, data]))
-    out.sort(key=lambda kv: kv[0])
-    return [v for _k, v in out]
+# ---- set types -------------------------------------------------------------------
+
+def set_key_types(s: Set) -> list[Datatype]:
+    t = s.type
+    if isinstance(t, str):
+        t = [p.strip() for p in t.split(".")]
+    return [datatype(x) for x in t]
+
+
+def set_data(s: Set) -> tuple[int, int, Datatype | None]:
+    """(data type id, data length, datatype) of a map; verdict maps give (VERDICT_TYPE, 0)."""
+    if s.map is None:
+        return 0, 0, None
+    m = s.map
+    if m == "verdict":
+        return VERDICT_TYPE, 0, None
+    types = [datatype(x) for x in ([p.strip() for p in m.split(".")] if isinstance(m, str) else m)]
+    if len(types) == 1:
+        return types[0].id, types[0].size, types[0]
+    return concat_type_id(types), sum(reg_size(t.size) for t in types), None

@@ -3,7 +3,8 @@
 This module owns the message layer: which NEWTABLE/NEWCHAIN/NEWSET/NEWSETELEM/
 NEWRULE/DEL* message each model change becomes (written into a core `Batch`),
 and how GET* dump replies become model objects again.  Expressions are
-translated by nfkit.nftables.exprs; this module only wraps them.
+compiled by nfkit.nftables.compiler and decompiled by nfkit.nftables.decompiler;
+this module only wraps them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
@@ -43,19 +45,14 @@ from nfkit.netlink.consts import (
     nfnl_msg_type,
 )
 from nfkit.netlink.specs.nftables import MSG
+from nfkit.nftables.compiler import AnonSet, Operand, RuleCompiler, rule_shape, set_data, set_key_types
+from nfkit.nftables.decompiler import RuleDecoder, RuleShapes, SetView, render_elements
 from nfkit.nftables.dumpreq import FAMILY_NUM
 from nfkit.nftables.expressions import (
-    CMP_HEAD,
+    LIMIT_UNIT_NAMES,
+    LIMIT_UNITS,
     OBJ_TYPE_NAMES,
     OBJ_TYPES,
-    A,
-    parse_exprs,
-    retag,
-    value_of_data,
-    verdict_nest,
-    verdict_of_data,
-)
-from nfkit.nftables.exprs import (
     SET_ANONYMOUS,
     SET_CONCAT,
     SET_CONSTANT,
@@ -63,13 +60,12 @@ from nfkit.nftables.exprs import (
     SET_INTERVAL,
     SET_MAP,
     SET_TIMEOUT,
-    AnonSet,
-    Operand,
-    RuleCompiler,
-    RuleDecoder,
-    SetView,
-    _rule_shape,
-    render_elements,
+    A,
+    parse_exprs,
+    retag,
+    value_of_data,
+    verdict_nest,
+    verdict_of_data,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
 from nfkit.nftables.types import (
@@ -106,28 +102,6 @@ def hook_map(family: str) -> dict[str, int]:
     return HOOKS_NETDEV if family == "netdev" else HOOKS_ARP if family == "arp" else HOOKS
 
 
-# ---- set types -------------------------------------------------------------------
-
-def set_key_types(s: Set) -> list[Datatype]:
-    t = s.type
-    if isinstance(t, str):
-        t = [p.strip() for p in t.split(".")]
-    return [datatype(x) for x in t]
-
-
-def set_data(s: Set) -> tuple[int, int, Datatype | None]:
-    """(data type id, data length, datatype) of a map; verdict maps give (VERDICT_TYPE, 0)."""
-    if s.map is None:
-        return 0, 0, None
-    m = s.map
-    if m == "verdict":
-        return VERDICT_TYPE, 0, None
-    types = [datatype(x) for x in ([p.strip() for p in m.split(".")] if isinstance(m, str) else m)]
-    if len(types) == 1:
-        return types[0].id, types[0].size, types[0]
-    return concat_type_id(types), sum(reg_size(t.size) for t in types), None
-
-
 def _byteorder(t: Datatype) -> int:
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
@@ -146,8 +120,14 @@ def set_userdata(types: list[Datatype], data: Datatype | None) -> bytes:
 class Encoder:
     """Writes model changes into a Batch; remembers what each message was about."""
 
-    def __init__(self, batch: Any) -> None:
+    def __init__(self, batch: Any, known_sets: dict[tuple[str, str, str], Set] | None = None,
+                 queue_mode: Callable[[], str] | None = None) -> None:
+        """``known_sets``: the sets elements may be added to, by (family, table, name);
+        ``queue_mode``: asked (once per compiler) whether the kernel has the nft queue
+        expression ("nft") or only the xt NFQUEUE target ("xt"); see RuleCompiler."""
         self.batch = batch
+        self.known_sets = known_sets if known_sets is not None else {}
+        self.queue_mode = queue_mode
         self.what = _Names()
         self.compilers: dict[tuple[str, str], RuleCompiler] = {}
         self.set_ids = [0x10000]
@@ -160,11 +140,13 @@ class Encoder:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
         self.what.append(what)
 
-    def flush_ruleset(self) -> None:
-        """DELTABLE without a name for family 0 (NFPROTO_UNSPEC): every table of every family."""
-        self.batch.begin(msg_type("deltable"), NLM_F_REQUEST, family=0)
+    def flush_ruleset(self, family: str | None = None) -> None:
+        """DELTABLE without a name: every table of ``family``, or of every family
+        (family 0, NFPROTO_UNSPEC) when it is None."""
+        self.batch.begin(msg_type("deltable"), NLM_F_REQUEST,
+                         family=FAMILY_NUM[family] if family else 0)
         self.batch.end()
-        self.what.append("flush ruleset")
+        self.what.append(f"flush ruleset {family}" if family else "flush ruleset")
 
     def table(self, t: Table, create: bool = False) -> None:
         a = A["table"]
@@ -173,6 +155,12 @@ class Encoder:
         for f in t.flags:
             fl |= TABLE_FLAGS[f]
         self.batch.raw(string(a["name"], t.name) + be32(a["flags"], fl))
+        self.batch.end()
+
+    def flush_table(self, t: Table) -> None:
+        """DELRULE for every rule of table ``t``."""
+        self._begin("delrule", t.family, 0, f"flush {t}")
+        self.batch.string(A["rule"]["table"], t.name)
         self.batch.end()
 
     def del_table(self, family: str, name: str, handle: int | None = None) -> None:
@@ -219,8 +207,8 @@ class Encoder:
         rc = self.compilers.get((family, table))
         if rc is None:
             rc = self.compilers[(family, table)] = RuleCompiler(
-                family, table, self.anon_counter, self.set_ids)
-            for key, s in getattr(self, "known_sets", {}).items():
+                family, table, self.anon_counter, self.set_ids, self.queue_mode)
+            for key, s in self.known_sets.items():
                 if key[:2] == (family, table):
                     rc.named_sets[s.name] = s
         return rc
@@ -268,11 +256,11 @@ class Encoder:
 
     def add_rule_templated(self, r: Rule) -> bool:
         """Append NEWRULE (add, no position, no comment) for ``r`` from a whole-message
-        template of its shape (see exprs._rule_shape), patching only seq and values.
+        template of its shape (see compiler.rule_shape), patching only seq and values.
 
         Returns False, with nothing written, when ``r`` has no template; then
         `rule` encodes it.  80,000 rules of a few shapes cost one compile each."""
-        shape = _rule_shape(r.expr)
+        shape = rule_shape(r.expr)
         if shape is None:
             return False
         key, rights = shape
@@ -549,11 +537,11 @@ class Encoder:
                 if data_type == VERDICT_TYPE:
                     data.append(verdict_nest(v))  # type: ignore[union-attr]
                 elif ddt is not None:
-                    data.append(rc._value(ddt, ddt.size, v))  # type: ignore[union-attr]
+                    data.append(rc.encode_value(ddt, ddt.size, v))  # type: ignore[union-attr]
                 else:
                     dts = split_type_id(data_type)
                     dop = Operand([], dts, [t.size for t in dts])
-                    data.append(rc._key(dop, v))  # type: ignore[union-attr]
+                    data.append(rc.encode_key(dop, v))  # type: ignore[union-attr]
                 item = k
             if isinstance(item, dict) and "elem" in item:
                 el = item["elem"]
@@ -600,8 +588,6 @@ class Encoder:
             data = (be64(q["bytes"], int(b["bytes"])) + be64(q["consumed"], int(b.get("used", 0)))
                     + be32(q["flags"], 1 if b.get("inv") else 0))
         elif o.kind == "limit":
-            from nfkit.nftables.exprs import LIMIT_UNITS
-
             lm = A["limit"]
             unit = LIMIT_UNITS[b.get("per", "second")]
             data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], unit)
@@ -850,115 +836,6 @@ def set_elements_json(view: SetView) -> list[Any]:
     return render_elements(view, getattr(view, "elem_extra", None))
 
 
-_CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
-              {"meta": {"key": "protocol"}}, {"meta": {"key": "iiftype"}},
-              {"payload": {"protocol": "ether", "field": "type"}},
-              {"payload": {"protocol": "ip", "field": "protocol"}},
-              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
-
-
-def _cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
-    """(start, end) in ``blob`` of each cmp expression's compared value.
-
-    Relies on the kernel dumping cmp as sreg, op, data (it does); returns None
-    for anything unexpected, and the caller decodes the slow way."""
-    from struct import unpack_from
-
-    pos, end = 0, len(blob)
-    spans: list[tuple[int, int]] = []
-    while pos + 4 <= end:
-        ln = unpack_from("=H", blob, pos)[0]
-        if ln < 4:
-            return None
-        if blob[pos + 4:pos + 12] == CMP_HEAD and ln >= 40:
-            vlen = unpack_from("=H", blob, pos + 36)[0] - 4
-            vstart = pos + 40
-            if vstart + vlen > pos + ln:
-                return None
-            spans.append((vstart, vstart + vlen))
-        pos += (ln + 3) & ~3
-    return spans
-
-
-def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
-    """Split an expression list into its shape (cmp values blanked) and the cmp values."""
-    spans = _cmp_spans(blob)
-    if spans is None:
-        return None
-    parts: list[bytes] = []
-    last = 0
-    for s, e in spans:
-        parts.append(blob[last:s])
-        last = e
-    parts.append(blob[last:])
-    return b"\xff".join(parts), [blob[s:e] for s, e in spans]
-
-
-class RuleShapes:
-    """Decoding templates: rules whose expressions differ only in compared values
-    are decoded once; later ones only decode their values."""
-
-    def __init__(self) -> None:
-        # (family, sets of the table, shape) -> (ctx positions, {ctx values: template}).
-        # A shape names the sets it looks up (an anonymous one is one rule's own),
-        # and the table's sets are part of the key: their types shape the output.
-        self.cache: dict[tuple[str, int, bytes], Any] = {}
-
-    @staticmethod
-    def key(fam: str, sets: dict[str, SetView], shape: bytes) -> tuple[str, int, bytes]:
-        return (fam, id(sets) if sets else 0, shape)
-
-    def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
-        split = _cmp_values(blob)
-        if split is None:
-            return RuleDecoder(fam, sets).decode(parse_exprs(blob))
-        shape, values = split
-        ckey = self.key(fam, sets, shape)
-        entry = self.cache.get(ckey)
-        if entry is not None and entry is not False:
-            ctx_pos, by_ctx = entry
-            ctx_key = tuple(values[i] for i in ctx_pos)
-            tpl = by_ctx.get(ctx_key)
-            if tpl is not None:
-                stmts, patches = tpl
-                out = list(stmts)
-                for idx, vi, v, left in patches:
-                    m = out[idx]["match"]
-                    out[idx] = {"match": {"op": m["op"], "left": left,
-                                          "right": _plain_value(v, values[vi])}}
-                return out
-        dec = RuleDecoder(fam, sets)
-        stmts = dec.decode(parse_exprs(blob))
-        if entry is False:
-            return stmts
-        if dec.merged or len(dec.cmp_log) != dec.cmp_seen or dec.cmp_seen != len(values):
-            self.cache[ckey] = False
-            return stmts
-        # map decoder indices to output indices (dependencies removed)
-        kept = [i for i in range(len(dec.out)) if i not in dec.drop]
-        where = {old: new for new, old in enumerate(kept)}
-        ctx_pos = tuple(i for i, (idx, _v, left) in enumerate(dec.cmp_log)
-                        if left in _CTX_LEFTS or idx not in where)
-        patches = [(where[idx], i, v, left) for i, (idx, v, left) in enumerate(dec.cmp_log)
-                   if idx in where and i not in ctx_pos]
-        if entry is None:
-            templates: dict[tuple[bytes, ...], Any] = {}
-            entry = (ctx_pos, templates)
-            self.cache[ckey] = entry
-        if entry[0] == ctx_pos:
-            entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
-        return stmts
-
-
-def _plain_value(v: Any, raw: bytes) -> Any:
-    dt = v.types[0]
-    if len(v.types) > 1:
-        return RuleDecoder._concat_values(None, v, raw)  # type: ignore[arg-type]
-    if dt.kind in ("ipv4", "ipv6", "ether") and len(raw) != dt.size:
-        raw = raw.ljust(dt.size, b"\0")[: dt.size]
-    return dt.decode(raw)
-
-
 def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
                 shapes: RuleShapes | None = None) -> Rule:
     a = A["rule"]
@@ -1005,8 +882,6 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
                 "protocol": {6: "tcp", 17: "udp"}.get(d[h["l4proto"]][0], "tcp"),
                 "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[h["l3proto"]]), "ip")}
     else:
-        from nfkit.nftables.exprs import LIMIT_UNIT_NAMES
-
         lm = A["limit"]
         body = {"rate": get_be64(d[lm["rate"]]),
                 "per": LIMIT_UNIT_NAMES.get(get_be64(d[lm["unit"]]), "second"),
