@@ -7,6 +7,7 @@ import pytest
 from nfkit.errors import DecodeError, InputError
 from nfkit.netlink.codec import be32_attr, iter_attr_spans, nest_bytes
 from nfkit.nftables.expressions import (
+    EXPRESSIONS,
     A,
     data_value,
     data_verdict,
@@ -67,3 +68,45 @@ def test_retag_keeps_the_expression() -> None:
     r = retag(e, A["set"]["expr"])
     assert r[4:] == e[4:] and r[:2] == e[:2]
     assert parse_exprs(nest_bytes(1, r[4:])) == parse_exprs(e)
+
+
+_SAMPLE = {"be16": 0x1234, "be32": 0x89ABCDEF, "be64": 1 << 40, "u8": 7, "string": "x1",
+           "binary": b"\1\2\3", "data": b"\xc0\0\2\1", "nested": b"", "nested_array": b""}
+
+
+def _kinds(name: str) -> list[tuple[str, str]]:
+    from nfkit.netlink.specs.nftables import TABLES
+
+    return [("data" if kind == "nested" and sub == "data" else kind, attr)
+            for attr, kind, sub in TABLES[name][2]]
+
+
+@pytest.mark.parametrize("name", sorted(EXPRESSIONS))
+def test_every_expression_round_trips_through_the_registry(name: str) -> None:
+    kx = EXPRESSIONS[name]
+    values = [(attr, _SAMPLE[kind]) for kind, attr in _kinds(name)] if name != "notrack" else []
+    (got_name, raw), = parse_exprs(kx.encode(*values))
+    assert got_name == name
+    got = kx.decode(raw)
+    for kind, attr in _kinds(name) if name != "notrack" else []:
+        want = _SAMPLE[kind]
+        if kind == "data":
+            assert value_of_data(got[attr]) == want
+        elif kind.startswith("nested"):
+            assert got[attr] == b""
+        else:
+            assert got[attr] == want, (attr, kind)
+
+
+def test_wrong_size_is_a_raw_form_with_the_error() -> None:
+    # a cmp whose sreg is 2 bytes instead of 4: the decoder says so instead of guessing
+    from nfkit.netlink.codec import attr_bytes
+    from nfkit.nftables.decompiler import RuleDecoder
+
+    a = A["cmp"]
+    bad = expr("cmp", attr_bytes(a["sreg"], b"\0\1"), be32_attr(a["op"], 0),
+               data_value(a["data"], b"\0\x16"))
+    with pytest.raises(DecodeError):
+        EXPRESSIONS["cmp"].decode(parse_exprs(bad)[0][1])
+    (stmt,) = RuleDecoder("ip").decode(parse_exprs(bad))
+    assert stmt["nfkit-raw"]["expr"] == "cmp" and "bytes" in stmt["nfkit-raw"]["error"]

@@ -19,17 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nfkit.errors import InputError
-from nfkit.netlink.codec import attr_bytes
-from nfkit.netlink.codec import be16_attr as be16
-from nfkit.netlink.codec import be32_attr as be32
-from nfkit.netlink.codec import be64_attr as be64
-from nfkit.netlink.codec import string_attr as string
-from nfkit.netlink.codec import u8_attr as u8
 from nfkit.nftables.expressions import (
     BYTE_UNITS,
     CMP_HEAD,
     CMP_OPS,
     ELEM_INTERVAL_END,
+    EXPRESSIONS,
     FIB_FLAGS,
     FIB_RESULTS,
     LIMIT_UNITS,
@@ -48,14 +43,10 @@ from nfkit.nftables.expressions import (
     T_FIB_TYPE,
     T_INT32,
     VERDICT_DATA_TYPE,
-    A,
     Element,
     bitwise,
     byteorder_hton,
     cmp,
-    data_value,
-    data_verdict,
-    expr,
     immediate,
     meta_load,
     objref,
@@ -412,10 +403,10 @@ class RuleCompiler:
             if key in ("saddr", "daddr") and not fam:
                 fam = ctx.l3 or ("ip6" if ctx.family == "ip6" else "ip")
                 tname, size = ("ipv6_addr", 16) if fam == "ip6" else ("ipv4_addr", 4)
-            parts = [be32(A["ct"]["dreg"], reg), be32(A["ct"]["key"], num)]
+            parts = [("dreg", reg), ("key", num)]
             if "dir" in body:
-                parts.append(u8(A["ct"]["direction"], {"original": 0, "reply": 1}[body["dir"]]))
-            out.append(expr("ct", *parts))
+                parts.append(("direction", {"original": 0, "reply": 1}[body["dir"]]))
+            out.append(EXPRESSIONS["ct"].encode(*parts))
             return Operand(out, [T[tname]], [size])
         if kind == "concat":
             for part in body:
@@ -460,13 +451,10 @@ class RuleCompiler:
             return Operand(out, dts, [t.size for t in dts])
         if kind == "numgen":
             mode = {"inc": 0, "random": 1}[body["mode"]]
-            a = A["numgen"]
-            out.append(expr("numgen", be32(a["dreg"], reg), be32(a["modulus"], body["mod"]),
-                            be32(a["type"], mode), be32(a["offset"], body.get("offset", 0))))
+            out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
+                            ("type", mode), ("offset", body.get("offset", 0))))
             return Operand(out, [T_INT32], [4])
         if kind in ("jhash", "symhash"):
-            a = A["hash"]
-            parts = []
             if kind == "jhash":
                 inner = body["expr"]
                 for part in inner.get("concat", [inner]) if isinstance(inner, dict) else []:
@@ -477,15 +465,15 @@ class RuleCompiler:
                 op = self.load(ctx, body["expr"], sub, slot)
                 out.extend(sub)
                 nbytes = sum(reg_size(z) for z in op.sizes) if len(op.sizes) > 1 else op.size
-                parts = [be32(a["sreg"], reg), be32(a["dreg"], reg), be32(a["len"], nbytes),
-                         be32(a["modulus"], body["mod"])]
+                parts = [("sreg", reg), ("dreg", reg), ("len", nbytes),
+                         ("modulus", body["mod"])]
                 if "seed" in body:
-                    parts.append(be32(a["seed"], body["seed"]))
-                parts += [be32(a["offset"], body.get("offset", 0)), be32(a["type"], 0)]
+                    parts.append(("seed", body["seed"]))
+                parts += [("offset", body.get("offset", 0)), ("type", 0)]
             else:
-                parts = [be32(a["dreg"], reg), be32(a["modulus"], body["mod"]),
-                         be32(a["offset"], body.get("offset", 0)), be32(a["type"], 1)]
-            out.append(expr("hash", *parts))
+                parts = [("dreg", reg), ("modulus", body["mod"]),
+                         ("offset", body.get("offset", 0)), ("type", 1)]
+            out.append(EXPRESSIONS["hash"].encode(*parts))
             return Operand(out, [T_INT32], [4])
         if kind == "fib":
             result = FIB_RESULTS[body["result"]]
@@ -495,9 +483,8 @@ class RuleCompiler:
             fl = 0
             for f in flags:
                 fl |= FIB_FLAGS[f]
-            a = A["fib"]
-            out.append(expr("fib", be32(a["dreg"], reg), be32(a["result"], result),
-                            be32(a["flags"], fl)))
+            out.append(EXPRESSIONS["fib"].encode(("dreg", reg), ("result", result),
+                            ("flags", fl)))
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
             return Operand(out, [dt], [dt.size])
         raise InputError(f"unknown expression {kind!r}")
@@ -601,9 +588,8 @@ class RuleCompiler:
                 out.append(cmp(1, 5, lo))
                 out.append(cmp(1, 3, hi))
             elif opname == "!=":
-                a = A["range"]
-                out.append(expr("range", be32(a["sreg"], 1), be32(a["op"], 1),
-                                data_value(a["from_data"], lo), data_value(a["to_data"], hi)))
+                out.append(EXPRESSIONS["range"].encode(("sreg", 1), ("op", 1),
+                                ("from_data", lo), ("to_data", hi)))
             else:
                 raise InputError(f"operator {opname!r} with a range")
             return
@@ -635,15 +621,14 @@ class RuleCompiler:
 
     def _lookup(self, name: str, sreg: int, dreg: int | None, inv: bool,
                 set_id: int | None = None) -> bytes:
-        a = A["lookup"]
-        parts = [string(a["set"], name), be32(a["sreg"], sreg)]
+        parts = [("set", name), ("sreg", sreg)]
         if dreg is not None:
-            parts.append(be32(a["dreg"], dreg))
+            parts.append(("dreg", dreg))
         if set_id is not None:
-            parts.append(be32(a["set_id"], set_id))
+            parts.append(("set_id", set_id))
         if inv:
-            parts.append(be32(a["flags"], 1))
-        return expr("lookup", *parts)
+            parts.append(("flags", 1))
+        return EXPRESSIONS["lookup"].encode(*parts)
 
     def set_elements(self, op: Operand, items: list[Any], data: list[bytes] | None,
                      interval: bool) -> tuple[int, list[Element]]:
@@ -710,8 +695,7 @@ class RuleCompiler:
 
     # ---- verdicts ----------------------------------------------------------------
     def _verdict(self, out: list[bytes], v: dict[str, Any]) -> None:
-        a = A["immediate"]
-        out.append(expr("immediate", be32(a["dreg"], 0), data_verdict(a["data"], v)))
+        out.append(immediate(0, v))
 
     def _st_accept(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         self._verdict(out, {"accept": None})
@@ -748,19 +732,17 @@ class RuleCompiler:
         if isinstance(body, str):
             out.append(objref(1, body))
             return
-        a = A["counter"]
         body = body or {}
-        out.append(expr("counter", be64(a["bytes"], body.get("bytes", 0)),
-                        be64(a["packets"], body.get("packets", 0))))
+        out.append(EXPRESSIONS["counter"].encode(("bytes", body.get("bytes", 0)),
+                        ("packets", body.get("packets", 0))))
 
     def _st_notrack(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        out.append(expr("notrack"))
+        out.append(EXPRESSIONS["notrack"].encode())
 
     def _st_limit(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         if isinstance(body, str):
             out.append(objref(4, body))
             return
-        a = A["limit"]
         unit = LIMIT_UNITS[body.get("per", "second")]
         rate = int(body["rate"])
         ltype = 0
@@ -770,42 +752,39 @@ class RuleCompiler:
             rate *= BYTE_UNITS[body["rate_unit"]]
             burst = int(body.get("burst", 0)) * BYTE_UNITS[body.get("burst_unit", "bytes")]
         flags = 1 if body.get("inv") else 0
-        out.append(expr("limit", be64(a["rate"], rate), be64(a["unit"], unit),
-                        be32(a["burst"], burst), be32(a["type"], ltype), be32(a["flags"], flags)))
+        out.append(EXPRESSIONS["limit"].encode(("rate", rate), ("unit", unit),
+                        ("burst", burst), ("type", ltype), ("flags", flags)))
 
     def _st_quota(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         if isinstance(body, str):
             out.append(objref(2, body))
             return
-        a = A["quota"]
         nbytes = int(body["val"]) * BYTE_UNITS[body.get("val_unit", "bytes")]
         used = int(body.get("used", 0)) * BYTE_UNITS[body.get("used_unit", "bytes")]
-        out.append(expr("quota", be64(a["bytes"], nbytes), be64(a["consumed"], used),
-                        be32(a["flags"], 1 if body.get("inv") else 0)))
+        out.append(EXPRESSIONS["quota"].encode(("bytes", nbytes), ("consumed", used),
+                        ("flags", 1 if body.get("inv") else 0)))
 
     def _st_ct_count(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        a = A["connlimit"]
-        out.append(expr("connlimit", be32(a["count"], int(body["val"])),
-                        be32(a["flags"], 1 if body.get("inv") else 0)))
+        out.append(EXPRESSIONS["connlimit"].encode(("count", int(body["val"])),
+                        ("flags", 1 if body.get("inv") else 0)))
 
     def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         out.append(objref(3, body))
 
     def _st_log(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        a = A["log"]
         body = body or {}
         parts = []
         if "prefix" in body:
-            parts.append(string(a["prefix"], body["prefix"]))
+            parts.append(("prefix", body["prefix"]))
         if "group" in body:
-            parts.append(be16(a["group"], int(body["group"])))
+            parts.append(("group", int(body["group"])))
             if "snaplen" in body:
-                parts.append(be32(a["snaplen"], int(body["snaplen"])))
+                parts.append(("snaplen", int(body["snaplen"])))
             if "queue-threshold" in body:
-                parts.append(be16(a["qthreshold"], int(body["queue-threshold"])))
+                parts.append(("qthreshold", int(body["queue-threshold"])))
         else:
             if "level" in body:
-                parts.append(be32(a["level"], LOG_LEVELS.index(body["level"])))
+                parts.append(("level", LOG_LEVELS.index(body["level"])))
             flags = body.get("flags")
             if flags:
                 if isinstance(flags, str):
@@ -813,11 +792,10 @@ class RuleCompiler:
                 fl = 0
                 for f in flags:
                     fl |= LOG_ALL if f == "all" else LOG_FLAGS[f]
-                parts.append(be32(a["flags"], fl))
-        out.append(expr("log", *parts))
+                parts.append(("flags", fl))
+        out.append(EXPRESSIONS["log"].encode(*parts))
 
     def _st_reject(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        a = A["reject"]
         body = body or {}
         rtype = body.get("type")
         if rtype is None:
@@ -831,15 +809,15 @@ class RuleCompiler:
             code = body.get("expr", "port-unreachable")
         if rtype == "tcp reset":
             self._dep(ctx, "tcp", out)
-            out.append(expr("reject", be32(a["type"], 1), u8(a["icmp_code"], 0)))
+            out.append(EXPRESSIONS["reject"].encode(("type", 1), ("icmp_code", 0)))
             return
         if rtype == "icmp" and ctx.family in ("inet", "bridge", "netdev"):
             self._dep(ctx, "ip", out)
         if rtype == "icmpv6" and ctx.family in ("inet", "bridge", "netdev"):
             self._dep(ctx, "ip6", out)
         dt = {"icmp": T["icmp_code"], "icmpv6": T["icmpv6_code"], "icmpx": T["icmpx_code"]}[rtype]
-        out.append(expr("reject", be32(a["type"], REJECT_TYPES[rtype]),
-                        u8(a["icmp_code"], dt.encode(code, 1)[0])))
+        out.append(EXPRESSIONS["reject"].encode(("type", REJECT_TYPES[rtype]),
+                        ("icmp_code", dt.encode(code, 1)[0])))
 
     # ---- nat ---------------------------------------------------------------------
     def _nat(self, ctx: CompileCtx, body: Any, out: list[bytes], nat_type: int) -> None:
@@ -847,8 +825,7 @@ class RuleCompiler:
         fam = body.get("family") or (ctx.family if ctx.family in ("ip", "ip6") else None)
         addr = body.get("addr")
         port = body.get("port")
-        a = A["nat"]
-        parts = [be32(a["type"], nat_type)]
+        parts = [("type", nat_type)]
         flags = 0
         reg = 1
         if addr is not None:
@@ -860,38 +837,38 @@ class RuleCompiler:
                 lo, hi = self._interval(op, addr)
                 out.append(immediate(1, lo))
                 out.append(immediate(2, hi))
-                parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1),
-                          be32(a["reg_addr_max"], 2)]
+                parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1),
+                          ("reg_addr_max", 2)]
                 reg = 3
                 flags |= NAT_MAP_IPS
             elif isinstance(addr, dict):
                 mop = self.load(ctx, addr, out)
-                parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1)]
+                parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
                 if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
-                    parts.append(be32(a["reg_proto_min"], reg32(reg_size(mop.sizes[0]) // 4)))
+                    parts.append(("reg_proto_min", reg32(reg_size(mop.sizes[0]) // 4)))
                 reg = 3
             else:
                 out.append(immediate(1, dt.encode(addr)))
-                parts += [be32(a["family"], L3_PROTO[fam]), be32(a["reg_addr_min"], 1)]
+                parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
                 if port is not None:
-                    parts.append(be32(a["reg_addr_max"], 1))
+                    parts.append(("reg_addr_max", 1))
                     flags |= NAT_MAP_IPS
                 reg = 2 if dt.size == 4 else 2
         elif fam is not None:
-            parts.append(be32(a["family"], L3_PROTO[fam]))
+            parts.append(("family", L3_PROTO[fam]))
         if port is not None:
             plo, phi = self._ports(port)
             out.append(immediate(reg, plo))
             if phi != plo:
                 out.append(immediate(reg + 1, phi))
-                parts += [be32(a["reg_proto_min"], reg), be32(a["reg_proto_max"], reg + 1)]
+                parts += [("reg_proto_min", reg), ("reg_proto_max", reg + 1)]
             else:
-                parts += [be32(a["reg_proto_min"], reg), be32(a["reg_proto_max"], reg)]
+                parts += [("reg_proto_min", reg), ("reg_proto_max", reg)]
             flags |= NAT_PROTO
         flags |= self._nat_flags(body)
         if flags:
-            parts.append(be32(a["flags"], flags))
-        out.append(expr("nat", *parts))
+            parts.append(("flags", flags))
+        out.append(EXPRESSIONS["nat"].encode(*parts))
 
     def _ports(self, port: Any) -> tuple[bytes, bytes]:
         dt = T["inet_service"]
@@ -919,18 +896,17 @@ class RuleCompiler:
 
     def _masq_redir(self, name: str, body: Any, out: list[bytes]) -> None:
         body = body or {}
-        a = A[name]
         parts = []
         if "port" in body:
             plo, phi = self._ports(body["port"])
             out.append(immediate(1, plo))
             if phi != plo:
                 out.append(immediate(2, phi))
-            parts += [be32(a["reg_proto_min"], 1), be32(a["reg_proto_max"], 2 if phi != plo else 1)]
+            parts += [("reg_proto_min", 1), ("reg_proto_max", 2 if phi != plo else 1)]
         flags = self._nat_flags(body) | (NAT_PROTO if "port" in body else 0)
         if flags:
-            parts.append(be32(a["flags"], flags))
-        out.append(expr(name, *parts))
+            parts.append(("flags", flags))
+        out.append(EXPRESSIONS[name].encode(*parts))
 
     def _st_masquerade(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         self._masq_redir("masq", body, out)
@@ -954,20 +930,17 @@ class RuleCompiler:
         else:
             out.append(immediate(1, self.encode_value(dt, size, value)))
         if kind == "meta":
-            a = A["meta"]
-            out.append(expr("meta", be32(a["key"], num), be32(a["sreg"], 1)))
+            out.append(EXPRESSIONS["meta"].encode(("key", num), ("sreg", 1)))
         else:
-            a = A["ct"]
-            parts = [be32(a["key"], num)]
+            parts = [("key", num)]
             if "dir" in kb:
-                parts.append(u8(a["direction"], {"original": 0, "reply": 1}[kb["dir"]]))
-            parts.append(be32(a["sreg"], 1))
-            out.append(expr("ct", *parts))
+                parts.append(("direction", {"original": 0, "reply": 1}[kb["dir"]]))
+            parts.append(("sreg", 1))
+            out.append(EXPRESSIONS["ct"].encode(*parts))
 
     # ---- set updates from the packet path ----------------------------------------
     def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool
                 ) -> None:
-        a = A["dynset"]
         opname = body["op"]
         elem = body["elem"]
         timeout = None
@@ -977,17 +950,17 @@ class RuleCompiler:
         op = self.load(ctx, elem, out)
         nslots = sum(reg_size(z) // 4 for z in op.sizes)
         target = body["map" if is_map else "set"]
-        parts = [string(a["set_name"], target.lstrip("@")),
-                 be32(a["op"], {"add": 0, "update": 1, "delete": 2}[opname]),
-                 be32(a["sreg_key"], 1)]
+        parts = [("set_name", target.lstrip("@")),
+                 ("op", {"add": 0, "update": 1, "delete": 2}[opname]),
+                 ("sreg_key", 1)]
         if is_map:
             dslot = ((nslots + 3) // 4) * 4
             self.load(ctx, body["data"], out, dslot) if isinstance(body["data"], dict) else \
                 out.append(immediate(reg32(dslot), T["mark"].encode(body["data"], 4)))
-            parts.append(be32(a["sreg_data"], reg32(dslot)))
+            parts.append(("sreg_data", reg32(dslot)))
         if timeout is not None:
-            parts.append(be64(a["timeout"], int(timeout) * 1000))
-        out.append(expr("dynset", *parts))
+            parts.append(("timeout", int(timeout) * 1000))
+        out.append(EXPRESSIONS["dynset"].encode(*parts))
 
     def _st_set(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
         self._dynset(ctx, body, out, False)
@@ -1010,20 +983,18 @@ class RuleCompiler:
         for f in flags:
             fl |= {"bypass": 1, "fanout": 2}[f]
         if self.queue_mode() == "nft":
-            a = A["queue"]
-            out.append(expr("queue", be16(a["num"], num), be16(a["total"], total),
-                            be16(a["flags"], fl)))
+            out.append(EXPRESSIONS["queue"].encode(("num", num), ("total", total),
+                            ("flags", fl)))
         else:
             # xt NFQUEUE v3 target (struct xt_NFQ_info_v3: queuenum, queues_total, flags).
             if ctx.family not in ("ip", "ip6", "bridge", "arp"):
                 raise InputError(f"queue in a {ctx.family} table needs the nft queue "
                                  "expression, which this kernel lacks (the xt NFQUEUE "
                                  "target it falls back to exists only for ip and ip6)")
-            a = A["target"]
             info = int(num).to_bytes(2, "little") + total.to_bytes(2, "little") + \
                 fl.to_bytes(2, "little") + b"\0\0"
-            out.append(expr("target", string(a["name"], "NFQUEUE"), be32(a["rev"], 3),
-                            attr_bytes(a["info"], info)))
+            out.append(EXPRESSIONS["target"].encode(("name", "NFQUEUE"), ("rev", 3),
+                            ("info", info)))
 
 
 def _nft_queue() -> str:

@@ -15,12 +15,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nfkit.errors import InputError
-from nfkit.netlink.codec import get_be16, get_be32, get_be64, get_string
+from nfkit.errors import DecodeError, InputError
 from nfkit.nftables.expressions import (
     CMP_HEAD,
     CMP_NAMES,
     ELEM_INTERVAL_END,
+    EXPRESSIONS,
     FIB_FLAGS,
     FIB_RESULT_NAMES,
     LIMIT_UNIT_NAMES,
@@ -118,13 +118,14 @@ class RuleDecoder:
         self.merged = False
         for name, a in exprs:
             fn = getattr(self, "_x_" + name, None)
-            if fn is None:
+            kx = EXPRESSIONS.get(name)
+            if fn is None or kx is None:
                 self.out.append({"nfkit-raw": {"expr": name, "attrs": {
                     k: v.hex() for k, v in a.items()}}})
                 continue
             try:
-                fn(a)
-            except (KeyError, IndexError, ValueError, InputError) as exc:
+                fn(kx.decode(a))
+            except (KeyError, IndexError, ValueError, InputError, DecodeError) as exc:
                 self.out.append({"nfkit-raw": {"expr": name, "error": str(exc), "attrs": {
                     k: v.hex() for k, v in a.items()}}})
         return [s for i, s in enumerate(self.out) if i not in self.drop]
@@ -244,17 +245,17 @@ class RuleDecoder:
         return vals
 
     # ---- loads -------------------------------------------------------------------
-    def _x_payload(self, a: dict[str, bytes]) -> None:
-        base, off, ln = (get_be32(a["base"]), get_be32(a["offset"]),
-                         get_be32(a["len"]))
+    def _x_payload(self, a: dict[str, Any]) -> None:
+        base, off, ln = (a["base"], a["offset"],
+                         a["len"])
         if "sreg" in a:
             self.out.append({"nfkit-raw": {"expr": "payload", "attrs": {
                 k: v.hex() for k, v in a.items()}}})
             return
-        self._set(get_be32(a["dreg"]), RegValue(None, [T_INT32], [ln], (base, off, ln)))
+        self._set(a["dreg"], RegValue(None, [T_INT32], [ln], (base, off, ln)))
 
-    def _x_meta(self, a: dict[str, bytes]) -> None:
-        key = get_be32(a["key"])
+    def _x_meta(self, a: dict[str, Any]) -> None:
+        key = a["key"]
         from nfkit.nftables.types import META_BY_NUM
 
         name = META_BY_NUM.get(key)
@@ -262,11 +263,11 @@ class RuleDecoder:
             raise InputError(f"unknown meta key {key}")
         _n, tname, size = META[name]
         if "sreg" in a:
-            v = self._get(get_be32(a["sreg"]))
+            v = self._get(a["sreg"])
             value = self._set_value(v, T[tname])
             self.out.append({"mangle": {"key": {"meta": {"key": name}}, "value": value}})
             return
-        self._set(get_be32(a["dreg"]), RegValue({"meta": {"key": name}}, [T[tname]], [size]))
+        self._set(a["dreg"], RegValue({"meta": {"key": name}}, [T[tname]], [size]))
 
     def _set_value(self, v: RegValue, dt: Datatype) -> Any:
         if v.left is None and v.imm is not None:
@@ -274,32 +275,32 @@ class RuleDecoder:
         self._resolve_payload(v)
         return v.left
 
-    def _x_ct(self, a: dict[str, bytes]) -> None:
+    def _x_ct(self, a: dict[str, Any]) -> None:
         from nfkit.nftables.types import CT_BY_NUM
 
-        key = get_be32(a["key"])
+        key = a["key"]
         name = CT_BY_NUM.get(key)
         if name is None:
             raise InputError(f"unknown ct key {key}")
         _n, tname, size = CT[name]
         left: dict[str, Any] = {"key": name}
         if "direction" in a:
-            left["dir"] = {0: "original", 1: "reply"}[a["direction"][0]]
+            left["dir"] = {0: "original", 1: "reply"}[a["direction"]]
         if "sreg" in a:
-            v = self._get(get_be32(a["sreg"]))
+            v = self._get(a["sreg"])
             value = self._set_value(v, T[tname])
             self.out.append({"mangle": {"key": {"ct": left}, "value": value}})
             return
         if name in ("saddr", "daddr") and self.l3 == "ip6":
             tname, size = "ipv6_addr", 16
-        self._set(get_be32(a["dreg"]), RegValue({"ct": left}, [T[tname]], [size]))
+        self._set(a["dreg"], RegValue({"ct": left}, [T[tname]], [size]))
 
-    def _x_bitwise(self, a: dict[str, bytes]) -> None:
-        v = self._get(get_be32(a["sreg"]))
+    def _x_bitwise(self, a: dict[str, Any]) -> None:
+        v = self._get(a["sreg"])
         if "mask" not in a:
             raise InputError("shift bitwise not decoded")
         mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
-        dreg = get_be32(a["dreg"])
+        dreg = a["dreg"]
         if v.payload is not None and v.left is None and not any(xor):
             # A sub-byte header field (ip dscp, ip version, ...)?
             v.mask = mask
@@ -316,57 +317,57 @@ class RuleDecoder:
             self._resolve_payload(v)
         self._set(dreg, RegValue(v.left, v.types, v.sizes, None, mask, xor))
 
-    def _x_byteorder(self, a: dict[str, bytes]) -> None:
-        v = self._get(get_be32(a["sreg"]))
-        if get_be32(a["op"]) != 1:
+    def _x_byteorder(self, a: dict[str, Any]) -> None:
+        v = self._get(a["sreg"])
+        if a["op"] != 1:
             raise InputError("ntoh byteorder not decoded")
         if v.left is None:
             self._resolve_payload(v)
         nv = RegValue(v.left, v.types, v.sizes, None, v.mask, v.xor)
         nv.hton = True  # type: ignore[attr-defined]
-        self._set(get_be32(a["dreg"]), nv)
+        self._set(a["dreg"], nv)
 
-    def _x_immediate(self, a: dict[str, bytes]) -> None:
-        dreg = get_be32(a["dreg"])
+    def _x_immediate(self, a: dict[str, Any]) -> None:
+        dreg = a["dreg"]
         if dreg == 0:
             self.out.append(verdict_of_data(a["data"]))
             return
         self._set(dreg, RegValue(None, [T_INT32], [0], imm=value_of_data(a["data"])))
 
-    def _x_numgen(self, a: dict[str, bytes]) -> None:
-        left = {"numgen": {"mode": {0: "inc", 1: "random"}[get_be32(a["type"])],
-                           "mod": get_be32(a["modulus"]),
-                           "offset": get_be32(a.get("offset", b"\0\0\0\0"))}}
-        self._set(get_be32(a["dreg"]), RegValue(left, [T_INT32], [4]))
+    def _x_numgen(self, a: dict[str, Any]) -> None:
+        left = {"numgen": {"mode": {0: "inc", 1: "random"}[a["type"]],
+                           "mod": a["modulus"],
+                           "offset": a.get("offset", 0)}}
+        self._set(a["dreg"], RegValue(left, [T_INT32], [4]))
 
-    def _x_hash(self, a: dict[str, bytes]) -> None:
-        htype = get_be32(a.get("type", b"\0\0\0\0"))
-        body: dict[str, Any] = {"mod": get_be32(a["modulus"])}
+    def _x_hash(self, a: dict[str, Any]) -> None:
+        htype = a.get("type", 0)
+        body: dict[str, Any] = {"mod": a["modulus"]}
         if htype == 0:
-            src = self._get(get_be32(a["sreg"]))
+            src = self._get(a["sreg"])
             self._resolve_payload(src)
-            left = self._concat_left(get_be32(a["sreg"]), get_be32(a["len"]))
+            left = self._concat_left(a["sreg"], a["len"])
             body["expr"] = left
             if "seed" in a:
-                body["seed"] = get_be32(a["seed"])
-            off = get_be32(a.get("offset", b"\0\0\0\0"))
+                body["seed"] = a["seed"]
+            off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(get_be32(a["dreg"]), RegValue({"jhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"jhash": body}, [T_INT32], [4]))
         else:
-            off = get_be32(a.get("offset", b"\0\0\0\0"))
+            off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(get_be32(a["dreg"]), RegValue({"symhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"symhash": body}, [T_INT32], [4]))
 
-    def _x_fib(self, a: dict[str, bytes]) -> None:
-        result = get_be32(a["result"])
-        fl = get_be32(a["flags"])
+    def _x_fib(self, a: dict[str, Any]) -> None:
+        result = a["result"]
+        fl = a["flags"]
         flags = [n for n, bit in FIB_FLAGS.items() if fl & bit]
         left = {"fib": {"result": FIB_RESULT_NAMES[result],
                         "flags": flags}}
         dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
-        self._set(get_be32(a["dreg"]), RegValue(left, [dt], [dt.size]))
+        self._set(a["dreg"], RegValue(left, [dt], [dt.size]))
 
     def _concat_left(self, reg: int, nbytes: int) -> Any:
         slot = self._slot(reg)
@@ -394,11 +395,11 @@ class RuleDecoder:
         self.out.append({"match": {"op": op, "left": left, "right": right}})
         self.last_match = (len(self.out) - 1, reg)
 
-    def _x_cmp(self, a: dict[str, bytes]) -> None:
+    def _x_cmp(self, a: dict[str, Any]) -> None:
         self.cmp_seen += 1
-        reg = get_be32(a["sreg"])
+        reg = a["sreg"]
         v = self._get(reg)
-        op = CMP_NAMES[get_be32(a["op"])]
+        op = CMP_NAMES[a["op"]]
         raw = value_of_data(a["data"])
         if v.payload is not None and v.left is None:
             self._resolve_payload(v, len(raw))
@@ -478,20 +479,20 @@ class RuleDecoder:
                 self.vlan_seen = True
                 self.dep_vlan = len(self.out) - 1
 
-    def _x_range(self, a: dict[str, bytes]) -> None:
-        reg = get_be32(a["sreg"])
+    def _x_range(self, a: dict[str, Any]) -> None:
+        reg = a["sreg"]
         v = self._get(reg)
         self._resolve_payload(v)
-        op = CMP_NAMES[get_be32(a["op"])]
+        op = CMP_NAMES[a["op"]]
         lo, hi = value_of_data(a["from_data"]), value_of_data(a["to_data"])
         self._match(v.left, op, {"range": [self._value(v, lo), self._value(v, hi)]}, reg)
 
-    def _x_lookup(self, a: dict[str, bytes]) -> None:
-        name = get_string(a["set"])
-        sreg = get_be32(a["sreg"])
+    def _x_lookup(self, a: dict[str, Any]) -> None:
+        name = a["set"]
+        sreg = a["sreg"]
         s = self.sets.get(name)
         if s is None and "set_id" in a:  # not yet named by the kernel (normalize)
-            s = self.sets.get(f"id:{get_be32(a['set_id'])}")
+            s = self.sets.get(f"id:{a['set_id']}")
         if s is not None:
             nbytes = s.key_len
         else:
@@ -502,13 +503,13 @@ class RuleDecoder:
             left = self._concat_left(sreg, nbytes)
         else:
             left = first.left
-        inv = "flags" in a and get_be32(a["flags"]) & 1
+        inv = "flags" in a and a["flags"] & 1
         if s is not None and s.flags & SET_ANONYMOUS:
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
         if "dreg" in a:
-            dreg = get_be32(a["dreg"])
+            dreg = a["dreg"]
             if dreg == 0:
                 self.out.append({"vmap": {"key": left, "data": right}})
             else:
@@ -533,18 +534,18 @@ class RuleDecoder:
         return render_elements(s)
 
     # ---- statements --------------------------------------------------------------
-    def _x_counter(self, a: dict[str, bytes]) -> None:
-        self.out.append({"counter": {"packets": get_be64(a.get("packets", bytes(8))),
-                                     "bytes": get_be64(a.get("bytes", bytes(8)))}})
+    def _x_counter(self, a: dict[str, Any]) -> None:
+        self.out.append({"counter": {"packets": a.get("packets", 0),
+                                     "bytes": a.get("bytes", 0)}})
 
-    def _x_notrack(self, a: dict[str, bytes]) -> None:
+    def _x_notrack(self, a: dict[str, Any]) -> None:
         self.out.append({"notrack": None})
 
-    def _x_limit(self, a: dict[str, bytes]) -> None:
-        rate = get_be64(a["rate"])
-        unit = LIMIT_UNIT_NAMES.get(get_be64(a["unit"]), "second")
-        burst = get_be32(a.get("burst", b"\0\0\0\0"))
-        ltype = get_be32(a.get("type", b"\0\0\0\0"))
+    def _x_limit(self, a: dict[str, Any]) -> None:
+        rate = a["rate"]
+        unit = LIMIT_UNIT_NAMES.get(a["unit"], "second")
+        burst = a.get("burst", 0)
+        ltype = a.get("type", 0)
         body: dict[str, Any]
         if ltype == 0:
             body = {"rate": rate, "burst": burst, "per": unit}
@@ -552,50 +553,50 @@ class RuleDecoder:
             r, ru = _bytes_unit(rate)
             b, bu = _bytes_unit(burst)
             body = {"rate": r, "burst": b, "per": unit, "rate_unit": ru, "burst_unit": bu}
-        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
+        if a.get("flags", 0) & 1:
             body["inv"] = True
         self.out.append({"limit": body})
 
-    def _x_quota(self, a: dict[str, bytes]) -> None:
-        n, u = _bytes_unit(get_be64(a["bytes"]))
+    def _x_quota(self, a: dict[str, Any]) -> None:
+        n, u = _bytes_unit(a["bytes"])
         body: dict[str, Any] = {"val": n, "val_unit": u}
-        used = get_be64(a.get("consumed", bytes(8)))
+        used = a.get("consumed", 0)
         if used:
             un, uu = _bytes_unit(used)
             body["used"] = un
             body["used_unit"] = uu
-        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
+        if a.get("flags", 0) & 1:
             body["inv"] = True
         self.out.append({"quota": body})
 
-    def _x_connlimit(self, a: dict[str, bytes]) -> None:
-        body: dict[str, Any] = {"val": get_be32(a["count"])}
-        if get_be32(a.get("flags", b"\0\0\0\0")) & 1:
+    def _x_connlimit(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"val": a["count"]}
+        if a.get("flags", 0) & 1:
             body["inv"] = True
         self.out.append({"ct count": body})
 
-    def _x_objref(self, a: dict[str, bytes]) -> None:
-        kind = OBJ_TYPE_NAMES[get_be32(a["imm_type"])]
-        self.out.append({kind: get_string(a["imm_name"])})
+    def _x_objref(self, a: dict[str, Any]) -> None:
+        kind = OBJ_TYPE_NAMES[a["imm_type"]]
+        self.out.append({kind: a["imm_name"]})
 
-    def _x_log(self, a: dict[str, bytes]) -> None:
+    def _x_log(self, a: dict[str, Any]) -> None:
         body: dict[str, Any] = {}
         if "prefix" in a:
-            body["prefix"] = get_string(a["prefix"])
+            body["prefix"] = a["prefix"]
         if "group" in a:
-            body["group"] = get_be16(a["group"])
-            sl = get_be32(a.get("snaplen", b"\0\0\0\0"))
+            body["group"] = a["group"]
+            sl = a.get("snaplen", 0)
             if sl:
                 body["snaplen"] = sl
-            qt = get_be16(a.get("qthreshold", b"\0\0"))
+            qt = a.get("qthreshold", 0)
             if qt:
                 body["queue-threshold"] = qt
         if "level" in a:
-            lvl = get_be32(a["level"])
+            lvl = a["level"]
             if lvl != 4:
                 body["level"] = LOG_LEVELS[lvl]
         if "flags" in a:
-            fl = get_be32(a["flags"])
+            fl = a["flags"]
             if fl == LOG_ALL:
                 body["flags"] = "all"
             elif fl:
@@ -603,9 +604,9 @@ class RuleDecoder:
                 body["flags"] = names[0] if len(names) == 1 else names
         self.out.append({"log": body or None})
 
-    def _x_reject(self, a: dict[str, bytes]) -> None:
-        rtype = get_be32(a["type"])
-        code = a.get("icmp_code", b"\0")[0]
+    def _x_reject(self, a: dict[str, Any]) -> None:
+        rtype = a["type"]
+        code = a.get("icmp_code", 0)
         if rtype == 1:
             if self.family in ("ip", "ip6") and self.dep_l4 is not None:
                 self._kill_dep("tcp")
@@ -623,16 +624,16 @@ class RuleDecoder:
         self.out.append({"reject": {"type": "icmpv6" if v6 else "icmp",
                                     "expr": dt.decode(bytes((code,)))}})
 
-    def _x_nat(self, a: dict[str, bytes]) -> None:
-        ntype = {0: "snat", 1: "dnat"}[get_be32(a["type"])]
+    def _x_nat(self, a: dict[str, Any]) -> None:
+        ntype = {0: "snat", 1: "dnat"}[a["type"]]
         body: dict[str, Any] = {}
-        fam = {2: "ip", 10: "ip6"}.get(get_be32(a["family"])) if "family" in a else None
+        fam = {2: "ip", 10: "ip6"}.get(a["family"]) if "family" in a else None
         if fam and self.family == "inet":
             body["family"] = fam
-        flags = get_be32(a.get("flags", b"\0\0\0\0"))
+        flags = a.get("flags", 0)
         if "reg_addr_min" in a:
-            lo_v = self._get(get_be32(a["reg_addr_min"]))
-            hi_v = self._get(get_be32(a["reg_addr_max"])) if "reg_addr_max" in a else lo_v
+            lo_v = self._get(a["reg_addr_min"])
+            hi_v = self._get(a["reg_addr_max"]) if "reg_addr_max" in a else lo_v
             if lo_v.imm is not None and hi_v.imm is not None:
                 lo, hi = lo_v.imm, hi_v.imm
                 f = fam or ("ip6" if len(lo) == 16 else "ip")
@@ -647,13 +648,13 @@ class RuleDecoder:
             else:
                 self._resolve_payload(lo_v)
                 body["addr"] = lo_v.left
-                proto_v = self.regs.get(self._slot(get_be32(a["reg_proto_min"]))) \
+                proto_v = self.regs.get(self._slot(a["reg_proto_min"])) \
                     if "reg_proto_min" in a else None
                 if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam and \
                         getattr(proto_v, "map_part", False):
                     body = {"family": fam, **body}
         if "reg_proto_min" in a and getattr(
-                self._get(get_be32(a["reg_proto_min"])), "map_part", False):
+                self._get(a["reg_proto_min"]), "map_part", False):
             pass
         elif "reg_proto_min" in a:
             body["port"] = self._port(a)
@@ -662,55 +663,55 @@ class RuleDecoder:
             body["flags"] = fl[0] if len(fl) == 1 else fl
         self.out.append({ntype: body or None})
 
-    def _port(self, a: dict[str, bytes]) -> Any:
-        lo = self._get(get_be32(a["reg_proto_min"])).imm or b"\0\0"
-        hi = self._get(get_be32(a["reg_proto_max"])).imm if "reg_proto_max" in a else lo
+    def _port(self, a: dict[str, Any]) -> Any:
+        lo = self._get(a["reg_proto_min"]).imm or b"\0\0"
+        hi = self._get(a["reg_proto_max"]).imm if "reg_proto_max" in a else lo
         plo, phi = int.from_bytes(lo[:2], "big"), int.from_bytes((hi or lo)[:2], "big")
         return plo if plo == phi else {"range": [plo, phi]}
 
-    def _masq_redir(self, name: str, a: dict[str, bytes]) -> None:
+    def _masq_redir(self, name: str, a: dict[str, Any]) -> None:
         body: dict[str, Any] = {}
         if "reg_proto_min" in a:
             body["port"] = self._port(a)
-        flags = get_be32(a.get("flags", b"\0\0\0\0"))
+        flags = a.get("flags", 0)
         fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
         if fl:
             body["flags"] = fl[0] if len(fl) == 1 else fl
         self.out.append({name: body or None})
 
-    def _x_masq(self, a: dict[str, bytes]) -> None:
+    def _x_masq(self, a: dict[str, Any]) -> None:
         self._masq_redir("masquerade", a)
 
-    def _x_redir(self, a: dict[str, bytes]) -> None:
+    def _x_redir(self, a: dict[str, Any]) -> None:
         self._masq_redir("redirect", a)
 
-    def _x_dynset(self, a: dict[str, bytes]) -> None:
-        name = get_string(a["set_name"])
-        op = {0: "add", 1: "update", 2: "delete"}[get_be32(a["op"])]
+    def _x_dynset(self, a: dict[str, Any]) -> None:
+        name = a["set_name"]
+        op = {0: "add", 1: "update", 2: "delete"}[a["op"]]
         s = self.sets.get(name)
-        sreg = get_be32(a["sreg_key"])
+        sreg = a["sreg_key"]
         first = self._get(sreg)
         self._resolve_payload(first)
         key = self._concat_left(sreg, s.key_len if s else 0) if s and len(s.key_types) > 1 \
             else first.left
         elem: Any = key
-        if "timeout" in a and get_be64(a["timeout"]):
-            elem = {"elem": {"val": key, "timeout": get_be64(a["timeout"]) // 1000}}
+        if "timeout" in a and a["timeout"]:
+            elem = {"elem": {"val": key, "timeout": a["timeout"] // 1000}}
         if "sreg_data" in a:
-            dv = self._get(get_be32(a["sreg_data"]))
+            dv = self._get(a["sreg_data"])
             data = dv.left if dv.left is not None else int.from_bytes(dv.imm or b"", "little")
             self.out.append({"map": {"op": op, "elem": elem, "data": data, "map": "@" + name}})
             return
         self.out.append({"set": {"op": op, "elem": elem, "set": "@" + name}})
 
-    def _x_queue(self, a: dict[str, bytes]) -> None:
-        num = get_be16(a.get("num", b"\0\0"))
-        total = get_be16(a.get("total", b"\0\x01"))
-        flags = get_be16(a.get("flags", b"\0\0"))
+    def _x_queue(self, a: dict[str, Any]) -> None:
+        num = a.get("num", 0)
+        total = a.get("total", 1)
+        flags = a.get("flags", 0)
         self.out.append({"queue": _queue_body(num, total, flags)})
 
-    def _x_target(self, a: dict[str, bytes]) -> None:
-        name = get_string(a["name"])
+    def _x_target(self, a: dict[str, Any]) -> None:
+        name = a["name"]
         info = a.get("info", b"")
         if name == "NFQUEUE" and len(info) >= 6:
             num = int.from_bytes(info[0:2], "little")

@@ -15,21 +15,26 @@ statements, rules, sets or messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.netlink.codec import (
     attr_bytes,
     attr_payloads,
+    be16_attr,
     be32_attr,
+    be64_attr,
+    get_be16,
     get_be32,
+    get_be64,
     get_string,
+    get_u8,
     iter_attr_spans,
     nest_bytes,
     string_attr,
+    u8_attr,
 )
-from nfkit.netlink.codec import be32_attr as be32
-from nfkit.netlink.codec import string_attr as string
 from nfkit.netlink.specs.nftables import TABLES, names, nums
 from nfkit.nftables.types import T
 
@@ -176,41 +181,96 @@ def verdict_of_data(b: bytes) -> dict[str, Any]:
     return {name: None}
 
 
-# ---- the common expressions, one encoder each -----------------------------------------
+# ---- the registry: each kernel expression declared once ------------------------------
+
+def _data(t: int, v: Any) -> bytes:
+    """An nft_data attribute: bytes are a value, a dict is a verdict."""
+    return data_verdict(t, v) if isinstance(v, dict) else data_value(t, v)
+
+
+# attribute kind (the spec's) -> (encoder (number, value) -> bytes, decoder payload -> value)
+_KINDS: dict[str, tuple[Callable[[int, Any], bytes], Callable[[bytes], Any]]] = {
+    "be16": (be16_attr, get_be16), "be32": (be32_attr, get_be32), "be64": (be64_attr, get_be64),
+    "u8": (u8_attr, get_u8), "string": (string_attr, get_string),
+    "binary": (attr_bytes, bytes),
+    "data": (_data, bytes),  # nft_data: its payload is read by value_of_data / verdict_of_data
+    "nested": (nest_bytes, bytes), "nested_array": (nest_bytes, bytes),
+}
+
+
+class KernelExpr:
+    """One kernel expression: its name and attributes, from the spec's table (kinds and
+    numbers declared there once), with the encoder and the decoder derived from them.
+
+    ``encode((attribute, value), ...)`` writes the attributes given, in the order given (ints for
+    integer kinds, str for strings, bytes for binary and pre-encoded nests, bytes
+    or a verdict dict for nft_data); ``decode(attrs)`` turns `parse_exprs`' raw
+    payloads into those values (nests and nft_data stay bytes; unknown
+    attributes stay bytes).  Raises DecodeError for a payload of the wrong size."""
+
+    __slots__ = ("name", "fields")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fields: dict[str, tuple[int, Callable[[int, Any], bytes], Callable[[bytes], Any]]] = {}
+        for num, (attr, kind, sub) in enumerate(TABLES[name][2] if name in TABLES else (), start=1):
+            enc, dec = _KINDS["data" if kind == "nested" and sub == "data" else kind]
+            self.fields[attr] = (num, enc, dec)
+
+    def encode(self, *values: tuple[str, Any]) -> bytes:
+        fields = self.fields
+        parts = []
+        for attr, v in values:
+            num, enc, _dec = fields[attr]
+            parts.append(enc(num, v))
+        return expr(self.name, *parts)
+
+    def decode(self, attrs: dict[str, bytes]) -> dict[str, Any]:
+        fields = self.fields
+        out: dict[str, Any] = {}
+        for attr, b in attrs.items():
+            f = fields.get(attr)
+            out[attr] = b if f is None else f[2](b)
+        return out
+
+
+EXPRESSIONS = {name: KernelExpr(name) for name in (
+    "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
+    "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
+    "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
+)}
+
+
+# ---- the common expressions -------------------------------------------------------------
 
 def byteorder_hton(size: int) -> bytes:
-    a = A["byteorder"]
-    return expr("byteorder", be32(a["sreg"], 1), be32(a["dreg"], 1), be32(a["op"], 1),
-                be32(a["len"], size), be32(a["size"], size))
+    """Host to network order of ``size`` bytes in register 1."""
+    return EXPRESSIONS["byteorder"].encode(("sreg", 1), ("dreg", 1), ("op", 1), ("len", size),
+                                           ("size", size))
 
 
 def objref(objtype: int, name: str) -> bytes:
-    a = A["objref"]
-    return expr("objref", be32(a["imm_type"], objtype), string(a["imm_name"], name))
+    return EXPRESSIONS["objref"].encode(("imm_type", objtype), ("imm_name", name))
 
 
 def meta_load(reg: int, key: int) -> bytes:
-    a = A["meta"]
-    return expr("meta", be32(a["key"], key), be32(a["dreg"], reg))
+    return EXPRESSIONS["meta"].encode(("key", key), ("dreg", reg))
 
 
 def payload_load(reg: int, base: int, off: int, ln: int) -> bytes:
-    a = A["payload"]
-    return expr("payload", be32(a["dreg"], reg), be32(a["base"], base),
-                be32(a["offset"], off), be32(a["len"], ln))
+    return EXPRESSIONS["payload"].encode(("dreg", reg), ("base", base), ("offset", off),
+                                         ("len", ln))
 
 
 def cmp(reg: int, op: int, value: bytes) -> bytes:
-    a = A["cmp"]
-    return expr("cmp", be32(a["sreg"], reg), be32(a["op"], op), data_value(a["data"], value))
+    return EXPRESSIONS["cmp"].encode(("sreg", reg), ("op", op), ("data", value))
 
 
 def bitwise(reg: int, ln: int, mask: bytes, xor: bytes) -> bytes:
-    a = A["bitwise"]
-    return expr("bitwise", be32(a["sreg"], reg), be32(a["dreg"], reg), be32(a["len"], ln),
-                data_value(a["mask"], mask), data_value(a["xor"], xor))
+    return EXPRESSIONS["bitwise"].encode(("sreg", reg), ("dreg", reg), ("len", ln), ("mask", mask),
+                                         ("xor", xor))
 
 
-def immediate(reg: int, value: bytes) -> bytes:
-    a = A["immediate"]
-    return expr("immediate", be32(a["dreg"], reg), data_value(a["data"], value))
+def immediate(reg: int, value: bytes | dict[str, Any]) -> bytes:
+    """A value (bytes) or a verdict (dict, to register 0) into register ``reg``."""
+    return EXPRESSIONS["immediate"].encode(("dreg", reg), ("data", value))
