@@ -12,7 +12,7 @@ compiler, messages or the kernel's replies.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nfkit.errors import DecodeError, InputError
@@ -78,6 +78,8 @@ class RegValue:
     imm: bytes | None = None
     verdict: Any = None
     fresh: bool = True  # not consumed yet (for range merging)
+    hton: bool = False  # went through byteorder hton (nft compares host-order values so)
+    map_part: bool = False  # a later part of a map lookup's concatenated data (NAT maps)
 
 
 @dataclass
@@ -91,6 +93,12 @@ class SetView:
     data_type: int
     data_len: int
     elements: list[tuple[bytes, bytes | None, int, Any]]  # key, key_end, flags, data
+    # per element key: what else the kernel holds for it (timeout, expires, counter, ...)
+    elem_extra: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def anonymous(self) -> bool:
+        return bool(self.flags & SET_ANONYMOUS)
 
 
 class RuleDecoder:
@@ -222,7 +230,7 @@ class RuleDecoder:
             self.dep_vlan = None
 
     def _value(self, v: RegValue, raw: bytes) -> Any:
-        if getattr(v, "hton", False):
+        if v.hton:
             raw = raw[::-1]
         if v.imm == b"shifted":
             n = int.from_bytes(raw, "big") >> int(v.verdict)
@@ -324,7 +332,7 @@ class RuleDecoder:
         if v.left is None:
             self._resolve_payload(v)
         nv = RegValue(v.left, v.types, v.sizes, None, v.mask, v.xor)
-        nv.hton = True  # type: ignore[attr-defined]
+        nv.hton = True
         self._set(a["dreg"], nv)
 
     def _x_immediate(self, a: dict[str, Any]) -> None:
@@ -521,7 +529,7 @@ class RuleDecoder:
                 self._set(dreg, mv)
                 if len(dts) > 1:
                     part = RegValue(None, dts[1:], [t.size for t in dts[1:]])
-                    part.map_part = True  # type: ignore[attr-defined]
+                    part.map_part = True
                     self.regs[self._slot(dreg) + reg_size(dts[0].size) // 4] = part
             return
         self._match(left, "!=" if inv else "==", right, sreg)
@@ -651,10 +659,9 @@ class RuleDecoder:
                 proto_v = self.regs.get(self._slot(a["reg_proto_min"])) \
                     if "reg_proto_min" in a else None
                 if isinstance(lo_v.left, dict) and "map" in lo_v.left and fam and \
-                        getattr(proto_v, "map_part", False):
+                        proto_v is not None and proto_v.map_part:
                     body = {"family": fam, **body}
-        if "reg_proto_min" in a and getattr(
-                self._get(a["reg_proto_min"]), "map_part", False):
+        if "reg_proto_min" in a and self._get(a["reg_proto_min"]).map_part:
             pass
         elif "reg_proto_min" in a:
             body["port"] = self._port(a)

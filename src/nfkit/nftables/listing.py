@@ -86,7 +86,7 @@ def dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None
         if (s.family, s.table) not in keys:
             continue
         views.setdefault((s.family, s.table), {})[s.name] = view
-        if not getattr(view, "anonymous", False):
+        if not view.anonymous:
             rs.sets.append(s)
     for f, a in _dump_msgs(sock, "getobj", family=fam):
         o = decode_obj(f, a)
@@ -95,7 +95,7 @@ def dump(sock: Any, rules: bool = True, elements: bool = True, table: str | None
     if elements:
         for (sfam, stable), byname in views.items():
             for view in byname.values():
-                if not rules and getattr(view, "anonymous", False):
+                if not rules and view.anonymous:
                     continue
                 el = A["set_elem_list"]
                 for _f, a in _dump_msgs(sock, "getsetelem", string(el["table"], stable)

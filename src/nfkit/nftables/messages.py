@@ -783,7 +783,6 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
     if stmts:
         s.stmt = [{k: None} if k == "counter" else {k: v} for st in stmts for k, v in st.items()]
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
-    view.anonymous = bool(flags & SET_ANONYMOUS)  # type: ignore[attr-defined]
     return s, view
 
 
@@ -826,14 +825,13 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
         for st in ex_stmts:
             extra.update(st)
         if extra:
-            view.elem_extra = getattr(view, "elem_extra", {})  # type: ignore[attr-defined]
-            view.elem_extra[key] = extra  # type: ignore[attr-defined]
+            view.elem_extra[key] = extra
         view.elements.append((key, key_end, flags, data))
 
 
 def set_elements_json(view: SetView) -> list[Any]:
     """Elements of a named set as listed by nft (with timeouts where set)."""
-    return render_elements(view, getattr(view, "elem_extra", None))
+    return render_elements(view, view.elem_extra or None)
 
 
 def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
