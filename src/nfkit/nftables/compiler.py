@@ -21,7 +21,6 @@ from typing import Any, Literal
 from nfkit.errors import InputError
 from nfkit.nftables.expressions import (
     BYTE_UNITS,
-    CMP_HEAD,
     CMP_OPS,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
@@ -47,6 +46,7 @@ from nfkit.nftables.expressions import (
     bitwise,
     byteorder_hton,
     cmp,
+    cmp_slot,
     immediate,
     meta_load,
     objref,
@@ -120,6 +120,18 @@ class AnonSet:
         return sum(reg_size(s) for s in self.key_sizes)
 
 
+@dataclass
+class ValueSlot:
+    """Where the compiler put a statement's value: expression ``index`` of the rule's
+    list, ``width`` bytes at ``offset`` in it, encoded by ``op``'s datatype.  Recorded
+    when the expression is emitted (templates patch values there)."""
+
+    index: int
+    offset: int
+    width: int
+    op: Operand
+
+
 class CompileCtx:
     """Protocol context while one rule is compiled (what is known about the packet)."""
 
@@ -158,6 +170,7 @@ class RuleCompiler:
         self._cache: dict[Any, Any] = {}
         self._rules: dict[Any, Any] = {}  # rule shape -> template (None: no template)
         self._last_operand: Operand | None = None
+        self._last_slot: ValueSlot | None = None  # the value the last match emitted
         self.named_sets: dict[str, Any] = {}  # name -> model Set (for map data types)
 
     # ---- entry point -------------------------------------------------------------
@@ -227,21 +240,15 @@ class RuleCompiler:
                         or type(left["payload"]) is not dict or len(left["payload"]) != 2
                         or type(right) not in (int, str) or str(right)[:1] == "@"):
                     return None
-                n0 = len(cur)
                 self._st_match(ctx, body, cur)
-                if len(cur) == n0 or cur[-1][4:12] != CMP_HEAD:
+                slot = self._last_slot
+                if slot is None or slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
                     return None
-                op = self._last_operand
-                assert op is not None
-                v = self._shifted(op, right)
                 cmp_b = cur[-1]
-                pad = _PAD_FOR[len(v) & 3]
-                if op.dt.kind == "bitmask" or not cmp_b.endswith(v + pad):
-                    return None
-                cur[-1] = cmp_b[: len(cmp_b) - len(v) - len(pad)]
+                cur[-1] = cmp_b[: slot.offset]
                 statics.append(b"".join(cur))
-                slots.append((_fast_encoder(op), len(v), op))
-                cur = [pad]
+                slots.append((_fast_encoder(slot.op), slot.width, slot.op))
+                cur = [cmp_b[slot.offset + slot.width:]]
         except (InputError, TypeError, KeyError, ValueError, AttributeError):
             return None  # the general path reports it
         if ctx.sets:
@@ -285,18 +292,13 @@ class RuleCompiler:
                         continue
                     n0 = len(out)
                     self._st_match(ctx, body, out)
-                    if (key[4] in CMP_OPS and left not in _DEP_LEFTS and len(out) > n0
-                            and out[-1][4:12] == CMP_HEAD):
-                        op = self._last_operand
-                        assert op is not None
-                        v = self._shifted(op, right)
+                    slot = self._last_slot
+                    if (key[4] in CMP_OPS and left not in _DEP_LEFTS and slot is not None
+                            and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"):
                         cmp_b = out[-1]
-                        if op.dt.kind != "bitmask" and cmp_b.endswith(v + _PAD_FOR[len(v) & 3]):
-                            pad = _PAD_FOR[len(v) & 3]
-                            cache[key] = (b"".join(out[n0:-1]) + cmp_b[: len(cmp_b) - len(v)
-                                                                      - len(pad)],
-                                          _fast_encoder(op), pad, op,
-                                          (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
+                        cache[key] = (b"".join(out[n0:-1]) + cmp_b[: slot.offset],
+                                      _fast_encoder(slot.op), cmp_b[slot.offset + slot.width:],
+                                      slot.op, (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
                     continue
             elif kind in _CONST_STMTS:
                 key2 = kind if body is None else repr(stmt)
@@ -548,6 +550,7 @@ class RuleCompiler:
         opname = body.get("op", "==")
         left, right = body["left"], body["right"]
         # Explicit protocol matches are dependencies already satisfied.
+        self._last_slot = None
         op = self.load(ctx, left, out)
         self._last_operand = op
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):
@@ -616,8 +619,11 @@ class RuleCompiler:
                 and op.mask is None and len(op.types) == 1:
             # nft compares host-order values in network order (byteorder hton).
             out.append(byteorder_hton(op.size))
-            value = value[::-1]
-        out.append(cmp(1, CMP_OPS[opname], value))
+            out.append(cmp(1, CMP_OPS[opname], value[::-1]))
+            return
+        b, offset = cmp_slot(1, CMP_OPS[opname], value)
+        out.append(b)
+        self._last_slot = ValueSlot(len(out) - 1, offset, len(value), op)
 
     def _lookup(self, name: str, sreg: int, dreg: int | None, inv: bool,
                 set_id: int | None = None) -> bytes:
@@ -1064,7 +1070,6 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
     return tuple(key), rights
 
 
-_PAD_FOR = (b"", b"\0\0\0", b"\0\0", b"\0")
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
                 "masquerade", "log", "limit", "reject"}
 _DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},

@@ -266,6 +266,13 @@ def cmp(reg: int, op: int, value: bytes) -> bytes:
     return EXPRESSIONS["cmp"].encode(("sreg", reg), ("op", op), ("data", value))
 
 
+def cmp_slot(reg: int, op: int, value: bytes) -> tuple[bytes, int]:
+    """`cmp` and the offset of ``value`` in its bytes: the encoder writes nft_data last,
+    so the value (then its padding) ends the expression; templates patch it there."""
+    b = cmp(reg, op, value)
+    return b, len(b) - ((len(value) + 3) & ~3)
+
+
 def bitwise(reg: int, ln: int, mask: bytes, xor: bytes) -> bytes:
     return EXPRESSIONS["bitwise"].encode(("sreg", reg), ("dreg", reg), ("len", ln), ("mask", mask),
                                          ("xor", xor))
