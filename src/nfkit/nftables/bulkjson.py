@@ -16,12 +16,11 @@ reports syntax errors.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import pickle
 import re
-import signal
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -224,24 +223,29 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
     return _Shape(pattern, key, tuple(kinds), listing, sample, text[start:prefix_end])
 
 
-def load_json_runs(text: str | bytes) -> list[Command]:
+def load_json_runs(text: str | bytes, offload: Offload | None = None) -> list[Command]:
     """The commands of libnftables JSON text, as `jsonfmt.load_json` reads them, except that
     consecutive rules of one shape may come back as one command holding a `RuleRun`
-    (read as text templates, for `run_commands`) instead of one `Rule` each; a long
-    run is scanned by this process and a forked one together (see `SPLIT_MIN`).
-    Raises InputError as load_json does."""
+    (read as text templates, for `run_commands`) instead of one `Rule` each.
+
+    ``offload`` is the loader's offer of a second CPU: called with a function, it
+    runs it elsewhere and returns a handle whose ``result()`` is what the function
+    returned (None if it failed) and whose ``discard()`` abandons it; raising
+    OSError declines.  With it, the far half of a long run (more than `SPLIT_MIN`
+    of text left) is scanned there.  Raises InputError as load_json does."""
     if isinstance(text, str):
         with no_gc():
-            cmds = scan(text)
+            cmds = scan(text, offload)
         if cmds is not None:
             return order_commands(cmds)
     return load_json(text)
 
 
-def scan(text: str) -> list[Command] | None:
+def scan(text: str, offload: Offload | None = None) -> list[Command] | None:
     """The commands of a libnftables JSON document, rules of recurring shapes as
     `RuleRun`s; None when the document is not one this reader follows (then the
-    general reader reads it, and reports its syntax errors)."""
+    general reader reads it, and reports its syntax errors).  ``offload``: see
+    `load_json_runs`."""
     head = _HEAD.match(text)
     if head is None:
         return None
@@ -257,11 +261,11 @@ def scan(text: str) -> list[Command] | None:
         ms: list[re.Match[str]] = []
         far: RuleRun | None = None
         if last is not None:
-            ms, far = _rows(last, text, pos, i)
+            ms, far = _rows(last, text, pos, i, offload)
         if not ms:
             for sh in shapes:
                 if sh is not last:
-                    ms, far = _rows(sh, text, pos, i)
+                    ms, far = _rows(sh, text, pos, i, offload)
                     if ms:
                         last = sh
                         break
@@ -314,20 +318,22 @@ def scan(text: str) -> list[Command] | None:
         i += 1
 
 
-# A run is split between this process and a forked one when this much text is
-# left (about 14,000 rules of 290 bytes) and the machine has a second CPU.
+# A run is split between this process and the loader's offload when this much
+# text is left (about 14,000 rules of 290 bytes).
 SPLIT_MIN = 4 << 20
+Offload = Callable[[Callable[[], Any]], Any]
 
 
-def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]], RuleRun | None]:
+def _rows(sh: _Shape, text: str, pos: int, i: int, offload: Offload | None
+          ) -> tuple[list[re.Match[str]], RuleRun | None]:
     """The rules of shape ``sh`` that follow each other from ``pos``, as matches.
 
-    With much text left, a forked process scans and encodes the far half of the
-    run (from a rule start found by the shape's prefix), while this one scans
-    the near half up to there; the far half is used only if the near half ends
-    exactly where it begins (so it was a rule start), and comes back as a
-    second, pre-encoded RuleRun."""
-    if len(text) - pos < SPLIT_MIN or (os.cpu_count() or 1) < 2:
+    With much text left and an ``offload`` from the loader, the far half of the
+    run (from a rule start found by the shape's prefix) is scanned and encoded
+    there, while this process scans the near half up to there; the far half is
+    used only if the near half ends exactly where it begins (so it was a rule
+    start), and comes back as a second, pre-encoded RuleRun."""
+    if offload is None or len(text) - pos < SPLIT_MIN:
         return consecutive(sh.pattern, text, pos), None
     if sh.slots is None:
         from nfkit.nftables.compiler import RuleCompiler
@@ -341,7 +347,7 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
     if b < 0 or not sh.prefix:
         return consecutive(sh.pattern, text, pos), None
     try:
-        far = _FarHalf(sh, text, b)
+        far = offload(functools.partial(_far_rows, sh, text, b))
     except OSError:  # no process to spare: one scan
         return consecutive(sh.pattern, text, pos), None
     ms = consecutive(sh.pattern, text, pos, b)
@@ -371,57 +377,15 @@ def _encode_rows(sh: _Shape, ms: list[re.Match[str]]) -> list[bytes] | None:
     return [c if type(c) is bytes else b"".join(c) for c in enc]
 
 
-class _FarHalf:
-    """A forked process scanning and encoding the rules of one shape from ``b``."""
-
-    def __init__(self, sh: _Shape, text: str, b: int) -> None:
-        self.rfd, wfd = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: whatever happens, it ends here
-            try:
-                os.close(self.rfd)
-                try:
-                    out = pickle.dumps(self._work(sh, text, b), protocol=pickle.HIGHEST_PROTOCOL)
-                except BaseException:
-                    out = b""
-                with os.fdopen(wfd, "wb") as f:
-                    f.write(out)
-            finally:
-                os._exit(0)
-        os.close(wfd)
-
-    @staticmethod
-    def _work(sh: _Shape, text: str, b: int) -> Any:
-        ms = consecutive(sh.pattern, text, b)
-        packed = _encode_rows(sh, ms) if ms else None
-        if packed is None:
-            return None  # rows for the general path: the parent does them in order
-        return ms[-1].end(), packed, array("q", map(re.Match.start, ms))
-
-    def result(self) -> Any:
-        """What the child found: (end offset, packed columns, rule offsets) or None."""
-        chunks = []
-        while True:
-            c = os.read(self.rfd, 1 << 20)
-            if not c:
-                break
-            chunks.append(c)
-        os.close(self.rfd)
-        self.rfd = -1
-        os.waitpid(self.pid, 0)
-        data = b"".join(chunks)
-        return pickle.loads(data) if data else None
-
-    def discard(self) -> None:
-        """Stop the child (if still working) and reap it."""
-        if self.rfd >= 0:
-            os.close(self.rfd)
-            self.rfd = -1
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+def _far_rows(sh: _Shape, text: str, b: int) -> Any:
+    """The far half of a split run (see `_rows`): (end offset, packed columns, rule
+    offsets), or None when a value needs the general path (the near side then scans
+    on, in order).  Runs wherever the loader's ``offload`` runs it."""
+    ms = consecutive(sh.pattern, text, b)
+    packed = _encode_rows(sh, ms) if ms else None
+    if packed is None:
+        return None
+    return ms[-1].end(), packed, array("q", map(re.Match.start, ms))
 
 
 def _new_run(cmds: list[Command], sh: _Shape, text: str, i: int) -> RuleRun:
