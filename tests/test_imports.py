@@ -163,6 +163,7 @@ NFTABLES_LAYERS = [
     ["model", "types", "dumpreq"],            # the model, datatypes, dump requests
     ["expressions", "jsonfmt", "textfmt"],    # the kernel's expressions; the formats
     ["compiler", "decompiler"],               # statements -> expressions, and back
+    ["templates"],                            # value slots -> the core's Template
     ["messages"],                             # model <-> NEW*/DEL* messages
     ["bulkjson"],                             # big JSON files, read as templates
     ["listtext"],                             # big listings, printed from templates

@@ -9,7 +9,6 @@ this module only wraps them.
 
 from __future__ import annotations
 
-import struct
 import sys
 from array import array
 from collections.abc import Callable
@@ -18,7 +17,6 @@ from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.netlink.codec import (
-    MessageWriter,
     attr_bytes,
     attr_payloads,
     get_be16,
@@ -26,7 +24,6 @@ from nfkit.netlink.codec import (
     get_be64,
     get_string,
     iter_attr_spans,
-    next_seq,
     next_seqs,
 )
 from nfkit.netlink.codec import be16_attr as be16
@@ -68,6 +65,7 @@ from nfkit.nftables.expressions import (
     verdict_of_data,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
+from nfkit.nftables.templates import RuleTemplate
 from nfkit.nftables.types import (
     VERDICT_TYPE,
     Datatype,
@@ -77,7 +75,6 @@ from nfkit.nftables.types import (
     split_type_id,
 )
 
-_U32 = struct.Struct("=I")
 FAMILY_NAME = {v: k for k, v in FAMILY_NUM.items()}
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4,
          "ingress": 5}
@@ -133,8 +130,7 @@ class Encoder:
         self.set_ids = [0x10000]
         self._where: dict[tuple[str, str], bytes] = {}
         self.anon_counter = [0]
-        self._msg_templates: dict[Any, Any] = {}
-        self._msg_formats: dict[Any, Any] = {}
+        self._rule_templates: dict[Any, RuleTemplate | None] = {}
 
     def _begin(self, name: str, family: str, flags: int, what: Any) -> None:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
@@ -255,8 +251,8 @@ class Encoder:
         self.batch.end()
 
     def add_rule_templated(self, r: Rule) -> bool:
-        """Append NEWRULE (add, no position, no comment) for ``r`` from a whole-message
-        template of its shape (see compiler.rule_shape), patching only seq and values.
+        """Append NEWRULE (add, no position, no comment) for ``r`` from the template of
+        its shape (`templates.RuleTemplate`), patching only seq and values.
 
         Returns False, with nothing written, when ``r`` has no template; then
         `rule` encodes it.  80,000 rules of a few shapes cost one compile each."""
@@ -264,31 +260,13 @@ class Encoder:
         if shape is None:
             return False
         key, rights = shape
-        mkey = (r.family, r.table, r.chain, key)
-        mt = self._msg_templates.get(mkey)
-        if mt is None:
-            mt = self._msg_templates[mkey] = self._msg_template(r, key)
-        if mt is False:
+        rt = self._rule_template(r, key)
+        if rt is None:
             return False
-        head, slots, statics = mt
-        buf = self.batch.buffer
-        start = len(buf)
-        buf += head
-        i = 0
-        for (fast, size, _op), right in zip(slots, rights, strict=False):
-            try:
-                v = fast(right)
-            except Exception:
-                v = None
-            if v is None or len(v) != size:
-                del buf[start:]  # the general path decides (set references, names, errors)
-                return False
-            buf += v
-            buf += statics[i]
-            i += 1
-        seq = next_seq()
-        _U32.pack_into(buf, start + 8, seq)
-        self.batch.seqs.append((seq, start))
+        values = rt.values(rights)
+        if values is None:
+            return False  # the general path decides (set references, names, errors)
+        rt.emit(self.batch, values)
         self.what.append(r)
         return True
 
@@ -300,17 +278,13 @@ class Encoder:
         the sequence number and values formatted in.  A rule whose value the
         slot cannot take (a prefix where an address was, a service name, ...)
         is encoded on its own by `rule`, in its place."""
-        sample = run.sample
-        mkey = (sample.family, sample.table, sample.chain, run.key)
-        mt = self._msg_templates.get(mkey)
-        if mt is None:
-            mt = self._msg_templates[mkey] = self._msg_template(sample, run.key)
+        rt = self._rule_template(run.sample, run.key)
         n = len(run)
-        if mt is False:
+        if rt is None:
             for k in range(n):
                 self.rule(run.rule(k))
             return
-        tpl, offsets, slots = self._run_layout(mkey, mt)
+        tpl, offsets, slots = rt.message, rt.offsets, rt.slots
         bad: set[int] = set()
         if run.packed is not None:
             cols = run.packed
@@ -332,19 +306,6 @@ class Encoder:
             self._emit_rows(run, tpl, offsets, [s[1] for s in slots], part, k, stop - k)
             k = stop
 
-    def _run_layout(self, mkey: Any, mt: Any) -> tuple[bytes, list[int], Any]:
-        """A shape's whole message (values zero) and the offset of each value in it."""
-        f = self._msg_formats.get(mkey)
-        if f is None:
-            head, slots, statics = mt
-            msg = bytearray(head)
-            offsets = []
-            for (_fast, vsize, _op), st in zip(slots, statics, strict=True):
-                offsets.append(len(msg))
-                msg += bytes(vsize) + st
-            f = self._msg_formats[mkey] = (bytes(msg), offsets, slots)
-        return f  # type: ignore[no-any-return]
-
     def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
                    cols: list[Any], k0: int, n: int) -> None:
         """Rules ``k0``..``k0 + n`` of ``run``: the shape's message ``n`` times, then the
@@ -363,28 +324,16 @@ class Encoder:
         batch.seqs.extend(zip(seqs, range(start, start + n * size, size), strict=True))
         self.what.extend(repeat(_Rows(run, k0, len(self.what)), n))
 
-    def _msg_template(self, r: Rule, key: Any) -> Any:
-        rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
-        tpl = rc.rule_template(key, r.expr)
-        if tpl is None:
-            return False
-        statics, slots = tpl
-        a = A["rule"]
-        # The whole message with zero values, written by the core; the head is what
-        # comes before the first value.
-        w = MessageWriter()
-        w.begin(msg_type("newrule"), NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
-                family=FAMILY_NUM[r.family], seq=0)
-        w.string(a["table"], r.table)
-        w.string(a["chain"], r.chain)
-        off = w.nest_start(a["expressions"])
-        w.raw(statics[0])
-        head_end = len(w.buffer)
-        for (_fast, size, _op), st in zip(slots, statics[1:], strict=True):
-            w.raw(bytes(size) + st)
-        w.nest_end(off)
-        w.end()
-        return bytes(w.buffer[:head_end]), slots, statics[1:]
+    def _rule_template(self, r: Rule, key: Any) -> RuleTemplate | None:
+        """The template of rule shape ``key`` in ``r``'s chain (made from ``r`` the first
+        time), or None when the shape has none."""
+        mkey = (r.family, r.table, r.chain, key)
+        if mkey not in self._rule_templates:
+            rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
+            tpl = rc.rule_template(key, r.expr)
+            self._rule_templates[mkey] = None if tpl is None else \
+                RuleTemplate(r.family, r.table, r.chain, tpl[0], tpl[1])
+        return self._rule_templates[mkey]
 
     def del_rule(self, r: Rule) -> None:
         a = A["rule"]
