@@ -110,3 +110,14 @@ def test_wrong_size_is_a_raw_form_with_the_error() -> None:
         EXPRESSIONS["cmp"].decode(parse_exprs(bad)[0][1])
     (stmt,) = RuleDecoder("ip").decode(parse_exprs(bad))
     assert stmt["nfkit-raw"]["expr"] == "cmp" and "bytes" in stmt["nfkit-raw"]["error"]
+
+
+def test_payload_write_is_kept_raw() -> None:
+    # nfkit prints no statement for a payload write: the kernel's expression, as given
+    from nfkit.nftables.decompiler import RuleDecoder
+
+    blob = (EXPRESSIONS["immediate"].encode(("dreg", 1), ("data", b"\xc0\0\2\1"))
+            + EXPRESSIONS["payload"].encode(("sreg", 1), ("base", 1), ("offset", 12), ("len", 4)))
+    out = RuleDecoder("ip").decode(parse_exprs(blob))
+    assert out[-1] == {"nfkit-raw": {"expr": "payload", "attrs": {
+        "sreg": "00000001", "base": "00000001", "offset": "0000000c", "len": "00000004"}}}

@@ -16,6 +16,7 @@ import functools
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partialmethod
 from typing import Any, Literal
 
 from nfkit.errors import InputError
@@ -700,26 +701,15 @@ class RuleCompiler:
         return s
 
     # ---- verdicts ----------------------------------------------------------------
-    def _verdict(self, out: list[bytes], v: dict[str, Any]) -> None:
-        out.append(immediate(0, v))
+    def _verdict_stmt(self, kind: str, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(immediate(0, {kind: body if kind in ("jump", "goto") else None}))
 
-    def _st_accept(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, {"accept": None})
-
-    def _st_drop(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, {"drop": None})
-
-    def _st_continue(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, {"continue": None})
-
-    def _st_return(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, {"return": None})
-
-    def _st_jump(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, {"jump": body})
-
-    def _st_goto(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        self._verdict(out, {"goto": body})
+    _st_accept = partialmethod(_verdict_stmt, "accept")
+    _st_drop = partialmethod(_verdict_stmt, "drop")
+    _st_continue = partialmethod(_verdict_stmt, "continue")
+    _st_return = partialmethod(_verdict_stmt, "return")
+    _st_jump = partialmethod(_verdict_stmt, "jump")
+    _st_goto = partialmethod(_verdict_stmt, "goto")
 
     def _st_vmap(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
         op = self.load(ctx, body["key"], out)

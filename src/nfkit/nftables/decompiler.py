@@ -39,10 +39,12 @@ from nfkit.nftables.expressions import (
 )
 from nfkit.nftables.types import (
     CT,
+    CT_BY_NUM,
     L3_PROTO,
     L4_PROTO,
     LL,
     META,
+    META_BY_NUM,
     NH,
     PAYLOAD,
     TH,
@@ -65,6 +67,19 @@ def prefix_of(lo: bytes, hi: bytes) -> int | None:
 
 def ip_text(fam: str, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if fam == "ip6" else socket.AF_INET, raw)
+
+
+class _AsRaw(Exception):
+    """Raised by a decoder method: keep this expression in its raw form."""
+
+
+def _raw_form(name: str, attrs: dict[str, bytes], error: str | None = None) -> dict[str, Any]:
+    """An expression nfkit does not print as a statement, as the kernel gave it."""
+    body: dict[str, Any] = {"expr": name}
+    if error is not None:
+        body["error"] = error
+    body["attrs"] = {k: v.hex() for k, v in attrs.items()}
+    return {"nfkit-raw": body}
 
 
 @dataclass
@@ -128,14 +143,14 @@ class RuleDecoder:
             fn = getattr(self, "_x_" + name, None)
             kx = EXPRESSIONS.get(name)
             if fn is None or kx is None:
-                self.out.append({"nfkit-raw": {"expr": name, "attrs": {
-                    k: v.hex() for k, v in a.items()}}})
+                self.out.append(_raw_form(name, a))
                 continue
             try:
                 fn(kx.decode(a))
+            except _AsRaw:
+                self.out.append(_raw_form(name, a))
             except (KeyError, IndexError, ValueError, InputError, DecodeError) as exc:
-                self.out.append({"nfkit-raw": {"expr": name, "error": str(exc), "attrs": {
-                    k: v.hex() for k, v in a.items()}}})
+                self.out.append(_raw_form(name, a, str(exc)))
         return [s for i, s in enumerate(self.out) if i not in self.drop]
 
     # ---- helpers -----------------------------------------------------------------
@@ -257,51 +272,42 @@ class RuleDecoder:
         base, off, ln = (a["base"], a["offset"],
                          a["len"])
         if "sreg" in a:
-            self.out.append({"nfkit-raw": {"expr": "payload", "attrs": {
-                k: v.hex() for k, v in a.items()}}})
-            return
+            raise _AsRaw  # a payload write: kept as the kernel's expression
         self._set(a["dreg"], RegValue(None, [T_INT32], [ln], (base, off, ln)))
 
     def _x_meta(self, a: dict[str, Any]) -> None:
-        key = a["key"]
-        from nfkit.nftables.types import META_BY_NUM
-
-        name = META_BY_NUM.get(key)
+        name = META_BY_NUM.get(a["key"])
         if name is None:
-            raise InputError(f"unknown meta key {key}")
+            raise InputError(f"unknown meta key {a['key']}")
         _n, tname, size = META[name]
+        self._key_expr(a, "meta", {"key": name}, tname, size)
+
+    def _x_ct(self, a: dict[str, Any]) -> None:
+        name = CT_BY_NUM.get(a["key"])
+        if name is None:
+            raise InputError(f"unknown ct key {a['key']}")
+        _n, tname, size = CT[name]
+        left: dict[str, Any] = {"key": name}
+        if "direction" in a:
+            left["dir"] = {0: "original", 1: "reply"}[a["direction"]]
+        if name in ("saddr", "daddr") and self.l3 == "ip6" and "sreg" not in a:
+            tname, size = "ipv6_addr", 16
+        self._key_expr(a, "ct", left, tname, size)
+
+    def _key_expr(self, a: dict[str, Any], kind: str, left: dict[str, Any], tname: str,
+                  size: int) -> None:
+        """A meta or ct key: loaded into dreg, or set from sreg (a mangle statement)."""
         if "sreg" in a:
-            v = self._get(a["sreg"])
-            value = self._set_value(v, T[tname])
-            self.out.append({"mangle": {"key": {"meta": {"key": name}}, "value": value}})
+            value = self._set_value(self._get(a["sreg"]), T[tname])
+            self.out.append({"mangle": {"key": {kind: left}, "value": value}})
             return
-        self._set(a["dreg"], RegValue({"meta": {"key": name}}, [T[tname]], [size]))
+        self._set(a["dreg"], RegValue({kind: left}, [T[tname]], [size]))
 
     def _set_value(self, v: RegValue, dt: Datatype) -> Any:
         if v.left is None and v.imm is not None:
             return dt.decode(v.imm)
         self._resolve_payload(v)
         return v.left
-
-    def _x_ct(self, a: dict[str, Any]) -> None:
-        from nfkit.nftables.types import CT_BY_NUM
-
-        key = a["key"]
-        name = CT_BY_NUM.get(key)
-        if name is None:
-            raise InputError(f"unknown ct key {key}")
-        _n, tname, size = CT[name]
-        left: dict[str, Any] = {"key": name}
-        if "direction" in a:
-            left["dir"] = {0: "original", 1: "reply"}[a["direction"]]
-        if "sreg" in a:
-            v = self._get(a["sreg"])
-            value = self._set_value(v, T[tname])
-            self.out.append({"mangle": {"key": {"ct": left}, "value": value}})
-            return
-        if name in ("saddr", "daddr") and self.l3 == "ip6":
-            tname, size = "ipv6_addr", 16
-        self._set(a["dreg"], RegValue({"ct": left}, [T[tname]], [size]))
 
     def _x_bitwise(self, a: dict[str, Any]) -> None:
         v = self._get(a["sreg"])
