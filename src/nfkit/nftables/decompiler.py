@@ -12,10 +12,12 @@ compiler, messages or the kernel's replies.
 from __future__ import annotations
 
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nfkit.errors import DecodeError, InputError
+from nfkit.netlink.consts import NLA_TYPE_MASK
 from nfkit.nftables.expressions import (
     CMP_HEAD,
     CMP_NAMES,
@@ -33,6 +35,7 @@ from nfkit.nftables.expressions import (
     SET_INTERVAL,
     T_FIB_TYPE,
     T_INT32,
+    cmp_slot,
     parse_exprs,
     value_of_data,
     verdict_of_data,
@@ -847,22 +850,34 @@ _CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
               {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
 
 
+# Where a cmp's value sits, from the encoder's own record (`cmp_slot`: nft_data last),
+# and the attribute types before it (sreg, op, the data nest, the value; flag bits
+# aside: the kernel dumps nests without NLA_F_NESTED) that must match for the
+# kernel's dump to be laid out the same way.
+_CMP_SAMPLE, _CMP_VALUE_AT = cmp_slot(1, 0, b"\0")
+_U16 = struct.Struct("=H").unpack_from
+_CMP_TYPES = [(at, _U16(_CMP_SAMPLE, at)[0] & NLA_TYPE_MASK) for at in (
+    _CMP_VALUE_AT - 22, _CMP_VALUE_AT - 14, _CMP_VALUE_AT - 6, _CMP_VALUE_AT - 2)]
+
+
 def cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
     """(start, end) in ``blob`` of each cmp expression's compared value.
 
-    Relies on the kernel dumping cmp as sreg, op, data (it does); returns None
-    for anything unexpected, and the caller decodes the slow way."""
-    from struct import unpack_from
-
+    The value is where the encoder puts it when the kernel dumps cmp as sreg, op,
+    data (it does); None for anything laid out otherwise (the caller decodes the
+    slow way)."""
     pos, end = 0, len(blob)
     spans: list[tuple[int, int]] = []
     while pos + 4 <= end:
-        ln = unpack_from("=H", blob, pos)[0]
+        ln = _U16(blob, pos)[0]
         if ln < 4:
             return None
-        if blob[pos + 4:pos + 12] == CMP_HEAD and ln >= 40:
-            vlen = unpack_from("=H", blob, pos + 36)[0] - 4
-            vstart = pos + 40
+        if blob[pos + 4:pos + 12] == CMP_HEAD and ln >= _CMP_VALUE_AT:
+            for at, t in _CMP_TYPES:
+                if _U16(blob, pos + at)[0] & NLA_TYPE_MASK != t:
+                    return None
+            vlen = _U16(blob, pos + _CMP_VALUE_AT - 4)[0] - 4
+            vstart = pos + _CMP_VALUE_AT
             if vstart + vlen > pos + ln:
                 return None
             spans.append((vstart, vstart + vlen))
