@@ -856,8 +856,13 @@ _CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
 # kernel's dump to be laid out the same way.
 _CMP_SAMPLE, _CMP_VALUE_AT = cmp_slot(1, 0, b"\0")
 _U16 = struct.Struct("=H").unpack_from
-_CMP_TYPES = [(at, _U16(_CMP_SAMPLE, at)[0] & NLA_TYPE_MASK) for at in (
-    _CMP_VALUE_AT - 22, _CMP_VALUE_AT - 14, _CMP_VALUE_AT - 6, _CMP_VALUE_AT - 2)]
+# attribute headers before the value: value (-4), data nest (-8), op (-16), sreg (-24); types +2
+_CMP_TYPES_AT = (_CMP_VALUE_AT - 22, _CMP_VALUE_AT - 14, _CMP_VALUE_AT - 6, _CMP_VALUE_AT - 2)
+# the four types in one unpack: sreg's, op's (8 bytes on), the data nest's (8), the value's (4)
+assert [b - a for a, b in zip(_CMP_TYPES_AT, _CMP_TYPES_AT[1:], strict=False)] == [8, 8, 4]
+_CMP_TYPES = struct.Struct("=H6xH6xH2xH").unpack_from
+_CMP_FORMS = {tuple(_U16(_CMP_SAMPLE, at)[0] & (NLA_TYPE_MASK if nested else 0xFFFF)
+                    for at in _CMP_TYPES_AT) for nested in (False, True)}
 
 
 def cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
@@ -873,9 +878,8 @@ def cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
         if ln < 4:
             return None
         if blob[pos + 4:pos + 12] == CMP_HEAD and ln >= _CMP_VALUE_AT:
-            for at, t in _CMP_TYPES:
-                if _U16(blob, pos + at)[0] & NLA_TYPE_MASK != t:
-                    return None
+            if _CMP_TYPES(blob, pos + _CMP_TYPES_AT[0]) not in _CMP_FORMS:
+                return None
             vlen = _U16(blob, pos + _CMP_VALUE_AT - 4)[0] - 4
             vstart = pos + _CMP_VALUE_AT
             if vstart + vlen > pos + ln:
