@@ -12,25 +12,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nfkit.cli.bulk import Forked
 from nfkit.errors import InputError
 from nfkit.netlink.codec import Batch
 from nfkit.nftables import bulkjson
-from nfkit.nftables.bulkjson import RuleRun
+from nfkit.nftables.bulkjson import RuleRun, load_json_runs
+from nfkit.nftables.commits import encode_commands
 from nfkit.nftables.jsonfmt import load_json
-from nfkit.nftables.transaction import encode_commands
-from nfkit.nftables.wire import Encoder
+from nfkit.nftables.messages import Encoder
 
 from .conftest import NFKIT, nft_json
 from .test_rule_templates import rules
 
 
-def _encode(text: str, runs: bool) -> Any:
+def _encode(text: str, runs: bool, offload: Any = None) -> Any:
     """(batch bytes with sequence numbers zeroed, the name of every message), or the error."""
     try:
-        cmds = load_json(text, runs=runs)
+        cmds = load_json_runs(text, offload) if runs else load_json(text)
         b = Batch()
         e = Encoder(b)
-        e.known_sets = {}  # type: ignore[attr-defined]
         encode_commands(cmds, e)
         b.close()
     except InputError as exc:
@@ -88,7 +88,7 @@ def test_split_scan_gives_the_same_transaction(text: str) -> None:
     saved = bulkjson.SPLIT_MIN
     bulkjson.SPLIT_MIN = 0
     try:
-        assert _encode(text, True) == _encode(text, False)
+        assert _encode(text, True, Forked) == _encode(text, False)
     finally:
         bulkjson.SPLIT_MIN = saved
 
@@ -98,17 +98,20 @@ def test_split_scan_of_a_long_run_uses_the_far_half(monkeypatch) -> None:  # typ
     items[2600]["rule"]["chain"] = "other"  # the run ends before the end of the array
     monkeypatch.setattr(bulkjson, "SPLIT_MIN", 1000)
     text = _doc(items, "default")
-    runs = [c.obj for c in load_json(text, runs=True) if type(c.obj) is RuleRun]
+    runs = [c.obj for c in load_json_runs(text, Forked) if type(c.obj) is RuleRun]
     assert runs[0].packed is not None and runs[1].row_starts is not None
     assert len(runs[0]) + len(runs[1]) == 2600
-    assert _encode(text, True) == _encode(text, False)
+    assert _encode(text, True, Forked) == _encode(text, False)
+    # Without the loader's offload, the reader stays in this process: one run.
+    runs = [c.obj for c in load_json_runs(text) if type(c.obj) is RuleRun]
+    assert len(runs[0]) == 2600 and runs[0].packed is None
     # A value the far half cannot encode: this process scans on, the general path
     # reports that rule.
     items[2500]["rule"]["expr"][1]["match"]["right"] = 70000
     text = _doc(items, "compact")
-    runs = [c.obj for c in load_json(text, runs=True) if type(c.obj) is RuleRun]
+    runs = [c.obj for c in load_json_runs(text, Forked) if type(c.obj) is RuleRun]
     assert len(runs[0]) == 2600 and runs[0].row_starts is None
-    got = _encode(text, True)
+    got = _encode(text, True, Forked)
     assert got == _encode(text, False) and "(#2502)" in got[1], got
 
 
@@ -127,7 +130,7 @@ def test_runs_are_read_as_templates_and_odd_values_in_place() -> None:
     items = _many(40, {"prefix": {"addr": "198.51.100.0", "len": 24}})
     items[20]["rule"]["expr"][1]["match"]["right"] = "ssh"
     text = _doc(items, "default")
-    cmds = load_json(text, runs=True)
+    cmds = load_json_runs(text)
     assert any(type(c.obj) is RuleRun and len(c.obj) > 10 for c in cmds)
     assert _encode(text, True) == _encode(text, False)
     items[30]["rule"]["expr"][1]["match"]["right"] = 70000

@@ -18,9 +18,9 @@ import pytest
 
 from nfkit.lab import Lab
 from nfkit.nftables.jsonfmt import dump_json
+from nfkit.nftables.listing import dump, exists, list_json_text, list_ruleset, open_socket
 from nfkit.nftables.listtext import RuleTexts
 from nfkit.nftables.model import Rule
-from nfkit.nftables.transaction import _dump, _socket, exists, list_json_text, list_ruleset
 
 _EXPIRES = re.compile(r', "expires": \d+')
 RULESETS = sorted((Path(__file__).parent / "rulesets").glob("*.nft"))
@@ -95,10 +95,10 @@ def test_varied_values_fast_equals_slow(ns, tmp_path) -> None:  # type: ignore[n
     assert fast == slow
     # and the templates did the work (not the general decoder every time)
     with ns.enter():
-        sock = _socket()
+        sock = open_socket()
     try:
         texts = RuleTexts({})
-        _dump(sock, texts=texts)
+        dump(sock, texts=texts)
     finally:
         sock.close()
     assert texts.rules == 2 * (9 * 40 + 18)
@@ -147,7 +147,7 @@ def test_exists_big_chain(ns, tmp_path) -> None:  # type: ignore[no-untyped-def]
             {verdict: None}])
 
     with ns.enter():
-        sock = _socket()
+        sock = open_socket()
     try:
         assert exists(rule("198.51.7.207", 2000), sock=sock)
         assert exists(rule("198.51.0.0", 1), sock=sock)

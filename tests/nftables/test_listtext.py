@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nfkit.nftables.commits import commit
 from nfkit.nftables.jsonfmt import dump_json
+from nfkit.nftables.listing import dump, list_json_text, list_ruleset, open_socket
 from nfkit.nftables.listtext import RuleTexts
 from nfkit.nftables.model import Ruleset
-from nfkit.nftables.transaction import _dump, _socket, commit, list_json_text, list_ruleset
 
 from .conftest import NFKIT, nft_json, strip
 
@@ -51,9 +52,9 @@ def test_text_listing_equals_model_listing(netns) -> None:  # type: ignore[no-un
         for chain in ("a", "b"):
             assert list_json_text("inet", "t", chain) == dump_json(list_ruleset("inet", "t", chain))
         # the templates did the work: few rules were decoded one by one
-        s = _socket()
+        s = open_socket()
         texts = RuleTexts({})
-        _dump(s, texts=texts)
+        dump(s, texts=texts)
         s.close()
         rules = texts.rules
         assert rules == len(json.loads(text)["nftables"]) - 4 == 2 * 1500 + 2 * 215 + 30

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nfkit.nftables.exprs import RuleCompiler
+from nfkit.nftables.compiler import RuleCompiler
 
 FIELDS = [("ip", "saddr", st.sampled_from(["10.0.0.1", "192.0.2.7", "10.0.0.0/8", "@s", "x"])),
           ("ip", "dscp", st.one_of(st.integers(0, 70), st.sampled_from(["cs1", "ef"]))),

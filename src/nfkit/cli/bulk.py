@@ -8,9 +8,65 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
+import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from nfkit.errors import InputError
+
+
+class Forked:
+    """``fn`` run in a forked process (the loader's offload for bulkjson: the far half of
+    a long rule run is scanned and encoded on the second CPU); its result comes back
+    pickled through a pipe."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.rfd, wfd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: whatever happens, it ends here
+            try:
+                os.close(self.rfd)
+                try:
+                    out = pickle.dumps(fn(), protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException:
+                    out = b""
+                with os.fdopen(wfd, "wb") as f:
+                    f.write(out)
+            finally:
+                os._exit(0)
+        os.close(wfd)
+
+    def result(self) -> Any:
+        """What ``fn`` returned, or None when it failed."""
+        chunks = []
+        while True:
+            c = os.read(self.rfd, 1 << 20)
+            if not c:
+                break
+            chunks.append(c)
+        os.close(self.rfd)
+        self.rfd = -1
+        os.waitpid(self.pid, 0)
+        data = b"".join(chunks)
+        return pickle.loads(data) if data else None
+
+    def discard(self) -> None:
+        """Stop the child (if still working) and reap it."""
+        if self.rfd >= 0:
+            os.close(self.rfd)
+            self.rfd = -1
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+
+
+def offload() -> type[Forked] | None:
+    """A second CPU for the JSON reader when the machine has one."""
+    return Forked if (os.cpu_count() or 1) >= 2 else None
 
 
 def read_file(path: str) -> str:
@@ -35,19 +91,19 @@ def done() -> None:
 
 def load_file(path: str) -> None:
     """Load ``path`` (libnftables JSON) in one atomic transaction, then exit."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
+    from nfkit.nftables.bulkjson import load_json_runs
+    from nfkit.nftables.commits import run_commands
 
     gc.disable()  # millions of small acyclic objects: collections only cost time
-    run_commands(load_json(read_file(path), runs=True))
+    run_commands(load_json_runs(read_file(path), offload()))
     done()
 
 
 def check_file(path: str) -> None:
     """Let the kernel validate ``path`` as one transaction; nothing is committed."""
-    from nfkit.nftables.jsonfmt import load_json
-    from nfkit.nftables.transaction import run_commands
+    from nfkit.nftables.bulkjson import load_json_runs
+    from nfkit.nftables.commits import run_commands
 
     gc.disable()
-    n = run_commands(load_json(read_file(path), runs=True), check=True)
+    n = run_commands(load_json_runs(read_file(path), offload()), check=True)
     print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

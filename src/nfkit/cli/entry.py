@@ -1,63 +1,17 @@
 """The `nfkit` command's entry point.
 
-This module owns two things every command shares: turning an `NfkitError`
-into one line on stderr and exit status 2 (an interrupt: one line and 130; a
-reader that closed the pipe, as in `nfkit ct list | head -1`: no message and
-141, the status a shell shows for conntrack killed by SIGPIPE),
-and starting the commands that load big rule files (`nfkit rules load FILE`,
+This module owns starting the commands that load big rule files
+(`nfkit rules load FILE`,
 `nfkit rules check FILE`) without importing click, whose import alone costs
 more than the kernel needs to commit 10,000 rules.  Every other command line
-goes to the click group in `nfkit.cli.main`.
+goes to the click group in `nfkit.cli.main`; both run under `guard.guarded`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from nfkit.errors import NfkitError
-
-# 128 + SIGPIPE: what the shell reports for conntrack -L | head -1
-EXIT_BROKEN_PIPE = 141
-EXIT_INTERRUPTED = 130
-
-
-def _drop_stdout() -> None:
-    """Point stdout at /dev/null: the interpreter's last flush must not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-
-
-def guarded(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn``; an NfkitError ends the process with its message and status 2.
-
-    Ctrl-C ends it with one line and status 130; a closed output pipe ends it
-    quietly with status 141 (for every command: this is the one place).
-    """
-    try:
-        result = fn(*args)
-        sys.stdout.flush()  # a reader that went away is found here, not at exit
-        return result
-    except NfkitError as exc:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _drop_stdout()
-        print(f"nfkit: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        _drop_stdout()
-        print("nfkit: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        _drop_stdout()
-        sys.exit(EXIT_BROKEN_PIPE)
+from nfkit.cli.guard import EXIT_INTERRUPTED, guarded
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -85,7 +39,7 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.Abort:
         print("nfkit: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         print(f"nfkit: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -12,7 +12,7 @@ import importlib
 import click
 
 from nfkit import __version__
-from nfkit.cli.entry import guarded
+from nfkit.cli.guard import guarded
 
 # name -> "module:attribute"; add a line here when a package grows a command.
 SUBCOMMANDS: dict[str, str] = {

@@ -251,6 +251,42 @@ class Batch(MessageWriter):
         return len(self.seqs) - 1 - (1 if self.closed else 0)
 
 
+# Standalone attribute bytes: for pre-encoded runs handed to `MessageWriter.raw`
+# and for templates built once and copied (nf_tables expressions).  The same
+# headers, padding and flags as the writer's methods above.
+
+def attr_bytes(t: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """One attribute: header, payload, padding."""
+    n = NLA_HDRLEN + len(payload)
+    return _NLA.pack(n, t) + bytes(payload) + _PAD[n & 3]
+
+
+def nest_bytes(t: int, *parts: bytes) -> bytes:
+    """A nested attribute (NLA_F_NESTED) around already-aligned ``parts``."""
+    body = b"".join(parts)
+    return _NLA.pack(NLA_HDRLEN + len(body), t | NLA_F_NESTED) + body
+
+
+def u8_attr(t: int, v: int) -> bytes:
+    return _A_U8.pack(5, t, v)
+
+
+def be16_attr(t: int, v: int) -> bytes:
+    return _A_BE16[0].pack(6, t) + _A_BE16[1].pack(v)
+
+
+def be32_attr(t: int, v: int) -> bytes:
+    return _A_BE32[0].pack(8, t) + _A_BE32[1].pack(v & 0xFFFFFFFF)
+
+
+def be64_attr(t: int, v: int) -> bytes:
+    return _A_BE64[0].pack(12, t) + _A_BE64[1].pack(v)
+
+
+def string_attr(t: int, s: str) -> bytes:
+    return attr_bytes(t, s.encode() + b"\0")
+
+
 class Template:
     """One encoded message reused as a shape: copy it, patch seq and values.
 
@@ -361,26 +397,45 @@ def iter_attrs(mv: memoryview) -> Iterator[tuple[int, memoryview]]:
         off += (alen + 3) & ~3
 
 
-def attr_spans(mv: memoryview) -> Iterator[tuple[int, int, int]]:
-    """(type without flag bits, payload start, payload end) of each attribute of ``mv``."""
-    n = len(mv)
-    off = 0
-    while off < n:
-        if n - off < NLA_HDRLEN:
+def iter_attr_spans(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None
+                    ) -> Iterator[tuple[int, int, int]]:
+    """Yield (type without flag bits, payload start, payload end) for each attribute of
+    ``buf[start:end]``, as offsets into ``buf`` (for callers that keep positions)."""
+    if end is None:
+        end = len(buf)
+    off = start
+    unpack = _NLA.unpack_from
+    while off < end:
+        if end - off < NLA_HDRLEN:
             raise DecodeError("truncated attribute header", off)
-        alen, atype = _NLA.unpack_from(mv, off)
-        if alen < NLA_HDRLEN or off + alen > n:
-            raise DecodeError(f"attribute length {alen} runs past its container", off)
+        alen, atype = unpack(buf, off)
+        if alen < NLA_HDRLEN or off + alen > end:
+            raise DecodeError(f"attribute {atype & NLA_TYPE_MASK} length {alen} runs past its container", off)
         yield atype & NLA_TYPE_MASK, off + NLA_HDRLEN, off + alen
         off += (alen + 3) & ~3
 
 
-def _fixed(fmt: str, what: str) -> Callable[[memoryview], int]:
+def attr_payloads(buf: bytes | bytearray | memoryview, start: int = 0, end: int | None = None
+                  ) -> dict[int, bytes]:
+    """The attributes of one level as {type: payload bytes} (the last of a type wins)."""
+    b = bytes(buf)
+    return {t: b[s:e] for t, s, e in iter_attr_spans(b, start, end)}
+
+
+def attr_spans(mv: memoryview) -> Iterator[tuple[int, int, int]]:
+    """(type without flag bits, payload start, payload end) of each attribute of ``mv``."""
+    return iter_attr_spans(mv)
+
+
+Payload = bytes | bytearray | memoryview  # an attribute's payload, a view or a copy
+
+
+def _fixed(fmt: str, what: str) -> Callable[[Payload], int]:
     s = struct.Struct(fmt)
     size = s.size
     unpack = s.unpack
 
-    def get(mv: memoryview) -> int:
+    def get(mv: Payload) -> int:
         if len(mv) != size:
             raise DecodeError(f"{what} attribute has {len(mv)} bytes, expected {size}")
         return unpack(mv)[0]  # type: ignore[no-any-return]
@@ -402,7 +457,7 @@ get_be32 = _fixed(">I", "be32")
 get_be64 = _fixed(">Q", "be64")
 
 
-def get_string(mv: memoryview) -> str:
+def get_string(mv: Payload) -> str:
     """A string attribute, with or without its NUL terminator."""
     b = bytes(mv)
     nul = b.find(b"\0")

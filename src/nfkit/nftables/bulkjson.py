@@ -6,7 +6,7 @@ other addresses and ports.  The first rule of a shape is read as JSON by the
 general reader (jsonfmt); its exact text becomes a template, a regular
 expression whose only variable parts are the compared values ("right" of each
 match).  Later rules of that shape are matched as text, and their values go
-to the encoder in columns (`wire.Encoder.rule_run`), which patches them into
+to the encoder in columns (`messages.Encoder.rule_run`), which patches them into
 the message encoded once for the shape.  Anything else, and any rule whose
 text differs from every template in more than those values, is read by the
 general reader, so the commands mean the same either way; a document this
@@ -16,18 +16,17 @@ reports syntax errors.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import pickle
 import re
-import signal
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
-from nfkit.nftables.exprs import _rule_shape
-from nfkit.nftables.jsonfmt import Command, item_command
+from nfkit.nftables.compiler import rule_shape
+from nfkit.nftables.jsonfmt import Command, item_command, load_json, no_gc, order_commands
 from nfkit.nftables.model import FAMILIES, Rule
 
 _HEAD = re.compile(r'\s*\{\s*"nftables"\s*:\s*\[\s*')
@@ -158,7 +157,7 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
     if rb is None:
         return None
     body, listing = rb
-    shape = _rule_shape(body["expr"])
+    shape = rule_shape(body["expr"])
     if shape is None:
         return None
     key, rights = shape
@@ -224,10 +223,29 @@ def make_shape(obj: Any, text: str, start: int, end: int, sample: Rule) -> _Shap
     return _Shape(pattern, key, tuple(kinds), listing, sample, text[start:prefix_end])
 
 
-def scan(text: str) -> list[Command] | None:
+def load_json_runs(text: str | bytes, offload: Offload | None = None) -> list[Command]:
+    """The commands of libnftables JSON text, as `jsonfmt.load_json` reads them, except that
+    consecutive rules of one shape may come back as one command holding a `RuleRun`
+    (read as text templates, for `run_commands`) instead of one `Rule` each.
+
+    ``offload`` is the loader's offer of a second CPU: called with a function, it
+    runs it elsewhere and returns a handle whose ``result()`` is what the function
+    returned (None if it failed) and whose ``discard()`` abandons it; raising
+    OSError declines.  With it, the far half of a long run (more than `SPLIT_MIN`
+    of text left) is scanned there.  Raises InputError as load_json does."""
+    if isinstance(text, str):
+        with no_gc():
+            cmds = scan(text, offload)
+        if cmds is not None:
+            return order_commands(cmds)
+    return load_json(text)
+
+
+def scan(text: str, offload: Offload | None = None) -> list[Command] | None:
     """The commands of a libnftables JSON document, rules of recurring shapes as
     `RuleRun`s; None when the document is not one this reader follows (then the
-    general reader reads it, and reports its syntax errors)."""
+    general reader reads it, and reports its syntax errors).  ``offload``: see
+    `load_json_runs`."""
     head = _HEAD.match(text)
     if head is None:
         return None
@@ -243,11 +261,11 @@ def scan(text: str) -> list[Command] | None:
         ms: list[re.Match[str]] = []
         far: RuleRun | None = None
         if last is not None:
-            ms, far = _rows(last, text, pos, i)
+            ms, far = _rows(last, text, pos, i, offload)
         if not ms:
             for sh in shapes:
                 if sh is not last:
-                    ms, far = _rows(sh, text, pos, i)
+                    ms, far = _rows(sh, text, pos, i, offload)
                     if ms:
                         last = sh
                         break
@@ -300,23 +318,25 @@ def scan(text: str) -> list[Command] | None:
         i += 1
 
 
-# A run is split between this process and a forked one when this much text is
-# left (about 14,000 rules of 290 bytes) and the machine has a second CPU.
+# A run is split between this process and the loader's offload when this much
+# text is left (about 14,000 rules of 290 bytes).
 SPLIT_MIN = 4 << 20
+Offload = Callable[[Callable[[], Any]], Any]
 
 
-def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]], RuleRun | None]:
+def _rows(sh: _Shape, text: str, pos: int, i: int, offload: Offload | None
+          ) -> tuple[list[re.Match[str]], RuleRun | None]:
     """The rules of shape ``sh`` that follow each other from ``pos``, as matches.
 
-    With much text left, a forked process scans and encodes the far half of the
-    run (from a rule start found by the shape's prefix), while this one scans
-    the near half up to there; the far half is used only if the near half ends
-    exactly where it begins (so it was a rule start), and comes back as a
-    second, pre-encoded RuleRun."""
-    if len(text) - pos < SPLIT_MIN or (os.cpu_count() or 1) < 2:
+    With much text left and an ``offload`` from the loader, the far half of the
+    run (from a rule start found by the shape's prefix) is scanned and encoded
+    there, while this process scans the near half up to there; the far half is
+    used only if the near half ends exactly where it begins (so it was a rule
+    start), and comes back as a second, pre-encoded RuleRun."""
+    if offload is None or len(text) - pos < SPLIT_MIN:
         return consecutive(sh.pattern, text, pos), None
     if sh.slots is None:
-        from nfkit.nftables.exprs import RuleCompiler
+        from nfkit.nftables.compiler import RuleCompiler
 
         sh.slots = False
         tpl = RuleCompiler(sh.sample.family, sh.sample.table, [0], [0x10000]).rule_template(
@@ -327,7 +347,7 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
     if b < 0 or not sh.prefix:
         return consecutive(sh.pattern, text, pos), None
     try:
-        far = _FarHalf(sh, text, b)
+        far = offload(functools.partial(_far_rows, sh, text, b))
     except OSError:  # no process to spare: one scan
         return consecutive(sh.pattern, text, pos), None
     ms = consecutive(sh.pattern, text, pos, b)
@@ -348,7 +368,7 @@ def _rows(sh: _Shape, text: str, pos: int, i: int) -> tuple[list[re.Match[str]],
 def _encode_rows(sh: _Shape, ms: list[re.Match[str]]) -> list[bytes] | None:
     """The value columns of rules ``ms`` encoded (one bytes per slot), or None when
     a value needs the general path."""
-    from nfkit.nftables.wire import encode_columns
+    from nfkit.nftables.messages import encode_columns
 
     cols = [list(map(re.Match.group, ms, repeat(j + 1))) for j in range(len(sh.kinds))]
     enc, bad = encode_columns(sh.slots, sh.kinds, cols)
@@ -357,57 +377,15 @@ def _encode_rows(sh: _Shape, ms: list[re.Match[str]]) -> list[bytes] | None:
     return [c if type(c) is bytes else b"".join(c) for c in enc]
 
 
-class _FarHalf:
-    """A forked process scanning and encoding the rules of one shape from ``b``."""
-
-    def __init__(self, sh: _Shape, text: str, b: int) -> None:
-        self.rfd, wfd = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: whatever happens, it ends here
-            try:
-                os.close(self.rfd)
-                try:
-                    out = pickle.dumps(self._work(sh, text, b), protocol=pickle.HIGHEST_PROTOCOL)
-                except BaseException:
-                    out = b""
-                with os.fdopen(wfd, "wb") as f:
-                    f.write(out)
-            finally:
-                os._exit(0)
-        os.close(wfd)
-
-    @staticmethod
-    def _work(sh: _Shape, text: str, b: int) -> Any:
-        ms = consecutive(sh.pattern, text, b)
-        packed = _encode_rows(sh, ms) if ms else None
-        if packed is None:
-            return None  # rows for the general path: the parent does them in order
-        return ms[-1].end(), packed, array("q", map(re.Match.start, ms))
-
-    def result(self) -> Any:
-        """What the child found: (end offset, packed columns, rule offsets) or None."""
-        chunks = []
-        while True:
-            c = os.read(self.rfd, 1 << 20)
-            if not c:
-                break
-            chunks.append(c)
-        os.close(self.rfd)
-        self.rfd = -1
-        os.waitpid(self.pid, 0)
-        data = b"".join(chunks)
-        return pickle.loads(data) if data else None
-
-    def discard(self) -> None:
-        """Stop the child (if still working) and reap it."""
-        if self.rfd >= 0:
-            os.close(self.rfd)
-            self.rfd = -1
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
+def _far_rows(sh: _Shape, text: str, b: int) -> Any:
+    """The far half of a split run (see `_rows`): (end offset, packed columns, rule
+    offsets), or None when a value needs the general path (the near side then scans
+    on, in order).  Runs wherever the loader's ``offload`` runs it."""
+    ms = consecutive(sh.pattern, text, b)
+    packed = _encode_rows(sh, ms) if ms else None
+    if packed is None:
+        return None
+    return ms[-1].end(), packed, array("q", map(re.Match.start, ms))
 
 
 def _new_run(cmds: list[Command], sh: _Shape, text: str, i: int) -> RuleRun:

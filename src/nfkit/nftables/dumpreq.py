@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NFNL_SUBSYS_NFTABLES, NLM_F_REQUEST, nfnl_msg_type
-from nfkit.netlink.specs.nftables import MSG
-from nfkit.nftables.nla import A, string
+from nfkit.netlink.specs.nftables import MSG, num
 
 FAMILY_NUM = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 
@@ -43,8 +42,8 @@ def rules_request(family: str | None, table: str | None = None,
     w.begin(nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getrule"]), NLM_F_REQUEST,
             family=family_num(family) if family else 0)
     if family and table is not None:
-        w.raw(string(A["rule"]["table"], table))
+        w.string(num("rule", "table"), table)
         if chain is not None:
-            w.raw(string(A["rule"]["chain"], chain))
+            w.string(num("rule", "chain"), chain)
     w.end()
     return w

@@ -142,7 +142,7 @@ def parse_commands(doc: Any) -> list[Command]:
         c = item_command(i, item)
         if c is not None:
             cmds.append(c)
-    return _order(cmds)
+    return order_commands(cmds)
 
 
 def item_command(i: int, item: Any) -> Command | None:
@@ -184,7 +184,8 @@ def item_command(i: int, item: Any) -> Command | None:
     return Command(verb, kind, o, items)
 
 
-def _order(cmds: list[Command]) -> list[Command]:
+def order_commands(cmds: list[Command]) -> list[Command]:
+    """``cmds`` in an order the kernel accepts: objects before what refers to them."""
     out: list[Command] = []
     run: list[Command] = []
     for c in cmds:
@@ -211,20 +212,11 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def load_json(text: str | bytes, runs: bool = False) -> list[Command]:
+def load_json(text: str | bytes) -> list[Command]:
     """Parse libnftables JSON text; raises InputError on a syntax error (with position).
 
-    With ``runs``, consecutive rules of one shape may come back as one command
-    holding a `bulkjson.RuleRun` (read as text templates, for `run_commands`)
-    instead of one `Rule` each; a long run is scanned by this process and a
-    forked one together (see `bulkjson.SPLIT_MIN`)."""
+    (`bulkjson.load_json_runs` reads big rule files faster, into the same commands.)"""
     with no_gc():
-        if runs and isinstance(text, str):
-            from nfkit.nftables.bulkjson import scan
-
-            cmds = scan(text)
-            if cmds is not None:
-                return _order(cmds)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

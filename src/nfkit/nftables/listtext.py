@@ -3,7 +3,7 @@
 This module owns the fast path of `nfkit rules list --json`.  A big chain is
 mostly a few rule *shapes*: rules whose dump messages differ only in the
 handle, the position and the compared values.  The first rule of a shape is
-decoded by the general decoder (wire.decode_rule) and printed with json.dumps;
+decoded by the general decoder (messages.decode_rule) and printed with json.dumps;
 from it come two templates: a regular expression over the raw dump message
 (every byte literal except those values) and the rule's JSON text with a
 marker where each value goes.  The following rules of that shape are matched
@@ -24,25 +24,31 @@ from array import array
 from itertools import chain, repeat
 from typing import Any
 
-from nfkit.nftables import nla
+from nfkit.netlink.codec import (
+    NFGEN_HDRLEN,
+    NLMSG_HDRLEN,
+    attr_payloads,
+    get_string,
+    iter_attr_spans,
+    parse_messages,
+)
 from nfkit.nftables.bulkjson import consecutive
+from nfkit.nftables.decompiler import RuleShapes, SetView, cmp_spans, plain_value
+from nfkit.nftables.expressions import A
 from nfkit.nftables.jsonfmt import rule_json
-from nfkit.nftables.model import Rule
-from nfkit.nftables.nla import A
-from nfkit.nftables.wire import (
+from nfkit.nftables.messages import (
     ARRAY_CODE,
     FAMILY_NAME,
-    RuleShapes,
-    SetView,
-    _cmp_spans,
-    _plain_value,
     decode_rule,
     in_byte_order,
+    msg_type,
 )
+from nfkit.nftables.model import Rule
 
 _U32 = struct.Struct("=I")
-_NEWRULE = (10 << 8) | 6  # NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWRULE
+_NEWRULE = msg_type("newrule")
 _MAX_SHAPES = 32
+_ATTRS_AT = NLMSG_HDRLEN + NFGEN_HDRLEN
 
 
 def _marker(k: int) -> str:
@@ -58,7 +64,7 @@ class _Memo(dict):  # type: ignore[type-arg]
         self.v = v
 
     def __missing__(self, raw: bytes) -> str:
-        text = self[raw] = json.dumps(_plain_value(self.v, raw))
+        text = self[raw] = json.dumps(plain_value(self.v, raw))
         return text
 
 
@@ -80,13 +86,13 @@ def _counter_spans(blob: bytes) -> list[tuple[int, int]]:
     """(packets start, bytes start) in ``blob`` of each top-level counter expression
     holding both as 8-byte values; empty when any counter looks otherwise."""
     out = []
-    for _t, s, e in nla.walk(blob):
+    for _t, s, e in iter_attr_spans(blob):
         name = b""
-        for t2, s2, e2 in nla.walk(blob, s, e):
+        for t2, s2, e2 in iter_attr_spans(blob, s, e):
             if t2 == 1:
                 name = blob[s2:e2].split(b"\0", 1)[0]
             elif t2 == 2 and name == b"counter":
-                found = {t3: (s3, e3) for t3, s3, e3 in nla.walk(blob, s2, e2)}
+                found = {t3: (s3, e3) for t3, s3, e3 in iter_attr_spans(blob, s2, e2)}
                 pk, by = found.get(2), found.get(1)  # NFTA_COUNTER_PACKETS, _BYTES
                 if pk is None or by is None or pk[1] - pk[0] != 8 or by[1] - by[0] != 8:
                     return []
@@ -170,19 +176,21 @@ class RuleTexts:
                 pos = ms[-1].end()
                 continue
             ln = _U32.unpack_from(data, pos)[0]
-            if ln < 16:
+            if ln < NLMSG_HDRLEN:
                 break
             size = (ln + 3) & ~3
-            self._general(bytes(data[pos:pos + size]), ln)
+            self._general(bytes(data[pos:pos + size]))
             pos += size
 
-    def _general(self, msg: bytes, ln: int) -> None:
-        if _U32.unpack_from(msg, 4)[0] & 0xFFFF != _NEWRULE:
+    def _general(self, msg: bytes) -> None:
+        m = next(parse_messages(msg))
+        if m.type != _NEWRULE:
             return
-        fam = msg[16]
-        a = nla.attrs(msg, 20, ln)
+        fam = m.family
+        a = attr_payloads(m.attrs)
+        ln = NLMSG_HDRLEN + len(m.payload)
         ra = A["rule"]
-        table = nla.get_str(a[ra["table"]])
+        table = get_string(a[ra["table"]])
         views = self.views.get((FAMILY_NAME.get(fam, str(fam)), table), {})
         r = decode_rule(fam, a, views, self.shapes)
         text = json.dumps(rule_json(r))
@@ -205,12 +213,12 @@ class RuleTexts:
                text: str) -> _TextShape | None:
         """A template from ``msg`` (decoded as ``r``, printed as ``text``), or None."""
         ra = A["rule"]
-        where: dict[int, tuple[int, int]] = {t: (s, e) for t, s, e in nla.walk(msg, 20, ln)}
+        where: dict[int, tuple[int, int]] = {t: (s, e) for t, s, e in iter_attr_spans(msg, _ATTRS_AT, ln)}
         if ra["handle"] not in where or ra["expressions"] not in where:
             return None
         xs, xe = where[ra["expressions"]]
         blob = msg[xs:xe]
-        spans = _cmp_spans(blob)
+        spans = cmp_spans(blob)
         if spans is None:
             return None
         parts, last = [], 0

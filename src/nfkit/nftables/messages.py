@@ -3,19 +3,35 @@
 This module owns the message layer: which NEWTABLE/NEWCHAIN/NEWSET/NEWSETELEM/
 NEWRULE/DEL* message each model change becomes (written into a core `Batch`),
 and how GET* dump replies become model objects again.  Expressions are
-translated by nfkit.nftables.exprs; this module only wraps them.
+compiled by nfkit.nftables.compiler and decompiled by nfkit.nftables.decompiler;
+this module only wraps them.
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 from array import array
+from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.netlink.codec import next_seq, next_seqs
+from nfkit.netlink.codec import (
+    attr_bytes,
+    attr_payloads,
+    get_be16,
+    get_be32,
+    get_be64,
+    get_string,
+    iter_attr_spans,
+    next_seqs,
+)
+from nfkit.netlink.codec import be16_attr as be16
+from nfkit.netlink.codec import be32_attr as be32
+from nfkit.netlink.codec import be64_attr as be64
+from nfkit.netlink.codec import nest_bytes as nest
+from nfkit.netlink.codec import string_attr as string
+from nfkit.netlink.codec import u8_attr as u8
 from nfkit.netlink.consts import (
     NFNL_SUBSYS_NFTABLES,
     NLM_F_APPEND,
@@ -26,9 +42,14 @@ from nfkit.netlink.consts import (
     nfnl_msg_type,
 )
 from nfkit.netlink.specs.nftables import MSG
-from nfkit.nftables import nla
+from nfkit.nftables.compiler import AnonSet, Operand, RuleCompiler, rule_shape, set_data, set_key_types
+from nfkit.nftables.decompiler import RuleDecoder, RuleShapes, SetView, render_elements
 from nfkit.nftables.dumpreq import FAMILY_NUM
-from nfkit.nftables.exprs import (
+from nfkit.nftables.expressions import (
+    LIMIT_UNIT_NAMES,
+    LIMIT_UNITS,
+    OBJ_TYPE_NAMES,
+    OBJ_TYPES,
     SET_ANONYMOUS,
     SET_CONCAT,
     SET_CONSTANT,
@@ -36,19 +57,15 @@ from nfkit.nftables.exprs import (
     SET_INTERVAL,
     SET_MAP,
     SET_TIMEOUT,
-    AnonSet,
-    Operand,
-    RuleCompiler,
-    RuleDecoder,
-    SetView,
-    _data_value,
-    _data_verdict,
-    _rule_shape,
+    A,
     parse_exprs,
-    render_elements,
+    retag,
+    value_of_data,
+    verdict_nest,
+    verdict_of_data,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
-from nfkit.nftables.nla import A, be32, be64, nest, string
+from nfkit.nftables.templates import RuleTemplate
 from nfkit.nftables.types import (
     VERDICT_TYPE,
     Datatype,
@@ -58,9 +75,6 @@ from nfkit.nftables.types import (
     split_type_id,
 )
 
-_MSG_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (res_id 0)
-_NLA_HDR = struct.Struct("=HH")
-_U32 = struct.Struct("=I")
 FAMILY_NAME = {v: k for k, v in FAMILY_NUM.items()}
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4,
          "ingress": 5}
@@ -69,8 +83,6 @@ HOOKS_ARP = {"input": 0, "output": 1, "forward": 2}
 TABLE_FLAGS = {"dormant": 1, "owner": 2, "persist": 4}
 SET_FLAG_NAMES = [("constant", SET_CONSTANT), ("interval", SET_INTERVAL),
                   ("timeout", SET_TIMEOUT), ("dynamic", SET_EVAL)]
-OBJ_TYPE = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
-OBJ_NAME = {v: k for k, v in OBJ_TYPE.items()}
 
 
 _MSG_TYPES: dict[str, int] = {}
@@ -87,33 +99,6 @@ def hook_map(family: str) -> dict[str, int]:
     return HOOKS_NETDEV if family == "netdev" else HOOKS_ARP if family == "arp" else HOOKS
 
 
-# ---- set types -------------------------------------------------------------------
-
-def set_key_types(s: Set) -> list[Datatype]:
-    t = s.type
-    if isinstance(t, str):
-        t = [p.strip() for p in t.split(".")]
-    return [datatype(x) for x in t]
-
-
-def set_data(s: Set) -> tuple[int, int, Datatype | None]:
-    """(data type id, data length, datatype) of a map; verdict maps give (VERDICT_TYPE, 0)."""
-    if s.map is None:
-        return 0, 0, None
-    m = s.map
-    if m == "verdict":
-        return VERDICT_TYPE, 0, None
-    types = [datatype(x) for x in ([p.strip() for p in m.split(".")] if isinstance(m, str) else m)]
-    if len(types) == 1:
-        return types[0].id, types[0].size, types[0]
-    return concat_type_id(types), sum(reg_size(t.size) for t in types), None
-
-
-def _retag(expr_bytes: bytes, attr_type: int) -> bytes:
-    """An NFTA_LIST_ELEM expression re-labelled as another nested attribute."""
-    return expr_bytes[:2] + _NLA_HDR.pack(0, attr_type | 0x8000)[2:] + expr_bytes[4:]
-
-
 def _byteorder(t: Datatype) -> int:
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
@@ -127,37 +112,37 @@ def set_userdata(types: list[Datatype], data: Datatype | None) -> bytes:
     return out
 
 
-def verdict_bytes(v: Any) -> bytes:
-    """A verdict JSON object as the NFTA_DATA_VERDICT nest."""
-    from nfkit.nftables.exprs import VERDICTS
-
-    if isinstance(v, dict) and len(v) == 1:
-        (k, b), = v.items()
-        if k in ("jump", "goto"):
-            return nest(2, be32(1, VERDICTS[k]), string(2, b["target"]))
-        if k in VERDICTS:
-            return nest(2, be32(1, VERDICTS[k]))
-    raise InputError(f"{v!r} is not a verdict")
-
-
 # ---- encoder ---------------------------------------------------------------------
 
 class Encoder:
     """Writes model changes into a Batch; remembers what each message was about."""
 
-    def __init__(self, batch: Any) -> None:
+    def __init__(self, batch: Any, known_sets: dict[tuple[str, str, str], Set] | None = None,
+                 queue_mode: Callable[[], str] | None = None) -> None:
+        """``known_sets``: the sets elements may be added to, by (family, table, name);
+        ``queue_mode``: asked (once per compiler) whether the kernel has the nft queue
+        expression ("nft") or only the xt NFQUEUE target ("xt"); see RuleCompiler."""
         self.batch = batch
+        self.known_sets = known_sets if known_sets is not None else {}
+        self.queue_mode = queue_mode
         self.what = _Names()
         self.compilers: dict[tuple[str, str], RuleCompiler] = {}
         self.set_ids = [0x10000]
         self._where: dict[tuple[str, str], bytes] = {}
         self.anon_counter = [0]
-        self._msg_templates: dict[Any, Any] = {}
-        self._msg_formats: dict[Any, Any] = {}
+        self._rule_templates: dict[Any, RuleTemplate | None] = {}
 
     def _begin(self, name: str, family: str, flags: int, what: Any) -> None:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
         self.what.append(what)
+
+    def flush_ruleset(self, family: str | None = None) -> None:
+        """DELTABLE without a name: every table of ``family``, or of every family
+        (family 0, NFPROTO_UNSPEC) when it is None."""
+        self.batch.begin(msg_type("deltable"), NLM_F_REQUEST,
+                         family=FAMILY_NUM[family] if family else 0)
+        self.batch.end()
+        self.what.append(f"flush ruleset {family}" if family else "flush ruleset")
 
     def table(self, t: Table, create: bool = False) -> None:
         a = A["table"]
@@ -166,6 +151,12 @@ class Encoder:
         for f in t.flags:
             fl |= TABLE_FLAGS[f]
         self.batch.raw(string(a["name"], t.name) + be32(a["flags"], fl))
+        self.batch.end()
+
+    def flush_table(self, t: Table) -> None:
+        """DELRULE for every rule of table ``t``."""
+        self._begin("delrule", t.family, 0, f"flush {t}")
+        self.batch.string(A["rule"]["table"], t.name)
         self.batch.end()
 
     def del_table(self, family: str, name: str, handle: int | None = None) -> None:
@@ -212,8 +203,8 @@ class Encoder:
         rc = self.compilers.get((family, table))
         if rc is None:
             rc = self.compilers[(family, table)] = RuleCompiler(
-                family, table, self.anon_counter, self.set_ids)
-            for key, s in getattr(self, "known_sets", {}).items():
+                family, table, self.anon_counter, self.set_ids, self.queue_mode)
+            for key, s in self.known_sets.items():
                 if key[:2] == (family, table):
                     rc.named_sets[s.name] = s
         return rc
@@ -249,58 +240,33 @@ class Encoder:
             body += be64(a["handle"], r.handle)
         elif r.position is not None:
             body += be64(a["position"], r.position)
-        ex = b"".join(exprs)
-        body += _NLA_HDR.pack(4 + len(ex), a["expressions"] | 0x8000) + ex
+        body += nest(a["expressions"], *exprs)
         if r.comment:
             c = r.comment.encode() + b"\0"
             if len(c) > 255:
                 raise InputError(f"{r}: comment longer than 254 bytes")
-            body += nla.attr(a["userdata"], bytes((0, len(c))) + c)
-        # The whole message at once (a template header; no per-attribute calls).
-        batch = self.batch
-        buf = batch.buffer
-        seq = next_seq()
-        batch.seqs.append((seq, len(buf)))
-        buf += _MSG_HDR.pack(20 + len(body), msg_type("newrule"), NLM_F_REQUEST | flags, seq, 0,
-                             FAMILY_NUM[r.family], 0, 0)
-        buf += body
-        self.what.append(r)
+            body += attr_bytes(a["userdata"], bytes((0, len(c))) + c)
+        self._begin("newrule", r.family, flags, r)
+        self.batch.raw(body)
+        self.batch.end()
 
     def add_rule_templated(self, r: Rule) -> bool:
-        """Append NEWRULE (add, no position, no comment) for ``r`` from a whole-message
-        template of its shape (see exprs._rule_shape), patching only seq and values.
+        """Append NEWRULE (add, no position, no comment) for ``r`` from the template of
+        its shape (`templates.RuleTemplate`), patching only seq and values.
 
         Returns False, with nothing written, when ``r`` has no template; then
         `rule` encodes it.  80,000 rules of a few shapes cost one compile each."""
-        shape = _rule_shape(r.expr)
+        shape = rule_shape(r.expr)
         if shape is None:
             return False
         key, rights = shape
-        mkey = (r.family, r.table, r.chain, key)
-        mt = self._msg_templates.get(mkey)
-        if mt is None:
-            mt = self._msg_templates[mkey] = self._msg_template(r, key)
-        if mt is False:
+        rt = self._rule_template(r, key)
+        if rt is None:
             return False
-        head, slots, statics = mt
-        buf = self.batch.buffer
-        start = len(buf)
-        buf += head
-        i = 0
-        for (fast, size, _op), right in zip(slots, rights, strict=False):
-            try:
-                v = fast(right)
-            except Exception:
-                v = None
-            if v is None or len(v) != size:
-                del buf[start:]  # the general path decides (set references, names, errors)
-                return False
-            buf += v
-            buf += statics[i]
-            i += 1
-        seq = next_seq()
-        _U32.pack_into(buf, start + 8, seq)
-        self.batch.seqs.append((seq, start))
+        values = rt.values(rights)
+        if values is None:
+            return False  # the general path decides (set references, names, errors)
+        rt.emit(self.batch, values)
         self.what.append(r)
         return True
 
@@ -312,17 +278,13 @@ class Encoder:
         the sequence number and values formatted in.  A rule whose value the
         slot cannot take (a prefix where an address was, a service name, ...)
         is encoded on its own by `rule`, in its place."""
-        sample = run.sample
-        mkey = (sample.family, sample.table, sample.chain, run.key)
-        mt = self._msg_templates.get(mkey)
-        if mt is None:
-            mt = self._msg_templates[mkey] = self._msg_template(sample, run.key)
+        rt = self._rule_template(run.sample, run.key)
         n = len(run)
-        if mt is False:
+        if rt is None:
             for k in range(n):
                 self.rule(run.rule(k))
             return
-        tpl, offsets, slots = self._run_layout(mkey, mt)
+        tpl, offsets, slots = rt.message, rt.offsets, rt.slots
         bad: set[int] = set()
         if run.packed is not None:
             cols = run.packed
@@ -344,19 +306,6 @@ class Encoder:
             self._emit_rows(run, tpl, offsets, [s[1] for s in slots], part, k, stop - k)
             k = stop
 
-    def _run_layout(self, mkey: Any, mt: Any) -> tuple[bytes, list[int], Any]:
-        """A shape's whole message (values zero) and the offset of each value in it."""
-        f = self._msg_formats.get(mkey)
-        if f is None:
-            head, slots, statics = mt
-            msg = bytearray(head)
-            offsets = []
-            for (_fast, vsize, _op), st in zip(slots, statics, strict=True):
-                offsets.append(len(msg))
-                msg += bytes(vsize) + st
-            f = self._msg_formats[mkey] = (bytes(msg), offsets, slots)
-        return f  # type: ignore[no-any-return]
-
     def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
                    cols: list[Any], k0: int, n: int) -> None:
         """Rules ``k0``..``k0 + n`` of ``run``: the shape's message ``n`` times, then the
@@ -375,21 +324,16 @@ class Encoder:
         batch.seqs.extend(zip(seqs, range(start, start + n * size, size), strict=True))
         self.what.extend(repeat(_Rows(run, k0, len(self.what)), n))
 
-    def _msg_template(self, r: Rule, key: Any) -> Any:
-        rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
-        tpl = rc.rule_template(key, r.expr)
-        if tpl is None:
-            return False
-        statics, slots = tpl
-        a = A["rule"]
-        where = string(a["table"], r.table) + string(a["chain"], r.chain)
-        ex_len = sum(map(len, statics)) + sum(size for _, size, _ in slots)
-        total = 20 + len(where) + 4 + ex_len
-        head = (_MSG_HDR.pack(total, msg_type("newrule"),
-                              NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND, 0, 0,
-                              FAMILY_NUM[r.family], 0, 0)
-                + where + _NLA_HDR.pack(4 + ex_len, a["expressions"] | 0x8000) + statics[0])
-        return head, slots, statics[1:]
+    def _rule_template(self, r: Rule, key: Any) -> RuleTemplate | None:
+        """The template of rule shape ``key`` in ``r``'s chain (made from ``r`` the first
+        time), or None when the shape has none."""
+        mkey = (r.family, r.table, r.chain, key)
+        if mkey not in self._rule_templates:
+            rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
+            tpl = rc.rule_template(key, r.expr)
+            self._rule_templates[mkey] = None if tpl is None else \
+                RuleTemplate(r.family, r.table, r.chain, tpl[0], tpl[1])
+        return self._rule_templates[mkey]
 
     def del_rule(self, r: Rule) -> None:
         a = A["rule"]
@@ -409,7 +353,7 @@ class Encoder:
         if s.flags & SET_MAP:
             body += be32(a["data_type"], s.data_type) + be32(a["data_len"], s.data_len)
         body += be32(a["id"], s.set_id)
-        body += nla.attr(a["userdata"], set_userdata(s.key_types, None))
+        body += attr_bytes(a["userdata"], set_userdata(s.key_types, None))
         desc = be32(A["set_desc"]["size"], s.count)
         if len(s.key_types) > 1:
             desc += nest(A["set_desc"]["concat"], *[
@@ -431,16 +375,16 @@ class Encoder:
         chunk: list[bytes] = []
         size = 0
         for i, (key, key_end, flags, data) in enumerate(elements):
-            body = nest(e["key"], nla.attr(1, key))
+            body = nest(e["key"], attr_bytes(1, key))
             if key_end is not None:
-                body += nest(e["key_end"], nla.attr(1, key_end))
+                body += nest(e["key_end"], attr_bytes(1, key_end))
             if flags:
                 body += be32(e["flags"], flags)
             if data is not None:
                 if data[:2] and data[2:4] == b"\x02\x80":  # already a verdict nest
                     body += nest(e["data"], data)
                 else:
-                    body += nest(e["data"], nla.attr(1, data))
+                    body += nest(e["data"], attr_bytes(1, data))
             if extra and extra[i]:
                 body += extra[i]
             item = nest(1, body)
@@ -499,11 +443,11 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
-        body += nla.attr(a["userdata"], set_userdata(types, _dt))
+        body += attr_bytes(a["userdata"], set_userdata(types, _dt))
         if s.stmt:
             exprs = self._set_stmt_exprs(s, s.stmt)
             if len(exprs) == 1:
-                body += _retag(exprs[0], a["expr"])
+                body += retag(exprs[0], a["expr"])
             else:
                 body += nest(a["expressions"], *exprs)
         self.batch.raw(body)
@@ -540,13 +484,13 @@ class Encoder:
                 else:
                     raise InputError(f"{s}: map element {item!r} is not [key, value]")
                 if data_type == VERDICT_TYPE:
-                    data.append(verdict_bytes(v))  # type: ignore[union-attr]
+                    data.append(verdict_nest(v))  # type: ignore[union-attr]
                 elif ddt is not None:
-                    data.append(rc._value(ddt, ddt.size, v))  # type: ignore[union-attr]
+                    data.append(rc.encode_value(ddt, ddt.size, v))  # type: ignore[union-attr]
                 else:
                     dts = split_type_id(data_type)
                     dop = Operand([], dts, [t.size for t in dts])
-                    data.append(rc._key(dop, v))  # type: ignore[union-attr]
+                    data.append(rc.encode_key(dop, v))  # type: ignore[union-attr]
                 item = k
             if isinstance(item, dict) and "elem" in item:
                 el = item["elem"]
@@ -555,7 +499,7 @@ class Encoder:
                 per = [{k: el[k]} for k in ("counter", "quota", "limit") if k in el]
                 if per:
                     ex = self._set_stmt_exprs(s, per)
-                    x += _retag(ex[0], e["expr"]) if len(ex) == 1 else \
+                    x += retag(ex[0], e["expr"]) if len(ex) == 1 else \
                         nest(e["expressions"], *ex)
                 item = el["val"]
             keys.append(item)
@@ -593,8 +537,6 @@ class Encoder:
             data = (be64(q["bytes"], int(b["bytes"])) + be64(q["consumed"], int(b.get("used", 0)))
                     + be32(q["flags"], 1 if b.get("inv") else 0))
         elif o.kind == "limit":
-            from nfkit.nftables.exprs import LIMIT_UNITS
-
             lm = A["limit"]
             unit = LIMIT_UNITS[b.get("per", "second")]
             data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], unit)
@@ -606,19 +548,19 @@ class Encoder:
             l4 = {"tcp": 6, "udp": 17}.get(b.get("protocol", "tcp"))
             if l4 is None:
                 raise InputError(f"{o}: protocol must be tcp or udp")
-            data = (string(h["name"], str(b["type"])) + nla.be16(h["l3proto"], l3)
-                    + nla.u8(h["l4proto"], l4))
+            data = (string(h["name"], str(b["type"])) + be16(h["l3proto"], l3)
+                    + u8(h["l4proto"], l4))
         else:
             raise InputError(f"{o}: object type {o.kind!r} not supported")
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
-                       + be32(a["type"], OBJ_TYPE[o.kind]) + nest(a["data"], data))
+                       + be32(a["type"], OBJ_TYPES[o.kind]) + nest(a["data"], data))
         self.batch.end()
 
     def del_obj(self, o: Obj) -> None:
         a = A["obj"]
         self._begin("delobj", o.family, 0, str(o))
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
-                       + be32(a["type"], OBJ_TYPE[o.kind]))
+                       + be32(a["type"], OBJ_TYPES[o.kind]))
         self.batch.end()
 
 
@@ -707,47 +649,47 @@ class _Names(list):  # type: ignore[type-arg]
 # ---- decoder ---------------------------------------------------------------------
 
 def _s(v: bytes) -> str:
-    return nla.get_str(v)
+    return get_string(v)
 
 
 def decode_table(family: int, attrs: dict[int, bytes]) -> Table:
     a = A["table"]
-    fl = nla.get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
+    fl = get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
     return Table(FAMILY_NAME.get(family, str(family)), _s(attrs[a["name"]]),
                  [n for n, bit in TABLE_FLAGS.items() if fl & bit],
-                 nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+                 get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
 
 
 def decode_chain(family: int, attrs: dict[int, bytes]) -> Chain:
     a = A["chain"]
     fam = FAMILY_NAME.get(family, str(family))
     c = Chain(fam, _s(attrs[a["table"]]), _s(attrs[a["name"]]),
-              handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+              handle=get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if a["hook"] in attrs:
-        h = nla.attrs(attrs[a["hook"]])
+        h = attr_payloads(attrs[a["hook"]])
         hn = A["hook"]
         names = {v: k for k, v in hook_map(fam).items()}
-        c.hook = names.get(nla.get_be32(h[hn["hooknum"]]), str(nla.get_be32(h[hn["hooknum"]])))
-        prio = nla.get_be32(h[hn["priority"]])
+        c.hook = names.get(get_be32(h[hn["hooknum"]]), str(get_be32(h[hn["hooknum"]])))
+        prio = get_be32(h[hn["priority"]])
         c.prio = prio - (1 << 32) if prio & 0x80000000 else prio
         if hn["dev"] in h:
             c.dev = _s(h[hn["dev"]])
         elif hn["devs"] in h:
-            devs = [_s(v) for _t, v in nla.attrs(h[hn["devs"]]).items()]
-            devs = [nla.get_str(h[hn["devs"]][s:e]) for _t, s, e in nla.walk(h[hn["devs"]])]
+            devs = [_s(v) for _t, v in attr_payloads(h[hn["devs"]]).items()]
+            devs = [get_string(h[hn["devs"]][s:e]) for _t, s, e in iter_attr_spans(h[hn["devs"]])]
             c.dev = devs[0] if len(devs) == 1 else devs
         c.type = _s(attrs[a["type"]]) if a["type"] in attrs else "filter"
         if a["policy"] in attrs:
-            c.policy = "accept" if nla.get_be32(attrs[a["policy"]]) == 1 else "drop"
+            c.policy = "accept" if get_be32(attrs[a["policy"]]) == 1 else "drop"
     return c
 
 
 def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
     a = A["set"]
     fam = FAMILY_NAME.get(family, str(family))
-    flags = nla.get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
-    key_type = nla.get_be32(attrs[a["key_type"]]) if a["key_type"] in attrs else 0
-    key_len = nla.get_be32(attrs[a["key_len"]])
+    flags = get_be32(attrs[a["flags"]]) if a["flags"] in attrs else 0
+    key_type = get_be32(attrs[a["key_type"]]) if a["key_type"] in attrs else 0
+    key_len = get_be32(attrs[a["key_len"]])
     try:
         types = split_type_id(key_type)
     except InputError:
@@ -756,13 +698,13 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         from dataclasses import replace
 
         types = [replace(types[0], size=key_len)]
-    data_type = nla.get_be32(attrs[a["data_type"]]) if a["data_type"] in attrs else 0
-    data_len = nla.get_be32(attrs[a["data_len"]]) if a["data_len"] in attrs else 0
+    data_type = get_be32(attrs[a["data_type"]]) if a["data_type"] in attrs else 0
+    data_len = get_be32(attrs[a["data_len"]]) if a["data_len"] in attrs else 0
     name = _s(attrs[a["name"]])
     s = Set(fam, _s(attrs[a["table"]]), name,
             type=types[0].name if len(types) == 1 else [t.name for t in types],
             flags=[n for n, bit in SET_FLAG_NAMES if flags & bit],
-            handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+            handle=get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if flags & SET_MAP:
         if data_type == VERDICT_TYPE:
             s.map = "verdict"
@@ -771,26 +713,25 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
             # nft 1.0.6 spells a concatenated data type as one string; so do we.
             s.map = dts[0].name if len(dts) == 1 else " . ".join(d.name for d in dts)
     if a["timeout"] in attrs:
-        s.timeout = nla.get_be64(attrs[a["timeout"]]) // 1000
+        s.timeout = get_be64(attrs[a["timeout"]]) // 1000
     if a["gc_interval"] in attrs and s.timeout is not None:
-        gc = nla.get_be32(attrs[a["gc_interval"]]) // 1000
+        gc = get_be32(attrs[a["gc_interval"]]) // 1000
         if gc:
             s.gc_interval = gc
-    if a["policy"] in attrs and nla.get_be32(attrs[a["policy"]]) == 1:
+    if a["policy"] in attrs and get_be32(attrs[a["policy"]]) == 1:
         s.policy = "memory"
     if a["desc"] in attrs:
-        d = nla.attrs(attrs[a["desc"]])
+        d = attr_payloads(attrs[a["desc"]])
         if A["set_desc"]["size"] in d and not flags & SET_ANONYMOUS:
-            s.size = nla.get_be32(d[A["set_desc"]["size"]])
+            s.size = get_be32(d[A["set_desc"]["size"]])
     stmts: list[Any] = []
     if a["expr"] in attrs:
-        stmts = RuleDecoder(fam).decode(parse_exprs(nla.nest(1, attrs[a["expr"]])))
+        stmts = RuleDecoder(fam).decode(parse_exprs(nest(1, attrs[a["expr"]])))
     elif a["expressions"] in attrs:
         stmts = RuleDecoder(fam).decode(parse_exprs(attrs[a["expressions"]]))
     if stmts:
         s.stmt = [{k: None} if k == "counter" else {k: v} for st in stmts for k, v in st.items()]
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
-    view.anonymous = bool(flags & SET_ANONYMOUS)  # type: ignore[attr-defined]
     return s, view
 
 
@@ -800,17 +741,17 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
     lst = attrs.get(A["set_elem_list"]["elements"])
     if lst is None:
         return
-    for _t, s, end in nla.walk(lst):
-        el = nla.attrs(lst, s, end)
-        key = _data_value(el[e["key"]]) if e["key"] in el else b""
-        key_end = _data_value(el[e["key_end"]]) if e["key_end"] in el else None
-        flags = nla.get_be32(el[e["flags"]]) if e["flags"] in el else 0
+    for _t, s, end in iter_attr_spans(lst):
+        el = attr_payloads(lst, s, end)
+        key = value_of_data(el[e["key"]]) if e["key"] in el else b""
+        key_end = value_of_data(el[e["key_end"]]) if e["key_end"] in el else None
+        flags = get_be32(el[e["flags"]]) if e["flags"] in el else 0
         data: Any = None
         if e["data"] in el:
             if view.data_type == VERDICT_TYPE:
-                data = _data_verdict(el[e["data"]])
+                data = verdict_of_data(el[e["data"]])
             else:
-                raw = _data_value(el[e["data"]])
+                raw = value_of_data(el[e["data"]])
                 dts = split_type_id(view.data_type) if view.data_type else []
                 if len(dts) == 1:
                     data = dts[0].decode(raw)
@@ -822,135 +763,24 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
                     data = {"concat": parts}
         extra: dict[str, Any] = {}
         if e["timeout"] in el:
-            extra["timeout"] = nla.get_be64(el[e["timeout"]]) // 1000
+            extra["timeout"] = get_be64(el[e["timeout"]]) // 1000
         if e["expiration"] in el:
-            extra["expires"] = nla.get_be64(el[e["expiration"]]) // 1000
+            extra["expires"] = get_be64(el[e["expiration"]]) // 1000
         ex_stmts: list[Any] = []
         if e["expr"] in el:
-            ex_stmts = RuleDecoder("inet").decode(parse_exprs(nla.nest(1, el[e["expr"]])))
+            ex_stmts = RuleDecoder("inet").decode(parse_exprs(nest(1, el[e["expr"]])))
         elif e["expressions"] in el:
             ex_stmts = RuleDecoder("inet").decode(parse_exprs(el[e["expressions"]]))
         for st in ex_stmts:
             extra.update(st)
         if extra:
-            view.elem_extra = getattr(view, "elem_extra", {})  # type: ignore[attr-defined]
-            view.elem_extra[key] = extra  # type: ignore[attr-defined]
+            view.elem_extra[key] = extra
         view.elements.append((key, key_end, flags, data))
 
 
 def set_elements_json(view: SetView) -> list[Any]:
     """Elements of a named set as listed by nft (with timeouts where set)."""
-    return render_elements(view, getattr(view, "elem_extra", None))
-
-
-_CMP_HEAD = nla.attr(1, b"cmp\0")
-_CTX_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
-              {"meta": {"key": "protocol"}}, {"meta": {"key": "iiftype"}},
-              {"payload": {"protocol": "ether", "field": "type"}},
-              {"payload": {"protocol": "ip", "field": "protocol"}},
-              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
-
-
-def _cmp_spans(blob: bytes) -> list[tuple[int, int]] | None:
-    """(start, end) in ``blob`` of each cmp expression's compared value.
-
-    Relies on the kernel dumping cmp as sreg, op, data (it does); returns None
-    for anything unexpected, and the caller decodes the slow way."""
-    from struct import unpack_from
-
-    pos, end = 0, len(blob)
-    spans: list[tuple[int, int]] = []
-    while pos + 4 <= end:
-        ln = unpack_from("=H", blob, pos)[0]
-        if ln < 4:
-            return None
-        if blob[pos + 4:pos + 12] == _CMP_HEAD and ln >= 40:
-            vlen = unpack_from("=H", blob, pos + 36)[0] - 4
-            vstart = pos + 40
-            if vstart + vlen > pos + ln:
-                return None
-            spans.append((vstart, vstart + vlen))
-        pos += (ln + 3) & ~3
-    return spans
-
-
-def _cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
-    """Split an expression list into its shape (cmp values blanked) and the cmp values."""
-    spans = _cmp_spans(blob)
-    if spans is None:
-        return None
-    parts: list[bytes] = []
-    last = 0
-    for s, e in spans:
-        parts.append(blob[last:s])
-        last = e
-    parts.append(blob[last:])
-    return b"\xff".join(parts), [blob[s:e] for s, e in spans]
-
-
-class RuleShapes:
-    """Decoding templates: rules whose expressions differ only in compared values
-    are decoded once; later ones only decode their values."""
-
-    def __init__(self) -> None:
-        # (family, sets of the table, shape) -> (ctx positions, {ctx values: template}).
-        # A shape names the sets it looks up (an anonymous one is one rule's own),
-        # and the table's sets are part of the key: their types shape the output.
-        self.cache: dict[tuple[str, int, bytes], Any] = {}
-
-    @staticmethod
-    def key(fam: str, sets: dict[str, SetView], shape: bytes) -> tuple[str, int, bytes]:
-        return (fam, id(sets) if sets else 0, shape)
-
-    def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
-        split = _cmp_values(blob)
-        if split is None:
-            return RuleDecoder(fam, sets).decode(parse_exprs(blob))
-        shape, values = split
-        ckey = self.key(fam, sets, shape)
-        entry = self.cache.get(ckey)
-        if entry is not None and entry is not False:
-            ctx_pos, by_ctx = entry
-            ctx_key = tuple(values[i] for i in ctx_pos)
-            tpl = by_ctx.get(ctx_key)
-            if tpl is not None:
-                stmts, patches = tpl
-                out = list(stmts)
-                for idx, vi, v, left in patches:
-                    m = out[idx]["match"]
-                    out[idx] = {"match": {"op": m["op"], "left": left,
-                                          "right": _plain_value(v, values[vi])}}
-                return out
-        dec = RuleDecoder(fam, sets)
-        stmts = dec.decode(parse_exprs(blob))
-        if entry is False:
-            return stmts
-        if dec.merged or len(dec.cmp_log) != dec.cmp_seen or dec.cmp_seen != len(values):
-            self.cache[ckey] = False
-            return stmts
-        # map decoder indices to output indices (dependencies removed)
-        kept = [i for i in range(len(dec.out)) if i not in dec.drop]
-        where = {old: new for new, old in enumerate(kept)}
-        ctx_pos = tuple(i for i, (idx, _v, left) in enumerate(dec.cmp_log)
-                        if left in _CTX_LEFTS or idx not in where)
-        patches = [(where[idx], i, v, left) for i, (idx, v, left) in enumerate(dec.cmp_log)
-                   if idx in where and i not in ctx_pos]
-        if entry is None:
-            templates: dict[tuple[bytes, ...], Any] = {}
-            entry = (ctx_pos, templates)
-            self.cache[ckey] = entry
-        if entry[0] == ctx_pos:
-            entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
-        return stmts
-
-
-def _plain_value(v: Any, raw: bytes) -> Any:
-    dt = v.types[0]
-    if len(v.types) > 1:
-        return RuleDecoder._concat_values(None, v, raw)  # type: ignore[arg-type]
-    if dt.kind in ("ipv4", "ipv6", "ether") and len(raw) != dt.size:
-        raw = raw.ljust(dt.size, b"\0")[: dt.size]
-    return dt.decode(raw)
+    return render_elements(view, view.elem_extra or None)
 
 
 def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
@@ -958,7 +788,7 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
     a = A["rule"]
     fam = FAMILY_NAME.get(family, str(family))
     r = Rule(fam, _s(attrs[a["table"]]), _s(attrs[a["chain"]]),
-             handle=nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+             handle=get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
     if a["expressions"] in attrs:
         blob = attrs[a["expressions"]]
         if shapes is not None:
@@ -978,36 +808,34 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
 
 def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
     a = A["obj"]
-    otype = nla.get_be32(attrs[a["type"]])
-    kind = OBJ_NAME.get(otype)
+    otype = get_be32(attrs[a["type"]])
+    kind = OBJ_TYPE_NAMES.get(otype)
     if kind is None:
         return None
-    d = nla.attrs(attrs[a["data"]]) if a["data"] in attrs else {}
+    d = attr_payloads(attrs[a["data"]]) if a["data"] in attrs else {}
     body: dict[str, Any]
     if kind == "counter":
         c = A["counter"]
-        body = {"packets": nla.get_be64(d.get(c["packets"], bytes(8))),
-                "bytes": nla.get_be64(d.get(c["bytes"], bytes(8)))}
+        body = {"packets": get_be64(d.get(c["packets"], bytes(8))),
+                "bytes": get_be64(d.get(c["bytes"], bytes(8)))}
     elif kind == "quota":
         q = A["quota"]
-        body = {"bytes": nla.get_be64(d[q["bytes"]]),
-                "used": nla.get_be64(d.get(q["consumed"], bytes(8))),
-                "inv": bool(nla.get_be32(d.get(q["flags"], bytes(4))) & 1)}
+        body = {"bytes": get_be64(d[q["bytes"]]),
+                "used": get_be64(d.get(q["consumed"], bytes(8))),
+                "inv": bool(get_be32(d.get(q["flags"], bytes(4))) & 1)}
     elif kind == "ct helper":
         h = A["ct_helper"]
         body = {"type": _s(d[h["name"]]),
                 "protocol": {6: "tcp", 17: "udp"}.get(d[h["l4proto"]][0], "tcp"),
-                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(nla.get_be16(d[h["l3proto"]]), "ip")}
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[h["l3proto"]]), "ip")}
     else:
-        from nfkit.nftables.exprs import LIMIT_UNIT_NAMES
-
         lm = A["limit"]
-        body = {"rate": nla.get_be64(d[lm["rate"]]),
-                "per": LIMIT_UNIT_NAMES.get(nla.get_be64(d[lm["unit"]]), "second"),
-                "burst": nla.get_be32(d.get(lm["burst"], bytes(4)))}
-        if nla.get_be32(d.get(lm["flags"], bytes(4))) & 1:
+        body = {"rate": get_be64(d[lm["rate"]]),
+                "per": LIMIT_UNIT_NAMES.get(get_be64(d[lm["unit"]]), "second"),
+                "burst": get_be32(d.get(lm["burst"], bytes(4)))}
+        if get_be32(d.get(lm["flags"], bytes(4))) & 1:
             body["inv"] = True
     return Obj(kind, FAMILY_NAME.get(family, str(family)), _s(attrs[a["table"]]),
                _s(attrs[a["name"]]), body,
-               nla.get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
+               get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)
 

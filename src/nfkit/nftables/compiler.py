@@ -1,0 +1,1090 @@
+"""Statements -> nf_tables expressions: the rule compiler.
+
+This module owns how one rule's libnftables JSON statements ("match", "accept",
+"counter", "snat", ...) become the kernel's expression list (payload, meta, cmp,
+lookup, immediate, ...), including the protocol dependencies nft adds on the
+way in, and the anonymous sets a rule needs.  `RuleCompiler.compile()` returns
+encoded expressions (nfkit.nftables.expressions) plus those sets.
+
+It stands on nfkit.nftables.expressions and types; it must not know about
+messages, batches or the kernel's replies.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partialmethod
+from typing import Any, Literal
+
+from nfkit.errors import InputError
+from nfkit.nftables.expressions import (
+    BYTE_UNITS,
+    CMP_OPS,
+    ELEM_INTERVAL_END,
+    EXPRESSIONS,
+    FIB_FLAGS,
+    FIB_RESULTS,
+    LIMIT_UNITS,
+    LOG_ALL,
+    LOG_FLAGS,
+    LOG_LEVELS,
+    NAT_FLAGS,
+    NAT_MAP_IPS,
+    NAT_PROTO,
+    REJECT_TYPES,
+    SET_ANONYMOUS,
+    SET_CONCAT,
+    SET_CONSTANT,
+    SET_INTERVAL,
+    SET_MAP,
+    T_FIB_TYPE,
+    T_INT32,
+    VERDICT_DATA_TYPE,
+    Element,
+    bitwise,
+    byteorder_hton,
+    cmp,
+    cmp_slot,
+    immediate,
+    meta_load,
+    objref,
+    payload_load,
+    verdict_nest,
+)
+from nfkit.nftables.model import Set
+from nfkit.nftables.types import (
+    CT,
+    ETHER_FOR_L3,
+    L3_PROTO,
+    L4_PROTO,
+    LL,
+    META,
+    NH,
+    PAYLOAD,
+    TH,
+    VERDICT_TYPE,
+    Datatype,
+    T,
+    concat_type_id,
+    datatype,
+    reg_size,
+)
+
+
+def reg32(slot: int) -> int:
+    """Register number for 32-bit slot ``slot`` (as nft numbers them)."""
+    return 1 + slot // 4 if slot % 4 == 0 else 8 + slot
+
+
+@dataclass
+class Operand:
+    """What a left-hand expression leaves in a register."""
+
+    exprs: list[bytes]
+    types: list[Datatype]
+    sizes: list[int]  # bytes of each component
+    payload: tuple[int, int, int] | None = None  # (base, byte offset, len) when shortenable
+    mask: bytes | None = None  # sub-byte field: mask applied after the load
+    shift: int = 0  # bits the field sits above bit 0 of the loaded bytes
+    reg_bytes: int = 0  # total bytes in registers (concat components padded to 4)
+
+    @property
+    def dt(self) -> Datatype:
+        return self.types[0]
+
+    @property
+    def size(self) -> int:
+        return self.sizes[0]
+
+
+@dataclass
+class AnonSet:
+    """An anonymous set a rule needs (created in the same transaction)."""
+
+    name: str
+    set_id: int
+    flags: int
+    key_types: list[Datatype]
+    key_sizes: list[int]
+    elements: list[tuple[bytes, bytes | None, int, bytes | None]]  # key, key_end, flags, data
+    data_type: int = 0
+    data_len: int = 0
+    count: int = 0
+
+    @property
+    def key_len(self) -> int:
+        if len(self.key_sizes) == 1:
+            return self.key_sizes[0]
+        return sum(reg_size(s) for s in self.key_sizes)
+
+
+@dataclass
+class ValueSlot:
+    """Where the compiler put a statement's value: expression ``index`` of the rule's
+    list, ``width`` bytes at ``offset`` in it, encoded by ``op``'s datatype.  Recorded
+    when the expression is emitted (templates patch values there)."""
+
+    index: int
+    offset: int
+    width: int
+    op: Operand
+
+
+class CompileCtx:
+    """Protocol context while one rule is compiled (what is known about the packet)."""
+
+    __slots__ = ("family", "table", "l3", "l4", "iiftype", "vlan", "sets")
+
+    def __init__(self, family: str, table: str) -> None:
+        self.family = family
+        self.table = table
+        self.l3: str | None = None  # "ip" / "ip6" once known
+        self.l4: str | None = None  # "tcp", "udp", ... once known
+        self.iiftype = False
+        self.vlan = False
+        self.sets: list[AnonSet] = []
+
+
+def _plen_mask(size: int, plen: int) -> bytes:
+    bits = size * 8
+    return (((1 << plen) - 1) << (bits - plen)).to_bytes(size, "big") if plen else bytes(size)
+
+
+class RuleCompiler:
+    """Compiles the statements of rules of one table family into expression bytes."""
+
+    def __init__(self, family: str, table: str, counter: list[int] | None = None,
+                 set_ids: list[int] | None = None,
+                 queue_mode: Callable[[], str] | None = None) -> None:
+        """``queue_mode`` answers "nft" when the kernel has the nft queue expression,
+        else "xt" (the NFQUEUE target); asked when a queue statement is compiled
+        (the caller caches the answer); without it, "nft"."""
+        self.family = family
+        self.queue_mode = queue_mode or _nft_queue
+        self.table = table
+        self.counter = counter if counter is not None else [0]
+        self.set_ids = set_ids if set_ids is not None else [0]
+        self.set_types: dict[str, Any] = {}
+        self._cache: dict[Any, Any] = {}
+        self._rules: dict[Any, Any] = {}  # rule shape -> template (None: no template)
+        self._last_operand: Operand | None = None
+        self._last_slot: ValueSlot | None = None  # the value the last match emitted
+        self.named_sets: dict[str, Any] = {}  # name -> model Set (for map data types)
+
+    # ---- entry point -------------------------------------------------------------
+    def compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
+        """Expression bytes for one rule and the anonymous sets it needs.
+
+        Raises InputError naming the statement that cannot be translated."""
+        shape = rule_shape(stmts)
+        if shape is not None:
+            key, rights = shape
+            tpl = self._rules.get(key, _MISSING)
+            if tpl is _MISSING:
+                tpl = self._rules[key] = self._rule_template(stmts)
+            if tpl is not None:
+                statics, slots = tpl
+                parts = [statics[0]]
+                i = 1
+                for (fast, size, op), right in zip(slots, rights, strict=False):
+                    try:
+                        v = fast(right)
+                    except Exception:
+                        if type(right) is str and right[:1] == "@":
+                            break  # a set reference: the general path
+                        try:
+                            v = self._shifted(op, right)
+                        except Exception:
+                            break  # the general path reports it
+                    if len(v) != size:
+                        break  # not this shape after all: the general path below
+                    parts.append(v)
+                    parts.append(statics[i])
+                    i += 1
+                else:
+                    return [b"".join(parts)], []
+        return self._compile(stmts)
+
+    def rule_template(self, key: Any, stmts: list[dict[str, Any]]) -> Any:
+        """The template of rule shape ``key`` (of `_rule_shape`), compiled from
+        ``stmts`` the first time: (static chunks, [(encoder, size, operand)]) or None."""
+        tpl = self._rules.get(key, _MISSING)
+        if tpl is _MISSING:
+            tpl = self._rules[key] = self._rule_template(stmts)
+        return tpl
+
+    def _rule_template(self, stmts: list[dict[str, Any]]) -> Any:
+        """(static chunks, value slots) of a rule made only of payload matches with
+        scalar values and constant statements, or None when it cannot be one."""
+        ctx = CompileCtx(self.family, self.table)
+        if self.family in ("ip", "ip6"):
+            ctx.l3 = self.family
+        statics: list[bytes] = []
+        slots: list[tuple[Any, int, Operand]] = []
+        cur: list[bytes] = []
+        try:
+            for stmt in stmts:
+                for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
+                    pass
+                if body is None:
+                    if kind not in _CONST_STMTS:
+                        return None
+                    getattr(self, "_st_" + kind)(ctx, body, cur)
+                    continue
+                left, right = body["left"], body["right"]
+                if (kind != "match" or type(body) is not dict or not set(body) <= _MATCH_KEYS
+                        or body.get("op", "==") not in CMP_OPS or left in _DEP_LEFTS
+                        or type(left) is not dict or list(left) != ["payload"]
+                        or type(left["payload"]) is not dict or len(left["payload"]) != 2
+                        or type(right) not in (int, str) or str(right)[:1] == "@"):
+                    return None
+                self._st_match(ctx, body, cur)
+                slot = self._last_slot
+                if slot is None or slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
+                    return None
+                cmp_b = cur[-1]
+                cur[-1] = cmp_b[: slot.offset]
+                statics.append(b"".join(cur))
+                slots.append((_fast_encoder(slot.op), slot.width, slot.op))
+                cur = [cmp_b[slot.offset + slot.width:]]
+        except (InputError, TypeError, KeyError, ValueError, AttributeError):
+            return None  # the general path reports it
+        if ctx.sets:
+            return None
+        statics.append(b"".join(cur))
+        return statics, slots
+
+    def _compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
+        ctx = CompileCtx(self.family, self.table)
+        if self.family in ("ip", "ip6"):
+            ctx.l3 = self.family
+        out: list[bytes] = []
+        cache = self._cache
+        for stmt in stmts:
+            if type(stmt) is not dict or len(stmt) != 1:
+                raise InputError(f"statement {stmt!r} is not an object with one key")
+            for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
+                pass
+            # Encoding templates: a statement shape seen before is encoded by
+            # patching only its value into the bytes compiled the first time.
+            if kind == "match" and type(body) is dict:
+                right = body.get("right")
+                tr = type(right)
+                if tr is int or (tr is str and right[:1] != "@"):  # type: ignore[index]
+                    left = body.get("left")
+                    p = left.get("payload") if type(left) is dict and len(left) == 1 else None
+                    if p is not None and len(p) == 2:
+                        key: Any = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="),
+                                    p.get("protocol"), p.get("field"))
+                    else:
+                        key = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="), _left_key(left))
+                    tpl = cache.get(key)
+                    if tpl is not None:
+                        prefix_head, fast, pad, op, after = tpl
+                        ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = after
+                        try:
+                            v = fast(right)
+                        except Exception:
+                            v = self._shifted(op, right)
+                        out += (prefix_head, v, pad)
+                        continue
+                    n0 = len(out)
+                    self._st_match(ctx, body, out)
+                    slot = self._last_slot
+                    if (key[4] in CMP_OPS and left not in _DEP_LEFTS and slot is not None
+                            and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"):
+                        cmp_b = out[-1]
+                        cache[key] = (b"".join(out[n0:-1]) + cmp_b[: slot.offset],
+                                      _fast_encoder(slot.op), cmp_b[slot.offset + slot.width:],
+                                      slot.op, (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
+                    continue
+            elif kind in _CONST_STMTS:
+                key2 = kind if body is None else repr(stmt)
+                hit = cache.get(key2)
+                if hit is None:
+                    n0 = len(out)
+                    getattr(self, "_st_" + kind)(ctx, body, out)
+                    cache[key2] = b"".join(out[n0:])
+                    del out[n0:]
+                    hit = cache[key2]
+                out.append(hit)
+                continue
+            fn = getattr(self, "_st_" + kind.replace(" ", "_"), None)
+            if fn is None:
+                raise InputError(f"unknown statement {kind!r}")
+            try:
+                fn(ctx, body, out)
+            except InputError:
+                raise
+            except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                raise InputError(f"statement {kind!r}: malformed ({exc})") from None
+        return out, ctx.sets
+
+    # ---- dependencies ------------------------------------------------------------
+    def _dep(self, ctx: CompileCtx, proto: str, out: list[bytes]) -> None:
+        if proto in L3_PROTO:
+            if ctx.l3 == proto:
+                return
+            if ctx.l3 is not None and ctx.family != "inet":
+                raise InputError(f"{proto} header match in a {ctx.l3} context")
+            if ctx.family == "inet":
+                out.append(meta_load(1, 15))
+                out.append(cmp(1, 0, bytes((L3_PROTO[proto],))))
+            elif ctx.family == "netdev":
+                out.append(meta_load(1, 1))
+                out.append(cmp(1, 0, ETHER_FOR_L3[proto].to_bytes(2, "big")))
+            elif ctx.family == "bridge":
+                out.append(payload_load(1, LL, 12, 2))
+                out.append(cmp(1, 0, ETHER_FOR_L3[proto].to_bytes(2, "big")))
+            ctx.l3 = proto
+        elif proto in L4_PROTO:
+            if ctx.l4 == proto:
+                return
+            if proto == "icmp" and ctx.family == "ip6" or proto == "icmpv6" and ctx.family == "ip":
+                raise InputError(f"{proto} match in the {ctx.family} family")
+            out.append(meta_load(1, 16))
+            out.append(cmp(1, 0, bytes((L4_PROTO[proto],))))
+            ctx.l4 = proto
+        elif proto in ("ether", "vlan"):
+            if ctx.family in ("ip", "ip6", "inet", "netdev") and not ctx.iiftype:
+                out.append(meta_load(1, 8))
+                out.append(cmp(1, 0, (1).to_bytes(2, "little")))
+                ctx.iiftype = True
+            if proto == "vlan" and not ctx.vlan:
+                out.append(payload_load(1, LL, 12, 2))
+                out.append(cmp(1, 0, (0x8100).to_bytes(2, "big")))
+                ctx.vlan = True
+
+    # ---- left-hand side ----------------------------------------------------------
+    def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0) -> Operand:
+        """Emit what loads ``left`` into register slot ``slot``; describe the result."""
+        if not isinstance(left, dict) or len(left) != 1:
+            raise InputError(f"expression {left!r} is not an object with one key")
+        (kind, body), = left.items()
+        reg = reg32(slot)
+        if kind == "payload":
+            if "protocol" in body:
+                proto, fld = body["protocol"], body["field"]
+                spec = PAYLOAD.get((proto, fld))
+                if spec is None:
+                    raise InputError(f"unknown payload field {proto} {fld}")
+                self._dep(ctx, proto, out)
+                base, boff, blen, tname = spec
+                dt = T[tname]
+            else:
+                base = {"ll": LL, "nh": NH, "th": TH, "ih": 3}[body["base"]]
+                boff, blen = int(body["offset"]), int(body["len"])
+                dt = T_INT32
+            off, start = divmod(boff, 8)
+            nbytes = (start + blen + 7) // 8
+            out.append(payload_load(reg, base, off, nbytes))
+            mask = None
+            shift = nbytes * 8 - start - blen
+            if start or blen % 8:
+                mask = (((1 << blen) - 1) << shift).to_bytes(nbytes, "big")
+                out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
+            size = nbytes
+            return Operand(out, [dt], [size], (base, off, nbytes) if mask is None else None,
+                           mask, shift)
+        if kind == "meta":
+            key = body["key"]
+            if key not in META:
+                raise InputError(f"unknown meta key {key!r}")
+            num, tname, size = META[key]
+            out.append(meta_load(reg, num))
+            return Operand(out, [T[tname]], [size])
+        if kind == "ct":
+            key = body["key"]
+            fam = body.get("family")
+            ck = f"{fam} {key}" if fam and key in ("saddr", "daddr") else key
+            if ck not in CT:
+                raise InputError(f"unknown ct key {key!r}")
+            num, tname, size = CT[ck]
+            if key in ("saddr", "daddr") and not fam:
+                fam = ctx.l3 or ("ip6" if ctx.family == "ip6" else "ip")
+                tname, size = ("ipv6_addr", 16) if fam == "ip6" else ("ipv4_addr", 4)
+            parts = [("dreg", reg), ("key", num)]
+            if "dir" in body:
+                parts.append(("direction", {"original": 0, "reply": 1}[body["dir"]]))
+            out.append(EXPRESSIONS["ct"].encode(*parts))
+            return Operand(out, [T[tname]], [size])
+        if kind == "concat":
+            for part in body:
+                if isinstance(part, dict) and "payload" in part and \
+                        "protocol" in part["payload"]:
+                    self._dep(ctx, part["payload"]["protocol"], out)
+            types: list[Datatype] = []
+            sizes: list[int] = []
+            s = slot
+            for part in body:
+                op = self.load(ctx, part, out, s)
+                types += op.types
+                sizes += op.sizes
+                s += sum(reg_size(z) // 4 for z in op.sizes)
+            return Operand(out, types, sizes)
+        if kind in ("&", "|", "^"):
+            inner, value = body
+            op = self.load(ctx, inner, out, slot)
+            v = self.encode_value(op.dt, op.size, value)
+            if kind == "&":
+                out.append(bitwise(reg, op.size, v, bytes(op.size)))
+            elif kind == "|":
+                inv = bytes(b ^ 0xFF for b in v)
+                out.append(bitwise(reg, op.size, inv, v))
+            else:
+                out.append(bitwise(reg, op.size, b"\xff" * op.size, v))
+            return Operand(out, op.types, op.sizes)
+        if kind == "map":
+            op = self.load(ctx, body["key"], out, slot)
+            data = body["data"]
+            if not (isinstance(data, str) and data.startswith("@")):
+                raise InputError("anonymous maps as values are not supported; use a named map")
+            named = self.named_sets.get(data[1:])
+            if named is None or named.map is None:
+                raise InputError(f"map {data[1:]!r} not known (list it in the same file)")
+            from nfkit.nftables.types import split_type_id
+
+            dtype, dlen, _ddt = set_data(named)
+            dts = split_type_id(dtype)
+            out.append(self._lookup(data[1:], reg, reg, False))
+            del op
+            return Operand(out, dts, [t.size for t in dts])
+        if kind == "numgen":
+            mode = {"inc": 0, "random": 1}[body["mode"]]
+            out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
+                            ("type", mode), ("offset", body.get("offset", 0))))
+            return Operand(out, [T_INT32], [4])
+        if kind in ("jhash", "symhash"):
+            if kind == "jhash":
+                inner = body["expr"]
+                for part in inner.get("concat", [inner]) if isinstance(inner, dict) else []:
+                    if isinstance(part, dict) and "payload" in part and \
+                            "protocol" in part["payload"]:
+                        self._dep(ctx, part["payload"]["protocol"], out)
+                sub: list[bytes] = []
+                op = self.load(ctx, body["expr"], sub, slot)
+                out.extend(sub)
+                nbytes = sum(reg_size(z) for z in op.sizes) if len(op.sizes) > 1 else op.size
+                parts = [("sreg", reg), ("dreg", reg), ("len", nbytes),
+                         ("modulus", body["mod"])]
+                if "seed" in body:
+                    parts.append(("seed", body["seed"]))
+                parts += [("offset", body.get("offset", 0)), ("type", 0)]
+            else:
+                parts = [("dreg", reg), ("modulus", body["mod"]),
+                         ("offset", body.get("offset", 0)), ("type", 1)]
+            out.append(EXPRESSIONS["hash"].encode(*parts))
+            return Operand(out, [T_INT32], [4])
+        if kind == "fib":
+            result = FIB_RESULTS[body["result"]]
+            flags = body.get("flags", [])
+            if isinstance(flags, str):
+                flags = [flags]
+            fl = 0
+            for f in flags:
+                fl |= FIB_FLAGS[f]
+            out.append(EXPRESSIONS["fib"].encode(("dreg", reg), ("result", result),
+                            ("flags", fl)))
+            dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
+            return Operand(out, [dt], [dt.size])
+        raise InputError(f"unknown expression {kind!r}")
+
+    # ---- values ------------------------------------------------------------------
+    def encode_value(self, dt: Datatype, size: int, value: Any) -> bytes:
+        if isinstance(value, dict) and len(value) == 1 and "|" in value:
+            v = 0
+            for item in value["|"]:
+                v |= int.from_bytes(self.encode_value(dt, size, item), "big")
+            return v.to_bytes(size, "big")
+        b = dt.encode(value, size)
+        if len(b) != size and dt.kind != "ifname":
+            if dt.kind == "int" and len(b) < size:
+                return b.rjust(size, b"\0") if dt.big_endian else b.ljust(size, b"\0")
+            raise InputError(f"{value!r} does not fit a {size}-byte {dt.name}")
+        return b
+
+    def _shifted(self, op: Operand, value: Any) -> bytes:
+        """Value bytes for a (possibly sub-byte) operand."""
+        if op.mask is None:
+            return self.encode_value(op.dt, op.size, value)
+        v = int.from_bytes(op.dt.encode(value, 4 if op.dt.size == 0 else op.dt.size), "big"
+                           if op.dt.big_endian else "little")
+        top = int.from_bytes(op.mask, "big") >> op.shift
+        if v > top:
+            raise InputError(f"{value!r} exceeds the range 0-{top} of {op.dt.name}")
+        return (v << op.shift).to_bytes(op.size, "big")
+
+    def encode_key(self, op: Operand, value: Any) -> bytes:
+        """Set key bytes for ``value`` (concat components padded to 32 bits)."""
+        if len(op.types) == 1:
+            return self._shifted(op, value)
+        if not (isinstance(value, dict) and "concat" in value):
+            raise InputError(f"{value!r} is not a concatenation for a concatenated key")
+        parts = value["concat"]
+        if len(parts) != len(op.types):
+            raise InputError(f"concatenation {parts!r} has {len(parts)} parts, "
+                             f"key has {len(op.types)}")
+        return b"".join(self.encode_value(t, s, p).ljust(reg_size(s), b"\0")
+                        for t, s, p in zip(op.types, op.sizes, parts, strict=False))
+
+    def _interval(self, op: Operand, value: Any) -> tuple[bytes, bytes]:
+        """(first, last) key bytes of a value, prefix or range."""
+        if isinstance(value, dict) and "prefix" in value:
+            p = value["prefix"]
+            first = self.encode_key(op, p["addr"])
+            n = int.from_bytes(first, "big")
+            host = len(first) * 8 - int(p["len"])
+            n &= ~((1 << host) - 1)
+            size = len(first)
+            return n.to_bytes(size, "big"), (n | ((1 << host) - 1)).to_bytes(size, "big")
+        if isinstance(value, dict) and "range" in value:
+            lo, hi = value["range"]
+            return self.encode_key(op, lo), self.encode_key(op, hi)
+        k = self.encode_key(op, value)
+        return k, k
+
+    # ---- match -------------------------------------------------------------------
+    def _st_match(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
+        opname = body.get("op", "==")
+        left, right = body["left"], body["right"]
+        # Explicit protocol matches are dependencies already satisfied.
+        self._last_slot = None
+        op = self.load(ctx, left, out)
+        self._last_operand = op
+        if opname == "==" and isinstance(right, str) and not right.startswith("@"):
+            if left == {"meta": {"key": "l4proto"}} or left in (
+                    {"payload": {"protocol": "ip", "field": "protocol"}},
+                    {"payload": {"protocol": "ip6", "field": "nexthdr"}}):
+                name = {"ipv6-icmp": "icmpv6"}.get(right, right)
+                if name in L4_PROTO:
+                    ctx.l4 = name
+            elif left == {"meta": {"key": "nfproto"}}:
+                ctx.l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(right, ctx.l3)
+            elif left == {"meta": {"key": "iiftype"}} and right == "ether":
+                ctx.iiftype = True
+        if isinstance(right, str) and right.startswith("@"):
+            inv = opname == "!="
+            out.append(self._lookup(right[1:], 1, None, inv))
+            return
+        if isinstance(right, dict) and "set" in right:
+            s = self._anon_set(ctx, op, right["set"])
+            out.append(self._lookup("__set%d", 1, None, opname == "!=", s.set_id))
+            return
+        if op.dt.kind in ("bitmask", "ctlabel") and (opname == "in" or isinstance(right, list)
+                                                     or op.dt.kind == "ctlabel"):
+            if opname not in ("in", "==", "!="):
+                raise InputError(f"operator {opname!r} on flags")
+            mask = self.encode_value(op.dt, op.size, right)
+            out.append(bitwise(1, op.size, mask, bytes(op.size)))
+            out.append(cmp(1, 0 if opname == "!=" else 1, bytes(op.size)))
+            return
+        if opname == "in":
+            opname = "=="
+        if isinstance(right, dict) and "range" in right:
+            lo, hi = self._interval(op, right)
+            if not op.dt.big_endian and op.size > 1 and len(op.types) == 1:
+                out.append(byteorder_hton(op.size))
+                lo, hi = lo[::-1], hi[::-1]
+            if opname == "==":
+                out.append(cmp(1, 5, lo))
+                out.append(cmp(1, 3, hi))
+            elif opname == "!=":
+                out.append(EXPRESSIONS["range"].encode(("sreg", 1), ("op", 1),
+                                ("from_data", lo), ("to_data", hi)))
+            else:
+                raise InputError(f"operator {opname!r} with a range")
+            return
+        if isinstance(right, dict) and "prefix" in right:
+            plen = int(right["prefix"]["len"])
+            first, _ = self._interval(op, right)
+            if op.payload is not None and plen % 8 == 0 and plen:
+                # nft loads only the prefix bytes.
+                base, off, _n = op.payload
+                out[-1] = payload_load(1, base, off, plen // 8)
+                out.append(cmp(1, CMP_OPS[opname], first[: plen // 8]))
+            elif plen % 8 == 0 and plen and len(op.types) == 1 and op.mask is None \
+                    and op.dt.kind in ("ipv4", "ipv6"):
+                # ... and compares only the prefix bytes of other loads.
+                out.append(cmp(1, CMP_OPS[opname], first[: plen // 8]))
+            else:
+                out.append(bitwise(1, op.size, _plen_mask(op.size, plen), bytes(op.size)))
+                out.append(cmp(1, CMP_OPS[opname], first))
+            return
+        if opname not in CMP_OPS:
+            raise InputError(f"unknown operator {opname!r}")
+        value = self._shifted(op, right)
+        if opname not in ("==", "!=") and not op.dt.big_endian and op.size > 1 \
+                and op.mask is None and len(op.types) == 1:
+            # nft compares host-order values in network order (byteorder hton).
+            out.append(byteorder_hton(op.size))
+            out.append(cmp(1, CMP_OPS[opname], value[::-1]))
+            return
+        b, offset = cmp_slot(1, CMP_OPS[opname], value)
+        out.append(b)
+        self._last_slot = ValueSlot(len(out) - 1, offset, len(value), op)
+
+    def _lookup(self, name: str, sreg: int, dreg: int | None, inv: bool,
+                set_id: int | None = None) -> bytes:
+        parts = [("set", name), ("sreg", sreg)]
+        if dreg is not None:
+            parts.append(("dreg", dreg))
+        if set_id is not None:
+            parts.append(("set_id", set_id))
+        if inv:
+            parts.append(("flags", 1))
+        return EXPRESSIONS["lookup"].encode(*parts)
+
+    def set_elements(self, op: Operand, items: list[Any], data: list[bytes] | None,
+                     interval: bool) -> tuple[int, list[Element]]:
+        """Kernel elements for ``items`` of a set keyed like ``op``; extra set flags."""
+        flags = 0
+        elements: list[tuple[bytes, bytes | None, int, bytes | None]] = []
+        concat = len(op.types) > 1
+        if interval and concat:
+            flags |= SET_INTERVAL | SET_CONCAT
+            for i, item in enumerate(items):
+                parts = item["concat"] if isinstance(item, dict) and "concat" in item else None
+                if parts is None:
+                    raise InputError(f"{item!r} is not a concatenation")
+                lo = hi = b""
+                for t, s, p in zip(op.types, op.sizes, parts, strict=False):
+                    sub = Operand([], [t], [s])
+                    a, b = self._interval(sub, p)
+                    lo += a.ljust(reg_size(s), b"\0")
+                    hi += b.ljust(reg_size(s), b"\0")
+                elements.append((lo, hi, 0, data[i] if data else None))
+        elif interval:
+            flags |= SET_INTERVAL
+            spans: list[tuple[int, int, bytes | None]] = []
+            size = op.size
+            for i, item in enumerate(items):
+                lo_b, hi_b = self._interval(op, item)
+                size = len(lo_b)
+                spans.append((int.from_bytes(lo_b, "big"), int.from_bytes(hi_b, "big"),
+                              data[i] if data else None))
+            spans.sort(key=lambda s: s[0])
+            top = (1 << (size * 8)) - 1
+            if spans and spans[0][0] != 0:
+                elements.append((bytes(size), None, ELEM_INTERVAL_END, None))
+            for lo_n, hi_n, d in spans:
+                elements.append((lo_n.to_bytes(size, "big"), None, 0, d))
+                if hi_n != top:
+                    elements.append(((hi_n + 1).to_bytes(size, "big"), None, ELEM_INTERVAL_END,
+                                     None))
+        else:
+            if concat:
+                flags |= SET_CONCAT
+            for i, item in enumerate(items):
+                elements.append((self.encode_key(op, item), None, 0, data[i] if data else None))
+        return flags, elements
+
+    def _anon_set(self, ctx: CompileCtx, op: Operand, items: Any,
+                  data: list[bytes] | None = None, data_type: int = 0, data_len: int = 0
+                  ) -> AnonSet:
+        if not isinstance(items, list):
+            items = [items]
+        interval = any(isinstance(i, dict) and ("prefix" in i or "range" in i) for i in items)
+        extra, elements = self.set_elements(op, items, data, interval)
+        flags = SET_ANONYMOUS | SET_CONSTANT | extra
+        if data is not None:
+            flags |= SET_MAP
+        concat = len(op.types) > 1
+        self.counter[0] += 1
+        self.set_ids[0] += 1
+        s = AnonSet(f"__set{self.counter[0] - 1}", self.set_ids[0], flags, op.types,
+                    [op.size] if not concat else op.sizes, elements, data_type, data_len,
+                    len(items))
+        ctx.sets.append(s)
+        return s
+
+    # ---- verdicts ----------------------------------------------------------------
+    def _verdict_stmt(self, kind: str, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(immediate(0, {kind: body if kind in ("jump", "goto") else None}))
+
+    _st_accept = partialmethod(_verdict_stmt, "accept")
+    _st_drop = partialmethod(_verdict_stmt, "drop")
+    _st_continue = partialmethod(_verdict_stmt, "continue")
+    _st_return = partialmethod(_verdict_stmt, "return")
+    _st_jump = partialmethod(_verdict_stmt, "jump")
+    _st_goto = partialmethod(_verdict_stmt, "goto")
+
+    def _st_vmap(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
+        op = self.load(ctx, body["key"], out)
+        data = body["data"]
+        if isinstance(data, str) and data.startswith("@"):
+            out.append(self._lookup(data[1:], 1, 0, False))
+            return
+        items = data["set"]
+        keys = [i[0] for i in items]
+        verdicts = [verdict_nest(i[1]) for i in items]
+        s = self._anon_set(ctx, op, keys, verdicts, VERDICT_DATA_TYPE, 0)
+        out.append(self._lookup("__set%d", 1, 0, False, s.set_id))
+
+    # ---- simple statements -------------------------------------------------------
+    def _st_counter(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        if isinstance(body, str):
+            out.append(objref(1, body))
+            return
+        body = body or {}
+        out.append(EXPRESSIONS["counter"].encode(("bytes", body.get("bytes", 0)),
+                        ("packets", body.get("packets", 0))))
+
+    def _st_notrack(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(EXPRESSIONS["notrack"].encode())
+
+    def _st_limit(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        if isinstance(body, str):
+            out.append(objref(4, body))
+            return
+        unit = LIMIT_UNITS[body.get("per", "second")]
+        rate = int(body["rate"])
+        ltype = 0
+        burst = int(body.get("burst", 5))
+        if "rate_unit" in body and body["rate_unit"] != "packets":
+            ltype = 1
+            rate *= BYTE_UNITS[body["rate_unit"]]
+            burst = int(body.get("burst", 0)) * BYTE_UNITS[body.get("burst_unit", "bytes")]
+        flags = 1 if body.get("inv") else 0
+        out.append(EXPRESSIONS["limit"].encode(("rate", rate), ("unit", unit),
+                        ("burst", burst), ("type", ltype), ("flags", flags)))
+
+    def _st_quota(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        if isinstance(body, str):
+            out.append(objref(2, body))
+            return
+        nbytes = int(body["val"]) * BYTE_UNITS[body.get("val_unit", "bytes")]
+        used = int(body.get("used", 0)) * BYTE_UNITS[body.get("used_unit", "bytes")]
+        out.append(EXPRESSIONS["quota"].encode(("bytes", nbytes), ("consumed", used),
+                        ("flags", 1 if body.get("inv") else 0)))
+
+    def _st_ct_count(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(EXPRESSIONS["connlimit"].encode(("count", int(body["val"])),
+                        ("flags", 1 if body.get("inv") else 0)))
+
+    def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(objref(3, body))
+
+    def _st_log(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        body = body or {}
+        parts = []
+        if "prefix" in body:
+            parts.append(("prefix", body["prefix"]))
+        if "group" in body:
+            parts.append(("group", int(body["group"])))
+            if "snaplen" in body:
+                parts.append(("snaplen", int(body["snaplen"])))
+            if "queue-threshold" in body:
+                parts.append(("qthreshold", int(body["queue-threshold"])))
+        else:
+            if "level" in body:
+                parts.append(("level", LOG_LEVELS.index(body["level"])))
+            flags = body.get("flags")
+            if flags:
+                if isinstance(flags, str):
+                    flags = [flags]
+                fl = 0
+                for f in flags:
+                    fl |= LOG_ALL if f == "all" else LOG_FLAGS[f]
+                parts.append(("flags", fl))
+        out.append(EXPRESSIONS["log"].encode(*parts))
+
+    def _st_reject(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        body = body or {}
+        rtype = body.get("type")
+        if rtype is None:
+            if ctx.family == "ip":
+                rtype, code = "icmp", "port-unreachable"
+            elif ctx.family == "ip6":
+                rtype, code = "icmpv6", "port-unreachable"
+            else:
+                rtype, code = "icmpx", "port-unreachable"
+        else:
+            code = body.get("expr", "port-unreachable")
+        if rtype == "tcp reset":
+            self._dep(ctx, "tcp", out)
+            out.append(EXPRESSIONS["reject"].encode(("type", 1), ("icmp_code", 0)))
+            return
+        if rtype == "icmp" and ctx.family in ("inet", "bridge", "netdev"):
+            self._dep(ctx, "ip", out)
+        if rtype == "icmpv6" and ctx.family in ("inet", "bridge", "netdev"):
+            self._dep(ctx, "ip6", out)
+        dt = {"icmp": T["icmp_code"], "icmpv6": T["icmpv6_code"], "icmpx": T["icmpx_code"]}[rtype]
+        out.append(EXPRESSIONS["reject"].encode(("type", REJECT_TYPES[rtype]),
+                        ("icmp_code", dt.encode(code, 1)[0])))
+
+    # ---- nat ---------------------------------------------------------------------
+    def _nat(self, ctx: CompileCtx, body: Any, out: list[bytes], nat_type: int) -> None:
+        body = body or {}
+        fam = body.get("family") or (ctx.family if ctx.family in ("ip", "ip6") else None)
+        addr = body.get("addr")
+        port = body.get("port")
+        parts = [("type", nat_type)]
+        flags = 0
+        reg = 1
+        if addr is not None:
+            if fam is None:
+                fam = "ip6" if ":" in str(addr) else "ip"
+            dt = T["ipv6_addr" if fam == "ip6" else "ipv4_addr"]
+            op = Operand([], [dt], [dt.size])
+            if isinstance(addr, dict) and ("prefix" in addr or "range" in addr):
+                lo, hi = self._interval(op, addr)
+                out.append(immediate(1, lo))
+                out.append(immediate(2, hi))
+                parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1),
+                          ("reg_addr_max", 2)]
+                reg = 3
+                flags |= NAT_MAP_IPS
+            elif isinstance(addr, dict):
+                mop = self.load(ctx, addr, out)
+                parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
+                if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
+                    parts.append(("reg_proto_min", reg32(reg_size(mop.sizes[0]) // 4)))
+                reg = 3
+            else:
+                out.append(immediate(1, dt.encode(addr)))
+                parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
+                if port is not None:
+                    parts.append(("reg_addr_max", 1))
+                    flags |= NAT_MAP_IPS
+                reg = 2 if dt.size == 4 else 2
+        elif fam is not None:
+            parts.append(("family", L3_PROTO[fam]))
+        if port is not None:
+            plo, phi = self._ports(port)
+            out.append(immediate(reg, plo))
+            if phi != plo:
+                out.append(immediate(reg + 1, phi))
+                parts += [("reg_proto_min", reg), ("reg_proto_max", reg + 1)]
+            else:
+                parts += [("reg_proto_min", reg), ("reg_proto_max", reg)]
+            flags |= NAT_PROTO
+        flags |= self._nat_flags(body)
+        if flags:
+            parts.append(("flags", flags))
+        out.append(EXPRESSIONS["nat"].encode(*parts))
+
+    def _ports(self, port: Any) -> tuple[bytes, bytes]:
+        dt = T["inet_service"]
+        if isinstance(port, dict) and "range" in port:
+            return dt.encode(port["range"][0], 2), dt.encode(port["range"][1], 2)
+        b = dt.encode(port, 2)
+        return b, b
+
+    def _nat_flags(self, body: dict[str, Any]) -> int:
+        flags = body.get("flags", [])
+        if isinstance(flags, str):
+            flags = [flags]
+        fl = 0
+        for f in flags:
+            if f not in NAT_FLAGS:
+                raise InputError(f"unknown nat flag {f!r}")
+            fl |= NAT_FLAGS[f]
+        return fl
+
+    def _st_snat(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        self._nat(ctx, body, out, 0)
+
+    def _st_dnat(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        self._nat(ctx, body, out, 1)
+
+    def _masq_redir(self, name: str, body: Any, out: list[bytes]) -> None:
+        body = body or {}
+        parts = []
+        if "port" in body:
+            plo, phi = self._ports(body["port"])
+            out.append(immediate(1, plo))
+            if phi != plo:
+                out.append(immediate(2, phi))
+            parts += [("reg_proto_min", 1), ("reg_proto_max", 2 if phi != plo else 1)]
+        flags = self._nat_flags(body) | (NAT_PROTO if "port" in body else 0)
+        if flags:
+            parts.append(("flags", flags))
+        out.append(EXPRESSIONS[name].encode(*parts))
+
+    def _st_masquerade(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        self._masq_redir("masq", body, out)
+
+    def _st_redirect(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        self._masq_redir("redir", body, out)
+
+    # ---- mangle (meta/ct set) ----------------------------------------------------
+    def _st_mangle(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
+        key, value = body["key"], body["value"]
+        (kind, kb), = key.items()
+        if kind == "meta":
+            num, tname, size = META[kb["key"]]
+        elif kind == "ct":
+            num, tname, size = CT[kb["key"]]
+        else:
+            raise InputError(f"cannot set {kind} (only meta and ct keys)")
+        dt = T[tname]
+        if isinstance(value, dict):
+            self.load(ctx, value, out)
+        else:
+            out.append(immediate(1, self.encode_value(dt, size, value)))
+        if kind == "meta":
+            out.append(EXPRESSIONS["meta"].encode(("key", num), ("sreg", 1)))
+        else:
+            parts = [("key", num)]
+            if "dir" in kb:
+                parts.append(("direction", {"original": 0, "reply": 1}[kb["dir"]]))
+            parts.append(("sreg", 1))
+            out.append(EXPRESSIONS["ct"].encode(*parts))
+
+    # ---- set updates from the packet path ----------------------------------------
+    def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool
+                ) -> None:
+        opname = body["op"]
+        elem = body["elem"]
+        timeout = None
+        if isinstance(elem, dict) and "elem" in elem:
+            timeout = elem["elem"].get("timeout")
+            elem = elem["elem"]["val"]
+        op = self.load(ctx, elem, out)
+        nslots = sum(reg_size(z) // 4 for z in op.sizes)
+        target = body["map" if is_map else "set"]
+        parts = [("set_name", target.lstrip("@")),
+                 ("op", {"add": 0, "update": 1, "delete": 2}[opname]),
+                 ("sreg_key", 1)]
+        if is_map:
+            dslot = ((nslots + 3) // 4) * 4
+            self.load(ctx, body["data"], out, dslot) if isinstance(body["data"], dict) else \
+                out.append(immediate(reg32(dslot), T["mark"].encode(body["data"], 4)))
+            parts.append(("sreg_data", reg32(dslot)))
+        if timeout is not None:
+            parts.append(("timeout", int(timeout) * 1000))
+        out.append(EXPRESSIONS["dynset"].encode(*parts))
+
+    def _st_set(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
+        self._dynset(ctx, body, out, False)
+
+    def _st_map(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
+        self._dynset(ctx, body, out, True)
+
+    # ---- queue -------------------------------------------------------------------
+    def _st_queue(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        body = body or {}
+        num = body.get("num", 0)
+        total = 1
+        if isinstance(num, dict) and "range" in num:
+            lo, hi = num["range"]
+            num, total = lo, hi - lo + 1
+        flags = body.get("flags", [])
+        if isinstance(flags, str):
+            flags = [flags]
+        fl = 0
+        for f in flags:
+            fl |= {"bypass": 1, "fanout": 2}[f]
+        if self.queue_mode() == "nft":
+            out.append(EXPRESSIONS["queue"].encode(("num", num), ("total", total),
+                            ("flags", fl)))
+        else:
+            # xt NFQUEUE v3 target (struct xt_NFQ_info_v3: queuenum, queues_total, flags).
+            if ctx.family not in ("ip", "ip6", "bridge", "arp"):
+                raise InputError(f"queue in a {ctx.family} table needs the nft queue "
+                                 "expression, which this kernel lacks (the xt NFQUEUE "
+                                 "target it falls back to exists only for ip and ip6)")
+            info = int(num).to_bytes(2, "little") + total.to_bytes(2, "little") + \
+                fl.to_bytes(2, "little") + b"\0\0"
+            out.append(EXPRESSIONS["target"].encode(("name", "NFQUEUE"), ("rev", 3),
+                            ("info", info)))
+
+
+def _nft_queue() -> str:
+    return "nft"
+
+
+def _left_key(left: Any) -> Any:
+    """A cheap hashable key for a left-hand expression (templates)."""
+    if type(left) is dict and len(left) == 1:
+        p = left.get("payload")
+        if p is not None and len(p) == 2:
+            return ("p", p.get("protocol"), p.get("field"))
+        m = left.get("meta")
+        if m is not None and len(m) == 1:
+            return ("m", m.get("key"))
+    return repr(left)
+
+
+def _fast_encoder(op: Operand) -> Any:
+    """Value -> bytes for the common cases; raises for anything else (slow path)."""
+    dt, size = op.dt, op.size
+    if op.mask is not None or len(op.types) != 1:
+        raise_always = _raise
+        return raise_always
+    if dt.kind == "ipv4":
+        return functools.partial(socket.inet_pton, socket.AF_INET)
+    if dt.kind == "ipv6":
+        return functools.partial(socket.inet_pton, socket.AF_INET6)
+    if dt.kind == "int" and size == dt.size:
+        order: Literal["big", "little"] = "big" if dt.big_endian else "little"
+
+        def enc_int(v: Any) -> bytes:
+            if type(v) is not int:
+                raise TypeError
+            return v.to_bytes(size, order)  # type: ignore[no-any-return]
+
+        return enc_int
+    return _raise
+
+
+def _raise(v: Any) -> bytes:
+    raise TypeError
+_MISSING = object()
+_MATCH_KEYS = {"op", "left", "right"}
+
+
+def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """(shape key, values) of a rule that may be made only of `match` statements of
+    a payload field against a scalar and constant statements without a body; None
+    when it is certainly not.  Rules of one shape differ only in those values (one
+    template encodes them all); `RuleCompiler.rule_template` checks the rest once."""
+    key: list[Any] = []
+    rights: list[Any] = []
+    try:
+        for stmt in stmts:
+            (kind, body), = stmt.items()
+            if body is None:
+                key.append(kind)
+                continue
+            right = body["right"]
+            (lk, p), = body["left"].items()
+            key.append((kind, body.get("op", "=="), len(body), lk, p["protocol"], p["field"],
+                        len(p), type(right)))
+            rights.append(right)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return tuple(key), rights
+
+
+_CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
+                "masquerade", "log", "limit", "reject"}
+_DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
+              {"meta": {"key": "iiftype"}},
+              {"payload": {"protocol": "ip", "field": "protocol"}},
+              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
+
+
+# ---- set types -------------------------------------------------------------------
+
+def set_key_types(s: Set) -> list[Datatype]:
+    t = s.type
+    if isinstance(t, str):
+        t = [p.strip() for p in t.split(".")]
+    return [datatype(x) for x in t]
+
+
+def set_data(s: Set) -> tuple[int, int, Datatype | None]:
+    """(data type id, data length, datatype) of a map; verdict maps give (VERDICT_TYPE, 0)."""
+    if s.map is None:
+        return 0, 0, None
+    m = s.map
+    if m == "verdict":
+        return VERDICT_TYPE, 0, None
+    types = [datatype(x) for x in ([p.strip() for p in m.split(".")] if isinstance(m, str) else m)]
+    if len(types) == 1:
+        return types[0].id, types[0].size, types[0]
+    return concat_type_id(types), sum(reg_size(t.size) for t in types), None

@@ -1,0 +1,283 @@
+"""nf_tables expressions on the wire: the kernel's vocabulary, encoded and decoded side by side.
+
+This module owns what every other nftables module shares about the kernel's
+expressions: the attribute numbers of each expression and object (from
+nfkit.netlink.specs.nftables, the one table of them), the codes the kernel
+uses for verdicts, comparison operators and object types, and the two nf_tables
+containers built on the core's attributes: an expression element
+(NFTA_LIST_ELEM: name + data) and nft_data (a value or a verdict).  Each is
+written once, its encoder beside its decoder.
+
+It stands on the netlink core only (nfkit.netlink.codec for the attribute
+format, which raises DecodeError on malformed input); it must not know about
+statements, rules, sets or messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nfkit.errors import InputError
+from nfkit.netlink.codec import (
+    attr_bytes,
+    attr_payloads,
+    be16_attr,
+    be32_attr,
+    be64_attr,
+    get_be16,
+    get_be32,
+    get_be64,
+    get_string,
+    get_u8,
+    iter_attr_spans,
+    nest_bytes,
+    string_attr,
+    u8_attr,
+)
+from nfkit.netlink.specs.nftables import TABLES, names, nums
+from nfkit.nftables.types import T
+
+# Attribute numbers by table and name: A["cmp"]["sreg"].
+A = {t: nums(t) for t in (
+    "list", "expr", "data", "verdict", "immediate", "bitwise", "cmp", "range", "lookup",
+    "dynset", "payload", "meta", "ct", "limit", "counter", "log", "queue", "quota", "reject",
+    "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
+    "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
+    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper",
+)}
+
+# Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
+VERDICTS = {"accept": 1, "drop": 0, "continue": 0xFFFFFFFF, "return": 0xFFFFFFFB,
+            "jump": 0xFFFFFFFD, "goto": 0xFFFFFFFC}
+VERDICT_NAMES = {v: k for k, v in VERDICTS.items()}
+# The data type id of a verdict map's values (nft's TYPE_VERDICT in set data_type).
+VERDICT_DATA_TYPE = 0xFFFFFF00
+# enum nft_cmp_ops
+CMP_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5}
+CMP_NAMES = {v: k for k, v in CMP_OPS.items()}
+# NFT_OBJECT_* (stateful objects and object references)
+OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
+OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
+
+LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
+BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
+LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
+LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
+LOG_ALL = 0x2F
+NAT_FLAGS = {"random": 4, "persistent": 8, "fully-random": 16}
+NAT_MAP_IPS, NAT_PROTO = 1, 2
+REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
+FIB_RESULTS = {"oif": 1, "oifname": 2, "type": 3}
+FIB_RESULT_NAMES = {v: k for k, v in FIB_RESULTS.items()}
+FIB_FLAGS = {"saddr": 1, "daddr": 2, "mark": 4, "iif": 8, "oif": 16}
+FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
+             "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
+SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
+ELEM_INTERVAL_END = 1
+
+T_FIB_TYPE = T["fib_addrtype"]
+T_INT32 = T["integer"]
+
+
+Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data
+
+_LIST_ELEM = A["list"]["elem"]
+_EXPR_NAME, _EXPR_DATA = A["expr"]["name"], A["expr"]["data"]
+_DATA_VALUE, _DATA_VERDICT = A["data"]["value"], A["data"]["verdict"]
+_VERDICT_CODE, _VERDICT_CHAIN = A["verdict"]["code"], A["verdict"]["chain"]
+_NAME_ATTR: dict[str, bytes] = {}
+
+
+# ---- expression elements -----------------------------------------------------------
+
+def expr(name: str, *parts: bytes) -> bytes:
+    """One NFTA_LIST_ELEM expression: its name and its attributes ``parts``."""
+    head = _NAME_ATTR.get(name)
+    if head is None:
+        head = _NAME_ATTR[name] = string_attr(_EXPR_NAME, name)
+    return nest_bytes(_LIST_ELEM, head, nest_bytes(_EXPR_DATA, *parts))
+
+
+def expr_head(name: str) -> bytes:
+    """The bytes an encoded expression ``name`` carries at [4:4+len] (its name attribute)."""
+    return string_attr(_EXPR_NAME, name)
+
+
+CMP_HEAD = expr_head("cmp")  # what [4:12] of an encoded cmp expression holds
+
+
+def retag(expr_bytes: bytes, attr_type: int) -> bytes:
+    """An encoded NFTA_LIST_ELEM expression re-labelled as another nested attribute
+    (a set's or an element's NFTA_*_EXPR)."""
+    return nest_bytes(attr_type, expr_bytes[4:])
+
+
+def parse_exprs(buf: bytes, start: int = 0, end: int | None = None
+                ) -> list[tuple[str, dict[str, bytes]]]:
+    """An NFTA_RULE_EXPRESSIONS payload -> [(expression name, {attribute name: payload})].
+
+    Raises DecodeError on malformed attributes."""
+    out = []
+    for _t, s, e in iter_attr_spans(buf, start, end):
+        name = ""
+        data: dict[str, bytes] = {}
+        for t2, s2, e2 in iter_attr_spans(buf, s, e):
+            if t2 == _EXPR_NAME:
+                name = get_string(memoryview(buf)[s2:e2])
+            elif t2 == _EXPR_DATA:
+                nm = names(name) if name in TABLES else {}
+                for t3, s3, e3 in iter_attr_spans(buf, s2, e2):
+                    data[nm.get(t3, str(t3))] = bytes(buf[s3:e3])
+        out.append((name, data))
+    return out
+
+
+# ---- nft_data: a value or a verdict --------------------------------------------------
+
+def data_value(t: int, value: bytes) -> bytes:
+    """An nft_data nest ``t`` holding ``value``."""
+    return nest_bytes(t, attr_bytes(_DATA_VALUE, value))
+
+
+def value_of_data(b: bytes) -> bytes:
+    """The value held by an nft_data payload (b"" when it holds none)."""
+    return attr_payloads(b).get(_DATA_VALUE, b"")
+
+
+def verdict_nest(v: Any) -> bytes:
+    """A verdict in libnftables JSON ({"accept": null}, {"jump": {"target": C}}) as the
+    NFTA_DATA_VERDICT nest; raises InputError for anything else."""
+    if isinstance(v, dict) and len(v) == 1:
+        (k, body), = v.items()
+        code = VERDICTS.get(k)
+        if code is not None:
+            if k in ("jump", "goto"):
+                if not isinstance(body, dict) or not isinstance(body.get("target"), str):
+                    raise InputError(f"{v!r}: {k} needs a target chain")
+                return nest_bytes(_DATA_VERDICT, be32_attr(_VERDICT_CODE, code),
+                                  string_attr(_VERDICT_CHAIN, body["target"]))
+            return nest_bytes(_DATA_VERDICT, be32_attr(_VERDICT_CODE, code))
+    raise InputError(f"{v!r} is not a verdict")
+
+
+def data_verdict(t: int, v: Any) -> bytes:
+    """An nft_data nest ``t`` holding the verdict ``v`` (JSON, as `verdict_nest`)."""
+    return nest_bytes(t, verdict_nest(v))
+
+
+def verdict_of_data(b: bytes) -> dict[str, Any]:
+    """The verdict held by an nft_data payload, as libnftables JSON."""
+    nest = attr_payloads(b).get(_DATA_VERDICT)
+    if nest is None:
+        raise InputError("verdict data without a verdict")
+    v = attr_payloads(nest)
+    code = get_be32(memoryview(v[_VERDICT_CODE]))
+    name = VERDICT_NAMES.get(code, str(code))
+    if name in ("jump", "goto"):
+        return {name: {"target": get_string(memoryview(v[_VERDICT_CHAIN]))}}
+    return {name: None}
+
+
+# ---- the registry: each kernel expression declared once ------------------------------
+
+def _data(t: int, v: Any) -> bytes:
+    """An nft_data attribute: bytes are a value, a dict is a verdict."""
+    return data_verdict(t, v) if isinstance(v, dict) else data_value(t, v)
+
+
+# attribute kind (the spec's) -> (encoder (number, value) -> bytes, decoder payload -> value)
+_KINDS: dict[str, tuple[Callable[[int, Any], bytes], Callable[[bytes], Any]]] = {
+    "be16": (be16_attr, get_be16), "be32": (be32_attr, get_be32), "be64": (be64_attr, get_be64),
+    "u8": (u8_attr, get_u8), "string": (string_attr, get_string),
+    "binary": (attr_bytes, bytes),
+    "data": (_data, bytes),  # nft_data: its payload is read by value_of_data / verdict_of_data
+    "nested": (nest_bytes, bytes), "nested_array": (nest_bytes, bytes),
+}
+
+
+class KernelExpr:
+    """One kernel expression: its name and attributes, from the spec's table (kinds and
+    numbers declared there once), with the encoder and the decoder derived from them.
+
+    ``encode((attribute, value), ...)`` writes the attributes given, in the order given (ints for
+    integer kinds, str for strings, bytes for binary and pre-encoded nests, bytes
+    or a verdict dict for nft_data); ``decode(attrs)`` turns `parse_exprs`' raw
+    payloads into those values (nests and nft_data stay bytes; unknown
+    attributes stay bytes).  Raises DecodeError for a payload of the wrong size."""
+
+    __slots__ = ("name", "fields")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fields: dict[str, tuple[int, Callable[[int, Any], bytes], Callable[[bytes], Any]]] = {}
+        for num, (attr, kind, sub) in enumerate(TABLES[name][2] if name in TABLES else (), start=1):
+            enc, dec = _KINDS["data" if kind == "nested" and sub == "data" else kind]
+            self.fields[attr] = (num, enc, dec)
+
+    def encode(self, *values: tuple[str, Any]) -> bytes:
+        fields = self.fields
+        parts = []
+        for attr, v in values:
+            num, enc, _dec = fields[attr]
+            parts.append(enc(num, v))
+        return expr(self.name, *parts)
+
+    def decode(self, attrs: dict[str, bytes]) -> dict[str, Any]:
+        fields = self.fields
+        out: dict[str, Any] = {}
+        for attr, b in attrs.items():
+            f = fields.get(attr)
+            out[attr] = b if f is None else f[2](b)
+        return out
+
+
+EXPRESSIONS = {name: KernelExpr(name) for name in (
+    "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
+    "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
+    "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
+)}
+
+
+# ---- the common expressions -------------------------------------------------------------
+
+def byteorder_hton(size: int) -> bytes:
+    """Host to network order of ``size`` bytes in register 1."""
+    return EXPRESSIONS["byteorder"].encode(("sreg", 1), ("dreg", 1), ("op", 1), ("len", size),
+                                           ("size", size))
+
+
+def objref(objtype: int, name: str) -> bytes:
+    return EXPRESSIONS["objref"].encode(("imm_type", objtype), ("imm_name", name))
+
+
+def meta_load(reg: int, key: int) -> bytes:
+    return EXPRESSIONS["meta"].encode(("key", key), ("dreg", reg))
+
+
+def payload_load(reg: int, base: int, off: int, ln: int) -> bytes:
+    return EXPRESSIONS["payload"].encode(("dreg", reg), ("base", base), ("offset", off),
+                                         ("len", ln))
+
+
+def cmp(reg: int, op: int, value: bytes) -> bytes:
+    return EXPRESSIONS["cmp"].encode(("sreg", reg), ("op", op), ("data", value))
+
+
+def cmp_slot(reg: int, op: int, value: bytes) -> tuple[bytes, int]:
+    """`cmp` and the offset of ``value`` in its bytes: the encoder writes nft_data last,
+    so the value (then its padding) ends the expression; templates patch it there."""
+    b = cmp(reg, op, value)
+    return b, len(b) - ((len(value) + 3) & ~3)
+
+
+def bitwise(reg: int, ln: int, mask: bytes, xor: bytes) -> bytes:
+    return EXPRESSIONS["bitwise"].encode(("sreg", reg), ("dreg", reg), ("len", ln), ("mask", mask),
+                                         ("xor", xor))
+
+
+def immediate(reg: int, value: bytes | dict[str, Any]) -> bytes:
+    """A value (bytes) or a verdict (dict, to register 0) into register ``reg``."""
+    return EXPRESSIONS["immediate"].encode(("dreg", reg), ("data", value))

@@ -1,0 +1,70 @@
+"""The rule compiler's kernel capabilities come in as arguments, not globals."""
+
+from __future__ import annotations
+
+from nfkit.netlink.codec import Batch
+from nfkit.nftables.compiler import RuleCompiler
+from nfkit.nftables.expressions import parse_exprs
+from nfkit.nftables.messages import Encoder
+from nfkit.nftables.model import Rule
+
+QUEUE = [{"queue": {"num": 3}}]
+
+
+def _names(exprs: list[bytes]) -> list[str]:
+    return [name for name, _ in parse_exprs(b"".join(exprs))]
+
+
+def test_queue_expression_by_default() -> None:
+    exprs, _ = RuleCompiler("ip", "t").compile(QUEUE)
+    assert _names(exprs) == ["queue"]
+
+
+def test_queue_mode_is_asked_only_for_a_queue_statement() -> None:
+    asked: list[int] = []
+
+    def mode() -> str:
+        asked.append(1)
+        return "xt"
+
+    rc = RuleCompiler("ip", "t", queue_mode=mode)
+    rc.compile([{"accept": None}])
+    assert asked == []
+    exprs, _ = rc.compile(QUEUE)
+    assert _names(exprs) == ["target"] and asked == [1]
+    # two compilers in one process keep their own answer (no process-wide state)
+    assert _names(RuleCompiler("ip", "t").compile(QUEUE)[0]) == ["queue"]
+
+
+def test_encoder_passes_queue_mode_to_its_compilers() -> None:
+    enc = Encoder(Batch(), queue_mode=lambda: "xt")
+    exprs, _ = enc.rule_exprs(Rule("ip", "t", "c", QUEUE))
+    assert _names(exprs) == ["target"]
+
+
+def test_value_slots_are_recorded_where_the_value_was_written() -> None:
+    from nfkit.nftables.compiler import rule_shape
+
+    rule = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": "192.0.2.7"}},
+            {"match": {"op": "!=", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                       "right": 22}},
+            {"accept": None}]
+    rc = RuleCompiler("ip", "t")
+    key, _rights = rule_shape(rule)
+    tpl = rc.rule_template(key, rule)
+    assert tpl is not None
+    statics, slots = tpl
+    assert [width for _enc, width, _op in slots] == [4, 2]
+    # the template with the values put back is the general compiler's output
+    whole = statics[0] + bytes([192, 0, 2, 7]) + statics[1] + (22).to_bytes(2, "big") + statics[2]
+    assert whole == b"".join(RuleCompiler("ip", "t").compile(rule)[0])
+
+
+def test_a_reversed_value_has_no_slot() -> None:
+    # "<" on a host-order key is compared in network order (byteorder hton, value
+    # reversed): no slot, so no template patches it in the wrong order.
+    rule = [{"match": {"op": "<", "left": {"meta": {"key": "mark"}}, "right": 5}}]
+    rc = RuleCompiler("ip", "t")
+    rc.compile(rule)
+    assert rc._last_slot is None
