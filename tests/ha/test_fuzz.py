@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.conntrack.model import Entry, Status, Tuple
@@ -44,6 +44,12 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(mutated(), mutated(), mutated(), st.binary(max_size=64)))
+@example(data=bytes.fromhex("130000b86b13422d000c0000c0000202c6336402000500020600000000080003"
+                            "d9440015000c0004c6336402c6336401000500060600000000080007000007d0"
+                            "000c0008ffffffffffffffff0005000a060000000008000b0000ffff0008000c"
+                            "0000012c0008000d000000000008000e00000000000c000f0000000000000000"
+                            "00050011060000000008001007d0000000080012000000010008001301807000"
+                            "001600146e61742d666f6c6c6f772d6d6173746572000000"))
 def test_malformed_datagrams_raise_only_decode_error(data: bytes) -> None:
     try:
         msgs = wire.decode_datagram(data)

@@ -115,7 +115,7 @@ def _addr_layout(name: str, family: int, count: int) -> Layout:
 
 def _cstring(name: str, max_size: int) -> Layout:
     def pack(value: str) -> bytes:
-        raw = value.encode() + b"\0"
+        raw = value.encode("utf-8", "surrogateescape") + b"\0"  # the bytes as they came
         if ATTR_HEADER.size + len(raw) > max_size or b"\0" in raw[:-1]:
             raise InputError(f"{value!r}: conntrackd takes at most {max_size - ATTR_HEADER.size - 1} bytes here")
         return raw
