@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from typing import Any
 
 from nfkit.errors import InputError
 
@@ -33,21 +34,33 @@ def done() -> None:
     os._exit(0)
 
 
-def load_file(path: str) -> None:
-    """Load ``path`` (libnftables JSON) in one atomic transaction, then exit."""
+def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto",
+                  runs: bool = True) -> list[Any]:
+    """The commands of ``path``: libnftables JSON, or nft's own text (``syntax`` "json"
+    or "nft"; "auto" picks by the first non-blank character)."""
+    from nfkit.nftables.nfttext import load_nft, looks_like_json
+
+    text = read_file(path)
+    if syntax == "nft" or (syntax == "auto" and not looks_like_json(text)):
+        return load_nft(text, "/dev/stdin" if path == "-" else path, include_paths)
     from nfkit.nftables.jsonfmt import load_json
+
+    return load_json(text, runs=runs)
+
+
+def load_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
+    """Load ``path`` (libnftables JSON or nft text) in one atomic transaction, then exit."""
     from nfkit.nftables.transaction import run_commands
 
     gc.disable()  # millions of small acyclic objects: collections only cost time
-    run_commands(load_json(read_file(path), runs=True))
+    run_commands(read_commands(path, include_paths, syntax))
     done()
 
 
-def check_file(path: str) -> None:
+def check_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
     """Let the kernel validate ``path`` as one transaction; nothing is committed."""
-    from nfkit.nftables.jsonfmt import load_json
     from nfkit.nftables.transaction import run_commands
 
     gc.disable()
-    n = run_commands(load_json(read_file(path), runs=True), check=True)
+    n = run_commands(read_commands(path, include_paths, syntax), check=True)
     print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

@@ -556,6 +556,10 @@ class RuleCompiler:
                     ctx.l4 = name
             elif left == {"meta": {"key": "nfproto"}}:
                 ctx.l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(right, ctx.l3)
+            elif right in ("ip", "ip6") and left in (
+                    {"payload": {"protocol": "ether", "field": "type"}},
+                    {"meta": {"key": "protocol"}}):
+                ctx.l3 = right  # "ether type ip ip saddr ...": one dependency, as nft
             elif left == {"meta": {"key": "iiftype"}} and right == "ether":
                 ctx.iiftype = True
         if isinstance(right, str) and right.startswith("@"):
