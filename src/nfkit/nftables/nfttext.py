@@ -626,9 +626,9 @@ class Statements(Exprs):
 
     def _after_left(self, c: Cursor, left: Any) -> Any:
         while c.word() in _BINOPS:
-            op = _BINOPS[c.word() or ""]
+            bop = _BINOPS[c.word() or ""]
             c.i += 1
-            left = {op: [left, self.rhs_value_for_binop(c)]}
+            left = {bop: [left, self.rhs_value_for_binop(c)]}
         while c.word() == ".":
             c.i += 1
             nxt = self.selector(c)
