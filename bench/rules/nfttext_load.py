@@ -1,0 +1,48 @@
+"""`nfkit rules load FILE.nft` against `nft -f FILE.nft` (nft's own text), side by side.
+
+N rules of the shape ``ip saddr A tcp dport P counter accept`` in one inet
+chain; each load in a fresh network namespace (``unshare -n``); the median of
+three runs each.  Not a pass/fail test: it prints seconds and the ratio.
+
+    sudo .venv/bin/python bench/rules/nfttext_load.py 10000 80000
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NFKIT = [sys.executable, "-m", "nfkit"]
+
+
+def write_ruleset(path: Path, n: int) -> None:
+    with path.open("w") as f:
+        f.write("table inet t {\n\tchain c {\n\t\ttype filter hook input priority 0; policy accept;\n")
+        for i in range(n):
+            f.write(f"\t\tip saddr 192.0.2.{i % 254 + 1} tcp dport {1024 + i % 60000} counter accept\n")
+        f.write("\t}\n}\n")
+
+
+def timed(argv: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(["unshare", "-n", *argv], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main(sizes: list[int]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        print(f"{'rules':>7} {'nft -f':>8} {'nfkit':>8} {'nfkit/nft':>9}")
+        for n in sizes:
+            f = Path(d) / f"r{n}.nft"
+            write_ruleset(f, n)
+            nft = statistics.median(timed(["nft", "-f", str(f)]) for _ in range(3))
+            ours = statistics.median(timed([*NFKIT, "rules", "load", str(f)]) for _ in range(3))
+            print(f"{n:>7} {nft:>8.2f} {ours:>8.2f} {ours / nft:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [10000, 80000])
