@@ -17,11 +17,12 @@ nft's form: ``file:line:col-col: Error: cause``, the line, a caret line.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nftables.model import FAMILIES
@@ -106,7 +107,7 @@ def _parser() -> Any:
 
     grammar = (files("nfkit.nftables") / "nft.lark").read_text()
     return Lark(grammar, parser="lalr", lexer="contextual",
-                start=["start", "table_lines", "body_lines"], propagate_positions=True)
+                start=["start", "table_lines", "body_lines"])
 
 
 _TERMINAL_TEXT = {"_SEP": "newline", "$END": "end of file", "LBRACE": "'{'", "RBRACE": "'}'",
@@ -294,6 +295,57 @@ def _unquote(text: str) -> str:
     return text[1:-1] if len(text) >= 2 and text[0] == '"' and text[-1] == '"' else text
 
 
+# ---- rule templates ---------------------------------------------------------------------
+#
+# A big file repeats a few rule shapes with other values.  The first rule of a
+# shape is read with its values replaced by markers; the statements, serialised,
+# become a template with a slot per marker; the next rules of that shape fill the
+# slots (json.loads of the filled text) instead of being read again.  A value
+# the reader looks at (rather than carries) compares a marker, which refuses:
+# that shape is then always read in full.
+
+_VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD"))
+_SLOT = re.compile(r'"\\u0000(\d+)"')
+
+
+class NotTemplatable(Exception):
+    """A marker was compared: the rule's meaning depends on the value itself."""
+
+
+class _Marker:
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __eq__(self, other: object) -> bool:
+        raise NotTemplatable
+
+    def __hash__(self) -> int:
+        raise NotTemplatable
+
+
+def _slot_json(tok: Tok) -> str:
+    """A value token as the JSON text a rule's statements hold for it."""
+    k, text = tok.kind, tok.text
+    if k == "NUMBER":
+        return str(_number(text))
+    if k == "STRING":
+        return json.dumps(_unquote(text))
+    if k == "NUMWORD":
+        t = time_seconds(text)
+        return json.dumps(text if t is None else t)
+    return json.dumps(text)
+
+
+@dataclass(slots=True)
+class Template:
+    pieces: list[str]  # JSON text between the slots
+    slots: list[int]  # item index of each slot's value
+    fixed: list[tuple[int, str]]  # value items the reader looked at: must be these texts
+    comment: str | None
+
+
 # ---- expressions -----------------------------------------------------------------------
 
 class Exprs:
@@ -301,6 +353,7 @@ class Exprs:
 
     def __init__(self, family: str) -> None:
         self.family = family
+        self.marking: Cursor | None = None  # values of this cursor become _Markers
 
     # selectors: what a packet, its metadata or its connection holds
     def selector(self, c: Cursor) -> Any | None:
@@ -454,9 +507,11 @@ class Exprs:
         if isinstance(it, Group):
             return {"set": self.elements(it, is_map=False)}
         k = it.kind
+        if self.marking is c and k in _VALUE_KINDS:
+            return _Marker(c.i - 1)
         if k == "NUMBER":
             return _number(it.text)
-        if k in ("IP4", "IP6", "MAC"):
+        if k in ("IP4", "IP6", "MAC", "CLASSID"):
             return it.text
         if k == "STRING":
             return _unquote(it.text)
@@ -596,7 +651,9 @@ class Statements(Exprs):
     """A rule's items -> its statements (libnftables JSON) and comment."""
 
     def rule(self, items: list[Item], last: Item) -> tuple[list[Any], str | None]:
-        c = Cursor(items, last)
+        return self.rule_from(Cursor(items, last))
+
+    def rule_from(self, c: Cursor) -> tuple[list[Any], str | None]:
         stmts: list[Any] = []
         comment = None
         while not c.at_end():
@@ -652,7 +709,7 @@ class Statements(Exprs):
             c.i += 1
             left = {"&": [left, self.rhs(c)]}
             op = op or "=="
-        if right in ("missing", "exists") and isinstance(left, dict) and "fib" in left:
+        if isinstance(left, dict) and "fib" in left and right in ("missing", "exists"):
             right = right == "exists"
         if op is None:
             if isinstance(right, dict) and "set" in right or \
@@ -990,6 +1047,27 @@ class Scope:
         return None
 
 
+class Pos(NamedTuple):
+    """Where a command starts (its first token)."""
+
+    line: int
+    column: int
+    end_column: int
+
+
+def _pos(tree: Any) -> Pos:
+    """The position of the first token under ``tree`` (lark keeps no positions on trees
+    here: propagating them doubles the parse time)."""
+    from lark import Token
+
+    for tok in tree.scan_values(lambda v: isinstance(v, Token)):
+        return Pos(tok.line, tok.column, tok.end_column)
+    return Pos(1, 1, 2)
+
+
+_NO_TEMPLATE = object()
+
+
 @dataclass(slots=True)
 class Located:
     """A JSON command and where in the text it came from."""
@@ -1003,11 +1081,14 @@ class Located:
 class Reader:
     """Reads nft text (with its includes) into libnftables JSON commands."""
 
-    def __init__(self, include_paths: tuple[str, ...] | list[str] = ()) -> None:
+    def __init__(self, include_paths: tuple[str, ...] | list[str] = (),
+                 templates: bool = True) -> None:
         self.include_paths = [DEFAULT_INCLUDE_PATH, *include_paths]
+        self.use_templates = templates
         self.out: list[Located] = []
         self.scope = Scope()
         self.depth = 0
+        self.templates: dict[tuple[Any, ...], Any] = {}
 
     # -- tokens
     def items(self, tree: Any, src: Source) -> list[Item]:
@@ -1029,7 +1110,7 @@ class Reader:
 
     def group(self, tree: Any, src: Source) -> Group:
         elems: list[list[Item]] = [[]]
-        meta = tree.meta
+        pos = _pos(tree)
         for it in self.items(tree, src):
             if isinstance(it, Tok) and it.kind == "OP" and it.text == ",":
                 elems.append([])
@@ -1038,8 +1119,7 @@ class Reader:
             else:
                 elems[-1].append(it)
         elems = [e for e in elems if e]
-        return Group(elems, src, getattr(meta, "line", 1), getattr(meta, "column", 1),
-                     getattr(meta, "column", 1))
+        return Group(elems, src, pos.line, pos.column, pos.column)
 
     # -- files
     def read_text(self, text: str, name: str, parent: tuple[Source, int, int, int] | None = None,
@@ -1055,19 +1135,19 @@ class Reader:
             self.body_lines(tree.children, src, ctx)
 
     def include(self, tree: Any, src: Source, start: str = "start", ctx: Any = None) -> None:
-        tok = tree.children[0]
+        kw, tok = tree.children
         name = _unquote(str(tok))
-        end = tree.meta.end_column - 1
-        loc = (src, tree.meta.line, tree.meta.column, end)
+        end = tok.end_column - 1
+        loc = (src, kw.line, kw.column, end)
         if self.depth >= MAX_INCLUDE_DEPTH:
-            raise located(src, tree.meta.line, tree.meta.column, end,
+            raise located(src, kw.line, kw.column, end,
                           f"Include nested too deeply, max {MAX_INCLUDE_DEPTH} levels")
-        for path in self._resolve(name, src, tree):
+        for path in self._resolve(name, src, loc):
             try:
                 with open(path, "rb") as f:
                     text = f.read().decode("utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise located(src, tree.meta.line, tree.meta.column, end,
+                raise located(src, kw.line, kw.column, end,
                               f"Could not read {path}: {exc}") from None
             self.depth += 1
             try:
@@ -1075,7 +1155,7 @@ class Reader:
             finally:
                 self.depth -= 1
 
-    def _resolve(self, name: str, src: Source, tree: Any) -> list[str]:
+    def _resolve(self, name: str, src: Source, loc: tuple[Source, int, int, int]) -> list[str]:
         """The files an include names, as nft 1.0.6 finds them: a path starting with
         '/', './' or '../' as given (relative to the current directory), any other
         searched in the include paths (/etc, then each -I); a glob may match nothing."""
@@ -1094,8 +1174,7 @@ class Reader:
                 if not is_glob:
                     break
         if not found and not is_glob and not any(os.path.isdir(c) for c in candidates):
-            raise located(src, tree.meta.line, tree.meta.column, tree.meta.end_column - 1,
-                          f"File not found: {name}")
+            raise located(src, loc[1], loc[2], loc[3], f"File not found: {name}")
         return found
 
     # -- defines
@@ -1120,9 +1199,8 @@ class Reader:
         self.scope.defines[name] = self.items(tree.children[1], src)
         return True
 
-    def emit(self, verb: str, kind: str, body: Any, src: Source, meta: Any) -> None:
-        self.out.append(Located({verb: {kind: body}}, src, getattr(meta, "line", 1),
-                                getattr(meta, "column", 1)))
+    def emit(self, verb: str, kind: str, body: Any, src: Source, pos: Pos) -> None:
+        self.out.append(Located({verb: {kind: body}}, src, pos.line, pos.column))
 
     # -- top level
     def commands(self, children: list[Any], src: Source) -> None:
@@ -1168,7 +1246,7 @@ class Reader:
             ch = ch[1:]
         obj = ch[0]
         kind = obj.data
-        m = obj.meta
+        m = _pos(obj)
         whole = Tok("WORD", kind, src, m.line, m.column, m.end_column - 1)
         if kind == "rule":
             self.rule_command(verb, obj, src)
@@ -1232,6 +1310,46 @@ class Reader:
         assert self.scope.parent is not None
         self.scope = self.scope.parent
 
+    def rule_stmts(self, fam: str, items: list[Item], last: Item) -> tuple[list[Any], str | None]:
+        """A rule's statements and comment, from a template of its shape when there is one."""
+        if not self.use_templates:
+            return Statements(fam).rule(items, last)
+        key_parts: list[Any] = [fam]
+        for it in items:
+            if isinstance(it, Group):
+                return Statements(fam).rule(items, last)
+            # A quoted "@name" reads as a set reference: a shape of its own.
+            key_parts.append((it.kind if it.text[:2] != '"@' else "STRING@")
+                             if it.kind in _VALUE_KINDS else it.text)
+        key = tuple(key_parts)
+        tpl = self.templates.get(key)
+        if tpl is not None:
+            if tpl is _NO_TEMPLATE:
+                return Statements(fam).rule(items, last)
+            if all(items[i].text == text for i, text in tpl.fixed):  # type: ignore[union-attr]
+                parts = [tpl.pieces[0]]
+                for i, piece in zip(tpl.slots, tpl.pieces[1:], strict=True):
+                    parts.append(_slot_json(items[i]))  # type: ignore[arg-type]
+                    parts.append(piece)
+                return json.loads("".join(parts)), tpl.comment
+            return Statements(fam).rule(items, last)
+        stmts, comment = Statements(fam).rule(items, last)  # errors come from a full read
+        st = Statements(fam)
+        c = Cursor(items, last)
+        st.marking = c
+        try:
+            marked, _ = st.rule_from(c)
+            text = json.dumps(marked, default=lambda m: f"\u0000{m.index}")
+        except NotTemplatable:
+            self.templates[key] = _NO_TEMPLATE
+            return stmts, comment
+        pieces = _SLOT.split(text)
+        slots = [int(x) for x in pieces[1::2]]
+        fixed = [(i, it.text) for i, it in enumerate(items)
+                 if it.kind in _VALUE_KINDS and i not in slots]
+        self.templates[key] = Template(pieces[0::2], slots, fixed, comment)
+        return stmts, comment
+
     def rule_command(self, verb: str, obj: Any, src: Source) -> None:
         items = self.items(obj.children[0], src)
         c = Cursor(items, items[-1])
@@ -1253,16 +1371,15 @@ class Reader:
                 raise c.unexpected("expecting handle")
             if not c.at_end():
                 raise c.unexpected()
-            self.emit("delete", "rule", body, src, obj.meta)
+            self.emit("delete", "rule", body, src, _pos(obj))
             return
         if c.at_end():
             raise c.unexpected()
-        st = Statements(fam)
-        stmts, comment = st.rule(items[c.i:], items[-1])
+        stmts, comment = self.rule_stmts(fam, items[c.i:], items[-1])
         body["expr"] = stmts
         if comment is not None:
             body["comment"] = comment
-        self.emit(verb, "rule", body, src, obj.meta)
+        self.emit(verb, "rule", body, src, _pos(obj))
 
     # -- blocks
     def _lines(self, children: list[Any], src: Source, ctx: Any, one_line: Any,
@@ -1304,17 +1421,18 @@ class Reader:
             return
         name = _unquote(str(t.children[-2]))
         blk = t.children[-1]
+        tpos = _pos(t)
         if k == "tchain":
-            self.chain("add", fam, table, name, blk, src, t.meta)
+            self.chain("add", fam, table, name, blk, src, tpos)
         elif k in ("tset", "tmap"):
-            self.set("add", k[1:], fam, table, name, blk, src, t.meta)
+            self.set("add", k[1:], fam, table, name, blk, src, tpos)
         elif k == "tflowtable":
-            raise located(src, t.meta.line, t.meta.column, t.meta.column + 8,
+            raise located(src, tpos.line, tpos.column, tpos.end_column - 1,
                           "flowtables are not supported by nfkit (this kernel has none)")
         elif k == "tobj":
-            self.obj("add", str(t.children[0].children[0]), fam, table, name, blk, src, t.meta)
+            self.obj("add", str(t.children[0].children[0]), fam, table, name, blk, src, tpos)
         elif k == "tctobj":
-            self.obj("add", "ct " + str(t.children[0]), fam, table, name, blk, src, t.meta)
+            self.obj("add", "ct " + str(t.children[0]), fam, table, name, blk, src, tpos)
 
     def _block_lines(self, blk: Any, src: Source, on_line: Any) -> None:
         if blk is None:
@@ -1326,7 +1444,7 @@ class Reader:
             self.pop()
 
     def chain(self, verb: str, fam: str, table: str, name: str, blk: Any, src: Source,
-              meta: Any) -> None:
+              meta: Pos) -> None:
         body: dict[str, Any] = {"family": fam, "table": table, "name": name}
         idx = len(self.out)
         self.emit(verb, "chain", body, src, meta)
@@ -1361,13 +1479,13 @@ class Reader:
                 c.i += 2
                 body["dev"] = self._dev(c)
             else:
-                st = Statements(fam)
-                stmts, comment = st.rule(items, items[-1])
+                stmts, comment = self.rule_stmts(fam, items, items[-1])
                 rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
                                       "expr": stmts}
                 if comment is not None:
                     rb["comment"] = comment
-                self.emit("add", "rule", rb, lsrc, t.meta)
+                first = items[0]
+                self.emit("add", "rule", rb, lsrc, Pos(first.line, first.col, first.end + 1))
                 return
             if not c.at_end():
                 raise c.unexpected()
@@ -1398,7 +1516,7 @@ class Reader:
         return c.integer()
 
     def set(self, verb: str, kind: str, fam: str, table: str, name: str, blk: Any, src: Source,
-            meta: Any) -> None:
+            meta: Pos) -> None:
         body: dict[str, Any] = {"family": fam, "table": table, "name": name}
         idx = len(self.out)
         self.emit(verb, kind, body, src, meta)
@@ -1460,7 +1578,7 @@ class Reader:
                           f"{kind} definition does not specify key")
 
     def obj(self, verb: str, kind: str, fam: str, table: str, name: str, blk: Any, src: Source,
-            meta: Any) -> None:
+            meta: Pos) -> None:
         body: dict[str, Any] = {"family": fam, "table": table, "name": name}
         self.emit(verb, kind, body, src, meta)
         if verb in ("delete", "destroy", "reset"):
