@@ -252,7 +252,7 @@ SHAPES = [
     'iifname "eth{n}" ether saddr 02:00:00:00:00:{n:02x} accept',
     'ct expiration < {n}m accept',
     'meta priority set {n}:{m}',
-    'limit rate {m}/second burst {n} packets accept',
+    'limit rate {m}/second burst {m} packets accept',
     'quota over {n} mbytes drop',
     'ip ttl {n} tcp flags syn / syn,ack drop',
     'ip dscp {n} ip length > {p} reject with icmp type host-unreachable',

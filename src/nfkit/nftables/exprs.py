@@ -283,7 +283,11 @@ class RuleCompiler:
                         assert op is not None
                         v = self._shifted(op, right)
                         cmp_b = out[-1]
-                        if op.dt.kind != "bitmask" and cmp_b.endswith(v + _PAD_FOR[len(v) & 3]):
+                        # A relational match on a host-order value compares it in network
+                        # order (byteorder): only a value that reads alike both ways (0)
+                        # would match the host-order bytes here; no template from it.
+                        if (op.dt.kind != "bitmask" and (key[4] in ("==", "!=") or op.dt.big_endian)
+                                and cmp_b.endswith(v + _PAD_FOR[len(v) & 3])):
                             pad = _PAD_FOR[len(v) & 3]
                             cache[key] = (b"".join(out[n0:-1]) + cmp_b[: len(cmp_b) - len(v)
                                                                       - len(pad)],
