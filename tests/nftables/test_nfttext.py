@@ -277,11 +277,30 @@ def test_templates_read_as_the_full_reader() -> None:
     texts = [(p.name, p.read_text()) for p in CORPUS if "include" not in p.read_text()]
     texts.append(("varied.nft", _varied(600)))
     for name, text in texts:
-        fast, full = Reader(), Reader(templates=False)
+        fast, full = Reader(), Reader(templates=False, line_lexer=False)
         fast.read_text(text, name)
         full.read_text(text, name)
-        assert [x.item for x in fast.out] == [x.item for x in full.out], name
+        assert [(x.item, x.line, x.col) for x in fast.out] == \
+            [(x.item, x.line, x.col) for x in full.out], name
     assert len(fast.templates) >= len(SHAPES) - 1
+
+
+@pytest.mark.parametrize("text", [
+    "table t {\n\tchain c {\n\t\tmeta mark 1 bogus\n\t}\n}\n",
+    "table t {\n\tchain c {\n\t\tmeta mark 1 accept\n\t\tmeta mark 2 ~ accept\n\t}\n}\n",
+    "table t {\n\tchain c {\n\t\tmeta mark $nope accept\n\t}\n}\n",
+    "table t {\n\tchain c {\n\t\tip saddr 192.0.2.1 accept; ip daddr 192.0.2.1 acept\n\t}\n}\n",
+])
+def test_line_lexer_errors_like_lark(text: str) -> None:
+    """Errors in lines the line lexer reads are those of lark's own lexing."""
+    from nfkit.nftables.nfttext import Reader
+
+    msgs = []
+    for line_lexer in (True, False):
+        with pytest.raises(InputError) as exc:
+            Reader(line_lexer=line_lexer).read_text(text, "f.nft")
+        msgs.append(str(exc.value))
+    assert msgs[0] == msgs[1]
 
 
 def test_template_never_hides_a_value_the_reader_looks_at() -> None:

@@ -17,7 +17,6 @@ nft's form: ``file:line:col-col: Error: cause``, the line, a caret line.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -99,26 +98,101 @@ def at(it: Item, msg: str) -> InputError:
 
 # ---- the grammar --------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _parser() -> Any:
+@lru_cache(maxsize=2)
+def _parser(line_lexer: bool = True) -> Any:
+    """The LALR parser of nft.lark; with ``line_lexer``, a chain's simple rule lines
+    reach the parser as one RULELINE token each (see `_LineLexer`)."""
     from importlib.resources import files
 
     from lark import Lark
 
     grammar = (files("nfkit.nftables") / "nft.lark").read_text()
-    return Lark(grammar, parser="lalr", lexer="contextual",
-                start=["start", "table_lines", "body_lines"])
+    parser = Lark(grammar, parser="lalr", lexer="contextual",
+                  start=["start", "table_lines", "body_lines"])
+    if line_lexer:
+        _install_line_lexer(parser)
+    return parser
+
+
+# ---- the line lexer -------------------------------------------------------------------
+#
+# Most of a big file is rule lines, and most of the time lark spends is per token
+# (lexing, then one parser step each).  Where the parser expects a chain's line,
+# a line without braces, comments, continuations or includes is handed over
+# whole as one RULELINE token; its tokens are cut by one regex made of the same
+# terminals (nft.lark's, in lark's own order of precedence), so the items are
+# those lark would have made.
+
+ITEM_TERMINALS = ("WORD", "NUMBER", "NUMWORD", "STRING", "VAR", "SETREF", "RAWPAYLOAD", "IP4",
+                  "IP6", "MAC", "CLASSID", "OP")
+_RULE_LINE = re.compile(
+    r'([ \t]*)(?!(?:include|define|redefine|undefine)\b)'
+    r'((?:[^\n{}#;\\"\s]|"[^"\n]*")(?:[^\n{}#;\\"]|"[^"\n]*")*?)[ \t]*(?=[\n;}#])')
+
+
+def _install_line_lexer(parser: Any) -> None:
+    from lark.lexer import ContextualLexer
+
+    frontend = parser.parser
+    lexer = getattr(frontend, "lexer", None)
+    table = getattr(getattr(frontend, "parser", None), "_parse_table", None)
+    if type(lexer) is not ContextualLexer or table is None:
+        return  # another lark: every token goes through lark (slower, same result)
+    states = frozenset(s for s, acc in table.states.items()
+                       if "RULELINE" in acc and "CHAIN" not in acc)
+    terms = sorted((t for t in parser.terminals if t.name in ITEM_TERMINALS),
+                   key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name))
+    scanner = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terms)
+                         + r"|(?P<_WS>[ \t\f\r]+)")
+    frontend.lexer = _LineLexer(lexer, states, scanner)
+
+
+class _LineLexer:
+    """lark's contextual lexer, with whole rule lines where the parser expects one."""
+
+    def __init__(self, inner: Any, line_states: frozenset[int], scanner: re.Pattern[str]) -> None:
+        self.inner = inner
+        self.lexers = inner.lexers
+        self.line_states = line_states
+        self.scanner = scanner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def lex(self, lexer_state: Any, parser_state: Any) -> Any:
+        from lark.lexer import Token
+
+        text = lexer_state.text.text
+        ctr = lexer_state.line_ctr
+        match = _RULE_LINE.match
+        states = self.line_states
+        try:
+            while True:
+                if parser_state.position in states:
+                    m = match(text, ctr.char_pos)
+                    if m is not None:
+                        ctr.feed(m.group(1), False)
+                        body = m.group(2)
+                        tok = Token("RULELINE", body, ctr.char_pos, ctr.line, ctr.column,
+                                    ctr.line, ctr.column + len(body), ctr.char_pos + len(body))
+                        ctr.feed(body, False)
+                        lexer_state.last_token = tok
+                        yield tok
+                        continue
+                yield self.lexers[parser_state.position].next_token(lexer_state, parser_state)
+        except EOFError:
+            pass
 
 
 _TERMINAL_TEXT = {"_SEP": "newline", "$END": "end of file", "LBRACE": "'{'", "RBRACE": "'}'",
                   "EQUAL": "'='"}
 
 
-def _parse(src: Source, start: str) -> Any:
+def _parse(src: Source, start: str, line_lexer: bool = True) -> Any:
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
     try:
-        return _parser().parse(src.text, start=start)
+        return _parser(line_lexer).parse(src.text, start=start)
     except UnexpectedToken as exc:
         tok = exc.token
         if tok.type == "$END":  # nft points past the last newline
@@ -298,14 +372,15 @@ def _unquote(text: str) -> str:
 # ---- rule templates ---------------------------------------------------------------------
 #
 # A big file repeats a few rule shapes with other values.  The first rule of a
-# shape is read with its values replaced by markers; the statements, serialised,
-# become a template with a slot per marker; the next rules of that shape fill the
-# slots (json.loads of the filled text) instead of being read again.  A value
-# the reader looks at (rather than carries) compares a marker, which refuses:
-# that shape is then always read in full.
+# shape is read a second time with its values replaced by markers; the marked
+# statements become a builder (a lambda whose body is their literal, a marker
+# read as ``v[i]``, the value of item i); the next rules of that shape call the
+# builder with their values instead of being read again.  A value the reader
+# looks at (rather than carries) compares a marker, which refuses: such a shape
+# is always read in full.  A value the reader takes another way (a prefix length,
+# a rate) stays fixed in the template: a rule with another one is read in full.
 
 _VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD"))
-_SLOT = re.compile(r'"\\u0000(\d+)"')
 
 
 class NotTemplatable(Exception):
@@ -325,23 +400,41 @@ class _Marker:
         raise NotTemplatable
 
 
-def _slot_json(tok: Tok) -> str:
-    """A value token as the JSON text a rule's statements hold for it."""
-    k, text = tok.kind, tok.text
-    if k == "NUMBER":
-        return str(_number(text))
-    if k == "STRING":
-        return json.dumps(_unquote(text))
-    if k == "NUMWORD":
+def _slot_value(kind: str, text: str) -> Any:
+    """A value token as the statements hold it (what `Exprs.primary` makes of it)."""
+    if kind == "NUMBER":
+        return _number(text)
+    if kind == "STRING":
+        return _unquote(text)
+    if kind == "NUMWORD":
         t = time_seconds(text)
-        return json.dumps(text if t is None else t)
-    return json.dumps(text)
+        return text if t is None else t
+    return text
+
+
+def _literal(node: Any) -> str:
+    """Python source of marked statements: literals only, a marker as ``v[i]``."""
+    t = type(node)
+    if t is _Marker:
+        return f"v[{node.index}]"
+    if t is dict:
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in node.items()) + "}"
+    if t is list:
+        return "[" + ", ".join(map(_literal, node)) + "]"
+    if t in (str, int, float, bool) or node is None:
+        return repr(node)
+    raise NotTemplatable
+
+
+def _builder(marked: Any) -> Any:
+    # Only literals (repr of str/int/float/bool/None) and v[i] reach the source.
+    code = compile("lambda v: " + _literal(marked), "<nft rule template>", "eval")
+    return eval(code, {"__builtins__": {}})  # noqa: S307
 
 
 @dataclass(slots=True)
 class Template:
-    pieces: list[str]  # JSON text between the slots
-    slots: list[int]  # item index of each slot's value
+    build: Any  # values by item index -> statements
     fixed: list[tuple[int, str]]  # value items the reader looked at: must be these texts
     comment: str | None
 
@@ -1082,9 +1175,10 @@ class Reader:
     """Reads nft text (with its includes) into libnftables JSON commands."""
 
     def __init__(self, include_paths: tuple[str, ...] | list[str] = (),
-                 templates: bool = True) -> None:
+                 templates: bool = True, line_lexer: bool = True) -> None:
         self.include_paths = [DEFAULT_INCLUDE_PATH, *include_paths]
         self.use_templates = templates
+        self.line_lexer = line_lexer
         self.out: list[Located] = []
         self.scope = Scope()
         self.depth = 0
@@ -1108,6 +1202,36 @@ class Reader:
             out.append(Tok(ch.type, str(ch), src, ch.line, ch.column, ch.end_column - 1))
         return out
 
+    def line_items(self, line: Any, src: Source) -> list[Item]:
+        """The items of a `line` tree: its `items`, or its RULELINE cut by the scanner."""
+        ch = line.children[0]
+        if hasattr(ch, "data"):
+            return self.items(ch, src)
+        scanner = _parser().parser.lexer.scanner
+        out: list[Item] = []
+        col0, ln, text = ch.column, ch.line, str(ch)
+        pos = 0
+        for m in scanner.finditer(text):
+            if m.start() != pos:
+                break
+            pos = m.end()
+            kind = m.lastgroup
+            if kind == "_WS":
+                continue
+            word = m.group()
+            if kind == "VAR":
+                val = self.scope.lookup(word[1:])
+                if val is None:
+                    raise located(src, ln, col0 + m.start(), col0 + pos - 1,
+                                  f"unknown identifier '{word[1:]}'")
+                out += val
+                continue
+            out.append(Tok(kind, word, src, ln, col0 + m.start(), col0 + pos - 1))  # type: ignore[arg-type]
+        if pos != len(text):
+            raise located(src, ln, col0 + pos, col0 + pos,
+                          f"syntax error, unexpected {text[pos:pos + 1]!r}")
+        return out
+
     def group(self, tree: Any, src: Source) -> Group:
         elems: list[list[Item]] = [[]]
         pos = _pos(tree)
@@ -1126,7 +1250,7 @@ class Reader:
                   start: str = "start", ctx: Any = None) -> None:
         bare = not text.endswith("\n")
         src = Source(name, text + "\n" if bare else text, parent, bare)
-        tree = _parse(src, start)
+        tree = _parse(src, start, self.line_lexer)
         if start == "start":
             self.commands(tree.children, src)
         elif start == "table_lines":
@@ -1324,14 +1448,9 @@ class Reader:
         key = tuple(key_parts)
         tpl = self.templates.get(key)
         if tpl is not None:
-            if tpl is _NO_TEMPLATE:
-                return Statements(fam).rule(items, last)
-            if all(items[i].text == text for i, text in tpl.fixed):  # type: ignore[union-attr]
-                parts = [tpl.pieces[0]]
-                for i, piece in zip(tpl.slots, tpl.pieces[1:], strict=True):
-                    parts.append(_slot_json(items[i]))  # type: ignore[arg-type]
-                    parts.append(piece)
-                return json.loads("".join(parts)), tpl.comment
+            if tpl is not _NO_TEMPLATE and all(
+                    items[i].text == text for i, text in tpl.fixed):
+                return tpl.build([_slot_value(it.kind, it.text) for it in items]), tpl.comment
             return Statements(fam).rule(items, last)
         stmts, comment = Statements(fam).rule(items, last)  # errors come from a full read
         st = Statements(fam)
@@ -1339,16 +1458,48 @@ class Reader:
         st.marking = c
         try:
             marked, _ = st.rule_from(c)
-            text = json.dumps(marked, default=lambda m: f"\u0000{m.index}")
+            build = _builder(marked)
         except NotTemplatable:
             self.templates[key] = _NO_TEMPLATE
             return stmts, comment
-        pieces = _SLOT.split(text)
-        slots = [int(x) for x in pieces[1::2]]
+        slots = set(re.findall(r"v\[(\d+)\]", _literal(marked)))
         fixed = [(i, it.text) for i, it in enumerate(items)
-                 if it.kind in _VALUE_KINDS and i not in slots]
-        self.templates[key] = Template(pieces[0::2], slots, fixed, comment)
+                 if it.kind in _VALUE_KINDS and str(i) not in slots]
+        self.templates[key] = Template(build, fixed, comment)
         return stmts, comment
+
+    def rule_line(self, fam: str, line: Any) -> tuple[list[Any], str | None] | None:
+        """A RULELINE's statements straight from its shape's template (no items made),
+        or None when it has none (then it is read the usual way)."""
+        key_parts: list[Any] = [fam]
+        texts: list[str] = []
+        vals: list[Any] = []
+        text = str(line)
+        pos = 0
+        for m in _parser().parser.lexer.scanner.finditer(text):
+            if m.start() != pos:
+                return None
+            pos = m.end()
+            kind = m.lastgroup
+            if kind == "_WS":
+                continue
+            w = m.group()
+            if kind in _VALUE_KINDS:
+                key_parts.append(kind if w[:2] != '"@' else "STRING@")
+                vals.append(_slot_value(kind, w))  # type: ignore[arg-type]
+            elif kind == "VAR":
+                return None
+            else:
+                key_parts.append(w)
+                vals.append(None)
+            texts.append(w)
+        tpl = self.templates.get(tuple(key_parts))
+        if pos != len(text) or tpl is None or tpl is _NO_TEMPLATE:
+            return None
+        for i, t in tpl.fixed:
+            if texts[i] != t:
+                return None
+        return tpl.build(vals), tpl.comment
 
     def rule_command(self, verb: str, obj: Any, src: Source) -> None:
         items = self.items(obj.children[0], src)
@@ -1402,7 +1553,7 @@ class Reader:
         fam, table, tbody = ctx
         k = t.data
         if k == "line":
-            items = self.items(t.children[0], src)
+            items = self.line_items(t, src)
             c = Cursor(items, items[-1])
             w = c.word()
             if w == "flags":
@@ -1452,7 +1603,17 @@ class Reader:
             return
 
         def line(t: Any, lsrc: Source, _ctx: Any) -> None:
-            items = self.items(t.children[0], lsrc)
+            ch = t.children[0]
+            if self.use_templates and not hasattr(ch, "data"):
+                hit = self.rule_line(fam, ch)
+                if hit is not None:
+                    rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
+                                          "expr": hit[0]}
+                    if hit[1] is not None:
+                        rb["comment"] = hit[1]
+                    self.emit("add", "rule", rb, lsrc, Pos(ch.line, ch.column, ch.end_column))
+                    return
+            items = self.line_items(t, lsrc)
             c = Cursor(items, items[-1])
             w = c.word()
             if w == "type" and c.word(2) == "hook":
@@ -1480,8 +1641,7 @@ class Reader:
                 body["dev"] = self._dev(c)
             else:
                 stmts, comment = self.rule_stmts(fam, items, items[-1])
-                rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
-                                      "expr": stmts}
+                rb = {"family": fam, "table": table, "chain": name, "expr": stmts}
                 if comment is not None:
                     rb["comment"] = comment
                 first = items[0]
@@ -1526,7 +1686,7 @@ class Reader:
         pending_elems: list[Any] = []
 
         def line(t: Any, lsrc: Source, _ctx: Any) -> None:
-            items = self.items(t.children[0], lsrc)
+            items = self.line_items(t, lsrc)
             c = Cursor(items, items[-1])
             w = c.expect("type", "typeof", "flags", "elements", "timeout", "gc-interval", "size",
                          "policy", "counter", "comment", "auto-merge")
@@ -1586,7 +1746,7 @@ class Reader:
         st = Statements(fam)
 
         def line(t: Any, lsrc: Source, _ctx: Any) -> None:
-            items = self.items(t.children[0], lsrc)
+            items = self.line_items(t, lsrc)
             c = Cursor(items, items[-1])
             if c.word() == "comment":
                 c.i += 1
