@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -98,10 +99,14 @@ def at(it: Item, msg: str) -> InputError:
 
 # ---- the grammar --------------------------------------------------------------------
 
-@lru_cache(maxsize=2)
 def _parser(line_lexer: bool = True) -> Any:
     """The LALR parser of nft.lark; with ``line_lexer``, a chain's simple rule lines
     reach the parser as one RULELINE token each (see `_LineLexer`)."""
+    return _make_parser(line_lexer)
+
+
+@lru_cache(maxsize=2)
+def _make_parser(line_lexer: bool) -> Any:
     from importlib.resources import files
 
     from lark import Lark
@@ -142,16 +147,33 @@ def _install_line_lexer(parser: Any) -> None:
                        if "RULELINE" in acc and "CHAIN" not in acc)
     terms = sorted((t for t in parser.terminals if t.name in ITEM_TERMINALS),
                    key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name))
-    scanner = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terms)
+    alternatives = [(t.name, t.pattern.to_regexp()) for t in terms]
+    scanner = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in alternatives)
                          + r"|(?P<_WS>[ \t\f\r]+)")
-    frontend.lexer = _LineLexer(lexer, states, scanner)
+    frontend.lexer = _LineLexer(lexer, states, scanner, alternatives)
+
+
+def _split_run(run: Any) -> Iterator[Any]:
+    """A RULELINE run of several lines -> one `line` tree per line, positions kept."""
+    from lark import Token, Tree
+
+    line, col = run.line, run.column
+    for seg in str(run).split("\n"):
+        body = seg.lstrip(" \t\f\r")
+        col += len(seg) - len(body)
+        body = body.rstrip(" \t\f\r")
+        yield Tree("line", [Token("RULELINE", body, None, line, col, line, col + len(body))])
+        line += 1
+        col = 1
 
 
 class _LineLexer:
     """lark's contextual lexer, with whole rule lines where the parser expects one."""
 
-    def __init__(self, inner: Any, line_states: frozenset[int], scanner: re.Pattern[str]) -> None:
+    def __init__(self, inner: Any, line_states: frozenset[int], scanner: re.Pattern[str],
+                 alternatives: list[tuple[str, str]]) -> None:
         self.inner = inner
+        self.alternatives = alternatives
         self.lexers = inner.lexers
         self.line_states = line_states
         self.scanner = scanner
@@ -172,10 +194,16 @@ class _LineLexer:
                     m = match(text, ctr.char_pos)
                     if m is not None:
                         ctr.feed(m.group(1), False)
-                        body = m.group(2)
-                        tok = Token("RULELINE", body, ctr.char_pos, ctr.line, ctr.column,
-                                    ctr.line, ctr.column + len(body), ctr.char_pos + len(body))
-                        ctr.feed(body, False)
+                        start, end = ctr.char_pos, m.end(2)
+                        # The simple lines that follow join it: one token for a run.
+                        while text.startswith("\n", m.end()):
+                            nxt = match(text, m.end() + 1)
+                            if nxt is None:
+                                break
+                            m, end = nxt, nxt.end(2)
+                        body = text[start:end]
+                        tok = Token("RULELINE", body, start, ctr.line, ctr.column)
+                        ctr.feed(body)
                         lexer_state.last_token = tok
                         yield tok
                         continue
@@ -437,6 +465,51 @@ class Template:
     build: Any  # values by item index -> statements
     fixed: list[tuple[int, str]]  # value items the reader looked at: must be these texts
     comment: str | None
+    family: str
+    kinds: list[str]  # each item's terminal ("STRING@": a string read as a set reference)
+    texts: list[str]  # each item's text in the rule the template was made from
+    line_re: Any = None  # a whole line of this shape (made on first use)
+    checks: tuple[str, ...] = ()  # groups that must read as in `texts`
+    check_texts: Any = None
+    values: tuple[tuple[int, str, str], ...] = ()  # (item index, kind, group) of each value
+
+    def compile_line(self, alternatives: list[tuple[str, str]]) -> None:
+        """The regex of a line of this shape: each token as the scanner would cut it
+        (its terminal's pattern, no earlier alternative matching there)."""
+        names = [n for n, _ in alternatives]
+        if any(("STRING" if k == "STRING@" else k) not in names for k in self.kinds):
+            self.line_re = re.compile(r"(?!)")  # a token the scanner does not make
+            return
+        parts = []
+        fixed = dict(self.fixed)
+        checks: list[str] = []
+        values: list[tuple[int, str, str]] = []
+        for i, kind in enumerate(self.kinds):
+            term = "STRING" if kind == "STRING@" else kind
+            k = names.index(term)
+            guard = "".join(f"(?!{rx})" for _, rx in alternatives[:k])
+            guard += '(?="@)' if kind == "STRING@" else ('(?!"@)' if kind == "STRING" else "")
+            parts.append(f"{guard}(?P<t{i}>{alternatives[k][1]})")
+            if term not in _VALUE_KINDS or i in fixed:
+                checks.append(f"t{i}")
+            else:
+                values.append((i, term, f"t{i}"))
+        ws = "[ \\t\\f\\r]*"
+        self.line_re = re.compile(ws.join(parts) + "$")
+        self.checks = tuple(checks)
+        texts = tuple(self.texts[int(c[1:])] for c in checks)
+        self.check_texts = texts[0] if len(texts) == 1 else texts
+        self.values = tuple(values)
+
+    def read_line(self, text: str) -> list[Any] | None:
+        """The statements of ``text`` if it is a line of this shape, else None."""
+        m = self.line_re.match(text)
+        if m is None or (self.checks and m.group(*self.checks) != self.check_texts):
+            return None
+        vals: list[Any] = [None] * len(self.kinds)
+        for i, kind, group in self.values:
+            vals[i] = _slot_value(kind, m.group(group))
+        return self.build(vals)  # type: ignore[no-any-return]
 
 
 # ---- expressions -----------------------------------------------------------------------
@@ -1183,6 +1256,7 @@ class Reader:
         self.scope = Scope()
         self.depth = 0
         self.templates: dict[tuple[Any, ...], Any] = {}
+        self.last: Template | None = None  # the template the last rule line used
 
     # -- tokens
     def items(self, tree: Any, src: Source) -> list[Item]:
@@ -1465,12 +1539,22 @@ class Reader:
         slots = set(re.findall(r"v\[(\d+)\]", _literal(marked)))
         fixed = [(i, it.text) for i, it in enumerate(items)
                  if it.kind in _VALUE_KINDS and str(i) not in slots]
-        self.templates[key] = Template(build, fixed, comment)
+        kinds = ["STRING@" if it.kind == "STRING" and it.text[:2] == '"@' else it.kind
+                 for it in items]
+        self.templates[key] = self.last = Template(
+            build, fixed, comment, fam, kinds, [it.text for it in items])
         return stmts, comment
 
     def rule_line(self, fam: str, line: Any) -> tuple[list[Any], str | None] | None:
         """A RULELINE's statements straight from its shape's template (no items made),
         or None when it has none (then it is read the usual way)."""
+        last = self.last
+        if last is not None and last.family == fam:
+            if last.line_re is None:
+                last.compile_line(_parser().parser.lexer.alternatives)
+            stmts = last.read_line(str(line))
+            if stmts is not None:
+                return stmts, last.comment
         key_parts: list[Any] = [fam]
         texts: list[str] = []
         vals: list[Any] = []
@@ -1499,6 +1583,7 @@ class Reader:
         for i, t in tpl.fixed:
             if texts[i] != t:
                 return None
+        self.last = tpl
         return tpl.build(vals), tpl.comment
 
     def rule_command(self, verb: str, obj: Any, src: Source) -> None:
@@ -1536,6 +1621,10 @@ class Reader:
     def _lines(self, children: list[Any], src: Source, ctx: Any, one_line: Any,
                start: str) -> None:
         for t in children:
+            if t.data == "line" and not hasattr(t.children[0], "data") and "\n" in t.children[0]:
+                for sub in _split_run(t.children[0]):
+                    one_line(sub, src, ctx)
+                continue
             if t.data in ("define", "redefine", "undefine"):
                 self.define(t, src)
             elif t.data == "include":
