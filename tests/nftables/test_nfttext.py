@@ -331,3 +331,14 @@ def test_varied_shapes_load_like_nft(pair, tmp_path: Path) -> None:  # type: ign
     proc = b.run(NFKIT + ["rules", "load", str(f)], check=False)
     assert proc.returncode == 0, proc.stderr
     assert nft_json(b) == nft_json(a)
+
+
+def test_include_inside_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An include in a table block reads table lines; in a chain block, rule lines."""
+    (tmp_path / "sets.nft").write_text("set s {\n\ttype ipv4_addr\n}\n")
+    (tmp_path / "rules.nft").write_text("ip saddr @s drop\ntcp dport 22 accept\n")
+    monkeypatch.chdir(tmp_path)
+    doc = to_json('table inet t {\n\tinclude "./sets.nft"\n\tchain c {\n'
+                  '\t\tinclude "./rules.nft"\n\t\tcounter\n\t}\n}\n')
+    kinds = [k for x in doc["nftables"] for k in x["add"]]
+    assert kinds == ["table", "set", "chain", "rule", "rule", "rule"]
