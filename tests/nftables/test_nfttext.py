@@ -149,7 +149,7 @@ def test_error_has_nfts_form() -> None:
 
 def test_unknown_variable_points_at_it() -> None:
     msg = _err("define A = 1\nadd rule t c meta mark $B accept\n")
-    assert msg.startswith("f.nft:2:24-25: Error: unknown identifier 'B'")
+    assert msg.startswith("f.nft:2:25-25: Error: unknown identifier 'B'")
 
 
 def test_defines_expand_and_nest() -> None:

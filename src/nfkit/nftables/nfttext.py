@@ -1269,7 +1269,7 @@ class Reader:
             if ch.type == "VAR":
                 val = self.scope.lookup(ch[1:])
                 if val is None:
-                    raise located(src, ch.line, ch.column, ch.end_column - 1,
+                    raise located(src, ch.line, ch.column + 1, ch.end_column - 1,
                                   f"unknown identifier '{ch[1:]}'")
                 out += val
                 continue
@@ -1296,7 +1296,7 @@ class Reader:
             if kind == "VAR":
                 val = self.scope.lookup(word[1:])
                 if val is None:
-                    raise located(src, ln, col0 + m.start(), col0 + pos - 1,
+                    raise located(src, ln, col0 + m.start() + 1, col0 + pos - 1,
                                   f"unknown identifier '{word[1:]}'")
                 out += val
                 continue
@@ -1386,10 +1386,8 @@ class Reader:
             s: Scope | None = self.scope
             while s is not None and name not in s.defines:
                 s = s.parent
-            if s is None:
-                raise located(src, name_tok.line, name_tok.column, name_tok.end_column - 1,
-                              f"undefined symbol '{name}'")
-            del s.defines[name]
+            if s is not None:  # nft 1.0.6 lets an unknown name pass
+                del s.defines[name]
             return True
         if kind == "define" and name in self.scope.defines:
             raise located(src, name_tok.line, name_tok.column, name_tok.end_column - 1,
@@ -1416,7 +1414,7 @@ class Reader:
             if ch.type == "VAR":
                 val = self.scope.lookup(ch[1:])
                 if val is None:
-                    raise located(src, ch.line, ch.column, ch.end_column - 1,
+                    raise located(src, ch.line, ch.column + 1, ch.end_column - 1,
                                   f"unknown identifier '{ch[1:]}'")
                 toks += [v for v in val if isinstance(v, Tok)]
             else:
