@@ -629,7 +629,11 @@ class Exprs:
         while c.word() == ".":
             c.i += 1
             parts.append(self.binop(c, selectors_only))
-        return parts[0] if len(parts) == 1 else {"concat": parts}
+        key = parts[0] if len(parts) == 1 else {"concat": parts}
+        if c.word() == "map":  # "a . b map {...}": the map's key is the whole concatenation
+            c.i += 1
+            key = {"map": {"key": key, "data": self.map_data(c)}}
+        return key
 
     def binop(self, c: Cursor, selectors_only: bool = False) -> Any:
         left = self.selector(c)
@@ -642,9 +646,6 @@ class Exprs:
             c.i += 1
             right = self.value(c)
             left = {op: [left, right]}
-        if c.word() == "map":
-            c.i += 1
-            left = {"map": {"key": left, "data": self.map_data(c)}}
         return left
 
     def map_data(self, c: Cursor) -> Any:
@@ -1710,6 +1711,9 @@ class Reader:
                 body["hook"] = c.name()
                 while True:
                     if c.accept("device"):
+                        body["dev"] = self._dev(c)
+                    elif c.word() == "devices" and c.word(1) == "=":
+                        c.i += 2
                         body["dev"] = self._dev(c)
                     elif c.accept("priority"):
                         body["prio"] = self._priority(c, fam, body["hook"])
