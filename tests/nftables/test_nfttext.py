@@ -342,3 +342,18 @@ def test_include_inside_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
                   '\t\tinclude "./rules.nft"\n\t\tcounter\n\t}\n}\n')
     kinds = [k for x in doc["nftables"] for k in x["add"]]
     assert kinds == ["table", "set", "chain", "rule", "rule", "rule"]
+
+
+@pytest.mark.kernel
+def test_stdin_and_syntax_flag(pair) -> None:  # type: ignore[no-untyped-def]
+    """`-` reads nft text from stdin; --syntax json refuses text with JSON's error."""
+    _, b = pair
+    b.run("nft flush ruleset")
+    text = "table ip t {\n\tchain c {\n\t\tmeta mark 7 accept\n\t}\n}\n"
+    proc = b.run(NFKIT + ["rules", "load", "-"], input=text, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert [o for o in nft_json(b) if "rule" in o]
+    b.run("nft flush ruleset")
+    proc = b.run(NFKIT + ["rules", "load", "--syntax", "json", "-"], input=text, check=False)
+    assert proc.returncode == 2 and "JSON syntax error" in proc.stderr
+    assert nft_json(b) == []
