@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nfkit.errors import InputError
 from nfkit.lab import Lab
@@ -357,3 +360,42 @@ def test_stdin_and_syntax_flag(pair) -> None:  # type: ignore[no-untyped-def]
     proc = b.run(NFKIT + ["rules", "load", "--syntax", "json", "-"], input=text, check=False)
     assert proc.returncode == 2 and "JSON syntax error" in proc.stderr
     assert nft_json(b) == []
+
+
+@st.composite
+def _shape_pair(draw: Any) -> str:
+    """Two or three rule lines of one shape with drawn values (some of them the kind a
+    reader looks at: prefix lengths, rates, times, quoted set names)."""
+    shape = draw(st.sampled_from(SHAPES + [
+        'ip saddr {a} ip daddr {a} counter', 'meta mark {h} meta mark set {v}',
+        'iifname {s} oifname {s} accept', 'ct mark {n} ct expiration < {t} accept',
+        'ip saddr {a} tcp dport {p} limit rate {n}/minute accept', 'meta mark {v} drop']))
+    lines = []
+    for _ in range(draw(st.integers(2, 3))):
+        n = draw(st.integers(1, 70))
+        vals = dict(
+            a=draw(st.sampled_from(["192.0.2.1", "198.51.100.7", "203.0.113.255"])),
+            l=draw(st.integers(8, 32)), p=draw(st.integers(1, 65535)),
+            q=draw(st.integers(1, 65535)), h=hex(draw(st.integers(0, 2 ** 32 - 1))),
+            n=n, m=draw(st.integers(1, 9)),
+            v=draw(st.sampled_from(["1", "0x10", "7", "-1", "1-2", "0x1/1", "@marks"])),
+            s=draw(st.sampled_from(['"eth0"', "eth1", '"@x"', '"lo"', "lo*"])),
+            t=draw(st.sampled_from(["1s", "2m", "1h30m", "500ms", "10"])))
+        lines.append("\t\t" + shape.format(**vals))
+    return VARIED % "\n".join(lines)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_shape_pair())
+def test_templates_agree_on_drawn_values(text: str) -> None:
+    from nfkit.nftables.nfttext import Reader
+
+    def read(**kw: bool) -> Any:
+        r = Reader(**kw)
+        try:
+            r.read_text(text, "d.nft")
+        except InputError as exc:
+            return str(exc)
+        return [(x.item, x.line, x.col) for x in r.out]
+
+    assert read() == read(templates=False, line_lexer=False)
