@@ -153,8 +153,9 @@ def _install_line_lexer(parser: Any) -> None:
     frontend.lexer = _LineLexer(lexer, states, scanner, alternatives)
 
 
-def _split_run(run: Any) -> Iterator[Any]:
-    """A RULELINE run of several lines -> one `line` tree per line, positions kept."""
+def _split_run(run: Any, fast: Any, src: Source) -> Iterator[Any]:
+    """A RULELINE run of several lines -> one `line` tree per line, positions kept;
+    a line ``fast(body, line, col, src)`` takes (returns True) makes none."""
     from lark import Token, Tree
 
     line, col = run.line, run.column
@@ -162,7 +163,8 @@ def _split_run(run: Any) -> Iterator[Any]:
         body = seg.lstrip(" \t\f\r")
         col += len(seg) - len(body)
         body = body.rstrip(" \t\f\r")
-        yield Tree("line", [Token("RULELINE", body, None, line, col, line, col + len(body))])
+        if fast is None or not fast(body, line, col, src):
+            yield Tree("line", [Token("RULELINE", body, None, line, col, line, col + len(body))])
         line += 1
         col = 1
 
@@ -1544,20 +1546,19 @@ class Reader:
             build, fixed, comment, fam, kinds, [it.text for it in items])
         return stmts, comment
 
-    def rule_line(self, fam: str, line: Any) -> tuple[list[Any], str | None] | None:
+    def rule_line(self, fam: str, text: str) -> tuple[list[Any], str | None] | None:
         """A RULELINE's statements straight from its shape's template (no items made),
         or None when it has none (then it is read the usual way)."""
         last = self.last
         if last is not None and last.family == fam:
             if last.line_re is None:
                 last.compile_line(_parser().parser.lexer.alternatives)
-            stmts = last.read_line(str(line))
+            stmts = last.read_line(text)
             if stmts is not None:
                 return stmts, last.comment
         key_parts: list[Any] = [fam]
         texts: list[str] = []
         vals: list[Any] = []
-        text = str(line)
         pos = 0
         for m in _parser().parser.lexer.scanner.finditer(text):
             if m.start() != pos:
@@ -1619,9 +1620,10 @@ class Reader:
     # -- blocks
     def _lines(self, children: list[Any], src: Source, ctx: Any, one_line: Any,
                start: str) -> None:
+        fast = getattr(one_line, "fast", None)  # a chain's template path: no tree a line
         for t in children:
             if t.data == "line" and not hasattr(t.children[0], "data") and "\n" in t.children[0]:
-                for sub in _split_run(t.children[0]):
+                for sub in _split_run(t.children[0], fast, src):
                     one_line(sub, src, ctx)
                 continue
             if t.data in ("define", "redefine", "undefine"):
@@ -1692,15 +1694,8 @@ class Reader:
 
         def line(t: Any, lsrc: Source, _ctx: Any) -> None:
             ch = t.children[0]
-            if self.use_templates and not hasattr(ch, "data"):
-                hit = self.rule_line(fam, ch)
-                if hit is not None:
-                    rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
-                                          "expr": hit[0]}
-                    if hit[1] is not None:
-                        rb["comment"] = hit[1]
-                    self.emit("add", "rule", rb, lsrc, Pos(ch.line, ch.column, ch.end_column))
-                    return
+            if not hasattr(ch, "data") and fast(str(ch), ch.line, ch.column, lsrc):
+                return
             items = self.line_items(t, lsrc)
             c = Cursor(items, items[-1])
             w = c.word()
@@ -1732,7 +1727,8 @@ class Reader:
                 body["dev"] = self._dev(c)
             else:
                 stmts, comment = self.rule_stmts(fam, items, items[-1])
-                rb = {"family": fam, "table": table, "chain": name, "expr": stmts}
+                rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
+                                      "expr": stmts}
                 if comment is not None:
                     rb["comment"] = comment
                 first = items[0]
@@ -1741,6 +1737,17 @@ class Reader:
             if not c.at_end():
                 raise c.unexpected()
 
+        def fast(text: str, ln: int, col: int, lsrc: Source) -> bool:
+            hit = self.rule_line(fam, text) if self.use_templates else None
+            if hit is None:
+                return False
+            rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
+            if hit[1] is not None:
+                rb["comment"] = hit[1]
+            self.emit("add", "rule", rb, lsrc, Pos(ln, col, col + len(text)))
+            return True
+
+        line.fast = fast  # type: ignore[attr-defined]
         self._block_lines(blk, src, line)
         if "hook" in body and verb == "add" and self.out[idx].item[verb]["chain"] is body:
             body.setdefault("policy", "accept")
