@@ -414,3 +414,11 @@ def test_templates_agree_on_drawn_values(text: str) -> None:
         return [(x.item, x.line, x.col) for x in r.out]
 
     assert read() == read(templates=False, line_lexer=False)
+
+
+def test_typeof_gives_types() -> None:
+    doc = to_json("table inet t {\n\tmap m {\n\t\ttypeof ip saddr . tcp dport : meta mark\n\t}\n}\n")
+    body = doc["nftables"][1]["add"]["map"]
+    assert (body["type"], body["map"]) == (["ipv4_addr", "inet_service"], "mark")
+    assert "typeof of this expression is not supported" in _err(
+        "table t {\n\tset s {\n\t\ttypeof ip ttl\n\t}\n}\n")

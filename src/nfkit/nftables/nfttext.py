@@ -304,6 +304,10 @@ def _dtype_of(left: Any) -> str | None:
     return None
 
 
+# Datatypes a typeof may not name as a set's type (sizes nft takes from the expression).
+_NO_SET_TYPES = frozenset(("integer", "hinteger", "string", "verdict", "time"))
+
+
 def _is_bitmask(left: Any) -> bool:
     name = _dtype_of(left)
     return name is not None and name in T and T[name].kind == "bitmask"
@@ -1801,7 +1805,12 @@ class Reader:
                         data.append(c.name())
                     body["map"] = " . ".join(data)
             elif w == "typeof":
-                raise at(items[0], "typeof is not supported by nfkit yet: use type")
+                body["type"] = self._typeof(c, st)
+                if c.accept(":"):
+                    if kind != "map":
+                        raise at(c.last, "syntax error, unexpected colon")
+                    dtype = self._typeof(c, st)
+                    body["map"] = dtype if isinstance(dtype, str) else " . ".join(dtype)
             elif w == "flags":
                 flags = [c.name()]
                 while c.accept(","):
@@ -1834,6 +1843,22 @@ class Reader:
         if verb == "add" and "type" not in body and self.out[idx].item[verb][kind] is body:
             raise located(src, meta.line, meta.column, meta.end_column - 1,
                           f"{kind} definition does not specify key")
+
+    def _typeof(self, c: Cursor, st: Statements) -> str | list[str]:
+        """``typeof EXPR [. EXPR]`` -> the datatype names nft derives (one, or a list
+        for a concatenation).  nft also keeps the expressions in the set's user data,
+        for its text listing only; nfkit does not write them (docs/rules.md)."""
+        first = c.peek()
+        expr = st.concat(c, selectors_only=True)
+        parts = expr["concat"] if isinstance(expr, dict) and "concat" in expr else [expr]
+        names = []
+        for p in parts:
+            name = _dtype_of(p)
+            if name is None or name not in T or name in _NO_SET_TYPES:
+                assert first is not None
+                raise at(first, "typeof of this expression is not supported by nfkit: use type")
+            names.append(name)
+        return names[0] if len(names) == 1 else names
 
     def obj(self, verb: str, kind: str, fam: str, table: str, name: str, blk: Any, src: Source,
             meta: Pos) -> None:
