@@ -1071,9 +1071,6 @@ class Statements(Exprs):
     def _st_redirect(self, c: Cursor) -> Any:
         return self._nat(c, "redirect")
 
-    def _st_meta(self, c: Cursor) -> Any | None:
-        return None  # selectors; "meta KEY set V" is a mangle, read as a match would be
-
     def _st_ct(self, c: Cursor) -> Any | None:
         w1, w2 = c.word(1), c.word(2)
         if w1 in ("helper", "timeout", "expectation") and w2 == "set":
@@ -1383,10 +1380,9 @@ class Reader:
         return found
 
     # -- defines
-    def define(self, tree: Any, src: Source) -> bool:
+    def define(self, tree: Any, src: Source) -> None:
+        """``define``, ``redefine`` (in this block's scope) or ``undefine``."""
         kind = tree.data
-        if kind == "include":
-            return False
         name_tok = tree.children[0]
         name = _unquote(str(name_tok))
         if kind == "undefine":
@@ -1395,12 +1391,11 @@ class Reader:
                 s = s.parent
             if s is not None:  # nft 1.0.6 lets an unknown name pass
                 del s.defines[name]
-            return True
+            return
         if kind == "define" and name in self.scope.defines:
             raise located(src, name_tok.line, name_tok.column, name_tok.end_column - 1,
                           f"redefinition of symbol '{name}'")
         self.scope.defines[name] = self.items(tree.children[1], src)
-        return True
 
     def emit(self, verb: str, kind: str, body: Any, src: Source, pos: Pos) -> None:
         self.out.append(Located({verb: {kind: body}}, src, pos.line, pos.column))
