@@ -422,3 +422,21 @@ def test_typeof_gives_types() -> None:
     assert (body["type"], body["map"]) == (["ipv4_addr", "inet_service"], "mark")
     assert "typeof of this expression is not supported" in _err(
         "table t {\n\tset s {\n\t\ttypeof ip ttl\n\t}\n}\n")
+
+
+@pytest.mark.kernel
+def test_include_order_like_nft(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A glob over several -I paths and a plain name found in two: nft's order."""
+    a, b = pair
+    for d, names in (("p1", ("x1",)), ("p2", ("x1", "x2"))):
+        (tmp_path / d).mkdir()
+        for n in names:
+            (tmp_path / d / f"{n}.nft").write_text(f"table ip {d}{n} {{}}\n")
+    (tmp_path / "main.nft").write_text('include "x*.nft"\ninclude "x1.nft"\n')
+    args = ["-I", "p1", "-I", "p2", "-f", "main.nft"]
+    for ns in (a, b):
+        ns.run("nft flush ruleset")
+    a.run(["nft", *args], cwd=tmp_path)
+    proc = b.run(NFKIT + ["rules", "load", *args[:4], "main.nft"], cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert nft_json(b) == nft_json(a)

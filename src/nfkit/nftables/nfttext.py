@@ -1360,10 +1360,14 @@ class Reader:
     def _resolve(self, name: str, src: Source, loc: tuple[Source, int, int, int]) -> list[str]:
         """The files an include names, as nft 1.0.6 finds them: a path starting with
         '/', './' or '../' as given (relative to the current directory), any other
-        searched in the include paths (/etc, then each -I); a glob may match nothing."""
+        searched in the include paths (/etc, then each -I: the first file found; a
+        glob: every match of every path, the last path's first, each path's sorted);
+        a glob may match nothing."""
         is_glob = any(ch in name for ch in "*?[")
         if name.startswith(("/", "./", "../")):
             candidates = [name]
+        elif is_glob:  # nft stacks each path's matches: the last path's are read first
+            candidates = [os.path.join(p, name) for p in reversed(self.include_paths)]
         else:
             candidates = [os.path.join(p, name) for p in self.include_paths]
         found: list[str] = []
