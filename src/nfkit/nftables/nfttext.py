@@ -149,7 +149,7 @@ def _install_line_lexer(parser: Any) -> None:
                    key=lambda t: (-t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name))
     alternatives = [(t.name, t.pattern.to_regexp()) for t in terms]
     scanner = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in alternatives)
-                         + r"|(?P<_WS>[ \t\f\r]+)")
+                         + r"|(?P<_WS>[ \t\f]+)")
     frontend.lexer = _LineLexer(lexer, states, scanner, alternatives)
 
 
@@ -160,9 +160,9 @@ def _split_run(run: Any, fast: Any, src: Source) -> Iterator[Any]:
 
     line, col = run.line, run.column
     for seg in str(run).split("\n"):
-        body = seg.lstrip(" \t\f\r")
+        body = seg.lstrip(" \t\f")
         col += len(seg) - len(body)
-        body = body.rstrip(" \t\f\r")
+        body = body.rstrip(" \t\f")
         if fast is None or not fast(body, line, col, src):
             yield Tree("line", [Token("RULELINE", body, None, line, col, line, col + len(body))])
         line += 1
@@ -235,8 +235,7 @@ def _parse(src: Source, start: str, line_lexer: bool = True) -> Any:
                       f"syntax error, unexpected {what}") from None
     except UnexpectedCharacters as exc:
         raise located(src, exc.line, exc.column, exc.column,
-                      f"syntax error, unexpected {src.line(exc.line)[exc.column - 1:exc.column]!r}"
-                      ) from None
+                      "syntax error, unexpected junk") from None
     except UnexpectedEOF:
         n = src.text.count("\n")
         raise located(src, n, 1, 1, "syntax error, unexpected end of file") from None
@@ -500,7 +499,7 @@ class Template:
                 checks.append(f"t{i}")
             else:
                 values.append((i, term, f"t{i}"))
-        ws = "[ \\t\\f\\r]*"
+        ws = "[ \\t\\f]*"
         self.line_re = re.compile(ws.join(parts) + "$")
         self.checks = tuple(checks)
         texts = tuple(self.texts[int(c[1:])] for c in checks)
@@ -1306,8 +1305,7 @@ class Reader:
                 continue
             out.append(Tok(kind, word, src, ln, col0 + m.start(), col0 + pos - 1))  # type: ignore[arg-type]
         if pos != len(text):
-            raise located(src, ln, col0 + pos, col0 + pos,
-                          f"syntax error, unexpected {text[pos:pos + 1]!r}")
+            raise located(src, ln, col0 + pos, col0 + pos, "syntax error, unexpected junk")
         return out
 
     def group(self, tree: Any, src: Source) -> Group:
