@@ -162,7 +162,7 @@ def _err(text: str, name: str = "f.nft", **kw: object) -> str:
 def test_error_has_nfts_form() -> None:
     msg = _err("table inet t {\n\tchain c {\n\t\ttcp dport 22 acept\n\t}\n}\n")
     assert msg == ("f.nft:3:16-20: Error: syntax error, unexpected acept\n"
-                   "\t\ttcp dport 22 acept\n" + " " * 15 + "^^^^^")
+                   "\t\ttcp dport 22 acept\n\t\t" + " " * 13 + "^^^^^")
 
 
 def test_unknown_variable_points_at_it() -> None:

@@ -299,7 +299,10 @@ class RuleCompiler:
                 hit = cache.get(key2)
                 if hit is None:
                     n0 = len(out)
-                    getattr(self, "_st_" + kind)(ctx, body, out)
+                    try:
+                        getattr(self, "_st_" + kind)(ctx, body, out)
+                    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                        raise InputError(f"statement {kind!r}: malformed ({exc})") from None
                     cache[key2] = b"".join(out[n0:])
                     del out[n0:]
                     hit = cache[key2]

@@ -89,8 +89,10 @@ def located(src: Source, line: int, col: int, end: int, msg: str) -> InputError:
         p = inc.parent
     end = max(end, col)
     text = src.line(line)
+    # Tabs kept under tabs (as nft does), so the carets line up however tabs show.
+    pad = "".join("\t" if ch == "\t" else " " for ch in text[:col - 1])
     return InputError(f"{head}{src.name}:{line}:{col}-{end}: Error: {msg}\n{text}\n"
-                      f"{' ' * (col - 1)}{'^' * (end - col + 1)}")
+                      f"{pad}{' ' * (col - 1 - len(pad))}{'^' * (end - col + 1)}")
 
 
 def at(it: Item, msg: str) -> InputError:
@@ -413,6 +415,7 @@ def _unquote(text: str) -> str:
 # is always read in full.  A value the reader takes another way (a prefix length,
 # a rate) stays fixed in the template: a rule with another one is read in full.
 
+_BRACES = frozenset(("LBRACE", "RBRACE"))
 _VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD"))
 
 
@@ -811,6 +814,11 @@ def _icmp_dependencies(stmts: list[Any]) -> list[Any]:
     return out
 
 
+# Statements nft 1.0.6 lets nothing follow (its STMT_F_TERMINAL): verdicts but
+# continue, reject, queue, NAT.
+_TERMINAL_STMTS = frozenset(("accept", "drop", "return", "jump", "goto", "reject", "queue",
+                             "snat", "dnat", "masquerade", "redirect"))
+
 _STMT_WORDS = {"accept", "drop", "continue", "return", "jump", "goto", "counter", "log", "limit",
                "quota", "reject", "snat", "dnat", "masquerade", "redirect", "notrack", "queue",
                "dup", "fwd", "set", "map", "vmap", "comment", "meta", "ct", "mark", "tproxy",
@@ -828,6 +836,7 @@ class Statements(Exprs):
     def rule_from(self, c: Cursor) -> tuple[list[Any], str | None]:
         stmts: list[Any] = []
         comment = None
+        terminal = False
         while not c.at_end():
             if c.word() == "comment":
                 c.i += 1
@@ -835,7 +844,13 @@ class Statements(Exprs):
                 if not c.at_end():
                     raise c.unexpected()
                 break
-            stmts.append(self.statement(c))
+            if terminal:  # nft refuses what could never run
+                it = c.peek()
+                assert it is not None
+                raise at(it, "Statement after terminal statement has no effect")
+            st = self.statement(c)
+            terminal = next(iter(st)) in _TERMINAL_STMTS
+            stmts.append(st)
         return _icmp_dependencies(stmts), comment
 
     def statement(self, c: Cursor) -> Any:
@@ -903,9 +918,10 @@ class Statements(Exprs):
         if c.accept("name"):
             return {"counter": self._objname(c)}
         if c.accept("packets"):
-            p = c.integer()
-            c.expect("bytes")
-            return {"counter": {"packets": p, "bytes": c.integer()}}
+            body = {"packets": c.integer(), "bytes": 0}
+            if c.accept("bytes"):
+                body["bytes"] = c.integer()
+            return {"counter": body}
         return {"counter": None}
 
     def _objname(self, c: Cursor) -> Any:
@@ -1269,6 +1285,8 @@ class Reader:
             if hasattr(ch, "data"):  # a group
                 out.append(self.group(ch, src))
                 continue
+            if ch.type in _BRACES:
+                continue
             if ch.type == "VAR":
                 val = self.scope.lookup(ch[1:])
                 if val is None:
@@ -1319,6 +1337,10 @@ class Reader:
             else:
                 elems[-1].append(it)
         elems = [e for e in elems if e]
+        if not elems:
+            close = tree.children[-1]
+            raise located(src, close.line, close.column, close.column,
+                          "syntax error, unexpected '}'")
         return Group(elems, src, pos.line, pos.column, pos.column)
 
     # -- files
@@ -1623,6 +1645,8 @@ class Reader:
                start: str) -> None:
         fast = getattr(one_line, "fast", None)  # a chain's template path: no tree a line
         for t in children:
+            if not hasattr(t, "data"):  # a block's braces
+                continue
             if t.data == "line" and not hasattr(t.children[0], "data") and "\n" in t.children[0]:
                 for sub in _split_run(t.children[0], fast, src):
                     one_line(sub, src, ctx)
