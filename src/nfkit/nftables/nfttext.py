@@ -186,6 +186,7 @@ class _LineLexer:
         return getattr(self.inner, name)
 
     def lex(self, lexer_state: Any, parser_state: Any) -> Any:
+        from lark.exceptions import UnexpectedCharacters, UnexpectedToken
         from lark.lexer import Token
 
         text = lexer_state.text.text
@@ -214,6 +215,17 @@ class _LineLexer:
                 yield self.lexers[parser_state.position].next_token(lexer_state, parser_state)
         except EOFError:
             pass
+        except UnexpectedCharacters as exc:
+            # As lark's contextual lexer: a token of another context is an unexpected
+            # token (a '}' where a newline must come), not junk.
+            try:
+                last = lexer_state.last_token
+                root = self.inner.root_lexer
+                tok = root.next_token(lexer_state, parser_state)
+            except UnexpectedCharacters:
+                raise exc from None
+            raise UnexpectedToken(tok, exc.allowed, state=parser_state, token_history=[last],
+                                  terminals_by_name=root.terminals_by_name) from None
 
 
 _TERMINAL_TEXT = {"_SEP": "newline", "$END": "end of file", "LBRACE": "'{'", "RBRACE": "'}'",
@@ -231,7 +243,8 @@ def _parse(src: Source, start: str, line_lexer: bool = True) -> Any:
             line = src.text.count("\n") + (0 if src.appended_newline else 1)
             raise located(src, line, 1, 1, "syntax error, unexpected end of file") from None
         what = "newline" if tok.type == "_SEP" and tok == "\n" else (
-            "semicolon" if tok.type == "_SEP" else f"{tok!s}")
+            "semicolon" if tok.type == "_SEP" else
+            f"'{tok!s}'" if len(tok) == 1 and not tok.isalnum() else f"{tok!s}")
         raise located(src, tok.line or 1, tok.column or 1,
                       (tok.end_column or (tok.column or 1) + 1) - 1,
                       f"syntax error, unexpected {what}") from None
@@ -1809,6 +1822,10 @@ class Reader:
         pending_elems: list[Any] = []
 
         def line(t: Any, lsrc: Source, _ctx: Any) -> None:
+            if t.data == "elements_line":
+                pending_elems.extend(st.elements(self.group(t.children[-1], lsrc),
+                                                 kind == "map"))
+                return
             items = self.line_items(t, lsrc)
             c = Cursor(items, items[-1])
             w = c.expect("type", "typeof", "flags", "elements", "timeout", "gc-interval", "size",
