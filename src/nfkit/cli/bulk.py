@@ -48,19 +48,29 @@ def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = 
     return load_json(text, runs=runs)
 
 
-def load_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
-    """Load ``path`` (libnftables JSON or nft text) in one atomic transaction, then exit."""
+def _run(cmds: list[Any], check: bool) -> int:
+    """run_commands; a refusal of commands read from nft text is put at its line."""
+    from nfkit.errors import TransactionError
     from nfkit.nftables.transaction import run_commands
 
+    try:
+        return run_commands(cmds, check=check)
+    except TransactionError as exc:
+        locate = getattr(cmds, "locate", None)
+        if locate is None:
+            raise
+        raise locate(exc) from None
+
+
+def load_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
+    """Load ``path`` (libnftables JSON or nft text) in one atomic transaction, then exit."""
     gc.disable()  # millions of small acyclic objects: collections only cost time
-    run_commands(read_commands(path, include_paths, syntax))
+    _run(read_commands(path, include_paths, syntax), check=False)
     done()
 
 
 def check_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
     """Let the kernel validate ``path`` as one transaction; nothing is committed."""
-    from nfkit.nftables.transaction import run_commands
-
     gc.disable()
-    n = run_commands(read_commands(path, include_paths, syntax), check=True)
+    n = _run(read_commands(path, include_paths, syntax), check=True)
     print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from nfkit.errors import InputError
+from nfkit.errors import InputError, NfkitError
 from nfkit.nftables.model import FAMILIES
 from nfkit.nftables.types import CT, META, PAYLOAD, T
 
@@ -1962,12 +1962,32 @@ def to_json(text: str, name: str = "-", include_paths: tuple[str, ...] | list[st
     return {"nftables": [x.item for x in read_nft(text, name, include_paths)]}
 
 
+class NftCommands(list[Any]):
+    """`jsonfmt.Command`s read from nft text, with where each object came from."""
+
+    where: dict[int, Located]  # id(command's object) -> its position in the text
+
+    def locate(self, exc: NfkitError) -> NfkitError:
+        """The kernel's refusal ``exc`` in nft's form, at the line of the object it
+        names (as nft reports it), or ``exc`` itself when it names none of them."""
+        for e in getattr(exc, "errors", ()):
+            what = e.what
+            loc = self.where.get(id(what))
+            if loc is None and isinstance(what, str):
+                loc = next((self.where[id(c.obj)] for c in self
+                            if id(c.obj) in self.where and str(c.obj) == what), None)
+            if loc is not None:
+                end = len(loc.src.line(loc.line))
+                return located(loc.src, loc.line, loc.col, max(end, loc.col), str(exc))
+        return exc
+
+
 def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[str] = ()
-             ) -> list[Any]:
+             ) -> NftCommands:
     """nft text -> `jsonfmt.Command`s in an order the kernel accepts (as `jsonfmt.load_json`).
 
-    A rule remembers its file and line, so an error the encoder or the kernel
-    finds later names them."""
+    A rule remembers its file and line, so an error the encoder finds later names
+    them; `NftCommands.locate` puts the kernel's refusal at its line."""
     from nfkit.nftables.jsonfmt import no_gc, parse_commands
 
     with no_gc():
@@ -1980,13 +2000,37 @@ def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
                 raise
             loc = located_items[int(m.group(1))]
             raise located(loc.src, loc.line, loc.col, loc.col, str(exc)) from None
+        out = NftCommands(cmds)
+        out.where = {}
         for cmd in cmds:
             if cmd.kind == "rule":
                 src = cmd.obj.source
                 i = src if isinstance(src, int) else int(str(src).lstrip("#"))
                 loc = located_items[i]
                 cmd.obj.source = f"{loc.src.name}:{loc.line}"
-        return cmds
+                out.where[id(cmd.obj)] = loc
+        # Other objects (few): by the JSON body they were made from, on their names.
+        others = [c for c in cmds if c.kind != "rule"]
+        for x in located_items:
+            (verb, inner), = x.item.items()
+            (kind, body), = inner.items()
+            if kind == "rule":
+                continue
+            for cmd in others:
+                if cmd.kind == kind and cmd.verb == verb and id(cmd.obj) not in out.where \
+                        and _same_object(cmd.obj, body):
+                    out.where[id(cmd.obj)] = x
+                    break
+        return out
+
+
+def _same_object(obj: Any, body: Any) -> bool:
+    if not isinstance(body, dict):
+        return obj is None
+    for attr in ("family", "table", "name"):
+        if attr in body and getattr(obj, attr, body[attr]) != body[attr]:
+            return False
+    return True
 
 
 def looks_like_json(text: str) -> bool:
