@@ -42,3 +42,14 @@ def test_templates_match_general_compiler(batch: list[list[dict[str, Any]]], fam
     shared = RuleCompiler(family, "t")
     for stmts in batch:
         assert _bytes(shared, stmts, False) == _bytes(RuleCompiler(family, "t"), stmts, True)
+
+
+def test_relational_on_host_order_value_after_zero() -> None:
+    """`ct expiration < 0` then `< 780`: a relational match on a host-order value is
+    compared in network order (byteorder hton); the template made by the first rule,
+    whose value reads the same both ways, must not encode the second one in host order."""
+    shared = RuleCompiler("inet", "t")
+    for right in (0, 780, 60):
+        stmts = [{"match": {"op": "<", "left": {"ct": {"key": "expiration"}}, "right": right}},
+                 {"accept": None}]
+        assert _bytes(shared, stmts, False) == _bytes(RuleCompiler("inet", "t"), stmts, True)

@@ -89,21 +89,48 @@ def done() -> None:
     os._exit(0)
 
 
-def load_file(path: str) -> None:
-    """Load ``path`` (libnftables JSON) in one atomic transaction, then exit."""
-    from nfkit.nftables.bulkjson import load_json_runs
+def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto",
+                  runs: bool = True) -> list[Any]:
+    """The commands of ``path``: libnftables JSON, or nft's own text (``syntax`` "json"
+    or "nft"; "auto" picks by the first non-blank character).  With ``runs``, long runs
+    of JSON rules of one shape are read as templates (the loader's fast path)."""
+    from nfkit.nftables.nfttext import load_nft, looks_like_json
+
+    text = read_file(path)
+    if syntax == "nft" or (syntax == "auto" and not looks_like_json(text)):
+        return load_nft(text, "/dev/stdin" if path == "-" else path, include_paths)
+    if runs:
+        from nfkit.nftables.bulkjson import load_json_runs
+
+        return load_json_runs(text, offload())
+    from nfkit.nftables.jsonfmt import load_json
+
+    return load_json(text)
+
+
+def _run(cmds: list[Any], check: bool) -> int:
+    """run_commands; a refusal of commands read from nft text is put at its line."""
+    from nfkit.errors import TransactionError
     from nfkit.nftables.commits import run_commands
 
+    try:
+        return run_commands(cmds, check=check)
+    except TransactionError as exc:
+        locate = getattr(cmds, "locate", None)
+        if locate is None:
+            raise
+        raise locate(exc) from None
+
+
+def load_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
+    """Load ``path`` (libnftables JSON or nft text) in one atomic transaction, then exit."""
     gc.disable()  # millions of small acyclic objects: collections only cost time
-    run_commands(load_json_runs(read_file(path), offload()))
+    _run(read_commands(path, include_paths, syntax), check=False)
     done()
 
 
-def check_file(path: str) -> None:
+def check_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
     """Let the kernel validate ``path`` as one transaction; nothing is committed."""
-    from nfkit.nftables.bulkjson import load_json_runs
-    from nfkit.nftables.commits import run_commands
-
     gc.disable()
-    n = run_commands(load_json_runs(read_file(path), offload()), check=True)
+    n = _run(read_commands(path, include_paths, syntax), check=True)
     print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

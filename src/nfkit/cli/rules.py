@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from nfkit.cli.bulk import check_file, done, load_file, read_file
+from nfkit.cli.bulk import check_file, done, load_file
 from nfkit.errors import InputError
 
 
@@ -61,18 +61,27 @@ def rules() -> None:
     gc.disable()
 
 
-@rules.command()
-@click.argument("file")
-def load(file: str) -> None:
-    """Load FILE (libnftables JSON, - for stdin) in one atomic transaction."""
-    load_file(file)
+def _file_opts(f: Any) -> Any:
+    f = click.option("--includepath", "-I", "include_paths", multiple=True, metavar="DIR",
+                     help="Search DIR for nft text includes (after /etc, as nft -I).")(f)
+    f = click.option("--syntax", type=click.Choice(["auto", "json", "nft"]), default="auto",
+                     show_default=True,
+                     help="FILE's syntax: libnftables JSON or nft text (auto: by content).")(f)
+    return click.argument("file")(f)
 
 
 @rules.command()
-@click.argument("file")
-def check(file: str) -> None:
+@_file_opts
+def load(file: str, include_paths: tuple[str, ...], syntax: str) -> None:
+    """Load FILE (libnftables JSON or nft text, - for stdin) in one atomic transaction."""
+    load_file(file, include_paths, syntax)
+
+
+@rules.command()
+@_file_opts
+def check(file: str, include_paths: tuple[str, ...], syntax: str) -> None:
     """Let the kernel validate FILE as one transaction; nothing is committed."""
-    check_file(file)
+    check_file(file, include_paths, syntax)
 
 
 @rules.command("list")
@@ -100,16 +109,17 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
 
 
 @rules.command()
-@click.argument("file")
+@_file_opts
 @click.option("--dry-run", is_flag=True, help="Print the change set, change nothing.")
-def apply(file: str, dry_run: bool) -> None:
-    """Make the tables named in FILE equal to FILE with the smallest change set."""
+def apply(file: str, include_paths: tuple[str, ...], syntax: str, dry_run: bool) -> None:
+    """Make the tables named in FILE (JSON or nft text) equal to FILE with the smallest change set."""
+    from nfkit.cli.bulk import read_commands
     from nfkit.nftables import validate
-    from nfkit.nftables.jsonfmt import Command, load_json, ruleset_from_commands
+    from nfkit.nftables.jsonfmt import Command, ruleset_from_commands
     from nfkit.nftables.textfmt import command
     from nfkit.nftables.transaction import apply as do_apply
 
-    read = load_json(read_file(file))
+    read = read_commands(file, include_paths, syntax, runs=False)
     validate.commands(read)
     wanted = ruleset_from_commands(read)
     cmds: list[Command] = do_apply(wanted, dry_run=dry_run)

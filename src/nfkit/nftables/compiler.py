@@ -294,8 +294,12 @@ class RuleCompiler:
                     n0 = len(out)
                     self._st_match(ctx, body, out)
                     slot = self._last_slot
+                    # A relational match on a host-order value compares it in network
+                    # order (byteorder): the slot's bytes are not the value's own then,
+                    # so no template from it (only == and != keep host order).
                     if (key[4] in CMP_OPS and left not in _DEP_LEFTS and slot is not None
-                            and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"):
+                            and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"
+                            and (key[4] in ("==", "!=") or slot.op.dt.big_endian)):
                         cmp_b = out[-1]
                         cache[key] = (b"".join(out[n0:-1]) + cmp_b[: slot.offset],
                                       _fast_encoder(slot.op), cmp_b[slot.offset + slot.width:],
@@ -563,6 +567,10 @@ class RuleCompiler:
                     ctx.l4 = name
             elif left == {"meta": {"key": "nfproto"}}:
                 ctx.l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(right, ctx.l3)
+            elif right in ("ip", "ip6") and left in (
+                    {"payload": {"protocol": "ether", "field": "type"}},
+                    {"meta": {"key": "protocol"}}):
+                ctx.l3 = right  # "ether type ip ip saddr ...": one dependency, as nft
             elif left == {"meta": {"key": "iiftype"}} and right == "ether":
                 ctx.iiftype = True
         if isinstance(right, str) and right.startswith("@"):
