@@ -167,6 +167,7 @@ NFTABLES_LAYERS = [
     ["templates"],                            # value slots -> the core's Template
     ["messages"],                             # model <-> NEW*/DEL* messages
     ["bulkjson"],                             # big JSON files, read as templates
+    ["nfttext"],                              # nft's own text in, as JSON commands
     ["listtext"],                             # big listings, printed from templates
     ["listing"],                              # GET* dumps, exists
     ["commits"],                              # batches sent, single-rule changes

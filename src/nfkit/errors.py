@@ -18,16 +18,23 @@ class NfkitError(Exception):
 class InputError(NfkitError):
     """Bad input from the user: a file, an option, a rule that cannot be understood.
 
-    A message longer than MAX_MESSAGE characters (one that quotes a huge input)
-    keeps its start and its end, where the cause is, and says how much was cut."""
+    A line longer than MAX_MESSAGE characters (one that quotes a huge input)
+    keeps its start and its end, where the cause is, and says how much was cut;
+    a message of several lines (nft's include stack, a line and its carets) is
+    cut line by line."""
 
     MAX_MESSAGE = 300
 
     def __init__(self, message: str = "") -> None:
         if len(message) > self.MAX_MESSAGE:
-            cut = len(message) - 240
-            message = f"{message[:160]}...[{cut} characters]...{message[-80:]}"
+            message = "\n".join(_cut(line, self.MAX_MESSAGE) for line in message.split("\n"))
         super().__init__(message)
+
+
+def _cut(line: str, limit: int) -> str:
+    if len(line) <= limit:
+        return line
+    return f"{line[:160]}...[{len(line) - 240} characters]...{line[-80:]}"
 
 
 class DecodeError(NfkitError):
