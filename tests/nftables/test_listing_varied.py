@@ -124,7 +124,9 @@ def test_filters_and_cli(ns) -> None:  # type: ignore[no-untyped-def]
     with ns.enter():
         for args in ((t["family"], t["name"]), (t["family"], t["name"], chains[-1]),
                      (t["family"],)):
-            assert list_json_text(*args) == dump_json(list_ruleset(*args)), args
+            # a chain alone is listed without its table object, as nft -j list chain
+            assert list_json_text(*args) == dump_json(list_ruleset(*args),
+                                                      tables=len(args) < 3), args
 
 
 @pytest.mark.kernel

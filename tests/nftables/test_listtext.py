@@ -50,7 +50,8 @@ def test_text_listing_equals_model_listing(netns) -> None:  # type: ignore[no-un
         text = list_json_text()
         assert text == dump_json(list_ruleset())
         for chain in ("a", "b"):
-            assert list_json_text("inet", "t", chain) == dump_json(list_ruleset("inet", "t", chain))
+            assert list_json_text("inet", "t", chain) == dump_json(list_ruleset("inet", "t", chain),
+                                                                   tables=False)
         # the templates did the work: few rules were decoded one by one
         s = open_socket()
         texts = RuleTexts({})

@@ -380,3 +380,14 @@ def test_apply_dry_run_shows_the_rules_as_nft_text(netns, tmp_path) -> None:  # 
     assert netns.run("nft list ruleset").stdout == ""
     # what it shows is what nft runs
     netns.run(["nft", "add table inet t; add chain inet t c; " + "; ".join(out[-2:])])
+
+
+@pytest.mark.kernel
+def test_list_chain_json_is_what_nft_prints(netns) -> None:  # type: ignore[no-untyped-def]
+    """rules list -c --json: the chain and its rules, no table object and no set."""
+    netns.run(["nft", "add table inet t; add chain inet t c; add rule inet t c tcp dport 22 accept; "
+               "add set inet t s { type ipv4_addr; }"])
+    ours = json.loads(netns.run([*NFKIT, "rules", "list", "--json", "-f", "inet", "-t", "t",
+                                 "-c", "c"]).stdout)["nftables"][1:]
+    theirs = json.loads(netns.run("nft -j list chain inet t c").stdout)["nftables"][1:]
+    assert ours == theirs

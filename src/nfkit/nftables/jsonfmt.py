@@ -305,15 +305,17 @@ def rule_json(r: Rule) -> dict[str, Any]:
     return {"rule": d}
 
 
-def _items(rs: Ruleset, rules_of: Any) -> Iterator[Any]:
+def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
     """The listing's items in nft's order: per table the table, sets, objects,
-    chains, then each chain's rules (``rules_of(table, chain)``)."""
+    chains, then each chain's rules (``rules_of(table, chain)``); without
+    ``tables``, no table objects (as `nft -j list chain` prints)."""
     from nfkit import __version__
 
     yield {"metainfo": {"version": __version__, "release_name": "nfkit",
                         "json_schema_version": 1}}
     for t in rs.tables:
-        yield table_json(t)
+        if tables:
+            yield table_json(t)
         for s in rs.sets:
             if (s.family, s.table) == t.key:
                 yield set_json(s)
@@ -328,22 +330,23 @@ def _items(rs: Ruleset, rules_of: Any) -> Iterator[Any]:
                 yield from rules_of(t, c)
 
 
-def listing(rs: Ruleset) -> list[dict[str, Any]]:
+def listing(rs: Ruleset, tables: bool = True) -> list[dict[str, Any]]:
     """The listing form, in nft's order: per table the table, sets, objects, chains, rules."""
     by_chain: dict[tuple[str, str, str], list[Rule]] = {}
     for r in rs.rules:
         by_chain.setdefault(r.chain_key, []).append(r)
-    return list(_items(rs, lambda t, c: map(rule_json, by_chain.get(c.key, ()))))
+    return list(_items(rs, lambda t, c: map(rule_json, by_chain.get(c.key, ())), tables))
 
 
-def dump_json(rs: Ruleset, indent: int | None = None) -> str:
+def dump_json(rs: Ruleset, indent: int | None = None, tables: bool = True) -> str:
     """The ruleset as libnftables JSON text ({"nftables": [...]})."""
-    return json.dumps({"nftables": listing(rs)}, indent=indent)
+    return json.dumps({"nftables": listing(rs, tables)}, indent=indent)
 
 
-def dump_json_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]]) -> str:
+def dump_json_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]],
+                   tables: bool = True) -> str:
     """`dump_json` of ``rs`` whose rules are given as JSON texts by chain (in order;
     a text may hold several rules joined by ", ")."""
-    items = _items(rs, lambda t, c: rule_texts.get(c.key, ()))
+    items = _items(rs, lambda t, c: rule_texts.get(c.key, ()), tables)
     return '{"nftables": [' + ", ".join(
         x if type(x) is str else json.dumps(x) for x in items) + "]}"

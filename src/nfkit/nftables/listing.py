@@ -185,7 +185,8 @@ def list_json_text(family: str | None = None, table: str | None = None,
             texts = RuleTexts({})
             rs = dump(sock, table=table, family=family, chain=chain, texts=texts,
                        must_exist=must_exist)
-            return dump_json_text(rs, texts.texts)
+            # a chain alone: as nft -j list chain, no table object
+            return dump_json_text(rs, texts.texts, tables=chain is None)
     finally:
         if own:
             sock.close()
