@@ -17,7 +17,7 @@ from nfkit.ctguard.picture import Picture
 from nfkit.ctguard.policy import Thresholds, choose
 from nfkit.errors import CapabilityError
 from nfkit.service.config import ConfigError
-from nfkit.service.daemon import query_status
+from nfkit.service.daemon import query_status, wait_for_status
 
 NFKIT = [sys.executable, "-m", "nfkit"]
 
@@ -128,14 +128,11 @@ def ct_json(ns) -> list[dict]:  # type: ignore[no-untyped-def]
 def start_guard(ns, cfg: Path, sock: Path):  # type: ignore[no-untyped-def]
     proc = ns.popen([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)],
                     stderr=subprocess.PIPE)
-    for _ in range(200):
-        try:
-            query_status(sock, timeout=0.2)
-            return proc
-        except CapabilityError:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.05)
-    raise AssertionError("ctguard did not answer")
+    try:
+        wait_for_status(sock, lambda: proc.poll() is None)
+    except CapabilityError:
+        raise AssertionError(proc.stderr.read().decode()) from None
+    return proc
 
 
 @pytest.mark.kernel

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nfkit.errors import CapabilityError
-from nfkit.service.daemon import query_status
+from nfkit.service.daemon import query_status, wait_for_status
 from nfkit.service.systemd import unit
 
 DAEMON = r'''
@@ -54,14 +54,11 @@ def start(netns, sock: Path, port: int | None = None):  # type: ignore[no-untype
     finished starting: the socket is bound before the service sets up)."""
     metrics = f"127.0.0.1:{port}" if port else ""
     proc = netns.popen([sys.executable, "-c", DAEMON, str(sock), metrics], stderr=subprocess.PIPE)
-    for _ in range(200):
-        try:
-            query_status(sock, timeout=0.2)
-            return proc
-        except CapabilityError:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.05)
-    raise AssertionError("the daemon did not answer on its status socket")
+    try:
+        wait_for_status(sock, lambda: proc.poll() is None)
+    except CapabilityError:
+        raise AssertionError(proc.stderr.read().decode()) from None
+    return proc
 
 
 def tables(netns) -> list[str]:  # type: ignore[no-untyped-def]

@@ -749,17 +749,10 @@ class EventStream:
 
         Raises EventsLost when the kernel dropped events: the caller resynchronises.
         """
-        while True:
-            got = False
-            for msg in self.sock.messages(block=False):
-                got = True
-                if msg.type < NLMSG_MIN_TYPE:  # NOOP, ERROR, DONE: not events
-                    continue
-                event = self._event(msg)
-                if event is not None:
-                    yield event
-            if not got:
-                return
+        for msg in self.sock.waiting():
+            event = self._event(msg)
+            if event is not None:
+                yield event
 
     def __iter__(self) -> Iterator[Event]:
         while True:

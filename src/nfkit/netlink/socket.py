@@ -47,6 +47,7 @@ from nfkit.netlink.consts import (
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
+    NLMSG_MIN_TYPE,
     NLMSG_NOOP,
     SOL_NETLINK,
 )
@@ -192,6 +193,18 @@ class NetlinkSocket:
         n = self._recv(block)
         if n:
             yield from parse_messages(self._view[:n])
+
+    def waiting(self) -> Iterator[Message]:
+        """Every message already queued, without blocking (for a selector loop): views,
+        each valid until the next is asked for; control messages (NOOP, ERROR, DONE)
+        left out.  Raises EventsLost when the kernel dropped some (ENOBUFS)."""
+        while True:
+            n = self._recv(False)
+            if not n:
+                return
+            for msg in parse_messages(self._view[:n]):
+                if msg.type >= NLMSG_MIN_TYPE:
+                    yield msg
 
     # requests ---------------------------------------------------------------
     def describe(self, msg_type: int) -> tuple[AttrSet, int] | None:

@@ -268,15 +268,10 @@ class RouteEvents:
 
     def pending(self) -> Iterator[Event]:
         """The events waiting now (never blocks); raises EventsLost if the kernel dropped some."""
-        while True:
-            got = False
-            for msg in self.sock.messages(block=False):
-                got = True
-                event = decode_event(msg)
-                if event is not None:
-                    yield event
-            if not got:
-                return
+        for msg in self.sock.waiting():
+            event = decode_event(msg)
+            if event is not None:
+                yield event
 
     def wait(self, timeout: float) -> Iterator[Event]:
         """Events as they come, until ``timeout`` seconds pass with none."""

@@ -138,6 +138,21 @@ def query_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:
         raise CapabilityError(f"{path}: the daemon's answer is not JSON") from None
 
 
+def wait_for_status(path: Path, alive: Callable[[], bool], timeout: float = 10.0) -> dict[str, Any]:
+    """The first status a starting daemon gives (it answers once it has set up);
+    CapabilityError when it has not within ``timeout`` or ``alive()`` turns false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return query_status(path, timeout=0.2)
+        except CapabilityError:
+            if not alive():
+                raise CapabilityError(f"{path}: the daemon ended before it answered") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def start_metrics(address: str | None, registry: Any) -> None:
     """Serve ``registry`` for Prometheus on HOST:PORT (None or "" = no endpoint)."""
     if not address:
