@@ -15,11 +15,16 @@ import ipaddress
 from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.nftables import Command, Ruleset
-from nfkit.nftables import apply as apply_ruleset
+from nfkit.nat66.npt import Mapping
+from nfkit.nftables import Command, Ruleset, diff, run_commands
 from nfkit.service.config import Config
+from nfkit.service.owntable import Owned
 
 FAMILY, TABLE = "ip6", "nfkit_nat66"
+# The kernel's NPT targets work only in a table named mangle: nfkit owns these two
+# chains there and nothing else (it never flushes the table; iptables-nft may use it).
+NPT_IN, NPT_OUT = "nfkit-npt-in", "nfkit-npt-out"
+NPT_CHAINS = Owned(FAMILY, "mangle", (NPT_IN, NPT_OUT))
 Statement = dict[str, Any]
 
 
@@ -108,6 +113,54 @@ def ruleset(cfg: Config) -> Ruleset:
     return rs
 
 
+def rfc_drops(mapping: Mapping, field: str) -> list[tuple[str, Statement]]:
+    """The matches of addresses RFC 6296 says to drop, which Linux's NPT translates:
+    (why, match) on the address ``field`` (saddr going out, daddr coming in)."""
+    addr = _payload("ip6", field)
+    if mapping.length <= 48:  # the subnet ID compensates: 0xffff has no unique image
+        return [("subnet 0xffff", _match({"&": [addr, "0:0:0:ffff::"]}, "0:0:0:ffff::"))]
+    iid = "::ffff:ffff:ffff:ffff"
+    return [("all-zero interface id", _match({"&": [addr, iid]}, "::")),
+            ("all-ones interface id", _match({"&": [addr, iid]}, iid))]
+
+
+def npt_ruleset(cfg: Config) -> Ruleset:
+    """The [[npt]] entries as nfkit's two chains of table ip6 mangle: DNPT before
+    conntrack (prerouting, priority -300: conntrack sees inside addresses both ways,
+    else replies are INVALID), SNPT at mangle priority in postrouting; each after the
+    RFC's drops (counted).  Empty when the file has no [[npt]]."""
+    rs = Ruleset()
+    if not cfg["npt"]:
+        return rs
+    t = rs.table(FAMILY, "mangle")
+    pre = rs.chain(t, NPT_IN, type="filter", hook="prerouting", prio=-300, policy="accept")
+    post = rs.chain(t, NPT_OUT, type="filter", hook="postrouting", prio=-150, policy="accept")
+    for i, entry in enumerate(cfg["npt"]):
+        inside, outside = entry["inside"], entry["outside"]
+        mapping = Mapping(inside, outside)
+        out = [_match({"meta": {"key": "oifname"}}, entry["interface"]),
+               _match(_payload("ip6", "saddr"), _prefix(inside))]
+        into = [_match({"meta": {"key": "iifname"}}, entry["interface"]),
+                _match(_payload("ip6", "daddr"), _prefix(outside))]
+        for chain, head, field in ((post, out, "saddr"), (pre, into, "daddr")):
+            for why, match in rfc_drops(mapping, field):
+                rs.rule(chain, *head, match, {"counter": None}, {"drop": None},
+                        comment=f"npt[{i}] RFC 6296 drop: {why}")
+        rs.rule(post, *out, {"snpt": {"prefix": str(inside), "to": str(outside)}}, comment=f"npt[{i}]")
+        rs.rule(pre, *into, {"dnpt": {"prefix": str(outside), "to": str(inside)}}, comment=f"npt[{i}]")
+    return rs
+
+
+def changes(cfg: Config) -> list[Command]:
+    """What makes the kernel hold the file's NAT66: nfkit's NPT chains (replaced only
+    when they differ) and table ip6 nfkit_nat66 (the smallest change set)."""
+    return NPT_CHAINS.changes(npt_ruleset(cfg)) + diff(ruleset(cfg))
+
+
 def apply(cfg: Config, dry_run: bool = False) -> list[Command]:
-    """Make table ip6 nfkit_nat66 what the file says, in one transaction; returns the changes."""
-    return apply_ruleset(ruleset(cfg), dry_run=dry_run)
+    """Make the kernel hold what the file says, in one transaction; returns the changes
+    (none when it already does)."""
+    cmds = changes(cfg)
+    if cmds and not dry_run:
+        run_commands(cmds)
+    return cmds

@@ -1001,6 +1001,48 @@ class RuleCompiler:
                             ("info", info)))
 
 
+    # ---- NPTv6 (RFC 6296) --------------------------------------------------------
+    def _st_snpt(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(npt_target("SNPT", ctx.family, self.table, body))
+
+    def _st_dnpt(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(npt_target("DNPT", ctx.family, self.table, body))
+
+
+def npt_target(name: str, family: str, table: str, body: Any) -> bytes:
+    """The xt SNPT or DNPT target (ip6t_NPT, revision 0) for {"prefix": P, "to": Q}:
+    addresses of prefix P become addresses of Q, checksum-neutrally.
+
+    struct ip6t_npt_tginfo: src_pfx, dst_pfx (16 bytes each), src_pfx_len,
+    dst_pfx_len (u8), adjustment (u16, computed by the kernel).  Only the
+    kernel's checks are left to it: the table must be `ip6 mangle`, the hooks
+    postrouting/input (SNPT) or prerouting/output (DNPT)."""
+    import ipaddress
+
+    what = name.lower()
+    if family != "ip6":
+        raise InputError(f"{what}: NPTv6 is for ip6 tables, not {family}")
+    if table != "mangle":
+        raise InputError(f"{what}: the kernel's NPT target works only in a table named "
+                         f"mangle (table ip6 mangle), not {table!r}")
+    if not isinstance(body, dict) or set(body) != {"prefix", "to"}:
+        raise InputError(f'{what}: expected {{"prefix": PREFIX, "to": PREFIX}}, got {body!r}'[:200])
+    nets = []
+    for key in ("prefix", "to"):
+        try:
+            net = ipaddress.IPv6Network(str(body[key]), strict=True)
+        except ValueError as exc:
+            raise InputError(f"{what} {key}: {str(body[key])[:60]!r} is not an IPv6 prefix "
+                             f"without host bits ({exc})"[:200]) from None
+        if net.prefixlen > 64:
+            raise InputError(f"{what} {key}: {net}: NPTv6 prefixes are at most /64")
+        nets.append(net)
+    src, dst = nets
+    info = (src.network_address.packed + dst.network_address.packed
+            + bytes((src.prefixlen, dst.prefixlen)) + b"\0\0")
+    return EXPRESSIONS["target"].encode(("name", name), ("rev", 0), ("info", info))
+
+
 def _nft_queue() -> str:
     return "nft"
 

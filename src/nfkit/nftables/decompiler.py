@@ -735,7 +735,20 @@ class RuleDecoder:
             flags = int.from_bytes(info[4:6], "little")
             self.out.append({"queue": _queue_body(num, total, flags)})
             return
+        if name in ("SNPT", "DNPT") and len(info) >= 34:
+            self.out.append({name.lower(): npt_body(bytes(info))})
+            return
         self.out.append({"xt": {"type": "target", "name": name}})
+
+
+def npt_body(info: bytes) -> dict[str, str]:
+    """{"prefix": P, "to": Q} of an ip6t_npt_tginfo (see compiler.npt_target)."""
+    import ipaddress
+
+    def prefix(raw: bytes, length: int) -> str:
+        return str(ipaddress.IPv6Network((ipaddress.IPv6Address(raw), length), strict=False))
+
+    return {"prefix": prefix(info[0:16], info[32]), "to": prefix(info[16:32], info[33])}
 
 
 def _queue_body(num: int, total: int, flags: int) -> dict[str, Any]:

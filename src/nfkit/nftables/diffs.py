@@ -94,7 +94,7 @@ def _set_sig(s: Set, with_elems: bool = True) -> tuple[Any, ...]:
 
 def _diff_rules(have: list[Rule], want: list[Rule], named_sets: dict[str, Set]) -> list[Command]:
     fam = want[0].family if want else "ip"
-    want_norm = [repr(strip_counters(normalize(r.expr, fam, named_sets))) + repr(r.comment)
+    want_norm = [repr(strip_counters(normalize(r.expr, fam, named_sets, r.table))) + repr(r.comment)
                  for r in want]
     have_norm = [repr(strip_counters(r.expr)) + repr(r.comment) for r in have]
     # longest common subsequence keeps the most rules in place

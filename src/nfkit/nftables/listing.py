@@ -193,7 +193,7 @@ def list_json_text(family: str | None = None, table: str | None = None,
 
 
 def normalize(expr: list[dict[str, Any]], family: str,
-              named_sets: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+              named_sets: dict[str, Any] | None = None, table: str = "t") -> list[dict[str, Any]]:
     """A rule's statements as the kernel would give them back (for semantic equality).
 
     Compiles to expressions and decodes them again; anonymous sets are rendered
@@ -203,7 +203,7 @@ def normalize(expr: list[dict[str, Any]], family: str,
     from nfkit.nftables.expressions import parse_exprs
     from nfkit.nftables.types import concat_type_id
 
-    rc = RuleCompiler(family, "t")
+    rc = RuleCompiler(family, table)
     rc.named_sets = dict(named_sets or {})  # a map lookup's data type comes from its map
     exprs, sets = rc.compile(expr)
     views = {}
@@ -245,7 +245,7 @@ def exists(rule: Rule, sock: Any | None = None, rounds: Any | None = None,
     from nfkit.nftables.jsonfmt import no_gc
     from nfkit.nftables.messages import decode_rule
 
-    want = strip_counters(normalize(rule.expr, rule.family))
+    want = strip_counters(normalize(rule.expr, rule.family, table=rule.table))
     exprs, anon = RuleCompiler(rule.family, rule.table).compile(rule.expr)
     split = cmp_values(b"".join(exprs)) if not anon else None
     needles = [v for v in split[1] if len(v) >= 2] if split else []

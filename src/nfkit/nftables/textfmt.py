@@ -180,6 +180,8 @@ def statement(s: dict[str, Any]) -> str:
         return f"ct count {'over ' if b.get('inv') else ''}{b['val']}"
     if k == "queue":
         return f"queue num {value(b['num'])}"
+    if k in ("snpt", "dnpt"):  # nfkit's form: nft lists these as a bare `xt target SNPT`
+        return f"{k} prefix {b['prefix']} to {b['to']}"
     return json.dumps(s)
 
 

@@ -57,6 +57,39 @@ class Owned:
         found = list_ruleset(self.family, self.table, rules=False)
         return {c.name for c in found.chains}
 
+    def changes(self, ruleset: Ruleset) -> list[Command]:
+        """The commands that make the kernel hold ``ruleset`` (of this table only) as this
+        daemon's: none when it already does (compared chain by chain, rules as the kernel
+        gives them back), else a teardown of the earlier copy and the new one."""
+        from nfkit.nftables.listing import normalize, strip_counters
+
+        self._check(ruleset)
+        found = list_ruleset(self.family, None)
+        have_chains = {c.name: c for c in found.chains if c.table == self.table}
+        mine = set(self.chains) if self.chains is not None else set(have_chains)
+        want_chains = {c.name: c for c in ruleset.chains}
+        same = set(have_chains) & mine == set(want_chains) and all(
+            (h.type, h.hook, h.prio, h.policy) == (w.type, w.hook, w.prio, w.policy)
+            for name, w in want_chains.items() for h in (have_chains[name],))
+        if same and self.chains is None:
+            same = ({s.name for s in found.sets if s.table == self.table} == {s.name for s in ruleset.sets}
+                    and not ruleset.sets and not ruleset.objs)
+        if same:
+            have = [(r.chain, strip_counters(r.expr), r.comment) for r in found.rules
+                    if r.table == self.table and r.chain in mine]
+            want = [(r.chain, strip_counters(normalize(r.expr, r.family, table=r.table)), r.comment)
+                    for r in ruleset.rules]
+            if sorted(map(repr, have)) == sorted(map(repr, want)):
+                return []
+        present = set(have_chains) & mine if self.chains is not None else None
+        cmds = self._teardown(present)
+        cmds += [Command("add", "table", Table(self.family, self.table))]
+        cmds += [Command("add", "chain", c) for c in ruleset.chains]
+        cmds += [Command("add", s.kind, s) for s in ruleset.sets]
+        cmds += [Command("add", o.kind, o) for o in ruleset.objs]
+        cmds += [Command("add", "rule", r) for r in ruleset.rules]
+        return cmds
+
     def replace(self, ruleset: Ruleset) -> int:
         """Install ``ruleset`` (of this table only), replacing any earlier copy, in one commit."""
         self._check(ruleset)

@@ -1,0 +1,90 @@
+"""nfkit nat66 apply with [[npt]]: RFC 6296 through the kernel, with real traffic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import dpkt
+import pytest
+
+from tests.nat66.test_apply import WHO, curl, nat66
+
+INSIDE, OUTSIDE = "fd01:203:405::/48", "2001:db8:1::/48"
+HOST, MAPPED = "fd01:203:405:1::1234", "2001:db8:1:d550::1234"  # RFC 6296's own example
+FFFF_HOST = "fd01:203:405:ffff::1"  # subnet 0xffff: the RFC drops it, Linux's NPT would not
+
+CONF = f'[[npt]]\ninside = "{INSIDE}"\noutside = "{OUTSIDE}"\ninterface = "wan0"\n'
+
+SEND = ("import socket, sys\n"
+        "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind((sys.argv[1], 4000))\n"
+        "s.sendto(b'checksum me', ('2001:db8:ffff::2', 5000))\n")
+
+
+@pytest.fixture
+def npt_lab(lab):  # type: ignore[no-untyped-def]
+    """inside (ULA) -- router -- outside server (2001:db8:ffff::2), routes only."""
+    inside, router, server = lab.add("in"), lab.add("r"), lab.add("srv")
+    lab.link(inside, router, [f"{HOST}/64", f"{FFFF_HOST}/64"], ["fd01:203:405:1::1/64"], "eth0", "lan0")
+    router.run("ip -6 addr add fd01:203:405:ffff::fe/64 dev lan0 nodad")
+    lab.link(router, server, ["2001:db8:ffff::1/64"], ["2001:db8:ffff::2/64"], "wan0", "eth0")
+    router.sysctl("net.ipv6.conf.all.forwarding", "1")
+    inside.run("ip -6 route add 2001:db8:ffff::/64 via fd01:203:405:1::1")
+    server.run(f"ip -6 route add {OUTSIDE} via 2001:db8:ffff::1")
+    for ns, addr in ((server, "2001:db8:ffff::2"), (inside, HOST)):
+        ns.popen([sys.executable, "-c", WHO, addr, "8080"])
+        ns.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :8080 && exit 0; sleep 0.1; done; exit 1"])
+    return lab
+
+
+def capture(ns, path):  # type: ignore[no-untyped-def]
+    proc = ns.popen(["tcpdump", "-i", "eth0", "-U", "-n", "-c", "1", "-w", str(path), "udp port 5000"],
+                    stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    proc.stderr.readline()  # "listening on eth0": capturing from here on
+    return proc
+
+
+def udp_of(path) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    with open(path, "rb") as f:
+        (_, frame), = list(dpkt.pcap.Reader(f))
+    ip6 = dpkt.ethernet.Ethernet(frame).data
+    import ipaddress
+    return str(ipaddress.IPv6Address(ip6.src)), ip6.data.sum
+
+
+@pytest.mark.kernel
+def test_rfc_example_through_the_kernel_checksum_neutral_both_ways(npt_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inside, router, server = npt_lab["in"], npt_lab["r"], npt_lab["srv"]
+    conf = tmp_path / "nat66.toml"
+    conf.write_text(CONF)
+    nat66(router, "apply", str(conf))
+    # outbound: the server sees RFC 6296's image of the inside host, and answers it
+    assert curl(inside, "http://[2001:db8:ffff::2]:8080/", HOST).split()[0] == MAPPED
+    # inbound, 1:1: the server reaches the inside host at its mapped address
+    assert curl(server, f"http://[{MAPPED}]:8080/").split() == ["2001:db8:ffff::2", HOST]
+    # the UDP checksum field is the same on both sides of the translation
+    before, after = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    cap_in, cap_out = capture(inside, before), capture(server, after)
+    inside.run([sys.executable, "-c", SEND, HOST])
+    cap_in.wait(10), cap_out.wait(10)
+    (src_in, sum_in), (src_out, sum_out) = udp_of(before), udp_of(after)
+    assert (src_in, src_out) == (HOST, MAPPED)
+    assert sum_in == sum_out != 0
+    # the RFC's drop, which Linux's NPT alone would translate: nothing reaches the server
+    out = inside.run([sys.executable, "-c", SEND, FFFF_HOST], check=False)
+    assert out.returncode == 0
+    time.sleep(0.3)
+    listing = router.run("nft list chain ip6 mangle nfkit-npt-out").stdout
+    assert 'counter packets 1 bytes' in listing and "subnet 0xffff" in listing
+    # nfkit lists the targets with their prefixes (nft shows a bare `xt target SNPT`)
+    shown = router.run([sys.executable, "-m", "nfkit", "rules", "list", "-f", "ip6", "-t", "mangle"]).stdout
+    assert f"snpt prefix {INSIDE} to {OUTSIDE}" in shown and f"dnpt prefix {OUTSIDE} to {INSIDE}" in shown
+    # applied again: nothing to change; and beside an iptables-nft chain of the same table
+    again = nat66(router, "apply", str(conf))
+    assert again.stdout == "" and "0 change(s)" in again.stderr
+    router.run(["ip6tables-nft", "-t", "mangle", "-A", "OUTPUT", "-j", "ACCEPT"])
+    conf.write_text(CONF.replace("wan0", "lan0"))
+    nat66(router, "apply", str(conf))
+    assert "-A OUTPUT -j ACCEPT" in router.run(["ip6tables-nft-save", "-t", "mangle"]).stdout
