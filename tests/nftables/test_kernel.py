@@ -313,3 +313,27 @@ def test_apply_with_a_rule_looking_up_a_named_map(netns) -> None:  # type: ignor
         assert len(apply(rs)) == 4
         assert apply(rs) == []
     assert "dnat to jhash ip6 saddr mod 2 map @pool" in netns.run("nft list ruleset").stdout
+
+
+@pytest.mark.kernel
+def test_npt_targets_round_trip_and_refuse_what_the_kernel_would(netns) -> None:  # type: ignore[no-untyped-def]
+    """snpt/dnpt: the xt NPT targets written and read back with their prefixes."""
+    def ruleset(family: str, table: str, stmt: dict) -> model.Ruleset:
+        rs = model.Ruleset()
+        t = rs.table(family, table)
+        c = rs.chain(t, "post", type="filter", hook="postrouting", prio=-150, policy="accept")
+        rs.rule(c, stmt)
+        return rs
+    snpt = {"snpt": {"prefix": "fd00:1::/56", "to": "2001:db8:77:100::/56"}}
+    with netns.enter():
+        commit(ruleset("ip6", "mangle", snpt))
+        assert [r.expr for r in list_ruleset("ip6", "mangle").rules] == [[snpt]]
+        for family, table, stmt, why in (
+                ("ip6", "filter", snpt, "works only in a table named mangle"),
+                ("ip", "mangle", snpt, "NPTv6 is for ip6 tables"),
+                ("ip6", "mangle", {"snpt": {"prefix": "fd00:1::1/56", "to": "2001:db8::/56"}},
+                 "host bits"),
+                ("ip6", "mangle", {"snpt": {"prefix": "fd00:1::/80", "to": "2001:db8::/80"}},
+                 "at most /64")):
+            with pytest.raises(InputError, match=why):
+                commit(ruleset(family, table, stmt))
