@@ -168,6 +168,8 @@ def load(path: str | Path, schema: Schema) -> Config:
 def parse(text: str, schema: Schema, path: Path = Path("<config>")) -> Config:
     try:
         doc = tomllib.loads(text)
+    except RecursionError:  # tomllib parses arrays and inline tables recursively
+        raise ConfigError(f"{path}:1: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         where = f"{m.group(1)}:{m.group(2)}" if m else "1"
