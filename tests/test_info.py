@@ -66,12 +66,9 @@ def test_version_and_help():
     assert "info" in out
 
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def test_info_as_nobody_says_unknown_not_no(netns):
+def test_info_as_nobody_says_unknown_not_no(netns, nobody_nfkit):
     netns.run("conntrack -I -p udp -s 192.0.2.1 -d 192.0.2.2 --sport 1 --dport 53 -t 60")
-    res = netns.run([*NOBODY, *NFKIT, "info", "--json"], check=False)
+    res = netns.run([*nobody_nfkit, "info", "--json"], check=False)
     assert res.returncode == 0, res.stderr
     found = json.loads(res.stdout)
     for name in ("nf_tables", "expressions", "queue_expression", "xt_nfqueue_target", "ipv4_nat",
@@ -82,7 +79,7 @@ def test_info_as_nobody_says_unknown_not_no(netns):
     assert found["conntrack_count"] == 1
     with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
         assert found["conntrack_max"] == int(f.read())
-    text = netns.run([*NOBODY, *NFKIT, "info"], check=False)
+    text = netns.run([*nobody_nfkit, "info"], check=False)
     assert text.returncode == 0, text.stderr
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.stdout.splitlines()
                 if not line.startswith("note:"))

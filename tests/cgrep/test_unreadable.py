@@ -8,18 +8,14 @@ setpriv) on a tree readable by all except the one part under test.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-NFKIT = os.path.join(os.path.dirname(sys.executable), "nfkit")
 SOURCE = "struct s { int a; };\nvoid f(struct s *p) { p->a = 1; }\n"
 
 
@@ -38,20 +34,23 @@ def tree() -> Iterator[Path]:
     shutil.rmtree(base)
 
 
-def cgrep_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    assert shutil.which("setpriv"), "setpriv (util-linux) is needed to run as nobody"
-    return subprocess.run(
-        [*NOBODY, NFKIT, "cgrep", "--no-cache", "-t", "struct s", "-a", "a", "-o", "set", *args],
-        capture_output=True, text=True, timeout=60, cwd="/")
+@pytest.fixture
+def cgrep_as_nobody(nobody_nfkit: list[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`nfkit cgrep` for member a of struct s, set, run as nobody with ARGS."""
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*nobody_nfkit, "cgrep", "--no-cache", "-t", "struct s", "-a", "a", "-o", "set", *args],
+            capture_output=True, text=True, timeout=60, cwd="/")
+    return run
 
 
-def test_the_tree_is_readable_by_nobody(tree: Path) -> None:
+def test_the_tree_is_readable_by_nobody(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     result = cgrep_as_nobody(str(tree))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
 
 
-def test_unreadable_directory_in_a_walk(tree: Path) -> None:
+def test_unreadable_directory_in_a_walk(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     (tree / "sub").chmod(0o700)  # root's: nobody can neither list nor enter it
     result = cgrep_as_nobody(str(tree))
     assert result.stdout.splitlines() == [f"{tree}/good.c:2:23: {SOURCE.splitlines()[1]}"]
@@ -59,7 +58,7 @@ def test_unreadable_directory_in_a_walk(tree: Path) -> None:
     assert result.returncode == 2
 
 
-def test_unreadable_directory_named(tree: Path) -> None:
+def test_unreadable_directory_named(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     (tree / "sub").chmod(0o700)
     result = cgrep_as_nobody(str(tree / "sub"), str(tree / "good.c"))
     assert result.stderr == f"nfkit: cgrep: {tree}/sub: permission denied\n"
@@ -67,14 +66,14 @@ def test_unreadable_directory_named(tree: Path) -> None:
     assert result.returncode == 2
 
 
-def test_file_in_a_directory_that_cannot_be_entered(tree: Path) -> None:
+def test_file_in_a_directory_that_cannot_be_entered(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     (tree / "sub").chmod(0o700)
     result = cgrep_as_nobody(str(tree / "sub" / "hidden.c"))
     assert result.stderr == f"nfkit: cgrep: {tree}/sub/hidden.c: permission denied\n"
     assert result.returncode == 2
 
 
-def test_unreadable_file(tree: Path) -> None:
+def test_unreadable_file(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     (tree / "sub" / "hidden.c").chmod(0o600)
     result = cgrep_as_nobody(str(tree))
     assert result.stderr == f"nfkit: cgrep: {tree}/sub/hidden.c: permission denied\n"
@@ -82,7 +81,7 @@ def test_unreadable_file(tree: Path) -> None:
     assert result.returncode == 2
 
 
-def test_unreadable_include_directory(tree: Path) -> None:
+def test_unreadable_include_directory(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     (tree / "sub").chmod(0o700)
     result = cgrep_as_nobody("-I", str(tree / "sub"), str(tree / "good.c"))
     # click checks it first: "Invalid value for '-I': Directory '...' is not readable."
@@ -90,13 +89,13 @@ def test_unreadable_include_directory(tree: Path) -> None:
     assert result.returncode == 2
 
 
-def test_missing_file_is_still_missing(tree: Path) -> None:
+def test_missing_file_is_still_missing(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     result = cgrep_as_nobody(str(tree / "nope.c"), str(tree / "good.c"))
     assert result.stderr == f"nfkit: cgrep: {tree}/nope.c: no such file or directory\n"
     assert result.returncode == 2
 
 
-def test_unreadable_header_is_named(tree: Path) -> None:
+def test_unreadable_header_is_named(tree: Path, cgrep_as_nobody) -> None:  # type: ignore[no-untyped-def]
     """A header found under -I but not readable: its types would silently be unknown."""
     include = tree / "include"
     include.mkdir(mode=0o755)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from ct_helpers import conntrack_lines, norm_line, track, tracking_namespace
+from tests.conftest import interruptible
 
 from nfkit.conntrack import ConntrackTable, Entry, Tuple
 from nfkit.lab import Namespace
@@ -71,7 +72,7 @@ def test_closed_pipe_in_a_shell_pipeline_like_conntrack(big_ns: Namespace) -> No
 def test_ctrl_c_during_list_is_one_line_and_130(big_ns: Namespace) -> None:
     # nobody reads stdout: the listing blocks on a full pipe, as a slow terminal would
     proc = subprocess.Popen([*NFKIT, "ct", "-n", big_ns.name, "list"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     try:
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)

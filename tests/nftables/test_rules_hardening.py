@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from nfkit.lab import Lab
+from tests.conftest import interruptible
 
 from .conftest import NFKIT
 
@@ -185,7 +186,7 @@ def test_interrupted_load_reports_what_the_kernel_did(netns, tmp_path) -> None: 
         netns.run("nft flush ruleset")
         p = subprocess.Popen(netns.argv(NFKIT + ["rules", "load", str(f)]), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=interruptible)
         time.sleep(took * frac)
         os.killpg(p.pid, signal.SIGINT)
         _out, err = p.communicate(timeout=300)
