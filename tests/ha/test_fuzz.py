@@ -17,29 +17,15 @@ from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.errors import DecodeError
 from nfkit.ha import convert, wire
 from nfkit.ha.spec import Flag, MsgType
+from tests import mutations
 from tests.ha.test_wire import captured
 
 SEEDS = [dg for name in ("ftfw.hex", "ftfw-flush.hex", "ftfw-batched.hex", "notrack.hex",
                                          "notrack-flush.hex", "extras.hex", "expect.hex") for dg in captured(name)]
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "insert", "delete", "cut", "set16"]))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
-        if op == "flip" and data:
-            data[pos] ^= draw(st.integers(1, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete" and data:
-            del data[pos:pos + draw(st.integers(1, 8))]
-        elif op == "cut":
-            del data[pos:]
-        elif op == "set16" and len(data) >= pos + 2:
-            data[pos:pos + 2] = draw(st.integers(0, 0xFFFF)).to_bytes(2, "big")
-    return bytes(data)
+def mutated() -> st.SearchStrategy[bytes]:
+    return mutations.mutated(SEEDS, 'big')
 
 
 @settings(max_examples=10_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))

@@ -18,6 +18,7 @@ from nfkit.netlink.codec import MessageWriter, parse_messages
 from nfkit.netlink.consts import NLMSG_ERROR
 from nfkit.netlink.shapes import shape_decoder
 from nfkit.netlink.specs import ctnetlink
+from tests import mutations
 
 
 def _seed_message() -> bytes:
@@ -39,23 +40,8 @@ SEED = _seed_message()
 SHAPES = shape_decoder(ctnetlink.CT)  # learns layouts across the run: compiled paths get fuzzed too
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(SEED)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "insert", "delete", "cut", "set16"]))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
-        if op == "flip" and data:
-            data[pos] ^= draw(st.integers(1, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete" and data:
-            del data[pos : pos + draw(st.integers(1, 8))]
-        elif op == "cut":
-            del data[pos:]
-        elif op == "set16" and len(data) >= pos + 2:
-            data[pos : pos + 2] = draw(st.integers(0, 0xFFFF)).to_bytes(2, "little")
-    return bytes(data)
+def mutated() -> st.SearchStrategy[bytes]:
+    return mutations.mutated([SEED], 'little')
 
 
 def decode_everything(data: bytes) -> None:
