@@ -25,7 +25,7 @@ from nfkit.conntrack.stale import Uplink, flush_stale, stale_filters
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import policy
 from nfkit.ctguard.config import thresholds
-from nfkit.ctguard.picture import Key, Picture, Record
+from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.errors import EventsLost, NetlinkError
 from nfkit.route.rtnl import RouteEvents, Rtnl
 from nfkit.service.config import Config
@@ -151,16 +151,16 @@ class Guard(Service):
     def idleness(self, records: Sequence[Record]) -> dict[Key, float]:
         """Seconds each candidate has been idle: its state's full timeout minus what is left."""
         assert self.table is not None
+        full = {proto: read_sysctl(name) for proto, name in FULL_TIMEOUT.items()}  # once a round
         out: dict[Key, float] = {}
         for r in records:
+            key = entry_key(r.entry)
             try:
-                now = self.table.get(r.entry.orig, r.entry.zone or 0)
+                left = self.table.get(r.entry.orig, r.entry.zone or 0).timeout or 0
             except NetlinkError:
-                out[(r.entry.orig, r.entry.zone or 0)] = float("inf")  # gone: evicting costs nothing
+                out[key] = float("inf")  # gone already: evicting it costs nothing
                 continue
-            full = FULL_TIMEOUT.get(r.entry.orig.proto)
-            left = now.timeout or 0
-            out[(r.entry.orig, r.entry.zone or 0)] = (read_sysctl(full) if full else left) - left
+            out[key] = full.get(r.entry.orig.proto, left) - left
         return out
 
     def evict(self, eviction: policy.Eviction, count: int, limit: int) -> None:

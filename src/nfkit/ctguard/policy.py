@@ -18,10 +18,11 @@ maximum, or the file's per-namespace budget):
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from nfkit.ctguard.picture import Key, Picture, Record
+from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 
 # sysctl (under net.netfilter) -> the states whose entries it times out
 SHORTENED_STATES: dict[str, tuple[str, ...]] = {
@@ -75,7 +76,6 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
     if limit <= 0 or count < t.evict_at * limit:
         return out
     need = min(t.batch, count - int(t.evict_to * limit))
-    taken: set[int] = set()
     share = fair_share(picture, limit, t)
     excess = {src: n - share for src, n in picture.by_source.items() if n > share}
     if excess:
@@ -91,13 +91,14 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
             if assured:  # among its ASSURED entries, the idlest go first
                 idle = idleness(assured[: t.idle_candidates * excess[src]])
                 rows = [r for r in rows if not r.assured] + sorted(
-                    assured, key=lambda r: -idle.get(_key(r), -1.0))
+                    assured, key=lambda r: -idle.get(entry_key(r.entry), -1.0))
             for r in rows[: min(excess[src], need - len(out.records))]:
                 out.add(r, f"source over its share ({share})")
-                taken.add(id(r))
         return out  # fairness first: nobody within their share pays while others exceed
-    rest = sorted((r for r in picture.records.values() if id(r) not in taken),
-                  key=lambda r: (_tier(r), r.first_seen))
+    # the few that can be chosen, not the whole table sorted: the non-ASSURED ones come
+    # first in this order, then as many ASSURED ones as idleness is read for
+    rest = heapq.nsmallest(need * (1 + t.idle_candidates), picture.records.values(),
+                           key=lambda r: (_tier(r), r.first_seen))
     for r in rest:
         if len(out.records) >= need or r.assured:
             break
@@ -106,13 +107,9 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
     if left > 0:
         pool = [r for r in rest if r.assured][: t.idle_candidates * left]
         idle = idleness(pool)
-        for r in sorted(pool, key=lambda r: -idle.get(_key(r), -1.0))[:left]:
+        for r in sorted(pool, key=lambda r: -idle.get(entry_key(r.entry), -1.0))[:left]:
             out.add(r, "longest idle")
     return out
-
-
-def _key(r: Record) -> Key:
-    return (r.entry.orig, r.entry.zone or 0)
 
 
 def timeouts_wanted(count: int, limit: int, shortened: bool, t: Thresholds) -> bool | None:
