@@ -112,3 +112,34 @@ def test_unit_runs_the_daemon_with_its_config() -> None:
     text = unit("nat66", "IPv6 prefix translation", "/etc/nfkit/nat66.toml")
     assert "ExecStart=" in text and " nat66 run -c /etc/nfkit/nat66.toml" in text
     assert "KillSignal=SIGTERM" in text and "WantedBy=multi-user.target" in text
+
+
+@pytest.mark.kernel
+def test_owned_chains_change_only_when_they_differ(netns) -> None:  # type: ignore[no-untyped-def]
+    """Owned.changes: nothing when the kernel holds the same rules in the same order;
+    a reordering is a change; chains of the shared table that are not owned stay."""
+    from nfkit.nftables import Ruleset, run_commands
+    from nfkit.service.owntable import Owned
+
+    owned = Owned("ip6", "mangle", ("mine",))
+
+    def ruleset(*ports: int) -> Ruleset:
+        rs = Ruleset()
+        t = rs.table("ip6", "mangle")
+        c = rs.chain(t, "mine", type="filter", hook="prerouting", prio=-300, policy="accept")
+        for p in ports:
+            rs.rule(c, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                  "right": p}}, {"counter": None})
+        return rs
+
+    netns.run(["nft", "add table ip6 mangle; add chain ip6 mangle theirs; "
+               "add rule ip6 mangle theirs counter"])
+    with netns.enter():
+        run_commands(owned.changes(ruleset(22, 80)))
+        assert owned.changes(ruleset(22, 80)) == []
+        assert owned.changes(ruleset(80, 22)) != []
+        run_commands(owned.changes(ruleset(80, 22)))
+        assert owned.changes(ruleset(80, 22)) == []
+        owned.remove()
+    listing = netns.run("nft list table ip6 mangle").stdout
+    assert "chain theirs" in listing and "chain mine" not in listing

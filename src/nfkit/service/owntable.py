@@ -11,6 +11,7 @@ new objects, so the kernel never holds half of either.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.nftables import Chain, Command, Ruleset, Table, list_ruleset, run_commands
@@ -52,36 +53,12 @@ class Owned:
                 + [Command("delete", "chain", c) for c in chains])
 
     def _present_chains(self) -> set[str]:
-        if self.chains is None:
-            return set()
         found = list_ruleset(self.family, self.table, rules=False)
-        return {c.name for c in found.chains}
+        return {c.name for c in found.chains} & set(self.chains or ())
 
-    def changes(self, ruleset: Ruleset) -> list[Command]:
-        """The commands that make the kernel hold ``ruleset`` (of this table only) as this
-        daemon's: none when it already does (compared chain by chain, rules as the kernel
-        gives them back), else a teardown of the earlier copy and the new one."""
-        from nfkit.nftables.listing import normalize, strip_counters
-
-        self._check(ruleset)
-        found = list_ruleset(self.family, None)
-        have_chains = {c.name: c for c in found.chains if c.table == self.table}
-        mine = set(self.chains) if self.chains is not None else set(have_chains)
-        want_chains = {c.name: c for c in ruleset.chains}
-        same = set(have_chains) & mine == set(want_chains) and all(
-            (h.type, h.hook, h.prio, h.policy) == (w.type, w.hook, w.prio, w.policy)
-            for name, w in want_chains.items() for h in (have_chains[name],))
-        if same and self.chains is None:
-            same = ({s.name for s in found.sets if s.table == self.table} == {s.name for s in ruleset.sets}
-                    and not ruleset.sets and not ruleset.objs)
-        if same:
-            have = [(r.chain, strip_counters(r.expr), r.comment) for r in found.rules
-                    if r.table == self.table and r.chain in mine]
-            want = [(r.chain, strip_counters(normalize(r.expr, r.family, table=r.table)), r.comment)
-                    for r in ruleset.rules]
-            if sorted(map(repr, have)) == sorted(map(repr, want)):
-                return []
-        present = set(have_chains) & mine if self.chains is not None else None
+    def _install(self, ruleset: Ruleset, present: set[str] | None) -> list[Command]:
+        """Teardown of the earlier copy (``present``: its chains, for owned chains) and
+        ``ruleset`` added, as one command list."""
         cmds = self._teardown(present)
         cmds += [Command("add", "table", Table(self.family, self.table))]
         cmds += [Command("add", "chain", c) for c in ruleset.chains]
@@ -90,16 +67,44 @@ class Owned:
         cmds += [Command("add", "rule", r) for r in ruleset.rules]
         return cmds
 
+    def _holds(self, found: Ruleset, ruleset: Ruleset) -> bool:
+        """Does the kernel's ``found`` (this table's listing) hold exactly ``ruleset`` as
+        this daemon's: the same chains, the same rules in the same order?"""
+        from nfkit.nftables.listing import normalize, strip_counters
+
+        mine = set(self.chains) if self.chains is not None else {c.name for c in found.chains}
+        have = {c.name: c for c in found.chains if c.name in mine}
+        want = {c.name: c for c in ruleset.chains}
+        if have.keys() != want.keys() or any(
+                (have[n].type, have[n].hook, have[n].prio, have[n].policy)
+                != (w.type, w.hook, w.prio, w.policy) for n, w in want.items()):
+            return False
+        if self.chains is None and (found.sets or found.objs or ruleset.sets or ruleset.objs):
+            return False  # sets and objects are not compared: installed anew
+        def by_chain(rules: list[Any], norm: bool) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for r in rules:
+                expr = normalize(r.expr, r.family, table=r.table) if norm else r.expr
+                out.setdefault(r.chain, []).append(repr((strip_counters(expr), r.comment)))
+            return out
+        return by_chain([r for r in found.rules if r.chain in mine], False) == by_chain(ruleset.rules, True)
+
+    def changes(self, ruleset: Ruleset) -> list[Command]:
+        """The commands that make the kernel hold ``ruleset`` (of this table only) as this
+        daemon's: none when it already does (chain by chain, rules in order as the kernel
+        gives them back), else a teardown of the earlier copy and the new one."""
+        self._check(ruleset)
+        found = list_ruleset(self.family, self.table)
+        if self._holds(found, ruleset):
+            return []
+        present = {c.name for c in found.chains} & set(self.chains) if self.chains is not None else None
+        return self._install(ruleset, present)
+
     def replace(self, ruleset: Ruleset) -> int:
         """Install ``ruleset`` (of this table only), replacing any earlier copy, in one commit."""
         self._check(ruleset)
-        cmds = self._teardown(self._present_chains() if self.chains is not None else None)
-        cmds += [Command("add", "table", Table(self.family, self.table))]
-        cmds += [Command("add", "chain", c) for c in ruleset.chains]
-        cmds += [Command("add", s.kind, s) for s in ruleset.sets]
-        cmds += [Command("add", o.kind, o) for o in ruleset.objs]
-        cmds += [Command("add", "rule", r) for r in ruleset.rules]
-        return run_commands(cmds)
+        return run_commands(self._install(ruleset, self._present_chains() if self.chains is not None
+                                          else None))
 
     def remove(self) -> None:
         """Remove what this daemon owns (nothing else), in one commit; absent is fine."""
