@@ -81,6 +81,8 @@ def test_rfc_example_through_the_kernel_checksum_neutral_both_ways(npt_lab, tmp_
     # nfkit lists the targets with their prefixes (nft shows a bare `xt target SNPT`)
     shown = router.run([sys.executable, "-m", "nfkit", "rules", "list", "-f", "ip6", "-t", "mangle"]).stdout
     assert f"snpt prefix {INSIDE} to {OUTSIDE}" in shown and f"dnpt prefix {OUTSIDE} to {INSIDE}" in shown
+    shown = nat66(router, "show").stdout  # nfkit's NAT66 only: its NPT chains, its table
+    assert f"snpt prefix {INSIDE} to {OUTSIDE}" in shown and "table ip6 nfkit_nat66" in shown
     # applied again: nothing to change; and beside an iptables-nft chain of the same table
     again = nat66(router, "apply", str(conf))
     assert again.stdout == "" and "0 change(s)" in again.stderr

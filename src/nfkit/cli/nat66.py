@@ -10,6 +10,7 @@ import click
 from nfkit.errors import InputError
 from nfkit.nat66.npt import Dropped, Mapping
 from nfkit.nftables import Ruleset
+from nfkit.service.config import Config
 
 
 @click.group()
@@ -50,16 +51,16 @@ def map_(inside: str, outside: str, reverse: bool, as_json: bool, addresses: tup
         sys.exit(1)
 
 
-def _check_interfaces(cfg: object) -> None:
+def _check_interfaces(cfg: Config) -> None:
     """Every interface the file names exists here (ConfigError naming the key otherwise)."""
     from nfkit.route.rtnl import Rtnl
 
     with Rtnl() as rt:
         names = {link.name for link in rt.links()}
     for section in ("npt", "snat", "uplink"):
-        for i, entry in enumerate(cfg[section]):  # type: ignore[index]
+        for i, entry in enumerate(cfg[section]):
             if entry["interface"] not in names:
-                raise cfg.error((section, i, "interface"),  # type: ignore[attr-defined]
+                raise cfg.error((section, i, "interface"),
                                 f"{entry['interface']}: no such interface here")
 
 
@@ -89,34 +90,40 @@ def apply(file: str, dry_run: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def show(file: str | None, as_json: bool) -> None:
     """Show nfkit's NAT66 rules in the kernel (and FILE's NPT mappings, if given)."""
-    from nfkit.nat66 import config, rules
-    from nfkit.nftables import list_ruleset
+    from nfkit.nat66 import config
     from nfkit.nftables.jsonfmt import dump_json
     from nfkit.nftables.textfmt import to_text
 
-    found = list_ruleset(rules.FAMILY, None, rules=True)
-    mine = [t for t in found.tables if t.name == rules.TABLE]
+    found = installed()
     mappings = []
     if file:
         cfg = config.read(file)
         mappings = [{"inside": str(e["inside"]), "outside": str(e["outside"]),
                      "interface": e["interface"]} for e in cfg["npt"]]
     if as_json:
-        body = json.loads(dump_json(_only(found, rules.TABLE))) if mine else None
-        click.echo(json.dumps({"table": f"{rules.FAMILY} {rules.TABLE}", "present": bool(mine),
+        body = json.loads(dump_json(found)) if found.tables else None
+        click.echo(json.dumps({"tables": [f"{t.family} {t.name}" for t in found.tables],
                                "ruleset": body, "npt": mappings}, indent=2))
         return
-    if not mine:
-        click.echo(f"table {rules.FAMILY} {rules.TABLE}: not installed")
+    if not found.tables:
+        click.echo("nothing installed (no table ip6 nfkit_nat66, no NPT chains in ip6 mangle)")
     else:
-        click.echo(to_text(_only(found, rules.TABLE)), nl=False)
+        click.echo(to_text(found), nl=False)
     for m in mappings:
         click.echo(f"npt {m['inside']} <-> {m['outside']} on {m['interface']}")
 
 
-def _only(found: Ruleset, table: str) -> Ruleset:
-    out = Ruleset()
-    out.tables = [t for t in found.tables if t.name == table]
-    for group in ("chains", "sets", "objs", "rules"):
-        setattr(out, group, [o for o in getattr(found, group) if o.table == table])
-    return out
+def installed() -> Ruleset:
+    """What nfkit's NAT66 holds in the kernel: table ip6 nfkit_nat66 and nfkit's NPT chains."""
+    from nfkit.nat66 import rules
+    from nfkit.nftables import list_ruleset
+
+    found = list_ruleset(rules.FAMILY, rules.TABLE)
+    npt = list_ruleset(rules.FAMILY, "mangle")
+    mine = set(rules.NPT_CHAINS.chains or ())
+    chains = [c for c in npt.chains if c.name in mine]
+    if chains:
+        found.tables += npt.tables
+        found.chains += chains
+        found.rules += [r for r in npt.rules if r.chain in mine]
+    return found
