@@ -433,11 +433,8 @@ class ConntrackTable:
             result = self._set_labels(entries, labels, labels_mask)
             if mark is None and timeout is None and not add_status:
                 return result
-        w = MessageWriter()
-        for e in entries:
-            wire.encode_update(w, e, mark=mark, mark_mask=mark_mask, timeout=timeout,
-                               status=(e.status | add_status) if add_status else None)
-        rest = self._settle(w, len(entries), "dump")
+        rest = self.update_many(entries, mark=mark, mark_mask=mark_mask, timeout=timeout,
+                                add_status=add_status)
         if result is not None:  # an entry that vanished or failed in either step counts once
             rest.vanished = max(rest.vanished, result.vanished)
             for err, k in result.failed.items():
@@ -481,15 +478,17 @@ class ConntrackTable:
             n += 1
         return self._settle(w, n, "dump")
 
-    def update_many(self, entries: Iterable[Entry], *, timeout: int) -> DeleteResult:
-        """Set the timeout of these entries by pipelined requests (``deleted`` = updated).
-
-        Entries gone meanwhile are counted in ``vanished`` (ENOENT), not raised.
-        """
+    def update_many(self, entries: Iterable[Entry], *, mark: int | None = None,
+                    mark_mask: int | None = None, timeout: int | None = None,
+                    add_status: int = 0) -> DeleteResult:
+        """Change mark, timeout or status bits of these entries by pipelined requests
+        (``deleted`` = updated).  Entries gone meanwhile are counted in ``vanished``
+        (ENOENT), not raised."""
         w = MessageWriter()
         n = 0
         for e in entries:
-            wire.encode_update(w, e, timeout=timeout)
+            wire.encode_update(w, e, mark=mark, mark_mask=mark_mask, timeout=timeout,
+                               status=(e.status | add_status) if add_status else None)
             n += 1
         return self._settle(w, n, "dump")
 
