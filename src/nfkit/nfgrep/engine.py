@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from nfkit.errors import InputError
-from nfkit.nfgrep.bytecode import TCP, UDP
+from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP
 from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
 from nfkit.nfgrep.verifier import Verified
 
@@ -99,7 +99,7 @@ class Signature:
 
     def __init__(self, name: str, transports: int, ports: list[int], after: str | None,
                  nvars: int, steps: list[_Step], origin: str,
-                 first: frozenset[int] | None = None) -> None:
+                 first: frozenset[int] | None = None, announces: bool = False) -> None:
         self.name = name
         self.transports = transports
         self.ports = frozenset(ports)
@@ -108,11 +108,15 @@ class Signature:
         self.steps = [s for s in steps if not s.watch]
         self.watches = [s for s in steps if s.watch]
         self.origin = origin
+        self.announces = announces  # has an `expect`: the order of expectations matters
         # bytes the first step's direction may start with (None: any)
         self.first = first if self.steps[0].direction != 2 else None
 
     def __repr__(self) -> str:
         return f"<Signature {self.name} from {self.origin}>"
+
+
+_EXPECT = OPCODES["EXPECT"]
 
 
 class Rules(list[Signature]):
@@ -130,7 +134,8 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
         out.append(Signature(program.text(proto.name), proto.transports, proto.ports,
                              None if proto.after is None else program.text(proto.after),
                              len(proto.variables), steps, program.origin,
-                             first_bytes(program, proto.steps[0].code)))
+                             first_bytes(program, proto.steps[0].code),
+                             any(ins.op == _EXPECT for st in proto.steps for ins in st.code)))
     return out
 
 
@@ -236,6 +241,9 @@ class Engine:
         self.trace: bool | Callable[[TraceEvent], None] = False
         self._cost = [0]  # cost units spent (counted only by rules loaded with counting=True)
         self._either = any(s.direction == 2 for sig in sigs for s in sig.steps + sig.watches)
+        # segment arrivals are kept only when something reads them: a step from either
+        # direction, or expectations (ordered by when their bytes came, see `_when`)
+        self._timed = self._either or any(sig.announces for sig in sigs)
         self._seq = 0
 
     # -- flows
@@ -303,8 +311,9 @@ class Engine:
                 st._full[direction] = True
             else:
                 buf += data
-            st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
-            self._seq += 1
+            if self._timed:
+                st._arrivals[direction].append((st._offs[direction] + len(buf), self._seq))
+                self._seq += 1
             self._stream(st, direction)
         if not st._runs and not st._watches and not st._pending:
             st.done = True
