@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from nfkit.conntrack.filter import Filter, Prefix
 from nfkit.conntrack.model import AF_INET, AF_INET6, Status
 from nfkit.conntrack.table import ConntrackTable, DeleteResult
+from nfkit.route.rtnl import Address, Link
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network | ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -57,10 +58,10 @@ def uplink_filter(uplink: Uplink) -> Filter:
 def stale_filters(kind: str, present: bool, obj: object, uplinks: Iterable[Uplink] = (),
                   unreplied_only: bool = False) -> list[Filter]:
     """The filters of the entries a route event (see nfkit.route.rtnl.Event) made stale."""
-    if kind == "address" and not present:
-        return [gone_address_filter(obj.interface, unreplied_only)]  # type: ignore[attr-defined]
-    if kind == "link" and not (present and obj.running):  # type: ignore[attr-defined]
-        return [uplink_filter(u) for u in uplinks if u.ifindex == obj.index]  # type: ignore[attr-defined]
+    if isinstance(obj, Address) and not present:
+        return [gone_address_filter(obj.interface, unreplied_only)]
+    if isinstance(obj, Link) and not (present and obj.running):
+        return [uplink_filter(u) for u in uplinks if u.ifindex == obj.index]
     return []
 
 
