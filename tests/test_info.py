@@ -99,3 +99,10 @@ def test_a_bad_option_is_one_line_naming_it_and_where_help_is():
         assert out.stderr.startswith("nfkit: ") and "--help)" in out.stderr
     out = subprocess.run([*NFKIT, "ct", "watch", "--timeout", "nan"], capture_output=True, text=True)
     assert "'--timeout'" in out.stderr and "nfkit ct watch --help" in out.stderr
+
+
+def test_a_group_called_alone_shows_its_help():
+    for args in ([], ["rules"]):
+        out = subprocess.run([*NFKIT, *args], capture_output=True, text=True)
+        assert out.returncode == 2 and out.stderr.startswith("Usage: nfkit"), out.stderr
+        assert "Commands:" in out.stderr

@@ -30,7 +30,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         main(args=args, standalone_mode=False)
     except click.UsageError as exc:
-        if exc.format_message().startswith("Usage:"):
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
             print(exc.format_message(), file=sys.stderr)  # a group called alone: its help
             sys.exit(2)
         # one line, as every other refusal: what was wrong and where help is
