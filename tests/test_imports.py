@@ -17,14 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = SRC / "nfkit"
 
 # (module, imported module, name) -> why it is allowed.  Keep this short.
-_HD_CT = ("conntrack.formats renders what conntrack.model builds and shares its memo caches "
-          "for speed; issue 11's 'conntrack's wire generates a second version of formats' "
-          "item (not done yet) makes them public or removes them")
-PRIVATE_EXCEPTIONS: dict[tuple[str, str, str], str] = {
-    ("nfkit.conntrack.formats", "nfkit.conntrack.model", "_ADDRS"): _HD_CT,
-    ("nfkit.conntrack.formats", "nfkit.conntrack.model", "_tuple_new"): _HD_CT,
-    ("nfkit.conntrack.formats", "nfkit.conntrack.model", "_addrs_seen"): _HD_CT,
-}
+PRIVATE_EXCEPTIONS: dict[tuple[str, str, str], str] = {}
 # frozenset of modules in one cycle -> why it is allowed.
 CYCLE_EXCEPTIONS: dict[frozenset[str], str] = {}
 

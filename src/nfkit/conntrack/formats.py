@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from nfkit.conntrack.model import (
-    _ADDRS,
     AF_INET,
     AF_INET6,
+    CANONICAL_ADDRS,
     FAMILY_NAMES,
     FAMILY_NUMBERS,
     ICMP_PROTOS,
@@ -31,15 +31,15 @@ from nfkit.conntrack.model import (
     Entry,
     Status,
     Tuple,
-    _tuple_new,
     parse_status_names,
     parse_tcp_state,
     proto_number,
     state_text,
     status_names,
+    tuple_new,
 )
 from nfkit.conntrack.model import (
-    _addrs_seen as _ADDRS_SEEN,
+    addrs_seen as ADDRS_SEEN,
 )
 from nfkit.conntrack.values import PORT_MAX, U32_MAX, check
 from nfkit.errors import InputError
@@ -293,9 +293,9 @@ def entry_from_json_line(line: str) -> Entry | None:
         return None
     (fam, proto_name, os_, od, osp, odp, rs, rd, rsp, rdp, status_text, state_name, timeout,
      mark, id_, use) = m.groups()
-    get = _ADDRS_SEEN
+    get = ADDRS_SEEN
     try:
-        src, dst = get(os_) or _ADDRS.get(os_), get(od) or _ADDRS.get(od)
+        src, dst = get(os_) or CANONICAL_ADDRS.get(os_), get(od) or CANONICAL_ADDRS.get(od)
     except TypeError:
         return None
     sport, dport = int(osp), int(odp)
@@ -305,17 +305,17 @@ def entry_from_json_line(line: str) -> Entry | None:
     if (":" in dst) != (family == AF_INET6) or FAMILY_NUMBERS[fam] != family:
         return None
     proto = _PROTOS[proto_name]
-    orig = _tuple_new(Tuple, (src, dst, proto, sport, dport, None, None, None, None))
+    orig = tuple_new(Tuple, (src, dst, proto, sport, dport, None, None, None, None))
     reply = None
     if rs is not None:
-        rsrc, rdst = get(rs) or _ADDRS.get(rs), get(rd) or _ADDRS.get(rd)
+        rsrc, rdst = get(rs) or CANONICAL_ADDRS.get(rs), get(rd) or CANONICAL_ADDRS.get(rd)
         rsport, rdport = int(rsp), int(rdp)
         if rsrc is None or rdst is None or rsport > PORT_MAX or rdport > PORT_MAX:
             return None
         if (":" in rsrc) != (family == AF_INET6) or (":" in rdst) != (family == AF_INET6):
             return None
         if not (rsrc == dst and rdst == src and rsport == dport and rdport == sport):
-            reply = _tuple_new(Tuple, (rsrc, rdst, proto, rsport, rdport, None, None, None, None))
+            reply = tuple_new(Tuple, (rsrc, rdst, proto, rsport, rdport, None, None, None, None))
     status = _STATUS_TEXT[status_text]
     if status is None:
         return None

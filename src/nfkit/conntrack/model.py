@@ -209,17 +209,17 @@ class Tuple(NamedTuple):
         if proto in PORT_PROTOS and len(obj) == 4:
             # the common shape, checked without helpers (bulk restores read 100,000s of these)
             try:
-                src, dst = _addrs_seen(obj.get("src")), _addrs_seen(obj.get("dst"))
+                src, dst = addrs_seen(obj.get("src")), addrs_seen(obj.get("dst"))
             except TypeError:
                 src = dst = None
             if src is None:
-                src = _ADDRS.get(obj.get("src"))
+                src = CANONICAL_ADDRS.get(obj.get("src"))
             if dst is None:
-                dst = _ADDRS.get(obj.get("dst"))
+                dst = CANONICAL_ADDRS.get(obj.get("dst"))
             sport, dport = obj.get("sport"), obj.get("dport")
             if (src is not None and dst is not None and type(sport) is int and type(dport) is int
                     and 0 <= sport <= PORT_MAX and 0 <= dport <= PORT_MAX and (":" in src) == (":" in dst)):
-                return _tuple_new(cls, (src, dst, proto, sport, dport, None, None, None, None))
+                return tuple_new(cls, (src, dst, proto, sport, dport, None, None, None, None))
         try:
             src, dst = canonical_address(obj["src"], what + ".src"), canonical_address(obj["dst"], what + ".dst")
         except KeyError as exc:
@@ -262,14 +262,15 @@ class _CanonicalAddrs(dict):  # type: ignore[type-arg]
         return canon
 
 
-_ADDRS = _CanonicalAddrs()
-_addrs_seen = dict.get.__get__(_ADDRS)  # the plain lookup, in C
-_tuple_new = tuple.__new__
+# Shared with conntrack.formats, whose per-entry hot path builds tuples the same way:
+CANONICAL_ADDRS = _CanonicalAddrs()  # address text -> its canonical text (one string each)
+addrs_seen = dict.get.__get__(CANONICAL_ADDRS)  # the plain lookup, in C
+tuple_new = tuple.__new__  # a Tuple without NamedTuple's argument handling
 
 
 def canonical_address(text: str, what: str = "address") -> str:
     """The address as conntrack prints it; raises InputError if it does not parse."""
-    canon = _ADDRS.get(text)
+    canon = CANONICAL_ADDRS.get(text)
     if canon is None:
         shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:40] + "..."
         raise InputError(f"{what}: {shown} is not an IPv4 or IPv6 address")
