@@ -97,9 +97,12 @@ def load_program(path: str | Path) -> Program:
         cached = None if entry is None else _read_own(entry)
         if cached is not None:
             try:
-                return decode(cached, str(p))
+                program = decode(cached, str(p))
             except InputError:
                 pass
+            else:
+                if program.compiler == COMPILER_VERSION:
+                    return program
     from nfkit.nfgrep.compiler import compile_file
 
     program = compile_file(p)
