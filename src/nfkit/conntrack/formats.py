@@ -83,8 +83,10 @@ def text_kind(proto: int) -> str:
     return PORT if proto in PORT_PROTOS else ICMP if proto in ICMP_PROTOS else PLAIN
 
 
-class _Cache(dict):  # type: ignore[type-arg]
-    """key -> fn(key), computed on the first miss (a dict hit is the cheapest lookup)."""
+class Memo(dict):  # type: ignore[type-arg]
+    """key -> fn(key) (fn(*key) for a tuple key), computed on the first miss and
+    remembered (at most ``limit`` keys, then it starts again).  Generated code
+    indexes these: a dict hit is the cheapest lookup Python has."""
 
     def __init__(self, fn: Callable[..., Any], limit: int = 1 << 16) -> None:
         super().__init__()
@@ -134,12 +136,12 @@ LINE_GLOBALS: dict[str, Any] = {
     "FAMT": {f: f"{FAMILY_NAMES.get(f, 'unknown'):<8} {f} " for f in range(256)},
     "FAMJ": {f: str(FAMILY_NAMES.get(f, f)) for f in range(256)},
     "PROJ": {p: str(PROTO_NAMES.get(p, p)) for p in range(256)},
-    "EVT": _Cache(lambda ev: EVENT_TAGS.get(ev, f"{'[' + ev.upper() + ']':>9} ")),
-    "STT": _Cache(_state_text_piece),
-    "STJ": _Cache(_state_json_piece),
+    "EVT": Memo(lambda ev: EVENT_TAGS.get(ev, f"{'[' + ev.upper() + ']':>9} ")),
+    "STT": Memo(_state_text_piece),
+    "STJ": Memo(_state_json_piece),
     "UNR": ("[UNREPLIED] ", "[UNREPLIED] ", "", ""),
-    "ASS": _Cache(assured_text),
-    "SJ": _Cache(status_list),
+    "ASS": Memo(assured_text),
+    "SJ": Memo(status_list),
     "LBJ": _labels_json,
     "LBT": _labels_text,
     "DT": _delta_time,
@@ -360,7 +362,7 @@ def _tuple_text_function(kind: str) -> Callable[[Tuple], str]:
     return namespace["text"]  # type: ignore[no-any-return]
 
 
-_TUPLE_TEXT = _Cache(_tuple_text_function)
+_TUPLE_TEXT = Memo(_tuple_text_function)
 
 
 def _mirror_text(t: Tuple) -> str:
@@ -376,7 +378,7 @@ def _compile_entry_line(form: str, orig: str, reply: str | None, present: tuple[
                          {"MT": _mirror_text})
 
 
-_ENTRY_LINES = _Cache(_compile_entry_line)
+_ENTRY_LINES = Memo(_compile_entry_line)
 
 
 # the optional parts of an Entry, in the order of `_presence`'s flags

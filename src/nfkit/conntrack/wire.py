@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from nfkit.conntrack.formats import PORT, LineShape, line_function
+from nfkit.conntrack.formats import PORT, LineShape, Memo, line_function
 from nfkit.conntrack.model import (
     AF_INET,
     AF_INET6,
@@ -107,23 +107,6 @@ NFGEN_HDRLEN = 4
 
 # ---------------------------------------------------------------- addresses
 
-class _Memo(dict):  # type: ignore[type-arg]
-    """key -> fn(key), computed on the first miss and remembered (at most ``limit``
-    keys, then it starts again).  Generated code indexes these: a dict hit is the
-    cheapest lookup Python has."""
-
-    def __init__(self, fn: Callable[[Any], Any], limit: int = 1 << 20) -> None:
-        super().__init__()
-        self.fn = fn
-        self.limit = limit
-
-    def __missing__(self, key: Any) -> Any:
-        if len(self) > self.limit:
-            self.clear()
-        value = self[key] = self.fn(key)
-        return value
-
-
 def _ntop(raw: bytes) -> str:
     if len(raw) == 4:
         return socket.inet_ntop(AF_INET, raw)
@@ -132,7 +115,7 @@ def _ntop(raw: bytes) -> str:
     raise DecodeError(f"address attribute of {len(raw)} bytes")
 
 
-ADDR = _Memo(_ntop)  # bytes -> address text (tables repeat addresses a lot)
+ADDR = Memo(_ntop, limit=1 << 20)  # bytes -> address text (tables repeat addresses a lot)
 
 
 def addr_text(raw: bytes) -> str:
