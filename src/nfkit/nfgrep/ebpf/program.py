@@ -95,7 +95,9 @@ from nfkit.nfgrep.ebpf.steps import (
 from nfkit.nfgrep.verifier import Verified
 
 FLOW_ENTRIES = 65536  # flows the kernel map tracks at once (LRU: the least recent goes)
+EXPECT_ENTRIES = 4096  # announced flows userspace may hand to the kernel (engine.MAX_EXPECTATIONS)
 KEY_SIZE = 40
+EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protocol, family
 # flow states
 UNDECIDED, DECIDED, USERSPACE, NO_APP, REFINING = 0, 1, 2, 3, 4
 STATE_NAMES = {UNDECIDED: "undecided", DECIDED: "decided", USERSPACE: "userspace",
@@ -191,7 +193,8 @@ class Compiled:
 
 class _Builder:
     def __init__(self, verified: list[Verified], flows_fd: int, scratch_fd: int,
-                 mark_mask: int = MARK_MASK) -> None:
+                 mark_mask: int = MARK_MASK, expect_fd: int = 0) -> None:
+        self.expect_fd = expect_fd
         self.flows_fd = flows_fd
         self.scratch_fd = scratch_fd
         self.mark_mask = mark_mask
@@ -427,6 +430,20 @@ class _Builder:
                alu64("and", R1, imm=0x12), jmp("jeq", R1, "hints", imm=0x02),
                st("b", R7, tpl + V_STATE, USERSPACE), st("w", R7, tpl + V_MARK, MARK_USERSPACE))
         a.label("hints")
+        # an announced flow (an expectation userspace learnt, e.g. FTP data): decided at once
+        a.note("expected flows: (server address, port, protocol) in the expectations map")
+        a.emit(ldx("dw", R1, FP, S_DST), stx("dw", FP, S_HDR, R1), ldx("dw", R1, FP, S_DST + 8),
+               stx("dw", FP, S_HDR + 8, R1), ldx("dw", R1, FP, _misc(M_DPORT)),
+               ldx("dw", R2, FP, _misc(M_PROTO)), alu64("lsh", R2, imm=16), alu64("or", R1, R2),
+               ldx("dw", R2, FP, _misc(M_FLAGS)), alu64("and", R2, imm=0xFF),
+               alu64("lsh", R2, imm=24), alu64("or", R1, R2), stx("dw", FP, S_HDR + 16, R1))
+        a.emit(ld_map(R1, self.expect_fd), mov(R2, FP), alu64("add", R2, imm=S_HDR),
+               call(HELPER["map_lookup_elem"]), jmp("jeq", R0, "noexpect", imm=0),
+               ldx("w", R1, R0, 0), stx("w", R7, tpl + V_MARK, R1),
+               st("b", R7, tpl + V_STATE, DECIDED),
+               ld_map(R1, self.expect_fd), mov(R2, FP), alu64("add", R2, imm=S_HDR),
+               call(HELPER["map_delete_elem"]))
+        a.label("noexpect")
         # port hints: the protocols listing the client's or the server's port (symmetric)
         a.emit(ldx("dw", R1, FP, _misc(M_SPORT)), ldx("dw", R2, FP, _misc(M_DPORT)))
         for s in self.sigs:
@@ -693,9 +710,9 @@ def jset_reg(reg: int, mask_reg: int, label: str) -> Insn:
 
 
 def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
-                  mark_mask: int = MARK_MASK) -> Compiled:
+                  mark_mask: int = MARK_MASK, expect_fd: int = 0) -> Compiled:
     """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing)."""
-    return _Builder(verified, flows_fd, scratch_fd, mark_mask).build()
+    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd).build()
 
 
 class Classifier:
@@ -708,19 +725,32 @@ class Classifier:
                          "nfgrep_flows")
         self.scratch = Map("BPF_MAP_TYPE_PERCPU_ARRAY", 4, layout.scratch_size, 1,
                            "nfgrep_scratch")
+        self.expected = Map("BPF_MAP_TYPE_HASH", EXPECT_KEY_SIZE, 4, EXPECT_ENTRIES,
+                            "nfgrep_expect")
         try:
-            self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask)
+            self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
+                                          self.expected.fd)
             self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
                              functions=self.compiled.functions)
         except BaseException:
             self.flows.close()
             self.scratch.close()
+            self.expected.close()
             raise
 
     def close(self) -> None:
+        """Unload: the program and its maps go with their last descriptor."""
         self.prog.close()
         self.flows.close()
         self.scratch.close()
+        self.expected.close()
+
+    def expect(self, server: bytes, port: int, proto: int, app: str) -> None:
+        """Announce a flow (what userspace learnt, e.g. from an FTP control connection): the
+        next new flow to ``server``:``port`` is decided as ``app`` at its first packet."""
+        key = server.ljust(16, b"\0") + struct.pack("!H", port) + bytes(
+            [proto, 4 if len(server) == 4 else 6])
+        self.expected.update(key, struct.pack("<I", self.compiled.apps[app]))
 
     def __enter__(self) -> Classifier:
         return self
