@@ -38,12 +38,13 @@ variables later steps read.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP, Program
-from nfkit.nfgrep.ebpf.bpf import Map, Prog
+from nfkit.nfgrep.ebpf.bpf import BpfError, Map, Prog
 from nfkit.nfgrep.ebpf.insn import (
     FP,
     R0,
@@ -87,10 +88,11 @@ from nfkit.nfgrep.ebpf.steps import (
     GIVE_UP,
     HELD,
     MAX_FRAME,
+    NEED,
     PAD,
     StepCompiler,
-    _splice,
     live_in,
+    splice,
 )
 from nfkit.nfgrep.verifier import Verified
 
@@ -102,8 +104,9 @@ EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protoc
 UNDECIDED, DECIDED, USERSPACE, NO_APP, REFINING = 0, 1, 2, 3, 4
 STATE_NAMES = {UNDECIDED: "undecided", DECIDED: "decided", USERSPACE: "userspace",
                NO_APP: "no app", REFINING: "decided, refining"}
-# step outcomes stored per flow
-PENDING, O_HELD, O_FAIL, O_UNKNOWN = 0, 1, 2, 3
+# step outcomes stored per flow (O_NEED: the engine waits for more of that direction's bytes;
+# O_UNKNOWN: the kernel cannot tell what the engine answered)
+PENDING, O_HELD, O_FAIL, O_UNKNOWN, O_NEED = 0, 1, 2, 3, 4
 # marks: an app id, or one of these
 MARK_USERSPACE = 0xFE
 MARK_NONE = 0xFF
@@ -111,6 +114,7 @@ MARK_MASK = 0xFF
 # flow value layout
 V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER = \
     0, 1, 2, 3, 4, 8, 12, 16, 17
+V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
 V_HINTED, V_OUT = 24, 32
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
@@ -186,6 +190,16 @@ class Compiled:
     translated: dict[str, str]  # "proto.step" -> "yes" or why not
     functions: list[tuple[int, str]]  # (first slot, name) of each subprogram, main first
     scratch_size: int
+    owners: list[tuple[int, str]]  # (first slot, what the code from there belongs to)
+
+    def owner(self, slot: int) -> str:
+        """The protocol and step (or the packet path) an instruction belongs to."""
+        found = self.owners[0][1]
+        for start, name in self.owners:
+            if start > slot:
+                break
+            found = name
+        return found
 
     def listing(self) -> str:
         return disassemble(self.insns, self.comments, HELPER_NAMES)
@@ -235,7 +249,7 @@ class _Builder:
         # then three u64 masks (classified, stuck, waiting) the decision builds: in map
         # memory, so the kernel verifier does not follow each combination of bits apart
         self.mk = self.fr + MAX_FRAME
-        self.scratch_size = self.mk + 24
+        self.scratch_size = self.mk + 32  # and the directions needing more data
         self.asm = Assembler()
         self.tail: list[tuple[str, Assembler]] = []
         self.step_labels: dict[tuple[int, int], str] = {}
@@ -299,7 +313,7 @@ class _Builder:
                     a.comments.get(before, "not translated")
         for label, cb in self.tail:
             a.label(label)
-            _splice(a, cb)
+            splice(a, cb)
         insns = a.finish()
         # subprograms: main, then every target of a local call or a callback address
         targets = {insn.target for insn in insns if insn.target is not None and
@@ -312,11 +326,23 @@ class _Builder:
             n += insn.slots
         slots.append(n)
         listing = {k: (slots[i], slots[i + c] - slots[i]) for k, (i, c) in steps_listing.items()}
+        owners = [(0, "the packet path (headers, flow entry, decision)")]
+        for (si, i), label in self.step_labels.items():
+            sig = self.sigs[si]
+            step = sig.program.protocols[sig.proto].steps[sig.steps[i]]
+            owners.append((slots[a.labels[label]],
+                           f"protocol {sig.name} step {sig.program.text(step.name)}"))
+        for label, _cb in self.tail:
+            owner = label.rsplit(".", 1)[0]
+            sig_name, _, step_name = owner.partition(".")
+            owners.append((slots[a.labels[label]],
+                           f"protocol {sig_name} step {step_name} (loop body)"))
+        owners.sort()
         functions = [(0, "nfgrep_main")] + sorted(
             (slots[a.labels[t]], "f_" + "".join(ch if ch.isalnum() else "_" for ch in t))
             for t in targets if t is not None)
         return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size, listing,
-                        self.translated, functions, self.scratch_size)
+                        self.translated, functions, self.scratch_size, owners)
 
     def parse(self) -> None:
         """Ethernet, IPv4 (no fragments) or IPv6 (no extension headers), TCP or UDP."""
@@ -490,9 +516,16 @@ class _Builder:
                ja("apply"))
         a.label("data")
         a.emit(ldx("dw", R2, FP, _misc(M_N)), jmp("jeq", R2, "apply", imm=0))
-        # a direction's later packets change nothing (its steps were decided on its first)
+        # a direction's later packets: a candidate waiting for more of it makes the flow
+        # userspace's; else they change nothing (its steps ran on its first packet), but
+        # are remembered (a protocol `after` the winner would read them)
         a.emit(ldx("b", R3, R8, V_SEEN), mov(R4, R9), alu64("add", R4, imm=1),
-               jset_reg(R3, R4, "apply"))
+               jset_reg(R3, R4, "later"), ja("firstdata"))
+        a.label("later")
+        a.emit(ldx("b", R3, R8, V_NEEDDIR), jset_reg(R3, R4, "touser"),
+               ldx("b", R3, R8, V_MORE), alu64("or", R3, R4), stx("b", R8, V_MORE, R3),
+               ja("apply"))
+        a.label("firstdata")
         # TCP: the first payload must follow the SYN (else a retransmission or a gap)
         a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "udpsize", imm=6),
                ldx("b", R4, R8, V_SYN), mov(R5, R9), alu64("add", R5, imm=1),
@@ -583,9 +616,13 @@ class _Builder:
         label = f"step.{s.index}.{i}"
         self.step_labels[(s.index, i)] = label
         a.emit(call_local(label))
-        held, fail = a.fresh("held"), a.fresh("fail")
+        held, fail, need = a.fresh("held"), a.fresh("fail"), a.fresh("need")
         a.emit(jmp("jeq", R0, held, imm=HELD), jmp("jeq", R0, fail, imm=FAIL),
-               jmp("jeq", R0, fail, imm=GIVE_UP), ja(unknown))
+               jmp("jeq", R0, fail, imm=GIVE_UP), jmp("jne", R0, unknown, imm=NEED))
+        # NEED on a packet the buffer (or the capture) cut: the engine had more bytes
+        a.label(need)
+        a.emit(ldx("dw", R1, FP, _misc(M_N)), ldx("dw", R2, FP, _misc(M_PAYLEN)),
+               jmp("jlt", R1, unknown, src=R2), st("b", R8, out, O_NEED), ja(skip))
         a.label(held)
         a.emit(st("b", R8, out, O_HELD))
         for v, off in s.persist.items():
@@ -605,16 +642,30 @@ class _Builder:
         if tr != TCP | UDP:
             a.emit(ldx("dw", R0, FP, _misc(M_PROTO)),
                    jmp("jne", R0, dead, imm=6 if tr == TCP else 17))
-        for out in s.out:
+        proto = s.program.protocols[s.proto]
+        for i, out in enumerate(s.out):
+            sd = proto.steps[s.steps[i]].direction
+            nxt = a.fresh("o")
             a.emit(ldx("b", R0, R8, out), jmp("jeq", R0, waiting, imm=PENDING),
-                   jmp("jeq", R0, dead, imm=O_FAIL), jmp("jne", R0, stuck, imm=O_HELD))
+                   jmp("jeq", R0, dead, imm=O_FAIL), jmp("jeq", R0, nxt, imm=O_HELD),
+                   jmp("jne", R0, stuck, imm=O_NEED))
+            if sd == 2:
+                a.emit(ja(stuck))
+            else:
+                # waits for more of direction sd: stuck if more already came (the engine
+                # would have run it on those bytes), else waiting on sd
+                a.emit(ldx("b", R0, R8, V_MORE), jmp("jset", R0, stuck, imm=1 << sd),
+                       ldx("dw", R0, R7, self.mk + 24), alu64("or", R0, imm=1 << sd),
+                       stx("dw", R7, self.mk + 24, R0), ja(waiting))
+            a.label(nxt)
         a.emit(ja(classified))
 
     def masks(self, group: list[SigInfo]) -> None:
         """r1 = classified, r2 = stuck, r3 = waiting: bit masks over a group of protocols."""
         a = self.asm
         mk = self.mk
-        a.emit(st("dw", R7, mk, 0), st("dw", R7, mk + 8, 0), st("dw", R7, mk + 16, 0))
+        a.emit(st("dw", R7, mk, 0), st("dw", R7, mk + 8, 0), st("dw", R7, mk + 16, 0),
+               st("dw", R7, mk + 24, 0))
         for s in group:
             c, dead, w, stk, nxt = (a.fresh(x) for x in ("c", "dead", "w", "stuck", "next"))
             self.status(s, c, dead, w, stk)
@@ -649,7 +700,8 @@ class _Builder:
         a.label("f1")
         a.emit(lddw(R5, f_masks[1]))
         a.label("fset")
-        # groups: H & ~F, H & F, ~H & F, ~H & ~F; r0 = classified & group, lowest index wins
+        # groups: H & ~F, H & F, ~H & F, ~H & ~F; in each, by load order, the first
+        # candidate that classified wins, unless one the kernel cannot read comes first
         for g in range(4):
             a.emit(mov(R0, R5))
             if g in (0, 3):
@@ -658,11 +710,11 @@ class _Builder:
                 a.emit(alu64("and", R0, R4))
             else:
                 a.emit(mov(R9, R4), alu64("xor", R9, imm=-1), alu64("and", R0, R9))
-            a.emit(alu64("and", R0, R1))
+            a.emit(mov(R9, R0), alu64("and", R9, R1), alu64("and", R0, R2))
             for s in roots:
-                a.emit(lddw(R9, 1 << s.index), jset_reg(R0, R9, f"won.{s.index}"))
-        a.emit(jmp("jne", R2, "touser", imm=0), jmp("jne", R3, "apply", imm=0))
-        self.set_state(NO_APP, MARK_NONE, "apply")
+                a.emit(lddw(R3, 1 << s.index), jset_reg(R0, R3, "touser"),
+                       jset_reg(R9, R3, f"won.{s.index}"))
+        self.undecided(UNDECIDED, MARK_NONE, NO_APP)
         # a winner: its children (protocols `after` it), recursively
         a.label("refine")
         a.emit(ldx("b", R1, R8, V_WINNER))
@@ -680,17 +732,28 @@ class _Builder:
                 kids = [self.sigs[c] for c in s.children]
                 self.masks(kids)
                 for c in kids:
-                    a.emit(lddw(R9, 1 << c.index), jset_reg(R1, R9, f"won.{c.index}"))
-                a.emit(jmp("jne", R2, "touser", imm=0))
+                    a.emit(lddw(R9, 1 << c.index), jset_reg(R2, R9, "touser"),
+                           jset_reg(R1, R9, f"won.{c.index}"))
                 refining = a.fresh("refining")
                 a.emit(jmp("jne", R3, refining, imm=0))
                 self.final(s, app)
                 a.label(refining)
+                a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
                 self.set_state(REFINING, app, "apply")
             else:
                 self.final(s, app)
         a.label("touser")
         self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+
+    def undecided(self, state: int, mark: int, done_state: int) -> None:
+        """No winner: candidates still waiting keep the flow open (remembering the
+        directions some wait more data on), else it is done with no app."""
+        a = self.asm
+        a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0),
+               ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1), ja("apply"))
+        a.label("noapp")
+        self.set_state(done_state, MARK_NONE, "apply")
+        _ = (state, mark)
 
     def final(self, s: SigInfo, app: int) -> None:
         if s.announces:  # the expectations it announces are userspace's to learn
@@ -730,13 +793,26 @@ class Classifier:
         try:
             self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
                                           self.expected.fd)
-            self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
-                             functions=self.compiled.functions)
+            try:
+                self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
+                                 functions=self.compiled.functions)
+            except BpfError as exc:
+                raise self._refused(exc) from None
         except BaseException:
             self.flows.close()
             self.scratch.close()
             self.expected.close()
             raise
+
+    def _refused(self, exc: BpfError) -> BpfError:
+        """The kernel's refusal named after the protocol and step its last instruction is in."""
+        found = re.findall(r"^(\d+): \(", exc.log, re.M)
+        where = "the classifier"
+        if found:
+            slot = int(found[-1])
+            where = f"{self.compiled.owner(slot)} (instruction {slot})"
+        return BpfError(f"nfgrep eBPF program refused by the kernel verifier in {where}",
+                        exc.errno, exc.log)
 
     def close(self) -> None:
         """Unload: the program and its maps go with their last descriptor."""
@@ -784,4 +860,4 @@ class FlowEntry:
 
 
 __all__ = ["Classifier", "Compiled", "FlowEntry", "app_ids", "compile_rules", "flow_key",
-           "FLOW_ENTRIES", "MARK_NONE", "MARK_USERSPACE", "STATE_NAMES", "R6", "R7", "F_N"]
+           "FLOW_ENTRIES", "MARK_NONE", "MARK_USERSPACE", "STATE_NAMES"]

@@ -11,14 +11,15 @@ Calling convention of a step subprogram::
 
     no arguments (the frame is in the scratch map); r0 on return:
     HELD (the step holds; the frame's cursor is where it ended), FAIL,
-    NEED (the kernel cannot decide: more data would be needed, or a value
-    past what this back end represents) or GIVE_UP
+    NEED (more data would decide: the engine waits too), GIVE_UP or
+    UNSURE (the kernel cannot tell what the engine would answer: a literal
+    cut by the packet's end, a number past 64 bits, a step not translated)
 
 Inside, r9 holds the frame, r7 the payload buffer (a per-CPU map value of
 BUF + PAD bytes, looked up again in each callback), r6 the step's result
 while it unwinds.  The bytecode's operand stack lives in registers r1..r4
 (the register allocator below: stack slot d is register SLOTS[d]; a step
-deeper than that is not translated and always answers NEED, so the flow goes
+deeper than that is not translated and always answers UNSURE, so the flow goes
 to userspace).  r0 and r5 are scratch.  Helper calls (bpf_loop) happen only
 between statements, where the operand stack is empty, so nothing live is
 clobbered.  Loops (searches, repeats, DNS labels) are bpf_loop callbacks: the
@@ -71,8 +72,7 @@ from nfkit.nfgrep.ebpf.insn import (
 )
 from nfkit.nfgrep.ebpf.spec import HELPER
 
-HELD, FAIL, NEED, GIVE_UP = 0, 1, 2, 3
-RESULT_NAMES = {HELD: "held", FAIL: "failed", NEED: "to userspace", GIVE_UP: "gave up"}
+HELD, FAIL, NEED, GIVE_UP, UNSURE = 0, 1, 2, 3, 4
 BUF = 2048          # payload bytes the kernel program examines per packet (a power of two)
 PAD = 16            # bytes after BUF so a masked offset plus a read width stays inside
 BIG = 1 << 62       # "no region" (codegen.BIG)
@@ -84,7 +84,7 @@ F_N, F_P, F_E, F_FINAL, F_KEY, F_VARS = 0, 8, 16, 24, 32, 40
 
 
 class Unsupported(Exception):
-    """A step this back end does not translate (it answers NEED: userspace decides)."""
+    """A step this back end does not translate (it answers UNSURE: userspace decides)."""
 
 
 @dataclass
@@ -191,11 +191,11 @@ class StepCompiler:
 
     def load_buffer(self, a: Assembler) -> None:
         """r7 = the payload buffer, r9 = the frame (both in the per-CPU scratch map's value,
-        key 0); on failure the step answers NEED."""
+        key 0); on failure the step answers UNSURE."""
         ok = a.fresh("buf")
         a.emit(st("w", FP, -8, 0), mov(R2, FP), alu64("add", R2, imm=-8),
                ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]))
-        a.emit(jmp("jne", R0, ok, imm=0), movi(R0, NEED), exit_())
+        a.emit(jmp("jne", R0, ok, imm=0), movi(R0, UNSURE), exit_())
         a.label(ok)
         a.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off))
 
@@ -238,9 +238,9 @@ class StepCompiler:
         except Unsupported as exc:
             del self.tail[mark:]
             a.note(f"not translated ({exc}): always to userspace")
-            a.emit(movi(R0, NEED), exit_())
+            a.emit(movi(R0, UNSURE), exit_())
             return
-        _splice(a, body)
+        splice(a, body)
 
     def _prologue(self, a: Assembler) -> None:
         self.load_buffer(a)
@@ -376,6 +376,22 @@ class StepCompiler:
             a.emit(jmp("jne", R0, miss, src=R5))
             j += width
 
+    def prefix(self, a: Assembler, start: int, lit: bytes, nocase: bool, miss: str,
+               fail: str) -> None:
+        """The data ends inside the literal: NEED if the bytes there are begin it, else
+        ``miss``.  Byte by byte, each checked against n first."""
+        for j, ch in enumerate(lit):
+            a.emit(ldx("dw", R3, R9, start))
+            if j:
+                a.emit(alu64("add", R3, imm=j))
+            a.emit(ldx("dw", R5, R9, F_N), movi(R6, NEED), jmp("jge", R3, fail, src=R5))
+            self.byte_at(a, R0, R3)
+            if nocase and 0x61 <= ch <= 0x7A:
+                a.emit(alu64("or", R0, imm=0x20))
+            a.emit(jmp("jne", R0, miss, imm=ch))
+        # the whole literal was there after all (cannot happen: k > n)
+        a.emit(movi(R6, UNSURE), ja(fail))
+
     def match(self, a: Assembler, set_index: int, pos_reg: int | None, fail: str) -> None:
         """MATCH: the first literal of the set, in order, at the cursor or the popped offset."""
         ls = self.program.sets[set_index]
@@ -389,14 +405,15 @@ class StepCompiler:
         for si in ls.strings:
             lit = self.literal(si)
             nxt = a.fresh("nextlit")
-            # k = start + len; k > E: next literal; k > n: NEED (conservative: the prefix may
-            # match, and the kernel does not wait); else compare
+            # k = start + len; k > E: next literal; k > n: on final data the next literal,
+            # else NEED when the bytes there are begin the literal (codegen._match)
             a.emit(ldx("dw", R4, R9, start), lddw(R5, BIG), jmp("jge", R4, fail + "_f", src=R5),
                    alu64("add", R4, imm=len(lit)), ldx("dw", R5, R9, F_E),
                    jmp("jgt", R4, nxt, src=R5), ldx("dw", R5, R9, F_N))
             inrange = a.fresh("full")
             a.emit(jmp("jle", R4, inrange, src=R5))
-            a.emit(ldx("dw", R0, R9, F_FINAL), jmp("jne", R0, nxt, imm=0), movi(R6, NEED), ja(fail))
+            a.emit(ldx("dw", R0, R9, F_FINAL), jmp("jne", R0, nxt, imm=0))
+            self.prefix(a, start, lit, ls.nocase, nxt, fail)
             a.label(inrange)
             a.emit(ldx("dw", R3, R9, start))
             self.compare(a, R3, lit, ls.nocase, nxt)
@@ -547,7 +564,7 @@ class StepCompiler:
                 a.emit(alu64("sub", R0, imm=48), jmp("jgt", R0, stop, imm=9),
                        alu64("mul", out, imm=10), alu64("add", out, R0), alu64("add", q, imm=1))
             a.label(stop)
-            # q < lim and q >= n and not final: NEED; q == p: FAIL; 20 digits: NEED (past u64)
+            # q < lim and q >= n and not final: NEED; q == p: FAIL; 20 digits: UNSURE (past u64)
             ok = a.fresh("dec")
             a.emit(ldx("dw", R0, R9, lim_slot), jmp("jge", q, ok + "_n", src=R0),
                    ldx("dw", R0, R9, F_N), jmp("jlt", q, ok + "_n", src=R0),
@@ -557,7 +574,7 @@ class StepCompiler:
                    mov(R6, q), alu64("sub", R6, R0), jmp("jge", R6, ok + "_big", imm=20),
                    stx("dw", R9, F_P, q), ja(ok))
             a.label(ok + "_big")
-            a.emit(movi(R6, NEED), ja(fail))
+            a.emit(movi(R6, UNSURE), ja(fail))
             a.label(ok)
             self.frame.top = mark
             return d + 1
@@ -684,7 +701,7 @@ def fail_target(a: Assembler, label: str) -> None:
     a.label(label)
 
 
-def _splice(dst: Assembler, src: Assembler) -> None:
+def splice(dst: Assembler, src: Assembler) -> None:
     """Append a finished body's instructions, labels and notes to another assembler."""
     base = len(dst.insns)
     for name, at in src.labels.items():
