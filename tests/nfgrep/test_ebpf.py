@@ -393,3 +393,34 @@ def test_kernel_and_engine_agree_on_real_programs_traffic(tmp_path: Path) -> Non
         handed = sorted(r.app or "" for r, _ in result.userspace)
         assert handed == ["ftp", "ftp", "http"], result.summary()
         print(path.name, result.summary())
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from nfkit.cli.main import main
+
+    result = CliRunner().invoke(main, ["nfgrep", *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.kernel
+def test_compile_target_ebpf_writes_the_instructions_and_checks_them(tmp_path: Path) -> None:
+    out = tmp_path / "ssh.ebpf"
+    code, text = _cli("compile", "--target", "ebpf", "--check", "-o", str(out),
+                      str(Path(SIGNATURES) / "ssh.nfg"))
+    assert code == 0, text
+    assert "2/2 steps translated" in text and "kernel verifier: accepted" in text
+    insns = insn.decode(out.read_bytes())
+    assert sum(i.slots for i in insns) == out.stat().st_size // 8 and insns[-1].op in (0x95, 0x05)
+
+
+def test_disasm_target_ebpf_shows_each_step() -> None:
+    code, text = _cli("disasm", "--target", "ebpf", str(Path(SIGNATURES) / "ssh.nfg"))
+    assert code == 0
+    assert "; protocol ssh step server_banner" in text and "call loop#181" in text
+    code, one = _cli("disasm", "--target", "ebpf", "--step", "ssh.client_banner",
+                     str(Path(SIGNATURES) / "ssh.nfg"))
+    assert code == 0 and "server_banner" not in one and "client_banner" in one
+    code, bad = _cli("disasm", "--target", "ebpf", "--step", "ssh.x", str(Path(SIGNATURES) / "ssh.nfg"))
+    assert code == 2 and len(bad.strip().splitlines()) == 1 and "ssh.x" in bad
