@@ -71,14 +71,14 @@ def _compile_ebpf(source: str, output: str | None, check: bool) -> None:
 
     verified = _verified_for_ebpf(source)
     compiled = compile_rules(verified)
-    target = Path(output) if output else Path(source).with_suffix(".ebpf")
+    dest = Path(output) if output else Path(source).with_suffix(".ebpf")
     try:
-        target.write_bytes(encode_ebpf(compiled.insns))
+        dest.write_bytes(encode_ebpf(compiled.insns))
     except OSError as exc:
-        raise InputError(f"{target}: cannot write program: {exc.strerror}") from None
+        raise InputError(f"{dest}: cannot write program: {exc.strerror}") from None
     slots = sum(i.slots for i in compiled.insns)
     kept = sum(1 for v in compiled.translated.values() if v == "yes")
-    click.echo(f"{target}: {slots} eBPF instructions (map references unresolved), "
+    click.echo(f"{dest}: {slots} eBPF instructions (map references unresolved), "
                f"{kept}/{len(compiled.translated)} steps translated, "
                f"flow entry {compiled.value_size} bytes")
     for step, why in compiled.translated.items():
@@ -165,7 +165,7 @@ def _disasm_ebpf(program: str, step: str | None, as_json: bool) -> None:
     if step is not None:
         proto, _, name = step.partition(".")
         wanted = f"protocol {proto} step {name}"
-    rows = []
+    rows: list[dict[str, Any]] = []
     slot = 0
     for insn in compiled.insns:
         owner = compiled.owner(slot)
@@ -176,11 +176,11 @@ def _disasm_ebpf(program: str, step: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    owner = None
+    shown = None
     for row in rows:
-        if row["owner"] != owner:
-            owner = row["owner"]
-            click.echo(f"; {owner}")
+        if row["owner"] != shown:
+            shown = row["owner"]
+            click.echo(f"; {shown}")
         if row["note"]:
             click.echo(f"      ; {row['note']}")
         click.echo(f"{row['slot']:5d}: {row['text']}")
