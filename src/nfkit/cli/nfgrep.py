@@ -26,13 +26,14 @@ def nfgrep() -> None:
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="where to write the program (default: SOURCE with .nfgb, or .ebpf)")
-@click.option("--target", type=click.Choice(["nfgb", "ebpf"]), default="nfgb", show_default=True,
+@click.option("--target", "target_kind", type=click.Choice(["nfgb", "ebpf"]), default="nfgb",
+              show_default=True,
               help="nfgb: nfgrep bytecode; ebpf: the kernel classifier's eBPF instructions")
 @click.option("--check", is_flag=True,
               help="with --target ebpf: also load the program into the kernel's verifier")
-def compile_cmd(source: str, output: str | None, target: str, check: bool) -> None:
+def compile_cmd(source: str, output: str | None, target_kind: str, check: bool) -> None:
     """Compile FILE.nfg into a verified bytecode program FILE.nfgb (or eBPF, FILE.ebpf)."""
-    if target == "ebpf":
+    if target_kind == "ebpf":
         _compile_ebpf(source, output, check)
         return
     from nfkit.nfgrep.bytecode import encode
