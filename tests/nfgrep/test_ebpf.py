@@ -424,3 +424,78 @@ def test_disasm_target_ebpf_shows_each_step() -> None:
     assert code == 0 and "server_banner" not in one and "client_banner" in one
     code, bad = _cli("disasm", "--target", "ebpf", "--step", "ssh.x", str(Path(SIGNATURES) / "ssh.nfg"))
     assert code == 2 and len(bad.strip().splitlines()) == 1 and "ssh.x" in bad
+
+
+KILLABLE = """
+import sys, time
+from pathlib import Path
+from nfkit.netns import enter
+from nfkit.nfgrep.loader import SIGNATURES, load_program
+from nfkit.nfgrep.verifier import verify
+from nfkit.nfgrep.ebpf.program import Classifier
+cl = Classifier([verify(load_program(f)) for f in sorted(Path(SIGNATURES).glob("*.nfg"))])
+with enter(sys.argv[1]):
+    cl.attach("eth0", "ingress")
+    cl.attach("eth1", "ingress")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _curl(client, timeout: float = 2) -> bool:  # type: ignore[no-untyped-def]
+    return client.run(f"curl -s -m {timeout} -o /dev/null http://198.51.100.2:8000/",
+                      check=False).returncode == 0
+
+
+@pytest.mark.kernel
+def test_live_through_a_firewall_namespace_marks_and_the_ruleset_acts(routed_lab) -> None:  # type: ignore[no-untyped-def]
+    """tcx ingress on both firewall interfaces sees both directions of forwarded flows;
+    the app in the packet mark reaches nf_tables' forward chain, where a user rule acts.
+    Closing the classifier, or killing its process, detaches it: traffic flows unmarked."""
+    import subprocess
+    import sys
+    import time
+
+    client, fw, server = routed_lab["client"], routed_lab["fw"], routed_lab["server"]
+    server.popen(["python3", "-m", "http.server", "8000", "--bind", "198.51.100.2"])
+    for _ in range(100):
+        if _curl(client, 1):
+            break
+        time.sleep(0.1)
+    cl = Classifier(SHIPPED)
+    http = cl.compiled.apps["http"]
+    try:
+        with fw.enter():
+            cl.attach("eth0", "ingress")
+            cl.attach("eth1", "ingress")
+        fw.run(["nft", "-f", "-"], input=f"""
+table inet nfgrep_test {{
+    counter http {{ }}
+    chain forward {{
+        type filter hook forward priority 0;
+        meta mark & 0xff == {http} counter name "http"
+    }}
+}}
+""")
+        assert _curl(client)
+        listing = fw.run("nft list counter inet nfgrep_test http").stdout
+        assert int(listing.split("packets ")[1].split()[0]) >= 1, listing
+        entries = [cl.flows.lookup(k) for k in cl.flows.keys()]
+        assert any(e is not None and e[0] == 1 and e[4] == http for e in entries)
+        # a user rule dropping the app: the decided reply (and the rest) never arrive
+        fw.run(f"nft insert rule inet nfgrep_test forward meta mark & 0xff == {http} drop")
+        assert not _curl(client)
+    finally:
+        cl.close()
+    # detached: nothing marks the traffic any more, the drop rule no longer matches
+    assert _curl(client, 3)
+    # a classifier in a process that is killed: its links go with it
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, fw.name], stdout=subprocess.PIPE,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        assert not _curl(client)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _curl(client, 3)

@@ -39,12 +39,13 @@ variables later steps read.
 from __future__ import annotations
 
 import re
+import socket
 import struct
 from dataclasses import dataclass, field
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP, Program
-from nfkit.nfgrep.ebpf.bpf import BpfError, Map, Prog
+from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
 from nfkit.nfgrep.ebpf.insn import (
     FP,
     R0,
@@ -783,6 +784,7 @@ class Classifier:
 
     def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
                  mark_mask: int = MARK_MASK) -> None:
+        self.links: list[Link] = []
         layout = compile_rules(verified, mark_mask=mark_mask)
         self.flows = Map("BPF_MAP_TYPE_LRU_HASH", KEY_SIZE, layout.value_size, flow_entries,
                          "nfgrep_flows")
@@ -814,8 +816,30 @@ class Classifier:
         return BpfError(f"nfgrep eBPF program refused by the kernel verifier in {where}",
                         exc.errno, exc.log)
 
+    def attach(self, interface: str | int, direction: str) -> Link:
+        """Attach to an interface of the calling thread's network namespace with a tcx
+        link (``direction``: "ingress" or "egress").  The link is this process's: it goes,
+        and the program with it, on `close` or when the process ends (even killed)."""
+        if direction not in ("ingress", "egress"):
+            raise InputError(f"direction {direction!r}: use ingress or egress")
+        if isinstance(interface, str):
+            try:
+                ifindex = socket.if_nametoindex(interface)
+            except OSError:
+                raise InputError(f"interface {interface}: no such interface") from None
+        else:
+            ifindex = interface
+        link = Link(self.prog, ifindex, "BPF_TCX_INGRESS" if direction == "ingress"
+                    else "BPF_TCX_EGRESS")
+        self.links.append(link)
+        return link
+
     def close(self) -> None:
-        """Unload: the program and its maps go with their last descriptor."""
+        """Unload: links first (traffic then flows unclassified), then the program and its
+        maps, which go with their last descriptor."""
+        for link in self.links:
+            link.close()
+        self.links = []
         self.prog.close()
         self.flows.close()
         self.scratch.close()
