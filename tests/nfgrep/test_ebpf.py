@@ -4,6 +4,7 @@ compared with the userspace engine flow by flow (BPF_PROG_TEST_RUN, real loads).
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import struct
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import dpkt
 import pytest
 
 from nfkit.errors import InputError
+from nfkit.nfgrep.classify import FlowResult
 from nfkit.nfgrep.compiler import compile_text
 from nfkit.nfgrep.ebpf import btf, insn, spec
 from nfkit.nfgrep.ebpf.bpf import BpfError, Map, Prog
@@ -252,6 +254,8 @@ BASE: list[tuple[str, int, list[tuple[int, bytes]]]] = [
     ("udp", 53, [(0, _dns_query()), (1, b"\x12\x34\x81\x80" + bytes(8))]),
     ("udp", 5353, [(0, _dns_query(b"printer.local"))]),
     ("udp", 9999, [(0, b"\x00\x01hello"), (1, b"world")]),
+    # the server's datagram first: on UDP the first sender is the client (the flow table's rule)
+    ("udp", 53, [(1, b"\x12\x34\x81\x80" + bytes(8)), (0, _dns_query(b"late.example"))]),
     ("tcp", 443, [(0, bytes(random.Random(1).randrange(256) for _ in range(517)))]),
     ("tcp", 7000, [(0, b"hello there\r\n"), (1, b"hi\r\n")]),
 ]
@@ -309,8 +313,10 @@ def test_kernel_and_engine_agree_on_every_made_flow(made_captures: list[Path]) -
         # connection is userspace's to announce) and the one whose SYN was not seen;
         # cut, damaged or re-segmented ones may go to userspace, never to a wrong app
         alone = {r.client for r, _ in result.same}
-        made = [r for r, _ in result.same + result.userspace
-                if (int(r.client.rpartition(":")[2]) - 40000) % 7 == 0]
+        def index(r: FlowResult) -> int:  # the made flow's number (its high port)
+            return max(int(r.client.rpartition(":")[2]), int(r.server.rpartition(":")[2])) - 40000
+
+        made = [r for r, _ in result.same + result.userspace if index(r) % 7 == 0]
         assert len(made) == len(BASE)
         assert {r.client for r in made if r.client not in alone} == \
             {r.client for r in made if r.app == "ftp"}
@@ -499,3 +505,70 @@ table inet nfgrep_test {{
         proc.kill()
         proc.wait()
     assert _curl(client, 3)
+
+
+def _kernel_verdict(cl: Classifier, transport: str, chunks: list[tuple[int, bytes]]) -> tuple:
+    proto = 6 if transport == "tcp" else 17
+    seq = [1000, 5000]
+    ends = [(C4, 40000), (S4, 2000)]
+
+    def put(d: int, flags: int, data: bytes = b"") -> None:
+        (src, sp), (dst, dp) = ends[d], ends[1 - d]
+        cl.prog.test_run(frame(proto, src, dst, sp, dp, flags, seq[d], data))
+        seq[d] += len(data) + (1 if flags & 0x02 else 0)
+
+    if proto == 6:
+        put(0, 0x02)
+        put(1, 0x12)
+    for d, data in chunks:
+        put(d, 0x18, data)
+    entry = cl.flow(C4, S4, 40000, 2000, proto)
+    assert entry is not None
+    return entry.state, entry.app
+
+
+@pytest.mark.kernel
+def test_random_programs_decide_in_the_kernel_as_in_the_engine() -> None:
+    """Random rule files (the strategies of test_random_programs) on random traffic: the
+    kernel's decision is the engine's, or the flow is handed to userspace."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from nfkit.nfgrep.ebpf.program import DECIDED, NO_APP, REFINING, UNDECIDED
+    from nfkit.nfgrep.engine import Engine, signatures_of
+    from nfkit.nfgrep.errors import VerifierError
+
+    from .test_random_programs import programs, traffic
+
+    seen = {"same": 0, "userspace": 0}
+
+    @settings(max_examples=int(os.environ.get("NFKIT_EBPF_EXAMPLES", "40")), deadline=None,
+              derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(text=programs, chunks=traffic, transport=st.sampled_from(["tcp", "udp"]))
+    def check(text: str, chunks: list[tuple[int, bytes]], transport: str) -> None:
+        try:
+            verified = verify(compile_text(text, "random.nfg"))
+        except VerifierError:
+            return
+        if transport == "udp" and chunks[0][0] == 1:  # a UDP flow's first sender is its client
+            chunks = [(1 - d, data) for d, data in chunks]
+        engine = Engine(signatures_of(verified))
+        flow = engine.new_flow(transport, 40000, 2000, "192.0.2.2", "198.51.100.7")
+        for d, data in chunks:
+            engine.feed(flow, d, data)
+        with Classifier([verified]) as cl:
+            state, app = _kernel_verdict(cl, transport, chunks)
+        if state == USERSPACE:
+            seen["userspace"] += 1
+            return
+        seen["same"] += 1
+        if state in (DECIDED, REFINING):
+            assert app == flow.app, (text, chunks, transport, state, app, flow.app)
+        else:
+            assert state in (NO_APP, UNDECIDED) and flow.app is None, \
+                (text, chunks, transport, state, flow.app)
+
+    check()
+    print(seen)
+    assert seen["same"] > 0

@@ -225,6 +225,41 @@ class Assembler:
         here = len(self.insns)
         self.comments[here] = self.comments[here] + "; " + text if here in self.comments else text
 
+    def prune(self, entries: set[str]) -> None:
+        """Drop the instructions no path reaches from index 0 or the ``entries`` labels
+        (the kernel refuses unreachable code); labels move to the next kept instruction."""
+        ja_op = CLASSES["jmp"] | JMP_OPS["ja"]
+        exit_op = CLASSES["jmp"] | JMP_OPS["exit"]
+        call_op = CLASSES["jmp"] | JMP_OPS["call"]
+        seen = [False] * len(self.insns)
+        work = [0] + [self.labels[e] for e in entries]
+        while work:
+            i = work.pop()
+            if i >= len(self.insns) or seen[i]:
+                continue
+            seen[i] = True
+            insn = self.insns[i]
+            if insn.op == exit_op:
+                continue
+            if insn.target is not None and not insn.wide and insn.op != call_op:
+                work.append(self.labels[insn.target])
+                if insn.op == ja_op:
+                    continue
+            work.append(i + 1)
+        new_index = []
+        kept = 0
+        for i in range(len(self.insns)):
+            new_index.append(kept)
+            kept += seen[i]
+        new_index.append(kept)
+        self.labels = {name: new_index[at] for name, at in self.labels.items()}
+        comments: dict[int, str] = {}
+        for at, text in self.comments.items():
+            where = new_index[at]
+            comments[where] = comments[where] + "; " + text if where in comments else text
+        self.comments = comments
+        self.insns = [insn for i, insn in enumerate(self.insns) if seen[i]]
+
     def finish(self) -> list[Insn]:
         """Resolve labels: jump offsets and relative call/callback targets, in slots."""
         slot_of = []

@@ -187,7 +187,6 @@ class Compiled:
     sigs: list[SigInfo]
     apps: dict[str, int]
     value_size: int
-    steps_listing: dict[str, tuple[int, int]]  # "proto.step" -> (first slot, slots)
     translated: dict[str, str]  # "proto.step" -> "yes" or why not
     functions: list[tuple[int, str]]  # (first slot, name) of each subprogram, main first
     scratch_size: int
@@ -296,7 +295,6 @@ class _Builder:
                alu64("or", R2, R1), stx("w", R6, SKB_MARK, R2))
         a.label("pass")
         a.emit(movi(R0, TC_ACT_OK), exit_())
-        steps_listing: dict[str, tuple[int, int]] = {}
         for s in self.sigs:
             code = s.program.protocols[s.proto].steps
             for i, si in enumerate(s.steps):
@@ -309,12 +307,12 @@ class _Builder:
                 before = len(a.insns)
                 sc.compile(code[si].code, label)
                 key = f"{s.name}.{s.program.text(code[si].name)}"
-                steps_listing[key] = (before, len(a.insns) - before)
                 self.translated[key] = "yes" if len(a.insns) - before > 2 else \
                     a.comments.get(before, "not translated")
         for label, cb in self.tail:
             a.label(label)
             splice(a, cb)
+        a.prune(set(self.step_labels.values()) | {label for label, _ in self.tail})
         insns = a.finish()
         # subprograms: main, then every target of a local call or a callback address
         targets = {insn.target for insn in insns if insn.target is not None and
@@ -326,7 +324,6 @@ class _Builder:
             slots.append(n)
             n += insn.slots
         slots.append(n)
-        listing = {k: (slots[i], slots[i + c] - slots[i]) for k, (i, c) in steps_listing.items()}
         owners = [(0, "the packet path (headers, flow entry, decision)")]
         for (si, i), label in self.step_labels.items():
             sig = self.sigs[si]
@@ -342,7 +339,7 @@ class _Builder:
         functions = [(0, "nfgrep_main")] + sorted(
             (slots[a.labels[t]], "f_" + "".join(ch if ch.isalnum() else "_" for ch in t))
             for t in targets if t is not None)
-        return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size, listing,
+        return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size,
                         self.translated, functions, self.scratch_size, owners)
 
     def parse(self) -> None:
@@ -449,6 +446,8 @@ class _Builder:
         tpl = BUF + PAD
         for off in range(0, self.value_size, 8):
             a.emit(st("dw", R7, tpl + off, 0))
+        # the client: the sender of the first packet (on UDP as in the flow table, whose
+        # port rule applies to TCP picked up mid-stream only, which goes to userspace here)
         a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), stx("b", R7, tpl + V_CLIENT_LO, R1))
         a.emit(st("w", R7, tpl + V_MARK, 0))
         # TCP: only a flow that starts with a pure SYN is the kernel's to classify
