@@ -572,3 +572,25 @@ def test_random_programs_decide_in_the_kernel_as_in_the_engine() -> None:
     check()
     print(seen)
     assert seen["same"] > 0
+
+
+@pytest.mark.kernel
+def test_a_tcx_link_attaches_and_detaches(netns) -> None:  # type: ignore[no-untyped-def]
+    """A program that drops everything, attached to lo's ingress: ping fails; detached, it
+    passes again (the link stays a descriptor until closed)."""
+    from nfkit.nfgrep.ebpf.bpf import Link
+
+    drop = [insn.movi(0, 2), insn.exit_()]  # TC_ACT_SHOT
+    ping = "ping -c 1 -W 1 127.0.0.1"
+    with Prog("BPF_PROG_TYPE_SCHED_CLS", drop, "drop") as prog:
+        assert netns.run(ping, check=False).returncode == 0
+        with netns.enter():
+            import socket
+
+            link = Link(prog, socket.if_nametoindex("lo"), "BPF_TCX_INGRESS")
+        try:
+            assert netns.run(ping, check=False).returncode != 0
+            link.detach()
+            assert netns.run(ping, check=False).returncode == 0
+        finally:
+            link.close()
