@@ -25,12 +25,13 @@ from nfkit.nfgrep.ebpf.program import (
     app_ids,
     compile_rules,
     flow_key,
+    load_verified,
 )
 from nfkit.nfgrep.ebpf.replay import compare, frame
-from nfkit.nfgrep.loader import SIGNATURES, load_program
+from nfkit.nfgrep.loader import SIGNATURES
 from nfkit.nfgrep.verifier import verify
 
-SHIPPED = [verify(load_program(f)) for f in sorted(Path(SIGNATURES).glob("*.nfg"))]
+SHIPPED = load_verified(None)
 C4, S4 = ipaddress.ip_address("192.0.2.2").packed, ipaddress.ip_address("198.51.100.7").packed
 C6, S6 = ipaddress.ip_address("2001:db8::2").packed, ipaddress.ip_address("2001:db8::7").packed
 
@@ -362,6 +363,17 @@ def test_the_mark_keeps_the_users_other_bits() -> None:
         assert struct.unpack_from("<I", out.raw, 8)[0] == 0x12300 | apps["dns"]
 
 
+def test_load_verified_takes_what_load_rules_takes(tmp_path: Path) -> None:
+    from nfkit.nfgrep.loader import load_rules
+
+    names = [p.text(q.name) for v in SHIPPED for p in [v.program] for q in p.protocols]
+    assert names == [s.name for s in load_rules(None)]
+    with pytest.raises(InputError, match="no .nfg or .nfgb file"):
+        load_verified([str(tmp_path)])
+    with pytest.raises(InputError, match="no such rule file"):
+        load_verified([str(tmp_path / "x.nfg")])
+
+
 def test_flow_key_is_symmetric() -> None:
     a, lo_a = flow_key(C4, S4, 40000, 80, 6)
     b, lo_b = flow_key(S4, C4, 80, 40000, 6)
@@ -434,12 +446,9 @@ def test_disasm_target_ebpf_shows_each_step() -> None:
 
 KILLABLE = """
 import sys, time
-from pathlib import Path
 from nfkit.netns import enter
-from nfkit.nfgrep.loader import SIGNATURES, load_program
-from nfkit.nfgrep.verifier import verify
-from nfkit.nfgrep.ebpf.program import Classifier
-cl = Classifier([verify(load_program(f)) for f in sorted(Path(SIGNATURES).glob("*.nfg"))])
+from nfkit.nfgrep.ebpf.program import Classifier, load_verified
+cl = Classifier(load_verified(None))
 with enter(sys.argv[1]):
     cl.attach("eth0", "ingress")
     cl.attach("eth1", "ingress")

@@ -55,14 +55,13 @@ def compile_cmd(source: str, output: str | None, target_kind: str, check: bool) 
 
 def _verified_for_ebpf(path: str) -> list[Any]:
     """The file's verified program, after the shipped ones when it runs `after` them."""
-    from nfkit.nfgrep.loader import SIGNATURES
+    from nfkit.nfgrep.ebpf.program import load_verified
 
     own = _load_verified(path)
     prog = own.program
     names = {prog.text(p.name) for p in prog.protocols}
     if any(p.after is not None and prog.text(p.after) not in names for p in prog.protocols):
-        shipped = [_load_verified(str(f)) for f in sorted(Path(SIGNATURES).glob("*.nfg"))]
-        return [*shipped, own]
+        return [*load_verified(None), own]
     return [own]
 
 

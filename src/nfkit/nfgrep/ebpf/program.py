@@ -772,6 +772,15 @@ def jset_reg(reg: int, mask_reg: int, label: str) -> Insn:
     return jmp("jset", reg, label, src=mask_reg)
 
 
+def load_verified(paths: list[str] | None = None) -> list[Verified]:
+    """The verified programs of rule files or directories (None: the shipped library), in
+    the order `nfkit.nfgrep.loader.load_rules` loads them.  Raises InputError."""
+    from nfkit.nfgrep.loader import load_program, rule_files
+    from nfkit.nfgrep.verifier import verify
+
+    return [verify(load_program(f)) for f in rule_files(paths)]
+
+
 def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
                   mark_mask: int = MARK_MASK, expect_fd: int = 0) -> Compiled:
     """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing)."""
@@ -883,4 +892,5 @@ class FlowEntry:
 
 
 __all__ = ["Classifier", "Compiled", "FlowEntry", "app_ids", "compile_rules", "flow_key",
+           "load_verified",
            "FLOW_ENTRIES", "MARK_NONE", "MARK_USERSPACE", "STATE_NAMES"]
