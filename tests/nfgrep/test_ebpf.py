@@ -429,6 +429,7 @@ def test_compile_target_ebpf_writes_the_instructions_and_checks_them(tmp_path: P
                       str(Path(SIGNATURES) / "ssh.nfg"))
     assert code == 0, text
     assert "2/2 steps translated" in text and "kernel verifier: accepted" in text
+    assert "processed" in text and "(limit 1000000)" in text
     insns = insn.decode(out.read_bytes())
     assert sum(i.slots for i in insns) == out.stat().st_size // 8 and insns[-1].op in (0x95, 0x05)
 

@@ -85,8 +85,10 @@ def _compile_ebpf(source: str, output: str | None, check: bool) -> None:
         if why != "yes":
             click.echo(f"  {step}: {why}")
     if check:
-        with Classifier(verified) as loaded:
-            click.echo(f"kernel verifier: accepted ({loaded.prog.insn_count} instructions)")
+        with Classifier(verified, log_level=4) as loaded:  # 4: the verifier's statistics
+            stats = [line for line in loaded.prog.log.splitlines() if line.startswith("processed")]
+            click.echo(f"kernel verifier: accepted ({loaded.prog.insn_count} instructions"
+                       + (f"; {stats[-1]}" if stats else "") + ")")
 
 
 def _load_verified(path: str) -> Any:

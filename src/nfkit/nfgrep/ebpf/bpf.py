@@ -184,7 +184,9 @@ class Prog(_Fd):
         lic = ctypes.create_string_buffer(license.encode())
         self.insn_count = len(code) // 8
         self.log = ""
-        self.fd = self._load(kind, cbuf, lic, attach, log_level, None)
+        # with a log level asked for, the log comes back on success too (``log``)
+        first = ctypes.create_string_buffer(LOG_SIZE) if log_level else None
+        self.fd = self._load(kind, cbuf, lic, attach, log_level, first)
 
     def _load(self, kind: str, cbuf: ctypes.Array[ctypes.c_char], lic: ctypes.Array[ctypes.c_char],
               attach: str | None, log_level: int,

@@ -791,7 +791,7 @@ class Classifier:
     """The loaded classifier: its maps and program (closed together)."""
 
     def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
-                 mark_mask: int = MARK_MASK) -> None:
+                 mark_mask: int = MARK_MASK, log_level: int = 0) -> None:
         self.links: list[Link] = []
         layout = compile_rules(verified, mark_mask=mark_mask)
         self.flows = Map("BPF_MAP_TYPE_LRU_HASH", KEY_SIZE, layout.value_size, flow_entries,
@@ -805,7 +805,7 @@ class Classifier:
                                           self.expected.fd)
             try:
                 self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
-                                 functions=self.compiled.functions)
+                                 functions=self.compiled.functions, log_level=log_level)
             except BpfError as exc:
                 raise self._refused(exc) from None
         except BaseException:
