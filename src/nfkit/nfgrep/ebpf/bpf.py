@@ -51,6 +51,20 @@ def bpf(cmd: str, attr: bytes | bytearray, what: str) -> int:
     return int(r)
 
 
+def possible_cpus() -> int:
+    """CPUs the kernel may ever run (what per-CPU map values are sized by)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
 class _Fd:
     """A bpf object's file descriptor, closed once."""
 
@@ -88,6 +102,7 @@ class Map(_Fd):
         self.key_size = key_size
         self.value_size = value_size
         self.name = name
+        self.per_cpu = "PERCPU" in kind
         attr = struct.pack("<IIIIIII", MAP_TYPE[kind], key_size, value_size, max_entries, flags,
                            0, 0) + struct.pack("<16s", name.encode()[:15])
         # map_name sits after map_flags, inner_map_fd, numa_node
@@ -105,12 +120,17 @@ class Map(_Fd):
         if len(value) != self.value_size:
             raise ValueError(f"map {self.name}: value of {len(value)} bytes, "
                              f"expected {self.value_size}")
+        if self.per_cpu:  # one 8-aligned copy per possible CPU, as the kernel reads it
+            value = value.ljust((self.value_size + 7) & ~7, b"\0") * possible_cpus()
         self._elem("BPF_MAP_UPDATE_ELEM", key, ctypes.create_string_buffer(value, len(value)),
                    flags, "update")
 
     def lookup(self, key: bytes) -> bytes | None:
         """The value under ``key`` (for a per-CPU map, the first CPU's), or None."""
-        vbuf = ctypes.create_string_buffer(self.value_size * (os.cpu_count() or 1) * 2)
+        # a per-CPU map answers one 8-aligned value per possible CPU
+        size = self.value_size if not self.per_cpu else \
+            ((self.value_size + 7) & ~7) * possible_cpus()
+        vbuf = ctypes.create_string_buffer(size)
         try:
             self._elem("BPF_MAP_LOOKUP_ELEM", key, vbuf, 0, "lookup")
         except BpfError as exc:

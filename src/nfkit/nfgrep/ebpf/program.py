@@ -714,7 +714,7 @@ class _Builder:
             for s in roots:
                 a.emit(lddw(R3, 1 << s.index), jset_reg(R0, R3, "touser"),
                        jset_reg(R9, R3, f"won.{s.index}"))
-        self.undecided(UNDECIDED, MARK_NONE, NO_APP)
+        self.undecided()
         # a winner: its children (protocols `after` it), recursively
         a.label("refine")
         a.emit(ldx("b", R1, R8, V_WINNER))
@@ -745,15 +745,14 @@ class _Builder:
         a.label("touser")
         self.set_state(USERSPACE, MARK_USERSPACE, "apply")
 
-    def undecided(self, state: int, mark: int, done_state: int) -> None:
+    def undecided(self) -> None:
         """No winner: candidates still waiting keep the flow open (remembering the
         directions some wait more data on), else it is done with no app."""
         a = self.asm
         a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0),
                ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1), ja("apply"))
         a.label("noapp")
-        self.set_state(done_state, MARK_NONE, "apply")
-        _ = (state, mark)
+        self.set_state(NO_APP, MARK_NONE, "apply")
 
     def final(self, s: SigInfo, app: int) -> None:
         if s.announces:  # the expectations it announces are userspace's to learn
