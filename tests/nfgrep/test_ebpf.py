@@ -350,6 +350,23 @@ def test_a_flow_the_kernel_cannot_decide_goes_to_userspace_with_its_mark() -> No
 
 
 @pytest.mark.kernel
+def test_packets_it_cannot_place_in_a_flow_go_to_userspace() -> None:
+    """IPv4 fragments and IPv6 extension headers: marked for userspace, no entry made."""
+    udp = struct.pack("!HHHH", 40000, 53, 8 + 5, 0) + b"hello"
+    v4 = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0x2000, 64, 17, 0, C4, S4) + udp
+    hop = bytes([17, 0, 1, 4, 0, 0, 0, 0])  # hop-by-hop options, then UDP
+    v6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop) + len(udp), 0, 64, C6, S6) + hop + udp
+    with Classifier(SHIPPED) as cl:
+        for packet, ethertype in ((v4, 0x0800), (v6, 0x86DD)):
+            eth = b"\x02" * 6 + b"\x04" * 6 + struct.pack("!H", ethertype) + packet
+            assert cl.prog.test_run(eth)[1] == MARK_USERSPACE
+        # ICMP and other transports pass untouched
+        icmp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, C4, S4) + bytes(8)
+        assert cl.prog.test_run(b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + icmp)[1] == 0
+        assert cl.flows.keys() == []
+
+
+@pytest.mark.kernel
 def test_the_mark_keeps_the_users_other_bits() -> None:
     with Classifier(SHIPPED) as cl:
         apps = cl.compiled.apps

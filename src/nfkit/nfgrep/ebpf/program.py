@@ -295,6 +295,11 @@ class _Builder:
                alu64("or", R2, R1), stx("w", R6, SKB_MARK, R2))
         a.label("pass")
         a.emit(movi(R0, TC_ACT_OK), exit_())
+        # a packet (not a flow) for userspace: no entry to keep, only its mark
+        a.label("pktuser")
+        a.emit(ldx("w", R2, R6, SKB_MARK), alu64("and", R2, imm=_s32(keep)),
+               alu64("or", R2, imm=MARK_USERSPACE & self.mark_mask), stx("w", R6, SKB_MARK, R2),
+               ja("pass"))
         for s in self.sigs:
             code = s.program.protocols[s.proto].steps
             for i, si in enumerate(s.steps):
@@ -354,7 +359,8 @@ class _Builder:
         a.emit(ldx("b", R1, FP, S_HDR), alu64("and", R1, imm=15), alu64("lsh", R1, imm=2),
                jmp("jlt", R1, "pass", imm=20))
         self.be16(R2, FP, S_HDR + 6)
-        a.emit(alu64("and", R2, imm=0x3FFF), jmp("jne", R2, "pass", imm=0))  # fragments pass
+        # fragments: their flow cannot be found from here, userspace reassembles
+        a.emit(alu64("and", R2, imm=0x3FFF), jmp("jne", R2, "pktuser", imm=0))
         a.emit(ldx("b", R2, FP, S_HDR + 9), stx("dw", FP, _misc(M_PROTO), R2))
         self.be16(R3, FP, S_HDR + 2)
         a.emit(alu64("add", R3, imm=14), stx("dw", FP, _misc(M_PAYLEN), R3))  # end of IP data
@@ -376,7 +382,12 @@ class _Builder:
         a.label("l4")
         # r1 = L4 offset; TCP: 20 bytes, UDP: 8
         a.emit(ldx("dw", R2, FP, _misc(M_PROTO)), jmp("jeq", R2, "tcp", imm=6),
-               jmp("jeq", R2, "udp", imm=17), ja("pass"))
+               jmp("jeq", R2, "udp", imm=17))
+        # IPv6 extension headers (hop-by-hop, routing, fragment, destination options,
+        # AH): the transport header is further on; this program does not walk them
+        for nh in (0, 43, 44, 51, 60):
+            a.emit(jmp("jeq", R2, "pktuser", imm=nh))
+        a.emit(ja("pass"))
         a.label("tcp")
         a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
         self.load_bytes(R8, 0, S_L4, 20, "pass")
