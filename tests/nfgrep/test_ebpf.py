@@ -417,11 +417,23 @@ def test_kernel_and_engine_agree_on_real_programs_traffic(tmp_path: Path) -> Non
         ("ftp", {"active": True}), ("websocket", {}), ("connect_tunnel", {}),
         ("random_bytes", {"count": 3}),
     ]
-    with TrafficLab(tmp_path) as tl:
-        captures = [tl.capture("eth.pcap", "eth0"), tl.capture("any.pcap", "any")]
-        for name, kw in scenarios:
-            getattr(tl, name)(**kw)
-        tl.stop_captures()
+    import subprocess
+
+    # a real program that times out on an overloaded machine (seen once at load
+    # average 10) makes no capture: the lab is made again, once
+    for attempt in range(2):
+        work = tmp_path / f"lab{attempt}"
+        work.mkdir()
+        try:
+            with TrafficLab(work) as tl:
+                captures = [tl.capture("eth.pcap", "eth0"), tl.capture("any.pcap", "any")]
+                for name, kw in scenarios:
+                    getattr(tl, name)(**kw)
+                tl.stop_captures()
+            break
+        except subprocess.TimeoutExpired:
+            if attempt:
+                raise
     for path in captures:
         with Classifier(SHIPPED) as cl:
             result = compare(cl, [path])
