@@ -111,13 +111,10 @@ def load_program(path: str | Path) -> Program:
     return program
 
 
-def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
-               counting: bool = False) -> Rules:
-    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
-
-    None loads the library shipped with nfkit.  Raises InputError (syntax,
-    bytecode or verifier errors, unreadable or missing paths).
-    """
+def rule_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None
+               ) -> list[Path]:
+    """The rule files named by files or directories (None: the shipped library), in load
+    order.  Raises InputError for a missing path or a directory without rule files."""
     if paths is None:
         paths = [SIGNATURES]
     elif isinstance(paths, (str, os.PathLike)):
@@ -134,10 +131,20 @@ def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] 
             files.append(p)
         else:
             raise InputError(f"{p}: no such rule file or directory")
+    return files
+
+
+def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
+               counting: bool = False) -> Rules:
+    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
+
+    None loads the library shipped with nfkit.  Raises InputError (syntax,
+    bytecode or verifier errors, unreadable or missing paths).
+    """
     rules = Rules()
-    for f in files:
+    for f in rule_files(paths):
         rules.extend(signatures_of(verify(load_program(f)), counting))
     return rules
 
 
-__all__ = ["SIGNATURES", "cache_dir", "cache_key", "load_program", "load_rules"]
+__all__ = ["SIGNATURES", "cache_dir", "cache_key", "load_program", "load_rules", "rule_files"]
