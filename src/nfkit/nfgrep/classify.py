@@ -249,6 +249,8 @@ class Classifier:
                 work.held = held
                 if self._used() > self.max_memory:
                     self._shed()
+        elif streams is not None and self._used() > self.max_memory:
+            self._shed()  # bytes past a hole wait in reassembly: they count too
         return code
 
     def _used(self) -> int:
