@@ -426,6 +426,11 @@ class Classifier:
             reader.stopped_at(data, pos, rec)
         return pos, total
 
+    def feed(self, frames: Sequence[tuple[float, int, bytes]]) -> None:
+        """Classify frames given as ``(timestamp, link type, frame)`` (a live ring's, say)."""
+        if frames:
+            self._batch(from_frames(frames))
+
     def read_each(self, path: str | os.PathLike[str]) -> CaptureReader:
         """Classify one capture frame by frame through `packet` (the reference for `read`)."""
         reader = CaptureReader(path)
