@@ -164,7 +164,7 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches, bulk runs and walk restarts small enough for hypothesis-sized captures."""
     monkeypatch.setattr(classify_module, "BATCH", 7)
     monkeypatch.setattr(classify_module, "RUN_MIN", 1)
-    monkeypatch.setattr(classify_module, "REWALK", 2)
+    monkeypatch.setattr(classify_module, "WALK_SLICE", 3)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -63,7 +63,7 @@ MAX_MEMORY = 512 << 20  # default budget of a run
 ENGINE_WINDOW = 16384  # bytes the engine keeps per direction at most (engine.WINDOW)
 BATCH = 65536  # frames parsed at once by `read`
 RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
-REWALK = 256  # ... and from this many, the walk restarts without them
+WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
 
 
 @dataclass
@@ -125,8 +125,21 @@ class _Work:
         self.held = 0  # estimate of the bytes the engine keeps for this flow
 
 
+_ADDR_TEXT: dict[bytes, str] = {}  # address bytes -> text: a capture has few hosts
+
+
 def _addr(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
+    text = _ADDR_TEXT.get(raw)
+    if text is None:
+        if len(_ADDR_TEXT) >= 65536:
+            _ADDR_TEXT.clear()
+        text = _ADDR_TEXT[raw] = str(ipaddress.ip_address(raw))
+    return text
+
+
+def _endpoint(raw: bytes, port: int) -> str:
+    """``ip:port`` as `FlowTuple.endpoint` writes it (IPv6 in brackets)."""
+    return f"[{_addr(raw)}]:{port}" if len(raw) == 16 else f"{_addr(raw)}:{port}"
 
 
 class Classifier:
@@ -350,7 +363,7 @@ class Classifier:
         guessed = bool(self._marks[slot] & _GUESSED)
         self.results.append(FlowResult(
             proto=TRANSPORT_NAMES.get(t.proto, str(t.proto)),
-            client=t.endpoint(0), server=t.endpoint(1), app=app, fields=fields,
+            client=_endpoint(t.src, t.sport), server=_endpoint(t.dst, t.dport), app=app, fields=fields,
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],
@@ -639,14 +652,15 @@ class _BulkState:
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
         orient, buf, slow = b.orient, b.buf, b.slow
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
-        todo = np.arange(len(frames))  # positions in ``frames`` still to walk
-        while len(todo):
+        # columns go to Python lists a slice at a time, without the frames counted meanwhile
+        for lo in range(0, len(frames), WALK_SLICE):
+            todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
+            todo = todo[~counted[frames[todo]]]
             at_frames = frames[todo]
             cols = b.columns(at_frames)
-            again = -1
-            for k, (i, g, r, end, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
-                    ts) in enumerate(zip(at_frames.tolist(), groups[todo].tolist(), rank[todo].tolist(),
-                                         ends[todo].tolist(), *cols, strict=True)):
+            for i, g, r, end, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o, ts in zip(
+                    at_frames.tolist(), groups[todo].tolist(), rank[todo].tolist(),
+                    ends[todo].tolist(), *cols, strict=True):
                 stop = run_end.get(g)
                 if stop is not None and i < stop:
                     continue
@@ -675,14 +689,7 @@ class _BulkState:
                     if q:
                         self._count(s, rest[:q], direction[:q])
                         run_end[g] = int(rest[q]) if q < len(rest) else b.n
-                        if q >= REWALK:  # long run: walk on without its frames
-                            counted[rest[:q]] = True
-                            again = k
-                            break
-            if again < 0:
-                break
-            todo = todo[again + 1:]
-            todo = todo[~counted[frames[todo]]]
+                        counted[rest[:q]] = True
 
 
 def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | None = None,
