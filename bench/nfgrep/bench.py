@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nfkit.nfgrep.capture import CaptureReader, decode
@@ -64,6 +65,14 @@ NDPI = {"HTTP": "http", "TLS": "tls", "SSH": "ssh", "DNS": "dns", "Redis": "redi
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the finished children so far (the steadier figure here)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 # -- building the capture ---------------------------------------------------------
@@ -362,16 +371,25 @@ def main() -> None:
     try:
         times: dict[str, list[float]] = {k: [] for k in tools}
         own: dict[str, list[float]] = {"ndpi": [], "ndpi-d": []}
+        cpu: dict[str, list[float]] = {k: [] for k in tools}
+
+        def timed(key: str, fn: Callable[[], float]) -> float:
+            before = children_cpu()
+            value = fn()
+            cpu[key].append(children_cpu() - before)
+            return value
+
         for _ in range(args.runs):
-            times["nfkit"].append(run_nfkit(capture, tmp / "nfkit.json"))
-            w, o = run_ndpi(capture, tmp / "ndpi.csv", guess=True)
-            times["ndpi"].append(w)
-            own["ndpi"].append(o)
-            w, o = run_ndpi(capture, tmp / "ndpi-d.csv", guess=False)
-            times["ndpi-d"].append(w)
-            own["ndpi-d"].append(o)
+            times["nfkit"].append(timed("nfkit", lambda: run_nfkit(capture, tmp / "nfkit.json")))
+            for key, guess in (("ndpi", True), ("ndpi-d", False)):
+                before = children_cpu()
+                wall, figure = run_ndpi(capture, tmp / f"{key}.csv", guess=guess)
+                cpu[key].append(children_cpu() - before)
+                times[key].append(wall)
+                own[key].append(figure)
             if "nfstream" in tools:
-                times["nfstream"].append(run_nfstream(capture, tmp / "nfstream.json"))
+                times["nfstream"].append(timed("nfstream", lambda: run_nfstream(
+                    capture, tmp / "nfstream.json")))
         results = {
             "nfkit": nfkit_verdicts(tmp / "nfkit.json"),
             "ndpi": ndpi_verdicts(tmp / "ndpi.csv"),
@@ -389,10 +407,14 @@ def main() -> None:
                 extra = f"  (ndpiReader's own figure, setup excluded: {statistics.median(own[k]):,.0f} pps)"
             log(f"  {k:8s} {med[k]:6.2f} s  {packets / med[k]:>10,.0f} packets/s  "
                 f"{flows_seen[k] / med[k]:>9,.0f} flows/s{extra}")
+        mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+        log("  CPU time (user + system, median): " + ", ".join(f"{k} {mcpu[k]:.2f} s" for k in tools))
         log(f"  nfkit/ndpiReader packets/s ratio: {med['ndpi'] / med['nfkit']:.2f} (wall), "
+            f"{mcpu['ndpi'] / mcpu['nfkit']:.2f} (CPU), "
             f"{packets / med['nfkit'] / statistics.median(own['ndpi']):.2f} (vs nDPI's own figure)")
         if "nfstream" in tools:
-            log(f"  nfkit/NFStream packets/s ratio: {med['nfstream'] / med['nfkit']:.2f} (wall)")
+            log(f"  nfkit/NFStream packets/s ratio: {med['nfstream'] / med['nfkit']:.2f} (wall), "
+                f"{mcpu['nfstream'] / mcpu['nfkit']:.2f} (CPU)")
         log(f"\nflows right against the ground truth ({len(truth)} flows):")
         per = {}
         labels = {"nfkit": "nfkit", "ndpi": "ndpiReader (port guessing)",
