@@ -165,6 +165,7 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(classify_module, "BATCH", 7)
     monkeypatch.setattr(classify_module, "RUN_MIN", 1)
     monkeypatch.setattr(classify_module, "WALK_SLICE", 3)
+    monkeypatch.setattr(classify_module, "RESLICE", 2)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -64,6 +64,7 @@ ENGINE_WINDOW = 16384  # bytes the engine keeps per direction at most (engine.WI
 BATCH = 65536  # frames parsed at once by `read`
 RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
 WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
+RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
 
 
 @dataclass
@@ -653,14 +654,17 @@ class _BulkState:
         orient, buf, slow = b.orient, b.buf, b.slow
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
         # columns go to Python lists a slice at a time, without the frames counted meanwhile
-        for lo in range(0, len(frames), WALK_SLICE):
+        lo = 0
+        while lo < len(frames):
             todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
+            lo = todo[-1] + 1
             todo = todo[~counted[frames[todo]]]
             at_frames = frames[todo]
             cols = b.columns(at_frames)
-            for i, g, r, end, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o, ts in zip(
-                    at_frames.tolist(), groups[todo].tolist(), rank[todo].tolist(),
-                    ends[todo].tolist(), *cols, strict=True):
+            for k, (i, g, r, end, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
+                    ts) in enumerate(zip(at_frames.tolist(), groups[todo].tolist(),
+                                         rank[todo].tolist(), ends[todo].tolist(), *cols,
+                                         strict=True)):
                 stop = run_end.get(g)
                 if stop is not None and i < stop:
                     continue
@@ -690,6 +694,9 @@ class _BulkState:
                         self._count(s, rest[:q], direction[:q])
                         run_end[g] = int(rest[q]) if q < len(rest) else b.n
                         counted[rest[:q]] = True
+                        if q >= RESLICE:  # the slice's lists hold many of them: take a new slice
+                            lo = int(todo[k]) + 1
+                            break
 
 
 def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | None = None,
