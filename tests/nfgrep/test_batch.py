@@ -125,7 +125,7 @@ def _write(path: Path, frames: list[tuple[float, int, bytes]]) -> None:
 LINKS = st.sampled_from([LINK_ETHERNET, LINK_RAW, LINK_SLL, LINK_SLL2, LINK_NULL])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(events=st.lists(PACKET, max_size=30), link=LINKS)
 def test_columns_are_what_decode_says(events: list[tuple], link: int) -> None:  # type: ignore[type-arg]
     frames = _capture(events, link)
@@ -168,8 +168,8 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(classify_module, "RESLICE", 2)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(events=st.lists(PACKET, max_size=60), link=LINKS, max_flows=st.sampled_from([1 << 20, 3, 1]),
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(PACKET, max_size=40), link=LINKS, max_flows=st.sampled_from([1 << 20, 3, 1]),
        lazy=st.booleans())
 def test_batches_give_the_per_packet_report(small_batches: None, tmp_path: Path, events: list[tuple],  # type: ignore[type-arg]
                                             link: int, max_flows: int, lazy: bool) -> None:
