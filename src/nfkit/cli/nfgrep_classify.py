@@ -200,6 +200,8 @@ def _live(interface: str, workers: int, count: int | None, duration: float | Non
                                 max_memory=max_memory)
     except PermissionError:
         raise InputError(f"interface {interface}: packet sockets need CAP_NET_RAW (run as root)") from None
+    except OSError as exc:  # the kernel refused the socket, the ring or the fanout group
+        raise InputError(f"interface {interface}: {exc.strerror or exc}") from None
     _print(report, as_json)
     click.echo(f"nfkit: {report.packets} packets, {len(report.flows)} flows on {interface}", err=True)
     if dropped:

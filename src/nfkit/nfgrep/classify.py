@@ -35,6 +35,7 @@ fits again.
 from __future__ import annotations
 
 import ipaddress
+import mmap
 import os
 import struct
 from array import array
@@ -420,6 +421,7 @@ class Classifier:
         limit = len(data)
         pos = 24
         total = 0
+        released = 0
         stopped = False
         while not stopped:
             offsets, pos, stopped = pcap_offsets(data, pos, BATCH, little)
@@ -431,6 +433,11 @@ class Classifier:
                 ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
                 self._batch(Batch(data, ts, at + 16, caplens.astype(np.int64), link))
                 total += len(offsets)
+                # the pages read so far are not needed again: resident memory stays a batch's
+                done = pos // mmap.PAGESIZE * mmap.PAGESIZE
+                if done > released:
+                    data.madvise(mmap.MADV_DONTNEED, released, done - released)  # type: ignore[attr-defined]
+                    released = done
                 if progress is not None:
                     progress(pos, reader.size)
             elif not stopped:
