@@ -424,28 +424,28 @@ class FlowTable:
 
     def find(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> int:
         """``slot * 2 + direction`` of a flow without counting a packet; -1 if absent."""
-        try:
-            slot, d = self.lookup(proto, src, dst, sport, dport)
-        except KeyError:
-            return -1
-        return slot * 2 + d
-
-    def lookup(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
-        """(slot, direction) of a flow without counting a packet; KeyError if absent."""
         h = symmetric_hash(proto, src, sport, dst, dport)
         fwd = pack_tuple(proto, src, dst, sport, dport)
         rev = pack_tuple(proto, dst, src, dport, sport)
-        i = h & self._mask
+        buckets, tuples, mask = self._buckets, self.tuples, self._mask
+        i = h & mask
         while True:
-            s = self._buckets[i]
+            s = buckets[i]
             if s == 0:
-                raise KeyError("flow table: no such flow")
-            t = self.tuples[s - 1]
+                return -1
+            t = tuples[s - 1]
             if t == fwd:
-                return s - 1, 0
+                return (s - 1) * 2
             if t == rev:
-                return s - 1, 1
-            i = (i + 1) & self._mask
+                return (s - 1) * 2 + 1
+            i = (i + 1) & mask
+
+    def lookup(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
+        """(slot, direction) of a flow without counting a packet; KeyError if absent."""
+        code = self.find(proto, src, dst, sport, dport)
+        if code < 0:
+            raise KeyError("flow table: no such flow")
+        return code >> 1, code & 1
 
     def bucket_of(self, slot: int, nbuckets: int) -> int:
         """Bucket of a flow in a table of ``nbuckets`` (a power of two)."""
