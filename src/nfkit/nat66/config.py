@@ -156,6 +156,11 @@ def _check_overlaps(cfg: Config) -> None:
                 if net.overlaps(other):
                     raise cfg.error(("npt", i, kind), f"{net} overlaps npt[{j}].{kind} {other}")
             seen.append((i, net))
+    for i, entry in enumerate(cfg["snat"]):
+        inside, to = ipaddress.IPv6Network(entry["inside"]), entry["to"]
+        if "/" in to and ipaddress.IPv6Network(to).prefixlen > inside.prefixlen:
+            raise cfg.error(("snat", i, "to"), f"{to} is longer than inside {inside}: a prefix "
+                            "maps 1:1 only onto one at least as large")
     marks: dict[int, int] = {}
     tables: dict[int, int] = {}
     for i, up in enumerate(cfg["uplink"]):

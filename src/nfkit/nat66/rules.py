@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from nfkit.errors import InputError
 from nfkit.nat66.npt import Mapping
 from nfkit.nftables import Command, Ruleset, diff, run_commands
 from nfkit.service.config import Config
@@ -46,8 +45,9 @@ def _flags(flags: list[str]) -> Any:
     return flags[0] if len(flags) == 1 else flags
 
 
-def snat_rule(entry: dict[str, Any], where: str) -> list[Statement]:
-    """One [[snat]] entry: masquerade (no `to`), or snat to an address or a range."""
+def snat_rule(entry: dict[str, Any]) -> list[Statement]:
+    """One [[snat]] entry: masquerade (no `to`), snat to an address or a range, or to a
+    prefix (nft's `snat prefix to`, the netmap flag: 1:1, host bits kept)."""
     stmts = [_match({"meta": {"key": "oifname"}}, entry["interface"]),
              _match(_payload("ip6", "saddr"), _prefix(ipaddress.IPv6Network(entry["inside"])))]
     nat: Statement = {}
@@ -55,17 +55,21 @@ def snat_rule(entry: dict[str, Any], where: str) -> list[Statement]:
         lo, _, hi = entry["ports"].partition("-")
         stmts.append(_match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}))
         nat["port"] = {"range": [int(lo), int(hi or lo)]}
-    if entry["flags"]:
-        nat["flags"] = _flags(entry["flags"])
+    flags = list(entry["flags"])
     to = entry["to"]
     if not to:
+        if flags:
+            nat["flags"] = _flags(flags)
         stmts.append({"masquerade": nat or None})
         return stmts
-    if "/" in to:
-        raise InputError(f"{where}.to: {to}: snat to a prefix (netmap) is not written by nfkit "
-                         "yet; give an address or a range")
-    first, dash, last = to.partition("-")
-    nat["addr"] = {"range": [first, last]} if dash else to
+    if "/" in to:  # netmap: each inside address keeps its host bits under the new prefix
+        nat["addr"] = _prefix(ipaddress.IPv6Network(to))
+        flags = ["netmap", *flags]
+    else:
+        first, dash, last = to.partition("-")
+        nat["addr"] = {"range": [first, last]} if dash else to
+    if flags:
+        nat["flags"] = _flags(flags)
     nat["family"] = "ip6"
     stmts.append({"snat": nat})
     return stmts
@@ -109,7 +113,7 @@ def ruleset(cfg: Config) -> Ruleset:
             pool_map(rs, t, f"dnat{i}_pool", entry)
         rs.rule(pre, *dnat_rule(entry, f"dnat{i}_pool"), comment=f"dnat[{i}]")
     for i, entry in enumerate(cfg["snat"]):
-        rs.rule(post, *snat_rule(entry, f"snat[{i}]"), comment=f"snat[{i}]")
+        rs.rule(post, *snat_rule(entry), comment=f"snat[{i}]")
     return rs
 
 

@@ -30,6 +30,7 @@ from nfkit.nftables.expressions import (
     LOG_FLAGS,
     LOG_LEVELS,
     NAT_FLAGS,
+    NAT_NETMAP,
     OBJ_TYPE_NAMES,
     SET_ANONYMOUS,
     SET_INTERVAL,
@@ -677,6 +678,8 @@ class RuleDecoder:
         fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
         if fl:
             body["flags"] = fl[0] if len(fl) == 1 else fl
+        if flags & NAT_NETMAP:
+            body["type_flags"] = "prefix"  # as nft lists `snat prefix to`
         self.out.append({ntype: body or None})
 
     def _port(self, a: dict[str, Any]) -> Any:
