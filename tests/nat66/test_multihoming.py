@@ -1,0 +1,176 @@
+"""Multihoming and prefix tracking with `nfkit nat66 run`, in a lab with real traffic.
+
+inside hosts (ULA fd01:203:405:1::/64) -- router -- isp1 (2001:db8:1::/48) -- server
+                                              \\-- isp2 (2001:db8:2::/48) --/
+The server (2001:db8:ff::2) routes each ISP's prefix back through that ISP; the
+router has no route to it in its main table: only the uplinks' policy routing
+(ct mark -> fwmark rule -> table) gets a packet out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nfkit.nat66.npt import Mapping
+from nfkit.service.daemon import wait_for_status
+from tests.nat66.test_apply import NFKIT, WHO, curl
+
+INSIDE = "fd01:203:405::/48"
+ISP = {1: "2001:db8:1::/48", 2: "2001:db8:2::/48"}
+SERVER = "2001:db8:ff::2"
+HOSTS = [f"fd01:203:405:1::{i:x}" for i in range(0x10, 0x20)]
+URL = f"http://[{SERVER}]:8080/"
+
+UDP_ECHO = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind((sys.argv[1], 5353))\n"
+            "while True:\n"
+            "    data, peer = s.recvfrom(100); s.sendto(peer[0].encode(), peer)\n")
+UDP_ASK = ("import socket, sys\n"
+           "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind((sys.argv[1], 0))\n"
+           "s.settimeout(2); s.sendto(b'?', (sys.argv[2], 5353)); print(s.recvfrom(100)[0].decode())\n")
+
+
+def config(tmp_path: Path, outside1: str = ISP[1], balance: str = "host") -> Path:
+    conf = tmp_path / "nat66.toml"
+    conf.write_text(f'[daemon]\nstatus = "{tmp_path}/nat66.sock"\n\n'
+                    f'[multihoming]\ninside = "{INSIDE}"\nbalance = "{balance}"\n\n'
+                    f'[[uplink]]\ninterface = "wan0"\noutside = "{outside1}"\n'
+                    'gateway = "2001:db8:a1::1"\nmark = 1\ntable = 101\n\n'
+                    f'[[uplink]]\ninterface = "wan1"\noutside = "{ISP[2]}"\n'
+                    'gateway = "2001:db8:a2::1"\nmark = 2\ntable = 102\n')
+    return conf
+
+
+@pytest.fixture
+def isp_lab(lab):  # type: ignore[no-untyped-def]
+    inside, router, srv = lab.add("in"), lab.add("r"), lab.add("srv")
+    lab.link(inside, router, [f"{h}/64" for h in HOSTS], ["fd01:203:405:1::1/64"], "eth0", "lan0")
+    srv.run(f"ip -6 addr add {SERVER}/128 dev lo")
+    for n in (1, 2):
+        isp = lab.add(f"isp{n}")
+        isp.sysctl("net.ipv6.conf.default.keep_addr_on_down", "1")  # its side goes down and up
+        lab.link(router, isp, [f"2001:db8:a{n}::2/64"], [f"2001:db8:a{n}::1/64"], f"wan{n - 1}", "eth0")
+        lab.link(isp, srv, [f"2001:db8:b{n}::1/64"], [f"2001:db8:b{n}::2/64"], "eth1", f"eth{n}")
+        isp.sysctl("net.ipv6.conf.all.forwarding", "1")
+        isp.run(f"ip -6 route add {ISP[n]} via 2001:db8:a{n}::2")
+        isp.run(f"ip -6 route add {SERVER}/128 via 2001:db8:b{n}::2")
+        srv.run(f"ip -6 route add {ISP[n]} via 2001:db8:b{n}::1")
+    router.sysctl("net.ipv6.conf.all.forwarding", "1")
+    inside.run(f"ip -6 route add {SERVER}/128 via fd01:203:405:1::1")
+    srv.popen([sys.executable, "-c", WHO, SERVER, "8080"])
+    srv.popen([sys.executable, "-c", UDP_ECHO, SERVER])
+    srv.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :8080 && exit 0; sleep 0.1; done; exit 1"])
+    return lab
+
+
+def start(router, conf: Path):  # type: ignore[no-untyped-def]
+    proc = router.popen([*NFKIT, "nat66", "run", str(conf)], stderr=subprocess.PIPE)
+    wait_for_status(conf.parent / "nat66.sock", lambda: proc.poll() is None)
+    return proc
+
+
+def status(conf: Path) -> dict:  # type: ignore[type-arg]
+    from nfkit.service.daemon import query_status
+
+    return query_status(conf.parent / "nat66.sock")
+
+
+def wait_change(conf: Path, since: float, what: str, timeout: float = 3.0) -> dict:  # type: ignore[type-arg]
+    """The daemon's record of the first change after ``since`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in status(conf)["changes"]:
+            if c["time"] >= since and what in c["what"]:
+                return c  # type: ignore[no-any-return]
+        time.sleep(0.02)
+    raise AssertionError(f"no change {what!r} recorded: {status(conf)['changes']}")
+
+
+def uplink_of(seen: str) -> int:
+    """Which ISP's prefix the server saw a host under."""
+    return next(n for n, p in ISP.items() if ipaddress.IPv6Address(seen) in ipaddress.IPv6Network(p))
+
+
+@pytest.mark.kernel
+def test_hosts_balanced_failover_and_back(isp_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inside, router, isp1 = isp_lab["in"], isp_lab["r"], isp_lab["isp1"]
+    conf = config(tmp_path)
+    daemon = start(router, conf)
+    # each host leaves by one uplink, as RFC 6296's image of its address, every time
+    seen = {h: curl(inside, URL, h).split()[0] for h in HOSTS}
+    on = {h: uplink_of(s) for h, s in seen.items()}
+    assert all(s == str(Mapping.parse(INSIDE, ISP[on[h]]).to_outside(h)) for h, s in seen.items())
+    assert set(on.values()) == {1, 2}
+    assert all(curl(inside, URL, h).split()[0] == seen[h] for h in HOSTS[:4])
+    first = next(h for h in HOSTS if on[h] == 1)
+    # ping and UDP take the same way as the host's TCP
+    assert inside.run(["ping", "-6", "-c", "1", "-W", "2", "-I", first, SERVER]).returncode == 0
+    udp = inside.run([sys.executable, "-c", UDP_ASK, first, SERVER]).stdout.strip()
+    assert udp == seen[first]
+    ping = inside.popen(["ping", "-6", "-i", "0.05", "-I", first, SERVER])
+    time.sleep(0.3)
+    assert "mark=1" in router.run("conntrack -L -f ipv6 -p icmpv6").stdout
+    # isp1's side goes down: wan0 loses carrier; the daemon re-maps and flushes within 1 s
+    t0 = time.time()
+    isp1.run("ip link set eth0 down")
+    change = wait_change(conf, t0, "wan0 down")
+    assert change["time"] - t0 < 1.0 and change["flushed"] >= 1
+    assert uplink_of(curl(inside, URL, first).split()[0]) == 2  # a new flow uses isp2 ...
+    assert time.time() - t0 < 1.0  # ... done within a second of the link loss
+    time.sleep(0.2)
+    marks = router.run("conntrack -L -f ipv6 -m 1").stdout
+    assert "mark=1" not in marks, marks  # nothing left bound to the dead uplink
+    assert "mark=2" in router.run("conntrack -L -f ipv6 -p icmpv6").stdout  # the ping moved
+    ping.terminate()
+    shown = json.loads(router.run([*NFKIT, "nat66", "show", str(conf), "--json"]).stdout)
+    assert [u["live"] for u in shown["daemon"]["uplinks"]] == [False, True]
+    # isp1 comes back: the host's new flows use it again
+    t0 = time.time()
+    isp1.run("ip link set eth0 up")
+    isp1.run(f"ip -6 route replace {ISP[1]} via 2001:db8:a1::2")  # its own went with its link
+    wait_change(conf, t0, "wan0 up")
+    assert uplink_of(curl(inside, URL, first).split()[0]) == 1
+    # SIGTERM: clean exit, the rules stay
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(5) == 0
+    assert "uplink_of_bucket" in router.run("nft list table ip6 nfkit_nat66").stdout
+    assert "nfkit-npt-out" in router.run("nft list table ip6 mangle").stdout
+
+
+@pytest.mark.kernel
+def test_prefix_change_remaps_and_flushes_within_a_second(isp_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inside, router, isp1, srv = isp_lab["in"], isp_lab["r"], isp_lab["isp1"], isp_lab["srv"]
+    new_prefix = "2001:db8:3::/48"
+    isp1.run(f"ip -6 route add {new_prefix} via 2001:db8:a1::2")
+    srv.run(f"ip -6 route add {new_prefix} via 2001:db8:b1::1")
+    router.run("ip -6 addr add 2001:db8:1::1/48 dev wan0")  # the delegated prefix, as a client installs it
+    conf = config(tmp_path, outside1="address", balance="flow")
+    daemon = start(router, conf)
+    assert status(conf)["uplinks"][0]["outside"] == ISP[1]
+    host = HOSTS[0]
+    seen = {uplink_of(curl(inside, URL, host).split()[0]) for _ in range(4)}
+    assert seen == {1, 2}  # balanced by flow: one host, both uplinks
+    old = [h for h in (curl(inside, URL, host).split()[0] for _ in range(6)) if h.startswith("2001:db8:1:")]
+    assert old and old[0] == str(Mapping.parse(INSIDE, ISP[1]).to_outside(host))
+    assert "mark=1" in router.run("conntrack -L -f ipv6 -m 1").stdout
+    # the ISP delegates another prefix: the client replaces the address
+    t0 = time.time()
+    router.run("ip -6 addr add 2001:db8:3::1/48 dev wan0")
+    router.run("ip -6 addr del 2001:db8:1::1/48 dev wan0")
+    change = wait_change(conf, t0, "-> 2001:db8:3::/48")
+    assert change["time"] - t0 < 1.0
+    assert router.run("conntrack -L -f ipv6 -m 1").stdout.count("mark=1") == 0  # no stale entry
+    assert f"snpt prefix {INSIDE} to {new_prefix}" in router.run([*NFKIT, "rules", "list", "-f", "ip6", "-t", "mangle"]).stdout
+    images = {curl(inside, URL, host).split()[0] for _ in range(6)}
+    assert str(Mapping.parse(INSIDE, new_prefix).to_outside(host)) in images
+    assert not any(i.startswith("2001:db8:1:") for i in images)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(5) == 0
