@@ -7,19 +7,10 @@ import sys
 
 import pytest
 
+from nfkit.lab import WHO_SERVER as WHO
+
 NFKIT = [sys.executable, "-m", "nfkit"]
 
-WHO = r'''
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{self.client_address[0]} {sys.argv[1]}".encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer.address_family = __import__("socket").AF_INET6
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-'''
 
 
 @pytest.fixture

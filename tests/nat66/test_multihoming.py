@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from nfkit.lab import multihomed
 from nfkit.nat66.npt import Mapping
 from nfkit.service.daemon import wait_for_status
-from tests.nat66.test_apply import NFKIT, WHO, curl
+from tests.nat66.test_apply import NFKIT, curl
 
 INSIDE = "fd01:203:405::/48"
 ISP = {1: "2001:db8:1::/48", 2: "2001:db8:2::/48"}
@@ -51,23 +52,8 @@ def config(tmp_path: Path, outside1: str = ISP[1], balance: str = "host") -> Pat
 
 @pytest.fixture
 def isp_lab(lab):  # type: ignore[no-untyped-def]
-    inside, router, srv = lab.add("in"), lab.add("r"), lab.add("srv")
-    lab.link(inside, router, [f"{h}/64" for h in HOSTS], ["fd01:203:405:1::1/64"], "eth0", "lan0")
-    srv.run(f"ip -6 addr add {SERVER}/128 dev lo")
-    for n in (1, 2):
-        isp = lab.add(f"isp{n}")
-        isp.sysctl("net.ipv6.conf.default.keep_addr_on_down", "1")  # its side goes down and up
-        lab.link(router, isp, [f"2001:db8:a{n}::2/64"], [f"2001:db8:a{n}::1/64"], f"wan{n - 1}", "eth0")
-        lab.link(isp, srv, [f"2001:db8:b{n}::1/64"], [f"2001:db8:b{n}::2/64"], "eth1", f"eth{n}")
-        isp.sysctl("net.ipv6.conf.all.forwarding", "1")
-        isp.run(f"ip -6 route add {ISP[n]} via 2001:db8:a{n}::2")
-        isp.run(f"ip -6 route add {SERVER}/128 via 2001:db8:b{n}::2")
-        srv.run(f"ip -6 route add {ISP[n]} via 2001:db8:b{n}::1")
-    router.sysctl("net.ipv6.conf.all.forwarding", "1")
-    inside.run(f"ip -6 route add {SERVER}/128 via fd01:203:405:1::1")
-    srv.popen([sys.executable, "-c", WHO, SERVER, "8080"])
-    srv.popen([sys.executable, "-c", UDP_ECHO, SERVER])
-    srv.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :8080 && exit 0; sleep 0.1; done; exit 1"])
+    multihomed(lab, HOSTS, list(ISP.values()), SERVER)
+    lab["srv"].popen([sys.executable, "-c", UDP_ECHO, SERVER])
     return lab
 
 
