@@ -14,6 +14,7 @@ APT_TEST := iproute2 iputils-ping nftables conntrack iptables linux-libc-dev \
 APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
 APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
+APT_BENCH += iperf3
 
 .PHONY: setup demo test bench clean
 

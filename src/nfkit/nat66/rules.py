@@ -104,12 +104,17 @@ def pool_map(rs: Ruleset, table: Any, name: str, entry: dict[str, Any]) -> None:
 
 
 def ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
-    """Table ip6 nfkit_nat66 for the file's stateful NAT (empty chains when it has none)
-    and, with [[uplink]]s, the steering of new flows (see `steering`)."""
+    """Table ip6 nfkit_nat66 for the file's stateful NAT (a nat chain only where an entry
+    needs it) and, with [[uplink]]s, the steering of new flows (see `steering`)."""
     rs = Ruleset()
     t = rs.table(FAMILY, TABLE)
-    pre = rs.chain(t, "prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
-    post = rs.chain(t, "postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
+    # a nat chain makes the kernel track every packet: none when nothing needs one, so
+    # NPTv6 alone (stateless) costs no conntrack
+    if cfg["dnat"]:
+        pre = rs.chain(t, "prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
+    masquerading = [up for up in cfg["uplink"] if not up["outside"]]
+    if cfg["snat"] or masquerading:
+        post = rs.chain(t, "postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
     for i, entry in enumerate(cfg["dnat"]):
         if len(entry["servers"]) > 1:
             pool_map(rs, t, f"dnat{i}_pool", entry)
