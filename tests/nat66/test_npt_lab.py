@@ -72,12 +72,17 @@ def test_rfc_example_through_the_kernel_checksum_neutral_both_ways(npt_lab, tmp_
     (src_in, sum_in), (src_out, sum_out) = udp_of(before), udp_of(after)
     assert (src_in, src_out) == (HOST, MAPPED)
     assert sum_in == sum_out != 0
-    # the RFC's drop, which Linux's NPT alone would translate: nothing reaches the server
+    # the RFC's drop, which Linux's NPT alone would translate: nothing reaches the server,
+    # the sender is told by an ICMPv6 error
     out = inside.run([sys.executable, "-c", SEND, FFFF_HOST], check=False)
     assert out.returncode == 0
     time.sleep(0.3)
-    listing = router.run("nft list chain ip6 mangle nfkit-npt-out").stdout
+    listing = router.run("nft list chain ip6 mangle nfkit-npt-fwd").stdout
     assert 'counter packets 1 bytes' in listing and "subnet 0xffff" in listing
+    ping = inside.run(["ping", "-6", "-c", "1", "-W", "2", "-I", FFFF_HOST, "2001:db8:ffff::2"], check=False)
+    assert ping.returncode != 0 and "Destination unreachable: Address unreachable" in ping.stdout, ping.stdout
+    ping = server.run(["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1:ffff::1"], check=False)
+    assert "Destination unreachable: Address unreachable" in ping.stdout, ping.stdout
     # nfkit lists the targets with their prefixes (nft shows a bare `xt target SNPT`)
     shown = router.run([sys.executable, "-m", "nfkit", "rules", "list", "-f", "ip6", "-t", "mangle"]).stdout
     assert f"snpt prefix {INSIDE} to {OUTSIDE}" in shown and f"dnpt prefix {OUTSIDE} to {INSIDE}" in shown

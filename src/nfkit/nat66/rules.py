@@ -23,8 +23,11 @@ from nfkit.service.owntable import Owned
 FAMILY, TABLE = "ip6", "nfkit_nat66"
 # The kernel's NPT targets work only in a table named mangle: nfkit owns these two
 # chains there and nothing else (it never flushes the table; iptables-nft may use it).
-NPT_IN, NPT_OUT = "nfkit-npt-in", "nfkit-npt-out"
-NPT_CHAINS = Owned(FAMILY, "mangle", (NPT_IN, NPT_OUT))
+NPT_IN, NPT_FWD, NPT_OUT = "nfkit-npt-in", "nfkit-npt-fwd", "nfkit-npt-out"
+NPT_CHAINS = Owned(FAMILY, "mangle", (NPT_IN, NPT_FWD, NPT_OUT))
+# RFC 6296 asks for an ICMPv6 Parameter Problem with its drops; nf_tables' reject sends
+# Destination Unreachable only, so the sender learns the address is unreachable (code 3)
+REJECT = {"reject": {"type": "icmpv6", "expr": "addr-unreachable"}}
 Statement = dict[str, Any]
 
 
@@ -171,10 +174,11 @@ def rfc_drops(mapping: Mapping, field: str) -> list[tuple[str, Statement]]:
 
 
 def npt_ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
-    """The [[npt]] entries as nfkit's two chains of table ip6 mangle: DNPT before
+    """The [[npt]] entries as nfkit's chains of table ip6 mangle: DNPT before
     conntrack (prerouting, priority -300: conntrack sees inside addresses both ways,
-    else replies are INVALID), SNPT at mangle priority in postrouting; each after the
-    RFC's drops (counted); each [[uplink]] whose outside prefix is known maps the
+    else replies are INVALID), SNPT at mangle priority in postrouting; the RFC's
+    drops (counted, answered with an ICMPv6 error) before DNPT and, going out, in
+    forward (the one hook before SNPT that knows the output interface); each [[uplink]] whose outside prefix is known maps the
     [multihoming] inside prefix onto it the same way.  Empty when there is none."""
     rs = Ruleset()
     entries = [(f"npt[{i}]", e["inside"], e["outside"], e["interface"])
@@ -188,6 +192,7 @@ def npt_ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
         return rs
     t = rs.table(FAMILY, "mangle")
     pre = rs.chain(t, NPT_IN, type="filter", hook="prerouting", prio=-300, policy="accept")
+    fwd = rs.chain(t, NPT_FWD, type="filter", hook="forward", prio=-150, policy="accept")
     post = rs.chain(t, NPT_OUT, type="filter", hook="postrouting", prio=-150, policy="accept")
     for name, inside, outside, interface in entries:
         mapping = Mapping(inside, outside)
@@ -195,9 +200,10 @@ def npt_ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
                _match(_payload("ip6", "saddr"), _prefix(inside))]
         into = [_match({"meta": {"key": "iifname"}}, interface),
                 _match(_payload("ip6", "daddr"), _prefix(outside))]
-        for chain, head, field in ((post, out, "saddr"), (pre, into, "daddr")):
+        # outbound drops in forward: the kernel sends no reject from postrouting
+        for chain, head, field in ((fwd, out, "saddr"), (pre, into, "daddr")):
             for why, match in rfc_drops(mapping, field):
-                rs.rule(chain, *head, match, {"counter": None}, {"drop": None},
+                rs.rule(chain, *head, match, {"counter": None}, REJECT,
                         comment=f"{name} RFC 6296 drop: {why}")
         rs.rule(post, *out, {"snpt": {"prefix": str(inside), "to": str(outside)}}, comment=name)
         rs.rule(pre, *into, {"dnpt": {"prefix": str(outside), "to": str(inside)}}, comment=name)
