@@ -942,12 +942,15 @@ class RuleCompiler:
     def _st_mangle(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
         key, value = body["key"], body["value"]
         (kind, kb), = key.items()
+        if kind == "payload":
+            self._payload_write(ctx, kb, value, out)
+            return
         if kind == "meta":
             num, tname, size = META[kb["key"]]
         elif kind == "ct":
             num, tname, size = CT[kb["key"]]
         else:
-            raise InputError(f"cannot set {kind} (only meta and ct keys)")
+            raise InputError(f"cannot set {kind} (only meta, ct and raw payload keys)")
         dt = T[tname]
         if isinstance(value, dict):
             self.load(ctx, value, out)
@@ -961,6 +964,30 @@ class RuleCompiler:
                 parts.append(("direction", {"original": 0, "reply": 1}[kb["dir"]]))
             parts.append(("sreg", 1))
             out.append(EXPRESSIONS["ct"].encode(*parts))
+
+    def _payload_write(self, ctx: CompileCtx, key: dict[str, Any], value: Any,
+                       out: list[bytes]) -> None:
+        """`@base,offset,len set VALUE`: whole bytes written with no checksum update, as
+        nft writes a raw payload.  A named header field (whose write must fix checksums)
+        is not written by nfkit."""
+        if "protocol" in key:
+            raise InputError(f"cannot set {key['protocol']} {key['field']}: nfkit writes raw "
+                             "payloads only (@base,offset,len), with no checksum update")
+        bits, length = int(key["offset"]), int(key["len"])
+        if bits % 8 or length % 8 or not 0 < length <= 128:
+            raise InputError(f"payload write @{key['base']},{bits},{length}: whole bytes only, "
+                             "at most 16")
+        nbytes = length // 8
+        if isinstance(value, dict):
+            op = self.load(ctx, value, out)
+            if sum(op.sizes) != nbytes:
+                raise InputError(f"payload write @{key['base']},{bits},{length}: the value is "
+                                 f"{sum(op.sizes) * 8} bits long")
+        else:
+            out.append(immediate(1, T_INT32.encode(value, nbytes)))
+        out.append(EXPRESSIONS["payload"].encode(
+            ("sreg", 1), ("base", {"ll": LL, "nh": NH, "th": TH, "ih": 3}[key["base"]]),
+            ("offset", bits // 8), ("len", nbytes), ("csum_type", 0), ("csum_offset", 0)))
 
     # ---- set updates from the packet path ----------------------------------------
     def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool

@@ -276,7 +276,15 @@ class RuleDecoder:
         base, off, ln = (a["base"], a["offset"],
                          a["len"])
         if "sreg" in a:
-            raise _AsRaw  # a payload write: kept as the kernel's expression
+            if a.get("csum_type", 0) or a.get("csum_flags", 0):
+                raise _AsRaw  # a write that fixes checksums: kept as the kernel's expression
+            v = self._get(a["sreg"])
+            value = int.from_bytes(v.imm[:ln], "big") if v.left is None and v.imm is not None \
+                else self._set_value(v, T_INT32)
+            where = {LL: "ll", NH: "nh", TH: "th", 3: "ih"}[base]
+            self.out.append({"mangle": {"key": {"payload": {"base": where, "offset": off * 8,
+                                                            "len": ln * 8}}, "value": value}})
+            return
         self._set(a["dreg"], RegValue(None, [T_INT32], [ln], (base, off, ln)))
 
     def _x_meta(self, a: dict[str, Any]) -> None:
