@@ -178,8 +178,11 @@ def npt_ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
     conntrack (prerouting, priority -300: conntrack sees inside addresses both ways,
     else replies are INVALID), SNPT at mangle priority in postrouting; the RFC's
     drops (counted, answered with an ICMPv6 error) before DNPT and, going out, in
-    forward (the one hook before SNPT that knows the output interface); each [[uplink]] whose outside prefix is known maps the
-    [multihoming] inside prefix onto it the same way.  Empty when there is none."""
+    forward (the one hook before SNPT that knows the output interface).  ICMPv6 errors
+    need nothing more: the kernel's targets translate the quoted header too, and DNPT
+    before conntrack lets it find the flow an error belongs to (tested).  Each [[uplink]]
+    whose outside prefix is known maps the [multihoming] inside prefix onto it the same
+    way.  Empty when there is none."""
     rs = Ruleset()
     entries = [(f"npt[{i}]", e["inside"], e["outside"], e["interface"])
                for i, e in enumerate(cfg["npt"])]
