@@ -160,3 +160,38 @@ def test_prefix_change_remaps_and_flushes_within_a_second(isp_lab, tmp_path) -> 
     assert not any(i.startswith("2001:db8:1:") for i in images)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(5) == 0
+
+
+@pytest.mark.kernel
+def test_prefix_file_metrics_show_and_remove_on_exit(isp_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inside, router, isp1, srv = isp_lab["in"], isp_lab["r"], isp_lab["isp1"], isp_lab["srv"]
+    isp1.run("ip -6 route add 2001:db8:3::/48 via 2001:db8:a1::2")
+    srv.run("ip -6 route add 2001:db8:3::/48 via 2001:db8:b1::1")
+    pd = tmp_path / "wan0.prefix"  # what a DHCPv6 client's hook writes
+    pd.write_text("2001:db8:1::/48\n")
+    conf = config(tmp_path, outside1=f"file:{pd}")
+    conf.write_text(conf.read_text().replace("[daemon]\n", '[daemon]\nmetrics = "127.0.0.1:9166"\n'))
+    daemon = router.popen([*NFKIT, "nat66", "run", "--remove-on-exit", str(conf)], stderr=subprocess.PIPE)
+    wait_for_status(tmp_path / "nat66.sock", lambda: daemon.poll() is None)
+    host = next(h for h in HOSTS if uplink_of(curl(inside, URL, h).split()[0]) == 1)
+    t0 = time.time()
+    new = tmp_path / "wan0.prefix.new"
+    new.write_text("2001:db8:3::/48\n")
+    new.replace(pd)  # written whole, then renamed: never read half-written
+    assert wait_change(conf, t0, "-> 2001:db8:3::/48")["time"] - t0 < 1.0
+    assert curl(inside, URL, host).split()[0] == str(Mapping.parse(INSIDE, "2001:db8:3::/48").to_outside(host))
+    metrics = router.run(["curl", "-sS", "http://127.0.0.1:9166/metrics"]).stdout
+    assert "nfkit_nat66_remaps_total 1.0" in metrics
+    assert 'nfkit_nat66_uplink_live{interface="wan0"} 1.0' in metrics
+    assert "nfkit_nat66_reaction_seconds_count 2.0" in metrics  # the start and the change
+    shown = router.run([*NFKIT, "nat66", "show", str(conf)]).stdout
+    assert "uplink wan0 mark 1 weight 1: live, outside 2001:db8:3::/48, 32 bucket(s)" in shown
+    # SIGTERM with --remove-on-exit: nfkit's table, NPT chains, policy rules and routes go
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(5) == 0
+    assert "nfkit_nat66" not in router.run("nft list tables").stdout
+    assert "nfkit-npt" not in router.run("nft list ruleset").stdout
+    assert "fwmark" not in router.run("ip -6 rule").stdout
+    assert router.run("ip -6 route show table 101").stdout == ""
+    unit = router.run([*NFKIT, "nat66", "unit", "-c", "/etc/nfkit/nat66.toml"]).stdout
+    assert "nat66 run -c /etc/nfkit/nat66.toml" in unit and "KillSignal=SIGTERM" in unit
