@@ -21,7 +21,7 @@ import pytest
 
 from nfkit.lab import multihomed
 from nfkit.nat66.npt import Mapping
-from nfkit.service.daemon import wait_for_status
+from nfkit.service.daemon import query_status, wait_for_status
 from tests.nat66.test_apply import NFKIT, curl
 
 INSIDE = "fd01:203:405::/48"
@@ -64,8 +64,6 @@ def start(router, conf: Path):  # type: ignore[no-untyped-def]
 
 
 def status(conf: Path) -> dict:  # type: ignore[type-arg]
-    from nfkit.service.daemon import query_status
-
     return query_status(conf.parent / "nat66.sock")
 
 
@@ -195,3 +193,22 @@ def test_prefix_file_metrics_show_and_remove_on_exit(isp_lab, tmp_path) -> None:
     assert router.run("ip -6 route show table 101").stdout == ""
     unit = router.run([*NFKIT, "nat66", "unit", "-c", "/etc/nfkit/nat66.toml"]).stdout
     assert "nat66 run -c /etc/nfkit/nat66.toml" in unit and "KillSignal=SIGTERM" in unit
+
+
+@pytest.mark.kernel
+def test_readme_example_runs(isp_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("A complete multihomed example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    pd = tmp_path / "wan1.prefix"
+    pd.write_text(f"{ISP[2]}\n")
+    conf = tmp_path / "nat66.toml"
+    conf.write_text(example.replace("/run/nfkit/wan1.prefix", str(pd)))
+    inside, router = isp_lab["in"], isp_lab["r"]
+    daemon = router.popen([*NFKIT, "nat66", "run", "--status-socket", str(tmp_path / "s.sock"), str(conf)])
+    wait_for_status(tmp_path / "s.sock", lambda: daemon.poll() is None)
+    on = [uplink_of(curl(inside, URL, h).split()[0]) for h in HOSTS]
+    assert set(on) == {1, 2} and on.count(1) > on.count(2)  # weight 2 against 1
+    up = query_status(tmp_path / "s.sock")["uplinks"]
+    assert [(u["outside"], u["buckets"]) for u in up] == [(ISP[1], 43), (ISP[2], 21)]
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(5) == 0
