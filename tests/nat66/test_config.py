@@ -40,6 +40,9 @@ NPT = '[[npt]]\ninside = "fd01:203:405::/48"\noutside = "2001:db8:1::/48"\ninter
     ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\n[[uplink]]\ninterface = "b"\nmark = 1\ntable = 101\n'
      '[multihoming]\ninside = "fd00::/48"\n', ":7: uplink[1].mark: 1 is also uplink[0]'s"),
     ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\n', ":1: multihoming.inside: required with [[uplink]]"),
+    ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\noutside = "2001:db8::/48"\n'
+     '[[uplink]]\ninterface = "b"\nmark = 2\ntable = 101\noutside = "2001:db8::/56"\n',
+     ":10: uplink[1].outside: 2001:db8::/56 overlaps uplink[0].outside 2001:db8::/48"),
     ('[multihoming]\ninside = "fd00::/48"\n[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\noutside = "adress"\n',
      ":7: uplink[0].outside: 'adress' is not an IPv6 prefix"),
 ])

@@ -185,6 +185,14 @@ def _check_overlaps(cfg: Config) -> None:
         if "/" in to and ipaddress.IPv6Network(to).prefixlen > inside.prefixlen:
             raise cfg.error(("snat", i, "to"), f"{to} is longer than inside {inside}: a prefix "
                             "maps 1:1 only onto one at least as large")
+    fixed: list[tuple[int, ipaddress.IPv6Network]] = []
+    for i, up in enumerate(cfg["uplink"]):
+        if up["outside"] and up["outside"] != "address" and not up["outside"].startswith("file:"):
+            net = ipaddress.IPv6Network(up["outside"])
+            for j, other in fixed:
+                if net.overlaps(other):
+                    raise cfg.error(("uplink", i, "outside"), f"{net} overlaps uplink[{j}].outside {other}")
+            fixed.append((i, net))
     if cfg["uplink"] and not cfg["multihoming"]["inside"]:
         raise cfg.error(("multihoming", "inside"), "required with [[uplink]]: the prefix "
                         "the uplinks carry")
