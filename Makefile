@@ -14,7 +14,7 @@ APT_TEST := iproute2 iputils-ping nftables conntrack iptables linux-libc-dev \
 APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
 APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
-# bench/nfgrep-ebpf: bulk TCP through the firewall namespace
+# bench/nfgrep-ebpf, bench/nat66: bulk TCP through a router or firewall namespace
 APT_BENCH += iperf3
 
 .PHONY: setup demo test bench clean

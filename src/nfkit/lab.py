@@ -214,3 +214,46 @@ def three_node(prefix: str = "nfkit") -> Lab:
         lab.close()
         raise
     return lab
+
+
+WHO_SERVER = r'''
+import http.server, socket, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{self.client_address[0]} {sys.argv[1]}".encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer.address_family = socket.AF_INET6
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+'''
+"""An HTTP server (argv: address port) answering "CLIENT-ADDRESS SERVER-ADDRESS"."""
+
+
+def multihomed(lab: Lab, hosts: Sequence[str], isp_prefixes: Sequence[str],
+               server: str = "2001:db8:ff::2") -> None:
+    """inside (``hosts``, ULA /64 on eth0) -- r (lan0; wan0, wan1, ...) -- one ISP namespace
+    per prefix of ``isp_prefixes`` (ispN: eth0 to the router, 2001:db8:aN::1/64 with the
+    router at ::2; eth1 to the server, 2001:db8:bN::/64) -- srv (``server`` on lo, each
+    ISP's prefix routed back through that ISP, an HTTP server on port 8080 (`WHO_SERVER`)).
+    The router forwards and has no route to the server: its uplinks' routing is the test's.
+    ISPs keep their addresses when their side of the link goes down and up."""
+    import sys
+
+    inside, router, srv = lab.add("in"), lab.add("r"), lab.add("srv")
+    lan = hosts[0].rsplit("::", 1)[0] + "::1"
+    lab.link(inside, router, [f"{h}/64" for h in hosts], [f"{lan}/64"], "eth0", "lan0")
+    srv.run(["ip", "-6", "addr", "add", f"{server}/128", "dev", "lo"])
+    for n, prefix in enumerate(isp_prefixes, 1):
+        isp = lab.add(f"isp{n}")
+        isp.sysctl("net.ipv6.conf.default.keep_addr_on_down", "1")
+        lab.link(router, isp, [f"2001:db8:a{n}::2/64"], [f"2001:db8:a{n}::1/64"], f"wan{n - 1}", "eth0")
+        lab.link(isp, srv, [f"2001:db8:b{n}::1/64"], [f"2001:db8:b{n}::2/64"], "eth1", f"eth{n}")
+        isp.sysctl("net.ipv6.conf.all.forwarding", "1")
+        isp.run(["ip", "-6", "route", "add", prefix, "via", f"2001:db8:a{n}::2"])
+        isp.run(["ip", "-6", "route", "add", f"{server}/128", "via", f"2001:db8:b{n}::2"])
+        srv.run(["ip", "-6", "route", "add", prefix, "via", f"2001:db8:b{n}::1"])
+    router.sysctl("net.ipv6.conf.all.forwarding", "1")
+    inside.run(["ip", "-6", "route", "add", f"{server}/128", "via", lan])
+    srv.popen([sys.executable, "-c", WHO_SERVER, server, "8080"])
+    srv.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :8080 && exit 0; sleep 0.1; done; exit 1"])
