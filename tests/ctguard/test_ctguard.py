@@ -80,6 +80,8 @@ def test_idlest_assured_go_first() -> None:
     ("[limits]\ntimeouts_at = 1.5\n", ":2: limits.timeouts_at: 1.5 is not a fraction"),
     ("[limits]\nbudget = -1\n", ":2: limits.budget: -1 is out of range"),
     ("[[uplink]]\ninterface = \"eth0\"\nmark = 4294967296\n", ":3: uplink[0].mark: 4294967296 is out of range"),
+    ("[size]\nmemory = \"lots\"\n", ":2: size.memory: 'lots' is not a size"),
+    ("[size]\napply = true\n", ":2: size.apply: needs size.memory"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "g.toml"
@@ -235,3 +237,57 @@ def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_la
         assert guard.wait(10) == 0
     assert took < 1.0 and found["stale_flushed"] == 5
     assert sum("dport=5002" in x for x in lines) == 5  # nothing else touched
+
+
+# ------------------------------------------------------------------ size
+
+def test_size_plan_fits_the_memory_budget() -> None:
+    from nfkit.ctguard.size import plan, round_buckets
+
+    p = plan(512 << 20, 1.0, entry=(248, "test"), current=(262144, 262144), initial=False)
+    assert (p.max, p.buckets) == (2097152, 2097152)  # 248 + 8 bytes a bucket: exactly 512 MiB
+    assert p.table_bytes <= p.memory
+    q = plan(100_000_000, 4.0, entry=(320, "test"), current=(1, 1), initial=True)
+    assert q.table_bytes <= q.memory < q.table_bytes + 320 + 4096  # nothing more fits
+    assert q.buckets == round_buckets(-(-q.max // 4)) and q.buckets % 512 == 0
+    assert q.writes == {"/proc/sys/net/netfilter/nf_conntrack_max": q.max,
+                        "/sys/module/nf_conntrack/parameters/hashsize": q.buckets}
+
+
+def test_entry_size_from_slabinfo_when_sysfs_lacks_it(tmp_path: Path) -> None:
+    from nfkit.ctguard.size import entry_size
+    from nfkit.errors import CapabilityError
+
+    info = tmp_path / "slabinfo"
+    info.write_text("slabinfo - version: 2.1\nnf_conntrack_expect 0 0 208 19 1 : tunables 0 0 0\n"
+                    "nf_conntrack         128    192    256   16    1 : tunables    0    0    0\n")
+    assert entry_size(tmp_path / "absent", info) == (256, str(info))
+    info.write_text("slabinfo - version: 2.1\n")
+    with pytest.raises(CapabilityError, match="entry size"):
+        entry_size(tmp_path / "absent", info)
+
+
+@pytest.mark.kernel
+def test_plan_cli_reads_the_kernel_and_writes_nothing(netns) -> None:  # type: ignore[no-untyped-def]
+    slab = Path("/sys/kernel/slab/nf_conntrack/object_size")
+    before = (Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text(),
+              Path("/sys/module/nf_conntrack/parameters/hashsize").read_text())
+    found = json.loads(netns.run([*NFKIT, "ctguard", "plan", "--memory", "64M", "--json"]).stdout)
+    size = int(slab.read_text()) if slab.exists() else found["entry_bytes"]
+    assert found["entry_bytes"] == size and found["initial_namespace"] is False
+    assert found["max"] == (64 << 20) // (size + 8) or found["table_bytes"] <= 64 << 20
+    assert found["current_max"] == int(before[0])
+    text = netns.run([*NFKIT, "ctguard", "plan", "--memory", "64M"]).stdout
+    assert f"would write {found['buckets']} to /sys/module/nf_conntrack/parameters/hashsize" in text
+    assert (Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text(),
+            Path("/sys/module/nf_conntrack/parameters/hashsize").read_text()) == before
+
+
+@pytest.mark.kernel
+def test_size_apply_outside_the_initial_namespace_refuses_to_start(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[size]\nmemory = \"64M\"\napply = true\n")
+    sock = tmp_path / "g.sock"
+    run = netns.run([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
+    assert run.returncode == 2 and "initial network namespace" in run.stderr
+    assert run.stderr.count("\n") == 1 and not sock.exists()

@@ -15,6 +15,11 @@
     min_share = 16               # a source's fair share is never below this many entries
     batch = 2048                 # most evictions per round
 
+    [size]                       # the table's maximum and hash buckets (initial namespace)
+    memory = ""                  # "512M": memory the table may take; empty: no plan
+    entries_per_bucket = 1.0     # entries per hash bucket at the maximum
+    apply = false                # write the plan (nf_conntrack_max, hashsize) at start
+
     [topology]
     flush_stale = true           # flush entries NATed to an address that went away
     unreplied_only = true        # ... only those that never saw a reply
@@ -30,7 +35,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from nfkit.ctguard.policy import Thresholds, check_thresholds
+from nfkit.ctguard.size import parse_size
 from nfkit.service.config import Config, Key, Schema, Section, fraction, ifname, in_range, load
+
+
+def _memory(v: str) -> str:
+    if v:
+        parse_size(v)
+    return v
 
 
 def _budget(v: int) -> int:
@@ -59,6 +71,13 @@ SCHEMA = Schema((
             in_range(1, 2**31 - 1)),
         Key("batch", int, "most evictions per round", _T.batch, in_range(1, 1 << 20)),
     ), "when and how hard to act"),
+    Section("size", (
+        Key("memory", str, "memory the table may take (\"512M\"; empty: no plan)", "", _memory),
+        Key("entries_per_bucket", (float, int), "entries per hash bucket at the maximum", 1.0,
+            in_range(0.125, 64)),
+        Key("apply", bool, "write the plan (nf_conntrack_max, hashsize) at start; "
+            "initial namespace only", False),
+    ), "the table's maximum and hash buckets, within a memory budget (`nfkit ctguard plan`)"),
     Section("topology", (
         Key("flush_stale", bool, "flush entries NATed to an address that went away", True),
         Key("unreplied_only", bool, "only those that never saw a reply", True),
@@ -80,6 +99,8 @@ def thresholds(cfg: Config) -> Thresholds:
 def read(path: str | Path) -> Config:
     """Read and check a ctguard file (ConfigError: file:line: key: why)."""
     cfg = load(path, SCHEMA)
+    if cfg["size"]["apply"] and not cfg["size"]["memory"]:
+        raise cfg.error(("size", "apply"), "needs size.memory (the budget the plan fits in)")
     try:
         check_thresholds(thresholds(cfg))
     except ValueError as exc:

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nfkit.conntrack.stale import Uplink, flush_stale, stale_filters
 from nfkit.conntrack.table import ConntrackTable
-from nfkit.ctguard import policy
+from nfkit.ctguard import policy, size
 from nfkit.ctguard.config import thresholds
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.errors import EventsLost, NetlinkError
@@ -76,6 +76,12 @@ class Guard(Service):
 
     # ------------------------------------------------------------ lifecycle
     def start(self, selector: selectors.BaseSelector) -> None:
+        size_cfg = self.cfg["size"]
+        if size_cfg["apply"]:  # before anything else: a refusal leaves nothing half-started
+            p = size.plan(size.parse_size(size_cfg["memory"]), size_cfg["entries_per_bucket"])
+            size.apply(p)
+            self.act("size", f"{p.max} entries and {p.buckets} buckets in {size_cfg['memory']} "
+                     f"({p.entry_bytes}-byte entries)", p.max)
         self.table = ConntrackTable()
         self.stream = self.table.events(resync=False)
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
