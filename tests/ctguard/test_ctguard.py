@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.ctguard import config
-from nfkit.ctguard.picture import Picture
+from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
 from nfkit.errors import CapabilityError
 from nfkit.service.config import ConfigError
@@ -22,9 +23,10 @@ from nfkit.service.daemon import query_status, wait_for_status
 NFKIT = [sys.executable, "-m", "nfkit"]
 
 
-def tcp(src: str, sport: int, assured: bool = True) -> Entry:
+def tcp(src: str, sport: int, assured: bool = True, state: int | None = None) -> Entry:
     status = int(Status.ASSURED | Status.SEEN_REPLY | Status.CONFIRMED) if assured else int(Status.CONFIRMED)
-    return Entry(Tuple(src, "198.51.100.2", 6, sport, 80), status=status, state=3 if assured else 2)
+    return Entry(Tuple(src, "198.51.100.2", 6, sport, 80), status=status,
+                 state=state if state is not None else 3 if assured else 2)
 
 
 # ------------------------------------------------------------------ pure parts
@@ -72,6 +74,33 @@ def test_idlest_assured_go_first() -> None:
     # idleness is read for idle_candidates x the entries wanted (oldest first): here all of them
     out = choose(p, 100, 100, Thresholds(evict_at=0.9, evict_to=0.8, idle_candidates=5), lambda rs: idle)
     assert sorted(idle[(r.entry.orig, 0)] for r in out.records) == [float(i) for i in range(80, 100)]
+
+
+def test_a_source_over_its_share_loses_closing_entries_before_active_ones() -> None:
+    p = Picture()
+    for i in range(5):  # its oldest entries: active connections (read as not idle)
+        p.apply("new", tcp("192.0.2.2", 1000 + i), float(i))
+    for i in range(14):  # then connections it closed: TIME_WAIT (ASSURED still)
+        p.apply("new", tcp("192.0.2.2", 2000 + i, state=7), 10.0 + i)
+    for s in range(80):
+        p.apply("new", tcp(f"203.0.113.{s + 1}", 1), 0.0)
+    read: list[Record] = []
+
+    def idleness(rs: Sequence[Record]) -> dict[Key, float]:
+        read.extend(rs)
+        return {entry_key(r.entry): 0.0 for r in rs}
+
+    out = choose(p, len(p), 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16), idleness)
+    assert [r.state for r in out.records] == ["TIME_WAIT"] * 3 and not read
+
+
+def test_equally_idle_the_youngest_go_first() -> None:
+    p = Picture()
+    for i in range(100):
+        p.apply("new", tcp(f"192.0.2.{i}", 1), float(i))
+    out = choose(p, 100, 100, Thresholds(evict_at=0.9, evict_to=0.8, idle_candidates=5),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert sorted(r.first_seen for r in out.records) == [float(i) for i in range(80, 100)]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -12,8 +12,12 @@ maximum, or the file's per-namespace budget):
      excess, and no source within its share loses anything while another
      exceeds its own;
    - then unreplied and not ASSURED entries, oldest first; then other not
-     ASSURED ones; then the longest-idle ASSURED entries (idleness is read for
-     a few candidates only, by the caller's ``idleness`` function).
+     ASSURED ones; then closing TCP entries (FIN_WAIT ... TIME_WAIT, CLOSE);
+     then the longest-idle ASSURED entries (idleness is read for a few
+     candidates only, by the caller's ``idleness`` function, to the second:
+     among entries equally idle the youngest goes first, as a table filling
+     up is filled by its newest entries).  A source over its share loses its
+     entries in the same order.
 """
 
 from __future__ import annotations
@@ -63,10 +67,23 @@ def fair_share(picture: Picture, limit: int, t: Thresholds) -> int:
     return max(t.min_share, limit // sources)
 
 
+CLOSING = frozenset(("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"))
+
+
 def _tier(r: Record) -> int:
     if not r.replied and not r.assured:
         return 0
-    return 1 if not r.assured else 2
+    if not r.assured:
+        return 1
+    return 2 if r.state in CLOSING else 3
+
+
+def _idlest(pool: Sequence[Record], idle: dict[Key, float]) -> list[Record]:
+    """``pool`` with the idlest first; equally idle (idleness is read to the second), the
+    youngest first; those whose idleness was not read after all of those it was read for."""
+    known = [r for r in pool if entry_key(r.entry) in idle]
+    unknown = [r for r in pool if entry_key(r.entry) not in idle]
+    return sorted(known, key=lambda r: (-idle[entry_key(r.entry)], -r.first_seen)) + unknown
 
 
 def choose(picture: Picture, count: int, limit: int, t: Thresholds,
@@ -87,11 +104,12 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
             if len(out.records) >= need:
                 break
             rows = sorted(by_source[src], key=lambda r: (_tier(r), r.first_seen))
-            assured = [r for r in rows if r.assured]
-            if assured:  # among its ASSURED entries, the idlest go first
-                idle = idleness(assured[: t.idle_candidates * excess[src]])
-                rows = [r for r in rows if not r.assured] + sorted(
-                    assured, key=lambda r: -idle.get(entry_key(r.entry), -1.0))
+            cheap = [r for r in rows if _tier(r) < 3]
+            assured = rows[len(cheap):]
+            wanted = min(excess[src], need - len(out.records))
+            if len(cheap) < wanted:  # among its other ASSURED entries, the idlest go first
+                pool = assured[: t.idle_candidates * (wanted - len(cheap))]
+                rows = cheap + _idlest(pool, idleness(pool)) + assured[len(pool):]
             for r in rows[: min(excess[src], need - len(out.records))]:
                 out.add(r, f"source over its share ({share})")
         return out  # fairness first: nobody within their share pays while others exceed
@@ -99,15 +117,15 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
     # first in this order, then as many ASSURED ones as idleness is read for
     rest = heapq.nsmallest(need * (1 + t.idle_candidates), picture.records.values(),
                            key=lambda r: (_tier(r), r.first_seen))
+    reasons = ("unreplied", "not assured", "closing")
     for r in rest:
-        if len(out.records) >= need or r.assured:
+        if len(out.records) >= need or _tier(r) == 3:
             break
-        out.add(r, "unreplied" if not r.replied else "not assured")
+        out.add(r, reasons[_tier(r)])
     left = need - len(out.records)
     if left > 0:
-        pool = [r for r in rest if r.assured][: t.idle_candidates * left]
-        idle = idleness(pool)
-        for r in sorted(pool, key=lambda r: -idle.get(entry_key(r.entry), -1.0))[:left]:
+        pool = [r for r in rest if _tier(r) == 3][: t.idle_candidates * left]
+        for r in _idlest(pool, idleness(pool))[:left]:
             out.add(r, "longest idle")
     return out
 
