@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.ctguard import config
-from nfkit.ctguard.picture import Key, Picture, Record, entry_key
+from nfkit.ctguard.picture import Picture, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
 from nfkit.errors import CapabilityError
 from nfkit.service.config import ConfigError
@@ -83,15 +82,24 @@ def test_a_source_over_its_share_loses_closing_entries_before_active_ones() -> N
     for i in range(14):  # then connections it closed: TIME_WAIT (ASSURED still)
         p.apply("new", tcp("192.0.2.2", 2000 + i, state=7), 10.0 + i)
     for s in range(80):
-        p.apply("new", tcp(f"203.0.113.{s + 1}", 1), 0.0)
-    read: list[Record] = []
+        p.apply("new", tcp(f"203.0.113.{s + 1}", 1), 50.0)
+    out = choose(p, len(p), 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert [r.state for r in out.records[:3]] == ["TIME_WAIT"] * 3
+    assert out.reasons["source over its share (16)"] == 3 and len(out.records) == 19
+    assert not [r for r in out.records if r.source == "192.0.2.2" and r.state == "ESTABLISHED"]
 
-    def idleness(rs: Sequence[Record]) -> dict[Key, float]:
-        read.extend(rs)
-        return {entry_key(r.entry): 0.0 for r in rs}
 
-    out = choose(p, len(p), 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16), idleness)
-    assert [r.state for r in out.records] == ["TIME_WAIT"] * 3 and not read
+def test_once_every_excess_is_taken_the_rest_goes_by_value() -> None:
+    p = Picture()
+    for i in range(18):  # a client two entries over its share, all ESTABLISHED
+        p.apply("new", tcp("192.0.2.2", 1000 + i), float(i))
+    for s in range(82):  # a spoofed flood: one unreplied entry per source
+        p.apply("new", tcp(f"10.0.{s // 250}.{s % 250 + 1}", 1, assured=False), 100.0 + s)
+    out = choose(p, len(p), 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert len(out.records) == 20  # not only the 2 of the excess
+    assert out.reasons == {"source over its share (16)": 2, "unreplied": 18}
 
 
 def test_equally_idle_the_youngest_go_first() -> None:

@@ -10,7 +10,8 @@ maximum, or the file's per-namespace budget):
    - fairness first: a source holding more than its fair share (the limit
      divided among the active sources, never below ``min_share``) loses its
      excess, and no source within its share loses anything while another
-     exceeds its own;
+     exceeds its own (once every excess is taken, the order below goes on
+     if more must go);
    - then unreplied and not ASSURED entries, oldest first; then other not
      ASSURED ones; then closing TCP entries (FIN_WAIT ... TIME_WAIT, CLOSE);
      then the longest-idle ASSURED entries (idleness is read for a few
@@ -110,13 +111,17 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
             if len(cheap) < wanted:  # among its other ASSURED entries, the idlest go first
                 pool = assured[: t.idle_candidates * (wanted - len(cheap))]
                 rows = cheap + _idlest(pool, idleness(pool)) + assured[len(pool):]
-            for r in rows[: min(excess[src], need - len(out.records))]:
+            for r in rows[:wanted]:
                 out.add(r, f"source over its share ({share})")
-        return out  # fairness first: nobody within their share pays while others exceed
-    # the few that can be chosen, not the whole table sorted: the non-ASSURED ones come
-    # first in this order, then as many ASSURED ones as idleness is read for
-    rest = heapq.nsmallest(need * (1 + t.idle_candidates), picture.records.values(),
-                           key=lambda r: (_tier(r), r.first_seen))
+    # fairness first: only once no source exceeds its share (all excess taken) does anyone
+    # else pay.  The few that can be chosen, not the whole table sorted: the non-ASSURED
+    # ones come first in this order, then as many ASSURED ones as idleness is read for
+    if len(out.records) >= need:
+        return out
+    taken = {entry_key(r.entry) for r in out.records}
+    rest = [r for r in heapq.nsmallest(len(taken) + (need - len(taken)) * (1 + t.idle_candidates),
+                                       picture.records.values(), key=lambda r: (_tier(r), r.first_seen))
+            if entry_key(r.entry) not in taken]
     reasons = ("unreplied", "not assured", "closing")
     for r in rest:
         if len(out.records) >= need or _tier(r) == 3:
