@@ -241,11 +241,14 @@ def test_legitimate_clients_get_through_an_attack_at_the_budget(routed_lab, tmp_
     assert alone["new_ok"] < alone["new"] / 2  # the attack does fill the table
     reset(routed_lab)
     cfg = tmp_path / "g.toml"
-    cfg.write_text(f"[limits]\nbudget = {BUDGET}\ninterval = 0.05\n[topology]\nflush_stale = false\n")
+    cfg.write_text(f"[limits]\nbudget = {BUDGET}\ninterval = 0.05\n"
+                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     guarded, status, peak = measure(routed_lab, attack, 100, 10, cfg, tmp_path)
     assert status is not None
     print(f"{attack}, with ctguard: {guarded['new_ok']}/{guarded['new']} new connections, "
           f"{guarded['echo_ok']}/{guarded['echo_sent']} echoes, evicted {status['evicted']}, peak {peak}")
-    assert guarded["new_ok"] >= 0.99 * guarded["new"]
-    assert guarded["echo_ok"] == guarded["echo_sent"] and guarded["established_kept"] == 5
-    assert status["evicted"] > 0 and status["dumps"] == 1  # only the start's resync
+    seen = (guarded, {k: status[k] for k in ("evicted", "dumps", "events")},
+            [a for a in status["actions"] if a["action"] != "evict"])  # type: ignore[attr-defined]
+    assert guarded["new_ok"] >= 0.99 * guarded["new"], seen
+    assert guarded["echo_ok"] == guarded["echo_sent"] and guarded["established_kept"] == 5, seen
+    assert status["evicted"] > 0 and status["dumps"] == 1, seen  # only the start's resync

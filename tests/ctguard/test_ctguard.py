@@ -116,7 +116,10 @@ def test_equally_idle_the_youngest_go_first() -> None:
     ("[limits]\nevict_at = 0.5\nevict_to = 0.8\n", ":3: limits.evict_to: need 0 < evict_to < evict_at <= 1"),
     ("[limits]\ntimeouts_at = 1.5\n", ":2: limits.timeouts_at: 1.5 is not a fraction"),
     ("[limits]\nbudget = -1\n", ":2: limits.budget: -1 is out of range"),
-    ("[[uplink]]\ninterface = \"eth0\"\nmark = 4294967296\n", ":3: uplink[0].mark: 4294967296 is out of range"),
+    ("[[topology]]\ninterface = \"eth0\"\nmark = 4294967296\n", ":3: topology[0].mark: 4294967296 is out of range"),
+    ("[[topology]]\ninterface = \"eth0\"\nlink_up = \"all\"\n", ":3: topology[0].link_up: 'all' is not one of"),
+    ("[[topology]]\ninterface = \"*\"\n[[topology]]\ninterface = \"*\"\n",
+     ":4: topology[1].interface: * has an earlier entry"),
     ("[size]\nmemory = \"lots\"\n", ":2: size.memory: 'lots' is not a size"),
     ("[size]\napply = true\n", ":2: size.apply: needs size.memory"),
 ])
@@ -194,7 +197,7 @@ def test_idle_assured_flood_evicted_legitimate_connections_kept(routed_lab, tmp_
     assert len(legit_ids) == 5
     default_syn_recv = fw.run("sysctl -n net.netfilter.nf_conntrack_tcp_timeout_syn_recv").stdout.strip()
     cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\n[topology]\nflush_stale = false\n")
+    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\n[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     sock = tmp_path / "g.sock"
     guard = start_guard(fw, cfg, sock)
     try:
@@ -328,3 +331,54 @@ def test_size_apply_outside_the_initial_namespace_refuses_to_start(netns, tmp_pa
     run = netns.run([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
     assert run.returncode == 2 and "initial network namespace" in run.stderr
     assert run.stderr.count("\n") == 1 and not sock.exists()
+
+
+def udp_entries(ns) -> set[str]:  # type: ignore[no-untyped-def]
+    """The firewall's UDP entries, by original destination and source."""
+    return {f"{e['orig']['src']}>{e['orig']['dst']}" for e in ct_json(ns) if e["proto"] == "udp"}
+
+
+def wait_until(check, seconds: float = 1.0) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < seconds, "not within the time allowed"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+@pytest.mark.kernel
+def test_topology_rules_per_interface(routed_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fw = routed_lab["fw"]
+    fw.run("ip addr add 192.0.2.9/24 dev eth0")
+    for args in ("-s 192.0.2.2 -d 203.0.113.5",                        # A: unreplied, via the new route
+                 "-s 192.0.2.2 -d 203.0.113.6 -u SEEN_REPLY",          # B: replied, via the new route
+                 "-s 192.0.2.2 -d 198.51.100.7",                       # C: unreplied, elsewhere
+                 "-s 192.0.2.3 -d 198.51.100.8 --src-nat 192.0.2.9",   # D: NATed to eth0's address
+                 "-s 192.0.2.4 -d 198.51.100.8 --src-nat 198.51.100.1"):  # E: NATed to eth1's
+        fw.run(f"conntrack -I -p udp {args} --sport 1000 --dport 53 -t 300")
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[limits]\ninterval = 0.1\n'
+                   '[[topology]]\ninterface = "eth1"\nroute_change = "unreplied"\nlink_up = "unreplied"\n'
+                   '[[topology]]\ninterface = "*"\naddress_removed = "none"\n')
+    sock = tmp_path / "g.sock"
+    guard = start_guard(fw, cfg, sock)
+    b, c = "192.0.2.2>203.0.113.6", "192.0.2.2>198.51.100.7"  # (A: 192.0.2.2>203.0.113.5)
+    d, e = "192.0.2.3>198.51.100.8", "192.0.2.4>198.51.100.8"
+    try:
+        fw.run("ip route add 203.0.113.0/24 via 198.51.100.2 dev eth1")  # a route through eth1
+        wait_until(lambda: udp_entries(fw) == {b, c, d, e})
+        fw.run("ip addr del 192.0.2.9/24 dev eth0")  # eth0 falls under "*": nothing flushed
+        time.sleep(0.5)
+        assert udp_entries(fw) == {b, c, d, e}
+        # eth1 down: its routes go (C's destination is its connected subnet); up: NATed unreplied go
+        fw.run("ip link set eth1 down")
+        fw.run("ip link set eth1 up")
+        wait_until(lambda: udp_entries(fw) == {b})
+        found = query_status(sock)
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    whys = [x["why"] for x in found["actions"] if x["action"] == "flush stale"]
+    assert any(w.startswith("route 203.0.113.0/24 via eth1 added") for w in whys)
+    assert any(w.startswith("link eth1 up: unreplied NATed entries") for w in whys)
+    assert not any("192.0.2.9" in w for w in whys)
