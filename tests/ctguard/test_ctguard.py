@@ -102,6 +102,20 @@ def test_once_every_excess_is_taken_the_rest_goes_by_value() -> None:
     assert out.reasons == {"source over its share (16)": 2, "unreplied": 18}
 
 
+def test_a_source_over_its_share_keeps_its_oldest_connections() -> None:
+    p = Picture()
+    for i in range(5):  # long-lived connections, then 15 just opened: all busy (idle 0 s)
+        p.apply("new", tcp("192.0.2.2", 1000 + i), float(i))
+    for i in range(15):
+        p.apply("new", tcp("192.0.2.2", 2000 + i), 100.0 + i)
+    for s in range(80):
+        p.apply("new", tcp(f"10.0.0.{s + 1}", 1, assured=False), 50.0)
+    out = choose(p, 100, 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16, idle_candidates=1),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert out.reasons["source over its share (16)"] == 4
+    assert all(r.entry.orig.sport >= 2000 for r in out.records if r.source == "192.0.2.2")
+
+
 def test_equally_idle_the_youngest_go_first() -> None:
     p = Picture()
     for i in range(100):

@@ -15,10 +15,10 @@ maximum, or the file's per-namespace budget):
    - then unreplied and not ASSURED entries, oldest first; then other not
      ASSURED ones; then closing TCP entries (FIN_WAIT ... TIME_WAIT, CLOSE);
      then the longest-idle ASSURED entries (idleness is read for a few
-     candidates only, by the caller's ``idleness`` function, to the second:
-     among entries equally idle the youngest goes first, as a table filling
-     up is filled by its newest entries).  A source over its share loses its
-     entries in the same order.
+     candidates only, the youngest, by the caller's ``idleness`` function,
+     to the second: among entries equally idle the youngest goes first, as a
+     table filling up is filled by its newest entries).  A source over its
+     share loses its entries in the same order.
 """
 
 from __future__ import annotations
@@ -79,6 +79,15 @@ def _tier(r: Record) -> int:
     return 2 if r.state in CLOSING else 3
 
 
+def _order(r: Record) -> tuple[int, float]:
+    """The order entries are considered in: by tier; within the cheap tiers the oldest first
+    (they have waited longest for a reply or their end); ASSURED ones the youngest first
+    (whose idleness is then read: the oldest are the connections that were there before the
+    pressure, and a table filling up is filled by its newest entries)."""
+    tier = _tier(r)
+    return (tier, -r.first_seen if tier == 3 else r.first_seen)
+
+
 def _idlest(pool: Sequence[Record], idle: dict[Key, float]) -> list[Record]:
     """``pool`` with the idlest first; equally idle (idleness is read to the second), the
     youngest first; those whose idleness was not read after all of those it was read for."""
@@ -104,7 +113,7 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
         for src in sorted(excess, key=excess.__getitem__, reverse=True):
             if len(out.records) >= need:
                 break
-            rows = sorted(by_source[src], key=lambda r: (_tier(r), r.first_seen))
+            rows = sorted(by_source[src], key=_order)
             cheap = [r for r in rows if _tier(r) < 3]
             assured = rows[len(cheap):]
             wanted = min(excess[src], need - len(out.records))
@@ -120,7 +129,7 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
         return out
     taken = {entry_key(r.entry) for r in out.records}
     rest = [r for r in heapq.nsmallest(len(taken) + (need - len(taken)) * (1 + t.idle_candidates),
-                                       picture.records.values(), key=lambda r: (_tier(r), r.first_seen))
+                                       picture.records.values(), key=_order)
             if entry_key(r.entry) not in taken]
     reasons = ("unreplied", "not assured", "closing")
     for r in rest:
