@@ -29,111 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from nfkit.lab import Lab, Namespace
+from nfkit.lab import TCP_CLIENTS, TCP_ECHO_SERVER, TCP_HOLDERS, Lab, Namespace
 from nfkit.service.daemon import query_status, wait_for_status
 
 NFKIT = [sys.executable, "-m", "nfkit"]
 BUDGET = 200
 SERVER_ADDR = "198.51.100.2"
-
-ECHO_SERVER = r'''
-import selectors, socket
-sel = selectors.DefaultSelector()
-s = socket.create_server(("198.51.100.2", 7000), backlog=4096)
-s.setblocking(False)
-sel.register(s, selectors.EVENT_READ)
-while True:
-    for key, _ in sel.select():
-        if key.fileobj is s:
-            try:
-                c, _ = s.accept()
-            except OSError:
-                continue
-            c.setblocking(False)
-            sel.register(c, selectors.EVENT_READ)
-            continue
-        c = key.fileobj
-        try:
-            d = c.recv(4096)
-        except OSError:
-            d = b""
-        if d:
-            try:
-                c.send(d)
-            except OSError:
-                pass
-        else:
-            sel.unregister(c)
-            c.close()
-'''
-
-# Connections that complete their handshake and then sit idle, from many addresses.
-HOLDERS = r'''
-import select, socket, sys, time
-addrs, per = sys.argv[1].split(","), int(sys.argv[2])
-pending = []
-for a in addrs:
-    for _ in range(per):
-        s = socket.socket()
-        s.setblocking(False)
-        s.bind((a, 0))
-        s.connect_ex(("198.51.100.2", 7000))
-        pending.append(s)
-held, deadline = [], time.monotonic() + 1.5
-while pending and time.monotonic() < deadline:
-    _, ready, _ = select.select([], pending, [], 0.1)
-    for s in ready:
-        pending.remove(s)
-        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-            held.append(s)
-print(len(held), flush=True)
-time.sleep(3600)
-'''
-
-# 5 established connections echoing every 0.1 s; on "go" (stdin) NEW new connections in
-# waves of WAVE, each: connect, echo, close; then one JSON line of what succeeded.
-LEGIT = r'''
-import json, socket, sys, threading, time
-new, wave, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-conns = [socket.create_connection(("198.51.100.2", 7000), timeout=2) for _ in range(5)]
-print(" ".join(str(c.getsockname()[1]) for c in conns), flush=True)
-echo = {"sent": 0, "ok": 0}
-stop = threading.Event()
-def pinger():
-    while not stop.is_set():
-        for c in conns:
-            echo["sent"] += 1
-            try:
-                c.sendall(b"ping")
-                echo["ok"] += c.recv(16) == b"ping"
-            except OSError:
-                pass
-        time.sleep(0.1)
-t = threading.Thread(target=pinger)
-t.start()
-sys.stdin.readline()
-ok = 0
-def one():
-    global ok
-    try:
-        with socket.create_connection(("198.51.100.2", 7000), timeout=timeout) as s:
-            s.sendall(b"hello")
-            if s.recv(16) == b"hello":
-                ok += 1
-    except OSError:
-        pass
-done = 0
-while done < new:
-    ts = [threading.Thread(target=one) for _ in range(min(wave, new - done))]
-    for x in ts:
-        x.start()
-    for x in ts:
-        x.join()
-    done += len(ts)
-stop.set()
-t.join()
-print(json.dumps({"new": new, "new_ok": ok, "echo_sent": echo["sent"], "echo_ok": echo["ok"]}), flush=True)
-'''
 
 CAP = (f"add table inet budget; add chain inet budget cap {{ type filter hook forward priority -10; }}; "
        f"add rule inet budget cap ct state new ct count over {BUDGET} drop")
@@ -144,7 +45,7 @@ def setup_lab(lab: Lab) -> None:
     client, fw, server = lab["client"], lab["fw"], lab["server"]
     for a in ATTACKERS:
         client.run(f"ip addr add {a}/24 dev eth0")
-    server.popen([sys.executable, "-c", ECHO_SERVER])
+    server.popen([sys.executable, "-c", TCP_ECHO_SERVER, SERVER_ADDR, "7000"])
     server.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :7000 && exit 0; sleep 0.1; done; "
                 "exit 1"])
     server.sysctl("net.ipv4.tcp_max_syn_backlog", "4096")
@@ -175,7 +76,7 @@ def count(fw: Namespace) -> int:
 def start_attack(lab: Lab, attack: str) -> list[subprocess.Popen[bytes]]:
     client, fw = lab["client"], lab["fw"]
     if attack == "exhaustion":
-        p = client.popen([sys.executable, "-c", HOLDERS, ",".join(ATTACKERS), "10"],
+        p = client.popen([sys.executable, "-c", TCP_HOLDERS, SERVER_ADDR, "7000", ",".join(ATTACKERS), "10"],
                          stdout=subprocess.PIPE)
         assert p.stdout is not None
         p.stdout.readline()  # every handshake tried
@@ -201,7 +102,7 @@ def measure(lab: Lab, attack: str, new: int, wave: int, guard_cfg: Path | None, 
         guard = fw.popen([*NFKIT, "ctguard", "run", "-c", str(guard_cfg), "--status-socket", str(sock)],
                          stderr=subprocess.PIPE)
         wait_for_status(sock, lambda: guard.poll() is None)
-    legit = client.popen([sys.executable, "-c", LEGIT, str(new), str(wave), "2.5"],
+    legit = client.popen([sys.executable, "-c", TCP_CLIENTS, SERVER_ADDR, "7000", str(new), str(wave), "2.5"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert legit.stdout is not None and legit.stdin is not None
     ports = {int(p) for p in legit.stdout.readline().split()}
@@ -247,8 +148,12 @@ def test_legitimate_clients_get_through_an_attack_at_the_budget(routed_lab, tmp_
     assert status is not None
     print(f"{attack}, with ctguard: {guarded['new_ok']}/{guarded['new']} new connections, "
           f"{guarded['echo_ok']}/{guarded['echo_sent']} echoes, evicted {status['evicted']}, peak {peak}")
-    seen = (guarded, {k: status[k] for k in ("evicted", "dumps", "events")},
-            [a for a in status["actions"] if a["action"] != "evict"])  # type: ignore[attr-defined]
+    reasons: dict[str, int] = {}
+    for a in status["actions"]:  # type: ignore[attr-defined]
+        for part in a["why"].split(": ", 1)[-1].split(", ") if a["action"] == "evict" else ():
+            n, _, why = part.partition(" ")
+            reasons[why] = reasons.get(why, 0) + int(n)
+    seen = (guarded, {k: status[k] for k in ("evicted", "dumps", "events")}, reasons)
     assert guarded["new_ok"] >= 0.99 * guarded["new"], seen
     assert guarded["echo_ok"] == guarded["echo_sent"] and guarded["established_kept"] == 5, seen
     assert status["evicted"] > 0 and status["dumps"] == 1, seen  # only the start's resync
