@@ -277,7 +277,7 @@ class Bench:
             watcher = self.start_guard("[limits]\ninterval = 0.1\n[[topology]]\ninterface = \"*\"\n"
                                        "address_removed = \"all\"\n")
         else:
-            watcher = self.fw.popen(["sh", "-c", SHELL_FLUSH], start_new_session=True)
+            watcher = self.fw.popen(["sh", "-c", SHELL_FLUSH])  # its own session: killpg below
             time.sleep(0.5)  # ip monitor subscribed
         t0 = time.monotonic()
         self.fw.run("ip addr del 198.51.100.9/24 dev eth1")

@@ -116,6 +116,22 @@ def test_a_source_over_its_share_keeps_its_oldest_connections() -> None:
     assert all(r.entry.orig.sport >= 2000 for r in out.records if r.source == "192.0.2.2")
 
 
+def test_idleness_is_read_for_a_few_entries_a_round() -> None:
+    p = Picture()
+    for i in range(1000):
+        p.apply("new", tcp(f"192.0.2.{i % 250}", 1000 + i // 250), float(i))
+    asked: list[int] = []
+
+    def idleness(rs):  # type: ignore[no-untyped-def]
+        asked.append(len(rs))
+        return {entry_key(r.entry): float(r.first_seen % 7) for r in rs}
+
+    out = choose(p, 1000, 1000, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16, idle_reads=8), idleness)
+    assert asked == [8] and len(out.records) == 200
+    assert out.reasons == {"longest idle": 8, "youngest": 192}
+    assert min(r.first_seen for r in out.records) >= 1000 - 200 - 8  # the youngest ones
+
+
 def test_equally_idle_the_youngest_go_first() -> None:
     p = Picture()
     for i in range(100):
