@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Status, Tuple
+from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import config
 from nfkit.ctguard.picture import Picture, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
@@ -364,8 +366,10 @@ def test_size_apply_outside_the_initial_namespace_refuses_to_start(netns, tmp_pa
 
 
 def udp_entries(ns) -> set[str]:  # type: ignore[no-untyped-def]
-    """The firewall's UDP entries, by original destination and source."""
-    return {f"{e['orig']['src']}>{e['orig']['dst']}" for e in ct_json(ns) if e["proto"] == "udp"}
+    """The firewall's UDP entries, by original source and destination (read in this process:
+    a poll of a second's deadline cannot wait for a new interpreter each time)."""
+    with ns.enter(), ConntrackTable() as table:
+        return {f"{e.orig.src}>{e.orig.dst}" for e in table.entries(Filter(proto=17))}
 
 
 def wait_until(check, seconds: float = 1.0) -> float:  # type: ignore[no-untyped-def]
