@@ -35,6 +35,7 @@ from nfkit.service.daemon import Service
 log = logging.getLogger("nfkit.ctguard")
 
 PROC_NF = Path("/proc/sys/net/netfilter")
+EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 
 
@@ -106,11 +107,18 @@ class Guard(Service):
         self.act("resync", why, len(self.picture))
 
     def on_conntrack(self) -> None:
+        # a burst of events must not hold the policy back: back to the loop after a slice
+        # (the rest stays queued; ctnetlink sends one event a datagram, so none is cut)
         now = time.monotonic()
+        until = now + EVENT_SLICE
         try:
-            for ev in self.stream.pending():
+            for n, ev in enumerate(self.stream.pending(), 1):
                 if ev.entry is not None:
                     self.picture.apply(ev.kind, ev.entry, now)
+                if n % 64 == 0:
+                    now = time.monotonic()
+                    if now >= until:
+                        break
         except EventsLost:
             self.resync("the kernel dropped events")
 
