@@ -15,9 +15,10 @@ run:
     asked for (hping3 -i u20; what it reaches is printed);
 - reaction: the table at 85 % (idle ASSURED entries), then 10 % more in a
   burst: time from the count crossing evict_at (90 %) to the count back below it;
-- CPU: ctguard's user+system time while the kernel creates new entries
-  (hping3 UDP flood, the namespace's UDP timeout at 2 s so the table stays
-  below the thresholds: the cost of following the table);
+- CPU: ctguard's user+system time while the kernel creates 50,000 new entries
+  a second (UDP datagrams from a raw socket, paced, each from another source
+  port; the namespace's UDP timeout at 2 s so the table stays below the
+  thresholds: the cost of following the table, 100,000 events a second);
 - topology: 20,000 UNREPLIED UDP entries source-NATed to an address that is
   removed (20,000 others NATed to another address stay): time from `ip addr
   del` to the last stale entry gone, ctguard vs a shell script doing the same
@@ -52,6 +53,25 @@ ATTACKERS = [f"192.0.2.{i}" for i in range(100, 120)]
 SERVER = "198.51.100.2"
 CT = "/proc/sys/net/netfilter/"
 
+# PACED_UDP RATE DST: UDP datagrams from 203.0.113.1-254, every one from another source
+# port, RATE a second (in bursts every 10 ms), each a new conntrack entry in the firewall
+PACED_UDP = r'''
+import socket, struct, sys, time
+rate, dst = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+pkt = bytearray(struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, 28, 0, 0, 64, 17, 0, bytes(4),
+                            socket.inet_aton(dst), 0, 9000, 8, 0))
+per, i, t = rate // 100, 0, time.monotonic()
+while True:
+    for _ in range(per):
+        i += 1
+        pkt[12:16] = bytes((203, 0, 113, 1 + i % 254))
+        struct.pack_into("!H", pkt, 20, 1024 + (i // 254) % 64000)
+        s.sendto(pkt, (dst, 0))
+    t += 0.01
+    time.sleep(max(0.0, t - time.monotonic()))
+'''
+
 SHELL_FLUSH = r'''
 ip -o monitor address | while read -r line; do
   case "$line" in
@@ -75,8 +95,9 @@ def established(n: int, offset: int = 0) -> Iterator[Entry]:
 
 
 class Bench:
-    def __init__(self, lab: Lab, runs: int, rate_us: int, tmp: Path) -> None:
+    def __init__(self, lab: Lab, runs: int, rate_us: int, new_per_s: int, tmp: Path) -> None:
         self.lab, self.runs, self.rate_us, self.tmp = lab, runs, rate_us, tmp
+        self.new_per_s = new_per_s
         self.fw, self.client, self.server = lab["fw"], lab["client"], lab["server"]
         self.results: dict[str, list[float]] = {}
         self.notes: list[str] = []
@@ -232,8 +253,7 @@ class Bench:
         self.reset()
         self.sysctl("nf_conntrack_udp_timeout", "2")
         guard = self.start_guard(self.GUARD)
-        flood = self.client.popen(["hping3", "-q", "--rand-source", "-i", f"u{self.rate_us}", "--udp",
-                                   "-p", "9000", SERVER], stderr=subprocess.DEVNULL)
+        flood = self.client.popen([sys.executable, "-c", PACED_UDP, str(self.new_per_s), SERVER])
         time.sleep(3)  # steady state
         ev0 = query_status(self.tmp / "g.sock")["events"]
         cpu0, t0 = self.guard_cpu(guard), time.monotonic()
@@ -316,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs to take medians of (default 3)")
     ap.add_argument("--rate-us", type=int, default=20, help="hping3 -i uN: microseconds between packets")
+    ap.add_argument("--new-per-s", type=int, default=50_000,
+                    help="new entries a second for the CPU measure (default 50000)")
     ap.add_argument("--only", help="comma-separated: exhaustion,syn,udp,reaction,cpu,topology")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -323,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only.split(",")) if args.only else {"exhaustion", "syn", "udp", "reaction", "cpu",
                                                           "topology"}
     with tempfile.TemporaryDirectory(prefix="nfkit-ctguard-bench-") as tmp, three_node("ncg") as lab:
-        bench = Bench(lab, args.runs, args.rate_us, Path(tmp))
+        bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp))
         bench.setup()
         for i in range(args.runs):
             say(f"run {i + 1}/{args.runs}")

@@ -35,6 +35,7 @@ from nfkit.service.daemon import Service
 log = logging.getLogger("nfkit.ctguard")
 
 PROC_NF = Path("/proc/sys/net/netfilter")
+EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's burst at full rate
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 
@@ -85,7 +86,7 @@ class Guard(Service):
             self.act("size", f"{p.max} entries and {p.buckets} buckets in {size_cfg['memory']} "
                      f"({p.entry_bytes}-byte entries)", p.max)
         self.table = ConntrackTable()
-        self.stream = self.table.events(resync=False)
+        self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
         self.follow_topology(selector)

@@ -88,10 +88,9 @@ class Picture:
     def _remove(self, key: Key) -> None:
         old = self.records.pop(key, None)
         if old is not None:
-            self._count(old, -1)
+            self._count(old, -1, key)
 
-    def _count(self, r: Record, n: int) -> None:
-        key = entry_key(r.entry)
+    def _count(self, r: Record, n: int, key: Key) -> None:
         own = self.of_source.get(r.source)
         if n > 0:
             self.tiers[r.tier][key] = r
@@ -119,12 +118,12 @@ class Picture:
             return
         old = self.records.get(key)
         if old is not None:
-            self._count(old, -1)
+            self._count(old, -1, key)
         state = state_name(e)
         r = Record(e, e.orig.src, e.zone or 0, state, old.first_seen if old is not None else now,
                    now, cost_tier(state, e.status))
         self.records[key] = r
-        self._count(r, 1)
+        self._count(r, 1, key)
 
     def resync(self, entries: Iterable[Entry], now: float) -> None:
         """Replace the picture with a dump's entries (after lost events)."""
@@ -143,7 +142,7 @@ class Picture:
             r = Record(e, e.orig.src, e.zone or 0, state,
                        before.first_seen if before is not None else now, now, cost_tier(state, e.status))
             self.records[key] = r
-            self._count(r, 1)
+            self._count(r, 1, key)
 
     def top_sources(self, n: int = 10) -> list[tuple[str, int]]:
         return self.by_source.most_common(n)
