@@ -257,3 +257,112 @@ def multihomed(lab: Lab, hosts: Sequence[str], isp_prefixes: Sequence[str],
     inside.run(["ip", "-6", "route", "add", f"{server}/128", "via", lan])
     srv.popen([sys.executable, "-c", WHO_SERVER, server, "8080"])
     srv.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :8080 && exit 0; sleep 0.1; done; exit 1"])
+
+
+# Programs of real TCP traffic for attack labs (tests/ctguard, bench/ctguard), each run as
+# `python -c PROGRAM ARGS...` in a namespace.
+#
+# TCP_ECHO_SERVER ADDRESS PORT: echoes on every connection, any number of them, one thread.
+TCP_ECHO_SERVER = r'''
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+s = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=8192)
+s.setblocking(False)
+sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is s:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                continue
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ)
+            continue
+        c = key.fileobj
+        try:
+            d = c.recv(4096)
+        except OSError:
+            d = b""
+        if d:
+            try:
+                c.send(d)
+            except OSError:
+                pass
+        else:
+            sel.unregister(c)
+            c.close()
+'''
+
+# TCP_HOLDERS SERVER PORT ADDR,ADDR,... PER: PER connections from each address, all at once;
+# prints how many completed their handshake (within 3 s), then holds them, idle.
+TCP_HOLDERS = r'''
+import select, socket, sys, time
+server, port, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+pending = []
+for a in sys.argv[3].split(","):
+    for _ in range(per):
+        s = socket.socket()
+        s.setblocking(False)
+        s.bind((a, 0))
+        s.connect_ex((server, port))
+        pending.append(s)
+held, deadline = [], time.monotonic() + 3
+while pending and time.monotonic() < deadline:
+    _, ready, _ = select.select([], pending, [], 0.1)
+    for s in ready:
+        pending.remove(s)
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            held.append(s)
+print(len(held), flush=True)
+time.sleep(3600)
+'''
+
+# TCP_CLIENTS SERVER PORT NEW WAVE TIMEOUT: 5 established connections echo every 0.1 s (their
+# source ports printed first); on a line on stdin, NEW new connections in waves of WAVE, each
+# connect (within TIMEOUT s), echo, close; then one JSON line: new, new_ok, echo_sent, echo_ok.
+# The 5 stay open until the process is killed.
+TCP_CLIENTS = r'''
+import json, socket, sys, threading, time
+server, port = sys.argv[1], int(sys.argv[2])
+new, wave, timeout = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+conns = [socket.create_connection((server, port), timeout=2) for _ in range(5)]
+print(" ".join(str(c.getsockname()[1]) for c in conns), flush=True)
+echo = {"sent": 0, "ok": 0}
+stop = threading.Event()
+def pinger():
+    while not stop.is_set():
+        for c in conns:
+            echo["sent"] += 1
+            try:
+                c.sendall(b"ping")
+                echo["ok"] += c.recv(16) == b"ping"
+            except OSError:
+                pass
+        time.sleep(0.1)
+t = threading.Thread(target=pinger)
+t.start()
+sys.stdin.readline()
+ok = 0
+def one():
+    global ok
+    try:
+        with socket.create_connection((server, port), timeout=timeout) as s:
+            s.sendall(b"hello")
+            if s.recv(16) == b"hello":
+                ok += 1
+    except OSError:
+        pass
+done = 0
+while done < new:
+    ts = [threading.Thread(target=one) for _ in range(min(wave, new - done))]
+    for x in ts:
+        x.start()
+    for x in ts:
+        x.join()
+    done += len(ts)
+stop.set()
+t.join()
+print(json.dumps({"new": new, "new_ok": ok, "echo_sent": echo["sent"], "echo_ok": echo["ok"]}), flush=True)
+time.sleep(3600)
+'''

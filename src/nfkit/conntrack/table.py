@@ -706,6 +706,7 @@ class EventStream(HoldsSocket):
             check_quiet_timeout(timeout)
         self.table = table
         self.filter = flt or Filter()
+        self._everything = self.filter.empty  # once: an event stream is a hot path
         self.timeout = timeout
         self.resync = resync
         self.sock = table.open_socket(groups=tuple(groups), rcvbuf=rcvbuf)
@@ -721,7 +722,7 @@ class EventStream(HoldsSocket):
         else:
             kind = "update"
         e = self.table.decoder.decode_attrs(msg.attrs, msg.family)
-        if self.filter.empty or self.filter.matches(e):
+        if self._everything or self.filter.matches(e):
             return Event(kind, e)
         return None
 
