@@ -108,13 +108,10 @@ def load_program(path: str | Path) -> Program:
     return program
 
 
-def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
-               counting: bool = False) -> Rules:
-    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
-
-    None loads the library shipped with nfkit.  Raises InputError (syntax,
-    bytecode or verifier errors, unreadable or missing paths).
-    """
+def rule_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None
+               ) -> list[Path]:
+    """The rule files ``paths`` name (directories: their .nfg and .nfgb files, sorted);
+    None: the shipped library.  Raises InputError for missing paths or empty directories."""
     if paths is None:
         paths = [SIGNATURES]
     elif isinstance(paths, (str, os.PathLike)):
@@ -131,10 +128,39 @@ def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] 
             files.append(p)
         else:
             raise InputError(f"{p}: no such rule file or directory")
+    return files
+
+
+def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
+               counting: bool = False) -> Rules:
+    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
+
+    None loads the library shipped with nfkit.  Raises InputError (syntax,
+    bytecode or verifier errors, unreadable or missing paths).
+    """
     rules = Rules()
-    for f in files:
+    for f in rule_files(paths):
         rules.extend(signatures_of(verify(load_program(f)), counting))
     return rules
 
 
-__all__ = ["SIGNATURES", "cache_dir", "cache_key", "load_program", "load_rules"]
+def app_names(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None
+              ) -> list[str]:
+    """Every application name the rule files can give a flow: their protocols and the
+    labels their `expect` statements announce, in file order, each once."""
+    from nfkit.nfgrep.bytecode import OPCODES
+
+    expect = OPCODES["EXPECT"]
+    names: dict[str, None] = {}
+    for f in rule_files(paths):
+        program = load_program(f)
+        for proto in program.protocols:
+            names[program.text(proto.name)] = None
+            for step in proto.steps:
+                for ins in step.code:
+                    if ins.op == expect:
+                        names[program.text(ins.a)] = None
+    return list(names)
+
+
+__all__ = ["SIGNATURES", "app_names", "cache_dir", "cache_key", "load_program", "load_rules", "rule_files"]
