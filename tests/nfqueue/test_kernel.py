@@ -124,3 +124,28 @@ def test_copy_range_fail_open_and_bypass(netns) -> None:  # type: ignore[no-unty
             assert queue_counters()[6]["dropped"] == 0  # fail-open: none dropped
             with pytest.raises(CapabilityError, match="queue 6: cannot bind"):
                 Queue(6)
+
+
+def test_enobufs_is_counted_and_survived(netns) -> None:  # type: ignore[no-untyped-def]
+    """A receive buffer too small for a burst: the kernel reports ENOBUFS, fail-open lets the
+    packets it could not deliver pass, and the queue goes on working."""
+    with netns.enter():
+        _rules({"num": 7})
+        rx = _receiver()
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with Queue(7, rcvbuf=4096, flags=Q.NFQA_CFG_F_FAIL_OPEN) as q:
+            for i in range(100):
+                tx.sendto(b"%04d" % i + b"x" * 1000, ("127.0.0.1", PORT))
+            taken = list(q.packets())
+            assert q.enobufs >= 1 and 0 < len(taken) < 100
+            q.batch_verdict(taken[-1].id)
+            q.flush()
+            got = _received(rx)
+            assert sorted(got) == sorted(b"%04d" % i + b"x" * 1000 for i in range(100))
+            assert queue_counters()[7]["user_dropped"] == 0  # fail-open: passed, not dropped
+            tx.sendto(b"after", ("127.0.0.1", PORT))
+            (pkt,) = _take(q, 1)
+            q.verdict(pkt)
+            q.flush()
+            assert _received(rx) == [b"after"]
