@@ -13,7 +13,7 @@ APT_TEST := iproute2 iputils-ping nftables conntrack iptables linux-libc-dev \
 # nfgrep signature tests (psql and a PostgreSQL server of its own)
 APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
 # Debian packages only the benchmarks need.
-APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
+APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool iperf3
 
 .PHONY: setup demo test bench clean
 

@@ -13,6 +13,9 @@ transaction, replaced if a killed run left them, removed on exit):
     chain queue_pre { type filter hook prerouting priority -140
         iifname "lo" return                      # loopback was queued on output
         ct mark & MASK != 0 return               # decided: never to userspace again
+        tcp flags & (syn|ack) == syn|ack return  # no bytes for the engine:
+        ip length 52 tcp doff 8 tcp flags & (fin|syn|rst) == 0 return   # bare ACKs, one
+        ...                                      # rule per TCP header length
         meta l4proto { tcp, udp } queue num A[-B] bypass }
     chain queue_out { type filter hook output priority -140; the same without lo }
     chain label_pre / label_out { ... priority -130
@@ -83,6 +86,26 @@ def _match(left: Any, right: Any, op: str = "==") -> dict[str, Any]:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
+def _field(proto: str, name: str) -> dict[str, Any]:
+    return {"payload": {"protocol": proto, "field": name}}
+
+
+def _no_bytes_for_the_engine(family: str) -> list[list[dict[str, Any]]]:
+    """Matches for TCP packets userspace has no use for, which stay in the kernel: a
+    SYN-ACK (the SYN named the client already; the server's stream starts at its first
+    byte) and a bare ACK (no payload, no SYN/FIN/RST), told by its length: the IP length
+    is exactly the headers' (one rule per TCP header length, options included)."""
+    flags = _field("tcp", "flags")
+    out = [[_match({"&": [flags, 0x12]}, 0x12)]]
+    for doff in range(5, 16):
+        if family == "ip":
+            sizes = [_match(_field("ip", "hdrlength"), 5), _match(_field("ip", "length"), 20 + 4 * doff)]
+        else:  # the payload length: the TCP header right after the fixed IPv6 header
+            sizes = [_match(_field("ip6", "nexthdr"), "tcp"), _match(_field("ip6", "length"), 4 * doff)]
+        out.append([*sizes, _match(_field("tcp", "doff"), doff), _match({"&": [flags, 0x07]}, 0)])
+    return out
+
+
 def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
                  families: Sequence[str] = FAMILIES) -> Any:
     """The live mode's tables (see the module docstring) as one `Ruleset`."""
@@ -102,6 +125,8 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
             if hook == "prerouting":
                 rs.rule(q, _match({"meta": {"key": "iifname"}}, "lo"), {"return": None})
             rs.rule(q, _match({"&": [ct_mark, mask]}, 0, "!="), {"return": None})
+            for rule in _no_bytes_for_the_engine(fam):
+                rs.rule(q, *rule, {"return": None})
             rs.rule(q, _match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
                     {"queue": {"num": num, "flags": "bypass"}})
             lab = rs.chain(t, f"label_{suffix}", type="filter", hook=hook, prio=LABEL_PRIORITY,
