@@ -48,9 +48,10 @@ class Live:
     def status(self) -> dict:
         return query_status(self.sock)
 
-    def stop(self) -> int:
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """SIGTERM, or SIGINT to the process group as Ctrl-C sends it."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signum)
         rc = self.proc.wait(15)
         return rc
 
@@ -193,15 +194,19 @@ def test_every_shipped_application_is_marked_end_to_end(tl: TrafficLab, tmp_path
 def test_after_the_decision_no_packet_reaches_the_queue(tl: TrafficLab, tmp_path: Path) -> None:
     big = tl.dir / "www" / "big.bin"
     big.write_bytes(os.urandom(2 << 20))
-    live = Live(tl, tmp_path)
+    live = Live(tl, tmp_path, "--metrics", "127.0.0.1:9464")
     try:
         tl.http()  # the server, started
         before = queue_taken(tl)
         tl.run_client(["curl", "-sS", "-o", "/dev/null", f"http://{SERVER4}:8000/big.bin"])
         taken = queue_taken(tl) - before
         (d,) = [d for d in live.decisions() if d["fields"].get("host")][-1:]
+        metrics = tl.fw.run(["curl", "-sS", "http://127.0.0.1:9464/metrics"]).stdout
     finally:
-        assert live.stop() == 0
+        assert live.stop(signal.SIGINT) == 0  # Ctrl-C
+    assert 'nfkit_nfgrep_app_flows_total{app="http"} 2.0' in metrics
+    assert 'nfkit_nfgrep_decided_total{queue="0"} 2.0' in metrics
+    assert "nfkit_nfgrep" not in tl.fw.run([*NFKIT, "rules", "list"]).stdout  # removed on Ctrl-C
     assert d["app"] == "http"
     # 2 MiB is well over a thousand packets; the queue saw those before the decision and the
     # few already in flight while its verdict was on the way (sent before the ct mark was set)
@@ -263,6 +268,8 @@ def test_sigkill_loses_no_connection_and_a_restart_picks_up(tl: TrafficLab, tmp_
     os.killpg(first.proc.pid, signal.SIGKILL)
     first.proc.wait(5)
     assert len(first.decisions()) > 3
+    # its table stays (queueing with bypass: nobody listens, packets pass) until the next start
+    assert "table ip nfkit_nfgrep" in tl.fw.run([*NFKIT, "rules", "list"]).stdout
     time.sleep(1.0)
     second = Live(tl, tmp_path)  # replaces the leftover table
     try:
