@@ -288,10 +288,9 @@ def test_sigkill_loses_no_connection_and_a_restart_picks_up(tl: TrafficLab, tmp_
 def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_path: Path) -> None:
     tl.http()
     extra = [f"192.0.2.{i}" for i in range(20, 32)]
-    for a in extra:
-        tl.client.run(["ip", "addr", "add", f"{a}/24", "dev", "eth0"])
-    tl.fw.run(["ip", "route", "replace", "192.0.2.0/24", "dev", "eth0"])
-    tl.fw.run(["ip", "route", "replace", f"{SERVER4}/32", "dev", "eth1"])
+    tl.client.run(["ip", "-batch", "-"], input="".join(f"addr add {a}/24 dev eth0\n" for a in extra))
+    tl.fw.run(["ip", "-batch", "-"], input=f"route replace 192.0.2.0/24 dev eth0\n"
+              f"route replace {SERVER4}/32 dev eth1\n")
     live = Live(tl, tmp_path, "--queues", "2:3")
     try:
         url = f"http://{SERVER4}:8000/hello.txt"
@@ -302,8 +301,8 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         status = live.status()
     finally:
         assert live.stop() == 0
-        for a in extra:
-            tl.client.run(["ip", "addr", "del", f"{a}/24", "dev", "eth0"], check=False)
+        tl.client.run(["ip", "-batch", "-"], input="".join(f"addr del {a}/24 dev eth0\n" for a in extra),
+                      check=False)
     mine = [d for d in decisions if d["client"].split(":")[0] in extra]
     # each connection decided once, by one worker, as http (a split connection would be seen
     # twice, or from its middle, by the other worker)

@@ -231,6 +231,7 @@ class TrafficLab:
         for dev, near, far in (("eth0", (CLIENT4, CLIENT6), (SERVER4, SERVER6)),
                                ("eth1", (SERVER4, SERVER6), (CLIENT4, CLIENT6))):
             fw.sysctl(f"net.ipv4.conf.{dev}.proxy_arp", "1")
+            fw.sysctl(f"net.ipv4.neigh.{dev}.proxy_delay", "0")  # else up to 0.8 s per new address
             fw.sysctl(f"net.ipv6.conf.{dev}.proxy_ndp", "1")
             fw.run(["ip", "route", "add", f"{near[0]}/32", "dev", dev])
             fw.run(["ip", "-6", "route", "add", f"{near[1]}/128", "dev", dev])

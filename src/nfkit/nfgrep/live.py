@@ -399,13 +399,16 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
     ready.set()
     sel = selectors.DefaultSelector()
     sel.register(queue.fileno(), selectors.EVENT_READ)
+    # SIGTERM wakes the select at once (Python would resume it after the handler)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    sel.register(wake_r, selectors.EVENT_READ)
     base = slot * _STRIDE
     next_sweep = time.monotonic() + 5
     packet = judge.packet
     try:
         while not stopping:
-            if not sel.select(1.0):
-                pass
+            sel.select(1.0)
             last_plain = -1
             plain = 0
             for pkt in queue.packets():
