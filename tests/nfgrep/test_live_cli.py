@@ -18,7 +18,8 @@ def nfkit(*args: str) -> subprocess.CompletedProcess[str]:
     (["--queues", "3:1"], "--queues 3:1: queue numbers 0-65535, A <= B"),
     (["--queues", "a:b"], "--queues 'a:b': expected A:B"),
     (["--queue", "1", "--queues", "1:2"], "--queue and --queues: give one of them"),
-    (["--mark-mask", "0x3f"], "--mark-mask 0x3f: 6 bits cannot hold app ids"),
+    (["--mark-mask", "0x7f"], "--mark-mask 0x7f: 7 bits cannot hold app ids up to 127 and the "
+                              "direction bit"),
     (["--mark-mask", "0xf0f0"], "the bits must be contiguous"),
     (["--max-packets", "0"], "--max-packets and --max-bytes must be at least 1"),
     (["--rules", "/nonexistent/rules.nfg"], "/nonexistent/rules.nfg: no such rule file"),

@@ -103,3 +103,12 @@ def test_ruleset_marks_under_the_mask_and_keeps_other_bits() -> None:
     mangle = http[0].expr[1]["mangle"]["value"]
     assert mangle == {"|": [{"&": [{"ct": {"key": "mark"}}, 0xFFFF00FF]}, 2 << 8]}
     assert http[0].expr[2] == {"mangle": {"key": {"ct": {"key": "label"}}, "value": 2}}
+
+
+def test_sides_from_conntrack_direction_for_a_server_first_protocol(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """No SYN reaches the queue: the direction bit says the banner comes from the server."""
+    j, decisions = judge(engine_rules)
+    j.packet(tcp(S, C, 22, 40005, 500, 0x18, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), reply=True)
+    j.packet(tcp(C, S, 40005, 22, 100, 0x18, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), reply=False)
+    assert decisions and decisions[0].app == "ssh"
+    assert (decisions[0].client, decisions[0].server) == (f"{C}:40005", f"{S}:22")

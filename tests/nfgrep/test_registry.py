@@ -10,6 +10,7 @@ from nfkit.nfgrep.registry import (
     HEADER,
     SHIPPED,
     Registry,
+    direction_bit,
     mark_shift,
     merge_connlabel,
     parse_mask,
@@ -23,17 +24,18 @@ def test_every_shipped_application_has_a_fixed_id() -> None:
     assert SHIPPED["unknown"] == 1
 
 
-@pytest.mark.parametrize("mask,shift", [(0xFF, 0), (0xFF00, 8), (0x7F000000, 24), (0xFFFFFFFF, 0)])
+@pytest.mark.parametrize("mask,shift", [(0xFF, 0), (0xFF00, 8), (0xFF000000, 24), (0xFFFFFFFF, 0)])
 def test_mark_under_mask(mask: int, shift: int) -> None:
     assert mark_shift(mask) == shift
     reg = Registry()
     assert reg.mark("http", mask) == 2 << shift
     assert reg.app_of_mark(0x1 | (2 << shift) if shift else 2, mask) == "http"
     assert reg.app_of_mark(0, mask) is None
+    assert direction_bit(mask) == 0x80 << shift and direction_bit(mask) & mask
 
 
-@pytest.mark.parametrize("text,message", [("0xf0f0", "contiguous"), ("0x3f", "7 bits needed"),
-                                          ("zz", "not a number"), ("0", "at least 7 bits")])
+@pytest.mark.parametrize("text,message", [("0xf0f0", "contiguous"), ("0x7f", "8 bits needed"),
+                                          ("zz", "not a number"), ("0", "at least 8 bits")])
 def test_bad_mask(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_mask(text)

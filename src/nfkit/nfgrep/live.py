@@ -13,13 +13,15 @@ transaction, replaced if a killed run left them, removed on exit):
     chain queue_pre { type filter hook prerouting priority -140
         iifname "lo" return                      # loopback was queued on output
         ct mark & MASK != 0 return               # decided: never to userspace again
-        tcp flags & (syn|ack) == syn|ack return  # no bytes for the engine:
-        ip length 52 tcp doff 8 tcp flags & (fin|syn|rst) == 0 return   # bare ACKs, one
-        ...                                      # rule per TCP header length
+        tcp flags & syn == syn return            # no bytes for the engine: SYNs,
+        ip length 52 tcp doff 8 tcp flags & (fin|syn|rst) == 0 return   # bare ACKs (one
+        ...                                      # rule per TCP header length)
+        ct direction reply meta mark set meta mark | DIRECTION   # tells the worker
         meta l4proto { tcp, udp } queue num A[-B] bypass }
     chain queue_out { type filter hook output priority -140; the same without lo }
     chain label_pre / label_out { ... priority -130
         meta mark & MASK == 0 return
+        meta mark & MASK == DIRECTION meta mark set meta mark & ~DIRECTION return  # bypassed
         meta mark & MASK == ID ct mark set ct mark & ~MASK | ID ct label set ID   # per app
     }
 
@@ -56,7 +58,7 @@ from typing import Any
 from nfkit.errors import InputError
 from nfkit.nfgrep.capture import decode
 from nfkit.nfgrep.reassembly import Reassembler
-from nfkit.nfgrep.registry import CONNLABEL_CONF, DEFAULT_MARK_MASK, Registry, mark_shift
+from nfkit.nfgrep.registry import CONNLABEL_CONF, DEFAULT_MARK_MASK, Registry, direction_bit, mark_shift
 from nfkit.service.daemon import Service
 
 log = logging.getLogger("nfkit.nfgrep.live")
@@ -92,12 +94,12 @@ def _field(proto: str, name: str) -> dict[str, Any]:
 
 
 def _no_bytes_for_the_engine(family: str) -> list[list[dict[str, Any]]]:
-    """Matches for TCP packets userspace has no use for, which stay in the kernel: a
-    SYN-ACK (the SYN named the client already; the server's stream starts at its first
-    byte) and a bare ACK (no payload, no SYN/FIN/RST), told by its length: the IP length
-    is exactly the headers' (one rule per TCP header length, options included)."""
+    """Matches for TCP packets userspace has no use for, which stay in the kernel: SYNs
+    (the client is the side conntrack calls original, which the direction bit tells; each
+    stream starts at its first byte) and bare ACKs (no payload, no SYN/FIN/RST), told by
+    length: the IP length is exactly the headers' (one rule per TCP header length)."""
     flags = _field("tcp", "flags")
-    out = [[_match({"&": [flags, 0x12]}, 0x12)]]
+    out = [[_match({"&": [flags, 0x02]}, 0x02)]]
     for doff in range(5, 16):
         if family == "ip":
             sizes = [_match(_field("ip", "hdrlength"), 5), _match(_field("ip", "length"), 20 + 4 * doff)]
@@ -113,6 +115,7 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
     from nfkit.nftables import Ruleset
 
     shift = mark_shift(mask)
+    direction = direction_bit(mask)
     first, last = queues
     num: Any = first if first == last else {"range": [first, last]}
     ct_mark = {"ct": {"key": "mark"}}
@@ -128,11 +131,17 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
             rs.rule(q, _match({"&": [ct_mark, mask]}, 0, "!="), {"return": None})
             for rule in _no_bytes_for_the_engine(fam):
                 rs.rule(q, *rule, {"return": None})
+            rs.rule(q, _match({"ct": {"key": "direction"}}, "reply"),
+                    {"mangle": {"key": meta_mark, "value": {"|": [meta_mark, direction]}}})
             rs.rule(q, _match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}),
                     {"queue": {"num": num, "flags": "bypass"}})
             lab = rs.chain(t, f"label_{suffix}", type="filter", hook=hook, prio=LABEL_PRIORITY,
                            policy="accept")
             rs.rule(lab, _match({"&": [meta_mark, mask]}, 0), {"return": None})
+            # bypassed (nobody listened): the direction bit goes, the user's bits stay
+            rs.rule(lab, _match({"&": [meta_mark, mask]}, direction),
+                    {"mangle": {"key": meta_mark, "value": {"&": [meta_mark, ~direction & 0xFFFFFFFF]}}},
+                    {"return": None})
             for name, app_id in sorted(registry.ids.items(), key=lambda kv: kv[1]):
                 value = app_id << shift
                 rs.rule(lab, _match({"&": [meta_mark, mask]}, value),
@@ -241,9 +250,11 @@ class FlowJudge:
         self.apps = [0] * _NAPP
         self.queue = 0
 
-    def packet(self, ip: bytes, cut: bool = False) -> int:
-        """One IP packet (``cut``: its copy was shorter than the packet); the app id its
-        verdict should carry (0: none, the flow is still being looked at)."""
+    def packet(self, ip: bytes, cut: bool = False, reply: bool | None = None) -> int:
+        """One IP packet (``cut``: its copy was shorter than the packet; ``reply``: it goes
+        from server to client, as conntrack says; None: unknown, the first packet's sender
+        or a SYN's is the client); the app id its verdict should carry (0: none, the flow
+        is still being looked at)."""
         c = self.counts
         c["packets"] += 1
         d = decode(_LINK_RAW, ip)
@@ -261,7 +272,9 @@ class FlowJudge:
         now = self.clock()
         flow = self.flows.get(key)
         if flow is None:
-            if proto == 6 and flags & _TH_SYN and flags & 0x10:
+            if reply is not None:
+                client = b if reply else a
+            elif proto == 6 and flags & _TH_SYN and flags & 0x10:
                 client = b  # a SYN-ACK: the other side opened
             else:
                 client = a
@@ -381,6 +394,7 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
     mask = opts.mark_mask
     shift = mark_shift(mask)
     keep = ~mask & 0xFFFFFFFF
+    direction = direction_bit(mask)
 
     def emit(dec: Decision) -> None:
         if opts.json:
@@ -412,9 +426,13 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
             last_plain = -1
             plain = 0
             for pkt in queue.packets():
-                app_id = packet(pkt.payload, pkt.cap_len is not None and pkt.cap_len > len(pkt.payload))
+                mark = pkt.mark
+                app_id = packet(pkt.payload, pkt.cap_len is not None and pkt.cap_len > len(pkt.payload),
+                                bool(mark & direction))
                 if app_id:
-                    queue.verdict(pkt.id, NF_ACCEPT, (pkt.mark & keep) | (app_id << shift))
+                    queue.verdict(pkt.id, NF_ACCEPT, (mark & keep) | (app_id << shift))
+                elif mark & direction:
+                    queue.verdict(pkt.id, NF_ACCEPT, mark & ~direction)
                 else:
                     last_plain = pkt.id
                     plain += 1
@@ -422,7 +440,7 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
                 if plain == 1:
                     queue.verdict(last_plain, NF_ACCEPT)
                 else:
-                    # every earlier packet of this queue already had its verdict or gets this one
+                    # every earlier packet of this queue had its verdict above, or gets this one
                     queue.batch_verdict(last_plain, NF_ACCEPT)
             queue.flush()
             c = judge.counts

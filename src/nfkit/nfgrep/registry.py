@@ -19,9 +19,11 @@ Rules kept forever (scripts and rulesets depend on them):
 - Ids 64-127 go to applications of the user's own rule files, the first free
   bit of connlabel.conf in that range, recorded there, so an application
   keeps its id from one run to the next.
-- The mark mask is contiguous and at least 7 bits wide (ids up to 127); the
-  id sits at the mask's lowest bit.  Bits outside the mask are the user's and
-  nfkit leaves them as they are.
+- The mark mask is contiguous and at least 8 bits wide: the id (up to 127)
+  sits at the mask's lowest 7 bits; the 8th (`direction_bit`) tells the live
+  mode's worker that a queued packet goes in the reply direction, and never
+  leaves the queue's verdict or nfkit's chains set.  Bits outside the mask
+  are the user's and nfkit leaves them as they are.
 
 connlabel.conf: nfkit appends the lines it needs (``BIT NAME``) after a
 comment line of its own and never changes, moves or removes the user's lines.
@@ -55,15 +57,20 @@ HEADER = "# nfkit nfgrep: application labels (lines below are added by nfkit; se
 def mark_shift(mask: int) -> int:
     """The bit position of the id under ``mask``; InputError when the mask cannot hold ids."""
     if not 0 < mask <= 0xFFFFFFFF:
-        raise InputError(f"--mark-mask {mask:#x}: a 32-bit mask with at least 7 bits set")
+        raise InputError(f"--mark-mask {mask:#x}: a 32-bit mask with at least 8 bits set")
     shift = (mask & -mask).bit_length() - 1
     run = mask >> shift
     if run & (run + 1):
         raise InputError(f"--mark-mask {mask:#x}: the bits must be contiguous")
-    if run < USER_LAST:
+    if run < 2 * USER_LAST + 1:
         raise InputError(f"--mark-mask {mask:#x}: {run.bit_length()} bits cannot hold app ids up to "
-                         f"{USER_LAST} (7 bits needed)")
+                         f"{USER_LAST} and the direction bit (8 bits needed)")
     return shift
+
+
+def direction_bit(mask: int) -> int:
+    """The mark bit, right above the id's 7, that flags a reply-direction packet in the queue."""
+    return 1 << (mark_shift(mask) + 7)
 
 
 def parse_mask(text: str) -> int:
@@ -189,4 +196,4 @@ def _write(path: Path, text: str) -> None:
 
 
 __all__ = ["CONNLABEL_CONF", "DEFAULT_MARK_MASK", "SHIPPED", "UNKNOWN", "USER_FIRST", "USER_LAST",
-           "Registry", "mark_shift", "merge_connlabel", "parse_mask"]
+           "Registry", "direction_bit", "mark_shift", "merge_connlabel", "parse_mask"]
