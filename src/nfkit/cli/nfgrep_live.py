@@ -37,7 +37,7 @@ def _queues(queue: int | None, queues: str | None) -> tuple[int, int]:
 @click.option("--rules", multiple=True, type=click.Path(),
               help="signature files or directories (default: the shipped library); repeatable")
 @click.option("--mark-mask", default="0xff", show_default=True,
-              help="the mark bits that carry the app id (contiguous, at least 7 bits)")
+              help="the mark bits that carry the app id (contiguous, at least 8 bits)")
 @click.option("--max-packets", default=24, show_default=True, type=int,
               help="a flow still undecided after this many packets is marked unknown")
 @click.option("--max-bytes", default=4096, show_default=True, type=int,
