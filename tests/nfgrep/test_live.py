@@ -282,6 +282,7 @@ def test_sigkill_loses_no_connection_and_a_restart_picks_up(tl: TrafficLab, tmp_
     time.sleep(1.0)
     second = Live(tl, tmp_path)  # replaces the leftover table
     try:
+        tl.run_client(["curl", "-sS", "-o", "/dev/null", f"http://{SERVER4}:8000/hello.txt"])
         out, _ = loop.communicate(timeout=30)
         ok, failed = map(int, out.split())
         size, _ = slow.communicate(timeout=30)

@@ -112,3 +112,16 @@ def test_sides_from_conntrack_direction_for_a_server_first_protocol(engine_rules
     j.packet(tcp(C, S, 40005, 22, 100, 0x18, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), reply=False)
     assert decisions and decisions[0].app == "ssh"
     assert (decisions[0].client, decisions[0].server) == (f"{C}:40005", f"{S}:22")
+
+
+def test_a_new_connection_on_the_same_tuple_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    now = [0.0]
+    decisions: list = []
+    j = FlowJudge(Engine(engine_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
+    j.packet(tcp(C, S, 40006, 80, 101, 0x18, REQUEST), reply=False)
+    assert j.packet(tcp(S, C, 80, 40006, 501, 0x18, RESPONSE), reply=True) == SHIPPED["http"]
+    now[0] = 1.0  # still in flight: the same mark
+    assert j.packet(tcp(S, C, 80, 40006, 600, 0x18, b"x"), reply=True) == SHIPPED["http"]
+    now[0] = 60.0  # the port reused by another connection: looked at again
+    assert j.packet(tcp(C, S, 40006, 80, 9000, 0x18, b"\x16\x03\x01"), reply=False) == 0
+    assert len(j.flows) == 1

@@ -71,6 +71,7 @@ MAX_PACKETS = 24
 MAX_BYTES = 4096
 HEADROOM = 120          # IP and TCP headers with options, before the payload
 MAX_FLOWS = 65536
+DECIDED_HOLD = 2.0      # seconds a decision answers for packets queued before it took effect
 IDLE = 60.0
 _LINK_RAW = 101
 _TH_FIN_RST = 0x05
@@ -244,7 +245,8 @@ class FlowJudge:
         self.clock = clock
         self.reassembler = Reassembler(max_buffer=max(max_bytes, 4096), max_total=32 << 20)
         self.flows: dict[tuple[Any, ...], _Flow] = {}
-        self.decided: dict[tuple[Any, ...], int] = {}
+        # decided flows, for packets queued before their verdict came: (app id, when)
+        self.decided: dict[tuple[Any, ...], tuple[int, float]] = {}
         self.unknown_id = registry.id(None)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.apps = [0] * _NAPP
@@ -266,10 +268,12 @@ class FlowJudge:
         a = src + sport.to_bytes(2, "big")
         b = dst + dport.to_bytes(2, "big")
         key = (proto, a, b) if a < b else (proto, b, a)
+        now = self.clock()
         done = self.decided.get(key)
         if done is not None:
-            return done
-        now = self.clock()
+            if now - done[1] <= DECIDED_HOLD:
+                return done[0]
+            del self.decided[key]  # a new connection on the same addresses and ports
         flow = self.flows.get(key)
         if flow is None:
             if reply is not None:
@@ -301,10 +305,10 @@ class FlowJudge:
         if not st.done:
             if flow.streams is not None:
                 data = flow.streams[direction].segment(seq, flags, payload)
-                if cut:
-                    flow.cut = True  # bytes after this one's end never come: decide now
             else:
                 data = payload
+            if cut:
+                flow.cut = True  # the bytes past this copy's end never come: decide now
             if data:
                 self.engine.feed(st, direction, data)
         if st.done or flow.cut or flow.packets >= self.max_packets or flow.bytes >= self.max_bytes \
@@ -325,7 +329,7 @@ class FlowJudge:
                 s.release()
         if len(self.decided) >= self.max_flows:
             del self.decided[next(iter(self.decided))]
-        self.decided[key] = app_id
+        self.decided[key] = (app_id, now)
         c = self.counts
         c["decided"] += 1
         if app_id == self.unknown_id:
