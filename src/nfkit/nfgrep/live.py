@@ -7,8 +7,9 @@ binds the queue), and the daemon (`LiveService`) that installs the tables,
 runs one worker process per queue and reports status and metrics.  Must not
 know: how signatures match (the engine), the queue's wire format (nfqueue).
 
-In the kernel (tables ``ip nfkit_nfgrep`` and ``ip6 nfkit_nfgrep``, one
-transaction, replaced if a killed run left them, removed on exit):
+In the kernel (tables ``ip nfkit_nfgrep`` and ``ip6 nfkit_nfgrep``, installed
+in one transaction, replaced if a killed run left a different copy, removed
+on exit):
 
     chain queue_pre { type filter hook prerouting priority -140
         iifname "lo" return                      # loopback was queued on output
@@ -153,33 +154,26 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
     return rs
 
 
-def install(ruleset: Any, families: Sequence[str] = FAMILIES) -> None:
-    """Install the live tables in one transaction, replacing leftovers of a killed run."""
+def install(queues: tuple[int, int], mask: int, registry: Registry,
+            families: Sequence[str] = FAMILIES) -> None:
+    """Install the live tables in one transaction: each family's table as nfkit's own
+    (`nfkit.service.owntable`), a leftover of a killed run replaced, an identical one kept."""
     from nfkit.nftables import run_commands
-    from nfkit.nftables.jsonfmt import Command
-    from nfkit.nftables.model import Table
+    from nfkit.service.owntable import Owned
 
     cmds: list[Any] = []
     for fam in families:
-        table = Table(fam, TABLE)
-        cmds += [Command("add", "table", table), Command("delete", "table", table),
-                 Command("add", "table", table)]
-    cmds += [Command("add", "chain", c) for c in ruleset.chains]
-    cmds += [Command("add", "rule", r) for r in ruleset.rules]
-    run_commands(cmds)
+        cmds += Owned(fam, TABLE).changes(live_ruleset(queues, mask, registry, (fam,)))
+    if cmds:
+        run_commands(cmds)
 
 
 def remove(families: Sequence[str] = FAMILIES) -> None:
-    """Remove the live tables (absent is fine), in one transaction."""
-    from nfkit.nftables import run_commands
-    from nfkit.nftables.jsonfmt import Command
-    from nfkit.nftables.model import Table
+    """Remove the live tables (absent is fine), one commit per family."""
+    from nfkit.service.owntable import Owned
 
-    cmds: list[Any] = []
     for fam in families:
-        table = Table(fam, TABLE)
-        cmds += [Command("add", "table", table), Command("delete", "table", table)]
-    run_commands(cmds)
+        Owned(fam, TABLE).remove()
 
 
 # -- deciding flows (sans I/O) ---------------------------------------------------------
@@ -496,7 +490,7 @@ class LiveService(Service):
 
     def start(self, selector: selectors.BaseSelector) -> None:
         self._selector = selector
-        install(live_ruleset(self.opts.queues, self.opts.mark_mask, self.registry))
+        install(self.opts.queues, self.opts.mark_mask, self.registry)
         self.installed = True
         for slot in range(self.nqueues):
             self._spawn(slot)
