@@ -219,11 +219,24 @@ def test_after_the_decision_no_packet_reaches_the_queue(tl: TrafficLab, tmp_path
 
 
 def test_user_rule_on_the_label_blocks_exactly_that_application(tl: TrafficLab, tmp_path: Path) -> None:
+    """The user's table: its own mark bits (packet and ct, outside nfkit's mask) set before
+    nfgrep's chains and checked after them, and a drop on nfkit's label."""
+    tl.http()  # the server, started before nfgrep is
     live = Live(tl, tmp_path)
     try:
-        nft_in_fw(tl, "-f", "-", input="table inet user {\n chain guard {\n"
-                  "  type filter hook forward priority 0; policy accept;\n"
-                  '  ct label "http" counter drop\n }\n}\n')
+        nft_in_fw(tl, "-f", "-", input="""table inet user {
+ chain pre {
+  type filter hook prerouting priority -160;
+  meta mark set meta mark | 0x20000
+  ct mark set ct mark | 0x10000
+ }
+ chain guard {
+  type filter hook forward priority 0; policy accept;
+  meta mark & 0x20000 != 0x20000 counter
+  ct label "http" counter drop
+ }
+}
+""")
         listing = nft_in_fw(tl, "list", "table", "inet", "user").stdout
         assert 'ct label "http"' in listing  # nft reads nfkit's names from connlabel.conf
         blocked = tl.client.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "2",
@@ -232,11 +245,20 @@ def test_user_rule_on_the_label_blocks_exactly_that_application(tl: TrafficLab, 
         tl.redis()
         tl.dns()
         tl.tls()
-        apps = [d["app"] for d in live.decisions()]
+        decisions = live.decisions()
+        entries = conntrack_entries(tl)
+        counters = tl.fw.run(["nft", "list", "chain", "inet", "user", "guard"]).stdout
     finally:
         tl.fw.run(["nft", "delete", "table", "inet", "user"], check=False)
         assert live.stop() == 0
+    apps = [d["app"] for d in decisions]
     assert apps.count("http") == 1 and {"redis", "dns", "tls"} <= set(apps)
+    # the user's packet mark bit survived every verdict; the drop hit
+    assert "0x00020000 counter packets 0 bytes 0" in counters, counters
+    assert "drop" in counters and 'counter packets 0 bytes 0 drop' not in counters
+    # the ct mark: the user's bit kept, the app id under nfkit's mask
+    redis = [e for e in entries if e["orig"].get("dport") == 6379]
+    assert redis and all(e["mark"] == 0x10000 | SHIPPED["redis"] for e in redis), redis
 
 
 CONNECTIONS = r'''
