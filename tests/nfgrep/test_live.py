@@ -334,6 +334,18 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         time.sleep(0.2)
         decisions = live.decisions()
         status = live.status()
+        # a worker that dies is started again; its queue's flows are classified again
+        victim = next(q for q in status["queues"] if q["queue"] == 2)["pid"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while live.status()["restarts"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = live.status()
+        on_2 = next(d["client"].split(":")[0] for d in decisions if d["queue"] == 2
+                    and d["client"].split(":")[0] in extra)
+        tl.run_client(["curl", "-sS", "-o", "/dev/null", "--interface", on_2, url])
+        time.sleep(0.2)
+        later = live.decisions()[len(decisions):]
     finally:
         assert live.stop() == 0
         tl.client.run(["ip", "-batch", "-"], input="".join(f"addr del {a}/24 dev eth0\n" for a in extra),
@@ -350,3 +362,7 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
     assert {d["queue"] for d in mine} == {2, 3}
     pids = {q["pid"] for q in status["queues"]}
     assert len(pids) == 2 and all(q["decided"] > 0 for q in status["queues"])
+    assert again["restarts"] == 1
+    assert again["total"]["decided"] >= status["total"]["decided"]  # counters carried over
+    assert next(q for q in again["queues"] if q["queue"] == 2)["pid"] not in (None, victim)
+    assert [(d["app"], d["queue"]) for d in later if d["client"].startswith(on_2 + ":")] == [("http", 2)]

@@ -481,6 +481,8 @@ class LiveService(Service):
         self.ctx = multiprocessing.get_context("fork")
         self.nqueues = last - first + 1
         self.shared = self.ctx.Array("q", self.nqueues * _STRIDE, lock=False)
+        # what workers that ended had counted: counters never go back when one restarts
+        self.carried = [0] * (self.nqueues * _STRIDE)
         self.workers: dict[int, Any] = {}
         self.restarts = 0
         self.started = time.time()
@@ -519,6 +521,10 @@ class LiveService(Service):
         assert self._selector is not None
         self._selector.unregister(proc.sentinel)
         proc.join()
+        base = slot * _STRIDE
+        for i in range(base, base + _STRIDE):
+            self.carried[i] += self.shared[i]
+            self.shared[i] = 0
         self.restarts += 1
         log.warning("worker of queue %d ended (exit %s); starting it again (packets passed meanwhile: "
                     "bypass)", self.opts.queues[0] + slot, proc.exitcode)
@@ -545,9 +551,10 @@ class LiveService(Service):
         out = []
         for slot in range(self.nqueues):
             base = slot * _STRIDE
-            row = {name: int(self.shared[base + i]) for i, name in enumerate(COUNTERS)}
-            row["apps"] = {self.registry.name(i) or str(i): int(self.shared[base + len(COUNTERS) + i])  # type: ignore[assignment]
-                           for i in range(_NAPP) if self.shared[base + len(COUNTERS) + i]}
+            now = [self.shared[i] + self.carried[i] for i in range(base, base + _STRIDE)]
+            row = {name: int(now[i]) for i, name in enumerate(COUNTERS)}
+            row["apps"] = {self.registry.name(i) or str(i): int(now[len(COUNTERS) + i])  # type: ignore[assignment]
+                           for i in range(_NAPP) if now[len(COUNTERS) + i]}
             out.append(row)
         return out
 
