@@ -54,7 +54,8 @@ def test_merge_keeps_the_users_lines(tmp_path) -> None:  # type: ignore[no-untyp
     assert "2 http" not in added and "1 unknown" in added and "7 ftp-data" in added
     assert reg.ids["myproto"] == 64 and reg.ids["other"] == 65 and "64 myproto" in added
     assert conf.stat().st_mode & 0o777 == 0o640
-    # a second run changes nothing and gives the same ids
+    # a second run changes nothing and gives the same ids; so does a reader that never writes
+    assert merge_connlabel(["http", "myproto", "other"], conf, write=False).ids == reg.ids
     again = merge_connlabel(["http", "myproto", "other"], conf)
     assert conf.read_text() == text and again.ids == reg.ids
 
@@ -71,3 +72,9 @@ def test_conflicts_are_one_clear_error(tmp_path, line: str, message: str) -> Non
     with pytest.raises(InputError, match=message):
         merge_connlabel(["myproto"], conf)
     assert conf.read_text() == line + "\n"  # nothing written
+
+
+def test_a_reader_gets_the_ids_without_writing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "connlabel.conf"
+    reg = merge_connlabel(["http", "mine"], conf, write=False)
+    assert not conf.exists() and reg.ids["http"] == 2 and reg.ids["mine"] == 64

@@ -135,12 +135,15 @@ def _entries(path: Path, lines: list[str]) -> tuple[dict[str, tuple[int, int]], 
     return by_name, by_bit
 
 
-def merge_connlabel(apps: Iterable[str], path: str | os.PathLike[str] = CONNLABEL_CONF) -> Registry:
+def merge_connlabel(apps: Iterable[str], path: str | os.PathLike[str] = CONNLABEL_CONF,
+                    write: bool = True) -> Registry:
     """The registry for ``apps`` (shipped and the user's own), with connlabel.conf at
     ``path`` made to name every one of them (see the module docstring).
 
     The file is rewritten (atomically, mode kept) only when a line is missing;
-    the user's lines are kept byte for byte.  Raises InputError on a conflict.
+    the user's lines are kept byte for byte.  ``write=False``: the same ids,
+    the file left as it is (a back end that only needs the numbers).  Raises
+    InputError on a conflict.
     """
     p = Path(path)
     lines = _read_lines(p)
@@ -170,7 +173,7 @@ def merge_connlabel(apps: Iterable[str], path: str | os.PathLike[str] = CONNLABE
             bit = free[0]
         reg.ids[name] = bit
     missing = [(n, b) for n, b in reg.ids.items() if n not in by_name]
-    if missing:
+    if missing and write:
         out = list(lines)
         if HEADER not in out:
             out.append(HEADER)
