@@ -378,3 +378,8 @@ def _test_capture(engine: Any, capture: str, lines: list[str],
 from nfkit.cli.nfgrep_classify import classify  # noqa: E402 - the group exists first
 
 nfgrep.add_command(classify)
+from nfkit.cli.nfgrep_live import live, status, unit  # noqa: E402 - the group exists first
+
+nfgrep.add_command(live)
+nfgrep.add_command(status)
+nfgrep.add_command(unit)

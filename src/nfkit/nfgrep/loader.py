@@ -147,4 +147,23 @@ def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] 
     return rules
 
 
-__all__ = ["SIGNATURES", "cache_dir", "cache_key", "load_program", "load_rules", "rule_files"]
+def app_names(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None
+              ) -> list[str]:
+    """Every application name the rule files can give a flow: their protocols and the
+    labels their `expect` statements announce, in file order, each once."""
+    from nfkit.nfgrep.bytecode import OPCODES
+
+    expect = OPCODES["EXPECT"]
+    names: dict[str, None] = {}
+    for f in rule_files(paths):
+        program = load_program(f)
+        for proto in program.protocols:
+            names[program.text(proto.name)] = None
+            for step in proto.steps:
+                for ins in step.code:
+                    if ins.op == expect:
+                        names[program.text(ins.a)] = None
+    return list(names)
+
+
+__all__ = ["SIGNATURES", "app_names", "cache_dir", "cache_key", "load_program", "load_rules", "rule_files"]
