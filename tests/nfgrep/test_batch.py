@@ -270,3 +270,12 @@ def test_a_careful_packet_after_bulk_ones_sets_the_last_seen_time(small_batches:
     batched = _report(frames, tmp_path / "a.pcap", True)
     assert batched == _report(frames, tmp_path / "b.pcap", False)
     assert batched[0][0].last == pytest.approx(1700000001.5)
+
+
+def test_an_ipv6_next_header_is_read_whole() -> None:
+    # next header 38 (0x26): its low five bits say TCP (6); it is not TCP
+    pkt = bytearray(ipv6(6, tcp(1234, 80, 1, 0x02, b"GET / HTTP/1.1\r\n")))
+    pkt[6] = 38
+    want = decode(LINK_RAW, bytes(pkt))
+    assert want is not None and want[0] == 38
+    assert from_frames([(1.0, LINK_RAW, bytes(pkt))]).decoded(0) == want

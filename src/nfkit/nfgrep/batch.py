@@ -113,7 +113,7 @@ class Batch:
         total = field(ipoff + 2, 2)
         frag = field(ipoff + 6, 2) & 0x1FFF
         plen6 = field(ipoff + 4, 2)
-        proto = np.where(v6, frag >> 8, field(ipoff + 9, 1))  # IPv6: next header is byte 6
+        proto = np.where(v6, field(ipoff + 6, 1), field(ipoff + 9, 1))  # IPv6: next header is byte 6
         ok &= ~(v4 & ((ihl < 5) | (frag != 0)))  # options are fine; ihl < 5 and fragments: decode()
         ok &= np.isin(proto, _IPV6_DIRECT)
         l4 = ipoff + np.where(v6, 40, ihl * 4)
