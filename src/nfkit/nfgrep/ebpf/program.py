@@ -95,7 +95,7 @@ from nfkit.nfgrep.ebpf.steps import (
     live_in,
     splice,
 )
-from nfkit.nfgrep.registry import DEFAULT_MARK_MASK, SHIPPED, UNKNOWN, Registry, mark_shift
+from nfkit.nfgrep.registry import DEFAULT_MARK_MASK, HANDOVER, SHIPPED, UNKNOWN, Registry, mark_shift
 from nfkit.nfgrep.verifier import Verified
 
 FLOW_ENTRIES = 65536  # flows the kernel map tracks at once (LRU: the least recent goes)
@@ -113,7 +113,7 @@ PENDING, O_HELD, O_FAIL, O_UNKNOWN, O_NEED = 0, 1, 2, 3, 4
 # live mode puts an app id (registry.py): an app id, `unknown` (no app, as the live mode's
 # bound), or the hand-over value (0xFE: id 126 with the live mode's direction bit, which
 # no app id and no queued packet's mark can be)
-MARK_USERSPACE = 0xFE
+MARK_USERSPACE = HANDOVER
 MARK_NONE = SHIPPED[UNKNOWN]
 MARK_MASK = DEFAULT_MARK_MASK
 # flow value layout
@@ -763,8 +763,18 @@ class _Builder:
         """No winner: candidates still waiting keep the flow open (remembering the
         directions some wait more data on), else it is done with no app."""
         a = self.asm
-        a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0),
-               ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
+        a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0))
+        for s in self.sigs:
+            if not s.announces or not s.out:
+                continue
+            # a candidate that announces expectations (FTP) held its first step and still
+            # runs: the flow will be userspace's, so it is from this packet on (userspace
+            # then reads each direction from its first byte)
+            skip = a.fresh("noannounce")
+            a.emit(ldx("b", R2, R8, s.out[0]), jmp("jne", R2, skip, imm=O_HELD),
+                   lddw(R2, 1 << s.index), jset_reg(R3, R2, "touser"))
+            a.label(skip)
+        a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
         # a candidate waits for more of *this* packet's direction (a segmented first
         # message): only reassembly can go on, so userspace takes the flow from this
         # packet on (it then reads this direction from its first byte)
@@ -892,19 +902,22 @@ class Classifier:
         """The kernel's entry for a flow (either direction's tuple), or None."""
         key, _ = flow_key(src, dst, sport, dport, proto)
         raw = self.flows.lookup(key)
-        if raw is None:
-            return None
-        names = {v: k for k, v in self.compiled.apps.items()}
-        winner = raw[V_WINNER]
-        code = struct.unpack_from("<I", raw, V_MARK)[0]
-        return FlowEntry(raw[V_STATE], code, self.compiled.sigs[winner - 1].name if winner else None,
-                         names.get(code) if raw[V_STATE] in (DECIDED, REFINING) else None,
-                         raw[V_SYN], struct.unpack_from("<II", raw, V_ISN0))
+        return None if raw is None else entry_of(self, raw)
 
     def packet_mark(self, code: int) -> int:
         """The packet-mark bits a flow's mark code (an app id, MARK_NONE, MARK_USERSPACE)
         becomes under the classifier's mask."""
         return code << mark_shift(self.mark_mask) & self.mark_mask
+
+
+def entry_of(classifier: Classifier, raw: bytes) -> FlowEntry:
+    """A flow map value, read."""
+    names = {v: k for k, v in classifier.compiled.apps.items()}
+    winner = raw[V_WINNER]
+    code = struct.unpack_from("<I", raw, V_MARK)[0]
+    return FlowEntry(raw[V_STATE], code, classifier.compiled.sigs[winner - 1].name if winner else None,
+                     names.get(code) if raw[V_STATE] in (DECIDED, REFINING) else None,
+                     raw[V_SYN], struct.unpack_from("<II", raw, V_ISN0))
 
 
 @dataclass
@@ -921,6 +934,6 @@ class FlowEntry:
         return STATE_NAMES.get(self.state, str(self.state))
 
 
-__all__ = ["Classifier", "Compiled", "FlowEntry", "compile_rules", "flow_key", "registry_for",
+__all__ = ["Classifier", "Compiled", "FlowEntry", "compile_rules", "entry_of", "flow_key", "registry_for",
            "load_verified",
            "FLOW_ENTRIES", "MARK_NONE", "MARK_USERSPACE", "STATE_NAMES"]
