@@ -148,8 +148,10 @@ def test_ebpf_marks_every_shipped_application_as_the_queue_does(tl: TrafficLab, 
 def test_ebpf_user_rule_on_the_label_drops_http(tl: TrafficLab, tmp_path: Path) -> None:
     tl.http()
     tl.redis()
-    live = Live(tl, tmp_path, backend="ebpf")
+    live = Live(tl, tmp_path, backend="auto")  # the default: ebpf, the kernel allows it
     try:
+        status = live.status()
+        assert (status["backend"], status["backend_reason"]) == ("ebpf", "the kernel allows it")
         nft_in_fw(tl, "-f", "-", input="""table inet user {
  chain guard {
   type filter hook forward priority 0; policy accept;

@@ -167,6 +167,10 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
                 rs.rule(lab, _match({"&": [meta_mark, mask]}, HANDOVER << shift),
                         {"mangle": {"key": meta_mark, "value": {"&": [meta_mark, ~mask & 0xFFFFFFFF]}}},
                         {"return": None})
+                # the kernel marks every packet of a decided flow: once conntrack has the app,
+                # the rest return here (one rule, not the per-app list and two ct writes)
+                rs.rule(lab, _match({"&": [ct_mark, mask]}, 0, "!="),
+                        _match({"&": [ct_mark, mask]}, HANDOVER << shift, "!="), {"return": None})
             # bypassed (nobody listened): the direction bit goes, the user's bits stay
             rs.rule(lab, _match({"&": [meta_mark, mask]}, direction),
                     {"mangle": {"key": meta_mark, "value": {"&": [meta_mark, ~direction & 0xFFFFFFFF]}}},
