@@ -198,3 +198,25 @@ def test_ebpf_sigkill_leaves_traffic_flowing(tl: TrafficLab, tmp_path: Path) -> 
     finally:
         assert second.stop() == 0
     assert "http" in flows.values()
+
+
+def test_ebpf_with_nothing_to_attach_to_is_one_line_or_the_queue(tmp_path: Path) -> None:
+    """In a namespace with loopback only: --backend ebpf refuses in one line (exit 2, nothing
+    installed); auto falls back to the queue back end and says why."""
+    conf = tmp_path / "connlabel.conf"
+    base = ["unshare", "-n", *NFKIT, "nfgrep", "live", "--connlabel", str(conf),
+            "--status-socket", str(tmp_path / "s.sock")]
+    r = subprocess.run([*base, "--backend", "ebpf"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "nfkit: --backend ebpf: no interface but loopback to attach to; give --interface or use "
+        "--backend queue"], r.stderr
+    auto = subprocess.Popen(base, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 30
+        while "back end" not in line and time.monotonic() < deadline:
+            line = auto.stderr.readline() if auto.stderr else ""
+    finally:
+        auto.terminate()
+        assert auto.wait(15) == 0
+    assert "back end queue (no interface but loopback to attach to)" in line

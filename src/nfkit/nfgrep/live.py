@@ -589,6 +589,12 @@ class LiveService(Service):
         from nfkit.nfgrep.ebpf.program import Classifier, load_verified
 
         names = self.opts.interfaces or [n for _, n in socket.if_nameindex() if n != "lo"]
+        if not names:  # the kernel program would see nothing: every flow would pass unclassified
+            if self.opts.backend == "ebpf":
+                raise InputError("--backend ebpf: no interface but loopback to attach to; "
+                                 "give --interface or use --backend queue")
+            self.backend, self.backend_note = "queue", "no interface but loopback to attach to"
+            return
         try:
             cl = Classifier(load_verified(self.opts.rules), mark_mask=self.opts.mark_mask,
                             registry=self.registry)
