@@ -30,15 +30,15 @@ NFKIT = [sys.executable, "-m", "nfkit"]
 
 
 class Live:
-    """One `nfkit nfgrep live --json` in the fw namespace."""
+    """One `nfkit nfgrep live --json` in the fw namespace (the queue back end unless told)."""
 
-    def __init__(self, tl: TrafficLab, workdir: Path, *args: str) -> None:
+    def __init__(self, tl: TrafficLab, workdir: Path, *args: str, backend: str = "queue") -> None:
         self.tl = tl
         self.out = workdir / f"live-{time.monotonic_ns()}.jsonl"
         self.sock = Path(f"/run/nfkit/{tl.fw.name}-{time.monotonic_ns()}.sock")
         with open(self.out, "wb") as f:
             self.proc = tl.fw.popen([*NFKIT, "nfgrep", "live", "--json", "--connlabel", connlabel(tl),
-                                     "--status-socket", str(self.sock), *args],
+                                     "--status-socket", str(self.sock), "--backend", backend, *args],
                                     stdout=f, stderr=subprocess.PIPE)
         wait_for_status(self.sock, lambda: self.proc.poll() is None, timeout=30)
 

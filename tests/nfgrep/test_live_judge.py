@@ -125,3 +125,21 @@ def test_a_new_connection_on_the_same_tuple_is_judged_anew(engine_rules) -> None
     now[0] = 60.0  # the port reused by another connection: looked at again
     assert j.packet(tcp(C, S, 40006, 80, 9000, 0x18, b"\x16\x03\x01"), reply=False) == 0
     assert len(j.flows) == 1
+
+
+def test_a_flow_handed_over_after_its_first_bytes_went_by_is_unknown(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """The eBPF back end may hand a flow over after it read a direction's first packet:
+    userspace, told each direction's first sequence number by the kernel's flow entry, marks
+    it unknown rather than decide from a stream missing its start (whose middle may read as
+    anything: here, bytes that look like an HTTP request)."""
+    # the kernel saw both SYNs: client ISN 100, server ISN 500 (first bytes at 101 and 501);
+    # 19 bytes of the client's went by in the kernel before the hand-over
+    j, decisions = judge(engine_rules, stream_starts=lambda proto, c, s: (101, 501))
+    j.packet(tcp(C, S, 40002, 80, 120, 0x18, REQUEST), reply=False)
+    j.packet(tcp(S, C, 80, 40002, 501, 0x18, RESPONSE), reply=True)
+    assert [d.app for d in decisions] == ["unknown"]
+    # every byte from the start: decided by the engine as ever
+    j2, decisions2 = judge(engine_rules, stream_starts=lambda proto, c, s: (101, 501))
+    j2.packet(tcp(C, S, 40003, 80, 101, 0x18, REQUEST), reply=False)
+    j2.packet(tcp(S, C, 80, 40003, 501, 0x18, RESPONSE), reply=True)
+    assert [d.app for d in decisions2] == ["http"]

@@ -47,9 +47,15 @@ def _queues(queue: int | None, queues: str | None) -> tuple[int, int]:
               help="the connlabel.conf nfkit merges its label names into")
 @click.option("--status-socket", default=STATUS, show_default=True, type=click.Path())
 @click.option("--metrics", default="", help="HOST:PORT for Prometheus metrics (default: none)")
+@click.option("--backend", type=click.Choice(["auto", "ebpf", "queue"]), default="auto",
+              show_default=True, help="ebpf: classify in tc (tcx), hand the rest to the queue; "
+              "queue: every flow in userspace; auto: ebpf where the kernel allows it")
+@click.option("--interface", "interfaces", multiple=True,
+              help="ebpf: attach on this interface (repeatable; default: every interface of the "
+              "namespace but loopback)")
 def live(queue: int | None, queues: str | None, rules: tuple[str, ...], mark_mask: str,
          max_packets: int, max_bytes: int, as_json: bool, connlabel: str, status_socket: str,
-         metrics: str) -> None:
+         metrics: str, backend: str, interfaces: tuple[str, ...]) -> None:
     """Classify flows as they pass and mark them (ct mark under --mark-mask, ct label named
     after the app); runs until SIGTERM or Ctrl-C, then removes its table."""
     from nfkit.nfgrep.live import LiveOptions, LiveService
@@ -58,7 +64,8 @@ def live(queue: int | None, queues: str | None, rules: tuple[str, ...], mark_mas
 
     opts = LiveOptions(queues=_queues(queue, queues), rules=list(rules) or None,
                        mark_mask=parse_mask(mark_mask), max_packets=max_packets, max_bytes=max_bytes,
-                       json=as_json, connlabel=connlabel)
+                       json=as_json, connlabel=connlabel, backend=backend,
+                       interfaces=list(interfaces) or None)
     logging.basicConfig(level=logging.INFO, format="nfkit nfgrep: %(message)s", stream=sys.stderr)
     service = LiveService(opts)
     sys.exit(run_service(service, status=Path(status_socket), metrics=metrics,
@@ -77,6 +84,13 @@ def status(sock: str, as_json: bool) -> None:
         click.echo(json.dumps(found, indent=2))
         return
     t = found["total"]
+    click.echo(f"back end {found.get('backend', 'queue')}"
+               + (f" on {', '.join(found['interfaces'])}" if found.get("interfaces") else "")
+               + (f" ({found['backend_reason']})" if found.get("backend_reason") else ""))
+    kf = found.get("kernel_flows")
+    if kf:
+        click.echo("kernel flows: " + " ".join(f"{k}={v}" for k, v in sorted(kf["states"].items()))
+                   + "; apps " + (" ".join(f"{k}={v}" for k, v in sorted(kf["apps"].items())) or "-"))
     click.echo(f"packets {t['packets']}, flows {t['flows']}, decided {t['decided']} "
                f"(unknown {t['unknown']}), mean decision {found['mean_decision_ms']} ms, "
                f"ENOBUFS {t['enobufs']}, worker restarts {found['restarts']}")

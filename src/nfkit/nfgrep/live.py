@@ -51,15 +51,23 @@ import multiprocessing
 import os
 import selectors
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nfkit.errors import InputError
+from nfkit.errors import InputError, NfkitError
 from nfkit.nfgrep.capture import decode
 from nfkit.nfgrep.reassembly import Reassembler
-from nfkit.nfgrep.registry import CONNLABEL_CONF, DEFAULT_MARK_MASK, Registry, direction_bit, mark_shift
+from nfkit.nfgrep.registry import (
+    CONNLABEL_CONF,
+    DEFAULT_MARK_MASK,
+    HANDOVER,
+    Registry,
+    direction_bit,
+    mark_shift,
+)
 from nfkit.service.daemon import Service
 
 log = logging.getLogger("nfkit.nfgrep.live")
@@ -74,6 +82,7 @@ HEADROOM = 120          # IP and TCP headers with options, before the payload
 MAX_FLOWS = 65536
 DECIDED_HOLD = 2.0      # seconds a decision answers for packets queued before it took effect
 IDLE = 60.0
+BACKENDS = ("auto", "ebpf", "queue")
 _LINK_RAW = 101
 _TH_FIN_RST = 0x05
 _TH_SYN = 0x02
@@ -112,8 +121,12 @@ def _no_bytes_for_the_engine(family: str) -> list[list[dict[str, Any]]]:
 
 
 def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
-                 families: Sequence[str] = FAMILIES) -> Any:
-    """The live mode's tables (see the module docstring) as one `Ruleset`."""
+                 families: Sequence[str] = FAMILIES, handover: bool = False) -> Any:
+    """The live mode's tables (see the module docstring) as one `Ruleset`.
+
+    ``handover``: the eBPF back end classifies in tc; the queue takes only the
+    flows it hands over (packet mark HANDOVER under the mask, remembered in the
+    ct mark until the worker's decision replaces it)."""
     from nfkit.nftables import Ruleset
 
     shift = mark_shift(mask)
@@ -130,7 +143,17 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
                          policy="accept")
             if hook == "prerouting":
                 rs.rule(q, _match({"meta": {"key": "iifname"}}, "lo"), {"return": None})
-            rs.rule(q, _match({"&": [ct_mark, mask]}, 0, "!="), {"return": None})
+            if handover:
+                given = HANDOVER << shift
+                if hook == "prerouting":  # the kernel program's hand-over, kept in the ct mark
+                    rs.rule(q, _match({"&": [meta_mark, mask]}, given),
+                            _match({"&": [ct_mark, mask]}, 0),
+                            {"mangle": {"key": ct_mark,
+                                        "value": {"|": [{"&": [ct_mark, ~mask & 0xFFFFFFFF]}, given]}}})
+                rs.rule(q, _match({"&": [ct_mark, mask]}, given, "!="), {"return": None})
+                rs.rule(q, {"mangle": {"key": meta_mark, "value": {"&": [meta_mark, ~mask & 0xFFFFFFFF]}}})
+            else:
+                rs.rule(q, _match({"&": [ct_mark, mask]}, 0, "!="), {"return": None})
             for rule in _no_bytes_for_the_engine(fam):
                 rs.rule(q, *rule, {"return": None})
             rs.rule(q, _match({"ct": {"key": "direction"}}, "reply"),
@@ -140,6 +163,14 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
             lab = rs.chain(t, f"label_{suffix}", type="filter", hook=hook, prio=LABEL_PRIORITY,
                            policy="accept")
             rs.rule(lab, _match({"&": [meta_mark, mask]}, 0), {"return": None})
+            if handover:  # handed over, the queue undecided yet (or it bypassed): the value goes
+                rs.rule(lab, _match({"&": [meta_mark, mask]}, HANDOVER << shift),
+                        {"mangle": {"key": meta_mark, "value": {"&": [meta_mark, ~mask & 0xFFFFFFFF]}}},
+                        {"return": None})
+                # the kernel marks every packet of a decided flow: once conntrack has the app,
+                # the rest return here (one rule, not the per-app list and two ct writes)
+                rs.rule(lab, _match({"&": [ct_mark, mask]}, 0, "!="),
+                        _match({"&": [ct_mark, mask]}, HANDOVER << shift, "!="), {"return": None})
             # bypassed (nobody listened): the direction bit goes, the user's bits stay
             rs.rule(lab, _match({"&": [meta_mark, mask]}, direction),
                     {"mangle": {"key": meta_mark, "value": {"&": [meta_mark, ~direction & 0xFFFFFFFF]}}},
@@ -155,7 +186,7 @@ def live_ruleset(queues: tuple[int, int], mask: int, registry: Registry,
 
 
 def install(queues: tuple[int, int], mask: int, registry: Registry,
-            families: Sequence[str] = FAMILIES) -> None:
+            families: Sequence[str] = FAMILIES, handover: bool = False) -> None:
     """Install the live tables in one transaction: each family's table as nfkit's own
     (`nfkit.service.owntable`), a leftover of a killed run replaced, an identical one kept."""
     from nfkit.nftables import run_commands
@@ -163,7 +194,7 @@ def install(queues: tuple[int, int], mask: int, registry: Registry,
 
     cmds: list[Any] = []
     for fam in families:
-        cmds += Owned(fam, TABLE).changes(live_ruleset(queues, mask, registry, (fam,)))
+        cmds += Owned(fam, TABLE).changes(live_ruleset(queues, mask, registry, (fam,), handover))
     if cmds:
         run_commands(cmds)
 
@@ -200,7 +231,8 @@ class Decision:
 
 
 class _Flow:
-    __slots__ = ("client", "st", "streams", "packets", "bytes", "first", "last", "cut")
+    __slots__ = ("client", "st", "streams", "packets", "bytes", "first", "last", "cut", "starts",
+                 "missed", "announced")
 
     def __init__(self, client: bytes, st: Any, streams: Any, now: float) -> None:
         self.client = client
@@ -211,6 +243,11 @@ class _Flow:
         self.first = now
         self.last = now
         self.cut = False
+        # per direction, the sequence number of its first byte when known (the eBPF back
+        # end saw the SYNs), and whether bytes before what reached userspace were missed
+        self.starts: tuple[int | None, int | None] = (None, None)
+        self.missed = False
+        self.announced: set[Any] = set()  # expectations passed on (to the eBPF classifier)
 
 
 def _endpoint(addr: bytes, port: int) -> str:
@@ -229,8 +266,15 @@ class FlowJudge:
     def __init__(self, engine: Any, registry: Registry, max_packets: int = MAX_PACKETS,
                  max_bytes: int = MAX_BYTES, max_flows: int = MAX_FLOWS,
                  on_decision: Callable[[Decision], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stream_starts: Callable[[int, bytes, bytes], tuple[int | None, int | None]] | None = None,
+                 ) -> None:
         self.engine = engine
+        # (proto, client, server endpoints) -> each direction's first sequence number if known:
+        # a flow handed over after the kernel read a direction's first bytes is marked unknown
+        self.stream_starts = stream_starts
+        # each expectation a flow announces, once (the eBPF back end's kernel map learns it)
+        self.on_expectation: Callable[[Any], None] | None = None
         self.registry = registry
         self.max_packets = max_packets
         self.max_bytes = max_bytes
@@ -287,6 +331,8 @@ class FlowJudge:
             if proto == 6:
                 streams = (self.reassembler.stream(), self.reassembler.stream())
             flow = _Flow(client, st, streams, now)
+            if proto == 6 and self.stream_starts is not None:
+                flow.starts = self.stream_starts(proto, client, server)
             if len(self.flows) >= self.max_flows:
                 self._expire(next(iter(self.flows)), "undecided_dropped")
             self.flows[key] = flow
@@ -298,21 +344,31 @@ class FlowJudge:
         st = flow.st
         if not st.done:
             if flow.streams is not None:
-                data = flow.streams[direction].segment(seq, flags, payload)
+                stream = flow.streams[direction]
+                start = flow.starts[direction]
+                if payload and not stream.started and start is not None and seq != start:
+                    flow.missed = True  # this direction's first bytes went by before the hand-over
+                data = stream.segment(seq, flags, payload)
             else:
                 data = payload
             if cut:
                 flow.cut = True  # the bytes past this copy's end never come: decide now
             if data:
                 self.engine.feed(st, direction, data)
-        if st.done or flow.cut or flow.packets >= self.max_packets or flow.bytes >= self.max_bytes \
+                if st.expectations and self.on_expectation is not None:
+                    for x in st.expectations:
+                        if x not in flow.announced:
+                            flow.announced.add(x)
+                            self.on_expectation(x)
+        if st.done or flow.cut or flow.missed or flow.packets >= self.max_packets or flow.bytes >= self.max_bytes \
                 or (proto == 6 and flags & _TH_FIN_RST):
             return self._decide(key, flow, now, proto)
         return 0
 
     def _decide(self, key: tuple[Any, ...], flow: _Flow, now: float, proto: int) -> int:
         st = flow.st
-        app = st.app  # None: every candidate gave up, or the bound came first: unknown
+        # None: every candidate gave up, the bound came first, or the stream's start was missed
+        app = None if flow.missed else st.app
         try:
             app_id = self.registry.id(app)
         except KeyError:  # the registry is built from the same rules: cannot happen
@@ -366,6 +422,8 @@ class LiveOptions:
     json: bool = False
     connlabel: str = CONNLABEL_CONF
     maxlen: int = 4096
+    backend: str = "auto"  # "auto": ebpf where the kernel allows it, else queue
+    interfaces: list[str] | None = None  # ebpf: tcx ingress here (None: all but loopback)
 
 
 def _die_with_parent() -> None:
@@ -376,8 +434,34 @@ def _die_with_parent() -> None:
         pass
 
 
+def _kernel_starts(classifier: Any) -> Callable[[int, bytes, bytes], tuple[int | None, int | None]]:
+    """Each direction's first sequence number as the eBPF classifier's flow entry has it."""
+    def starts(proto: int, client: bytes, server: bytes) -> tuple[int | None, int | None]:
+        e = classifier.flow(client[:-2], server[:-2], int.from_bytes(client[-2:], "big"),
+                            int.from_bytes(server[-2:], "big"), proto)
+        if e is None:
+            return None, None
+        return ((e.isns[0] + 1) & 0xFFFFFFFF if e.syns & 1 else None,
+                (e.isns[1] + 1) & 0xFFFFFFFF if e.syns & 2 else None)
+    return starts
+
+
+def _kernel_expect(classifier: Any) -> Callable[[Any], None]:
+    """Pass an expectation the engine learnt (FTP data) to the eBPF classifier's map: the
+    announced flow is decided in the kernel at its first packet."""
+    def expect(x: Any) -> None:
+        if x.addr is None or x.label not in classifier.compiled.apps:
+            return  # no address to key on: the kernel classifies that flow as any other
+        try:
+            classifier.expect(ipaddress.ip_address(x.addr).packed, x.port,
+                              6 if x.transport == "tcp" else 17, x.label)
+        except (NfkitError, OSError) as exc:  # the map full: the flow is classified as any other
+            log.warning("expectation %s:%s not passed to the kernel: %s", x.addr, x.port, exc)
+    return expect
+
+
 def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slot: int,
-               ready: Any) -> None:
+               ready: Any, classifier: Any = None) -> None:
     """Serve queue ``num`` until SIGTERM (a worker process's whole life)."""
     _die_with_parent()
     stopping: list[int] = []
@@ -398,8 +482,11 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
         if opts.json:
             os.write(1, (json.dumps(dec.as_json()) + "\n").encode())
 
-    judge = FlowJudge(engine, registry, opts.max_packets, opts.max_bytes, on_decision=emit)
+    judge = FlowJudge(engine, registry, opts.max_packets, opts.max_bytes, on_decision=emit,
+                      stream_starts=None if classifier is None else _kernel_starts(classifier))
     judge.queue = num
+    if classifier is not None:
+        judge.on_expectation = _kernel_expect(classifier)
     copy_range = min(0xFFFF, opts.max_bytes + HEADROOM)
     queue = Queue(num, copy_range=copy_range, maxlen=opts.maxlen,
                   flags=Q.NFQA_CFG_F_FAIL_OPEN | Q.NFQA_CFG_F_GSO)
@@ -487,23 +574,71 @@ class LiveService(Service):
         self.restarts = 0
         self.started = time.time()
         self.installed = False
+        if opts.backend not in BACKENDS:
+            raise InputError(f"--backend {opts.backend!r}: one of {', '.join(BACKENDS)}")
+        self.backend = "queue" if opts.backend == "queue" else "ebpf"
+        self.backend_note = "asked for" if opts.backend != "auto" else ""
+        self.classifier: Any = None
+        self.interfaces: list[str] = []
         self._selector: selectors.BaseSelector | None = None
         self.metrics_registry = self._metrics()
 
+    def _load_ebpf(self) -> None:
+        """The eBPF classifier loaded and attached (tcx ingress on each interface); with
+        ``--backend auto``, a kernel that refuses any of it leaves the queue back end."""
+        from nfkit.nfgrep.ebpf.program import Classifier, load_verified
+
+        names = self.opts.interfaces or [n for _, n in socket.if_nameindex() if n != "lo"]
+        if not names:  # the kernel program would see nothing: every flow would pass unclassified
+            if self.opts.backend == "ebpf":
+                raise InputError("--backend ebpf: no interface but loopback to attach to; "
+                                 "give --interface or use --backend queue")
+            self.backend, self.backend_note = "queue", "no interface but loopback to attach to"
+            return
+        try:
+            cl = Classifier(load_verified(self.opts.rules), mark_mask=self.opts.mark_mask,
+                            registry=self.registry)
+        except (NfkitError, OSError) as exc:
+            if self.opts.backend == "ebpf":
+                raise
+            self.backend, self.backend_note = "queue", f"the kernel refused the eBPF classifier: {exc}"
+            return
+        try:
+            for name in names:
+                cl.attach(name, "ingress")
+        except (NfkitError, OSError) as exc:
+            cl.close()
+            if self.opts.backend == "ebpf" or isinstance(exc, InputError):
+                raise
+            self.backend, self.backend_note = "queue", f"tcx attachment refused: {exc}"
+            return
+        self.classifier, self.interfaces = cl, names
+        if not self.backend_note:
+            self.backend_note = "the kernel allows it"
+
     def start(self, selector: selectors.BaseSelector) -> None:
         self._selector = selector
-        install(self.opts.queues, self.opts.mark_mask, self.registry)
+        if self.backend == "ebpf":
+            self._load_ebpf()
+        install(self.opts.queues, self.opts.mark_mask, self.registry,
+                handover=self.classifier is not None)
         self.installed = True
         for slot in range(self.nqueues):
             self._spawn(slot)
         log.info("classifying on queue(s) %d-%d with %d application(s), mark mask %#x",
                  self.opts.queues[0], self.opts.queues[1], len(self.registry.ids), self.opts.mark_mask)
+        if self.classifier is not None:
+            log.info("back end ebpf (%s): tcx ingress on %s; the queue takes handed-over flows only",
+                     self.backend_note, ", ".join(self.interfaces) or "no interface")
+        else:
+            log.info("back end queue (%s)", self.backend_note or "the default where eBPF is not chosen")
 
     def _spawn(self, slot: int) -> None:
         num = self.opts.queues[0] + slot
         ready = self.ctx.Event()
         proc = self.ctx.Process(target=run_worker, name=f"nfgrep-live-q{num}",
-                                args=(num, self.opts, self.registry, self.shared, slot, ready))
+                                args=(num, self.opts, self.registry, self.shared, slot, ready,
+                                      self.classifier))
         proc.start()
         deadline = time.monotonic() + 30
         while not ready.wait(0.05):
@@ -540,6 +675,9 @@ class LiveService(Service):
                 proc.kill()
                 proc.join()
         self.workers.clear()
+        if self.classifier is not None:  # links, program and maps (traffic then flows unmarked)
+            self.classifier.close()
+            self.classifier = None
         if self.installed:
             remove()
             self.installed = False
@@ -579,8 +717,30 @@ class LiveService(Service):
         decided = total["decided"]
         return {"queues": queues, "total": total, "apps": apps,
                 "mean_decision_ms": round(total["decide_us_total"] / decided / 1000, 3) if decided else None,
+                "backend": self.backend, "backend_reason": self.backend_note,
+                "interfaces": self.interfaces, "kernel_flows": self._kernel_flows(),
                 "mark_mask": f"{self.opts.mark_mask:#x}", "restarts": self.restarts,
                 "uptime": round(time.time() - self.started, 1), "table": TABLE}
+
+    def _kernel_flows(self) -> dict[str, Any] | None:
+        """The eBPF classifier's flow map now: entries per state and decided per app."""
+        cl = self.classifier
+        if cl is None:
+            return None
+        from nfkit.nfgrep.ebpf.program import STATE_NAMES, entry_of
+
+        states: dict[str, int] = {}
+        apps: dict[str, int] = {}
+        for key in cl.flows.keys():
+            raw = cl.flows.lookup(key)
+            if raw is None:
+                continue
+            e = entry_of(cl, raw)
+            state = STATE_NAMES.get(e.state, str(e.state))
+            states[state] = states.get(state, 0) + 1
+            if e.app is not None:
+                apps[e.app] = apps.get(e.app, 0) + 1
+        return {"states": states, "apps": apps}
 
     def _metrics(self) -> Any:
         from prometheus_client import CollectorRegistry

@@ -50,6 +50,9 @@ SHIPPED: dict[str, int] = {
 SHIPPED_LAST = 63
 USER_FIRST, USER_LAST = 64, 127
 DEFAULT_MARK_MASK = 0xFF
+# the eBPF back end's "this flow is userspace's" under the mask: id 126 with the direction
+# bit, a value no app id and no queued packet's mark can be (docs/nfgrep.md, the hybrid)
+HANDOVER = 0xFE
 CONNLABEL_CONF = "/etc/connlabel.conf"  # where nft reads label names (nftables 1.0)
 HEADER = "# nfkit nfgrep: application labels (lines below are added by nfkit; see docs/nfgrep.md)"
 
@@ -198,5 +201,5 @@ def _write(path: Path, text: str) -> None:
         raise InputError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-__all__ = ["CONNLABEL_CONF", "DEFAULT_MARK_MASK", "SHIPPED", "UNKNOWN", "USER_FIRST", "USER_LAST",
+__all__ = ["CONNLABEL_CONF", "DEFAULT_MARK_MASK", "HANDOVER", "SHIPPED", "UNKNOWN", "USER_FIRST", "USER_LAST",
            "Registry", "direction_bit", "mark_shift", "merge_connlabel", "parse_mask"]

@@ -95,6 +95,7 @@ from nfkit.nfgrep.ebpf.steps import (
     live_in,
     splice,
 )
+from nfkit.nfgrep.registry import DEFAULT_MARK_MASK, HANDOVER, SHIPPED, UNKNOWN, Registry, mark_shift
 from nfkit.nfgrep.verifier import Verified
 
 FLOW_ENTRIES = 65536  # flows the kernel map tracks at once (LRU: the least recent goes)
@@ -108,10 +109,13 @@ STATE_NAMES = {UNDECIDED: "undecided", DECIDED: "decided", USERSPACE: "userspace
 # step outcomes stored per flow (O_NEED: the engine waits for more of that direction's bytes;
 # O_UNKNOWN: the kernel cannot tell what the engine answered)
 PENDING, O_HELD, O_FAIL, O_UNKNOWN, O_NEED = 0, 1, 2, 3, 4
-# marks: an app id, or one of these
-MARK_USERSPACE = 0xFE
-MARK_NONE = 0xFF
-MARK_MASK = 0xFF
+# the flow's mark code (V_MARK), put in the packet mark at the mask's lowest bit as the
+# live mode puts an app id (registry.py): an app id, `unknown` (no app, as the live mode's
+# bound), or the hand-over value (0xFE: id 126 with the live mode's direction bit, which
+# no app id and no queued packet's mark can be)
+MARK_USERSPACE = HANDOVER
+MARK_NONE = SHIPPED[UNKNOWN]
+MARK_MASK = DEFAULT_MARK_MASK
 # flow value layout
 V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER = \
     0, 1, 2, 3, 4, 8, 12, 16, 17
@@ -131,18 +135,12 @@ def _misc(i: int) -> int:
     return S_MISC + 8 * i
 
 
-def app_ids(names: list[str]) -> dict[str, int]:
-    """App name -> id carried in the packet mark: the one place the mapping is made.
+def registry_for(names: list[str]) -> Registry:
+    """The ids of the live mode's registry for these protocols (and ftp-data, which
+    expectations give), connlabel.conf read, never written (`merge_connlabel(write=False)`)."""
+    from nfkit.nfgrep.registry import merge_connlabel
 
-    Ids are given in sorted name order from 1; MARK_USERSPACE and MARK_NONE are
-    reserved.  (The live back end's registry is to replace this function.)
-    """
-    out = {}
-    for i, name in enumerate(sorted(set(names) | {"ftp-data"})):
-        out[name] = i + 1
-    if len(out) >= MARK_USERSPACE:
-        raise InputError(f"{len(out)} applications: the mark holds at most {MARK_USERSPACE - 1}")
-    return out
+    return merge_connlabel([*names, "ftp-data"], write=False)
 
 
 def flow_key(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> tuple[bytes, bool]:
@@ -207,8 +205,10 @@ class Compiled:
 
 class _Builder:
     def __init__(self, verified: list[Verified], flows_fd: int, scratch_fd: int,
-                 mark_mask: int = MARK_MASK, expect_fd: int = 0) -> None:
+                 mark_mask: int = MARK_MASK, expect_fd: int = 0,
+                 registry: Registry | None = None) -> None:
         self.expect_fd = expect_fd
+        self.shift = mark_shift(mark_mask)
         self.flows_fd = flows_fd
         self.scratch_fd = scratch_fd
         self.mark_mask = mark_mask
@@ -229,7 +229,9 @@ class _Builder:
                 for parent in self.sigs:
                     if parent.name == s.after and parent.transports & s.transports:
                         parent.children.append(s.index)
-        self.apps = app_ids([s.name for s in self.sigs])
+        reg = registry if registry is not None else registry_for([s.name for s in self.sigs])
+        self.apps = {n: i for n, i in reg.ids.items()
+                     if n == "ftp-data" or any(s.name == n for s in self.sigs)}
         off = V_OUT
         for s in self.sigs:
             s.out = list(range(off, off + len(s.steps)))
@@ -290,7 +292,8 @@ class _Builder:
         a.label("apply")
         a.note("apply the flow's mark to the packet (only the mask's bits)")
         keep = ~self.mark_mask & 0xFFFFFFFF
-        a.emit(ldx("w", R1, R8, V_MARK), alu64("and", R1, imm=_s32(self.mark_mask)),
+        a.emit(ldx("w", R1, R8, V_MARK), alu64("lsh", R1, imm=self.shift),
+               alu64("and", R1, imm=_s32(self.mark_mask)),
                ldx("w", R2, R6, SKB_MARK), alu64("and", R2, imm=_s32(keep)),
                alu64("or", R2, R1), stx("w", R6, SKB_MARK, R2))
         a.label("pass")
@@ -298,7 +301,7 @@ class _Builder:
         # a packet (not a flow) for userspace: no entry to keep, only its mark
         a.label("pktuser")
         a.emit(ldx("w", R2, R6, SKB_MARK), alu64("and", R2, imm=_s32(keep)),
-               alu64("or", R2, imm=MARK_USERSPACE & self.mark_mask), stx("w", R6, SKB_MARK, R2),
+               alu64("or", R2, imm=_s32(MARK_USERSPACE << self.shift & self.mark_mask)), stx("w", R6, SKB_MARK, R2),
                ja("pass"))
         for s in self.sigs:
             code = s.program.protocols[s.proto].steps
@@ -760,8 +763,23 @@ class _Builder:
         """No winner: candidates still waiting keep the flow open (remembering the
         directions some wait more data on), else it is done with no app."""
         a = self.asm
-        a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0),
-               ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1), ja("apply"))
+        a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0))
+        for s in self.sigs:
+            if not s.announces or not s.out:
+                continue
+            # a candidate that announces expectations (FTP) held its first step and still
+            # runs: the flow will be userspace's, so it is from this packet on (userspace
+            # then reads each direction from its first byte)
+            skip = a.fresh("noannounce")
+            a.emit(ldx("b", R2, R8, s.out[0]), jmp("jne", R2, skip, imm=O_HELD),
+                   lddw(R2, 1 << s.index), jset_reg(R3, R2, "touser"))
+            a.label(skip)
+        a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
+        # a candidate waits for more of *this* packet's direction (a segmented first
+        # message): only reassembly can go on, so userspace takes the flow from this
+        # packet on (it then reads this direction from its first byte)
+        a.emit(ldx("dw", R2, FP, _misc(M_DIR)), alu64("add", R2, imm=1),
+               jset_reg(R1, R2, "touser"), ja("apply"))
         a.label("noapp")
         self.set_state(NO_APP, MARK_NONE, "apply")
 
@@ -792,18 +810,22 @@ def load_verified(paths: list[str] | None = None) -> list[Verified]:
 
 
 def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
-                  mark_mask: int = MARK_MASK, expect_fd: int = 0) -> Compiled:
-    """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing)."""
-    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd).build()
+                  mark_mask: int = MARK_MASK, expect_fd: int = 0,
+                  registry: Registry | None = None) -> Compiled:
+    """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing);
+    app ids from ``registry`` (default: `registry_for` the programs' protocols)."""
+    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd, registry).build()
 
 
 class Classifier:
     """The loaded classifier: its maps and program (closed together)."""
 
     def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
-                 mark_mask: int = MARK_MASK, log_level: int = 0) -> None:
+                 mark_mask: int = MARK_MASK, log_level: int = 0,
+                 registry: Registry | None = None) -> None:
         self.links: list[Link] = []
-        layout = compile_rules(verified, mark_mask=mark_mask)
+        self.mark_mask = mark_mask
+        layout = compile_rules(verified, mark_mask=mark_mask, registry=registry)
         self.flows = Map("BPF_MAP_TYPE_LRU_HASH", KEY_SIZE, layout.value_size, flow_entries,
                          "nfgrep_flows")
         self.scratch = Map("BPF_MAP_TYPE_PERCPU_ARRAY", 4, layout.scratch_size, 1,
@@ -812,7 +834,7 @@ class Classifier:
                             "nfgrep_expect")
         try:
             self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
-                                          self.expected.fd)
+                                          self.expected.fd, registry)
             try:
                 self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
                                  functions=self.compiled.functions, log_level=log_level)
@@ -880,27 +902,38 @@ class Classifier:
         """The kernel's entry for a flow (either direction's tuple), or None."""
         key, _ = flow_key(src, dst, sport, dport, proto)
         raw = self.flows.lookup(key)
-        if raw is None:
-            return None
-        names = {v: k for k, v in self.compiled.apps.items()}
-        winner = raw[V_WINNER]
-        return FlowEntry(raw[V_STATE], struct.unpack_from("<I", raw, V_MARK)[0],
-                         self.compiled.sigs[winner - 1].name if winner else None,
-                         names.get(struct.unpack_from("<I", raw, V_MARK)[0]))
+        return None if raw is None else entry_of(self, raw)
+
+    def packet_mark(self, code: int) -> int:
+        """The packet-mark bits a flow's mark code (an app id, MARK_NONE, MARK_USERSPACE)
+        becomes under the classifier's mask."""
+        return code << mark_shift(self.mark_mask) & self.mark_mask
+
+
+def entry_of(classifier: Classifier, raw: bytes) -> FlowEntry:
+    """A flow map value, read."""
+    names = {v: k for k, v in classifier.compiled.apps.items()}
+    winner = raw[V_WINNER]
+    code = struct.unpack_from("<I", raw, V_MARK)[0]
+    return FlowEntry(raw[V_STATE], code, classifier.compiled.sigs[winner - 1].name if winner else None,
+                     names.get(code) if raw[V_STATE] in (DECIDED, REFINING) else None,
+                     raw[V_SYN], struct.unpack_from("<II", raw, V_ISN0))
 
 
 @dataclass
 class FlowEntry:
     state: int
-    mark: int
+    mark: int           # the mark code (an app id, MARK_NONE, MARK_USERSPACE), before the shift
     winner: str | None  # the protocol the replay chose (also for flows sent to userspace)
     app: str | None     # the app of the mark (None for userspace / no app)
+    syns: int = 0       # SYNs seen: bit 0 the client's, bit 1 the server's
+    isns: tuple[int, int] = (0, 0)  # their initial sequence numbers (client, server)
 
     @property
     def state_name(self) -> str:
         return STATE_NAMES.get(self.state, str(self.state))
 
 
-__all__ = ["Classifier", "Compiled", "FlowEntry", "app_ids", "compile_rules", "flow_key",
+__all__ = ["Classifier", "Compiled", "FlowEntry", "compile_rules", "entry_of", "flow_key", "registry_for",
            "load_verified",
            "FLOW_ENTRIES", "MARK_NONE", "MARK_USERSPACE", "STATE_NAMES"]
