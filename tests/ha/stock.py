@@ -7,6 +7,10 @@ The configuration is the one the issue found to work between two namespaces.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,12 +75,20 @@ class StockConntrackd:
         self.conf = workdir / "conntrackd.conf"
         self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface,
                                                     options=options))
-        self.proc = ns.popen(["conntrackd", "-C", str(self.conf)])
+        self.start()
+
+    def start(self) -> None:
+        before = self.log().count("initialization completed")
+        self.proc = self.ns.popen(["conntrackd", "-C", str(self.conf)])
         deadline = time.monotonic() + 10
-        while "initialization completed" not in self.log():
+        while self.log().count("initialization completed") <= before:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"conntrackd did not start: {self.log()}")
             time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
 
     def log(self) -> str:
         path = self.workdir / "log"
@@ -85,3 +97,40 @@ class StockConntrackd:
     def ctl(self, *args: str) -> str:
         """A client command (``-s``, ``-i``, ``-e``, ...) against this daemon."""
         return self.ns.run(["conntrackd", "-C", str(self.conf), *args]).stdout
+
+
+NFKIT = str(Path(sys.executable).with_name("nfkit"))
+
+
+class NfkitHa(StockConntrackd):
+    """``nfkit ha -C conf`` in ``ns`` with the same configuration as a stock daemon's."""
+
+    def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
+                 interface: str, options: str = "", conf: str | None = None) -> None:
+        self.ns = ns
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "conntrackd.conf"
+        self.conf.write_text(conf or conntrackd_conf(workdir, mode=mode, own=own, peer=peer,
+                                                     interface=interface, options=options))
+        self.start()
+
+    def start(self) -> None:
+        before = self.log().count("initialization completed")
+        self.proc = self.ns.popen([NFKIT, "ha", "-C", str(self.conf)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while self.log().count("initialization completed") <= before:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
+                raise RuntimeError(f"nfkit ha did not start: {self.log()} {err}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(10) == 0  # a clean teardown, lock file removed
+
+    def ctl(self, *args: str) -> str:
+        return self.ns.run([NFKIT, "ha", "-C", str(self.conf), *args]).stdout
+
+    def status(self) -> dict:
+        return json.loads(self.ns.run([NFKIT, "ha", "status", "-C", str(self.conf), "--json"]).stdout)

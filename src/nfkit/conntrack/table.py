@@ -96,6 +96,7 @@ class Event:
 
     kind: str
     entry: Entry | None = None
+    portid: int = 0  # the netlink port whose request caused it (0: the kernel itself)
 
 
 class ConntrackTable:
@@ -740,7 +741,7 @@ class EventStream:
             kind = "update"
         e = self.table.decoder.decode_attrs(msg.attrs, msg.family)
         if self.filter.empty or self.filter.matches(e):
-            return Event(kind, e)
+            return Event(kind, e, msg.pid)
         return None
 
     def pending(self) -> Iterator[Event]:

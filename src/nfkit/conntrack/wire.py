@@ -82,6 +82,13 @@ CTA_PROTO_ICMPV6_TYPE = S.PROTO.number("icmpv6_type")
 CTA_PROTO_ICMPV6_CODE = S.PROTO.number("icmpv6_code")
 CTA_PROTOINFO_TCP = S.PROTOINFO.number("tcp")
 CTA_PROTOINFO_TCP_STATE = S.PROTOINFO_TCP.number("state")
+CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = S.PROTOINFO_TCP.number("flags_original")
+CTA_PROTOINFO_TCP_FLAGS_REPLY = S.PROTOINFO_TCP.number("flags_reply")
+# struct nf_ct_tcp_flags bits (IP_CT_TCP_FLAG_*): what a synced entry's TCP tracking may assume
+TCP_FLAG_WINDOW_SCALE = 0x01
+TCP_FLAG_SACK_PERM = 0x02
+TCP_FLAG_CLOSE_INIT = 0x04
+TCP_FLAG_BE_LIBERAL = 0x08
 CTA_COUNTERS_PACKETS = S.COUNTERS.number("packets")
 CTA_COUNTERS_BYTES = S.COUNTERS.number("bytes")
 CTA_COUNTERS32_PACKETS = S.COUNTERS.number("packets32")
@@ -521,9 +528,20 @@ def _checked(fn: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
+def _put_tcp_protoinfo(w: MessageWriter, state: int | None, tcp_flags: int | None) -> None:
+    with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
+        if state is not None:
+            w.u8(CTA_PROTOINFO_TCP_STATE, state)
+        if tcp_flags is not None:  # the same flags (and mask) both ways
+            w.binary(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, bytes((tcp_flags, tcp_flags)))
+            w.binary(CTA_PROTOINFO_TCP_FLAGS_REPLY, bytes((tcp_flags, tcp_flags)))
+
+
 @_checked
-def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
-    """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq."""
+def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | None = None) -> int:
+    """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq.
+
+    ``tcp_flags``: TCP_FLAG_* bits set in both directions (a TCP entry with a state)."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST | flags, family=e.family)
     _put_tuple(w, CTA_TUPLE_ORIG, e.orig)
     snat, dnat = e.nat and bool(e.status & Status.SRC_NAT), e.nat and bool(e.status & Status.DST_NAT)
@@ -546,8 +564,7 @@ def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
     if e.mark:
         w.be32(CTA_MARK, e.mark)
     if e.state is not None and e.proto == 6:
-        with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
-            w.u8(CTA_PROTOINFO_TCP_STATE, e.state)
+        _put_tcp_protoinfo(w, e.state, tcp_flags)
     if e.labels:
         w.binary(CTA_LABELS, labels_bytes(e.labels))
     w.end()
@@ -573,7 +590,8 @@ _CREATE_DROP = STATUS_UNCHANGEABLE & ~Status.CONFIRMED
 @_checked
 def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_mask: int | None = None,
                   timeout: int | None = None, status: int | None = None, labels: int | None = None,
-                  labels_mask: int | None = None) -> int:
+                  labels_mask: int | None = None, tcp_state: int | None = None,
+                  tcp_flags: int | None = None) -> int:
     """One IPCTNL_MSG_CT_NEW (no NLM_F_CREATE) changing ``e`` in place; returns its seq."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST, family=e.family)
     put_entry_key(w, e)
@@ -581,6 +599,8 @@ def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_m
         w.be32(CTA_TIMEOUT, timeout)
     if status is not None:
         w.be32(CTA_STATUS, status)
+    if (tcp_state is not None or tcp_flags is not None) and e.proto == 6:
+        _put_tcp_protoinfo(w, tcp_state, tcp_flags)
     if mark is not None:
         w.be32(CTA_MARK, mark)
         if mark_mask is not None:

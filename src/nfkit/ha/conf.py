@@ -1,0 +1,453 @@
+"""conntrackd.conf, read as conntrackd 1.4.7 reads it.
+
+Owns: the file's syntax (words and ``{ }`` blocks, ``#`` comments), which
+keys each block takes and what their values mean, the defaults, and the
+checks conntrackd makes (one Mode, one transport address per family, ...).
+Every error is one line naming ``file:line`` and the key.
+Must not know: sockets, the kernel, the sync engine (it gets a `Conf`).
+
+Keys nfkit accepts but does not act on (they tune conntrackd's own C
+implementation: hash table sizes, netlink buffer growth, scheduler, nice) are
+listed in `TUNING` and kept in `Conf.tuning`, so nothing is dropped unseen; a
+key or block nfkit cannot honour (the TIPC transport, the Stats mode, several
+transports) is an error naming it, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nfkit.conntrack.model import PROTO_NUMBERS, parse_tcp_state
+from nfkit.errors import InputError
+
+DEFAULT_PATH = "/etc/conntrackd/conntrackd.conf"
+DEFAULT_PORT = 3780
+DEFAULT_UNIX_PATH = "/var/run/conntrackd.ctl"
+DEFAULT_LOCKFILE = "/var/lock/conntrack.lock"
+
+
+@dataclass
+class Transport:
+    """One Sync transport block: UDP (unicast) or Multicast."""
+
+    kind: str  # "UDP" or "Multicast"
+    family: int = 4
+    address: str | None = None  # UDP: own address to bind; Multicast: the group
+    destination: str | None = None  # UDP: the peer
+    interface_address: str | None = None  # Multicast: IPv4_interface / IPv6_interface
+    port: int = DEFAULT_PORT
+    interface: str | None = None
+    sndbuf: int = 0
+    rcvbuf: int = 0
+    checksum: bool = True
+    line: int = 0
+
+
+@dataclass
+class Filter:
+    """General's Filter block: which kernel entries are synced."""
+
+    protocols: frozenset[int] = frozenset()
+    protocols_accept: bool | None = None  # None: no Protocol block
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    networks_accept: bool | None = None
+    tcp_states: frozenset[int] = frozenset()
+    states_accept: bool | None = None
+    where: str = "Userspace"
+
+
+@dataclass
+class Conf:
+    path: str
+    mode: str = "FTFW"  # FTFW, NOTRACK, ALARM
+    disable_external_cache: bool = False
+    disable_internal_cache: bool = False
+    resend_queue_size: int = 131072
+    ack_window: int = 300
+    commit_timeout: int = 0
+    purge_timeout: int = 60
+    startup_resync: bool = False
+    refresh_time: int = 15  # ALARM
+    cache_timeout: int = 180  # ALARM
+    transports: list[Transport] = field(default_factory=list)
+    tcp_window_tracking: bool = False
+    expectation_sync: list[str] | bool = False  # True: all helpers
+    unix_path: str = DEFAULT_UNIX_PATH
+    lockfile: str = DEFAULT_LOCKFILE
+    logfile: str | None = None  # None: no log file
+    syslog: bool = False
+    filter: Filter = field(default_factory=Filter)
+    tuning: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def transport(self) -> Transport:
+        return self.transports[0]
+
+
+# keys that tune conntrackd's C implementation: accepted, kept, not acted on
+TUNING = frozenset({
+    "HashSize", "HashLimit", "NetlinkBufferSize", "NetlinkBufferSizeMaxGrowth", "NetlinkOverrunResync",
+    "NetlinkEventsReliable", "PollSecs", "EventIterationLimit", "Nice", "Systemd", "Backlog",
+    "Type", "Priority", "CPU", "McastSndSocketBuffer", "McastRcvSocketBuffer", "ErrorQueueLength",
+})
+
+_TOKEN = re.compile(r"[{}]|[^\s{}#]+")
+
+
+class _Tok:
+    __slots__ = ("line", "text")
+
+    def __init__(self, text: str, line: int) -> None:
+        self.text = text
+        self.line = line
+
+
+def _tokens(text: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0]
+        out.extend(_Tok(m.group(0), n) for m in _TOKEN.finditer(line))
+    return out
+
+
+@dataclass
+class _Node:
+    """A key with its words, or a block (``children`` not None)."""
+
+    key: str
+    words: list[str]
+    line: int
+    children: list[_Node] | None = None
+
+
+def _parse(path: str, toks: list[_Tok]) -> list[_Node]:
+    pos = 0
+
+    def block(depth: int) -> list[_Node]:
+        nonlocal pos
+        nodes: list[_Node] = []
+        while pos < len(toks):
+            t = toks[pos]
+            if t.text == "}":
+                if depth == 0:
+                    raise InputError(f"{path}:{t.line}: '}}' without its '{{'")
+                pos += 1
+                return nodes
+            if t.text == "{":
+                raise InputError(f"{path}:{t.line}: '{{' without a name before it")
+            words: list[str] = []
+            pos += 1
+            while pos < len(toks) and toks[pos].line == t.line and toks[pos].text not in "{}":
+                words.append(toks[pos].text)
+                pos += 1
+            if pos < len(toks) and toks[pos].text == "{":
+                pos += 1
+                nodes.append(_Node(t.text, words, t.line, block(depth + 1)))
+            else:
+                nodes.append(_Node(t.text, words, t.line))
+        if depth:
+            raise InputError(f"{path}: end of file inside a block (a '}}' is missing)")
+        return nodes
+
+    return block(0)
+
+
+class _Reader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: _Node, why: str) -> InputError:
+        return InputError(f"{self.path}:{node.line}: {node.key}: {why}")
+
+    def one(self, node: _Node) -> str:
+        if node.children is not None:
+            raise self.fail(node, "a value, not a block, is expected")
+        if len(node.words) != 1:
+            raise self.fail(node, f"one value expected, got {len(node.words)}")
+        return node.words[0]
+
+    def int_(self, node: _Node, lo: int = 0, hi: int = 2**31 - 1) -> int:
+        word = self.one(node)
+        try:
+            value = int(word)
+        except ValueError:
+            raise self.fail(node, f"{word!r} is not a number") from None
+        if not lo <= value <= hi:
+            raise self.fail(node, f"{value} is out of range [{lo}, {hi}]")
+        return value
+
+    def bool_(self, node: _Node) -> bool:
+        word = self.one(node).lower()
+        if word in ("on", "yes"):
+            return True
+        if word in ("off", "no"):
+            return False
+        raise self.fail(node, f"{word!r} is not On/Off (or Yes/No)")
+
+    def addr(self, node: _Node, family: int) -> str:
+        word = self.one(node)
+        try:
+            ip = ipaddress.ip_address(word)
+        except ValueError:
+            raise self.fail(node, f"{word!r} is not an address") from None
+        if ip.version != family:
+            raise self.fail(node, f"{word} is not an IPv{family} address")
+        return str(ip)
+
+    def block(self, node: _Node) -> list[_Node]:
+        if node.children is None:
+            raise self.fail(node, "a block { ... } is expected")
+        return node.children
+
+    def unknown(self, node: _Node, where: str) -> InputError:
+        return self.fail(node, f"unknown key in {where} (conntrackd 1.4.7 has no such option here)")
+
+
+def read(path: str | Path) -> Conf:
+    """Read conntrackd.conf at ``path``; raises InputError naming file:line and the key."""
+    p = str(path)
+    try:
+        text = Path(p).read_text()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the configuration: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text file") from None
+    return parse(text, p)
+
+
+def parse(text: str, path: str = "<conntrackd.conf>") -> Conf:
+    """The configuration in ``text`` (``path`` names it in errors)."""
+    r = _Reader(path)
+    conf = Conf(path)
+    nodes = _parse(path, _tokens(text))
+    seen: set[str] = set()
+    for node in nodes:
+        if node.key in seen and node.key in ("Sync", "General"):
+            raise r.fail(node, "given twice")
+        seen.add(node.key)
+        if node.key == "Sync":
+            _sync(r, node, conf)
+        elif node.key == "General":
+            _general(r, node, conf)
+        elif node.key == "Stats":
+            raise r.fail(node, "conntrackd's statistics mode is not supported by nfkit ha (use Sync)")
+        else:
+            raise r.fail(node, "unknown top-level block (General and Sync are)")
+    if "Sync" not in seen:
+        raise InputError(f"{path}: no Sync block (nfkit ha runs conntrackd's sync mode)")
+    if not conf.transports:
+        raise InputError(f"{path}: the Sync block has no transport (UDP or Multicast)")
+    return conf
+
+
+_MODES = ("FTFW", "NOTRACK", "ALARM")
+
+
+def _sync(r: _Reader, node: _Node, conf: Conf) -> None:
+    mode_seen = False
+    for n in r.block(node):
+        if n.key == "Mode":
+            if mode_seen:
+                raise r.fail(n, "only one Mode may be given")
+            mode_seen = True
+            if len(n.words) != 1 or n.words[0].upper() not in _MODES:
+                raise r.fail(n, f"{' '.join(n.words) or 'nothing'}: the mode is FTFW, NOTRACK or ALARM")
+            conf.mode = n.words[0].upper()
+            _mode(r, n, conf)
+        elif n.key in ("UDP", "Multicast"):
+            if conf.transports:
+                raise r.fail(n, "a second transport: nfkit ha syncs over one (conntrackd's redundant "
+                                "dedicated links are not supported)")
+            conf.transports.append(_transport(r, n))
+        elif n.key == "TCP":
+            raise r.fail(n, "the TCP transport is not supported by nfkit ha (UDP and Multicast are)")
+        elif n.key == "TIPC":
+            raise r.fail(n, "the TIPC transport is not supported (removed from conntrackd too)")
+        elif n.key == "Options":
+            _options(r, n, conf)
+        else:
+            raise r.unknown(n, "Sync")
+    if not mode_seen:
+        raise r.fail(node, "no Mode (FTFW, NOTRACK or ALARM)")
+
+
+def _mode(r: _Reader, node: _Node, conf: Conf) -> None:
+    for n in r.block(node):
+        k = n.key
+        if k == "DisableExternalCache":
+            conf.disable_external_cache = r.bool_(n)
+        elif k == "DisableInternalCache" and conf.mode == "NOTRACK":
+            conf.disable_internal_cache = r.bool_(n)
+        elif k == "ResendQueueSize" and conf.mode == "FTFW":
+            conf.resend_queue_size = r.int_(n, 1)
+        elif k == "ACKWindowSize" and conf.mode == "FTFW":
+            conf.ack_window = r.int_(n, 1)
+        elif k == "CommitTimeout":
+            conf.commit_timeout = r.int_(n)
+        elif k == "PurgeTimeout":
+            conf.purge_timeout = r.int_(n, 1)
+        elif k == "StartupResync" and conf.mode == "NOTRACK":
+            conf.startup_resync = r.bool_(n)
+        elif k == "RefreshTime" and conf.mode == "ALARM":
+            conf.refresh_time = r.int_(n, 1)
+        elif k == "CacheTimeout" and conf.mode == "ALARM":
+            conf.cache_timeout = r.int_(n, 1)
+        else:
+            raise r.unknown(n, f"Mode {conf.mode}")
+
+
+def _transport(r: _Reader, node: _Node) -> Transport:
+    t = Transport(node.key, line=node.line)
+    if node.words and node.words != ["Default"]:
+        raise r.fail(node, f"unexpected {' '.join(node.words)!r} (only 'Default' may follow)")
+    mcast = node.key == "Multicast"
+    for n in r.block(node):
+        k = n.key
+        if k in ("IPv4_address", "IPv6_address"):
+            fam = 4 if k.startswith("IPv4") else 6
+            _family(r, n, t, fam)
+            t.address = r.addr(n, fam)
+        elif k in ("IPv4_Destination_Address", "IPv6_Destination_Address") and not mcast:
+            fam = 4 if k.startswith("IPv4") else 6
+            _family(r, n, t, fam)
+            t.destination = r.addr(n, fam)
+        elif k in ("IPv4_interface", "IPv6_interface") and mcast:
+            fam = 4 if k.startswith("IPv4") else 6
+            t.interface_address = r.addr(n, fam) if fam == 4 else r.one(n)
+        elif k == ("Group" if mcast else "Port"):
+            t.port = r.int_(n, 1, 65535)
+        elif k == "Interface":
+            t.interface = r.one(n)
+        elif k == "SndSocketBuffer":
+            t.sndbuf = r.int_(n, 0)
+        elif k == "RcvSocketBuffer":
+            t.rcvbuf = r.int_(n, 0)
+        elif k == "Checksum":
+            t.checksum = r.bool_(n)
+        else:
+            raise r.unknown(n, node.key)
+    if t.address is None:
+        raise r.fail(node, "no IPv4_address or IPv6_address" + (" (the group)" if mcast else ""))
+    if not mcast and t.destination is None:
+        raise r.fail(node, "no IPv4_Destination_Address or IPv6_Destination_Address (the peer)")
+    if mcast and not ipaddress.ip_address(t.address).is_multicast:
+        raise r.fail(node, f"{t.address} is not a multicast group")
+    return t
+
+
+def _family(r: _Reader, n: _Node, t: Transport, fam: int) -> None:
+    if t.address is not None or t.destination is not None:
+        if t.family != fam:
+            raise r.fail(n, "IPv4 and IPv6 addresses mixed in one transport")
+    t.family = fam
+
+
+def _options(r: _Reader, node: _Node, conf: Conf) -> None:
+    for n in r.block(node):
+        if n.key == "TCPWindowTracking":
+            conf.tcp_window_tracking = r.bool_(n)
+        elif n.key == "ExpectationSync":
+            if n.children is not None:
+                conf.expectation_sync = [c.key for c in n.children] + [w for c in n.children for w in c.words]
+            else:
+                conf.expectation_sync = r.bool_(n)
+        else:
+            raise r.unknown(n, "Sync Options")
+
+
+def _general(r: _Reader, node: _Node, conf: Conf) -> None:
+    for n in r.block(node):
+        k = n.key
+        if k == "UNIX":
+            for c in r.block(n):
+                if c.key == "Path":
+                    conf.unix_path = r.one(c)
+                elif c.key == "Backlog":
+                    conf.tuning["UNIX.Backlog"] = r.one(c)
+                else:
+                    raise r.unknown(c, "General UNIX")
+        elif k == "LockFile":
+            conf.lockfile = r.one(n)
+        elif k == "LogFile":
+            word = r.one(n)
+            low = word.lower()
+            conf.logfile = (None if low in ("off", "no") else
+                            "/var/log/conntrackd.log" if low in ("on", "yes") else word)
+        elif k == "Syslog":
+            word = r.one(n).lower()
+            conf.syslog = word not in ("off", "no")
+        elif k == "Filter":
+            _filter(r, n, conf)
+        elif k == "Scheduler":
+            for c in r.block(n):
+                if c.key not in ("Type", "Priority"):
+                    raise r.unknown(c, "General Scheduler")
+                conf.tuning[f"Scheduler.{c.key}"] = r.one(c)
+        elif k in TUNING:
+            conf.tuning[k] = r.one(n)
+        else:
+            raise r.unknown(n, "General")
+
+
+def _filter(r: _Reader, node: _Node, conf: Conf) -> None:
+    f = conf.filter
+    if node.words and (len(node.words) != 2 or node.words[0] != "From"
+                       or node.words[1] not in ("Userspace", "Kernelspace")):
+        raise r.fail(node, f"{' '.join(node.words)!r}: Filter takes 'From Userspace' or 'From Kernelspace'")
+    if node.words:
+        f.where = node.words[1]
+    for n in r.block(node):
+        if len(n.words) != 1 or n.words[0] not in ("Accept", "Ignore"):
+            raise r.fail(n, "Accept or Ignore expected after it")
+        accept = n.words[0] == "Accept"
+        body = r.block(n)
+        if n.key == "Protocol":
+            protos = set()
+            for c in body:
+                for word in [c.key, *c.words]:
+                    num = PROTO_NUMBERS.get(word.lower())
+                    if num is None:
+                        raise r.fail(c, f"unknown protocol {word!r}")
+                    protos.add(num)
+            f.protocols, f.protocols_accept = frozenset(protos), accept
+        elif n.key == "Address":
+            for c in body:
+                if c.key not in ("IPv4_address", "IPv6_address"):
+                    raise r.unknown(c, "Filter Address")
+                word = r.one(c)
+                try:
+                    net = ipaddress.ip_network(word, strict=False)
+                except ValueError:
+                    raise r.fail(c, f"{word!r} is not an address or network") from None
+                if net.version != (4 if c.key.startswith("IPv4") else 6):
+                    raise r.fail(c, f"{word} is not an IPv{4 if c.key.startswith('IPv4') else 6} address")
+                f.networks.append(net)
+            f.networks_accept = accept
+        elif n.key == "State":
+            states = set()
+            for c in body:
+                words = [c.key, *c.words]
+                if "for" in words:
+                    proto = words[words.index("for") + 1:]
+                    if [p.upper() for p in proto] != ["TCP"]:
+                        raise r.fail(c, "State filters apply to TCP only ('for TCP')")
+                    words = words[:words.index("for")]
+                for word in words:
+                    try:
+                        states.add(parse_tcp_state(word.rstrip(",")))
+                    except InputError:
+                        raise r.fail(c, f"unknown TCP state {word!r}") from None
+            f.tcp_states, f.states_accept = frozenset(states), accept
+        else:
+            raise r.unknown(n, "Filter")
+
+
+def describe(conf: Conf) -> dict[str, Any]:
+    """What the configuration says, for status output."""
+    t = conf.transport
+    return {"mode": conf.mode, "transport": t.kind, "address": t.address, "destination": t.destination,
+            "port": t.port, "interface": t.interface, "external_cache": not conf.disable_external_cache}
