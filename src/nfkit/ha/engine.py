@@ -16,7 +16,8 @@ Rules kept as conntrackd keeps them:
 - received entries go to the kernel as `nfkit.ha.inject` says (or to the
   external cache until `commit`);
 - a peer that says HELLO for the first time (it started, or restarted) gets
-  this node's whole internal cache, and RESYNC requests are answered with it.
+  this node's whole internal cache (a HELLO whose number does not follow the
+  last one heard), and RESYNC requests are answered with it.
 Must not know: conntrackd.conf, the daemon's loop, the control socket.
 """
 
@@ -75,7 +76,7 @@ class Peer:
     session: Session
     send: Callable[[bytes], bool]
     link: LinkStats = field(default_factory=LinkStats)
-    hello: bool = False  # the peer is saying HELLO (it started and has not heard us yet)
+    last_seq: int | None = None  # the number of the last message heard from the peer
     last_heard: float | None = None
     datagram_limit: int = 1472
 
@@ -288,10 +289,12 @@ class SyncEngine:
         changes: list[tuple[str, Entry]] = []
         bulk = False
         for m in msgs:
-            says_hello = bool(m.flags & Flag.HELLO)
-            if says_hello and not p.hello and self.options.hello_bulk:
+            # a HELLO that does not continue the peer's numbering: it (re)started and knows
+            # nothing; a peer repeating HELLO until it hears HELLO_BACK counts on as usual
+            if m.flags & Flag.HELLO and self.options.hello_bulk and (
+                    p.last_seq is None or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
                 bulk = True
-            p.hello = says_hello
+            p.last_seq = m.seq
             for ev in p.session.receive(m):
                 if isinstance(ev, Apply):
                     self._remote(ev.message, changes)
