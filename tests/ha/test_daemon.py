@@ -18,7 +18,7 @@ import pytest
 from nfkit.conntrack.model import Entry
 from nfkit.lab import Namespace
 from tests.ha.ha_lab import FW_SYNC, PEER_SYNC, forwarded, make_traffic, sync_lab, table_in
-from tests.ha.stock import NfkitHa, StockConntrackd
+from tests.ha.stock import NFKIT, NfkitHa, StockConntrackd, conntrackd_conf
 from tests.ha.test_interop import same_flow
 
 pytestmark = pytest.mark.kernel
@@ -127,3 +127,56 @@ def test_datagrams_dropped_on_the_sync_link_are_recovered_by_nack(tmp_path: Path
             assert st["nacks_received"] > 0 and st["resent"] >= len(want), st
         assert re.search(r"\b0 Malformed msgs", a.ctl("-s")) and re.search(r"\b0 Malformed msgs", b.ctl("-s"))
         print(f"{fw_kind} -> {peer_kind}: {dropped} datagrams dropped, all entries back {took:.2f} s after; {st}")
+
+
+PRIMARY_BACKUP = Path("/usr/share/doc/conntrackd/examples/sync/primary-backup.sh")
+
+
+def keepalived_script(tmp_path: Path, conf: Path, lock: Path) -> Path:
+    """keepalived's primary-backup.sh with CONNTRACKD_BIN pointed at nfkit (its only change)."""
+    text = PRIMARY_BACKUP.read_text()
+    text = re.sub(r"^CONNTRACKD_BIN=.*$", f'CONNTRACKD_BIN="{NFKIT} ha"', text, flags=re.M)
+    text = re.sub(r"^CONNTRACKD_CONFIG=.*$", f"CONNTRACKD_CONFIG={conf}", text, flags=re.M)
+    text = re.sub(r"^CONNTRACKD_LOCK=.*$", f"CONNTRACKD_LOCK={lock}", text, flags=re.M)
+    script = tmp_path / "primary-backup.sh"
+    script.write_text(text)
+    return script
+
+
+def test_keepalived_primary_backup_script_drives_nfkit(tmp_path: Path) -> None:
+    """A backup with the external cache on keeps the primary's entries out of its kernel;
+    the script's `primary` (-c, -f, -R, -B) puts them in and sends them back; `backup`
+    (-s, -t, -n) shortens the kernel timeouts and asks for the table again; -k stops it,
+    and `backup` with no daemon running starts one with -d."""
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        start("stock", fw, tmp_path, "fw")
+        conf = conntrackd_conf(tmp_path / "peer", mode="FTFW", own=PEER_SYNC, peer=FW_SYNC, interface="sync0")
+        b = NfkitHa(peer, tmp_path / "peer", mode="FTFW", own=PEER_SYNC, peer=FW_SYNC, interface="sync0",
+                    conf=conf.replace("DisableExternalCache on", "DisableExternalCache off"))
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        wait_for(lambda: len(b.ctl("-e").splitlines()) == 7, lambda: b.ctl("-e"))
+        assert not forwarded(list(table_in(peer).entries()))
+        assert all(re.search(r"\[active since \d+s\]$", line) for line in b.ctl("-e").splitlines())
+        # a stock client reads nfkit's statistics
+        stock_stats = peer.run(["conntrackd", "-C", str(b.conf), "-s"]).stdout
+        assert re.search(r"cache external:\s+current active connections:\s+7\b", stock_stats), stock_stats
+        script = keepalived_script(tmp_path, b.conf, tmp_path / "peer" / "lock")
+        sent = b.status()["peers"][0]["messages_sent"]
+        peer.run(["sh", str(script), "primary"])
+        wait_for(mirrored(want, peer), lambda: listing(peer))
+        assert b.ctl("-e") == ""  # -f emptied it
+        assert len(b.ctl("-i").splitlines()) == 7  # -R read the kernel table
+        assert b.status()["peers"][0]["messages_sent"] >= sent + 7  # -B sent it
+        peer.run(["sh", str(script), "backup"])
+        assert all(e.timeout is not None and e.timeout <= 60 for e in forwarded(list(table_in(peer).entries())).values())
+        wait_for(lambda: len(b.ctl("-e").splitlines()) == 7, lambda: b.ctl("-e"))  # -n: the table again
+        assert "resync requested" in b.log() and "Committed 7 new entries" in b.log()
+        b.ctl("-k")
+        assert b.proc.wait(10) == 0 and not (tmp_path / "peer" / "lock").exists()
+        assert peer.run([NFKIT, "ha", "-C", str(b.conf), "-s"], check=False).returncode == 1
+        peer.run(["sh", str(script), "backup"])  # no daemon: the script starts one with -d
+        assert "cache internal:" in b.ctl("-s")
+        b.ctl("-k")
+        wait_for(lambda: not (tmp_path / "peer" / "lock").exists(), lambda: b.log())
