@@ -95,6 +95,10 @@ TUNING = frozenset({
     "Type", "Priority", "CPU", "McastSndSocketBuffer", "McastRcvSocketBuffer", "ErrorQueueLength",
 })
 
+_NUMERIC = frozenset({"HashSize", "HashLimit", "NetlinkBufferSize", "NetlinkBufferSizeMaxGrowth", "PollSecs",
+                      "EventIterationLimit", "Nice", "McastSndSocketBuffer", "McastRcvSocketBuffer",
+                      "ErrorQueueLength"})
+
 _TOKEN = re.compile(r"[{}]|[^\s{}#]+")
 
 
@@ -388,6 +392,8 @@ def _general(r: _Reader, node: _Node, conf: Conf) -> None:
                     raise r.unknown(c, "General Scheduler")
                 conf.tuning[f"Scheduler.{c.key}"] = r.one(c)
         elif k in TUNING:
+            if k in _NUMERIC:
+                r.int_(n, -20 if k == "Nice" else 0)
             conf.tuning[k] = r.one(n)
         else:
             raise r.unknown(n, "General")
@@ -437,8 +443,9 @@ def _filter(r: _Reader, node: _Node, conf: Conf) -> None:
                         raise r.fail(c, "State filters apply to TCP only ('for TCP')")
                     words = words[:words.index("for")]
                 for word in words:
-                    try:
-                        states.add(parse_tcp_state(word.rstrip(",")))
+                    word = word.rstrip(",")
+                    try:  # conntrackd's name for the kernel's CLOSE
+                        states.add(parse_tcp_state("CLOSE" if word.upper() == "CLOSED" else word))
                     except InputError:
                         raise r.fail(c, f"unknown TCP state {word!r}") from None
             f.tcp_states, f.states_accept = frozenset(states), accept
