@@ -17,20 +17,28 @@ from pathlib import Path
 from nfkit.lab import Namespace
 
 SYNC_PORT = 3780
+MCAST_GROUP = "225.0.0.50"
 
 
-def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str, options: str = "") -> str:
+def conntrackd_conf(workdir: Path, *, mode: str, own: str, peer: str, interface: str, options: str = "",
+                    multicast: bool = False) -> str:
     """conntrackd.conf for one node: ``mode`` (FTFW, NOTRACK) over UDP to ``peer``, files in ``workdir``.
 
     ``options`` is the body of the Sync block's Options (TCPWindowTracking, ExpectationSync).
     """
     opts = f"Options {{\n        {options}\n    }}" if options else ""
-    return f"""
-Sync {{
-    Mode {mode} {{
-        DisableExternalCache on
-    }}
-    UDP {{
+    if multicast:
+        link = f"""Multicast {{
+        IPv4_address {MCAST_GROUP}
+        Group {SYNC_PORT}
+        IPv4_interface {own}
+        Interface {interface}
+        SndSocketBuffer 1249280
+        RcvSocketBuffer 1249280
+        Checksum on
+    }}"""
+    else:
+        link = f"""UDP {{
         IPv4_address {own}
         IPv4_Destination_Address {peer}
         Port {SYNC_PORT}
@@ -38,7 +46,15 @@ Sync {{
         SndSocketBuffer 1249280
         RcvSocketBuffer 1249280
         Checksum on
+    }}"""
+    # ALARM has no DisableExternalCache: the peer's entries wait in the external cache
+    mode_opts = "RefreshTime 1\n        CacheTimeout 10" if mode == "ALARM" else "DisableExternalCache on"
+    return f"""
+Sync {{
+    Mode {mode} {{
+        {mode_opts}
     }}
+    {link}
     {opts}
 }}
 General {{
@@ -68,13 +84,13 @@ class StockConntrackd:
     """``conntrackd -C conf`` in ``ns``, in the foreground; the lab stops it (by PID)."""
 
     def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
-                 interface: str, options: str = "") -> None:
+                 interface: str, options: str = "", multicast: bool = False) -> None:
         self.ns = ns
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "conntrackd.conf"
         self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface,
-                                                    options=options))
+                                             options=options, multicast=multicast))
         self.start()
 
     def start(self) -> None:
@@ -106,18 +122,20 @@ class NfkitHa(StockConntrackd):
     """``nfkit ha -C conf`` in ``ns`` with the same configuration as a stock daemon's."""
 
     def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
-                 interface: str, options: str = "", conf: str | None = None) -> None:
+                 interface: str, options: str = "", multicast: bool = False, conf: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.ns = ns
         self.workdir = workdir
+        self.args = args
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "conntrackd.conf"
         self.conf.write_text(conf or conntrackd_conf(workdir, mode=mode, own=own, peer=peer,
-                                                     interface=interface, options=options))
+                                                     interface=interface, options=options, multicast=multicast))
         self.start()
 
     def start(self) -> None:
         before = self.log().count("initialization completed")
-        self.proc = self.ns.popen([NFKIT, "ha", "-C", str(self.conf)], stderr=subprocess.PIPE)
+        self.proc = self.ns.popen([NFKIT, "ha", "-C", str(self.conf), *self.args], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
         while self.log().count("initialization completed") <= before:
             if self.proc.poll() is not None or time.monotonic() > deadline:

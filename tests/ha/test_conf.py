@@ -60,6 +60,9 @@ def test_a_state_filter() -> None:
      ":4: IPv4_address: '300.1.1.1' is not an address"),
     ("General {\n Filter {\n  Protocol Accept {\n   TCP QUIC\n  }\n }\n}", ":4: TCP: unknown protocol 'QUIC'"),
     ("General { }", "no Sync block"),
+    # as 1.4.7's grammar: ALARM has no DisableExternalCache, NOTRACK no ACKWindowSize
+    ("Sync {\n Mode ALARM {\n  DisableExternalCache on\n }\n}", ":3: DisableExternalCache: unknown key in Mode ALARM"),
+    ("Sync {\n Mode NOTRACK {\n  ACKWindowSize 5\n }\n}", ":3: ACKWindowSize: unknown key in Mode NOTRACK"),
 ])
 def test_errors_name_file_line_and_key(text: str, error: str) -> None:
     with pytest.raises(InputError) as exc:

@@ -180,3 +180,54 @@ def test_keepalived_primary_backup_script_drives_nfkit(tmp_path: Path) -> None:
         assert "cache internal:" in b.ctl("-s")
         b.ctl("-k")
         wait_for(lambda: not (tmp_path / "peer" / "lock").exists(), lambda: b.log())
+
+
+@pytest.mark.parametrize("mode,multicast,fw_kind,peer_kind", [
+    ("NOTRACK", False, "nfkit", "stock"), ("ALARM", False, "stock", "nfkit"),
+    ("FTFW", True, "nfkit", "stock"), ("NOTRACK", True, "stock", "nfkit"),
+])
+def test_notrack_alarm_and_multicast(tmp_path: Path, mode: str, multicast: bool, fw_kind: str,
+                                     peer_kind: str) -> None:
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        if multicast:  # the group is routed onto the sync link (the namespaces have no default route)
+            for ns in (fw, peer):
+                ns.run("ip route add 224.0.0.0/4 dev sync0")
+        a = start(fw_kind, fw, tmp_path, "fw", mode=mode, multicast=multicast)
+        b = start(peer_kind, peer, tmp_path, "peer", mode=mode, multicast=multicast)
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        if mode == "ALARM":  # no DisableExternalCache in ALARM: the entries wait in the external cache
+            wait_for(lambda: len(b.ctl("-e").splitlines()) == 7, lambda: (b.ctl("-e"), a.ctl("-s")))
+            refreshed = b.status()["peers"][0]["entries_received"]
+            wait_for(lambda: b.status()["peers"][0]["entries_received"] >= refreshed + 7, lambda: b.status())
+            b.ctl("-c")
+        wait_for(mirrored(want, peer), lambda: (listing(peer), a.ctl("-s"), b.ctl("-s")))
+        if mode != "ALARM":  # ALARM's deletions: by the external cache's timeout
+            table_in(fw).flush()
+            wait_for(lambda: not forwarded(list(table_in(peer).entries())), lambda: (listing(peer), b.ctl("-s")))
+        nfkit = a if isinstance(a, NfkitHa) else b
+        st = nfkit.status()
+        assert (st["mode"], st["transport"]) == (mode, "Multicast" if multicast else "UDP")
+        assert st["peers"][0]["malformed"] == 0
+
+
+def test_status_and_metrics(tmp_path: Path) -> None:
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        a = start("nfkit", fw, tmp_path, "fw", args=("--metrics", "127.0.0.1:9733"))
+        b = start("nfkit", peer, tmp_path, "peer")
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        wait_for(mirrored(want, peer), lambda: listing(peer))
+        wait_for(lambda: b.status()["peers"][0]["handshake"] == "DONE", lambda: b.status())
+        text = fw.run([NFKIT, "ha", "status", "-C", str(a.conf)]).stdout
+        assert text.startswith("FTFW over UDP 203.0.113.1 port 3780 on sync0; running\n"), text
+        assert re.search(r"internal cache 7 entries", text) and "peer 203.0.113.2:3780: handshake DONE" in text
+        st = b.status()
+        assert st["inject"]["created"] + st["inject"]["updated"] >= 7 and st["internal_cache"] == 0
+        assert st["peers"][0]["entries_received"] >= 7 and st["events"]["own"] >= 7
+        scrape = fw.run(["python3", "-c", "import urllib.request; "
+                         "print(urllib.request.urlopen('http://127.0.0.1:9733/metrics').read().decode())"]).stdout
+        assert 'nfkit_ha_cache_entries{cache="internal"} 7.0' in scrape, scrape
+        assert re.search(r'nfkit_ha_messages_sent_total\{peer="203.0.113.2:3780"\} \d+', scrape), scrape

@@ -279,29 +279,40 @@ def _sync(r: _Reader, node: _Node, conf: Conf) -> None:
         raise r.fail(node, "no Mode (FTFW, NOTRACK or ALARM)")
 
 
+# the keys each Mode block takes, as 1.4.7's grammar has them (a key of another mode is
+# a syntax error there too)
+MODE_KEYS = {
+    "FTFW": ("DisableExternalCache", "ResendQueueSize", "ACKWindowSize", "CommitTimeout", "PurgeTimeout",
+             "StartupResync", "CacheTimeout"),
+    "NOTRACK": ("DisableExternalCache", "DisableInternalCache", "CommitTimeout", "PurgeTimeout",
+                "StartupResync", "CacheTimeout"),
+    "ALARM": ("CommitTimeout", "PurgeTimeout", "RefreshTime", "CacheTimeout"),
+}
+
+
 def _mode(r: _Reader, node: _Node, conf: Conf) -> None:
     for n in r.block(node):
         k = n.key
+        if k not in MODE_KEYS[conf.mode]:
+            raise r.unknown(n, f"Mode {conf.mode}")
         if k == "DisableExternalCache":
             conf.disable_external_cache = r.bool_(n)
-        elif k == "DisableInternalCache" and conf.mode == "NOTRACK":
+        elif k == "DisableInternalCache":
             conf.disable_internal_cache = r.bool_(n)
-        elif k == "ResendQueueSize" and conf.mode == "FTFW":
+        elif k == "ResendQueueSize":
             conf.resend_queue_size = r.int_(n, 1)
-        elif k == "ACKWindowSize" and conf.mode == "FTFW":
+        elif k == "ACKWindowSize":
             conf.ack_window = r.int_(n, 1)
         elif k == "CommitTimeout":
             conf.commit_timeout = r.int_(n)
         elif k == "PurgeTimeout":
             conf.purge_timeout = r.int_(n, 1)
-        elif k == "StartupResync" and conf.mode == "NOTRACK":
+        elif k == "StartupResync":
             conf.startup_resync = r.bool_(n)
-        elif k == "RefreshTime" and conf.mode == "ALARM":
+        elif k == "RefreshTime":
             conf.refresh_time = r.int_(n, 1)
-        elif k == "CacheTimeout" and conf.mode == "ALARM":
-            conf.cache_timeout = r.int_(n, 1)
         else:
-            raise r.unknown(n, f"Mode {conf.mode}")
+            conf.cache_timeout = r.int_(n, 1)
 
 
 def _transport(r: _Reader, node: _Node) -> Transport:
