@@ -496,6 +496,9 @@ def _put_tuple(w: MessageWriter, attr: int, t: Tuple, fields: int = -1) -> None:
             w.be16(CTA_TUPLE_ZONE, t.zone)
 
 
+put_tuple = _put_tuple  # one tuple nest (CTA_TUPLE_*): expectations' tuples are these too
+
+
 def put_entry_key(w: MessageWriter, e: Entry) -> None:
     """The attributes that identify ``e``: original tuple, zone and (if known) id."""
     _put_tuple(w, CTA_TUPLE_ORIG, e.orig)
@@ -538,10 +541,12 @@ def _put_tcp_protoinfo(w: MessageWriter, state: int | None, tcp_flags: int | Non
 
 
 @_checked
-def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | None = None) -> int:
+def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | None = None,
+                  with_helper: bool = False) -> int:
     """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq.
 
-    ``tcp_flags``: TCP_FLAG_* bits set in both directions (a TCP entry with a state)."""
+    ``tcp_flags``: TCP_FLAG_* bits set in both directions (a TCP entry with a state);
+    ``with_helper``: attach ``e.helper`` (the kernel refuses a helper it does not have)."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST | flags, family=e.family)
     _put_tuple(w, CTA_TUPLE_ORIG, e.orig)
     snat, dnat = e.nat and bool(e.status & Status.SRC_NAT), e.nat and bool(e.status & Status.DST_NAT)
@@ -567,6 +572,9 @@ def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | No
         _put_tcp_protoinfo(w, e.state, tcp_flags)
     if e.labels:
         w.binary(CTA_LABELS, labels_bytes(e.labels))
+    if with_helper and e.helper:
+        with w.nest(CTA_HELP):
+            w.string(S.HELP.number("name"), e.helper)
     w.end()
     return seq
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nfkit.conntrack.expect import expect_text
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.errors import CapabilityError
 from nfkit.ha import control
@@ -79,7 +80,7 @@ def make_options(conf: Conf) -> Options:
                    commit_timeout=conf.commit_timeout, purge_timeout=conf.purge_timeout,
                    refresh_time=conf.refresh_time if alarm else None,
                    cache_timeout=conf.cache_timeout if alarm else None,
-                   hello_bulk=conf.mode == "FTFW")
+                   hello_bulk=conf.mode == "FTFW", expectations=conf.expectation_sync)
 
 
 def make_selection(conf: Conf) -> Selection:
@@ -157,6 +158,8 @@ class HaDaemon(Service):
         self.engine.add_peer(self.peer)
         events = self.engine.subscribe()
         selector.register(events.fileno(), selectors.EVENT_READ, self.engine.on_kernel_events)
+        if self.engine.exp_events is not None:
+            selector.register(self.engine.exp_events.fileno(), selectors.EVENT_READ, self.engine.on_expect_events)
         selector.register(sock.fileno(), selectors.EVENT_READ, self._on_sync)
         if c.mode == "FTFW" or c.startup_resync:
             self.engine.request_resync()
@@ -240,8 +243,14 @@ class HaDaemon(Service):
         elif code == c.KILL:
             log.info("stopping on request (-k)")
             os.kill(os.getpid(), signal.SIGTERM)
-        elif code in (c.EXP_COMMIT, c.EXP_RESYNC_MASTER, c.EXP_DUMP_INTERNAL, c.EXP_DUMP_EXTERNAL):
-            pass  # expectations are not synced by nfkit ha yet: empty caches
+        elif code == c.EXP_DUMP_INTERNAL:
+            return "".join(expect_text(x) + "\n" for x in e.internal_exp.values())
+        elif code == c.EXP_DUMP_EXTERNAL:
+            return "".join(expect_text(x) + "\n" for x in e.external_exp.values())
+        elif code == c.EXP_COMMIT:
+            e.injector.apply_expectations(("update", x) for x in list(e.external_exp.values()))
+        elif code == c.EXP_RESYNC_MASTER:
+            e.resync_with_kernel()
         return ""
 
     # ---- status and metrics ------------------------------------------------------

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nfkit.conntrack.expect import Expectation, ExpectEvents, ExpectTable
 from nfkit.conntrack.model import Entry
 from nfkit.conntrack.table import ConntrackTable, EventStream
 from nfkit.errors import DecodeError, EventsLost, InputError
@@ -42,7 +43,8 @@ from nfkit.ha.spec import CT_TYPES, Flag, MsgType
 log = logging.getLogger("nfkit.ha")
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-_KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL}
+_KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
+            MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
 
 
 class Session(Protocol):
@@ -128,6 +130,12 @@ class Options:
     refresh_time: float | None = None  # ALARM: every entry sent again this often
     cache_timeout: float | None = None  # ALARM: an external entry not refreshed this long is dropped
     hello_bulk: bool = True  # send the whole cache to a peer heard saying HELLO for the first time
+    # ExpectationSync: False (none), True (all) or the helpers whose expectations are synced
+    expectations: bool | list[str] = False
+
+    def syncs(self, x: Expectation) -> bool:
+        e = self.expectations
+        return e is True or (isinstance(e, list) and x.helper in e)
 
 
 class SyncEngine:
@@ -154,6 +162,9 @@ class SyncEngine:
         self.injector = Injector(table, window_tracking=options.window_tracking,
                                  commit_timeout=options.commit_timeout)
         self.events: EventStream | None = None
+        self.exp_events: ExpectEvents | None = None
+        self.internal_exp: dict[Any, Expectation] = {}
+        self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
 
     # ---- setup ---------------------------------------------------------
@@ -164,12 +175,16 @@ class SyncEngine:
     def subscribe(self) -> EventStream:
         """Start listening to kernel events, then read the table into the internal cache."""
         self.events = self.table.events(resync=False)
+        if self.options.expectations:
+            self.exp_events = ExpectTable(self.table).events()
         self.resync_with_kernel()
         return self.events
 
     def close(self) -> None:
         if self.events is not None:
             self.events.close()
+        if self.exp_events is not None:
+            self.exp_events.close()
         self.injector.close()
 
     # ---- kernel -> peers ---------------------------------------------------
@@ -196,6 +211,43 @@ class SyncEngine:
             log.warning("netlink event socket overrun: resync with the kernel table")
             self.resync_with_kernel(send=True)
         self.flush()
+
+    def on_expect_events(self) -> None:
+        """Read the kernel's waiting expectation events; queue EXP messages; send."""
+        assert self.exp_events is not None
+        own = self.injector.portid
+        try:
+            for kind, x, pid in self.exp_events.pending():
+                if pid == own and own:
+                    self.events_own += 1
+                    continue
+                if not self.options.syncs(x):
+                    self.events_filtered += 1
+                    continue
+                self._local_exp(kind, x)
+        except EventsLost:
+            self.overruns += 1
+            self.resync_with_kernel(send=True)
+        self.flush()
+
+    def _local_exp(self, kind: str, x: Expectation) -> None:
+        key = ("exp", x.key)
+        if kind == DEL:
+            if self.internal_exp.pop(key, None) is not None:
+                self._send_exp(key, x, MsgType.EXP_DEL)
+            return
+        self.internal_exp[key] = x
+        self._send_exp(key, x, MsgType.EXP_NEW)
+
+    def _send_exp(self, key: Any, x: Expectation, mtype: MsgType, peer: Peer | None = None) -> None:
+        try:
+            msg = convert.from_expectation(x, mtype)
+        except InputError as exc:
+            self.unsendable += 1
+            log.warning("not synced: %s", exc)
+            return
+        for p in [peer] if peer else self.peers:
+            p.session.enqueue(key, msg)
 
     def _local(self, kind: str, e: Entry) -> None:
         key = e.key
@@ -238,6 +290,8 @@ class SyncEngine:
                 continue
             for p in [peer] if peer else self.peers:
                 p.session.enqueue(key, msg)
+        for key, x in self.internal_exp.items():
+            self._send_exp(key, x, MsgType.EXP_NEW, peer)
         return len(self.internal)
 
     def flush(self, now: float | None = None) -> None:
@@ -287,6 +341,7 @@ class SyncEngine:
             return
         p.last_heard = now
         changes: list[tuple[str, Entry]] = []
+        exp_changes: list[tuple[str, Expectation]] = []
         bulk = False
         for m in msgs:
             # a HELLO that does not continue the peer's numbering: it (re)started and knows
@@ -297,19 +352,23 @@ class SyncEngine:
             p.last_seq = m.seq
             for ev in p.session.receive(m):
                 if isinstance(ev, Apply):
-                    self._remote(ev.message, changes)
+                    self._remote(ev.message, changes, exp_changes)
                 elif isinstance(ev, ResyncRequested):
                     log.info("resync requested by %s", p.name)
                     bulk = True
         if changes:
             self.injector.apply(changes)
+        if exp_changes:  # after the entries: an expectation needs its master in the table
+            self.injector.apply_expectations(exp_changes)
         if bulk:
             self.bulk(p)
         self.flush(now)
 
-    def _remote(self, msg: wire.StateMessage, changes: list[tuple[str, Entry]]) -> None:
+    def _remote(self, msg: wire.StateMessage, changes: list[tuple[str, Entry]],
+                exp_changes: list[tuple[str, Expectation]]) -> None:
         if msg.type not in CT_TYPES:
-            return  # expectations: not synced by this engine yet
+            self._remote_exp(msg, exp_changes)
+            return
         try:
             e = convert.to_entry(msg)
         except DecodeError as exc:
@@ -332,6 +391,20 @@ class SyncEngine:
         self.external[key] = e
         self.external_since[key] = time.time()
 
+    def _remote_exp(self, msg: wire.StateMessage, exp_changes: list[tuple[str, Expectation]]) -> None:
+        try:
+            x = convert.to_expectation(msg)
+        except DecodeError as exc:
+            log.debug("expectation dropped: %s", exc)
+            return
+        kind = _KIND_OF[msg.type]
+        if not self.options.external_cache:
+            exp_changes.append((kind, x))
+        elif kind == DEL:
+            self.external_exp.pop(x.key, None)
+        else:
+            self.external_exp[x.key] = x
+
     # ---- commands (conntrackd's clients) -----------------------------------
 
     def commit(self) -> int:
@@ -340,6 +413,7 @@ class SyncEngine:
         self.injector.apply((UPD, Entry(e.orig, e.reply, status=e.status, state=e.state, timeout=e.timeout,
                                         mark=e.mark, zone=e.zone, labels=e.labels, helper=e.helper))
                             for e in entries)
+        self.injector.apply_expectations((UPD, x) for x in list(self.external_exp.values()))
         return len(entries)
 
     def flush_caches(self, internal: bool = True, external: bool = True) -> None:
@@ -349,6 +423,7 @@ class SyncEngine:
         if external:
             self.external.clear()
             self.external_since.clear()
+            self.external_exp.clear()
 
     def resync_with_kernel(self, send: bool = False) -> int:
         """Read the kernel table into the internal cache (``send``: queue what changed)."""
@@ -371,6 +446,9 @@ class SyncEngine:
             self.internal_since.pop(key, None)
             if send:
                 self._send_all(key, e, MsgType.CT_DEL)
+        if self.options.expectations:
+            self.internal_exp = {("exp", x.key): x for x in ExpectTable(self.table).entries()
+                                 if self.options.syncs(x)}
         return len(seen)
 
     def request_resync(self) -> None:
@@ -405,10 +483,12 @@ class SyncEngine:
         i = self.injector.stats
         return {
             "internal_cache": len(self.internal), "external_cache": len(self.external),
+            "internal_expectations": len(self.internal_exp), "external_expectations": len(self.external_exp),
             "events": {"received": self.events_received, "filtered": self.events_filtered,
                        "own": self.events_own, "overruns": self.overruns, "unsendable": self.unsendable},
             "inject": {"created": i.created, "create_failed": i.create_failed, "updated": i.updated,
                        "update_failed": i.update_failed, "destroyed": i.destroyed,
-                       "destroy_failed": i.destroy_failed},
+                       "destroy_failed": i.destroy_failed, "expectations_created": i.exp_created,
+                       "expectations_failed": i.exp_failed, "expectations_destroyed": i.exp_destroyed},
             "peers": peers,
         }

@@ -18,6 +18,7 @@ import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from nfkit.conntrack import expect as ctexpect
 from nfkit.conntrack import wire as ctwire
 from nfkit.conntrack.model import Entry, Status
 from nfkit.conntrack.table import ConntrackTable
@@ -39,6 +40,9 @@ class InjectStats:
     update_failed: int = 0
     destroyed: int = 0
     destroy_failed: int = 0
+    exp_created: int = 0
+    exp_failed: int = 0
+    exp_destroyed: int = 0
 
 
 class Injector:
@@ -72,7 +76,8 @@ class Injector:
         return e
 
     def _create(self, w: MessageWriter, e: Entry) -> int:
-        return ctwire.encode_create(w, e, NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags(e))
+        return ctwire.encode_create(w, e, NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags(e),
+                                    with_helper=True)
 
     def _update(self, w: MessageWriter, e: Entry) -> int:
         return ctwire.encode_update(w, e, timeout=e.timeout, status=(e.status | Status.CONFIRMED) & _UPDATE_KEEP,
@@ -140,3 +145,28 @@ class Injector:
             else:
                 s.updated += ok
                 s.update_failed += not ok
+
+    def apply_expectations(self, changes: Iterable[tuple[str, ctexpect.Expectation]]) -> None:
+        """Create (NEW, UPD: one that exists is replaced) or delete (DEL) expectations, in order.
+
+        The master entry must be in the table already, with its helper (apply entries first)."""
+        s = self.stats
+        for kind, x in changes:
+            x.id = None
+            w = MessageWriter()
+            if kind == DEL:
+                ctexpect.encode_delete(w, x)
+                err = self.sock.pipeline(w)
+                s.exp_destroyed += not err
+                continue
+            ctexpect.encode_create(w, x)
+            err = self.sock.pipeline(w)
+            if err and next(iter(err.values())) == errno.EEXIST:
+                again = MessageWriter()
+                ctexpect.encode_delete(again, x)
+                ctexpect.encode_create(again, x)
+                err = {k: v for k, v in self.sock.pipeline(again).items() if v != errno.ENOENT}
+            if err:
+                s.exp_failed += 1
+            else:
+                s.exp_created += 1
