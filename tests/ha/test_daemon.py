@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from nfkit.conntrack import wire as ctwire
 from nfkit.conntrack.model import Entry
 from nfkit.lab import Namespace
+from nfkit.netlink.codec import MessageWriter
+from nfkit.netlink.consts import NLM_F_REQUEST
+from nfkit.netlink.specs import ctnetlink as S
 from tests.ha.ha_lab import FW_SYNC, PEER_SYNC, forwarded, make_traffic, sync_lab, table_in
 from tests.ha.stock import NFKIT, NfkitHa, StockConntrackd, conntrackd_conf
 from tests.ha.test_interop import same_flow
@@ -55,6 +59,17 @@ def listing(ns: Namespace) -> str:
     return ns.run("conntrack -L").stdout
 
 
+def tcp_flags(ns: Namespace, e: Entry) -> tuple[int, int]:
+    """The TCP tracking flags (original, reply) the kernel keeps for ``e``."""
+    w = MessageWriter()
+    w.begin(ctwire.MSG_GET, NLM_F_REQUEST, family=e.family)
+    ctwire.put_entry_key(w, Entry(e.orig))
+    w.end()
+    (msg,) = table_in(ns).sock.request(w)
+    tcp = S.CT.decode(msg.attrs)["protoinfo"]["tcp"]
+    return tcp["flags_original"][0], tcp["flags_reply"][0]
+
+
 @pytest.mark.parametrize("fw_kind,peer_kind", [("stock", "nfkit"), ("nfkit", "stock"), ("nfkit", "nfkit")])
 def test_real_traffic_lands_in_the_peers_kernel_and_deletions_follow(tmp_path: Path, fw_kind: str,
                                                                       peer_kind: str) -> None:
@@ -68,6 +83,11 @@ def test_real_traffic_lands_in_the_peers_kernel_and_deletions_follow(tmp_path: P
         wait_for(mirrored(want, peer), lambda: (listing(peer), a.ctl("-s"), b.ctl("-s")))
         # nothing came back: the peer's injections are not echoed to fw
         assert set(forwarded(list(table_in(fw).entries()))) == set(want)
+        if peer_kind == "nfkit":  # injected TCP is tracked liberally (the peer never saw its windows)
+            for e in want.values():
+                if e.proto == 6:
+                    assert all(f & ctwire.TCP_FLAG_BE_LIBERAL for f in tcp_flags(peer, e)), e
+                    assert not any(f & ctwire.TCP_FLAG_BE_LIBERAL for f in tcp_flags(fw, e)), e
         table_in(fw).flush()
         wait_for(lambda: not forwarded(list(table_in(peer).entries())), lambda: (listing(peer), b.ctl("-s")))
         for d in (a, b):
