@@ -76,7 +76,10 @@ def make_session(conf: Conf) -> FtfwSession | PlainSession:
 
 def make_options(conf: Conf) -> Options:
     alarm = conf.mode == "ALARM"
-    return Options(external_cache=not conf.disable_external_cache, window_tracking=conf.tcp_window_tracking,
+    rcvbuf = max(16 << 20, int(conf.tuning.get("NetlinkBufferSize", 0)))
+    return Options(events_rcvbuf=rcvbuf,
+                   events_rcvbuf_max=max(rcvbuf, int(conf.tuning.get("NetlinkBufferSizeMaxGrowth", 0))),
+                   external_cache=not conf.disable_external_cache, window_tracking=conf.tcp_window_tracking,
                    commit_timeout=conf.commit_timeout, purge_timeout=conf.purge_timeout,
                    refresh_time=conf.refresh_time if alarm else None,
                    cache_timeout=conf.cache_timeout if alarm else None,

@@ -43,6 +43,7 @@ from nfkit.ha.spec import CT_TYPES, Flag, MsgType
 log = logging.getLogger("nfkit.ha")
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+FLUSH_EVERY = 512  # kernel events read between two sends
 _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
             MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
 
@@ -130,6 +131,8 @@ class Options:
     refresh_time: float | None = None  # ALARM: every entry sent again this often
     cache_timeout: float | None = None  # ALARM: an external entry not refreshed this long is dropped
     hello_bulk: bool = True  # send the whole cache to a peer heard saying HELLO for the first time
+    events_rcvbuf: int = 16 << 20  # the event socket's buffer (NetlinkBufferSize, at least 16 MB)
+    events_rcvbuf_max: int = 16 << 20  # grown to this on overruns (NetlinkBufferSizeMaxGrowth)
     # ExpectationSync: False (none), True (all) or the helpers whose expectations are synced
     expectations: bool | list[str] = False
 
@@ -163,6 +166,7 @@ class SyncEngine:
                                  commit_timeout=options.commit_timeout)
         self.events: EventStream | None = None
         self.exp_events: ExpectEvents | None = None
+        self.events_rcvbuf = options.events_rcvbuf
         self.internal_exp: dict[Any, Expectation] = {}
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
@@ -174,7 +178,8 @@ class SyncEngine:
 
     def subscribe(self) -> EventStream:
         """Start listening to kernel events, then read the table into the internal cache."""
-        self.events = self.table.events(resync=False)
+        self.events_rcvbuf = self.options.events_rcvbuf
+        self.events = self.table.events(resync=False, rcvbuf=self.events_rcvbuf)
         if self.options.expectations:
             self.exp_events = ExpectTable(self.table).events()
         self.resync_with_kernel()
@@ -196,6 +201,8 @@ class SyncEngine:
         try:
             for ev in self.events.pending():
                 self.events_received += 1
+                if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
+                    self.flush()
                 if ev.portid == own and own:
                     self.events_own += 1
                     continue
@@ -209,8 +216,24 @@ class SyncEngine:
         except EventsLost:
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
+            self._drain(self.events)
             self.resync_with_kernel(send=True)
         self.flush()
+
+    def _drain(self, events: EventStream | ExpectEvents) -> None:
+        """Empty an overrun event socket before reading the table again.  The kernel reports
+        an overrun once, then drops silently until the queue has been emptied: a dump made
+        with the queue still full would miss what was dropped after it."""
+        if self.events_rcvbuf < self.options.events_rcvbuf_max:  # as conntrackd grows its buffer
+            self.events_rcvbuf = min(2 * self.events_rcvbuf, self.options.events_rcvbuf_max)
+            events.sock.ensure_rcvbuf(self.events_rcvbuf)
+        while True:
+            try:
+                for _ in events.pending():
+                    pass
+                return
+            except EventsLost:
+                continue
 
     def on_expect_events(self) -> None:
         """Read the kernel's waiting expectation events; queue EXP messages; send."""
@@ -227,6 +250,7 @@ class SyncEngine:
                 self._local_exp(kind, x)
         except EventsLost:
             self.overruns += 1
+            self._drain(self.exp_events)
             self.resync_with_kernel(send=True)
         self.flush()
 
