@@ -42,6 +42,7 @@ from nfkit.nftables.expressions import (
     SET_MAP,
     T_FIB_TYPE,
     T_INT32,
+    T_INT32_HOST,
     VERDICT_DATA_TYPE,
     Element,
     bitwise,
@@ -460,7 +461,7 @@ class RuleCompiler:
             mode = {"inc": 0, "random": 1}[body["mode"]]
             out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
                             ("type", mode), ("offset", body.get("offset", 0))))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_INT32_HOST], [4])
         if kind in ("jhash", "symhash"):
             if kind == "jhash":
                 inner = body["expr"]
@@ -481,7 +482,7 @@ class RuleCompiler:
                 parts = [("dreg", reg), ("modulus", body["mod"]),
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_INT32_HOST], [4])
         if kind == "fib":
             result = FIB_RESULTS[body["result"]]
             flags = body.get("flags", [])
@@ -926,8 +927,11 @@ class RuleCompiler:
             num, tname, size = META[kb["key"]]
         elif kind == "ct":
             num, tname, size = CT[kb["key"]]
+        elif kind == "payload" and "base" in kb:
+            self._set_raw_payload(kb, value, out)
+            return
         else:
-            raise InputError(f"cannot set {kind} (only meta and ct keys)")
+            raise InputError(f"cannot set {kind} (only meta and ct keys, and raw @base,offset,len payloads)")
         dt = T[tname]
         if isinstance(value, dict):
             self.load(ctx, value, out)
@@ -941,6 +945,20 @@ class RuleCompiler:
                 parts.append(("direction", {"original": 0, "reply": 1}[kb["dir"]]))
             parts.append(("sreg", 1))
             out.append(EXPRESSIONS["ct"].encode(*parts))
+
+    def _set_raw_payload(self, kb: dict[str, Any], value: Any, out: list[bytes]) -> None:
+        """``@base,offset,len set N``: whole bytes only, no checksum fixed (what an ARP
+        header needs; a field under a checksum would need nft's csum attributes)."""
+        boff, blen = int(kb["offset"]), int(kb["len"])
+        if boff % 8 or blen % 8 or not 0 < blen <= 128:
+            raise InputError(f"@{kb['base']},{boff},{blen} set: only whole bytes (offset and length "
+                             "multiples of 8, at most 128 bits) can be set")
+        if not isinstance(value, int) or not 0 <= value < 1 << blen:
+            raise InputError(f"@{kb['base']},{boff},{blen} set {value!r}: a number of {blen} bits is expected")
+        base = {"ll": LL, "nh": NH, "th": TH, "ih": 3}[kb["base"]]
+        out.append(immediate(1, value.to_bytes(blen // 8, "big")))
+        out.append(EXPRESSIONS["payload"].encode(("sreg", 1), ("base", base), ("offset", boff // 8),
+                                                 ("len", blen // 8), ("csum_type", 0)))
 
     # ---- set updates from the packet path ----------------------------------------
     def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool
