@@ -101,7 +101,12 @@ def _daemon(conf: object, background: bool, metrics: str | None) -> None:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
     setup_logging(conf, console=not background)
-    daemon = HaDaemon(conf)
+    if conf.cluster is not None:  # nfkit's Cluster block: active-active (nfkit.ha.cluster)
+        from nfkit.ha.cluster import ClusterDaemon
+
+        daemon: HaDaemon = ClusterDaemon(conf)
+    else:
+        daemon = HaDaemon(conf)
     sys.exit(run(daemon, metrics=metrics, registry=daemon.registry))
 
 
@@ -132,6 +137,23 @@ def status(config_path: str, sock: str | None, as_json: bool) -> None:
     i = st.get("inject", {})
     if i:
         click.echo("injected: " + " ".join(f"{k}={v}" for k, v in i.items()))
+    if "cluster" in st:
+        _cluster_status(st["cluster"])
+
+
+def _cluster_status(c: dict[str, Any]) -> None:
+    click.echo(f"cluster node {c['node']} of {c['nodes']}: {'ready' if c['ready'] else 'not ready'}, "
+               f"members {c['members']}, serving {len(c['serves'])} of {c['buckets']} buckets"
+               f"{', answering ARP' if c['answers_arp'] else ''}; SNAT ports {c['snat_ports'][0]}-"
+               f"{c['snat_ports'][1]}; split brain rule: {c['split_brain']}")
+    for p in c["peers"]:
+        heard = ", ".join(f"{k} {v:.2f} s ago" for k, v in sorted(p["heard_ago"].items())) or "never"
+        click.echo(f"  node {p['node']}: {'alive' if p['alive'] else 'dead'}"
+                   f"{', ready' if p['ready'] else ''}, serving {p['serves']} buckets, heard {heard}, "
+                   f"deaths {p['deaths']}")
+    for t in c["takeovers"][-3:]:
+        click.echo(f"  took {t['buckets']} buckets" + (f" {t['after_death_s']:.3f} s after a peer's death"
+                                                      if t["after_death_s"] is not None else ""))
 
 
 @ha.command()

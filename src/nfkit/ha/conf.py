@@ -82,6 +82,7 @@ class Conf:
     syslog: bool = False
     filter: Filter = field(default_factory=Filter)
     tuning: dict[str, str] = field(default_factory=dict)
+    cluster: ClusterConf | None = None  # nfkit's own Cluster block (active-active), see below
 
     @property
     def transport(self) -> Transport:
@@ -237,6 +238,10 @@ def parse(text: str, path: str = "<conntrackd.conf>") -> Conf:
             _sync(r, node, conf)
         elif node.key == "General":
             _general(r, node, conf)
+        elif node.key == "Cluster":
+            if conf.cluster is not None:
+                raise r.fail(node, "given twice")
+            conf.cluster = _cluster(r, node)
         elif node.key == "Stats":
             raise r.fail(node, "conntrackd's statistics mode is not supported by nfkit ha (use Sync)")
         else:
@@ -245,6 +250,8 @@ def parse(text: str, path: str = "<conntrackd.conf>") -> Conf:
         raise InputError(f"{path}: no Sync block (nfkit ha runs conntrackd's sync mode)")
     if not conf.transports:
         raise InputError(f"{path}: the Sync block has no transport (UDP or Multicast)")
+    if conf.cluster is not None:
+        _check_cluster(r, conf)
     return conf
 
 
@@ -469,3 +476,183 @@ def describe(conf: Conf) -> dict[str, Any]:
     t = conf.transport
     return {"mode": conf.mode, "transport": t.kind, "address": t.address, "destination": t.destination,
             "port": t.port, "interface": t.interface, "external_cache": not conf.disable_external_cache}
+
+
+# ---- nfkit's own Cluster block (active-active; conntrackd has no such block) ---------------
+
+
+@dataclass
+class ClusterNode:
+    number: int
+    address: str  # its sync address (the UDP transport's address on that node)
+    ports: tuple[int, int]  # its SNAT port range
+    line: int = 0
+
+
+@dataclass
+class Segment:
+    """A shared segment: the interface every node has on it and the cluster's address there."""
+
+    interface: str
+    address: str
+    line: int = 0
+
+
+@dataclass
+class ClusterConf:
+    nodes: dict[int, ClusterNode]
+    this_node: int
+    inside: Segment
+    outside: Segment
+    mac: str = "01:00:5e:7f:c1:01"
+    hash_seed: int = 0x6E666B74
+    buckets: int = 64
+    heartbeat_interval: float = 0.1  # seconds
+    dead_time: float = 0.4
+    heartbeat_port: int = DEFAULT_PORT + 1
+    split_brain: str = "segment"
+    line: int = 0
+
+    @property
+    def me(self) -> ClusterNode:
+        return self.nodes[self.this_node]
+
+    @property
+    def peers(self) -> list[ClusterNode]:
+        return [n for k, n in sorted(self.nodes.items()) if k != self.this_node]
+
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_SPLIT_BRAIN = ("segment",)
+
+
+def _ms(r: _Reader, node: _Node, lo: int, hi: int) -> float:
+    return r.int_(node, lo, hi) / 1000
+
+
+def _port_range(r: _Reader, node: _Node) -> tuple[int, int]:
+    word = r.one(node)
+    lo, dash, hi = word.partition("-")
+    try:
+        first, last = int(lo), int(hi if dash else lo)
+    except ValueError:
+        raise r.fail(node, f"{word!r} is not a port range (FIRST-LAST)") from None
+    if not 1024 <= first <= last <= 65535:
+        raise r.fail(node, f"{word}: a range within 1024-65535, first <= last, is expected")
+    return first, last
+
+
+def _segment(r: _Reader, node: _Node) -> Segment:
+    iface = addr = None
+    for n in r.block(node):
+        if n.key == "Interface":
+            iface = r.one(n)
+        elif n.key == "IPv4_address":
+            addr = r.addr(n, 4)
+        else:
+            raise r.fail(n, f"unknown key in Cluster {node.key} (Interface, IPv4_address)")
+    if iface is None or addr is None:
+        raise r.fail(node, "needs Interface and IPv4_address")
+    return Segment(iface, addr, node.line)
+
+
+def _cluster(r: _Reader, node: _Node) -> ClusterConf:
+    nodes: dict[int, ClusterNode] = {}
+    this = inside = outside = None
+    opts: dict[str, Any] = {}
+    for n in r.block(node):
+        k = n.key
+        if k == "Node":
+            if len(n.words) != 1 or not n.words[0].isdigit() or not 1 <= int(n.words[0]) <= 64:
+                raise r.fail(n, "Node NUMBER { ... }: a number from 1 to 64 is expected")
+            num = int(n.words[0])
+            if num in nodes:
+                raise r.fail(n, f"node {num} given twice")
+            address = ports = None
+            for c in r.block(n):
+                if c.key == "IPv4_address":
+                    address = r.addr(c, 4)
+                elif c.key == "PortRange":
+                    ports = _port_range(r, c)
+                else:
+                    raise r.fail(c, "unknown key in Cluster Node (IPv4_address, PortRange)")
+            if address is None or ports is None:
+                raise r.fail(n, f"node {num} needs IPv4_address (its sync address) and PortRange (its SNAT ports)")
+            nodes[num] = ClusterNode(num, address, ports, n.line)
+        elif k == "ThisNode":
+            this = (r.int_(n, 1, 64), n)
+        elif k in ("Inside", "Outside"):
+            seg = _segment(r, n)
+            inside, outside = (seg, outside) if k == "Inside" else (inside, seg)
+        elif k == "MAC":
+            mac = r.one(n)
+            if not _MAC.match(mac) or not int(mac[:2], 16) & 1:
+                raise r.fail(n, f"{mac!r}: a multicast MAC address (first octet odd, e.g. 01:00:5e:7f:c1:01) "
+                                "is expected")
+            opts["mac"] = mac.lower()
+        elif k == "HashSeed":
+            word = r.one(n)
+            try:
+                opts["hash_seed"] = int(word, 0)
+            except ValueError:
+                raise r.fail(n, f"{word!r} is not a number") from None
+            if not 0 <= opts["hash_seed"] <= 0xFFFFFFFF:
+                raise r.fail(n, f"{word} does not fit 32 bits")
+        elif k == "Buckets":
+            opts["buckets"] = r.int_(n, 1, 1024)
+        elif k == "HeartbeatInterval":
+            opts["heartbeat_interval"] = _ms(r, n, 10, 10000)
+        elif k == "DeadTime":
+            opts["dead_time"] = _ms(r, n, 30, 60000)
+        elif k == "HeartbeatPort":
+            opts["heartbeat_port"] = r.int_(n, 1, 65535)
+        elif k == "SplitBrain":
+            word = r.one(n).lower()
+            if word not in _SPLIT_BRAIN:
+                raise r.fail(n, f"{word!r}: the rule is 'segment' (a peer heard on a shared segment is alive)")
+            opts["split_brain"] = word
+        else:
+            raise r.fail(n, "unknown key in Cluster (Node, ThisNode, Inside, Outside, MAC, HashSeed, Buckets, "
+                            "HeartbeatInterval, DeadTime, HeartbeatPort, SplitBrain)")
+    if len(nodes) < 2:
+        raise r.fail(node, "a cluster needs at least two Node blocks")
+    if this is None:
+        raise r.fail(node, "no ThisNode (this node's number)")
+    if this[0] not in nodes:
+        raise r.fail(this[1], f"{this[0]} is not one of the nodes ({', '.join(map(str, sorted(nodes)))})")
+    if inside is None or outside is None:
+        raise r.fail(node, "needs an Inside and an Outside block (the shared segments)")
+    if inside.interface == outside.interface:
+        raise r.fail(node, "Inside and Outside name the same interface")
+    cc = ClusterConf(nodes, this[0], inside, outside, line=node.line, **opts)
+    if cc.dead_time < 3 * cc.heartbeat_interval:
+        raise InputError(f"{r.path}:{node.line}: Cluster: DeadTime must be at least three HeartbeatIntervals")
+    byaddr: dict[str, int] = {}
+    ranges = sorted(nodes.values(), key=lambda x: x.ports)
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        if b.ports[0] <= a.ports[1]:
+            raise InputError(f"{r.path}:{b.line}: PortRange: nodes {a.number} and {b.number} overlap "
+                             "(two nodes could pick the same SNAT binding)")
+    for cn in nodes.values():
+        if cn.address in byaddr:
+            raise InputError(f"{r.path}:{cn.line}: IPv4_address: {cn.address} is node {byaddr[cn.address]}'s too")
+        byaddr[cn.address] = cn.number
+    return cc
+
+
+def _check_cluster(r: _Reader, conf: Conf) -> None:
+    """The Sync block must fit the Cluster block: unicast UDP from this node's address."""
+    cc, t = conf.cluster, conf.transport
+    assert cc is not None
+    where = f"{r.path}:{t.line}"
+    if t.kind != "UDP" or t.family != 4:
+        raise InputError(f"{where}: {t.kind}: a Cluster syncs over UDP IPv4 (one FTFW session per peer pair)")
+    if t.address != cc.me.address:
+        raise InputError(f"{where}: IPv4_address {t.address} is not node {cc.this_node}'s "
+                         f"({cc.me.address}, Cluster Node {cc.this_node})")
+    if t.destination not in {p.address for p in cc.peers}:
+        raise InputError(f"{where}: IPv4_Destination_Address {t.destination} is not a Cluster node's address")
+    if conf.mode == "ALARM":
+        raise InputError(f"{r.path}: Mode ALARM: a Cluster runs FTFW or NOTRACK")
+    if t.port == cc.heartbeat_port:
+        raise InputError(f"{r.path}:{cc.line}: HeartbeatPort {t.port} is the sync Port too")

@@ -155,20 +155,23 @@ class HaDaemon(Service):
         self.table = ConntrackTable()
         self.engine = SyncEngine(self.table, make_options(c), make_selection(c))
         self.sync = SyncSocket(c.transport)
-        sock = self.sync
         t = c.transport
-        self.peer = Peer(f"{sock.dest[0]}:{sock.dest[1]}", make_session(c), sock.send)
-        self.engine.add_peer(self.peer)
+        self.add_peers(self.engine, self.sync)
         events = self.engine.subscribe()
         selector.register(events.fileno(), selectors.EVENT_READ, self.engine.on_kernel_events)
         if self.engine.exp_events is not None:
             selector.register(self.engine.exp_events.fileno(), selectors.EVENT_READ, self.engine.on_expect_events)
-        selector.register(sock.fileno(), selectors.EVENT_READ, self._on_sync)
+        selector.register(self.sync.fileno(), selectors.EVENT_READ, self._on_sync)
         if c.mode == "FTFW" or c.startup_resync:
             self.engine.request_resync()
         log.info("%s mode over %s %s port %d%s; %d entries in the internal cache", c.mode, t.kind, t.address,
                  t.port, f" on {t.interface}" if t.interface else "", len(self.engine.internal))
         log.info("initialization completed")
+
+    def add_peers(self, engine: SyncEngine, sock: SyncSocket) -> None:
+        """The peer the Sync block names (nfkit.ha.cluster adds one session per cluster peer)."""
+        self.peer = Peer(f"{sock.dest[0]}:{sock.dest[1]}", make_session(self.conf), sock.send)
+        engine.add_peer(self.peer)
 
     def _on_sync(self) -> None:
         assert self.sync is not None and self.engine is not None and self.peer is not None

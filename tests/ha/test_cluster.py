@@ -1,0 +1,98 @@
+"""Active-active cluster: N nfkit nodes on shared segments, SNAT, failover with no loss.
+
+Kernel tests in namespaces (tests/ha/cluster_lab.py): real TCP streams through
+2 and 3 nodes; a node's cables cut (its switch ports down) while the streams
+run; its return; the sync link cut (split brain).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from nfkit.conntrack.table import ConntrackTable
+from tests.ha.cluster_lab import (
+    OUTSIDE,
+    Streams,
+    cluster_lab,
+    ports,
+    settled,
+    start_nodes,
+    wait_for,
+)
+
+CONNS = 50
+
+
+def entries_for(lab, k: int, client_ports: list[int]) -> dict[int, tuple[str, int]]:
+    """Node k's kernel entries of the client's connections: client port -> (NAT address, port)."""
+    with lab[f"fw{k}"].enter():
+        with ConntrackTable() as t:
+            found = {e.orig.sport: (e.reply.dst, e.reply.dport) for e in t.entries() if e.proto == 6}
+    return {p: found[p] for p in client_ports if p in found}
+
+
+def served_by(nodes, k: int) -> list[int]:
+    return nodes[k - 1].status()["cluster"]["serves"]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
+    with cluster_lab(n) as lab:
+        nodes = start_nodes(lab, tmp_path, n)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        streams = Streams(lab, tmp_path, CONNS)
+        streams.advancing()
+        cports = streams.read()["ports"]
+        # every node holds every connection, with the same SNAT binding, from each port range
+        bindings = [entries_for(lab, k, cports) for k in range(1, n + 1)]
+        wait_for(lambda: all(len(entries_for(lab, k, cports)) == CONNS for k in range(1, n + 1)),
+                 "every entry on every node")
+        bindings = [entries_for(lab, k, cports) for k in range(1, n + 1)]
+        assert all(b == bindings[0] for b in bindings)
+        assert {a for a, _ in bindings[0].values()} == {OUTSIDE}
+        used = {(p - 20000) // 1000 for _, p in bindings[0].values()}
+        assert used == set(range(1, n + 1))  # each node picked from its own range
+
+        ports(lab, n, up=False)  # node n's cables cut: it is gone for the others
+        alive = list(range(1, n))
+        took = wait_for(settled(nodes, alive=alive), "the survivors to take node n's buckets", 5)
+        assert took < 2
+        for k in alive:
+            assert all(t["after_death_s"] is None or t["after_death_s"] < 1
+                       for t in nodes[k - 1].status()["cluster"]["takeovers"])
+        streams.advancing()
+
+        ports(lab, n, up=True)  # it comes back
+        wait_for(settled(nodes), "the buckets to be shared again", 10)
+        streams.advancing()
+        result = streams.finish()
+        assert not result["errors"]
+        assert result["sent"] == result["recv"]
+        assert min(result["recv"]) > 0
+
+
+def test_split_brain_keeps_the_shares(tmp_path: Path) -> None:
+    """The sync link cut, both nodes alive: each still hears the other on the inside segment,
+    so neither takes the other's buckets (no connection handled by two nodes)."""
+    with cluster_lab(2) as lab:
+        nodes = start_nodes(lab, tmp_path, 2)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        before = [served_by(nodes, k) for k in (1, 2)]
+        streams = Streams(lab, tmp_path, 20)
+        streams.advancing()
+        ports(lab, 2, up=False, which=("sync",))
+        wait_for(lambda: "sync" in nodes[0].status()["cluster"]["peers"][0]["heard_ago"]
+                 and nodes[0].status()["cluster"]["peers"][0]["heard_ago"]["sync"] > 1, "the sync link's silence")
+        for _ in range(10):  # 1.5 s: more than three DeadTimes
+            time.sleep(0.15)
+            now = [served_by(nodes, k) for k in (1, 2)]
+            assert now == before
+            assert not set(now[0]) & set(now[1])
+            assert all(p["alive"] for nd in nodes for p in nd.status()["cluster"]["peers"])
+        streams.advancing()
+        ports(lab, 2, up=True, which=("sync",))
+        result = streams.finish()
+        assert result["sent"] == result["recv"] and not result["errors"]
