@@ -121,9 +121,9 @@ def cluster_lab(n: int) -> Lab:
 
 
 def ports(lab: Lab, k: int, up: bool, which: tuple[str, ...] = ("in", "out", "sync")) -> None:
-    """Node k's switch ports down (its cables cut) or up again."""
-    for w in which:
-        lab["sw"].run(["ip", "link", "set", f"{w}{k}", "up" if up else "down"])
+    """Node k's switch ports down (its cables cut) or up again, in one `ip -batch`."""
+    batch = "".join(f"link set {w}{k} {'up' if up else 'down'}\n" for w in which)
+    lab["sw"].run(["ip", "-batch", "-"], input=batch)
 
 
 def start_nodes(lab: Lab, tmp: Path, n: int, **kw: Any) -> list[NfkitHa]:
@@ -193,6 +193,7 @@ period = float(sys.argv[6])
 conns, sent, recv, errors = [], [0] * n, [0] * n, []
 for i in range(n):
     s = socket.create_connection((host, port), timeout=10); s.setblocking(False); conns.append(s)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a write goes out even with data unacked
 sel = selectors.DefaultSelector()
 for i, s in enumerate(conns):
     sel.register(s, selectors.EVENT_READ, i)

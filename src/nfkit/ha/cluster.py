@@ -234,15 +234,15 @@ class ClusterDaemon(HaDaemon):
         wanted, answers = m.wanted(now), m.answers_arp(now)
         if wanted != self.serves or answers != self.answers:
             before = self.serves or frozenset()
-            self._install(wanted, answers)
             gained = wanted - before
+            if gained and self.engine is not None and self.engine.options.external_cache:
+                self.engine.commit()  # the peers' entries into the kernel before their packets come
+            self._install(wanted, answers)
             if gained:
-                dead = [p for p in m.peers.values() if not p.alive and p.died_at is not None]
-                since = max((p.died_at for p in dead if p.died_at is not None), default=None)
+                # from the dead peer's last heartbeat to the commit: what detection and takeover took
+                heard = [p.last_heard for p in m.peers.values() if not p.alive and p.last_heard is not None]
                 self.takeovers.append({"buckets": len(gained), "at": time.time(),
-                                       "after_death_s": None if since is None else round(now - since, 3)})
-                if self.engine is not None and self.engine.options.external_cache:
-                    self.engine.commit()  # the peers' entries into the kernel before their packets
+                                       "after_death_s": round(time.monotonic() - max(heard), 3) if heard else None})
             log.info("cluster: serving %d of %d buckets (gained %d, released %d), members %s%s",
                      len(wanted), self.cc.buckets, len(gained), len(before - wanted), m.members(now),
                      ", answering ARP" if answers else "")

@@ -45,6 +45,7 @@ class PeerView:
     alive: bool = False
     deaths: int = 0
     died_at: float | None = None  # monotonic time it was declared dead
+    last_heard: float | None = None  # when it was last heard, on any path, before it died
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Membership:
                 if not alive:
                     p.deaths += 1
                     p.died_at = now
+                    p.last_heard = max(p.heard.values(), default=None)
                 changes.append((p.number, alive))
         return changes
 
