@@ -37,6 +37,7 @@ from tests.ha.cluster_lab import (  # noqa: E402
     SERVER,
     Streams,
     cluster_lab,
+    cluster_status,
     ports,
     settled,
     start_nodes,
@@ -89,7 +90,7 @@ def one_round(n: int, conns: int, tmp: Path) -> tuple[list[float], list[float], 
                 first.setdefault((int(m.group(3)), int(m.group(2))), float(m.group(1)) - t0)
         taken = sorted(v for (dport, _), v in first.items() if dport == ECHO_PORT)
         probes = sorted(v for (dport, _), v in first.items() if dport == UDP_PORT)
-        detect = [t["after_death_s"] for k in range(1, n) for t in nodes[k - 1].status()["cluster"]["takeovers"]
+        detect = [t["after_death_s"] for k in range(1, n) for t in cluster_status(nodes[k - 1])["takeovers"]
                   if t["after_death_s"] is not None]
         ok = not result["errors"] and result["sent"] == result["recv"]
         return taken, probes, detect, ok

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from nfkit.lab import Lab, Namespace
+from nfkit.service.daemon import query_status
 from tests.ha.stock import NfkitHa
 
 INSIDE, OUTSIDE = "192.0.2.1", "198.51.100.1"
 CLIENT, SERVER = "192.0.2.100", "198.51.100.100"
 ECHO_PORT = 5001
+MARK = 42
+MARK_RULES = f"table inet marks {{ chain forward {{ type filter hook forward priority 0; ct state new ct mark set {MARK}; }}; }}"
 
 
 def sync_address(k: int) -> str:
@@ -114,6 +117,8 @@ def cluster_lab(n: int) -> Lab:
             fw.sysctl("net.ipv4.ip_forward", "1")
             # a flow moves between nodes mid-stream: its TCP window is not synced (docs/ha.md)
             fw.sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", "1")
+            # the user's own policy beside nfkit's table: marks new flows (synced with them)
+            fw.run(["nft", "-f", "-"], input=MARK_RULES)
     except BaseException:
         lab.close()
         raise
@@ -136,6 +141,11 @@ def start_nodes(lab: Lab, tmp: Path, n: int, **kw: Any) -> list[NfkitHa]:
     return nodes
 
 
+def cluster_status(node: NfkitHa) -> dict[str, Any]:
+    """The node's cluster status, read from its control socket (no command started)."""
+    return query_status(node.workdir / "ctl")["cluster"]  # type: ignore[no-any-return]
+
+
 def settled(nodes: list[NfkitHa], buckets: int = 64, alive: list[int] | None = None) -> Callable[[], bool]:
     """Every node in ``alive`` (default all) serves a share, the shares are disjoint and cover all."""
     want = alive or list(range(1, len(nodes) + 1))
@@ -143,7 +153,7 @@ def settled(nodes: list[NfkitHa], buckets: int = 64, alive: list[int] | None = N
     def check() -> bool:
         seen: list[int] = []
         for k in want:
-            c = nodes[k - 1].status()["cluster"]
+            c = cluster_status(nodes[k - 1])
             if c["members"] != want or not c["serves"]:
                 return False
             seen += c["serves"]

@@ -14,28 +14,31 @@ import pytest
 
 from nfkit.conntrack.table import ConntrackTable
 from tests.ha.cluster_lab import (
+    MARK,
     OUTSIDE,
     Streams,
     cluster_lab,
+    cluster_status,
     ports,
     settled,
     start_nodes,
     wait_for,
 )
+from tests.ha.stock import NFKIT
 
 CONNS = 50
 
 
-def entries_for(lab, k: int, client_ports: list[int]) -> dict[int, tuple[str, int]]:
-    """Node k's kernel entries of the client's connections: client port -> (NAT address, port)."""
+def entries_for(lab, k: int, client_ports: list[int]) -> dict[int, tuple[str, int, int]]:
+    """Node k's kernel entries of the client's connections: client port -> (NAT address, port, mark)."""
     with lab[f"fw{k}"].enter():
         with ConntrackTable() as t:
-            found = {e.orig.sport: (e.reply.dst, e.reply.dport) for e in t.entries() if e.proto == 6}
+            found = {e.orig.sport: (e.reply.dst, e.reply.dport, e.mark) for e in t.entries() if e.proto == 6}
     return {p: found[p] for p in client_ports if p in found}
 
 
 def served_by(nodes, k: int) -> list[int]:
-    return nodes[k - 1].status()["cluster"]["serves"]
+    return cluster_status(nodes[k - 1])["serves"]
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -52,8 +55,8 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
                  "every entry on every node")
         bindings = [entries_for(lab, k, cports) for k in range(1, n + 1)]
         assert all(b == bindings[0] for b in bindings)
-        assert {a for a, _ in bindings[0].values()} == {OUTSIDE}
-        used = {(p - 20000) // 1000 for _, p in bindings[0].values()}
+        assert {(a, m) for a, _, m in bindings[0].values()} == {(OUTSIDE, MARK)}
+        used = {(p - 20000) // 1000 for _, p, _ in bindings[0].values()}
         assert used == set(range(1, n + 1))  # each node picked from its own range
 
         ports(lab, n, up=False)  # node n's cables cut: it is gone for the others
@@ -62,7 +65,7 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
         assert took < 2
         for k in alive:
             assert all(t["after_death_s"] is None or t["after_death_s"] < 1
-                       for t in nodes[k - 1].status()["cluster"]["takeovers"])
+                       for t in cluster_status(nodes[k - 1])["takeovers"])
         streams.advancing()
 
         ports(lab, n, up=True)  # it comes back
@@ -84,15 +87,18 @@ def test_split_brain_keeps_the_shares(tmp_path: Path) -> None:
         streams = Streams(lab, tmp_path, 20)
         streams.advancing()
         ports(lab, 2, up=False, which=("sync",))
-        wait_for(lambda: "sync" in nodes[0].status()["cluster"]["peers"][0]["heard_ago"]
-                 and nodes[0].status()["cluster"]["peers"][0]["heard_ago"]["sync"] > 1, "the sync link's silence")
+        wait_for(lambda: cluster_status(nodes[0])["peers"][0]["heard_ago"].get("sync", 0) > 1,
+                 "the sync link's silence")
         for _ in range(10):  # 1.5 s: more than three DeadTimes
             time.sleep(0.15)
             now = [served_by(nodes, k) for k in (1, 2)]
             assert now == before
             assert not set(now[0]) & set(now[1])
-            assert all(p["alive"] for nd in nodes for p in nd.status()["cluster"]["peers"])
+            assert all(p["alive"] for nd in nodes for p in cluster_status(nd)["peers"])
         streams.advancing()
+        text = lab["fw1"].run([NFKIT, "ha", "status", "-C", str(nodes[0].conf)]).stdout
+        assert f"cluster node 1 of [1, 2]: ready, members [1, 2], serving {len(before[0])} of 64 buckets" in text
+        assert "node 2: alive, ready, serving" in text and "split brain rule: segment" in text
         ports(lab, 2, up=True, which=("sync",))
         result = streams.finish()
         assert result["sent"] == result["recv"] and not result["errors"]
