@@ -172,8 +172,9 @@ class HaDaemon(Service):
 
     def _on_sync(self) -> None:
         assert self.sync is not None and self.engine is not None and self.peer is not None
-        for data, _addr in self.sync.receive():
-            self.engine.on_datagram(self.peer, data)
+        waiting = [data for data, _addr in self.sync.receive()]
+        if waiting:
+            self.engine.on_datagrams(self.peer, waiting)
 
     def tick(self) -> float | None:
         if self.engine is not None:
