@@ -22,7 +22,7 @@ from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.netlink.specs import ctnetlink as S
 from tests.ha.ha_lab import FW_SYNC, PEER_SYNC, forwarded, make_traffic, sync_lab, table_in
-from tests.ha.stock import NFKIT, NfkitHa, StockConntrackd, conntrackd_conf
+from tests.ha.stock import MCAST_GROUP, NFKIT, NfkitHa, StockConntrackd, conntrackd_conf
 from tests.ha.test_interop import same_flow
 
 pytestmark = pytest.mark.kernel
@@ -219,6 +219,11 @@ def test_notrack_alarm_and_multicast(tmp_path: Path, mode: str, multicast: bool,
                 ns.run("ip route add 224.0.0.0/4 dev sync0")
         a = start(fw_kind, fw, tmp_path, "fw", mode=mode, multicast=multicast)
         b = start(peer_kind, peer, tmp_path, "peer", mode=mode, multicast=multicast)
+        nfkit = a if isinstance(a, NfkitHa) else b
+        other, to = (peer, FW_SYNC) if nfkit is a else (fw, PEER_SYNC)
+        # a malformed datagram (version 2) on the sync port: counted, dropped, nothing else
+        other.run(["python3", "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                   f"s.sendto(bytes.fromhex('2000000800000001'), ('{MCAST_GROUP if multicast else to}', 3780))"])
         make_traffic(lab)
         want = forwarded(list(table_in(fw).entries()))
         if mode == "ALARM":  # no DisableExternalCache in ALARM: the entries wait in the external cache
@@ -230,10 +235,9 @@ def test_notrack_alarm_and_multicast(tmp_path: Path, mode: str, multicast: bool,
         if mode != "ALARM":  # ALARM's deletions: by the external cache's timeout
             table_in(fw).flush()
             wait_for(lambda: not forwarded(list(table_in(peer).entries())), lambda: (listing(peer), b.ctl("-s")))
-        nfkit = a if isinstance(a, NfkitHa) else b
         st = nfkit.status()
         assert (st["mode"], st["transport"]) == (mode, "Multicast" if multicast else "UDP")
-        assert st["peers"][0]["malformed"] == 0
+        assert st["peers"][0]["malformed"] == 1
 
 
 def status_and_metrics(fw: Namespace, a: StockConntrackd, b: NfkitHa) -> None:
