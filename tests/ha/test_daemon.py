@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nfkit.conntrack import wire as ctwire
-from nfkit.conntrack.model import Entry
+from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.lab import Namespace
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
@@ -253,3 +253,22 @@ def status_and_metrics(fw: Namespace, a: StockConntrackd, b: NfkitHa) -> None:
                      "print(urllib.request.urlopen('http://127.0.0.1:9733/metrics').read().decode())"]).stdout
     assert 'nfkit_ha_cache_entries{cache="internal"} 7.0' in scrape, scrape
     assert re.search(r'nfkit_ha_messages_sent_total\{peer="203.0.113.2:3780"\} \d+', scrape), scrape
+
+
+def test_an_event_overrun_is_recovered_from_the_table(tmp_path: Path) -> None:
+    """A burst of entries overruns nfkit's small event buffer (NetlinkBufferSize 65536): the
+    socket is drained before the table is read again, so the peer gets every entry."""
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        conf = conntrackd_conf(tmp_path / "fw", mode="FTFW", own=FW_SYNC, peer=PEER_SYNC, interface="sync0")
+        conf = conf.replace("NetlinkBufferSize 2097152", "NetlinkBufferSize 65536").replace(
+            "NetlinkBufferSizeMaxGrowth 8388608", "NetlinkBufferSizeMaxGrowth 65536")
+        a = NfkitHa(fw, tmp_path / "fw", mode="FTFW", own=FW_SYNC, peer=PEER_SYNC, interface="sync0", conf=conf)
+        start("stock", peer, tmp_path, "peer")
+        n = 20000
+        burst = [Entry(Tuple(f"192.0.2.{1 + i // 10000}", "198.51.100.2", 6, 1024 + i % 10000, 80), timeout=600,
+                       state=3, status=Status.SEEN_REPLY | Status.ASSURED) for i in range(n)]
+        table_in(fw).create_many(burst)
+        peer_table = table_in(peer)
+        wait_for(lambda: peer_table.count() >= n, lambda: (peer_table.count(), a.status()["events"]), timeout=40)
+        assert a.status()["events"]["overruns"] >= 1
