@@ -76,3 +76,9 @@ def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run([NFKIT, "ha", "-C", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert f"{path}:3: Colour: unknown key in General" in proc.stderr
+
+
+def test_the_systemd_unit_runs_the_daemon_in_the_foreground() -> None:
+    unit = subprocess.run([NFKIT, "ha", "unit", "-C", "/etc/conntrackd/conntrackd.conf"], capture_output=True,
+                          text=True, check=True).stdout
+    assert f"ExecStart={NFKIT} ha -C /etc/conntrackd/conntrackd.conf\n" in unit and "KillSignal=SIGTERM" in unit

@@ -691,15 +691,21 @@ class DeleteEncoder:
 class CreateEncoder:
     """Encodes many creates: one `Template` per shape (family, protocol, optional parts)."""
 
-    def __init__(self, flags: int) -> None:
+    def __init__(self, flags: int, *, tcp_flags: Callable[[Entry], int | None] | None = None,
+                 with_helper: bool = False) -> None:
+        """``tcp_flags``: the TCP_FLAG_* bits of each TCP entry (see `encode_create`);
+        ``with_helper``: entries are created with their helper."""
         self.flags = flags
+        self.tcp_flags = tcp_flags
+        self.with_helper = with_helper
         self._templates: dict[tuple[Any, ...], tuple[Template, Callable[[Entry], tuple[Any, ...]]]] = {}
 
     def add(self, w: MessageWriter, e: Entry) -> int:
         o = e.orig
         if (o.proto not in PORT_PROTOS or o.zone is not None or e.zone or e.labels
-                or e.nat):
-            return encode_create(w, e, self.flags)
+                or e.nat or (self.with_helper and e.helper)):
+            return encode_create(w, e, self.flags, with_helper=self.with_helper,
+                                 tcp_flags=self.tcp_flags(e) if self.tcp_flags else None)
         tcp = e.state is not None and o.proto == 6
         key = (e.family, o.proto, tcp, bool(e.mark))
         entry = self._templates.get(key)
@@ -736,10 +742,16 @@ class CreateEncoder:
         if e.mark:
             offs.append((w.here() + 4, ">I"))
             w.be32(CTA_MARK, 0)
+        flags_of = self.tcp_flags if tcp else None
         if tcp:
             with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
                 offs.append((w.here() + 4, "B"))
                 w.u8(CTA_PROTOINFO_TCP_STATE, 0)
+                if flags_of is not None:  # flags and mask, the same both ways
+                    for attr in (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY):
+                        offs.append((w.here() + 4, "B"))
+                        offs.append((w.here() + 5, "B"))
+                        w.binary(attr, bytes(2))
         w.end()
         tmpl = Template(w.message(0), offs)
         drop = ~int(_CREATE_DROP)
@@ -755,6 +767,9 @@ class CreateEncoder:
                 out += (x.mark,)
             if tcp:
                 out += (x.state,)
+                if flags_of is not None:
+                    f = flags_of(x) or 0
+                    out += (f, f, f, f)
             return out
 
         return tmpl, values

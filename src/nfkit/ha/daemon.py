@@ -76,7 +76,9 @@ def make_session(conf: Conf) -> FtfwSession | PlainSession:
 
 def make_options(conf: Conf) -> Options:
     alarm = conf.mode == "ALARM"
-    rcvbuf = max(16 << 20, int(conf.tuning.get("NetlinkBufferSize", 0)))
+    # NetlinkBufferSize as given; without it 16 MB (conntrackd then takes the system's
+    # default, a fifth of a megabyte, which a burst of a few thousand events overruns)
+    rcvbuf = int(conf.tuning.get("NetlinkBufferSize", 0)) or 16 << 20
     return Options(events_rcvbuf=rcvbuf,
                    events_rcvbuf_max=max(rcvbuf, int(conf.tuning.get("NetlinkBufferSizeMaxGrowth", 0))),
                    external_cache=not conf.disable_external_cache, window_tracking=conf.tcp_window_tracking,
@@ -175,8 +177,9 @@ class HaDaemon(Service):
 
     def _on_sync(self) -> None:
         assert self.sync is not None and self.engine is not None and self.peer is not None
-        for data, _addr in self.sync.receive():
-            self.engine.on_datagram(self.peer, data)
+        waiting = [data for data, _addr in self.sync.receive()]
+        if waiting:
+            self.engine.on_datagrams(self.peer, waiting)
 
     def tick(self) -> float | None:
         if self.engine is not None:

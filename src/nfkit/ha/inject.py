@@ -55,6 +55,9 @@ class Injector:
         self.window_tracking = window_tracking
         self.commit_timeout = commit_timeout
         self.stats = InjectStats()
+        # one message template per entry shape: most of a big resync's cost otherwise
+        self._creator = ctwire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags,
+                                             with_helper=True)
 
     def close(self) -> None:
         self.sock.close()
@@ -76,8 +79,7 @@ class Injector:
         return e
 
     def _create(self, w: MessageWriter, e: Entry) -> int:
-        return ctwire.encode_create(w, e, NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags(e),
-                                    with_helper=True)
+        return self._creator.add(w, e)
 
     def _update(self, w: MessageWriter, e: Entry) -> int:
         return ctwire.encode_update(w, e, timeout=e.timeout, status=(e.status | Status.CONFIRMED) & _UPDATE_KEEP,

@@ -82,16 +82,17 @@ class SyncSocket:
         except OSError:
             return False  # counted by the caller as conntrackd counts "Error send"
 
-    def receive(self) -> list[tuple[bytes, object]]:
-        """The datagrams waiting now, with their senders."""
-        out = []
-        while True:
+    def receive(self, limit: int = 256) -> list[tuple[bytes, object]]:
+        """The datagrams waiting now (at most ``limit``), with their senders."""
+        out: list[tuple[bytes, object]] = []
+        while len(out) < limit:
             try:
                 out.append(self.sock.recvfrom(65536))
             except BlockingIOError:
                 return out
             except OSError:
                 return out
+        return out
 
     def close(self) -> None:
         self.sock.close()
