@@ -102,3 +102,27 @@ def test_split_brain_keeps_the_shares(tmp_path: Path) -> None:
         ports(lab, 2, up=True, which=("sync",))
         result = streams.finish()
         assert result["sent"] == result["recv"] and not result["errors"]
+
+
+def test_a_node_restarted_with_an_empty_table_gets_the_flows_back(tmp_path: Path) -> None:
+    """Node 2 stops (its table removed: node 1 takes everything), its conntrack table is
+    flushed (as after a reboot) and it starts again: node 1 sends it its whole kernel table,
+    node 2's flows included, before it takes its buckets back; no connection breaks."""
+    with cluster_lab(2) as lab:
+        nodes = start_nodes(lab, tmp_path, 2)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        streams = Streams(lab, tmp_path, 30)
+        streams.advancing()
+        cports = streams.read()["ports"]
+        nodes[1].stop()
+        wait_for(settled(nodes, alive=[1]), "node 1 to take everything", 5)
+        lab["fw2"].run(["conntrack", "-F"], check=False)
+        assert not entries_for(lab, 2, cports)
+        streams.advancing()
+        nodes[1].start()
+        wait_for(settled(nodes), "the buckets to be shared again", 10)
+        assert len(entries_for(lab, 2, cports)) == 30
+        assert cluster_status(nodes[0])["restart_resyncs"] == 1
+        streams.advancing()
+        result = streams.finish()
+        assert not result["errors"] and result["sent"] == result["recv"]

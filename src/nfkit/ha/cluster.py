@@ -135,6 +135,7 @@ class ClusterDaemon(HaDaemon):
         self.ruleset_commits = 0
         self.takeovers: list[dict[str, Any]] = []
         self.unknown_senders = 0
+        self.resyncs_sent = 0
 
     # ---- setup -----------------------------------------------------------------
 
@@ -182,9 +183,11 @@ class ClusterDaemon(HaDaemon):
             if s is not None:
                 s.close()
         try:
-            TABLE.remove()
-            # the ARP guard stays: without it the kernel would answer for the cluster's
-            # addresses with this node's own MAC (docs/ha.md)
+            # both tables stay, serving nothing: without them the kernel would answer ARP for
+            # the cluster's addresses with this node's own MAC, and confirm entries for the
+            # frames it receives for the others (a reply to the cluster's address is delivered
+            # locally, so conntrack keeps it as a new flow the wrong way round) (docs/ha.md)
+            TABLE.replace(ruleset(self.cc, frozenset()))
             ARP_TABLE.replace(arp_ruleset(self.cc, False))
         except Exception as exc:  # noqa: BLE001 - teardown goes on
             log.warning("cluster rules not removed: %s", exc)
@@ -203,8 +206,28 @@ class ClusterDaemon(HaDaemon):
 
     def _heard(self, data: bytes, path: str) -> None:
         now = time.monotonic()
-        if self.membership.heartbeat_in(data, path, now) is not None:
-            self._decide(now)
+        m = self.membership
+        boots = {n: p.boot for n, p in m.peers.items()}
+        node = m.heartbeat_in(data, path, now)
+        if node is None:
+            return
+        if boots[node] != m.peers[node].boot and boots[node] is not None:
+            self._restarted(node)
+        self._decide(now)
+
+    def _restarted(self, node: int) -> None:
+        """A peer with a new boot id started anew with an empty table: it gets this node's whole
+        kernel table, the entries this node only holds for it included (FTFW's HELLO bulk sends
+        the internal cache, which lacks them), before it takes its buckets back."""
+        e = self.engine
+        peer = self.by_address.get(self.cc.nodes[node].address)
+        if e is None or peer is None:
+            return
+        n = e.resync_with_kernel()
+        e.bulk(peer)
+        e.flush()
+        self.resyncs_sent += 1
+        log.info("cluster: node %d restarted: %d entries sent to it", node, n)
 
     def _on_heartbeat_udp(self) -> None:
         assert self.hb_udp is not None
@@ -283,6 +306,7 @@ class ClusterDaemon(HaDaemon):
             "serves": serves, "answers_arp": bool(self.answers), "ruleset_commits": self.ruleset_commits,
             "snat_ports": list(self.cc.me.ports), "takeovers": self.takeovers[-20:],
             "split_brain": self.cc.split_brain, "unknown_senders": self.unknown_senders,
+            "restart_resyncs": self.resyncs_sent,
         }
         return st
 
