@@ -249,6 +249,29 @@ while True:
 """
 
 
+# an ARP request for argv[1] from the client's eth0; prints every reply's sender MAC for 1 s
+ARP_ASK = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)); s.bind(("eth0", 0x0806))
+mac = s.getsockname()[4]
+me = socket.inet_aton(sys.argv[2]); target = socket.inet_aton(sys.argv[1])
+req = b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + me + bytes(6) + target
+s.sendto(req, ("eth0", 0x0806)); s.settimeout(0.1); end = time.monotonic() + 1
+while time.monotonic() < end:
+    try:
+        f = s.recv(100)
+    except TimeoutError:
+        continue
+    if f[20:22] == b"\x00\x02" and f[28:32] == target:
+        print(f[22:28].hex(":"))
+"""
+
+
+def arp_answers(lab: Lab, address: str) -> list[str]:
+    """The sender MACs of every ARP reply the client gets for ``address``."""
+    return lab["client"].run(["python3", "-c", ARP_ASK, address, CLIENT]).stdout.split()
+
+
 class Streams:
     """The echo server and the client's N connections; progress read from its file."""
 

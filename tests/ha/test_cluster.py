@@ -14,9 +14,11 @@ import pytest
 
 from nfkit.conntrack.table import ConntrackTable
 from tests.ha.cluster_lab import (
+    INSIDE,
     MARK,
     OUTSIDE,
     Streams,
+    arp_answers,
     cluster_lab,
     cluster_status,
     ports,
@@ -27,6 +29,7 @@ from tests.ha.cluster_lab import (
 from tests.ha.stock import NFKIT
 
 CONNS = 50
+CLUSTER_MAC = "01:00:5e:7f:c1:01"  # the default MAC
 
 
 def entries_for(lab, k: int, client_ports: list[int]) -> dict[int, tuple[str, int, int]]:
@@ -46,6 +49,7 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
     with cluster_lab(n) as lab:
         nodes = start_nodes(lab, tmp_path, n)
         wait_for(settled(nodes), "the nodes to share the buckets")
+        assert arp_answers(lab, INSIDE) == [CLUSTER_MAC]  # once, by one node, with the cluster's MAC
         streams = Streams(lab, tmp_path, CONNS)
         streams.advancing()
         cports = streams.read()["ports"]
@@ -67,6 +71,7 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
             assert all(t["after_death_s"] is None or t["after_death_s"] < 1
                        for t in cluster_status(nodes[k - 1])["takeovers"])
         streams.advancing()
+        assert arp_answers(lab, INSIDE) == [CLUSTER_MAC]
 
         ports(lab, n, up=True)  # it comes back
         wait_for(settled(nodes), "the buckets to be shared again", 10)
