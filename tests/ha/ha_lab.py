@@ -8,10 +8,12 @@ by real sockets in the client and server namespaces.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from nfkit.conntrack.model import Entry
 from nfkit.conntrack.table import ConntrackTable
@@ -110,3 +112,48 @@ def udp_socket(ns: Namespace, addr: str, port: int = 0) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, port))
     return sock
+
+
+FTP_HELPER_RULES = """
+table inet ftphelp {
+  ct helper ftp-std { type "ftp" protocol tcp; }
+  chain filt { type filter hook forward priority 0; tcp dport 21 ct helper set "ftp-std"; }
+}
+"""
+
+# logs in, asks for a passive data connection and holds the control connection (the
+# fw's ftp helper expects the data connection until it comes or times out)
+FTP_PASV_CLIENT = r"""
+import ftplib, time
+ftp = ftplib.FTP("198.51.100.2", timeout=5); ftp.login()
+print(ftp.sendcmd("PASV"), flush=True); time.sleep(3600)
+"""
+
+
+def vsftpd(lab: Lab, workdir: Path) -> None:
+    """vsftpd (anonymous, passive mode) on the server's 198.51.100.2:21."""
+    root, empty = workdir / "ftproot", workdir / "empty"
+    root.mkdir(parents=True)
+    empty.mkdir()
+    os.chmod(workdir, 0o755)
+    conf = workdir / "vsftpd.conf"
+    conf.write_text("\n".join([
+        "listen=YES", "listen_address=198.51.100.2", "listen_port=21", "background=NO",
+        "anonymous_enable=YES", "no_anon_password=YES", f"anon_root={root}", "local_enable=NO",
+        "write_enable=NO", "seccomp_sandbox=NO", f"secure_chroot_dir={empty}", "pasv_enable=YES",
+        "pasv_min_port=40500", "pasv_max_port=40510", "xferlog_enable=NO", "",
+    ]))
+    lab["server"].serve(["/usr/sbin/vsftpd", str(conf)])
+    deadline = time.monotonic() + 10
+    while ":21 " not in lab["server"].run(["ss", "-Hlnt"]).stdout:
+        if time.monotonic() > deadline:
+            raise RuntimeError("vsftpd did not come up")
+        time.sleep(0.05)
+
+
+def ftp_expectation(lab: Lab, workdir: Path) -> None:
+    """An ftp data expectation on fw, made by a real PASV through vsftpd (fw helps tcp/21)."""
+    lab["fw"].run(["nft", "-f", "-"], input=FTP_HELPER_RULES)
+    vsftpd(lab, workdir)
+    client = lab["client"].popen(["python3", "-c", FTP_PASV_CLIENT], stdout=-1)
+    assert client.stdout is not None and client.stdout.readline().startswith(b"227 ")

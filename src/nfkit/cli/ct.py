@@ -386,3 +386,12 @@ def watch_cmd(output: str, as_json: bool, kinds: str, quiet: float | None, limit
                 n += 1
                 if limit is not None and n >= limit:
                     break
+
+
+def _add_expect() -> None:
+    from nfkit.cli.ct_expect import expect
+
+    ct.add_command(expect)
+
+
+_add_expect()

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "rules": "nfkit.cli.rules:rules",
     "nat66": "nfkit.cli.nat66:nat66",
     "ctguard": "nfkit.cli.ctguard:ctguard",
+    "ha": "nfkit.cli.ha:ha",
 }
 
 

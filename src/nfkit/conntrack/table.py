@@ -96,6 +96,7 @@ class Event:
 
     kind: str
     entry: Entry | None = None
+    portid: int = 0  # the netlink port whose request caused it (0: the kernel itself)
 
 
 class ConntrackTable(HoldsSocket):
@@ -723,7 +724,7 @@ class EventStream(HoldsSocket):
             kind = "update"
         e = self.table.decoder.decode_attrs(msg.attrs, msg.family)
         if self._everything or self.filter.matches(e):
-            return Event(kind, e)
+            return Event(kind, e, msg.pid)
         return None
 
     def pending(self) -> Iterator[Event]:

@@ -83,6 +83,13 @@ CTA_PROTO_ICMPV6_TYPE = S.PROTO.number("icmpv6_type")
 CTA_PROTO_ICMPV6_CODE = S.PROTO.number("icmpv6_code")
 CTA_PROTOINFO_TCP = S.PROTOINFO.number("tcp")
 CTA_PROTOINFO_TCP_STATE = S.PROTOINFO_TCP.number("state")
+CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = S.PROTOINFO_TCP.number("flags_original")
+CTA_PROTOINFO_TCP_FLAGS_REPLY = S.PROTOINFO_TCP.number("flags_reply")
+# struct nf_ct_tcp_flags bits (IP_CT_TCP_FLAG_*): what a synced entry's TCP tracking may assume
+TCP_FLAG_WINDOW_SCALE = 0x01
+TCP_FLAG_SACK_PERM = 0x02
+TCP_FLAG_CLOSE_INIT = 0x04
+TCP_FLAG_BE_LIBERAL = 0x08
 CTA_COUNTERS_PACKETS = S.COUNTERS.number("packets")
 CTA_COUNTERS_BYTES = S.COUNTERS.number("bytes")
 CTA_COUNTERS32_PACKETS = S.COUNTERS.number("packets32")
@@ -424,6 +431,9 @@ def _put_tuple(w: MessageWriter, attr: int, t: Tuple, fields: int = -1) -> None:
             w.be16(CTA_TUPLE_ZONE, t.zone)
 
 
+put_tuple = _put_tuple  # one tuple nest (CTA_TUPLE_*): expectations' tuples are these too
+
+
 def put_entry_key(w: MessageWriter, e: Entry) -> None:
     """The attributes that identify ``e``: original tuple, zone and (if known) id."""
     _put_tuple(w, CTA_TUPLE_ORIG, e.orig)
@@ -456,9 +466,22 @@ def _checked(fn: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
+def _put_tcp_protoinfo(w: MessageWriter, state: int | None, tcp_flags: int | None) -> None:
+    with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
+        if state is not None:
+            w.u8(CTA_PROTOINFO_TCP_STATE, state)
+        if tcp_flags is not None:  # the same flags (and mask) both ways
+            w.binary(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, bytes((tcp_flags, tcp_flags)))
+            w.binary(CTA_PROTOINFO_TCP_FLAGS_REPLY, bytes((tcp_flags, tcp_flags)))
+
+
 @_checked
-def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
-    """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq."""
+def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | None = None,
+                  with_helper: bool = False) -> int:
+    """One IPCTNL_MSG_CT_NEW creating ``e`` (status gets CONFIRMED); returns its seq.
+
+    ``tcp_flags``: TCP_FLAG_* bits set in both directions (a TCP entry with a state);
+    ``with_helper``: attach ``e.helper`` (the kernel refuses a helper it does not have)."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST | flags, family=e.family)
     _put_tuple(w, CTA_TUPLE_ORIG, e.orig)
     snat, dnat = e.nat and bool(e.status & Status.SRC_NAT), e.nat and bool(e.status & Status.DST_NAT)
@@ -481,10 +504,12 @@ def encode_create(w: MessageWriter, e: Entry, flags: int) -> int:
     if e.mark:
         w.be32(CTA_MARK, e.mark)
     if e.state is not None and e.proto == 6:
-        with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
-            w.u8(CTA_PROTOINFO_TCP_STATE, e.state)
+        _put_tcp_protoinfo(w, e.state, tcp_flags)
     if e.labels:
         w.binary(CTA_LABELS, labels_bytes(e.labels))
+    if with_helper and e.helper:
+        with w.nest(CTA_HELP):
+            w.string(S.HELP.number("name"), e.helper)
     w.end()
     return seq
 
@@ -508,7 +533,8 @@ _CREATE_DROP = STATUS_UNCHANGEABLE & ~Status.CONFIRMED
 @_checked
 def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_mask: int | None = None,
                   timeout: int | None = None, status: int | None = None, labels: int | None = None,
-                  labels_mask: int | None = None) -> int:
+                  labels_mask: int | None = None, tcp_state: int | None = None,
+                  tcp_flags: int | None = None) -> int:
     """One IPCTNL_MSG_CT_NEW (no NLM_F_CREATE) changing ``e`` in place; returns its seq."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST, family=e.family)
     put_entry_key(w, e)
@@ -516,6 +542,8 @@ def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_m
         w.be32(CTA_TIMEOUT, timeout)
     if status is not None:
         w.be32(CTA_STATUS, status)
+    if (tcp_state is not None or tcp_flags is not None) and e.proto == 6:
+        _put_tcp_protoinfo(w, tcp_state, tcp_flags)
     if mark is not None:
         w.be32(CTA_MARK, mark)
         if mark_mask is not None:
@@ -598,15 +626,21 @@ class DeleteEncoder:
 class CreateEncoder:
     """Encodes many creates: one `Template` per shape (family, protocol, optional parts)."""
 
-    def __init__(self, flags: int) -> None:
+    def __init__(self, flags: int, *, tcp_flags: Callable[[Entry], int | None] | None = None,
+                 with_helper: bool = False) -> None:
+        """``tcp_flags``: the TCP_FLAG_* bits of each TCP entry (see `encode_create`);
+        ``with_helper``: entries are created with their helper."""
         self.flags = flags
+        self.tcp_flags = tcp_flags
+        self.with_helper = with_helper
         self._templates: dict[tuple[Any, ...], tuple[Template, Callable[[Entry], tuple[Any, ...]]]] = {}
 
     def add(self, w: MessageWriter, e: Entry) -> int:
         o = e.orig
         if (o.proto not in PORT_PROTOS or o.zone is not None or e.zone or e.labels
-                or e.nat):
-            return encode_create(w, e, self.flags)
+                or e.nat or (self.with_helper and e.helper)):
+            return encode_create(w, e, self.flags, with_helper=self.with_helper,
+                                 tcp_flags=self.tcp_flags(e) if self.tcp_flags else None)
         tcp = e.state is not None and o.proto == 6
         key = (e.family, o.proto, tcp, bool(e.mark))
         entry = self._templates.get(key)
@@ -643,10 +677,16 @@ class CreateEncoder:
         if e.mark:
             offs.append((w.here() + 4, ">I"))
             w.be32(CTA_MARK, 0)
+        flags_of = self.tcp_flags if tcp else None
         if tcp:
             with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
                 offs.append((w.here() + 4, "B"))
                 w.u8(CTA_PROTOINFO_TCP_STATE, 0)
+                if flags_of is not None:  # flags and mask, the same both ways
+                    for attr in (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY):
+                        offs.append((w.here() + 4, "B"))
+                        offs.append((w.here() + 5, "B"))
+                        w.binary(attr, bytes(2))
         w.end()
         tmpl = Template(w.message(0), offs)
         drop = ~int(_CREATE_DROP)
@@ -662,6 +702,9 @@ class CreateEncoder:
                 out += (x.mark,)
             if tcp:
                 out += (x.state,)
+                if flags_of is not None:
+                    f = flags_of(x) or 0
+                    out += (f, f, f, f)
             return out
 
         return tmpl, values

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nfkit.conntrack.expect import Expectation
 from nfkit.conntrack.model import (
     ICMP_PROTOS,
     PORT_PROTOS,
@@ -26,7 +27,7 @@ from nfkit.conntrack.model import (
     proto_name,
 )
 from nfkit.errors import DecodeError, InputError
-from nfkit.ha.spec import CT_TYPES, NO_FLAGS, Flag, MsgType
+from nfkit.ha.spec import CT_TYPES, EXP_TYPES, NO_FLAGS, Flag, MsgType
 from nfkit.ha.wire import StateMessage
 
 # the attributes `to_entry` reads; the others of CT_ATTRS are `unmodelled`
@@ -151,3 +152,56 @@ def _nat(entry: Entry, a: dict[str, Any], what: str) -> None:
     if expressible != r:
         raise InputError(f"entry {what}: reply tuple {r} is not its mirror changed by NAT "
                          f"(status {entry.status:#x}); conntrackd cannot carry it")
+
+
+def to_expectation(msg: StateMessage) -> Expectation:
+    """The expectation an EXP message describes (build.c's exp2msg read back); raises DecodeError."""
+    if msg.type not in EXP_TYPES:
+        raise DecodeError(f"{msg.type.name} message is not an expectation")
+    a = msg.attrs
+    tuples = []
+    for part in ("master", "expect", "mask"):
+        pair = a.get(f"{part}_ipv4") or a.get(f"{part}_ipv6")
+        proto = a.get(f"{part}_l4proto")
+        if pair is None or proto is None:
+            raise DecodeError(f"{msg.type.name} message without its {part} tuple")
+        sport, dport = a.get(f"{part}_port", (0, 0))
+        tuples.append(Tuple(pair[0], pair[1], proto, sport, dport))
+    x = Expectation(tuples[0], tuples[1], tuples[2], timeout=a.get("timeout"), helper=a.get("helper"), flags=a.get("flags", 0),
+                    klass=a.get("class", 0), fn=a.get("fn"))
+    if "nat_dir" in a:
+        x.nat_dir = a["nat_dir"]
+        addrs = a.get("nat_ipv4") or ("0.0.0.0", "0.0.0.0")
+        sport, dport = a.get("nat_port", (0, 0))
+        x.nat = Tuple(addrs[0], addrs[1], a.get("nat_l4proto", tuples[1].proto), sport, dport)
+    return x
+
+
+def from_expectation(x: Expectation, mtype: MsgType = MsgType.EXP_NEW) -> StateMessage:
+    """The EXP message conntrackd 1.4.7 sends for ``x``; InputError for what it cannot say."""
+    if mtype not in EXP_TYPES:
+        raise InputError(f"{mtype.name} is not an expectation message type")
+    if x.zone:
+        raise InputError(f"expectation {x.tuple.src} -> {x.tuple.dst}: zones are not carried "
+                         "(conntrackd sends no expectation of a zoned flow)")
+    a: dict[str, Any] = {}
+    for part, t in (("master", x.master), ("expect", x.tuple), ("mask", x.mask)):
+        a[f"{part}_ipv6" if ":" in x.master.src else f"{part}_ipv4"] = (t.src, t.dst)
+        a[f"{part}_l4proto"] = t.proto
+        if t.proto in PORT_PROTOS:
+            a[f"{part}_port"] = (t.sport, t.dport)
+    if x.timeout is not None:
+        a["timeout"] = x.timeout
+    a["flags"] = x.flags
+    a["class"] = x.klass
+    if x.nat is not None and x.nat_dir is not None and ":" not in x.nat.src:
+        # 1.4.7 sends the NAT tuple's addresses as zeros (captures/expect.hex): so does nfkit
+        a["nat_ipv4"] = ("0.0.0.0", "0.0.0.0")
+        a["nat_l4proto"] = x.nat.proto
+        a["nat_port"] = (x.nat.sport, x.nat.dport)
+        a["nat_dir"] = x.nat_dir
+    if x.helper:
+        a["helper"] = x.helper
+    if x.fn:
+        a["fn"] = x.fn
+    return StateMessage(mtype, a)

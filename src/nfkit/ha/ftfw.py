@@ -265,17 +265,29 @@ class FtfwSession:
         self.last_received = msg.seq
         return events
 
+    def _in_range(self, first: int, last: int) -> list[int]:
+        """The numbers in the resend queue within first..last.  The queue is in sending
+        order, so numbers rise along it: the walk stops at the first one after ``last``
+        (an ACK costs what it acknowledges, not the whole queue)."""
+        out = []
+        for seq in self._rs:
+            if between(seq, first, last):
+                out.append(seq)
+            elif before(last, seq):
+                break
+        return out
+
     def _digest(self, msg: Message) -> list[Event]:
         if isinstance(msg, StateMessage):
             self.stats.applied += 1
             return [Apply(msg)]
         if msg.flags & Flag.ACK:
-            for seq in [s for s in self._rs if between(s, msg.first, msg.last)]:
+            for seq in self._in_range(msg.first, msg.last):
                 self._rs_forget(seq)
                 self.stats.acked += 1
         elif msg.flags & Flag.NACK:
             self.stats.nacks_received += 1
-            for seq in [s for s in self._rs if between(s, msg.first, msg.last)]:
+            for seq in self._in_range(msg.first, msg.last):
                 pend = self._rs_forget(seq)
                 if isinstance(pend.message, StateMessage):
                     self._tx.pop(pend.key, None)

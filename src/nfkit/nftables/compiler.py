@@ -43,6 +43,7 @@ from nfkit.nftables.expressions import (
     SET_MAP,
     T_FIB_TYPE,
     T_INT32,
+    T_INT32_HOST,
     VERDICT_DATA_TYPE,
     Element,
     bitwise,
@@ -461,7 +462,7 @@ class RuleCompiler:
             mode = {"inc": 0, "random": 1}[body["mode"]]
             out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
                             ("type", mode), ("offset", body.get("offset", 0))))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_INT32_HOST], [4])
         if kind in ("jhash", "symhash"):
             if kind == "jhash":
                 inner = body["expr"]
@@ -482,7 +483,7 @@ class RuleCompiler:
                 parts = [("dreg", reg), ("modulus", body["mod"]),
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_INT32_HOST], [4])
         if kind == "fib":
             result = FIB_RESULTS[body["result"]]
             flags = body.get("flags", [])

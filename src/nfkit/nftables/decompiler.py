@@ -36,6 +36,7 @@ from nfkit.nftables.expressions import (
     SET_INTERVAL,
     T_FIB_TYPE,
     T_INT32,
+    T_INT32_HOST,
     cmp_slot,
     parse_exprs,
     value_of_data,
@@ -364,7 +365,7 @@ class RuleDecoder:
         left = {"numgen": {"mode": {0: "inc", 1: "random"}[a["type"]],
                            "mod": a["modulus"],
                            "offset": a.get("offset", 0)}}
-        self._set(a["dreg"], RegValue(left, [T_INT32], [4]))
+        self._set(a["dreg"], RegValue(left, [T_INT32_HOST], [4]))
 
     def _x_hash(self, a: dict[str, Any]) -> None:
         htype = a.get("type", 0)
@@ -379,12 +380,12 @@ class RuleDecoder:
             off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(a["dreg"], RegValue({"jhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"jhash": body}, [T_INT32_HOST], [4]))
         else:
             off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(a["dreg"], RegValue({"symhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"symhash": body}, [T_INT32_HOST], [4]))
 
     def _x_fib(self, a: dict[str, Any]) -> None:
         result = a["result"]

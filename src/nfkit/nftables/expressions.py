@@ -15,6 +15,7 @@ statements, rules, sets or messages.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,8 @@ ELEM_INTERVAL_END = 1
 
 T_FIB_TYPE = T["fib_addrtype"]
 T_INT32 = T["integer"]
+# what numgen and hash leave in a register: a u32 in host order (nft: BYTEORDER_HOST_ENDIAN)
+T_INT32_HOST = dataclasses.replace(T_INT32, big_endian=False)
 
 
 Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data

@@ -1,0 +1,159 @@
+"""nfkit ha vs conntrackd 1.4.7: FTFW sync of 100,000 new entries (run by bench/ha/run).
+
+Two namespaces joined by a veth sync link; a daemon in each (stock
+`conntrackd -C` or `nfkit ha -C`, the same conntrackd.conf: FTFW over UDP,
+DisableExternalCache on, so received entries go straight into the kernel).
+Once they have shaken hands, N TCP entries (ESTABLISHED, no NAT) are created
+in A's kernel table over ctnetlink (nfkit's pipelined create); the clock runs
+from the first create until B's kernel table holds all N.  Every pairing
+(A -> B: conntrackd -> conntrackd, nfkit -> nfkit, and the mixed ones) runs
+side by side in each round; figures are medians of the rounds.  The machine is
+shared and noisy: read ratios, not absolute rates.
+
+Both daemons get a 64 MB netlink event buffer from the start: with
+conntrackd's usual 2 MB it overruns on such a burst and waits for
+NetlinkOverrunResync (30 s) before it resyncs, which would measure the
+timer, not the sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nfkit.conntrack import ConntrackTable, Entry, Status, Tuple
+from nfkit.lab import Lab, Namespace
+
+NFKIT = os.path.join(os.path.dirname(sys.executable), "nfkit")
+A_SYNC, B_SYNC = "203.0.113.1", "203.0.113.2"
+
+CONF = """
+Sync {{
+    Mode FTFW {{
+        DisableExternalCache on
+    }}
+    UDP {{
+        IPv4_address {own}
+        IPv4_Destination_Address {peer}
+        Port 3780
+        Interface sync0
+        SndSocketBuffer 24985600
+        RcvSocketBuffer 24985600
+        Checksum on
+    }}
+}}
+General {{
+    HashSize 65536
+    HashLimit 524288
+    LogFile {dir}/log
+    Syslog off
+    LockFile {dir}/lock
+    UNIX {{
+        Path {dir}/ctl
+    }}
+    NetlinkBufferSize 67108864
+    NetlinkBufferSizeMaxGrowth 268435456
+    NetlinkOverrunResync on
+    Filter From Userspace {{
+        Address Ignore {{
+            IPv4_address 127.0.0.1
+            IPv4_address {own}
+            IPv4_address {peer}
+        }}
+    }}
+}}
+"""
+
+
+def entries(n: int) -> list[Entry]:
+    return [Entry(Tuple(f"192.0.2.{1 + i // 50000}", f"198.51.100.{1 + (i // 25000) % 2}", 6,
+                        1024 + i % 25000, 80), timeout=600, state=3, status=Status.SEEN_REPLY | Status.ASSURED)
+            for i in range(n)]
+
+
+def table(ns: Namespace) -> ConntrackTable:
+    with ns.enter():
+        return ConntrackTable()
+
+
+def start(kind: str, ns: Namespace, own: str, peer: str) -> subprocess.Popen[bytes]:
+    work = Path(tempfile.mkdtemp(prefix=f"benchha-{kind}-"))
+    conf = work / "conntrackd.conf"
+    conf.write_text(CONF.format(own=own, peer=peer, dir=work))
+    argv = ["conntrackd", "-C", str(conf)] if kind == "conntrackd" else [NFKIT, "ha", "-C", str(conf)]
+    proc = ns.popen(argv, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    log = work / "log"
+    while not (log.exists() and "initialization completed" in log.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{kind} did not start: {log.read_text() if log.exists() else ''}")
+        time.sleep(0.05)
+    return proc
+
+
+def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float | None:
+    a, b = lab["a"], lab["b"]
+    ta, tb = table(a), table(b)
+    ta.flush()
+    tb.flush()
+    pa = start(sender, a, A_SYNC, B_SYNC)
+    pb = start(receiver, b, B_SYNC, A_SYNC)
+    try:
+        time.sleep(2.5)  # HELLO, HELLO_BACK and the first ALIVEs
+        todo = entries(n)
+        started = time.monotonic()
+        ta.create_many(todo)
+        while tb.stats()["entries"] < n:
+            if time.monotonic() - started > timeout:
+                return None
+            time.sleep(0.02)
+        return time.monotonic() - started
+    finally:
+        for p in (pa, pb):
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+        ta.close()
+        tb.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+    pairs = [("conntrackd", "conntrackd"), ("nfkit", "nfkit"), ("nfkit", "conntrackd"), ("conntrackd", "nfkit")]
+    times: dict[tuple[str, str], list[float | None]] = {p: [] for p in pairs}
+    with Lab("bha") as lab:
+        a, b = lab.add("a"), lab.add("b")
+        lab.link(a, b, [f"{A_SYNC}/24"], [f"{B_SYNC}/24"], "sync0", "sync0")
+        for r in range(args.runs):
+            for p in pairs:
+                took = one(lab, *p, args.entries, args.timeout)
+                times[p].append(took)
+                shown = "timed out" if took is None else f"{took:.2f} s"
+                print(f"round {r + 1}: {p[0]:>10} -> {p[1]:<10} {shown}", flush=True)
+    print(f"\n{args.entries} entries created on A until all are in B's kernel table; median of {args.runs} "
+          "(shared, noisy 2-core machine):")
+    base = None
+    for p in pairs:
+        done = [t for t in times[p] if t is not None]
+        if len(done) < len(times[p]):
+            print(f"  {p[0]:>10} -> {p[1]:<10} {len(times[p]) - len(done)} of {len(times[p])} runs timed out")
+        if not done:
+            continue
+        med = statistics.median(done)
+        base = base or med
+        print(f"  {p[0]:>10} -> {p[1]:<10} {med:7.2f} s  {args.entries / med:9.0f} entries/s  "
+              f"time / conntrackd->conntrackd = {med / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()

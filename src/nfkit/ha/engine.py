@@ -1,0 +1,524 @@
+"""The sync engine: kernel events -> peers, peers -> kernel (conntrackd 1.4.7's sync mode).
+
+Owns: the internal cache (this node's entries, as its kernel reported them),
+the external cache (the peers' entries, when not injected at once), which
+kernel event becomes which message to which peer, what a peer's message does
+here, and the commands conntrackd's clients give (commit, flush, resync, bulk
+send, reset timers).  Peers are `Peer`s: a session (FTFW, NOTRACK, ALARM:
+anything with `enqueue`, `transmit`, `tick`, `receive`) and a way to send a
+datagram; the engine never opens a socket of the sync link, so a cluster layer
+can run one engine with a session per peer on transports of its own.
+
+Rules kept as conntrackd keeps them:
+- kernel events caused by the engine's own injections are ignored (by the
+  netlink port id they carry), so a peer's entry is never echoed back;
+- a destroy event of an entry this node never synced is not sent;
+- received entries go to the kernel as `nfkit.ha.inject` says (or to the
+  external cache until `commit`);
+- a peer that says HELLO for the first time (it started, or restarted) gets
+  this node's whole internal cache (a HELLO whose number does not follow the
+  last one heard), and RESYNC requests are answered with it.
+Must not know: conntrackd.conf, the daemon's loop, the control socket.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nfkit.conntrack.expect import Expectation, ExpectEvents, ExpectTable
+from nfkit.conntrack.model import Entry
+from nfkit.conntrack.table import ConntrackTable, EventStream
+from nfkit.errors import DecodeError, EventsLost, InputError
+from nfkit.ha import convert, wire
+from nfkit.ha.ftfw import Apply, ResyncRequested, Stats
+from nfkit.ha.inject import DEL, NEW, UPD, Injector
+from nfkit.ha.spec import CT_TYPES, Flag, MsgType
+
+log = logging.getLogger("nfkit.ha")
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+FLUSH_EVERY = 512  # kernel events read between two sends
+_KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
+            MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
+
+
+class Session(Protocol):
+    stats: Stats
+
+    def enqueue(self, key: Any, message: wire.StateMessage) -> None: ...
+    def request_resync(self) -> None: ...
+    def transmit(self, now: float) -> list[wire.Message]: ...
+    def tick(self, now: float) -> None: ...
+    def receive(self, msg: wire.Message) -> list[Any]: ...
+    @property
+    def resend_queue_depth(self) -> int: ...
+
+
+@dataclass
+class LinkStats:
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    packets_sent: int = 0
+    packets_recv: int = 0
+    send_errors: int = 0
+    recv_errors: int = 0
+    malformed: int = 0
+
+
+@dataclass
+class Peer:
+    """One peer: its session and how to send it a datagram (returns False when sending failed)."""
+
+    name: str
+    session: Session
+    send: Callable[[bytes], bool]
+    link: LinkStats = field(default_factory=LinkStats)
+    last_seq: int | None = None  # the number of the last message heard from the peer
+    last_heard: float | None = None
+    datagram_limit: int = 1472
+
+
+@dataclass
+class CacheStats:
+    created: int = 0
+    updated: int = 0
+    destroyed: int = 0
+
+
+@dataclass
+class Selection:
+    """Which kernel entries are synced (conntrackd's Filter block)."""
+
+    protocols: frozenset[int] = frozenset()
+    protocols_accept: bool | None = None
+    networks: list[Net] = field(default_factory=list)
+    networks_accept: bool | None = None
+    tcp_states: frozenset[int] = frozenset()
+    states_accept: bool | None = None
+
+    def __post_init__(self) -> None:
+        self._hit = functools.lru_cache(maxsize=65536)(self._address_hit)
+
+    def _address_hit(self, text: str) -> bool:
+        ip = ipaddress.ip_address(text)
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+    def accepts(self, e: Entry) -> bool:
+        if self.protocols_accept is not None and (e.proto in self.protocols) != self.protocols_accept:
+            return False
+        if self.networks_accept is not None:
+            hit = self._hit(e.orig.src) or self._hit(e.orig.dst)
+            if hit != self.networks_accept:
+                return False
+        if self.states_accept is not None and e.proto == 6 and e.state is not None:
+            if (e.state in self.tcp_states) != self.states_accept:
+                return False
+        return True
+
+
+@dataclass
+class Options:
+    external_cache: bool = False
+    window_tracking: bool = False
+    commit_timeout: int = 0
+    purge_timeout: int = 60
+    refresh_time: float | None = None  # ALARM: every entry sent again this often
+    cache_timeout: float | None = None  # ALARM: an external entry not refreshed this long is dropped
+    hello_bulk: bool = True  # send the whole cache to a peer heard saying HELLO for the first time
+    events_rcvbuf: int = 16 << 20  # the event socket's buffer (NetlinkBufferSize, at least 16 MB)
+    events_rcvbuf_max: int = 16 << 20  # grown to this on overruns (NetlinkBufferSizeMaxGrowth)
+    # ExpectationSync: False (none), True (all) or the helpers whose expectations are synced
+    expectations: bool | list[str] = False
+
+    def syncs(self, x: Expectation) -> bool:
+        e = self.expectations
+        return e is True or (isinstance(e, list) and x.helper in e)
+
+
+class SyncEngine:
+    """One node's sync engine over ``table`` (its namespace's kernel table)."""
+
+    def __init__(self, table: ConntrackTable, options: Options, selection: Selection | None = None) -> None:
+        self.table = table
+        self.options = options
+        self.selection = selection or Selection()
+        self.peers: list[Peer] = []
+        self.internal: dict[Any, Entry] = {}
+        self.internal_since: dict[Any, float] = {}
+        self.external: dict[Any, Entry] = {}
+        self.external_since: dict[Any, float] = {}
+        self.internal_stats = CacheStats()
+        self.external_stats = CacheStats()
+        self.events_received = 0
+        self.events_filtered = 0
+        self.events_own = 0
+        self.unsendable = 0
+        self.overruns = 0
+        self.kernel_resyncs = 0
+        self.started = time.time()
+        self.injector = Injector(table, window_tracking=options.window_tracking,
+                                 commit_timeout=options.commit_timeout)
+        self.events: EventStream | None = None
+        self.exp_events: ExpectEvents | None = None
+        self.events_rcvbuf = options.events_rcvbuf
+        self.internal_exp: dict[Any, Expectation] = {}
+        self.external_exp: dict[Any, Expectation] = {}
+        self._last_refresh = time.monotonic()
+
+    # ---- setup ---------------------------------------------------------
+
+    def add_peer(self, peer: Peer) -> None:
+        self.peers.append(peer)
+
+    def subscribe(self) -> EventStream:
+        """Start listening to kernel events, then read the table into the internal cache."""
+        self.events_rcvbuf = self.options.events_rcvbuf
+        self.events = self.table.events(resync=False, rcvbuf=self.events_rcvbuf)
+        if self.options.expectations:
+            self.exp_events = ExpectTable(self.table).events()
+        self.resync_with_kernel()
+        return self.events
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
+        if self.exp_events is not None:
+            self.exp_events.close()
+        self.injector.close()
+
+    # ---- kernel -> peers ---------------------------------------------------
+
+    def on_kernel_events(self) -> None:
+        """Read the kernel's waiting events; queue what they say for every peer; send."""
+        assert self.events is not None
+        own = self.injector.portid
+        try:
+            for ev in self.events.pending():
+                self.events_received += 1
+                if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
+                    self.flush()
+                if ev.portid == own and own:
+                    self.events_own += 1
+                    continue
+                e = ev.entry
+                if e is None:
+                    continue
+                if not self.selection.accepts(e):
+                    self.events_filtered += 1
+                    continue
+                self._local(ev.kind, e)
+        except EventsLost:
+            self.overruns += 1
+            log.warning("netlink event socket overrun: resync with the kernel table")
+            self._drain(self.events)
+            self.resync_with_kernel(send=True)
+        self.flush()
+
+    def _drain(self, events: EventStream | ExpectEvents) -> None:
+        """Empty an overrun event socket before reading the table again.  The kernel reports
+        an overrun once, then drops silently until the queue has been emptied: a dump made
+        with the queue still full would miss what was dropped after it."""
+        if self.events_rcvbuf < self.options.events_rcvbuf_max:  # as conntrackd grows its buffer
+            self.events_rcvbuf = min(2 * self.events_rcvbuf, self.options.events_rcvbuf_max)
+            events.sock.ensure_rcvbuf(self.events_rcvbuf)
+        while True:
+            try:
+                for _ in events.pending():
+                    pass
+                return
+            except EventsLost:
+                continue
+
+    def on_expect_events(self) -> None:
+        """Read the kernel's waiting expectation events; queue EXP messages; send."""
+        assert self.exp_events is not None
+        own = self.injector.portid
+        try:
+            for kind, x, pid in self.exp_events.pending():
+                if pid == own and own:
+                    self.events_own += 1
+                    continue
+                if not self.options.syncs(x):
+                    self.events_filtered += 1
+                    continue
+                self._local_exp(kind, x)
+        except EventsLost:
+            self.overruns += 1
+            self._drain(self.exp_events)
+            self.resync_with_kernel(send=True)
+        self.flush()
+
+    def _local_exp(self, kind: str, x: Expectation) -> None:
+        key = ("exp", x.key)
+        if kind == DEL:
+            if self.internal_exp.pop(key, None) is not None:
+                self._send_exp(key, x, MsgType.EXP_DEL)
+            return
+        self.internal_exp[key] = x
+        self._send_exp(key, x, MsgType.EXP_NEW)
+
+    def _send_exp(self, key: Any, x: Expectation, mtype: MsgType, peer: Peer | None = None) -> None:
+        try:
+            msg = convert.from_expectation(x, mtype)
+        except InputError as exc:
+            self.unsendable += 1
+            log.warning("not synced: %s", exc)
+            return
+        for p in [peer] if peer else self.peers:
+            p.session.enqueue(key, msg)
+
+    def _local(self, kind: str, e: Entry) -> None:
+        key = e.key
+        if kind == DEL:
+            if self.internal.pop(key, None) is None:
+                return  # never synced: nothing to take back
+            self.internal_since.pop(key, None)
+            self.internal_stats.destroyed += 1
+            self._send_all(key, e, MsgType.CT_DEL)
+            return
+        if key in self.internal:
+            self.internal_stats.updated += 1
+            mtype = MsgType.CT_UPD
+        else:
+            self.internal_stats.created += 1
+            self.internal_since[key] = time.time()
+            mtype = MsgType.CT_NEW
+        self.internal[key] = e
+        self._send_all(key, e, mtype)
+
+    def _message(self, e: Entry, mtype: MsgType) -> wire.StateMessage | None:
+        try:
+            return convert.from_entry(e, mtype)
+        except InputError as exc:
+            self.unsendable += 1
+            log.warning("not synced: %s", exc)
+            return None
+
+    def _send_all(self, key: Any, e: Entry, mtype: MsgType) -> None:
+        msg = self._message(e, mtype)
+        if msg is not None:
+            for p in self.peers:
+                p.session.enqueue(key, msg)
+
+    def bulk(self, peer: Peer | None = None) -> int:
+        """Queue every entry of the internal cache (to ``peer``, or to all)."""
+        for key, e in self.internal.items():
+            msg = self._message(e, MsgType.CT_UPD)
+            if msg is None:
+                continue
+            for p in [peer] if peer else self.peers:
+                p.session.enqueue(key, msg)
+        for key, x in self.internal_exp.items():
+            self._send_exp(key, x, MsgType.EXP_NEW, peer)
+        return len(self.internal)
+
+    def flush(self, now: float | None = None) -> None:
+        """Send what the sessions have queued."""
+        now = time.monotonic() if now is None else now
+        for p in self.peers:
+            msgs = p.session.transmit(now)
+            if not msgs:
+                continue
+            for dg in wire.datagrams(msgs, p.datagram_limit):
+                if p.send(dg):
+                    p.link.packets_sent += 1
+                    p.link.bytes_sent += len(dg)
+                else:
+                    p.link.send_errors += 1
+
+    def tick(self, now: float | None = None) -> None:
+        """Heartbeats, ACKs owed, ALARM refreshes; then send."""
+        now = time.monotonic() if now is None else now
+        o = self.options
+        if o.refresh_time and now - self._last_refresh >= o.refresh_time:
+            self._last_refresh = now
+            self.bulk()
+        if o.cache_timeout and self.external:
+            cut = time.time() - o.cache_timeout
+            for key in [k for k, t in self.external_since.items() if t < cut]:
+                self.external.pop(key, None)
+                self.external_since.pop(key, None)
+                self.external_stats.destroyed += 1
+        for p in self.peers:
+            p.session.tick(now)
+        self.flush(now)
+
+    # ---- peers -> kernel ---------------------------------------------------
+
+    def on_datagram(self, peer: Peer, data: bytes, now: float | None = None) -> None:
+        """A datagram from ``peer``: through its session, into the kernel (or external cache)."""
+        self.on_datagrams(peer, [data], now)
+
+    def on_datagrams(self, peer: Peer, datagrams: list[bytes], now: float | None = None) -> None:
+        """Datagrams from ``peer``, in order; what they say goes to the kernel in one batch
+        (several hundred entries a sendmsg rather than a datagram's twenty)."""
+        now = time.monotonic() if now is None else now
+        p = peer
+        changes: list[tuple[str, Entry]] = []
+        exp_changes: list[tuple[str, Expectation]] = []
+        bulk = False
+        for data in datagrams:
+            p.link.packets_recv += 1
+            p.link.bytes_recv += len(data)
+            try:
+                msgs = wire.decode_datagram(data)
+            except DecodeError as exc:
+                p.link.malformed += 1
+                log.debug("malformed datagram from %s dropped: %s", p.name, exc)
+                continue
+            p.last_heard = now
+            for m in msgs:
+                # a HELLO that does not continue the peer's numbering: it (re)started and knows
+                # nothing; a peer repeating HELLO until it hears HELLO_BACK counts on as usual
+                if m.flags & Flag.HELLO and self.options.hello_bulk and (
+                        p.last_seq is None or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
+                    bulk = True
+                p.last_seq = m.seq
+                for ev in p.session.receive(m):
+                    if isinstance(ev, Apply):
+                        self._remote(ev.message, changes, exp_changes)
+                    elif isinstance(ev, ResyncRequested):
+                        log.info("resync requested by %s", p.name)
+                        bulk = True
+        if changes:
+            self.injector.apply(changes)
+        if exp_changes:  # after the entries: an expectation needs its master in the table
+            self.injector.apply_expectations(exp_changes)
+        if bulk:
+            self.bulk(p)
+        self.flush(now)
+
+    def _remote(self, msg: wire.StateMessage, changes: list[tuple[str, Entry]],
+                exp_changes: list[tuple[str, Expectation]]) -> None:
+        if msg.type not in CT_TYPES:
+            self._remote_exp(msg, exp_changes)
+            return
+        try:
+            e = convert.to_entry(msg)
+        except DecodeError as exc:
+            log.debug("entry dropped: %s", exc)
+            return
+        kind = _KIND_OF[msg.type]
+        if not self.options.external_cache:
+            changes.append((kind, e))
+            return
+        key = e.key
+        if kind == DEL:
+            if self.external.pop(key, None) is not None:
+                self.external_since.pop(key, None)
+                self.external_stats.destroyed += 1
+            return
+        if key in self.external:
+            self.external_stats.updated += 1
+        else:
+            self.external_stats.created += 1
+        self.external[key] = e
+        self.external_since[key] = time.time()
+
+    def _remote_exp(self, msg: wire.StateMessage, exp_changes: list[tuple[str, Expectation]]) -> None:
+        try:
+            x = convert.to_expectation(msg)
+        except DecodeError as exc:
+            log.debug("expectation dropped: %s", exc)
+            return
+        kind = _KIND_OF[msg.type]
+        if not self.options.external_cache:
+            exp_changes.append((kind, x))
+        elif kind == DEL:
+            self.external_exp.pop(x.key, None)
+        else:
+            self.external_exp[x.key] = x
+
+    # ---- commands (conntrackd's clients) -----------------------------------
+
+    def commit(self) -> int:
+        """Put the external cache into the kernel table; returns how many entries."""
+        entries = list(self.external.values())
+        self.injector.apply((UPD, Entry(e.orig, e.reply, status=e.status, state=e.state, timeout=e.timeout,
+                                        mark=e.mark, zone=e.zone, labels=e.labels, helper=e.helper))
+                            for e in entries)
+        self.injector.apply_expectations((UPD, x) for x in list(self.external_exp.values()))
+        return len(entries)
+
+    def flush_caches(self, internal: bool = True, external: bool = True) -> None:
+        if internal:
+            self.internal.clear()
+            self.internal_since.clear()
+        if external:
+            self.external.clear()
+            self.external_since.clear()
+            self.external_exp.clear()
+
+    def resync_with_kernel(self, send: bool = False) -> int:
+        """Read the kernel table into the internal cache (``send``: queue what changed)."""
+        self.kernel_resyncs += 1
+        seen = set()
+        now = time.time()
+        for e in self.table.entries():
+            if not self.selection.accepts(e):
+                continue
+            key = e.key
+            seen.add(key)
+            if key not in self.internal:
+                self.internal_since[key] = now
+                self.internal_stats.created += 1
+            self.internal[key] = e
+            if send:
+                self._send_all(key, e, MsgType.CT_UPD)
+        for key in [k for k in self.internal if k not in seen]:
+            e = self.internal.pop(key)
+            self.internal_since.pop(key, None)
+            if send:
+                self._send_all(key, e, MsgType.CT_DEL)
+        if self.options.expectations:
+            self.internal_exp = {("exp", x.key): x for x in ExpectTable(self.table).entries()
+                                 if self.options.syncs(x)}
+        return len(seen)
+
+    def request_resync(self) -> None:
+        for p in self.peers:
+            p.session.request_resync()
+        self.flush()
+
+    def reset_timers(self) -> int:
+        """Shorten the kernel's timeouts to PurgeTimeout (entries with longer ones)."""
+        purge = self.options.purge_timeout
+        slow = [e for e in self.table.entries() if e.timeout is None or e.timeout > purge]
+        return self.table.update_many(slow, timeout=purge).deleted
+
+    # ---- what it did -------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        peers = []
+        for p in self.peers:
+            s = p.session.stats
+            state = getattr(getattr(p.session, "hello", None), "name", None)
+            peers.append({
+                "name": p.name, "handshake": state, "last_heard_ago": None if p.last_heard is None
+                else round(time.monotonic() - p.last_heard, 3),
+                "messages_sent": s.sent, "messages_received": s.received, "entries_received": s.applied,
+                "resent": s.resent, "lost": s.lost, "late": s.dropped_late, "acked": s.acked,
+                "nacks_sent": s.nacks_sent, "nacks_received": s.nacks_received,
+                "resend_queue": p.session.resend_queue_depth,
+                "datagrams_sent": p.link.packets_sent, "datagrams_received": p.link.packets_recv,
+                "bytes_sent": p.link.bytes_sent, "bytes_received": p.link.bytes_recv,
+                "send_errors": p.link.send_errors, "malformed": p.link.malformed,
+            })
+        i = self.injector.stats
+        return {
+            "internal_cache": len(self.internal), "external_cache": len(self.external),
+            "internal_expectations": len(self.internal_exp), "external_expectations": len(self.external_exp),
+            "events": {"received": self.events_received, "filtered": self.events_filtered,
+                       "own": self.events_own, "overruns": self.overruns, "unsendable": self.unsendable},
+            "inject": {"created": i.created, "create_failed": i.create_failed, "updated": i.updated,
+                       "update_failed": i.update_failed, "destroyed": i.destroyed,
+                       "destroy_failed": i.destroy_failed, "expectations_created": i.exp_created,
+                       "expectations_failed": i.exp_failed, "expectations_destroyed": i.exp_destroyed},
+            "peers": peers,
+        }

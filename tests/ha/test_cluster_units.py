@@ -1,0 +1,144 @@
+"""The Cluster block (errors name file:line and the key), bucket ownership, membership rules."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nfkit.errors import InputError
+from nfkit.ha import buckets
+from nfkit.ha.conf import parse
+from nfkit.ha.membership import Membership
+from tests.ha.cluster_lab import cluster_conf
+from tests.ha.stock import NFKIT
+
+
+def conf_text(k: int = 1, n: int = 3, extra: str = "") -> str:
+    return cluster_conf(Path("/tmp/nowhere"), k, n, extra=extra)
+
+
+def test_the_cluster_block_is_read() -> None:
+    c = parse(conf_text(2, 3), "ha.conf")
+    cc = c.cluster
+    assert cc is not None
+    assert cc.this_node == 2 and sorted(cc.nodes) == [1, 2, 3]
+    assert cc.me.address == "203.0.113.2" and cc.me.ports == (22000, 22999)
+    assert (cc.inside.interface, cc.inside.address) == ("in0", "192.0.2.1")
+    assert (cc.outside.interface, cc.outside.address) == ("out0", "198.51.100.1")
+    assert (cc.buckets, cc.hash_seed, cc.heartbeat_interval, cc.dead_time) == (64, 0x5EED, 0.1, 0.4)
+    assert [p.number for p in cc.peers] == [1, 3]
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(("change", "key", "why"), [
+    (("ThisNode 2", "ThisNode 7"), "ThisNode", "not one of the nodes"),
+    (("PortRange 22000-22999", "PortRange 21500-22999"), "PortRange", "overlap"),
+    (("PortRange 22000-22999", "PortRange 22000-21000"), "PortRange", "first <= last"),
+    (("Buckets 64", "Buckets 0"), "Buckets", "out of range"),
+    (("HashSeed 0x5eed", "HashSeed seedy"), "HashSeed", "not a number"),
+    (("DeadTime 400", "DeadTime 400\n    MAC 00:11:22:33:44:55"), "MAC", "multicast MAC"),
+    (("DeadTime 400", "DeadTime 400\n    SplitBrain coinflip"), "SplitBrain", "segment"),
+    (("DeadTime 400", "DeadTime 400\n    Weight 3"), "Weight", "unknown key in Cluster"),
+    (("Interface out0", "Interface in0"), "Cluster", "same interface"),
+])
+def test_errors_name_file_line_and_key(change: tuple[str, str], key: str, why: str) -> None:
+    text = conf_text(2, 3).replace(*change)
+    with pytest.raises(InputError) as err:
+        parse(text, "ha.conf")
+    msg = str(err.value)
+    assert msg.startswith("ha.conf:") and key in msg and why in msg, msg
+    line = int(msg.split(":")[1])
+    assert key in text.splitlines()[line - 1] or key == "PortRange" and "Node" in text.splitlines()[line - 1]
+
+
+def test_the_sync_block_must_fit_the_cluster() -> None:
+    text = conf_text(1, 2).replace("IPv4_address 203.0.113.1\n        IPv4_Destination", "IPv4_address "
+                                   "203.0.113.9\n        IPv4_Destination")
+    with pytest.raises(InputError, match=r"ha.conf:\d+: IPv4_address 203.0.113.9 is not node 1's"):
+        parse(text, "ha.conf")
+    with pytest.raises(InputError, match="DeadTime must be at least three HeartbeatIntervals"):
+        parse(conf_text(1, 2).replace("DeadTime 400", "DeadTime 200"), "ha.conf")
+
+
+def test_a_bad_cluster_block_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    f = tmp_path / "ha.conf"
+    f.write_text(conf_text(1, 2).replace("Buckets 64", "Buckets many"))
+    proc = subprocess.run([NFKIT, "ha", "-C", str(f)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert f"{f}:{_line_of(f.read_text(), 'Buckets')}: Buckets: 'many' is not a number" in proc.stderr
+
+
+def test_rendezvous_moves_only_what_a_node_gains_or_loses() -> None:
+    seed, nb = 0x5EED, 256
+    three = {k: buckets.share(k, [1, 2, 3], nb, seed) for k in (1, 2, 3)}
+    assert set().union(*three.values()) == set(range(nb))
+    assert sum(len(s) for s in three.values()) == nb and all(60 < len(s) < 110 for s in three.values())
+    two = {k: buckets.share(k, [1, 2], nb, seed) for k in (1, 2)}
+    for k in (1, 2):  # node 3 gone: the survivors keep theirs and split its buckets
+        assert three[k] <= two[k]
+    assert two[1] | two[2] == set(range(nb)) and not two[1] & two[2]
+
+
+def test_a_bucket_another_node_announces_is_not_taken() -> None:
+    want = buckets.claim(1, [1, 2], [frozenset(range(64))], 64, 1)
+    assert want == frozenset()
+    assert buckets.claim(1, [1, 2], [frozenset()], 64, 1) == buckets.share(1, [1, 2], 64, 1)
+    assert buckets.from_hex(buckets.to_hex({0, 5, 63}, 64), 64) == {0, 5, 63}
+    with pytest.raises(ValueError):
+        buckets.from_hex("1" + "0" * 16, 64)
+
+
+def _membership(k: int, n: int = 2) -> Membership:
+    cc = parse(conf_text(k, n), "ha.conf").cluster
+    assert cc is not None
+    return Membership(cc, 0.0)
+
+
+def test_membership_death_split_brain_and_return() -> None:
+    a, b = _membership(1), _membership(2)
+    for m in (a, b):
+        m.links(True, 0.0)
+
+    def exchange(t: float, paths: tuple[str, ...] = ("sync", "segment")) -> None:
+        for src, dst in ((a, b), (b, a)):
+            for p in paths:
+                assert dst.heartbeat_in(src.heartbeat_out(t, src.wanted(t)), p, t) == src.me
+            dst.update(t)
+
+    assert a.wanted(0.2) == frozenset()  # not ready: it has not listened for DeadTime yet
+    t = 0.0
+    while t < 1.5:
+        exchange(t)
+        t += 0.1
+    sa, sb = a.wanted(t), b.wanted(t)
+    assert sa and sb and not sa & sb and sa | sb == set(range(64))
+    assert a.answers_arp(t) and not b.answers_arp(t)
+    # split brain: only the segment carries heartbeats; nothing moves
+    for _ in range(10):
+        exchange(t, ("segment",))
+        t += 0.1
+    assert (a.wanted(t), b.wanted(t)) == (sa, sb)
+    # b silent on every path: dead after DeadTime, a takes everything
+    t += 0.45
+    assert a.update(t) == [(2, False)]
+    assert a.wanted(t) == frozenset(range(64))
+    # a malformed or foreign heartbeat is counted, never believed
+    assert a.heartbeat_in(b"NFKC1 {not json", "sync", t) is None
+    assert a.heartbeat_in(b"junk", "sync", t) is None
+    assert a.counters.malformed == 2
+    # b back: a releases b's share first; b takes it once a no longer announces it
+    b.links(False, t)
+    b.links(True, t)
+    exchange(t)
+    assert b.wanted(t) == frozenset()  # b listens first
+    for _ in range(8):
+        t += 0.1
+        exchange(t)
+        both = a.wanted(t) & b.wanted(t)
+        assert not both
+    assert a.wanted(t) == sa and b.wanted(t) == sb
