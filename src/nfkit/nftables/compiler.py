@@ -23,6 +23,7 @@ from nfkit.errors import InputError
 from nfkit.nftables.expressions import (
     BYTE_UNITS,
     CMP_OPS,
+    DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
     FIB_FLAGS,
@@ -41,6 +42,7 @@ from nfkit.nftables.expressions import (
     SET_INTERVAL,
     SET_MAP,
     T_FIB_TYPE,
+    T_HINT32,
     T_INT32,
     VERDICT_DATA_TYPE,
     Element,
@@ -55,6 +57,7 @@ from nfkit.nftables.expressions import (
     verdict_nest,
 )
 from nfkit.nftables.model import Set
+from nfkit.nftables.schema import DYNSET_STATEMENTS, check_statement
 from nfkit.nftables.types import (
     CT,
     ETHER_FOR_L3,
@@ -270,7 +273,8 @@ class RuleCompiler:
                 pass
             # Encoding templates: a statement shape seen before is encoded by
             # patching only its value into the bytes compiled the first time.
-            if kind == "match" and type(body) is dict:
+            if kind == "match" and type(body) is dict and (
+                    len(body) == 2 or len(body) == 3 and "op" in body):
                 right = body.get("right")
                 tr = type(right)
                 if tr is int or (tr is str and right[:1] != "@"):  # type: ignore[index]
@@ -292,6 +296,7 @@ class RuleCompiler:
                         out += (prefix_head, v, pad)
                         continue
                     n0 = len(out)
+                    check_statement(kind, body)
                     self._st_match(ctx, body, out)
                     slot = self._last_slot
                     # A relational match on a host-order value compares it in network
@@ -310,6 +315,7 @@ class RuleCompiler:
                 hit = cache.get(key2)
                 if hit is None:
                     n0 = len(out)
+                    check_statement(kind, body)
                     getattr(self, "_st_" + kind)(ctx, body, out)
                     cache[key2] = b"".join(out[n0:])
                     del out[n0:]
@@ -319,6 +325,7 @@ class RuleCompiler:
             fn = getattr(self, "_st_" + kind.replace(" ", "_"), None)
             if fn is None:
                 raise InputError(f"unknown statement {kind!r}")
+            check_statement(kind, body)
             try:
                 fn(ctx, body, out)
             except InputError:
@@ -460,7 +467,7 @@ class RuleCompiler:
             mode = {"inc": 0, "random": 1}[body["mode"]]
             out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
                             ("type", mode), ("offset", body.get("offset", 0))))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_HINT32], [4])
         if kind in ("jhash", "symhash"):
             if kind == "jhash":
                 inner = body["expr"]
@@ -481,7 +488,7 @@ class RuleCompiler:
                 parts = [("dreg", reg), ("modulus", body["mod"]),
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_HINT32], [4])
         if kind == "fib":
             result = FIB_RESULTS[body["result"]]
             flags = body.get("flags", [])
@@ -489,6 +496,8 @@ class RuleCompiler:
                 flags = [flags]
             fl = 0
             for f in flags:
+                if f not in FIB_FLAGS:
+                    raise InputError(f"fib: unknown flag {f!r}")
                 fl |= FIB_FLAGS[f]
             out.append(EXPRESSIONS["fib"].encode(("dreg", reg), ("result", result),
                             ("flags", fl)))
@@ -747,15 +756,20 @@ class RuleCompiler:
         if isinstance(body, str):
             out.append(objref(4, body))
             return
-        unit = LIMIT_UNITS[body.get("per", "second")]
         rate = int(body["rate"])
         ltype = 0
         burst = int(body.get("burst", 5))
+        if body.get("per", "second") not in LIMIT_UNITS:
+            raise InputError(f"limit: unknown unit of time {body['per']!r}")
+        if body.get("rate_unit", "packets") == "packets" and \
+                body.get("burst_unit", "packets") != "packets":
+            raise InputError(f"limit: burst unit {body['burst_unit']!r} on a packet rate")
         if "rate_unit" in body and body["rate_unit"] != "packets":
             ltype = 1
             rate *= BYTE_UNITS[body["rate_unit"]]
             burst = int(body.get("burst", 0)) * BYTE_UNITS[body.get("burst_unit", "bytes")]
         flags = 1 if body.get("inv") else 0
+        unit = LIMIT_UNITS[body.get("per", "second")]
         out.append(EXPRESSIONS["limit"].encode(("rate", rate), ("unit", unit),
                         ("burst", burst), ("type", ltype), ("flags", flags)))
 
@@ -781,13 +795,22 @@ class RuleCompiler:
         if "prefix" in body:
             parts.append(("prefix", body["prefix"]))
         if "group" in body:
+            both = {"level", "flags"} & set(body)
+            if both:
+                raise InputError(f"log: {sorted(both)[0]!r} cannot go with 'group' (a group "
+                                 "logs to nflog, which has no level or flags)")
             parts.append(("group", int(body["group"])))
             if "snaplen" in body:
                 parts.append(("snaplen", int(body["snaplen"])))
             if "queue-threshold" in body:
                 parts.append(("qthreshold", int(body["queue-threshold"])))
         else:
+            alone = {"snaplen", "queue-threshold"} & set(body)
+            if alone:
+                raise InputError(f"log: {sorted(alone)[0]!r} needs 'group'")
             if "level" in body:
+                if body["level"] not in LOG_LEVELS:
+                    raise InputError(f"log: unknown level {body['level']!r}")
                 parts.append(("level", LOG_LEVELS.index(body["level"])))
             flags = body.get("flags")
             if flags:
@@ -795,6 +818,8 @@ class RuleCompiler:
                     flags = [flags]
                 fl = 0
                 for f in flags:
+                    if f != "all" and f not in LOG_FLAGS:
+                        raise InputError(f"log: unknown flag {f!r}")
                     fl |= LOG_ALL if f == "all" else LOG_FLAGS[f]
                 parts.append(("flags", fl))
         out.append(EXPRESSIONS["log"].encode(*parts))
@@ -811,6 +836,11 @@ class RuleCompiler:
                 rtype, code = "icmpx", "port-unreachable"
         else:
             code = body.get("expr", "port-unreachable")
+        if "expr" in body and (rtype == "tcp reset" or "type" not in body):
+            raise InputError(f"reject: 'expr' {body['expr']!r} without an icmp type "
+                             "(reject with tcp reset has no code)")
+        if rtype not in REJECT_TYPES:
+            raise InputError(f"reject: unknown type {rtype!r}")
         if rtype == "tcp reset":
             self._dep(ctx, "tcp", out)
             out.append(EXPRESSIONS["reject"].encode(("type", 1), ("icmp_code", 0)))
@@ -949,6 +979,10 @@ class RuleCompiler:
         elem = body["elem"]
         timeout = None
         if isinstance(elem, dict) and "elem" in elem:
+            extra = set(elem["elem"]) - {"val", "timeout"}
+            if extra:
+                raise InputError(f"set update: element option {sorted(extra)[0]!r} cannot be "
+                                 "given by a rule (the kernel's set update takes a timeout only)")
             timeout = elem["elem"].get("timeout")
             elem = elem["elem"]["val"]
         op = self.load(ctx, elem, out)
@@ -959,11 +993,41 @@ class RuleCompiler:
                  ("sreg_key", 1)]
         if is_map:
             dslot = ((nslots + 3) // 4) * 4
-            self.load(ctx, body["data"], out, dslot) if isinstance(body["data"], dict) else \
-                out.append(immediate(reg32(dslot), T["mark"].encode(body["data"], 4)))
+            data = body["data"]
+            if isinstance(data, dict):
+                self.load(ctx, data, out, dslot)
+            else:
+                named = self.named_sets.get(target.lstrip("@"))
+                ddt = set_data(named)[2] if named is not None else None
+                if ddt is None:
+                    raise InputError(f"map update with the value {data!r}: the data type of "
+                                     f"map {target!r} is not known (list the map in the file)")
+                out.append(immediate(reg32(dslot), self.encode_value(ddt, ddt.size, data)))
             parts.append(("sreg_data", reg32(dslot)))
         if timeout is not None:
             parts.append(("timeout", int(timeout) * 1000))
+        stmts = body.get("stmt")
+        if stmts:
+            # The statements the set update carries (a meter: `update @m { ip saddr limit
+            # rate 20/second }`): one is NFTA_DYNSET_EXPR, more are NFTA_DYNSET_EXPRESSIONS
+            # with NFT_DYNSET_F_EXPR, as nft sends them.  Each must encode to exactly one
+            # stateful expression, or the rule is refused.
+            exprs = []
+            for st in stmts:
+                (k, b), = st.items()
+                if k not in DYNSET_STATEMENTS:
+                    raise InputError(f"set update: statement {k!r} cannot be carried by a set "
+                                     "update")
+                sub: list[bytes] = []
+                getattr(self, "_st_" + k.replace(" ", "_"))(ctx, b, sub)
+                if len(sub) != 1:
+                    raise InputError(f"set update: statement {k!r} does not encode to one "
+                                     "expression")
+                exprs.append(sub[0])
+            if len(exprs) == 1:
+                parts.append(("expr", exprs[0][4:]))
+            else:
+                parts += [("flags", DYNSET_F_EXPR), ("expressions", b"".join(exprs))]
         out.append(EXPRESSIONS["dynset"].encode(*parts))
 
     def _st_set(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
@@ -985,6 +1049,8 @@ class RuleCompiler:
             flags = [flags]
         fl = 0
         for f in flags:
+            if f not in ("bypass", "fanout"):
+                raise InputError(f"queue: unknown flag {f!r}")
             fl |= {"bypass": 1, "fanout": 2}[f]
         if self.queue_mode() == "nft":
             out.append(EXPRESSIONS["queue"].encode(("num", num), ("total", total),
@@ -1102,7 +1168,10 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
                 continue
             right = body["right"]
             (lk, p), = body["left"].items()
-            key.append((kind, body.get("op", "=="), len(body), lk, p["protocol"], p["field"],
+            # With three keys the third must be "op" (KeyError otherwise): rules of one
+            # shape then have exactly the keys the template was checked with.
+            key.append((kind, body["op"] if len(body) == 3 else "==", len(body), lk,
+                        p["protocol"], p["field"],
                         len(p), type(right)))
             rights.append(right)
     except (AttributeError, KeyError, TypeError, ValueError):

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from nfkit.errors import DecodeError, InputError
+from nfkit.netlink.codec import attr_bytes
 from nfkit.netlink.consts import NLA_TYPE_MASK
 from nfkit.nftables.expressions import (
     CMP_HEAD,
     CMP_NAMES,
+    DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
     FIB_FLAGS,
@@ -34,12 +36,14 @@ from nfkit.nftables.expressions import (
     SET_ANONYMOUS,
     SET_INTERVAL,
     T_FIB_TYPE,
+    T_HINT32,
     T_INT32,
     cmp_slot,
     parse_exprs,
     value_of_data,
     verdict_of_data,
 )
+from nfkit.nftables.schema import DYNSET_STATEMENTS
 from nfkit.nftables.types import (
     CT,
     CT_BY_NUM,
@@ -74,6 +78,10 @@ def ip_text(fam: str, raw: bytes) -> str:
 
 class _AsRaw(Exception):
     """Raised by a decoder method: keep this expression in its raw form."""
+
+
+_DYNSET_ATTRS = {"set_name", "set_id", "op", "sreg_key", "sreg_data", "timeout", "expr",
+                 "expressions", "flags"}
 
 
 def _raw_form(name: str, attrs: dict[str, bytes], error: str | None = None) -> dict[str, Any]:
@@ -310,7 +318,22 @@ class RuleDecoder:
         if v.left is None and v.imm is not None:
             return dt.decode(v.imm)
         self._resolve_payload(v)
-        return v.left
+        if v.mask is None and v.xor is None:
+            return v.left
+        # A value with a bitwise operation on it (meta mark set meta mark | 0x4000): the
+        # operation is listed, as nft lists it, never dropped.
+        mask, xor = v.mask or b"", v.xor or bytes(len(v.mask or b""))
+        vt = v.types[0] if len(v.types) == 1 and v.types[0].size == len(mask) else dt
+        if len(xor) != len(mask) or v.left is None:
+            raise InputError("bitwise value not decoded")
+        ones = b"\xff" * len(mask)
+        if not any(xor):
+            return {"&": [v.left, vt.decode(mask)]}
+        if mask == ones:
+            return {"^": [v.left, vt.decode(xor)]}
+        if bytes(b ^ 0xFF for b in mask) == xor:
+            return {"|": [v.left, vt.decode(xor)]}
+        return {"^": [{"&": [v.left, vt.decode(mask)]}, vt.decode(xor)]}
 
     def _x_bitwise(self, a: dict[str, Any]) -> None:
         v = self._get(a["sreg"])
@@ -355,7 +378,7 @@ class RuleDecoder:
         left = {"numgen": {"mode": {0: "inc", 1: "random"}[a["type"]],
                            "mod": a["modulus"],
                            "offset": a.get("offset", 0)}}
-        self._set(a["dreg"], RegValue(left, [T_INT32], [4]))
+        self._set(a["dreg"], RegValue(left, [T_HINT32], [4]))
 
     def _x_hash(self, a: dict[str, Any]) -> None:
         htype = a.get("type", 0)
@@ -370,12 +393,12 @@ class RuleDecoder:
             off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(a["dreg"], RegValue({"jhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"jhash": body}, [T_HINT32], [4]))
         else:
             off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(a["dreg"], RegValue({"symhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"symhash": body}, [T_HINT32], [4]))
 
     def _x_fib(self, a: dict[str, Any]) -> None:
         result = a["result"]
@@ -522,6 +545,10 @@ class RuleDecoder:
             left = first.left
         inv = "flags" in a and a["flags"] & 1
         if s is not None and s.flags & SET_ANONYMOUS:
+            if first.types == [T_HINT32] and s.key_types == [T_INT32]:
+                # Keyed by a numgen or hash result: host byte order (nft knows it from
+                # the expression; the set's integer type does not say).
+                s = replace(s, key_types=[T_HINT32])
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
@@ -713,12 +740,37 @@ class RuleDecoder:
         elem: Any = key
         if "timeout" in a and a["timeout"]:
             elem = {"elem": {"val": key, "timeout": a["timeout"] // 1000}}
+        stmts = self._dynset_stmts(a)
         if "sreg_data" in a:
             dv = self._get(a["sreg_data"])
             data = dv.left if dv.left is not None else int.from_bytes(dv.imm or b"", "little")
-            self.out.append({"map": {"op": op, "elem": elem, "data": data, "map": "@" + name}})
-            return
-        self.out.append({"set": {"op": op, "elem": elem, "set": "@" + name}})
+            body: dict[str, Any] = {"op": op, "elem": elem, "data": data, "map": "@" + name}
+        else:
+            body = {"op": op, "elem": elem, "set": "@" + name}
+        if stmts:
+            body["stmt"] = stmts
+        self.out.append({"map" if "sreg_data" in a else "set": body})
+
+    def _dynset_stmts(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+        """The statements a set update carries (NFTA_DYNSET_EXPR or _EXPRESSIONS);
+        anything else in it (an unknown flag, a statement not decoded) keeps the whole
+        update in its raw form rather than listing it shorter."""
+        if a.get("flags", 0) & ~DYNSET_F_EXPR or set(a) - _DYNSET_ATTRS:
+            raise _AsRaw
+        if "expr" in a:
+            inner = parse_exprs(attr_bytes(1, a["expr"]))
+        elif "expressions" in a:
+            inner = parse_exprs(a["expressions"])
+        else:
+            return []
+        stmts = RuleDecoder(self.family, self.sets).decode(inner)
+        if len(stmts) != len(inner) or any(next(iter(st)) not in DYNSET_STATEMENTS
+                                           for st in stmts):
+            raise _AsRaw
+        for st in stmts:  # nft lists a set update's counter without its values
+            if "counter" in st:
+                st["counter"] = None
+        return stmts
 
     def _x_queue(self, a: dict[str, Any]) -> None:
         num = a.get("num", 0)

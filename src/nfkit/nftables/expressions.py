@@ -77,9 +77,11 @@ FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4
 SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
 SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
 ELEM_INTERVAL_END = 1
+DYNSET_F_EXPR = 2  # NFT_DYNSET_F_EXPR: a set update's statements are NFTA_DYNSET_EXPRESSIONS
 
 T_FIB_TYPE = T["fib_addrtype"]
 T_INT32 = T["integer"]
+T_HINT32 = T["hinteger"]  # numgen and hash results: host byte order, as the kernel writes them
 
 
 Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data

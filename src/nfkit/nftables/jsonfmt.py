@@ -306,9 +306,9 @@ def rule_json(r: Rule) -> dict[str, Any]:
 
 
 def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
-    """The listing's items in nft's order: per table the table, sets, objects,
-    chains, then each chain's rules (``rules_of(table, chain)``); without
-    ``tables``, no table objects (as `nft -j list chain` prints)."""
+    """The listing's items in nft's order: per table the table, objects (counters,
+    quotas, ...), sets, chains, then each chain's rules (``rules_of(table, chain)``);
+    without ``tables``, no table objects (as `nft -j list chain` prints)."""
     from nfkit import __version__
 
     yield {"metainfo": {"version": __version__, "release_name": "nfkit",
@@ -316,12 +316,12 @@ def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
     for t in rs.tables:
         if tables:
             yield table_json(t)
-        for s in rs.sets:
-            if (s.family, s.table) == t.key:
-                yield set_json(s)
         for o in rs.objs:
             if (o.family, o.table) == t.key:
                 yield obj_json(o)
+        for s in rs.sets:
+            if (s.family, s.table) == t.key:
+                yield set_json(s)
         for c in rs.chains:
             if (c.family, c.table) == t.key:
                 yield chain_json(c)
@@ -331,7 +331,7 @@ def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
 
 
 def listing(rs: Ruleset, tables: bool = True) -> list[dict[str, Any]]:
-    """The listing form, in nft's order: per table the table, sets, objects, chains, rules."""
+    """The listing form, in nft's order: per table the table, objects, sets, chains, rules."""
     by_chain: dict[tuple[str, str, str], list[Rule]] = {}
     for r in rs.rules:
         by_chain.setdefault(r.chain_key, []).append(r)

@@ -496,6 +496,13 @@ class Encoder:
                 el = item["elem"]
                 if "timeout" in el:
                     x += be64(e["timeout"], int(el["timeout"]) * 1000)
+                if "expires" in el:
+                    x += be64(e["expiration"], int(el["expires"]) * 1000)
+                if "comment" in el:  # NFTNL_UDATA_SET_ELEM_COMMENT, as nft stores it
+                    c = str(el["comment"]).encode() + b"\0"
+                    if len(c) > 128:
+                        raise InputError(f"{s}: element comment longer than 127 bytes")
+                    x += attr_bytes(e["userdata"], bytes((0, len(c))) + c)
                 per = [{k: el[k]} for k in ("counter", "quota", "limit") if k in el]
                 if per:
                     ex = self._set_stmt_exprs(s, per)
@@ -509,6 +516,11 @@ class Encoder:
         except InputError as exc:
             raise InputError(f"{s}: {exc}") from None
         if "interval" in s.flags and len(types) == 1:
+            if any(extra):
+                # Interval elements are split into start and end elements: what an item
+                # carries cannot follow it there yet, and is refused rather than dropped.
+                raise InputError(f"{s}: timeouts, comments and statements on the elements "
+                                 "of an interval set are not supported by nfkit")
             extra = [b""] * len(elements)
         self._elements(s.family, s.table, s.name, None, elements, str(s), delete, extra)
 
@@ -766,6 +778,10 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
             extra["timeout"] = get_be64(el[e["timeout"]]) // 1000
         if e["expiration"] in el:
             extra["expires"] = get_be64(el[e["expiration"]]) // 1000
+        if e["userdata"] in el:
+            ud = el[e["userdata"]]
+            if len(ud) >= 2 and ud[0] == 0:  # NFTNL_UDATA_SET_ELEM_COMMENT
+                extra["comment"] = bytes(ud[2:2 + ud[1]]).split(b"\0", 1)[0].decode()
         ex_stmts: list[Any] = []
         if e["expr"] in el:
             ex_stmts = RuleDecoder("inet").decode(parse_exprs(nest(1, el[e["expr"]])))

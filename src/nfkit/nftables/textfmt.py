@@ -73,6 +73,13 @@ def value(v: Any) -> str:
     return str(v)
 
 
+def _innermost(e: Any) -> Any:
+    """The expression under a chain of bitwise operations (its type types their values)."""
+    while isinstance(e, dict) and len(e) == 1 and next(iter(e)) in ("&", "|", "^"):
+        e = next(iter(e.values()))[0]
+    return e
+
+
 def expr(e: Any) -> str:
     if not isinstance(e, dict):
         return value(e)
@@ -94,7 +101,7 @@ def expr(e: Any) -> str:
     if k == "concat":
         return " . ".join(expr(x) for x in b)
     if k in ("&", "|", "^"):
-        return f"{expr(b[0])} {k} {value(b[1])}"
+        return f"{expr(b[0])} {k} {_typed(_innermost(b[0]), b[1])}"
     if k == "map":
         return f"{expr(b['key'])} map {value(b['data'])}"
     if k == "numgen":
@@ -127,7 +134,7 @@ def statement(s: dict[str, Any]) -> str:
         return f"{k} {b['target']}"
     if k == "counter":
         if isinstance(b, str):
-            return f"counter name {b}"
+            return f"counter name {json.dumps(b)}"
         return f"counter packets {(b or {}).get('packets', 0)} bytes {(b or {}).get('bytes', 0)}"
     if k == "log":
         out = "log"
@@ -173,7 +180,16 @@ def statement(s: dict[str, Any]) -> str:
     if k == "notrack":
         return "notrack"
     if k in ("set", "map") and isinstance(b, dict) and "op" in b:
-        return f"{b['op']} {b.get('set', b.get('map'))} {{ {expr(b['elem'])} }}"
+        elem = b["elem"]
+        inner = expr(elem)
+        if isinstance(elem, dict) and "elem" in elem:
+            inner = expr(elem["elem"]["val"])
+            if "timeout" in elem["elem"]:
+                inner += f" timeout {elem['elem']['timeout']}s"
+        for st in b.get("stmt") or ():  # nft lists a set update's counter without values
+            inner += " counter" if st == {"counter": None} else " " + statement(st)
+        data = f" : {value(b['data'])}" if k == "map" else ""
+        return f"{b['op']} {b.get('set', b.get('map'))} {{ {inner}{data} }}"
     if k == "quota":
         return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
     if k == "ct count":
@@ -205,12 +221,53 @@ def command(c: Any) -> str:
     return str(c)
 
 
+def _obj_lines(o: Any) -> list[str]:
+    """The body of a named object's block, as nft lists it."""
+    b = o.body
+    if o.kind == "counter":
+        return [f"packets {b.get('packets', 0)} bytes {b.get('bytes', 0)}"]
+    if o.kind == "quota":
+        n, unit = _bytes_unit(int(b.get("bytes", 0)))
+        line = f"{'over ' if b.get('inv') else ''}{n} {unit}"
+        if b.get("used"):
+            un, uu = _bytes_unit(int(b["used"]))
+            line += f" used {un} {uu}"
+        return [line]
+    if o.kind == "limit":
+        over = "over " if b.get("inv") else ""
+        if b.get("rate_unit", "packets") == "packets":
+            burst = f" burst {b['burst']} packets" if b.get("burst", 5) != 5 else ""
+            return [f"rate {over}{b['rate']}/{b['per']}{burst}"]
+        burst = f" burst {b['burst']} {b.get('burst_unit', 'bytes')}" if b.get("burst") else ""
+        return [f"rate {over}{b['rate']} {b['rate_unit']}/{b['per']}{burst}"]
+    if o.kind == "ct helper":
+        return [f"type {json.dumps(b['type'])} protocol {b['protocol']}",
+                f"l3proto {b['l3proto']}"]
+    return [json.dumps(b)]
+
+
+def _bytes_unit(n: int) -> tuple[int, str]:
+    for unit, size in (("gbytes", 1024 ** 3), ("mbytes", 1024 ** 2), ("kbytes", 1024)):
+        if n and n % size == 0:
+            return n // size, unit
+    return n, "bytes"
+
+
 def to_text(rs: Ruleset) -> str:
     """The ruleset in nft's text syntax."""
     lines: list[str] = []
     for t in rs.tables:
         lines.append(f"table {t.family} {t.name} {{")
         first = True
+        for o in rs.objs:  # nft lists a table's objects before its sets
+            if (o.family, o.table) != t.key:
+                continue
+            if not first:
+                lines.append("")
+            first = False
+            lines.append(f"\t{o.kind} {o.name} {{")
+            lines += [f"\t\t{line}" for line in _obj_lines(o)]
+            lines.append("\t}")
         for s in rs.sets:
             if (s.family, s.table) != t.key:
                 continue
@@ -227,9 +284,11 @@ def to_text(rs: Ruleset) -> str:
             if s.timeout is not None:
                 lines.append(f"\t\ttimeout {s.timeout}s")
             if s.elem:
+                kt = {"meta": {"key": "mark"}} if s.type == "mark" else None
+                vt = {"meta": {"key": "mark"}} if s.map == "mark" else None
                 lines.append("\t\telements = { " + ", ".join(
-                    f"{value(e[0])} : {value(e[1])}" if isinstance(e, list) else value(e)
-                    for e in s.elem) + " }")
+                    f"{_typed(kt, e[0])} : {_typed(vt, e[1])}" if isinstance(e, list)
+                    else _typed(kt, e) for e in s.elem) + " }")
             lines.append("\t}")
         for c in rs.chains:
             if (c.family, c.table) != t.key:
