@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partialmethod
@@ -26,6 +27,7 @@ from nfkit.nftables.expressions import (
     DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
+    FIB_F_PRESENT,
     FIB_FLAGS,
     FIB_RESULTS,
     LIMIT_UNITS,
@@ -370,7 +372,8 @@ class RuleCompiler:
                 ctx.vlan = True
 
     # ---- left-hand side ----------------------------------------------------------
-    def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0) -> Operand:
+    def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0,
+             present: bool = False) -> Operand:
         """Emit what loads ``left`` into register slot ``slot``; describe the result."""
         if not isinstance(left, dict) or len(left) != 1:
             raise InputError(f"expression {left!r} is not an object with one key")
@@ -499,6 +502,8 @@ class RuleCompiler:
                 if f not in FIB_FLAGS:
                     raise InputError(f"fib: unknown flag {f!r}")
                 fl |= FIB_FLAGS[f]
+            if present:
+                fl |= FIB_F_PRESENT
             out.append(EXPRESSIONS["fib"].encode(("dreg", reg), ("result", result),
                             ("flags", fl)))
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
@@ -565,6 +570,14 @@ class RuleCompiler:
         left, right = body["left"], body["right"]
         # Explicit protocol matches are dependencies already satisfied.
         self._last_slot = None
+        if isinstance(right, bool) and isinstance(left, dict) and "fib" in left:
+            # `fib daddr oif exists|missing`: the fib expression answers whether the
+            # route exists (NFTA_FIB_F_PRESENT): a 32-bit register in host order, 0 or 1.
+            if opname not in ("==", "!="):
+                raise InputError(f"fib: operator {opname!r} on exists/missing")
+            self.load(ctx, left, out, present=True)
+            out.append(cmp(1, CMP_OPS[opname], int(right).to_bytes(4, sys.byteorder)))
+            return
         op = self.load(ctx, left, out)
         self._last_operand = op
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):

@@ -25,6 +25,7 @@ from nfkit.nftables.expressions import (
     DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
+    FIB_F_PRESENT,
     FIB_FLAGS,
     FIB_RESULT_NAMES,
     LIMIT_UNIT_NAMES,
@@ -35,9 +36,11 @@ from nfkit.nftables.expressions import (
     OBJ_TYPE_NAMES,
     SET_ANONYMOUS,
     SET_INTERVAL,
+    T_FIB_PRESENT,
     T_FIB_TYPE,
     T_HINT32,
     T_INT32,
+    bytes_unit,
     cmp_slot,
     parse_exprs,
     value_of_data,
@@ -266,6 +269,8 @@ class RuleDecoder:
         if len(v.types) > 1:
             return {"concat": self._concat_values(v, raw)}
         dt = v.types[0]
+        if dt is T_FIB_PRESENT:
+            return any(raw)
         if dt.kind in ("ipv4", "ipv6", "ether") and len(raw) != dt.size:
             raw = raw.ljust(dt.size, b"\0")[: dt.size]
         return dt.decode(raw)
@@ -403,10 +408,14 @@ class RuleDecoder:
     def _x_fib(self, a: dict[str, Any]) -> None:
         result = a["result"]
         fl = a["flags"]
+        if fl & ~(FIB_F_PRESENT | sum(FIB_FLAGS.values())):
+            raise _AsRaw
         flags = [n for n, bit in FIB_FLAGS.items() if fl & bit]
         left = {"fib": {"result": FIB_RESULT_NAMES[result],
                         "flags": flags}}
         dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
+        if fl & FIB_F_PRESENT:  # `fib daddr oif exists`: a boolean, listed true/false
+            dt = T_FIB_PRESENT
         self._set(a["dreg"], RegValue(left, [dt], [dt.size]))
 
     def _concat_left(self, reg: int, nbytes: int) -> Any:
@@ -594,19 +603,19 @@ class RuleDecoder:
         if ltype == 0:
             body = {"rate": rate, "burst": burst, "per": unit}
         else:
-            r, ru = _bytes_unit(rate)
-            b, bu = _bytes_unit(burst)
+            r, ru = bytes_unit(rate)
+            b, bu = bytes_unit(burst)
             body = {"rate": r, "burst": b, "per": unit, "rate_unit": ru, "burst_unit": bu}
         if a.get("flags", 0) & 1:
             body["inv"] = True
         self.out.append({"limit": body})
 
     def _x_quota(self, a: dict[str, Any]) -> None:
-        n, u = _bytes_unit(a["bytes"])
+        n, u = bytes_unit(a["bytes"])
         body: dict[str, Any] = {"val": n, "val_unit": u}
         used = a.get("consumed", 0)
         if used:
-            un, uu = _bytes_unit(used)
+            un, uu = bytes_unit(used)
             body["used"] = un
             body["used_unit"] = uu
         if a.get("flags", 0) & 1:
@@ -809,13 +818,6 @@ def _queue_body(num: int, total: int, flags: int) -> dict[str, Any]:
     if fl:
         body["flags"] = fl[0] if len(fl) == 1 else fl
     return body
-
-
-def _bytes_unit(n: int) -> tuple[int, str]:
-    for unit, size in (("gbytes", 1024 ** 3), ("mbytes", 1024 ** 2), ("kbytes", 1024)):
-        if n and n % size == 0:
-            return n // size, unit
-    return n, "bytes"
 
 
 def _order(dt: Datatype) -> Literal["big", "little"]:

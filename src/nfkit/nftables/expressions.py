@@ -36,7 +36,7 @@ from nfkit.netlink.codec import (
     u8_attr,
 )
 from nfkit.netlink.specs.nftables import TABLES, names, nums
-from nfkit.nftables.types import T
+from nfkit.nftables.types import Datatype, T
 
 # Attribute numbers by table and name: A["cmp"]["sreg"].
 A = {t: nums(t) for t in (
@@ -63,6 +63,16 @@ OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
 BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
+
+
+def bytes_unit(n: int) -> tuple[int, str]:
+    """(value, unit) of a byte count as nft lists it: the largest unit dividing it."""
+    for unit in ("gbytes", "mbytes", "kbytes"):
+        if n and n % BYTE_UNITS[unit] == 0:
+            return n // BYTE_UNITS[unit], unit
+    return n, "bytes"
+
+
 LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
 LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
 LOG_ALL = 0x2F
@@ -72,6 +82,7 @@ REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
 FIB_RESULTS = {"oif": 1, "oifname": 2, "type": 3}
 FIB_RESULT_NAMES = {v: k for k, v in FIB_RESULTS.items()}
 FIB_FLAGS = {"saddr": 1, "daddr": 2, "mark": 4, "iif": 8, "oif": 16}
+FIB_F_PRESENT = 32  # NFTA_FIB_F_PRESENT: the result is whether the route exists
 FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
              "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}
 SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
@@ -80,6 +91,7 @@ ELEM_INTERVAL_END = 1
 DYNSET_F_EXPR = 2  # NFT_DYNSET_F_EXPR: a set update's statements are NFTA_DYNSET_EXPRESSIONS
 
 T_FIB_TYPE = T["fib_addrtype"]
+T_FIB_PRESENT = Datatype("boolean", 39, 1, "int")  # a fib result with NFTA_FIB_F_PRESENT (true/false)
 T_INT32 = T["integer"]
 T_HINT32 = T["hinteger"]  # numgen and hash results: host byte order, as the kernel writes them
 

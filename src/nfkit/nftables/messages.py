@@ -46,6 +46,7 @@ from nfkit.nftables.compiler import AnonSet, Operand, RuleCompiler, rule_shape, 
 from nfkit.nftables.decompiler import RuleDecoder, RuleShapes, SetView, render_elements
 from nfkit.nftables.dumpreq import FAMILY_NUM
 from nfkit.nftables.expressions import (
+    BYTE_UNITS,
     LIMIT_UNIT_NAMES,
     LIMIT_UNITS,
     OBJ_TYPE_NAMES,
@@ -58,6 +59,7 @@ from nfkit.nftables.expressions import (
     SET_MAP,
     SET_TIMEOUT,
     A,
+    bytes_unit,
     parse_exprs,
     retag,
     value_of_data,
@@ -540,6 +542,10 @@ class Encoder:
         a = A["obj"]
         self._begin("newobj", o.family, NLM_F_CREATE | (NLM_F_EXCL if create else 0), str(o))
         b = o.body
+        unknown = set(b) - OBJECT_KEYS.get(o.kind, set())
+        if unknown:
+            raise InputError(f"{o}: key {sorted(unknown)[0]!r} is not encoded by nfkit "
+                             "(refused rather than ignored)")
         if o.kind == "counter":
             c = A["counter"]
             data = be64(c["bytes"], int(b.get("bytes", 0))) + be64(c["packets"],
@@ -551,8 +557,15 @@ class Encoder:
         elif o.kind == "limit":
             lm = A["limit"]
             unit = LIMIT_UNITS[b.get("per", "second")]
-            data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], unit)
-                    + be32(lm["burst"], int(b.get("burst", 0))) + be32(lm["type"], 0)
+            rate, burst, ltype = int(b["rate"]), int(b.get("burst", 0)), 0
+            if b.get("rate_unit", "packets") != "packets":  # a byte rate (type bytes)
+                rate *= BYTE_UNITS[b["rate_unit"]]
+                burst *= BYTE_UNITS[b.get("burst_unit", "bytes")]
+                ltype = 1
+            elif b.get("burst_unit", "packets") != "packets":
+                raise InputError(f"{o}: burst unit {b['burst_unit']!r} on a packet rate")
+            data = (be64(lm["rate"], rate) + be64(lm["unit"], unit)
+                    + be32(lm["burst"], burst) + be32(lm["type"], ltype)
                     + be32(lm["flags"], 1 if b.get("inv") else 0))
         elif o.kind == "ct helper":
             h = A["ct_helper"]
@@ -822,6 +835,12 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
     return r
 
 
+# The keys of each object kind's body that `Encoder.obj` encodes (any other is refused).
+OBJECT_KEYS = {"counter": {"packets", "bytes"}, "quota": {"bytes", "used", "inv"},
+               "limit": {"rate", "per", "burst", "rate_unit", "burst_unit", "inv"},
+               "ct helper": {"type", "protocol", "l3proto"}}
+
+
 def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
     a = A["obj"]
     otype = get_be32(attrs[a["type"]])
@@ -851,6 +870,11 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
                 "burst": get_be32(d.get(lm["burst"], bytes(4)))}
         if get_be32(d.get(lm["flags"], bytes(4))) & 1:
             body["inv"] = True
+        if get_be32(d.get(lm["type"], bytes(4))) == 1:  # bytes: listed in units, as nft
+            r, ru = bytes_unit(body["rate"])
+            body["rate"], body["rate_unit"] = r, ru
+            bn, bu = bytes_unit(body.pop("burst"))
+            body["burst"], body["burst_unit"] = bn, bu
     return Obj(kind, FAMILY_NAME.get(family, str(family)), _s(attrs[a["table"]]),
                _s(attrs[a["name"]]), body,
                get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)

@@ -1919,7 +1919,7 @@ class Reader:
                     body["bytes"] = c.integer()
             elif kind == "quota":
                 q = st.quota_body(c)
-                mult = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 ** 2}
+                mult = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 ** 2, "gbytes": 1024 ** 3}
                 body["bytes"] = q["val"] * mult[q["val_unit"]]
                 if "used" in q:
                     body["used"] = q["used"] * mult[q["used_unit"]]
@@ -1927,10 +1927,7 @@ class Reader:
                     body["inv"] = True
             elif kind == "limit":
                 c.expect("rate")
-                lb = st.limit_body(c)
-                if "rate_unit" in lb:
-                    lb["unit"] = lb.pop("rate_unit")
-                body.update(lb)
+                body.update(st.limit_body(c))  # the keys of nft's JSON (rate_unit, ...)
             elif kind == "ct helper":
                 while not c.at_end():
                     w = c.expect("type", "protocol", "l3proto")

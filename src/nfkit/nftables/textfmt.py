@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nfkit.nftables.expressions import bytes_unit
 from nfkit.nftables.model import Ruleset
 
 _PRIO = {"filter": 0, "raw": -300, "mangle": -150, "dstnat": -100, "security": 50,
@@ -35,6 +36,8 @@ _HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}})
 
 def _typed(left: Any, v: Any) -> str:
     """A value printed the way nft prints it for that left-hand side."""
+    if isinstance(v, bool):  # fib ... exists / missing
+        return "exists" if v else "missing"
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
     if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
@@ -227,10 +230,10 @@ def _obj_lines(o: Any) -> list[str]:
     if o.kind == "counter":
         return [f"packets {b.get('packets', 0)} bytes {b.get('bytes', 0)}"]
     if o.kind == "quota":
-        n, unit = _bytes_unit(int(b.get("bytes", 0)))
+        n, unit = bytes_unit(int(b.get("bytes", 0)))
         line = f"{'over ' if b.get('inv') else ''}{n} {unit}"
         if b.get("used"):
-            un, uu = _bytes_unit(int(b["used"]))
+            un, uu = bytes_unit(int(b["used"]))
             line += f" used {un} {uu}"
         return [line]
     if o.kind == "limit":
@@ -244,13 +247,6 @@ def _obj_lines(o: Any) -> list[str]:
         return [f"type {json.dumps(b['type'])} protocol {b['protocol']}",
                 f"l3proto {b['l3proto']}"]
     return [json.dumps(b)]
-
-
-def _bytes_unit(n: int) -> tuple[int, str]:
-    for unit, size in (("gbytes", 1024 ** 3), ("mbytes", 1024 ** 2), ("kbytes", 1024)):
-        if n and n % size == 0:
-            return n // size, unit
-    return n, "bytes"
 
 
 def to_text(rs: Ruleset) -> str:

@@ -1,0 +1,184 @@
+"""nft's vocabulary against nft, item by item (tests/nftables/vocabulary.py).
+
+For each group of items, nft -f loads every item's table into namespace A.
+Then, per item:
+
+- load: nfkit loads nft's `-j list ruleset` JSON of the item into B; B's kernel
+  state (as `nft -j list ruleset` prints it) must equal A's; or nfkit refuses it
+  with one InputError before sending anything;
+- text: the same with the item's nft text;
+- list: `nfkit rules list --json` of A equals nft's JSON listing ("raw" when
+  nfkit prints an expression it does not decode in its raw form, which says so);
+- listtext: `nfkit rules list` of A equals `nft list ruleset`.
+
+What must hold for every item: a load either equals nft's or is refused; never
+a ruleset loaded different (shorter) than nft loads it.  And the observed matrix
+must be the one docs/rules.md documents (the coverage table there is generated
+by this test: NFKIT_VOCAB_WRITE=1 rewrites it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfkit.errors import InputError
+from nfkit.lab import Lab, Namespace
+from nfkit.netlink.codec import Batch
+from nfkit.nftables import validate
+from nfkit.nftables.commits import encode_commands, known_sets
+from nfkit.nftables.jsonfmt import load_json
+from nfkit.nftables.messages import Encoder
+from nfkit.nftables.nfttext import load_nft
+
+from ..conftest import require_kernel
+from .conftest import NFKIT, strip
+from .test_conformance import _fill_nft_gaps
+from .vocabulary import GROUPS, Item, table_name, table_text
+
+pytestmark = pytest.mark.kernel
+
+DOC = Path(__file__).parents[2] / "docs" / "rules.md"
+BEGIN, END = "<!-- vocabulary table: begin -->", "<!-- vocabulary table: end -->"
+RESULTS: dict[str, dict[str, str]] = {}
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[Namespace, Namespace]]:
+    require_kernel()
+    with Lab("nkv") as lab:
+        yield lab.add("a"), lab.add("b")
+
+
+def _tables(listing: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """A stripped listing split by table name."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for o in listing:
+        (_k, b), = o.items()
+        name = b["name"] if "table" not in b else b["table"]
+        out.setdefault(name, []).append(o)
+    return out
+
+
+def _text_tables(text: str) -> dict[str, str]:
+    """`nft list ruleset` text split by table name."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"^table \S+ (\S+) \{\n.*?^\}\n", text, re.S | re.M):
+        out[m.group(1)] = m.group(0)
+    return out
+
+
+def _refusal(cmds_of: Any, source: Any) -> str | None:
+    """The InputError nfkit gives before sending anything, or None when it encodes."""
+    try:
+        cmds = cmds_of(source)
+        validate.commands(cmds)
+        encode_commands(cmds, Encoder(Batch(), known_sets(cmds, None), lambda: "xt"))
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def _json_of(item: Item, tables: dict[str, list[dict[str, Any]]]) -> str:
+    return json.dumps({"nftables": tables[table_name(item)]})
+
+
+def _statements(item: Item, tables: dict[str, list[dict[str, Any]]]) -> str:
+    """The item's rules as nft's JSON statements (the table's "JSON in")."""
+    return " ".join(json.dumps(o["rule"]["expr"], separators=(",", ":"))
+                    for o in tables[table_name(item)] if "rule" in o)
+
+
+def _rule_lines(text: str) -> str:
+    lines = [x.strip() for x in text.splitlines()]
+    return "<br>".join(x for x in lines if x and not x.startswith(
+        ("table ", "chain ", "type ", "}", "set ", "map ")) and "{" not in x[-1:])
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_group(group: str, pair: tuple[Namespace, Namespace], tmp_path: Path) -> None:
+    a, b = pair
+    items = GROUPS[group]
+    a.run("nft flush ruleset")
+    a.run(["nft", "-f", "-"], input="".join(table_text(i) for i in items))
+    listing = strip(json.loads(a.run("nft -j list ruleset").stdout))
+    nft_tables = _tables(listing)
+    nft_text = _text_tables(a.run("nft list ruleset").stdout)
+    ours_json = _tables(strip(json.loads(a.run(NFKIT + ["rules", "list", "--json"]).stdout)))
+    ours_text = _text_tables(a.run(NFKIT + ["rules", "list"]).stdout)
+    for item in items:
+        name = table_name(item)
+        r: dict[str, str] = {"group": group, "in": _statements(item, nft_tables),
+                             "out": _rule_lines(nft_text[name])}
+        for form, source, cmds_of in (
+                ("load", _json_of(item, nft_tables), load_json),
+                ("text", table_text(item), load_nft)):
+            why = _refusal(cmds_of, source)
+            if why is not None:
+                r[form] = "refused: " + why
+                continue
+            b.run("nft flush ruleset")
+            f = tmp_path / (name + (".json" if form == "load" else ".nft"))
+            f.write_text(source)
+            proc = b.run(NFKIT + ["rules", "load", str(f)], check=False)
+            if proc.returncode != 0:
+                r[form] = "refused by the kernel: " + proc.stderr.strip()
+                continue
+            got = strip(json.loads(b.run("nft -j list ruleset").stdout))
+            r[form] = "equal" if got == nft_tables[name] else \
+                "DIFFERS: " + json.dumps(got)[:300]
+        # nft 1.0.6 leaves out a set's "dynamic" flag and a netdev chain's device.
+        mine = _fill_nft_gaps(ours_json.get(name, []), nft_tables[name])
+        r["list"] = "equal" if mine == nft_tables[name] else \
+            "raw" if "nfkit-raw" in json.dumps(mine) else "differs"
+        r["listtext"] = "equal" if ours_text.get(name) == nft_text[name] else "differs"
+        RESULTS[item.id] = r
+    # Never a ruleset loaded other than nft loads it: equal, or refused by name.
+    silent = {i.id: (RESULTS[i.id]["load"], RESULTS[i.id]["text"]) for i in items
+              if "DIFFERS" in RESULTS[i.id]["load"] + RESULTS[i.id]["text"]}
+    assert not silent
+
+
+def _cell(v: str) -> str:
+    return v.replace("|", "\\|")
+
+
+def coverage_table() -> str:
+    """The coverage table of docs/rules.md, from this test's observations."""
+    mark = {"equal": "yes", "raw": "raw", "differs": "**differs**"}
+    rows = ["| item | nft text (out) | nft JSON (in) | load JSON | load text | list --json "
+            "| list | test |", "|---|---|---|---|---|---|---|---|"]
+    for group, items in GROUPS.items():
+        for item in items:
+            r = RESULTS[item.id]
+
+            def load(v: str) -> str:
+                return "yes" if v == "equal" else "refused" if v.startswith("refused") \
+                    else "**DIFFERS**"
+
+            rows.append(
+                f"| {item.what} | `{_cell(r['out'])}` | `{_cell(r['in'])}` | {load(r['load'])} "
+                f"| {load(r['text'])} | {mark[r['list']]} | {mark[r['listtext']]} "
+                f"| test_vocabulary.py::test_group[{group}] ({item.id}) |")
+    return "\n".join(rows)
+
+
+def test_coverage_table_is_documented() -> None:
+    """docs/rules.md carries the table this test observed (run after test_group)."""
+    if len(RESULTS) != sum(len(g) for g in GROUPS.values()):
+        pytest.fail("test_group did not run for every group (run the whole file)")
+    table = coverage_table()
+    doc = DOC.read_text()
+    head, rest = doc.split(BEGIN, 1)
+    _old, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{table}\n{END}{tail}"
+    if os.environ.get("NFKIT_VOCAB_WRITE"):
+        DOC.write_text(new)
+        doc = new
+    assert doc == new, "docs/rules.md is not the observed table: rerun with NFKIT_VOCAB_WRITE=1"
