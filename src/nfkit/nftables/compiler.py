@@ -373,8 +373,9 @@ class RuleCompiler:
 
     # ---- left-hand side ----------------------------------------------------------
     def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0,
-             present: bool = False) -> Operand:
-        """Emit what loads ``left`` into register slot ``slot``; describe the result."""
+             present: bool = False, data_types: list[Datatype] | None = None) -> Operand:
+        """Emit what loads ``left`` into register slot ``slot``; describe the result.
+        ``data_types``: the value types an anonymous map in ``left`` has (NAT)."""
         if not isinstance(left, dict) or len(left) != 1:
             raise InputError(f"expression {left!r} is not an object with one key")
         (kind, body), = left.items()
@@ -454,8 +455,11 @@ class RuleCompiler:
         if kind == "map":
             op = self.load(ctx, body["key"], out, slot)
             data = body["data"]
+            if isinstance(data, dict) and "set" in data and data_types:
+                return self._anon_map(ctx, op, data["set"], data_types, out, reg)
             if not (isinstance(data, str) and data.startswith("@")):
-                raise InputError("anonymous maps as values are not supported; use a named map")
+                raise InputError("anonymous maps are supported only as NAT addresses (the "
+                                 "type of their values is known there); use a named map")
             named = self.named_sets.get(data[1:])
             if named is None or named.map is None:
                 raise InputError(f"map {data[1:]!r} not known (list it in the same file)")
@@ -509,6 +513,22 @@ class RuleCompiler:
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
             return Operand(out, [dt], [dt.size])
         raise InputError(f"unknown expression {kind!r}")
+
+    def _anon_map(self, ctx: CompileCtx, op: Operand, items: Any, dts: list[Datatype],
+                  out: list[bytes], reg: int) -> Operand:
+        """A lookup in an anonymous map of ``dts`` values keyed like ``op``
+        (`dnat to tcp dport map { 80 : 192.0.2.1 . 8080 }`)."""
+        if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2
+                                                  for i in items):
+            raise InputError("anonymous map: elements must be [key, value] pairs")
+        dop = Operand([], dts, [t.size for t in dts])
+        data = [self.encode_value(dts[0], dts[0].size, v) if len(dts) == 1
+                else self.encode_key(dop, v) for _k, v in items]
+        dtype = dts[0].id if len(dts) == 1 else concat_type_id(dts)
+        dlen = dts[0].size if len(dts) == 1 else sum(reg_size(t.size) for t in dts)
+        s = self._anon_set(ctx, op, [k for k, _v in items], data, dtype, dlen)
+        out.append(self._lookup("__set%d", reg, reg, False, s.set_id))
+        return Operand(out, dts, [t.size for t in dts])
 
     # ---- values ------------------------------------------------------------------
     def encode_value(self, dt: Datatype, size: int, value: Any) -> bytes:
@@ -889,7 +909,14 @@ class RuleCompiler:
                 reg = 3
                 flags |= NAT_MAP_IPS
             elif isinstance(addr, dict):
-                mop = self.load(ctx, addr, out)
+                # An anonymous map's values: addresses, or address . port pairs.
+                items = addr.get("map", {}).get("data", {})
+                items = items.get("set") if isinstance(items, dict) else None
+                pairs = isinstance(items, list) and any(
+                    isinstance(i, list) and len(i) == 2 and isinstance(i[1], dict)
+                    and "concat" in i[1] for i in items)
+                mop = self.load(ctx, addr, out, data_types=[dt, T["inet_service"]] if pairs
+                                else [dt])
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
                 if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
                     parts.append(("reg_proto_min", reg32(reg_size(mop.sizes[0]) // 4)))

@@ -38,6 +38,8 @@ def _typed(left: Any, v: Any) -> str:
     """A value printed the way nft prints it for that left-hand side."""
     if isinstance(v, bool):  # fib ... exists / missing
         return "exists" if v else "missing"
+    if isinstance(left, dict) and "base" in left.get("payload", {}) and isinstance(v, int):
+        return f"0x{v:x}"  # a raw payload's value: nft prints it in hex
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
     if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
@@ -123,14 +125,20 @@ def expr(e: Any) -> str:
     return json.dumps(e)
 
 
-def statement(s: dict[str, Any]) -> str:
+def statement(s: dict[str, Any], family: str | None = None) -> str:
+    """One statement as nft prints it (``family``: the table's, for the defaults nft
+    leaves out, as `reject`'s code)."""
     (k, b), = s.items()
     if k in ("quota", "limit") and isinstance(b, str):  # a named object
         return f"{k} name {json.dumps(b)}"
+    if k == "ct helper" and isinstance(b, str):
+        return f"ct helper set {json.dumps(b)}"
     if k == "match":
         op = b["op"]
-        ops = "" if op in ("==", "in") else f"{op} "
-        return f"{expr(b['left'])} {ops}{_typed(b['left'], b['right'])}"
+        left = b["left"]
+        binop = isinstance(left, dict) and next(iter(left), None) in ("&", "|", "^")
+        ops = "== " if binop and op == "==" else "" if op in ("==", "in") else f"{op} "
+        return f"{expr(left)} {ops}{_typed(_innermost(left), b['right'])}"
     if k in ("accept", "drop", "return", "continue"):
         return k
     if k in ("jump", "goto"):
@@ -140,20 +148,25 @@ def statement(s: dict[str, Any]) -> str:
             return f"counter name {json.dumps(b)}"
         return f"counter packets {(b or {}).get('packets', 0)} bytes {(b or {}).get('bytes', 0)}"
     if k == "log":
-        out = "log"
-        for f in ("prefix", "group", "level"):
-            if b and f in b:
-                out += f" {f} {json.dumps(b[f]) if f == 'prefix' else b[f]}"
-        return out
+        return _log_text(b or {})
     if k == "limit":
         unit = " " + b["rate_unit"] if "rate_unit" in b else ""
         over = "over " if b.get("inv") else ""
-        return f"limit rate {over}{b['rate']}{unit}/{b['per']}"
+        burst = ""
+        if "rate_unit" not in b and b.get("burst", 5) != 5:
+            burst = f" burst {b['burst']} packets"
+        elif "rate_unit" in b and b.get("burst"):
+            burst = f" burst {b['burst']} {b.get('burst_unit', 'bytes')}"
+        return f"limit rate {over}{b['rate']}{unit}/{b['per']}{burst}"
     if k == "reject":
         if not b:
             return "reject"
         if b["type"] == "tcp reset":
             return "reject with tcp reset"
+        default = {"inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx", "ip": "icmp",
+                   "ip6": "icmpv6"}.get(family or "")
+        if b["type"] == default and b.get("expr", "port-unreachable") == "port-unreachable":
+            return "reject"
         return f"reject with {b['type']} {b.get('expr', '')}".rstrip()
     if k in ("snat", "dnat", "masquerade", "redirect"):
         out = k
@@ -204,9 +217,55 @@ def statement(s: dict[str, Any]) -> str:
     return json.dumps(s)
 
 
+def _log_text(b: dict[str, Any]) -> str:
+    out = "log"
+    if "prefix" in b:
+        out += f" prefix {json.dumps(b['prefix'])}"
+    for f in ("group", "snaplen", "queue-threshold", "level"):
+        if f in b:
+            out += f" {f} {b[f]}"
+    flags = b.get("flags")
+    flags = [flags] if isinstance(flags, str) else list(flags or [])
+    if "all" in flags:
+        return out + " flags all"
+    if "tcp sequence" in flags and "tcp options" in flags:
+        out += " flags tcp sequence,options"
+    for f in ("tcp sequence", "tcp options", "ip options", "skuid", "ether"):
+        if f in flags and not (f.startswith("tcp") and "tcp sequence,options" in out):
+            out += f" flags {f}"
+    return out
+
+
+def duration(seconds: int) -> str:
+    """A time as nft prints it (90 -> 1m30s)."""
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out + (f"{seconds}s" if seconds or not out else "")
+
+
+def _elem_text(kt: Any, e: Any) -> str:
+    """A set element, with what it carries (timeout, expires, counter...)."""
+    if not (isinstance(e, dict) and "elem" in e):
+        return _typed(kt, e)
+    el = e["elem"]
+    out = _typed(kt, el["val"])
+    for f in ("timeout", "expires"):
+        if f in el:
+            out += f" {f} {duration(int(el[f]))}"
+    if "comment" in el:
+        out += f" comment {json.dumps(el['comment'])}"
+    for f in ("counter", "quota", "limit"):
+        if f in el:
+            out += " " + statement({f: el[f]})
+    return out
+
+
 def rule_text(r: Any) -> str:
     """A rule's statements (and comment) as nft text."""
-    text = " ".join(statement(s) for s in r.expr)
+    text = " ".join(statement(s, r.family) for s in r.expr)
     if r.comment:
         text += f" comment {json.dumps(r.comment)}"
     return text
@@ -275,16 +334,22 @@ def to_text(rs: Ruleset) -> str:
                 tp += " : " + (s.map if isinstance(s.map, str) else " . ".join(s.map))
             lines.append(f"\t{s.kind} {s.name} {{")
             lines.append(f"\t\ttype {tp}")
-            if s.flags:
-                lines.append(f"\t\tflags {','.join(s.flags)}")
+            if s.size:
+                lines.append(f"\t\tsize {s.size}")
+            if s.flags:  # in nft's order
+                order = ["constant", "dynamic", "interval", "timeout"]
+                lines.append("\t\tflags " + ",".join(sorted(
+                    s.flags, key=lambda f: order.index(f) if f in order else len(order))))
             if s.timeout is not None:
-                lines.append(f"\t\ttimeout {s.timeout}s")
+                lines.append(f"\t\ttimeout {duration(int(s.timeout))}")
+            for st in s.stmt or ():
+                lines.append("\t\t" + ("counter" if st == {"counter": None} else statement(st)))
             if s.elem:
                 kt = {"meta": {"key": "mark"}} if s.type == "mark" else None
                 vt = {"meta": {"key": "mark"}} if s.map == "mark" else None
                 lines.append("\t\telements = { " + ", ".join(
                     f"{_typed(kt, e[0])} : {_typed(vt, e[1])}" if isinstance(e, list)
-                    else _typed(kt, e) for e in s.elem) + " }")
+                    else _elem_text(kt, e) for e in s.elem) + " }")
             lines.append("\t}")
         for c in rs.chains:
             if (c.family, c.table) != t.key:
