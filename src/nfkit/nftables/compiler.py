@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from nfkit.errors import InputError
 from nfkit.nftables.expressions import (
-    BYTE_UNITS,
     CMP_OPS,
     DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
@@ -37,6 +36,7 @@ from nfkit.nftables.expressions import (
     NAT_FLAGS,
     NAT_MAP_IPS,
     NAT_PROTO,
+    OBJ_TYPES,
     REJECT_TYPES,
     SET_ANONYMOUS,
     SET_CONCAT,
@@ -52,15 +52,18 @@ from nfkit.nftables.expressions import (
     byteorder_hton,
     cmp,
     cmp_slot,
+    expr,
     immediate,
     meta_load,
     objref,
     payload_load,
+    synproxy_attrs,
     verdict_nest,
 )
 from nfkit.nftables.model import Set
 from nfkit.nftables.schema import DYNSET_STATEMENTS, check_statement
 from nfkit.nftables.types import (
+    BYTE_UNITS,
     CT,
     ETHER_FOR_L3,
     L3_PROTO,
@@ -820,7 +823,19 @@ class RuleCompiler:
                         ("flags", 1 if body.get("inv") else 0)))
 
     def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        out.append(objref(3, body))
+        out.append(objref(OBJ_TYPES["ct helper"], body))
+
+    def _st_ct_timeout(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(objref(OBJ_TYPES["ct timeout"], body))
+
+    def _st_ct_expectation(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(objref(OBJ_TYPES["ct expectation"], body))
+
+    def _st_synproxy(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        if isinstance(body, str):
+            out.append(objref(OBJ_TYPES["synproxy"], body))
+            return
+        out.append(expr("synproxy", synproxy_attrs(body or {})))
 
     def _st_log(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         body = body or {}

@@ -36,11 +36,13 @@ from nfkit.nftables.expressions import (
     OBJ_TYPE_NAMES,
     SET_ANONYMOUS,
     SET_INTERVAL,
+    SYNPROXY_FLAGS,
+    SYNPROXY_MSS,
+    SYNPROXY_WSCALE,
     T_FIB_PRESENT,
     T_FIB_TYPE,
     T_HINT32,
     T_INT32,
-    bytes_unit,
     cmp_slot,
     parse_exprs,
     value_of_data,
@@ -60,6 +62,7 @@ from nfkit.nftables.types import (
     TH,
     Datatype,
     T,
+    bytes_unit,
     reg_size,
 )
 
@@ -781,6 +784,9 @@ class RuleDecoder:
                 st["counter"] = None
         return stmts
 
+    def _x_synproxy(self, a: dict[str, Any]) -> None:
+        self.out.append({"synproxy": synproxy_body(a)})
+
     def _x_queue(self, a: dict[str, Any]) -> None:
         num = a.get("num", 0)
         total = a.get("total", 1)
@@ -800,6 +806,22 @@ class RuleDecoder:
             self.out.append({name.lower(): npt_body(bytes(info))})
             return
         self.out.append({"xt": {"type": "target", "name": name}})
+
+
+def synproxy_body(a: dict[str, Any]) -> dict[str, Any]:
+    """A synproxy statement's or object's body from its decoded attributes."""
+    fl = a.get("flags", 0)
+    body: dict[str, Any] = {}
+    if fl & SYNPROXY_MSS:
+        body["mss"] = a.get("mss", 0)
+    if fl & SYNPROXY_WSCALE:
+        body["wscale"] = a.get("wscale", 0)
+    flags = [n for n in ("timestamp", "sack-perm") if fl & SYNPROXY_FLAGS[n]]
+    if flags:
+        body["flags"] = flags
+    if fl & ~(SYNPROXY_MSS | SYNPROXY_WSCALE | sum(SYNPROXY_FLAGS.values())):
+        raise InputError(f"synproxy flags {fl:#x} not decoded")
+    return body
 
 
 def npt_body(info: bytes) -> dict[str, str]:

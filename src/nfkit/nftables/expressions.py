@@ -44,7 +44,8 @@ A = {t: nums(t) for t in (
     "dynset", "payload", "meta", "ct", "limit", "counter", "log", "queue", "quota", "reject",
     "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
     "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
-    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper",
+    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper", "ct_timeout",
+    "ct_expect", "synproxy",
 )}
 
 # Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
@@ -57,20 +58,26 @@ VERDICT_DATA_TYPE = 0xFFFFFF00
 CMP_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5}
 CMP_NAMES = {v: k for k, v in CMP_OPS.items()}
 # NFT_OBJECT_* (stateful objects and object references)
-OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
+OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4, "ct timeout": 7,
+             "ct expectation": 9, "synproxy": 10}
+# Synproxy options (NF_SYNPROXY_OPT_*): mss and wscale set when given, as nft sets them.
+SYNPROXY_MSS, SYNPROXY_WSCALE = 1, 2
+SYNPROXY_FLAGS = {"sack-perm": 4, "timestamp": 8}
+# ct timeout policies: nft's state names (CTA_TIMEOUT_<PROTO>_* are 1, 2, ... in this order)
+# with nft's default of each (nft lists only the states whose timeout differs from it).
+CT_TIMEOUT_STATES = {
+    "tcp": {"syn_sent": 120, "syn_recv": 60, "established": 432000, "fin_wait": 120,
+            "close_wait": 60, "last_ack": 30, "time_wait": 120, "close": 10,
+            "syn_sent2": 120, "retrans": 300, "unack": 300},
+    "udp": {"unreplied": 30, "replied": 120},
+}
+L4_NUMS = {"tcp": 6, "udp": 17}
+L3_NUMS = {"ip": 2, "ip6": 10, "inet": 1}
 OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 
 LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
-BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
 
-
-def bytes_unit(n: int) -> tuple[int, str]:
-    """(value, unit) of a byte count as nft lists it: the largest unit dividing it."""
-    for unit in ("gbytes", "mbytes", "kbytes"):
-        if n and n % BYTE_UNITS[unit] == 0:
-            return n // BYTE_UNITS[unit], unit
-    return n, "bytes"
 
 
 LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
@@ -252,10 +259,26 @@ EXPRESSIONS = {name: KernelExpr(name) for name in (
     "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
     "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
     "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
+    "synproxy",
 )}
 
 
 # ---- the common expressions -------------------------------------------------------------
+
+def synproxy_attrs(b: dict[str, Any]) -> bytes:
+    """NFTA_SYNPROXY_* of a synproxy statement or object body."""
+    x = A["synproxy"]
+    flags = b.get("flags", [])
+    flags = [flags] if isinstance(flags, str) else flags
+    fl = (SYNPROXY_MSS if "mss" in b else 0) | (SYNPROXY_WSCALE if "wscale" in b else 0)
+    for f in flags:
+        if f not in SYNPROXY_FLAGS:
+            raise InputError(f"synproxy: unknown flag {f!r}")
+        fl |= SYNPROXY_FLAGS[f]
+    return (be16_attr(x["mss"], int(b.get("mss", 0))) + u8_attr(x["wscale"], int(b.get("wscale", 0)))
+            + be32_attr(x["flags"], fl))
+
+
 
 def byteorder_hton(size: int) -> bytes:
     """Host to network order of ``size`` bytes in register 1."""

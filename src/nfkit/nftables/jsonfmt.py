@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.nftables.model import FAMILIES, Chain, Obj, Rule, Ruleset, Set, Table
+from nfkit.nftables.model import FAMILIES, OBJECT_KINDS, Chain, Obj, Rule, Ruleset, Set, Table
 
 VERBS = ("add", "create", "insert", "replace", "delete", "flush", "destroy")
-KIND_ORDER = {"table": 0, "chain": 1, "set": 2, "map": 2, "counter": 2, "quota": 2,
-              "limit": 2, "ct helper": 2, "element": 3, "rule": 4}
+KIND_ORDER = {"table": 0, "chain": 1, "set": 2, "map": 2, **dict.fromkeys(OBJECT_KINDS, 2),
+              "element": 3, "rule": 4}
 
 
 @dataclass(slots=True)
@@ -110,7 +110,7 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
         if stmt is not None:
             s.stmt = stmt if isinstance(stmt, list) else [stmt]
         return s
-    if kind in ("counter", "quota", "limit", "ct helper"):
+    if kind in OBJECT_KINDS:
         body = {k: v for k, v in d.items() if k not in ("family", "table", "name", "handle")}
         return Obj(kind, fam, str(_need(d, "table", what)), str(_need(d, "name", what)), body,
                    d.get("handle"))

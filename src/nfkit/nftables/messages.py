@@ -43,10 +43,19 @@ from nfkit.netlink.consts import (
 )
 from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables.compiler import AnonSet, Operand, RuleCompiler, rule_shape, set_data, set_key_types
-from nfkit.nftables.decompiler import RuleDecoder, RuleShapes, SetView, render_elements
+from nfkit.nftables.decompiler import (
+    RuleDecoder,
+    RuleShapes,
+    SetView,
+    render_elements,
+    synproxy_body,
+)
 from nfkit.nftables.dumpreq import FAMILY_NUM
 from nfkit.nftables.expressions import (
-    BYTE_UNITS,
+    CT_TIMEOUT_STATES,
+    EXPRESSIONS,
+    L3_NUMS,
+    L4_NUMS,
     LIMIT_UNIT_NAMES,
     LIMIT_UNITS,
     OBJ_TYPE_NAMES,
@@ -59,9 +68,9 @@ from nfkit.nftables.expressions import (
     SET_MAP,
     SET_TIMEOUT,
     A,
-    bytes_unit,
     parse_exprs,
     retag,
+    synproxy_attrs,
     value_of_data,
     verdict_nest,
     verdict_of_data,
@@ -69,8 +78,10 @@ from nfkit.nftables.expressions import (
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
 from nfkit.nftables.templates import RuleTemplate
 from nfkit.nftables.types import (
+    BYTE_UNITS,
     VERDICT_TYPE,
     Datatype,
+    bytes_unit,
     concat_type_id,
     datatype,
     reg_size,
@@ -575,6 +586,19 @@ class Encoder:
                 raise InputError(f"{o}: protocol must be tcp or udp")
             data = (string(h["name"], str(b["type"])) + be16(h["l3proto"], l3)
                     + u8(h["l4proto"], l4))
+        elif o.kind == "ct timeout":
+            data = _ct_timeout_data(o)
+        elif o.kind == "ct expectation":
+            x = A["ct_expect"]
+            l4 = L4_NUMS.get(b.get("protocol", "tcp"))
+            if l4 is None:
+                raise InputError(f"{o}: protocol must be tcp or udp")
+            data = (be16(x["l3proto"], L3_NUMS[b.get("l3proto", o.family)])
+                    + u8(x["l4proto"], l4) + be16(x["dport"], int(b["dport"]))
+                    + attr_bytes(x["timeout"], int(b["timeout"]).to_bytes(4, sys.byteorder))
+                    + u8(x["size"], int(b["size"])))
+        elif o.kind == "synproxy":
+            data = synproxy_attrs(b)
         else:
             raise InputError(f"{o}: object type {o.kind!r} not supported")
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
@@ -838,7 +862,33 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
 # The keys of each object kind's body that `Encoder.obj` encodes (any other is refused).
 OBJECT_KEYS = {"counter": {"packets", "bytes"}, "quota": {"bytes", "used", "inv"},
                "limit": {"rate", "per", "burst", "rate_unit", "burst_unit", "inv"},
-               "ct helper": {"type", "protocol", "l3proto"}}
+               "ct helper": {"type", "protocol", "l3proto"},
+               "ct timeout": {"protocol", "l3proto", "policy"},
+               "ct expectation": {"protocol", "dport", "timeout", "size", "l3proto"},
+               "synproxy": {"mss", "wscale", "flags"}}
+
+
+def _ct_timeout_data(o: Obj) -> bytes:
+    """NFTA_CT_TIMEOUT_* of a ct timeout object: the states given, in seconds (the
+    kernel keeps its defaults for the others)."""
+    b = o.body
+    x = A["ct_timeout"]
+    proto = b.get("protocol", "tcp")
+    states = CT_TIMEOUT_STATES.get(proto)
+    if states is None:
+        raise InputError(f"{o}: protocol must be tcp or udp")
+    policy = b.get("policy") or {}
+    if not isinstance(policy, dict):
+        raise InputError(f"{o}: policy must be an object of state: seconds")
+    order = list(states)
+    parts = []
+    for state, secs in sorted(policy.items(), key=lambda kv: order.index(kv[0])
+                              if kv[0] in order else -1):
+        if state not in states:
+            raise InputError(f"{o}: unknown {proto} state {state!r}")
+        parts.append(be32(order.index(state) + 1, int(secs)))
+    return (be16(x["l3proto"], L3_NUMS[b.get("l3proto", o.family)])
+            + u8(x["l4proto"], L4_NUMS[proto]) + nest(x["data"], *parts))
 
 
 def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
@@ -863,6 +913,30 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
         body = {"type": _s(d[h["name"]]),
                 "protocol": {6: "tcp", 17: "udp"}.get(d[h["l4proto"]][0], "tcp"),
                 "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[h["l3proto"]]), "ip")}
+    elif kind == "ct timeout":
+        x = A["ct_timeout"]
+        proto = {6: "tcp", 17: "udp"}.get(d[x["l4proto"]][0], "tcp")
+        states = CT_TIMEOUT_STATES[proto]
+        policy = {}
+        for t, v in attr_payloads(d[x["data"]]).items() if x["data"] in d else ():
+            if 1 <= t <= len(states):
+                state = list(states)[t - 1]
+                if get_be32(v) != states[state]:  # nft lists the states set off default
+                    policy[state] = get_be32(v)
+        body = {"protocol": proto,
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[x["l3proto"]]), "ip"),
+                "policy": policy}
+    elif kind == "ct expectation":
+        x = A["ct_expect"]
+        body = {"protocol": {6: "tcp", 17: "udp"}.get(d[x["l4proto"]][0], "tcp"),
+                "dport": get_be16(d[x["dport"]]),
+                "timeout": int.from_bytes(d[x["timeout"]][:4], sys.byteorder),
+                "size": d[x["size"]][0],
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[x["l3proto"]]), "ip")}
+    elif kind == "synproxy":
+        body = synproxy_body(EXPRESSIONS["synproxy"].decode(
+            {k: v for k, v in zip(("mss", "wscale", "flags"),
+                                  (d.get(1), d.get(2), d.get(3)), strict=True) if v is not None}))
     else:
         lm = A["limit"]
         body = {"rate": get_be64(d[lm["rate"]]),

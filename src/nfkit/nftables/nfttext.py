@@ -1210,6 +1210,8 @@ class Statements(Exprs):
 
     def _st_synproxy(self, c: Cursor) -> Any:
         c.i += 1
+        if c.accept("name"):  # a reference to a synproxy object
+            return {"synproxy": c.name()}
         body: dict[str, Any] = {}
         flags: list[str] = []
         while True:
@@ -1932,6 +1934,36 @@ class Reader:
                 while not c.at_end():
                     w = c.expect("type", "protocol", "l3proto")
                     body[w] = c.name()
+            elif kind == "ct expectation":
+                w = c.expect("protocol", "dport", "timeout", "size", "l3proto")
+                if w == "timeout":  # milliseconds in nft's JSON
+                    body[w] = int(c.time() * 1000)
+                else:
+                    body[w] = c.integer() if w in ("dport", "size") else c.name()
+            elif kind == "ct timeout":
+                w = c.expect("protocol", "l3proto", "policy")
+                if w == "policy":
+                    c.expect("=")
+                    g = c.take()
+                    if not isinstance(g, Group):
+                        raise at(g, "syntax error, expecting {")
+                    policy = body.setdefault("policy", {})
+                    for el in g.elems:
+                        ec = Cursor(el, g)
+                        state = ec.name()
+                        ec.expect(":")
+                        policy[state] = ec.integer()
+                        if not ec.at_end():
+                            raise ec.unexpected()
+                else:
+                    body[w] = c.name()
+            elif kind == "synproxy":
+                while not c.at_end():
+                    w = c.expect("mss", "wscale", "timestamp", "sack-perm")
+                    if w in ("mss", "wscale"):
+                        body[w] = c.integer()
+                    else:
+                        body.setdefault("flags", []).append(w)
             else:
                 raise at(items[0], f"{kind} objects are not supported by nfkit")
             if not c.at_end():

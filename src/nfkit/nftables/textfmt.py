@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nfkit.nftables.expressions import bytes_unit
 from nfkit.nftables.model import Ruleset
+from nfkit.nftables.types import bytes_unit
 
 _PRIO = {"filter": 0, "raw": -300, "mangle": -150, "dstnat": -100, "security": 50,
          "srcnat": 100}
@@ -131,8 +131,12 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
     (k, b), = s.items()
     if k in ("quota", "limit") and isinstance(b, str):  # a named object
         return f"{k} name {json.dumps(b)}"
-    if k == "ct helper" and isinstance(b, str):
-        return f"ct helper set {json.dumps(b)}"
+    if k in ("ct helper", "ct timeout", "ct expectation") and isinstance(b, str):
+        return f"{k} set {json.dumps(b)}"
+    if k == "synproxy":
+        if isinstance(b, str):
+            return f"synproxy name {json.dumps(b)}"
+        return " ".join(["synproxy", *_synproxy_words(b or {})])
     if k == "match":
         op = b["op"]
         left = b["left"]
@@ -236,6 +240,17 @@ def _log_text(b: dict[str, Any]) -> str:
     return out
 
 
+def _synproxy_words(b: dict[str, Any]) -> list[str]:
+    words = [f"{k} {b[k]}" for k in ("mss", "wscale") if k in b]
+    flags = b.get("flags", [])
+    return words + ([flags] if isinstance(flags, str) else list(flags))
+
+
+def _ms(ms: int) -> str:
+    """Milliseconds as nft prints a ct expectation's timeout (1000 -> 1s)."""
+    return duration(ms // 1000) if ms % 1000 == 0 else f"{ms}ms"
+
+
 def duration(seconds: int) -> str:
     """A time as nft prints it (90 -> 1m30s)."""
     out = ""
@@ -302,6 +317,18 @@ def _obj_lines(o: Any) -> list[str]:
             return [f"rate {over}{b['rate']}/{b['per']}{burst}"]
         burst = f" burst {b['burst']} {b.get('burst_unit', 'bytes')}" if b.get("burst") else ""
         return [f"rate {over}{b['rate']} {b['rate_unit']}/{b['per']}{burst}"]
+    if o.kind == "ct timeout":
+        pol = ", ".join(f"{k} : {v}" for k, v in b.get("policy", {}).items())
+        return [f"protocol {b['protocol']}", f"l3proto {b['l3proto']}", f"policy = {{ {pol} }}"]
+    if o.kind == "ct expectation":
+        return [f"protocol {b['protocol']}", f"dport {b['dport']}",
+                f"timeout {_ms(int(b['timeout']))}", f"size {b['size']}",
+                f"l3proto {b['l3proto']}"]
+    if o.kind == "synproxy":
+        words = _synproxy_words(b)
+        return [w for w in words if w.startswith(("mss", "wscale"))] + \
+            ([" ".join(w for w in words if not w.startswith(("mss", "wscale")))]
+             if len(words) > sum(w.startswith(("mss", "wscale")) for w in words) else [])
     if o.kind == "ct helper":
         return [f"type {json.dumps(b['type'])} protocol {b['protocol']}",
                 f"l3proto {b['l3proto']}"]
