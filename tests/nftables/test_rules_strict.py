@@ -76,6 +76,15 @@ CATALOGUE: list[list[dict[str, Any]]] = [
     [{"map": {"op": "add", "elem": SADDR, "data": MARK, "map": "@mm"}}],
     [{"notrack": None}],
     [{"queue": {"num": 1, "flags": ["bypass"]}}],
+    [{"mangle": {"key": MARK, "value": {"<<": [MARK, 8]}}}],
+    [{"match": {"op": "==", "left": {"socket": {"key": "mark"}}, "right": 5}}],
+    [{"match": {"op": ">", "left": {"rt": {"key": "mtu"}}, "right": 1400}}],
+    [{"match": {"op": "==", "left": {"fib": {"result": "oif", "flags": ["daddr"]}},
+                "right": True}}],
+    [{"dup": {"addr": "192.0.2.1", "dev": "lo"}}],
+    [{"tproxy": {"addr": "192.0.2.1", "port": 80}}],
+    [{"synproxy": {"mss": 1460, "wscale": 7, "flags": ["timestamp"]}}],
+    [{"ct timeout": "tt"}, {"ct expectation": "e"}, {"synproxy": "sp"}],
 ]
 
 
@@ -163,8 +172,9 @@ def test_an_unknown_flag_is_refused(data: st.DataObject) -> None:
     ({"reject": {"type": "tcp reset", "expr": "host-unreachable"}}, "without an icmp type"),
     ({"accept": {"x": 1}}, "key 'x'"),
     ({"limit": {"rate": 5, "per": "second", "burst_unit": "kbytes"}}, "burst unit"),
-    ({"match": {"op": "==", "left": {"rt": {"key": "mtu"}}, "right": 1}}, "'rt'"),
-    ({"tproxy": {"port": 1}}, "tproxy"),
+    ({"match": {"op": "==", "left": {"rt": {"key": "classid"}}, "right": 1}}, "'classid'"),
+    ({"match": {"op": "==", "left": {"osf": {"key": "name"}}, "right": "Linux"}}, "'osf'"),
+    ({"tproxy": {"port": 1, "x": 2}}, "'x'"),
 ])
 def test_refusals_name_the_statement(stmt: dict[str, Any], why: str) -> None:
     with pytest.raises(InputError) as exc:

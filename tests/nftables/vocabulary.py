@@ -137,9 +137,10 @@ GROUPS: dict[str, list[Item]] = {
         Item("fib", "fib lookups (type, oif, missing, exists)", "inet", _chain(
             "fib daddr type local accept\nfib saddr . iif oif missing drop\n"
             "fib daddr oif exists accept", "prerouting")),
-        Item("rt", "routing expressions", "ip", _chain(
-            "rt classid 10 accept\nrt nexthop 192.0.2.1 accept\nrt mtu > 1400 accept",
-            "output")),
+        Item("rt", "routing expressions (nexthop, mtu)", "ip", _chain(
+            "rt nexthop 192.0.2.1 accept\nrt mtu > 1400 accept", "output")),
+        Item("rt_classid", "rt classid (a realm)", "ip", _chain("rt classid 10 accept",
+                                                                "output")),
         Item("socket", "socket expressions", "inet", _chain(
             "socket transparent 1 accept\nsocket mark 0x5 accept\nsocket wildcard 0 accept",
             "prerouting")),

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from nfkit.errors import InputError
 from nfkit.nftables.expressions import (
+    BITWISE_SHIFTS,
     CMP_OPS,
     DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
@@ -38,11 +39,13 @@ from nfkit.nftables.expressions import (
     NAT_PROTO,
     OBJ_TYPES,
     REJECT_TYPES,
+    RT_KEYS,
     SET_ANONYMOUS,
     SET_CONCAT,
     SET_CONSTANT,
     SET_INTERVAL,
     SET_MAP,
+    SOCKET_KEYS,
     T_FIB_TYPE,
     T_HINT32,
     T_INT32,
@@ -499,6 +502,31 @@ class RuleCompiler:
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
             return Operand(out, [T_HINT32], [4])
+        if kind == "socket":
+            sk = SOCKET_KEYS.get(body["key"])
+            if sk is None:
+                raise InputError(f"socket key {body['key']!r} is not supported by nfkit")
+            num, tname, size = sk
+            out.append(EXPRESSIONS["socket"].encode(("key", num), ("dreg", reg)))
+            return Operand(out, [T[tname]], [size])
+        if kind == "rt":
+            fam = body.get("family") or ctx.l3
+            sk = RT_KEYS.get((body["key"], fam)) or RT_KEYS.get((body["key"], None))
+            if sk is None:
+                raise InputError(f"rt {body['key']!r} is not supported by nfkit here (family "
+                                 f"{fam or 'unknown'})")
+            num, tname, size = sk
+            out.append(EXPRESSIONS["rt"].encode(("dreg", reg), ("key", num)))
+            return Operand(out, [T[tname]], [size])
+        if kind in BITWISE_SHIFTS:
+            inner, value = body
+            op = self.load(ctx, inner, out, slot)
+            if type(value) is not int or not 0 <= value < op.size * 8:
+                raise InputError(f"shift {kind} by {value!r}: not a bit count of the value")
+            out.append(EXPRESSIONS["bitwise"].encode(
+                ("sreg", reg), ("dreg", reg), ("len", op.size), ("op", BITWISE_SHIFTS[kind]),
+                ("data", value.to_bytes(4, sys.byteorder))))
+            return Operand(out, op.types, op.sizes)
         if kind == "fib":
             result = FIB_RESULTS[body["result"]]
             flags = body.get("flags", [])
@@ -824,6 +852,45 @@ class RuleCompiler:
 
     def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         out.append(objref(OBJ_TYPES["ct helper"], body))
+
+    def _iface(self, dev: Any) -> bytes:
+        return T["iface_index"].encode(dev, 4)
+
+    def _addr(self, ctx: CompileCtx, fam: str | None, addr: Any) -> tuple[str, bytes]:
+        fam = fam or ctx.l3 or ("ip6" if ":" in str(addr) else "ip")
+        return fam, T["ipv6_addr" if fam == "ip6" else "ipv4_addr"].encode(addr)
+
+    def _st_dup(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        _fam, a = self._addr(ctx, None, body["addr"])
+        out.append(immediate(1, a))
+        parts = [("sreg_addr", 1)]
+        if "dev" in body:
+            out.append(immediate(2, self._iface(body["dev"])))
+            parts.append(("sreg_dev", 2))
+        out.append(EXPRESSIONS["dup"].encode(*parts))
+
+    def _st_fwd(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(immediate(1, self._iface(body["dev"])))
+        parts = [("sreg_dev", 1)]
+        if "addr" in body:
+            fam, a = self._addr(ctx, body.get("family"), body["addr"])
+            out.append(immediate(2, a))
+            parts += [("sreg_addr", 2), ("nfproto", L3_PROTO[fam])]
+        out.append(EXPRESSIONS["fwd"].encode(*parts))
+
+    def _st_tproxy(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        fam = body.get("family") or ctx.l3
+        parts: list[tuple[str, Any]] = [("family", L3_PROTO[fam] if fam else 0)]
+        reg = 1
+        if "addr" in body:
+            fam, a = self._addr(ctx, fam, body["addr"])
+            out.append(immediate(1, a))
+            parts = [("family", L3_PROTO[fam]), ("reg_addr", 1)]
+            reg = 2
+        if "port" in body:
+            out.append(immediate(reg, T["inet_service"].encode(body["port"], 2)))
+            parts.append(("reg_port", reg))
+        out.append(EXPRESSIONS["tproxy"].encode(*parts))
 
     def _st_ct_timeout(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         out.append(objref(OBJ_TYPES["ct timeout"], body))

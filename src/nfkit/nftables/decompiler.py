@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from nfkit.errors import DecodeError, InputError
 from nfkit.netlink.codec import attr_bytes
 from nfkit.netlink.consts import NLA_TYPE_MASK
 from nfkit.nftables.expressions import (
+    BITWISE_SHIFTS,
     CMP_HEAD,
     CMP_NAMES,
     DYNSET_F_EXPR,
@@ -34,8 +36,10 @@ from nfkit.nftables.expressions import (
     LOG_LEVELS,
     NAT_FLAGS,
     OBJ_TYPE_NAMES,
+    RT_KEYS,
     SET_ANONYMOUS,
     SET_INTERVAL,
+    SOCKET_KEYS,
     SYNPROXY_FLAGS,
     SYNPROXY_MSS,
     SYNPROXY_WSCALE,
@@ -345,8 +349,16 @@ class RuleDecoder:
 
     def _x_bitwise(self, a: dict[str, Any]) -> None:
         v = self._get(a["sreg"])
-        if "mask" not in a:
-            raise InputError("shift bitwise not decoded")
+        shift = {n: k for k, n in BITWISE_SHIFTS.items()}.get(a.get("op", 0))
+        if shift is not None and "data" in a:
+            self._resolve_payload(v)
+            if v.left is None or v.mask is not None or v.xor is not None:
+                raise InputError("shift of this value not decoded")
+            n = int.from_bytes(value_of_data(a["data"])[:4], sys.byteorder)
+            self._set(a["dreg"], RegValue({shift: [v.left, n]}, v.types, v.sizes))
+            return
+        if "mask" not in a or a.get("op", 0):
+            raise InputError("bitwise operation not decoded")
         mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
         dreg = a["dreg"]
         if v.payload is not None and v.left is None and not any(xor):
@@ -783,6 +795,55 @@ class RuleDecoder:
             if "counter" in st:
                 st["counter"] = None
         return stmts
+
+    def _x_socket(self, a: dict[str, Any]) -> None:
+        name = {v[0]: k for k, v in SOCKET_KEYS.items()}.get(a["key"])
+        if name is None or set(a) - {"key", "dreg"}:
+            raise _AsRaw
+        _n, tname, size = SOCKET_KEYS[name]
+        self._set(a["dreg"], RegValue({"socket": {"key": name}}, [T[tname]], [size]))
+
+    def _x_rt(self, a: dict[str, Any]) -> None:
+        found = [(k, v) for k, v in RT_KEYS.items() if v[0] == a["key"]]
+        if not found:
+            raise _AsRaw
+        (name, fam), (_n, tname, size) = found[0]
+        left: dict[str, Any] = {"key": name}
+        if fam is not None:
+            left["family"] = fam
+        self._set(a["dreg"], RegValue({"rt": left}, [T[tname]], [size]))
+
+    def _addr_of(self, reg: int) -> str:
+        raw = self._get(reg).imm or b""
+        return ip_text("ip6" if len(raw) == 16 else "ip", raw)
+
+    def _dev_of(self, reg: int) -> Any:
+        return T["iface_index"].decode((self._get(reg).imm or b"")[:4])
+
+    def _x_dup(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"addr": self._addr_of(a["sreg_addr"])}
+        if "sreg_dev" in a:
+            body["dev"] = self._dev_of(a["sreg_dev"])
+        self.out.append({"dup": body})
+
+    def _x_fwd(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"dev": self._dev_of(a["sreg_dev"])}
+        if "sreg_addr" in a:
+            body["addr"] = self._addr_of(a["sreg_addr"])
+            if self.family in ("inet", "netdev", "bridge"):
+                body["family"] = {2: "ip", 10: "ip6"}.get(a.get("nfproto", 0), "ip")
+        self.out.append({"fwd": body})
+
+    def _x_tproxy(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {}
+        fam = {2: "ip", 10: "ip6"}.get(a.get("family", 0))
+        if fam and self.family == "inet":
+            body["family"] = fam
+        if "reg_addr" in a:
+            body["addr"] = self._addr_of(a["reg_addr"])
+        if "reg_port" in a:
+            body["port"] = int.from_bytes((self._get(a["reg_port"]).imm or b"")[:2], "big")
+        self.out.append({"tproxy": body})
 
     def _x_synproxy(self, a: dict[str, Any]) -> None:
         self.out.append({"synproxy": synproxy_body(a)})

@@ -45,7 +45,7 @@ A = {t: nums(t) for t in (
     "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
     "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
     "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper", "ct_timeout",
-    "ct_expect", "synproxy",
+    "ct_expect", "synproxy", "socket", "dup", "fwd", "tproxy",
 )}
 
 # Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
@@ -72,6 +72,13 @@ CT_TIMEOUT_STATES = {
     "udp": {"unreplied": 30, "replied": 120},
 }
 L4_NUMS = {"tcp": 6, "udp": 17}
+BITWISE_SHIFTS = {"<<": 1, ">>": 2}  # NFT_BITWISE_LSHIFT, NFT_BITWISE_RSHIFT
+# socket keys: JSON key -> (NFT_SOCKET_*, datatype, bytes the kernel writes)
+SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),
+               "wildcard": (2, "integer", 1)}
+# rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes); classid (a realm) is not done
+RT_KEYS = {("nexthop", "ip"): (1, "ipv4_addr", 4), ("nexthop", "ip6"): (2, "ipv6_addr", 16),
+           ("mtu", None): (3, "hinteger", 2)}
 L3_NUMS = {"ip": 2, "ip6": 10, "inet": 1}
 OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 
@@ -259,7 +266,7 @@ EXPRESSIONS = {name: KernelExpr(name) for name in (
     "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
     "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
     "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
-    "synproxy",
+    "synproxy", "socket", "dup", "fwd", "tproxy",
 )}
 
 

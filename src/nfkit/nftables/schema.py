@@ -57,6 +57,9 @@ STATEMENTS: dict[str, tuple[bool, bool, dict[str, str]]] = {
     "map": (False, False, {"op": STRING, "elem": VALUE, "data": VALUE, "map": SETREF,
                            "stmt": STMTS}),
     "queue": (True, False, {"num": VALUE, "flags": FLAGS}),
+    "dup": (False, False, {"addr": VALUE, "dev": STRING}),
+    "fwd": (False, False, {"dev": STRING, "addr": VALUE, "family": STRING}),
+    "tproxy": (False, False, {"family": STRING, "addr": VALUE, "port": VALUE}),
     "snpt": (False, False, {"prefix": STRING, "to": STRING}),
     "dnpt": (False, False, {"prefix": STRING, "to": STRING}),
 }
@@ -64,7 +67,7 @@ STATEMENTS: dict[str, tuple[bool, bool, dict[str, str]]] = {
 # Keys a statement must carry (the compiler has no default for them).
 REQUIRED: dict[str, tuple[str, ...]] = {
     "match": ("left", "right"), "vmap": ("key", "data"), "limit": ("rate",), "quota": ("val",),
-    "ct count": ("val",), "mangle": ("key", "value"), "set": ("op", "elem", "set"),
+    "ct count": ("val",), "mangle": ("key", "value"), "dup": ("addr",), "fwd": ("dev",), "set": ("op", "elem", "set"),
     "map": ("op", "elem", "data", "map"), "jump": ("target",), "goto": ("target",),
 }
 
@@ -81,8 +84,10 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "symhash": {"mod": INT, "offset": INT},
     "fib": {"result": STRING, "flags": FLAGS},
     "map": {"key": EXPR, "data": VALUE},
+    "socket": {"key": STRING},
+    "rt": {"key": STRING, "family": STRING},
 }
-_LIST_EXPRESSIONS = ("concat", "&", "|", "^")
+_LIST_EXPRESSIONS = ("concat", "&", "|", "^", "<<", ">>")
 _VERDICTS = ("accept", "drop", "continue", "return")
 # Dict forms of a value besides expressions: key -> (role of its body).
 _ELEM_KEYS = {"val": VALUE, "timeout": INT, "expires": INT, "comment": STRING,

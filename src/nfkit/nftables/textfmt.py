@@ -31,7 +31,7 @@ _UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
 _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "ibrname"}}, {"meta": {"key": "obrname"}},
                  {"ct": {"key": "helper"}})
-_HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}})
+_HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
 
 
 def _typed(left: Any, v: Any) -> str:
@@ -105,6 +105,12 @@ def expr(e: Any) -> str:
         return " ".join(parts)
     if k == "concat":
         return " . ".join(expr(x) for x in b)
+    if k in ("<<", ">>"):
+        return f"{expr(b[0])} {k} {b[1]}"
+    if k == "socket":
+        return f"socket {b['key']}"
+    if k == "rt":
+        return f"rt {b['family']} {b['key']}" if "family" in b else f"rt {b['key']}"
     if k in ("&", "|", "^"):
         return f"{expr(b[0])} {k} {_typed(_innermost(b[0]), b[1])}"
     if k == "map":
@@ -133,6 +139,20 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         return f"{k} name {json.dumps(b)}"
     if k in ("ct helper", "ct timeout", "ct expectation") and isinstance(b, str):
         return f"{k} set {json.dumps(b)}"
+    if k == "dup":
+        dev = f" device {json.dumps(b['dev'])}" if "dev" in b else ""
+        return f"dup to {value(b['addr'])}{dev}"
+    if k == "fwd":
+        if "addr" in b:
+            return f"fwd {b.get('family', 'ip')} to {value(b['addr'])} device {json.dumps(b['dev'])}"
+        return f"fwd to {json.dumps(b['dev'])}"
+    if k == "tproxy":
+        fam = f" {b['family']}" if "family" in b else ""
+        where = value(b["addr"]) if "addr" in b else ""
+        if ":" in where and "port" in b:
+            where = f"[{where}]"
+        port = f":{b['port']}" if "port" in b else ""
+        return f"tproxy{fam} to {where}{port}"
     if k == "synproxy":
         if isinstance(b, str):
             return f"synproxy name {json.dumps(b)}"
@@ -386,7 +406,8 @@ def to_text(rs: Ruleset) -> str:
             first = False
             lines.append(f"\tchain {c.name} {{")
             if c.hook:
-                dev = f" device {json.dumps(c.dev)}" if isinstance(c.dev, str) else ""
+                devs = [c.dev] if isinstance(c.dev, str) else c.dev or []
+                dev = f" device {json.dumps(devs[0])}" if len(devs) == 1 else ""
                 lines.append(f"\t\ttype {c.type} hook {c.hook}{dev} priority {_prio(c)}; "
                              f"policy {c.policy};")
             for r in rs.rules:
