@@ -85,6 +85,10 @@ CATALOGUE: list[list[dict[str, Any]]] = [
     [{"tproxy": {"addr": "192.0.2.1", "port": 80}}],
     [{"synproxy": {"mss": 1460, "wscale": 7, "flags": ["timestamp"]}}],
     [{"ct timeout": "tt"}, {"ct expectation": "e"}, {"synproxy": "sp"}],
+    [{"match": {"op": "==", "left": {"ip option": {"name": "rr", "field": "ptr"}}, "right": 4}}],
+    [{"match": {"op": "==", "left": {"tcp option": {"name": "sack-perm"}}, "right": True}}],
+    [{"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": 1360}}],
+    [{"ct helper": {"map": {"key": DPORT, "data": {"set": [[21, "ftp"]]}}}}],
 ]
 
 

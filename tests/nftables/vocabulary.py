@@ -55,6 +55,9 @@ GROUPS: dict[str, list[Item]] = {
             "dnat to tcp dport map { 80 : 192.0.2.1, 81 : 192.0.2.2 }", **NAT_PRE)),
         Item("dnat_concat_map", "dnat to address . port from an anonymous map", "ip", _chain(
             "dnat ip to tcp dport map { 80 : 192.0.2.1 . 8080 }", **NAT_PRE)),
+        Item("dnat_two_maps", "dnat address and port from two anonymous maps", "ip", _chain(
+            "dnat to tcp dport map { 1000 : 192.0.2.1, 2000 : 192.0.2.2 } : tcp dport map "
+            "{ 1000 : 1234, 2000 : 2345 }", **NAT_PRE)),
         Item("masq", "masquerade, with port range and flags", "ip", _chain(
             "masquerade\nmeta l4proto tcp masquerade to :1024-2048 random,persistent",
             **NAT_POST)),
@@ -127,8 +130,11 @@ GROUPS: dict[str, list[Item]] = {
             " echo-request } accept")),
     ],
     "headers": [
-        Item("exthdr", "ip6 extension headers", "ip6", _chain(
-            "exthdr frag exists drop\nfrag more-fragments 1 drop\nrt type 0 drop")),
+        Item("exthdr", "ip6 extension headers (exists, byte fields)", "inet", _chain(
+            "exthdr frag exists drop\nrt type 0 drop\nhbh nexthdr 6 drop\n"
+            "exthdr dst missing accept")),
+        Item("exthdr_bits", "ip6 extension header bit fields", "ip6", _chain(
+            "frag more-fragments 1 drop")),
         Item("tcp_option", "tcp options", "inet", _chain(
             "tcp option maxseg size 1400 accept\ntcp option sack-perm exists accept")),
         Item("tcp_option_set", "tcp option maxseg size set", "inet", _chain(

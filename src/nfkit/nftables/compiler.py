@@ -27,6 +27,9 @@ from nfkit.nftables.expressions import (
     DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
+    EXTHDR_F_PRESENT,
+    EXTHDR_FIELDS,
+    EXTHDR_OPS,
     FIB_F_PRESENT,
     FIB_FLAGS,
     FIB_RESULTS,
@@ -45,6 +48,7 @@ from nfkit.nftables.expressions import (
     SET_CONSTANT,
     SET_INTERVAL,
     SET_MAP,
+    SET_OBJECT,
     SOCKET_KEYS,
     T_FIB_TYPE,
     T_HINT32,
@@ -124,6 +128,7 @@ class AnonSet:
     data_type: int = 0
     data_len: int = 0
     count: int = 0
+    obj_type: int = 0  # an object map (NFT_SET_OBJECT): its elements' data are object names
 
     @property
     def key_len(self) -> int:
@@ -502,6 +507,8 @@ class RuleCompiler:
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
             return Operand(out, [T_HINT32], [4])
+        if kind in EXTHDR_OPS:
+            return self._exthdr(ctx, kind, body, out, reg, present)
         if kind == "socket":
             sk = SOCKET_KEYS.get(body["key"])
             if sk is None:
@@ -544,6 +551,36 @@ class RuleCompiler:
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
             return Operand(out, [dt], [dt.size])
         raise InputError(f"unknown expression {kind!r}")
+
+    def _exthdr(self, ctx: CompileCtx, kind: str, body: dict[str, Any], out: list[bytes],
+                reg: int, present: bool = False, sreg: int | None = None) -> Operand:
+        """An extension header or option field (or, with ``present``, whether it is there)
+        loaded into ``reg``, or written from ``sreg``."""
+        op_code, dep = EXTHDR_OPS[kind]
+        spec = EXTHDR_FIELDS.get((kind, body["name"]))
+        if spec is None:
+            raise InputError(f"{kind} {body['name']!r} is not supported by nfkit")
+        htype, fields = spec
+        field = body.get("field")
+        if present and field is not None or not present and field is None:
+            raise InputError(f"{kind} {body['name']}: a field is compared, a header or "
+                             "option without one is tested with true/false (exists/missing)")
+        boff, blen, tname = (0, 8, "boolean") if present else fields.get(str(field), (-1, 0, ""))
+        if boff < 0:
+            raise InputError(f"{kind} {body['name']} field {field!r} is not supported by nfkit")
+        if boff % 8 or blen % 8:
+            raise InputError(f"{kind} {body['name']} {field}: sub-byte fields are not "
+                             "supported by nfkit")
+        if dep is not None:
+            self._dep(ctx, dep, out)
+        parts: list[tuple[str, Any]] = [("sreg", sreg) if sreg is not None else ("dreg", reg),
+                                        ("type", htype), ("offset", boff // 8),
+                                        ("len", blen // 8)]
+        if present:
+            parts.append(("flags", EXTHDR_F_PRESENT))
+        parts.append(("op", op_code))
+        out.append(EXPRESSIONS["exthdr"].encode(*parts))
+        return Operand(out, [T[tname]], [blen // 8])
 
     def _anon_map(self, ctx: CompileCtx, op: Operand, items: Any, dts: list[Datatype],
                   out: list[bytes], reg: int) -> Operand:
@@ -621,6 +658,14 @@ class RuleCompiler:
         left, right = body["left"], body["right"]
         # Explicit protocol matches are dependencies already satisfied.
         self._last_slot = None
+        if isinstance(right, bool) and isinstance(left, dict) and len(left) == 1 and \
+                next(iter(left)) in EXTHDR_OPS:
+            # `exthdr frag exists`, `tcp option sack-perm exists`: NFT_EXTHDR_F_PRESENT.
+            if opname not in ("==", "!="):
+                raise InputError(f"operator {opname!r} on exists/missing")
+            self.load(ctx, left, out, present=True)
+            out.append(cmp(1, CMP_OPS[opname], bytes((int(right),))))
+            return
         if isinstance(right, bool) and isinstance(left, dict) and "fib" in left:
             # `fib daddr oif exists|missing`: the fib expression answers whether the
             # route exists (NFTA_FIB_F_PRESENT): a 32-bit register in host order, 0 or 1.
@@ -851,6 +896,22 @@ class RuleCompiler:
                         ("flags", 1 if body.get("inv") else 0)))
 
     def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        if isinstance(body, dict):  # ct helper set tcp dport map { 21 : "ftp" }
+            m: dict[str, Any] = body.get("map") if len(body) == 1 else None  # type: ignore[assignment]
+            items = m["data"].get("set") if isinstance(m, dict) and isinstance(
+                m.get("data"), dict) else None
+            if m is None or not isinstance(items, list) or not all(
+                    isinstance(i, list) and len(i) == 2 and isinstance(i[1], str) for i in items):
+                raise InputError("ct helper set: expected a helper name or a map of names "
+                                 "({\"map\": {\"key\": ..., \"data\": {\"set\": [[k, name]]}}})")
+            op = self.load(ctx, m["key"], out)
+            s = self._anon_set(ctx, op, [k for k, _n in items],
+                               [n.encode() for _k, n in items])
+            s.flags = (s.flags & ~SET_MAP) | SET_OBJECT
+            s.obj_type = OBJ_TYPES["ct helper"]
+            out.append(EXPRESSIONS["objref"].encode(("set_sreg", 1), ("set_name", "__set%d"),
+                                                    ("set_id", s.set_id)))
+            return
         out.append(objref(OBJ_TYPES["ct helper"], body))
 
     def _iface(self, dev: Any) -> bytes:
@@ -1012,7 +1073,13 @@ class RuleCompiler:
                 reg = 2 if dt.size == 4 else 2
         elif fam is not None:
             parts.append(("family", L3_PROTO[fam]))
-        if port is not None:
+        if isinstance(port, dict) and "map" in port:
+            # dnat to tcp dport map { 1000 : 1.1.1.1 } : tcp dport map { 1000 : 1234 }
+            self.load(ctx, port, out, 4 * (reg - 1) if reg <= 4 else reg - 8,
+                      data_types=[T["inet_service"]])
+            parts += [("reg_proto_min", reg), ("reg_proto_max", reg)]
+            flags |= NAT_PROTO
+        elif port is not None:
             plo, phi = self._ports(port)
             out.append(immediate(reg, plo))
             if phi != plo:
@@ -1074,12 +1141,19 @@ class RuleCompiler:
     def _st_mangle(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
         key, value = body["key"], body["value"]
         (kind, kb), = key.items()
+        if kind == "tcp option":  # tcp option maxseg size set 1360: an exthdr write
+            probe = self._exthdr(ctx, kind, kb, [], 1)
+            if not isinstance(value, int):
+                raise InputError(f"tcp option set: {value!r} is not a number")
+            out.append(immediate(1, self.encode_value(probe.dt, probe.size, value)))
+            self._exthdr(ctx, kind, kb, out, 1, sreg=1)
+            return
         if kind == "meta":
             num, tname, size = META[kb["key"]]
         elif kind == "ct":
             num, tname, size = CT[kb["key"]]
         else:
-            raise InputError(f"cannot set {kind} (only meta and ct keys)")
+            raise InputError(f"cannot set {kind} (only meta, ct keys and tcp options)")
         dt = T[tname]
         if isinstance(value, dict):
             self.load(ctx, value, out)

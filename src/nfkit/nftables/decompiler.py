@@ -27,6 +27,9 @@ from nfkit.nftables.expressions import (
     DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
+    EXTHDR_F_PRESENT,
+    EXTHDR_FIELDS,
+    EXTHDR_OPS,
     FIB_F_PRESENT,
     FIB_FLAGS,
     FIB_RESULT_NAMES,
@@ -644,6 +647,15 @@ class RuleDecoder:
         self.out.append({"ct count": body})
 
     def _x_objref(self, a: dict[str, Any]) -> None:
+        if "set_sreg" in a:  # ct helper set tcp dport map { 21 : "ftp" }
+            s = self.sets.get(a["set_name"]) or self.sets.get(f"id:{a.get('set_id')}")
+            if s is None or not s.anonymous:
+                raise _AsRaw
+            left = self._get(a["set_sreg"])
+            self._resolve_payload(left)
+            self.out.append({"ct helper": {"map": {"key": left.left,
+                                                   "data": {"set": render_elements(s)}}}})
+            return
         kind = OBJ_TYPE_NAMES[a["imm_type"]]
         self.out.append({kind: a["imm_name"]})
 
@@ -731,7 +743,13 @@ class RuleDecoder:
         self.out.append({ntype: body or None})
 
     def _port(self, a: dict[str, Any]) -> Any:
-        lo = self._get(a["reg_proto_min"]).imm or b"\0\0"
+        v = self._get(a["reg_proto_min"])
+        if v.imm is None:  # a port from a map lookup (dnat ... : tcp dport map {...})
+            if v.left is None or a.get("reg_proto_max", a["reg_proto_min"]) != \
+                    a["reg_proto_min"]:
+                raise InputError("nat port register not decoded")
+            return v.left
+        lo = v.imm or b"\0\0"
         hi = self._get(a["reg_proto_max"]).imm if "reg_proto_max" in a else lo
         plo, phi = int.from_bytes(lo[:2], "big"), int.from_bytes((hi or lo)[:2], "big")
         return plo if plo == phi else {"range": [plo, phi]}
@@ -795,6 +813,36 @@ class RuleDecoder:
             if "counter" in st:
                 st["counter"] = None
         return stmts
+
+    def _x_exthdr(self, a: dict[str, Any]) -> None:
+        op = a.get("op", 0)
+        kinds = [k for k, (code, _dep) in EXTHDR_OPS.items() if code == op]
+        flags = a.get("flags", 0)
+        if not kinds or flags & ~EXTHDR_F_PRESENT:
+            raise _AsRaw
+        kind = kinds[0]
+        name = next((n for (k, n), (t, _f) in EXTHDR_FIELDS.items()
+                     if k == kind and t == a["type"]), None)
+        if name is None:
+            raise _AsRaw
+        fields = EXTHDR_FIELDS[(kind, name)][1]
+        dep = EXTHDR_OPS[kind][1]
+        if dep is not None and self.family in ("inet", "bridge", "netdev"):
+            self._kill_dep(dep)
+        if flags & EXTHDR_F_PRESENT:
+            self._set(a["dreg"], RegValue({kind: {"name": name}}, [T_FIB_PRESENT], [1]))
+            return
+        field = next((f for f, (boff, blen, _t) in fields.items()
+                      if boff == a["offset"] * 8 and blen == a["len"] * 8), None)
+        if field is None:
+            raise _AsRaw
+        tname = fields[field][2]
+        left = {kind: {"name": name, "field": field}}
+        if "sreg" in a:
+            v = self._get(a["sreg"])
+            self.out.append({"mangle": {"key": left, "value": self._set_value(v, T[tname])}})
+            return
+        self._set(a["dreg"], RegValue(left, [T[tname]], [a["len"]]))
 
     def _x_socket(self, a: dict[str, Any]) -> None:
         name = {v[0]: k for k, v in SOCKET_KEYS.items()}.get(a["key"])

@@ -72,6 +72,38 @@ CT_TIMEOUT_STATES = {
     "udp": {"unreplied": 30, "replied": 120},
 }
 L4_NUMS = {"tcp": 6, "udp": 17}
+# Extension headers and options (the exthdr expression): JSON kind -> (NFT_EXTHDR_OP_*,
+# the layer-3 protocol it depends on), and (kind, name) -> (header or option type,
+# {field: (bit offset, bit length, datatype)}); nfkit encodes byte-aligned fields and
+# `exists` (NFT_EXTHDR_F_PRESENT).
+EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip")}
+_NH, _LEN = ("nexthdr", (0, 8, "inet_proto")), ("hdrlength", (8, 8, "integer"))
+_KIND, _OLEN = ("kind", (0, 8, "integer")), ("length", (8, 8, "integer"))
+_IPOPT = {"type": (0, 8, "integer"), "length": (8, 8, "integer"), "ptr": (16, 8, "integer"),
+          "addr": (24, 32, "ipv4_addr")}
+EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]] = {
+    ("exthdr", "hbh"): (0, dict([_NH, _LEN])),
+    ("exthdr", "rt"): (43, dict([_NH, _LEN, ("type", (16, 8, "integer")),
+                                 ("seg-left", (24, 8, "integer"))])),
+    ("exthdr", "frag"): (44, dict([_NH, ("reserved", (8, 8, "integer")),
+                                   ("id", (32, 32, "integer"))])),
+    ("exthdr", "dst"): (60, dict([_NH, _LEN])),
+    ("exthdr", "mh"): (135, dict([_NH, _LEN, ("type", (16, 8, "integer")),
+                                  ("reserved", (24, 8, "integer")),
+                                  ("checksum", (32, 16, "integer"))])),
+    ("tcp option", "eol"): (0, dict([_KIND])),
+    ("tcp option", "nop"): (1, dict([_KIND])),
+    ("tcp option", "maxseg"): (2, dict([_KIND, _OLEN, ("size", (16, 16, "integer"))])),
+    ("tcp option", "window"): (3, dict([_KIND, _OLEN, ("count", (16, 8, "integer"))])),
+    ("tcp option", "sack-perm"): (4, dict([_KIND, _OLEN])),
+    ("tcp option", "timestamp"): (8, dict([_KIND, _OLEN, ("tsval", (16, 32, "integer")),
+                                           ("tsecr", (48, 32, "integer"))])),
+    ("ip option", "lsrr"): (131, _IPOPT), ("ip option", "rr"): (7, _IPOPT),
+    ("ip option", "ssrr"): (137, _IPOPT),
+    ("ip option", "ra"): (148, {"type": (0, 8, "integer"), "length": (8, 8, "integer"),
+                                "value": (16, 16, "integer")}),
+}
+EXTHDR_F_PRESENT = 1
 BITWISE_SHIFTS = {"<<": 1, ">>": 2}  # NFT_BITWISE_LSHIFT, NFT_BITWISE_RSHIFT
 # socket keys: JSON key -> (NFT_SOCKET_*, datatype, bytes the kernel writes)
 SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),

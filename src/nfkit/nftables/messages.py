@@ -365,6 +365,8 @@ class Encoder:
                 + be32(a["key_len"], s.key_len))
         if s.flags & SET_MAP:
             body += be32(a["data_type"], s.data_type) + be32(a["data_len"], s.data_len)
+        if s.obj_type:
+            body += be32(a["obj_type"], s.obj_type)
         body += be32(a["id"], s.set_id)
         body += attr_bytes(a["userdata"], set_userdata(s.key_types, None))
         desc = be32(A["set_desc"]["size"], s.count)
@@ -375,11 +377,14 @@ class Encoder:
         self.batch.raw(body)
         self.batch.end()
         self._elements(family, table, "__set%d", s.set_id, s.elements,
-                       f"elements of anonymous set of {what}")
+                       f"elements of anonymous set of {what}", objref=bool(s.obj_type))
 
     def _elements(self, family: str, table: str, name: str, set_id: int | None,
                   elements: list[tuple[bytes, bytes | None, int, bytes | None]], what: str,
-                  delete: bool = False, extra: list[bytes] | None = None) -> None:
+                  delete: bool = False, extra: list[bytes] | None = None,
+                  objref: bool = False) -> None:
+        """NEWSETELEM (or DELSETELEM) messages; with ``objref`` the elements' data are the
+        names of the objects they map to (NFTA_SET_ELEM_OBJREF)."""
         a = A["set_elem_list"]
         e = A["set_elem"]
         head = string(a["table"], table) + string(a["set"], name)
@@ -393,7 +398,9 @@ class Encoder:
                 body += nest(e["key_end"], attr_bytes(1, key_end))
             if flags:
                 body += be32(e["flags"], flags)
-            if data is not None:
+            if data is not None and objref:
+                body += string(e["objref"], data.decode())
+            elif data is not None:
                 if data[:2] and data[2:4] == b"\x02\x80":  # already a verdict nest
                     body += nest(e["data"], data)
                 else:
@@ -810,6 +817,8 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
                         parts.append(dt.decode(raw[pos:pos + dt.size]))
                         pos += reg_size(dt.size)
                     data = {"concat": parts}
+        if e["objref"] in el:  # an object map's element: the object's name
+            data = _s(el[e["objref"]])
         extra: dict[str, Any] = {}
         if e["timeout"] in el:
             extra["timeout"] = get_be64(el[e["timeout"]]) // 1000

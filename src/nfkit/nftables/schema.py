@@ -21,8 +21,8 @@ from typing import Any
 from nfkit.errors import InputError
 
 # Roles of a key: what its value must be.
-EXPR, VALUE, SCALAR, INT, STRING, FLAGS, STMTS, BOOL, SETREF = (
-    "expr", "value", "scalar", "int", "string", "flags", "stmts", "bool", "setref")
+EXPR, VALUE, SCALAR, INT, STRING, FLAGS, STMTS, BOOL, SETREF, MAPBODY = (
+    "expr", "value", "scalar", "int", "string", "flags", "stmts", "bool", "setref", "mapbody")
 
 # Statement kind -> (body may be null, body may be a string (a named object), {key: role}).
 STATEMENTS: dict[str, tuple[bool, bool, dict[str, str]]] = {
@@ -40,7 +40,7 @@ STATEMENTS: dict[str, tuple[bool, bool, dict[str, str]]] = {
     "quota": (False, True, {"val": INT, "val_unit": STRING, "used": INT, "used_unit": STRING,
                             "inv": BOOL}),
     "ct count": (False, False, {"val": INT, "inv": BOOL}),
-    "ct helper": (False, True, {}),
+    "ct helper": (False, True, {"map": MAPBODY}),
     "ct timeout": (False, True, {}),
     "ct expectation": (False, True, {}),
     "synproxy": (True, True, {"mss": INT, "wscale": INT, "flags": FLAGS}),
@@ -85,6 +85,9 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "fib": {"result": STRING, "flags": FLAGS},
     "map": {"key": EXPR, "data": VALUE},
     "socket": {"key": STRING},
+    "exthdr": {"name": STRING, "field": STRING},
+    "tcp option": {"name": STRING, "field": STRING},
+    "ip option": {"name": STRING, "field": STRING},
     "rt": {"key": STRING, "family": STRING},
 }
 _LIST_EXPRESSIONS = ("concat", "&", "|", "^", "<<", ">>")
@@ -133,6 +136,8 @@ def _role(what: str, key: str, role: str, v: Any) -> None:
     where = f"{what} key {key!r}"
     if role == EXPR:
         check_expression(v, where)
+    elif role == MAPBODY:  # the body of a map expression (ct helper set ... map {...})
+        check_expression({"map": v}, where)
     elif role == VALUE:
         check_value(v, where)
     elif role == STMTS:

@@ -109,6 +109,11 @@ def expr(e: Any) -> str:
         return f"{expr(b[0])} {k} {b[1]}"
     if k == "socket":
         return f"socket {b['key']}"
+    if k in ("exthdr", "tcp option", "ip option"):
+        head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option "}[k]
+        if "field" not in b:
+            return f"{'exthdr ' if k == 'exthdr' else head}{b['name']}"
+        return f"{head}{b['name']} {b['field']}"
     if k == "rt":
         return f"rt {b['family']} {b['key']}" if "family" in b else f"rt {b['key']}"
     if k in ("&", "|", "^"):
@@ -139,6 +144,10 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         return f"{k} name {json.dumps(b)}"
     if k in ("ct helper", "ct timeout", "ct expectation") and isinstance(b, str):
         return f"{k} set {json.dumps(b)}"
+    if k == "ct helper" and isinstance(b, dict) and "map" in b:
+        m = b["map"]
+        items = ", ".join(f"{value(kk)} : {json.dumps(n)}" for kk, n in m["data"]["set"])
+        return f"ct helper set {expr(m['key'])} map {{ {items} }}"
     if k == "dup":
         dev = f" device {json.dumps(b['dev'])}" if "dev" in b else ""
         return f"dup to {value(b['addr'])}{dev}"
