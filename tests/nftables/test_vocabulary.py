@@ -38,8 +38,7 @@ from nfkit.nftables.messages import Encoder
 from nfkit.nftables.nfttext import load_nft
 
 from ..conftest import require_kernel
-from .conftest import NFKIT, strip
-from .test_conformance import _fill_nft_gaps
+from .conftest import NFKIT, fill_nft_gaps, strip
 from .vocabulary import GROUPS, Item, table_name, table_text
 
 pytestmark = pytest.mark.kernel
@@ -151,7 +150,7 @@ def test_group(group: str, pair: tuple[Namespace, Namespace], tmp_path: Path) ->
         name = table_name(item)
         r = results[item.id]
         # nft 1.0.6 leaves out a set's "dynamic" flag and a netdev chain's device.
-        mine = _fill_nft_gaps(ours_json.get(name, []), nft_tables[name])
+        mine = fill_nft_gaps(ours_json.get(name, []), nft_tables[name])
         r["list"] = "equal" if mine == nft_tables[name] else \
             "raw" if "nfkit-raw" in json.dumps(mine) else "differs"
         r["listtext"] = "equal" if ours_text.get(name) == nft_text[name] else \

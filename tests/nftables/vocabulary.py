@@ -77,6 +77,10 @@ GROUPS: dict[str, list[Item]] = {
         Item("dynset_concat", "set update keyed by a concatenation", "ip",
              "set m { type ipv4_addr . inet_service; flags dynamic; }\n"
              + _chain("add @m { ip saddr . tcp dport counter }")),
+        Item("set_comments", "set and element comments", "ip",
+             'set s { type ipv4_addr; comment "blocked hosts"; '
+             'elements = { 192.0.2.1 comment "one", 192.0.2.2 } }\n'
+             + _chain("ip saddr @s drop")),
         Item("set_elem_counter", "set elements with counters", "ip",
              "set s { type ipv4_addr; counter; elements = { 192.0.2.1 } }\n"
              + _chain("ip saddr @s accept")),

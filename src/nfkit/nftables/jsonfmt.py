@@ -272,6 +272,8 @@ def set_json(s: Set) -> dict[str, Any]:
                          "type": s.type, "handle": s.handle}
     if s.map is not None:
         d["map"] = s.map
+    if s.comment is not None:
+        d["comment"] = s.comment
     if s.policy:
         d["policy"] = s.policy
     if s.flags:

@@ -116,12 +116,22 @@ def _byteorder(t: Datatype) -> int:
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
 
-def set_userdata(types: list[Datatype], data: Datatype | None) -> bytes:
-    """nft's set user data (key and data byte order), which nft needs to print elements."""
+SET_UDATA_COMMENT = 7  # NFTNL_UDATA_SET_COMMENT
+
+
+def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | None = None
+                 ) -> bytes:
+    """nft's set user data (key and data byte order, which nft needs to print elements;
+    the set's comment)."""
     key = _byteorder(types[0]) if len(types) == 1 else 2
     out = bytes((0, 4)) + key.to_bytes(4, "little")
     if data is not None:
         out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
+    if comment is not None:
+        c = str(comment).encode() + b"\0"
+        if len(c) > 128:
+            raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
+        out += bytes((SET_UDATA_COMMENT, len(c))) + c
     return out
 
 
@@ -463,7 +473,7 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
-        body += attr_bytes(a["userdata"], set_userdata(types, _dt))
+        body += attr_bytes(a["userdata"], set_userdata(types, _dt, s.comment))
         if s.stmt:
             exprs = self._set_stmt_exprs(s, s.stmt)
             if len(exprs) == 1:
@@ -787,6 +797,13 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         stmts = RuleDecoder(fam).decode(parse_exprs(attrs[a["expressions"]]))
     if stmts:
         s.stmt = [{k: None} if k == "counter" else {k: v} for st in stmts for k, v in st.items()]
+    ud = attrs.get(a["userdata"], b"")
+    pos = 0
+    while pos + 2 <= len(ud):  # TLVs: type, length, value
+        t, ln = ud[pos], ud[pos + 1]
+        if t == SET_UDATA_COMMENT:
+            s.comment = bytes(ud[pos + 2:pos + 2 + ln]).split(b"\0", 1)[0].decode()
+        pos += 2 + ln
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
     return s, view
 

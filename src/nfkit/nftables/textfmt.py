@@ -400,6 +400,8 @@ def to_text(rs: Ruleset) -> str:
                 lines.append(f"\t\ttimeout {duration(int(s.timeout))}")
             for st in s.stmt or ():
                 lines.append("\t\t" + ("counter" if st == {"counter": None} else statement(st)))
+            if s.comment is not None:
+                lines.append(f"\t\tcomment {json.dumps(s.comment)}")
             if s.elem:
                 kt = {"meta": {"key": "mark"}} if s.type == "mark" else None
                 vt = {"meta": {"key": "mark"}} if s.map == "mark" else None
