@@ -12,8 +12,12 @@ APT_TEST := iproute2 iputils-ping nftables conntrack iptables linux-libc-dev \
 	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux conntrackd
 # nfgrep signature tests (psql and a PostgreSQL server of its own)
 APT_TEST += postgresql-client postgresql mariadb-server dovecot-imapd dovecot-pop3d
+# ctguard's spoofed SYN flood test
+APT_TEST += hping3
 # Debian packages only the benchmarks need.
 APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
+# bench/nfgrep-ebpf, bench/nat66: bulk TCP through a router or firewall namespace
+APT_BENCH += iperf3
 
 .PHONY: setup demo test bench clean
 

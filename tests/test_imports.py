@@ -161,6 +161,7 @@ NFTABLES_LAYERS = [
     ["messages"],                             # model <-> NEW*/DEL* messages
     ["bulkjson"],                             # big JSON files, read as templates
     ["nfttext"],                              # nft's own text in, as JSON commands
+    ["elements"],                             # set elements in nft's syntax, read in bulk
     ["listtext"],                             # big listings, printed from templates
     ["listing"],                              # GET* dumps, exists
     ["commits"],                              # batches sent, single-rule changes

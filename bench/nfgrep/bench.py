@@ -1,4 +1,4 @@
-"""bench/nfgrep: `nfkit nfgrep classify` vs nDPI's ndpiReader on real mixed traffic.
+"""bench/nfgrep: `nfkit nfgrep classify` vs nDPI's ndpiReader and NFStream on real mixed traffic.
 
 1. Builds (once; cached under /var/cache/nfkit-bench/nfgrep) a capture of
    traffic made by real programs in a namespace lab: bulk HTTP and TLS
@@ -9,13 +9,19 @@
 2. Ground truth comes from how the traffic was made: every server program
    listens on its own port, so the server port of a flow says what it is
    (FTP data: vsftpd's passive range; port 443: random bytes, i.e. unknown).
-3. Runs nfkit, ndpiReader and ndpiReader -d (no port guessing) on the same
-   file, several times each; prints medians of wall time, packets/s, flows/s,
-   the flows each got right, and memory per tracked flow at 1,000,000 flows
-   (FlowTable vs the conventional two-tuple table, tracemalloc).
+3. Repeats that capture ``--copies`` times into a larger one (cached too):
+   copy k moves the client to 192.0.2.(2+k) / 2001:db8::(2+k) (in the
+   headers and in FTP PORT/EPRT text, same length) and later in time, so
+   every copy's flows are new flows to every tool.
+4. Runs nfkit, ndpiReader, ndpiReader -d (no port guessing) and NFStream
+   (nDPI through cffi, one meter process: the others are single-threaded too)
+   on the same file, ``--runs`` times each, interleaved; prints medians of wall
+   time, packets/s, flows/s, the ratios, the flows each got right, and memory
+   per tracked flow at 1,000,000 flows (FlowTable vs the conventional
+   two-tuple table, tracemalloc).  The machine is shared: figures are noisy.
 
-Options: --runs N (default 3), --rebuild, --flows N (memory test, default 1e6),
---skip-memory.
+Options: --runs N (default 3), --copies N (default 4, at most 8), --rebuild,
+--flows N (memory test, default 1e6), --skip-memory, --skip-nfstream.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nfkit.nfgrep.capture import CaptureReader, decode
@@ -53,11 +60,19 @@ FTP_DATA = range(40000, 40101)
 NDPI = {"HTTP": "http", "TLS": "tls", "SSH": "ssh", "DNS": "dns", "Redis": "redis",
         "MQTT": "mqtt", "SMTP": "smtp", "POP3": "pop3", "IMAP": "imap", "FTP_CONTROL": "ftp",
         "FTP_DATA": "ftp-data", "HTTP_Connect": "http-connect", "WebSocket": "websocket",
-        "PostgreSQL": "postgresql", "MySQL": "mysql"}
+        "PostgreSQL": "postgresql", "MySQL": "mysql", "RESP": "redis"}
 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the finished children so far (the steadier figure here)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 # -- building the capture ---------------------------------------------------------
@@ -126,6 +141,54 @@ def build(path: Path) -> None:
             shutil.copy(cap, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def repeat(src: Path, dst: Path, copies: int) -> None:
+    """``copies`` copies of a capture, each with its own client address and later in time."""
+    import ipaddress as ipa
+    import mmap
+    import struct
+
+    from nfkit.nfgrep.capture import pcap_offsets
+    from nfkit.nfgrep.labtraffic import CLIENT4, CLIENT6
+
+    c4, c6 = ipa.ip_address(CLIENT4).packed, ipa.ip_address(CLIENT6).packed
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        out.write(data[:24])
+        offsets, _, _ = pcap_offsets(data, 24, 1 << 40, True)
+        first = struct.unpack_from("<I", data, offsets[0])[0]
+        span = struct.unpack_from("<I", data, offsets[-1])[0] - first + 2
+        head = struct.Struct("<IIII")
+        for k in range(copies):
+            n4 = bytes([*c4[:3], c4[3] + k])
+            n6 = c6[:15] + bytes([c6[15] + k])
+            port4 = f"{CLIENT4.replace('.', ',')},".encode()
+            new4 = f"{ipa.ip_address(n4)!s}".replace(".", ",").encode() + b","
+            eprt = f"|{CLIENT6}|".encode()
+            new6 = f"|{ipa.ip_address(n6)!s}|".encode()
+            chunk = []
+            for pos in offsets:
+                sec, frac, caplen, wire = head.unpack_from(data, pos)
+                frame = bytearray(data[pos + 16:pos + 16 + caplen])
+                if k:
+                    et = frame[12:14]
+                    if et == b"\x08\x00":
+                        for at in (26, 30):
+                            if frame[at:at + 4] == c4:
+                                frame[at:at + 4] = n4
+                    elif et == b"\x86\xdd":
+                        for at in (22, 38):
+                            if frame[at:at + 16] == c6:
+                                frame[at:at + 16] = n6
+                    if port4 in frame or eprt in frame:
+                        frame = bytearray(bytes(frame).replace(port4, new4).replace(eprt, new6))
+                chunk.append(head.pack(sec + k * span, frac, caplen, wire) + frame)
+                if len(chunk) >= 65536:
+                    out.write(b"".join(chunk))
+                    chunk = []
+            out.write(b"".join(chunk))
+        data.close()
 
 
 def truth_of(path: Path) -> tuple[dict[tuple, str | None], int]:
@@ -201,6 +264,38 @@ def run_ndpi(path: Path, out: Path, guess: bool) -> tuple[float, float]:
     return wall, own
 
 
+def run_nfstream(path: Path, out: Path) -> float:
+    """Wall time of NFStream over the capture (one meter process), its flows written as JSON lines."""
+    code = (
+        "import json, sys\n"
+        "from nfstream import NFStreamer\n"
+        "with open(sys.argv[2], 'w') as out:\n"
+        "    for f in NFStreamer(source=sys.argv[1], n_meters=1):\n"
+        "        out.write(json.dumps([f.protocol, f.src_ip, f.src_port, f.dst_ip, f.dst_port,"
+        " f.application_name]) + '\\n')\n"
+    )
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, str(path), str(out)], check=True,
+                   stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    return time.perf_counter() - t
+
+
+def nfstream_verdicts(out: Path) -> dict[tuple, str | None]:
+    verdicts: dict[tuple, str | None] = {}
+    for line in out.read_text().splitlines():
+        proto, a, ap, b, bp, name = json.loads(line)
+        transport = {6: "tcp", 17: "udp"}.get(proto)
+        if transport is None:
+            continue
+        app = None
+        for part in reversed(name.split(".")):
+            if part in NDPI:
+                app = NDPI[part]
+                break
+        verdicts[_key(transport, a, ap, b, bp)] = app
+    return verdicts
+
+
 def ndpi_verdicts(out: Path) -> dict[tuple, str | None]:
     verdicts: dict[tuple, str | None] = {}
     with open(out, newline="") as f:
@@ -253,52 +348,81 @@ def memory(flows: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=4, choices=range(1, 9))
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--flows", type=int, default=1_000_000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-nfstream", action="store_true")
     args = ap.parse_args()
     if args.rebuild or not CAPTURE.exists():
         log(f"building {CAPTURE} (real programs in namespaces, once) ...")
         build(CAPTURE)
-    truth, packets = truth_of(CAPTURE)
-    log(f"capture {CAPTURE}: {packets} packets, {len(truth)} TCP/UDP flows made by the lab "
-        f"({os.path.getsize(CAPTURE) >> 20} MiB)")
+    capture = CAPTURE
+    if args.copies > 1:
+        capture = CACHE / f"{CAPTURE.stem}-x{args.copies}.pcap"
+        if args.rebuild or not capture.exists() or capture.stat().st_mtime < CAPTURE.stat().st_mtime:
+            log(f"repeating it {args.copies} times into {capture} ...")
+            repeat(CAPTURE, capture, args.copies)
+    truth, packets = truth_of(capture)
+    log(f"capture {capture}: {packets} packets, {len(truth)} TCP/UDP flows made by the lab "
+        f"({os.path.getsize(capture) >> 20} MiB)")
+    tools = ["nfkit", "ndpi", "ndpi-d"] + ([] if args.skip_nfstream else ["nfstream"])
     tmp = Path(tempfile.mkdtemp(prefix="nfg-bench-out-"))
     try:
-        times: dict[str, list[float]] = {"nfkit": [], "ndpi": [], "ndpi-d": []}
+        times: dict[str, list[float]] = {k: [] for k in tools}
         own: dict[str, list[float]] = {"ndpi": [], "ndpi-d": []}
+        cpu: dict[str, list[float]] = {k: [] for k in tools}
+
+        def timed(key: str, fn: Callable[[], float]) -> float:
+            before = children_cpu()
+            value = fn()
+            cpu[key].append(children_cpu() - before)
+            return value
+
         for _ in range(args.runs):
-            times["nfkit"].append(run_nfkit(CAPTURE, tmp / "nfkit.json"))
-            w, o = run_ndpi(CAPTURE, tmp / "ndpi.csv", guess=True)
-            times["ndpi"].append(w)
-            own["ndpi"].append(o)
-            w, o = run_ndpi(CAPTURE, tmp / "ndpi-d.csv", guess=False)
-            times["ndpi-d"].append(w)
-            own["ndpi-d"].append(o)
+            times["nfkit"].append(timed("nfkit", lambda: run_nfkit(capture, tmp / "nfkit.json")))
+            for key, guess in (("ndpi", True), ("ndpi-d", False)):
+                before = children_cpu()
+                wall, figure = run_ndpi(capture, tmp / f"{key}.csv", guess=guess)
+                cpu[key].append(children_cpu() - before)
+                times[key].append(wall)
+                own[key].append(figure)
+            if "nfstream" in tools:
+                times["nfstream"].append(timed("nfstream", lambda: run_nfstream(
+                    capture, tmp / "nfstream.json")))
         results = {
             "nfkit": nfkit_verdicts(tmp / "nfkit.json"),
             "ndpi": ndpi_verdicts(tmp / "ndpi.csv"),
             "ndpi-d": ndpi_verdicts(tmp / "ndpi-d.csv"),
         }
+        if "nfstream" in tools:
+            results["nfstream"] = nfstream_verdicts(tmp / "nfstream.json")
         flows_seen = {k: len(v) for k, v in results.items()}
-        log(f"\nthroughput (median of {args.runs} runs, wall time of the whole command):")
+        log(f"\nthroughput (median of {args.runs} runs, wall time of the whole command; "
+            "shared 2-core machine, noisy):")
         med = {k: statistics.median(v) for k, v in times.items()}
-        for k in ("nfkit", "ndpi", "ndpi-d"):
+        for k in tools:
             extra = ""
             if k in own:
                 extra = f"  (ndpiReader's own figure, setup excluded: {statistics.median(own[k]):,.0f} pps)"
-            log(f"  {k:7s} {med[k]:6.2f} s  {packets / med[k]:>10,.0f} packets/s  "
+            log(f"  {k:8s} {med[k]:6.2f} s  {packets / med[k]:>10,.0f} packets/s  "
                 f"{flows_seen[k] / med[k]:>9,.0f} flows/s{extra}")
+        mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+        log("  CPU time (user + system, median): " + ", ".join(f"{k} {mcpu[k]:.2f} s" for k in tools))
         log(f"  nfkit/ndpiReader packets/s ratio: {med['ndpi'] / med['nfkit']:.2f} (wall), "
+            f"{mcpu['ndpi'] / mcpu['nfkit']:.2f} (CPU), "
             f"{packets / med['nfkit'] / statistics.median(own['ndpi']):.2f} (vs nDPI's own figure)")
+        if "nfstream" in tools:
+            log(f"  nfkit/NFStream packets/s ratio: {med['nfstream'] / med['nfkit']:.2f} (wall), "
+                f"{mcpu['nfstream'] / mcpu['nfkit']:.2f} (CPU)")
         log(f"\nflows right against the ground truth ({len(truth)} flows):")
         per = {}
-        for k in ("nfkit", "ndpi", "ndpi-d"):
+        labels = {"nfkit": "nfkit", "ndpi": "ndpiReader (port guessing)",
+                  "ndpi-d": "ndpiReader -d (no guessing)", "nfstream": "NFStream"}
+        for k in tools:
             right, per[k] = score(truth, results[k])
-            label = {"nfkit": "nfkit", "ndpi": "ndpiReader (port guessing)",
-                     "ndpi-d": "ndpiReader -d (no guessing)"}[k]
-            log(f"  {label:28s} {right:6d} / {len(truth)}  ({100 * right / len(truth):.1f} %)")
-        log("\n  per app (right/made):   nfkit     ndpi   ndpi -d")
+            log(f"  {labels[k]:28s} {right:6d} / {len(truth)}  ({100 * right / len(truth):.1f} %)")
+        log("\n  per app (right/made):   " + "   ".join(f"{k:>9s}" for k in tools))
         for app in sorted(per["nfkit"]):
             row = "  ".join(f"{per[k][app][0]:>5}/{per[k][app][1]:<5}" for k in per)
             log(f"    {app:14s} {row}")

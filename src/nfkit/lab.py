@@ -214,3 +214,155 @@ def three_node(prefix: str = "nfkit") -> Lab:
         lab.close()
         raise
     return lab
+
+
+WHO_SERVER = r'''
+import http.server, socket, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{self.client_address[0]} {sys.argv[1]}".encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer.address_family = socket.AF_INET6
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+'''
+"""An HTTP server (argv: address port) answering "CLIENT-ADDRESS SERVER-ADDRESS"."""
+
+
+def multihomed(lab: Lab, hosts: Sequence[str], isp_prefixes: Sequence[str],
+               server: str = "2001:db8:ff::2") -> None:
+    """inside (``hosts``, ULA /64 on eth0) -- r (lan0; wan0, wan1, ...) -- one ISP namespace
+    per prefix of ``isp_prefixes`` (ispN: eth0 to the router, 2001:db8:aN::1/64 with the
+    router at ::2; eth1 to the server, 2001:db8:bN::/64) -- srv (``server`` on lo, each
+    ISP's prefix routed back through that ISP, an HTTP server on port 8080 (`WHO_SERVER`)).
+    The router forwards and has no route to the server: its uplinks' routing is the test's.
+    ISPs keep their addresses when their side of the link goes down and up."""
+    import sys
+
+    inside, router, srv = lab.add("in"), lab.add("r"), lab.add("srv")
+    lan = hosts[0].rsplit("::", 1)[0] + "::1"
+    lab.link(inside, router, [f"{h}/64" for h in hosts], [f"{lan}/64"], "eth0", "lan0")
+    srv.run(["ip", "-6", "addr", "add", f"{server}/128", "dev", "lo"])
+    for n, prefix in enumerate(isp_prefixes, 1):
+        isp = lab.add(f"isp{n}")
+        isp.sysctl("net.ipv6.conf.default.keep_addr_on_down", "1")
+        lab.link(router, isp, [f"2001:db8:a{n}::2/64"], [f"2001:db8:a{n}::1/64"], f"wan{n - 1}", "eth0")
+        lab.link(isp, srv, [f"2001:db8:b{n}::1/64"], [f"2001:db8:b{n}::2/64"], "eth1", f"eth{n}")
+        isp.sysctl("net.ipv6.conf.all.forwarding", "1")
+        isp.run(["ip", "-6", "route", "add", prefix, "via", f"2001:db8:a{n}::2"])
+        isp.run(["ip", "-6", "route", "add", f"{server}/128", "via", f"2001:db8:b{n}::2"])
+        srv.run(["ip", "-6", "route", "add", prefix, "via", f"2001:db8:b{n}::1"])
+    router.sysctl("net.ipv6.conf.all.forwarding", "1")
+    inside.run(["ip", "-6", "route", "add", f"{server}/128", "via", lan])
+    srv.popen([sys.executable, "-c", WHO_SERVER, server, "8080"])
+    srv.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :8080 && exit 0; sleep 0.1; done; exit 1"])
+
+
+# Programs of real TCP traffic for attack labs (tests/ctguard, bench/ctguard), each run as
+# `python -c PROGRAM ARGS...` in a namespace.
+#
+# TCP_ECHO_SERVER ADDRESS PORT: echoes on every connection, any number of them, one thread.
+TCP_ECHO_SERVER = r'''
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+s = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=8192)
+s.setblocking(False)
+sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is s:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                continue
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ)
+            continue
+        c = key.fileobj
+        try:
+            d = c.recv(4096)
+        except OSError:
+            d = b""
+        if d:
+            try:
+                c.send(d)
+            except OSError:
+                pass
+        else:
+            sel.unregister(c)
+            c.close()
+'''
+
+# TCP_HOLDERS SERVER PORT ADDR,ADDR,... PER: PER connections from each address, all at once;
+# prints how many completed their handshake (within 3 s), then holds them, idle.
+TCP_HOLDERS = r'''
+import select, socket, sys, time
+server, port, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[4])
+pending = []
+for a in sys.argv[3].split(","):
+    for _ in range(per):
+        s = socket.socket()
+        s.setblocking(False)
+        s.bind((a, 0))
+        s.connect_ex((server, port))
+        pending.append(s)
+held, deadline = [], time.monotonic() + 3
+while pending and time.monotonic() < deadline:
+    _, ready, _ = select.select([], pending, [], 0.1)
+    for s in ready:
+        pending.remove(s)
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            held.append(s)
+print(len(held), flush=True)
+time.sleep(3600)
+'''
+
+# TCP_CLIENTS SERVER PORT NEW WAVE TIMEOUT: 5 established connections echo every 0.1 s (their
+# source ports printed first); on a line on stdin, NEW new connections in waves of WAVE, each
+# connect (within TIMEOUT s), echo, close; then one JSON line: new, new_ok, echo_sent, echo_ok.
+# The 5 stay open until the process is killed.
+TCP_CLIENTS = r'''
+import json, socket, sys, threading, time
+server, port = sys.argv[1], int(sys.argv[2])
+new, wave, timeout = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+conns = [socket.create_connection((server, port), timeout=2) for _ in range(5)]
+print(" ".join(str(c.getsockname()[1]) for c in conns), flush=True)
+echo = {"sent": 0, "ok": 0}
+stop = threading.Event()
+def pinger():
+    while not stop.is_set():
+        for c in conns:
+            echo["sent"] += 1
+            try:
+                c.sendall(b"ping")
+                echo["ok"] += c.recv(16) == b"ping"
+            except OSError:
+                pass
+        time.sleep(0.1)
+t = threading.Thread(target=pinger)
+t.start()
+sys.stdin.readline()
+ok = 0
+def one():
+    global ok
+    try:
+        with socket.create_connection((server, port), timeout=timeout) as s:
+            s.sendall(b"hello")
+            if s.recv(16) == b"hello":
+                ok += 1
+    except OSError:
+        pass
+done = 0
+while done < new:
+    ts = [threading.Thread(target=one) for _ in range(min(wave, new - done))]
+    for x in ts:
+        x.start()
+    for x in ts:
+        x.join()
+    done += len(ts)
+stop.set()
+t.join()
+print(json.dumps({"new": new, "new_ok": ok, "echo_sent": echo["sent"], "echo_ok": echo["ok"]}), flush=True)
+time.sleep(3600)
+'''

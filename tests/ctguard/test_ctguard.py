@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Status, Tuple
+from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import config
-from nfkit.ctguard.picture import Picture
+from nfkit.ctguard.picture import Picture, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
 from nfkit.errors import CapabilityError
 from nfkit.service.config import ConfigError
@@ -22,9 +24,10 @@ from nfkit.service.daemon import query_status, wait_for_status
 NFKIT = [sys.executable, "-m", "nfkit"]
 
 
-def tcp(src: str, sport: int, assured: bool = True) -> Entry:
+def tcp(src: str, sport: int, assured: bool = True, state: int | None = None) -> Entry:
     status = int(Status.ASSURED | Status.SEEN_REPLY | Status.CONFIRMED) if assured else int(Status.CONFIRMED)
-    return Entry(Tuple(src, "198.51.100.2", 6, sport, 80), status=status, state=3 if assured else 2)
+    return Entry(Tuple(src, "198.51.100.2", 6, sport, 80), status=status,
+                 state=state if state is not None else 3 if assured else 2)
 
 
 # ------------------------------------------------------------------ pure parts
@@ -74,12 +77,83 @@ def test_idlest_assured_go_first() -> None:
     assert sorted(idle[(r.entry.orig, 0)] for r in out.records) == [float(i) for i in range(80, 100)]
 
 
+def test_a_source_over_its_share_loses_closing_entries_before_active_ones() -> None:
+    p = Picture()
+    for i in range(5):  # its oldest entries: active connections (read as not idle)
+        p.apply("new", tcp("192.0.2.2", 1000 + i), float(i))
+    for i in range(14):  # then connections it closed: TIME_WAIT (ASSURED still)
+        p.apply("new", tcp("192.0.2.2", 2000 + i, state=7), 10.0 + i)
+    for s in range(80):
+        p.apply("new", tcp(f"203.0.113.{s + 1}", 1), 50.0)
+    out = choose(p, len(p), 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert [r.state for r in out.records[:3]] == ["TIME_WAIT"] * 3
+    assert out.reasons["source over its share (16)"] == 3 and len(out.records) == 19
+    assert not [r for r in out.records if r.source == "192.0.2.2" and r.state == "ESTABLISHED"]
+
+
+def test_once_every_excess_is_taken_the_rest_goes_by_value() -> None:
+    p = Picture()
+    for i in range(18):  # a client two entries over its share, all ESTABLISHED
+        p.apply("new", tcp("192.0.2.2", 1000 + i), float(i))
+    for s in range(82):  # a spoofed flood: one unreplied entry per source
+        p.apply("new", tcp(f"10.0.{s // 250}.{s % 250 + 1}", 1, assured=False), 100.0 + s)
+    out = choose(p, len(p), 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert len(out.records) == 20  # not only the 2 of the excess
+    assert out.reasons == {"source over its share (16)": 2, "unreplied": 18}
+
+
+def test_a_source_over_its_share_keeps_its_oldest_connections() -> None:
+    p = Picture()
+    for i in range(5):  # long-lived connections, then 15 just opened: all busy (idle 0 s)
+        p.apply("new", tcp("192.0.2.2", 1000 + i), float(i))
+    for i in range(15):
+        p.apply("new", tcp("192.0.2.2", 2000 + i), 100.0 + i)
+    for s in range(80):
+        p.apply("new", tcp(f"10.0.0.{s + 1}", 1, assured=False), 50.0)
+    out = choose(p, 100, 100, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16, idle_candidates=1),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert out.reasons["source over its share (16)"] == 4
+    assert all(r.entry.orig.sport >= 2000 for r in out.records if r.source == "192.0.2.2")
+
+
+def test_idleness_is_read_for_a_few_entries_a_round() -> None:
+    p = Picture()
+    for i in range(1000):
+        p.apply("new", tcp(f"192.0.2.{i % 250}", 1000 + i // 250), float(i))
+    asked: list[int] = []
+
+    def idleness(rs):  # type: ignore[no-untyped-def]
+        asked.append(len(rs))
+        return {entry_key(r.entry): float(r.first_seen % 7) for r in rs}
+
+    out = choose(p, 1000, 1000, Thresholds(evict_at=0.9, evict_to=0.8, min_share=16, idle_reads=8), idleness)
+    assert asked == [8] and len(out.records) == 200
+    assert out.reasons == {"longest idle": 8, "youngest": 192}
+    assert min(r.first_seen for r in out.records) >= 1000 - 200 - 8  # the youngest ones
+
+
+def test_equally_idle_the_youngest_go_first() -> None:
+    p = Picture()
+    for i in range(100):
+        p.apply("new", tcp(f"192.0.2.{i}", 1), float(i))
+    out = choose(p, 100, 100, Thresholds(evict_at=0.9, evict_to=0.8, idle_candidates=5),
+                 lambda rs: {entry_key(r.entry): 0.0 for r in rs})
+    assert sorted(r.first_seen for r in out.records) == [float(i) for i in range(80, 100)]
+
+
 @pytest.mark.parametrize("text, message", [
     ("[limits]\nbudgett = 5\n", ":2: limits.budgett: unknown key"),
     ("[limits]\nevict_at = 0.5\nevict_to = 0.8\n", ":3: limits.evict_to: need 0 < evict_to < evict_at <= 1"),
     ("[limits]\ntimeouts_at = 1.5\n", ":2: limits.timeouts_at: 1.5 is not a fraction"),
     ("[limits]\nbudget = -1\n", ":2: limits.budget: -1 is out of range"),
-    ("[[uplink]]\ninterface = \"eth0\"\nmark = 4294967296\n", ":3: uplink[0].mark: 4294967296 is out of range"),
+    ("[[topology]]\ninterface = \"eth0\"\nmark = 4294967296\n", ":3: topology[0].mark: 4294967296 is out of range"),
+    ("[[topology]]\ninterface = \"eth0\"\nlink_up = \"all\"\n", ":3: topology[0].link_up: 'all' is not one of"),
+    ("[[topology]]\ninterface = \"*\"\n[[topology]]\ninterface = \"*\"\n",
+     ":4: topology[1].interface: * has an earlier entry"),
+    ("[size]\nmemory = \"lots\"\n", ":2: size.memory: 'lots' is not a size"),
+    ("[size]\napply = true\n", ":2: size.apply: needs size.memory"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "g.toml"
@@ -155,7 +229,7 @@ def test_idle_assured_flood_evicted_legitimate_connections_kept(routed_lab, tmp_
     assert len(legit_ids) == 5
     default_syn_recv = fw.run("sysctl -n net.netfilter.nf_conntrack_tcp_timeout_syn_recv").stdout.strip()
     cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\n[topology]\nflush_stale = false\n")
+    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\n[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     sock = tmp_path / "g.sock"
     guard = start_guard(fw, cfg, sock)
     try:
@@ -235,3 +309,110 @@ def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_la
         assert guard.wait(10) == 0
     assert took < 1.0 and found["stale_flushed"] == 5
     assert sum("dport=5002" in x for x in lines) == 5  # nothing else touched
+
+
+# ------------------------------------------------------------------ size
+
+def test_size_plan_fits_the_memory_budget() -> None:
+    from nfkit.ctguard.size import plan, round_buckets
+
+    p = plan(512 << 20, 1.0, entry=(248, "test"), current=(262144, 262144), initial=False)
+    assert (p.max, p.buckets) == (2097152, 2097152)  # 248 + 8 bytes a bucket: exactly 512 MiB
+    assert p.table_bytes <= p.memory
+    q = plan(100_000_000, 4.0, entry=(320, "test"), current=(1, 1), initial=True)
+    assert q.table_bytes <= q.memory < q.table_bytes + 320 + 4096  # nothing more fits
+    assert q.buckets == round_buckets(-(-q.max // 4)) and q.buckets % 512 == 0
+    assert q.writes == {"/proc/sys/net/netfilter/nf_conntrack_max": q.max,
+                        "/sys/module/nf_conntrack/parameters/hashsize": q.buckets}
+
+
+def test_entry_size_from_slabinfo_when_sysfs_lacks_it(tmp_path: Path) -> None:
+    from nfkit.ctguard.size import entry_size
+    from nfkit.errors import CapabilityError
+
+    info = tmp_path / "slabinfo"
+    info.write_text("slabinfo - version: 2.1\nnf_conntrack_expect 0 0 208 19 1 : tunables 0 0 0\n"
+                    "nf_conntrack         128    192    256   16    1 : tunables    0    0    0\n")
+    assert entry_size(tmp_path / "absent", info) == (256, str(info))
+    info.write_text("slabinfo - version: 2.1\n")
+    with pytest.raises(CapabilityError, match="entry size"):
+        entry_size(tmp_path / "absent", info)
+
+
+@pytest.mark.kernel
+def test_plan_cli_reads_the_kernel_and_writes_nothing(netns) -> None:  # type: ignore[no-untyped-def]
+    slab = Path("/sys/kernel/slab/nf_conntrack/object_size")
+    before = (Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text(),
+              Path("/sys/module/nf_conntrack/parameters/hashsize").read_text())
+    found = json.loads(netns.run([*NFKIT, "ctguard", "plan", "--memory", "64M", "--json"]).stdout)
+    size = int(slab.read_text()) if slab.exists() else found["entry_bytes"]
+    assert found["entry_bytes"] == size and found["initial_namespace"] is False
+    assert found["max"] == (64 << 20) // (size + 8) or found["table_bytes"] <= 64 << 20
+    assert found["current_max"] == int(before[0])
+    text = netns.run([*NFKIT, "ctguard", "plan", "--memory", "64M"]).stdout
+    assert f"would write {found['buckets']} to /sys/module/nf_conntrack/parameters/hashsize" in text
+    assert (Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text(),
+            Path("/sys/module/nf_conntrack/parameters/hashsize").read_text()) == before
+
+
+@pytest.mark.kernel
+def test_size_apply_outside_the_initial_namespace_refuses_to_start(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[size]\nmemory = \"64M\"\napply = true\n")
+    sock = tmp_path / "g.sock"
+    run = netns.run([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
+    assert run.returncode == 2 and "initial network namespace" in run.stderr
+    assert run.stderr.count("\n") == 1 and not sock.exists()
+
+
+def udp_entries(ns) -> set[str]:  # type: ignore[no-untyped-def]
+    """The firewall's UDP entries, by original source and destination (read in this process:
+    a poll of a second's deadline cannot wait for a new interpreter each time)."""
+    with ns.enter(), ConntrackTable() as table:
+        return {f"{e.orig.src}>{e.orig.dst}" for e in table.entries(Filter(proto=17))}
+
+
+def wait_until(check, seconds: float = 1.0) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < seconds, "not within the time allowed"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+@pytest.mark.kernel
+def test_topology_rules_per_interface(routed_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fw = routed_lab["fw"]
+    fw.run("ip addr add 192.0.2.9/24 dev eth0")
+    for args in ("-s 192.0.2.2 -d 203.0.113.5",                        # A: unreplied, via the new route
+                 "-s 192.0.2.2 -d 203.0.113.6 -u SEEN_REPLY",          # B: replied, via the new route
+                 "-s 192.0.2.2 -d 198.51.100.7",                       # C: unreplied, elsewhere
+                 "-s 192.0.2.3 -d 198.51.100.8 --src-nat 192.0.2.9",   # D: NATed to eth0's address
+                 "-s 192.0.2.4 -d 198.51.100.8 --src-nat 198.51.100.1"):  # E: NATed to eth1's
+        fw.run(f"conntrack -I -p udp {args} --sport 1000 --dport 53 -t 300")
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[limits]\ninterval = 0.1\n'
+                   '[[topology]]\ninterface = "eth1"\nroute_change = "unreplied"\nlink_up = "unreplied"\n'
+                   '[[topology]]\ninterface = "*"\naddress_removed = "none"\n')
+    sock = tmp_path / "g.sock"
+    guard = start_guard(fw, cfg, sock)
+    b, c = "192.0.2.2>203.0.113.6", "192.0.2.2>198.51.100.7"  # (A: 192.0.2.2>203.0.113.5)
+    d, e = "192.0.2.3>198.51.100.8", "192.0.2.4>198.51.100.8"
+    try:
+        fw.run("ip route add 203.0.113.0/24 via 198.51.100.2 dev eth1")  # a route through eth1
+        wait_until(lambda: udp_entries(fw) == {b, c, d, e})
+        fw.run("ip addr del 192.0.2.9/24 dev eth0")  # eth0 falls under "*": nothing flushed
+        time.sleep(0.5)
+        assert udp_entries(fw) == {b, c, d, e}
+        # eth1 down: its routes go (C's destination is its connected subnet); up: NATed unreplied go
+        fw.run("ip link set eth1 down")
+        fw.run("ip link set eth1 up")
+        wait_until(lambda: udp_entries(fw) == {b})
+        found = query_status(sock)
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    whys = [x["why"] for x in found["actions"] if x["action"] == "flush stale"]
+    assert any(w.startswith("route 203.0.113.0/24 via eth1 added") for w in whys)
+    assert any(w.startswith("link eth1 up: unreplied NATed entries") for w in whys)
+    assert not any("192.0.2.9" in w for w in whys)

@@ -7,19 +7,10 @@ import sys
 
 import pytest
 
+from nfkit.lab import WHO_SERVER as WHO
+
 NFKIT = [sys.executable, "-m", "nfkit"]
 
-WHO = r'''
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{self.client_address[0]} {sys.argv[1]}".encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer.address_family = __import__("socket").AF_INET6
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-'''
 
 
 @pytest.fixture
@@ -82,6 +73,24 @@ def test_masquerade_snat_and_a_dnat_pool(nat_lab, tmp_path) -> None:  # type: ig
 
 
 @pytest.mark.kernel
+def test_snat_to_a_prefix_maps_each_host_one_to_one(nat_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inside, router, outside = nat_lab["in"], nat_lab["r"], nat_lab["out"]
+    outside.run("ip -6 route add 2001:db8:5::/64 via 2001:db8:1::1")
+    conf = tmp_path / "nat66.toml"
+    conf.write_text('[[snat]]\ninside = "fd01::/64"\ninterface = "wan0"\nto = "2001:db8:5::/64"\n')
+    nat66(router, "apply", str(conf))
+    # each inside host appears under the outside prefix with its own host bits, every time
+    for host in ("fd01::2", "fd01::10", "fd01::11", "fd01::2"):
+        seen = curl(inside, "http://[2001:db8:1::2]:8080/", host).split()[0]
+        assert seen == host.replace("fd01::", "2001:db8:5::")
+    shown = nat66(router, "show").stdout
+    assert 'ip6 saddr fd01::/64 snat prefix to 2001:db8:5::/64' in shown
+    listed = router.run("nft list table ip6 nfkit_nat66").stdout
+    assert "snat prefix to 2001:db8:5::/64" in listed  # nft reads back the netmap nfkit wrote
+    assert nat66(router, "apply", str(conf)).stdout == ""
+
+
+@pytest.mark.kernel
 def test_bad_files_change_nothing(nat_lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
     router = nat_lab["r"]
     conf = tmp_path / "nat66.toml"
@@ -91,7 +100,8 @@ def test_bad_files_change_nothing(nat_lab, tmp_path) -> None:  # type: ignore[no
     for text, message in (
         ('[[snat]]\ninside = "fd01::/64"\ninterface = "wan9"\n', ":3: snat[0].interface: wan9: no such interface"),
         ('[[snat]]\ninside = "fd01::1/64"\ninterface = "wan0"\n', ":2: snat[0].inside:"),
-        ('[[snat]]\ninside = "fd01::/64"\ninterface = "wan0"\nto = "2001:db8::/64"\n', "snat[0].to: 2001:db8::/64: snat to a prefix"),
+        ('[[snat]]\ninside = "fd01::/64"\ninterface = "wan0"\nto = "2001:db8::/80"\n',
+         ":4: snat[0].to: 2001:db8::/80 is longer than inside fd01::/64"),
     ):
         conf.write_text(text)
         out = nat66(router, "apply", str(conf), check=False)

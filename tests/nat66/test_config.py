@@ -37,8 +37,14 @@ NPT = '[[npt]]\ninside = "fd01:203:405::/48"\noutside = "2001:db8:1::/48"\ninter
      ":4: snat[0].to: range 2001:db8::9-2001:db8::1: the first address is above the last"),
     ('[[snat]]\ninside = "fd00::/64"\ninterface = "w"\nflags = ["randm"]\n', ":4: snat[0].flags: unknown flag 'randm'"),
     ('[[dnat]]\naddress = "2001:db8::80"\nport = 80\nservers = []\n', ":4: dnat[0].servers: a pool needs at least one server"),
-    ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\n[[uplink]]\ninterface = "b"\nmark = 1\ntable = 101\n',
-     ":7: uplink[1].mark: 1 is also uplink[0]'s"),
+    ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\n[[uplink]]\ninterface = "b"\nmark = 1\ntable = 101\n'
+     '[multihoming]\ninside = "fd00::/48"\n', ":7: uplink[1].mark: 1 is also uplink[0]'s"),
+    ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\n', ":1: multihoming.inside: required with [[uplink]]"),
+    ('[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\noutside = "2001:db8::/48"\n'
+     '[[uplink]]\ninterface = "b"\nmark = 2\ntable = 101\noutside = "2001:db8::/56"\n',
+     ":10: uplink[1].outside: 2001:db8::/56 overlaps uplink[0].outside 2001:db8::/48"),
+    ('[multihoming]\ninside = "fd00::/48"\n[[uplink]]\ninterface = "a"\nmark = 1\ntable = 100\noutside = "adress"\n',
+     ":7: uplink[0].outside: 'adress' is not an IPv6 prefix"),
 ])
 def test_bad_values_are_named(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "nat66.toml"

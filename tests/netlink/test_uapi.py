@@ -8,7 +8,8 @@ import pytest
 
 from nfkit.netlink import consts, uapi
 
-SPEC_MODULES = ["nfkit.netlink.specs.ctnetlink", "nfkit.netlink.specs.nftables"]
+SPEC_MODULES = ["nfkit.netlink.specs.ctnetlink", "nfkit.netlink.specs.nftables",
+                "nfkit.netlink.specs.nfqueue"]
 
 
 def _spec_tables():
@@ -30,10 +31,10 @@ def test_attribute_numbers_match_header(aset, header, enum_name, prefix, renames
     assert declared <= set(aset.attrs), f"{enum_name}: table lacks {sorted(declared - set(aset.attrs))}"
 
 
-def test_message_numbers_match_header():
-    from nfkit.netlink.specs import ctnetlink
-
-    for table, header, enum_name, prefix in ctnetlink.MESSAGES:
+@pytest.mark.parametrize("modname", ["ctnetlink", "nfqueue"])
+def test_message_numbers_match_header(modname):
+    mod = importlib.import_module(f"nfkit.netlink.specs.{modname}")
+    for table, header, enum_name, prefix in mod.MESSAGES:
         members = uapi.enum_values(header, enum_name)
         for name, number in table.items():
             assert members[prefix + name] == number
@@ -123,3 +124,13 @@ def test_attribute_enums_match_header(cls, header, enum_name, prefix):
             assert member.value > max(known), f"{const} is not in {header}"
     if enum_name:  # and nothing the header declares is missing
         assert known <= {m.value for m in cls}, f"{enum_name}: lacks {sorted(known - {m.value for m in cls})}"
+
+
+@pytest.mark.parametrize("name", [
+    "NFQA_CFG_F_FAIL_OPEN", "NFQA_CFG_F_CONNTRACK", "NFQA_CFG_F_GSO", "NFQA_CFG_F_UID_GID",
+    "NFQA_CFG_F_SECCTX", "NFQA_SKB_CSUMNOTREADY", "NFQA_SKB_GSO", "NFQA_SKB_CSUM_NOTVERIFIED",
+])
+def test_nfqueue_flags(name):
+    from nfkit.netlink.specs import nfqueue
+
+    assert getattr(nfqueue, name) == uapi.all_constants("linux/netfilter/nfnetlink_queue.h")[name]

@@ -206,3 +206,19 @@ def test_truncated_capture_classifies_what_it_can(captures: dict, tmp_path: Path
     assert "Traceback" not in proc.stderr
     assert proc.returncode in (0, 1) and os.path.getsize(corrupt) == len(data)
 
+
+
+@pytest.mark.parametrize("capture", ["eth", "any", "pcapng"])
+def test_batches_and_bulk_counting_give_the_per_packet_report(captures: dict, capture: str) -> None:
+    """`Classifier.read` (batches, bulk counting) == `read_each` (every frame through `packet`)."""
+    from nfkit.nfgrep.classify import Classifier
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.loader import load_rules
+
+    reports = []
+    for batched in (True, False):
+        cl = Classifier(Engine(load_rules(None)))
+        (cl.read if batched else cl.read_each)(captures[capture])
+        reports.append(cl.finish())
+    assert reports[0] == reports[1]
+    assert reports[0].flows == captures["reports"][capture].flows

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nfkit.nfgrep import loader
+from nfkit.nfgrep import bytecode, loader
 from nfkit.nfgrep.bytecode import encode
 from nfkit.nfgrep.compiler import compile_text
 
@@ -78,3 +78,27 @@ def test_an_entry_owned_by_someone_else_is_ignored(tmp_path: Path, cache: Path) 
     entry.write_bytes(encode(compile_text(PLANTED, "x")))
     os.chown(entry, 65534, 65534)  # nobody
     assert _name(loader.load_program(source)) == "mine"
+
+
+def test_the_compiler_revision_travels_in_the_file_and_an_entry_of_another_is_not_used(
+        tmp_path: Path, cache: Path) -> None:
+    program = compile_text(RULE, "x")
+    assert program.compiler == bytecode.COMPILER_VERSION
+    blob = encode(program)
+    assert bytecode.HEADER.unpack_from(blob)[2] == bytecode.COMPILER_VERSION
+    assert bytecode.decode(blob).compiler == bytecode.COMPILER_VERSION
+    assert f"(compiler {bytecode.COMPILER_VERSION})" in bytecode.disassemble(bytecode.decode(blob))
+    # an entry under the right key, but written by another compiler revision: recompiled
+    source = tmp_path / "mine.nfg"
+    source.write_text(RULE)
+    loader.load_program(source)
+    entry = cache / f"{loader.cache_key(source.read_bytes())}.nfgb"
+    other = compile_text(PLANTED, "x")
+    other.compiler = bytecode.COMPILER_VERSION + 1
+    entry.write_bytes(encode(other))
+    assert bytecode.decode(entry.read_bytes()).compiler == bytecode.COMPILER_VERSION + 1
+    assert _name(loader.load_program(source)) == "mine"
+    # files written before the revision was recorded read as compiler 0, and still load
+    old = bytearray(encode(compile_text(RULE, "x")))
+    old[6:8] = b"\0\0"
+    assert bytecode.decode(bytes(old)).compiler == 0

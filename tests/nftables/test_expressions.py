@@ -112,12 +112,19 @@ def test_wrong_size_is_a_raw_form_with_the_error() -> None:
     assert stmt["nfkit-raw"]["expr"] == "cmp" and "bytes" in stmt["nfkit-raw"]["error"]
 
 
-def test_payload_write_is_kept_raw() -> None:
-    # nfkit prints no statement for a payload write: the kernel's expression, as given
+def test_payload_write_that_fixes_checksums_is_kept_raw() -> None:
+    # nfkit prints no statement for a checksum-fixing payload write: the kernel's
+    # expression, as given; a raw write (no checksum) is the statement nft prints
     from nfkit.nftables.decompiler import RuleDecoder
 
     blob = (EXPRESSIONS["immediate"].encode(("dreg", 1), ("data", b"\xc0\0\2\1"))
-            + EXPRESSIONS["payload"].encode(("sreg", 1), ("base", 1), ("offset", 12), ("len", 4)))
+            + EXPRESSIONS["payload"].encode(("sreg", 1), ("base", 1), ("offset", 12), ("len", 4),
+                                            ("csum_type", 1)))
     out = RuleDecoder("ip").decode(parse_exprs(blob))
     assert out[-1] == {"nfkit-raw": {"expr": "payload", "attrs": {
-        "sreg": "00000001", "base": "00000001", "offset": "0000000c", "len": "00000004"}}}
+        "sreg": "00000001", "base": "00000001", "offset": "0000000c", "len": "00000004",
+        "csum_type": "00000001"}}}
+    blob = (EXPRESSIONS["immediate"].encode(("dreg", 1), ("data", b"\xc0\0\2\1"))
+            + EXPRESSIONS["payload"].encode(("sreg", 1), ("base", 1), ("offset", 12), ("len", 4)))
+    assert RuleDecoder("ip").decode(parse_exprs(blob))[-1] == {"mangle": {
+        "key": {"payload": {"base": "nh", "offset": 96, "len": 32}}, "value": 0xC0000201}}

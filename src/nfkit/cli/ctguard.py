@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,6 +55,42 @@ def status(sock: str, as_json: bool) -> None:
         click.echo("timeouts shortened: " + " ".join(found["timeouts_shortened"]))
     for a in found["actions"][-20:]:
         click.echo(f"  {a['action']} ({a['entries']}): {a['why']}")
+
+
+@ctguard.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Take [size] from this file.")
+@click.option("--memory", help="Memory the table may take (N, NK, NM, NG); overrides the file.")
+@click.option("--entries-per-bucket", type=float, help="Overrides [size] entries_per_bucket.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def plan(config_path: str | None, memory: str | None, entries_per_bucket: float | None,
+         as_json: bool) -> None:
+    """The maximum and hash buckets that fit a memory budget, and what `apply` would write."""
+    from nfkit.ctguard import size
+    from nfkit.ctguard.config import read
+    from nfkit.errors import InputError
+
+    wanted: dict[str, Any] = (read(config_path)["size"] if config_path
+                              else {"memory": "", "entries_per_bucket": 1.0})
+    memory = memory or wanted["memory"]
+    if not memory:
+        raise InputError("plan: no memory budget (--memory, or [size] memory in -c FILE)")
+    try:
+        budget = size.parse_size(memory)
+    except ValueError as exc:
+        raise InputError(f"--memory: {exc}") from None
+    p = size.plan(budget, entries_per_bucket or wanted["entries_per_bucket"])
+    if as_json:
+        click.echo(json.dumps(p.as_dict(), indent=2))
+        return
+    click.echo(f"entry size {p.entry_bytes} bytes ({p.entry_source}); {p.entries_per_bucket:g} "
+               f"entries per bucket")
+    click.echo(f"nf_conntrack_max {p.current_max} -> {p.max}; buckets {p.current_buckets} -> "
+               f"{p.buckets}; {p.table_bytes} of {p.memory} bytes")
+    for path, value in p.writes.items():
+        click.echo(f"  would write {value} to {path}")
+    if not p.initial_namespace:
+        click.echo("not the initial network namespace: the kernel keeps both read-only here")
 
 
 @ctguard.command()

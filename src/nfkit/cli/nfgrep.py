@@ -25,9 +25,17 @@ def nfgrep() -> None:
 @nfgrep.command("compile")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="where to write the program (default: SOURCE with .nfgb)")
-def compile_cmd(source: str, output: str | None) -> None:
-    """Compile FILE.nfg into a verified bytecode program FILE.nfgb."""
+              help="where to write the program (default: SOURCE with .nfgb, or .ebpf)")
+@click.option("--target", "target_kind", type=click.Choice(["nfgb", "ebpf"]), default="nfgb",
+              show_default=True,
+              help="nfgb: nfgrep bytecode; ebpf: the kernel classifier's eBPF instructions")
+@click.option("--check", is_flag=True,
+              help="with --target ebpf: also load the program into the kernel's verifier")
+def compile_cmd(source: str, output: str | None, target_kind: str, check: bool) -> None:
+    """Compile FILE.nfg into a verified bytecode program FILE.nfgb (or eBPF, FILE.ebpf)."""
+    if target_kind == "ebpf":
+        _compile_ebpf(source, output, check)
+        return
     from nfkit.nfgrep.bytecode import encode
     from nfkit.nfgrep.compiler import compile_file
     from nfkit.nfgrep.verifier import verify
@@ -45,6 +53,44 @@ def compile_cmd(source: str, output: str | None) -> None:
                f"highest step cost bound {worst}")
 
 
+def _verified_for_ebpf(path: str) -> list[Any]:
+    """The file's verified program, after the shipped ones when it runs `after` them."""
+    from nfkit.nfgrep.ebpf.program import load_verified
+
+    own = _load_verified(path)
+    prog = own.program
+    names = {prog.text(p.name) for p in prog.protocols}
+    if any(p.after is not None and prog.text(p.after) not in names for p in prog.protocols):
+        return [*load_verified(None), own]
+    return [own]
+
+
+def _compile_ebpf(source: str, output: str | None, check: bool) -> None:
+    from nfkit.nfgrep.ebpf.insn import encode as encode_ebpf
+    from nfkit.nfgrep.ebpf.program import Classifier, compile_rules
+
+    verified = _verified_for_ebpf(source)
+    compiled = compile_rules(verified)
+    dest = Path(output) if output else Path(source).with_suffix(".ebpf")
+    try:
+        dest.write_bytes(encode_ebpf(compiled.insns))
+    except OSError as exc:
+        raise InputError(f"{dest}: cannot write program: {exc.strerror}") from None
+    slots = sum(i.slots for i in compiled.insns)
+    kept = sum(1 for v in compiled.translated.values() if v == "yes")
+    click.echo(f"{dest}: {slots} eBPF instructions (map references unresolved), "
+               f"{kept}/{len(compiled.translated)} steps translated, "
+               f"flow entry {compiled.value_size} bytes")
+    for step, why in compiled.translated.items():
+        if why != "yes":
+            click.echo(f"  {step}: {why}")
+    if check:
+        with Classifier(verified, log_level=4) as loaded:  # 4: the verifier's statistics
+            stats = [line for line in loaded.prog.log.splitlines() if line.startswith("processed")]
+            click.echo(f"kernel verifier: accepted ({loaded.prog.insn_count} instructions"
+                       + (f"; {stats[-1]}" if stats else "") + ")")
+
+
 def _load_verified(path: str) -> Any:
     from nfkit.nfgrep.loader import load_program
     from nfkit.nfgrep.verifier import verify
@@ -57,11 +103,19 @@ def _load_verified(path: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object instead of the listing")
 @click.option("--no-verify", is_flag=True,
               help="list a program the verifier refuses (the reason comes first); never runs it")
-def disasm_cmd(program: str, as_json: bool, no_verify: bool) -> None:
+@click.option("--target", type=click.Choice(["nfgb", "ebpf"]), default="nfgb", show_default=True,
+              help="ebpf: the kernel classifier's instructions, step by step")
+@click.option("--step", "step", metavar="PROTOCOL.STEP",
+              help="with --target ebpf: only this step's instructions (and its loop bodies)")
+def disasm_cmd(program: str, as_json: bool, no_verify: bool, target: str,
+               step: str | None) -> None:
     """List a program (.nfgb, or .nfg compiled on the fly) instruction by instruction.
 
     The program is verified first; the listing shows each step's cost bound.
     """
+    if target == "ebpf":
+        _disasm_ebpf(program, step, as_json)
+        return
     from nfkit.nfgrep.bytecode import DIRECTIONS, OPS, describe_instr, disassemble
     from nfkit.nfgrep.errors import VerifierError
     from nfkit.nfgrep.loader import load_program
@@ -98,6 +152,40 @@ def disasm_cmd(program: str, as_json: bool, no_verify: bool) -> None:
             } for si, s in enumerate(proto.steps)],
         })
     click.echo(json.dumps(out, indent=2))
+
+
+def _disasm_ebpf(program: str, step: str | None, as_json: bool) -> None:
+    from nfkit.nfgrep.ebpf.insn import describe
+    from nfkit.nfgrep.ebpf.program import compile_rules
+    from nfkit.nfgrep.ebpf.spec import HELPER_NAMES
+
+    compiled = compile_rules(_verified_for_ebpf(program))
+    if step is not None and step not in compiled.translated:
+        raise InputError(f"--step {step}: no such step (one of: "
+                         f"{', '.join(compiled.translated)})")
+    wanted = None
+    if step is not None:
+        proto, _, name = step.partition(".")
+        wanted = f"protocol {proto} step {name}"
+    rows: list[dict[str, Any]] = []
+    slot = 0
+    for insn in compiled.insns:
+        owner = compiled.owner(slot)
+        if wanted is None or owner.startswith(wanted):
+            rows.append({"slot": slot, "owner": owner, "text": describe(insn, slot, HELPER_NAMES),
+                         "note": compiled.comments.get(slot)})
+        slot += insn.slots
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    shown = None
+    for row in rows:
+        if row["owner"] != shown:
+            shown = row["owner"]
+            click.echo(f"; {shown}")
+        if row["note"]:
+            click.echo(f"      ; {row['note']}")
+        click.echo(f"{row['slot']:5d}: {row['text']}")
 
 
 _ESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|[rnt0\\]|x.{0,2}|.?)", re.DOTALL)
@@ -290,3 +378,8 @@ def _test_capture(engine: Any, capture: str, lines: list[str],
 from nfkit.cli.nfgrep_classify import classify  # noqa: E402 - the group exists first
 
 nfgrep.add_command(classify)
+from nfkit.cli.nfgrep_live import live, status, unit  # noqa: E402 - the group exists first
+
+nfgrep.add_command(live)
+nfgrep.add_command(status)
+nfgrep.add_command(unit)

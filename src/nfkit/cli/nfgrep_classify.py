@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from nfkit.errors import InputError
 from nfkit.nfgrep.classify import ACTIVE_BYTES, FLOW_BYTES, ClassifyReport, FlowResult
 from nfkit.nfgrep.classify import classify as run_classify
 
@@ -99,7 +100,15 @@ def _summary(report: ClassifyReport) -> None:
 
 
 @click.command("classify")
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("captures", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("-i", "--interface", help="Classify the traffic passing this interface (AF_PACKET "
+              "TPACKET_V3 ring) instead of capture files, until --count, --duration, SIGTERM or Ctrl-C.")
+@click.option("--fanout", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="With -i: worker processes in one PACKET_FANOUT group (hash: a connection "
+                   "stays on one worker).")
+@click.option("--count", type=click.IntRange(1), help="With -i: stop after this many packets.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True),
+              help="With -i: stop after this many seconds.")
 @click.option("--rules", "rules", multiple=True, type=click.Path(exists=True),
               help="Signature file (.nfg/.nfgb) or directory; repeatable. Default: the shipped library.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per flow.")
@@ -109,18 +118,30 @@ def _summary(report: ClassifyReport) -> None:
               help="Memory budget of the flow state (K, M, G suffixes). Tracked flows cost "
                    f"{FLOW_BYTES} bytes each, flows being classified {ACTIVE_BYTES} plus the bytes "
                    "held; past it, the undecided flows idle the longest are given up on (reported).")
-def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, max_flows: int,
+def classify(captures: tuple[str, ...], interface: str | None, fanout: int, count: int | None,
+             duration: float | None, rules: tuple[str, ...], as_json: bool, max_flows: int,
              max_memory: int) -> None:
-    """Classify the flows of pcap/pcapng CAPTURE files (read in order, one flow table).
+    """Classify the flows of pcap/pcapng CAPTURE files (read in order, one flow table),
+    or of the traffic passing an interface (-i).
 
     One line per flow: transport, client, server, application (or unknown),
     the fields kept, then packets and bytes client-to-server/server-to-client.
     A damaged capture is classified up to the damage, reported on stderr, and
-    the exit status is 1.  Flows given up on by the memory budget (or ended
-    early by a full flow table) are counted on stderr; exit status 0.
+    the exit status is 1; so is a live run whose ring dropped packets.  Flows
+    given up on by the memory budget (or ended early by a full flow table)
+    are counted on stderr; exit status 0.
     """
     import os
 
+    if interface is not None:
+        if captures:
+            raise click.UsageError("give capture files or -i INTERFACE, not both")
+        _live(interface, fanout, count, duration, rules, as_json, max_flows, max_memory)
+        return
+    if not captures:
+        raise click.UsageError("give capture files, or -i INTERFACE")
+    if fanout != 1 or count is not None or duration is not None:
+        raise click.UsageError("--fanout, --count and --duration go with -i INTERFACE")
     progress_cb = None
     bar = None
     if sys.stderr.isatty() and sum(os.path.getsize(p) for p in captures if os.path.isfile(p)) \
@@ -142,6 +163,12 @@ def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, m
                                   max_memory=max_memory)
     else:
         report = run_classify(captures, rules or None, max_flows=max_flows, max_memory=max_memory)
+    _print(report, as_json)
+    if report.stops:
+        sys.exit(1)
+
+
+def _print(report: ClassifyReport, as_json: bool) -> None:
     out = sys.stdout
     for r in report.flows:
         out.write((json.dumps(r.as_json()) if as_json else flow_line(r)) + "\n")
@@ -157,5 +184,27 @@ def classify(captures: tuple[str, ...], rules: tuple[str, ...], as_json: bool, m
                    f"(--max-flows, or --max-memory at {FLOW_BYTES} bytes a flow)", err=True)
     for stop in report.stops:
         click.echo(f"nfkit: capture {stop}", err=True)
-    if report.stops:
+
+
+def _live(interface: str, workers: int, count: int | None, duration: float | None,
+          rules: tuple[str, ...], as_json: bool, max_flows: int, max_memory: int) -> None:
+    from nfkit.nfgrep.passive import watch
+
+    def ready() -> None:
+        click.echo(f"nfkit: listening on {interface}"
+                   + (f" ({workers} workers, fanout hash)" if workers > 1 else ""), err=True)
+
+    try:
+        report, dropped = watch(interface, rules or None, workers=workers, count=count,
+                                duration=duration, ready=ready, max_flows=max_flows,
+                                max_memory=max_memory)
+    except PermissionError:
+        raise InputError(f"interface {interface}: packet sockets need CAP_NET_RAW (run as root)") from None
+    except OSError as exc:  # the kernel refused the socket, the ring or the fanout group
+        raise InputError(f"interface {interface}: {exc.strerror or exc}") from None
+    _print(report, as_json)
+    click.echo(f"nfkit: {report.packets} packets, {len(report.flows)} flows on {interface}", err=True)
+    if dropped:
+        click.echo(f"nfkit: {dropped} packet(s) dropped by the kernel: the ring was full; "
+                   "the flows above may miss them", err=True)
         sys.exit(1)

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from nfkit.cli.bulk import check_file, done, load_file
+from nfkit.cli.elements import element
 from nfkit.errors import InputError
 
 
@@ -225,3 +226,6 @@ def flush(family: str | None, table: str | None) -> None:
         validate.name(table, "--table")
 
     do_flush(family, table)
+
+
+rules.add_command(element)

@@ -3,7 +3,9 @@
 This module owns both outside forms of an entry: the text line that scripts
 parsing `conntrack -L` / `conntrack -E` already understand, and the JSON
 object (one per line) that `nfkit ct list -o json` prints and `nfkit ct
-create --from` reads back.  It knows nothing about netlink.
+create --from` reads back.  It knows nothing about netlink: the lines are
+described once (`line_source`) and compiled per shape of entry, over an
+`Entry` here and over a message's unpacked values by the wire decoder.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from nfkit.conntrack.model import (
@@ -46,86 +49,6 @@ from nfkit.errors import InputError
 
 EVENT_TAGS = {"new": "    [NEW] ", "update": " [UPDATE] ", "destroy": "[DESTROY] "}
 
-_proto_head: dict[int, str] = {}
-
-
-def _head(proto: int) -> str:
-    h = _proto_head.get(proto)
-    if h is None:
-        h = _proto_head[proto] = f"{PROTO_NAMES.get(proto, 'unknown'):<8} {proto} "
-    return h
-
-
-def _tuple_text(t: Tuple) -> str:
-    if t.proto in PORT_PROTOS:
-        s = f"src={t.src} dst={t.dst} sport={t.sport} dport={t.dport} "
-    elif t.proto in ICMP_PROTOS:
-        s = f"src={t.src} dst={t.dst} type={t.icmp_type or 0} code={t.icmp_code or 0} id={t.icmp_id or 0} "
-    else:
-        s = f"src={t.src} dst={t.dst} "
-    return s
-
-
-def entry_text(e: Entry, label_names: dict[int, str] | None = None, extended: bool = False,
-               event: str | None = None, show_id: bool = False) -> str:
-    """The entry as one line of `conntrack -L` (or, with ``event``, `conntrack -E`)."""
-    o = e.orig
-    r = e._reply if e._reply is not None else o.mirror()
-    parts = []
-    if event:
-        parts.append(EVENT_TAGS.get(event, f"{'[' + event.upper() + ']':>9} "))
-    if extended:
-        parts.append(f"{FAMILY_NAMES.get(e.family, 'unknown'):<8} {e.family} ")
-    parts.append(_head(o.proto))
-    if e.timeout is not None:
-        parts.append(f"{e.timeout} ")
-    if e.state is not None:
-        st = state_text(o.proto, e.state)
-        if st is not None:
-            parts.append(st + " ")
-    status = e.status
-    if o.proto in PORT_PROTOS and r.proto in PORT_PROTOS:
-        parts.append(f"src={o.src} dst={o.dst} sport={o.sport} dport={o.dport} ")
-    else:
-        parts.append(_tuple_text(o))
-    if o.zone is not None:
-        parts.append(f"zone-orig={o.zone} ")
-    c = e.counters
-    if c is not None:
-        parts.append(f"packets={c.orig_packets} bytes={c.orig_bytes} ")
-    if not status & 2:
-        parts.append("[UNREPLIED] ")
-    if r.proto in PORT_PROTOS:
-        parts.append(f"src={r.src} dst={r.dst} sport={r.sport} dport={r.dport} ")
-    else:
-        parts.append(_tuple_text(r))
-    if r.zone is not None:
-        parts.append(f"zone-reply={r.zone} ")
-    if c is not None:
-        parts.append(f"packets={c.reply_packets} bytes={c.reply_bytes} ")
-    parts.append(assured_text(status))
-    parts.append(f"mark={e.mark} ")
-    if e.secctx is not None:
-        parts.append(f"secctx={e.secctx} ")
-    if e.zone is not None:
-        parts.append(f"zone={e.zone} ")
-    if e.ts_start is not None:
-        stop = e.ts_stop // 1_000_000_000 if e.ts_stop else int(time.time())
-        parts.append(f"delta-time={stop - e.ts_start // 1_000_000_000} ")
-    if e.helper is not None:
-        parts.append(f"helper={e.helper} ")
-    if e.use is not None:
-        parts.append(f"use={e.use} ")
-    if show_id and e.id is not None:
-        parts.append(f"id={e.id} ")
-    if label_names and e.labels:
-        names = [label_names[b] for b in sorted(label_names) if e.labels >> b & 1]
-        if names:
-            parts.append("labels=" + ",".join(names) + " ")
-    return "".join(parts)[:-1]
-
-
-# ---------------------------------------------------------------- JSON
 
 def assured_text(status: int) -> str:
     """The bracketed word conntrack -L prints before the mark for these status bits ("" if none)."""
@@ -138,69 +61,358 @@ def assured_text(status: int) -> str:
     return ""
 
 
-_status_json: dict[int, str] = {}
-
-
 def status_list(status: int) -> str:
-    """The JSON list of status bit names (cached per value)."""
-    s = _status_json.get(status)
-    if s is None:
-        s = _status_json[status] = json.dumps(status_names(status))
-    return s
+    """The JSON list of status bit names."""
+    return json.dumps(status_names(status))
 
 
-def _tuple_json(t: Tuple) -> str:
-    if t.proto in PORT_PROTOS:
-        s = f'{{"src":"{t.src}","dst":"{t.dst}","sport":{t.sport},"dport":{t.dport}'
-    elif t.icmp_type is not None:
-        s = (f'{{"src":"{t.src}","dst":"{t.dst}","type":{t.icmp_type},"code":{t.icmp_code},'
-             f'"id":{t.icmp_id}')
-    else:
-        s = f'{{"src":"{t.src}","dst":"{t.dst}"'
-    if t.zone is not None:
-        s += f',"zone":{t.zone}'
-    return s + "}"
+# ---------------------------------------------------------------- the two lines, described once
+#
+# Both outside forms are written by code generated from the description below,
+# once per *shape* of entry: which optional parts it has and how its tuples print.
+# `entry_text` and `entry_json` compile shapes over an `Entry`; the wire decoder
+# compiles the same description over the values it unpacks from a message
+# (`line_function`), so a dump is written without building an Entry.  Either way
+# the format itself is only here.
+
+PORT, ICMP, PLAIN = "port", "icmp", "plain"  # how a tuple prints
+
+
+def text_kind(proto: int) -> str:
+    """How conntrack -L prints a tuple of ``proto``."""
+    return PORT if proto in PORT_PROTOS else ICMP if proto in ICMP_PROTOS else PLAIN
+
+
+class Memo(dict):  # type: ignore[type-arg]
+    """key -> fn(key) (fn(*key) for a tuple key), computed on the first miss and
+    remembered (at most ``limit`` keys, then it starts again).  Generated code
+    indexes these: a dict hit is the cheapest lookup Python has."""
+
+    def __init__(self, fn: Callable[..., Any], limit: int = 1 << 16) -> None:
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) > self.limit:
+            self.clear()
+        value = self[key] = self.fn(*key) if type(key) is tuple else self.fn(key)
+        return value
+
+
+def _state_text_piece(proto: int, state: int | None) -> str:
+    st = state_text(proto, state)
+    return "" if st is None else st + " "
+
+
+def _state_json_piece(proto: int, state: int | None) -> str:
+    st = state_text(proto, state)
+    return "" if st is None else f',"state":"{st}"'
+
+
+def _labels_json(labels: int | None) -> str:
+    return f',"labels":"{labels:#x}"' if labels else ""
+
+
+def _labels_text(names: dict[int, str] | None, labels: int | None) -> str:
+    if not names or not labels:
+        return ""
+    found = [names[b] for b in sorted(names) if labels >> b & 1]
+    return "labels=" + ",".join(found) + " " if found else ""
+
+
+def _delta_time(start: int, stop: int | None) -> int:
+    end = stop // 1_000_000_000 if stop else int(time.time())
+    return end - start // 1_000_000_000
+
+
+def _timestamp_json(start: int, stop: int | None) -> str:
+    return f',"timestamp":{{"start":{start}' + (f',"stop":{stop}' if stop else "") + "}"
+
+
+# What generated line code may use besides the values themselves.
+LINE_GLOBALS: dict[str, Any] = {
+    "HEAD": {p: f"{PROTO_NAMES.get(p, 'unknown'):<8} {p} " for p in range(256)},
+    "FAMT": {f: f"{FAMILY_NAMES.get(f, 'unknown'):<8} {f} " for f in range(256)},
+    "FAMJ": {f: str(FAMILY_NAMES.get(f, f)) for f in range(256)},
+    "PROJ": {p: str(PROTO_NAMES.get(p, p)) for p in range(256)},
+    "EVT": Memo(lambda ev: EVENT_TAGS.get(ev, f"{'[' + ev.upper() + ']':>9} ")),
+    "STT": Memo(_state_text_piece),
+    "STJ": Memo(_state_json_piece),
+    "UNR": ("[UNREPLIED] ", "[UNREPLIED] ", "", ""),
+    "ASS": Memo(assured_text),
+    "SJ": Memo(status_list),
+    "LBJ": _labels_json,
+    "LBT": _labels_text,
+    "DT": _delta_time,
+    "TSJ": _timestamp_json,
+    "JS": json.dumps,
+}
+
+
+class _Line:
+    """Pieces of an f-string: literal text and expressions."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def lit(self, text: str) -> _Line:
+        self.parts.append(text.replace("{", "{{").replace("}", "}}"))
+        return self
+
+    def val(self, expr: str, spec: str = "") -> _Line:
+        self.parts.append("{" + expr + spec + "}")
+        return self
+
+    def source(self) -> str:
+        return "f" + repr("".join(self.parts))
+
+
+def _text_tuple(line: _Line, x: Callable[[str], str], p: str, kind: str) -> None:
+    line.lit("src=").val(x(p + "src")).lit(" dst=").val(x(p + "dst")).lit(" ")
+    if kind == PORT:
+        line.lit("sport=").val(x(p + "sport")).lit(" dport=").val(x(p + "dport")).lit(" ")
+    elif kind == ICMP:
+        line.lit("type=").val(x(p + "icmp_type")).lit(" code=").val(x(p + "icmp_code"))
+        line.lit(" id=").val(x(p + "icmp_id")).lit(" ")
+
+
+def _json_tuple(line: _Line, x: Callable[[str], str], p: str, kind: str, zone: bool) -> None:
+    line.lit('{"src":"').val(x(p + "src")).lit('","dst":"').val(x(p + "dst")).lit('"')
+    if kind == PORT:
+        line.lit(',"sport":').val(x(p + "sport")).lit(',"dport":').val(x(p + "dport"))
+    elif kind == ICMP:
+        line.lit(',"type":').val(x(p + "icmp_type")).lit(',"code":').val(x(p + "icmp_code"))
+        line.lit(',"id":').val(x(p + "icmp_id"))
+    if zone:
+        line.lit(',"zone":').val(x(p + "zone"))
+    line.lit("}")
+
+
+@dataclass(frozen=True)
+class LineShape:
+    """What the code written for one kind of entry takes for granted.
+
+    ``orig``/``reply``: how the tuples print (PORT, ICMP or PLAIN; ``reply``
+    None when no reply is ever stored, i.e. it is the original's mirror);
+    ``has``: the optional parts present (names as in `line_function`);
+    the rest are options of the text form.
+    """
+
+    form: str
+    orig: str
+    reply: str | None
+    has: frozenset[str]
+    extended: bool = False
+    show_id: bool = False
+    label_names: bool = False
+
+
+_LOCALS = (("o_src", "src"), ("o_dst", "dst"), ("o_sport", "sport"), ("o_dport", "dport"))
+_LOCAL_OF = {"o." + name: local for local, name in _LOCALS}
+
+
+def line_source(shape: LineShape, expr: Callable[[str], str], mirror: str) -> list[str]:
+    """Body lines of a function returning the entry's line (conntrack -L's text or
+    nfkit's JSON object) for entries of ``shape``.  ``expr(name)`` is the Python
+    expression of a value: "family", "o.proto", "o.src", "o.dst", "o.sport",
+    "o.dport", "o.icmp_type", "o.icmp_code", "o.icmp_id", "o.zone", the same
+    with "r.", "o.mirror_text" (conntrack -L's text of the mirror tuple, asked for
+    non-port tuples only), "status", "state", "timeout", "mark", "zone",
+    "labels", "co.packets", "co.bytes", "cr.packets", "cr.bytes", "ts_start",
+    "ts_stop", "helper", "secctx", "id", "use", "event", "names" (label names);
+    ``mirror`` an expression true when the reply is the original's mirror."""
+    has = shape.has
+    # the original tuple's values are read once (the text form may print them twice)
+    body = [f"    {local} = {expr('o.' + name)}" for local, name in _LOCALS
+            if shape.orig == PORT or name in ("src", "dst")]
+
+    def x(name: str) -> str:  # the locals above, else the caller's expressions
+        return _LOCAL_OF.get(name) or expr(name)
+
+    if shape.reply is not None:
+        body.append(f"    if {mirror}:")
+    if shape.form == "text":
+        rt = _Line()
+        if shape.orig == PORT:
+            rt.lit("src=").val(x("o.dst")).lit(" dst=").val(x("o.src")).lit(" sport=")
+            rt.val(x("o.dport")).lit(" dport=").val(x("o.sport")).lit(" ")
+        else:
+            rt.val(x("o.mirror_text"))
+        if shape.reply is not None:
+            body.append("        rt = " + rt.source())
+            body.append("    else:")
+            stored = _Line()
+            _text_tuple(stored, x, "r.", shape.reply)
+            if "r.zone" in has:
+                stored.lit("zone-reply=").val(x("r.zone")).lit(" ")
+            body.append("        rt = " + stored.source())
+        else:
+            body.append("    rt = " + rt.source())
+        line = _Line()
+        if "event" in has:
+            line.val(f"EVT[{x('event')}]")
+        if shape.extended:
+            line.val(f"FAMT[{x('family')}]")
+        line.val(f"HEAD[{x('o.proto')}]")
+        if "timeout" in has:
+            line.val(x("timeout")).lit(" ")
+        if "state" in has:
+            line.val(f"STT[{x('o.proto')}, {x('state')}]")
+        _text_tuple(line, x, "o.", shape.orig)
+        if "o.zone" in has:
+            line.lit("zone-orig=").val(x("o.zone")).lit(" ")
+        if "counters" in has:
+            line.lit("packets=").val(x("co.packets")).lit(" bytes=").val(x("co.bytes")).lit(" ")
+        line.val(f"UNR[{x('status')} & 2]").val("rt")
+        if "counters" in has:
+            line.lit("packets=").val(x("cr.packets")).lit(" bytes=").val(x("cr.bytes")).lit(" ")
+        line.val(f"ASS[{x('status')}]").lit("mark=").val(x("mark")).lit(" ")
+        for name in ("secctx", "zone"):
+            if name in has:
+                line.lit(name + "=").val(x(name)).lit(" ")
+        if "ts_start" in has:
+            line.lit("delta-time=").val(f"DT({x('ts_start')}, {x('ts_stop')})").lit(" ")
+        for name in ("helper", "use"):
+            if name in has:
+                line.lit(name + "=").val(x(name)).lit(" ")
+        if shape.show_id and "id" in has:
+            line.lit("id=").val(x("id")).lit(" ")
+        if shape.label_names and "labels" in has:
+            line.val(f"LBT({x('names')}, {x('labels')})")
+        body.append(f"    return {line.source()}[:-1]")
+        return body
+    if shape.reply is not None:
+        body.append("        rj = ''")
+        body.append("    else:")
+        stored = _Line().lit(',"reply":')
+        _json_tuple(stored, x, "r.", shape.reply, "r.zone" in has)
+        body.append("        rj = " + stored.source())
+    line = _Line().lit("{")
+    if "event" in has:
+        line.lit('"event":"').val(x("event")).lit('",')
+    line.lit('"family":"').val(f"FAMJ[{x('family')}]").lit('","proto":"').val(f"PROJ[{x('o.proto')}]")
+    line.lit('","orig":')
+    _json_tuple(line, x, "o.", shape.orig, "o.zone" in has)
+    if shape.reply is not None:
+        line.val("rj")
+    line.lit(',"status":').val(f"SJ[{x('status')}]")
+    if "state" in has:
+        line.val(f"STJ[{x('o.proto')}, {x('state')}]")
+    if "timeout" in has:
+        line.lit(',"timeout":').val(x("timeout"))
+    line.lit(',"mark":').val(x("mark"))
+    if "zone" in has:
+        line.lit(',"zone":').val(x("zone"))
+    if "labels" in has:
+        line.val(f"LBJ({x('labels')})")
+    if "counters" in has:
+        line.lit(',"counters":{"orig":{"packets":').val(x("co.packets")).lit(',"bytes":')
+        line.val(x("co.bytes")).lit('},"reply":{"packets":').val(x("cr.packets"))
+        line.lit(',"bytes":').val(x("cr.bytes")).lit("}}")
+    if "ts_start" in has:
+        line.val(f"TSJ({x('ts_start')}, {x('ts_stop')})")
+    for name in ("helper", "secctx"):
+        if name in has:
+            line.lit(f',"{name}":').val(f"JS({x(name)})")
+    for name in ("id", "use"):
+        if name in has:
+            line.lit(f',"{name}":').val(x(name))
+    line.lit("}")
+    body.append(f"    return {line.source()}")
+    return body
+
+
+def line_function(shape: LineShape, params: str, x: Callable[[str], str], mirror: str,
+                  names: dict[str, Any] | None = None) -> Callable[..., str]:
+    """`line_source` compiled into ``def line(<params>)``; ``names``: more globals
+    the expressions of ``x`` use."""
+    src = "\n".join([f"def line({params}):", *line_source(shape, x, mirror)])
+    namespace: dict[str, Any] = {}
+    exec(src, {**LINE_GLOBALS, **(names or {})}, namespace)  # noqa: S102 - generated above
+    return namespace["line"]  # type: ignore[no-any-return]
+
+
+# The values of an Entry, for the lines written from one.
+_ENTRY_EXPRS = {
+    "family": "e.family", "status": "e.status", "state": "e.state", "timeout": "e.timeout", "mark": "e.mark",
+    "zone": "e.zone", "labels": "e.labels", "ts_start": "e.ts_start", "ts_stop": "e.ts_stop",
+    "helper": "e.helper", "secctx": "e.secctx", "id": "e.id", "use": "e.use", "event": "event",
+    "names": "names", "co.packets": "e.counters.orig_packets", "co.bytes": "e.counters.orig_bytes",
+    "cr.packets": "e.counters.reply_packets", "cr.bytes": "e.counters.reply_bytes",
+    "o.mirror_text": "MT(e.orig)",
+}
+
+
+def _entry_expr(form: str, name: str) -> str:
+    if name in _ENTRY_EXPRS:
+        return _ENTRY_EXPRS[name]
+    side, field = name.split(".")
+    t = "e.orig" if side == "o" else "e._reply"
+    if form == "text" and field in ("icmp_type", "icmp_code", "icmp_id"):
+        return f"({t}.{field} or 0)"  # conntrack -L prints 0 for a missing ICMP field
+    return f"{t}.{field}"
+
+
+def _tuple_text_function(kind: str) -> Callable[[Tuple], str]:
+    line = _Line()
+    _text_tuple(line, lambda n: _entry_expr("text", n).replace("e.orig", "t"), "o.", kind)
+    namespace: dict[str, Any] = {}
+    exec(f"def text(t):\n    return {line.source()}", {}, namespace)  # noqa: S102 - generated above
+    return namespace["text"]  # type: ignore[no-any-return]
+
+
+_TUPLE_TEXT = Memo(_tuple_text_function)
+
+
+def _mirror_text(t: Tuple) -> str:
+    m = t.mirror()
+    return _TUPLE_TEXT[text_kind(m.proto)](m)  # type: ignore[no-any-return]
+
+
+def _compile_entry_line(form: str, orig: str, reply: str | None, present: tuple[bool, ...], extended: bool,
+                        show_id: bool, label_names: bool) -> Callable[..., str]:
+    has = frozenset(name for name, there in zip(_OPTIONAL, present, strict=True) if there)
+    shape = LineShape(form, orig, reply, has, extended, show_id, label_names)
+    return line_function(shape, "e, names, event", lambda n: _entry_expr(form, n), "e._reply is None",
+                         {"MT": _mirror_text})
+
+
+_ENTRY_LINES = Memo(_compile_entry_line)
+
+
+# the optional parts of an Entry, in the order of `_presence`'s flags
+_OPTIONAL = ("timeout", "state", "o.zone", "r.zone", "counters", "secctx", "zone", "ts_start", "helper", "use",
+             "id", "labels", "event")
+
+
+def _presence(e: Entry, event: str | None) -> tuple[bool, ...]:
+    o, r = e.orig, e._reply
+    return (e.timeout is not None, e.state is not None, o.zone is not None,
+            r is not None and r.zone is not None, e.counters is not None, e.secctx is not None,
+            e.zone is not None, e.ts_start is not None, e.helper is not None, e.use is not None,
+            e.id is not None, bool(e.labels), event is not None)
+
+
+def entry_text(e: Entry, label_names: dict[int, str] | None = None, extended: bool = False,
+               event: str | None = None, show_id: bool = False) -> str:
+    """The entry as one line of `conntrack -L` (or, with ``event``, `conntrack -E`)."""
+    r = e._reply
+    fn = _ENTRY_LINES["text", text_kind(e.orig.proto), None if r is None else text_kind(r.proto),
+                      _presence(e, event), extended, show_id, bool(label_names)]
+    return fn(e, label_names, event)  # type: ignore[no-any-return]
+
+
+def _json_kind(t: Tuple) -> str:
+    return PORT if t.proto in PORT_PROTOS else ICMP if t.icmp_type is not None else PLAIN
 
 
 def entry_json(e: Entry, event: str | None = None) -> str:
     """The entry as one JSON object on one line (the form `create --from` reads)."""
-    o = e.orig
-    parts = ["{"]
-    if event:
-        parts.append(f'"event":"{event}",')
-    parts.append(f'"family":"{FAMILY_NAMES.get(e.family, e.family)}",'
-                 f'"proto":"{PROTO_NAMES.get(o.proto, o.proto)}","orig":{_tuple_json(o)}')
-    if e._reply is not None:
-        parts.append(f',"reply":{_tuple_json(e._reply)}')
-    parts.append(f',"status":{status_list(e.status)}')
-    if e.state is not None:
-        st = state_text(o.proto, e.state)
-        if st is not None:
-            parts.append(f',"state":"{st}"')
-    if e.timeout is not None:
-        parts.append(f',"timeout":{e.timeout}')
-    parts.append(f',"mark":{e.mark}')
-    if e.zone is not None:
-        parts.append(f',"zone":{e.zone}')
-    if e.labels:
-        parts.append(f',"labels":"{e.labels:#x}"')
-    c = e.counters
-    if c is not None:
-        parts.append(f',"counters":{{"orig":{{"packets":{c.orig_packets},"bytes":{c.orig_bytes}}},'
-                     f'"reply":{{"packets":{c.reply_packets},"bytes":{c.reply_bytes}}}}}')
-    if e.ts_start is not None:
-        parts.append(f',"timestamp":{{"start":{e.ts_start}'
-                     + (f',"stop":{e.ts_stop}' if e.ts_stop else "") + "}")
-    if e.helper is not None:
-        parts.append(f',"helper":{json.dumps(e.helper)}')
-    if e.secctx is not None:
-        parts.append(f',"secctx":{json.dumps(e.secctx)}')
-    if e.id is not None:
-        parts.append(f',"id":{e.id}')
-    if e.use is not None:
-        parts.append(f',"use":{e.use}')
-    parts.append("}")
-    return "".join(parts)
+    r = e._reply
+    fn = _ENTRY_LINES["json", _json_kind(e.orig), None if r is None else _json_kind(r), _presence(e, event),
+                      False, False, False]
+    return fn(e, None, event)  # type: ignore[no-any-return]
 
 
 _PROTOS = {name: num for num, name in PROTO_NAMES.items()}

@@ -51,6 +51,19 @@ def gone_address_filter(gone: Network, unreplied_only: bool = False) -> Filter:
                   status_clear=int(Status.SEEN_REPLY) if unreplied_only else 0)
 
 
+def unreplied_nat_filter(family: int) -> Filter:
+    """Source-NATed entries that never saw a reply (their binding may predate a new uplink)."""
+    return Filter(family=family, status_set=int(Status.SRC_NAT), status_clear=int(Status.SEEN_REPLY))
+
+
+def route_filter(dst: ipaddress.IPv4Network | ipaddress.IPv6Network, unreplied_only: bool = False
+                 ) -> Filter:
+    """Entries whose original destination lies in ``dst`` (a route to it changed)."""
+    return Filter(family=AF_INET if dst.version == 4 else AF_INET6,
+                  dst=Prefix.parse(str(dst), "changed route"),
+                  status_clear=int(Status.SEEN_REPLY) if unreplied_only else 0)
+
+
 def uplink_filter(uplink: Uplink) -> Filter:
     return Filter(mark=uplink.mark, mark_mask=uplink.mask)
 

@@ -39,7 +39,7 @@ from nfkit.netlink.consts import (
 )
 from nfkit.netlink.exchange import Event as ExchangeEvent
 from nfkit.netlink.exchange import Exchange, ending_error
-from nfkit.netlink.socket import NetlinkSocket
+from nfkit.netlink.socket import HoldsSocket, NetlinkSocket
 from nfkit.netlink.specs import ctnetlink as S
 
 _HDR = struct.Struct("=IHHII")
@@ -98,7 +98,7 @@ class Event:
     entry: Entry | None = None
 
 
-class ConntrackTable:
+class ConntrackTable(HoldsSocket):
     """The conntrack table of the current network namespace (a context manager).
 
     Raises CapabilityError when the netlink socket cannot be opened.
@@ -118,12 +118,6 @@ class ConntrackTable:
             return NetlinkSocket(**kw)
         with netns.enter(f"/proc/self/fd/{self._netns_fd}"):
             return NetlinkSocket(**kw)
-
-    def __enter__(self) -> ConntrackTable:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._own:
@@ -682,7 +676,7 @@ class ConntrackTable:
         return EventStream(self, flt, kinds=kinds, timeout=timeout, resync=resync, rcvbuf=rcvbuf)
 
 
-class EventStream:
+class EventStream(HoldsSocket):
     """Conntrack events of the current namespace, subscribed at creation.
 
     Iterating yields `Event`s (new, update, destroy) selected by the filter
@@ -712,21 +706,10 @@ class EventStream:
             check_quiet_timeout(timeout)
         self.table = table
         self.filter = flt or Filter()
+        self._everything = self.filter.empty  # once: an event stream is a hot path
         self.timeout = timeout
         self.resync = resync
         self.sock = table.open_socket(groups=tuple(groups), rcvbuf=rcvbuf)
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def _event(self, msg: Message) -> Event | None:
         if msg.type >> 8 != 1:  # not ctnetlink
@@ -739,7 +722,7 @@ class EventStream:
         else:
             kind = "update"
         e = self.table.decoder.decode_attrs(msg.attrs, msg.family)
-        if self.filter.empty or self.filter.matches(e):
+        if self._everything or self.filter.matches(e):
             return Event(kind, e)
         return None
 

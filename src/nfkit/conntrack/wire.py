@@ -9,7 +9,8 @@ so it is done by the netlink core's *layouts* (`nfkit.netlink.shapes`): the
 first message of a given shape (the same attribute headers at the same
 offsets) is walked once and compiled into a header struct and a values struct
 unpacking the leaves an entry needs (`ENTRY_FIELDS`); this module adds the
-generated constructor and output lines.  Every later message of that length
+generated constructor; the output lines are compiled from
+`formats`' description of them over the same values.  Every later message of that length
 is checked against the recorded headers (one unpack, one tuple comparison)
 and decoded by one more unpack; a message whose headers differ gets its own
 layout.  The result is the same as a walk, by construction.
@@ -22,7 +23,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from nfkit.conntrack.formats import assured_text, status_list
+from nfkit.conntrack.formats import PORT, LineShape, Memo, line_function
 from nfkit.conntrack.model import (
     AF_INET,
     AF_INET6,
@@ -106,23 +107,6 @@ NFGEN_HDRLEN = 4
 
 # ---------------------------------------------------------------- addresses
 
-class _Memo(dict):  # type: ignore[type-arg]
-    """key -> fn(key), computed on the first miss and remembered (at most ``limit``
-    keys, then it starts again).  Generated code indexes these: a dict hit is the
-    cheapest lookup Python has."""
-
-    def __init__(self, fn: Callable[[Any], Any], limit: int = 1 << 20) -> None:
-        super().__init__()
-        self.fn = fn
-        self.limit = limit
-
-    def __missing__(self, key: Any) -> Any:
-        if len(self) > self.limit:
-            self.clear()
-        value = self[key] = self.fn(key)
-        return value
-
-
 def _ntop(raw: bytes) -> str:
     if len(raw) == 4:
         return socket.inet_ntop(AF_INET, raw)
@@ -131,7 +115,7 @@ def _ntop(raw: bytes) -> str:
     raise DecodeError(f"address attribute of {len(raw)} bytes")
 
 
-ADDR = _Memo(_ntop)  # bytes -> address text (tables repeat addresses a lot)
+ADDR = Memo(_ntop, limit=1 << 20)  # bytes -> address text (tables repeat addresses a lot)
 
 
 def addr_text(raw: bytes) -> str:
@@ -235,27 +219,19 @@ def _reply_or_none(o: Tuple, r: Tuple) -> Tuple | None:
     return None if r == o.mirror() else r
 
 
-# the pieces of conntrack -L's line that depend on status bits (see formats.entry_text)
-_UNREPLIED = ("[UNREPLIED] ", "[UNREPLIED] ", "", "")
-
-
-_ASSURED = _Memo(assured_text)  # status -> "[ASSURED] " etc. (formats.assured_text)
-STATUS_JSON = _Memo(status_list)  # status -> its JSON list of names (formats.status_list)
-
 _GLOBALS = {"T": Tuple, "TN": tuple.__new__, "E": _new_entry, "A": ADDR, "C": Counters, "cstr": _cstr,
-            "L": _labels, "R": _reply_or_none, "PORT": PORT_PROTOS, "U": _UNREPLIED,
-            "AS": _ASSURED, "SJ": STATUS_JSON}
+            "L": _labels, "R": _reply_or_none, "PORT": PORT_PROTOS}
 
 
 class _Layout(Layout):
     """A compiled decoder for entry messages of one shape (the core's `Layout`, tagged
     with the message's family), plus what is generated from it.
 
-    ``build(values)`` makes the Entry; for the common shapes (port-based
-    protocols without zones, timestamps, labels, helper or security context)
-    ``text(values)`` and ``json(values)`` write `formats.entry_text` /
-    `formats.entry_json`'s output directly from the unpacked values (the tests
-    check they are identical); they are None for other shapes.
+    ``build(values)`` makes the Entry; for tuples with ports and no tuple
+    zones (the common shapes) ``text(values)`` and ``json(values)`` write the
+    lines of `formats.entry_text` / `formats.entry_json` directly from the
+    unpacked values, compiled from formats' one description of those lines
+    (`formats.line_function`); they are None for other shapes.
     """
 
     __slots__ = ("build", "json", "key_spans", "text")
@@ -335,75 +311,34 @@ class _Layout(Layout):
             f"{get('mark', '0')}, {get('zone')}, {labels}, {counters}, {get('ts_start')}, "
             f"{get('ts_stop')}, {helper}, {get('id')}, {get('use')}, {secctx})")
         src = "\n".join(lines)
-
-        fast = (simple and not any(k in ix for k in ("ts_start", "labels", "helper", "secctx", "zone"))
-                and "o.sport" in ix and "r.sport" in ix and "status" in ix)
-        if fast:
-            from nfkit.conntrack.model import DCCP_STATE_TEXT, PROTO_NAMES, SCTP_STATE_TEXT, TCP_STATE_TEXT
-
-            names = {"state": TCP_STATE_TEXT, "sctp_state": SCTP_STATE_TEXT,
-                     "dccp_state": DCCP_STATE_TEXT}[state_key]
-
-            # text: formats.entry_text, specialised for this shape
-            st = ix.get("status")
-            text = ["def text(v):", f"    os = A[{get('o.src')}]; od = A[{get('o.dst')}]",
-                    f"    op = {get('o.sport')}; dp = {get('o.dport')}",
-                    f"    if {mirror}:",
-                    "        rt = f'src={od} dst={os} sport={dp} dport={op} '",
-                    "    else:",
-                    "        rt = f'src={" + addr("r.src") + "} dst={" + addr("r.dst") + "} "
-                    + "sport={" + get("r.sport") + "} dport={" + get("r.dport") + "} '"]
-            parts = []
-            if "timeout" in ix:
-                parts.append(f"{{{get('timeout')}}} ")
-            if state_key in ix:
-                parts.append("{ST[" + get(state_key) + "]} ")
-            parts.append("src={os} dst={od} sport={op} dport={dp} ")
-            if has_counters:
-                parts.append(f"packets={{{get('co.packets', '0')}}} bytes={{{get('co.bytes', '0')}}} ")
-            parts.append(f"{{U[v[{st}] & 2]}}{{rt}}")
-            if has_counters:
-                parts.append(f"packets={{{get('cr.packets', '0')}}} bytes={{{get('cr.bytes', '0')}}} ")
-            parts.append(f"{{AS[v[{st}] & 0xFFFF]}}mark={{{get('mark', '0')}}}")
-            if "use" in ix:
-                parts.append(f" use={{{get('use')}}}")
-            text.append("    return HEAD[" + get("o.proto") + "] + f'" + "".join(parts) + "'")
-            # json: formats.entry_json, specialised for this shape
-            fam = "ipv6" if family == 10 else "ipv4"
-            js = ["def json(v):", f"    os = A[{get('o.src')}]; od = A[{get('o.dst')}]",
-                  f"    if {mirror}:",
-                  "        rj = ''",
-                  "    else:",
-                  "        rj = f',\"reply\":{{\"src\":\"{" + addr("r.src") + "}\",\"dst\":\"{"
-                  + addr("r.dst") + "}\",\"sport\":{" + get("r.sport") + "},\"dport\":{"
-                  + get("r.dport") + "}}}'"]
-            jp = [f'{{{{"family":"{fam}","proto":"{{PN[{get("o.proto")}]}}","orig":{{{{"src":"{{os}}",'
-                  f'"dst":"{{od}}","sport":{{{get("o.sport")}}},"dport":{{{get("o.dport")}}}}}}}{{rj}}',
-                  f',"status":{{SJ[v[{st}]]}}']
-            if state_key in ix:
-                jp.append(',"state":"{ST[' + get(state_key) + ']}"')
-            if "timeout" in ix:
-                jp.append(f',"timeout":{{{get("timeout")}}}')
-            jp.append(f',"mark":{{{get("mark", "0")}}}')
-            if has_counters:
-                jp.append(f',"counters":{{{{"orig":{{{{"packets":{{{get("co.packets", "0")}}},'
-                          f'"bytes":{{{get("co.bytes", "0")}}}}}}},"reply":{{{{"packets":'
-                          f'{{{get("cr.packets", "0")}}},"bytes":{{{get("cr.bytes", "0")}}}}}}}}}}}')
-            if "id" in ix:
-                jp.append(f',"id":{{{get("id")}}}')
-            if "use" in ix:
-                jp.append(f',"use":{{{get("use")}}}')
-            jp.append("}}")
-            js.append("    return f'" + "".join(jp) + "'")
-            src += "\n" + "\n".join(text) + "\n" + "\n".join(js)
-            head_table = {p: f"{PROTO_NAMES.get(p, 'unknown'):<8} {p} " for p in range(256)}
-            extra = {"HEAD": head_table, "ST": names + ["NONE"] * (256 - len(names)),
-                     "PN": {p: PROTO_NAMES.get(p, str(p)) for p in range(256)}}
-        else:
-            extra = {}
         namespace: dict[str, Any] = {}
-        exec(src, {**_GLOBALS, **extra}, namespace)  # noqa: S102 - code generated above from the layout
-        return namespace["build"], namespace.get("text"), namespace.get("json")
+        exec(src, _GLOBALS, namespace)  # noqa: S102 - code generated above from the layout
+        # the output lines, written by formats' one description of them straight
+        # from the values, for tuples with ports and no tuple zones (the common
+        # case); None for other shapes (then through an Entry)
+        if "o.sport" not in ix or "o.zone" in ix or "r.zone" in ix or (has_reply and "r.sport" not in ix):
+            return namespace["build"], None, None
+        exprs = {"family": str(family), "state": get(state_key), "status": get("status", "0"),
+                 "mark": get("mark", "0"), "ts_stop": get("ts_stop"), "labels": f"L({get('labels')})",
+                 "helper": f"cstr({get('helper')})", "secctx": f"cstr({get('secctx')})"}
+        for side in ("o.", "r."):
+            exprs[side + "src"] = addr(side + "src")
+            exprs[side + "dst"] = addr(side + "dst")
+        for name in ("co.packets", "co.bytes", "cr.packets", "cr.bytes"):
+            exprs[name] = get(name, "0")
+        has = frozenset(k for k in ("timeout", "use", "id", "zone", "ts_start", "helper", "secctx", "labels")
+                        if k in ix)
+        if state_key in ix:
+            has |= {"state"}
+        if "co.packets" in ix or "cr.packets" in ix:
+            has |= {"counters"}
+
+        def x(name: str) -> str:
+            return exprs.get(name) or get(name)
+
+        lines_of = [line_function(LineShape(form, PORT, PORT if has_reply else None, has), "v", x, mirror,
+                                  _GLOBALS) for form in ("text", "json")]
+        return namespace["build"], lines_of[0], lines_of[1]
 
 
 class EntryDecoder:

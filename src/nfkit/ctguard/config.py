@@ -15,14 +15,22 @@
     min_share = 16               # a source's fair share is never below this many entries
     batch = 2048                 # most evictions per round
 
-    [topology]
-    flush_stale = true           # flush entries NATed to an address that went away
-    unreplied_only = true        # ... only those that never saw a reply
+    [size]                       # the table's maximum and hash buckets (initial namespace)
+    memory = ""                  # "512M": memory the table may take; empty: no plan
+    entries_per_bucket = 1.0     # entries per hash bucket at the maximum
+    apply = false                # write the plan (nf_conntrack_max, hashsize) at start
 
-    [[uplink]]                   # flows steered by ct mark: flushed when its link goes down
-    interface = "wan0"
-    mark = 0x100
-    mask = 0xff00
+    [[topology]]                 # what a change on an interface flushes; none: as "*" below
+    interface = "*"              # an interface, or "*": every one without an entry of its own
+    address_removed = "unreplied"  # entries source-NATed to a removed address
+    link_down = "none"           # entries source-NATed to the link's addresses
+    link_up = "none"             # unreplied source-NATed entries ("none" or "unreplied")
+    route_change = "none"        # entries to the destination of a route added or removed
+    mark = 0                     # with mask: entries carrying this ct mark go at link down
+    mask = 0                     # (an uplink's flows, steered by mark)
+
+    Each of address_removed, link_down and route_change is "none", "unreplied"
+    (only entries that never saw a reply) or "all".
 """
 
 from __future__ import annotations
@@ -30,7 +38,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from nfkit.ctguard.policy import Thresholds, check_thresholds
-from nfkit.service.config import Config, Key, Schema, Section, fraction, ifname, in_range, load
+from nfkit.ctguard.size import parse_size
+from nfkit.service.config import (
+    Config,
+    Key,
+    Schema,
+    Section,
+    fraction,
+    ifname,
+    in_range,
+    load,
+    one_of,
+)
+
+MODES = ("none", "unreplied", "all")
+
+
+def _interface(v: str) -> str:
+    return v if v == "*" else ifname(v)
+
+
+def _memory(v: str) -> str:
+    if v:
+        parse_size(v)
+    return v
 
 
 def _budget(v: int) -> int:
@@ -59,15 +90,29 @@ SCHEMA = Schema((
             in_range(1, 2**31 - 1)),
         Key("batch", int, "most evictions per round", _T.batch, in_range(1, 1 << 20)),
     ), "when and how hard to act"),
+    Section("size", (
+        Key("memory", str, "memory the table may take (\"512M\"; empty: no plan)", "", _memory),
+        Key("entries_per_bucket", (float, int), "entries per hash bucket at the maximum", 1.0,
+            in_range(0.125, 64)),
+        Key("apply", bool, "write the plan (nf_conntrack_max, hashsize) at start; "
+            "initial namespace only", False),
+    ), "the table's maximum and hash buckets, within a memory budget (`nfkit ctguard plan`)"),
     Section("topology", (
-        Key("flush_stale", bool, "flush entries NATed to an address that went away", True),
-        Key("unreplied_only", bool, "only those that never saw a reply", True),
-    ), "reactions to link and address changes"),
-    Section("uplink", (
-        Key("interface", str, "the uplink's interface", check=ifname),
-        Key("mark", int, "ct mark of the flows it carries", check=in_range(0, 0xFFFFFFFF)),
-        Key("mask", int, "mask of that mark", 0xFFFFFFFF, in_range(0, 0xFFFFFFFF)),
-    ), "flows steered by ct mark, flushed when the link goes down", many=True),
+        Key("interface", str, "an interface, or \"*\": every one without an entry of its own",
+            check=_interface),
+        Key("address_removed", str, "entries source-NATed to a removed address: none, unreplied, all",
+            "unreplied", one_of(*MODES)),
+        Key("link_down", str, "entries source-NATed to the link's addresses: none, unreplied, all",
+            "none", one_of(*MODES)),
+        Key("link_up", str, "unreplied source-NATed entries: none, unreplied", "none",
+            one_of("none", "unreplied")),
+        Key("route_change", str, "entries to a route's destination when it is added or removed "
+            "through the interface: none, unreplied, all", "none", one_of(*MODES)),
+        Key("mark", int, "with mask: entries carrying this ct mark go when the link goes down", 0,
+            in_range(0, 0xFFFFFFFF)),
+        Key("mask", int, "mask of that mark (0: no mark flush)", 0, in_range(0, 0xFFFFFFFF)),
+    ), "per interface, the entries a topology change makes stale (none given: one \"*\" "
+       "entry with its defaults)", many=True),
 ))
 
 
@@ -80,6 +125,13 @@ def thresholds(cfg: Config) -> Thresholds:
 def read(path: str | Path) -> Config:
     """Read and check a ctguard file (ConfigError: file:line: key: why)."""
     cfg = load(path, SCHEMA)
+    seen: set[str] = set()
+    for i, rule in enumerate(cfg["topology"]):
+        if rule["interface"] in seen:
+            raise cfg.error(("topology", i, "interface"), f"{rule['interface']} has an earlier entry")
+        seen.add(rule["interface"])
+    if cfg["size"]["apply"] and not cfg["size"]["memory"]:
+        raise cfg.error(("size", "apply"), "needs size.memory (the budget the plan fits in)")
     try:
         check_thresholds(thresholds(cfg))
     except ValueError as exc:

@@ -21,11 +21,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from nfkit.conntrack.stale import Uplink, flush_stale, stale_filters
+from nfkit.conntrack.stale import flush_stale
 from nfkit.conntrack.table import ConntrackTable
-from nfkit.ctguard import policy
+from nfkit.ctguard import policy, size
 from nfkit.ctguard.config import thresholds
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
+from nfkit.ctguard.topology import DEFAULT_RULE, Topology
 from nfkit.errors import EventsLost, NetlinkError
 from nfkit.route.rtnl import RouteEvents, Rtnl
 from nfkit.service.config import Config
@@ -34,6 +35,8 @@ from nfkit.service.daemon import Service
 log = logging.getLogger("nfkit.ctguard")
 
 PROC_NF = Path("/proc/sys/net/netfilter")
+EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's burst at full rate
+EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 
 
@@ -69,23 +72,24 @@ class Guard(Service):
                                  registry=r)
         self.m_flushed = Counter("nfkit_ctguard_stale_flushed_total",
                                  "entries flushed after topology changes", registry=r)
-        self.uplinks: list[Uplink] = []
+        self.topology: Topology | None = None
         self.table: ConntrackTable | None = None
         self.stream: Any = None
         self.routes: RouteEvents | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self, selector: selectors.BaseSelector) -> None:
+        size_cfg = self.cfg["size"]
+        if size_cfg["apply"]:  # before anything else: a refusal leaves nothing half-started
+            p = size.plan(size.parse_size(size_cfg["memory"]), size_cfg["entries_per_bucket"])
+            size.apply(p)
+            self.act("size", f"{p.max} entries and {p.buckets} buckets in {size_cfg['memory']} "
+                     f"({p.entry_bytes}-byte entries)", p.max)
         self.table = ConntrackTable()
-        self.stream = self.table.events(resync=False)
+        self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
-        if self.cfg["topology"]["flush_stale"] or self.cfg["uplink"]:
-            with Rtnl() as rt:
-                for up in self.cfg["uplink"]:
-                    self.uplinks.append(Uplink(rt.link(up["interface"]).index, up["mark"], up["mask"]))
-            self.routes = RouteEvents()
-            selector.register(self.routes, selectors.EVENT_READ, self.on_route)
+        self.follow_topology(selector)
 
     def stop(self) -> None:
         try:
@@ -104,31 +108,46 @@ class Guard(Service):
         self.act("resync", why, len(self.picture))
 
     def on_conntrack(self) -> None:
+        # a burst of events must not hold the policy back: back to the loop after a slice
+        # (the rest stays queued; ctnetlink sends one event a datagram, so none is cut)
         now = time.monotonic()
+        until = now + EVENT_SLICE
         try:
-            for ev in self.stream.pending():
+            for n, ev in enumerate(self.stream.pending(), 1):
                 if ev.entry is not None:
                     self.picture.apply(ev.kind, ev.entry, now)
+                if n % 64 == 0:
+                    now = time.monotonic()
+                    if now >= until:
+                        break
         except EventsLost:
             self.resync("the kernel dropped events")
 
+    def follow_topology(self, selector: selectors.BaseSelector) -> None:
+        rules = self.cfg["topology"] or [DEFAULT_RULE]
+        if all(r[k] == "none" for r in rules for k in ("address_removed", "link_down", "link_up",
+                                                        "route_change")) and not any(r["mask"] for r in rules):
+            return  # nothing to follow
+        self.routes = RouteEvents()  # subscribed before the picture is read: no change falls between
+        with Rtnl() as rt:
+            self.topology = Topology(rules, rt.links(), rt.addresses())
+        selector.register(self.routes, selectors.EVENT_READ, self.on_route)
+
     def on_route(self) -> None:
-        assert self.routes is not None and self.table is not None
-        topo = self.cfg["topology"]
-        filters = []
+        assert self.routes is not None and self.table is not None and self.topology is not None
         try:
             events = list(self.routes.pending())
-        except EventsLost:
-            return  # links and addresses are read again on the next change
+        except EventsLost:  # links and addresses read again: what changed meanwhile is unknown
+            with Rtnl() as rt:
+                self.topology = Topology(self.topology.rules.values(), rt.links(), rt.addresses())
+            self.act("topology resync", "the kernel dropped route events", 0)
+            return
         for kind, present, obj in events:
-            if kind == "address" and not topo["flush_stale"]:
-                continue
-            filters += stale_filters(kind, present, obj, self.uplinks, topo["unreplied_only"])
-        if filters:
-            result = flush_stale(self.table, filters)
-            self.flushed += result.deleted
-            self.m_flushed.inc(result.deleted)
-            self.act("flush stale", "; ".join(f.describe() for f in filters), result.deleted)
+            for why, flt in self.topology.filters(kind, present, obj):
+                result = flush_stale(self.table, [flt])
+                self.flushed += result.deleted
+                self.m_flushed.inc(result.deleted)
+                self.act("flush stale", f"{why}: {flt.describe()}", result.deleted)
 
     # ------------------------------------------------------------ the policy
     def limit(self) -> int:

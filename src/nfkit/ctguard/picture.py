@@ -1,8 +1,9 @@
 """An incremental picture of the conntrack table, from events.
 
 One small record per entry (its key, source address, zone, protocol, state
-and status, when it was first and last seen), and counters per state, per
-source and per zone kept as events arrive: new and update events refresh a
+and status, its cost tier, when it was first and last seen), counters per
+state, per source and per zone, and the records of each cost tier and of
+each source (so a decision reads only what it takes), kept as events arrive: new and update events refresh a
 record, destroy events remove it, and a lost-events resync replaces the whole
 picture from one dump (counted).  The picture never asks the kernel anything.
 """
@@ -36,6 +37,17 @@ def state_name(e: Entry) -> str:
     return "REPLIED" if e.status & Status.SEEN_REPLY else "UNREPLIED"
 
 
+CLOSING = frozenset(("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"))
+
+
+def cost_tier(state: str, status: int) -> int:
+    """What evicting the entry costs, cheapest first: 0 unreplied and not ASSURED, 1 other
+    not ASSURED, 2 closing TCP, 3 the rest (ASSURED)."""
+    if not status & Status.ASSURED:
+        return 0 if not status & Status.SEEN_REPLY else 1
+    return 2 if state in CLOSING else 3
+
+
 @dataclass(slots=True)
 class Record:
     entry: Entry     # as last reported (tuples, status, mark, zone)
@@ -44,6 +56,7 @@ class Record:
     state: str
     first_seen: float
     last_event: float
+    tier: int = 3
 
     @property
     def assured(self) -> bool:
@@ -59,6 +72,10 @@ class Picture:
 
     def __init__(self) -> None:
         self.records: dict[Key, Record] = {}
+        # indexes, so a decision touches only the entries it takes: each cost tier and each
+        # source's records, in the order they entered it (dicts keep insertion order)
+        self.tiers: tuple[dict[Key, Record], ...] = ({}, {}, {}, {})
+        self.of_source: dict[str, dict[Key, Record]] = {}
         self.by_state: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()
         self.by_zone: Counter[int] = Counter()
@@ -71,9 +88,21 @@ class Picture:
     def _remove(self, key: Key) -> None:
         old = self.records.pop(key, None)
         if old is not None:
-            self._count(old, -1)
+            self._count(old, -1, key)
 
-    def _count(self, r: Record, n: int) -> None:
+    def _count(self, r: Record, n: int, key: Key) -> None:
+        own = self.of_source.get(r.source)
+        if n > 0:
+            self.tiers[r.tier][key] = r
+            if own is None:
+                own = self.of_source[r.source] = {}
+            own[key] = r
+        else:
+            self.tiers[r.tier].pop(key, None)
+            if own is not None:
+                own.pop(key, None)
+                if not own:
+                    del self.of_source[r.source]
         for counter, value in ((self.by_state, r.state), (self.by_source, r.source),
                                (self.by_zone, r.zone)):
             counter[value] += n  # type: ignore[index]
@@ -89,11 +118,12 @@ class Picture:
             return
         old = self.records.get(key)
         if old is not None:
-            self._count(old, -1)
-        r = Record(e, e.orig.src, e.zone or 0, state_name(e),
-                   old.first_seen if old is not None else now, now)
+            self._count(old, -1, key)
+        state = state_name(e)
+        r = Record(e, e.orig.src, e.zone or 0, state, old.first_seen if old is not None else now,
+                   now, cost_tier(state, e.status))
         self.records[key] = r
-        self._count(r, 1)
+        self._count(r, 1, key)
 
     def resync(self, entries: Iterable[Entry], now: float) -> None:
         """Replace the picture with a dump's entries (after lost events)."""
@@ -102,14 +132,17 @@ class Picture:
         self.by_state.clear()
         self.by_source.clear()
         self.by_zone.clear()
+        self.tiers = ({}, {}, {}, {})
+        self.of_source = {}
         self.resyncs += 1
         for e in entries:
             key = entry_key(e)
             before = old.get(key)
-            r = Record(e, e.orig.src, e.zone or 0, state_name(e),
-                       before.first_seen if before is not None else now, now)
+            state = state_name(e)
+            r = Record(e, e.orig.src, e.zone or 0, state,
+                       before.first_seen if before is not None else now, now, cost_tier(state, e.status))
             self.records[key] = r
-            self._count(r, 1)
+            self._count(r, 1, key)
 
     def top_sources(self, n: int = 10) -> list[tuple[str, int]]:
         return self.by_source.most_common(n)

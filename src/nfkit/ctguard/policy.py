@@ -10,15 +10,20 @@ maximum, or the file's per-namespace budget):
    - fairness first: a source holding more than its fair share (the limit
      divided among the active sources, never below ``min_share``) loses its
      excess, and no source within its share loses anything while another
-     exceeds its own;
+     exceeds its own (once every excess is taken, the order below goes on
+     if more must go);
    - then unreplied and not ASSURED entries, oldest first; then other not
-     ASSURED ones; then the longest-idle ASSURED entries (idleness is read for
-     a few candidates only, by the caller's ``idleness`` function).
+     ASSURED ones; then closing TCP entries (FIN_WAIT ... TIME_WAIT, CLOSE);
+     then the longest-idle ASSURED entries (idleness is read for a few
+     candidates only, the youngest, by the caller's ``idleness`` function,
+     to the second: among entries equally idle the youngest goes first, as a
+     table filling up is filled by its newest entries; at most
+     ``idle_reads`` a round, beyond which the youngest go).  A source over
+     its share loses its entries in the same order.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +51,7 @@ class Thresholds:
     short_timeout: int = 10  # seconds, for the states of SHORTENED_STATES
     batch: int = 2048        # most evictions per round
     idle_candidates: int = 4  # idleness read for this many ASSURED candidates per eviction
+    idle_reads: int = 512     # ... and for at most this many a round (a get each)
 
 
 @dataclass
@@ -63,52 +69,75 @@ def fair_share(picture: Picture, limit: int, t: Thresholds) -> int:
     return max(t.min_share, limit // sources)
 
 
-def _tier(r: Record) -> int:
-    if not r.replied and not r.assured:
-        return 0
-    return 1 if not r.assured else 2
+def _order(r: Record) -> tuple[int, float]:
+    """The order a source's entries are considered in: by tier; within the cheap tiers the
+    oldest first (they have waited longest for a reply or their end); ASSURED ones the
+    youngest first (whose idleness is then read: the oldest are the connections that were
+    there before the pressure, and a table filling up is filled by its newest entries)."""
+    return (r.tier, -r.first_seen if r.tier == 3 else r.first_seen)
+
+
+def _idlest(pool: Sequence[Record], idle: dict[Key, float]) -> list[Record]:
+    """``pool`` with the idlest first; equally idle (idleness is read to the second), the
+    youngest first; those whose idleness was not read after all of those it was read for."""
+    known = [r for r in pool if entry_key(r.entry) in idle]
+    unknown = [r for r in pool if entry_key(r.entry) not in idle]
+    return sorted(known, key=lambda r: (-idle[entry_key(r.entry)], -r.first_seen)) + unknown
+
+
+REASONS = ("unreplied", "not assured", "closing")
 
 
 def choose(picture: Picture, count: int, limit: int, t: Thresholds,
            idleness: Callable[[Sequence[Record]], dict[Key, float]]) -> Eviction:
-    """The entries to evict now (empty below ``evict_at``); see the module's docstring."""
+    """The entries to evict now (empty below ``evict_at``); see the module's docstring.
+
+    Touches only the entries it may take (the picture's per-tier and per-source
+    indexes), and reads idleness for at most ``t.idle_reads`` entries a round.
+    """
     out = Eviction()
     if limit <= 0 or count < t.evict_at * limit:
         return out
     need = min(t.batch, count - int(t.evict_to * limit))
+    reads = t.idle_reads
     share = fair_share(picture, limit, t)
     excess = {src: n - share for src, n in picture.by_source.items() if n > share}
-    if excess:
-        by_source: dict[str, list[Record]] = {}
-        for r in picture.records.values():
-            if r.source in excess:
-                by_source.setdefault(r.source, []).append(r)
-        for src in sorted(excess, key=excess.__getitem__, reverse=True):
+    for src in sorted(excess, key=excess.__getitem__, reverse=True):
+        if len(out.records) >= need:
+            break
+        rows = sorted(picture.of_source[src].values(), key=_order)
+        cheap = [r for r in rows if r.tier < 3]
+        assured = rows[len(cheap):]
+        wanted = min(excess[src], need - len(out.records))
+        if len(cheap) < wanted and reads > 0:  # among its ASSURED entries, the idlest go first
+            pool = assured[: min(reads, t.idle_candidates * (wanted - len(cheap)))]
+            reads -= len(pool)
+            rows = cheap + _idlest(pool, idleness(pool)) + assured[len(pool):]
+        for r in rows[:wanted]:
+            out.add(r, f"source over its share ({share})")
+    # fairness first: only once no source exceeds its share (all excess taken) does anyone
+    # else pay, by tier: the cheap tiers oldest first, then the idlest ASSURED entries
+    taken = {entry_key(r.entry) for r in out.records}
+    for tier in (0, 1, 2):
+        if len(out.records) >= need:
+            return out
+        for key, r in picture.tiers[tier].items():
             if len(out.records) >= need:
                 break
-            rows = sorted(by_source[src], key=lambda r: (_tier(r), r.first_seen))
-            assured = [r for r in rows if r.assured]
-            if assured:  # among its ASSURED entries, the idlest go first
-                idle = idleness(assured[: t.idle_candidates * excess[src]])
-                rows = [r for r in rows if not r.assured] + sorted(
-                    assured, key=lambda r: -idle.get(entry_key(r.entry), -1.0))
-            for r in rows[: min(excess[src], need - len(out.records))]:
-                out.add(r, f"source over its share ({share})")
-        return out  # fairness first: nobody within their share pays while others exceed
-    # the few that can be chosen, not the whole table sorted: the non-ASSURED ones come
-    # first in this order, then as many ASSURED ones as idleness is read for
-    rest = heapq.nsmallest(need * (1 + t.idle_candidates), picture.records.values(),
-                           key=lambda r: (_tier(r), r.first_seen))
-    for r in rest:
-        if len(out.records) >= need or r.assured:
-            break
-        out.add(r, "unreplied" if not r.replied else "not assured")
+            if key not in taken:
+                out.add(r, REASONS[tier])
     left = need - len(out.records)
     if left > 0:
-        pool = [r for r in rest if r.assured][: t.idle_candidates * left]
-        idle = idleness(pool)
-        for r in sorted(pool, key=lambda r: -idle.get(entry_key(r.entry), -1.0))[:left]:
-            out.add(r, "longest idle")
+        pool = []
+        for key, r in reversed(picture.tiers[3].items()):  # the youngest first
+            if len(pool) >= min(t.idle_candidates * left, max(reads, left)):
+                break
+            if key not in taken:
+                pool.append(r)
+        read = pool[:reads]
+        order = (_idlest(read, idleness(read)) if read else []) + pool[len(read):]
+        for i, r in enumerate(order[:left]):
+            out.add(r, "longest idle" if i < len(read) else "youngest")
     return out
 
 

@@ -207,12 +207,23 @@ class FlowTable:
         if d < 0:
             return self._create(h, fwd, proto, now, size, tcp_flags) * 2
         self.created = False
+        code = self.step(s, d, proto, now, size, tcp_flags)
+        if code < 0:  # a new SYN on a closed tuple: the old flow ends
+            self._remove(s, END_REOPENED)
+            return self._create(h, fwd, proto, now, size, tcp_flags) * 2
+        return code
+
+    def step(self, s: int, d: int, proto: int, now: float, size: int, tcp_flags: int = 0) -> int:
+        """Count one packet of the known flow in slot ``s``, direction ``d``; no lookup, no sweep.
+
+        Returns ``s * 2 + d``, or -1 (nothing done) for a SYN that reopens a
+        closed flow's tuple: `track` ends the old flow and starts the new one.
+        """
         st = self.state[s]
         if proto == IPPROTO_TCP:
             nst = TCP_NEXT[st * TCP_STRIDE + TCP_EVENT[tcp_flags & 0xFF] * 2 + d]
-            if nst < 0:  # a new SYN on a closed tuple: the old flow ends
-                self._remove(s, END_REOPENED)
-                return self._create(h, fwd, proto, now, size, tcp_flags) * 2
+            if nst < 0:
+                return -1
         else:
             nst = st | REPLIED if d else st
         if nst != st:
@@ -411,22 +422,30 @@ class FlowTable:
     def tcp_state(self, slot: int) -> TcpState:
         return TcpState(self.state[slot] & STATE_MASK)
 
-    def lookup(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
-        """(slot, direction) of a flow without counting a packet; KeyError if absent."""
+    def find(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> int:
+        """``slot * 2 + direction`` of a flow without counting a packet; -1 if absent."""
         h = symmetric_hash(proto, src, sport, dst, dport)
         fwd = pack_tuple(proto, src, dst, sport, dport)
         rev = pack_tuple(proto, dst, src, dport, sport)
-        i = h & self._mask
+        buckets, tuples, mask = self._buckets, self.tuples, self._mask
+        i = h & mask
         while True:
-            s = self._buckets[i]
+            s = buckets[i]
             if s == 0:
-                raise KeyError("flow table: no such flow")
-            t = self.tuples[s - 1]
+                return -1
+            t = tuples[s - 1]
             if t == fwd:
-                return s - 1, 0
+                return (s - 1) * 2
             if t == rev:
-                return s - 1, 1
-            i = (i + 1) & self._mask
+                return (s - 1) * 2 + 1
+            i = (i + 1) & mask
+
+    def lookup(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
+        """(slot, direction) of a flow without counting a packet; KeyError if absent."""
+        code = self.find(proto, src, dst, sport, dport)
+        if code < 0:
+            raise KeyError("flow table: no such flow")
+        return code >> 1, code & 1
 
     def bucket_of(self, slot: int, nbuckets: int) -> int:
         """Bucket of a flow in a table of ``nbuckets`` (a power of two)."""

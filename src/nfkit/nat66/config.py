@@ -23,8 +23,13 @@
     servers = ["fd01:203:405:1::10", "fd01:203:405:1::11"]
     spread = "jhash"                   # jhash (by client address) or numgen (round robin)
 
+    [multihoming]                      # what [[uplink]] balances
+    inside = "fd01:203:405::/48"       # the inside prefix; mapped (NPTv6) onto each uplink's
+    balance = "host"                   # host: one uplink per inside address; flow: per flow
+
     [[uplink]]                         # multihoming: one per ISP
     interface = "wan0"
+    outside = "2001:db8:1::/48"        # a prefix, "address", "file:PATH" or "" (masquerade)
     gateway = "fe80::1"
     mark = 1                           # ct mark of the flows it carries (1-255)
     table = 101                        # policy-routing table nfkit fills for it
@@ -94,6 +99,15 @@ def _flags(values: list[Any]) -> list[str]:
     return values
 
 
+def _outside(text: str) -> str:
+    """An uplink's outside prefix: fixed, followed ("address": the prefix of the
+    interface's global address; "file:PATH": the prefix written there), or none."""
+    if text in ("", "address") or text.startswith("file:") and len(text) > 5:
+        return text
+    _npt_prefix(text)
+    return text
+
+
 def _servers(values: list[Any]) -> list[ipaddress.IPv6Address]:
     if not values:
         raise ValueError("a pool needs at least one server")
@@ -130,8 +144,18 @@ SCHEMA = Schema((
         Key("spread", str, "jhash (one client, one server) or numgen (round robin)", "jhash",
             one_of("jhash", "numgen")),
     ), "destination NAT66 to a server or a pool", many=True),
+    Section("multihoming", (
+        Key("inside", str, "the inside prefix the uplinks carry (required with [[uplink]])", "",
+            lambda v: str(_npt_prefix(v)) if v else v),
+        Key("balance", str, "host (a hash of the inside address) or flow (each new flow)",
+            "host", one_of("host", "flow")),
+    ), "how new flows are spread over the [[uplink]]s"),
     Section("uplink", (
         Key("interface", str, "the uplink's interface", check=ifname),
+        Key("outside", str, "its prefix (NPTv6 from [multihoming] inside); \"address\": the "
+            "prefix of the interface's global address, followed; \"file:PATH\": the prefix "
+            "written in PATH (a DHCPv6 client's hook), followed; empty: masquerade", "",
+            _outside),
         Key("gateway", str, "next hop (empty: on-link)", "", lambda v: str(_address(v)) if v else v),
         Key("mark", int, "ct mark of its flows (1-255)", check=in_range(1, 255)),
         Key("table", int, "policy-routing table nfkit fills for it", check=in_range(1, 2**31 - 1)),
@@ -156,10 +180,27 @@ def _check_overlaps(cfg: Config) -> None:
                 if net.overlaps(other):
                     raise cfg.error(("npt", i, kind), f"{net} overlaps npt[{j}].{kind} {other}")
             seen.append((i, net))
+    for i, entry in enumerate(cfg["snat"]):
+        inside, to = ipaddress.IPv6Network(entry["inside"]), entry["to"]
+        if "/" in to and ipaddress.IPv6Network(to).prefixlen > inside.prefixlen:
+            raise cfg.error(("snat", i, "to"), f"{to} is longer than inside {inside}: a prefix "
+                            "maps 1:1 only onto one at least as large")
+    fixed: list[tuple[int, ipaddress.IPv6Network]] = []
+    for i, up in enumerate(cfg["uplink"]):
+        if up["outside"] and up["outside"] != "address" and not up["outside"].startswith("file:"):
+            net = ipaddress.IPv6Network(up["outside"])
+            for j, other in fixed:
+                if net.overlaps(other):
+                    raise cfg.error(("uplink", i, "outside"), f"{net} overlaps uplink[{j}].outside {other}")
+            fixed.append((i, net))
+    if cfg["uplink"] and not cfg["multihoming"]["inside"]:
+        raise cfg.error(("multihoming", "inside"), "required with [[uplink]]: the prefix "
+                        "the uplinks carry")
     marks: dict[int, int] = {}
     tables: dict[int, int] = {}
+    ifaces: dict[str, int] = {}
     for i, up in enumerate(cfg["uplink"]):
-        for key, used in (("mark", marks), ("table", tables)):
+        for key, used in (("mark", marks), ("table", tables), ("interface", ifaces)):
             if up[key] in used:
                 raise cfg.error(("uplink", i, key), f"{up[key]} is also uplink[{used[up[key]]}]'s")
             used[up[key]] = i

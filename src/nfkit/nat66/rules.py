@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from nfkit.errors import InputError
 from nfkit.nat66.npt import Mapping
+from nfkit.nat66.uplinks import BUCKETS, Topology, buckets
 from nfkit.nftables import Command, Ruleset, diff, run_commands
 from nfkit.service.config import Config
 from nfkit.service.owntable import Owned
@@ -23,8 +23,11 @@ from nfkit.service.owntable import Owned
 FAMILY, TABLE = "ip6", "nfkit_nat66"
 # The kernel's NPT targets work only in a table named mangle: nfkit owns these two
 # chains there and nothing else (it never flushes the table; iptables-nft may use it).
-NPT_IN, NPT_OUT = "nfkit-npt-in", "nfkit-npt-out"
-NPT_CHAINS = Owned(FAMILY, "mangle", (NPT_IN, NPT_OUT))
+NPT_IN, NPT_FWD, NPT_OUT = "nfkit-npt-in", "nfkit-npt-fwd", "nfkit-npt-out"
+NPT_CHAINS = Owned(FAMILY, "mangle", (NPT_IN, NPT_FWD, NPT_OUT))
+# RFC 6296 asks for an ICMPv6 Parameter Problem with its drops; nf_tables' reject sends
+# Destination Unreachable only, so the sender learns the address is unreachable (code 3)
+REJECT = {"reject": {"type": "icmpv6", "expr": "addr-unreachable"}}
 Statement = dict[str, Any]
 
 
@@ -46,8 +49,9 @@ def _flags(flags: list[str]) -> Any:
     return flags[0] if len(flags) == 1 else flags
 
 
-def snat_rule(entry: dict[str, Any], where: str) -> list[Statement]:
-    """One [[snat]] entry: masquerade (no `to`), or snat to an address or a range."""
+def snat_rule(entry: dict[str, Any]) -> list[Statement]:
+    """One [[snat]] entry: masquerade (no `to`), snat to an address or a range, or to a
+    prefix (nft's `snat prefix to`, the netmap flag: 1:1, host bits kept)."""
     stmts = [_match({"meta": {"key": "oifname"}}, entry["interface"]),
              _match(_payload("ip6", "saddr"), _prefix(ipaddress.IPv6Network(entry["inside"])))]
     nat: Statement = {}
@@ -55,17 +59,21 @@ def snat_rule(entry: dict[str, Any], where: str) -> list[Statement]:
         lo, _, hi = entry["ports"].partition("-")
         stmts.append(_match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]}))
         nat["port"] = {"range": [int(lo), int(hi or lo)]}
-    if entry["flags"]:
-        nat["flags"] = _flags(entry["flags"])
+    flags = list(entry["flags"])
     to = entry["to"]
     if not to:
+        if flags:
+            nat["flags"] = _flags(flags)
         stmts.append({"masquerade": nat or None})
         return stmts
-    if "/" in to:
-        raise InputError(f"{where}.to: {to}: snat to a prefix (netmap) is not written by nfkit "
-                         "yet; give an address or a range")
-    first, dash, last = to.partition("-")
-    nat["addr"] = {"range": [first, last]} if dash else to
+    if "/" in to:  # netmap: each inside address keeps its host bits under the new prefix
+        nat["addr"] = _prefix(ipaddress.IPv6Network(to))
+        flags = ["netmap", *flags]
+    else:
+        first, dash, last = to.partition("-")
+        nat["addr"] = {"range": [first, last]} if dash else to
+    if flags:
+        nat["flags"] = _flags(flags)
     nat["family"] = "ip6"
     stmts.append({"snat": nat})
     return stmts
@@ -98,19 +106,60 @@ def pool_map(rs: Ruleset, table: Any, name: str, entry: dict[str, Any]) -> None:
            elem=[[i, str(s)] for i, s in enumerate(entry["servers"])])
 
 
-def ruleset(cfg: Config) -> Ruleset:
-    """Table ip6 nfkit_nat66 for the file's stateful NAT (empty chains when it has none)."""
+def ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
+    """Table ip6 nfkit_nat66 for the file's stateful NAT (a nat chain only where an entry
+    needs it) and, with [[uplink]]s, the steering of new flows (see `steering`)."""
     rs = Ruleset()
     t = rs.table(FAMILY, TABLE)
-    pre = rs.chain(t, "prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
-    post = rs.chain(t, "postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
+    # a nat chain makes the kernel track every packet: none when nothing needs one, so
+    # NPTv6 alone (stateless) costs no conntrack
+    if cfg["dnat"]:
+        pre = rs.chain(t, "prerouting", type="nat", hook="prerouting", prio=-100, policy="accept")
+    masquerading = [up for up in cfg["uplink"] if not up["outside"]]
+    if cfg["snat"] or masquerading:
+        post = rs.chain(t, "postrouting", type="nat", hook="postrouting", prio=100, policy="accept")
     for i, entry in enumerate(cfg["dnat"]):
         if len(entry["servers"]) > 1:
             pool_map(rs, t, f"dnat{i}_pool", entry)
         rs.rule(pre, *dnat_rule(entry, f"dnat{i}_pool"), comment=f"dnat[{i}]")
     for i, entry in enumerate(cfg["snat"]):
-        rs.rule(post, *snat_rule(entry, f"snat[{i}]"), comment=f"snat[{i}]")
+        rs.rule(post, *snat_rule(entry), comment=f"snat[{i}]")
+    if cfg["uplink"]:
+        steering(rs, t, cfg, topology or Topology(cfg["uplink"]))
+        inside = _prefix(ipaddress.IPv6Network(cfg["multihoming"]["inside"]))
+        for i, up in enumerate(cfg["uplink"]):
+            if not up["outside"]:
+                rs.rule(post, _match({"meta": {"key": "oifname"}}, up["interface"]),
+                        _match(_payload("ip6", "saddr"), inside), {"masquerade": None},
+                        comment=f"uplink[{i}] masquerade")
     return rs
+
+
+UPLINK_MAP = "uplink_of_bucket"
+HASH_SEED = 0x6E66_6B36  # fixed: a host keeps its uplink across re-applies and restarts
+
+
+def steering(rs: Ruleset, table: Any, cfg: Config, topology: Topology) -> None:
+    """Each new flow from the inside prefix to elsewhere gets the ct mark of an uplink
+    (its bucket, a hash of the inside address or a per-flow counter, looked up in the
+    map of live uplinks); every packet of it then carries that mark, which the policy
+    rules route by.  Only the map's elements change when an uplink goes or comes."""
+    inside = _prefix(ipaddress.IPv6Network(cfg["multihoming"]["inside"]))
+    rs.set(table, UPLINK_MAP, type="mark", map="mark",
+           elem=[[b, m] for b, m in sorted(buckets(topology.uplinks).items())])
+    steer = rs.chain(table, "steer", type="filter", hook="prerouting", prio=-150, policy="accept")
+    outbound = [_match(_payload("ip6", "saddr"), inside),
+                {"match": {"op": "!=", "left": _payload("ip6", "daddr"), "right": inside}}]
+    key = ({"jhash": {"mod": BUCKETS, "seed": HASH_SEED, "expr": _payload("ip6", "saddr")}}
+           if cfg["multihoming"]["balance"] == "host" else
+           {"numgen": {"mode": "inc", "mod": BUCKETS, "offset": 0}})
+    rs.rule(steer, *outbound, {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+            {"mangle": {"key": {"ct": {"key": "mark"}},
+                        "value": {"map": {"key": key, "data": f"@{UPLINK_MAP}"}}}},
+            comment="a new flow's uplink")
+    rs.rule(steer, *outbound, {"mangle": {"key": {"meta": {"key": "mark"}},
+                                          "value": {"ct": {"key": "mark"}}}},
+            comment="routed by its uplink's mark")
 
 
 def rfc_drops(mapping: Mapping, field: str) -> list[tuple[str, Statement]]:
@@ -124,43 +173,57 @@ def rfc_drops(mapping: Mapping, field: str) -> list[tuple[str, Statement]]:
             ("all-ones interface id", _match({"&": [addr, iid]}, iid))]
 
 
-def npt_ruleset(cfg: Config) -> Ruleset:
-    """The [[npt]] entries as nfkit's two chains of table ip6 mangle: DNPT before
+def npt_ruleset(cfg: Config, topology: Topology | None = None) -> Ruleset:
+    """The [[npt]] entries as nfkit's chains of table ip6 mangle: DNPT before
     conntrack (prerouting, priority -300: conntrack sees inside addresses both ways,
-    else replies are INVALID), SNPT at mangle priority in postrouting; each after the
-    RFC's drops (counted).  Empty when the file has no [[npt]]."""
+    else replies are INVALID), SNPT at mangle priority in postrouting; the RFC's
+    drops (counted, answered with an ICMPv6 error) before DNPT and, going out, in
+    forward (the one hook before SNPT that knows the output interface).  ICMPv6 errors
+    need nothing more: the kernel's targets translate the quoted header too, and DNPT
+    before conntrack lets it find the flow an error belongs to (tested).  Each [[uplink]]
+    whose outside prefix is known maps the [multihoming] inside prefix onto it the same
+    way.  Empty when there is none."""
     rs = Ruleset()
-    if not cfg["npt"]:
+    entries = [(f"npt[{i}]", e["inside"], e["outside"], e["interface"])
+               for i, e in enumerate(cfg["npt"])]
+    if cfg["uplink"]:
+        inside_all = ipaddress.IPv6Network(cfg["multihoming"]["inside"])
+        for i, up in enumerate((topology or Topology(cfg["uplink"])).uplinks):
+            if up.outside is not None:
+                entries.append((f"uplink[{i}]", inside_all, up.outside, up.interface))
+    if not entries:
         return rs
     t = rs.table(FAMILY, "mangle")
     pre = rs.chain(t, NPT_IN, type="filter", hook="prerouting", prio=-300, policy="accept")
+    fwd = rs.chain(t, NPT_FWD, type="filter", hook="forward", prio=-150, policy="accept")
     post = rs.chain(t, NPT_OUT, type="filter", hook="postrouting", prio=-150, policy="accept")
-    for i, entry in enumerate(cfg["npt"]):
-        inside, outside = entry["inside"], entry["outside"]
+    for name, inside, outside, interface in entries:
         mapping = Mapping(inside, outside)
-        out = [_match({"meta": {"key": "oifname"}}, entry["interface"]),
+        out = [_match({"meta": {"key": "oifname"}}, interface),
                _match(_payload("ip6", "saddr"), _prefix(inside))]
-        into = [_match({"meta": {"key": "iifname"}}, entry["interface"]),
+        into = [_match({"meta": {"key": "iifname"}}, interface),
                 _match(_payload("ip6", "daddr"), _prefix(outside))]
-        for chain, head, field in ((post, out, "saddr"), (pre, into, "daddr")):
+        # outbound drops in forward: the kernel sends no reject from postrouting
+        for chain, head, field in ((fwd, out, "saddr"), (pre, into, "daddr")):
             for why, match in rfc_drops(mapping, field):
-                rs.rule(chain, *head, match, {"counter": None}, {"drop": None},
-                        comment=f"npt[{i}] RFC 6296 drop: {why}")
-        rs.rule(post, *out, {"snpt": {"prefix": str(inside), "to": str(outside)}}, comment=f"npt[{i}]")
-        rs.rule(pre, *into, {"dnpt": {"prefix": str(outside), "to": str(inside)}}, comment=f"npt[{i}]")
+                rs.rule(chain, *head, match, {"counter": None}, REJECT,
+                        comment=f"{name} RFC 6296 drop: {why}")
+        rs.rule(post, *out, {"snpt": {"prefix": str(inside), "to": str(outside)}}, comment=name)
+        rs.rule(pre, *into, {"dnpt": {"prefix": str(outside), "to": str(inside)}}, comment=name)
     return rs
 
 
-def changes(cfg: Config) -> list[Command]:
-    """What makes the kernel hold the file's NAT66: nfkit's NPT chains (replaced only
-    when they differ) and table ip6 nfkit_nat66 (the smallest change set)."""
-    return NPT_CHAINS.changes(npt_ruleset(cfg)) + diff(ruleset(cfg))
+def changes(cfg: Config, topology: Topology | None = None) -> list[Command]:
+    """What makes the kernel hold the file's NAT66 (its uplinks as ``topology`` has
+    them): nfkit's NPT chains (replaced only when they differ) and table ip6
+    nfkit_nat66 (the smallest change set)."""
+    return NPT_CHAINS.changes(npt_ruleset(cfg, topology)) + diff(ruleset(cfg, topology))
 
 
-def apply(cfg: Config, dry_run: bool = False) -> list[Command]:
+def apply(cfg: Config, dry_run: bool = False, topology: Topology | None = None) -> list[Command]:
     """Make the kernel hold what the file says, in one transaction; returns the changes
     (none when it already does)."""
-    cmds = changes(cfg)
+    cmds = changes(cfg, topology)
     if cmds and not dry_run:
         run_commands(cmds)
     return cmds

@@ -18,6 +18,7 @@ import socket as _socket
 import struct
 import time
 from collections.abc import Iterator
+from typing import Any, Self
 
 from nfkit.errors import (
     CapabilityError,
@@ -91,7 +92,26 @@ def _end_of_dump(event: Event, what: str | None) -> None:
         raise error
 
 
-class NetlinkSocket:
+class HoldsSocket:
+    """The plumbing of an object that owns one socket in ``self.sock``: a context
+    manager that closes it, and `fileno` for selectors."""
+
+    sock: Any
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()  # type: ignore[no-any-return]
+
+
+class NetlinkSocket(HoldsSocket):
     """A netlink socket of any protocol (NETLINK_NETFILTER by default).
 
     Raises CapabilityError when the socket cannot be opened (no such protocol,
@@ -122,18 +142,6 @@ class NetlinkSocket:
             self.subscribe(group)
 
     # plumbing -------------------------------------------------------------
-    def __enter__(self) -> NetlinkSocket:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
     def seq(self) -> int:
         return next_seq()
 

@@ -34,7 +34,8 @@ from nfkit.nfgrep.errors import BytecodeError
 MAGIC = b"NFGB"
 VERSION = 1  # the format and instruction set: decode refuses any other
 # The compiler's revision, as CPython re's MAGIC: bump it whenever the compiler emits
-# different code for the same text.  Cached compilations are keyed on it (loader.py),
+# different code for the same text.  It is written into every .nfgb header (files
+# from before it was, read 0) and cached compilations are keyed on it (loader.py),
 # so an entry made by another compiler is never used.
 COMPILER_VERSION = 1
 NONE16 = 0xFFFF
@@ -180,6 +181,7 @@ class Program:
     maps: list[list[tuple[int, int]]] = field(default_factory=list)
     protocols: list[ProtocolCode] = field(default_factory=list)
     origin: str = "<program>"
+    compiler: int = COMPILER_VERSION  # the compiler revision that made it (from the header when read)
 
     def text(self, index: int) -> str:
         return self.strings[index].decode("ascii", "replace")
@@ -232,7 +234,7 @@ def _encode(program: Program) -> bytes:
             for ins in sc.code:
                 out += INSTR.pack(ins.op, ins.a, ins.b, ins.c)
     payload = bytes(out)
-    return HEADER.pack(MAGIC, VERSION, 0, len(payload), zlib.crc32(payload)) + payload
+    return HEADER.pack(MAGIC, VERSION, program.compiler, len(payload), zlib.crc32(payload)) + payload
 
 
 class _Reader:
@@ -271,22 +273,20 @@ def decode(blob: bytes, origin: str = "<nfgb>") -> Program:
     """
     if len(blob) < HEADER.size:
         raise BytecodeError(f"{origin}: {len(blob)} bytes is too short for an nfgrep program")
-    magic, version, flags, length, crc = HEADER.unpack_from(blob)
+    magic, version, compiler, length, crc = HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise BytecodeError(f"{origin}: not an nfgrep program (magic {magic!r}, "
                             f"expected {MAGIC!r})")
     if version != VERSION:
         raise BytecodeError(f"{origin}: bytecode version {version} is not supported "
                             f"(this nfkit reads version {VERSION}): recompile the .nfg file")
-    if flags != 0:
-        raise BytecodeError(f"{origin}: unknown header flags {flags:#x}")
     payload = blob[HEADER.size:]
     if len(payload) != length:
         raise BytecodeError(f"{origin}: payload is {len(payload)} bytes, header says {length}")
     if zlib.crc32(payload) != crc:
         raise BytecodeError(f"{origin}: checksum mismatch (file corrupted)")
     r = _Reader(payload, origin)
-    prog = Program(origin=origin)
+    prog = Program(origin=origin, compiler=compiler)
     (n,) = r.take(_U16, "string count")
     for _ in range(n):
         (size,) = r.take(_U16, "string length")
@@ -403,7 +403,7 @@ def describe_instr(program: Program, ins: Instr) -> str:
 
 def disassemble(program: Program, costs: dict[tuple[int, int], int] | None = None) -> str:
     """A readable listing of a program, one instruction per line, blocks indented."""
-    lines = [f"nfgb version {VERSION}: {len(program.protocols)} protocol(s), "
+    lines = [f"nfgb version {VERSION} (compiler {program.compiler}): {len(program.protocols)} protocol(s), "
              f"{len(program.strings)} strings, {len(program.ints)} integers, "
              f"{len(program.sets)} literal sets"]
     for pi, proto in enumerate(program.protocols):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -319,6 +320,49 @@ class CaptureReader:
                 break
             offset += blen
             self.position = offset
+
+
+def pcap_offsets(data: bytes, pos: int, count: int, little: bool) -> tuple[list[int], int, bool]:
+    """Offsets of up to ``count`` whole pcap records from ``pos`` in mapped file ``data``.
+
+    Returns ``(offsets, next position, stopped)``; ``stopped`` when the file
+    ends or a record is damaged at the next position (`CaptureReader.stopped_at`
+    says why).  Only the capture length is read per record: the rest of each
+    header is read by the caller, in bulk.
+    """
+    limit = len(data)
+    offsets: list[int] = []
+    append = offsets.append
+    last = limit - 16
+    if little and sys.byteorder == "little":
+        # four 32-bit views, one per alignment: a capture length is one index, no unpacking
+        mv = memoryview(data)
+        views = [mv[k:k + (limit - k) // 4 * 4].cast("I") for k in range(4)]
+        try:
+            for _ in range(count):
+                if pos > last:
+                    return offsets, pos, True
+                q = pos + 8
+                nxt = pos + 16 + views[q & 3][q >> 2]
+                if nxt > limit or nxt - pos > MAX_RECORD + 16:
+                    return offsets, pos, True
+                append(pos)
+                pos = nxt
+        finally:
+            for v in views:
+                v.release()
+            mv.release()
+        return offsets, pos, False
+    caplen_at = struct.Struct("<I" if little else ">I").unpack_from
+    for _ in range(count):
+        if pos > last:
+            return offsets, pos, True
+        nxt = pos + 16 + caplen_at(data, pos + 8)[0]
+        if nxt > limit or nxt - pos > MAX_RECORD + 16:
+            return offsets, pos, True
+        append(pos)
+        pos = nxt
+    return offsets, pos, False
 
 
 # pcap file header: magic, version 2.4, zone, sigfigs, snaplen, linktype (24 bytes)

@@ -35,16 +35,21 @@ fits again.
 from __future__ import annotations
 
 import ipaddress
+import mmap
 import os
+import struct
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
 from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.capture import MAX_RECORD, CaptureReader, CaptureStop, decode
+from nfkit.nfgrep.batch import Batch, from_frames
+from nfkit.nfgrep.capture import CaptureReader, CaptureStop, Decoded, decode, pcap_offsets
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
@@ -57,6 +62,10 @@ FLOW_BYTES = 256     # bound per tracked flow, engine not started (measured ~165
 ACTIVE_BYTES = 4096  # bound per flow the engine looks at (measured ~3,450), bytes held aside
 MAX_MEMORY = 512 << 20  # default budget of a run
 ENGINE_WINDOW = 16384  # bytes the engine keeps per direction at most (engine.WINDOW)
+BATCH = 65536  # frames parsed at once by `read`
+RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
+WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
+RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
 
 
 @dataclass
@@ -118,8 +127,21 @@ class _Work:
         self.held = 0  # estimate of the bytes the engine keeps for this flow
 
 
+_ADDR_TEXT: dict[bytes, str] = {}  # address bytes -> text: a capture has few hosts
+
+
 def _addr(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
+    text = _ADDR_TEXT.get(raw)
+    if text is None:
+        if len(_ADDR_TEXT) >= 65536:
+            _ADDR_TEXT.clear()
+        text = _ADDR_TEXT[raw] = str(ipaddress.ip_address(raw))
+    return text
+
+
+def _endpoint(raw: bytes, port: int) -> str:
+    """``ip:port`` as `FlowTuple.endpoint` writes it (IPv6 in brackets)."""
+    return f"[{_addr(raw)}]:{port}" if len(raw) == 16 else f"{_addr(raw)}:{port}"
 
 
 class Classifier:
@@ -158,29 +180,41 @@ class Classifier:
         self._order = array("Q")
         self._marks = bytearray()  # per slot: _GAP, _GUESSED, _WAITING, ... (above)
         self._flows_seen = 0
-        # fast path: raw address+port bytes -> slot*2+direction, per TCP (0) and UDP (1),
-        # only for flows the engine is done with; bounded, cleared whenever a flow ends
-        self._recent: tuple[dict[bytes, int], dict[bytes, int]] = ({}, {})
+        self._bulk: _BulkState | None = None  # while `read` walks a batch
 
     # -- per packet -----------------------------------------------------------
 
     def packet(self, ts: float, link: int, frame: bytes) -> int:
-        """Account for one captured frame.
+        """Account for one captured frame (the per-packet path; `read` takes frames in batches).
 
         Returns ``slot * 2 + direction`` when the frame's flow no longer needs
-        the engine (so later packets may take the fast path), else -1.
+        the engine, else -1.
         """
         pkt = decode(link, frame)
         self.packets += 1
         if pkt is None:
             self.skipped += 1
             return -1
+        code = self._track(ts, pkt)
+        return code if self._decided(code >> 1) else -1
+
+    def _decided(self, slot: int) -> bool:
+        """Is the engine done with this flow (its packets need only the flow table)?"""
+        return slot not in self._work and not self._marks[slot] & _WAITING
+
+    def _track(self, ts: float, pkt: Decoded, code: int = -1) -> int:
+        """One decoded packet through the flow table and, while undecided, the engine.
+
+        ``code``: the packet was already counted by `FlowTable.step` (its
+        flow is known).  Returns ``slot * 2 + direction`` of the packet's flow.
+        """
         proto, src, dst, sport, dport, flags, seq, payload, size = pkt
-        table = self.table
-        code = table.track(proto, src, dst, sport, dport, ts, size, flags)
+        if code < 0:
+            table = self.table
+            code = table.track(proto, src, dst, sport, dport, ts, size, flags)
+            if table.created:
+                self._created(code >> 1, proto, ts, flags, sport, dport)
         slot = code >> 1
-        if table.created:
-            self._created(slot, proto, ts, flags, sport, dport)
         work = self._work.get(slot)
         if work is None:
             marks = self._marks[slot]
@@ -193,10 +227,10 @@ class Classifier:
                     self._isn[d][slot] = seq
                     self._marks[slot] = marks | _SYN_SEEN[d]
                 if not flags & _FIN_RST or proto != IPPROTO_TCP:
-                    return -1
+                    return code
             work = self._start(slot, proto, False)
             if work is None:
-                return -1
+                return code
         else:
             d = (code & 1) ^ work.client_dir  # 0: client to server
             # least recently fed last: the budget gives up on the first ones
@@ -205,14 +239,14 @@ class Classifier:
         streams = work.streams
         if streams is not None:
             if not payload and not flags & _FIN_SYN_RST:
-                return -1
+                return code
             stream = streams[d]
             gaps = stream.gaps
             data = stream.segment(seq, flags, payload)
             if stream.gaps != gaps:
                 self._marks[slot] |= _GAP
                 self._settle(slot, work)
-                return -1
+                return code
         else:
             data = payload
         if data:
@@ -222,7 +256,7 @@ class Classifier:
             budget[d] -= len(data)
             if st.done or (budget[0] <= 0 and budget[1] <= 0):
                 self._settle(slot, work)
-                return -1
+                return code
             inspect = self.max_inspect
             held = min(inspect - budget[0], ENGINE_WINDOW) + min(inspect - budget[1], ENGINE_WINDOW)
             if held != work.held:
@@ -230,7 +264,9 @@ class Classifier:
                 work.held = held
                 if self._used() > self.max_memory:
                     self._shed()
-        return -1
+        elif streams is not None and self._used() > self.max_memory:
+            self._shed()  # bytes past a hole wait in reassembly: they count too
+        return code
 
     def _used(self) -> int:
         """The memory estimate the budget is checked against (see the module docstring)."""
@@ -314,8 +350,8 @@ class Classifier:
 
     def _ended(self, slot: int, reason: str) -> None:
         table = self.table
-        self._recent[0].clear()  # a slot is about to be reused
-        self._recent[1].clear()
+        if self._bulk is not None:
+            self._bulk.ended(slot)
         work = self._work.get(slot)
         if work is not None:
             self._settle(slot, work)
@@ -329,7 +365,7 @@ class Classifier:
         guessed = bool(self._marks[slot] & _GUESSED)
         self.results.append(FlowResult(
             proto=TRANSPORT_NAMES.get(t.proto, str(t.proto)),
-            client=t.endpoint(0), server=t.endpoint(1), app=app, fields=fields,
+            client=_endpoint(t.src, t.sport), server=_endpoint(t.dst, t.dport), app=app, fields=fields,
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],
@@ -343,133 +379,138 @@ class Classifier:
              progress: Callable[[int, int], None] | None = None) -> CaptureReader:
         """Classify every packet of one capture; damage is recorded in ``stops``.
 
-        Packets of flows the engine is done with, in plain IPv4 or IPv6 over
-        Ethernet, SLL2 or raw IP, without SYN/FIN/RST and without a state
-        change, take a fast path: a bounded cache from their address and port
-        bytes to the flow's slot, then the counters.  Everything else goes
-        through `packet()`; both paths count the same things.
+        Frames are taken in batches of `BATCH` (see `_batch`): their headers
+        are parsed at once (`nfkit.nfgrep.batch`), and packets of flows the
+        engine is done with are counted in bulk.  The result is the one
+        `read_each` (every frame through `packet`) gives.
         """
         reader = CaptureReader(path)
-        packet = self.packet
-        table = self.table
-        last, state, tclass, tails = table.last, table.state, table.tclass, table._tails
-        packets, octets = table.packets, table.octets
-        tcp_cache, udp_cache = self._recent
-        tcp_next, tcp_event, stride = TCP_NEXT, TCP_EVENT, TCP_STRIDE
-        touch = table.touch
-        n = fast = 0
-        next_sweep = table._next_sweep
         mapped = reader.pcap_map()
-        if mapped is not None:  # pcap: walk the mapped file here, no generator per packet
-            buf, link, rec, divisor = mapped
-            unpack_rec = rec.unpack_from
-            rlen = rec.size
-            limit = len(buf)
-            pos = 24
-            spans = None
+        if mapped is None:
+            frames: list[tuple[float, int, bytes]] = []
+            for frame in reader:
+                frames.append(frame)
+                if len(frames) >= BATCH:
+                    self._batch(from_frames(frames))
+                    frames = []
+                    if progress is not None:
+                        progress(reader.position, reader.size)
+            if frames:
+                self._batch(from_frames(frames))
         else:
-            spans = reader.spans()
-            pos = limit = rlen = 0
-        while True:
-            if spans is None:
-                if pos + rlen > limit:
-                    if pos != limit:
-                        reader.packets = n
-                        reader.stopped_at(buf, pos, rec)
-                    break
-                sec, frac, caplen, _wire = unpack_rec(buf, pos)
-                start = pos + rlen
-                end = start + caplen
-                if caplen > MAX_RECORD or end > limit:
-                    reader.packets = n
-                    reader.stopped_at(buf, pos, rec)
-                    break
-                pos = end
-                ts = sec + frac / divisor
-            else:
-                try:
-                    ts, link, buf, start, end = next(spans)
-                except StopIteration:
-                    break
-            n += 1
-            if progress is not None and not n & 0x3FFF:
-                progress(reader.position if spans is not None else pos, reader.size)
-            try:
-                if link == 1:
-                    off = start + 14
-                    et = buf[start + 12] << 8 | buf[start + 13]
-                elif link == 276:
-                    off = start + 20
-                    et = buf[start] << 8 | buf[start + 1]
-                elif link == 101:
-                    off = start
-                    et = 0x0800 if buf[start] >> 4 == 4 else 0x86DD
-                else:
-                    off = start
-                    et = 0
-                if et == 0x0800:
-                    if buf[off] != 0x45 or buf[off + 6] & 0x3F or buf[off + 7]:
-                        proto = -1
-                    else:
-                        proto = buf[off + 9]
-                        key = buf[off + 12:off + 24]
-                        size = buf[off + 2] << 8 | buf[off + 3]
-                        flags = buf[off + 33] if proto == 6 else 0
-                elif et == 0x86DD:
-                    proto = buf[off + 6]
-                    key = buf[off + 8:off + 44]
-                    size = 40 + (buf[off + 4] << 8 | buf[off + 5])
-                    flags = buf[off + 53] if proto == 6 else 0
-                else:
-                    proto = -1
-                if off + 24 > end or (et == 0x86DD and off + 54 > end):
-                    proto = -1  # cut short: let the careful path look at it
-            except IndexError:
-                proto = -1
-            if proto == 6:
-                cache = tcp_cache
-            elif proto == 17:
-                cache = udp_cache
-            else:
-                packet(ts, link, buf[start:end])
-                next_sweep = table._next_sweep
-                continue
-            code = cache.get(key, -1)
-            if code >= 0 and not flags & _FIN_SYN_RST and ts < next_sweep:
-                s = code >> 1
-                d = code & 1
-                st = state[s]
-                if proto == 6:
-                    ok = tcp_next[st * stride + tcp_event[flags] * 2 + d] == st
-                else:
-                    ok = not d or bool(st & REPLIED)
-                if ok:
-                    last[s] = ts
-                    packets[d][s] += 1
-                    octets[d][s] += size
-                    if tails[tclass[s]] != s:
-                        touch(s)
-                    fast += 1
-                    continue
-            code = packet(ts, link, buf[start:end])
-            next_sweep = table._next_sweep
-            if code >= 0:
-                if len(cache) >= 4096:
-                    cache.clear()
-                cache[key] = code
-        if spans is None:
+            data, link, rec, divisor = mapped
+            pos, n = self._read_pcap(reader, data, link, rec, divisor, progress)
             reader.packets = n
             reader.position = pos
             try:
-                buf.close()  # type: ignore[attr-defined]  # the mapping (every frame used was copied out)
+                data.close()  # type: ignore[attr-defined]  # the mapping (every frame used was copied out)
             except BufferError:
                 pass
-        self.packets += fast
         if progress is not None:
             progress(reader.size, reader.size)
         if reader.stop is not None:
             self.stops.append(reader.stop)
         return reader
+
+    def _read_pcap(self, reader: CaptureReader, data: bytes, link: int, rec: struct.Struct,
+                   divisor: float, progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+        """Walk a mapped pcap file batch by batch; returns (position, records read)."""
+        order = rec.format[0]
+        little = order == "<"
+        u32 = np.dtype(f"{order}u4")
+        limit = len(data)
+        pos = 24
+        total = 0
+        released = 0
+        stopped = False
+        while not stopped:
+            offsets, pos, stopped = pcap_offsets(data, pos, BATCH, little)
+            if offsets:
+                at = np.array(offsets, dtype=np.int64)
+                heads = np.ndarray(shape=(limit - 3,), dtype=u32, buffer=data, strides=(1,))
+                sec, frac, caplens = heads[at], heads[at + 4], heads[at + 8]
+                del heads
+                ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
+                self._batch(Batch(data, ts, at + 16, caplens.astype(np.int64), link))
+                total += len(offsets)
+                # the pages read so far are not needed again: resident memory stays a batch's
+                done = pos // mmap.PAGESIZE * mmap.PAGESIZE
+                if done > released:
+                    data.madvise(mmap.MADV_DONTNEED, released, done - released)  # type: ignore[attr-defined]
+                    released = done
+                if progress is not None:
+                    progress(pos, reader.size)
+            elif not stopped:
+                break
+        if pos != limit:
+            reader.packets = total
+            reader.stopped_at(data, pos, rec)
+        return pos, total
+
+    def feed(self, frames: Sequence[tuple[float, int, bytes]]) -> None:
+        """Classify frames given as ``(timestamp, link type, frame)`` (a live ring's, say)."""
+        if frames:
+            self._batch(from_frames(frames))
+
+    def read_each(self, path: str | os.PathLike[str]) -> CaptureReader:
+        """Classify one capture frame by frame through `packet` (the reference for `read`)."""
+        reader = CaptureReader(path)
+        for ts, link, frame in reader:
+            self.packet(ts, link, frame)
+        if reader.stop is not None:
+            self.stops.append(reader.stop)
+        return reader
+
+    def _batch(self, b: Batch) -> None:
+        """Classify one batch of frames, in order, with the result of `packet` per frame.
+
+        The batch is cut where the flow table would sweep for timeouts (so
+        no flow ends by timeout inside a piece).  In each piece, the packets
+        of a flow the engine is done with, up to its first packet that would
+        change the flow's TCP state (or reply flag), are counted in bulk:
+        numpy sums per flow and direction, then its last-seen time and its
+        place in the idle order are set as the packets would have left them.
+        Every other packet goes through `_track` in capture order; when one
+        leaves its flow decided, the flow's next packets of the piece are
+        counted in bulk the same way.
+        """
+        n = b.n
+        self.packets += n
+        valid = np.flatnonzero(b.valid)
+        self.skipped += n - len(valid)
+        if not len(valid):
+            return
+        table = self.table
+        vts = b.ts[valid]
+        peak = np.maximum.accumulate(vts)
+        cuts = [0]
+        sweeps = []
+        at = 0
+        due = table._next_sweep
+        while True:
+            j = at + int(np.searchsorted(peak[at:], due, side="left"))
+            if j >= len(valid):
+                break
+            if j:
+                cuts.append(j)
+            sweeps.append(j)
+            due = float(vts[j]) + table.sweep_interval
+            at = j + 1
+        cuts.append(len(valid))
+        bulk = _BulkState(self, b)
+        self._bulk = bulk
+        try:
+            for lo, hi in zip(cuts, cuts[1:], strict=False):
+                if lo == hi:
+                    continue
+                if sweeps and sweeps[0] == lo:
+                    sweeps.pop(0)
+                    now = float(vts[lo])
+                    table._next_sweep = now + table.sweep_interval
+                    table.expire(now)
+                bulk.piece(valid[lo:hi])
+        finally:
+            self._bulk = None
 
     def finish(self) -> ClassifyReport:
         """End every flow and return the report (flows in order of first packet)."""
@@ -479,6 +520,190 @@ class Classifier:
                               skipped=self.skipped, evicted=self.table.evicted,
                               gaps=self.reassembler.gaps, budget_evicted=self.budget_evicted,
                               max_memory=self.max_memory)
+
+
+_TCP_NEXT = np.array(TCP_NEXT, dtype=np.int64)
+_TCP_EVENT = np.array(TCP_EVENT, dtype=np.int64)
+
+
+class _BulkState:
+    """What `Classifier._batch` knows of one batch: each flow key's slot, and the bulk counts.
+
+    Owns the bookkeeping that makes bulk counting give what packet-by-packet
+    counting gives: ``slot_of[g]`` is the flow-table slot of key group ``g``
+    (-2 not looked up yet, -1 no flow), ``flip[g]`` turns a frame's
+    orientation into the flow's direction, and per piece the frame index of
+    each slot's last packet counted in bulk and through `_track`.
+    """
+
+    def __init__(self, owner: Classifier, b: Batch) -> None:
+        self.owner = owner
+        self.b = b
+        self.slot_of = [-2] * b.ngroups
+        self.flip = [0] * b.ngroups
+        self.group_of: dict[int, int] = {}
+        self.careful_last: dict[int, int] = {}
+        self.bulk_last: dict[int, int] = {}
+
+    def ended(self, slot: int) -> None:
+        """A flow ends mid-piece: its last-seen time as its packets left it; its key is free."""
+        bi = self.bulk_last.pop(slot, -1)
+        if bi > self.careful_last.pop(slot, -1):
+            self.owner.table.last[slot] = float(self.b.ts[bi])
+        g = self.group_of.pop(slot, None)
+        if g is not None and self.slot_of[g] == slot:
+            self.slot_of[g] = -1
+
+    def _lookup(self, g: int) -> None:
+        b = self.b
+        i = int(b.first[g])
+        p = b.decoded(i)
+        code = self.owner.table.find(p[0], p[1], p[2], p[3], p[4])
+        if code < 0:
+            self.slot_of[g] = -1
+            return
+        self.slot_of[g] = code >> 1
+        self.flip[g] = (code & 1) ^ int(b.orient[i])
+        self.group_of[code >> 1] = g
+
+    def _count(self, slot: int, frames: np.ndarray, direction: np.ndarray) -> None:
+        table = self.owner.table
+        sizes = self.b.size[frames]
+        up = direction == 0
+        n0 = int(up.sum())
+        n1 = len(frames) - n0
+        b0 = int(sizes[up].sum())
+        b1 = int(sizes.sum()) - b0
+        table.packets[0][slot] += n0
+        table.packets[1][slot] += n1
+        table.octets[0][slot] += b0
+        table.octets[1][slot] += b1
+        last = int(frames[-1])
+        if last > self.bulk_last.get(slot, -1):
+            self.bulk_last[slot] = last
+
+    def _unchanged(self, state: np.ndarray, proto: np.ndarray, frames: np.ndarray,
+                   direction: np.ndarray) -> np.ndarray:
+        """Frames whose packet leaves its flow's state byte as it is (no TCP or reply change)."""
+        safe = np.maximum(state, 0)
+        tcp = _TCP_NEXT[safe * TCP_STRIDE + _TCP_EVENT[self.b.flags[frames]] * 2 + direction]
+        other = np.where(direction == 1, safe | REPLIED, safe)
+        return (state >= 0) & (np.where(proto == IPPROTO_TCP, tcp, other) == state)
+
+    def piece(self, frames: np.ndarray) -> None:
+        """Classify the valid frames ``frames`` (in capture order; no timeout sweep among them)."""
+        owner, b = self.owner, self.b
+        table = owner.table
+        state = table.state
+        slot_of, flip = self.slot_of, self.flip
+        groups = b.group[frames]
+        present = np.unique(groups).tolist()
+        start_state = np.full(b.ngroups, -1, dtype=np.int64)
+        for g in present:
+            if slot_of[g] == -2:
+                self._lookup(g)
+            s = slot_of[g]
+            if s >= 0 and owner._decided(s):
+                start_state[g] = state[s]
+        # a full table evicts the longest idle flow: then every packet goes the careful way
+        bulk_ok = table.count + len(frames) < table.max_flows
+        flips = np.array(flip, dtype=np.int64)
+        direction = b.orient[frames] ^ flips[groups]
+        if bulk_ok:
+            same = self._unchanged(start_state[groups], b.proto[frames], frames, direction)
+            pos = np.arange(len(frames))
+            first_change = np.full(b.ngroups, len(frames), dtype=np.int64)
+            np.minimum.at(first_change, groups[~same], pos[~same])
+            bulk = same & (pos < first_change[groups])
+            if bulk.any():
+                bg = groups[bulk]
+                bf = frames[bulk]
+                bd = direction[bulk]
+                order = np.argsort(bg, kind="stable")
+                bg, bf, bd = bg[order], bf[order], bd[order]
+                edges = np.flatnonzero(np.diff(bg)) + 1
+                for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(bg)], strict=True):
+                    self._count(slot_of[int(bg[lo])], bf[lo:hi], bd[lo:hi])
+            careful = frames[~bulk]
+        else:
+            careful = frames
+        self._walk(careful, bulk_ok)
+        # last-seen times and the idle order as the packets left them
+        last = table.last
+        touched = dict(self.careful_last)
+        ts = b.ts
+        for s, i in self.bulk_last.items():
+            if i > touched.get(s, -1):
+                last[s] = float(ts[i])
+                touched[s] = i
+        tails, tclass = table._tails, table.tclass
+        for s in sorted(touched, key=touched.__getitem__):
+            if tails[tclass[s]] != s:
+                table.touch(s)
+        self.careful_last.clear()
+        self.bulk_last.clear()
+
+    def _walk(self, frames: np.ndarray, bulk_ok: bool) -> None:
+        """Frames one by one through `_track`; a flow decided on the way goes to bulk counting."""
+        owner, b = self.owner, self.b
+        if not len(frames):
+            return
+        groups = b.group[frames]
+        order = np.argsort(groups, kind="stable")
+        by_group = frames[order]
+        sorted_groups = groups[order]
+        ends = np.searchsorted(sorted_groups, groups, side="right")
+        rank = np.empty(len(frames), dtype=np.int64)
+        rank[order] = np.arange(len(frames))
+        run_end: dict[int, int] = {}
+        track, decided, step = owner._track, owner._decided, owner.table.step
+        slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
+        orient, buf, slow = b.orient, b.buf, b.slow
+        counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
+        # columns go to Python lists a slice at a time, without the frames counted meanwhile
+        lo = 0
+        while lo < len(frames):
+            todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
+            lo = todo[-1] + 1
+            todo = todo[~counted[frames[todo]]]
+            at_frames = frames[todo]
+            cols = b.columns(at_frames)
+            for k, (i, g, r, end, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
+                    ts) in enumerate(zip(at_frames.tolist(), groups[todo].tolist(),
+                                         rank[todo].tolist(), ends[todo].tolist(), *cols,
+                                         strict=True)):
+                stop = run_end.get(g)
+                if stop is not None and i < stop:
+                    continue
+                s = slot_of[g]
+                code = -1
+                if s >= 0:
+                    code = step(s, o ^ flip[g], proto, ts, size, flags)
+                if code < 0 or not decided(s):
+                    pkt = slow.get(i)
+                    if pkt is None:
+                        pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
+                               flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                    code = track(ts, pkt, code)
+                    s = code >> 1
+                    if slot_of[g] != s:
+                        slot_of[g] = s
+                        group_of[s] = g
+                    flip[g] = (code & 1) ^ o
+                careful_last[s] = i
+                if bulk_ok and end - r > RUN_MIN and decided(s):
+                    rest = by_group[r + 1:end]
+                    direction = orient[rest] ^ flip[g]
+                    st = np.full(len(rest), owner.table.state[s], dtype=np.int64)
+                    same = self._unchanged(st, b.proto[rest], rest, direction)
+                    q = int(np.argmin(same)) if not same.all() else len(rest)
+                    if q:
+                        self._count(s, rest[:q], direction[:q])
+                        run_end[g] = int(rest[q]) if q < len(rest) else b.n
+                        counted[rest[:q]] = True
+                        if q >= RESLICE:  # the slice's lists hold many of them: take a new slice
+                            lo = int(todo[k]) + 1
+                            break
 
 
 def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | None = None,

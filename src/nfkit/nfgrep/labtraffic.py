@@ -191,7 +191,9 @@ class TrafficLab:
     is missing or does not come up.
     """
 
-    def __init__(self, workdir: str | os.PathLike[str]) -> None:
+    def __init__(self, workdir: str | os.PathLike[str], firewall: bool = False) -> None:
+        """``firewall``: a third namespace ``fw`` forwards between client and server (same
+        addresses: proxy ARP and NDP on its two links), for tests of the packet path."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lab = Lab("nfg")
@@ -202,8 +204,12 @@ class TrafficLab:
         try:
             self.client: Namespace = self.lab.add("c")
             self.server: Namespace = self.lab.add("s")
-            self.lab.link(self.client, self.server, [f"{CLIENT4}/24", f"{CLIENT6}/64"],
-                          [f"{SERVER4}/24", f"{SERVER6}/64"], "eth0", "eth0")
+            if firewall:
+                self.fw: Namespace = self.lab.add("fw")
+                self._firewall()
+            else:
+                self.lab.link(self.client, self.server, [f"{CLIENT4}/24", f"{CLIENT6}/64"],
+                              [f"{SERVER4}/24", f"{SERVER6}/64"], "eth0", "eth0")
             for name, text in PEERS.items():
                 (self.dir / name).write_text(text)
             (self.dir / "www").mkdir(exist_ok=True)
@@ -211,6 +217,25 @@ class TrafficLab:
         except BaseException:
             self.lab.close()
             raise
+
+    def _firewall(self) -> None:
+        """client eth0 -- eth0 fw eth1 -- eth0 server, both ends on one subnet: the fw answers
+        ARP and NDP for the far side (proxy) and routes each address to its own link."""
+        fw = self.fw
+        self.lab.link(self.client, fw, [f"{CLIENT4}/24", f"{CLIENT6}/64"], ["203.0.113.1/32"],
+                      "eth0", "eth0")
+        self.lab.link(fw, self.server, ["203.0.113.2/32"], [f"{SERVER4}/24", f"{SERVER6}/64"],
+                      "eth1", "eth0")
+        fw.sysctl("net.ipv4.ip_forward", "1")
+        fw.sysctl("net.ipv6.conf.all.forwarding", "1")
+        for dev, near, far in (("eth0", (CLIENT4, CLIENT6), (SERVER4, SERVER6)),
+                               ("eth1", (SERVER4, SERVER6), (CLIENT4, CLIENT6))):
+            fw.sysctl(f"net.ipv4.conf.{dev}.proxy_arp", "1")
+            fw.sysctl(f"net.ipv4.neigh.{dev}.proxy_delay", "0")  # else up to 0.8 s per new address
+            fw.sysctl(f"net.ipv6.conf.{dev}.proxy_ndp", "1")
+            fw.run(["ip", "route", "add", f"{near[0]}/32", "dev", dev])
+            fw.run(["ip", "-6", "route", "add", f"{near[1]}/128", "dev", dev])
+            fw.run(["ip", "-6", "neigh", "add", "proxy", far[1], "dev", dev])
 
     def __enter__(self) -> TrafficLab:
         return self

@@ -97,9 +97,12 @@ def load_program(path: str | Path) -> Program:
         cached = None if entry is None else _read_own(entry)
         if cached is not None:
             try:
-                return decode(cached, str(p))
+                program = decode(cached, str(p))
             except InputError:
                 pass
+            else:
+                if program.compiler == COMPILER_VERSION:
+                    return program
     from nfkit.nfgrep.compiler import compile_file
 
     program = compile_file(p)
@@ -108,13 +111,10 @@ def load_program(path: str | Path) -> Program:
     return program
 
 
-def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
-               counting: bool = False) -> Rules:
-    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
-
-    None loads the library shipped with nfkit.  Raises InputError (syntax,
-    bytecode or verifier errors, unreadable or missing paths).
-    """
+def rule_files(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None
+               ) -> list[Path]:
+    """The rule files named by files or directories (None: the shipped library), in load
+    order.  Raises InputError for a missing path or a directory without rule files."""
     if paths is None:
         paths = [SIGNATURES]
     elif isinstance(paths, (str, os.PathLike)):
@@ -131,10 +131,39 @@ def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] 
             files.append(p)
         else:
             raise InputError(f"{p}: no such rule file or directory")
+    return files
+
+
+def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
+               counting: bool = False) -> Rules:
+    """Load, verify and translate rule files (.nfg or .nfgb) or directories of them.
+
+    None loads the library shipped with nfkit.  Raises InputError (syntax,
+    bytecode or verifier errors, unreadable or missing paths).
+    """
     rules = Rules()
-    for f in files:
+    for f in rule_files(paths):
         rules.extend(signatures_of(verify(load_program(f)), counting))
     return rules
 
 
-__all__ = ["SIGNATURES", "cache_dir", "cache_key", "load_program", "load_rules"]
+def app_names(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] | None = None
+              ) -> list[str]:
+    """Every application name the rule files can give a flow: their protocols and the
+    labels their `expect` statements announce, in file order, each once."""
+    from nfkit.nfgrep.bytecode import OPCODES
+
+    expect = OPCODES["EXPECT"]
+    names: dict[str, None] = {}
+    for f in rule_files(paths):
+        program = load_program(f)
+        for proto in program.protocols:
+            names[program.text(proto.name)] = None
+            for step in proto.steps:
+                for ins in step.code:
+                    if ins.op == expect:
+                        names[program.text(ins.a)] = None
+    return list(names)
+
+
+__all__ = ["SIGNATURES", "app_names", "cache_dir", "cache_key", "load_program", "load_rules", "rule_files"]

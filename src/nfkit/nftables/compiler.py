@@ -39,6 +39,7 @@ from nfkit.nftables.expressions import (
     LOG_LEVELS,
     NAT_FLAGS,
     NAT_MAP_IPS,
+    NAT_NETMAP,
     NAT_PROTO,
     OBJ_TYPES,
     REJECT_TYPES,
@@ -1035,6 +1036,7 @@ class RuleCompiler:
         fam = body.get("family") or (ctx.family if ctx.family in ("ip", "ip6") else None)
         addr = body.get("addr")
         port = body.get("port")
+        self._nat_type_flags(body)
         parts = [("type", nat_type)]
         flags = 0
         reg = 1
@@ -1067,7 +1069,7 @@ class RuleCompiler:
             else:
                 out.append(immediate(1, dt.encode(addr)))
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
-                if port is not None:
+                if port is not None or self._nat_flags(body) & NAT_NETMAP:
                     parts.append(("reg_addr_max", 1))
                     flags |= NAT_MAP_IPS
                 reg = 2 if dt.size == 4 else 2
@@ -1092,6 +1094,22 @@ class RuleCompiler:
         if flags:
             parts.append(("flags", flags))
         out.append(EXPRESSIONS["nat"].encode(*parts))
+
+    @staticmethod
+    def _nat_type_flags(body: dict[str, Any]) -> None:
+        """nft's "type_flags" say how the address reads; "prefix" (what nft lists beside
+        the netmap flag) changes nothing in the kernel.  netmap maps a constant address,
+        range or prefix 1:1; from a map lookup (an interval map) nfkit does not write it."""
+        tf = body.get("type_flags", [])
+        for f in [tf] if isinstance(tf, str) else tf:
+            if f != "prefix":
+                raise InputError(f"nat type_flags {f!r}: only \"prefix\" is written by nfkit")
+        flags = body.get("flags", [])
+        if "netmap" in ([flags] if isinstance(flags, str) else flags):
+            addr = body.get("addr")
+            if addr is None or isinstance(addr, dict) and not ("prefix" in addr or "range" in addr):
+                raise InputError("nat netmap (prefix to): give a constant address, range or "
+                                 "prefix (nfkit does not write it from a map)")
 
     def _ports(self, port: Any) -> tuple[bytes, bytes]:
         dt = T["inet_service"]
@@ -1126,6 +1144,8 @@ class RuleCompiler:
             if phi != plo:
                 out.append(immediate(2, phi))
             parts += [("reg_proto_min", 1), ("reg_proto_max", 2 if phi != plo else 1)]
+        if "netmap" in ([body["flags"]] if isinstance(body.get("flags"), str) else body.get("flags", [])):
+            raise InputError(f"{name}: the netmap flag needs an address (snat or dnat prefix to)")
         flags = self._nat_flags(body) | (NAT_PROTO if "port" in body else 0)
         if flags:
             parts.append(("flags", flags))
@@ -1148,12 +1168,16 @@ class RuleCompiler:
             out.append(immediate(1, self.encode_value(probe.dt, probe.size, value)))
             self._exthdr(ctx, kind, kb, out, 1, sreg=1)
             return
+        if kind == "payload":
+            self._payload_write(ctx, kb, value, out)
+            return
         if kind == "meta":
             num, tname, size = META[kb["key"]]
         elif kind == "ct":
             num, tname, size = CT[kb["key"]]
         else:
-            raise InputError(f"cannot set {kind} (only meta, ct keys and tcp options)")
+            raise InputError(f"cannot set {kind} (only meta, ct, tcp option and raw payload "
+                             "keys)")
         dt = T[tname]
         if isinstance(value, dict):
             self.load(ctx, value, out)
@@ -1167,6 +1191,30 @@ class RuleCompiler:
                 parts.append(("direction", {"original": 0, "reply": 1}[kb["dir"]]))
             parts.append(("sreg", 1))
             out.append(EXPRESSIONS["ct"].encode(*parts))
+
+    def _payload_write(self, ctx: CompileCtx, key: dict[str, Any], value: Any,
+                       out: list[bytes]) -> None:
+        """`@base,offset,len set VALUE`: whole bytes written with no checksum update, as
+        nft writes a raw payload.  A named header field (whose write must fix checksums)
+        is not written by nfkit."""
+        if "protocol" in key:
+            raise InputError(f"cannot set {key['protocol']} {key['field']}: nfkit writes raw "
+                             "payloads only (@base,offset,len), with no checksum update")
+        bits, length = int(key["offset"]), int(key["len"])
+        if bits % 8 or length % 8 or not 0 < length <= 128:
+            raise InputError(f"payload write @{key['base']},{bits},{length}: whole bytes only, "
+                             "at most 16")
+        nbytes = length // 8
+        if isinstance(value, dict):
+            op = self.load(ctx, value, out)
+            if sum(op.sizes) != nbytes:
+                raise InputError(f"payload write @{key['base']},{bits},{length}: the value is "
+                                 f"{sum(op.sizes) * 8} bits long")
+        else:
+            out.append(immediate(1, T_INT32.encode(value, nbytes)))
+        out.append(EXPRESSIONS["payload"].encode(
+            ("sreg", 1), ("base", {"ll": LL, "nh": NH, "th": TH, "ih": 3}[key["base"]]),
+            ("offset", bits // 8), ("len", nbytes), ("csum_type", 0), ("csum_offset", 0)))
 
     # ---- set updates from the packet path ----------------------------------------
     def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool

@@ -38,6 +38,7 @@ from nfkit.nftables.expressions import (
     LOG_FLAGS,
     LOG_LEVELS,
     NAT_FLAGS,
+    NAT_NETMAP,
     OBJ_TYPE_NAMES,
     RT_KEYS,
     SET_ANONYMOUS,
@@ -298,7 +299,15 @@ class RuleDecoder:
         base, off, ln = (a["base"], a["offset"],
                          a["len"])
         if "sreg" in a:
-            raise _AsRaw  # a payload write: kept as the kernel's expression
+            if a.get("csum_type", 0) or a.get("csum_flags", 0):
+                raise _AsRaw  # a write that fixes checksums: kept as the kernel's expression
+            v = self._get(a["sreg"])
+            value = int.from_bytes(v.imm[:ln], "big") if v.left is None and v.imm is not None \
+                else self._set_value(v, T_INT32)
+            where = {LL: "ll", NH: "nh", TH: "th", 3: "ih"}[base]
+            self.out.append({"mangle": {"key": {"payload": {"base": where, "offset": off * 8,
+                                                            "len": ln * 8}}, "value": value}})
+            return
         self._set(a["dreg"], RegValue(None, [T_INT32], [ln], (base, off, ln)))
 
     def _x_meta(self, a: dict[str, Any]) -> None:
@@ -740,6 +749,8 @@ class RuleDecoder:
         fl = [n for n, bit in NAT_FLAGS.items() if flags & bit]
         if fl:
             body["flags"] = fl[0] if len(fl) == 1 else fl
+        if flags & NAT_NETMAP:
+            body["type_flags"] = "prefix"  # as nft lists `snat prefix to`
         self.out.append({ntype: body or None})
 
     def _port(self, a: dict[str, Any]) -> Any:

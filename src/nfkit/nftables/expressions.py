@@ -122,7 +122,9 @@ LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
 LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
 LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
 LOG_ALL = 0x2F
-NAT_FLAGS = {"random": 4, "persistent": 8, "fully-random": 16}
+# NF_NAT_RANGE_*: netmap (1 << 6) maps an address range 1:1 onto another (`snat prefix to`)
+NAT_FLAGS = {"random": 4, "persistent": 8, "fully-random": 16, "netmap": 64}
+NAT_NETMAP = NAT_FLAGS["netmap"]
 NAT_MAP_IPS, NAT_PROTO = 1, 2
 REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
 FIB_RESULTS = {"oif": 1, "oifname": 2, "type": 3}

@@ -9,10 +9,12 @@ this module only wraps them.
 
 from __future__ import annotations
 
+import socket
 import sys
 from array import array
 from collections.abc import Callable
 from itertools import repeat
+from socket import inet_pton
 from typing import Any
 
 from nfkit.errors import InputError
@@ -402,6 +404,16 @@ class Encoder:
             head += be32(a["set_id"], set_id)
         chunk: list[bytes] = []
         size = 0
+        if not extra and elements and _plain_elements(elements):
+            # keys alone, all of one length (a blocklist): every element is one
+            # constant header, the key and its padding
+            width = len(elements[0][0])
+            lead = nest(1, nest(e["key"], attr_bytes(1, bytes(width))))[:12]  # three headers
+            pad = bytes(-width & 3)
+            step = max(1, 60000 // (12 + width + len(pad)))
+            for at in range(0, len(elements), step):
+                self._elem_msg(family, head, [lead + k[0] + pad for k in elements[at:at + step]], what, delete)
+            return
         for i, (key, key_end, flags, data) in enumerate(elements):
             body = nest(e["key"], attr_bytes(1, key))
             if key_end is not None:
@@ -498,6 +510,10 @@ class Encoder:
         """NEWSETELEM (or DELSETELEM) messages for ``items`` of set ``s``."""
         types = set_key_types(s)
         op = Operand([], types, [t.size for t in types])
+        if s.map is None and len(types) == 1 and "interval" not in s.flags \
+                and all(type(k) is str or type(k) is int for k in items):
+            self._plain_keys(s, types[0], op.size, items, None, delete)
+            return
         rc = self.compiler(s.family, s.table)
         data: list[bytes] | None = None
         keys = []
@@ -541,6 +557,10 @@ class Encoder:
                 item = el["val"]
             keys.append(item)
             extra.append(x)
+        if len(types) == 1 and "interval" not in s.flags and not any(extra) \
+                and all(type(k) is str or type(k) is int for k in keys):
+            self._plain_keys(s, types[0], op.size, keys, data, delete)
+            return
         try:
             _flags, elements = rc.set_elements(op, keys, data, "interval" in s.flags)
         except InputError as exc:
@@ -553,6 +573,25 @@ class Encoder:
                                  "of an interval set are not supported by nfkit")
             extra = [b""] * len(elements)
         self._elements(s.family, s.table, s.name, None, elements, str(s), delete, extra)
+
+    def _plain_keys(self, s: Set, dt: Datatype, width: int, keys: list[Any], data: list[bytes] | None,
+                    delete: bool) -> None:
+        """Elements of a one-type, non-interval set or map whose keys are plain values
+        (a blocklist): the keys encoded in bulk, the same bytes as one by one."""
+        encode = self.compiler(s.family, s.table).encode_value
+        elements: list[tuple[bytes, bytes | None, int, bytes | None]] = []
+        if dt.kind in _ADDRESS_FAMILY:
+            try:
+                elements = [(k, None, 0, None) for k in _addresses(dt, keys)]
+            except (OSError, TypeError):  # not all plain addresses: each its own way, for the error
+                elements = []
+        try:
+            elements = elements or [(encode(dt, width, k), None, 0, None) for k in keys]
+        except InputError as exc:
+            raise InputError(f"{s}: {exc}") from None
+        if data is not None:
+            elements = [(k, None, 0, d) for (k, _, _, _), d in zip(elements, data, strict=True)]
+        self._elements(s.family, s.table, s.name, None, elements, str(s), delete)
 
     def del_set(self, s: Set) -> None:
         a = A["set"]
@@ -660,6 +699,22 @@ def encode_columns(slots: list[tuple[Any, int, Operand]], kinds: tuple[type, ...
 
 ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
 _U32_CODE = ARRAY_CODE[4]
+
+
+_ADDRESS_FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+
+def _addresses(dt: Datatype, keys: list[Any]) -> list[bytes]:
+    """Address keys in bulk: exactly what `Datatype.encode` gives each of them
+    (inet_pton); raises OSError or TypeError where one is not an address."""
+    family = _ADDRESS_FAMILY[dt.kind]
+    return [inet_pton(family, k) for k in keys]
+
+
+def _plain_elements(elements: list[tuple[bytes, bytes | None, int, bytes | None]]) -> bool:
+    """Keys only (no range end, flags or data), all of one length."""
+    width = len(elements[0][0])
+    return all(len(k) == width and ke is None and not f and d is None for k, ke, f, d in elements)
 
 
 def in_byte_order(a: array[int], big_endian: bool) -> array[int]:

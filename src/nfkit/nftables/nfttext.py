@@ -1083,6 +1083,7 @@ class Statements(Exprs):
                 body["port"] = self._nat_value(c)
             else:
                 if kind in ("snat", "dnat") and c.accept("prefix"):
+                    c.expect("to")  # `snat [ip6] prefix to P`: netmap
                     body.setdefault("flags", []).append("netmap")
                 body["addr"] = self._nat_value(c)
                 if c.word() == ":":

@@ -206,6 +206,11 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         b = b or {}
         if "family" in b:
             out += f" {b['family']}"
+        flags = b.get("flags", [])
+        flags = [flags] if isinstance(flags, str) else list(flags)
+        if "netmap" in flags:  # nft's word for the netmap flag
+            out += " prefix"
+            flags.remove("netmap")
         if "addr" in b or "port" in b:
             out += " to "
             addr = b.get("addr")
@@ -217,8 +222,8 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
                 out += text
             if "port" in b:
                 out += f":{value(b['port'])}"
-        if "flags" in b:
-            out += " " + value(b["flags"])
+        if flags:
+            out += " " + value(flags[0] if len(flags) == 1 else flags)
         return out
     if k == "mangle":
         val = b["value"]

@@ -172,8 +172,18 @@ def fields(kind: str, body: Any, what: str) -> None:
         spec_field(v, table, attr, f"{what}: {key}", scale)
 
 
+def _plain_strings(values: list[Any]) -> bool:
+    """Every value a string that `string` takes as it is (checked in bulk)."""
+    if not all(type(v) is str for v in values):
+        return False
+    joined = "".join(values)
+    return joined.isascii() and "\0" not in joined and max(map(len, values), default=0) <= STRING_MAXLEN
+
+
 def structure(value: Any, what: str) -> None:
     """Every value inside a statement: nesting depth, strings, prefixes and ranges."""
+    if type(value) is list and _plain_strings(value):
+        return  # a flat list of short ASCII strings (a blocklist's elements): nothing more to see
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         v, depth = stack.pop()

@@ -17,7 +17,7 @@ from typing import Any
 from nfkit.errors import InputError
 from nfkit.netlink.codec import DecodeError, Message, MessageWriter
 from nfkit.netlink.consts import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
-from nfkit.netlink.socket import NetlinkSocket
+from nfkit.netlink.socket import HoldsSocket, NetlinkSocket
 from nfkit.route import spec as S
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -190,20 +190,11 @@ def _rule_message(rule: PolicyRule, msg_type: int, flags: int) -> MessageWriter:
     return w
 
 
-class Rtnl:
+class Rtnl(HoldsSocket):
     """Requests and dumps over one NETLINK_ROUTE socket (a context manager)."""
 
     def __init__(self) -> None:
         self.sock = NetlinkSocket(S.NETLINK_ROUTE)
-
-    def __enter__(self) -> Rtnl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
     def _dump(self, msg_type: int, header: bytes, decode: Any, what: str) -> list[Any]:
         w = _request(msg_type, header)
@@ -253,18 +244,12 @@ ALL_GROUPS = (S.RTNLGRP_LINK, S.RTNLGRP_IPV4_IFADDR, S.RTNLGRP_IPV6_IFADDR, S.RT
               S.RTNLGRP_IPV6_ROUTE, S.RTNLGRP_IPV4_RULE, S.RTNLGRP_IPV6_RULE)
 
 
-class RouteEvents:
+class RouteEvents(HoldsSocket):
     """A socket subscribed to link, address, route and rule changes; `fileno` for selectors."""
 
     def __init__(self, groups: tuple[int, ...] = ALL_GROUPS) -> None:
         self.sock = NetlinkSocket(S.NETLINK_ROUTE)
         self.sock.subscribe(*groups)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
 
     def pending(self) -> Iterator[Event]:
         """The events waiting now (never blocks); raises EventsLost if the kernel dropped some."""

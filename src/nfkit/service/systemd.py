@@ -19,7 +19,7 @@ Wants=network-pre.target
 
 [Service]
 Type=simple
-ExecStart={exe} {name} run -c {config}
+ExecStart={exe} {name} {args}
 Restart=on-failure
 RestartSec=2
 # SIGTERM: the daemon tears down what must not outlive it and exits 0
@@ -31,7 +31,7 @@ AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SYS_ADMIN
 ProtectHome=yes
 ProtectSystem=strict
-ReadWritePaths=/run/nfkit
+ReadWritePaths=/run/nfkit{writable}
 NoNewPrivileges=yes
 
 [Install]
@@ -45,6 +45,10 @@ def nfkit_executable() -> str:
     return str(beside) if beside.exists() else "/usr/bin/env nfkit"
 
 
-def unit(name: str, what: str, config: str) -> str:
-    return TEMPLATE.format(name=name, what=what, config=shlex.quote(config),
-                           exe=nfkit_executable())
+def unit(name: str, what: str, config: str, args: str | None = None,
+         writable: tuple[str, ...] = ()) -> str:
+    """The unit of daemon ``name``: ``nfkit NAME run -c CONFIG``, or ``nfkit NAME ARGS``
+    for a daemon run by its options; ``writable``: paths besides /run/nfkit it writes."""
+    return TEMPLATE.format(name=name, what=what, exe=nfkit_executable(),
+                           args=args if args is not None else f"run -c {shlex.quote(config)}",
+                           writable="".join(f" {shlex.quote(w)}" for w in writable))

@@ -19,6 +19,7 @@ from nfkit.netlink.consts import (
     NFNL_SUBSYS_CTNETLINK,
     NFNL_SUBSYS_CTNETLINK_EXP,
     NFNL_SUBSYS_NFTABLES,
+    NFNL_SUBSYS_QUEUE,
 )
 
 NFGEN_HEADER = 4  # struct nfgenmsg before the attributes of every nfnetlink message
@@ -29,6 +30,7 @@ _FAMILIES = {
     (NETLINK_NETFILTER, NFNL_SUBSYS_CTNETLINK): "nfkit.netlink.specs.ctnetlink",
     (NETLINK_NETFILTER, NFNL_SUBSYS_CTNETLINK_EXP): "nfkit.netlink.specs.ctnetlink",
     (NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES): "nfkit.netlink.specs.nftables",
+    (NETLINK_NETFILTER, NFNL_SUBSYS_QUEUE): "nfkit.netlink.specs.nfqueue",
 }
 
 

@@ -1,0 +1,377 @@
+"""ctguard at full size: the kernel alone vs the kernel with ctguard (run by bench/ctguard/run).
+
+A client -- fw -- server lab; the firewall tracks what it forwards and its
+table is the kernel's own, at the real nf_conntrack_max (262,144 on a default
+machine; the maximum is compared with each namespace's count, so only this
+namespace fills; the maximum itself is never changed).  Side by side in each
+run:
+
+- legitimate success: 200 new connections (connect, echo, close; waves of 20,
+  2.5 s to connect) from a client holding 5 established echoing connections,
+  under each attack, the kernel alone and with ctguard:
+  - exhaustion: 200 real handshakes from 20 addresses held idle, topped up to
+    the maximum with ESTABLISHED, ASSURED entries created over ctnetlink;
+  - spoofed SYN flood and UDP flood: hping3 --rand-source --flood, until the
+    table is full (or 15 s; the fill reached is printed);
+- reaction: the table at 85 % (idle ASSURED entries), then 10 % more in a
+  burst: time from the count crossing evict_at (90 %) to the count back below it;
+- CPU: ctguard's user+system time while the kernel creates 50,000 new entries
+  a second (UDP datagrams from a raw socket, paced, each from another source
+  port; the namespace's UDP timeout at 2 s so the table stays below the
+  thresholds: the cost of following the table, 100,000 events a second);
+- topology: 20,000 UNREPLIED UDP entries source-NATed to an address that is
+  removed (20,000 others NATed to another address stay): time from `ip addr
+  del` to the last stale entry gone, ctguard vs a shell script doing the same
+  with `ip monitor address` and `conntrack -D`.
+
+The machine is shared and noisy: figures are medians of --runs runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from nfkit.conntrack import ConntrackTable, Entry, Status, Tuple
+from nfkit.errors import CapabilityError
+from nfkit.lab import TCP_CLIENTS, TCP_ECHO_SERVER, TCP_HOLDERS, Lab, three_node
+from nfkit.service.daemon import query_status, wait_for_status
+
+NFKIT = [sys.executable, "-m", "nfkit"]
+ATTACKERS = [f"192.0.2.{i}" for i in range(100, 120)]
+SERVER = "198.51.100.2"
+CT = "/proc/sys/net/netfilter/"
+
+# PACED_UDP RATE DST: UDP datagrams from 203.0.113.1-254, every one from another source
+# port, RATE a second (in bursts every 10 ms), each a new conntrack entry in the firewall
+PACED_UDP = r'''
+import socket, struct, sys, time
+rate, dst = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+pkt = bytearray(struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, 28, 0, 0, 64, 17, 0, bytes(4),
+                            socket.inet_aton(dst), 0, 9000, 8, 0))
+per, i, t = rate // 100, 0, time.monotonic()
+while True:
+    for _ in range(per):
+        i += 1
+        pkt[12:16] = bytes((203, 0, 113, 1 + i % 254))
+        struct.pack_into("!H", pkt, 20, 1024 + (i // 254) % 64000)
+        s.sendto(pkt, (dst, 0))
+    t += 0.01
+    time.sleep(max(0.0, t - time.monotonic()))
+'''
+
+SHELL_FLUSH = r'''
+ip -o monitor address | while read -r line; do
+  case "$line" in
+    Deleted*) addr=$(printf '%s\n' "$line" | sed -n 's/.* inet \([0-9.]*\)\/.*/\1/p')
+              [ -n "$addr" ] && conntrack -D -q "$addr" >/dev/null 2>&1 ;;
+  esac
+done
+'''
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def established(n: int, offset: int = 0) -> Iterator[Entry]:
+    """``n`` idle ESTABLISHED, ASSURED TCP entries from 203.0.113.1-254 (created over ctnetlink)."""
+    status = Status.SEEN_REPLY | Status.ASSURED
+    for i in range(offset, offset + n):
+        yield Entry(Tuple(f"203.0.113.{1 + i % 254}", SERVER, 6, 1024 + i // 254, 443), timeout=3600,
+                    state=3, status=status)
+
+
+class Bench:
+    def __init__(self, lab: Lab, runs: int, rate_us: int, new_per_s: int, tmp: Path) -> None:
+        self.lab, self.runs, self.rate_us, self.tmp = lab, runs, rate_us, tmp
+        self.new_per_s = new_per_s
+        self.fw, self.client, self.server = lab["fw"], lab["client"], lab["server"]
+        self.results: dict[str, list[float]] = {}
+        self.notes: list[str] = []
+        with self.fw.enter():
+            self.table = ConntrackTable()
+        self.limit = int(self.sysctl("nf_conntrack_max"))
+        self.defaults = {k: self.sysctl(k) for k in ("nf_conntrack_udp_timeout",
+                                                      "nf_conntrack_tcp_timeout_syn_sent")}
+
+    # ------------------------------------------------------------ helpers
+    def sysctl(self, name: str, value: str | None = None) -> str:
+        with self.fw.enter():
+            if value is not None:
+                Path(CT + name).write_text(value + "\n")
+            return Path(CT + name).read_text().strip()
+
+    def count(self) -> int:
+        return int(self.sysctl("nf_conntrack_count"))
+
+    def record(self, name: str, value: float) -> None:
+        self.results.setdefault(name, []).append(value)
+
+    def setup(self) -> None:
+        for a in ATTACKERS:
+            self.client.run(f"ip addr add {a}/24 dev eth0")
+        self.fw.run("ip addr add 198.51.100.9/24 dev eth1")
+        self.server.sysctl("net.ipv4.tcp_max_syn_backlog", "8192")
+        self.server.sysctl("net.core.somaxconn", "8192")
+        self.server.popen([sys.executable, "-c", TCP_ECHO_SERVER, SERVER, "7000"])
+        self.server.run(["sh", "-c", "for i in $(seq 50); do ss -ltn | grep -q :7000 && exit 0; "
+                         "sleep 0.1; done; exit 1"])
+        # the server answers nothing but its echo port (no ICMP errors to spoofed sources)
+        self.server.run(["nft", "add table inet f; add chain inet f in { type filter hook input priority 0; }; "
+                         "add rule inet f in udp dport != 7000 drop"])
+        self.fw.run(["nft", "add table inet track; add chain inet track f { type filter hook forward "
+                     "priority 0; }; add rule inet track f ct state established,related accept; "
+                     "add table ip nat; add chain ip nat post { type nat hook postrouting priority srcnat; }; "
+                     "add rule ip nat post udp dport 5001 snat to 198.51.100.9; "
+                     "add rule ip nat post udp dport 5002 snat to 198.51.100.1"])
+
+    def reset(self) -> None:
+        for name, value in self.defaults.items():
+            self.sysctl(name, value)
+        self.table.flush()
+
+    def start_guard(self, config: str) -> subprocess.Popen[bytes]:
+        cfg, sock = self.tmp / "g.toml", self.tmp / "g.sock"
+        cfg.write_text(config)
+        proc = self.fw.popen([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)],
+                             stderr=subprocess.DEVNULL)
+        wait_for_status(sock, lambda: proc.poll() is None, timeout=60)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def guard_cpu(self, proc: subprocess.Popen[bytes]) -> float:
+        """CPU seconds (user + system) of ctguard (`ip netns exec` execs it: the same pid)."""
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    GUARD = ("[limits]\ninterval = 0.1\nbatch = 16384\n"
+             "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+
+    # ------------------------------------------------------------ attacks
+    def attack(self, kind: str) -> list[subprocess.Popen[bytes]]:
+        if kind == "exhaustion":
+            holders = self.client.popen([sys.executable, "-c", TCP_HOLDERS, SERVER, "7000", ",".join(ATTACKERS), "10"],
+                                        stdout=subprocess.PIPE)
+            assert holders.stdout is not None
+            holders.stdout.readline()
+            res = self.table.create_many(established(self.limit))
+            self.record("exhaustion: entries created over ctnetlink", res.created)
+            return [holders]
+        flags = ["-S", "-p", "7000"] if kind == "syn" else ["--udp", "-p", "9000"]
+        pace = ["--flood"] if self.rate_us == 0 else ["-i", f"u{self.rate_us}"]
+        flood = self.client.popen(["hping3", "-q", "--rand-source", *pace, *flags, SERVER],
+                                  stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while self.count() < 0.99 * self.limit and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return [flood]
+
+    def legit_under(self, kind: str, guarded: bool) -> None:
+        self.reset()
+        guard = self.start_guard(self.GUARD) if guarded else None
+        legit = self.client.popen([sys.executable, "-c", TCP_CLIENTS, SERVER, "7000", "200", "20", "2.5"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert legit.stdin is not None and legit.stdout is not None
+        legit.stdout.readline()
+        procs = self.attack(kind)
+        peak = self.count()
+        cpu0, t0 = (self.guard_cpu(guard), time.monotonic()) if guard else (0.0, time.monotonic())
+        legit.stdin.write(b"go\n")
+        legit.stdin.flush()
+        result = json.loads(legit.stdout.readline())
+        who = "ctguard" if guarded else "kernel alone"
+        self.record(f"{kind}: legitimate new, {who} (%)", 100 * result["new_ok"] / result["new"])
+        self.record(f"{kind}: established echoes, {who} (%)", 100 * result["echo_ok"] / max(1, result["echo_sent"]))
+        self.record(f"{kind}: fill when legit start, {who} (%)", 100 * peak / self.limit)
+        if guard is not None:
+            self.record(f"{kind}: ctguard CPU during it (cores)",
+                        (self.guard_cpu(guard) - cpu0) / (time.monotonic() - t0))
+            try:
+                status = query_status(self.tmp / "g.sock", timeout=30)
+                self.record(f"{kind}: ctguard resync dumps", status["dumps"])
+            except CapabilityError as exc:  # busy for 30 s: say so, keep the clients' figures
+                self.notes.append(f"{kind}: ctguard's status did not answer ({exc})")
+        for p in procs:
+            p.kill()
+            p.wait()
+        legit.kill()
+        legit.wait()
+        if guard is not None:
+            self.stop(guard)
+
+    # ------------------------------------------------------------ reaction, CPU, topology
+    def reaction(self) -> None:
+        self.reset()
+        self.table.create_many(established(int(0.85 * self.limit)))
+        guard = self.start_guard(self.GUARD)
+        line = int(0.90 * self.limit)
+        crossed: list[float] = []
+        relieved: list[float] = []
+        done = threading.Event()
+
+        def poll() -> None:
+            with self.fw.enter():
+                while not done.is_set():
+                    n = int(Path(CT + "nf_conntrack_count").read_text())
+                    now = time.monotonic()
+                    if not crossed and n >= line:
+                        crossed.append(now)
+                    elif crossed and n < line:
+                        relieved.append(now)
+                        return
+                    time.sleep(0.002)
+
+        t = threading.Thread(target=poll)
+        t.start()
+        self.table.create_many(established(int(0.10 * self.limit), offset=self.limit))
+        t.join(20)
+        done.set()
+        t.join()
+        self.stop(guard)
+        if crossed and relieved:
+            self.record("reaction: evict_at crossed -> back below (s)", relieved[0] - crossed[0])
+        else:
+            self.notes.append("reaction: the count never came back below evict_at within 20 s")
+
+    def cpu(self) -> None:
+        self.reset()
+        self.sysctl("nf_conntrack_udp_timeout", "2")
+        guard = self.start_guard(self.GUARD)
+        flood = self.client.popen([sys.executable, "-c", PACED_UDP, str(self.new_per_s), SERVER])
+        time.sleep(3)  # steady state
+        ev0 = query_status(self.tmp / "g.sock")["events"]
+        cpu0, t0 = self.guard_cpu(guard), time.monotonic()
+        time.sleep(10)
+        cpu1, t1 = self.guard_cpu(guard), time.monotonic()
+        status = query_status(self.tmp / "g.sock")
+        flood.kill()
+        flood.wait()
+        self.stop(guard)
+        self.record("cpu: new entries/s the kernel made (events / 2)", (status["events"] - ev0) / 2 / (t1 - t0))
+        self.record("cpu: ctguard cores while following them", (cpu1 - cpu0) / (t1 - t0))
+        self.record("cpu: fill meanwhile (%)", 100 * status["entries"] / self.limit)
+        self.record("cpu: resync dumps", status["dumps"])
+
+    def send_nat_udp(self, n: int) -> None:
+        with self.client.enter():
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        pkt = bytearray(struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, 28, 0, 0, 64, 17, 0,
+                                    socket.inet_aton("192.0.2.2"), socket.inet_aton(SERVER), 0, 0, 8, 0))
+        sent = 0
+        with s:
+            for dport in (5001, 5002):
+                struct.pack_into("!H", pkt, 22, dport)
+                for sport in range(10000, 10000 + n):
+                    struct.pack_into("!H", pkt, 20, sport)
+                    s.sendto(pkt, (SERVER, 0))
+                    sent += 1
+                    if sent % 256 == 0:
+                        time.sleep(0.0005)
+
+    def topology(self, who: str, n: int = 20_000) -> None:
+        self.reset()
+        self.fw.run("ip addr replace 198.51.100.9/24 dev eth1")
+        self.send_nat_udp(n)
+        deadline = time.monotonic() + 10
+        while self.count() < 2 * n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.count() != 2 * n:
+            raise SystemExit(f"bench: {self.count()} entries from real packets, wanted {2 * n}")
+        if who == "ctguard":
+            watcher = self.start_guard("[limits]\ninterval = 0.1\n[[topology]]\ninterface = \"*\"\n"
+                                       "address_removed = \"all\"\n")
+        else:
+            watcher = self.fw.popen(["sh", "-c", SHELL_FLUSH])  # its own session: killpg below
+            time.sleep(0.5)  # ip monitor subscribed
+        t0 = time.monotonic()
+        self.fw.run("ip addr del 198.51.100.9/24 dev eth1")
+        while self.count() > n and time.monotonic() - t0 < 30:
+            time.sleep(0.002)
+        took = time.monotonic() - t0
+        if who == "ctguard":
+            self.stop(watcher)
+        else:
+            os.killpg(watcher.pid, signal.SIGTERM)
+            watcher.wait()
+        if self.count() != n:
+            self.notes.append(f"topology, {who}: {self.count()} entries left, wanted {n}")
+        self.record(f"topology flush of {n}: {who} (s)", took)
+
+    # ------------------------------------------------------------ report
+    def report(self) -> None:
+        med = {k: statistics.median(v) for k, v in self.results.items()}
+        print()
+        print(f"ctguard at nf_conntrack_max = {self.limit}, median of {self.runs} runs "
+              f"(a shared, noisy machine: 2 cores, other work running)")
+        for k, v in med.items():
+            print(f"  {k:<62} {v:10.3f}")
+        print()
+
+        def ratio(a: str, b: str) -> str:
+            return f"{med[a] / med[b]:.2f}" if a in med and b in med and med[b] else "-"
+
+        print("  topology flush: shell script (ip monitor + conntrack -D) / ctguard     "
+              + ratio("topology flush of 20000: shell (s)", "topology flush of 20000: ctguard (s)"))
+        for note in self.notes:
+            print(f"note: {note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs to take medians of (default 3)")
+    ap.add_argument("--rate-us", type=int, default=0,
+                    help="hping3 -i uN: microseconds between flood packets (default 0: --flood)")
+    ap.add_argument("--new-per-s", type=int, default=50_000,
+                    help="new entries a second for the CPU measure (default 50000)")
+    ap.add_argument("--only", help="comma-separated: exhaustion,syn,udp,reaction,cpu,topology")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("bench/ctguard: needs root (network namespaces)")
+    only = set(args.only.split(",")) if args.only else {"exhaustion", "syn", "udp", "reaction", "cpu",
+                                                          "topology"}
+    with tempfile.TemporaryDirectory(prefix="nfkit-ctguard-bench-") as tmp, three_node("ncg") as lab:
+        bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp))
+        bench.setup()
+        for i in range(args.runs):
+            say(f"run {i + 1}/{args.runs}")
+            for kind in ("exhaustion", "syn", "udp"):
+                if kind in only:
+                    for guarded in (False, True):
+                        say(f"  {kind}, {'with ctguard' if guarded else 'kernel alone'}")
+                        bench.legit_under(kind, guarded)
+            if "reaction" in only:
+                say("  reaction")
+                bench.reaction()
+            if "cpu" in only:
+                say("  cpu")
+                bench.cpu()
+            if "topology" in only:
+                for who in ("shell", "ctguard"):
+                    say(f"  topology, {who}")
+                    bench.topology(who)
+        bench.report()
+
+
+if __name__ == "__main__":
+    main()

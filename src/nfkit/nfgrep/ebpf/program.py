@@ -1,0 +1,906 @@
+"""nfgrep programs -> one eBPF classifier (tc / sched_cls), its maps, and its decisions.
+
+This module owns the kernel program's design: the flow map (key and value
+layouts, `flow_key` computes the same key in Python), the per-packet path
+(headers, flow lookup, direction, the signature steps on a payload) and the
+decision that mirrors the userspace engine (engine.py) for the flows it can
+decide alone.  Steps are translated by steps.py; this module calls them.
+
+How the kernel program decides (and when it does not)
+------------------------------------------------------
+The engine runs each candidate's steps in order over each direction's
+reassembled stream.  The kernel program sees packets, not streams, so it
+examines the *first payload packet of each direction* and nothing else: every
+step that is the first of its protocol in its direction starts at stream
+offset 0, which is that packet's first byte, and runs there when the packet
+passes (its outcome, held / failed / to userspace, is stored in the flow's
+entry).  A step that starts later in a stream (a second step in the same
+direction), reads a variable an earlier step has not set yet, or needs more
+bytes than the packet holds has no outcome the kernel can trust: it is
+"to userspace".  After each such packet the engine's decision is replayed
+from the stored outcomes with the engine's own rules (candidates in the
+order port hints and first-direction give them, the first to hold its last
+step wins, then the protocols declared `after` it, watches that announce
+expectations).  Whenever the replay reaches an outcome the kernel cannot
+trust, the whole flow is marked for userspace (MARK_USERSPACE): the kernel
+never decides what the engine might decide otherwise.  TCP flows whose SYN
+was not seen, retransmitted or out-of-order first segments, UDP datagrams
+longer than BUF and flows of protocols announcing expectations (FTP: the
+data connection is userspace's) go to userspace too.
+
+Flow map: an LRU hash (FLOW_ENTRIES entries, the oldest flow evicted first),
+key = the symmetric one-tuple of the flow table's design (flow/): the lower
+and the higher endpoint (address, port) of the two, the protocol and family,
+so both directions find one entry.  The value holds the state, the mark,
+who is client, the initial sequence numbers, the step outcomes and the
+variables later steps read.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from nfkit.errors import InputError
+from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP, Program
+from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
+from nfkit.nfgrep.ebpf.insn import (
+    FP,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    Assembler,
+    Insn,
+    alu64,
+    bswap,
+    call,
+    call_local,
+    disassemble,
+    exit_,
+    ja,
+    jmp,
+    ld_map,
+    lddw,
+    ldx,
+    mov,
+    movi,
+    st,
+    stx,
+)
+from nfkit.nfgrep.ebpf.spec import HELPER, HELPER_NAMES, SKB_MARK, TC_ACT_OK
+from nfkit.nfgrep.ebpf.steps import (
+    BIG,
+    BUF,
+    F_E,
+    F_FINAL,
+    F_N,
+    F_P,
+    F_VARS,
+    FAIL,
+    GIVE_UP,
+    HELD,
+    MAX_FRAME,
+    NEED,
+    PAD,
+    StepCompiler,
+    live_in,
+    splice,
+)
+from nfkit.nfgrep.verifier import Verified
+
+FLOW_ENTRIES = 65536  # flows the kernel map tracks at once (LRU: the least recent goes)
+EXPECT_ENTRIES = 4096  # announced flows userspace may hand to the kernel (engine.MAX_EXPECTATIONS)
+KEY_SIZE = 40
+EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protocol, family
+# flow states
+UNDECIDED, DECIDED, USERSPACE, NO_APP, REFINING = 0, 1, 2, 3, 4
+STATE_NAMES = {UNDECIDED: "undecided", DECIDED: "decided", USERSPACE: "userspace",
+               NO_APP: "no app", REFINING: "decided, refining"}
+# step outcomes stored per flow (O_NEED: the engine waits for more of that direction's bytes;
+# O_UNKNOWN: the kernel cannot tell what the engine answered)
+PENDING, O_HELD, O_FAIL, O_UNKNOWN, O_NEED = 0, 1, 2, 3, 4
+# marks: an app id, or one of these
+MARK_USERSPACE = 0xFE
+MARK_NONE = 0xFF
+MARK_MASK = 0xFF
+# flow value layout
+V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER = \
+    0, 1, 2, 3, 4, 8, 12, 16, 17
+V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
+V_HINTED, V_OUT = 24, 32
+# main program stack (fp-relative)
+S_KEY = -48        # the flow key (40 bytes)
+S_SRC, S_DST = -80, -64  # endpoints (16 bytes each, 8-aligned)
+S_HDR = -128       # IP header bytes (48)
+S_L4 = -152        # TCP/UDP header bytes (24)
+S_MISC = -224      # 9 u64 slots: see below
+M_PAYOFF, M_PAYLEN, M_N, M_PROTO, M_SPORT, M_DPORT, M_SRCLO, M_FLAGS, M_DIR = range(9)
+S_MAPKEY = -232    # the scratch map's key (0)
+
+
+def _misc(i: int) -> int:
+    return S_MISC + 8 * i
+
+
+def app_ids(names: list[str]) -> dict[str, int]:
+    """App name -> id carried in the packet mark: the one place the mapping is made.
+
+    Ids are given in sorted name order from 1; MARK_USERSPACE and MARK_NONE are
+    reserved.  (The live back end's registry is to replace this function.)
+    """
+    out = {}
+    for i, name in enumerate(sorted(set(names) | {"ftp-data"})):
+        out[name] = i + 1
+    if len(out) >= MARK_USERSPACE:
+        raise InputError(f"{len(out)} applications: the mark holds at most {MARK_USERSPACE - 1}")
+    return out
+
+
+def flow_key(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> tuple[bytes, bool]:
+    """The kernel map's key for a packet, and whether its source is the lower endpoint."""
+    family = 4 if len(src) == 4 else 6
+    a, b = src.ljust(16, b"\0"), dst.ljust(16, b"\0")
+    sp = int.from_bytes(struct.pack("!H", sport), "little")
+    dp = int.from_bytes(struct.pack("!H", dport), "little")
+    ea = (int.from_bytes(a[:8], "little"), int.from_bytes(a[8:], "little"), sp)
+    eb = (int.from_bytes(b[:8], "little"), int.from_bytes(b[8:], "little"), dp)
+    src_lo = ea <= eb
+    lo, hi = (a, b) if src_lo else (b, a)
+    plo, phi = (sport, dport) if src_lo else (dport, sport)
+    key = lo + hi + struct.pack("!HH", plo, phi) + bytes([proto, family, 0, 0])
+    return key, src_lo
+
+
+@dataclass
+class SigInfo:
+    """One protocol of the loaded programs, as the kernel program sees it."""
+
+    index: int
+    name: str
+    program: Program
+    proto: int  # index in program.protocols
+    transports: int
+    ports: list[int]
+    after: str | None
+    steps: list[int]  # indexes of non-watch steps in the protocol
+    out: list[int] = field(default_factory=list)  # outcome byte offset per step
+    persist: dict[int, int] = field(default_factory=dict)  # var -> value offset
+    announces: bool = False
+    children: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Compiled:
+    """A generated classifier: instructions, listing notes and the layout its maps need."""
+
+    insns: list[Insn]
+    comments: dict[int, str]
+    sigs: list[SigInfo]
+    apps: dict[str, int]
+    value_size: int
+    translated: dict[str, str]  # "proto.step" -> "yes" or why not
+    functions: list[tuple[int, str]]  # (first slot, name) of each subprogram, main first
+    scratch_size: int
+    owners: list[tuple[int, str]]  # (first slot, what the code from there belongs to)
+
+    def owner(self, slot: int) -> str:
+        """The protocol and step (or the packet path) an instruction belongs to."""
+        found = self.owners[0][1]
+        for start, name in self.owners:
+            if start > slot:
+                break
+            found = name
+        return found
+
+    def listing(self) -> str:
+        return disassemble(self.insns, self.comments, HELPER_NAMES)
+
+
+class _Builder:
+    def __init__(self, verified: list[Verified], flows_fd: int, scratch_fd: int,
+                 mark_mask: int = MARK_MASK, expect_fd: int = 0) -> None:
+        self.expect_fd = expect_fd
+        self.flows_fd = flows_fd
+        self.scratch_fd = scratch_fd
+        self.mark_mask = mark_mask
+        self.sigs: list[SigInfo] = []
+        for v in verified:
+            p = v.program
+            for pi, proto in enumerate(p.protocols):
+                steps = [si for si, s in enumerate(proto.steps) if not s.watch]
+                announces = any(ins.op == OPCODES["EXPECT"] for s in proto.steps for ins in s.code)
+                self.sigs.append(SigInfo(len(self.sigs), p.text(proto.name), p, pi,
+                                         proto.transports, list(proto.ports),
+                                         None if proto.after is None else p.text(proto.after),
+                                         steps, announces=announces))
+        if len(self.sigs) > 63:
+            raise InputError(f"{len(self.sigs)} protocols: the eBPF back end takes at most 63")
+        for s in self.sigs:
+            if s.after is not None:
+                for parent in self.sigs:
+                    if parent.name == s.after and parent.transports & s.transports:
+                        parent.children.append(s.index)
+        self.apps = app_ids([s.name for s in self.sigs])
+        off = V_OUT
+        for s in self.sigs:
+            s.out = list(range(off, off + len(s.steps)))
+            off += len(s.steps)
+        off = (off + 7) & ~7
+        for s in self.sigs:
+            code = s.program.protocols[s.proto].steps
+            later: set[int] = set()
+            for si in s.steps[1:]:
+                later |= live_in(code[si].code)
+            for var in sorted(later):
+                s.persist[var] = off
+                off += 8
+        self.value_size = off
+        # the scratch map's value: payload buffer, new-entry template, step frame
+        self.fr = (BUF + PAD + off + 7) & ~7
+        # then three u64 masks (classified, stuck, waiting) the decision builds: in map
+        # memory, so the kernel verifier does not follow each combination of bits apart
+        self.mk = self.fr + MAX_FRAME
+        self.scratch_size = self.mk + 32  # and the directions needing more data
+        self.asm = Assembler()
+        self.tail: list[tuple[str, Assembler]] = []
+        self.step_labels: dict[tuple[int, int], str] = {}
+        self.translated: dict[str, str] = {}
+
+    # -- small pieces ----------------------------------------------------------
+    def load_bytes(self, off_reg: int | None, off_imm: int, stack: int, size: int,
+                   out: str) -> None:
+        a = self.asm
+        a.emit(mov(R1, R6))
+        if off_reg is not None:
+            a.emit(mov(R2, off_reg))
+        else:
+            a.emit(movi(R2, off_imm))
+        a.emit(mov(R3, FP), alu64("add", R3, imm=stack), movi(R4, size),
+               call(HELPER["skb_load_bytes"]), jmp("jslt", R0, out, imm=0))
+
+    def be16(self, dst: int, base: int, off: int) -> None:
+        self.asm.emit(ldx("h", dst, base, off), bswap(dst, 16))
+
+    def set_state(self, state: int, mark: int, then: str) -> None:
+        a = self.asm
+        a.emit(st("b", R8, V_STATE, state), st("w", R8, V_MARK, mark), ja(then))
+
+    # -- the program -----------------------------------------------------------
+    def build(self) -> Compiled:
+        a = self.asm
+        a.note("entry: r6 = skb, r7 = payload buffer, r8 = flow entry, r9 = step frame")
+        a.emit(mov(R6, R1))
+        a.emit(st("dw", FP, S_MAPKEY, 0), mov(R2, FP), alu64("add", R2, imm=S_MAPKEY),
+               ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
+               jmp("jeq", R0, "pass", imm=0), mov(R7, R0))
+        self.parse()
+        self.lookup_flow()
+        self.per_packet()
+        self.decide()
+        # verdict: write the flow's mark into the packet mark, pass
+        a.label("apply")
+        a.note("apply the flow's mark to the packet (only the mask's bits)")
+        keep = ~self.mark_mask & 0xFFFFFFFF
+        a.emit(ldx("w", R1, R8, V_MARK), alu64("and", R1, imm=_s32(self.mark_mask)),
+               ldx("w", R2, R6, SKB_MARK), alu64("and", R2, imm=_s32(keep)),
+               alu64("or", R2, R1), stx("w", R6, SKB_MARK, R2))
+        a.label("pass")
+        a.emit(movi(R0, TC_ACT_OK), exit_())
+        # a packet (not a flow) for userspace: no entry to keep, only its mark
+        a.label("pktuser")
+        a.emit(ldx("w", R2, R6, SKB_MARK), alu64("and", R2, imm=_s32(keep)),
+               alu64("or", R2, imm=MARK_USERSPACE & self.mark_mask), stx("w", R6, SKB_MARK, R2),
+               ja("pass"))
+        for s in self.sigs:
+            code = s.program.protocols[s.proto].steps
+            for i, si in enumerate(s.steps):
+                label = self.step_labels.get((s.index, i))
+                if label is None:
+                    continue
+                nvars = len(s.program.protocols[s.proto].variables)
+                sc = StepCompiler(a, self.tail, s.program, nvars, self.scratch_fd,
+                                  f"{s.name}.{s.program.text(code[si].name)}", self.fr)
+                before = len(a.insns)
+                sc.compile(code[si].code, label)
+                key = f"{s.name}.{s.program.text(code[si].name)}"
+                self.translated[key] = "yes" if len(a.insns) - before > 2 else \
+                    a.comments.get(before, "not translated")
+        for label, cb in self.tail:
+            a.label(label)
+            splice(a, cb)
+        a.prune(set(self.step_labels.values()) | {label for label, _ in self.tail})
+        insns = a.finish()
+        # subprograms: main, then every target of a local call or a callback address
+        targets = {insn.target for insn in insns if insn.target is not None and
+                   (insn.wide or insn.src == 1 and insn.op == 0x85)}
+        # instruction index -> slot for the listing ranges
+        slots = []
+        n = 0
+        for insn in insns:
+            slots.append(n)
+            n += insn.slots
+        slots.append(n)
+        owners = [(0, "the packet path (headers, flow entry, decision)")]
+        for (si, i), label in self.step_labels.items():
+            sig = self.sigs[si]
+            step = sig.program.protocols[sig.proto].steps[sig.steps[i]]
+            owners.append((slots[a.labels[label]],
+                           f"protocol {sig.name} step {sig.program.text(step.name)}"))
+        for label, _cb in self.tail:
+            owner = label.rsplit(".", 1)[0]
+            sig_name, _, step_name = owner.partition(".")
+            owners.append((slots[a.labels[label]],
+                           f"protocol {sig_name} step {step_name} (loop body)"))
+        owners.sort()
+        functions = [(0, "nfgrep_main")] + sorted(
+            (slots[a.labels[t]], "f_" + "".join(ch if ch.isalnum() else "_" for ch in t))
+            for t in targets if t is not None)
+        return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size,
+                        self.translated, functions, self.scratch_size, owners)
+
+    def parse(self) -> None:
+        """Ethernet, IPv4 (no fragments) or IPv6 (no extension headers), TCP or UDP."""
+        a = self.asm
+        a.note("parse: ethernet, IPv4/IPv6, TCP/UDP (anything else passes untouched)")
+        self.load_bytes(None, 0, S_HDR, 14, "pass")
+        self.be16(R1, FP, S_HDR + 12)
+        a.emit(jmp("jeq", R1, "ipv4", imm=0x0800), jmp("jeq", R1, "ipv6", imm=0x86DD), ja("pass"))
+        a.label("ipv4")
+        self.load_bytes(None, 14, S_HDR, 20, "pass")
+        a.emit(ldx("b", R1, FP, S_HDR), alu64("and", R1, imm=15), alu64("lsh", R1, imm=2),
+               jmp("jlt", R1, "pass", imm=20))
+        self.be16(R2, FP, S_HDR + 6)
+        # fragments: their flow cannot be found from here, userspace reassembles
+        a.emit(alu64("and", R2, imm=0x3FFF), jmp("jne", R2, "pktuser", imm=0))
+        a.emit(ldx("b", R2, FP, S_HDR + 9), stx("dw", FP, _misc(M_PROTO), R2))
+        self.be16(R3, FP, S_HDR + 2)
+        a.emit(alu64("add", R3, imm=14), stx("dw", FP, _misc(M_PAYLEN), R3))  # end of IP data
+        a.emit(alu64("add", R1, imm=14), stx("dw", FP, _misc(M_PAYOFF), R1))  # L4 offset
+        for base, at in ((S_SRC, 12), (S_DST, 16)):
+            a.emit(ldx("w", R2, FP, S_HDR + at), stx("dw", FP, base, R2), st("dw", FP, base + 8, 0))
+        a.emit(movi(R5, 4), stx("dw", FP, _misc(M_FLAGS), R5), ja("l4"))
+        a.label("ipv6")
+        self.load_bytes(None, 14, S_HDR, 40, "pass")
+        a.emit(ldx("b", R2, FP, S_HDR + 6), stx("dw", FP, _misc(M_PROTO), R2))
+        self.be16(R3, FP, S_HDR + 4)
+        a.emit(alu64("add", R3, imm=54), stx("dw", FP, _misc(M_PAYLEN), R3))
+        a.emit(movi(R1, 54), stx("dw", FP, _misc(M_PAYOFF), R1))
+        for base, at in ((S_SRC, 8), (S_DST, 24)):
+            for k in (0, 8):
+                a.emit(ldx("w", R2, FP, S_HDR + at + k), ldx("w", R3, FP, S_HDR + at + k + 4),
+                       alu64("lsh", R3, imm=32), alu64("or", R2, R3), stx("dw", FP, base + k, R2))
+        a.emit(movi(R5, 6), stx("dw", FP, _misc(M_FLAGS), R5))
+        a.label("l4")
+        # r1 = L4 offset; TCP: 20 bytes, UDP: 8
+        a.emit(ldx("dw", R2, FP, _misc(M_PROTO)), jmp("jeq", R2, "tcp", imm=6),
+               jmp("jeq", R2, "udp", imm=17))
+        # IPv6 extension headers (hop-by-hop, routing, fragment, destination options,
+        # AH): the transport header is further on; this program does not walk them
+        for nh in (0, 43, 44, 51, 60):
+            a.emit(jmp("jeq", R2, "pktuser", imm=nh))
+        a.emit(ja("pass"))
+        a.label("tcp")
+        a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
+        self.load_bytes(R8, 0, S_L4, 20, "pass")
+        a.emit(ldx("b", R1, FP, S_L4 + 12), alu64("rsh", R1, imm=4), alu64("lsh", R1, imm=2),
+               jmp("jlt", R1, "pass", imm=20), alu64("add", R8, R1))
+        a.emit(ldx("b", R1, FP, S_L4 + 13), alu64("lsh", R1, imm=8),
+               ldx("dw", R2, FP, _misc(M_FLAGS)), alu64("or", R1, R2),
+               stx("dw", FP, _misc(M_FLAGS), R1), ja("ports"))
+        a.label("udp")
+        a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
+        self.load_bytes(R8, 0, S_L4, 8, "pass")
+        a.emit(alu64("add", R8, imm=8))
+        a.label("ports")
+        # r8 = payload offset; payload length = min(IP end, skb->len) - offset
+        a.emit(stx("dw", FP, _misc(M_PAYOFF), R8), ldx("dw", R1, FP, _misc(M_PAYLEN)),
+               movi(R2, 0), jmp("jle", R1, "plen", src=R8), mov(R2, R1), alu64("sub", R2, R8))
+        a.label("plen")
+        a.emit(stx("dw", FP, _misc(M_PAYLEN), R2), ldx("w", R3, R6, 0), movi(R4, 0),
+               jmp("jle", R3, "caplen", src=R8), mov(R4, R3), alu64("sub", R4, R8))
+        a.label("caplen")
+        a.emit(jmp("jle", R4, "nmin", src=R2), mov(R4, R2))
+        a.label("nmin")
+        a.emit(stx("dw", FP, _misc(M_N), R4))
+        a.emit(ldx("h", R1, FP, S_L4), stx("dw", FP, _misc(M_SPORT), R1),
+               ldx("h", R2, FP, S_L4 + 2), stx("dw", FP, _misc(M_DPORT), R2))
+
+    def lookup_flow(self) -> None:
+        """The symmetric key: the lower endpoint first; find or create the flow's entry."""
+        a = self.asm
+        a.note("flow key: (lower endpoint, higher endpoint, proto, family)")
+        a.emit(movi(R5, 1))  # source is the lower endpoint
+        a.emit(ldx("dw", R1, FP, S_SRC), ldx("dw", R2, FP, S_DST), jmp("jlt", R1, "srclo", src=R2),
+               jmp("jgt", R1, "srchi", src=R2), ldx("dw", R1, FP, S_SRC + 8),
+               ldx("dw", R2, FP, S_DST + 8), jmp("jlt", R1, "srclo", src=R2),
+               jmp("jgt", R1, "srchi", src=R2), ldx("dw", R1, FP, _misc(M_SPORT)),
+               ldx("dw", R2, FP, _misc(M_DPORT)), jmp("jle", R1, "srclo", src=R2))
+        a.label("srchi")
+        a.emit(movi(R5, 0))
+        a.label("srclo")
+        a.emit(stx("dw", FP, _misc(M_SRCLO), R5))
+        lo_hi = ((S_SRC, S_DST, M_SPORT, M_DPORT), (S_DST, S_SRC, M_DPORT, M_SPORT))
+        for which, (lo, hi, plo, phi) in enumerate(lo_hi):
+            label = "keysrc" if which == 0 else "keydst"
+            a.label(label)
+            if which == 0:
+                a.emit(jmp("jeq", R5, "keydst", imm=0))
+            for k in (0, 8):
+                a.emit(ldx("dw", R1, FP, lo + k), stx("dw", FP, S_KEY + k, R1),
+                       ldx("dw", R1, FP, hi + k), stx("dw", FP, S_KEY + 16 + k, R1))
+            a.emit(ldx("dw", R1, FP, _misc(plo)), ldx("dw", R2, FP, _misc(phi)),
+                   alu64("lsh", R2, imm=16), alu64("or", R1, R2))
+            a.emit(ja("keytail") if which == 0 else ja("keytail"))
+        a.label("keytail")
+        # r1 = ports; proto, family above them
+        a.emit(ldx("dw", R2, FP, _misc(M_PROTO)), alu64("lsh", R2, imm=32), alu64("or", R1, R2),
+               ldx("dw", R2, FP, _misc(M_FLAGS)), alu64("and", R2, imm=0xFF),
+               alu64("lsh", R2, imm=40), alu64("or", R1, R2), stx("dw", FP, S_KEY + 32, R1))
+        a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
+               call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jne", R0, "known", imm=0))
+        self.new_flow()
+        a.label("known")
+
+    def new_flow(self) -> None:
+        """A new entry: the client is the sender of the first packet (TCP: of a SYN)."""
+        a = self.asm
+        a.note("new flow: entry built in the scratch map's template area, inserted")
+        tpl = BUF + PAD
+        for off in range(0, self.value_size, 8):
+            a.emit(st("dw", R7, tpl + off, 0))
+        # the client: the sender of the first packet (on UDP as in the flow table, whose
+        # port rule applies to TCP picked up mid-stream only, which goes to userspace here)
+        a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), stx("b", R7, tpl + V_CLIENT_LO, R1))
+        a.emit(st("w", R7, tpl + V_MARK, 0))
+        # TCP: only a flow that starts with a pure SYN is the kernel's to classify
+        a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "hints", imm=6),
+               ldx("dw", R1, FP, _misc(M_FLAGS)), alu64("rsh", R1, imm=8),
+               alu64("and", R1, imm=0x12), jmp("jeq", R1, "hints", imm=0x02),
+               st("b", R7, tpl + V_STATE, USERSPACE), st("w", R7, tpl + V_MARK, MARK_USERSPACE))
+        a.label("hints")
+        # an announced flow (an expectation userspace learnt, e.g. FTP data): decided at once
+        a.note("expected flows: (server address, port, protocol) in the expectations map")
+        a.emit(ldx("dw", R1, FP, S_DST), stx("dw", FP, S_HDR, R1), ldx("dw", R1, FP, S_DST + 8),
+               stx("dw", FP, S_HDR + 8, R1), ldx("dw", R1, FP, _misc(M_DPORT)),
+               ldx("dw", R2, FP, _misc(M_PROTO)), alu64("lsh", R2, imm=16), alu64("or", R1, R2),
+               ldx("dw", R2, FP, _misc(M_FLAGS)), alu64("and", R2, imm=0xFF),
+               alu64("lsh", R2, imm=24), alu64("or", R1, R2), stx("dw", FP, S_HDR + 16, R1))
+        a.emit(ld_map(R1, self.expect_fd), mov(R2, FP), alu64("add", R2, imm=S_HDR),
+               call(HELPER["map_lookup_elem"]), jmp("jeq", R0, "noexpect", imm=0),
+               ldx("w", R1, R0, 0), stx("w", R7, tpl + V_MARK, R1),
+               st("b", R7, tpl + V_STATE, DECIDED),
+               ld_map(R1, self.expect_fd), mov(R2, FP), alu64("add", R2, imm=S_HDR),
+               call(HELPER["map_delete_elem"]))
+        a.label("noexpect")
+        # port hints: the protocols listing the client's or the server's port (symmetric)
+        a.emit(ldx("dw", R1, FP, _misc(M_SPORT)), ldx("dw", R2, FP, _misc(M_DPORT)))
+        for s in self.sigs:
+            if not s.ports:
+                continue
+            yes, no = a.fresh("hint"), a.fresh("nohint")
+            for port in s.ports:
+                raw = int.from_bytes(struct.pack("!H", port), "little")
+                a.emit(jmp("jeq", R1, yes, imm=raw), jmp("jeq", R2, yes, imm=raw))
+            a.emit(ja(no))
+            a.label(yes)
+            # accumulated in map memory: the verifier need not follow each combination
+            a.emit(ldx("dw", R3, R7, tpl + V_HINTED), lddw(R4, 1 << s.index), alu64("or", R3, R4),
+                   stx("dw", R7, tpl + V_HINTED, R3))
+            a.label(no)
+        a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
+               alu64("add", R3, imm=tpl), movi(R4, 1), call(HELPER["map_update_elem"]))
+        a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
+               call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "pass", imm=0))
+
+    def per_packet(self) -> None:
+        a = self.asm
+        a.note("decided flows: the mark only; undecided: first payload packet per direction")
+        a.emit(ldx("b", R1, R8, V_STATE), jmp("jeq", R1, "open", imm=UNDECIDED),
+               jmp("jne", R1, "apply", imm=REFINING))
+        a.label("open")
+        # direction: 0 from the client
+        a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), ldx("b", R2, R8, V_CLIENT_LO), movi(R9, 1),
+               jmp("jne", R1, "dir", src=R2), movi(R9, 0))
+        a.label("dir")
+        # TCP: SYNs give each direction's initial sequence number
+        a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "data", imm=6),
+               ldx("dw", R1, FP, _misc(M_FLAGS)), alu64("rsh", R1, imm=8),
+               jmp("jset", R1, "data", imm=0x04 | 0x01),  # RST, FIN: nothing to learn
+               jmp("jset", R1, "syn", imm=0x02), ja("data"))
+        a.label("syn")
+        a.emit(ldx("dw", R2, FP, _misc(M_N)), jmp("jne", R2, "touser", imm=0),  # data on a SYN
+               ldx("w", R3, FP, S_L4 + 4), bswap(R3, 32), ldx("b", R4, R8, V_SYN),
+               jmp("jne", R9, "synsrv", imm=0),
+               stx("w", R8, V_ISN0, R3), alu64("or", R4, imm=1), stx("b", R8, V_SYN, R4),
+               ja("apply"))
+        a.label("synsrv")
+        a.emit(stx("w", R8, V_ISN1, R3), alu64("or", R4, imm=2), stx("b", R8, V_SYN, R4),
+               ja("apply"))
+        a.label("data")
+        a.emit(ldx("dw", R2, FP, _misc(M_N)), jmp("jeq", R2, "apply", imm=0))
+        # a direction's later packets: a candidate waiting for more of it makes the flow
+        # userspace's; else they change nothing (its steps ran on its first packet), but
+        # are remembered (a protocol `after` the winner would read them)
+        a.emit(ldx("b", R3, R8, V_SEEN), mov(R4, R9), alu64("add", R4, imm=1),
+               jset_reg(R3, R4, "later"), ja("firstdata"))
+        a.label("later")
+        a.emit(ldx("b", R3, R8, V_NEEDDIR), jset_reg(R3, R4, "touser"),
+               ldx("b", R3, R8, V_MORE), alu64("or", R3, R4), stx("b", R8, V_MORE, R3),
+               ja("apply"))
+        a.label("firstdata")
+        # TCP: the first payload must follow the SYN (else a retransmission or a gap)
+        a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "udpsize", imm=6),
+               ldx("b", R4, R8, V_SYN), mov(R5, R9), alu64("add", R5, imm=1),
+               jset_reg(R4, R5, "synok"), ja("touser"))
+        a.label("synok")
+        a.emit(ldx("w", R3, FP, S_L4 + 4), bswap(R3, 32), ldx("w", R4, R8, V_ISN0),
+               jmp("jeq", R9, "isn", imm=0), ldx("w", R4, R8, V_ISN1))
+        a.label("isn")
+        a.emit(alu64("add", R4, imm=1), lddw(R5, 0xFFFFFFFF),
+               alu64("and", R4, R5), jmp("jne", R3, "touser", src=R4), ja("copy"))
+        a.label("udpsize")
+        # UDP: the whole datagram, or userspace
+        a.emit(ldx("dw", R3, FP, _misc(M_PAYLEN)), jmp("jne", R3, "touser", src=R2),
+               jmp("jgt", R3, "touser", imm=BUF))
+        a.label("copy")
+        # seen |= this direction; the first direction is remembered for the candidates' order
+        a.emit(ldx("b", R3, R8, V_SEEN), jmp("jne", R3, "notfirst", imm=0),
+               stx("b", R8, V_FIRST, R9))
+        a.label("notfirst")
+        a.emit(mov(R4, R9), alu64("add", R4, imm=1), alu64("or", R3, R4), stx("b", R8, V_SEEN, R3))
+        # the payload into the buffer: n = min(payload, BUF) bytes
+        a.emit(ldx("dw", R4, FP, _misc(M_N)), jmp("jle", R4, "ncap", imm=BUF), movi(R4, BUF))
+        a.label("ncap")
+        a.emit(stx("dw", FP, _misc(M_N), R4), jmp("jeq", R4, "apply", imm=0))
+        a.emit(mov(R1, R6), ldx("dw", R2, FP, _misc(M_PAYOFF)), mov(R3, R7),
+               call(HELPER["skb_load_bytes"]), jmp("jslt", R0, "touser", imm=0))
+        # the step frame: n, region, final (UDP), key 0
+        a.emit(stx("dw", FP, _misc(M_DIR), R9))  # the direction, kept across calls
+        a.emit(ldx("dw", R1, FP, _misc(M_N)), stx("dw", R7, self.fr + F_N, R1),
+               movi(R1, 0), ldx("dw", R2, FP, _misc(M_PROTO)),
+               jmp("jne", R2, "tcpfinal", imm=17), movi(R1, 1))
+        a.label("tcpfinal")
+        a.emit(stx("dw", R7, self.fr + F_FINAL, R1))
+        self.run_steps()
+
+    def run_steps(self) -> None:
+        """Each step that reads the start of this direction runs; its outcome is stored."""
+        a = self.asm
+        for d in (0, 1):
+            a.label(f"dir{d}")
+            if d == 0:
+                a.emit(ldx("dw", R1, FP, _misc(M_DIR)), jmp("jne", R1, "dir1", imm=0))
+            a.note(f"steps reading the {'client' if d == 0 else 'server'}'s first bytes")
+            for s in self.sigs:
+                proto = s.program.protocols[s.proto]
+                seen_dirs: set[int] = set()
+                for i, si in enumerate(s.steps):
+                    step = proto.steps[si]
+                    sd = step.direction
+                    if sd != d and sd != 2:
+                        seen_dirs.add(sd)
+                        continue
+                    first = sd == d and d not in seen_dirs and 2 not in seen_dirs
+                    seen_dirs.add(sd)
+                    self.one_step(s, i, si, first, d)
+            a.emit(ja("decide"))
+
+    def one_step(self, s: SigInfo, i: int, si: int, first: bool, d: int) -> None:
+        a = self.asm
+        out = s.out[i]
+        name = f"{s.name}.{s.program.text(s.program.protocols[s.proto].steps[si].name)}"
+        skip = a.fresh("skip")
+        # not this flow's transport: the step never runs (replay drops the protocol)
+        tr = s.transports
+        if tr != TCP | UDP:
+            a.emit(ldx("dw", R1, FP, _misc(M_PROTO)),
+                   jmp("jne", R1, skip, imm=6 if tr == TCP else 17))
+        if not first:
+            a.note(f"{name}: starts later in the stream: to userspace if reached")
+            a.emit(st("b", R8, out, O_UNKNOWN))
+            a.label(skip)
+            return
+        code = s.program.protocols[s.proto].steps[si].code
+        needs_before = i > 0 and (bool(live_in(code) & set(s.persist)) or bool(tr & UDP))
+        unknown = a.fresh("unknown")
+        if needs_before:
+            # its variables (or, on UDP, its turn) come from the earlier steps: all must hold
+            for j in range(i):
+                a.emit(ldx("b", R1, R8, s.out[j]), jmp("jne", R1, unknown, imm=O_HELD))
+        a.note(f"run {name}")
+        nvars = len(s.program.protocols[s.proto].variables)
+        for v in range(nvars):
+            if v in s.persist:
+                a.emit(ldx("dw", R1, R8, s.persist[v]), stx("dw", R7, self.fr + F_VARS + 8 * v, R1))
+            else:
+                a.emit(st("dw", R7, self.fr + F_VARS + 8 * v, 0))
+        a.emit(st("dw", R7, self.fr + F_P, 0), lddw(R1, BIG), stx("dw", R7, self.fr + F_E, R1))
+        label = f"step.{s.index}.{i}"
+        self.step_labels[(s.index, i)] = label
+        a.emit(call_local(label))
+        held, fail, need = a.fresh("held"), a.fresh("fail"), a.fresh("need")
+        a.emit(jmp("jeq", R0, held, imm=HELD), jmp("jeq", R0, fail, imm=FAIL),
+               jmp("jeq", R0, fail, imm=GIVE_UP), jmp("jne", R0, unknown, imm=NEED))
+        # NEED on a packet the buffer (or the capture) cut: the engine had more bytes
+        a.label(need)
+        a.emit(ldx("dw", R1, FP, _misc(M_N)), ldx("dw", R2, FP, _misc(M_PAYLEN)),
+               jmp("jlt", R1, unknown, src=R2), st("b", R8, out, O_NEED), ja(skip))
+        a.label(held)
+        a.emit(st("b", R8, out, O_HELD))
+        for v, off in s.persist.items():
+            a.emit(ldx("dw", R1, R7, self.fr + F_VARS + 8 * v), stx("dw", R8, off, R1))
+        a.emit(ja(skip))
+        a.label(fail)
+        a.emit(st("b", R8, out, O_FAIL), ja(skip))
+        a.label(unknown)
+        a.emit(st("b", R8, out, O_UNKNOWN))
+        a.label(skip)
+
+    # -- the decision ------------------------------------------------------------
+    def status(self, s: SigInfo, classified: str, dead: str, waiting: str, stuck: str) -> None:
+        """Replay one protocol's outcomes: jump to the label of what it is now."""
+        a = self.asm
+        tr = s.transports
+        if tr != TCP | UDP:
+            a.emit(ldx("dw", R0, FP, _misc(M_PROTO)),
+                   jmp("jne", R0, dead, imm=6 if tr == TCP else 17))
+        proto = s.program.protocols[s.proto]
+        for i, out in enumerate(s.out):
+            sd = proto.steps[s.steps[i]].direction
+            nxt = a.fresh("o")
+            a.emit(ldx("b", R0, R8, out), jmp("jeq", R0, waiting, imm=PENDING),
+                   jmp("jeq", R0, dead, imm=O_FAIL), jmp("jeq", R0, nxt, imm=O_HELD),
+                   jmp("jne", R0, stuck, imm=O_NEED))
+            if sd == 2:
+                a.emit(ja(stuck))
+            else:
+                # waits for more of direction sd: stuck if more already came (the engine
+                # would have run it on those bytes), else waiting on sd
+                a.emit(ldx("b", R0, R8, V_MORE), jmp("jset", R0, stuck, imm=1 << sd),
+                       ldx("dw", R0, R7, self.mk + 24), alu64("or", R0, imm=1 << sd),
+                       stx("dw", R7, self.mk + 24, R0), ja(waiting))
+            a.label(nxt)
+        a.emit(ja(classified))
+
+    def masks(self, group: list[SigInfo]) -> None:
+        """r1 = classified, r2 = stuck, r3 = waiting: bit masks over a group of protocols."""
+        a = self.asm
+        mk = self.mk
+        a.emit(st("dw", R7, mk, 0), st("dw", R7, mk + 8, 0), st("dw", R7, mk + 16, 0),
+               st("dw", R7, mk + 24, 0))
+        for s in group:
+            c, dead, w, stk, nxt = (a.fresh(x) for x in ("c", "dead", "w", "stuck", "next"))
+            self.status(s, c, dead, w, stk)
+            for lab, off in ((c, mk), (stk, mk + 8), (w, mk + 16)):
+                a.label(lab)
+                a.emit(ldx("dw", R1, R7, off), lddw(R4, 1 << s.index), alu64("or", R1, R4),
+                       stx("dw", R7, off, R1), ja(nxt))
+            a.label(dead)
+            a.label(nxt)
+        a.emit(ldx("dw", R1, R7, mk), ldx("dw", R2, R7, mk + 8), ldx("dw", R3, R7, mk + 16))
+
+    def decide(self) -> None:
+        a = self.asm
+        a.label("decide")
+        a.note("replay the engine's decision from the stored outcomes")
+        a.emit(ldx("b", R1, R8, V_STATE), jmp("jeq", R1, "refine", imm=REFINING))
+        roots = [s for s in self.sigs if s.after is None]
+        self.masks(roots)
+        # the candidates' order: port-hinted before the others; within each, those admitted
+        # on the first direction after those admitted on the second (engine._admit)
+        a.emit(ldx("dw", R4, R8, V_HINTED), ldx("b", R5, R8, V_FIRST))
+        f_masks = []
+        for d in (0, 1):
+            m = 0
+            for s in roots:
+                sd = s.program.protocols[s.proto].steps[s.steps[0]].direction
+                if sd in (d, 2):
+                    m |= 1 << s.index
+            f_masks.append(m)
+        # r5 = F: the protocols admitted on the first direction
+        a.emit(jmp("jne", R5, "f1", imm=0), lddw(R5, f_masks[0]), ja("fset"))
+        a.label("f1")
+        a.emit(lddw(R5, f_masks[1]))
+        a.label("fset")
+        # groups: H & ~F, H & F, ~H & F, ~H & ~F; in each, by load order, the first
+        # candidate that classified wins, unless one the kernel cannot read comes first
+        for g in range(4):
+            a.emit(mov(R0, R5))
+            if g in (0, 3):
+                a.emit(alu64("xor", R0, imm=-1))
+            if g in (0, 1):
+                a.emit(alu64("and", R0, R4))
+            else:
+                a.emit(mov(R9, R4), alu64("xor", R9, imm=-1), alu64("and", R0, R9))
+            a.emit(mov(R9, R0), alu64("and", R9, R1), alu64("and", R0, R2))
+            for s in roots:
+                a.emit(lddw(R3, 1 << s.index), jset_reg(R0, R3, "touser"),
+                       jset_reg(R9, R3, f"won.{s.index}"))
+        self.undecided()
+        # a winner: its children (protocols `after` it), recursively
+        a.label("refine")
+        a.emit(ldx("b", R1, R8, V_WINNER))
+        for s in self.sigs:
+            a.emit(jmp("jeq", R1, f"chain.{s.index}", imm=s.index + 1))
+        a.emit(ja("touser"))
+        for s in self.sigs:
+            a.label(f"won.{s.index}")
+            a.emit(st("b", R8, V_WINNER, s.index + 1), ja(f"chain.{s.index}"))
+            a.label(f"chain.{s.index}")
+            app = self.apps[s.name]
+            if s.children:
+                if s.transports & UDP:  # children wait for the next datagram: userspace's
+                    a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jeq", R1, "touser", imm=17))
+                kids = [self.sigs[c] for c in s.children]
+                self.masks(kids)
+                for c in kids:
+                    a.emit(lddw(R9, 1 << c.index), jset_reg(R2, R9, "touser"),
+                           jset_reg(R1, R9, f"won.{c.index}"))
+                refining = a.fresh("refining")
+                a.emit(jmp("jne", R3, refining, imm=0))
+                self.final(s, app)
+                a.label(refining)
+                a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
+                self.set_state(REFINING, app, "apply")
+            else:
+                self.final(s, app)
+        a.label("touser")
+        self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+
+    def undecided(self) -> None:
+        """No winner: candidates still waiting keep the flow open (remembering the
+        directions some wait more data on), else it is done with no app."""
+        a = self.asm
+        a.emit(ldx("dw", R3, R7, self.mk + 16), jmp("jeq", R3, "noapp", imm=0),
+               ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1), ja("apply"))
+        a.label("noapp")
+        self.set_state(NO_APP, MARK_NONE, "apply")
+
+    def final(self, s: SigInfo, app: int) -> None:
+        if s.announces:  # the expectations it announces are userspace's to learn
+            self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+        else:
+            self.set_state(DECIDED, app, "apply")
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def jset_reg(reg: int, mask_reg: int, label: str) -> Insn:
+    """``if reg & mask_reg goto label``."""
+    return jmp("jset", reg, label, src=mask_reg)
+
+
+def load_verified(paths: list[str] | None = None) -> list[Verified]:
+    """The verified programs of rule files or directories (None: the shipped library), in
+    the order `nfkit.nfgrep.loader.load_rules` loads them.  Raises InputError."""
+    from nfkit.nfgrep.loader import load_program, rule_files
+    from nfkit.nfgrep.verifier import verify
+
+    return [verify(load_program(f)) for f in rule_files(paths)]
+
+
+def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
+                  mark_mask: int = MARK_MASK, expect_fd: int = 0) -> Compiled:
+    """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing)."""
+    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd).build()
+
+
+class Classifier:
+    """The loaded classifier: its maps and program (closed together)."""
+
+    def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
+                 mark_mask: int = MARK_MASK, log_level: int = 0) -> None:
+        self.links: list[Link] = []
+        layout = compile_rules(verified, mark_mask=mark_mask)
+        self.flows = Map("BPF_MAP_TYPE_LRU_HASH", KEY_SIZE, layout.value_size, flow_entries,
+                         "nfgrep_flows")
+        self.scratch = Map("BPF_MAP_TYPE_PERCPU_ARRAY", 4, layout.scratch_size, 1,
+                           "nfgrep_scratch")
+        self.expected = Map("BPF_MAP_TYPE_HASH", EXPECT_KEY_SIZE, 4, EXPECT_ENTRIES,
+                            "nfgrep_expect")
+        try:
+            self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
+                                          self.expected.fd)
+            try:
+                self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
+                                 functions=self.compiled.functions, log_level=log_level)
+            except BpfError as exc:
+                raise self._refused(exc) from None
+        except BaseException:
+            self.flows.close()
+            self.scratch.close()
+            self.expected.close()
+            raise
+
+    def _refused(self, exc: BpfError) -> BpfError:
+        """The kernel's refusal named after the protocol and step its last instruction is in."""
+        found = re.findall(r"^(\d+): \(", exc.log, re.M)
+        where = "the classifier"
+        if found:
+            slot = int(found[-1])
+            where = f"{self.compiled.owner(slot)} (instruction {slot})"
+        return BpfError(f"nfgrep eBPF program refused by the kernel verifier in {where}",
+                        exc.errno, exc.log)
+
+    def attach(self, interface: str | int, direction: str) -> Link:
+        """Attach to an interface of the calling thread's network namespace with a tcx
+        link (``direction``: "ingress" or "egress").  The link is this process's: it goes,
+        and the program with it, on `close` or when the process ends (even killed)."""
+        if direction not in ("ingress", "egress"):
+            raise InputError(f"direction {direction!r}: use ingress or egress")
+        if isinstance(interface, str):
+            try:
+                ifindex = socket.if_nametoindex(interface)
+            except OSError:
+                raise InputError(f"interface {interface}: no such interface") from None
+        else:
+            ifindex = interface
+        link = Link(self.prog, ifindex, "BPF_TCX_INGRESS" if direction == "ingress"
+                    else "BPF_TCX_EGRESS")
+        self.links.append(link)
+        return link
+
+    def close(self) -> None:
+        """Unload: links first (traffic then flows unclassified), then the program and its
+        maps, which go with their last descriptor."""
+        for link in self.links:
+            link.close()
+        self.links = []
+        self.prog.close()
+        self.flows.close()
+        self.scratch.close()
+        self.expected.close()
+
+    def expect(self, server: bytes, port: int, proto: int, app: str) -> None:
+        """Announce a flow (what userspace learnt, e.g. from an FTP control connection): the
+        next new flow to ``server``:``port`` is decided as ``app`` at its first packet."""
+        key = server.ljust(16, b"\0") + struct.pack("!H", port) + bytes(
+            [proto, 4 if len(server) == 4 else 6])
+        self.expected.update(key, struct.pack("<I", self.compiled.apps[app]))
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def flow(self, src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> FlowEntry | None:
+        """The kernel's entry for a flow (either direction's tuple), or None."""
+        key, _ = flow_key(src, dst, sport, dport, proto)
+        raw = self.flows.lookup(key)
+        if raw is None:
+            return None
+        names = {v: k for k, v in self.compiled.apps.items()}
+        winner = raw[V_WINNER]
+        return FlowEntry(raw[V_STATE], struct.unpack_from("<I", raw, V_MARK)[0],
+                         self.compiled.sigs[winner - 1].name if winner else None,
+                         names.get(struct.unpack_from("<I", raw, V_MARK)[0]))
+
+
+@dataclass
+class FlowEntry:
+    state: int
+    mark: int
+    winner: str | None  # the protocol the replay chose (also for flows sent to userspace)
+    app: str | None     # the app of the mark (None for userspace / no app)
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, str(self.state))
+
+
+__all__ = ["Classifier", "Compiled", "FlowEntry", "app_ids", "compile_rules", "flow_key",
+           "load_verified",
+           "FLOW_ENTRIES", "MARK_NONE", "MARK_USERSPACE", "STATE_NAMES"]

@@ -1,0 +1,123 @@
+"""Feed capture files to the loaded kernel classifier packet by packet (BPF_PROG_TEST_RUN),
+and compare its decision per flow with the userspace engine's.
+
+Each captured packet is rebuilt as an Ethernet frame (whatever the capture's
+link type: Ethernet, Linux cooked, raw IP) with its IP addresses, ports, TCP
+sequence number and flags and its payload, and run once through the program
+as tc would run it on an interface.  The kernel program's flow entries are
+then read from its map and compared with `classify`'s flows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from nfkit.nfgrep.capture import CaptureReader, decode
+from nfkit.nfgrep.classify import FlowResult, classify
+from nfkit.nfgrep.ebpf.program import (
+    DECIDED,
+    NO_APP,
+    UNDECIDED,
+    USERSPACE,
+    Classifier,
+    FlowEntry,
+)
+
+TEST_RUN_MAX = 3000  # bytes of a frame BPF_PROG_TEST_RUN takes for an skb (less than a page)
+
+
+def frame(proto: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int,
+          payload: bytes) -> bytes:
+    """An Ethernet frame carrying one IPv4/IPv6 TCP or UDP packet (checksums left 0)."""
+    if proto == 6:
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0)
+    else:
+        l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
+    body = l4 + payload
+    if len(src) == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, 0, 64, proto, 0, src, dst)
+        ethertype = 0x0800
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(body), proto, 64, src, dst)
+        ethertype = 0x86DD
+    return b"\x02" * 6 + b"\x04" * 6 + struct.pack("!H", ethertype) + ip + body
+
+
+def feed(classifier: Classifier, paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Run every TCP/UDP packet of the captures through the program; returns the count."""
+    n = 0
+    for path in paths:
+        reader = CaptureReader(path)
+        for _ts, link, raw in reader:
+            pkt = decode(link, raw)
+            if pkt is None or pkt[0] not in (6, 17):
+                continue
+            proto, src, dst, sport, dport, flags, seq, payload, _size = pkt
+            data = frame(proto, src, dst, sport, dport, flags, seq, bytes(payload))
+            classifier.prog.test_run(data[:TEST_RUN_MAX])
+            n += 1
+    return n
+
+
+def _endpoint(text: str) -> tuple[bytes, int]:
+    addr, _, port = text.rpartition(":")
+    return ipaddress.ip_address(addr.strip("[]")).packed, int(port)
+
+
+@dataclass
+class Comparison:
+    """Per flow: the engine's app and the kernel's entry, and the tally."""
+
+    same: list[tuple[FlowResult, FlowEntry]] = field(default_factory=list)
+    userspace: list[tuple[FlowResult, FlowEntry]] = field(default_factory=list)
+    different: list[tuple[FlowResult, FlowEntry | None]] = field(default_factory=list)
+    expected: list[tuple[FlowResult, FlowEntry]] = field(default_factory=list)  # among same
+
+    def summary(self) -> str:
+        return (f"{len(self.same)} flows alike in the kernel ({len(self.expected)} of them "
+                f"announced by userspace), {len(self.userspace)} handed to userspace, "
+                f"{len(self.different)} different")
+
+
+def compare(classifier: Classifier, paths: Sequence[str | os.PathLike[str]]) -> Comparison:
+    """Feed the captures to the kernel program and the engine; compare per flow.
+
+    A flow is "same" when the kernel decided it as the engine did (an app; or
+    no app, decided or still waiting), "userspace" when the kernel handed it
+    over (the hybrid: never a wrong app), "different" otherwise (a defect).
+
+    Flows the engine labelled by an expectation (FTP data) are announced to the
+    kernel first, as the userspace path does once it has read the control
+    connection the kernel handed it (`Classifier.expect`); they are counted in
+    ``expected``.
+    """
+    report = classify(list(paths))
+    names = {s.name for s in classifier.compiled.sigs}
+    for r in report.flows:
+        if r.app is not None and r.app not in names and r.app in classifier.compiled.apps:
+            addr, port = _endpoint(r.server)
+            classifier.expect(addr, port, 6 if r.proto == "tcp" else 17, r.app)
+    feed(classifier, paths)
+    out = Comparison()
+    for r in report.flows:
+        if r.proto not in ("tcp", "udp"):
+            continue
+        (ca, cp), (sa, sp) = _endpoint(r.client), _endpoint(r.server)
+        entry = classifier.flow(ca, sa, cp, sp, 6 if r.proto == "tcp" else 17)
+        if entry is None:
+            out.different.append((r, None))
+        elif entry.state == USERSPACE:
+            out.userspace.append((r, entry))
+        elif entry.state == DECIDED and entry.app == r.app:
+            out.same.append((r, entry))
+            if r.app not in names:
+                out.expected.append((r, entry))
+        elif entry.state in (NO_APP, UNDECIDED) and r.app is None:
+            out.same.append((r, entry))
+        else:
+            out.different.append((r, entry))
+    return out

@@ -1,0 +1,272 @@
+"""The batch front end of classify gives what the per-packet path gives.
+
+Two levels: the columns of `nfkit.nfgrep.batch.Batch` against `decode`, frame
+by frame; and whole reports of `Classifier.read` (batches, bulk counting)
+against `Classifier.read_each` (every frame through `packet`) on
+hypothesis-made captures: IPv4 and IPv6, VLAN tags, fragments, truncated and
+non-IP frames, retransmitted and reordered segments, reopened tuples, idle
+gaps past the timeouts, a full flow table, several link types and small
+batches.  The captures of real traffic are compared the same way in
+test_capture_traffic.py.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nfkit.nfgrep import classify as classify_module
+from nfkit.nfgrep.batch import from_frames
+from nfkit.nfgrep.capture import (
+    LINK_ETHERNET,
+    LINK_NULL,
+    LINK_RAW,
+    LINK_SLL,
+    LINK_SLL2,
+    decode,
+)
+from nfkit.nfgrep.classify import Classifier
+from nfkit.nfgrep.engine import Engine
+from nfkit.nfgrep.loader import load_rules
+from tests.nfgrep.test_capture_files import A4, A6, B4, B6, ether, ipv4, ipv6, sll, sll2, tcp, udp
+
+RULES = load_rules(None)
+SAYS = [b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n", b"SSH-2.0-x\r\n",
+        b"\x16\x03\x01\x00\x05hello", b"x" * 40, b"220 hi\r\n", b"EHLO a\r\n",
+        b"227 Entering Passive Mode (198,51,100,7,4,1).\r\n", b"PASV\r\n"]
+C4 = bytes([203, 0, 113, 9])
+
+
+def _wrap(link: int, packet: bytes, vlans: tuple[int, ...] = ()) -> bytes:
+    v6 = packet[0] >> 4 == 6
+    et = 0x86DD if v6 else 0x0800
+    if link == LINK_ETHERNET:
+        return ether(packet, et, vlans)
+    if link == LINK_SLL:
+        return sll(packet, et)
+    if link == LINK_SLL2:
+        return sll2(packet, et)
+    if link == LINK_NULL:
+        return struct.pack("<I", 30 if v6 else 2) + packet
+    return packet
+
+
+# -- frames: one event each ------------------------------------------------------------
+
+PACKET = st.tuples(
+    st.integers(0, 5),                       # flow
+    st.sampled_from(["syn", "synack", "data", "ack", "fin", "rst", "udp", "icmp", "frag",
+                     "arp", "cut", "v6ext"]),
+    st.integers(0, 1),                       # direction
+    st.integers(0, len(SAYS) - 1),           # payload
+    st.integers(-3, 60),                     # sequence offset (retransmissions, holes)
+    st.sampled_from([0.0, 0.0, 0.0, 0.001, 0.3, 1.5, 45.0, 200.0]),  # time since the previous
+    st.sampled_from([(), (), (0x8100,), (0x88A8, 0x8100)]),          # VLAN tags (Ethernet)
+)
+
+
+def _packet(event: tuple) -> bytes:  # type: ignore[type-arg]
+    flow, kind, d, say, off, _, _ = event
+    v6 = flow % 3 == 2
+    a, b = (A6, B6) if v6 else ((A4, B4) if flow % 3 == 0 else (C4, B4))
+    port = (80, 21, 1025, 443, 53, 22)[flow]
+    sport, dport, src, dst = (40000 + flow, port, a, b) if d == 0 else (port, 40000 + flow, b, a)
+    ip = ipv6 if v6 else ipv4
+    base = 1000 if d == 0 else 5000
+    if kind == "udp":
+        return ip(17, udp(sport, dport, SAYS[say]), src, dst)
+    if kind == "icmp":
+        return ip(58 if v6 else 1, struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, 7, 1), src, dst)
+    if kind == "frag" and not v6:
+        return ipv4(17, udp(sport, dport, b"rest"), src, dst, frag=off % 8 + 1)
+    if kind == "arp":
+        return b"\x00\x01\x08\x00\x06\x04" + b"\0" * 22
+    if kind == "v6ext":
+        hop = bytes([6, 0]) + b"\x01\x04\0\0\0\0"
+        return ipv6(6, tcp(sport, dport, base + off, 0x18, SAYS[say]), A6, B6, ext=hop, first=0)
+    flags = {"syn": 0x02, "synack": 0x12, "data": 0x18, "ack": 0x10, "fin": 0x11, "rst": 0x04,
+             "cut": 0x18, "frag": 0x18}[kind]
+    seq = base - 1 if kind in ("syn", "synack") else base + off
+    payload = SAYS[say] if kind in ("data", "cut", "frag") else b""
+    pkt = ip(6, tcp(sport, dport, seq, flags, payload), src, dst)
+    if kind == "cut":
+        return pkt[:max(1, (off * 7) % len(pkt))]
+    return pkt
+
+
+def _capture(events: list[tuple], link: int) -> list[tuple[float, int, bytes]]:  # type: ignore[type-arg]
+    frames = []
+    t = 1700000000.0
+    for ev in events:
+        t += ev[5]
+        pkt = _packet(ev)
+        if ev[1] == "arp":
+            frame = ether(pkt, 0x0806) if link == LINK_ETHERNET else pkt
+        else:
+            frame = _wrap(link, pkt, ev[6] if link == LINK_ETHERNET else ())
+        frames.append((t, link, frame))
+    return frames
+
+
+def _write(path: Path, frames: list[tuple[float, int, bytes]]) -> None:
+    link = frames[0][1] if frames else LINK_RAW
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, link)
+    for ts, _, f in frames:
+        sec = int(ts)
+        out += struct.pack("<IIII", sec, round((ts - sec) * 1e6), len(f), len(f)) + f
+    path.write_bytes(out)
+
+
+LINKS = st.sampled_from([LINK_ETHERNET, LINK_RAW, LINK_SLL, LINK_SLL2, LINK_NULL])
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=st.lists(PACKET, max_size=30), link=LINKS)
+def test_columns_are_what_decode_says(events: list[tuple], link: int) -> None:  # type: ignore[type-arg]
+    frames = _capture(events, link)
+    if not frames:
+        return
+    b = from_frames(frames)
+    keys: dict[tuple, int] = {}  # type: ignore[type-arg]
+    for i, (_, lk, frame) in enumerate(frames):
+        want = decode(lk, frame)
+        assert bool(b.valid[i]) == (want is not None)
+        if want is None:
+            continue
+        assert b.decoded(i) == want
+        # one group per unordered pair of endpoints and transport
+        proto, src, dst, sport, dport = want[:5]
+        key = (proto, frozenset(((src, sport), (dst, dport))))
+        assert keys.setdefault(key, int(b.group[i])) == int(b.group[i])
+        lower = min((src, sport), (dst, dport), key=lambda e: (len(e[0]) == 16, e))
+        if len(src) == len(dst) and (src, sport) != (dst, dport):
+            assert int(b.orient[i]) == (0 if (src, sport) == lower else 1)
+    assert len(set(keys.values())) == len(keys)
+
+
+def _report(frames: list[tuple[float, int, bytes]], path: Path, batched: bool,
+            **options: int) -> tuple:  # type: ignore[type-arg]
+    _write(path, frames)
+    cl = Classifier(Engine(RULES), **options)
+    (cl.read if batched else cl.read_each)(path)
+    rep = cl.finish()
+    return (rep.flows, rep.packets, rep.skipped, rep.evicted, rep.gaps, rep.budget_evicted,
+            [s.reason for s in rep.stops])
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches, bulk runs and walk restarts small enough for hypothesis-sized captures."""
+    monkeypatch.setattr(classify_module, "BATCH", 7)
+    monkeypatch.setattr(classify_module, "RUN_MIN", 1)
+    monkeypatch.setattr(classify_module, "WALK_SLICE", 3)
+    monkeypatch.setattr(classify_module, "RESLICE", 2)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(PACKET, max_size=40), link=LINKS, max_flows=st.sampled_from([1 << 20, 3, 1]),
+       lazy=st.booleans())
+def test_batches_give_the_per_packet_report(small_batches: None, tmp_path: Path, events: list[tuple],  # type: ignore[type-arg]
+                                            link: int, max_flows: int, lazy: bool) -> None:
+    frames = _capture(events, link)
+    if not frames:
+        return
+    batched = _report(frames, tmp_path / "a.pcap", True, max_flows=max_flows, lazy=lazy)
+    each = _report(frames, tmp_path / "b.pcap", False, max_flows=max_flows, lazy=lazy)
+    assert batched == each
+
+
+def test_a_long_decided_flow_is_counted_in_bulk(tmp_path: Path) -> None:
+    """After the decision, the flow's packets reach neither the engine nor _track."""
+    events = [(0, "syn", 0, 0, 0, 0.0, ()), (0, "synack", 1, 0, 0, 0.0, ()),
+              (0, "data", 0, 0, 0, 0.0, ()), (0, "data", 1, 1, 0, 0.0, ())]
+    events += [(0, "ack", i % 2, 0, 40, 0.001, ()) for i in range(3000)]
+    frames = _capture(events, LINK_ETHERNET)
+    _write(tmp_path / "a.pcap", frames)
+    cl = Classifier(Engine(RULES))
+    calls = []
+    track = cl._track
+    cl._track = lambda *a: calls.append(a) or track(*a)  # type: ignore[method-assign]
+    cl.read(tmp_path / "a.pcap")
+    (flow,) = cl.finish().flows
+    assert flow.app == "http" and flow.packets == [1502, 1502]
+    assert len(calls) < 20
+    assert _report(frames, tmp_path / "b.pcap", True) == _report(frames, tmp_path / "c.pcap", False)
+
+
+def test_a_collision_of_the_key_hash_splits_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hash only orders keys: frames of different flows never share a group."""
+    from nfkit.nfgrep import batch
+
+    monkeypatch.setattr(batch, "_MIX", np.uint64(0))  # every key hashes to 0
+    frames = _capture([(f, "udp", f % 2, 0, 0, 0.0, ()) for f in range(6)] * 2, LINK_RAW)
+    b = from_frames(frames)
+    assert b.ngroups == 6 and b.group.tolist() == list(range(6)) * 2
+
+
+def _conv(port: int, reply: bool, t: float) -> list[tuple[float, int, bytes]]:
+    """Handshake and a request (and its reply): an HTTP flow decided, or left waiting."""
+    c, s = (A4, 40000 + port), (B4, port)
+    out = [(c, s, 999, 0x02, b""), (s, c, 4999, 0x12, b""), (c, s, 1000, 0x10, b""),
+           (c, s, 1000, 0x18, SAYS[0])]
+    if reply:
+        out.append((s, c, 5000, 0x18, SAYS[1]))
+    return [(t + i * 0.001, LINK_RAW, ipv4(6, tcp(a[1], b[1], seq, fl, data), a[0], b[0]))
+            for i, (a, b, seq, fl, data) in enumerate(out)]
+
+
+def _ack(port: int, t: float, d: int = 0, flags: int = 0x10, seq: int = 1100) -> tuple[float, int, bytes]:
+    c, s = (A4, 40000 + port), (B4, port)
+    a, b = (c, s) if d == 0 else (s, c)
+    return (t, LINK_RAW, ipv4(6, tcp(a[1], b[1], seq, flags, b""), a[0], b[0]))
+
+
+def test_bulk_counted_flows_keep_their_place_in_the_idle_order(small_batches: None,
+                                                               tmp_path: Path) -> None:
+    """A flow counted in bulk after another's careful packet is the more recently seen.
+
+    B (undecided, walked) is seen at 2.0, A (decided, counted in bulk) until
+    2.5; at 7.3 the sweep ends B (idle 5.3 s > 5) but not A (4.8 s): only
+    if A stands after B in the idle order.
+    """
+    from nfkit.flow.timeouts import Timeouts
+
+    frames = _conv(80, True, 0.0) + _conv(8080, False, 0.1)
+    frames.append((2.0, LINK_RAW, ipv4(6, tcp(48080, 8080, 1000 + len(SAYS[0]), 0x18, b"more"), A4, B4)))
+    frames += [_ack(80, 2.1 + i * 0.05, i % 2) for i in range(9)]
+    frames.append((7.3, LINK_RAW, ipv4(17, udp(5000, 53, b"x" * 20), A4, B4)))
+    frames.append((7.4, LINK_RAW, ipv4(6, tcp(48080, 8080, 2000, 0x18, b"late"), A4, B4)))
+    frames = [(t + 1700000000.0, lk, f) for t, lk, f in frames]
+    short = {"timeouts": Timeouts(tcp_established=5)}
+    batched = _report(frames, tmp_path / "a.pcap", True, **short)  # type: ignore[arg-type]
+    assert batched == _report(frames, tmp_path / "b.pcap", False, **short)  # type: ignore[arg-type]
+    assert [f.server for f in batched[0]].count(f"{'198.51.100.7'}:8080") == 2
+
+
+def test_a_flow_reopened_after_bulk_packets_ends_at_its_last_packet(small_batches: None,
+                                                                    tmp_path: Path) -> None:
+    frames = _conv(80, True, 0.0)
+    frames.append(_ack(80, 1.0, 0, flags=0x14))  # RST: closed, decided
+    frames += [_ack(80, 1.1 + i * 0.01, i % 2) for i in range(12)]  # counted in bulk
+    frames.append(_ack(80, 1.5, 0, flags=0x02, seq=7000))  # SYN: the tuple opens again
+    frames = [(t + 1700000000.0, lk, f) for t, lk, f in frames]
+    batched = _report(frames, tmp_path / "a.pcap", True)
+    assert batched == _report(frames, tmp_path / "b.pcap", False)
+    first = batched[0][0]
+    assert first.app == "http" and first.last == pytest.approx(1700000000.0 + 1.1 + 11 * 0.01)
+
+
+def test_a_careful_packet_after_bulk_ones_sets_the_last_seen_time(small_batches: None,
+                                                                 tmp_path: Path) -> None:
+    frames = _conv(80, True, 0.0)
+    frames += [_ack(80, 1.1 + i * 0.01, i % 2) for i in range(12)]  # counted in bulk
+    frames.append(_ack(80, 1.5, 0, flags=0x11))  # FIN: walked
+    frames = [(t + 1700000000.0, lk, f) for t, lk, f in frames]
+    batched = _report(frames, tmp_path / "a.pcap", True)
+    assert batched == _report(frames, tmp_path / "b.pcap", False)
+    assert batched[0][0].last == pytest.approx(1700000001.5)

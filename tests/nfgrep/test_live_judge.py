@@ -1,0 +1,127 @@
+"""FlowJudge, sans I/O: packets in, the app id their verdict marks and the decisions out."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from nfkit.nfgrep.engine import Engine
+from nfkit.nfgrep.live import FlowJudge, live_ruleset
+from nfkit.nfgrep.loader import load_rules
+from nfkit.nfgrep.registry import SHIPPED, Registry
+
+C, S = "192.0.2.2", "198.51.100.2"
+
+
+def tcp(src: str, dst: str, sport: int, dport: int, seq: int, flags: int, payload: bytes = b"") -> bytes:
+    th = struct.pack(">HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(th) + len(payload), 0, 0, 64, 6, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip + th + payload
+
+
+def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    uh = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip + uh + payload
+
+
+@pytest.fixture(scope="module")
+def engine_rules():  # type: ignore[no-untyped-def]
+    return load_rules()
+
+
+def judge(rules, **kw):  # type: ignore[no-untyped-def]
+    decisions: list = []
+    return FlowJudge(Engine(rules), Registry(), on_decision=decisions.append, **kw), decisions
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: t/1\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_http_flow_decided_then_every_packet_carries_the_mark(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    j, decisions = judge(engine_rules)
+    marks = [j.packet(tcp(C, S, 40000, 80, 100, 0x02)),
+             j.packet(tcp(S, C, 80, 40000, 500, 0x12)),
+             j.packet(tcp(C, S, 40000, 80, 101, 0x10)),
+             j.packet(tcp(C, S, 40000, 80, 101, 0x18, REQUEST)),
+             j.packet(tcp(S, C, 80, 40000, 501, 0x18, RESPONSE))]
+    http = SHIPPED["http"]
+    assert http in marks and marks[:3] == [0, 0, 0]
+    first = marks.index(http)
+    assert all(m == http for m in marks[first:])
+    (d,) = decisions
+    assert (d.proto, d.client, d.server, d.app) == ("tcp", f"{C}:40000", f"{S}:80", "http")
+    assert d.fields["host"] == "www.example.test" and d.packets == first + 1
+    assert j.packet(tcp(S, C, 80, 40000, 600, 0x10, b"x" * 100)) == http  # decided: no engine
+    assert j.counts["decided"] == 1 and not j.flows
+
+
+def test_sides_from_a_syn_ack_seen_first(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    j, decisions = judge(engine_rules)
+    j.packet(tcp(S, C, 80, 40001, 500, 0x12))
+    j.packet(tcp(C, S, 40001, 80, 101, 0x18, REQUEST))
+    j.packet(tcp(S, C, 80, 40001, 501, 0x18, RESPONSE))
+    assert decisions and decisions[0].client == f"{C}:40001" and decisions[0].app == "http"
+
+
+def test_undecided_after_max_packets_is_unknown(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    j, decisions = judge(engine_rules, max_packets=5)
+    marks = [j.packet(tcp(C, S, 40002, 9999, 1 + i, 0x18, b"\x00\x01")) for i in range(0, 10, 2)]
+    first = next(i for i, m in enumerate(marks) if m)  # the bound, or every candidate gave up
+    assert set(marks[first:]) == {SHIPPED["unknown"]} and not any(marks[:first])
+    assert decisions[0].app == "unknown" and decisions[0].packets <= 5
+    assert j.counts["unknown"] == 1
+
+
+def test_max_bytes_and_a_cut_copy_decide_at_once(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    j, decisions = judge(engine_rules, max_bytes=100)
+    assert j.packet(tcp(C, S, 40003, 9999, 1, 0x18, b"\x00" * 150)) == SHIPPED["unknown"]
+    j2, _ = judge(engine_rules)
+    assert j2.packet(tcp(C, S, 40004, 9999, 1, 0x18, b"\x00" * 10), cut=True) == SHIPPED["unknown"]
+
+
+def test_udp_dns_on_the_first_datagram(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    j, decisions = judge(engine_rules)
+    query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x03www\x07example\x04test\x00\x00\x01\x00\x01"
+    assert j.packet(udp(C, S, 5353, 53, query)) == SHIPPED["dns"]
+    assert decisions[0].fields.get("qname") == "www.example.test"
+
+
+def test_ruleset_marks_under_the_mask_and_keeps_other_bits() -> None:
+    rs = live_ruleset((2, 5), 0xFF00, Registry())
+    assert {(t.family, t.name) for t in rs.tables} == {("ip", "nfkit_nfgrep"), ("ip6", "nfkit_nfgrep")}
+    queue = [r for r in rs.rules if any("queue" in e for e in r.expr)]
+    assert queue and all(e["queue"] == {"num": {"range": [2, 5]}, "flags": "bypass"}
+                         for r in queue for e in r.expr if "queue" in e)
+    http = [r for r in rs.rules if r.comment == "nfgrep http"]
+    assert len(http) == 4  # two hooks, two families
+    mangle = http[0].expr[1]["mangle"]["value"]
+    assert mangle == {"|": [{"&": [{"ct": {"key": "mark"}}, 0xFFFF00FF]}, 2 << 8]}
+    assert http[0].expr[2] == {"mangle": {"key": {"ct": {"key": "label"}}, "value": 2}}
+
+
+def test_sides_from_conntrack_direction_for_a_server_first_protocol(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """No SYN reaches the queue: the direction bit says the banner comes from the server."""
+    j, decisions = judge(engine_rules)
+    j.packet(tcp(S, C, 22, 40005, 500, 0x18, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), reply=True)
+    j.packet(tcp(C, S, 40005, 22, 100, 0x18, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), reply=False)
+    assert decisions and decisions[0].app == "ssh"
+    assert (decisions[0].client, decisions[0].server) == (f"{C}:40005", f"{S}:22")
+
+
+def test_a_new_connection_on_the_same_tuple_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    now = [0.0]
+    decisions: list = []
+    j = FlowJudge(Engine(engine_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
+    j.packet(tcp(C, S, 40006, 80, 101, 0x18, REQUEST), reply=False)
+    assert j.packet(tcp(S, C, 80, 40006, 501, 0x18, RESPONSE), reply=True) == SHIPPED["http"]
+    now[0] = 1.0  # still in flight: the same mark
+    assert j.packet(tcp(S, C, 80, 40006, 600, 0x18, b"x"), reply=True) == SHIPPED["http"]
+    now[0] = 60.0  # the port reused by another connection: looked at again
+    assert j.packet(tcp(C, S, 40006, 80, 9000, 0x18, b"\x16\x03\x01"), reply=False) == 0
+    assert len(j.flows) == 1

@@ -1,0 +1,151 @@
+"""nfqueue against the kernel: UDP on loopback in a namespace, queued by the xt NFQUEUE target."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from nfkit.errors import CapabilityError
+from nfkit.netlink.specs import nfqueue as Q
+from nfkit.nfqueue import NF_ACCEPT, NF_DROP, Queue, queue_counters
+from nfkit.nftables import commit, list_ruleset, model
+
+pytestmark = pytest.mark.kernel
+PORT = 9999
+
+
+def _dport(port: int) -> dict:
+    return {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": port}}
+
+
+def _rules(queue: dict) -> None:
+    rs = model.Ruleset()
+    t = rs.table("ip", "q")
+    out = rs.chain(t, "out", type="filter", hook="output", prio=0, policy="accept")
+    rs.rule(out, _dport(PORT), {"queue": queue})
+    after = rs.chain(t, "after", type="filter", hook="output", prio=10, policy="accept")
+    rs.rule(after, _dport(PORT), {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 42}},
+            {"counter": {"packets": 0, "bytes": 0}})
+    commit(rs)
+
+
+def _marked() -> int:
+    for r in list_ruleset("ip", "q").rules:
+        if r.chain == "after":
+            return next(e["counter"]["packets"] for e in r.expr if "counter" in e)
+    raise AssertionError("no counter")
+
+
+def _receiver() -> socket.socket:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", PORT))
+    rx.settimeout(0.3)
+    return rx
+
+
+def _received(rx: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(rx.recv(65536))
+        except TimeoutError:
+            return got
+
+
+def _take(q: Queue, n: int) -> list:
+    out: list = []
+    deadline = time.monotonic() + 5
+    while len(out) < n and time.monotonic() < deadline:
+        out += list(q.packets(block=False))
+        time.sleep(0.01)
+    assert len(out) == n, out
+    return out
+
+
+def test_verdicts_marks_and_batch(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        _rules({"num": 5})
+        rx = _receiver()
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flags = Q.NFQA_CFG_F_FAIL_OPEN | Q.NFQA_CFG_F_GSO
+        try:
+            Queue(5, flags=flags | Q.NFQA_CFG_F_CONNTRACK).close()
+            flags |= Q.NFQA_CFG_F_CONNTRACK
+        except CapabilityError as exc:  # this kernel has no CONFIG_NETFILTER_NETLINK_GLUE_CT
+            assert "flag conntrack: " in str(exc) and "GLUE_CT" in str(exc)
+        with Queue(5, flags=flags) as q:
+            for i in range(5):
+                tx.sendto(b"datagram %d" % i, ("127.0.0.1", PORT))
+            pkts = _take(q, 5)
+            assert [p.payload[28:] for p in pkts] == [b"datagram %d" % i for i in range(5)]
+            assert all(p.queue == 5 and p.hw_protocol == 0x0800 for p in pkts)
+            if flags & Q.NFQA_CFG_F_CONNTRACK:
+                assert pkts[0].ct_info == 2 and pkts[1].ct_info == 0  # new, then established
+                assert pkts[0].ct is not None
+            else:
+                assert pkts[0].ct is None and pkts[0].ct_info is None
+            assert pkts[0].outdev == socket.if_nametoindex("lo")
+            q.verdict(pkts[0], NF_ACCEPT, mark=42)
+            q.verdict(pkts[1], NF_DROP)
+            q.batch_verdict(pkts[4].id, NF_ACCEPT, mark=42)  # 2, 3 and 4 at once
+            q.flush()
+            assert _received(rx) == [b"datagram 0", b"datagram 2", b"datagram 3", b"datagram 4"]
+            assert _marked() == 4
+            row = queue_counters()[5]
+            assert row["id_sequence"] == 5 and row["waiting"] == 0 and row["copy_range"] == 0xFFFF - 4  # the kernel caps it
+            q.verdict(12345)  # no such packet: the kernel refuses, counted
+            q.flush()
+            list(q.packets(block=False))
+            time.sleep(0.05)
+            list(q.packets(block=False))
+            assert q.refused == 1 and q.last_refusal == "ENOENT"
+        assert 5 not in queue_counters()  # closing the socket unbinds
+
+
+def test_copy_range_fail_open_and_bypass(netns) -> None:  # type: ignore[no-untyped-def]
+    with netns.enter():
+        _rules({"num": 6, "flags": "bypass"})
+        rx = _receiver()
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.sendto(b"nobody listens", ("127.0.0.1", PORT))
+        assert _received(rx) == [b"nobody listens"]  # bypass: no program bound, packet passes
+        with Queue(6, copy_range=40, maxlen=2, flags=Q.NFQA_CFG_F_FAIL_OPEN) as q:
+            for i in range(6):
+                tx.sendto(b"%d" % i * 100, ("127.0.0.1", PORT))
+            # two wait in the queue; the queue is full for the other four, which pass
+            assert _received(rx) == [b"%d" % i * 100 for i in range(2, 6)]
+            pkts = _take(q, 2)
+            assert [len(p.payload) for p in pkts] == [40, 40] and pkts[0].cap_len == 128
+            q.batch_verdict(pkts[-1].id)
+            q.flush()
+            assert _received(rx) == [b"0" * 100, b"1" * 100]
+            assert queue_counters()[6]["dropped"] == 0  # fail-open: none dropped
+            with pytest.raises(CapabilityError, match="queue 6: cannot bind"):
+                Queue(6)
+
+
+def test_enobufs_is_counted_and_survived(netns) -> None:  # type: ignore[no-untyped-def]
+    """A receive buffer too small for a burst: the kernel reports ENOBUFS, fail-open lets the
+    packets it could not deliver pass, and the queue goes on working."""
+    with netns.enter():
+        _rules({"num": 7})
+        rx = _receiver()
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with Queue(7, rcvbuf=4096, flags=Q.NFQA_CFG_F_FAIL_OPEN) as q:
+            for i in range(100):
+                tx.sendto(b"%04d" % i + b"x" * 1000, ("127.0.0.1", PORT))
+            taken = list(q.packets())
+            assert q.enobufs >= 1 and 0 < len(taken) < 100
+            q.batch_verdict(taken[-1].id)
+            q.flush()
+            got = _received(rx)
+            assert sorted(got) == sorted(b"%04d" % i + b"x" * 1000 for i in range(100))
+            assert queue_counters()[7]["user_dropped"] == 0  # fail-open: passed, not dropped
+            tx.sendto(b"after", ("127.0.0.1", PORT))
+            (pkt,) = _take(q, 1)
+            q.verdict(pkt)
+            q.flush()
+            assert _received(rx) == [b"after"]

@@ -1,0 +1,113 @@
+"""`nfkit rules element add|delete|list` against nft: the same elements in the kernel, listed alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nfkit.lab import Lab, Namespace
+from nfkit.nftables.elements import read_elements, split_elements
+from nfkit.nftables.nfttext import to_json
+from tests.nftables.conftest import NFKIT
+
+SETS = """table inet t {
+  set s { type ipv4_addr; }
+  set p { type ipv4_addr; flags interval; }
+  set svc { type inet_service; }
+  set c { type ipv4_addr . inet_service; }
+  set i { type ifname; }
+  set six { type ipv6_addr; flags timeout; }
+  map m { type ipv4_addr : verdict; }
+  map mk { type ipv4_addr : mark; }
+  chain x { }
+}
+"""
+
+# per set: elements in nft's syntax, common forms and those only nft's grammar reads
+ELEMENTS = {
+    "s": [f"198.51.{i >> 8}.{i & 255}" for i in range(3000)] + ["192.0.2.1", "203.0.113.9"],
+    "p": ["10.0.0.0/8", "192.168.0.1-192.168.0.9", "203.0.113.0/24", "192.0.2.77"],
+    "svc": ["ssh", "80", "8000", "https", "domain"],
+    "c": ["192.0.2.1 . 22", "192.0.2.2 . http", "198.51.100.9 . 8080"],
+    "i": ['"eth0"', '"veth-with-long0"', '"lo"'],
+    "six": ["2001:db8::1", "2001:db8::2 timeout 1h", "2001:db8:ffff::abcd"],
+    "m": ["192.0.2.1 : drop", "192.0.2.2 : jump x", "192.0.2.3 : accept"],
+    "mk": ["192.0.2.1 : 7", "192.0.2.2 : 0x10"],
+}
+
+
+def _elements_of(ns: Namespace, kind: str, name: str) -> Any:
+    doc = json.loads(ns.run(f"nft -j list {kind} inet t {name}").stdout)
+    (body,) = [o[kind] for o in doc["nftables"] if kind in o]
+    elem = body.get("elem", [])
+    # an element's remaining lifetime moves on between two listings
+    return sorted(json.dumps(e, sort_keys=True).replace('"expires"', '"x"').split('"x"')[0] for e in elem)
+
+
+def test_elements_reach_the_kernel_as_nft_adds_them(lab: Lab, tmp_path: Path) -> None:
+    ours, theirs = lab.add("ours"), lab.add("theirs")
+    for ns in (ours, theirs):
+        ns.run(["nft", "-f", "-"], input=SETS)
+    for name, elems in ELEMENTS.items():
+        f = tmp_path / f"{name}.txt"
+        # a file as users write one: one per line, a comment, some on one line
+        f.write_text("# blocklist\n" + "\n".join(elems[:-1]) + f", {elems[-1]}  # last\n")
+        ours.run(NFKIT + ["rules", "element", "add", "inet", "t", name, "--from", str(f)])
+        theirs.run(["nft", "-f", "-"], input=f"add element inet t {name} {{ {', '.join(elems)} }}\n")
+    kinds = {n: "map" if n.startswith("m") else "set" for n in ELEMENTS}
+    for name, kind in kinds.items():
+        assert _elements_of(ours, kind, name) == _elements_of(theirs, kind, name), name
+    # listings: nft's text and JSON of the same set
+    assert ours.run(NFKIT + ["rules", "element", "list", "inet", "t", "svc"]).stdout == \
+        ours.run("nft list set inet t svc").stdout
+    got = json.loads(ours.run(NFKIT + ["rules", "element", "list", "inet", "t", "m", "--json"]).stdout)
+    want = json.loads(ours.run("nft -j list map inet t m").stdout)
+    assert [o for o in got["nftables"] if "map" in o] == [o for o in want["nftables"] if "map" in o]
+    # delete half, from the command line, both ways
+    half = ELEMENTS["s"][::2]
+    ours.run(NFKIT + ["rules", "element", "delete", "inet", "t", "s", *half])
+    theirs.run(["nft", "-f", "-"], input=f"delete element inet t s {{ {', '.join(half)} }}\n")
+    assert _elements_of(ours, "set", "s") == _elements_of(theirs, "set", "s")
+    assert len(_elements_of(ours, "set", "s")) == len(ELEMENTS["s"]) - len(half)
+
+
+def test_one_bad_element_commits_none(netns: Namespace, tmp_path: Path) -> None:
+    netns.run(["nft", "-f", "-"], input=SETS)
+    before = netns.run("nft list set inet t s").stdout
+    f = tmp_path / "list.txt"
+    f.write_text("\n".join([f"198.51.100.{i}" for i in range(200)] + ["192.0.2.300"]) + "\n")
+    r = netns.run(NFKIT + ["rules", "element", "add", "inet", "t", "s", "--from", str(f)], check=False)
+    assert r.returncode == 2 and "192.0.2.300" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert netns.run("nft list set inet t s").stdout == before
+    for args, word in ((["inet", "t", "nosuch", "1.2.3.4"], "no such set"),
+                       (["inet", "nosuch", "s", "1.2.3.4"], "nosuch"),
+                       (["inet", "t", "s"], "no elements"),
+                       (["inet", "t", "m", "192.0.2.9"], "m")):
+        r = netns.run(NFKIT + ["rules", "element", "add", *args], check=False)
+        assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    assert netns.run("nft list set inet t s").stdout == before
+
+
+def test_splitting_keeps_quotes_braces_and_comments() -> None:
+    assert split_elements('a, b # c, d\n"x, # y" , e { f, g }\n\n') == ["a", "b", '"x, # y"', "e { f, g }"]
+    assert split_elements("") == []
+
+
+V4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+ATOM = st.one_of(V4, st.builds(lambda a, n: f"{a}/{n}", V4, st.integers(0, 32)),
+                 st.integers(0, 65535).map(str), st.builds(lambda a, b: f"{a}-{b}", V4, V4),
+                 st.sampled_from(["2001:db8::1", "::1", "2001:db8::/32", "2001:db8::1-2001:db8::9"]))
+
+
+@given(st.lists(st.one_of(ATOM, st.builds(lambda a, b: f"{a} . {b}", V4, st.integers(0, 65535))),
+                min_size=1, max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_the_direct_reading_is_nft_grammars_reading(texts: list[str]) -> None:
+    fast = read_elements(texts, "inet", "t", "s", False)
+    doc = to_json(f"add element inet t s {{ {', '.join(texts)} }}\n")
+    assert fast == doc["nftables"][0]["add"]["element"]["elem"]
