@@ -15,6 +15,7 @@ from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import config
+from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Picture, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
 from nfkit.errors import CapabilityError
@@ -45,6 +46,50 @@ def test_picture_follows_events_and_resync() -> None:
     assert len(p) == 1 and p.by_source == {"203.0.113.1": 1}
     p.resync([tcp("192.0.2.9", 5)], 5.0)
     assert p.by_source == {"192.0.2.9": 1} and p.resyncs == 1
+
+
+@pytest.mark.kernel
+def test_picture_from_raw_event_datagrams_equals_the_one_from_entries(netns) -> None:  # type: ignore[no-untyped-def]
+    """The event path (layouts, no Entry per event) keeps the same picture as decoding each
+    event into an Entry: new, update (TCP state and status change), destroy, v4 and v6, zones."""
+    with netns.enter(), ConntrackTable() as t, t.events(resync=False) as stream:
+        entries = [tcp(f"203.0.113.{i}", 1000 + i, assured=i % 2 == 0) for i in range(1, 7)]
+        entries.append(Entry(Tuple("2001:db8::1", "2001:db8::2", 17, 5000, 53), status=8, zone=3))
+        for e in entries:
+            t.create(e)
+        t.update(entries[0], timeout=500)
+        t.delete(entries[1])
+        time.sleep(0.2)
+        datagrams = []
+        buf = bytearray(1 << 16)
+        while n := stream.sock.recv_into(buf, False):
+            datagrams.append(bytes(buf[:n]))
+    assert len(datagrams) >= len(entries) + 2
+    fast, slow = Picture(), Picture()
+    feed = PictureFeed(fast)
+    for d in datagrams:
+        feed.feed(d, len(d), 1.0)
+        for ev in _events_of(d):
+            slow.apply(ev.kind, ev.entry, 1.0)
+    assert fast.records.keys() == slow.records.keys() and len(fast) == len(entries) - 1
+    assert (fast.by_state, fast.by_source, fast.by_zone) == (slow.by_state, slow.by_source, slow.by_zone)
+    assert [len(x) for x in fast.tiers] == [len(x) for x in slow.tiers]
+    for key, r in fast.records.items():  # the entry a decision asks for, built from the kept values
+        assert r.entry == slow.records[key].entry and r.status == slow.records[key].status
+    assert fast.events == slow.events
+
+
+def _events_of(datagram: bytes) -> list:  # type: ignore[type-arg]
+    """The datagram's events as the generic path decodes them (Entry per event)."""
+    from nfkit.conntrack.table import Event
+    from nfkit.conntrack.wire import EntryDecoder
+    from nfkit.netlink.codec import parse_messages
+
+    out = []
+    for msg in parse_messages(memoryview(datagram)):
+        kind = "destroy" if msg.type & 0xFF == 2 else "new"
+        out.append(Event(kind, EntryDecoder().decode_attrs(msg.attrs, msg.family)))
+    return out
 
 
 def test_fairness_first_then_value() -> None:

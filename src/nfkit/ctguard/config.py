@@ -14,6 +14,7 @@
     evict_to = 0.80              # ... down to here
     min_share = 16               # a source's fair share is never below this many entries
     batch = 2048                 # most evictions per round
+    resync_interval = 30         # seconds, at least, between two resync dumps after lost events
 
     [size]                       # the table's maximum and hash buckets (initial namespace)
     memory = ""                  # "512M": memory the table may take; empty: no plan
@@ -89,6 +90,9 @@ SCHEMA = Schema((
         Key("min_share", int, "a source's fair share is never below this", _T.min_share,
             in_range(1, 2**31 - 1)),
         Key("batch", int, "most evictions per round", _T.batch, in_range(1, 1 << 20)),
+        Key("resync_interval", (float, int), "seconds, at least, between two resync dumps after "
+            "lost events (in between: the picture is inexact, the fill comes from the kernel)", 30,
+            in_range(0, 3600)),
     ), "when and how hard to act"),
     Section("size", (
         Key("memory", str, "memory the table may take (\"512M\"; empty: no plan)", "", _memory),
