@@ -48,6 +48,7 @@ class PictureFeed:
         self.picture = picture
         self.decoder = decoder or EntryDecoder()
         self._picks: dict[int, Pick] = {}  # id(layout) -> its picker (layouts live as long as the decoder)
+        self._states: dict[tuple[int, Any, int], tuple[str, int]] = {}  # -> (state name, cost tier)
 
     def feed(self, buf: bytes | bytearray | memoryview, n: int, now: float) -> int:
         """Apply the messages of ``buf[:n]`` (one or more datagrams' worth); returns how many.
@@ -55,6 +56,7 @@ class PictureFeed:
         picture = self.picture
         layouts = self.decoder.shapes.by_len
         picks = self._picks
+        states = self._states
         unpack = _NLMSG.unpack_from
         off = done = 0
         while off + _HEADERS <= n:
@@ -78,9 +80,11 @@ class PictureFeed:
                 if mtype & 0xFF == _DELETE:
                     picture.remove(key)
                 else:
-                    name = wire_state(proto, state, status)
-                    picture.add(key, ADDR[raw_src], zone or 0, name, status, lay, values, now,
-                                cost_tier(name, status))
+                    seen = states.get((proto, state, status))
+                    if seen is None:
+                        name = wire_state(proto, state, status)
+                        seen = states[(proto, state, status)] = (name, cost_tier(name, status))
+                    picture.add(key, ADDR[raw_src], zone or 0, seen[0], status, lay, values, now, seen[1])
                 done += 1
             off += (length + 3) & ~3
         return done

@@ -40,13 +40,14 @@ def state_name(e: Entry) -> str:
 
 CLOSING = frozenset(("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"))
 TCP_NAMES = {int(s): s.name for s in TcpState}
+_ASSURED, _SEEN_REPLY = int(Status.ASSURED), int(Status.SEEN_REPLY)  # plain ints: enum & is slow
 
 
 def cost_tier(state: str, status: int) -> int:
     """What evicting the entry costs, cheapest first: 0 unreplied and not ASSURED, 1 other
     not ASSURED, 2 closing TCP, 3 the rest (ASSURED)."""
-    if not status & Status.ASSURED:
-        return 0 if not status & Status.SEEN_REPLY else 1
+    if not status & _ASSURED:
+        return 0 if not status & _SEEN_REPLY else 1
     return 2 if state in CLOSING else 3
 
 
@@ -54,9 +55,9 @@ def wire_state(proto: int, state: int | None, status: int) -> str:
     """`state_name` from an event's raw fields (no Entry)."""
     if proto == IPPROTO_TCP and state is not None:
         return TCP_NAMES.get(state) or str(state)
-    if status & Status.ASSURED:
+    if status & _ASSURED:
         return "ASSURED"
-    return "REPLIED" if status & Status.SEEN_REPLY else "UNREPLIED"
+    return "REPLIED" if status & _SEEN_REPLY else "UNREPLIED"
 
 
 class Record:
