@@ -461,3 +461,38 @@ def test_topology_rules_per_interface(routed_lab, tmp_path) -> None:  # type: ig
     assert any(w.startswith("route 203.0.113.0/24 via eth1 added") for w in whys)
     assert any(w.startswith("link eth1 up: unreplied NATed entries") for w in whys)
     assert not any("192.0.2.9" in w for w in whys)
+
+
+@pytest.mark.kernel
+def test_lost_events_make_one_dump_per_resync_interval_not_one_per_overrun(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A flood that overruns the event socket again and again: the overruns are counted, the
+    picture is marked inexact, and the next full dump waits for `resync_interval`."""
+    import selectors
+    import socket as pysocket
+
+    from nfkit.ctguard.guard import Guard
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nresync_interval = 1.5\n[[topology]]\ninterface = \"*\"\n"
+                   "address_removed = \"none\"\n")
+    with netns.enter(), ConntrackTable() as t:
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            # the smallest receive buffer the kernel allows: a few hundred events overrun it
+            guard.stream.sock.sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 0)
+            for burst in range(4):
+                t.create_many(tcp(f"203.0.113.{1 + burst}", 1000 + i) for i in range(1500))
+                guard.on_conntrack()
+            assert guard.overruns >= 2, guard.overruns
+            assert guard.dumps == 1  # the start's only: no dump per overrun
+            assert guard.status()["picture_exact"] is False
+            guard.tick()
+            assert guard.dumps == 1  # still within resync_interval of the start's dump
+            time.sleep(1.6)
+            guard.tick()
+            assert guard.dumps == 2 and guard.status()["picture_exact"] is True
+            assert len(guard.picture) == 6000
+            assert [a["action"] for a in guard.actions].count("resync deferred") == 1
+        finally:
+            guard.stop()
