@@ -154,7 +154,7 @@ def test_the_checker_finds_a_cycle_and_a_private_use() -> None:
 NFTABLES_LAYERS = [
     ["model", "types", "dumpreq", "commitguard", "trialcommit"],  # the model, datatypes,
     #                                           dump requests; SIGINT held, scratch commits
-    ["validate"],                             # every value checked against its field
+    ["validate", "schema"],                   # every value checked; every key encoded
     ["expressions", "jsonfmt", "textfmt"],    # the kernel's expressions; the formats
     ["compiler", "decompiler"],               # statements -> expressions, and back
     ["templates"],                            # value slots -> the core's Template

@@ -34,3 +34,22 @@ def _no_expires(e: Any) -> Any:
 
 def nft_json(ns: Any) -> list[dict[str, Any]]:
     return strip(json.loads(ns.run("nft -j list ruleset").stdout))
+
+
+def fill_nft_gaps(ours: list[dict], theirs: list[dict]) -> list[dict]:
+    """Drop what nfkit adds beyond nft 1.0.6's listing: a netdev chain's device and
+    the "dynamic" flag of sets updated from the packet path."""
+    out = []
+    for o, t in zip(ours, theirs, strict=False):
+        if "chain" in o and "chain" in t and "dev" in o["chain"] and "dev" not in t["chain"]:
+            o = {"chain": {k: v for k, v in o["chain"].items() if k != "dev"}}
+        for kind in ("set", "map"):
+            if kind in o and kind in t and "dynamic" in o[kind].get("flags", []) \
+                    and "dynamic" not in t[kind].get("flags", []):
+                body = dict(o[kind])
+                body["flags"] = [f for f in body["flags"] if f != "dynamic"]
+                if not body["flags"]:
+                    del body["flags"]
+                o = {kind: body}
+        out.append(o)
+    return out + ours[len(theirs):]

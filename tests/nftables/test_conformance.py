@@ -17,7 +17,7 @@ import pytest
 
 from nfkit.lab import Lab
 
-from .conftest import NFKIT, nft_json, strip
+from .conftest import NFKIT, fill_nft_gaps, nft_json, strip
 
 RULESETS = sorted((Path(__file__).parent / "rulesets").glob("*.nft"))
 
@@ -29,25 +29,6 @@ def pair():  # type: ignore[no-untyped-def]
     require_kernel()
     with Lab("nkc") as lab:
         yield lab.add("a"), lab.add("b")
-
-
-def _fill_nft_gaps(ours: list[dict], theirs: list[dict]) -> list[dict]:
-    """Drop what nfkit adds beyond nft 1.0.6's listing: a netdev chain's device and
-    the "dynamic" flag of sets updated from the packet path."""
-    out = []
-    for o, t in zip(ours, theirs, strict=False):
-        if "chain" in o and "chain" in t and "dev" in o["chain"] and "dev" not in t["chain"]:
-            o = {"chain": {k: v for k, v in o["chain"].items() if k != "dev"}}
-        for kind in ("set", "map"):
-            if kind in o and kind in t and "dynamic" in o[kind].get("flags", []) \
-                    and "dynamic" not in t[kind].get("flags", []):
-                body = dict(o[kind])
-                body["flags"] = [f for f in body["flags"] if f != "dynamic"]
-                if not body["flags"]:
-                    del body["flags"]
-                o = {kind: body}
-        out.append(o)
-    return out + ours[len(theirs):]
 
 
 @pytest.mark.kernel
@@ -66,7 +47,7 @@ def test_ruleset(path: Path, pair) -> None:  # type: ignore[no-untyped-def]
     # nfkit's own listing of the nft-loaded namespace.
     own = a.run(NFKIT + ["rules", "list", "--json"]).stdout
     ours = strip(json.loads(own))
-    assert _fill_nft_gaps(ours, expected) == expected
+    assert fill_nft_gaps(ours, expected) == expected
     # ... and it reads its own listing back: nothing left out.
     b.run("nft flush ruleset")
     proc = b.run(NFKIT + ["rules", "load", "-"], input=own, check=False)

@@ -30,7 +30,7 @@ from nfkit.nftables.messages import (
     FAMILY_NUM,
     Encoder,
 )
-from nfkit.nftables.model import Chain, Rule, Ruleset, Set, Table
+from nfkit.nftables.model import OBJECT_KINDS, Chain, Rule, Ruleset, Set, Table
 
 
 def _mark_dynamic(cmds: Sequence[Command]) -> None:
@@ -133,7 +133,7 @@ def _encode(cmds: Sequence[Command], enc: Encoder, at: list[int]) -> None:
                 raise InputError(f"element for {o}: set not found (list it in the file or "
                                  "create it first)")
             enc.set_elements(known, c.items or [], delete=c.verb == "delete")
-        elif c.kind in ("counter", "quota", "limit", "ct helper"):
+        elif c.kind in OBJECT_KINDS:
             if c.verb in ("add", "create"):
                 enc.obj(o, c.verb == "create")
             elif c.verb == "delete":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partialmethod
@@ -21,10 +22,15 @@ from typing import Any, Literal
 
 from nfkit.errors import InputError
 from nfkit.nftables.expressions import (
-    BYTE_UNITS,
+    BITWISE_SHIFTS,
     CMP_OPS,
+    DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
+    EXTHDR_F_PRESENT,
+    EXTHDR_FIELDS,
+    EXTHDR_OPS,
+    FIB_F_PRESENT,
     FIB_FLAGS,
     FIB_RESULTS,
     LIMIT_UNITS,
@@ -35,13 +41,18 @@ from nfkit.nftables.expressions import (
     NAT_MAP_IPS,
     NAT_NETMAP,
     NAT_PROTO,
+    OBJ_TYPES,
     REJECT_TYPES,
+    RT_KEYS,
     SET_ANONYMOUS,
     SET_CONCAT,
     SET_CONSTANT,
     SET_INTERVAL,
     SET_MAP,
+    SET_OBJECT,
+    SOCKET_KEYS,
     T_FIB_TYPE,
+    T_HINT32,
     T_INT32,
     VERDICT_DATA_TYPE,
     Element,
@@ -49,14 +60,18 @@ from nfkit.nftables.expressions import (
     byteorder_hton,
     cmp,
     cmp_slot,
+    expr,
     immediate,
     meta_load,
     objref,
     payload_load,
+    synproxy_attrs,
     verdict_nest,
 )
 from nfkit.nftables.model import Set
+from nfkit.nftables.schema import DYNSET_STATEMENTS, check_statement
 from nfkit.nftables.types import (
+    BYTE_UNITS,
     CT,
     ETHER_FOR_L3,
     L3_PROTO,
@@ -114,6 +129,7 @@ class AnonSet:
     data_type: int = 0
     data_len: int = 0
     count: int = 0
+    obj_type: int = 0  # an object map (NFT_SET_OBJECT): its elements' data are object names
 
     @property
     def key_len(self) -> int:
@@ -271,7 +287,8 @@ class RuleCompiler:
                 pass
             # Encoding templates: a statement shape seen before is encoded by
             # patching only its value into the bytes compiled the first time.
-            if kind == "match" and type(body) is dict:
+            if kind == "match" and type(body) is dict and (
+                    len(body) == 2 or len(body) == 3 and "op" in body):
                 right = body.get("right")
                 tr = type(right)
                 if tr is int or (tr is str and right[:1] != "@"):  # type: ignore[index]
@@ -293,6 +310,7 @@ class RuleCompiler:
                         out += (prefix_head, v, pad)
                         continue
                     n0 = len(out)
+                    check_statement(kind, body)
                     self._st_match(ctx, body, out)
                     slot = self._last_slot
                     # A relational match on a host-order value compares it in network
@@ -311,6 +329,7 @@ class RuleCompiler:
                 hit = cache.get(key2)
                 if hit is None:
                     n0 = len(out)
+                    check_statement(kind, body)
                     getattr(self, "_st_" + kind)(ctx, body, out)
                     cache[key2] = b"".join(out[n0:])
                     del out[n0:]
@@ -320,6 +339,7 @@ class RuleCompiler:
             fn = getattr(self, "_st_" + kind.replace(" ", "_"), None)
             if fn is None:
                 raise InputError(f"unknown statement {kind!r}")
+            check_statement(kind, body)
             try:
                 fn(ctx, body, out)
             except InputError:
@@ -364,8 +384,10 @@ class RuleCompiler:
                 ctx.vlan = True
 
     # ---- left-hand side ----------------------------------------------------------
-    def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0) -> Operand:
-        """Emit what loads ``left`` into register slot ``slot``; describe the result."""
+    def load(self, ctx: CompileCtx, left: Any, out: list[bytes], slot: int = 0,
+             present: bool = False, data_types: list[Datatype] | None = None) -> Operand:
+        """Emit what loads ``left`` into register slot ``slot``; describe the result.
+        ``data_types``: the value types an anonymous map in ``left`` has (NAT)."""
         if not isinstance(left, dict) or len(left) != 1:
             raise InputError(f"expression {left!r} is not an object with one key")
         (kind, body), = left.items()
@@ -445,8 +467,11 @@ class RuleCompiler:
         if kind == "map":
             op = self.load(ctx, body["key"], out, slot)
             data = body["data"]
+            if isinstance(data, dict) and "set" in data and data_types:
+                return self._anon_map(ctx, op, data["set"], data_types, out, reg)
             if not (isinstance(data, str) and data.startswith("@")):
-                raise InputError("anonymous maps as values are not supported; use a named map")
+                raise InputError("anonymous maps are supported only as NAT addresses (the "
+                                 "type of their values is known there); use a named map")
             named = self.named_sets.get(data[1:])
             if named is None or named.map is None:
                 raise InputError(f"map {data[1:]!r} not known (list it in the same file)")
@@ -461,7 +486,7 @@ class RuleCompiler:
             mode = {"inc": 0, "random": 1}[body["mode"]]
             out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
                             ("type", mode), ("offset", body.get("offset", 0))))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_HINT32], [4])
         if kind in ("jhash", "symhash"):
             if kind == "jhash":
                 inner = body["expr"]
@@ -482,7 +507,34 @@ class RuleCompiler:
                 parts = [("dreg", reg), ("modulus", body["mod"]),
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
-            return Operand(out, [T_INT32], [4])
+            return Operand(out, [T_HINT32], [4])
+        if kind in EXTHDR_OPS:
+            return self._exthdr(ctx, kind, body, out, reg, present)
+        if kind == "socket":
+            sk = SOCKET_KEYS.get(body["key"])
+            if sk is None:
+                raise InputError(f"socket key {body['key']!r} is not supported by nfkit")
+            num, tname, size = sk
+            out.append(EXPRESSIONS["socket"].encode(("key", num), ("dreg", reg)))
+            return Operand(out, [T[tname]], [size])
+        if kind == "rt":
+            fam = body.get("family") or ctx.l3
+            sk = RT_KEYS.get((body["key"], fam)) or RT_KEYS.get((body["key"], None))
+            if sk is None:
+                raise InputError(f"rt {body['key']!r} is not supported by nfkit here (family "
+                                 f"{fam or 'unknown'})")
+            num, tname, size = sk
+            out.append(EXPRESSIONS["rt"].encode(("dreg", reg), ("key", num)))
+            return Operand(out, [T[tname]], [size])
+        if kind in BITWISE_SHIFTS:
+            inner, value = body
+            op = self.load(ctx, inner, out, slot)
+            if type(value) is not int or not 0 <= value < op.size * 8:
+                raise InputError(f"shift {kind} by {value!r}: not a bit count of the value")
+            out.append(EXPRESSIONS["bitwise"].encode(
+                ("sreg", reg), ("dreg", reg), ("len", op.size), ("op", BITWISE_SHIFTS[kind]),
+                ("data", value.to_bytes(4, sys.byteorder))))
+            return Operand(out, op.types, op.sizes)
         if kind == "fib":
             result = FIB_RESULTS[body["result"]]
             flags = body.get("flags", [])
@@ -490,12 +542,62 @@ class RuleCompiler:
                 flags = [flags]
             fl = 0
             for f in flags:
+                if f not in FIB_FLAGS:
+                    raise InputError(f"fib: unknown flag {f!r}")
                 fl |= FIB_FLAGS[f]
+            if present:
+                fl |= FIB_F_PRESENT
             out.append(EXPRESSIONS["fib"].encode(("dreg", reg), ("result", result),
                             ("flags", fl)))
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
             return Operand(out, [dt], [dt.size])
         raise InputError(f"unknown expression {kind!r}")
+
+    def _exthdr(self, ctx: CompileCtx, kind: str, body: dict[str, Any], out: list[bytes],
+                reg: int, present: bool = False, sreg: int | None = None) -> Operand:
+        """An extension header or option field (or, with ``present``, whether it is there)
+        loaded into ``reg``, or written from ``sreg``."""
+        op_code, dep = EXTHDR_OPS[kind]
+        spec = EXTHDR_FIELDS.get((kind, body["name"]))
+        if spec is None:
+            raise InputError(f"{kind} {body['name']!r} is not supported by nfkit")
+        htype, fields = spec
+        field = body.get("field")
+        if present and field is not None or not present and field is None:
+            raise InputError(f"{kind} {body['name']}: a field is compared, a header or "
+                             "option without one is tested with true/false (exists/missing)")
+        boff, blen, tname = (0, 8, "boolean") if present else fields.get(str(field), (-1, 0, ""))
+        if boff < 0:
+            raise InputError(f"{kind} {body['name']} field {field!r} is not supported by nfkit")
+        if boff % 8 or blen % 8:
+            raise InputError(f"{kind} {body['name']} {field}: sub-byte fields are not "
+                             "supported by nfkit")
+        if dep is not None:
+            self._dep(ctx, dep, out)
+        parts: list[tuple[str, Any]] = [("sreg", sreg) if sreg is not None else ("dreg", reg),
+                                        ("type", htype), ("offset", boff // 8),
+                                        ("len", blen // 8)]
+        if present:
+            parts.append(("flags", EXTHDR_F_PRESENT))
+        parts.append(("op", op_code))
+        out.append(EXPRESSIONS["exthdr"].encode(*parts))
+        return Operand(out, [T[tname]], [blen // 8])
+
+    def _anon_map(self, ctx: CompileCtx, op: Operand, items: Any, dts: list[Datatype],
+                  out: list[bytes], reg: int) -> Operand:
+        """A lookup in an anonymous map of ``dts`` values keyed like ``op``
+        (`dnat to tcp dport map { 80 : 192.0.2.1 . 8080 }`)."""
+        if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2
+                                                  for i in items):
+            raise InputError("anonymous map: elements must be [key, value] pairs")
+        dop = Operand([], dts, [t.size for t in dts])
+        data = [self.encode_value(dts[0], dts[0].size, v) if len(dts) == 1
+                else self.encode_key(dop, v) for _k, v in items]
+        dtype = dts[0].id if len(dts) == 1 else concat_type_id(dts)
+        dlen = dts[0].size if len(dts) == 1 else sum(reg_size(t.size) for t in dts)
+        s = self._anon_set(ctx, op, [k for k, _v in items], data, dtype, dlen)
+        out.append(self._lookup("__set%d", reg, reg, False, s.set_id))
+        return Operand(out, dts, [t.size for t in dts])
 
     # ---- values ------------------------------------------------------------------
     def encode_value(self, dt: Datatype, size: int, value: Any) -> bytes:
@@ -557,6 +659,22 @@ class RuleCompiler:
         left, right = body["left"], body["right"]
         # Explicit protocol matches are dependencies already satisfied.
         self._last_slot = None
+        if isinstance(right, bool) and isinstance(left, dict) and len(left) == 1 and \
+                next(iter(left)) in EXTHDR_OPS:
+            # `exthdr frag exists`, `tcp option sack-perm exists`: NFT_EXTHDR_F_PRESENT.
+            if opname not in ("==", "!="):
+                raise InputError(f"operator {opname!r} on exists/missing")
+            self.load(ctx, left, out, present=True)
+            out.append(cmp(1, CMP_OPS[opname], bytes((int(right),))))
+            return
+        if isinstance(right, bool) and isinstance(left, dict) and "fib" in left:
+            # `fib daddr oif exists|missing`: the fib expression answers whether the
+            # route exists (NFTA_FIB_F_PRESENT): a 32-bit register in host order, 0 or 1.
+            if opname not in ("==", "!="):
+                raise InputError(f"fib: operator {opname!r} on exists/missing")
+            self.load(ctx, left, out, present=True)
+            out.append(cmp(1, CMP_OPS[opname], int(right).to_bytes(4, sys.byteorder)))
+            return
         op = self.load(ctx, left, out)
         self._last_operand = op
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):
@@ -748,15 +866,20 @@ class RuleCompiler:
         if isinstance(body, str):
             out.append(objref(4, body))
             return
-        unit = LIMIT_UNITS[body.get("per", "second")]
         rate = int(body["rate"])
         ltype = 0
         burst = int(body.get("burst", 5))
+        if body.get("per", "second") not in LIMIT_UNITS:
+            raise InputError(f"limit: unknown unit of time {body['per']!r}")
+        if body.get("rate_unit", "packets") == "packets" and \
+                body.get("burst_unit", "packets") != "packets":
+            raise InputError(f"limit: burst unit {body['burst_unit']!r} on a packet rate")
         if "rate_unit" in body and body["rate_unit"] != "packets":
             ltype = 1
             rate *= BYTE_UNITS[body["rate_unit"]]
             burst = int(body.get("burst", 0)) * BYTE_UNITS[body.get("burst_unit", "bytes")]
         flags = 1 if body.get("inv") else 0
+        unit = LIMIT_UNITS[body.get("per", "second")]
         out.append(EXPRESSIONS["limit"].encode(("rate", rate), ("unit", unit),
                         ("burst", burst), ("type", ltype), ("flags", flags)))
 
@@ -774,7 +897,74 @@ class RuleCompiler:
                         ("flags", 1 if body.get("inv") else 0)))
 
     def _st_ct_helper(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
-        out.append(objref(3, body))
+        if isinstance(body, dict):  # ct helper set tcp dport map { 21 : "ftp" }
+            m: dict[str, Any] = body.get("map") if len(body) == 1 else None  # type: ignore[assignment]
+            items = m["data"].get("set") if isinstance(m, dict) and isinstance(
+                m.get("data"), dict) else None
+            if m is None or not isinstance(items, list) or not all(
+                    isinstance(i, list) and len(i) == 2 and isinstance(i[1], str) for i in items):
+                raise InputError("ct helper set: expected a helper name or a map of names "
+                                 "({\"map\": {\"key\": ..., \"data\": {\"set\": [[k, name]]}}})")
+            op = self.load(ctx, m["key"], out)
+            s = self._anon_set(ctx, op, [k for k, _n in items],
+                               [n.encode() for _k, n in items])
+            s.flags = (s.flags & ~SET_MAP) | SET_OBJECT
+            s.obj_type = OBJ_TYPES["ct helper"]
+            out.append(EXPRESSIONS["objref"].encode(("set_sreg", 1), ("set_name", "__set%d"),
+                                                    ("set_id", s.set_id)))
+            return
+        out.append(objref(OBJ_TYPES["ct helper"], body))
+
+    def _iface(self, dev: Any) -> bytes:
+        return T["iface_index"].encode(dev, 4)
+
+    def _addr(self, ctx: CompileCtx, fam: str | None, addr: Any) -> tuple[str, bytes]:
+        fam = fam or ctx.l3 or ("ip6" if ":" in str(addr) else "ip")
+        return fam, T["ipv6_addr" if fam == "ip6" else "ipv4_addr"].encode(addr)
+
+    def _st_dup(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        _fam, a = self._addr(ctx, None, body["addr"])
+        out.append(immediate(1, a))
+        parts = [("sreg_addr", 1)]
+        if "dev" in body:
+            out.append(immediate(2, self._iface(body["dev"])))
+            parts.append(("sreg_dev", 2))
+        out.append(EXPRESSIONS["dup"].encode(*parts))
+
+    def _st_fwd(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(immediate(1, self._iface(body["dev"])))
+        parts = [("sreg_dev", 1)]
+        if "addr" in body:
+            fam, a = self._addr(ctx, body.get("family"), body["addr"])
+            out.append(immediate(2, a))
+            parts += [("sreg_addr", 2), ("nfproto", L3_PROTO[fam])]
+        out.append(EXPRESSIONS["fwd"].encode(*parts))
+
+    def _st_tproxy(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        fam = body.get("family") or ctx.l3
+        parts: list[tuple[str, Any]] = [("family", L3_PROTO[fam] if fam else 0)]
+        reg = 1
+        if "addr" in body:
+            fam, a = self._addr(ctx, fam, body["addr"])
+            out.append(immediate(1, a))
+            parts = [("family", L3_PROTO[fam]), ("reg_addr", 1)]
+            reg = 2
+        if "port" in body:
+            out.append(immediate(reg, T["inet_service"].encode(body["port"], 2)))
+            parts.append(("reg_port", reg))
+        out.append(EXPRESSIONS["tproxy"].encode(*parts))
+
+    def _st_ct_timeout(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(objref(OBJ_TYPES["ct timeout"], body))
+
+    def _st_ct_expectation(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        out.append(objref(OBJ_TYPES["ct expectation"], body))
+
+    def _st_synproxy(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
+        if isinstance(body, str):
+            out.append(objref(OBJ_TYPES["synproxy"], body))
+            return
+        out.append(expr("synproxy", synproxy_attrs(body or {})))
 
     def _st_log(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
         body = body or {}
@@ -782,13 +972,22 @@ class RuleCompiler:
         if "prefix" in body:
             parts.append(("prefix", body["prefix"]))
         if "group" in body:
+            both = {"level", "flags"} & set(body)
+            if both:
+                raise InputError(f"log: {sorted(both)[0]!r} cannot go with 'group' (a group "
+                                 "logs to nflog, which has no level or flags)")
             parts.append(("group", int(body["group"])))
             if "snaplen" in body:
                 parts.append(("snaplen", int(body["snaplen"])))
             if "queue-threshold" in body:
                 parts.append(("qthreshold", int(body["queue-threshold"])))
         else:
+            alone = {"snaplen", "queue-threshold"} & set(body)
+            if alone:
+                raise InputError(f"log: {sorted(alone)[0]!r} needs 'group'")
             if "level" in body:
+                if body["level"] not in LOG_LEVELS:
+                    raise InputError(f"log: unknown level {body['level']!r}")
                 parts.append(("level", LOG_LEVELS.index(body["level"])))
             flags = body.get("flags")
             if flags:
@@ -796,6 +995,8 @@ class RuleCompiler:
                     flags = [flags]
                 fl = 0
                 for f in flags:
+                    if f != "all" and f not in LOG_FLAGS:
+                        raise InputError(f"log: unknown flag {f!r}")
                     fl |= LOG_ALL if f == "all" else LOG_FLAGS[f]
                 parts.append(("flags", fl))
         out.append(EXPRESSIONS["log"].encode(*parts))
@@ -812,6 +1013,11 @@ class RuleCompiler:
                 rtype, code = "icmpx", "port-unreachable"
         else:
             code = body.get("expr", "port-unreachable")
+        if "expr" in body and (rtype == "tcp reset" or "type" not in body):
+            raise InputError(f"reject: 'expr' {body['expr']!r} without an icmp type "
+                             "(reject with tcp reset has no code)")
+        if rtype not in REJECT_TYPES:
+            raise InputError(f"reject: unknown type {rtype!r}")
         if rtype == "tcp reset":
             self._dep(ctx, "tcp", out)
             out.append(EXPRESSIONS["reject"].encode(("type", 1), ("icmp_code", 0)))
@@ -848,7 +1054,14 @@ class RuleCompiler:
                 reg = 3
                 flags |= NAT_MAP_IPS
             elif isinstance(addr, dict):
-                mop = self.load(ctx, addr, out)
+                # An anonymous map's values: addresses, or address . port pairs.
+                items = addr.get("map", {}).get("data", {})
+                items = items.get("set") if isinstance(items, dict) else None
+                pairs = isinstance(items, list) and any(
+                    isinstance(i, list) and len(i) == 2 and isinstance(i[1], dict)
+                    and "concat" in i[1] for i in items)
+                mop = self.load(ctx, addr, out, data_types=[dt, T["inet_service"]] if pairs
+                                else [dt])
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
                 if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
                     parts.append(("reg_proto_min", reg32(reg_size(mop.sizes[0]) // 4)))
@@ -862,7 +1075,13 @@ class RuleCompiler:
                 reg = 2 if dt.size == 4 else 2
         elif fam is not None:
             parts.append(("family", L3_PROTO[fam]))
-        if port is not None:
+        if isinstance(port, dict) and "map" in port:
+            # dnat to tcp dport map { 1000 : 1.1.1.1 } : tcp dport map { 1000 : 1234 }
+            self.load(ctx, port, out, 4 * (reg - 1) if reg <= 4 else reg - 8,
+                      data_types=[T["inet_service"]])
+            parts += [("reg_proto_min", reg), ("reg_proto_max", reg)]
+            flags |= NAT_PROTO
+        elif port is not None:
             plo, phi = self._ports(port)
             out.append(immediate(reg, plo))
             if phi != plo:
@@ -945,12 +1164,19 @@ class RuleCompiler:
         if kind == "payload":
             self._payload_write(ctx, kb, value, out)
             return
+        if kind == "tcp option":  # tcp option maxseg size set 1360: an exthdr write
+            probe = self._exthdr(ctx, kind, kb, [], 1)
+            if not isinstance(value, int):
+                raise InputError(f"tcp option set: {value!r} is not a number")
+            out.append(immediate(1, self.encode_value(probe.dt, probe.size, value)))
+            self._exthdr(ctx, kind, kb, out, 1, sreg=1)
+            return
         if kind == "meta":
             num, tname, size = META[kb["key"]]
         elif kind == "ct":
             num, tname, size = CT[kb["key"]]
         else:
-            raise InputError(f"cannot set {kind} (only meta, ct and raw payload keys)")
+            raise InputError(f"cannot set {kind} (only meta, ct and raw payload keys and tcp options)")
         dt = T[tname]
         if isinstance(value, dict):
             self.load(ctx, value, out)
@@ -996,6 +1222,10 @@ class RuleCompiler:
         elem = body["elem"]
         timeout = None
         if isinstance(elem, dict) and "elem" in elem:
+            extra = set(elem["elem"]) - {"val", "timeout"}
+            if extra:
+                raise InputError(f"set update: element option {sorted(extra)[0]!r} cannot be "
+                                 "given by a rule (the kernel's set update takes a timeout only)")
             timeout = elem["elem"].get("timeout")
             elem = elem["elem"]["val"]
         op = self.load(ctx, elem, out)
@@ -1006,11 +1236,41 @@ class RuleCompiler:
                  ("sreg_key", 1)]
         if is_map:
             dslot = ((nslots + 3) // 4) * 4
-            self.load(ctx, body["data"], out, dslot) if isinstance(body["data"], dict) else \
-                out.append(immediate(reg32(dslot), T["mark"].encode(body["data"], 4)))
+            data = body["data"]
+            if isinstance(data, dict):
+                self.load(ctx, data, out, dslot)
+            else:
+                named = self.named_sets.get(target.lstrip("@"))
+                ddt = set_data(named)[2] if named is not None else None
+                if ddt is None:
+                    raise InputError(f"map update with the value {data!r}: the data type of "
+                                     f"map {target!r} is not known (list the map in the file)")
+                out.append(immediate(reg32(dslot), self.encode_value(ddt, ddt.size, data)))
             parts.append(("sreg_data", reg32(dslot)))
         if timeout is not None:
             parts.append(("timeout", int(timeout) * 1000))
+        stmts = body.get("stmt")
+        if stmts:
+            # The statements the set update carries (a meter: `update @m { ip saddr limit
+            # rate 20/second }`): one is NFTA_DYNSET_EXPR, more are NFTA_DYNSET_EXPRESSIONS
+            # with NFT_DYNSET_F_EXPR, as nft sends them.  Each must encode to exactly one
+            # stateful expression, or the rule is refused.
+            exprs = []
+            for st in stmts:
+                (k, b), = st.items()
+                if k not in DYNSET_STATEMENTS:
+                    raise InputError(f"set update: statement {k!r} cannot be carried by a set "
+                                     "update")
+                sub: list[bytes] = []
+                getattr(self, "_st_" + k.replace(" ", "_"))(ctx, b, sub)
+                if len(sub) != 1:
+                    raise InputError(f"set update: statement {k!r} does not encode to one "
+                                     "expression")
+                exprs.append(sub[0])
+            if len(exprs) == 1:
+                parts.append(("expr", exprs[0][4:]))
+            else:
+                parts += [("flags", DYNSET_F_EXPR), ("expressions", b"".join(exprs))]
         out.append(EXPRESSIONS["dynset"].encode(*parts))
 
     def _st_set(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
@@ -1032,6 +1292,8 @@ class RuleCompiler:
             flags = [flags]
         fl = 0
         for f in flags:
+            if f not in ("bypass", "fanout"):
+                raise InputError(f"queue: unknown flag {f!r}")
             fl |= {"bypass": 1, "fanout": 2}[f]
         if self.queue_mode() == "nft":
             out.append(EXPRESSIONS["queue"].encode(("num", num), ("total", total),
@@ -1149,7 +1411,10 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
                 continue
             right = body["right"]
             (lk, p), = body["left"].items()
-            key.append((kind, body.get("op", "=="), len(body), lk, p["protocol"], p["field"],
+            # With three keys the third must be "op" (KeyError otherwise): rules of one
+            # shape then have exactly the keys the template was checked with.
+            key.append((kind, body["op"] if len(body) == 3 else "==", len(body), lk,
+                        p["protocol"], p["field"],
                         len(p), type(right)))
             rights.append(right)
     except (AttributeError, KeyError, TypeError, ValueError):

@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from nfkit.errors import DecodeError, InputError
+from nfkit.netlink.codec import attr_bytes
 from nfkit.netlink.consts import NLA_TYPE_MASK
 from nfkit.nftables.expressions import (
+    BITWISE_SHIFTS,
     CMP_HEAD,
     CMP_NAMES,
+    DYNSET_F_EXPR,
     ELEM_INTERVAL_END,
     EXPRESSIONS,
+    EXTHDR_F_PRESENT,
+    EXTHDR_FIELDS,
+    EXTHDR_OPS,
+    FIB_F_PRESENT,
     FIB_FLAGS,
     FIB_RESULT_NAMES,
     LIMIT_UNIT_NAMES,
@@ -32,15 +40,23 @@ from nfkit.nftables.expressions import (
     NAT_FLAGS,
     NAT_NETMAP,
     OBJ_TYPE_NAMES,
+    RT_KEYS,
     SET_ANONYMOUS,
     SET_INTERVAL,
+    SOCKET_KEYS,
+    SYNPROXY_FLAGS,
+    SYNPROXY_MSS,
+    SYNPROXY_WSCALE,
+    T_FIB_PRESENT,
     T_FIB_TYPE,
+    T_HINT32,
     T_INT32,
     cmp_slot,
     parse_exprs,
     value_of_data,
     verdict_of_data,
 )
+from nfkit.nftables.schema import DYNSET_STATEMENTS
 from nfkit.nftables.types import (
     CT,
     CT_BY_NUM,
@@ -54,6 +70,7 @@ from nfkit.nftables.types import (
     TH,
     Datatype,
     T,
+    bytes_unit,
     reg_size,
 )
 
@@ -75,6 +92,10 @@ def ip_text(fam: str, raw: bytes) -> str:
 
 class _AsRaw(Exception):
     """Raised by a decoder method: keep this expression in its raw form."""
+
+
+_DYNSET_ATTRS = {"set_name", "set_id", "op", "sreg_key", "sreg_data", "timeout", "expr",
+                 "expressions", "flags"}
 
 
 def _raw_form(name: str, attrs: dict[str, bytes], error: str | None = None) -> dict[str, Any]:
@@ -259,6 +280,8 @@ class RuleDecoder:
         if len(v.types) > 1:
             return {"concat": self._concat_values(v, raw)}
         dt = v.types[0]
+        if dt is T_FIB_PRESENT:
+            return any(raw)
         if dt.kind in ("ipv4", "ipv6", "ether") and len(raw) != dt.size:
             raw = raw.ljust(dt.size, b"\0")[: dt.size]
         return dt.decode(raw)
@@ -319,12 +342,35 @@ class RuleDecoder:
         if v.left is None and v.imm is not None:
             return dt.decode(v.imm)
         self._resolve_payload(v)
-        return v.left
+        if v.mask is None and v.xor is None:
+            return v.left
+        # A value with a bitwise operation on it (meta mark set meta mark | 0x4000): the
+        # operation is listed, as nft lists it, never dropped.
+        mask, xor = v.mask or b"", v.xor or bytes(len(v.mask or b""))
+        vt = v.types[0] if len(v.types) == 1 and v.types[0].size == len(mask) else dt
+        if len(xor) != len(mask) or v.left is None:
+            raise InputError("bitwise value not decoded")
+        ones = b"\xff" * len(mask)
+        if not any(xor):
+            return {"&": [v.left, vt.decode(mask)]}
+        if mask == ones:
+            return {"^": [v.left, vt.decode(xor)]}
+        if bytes(b ^ 0xFF for b in mask) == xor:
+            return {"|": [v.left, vt.decode(xor)]}
+        return {"^": [{"&": [v.left, vt.decode(mask)]}, vt.decode(xor)]}
 
     def _x_bitwise(self, a: dict[str, Any]) -> None:
         v = self._get(a["sreg"])
-        if "mask" not in a:
-            raise InputError("shift bitwise not decoded")
+        shift = {n: k for k, n in BITWISE_SHIFTS.items()}.get(a.get("op", 0))
+        if shift is not None and "data" in a:
+            self._resolve_payload(v)
+            if v.left is None or v.mask is not None or v.xor is not None:
+                raise InputError("shift of this value not decoded")
+            n = int.from_bytes(value_of_data(a["data"])[:4], sys.byteorder)
+            self._set(a["dreg"], RegValue({shift: [v.left, n]}, v.types, v.sizes))
+            return
+        if "mask" not in a or a.get("op", 0):
+            raise InputError("bitwise operation not decoded")
         mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
         dreg = a["dreg"]
         if v.payload is not None and v.left is None and not any(xor):
@@ -364,7 +410,7 @@ class RuleDecoder:
         left = {"numgen": {"mode": {0: "inc", 1: "random"}[a["type"]],
                            "mod": a["modulus"],
                            "offset": a.get("offset", 0)}}
-        self._set(a["dreg"], RegValue(left, [T_INT32], [4]))
+        self._set(a["dreg"], RegValue(left, [T_HINT32], [4]))
 
     def _x_hash(self, a: dict[str, Any]) -> None:
         htype = a.get("type", 0)
@@ -379,20 +425,24 @@ class RuleDecoder:
             off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(a["dreg"], RegValue({"jhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"jhash": body}, [T_HINT32], [4]))
         else:
             off = a.get("offset", 0)
             if off:
                 body["offset"] = off
-            self._set(a["dreg"], RegValue({"symhash": body}, [T_INT32], [4]))
+            self._set(a["dreg"], RegValue({"symhash": body}, [T_HINT32], [4]))
 
     def _x_fib(self, a: dict[str, Any]) -> None:
         result = a["result"]
         fl = a["flags"]
+        if fl & ~(FIB_F_PRESENT | sum(FIB_FLAGS.values())):
+            raise _AsRaw
         flags = [n for n, bit in FIB_FLAGS.items() if fl & bit]
         left = {"fib": {"result": FIB_RESULT_NAMES[result],
                         "flags": flags}}
         dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
+        if fl & FIB_F_PRESENT:  # `fib daddr oif exists`: a boolean, listed true/false
+            dt = T_FIB_PRESENT
         self._set(a["dreg"], RegValue(left, [dt], [dt.size]))
 
     def _concat_left(self, reg: int, nbytes: int) -> Any:
@@ -531,6 +581,10 @@ class RuleDecoder:
             left = first.left
         inv = "flags" in a and a["flags"] & 1
         if s is not None and s.flags & SET_ANONYMOUS:
+            if first.types == [T_HINT32] and s.key_types == [T_INT32]:
+                # Keyed by a numgen or hash result: host byte order (nft knows it from
+                # the expression; the set's integer type does not say).
+                s = replace(s, key_types=[T_HINT32])
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
@@ -576,19 +630,19 @@ class RuleDecoder:
         if ltype == 0:
             body = {"rate": rate, "burst": burst, "per": unit}
         else:
-            r, ru = _bytes_unit(rate)
-            b, bu = _bytes_unit(burst)
+            r, ru = bytes_unit(rate)
+            b, bu = bytes_unit(burst)
             body = {"rate": r, "burst": b, "per": unit, "rate_unit": ru, "burst_unit": bu}
         if a.get("flags", 0) & 1:
             body["inv"] = True
         self.out.append({"limit": body})
 
     def _x_quota(self, a: dict[str, Any]) -> None:
-        n, u = _bytes_unit(a["bytes"])
+        n, u = bytes_unit(a["bytes"])
         body: dict[str, Any] = {"val": n, "val_unit": u}
         used = a.get("consumed", 0)
         if used:
-            un, uu = _bytes_unit(used)
+            un, uu = bytes_unit(used)
             body["used"] = un
             body["used_unit"] = uu
         if a.get("flags", 0) & 1:
@@ -602,6 +656,15 @@ class RuleDecoder:
         self.out.append({"ct count": body})
 
     def _x_objref(self, a: dict[str, Any]) -> None:
+        if "set_sreg" in a:  # ct helper set tcp dport map { 21 : "ftp" }
+            s = self.sets.get(a["set_name"]) or self.sets.get(f"id:{a.get('set_id')}")
+            if s is None or not s.anonymous:
+                raise _AsRaw
+            left = self._get(a["set_sreg"])
+            self._resolve_payload(left)
+            self.out.append({"ct helper": {"map": {"key": left.left,
+                                                   "data": {"set": render_elements(s)}}}})
+            return
         kind = OBJ_TYPE_NAMES[a["imm_type"]]
         self.out.append({kind: a["imm_name"]})
 
@@ -691,7 +754,13 @@ class RuleDecoder:
         self.out.append({ntype: body or None})
 
     def _port(self, a: dict[str, Any]) -> Any:
-        lo = self._get(a["reg_proto_min"]).imm or b"\0\0"
+        v = self._get(a["reg_proto_min"])
+        if v.imm is None:  # a port from a map lookup (dnat ... : tcp dport map {...})
+            if v.left is None or a.get("reg_proto_max", a["reg_proto_min"]) != \
+                    a["reg_proto_min"]:
+                raise InputError("nat port register not decoded")
+            return v.left
+        lo = v.imm or b"\0\0"
         hi = self._get(a["reg_proto_max"]).imm if "reg_proto_max" in a else lo
         plo, phi = int.from_bytes(lo[:2], "big"), int.from_bytes((hi or lo)[:2], "big")
         return plo if plo == phi else {"range": [plo, phi]}
@@ -724,12 +793,119 @@ class RuleDecoder:
         elem: Any = key
         if "timeout" in a and a["timeout"]:
             elem = {"elem": {"val": key, "timeout": a["timeout"] // 1000}}
+        stmts = self._dynset_stmts(a)
         if "sreg_data" in a:
             dv = self._get(a["sreg_data"])
             data = dv.left if dv.left is not None else int.from_bytes(dv.imm or b"", "little")
-            self.out.append({"map": {"op": op, "elem": elem, "data": data, "map": "@" + name}})
+            body: dict[str, Any] = {"op": op, "elem": elem, "data": data, "map": "@" + name}
+        else:
+            body = {"op": op, "elem": elem, "set": "@" + name}
+        if stmts:
+            body["stmt"] = stmts
+        self.out.append({"map" if "sreg_data" in a else "set": body})
+
+    def _dynset_stmts(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+        """The statements a set update carries (NFTA_DYNSET_EXPR or _EXPRESSIONS);
+        anything else in it (an unknown flag, a statement not decoded) keeps the whole
+        update in its raw form rather than listing it shorter."""
+        if a.get("flags", 0) & ~DYNSET_F_EXPR or set(a) - _DYNSET_ATTRS:
+            raise _AsRaw
+        if "expr" in a:
+            inner = parse_exprs(attr_bytes(1, a["expr"]))
+        elif "expressions" in a:
+            inner = parse_exprs(a["expressions"])
+        else:
+            return []
+        stmts = RuleDecoder(self.family, self.sets).decode(inner)
+        if len(stmts) != len(inner) or any(next(iter(st)) not in DYNSET_STATEMENTS
+                                           for st in stmts):
+            raise _AsRaw
+        for st in stmts:  # nft lists a set update's counter without its values
+            if "counter" in st:
+                st["counter"] = None
+        return stmts
+
+    def _x_exthdr(self, a: dict[str, Any]) -> None:
+        op = a.get("op", 0)
+        kinds = [k for k, (code, _dep) in EXTHDR_OPS.items() if code == op]
+        flags = a.get("flags", 0)
+        if not kinds or flags & ~EXTHDR_F_PRESENT:
+            raise _AsRaw
+        kind = kinds[0]
+        name = next((n for (k, n), (t, _f) in EXTHDR_FIELDS.items()
+                     if k == kind and t == a["type"]), None)
+        if name is None:
+            raise _AsRaw
+        fields = EXTHDR_FIELDS[(kind, name)][1]
+        dep = EXTHDR_OPS[kind][1]
+        if dep is not None and self.family in ("inet", "bridge", "netdev"):
+            self._kill_dep(dep)
+        if flags & EXTHDR_F_PRESENT:
+            self._set(a["dreg"], RegValue({kind: {"name": name}}, [T_FIB_PRESENT], [1]))
             return
-        self.out.append({"set": {"op": op, "elem": elem, "set": "@" + name}})
+        field = next((f for f, (boff, blen, _t) in fields.items()
+                      if boff == a["offset"] * 8 and blen == a["len"] * 8), None)
+        if field is None:
+            raise _AsRaw
+        tname = fields[field][2]
+        left = {kind: {"name": name, "field": field}}
+        if "sreg" in a:
+            v = self._get(a["sreg"])
+            self.out.append({"mangle": {"key": left, "value": self._set_value(v, T[tname])}})
+            return
+        self._set(a["dreg"], RegValue(left, [T[tname]], [a["len"]]))
+
+    def _x_socket(self, a: dict[str, Any]) -> None:
+        name = {v[0]: k for k, v in SOCKET_KEYS.items()}.get(a["key"])
+        if name is None or set(a) - {"key", "dreg"}:
+            raise _AsRaw
+        _n, tname, size = SOCKET_KEYS[name]
+        self._set(a["dreg"], RegValue({"socket": {"key": name}}, [T[tname]], [size]))
+
+    def _x_rt(self, a: dict[str, Any]) -> None:
+        found = [(k, v) for k, v in RT_KEYS.items() if v[0] == a["key"]]
+        if not found:
+            raise _AsRaw
+        (name, fam), (_n, tname, size) = found[0]
+        left: dict[str, Any] = {"key": name}
+        if fam is not None:
+            left["family"] = fam
+        self._set(a["dreg"], RegValue({"rt": left}, [T[tname]], [size]))
+
+    def _addr_of(self, reg: int) -> str:
+        raw = self._get(reg).imm or b""
+        return ip_text("ip6" if len(raw) == 16 else "ip", raw)
+
+    def _dev_of(self, reg: int) -> Any:
+        return T["iface_index"].decode((self._get(reg).imm or b"")[:4])
+
+    def _x_dup(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"addr": self._addr_of(a["sreg_addr"])}
+        if "sreg_dev" in a:
+            body["dev"] = self._dev_of(a["sreg_dev"])
+        self.out.append({"dup": body})
+
+    def _x_fwd(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"dev": self._dev_of(a["sreg_dev"])}
+        if "sreg_addr" in a:
+            body["addr"] = self._addr_of(a["sreg_addr"])
+            if self.family in ("inet", "netdev", "bridge"):
+                body["family"] = {2: "ip", 10: "ip6"}.get(a.get("nfproto", 0), "ip")
+        self.out.append({"fwd": body})
+
+    def _x_tproxy(self, a: dict[str, Any]) -> None:
+        body: dict[str, Any] = {}
+        fam = {2: "ip", 10: "ip6"}.get(a.get("family", 0))
+        if fam and self.family == "inet":
+            body["family"] = fam
+        if "reg_addr" in a:
+            body["addr"] = self._addr_of(a["reg_addr"])
+        if "reg_port" in a:
+            body["port"] = int.from_bytes((self._get(a["reg_port"]).imm or b"")[:2], "big")
+        self.out.append({"tproxy": body})
+
+    def _x_synproxy(self, a: dict[str, Any]) -> None:
+        self.out.append({"synproxy": synproxy_body(a)})
 
     def _x_queue(self, a: dict[str, Any]) -> None:
         num = a.get("num", 0)
@@ -752,6 +928,22 @@ class RuleDecoder:
         self.out.append({"xt": {"type": "target", "name": name}})
 
 
+def synproxy_body(a: dict[str, Any]) -> dict[str, Any]:
+    """A synproxy statement's or object's body from its decoded attributes."""
+    fl = a.get("flags", 0)
+    body: dict[str, Any] = {}
+    if fl & SYNPROXY_MSS:
+        body["mss"] = a.get("mss", 0)
+    if fl & SYNPROXY_WSCALE:
+        body["wscale"] = a.get("wscale", 0)
+    flags = [n for n in ("timestamp", "sack-perm") if fl & SYNPROXY_FLAGS[n]]
+    if flags:
+        body["flags"] = flags
+    if fl & ~(SYNPROXY_MSS | SYNPROXY_WSCALE | sum(SYNPROXY_FLAGS.values())):
+        raise InputError(f"synproxy flags {fl:#x} not decoded")
+    return body
+
+
 def npt_body(info: bytes) -> dict[str, str]:
     """{"prefix": P, "to": Q} of an ip6t_npt_tginfo (see compiler.npt_target)."""
     import ipaddress
@@ -768,13 +960,6 @@ def _queue_body(num: int, total: int, flags: int) -> dict[str, Any]:
     if fl:
         body["flags"] = fl[0] if len(fl) == 1 else fl
     return body
-
-
-def _bytes_unit(n: int) -> tuple[int, str]:
-    for unit, size in (("gbytes", 1024 ** 3), ("mbytes", 1024 ** 2), ("kbytes", 1024)):
-        if n and n % size == 0:
-            return n // size, unit
-    return n, "bytes"
 
 
 def _order(dt: Datatype) -> Literal["big", "little"]:

@@ -36,7 +36,7 @@ from nfkit.netlink.codec import (
     u8_attr,
 )
 from nfkit.netlink.specs.nftables import TABLES, names, nums
-from nfkit.nftables.types import T
+from nfkit.nftables.types import Datatype, T
 
 # Attribute numbers by table and name: A["cmp"]["sreg"].
 A = {t: nums(t) for t in (
@@ -44,7 +44,8 @@ A = {t: nums(t) for t in (
     "dynset", "payload", "meta", "ct", "limit", "counter", "log", "queue", "quota", "reject",
     "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
     "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
-    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper",
+    "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper", "ct_timeout",
+    "ct_expect", "synproxy", "socket", "dup", "fwd", "tproxy",
 )}
 
 # Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
@@ -57,12 +58,67 @@ VERDICT_DATA_TYPE = 0xFFFFFF00
 CMP_OPS = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5}
 CMP_NAMES = {v: k for k, v in CMP_OPS.items()}
 # NFT_OBJECT_* (stateful objects and object references)
-OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4}
+OBJ_TYPES = {"counter": 1, "quota": 2, "ct helper": 3, "limit": 4, "ct timeout": 7,
+             "ct expectation": 9, "synproxy": 10}
+# Synproxy options (NF_SYNPROXY_OPT_*): mss and wscale set when given, as nft sets them.
+SYNPROXY_MSS, SYNPROXY_WSCALE = 1, 2
+SYNPROXY_FLAGS = {"sack-perm": 4, "timestamp": 8}
+# ct timeout policies: nft's state names (CTA_TIMEOUT_<PROTO>_* are 1, 2, ... in this order)
+# with nft's default of each (nft lists only the states whose timeout differs from it).
+CT_TIMEOUT_STATES = {
+    "tcp": {"syn_sent": 120, "syn_recv": 60, "established": 432000, "fin_wait": 120,
+            "close_wait": 60, "last_ack": 30, "time_wait": 120, "close": 10,
+            "syn_sent2": 120, "retrans": 300, "unack": 300},
+    "udp": {"unreplied": 30, "replied": 120},
+}
+L4_NUMS = {"tcp": 6, "udp": 17}
+# Extension headers and options (the exthdr expression): JSON kind -> (NFT_EXTHDR_OP_*,
+# the layer-3 protocol it depends on), and (kind, name) -> (header or option type,
+# {field: (bit offset, bit length, datatype)}); nfkit encodes byte-aligned fields and
+# `exists` (NFT_EXTHDR_F_PRESENT).
+EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip")}
+_NH, _LEN = ("nexthdr", (0, 8, "inet_proto")), ("hdrlength", (8, 8, "integer"))
+_KIND, _OLEN = ("kind", (0, 8, "integer")), ("length", (8, 8, "integer"))
+_IPOPT = {"type": (0, 8, "integer"), "length": (8, 8, "integer"), "ptr": (16, 8, "integer"),
+          "addr": (24, 32, "ipv4_addr")}
+EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]] = {
+    ("exthdr", "hbh"): (0, dict([_NH, _LEN])),
+    ("exthdr", "rt"): (43, dict([_NH, _LEN, ("type", (16, 8, "integer")),
+                                 ("seg-left", (24, 8, "integer"))])),
+    ("exthdr", "frag"): (44, dict([_NH, ("reserved", (8, 8, "integer")),
+                                   ("id", (32, 32, "integer"))])),
+    ("exthdr", "dst"): (60, dict([_NH, _LEN])),
+    ("exthdr", "mh"): (135, dict([_NH, _LEN, ("type", (16, 8, "integer")),
+                                  ("reserved", (24, 8, "integer")),
+                                  ("checksum", (32, 16, "integer"))])),
+    ("tcp option", "eol"): (0, dict([_KIND])),
+    ("tcp option", "nop"): (1, dict([_KIND])),
+    ("tcp option", "maxseg"): (2, dict([_KIND, _OLEN, ("size", (16, 16, "integer"))])),
+    ("tcp option", "window"): (3, dict([_KIND, _OLEN, ("count", (16, 8, "integer"))])),
+    ("tcp option", "sack-perm"): (4, dict([_KIND, _OLEN])),
+    ("tcp option", "timestamp"): (8, dict([_KIND, _OLEN, ("tsval", (16, 32, "integer")),
+                                           ("tsecr", (48, 32, "integer"))])),
+    ("ip option", "lsrr"): (131, _IPOPT), ("ip option", "rr"): (7, _IPOPT),
+    ("ip option", "ssrr"): (137, _IPOPT),
+    ("ip option", "ra"): (148, {"type": (0, 8, "integer"), "length": (8, 8, "integer"),
+                                "value": (16, 16, "integer")}),
+}
+EXTHDR_F_PRESENT = 1
+BITWISE_SHIFTS = {"<<": 1, ">>": 2}  # NFT_BITWISE_LSHIFT, NFT_BITWISE_RSHIFT
+# socket keys: JSON key -> (NFT_SOCKET_*, datatype, bytes the kernel writes)
+SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),
+               "wildcard": (2, "integer", 1)}
+# rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes); classid (a realm) is not done
+RT_KEYS = {("nexthop", "ip"): (1, "ipv4_addr", 4), ("nexthop", "ip6"): (2, "ipv6_addr", 16),
+           ("mtu", None): (3, "hinteger", 2)}
+L3_NUMS = {"ip": 2, "ip6": 10, "inet": 1}
 OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 
 LIMIT_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 LIMIT_UNIT_NAMES = {v: k for k, v in LIMIT_UNITS.items()}
-BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
+
+
+
 LOG_LEVELS = ["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "audit"]
 LOG_FLAGS = {"tcp sequence": 1, "tcp options": 2, "ip options": 4, "skuid": 8, "ether": 32}
 LOG_ALL = 0x2F
@@ -74,14 +130,18 @@ REJECT_TYPES = {"icmp": 0, "icmpv6": 0, "tcp reset": 1, "icmpx": 2}
 FIB_RESULTS = {"oif": 1, "oifname": 2, "type": 3}
 FIB_RESULT_NAMES = {v: k for k, v in FIB_RESULTS.items()}
 FIB_FLAGS = {"saddr": 1, "daddr": 2, "mark": 4, "iif": 8, "oif": 16}
+FIB_F_PRESENT = 32  # NFTA_FIB_F_PRESENT: the result is whether the route exists
 FIB_TYPES = {"unspec": 0, "unicast": 1, "local": 2, "broadcast": 3, "anycast": 4,
              "multicast": 5, "blackhole": 6, "unreachable": 7, "prohibit": 8}
 SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
 SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
 ELEM_INTERVAL_END = 1
+DYNSET_F_EXPR = 2  # NFT_DYNSET_F_EXPR: a set update's statements are NFTA_DYNSET_EXPRESSIONS
 
 T_FIB_TYPE = T["fib_addrtype"]
+T_FIB_PRESENT = Datatype("boolean", 39, 1, "int")  # a fib result with NFTA_FIB_F_PRESENT (true/false)
 T_INT32 = T["integer"]
+T_HINT32 = T["hinteger"]  # numgen and hash results: host byte order, as the kernel writes them
 
 
 Element = tuple[bytes, bytes | None, int, bytes | None]  # key, key_end, flags, data
@@ -240,10 +300,26 @@ EXPRESSIONS = {name: KernelExpr(name) for name in (
     "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
     "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
     "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
+    "synproxy", "socket", "dup", "fwd", "tproxy",
 )}
 
 
 # ---- the common expressions -------------------------------------------------------------
+
+def synproxy_attrs(b: dict[str, Any]) -> bytes:
+    """NFTA_SYNPROXY_* of a synproxy statement or object body."""
+    x = A["synproxy"]
+    flags = b.get("flags", [])
+    flags = [flags] if isinstance(flags, str) else flags
+    fl = (SYNPROXY_MSS if "mss" in b else 0) | (SYNPROXY_WSCALE if "wscale" in b else 0)
+    for f in flags:
+        if f not in SYNPROXY_FLAGS:
+            raise InputError(f"synproxy: unknown flag {f!r}")
+        fl |= SYNPROXY_FLAGS[f]
+    return (be16_attr(x["mss"], int(b.get("mss", 0))) + u8_attr(x["wscale"], int(b.get("wscale", 0)))
+            + be32_attr(x["flags"], fl))
+
+
 
 def byteorder_hton(size: int) -> bytes:
     """Host to network order of ``size`` bytes in register 1."""

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.nftables.model import FAMILIES, Chain, Obj, Rule, Ruleset, Set, Table
+from nfkit.nftables.model import FAMILIES, OBJECT_KINDS, Chain, Obj, Rule, Ruleset, Set, Table
 
 VERBS = ("add", "create", "insert", "replace", "delete", "flush", "destroy")
-KIND_ORDER = {"table": 0, "chain": 1, "set": 2, "map": 2, "counter": 2, "quota": 2,
-              "limit": 2, "ct helper": 2, "element": 3, "rule": 4}
+KIND_ORDER = {"table": 0, "chain": 1, "set": 2, "map": 2, **dict.fromkeys(OBJECT_KINDS, 2),
+              "element": 3, "rule": 4}
 
 
 @dataclass(slots=True)
@@ -110,7 +110,7 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
         if stmt is not None:
             s.stmt = stmt if isinstance(stmt, list) else [stmt]
         return s
-    if kind in ("counter", "quota", "limit", "ct helper"):
+    if kind in OBJECT_KINDS:
         body = {k: v for k, v in d.items() if k not in ("family", "table", "name", "handle")}
         return Obj(kind, fam, str(_need(d, "table", what)), str(_need(d, "name", what)), body,
                    d.get("handle"))
@@ -272,6 +272,8 @@ def set_json(s: Set) -> dict[str, Any]:
                          "type": s.type, "handle": s.handle}
     if s.map is not None:
         d["map"] = s.map
+    if s.comment is not None:
+        d["comment"] = s.comment
     if s.policy:
         d["policy"] = s.policy
     if s.flags:
@@ -306,9 +308,9 @@ def rule_json(r: Rule) -> dict[str, Any]:
 
 
 def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
-    """The listing's items in nft's order: per table the table, sets, objects,
-    chains, then each chain's rules (``rules_of(table, chain)``); without
-    ``tables``, no table objects (as `nft -j list chain` prints)."""
+    """The listing's items in nft's order: per table the table, objects (counters,
+    quotas, ...), sets, chains, then each chain's rules (``rules_of(table, chain)``);
+    without ``tables``, no table objects (as `nft -j list chain` prints)."""
     from nfkit import __version__
 
     yield {"metainfo": {"version": __version__, "release_name": "nfkit",
@@ -316,12 +318,12 @@ def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
     for t in rs.tables:
         if tables:
             yield table_json(t)
-        for s in rs.sets:
-            if (s.family, s.table) == t.key:
-                yield set_json(s)
         for o in rs.objs:
             if (o.family, o.table) == t.key:
                 yield obj_json(o)
+        for s in rs.sets:
+            if (s.family, s.table) == t.key:
+                yield set_json(s)
         for c in rs.chains:
             if (c.family, c.table) == t.key:
                 yield chain_json(c)
@@ -331,7 +333,7 @@ def _items(rs: Ruleset, rules_of: Any, tables: bool = True) -> Iterator[Any]:
 
 
 def listing(rs: Ruleset, tables: bool = True) -> list[dict[str, Any]]:
-    """The listing form, in nft's order: per table the table, sets, objects, chains, rules."""
+    """The listing form, in nft's order: per table the table, objects, sets, chains, rules."""
     by_chain: dict[tuple[str, str, str], list[Rule]] = {}
     for r in rs.rules:
         by_chain.setdefault(r.chain_key, []).append(r)

@@ -45,9 +45,19 @@ from nfkit.netlink.consts import (
 )
 from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables.compiler import AnonSet, Operand, RuleCompiler, rule_shape, set_data, set_key_types
-from nfkit.nftables.decompiler import RuleDecoder, RuleShapes, SetView, render_elements
+from nfkit.nftables.decompiler import (
+    RuleDecoder,
+    RuleShapes,
+    SetView,
+    render_elements,
+    synproxy_body,
+)
 from nfkit.nftables.dumpreq import FAMILY_NUM
 from nfkit.nftables.expressions import (
+    CT_TIMEOUT_STATES,
+    EXPRESSIONS,
+    L3_NUMS,
+    L4_NUMS,
     LIMIT_UNIT_NAMES,
     LIMIT_UNITS,
     OBJ_TYPE_NAMES,
@@ -62,6 +72,7 @@ from nfkit.nftables.expressions import (
     A,
     parse_exprs,
     retag,
+    synproxy_attrs,
     value_of_data,
     verdict_nest,
     verdict_of_data,
@@ -69,8 +80,10 @@ from nfkit.nftables.expressions import (
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
 from nfkit.nftables.templates import RuleTemplate
 from nfkit.nftables.types import (
+    BYTE_UNITS,
     VERDICT_TYPE,
     Datatype,
+    bytes_unit,
     concat_type_id,
     datatype,
     reg_size,
@@ -105,12 +118,22 @@ def _byteorder(t: Datatype) -> int:
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
 
-def set_userdata(types: list[Datatype], data: Datatype | None) -> bytes:
-    """nft's set user data (key and data byte order), which nft needs to print elements."""
+SET_UDATA_COMMENT = 7  # NFTNL_UDATA_SET_COMMENT
+
+
+def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | None = None
+                 ) -> bytes:
+    """nft's set user data (key and data byte order, which nft needs to print elements;
+    the set's comment)."""
     key = _byteorder(types[0]) if len(types) == 1 else 2
     out = bytes((0, 4)) + key.to_bytes(4, "little")
     if data is not None:
         out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
+    if comment is not None:
+        c = str(comment).encode() + b"\0"
+        if len(c) > 128:
+            raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
+        out += bytes((SET_UDATA_COMMENT, len(c))) + c
     return out
 
 
@@ -354,6 +377,8 @@ class Encoder:
                 + be32(a["key_len"], s.key_len))
         if s.flags & SET_MAP:
             body += be32(a["data_type"], s.data_type) + be32(a["data_len"], s.data_len)
+        if s.obj_type:
+            body += be32(a["obj_type"], s.obj_type)
         body += be32(a["id"], s.set_id)
         body += attr_bytes(a["userdata"], set_userdata(s.key_types, None))
         desc = be32(A["set_desc"]["size"], s.count)
@@ -364,11 +389,14 @@ class Encoder:
         self.batch.raw(body)
         self.batch.end()
         self._elements(family, table, "__set%d", s.set_id, s.elements,
-                       f"elements of anonymous set of {what}")
+                       f"elements of anonymous set of {what}", objref=bool(s.obj_type))
 
     def _elements(self, family: str, table: str, name: str, set_id: int | None,
                   elements: list[tuple[bytes, bytes | None, int, bytes | None]], what: str,
-                  delete: bool = False, extra: list[bytes] | None = None) -> None:
+                  delete: bool = False, extra: list[bytes] | None = None,
+                  objref: bool = False) -> None:
+        """NEWSETELEM (or DELSETELEM) messages; with ``objref`` the elements' data are the
+        names of the objects they map to (NFTA_SET_ELEM_OBJREF)."""
         a = A["set_elem_list"]
         e = A["set_elem"]
         head = string(a["table"], table) + string(a["set"], name)
@@ -392,7 +420,9 @@ class Encoder:
                 body += nest(e["key_end"], attr_bytes(1, key_end))
             if flags:
                 body += be32(e["flags"], flags)
-            if data is not None:
+            if data is not None and objref:
+                body += string(e["objref"], data.decode())
+            elif data is not None:
                 if data[:2] and data[2:4] == b"\x02\x80":  # already a verdict nest
                     body += nest(e["data"], data)
                 else:
@@ -455,7 +485,7 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
-        body += attr_bytes(a["userdata"], set_userdata(types, _dt))
+        body += attr_bytes(a["userdata"], set_userdata(types, _dt, s.comment))
         if s.stmt:
             exprs = self._set_stmt_exprs(s, s.stmt)
             if len(exprs) == 1:
@@ -512,6 +542,13 @@ class Encoder:
                 el = item["elem"]
                 if "timeout" in el:
                     x += be64(e["timeout"], int(el["timeout"]) * 1000)
+                if "expires" in el:
+                    x += be64(e["expiration"], int(el["expires"]) * 1000)
+                if "comment" in el:  # NFTNL_UDATA_SET_ELEM_COMMENT, as nft stores it
+                    c = str(el["comment"]).encode() + b"\0"
+                    if len(c) > 128:
+                        raise InputError(f"{s}: element comment longer than 127 bytes")
+                    x += attr_bytes(e["userdata"], bytes((0, len(c))) + c)
                 per = [{k: el[k]} for k in ("counter", "quota", "limit") if k in el]
                 if per:
                     ex = self._set_stmt_exprs(s, per)
@@ -529,6 +566,11 @@ class Encoder:
         except InputError as exc:
             raise InputError(f"{s}: {exc}") from None
         if "interval" in s.flags and len(types) == 1:
+            if any(extra):
+                # Interval elements are split into start and end elements: what an item
+                # carries cannot follow it there yet, and is refused rather than dropped.
+                raise InputError(f"{s}: timeouts, comments and statements on the elements "
+                                 "of an interval set are not supported by nfkit")
             extra = [b""] * len(elements)
         self._elements(s.family, s.table, s.name, None, elements, str(s), delete, extra)
 
@@ -567,6 +609,10 @@ class Encoder:
         a = A["obj"]
         self._begin("newobj", o.family, NLM_F_CREATE | (NLM_F_EXCL if create else 0), str(o))
         b = o.body
+        unknown = set(b) - OBJECT_KEYS.get(o.kind, set())
+        if unknown:
+            raise InputError(f"{o}: key {sorted(unknown)[0]!r} is not encoded by nfkit "
+                             "(refused rather than ignored)")
         if o.kind == "counter":
             c = A["counter"]
             data = be64(c["bytes"], int(b.get("bytes", 0))) + be64(c["packets"],
@@ -578,8 +624,15 @@ class Encoder:
         elif o.kind == "limit":
             lm = A["limit"]
             unit = LIMIT_UNITS[b.get("per", "second")]
-            data = (be64(lm["rate"], int(b["rate"])) + be64(lm["unit"], unit)
-                    + be32(lm["burst"], int(b.get("burst", 0))) + be32(lm["type"], 0)
+            rate, burst, ltype = int(b["rate"]), int(b.get("burst", 0)), 0
+            if b.get("rate_unit", "packets") != "packets":  # a byte rate (type bytes)
+                rate *= BYTE_UNITS[b["rate_unit"]]
+                burst *= BYTE_UNITS[b.get("burst_unit", "bytes")]
+                ltype = 1
+            elif b.get("burst_unit", "packets") != "packets":
+                raise InputError(f"{o}: burst unit {b['burst_unit']!r} on a packet rate")
+            data = (be64(lm["rate"], rate) + be64(lm["unit"], unit)
+                    + be32(lm["burst"], burst) + be32(lm["type"], ltype)
                     + be32(lm["flags"], 1 if b.get("inv") else 0))
         elif o.kind == "ct helper":
             h = A["ct_helper"]
@@ -589,6 +642,19 @@ class Encoder:
                 raise InputError(f"{o}: protocol must be tcp or udp")
             data = (string(h["name"], str(b["type"])) + be16(h["l3proto"], l3)
                     + u8(h["l4proto"], l4))
+        elif o.kind == "ct timeout":
+            data = _ct_timeout_data(o)
+        elif o.kind == "ct expectation":
+            x = A["ct_expect"]
+            l4 = L4_NUMS.get(b.get("protocol", "tcp"))
+            if l4 is None:
+                raise InputError(f"{o}: protocol must be tcp or udp")
+            data = (be16(x["l3proto"], L3_NUMS[b.get("l3proto", o.family)])
+                    + u8(x["l4proto"], l4) + be16(x["dport"], int(b["dport"]))
+                    + attr_bytes(x["timeout"], int(b["timeout"]).to_bytes(4, sys.byteorder))
+                    + u8(x["size"], int(b["size"])))
+        elif o.kind == "synproxy":
+            data = synproxy_attrs(b)
         else:
             raise InputError(f"{o}: object type {o.kind!r} not supported")
         self.batch.raw(string(a["table"], o.table) + string(a["name"], o.name)
@@ -786,6 +852,13 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         stmts = RuleDecoder(fam).decode(parse_exprs(attrs[a["expressions"]]))
     if stmts:
         s.stmt = [{k: None} if k == "counter" else {k: v} for st in stmts for k, v in st.items()]
+    ud = attrs.get(a["userdata"], b"")
+    pos = 0
+    while pos + 2 <= len(ud):  # TLVs: type, length, value
+        t, ln = ud[pos], ud[pos + 1]
+        if t == SET_UDATA_COMMENT:
+            s.comment = bytes(ud[pos + 2:pos + 2 + ln]).split(b"\0", 1)[0].decode()
+        pos += 2 + ln
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
     return s, view
 
@@ -816,11 +889,17 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
                         parts.append(dt.decode(raw[pos:pos + dt.size]))
                         pos += reg_size(dt.size)
                     data = {"concat": parts}
+        if e["objref"] in el:  # an object map's element: the object's name
+            data = _s(el[e["objref"]])
         extra: dict[str, Any] = {}
         if e["timeout"] in el:
             extra["timeout"] = get_be64(el[e["timeout"]]) // 1000
         if e["expiration"] in el:
             extra["expires"] = get_be64(el[e["expiration"]]) // 1000
+        if e["userdata"] in el:
+            ud = el[e["userdata"]]
+            if len(ud) >= 2 and ud[0] == 0:  # NFTNL_UDATA_SET_ELEM_COMMENT
+                extra["comment"] = bytes(ud[2:2 + ud[1]]).split(b"\0", 1)[0].decode()
         ex_stmts: list[Any] = []
         if e["expr"] in el:
             ex_stmts = RuleDecoder("inet").decode(parse_exprs(nest(1, el[e["expr"]])))
@@ -861,6 +940,38 @@ def decode_rule(family: int, attrs: dict[int, bytes], sets: dict[str, SetView],
     return r
 
 
+# The keys of each object kind's body that `Encoder.obj` encodes (any other is refused).
+OBJECT_KEYS = {"counter": {"packets", "bytes"}, "quota": {"bytes", "used", "inv"},
+               "limit": {"rate", "per", "burst", "rate_unit", "burst_unit", "inv"},
+               "ct helper": {"type", "protocol", "l3proto"},
+               "ct timeout": {"protocol", "l3proto", "policy"},
+               "ct expectation": {"protocol", "dport", "timeout", "size", "l3proto"},
+               "synproxy": {"mss", "wscale", "flags"}}
+
+
+def _ct_timeout_data(o: Obj) -> bytes:
+    """NFTA_CT_TIMEOUT_* of a ct timeout object: the states given, in seconds (the
+    kernel keeps its defaults for the others)."""
+    b = o.body
+    x = A["ct_timeout"]
+    proto = b.get("protocol", "tcp")
+    states = CT_TIMEOUT_STATES.get(proto)
+    if states is None:
+        raise InputError(f"{o}: protocol must be tcp or udp")
+    policy = b.get("policy") or {}
+    if not isinstance(policy, dict):
+        raise InputError(f"{o}: policy must be an object of state: seconds")
+    order = list(states)
+    parts = []
+    for state, secs in sorted(policy.items(), key=lambda kv: order.index(kv[0])
+                              if kv[0] in order else -1):
+        if state not in states:
+            raise InputError(f"{o}: unknown {proto} state {state!r}")
+        parts.append(be32(order.index(state) + 1, int(secs)))
+    return (be16(x["l3proto"], L3_NUMS[b.get("l3proto", o.family)])
+            + u8(x["l4proto"], L4_NUMS[proto]) + nest(x["data"], *parts))
+
+
 def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
     a = A["obj"]
     otype = get_be32(attrs[a["type"]])
@@ -883,6 +994,30 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
         body = {"type": _s(d[h["name"]]),
                 "protocol": {6: "tcp", 17: "udp"}.get(d[h["l4proto"]][0], "tcp"),
                 "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[h["l3proto"]]), "ip")}
+    elif kind == "ct timeout":
+        x = A["ct_timeout"]
+        proto = {6: "tcp", 17: "udp"}.get(d[x["l4proto"]][0], "tcp")
+        states = CT_TIMEOUT_STATES[proto]
+        policy = {}
+        for t, v in attr_payloads(d[x["data"]]).items() if x["data"] in d else ():
+            if 1 <= t <= len(states):
+                state = list(states)[t - 1]
+                if get_be32(v) != states[state]:  # nft lists the states set off default
+                    policy[state] = get_be32(v)
+        body = {"protocol": proto,
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[x["l3proto"]]), "ip"),
+                "policy": policy}
+    elif kind == "ct expectation":
+        x = A["ct_expect"]
+        body = {"protocol": {6: "tcp", 17: "udp"}.get(d[x["l4proto"]][0], "tcp"),
+                "dport": get_be16(d[x["dport"]]),
+                "timeout": int.from_bytes(d[x["timeout"]][:4], sys.byteorder),
+                "size": d[x["size"]][0],
+                "l3proto": {2: "ip", 10: "ip6", 1: "inet"}.get(get_be16(d[x["l3proto"]]), "ip")}
+    elif kind == "synproxy":
+        body = synproxy_body(EXPRESSIONS["synproxy"].decode(
+            {k: v for k, v in zip(("mss", "wscale", "flags"),
+                                  (d.get(1), d.get(2), d.get(3)), strict=True) if v is not None}))
     else:
         lm = A["limit"]
         body = {"rate": get_be64(d[lm["rate"]]),
@@ -890,6 +1025,11 @@ def decode_obj(family: int, attrs: dict[int, bytes]) -> Obj | None:
                 "burst": get_be32(d.get(lm["burst"], bytes(4)))}
         if get_be32(d.get(lm["flags"], bytes(4))) & 1:
             body["inv"] = True
+        if get_be32(d.get(lm["type"], bytes(4))) == 1:  # bytes: listed in units, as nft
+            r, ru = bytes_unit(body["rate"])
+            body["rate"], body["rate_unit"] = r, ru
+            bn, bu = bytes_unit(body.pop("burst"))
+            body["burst"], body["burst_unit"] = bn, bu
     return Obj(kind, FAMILY_NAME.get(family, str(family)), _s(attrs[a["table"]]),
                _s(attrs[a["name"]]), body,
                get_be64(attrs[a["handle"]]) if a["handle"] in attrs else None)

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+# The kinds of named stateful objects nfkit creates, lists and references.
+OBJECT_KINDS = ("counter", "quota", "limit", "ct helper", "ct timeout", "ct expectation",
+                "synproxy")
 
 
 @dataclass
@@ -117,7 +120,7 @@ class Set:
 
 @dataclass
 class Obj:
-    """A stateful object: counter, quota or limit (``body`` holds its fields)."""
+    """A stateful object, one of OBJECT_KINDS (``body`` holds its fields)."""
 
     kind: str
     family: str

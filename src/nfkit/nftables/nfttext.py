@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from nfkit.errors import InputError, NfkitError
+from nfkit.nftables.expressions import EXTHDR_FIELDS
 from nfkit.nftables.model import FAMILIES
 from nfkit.nftables.types import CT, META, PAYLOAD, T
 
@@ -554,6 +555,9 @@ class Exprs:
         if w is None:
             return None
         w1 = c.word(1)
+        ext = self._exthdr(c, w, w1)
+        if ext is not None:
+            return ext
         if w in _PROTOS or w in _MORE_PROTOS:
             if w1 is not None and ((w, w1) in PAYLOAD or (w not in _PROTOS and w1.isidentifier()
                                                           and w1 not in _STMT_WORDS)):
@@ -626,6 +630,28 @@ class Exprs:
                 ob["ttl"] = c.name()
             ob["key"] = c.expect("name", "version")
             return {"osf": ob}
+        return None
+
+    def _exthdr(self, c: Cursor, w: str, w1: str | None) -> Any | None:
+        """`exthdr frag`, `frag more-fragments`, `rt type`, `tcp option maxseg size`,
+        `ip option rr ptr` (consumed), or None."""
+        if w in ("tcp", "ip") and w1 == "option":
+            kind = f"{w} option"
+            c.i += 2
+            body = {"name": c.name()}
+            nxt = c.word()
+            if nxt is not None and nxt not in ("exists", "missing", "set") \
+                    and not nxt.isdigit() and nxt not in _STMT_WORDS:
+                body["field"] = c.name()
+            return {kind: body}
+        if w == "exthdr" and w1 is not None:
+            c.i += 2
+            return {"exthdr": {"name": w1}}
+        names = {n for (k, n) in EXTHDR_FIELDS if k == "exthdr"}
+        if w in names and w1 is not None and w1 in EXTHDR_FIELDS[("exthdr", w)][1] \
+                or w == "frag" and w1 in ("frag-off", "more-fragments", "reserved2"):
+            c.i += 2
+            return {"exthdr": {"name": w, "field": w1}}
         return None
 
     def _ct(self, c: Cursor) -> Any | None:
@@ -909,7 +935,8 @@ class Statements(Exprs):
             c.i += 1
             left = {"&": [left, self.rhs(c)]}
             op = op or "=="
-        if isinstance(left, dict) and "fib" in left and right in ("missing", "exists"):
+        if isinstance(left, dict) and next(iter(left), None) in (
+                "fib", "exthdr", "tcp option", "ip option") and right in ("missing", "exists"):
             right = right == "exists"
         if op is None:
             if isinstance(right, dict) and "set" in right or \
@@ -1211,6 +1238,8 @@ class Statements(Exprs):
 
     def _st_synproxy(self, c: Cursor) -> Any:
         c.i += 1
+        if c.accept("name"):  # a reference to a synproxy object
+            return {"synproxy": c.name()}
         body: dict[str, Any] = {}
         flags: list[str] = []
         while True:
@@ -1920,7 +1949,7 @@ class Reader:
                     body["bytes"] = c.integer()
             elif kind == "quota":
                 q = st.quota_body(c)
-                mult = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 ** 2}
+                mult = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 ** 2, "gbytes": 1024 ** 3}
                 body["bytes"] = q["val"] * mult[q["val_unit"]]
                 if "used" in q:
                     body["used"] = q["used"] * mult[q["used_unit"]]
@@ -1928,14 +1957,41 @@ class Reader:
                     body["inv"] = True
             elif kind == "limit":
                 c.expect("rate")
-                lb = st.limit_body(c)
-                if "rate_unit" in lb:
-                    lb["unit"] = lb.pop("rate_unit")
-                body.update(lb)
+                body.update(st.limit_body(c))  # the keys of nft's JSON (rate_unit, ...)
             elif kind == "ct helper":
                 while not c.at_end():
                     w = c.expect("type", "protocol", "l3proto")
                     body[w] = c.name()
+            elif kind == "ct expectation":
+                w = c.expect("protocol", "dport", "timeout", "size", "l3proto")
+                if w == "timeout":  # milliseconds in nft's JSON
+                    body[w] = int(c.time() * 1000)
+                else:
+                    body[w] = c.integer() if w in ("dport", "size") else c.name()
+            elif kind == "ct timeout":
+                w = c.expect("protocol", "l3proto", "policy")
+                if w == "policy":
+                    c.expect("=")
+                    g = c.take()
+                    if not isinstance(g, Group):
+                        raise at(g, "syntax error, expecting {")
+                    policy = body.setdefault("policy", {})
+                    for el in g.elems:
+                        ec = Cursor(el, g)
+                        state = ec.name()
+                        ec.expect(":")
+                        policy[state] = ec.integer()
+                        if not ec.at_end():
+                            raise ec.unexpected()
+                else:
+                    body[w] = c.name()
+            elif kind == "synproxy":
+                while not c.at_end():
+                    w = c.expect("mss", "wscale", "timestamp", "sack-perm")
+                    if w in ("mss", "wscale"):
+                        body[w] = c.integer()
+                    else:
+                        body.setdefault("flags", []).append(w)
             else:
                 raise at(items[0], f"{kind} objects are not supported by nfkit")
             if not c.at_end():

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from nfkit.nftables.model import Ruleset
+from nfkit.nftables.types import bytes_unit
 
 _PRIO = {"filter": 0, "raw": -300, "mangle": -150, "dstnat": -100, "security": 50,
          "srcnat": 100}
@@ -30,11 +31,15 @@ _UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
 _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "ibrname"}}, {"meta": {"key": "obrname"}},
                  {"ct": {"key": "helper"}})
-_HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}})
+_HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
 
 
 def _typed(left: Any, v: Any) -> str:
     """A value printed the way nft prints it for that left-hand side."""
+    if isinstance(v, bool):  # fib ... exists / missing
+        return "exists" if v else "missing"
+    if isinstance(left, dict) and "base" in left.get("payload", {}) and isinstance(v, int):
+        return f"0x{v:x}"  # a raw payload's value: nft prints it in hex
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
     if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
@@ -73,6 +78,13 @@ def value(v: Any) -> str:
     return str(v)
 
 
+def _innermost(e: Any) -> Any:
+    """The expression under a chain of bitwise operations (its type types their values)."""
+    while isinstance(e, dict) and len(e) == 1 and next(iter(e)) in ("&", "|", "^"):
+        e = next(iter(e.values()))[0]
+    return e
+
+
 def expr(e: Any) -> str:
     if not isinstance(e, dict):
         return value(e)
@@ -93,8 +105,19 @@ def expr(e: Any) -> str:
         return " ".join(parts)
     if k == "concat":
         return " . ".join(expr(x) for x in b)
+    if k in ("<<", ">>"):
+        return f"{expr(b[0])} {k} {b[1]}"
+    if k == "socket":
+        return f"socket {b['key']}"
+    if k in ("exthdr", "tcp option", "ip option"):
+        head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option "}[k]
+        if "field" not in b:
+            return f"{'exthdr ' if k == 'exthdr' else head}{b['name']}"
+        return f"{head}{b['name']} {b['field']}"
+    if k == "rt":
+        return f"rt {b['family']} {b['key']}" if "family" in b else f"rt {b['key']}"
     if k in ("&", "|", "^"):
-        return f"{expr(b[0])} {k} {value(b[1])}"
+        return f"{expr(b[0])} {k} {_typed(_innermost(b[0]), b[1])}"
     if k == "map":
         return f"{expr(b['key'])} map {value(b['data'])}"
     if k == "numgen":
@@ -113,37 +136,70 @@ def expr(e: Any) -> str:
     return json.dumps(e)
 
 
-def statement(s: dict[str, Any]) -> str:
+def statement(s: dict[str, Any], family: str | None = None) -> str:
+    """One statement as nft prints it (``family``: the table's, for the defaults nft
+    leaves out, as `reject`'s code)."""
     (k, b), = s.items()
     if k in ("quota", "limit") and isinstance(b, str):  # a named object
         return f"{k} name {json.dumps(b)}"
+    if k in ("ct helper", "ct timeout", "ct expectation") and isinstance(b, str):
+        return f"{k} set {json.dumps(b)}"
+    if k == "ct helper" and isinstance(b, dict) and "map" in b:
+        m = b["map"]
+        items = ", ".join(f"{value(kk)} : {json.dumps(n)}" for kk, n in m["data"]["set"])
+        return f"ct helper set {expr(m['key'])} map {{ {items} }}"
+    if k == "dup":
+        dev = f" device {json.dumps(b['dev'])}" if "dev" in b else ""
+        return f"dup to {value(b['addr'])}{dev}"
+    if k == "fwd":
+        if "addr" in b:
+            return f"fwd {b.get('family', 'ip')} to {value(b['addr'])} device {json.dumps(b['dev'])}"
+        return f"fwd to {json.dumps(b['dev'])}"
+    if k == "tproxy":
+        fam = f" {b['family']}" if "family" in b else ""
+        where = value(b["addr"]) if "addr" in b else ""
+        if ":" in where and "port" in b:
+            where = f"[{where}]"
+        port = f":{b['port']}" if "port" in b else ""
+        return f"tproxy{fam} to {where}{port}"
+    if k == "synproxy":
+        if isinstance(b, str):
+            return f"synproxy name {json.dumps(b)}"
+        return " ".join(["synproxy", *_synproxy_words(b or {})])
     if k == "match":
         op = b["op"]
-        ops = "" if op in ("==", "in") else f"{op} "
-        return f"{expr(b['left'])} {ops}{_typed(b['left'], b['right'])}"
+        left = b["left"]
+        binop = isinstance(left, dict) and next(iter(left), None) in ("&", "|", "^")
+        ops = "== " if binop and op == "==" else "" if op in ("==", "in") else f"{op} "
+        return f"{expr(left)} {ops}{_typed(_innermost(left), b['right'])}"
     if k in ("accept", "drop", "return", "continue"):
         return k
     if k in ("jump", "goto"):
         return f"{k} {b['target']}"
     if k == "counter":
         if isinstance(b, str):
-            return f"counter name {b}"
+            return f"counter name {json.dumps(b)}"
         return f"counter packets {(b or {}).get('packets', 0)} bytes {(b or {}).get('bytes', 0)}"
     if k == "log":
-        out = "log"
-        for f in ("prefix", "group", "level"):
-            if b and f in b:
-                out += f" {f} {json.dumps(b[f]) if f == 'prefix' else b[f]}"
-        return out
+        return _log_text(b or {})
     if k == "limit":
         unit = " " + b["rate_unit"] if "rate_unit" in b else ""
         over = "over " if b.get("inv") else ""
-        return f"limit rate {over}{b['rate']}{unit}/{b['per']}"
+        burst = ""
+        if "rate_unit" not in b and b.get("burst", 5) != 5:
+            burst = f" burst {b['burst']} packets"
+        elif "rate_unit" in b and b.get("burst"):
+            burst = f" burst {b['burst']} {b.get('burst_unit', 'bytes')}"
+        return f"limit rate {over}{b['rate']}{unit}/{b['per']}{burst}"
     if k == "reject":
         if not b:
             return "reject"
         if b["type"] == "tcp reset":
             return "reject with tcp reset"
+        default = {"inet": "icmpx", "bridge": "icmpx", "netdev": "icmpx", "ip": "icmp",
+                   "ip6": "icmpv6"}.get(family or "")
+        if b["type"] == default and b.get("expr", "port-unreachable") == "port-unreachable":
+            return "reject"
         return f"reject with {b['type']} {b.get('expr', '')}".rstrip()
     if k in ("snat", "dnat", "masquerade", "redirect"):
         out = k
@@ -178,7 +234,16 @@ def statement(s: dict[str, Any]) -> str:
     if k == "notrack":
         return "notrack"
     if k in ("set", "map") and isinstance(b, dict) and "op" in b:
-        return f"{b['op']} {b.get('set', b.get('map'))} {{ {expr(b['elem'])} }}"
+        elem = b["elem"]
+        inner = expr(elem)
+        if isinstance(elem, dict) and "elem" in elem:
+            inner = expr(elem["elem"]["val"])
+            if "timeout" in elem["elem"]:
+                inner += f" timeout {elem['elem']['timeout']}s"
+        for st in b.get("stmt") or ():  # nft lists a set update's counter without values
+            inner += " counter" if st == {"counter": None} else " " + statement(st)
+        data = f" : {value(b['data'])}" if k == "map" else ""
+        return f"{b['op']} {b.get('set', b.get('map'))} {{ {inner}{data} }}"
     if k == "quota":
         return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
     if k == "ct count":
@@ -190,9 +255,66 @@ def statement(s: dict[str, Any]) -> str:
     return json.dumps(s)
 
 
+def _log_text(b: dict[str, Any]) -> str:
+    out = "log"
+    if "prefix" in b:
+        out += f" prefix {json.dumps(b['prefix'])}"
+    for f in ("group", "snaplen", "queue-threshold", "level"):
+        if f in b:
+            out += f" {f} {b[f]}"
+    flags = b.get("flags")
+    flags = [flags] if isinstance(flags, str) else list(flags or [])
+    if "all" in flags:
+        return out + " flags all"
+    if "tcp sequence" in flags and "tcp options" in flags:
+        out += " flags tcp sequence,options"
+    for f in ("tcp sequence", "tcp options", "ip options", "skuid", "ether"):
+        if f in flags and not (f.startswith("tcp") and "tcp sequence,options" in out):
+            out += f" flags {f}"
+    return out
+
+
+def _synproxy_words(b: dict[str, Any]) -> list[str]:
+    words = [f"{k} {b[k]}" for k in ("mss", "wscale") if k in b]
+    flags = b.get("flags", [])
+    return words + ([flags] if isinstance(flags, str) else list(flags))
+
+
+def _ms(ms: int) -> str:
+    """Milliseconds as nft prints a ct expectation's timeout (1000 -> 1s)."""
+    return duration(ms // 1000) if ms % 1000 == 0 else f"{ms}ms"
+
+
+def duration(seconds: int) -> str:
+    """A time as nft prints it (90 -> 1m30s)."""
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out + (f"{seconds}s" if seconds or not out else "")
+
+
+def _elem_text(kt: Any, e: Any) -> str:
+    """A set element, with what it carries (timeout, expires, counter...)."""
+    if not (isinstance(e, dict) and "elem" in e):
+        return _typed(kt, e)
+    el = e["elem"]
+    out = _typed(kt, el["val"])
+    for f in ("timeout", "expires"):
+        if f in el:
+            out += f" {f} {duration(int(el[f]))}"
+    if "comment" in el:
+        out += f" comment {json.dumps(el['comment'])}"
+    for f in ("counter", "quota", "limit"):
+        if f in el:
+            out += " " + statement({f: el[f]})
+    return out
+
+
 def rule_text(r: Any) -> str:
     """A rule's statements (and comment) as nft text."""
-    text = " ".join(statement(s) for s in r.expr)
+    text = " ".join(statement(s, r.family) for s in r.expr)
     if r.comment:
         text += f" comment {json.dumps(r.comment)}"
     return text
@@ -210,12 +332,58 @@ def command(c: Any) -> str:
     return str(c)
 
 
+def _obj_lines(o: Any) -> list[str]:
+    """The body of a named object's block, as nft lists it."""
+    b = o.body
+    if o.kind == "counter":
+        return [f"packets {b.get('packets', 0)} bytes {b.get('bytes', 0)}"]
+    if o.kind == "quota":
+        n, unit = bytes_unit(int(b.get("bytes", 0)))
+        line = f"{'over ' if b.get('inv') else ''}{n} {unit}"
+        if b.get("used"):
+            un, uu = bytes_unit(int(b["used"]))
+            line += f" used {un} {uu}"
+        return [line]
+    if o.kind == "limit":
+        over = "over " if b.get("inv") else ""
+        if b.get("rate_unit", "packets") == "packets":
+            burst = f" burst {b['burst']} packets" if b.get("burst", 5) != 5 else ""
+            return [f"rate {over}{b['rate']}/{b['per']}{burst}"]
+        burst = f" burst {b['burst']} {b.get('burst_unit', 'bytes')}" if b.get("burst") else ""
+        return [f"rate {over}{b['rate']} {b['rate_unit']}/{b['per']}{burst}"]
+    if o.kind == "ct timeout":
+        pol = ", ".join(f"{k} : {v}" for k, v in b.get("policy", {}).items())
+        return [f"protocol {b['protocol']}", f"l3proto {b['l3proto']}", f"policy = {{ {pol} }}"]
+    if o.kind == "ct expectation":
+        return [f"protocol {b['protocol']}", f"dport {b['dport']}",
+                f"timeout {_ms(int(b['timeout']))}", f"size {b['size']}",
+                f"l3proto {b['l3proto']}"]
+    if o.kind == "synproxy":
+        words = _synproxy_words(b)
+        return [w for w in words if w.startswith(("mss", "wscale"))] + \
+            ([" ".join(w for w in words if not w.startswith(("mss", "wscale")))]
+             if len(words) > sum(w.startswith(("mss", "wscale")) for w in words) else [])
+    if o.kind == "ct helper":
+        return [f"type {json.dumps(b['type'])} protocol {b['protocol']}",
+                f"l3proto {b['l3proto']}"]
+    return [json.dumps(b)]
+
+
 def to_text(rs: Ruleset) -> str:
     """The ruleset in nft's text syntax."""
     lines: list[str] = []
     for t in rs.tables:
         lines.append(f"table {t.family} {t.name} {{")
         first = True
+        for o in rs.objs:  # nft lists a table's objects before its sets
+            if (o.family, o.table) != t.key:
+                continue
+            if not first:
+                lines.append("")
+            first = False
+            lines.append(f"\t{o.kind} {o.name} {{")
+            lines += [f"\t\t{line}" for line in _obj_lines(o)]
+            lines.append("\t}")
         for s in rs.sets:
             if (s.family, s.table) != t.key:
                 continue
@@ -227,14 +395,24 @@ def to_text(rs: Ruleset) -> str:
                 tp += " : " + (s.map if isinstance(s.map, str) else " . ".join(s.map))
             lines.append(f"\t{s.kind} {s.name} {{")
             lines.append(f"\t\ttype {tp}")
-            if s.flags:
-                lines.append(f"\t\tflags {','.join(s.flags)}")
+            if s.size:
+                lines.append(f"\t\tsize {s.size}")
+            if s.flags:  # in nft's order
+                order = ["constant", "dynamic", "interval", "timeout"]
+                lines.append("\t\tflags " + ",".join(sorted(
+                    s.flags, key=lambda f: order.index(f) if f in order else len(order))))
             if s.timeout is not None:
-                lines.append(f"\t\ttimeout {s.timeout}s")
+                lines.append(f"\t\ttimeout {duration(int(s.timeout))}")
+            for st in s.stmt or ():
+                lines.append("\t\t" + ("counter" if st == {"counter": None} else statement(st)))
+            if s.comment is not None:
+                lines.append(f"\t\tcomment {json.dumps(s.comment)}")
             if s.elem:
+                kt = {"meta": {"key": "mark"}} if s.type == "mark" else None
+                vt = {"meta": {"key": "mark"}} if s.map == "mark" else None
                 lines.append("\t\telements = { " + ", ".join(
-                    f"{value(e[0])} : {value(e[1])}" if isinstance(e, list) else value(e)
-                    for e in s.elem) + " }")
+                    f"{_typed(kt, e[0])} : {_typed(vt, e[1])}" if isinstance(e, list)
+                    else _elem_text(kt, e) for e in s.elem) + " }")
             lines.append("\t}")
         for c in rs.chains:
             if (c.family, c.table) != t.key:
@@ -244,7 +422,8 @@ def to_text(rs: Ruleset) -> str:
             first = False
             lines.append(f"\tchain {c.name} {{")
             if c.hook:
-                dev = f" device {json.dumps(c.dev)}" if isinstance(c.dev, str) else ""
+                devs = [c.dev] if isinstance(c.dev, str) else c.dev or []
+                dev = f" device {json.dumps(devs[0])}" if len(devs) == 1 else ""
                 lines.append(f"\t\ttype {c.type} hook {c.hook}{dev} priority {_prio(c)}; "
                              f"policy {c.policy};")
             for r in rs.rules:

@@ -523,3 +523,15 @@ def reg_size(n: int) -> int:
 
 
 _BE32 = struct.Struct(">I")
+
+
+# Byte units of limits and quotas, as nft names them.
+BYTE_UNITS = {"bytes": 1, "kbytes": 1024, "mbytes": 1024 * 1024, "gbytes": 1024 ** 3}
+
+
+def bytes_unit(n: int) -> tuple[int, str]:
+    """(value, unit) of a byte count as nft lists it: the largest unit dividing it."""
+    for unit in ("gbytes", "mbytes", "kbytes"):
+        if n and n % BYTE_UNITS[unit] == 0:
+            return n // BYTE_UNITS[unit], unit
+    return n, "bytes"

@@ -25,7 +25,7 @@ from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.netlink.specs.nftables import TABLES
-from nfkit.nftables.model import Rule
+from nfkit.nftables.model import OBJECT_KINDS, Rule
 
 NAME_MAXLEN = 255  # NFT_NAME_MAXLEN (256) less the NUL
 COMMENT_MAXLEN = 128  # nft's NFTNL_UDATA_COMMENT_MAXLEN
@@ -279,7 +279,7 @@ def obj(kind: str, o: Any, verb: str = "add") -> None:
         structure(o.elem, f"{what}: elements")
         if o.stmt:
             statements(o.stmt, f"{what}: element statements")
-    elif kind in ("counter", "quota", "limit", "ct helper"):
+    elif kind in OBJECT_KINDS:
         name(o.name, f"{what}: name")
         structure(o.body, what)
         fields(kind, o.body, what)

@@ -606,15 +606,67 @@ CT_HELPER = _attrset("ct_helper", {
 })
 
 
+SOCKET = _attrset("socket", {
+    1: ("key", K.BE32),
+    2: ("dreg", K.BE32),
+    3: ("level", K.BE32),
+})
+
+
+DUP = _attrset("dup", {
+    1: ("sreg_addr", K.BE32),
+    2: ("sreg_dev", K.BE32),
+})
+
+
+FWD = _attrset("fwd", {
+    1: ("sreg_dev", K.BE32),
+    2: ("sreg_addr", K.BE32),
+    3: ("nfproto", K.BE32),
+})
+
+
+TPROXY = _attrset("tproxy", {
+    1: ("family", K.BE32),
+    2: ("reg_addr", K.BE32),
+    3: ("reg_port", K.BE32),
+})
+
+
+CT_TIMEOUT = _attrset("ct_timeout", {
+    1: ("l3proto", K.BE16),
+    2: ("l4proto", K.U8),
+    3: ("data", K.BINARY),  # CTA_TIMEOUT_<PROTO>_* (be32 seconds), by layer-4 protocol
+})
+
+
+CT_EXPECT = _attrset("ct_expect", {
+    1: ("l3proto", K.BE16),
+    2: ("l4proto", K.U8),
+    3: ("dport", K.BE16),
+    4: ("timeout", K.U32),  # the kernel reads it in host order (nla_get_u32)
+    5: ("size", K.U8),
+})
+
+
+SYNPROXY = _attrset("synproxy", {
+    1: ("mss", K.BE16),
+    2: ("wscale", K.U8),
+    3: ("flags", K.BE32),
+})
+
+
 # Each expression's attributes, by the name NFTA_EXPR_NAME gives (the sub-message of
 # NFTA_EXPR_DATA); stateful objects' data by NFTA_OBJ_TYPE.
 EXPR_OPS = {s.name: s for s in (
     IMMEDIATE, BITWISE, BYTEORDER, CMP, RANGE, LOOKUP, DYNSET, PAYLOAD, EXTHDR, HASH, META, RT,
     CT, LIMIT, CONNLIMIT, COUNTER, LOG, QUEUE, QUOTA, REJECT, NAT, MASQ, REDIR, OBJREF, FIB,
-    NUMGEN, TARGET,
+    NUMGEN, TARGET, SYNPROXY, SOCKET, DUP, FWD, TPROXY,
 )}
 OBJ_DATA = {ObjectType.COUNTER: COUNTER, ObjectType.QUOTA: QUOTA, ObjectType.CT_HELPER: CT_HELPER,
-            ObjectType.LIMIT: LIMIT, ObjectType.CONNLIMIT: CONNLIMIT}
+            ObjectType.LIMIT: LIMIT, ObjectType.CONNLIMIT: CONNLIMIT,
+            ObjectType.CT_TIMEOUT: CT_TIMEOUT, ObjectType.CT_EXPECT: CT_EXPECT,
+            ObjectType.SYNPROXY: SYNPROXY}
 EXPR.attrs[2].variants = EXPR_OPS
 OBJ.attrs[4].variants = OBJ_DATA
 
@@ -662,6 +714,13 @@ UAPI: list[tuple] = [
     (GEN, _H, "nft_gen_attributes", "NFTA_GEN_"),
     (TARGET, _COMPAT, "nft_target_attributes", "NFTA_TARGET_"),
     (CT_HELPER, _H, "nft_ct_helper_attributes", "NFTA_CT_HELPER_"),
+    (CT_TIMEOUT, _H, "nft_ct_timeout_timeout_attributes", "NFTA_CT_TIMEOUT_"),
+    (CT_EXPECT, _H, "nft_ct_expectation_attributes", "NFTA_CT_EXPECT_"),
+    (SYNPROXY, _H, "nft_synproxy_attributes", "NFTA_SYNPROXY_"),
+    (SOCKET, _H, "nft_socket_attributes", "NFTA_SOCKET_"),
+    (DUP, _H, "nft_dup_attributes", "NFTA_DUP_"),
+    (FWD, _H, "nft_fwd_attributes", "NFTA_FWD_"),
+    (TPROXY, _H, "nft_tproxy_attributes", "NFTA_TPROXY_"),
     (RULE_COMPAT, _H, "nft_rule_compat_attributes", "NFTA_RULE_COMPAT_"),
 ]
 
