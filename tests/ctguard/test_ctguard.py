@@ -496,3 +496,55 @@ def test_lost_events_make_one_dump_per_resync_interval_not_one_per_overrun(netns
             assert [a["action"] for a in guard.actions].count("resync deferred") == 1
         finally:
             guard.stop()
+
+
+FILL_ONE_SOURCE = ("for i in $(seq 1 80); do conntrack -I -p tcp -s 203.0.113.7 -d 198.51.100.2 "
+                   "--sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY -t 3000 "
+                   ">/dev/null 2>&1; done; for s in $(seq 1 20); do conntrack -I -p udp -s 192.0.2.$s "
+                   "-d 198.51.100.2 --sport 5000 --dport 53 -t 3000 >/dev/null 2>&1; done")
+
+
+def _kernel_rules(ns) -> list | None:  # type: ignore[no-untyped-def,type-arg]
+    """ctguard's table as nft lists it (None: absent): [(chain, expr, comment)] and its sets."""
+    doc = json.loads(ns.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
+    if not any("table" in o and o["table"]["name"] == "nfkit_ctguard" for o in doc):
+        return None
+    return ([(o["rule"]["chain"], o["rule"]["expr"], o["rule"].get("comment")) for o in doc if "rule" in o]
+            + [(o["set"]["name"], o["set"]["type"], o["set"].get("size")) for o in doc if "set" in o])
+
+
+def _wait(what, cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, what
+        time.sleep(0.1)
+
+
+@pytest.mark.kernel
+def test_source_over_its_share_gets_a_ct_count_rule_removed_when_pressure_ends_and_on_exit(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    netns.run(["sh", "-c", FILL_ONE_SOURCE])
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
+                   "source_limit_sets = 4096\n")
+    sock = tmp_path / "g.sock"
+    comment = "ctguard: at most 16 new connections per source"  # share: max(min_share 16, 100 // 21)
+    wanted = [("source_limit", [
+        {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+        {"set": {"op": "add", "elem": {"payload": {"protocol": proto, "field": "saddr"}}, "set": "@" + name,
+                 "stmt": [{"ct count": {"val": 16, "inv": True}}]}},
+        {"drop": None}], comment) for proto, name in (("ip", "sources_v4"), ("ip6", "sources_v6"))]
+    wanted += [("sources_v4", "ipv4_addr", 4096), ("sources_v6", "ipv6_addr", 4096)]
+    guard = start_guard(netns, cfg, sock)
+    try:
+        _wait("the rule installed", lambda: _kernel_rules(netns) is not None)
+        assert _kernel_rules(netns) == wanted
+        assert query_status(sock)["source_limit"] == 16
+        netns.run(["conntrack", "-F"])  # the pressure ends
+        _wait("the rule removed when the fill fell", lambda: _kernel_rules(netns) is None)
+        netns.run(["sh", "-c", FILL_ONE_SOURCE])  # and comes back
+        _wait("the rule installed again", lambda: _kernel_rules(netns) is not None)
+        assert _kernel_rules(netns) == wanted
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    assert _kernel_rules(netns) is None  # removed on exit

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nfkit.conntrack.stale import flush_stale
 from nfkit.conntrack.table import ConntrackTable
+from nfkit.ctguard import limit as source_limit
 from nfkit.ctguard import policy, size
 from nfkit.ctguard.config import thresholds
 from nfkit.ctguard.feed import PictureFeed
@@ -66,6 +67,7 @@ class Guard(Service):
         self.last_dump = float("-inf")
         self.resync_due: float | None = None  # a resync put off by the rate limit
         self.overruns = 0  # times the kernel dropped events (each one ENOBUFS)
+        self.limited: int | None = None  # N of the installed `ct count over N` rule
         self.evicted = 0
         self.flushed = 0
         self.registry = CollectorRegistry()
@@ -104,6 +106,8 @@ class Guard(Service):
     def stop(self) -> None:
         try:
             self.restore_timeouts("stopping")
+            if self.limited is not None:
+                self.lift_source_limit("stopping")
         finally:
             for sock in (self.stream, self.routes, self.table):
                 if sock is not None:
@@ -197,10 +201,31 @@ class Guard(Service):
             self.shorten_timeouts(count, limit)
         elif wanted is False:
             self.restore_timeouts(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
+        if self.cfg["limits"]["source_limit"]:
+            self.check_source_limit(count, limit)
         eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
         if eviction.records:
             self.evict(eviction, count, limit)
         return float(self.interval)
+
+    def check_source_limit(self, count: int, limit: int) -> None:
+        """Install the per-source `ct count` rule when, at `evict_at`, a source holds more than
+        its share; remove it when the fill is back below `restore_below`."""
+        if self.limited is None and count >= self.t.evict_at * limit:
+            share = policy.fair_share(self.picture, limit, self.t)
+            top = self.picture.by_source.most_common(1)
+            if top and top[0][1] > share:
+                source_limit.install(share, self.cfg["limits"]["source_limit_sets"])
+                self.limited = share
+                self.act("limit sources", f"fill {count}/{limit}, {top[0][0]} holds {top[0][1]} entries "
+                         f"over a share of {share}: new connections limited to {share} per source", share)
+        elif self.limited is not None and count < self.t.restore_below * limit:
+            self.lift_source_limit(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
+
+    def lift_source_limit(self, why: str) -> None:
+        source_limit.remove()
+        self.act("lift source limit", why, self.limited or 0)
+        self.limited = None
 
     def idleness(self, records: Sequence[Record]) -> dict[Key, float]:
         """Seconds each candidate has been idle: its state's full timeout minus what is left."""
@@ -271,5 +296,6 @@ class Guard(Service):
             "evicted": self.evicted, "stale_flushed": self.flushed,
             "events": self.picture.events, "dumps": self.dumps,
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
+            "source_limit": self.limited,
             "actions": list(self.actions),
         }
