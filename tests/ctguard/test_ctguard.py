@@ -548,3 +548,33 @@ def test_source_over_its_share_gets_a_ct_count_rule_removed_when_pressure_ends_a
         guard.send_signal(signal.SIGTERM)
         assert guard.wait(10) == 0
     assert _kernel_rules(netns) is None  # removed on exit
+
+
+@pytest.mark.kernel
+def test_the_source_limit_rule_drops_new_connections_over_n(netns) -> None:  # type: ignore[no-untyped-def]
+    """Real datagrams through the installed rule: a source gets N new connections, no more."""
+    import socket as pysocket
+
+    from nfkit.ctguard import limit
+
+    netns.run(["ip", "link", "set", "lo", "up"])
+    with netns.enter():
+        limit.install(3, 1024)
+        r = pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 9999))
+        r.settimeout(0.5)
+        for port in range(40000, 40005):  # five connections from one source
+            with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", port))
+                s.sendto(b"x", ("127.0.0.1", 9999))
+        got = 0
+        try:
+            while True:
+                r.recv(16)
+                got += 1
+        except TimeoutError:
+            pass
+        r.close()
+        limit.remove()
+    assert got == 3
+    assert _kernel_rules(netns) is None
