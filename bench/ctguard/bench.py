@@ -19,6 +19,11 @@ run:
   a second (UDP datagrams from a raw socket, paced, each from another source
   port; the namespace's UDP timeout at 2 s so the table stays below the
   thresholds: the cost of following the table, 100,000 events a second);
+- event path: 20,000 new and 20,000 destroy events recorded from the kernel
+  (entries created and flushed over ctnetlink), then applied to a picture in
+  this process twice: as the daemon did before (an Entry decoded per event,
+  then the picture) and as it does now (the datagrams straight into the
+  picture through the layouts): CPU microseconds per event, each way;
 - topology: 20,000 UNREPLIED UDP entries source-NATed to an address that is
   removed (20,000 others NATed to another address stay): time from `ip addr
   del` to the last stale entry gone, ctguard vs a shell script doing the same
@@ -132,7 +137,7 @@ class Bench:
                          "sleep 0.1; done; exit 1"])
         # the server answers nothing but its echo port (no ICMP errors to spoofed sources)
         self.server.run(["nft", "add table inet f; add chain inet f in { type filter hook input priority 0; }; "
-                         "add rule inet f in udp dport != 7000 drop"])
+                         "add rule inet f in udp dport 9000 counter drop; add rule inet f in udp dport != 7000 drop"])
         self.fw.run(["nft", "add table inet track; add chain inet track f { type filter hook forward "
                      "priority 0; }; add rule inet track f ct state established,related accept; "
                      "add table ip nat; add chain ip nat post { type nat hook postrouting priority srcnat; }; "
@@ -261,17 +266,76 @@ class Bench:
         flood = self.client.popen([sys.executable, "-c", PACED_UDP, str(self.new_per_s), SERVER])
         time.sleep(3)  # steady state
         ev0 = query_status(self.tmp / "g.sock")["events"]
+        sent0 = self.paced_received()
         cpu0, t0 = self.guard_cpu(guard), time.monotonic()
         time.sleep(10)
         cpu1, t1 = self.guard_cpu(guard), time.monotonic()
+        sent1 = self.paced_received()
         status = query_status(self.tmp / "g.sock")
         flood.kill()
         flood.wait()
         self.stop(guard)
-        self.record("cpu: new entries/s the kernel made (events / 2)", (status["events"] - ev0) / 2 / (t1 - t0))
+        self.record("cpu: new entries/s the kernel made (datagrams through the firewall)",
+                    (sent1 - sent0) / (t1 - t0))
+        self.record("cpu: events/s ctguard followed (new, update, destroy)", (status["events"] - ev0) / (t1 - t0))
         self.record("cpu: ctguard cores while following them", (cpu1 - cpu0) / (t1 - t0))
         self.record("cpu: fill meanwhile (%)", 100 * status["entries"] / self.limit)
         self.record("cpu: resync dumps", status["dumps"])
+        self.record("cpu: event overruns (ENOBUFS)", status.get("overruns", 0))
+        self.record("cpu: ctguard µs CPU per event followed",
+                    1e6 * (cpu1 - cpu0) / max(status["events"] - ev0, 1))
+
+    def paced_received(self) -> int:
+        """Datagrams of the paced generator the server received (each a new entry in the firewall)."""
+        out = json.loads(self.server.run(["nft", "-j", "list", "table", "inet", "f"]).stdout)
+        return sum(r["rule"]["expr"][1]["counter"]["packets"] for r in out["nftables"]
+                   if "rule" in r and len(r["rule"]["expr"]) > 1 and "counter" in r["rule"]["expr"][1])
+
+    def event_path(self, n: int = 20_000) -> None:
+        """CPU per event of the picture's two event paths over the same recorded datagrams."""
+        from nfkit.conntrack.table import Event
+        from nfkit.conntrack.wire import EntryDecoder
+        from nfkit.ctguard.feed import PictureFeed
+        from nfkit.ctguard.picture import Picture
+        from nfkit.netlink.codec import parse_messages
+
+        self.reset()
+        datagrams: list[bytes] = []
+        with self.fw.enter(), ConntrackTable() as t, t.events(resync=False, rcvbuf=256 << 20) as stream:
+            t.create_many(established(n))
+            t.flush()
+            buf = bytearray(1 << 16)
+            quiet = 0
+            while quiet < 50:
+                got = stream.sock.recv_into(buf, False)
+                if got:
+                    datagrams.append(bytes(buf[:got]))
+                    quiet = 0
+                else:
+                    quiet += 1
+                    time.sleep(0.01)
+
+        def entries_path() -> int:  # the daemon's path before: an Event and an Entry per event
+            picture, decoder = Picture(), EntryDecoder()
+            for d in datagrams:
+                for msg in parse_messages(memoryview(d)):
+                    kind = "destroy" if msg.type & 0xFF == 2 else "new"
+                    ev = Event(kind, decoder.decode_attrs(msg.attrs, msg.family))
+                    picture.apply(ev.kind, ev.entry, 1.0)  # type: ignore[arg-type]
+            return picture.events
+
+        def feed_path() -> int:
+            picture = Picture()
+            feed = PictureFeed(picture)
+            for d in datagrams:
+                feed.feed(d, len(d), 1.0)
+            return picture.events
+
+        for name, fn in (("before: Entry per event", entries_path), ("now: layouts into the picture", feed_path)):
+            c0 = time.process_time()
+            events = fn()
+            self.record(f"event path, {name} (µs CPU/event)", 1e6 * (time.process_time() - c0) / max(events, 1))
+        self.record("event path: events recorded", len(datagrams))
 
     def send_nat_udp(self, n: int) -> None:
         with self.client.enter():
@@ -331,6 +395,9 @@ class Bench:
         def ratio(a: str, b: str) -> str:
             return f"{med[a] / med[b]:.2f}" if a in med and b in med and med[b] else "-"
 
+        print("  event path: before / now (CPU per event)                               "
+              + ratio("event path, before: Entry per event (µs CPU/event)",
+                      "event path, now: layouts into the picture (µs CPU/event)"))
         print("  topology flush: shell script (ip monitor + conntrack -D) / ctguard     "
               + ratio("topology flush of 20000: shell (s)", "topology flush of 20000: ctguard (s)"))
         for note in self.notes:
@@ -344,12 +411,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="hping3 -i uN: microseconds between flood packets (default 0: --flood)")
     ap.add_argument("--new-per-s", type=int, default=50_000,
                     help="new entries a second for the CPU measure (default 50000)")
-    ap.add_argument("--only", help="comma-separated: exhaustion,syn,udp,reaction,cpu,topology")
+    ap.add_argument("--only", help="comma-separated: exhaustion,syn,udp,reaction,events,cpu,topology")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("bench/ctguard: needs root (network namespaces)")
-    only = set(args.only.split(",")) if args.only else {"exhaustion", "syn", "udp", "reaction", "cpu",
-                                                          "topology"}
+    only = set(args.only.split(",")) if args.only else {"exhaustion", "syn", "udp", "reaction", "events",
+                                                          "cpu", "topology"}
     with tempfile.TemporaryDirectory(prefix="nfkit-ctguard-bench-") as tmp, three_node("ncg") as lab:
         bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp))
         bench.setup()
@@ -363,6 +430,9 @@ def main(argv: list[str] | None = None) -> None:
             if "reaction" in only:
                 say("  reaction")
                 bench.reaction()
+            if "events" in only:
+                say("  event path")
+                bench.event_path()
             if "cpu" in only:
                 say("  cpu")
                 bench.cpu()

@@ -15,6 +15,7 @@ from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import config
+from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Picture, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
 from nfkit.errors import CapabilityError
@@ -45,6 +46,50 @@ def test_picture_follows_events_and_resync() -> None:
     assert len(p) == 1 and p.by_source == {"203.0.113.1": 1}
     p.resync([tcp("192.0.2.9", 5)], 5.0)
     assert p.by_source == {"192.0.2.9": 1} and p.resyncs == 1
+
+
+@pytest.mark.kernel
+def test_picture_from_raw_event_datagrams_equals_the_one_from_entries(netns) -> None:  # type: ignore[no-untyped-def]
+    """The event path (layouts, no Entry per event) keeps the same picture as decoding each
+    event into an Entry: new, update (TCP state and status change), destroy, v4 and v6, zones."""
+    with netns.enter(), ConntrackTable() as t, t.events(resync=False) as stream:
+        entries = [tcp(f"203.0.113.{i}", 1000 + i, assured=i % 2 == 0) for i in range(1, 7)]
+        entries.append(Entry(Tuple("2001:db8::1", "2001:db8::2", 17, 5000, 53), status=8, zone=3))
+        for e in entries:
+            t.create(e)
+        t.update(entries[0], timeout=500)
+        t.delete(entries[1])
+        time.sleep(0.2)
+        datagrams = []
+        buf = bytearray(1 << 16)
+        while n := stream.sock.recv_into(buf, False):
+            datagrams.append(bytes(buf[:n]))
+    assert len(datagrams) >= len(entries) + 2
+    fast, slow = Picture(), Picture()
+    feed = PictureFeed(fast)
+    for d in datagrams:
+        feed.feed(d, len(d), 1.0)
+        for ev in _events_of(d):
+            slow.apply(ev.kind, ev.entry, 1.0)
+    assert fast.records.keys() == slow.records.keys() and len(fast) == len(entries) - 1
+    assert (fast.by_state, fast.by_source, fast.by_zone) == (slow.by_state, slow.by_source, slow.by_zone)
+    assert [len(x) for x in fast.tiers] == [len(x) for x in slow.tiers]
+    for key, r in fast.records.items():  # the entry a decision asks for, built from the kept values
+        assert r.entry == slow.records[key].entry and r.status == slow.records[key].status
+    assert fast.events == slow.events
+
+
+def _events_of(datagram: bytes) -> list:  # type: ignore[type-arg]
+    """The datagram's events as the generic path decodes them (Entry per event)."""
+    from nfkit.conntrack.table import Event
+    from nfkit.conntrack.wire import EntryDecoder
+    from nfkit.netlink.codec import parse_messages
+
+    out = []
+    for msg in parse_messages(memoryview(datagram)):
+        kind = "destroy" if msg.type & 0xFF == 2 else "new"
+        out.append(Event(kind, EntryDecoder().decode_attrs(msg.attrs, msg.family)))
+    return out
 
 
 def test_fairness_first_then_value() -> None:
@@ -416,3 +461,120 @@ def test_topology_rules_per_interface(routed_lab, tmp_path) -> None:  # type: ig
     assert any(w.startswith("route 203.0.113.0/24 via eth1 added") for w in whys)
     assert any(w.startswith("link eth1 up: unreplied NATed entries") for w in whys)
     assert not any("192.0.2.9" in w for w in whys)
+
+
+@pytest.mark.kernel
+def test_lost_events_make_one_dump_per_resync_interval_not_one_per_overrun(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A flood that overruns the event socket again and again: the overruns are counted, the
+    picture is marked inexact, and the next full dump waits for `resync_interval`."""
+    import selectors
+    import socket as pysocket
+
+    from nfkit.ctguard.guard import Guard
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nresync_interval = 1.5\n[[topology]]\ninterface = \"*\"\n"
+                   "address_removed = \"none\"\n")
+    with netns.enter(), ConntrackTable() as t:
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            # the smallest receive buffer the kernel allows: a few hundred events overrun it
+            guard.stream.sock.sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 0)
+            for burst in range(4):
+                t.create_many(tcp(f"203.0.113.{1 + burst}", 1000 + i) for i in range(1500))
+                guard.on_conntrack()
+            assert guard.overruns >= 2, guard.overruns
+            assert guard.dumps == 1  # the start's only: no dump per overrun
+            assert guard.status()["picture_exact"] is False
+            guard.tick()
+            assert guard.dumps == 1  # still within resync_interval of the start's dump
+            time.sleep(1.6)
+            guard.tick()
+            assert guard.dumps == 2 and guard.status()["picture_exact"] is True
+            assert len(guard.picture) == 6000
+            assert [a["action"] for a in guard.actions].count("resync deferred") == 1
+        finally:
+            guard.stop()
+
+
+FILL_ONE_SOURCE = ("for i in $(seq 1 80); do conntrack -I -p tcp -s 203.0.113.7 -d 198.51.100.2 "
+                   "--sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY -t 3000 "
+                   ">/dev/null 2>&1; done; for s in $(seq 1 20); do conntrack -I -p udp -s 192.0.2.$s "
+                   "-d 198.51.100.2 --sport 5000 --dport 53 -t 3000 >/dev/null 2>&1; done")
+
+
+def _kernel_rules(ns) -> list | None:  # type: ignore[no-untyped-def,type-arg]
+    """ctguard's table as nft lists it (None: absent): [(chain, expr, comment)] and its sets."""
+    doc = json.loads(ns.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
+    if not any("table" in o and o["table"]["name"] == "nfkit_ctguard" for o in doc):
+        return None
+    return ([(o["rule"]["chain"], o["rule"]["expr"], o["rule"].get("comment")) for o in doc if "rule" in o]
+            + [(o["set"]["name"], o["set"]["type"], o["set"].get("size")) for o in doc if "set" in o])
+
+
+def _wait(what, cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, what
+        time.sleep(0.1)
+
+
+@pytest.mark.kernel
+def test_source_over_its_share_gets_a_ct_count_rule_removed_when_pressure_ends_and_on_exit(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    netns.run(["sh", "-c", FILL_ONE_SOURCE])
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 100\ninterval = 0.1\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
+                   "source_limit_sets = 4096\n")
+    sock = tmp_path / "g.sock"
+    comment = "ctguard: at most 16 new connections per source"  # share: max(min_share 16, 100 // 21)
+    wanted = [("source_limit", [
+        {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+        {"set": {"op": "add", "elem": {"payload": {"protocol": proto, "field": "saddr"}}, "set": "@" + name,
+                 "stmt": [{"ct count": {"val": 16, "inv": True}}]}},
+        {"drop": None}], comment) for proto, name in (("ip", "sources_v4"), ("ip6", "sources_v6"))]
+    wanted += [("sources_v4", "ipv4_addr", 4096), ("sources_v6", "ipv6_addr", 4096)]
+    guard = start_guard(netns, cfg, sock)
+    try:
+        _wait("the rule installed", lambda: _kernel_rules(netns) is not None)
+        assert _kernel_rules(netns) == wanted
+        assert query_status(sock)["source_limit"] == 16
+        netns.run(["conntrack", "-F"])  # the pressure ends
+        _wait("the rule removed when the fill fell", lambda: _kernel_rules(netns) is None)
+        netns.run(["sh", "-c", FILL_ONE_SOURCE])  # and comes back
+        _wait("the rule installed again", lambda: _kernel_rules(netns) is not None)
+        assert _kernel_rules(netns) == wanted
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    assert _kernel_rules(netns) is None  # removed on exit
+
+
+@pytest.mark.kernel
+def test_the_source_limit_rule_drops_new_connections_over_n(netns) -> None:  # type: ignore[no-untyped-def]
+    """Real datagrams through the installed rule: a source gets N new connections, no more."""
+    import socket as pysocket
+
+    from nfkit.ctguard import limit
+
+    netns.run(["ip", "link", "set", "lo", "up"])
+    with netns.enter():
+        limit.install(3, 1024)
+        r = pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 9999))
+        r.settimeout(0.5)
+        for port in range(40000, 40005):  # five connections from one source
+            with pysocket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", port))
+                s.sendto(b"x", ("127.0.0.1", 9999))
+        got = 0
+        try:
+            while True:
+                r.recv(16)
+                got += 1
+        except TimeoutError:
+            pass
+        r.close()
+        limit.remove()
+    assert got == 3
+    assert _kernel_rules(netns) is None

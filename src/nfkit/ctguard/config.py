@@ -14,6 +14,9 @@
     evict_to = 0.80              # ... down to here
     min_share = 16               # a source's fair share is never below this many entries
     batch = 2048                 # most evictions per round
+    resync_interval = 30         # seconds, at least, between two resync dumps after lost events
+    source_limit = true          # at evict_at, a source over its share: install a ct count rule
+    source_limit_sets = 65535    # sources each of its sets (IPv4, IPv6) can count
 
     [size]                       # the table's maximum and hash buckets (initial namespace)
     memory = ""                  # "512M": memory the table may take; empty: no plan
@@ -89,6 +92,14 @@ SCHEMA = Schema((
         Key("min_share", int, "a source's fair share is never below this", _T.min_share,
             in_range(1, 2**31 - 1)),
         Key("batch", int, "most evictions per round", _T.batch, in_range(1, 1 << 20)),
+        Key("resync_interval", (float, int), "seconds, at least, between two resync dumps after "
+            "lost events (in between: the picture is inexact, the fill comes from the kernel)", 30,
+            in_range(0, 3600)),
+        Key("source_limit", bool, "at evict_at, when a source holds more than its share: install "
+            "table inet nfkit_ctguard, new connections limited per source to the share "
+            "(`ct count over N` drop); removed below restore_below and on exit", True),
+        Key("source_limit_sets", int, "sources each set of that rule (IPv4, IPv6) can count",
+            65535, in_range(1, 1 << 24)),
     ), "when and how hard to act"),
     Section("size", (
         Key("memory", str, "memory the table may take (\"512M\"; empty: no plan)", "", _memory),

@@ -23,8 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nfkit.conntrack.stale import flush_stale
 from nfkit.conntrack.table import ConntrackTable
+from nfkit.ctguard import limit as source_limit
 from nfkit.ctguard import policy, size
 from nfkit.ctguard.config import thresholds
+from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.topology import DEFAULT_RULE, Topology
 from nfkit.errors import EventsLost, NetlinkError
@@ -37,6 +39,7 @@ log = logging.getLogger("nfkit.ctguard")
 PROC_NF = Path("/proc/sys/net/netfilter")
 EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's burst at full rate
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
+DATAGRAM_BUFFER = 1 << 16  # one event datagram at a time (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 
 
@@ -60,6 +63,11 @@ class Guard(Service):
         self.saved_timeouts: dict[str, int] = {}
         self.actions: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.dumps = 0
+        self.resync_interval = float(cfg["limits"]["resync_interval"])
+        self.last_dump = float("-inf")
+        self.resync_due: float | None = None  # a resync put off by the rate limit
+        self.overruns = 0  # times the kernel dropped events (each one ENOBUFS)
+        self.limited: int | None = None  # N of the installed `ct count over N` rule
         self.evicted = 0
         self.flushed = 0
         self.registry = CollectorRegistry()
@@ -70,6 +78,8 @@ class Guard(Service):
                                  registry=r)
         self.m_resyncs = Counter("nfkit_ctguard_resyncs_total", "full dumps after lost events",
                                  registry=r)
+        self.m_overruns = Counter("nfkit_ctguard_event_overruns_total",
+                                  "times the kernel dropped conntrack events for ctguard", registry=r)
         self.m_flushed = Counter("nfkit_ctguard_stale_flushed_total",
                                  "entries flushed after topology changes", registry=r)
         self.topology: Topology | None = None
@@ -87,6 +97,8 @@ class Guard(Service):
                      f"({p.entry_bytes}-byte entries)", p.max)
         self.table = ConntrackTable()
         self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
+        self.feed = PictureFeed(self.picture, self.table.decoder)
+        self.datagram = bytearray(DATAGRAM_BUFFER)
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
         self.follow_topology(selector)
@@ -94,6 +106,8 @@ class Guard(Service):
     def stop(self) -> None:
         try:
             self.restore_timeouts("stopping")
+            if self.limited is not None:
+                self.lift_source_limit("stopping")
         finally:
             for sock in (self.stream, self.routes, self.table):
                 if sock is not None:
@@ -104,24 +118,47 @@ class Guard(Service):
         assert self.table is not None
         self.dumps += 1
         self.m_resyncs.inc()
+        self.resync_due = None
         self.picture.resync(self.table.entries(), time.monotonic())
+        self.last_dump = time.monotonic()
         self.act("resync", why, len(self.picture))
 
     def on_conntrack(self) -> None:
-        # a burst of events must not hold the policy back: back to the loop after a slice
-        # (the rest stays queued; ctnetlink sends one event a datagram, so none is cut)
+        # every datagram waiting, decoded straight into the picture (no Entry, no Event per
+        # event); a burst must not hold the policy back: back to the loop after a slice
+        recv = self.stream.sock.recv_into
+        buf = self.datagram
+        feed = self.feed.feed
         now = time.monotonic()
         until = now + EVENT_SLICE
         try:
-            for n, ev in enumerate(self.stream.pending(), 1):
-                if ev.entry is not None:
-                    self.picture.apply(ev.kind, ev.entry, now)
-                if n % 64 == 0:
+            for i in range(1 << 30):
+                n = recv(buf, False)
+                if not n:
+                    return
+                feed(buf, n, now)
+                if i & 63 == 63:
                     now = time.monotonic()
                     if now >= until:
-                        break
+                        return
         except EventsLost:
+            self.events_lost(time.monotonic())
+
+    def events_lost(self, now: float) -> None:
+        """The kernel dropped events: the picture is inexact until a resync, and resyncs are
+        rate-limited (`resync_interval`): a flood that overruns the socket again and again
+        gets one full dump per interval, never one per overrun."""
+        self.overruns += 1
+        self.m_overruns.inc()
+        if self.resync_due is not None:
+            return  # already owed; the overrun is counted
+        if now - self.last_dump >= self.resync_interval:
             self.resync("the kernel dropped events")
+        else:
+            self.resync_due = self.last_dump + self.resync_interval
+            self.act("resync deferred", f"the kernel dropped events {now - self.last_dump:.1f} s after "
+                     f"the last dump; the picture is inexact (counts from the kernel) until the "
+                     f"next, in {self.resync_due - now:.1f} s", len(self.picture))
 
     def follow_topology(self, selector: selectors.BaseSelector) -> None:
         rules = self.cfg["topology"] or [DEFAULT_RULE]
@@ -154,6 +191,8 @@ class Guard(Service):
         return self.budget or read_sysctl("nf_conntrack_max")
 
     def tick(self) -> float:
+        if self.resync_due is not None and time.monotonic() >= self.resync_due:
+            self.resync(f"the kernel dropped events ({self.overruns} overruns so far)")
         count, limit = read_sysctl("nf_conntrack_count"), self.limit()
         self.m_entries.set(count)
         self.m_fill.set(count / limit if limit else 0)
@@ -162,10 +201,31 @@ class Guard(Service):
             self.shorten_timeouts(count, limit)
         elif wanted is False:
             self.restore_timeouts(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
+        if self.cfg["limits"]["source_limit"]:
+            self.check_source_limit(count, limit)
         eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
         if eviction.records:
             self.evict(eviction, count, limit)
         return float(self.interval)
+
+    def check_source_limit(self, count: int, limit: int) -> None:
+        """Install the per-source `ct count` rule when, at `evict_at`, a source holds more than
+        its share; remove it when the fill is back below `restore_below`."""
+        if self.limited is None and count >= self.t.evict_at * limit:
+            share = policy.fair_share(self.picture, limit, self.t)
+            top = self.picture.by_source.most_common(1)
+            if top and top[0][1] > share:
+                source_limit.install(share, self.cfg["limits"]["source_limit_sets"])
+                self.limited = share
+                self.act("limit sources", f"fill {count}/{limit}, {top[0][0]} holds {top[0][1]} entries "
+                         f"over a share of {share}: new connections limited to {share} per source", share)
+        elif self.limited is not None and count < self.t.restore_below * limit:
+            self.lift_source_limit(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
+
+    def lift_source_limit(self, why: str) -> None:
+        source_limit.remove()
+        self.act("lift source limit", why, self.limited or 0)
+        self.limited = None
 
     def idleness(self, records: Sequence[Record]) -> dict[Key, float]:
         """Seconds each candidate has been idle: its state's full timeout minus what is left."""
@@ -235,5 +295,7 @@ class Guard(Service):
             "timeouts_shortened": sorted(self.saved_timeouts),
             "evicted": self.evicted, "stale_flushed": self.flushed,
             "events": self.picture.events, "dumps": self.dumps,
+            "overruns": self.overruns, "picture_exact": self.resync_due is None,
+            "source_limit": self.limited,
             "actions": list(self.actions),
         }

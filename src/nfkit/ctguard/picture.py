@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Any
 
 from nfkit.conntrack.model import IPPROTO_TCP, Entry, Status, TcpState
 
 IPPROTO_UDP = 17
-Key = tuple[object, ...]
+Key = tuple[object, ...] | int
 
 
-def entry_key(e: Entry) -> Key:
-    """What identifies an entry across its events: its original tuple and zone."""
-    return (e.orig, e.zone or 0)
+def entry_key(e: Entry) -> Key | int:
+    """What identifies an entry across its events: its conntrack id (every event and dump
+    carries it), else its original tuple and zone."""
+    return e.id if e.id is not None else (e.orig, e.zone or 0)
 
 
 def state_name(e: Entry) -> str:
@@ -38,33 +39,72 @@ def state_name(e: Entry) -> str:
 
 
 CLOSING = frozenset(("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"))
+TCP_NAMES = {int(s): s.name for s in TcpState}
+_ASSURED, _SEEN_REPLY = int(Status.ASSURED), int(Status.SEEN_REPLY)  # plain ints: enum & is slow
 
 
 def cost_tier(state: str, status: int) -> int:
     """What evicting the entry costs, cheapest first: 0 unreplied and not ASSURED, 1 other
     not ASSURED, 2 closing TCP, 3 the rest (ASSURED)."""
-    if not status & Status.ASSURED:
-        return 0 if not status & Status.SEEN_REPLY else 1
+    if not status & _ASSURED:
+        return 0 if not status & _SEEN_REPLY else 1
     return 2 if state in CLOSING else 3
 
 
-@dataclass(slots=True)
+def wire_state(proto: int, state: int | None, status: int) -> str:
+    """`state_name` from an event's raw fields (no Entry)."""
+    if proto == IPPROTO_TCP and state is not None:
+        return TCP_NAMES.get(state) or str(state)
+    if status & _ASSURED:
+        return "ASSURED"
+    return "REPLIED" if status & _SEEN_REPLY else "UNREPLIED"
+
+
 class Record:
-    entry: Entry     # as last reported (tuples, status, mark, zone)
-    source: str
-    zone: int
-    state: str
-    first_seen: float
-    last_event: float
-    tier: int = 3
+    """One entry of the picture.  Events keep only what the picture needs (source, zone,
+    state, status) and the entry's decoded values; the `Entry` is built from them the
+    first time a decision asks for it (a few candidates a round, never per event)."""
+
+    __slots__ = ("_entry", "first_seen", "last_event", "layout", "source", "state", "status", "tier",
+                 "values", "zone")
+
+    def __init__(self, entry: Entry | None, source: str, zone: int, state: str, first_seen: float,
+                 last_event: float, tier: int = 3, status: int | None = None, layout: Any = None,
+                 values: tuple[Any, ...] | None = None) -> None:
+        self._entry = entry
+        self.source = source
+        self.zone = zone
+        self.state = state
+        self.first_seen = first_seen
+        self.last_event = last_event
+        self.tier = tier
+        self.status = entry.status if status is None and entry is not None else (status or 0)
+        self.layout = layout
+        self.values = values
+
+    @property
+    def entry(self) -> Entry:
+        """The entry as last reported (tuples, status, mark, zone)."""
+        e = self._entry
+        if e is None:
+            e = self._entry = self.layout.build(self.values)
+        return e
 
     @property
     def assured(self) -> bool:
-        return bool(self.entry.status & Status.ASSURED)
+        return bool(self.status & Status.ASSURED)
 
     @property
     def replied(self) -> bool:
-        return bool(self.entry.status & Status.SEEN_REPLY)
+        return bool(self.status & Status.SEEN_REPLY)
+
+
+def _less(counter: Counter[Any], value: Any) -> None:
+    left = counter[value] - 1
+    if left > 0:
+        counter[value] = left
+    else:
+        counter.pop(value, None)
 
 
 class Picture:
@@ -91,23 +131,45 @@ class Picture:
             self._count(old, -1, key)
 
     def _count(self, r: Record, n: int, key: Key) -> None:
-        own = self.of_source.get(r.source)
+        # on every event: plain dict operations, no loop over the counters
+        src = r.source
+        own = self.of_source.get(src)
         if n > 0:
             self.tiers[r.tier][key] = r
             if own is None:
-                own = self.of_source[r.source] = {}
+                own = self.of_source[src] = {}
             own[key] = r
+            self.by_state[r.state] += 1
+            self.by_source[src] += 1
+            self.by_zone[r.zone] += 1
+            return
+        self.tiers[r.tier].pop(key, None)
+        if own is not None:
+            own.pop(key, None)
+            if not own:
+                del self.of_source[src]
+        _less(self.by_state, r.state)
+        _less(self.by_source, src)
+        _less(self.by_zone, r.zone)
+
+    def add(self, key: Key, source: str, zone: int, state: str, status: int, layout: Any,
+            values: tuple[Any, ...], now: float, tier: int) -> None:
+        """A new or update event from its raw fields (the event path: no Entry built)."""
+        self.events += 1
+        old = self.records.get(key)
+        if old is not None:
+            first = old.first_seen
+            self._count(old, -1, key)
         else:
-            self.tiers[r.tier].pop(key, None)
-            if own is not None:
-                own.pop(key, None)
-                if not own:
-                    del self.of_source[r.source]
-        for counter, value in ((self.by_state, r.state), (self.by_source, r.source),
-                               (self.by_zone, r.zone)):
-            counter[value] += n  # type: ignore[index]
-            if counter[value] <= 0:  # type: ignore[index]
-                del counter[value]  # type: ignore[arg-type]
+            first = now
+        r = Record(None, source, zone, state, first, now, tier, status, layout, values)
+        self.records[key] = r
+        self._count(r, 1, key)
+
+    def remove(self, key: Key) -> None:
+        """A destroy event."""
+        self.events += 1
+        self._remove(key)
 
     def apply(self, kind: str, e: Entry, now: float) -> None:
         """One event: new, update or destroy (sync: as new)."""
