@@ -157,7 +157,7 @@ NFTABLES_LAYERS = [
     ["validate"],                             # every value checked against its field
     ["expressions", "jsonfmt", "textfmt"],    # the kernel's expressions; the formats
     ["compiler", "decompiler"],               # statements -> expressions, and back
-    ["templates"],                            # value slots -> the core's Template
+    ["templates", "shapes"],                  # value slots -> the core's Template; shapes
     ["messages"],                             # model <-> NEW*/DEL* messages
     ["bulkjson"],                             # big JSON files, read as templates
     ["nfttext"],                              # nft's own text in, as JSON commands
