@@ -21,6 +21,7 @@ from nfkit.nftables.nfttext import to_json
 from nfkit.nftables.shapes import learn, leaves, replaced
 
 from .test_bulkjson import _encode
+from .test_nfttext import _shape_pair
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -128,3 +129,53 @@ def test_learned_template_equals_the_compiler(nft_listing: list[dict[str, Any]],
     except (OverflowError, OSError, ValueError, UnicodeError):
         return  # the reader's column encoder refuses it too: the general path
     assert filled == compile_expr(expr)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_shape_pair())
+def test_nft_text_runs_same_bytes_as_lark(text: str) -> None:
+    """nft text: runs of lines read by the learned line templates (`nfttext.TextRun`)
+    encode to the bytes of the lines read one by one by lark, without templates."""
+    from nfkit.nftables.jsonfmt import parse_commands
+    from nfkit.nftables.nfttext import Reader, load_nft
+
+    def encoded(cmds: Any) -> Any:
+        return _encode_cmds(cmds)
+
+    try:
+        fast = encoded(load_nft(text, "d.nft"))
+    except InputError as exc:
+        fast = str(exc)
+    r = Reader(templates=False, line_lexer=False)
+    try:
+        r.read_text(text, "d.nft")
+        slow = encoded(parse_commands({"nftables": [x.item for x in r.out]}))
+    except InputError as exc:
+        slow = str(exc)
+    if isinstance(fast, str) or isinstance(slow, str):
+        assert isinstance(fast, str) and isinstance(slow, str)
+        return
+    assert fast == slow
+
+
+def _encode_cmds(cmds: Any) -> Any:
+    import struct
+
+    from nfkit.netlink.codec import Batch
+    from nfkit.nftables.commits import encode_commands
+    from nfkit.nftables.messages import Encoder
+
+    try:
+        b = Batch()
+        e = Encoder(b)
+        encode_commands(cmds, e)
+        b.close()
+    except InputError as exc:
+        return "InputError", str(exc).split(": ", 1)[-1]
+    buf = bytearray(b.buffer)
+    pos = 0
+    while pos < len(buf):
+        ln = struct.unpack_from("=I", buf, pos)[0]
+        buf[pos + 8:pos + 12] = bytes(4)
+        pos += (ln + 3) & ~3
+    return bytes(buf)

@@ -78,16 +78,21 @@ class RuleRun:
     template: Any = None  # the learned shape's RuleTemplate (`_Shape.template`)
     places: list[int] = field(default_factory=list)  # each place's column
     parse: list[Any] = field(default_factory=list)  # each column's text -> value
+    # Rule k of a run not read from JSON text (nft text: `nfttext`), for errors and
+    # the rows the template does not take.
+    row_rule: Any = None
+    group_names: list[str] | None = None  # each column's group (None: the j+1-th)
 
     def encoded(self) -> tuple[list[Any], set[int]]:
         """Per place of the template, the values encoded (bytes of n values or a list
         of bytes), and the rows a value did not fit (the general path's work)."""
         return encode_places(self.template, self.places, self.parse,
-                             [self.column(g) for g in range(len(self.parse))])
+                             {g: self.column(g) for g in set(self.places)})
 
     def column(self, j: int) -> list[str]:
         """Compared value ``j`` of every rule, as text."""
-        return list(map(re.Match.group, self.matches, repeat(j + 1)))
+        g = j + 1 if self.group_names is None else self.group_names[j]
+        return list(map(re.Match.group, self.matches, repeat(g)))
 
     # What the rest of the transaction layer asks of a rule command's object.
     @property
@@ -111,6 +116,8 @@ class RuleRun:
 
     def rule(self, k: int) -> Rule:
         """Rule ``k`` of the run, read by the general reader (for errors and fallbacks)."""
+        if self.row_rule is not None:
+            return self.row_rule(self, k)  # type: ignore[no-any-return]
         start = self.row_starts[k] if self.row_starts is not None else self.matches[k].start()
         obj, _end = json.JSONDecoder().raw_decode(self.text, start)
         c = item_command(self.first_item + k, obj)
@@ -500,7 +507,7 @@ def _encode_rows(sh: _Shape, ms: list[re.Match[str]]) -> list[bytes] | None:
     return [c if type(c) is bytes else b"".join(c) for c in enc]
 
 
-def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: list[list[str]]
+def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: Any
                   ) -> tuple[list[Any], set[int]]:
     """Text value columns -> per place of template ``tpl``, the values encoded, and the
     rows whose value does not fit its place."""
@@ -510,6 +517,19 @@ def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: list[list
     bad: set[int] = set()
     for (encode, width, _op), g in zip(tpl.slots, places, strict=True):
         col = cols[g]
+        if parse[g] not in (int, str):  # a reader's own parser: a refusal is a bad row
+            enc = []
+            for k, text in enumerate(col):
+                try:
+                    b = encode(parse[g](text))
+                except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+                    b = b""
+                if len(b) != width:
+                    b = bytes(width)
+                    bad.add(k)
+                enc.append(b)
+            out.append(enc)
+            continue
         if parse[g] is int:
             order = "big" if encode(1)[-1:] == b"\x01" else "little"
             code = ARRAY_CODE.get(width)
