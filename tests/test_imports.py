@@ -163,6 +163,7 @@ NFTABLES_LAYERS = [
     ["nfttext"],                              # nft's own text in, as JSON commands
     ["listtext"],                             # big listings, printed from templates
     ["listing"],                              # GET* dumps, exists
+    ["existscache"],                          # exists from fingerprints per generation
     ["commits"],                              # batches sent, single-rule changes
     ["diffs"],                                # smallest change sets, apply
     ["transaction"],                          # the public names of the three above

@@ -146,8 +146,11 @@ def _single_opts(handle_required: bool) -> Any:
 @click.option("--family", "-f", type=FAMILY, default="ip", show_default=True)
 @click.option("--table", "-t", required=True)
 @click.option("--chain", "-c", required=True)
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Answer from the rule fingerprints cached for this namespace and "
+                   "ruleset generation (root only; see docs/rules.md).")
 @click.argument("rule")
-def exists(family: str, table: str, chain: str, rule: str) -> None:
+def exists(family: str, table: str, chain: str, rule: str, cache: bool) -> None:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
     from nfkit.netlink.ahead import DumpAhead
     from nfkit.netlink.socket import NetlinkSocket
@@ -156,6 +159,13 @@ def exists(family: str, table: str, chain: str, rule: str) -> None:
 
     validate.name(table, "--table")
     validate.name(chain, "--chain")
+
+    if cache and os.geteuid() == 0:
+        from nfkit.nftables import existscache
+
+        found = existscache.exists(_rule_arg(family, table, chain, rule, None), rule)
+        if found is not None:
+            sys.exit(0 if found else 1)
 
     # The kernel walks the chain (on a socket of its own) while the decoder is
     # imported and RULE parsed and compiled.

@@ -518,7 +518,7 @@ def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: Any
     for (encode, width, _op), g in zip(tpl.slots, places, strict=True):
         col = cols[g]
         if parse[g] not in (int, str):  # a reader's own parser: a refusal is a bad row
-            enc = []
+            parsed: list[bytes] = []
             for k, text in enumerate(col):
                 try:
                     b = encode(parse[g](text))
@@ -527,8 +527,8 @@ def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: Any
                 if len(b) != width:
                     b = bytes(width)
                     bad.add(k)
-                enc.append(b)
-            out.append(enc)
+                parsed.append(b)
+            out.append(parsed)
             continue
         if parse[g] is int:
             order = "big" if encode(1)[-1:] == b"\x01" else "little"

@@ -145,6 +145,31 @@ def _set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
     return views
 
 
+def set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
+    """The sets of one table with their elements, as the rule decoder needs them."""
+    return _set_views(sock, family, table)
+
+
+def chain_rules(sock: Any, family: str, table: str, chain: str
+                ) -> Iterable[tuple[Rule, dict[int, Any]]]:
+    """Every rule of one chain, decoded, with its message's attributes; InputError
+    when the chain is not there."""
+    from nfkit.nftables.decompiler import RuleShapes
+
+    if not any(get_string(a[A["chain"]["name"]]) == chain
+               for _f, a in _dump_msgs(sock, "getchain", string(A["chain"]["table"], table),
+                                       FAMILY_NUM[family])):
+        raise InputError(f"chain {family} {table} {chain}: no such chain")
+    views = _set_views(sock, family, table)
+    shapes = RuleShapes()
+    for m in sock.dump(rules_request(family, table, chain), restart=True,
+                       what=f"rules of chain {chain}"):
+        attrs = attr_payloads(m.attrs)
+        r = decode_rule(m.family, attrs, views, shapes)
+        if r.chain == chain:
+            yield r, attrs
+
+
 def _fam_name(f: int) -> str:
     return FAMILY_NAME.get(f, str(f))
 

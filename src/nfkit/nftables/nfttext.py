@@ -1884,7 +1884,7 @@ class Reader:
             if learned is None:
                 self.open_run = None
                 return False
-            item = TextRun(tpl, learned, *where, lsrc)  # type: ignore[misc]
+            item = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
             if not item.takes(m0) or not item.takes(m):
                 self.open_run = None
                 return False
@@ -1914,7 +1914,7 @@ class Reader:
             for tpl, learned in self.chain_learned.get(where, ()):
                 ms = consecutive(learned.bulk, text, pos)
                 if ms:
-                    run = TextRun(tpl, learned, *where, lsrc)  # type: ignore[misc]
+                    run = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
                     self.out.append(Located(run, lsrc, ln, col))  # type: ignore[arg-type]
                     self.open_run = (tpl, where, len(self.out) - 1, "")
                     break
@@ -1934,7 +1934,7 @@ class Reader:
                 return ln
         if len(known) >= 8:
             return None
-        ln = learn_line(tpl, *where, m)  # type: ignore[misc]
+        ln = learn_line(tpl, where[0], where[1], where[2], m)
         known.append(ln)
         if ln is not None and ln.bulk is not None:
             self.chain_learned.setdefault(where, []).append((tpl, ln))
