@@ -91,7 +91,7 @@ def check(file: str, include_paths: tuple[str, ...], syntax: str) -> None:
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
     """List the ruleset (nft text, or JSON with --json)."""
-    from nfkit.nftables.transaction import list_json_text, list_ruleset
+    from nfkit.nftables.transaction import list_json_text
 
     if chain and not table:
         raise InputError("--chain needs --table")
@@ -103,9 +103,10 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
     if as_json:
         sys.stdout.write(list_json_text(family, table, chain, must_exist=True) + "\n")
         done()
-    from nfkit.nftables.textfmt import to_text
+    from nfkit.nftables.listing import list_text
 
-    sys.stdout.write(to_text(list_ruleset(family, table, chain, must_exist=True)))
+    sys.stdout.write(list_text(family, table, chain, must_exist=True))
+    done()
 
 
 @rules.command()

@@ -217,6 +217,29 @@ def list_json_text(family: str | None = None, table: str | None = None,
             sock.close()
 
 
+def list_text(family: str | None = None, table: str | None = None,
+              chain: str | None = None, sock: Any | None = None,
+              must_exist: bool = False) -> str:
+    """The ruleset (optionally one family/table/chain) as nft text: the same text as
+    ``textfmt.to_text(list_ruleset(...))``, rules of a recurring shape printed from
+    text templates as `list_json_text` prints JSON."""
+    from nfkit.nftables.jsonfmt import no_gc
+    from nfkit.nftables.listtext import RuleTexts
+    from nfkit.nftables.textfmt import to_text
+
+    own = sock is None
+    sock = sock or open_socket()
+    try:
+        with no_gc():
+            texts = RuleTexts({}, style="nft")
+            rs = dump(sock, table=table, family=family, chain=chain, texts=texts,
+                      must_exist=must_exist)
+            return to_text(rs, texts.texts)
+    finally:
+        if own:
+            sock.close()
+
+
 def normalize(expr: list[dict[str, Any]], family: str,
               named_sets: dict[str, Any] | None = None, table: str = "t") -> list[dict[str, Any]]:
     """A rule's statements as the kernel would give them back (for semantic equality).
