@@ -253,7 +253,7 @@ def _value_token(tokens: list[tuple[str, int]], all_leaves: list[Any], k: int, j
     if json.loads(tok) != value or type(json.loads(tok)) is not type(value):
         return False
     if len(path) == expr_at + 1 and path[-1] == "handle":
-        tokens.append((_HANDLE, -1))
+        tokens.append((_HANDLE, -2))  # any handle: not literal text (nor a prefix)
     elif _in_expr(path, expr_at) and leaf_class(value) is not None:
         tokens.append((re.escape(tok), j))
     else:
@@ -270,6 +270,8 @@ def _compile_pattern(sh: _Shape, slots: set[int] | None) -> None:
     group_of: dict[int, int] = {}
     prefix_end: int | None = None
     for part, j in sh.tokens:
+        if j == -2 and prefix_end is None:
+            prefix_end = len(parts)
         if j < 0 or (slots is not None and j not in slots):
             parts.append(part)
             continue

@@ -1441,7 +1441,7 @@ def learn_line(tpl: Template, family: str, table: str, chain: str, m: re.Match[s
         if s is None:
             fixed.append(f"t{i}")
             continue
-        kind = s.cls[0]
+        kind = s.cls[0].removesuffix("net")  # a prefix's address reads as an address
         parse[i] = {"int": _int_value, "ipv4": _ipv4_value, "ipv6": _ipv6_value}.get(
             kind, _text_value)
     places = [mleaves[shape.slots[k].leaf][1].index for _o, _w, k in shape.places()]
@@ -1475,6 +1475,8 @@ def _bulk_re(tpl: Template, sample: str, value_items: set[int],
         tok = tm.group()
         cls = slot_class.get(i)
         if cls is not None:
+            if cls[0] in ("ipv4net", "ipv6net"):
+                cls = (cls[0][:4],)
             key = (cls[0], tpl.kinds[i])
             if key not in _BULK_VALUE:
                 return None

@@ -140,6 +140,15 @@ def _probes(cls: tuple[Any, ...]) -> list[tuple[list[Any], Callable[[Any], bytes
         return out
     if kind == "ipv4":
         return [(["1.2.3.4", "2.3.4.5", "255.255.255.255", "0.0.0.0"], _IP4, 4)]
+    if kind in ("ipv4net", "ipv6net"):  # the address of a prefix: host bits zero
+        size, plen = (4, cls[1]) if kind == "ipv4net" else (16, cls[1])
+        mask = ((1 << plen) - 1) << (8 * size - plen) if plen else 0
+        fam = socket.AF_INET if size == 4 else socket.AF_INET6
+        probes = [socket.inet_ntop(fam, (int.from_bytes(bytes(range(k, k + size)), "big")
+                                         & mask).to_bytes(size, "big")) for k in (1, 2)]
+        probes += [socket.inet_ntop(fam, mask.to_bytes(size, "big")),
+                   socket.inet_ntop(fam, bytes(size))]
+        return [(probes, _net_encoder(fam, size, mask), size)]
     if kind == "ipv6":
         return [(["102:304:506:708:90a:b0c:d0e:f10", "203:405:607:809:a0b:c0d:e0f:1011",
                   "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::"], _IP6, 16)]
@@ -147,6 +156,15 @@ def _probes(cls: tuple[Any, ...]) -> list[tuple[list[Any], Callable[[Any], bytes
     a = ("abcdefghijklmnopqrstuvwxyz" * (n // 26 + 1))[:n]
     b = ("bcdefghijklmnopqrstuvwxyza" * (n // 26 + 1))[:n]
     return [([a, b, "Z" * n, "0" * n], _text_encoder, n)]
+
+
+def _net_encoder(fam: int, size: int, mask: int) -> Callable[[Any], bytes]:
+    def enc(v: Any) -> bytes:
+        b = socket.inet_pton(fam, v)
+        if int.from_bytes(b, "big") & ~mask:
+            raise ValueError(f"{v}: host bits set")  # the general path says what it makes of it
+        return b
+    return enc
 
 
 def _places(base: bytes, other: bytes, enc_base: bytes, enc_other: bytes) -> list[int] | None:
@@ -213,7 +231,7 @@ def learn(expr: list[Any], compile_expr: Compile) -> ShapeTemplate | None:
     slots: list[Slot] = []
     fixed: list[int] = []
     for idx, (path, value) in enumerate(all_leaves):
-        cls = leaf_class(value)
+        cls = _in_context(expr, path, leaf_class(value))
         slot = _probe(expr, path, value, cls, base, compile_expr) if cls is not None else None
         if slot is None:
             fixed.append(idx)
@@ -241,6 +259,21 @@ def learn(expr: list[Any], compile_expr: Compile) -> ShapeTemplate | None:
     except (OverflowError, OSError, ValueError):
         ok = False
     return tpl if ok else None
+
+
+def _in_context(expr: Any, path: tuple[Any, ...], cls: tuple[Any, ...] | None
+                ) -> tuple[Any, ...] | None:
+    """An address that is a prefix's ({"prefix": {"addr": A, "len": L}}) is of a class
+    of its own: only network addresses (host bits zero) of that length take it."""
+    if cls is None or cls[0] not in ("ipv4", "ipv6") or len(path) < 2 or path[-1] != "addr":
+        return cls
+    parent = expr
+    for k in path[:-1]:
+        parent = parent[k]
+    plen = parent.get("len") if type(parent) is dict else None
+    if path[-2] != "prefix" or type(plen) is not int or not 0 < plen <= (32 if cls[0] == "ipv4" else 128):
+        return cls
+    return (cls[0] + "net", plen)
 
 
 def _probe(expr: list[Any], path: tuple[Any, ...], value: Any, cls: tuple[Any, ...],
