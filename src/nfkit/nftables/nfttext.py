@@ -1426,6 +1426,13 @@ def learn_line(tpl: Template, family: str, table: str, chain: str, m: re.Match[s
     if shape is None:
         return None
     value_items = {i for i, _k, _g in tpl.values}
+    # A slot the line template keeps constant (a word it checks, as a jump's chain):
+    # its sample value goes into the template's bytes.
+    constant = [k for k, s in enumerate(shape.slots)
+                if type(mleaves[s.leaf][1]) is not _Sentinel
+                or mleaves[s.leaf][1].index not in value_items]
+    if constant:
+        shape = shape.fixing(constant, [sleaves[shape.slots[k].leaf][1] for k in constant])
     parse: list[Any] = [None] * len(tpl.kinds)
     fixed: list[str] = []
     slot_leaves = {s.leaf: s for s in shape.slots}
@@ -1913,7 +1920,14 @@ class Reader:
                     ms = consecutive(run.learned.bulk, text, pos)
         if not ms:
             run = None
-            for tpl, learned in self.chain_learned.get(where, ()):
+            # the learned templates whose sample line starts with this line's word
+            head = text[pos:pos + 64]
+            start = pos + len(head) - len(head.lstrip(" \t\f"))
+            end = text.find(" ", start, start + 64)
+            word = text[start:end] if end > 0 else ""
+            for tpl, learned in self.chain_learned.get((*where, word), ()):
+                if learned.bulk.match(text, pos) is None:
+                    continue
                 ms = consecutive(learned.bulk, text, pos)
                 if ms:
                     run = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
@@ -1939,7 +1953,8 @@ class Reader:
         ln = learn_line(tpl, where[0], where[1], where[2], m)
         known.append(ln)
         if ln is not None and ln.bulk is not None:
-            self.chain_learned.setdefault(where, []).append((tpl, ln))
+            first = m.group(0).lstrip(" \t\f").split(" ", 1)[0]
+            self.chain_learned.setdefault((*where, first), []).append((tpl, ln))
         return ln
 
     def rule_command(self, verb: str, obj: Any, src: Source) -> None:

@@ -210,6 +210,20 @@ class ShapeTemplate:
         """(offset, width, slot index) of every place a value goes, in order."""
         return sorted((o, s.width, k) for k, s in enumerate(self.slots) for o in s.offsets)
 
+    def fixing(self, which: list[int], values: list[Any]) -> ShapeTemplate:
+        """This template with slots ``which`` no longer slots: ``values`` (one each)
+        written into its bytes."""
+        keep = [k for k in range(len(self.slots)) if k not in which]
+        given = dict(zip(which, values, strict=True))
+        statics = [self.statics[0]]
+        for (_o, _w, k), static in zip(self.places(), self.statics[1:], strict=True):
+            if k in given:
+                statics[-1] += self.slots[k].encode(given[k]) + static
+            else:
+                statics.append(static)
+        return ShapeTemplate(statics, [self.slots[k] for k in keep], self.n_leaves,
+                             sorted([*self.fixed, *(self.slots[k].leaf for k in which)]))
+
     def fill(self, values: list[Any]) -> bytes:
         """The expressions with slot k's value ``values[k]`` (raises if one does not fit)."""
         parts = [self.statics[0]]
