@@ -157,13 +157,14 @@ NFTABLES_LAYERS = [
     ["validate", "schema"],                   # every value checked; every key encoded
     ["expressions", "jsonfmt", "textfmt"],    # the kernel's expressions; the formats
     ["compiler", "decompiler"],               # statements -> expressions, and back
-    ["templates"],                            # value slots -> the core's Template
+    ["templates", "shapes"],                  # value slots -> the core's Template; shapes
     ["messages"],                             # model <-> NEW*/DEL* messages
     ["bulkjson"],                             # big JSON files, read as templates
     ["nfttext"],                              # nft's own text in, as JSON commands
     ["elements"],                             # set elements in nft's syntax, read in bulk
     ["listtext"],                             # big listings, printed from templates
     ["listing"],                              # GET* dumps, exists
+    ["existscache"],                          # exists from fingerprints per generation
     ["commits"],                              # batches sent, single-rule changes
     ["diffs"],                                # smallest change sets, apply
     ["transaction"],                          # the public names of the three above

@@ -74,3 +74,39 @@ def test_listing_a_missing_table_or_chain_is_an_error(netns) -> None:  # type: i
         assert (p.returncode, p.stderr.strip(), p.stdout) == (2, f"nfkit: {msg}", ""), p
     p = netns.run([*NFKIT, "rules", "list", "--json", "-t", "t"])
     assert [list(x) for x in json.loads(p.stdout)["nftables"]] == [["metainfo"], ["table"]]
+
+
+def test_nft_text_listing_equals_model_listing(netns) -> None:  # type: ignore[no-untyped-def]
+    """`nfkit rules list` (nft text, the default) has the template path JSON has: the
+    same text as the model path, most rules printed from templates; on nfkit's
+    ruleset and on the benchmark's mixed one loaded by nft."""
+    import sys
+    from pathlib import Path
+
+    from nfkit.nftables.listing import list_text
+    from nfkit.nftables.textfmt import to_text
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "rules"))
+    from inputs import SHAPES, mixed_nft
+
+    with netns.enter():
+        commit(_ruleset(1500))
+        assert list_text() == to_text(list_ruleset())
+        for chain in ("a", "b"):
+            assert list_text("inet", "t", chain) == to_text(list_ruleset("inet", "t", chain))
+        s = open_socket()
+        texts = RuleTexts({}, style="nft")
+        dump(s, texts=texts)
+        s.close()
+        assert texts.rules == 2 * 1500 + 2 * 215 + 30
+        assert texts.general < 0.2 * texts.rules
+    netns.run("nft flush ruleset")
+    netns.run(["nft", "-f", "-"], input=mixed_nft(8 * 8 * len(SHAPES)))
+    with netns.enter():
+        assert list_text() == to_text(list_ruleset())
+    assert netns.run([*NFKIT, "rules", "list"]).stdout == to_text(list_ruleset_in(netns))
+
+
+def list_ruleset_in(ns: Any) -> Any:
+    with ns.enter():
+        return list_ruleset()

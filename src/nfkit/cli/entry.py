@@ -9,6 +9,7 @@ goes to the click group in `nfkit.cli.main`; both run under `guard.guarded`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from nfkit.cli.guard import EXIT_INTERRUPTED, guarded
@@ -23,6 +24,21 @@ def run(argv: list[str] | None = None) -> None:
 
         guarded(bulk.load_file if args[1] == "load" else bulk.check_file, args[2])
         return
+    if len(args) == 9 and args[:2] == ["rules", "exists"] and os.geteuid() == 0:
+        # The answer from the cache (one GETGEN, one GETRULE) before anything else is
+        # imported; whatever it cannot answer goes the usual way.
+        opts = dict(zip(args[2:8:2], args[3:9:2], strict=True))
+        names = {"-f": "f", "--family": "f", "-t": "t", "--table": "t", "-c": "c", "--chain": "c"}
+        got = {names.get(k): v for k, v in opts.items()}
+        if set(got) == {"f", "t", "c"} and not args[8].startswith("-"):
+            from nfkit.nftables.existscache import quick
+
+            try:
+                found = quick(got["f"], got["t"], got["c"], args[8])
+            except OSError:
+                found = None
+            if found is not None:
+                sys.exit(0 if found else 1)
     import click
 
     from nfkit.cli.main import main

@@ -92,7 +92,7 @@ def check(file: str, include_paths: tuple[str, ...], syntax: str) -> None:
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
     """List the ruleset (nft text, or JSON with --json)."""
-    from nfkit.nftables.transaction import list_json_text, list_ruleset
+    from nfkit.nftables.transaction import list_json_text
 
     if chain and not table:
         raise InputError("--chain needs --table")
@@ -104,9 +104,10 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
     if as_json:
         sys.stdout.write(list_json_text(family, table, chain, must_exist=True) + "\n")
         done()
-    from nfkit.nftables.textfmt import to_text
+    from nfkit.nftables.listing import list_text
 
-    sys.stdout.write(to_text(list_ruleset(family, table, chain, must_exist=True)))
+    sys.stdout.write(list_text(family, table, chain, must_exist=True))
+    done()
 
 
 @rules.command()
@@ -147,8 +148,11 @@ def _single_opts(handle_required: bool) -> Any:
 @click.option("--family", "-f", type=FAMILY, default="ip", show_default=True)
 @click.option("--table", "-t", required=True)
 @click.option("--chain", "-c", required=True)
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Answer from the rule fingerprints cached for this namespace and "
+                   "ruleset generation (root only; see docs/rules.md).")
 @click.argument("rule")
-def exists(family: str, table: str, chain: str, rule: str) -> None:
+def exists(family: str, table: str, chain: str, rule: str, cache: bool) -> None:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
     from nfkit.netlink.ahead import DumpAhead
     from nfkit.netlink.socket import NetlinkSocket
@@ -157,6 +161,13 @@ def exists(family: str, table: str, chain: str, rule: str) -> None:
 
     validate.name(table, "--table")
     validate.name(chain, "--chain")
+
+    if cache and os.geteuid() == 0:
+        from nfkit.nftables import existscache
+
+        found = existscache.exists(_rule_arg(family, table, chain, rule, None), rule)
+        if found is not None:
+            sys.exit(0 if found else 1)
 
     # The kernel walks the chain (on a socket of its own) while the decoder is
     # imported and RULE parsed and compiled.

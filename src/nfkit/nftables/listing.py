@@ -145,6 +145,31 @@ def _set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
     return views
 
 
+def set_views(sock: Any, family: str, table: str) -> dict[str, SetView]:
+    """The sets of one table with their elements, as the rule decoder needs them."""
+    return _set_views(sock, family, table)
+
+
+def chain_rules(sock: Any, family: str, table: str, chain: str
+                ) -> Iterable[tuple[Rule, dict[int, Any]]]:
+    """Every rule of one chain, decoded, with its message's attributes; InputError
+    when the chain is not there."""
+    from nfkit.nftables.decompiler import RuleShapes
+
+    if not any(get_string(a[A["chain"]["name"]]) == chain
+               for _f, a in _dump_msgs(sock, "getchain", string(A["chain"]["table"], table),
+                                       FAMILY_NUM[family])):
+        raise InputError(f"chain {family} {table} {chain}: no such chain")
+    views = _set_views(sock, family, table)
+    shapes = RuleShapes()
+    for m in sock.dump(rules_request(family, table, chain), restart=True,
+                       what=f"rules of chain {chain}"):
+        attrs = attr_payloads(m.attrs)
+        r = decode_rule(m.family, attrs, views, shapes)
+        if r.chain == chain:
+            yield r, attrs
+
+
 def _fam_name(f: int) -> str:
     return FAMILY_NAME.get(f, str(f))
 
@@ -187,6 +212,29 @@ def list_json_text(family: str | None = None, table: str | None = None,
                        must_exist=must_exist)
             # a chain alone: as nft -j list chain, no table object
             return dump_json_text(rs, texts.texts, tables=chain is None)
+    finally:
+        if own:
+            sock.close()
+
+
+def list_text(family: str | None = None, table: str | None = None,
+              chain: str | None = None, sock: Any | None = None,
+              must_exist: bool = False) -> str:
+    """The ruleset (optionally one family/table/chain) as nft text: the same text as
+    ``textfmt.to_text(list_ruleset(...))``, rules of a recurring shape printed from
+    text templates as `list_json_text` prints JSON."""
+    from nfkit.nftables.jsonfmt import no_gc
+    from nfkit.nftables.listtext import RuleTexts
+    from nfkit.nftables.textfmt import to_text
+
+    own = sock is None
+    sock = sock or open_socket()
+    try:
+        with no_gc():
+            texts = RuleTexts({}, style="nft")
+            rs = dump(sock, table=table, family=family, chain=chain, texts=texts,
+                      must_exist=must_exist)
+            return to_text(rs, texts.texts)
     finally:
         if own:
             sock.close()

@@ -44,11 +44,13 @@ from nfkit.nftables.messages import (
     msg_type,
 )
 from nfkit.nftables.model import Rule
+from nfkit.nftables.textfmt import rule_text, typed
 
 _U32 = struct.Struct("=I")
 _NEWRULE = msg_type("newrule")
 _MAX_SHAPES = 32
 _ATTRS_AT = NLMSG_HDRLEN + NFGEN_HDRLEN
+NFT_SEP = "\n\t\t"  # between two rules of a chain in nft's text listing
 
 
 def _marker(k: int) -> str:
@@ -59,26 +61,30 @@ def _marker(k: int) -> str:
 class _Memo(dict):  # type: ignore[type-arg]
     """Raw value -> its JSON text, computed on first use (values of a slot recur)."""
 
-    def __init__(self, v: Any) -> None:
+    def __init__(self, v: Any, left: Any = None) -> None:
         super().__init__()
         self.v = v
+        self.left = left  # nft text: the value printed as nft prints it after ``left``
 
     def __missing__(self, raw: bytes) -> str:
-        text = self[raw] = json.dumps(plain_value(self.v, raw))
+        pv = plain_value(self.v, raw)
+        text = self[raw] = json.dumps(pv) if self.left is None else typed(self.left, pv)
         return text
 
 
-def _renderer(v: Any, size: int) -> tuple[Any, bool]:
-    """(column of raw values -> list of text, whether the text goes between quotes)."""
+def _renderer(v: Any, size: int, left: Any = None) -> tuple[Any, bool]:
+    """(column of raw values -> list of text, whether the text goes between quotes);
+    with ``left`` (nft text), each value as nft prints it after that left-hand side."""
     dt = v.types[0] if len(v.types) == 1 else None
     if dt is not None and dt.kind == "ipv4" and size == 4:
         return (lambda col: list(map(socket.inet_ntoa, col))), True
     code = ARRAY_CODE.get(size)
     if (dt is not None and dt.kind == "int" and code is not None and dt.size == size
+            and (left is None or typed(left, 12) == "12")
             and not (dt.print_symbols and (dt.names or dt.name in ("iface_index", "inet_proto")))):
         big = dt.big_endian
         return (lambda col: list(map(str, in_byte_order(array(code, b"".join(col)), big)))), False
-    memo = _Memo(v)
+    memo = _Memo(v, left)
     return (lambda col: list(map(memo.__getitem__, col))), False
 
 
@@ -108,10 +114,12 @@ def _handles(col: list[bytes]) -> list[str]:
 class _TextShape:
     """One rule shape: the message pattern and the JSON text around the values."""
 
-    __slots__ = ("pattern", "key", "statics", "renders", "hits")
+    __slots__ = ("pattern", "key", "statics", "renders", "hits", "sep", "skey")
 
     def __init__(self, pattern: re.Pattern[bytes], key: tuple[str, str, str],
-                 statics: list[str], renders: list[tuple[int, Any]]) -> None:
+                 statics: list[str], renders: list[tuple[int, Any]], sep: str = ", ") -> None:
+        self.sep = sep  # between two rules' texts
+        self.skey: Any = None  # the shape (`RuleShapes.key`) it was made of
         self.pattern = pattern
         self.key = key
         self.statics = statics  # len(renders) + 1 pieces of text
@@ -119,15 +127,17 @@ class _TextShape:
         self.hits = 0
 
     def render(self, ms: list[re.Match[bytes]]) -> str:
-        """The texts of the rules ``ms``, joined by ", " (as in the listing)."""
+        """The texts of the rules ``ms``, joined by the separator (", " in a JSON listing)."""
+        if not self.renders:  # nft text of a rule without values: the same line n times
+            return self.sep.join(repeat(self.statics[0], len(ms)))
         cols: list[Any] = [repeat(self.statics[0])]
         for (group, fn), static in zip(self.renders, self.statics[1:], strict=True):
             cols.append(fn(list(map(re.Match.group, ms, repeat(group)))))
             cols.append(repeat(static))
-        cols[-1] = repeat(self.statics[-1] + ", ")
+        cols[-1] = repeat(self.statics[-1] + self.sep)
         # repeat() columns are endless: zip stops with the value columns
         text = "".join(chain.from_iterable(zip(*cols, strict=False)))
-        return text[:-2]
+        return text[:-len(self.sep)]
 
 
 class RuleTexts:
@@ -138,12 +148,21 @@ class RuleTexts:
     (family, table, chain) to the rules' texts in dump order, in pieces of
     one or more rules joined by ", " (join the pieces with ", ")."""
 
-    def __init__(self, views: dict[tuple[str, str], dict[str, SetView]]) -> None:
+    def __init__(self, views: dict[tuple[str, str], dict[str, SetView]],
+                 style: str = "json") -> None:
         self.views = views
+        # "json": libnftables JSON rule objects joined by ", "; "nft": nft text
+        # lines (textfmt.rule_text), joined by a newline and the chain's indent
+        self.style = style
+        self.sep = ", " if style == "json" else NFT_SEP
         self.shapes = RuleShapes()
         self.templates: list[_TextShape] = []
         self.last: _TextShape | None = None
         self.texts: dict[tuple[str, str, str], list[str]] = {}
+        self.untemplated: set[Any] = set()  # shapes whose template failed its own rule
+        self.made: dict[Any, int] = {}  # templates made of each shape
+        self.printed: dict[Any, int] = {}  # rules printed by each shape's templates
+
         self.general = 0  # rules decoded one by one
         self.rules = 0
 
@@ -171,6 +190,7 @@ class RuleTexts:
             if ms:
                 assert sh is not None
                 sh.hits += len(ms)
+                self.printed[sh.skey] = self.printed.get(sh.skey, 0) + len(ms)
                 self.texts.setdefault(sh.key, []).append(sh.render(ms))
                 self.rules += len(ms)
                 pos = ms[-1].end()
@@ -193,7 +213,7 @@ class RuleTexts:
         table = get_string(a[ra["table"]])
         views = self.views.get((FAMILY_NAME.get(fam, str(fam)), table), {})
         r = decode_rule(fam, a, views, self.shapes)
-        text = json.dumps(rule_json(r))
+        text = json.dumps(rule_json(r)) if self.style == "json" else rule_text(r)
         self.texts.setdefault((r.family, r.table, r.chain), []).append(text)
         self.general += 1
         self.rules += 1
@@ -226,7 +246,19 @@ class RuleTexts:
             parts.append(blob[last:s])
             last = e
         parts.append(blob[last:])
-        entry = self.shapes.cache.get(self.shapes.key(r.family, views, b"\xff".join(parts)))
+        skey = self.shapes.key(r.family, views, b"\xff".join(parts))
+        if (skey, r.chain) in self.untemplated:
+            return None  # a shape that gave no template before
+        # Templates of a shape are made again only while they print more rules than
+        # the ones they are made of (a rule that is a shape of its own, as one with a
+        # prefix length of its own, costs no regex after a few).
+        made = self.made[skey] = self.made.get(skey, 0) + 1
+        if made > 4 and self.printed.get(skey, 0) < made:
+            # its rules differ in more than the values a template patches: a template
+            # would print no more than the rule it is made of
+            self.untemplated.add((skey, r.chain))
+            return None
+        entry = self.shapes.cache.get(skey)
         if not entry:
             return None
         ctx_pos, by_ctx = entry
@@ -276,32 +308,42 @@ class RuleTexts:
         pat = re.compile(b"".join(pattern), re.DOTALL)
         # The text: the rule printed with markers, cut at each marker.
         rr = Rule(r.family, r.table, r.chain, out, r.comment, handle=-1)
-        marked = json.dumps(rule_json(rr)).replace('"handle": -1', '"handle": ' + json.dumps(_marker(-1)), 1)
+        json_style = self.style == "json"
+        if json_style:
+            marked = json.dumps(rule_json(rr)).replace(
+                '"handle": -1', '"handle": ' + json.dumps(_marker(-1)), 1)
+        else:
+            marked = rule_text(rr)  # nft's text lists no handle
         statics: list[str] = []
         renders: list[tuple[int, Any]] = []
-        cut = re.compile("(" + "|".join(re.escape(json.dumps(_marker(k)))
+        # a marker as JSON prints it, or (nft text) as it is
+        cut = re.compile("(" + "|".join(f"{re.escape(json.dumps(_marker(k)))}|{re.escape(_marker(k))}"
                                         for k in range(-1, nmarks)) + ")")
         pieces = cut.split(marked)
-        if len(pieces) != 2 * (nmarks + 1) + 1:
+        if len(pieces) != 2 * (nmarks + json_style) + 1:
             return None
         sizes = {k: spans[vi][1] - spans[vi][0] for k, (_i, vi, _v, _l) in enumerate(patches)}
         values = {k: v for k, (_i, _vi, v, _l) in enumerate(patches)}
+        lefts = {k: left for k, (_i, _vi, _v, left) in enumerate(patches)}
         statics.append(pieces[0])
         for marker_text, static in zip(pieces[1::2], pieces[2::2], strict=True):
-            k = int(json.loads(marker_text).strip("\x00").split(":")[1])
+            raw = marker_text if marker_text[:1] == "\x00" else json.loads(marker_text)
+            k = int(raw.strip("\x00").split(":")[1])
             if k == -1:
                 renders.append((group_of["handle"], _handles))
             elif k >= len(patches):  # a counter's packets or bytes
                 renders.append((group_of[k], _handles))
             else:
-                fn, quoted = _renderer(values[k], sizes[k])
-                if quoted:
+                fn, quoted = _renderer(values[k], sizes[k], None if json_style else lefts[k])
+                if quoted and json_style:
                     statics[-1] += '"'
                     static = '"' + static
                 renders.append((group_of[k], fn))
             statics.append(static)
-        sh = _TextShape(pat, (r.family, r.table, r.chain), statics, renders)
+        sh = _TextShape(pat, (r.family, r.table, r.chain), statics, renders, self.sep)
+        sh.skey = skey
         m = pat.fullmatch(msg)
         if m is None or sh.render([m]) != text:
+            self.untemplated.add((skey, r.chain))
             return None  # the template does not reproduce its own rule: never use it
         return sh

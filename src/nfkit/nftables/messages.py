@@ -303,7 +303,7 @@ class Encoder:
         the sequence number and values formatted in.  A rule whose value the
         slot cannot take (a prefix where an address was, a service name, ...)
         is encoded on its own by `rule`, in its place."""
-        rt = self._rule_template(run.sample, run.key)
+        rt = run.template if run.template is not None else self._rule_template(run.sample, run.key)
         n = len(run)
         if rt is None:
             for k in range(n):
@@ -315,6 +315,8 @@ class Encoder:
             cols = run.packed
             assert all(len(c) == n * vsize if type(c) is bytes else len(c) == n
                        for c, (_f, vsize, _o) in zip(cols, slots, strict=True))
+        elif run.template is not None:
+            cols, bad = run.encoded()
         else:
             cols, bad = encode_columns(slots, run.kinds, [run.column(j) for j in range(len(slots))])
         k = 0

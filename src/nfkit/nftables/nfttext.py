@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from nfkit.errors import InputError, NfkitError
 from nfkit.nftables.expressions import EXTHDR_FIELDS
-from nfkit.nftables.model import FAMILIES
+from nfkit.nftables.model import FAMILIES, Rule
 from nfkit.nftables.types import CT, META, PAYLOAD, T
 
 DEFAULT_INCLUDE_PATH = "/etc"  # nft 1.0.6's built-in include path, searched before -I ones
@@ -156,18 +156,36 @@ def _install_line_lexer(parser: Any) -> None:
     frontend.lexer = _LineLexer(lexer, states, scanner, alternatives)
 
 
-def _split_run(run: Any, fast: Any, src: Source) -> Iterator[Any]:
+def _split_run(run: Any, fast: Any, src: Source, bulk: Any = None) -> Iterator[Any]:
     """A RULELINE run of several lines -> one `line` tree per line, positions kept;
-    a line ``fast(body, line, col, src)`` takes (returns True) makes none."""
+    a line ``fast(body, line, col, src)`` takes (returns True) makes none, nor do
+    the lines ``bulk(text, pos, line, col, src)`` takes at once (it returns how far
+    it read and how many lines, or None)."""
     from lark import Token, Tree
 
+    text = str(run)
     line, col = run.line, run.column
-    for seg in str(run).split("\n"):
+    pos, n = 0, len(text)
+    while True:
+        if bulk is not None:
+            got = bulk(text, pos, line, col, src)
+            if got is not None:
+                pos, k = got
+                line += k
+                col = 1
+                if pos > n or (pos == n and text[n - 1:] != "\n"):
+                    return
+                continue
+        nl = text.find("\n", pos)
+        seg = text[pos:nl] if nl >= 0 else text[pos:]
         body = seg.lstrip(" \t\f")
         col += len(seg) - len(body)
         body = body.rstrip(" \t\f")
         if fast is None or not fast(body, line, col, src):
             yield Tree("line", [Token("RULELINE", body, None, line, col, line, col + len(body))])
+        if nl < 0:
+            return
+        pos = nl + 1
         line += 1
         col = 1
 
@@ -1296,6 +1314,229 @@ def _pos(tree: Any) -> Pos:
 _NO_TEMPLATE = object()
 
 
+class _Sentinel:
+    """Item ``index``'s value, where a template's statements put it (see `_text_slots`)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+@dataclass(slots=True)
+class LearnedLine:
+    """A line template (`Template`) learned from the compiler (`shapes.learn`) in one
+    chain: the NEWRULE template, each place's item, and the items whose text must be
+    the sample's (values the shape fixes: a prefix length, a name)."""
+
+    template: Any  # templates.RuleTemplate
+    places: list[int]  # item index of each place
+    parse: list[Any]  # by item index: text -> value (None: not a slot)
+    fixed: tuple[str, ...]  # groups whose text must equal `texts`
+    texts: Any
+    bulk: Any = None  # whole lines of this template, one after another (see `_bulk_re`)
+
+
+class TextRun:
+    """Consecutive rule lines of one learned template in one chain (becomes a
+    `bulkjson.RuleRun` for the encoder): their line matches and where they are."""
+
+    __slots__ = ("tpl", "learned", "family", "table", "chain", "src", "matches", "segments")
+
+    def __init__(self, tpl: Template, learned: LearnedLine, family: str, table: str,
+                 chain: str, src: Source) -> None:
+        self.tpl = tpl
+        self.learned = learned
+        self.family, self.table, self.chain = family, table, chain
+        self.src = src
+        self.matches: list[re.Match[str]] = []
+        # (first row, its line, its column or 0: the match's own indent) of each
+        # stretch of consecutive lines
+        self.segments: list[tuple[int, int, int]] = []
+
+    def add(self, m: re.Match[str], line: int, col: int) -> None:
+        self.segments.append((len(self.matches), line, col))
+        self.matches.append(m)
+
+    def takes(self, m: re.Match[str] | None) -> bool:
+        ln = self.learned
+        return m is not None and (not self.tpl.checks or m.group(*self.tpl.checks)
+                                  == self.tpl.check_texts) and (
+            not ln.fixed or m.group(*ln.fixed) == ln.texts)
+
+    def where(self, k: int) -> tuple[int, int]:
+        """(line, column) of row ``k``."""
+        first, line, col = next(s for s in reversed(self.segments) if s[0] <= k)
+        if k != first or not col:
+            whole = self.matches[k].group(0)
+            col = 1 + len(whole) - len(whole.lstrip(" \t\f"))
+        return line + k - first, col
+
+    def statements(self, k: int) -> list[Any]:
+        vals: list[Any] = [None] * len(self.tpl.kinds)
+        m = self.matches[k]
+        for i, kind, group in self.tpl.values:
+            vals[i] = _slot_value(kind, m.group(group))
+        return self.tpl.build(vals)  # type: ignore[no-any-return]
+
+    def rule(self, run: Any, k: int) -> Any:
+        from nfkit.nftables.model import Rule
+
+        return Rule(self.family, self.table, self.chain, self.statements(k),
+                    source=f"{self.src.name}:{self.where(k)[0]}")
+
+    def as_rule_run(self) -> Any:
+        from nfkit.nftables.bulkjson import RuleRun
+
+        ln = self.learned
+        run = RuleRun(self.rule(None, 0), ("nft", id(self.tpl)), (), "", 0,
+                      template=ln.template, places=ln.places, parse=ln.parse,
+                      row_rule=self.rule,
+                      group_names=[f"t{i}" for i in range(len(self.tpl.kinds))])
+        run.matches = self.matches
+        return run
+
+
+def _int_value(text: str) -> int:
+    v = _number(text)
+    if v <= 0:  # a learned int slot takes positive numbers only (as the JSON reader's)
+        raise ValueError(text)
+    return v
+
+
+def _ipv4_value(text: str) -> str:
+    from nfkit.nftables.shapes import IPV4_RE
+
+    if re.fullmatch(IPV4_RE, text) is None:
+        raise ValueError(text)
+    return text
+
+
+def _ipv6_value(text: str) -> str:
+    from nfkit.nftables.shapes import IPV6_RE
+
+    if re.fullmatch(IPV6_RE, text) is None:
+        raise ValueError(text)
+    return text
+
+
+def _text_value(text: str) -> str:
+    return _unquote(text) if text[:1] == '"' else text
+
+
+def learn_line(tpl: Template, family: str, table: str, chain: str, m: re.Match[str]
+               ) -> LearnedLine | None:
+    """The template of lines of ``tpl`` from the compiler, learned from line match ``m``
+    (the first of a run), or None when the compiler gives none (then each line goes
+    the general way)."""
+    from nfkit.nftables.compiler import RuleCompiler
+    from nfkit.nftables.shapes import learn, leaves
+    from nfkit.nftables.templates import RuleTemplate
+
+    vals: list[Any] = [None] * len(tpl.kinds)
+    for i, kind, group in tpl.values:
+        vals[i] = _slot_value(kind, m.group(group))
+    stmts = tpl.build(vals)
+    marks: list[Any] = [_Sentinel(i) for i in range(len(tpl.kinds))]
+    marked = tpl.build(marks)
+    mleaves = leaves(marked)
+    sleaves = leaves(stmts)
+    if [p for p, _ in mleaves] != [p for p, _ in sleaves]:
+        return None
+
+    def compile_expr(expr: list[Any]) -> bytes | None:
+        rc = RuleCompiler(family, table, queue_mode=_no_queue)
+        try:
+            exprs, anon = rc.compile(expr)
+        except Exception:  # any refusal: no template; the general path reports it
+            return None
+        return None if anon else b"".join(exprs)
+
+    shape = learn(stmts, compile_expr)
+    if shape is None:
+        return None
+    value_items = {i for i, _k, _g in tpl.values}
+    # A slot the line template keeps constant (a word it checks, as a jump's chain):
+    # its sample value goes into the template's bytes.
+    constant = [k for k, s in enumerate(shape.slots)
+                if type(mleaves[s.leaf][1]) is not _Sentinel
+                or mleaves[s.leaf][1].index not in value_items]
+    if constant:
+        shape = shape.fixing(constant, [sleaves[shape.slots[k].leaf][1] for k in constant])
+    parse: list[Any] = [None] * len(tpl.kinds)
+    fixed: list[str] = []
+    slot_leaves = {s.leaf: s for s in shape.slots}
+    for j, (_path, mark) in enumerate(mleaves):
+        if type(mark) is not _Sentinel:
+            if j in slot_leaves:
+                return None  # a slot the line does not give: not a line template
+            continue
+        i = mark.index
+        if i not in value_items:
+            continue  # checked by the line template itself
+        s = slot_leaves.get(j)
+        if s is None:
+            fixed.append(f"t{i}")
+            continue
+        kind = s.cls[0].removesuffix("net")  # a prefix's address reads as an address
+        parse[i] = {"int": _int_value, "ipv4": _ipv4_value, "ipv6": _ipv6_value}.get(
+            kind, _text_value)
+    places = [mleaves[shape.slots[k].leaf][1].index for _o, _w, k in shape.places()]
+    texts = tuple(m.group(g) for g in fixed)
+    rt = RuleTemplate(family, table, chain, shape.statics,
+                      [(shape.slots[k].encode, w, None) for _o, w, k in shape.places()])
+    slot_class = {mleaves[s.leaf][1].index: s.cls for s in shape.slots}
+    return LearnedLine(rt, places, parse, tuple(fixed), texts[0] if len(texts) == 1 else texts,
+                       _bulk_re(tpl, m.group(0), value_items, slot_class))
+
+
+# A slot's value token, by (its class, the token's terminal), and what may not follow it.
+_BULK_VALUE = {("int", "NUMBER"): r"(?:0x[0-9a-fA-F]+|[1-9][0-9]*)(?![0-9A-Za-z_.:])",
+               ("ipv4", "IP4"): None, ("ipv6", "IP6"): None, ("text", "STRING"): None}
+
+
+def _bulk_re(tpl: Template, sample: str, value_items: set[int],
+             slot_class: dict[int, tuple[Any, ...]]) -> re.Pattern[str] | None:
+    """Whole lines like ``sample`` (a line of ``tpl``), with any indent, ending in a
+    newline or the end: its tokens literal (value items as named groups), each slot
+    a value of its class, whitespace where the sample has it.  None when a slot's
+    token is not one this knows (then lines go one by one)."""
+    from nfkit.nftables.shapes import IPV4_RE, IPV6_RE
+
+    parts = [r"[ \t\f]*"]
+    i = 0
+    for tm in _parser().parser.lexer.scanner.finditer(sample):
+        if tm.lastgroup == "_WS":
+            parts.append(r"[ \t\f]+")
+            continue
+        tok = tm.group()
+        cls = slot_class.get(i)
+        if cls is not None:
+            if cls[0] in ("ipv4net", "ipv6net"):
+                cls = (cls[0][:4],)
+            key = (cls[0], tpl.kinds[i])
+            if key not in _BULK_VALUE:
+                return None
+            rx = {"int": _BULK_VALUE[("int", "NUMBER")],
+                  "ipv4": IPV4_RE + r"(?![0-9.])",
+                  "ipv6": IPV6_RE + r"(?![0-9a-fA-F:.])",
+                  "text": f'"[A-Za-z0-9_.:/+ -]{{{cls[1] if len(cls) > 1 else 0}}}"'}[cls[0]]
+            parts.append(f"(?P<t{i}>{rx})")
+        elif i in value_items:
+            parts.append(f"(?P<t{i}>{re.escape(tok)})")
+        else:
+            parts.append(re.escape(tok))
+        i += 1
+    if i != len(tpl.kinds):
+        return None
+    parts.append(r"[ \t\f]*(?:\n|\Z)")
+    return re.compile("".join(parts))
+
+
+def _no_queue() -> str:
+    raise LookupError("queue statements are not templated")
+
+
 @dataclass(slots=True)
 class Located:
     """A JSON command and where in the text it came from."""
@@ -1319,6 +1560,10 @@ class Reader:
         self.depth = 0
         self.templates: dict[tuple[Any, ...], Any] = {}
         self.last: Template | None = None  # the template the last rule line used
+        # The run the last rule line may continue: (template, chain, index in out).
+        self.open_run: tuple[Any, ...] | None = None
+        self.learned: dict[tuple[Any, ...], list[LearnedLine | None]] = {}
+        self.chain_learned: dict[tuple[str, ...], list[tuple[Template, LearnedLine]]] = {}
 
     # -- tokens
     def items(self, tree: Any, src: Source) -> list[Item]:
@@ -1652,6 +1897,96 @@ class Reader:
         self.last = tpl
         return tpl.build(vals), tpl.comment
 
+    def run_line(self, text: str, ln: int, col: int, lsrc: Source, where: tuple[str, ...]
+                 ) -> bool:
+        """Take rule line ``text`` into the run the previous line opened, if it is one
+        of its template in the same chain (learned from the compiler when a run
+        starts); False leaves it to the usual way."""
+        assert self.open_run is not None
+        tpl, run_where, idx, first = self.open_run
+        if run_where != where or idx != len(self.out) - 1:
+            self.open_run = None
+            return False
+        m = tpl.line_re.match(text)
+        item = self.out[idx].item
+        if type(item) is TextRun:
+            if not item.takes(m):
+                self.open_run = None
+                return False
+        else:
+            # The second line of a run: the previous one (a plain rule) joins it.
+            m0 = tpl.line_re.match(first)
+            if m is None or m0 is None:
+                self.open_run = None
+                return False
+            learned = self._learned(tpl, where, m0)
+            if learned is None:
+                self.open_run = None
+                return False
+            item = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
+            if not item.takes(m0) or not item.takes(m):
+                self.open_run = None
+                return False
+            prev = self.out[idx]
+            item.add(m0, prev.line, prev.col)
+            self.out[idx] = Located(item, prev.src, prev.line, prev.col)  # type: ignore[arg-type]
+        item.add(m, ln, col)  # type: ignore[arg-type]
+        return True
+
+    def run_lines(self, text: str, pos: int, ln: int, col: int, lsrc: Source,
+                  where: tuple[str, ...]) -> tuple[int, int] | None:
+        """The lines of one learned template of this chain from ``text[pos:]`` (a
+        RULELINE run of the lexer), matched one after another in C, into the open
+        run or a new one: (where they end, how many); None when none is."""
+        from nfkit.nftables.bulkjson import consecutive
+
+        run: Any = None
+        ms: list[re.Match[str]] = []
+        if self.open_run is not None:
+            _tpl, run_where, idx, _first = self.open_run
+            if run_where == where and idx == len(self.out) - 1:
+                run = self.out[idx].item
+                if type(run) is TextRun and run.learned.bulk is not None and run.src is lsrc:
+                    ms = consecutive(run.learned.bulk, text, pos)
+        if not ms:
+            run = None
+            # the learned templates whose sample line starts with this line's word
+            head = text[pos:pos + 64]
+            start = pos + len(head) - len(head.lstrip(" \t\f"))
+            end = text.find(" ", start, start + 64)
+            word = text[start:end] if end > 0 else ""
+            for tpl, learned in self.chain_learned.get((*where, word), ()):
+                if learned.bulk.match(text, pos) is None:
+                    continue
+                ms = consecutive(learned.bulk, text, pos)
+                if ms:
+                    run = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
+                    self.out.append(Located(run, lsrc, ln, col))  # type: ignore[arg-type]
+                    self.open_run = (tpl, where, len(self.out) - 1, "")
+                    break
+            if run is None:
+                return None
+        run.segments.append((len(run.matches), ln, col if pos == 0 else 0))
+        run.matches += ms
+        return ms[-1].end(), len(ms)
+
+    def _learned(self, tpl: Template, where: tuple[str, ...], m: re.Match[str]
+                 ) -> LearnedLine | None:
+        """A learned template of ``tpl`` in chain ``where`` whose fixed values are
+        line ``m``'s, learned now if none is (a few per template at most)."""
+        known = self.learned.setdefault((id(tpl), *where), [])
+        for ln in known:
+            if ln is not None and (not ln.fixed or m.group(*ln.fixed) == ln.texts):
+                return ln
+        if len(known) >= 8:
+            return None
+        ln = learn_line(tpl, where[0], where[1], where[2], m)
+        known.append(ln)
+        if ln is not None and ln.bulk is not None:
+            first = m.group(0).lstrip(" \t\f").split(" ", 1)[0]
+            self.chain_learned.setdefault((*where, first), []).append((tpl, ln))
+        return ln
+
     def rule_command(self, verb: str, obj: Any, src: Source) -> None:
         items = self.items(obj.children[0], src)
         c = Cursor(items, items[-1])
@@ -1687,11 +2022,12 @@ class Reader:
     def _lines(self, children: list[Any], src: Source, ctx: Any, one_line: Any,
                start: str) -> None:
         fast = getattr(one_line, "fast", None)  # a chain's template path: no tree a line
+        bulk = getattr(one_line, "bulk", None)  # and its runs of lines, read at once
         for t in children:
             if not hasattr(t, "data"):  # a block's braces
                 continue
             if t.data == "line" and not hasattr(t.children[0], "data") and "\n" in t.children[0]:
-                for sub in _split_run(t.children[0], fast, src):
+                for sub in _split_run(t.children[0], fast, src, bulk):
                     one_line(sub, src, ctx)
                 continue
             if t.data in ("define", "redefine", "undefine"):
@@ -1806,14 +2142,28 @@ class Reader:
                 raise c.unexpected()
 
         def fast(text: str, ln: int, col: int, lsrc: Source) -> bool:
-            hit = self.rule_line(fam, text) if self.use_templates else None
+            if not self.use_templates:
+                return False
+            if self.open_run is not None and self.run_line(text, ln, col, lsrc, where):
+                return True
+            hit = self.rule_line(fam, text)
             if hit is None:
                 return False
             rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
             if hit[1] is not None:
                 rb["comment"] = hit[1]
             self.emit("add", "rule", rb, lsrc, Pos(ln, col, col + len(text)))
+            if hit[1] is None and self.last is not None:
+                self.open_run = (self.last, where, len(self.out) - 1, text)
             return True
+
+        where = (fam, table, name)
+
+        def bulk(text: str, pos: int, ln: int, col: int, lsrc: Source) -> Any:
+            return self.run_lines(text, pos, ln, col, lsrc, where) \
+                if self.use_templates else None
+
+        line.bulk = bulk  # type: ignore[attr-defined]
 
         line.fast = fast  # type: ignore[attr-defined]
         self._block_lines(blk, src, line)
@@ -2016,7 +2366,24 @@ def read_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
 def to_json(text: str, name: str = "-", include_paths: tuple[str, ...] | list[str] = ()
             ) -> dict[str, Any]:
     """nft text -> a libnftables JSON command document ({"nftables": [...]})."""
-    return {"nftables": [x.item for x in read_nft(text, name, include_paths)]}
+    return {"nftables": [x.item for x in expanded(read_nft(text, name, include_paths))]}
+
+
+def expanded(out: list[Located]) -> list[Located]:
+    """``out`` (of `read_nft`) with each run of lines (`TextRun`) as one JSON rule
+    command a line, at its line and column."""
+    items: list[Located] = []
+    for x in out:
+        if type(x.item) is not TextRun:
+            items.append(x)
+            continue
+        run = x.item
+        for k in range(len(run.matches)):
+            line, col = run.where(k)
+            items.append(Located({"add": {"rule": {
+                "family": run.family, "table": run.table, "chain": run.chain,
+                "expr": run.statements(k)}}}, run.src, line, col))
+    return items
 
 
 class NftCommands(list[Any]):
@@ -2036,6 +2403,16 @@ class NftCommands(list[Any]):
             if loc is not None:
                 end = len(loc.src.line(loc.line))
                 return located(loc.src, loc.line, loc.col, max(end, loc.col), str(exc))
+            if isinstance(what, str):  # a row of a run of lines: found by its text
+                for c in self:
+                    run = getattr(getattr(c.obj, "row_rule", None), "__self__", None)
+                    if type(run) is not TextRun:
+                        continue
+                    for k in range(len(run.matches)):
+                        if str(run.rule(None, k)) == what:
+                            line, col = run.where(k)
+                            end = len(run.src.line(line))
+                            return located(run.src, line, col, max(end, col), str(exc))
         return exc
 
 
@@ -2045,12 +2422,20 @@ def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
 
     A rule remembers its file and line, so an error the encoder finds later names
     them; `NftCommands.locate` puts the kernel's refusal at its line."""
-    from nfkit.nftables.jsonfmt import no_gc, parse_commands
+    from nfkit.nftables.jsonfmt import Command, item_command, no_gc, order_commands
 
     with no_gc():
         located_items = read_nft(text, name, include_paths)
         try:
-            cmds = parse_commands({"nftables": [x.item for x in located_items]})
+            cmds: list[Command] = []
+            for i, x in enumerate(located_items):
+                if type(x.item) is TextRun:
+                    cmds.append(Command("add", "rule", x.item.as_rule_run()))
+                    continue
+                c = item_command(i, x.item)
+                if c is not None:
+                    cmds.append(c)
+            cmds = order_commands(cmds)
         except InputError as exc:
             m = re.search(r"#(\d+)", str(exc))
             if m is None or int(m.group(1)) >= len(located_items):
@@ -2060,6 +2445,8 @@ def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
         out = NftCommands(cmds)
         out.where = {}
         for cmd in cmds:
+            if cmd.kind == "rule" and type(cmd.obj) is not Rule:  # a run: its rows know
+                continue
             if cmd.kind == "rule":
                 src = cmd.obj.source
                 i = src if isinstance(src, int) else int(str(src).lstrip("#"))
@@ -2069,6 +2456,8 @@ def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
         # Other objects (few): by the JSON body they were made from, on their names.
         others = [c for c in cmds if c.kind != "rule"]
         for x in located_items:
+            if type(x.item) is TextRun:
+                continue
             (verb, inner), = x.item.items()
             (kind, body), = inner.items()
             if kind == "rule":

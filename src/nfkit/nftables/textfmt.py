@@ -50,6 +50,11 @@ def _typed(left: Any, v: Any) -> str:
     return value(v)
 
 
+def typed(left: Any, v: Any) -> str:
+    """Value ``v`` as nft prints it after left-hand side ``left`` (a match's)."""
+    return _typed(left, v)
+
+
 def value(v: Any) -> str:
     if isinstance(v, dict):
         if "prefix" in v:
@@ -369,8 +374,10 @@ def _obj_lines(o: Any) -> list[str]:
     return [json.dumps(b)]
 
 
-def to_text(rs: Ruleset) -> str:
-    """The ruleset in nft's text syntax."""
+def to_text(rs: Ruleset, rule_texts: dict[tuple[str, str, str], list[str]] | None = None) -> str:
+    """The ruleset in nft's text syntax; with ``rule_texts``, the rules are given as
+    text by chain (in order; a text may hold several lines joined by a newline and
+    the chain's indent) instead of in ``rs.rules``."""
     lines: list[str] = []
     for t in rs.tables:
         lines.append(f"table {t.family} {t.name} {{")
@@ -426,6 +433,8 @@ def to_text(rs: Ruleset) -> str:
                 dev = f" device {json.dumps(devs[0])}" if len(devs) == 1 else ""
                 lines.append(f"\t\ttype {c.type} hook {c.hook}{dev} priority {_prio(c)}; "
                              f"policy {c.policy};")
+            if rule_texts is not None:
+                lines += [f"\t\t{text}" for text in rule_texts.get(c.key, ())]
             for r in rs.rules:
                 if r.chain == c.name and (r.family, r.table) == t.key:
                     lines.append(f"\t\t{rule_text(r)}")

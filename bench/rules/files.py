@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+# ruff: noqa: E501
+"""Benchmark: the files users have, loaded by nfkit and by nft, side by side in one run.
+
+(a) `nft -j list ruleset` output of N rules `ip saddr A tcp dport P counter accept`
+    in an inet chain (handles, counter values, the inet family);
+(b) the same ruleset as nft text;
+(c) a mixed ruleset of N rules over 24 shapes (inputs.SHAPES), as nft text and as
+    nft's own JSON listing of it.
+Each load in a fresh network namespace (unshare -n); nfkit rules load, nft -f, nft -j
+-f, and the kernel's commit of the same batch (nfkit's batch bytes sent alone, in one
+sendmsg, timed around the send only).  Then, on a loaded N-rule chain: `nfkit rules
+exists` of the last rule (cache cold and warm) against `iptables-nft -C`, and the
+listings against the bare dump.  Medians of BENCH_RUNS (default 3); the machine is
+shared: read the ratios, not the seconds.
+
+    sudo .venv/bin/python bench/rules/files.py            # N=80000
+    BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+PY = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
+NFKIT = [str(ROOT / ".venv/bin/nfkit")] if (ROOT / ".venv/bin/nfkit").exists() else [PY, "-m", "nfkit"]
+
+from inputs import a4, listing_nft, mixed_nft, port  # noqa: E402
+
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "80000").split()]
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+
+FLOOR = r'''
+import sys, time
+from nfkit.cli.bulk import read_commands
+from nfkit.nftables.commits import encode_commands, known_sets
+from nfkit.nftables.listing import open_socket
+from nfkit.nftables.messages import Encoder
+from nfkit.netlink.codec import Batch
+cmds = read_commands(sys.argv[1])
+s = open_socket()
+b = Batch(); e = Encoder(b, known_sets(cmds, s))
+encode_commands(cmds, e); b.close()
+data = bytes(b.buffer)
+s.ensure_sndbuf(len(data) + (1 << 20))
+t0 = time.perf_counter(); s.send(data); t1 = time.perf_counter()
+print(t1 - t0)
+'''
+
+DUMP = r'''
+import time
+from nfkit.netlink.codec import MessageWriter
+from nfkit.netlink.consts import NLM_F_REQUEST
+from nfkit.nftables.listing import open_socket
+from nfkit.nftables.messages import msg_type
+s = open_socket()
+w = MessageWriter(); w.begin(msg_type("getrule"), NLM_F_REQUEST, family=0); w.end()
+t0 = time.perf_counter()
+for _ in s.dump_datagrams(w):
+    pass
+print(time.perf_counter() - t0)
+'''
+
+
+def timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def fresh(argv: list[str]) -> float:
+    """``argv`` in a fresh network namespace, timed (namespace set-up included for
+    every tool alike)."""
+    return timed(["unshare", "-n", *argv])
+
+
+def floor(path: Path) -> float:
+    out = subprocess.run(["unshare", "-n", PY, "-c", FLOOR, str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out)
+
+
+def nft_json_listing(text_path: Path, json_path: Path) -> None:
+    """nft's own JSON listing of ``text_path`` (loaded by nft in a namespace)."""
+    with open(json_path, "w") as out:
+        subprocess.run(["unshare", "-n", "sh", "-c", f"nft -f {text_path} && nft -j list ruleset"],
+                       check=True, stdout=out)
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def loads(d: Path, n: int) -> None:
+    files = {"b": d / "listing.nft", "a": d / "listing.json", "c": d / "mixed.nft",
+             "c-json": d / "mixed.json"}
+    files["b"].write_text(listing_nft(n))
+    files["c"].write_text(mixed_nft(n))
+    nft_json_listing(files["b"], files["a"])
+    nft_json_listing(files["c"], files["c-json"])
+    cases = [("(a) nft -j list output", files["a"], files["b"]),
+             ("(b) the same as nft text", files["b"], files["a"]),
+             ("(c) mixed, 24 shapes, nft text", files["c"], files["c-json"]),
+             ("(c) mixed, nft's JSON listing", files["c-json"], files["c"])]
+    for title, path, other in cases:
+        text_p, json_p = (path, other) if path.suffix == ".nft" else (other, path)
+        res: dict[str, list[float]] = {}
+        for _ in range(RUNS):
+            res.setdefault("nfkit rules load", []).append(fresh([*NFKIT, "rules", "load", str(path)]))
+            res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)]))
+            res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)]))
+            res.setdefault("kernel commit", []).append(floor(path))
+        m = {k: med(v) for k, v in res.items()}
+        ours = m["nfkit rules load"]
+        print(f"\n== load {n} rules: {title} ({path.name}; median of {RUNS}, fresh namespace each)")
+        print(f"  nfkit rules load       {ours:7.2f} s   nfkit/kernel commit = {ours / m['kernel commit']:.2f}")
+        for k in ("nft -f", "nft -j -f"):
+            print(f"  {k:22s} {m[k]:7.2f} s   {k}/nfkit = {m[k] / ours:.2f}")
+        print(f"  kernel commit          {m['kernel commit']:7.2f} s   (the batch alone, one sendmsg)")
+        print("  per run: " + "; ".join(" ".join(f"{res[k][i]:.2f}" for k in res) for i in range(RUNS)))
+
+
+def exists_and_lists(d: Path, n: int) -> None:
+    """exists (cold and warm cache) vs iptables-nft -C, listings vs the bare dump, on an
+    n-rule chain loaded once in one namespace (and the same rules by iptables-nft-restore
+    in another)."""
+    from nfkit.lab import Lab
+
+    rule = (f'[{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "ip", "field": "saddr"}}}}, "right": "{a4(n - 1)}"}}}},'
+            f' {{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": {port(n - 1)}}}}},'
+            ' {"counter": null}, {"accept": null}]')
+    ipt = d / "r.ipt"
+    with open(ipt, "w") as f:
+        f.write("*filter\n:INPUT ACCEPT [0:0]\n")
+        for i in range(n):
+            f.write(f"-A INPUT -s {a4(i)}/32 -p tcp -m tcp --dport {port(i)} -j ACCEPT\n")
+        f.write("COMMIT\n")
+    have_ipt = shutil.which("iptables-nft") is not None
+    with Lab("nkf") as lab:
+        ns = lab.add("a")
+        ns.run([*NFKIT, "rules", "load", str(d / "listing.nft")])
+        ns2 = lab.add("i") if have_ipt else None
+        if ns2 is not None:
+            with open(ipt) as f:
+                subprocess.run(ns2.argv(["iptables-nft-restore"]), stdin=f, check=True)
+        exists = [*NFKIT, "rules", "exists", "-f", "inet", "-t", "t", "-c", "c", rule]
+        res: dict[str, list[float]] = {}
+        start = [PY, "-c", "pass"]
+        for _ in range(RUNS):
+            res.setdefault("python start", []).append(timed(ns.argv(start)))
+            # another process commits (the generation moves): the next exists re-dumps
+            ns.run("nft add table inet scratch")
+            ns.run("nft delete table inet scratch")
+            res.setdefault("exists, cold cache", []).append(timed(ns.argv(exists)))
+            res.setdefault("exists, warm cache", []).append(timed(ns.argv(exists)))
+            if ns2 is not None:
+                res.setdefault("iptables-nft -C", []).append(timed(ns2.argv([
+                    "iptables-nft", "-C", "INPUT", "-s", a4(n - 1), "-p", "tcp", "--dport",
+                    str(port(n - 1)), "-j", "ACCEPT"])))
+            res.setdefault("bare dump", []).append(float(ns.run([PY, "-c", DUMP]).stdout))
+            res.setdefault("nfkit rules list", []).append(timed(ns.argv([*NFKIT, "rules", "list"])))
+            res.setdefault("nfkit rules list --json", []).append(timed(ns.argv([*NFKIT, "rules", "list", "--json"])))
+            res.setdefault("nft list ruleset", []).append(timed(ns.argv(["nft", "list", "ruleset"])))
+            res.setdefault("nft -j list ruleset", []).append(timed(ns.argv(["nft", "-j", "list", "ruleset"])))
+        m = {k: med(v) for k, v in res.items()}
+        warm = m["exists, warm cache"]
+        print(f"\n== exists, the last of {n} rules (median of {RUNS}; process start included)")
+        print(f"  python start alone         {m['python start'] * 1000:7.1f} ms")
+        print(f"  nfkit rules exists, cold   {m['exists, cold cache'] * 1000:7.1f} ms   (dump, fingerprints cached)")
+        print(f"  nfkit rules exists, warm   {warm * 1000:7.1f} ms   (GETGEN + GETRULE of one handle)")
+        if "iptables-nft -C" in m:
+            print(f"  iptables-nft -C            {m['iptables-nft -C'] * 1000:7.1f} ms   iptables/nfkit warm = {m['iptables-nft -C'] / warm:.1f}")
+        dump = m["bare dump"]
+        print(f"== list the {n}-rule chain (median of {RUNS})")
+        print(f"  bare dump (nothing decoded) {dump:6.2f} s")
+        for k in ("nfkit rules list", "nfkit rules list --json", "nft list ruleset", "nft -j list ruleset"):
+            print(f"  {k:27s} {m[k]:6.2f} s   /dump = {m[k] / dump:.2f}")
+
+
+def main() -> None:
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "src" / "nfkit")], check=True)
+    # exists' cache in a directory of this run's own (root's, under /run), removed after
+    cache = Path(f"/run/nfkit-bench-{os.getpid()}")
+    os.environ["NFKIT_CACHE_DIR"] = str(cache)
+    try:
+        _main()
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _main() -> None:
+    print(f"nfkit vs nft, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine)")
+    for n in SIZES:
+        d = Path(tempfile.mkdtemp(prefix="nfkit-files-"))
+        try:
+            loads(d, n)
+            if os.environ.get("BENCH_NO_DETAIL") != "1":
+                exists_and_lists(d, n)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

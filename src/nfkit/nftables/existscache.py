@@ -1,0 +1,394 @@
+"""`nfkit rules exists` without re-reading the chain: rule fingerprints cached per
+network namespace, keyed by the ruleset's generation.
+
+This module owns the cache of one chain's rules: a fingerprint (a hash of the
+rule's statements as the kernel gives them back, counters aside) and the rule's
+handle, for every rule, as of one generation (NFT_MSG_GETGEN) of one network
+namespace.  `exists` asks the kernel for the generation first: when it is the
+cache's, a fingerprint not in the cache is not in the chain, and one in it is
+confirmed by one GETRULE of its handle; when the generation moved (another
+process changed the ruleset), or there is no cache, the chain is dumped and the
+cache written again.  A namespace is named by its cookie (SO_NETNS_COOKIE: never
+reused while the machine is up, unlike its inode) and the boot id, so neither a
+namespace that reuses a dead one's inode nor a generation number that repeats in
+another namespace can answer from another ruleset's cache.
+
+Only root uses it, from a directory (default /run/nfkit/exists, NFKIT_CACHE_DIR to
+move it) that it checks is root's alone all the way up (no other user can create,
+replace or write a cache file), and a file is read only if root owns it and no
+one else may write it.  Anything else: no cache, the chain is read as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import struct
+
+# blake2b without hashlib's OpenSSL import (this module serves a 50 ms command)
+from _blake2 import blake2b
+from typing import Any
+
+Path = str  # paths are plain strings here: pathlib's import costs more than the answer
+
+MAGIC = b"nfkit-exists-cache 2\n"
+# fingerprint, handle, digest of the rule's expressions as the kernel holds them
+_RECORD = struct.Struct(">16sQ16s")
+SO_NETNS_COOKIE = 71  # asm-generic/socket.h (Linux 5.14)
+# The few kernel numbers the quick path needs without importing the specs
+# (tests check them against nfkit.netlink.specs.nftables).
+NETLINK_NETFILTER = 12
+GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
+GETRULE = (10 << 8) | 7  # NFT_MSG_GETRULE
+NFTA_GEN_ID = 1
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_EXPRESSIONS = 1, 2, 3, 4
+NFTA_EXPR_NAME = 1
+FAMILY_NUM = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
+VERSION = "1"  # of the fingerprints: bump when the decoder's output changes
+
+
+def fingerprint(expr: list[Any]) -> bytes:
+    """A rule's statements (counters aside, as `listing.strip_counters` leaves them)
+    -> 16 bytes; equal statements, equal fingerprints (key order does not matter)."""
+    text = json.dumps(expr, sort_keys=True, separators=(",", ":"))
+    return blake2b(text.encode(), digest_size=16).digest()
+
+
+def cache_dir() -> Path:
+    return os.path.join(os.environ.get("NFKIT_CACHE_DIR", "/run/nfkit"), "exists")
+
+
+def _root_only(path: Path) -> bool:
+    """``path`` and every directory above it are root's, and no other user may write
+    them (a sticky, world-writable parent such as /tmp does not count)."""
+    p = os.path.abspath(path)
+    while True:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            return False
+        parent = os.path.dirname(p)
+        if parent == p:
+            return True
+        p = parent
+
+
+def usable_dir(create: bool) -> Path | None:
+    """The cache directory when this process may trust it (root, the directory root's
+    alone), made if ``create``; else None."""
+    if os.geteuid() != 0:
+        return None
+    d = cache_dir()
+    if create and not os.path.exists(d):
+        try:
+            os.makedirs(os.path.dirname(d), mode=0o755, exist_ok=True)
+            os.mkdir(d, mode=0o700)
+        except OSError:
+            return None
+    return d if _root_only(d) else None
+
+
+def _attrs(buf: bytes, pos: int = 0, end: int | None = None) -> dict[int, bytes]:
+    """The netlink attributes of ``buf[pos:end]`` by type (nesting flags dropped)."""
+    out: dict[int, bytes] = {}
+    end = len(buf) if end is None else end
+    while pos + 4 <= end:
+        ln, typ = struct.unpack_from("=HH", buf, pos)
+        if ln < 4:
+            break
+        out[typ & 0x3FFF] = buf[pos + 4:pos + ln]
+        pos += (ln + 3) & ~3
+    return out
+
+
+def _attr(typ: int, value: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(value), typ) + value + bytes(-len(value) % 4)
+
+
+class Conn:
+    """A netfilter netlink socket for the few requests of the quick path (no dumps)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def ask(self, msg_type: int, family: int, payload: bytes = b"") -> list[bytes] | None:
+        """The payloads (after the nfgenmsg) of the replies to one request; None when
+        the kernel refused it."""
+        self.seq += 1
+        body = struct.pack("=BBH", family, 0, 0) + payload
+        self.sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, 1 | 4, self.seq, 0) + body)
+        out: list[bytes] = []
+        while True:
+            data = self.sock.recv(1 << 16)
+            pos = 0
+            while pos + 16 <= len(data):
+                ln, typ, _flags, seq, _pid = struct.unpack_from("=IHHII", data, pos)
+                if ln < 16:
+                    return None
+                if seq == self.seq:
+                    if typ == 2:  # NLMSG_ERROR: 0 is the ACK
+                        return out if struct.unpack_from("=i", data, pos + 16)[0] == 0 else None
+                    if typ == 3:  # NLMSG_DONE
+                        return out
+                    out.append(data[pos + 20:pos + ln])
+                pos += (ln + 3) & ~3
+
+
+def netns_key(sock: Any) -> tuple[str, int]:
+    """(boot id, network namespace cookie) of the namespace ``sock`` lives in."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    raw = socket.socket(fileno=os.dup(sock.fileno()))
+    try:
+        cookie = struct.unpack("=Q", raw.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    finally:
+        raw.close()
+    return boot, cookie
+
+
+def generation(conn: Conn) -> int:
+    """The ruleset's generation id (NFT_MSG_GETGEN): it moves at every commit."""
+    for payload in conn.ask(GETGEN, 0) or ():
+        gid = _attrs(payload).get(NFTA_GEN_ID)
+        if gid is not None and len(gid) == 4:
+            return int.from_bytes(gid, "big")
+    raise OSError("the kernel gave no generation id")
+
+
+def expr_digest(exprs: bytes) -> bytes:
+    """A digest of a rule's expressions (NFTA_RULE_EXPRESSIONS) as the kernel holds
+    them, counter values left out (they move as packets pass)."""
+    h = blake2b(digest_size=16)
+    pos = 0
+    while pos + 4 <= len(exprs):
+        ln, _typ = struct.unpack_from("=HH", exprs, pos)
+        if ln < 4:
+            break
+        elem = exprs[pos + 4:pos + ln]
+        name = _attrs(elem).get(NFTA_EXPR_NAME, b"")
+        h.update(struct.pack("=H", len(elem)) + (name if name == b"counter\0" else elem))
+        pos += (ln + 3) & ~3
+    return h.digest()
+
+
+class ChainCache:
+    """The fingerprints of one chain's rules as of one generation (a file's contents)."""
+
+    __slots__ = ("header", "records")
+
+    def __init__(self, header: dict[str, Any], records: bytes) -> None:
+        self.header = header
+        self.records = records  # sorted _RECORD entries
+
+    def handles(self, fp: bytes) -> list[tuple[int, bytes]]:
+        """(handle, expressions digest) of the rules with fingerprint ``fp``."""
+        size = _RECORD.size
+        n = len(self.records) // size
+        lo, hi = 0, n
+        recs = self.records
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if recs[mid * size:mid * size + 16] < fp:
+                lo = mid + 1
+            else:
+                hi = mid
+        out = []
+        while lo < n and recs[lo * size:lo * size + 16] == fp:
+            out.append(_RECORD.unpack_from(recs, lo * size)[1:])
+            lo += 1
+        return out
+
+
+def _name(d: Path, *parts: Any) -> Path:
+    return os.path.join(d, blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest())
+
+
+def _header(key: tuple[str, int], gen: int, where: tuple[str, str, str]) -> dict[str, Any]:
+    return {"boot": key[0], "netns_cookie": key[1], "generation": gen, "family": where[0],
+            "table": where[1], "chain": where[2]}
+
+
+def _read_root_file(path: Path) -> bytes | None:
+    """``path``'s bytes if root owns it, no one else may write it and it is no link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022
+                or st.st_nlink != 1):
+            return None
+        chunks = []
+        while True:
+            c = os.read(fd, 1 << 20)
+            if not c:
+                break
+            chunks.append(c)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _write_root_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (written aside, then renamed into place)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def read(d: Path, key: tuple[str, int], gen: int, where: tuple[str, str, str]
+         ) -> ChainCache | None:
+    """The cache of chain ``where`` (family, table, chain) when it is of generation
+    ``gen`` of namespace ``key`` and root's alone; else None."""
+    data = _read_root_file(_name(d, "chain", key[0], key[1], *where))
+    if data is None or not data.startswith(MAGIC):
+        return None
+    end = data.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(data[len(MAGIC):end])
+    except ValueError:
+        return None
+    if header != _header(key, gen, where):
+        return None
+    records = data[end + 1:]
+    if len(records) % _RECORD.size:
+        return None
+    return ChainCache(header, records)
+
+
+def write(d: Path, key: tuple[str, int], gen: int, where: tuple[str, str, str],
+          entries: list[tuple[bytes, int, bytes]]) -> None:
+    body = b"".join(_RECORD.pack(*e) for e in sorted(entries))
+    header = json.dumps(_header(key, gen, where)).encode()
+    _write_root_file(_name(d, "chain", key[0], key[1], *where), MAGIC + header + b"\n" + body)
+
+
+def _query_file(d: Path, where: tuple[str, str, str], rule_text: str) -> Path:
+    return _name(d, "query", VERSION, *where, rule_text)
+
+
+def remembered(d: Path, where: tuple[str, str, str], rule_text: str) -> bytes | None:
+    """The fingerprint of RULE text ``rule_text`` in chain ``where``, if a full run
+    remembered it (it depends on the text and the chain's table only)."""
+    data = _read_root_file(_query_file(d, where, rule_text))
+    return data if data is not None and len(data) == 16 else None
+
+
+def get_rule_exprs(conn: Conn, where: tuple[str, str, str], handle: int) -> bytes | None:
+    """NFTA_RULE_EXPRESSIONS of rule ``handle`` of chain ``where`` (one GETRULE), or
+    None when there is no such rule."""
+    fam, table, chain = where
+    payload = (_attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+               + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")
+               + _attr(NFTA_RULE_HANDLE, struct.pack(">Q", handle)))
+    for reply in conn.ask(GETRULE, FAMILY_NUM[fam], payload) or ():
+        a = _attrs(reply)
+        if (a.get(NFTA_RULE_HANDLE) == struct.pack(">Q", handle)
+                and a.get(NFTA_RULE_CHAIN) == chain.encode() + b"\0"):
+            return a.get(NFTA_RULE_EXPRESSIONS, b"")
+    return None
+
+
+def quick(family: str, table: str, chain: str, rule_text: str) -> bool | None:
+    """`nfkit rules exists` answered from the cache alone, importing nothing of the
+    rest of nfkit: True/False when the generation is the cache's and RULE's
+    fingerprint was remembered (a confirming GETRULE when it is in the chain), None
+    when the full path must answer."""
+    if family not in FAMILY_NUM:
+        return None
+    d = usable_dir(create=False)
+    if d is None:
+        return None
+    where = (family, table, chain)
+    fp = remembered(d, where, rule_text)
+    if fp is None:
+        return None
+    conn = Conn()
+    try:
+        key = netns_key(conn)
+        cached = read(d, key, generation(conn), where)
+        if cached is None:
+            return None
+        handles = cached.handles(fp)
+        if not handles:
+            return False
+        for handle, digest in handles:
+            exprs = get_rule_exprs(conn, where, handle)
+            if exprs is not None and expr_digest(exprs) == digest:
+                return True
+        return None
+    finally:
+        conn.close()
+
+
+def exists(rule: Any, rule_text: str | None = None) -> bool | None:
+    """True if a rule semantically equal to ``rule`` is in its chain, from the cache
+    when the ruleset's generation is the cache's (see the module's docstring), else
+    from a dump of the chain (which writes the cache again).  None when this process
+    may not use a cache (not root, or the directory is not root's alone): then ask
+    `listing.exists`.  With ``rule_text`` (RULE as given), its fingerprint is
+    remembered for `quick`.  Raises InputError when the chain does not exist."""
+    from nfkit.netlink.socket import NetlinkSocket
+    from nfkit.nftables.listing import chain_rules, normalize, strip_counters
+
+    d = usable_dir(create=True)
+    if d is None:
+        return None
+    where = (rule.family, rule.table, rule.chain)
+    want = strip_counters(normalize(rule.expr, rule.family, table=rule.table))
+    fp = fingerprint(want)
+    if rule_text is not None:
+        _write_root_file(_query_file(d, where, rule_text), fp)
+    conn = Conn()
+    try:
+        key = netns_key(conn)
+        gen = generation(conn)
+        cached = read(d, key, gen, where)
+        if cached is not None:
+            handles = cached.handles(fp)
+            if not handles:
+                return False  # the generation is the cache's: the chain is as it was
+            for handle, digest in handles:
+                exprs = get_rule_exprs(conn, where, handle)
+                if exprs is not None and expr_digest(exprs) == digest:
+                    return True
+            # not what the cache says (a race with a commit): read the chain again
+        entries: list[tuple[bytes, int, bytes]] = []
+        found = False
+        with NetlinkSocket() as sock:
+            for r, attrs in chain_rules(sock, *where):
+                have = strip_counters(r.expr)
+                f = fingerprint(have)
+                if f == fp and have == want:
+                    found = True
+                if r.handle is not None:
+                    entries.append((f, r.handle,
+                                    expr_digest(bytes(attrs.get(NFTA_RULE_EXPRESSIONS, b"")))))
+        if generation(conn) == gen:  # the dump is of that generation: cache it
+            write(d, key, gen, where, entries)
+        return found
+    finally:
+        conn.close()

@@ -1,0 +1,196 @@
+"""`nfkit rules exists` from the cache of rule fingerprints (nfkit.nftables.existscache):
+answers equal to the chain's, never from a stale cache (another process changed the
+ruleset), never from another namespace's cache (a reused namespace inode, a repeated
+generation number), never from a file a non-root user could have written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfkit.lab import Lab
+from nfkit.nftables import existscache
+
+from .conftest import NFKIT
+
+N = 40
+
+
+def _rule(i: int) -> str:
+    return json.dumps([
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                   "right": f"192.0.2.{i}"}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                   "right": 1000 + i}},
+        {"counter": None}, {"accept": None}])
+
+
+def _ruleset(indexes: range | list[int]) -> str:
+    lines = "".join(f"\t\tip saddr 192.0.2.{i} tcp dport {1000 + i} counter accept\n"
+                    for i in indexes)
+    return ("table inet t {\n\tchain c {\n\t\ttype filter hook input priority 0;\n"
+            f"{lines}\t}}\n}}\n")
+
+
+@pytest.fixture
+def cache_dir() -> Iterator[Path]:
+    """A cache directory of this test's own, under /run (root's alone all the way up)."""
+    d = Path("/run") / f"nfkit-test-{uuid.uuid4().hex[:12]}"
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _exists(ns: Any, cache_dir: Path, i: int, *extra: str) -> int:
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    return ns.run([*NFKIT, "rules", "exists", "-f", "inet", "-t", "t", "-c", "c", *extra,
+                   _rule(i)], check=False, env=env).returncode  # type: ignore[no-any-return]
+
+
+def _load(ns: Any, text: str) -> None:
+    ns.run(["nft", "-f", "-"], input=text)
+
+
+def _files(cache_dir: Path) -> list[Path]:
+    d = cache_dir / "exists"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+@pytest.mark.kernel
+def test_answers_follow_changes_by_another_process(netns: Any, cache_dir: Path) -> None:
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, N - 1) == 0  # dumped, cached
+    assert len(_files(cache_dir)) == 2  # the chain's fingerprints, RULE's fingerprint
+    assert _exists(netns, cache_dir, N - 1) == 0  # from the cache
+    assert _exists(netns, cache_dir, N + 5) == 1  # from the cache: not there
+    # nft (another process) deletes the rule: the generation moved, never the old answer
+    handle = next(r["rule"]["handle"] for r in json.loads(
+        netns.run("nft -j list ruleset").stdout)["nftables"]
+        if "rule" in r and r["rule"]["expr"][0]["match"]["right"] == f"192.0.2.{N - 1}")
+    netns.run(f"nft delete rule inet t c handle {handle}")
+    assert _exists(netns, cache_dir, N - 1) == 1
+    assert _exists(netns, cache_dir, N - 1) == 1
+    # and adds the one that was not there
+    netns.run(f"nft add rule inet t c ip saddr 192.0.2.{N + 5} tcp dport {1005 + N} counter accept")
+    assert _exists(netns, cache_dir, N + 5) == 0
+    assert _exists(netns, cache_dir, N + 5) == 0
+    # the same rule replaced by another at the same handle (replace rule): not there
+    handle = next(r["rule"]["handle"] for r in json.loads(
+        netns.run("nft -j list ruleset").stdout)["nftables"]
+        if "rule" in r and r["rule"]["expr"][0]["match"]["right"] == f"192.0.2.{N + 5}")
+    netns.run(f"nft replace rule inet t c handle {handle} drop")
+    assert _exists(netns, cache_dir, N + 5) == 1
+
+
+@pytest.mark.kernel
+def test_no_answer_from_another_namespace(cache_dir: Path) -> None:
+    """Namespace B reuses dead A's inode (the kernel hands inode numbers out again) and
+    reaches the same generation with another ruleset: A's cache never answers for B."""
+    with Lab("nkc") as lab:
+        a = lab.add("a")
+        _load(a, _ruleset(range(N)))  # rule N absent
+        ino_a = int(a.run("stat -L -c %i /proc/self/ns/net").stdout)
+        gen_a = a.run(["python3", "-c", _GEN]).stdout.split()
+        assert _exists(a, cache_dir, N) == 1
+        assert _exists(a, cache_dir, 3) == 0
+    with Lab("nkc") as lab:
+        b = lab.add("a")
+        _load(b, _ruleset([*range(3), *range(4, N + 1)]))  # rule N present, rule 3 absent
+        ino_b = int(b.run("stat -L -c %i /proc/self/ns/net").stdout)
+        gen_b = b.run(["python3", "-c", _GEN]).stdout.split()
+        assert gen_a[0] == gen_b[0]  # the same generation id
+        assert gen_a[1] != gen_b[1]  # never the same cookie
+        assert _exists(b, cache_dir, N) == 0
+        assert _exists(b, cache_dir, 3) == 1
+        # the inode was reused (so an inode key would have answered from A's cache)
+        # or not: either way the answers are B's.
+        del ino_a, ino_b
+    # two namespaces alive at once, at the same generation, other rulesets
+    with Lab("nkc") as lab:
+        x, y = lab.add("x"), lab.add("y")
+        _load(x, _ruleset(range(N)))
+        _load(y, _ruleset(range(1, N + 1)))
+        conn_x = subprocess.run(x.argv(["python3", "-c", _GEN]), capture_output=True, text=True)
+        conn_y = subprocess.run(y.argv(["python3", "-c", _GEN]), capture_output=True, text=True)
+        assert conn_x.stdout.split()[0] == conn_y.stdout.split()[0]  # the same generation
+        assert conn_x.stdout.split()[1] != conn_y.stdout.split()[1]  # other cookies
+        for _ in range(2):
+            assert _exists(x, cache_dir, 0) == 0 and _exists(y, cache_dir, 0) == 1
+            assert _exists(x, cache_dir, N) == 1 and _exists(y, cache_dir, N) == 0
+
+
+_SRC = str(Path(__file__).resolve().parents[2] / "src")
+_GEN = f"""
+import sys
+sys.path[:0] = [{_SRC!r}]
+from nfkit.nftables.existscache import Conn, generation, netns_key
+c = Conn()
+print(generation(c), netns_key(c)[1])
+"""
+
+
+@pytest.mark.kernel
+def test_a_file_another_user_could_write_is_not_read(netns: Any, cache_dir: Path) -> None:
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, 7) == 0
+    chain_file = max(_files(cache_dir), key=lambda p: p.stat().st_size)
+    good = chain_file.read_bytes()
+    # a forged cache with the right header and no rules: "not there" if it were read
+    forged = good[:good.index(b"\n", len(existscache.MAGIC)) + 1]
+    chain_file.write_bytes(forged)
+    os.chown(chain_file, 65534, 65534)
+    assert _exists(netns, cache_dir, 7) == 0
+    for mode, owner in ((0o666, 0), (0o600, 65534)):
+        chain_file = max(_files(cache_dir), key=lambda p: p.stat().st_size)
+        chain_file.write_bytes(forged)
+        os.chown(chain_file, owner, owner)
+        os.chmod(chain_file, mode)
+        assert _exists(netns, cache_dir, 7) == 0
+    # a directory another user may write: not used at all
+    os.chmod(cache_dir / "exists", 0o777)
+    for f in _files(cache_dir):
+        f.unlink()
+    assert _exists(netns, cache_dir, 7) == 0
+    assert _files(cache_dir) == []
+
+
+@pytest.mark.kernel
+def test_a_user_cannot_write_the_cache(netns: Any, cache_dir: Path,
+                                       nobody_nfkit: list[str]) -> None:
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, 7) == 0
+    victim = _files(cache_dir)[0]
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "sh", "-c", f"echo x > {victim} || echo x > {cache_dir}/exists/new"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "ermission denied" in r.stderr
+    # nobody's own directory in a world-writable place is not root's cache
+    tmp = Path(f"/tmp/nfkit-test-{uuid.uuid4().hex[:8]}")
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    "mkdir", "-p", f"{tmp}/exists"], check=True)
+    try:
+        assert _exists(netns, tmp, 7) == 0 and _exists(netns, tmp, N + 1) == 1
+        assert list((tmp / "exists").iterdir()) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_kernel_numbers_are_the_specs() -> None:
+    from nfkit.netlink.consts import NFNL_SUBSYS_NFTABLES, nfnl_msg_type
+    from nfkit.netlink.specs.nftables import MSG, num
+    from nfkit.nftables.dumpreq import FAMILY_NUM
+
+    assert existscache.GETGEN == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getgen"])
+    assert existscache.GETRULE == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getrule"])
+    assert existscache.NFTA_GEN_ID == num("gen", "id")
+    assert (existscache.NFTA_RULE_TABLE, existscache.NFTA_RULE_CHAIN, existscache.NFTA_RULE_HANDLE,
+            existscache.NFTA_RULE_EXPRESSIONS) == tuple(
+        num("rule", k) for k in ("table", "chain", "handle", "expressions"))
+    assert existscache.FAMILY_NUM == FAMILY_NUM
