@@ -148,6 +148,34 @@ class Instr:
 
 
 @dataclass
+class Block:
+    """A step's code as nested blocks: the step itself, and each optional part or
+    loop (``begin`` is its OPT_BEGIN / LOOP_BEGIN) with the instructions inside.
+    Every back end translates steps from this shape (`nest`)."""
+
+    kind: str  # "step", "OPT_BEGIN" or "LOOP_BEGIN"
+    begin: Instr | None
+    items: list[Instr | Block] = field(default_factory=list)
+
+
+def nest(code: list[Instr]) -> Block:
+    """A step's instructions as nested blocks (the verifier has checked the pairing)."""
+    root = Block("step", None)
+    stack = [root]
+    for ins in code:
+        name = OPS[ins.op].name
+        if name in ("OPT_BEGIN", "LOOP_BEGIN"):
+            block = Block(name, ins)
+            stack[-1].items.append(block)
+            stack.append(block)
+        elif name in ("OPT_END", "LOOP_END"):
+            stack.pop()
+        else:
+            stack[-1].items.append(ins)
+    return root
+
+
+@dataclass
 class LiteralSet:
     nocase: bool
     strings: list[int]

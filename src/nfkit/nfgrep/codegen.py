@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Instr, Program
+from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Block, Instr, Program, nest
 from nfkit.nfgrep.verifier import Verified
 
 FAIL, NEED, GIVE_UP = -1, -2, -3
@@ -174,29 +174,6 @@ def _short(ind: str, end: str) -> list[str]:
             f"{ind}    return -1 if final or {end} > E else -2"]
 
 
-class _Block:
-    def __init__(self, kind: str, begin: Instr | None) -> None:
-        self.kind = kind
-        self.begin = begin
-        self.items: list[Instr | _Block] = []
-
-
-def _nest(code: list[Instr]) -> _Block:
-    root = _Block("step", None)
-    stack = [root]
-    for ins in code:
-        name = OPS[ins.op].name
-        if name in ("OPT_BEGIN", "LOOP_BEGIN"):
-            block = _Block(name, ins)
-            stack[-1].items.append(block)
-            stack.append(block)
-        elif name in ("OPT_END", "LOOP_END"):
-            stack.pop()
-        else:
-            stack[-1].items.append(ins)
-    return root
-
-
 class _Generator:
     def __init__(self, program: Program, counting: bool) -> None:
         self.program = program
@@ -216,7 +193,7 @@ class _Generator:
         return self.const("S", index, lits), ls.nocase
 
     def step(self, code: list[Instr]) -> str:
-        body = self.block(_nest(code), "    ", top=True)
+        body = self.block(nest(code), "    ", top=True)
         head = ["def step(buf, b0, n, final, V, K, X, C, F=NOFIELDS):",
                 "    E = BIG",
                 "    L = n",
@@ -225,12 +202,12 @@ class _Generator:
         return "\n".join(head + body + ["    return p", ""])
 
     @staticmethod
-    def _effects(block: _Block) -> tuple[set[int], bool]:
+    def _effects(block: Block) -> tuple[set[int], bool]:
         """The variables a block sets, and whether it keeps fields or expects flows."""
         sets: set[int] = set()
         keeps = False
         for item in block.items:
-            if isinstance(item, _Block):
+            if isinstance(item, Block):
                 s, k = _Generator._effects(item)
                 sets |= s
                 keeps = keeps or k
@@ -241,14 +218,14 @@ class _Generator:
                 keeps = keeps or name.startswith("KEEP") or name == "EXPECT"
         return sets, keeps
 
-    def block(self, block: _Block, ind: str, top: bool = False) -> list[str]:
+    def block(self, block: Block, ind: str, top: bool = False) -> list[str]:
         """Straight-line code for a block.  Blocks are inlined: each body runs inside a
         ``while True`` that a failure leaves with ``r`` set (``return`` at the top)."""
         lines: list[str] = []
         depth = 0
         leave = "return r" if top else "break"
         for item in block.items:
-            if not isinstance(item, _Block):
+            if not isinstance(item, Block):
                 start = len(lines)
                 depth = self.instr(item, ind, depth, lines)
                 for slot in [k for k in self.lazy if k >= depth]:

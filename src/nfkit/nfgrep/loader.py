@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import COMPILER_VERSION, VERSION, Program, decode, encode
 from nfkit.nfgrep.engine import Rules, signatures_of
 from nfkit.nfgrep.verifier import verify
+from nfkit.privatefile import read_private
 
 SIGNATURES = Path(__file__).with_name("signatures")
 
@@ -45,22 +45,6 @@ def cache_key(text: bytes) -> str:
     h = hashlib.sha256(f"nfgrep {VERSION}.{COMPILER_VERSION}\0".encode())
     h.update(text)
     return h.hexdigest()
-
-
-def _read_own(path: Path) -> bytes | None:
-    """The file's bytes if it is a regular file of ours that nobody else may write."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    finally:
-        os.close(fd)
 
 
 def _store(path: Path, blob: bytes) -> None:
@@ -94,7 +78,7 @@ def load_program(path: str | Path) -> Program:
             entry = cache / f"{cache_key(p.read_bytes())}.nfgb"
         except OSError:
             entry = None  # the compiler says why it cannot read the file
-        cached = None if entry is None else _read_own(entry)
+        cached = None if entry is None else read_private(entry, os.geteuid())
         if cached is not None:
             try:
                 program = decode(cached, str(p))

@@ -31,6 +31,8 @@ import struct
 from _blake2 import blake2b
 from typing import Any
 
+from nfkit.privatefile import read_private
+
 Path = str  # paths are plain strings here: pathlib's import costs more than the answer
 
 MAGIC = b"nfkit-exists-cache 2\n"
@@ -219,28 +221,6 @@ def _header(key: tuple[str, int], gen: int, where: tuple[str, str, str]) -> dict
             "table": where[1], "chain": where[2]}
 
 
-def _read_root_file(path: Path) -> bytes | None:
-    """``path``'s bytes if root owns it, no one else may write it and it is no link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022
-                or st.st_nlink != 1):
-            return None
-        chunks = []
-        while True:
-            c = os.read(fd, 1 << 20)
-            if not c:
-                break
-            chunks.append(c)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def _write_root_file(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` (written aside, then renamed into place)."""
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -263,7 +243,7 @@ def read(d: Path, key: tuple[str, int], gen: int, where: tuple[str, str, str]
          ) -> ChainCache | None:
     """The cache of chain ``where`` (family, table, chain) when it is of generation
     ``gen`` of namespace ``key`` and root's alone; else None."""
-    data = _read_root_file(_name(d, "chain", key[0], key[1], *where))
+    data = read_private(_name(d, "chain", key[0], key[1], *where), 0, single_link=True)
     if data is None or not data.startswith(MAGIC):
         return None
     end = data.find(b"\n", len(MAGIC))
@@ -293,7 +273,7 @@ def _query_file(d: Path, where: tuple[str, str, str], rule_text: str) -> Path:
 def remembered(d: Path, where: tuple[str, str, str], rule_text: str) -> bytes | None:
     """The fingerprint of RULE text ``rule_text`` in chain ``where``, if a full run
     remembered it (it depends on the text and the chain's table only)."""
-    data = _read_root_file(_query_file(d, where, rule_text))
+    data = read_private(_query_file(d, where, rule_text), 0, single_link=True)
     return data if data is not None and len(data) == 16 else None
 
 

@@ -41,9 +41,9 @@ offset that passed the check, since n <= BUF).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Instr, Program
+from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Block, Instr, Program, nest
 from nfkit.nfgrep.ebpf.insn import (
     FP,
     R0,
@@ -111,34 +111,11 @@ class Frame:
         return off
 
 
-@dataclass
-class _Block:
-    kind: str
-    begin: Instr | None
-    items: list[Instr | _Block] = field(default_factory=list)
-
-
-def _nest(code: list[Instr]) -> _Block:
-    root = _Block("step", None)
-    stack = [root]
-    for ins in code:
-        name = OPS[ins.op].name
-        if name in ("OPT_BEGIN", "LOOP_BEGIN"):
-            block = _Block(name, ins)
-            stack[-1].items.append(block)
-            stack.append(block)
-        elif name in ("OPT_END", "LOOP_END"):
-            stack.pop()
-        else:
-            stack[-1].items.append(ins)
-    return root
-
-
-def _sets(block: _Block) -> set[int]:
+def _sets(block: Block) -> set[int]:
     """The variables a block may set (what a failed optional or repeat restores)."""
     out: set[int] = set()
     for item in block.items:
-        if isinstance(item, _Block):
+        if isinstance(item, Block):
             out |= _sets(item)
         elif OPS[item.op].name == "LET":
             out.add(item.a)
@@ -231,7 +208,7 @@ class StepCompiler:
             body = Assembler()
             self._prologue(body)
             done = body.fresh("done")
-            self.block(body, _nest(code), 0, done)
+            self.block(body, nest(code), 0, done)
             body.emit(movi(R6, HELD), ja(done))
             fail_target(body, done)
             body.emit(mov(R0, R6), exit_())
@@ -245,10 +222,10 @@ class StepCompiler:
     def _prologue(self, a: Assembler) -> None:
         self.load_buffer(a)
 
-    def block(self, a: Assembler, block: _Block, d: int, fail: str) -> int:
+    def block(self, a: Assembler, block: Block, d: int, fail: str) -> int:
         """Statements of a block; a failure sets r6 and jumps to ``fail``."""
         for item in block.items:
-            if isinstance(item, _Block):
+            if isinstance(item, Block):
                 if item.kind == "OPT_BEGIN":
                     self.optional(a, item, fail)
                 else:
@@ -257,7 +234,7 @@ class StepCompiler:
             d = self.instr(a, item, d, fail)
         return d
 
-    def optional(self, a: Assembler, block: _Block, fail: str) -> None:
+    def optional(self, a: Assembler, block: Block, fail: str) -> None:
         mark = self.frame.top
         saves = self.save(a, block)
         inner = a.fresh("optfail")
@@ -270,7 +247,7 @@ class StepCompiler:
         a.label(end)
         self.frame.top = mark  # the block's save slots are free again
 
-    def save(self, a: Assembler, block: _Block) -> list[tuple[int, int]]:
+    def save(self, a: Assembler, block: Block) -> list[tuple[int, int]]:
         pairs = [(F_P, self.frame.slot())]
         for v in sorted(_sets(block)):
             pairs.append((self.frame.var(v), self.frame.slot()))
@@ -301,7 +278,7 @@ class StepCompiler:
         a.emit(mov(R1, count_reg), ld_func(R2, label), movi(R3, 0), movi(R4, 0),
                call(HELPER["loop"]))
 
-    def repeat(self, a: Assembler, block: _Block, d: int, fail: str) -> int:
+    def repeat(self, a: Assembler, block: Block, d: int, fail: str) -> int:
         assert block.begin is not None
         count, region = block.begin.a, block.begin.b
         mark = self.frame.top
