@@ -242,7 +242,8 @@ def test_notrack_alarm_and_multicast(tmp_path: Path, mode: str, multicast: bool,
 
 def status_and_metrics(fw: Namespace, a: StockConntrackd, b: NfkitHa) -> None:
     """`nfkit ha status` (text and JSON) and the Prometheus endpoint of two synced nfkit daemons."""
-    wait_for(lambda: b.status()["peers"][0]["handshake"] == "DONE", lambda: b.status())
+    for d in (a, b):  # each side's own HELLO / HELLO_BACK
+        wait_for(lambda d=d: d.status()["peers"][0]["handshake"] == "DONE", lambda d=d: d.status())
     text = fw.run([NFKIT, "ha", "status", "-C", str(a.conf)]).stdout
     assert text.startswith("FTFW over UDP 203.0.113.1 port 3780 on sync0; running\n"), text
     assert re.search(r"internal cache 7 entries", text) and "peer 203.0.113.2:3780: handshake DONE" in text

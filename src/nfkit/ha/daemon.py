@@ -11,7 +11,6 @@ Must not know: the protocol's bytes (engine, sessions), how entries are injected
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -101,24 +100,13 @@ class ControlServer(StatusServer):
         super().__init__(path, daemon.status)
         self.daemon = daemon
 
-    def accept(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            return
-        with conn:
-            conn.settimeout(1.0)
-            try:
-                raw = conn.recv(256)
-                if len(raw) == control.REQUEST.size and control.REQUEST.unpack(raw)[0] in control.KNOWN:
-                    answer = self.daemon.request(control.REQUEST.unpack(raw)[0])
-                    conn.sendall(answer.encode())
-                elif raw.strip() in (b"", b"status"):
-                    conn.sendall(json.dumps(self.daemon.status(), default=str).encode() + b"\n")
-                else:
-                    self.daemon.unknown_requests += 1
-            except OSError:
-                pass
+    def reply(self, request: bytes) -> bytes | None:
+        if len(request) == control.REQUEST.size and control.REQUEST.unpack(request)[0] in control.KNOWN:
+            return self.daemon.request(control.REQUEST.unpack(request)[0]).encode()
+        if request.strip() in (b"", b"status"):
+            return super().reply(request)
+        self.daemon.unknown_requests += 1
+        return None
 
 
 class HaDaemon(Service):

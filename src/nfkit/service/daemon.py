@@ -88,14 +88,18 @@ class StatusServer:
         with conn:
             conn.settimeout(1.0)
             try:
-                request = conn.recv(STATUS_REQUEST_MAX).strip()
-                if request not in (b"", b"status"):
-                    reply: dict[str, Any] = {"error": "unknown request"}
-                else:
-                    reply = self.answer()
-                conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+                reply = self.reply(conn.recv(STATUS_REQUEST_MAX))
+                if reply is not None:
+                    conn.sendall(reply)
             except OSError:
                 pass  # a client that went away is its own problem
+
+    def reply(self, request: bytes) -> bytes | None:
+        """The answer to one connection's request (None: no answer); a subclass
+        that speaks more than ``status`` extends this."""
+        if request.strip() not in (b"", b"status"):
+            return json.dumps({"error": "unknown request"}).encode() + b"\n"
+        return json.dumps(self.answer(), default=str).encode() + b"\n"
 
     def close(self) -> None:
         self.sock.close()
