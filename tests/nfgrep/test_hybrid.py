@@ -24,8 +24,8 @@ from tests.nfgrep.test_live import (
     NFKIT,
     Live,
     _postgres,
-    connlabel,
     conntrack_entries,
+    firewall_lab,
     nft_in_fw,
     queue_taken,
 )
@@ -37,19 +37,7 @@ APP_OF_ID = {v: k for k, v in SHIPPED.items()}
 
 @pytest.fixture(scope="module")
 def tl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrafficLab]:
-    from tests.conftest import require_kernel
-
-    require_kernel()
-    with TrafficLab(tmp_path_factory.mktemp("hybrid"), firewall=True) as lab:
-        etc = Path(connlabel(lab)).parent
-        etc.mkdir(parents=True, exist_ok=True)
-        Path(connlabel(lab)).write_text("# the user's own\n0 bulk\n")
-        try:
-            yield lab
-        finally:
-            import shutil
-
-            shutil.rmtree(etc, ignore_errors=True)
+    yield from firewall_lab(tmp_path_factory, "hybrid")
 
 
 def _flows(tl: TrafficLab) -> dict[tuple[str, str, int, int], str | None]:

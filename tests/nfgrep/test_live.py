@@ -87,12 +87,13 @@ def queue_taken(tl: TrafficLab, queue: int = 0) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def tl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrafficLab]:
+def firewall_lab(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[TrafficLab]:
+    """A TrafficLab with a firewall namespace whose connlabel.conf holds a line of the
+    user's own (kept by nfkit's merge), removed afterwards."""
     from tests.conftest import require_kernel
 
     require_kernel()
-    with TrafficLab(tmp_path_factory.mktemp("live"), firewall=True) as lab:
+    with TrafficLab(tmp_path_factory.mktemp(name), firewall=True) as lab:
         etc = Path(connlabel(lab)).parent
         etc.mkdir(parents=True, exist_ok=True)
         Path(connlabel(lab)).write_text("# the user's own\n0 bulk\n")
@@ -100,6 +101,11 @@ def tl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrafficLab]:
             yield lab
         finally:
             shutil.rmtree(etc, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrafficLab]:
+    yield from firewall_lab(tmp_path_factory, "live")
 
 
 @pytest.fixture
