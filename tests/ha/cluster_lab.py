@@ -21,7 +21,7 @@ from typing import Any
 
 from nfkit.lab import Lab, Namespace
 from nfkit.service.daemon import query_status
-from tests.ha.stock import NfkitHa
+from tests.ha.stock import NfkitHa, general_block
 
 INSIDE, OUTSIDE = "192.0.2.1", "198.51.100.1"
 CLIENT, SERVER = "192.0.2.100", "198.51.100.100"
@@ -40,7 +40,6 @@ def cluster_conf(workdir: Path, k: int, n: int, *, buckets: int = 64, extra: str
         IPv4_address {sync_address(j)}
         PortRange {20000 + 1000 * j}-{20999 + 1000 * j}
     }}""" for j in range(1, n + 1))
-    ignore = "\n".join(f"            IPv4_address {sync_address(j)}" for j in range(1, n + 1))
     return f"""
 Sync {{
     Mode FTFW {{
@@ -56,25 +55,7 @@ Sync {{
         Checksum on
     }}
 }}
-General {{
-    HashSize 8192
-    HashLimit 65536
-    LogFile {workdir}/log
-    Syslog off
-    LockFile {workdir}/lock
-    UNIX {{
-        Path {workdir}/ctl
-    }}
-    NetlinkBufferSize 2097152
-    NetlinkBufferSizeMaxGrowth 8388608
-    Filter From Userspace {{
-        Address Ignore {{
-            IPv4_address 127.0.0.1
-{ignore}
-        }}
-    }}
-}}
-Cluster {{
+{general_block(workdir, [f"IPv4_address {sync_address(j)}" for j in range(1, n + 1)])}Cluster {{
 {nodes}
     ThisNode {k}
     Inside {{

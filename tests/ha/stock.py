@@ -57,7 +57,14 @@ Sync {{
     {link}
     {opts}
 }}
-General {{
+{general_block(workdir, [f"IPv4_address {own}", f"IPv4_address {peer}", "IPv6_address ::1"])}"""
+
+
+def general_block(workdir: object, ignored: list[str]) -> str:
+    """conntrackd.conf's General block of the labs: files in ``workdir``, the sync
+    addresses (``ignored``: "IPv4_address A" lines) and loopback left out of sync."""
+    lines = "\n".join(f"            {x}" for x in ["IPv4_address 127.0.0.1", *ignored])
+    return f"""General {{
     HashSize 8192
     HashLimit 65536
     LogFile {workdir}/log
@@ -70,10 +77,7 @@ General {{
     NetlinkBufferSizeMaxGrowth 8388608
     Filter From Userspace {{
         Address Ignore {{
-            IPv4_address 127.0.0.1
-            IPv4_address {own}
-            IPv4_address {peer}
-            IPv6_address ::1
+{lines}
         }}
     }}
 }}
