@@ -23,8 +23,8 @@ from tests.nfgrep.test_live import (
     CONNECTIONS,
     NFKIT,
     Live,
-    _postgres,
     conntrack_entries,
+    every_shipped_app,
     firewall_lab,
     nft_in_fw,
     queue_taken,
@@ -56,23 +56,7 @@ def _flows(tl: TrafficLab) -> dict[tuple[str, str, int, int], str | None]:
 
 
 def _all_traffic(tl: TrafficLab, pg: Path) -> None:
-    tl.http()
-    tl.http(ipv6=True)
-    tl.http_one_byte(8001)  # segmented: handed over at its first payload packet
-    tl.tls()
-    tl.ssh()
-    tl.dns()
-    tl.dns(tcp=True)
-    tl.ftp()
-    tl.ftp(active=True)
-    tl.redis()
-    tl.mqtt()
-    tl.smtp()
-    tl.pop3()
-    tl.imap()
-    tl.websocket()
-    tl.connect_tunnel()
-    _postgres(tl, pg)
+    every_shipped_app(tl, pg, one_byte_port=8001)  # segmented: handed over at its first payload packet
     time.sleep(0.3)
 
 

@@ -135,27 +135,35 @@ def _postgres(tl: TrafficLab, data: Path) -> None:
                    "-c", "select 1"])
 
 
+def every_shipped_app(tl: TrafficLab, pg: Path, *, one_byte_port: int | None = None) -> None:
+    """Real traffic of every shipped application through the firewall (with
+    ``one_byte_port``, also an HTTP request cut into one-byte segments there)."""
+    tl.http()
+    tl.http(ipv6=True)
+    if one_byte_port is not None:
+        tl.http_one_byte(one_byte_port)
+    tl.tls()
+    tl.ssh()
+    tl.dns()
+    tl.dns(tcp=True)
+    tl.ftp()
+    tl.ftp(active=True)
+    tl.redis()
+    tl.mqtt()
+    tl.smtp()
+    tl.pop3()
+    tl.imap()
+    tl.websocket()
+    tl.connect_tunnel()
+    _postgres(tl, pg)
+
+
 def test_every_shipped_application_is_marked_end_to_end(tl: TrafficLab, tmp_path: Path,
                                                         pgdir: Path) -> None:
     live = Live(tl, tmp_path)
     try:
         tl.truth.clear()
-        tl.http()
-        tl.http(ipv6=True)
-        tl.tls()
-        tl.ssh()
-        tl.dns()
-        tl.dns(tcp=True)
-        tl.ftp()
-        tl.ftp(active=True)
-        tl.redis()
-        tl.mqtt()
-        tl.smtp()
-        tl.pop3()
-        tl.imap()
-        tl.websocket()
-        tl.connect_tunnel()
-        _postgres(tl, pgdir)
+        every_shipped_app(tl, pgdir)
         time.sleep(0.3)
         decisions = live.decisions()
         status = live.status()
