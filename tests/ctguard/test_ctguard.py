@@ -498,6 +498,115 @@ def test_lost_events_make_one_dump_per_resync_interval_not_one_per_overrun(netns
             guard.stop()
 
 
+def _dump_requests(sent: list[bytes]) -> list[int]:
+    """The conntrack dump requests among ``sent`` (bytes handed to sendmsg), each as the length
+    of its attributes: 0 is a full dump, anything else carries a filter."""
+    import struct
+
+    from nfkit.conntrack import wire
+    from nfkit.netlink.consts import NLM_F_DUMP
+
+    out = []
+    for data in sent:
+        off = 0
+        while off + 16 <= len(data):
+            length, mtype, flags = struct.unpack_from("=IHH", data, off)
+            if mtype == wire.MSG_GET and flags & NLM_F_DUMP == NLM_F_DUMP:
+                out.append(length - 20)
+            off += (length + 3) & ~3
+    return out
+
+
+@pytest.mark.kernel
+def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_full_one(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Events lost, resync put off, the table over evict_at: the round reads the slices it takes
+    from by dumps the kernel filters (the source over its share; the unreplied entries, stopped
+    at what the round can take), never a full dump; a flood the picture missed is evicted
+    instead of the legitimate connections it knows, and a source's records whose destroy
+    events were lost are dropped."""
+    import selectors
+    import socket as pysocket
+
+    from nfkit.conntrack.filter import Prefix
+    from nfkit.ctguard.guard import Guard
+    from nfkit.netlink.socket import NetlinkSocket
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 1000\nresync_interval = 60\nsource_limit = false\n"
+                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
+    heavy = [tcp("203.0.113.7", 20000 + i) for i in range(300)]
+    flood = [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8, timeout=600)
+             for i in range(1500)]
+    with netns.enter(), ConntrackTable() as t:
+        t.create_many(legit + heavy)
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            assert len(guard.picture) == 320 and guard.dumps == 1
+            guard.stream.sock.sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 0)
+            t.delete_many(heavy[:200])  # their destroy events lost below: ghosts in the picture
+            for i in range(0, 1500, 300):
+                t.create_many(flood[i:i + 300])
+                guard.on_conntrack()
+            assert guard.overruns >= 1 and guard.status()["picture_exact"] is False
+            assert len(guard.picture) < 320 + 200  # most of the flood never reached the picture
+            sent: list[bytes] = []
+            send = NetlinkSocket.send
+
+            def spy(self, data):  # type: ignore[no-untyped-def]
+                sent.append(bytes(data))
+                return send(self, data)
+
+            monkeypatch.setattr(NetlinkSocket, "send", spy)
+            guard.tick()
+            monkeypatch.undo()
+            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
+            left = t.count()
+            assert left <= 800 + 5, left
+            reasons = [a["why"] for a in guard.actions if a["action"] == "evict"][-1]
+            assert "unreplied" in reasons and "idle" not in reasons and "youngest" not in reasons
+            assert t.count(Filter(src=Prefix.parse("203.0.113.7", "s"))) >= 16
+            # the heavy source's dump was exact: its 200 ghosts dropped, its excess over the share evicted
+            assert 0 < guard.picture.by_source["203.0.113.7"] < 100
+            dumps = _dump_requests(sent)
+            assert 0 not in dumps and len(dumps) == guard.candidate_dumps == 2  # the source's, the unreplied
+            assert guard.dumps == 1  # no resync: still within resync_interval
+        finally:
+            guard.stop()
+
+
+@pytest.mark.kernel
+def test_resync_through_the_layouts_equals_the_picture_of_decoded_entries(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The resync dump is fed through the event layouts (no Entry per entry): the same picture
+    as from decoded entries, and every entry keeps the age the picture gave it."""
+    import selectors
+
+    from nfkit.ctguard.guard import Guard
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+    with netns.enter(), ConntrackTable() as t:
+        t.create_many([tcp(f"203.0.113.{i % 9 + 1}", 1000 + i, assured=i % 3 > 0) for i in range(300)])
+        t.create(Entry(Tuple("2001:db8::1", "2001:db8::2", 17, 5000, 53), status=8, zone=3))
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            ages = {k: r.first_seen for k, r in guard.picture.records.items()}
+            time.sleep(0.05)
+            guard.resync("test")
+            slow = Picture()
+            slow.resync(t.entries(), 0.0)
+            fast = guard.picture
+            assert fast.records.keys() == slow.records.keys() and len(fast) == 301
+            assert (fast.by_state, fast.by_source, fast.by_zone) == (slow.by_state, slow.by_source, slow.by_zone)
+            assert [len(x) for x in fast.tiers] == [len(x) for x in slow.tiers]
+            assert all(r.entry == slow.records[k].entry for k, r in fast.records.items())
+            assert {k: r.first_seen for k, r in fast.records.items()} == ages and fast.resyncs == 2
+        finally:
+            guard.stop()
+
+
 FILL_ONE_SOURCE = ("for i in $(seq 1 80); do conntrack -I -p tcp -s 203.0.113.7 -d 198.51.100.2 "
                    "--sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY -t 3000 "
                    ">/dev/null 2>&1; done; for s in $(seq 1 20); do conntrack -I -p udp -s 192.0.2.$s "
