@@ -340,8 +340,13 @@ def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_la
     sock = tmp_path / "g.sock"
     guard = start_guard(fw, cfg, sock)
     try:
+        # the uplink's address changes (as a PPP up-script does it: the new address, the NAT rule
+        # moved to it, the old address removed)
+        fw.run("ip addr add 198.51.100.10/24 dev eth1")
+        fw.run(["nft", "flush chain ip nat post; add rule ip nat post udp dport 5001 snat to 198.51.100.10; "
+                "add rule ip nat post udp dport 5002 snat to 198.51.100.1"])
         t0 = time.monotonic()
-        fw.run("ip addr del 198.51.100.9/24 dev eth1")  # the uplink's address changes
+        fw.run("ip addr del 198.51.100.9/24 dev eth1")
         while time.monotonic() - t0 < 1.0:
             lines = fw.run("conntrack -L -p udp").stdout.splitlines()
             if not any("dport=5001" in x for x in lines):
@@ -354,6 +359,10 @@ def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_la
         assert guard.wait(10) == 0
     assert took < 1.0 and found["stale_flushed"] == 5
     assert sum("dport=5002" in x for x in lines) == 5  # nothing else touched
+    # the client's next datagrams, from the same ports, leave with the new address
+    client.run([sys.executable, "-c", SEND_UDP])
+    bound = [e["reply"]["dst"] for e in ct_json(fw) if e["orig"]["dport"] == 5001]
+    assert bound == ["198.51.100.10"] * 5, bound
 
 
 # ------------------------------------------------------------------ size
