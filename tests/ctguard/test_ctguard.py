@@ -586,6 +586,59 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
 
 
 @pytest.mark.kernel
+def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ctguard short of CPU: its picture still holds unreplied entries the kernel has destroyed
+    (their events not read yet) and lacks the ones made since.  The round whose deletes mostly
+    find nothing marks the picture behind; the next reads the unreplied entries by a filtered
+    dump, puts them first, and evicts them instead of the legitimate connections it knows."""
+    import selectors
+
+    from nfkit.ctguard.guard import Guard
+    from nfkit.netlink.socket import NetlinkSocket
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
+                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
+
+    def udp(first: int, n: int) -> list[Entry]:
+        return [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8,
+                      timeout=600) for i in range(first, first + n)]
+
+    with netns.enter(), ConntrackTable() as t:
+        t.create_many(legit)
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            gone = udp(0, 900)
+            t.create_many(gone)
+            time.sleep(0.1)
+            guard.on_conntrack()
+            assert len(guard.picture) == 920
+            t.delete_many(gone)  # destroyed, and more made: events ctguard has not read
+            t.create_many(udp(900, 1000))
+            guard.tick()
+            assert guard.status()["picture_behind"] is True
+            assert t.count() == 1020  # that round found nothing to delete
+            sent: list[bytes] = []
+            send = NetlinkSocket.send
+
+            def spy(self, data):  # type: ignore[no-untyped-def]
+                sent.append(bytes(data))
+                return send(self, data)
+
+            monkeypatch.setattr(NetlinkSocket, "send", spy)
+            guard.tick()
+            monkeypatch.undo()
+            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
+            assert t.count() <= 800
+            assert 0 not in _dump_requests(sent) and guard.candidate_dumps >= 1 and guard.dumps == 1
+            assert guard.status()["picture_behind"] is False
+        finally:
+            guard.stop()
+
+
+@pytest.mark.kernel
 def test_resync_through_the_layouts_equals_the_picture_of_decoded_entries(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The resync dump is fed through the event layouts (no Entry per entry): the same picture
     as from decoded entries, and every entry keeps the age the picture gave it."""

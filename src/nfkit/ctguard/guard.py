@@ -85,6 +85,9 @@ class Guard(Service):
         self.actions: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.dumps = 0
         self.candidate_dumps = 0  # filtered dumps of a decision's slices while the picture is inexact
+        # the last round's deletes mostly found nothing: the picture is behind the kernel (events
+        # not read yet: ctguard short of CPU), and is read again like after lost events
+        self.behind = False
         self.resync_interval = float(cfg["limits"]["resync_interval"])
         self.last_dump = float("-inf")
         self.resync_due: float | None = None  # a resync put off by the rate limit
@@ -159,12 +162,15 @@ class Guard(Service):
         self.act("resync", why, len(self.picture))
 
     def read_candidates(self, count: int, limit: int) -> None:
-        """While the picture is inexact (events lost, resync put off), read again the slices a
-        decision takes from, before it takes them: the entries of the sources the picture has
-        over their share (a dump the kernel filters by source address: CTA_FILTER) and the
-        unreplied ones (CTA_STATUS/CTA_STATUS_MASK), each dump stopped once it holds what the
-        round can take.  A source's dump read to its end is exact for that source: records it
-        did not return are dropped (their destroy events were lost).  Never a full dump."""
+        """While the picture is inexact (events lost, resync put off; or behind the kernel: the
+        last round's deletes mostly found nothing), read again the slices a decision takes
+        from, before it takes them: the entries of the sources the picture has over their
+        share (a dump the kernel filters by source address: CTA_FILTER) and the unreplied ones
+        (CTA_STATUS/CTA_STATUS_MASK), each dump stopped once it holds what the round can take.
+        A source's dump read to its end is exact for that source: records it did not return
+        are dropped (their destroy events were lost).  The unreplied entries the dump returned
+        go first in their tier, ahead of records the kernel may no longer have.  Never a full
+        dump."""
         need = policy.to_evict(count, limit, self.t)
         share = policy.fair_share(self.picture, limit, self.t)
         by_source = self.picture.by_source
@@ -179,7 +185,9 @@ class Guard(Service):
                 for key, r in before.items():
                     if records.get(key) is r:  # not in the dump (a record read again is a new one)
                         self.picture.forget(key)
+        before = dict(self.picture.tiers[0])
         self.candidate_dump(UNREPLIED, need)
+        self.picture.first(0, [k for k, r in self.picture.tiers[0].items() if before.get(k) is not r])
 
     def candidate_dump(self, flt: Filter, most: int) -> bool:
         """Feed the picture the entries ``flt`` selects, from a dump the kernel filters, stopped
@@ -274,7 +282,7 @@ class Guard(Service):
         count, limit = read_sysctl("nf_conntrack_count"), self.limit()
         self.m_entries.set(count)
         self.m_fill.set(count / limit if limit else 0)
-        if self.resync_due is not None and policy.to_evict(count, limit, self.t):
+        if (self.resync_due is not None or self.behind) and policy.to_evict(count, limit, self.t):
             try:
                 self.read_candidates(count, limit)
             except NetlinkError as exc:  # decide from the picture as it is; said, not hidden
@@ -328,13 +336,16 @@ class Guard(Service):
     def evict(self, eviction: policy.Eviction, count: int, limit: int) -> None:
         assert self.table is not None
         result = self.table.delete_many(r.entry for r in eviction.records)
-        now = time.monotonic()
         for r in eviction.records:
-            self.picture.apply("destroy", r.entry, now)
+            self.picture.forget(entry_key(r.entry))
         self.evicted += result.deleted
         for reason, n in eviction.reasons.items():
             self.m_evicted.labels(reason).inc(n)
         why = ", ".join(f"{n} {reason}" for reason, n in eviction.reasons.items())
+        self.behind = 2 * result.vanished > len(eviction.records)
+        if result.vanished:
+            why += f"; {result.vanished} already gone" + (" (the picture is behind: candidates read "
+                                                          "again next round)" if self.behind else "")
         self.act("evict", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {why}",
                  result.deleted)
 
@@ -379,6 +390,7 @@ class Guard(Service):
             "evicted": self.evicted, "stale_flushed": self.flushed,
             "events": self.picture.events, "dumps": self.dumps, "candidate_dumps": self.candidate_dumps,
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
+            "picture_behind": self.behind,
             "source_limit": self.limited,
             "actions": list(self.actions),
         }

@@ -227,5 +227,14 @@ class Picture:
         if old is not None:
             self._drop(key, old)
 
+    def first(self, tier: int, keys: list[Key]) -> None:
+        """Put the records of ``keys`` (all of ``tier``) first in their tier's order."""
+        if not keys:
+            return
+        old = self.tiers[tier]
+        ahead = {k: old[k] for k in keys}
+        ahead.update(old)
+        self.tiers = self.tiers[:tier] + (ahead,) + self.tiers[tier + 1:]
+
     def top_sources(self, n: int = 10) -> list[tuple[str, int]]:
         return self.by_source.most_common(n)
