@@ -588,7 +588,7 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
 @pytest.mark.kernel
 def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """ctguard short of CPU: its picture still holds unreplied entries the kernel has destroyed
-    (their events not read yet) and lacks the ones made since.  The round whose deletes mostly
+    (their events not read yet) and lacks the ones made since.  A round whose deletes largely
     find nothing marks the picture behind; the next reads the unreplied entries by a filtered
     dump, puts them first, and evicts them instead of the legitimate connections it knows."""
     import selectors

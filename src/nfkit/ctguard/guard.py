@@ -85,8 +85,8 @@ class Guard(Service):
         self.actions: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.dumps = 0
         self.candidate_dumps = 0  # filtered dumps of a decision's slices while the picture is inexact
-        # the last round's deletes mostly found nothing: the picture is behind the kernel (events
-        # not read yet: ctguard short of CPU), and is read again like after lost events
+        # more than a tenth of the last round's deletes found nothing: the picture is behind the
+        # kernel (events not read yet: ctguard short of CPU), and is read again as after lost events
         self.behind = False
         self.resync_interval = float(cfg["limits"]["resync_interval"])
         self.last_dump = float("-inf")
@@ -162,8 +162,8 @@ class Guard(Service):
         self.act("resync", why, len(self.picture))
 
     def read_candidates(self, count: int, limit: int) -> None:
-        """While the picture is inexact (events lost, resync put off; or behind the kernel: the
-        last round's deletes mostly found nothing), read again the slices a decision takes
+        """While the picture is inexact (events lost, resync put off; or behind the kernel: more
+        than a tenth of the last round's deletes found nothing), read again the slices a decision takes
         from, before it takes them: the entries of the sources the picture has over their
         share (a dump the kernel filters by source address: CTA_FILTER) and the unreplied ones
         (CTA_STATUS/CTA_STATUS_MASK), each dump stopped once it holds what the round can take.
@@ -342,7 +342,8 @@ class Guard(Service):
         for reason, n in eviction.reasons.items():
             self.m_evicted.labels(reason).inc(n)
         why = ", ".join(f"{n} {reason}" for reason, n in eviction.reasons.items())
-        self.behind = 2 * result.vanished > len(eviction.records)
+        # more than a tenth already gone: candidates read again until the rounds find what they choose
+        self.behind = 10 * result.vanished > len(eviction.records)
         if result.vanished:
             why += f"; {result.vanished} already gone" + (" (the picture is behind: candidates read "
                                                           "again next round)" if self.behind else "")
