@@ -297,6 +297,36 @@ def test_idle_assured_flood_evicted_legitimate_connections_kept(routed_lab, tmp_
 
 
 @pytest.mark.kernel
+def test_status_json_metrics_and_unit(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What the issue asks the daemon to show: `status --json` (fill, entries per state, top
+    sources, actions with their reasons), Prometheus metrics on the configured address, and
+    the systemd unit that runs it."""
+    netns.run(["sh", "-c", FILL_ONE_SOURCE])
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[daemon]\nmetrics = \"127.0.0.1:9187\"\n[limits]\nbudget = 100\ninterval = 0.1\n"
+                   "source_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n")
+    sock = tmp_path / "g.sock"
+    guard = start_guard(netns, cfg, sock)
+    try:
+        _wait("an eviction", lambda: query_status(sock)["evicted"] > 0)
+        found = json.loads(subprocess.run([*NFKIT, "ctguard", "status", "--socket", str(sock), "--json"],
+                                          capture_output=True, text=True, check=True).stdout)
+        metrics = netns.run(["curl", "-s", "http://127.0.0.1:9187/metrics"]).stdout
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    assert found["limit"] == 100 and 0 < found["fill"] <= 1 and found["by_state"]["ESTABLISHED"] > 0
+    assert found["top_sources"][0][0] == "203.0.113.7"
+    assert any(a["action"] == "evict" and "source over its share" in a["why"] for a in found["actions"])
+    for name in ("nfkit_ctguard_entries", "nfkit_ctguard_fill_ratio", "nfkit_ctguard_evictions_total",
+                 "nfkit_ctguard_resyncs_total", "nfkit_ctguard_candidate_dumps_total",
+                 "nfkit_ctguard_event_overruns_total", "nfkit_ctguard_stale_flushed_total"):
+        assert f"\n{name}" in metrics, name
+    unit = subprocess.run([*NFKIT, "ctguard", "unit"], capture_output=True, text=True, check=True).stdout
+    assert "ExecStart=" in unit and "ctguard run -c" in unit and "KillSignal=SIGTERM" in unit
+
+
+@pytest.mark.kernel
 def test_one_source_over_its_share_pays_alone(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
     netns.run(["sh", "-c", "for i in $(seq 1 80); do conntrack -I -p tcp -s 203.0.113.7 -d 198.51.100.2 "
                "--sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY -t 3000 "
