@@ -171,8 +171,9 @@ class Shapes(Generic[L]):
     """The layouts of one AttrSet seen so far, by stream length (bounded).
 
     ``make(walk, length, tag)`` builds a layout (a `Layout` subclass) from a
-    walk; ``names`` picks the leaves to unpack (see `Walk`).  Hot loops may
-    read ``by_len`` directly, as `lookup` does.
+    walk; ``names`` picks the leaves to unpack (see `Walk`).  `find` is the
+    one per-message step of every decoder on this mechanism (a known layout,
+    else one learned): hot loops bind it once (``find = shapes.find``).
     """
 
     def __init__(self, aset: AttrSet, make: Callable[[Walk, int, Any], L], *,
@@ -186,12 +187,15 @@ class Shapes(Generic[L]):
         self.by_len: dict[int, list[L]] = {}
         self.count = 0
 
-    def lookup(self, buf: Any, off: int, length: int, tag: Any = None) -> tuple[L, tuple[Any, ...]] | None:
-        """The known layout of ``buf[off:off+length]`` and its values, or None."""
+    def find(self, buf: Any, off: int, length: int, tag: Any = None) -> tuple[L, tuple[Any, ...]]:
+        """The layout of ``buf[off:off+length]`` and its values: a known one, else the
+        stream's layout learned (compiled and not kept once the bounds are reached).
+        Raises DecodeError if the stream is malformed."""
         for lay in self.by_len.get(length, ()):
             if lay.headers(buf, off) == lay.expected and lay.tag == tag:
                 return lay, lay.unpack(buf, off)
-        return None
+        lay = self.learn(buf, off, length, tag) or self.compile(buf, off, length, tag)
+        return lay, lay.unpack(buf, off)
 
     def compile(self, buf: Any, off: int, length: int, tag: Any = None) -> L:
         """Walk and compile the stream's layout (not kept); raises DecodeError if malformed."""
