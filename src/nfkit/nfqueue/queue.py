@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
+import struct
 from collections.abc import Iterator
 
 from nfkit.errors import CapabilityError, NetlinkError
-from nfkit.netlink.codec import MessageWriter, parse_error, parse_messages
+from nfkit.netlink.codec import NLMSG_HDRLEN, MessageWriter, parse_error, parse_messages
 from nfkit.netlink.consts import NETLINK_NO_ENOBUFS, NLMSG_ERROR, SOL_NETLINK
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.netlink.specs import nfqueue as Q
 from nfkit.nfqueue.wire import (
     NF_ACCEPT,
     Packet,
+    PacketLayouts,
     config_command,
     config_params,
     parse_packet,
@@ -31,6 +33,8 @@ from nfkit.nfqueue.wire import (
 
 DEFAULT_RCVBUF = 8 << 20
 _RECV_BUFFER = 256 << 10
+_HDR = struct.Struct("=IHHII")
+_PACKET_TYPE = Q.PACKET
 
 
 class Queue:
@@ -54,6 +58,9 @@ class Queue:
         self._out: list[bytes] = []
         self._buf = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buf)
+        self.layouts = PacketLayouts()
+        # a datagram: the message's headers and attributes, and the payload up to the copy range
+        self._datagram_max = min(copy_range, 0xFFFF) + 4096
         try:
             if not report_enobufs:
                 self.nl.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
@@ -130,6 +137,60 @@ class Queue:
                     if err.errno:
                         self.refused += 1
                         self.last_refusal = errno.errorcode.get(err.errno, str(err.errno))
+
+    def receive(self, limit: int = 64, block: bool = False
+                ) -> list[tuple[int, int, int, int, bytes]]:
+        """The packets waiting, up to ``limit`` datagrams read in one go (the kernel sends
+        each queued packet as a datagram of its own), decoded by layout: per packet
+        ``(id, mark, cap_len or -1, skb_info, payload)``.
+
+        ``block``: wait for the first datagram.  The datagrams are read one after
+        the other into one buffer and walked once; ENOBUFS and refused verdicts
+        are counted as by `packets`.
+        """
+        flags = 0 if block else _socket.MSG_DONTWAIT
+        recv_into = self.nl.sock.recv_into
+        view = self._view
+        room = len(view)
+        at = 0
+        for _ in range(limit):
+            if room - at < self._datagram_max:  # the next one must fit whole
+                break
+            try:
+                n = recv_into(view[at:], room - at, flags)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.enobufs += 1
+                    continue
+                raise NetlinkError(exc.errno or errno.EIO, what=f"queue {self.num}: receive") from None
+            flags = _socket.MSG_DONTWAIT
+            at += (n + 3) & ~3
+        out: list[tuple[int, int, int, int, bytes]] = []
+        if not at:
+            return out
+        decode = self.layouts.decode
+        unpack = _HDR.unpack_from
+        off = 0
+        while off + NLMSG_HDRLEN <= at:
+            length, mtype = unpack(view, off)[:2]
+            if length < NLMSG_HDRLEN or off + length > at:
+                break  # a datagram's tail cannot be a message: nothing more to read
+            if mtype == _PACKET_TYPE:
+                _, pid, mark, cap_len, skb_info, start, stop = decode(view, off + NLMSG_HDRLEN, off + length)
+                out.append((pid, mark, cap_len, skb_info, bytes(view[start:stop])))
+            elif mtype == NLMSG_ERROR:
+                (msg,) = parse_messages(view[off:off + length])
+                err = parse_error(msg)
+                if err.errno:
+                    self.refused += 1
+                    self.last_refusal = errno.errorcode.get(err.errno, str(err.errno))
+            off += (length + 3) & ~3
+        self.received += len(out)
+        return out
 
     # -- verdicts -----------------------------------------------------------------------
     def verdict(self, packet: Packet | int, verdict: int = NF_ACCEPT, mark: int | None = None) -> None:
