@@ -19,7 +19,9 @@ every later one); a packet of another layout is walked and its layout learnt.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from nfkit.errors import DecodeError, InputError
@@ -171,6 +173,8 @@ class _Layout:
 
     __slots__ = ("st", "size", "check", "expect", "where")
 
+    check: Callable[[tuple[int, ...]], Any]
+
     def __init__(self, types: list[tuple[int, int, int]], payload_at: int) -> None:
         """``types``: (attribute header word as read big-endian, type, padded size) of each
         attribute before the payload; ``payload_at``: its offset from nfgenmsg's start."""
@@ -196,8 +200,9 @@ class _Layout:
         self.size = self.st.size
         if self.size != payload_at + 4:  # pragma: no cover - the walk measured the same bytes
             raise DecodeError(f"nfqueue: layout of {self.size} bytes, expected {payload_at + 4}")
-        self.check = check
-        self.expect = expect
+        # the attribute headers as one tuple (itemgetter gives a bare value for one)
+        self.check = itemgetter(*check)
+        self.expect = tuple(expect) if len(expect) != 1 else expect[0]
         self.where = where
 
 
@@ -225,7 +230,7 @@ class PacketLayouts:
             v = lay.st.unpack_from(buf, off)
             start = off + lay.size
             alen, atype = _NLA.unpack_from(buf, start - 4)
-            if [v[i] for i in lay.check] != lay.expect or atype & NLA_TYPE_MASK != 10:
+            if lay.check(v) != lay.expect or atype & NLA_TYPE_MASK != 10:
                 continue
             stop = start + alen - 4
             if alen < 4 or stop > end or ((stop + 3) & ~3) < end:
