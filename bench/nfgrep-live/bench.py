@@ -21,7 +21,9 @@ classifier on tcx, the queue taking only the flows it hands over).
    response byte; minus plain at the median and 99th percentile.  Goal: p99
    < 1 ms.
 
-Prints medians over --runs and the ratios.  The machine is shared: figures
+Prints medians over --runs and the ratios.  --modes picks the modes (plain
+always runs: the base).  worker.py beside this measures the queue worker's
+Python per flow alone, without the kernel.  The machine is shared: figures
 move with what else runs; compare within one run only.
 """
 

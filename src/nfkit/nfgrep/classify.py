@@ -34,7 +34,6 @@ fits again.
 
 from __future__ import annotations
 
-import ipaddress
 import mmap
 import os
 import struct
@@ -49,7 +48,15 @@ from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTabl
 from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
 from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.batch import Batch, from_frames
-from nfkit.nfgrep.capture import CaptureReader, CaptureStop, Decoded, decode, pcap_offsets
+from nfkit.nfgrep.capture import (
+    CaptureReader,
+    CaptureStop,
+    Decoded,
+    address_text,
+    decode,
+    endpoint_text,
+    pcap_offsets,
+)
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
@@ -127,23 +134,6 @@ class _Work:
         self.client_dir = client_dir
         self.budget = [budget, budget]
         self.held = 0  # estimate of the bytes the engine keeps for this flow
-
-
-_ADDR_TEXT: dict[bytes, str] = {}  # address bytes -> text: a capture has few hosts
-
-
-def _addr(raw: bytes) -> str:
-    text = _ADDR_TEXT.get(raw)
-    if text is None:
-        if len(_ADDR_TEXT) >= 65536:
-            _ADDR_TEXT.clear()
-        text = _ADDR_TEXT[raw] = str(ipaddress.ip_address(raw))
-    return text
-
-
-def _endpoint(raw: bytes, port: int) -> str:
-    """``ip:port`` as `FlowTuple.endpoint` writes it (IPv6 in brackets)."""
-    return f"[{_addr(raw)}]:{port}" if len(raw) == 16 else f"{_addr(raw)}:{port}"
 
 
 class Classifier:
@@ -328,7 +318,7 @@ class Classifier:
             t = t.reversed()
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
         st = self.engine.new_flow(transport=transport, client_port=t.sport, server_port=t.dport,
-                                  client_addr=_addr(t.src), server_addr=_addr(t.dst),
+                                  client_addr=address_text(t.src), server_addr=address_text(t.dst),
                                   expected=first)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
@@ -379,7 +369,7 @@ class Classifier:
         marks = self._marks[slot]
         return FlowResult(
             proto=TRANSPORT_NAMES.get(t.proto, str(t.proto)),
-            client=_endpoint(t.src, t.sport), server=_endpoint(t.dst, t.dport), app=app, fields=fields,
+            client=endpoint_text(t.src, t.sport), server=endpoint_text(t.dst, t.dport), app=app, fields=fields,
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfkit.errors import InputError, NfkitError
-from nfkit.nfgrep.capture import decode
+from nfkit.nfgrep.capture import address_text, decode, endpoint_text
 from nfkit.nfgrep.reassembly import Reassembler
 from nfkit.nfgrep.registry import (
     CONNLABEL_CONF,
@@ -253,22 +253,6 @@ class _Flow:
         self.announced: set[Any] | None = None  # expectations passed on (to the eBPF classifier)
 
 
-_ADDR_TEXT: dict[bytes, str] = {}  # address bytes -> text: a worker sees few hosts
-
-
-def _addr(raw: bytes) -> str:
-    text = _ADDR_TEXT.get(raw)
-    if text is None:
-        if len(_ADDR_TEXT) >= 65536:
-            _ADDR_TEXT.clear()
-        text = _ADDR_TEXT[raw] = str(ipaddress.ip_address(raw))
-    return text
-
-
-def _endpoint(addr: bytes, port: int) -> str:
-    return f"[{_addr(addr)}]:{port}" if len(addr) == 16 else f"{_addr(addr)}:{port}"
-
-
 # what `FlowJudge.triage` leaves for `FlowJudge.judge`: the decoded packet, its flow key, when
 _Seen = tuple[Any, bytes, bytes, tuple[Any, ...], float]
 ENGINE = -1  # `FlowJudge.triage`: the packet goes to the engine
@@ -367,7 +351,7 @@ class FlowJudge:
             st = self.engine.new_flow(transport="tcp" if proto == 6 else "udp",
                                       client_port=int.from_bytes(client[-2:], "big"),
                                       server_port=int.from_bytes(server[-2:], "big"),
-                                      client_addr=_addr(client[:-2]), server_addr=_addr(server[:-2]))
+                                      client_addr=address_text(client[:-2]), server_addr=address_text(server[:-2]))
             flow = _Flow(client, st, [None, None] if proto == 6 else None, now)
             if proto == 6 and self.stream_starts is not None:
                 flow.starts = self.stream_starts(proto, client, server)
@@ -435,8 +419,8 @@ class FlowJudge:
         if self.on_decision is not None:
             server = key[2] if key[1] == flow.client else key[1]
             self.on_decision(Decision(
-                "tcp" if proto == 6 else "udp", _endpoint(flow.client[:-2], int.from_bytes(flow.client[-2:], "big")),
-                _endpoint(server[:-2], int.from_bytes(server[-2:], "big")),
+                "tcp" if proto == 6 else "udp", endpoint_text(flow.client[:-2], int.from_bytes(flow.client[-2:], "big")),
+                endpoint_text(server[:-2], int.from_bytes(server[-2:], "big")),
                 self._names.get(app_id) or "unknown", dict(st.fields), flow.packets, flow.bytes,
                 seconds, self.queue, list(st.chain)))
         return app_id

@@ -113,20 +113,13 @@ class Queue:
         verdicts are counted in ``refused``.
         """
         flags = 0 if block else _socket.MSG_DONTWAIT
-        sock = self.nl.sock
-        buf, view = self._buf, self._view
+        view = self._view
         while True:
-            try:
-                n = sock.recv_into(buf, len(buf), flags)
-            except BlockingIOError:
+            n = self._datagram(view, flags)
+            if n < 0:
                 return
-            except InterruptedError:
+            if not n:
                 continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.enobufs += 1
-                    continue
-                raise NetlinkError(exc.errno or errno.EIO, what=f"queue {self.num}: receive") from None
             flags = _socket.MSG_DONTWAIT
             for msg in parse_messages(view[:n]):
                 if msg.type == Q.PACKET:
@@ -149,24 +142,17 @@ class Queue:
         are counted as by `packets`.
         """
         flags = 0 if block else _socket.MSG_DONTWAIT
-        recv_into = self.nl.sock.recv_into
         view = self._view
         room = len(view)
         at = 0
         for _ in range(limit):
             if room - at < self._datagram_max:  # the next one must fit whole
                 break
-            try:
-                n = recv_into(view[at:], room - at, flags)
-            except BlockingIOError:
+            n = self._datagram(view[at:], flags)
+            if n < 0:
                 break
-            except InterruptedError:
+            if not n:
                 continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.enobufs += 1
-                    continue
-                raise NetlinkError(exc.errno or errno.EIO, what=f"queue {self.num}: receive") from None
             flags = _socket.MSG_DONTWAIT
             at += (n + 3) & ~3
         out: list[tuple[int, int, int, int, bytes]] = []
@@ -191,6 +177,21 @@ class Queue:
             off += (length + 3) & ~3
         self.received += len(out)
         return out
+
+    def _datagram(self, into: memoryview, flags: int) -> int:
+        """One datagram into ``into``: its length; -1 when none waits; 0 when the call was
+        interrupted or the kernel reported ENOBUFS (counted): read again."""
+        try:
+            return self.nl.sock.recv_into(into, len(into), flags) or 0
+        except BlockingIOError:
+            return -1
+        except InterruptedError:
+            return 0
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self.enobufs += 1
+                return 0
+            raise NetlinkError(exc.errno or errno.EIO, what=f"queue {self.num}: receive") from None
 
     # -- verdicts -----------------------------------------------------------------------
     def verdict(self, packet: Packet | int, verdict: int = NF_ACCEPT, mark: int | None = None) -> None:
