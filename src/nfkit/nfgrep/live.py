@@ -93,6 +93,7 @@ COUNTERS = ("packets", "flows", "decided", "unknown", "enobufs", "refused", "ver
             "undecided_dropped", "decide_us_total")
 _NAPP = 128
 RECEIVE_BATCH = 64   # datagrams read per receive call
+DEFAULT_NICE = -10    # the queue workers' nice value (see run_worker)
 PUBLISH_S = 0.05     # the worker's counters reach the status readers this often (at most)
 _STRIDE = len(COUNTERS) + _NAPP
 
@@ -454,6 +455,7 @@ class LiveOptions:
     maxlen: int = 4096
     backend: str = "auto"  # "auto": ebpf where the kernel allows it, else queue
     interfaces: list[str] | None = None  # ebpf: tcx ingress here (None: all but loopback)
+    nice: int = DEFAULT_NICE  # the queue workers' scheduling priority
 
 
 def _die_with_parent() -> None:
@@ -522,6 +524,12 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    # packets wait in the kernel until this process runs: on a busy machine it should get
+    # the CPU when they come (conntrackd's `Nice` for the same reason)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
+    except OSError as exc:  # no CAP_SYS_NICE: the worker runs at the inherited priority
+        log.warning("queue %d: worker priority (nice %d) not set: %s", num, opts.nice, exc.strerror)
     ready.set()
     sel = selectors.DefaultSelector()
     sel.register(queue.fileno(), selectors.EVENT_READ)
