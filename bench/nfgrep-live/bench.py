@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--queues", default="0:1")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency-count", type=int, default=400)
+    ap.add_argument("--live-args", default="",
+                    help="more arguments for `nfkit nfgrep live` (e.g. \"--nice 0\")")
     ap.add_argument("--modes", default="plain,queue,ebpf",
                     help="comma-separated, of plain, queue, ebpf (plain is always run: the base)")
     args = ap.parse_args()
@@ -194,7 +196,8 @@ def main() -> None:
                 if mode != "plain":
                     daemon = tl.fw.popen([sys.executable, "-m", "nfkit", "nfgrep", "live", "--queues",
                                           args.queues, "--connlabel", str(work / "connlabel.conf"),
-                                          "--status-socket", str(sock), "--backend", mode])
+                                          "--status-socket", str(sock), "--backend", mode,
+                                          *args.live_args.split()])
                     wait_for_status(sock, lambda d=daemon: d.poll() is None, timeout=30)
                 r = results[mode]
                 out = tl.client.run(["iperf3", "-c", SERVER4, "-p", "5201", "-t", str(args.seconds),
