@@ -183,6 +183,11 @@ def coverage_table() -> str:
                 f"| {item.what} | `{_cell(r['out'])}` | `{_cell(r['in'])}` | {load(r['load'])} "
                 f"| {load(r['text'])} | {mark[r['list']]} | {mark[r['listtext']]} "
                 f"| test_vocabulary.py::test_group[{group}] ({item.id}) |")
+    full = sum(1 for r in RESULTS.values()
+               if (r["load"], r["text"], r["list"], r["listtext"]) == ("equal",) * 4)
+    rows.append("")
+    rows.append(f"{full} of {len(RESULTS)} items equal to nft both ways (loaded from nft's JSON "
+                "and from nft's text, listed in both forms).")
     return "\n".join(rows)
 
 

@@ -129,6 +129,11 @@ GROUPS: dict[str, list[Item]] = {
             "meta mark set symhash mod 4 offset 10", "prerouting")),
         Item("raw_payload", "raw payloads @ll, @nh, @th", "inet", _chain(
             "@ll,0,16 0x1\n@nh,96,32 0xc0000201\n@th,16,16 22")),
+        Item("bitfield_sets", "sets of fields of part of a byte", "inet", _chain(
+            "ip dscp { cs1, af11 }\nip6 ecn { ect0, ce } drop")),
+        Item("one_elem_sets", "one-element anonymous sets (compared as the element)", "inet",
+             _chain('tcp dport != { 22 }\nip saddr { 192.0.2.0/24 }\ntcp flags { syn }\n'
+                    'iifname { "lo" }\nct state { established } accept')),
         Item("icmpv6_types", "icmpv6 type names", "ip6", _chain(
             "icmpv6 type { nd-router-solicit, nd-router-advert, mld-listener-query,"
             " echo-request } accept")),
@@ -138,7 +143,11 @@ GROUPS: dict[str, list[Item]] = {
             "exthdr frag exists drop\nrt type 0 drop\nhbh nexthdr 6 drop\n"
             "exthdr dst missing accept")),
         Item("exthdr_bits", "ip6 extension header bit fields", "ip6", _chain(
-            "frag more-fragments 1 drop")),
+            "frag more-fragments 1 drop\nfrag frag-off 10-20 drop\nfrag reserved2 { 1, 2 }\n"
+            "frag frag-off != 3")),
+        Item("exthdr_rt", "routing headers (srh, rt0), mobility header types", "inet", _chain(
+            "srh last-entry 2\nsrh flags 3\nsrh tag 5\nsrh sid[2] 2001:db8::1\n"
+            "rt0 addr[1] 2001:db8::2\nmh type { home-test, binding-update }")),
         Item("tcp_option", "tcp options", "inet", _chain(
             "tcp option maxseg size 1400 accept\ntcp option sack-perm exists accept")),
         Item("tcp_option_set", "tcp option maxseg size set", "inet", _chain(
@@ -149,15 +158,22 @@ GROUPS: dict[str, list[Item]] = {
             "fib daddr oif exists accept", "prerouting")),
         Item("rt", "routing expressions (nexthop, mtu)", "ip", _chain(
             "rt nexthop 192.0.2.1 accept\nrt mtu > 1400 accept", "output")),
-        Item("rt_classid", "rt classid (a realm)", "ip", _chain("rt classid 10 accept",
-                                                                "output")),
+        Item("rt_classid", "rt classid and meta rtclassid (realms, rt_realms names)", "ip",
+             _chain("rt classid 10 accept\nmeta rtclassid cosmos\nrt classid { 1, 2 }",
+                    "output")),
         Item("socket", "socket expressions", "inet", _chain(
             "socket transparent 1 accept\nsocket mark 0x5 accept\nsocket wildcard 0 accept",
             "prerouting")),
-        Item("osf", "osf", "inet", _chain('osf name "Linux" accept\n'
-                                           'osf ttl loose name "Linux" accept')),
-        Item("ipsec", "ipsec", "ip", _chain("ipsec in reqid 1 accept\n"
-                                            "ipsec in ip saddr 192.0.2.1 accept")),
+        Item("osf", "osf (name, version, ttl loose/skip)", "inet", _chain(
+            'osf name "Linux" accept\nosf ttl loose name "Linux" accept\n'
+            'osf ttl skip version "Linux:3.0"\nosf name { "Linux", "Windows" } drop')),
+        Item("ipsec", "ipsec in (reqid, addresses)", "ip", _chain(
+            "ipsec in reqid 1 accept\nipsec in ip saddr 192.0.2.1 accept")),
+        Item("ipsec_more", "ipsec spnum, spi, ip6 addresses, ranges", "inet", _chain(
+            "ipsec in spnum 1 spi 5\nipsec in ip6 daddr 2001:db8::/32\n"
+            "ipsec in reqid 1-5 drop\nipsec in spi { 1, 2 }")),
+        Item("ipsec_out", "ipsec out", "ip", _chain(
+            "ipsec out reqid 7 accept\nipsec out ip daddr 192.0.2.0/24", "output")),
     ],
     "statements": [
         Item("log", "log with every option", "inet", _chain(

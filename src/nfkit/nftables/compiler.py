@@ -42,6 +42,9 @@ from nfkit.nftables.expressions import (
     NAT_NETMAP,
     NAT_PROTO,
     OBJ_TYPES,
+    OSF_F_VERSION,
+    OSF_MAXGENRELEN,
+    OSF_TTL,
     REJECT_TYPES,
     RT_KEYS,
     SET_ANONYMOUS,
@@ -55,6 +58,8 @@ from nfkit.nftables.expressions import (
     T_HINT32,
     T_INT32,
     VERDICT_DATA_TYPE,
+    XFRM_DIRS,
+    XFRM_KEYS,
     Element,
     bitwise,
     byteorder_hton,
@@ -526,6 +531,10 @@ class RuleCompiler:
             num, tname, size = sk
             out.append(EXPRESSIONS["rt"].encode(("dreg", reg), ("key", num)))
             return Operand(out, [T[tname]], [size])
+        if kind == "osf":
+            return self._osf(body, out, reg)
+        if kind == "ipsec":
+            return self._ipsec(ctx, body, out, reg)
         if kind in BITWISE_SHIFTS:
             inner, value = body
             op = self.load(ctx, inner, out, slot)
@@ -566,22 +575,75 @@ class RuleCompiler:
         if present and field is not None or not present and field is None:
             raise InputError(f"{kind} {body['name']}: a field is compared, a header or "
                              "option without one is tested with true/false (exists/missing)")
+        if "offset" in body:  # nft's JSON for rt0: the field `offset` places after the named one
+            names = list(fields)
+            at = names.index(str(field)) + body["offset"] if str(field) in names else -1
+            if (kind, body["name"]) != ("exthdr", "rt0") or not 0 <= at < len(names):
+                raise InputError(f"{kind} {body['name']} {field}: offset {body['offset']!r} "
+                                 "names no field")
+            field = names[at]
         boff, blen, tname = (0, 8, "boolean") if present else fields.get(str(field), (-1, 0, ""))
         if boff < 0:
             raise InputError(f"{kind} {body['name']} field {field!r} is not supported by nfkit")
-        if boff % 8 or blen % 8:
-            raise InputError(f"{kind} {body['name']} {field}: sub-byte fields are not "
-                             "supported by nfkit")
+        off, start = divmod(boff, 8)
+        nbytes = (start + blen + 7) // 8
+        shift = nbytes * 8 - start - blen
+        mask = (((1 << blen) - 1) << shift).to_bytes(nbytes, "big") if start or blen % 8 \
+            else None
+        if mask is not None and sreg is not None:
+            raise InputError(f"{kind} {body['name']} {field}: a field of part of a byte "
+                             "cannot be set")
         if dep is not None:
             self._dep(ctx, dep, out)
         parts: list[tuple[str, Any]] = [("sreg", sreg) if sreg is not None else ("dreg", reg),
-                                        ("type", htype), ("offset", boff // 8),
-                                        ("len", blen // 8)]
+                                        ("type", htype), ("offset", off), ("len", nbytes)]
         if present:
             parts.append(("flags", EXTHDR_F_PRESENT))
         parts.append(("op", op_code))
         out.append(EXPRESSIONS["exthdr"].encode(*parts))
-        return Operand(out, [T[tname]], [blen // 8])
+        if mask is not None:  # `frag more-fragments`: the covering bytes, masked (as nft)
+            out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
+            return Operand(out, [T[tname]], [nbytes], None, mask, shift)
+        return Operand(out, [T[tname]], [nbytes])
+
+    def _osf(self, body: dict[str, Any], out: list[bytes], reg: int) -> Operand:
+        """`osf [ttl loose|skip] name|version`: the OS name (or name:version) the packet's
+        fingerprint matches, a string padded to NFT_OSF_MAXGENRELEN."""
+        ttl = body.get("ttl")
+        if ttl is not None and ttl not in OSF_TTL:
+            raise InputError(f"osf: unknown ttl option {ttl!r} (loose, skip)")
+        if body["key"] not in ("name", "version"):
+            raise InputError(f"osf: unknown key {body['key']!r} (name, version)")
+        parts: list[tuple[str, Any]] = [("dreg", reg), ("ttl", OSF_TTL[ttl] if ttl else 0)]
+        if body["key"] == "version":
+            parts.append(("flags", OSF_F_VERSION))
+        out.append(EXPRESSIONS["osf"].encode(*parts))
+        return Operand(out, [T["string"]], [OSF_MAXGENRELEN])
+
+    def _ipsec(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes],
+               reg: int) -> Operand:
+        """`ipsec in|out [spnum N] reqid|spi|ip saddr|...`: the kernel's xfrm expression,
+        a field of the packet's security path (input) or of its route's state (output)."""
+        key, fam = body["key"], body.get("family")
+        if fam not in (None, "ip", "ip6"):
+            raise InputError(f"ipsec: unknown family {fam!r}")
+        if key in ("saddr", "daddr"):
+            fam = fam or "ip"  # as nft's JSON reader: an address without family is IPv4
+        elif fam is not None:
+            raise InputError(f"ipsec {key}: a family goes with saddr or daddr only")
+        spec = XFRM_KEYS.get((key, fam))
+        if spec is None:
+            raise InputError(f"ipsec: unknown key {key!r} (reqid, spi, saddr, daddr)")
+        d = body.get("dir")
+        if d not in XFRM_DIRS:
+            raise InputError(f"ipsec: direction {d!r} is not in or out")
+        spnum = body.get("spnum", 0)
+        if type(spnum) is not int or not 0 <= spnum <= 255:
+            raise InputError(f"ipsec: spnum {spnum!r} is not 0-255")
+        num, tname, size = spec
+        out.append(EXPRESSIONS["xfrm"].encode(("dreg", reg), ("key", num), ("dir", XFRM_DIRS[d]),
+                                              ("spnum", spnum)))
+        return Operand(out, [T[tname]], [size])
 
     def _anon_map(self, ctx: CompileCtx, op: Operand, items: Any, dts: list[Datatype],
                   out: list[bytes], reg: int) -> Operand:
@@ -677,6 +739,16 @@ class RuleCompiler:
             return
         op = self.load(ctx, left, out)
         self._last_operand = op
+        if isinstance(right, dict) and isinstance(right.get("set"), list) \
+                and len(right["set"]) == 1 and opname in ("==", "!=") \
+                and not (isinstance(right["set"][0], dict) and ("concat" in right["set"][0]
+                                                              or "elem" in right["set"][0])) \
+                and not (op.dt.kind == "bitmask" and opname == "!="):
+            # nft compares a one-element anonymous set's element instead (`tcp dport { 22 }`
+            # loads as `tcp dport 22`; a flag as `tcp flags syn`, which tests the bit)
+            right = right["set"][0]
+            if op.dt.kind == "bitmask":
+                opname = "in"
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):
             if left == {"meta": {"key": "l4proto"}} or left in (
                     {"payload": {"protocol": "ip", "field": "protocol"}},

@@ -40,6 +40,9 @@ from nfkit.nftables.expressions import (
     NAT_FLAGS,
     NAT_NETMAP,
     OBJ_TYPE_NAMES,
+    OSF_F_VERSION,
+    OSF_MAXGENRELEN,
+    OSF_TTL_NAMES,
     RT_KEYS,
     SET_ANONYMOUS,
     SET_INTERVAL,
@@ -51,6 +54,8 @@ from nfkit.nftables.expressions import (
     T_FIB_TYPE,
     T_HINT32,
     T_INT32,
+    XFRM_DIRS,
+    XFRM_KEYS,
     cmp_slot,
     parse_exprs,
     value_of_data,
@@ -120,6 +125,9 @@ class RegValue:
     fresh: bool = True  # not consumed yet (for range merging)
     hton: bool = False  # went through byteorder hton (nft compares host-order values so)
     map_part: bool = False  # a later part of a map lookup's concatenated data (NAT maps)
+    # an exthdr load of bytes no field fills: (kind, header names, offset, len), named by
+    # the mask that follows (a field of part of a byte)
+    exthdr: tuple[str, list[str], int, int] | None = None
 
 
 @dataclass
@@ -373,6 +381,11 @@ class RuleDecoder:
             raise InputError("bitwise operation not decoded")
         mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
         dreg = a["dreg"]
+        if v.exthdr is not None and not any(xor):
+            bits = self._exthdr_bits(v, mask)
+            if bits is not None:
+                self._set(dreg, bits)
+                return
         if v.payload is not None and v.left is None and not any(xor):
             # A sub-byte header field (ip dscp, ip version, ...)?
             v.mask = mask
@@ -585,6 +598,10 @@ class RuleDecoder:
                 # Keyed by a numgen or hash result: host byte order (nft knows it from
                 # the expression; the set's integer type does not say).
                 s = replace(s, key_types=[T_HINT32])
+            if first.imm == b"shifted" and len(s.key_types) == 1:
+                # A field of part of a byte (ip dscp, frag frag-off): the elements hold
+                # its values shifted into place, as the compiler put them.
+                s = _unshifted(s, int(first.verdict))
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
@@ -832,21 +849,33 @@ class RuleDecoder:
         if not kinds or flags & ~EXTHDR_F_PRESENT:
             raise _AsRaw
         kind = kinds[0]
-        name = next((n for (k, n), (t, _f) in EXTHDR_FIELDS.items()
-                     if k == kind and t == a["type"]), None)
-        if name is None:
+        # The headers of this type in nft's order (a routing header: rt, srh, rt0).
+        names = [n for (k, n), (t, _f) in EXTHDR_FIELDS.items() if k == kind and t == a["type"]]
+        if not names:
             raise _AsRaw
-        fields = EXTHDR_FIELDS[(kind, name)][1]
+        name = names[0]
         dep = EXTHDR_OPS[kind][1]
         if dep is not None and self.family in ("inet", "bridge", "netdev"):
             self._kill_dep(dep)
         if flags & EXTHDR_F_PRESENT:
             self._set(a["dreg"], RegValue({kind: {"name": name}}, [T_FIB_PRESENT], [1]))
             return
-        field = next((f for f, (boff, blen, _t) in fields.items()
-                      if boff == a["offset"] * 8 and blen == a["len"] * 8), None)
-        if field is None:
+        found = [(n, f) for n in names for f, (boff, blen, _t)
+                 in EXTHDR_FIELDS[(kind, n)][1].items()
+                 if boff == a["offset"] * 8 and blen == a["len"] * 8]
+        if not found:
+            if "dreg" in a and kind == "exthdr":
+                # Part of a byte (`frag more-fragments`): named by the mask that follows.
+                v = RegValue({"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not "
+                                            "decoded", "attrs": {k: a[k] for k in (
+                                                "type", "offset", "len")}}},
+                             [T_INT32], [a["len"]])
+                v.exthdr = (kind, names, a["offset"], a["len"])
+                self._set(a["dreg"], v)
+                return
             raise _AsRaw
+        name, field = found[0]
+        fields = EXTHDR_FIELDS[(kind, name)][1]
         tname = fields[field][2]
         left = {kind: {"name": name, "field": field}}
         if "sreg" in a:
@@ -854,6 +883,45 @@ class RuleDecoder:
             self.out.append({"mangle": {"key": left, "value": self._set_value(v, T[tname])}})
             return
         self._set(a["dreg"], RegValue(left, [T[tname]], [a["len"]]))
+
+    def _exthdr_bits(self, v: RegValue, mask: bytes) -> RegValue | None:
+        """The field of part of a byte an exthdr load and this mask pick, or None."""
+        assert v.exthdr is not None
+        kind, names, off, ln = v.exthdr
+        for n in names:
+            for f, (boff, blen, tname) in EXTHDR_FIELDS[(kind, n)][1].items():
+                start = boff - off * 8
+                if boff // 8 != off or (start + blen + 7) // 8 != ln:
+                    continue
+                shift = ln * 8 - start - blen
+                if (((1 << blen) - 1) << shift).to_bytes(ln, "big") == mask:
+                    # values shifted into place, as `_resolve_payload` marks a header field
+                    return RegValue({kind: {"name": n, "field": f}}, [T[tname]], [ln],
+                                    imm=b"shifted", verdict=shift)
+        return None
+
+    def _x_osf(self, a: dict[str, Any]) -> None:
+        if set(a) - {"dreg", "ttl", "flags"} or a.get("flags", 0) & ~OSF_F_VERSION \
+                or a.get("ttl", 0) not in (0, *OSF_TTL_NAMES):
+            raise _AsRaw
+        left: dict[str, Any] = {"key": "version" if a.get("flags", 0) & OSF_F_VERSION
+                                else "name"}
+        if a.get("ttl", 0):
+            left["ttl"] = OSF_TTL_NAMES[a["ttl"]]
+        self._set(a["dreg"], RegValue({"osf": left}, [T["string"]], [OSF_MAXGENRELEN]))
+
+    def _x_xfrm(self, a: dict[str, Any]) -> None:
+        found = [(k, v) for k, v in XFRM_KEYS.items() if v[0] == a.get("key")]
+        dirs = {v: k for k, v in XFRM_DIRS.items()}
+        if not found or set(a) - {"dreg", "key", "dir", "spnum"} or a.get("dir") not in dirs:
+            raise _AsRaw
+        (key, fam), (_n, tname, size) = found[0]
+        left: dict[str, Any] = {"key": key}
+        if fam is not None:
+            left["family"] = fam
+        left["dir"] = dirs[a["dir"]]
+        left["spnum"] = a.get("spnum", 0)
+        self._set(a["dreg"], RegValue({"ipsec": left}, [T[tname]], [size]))
 
     def _x_socket(self, a: dict[str, Any]) -> None:
         name = {v[0]: k for k, v in SOCKET_KEYS.items()}.get(a["key"])
@@ -996,6 +1064,18 @@ def _one_value(dt: Datatype, lo: bytes, hi: bytes) -> Any:
         if plen is not None:
             return {"prefix": {"addr": dt.decode(lo), "len": plen}}
     return {"range": [dt.decode(lo), dt.decode(hi)]}
+
+
+def _unshifted(s: SetView, shift: int) -> SetView:
+    """``s`` with its keys shifted right by ``shift`` bits (an interval's end, the first
+    key after it, stays the first key after the unshifted interval)."""
+    def down(k: bytes, end: bool) -> bytes:
+        n = int.from_bytes(k, "big")
+        return ((((n - 1) >> shift) + 1) if end else n >> shift).to_bytes(len(k), "big")
+
+    return replace(s, elements=[
+        (down(k, bool(fl & ELEM_INTERVAL_END)), None if ke is None else down(ke, False), fl, d)
+        for k, ke, fl, d in s.elements])
 
 
 def render_elements(s: SetView, extra: dict[bytes, dict[str, Any]] | None = None) -> list[Any]:

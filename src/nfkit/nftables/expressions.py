@@ -45,7 +45,7 @@ A = {t: nums(t) for t in (
     "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
     "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
     "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper", "ct_timeout",
-    "ct_expect", "synproxy", "socket", "dup", "fwd", "tproxy",
+    "ct_expect", "synproxy", "socket", "dup", "fwd", "tproxy", "osf", "xfrm",
 )}
 
 # Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
@@ -74,8 +74,8 @@ CT_TIMEOUT_STATES = {
 L4_NUMS = {"tcp": 6, "udp": 17}
 # Extension headers and options (the exthdr expression): JSON kind -> (NFT_EXTHDR_OP_*,
 # the layer-3 protocol it depends on), and (kind, name) -> (header or option type,
-# {field: (bit offset, bit length, datatype)}); nfkit encodes byte-aligned fields and
-# `exists` (NFT_EXTHDR_F_PRESENT).
+# {field: (bit offset, bit length, datatype)}); a field that is not whole bytes is loaded
+# as the bytes that cover it and masked, as nft does; `exists` is NFT_EXTHDR_F_PRESENT.
 EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip")}
 _NH, _LEN = ("nexthdr", (0, 8, "inet_proto")), ("hdrlength", (8, 8, "integer"))
 _KIND, _OLEN = ("kind", (0, 8, "integer")), ("length", (8, 8, "integer"))
@@ -85,10 +85,20 @@ EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]
     ("exthdr", "hbh"): (0, dict([_NH, _LEN])),
     ("exthdr", "rt"): (43, dict([_NH, _LEN, ("type", (16, 8, "integer")),
                                  ("seg-left", (24, 8, "integer"))])),
+    # nft tries these three on a routing header in this order (`srh sid[1]` is also
+    # what nft prints for `rt0 addr[1]`: the same bytes).
+    ("exthdr", "srh"): (43, {"last-entry": (32, 8, "integer"), "flags": (40, 8, "integer"),
+                             "tag": (48, 16, "integer"), "sid[1]": (64, 128, "ipv6_addr"),
+                             "sid[2]": (192, 128, "ipv6_addr")}),
+    ("exthdr", "rt0"): (43, {"reserved": (32, 32, "integer"), "addr[1]": (64, 128, "ipv6_addr"),
+                             "addr[2]": (192, 128, "ipv6_addr")}),
     ("exthdr", "frag"): (44, dict([_NH, ("reserved", (8, 8, "integer")),
+                                   ("frag-off", (16, 13, "integer")),
+                                   ("reserved2", (29, 2, "integer")),
+                                   ("more-fragments", (31, 1, "integer")),
                                    ("id", (32, 32, "integer"))])),
     ("exthdr", "dst"): (60, dict([_NH, _LEN])),
-    ("exthdr", "mh"): (135, dict([_NH, _LEN, ("type", (16, 8, "integer")),
+    ("exthdr", "mh"): (135, dict([_NH, _LEN, ("type", (16, 8, "mh_type")),
                                   ("reserved", (24, 8, "integer")),
                                   ("checksum", (32, 16, "integer"))])),
     ("tcp option", "eol"): (0, dict([_KIND])),
@@ -108,9 +118,21 @@ BITWISE_SHIFTS = {"<<": 1, ">>": 2}  # NFT_BITWISE_LSHIFT, NFT_BITWISE_RSHIFT
 # socket keys: JSON key -> (NFT_SOCKET_*, datatype, bytes the kernel writes)
 SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),
                "wildcard": (2, "integer", 1)}
-# rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes); classid (a realm) is not done
+# rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes)
 RT_KEYS = {("nexthop", "ip"): (1, "ipv4_addr", 4), ("nexthop", "ip6"): (2, "ipv6_addr", 16),
-           ("mtu", None): (3, "hinteger", 2)}
+           ("mtu", None): (3, "hinteger", 2), ("classid", None): (0, "realm", 4)}
+# osf: `osf ttl loose|skip` (NFTA_OSF_TTL; 0, nft's default, is not written in JSON or text)
+# and NFT_OSF_F_VERSION, set for `osf version` (the name and version, "Linux:3.0").
+OSF_TTL = {"loose": 1, "skip": 2}
+OSF_TTL_NAMES = {v: k for k, v in OSF_TTL.items()}
+OSF_F_VERSION = 1
+OSF_MAXGENRELEN = 16  # NFT_OSF_MAXGENRELEN: the register holds the name padded to it
+# ipsec (the kernel's xfrm expression): (JSON key, family or None) -> (NFT_XFRM_KEY_*,
+# datatype, bytes); directions as XFRM_POLICY_IN/OUT.
+XFRM_KEYS = {("daddr", "ip"): (1, "ipv4_addr", 4), ("daddr", "ip6"): (2, "ipv6_addr", 16),
+             ("saddr", "ip"): (3, "ipv4_addr", 4), ("saddr", "ip6"): (4, "ipv6_addr", 16),
+             ("reqid", None): (5, "hinteger", 4), ("spi", None): (6, "integer", 4)}
+XFRM_DIRS = {"in": 0, "out": 1}
 L3_NUMS = {"ip": 2, "ip6": 10, "inet": 1}
 OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 
@@ -300,7 +322,7 @@ EXPRESSIONS = {name: KernelExpr(name) for name in (
     "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
     "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
     "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
-    "synproxy", "socket", "dup", "fwd", "tproxy",
+    "synproxy", "socket", "dup", "fwd", "tproxy", "osf", "xfrm",
 )}
 
 

@@ -591,6 +591,8 @@ class Exprs:
             c.i += 1
             key = c.name()
             return {"meta": {"key": key}}
+        if w == "ipsec" and w1 in ("in", "out"):
+            return self._ipsec(c)
         if w in _META_BARE:
             c.i += 1
             return {"meta": {"key": w}}
@@ -650,6 +652,22 @@ class Exprs:
             return {"osf": ob}
         return None
 
+    def _ipsec(self, c: Cursor) -> Any:
+        """`ipsec in|out [spnum N] reqid|spi|ip saddr|ip6 daddr...` (consumed)."""
+        c.i += 1
+        body: dict[str, Any] = {"key": "", "dir": c.expect("in", "out")}
+        if c.accept("spnum"):
+            body["spnum"] = c.integer()
+        if c.word() in ("ip", "ip6"):
+            body["family"] = c.name()
+            body["key"] = c.expect("saddr", "daddr")
+        else:
+            body["key"] = c.expect("reqid", "spi")
+        # nft's JSON order: key, family, dir, spnum (0 when not given)
+        return {"ipsec": {"key": body["key"], **({"family": body["family"]} if "family" in body
+                                                 else {}),
+                          "dir": body["dir"], "spnum": body.get("spnum", 0)}}
+
     def _exthdr(self, c: Cursor, w: str, w1: str | None) -> Any | None:
         """`exthdr frag`, `frag more-fragments`, `rt type`, `tcp option maxseg size`,
         `ip option rr ptr` (consumed), or None."""
@@ -665,6 +683,11 @@ class Exprs:
         if w == "exthdr" and w1 is not None:
             c.i += 2
             return {"exthdr": {"name": w1}}
+        if (w, w1) in (("srh", "sid"), ("rt0", "addr")) and c.word(2) == "[":
+            c.i += 3  # srh sid[2], rt0 addr[1]: the field's name holds its index
+            n = c.integer()
+            c.expect("]")
+            return {"exthdr": {"name": w, "field": f"{w1}[{n}]"}}
         names = {n for (k, n) in EXTHDR_FIELDS if k == "exthdr"}
         if w in names and w1 is not None and w1 in EXTHDR_FIELDS[("exthdr", w)][1] \
                 or w == "frag" and w1 in ("frag-off", "more-fragments", "reserved2"):

@@ -31,6 +31,7 @@ _UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
 _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "ibrname"}}, {"meta": {"key": "obrname"}},
                  {"ct": {"key": "helper"}})
+_REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}})
 _HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
 
 
@@ -42,9 +43,14 @@ def _typed(left: Any, v: Any) -> str:
         return f"0x{v:x}"  # a raw payload's value: nft prints it in hex
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
+    if isinstance(left, dict) and "osf" in left and isinstance(v, str):
+        return json.dumps(v)  # an OS name, quoted as nft prints it
+    if left in _REALM_LEFTS and isinstance(v, str) and not v.isdigit():
+        return json.dumps(v)  # a realm's name (rt_realms), quoted as nft prints it
     if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
         return f"0x{v:08x}"
-    if isinstance(v, dict) and "set" in v and left in _STRING_LEFTS:
+    if isinstance(v, dict) and "set" in v and (left in _STRING_LEFTS or left in _REALM_LEFTS
+                                               or isinstance(left, dict) and "osf" in left):
         items = v["set"] if isinstance(v["set"], list) else [v["set"]]
         return "{ " + ", ".join(_typed(left, i) for i in items) + " }"
     return value(v)
@@ -121,6 +127,12 @@ def expr(e: Any) -> str:
         return f"{head}{b['name']} {b['field']}"
     if k == "rt":
         return f"rt {b['family']} {b['key']}" if "family" in b else f"rt {b['key']}"
+    if k == "osf":
+        return f"osf {'ttl ' + b['ttl'] + ' ' if 'ttl' in b else ''}{b['key']}"
+    if k == "ipsec":
+        spnum = f"spnum {b['spnum']} " if b.get("spnum") else ""
+        key = f"{b['family']} {b['key']}" if "family" in b else b["key"]
+        return f"ipsec {b.get('dir', 'in')} {spnum}{key}"
     if k in ("&", "|", "^"):
         return f"{expr(b[0])} {k} {_typed(_innermost(b[0]), b[1])}"
     if k == "map":

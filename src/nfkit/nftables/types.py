@@ -8,6 +8,7 @@ has.  It knows nothing of netlink messages.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from collections.abc import Callable
@@ -188,6 +189,52 @@ def _enc_string(dt: Datatype, value: object, size: int) -> bytes:
     return value.encode().ljust(size or len(value) + 1, b"\0")
 
 
+REALMS_FILE = "/etc/iproute2/rt_realms"  # where nft 1.0.6 reads realm names
+
+
+@functools.lru_cache(maxsize=1)
+def realm_names() -> dict[str, int]:
+    """Realm names of /etc/iproute2/rt_realms (``number name`` lines), as nft reads them."""
+    names: dict[str, int] = {}
+    try:
+        with open(REALMS_FILE, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                words = line.split("#", 1)[0].split()
+                if len(words) >= 2:
+                    try:
+                        names.setdefault(words[1], int(words[0], 0))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return names
+
+
+def _enc_realm(dt: Datatype, value: object, size: int) -> bytes:
+    """A realm (rt classid, meta rtclassid): a number, or a name of rt_realms."""
+    if isinstance(value, str):
+        v = realm_names().get(value)
+        if v is None:
+            try:
+                v = int(value, 0)
+            except ValueError:
+                raise InputError(f"{value!r} is not a realm (a number or a name of "
+                                 f"{REALMS_FILE})") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        v = value
+    else:
+        raise _bad(dt, value)
+    if not 0 <= v < 1 << 32:
+        raise InputError(f"realm {value!r} does not fit in 32 bits")
+    return v.to_bytes(4, "little" if not dt.big_endian else "big")
+
+
+def _dec_realm(dt: Datatype, raw: bytes) -> object:
+    # nft's JSON gives a realm as a string always: its name, or its number.
+    v = int.from_bytes(raw[:4], "little" if not dt.big_endian else "big")
+    return next((k for k, n in realm_names().items() if n == v), str(v))
+
+
 def _dec_string(dt: Datatype, raw: bytes) -> object:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
@@ -276,11 +323,13 @@ _ENCODERS: dict[str, Callable[[Datatype, object, int], bytes]] = {
     "int": _enc_int, "bitmask": _enc_bitmask, "ipv4": _enc_ipv4, "ipv6": _enc_ipv6,
     "ether": _enc_ether, "ifname": _enc_ifname, "string": _enc_string,
     "classid": _enc_classid, "time": _enc_time, "ctlabel": _enc_ctlabel,
+    "realm": _enc_realm,
 }
 _DECODERS: dict[str, Callable[[Datatype, bytes], object]] = {
     "int": _dec_int, "bitmask": _dec_bitmask, "ipv4": _dec_ipv4, "ipv6": _dec_ipv6,
     "ether": _dec_ether, "ifname": _dec_ifname, "string": _dec_string,
     "classid": _dec_classid, "time": _dec_time, "ctlabel": _dec_ctlabel,
+    "realm": _dec_realm,
 }
 
 _PROTO_NAMES = {
@@ -376,6 +425,13 @@ for _d in [
     _dt("ifname", 41, 16, "ifname"),
     _dt("boolean", 39, 1, symbols={"exists": 1, "missing": 0}),
     _dt("time", 18, 4, "time", big=False),
+    _dt("realm", 22, 4, "realm", big=False),
+    _dt("mh_type", 17, 1, symbols={
+        "binding-refresh-request": 0, "home-test-init": 1, "careof-test-init": 2,
+        "home-test": 3, "careof-test": 4, "binding-update": 5, "binding-acknowledgement": 6,
+        "binding-error": 7, "fast-binding-update": 8, "fast-binding-acknowledgement": 9,
+        "fast-binding-advertisement": 10, "experimental-mobility-header": 11,
+        "home-agent-switch-message": 12}),
 ]:
     T[_d.name] = _d
 T["hinteger"] = _dt("integer", 4, 4, big=False, print_symbols=False)
@@ -469,7 +525,7 @@ META: dict[str, tuple[int, str, int]] = {
     "iifname": (6, "ifname", 16), "oifname": (7, "ifname", 16),
     "iiftype": (8, "iface_type", 2), "oiftype": (9, "iface_type", 2),
     "skuid": (10, "uid", 4), "skgid": (11, "gid", 4), "nftrace": (12, "integer", 1),
-    "rtclassid": (13, "hinteger", 4), "secmark": (14, "hinteger", 4),
+    "rtclassid": (13, "realm", 4), "secmark": (14, "hinteger", 4),
     "nfproto": (15, "nf_proto", 1), "l4proto": (16, "inet_proto", 1),
     "ibrname": (17, "ifname", 16), "obrname": (18, "ifname", 16),
     "pkttype": (19, "pkttype", 1), "cpu": (20, "hinteger", 4),
