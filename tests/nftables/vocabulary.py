@@ -161,6 +161,15 @@ GROUPS: dict[str, list[Item]] = {
         Item("rt_classid", "rt classid and meta rtclassid (realms, rt_realms names)", "ip",
              _chain("rt classid 10 accept\nmeta rtclassid cosmos\nrt classid { 1, 2 }",
                     "output")),
+        Item("rt_ipsec", "rt ipsec exists / missing (the route's xfrm state)", "inet", _chain(
+            "rt ipsec exists accept\nrt ipsec missing drop", "output")),
+        Item("meta_more", "meta day, sdif, sdifname, ipsec, random, iifkind, iif", "inet",
+             _chain('meta day "Monday"\nmeta day { "Monday", "Friday" }\nmeta sdif "lo"\n'
+                    'meta sdifname "lo"\nmeta ipsec exists\nmeta ipsec missing\n'
+                    'meta random > 10\nmeta iifkind "veth"\niif "lo"')),
+        Item("listing_forms", "ct expiration, quota used, ether type 8021q, fib oif names",
+             "inet", _chain('ct expiration < 1m\nquota 100 bytes used 10 bytes\n'
+                            'ether type vlan\nfib saddr . mark . iif oif "lo"')),
         Item("socket", "socket expressions", "inet", _chain(
             "socket transparent 1 accept\nsocket mark 0x5 accept\nsocket wildcard 0 accept",
             "prerouting")),

@@ -120,7 +120,8 @@ SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),
                "wildcard": (2, "integer", 1)}
 # rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes)
 RT_KEYS = {("nexthop", "ip"): (1, "ipv4_addr", 4), ("nexthop", "ip6"): (2, "ipv6_addr", 16),
-           ("mtu", None): (3, "hinteger", 2), ("classid", None): (0, "realm", 4)}
+           ("mtu", None): (3, "hinteger", 2), ("classid", None): (0, "realm", 4),
+           ("ipsec", None): (4, "boolean", 1)}  # NFT_RT_XFRM: the route has an xfrm state
 # osf: `osf ttl loose|skip` (NFTA_OSF_TTL; 0, nft's default, is not written in JSON or text)
 # and NFT_OSF_F_VERSION, set for `osf version` (the name and version, "Linux:3.0").
 OSF_TTL = {"loose": 1, "skip": 2}

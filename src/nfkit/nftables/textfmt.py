@@ -30,6 +30,10 @@ def _prio(c: Any) -> str:
 _UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
 _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "ibrname"}}, {"meta": {"key": "obrname"}},
+                 {"meta": {"key": "iifkind"}}, {"meta": {"key": "oifkind"}},
+                 {"meta": {"key": "sdifname"}}, {"meta": {"key": "iif"}},
+                 {"meta": {"key": "oif"}}, {"meta": {"key": "sdif"}},
+                 {"meta": {"key": "day"}},
                  {"ct": {"key": "helper"}})
 _REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}})
 _HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
@@ -43,6 +47,11 @@ def _typed(left: Any, v: Any) -> str:
         return f"0x{v:x}"  # a raw payload's value: nft prints it in hex
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
+    if isinstance(left, dict) and "fib" in left and left["fib"].get("result") in (
+            "oif", "oifname") and isinstance(v, str):
+        return json.dumps(v)  # an interface, quoted as nft prints it
+    if left == {"ct": {"key": "expiration"}} and isinstance(v, int) and not isinstance(v, bool):
+        return duration(v)
     if isinstance(left, dict) and "osf" in left and isinstance(v, str):
         return json.dumps(v)  # an OS name, quoted as nft prints it
     if left in _REALM_LEFTS and isinstance(v, str) and not v.isdigit():
@@ -262,7 +271,9 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         data = f" : {value(b['data'])}" if k == "map" else ""
         return f"{b['op']} {b.get('set', b.get('map'))} {{ {inner}{data} }}"
     if k == "quota":
-        return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
+        used = f" used {b['used']} {b.get('used_unit', 'bytes')}" if b.get("used") else ""
+        return (f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
+                f"{used}")
     if k == "ct count":
         return f"ct count {'over ' if b.get('inv') else ''}{b['val']}"
     if k == "queue":

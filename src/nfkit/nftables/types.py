@@ -57,6 +57,8 @@ def _enc_int(dt: Datatype, value: object, size: int) -> bytes:
             v = dt.symbols[value]
         else:
             v = _lookup_symbol(dt, value)
+    elif isinstance(value, bool) and dt.name == "boolean":
+        v = int(value)  # `meta ipsec exists` in nft's JSON: true
     elif isinstance(value, bool) or not isinstance(value, int):
         raise _bad(dt, value)
     else:
@@ -92,6 +94,8 @@ def _lookup_symbol(dt: Datatype, value: str) -> int:
 
 def _dec_int(dt: Datatype, raw: bytes) -> object:
     v = int.from_bytes(raw, "big" if dt.big_endian else "little")
+    if dt.name == "boolean" and dt.id == 39 and v in (0, 1):
+        return bool(v)  # nft's JSON: true / false (text: exists / missing)
     if dt.print_symbols:
         name = dt.names.get(v)
         if name is not None:
@@ -387,7 +391,8 @@ for _d in [
     _dt("ipv6_addr", 8, 16, "ipv6"),
     _dt("ether_addr", 9, 6, "ether"),
     _dt("ether_type", 10, 2, symbols={"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD,
-                                       "vlan": 0x8100, "8021ad": 0x88A8}),
+                                       "8021q": 0x8100, "8021ad": 0x88A8},
+        aliases={"vlan": 0x8100}),  # nft reads `vlan`, lists `8021q`
     _dt("inet_proto", 12, 1, symbols={v: k for k, v in _PROTO_NAMES.items()}),
     _dt("inet_service", 13, 2, print_symbols=False),
     _dt("icmp_type", 14, 1, symbols=ICMP_TYPES),
@@ -426,6 +431,8 @@ for _d in [
     _dt("boolean", 39, 1, symbols={"exists": 1, "missing": 0}),
     _dt("time", 18, 4, "time", big=False),
     _dt("realm", 22, 4, "realm", big=False),
+    _dt("day", 45, 1, symbols={"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3,
+                               "Thursday": 4, "Friday": 5, "Saturday": 6}),
     _dt("mh_type", 17, 1, symbols={
         "binding-refresh-request": 0, "home-test-init": 1, "careof-test-init": 2,
         "home-test": 3, "careof-test": 4, "binding-update": 5, "binding-acknowledgement": 6,
@@ -530,9 +537,11 @@ META: dict[str, tuple[int, str, int]] = {
     "ibrname": (17, "ifname", 16), "obrname": (18, "ifname", 16),
     "pkttype": (19, "pkttype", 1), "cpu": (20, "hinteger", 4),
     "iifgroup": (21, "hinteger", 4), "oifgroup": (22, "hinteger", 4),
-    "cgroup": (23, "hinteger", 4), "random": (24, "hinteger", 4),
-    "secpath": (25, "boolean", 1), "iifkind": (26, "ifname", 16),
+    "cgroup": (23, "hinteger", 4), "random": (24, "integer", 4),
+    "secpath": (25, "boolean", 1), "ipsec": (25, "boolean", 1),  # nft 1.0.6 lists `ipsec`
+    "iifkind": (26, "ifname", 16),
     "oifkind": (27, "ifname", 16),
+    "day": (31, "day", 1), "sdif": (33, "iface_index", 4), "sdifname": (34, "ifname", 16),
 }
 META_BY_NUM = {v[0]: k for k, v in META.items()}
 
