@@ -185,6 +185,19 @@ GROUPS: dict[str, list[Item]] = {
             "ipsec out reqid 7 accept\nipsec out ip daddr 192.0.2.0/24", "output")),
     ],
     "statements": [
+        Item("payload_set", "header fields set, checksums fixed (ip, tcp, udp)", "ip", _chain(
+            "ip ttl set 64\nip dscp set cs1\nip ecn set ce\ntcp dport set 80\n"
+            "udp sport set 53\nip daddr set 192.0.2.1\nip saddr set ip daddr\n"
+            "tcp flags set syn\nip protocol set 17\nip version set 4", "prerouting")),
+        Item("payload_set6", "ip6 header fields set", "ip6", _chain(
+            "ip6 hoplimit set 1\nip6 dscp set af11\nip6 flowlabel set 5\n"
+            "ip6 daddr set 2001:db8::1\nip6 saddr set ip6 daddr\nudp dport set 53",
+            "prerouting")),
+        Item("payload_set_inet", "header fields set in inet (th, ttl 0)", "inet", _chain(
+            "th dport set 80\nip ttl set 0\nip protocol set 6", "prerouting")),
+        Item("payload_set_ll", "ether and vlan fields set (bridge)", "bridge", _chain(
+            "ether saddr set 00:11:22:33:44:55\nvlan id set 5\nether type vlan vlan id 6",
+            "prerouting")),
         Item("log", "log with every option", "inet", _chain(
             'log prefix "in: " level info flags all\nlog level audit\n'
             "log group 2 snaplen 64 queue-threshold 2\nlog flags tcp sequence,options")),

@@ -70,6 +70,7 @@ from nfkit.nftables.expressions import (
     meta_load,
     objref,
     payload_load,
+    payload_write_plan,
     synproxy_attrs,
     verdict_nest,
 )
@@ -762,6 +763,9 @@ class RuleCompiler:
                     {"payload": {"protocol": "ether", "field": "type"}},
                     {"meta": {"key": "protocol"}}):
                 ctx.l3 = right  # "ether type ip ip saddr ...": one dependency, as nft
+            elif right in ("vlan", "8021q") and left == {
+                    "payload": {"protocol": "ether", "field": "type"}}:
+                ctx.vlan = True  # "ether type vlan vlan id 6": the same
             elif left == {"meta": {"key": "iiftype"}} and right == "ether":
                 ctx.iiftype = True
         if isinstance(right, str) and right.startswith("@"):
@@ -1270,8 +1274,8 @@ class RuleCompiler:
         nft writes a raw payload.  A named header field (whose write must fix checksums)
         is not written by nfkit."""
         if "protocol" in key:
-            raise InputError(f"cannot set {key['protocol']} {key['field']}: nfkit writes raw "
-                             "payloads only (@base,offset,len), with no checksum update")
+            self._field_write(ctx, key["protocol"], key["field"], value, out)
+            return
         bits, length = int(key["offset"]), int(key["len"])
         if bits % 8 or length % 8 or not 0 < length <= 128:
             raise InputError(f"payload write @{key['base']},{bits},{length}: whole bytes only, "
@@ -1287,6 +1291,41 @@ class RuleCompiler:
         out.append(EXPRESSIONS["payload"].encode(
             ("sreg", 1), ("base", {"ll": LL, "nh": NH, "th": TH, "ih": 3}[key["base"]]),
             ("offset", bits // 8), ("len", nbytes), ("csum_type", 0), ("csum_offset", 0)))
+
+    def _field_write(self, ctx: CompileCtx, proto: str, field: str, value: Any,
+                     out: list[bytes]) -> None:
+        """`ip ttl set 64`, `tcp dport set 80`, `ip saddr set ip daddr`: a named header
+        field written as nft writes it, the checksums it covers fixed by the kernel
+        (`payload_write_plan`); a field of part of the bytes written is merged into them
+        (load, mask, value) and takes a constant only."""
+        plan = payload_write_plan(proto, field)
+        dt = T[PAYLOAD[(proto, field)][3]]
+        self._dep(ctx, proto, out)
+        if plan.keep is None:
+            if isinstance(value, dict):
+                op = self.load(ctx, value, out)
+                if sum(op.sizes) != plan.length:
+                    raise InputError(f"{proto} {field} set: the value is {sum(op.sizes) * 8} "
+                                     f"bits long, the field {plan.length * 8}")
+            else:
+                out.append(immediate(1, self.encode_value(dt, plan.length, value)))
+        else:
+            if isinstance(value, dict):
+                raise InputError(f"{proto} {field} set: a field of part of a byte (or of a "
+                                 "checksummed word) takes a constant only in nfkit")
+            width = PAYLOAD[(proto, field)][2]
+            v = int.from_bytes(dt.encode(value, 4 if dt.size == 0 else dt.size),
+                               "big" if dt.big_endian else "little")
+            if not 0 <= v < 1 << width:
+                raise InputError(f"{value!r} exceeds the range 0-{(1 << width) - 1} of "
+                                 f"{proto} {field}")
+            out.append(payload_load(1, plan.base, plan.offset, plan.length))
+            out.append(bitwise(1, plan.length, plan.keep,
+                               (v << plan.shift).to_bytes(plan.length, "big")))
+        out.append(EXPRESSIONS["payload"].encode(
+            ("sreg", 1), ("base", plan.base), ("offset", plan.offset), ("len", plan.length),
+            ("csum_type", plan.csum_type), ("csum_offset", plan.csum_offset),
+            ("csum_flags", plan.csum_flags)))
 
     # ---- set updates from the packet path ----------------------------------------
     def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool

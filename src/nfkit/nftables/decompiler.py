@@ -58,6 +58,7 @@ from nfkit.nftables.expressions import (
     XFRM_KEYS,
     cmp_slot,
     parse_exprs,
+    payload_write_plan,
     value_of_data,
     verdict_of_data,
 )
@@ -128,6 +129,8 @@ class RegValue:
     # an exthdr load of bytes no field fills: (kind, header names, offset, len), named by
     # the mask that follows (a field of part of a byte)
     exthdr: tuple[str, list[str], int, int] | None = None
+    origin: tuple[int, int, int] | None = None  # a payload load's (base, offset, len)
+    written: tuple[tuple[int, int, int], bytes, bytes] | None = None  # origin, mask, xor
 
 
 @dataclass
@@ -307,6 +310,10 @@ class RuleDecoder:
         base, off, ln = (a["base"], a["offset"],
                          a["len"])
         if "sreg" in a:
+            named = self._field_write(a)
+            if named is not None:
+                self.out.append(named)
+                return
             if a.get("csum_type", 0) or a.get("csum_flags", 0):
                 raise _AsRaw  # a write that fixes checksums: kept as the kernel's expression
             v = self._get(a["sreg"])
@@ -316,7 +323,64 @@ class RuleDecoder:
             self.out.append({"mangle": {"key": {"payload": {"base": where, "offset": off * 8,
                                                             "len": ln * 8}}, "value": value}})
             return
-        self._set(a["dreg"], RegValue(None, [T_INT32], [ln], (base, off, ln)))
+        loaded = RegValue(None, [T_INT32], [ln], (base, off, ln))
+        loaded.origin = (base, off, ln)
+        self._set(a["dreg"], loaded)
+
+    def _field_write(self, a: dict[str, Any]) -> dict[str, Any] | None:
+        """A payload write that is exactly nft's write of a named field in this context
+        (`payload_write_plan`: bytes, mask, checksum attributes), as that field's mangle
+        statement; None otherwise (it stays a raw write or the kernel's expression)."""
+        base, off, ln = a["base"], a["offset"], a["len"]
+        csum = (a.get("csum_type", 0), a.get("csum_offset", 0), a.get("csum_flags", 0))
+        v = self.regs.get(self._slot(a["sreg"]))
+        if v is None:
+            return None
+        if base == NH:
+            protos = [self.l3]
+        elif base == TH:
+            protos = [self.l4, "th"]
+        elif base == LL:
+            protos = ["vlan", "ether"] if self.vlan_seen else ["ether"]
+        else:
+            return None
+        for proto in protos:
+            for (p, fld), (b, _o, _w, tname) in PAYLOAD.items():
+                if p != proto or b != base:
+                    continue
+                try:
+                    plan = payload_write_plan(p, fld)
+                except InputError:
+                    continue
+                if (plan.offset, plan.length) != (off, ln) or \
+                        (plan.csum_type, plan.csum_offset, plan.csum_flags) != csum:
+                    continue
+                dt = T[tname]
+                if plan.keep is None:
+                    if v.written is not None:
+                        continue
+                    if v.left is None and v.imm is not None:
+                        value: Any = dt.decode(v.imm[:ln])
+                    else:
+                        self._resolve_payload(v)
+                        if v.left is None or v.mask is not None or v.xor is not None \
+                                or sum(v.sizes) != ln:
+                            continue
+                        value = v.left
+                else:
+                    if v.written is None or v.written != ((base, off, ln), plan.keep,
+                                                          v.written[2]):
+                        continue
+                    n = int.from_bytes(v.written[2], "big")
+                    if n & int.from_bytes(plan.keep, "big"):
+                        continue  # bits outside the field: not nft's write of it
+                    n >>= plan.shift
+                    value = dt.decode(n.to_bytes(max(dt.size, 1), "big" if dt.big_endian
+                                                 else "little"))
+                self._kill_dep(p)
+                return {"mangle": {"key": {"payload": {"protocol": p, "field": fld}},
+                                   "value": value}}
+        return None
 
     def _x_meta(self, a: dict[str, Any]) -> None:
         name = META_BY_NUM.get(a["key"])
@@ -368,6 +432,14 @@ class RuleDecoder:
         return {"^": [{"&": [v.left, vt.decode(mask)]}, vt.decode(xor)]}
 
     def _x_bitwise(self, a: dict[str, Any]) -> None:
+        origin = self._get(a["sreg"]).origin
+        self._bitwise_value(a)
+        if origin is not None and "mask" in a and not a.get("op", 0):
+            # loaded bytes merged with a value: what a field's write writes back
+            self._get(a["dreg"]).written = (origin, value_of_data(a["mask"]),
+                                            value_of_data(a["xor"]))
+
+    def _bitwise_value(self, a: dict[str, Any]) -> None:
         v = self._get(a["sreg"])
         shift = {n: k for k, n in BITWISE_SHIFTS.items()}.get(a.get("op", 0))
         if shift is not None and "data" in a:
@@ -564,7 +636,8 @@ class RuleDecoder:
             elif left == {"meta": {"key": "iiftype"}} and value == "ether":
                 self.dep_ll = len(self.out) - 1
                 self.dep_ll_seen = True
-            if left == {"payload": {"protocol": "ether", "field": "type"}} and value == "vlan":
+            if left == {"payload": {"protocol": "ether", "field": "type"}} \
+                    and value in ("vlan", "8021q"):
                 self.vlan_seen = True
                 self.dep_vlan = len(self.out) - 1
 

@@ -16,6 +16,7 @@ statements, rules, sets or messages.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nfkit.errors import InputError
@@ -36,7 +37,7 @@ from nfkit.netlink.codec import (
     u8_attr,
 )
 from nfkit.netlink.specs.nftables import TABLES, names, nums
-from nfkit.nftables.types import Datatype, T
+from nfkit.nftables.types import PAYLOAD, Datatype, T
 
 # Attribute numbers by table and name: A["cmp"]["sreg"].
 A = {t: nums(t) for t in (
@@ -160,6 +161,52 @@ SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
 SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
 ELEM_INTERVAL_END = 1
 DYNSET_F_EXPR = 2  # NFT_DYNSET_F_EXPR: a set update's statements are NFTA_DYNSET_EXPRESSIONS
+
+# Named header fields written (`ip ttl set 64`): the checksum each protocol's write fixes
+# (NFT_PAYLOAD_CSUM_INET at this offset of its header; none for ip6, ether, vlan, th), and
+# the fields the layer-4 checksum's pseudo-header holds (NFT_PAYLOAD_L4CSUM_PSEUDOHDR).
+PAYLOAD_CSUM = {"ip": (1, 10), "tcp": (1, 16), "udp": (1, 6), "ip6": (0, 0), "ether": (0, 0),
+                "vlan": (0, 0), "th": (0, 0)}
+PSEUDOHDR_FIELDS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("ip", "length"),
+                    ("ip6", "saddr"), ("ip6", "daddr"), ("ip6", "nexthdr"), ("ip6", "length")}
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """How nft writes a named header field: the bytes it writes (a checksummed header's
+    write covers whole 16-bit words), the mask keeping the bytes' other bits (None: the
+    field is those bytes), where the field's value sits, and the checksum attributes."""
+
+    base: int
+    offset: int  # bytes
+    length: int  # bytes
+    keep: bytes | None
+    shift: int
+    csum_type: int
+    csum_offset: int
+    csum_flags: int
+
+
+def payload_write_plan(proto: str, field: str) -> WritePlan:
+    """The write of header field ``proto field``; InputError for a header nfkit does not
+    write (its checksum is not one nfkit fixes as nft does: icmp, sctp, ...)."""
+    spec = PAYLOAD.get((proto, field))
+    if spec is None:
+        raise InputError(f"unknown payload field {proto} {field}")
+    if proto not in PAYLOAD_CSUM:
+        raise InputError(f"cannot set {proto} {field}: writing {proto} headers is not "
+                         "encoded by nfkit (refused, not written without its checksum)")
+    base, boff, blen, _t = spec
+    csum_type, csum_offset = PAYLOAD_CSUM[proto]
+    unit = 16 if csum_type else 8
+    start, end = boff // unit * unit, -(-(boff + blen) // unit) * unit
+    shift = end - boff - blen
+    bits = end - start
+    keep = None if (start, end) == (boff, boff + blen) else \
+        (((1 << bits) - 1) & ~(((1 << blen) - 1) << shift)).to_bytes(bits // 8, "big")
+    return WritePlan(base, start // 8, bits // 8, keep, shift, csum_type, csum_offset,
+                     1 if (proto, field) in PSEUDOHDR_FIELDS else 0)
+
 
 T_FIB_TYPE = T["fib_addrtype"]
 T_FIB_PRESENT = Datatype("boolean", 39, 1, "int")  # a fib result with NFTA_FIB_F_PRESENT (true/false)

@@ -16,7 +16,12 @@ _PRIO = {"filter": 0, "raw": -300, "mangle": -150, "dstnat": -100, "security": 5
          "srcnat": 100}
 
 
+_BRIDGE_PRIO = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
+
+
 def _prio(c: Any) -> str:
+    if getattr(c, "family", None) == "bridge":  # nft names the bridge family's own numbers
+        return {v: k for k, v in _BRIDGE_PRIO.items()}.get(c.prio, str(c.prio))
     names = {v: k for k, v in _PRIO.items()}
     if c.hook == "postrouting" and c.prio == 100:
         return "srcnat"
