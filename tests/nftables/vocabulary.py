@@ -129,6 +129,14 @@ GROUPS: dict[str, list[Item]] = {
             "meta mark set symhash mod 4 offset 10", "prerouting")),
         Item("raw_payload", "raw payloads @ll, @nh, @th", "inet", _chain(
             "@ll,0,16 0x1\n@nh,96,32 0xc0000201\n@th,16,16 22")),
+        Item("mangle_maps", "meta/ct set from anonymous maps (mark, priority, zone)", "inet",
+             _chain("meta mark set tcp dport map { 22 : 0x1, 23 : 0x2 }\n"
+                    "meta priority set tcp dport map { 22 : 1:2 }\n"
+                    "ct zone set meta mark map { 1 : 2 }\n"
+                    "ct mark set ip saddr map { 192.0.2.1 : 0x5 }", "prerouting", prio="-300")),
+        Item("icmp_inet", "icmp and icmpv6 in inet (dependency hidden), device groups", "inet",
+             _chain("icmp type echo-request\nicmp code 1\nicmpv6 code 1\n"
+                    "meta iifgroup 0\nmeta oifgroup { 0, 3 }")),
         Item("bitfield_sets", "sets of fields of part of a byte", "inet", _chain(
             "ip dscp { cs1, af11 }\nip6 ecn { ect0, ce } drop")),
         Item("one_elem_sets", "one-element anonymous sets (compared as the element)", "inet",

@@ -16,7 +16,7 @@ import functools
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partialmethod
 from typing import Any, Literal
 
@@ -136,6 +136,7 @@ class AnonSet:
     data_len: int = 0
     count: int = 0
     obj_type: int = 0  # an object map (NFT_SET_OBJECT): its elements' data are object names
+    data_dt: Datatype | None = None  # a map's value type (its byte order goes in userdata)
 
     @property
     def key_len(self) -> int:
@@ -659,6 +660,8 @@ class RuleCompiler:
         dtype = dts[0].id if len(dts) == 1 else concat_type_id(dts)
         dlen = dts[0].size if len(dts) == 1 else sum(reg_size(t.size) for t in dts)
         s = self._anon_set(ctx, op, [k for k, _v in items], data, dtype, dlen)
+        if len(dts) == 1:
+            s.data_dt = dts[0]
         out.append(self._lookup("__set%d", reg, reg, False, s.set_id))
         return Operand(out, dts, [t.size for t in dts])
 
@@ -1255,7 +1258,12 @@ class RuleCompiler:
             raise InputError(f"cannot set {kind} (only meta, ct, tcp option and raw payload "
                              "keys)")
         dt = T[tname]
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(value.get("map"), dict) \
+                and isinstance(value["map"].get("data"), dict):
+            # `meta mark set tcp dport map { 22 : 0x1 }`: an anonymous map of the key's type
+            vdt = dt if dt.size == size else replace(dt, size=size)
+            self.load(ctx, value, out, data_types=[vdt])
+        elif isinstance(value, dict):
             self.load(ctx, value, out)
         else:
             out.append(immediate(1, self.encode_value(dt, size, value)))

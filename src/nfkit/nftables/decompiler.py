@@ -146,6 +146,7 @@ class SetView:
     elements: list[tuple[bytes, bytes | None, int, Any]]  # key, key_end, flags, data
     # per element key: what else the kernel holds for it (timeout, expires, counter, ...)
     elem_extra: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    data_host: bool = False  # the map's values are in host byte order (nft's set userdata)
 
     @property
     def anonymous(self) -> bool:
@@ -267,6 +268,8 @@ class RuleDecoder:
             if {"ipv6-icmp": "icmpv6"}.get(right, right) == proto:
                 self.drop.add(self.dep_l4)
             self.dep_l4 = None
+            if proto in ("icmp", "icmpv6"):  # in inet, nft's icmp dependency names the family
+                self._kill_dep({"icmp": "ip", "icmpv6": "ip6"}[proto])
         elif proto in L3_PROTO and self.dep_l3 is not None:
             stmt = self.out[self.dep_l3]
             if stmt["match"]["right"] in ({"ip": "ipv4", "ip6": "ipv6"}[proto],

@@ -40,7 +40,8 @@ _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "oif"}}, {"meta": {"key": "sdif"}},
                  {"meta": {"key": "day"}},
                  {"ct": {"key": "helper"}})
-_REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}})
+_REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}},
+                {"meta": {"key": "iifgroup"}}, {"meta": {"key": "oifgroup"}})  # iproute2 names
 _HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
 
 
@@ -256,6 +257,14 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         if flags:
             out += " " + value(flags[0] if len(flags) == 1 else flags)
         return out
+    if k == "mangle" and isinstance(b["value"], dict) and isinstance(
+            b["value"].get("map"), dict) and isinstance(b["value"]["map"].get("data"), dict) \
+            and isinstance(b["value"]["map"]["data"].get("set"), list):
+        # an anonymous map's keys and values typed as nft prints them (marks in hex)
+        m = b["value"]["map"]
+        items = ", ".join(f"{_typed(m['key'], kk)} : {_typed(b['key'], vv)}"
+                          for kk, vv in m["data"]["set"])
+        return f"{expr(b['key'])} set {expr(m['key'])} map {{ {items} }}"
     if k == "mangle":
         val = b["value"]
         text = _typed(b["key"], val) if not isinstance(val, dict) else expr(val)

@@ -194,14 +194,20 @@ def _enc_string(dt: Datatype, value: object, size: int) -> bytes:
 
 
 REALMS_FILE = "/etc/iproute2/rt_realms"  # where nft 1.0.6 reads realm names
+GROUPS_FILE = "/etc/iproute2/group"  # ... and device group names
 
 
-@functools.lru_cache(maxsize=1)
 def realm_names() -> dict[str, int]:
     """Realm names of /etc/iproute2/rt_realms (``number name`` lines), as nft reads them."""
+    return rt_names(REALMS_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def rt_names(path: str) -> dict[str, int]:
+    """The names of an iproute2 table file (``number name`` lines)."""
     names: dict[str, int] = {}
     try:
-        with open(REALMS_FILE, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 words = line.split("#", 1)[0].split()
                 if len(words) >= 2:
@@ -431,6 +437,7 @@ for _d in [
     _dt("boolean", 39, 1, symbols={"exists": 1, "missing": 0}),
     _dt("time", 18, 4, "time", big=False),
     _dt("realm", 22, 4, "realm", big=False),
+    _dt("devgroup", 35, 4, big=False, symbols=rt_names(GROUPS_FILE)),
     _dt("day", 45, 1, symbols={"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3,
                                "Thursday": 4, "Friday": 5, "Saturday": 6}),
     _dt("mh_type", 17, 1, symbols={
@@ -536,7 +543,7 @@ META: dict[str, tuple[int, str, int]] = {
     "nfproto": (15, "nf_proto", 1), "l4proto": (16, "inet_proto", 1),
     "ibrname": (17, "ifname", 16), "obrname": (18, "ifname", 16),
     "pkttype": (19, "pkttype", 1), "cpu": (20, "hinteger", 4),
-    "iifgroup": (21, "hinteger", 4), "oifgroup": (22, "hinteger", 4),
+    "iifgroup": (21, "devgroup", 4), "oifgroup": (22, "devgroup", 4),
     "cgroup": (23, "hinteger", 4), "random": (24, "integer", 4),
     "secpath": (25, "boolean", 1), "ipsec": (25, "boolean", 1),  # nft 1.0.6 lists `ipsec`
     "iifkind": (26, "ifname", 16),
