@@ -142,6 +142,9 @@ GROUPS: dict[str, list[Item]] = {
         Item("one_elem_sets", "one-element anonymous sets (compared as the element)", "inet",
              _chain('tcp dport != { 22 }\nip saddr { 192.0.2.0/24 }\ntcp flags { syn }\n'
                     'iifname { "lo" }\nct state { established } accept')),
+        Item("l4_headers", "dccp, igmp, udplite, comp header fields", "inet", _chain(
+            "dccp type request\ndccp type { ack, reset }\nudplite csumcov 8\ncomp cpi 5\n"
+            "igmp type membership-query\nigmp mrt 10")),
         Item("icmpv6_types", "icmpv6 type names", "ip6", _chain(
             "icmpv6 type { nd-router-solicit, nd-router-advert, mld-listener-query,"
             " echo-request } accept")),
@@ -219,6 +222,8 @@ GROUPS: dict[str, list[Item]] = {
              'chain c { type filter hook ingress device "lo" priority 0; policy accept;\n'
              'fwd to "lo"\n}'),
         Item("notrack", "notrack", "ip", _chain("notrack", "prerouting", prio="-300")),
+        Item("ct_event", "ct event set", "ip", _chain(
+            "ct event set new,related\nct event set destroy", "prerouting", prio="-300")),
         Item("ct_set", "ct set mark, zone, label", "ip", _chain(
             "ct mark set 0x1\nct zone set 1\nct label set 1", "prerouting", prio="-300")),
         Item("meta_set", "meta set mark, priority, pkttype, nftrace", "ip", _chain(

@@ -81,6 +81,7 @@ from nfkit.nftables.types import (
     CT,
     ETHER_FOR_L3,
     L3_PROTO,
+    L4_OF_L3,
     L4_PROTO,
     LL,
     META,
@@ -377,6 +378,9 @@ class RuleCompiler:
                 return
             if proto == "icmp" and ctx.family == "ip6" or proto == "icmpv6" and ctx.family == "ip":
                 raise InputError(f"{proto} match in the {ctx.family} family")
+            if proto in L4_OF_L3 and ctx.family in ("inet", "bridge", "netdev"):
+                # nft ties icmp, igmp (ipv4) and icmpv6 to their family first
+                self._dep(ctx, L4_OF_L3[proto], out)
             out.append(meta_load(1, 16))
             out.append(cmp(1, 0, bytes((L4_PROTO[proto],))))
             ctx.l4 = proto
@@ -502,10 +506,11 @@ class RuleCompiler:
                             "protocol" in part["payload"]:
                         self._dep(ctx, part["payload"]["protocol"], out)
                 sub: list[bytes] = []
-                op = self.load(ctx, body["expr"], sub, slot)
+                # the hashed value in the next register, as nft allocates it
+                op = self.load(ctx, body["expr"], sub, slot + 4)
                 out.extend(sub)
                 nbytes = sum(reg_size(z) for z in op.sizes) if len(op.sizes) > 1 else op.size
-                parts = [("sreg", reg), ("dreg", reg), ("len", nbytes),
+                parts = [("sreg", reg32(slot + 4)), ("dreg", reg), ("len", nbytes),
                          ("modulus", body["mod"])]
                 if "seed" in body:
                     parts.append(("seed", body["seed"]))
@@ -1144,7 +1149,7 @@ class RuleCompiler:
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
                 if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
                     parts.append(("reg_proto_min", reg32(reg_size(mop.sizes[0]) // 4)))
-                reg = 3
+                reg = 3 if len(mop.types) > 1 else 2  # a port map's value next, as nft
             else:
                 out.append(immediate(1, dt.encode(addr)))
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]

@@ -100,6 +100,9 @@ class _AsRaw(Exception):
     """Raised by a decoder method: keep this expression in its raw form."""
 
 
+# l4proto values as the kernel's numbers decode and as L4_PROTO names them
+_L4_ALIASES: dict[Any, str] = {"ipv6-icmp": "icmpv6", 108: "comp", "ipcomp": "comp"}
+
 _DYNSET_ATTRS = {"set_name", "set_id", "op", "sreg_key", "sreg_data", "timeout", "expr",
                  "expressions", "flags"}
 
@@ -265,7 +268,7 @@ class RuleDecoder:
         if proto in L4_PROTO and self.dep_l4 is not None:
             stmt = self.out[self.dep_l4]
             right = stmt["match"]["right"]
-            if {"ipv6-icmp": "icmpv6"}.get(right, right) == proto:
+            if _L4_ALIASES.get(right, right) == proto:
                 self.drop.add(self.dep_l4)
             self.dep_l4 = None
             if proto in ("icmp", "icmpv6"):  # in inet, nft's icmp dependency names the family
@@ -626,7 +629,7 @@ class RuleDecoder:
             if left == {"meta": {"key": "l4proto"}} or left in (
                     {"payload": {"protocol": "ip", "field": "protocol"}},
                     {"payload": {"protocol": "ip6", "field": "nexthdr"}}):
-                self.l4 = {"ipv6-icmp": "icmpv6"}.get(value, value)  # type: ignore[arg-type]
+                self.l4 = _L4_ALIASES.get(value, value)  # type: ignore[arg-type]
                 if left == {"meta": {"key": "l4proto"}}:
                     self.dep_l4 = len(self.out) - 1
             elif left == {"meta": {"key": "nfproto"}}:

@@ -963,7 +963,12 @@ class Statements(Exprs):
         w = c.word()
         if w == "set":
             c.i += 1
-            return {"mangle": {"key": left, "value": self.concat(c)}}
+            value = self.concat(c)
+            if c.word() == ",":  # `ct event set new,related`: a list of flags
+                value = [value]
+                while c.accept(","):
+                    value.append(self.concat(c))
+            return {"mangle": {"key": left, "value": value}}
         if w == "vmap":
             c.i += 1
             return {"vmap": {"key": left, "data": self.map_data(c)}}

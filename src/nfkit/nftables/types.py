@@ -438,6 +438,15 @@ for _d in [
     _dt("time", 18, 4, "time", big=False),
     _dt("realm", 22, 4, "realm", big=False),
     _dt("devgroup", 35, 4, big=False, symbols=rt_names(GROUPS_FILE)),
+    _dt("dccp_pkttype", 16, 1, symbols={
+        "request": 0, "response": 1, "data": 2, "ack": 3, "dataack": 4, "closereq": 5,
+        "close": 6, "reset": 7, "sync": 8, "syncack": 9}),
+    _dt("igmp_type", 42, 1, symbols={
+        "membership-query": 0x11, "membership-report-v1": 0x12, "membership-report-v2": 0x16,
+        "membership-report-v3": 0x22, "leave-group": 0x17}),
+    _dt("ct_event", 40, 4, "bitmask", big=False, symbols={
+        "new": 1, "related": 2, "destroy": 4, "reply": 8, "assured": 16, "protoinfo": 32,
+        "helper": 64, "mark": 128, "seqadj": 256, "secmark": 512, "label": 1024}),
     _dt("day", 45, 1, symbols={"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3,
                                "Thursday": 4, "Friday": 5, "Saturday": 6}),
     _dt("mh_type", 17, 1, symbols={
@@ -503,10 +512,15 @@ _fields("tcp", TH, [
 _fields("udp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
                     ("length", 32, 16, "integer"), ("checksum", 48, 16, "integer")])
 _fields("udplite", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
-                        ("checksum", 48, 16, "integer")])
+                        ("csumcov", 32, 16, "integer"), ("checksum", 48, 16, "integer")])
+_fields("igmp", TH, [("type", 0, 8, "igmp_type"), ("mrt", 8, 8, "integer"),
+                     ("checksum", 16, 16, "integer"), ("group", 32, 32, "integer")])  # nft 1.0.6 types group as an integer
+_fields("comp", TH, [("nexthdr", 0, 8, "inet_proto"), ("flags", 8, 8, "integer"),
+                     ("cpi", 16, 16, "integer")])
 _fields("sctp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
                      ("vtag", 32, 32, "integer"), ("checksum", 64, 32, "integer")])
-_fields("dccp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service")])
+_fields("dccp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
+                     ("type", 67, 4, "dccp_pkttype")])
 _fields("th", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service")])
 _fields("icmp", TH, [
     ("type", 0, 8, "icmp_type"), ("code", 8, 8, "icmp_code"), ("checksum", 16, 16, "integer"),
@@ -528,7 +542,10 @@ for (_p, _f), (_b, _o, _l, _t) in PAYLOAD.items():
 
 # Which protocol a payload needs: (level, value) with level "l3" (nfproto) or "l4".
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "udplite": 136, "sctp": 132,
-            "dccp": 33, "ah": 51, "esp": 50}
+            "dccp": 33, "ah": 51, "esp": 50, "igmp": 2, "comp": 108}
+# Layer-4 protocols of one family only: nft matches the family first where a table holds
+# several (inet, bridge, netdev).
+L4_OF_L3 = {"icmp": "ip", "igmp": "ip", "icmpv6": "ip6"}
 L3_PROTO = {"ip": 2, "ip6": 10}
 ETHER_FOR_L3 = {"ip": 0x0800, "ip6": 0x86DD}
 
@@ -561,6 +578,7 @@ CT: dict[str, tuple[int, str, int]] = {
     "proto-src": (11, "inet_service", 2), "proto-dst": (12, "inet_service", 2),
     "label": (13, "ct_label", 16), "packets": (14, "hinteger", 8), "bytes": (15, "hinteger", 8),
     "avgpkt": (16, "hinteger", 8), "zone": (17, "hinteger", 2), "eventmask": (18, "integer", 4),
+    "event": (18, "ct_event", 4),  # nft's name of it (`ct event set new,related`)
     "ip saddr": (19, "ipv4_addr", 4), "ip daddr": (20, "ipv4_addr", 4),
     "ip6 saddr": (21, "ipv6_addr", 16), "ip6 daddr": (22, "ipv6_addr", 16),
     "id": (23, "integer", 4),
