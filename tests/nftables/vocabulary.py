@@ -161,6 +161,11 @@ GROUPS: dict[str, list[Item]] = {
             "rt0 addr[1] 2001:db8::2\nmh type { home-test, binding-update }")),
         Item("tcp_option", "tcp options", "inet", _chain(
             "tcp option maxseg size 1400 accept\ntcp option sack-perm exists accept")),
+        Item("tcp_option_more", "tcp options sack0-3, mptcp subtype, fastopen, md5sig", "inet",
+             _chain("tcp option sack0 left 1\ntcp option sack1 left 1\n"
+                    "tcp option sack3 right 2\ntcp option mptcp subtype { 1, 2 }\n"
+                    "tcp option fastopen exists\ntcp option md5sig missing drop\n"
+                    "tcp option sack exists")),
         Item("tcp_option_set", "tcp option maxseg size set", "inet", _chain(
             "tcp flags syn tcp option maxseg size set 1360", "forward")),
         Item("ip_option", "ip options", "ip", _chain("ip option rr exists drop")),

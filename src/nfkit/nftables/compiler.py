@@ -574,7 +574,8 @@ class RuleCompiler:
         """An extension header or option field (or, with ``present``, whether it is there)
         loaded into ``reg``, or written from ``sreg``."""
         op_code, dep = EXTHDR_OPS[kind]
-        spec = EXTHDR_FIELDS.get((kind, body["name"]))
+        spec = EXTHDR_FIELDS.get((kind, "sack" if (kind, body["name"]) == ("tcp option", "sack0")
+                                  else body["name"]))
         if spec is None:
             raise InputError(f"{kind} {body['name']!r} is not supported by nfkit")
         htype, fields = spec

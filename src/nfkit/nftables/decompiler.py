@@ -943,7 +943,7 @@ class RuleDecoder:
                  in EXTHDR_FIELDS[(kind, n)][1].items()
                  if boff == a["offset"] * 8 and blen == a["len"] * 8]
         if not found:
-            if "dreg" in a and kind == "exthdr":
+            if "dreg" in a and kind in ("exthdr", "tcp option"):
                 # Part of a byte (`frag more-fragments`): named by the mask that follows.
                 v = RegValue({"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not "
                                             "decoded", "attrs": {k: a[k] for k in (
