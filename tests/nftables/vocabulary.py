@@ -142,6 +142,11 @@ GROUPS: dict[str, list[Item]] = {
         Item("one_elem_sets", "one-element anonymous sets (compared as the element)", "inet",
              _chain('tcp dport != { 22 }\nip saddr { 192.0.2.0/24 }\ntcp flags { syn }\n'
                     'iifname { "lo" }\nct state { established } accept')),
+        Item("icmp_fields", "icmp fields of some message types (nft's type dependency)", "ip",
+             _chain("icmp id 5\nicmp sequence 6\nicmp gateway 5\nicmp mtu 1400\n"
+                    "icmp type echo-request icmp id 7")),
+        Item("icmpv6_fields", "icmpv6 fields of some message types", "ip6",
+             _chain("icmpv6 mtu 1280\nicmpv6 max-delay 5\nicmpv6 id 5")),
         Item("l4_headers", "dccp, igmp, udplite, comp header fields", "inet", _chain(
             "dccp type request\ndccp type { ack, reset }\nudplite csumcov 8\ncomp cpi 5\n"
             "igmp type membership-query\nigmp mrt 10")),

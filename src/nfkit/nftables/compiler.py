@@ -80,6 +80,7 @@ from nfkit.nftables.types import (
     BYTE_UNITS,
     CT,
     ETHER_FOR_L3,
+    ICMP_TYPE_DEPS,
     L3_PROTO,
     L4_OF_L3,
     L4_PROTO,
@@ -161,7 +162,7 @@ class ValueSlot:
 class CompileCtx:
     """Protocol context while one rule is compiled (what is known about the packet)."""
 
-    __slots__ = ("family", "table", "l3", "l4", "iiftype", "vlan", "sets")
+    __slots__ = ("family", "table", "l3", "l4", "iiftype", "vlan", "sets", "icmp_type")
 
     def __init__(self, family: str, table: str) -> None:
         self.family = family
@@ -171,6 +172,7 @@ class CompileCtx:
         self.iiftype = False
         self.vlan = False
         self.sets: list[AnonSet] = []
+        self.icmp_type = False  # the rule matched an icmp or icmpv6 type already
 
 
 def _plen_mask(size: int, plen: int) -> bytes:
@@ -410,6 +412,8 @@ class RuleCompiler:
                 if spec is None:
                     raise InputError(f"unknown payload field {proto} {fld}")
                 self._dep(ctx, proto, out)
+                if (proto, fld) in ICMP_TYPE_DEPS and not ctx.icmp_type:
+                    self._icmp_type_dep(ctx, proto, ICMP_TYPE_DEPS[(proto, fld)], out)
                 base, boff, blen, tname = spec
                 dt = T[tname]
             else:
@@ -568,6 +572,19 @@ class RuleCompiler:
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
             return Operand(out, [dt], [dt.size])
         raise InputError(f"unknown expression {kind!r}")
+
+    def _icmp_type_dep(self, ctx: CompileCtx, proto: str, types: str | list[str],
+                       out: list[bytes]) -> None:
+        """`icmp type { echo-reply, echo-request }` before `icmp id`, `icmp type redirect`
+        before `icmp gateway`: the message types the field exists in, as nft adds them."""
+        dt = T[PAYLOAD[(proto, "type")][3]]
+        out.append(payload_load(1, TH, 0, 1))
+        if isinstance(types, list):
+            s = self._anon_set(ctx, Operand([], [dt], [1]), types)
+            out.append(self._lookup("__set%d", 1, None, False, s.set_id))
+        else:
+            out.append(cmp(1, 0, dt.encode(types, 1)))
+        ctx.icmp_type = True
 
     def _exthdr(self, ctx: CompileCtx, kind: str, body: dict[str, Any], out: list[bytes],
                 reg: int, present: bool = False, sreg: int | None = None) -> Operand:
@@ -777,6 +794,9 @@ class RuleCompiler:
                 ctx.vlan = True  # "ether type vlan vlan id 6": the same
             elif left == {"meta": {"key": "iiftype"}} and right == "ether":
                 ctx.iiftype = True
+        if left in ({"payload": {"protocol": "icmp", "field": "type"}},
+                    {"payload": {"protocol": "icmpv6", "field": "type"}}) and opname == "==":
+            ctx.icmp_type = True  # nft adds no type dependency after a type match
         if isinstance(right, str) and right.startswith("@"):
             inv = opname == "!="
             out.append(self._lookup(right[1:], 1, None, inv))

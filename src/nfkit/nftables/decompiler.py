@@ -66,6 +66,7 @@ from nfkit.nftables.schema import DYNSET_STATEMENTS
 from nfkit.nftables.types import (
     CT,
     CT_BY_NUM,
+    ICMP_TYPE_DEPS,
     L3_PROTO,
     L4_PROTO,
     LL,
@@ -235,6 +236,20 @@ class RuleDecoder:
             if c[0] == proto_ctx:
                 pick = c
                 break
+        prev = self.out[-1].get("match") if pick is not None and base == TH and self.out \
+            and isinstance(self.out[-1], dict) else None
+        if prev is not None and pick is not None and prev.get("op") == "==" and prev.get("left") == {
+                "payload": {"protocol": pick[0], "field": "type"}}:
+            # an icmp field named by the message type matched before it (`icmp mtu` after
+            # nft's hidden `icmp type destination-unreachable`)
+            for c in cands:
+                dep = ICMP_TYPE_DEPS.get((c[0], c[1]))
+                if c[0] == pick[0] and dep is not None and prev.get("right") == (
+                        {"set": dep} if isinstance(dep, list) else dep):
+                    pick = c
+                    if isinstance(dep, str):
+                        self.drop.add(len(self.out) - 1)
+                    break
         if pick is None and base == TH:
             for c in cands:
                 if c[0] == "th":

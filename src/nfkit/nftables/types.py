@@ -528,8 +528,8 @@ _fields("icmp", TH, [
     ("gateway", 32, 32, "integer"), ("mtu", 48, 16, "integer")])
 _fields("icmpv6", TH, [
     ("type", 0, 8, "icmpv6_type"), ("code", 8, 8, "icmpv6_code"),
-    ("checksum", 16, 16, "integer"), ("parameter", 32, 32, "integer"),
-    ("mtu", 32, 32, "integer"), ("id", 32, 16, "integer"), ("sequence", 48, 16, "integer"),
+    ("checksum", 16, 16, "integer"), ("mtu", 32, 32, "integer"),
+    ("parameter", 32, 32, "integer"), ("id", 32, 16, "integer"), ("sequence", 48, 16, "integer"),
     ("max-delay", 32, 16, "integer")])
 _fields("ah", TH, [("spi", 32, 32, "integer")])
 _fields("esp", TH, [("spi", 0, 32, "integer"), ("sequence", 32, 32, "integer")])
@@ -539,6 +539,17 @@ _fields("esp", TH, [("spi", 0, 32, "integer"), ("sequence", 32, 32, "integer")])
 PAYLOAD_BY_POS: dict[tuple[int, int, int], list[tuple[str, str]]] = {}
 for (_p, _f), (_b, _o, _l, _t) in PAYLOAD.items():
     PAYLOAD_BY_POS.setdefault((_b, _o, _l), []).append((_p, _f))
+
+# icmp fields that exist only in some message types: nft matches the type first (a set of
+# types, which nft lists, or one type, which it does not list).
+ICMP_TYPE_DEPS: dict[tuple[str, str], str | list[str]] = {
+    ("icmp", "id"): ["echo-reply", "echo-request"],
+    ("icmp", "sequence"): ["echo-reply", "echo-request"],
+    ("icmp", "gateway"): "redirect", ("icmp", "mtu"): "destination-unreachable",
+    ("icmpv6", "id"): ["echo-request", "echo-reply"],
+    ("icmpv6", "sequence"): ["echo-request", "echo-reply"],
+    ("icmpv6", "mtu"): "packet-too-big", ("icmpv6", "max-delay"): "mld-listener-query",
+}
 
 # Which protocol a payload needs: (level, value) with level "l3" (nfproto) or "l4".
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "udplite": 136, "sctp": 132,
