@@ -171,6 +171,9 @@ GROUPS: dict[str, list[Item]] = {
                     "tcp option sack3 right 2\ntcp option mptcp subtype { 1, 2 }\n"
                     "tcp option fastopen exists\ntcp option md5sig missing drop\n"
                     "tcp option sack exists")),
+        Item("sctp_chunk", "sctp chunks (exists, fields)", "inet", _chain(
+            "sctp chunk data exists\nsctp chunk init num-inbound-streams 1\n"
+            "sctp chunk abort missing drop\nsctp chunk sack a-rwnd 5\nsctp chunk asconf seqno 5")),
         Item("tcp_option_set", "tcp option maxseg size set", "inet", _chain(
             "tcp flags syn tcp option maxseg size set 1360", "forward")),
         Item("ip_option", "ip options", "ip", _chain("ip option rr exists drop")),

@@ -77,11 +77,38 @@ L4_NUMS = {"tcp": 6, "udp": 17}
 # the layer-3 protocol it depends on), and (kind, name) -> (header or option type,
 # {field: (bit offset, bit length, datatype)}); a field that is not whole bytes is loaded
 # as the bytes that cover it and masked, as nft does; `exists` is NFT_EXTHDR_F_PRESENT.
-EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip")}
+EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip"),
+              "sctp chunk": (3, None)}
 _NH, _LEN = ("nexthdr", (0, 8, "inet_proto")), ("hdrlength", (8, 8, "integer"))
 _KIND, _OLEN = ("kind", (0, 8, "integer")), ("length", (8, 8, "integer"))
 _IPOPT = {"type": (0, 8, "integer"), "length": (8, 8, "integer"), "ptr": (16, 8, "integer"),
           "addr": (24, 32, "ipv4_addr")}
+def _sctp_chunks() -> dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]]:
+    """sctp chunks: (type, fields after the common type, flags and length), nft's names."""
+    tsn = {"cum-tsn-ack": (32, 32, "integer")}
+    init = {"init-tag": (32, 32, "integer"), "a-rwnd": (64, 32, "integer"),
+            "num-outbound-streams": (96, 16, "integer"),
+            "num-inbound-streams": (112, 16, "integer"), "initial-tsn": (128, 32, "integer")}
+    chunks: dict[str, tuple[int, dict[str, tuple[int, int, str]]]] = {
+        "data": (0, {"tsn": (32, 32, "integer"), "stream": (64, 16, "integer"),
+                     "ssn": (80, 16, "integer"), "ppid": (96, 32, "integer")}),
+        "init": (1, init), "init-ack": (2, init),
+        "sack": (3, {**tsn, "a-rwnd": (64, 32, "integer"),
+                     "num-gap-ack-blocks": (96, 16, "integer"),
+                     "num-dup-tsns": (112, 16, "integer")}),
+        "heartbeat": (4, {}), "heartbeat-ack": (5, {}), "abort": (6, {}), "shutdown": (7, tsn),
+        "shutdown-ack": (8, {}), "error": (9, {}), "cookie-echo": (10, {}),
+        "cookie-ack": (11, {}), "ecne": (12, {"lowest-tsn": (32, 32, "integer")}),
+        "cwr": (13, {"lowest-tsn": (32, 32, "integer")}), "shutdown-complete": (14, {}),
+        "asconf-ack": (128, {"seqno": (32, 32, "integer")}),
+        "forward-tsn": (192, {"new-cum-tsn": (32, 32, "integer")}),
+        "asconf": (193, {"seqno": (32, 32, "integer")}),
+    }
+    common = {"type": (0, 8, "integer"), "flags": (8, 8, "integer"),
+              "length": (16, 16, "integer")}
+    return {("sctp chunk", n): (t, {**common, **f}) for n, (t, f) in chunks.items()}
+
+
 EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]] = {
     ("exthdr", "hbh"): (0, dict([_NH, _LEN])),
     ("exthdr", "rt"): (43, dict([_NH, _LEN, ("type", (16, 8, "integer")),
@@ -119,6 +146,7 @@ EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]
     ("tcp option", "mptcp"): (30, dict([_KIND, _OLEN, ("subtype", (16, 4, "integer"))])),
     ("tcp option", "fastopen"): (34, dict([_KIND, _OLEN])),
     ("ip option", "lsrr"): (131, _IPOPT), ("ip option", "rr"): (7, _IPOPT),
+    **_sctp_chunks(),
     ("ip option", "ssrr"): (137, _IPOPT),
     ("ip option", "ra"): (148, {"type": (0, 8, "integer"), "length": (8, 8, "integer"),
                                 "value": (16, 16, "integer")}),

@@ -671,8 +671,8 @@ class Exprs:
     def _exthdr(self, c: Cursor, w: str, w1: str | None) -> Any | None:
         """`exthdr frag`, `frag more-fragments`, `rt type`, `tcp option maxseg size`,
         `ip option rr ptr` (consumed), or None."""
-        if w in ("tcp", "ip") and w1 == "option":
-            kind = f"{w} option"
+        if w in ("tcp", "ip") and w1 == "option" or w == "sctp" and w1 == "chunk":
+            kind = f"{w} {w1}"
             c.i += 2
             body = {"name": c.name()}
             nxt = c.word()
@@ -982,7 +982,8 @@ class Statements(Exprs):
             left = {"&": [left, self.rhs(c)]}
             op = op or "=="
         if isinstance(left, dict) and next(iter(left), None) in (
-                "fib", "exthdr", "tcp option", "ip option") and right in ("missing", "exists"):
+                "fib", "exthdr", "tcp option", "ip option", "sctp chunk") \
+                and right in ("missing", "exists"):
             right = right == "exists"
         if op is None:
             if isinstance(right, dict) and "set" in right or \

@@ -92,6 +92,7 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "ipsec": {"key": STRING, "family": STRING, "dir": STRING, "spnum": INT},
     "tcp option": {"name": STRING, "field": STRING},
     "ip option": {"name": STRING, "field": STRING},
+    "sctp chunk": {"name": STRING, "field": STRING},
     "rt": {"key": STRING, "family": STRING},
 }
 _LIST_EXPRESSIONS = ("concat", "&", "|", "^", "<<", ">>")

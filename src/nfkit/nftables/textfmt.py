@@ -135,8 +135,9 @@ def expr(e: Any) -> str:
         return f"{expr(b[0])} {k} {b[1]}"
     if k == "socket":
         return f"socket {b['key']}"
-    if k in ("exthdr", "tcp option", "ip option"):
-        head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option "}[k]
+    if k in ("exthdr", "tcp option", "ip option", "sctp chunk"):
+        head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option ",
+                "sctp chunk": "sctp chunk "}[k]
         if "field" not in b:
             return f"{'exthdr ' if k == 'exthdr' else head}{b['name']}"
         return f"{head}{b['name']} {b['field']}"
