@@ -191,6 +191,9 @@ GROUPS: dict[str, list[Item]] = {
              _chain('meta day "Monday"\nmeta day { "Monday", "Friday" }\nmeta sdif "lo"\n'
                     'meta sdifname "lo"\nmeta ipsec exists\nmeta ipsec missing\n'
                     'meta random > 10\nmeta iifkind "veth"\niif "lo"')),
+        Item("meta_time", "meta time, meta hour (local time, as nft reads it)", "inet", _chain(
+            'meta time < "2026-01-01"\nmeta time "2026-01-01 10:00:05"-"2026-02-01"\n'
+            'meta hour "10:00"-"12:00"\nmeta hour "10:00:30"\nmeta hour < "17:00"')),
         Item("listing_forms", "ct expiration, quota used, ether type 8021q, fib oif names",
              "inet", _chain('ct expiration < 1m\nquota 100 bytes used 10 bytes\n'
                             'ether type vlan\nfib saddr . mark . iif oif "lo"')),

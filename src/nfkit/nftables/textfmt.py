@@ -38,7 +38,8 @@ _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "iifkind"}}, {"meta": {"key": "oifkind"}},
                  {"meta": {"key": "sdifname"}}, {"meta": {"key": "iif"}},
                  {"meta": {"key": "oif"}}, {"meta": {"key": "sdif"}},
-                 {"meta": {"key": "day"}},
+                 {"meta": {"key": "day"}}, {"meta": {"key": "time"}},
+                 {"meta": {"key": "hour"}},
                  {"ct": {"key": "helper"}})
 _REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}},
                 {"meta": {"key": "iifgroup"}}, {"meta": {"key": "oifgroup"}})  # iproute2 names
@@ -53,6 +54,8 @@ def _typed(left: Any, v: Any) -> str:
         return f"0x{v:x}"  # a raw payload's value: nft prints it in hex
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
+    if left in _STRING_LEFTS and isinstance(v, dict) and isinstance(v.get("range"), list):
+        return "-".join(_typed(left, x) for x in v["range"])  # meta hour "10:00"-"12:00"
     if isinstance(left, dict) and "fib" in left and left["fib"].get("result") in (
             "oif", "oifname") and isinstance(v, str):
         return json.dumps(v)  # an interface, quoted as nft prints it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -245,6 +246,47 @@ def _dec_realm(dt: Datatype, raw: bytes) -> object:
     return next((k for k, n in realm_names().items() if n == v), str(v))
 
 
+def _tz_offset() -> int:
+    """Seconds east of UTC now: nft reads `meta hour` and `meta time` as local time."""
+    return time.localtime().tm_gmtoff
+
+
+def _enc_hour(dt: Datatype, value: object, size: int) -> bytes:
+    """`meta hour "10:00[:30]"`: seconds since midnight UTC, host order."""
+    parts = value.split(":") if isinstance(value, str) else []
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"{value!r} is not an hour (HH:MM or HH:MM:SS)")
+    h, m, sec = (int(p) for p in (*parts, "0")[:3])
+    if h > 23 or m > 59 or sec > 59:
+        raise InputError(f"{value!r} is not an hour of a day")
+    return ((h * 3600 + m * 60 + sec - _tz_offset()) % 86400).to_bytes(4, "little")
+
+
+def _dec_hour(dt: Datatype, raw: bytes) -> object:
+    v = (int.from_bytes(raw[:4], "little") + _tz_offset()) % 86400
+    text = f"{v // 3600:02d}:{v // 60 % 60:02d}"
+    return text + (f":{v % 60:02d}" if v % 60 else "")
+
+
+def _enc_date(dt: Datatype, value: object, size: int) -> bytes:
+    """`meta time "2026-01-01[ 10:00[:05]]"`: nanoseconds since the epoch, local time as
+    nft reads it, host order."""
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            t = time.mktime(time.strptime(str(value), fmt))
+            break
+        except ValueError:
+            continue
+    else:
+        raise InputError(f"{value!r} is not a date (YYYY-MM-DD [HH:MM[:SS]])")
+    return (int(t) * 1_000_000_000).to_bytes(8, "little")
+
+
+def _dec_date(dt: Datatype, raw: bytes) -> object:
+    return time.strftime("%Y-%m-%d %H:%M:%S",
+                         time.localtime(int.from_bytes(raw[:8], "little") // 1_000_000_000))
+
+
 def _dec_string(dt: Datatype, raw: bytes) -> object:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
@@ -333,13 +375,13 @@ _ENCODERS: dict[str, Callable[[Datatype, object, int], bytes]] = {
     "int": _enc_int, "bitmask": _enc_bitmask, "ipv4": _enc_ipv4, "ipv6": _enc_ipv6,
     "ether": _enc_ether, "ifname": _enc_ifname, "string": _enc_string,
     "classid": _enc_classid, "time": _enc_time, "ctlabel": _enc_ctlabel,
-    "realm": _enc_realm,
+    "realm": _enc_realm, "hour": _enc_hour, "date": _enc_date,
 }
 _DECODERS: dict[str, Callable[[Datatype, bytes], object]] = {
     "int": _dec_int, "bitmask": _dec_bitmask, "ipv4": _dec_ipv4, "ipv6": _dec_ipv6,
     "ether": _dec_ether, "ifname": _dec_ifname, "string": _dec_string,
     "classid": _dec_classid, "time": _dec_time, "ctlabel": _dec_ctlabel,
-    "realm": _dec_realm,
+    "realm": _dec_realm, "hour": _dec_hour, "date": _dec_date,
 }
 
 _PROTO_NAMES = {
@@ -447,6 +489,8 @@ for _d in [
     _dt("ct_event", 40, 4, "bitmask", big=False, symbols={
         "new": 1, "related": 2, "destroy": 4, "reply": 8, "assured": 16, "protoinfo": 32,
         "helper": 64, "mark": 128, "seqadj": 256, "secmark": 512, "label": 1024}),
+    _dt("hour", 44, 4, "hour", big=False),
+    _dt("date", 43, 8, "date", big=False),
     _dt("day", 45, 1, symbols={"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3,
                                "Thursday": 4, "Friday": 5, "Saturday": 6}),
     _dt("mh_type", 17, 1, symbols={
@@ -576,7 +620,7 @@ META: dict[str, tuple[int, str, int]] = {
     "secpath": (25, "boolean", 1), "ipsec": (25, "boolean", 1),  # nft 1.0.6 lists `ipsec`
     "iifkind": (26, "ifname", 16),
     "oifkind": (27, "ifname", 16),
-    "day": (31, "day", 1), "sdif": (33, "iface_index", 4), "sdifname": (34, "ifname", 16),
+    "time": (30, "date", 8), "hour": (32, "hour", 4), "day": (31, "day", 1), "sdif": (33, "iface_index", 4), "sdifname": (34, "ifname", 16),
 }
 META_BY_NUM = {v[0]: k for k, v in META.items()}
 
