@@ -327,6 +327,8 @@ class RuleCompiler:
                     # order (byteorder): the slot's bytes are not the value's own then,
                     # so no template from it (only == and != keep host order).
                     if (key[4] in CMP_OPS and left not in _DEP_LEFTS and slot is not None
+                            and not (p is not None and (p.get("protocol"), p.get("field"))
+                                     in ICMP_TYPE_DEPS)  # its dependency depends on the rule
                             and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"
                             and (key[4] in ("==", "!=") or slot.op.dt.big_endian)):
                         cmp_b = out[-1]
