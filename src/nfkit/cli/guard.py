@@ -14,7 +14,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from nfkit.errors import NfkitError
 
@@ -31,6 +31,25 @@ def _drop_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):
         pass
+
+
+def _committed() -> list[str]:
+    """The transactions this process had the kernel commit (none if it never sent one:
+    the module that records them is only imported by commands that commit)."""
+    guard = sys.modules.get("nfkit.nftables.commitguard")
+    return guard.committed() if guard is not None else []
+
+
+def exit_interrupted() -> NoReturn:
+    """End a command that Ctrl-C interrupted: "interrupted" and 130, unless the kernel
+    had already committed a transaction of this command: then that, and 0."""
+    done = _committed()
+    if done:  # the exit status tells the truth about the kernel
+        print(f"nfkit: interrupted after the kernel committed {done[-1]}: it was committed",
+              file=sys.stderr)
+        sys.exit(0)
+    print("nfkit: interrupted", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def guarded(fn: Callable[..., Any], *args: Any) -> Any:
@@ -52,8 +71,7 @@ def guarded(fn: Callable[..., Any], *args: Any) -> Any:
         sys.exit(2)
     except KeyboardInterrupt:
         _drop_stdout()
-        print("nfkit: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except BrokenPipeError:
         _drop_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
