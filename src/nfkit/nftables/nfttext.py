@@ -351,12 +351,13 @@ def _is_bitmask(left: Any) -> bool:
 class Cursor:
     """Items of one line, read left to right; errors point at the item they name."""
 
-    __slots__ = ("items", "i", "last")
+    __slots__ = ("items", "i", "last", "marking")
 
     def __init__(self, items: list[Item], last: Item) -> None:
         self.items = items
         self.i = 0
         self.last = last  # where "unexpected end" points
+        self.marking = False  # integers read become _Markers (see rule templates)
 
     def peek(self, k: int = 0) -> Item | None:
         j = self.i + k
@@ -411,9 +412,19 @@ class Cursor:
             raise at(it, f"syntax error, unexpected {it.text}, expecting string")
         return _unquote(it.text)
 
+    def carried(self) -> str:
+        """A name the statement only carries (a log prefix): marked when quoted."""
+        it = self.peek()
+        if self.marking and isinstance(it, Tok) and it.kind == "STRING" and it.text[:2] != '"@':
+            self.i += 1
+            return _Marker(self.i - 1)  # type: ignore[return-value]
+        return self.name()
+
     def integer(self) -> int:
         it = self.take()
         if isinstance(it, Tok) and it.kind == "NUMBER":
+            if self.marking:
+                return _Marker(self.i - 1)  # type: ignore[return-value]
             return _number(it.text)
         if isinstance(it, Tok) and it.text == "-":
             nxt = self.take()
@@ -444,8 +455,9 @@ def _unquote(text: str) -> str:
 # read as ``v[i]``, the value of item i); the next rules of that shape call the
 # builder with their values instead of being read again.  A value the reader
 # looks at (rather than carries) compares a marker, which refuses: such a shape
-# is always read in full.  A value the reader takes another way (a prefix length,
-# a rate) stays fixed in the template: a rule with another one is read in full.
+# is always read in full; one it computes with (a TypeError) too.  An integer the
+# reader takes (a prefix length, a rate) is marked as well; a value it takes another
+# way stays fixed in the template: a rule with another one is read in full.
 
 _BRACES = frozenset(("LBRACE", "RBRACE"))
 _VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD"))
@@ -465,6 +477,9 @@ class _Marker:
         raise NotTemplatable
 
     def __hash__(self) -> int:
+        raise NotTemplatable
+
+    def __bool__(self) -> bool:
         raise NotTemplatable
 
 
@@ -1000,7 +1015,7 @@ class Statements(Exprs):
             w = c.word()
             if w == "prefix":
                 c.i += 1
-                body["prefix"] = c.name()
+                body["prefix"] = c.carried()
             elif w == "level":
                 c.i += 1
                 body["level"] = c.name()
@@ -1335,6 +1350,12 @@ class LearnedLine:
     fixed: tuple[str, ...]  # groups whose text must equal `texts`
     texts: Any
     bulk: Any = None  # whole lines of this template, one after another (see `_bulk_re`)
+    lengths: tuple[tuple[str, int], ...] = ()  # (group, its length) of text of one length
+
+    def fits(self, m: re.Match[str]) -> bool:
+        """Line ``m`` (of the line template) has the values this template fixes."""
+        return (not self.fixed or m.group(*self.fixed) == self.texts) and all(
+            len(m.group(g)) == n for g, n in self.lengths)
 
 
 class TextRun:
@@ -1361,8 +1382,7 @@ class TextRun:
     def takes(self, m: re.Match[str] | None) -> bool:
         ln = self.learned
         return m is not None and (not self.tpl.checks or m.group(*self.tpl.checks)
-                                  == self.tpl.check_texts) and (
-            not ln.fixed or m.group(*ln.fixed) == ln.texts)
+                                  == self.tpl.check_texts) and ln.fits(m)
 
     def where(self, k: int) -> tuple[int, int]:
         """(line, column) of row ``k``."""
@@ -1486,8 +1506,11 @@ def learn_line(tpl: Template, family: str, table: str, chain: str, m: re.Match[s
     rt = RuleTemplate(family, table, chain, shape.statics,
                       [(shape.slots[k].encode, w, None) for _o, w, k in shape.places()])
     slot_class = {mleaves[s.leaf][1].index: s.cls for s in shape.slots}
+    # a text slot of one length takes text of that length only (quotes included)
+    lengths = tuple((f"t{i}", len(m.group(f"t{i}"))) for i, c in slot_class.items()
+                    if c[0] == "text" and len(c) == 2)
     return LearnedLine(rt, places, parse, tuple(fixed), texts[0] if len(texts) == 1 else texts,
-                       _bulk_re(tpl, m.group(0), value_items, slot_class))
+                       _bulk_re(tpl, m.group(0), value_items, slot_class), lengths)
 
 
 # A slot's value token, by (its class, the token's terminal), and what may not follow it.
@@ -1501,7 +1524,7 @@ def _bulk_re(tpl: Template, sample: str, value_items: set[int],
     newline or the end: its tokens literal (value items as named groups), each slot
     a value of its class, whitespace where the sample has it.  None when a slot's
     token is not one this knows (then lines go one by one)."""
-    from nfkit.nftables.shapes import IPV4_RE, IPV6_RE
+    from nfkit.nftables.shapes import IPV4_RE, IPV6_RE, value_regex
 
     parts = [r"[ \t\f]*"]
     i = 0
@@ -1520,7 +1543,7 @@ def _bulk_re(tpl: Template, sample: str, value_items: set[int],
             rx = {"int": _BULK_VALUE[("int", "NUMBER")],
                   "ipv4": IPV4_RE + r"(?![0-9.])",
                   "ipv6": IPV6_RE + r"(?![0-9a-fA-F:.])",
-                  "text": f'"[A-Za-z0-9_.:/+ -]{{{cls[1] if len(cls) > 1 else 0}}}"'}[cls[0]]
+                  "text": value_regex(cls)}[cls[0]]
             parts.append(f"(?P<t{i}>{rx})")
         elif i in value_items:
             parts.append(f"(?P<t{i}>{re.escape(tok)})")
@@ -1842,10 +1865,11 @@ class Reader:
         st = Statements(fam)
         c = Cursor(items, last)
         st.marking = c
+        c.marking = True
         try:
             marked, _ = st.rule_from(c)
             build = _builder(marked)
-        except NotTemplatable:
+        except (NotTemplatable, TypeError):  # a marker compared, or computed with
             self.templates[key] = _NO_TEMPLATE
             return stmts, comment
         slots = set(re.findall(r"v\[(\d+)\]", _literal(marked)))
@@ -1976,7 +2000,7 @@ class Reader:
         line ``m``'s, learned now if none is (a few per template at most)."""
         known = self.learned.setdefault((id(tpl), *where), [])
         for ln in known:
-            if ln is not None and (not ln.fixed or m.group(*ln.fixed) == ln.texts):
+            if ln is not None and ln.fits(m):
                 return ln
         if len(known) >= 8:
             return None
