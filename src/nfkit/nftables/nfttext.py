@@ -19,14 +19,17 @@ from __future__ import annotations
 import glob
 import os
 import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from nfkit.errors import InputError, NfkitError
 from nfkit.nftables.expressions import EXTHDR_FIELDS
 from nfkit.nftables.model import FAMILIES, Rule
+from nfkit.nftables.shapes import IPV4_RE
 from nfkit.nftables.types import CT, META, PAYLOAD, T
 
 DEFAULT_INCLUDE_PATH = "/etc"  # nft 1.0.6's built-in include path, searched before -I ones
@@ -133,9 +136,13 @@ def _make_parser(line_lexer: bool) -> Any:
 
 ITEM_TERMINALS = ("WORD", "NUMBER", "NUMWORD", "STRING", "VAR", "SETREF", "RAWPAYLOAD", "IP4",
                   "IP6", "MAC", "CLASSID", "OP")
-_RULE_LINE = re.compile(
-    r'([ \t]*)(?!(?:include|define|redefine|undefine)\b)'
-    r'((?:[^\n{}#;\\"\s]|"[^"\n]*")(?:[^\n{}#;\\"]|"[^"\n]*")*?)[ \t]*(?=[\n;}#])')
+_LINE_BODY = (r'(?!(?:include|define|redefine|undefine)\b)'
+              r'(?:[^\n{}#;\\"\s]|"[^"\n]*")(?:[^\n{}#;\\"]|"[^"\n]*")*?')
+_RULE_LINE = re.compile(rf'([ \t]*)({_LINE_BODY})[ \t]*(?=[\n;}}#])')
+# The simple lines that follow one, each where _RULE_LINE would match it (the same
+# characters, read greedily: a line ends at the same terminator), in one match.
+_MORE_LINES = re.compile(r'(?:\n[ \t]*+(?!(?:include|define|redefine|undefine)\b)'
+                         r'(?=[^{}#;\\\s])(?:[^\n{}#;\\"]++|"[^"\n]*+")*+(?=[\n;}#]))*+')
 
 
 def _install_line_lexer(parser: Any) -> None:
@@ -211,6 +218,7 @@ class _LineLexer:
         text = lexer_state.text.text
         ctr = lexer_state.line_ctr
         match = _RULE_LINE.match
+        more_lines = _MORE_LINES.match
         states = self.line_states
         try:
             while True:
@@ -220,11 +228,11 @@ class _LineLexer:
                         ctr.feed(m.group(1), False)
                         start, end = ctr.char_pos, m.end(2)
                         # The simple lines that follow join it: one token for a run.
-                        while text.startswith("\n", m.end()):
-                            nxt = match(text, m.end() + 1)
-                            if nxt is None:
-                                break
-                            m, end = nxt, nxt.end(2)
+                        more = more_lines(text, m.end()).end()
+                        if more > m.end():
+                            end = more
+                            while text[end - 1] in " \t":  # the last line's own end
+                                end -= 1
                         body = text[start:end]
                         tok = Token("RULELINE", body, start, ctr.line, ctr.column)
                         ctr.feed(body)
@@ -1351,6 +1359,7 @@ class LearnedLine:
     texts: Any
     bulk: Any = None  # whole lines of this template, one after another (see `_bulk_re`)
     lengths: tuple[tuple[str, int], ...] = ()  # (group, its length) of text of one length
+    sample: Any = None  # the first rule read by it (every run's sample: validated once)
 
     def fits(self, m: re.Match[str]) -> bool:
         """Line ``m`` (of the line template) has the values this template fixes."""
@@ -1409,12 +1418,50 @@ class TextRun:
         from nfkit.nftables.bulkjson import RuleRun
 
         ln = self.learned
-        run = RuleRun(self.rule(None, 0), ("nft", id(self.tpl)), (), "", 0,
+        if ln.sample is None:
+            ln.sample = self.rule(None, 0)
+        run = RuleRun(ln.sample, ("nft", id(self.tpl)), (), "", 0,
                       template=ln.template, places=ln.places, parse=ln.parse,
                       row_rule=self.rule,
                       group_names=[f"t{i}" for i in range(len(self.tpl.kinds))])
         run.matches = self.matches
+        packed = _packed(ln, self.matches)
+        if packed is not None:
+            run.packed = packed
+            run.row_starts = range(len(self.matches))  # type: ignore[assignment]  # only counted
         return run
+
+
+def _packed(ln: LearnedLine, ms: list[re.Match[str]]) -> list[bytes] | None:
+    """The value columns of lines ``ms`` encoded at once (one bytes a place), or None
+    when a value does not fit its place (then `RuleRun.encoded` finds which)."""
+    from nfkit.nftables.messages import ARRAY_CODE, in_byte_order
+
+    out: list[bytes] = []
+    n = len(ms)
+    try:
+        for (encode, width, _op), item in zip(ln.template.slots, ln.places, strict=True):
+            col = list(map(re.Match.group, ms, repeat(f"t{item}")))
+            parse = ln.parse[item]
+            if parse is _int_value and width in ARRAY_CODE and width > 1:
+                try:
+                    a = array(ARRAY_CODE[width], map(int, col))
+                except ValueError:  # hexadecimal
+                    a = array(ARRAY_CODE[width], map(_number, col))
+                if n and min(a) <= 0:
+                    return None
+                out.append(in_byte_order(a, encode(1)[-1:] == b"\x01").tobytes())
+                continue
+            if parse is _ipv4_value:  # inet_pton takes exactly what IPV4_RE does
+                b = b"".join(map(encode, col))
+            else:
+                b = b"".join(map(encode, map(parse, col)))
+            if len(b) != n * width:
+                return None
+            out.append(b)
+    except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+        return None
+    return out
 
 
 def _int_value(text: str) -> int:
@@ -1425,11 +1472,12 @@ def _int_value(text: str) -> int:
 
 
 def _ipv4_value(text: str) -> str:
-    from nfkit.nftables.shapes import IPV4_RE
-
-    if re.fullmatch(IPV4_RE, text) is None:
+    if _IPV4_FULL(text) is None:
         raise ValueError(text)
     return text
+
+
+_IPV4_FULL = re.compile(IPV4_RE + r"\Z").match
 
 
 def _ipv6_value(text: str) -> str:
