@@ -118,11 +118,64 @@ def _make_parser(line_lexer: bool) -> Any:
     from lark import Lark
 
     grammar = (files("nfkit.nftables") / "nft.lark").read_text()
-    parser = Lark(grammar, parser="lalr", lexer="contextual",
-                  start=["start", "table_lines", "body_lines"])
+    options: dict[str, Any] = {"parser": "lalr", "lexer": "contextual",
+                               "start": ["start", "table_lines", "body_lines"]}
+    parser = _cached_parser(grammar, options)
+    if parser is None:
+        parser = Lark(grammar, **options)
+        _store_parser(grammar, options, parser)
     if line_lexer:
         _install_line_lexer(parser)
     return parser
+
+
+# Building the LALR tables takes ~0.1 s at every start; the built parser is kept in a
+# cache file (lark's own serialisation, a pickle: read only if no one else could have
+# written it), named by the grammar, the options and lark's version.
+
+def parser_cache(grammar: str, options: dict[str, Any]) -> str | None:
+    """The cache file of the parser of ``grammar`` (None: no cache): under
+    $NFKIT_CACHE_DIR (empty: none), else ~/.cache/nfkit."""
+    import hashlib
+
+    import lark
+
+    env = os.environ.get("NFKIT_CACHE_DIR")
+    if env == "":
+        return None
+    base = env or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                               or os.path.join(os.path.expanduser("~"), ".cache"), "nfkit")
+    key = hashlib.sha256(f"{lark.__version__}\0{sorted(options.items())}\0{grammar}".encode())
+    return os.path.join(base, "nftparser", key.hexdigest()[:32] + ".lark")
+
+
+def _cached_parser(grammar: str, options: dict[str, Any]) -> Any:
+    import io
+
+    from lark import Lark
+
+    from nfkit.privatefile import read_private
+
+    path = parser_cache(grammar, options)
+    blob = None if path is None else read_private(path, os.getuid(), single_link=True)
+    if blob is None:
+        return None
+    try:
+        return Lark.load(io.BytesIO(blob))
+    except Exception:  # a cache of another make: built again
+        return None
+
+
+def _store_parser(grammar: str, options: dict[str, Any], parser: Any) -> None:
+    import io
+
+    from nfkit.privatefile import write_private
+
+    path = parser_cache(grammar, options)
+    if path is not None:
+        f = io.BytesIO()
+        parser.save(f)
+        write_private(path, f.getvalue())
 
 
 # ---- the line lexer -------------------------------------------------------------------
@@ -136,13 +189,18 @@ def _make_parser(line_lexer: bool) -> Any:
 
 ITEM_TERMINALS = ("WORD", "NUMBER", "NUMWORD", "STRING", "VAR", "SETREF", "RAWPAYLOAD", "IP4",
                   "IP6", "MAC", "CLASSID", "OP")
-_LINE_BODY = (r'(?!(?:include|define|redefine|undefine)\b)'
-              r'(?:[^\n{}#;\\"\s]|"[^"\n]*")(?:[^\n{}#;\\"]|"[^"\n]*")*?')
+# A line may hold brace groups (anonymous sets) closed on it, not nested; a set's
+# "elements = { ... }" is the grammar's own (elements_line).
+_LINE_BODY = (r'(?!(?:include|define|redefine|undefine)\b)(?!elements\b[^\n{}]*\{)'
+              r'(?:[^\n{}#;\\"\s]|"[^"\n]*")'
+              r'(?:[^\n{}#;\\"]|"[^"\n]*"|\{(?:[^\n{}#;\\"]|"[^"\n]*")*\})*?')
 _RULE_LINE = re.compile(rf'([ \t]*)({_LINE_BODY})[ \t]*(?=[\n;}}#])')
 # The simple lines that follow one, each where _RULE_LINE would match it (the same
 # characters, read greedily: a line ends at the same terminator), in one match.
 _MORE_LINES = re.compile(r'(?:\n[ \t]*+(?!(?:include|define|redefine|undefine)\b)'
-                         r'(?=[^{}#;\\\s])(?:[^\n{}#;\\"]++|"[^"\n]*+")*+(?=[\n;}#]))*+')
+                         r'(?!elements\b[^\n{}]*\{)'
+                         r'(?=[^{}#;\\\s])(?:[^\n{}#;\\"]++|"[^"\n]*+"'
+                         r'|\{(?:[^\n{}#;\\"]++|"[^"\n]*+")*+\})*+(?=[\n;}#]))*+')
 
 
 def _install_line_lexer(parser: Any) -> None:
@@ -228,7 +286,7 @@ class _LineLexer:
                         ctr.feed(m.group(1), False)
                         start, end = ctr.char_pos, m.end(2)
                         # The simple lines that follow join it: one token for a run.
-                        more = more_lines(text, m.end()).end()
+                        more = more_lines(text, m.end()).end()  # type: ignore[union-attr]  # matches ""
                         if more > m.end():
                             end = more
                             while text[end - 1] in " \t":  # the last line's own end
@@ -453,6 +511,24 @@ class Cursor:
 
 def _unquote(text: str) -> str:
     return text[1:-1] if len(text) >= 2 and text[0] == '"' and text[-1] == '"' else text
+
+
+def _group(items: list[Item], src: Source, line: int, col: int, close_col: int,
+           close_line: int | None = None) -> Group:
+    """The brace group at ``line``:``col`` of ``items`` (its elements split at commas);
+    an empty one is nft's syntax error at the closing brace."""
+    elems: list[list[Item]] = [[]]
+    for it in items:
+        if isinstance(it, Tok) and it.kind == "OP" and it.text == ",":
+            elems.append([])
+        elif isinstance(it, Tok) and it.kind == "_SEP":
+            continue
+        else:
+            elems[-1].append(it)
+    elems = [e for e in elems if e]
+    if not elems:
+        raise located(src, close_line or line, close_col, close_col, "syntax error, unexpected '}'")
+    return Group(elems, src, line, col, col)
 
 
 # ---- rule templates ---------------------------------------------------------------------
@@ -1414,7 +1490,8 @@ class TextRun:
         return Rule(self.family, self.table, self.chain, self.statements(k),
                     source=f"{self.src.name}:{self.where(k)[0]}")
 
-    def as_rule_run(self) -> Any:
+    def as_rule_run(self, packed: list[bytes] | None = None) -> Any:
+        """The run for the encoder (``packed``: its value columns, if encoded already)."""
         from nfkit.nftables.bulkjson import RuleRun
 
         ln = self.learned
@@ -1425,11 +1502,36 @@ class TextRun:
                       row_rule=self.rule,
                       group_names=[f"t{i}" for i in range(len(self.tpl.kinds))])
         run.matches = self.matches
-        packed = _packed(ln, self.matches)
+        if packed is None:
+            packed = _packed(ln, self.matches)
         if packed is not None:
             run.packed = packed
             run.row_starts = range(len(self.matches))  # type: ignore[assignment]  # only counted
         return run
+
+
+def packed_runs(runs: list[TextRun]) -> dict[int, list[bytes]]:
+    """The value columns of every run of one learned template encoded in one go, cut
+    per run (by id of the run); a run whose template's columns do not all encode is
+    left out (encoded on its own)."""
+    by_learned: dict[int, list[TextRun]] = {}
+    for run in runs:
+        by_learned.setdefault(id(run.learned), []).append(run)
+    out: dict[int, list[bytes]] = {}
+    for group in by_learned.values():
+        if len(group) < 2:
+            continue
+        ms = [m for run in group for m in run.matches]
+        cols = _packed(group[0].learned, ms)
+        if cols is None:
+            continue
+        widths = [w for _e, w, _o in group[0].learned.template.slots]
+        k = 0
+        for run in group:
+            n = len(run.matches)
+            out[id(run)] = [c[k * w:(k + n) * w] for c, w in zip(cols, widths, strict=True)]
+            k += n
+    return out
 
 
 def _packed(ln: LearnedLine, ms: list[re.Match[str]]) -> list[bytes] | None:
@@ -1661,13 +1763,26 @@ class Reader:
         ch = line.children[0]
         if hasattr(ch, "data"):
             return self.items(ch, src)
-        scanner = _parser().parser.lexer.scanner
+        scan = _parser().parser.lexer.scanner.match
         out: list[Item] = []
         col0, ln, text = ch.column, ch.line, str(ch)
         pos = 0
-        for m in scanner.finditer(text):
-            if m.start() != pos:
-                break
+        opened: tuple[list[Item], int] | None = None  # items before a brace, its column
+        while pos < len(text):
+            m = scan(text, pos)
+            if m is None:
+                c = text[pos]
+                if c == "{" and opened is None:
+                    opened = (out, col0 + pos)
+                    out = []
+                elif c == "}" and opened is not None:
+                    before, bcol = opened
+                    before.append(_group(out, src, ln, bcol, col0 + pos))
+                    out, opened = before, None
+                else:
+                    break
+                pos += 1
+                continue
             pos = m.end()
             kind = m.lastgroup
             if kind == "_WS":
@@ -1681,26 +1796,15 @@ class Reader:
                 out += val
                 continue
             out.append(Tok(kind, word, src, ln, col0 + m.start(), col0 + pos - 1))  # type: ignore[arg-type]
-        if pos != len(text):
+        if pos != len(text) or opened is not None:
             raise located(src, ln, col0 + pos, col0 + pos, "syntax error, unexpected junk")
         return out
 
     def group(self, tree: Any, src: Source) -> Group:
-        elems: list[list[Item]] = [[]]
         pos = _pos(tree)
-        for it in self.items(tree, src):
-            if isinstance(it, Tok) and it.kind == "OP" and it.text == ",":
-                elems.append([])
-            elif isinstance(it, Tok) and it.kind == "_SEP":
-                continue
-            else:
-                elems[-1].append(it)
-        elems = [e for e in elems if e]
-        if not elems:
-            close = tree.children[-1]
-            raise located(src, close.line, close.column, close.column,
-                          "syntax error, unexpected '}'")
-        return Group(elems, src, pos.line, pos.column, pos.column)
+        close = tree.children[-1]
+        return _group(self.items(tree, src), src, pos.line, pos.column, close.column,
+                      close.line)
 
     # -- files
     def read_text(self, text: str, name: str, parent: tuple[Source, int, int, int] | None = None,
@@ -2500,9 +2604,11 @@ def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
         located_items = read_nft(text, name, include_paths)
         try:
             cmds: list[Command] = []
+            packed = packed_runs([x.item for x in located_items  # type: ignore[misc]
+                                  if type(x.item) is TextRun])
             for i, x in enumerate(located_items):
                 if type(x.item) is TextRun:
-                    cmds.append(Command("add", "rule", x.item.as_rule_run()))
+                    cmds.append(Command("add", "rule", x.item.as_rule_run(packed.get(id(x.item)))))
                     continue
                 c = item_command(i, x.item)
                 if c is not None:

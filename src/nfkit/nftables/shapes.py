@@ -131,8 +131,8 @@ def _probes(cls: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     first.  The first two probes differ in every byte; the others are the domain's
     ends."""
     kind = cls[0]
+    out: list[tuple[Any, ...]] = []
     if kind == "int":
-        out = []
         for width in (8, 4, 2, 1):
             a = int.from_bytes(bytes(range(1, width + 1)), "big")
             b = int.from_bytes(bytes(range(2, width + 2)), "big")
@@ -152,7 +152,7 @@ def _probes(cls: tuple[Any, ...]) -> list[tuple[Any, ...]]:
                                          & mask).to_bytes(size, "big")),
                   socket.inet_ntop(fam, mask.to_bytes(size, "big")),
                   socket.inet_ntop(fam, bytes(size))]
-        out = [(probes, _net_encoder(fam, size, mask, size), size)]
+        out.append((probes, _net_encoder(fam, size, mask, size), size))
         if plen % 8 == 0:  # a whole-byte prefix may be compared on its first bytes only
             out.insert(0, (probes, _net_encoder(fam, size, mask, plen // 8), plen // 8))
         return out
@@ -162,7 +162,7 @@ def _probes(cls: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     n = cls[1]
     a = ("abcdefghijklmnopqrstuvwxyz" * (n // 26 + 1))[:n]
     b = ("bcdefghijklmnopqrstuvwxyza" * (n // 26 + 1))[:n]
-    out = [([a, b, "Z" * n, "0" * n], _text_encoder, n)]
+    out.append(([a, b, "Z" * n, "0" * n], _text_encoder, n))
     if n < PADDED_TEXT:
         # A field of fixed width, the text NUL-padded (an interface name): any length
         # up to one less takes it; the probes have the shortest and longest.
