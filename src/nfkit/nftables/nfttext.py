@@ -2154,7 +2154,7 @@ class Reader:
         for ln in known:
             if ln is not None and ln.fits(m):
                 return ln
-        if len(known) >= 8:
+        if len(known) >= 16:  # a few per template (prefix lengths, text lengths)
             return None
         ln = learn_line(tpl, where[0], where[1], where[2], m)
         known.append(ln)
@@ -2322,9 +2322,20 @@ class Reader:
                 return False
             if self.open_run is not None and self.run_line(text, ln, col, lsrc, where):
                 return True
+            # a line on its own (a comment after it): a learned template of this chain
+            if self.run_lines(text, 0, ln, col, lsrc, where) is not None:
+                return True
             hit = self.rule_line(fam, text)
             if hit is None:
                 return False
+            tpl = self.last
+            if hit[1] is None and tpl is not None and self.learned.get((id(tpl), *where)):
+                # a template learned here before, with other fixed values (a prefix
+                # length): learned for these now, the line is the start of a run
+                m = tpl.line_re.match(text)
+                if m is not None and self._learned(tpl, where, m) is not None and \
+                        self.run_lines(text, 0, ln, col, lsrc, where) is not None:
+                    return True
             rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
             if hit[1] is not None:
                 rb["comment"] = hit[1]
