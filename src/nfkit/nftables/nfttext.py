@@ -2116,6 +2116,9 @@ class Reader:
         run or a new one: (where they end, how many); None when none is."""
         from nfkit.nftables.bulkjson import consecutive
 
+        nl = text.find("\n", pos)
+        if text.find("{", pos, nl if nl >= 0 else len(text)) >= 0:
+            return None  # no template has a brace group
         run: Any = None
         ms: list[re.Match[str]] = []
         if self.open_run is not None:
@@ -2318,7 +2321,7 @@ class Reader:
                 raise c.unexpected()
 
         def fast(text: str, ln: int, col: int, lsrc: Source) -> bool:
-            if not self.use_templates:
+            if not self.use_templates or "{" in text:  # no template has a brace group
                 return False
             if self.open_run is not None and self.run_line(text, ln, col, lsrc, where):
                 return True
