@@ -32,18 +32,3 @@ def read_private(path: str | os.PathLike[str], owner: int, single_link: bool = F
         return None
     finally:
         os.close(fd)
-
-
-def write_private(path: str | os.PathLike[str], blob: bytes) -> None:
-    """Write ``blob`` as ``path`` (mode 0600, its directory made 0700), atomically: the
-    file is whole or absent.  A failure is silent: a cache is only an optimisation."""
-    path = os.fspath(path)
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except OSError:
-        pass

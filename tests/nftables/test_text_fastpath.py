@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -103,37 +102,6 @@ def test_mixed_fast_path_loads_like_nft(tmp_path: Path) -> None:
         theirs, ours = nft_json(a), nft_json(b)
     assert ours == theirs
     assert sum(1 for it in ours if "rule" in it) == 4 * 8 * len(SHAPES) + 1
-
-
-def test_parser_cache_is_private(tmp_path: Path, monkeypatch: Any) -> None:
-    """The built parser is kept in a file only its owner may write, and read from it;
-    a file another user could have written is never read."""
-    import io
-
-    from lark import Lark
-
-    from nfkit.nftables import nfttext
-
-    monkeypatch.setenv("NFKIT_CACHE_DIR", str(tmp_path))
-    nfttext._make_parser.cache_clear()
-    sample = _one_shape(0, 3, 0)
-    try:
-        nfttext._make_parser(False).parse(sample, start="start")
-        (cached,) = (tmp_path / "nftparser").iterdir()
-        assert cached.stat().st_mode & 0o777 == 0o600
-        assert (tmp_path / "nftparser").stat().st_mode & 0o777 == 0o700
-        # Another parser put in its place: read when private (the check matters) ...
-        other = io.BytesIO()
-        Lark('start: "x"', parser="lalr").save(other)
-        cached.write_bytes(other.getvalue())
-        nfttext._make_parser.cache_clear()
-        assert nfttext._make_parser(False).parse("x")
-        # ... never when another user could have written it.
-        cached.chmod(0o666)
-        nfttext._make_parser.cache_clear()
-        nfttext._make_parser(False).parse(sample, start="start")
-    finally:
-        nfttext._make_parser.cache_clear()
 
 
 REJECT = """table inet t {

@@ -118,64 +118,11 @@ def _make_parser(line_lexer: bool) -> Any:
     from lark import Lark
 
     grammar = (files("nfkit.nftables") / "nft.lark").read_text()
-    options: dict[str, Any] = {"parser": "lalr", "lexer": "contextual",
-                               "start": ["start", "table_lines", "body_lines"]}
-    parser = _cached_parser(grammar, options)
-    if parser is None:
-        parser = Lark(grammar, **options)
-        _store_parser(grammar, options, parser)
+    parser = Lark(grammar, parser="lalr", lexer="contextual",
+                  start=["start", "table_lines", "body_lines"])
     if line_lexer:
         _install_line_lexer(parser)
     return parser
-
-
-# Building the LALR tables takes ~0.1 s at every start; the built parser is kept in a
-# cache file (lark's own serialisation, a pickle: read only if no one else could have
-# written it), named by the grammar, the options and lark's version.
-
-def parser_cache(grammar: str, options: dict[str, Any]) -> str | None:
-    """The cache file of the parser of ``grammar`` (None: no cache): under
-    $NFKIT_CACHE_DIR (empty: none), else ~/.cache/nfkit."""
-    import hashlib
-
-    import lark
-
-    env = os.environ.get("NFKIT_CACHE_DIR")
-    if env == "":
-        return None
-    base = env or os.path.join(os.environ.get("XDG_CACHE_HOME")
-                               or os.path.join(os.path.expanduser("~"), ".cache"), "nfkit")
-    key = hashlib.sha256(f"{lark.__version__}\0{sorted(options.items())}\0{grammar}".encode())
-    return os.path.join(base, "nftparser", key.hexdigest()[:32] + ".lark")
-
-
-def _cached_parser(grammar: str, options: dict[str, Any]) -> Any:
-    import io
-
-    from lark import Lark
-
-    from nfkit.privatefile import read_private
-
-    path = parser_cache(grammar, options)
-    blob = None if path is None else read_private(path, os.getuid(), single_link=True)
-    if blob is None:
-        return None
-    try:
-        return Lark.load(io.BytesIO(blob))
-    except Exception:  # a cache of another make: built again
-        return None
-
-
-def _store_parser(grammar: str, options: dict[str, Any], parser: Any) -> None:
-    import io
-
-    from nfkit.privatefile import write_private
-
-    path = parser_cache(grammar, options)
-    if path is not None:
-        f = io.BytesIO()
-        parser.save(f)
-        write_private(path, f.getvalue())
 
 
 # ---- the line lexer -------------------------------------------------------------------
