@@ -12,7 +12,11 @@ Each load in a fresh network namespace (unshare -n); nfkit rules load, nft -f, n
 sendmsg, timed around the send only).  Then, on a loaded N-rule chain: `nfkit rules
 exists` of the last rule (cache cold and warm) against `iptables-nft -C`, and the
 listings against the bare dump.  Medians of BENCH_RUNS (default 3); the machine is
-shared: read the ratios, not the seconds.
+shared: read the ratios, not the seconds.  Each load's CPU time (user + system, from
+the children's rusage) is printed beside its wall time, the kernel commit's as the
+sending thread's CPU time (the kernel does the commit in that thread); on a loaded
+machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
+the listings.
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
