@@ -32,7 +32,9 @@ def _formatted(line: str, style: int) -> str:
     return "\t\t" + line
 
 
-def _one_shape(k: int, n: int, style: int, first: int = 1000) -> str:
+def _one_shape(k: int, n: int, style: int, first: int = 960) -> str:
+    """``n`` lines of shape ``k`` from value index ``first`` (960: interface names of
+    two lengths, eth960 and eth1000)."""
     chain, make = SHAPES[k]
     lines = "".join(_formatted(make(i), style) + "\n" for i in range(first, first + n))
     head = HEAD if chain == "c" else NAT % (
@@ -138,3 +140,20 @@ def test_reject_takes_the_network_protocol_like_nft(tmp_path: Path) -> None:
         a.run(["nft", "-f", str(path)])
         b.run([*NFKIT, "rules", "load", str(path)])
         assert nft_json(b) == nft_json(a)
+
+
+def test_interface_name_slot_takes_any_length() -> None:
+    """An interface name is compared in a 16-byte NUL-padded field: one slot takes
+    names of 1 to 15 characters (proved by probes of both lengths), so lines whose
+    names change length stay in one template."""
+    from nfkit.nftables.shapes import learn, replaced
+
+    from .test_shapes import _compiler
+
+    expr = [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth1"}},
+            {"accept": None}]
+    compile_expr = _compiler("inet", "t")
+    tpl = learn(expr, compile_expr)
+    assert tpl is not None and [s.cls for s in tpl.slots] == [("text", 1, 15)]
+    for name in ("e", "eth1", "eth1000", "veth-long-name1"):
+        assert tpl.fill([name]) == compile_expr(replaced(expr, (0, "match", "right"), name))
