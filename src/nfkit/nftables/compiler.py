@@ -1112,9 +1112,11 @@ class RuleCompiler:
         body = body or {}
         rtype = body.get("type")
         if rtype is None:
-            if ctx.family == "ip":
+            # as nft: the network protocol the rule matched so far picks the icmp kind
+            # (inet, bridge, netdev); icmpx only when none is known
+            if ctx.family == "ip" or ctx.l3 == "ip":
                 rtype, code = "icmp", "port-unreachable"
-            elif ctx.family == "ip6":
+            elif ctx.family == "ip6" or ctx.l3 == "ip6":
                 rtype, code = "icmpv6", "port-unreachable"
             else:
                 rtype, code = "icmpx", "port-unreachable"
