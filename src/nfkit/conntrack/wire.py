@@ -530,6 +530,12 @@ def _put_nat(w: MessageWriter, attr: int, addr: str, port: int | None) -> None:
 _CREATE_DROP = STATUS_UNCHANGEABLE & ~Status.CONFIRMED
 
 
+def create_status(status: int) -> int:
+    """The status a create sends for an entry of ``status`` (CONFIRMED set, the bits the
+    kernel refuses to be given dropped)."""
+    return (status | 8) & ~int(_CREATE_DROP)
+
+
 @_checked
 def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_mask: int | None = None,
                   timeout: int | None = None, status: int | None = None, labels: int | None = None,
@@ -651,6 +657,18 @@ class CreateEncoder:
             return tmpl.emit(w, *values(e))
         except struct.error as exc:
             raise InputError(f"conntrack entry {e!r}: a value does not fit its field ({exc})") from None
+
+    def template(self, family: int, proto: int, tcp: bool, mark: bool) -> Template:
+        """The create message of one shape (no NAT, zone, labels or helper), for callers that
+        hold the raw values: emit it with (orig src, dst bytes, sport, dport, reply src, dst,
+        sport, dport, timeout, `create_status` (status)[, mark][, TCP state[, flags x4]])."""
+        key = (family, proto, tcp, mark, "raw")
+        entry = self._templates.get(key)
+        if entry is None:
+            entry = self._templates[key] = self._make(Entry(Tuple("::" if family == AF_INET6 else "0.0.0.0",
+                                                                  "::" if family == AF_INET6 else "0.0.0.0",
+                                                                  proto), mark=int(mark)), tcp)
+        return entry[0]
 
     def _make(self, e: Entry, tcp: bool) -> tuple[Template, Callable[[Entry], tuple[Any, ...]]]:
         w = MessageWriter()

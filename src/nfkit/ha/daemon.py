@@ -207,7 +207,7 @@ class HaDaemon(Service):
         if code == c.STATS_RSQUEUE:
             return c.rsqueue_text(self.status())
         if code == c.DUMP_INTERNAL:
-            return c.cache_lines(e.internal, e.internal_since, reply=True)
+            return c.cache_lines(e.internal_entries(), e.internal_since, reply=True)
         if code == c.DUMP_EXTERNAL:
             return c.cache_lines(e.external, e.external_since, reply=False)
         if code in (c.COMMIT, c.ALL_COMMIT):
