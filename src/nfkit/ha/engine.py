@@ -23,9 +23,11 @@ Must not know: conntrackd.conf, the daemon's loop, the control socket.
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -222,30 +224,73 @@ class SyncEngine:
         conntrack decoder's layout and turned into the message body by the layout's
         plan (`nfkit.ha.fastpath`); an entry is built only for shapes without one."""
         assert self.events is not None
-        sock = self.events.sock
+        recv = self.events.sock.sock.recv_into  # the raw socket: one call per event counts
         buf = self._evbuf
         own = self.injector.portid
         unpack = _NLMSG.unpack_from
+        by_len = self.table.decoder.shapes.by_len
+        plans = self._event_plans
+        everything = self.selection.everything
         try:
             while True:
-                n = sock.recv_into(buf, block=False)
-                if not n:
+                try:
+                    n = recv(buf, len(buf), socket.MSG_DONTWAIT)
+                except BlockingIOError:
                     break
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        raise EventsLost("netlink event socket overrun") from None
+                    raise
                 off = 0
                 while off + _NFHDR <= n:
                     length, mtype, flags, _seq, pid = unpack(buf, off)
                     if length < _NFHDR or off + length > n:
                         log.warning("malformed ctnetlink event of %d bytes dropped", length)
                         break
-                    if mtype >> 8 == NFNL_SUBSYS_CTNETLINK:
-                        self.events_received += 1
-                        if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
-                            self.flush()
-                        if pid == own and own:
-                            self.events_own += 1
-                        else:
-                            self._event(buf, off, length, mtype & 0xFF, flags)
-                    off += (length + 3) & ~3
+                    step = (length + 3) & ~3
+                    if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
+                        off += step
+                        continue
+                    self.events_received += 1
+                    if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
+                        self.flush()
+                    if pid == own and own:
+                        self.events_own += 1
+                        off += step
+                        continue
+                    if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
+                        kind = DEL
+                    elif flags & _CREATE_EXCL == _CREATE_EXCL:
+                        kind = NEW
+                    else:
+                        kind = UPD
+                    aoff, alen = off + _NFHDR, length - _NFHDR
+                    off += step
+                    family = buf[aoff - 4]
+                    for lay in by_len.get(alen, ()):
+                        if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
+                            values = lay.unpack(buf, aoff)
+                            break
+                    else:
+                        try:
+                            lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                        except DecodeError as exc:
+                            log.warning("ctnetlink event dropped: %s", exc)
+                            continue
+                    got = plans.get(id(lay))
+                    if got is None or got[0] is not lay:
+                        if len(plans) > 4096:
+                            plans.clear()
+                        got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
+                    planned = got[1](values) if got[1] is not None else None
+                    if planned is None:
+                        self._entry_event(kind, lay.build(values))
+                    elif everything or self.selection.accepts_raw(*planned[2:]):
+                        self._local_body(kind, planned[0], planned[1])
+                    else:
+                        self.events_filtered += 1
         except EventsLost:
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
@@ -253,44 +298,12 @@ class SyncEngine:
             self.resync_with_kernel(send=True)
         self.flush()
 
-    def _event(self, buf: bytearray, off: int, length: int, sub: int, flags: int) -> None:
-        family = buf[off + 16]
-        aoff, alen = off + _NFHDR, length - _NFHDR
-        decoder = self.table.decoder
-        for lay in decoder.shapes.by_len.get(alen, ()):
-            if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                values = lay.unpack(buf, aoff)
-                break
-        else:
-            try:
-                lay, values = decoder.layout(buf, aoff, alen, family)
-            except DecodeError as exc:
-                log.warning("ctnetlink event dropped: %s", exc)
-                return
-        if sub == IPCTNL_MSG_CT_DELETE:
-            kind = DEL
-        elif flags & _CREATE_EXCL == _CREATE_EXCL:
-            kind = NEW
-        else:
-            kind = UPD
-        got = self._event_plans.get(id(lay))
-        if got is None or got[0] is not lay:
-            if len(self._event_plans) > 4096:
-                self._event_plans.clear()
-            got = self._event_plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
-        planned = got[1](values) if got[1] is not None else None
-        if planned is None:
-            e = lay.build(values)
-            if not self.selection.accepts(e):
-                self.events_filtered += 1
-                return
-            self._local(kind, e)
-            return
-        key, body, proto, src, dst, state = planned
-        if not self.selection.everything and not self.selection.accepts_raw(proto, src, dst, state):
+    def _entry_event(self, kind: str, e: Entry) -> None:
+        """An event of a shape without a plan: through the entry (`convert`)."""
+        if not self.selection.accepts(e):
             self.events_filtered += 1
             return
-        self._local_body(kind, key, body)
+        self._local(kind, e)
 
     def _drain(self, events: EventStream | ExpectEvents) -> None:
         """Empty an overrun event socket before reading the table again.  The kernel reports

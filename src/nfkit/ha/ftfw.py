@@ -168,35 +168,41 @@ class FtfwSession:
     def transmit(self, now: float) -> list[Message]:
         """Everything queued, numbered and flagged, in order; the caller sends them now."""
         out: list[Message] = []
-        while self._tx:
-            _, pend = self._tx.popitem(last=False)
+        tx, rs, rs_seq = self._tx, self._rs, self._rs_seq
+        resent = 0
+        while tx:
+            _, pend = tx.popitem(last=False)
             msg = pend.message
             flags = msg.flags & _NOT_HELLOS
             if self.hello is not HelloState.DONE:  # DONE stays DONE
                 self.hello = HELLO[(self.hello, "send")]
-            if self.hello is HelloState.SAY:
-                flags |= _HELLO
+                if self.hello is HelloState.SAY:
+                    flags |= _HELLO
             if self.say_hello_back:
                 flags |= _HELLO_BACK
                 self.say_hello_back = False
             seq = self.seq
-            self.seq = (self.seq + 1) & 0xFFFFFFFF
+            self.seq = (seq + 1) & 0xFFFFFFFF
             state = type(msg) is StateMessage
             if state:
                 msg = msg.numbered(seq, flags)  # type: ignore[union-attr]
             else:
                 msg = ControlMessage(Flag(flags), seq, msg.first, msg.last)  # type: ignore[union-attr]
             out.append(msg)
-            self.stats.sent += 1
-            self.stats.resent += pend.resend
+            if pend.resend:
+                resent += 1
+                pend.resend = False
             if state or msg.flags & _RANGE:
-                if len(self._rs) >= self.resend_limit:
-                    self._rs_forget(next(iter(self._rs)))
-                self._rs[seq] = _Pending(msg, pend.key)
-                if isinstance(msg, StateMessage):
-                    self._rs_seq[pend.key] = seq
+                if len(rs) >= self.resend_limit:
+                    self._rs_forget(next(iter(rs)))
+                pend.message = msg  # the same record waits in the resend queue
+                rs[seq] = pend
+                if state:
+                    rs_seq[pend.key] = seq
         if out:
             self.last_sent = now
+            self.stats.sent += len(out)
+            self.stats.resent += resent
         return out
 
     def tick(self, now: float) -> None:

@@ -127,6 +127,7 @@ for _t in MsgType:
     _TYPES[_t] = _t
 _DATA_FLAGS = int(DATA_FLAGS)
 _CT_LAST = max(CT_TYPES)
+_VERSION = spec.PROTOCOL_VERSION << 4
 _unpack_attr = _ATTR.unpack_from
 
 
@@ -341,8 +342,13 @@ def datagrams(messages: Iterable[Message], limit: int = 1472) -> Iterator[bytes]
     """Messages packed into datagrams of at most ``limit`` bytes (a UDP payload on a 1500 MTU)."""
     batch: list[bytes] = []
     size = 0
+    pack = _HEADER.pack
     for msg in messages:
-        raw = encode_message(msg)
+        if type(msg) is StateMessage and msg._body is not None and not msg.flags & ~_DATA_FLAGS \
+                and len(msg._body) <= 0xFFFF - spec.HEADER_SIZE:  # the common case, inline
+            raw = pack(_VERSION | msg.type, msg.flags, spec.HEADER_SIZE + len(msg._body), msg.seq) + msg._body
+        else:
+            raw = encode_message(msg)
         if batch and size + len(raw) > limit:
             yield b"".join(batch)
             batch, size = [], 0
