@@ -16,8 +16,9 @@ Rules kept as conntrackd keeps them:
 - received entries go to the kernel as `nfkit.ha.inject` says (or to the
   external cache until `commit`);
 - a peer that says HELLO for the first time (it started, or restarted) gets
-  this node's whole internal cache (a HELLO whose number does not follow the
-  last one heard), and RESYNC requests are answered with it.
+  this node's whole internal cache (a HELLO from a peer never heard, from one
+  that had finished its handshake, or whose number does not follow the last
+  one heard), and RESYNC requests are answered with it.
 Must not know: conntrackd.conf, the daemon's loop, the control socket.
 """
 
@@ -90,6 +91,7 @@ class Peer:
     send: Callable[[bytes], bool]
     link: LinkStats = field(default_factory=LinkStats)
     last_seq: int | None = None  # the number of the last message heard from the peer
+    handshake_done: bool = False  # the peer's last message said no HELLO (it heard our HELLO_BACK)
     last_heard: float | None = None
     datagram_limit: int = 1472
 
@@ -467,11 +469,19 @@ class SyncEngine:
                 continue
             p.last_heard = now
             for m in msgs:
-                # a HELLO that does not continue the peer's numbering: it (re)started and knows
-                # nothing; a peer repeating HELLO until it hears HELLO_BACK counts on as usual
-                if m.flags & _HELLO and self.options.hello_bulk and (
-                        p.last_seq is None or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
-                    bulk = True
+                # the peer (re)started and knows nothing: a HELLO from a peer never heard, from
+                # one that had finished its handshake (said no more HELLO), or that does not
+                # continue its numbering.  Not the numbering alone: conntrackd starts at the Unix
+                # time and a quiet one sends one message a second, so a restarted one can go on
+                # from the number after its last.  A peer repeating HELLO until it hears
+                # HELLO_BACK is told once.
+                if m.flags & _HELLO:
+                    if self.options.hello_bulk and (p.last_seq is None or p.handshake_done
+                                                    or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
+                        bulk = True
+                    p.handshake_done = False
+                else:
+                    p.handshake_done = True
                 p.last_seq = m.seq
                 for ev in p.session.receive(m):
                     if isinstance(ev, Apply):
@@ -605,7 +615,7 @@ class SyncEngine:
             s = p.session.stats
             state = getattr(getattr(p.session, "hello", None), "name", None)
             peers.append({
-                "name": p.name, "handshake": state, "last_heard_ago": None if p.last_heard is None
+                "name": p.name, "handshake": state, "last_seq": p.last_seq, "last_heard_ago": None if p.last_heard is None
                 else round(time.monotonic() - p.last_heard, 3),
                 "messages_sent": s.sent, "messages_received": s.received, "entries_received": s.applied,
                 "resent": s.resent, "lost": s.lost, "late": s.dropped_late, "acked": s.acked,
