@@ -310,3 +310,33 @@ def test_an_event_overrun_is_recovered_from_the_table(tmp_path: Path) -> None:
         peer_table = table_in(peer)
         wait_for(lambda: peer_table.count() >= n, lambda: (peer_table.count(), a.status()["events"]), timeout=40)
         assert a.status()["events"]["overruns"] >= 1
+
+
+@pytest.mark.parametrize("fw_kind", ["stock", "nfkit"])
+def test_notrack_without_internal_cache_says_events_as_they_come(tmp_path: Path, fw_kind: str) -> None:
+    """DisableInternalCache (NOTRACK): no internal cache; `-s` shows the bypass counters,
+    `-i` the kernel table, `-B` sends the kernel table (the peer gets back what it lost);
+    the same assertions hold for the stock conntrackd and for nfkit on fw."""
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        a = start(fw_kind, fw, tmp_path, "fw", mode="NOTRACK")
+        a.stop()  # the same file with the internal cache disabled
+        a.conf.write_text(a.conf.read_text().replace("DisableExternalCache on",
+                                                     "DisableExternalCache on\n        DisableInternalCache on"))
+        a.start()
+        b = start("stock" if fw_kind == "nfkit" else "nfkit", peer, tmp_path, "peer", mode="NOTRACK")
+        make_traffic(lab)
+        want = forwarded(list(table_in(fw).entries()))
+        wait_for(mirrored(want, peer), lambda: (listing(peer), a.ctl("-s"), b.ctl("-s")))
+        stats = a.ctl("-s")
+        new = re.search(r"internal bypass:\nconnections new:\s+(\d+)", stats)
+        assert new and int(new.group(1)) >= len(want) and "cache internal:" not in stats, stats
+        shown = a.ctl("-i").splitlines()  # the kernel table, as conntrack -L, without the Filter's
+        assert len(shown) == len(want) and not any("active since" in line for line in shown), shown
+        for e in want.values():
+            assert any(f"src={e.orig.src} dst={e.orig.dst} " in line for line in shown), (e, shown)
+        table_in(peer).flush()
+        a.ctl("-B")  # from the kernel table: there is no cache
+        wait_for(mirrored(want, peer), lambda: (listing(peer), a.ctl("-s"), b.ctl("-s")))
+        table_in(fw).flush()
+        wait_for(lambda: not forwarded(list(table_in(peer).entries())), lambda: (listing(peer), b.ctl("-s")))

@@ -57,6 +57,8 @@ _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
             MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
 _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in range(16)]  # by type number: an enum's hash is slow
 _HELLO = int(Flag.HELLO)
+_CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
+_EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
 
 class Session(Protocol):
@@ -152,6 +154,7 @@ class Options:
     refresh_time: float | None = None  # ALARM: every entry sent again this often
     cache_timeout: float | None = None  # ALARM: an external entry not refreshed this long is dropped
     hello_bulk: bool = True  # send the whole cache to a peer heard saying HELLO for the first time
+    internal_cache: bool = True  # False: DisableInternalCache (NOTRACK): events said as they happen
     events_rcvbuf: int = 16 << 20  # the event socket's buffer (NetlinkBufferSize, at least 16 MB)
     events_rcvbuf_max: int = 16 << 20  # grown to this on overruns (NetlinkBufferSizeMaxGrowth)
     # ExpectationSync: False (none), True (all) or the helpers whose expectations are synced
@@ -190,6 +193,7 @@ class SyncEngine:
         self.exp_events: ExpectEvents | None = None
         self.events_rcvbuf = options.events_rcvbuf
         self.internal_exp: dict[Any, Expectation] = {}
+        self.internal_exp_alive: set[Any] = set()  # found again by a resync: said with EXP_UPD
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
         self._evbuf = bytearray(1 << 16)
@@ -343,11 +347,16 @@ class SyncEngine:
 
     def _local_exp(self, kind: str, x: Expectation) -> None:
         key = ("exp", x.key)
+        if not self.options.internal_cache:  # said as it happens (internal_bypass.c)
+            self._send_exp(key, x, _EXP_TYPE[kind])
+            return
         if kind == DEL:
             if self.internal_exp.pop(key, None) is not None:
+                self.internal_exp_alive.discard(key)
                 self._send_exp(key, x, MsgType.EXP_DEL)
             return
-        self.internal_exp[key] = x
+        self.internal_exp[key] = x  # a new event: the expectation is new again
+        self.internal_exp_alive.discard(key)
         self._send_exp(key, x, MsgType.EXP_NEW)
 
     def _send_exp(self, key: Any, x: Expectation, mtype: MsgType, peer: Peer | None = None) -> None:
@@ -362,13 +371,23 @@ class SyncEngine:
 
     def _local(self, kind: str, e: Entry) -> None:
         key = fastpath.entry_key(e)
-        if kind == DEL and key not in self.internal:
+        if kind == DEL and key not in self.internal and self.options.internal_cache:
             return  # never synced: nothing to take back
         body = self._body(e)
         if body is not None:
             self._local_body(kind, key, body)
 
     def _local_body(self, kind: str, key: Any, body: bytes) -> None:
+        if not self.options.internal_cache:  # every event said as it happens (internal_bypass.c)
+            stats = self.internal_stats
+            if kind == DEL:
+                stats.destroyed += 1
+            elif kind == NEW:
+                stats.created += 1
+            else:
+                stats.updated += 1
+            self._send_body(key, _CT_TYPE[kind], body)
+            return
         if kind == DEL:
             if self.internal.pop(key, None) is None:
                 return  # never synced: nothing to take back
@@ -406,11 +425,23 @@ class SyncEngine:
                 for key, body in self.internal.items()}
 
     def bulk(self, peer: Peer | None = None) -> int:
-        """Queue every entry of the internal cache (to ``peer``, or to all)."""
+        """Queue every entry of the internal cache (to ``peer``, or to all); an expectation
+        goes as EXP_NEW, or EXP_UPD once a resync with the kernel found it again, as
+        conntrackd sends a cache object by its status.  Without the internal cache
+        (DisableInternalCache), every entry of the kernel table the Filter accepts, as
+        CT_NEW (sync-notrack.c's kernel_resync)."""
+        if not self.options.internal_cache:
+            n = 0
+            for e in self.table.entries():
+                body = self._body(e) if self.selection.accepts(e) else None
+                if body is not None:
+                    self._send_body(fastpath.entry_key(e), MsgType.CT_NEW, body, peer)
+                    n += 1
+            return n
         for key, body in self.internal.items():
             self._send_body(key, MsgType.CT_UPD, body, peer)
         for key, x in self.internal_exp.items():
-            self._send_exp(key, x, MsgType.EXP_NEW, peer)
+            self._send_exp(key, x, MsgType.EXP_UPD if key in self.internal_exp_alive else MsgType.EXP_NEW, peer)
         return len(self.internal)
 
     def flush(self, now: float | None = None) -> None:
@@ -559,7 +590,11 @@ class SyncEngine:
         return len(entries)
 
     def flush_caches(self, internal: bool = True, external: bool = True) -> None:
-        if internal:
+        if internal and not self.options.internal_cache:
+            # no cache to flush: the kernel entries it would hold go (internal_bypass.c's
+            # flush, nl_flush_conntrack_table_selective: those the Filter accepts)
+            self.table.delete_many([e for e in self.table.entries() if self.selection.accepts(e)])
+        elif internal:
             self.internal.clear()
             self.internal_since.clear()
         if external:
@@ -568,8 +603,14 @@ class SyncEngine:
             self.external_exp.clear()
 
     def resync_with_kernel(self, send: bool = False) -> int:
-        """Read the kernel table into the internal cache (``send``: queue what changed)."""
+        """Read the kernel table into the internal cache (``send``: queue what changed).
+
+        Expectations found again become "alive" and are said with EXP_UPD, new ones with
+        EXP_NEW, vanished ones with EXP_DEL (internal_cache.c's resync and purge).
+        Without the internal cache there is nothing to read into: nothing is done."""
         self.kernel_resyncs += 1
+        if not self.options.internal_cache:
+            return 0
         seen = set()
         now = time.time()
         for e in self.table.entries():
@@ -592,9 +633,24 @@ class SyncEngine:
             if send:
                 self._send_body(key, MsgType.CT_DEL, body)
         if self.options.expectations:
-            self.internal_exp = {("exp", x.key): x for x in ExpectTable(self.table).entries()
-                                 if self.options.syncs(x)}
+            self._resync_expectations(send)
         return len(seen)
+
+    def _resync_expectations(self, send: bool) -> None:
+        now: dict[Any, Expectation] = {("exp", x.key): x for x in ExpectTable(self.table).entries()
+                                       if self.options.syncs(x)}
+        for key, x in now.items():
+            known = key in self.internal_exp
+            if known:
+                self.internal_exp_alive.add(key)
+            if send:
+                self._send_exp(key, x, MsgType.EXP_UPD if known else MsgType.EXP_NEW)
+        for key in [k for k in self.internal_exp if k not in now]:
+            gone = self.internal_exp.pop(key)
+            self.internal_exp_alive.discard(key)
+            if send:
+                self._send_exp(key, gone, MsgType.EXP_DEL)
+        self.internal_exp.update(now)
 
     def request_resync(self) -> None:
         for p in self.peers:
