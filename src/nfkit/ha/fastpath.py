@@ -43,12 +43,18 @@ _CREATE_PLANNED = frozenset({"ipv4", "ipv6", "status", "l4proto", "port", "tcp_s
 _CREATE_PASSED = frozenset(spec.CT_BY_NAME) - convert.MODELLED
 
 
-def entry_key(e: Entry) -> Hashable:
+# the key: the original tuple's addresses, protocol, ports, ICMP type, code and id, and the
+# zone, packed (bytes keep their hash: a key is hashed several times on its way out)
+_KEY = {4: struct.Struct(">4s4sBHHBBHH"), 16: struct.Struct(">16s16sBHHBBHH")}
+
+
+def entry_key(e: Entry) -> bytes:
     """What identifies an entry in the sync (its original tuple and zone), in the form
-    the plans make from raw values: addresses as bytes."""
+    the plans make from raw values."""
     o = e.orig
-    return (addr_bytes(o.src), addr_bytes(o.dst), o.proto, o.sport, o.dport, o.icmp_type, o.icmp_code,
-            o.icmp_id, e.zone or 0)
+    src = addr_bytes(o.src)
+    return _KEY[len(src)].pack(src, addr_bytes(o.dst), o.proto, o.sport, o.dport, o.icmp_type or 0,
+                               o.icmp_code or 0, o.icmp_id or 0, e.zone or 0)
 
 
 def _generate(name: str, src: str, env: dict[str, Any]) -> Any:
@@ -86,10 +92,11 @@ def event_plan(index: dict[Hashable, int], family: int) -> EventPlan | None:
     src = (f"def plan(v):\n"
            f"    if not ({mirror} and {proto_ok}):\n"
            f"        return None\n"
-           f"    return (({v('o.src')}, {v('o.dst')}, {v('o.proto')}, {v('o.sport')}, {v('o.dport')}, "
-           f"None, None, None, {v('zone', '0')} or 0), PACK({', '.join(args)}), {v('o.proto')}, "
+           f"    return (KEY({v('o.src')}, {v('o.dst')}, {v('o.proto')}, {v('o.sport')}, {v('o.dport')}, "
+           f"0, 0, 0, {v('zone', '0')} or 0), PACK({', '.join(args)}), {v('o.proto')}, "
            f"{v('o.src')}, {v('o.dst')}, {v('state')})\n")
-    return _generate("plan", src, {"PACK": struct.Struct(fmt).pack, "PORT": PORT_PROTOS})  # type: ignore[no-any-return]
+    return _generate("plan", src, {"PACK": struct.Struct(fmt).pack, "PORT": PORT_PROTOS,
+                                   "KEY": _KEY[4 if family == AF_INET else 16].pack})  # type: ignore[no-any-return]
 
 
 def _body_format(values: dict[str, list[str]]) -> tuple[str, list[str]]:
@@ -128,7 +135,7 @@ def create_plan(shape: BodyShape) -> CreatePlan | None:
     src = (f"def plan(v):\n"
            f"    if not {proto_ok}:\n"
            f"        return None\n"
-           f"    return ((v[{addr}], v[{addr + 1}], {v('l4proto')}, {v('port')}, {v('port', at=1)}, "
-           f"None, None, None, 0), {family}, {v('l4proto')}, v[{addr}], v[{addr + 1}], {v('port')}, "
+           f"    return (KEY(v[{addr}], v[{addr + 1}], {v('l4proto')}, {v('port')}, {v('port', at=1)}, "
+           f"0, 0, 0, 0), {family}, {v('l4proto')}, v[{addr}], v[{addr + 1}], {v('port')}, "
            f"{v('port', at=1)}, {v('status', '0')}, {v('tcp_state')}, {v('timeout')}, {v('mark', '0')})\n")
-    return _generate("plan", src, {"PORT": PORT_PROTOS})  # type: ignore[no-any-return]
+    return _generate("plan", src, {"PORT": PORT_PROTOS, "KEY": _KEY[4 if family == AF_INET else 16].pack})  # type: ignore[no-any-return]

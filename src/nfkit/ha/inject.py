@@ -66,6 +66,7 @@ class Injector:
         self._creator = ctwire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags,
                                              with_helper=True)
         self._emitters: dict[tuple[int, int, bool, bool], Callable[..., int]] = {}
+        self._flags_by_state: dict[int, int] = {}
 
     def close(self) -> None:
         self.sock.close()
@@ -128,7 +129,9 @@ class Injector:
         if mark:
             values += (mark,)
         if tcp:
-            f = self._tcp_flags_of(state)
+            f = self._flags_by_state.get(state)
+            if f is None:
+                f = self._flags_by_state[state] = self._tcp_flags_of(state)
             values += (state, f, f, f, f)
         shape = (family, proto, tcp, bool(mark))
         emit = self._emitters.get(shape)
