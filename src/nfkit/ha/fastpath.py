@@ -8,8 +8,9 @@ it (`event_plan`); for a received conntrackd message body of a known shape
 ctnetlink create needs (`create_plan`); and the sync key itself (`entry_key`),
 the one identity of an entry in the caches, the sessions' queues and the
 injector's batches.
-The plans cover the common shapes (port protocols, no NAT, no helper, labels
-or direction zones); they return None for anything else and the caller takes
+The plans cover the common shapes (port protocols without a helper, labels
+or direction zones; the sender's with NAT, the receiver's without); they
+return None for anything else and the caller takes
 the entry path (`nfkit.ha.convert`), which stays the reference: the tests
 check that both give the same bytes.
 Must not know: sockets, FTFW, the engine's caches.
@@ -21,7 +22,7 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from nfkit.conntrack.model import AF_INET, AF_INET6, PORT_PROTOS, Entry
+from nfkit.conntrack.model import AF_INET, AF_INET6, PORT_PROTOS, Entry, Status
 from nfkit.conntrack.wire import addr_bytes
 from nfkit.ha import convert, spec
 from nfkit.ha.wire import BodyShape
@@ -67,8 +68,9 @@ def event_plan(index: dict[Hashable, int], family: int) -> EventPlan | None:
     """The plan of a ctnetlink layout (``index``: its field -> value position), or None.
 
     The body is laid out as `spec.CT_ORDER` says and `convert.from_entry` then
-    `wire.encode_attrs` would make it; the plan returns None for an entry whose
-    reply is not its original's mirror (NAT: the entry path says it)."""
+    `wire.encode_attrs` would make it, NAT attributes included; the plan returns
+    None for an entry whose reply NAT cannot explain (the entry path refuses it
+    with the reason)."""
     if family not in (AF_INET, AF_INET6) or any(k not in index for k in _EVENT_NEEDED) \
             or any(k in index for k in _EVENT_UNPLANNED):
         return None
@@ -76,27 +78,61 @@ def event_plan(index: dict[Hashable, int], family: int) -> EventPlan | None:
     def v(name: str, default: str = "None") -> str:
         return f"v[{index[name]}]" if name in index else default
 
-    values = {"ipv4" if family == AF_INET else "ipv6": [v("o.src"), v("o.dst")], "status": [v("status", "0")],
-              "l4proto": [v("o.proto")], "port": [v("o.sport"), v("o.dport")], "mark": [v("mark", "0")]}
+    six = family == AF_INET6
+    head = {"ipv6" if six else "ipv4": [v("o.src"), v("o.dst")], "status": [v("status", "0")],
+            "l4proto": [v("o.proto")], "port": [v("o.sport"), v("o.dport")], "mark": [v("mark", "0")]}
     if "state" in index:
-        values["tcp_state"] = [v("state")]
+        head["tcp_state"] = [v("state")]
     if "timeout" in index:
-        values["timeout"] = [v("timeout")]
-    if "zone" in index:
-        values["zone"] = [v("zone")]
-    fmt, args = _body_format(values)
-    mirror = (f"{v('r.src')} == {v('o.dst')} and {v('r.dst')} == {v('o.src')} and "
-              f"{v('r.sport')} == {v('o.dport')} and {v('r.dport')} == {v('o.sport')} and "
-              f"{v('r.proto')} == {v('o.proto')}")
+        head["timeout"] = [v("timeout")]
+    tail = {"zone": [v("zone")]} if "zone" in index else {}
+    head_fmt, head_args = _body_format(head)
+    tail_fmt, tail_args = _body_format(tail)
+    o_src, o_dst, o_sport, o_dport = v("o.src"), v("o.dst"), v("o.sport"), v("o.dport")
+    r_src, r_dst, r_sport, r_dport = v("r.src"), v("r.dst"), v("r.sport"), v("r.dport")
     proto_ok = f"{v('o.proto')} == 6" if "state" in index else f"{v('o.proto')} in PORT"
+    # NAT as `convert._nat` says it: each part of the reply that is not the mirror's, if the
+    # status says that NAT was done; a reply NAT cannot explain: None (the entry path refuses it)
     src = (f"def plan(v):\n"
-           f"    if not ({mirror} and {proto_ok}):\n"
+           f"    if not ({proto_ok} and {v('r.proto')} == {v('o.proto')}):\n"
            f"        return None\n"
-           f"    return (KEY({v('o.src')}, {v('o.dst')}, {v('o.proto')}, {v('o.sport')}, {v('o.dport')}, "
-           f"0, 0, 0, {v('zone', '0')} or 0), PACK({', '.join(args)}), {v('o.proto')}, "
-           f"{v('o.src')}, {v('o.dst')}, {v('state')})\n")
-    return _generate("plan", src, {"PACK": struct.Struct(fmt).pack, "PORT": PORT_PROTOS,
-                                   "KEY": _KEY[4 if family == AF_INET else 16].pack})  # type: ignore[no-any-return]
+           f"    nat = b''\n"
+           f"    if not ({r_src} == {o_dst} and {r_dst} == {o_src} and {r_sport} == {o_dport} "
+           f"and {r_dport} == {o_sport}):\n"
+           f"        snat, dnat = {v('status', '0')} & SNAT_DONE, {v('status', '0')} & DNAT_DONE\n"
+           f"        if {r_dst} != {o_src}:\n"
+           f"            if not snat:\n                return None\n"
+           f"            nat += SNAT_ADDR + {r_dst}\n"
+           f"        if {r_src} != {o_dst}:\n"
+           f"            if not dnat:\n                return None\n"
+           f"            nat += DNAT_ADDR + {r_src}\n"
+           f"        if {r_dport} != {o_sport}:\n"
+           f"            if not snat:\n                return None\n"
+           f"            nat += SPAT + SWAPPED({r_dport})\n"
+           f"        if {r_sport} != {o_dport}:\n"
+           f"            if not dnat:\n                return None\n"
+           f"            nat += DPAT + SWAPPED({r_sport})\n"
+           f"    return (KEY({o_src}, {o_dst}, {v('o.proto')}, {o_sport}, {o_dport}, "
+           f"0, 0, 0, {v('zone', '0')} or 0), HEAD({', '.join(head_args)}) + nat + TAIL({', '.join(tail_args)}), "
+           f"{v('o.proto')}, {o_src}, {o_dst}, {v('state')})\n")
+    return _generate("plan", src, {  # type: ignore[no-any-return]
+        "HEAD": struct.Struct(head_fmt).pack, "TAIL": struct.Struct(tail_fmt).pack, "PORT": PORT_PROTOS,
+        "KEY": _KEY[16 if six else 4].pack, "SNAT_DONE": int(Status.SRC_NAT_DONE),
+        "DNAT_DONE": int(Status.DST_NAT_DONE), "SWAPPED": _SWAPPED_PADDED.pack,
+        "SNAT_ADDR": _attr_header("snat_ipv6" if six else "snat_ipv4"),
+        "DNAT_ADDR": _attr_header("dnat_ipv6" if six else "dnat_ipv4"),
+        "SPAT": _attr_header("spat_port"), "DPAT": _attr_header("dpat_port")})
+
+
+# a NAT port's value: 1.4.7's byte-swapped 16 bits (`spec.SWAPPED16`), then the padding
+_SWAPPED_PADDED = struct.Struct("<H2x")
+
+
+def _attr_header(name: str) -> bytes:
+    """An attribute's header, put before its value by the generated code."""
+    attr = spec.CT_BY_NAME[name]
+    assert attr.layout.size is not None
+    return spec.ATTR_HEADER.pack(spec.ATTR_HEADER.size + attr.layout.size, attr.number)
 
 
 def _body_format(values: dict[str, list[str]]) -> tuple[str, list[str]]:
