@@ -118,7 +118,7 @@ def test_create_plans_make_the_create_the_entry_path_makes(netns: Namespace) -> 
                     injector._create(slow, injector._prepared(e))
                     # the same message but for its sequence number
                     assert fast.buffer[:8] + fast.buffer[12:] == slow.buffer[:8] + slow.buffer[12:], e
-        assert planned == len(plain) and declined
+        assert planned > len(plain) and declined  # the captures' NAT entries planned too; ICMP, helpers not
     finally:
         injector.close()
         table.close()

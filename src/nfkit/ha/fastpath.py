@@ -8,9 +8,8 @@ it (`event_plan`); for a received conntrackd message body of a known shape
 ctnetlink create needs (`create_plan`); and the sync key itself (`entry_key`),
 the one identity of an entry in the caches, the sessions' queues and the
 injector's batches.
-The plans cover the common shapes (port protocols without a helper, labels
-or direction zones; the sender's with NAT, the receiver's without); they
-return None for anything else and the caller takes
+The plans cover the common shapes (port protocols, NAT included, without a
+helper, labels or direction zones); they return None for anything else and the caller takes
 the entry path (`nfkit.ha.convert`), which stays the reference: the tests
 check that both give the same bytes.
 Must not know: sockets, FTFW, the engine's caches.
@@ -29,7 +28,8 @@ from nfkit.ha.wire import BodyShape
 
 # (key, body, protocol, source bytes, destination bytes, TCP state) of one event
 EventPlan = Callable[[tuple[Any, ...]], tuple[Any, ...] | None]
-# (key, family, protocol, src bytes, dst bytes, sport, dport, status, TCP state, timeout, mark)
+# (key, family, protocol, src bytes, dst bytes, sport, dport, status, TCP state, timeout, mark,
+#  NAT: None, or (reply src, dst, sport, dport, DNAT to give, SNAT to give))
 CreatePlan = Callable[[tuple[Any, ...]], tuple[Any, ...] | None]
 
 # conntrack layout fields the event plans do not carry: such layouts take the entry path
@@ -40,7 +40,8 @@ _EVENT_NEEDED = ("o.src", "o.dst", "o.proto", "o.sport", "o.dport", "r.src", "r.
 # conntrackd attributes a create plan reads, and those it passes over as `convert.to_entry`
 # does (the entry model has no field for them: 1.4.7 sends a zero synproxy with every TCP
 # entry); a shape with any other attribute takes the entry path
-_CREATE_PLANNED = frozenset({"ipv4", "ipv6", "status", "l4proto", "port", "tcp_state", "timeout", "mark"})
+_CREATE_PLANNED = frozenset({"ipv4", "ipv6", "status", "l4proto", "port", "tcp_state", "timeout", "mark",
+                             "snat_ipv4", "dnat_ipv4", "snat_ipv6", "dnat_ipv6", "spat_port", "dpat_port"})
 _CREATE_PASSED = frozenset(spec.CT_BY_NAME) - convert.MODELLED
 
 
@@ -154,24 +155,44 @@ def _body_format(values: dict[str, list[str]]) -> tuple[str, list[str]]:
 
 def create_plan(shape: BodyShape) -> CreatePlan | None:
     """The plan of a received CT message body's shape, or None: the values a ctnetlink
-    create of the entry needs, as `convert.to_entry` reads them (the reply is the
-    original's mirror: a shape with NAT attributes takes the entry path)."""
+    create of the entry needs, as `convert.to_entry` reads them (the reply rebuilt
+    from the NAT attributes) and `encode_create` gives them to the kernel."""
     names = set(shape.names)
     if not shape.type_ct or not names <= _CREATE_PLANNED | _CREATE_PASSED or "port" not in names or "l4proto" not in names \
             or ("ipv4" in names) == ("ipv6" in names):
         return None
     ix = shape.index
     family = AF_INET if "ipv4" in names else AF_INET6
-    addr = ix["ipv4" if family == AF_INET else "ipv6"]
+    six = family == AF_INET6
+    if any(n in names for n in (("snat_ipv4", "dnat_ipv4") if six else ("snat_ipv6", "dnat_ipv6"))):
+        return None  # a NAT address of the other family: the entry path refuses it
+    addr = ix["ipv6" if six else "ipv4"]
 
     def v(name: str, default: str = "None", at: int = 0) -> str:
         return f"v[{ix[name] + at}]" if name in ix else default
 
+    # the reply as `convert.to_entry` rebuilds it from the NAT attributes (the ports'
+    # 1.4.7 byte swap undone), and the NAT a create gives the kernel as `encode_create` does
+    s_, d_ = f"v[{addr}]", f"v[{addr + 1}]"
+    sport, dport = v("port"), v("port", at=1)
+    r_src = v("dnat_ipv6" if six else "dnat_ipv4", d_)
+    r_dst = v("snat_ipv6" if six else "snat_ipv4", s_)
+    r_sport = f"SWAP({v('dpat_port')})" if "dpat_port" in names else dport
+    r_dport = f"SWAP({v('spat_port')})" if "spat_port" in names else sport
     proto_ok = f"{v('l4proto')} == 6" if "tcp_state" in names else f"{v('l4proto')} in PORT"
+    status = v("status", "0")
     src = (f"def plan(v):\n"
            f"    if not {proto_ok}:\n"
            f"        return None\n"
-           f"    return (KEY(v[{addr}], v[{addr + 1}], {v('l4proto')}, {v('port')}, {v('port', at=1)}, "
-           f"0, 0, 0, 0), {family}, {v('l4proto')}, v[{addr}], v[{addr + 1}], {v('port')}, "
-           f"{v('port', at=1)}, {v('status', '0')}, {v('tcp_state')}, {v('timeout')}, {v('mark', '0')})\n")
-    return _generate("plan", src, {"PORT": PORT_PROTOS, "KEY": _KEY[4 if family == AF_INET else 16].pack})  # type: ignore[no-any-return]
+           f"    rs, rd, rsp, rdp = {r_src}, {r_dst}, {r_sport}, {r_dport}\n"
+           f"    nat = not (rs == {d_} and rd == {s_} and rsp == {dport} and rdp == {sport})\n"
+           f"    return (KEY({s_}, {d_}, {v('l4proto')}, {sport}, {dport}, 0, 0, 0, 0), {family}, {v('l4proto')}, "
+           f"{s_}, {d_}, {sport}, {dport}, {status}, {v('tcp_state')}, {v('timeout')}, {v('mark', '0')}, "
+           f"(rs, rd, rsp, rdp, bool(nat and {status} & DNAT), bool(nat and {status} & SNAT)) if nat else None)\n")
+    return _generate("plan", src, {"PORT": PORT_PROTOS, "KEY": _KEY[16 if six else 4].pack,  # type: ignore[no-any-return]
+                                   "SWAP": _swap16, "SNAT": int(Status.SRC_NAT), "DNAT": int(Status.DST_NAT)})
+
+
+def _swap16(raw: bytes) -> int:
+    """A NAT port as 1.4.7 sends it (its two bytes swapped: `spec.SWAPPED16`) to its value."""
+    return raw[0] | raw[1] << 8

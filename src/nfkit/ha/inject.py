@@ -65,7 +65,7 @@ class Injector:
         # one message template per entry shape: most of a big resync's cost otherwise
         self._creator = ctwire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags,
                                              with_helper=True)
-        self._emitters: dict[tuple[int, int, bool, bool], Callable[..., int]] = {}
+        self._emitters: dict[tuple[int, int, bool, bool, bool, bool], Callable[..., int]] = {}
         self._flags_by_state: dict[int, int] = {}
 
     def close(self) -> None:
@@ -120,12 +120,24 @@ class Injector:
         return self._prepared(entry if isinstance(entry, Entry) else entry())
 
     def _create_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
-        family, proto, src, dst, sport, dport, status, state, timeout, mark = planned
+        family, proto, src, dst, sport, dport, status, state, timeout, mark, nat = planned
         if self.commit_timeout:
             timeout = self.commit_timeout
         tcp = state is not None and proto == 6
-        values: tuple[Any, ...] = (src, dst, sport, dport, dst, src, dport, sport, 30 if timeout is None else timeout,
-                                   ctwire.create_status(status & _NOT_EXPECTED))
+        dnat = snat = False
+        if nat is None:
+            values: tuple[Any, ...] = (src, dst, sport, dport, dst, src, dport, sport)
+        else:  # as encode_create: the mirror and the NAT ranges, or the reply as it is
+            r_src, r_dst, r_sport, r_dport, dnat, snat = nat
+            if dnat or snat:
+                values = (src, dst, sport, dport, dst, src, dport, sport)
+                if dnat:
+                    values += (r_src, r_src, r_sport, r_sport)
+                if snat:
+                    values += (r_dst, r_dst, r_dport, r_dport)
+            else:
+                values = (src, dst, sport, dport, r_src, r_dst, r_sport, r_dport)
+        values += (30 if timeout is None else timeout, ctwire.create_status(status & _NOT_EXPECTED))
         if mark:
             values += (mark,)
         if tcp:
@@ -133,7 +145,7 @@ class Injector:
             if f is None:
                 f = self._flags_by_state[state] = self._tcp_flags_of(state)
             values += (state, f, f, f, f)
-        shape = (family, proto, tcp, bool(mark))
+        shape = (family, proto, tcp, bool(mark), dnat, snat)
         emit = self._emitters.get(shape)
         if emit is None:
             emit = self._emitters[shape] = self._creator.template(*shape).compiled()
