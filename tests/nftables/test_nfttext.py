@@ -30,13 +30,14 @@ from .conftest import NFKIT, nft_json
 HERE = Path(__file__).parent
 NFT = HERE / "nft"
 DISTRO = NFT / "distro"
-# A file nft loads and nfkit's encoder cannot take whole (osf is not encoded): refused
-# with the rule's file and line, never loaded in part.
+# A file nft loads and nfkit's encoder cannot take whole (an icmp header field written with
+# its checksum fixed is not encoded): refused with the rule's file and line, never loaded in
+# part.
 GAP = """table ip t {
 \tchain c {
 \t\ttype filter hook input priority 0; policy accept;
 \t\ttcp dport 22 accept
-\t\tosf name "Linux" accept
+\t\ticmp type set echo-reply accept
 \t}
 }
 """

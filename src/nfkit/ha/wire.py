@@ -169,7 +169,7 @@ class BodyShape:
     """The compiled layout of a state message body made only of fixed-size attributes:
     ``headers(buf, off) == expected`` says a body of the same length has it (and
     is then as well formed as the first one, checked in full); ``values(buf, off)``
-    reads every value in one struct call (`spec.Layout.raw`: addresses as bytes);
+    reads every value in one struct call (`spec.ValueFormat.raw`: addresses as bytes);
     ``index[name]`` is where an attribute's first value sits in them."""
 
     __slots__ = ("expected", "headers", "index", "names", "type_ct", "values")

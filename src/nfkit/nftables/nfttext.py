@@ -591,6 +591,8 @@ class Exprs:
             c.i += 1
             key = c.name()
             return {"meta": {"key": key}}
+        if w == "ipsec" and w1 in ("in", "out"):
+            return self._ipsec(c)
         if w in _META_BARE:
             c.i += 1
             return {"meta": {"key": w}}
@@ -650,11 +652,27 @@ class Exprs:
             return {"osf": ob}
         return None
 
+    def _ipsec(self, c: Cursor) -> Any:
+        """`ipsec in|out [spnum N] reqid|spi|ip saddr|ip6 daddr...` (consumed)."""
+        c.i += 1
+        body: dict[str, Any] = {"key": "", "dir": c.expect("in", "out")}
+        if c.accept("spnum"):
+            body["spnum"] = c.integer()
+        if c.word() in ("ip", "ip6"):
+            body["family"] = c.name()
+            body["key"] = c.expect("saddr", "daddr")
+        else:
+            body["key"] = c.expect("reqid", "spi")
+        # nft's JSON order: key, family, dir, spnum (0 when not given)
+        return {"ipsec": {"key": body["key"], **({"family": body["family"]} if "family" in body
+                                                 else {}),
+                          "dir": body["dir"], "spnum": body.get("spnum", 0)}}
+
     def _exthdr(self, c: Cursor, w: str, w1: str | None) -> Any | None:
         """`exthdr frag`, `frag more-fragments`, `rt type`, `tcp option maxseg size`,
         `ip option rr ptr` (consumed), or None."""
-        if w in ("tcp", "ip") and w1 == "option":
-            kind = f"{w} option"
+        if w in ("tcp", "ip") and w1 == "option" or w == "sctp" and w1 == "chunk":
+            kind = f"{w} {w1}"
             c.i += 2
             body = {"name": c.name()}
             nxt = c.word()
@@ -665,6 +683,11 @@ class Exprs:
         if w == "exthdr" and w1 is not None:
             c.i += 2
             return {"exthdr": {"name": w1}}
+        if (w, w1) in (("srh", "sid"), ("rt0", "addr")) and c.word(2) == "[":
+            c.i += 3  # srh sid[2], rt0 addr[1]: the field's name holds its index
+            n = c.integer()
+            c.expect("]")
+            return {"exthdr": {"name": w, "field": f"{w1}[{n}]"}}
         names = {n for (k, n) in EXTHDR_FIELDS if k == "exthdr"}
         if w in names and w1 is not None and w1 in EXTHDR_FIELDS[("exthdr", w)][1] \
                 or w == "frag" and w1 in ("frag-off", "more-fragments", "reserved2"):
@@ -940,7 +963,12 @@ class Statements(Exprs):
         w = c.word()
         if w == "set":
             c.i += 1
-            return {"mangle": {"key": left, "value": self.concat(c)}}
+            value = self.concat(c)
+            if c.word() == ",":  # `ct event set new,related`: a list of flags
+                value = [value]
+                while c.accept(","):
+                    value.append(self.concat(c))
+            return {"mangle": {"key": left, "value": value}}
         if w == "vmap":
             c.i += 1
             return {"vmap": {"key": left, "data": self.map_data(c)}}
@@ -954,7 +982,8 @@ class Statements(Exprs):
             left = {"&": [left, self.rhs(c)]}
             op = op or "=="
         if isinstance(left, dict) and next(iter(left), None) in (
-                "fib", "exthdr", "tcp option", "ip option") and right in ("missing", "exists"):
+                "fib", "exthdr", "tcp option", "ip option", "sctp chunk") \
+                and right in ("missing", "exists"):
             right = right == "exists"
         if op is None:
             if isinstance(right, dict) and "set" in right or \
