@@ -83,13 +83,17 @@ class ValueFormat:
     # first item taken when ``single`` (None: ``unpack`` on a slice)
     unpack_from: Callable[[bytes, int], tuple[Any, ...]] | None = None
     single: bool = False
+    # the value as big-endian struct codes, addresses (and byte-swapped fields) as raw
+    # bytes: what compiled shapes read in one struct call (None: variable size)
+    raw: str | None = None
 
 
 def _fixed(name: str, fmt: str, single: bool = True) -> ValueFormat:
     st = struct.Struct(fmt)
+    raw = fmt[1:] if fmt[0] == ">" else f"{st.size}s"
     if single:
-        return ValueFormat(name, st.pack, lambda b: st.unpack(b)[0], st.size, None, st.unpack_from, True)
-    return ValueFormat(name, lambda v: st.pack(*v), st.unpack, st.size, None, st.unpack_from, False)
+        return ValueFormat(name, st.pack, lambda b: st.unpack(b)[0], st.size, None, st.unpack_from, True, raw)
+    return ValueFormat(name, lambda v: st.pack(*v), st.unpack, st.size, None, st.unpack_from, False, raw)
 
 
 def _addr_layout(name: str, family: int, count: int) -> ValueFormat:
@@ -114,7 +118,7 @@ def _addr_layout(name: str, family: int, count: int) -> ValueFormat:
             seen[raw] = value
         return value
 
-    return ValueFormat(name, pack, unpack, width * count)
+    return ValueFormat(name, pack, unpack, width * count, raw=f"{width}s" * count)
 
 
 def _cstring(name: str, max_size: int) -> ValueFormat:
