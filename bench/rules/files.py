@@ -12,7 +12,7 @@ Each load in a fresh network namespace (unshare -n); nfkit rules load, nft -f, n
 sendmsg, timed around the send only).  Then, on a loaded N-rule chain: `nfkit rules
 exists` of the last rule (cache cold and warm) against `iptables-nft -C`, and the
 listings against the bare dump.  Medians of BENCH_RUNS (default 3); the machine is
-shared: read the ratios, not the seconds.
+shared: read the ratios, not the seconds.  BENCH_ONLY=exists: the exists part alone.
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
@@ -39,6 +39,7 @@ from inputs import a4, listing_nft, mixed_nft, port  # noqa: E402
 
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "80000").split()]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+ONLY_EXISTS = os.environ.get("BENCH_ONLY") == "exists"
 
 FLOOR = r'''
 import sys, time
@@ -167,6 +168,8 @@ def exists_and_lists(d: Path, n: int) -> None:
                 res.setdefault("iptables-nft -C", []).append(timed(ns2.argv([
                     "iptables-nft", "-C", "INPUT", "-s", a4(n - 1), "-p", "tcp", "--dport",
                     str(port(n - 1)), "-j", "ACCEPT"])))
+            if ONLY_EXISTS:
+                continue
             res.setdefault("bare dump", []).append(float(ns.run([PY, "-c", DUMP]).stdout))
             res.setdefault("nfkit rules list", []).append(timed(ns.argv([*NFKIT, "rules", "list"])))
             res.setdefault("nfkit rules list --json", []).append(timed(ns.argv([*NFKIT, "rules", "list", "--json"])))
@@ -180,6 +183,8 @@ def exists_and_lists(d: Path, n: int) -> None:
         print(f"  nfkit rules exists, warm   {warm * 1000:7.1f} ms   (GETGEN + GETRULE of one handle)")
         if "iptables-nft -C" in m:
             print(f"  iptables-nft -C            {m['iptables-nft -C'] * 1000:7.1f} ms   iptables/nfkit warm = {m['iptables-nft -C'] / warm:.1f}")
+        if ONLY_EXISTS:
+            return
         dump = m["bare dump"]
         print(f"== list the {n}-rule chain (median of {RUNS})")
         print(f"  bare dump (nothing decoded) {dump:6.2f} s")
@@ -204,7 +209,10 @@ def _main() -> None:
     for n in SIZES:
         d = Path(tempfile.mkdtemp(prefix="nfkit-files-"))
         try:
-            loads(d, n)
+            if ONLY_EXISTS:
+                (d / "listing.nft").write_text(listing_nft(n))
+            else:
+                loads(d, n)
             if os.environ.get("BENCH_NO_DETAIL") != "1":
                 exists_and_lists(d, n)
         finally:

@@ -194,3 +194,35 @@ def test_kernel_numbers_are_the_specs() -> None:
             existscache.NFTA_RULE_EXPRESSIONS) == tuple(
         num("rule", k) for k in ("table", "chain", "handle", "expressions"))
     assert existscache.FAMILY_NUM == FAMILY_NUM
+
+
+_QUICK_IMPORTS = f"""
+import atexit, sys
+sys.path[:0] = [{_SRC!r}]
+before = set(sys.modules)
+atexit.register(lambda: print(" ".join(sorted(set(sys.modules) - before))))
+from nfkit.cli.entry import run
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.kernel
+def test_the_quick_path_imports_only_what_it_needs(netns: Any, cache_dir: Path) -> None:
+    """An answer from the cache costs a few milliseconds after the interpreter's start,
+    as long as nothing heavy is imported: no click, typing, json or socket (each costs
+    as much as the answer), nothing of netlink/ or the compiler."""
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, 7) == 0  # the full path: dumped, cached, remembered
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    for i, want in ((7, 0), (N + 3, None)):
+        if want is None:  # a rule never asked: the full path must answer
+            assert _exists(netns, cache_dir, i) == 1
+            want = 1
+        r = netns.run(["python3", "-c", _QUICK_IMPORTS, "rules", "exists", "-f", "inet", "-t",
+                       "t", "-c", "c", _rule(i)], check=False, env=env)
+        assert r.returncode == want, r.stderr
+        imported = set(r.stdout.split())
+        assert "nfkit.nftables.existscache" in imported  # answered by the quick path
+        heavy = {"click", "typing", "json", "socket", "re", "nfkit.errors", "nfkit.cli.guard",
+                 "nfkit.netlink", "nfkit.nftables.listing"}
+        assert not imported & heavy, sorted(imported & heavy)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-from nfkit.cli.guard import EXIT_INTERRUPTED, guarded
-
 
 def run(argv: list[str] | None = None) -> None:
     """The `nfkit` command (``argv`` defaults to sys.argv[1:])."""
@@ -21,12 +19,14 @@ def run(argv: list[str] | None = None) -> None:
     if (len(args) == 3 and args[0] == "rules" and args[1] in ("load", "check")
             and (args[2] == "-" or not args[2].startswith("-"))):
         from nfkit.cli import bulk
+        from nfkit.cli.guard import guarded
 
         guarded(bulk.load_file if args[1] == "load" else bulk.check_file, args[2])
         return
     if len(args) == 9 and args[:2] == ["rules", "exists"] and os.geteuid() == 0:
         # The answer from the cache (one GETGEN, one GETRULE) before anything else is
-        # imported; whatever it cannot answer goes the usual way.
+        # imported (not even guard: its typing costs more than the answer); whatever it
+        # cannot answer goes the usual way.
         opts = dict(zip(args[2:8:2], args[3:9:2], strict=True))
         names = {"-f": "f", "--family": "f", "-t": "t", "--table": "t", "-c": "c", "--chain": "c"}
         got = {names.get(k): v for k, v in opts.items()}
@@ -41,6 +41,7 @@ def run(argv: list[str] | None = None) -> None:
                 sys.exit(0 if found else 1)
     import click
 
+    from nfkit.cli.guard import EXIT_INTERRUPTED
     from nfkit.cli.main import main
 
     try:
