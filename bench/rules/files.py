@@ -21,6 +21,7 @@ shared: read the ratios, not the seconds.  BENCH_ONLY=exists: the exists part al
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ from inputs import a4, listing_nft, mixed_nft, port  # noqa: E402
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "80000").split()]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 ONLY_EXISTS = os.environ.get("BENCH_ONLY") == "exists"
+WARM = 5  # warm exists per run (the cheap one, the noisiest)
 
 FLOOR = r'''
 import sys, time
@@ -77,6 +79,15 @@ def timed(argv: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def timed_cpu(argv: list[str], cpu: list[float]) -> float:
+    """``argv`` timed (wall, returned), its CPU time (user + system) appended to ``cpu``."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed(argv)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return wall
 
 
 def fresh(argv: list[str]) -> float:
@@ -156,18 +167,21 @@ def exists_and_lists(d: Path, n: int) -> None:
                 subprocess.run(ns2.argv(["iptables-nft-restore"]), stdin=f, check=True)
         exists = [*NFKIT, "rules", "exists", "-f", "inet", "-t", "t", "-c", "c", rule]
         res: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         start = [PY, "-c", "pass"]
         for _ in range(RUNS):
-            res.setdefault("python start", []).append(timed(ns.argv(start)))
+            res.setdefault("python start", []).append(timed_cpu(ns.argv(start), cpu.setdefault("python start", [])))
             # another process commits (the generation moves): the next exists re-dumps
             ns.run("nft add table inet scratch")
             ns.run("nft delete table inet scratch")
             res.setdefault("exists, cold cache", []).append(timed(ns.argv(exists)))
-            res.setdefault("exists, warm cache", []).append(timed(ns.argv(exists)))
+            for _ in range(WARM):
+                res.setdefault("exists, warm cache", []).append(timed_cpu(
+                    ns.argv(exists), cpu.setdefault("exists, warm cache", [])))
             if ns2 is not None:
-                res.setdefault("iptables-nft -C", []).append(timed(ns2.argv([
+                res.setdefault("iptables-nft -C", []).append(timed_cpu(ns2.argv([
                     "iptables-nft", "-C", "INPUT", "-s", a4(n - 1), "-p", "tcp", "--dport",
-                    str(port(n - 1)), "-j", "ACCEPT"])))
+                    str(port(n - 1)), "-j", "ACCEPT"]), cpu.setdefault("iptables-nft -C", [])))
             if ONLY_EXISTS:
                 continue
             res.setdefault("bare dump", []).append(float(ns.run([PY, "-c", DUMP]).stdout))
@@ -176,13 +190,18 @@ def exists_and_lists(d: Path, n: int) -> None:
             res.setdefault("nft list ruleset", []).append(timed(ns.argv(["nft", "list", "ruleset"])))
             res.setdefault("nft -j list ruleset", []).append(timed(ns.argv(["nft", "-j", "list", "ruleset"])))
         m = {k: med(v) for k, v in res.items()}
+        c = {k: med(v) for k, v in cpu.items()}
         warm = m["exists, warm cache"]
-        print(f"\n== exists, the last of {n} rules (median of {RUNS}; process start included)")
-        print(f"  python start alone         {m['python start'] * 1000:7.1f} ms")
+        print(f"\n== exists, the last of {n} rules (median of {RUNS}, warm {RUNS * WARM}; process start "
+              "included; wall, and user + system CPU)")
+        print(f"  python start alone         {m['python start'] * 1000:7.1f} ms  cpu {c['python start'] * 1000:6.1f} ms")
         print(f"  nfkit rules exists, cold   {m['exists, cold cache'] * 1000:7.1f} ms   (dump, fingerprints cached)")
-        print(f"  nfkit rules exists, warm   {warm * 1000:7.1f} ms   (GETGEN + GETRULE of one handle)")
+        print(f"  nfkit rules exists, warm   {warm * 1000:7.1f} ms  cpu {c['exists, warm cache'] * 1000:6.1f} ms"
+              "   (GETGEN + GETRULE of one handle)")
         if "iptables-nft -C" in m:
-            print(f"  iptables-nft -C            {m['iptables-nft -C'] * 1000:7.1f} ms   iptables/nfkit warm = {m['iptables-nft -C'] / warm:.1f}")
+            print(f"  iptables-nft -C            {m['iptables-nft -C'] * 1000:7.1f} ms  cpu {c['iptables-nft -C'] * 1000:6.1f} ms"
+                  f"   iptables/nfkit warm = {m['iptables-nft -C'] / warm:.1f} (wall), "
+                  f"{c['iptables-nft -C'] / c['exists, warm cache']:.1f} (cpu)")
         if ONLY_EXISTS:
             return
         dump = m["bare dump"]
