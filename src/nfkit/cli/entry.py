@@ -2,8 +2,10 @@
 
 This module owns starting the commands that load big rule files
 (`nfkit rules load FILE`,
-`nfkit rules check FILE`) without importing click, whose import alone costs
-more than the kernel needs to commit 10,000 rules.  Every other command line
+`nfkit rules check FILE`), that add or delete set elements (`nfkit rules element
+add|delete`) and that answer `nfkit rules exists` from its cache, without
+importing click, whose import alone costs more than the kernel needs to commit
+10,000 rules.  Every other command line
 goes to the click group in `nfkit.cli.main`; both run under `guard.guarded`.
 """
 
@@ -23,6 +25,15 @@ def run(argv: list[str] | None = None) -> None:
 
         guarded(bulk.load_file if args[1] == "load" else bulk.check_file, args[2])
         return
+    if args[:2] == ["rules", "element"]:
+        from nfkit.cli.element_change import change, quick_args
+
+        element_args = quick_args(args)
+        if element_args is not None:
+            from nfkit.cli.guard import guarded
+
+            guarded(change, *element_args)
+            return
     if len(args) == 9 and args[:2] == ["rules", "exists"] and os.geteuid() == 0:
         # The answer from the cache (one GETGEN, one GETRULE) before anything else is
         # imported (not even guard: its typing costs more than the answer); whatever it
