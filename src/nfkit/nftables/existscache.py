@@ -70,8 +70,9 @@ def fingerprint(expr: list[Any]) -> bytes:
 
 
 def _fields(*parts: object) -> bytes:
-    """``parts`` as one line, unambiguously (each part's text in hex)."""
-    return b" ".join(str(p).encode().hex().encode() for p in parts) + b"\n"
+    """``parts`` as one line, unambiguously (each part's text in hex; any text, also
+    the lone surrogates of an argument that was not UTF-8)."""
+    return b" ".join(str(p).encode("utf-8", "surrogatepass").hex().encode() for p in parts) + b"\n"
 
 
 def cache_dir() -> Path:
