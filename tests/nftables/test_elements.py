@@ -148,3 +148,26 @@ def test_keys_in_bulk_are_the_bytes_of_one_by_one(kind: str, n: int, delete: boo
                   extra=[b""] * n)
     assert _messages(bulk) == _messages(one)
     assert len(bulk.seqs) > 1 + n // 4000  # BATCH_BEGIN and one message per chunk at least
+
+
+def test_the_click_less_start_takes_only_plain_element_commands() -> None:
+    """`rules element add|delete` with elements and --from FILE start without click; any
+    option, help or family click would refuse goes to click (its messages, its help)."""
+    from nfkit.cli.element_change import quick_args
+
+    assert quick_args(["rules", "element", "add", "inet", "t", "s", "192.0.2.1", "192.0.2.2"]) == (
+        "add", "inet", "t", "s", ["192.0.2.1", "192.0.2.2"], None)
+    assert quick_args(["rules", "element", "delete", "ip", "t", "s", "--from", "-", "192.0.2.1"]) == (
+        "delete", "ip", "t", "s", ["192.0.2.1"], "-")
+    assert quick_args(["rules", "element", "add", "inet", "t", "s"]) == ("add", "inet", "t", "s", [], None)
+    for argv in (["rules", "element", "add", "inet", "t", "s", "--help"],
+                 ["rules", "element", "add", "inet", "t", "s", "-h"],
+                 ["rules", "element", "add", "inet", "t", "s", "--from"],
+                 ["rules", "element", "add", "inet", "t", "s", "--from=x"],
+                 ["rules", "element", "add", "inet", "t", "s", "--from", "a", "--from", "b"],
+                 ["rules", "element", "add", "bogus", "t", "s", "192.0.2.1"],
+                 ["rules", "element", "add", "inet", "--help", "t", "s"],
+                 ["rules", "element", "list", "inet", "t", "s"],
+                 ["rules", "element", "add", "inet", "t"],
+                 ["rules", "add", "inet", "t", "s", "x"]):
+        assert quick_args(argv) is None, argv
