@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from nfkit.errors import NfkitError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing's import costs more than `rules exists` answering from its cache
+    from collections.abc import Callable
+    from typing import Any
 
 # 128 + SIGPIPE: what the shell reports for conntrack -L | head -1
 EXIT_BROKEN_PIPE = 141
