@@ -12,7 +12,11 @@ Each load in a fresh network namespace (unshare -n); nfkit rules load, nft -f, n
 sendmsg, timed around the send only).  Then, on a loaded N-rule chain: `nfkit rules
 exists` of the last rule (cache cold and warm) against `iptables-nft -C`, and the
 listings against the bare dump.  Medians of BENCH_RUNS (default 3); the machine is
-shared: read the ratios, not the seconds.  BENCH_ONLY=exists: the exists part alone.
+shared: read the ratios, not the seconds.  Each load's CPU time (user + system, from
+the children's rusage) is printed beside its wall time, the kernel commit's as the
+sending thread's CPU time (the kernel does the commit in that thread); on a loaded
+machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
+the listings; BENCH_ONLY=exists runs the exists part alone.
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
@@ -56,8 +60,8 @@ b = Batch(); e = Encoder(b, known_sets(cmds, s))
 encode_commands(cmds, e); b.close()
 data = bytes(b.buffer)
 s.ensure_sndbuf(len(data) + (1 << 20))
-t0 = time.perf_counter(); s.send(data); t1 = time.perf_counter()
-print(t1 - t0)
+c0 = time.thread_time(); t0 = time.perf_counter(); s.send(data); t1 = time.perf_counter()
+print(t1 - t0, time.thread_time() - c0)  # the kernel's work runs in the sender's thread
 '''
 
 DUMP = r'''
@@ -75,31 +79,33 @@ print(time.perf_counter() - t0)
 '''
 
 
-def timed(argv: list[str]) -> float:
+CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each timed command
+
+
+def timed(argv: list[str], name: str = "") -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-def timed_cpu(argv: list[str], cpu: list[float]) -> float:
-    """``argv`` timed (wall, returned), its CPU time (user + system) appended to ``cpu``."""
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = timed(argv)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if name:
+        CPU.setdefault(name, []).append(after.ru_utime - before.ru_utime
+                                        + after.ru_stime - before.ru_stime)
     return wall
 
 
-def fresh(argv: list[str]) -> float:
+def fresh(argv: list[str], name: str = "") -> float:
     """``argv`` in a fresh network namespace, timed (namespace set-up included for
     every tool alike)."""
-    return timed(["unshare", "-n", *argv])
+    return timed(["unshare", "-n", *argv], name)
 
 
 def floor(path: Path) -> float:
     out = subprocess.run(["unshare", "-n", PY, "-c", FLOOR, str(path)], check=True,
                          capture_output=True, text=True).stdout
-    return float(out)
+    wall, cpu = map(float, out.split())
+    CPU.setdefault("kernel commit", []).append(cpu)
+    return wall
 
 
 def nft_json_listing(text_path: Path, json_path: Path) -> None:
@@ -127,19 +133,25 @@ def loads(d: Path, n: int) -> None:
     for title, path, other in cases:
         text_p, json_p = (path, other) if path.suffix == ".nft" else (other, path)
         res: dict[str, list[float]] = {}
+        CPU.clear()
         for _ in range(RUNS):
-            res.setdefault("nfkit rules load", []).append(fresh([*NFKIT, "rules", "load", str(path)]))
-            res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)]))
-            res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)]))
+            res.setdefault("nfkit rules load", []).append(
+                fresh([*NFKIT, "rules", "load", str(path)], "nfkit rules load"))
+            res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)], "nft -f"))
+            res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)], "nft -j -f"))
             res.setdefault("kernel commit", []).append(floor(path))
         m = {k: med(v) for k, v in res.items()}
-        ours = m["nfkit rules load"]
+        c = {k: med(v) for k, v in CPU.items()}
+        ours, cours = m["nfkit rules load"], c["nfkit rules load"]
         print(f"\n== load {n} rules: {title} ({path.name}; median of {RUNS}, fresh namespace each)")
-        print(f"  nfkit rules load       {ours:7.2f} s   nfkit/kernel commit = {ours / m['kernel commit']:.2f}")
+        print(f"  {'':22s} {'wall':>7s}     {'cpu':>5s}   ratios wall (cpu)")
+        print(f"  nfkit rules load       {ours:7.2f} s {cours:5.2f} s   nfkit/kernel commit = "
+              f"{ours / m['kernel commit']:.2f} ({cours / c['kernel commit']:.2f})")
         for k in ("nft -f", "nft -j -f"):
-            print(f"  {k:22s} {m[k]:7.2f} s   {k}/nfkit = {m[k] / ours:.2f}")
-        print(f"  kernel commit          {m['kernel commit']:7.2f} s   (the batch alone, one sendmsg)")
-        print("  per run: " + "; ".join(" ".join(f"{res[k][i]:.2f}" for k in res) for i in range(RUNS)))
+            print(f"  {k:22s} {m[k]:7.2f} s {c[k]:5.2f} s   {k}/nfkit = {m[k] / ours:.2f} ({c[k] / cours:.2f})")
+        print(f"  kernel commit          {m['kernel commit']:7.2f} s {c['kernel commit']:5.2f} s"
+              "   (the batch alone, one sendmsg)")
+        print("  per run (wall): " + "; ".join(" ".join(f"{res[k][i]:.2f}" for k in res) for i in range(RUNS)))
 
 
 def exists_and_lists(d: Path, n: int) -> None:
@@ -167,21 +179,20 @@ def exists_and_lists(d: Path, n: int) -> None:
                 subprocess.run(ns2.argv(["iptables-nft-restore"]), stdin=f, check=True)
         exists = [*NFKIT, "rules", "exists", "-f", "inet", "-t", "t", "-c", "c", rule]
         res: dict[str, list[float]] = {}
-        cpu: dict[str, list[float]] = {}
+        CPU.clear()
         start = [PY, "-c", "pass"]
         for _ in range(RUNS):
-            res.setdefault("python start", []).append(timed_cpu(ns.argv(start), cpu.setdefault("python start", [])))
+            res.setdefault("python start", []).append(timed(ns.argv(start), "python start"))
             # another process commits (the generation moves): the next exists re-dumps
             ns.run("nft add table inet scratch")
             ns.run("nft delete table inet scratch")
             res.setdefault("exists, cold cache", []).append(timed(ns.argv(exists)))
             for _ in range(WARM):
-                res.setdefault("exists, warm cache", []).append(timed_cpu(
-                    ns.argv(exists), cpu.setdefault("exists, warm cache", [])))
+                res.setdefault("exists, warm cache", []).append(timed(ns.argv(exists), "exists, warm cache"))
             if ns2 is not None:
-                res.setdefault("iptables-nft -C", []).append(timed_cpu(ns2.argv([
+                res.setdefault("iptables-nft -C", []).append(timed(ns2.argv([
                     "iptables-nft", "-C", "INPUT", "-s", a4(n - 1), "-p", "tcp", "--dport",
-                    str(port(n - 1)), "-j", "ACCEPT"]), cpu.setdefault("iptables-nft -C", [])))
+                    str(port(n - 1)), "-j", "ACCEPT"]), "iptables-nft -C"))
             if ONLY_EXISTS:
                 continue
             res.setdefault("bare dump", []).append(float(ns.run([PY, "-c", DUMP]).stdout))
@@ -190,7 +201,7 @@ def exists_and_lists(d: Path, n: int) -> None:
             res.setdefault("nft list ruleset", []).append(timed(ns.argv(["nft", "list", "ruleset"])))
             res.setdefault("nft -j list ruleset", []).append(timed(ns.argv(["nft", "-j", "list", "ruleset"])))
         m = {k: med(v) for k, v in res.items()}
-        c = {k: med(v) for k, v in cpu.items()}
+        c = {k: med(v) for k, v in CPU.items()}
         warm = m["exists, warm cache"]
         print(f"\n== exists, the last of {n} rules (median of {RUNS}, warm {RUNS * WARM}; process start "
               "included; wall, and user + system CPU)")

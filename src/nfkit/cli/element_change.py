@@ -7,15 +7,16 @@ the CLI framework: its import costs more than the kernel's work).
 
 from __future__ import annotations
 
-import gc
 import sys
 
-from nfkit.cli.bulk import done, read_file
+from nfkit.cli.bulk import read_file
+from nfkit.cli.guard import one_shot
 from nfkit.errors import InputError
 
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 
 
+@one_shot
 def change(verb: str, family: str, table: str, name: str, elements: tuple[str, ...] | list[str],
            from_file: str | None) -> None:
     """Add (``verb`` "add") or delete ELEMENTS and those of ``from_file`` to or from set
@@ -25,7 +26,6 @@ def change(verb: str, family: str, table: str, name: str, elements: tuple[str, .
     from nfkit.nftables.elements import element_commands, read_elements, set_listing, split_elements
     from nfkit.nftables.listing import dump, open_socket
 
-    gc.disable()  # thousands of small acyclic objects: collections only cost time
     texts = split_elements(", ".join(elements))
     if from_file is not None:
         texts += split_elements(read_file(from_file))
@@ -40,7 +40,6 @@ def change(verb: str, family: str, table: str, name: str, elements: tuple[str, .
         run_commands(element_commands(verb, family, table, name, items), sock=sock)
     print(f"{'added' if verb == 'add' else 'deleted'} {len(items)} element(s) "
           f"{'to' if verb == 'add' else 'from'} {s.kind} {family} {table} {name}", file=sys.stderr)
-    done()
 
 
 def quick_args(args: list[str]) -> tuple[str, str, str, str, list[str], str | None] | None:

@@ -362,25 +362,15 @@ class EntryDecoder:
     def __init__(self) -> None:
         self.shapes: Shapes[_Layout] = Shapes(CT, _Layout, names=ENTRY_FIELDS, max_layouts=self.MAX_LAYOUTS,
                                               max_per_length=self.MAX_LAYOUTS)
-        self._layouts = self.shapes.by_len  # read directly by the dump loops
+        self.find = self.shapes.find  # the layout of a message and its values (`Shapes.find`)
 
     def layout(self, buf: bytes | bytearray | memoryview, off: int, length: int,
                family: int) -> tuple[_Layout, tuple[Any, ...]]:
         """The layout of the message at ``off`` and its unpacked values."""
-        found = self.shapes.lookup(buf, off, length, family)
-        if found is not None:
-            return found
-        lay = self.shapes.learn(buf, off, length, family) or self.shapes.compile(buf, off, length, family)
-        return lay, lay.unpack(buf, off)
+        return self.shapes.find(buf, off, length, family)
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> Entry:
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                if lay.headers(buf, off) == lay.expected and lay.tag == family:
-                    v = lay.unpack(buf, off)
-                    return lay.build(v)  # type: ignore[no-any-return]
-        lay, v = self.layout(buf, off, length, family)
+        lay, v = self.find(buf, off, length, family)
         return lay.build(v)  # type: ignore[no-any-return]
 
     def text(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
@@ -392,7 +382,12 @@ class EntryDecoder:
         return self._line("json", buf, off, length, family)
 
     def _line(self, form: str, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
-        lay, v = self.layout(buf, off, length, family)
+        lay, v = self.find(buf, off, length, family)
+        return self.line(form, lay, v)
+
+    @staticmethod
+    def line(form: str, lay: _Layout, v: tuple[Any, ...]) -> str:
+        """The ``form`` ("text" or "json") line of the entry ``v`` of layout ``lay``."""
         fn = getattr(lay, form)
         if fn is not None:
             return fn(v)  # type: ignore[no-any-return]
