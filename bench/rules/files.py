@@ -16,7 +16,7 @@ shared: read the ratios, not the seconds.  Each load's CPU time (user + system, 
 the children's rusage) is printed beside its wall time, the kernel commit's as the
 sending thread's CPU time (the kernel does the commit in that thread); on a loaded
 machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
-the listings.
+the listings; BENCH_ONLY=exists runs the exists part alone.
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
@@ -44,6 +44,8 @@ from inputs import a4, listing_nft, mixed_nft, port  # noqa: E402
 
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "80000").split()]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+ONLY_EXISTS = os.environ.get("BENCH_ONLY") == "exists"
+WARM = 5  # warm exists per run (the cheap one, the noisiest)
 
 FLOOR = r'''
 import sys, time
@@ -177,31 +179,42 @@ def exists_and_lists(d: Path, n: int) -> None:
                 subprocess.run(ns2.argv(["iptables-nft-restore"]), stdin=f, check=True)
         exists = [*NFKIT, "rules", "exists", "-f", "inet", "-t", "t", "-c", "c", rule]
         res: dict[str, list[float]] = {}
+        CPU.clear()
         start = [PY, "-c", "pass"]
         for _ in range(RUNS):
-            res.setdefault("python start", []).append(timed(ns.argv(start)))
+            res.setdefault("python start", []).append(timed(ns.argv(start), "python start"))
             # another process commits (the generation moves): the next exists re-dumps
             ns.run("nft add table inet scratch")
             ns.run("nft delete table inet scratch")
             res.setdefault("exists, cold cache", []).append(timed(ns.argv(exists)))
-            res.setdefault("exists, warm cache", []).append(timed(ns.argv(exists)))
+            for _ in range(WARM):
+                res.setdefault("exists, warm cache", []).append(timed(ns.argv(exists), "exists, warm cache"))
             if ns2 is not None:
                 res.setdefault("iptables-nft -C", []).append(timed(ns2.argv([
                     "iptables-nft", "-C", "INPUT", "-s", a4(n - 1), "-p", "tcp", "--dport",
-                    str(port(n - 1)), "-j", "ACCEPT"])))
+                    str(port(n - 1)), "-j", "ACCEPT"]), "iptables-nft -C"))
+            if ONLY_EXISTS:
+                continue
             res.setdefault("bare dump", []).append(float(ns.run([PY, "-c", DUMP]).stdout))
             res.setdefault("nfkit rules list", []).append(timed(ns.argv([*NFKIT, "rules", "list"])))
             res.setdefault("nfkit rules list --json", []).append(timed(ns.argv([*NFKIT, "rules", "list", "--json"])))
             res.setdefault("nft list ruleset", []).append(timed(ns.argv(["nft", "list", "ruleset"])))
             res.setdefault("nft -j list ruleset", []).append(timed(ns.argv(["nft", "-j", "list", "ruleset"])))
         m = {k: med(v) for k, v in res.items()}
+        c = {k: med(v) for k, v in CPU.items()}
         warm = m["exists, warm cache"]
-        print(f"\n== exists, the last of {n} rules (median of {RUNS}; process start included)")
-        print(f"  python start alone         {m['python start'] * 1000:7.1f} ms")
+        print(f"\n== exists, the last of {n} rules (median of {RUNS}, warm {RUNS * WARM}; process start "
+              "included; wall, and user + system CPU)")
+        print(f"  python start alone         {m['python start'] * 1000:7.1f} ms  cpu {c['python start'] * 1000:6.1f} ms")
         print(f"  nfkit rules exists, cold   {m['exists, cold cache'] * 1000:7.1f} ms   (dump, fingerprints cached)")
-        print(f"  nfkit rules exists, warm   {warm * 1000:7.1f} ms   (GETGEN + GETRULE of one handle)")
+        print(f"  nfkit rules exists, warm   {warm * 1000:7.1f} ms  cpu {c['exists, warm cache'] * 1000:6.1f} ms"
+              "   (GETGEN + GETRULE of one handle)")
         if "iptables-nft -C" in m:
-            print(f"  iptables-nft -C            {m['iptables-nft -C'] * 1000:7.1f} ms   iptables/nfkit warm = {m['iptables-nft -C'] / warm:.1f}")
+            print(f"  iptables-nft -C            {m['iptables-nft -C'] * 1000:7.1f} ms  cpu {c['iptables-nft -C'] * 1000:6.1f} ms"
+                  f"   iptables/nfkit warm = {m['iptables-nft -C'] / warm:.1f} (wall), "
+                  f"{c['iptables-nft -C'] / c['exists, warm cache']:.1f} (cpu)")
+        if ONLY_EXISTS:
+            return
         dump = m["bare dump"]
         print(f"== list the {n}-rule chain (median of {RUNS})")
         print(f"  bare dump (nothing decoded) {dump:6.2f} s")
@@ -226,7 +239,10 @@ def _main() -> None:
     for n in SIZES:
         d = Path(tempfile.mkdtemp(prefix="nfkit-files-"))
         try:
-            loads(d, n)
+            if ONLY_EXISTS:
+                (d / "listing.nft").write_text(listing_nft(n))
+            else:
+                loads(d, n)
             if os.environ.get("BENCH_NO_DETAIL") != "1":
                 exists_and_lists(d, n)
         finally:

@@ -111,3 +111,63 @@ def test_the_direct_reading_is_nft_grammars_reading(texts: list[str]) -> None:
     fast = read_elements(texts, "inet", "t", "s", False)
     doc = to_json(f"add element inet t s {{ {', '.join(texts)} }}\n")
     assert fast == doc["nftables"][0]["add"]["element"]["elem"]
+
+
+def _messages(batch: Any) -> list[bytes]:
+    """The batch's messages, their sequence numbers left out (each batch has its own)."""
+    buf = bytes(batch.buffer)
+    starts = [start for _, start in batch.seqs] + [len(buf)]
+    return [buf[a:a + 8] + buf[a + 12:b] for a, b in zip(starts, starts[1:], strict=False)]
+
+
+KEYS = {"ipv4_addr": lambda i: f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+        "ipv6_addr": lambda i: f"2001:db8::{i:x}", "inet_service": lambda i: i % 65536,
+        "mark": lambda i: i, "ifname": lambda i: f"veth{i}"}
+
+
+@given(st.sampled_from(sorted(KEYS)), st.integers(1, 9000), st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_keys_in_bulk_are_the_bytes_of_one_by_one(kind: str, n: int, delete: bool) -> None:
+    """A blocklist's keys are encoded in bulk (one join per message): the same messages,
+    split at the same elements, as each element encoded on its own."""
+    from nfkit.netlink.codec import Batch
+    from nfkit.nftables.compiler import set_key_types
+    from nfkit.nftables.messages import Encoder
+    from nfkit.nftables.model import Set
+
+    s = Set("inet", "t", "s", type=kind)
+    keys = [KEYS[kind](i) for i in range(n)]
+    bulk = Batch()
+    Encoder(bulk).set_elements(s, keys, delete=delete)
+    one = Batch()
+    enc = Encoder(one)
+    (dt,) = set_key_types(s)
+    encoded = [enc.compiler("inet", "t").encode_value(dt, dt.size, k) for k in keys]
+    # extra (empty for every element) sends them the one-by-one way
+    enc._elements("inet", "t", "s", None, [(k, None, 0, None) for k in encoded], str(s), delete,
+                  extra=[b""] * n)
+    assert _messages(bulk) == _messages(one)
+    assert len(bulk.seqs) > 1 + n // 4000  # BATCH_BEGIN and one message per chunk at least
+
+
+def test_the_click_less_start_takes_only_plain_element_commands() -> None:
+    """`rules element add|delete` with elements and --from FILE start without click; any
+    option, help or family click would refuse goes to click (its messages, its help)."""
+    from nfkit.cli.element_change import quick_args
+
+    assert quick_args(["rules", "element", "add", "inet", "t", "s", "192.0.2.1", "192.0.2.2"]) == (
+        "add", "inet", "t", "s", ["192.0.2.1", "192.0.2.2"], None)
+    assert quick_args(["rules", "element", "delete", "ip", "t", "s", "--from", "-", "192.0.2.1"]) == (
+        "delete", "ip", "t", "s", ["192.0.2.1"], "-")
+    assert quick_args(["rules", "element", "add", "inet", "t", "s"]) == ("add", "inet", "t", "s", [], None)
+    for argv in (["rules", "element", "add", "inet", "t", "s", "--help"],
+                 ["rules", "element", "add", "inet", "t", "s", "-h"],
+                 ["rules", "element", "add", "inet", "t", "s", "--from"],
+                 ["rules", "element", "add", "inet", "t", "s", "--from=x"],
+                 ["rules", "element", "add", "inet", "t", "s", "--from", "a", "--from", "b"],
+                 ["rules", "element", "add", "bogus", "t", "s", "192.0.2.1"],
+                 ["rules", "element", "add", "inet", "--help", "t", "s"],
+                 ["rules", "element", "list", "inet", "t", "s"],
+                 ["rules", "element", "add", "inet", "t"],
+                 ["rules", "add", "inet", "t", "s", "x"]):
+        assert quick_args(argv) is None, argv

@@ -194,3 +194,63 @@ def test_kernel_numbers_are_the_specs() -> None:
             existscache.NFTA_RULE_EXPRESSIONS) == tuple(
         num("rule", k) for k in ("table", "chain", "handle", "expressions"))
     assert existscache.FAMILY_NUM == FAMILY_NUM
+
+
+_QUICK_IMPORTS = f"""
+import atexit, sys
+sys.path[:0] = [{_SRC!r}]
+before = set(sys.modules)
+atexit.register(lambda: print(" ".join(sorted(set(sys.modules) - before))))
+from nfkit.cli.entry import run
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.kernel
+def test_the_quick_path_imports_only_what_it_needs(netns: Any, cache_dir: Path) -> None:
+    """An answer from the cache costs a few milliseconds after the interpreter's start,
+    as long as nothing heavy is imported: no click, typing, json, socket or collections
+    (each costs as much as the answer), nothing of netlink/ or the compiler."""
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, 7) == 0  # the full path: dumped, cached, remembered
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    for i, want in ((7, 0), (N + 3, None)):
+        if want is None:  # a rule never asked: the full path must answer
+            assert _exists(netns, cache_dir, i) == 1
+            want = 1
+        r = netns.run(["python3", "-c", _QUICK_IMPORTS, "rules", "exists", "-f", "inet", "-t",
+                       "t", "-c", "c", _rule(i)], check=False, env=env)
+        assert r.returncode == want, r.stderr
+        imported = set(r.stdout.split())
+        assert "nfkit.nftables.existscache" in imported  # answered by the quick path
+        heavy = {"click", "typing", "json", "socket", "re", "collections", "nfkit.netlink",
+                 "nfkit.nftables.listing"}
+        assert not imported & heavy, sorted(imported & heavy)
+
+
+def _nla(typ: int, payload: bytes) -> bytes:
+    import struct
+
+    return struct.pack("=HH", 4 + len(payload), typ) + payload + bytes(-len(payload) % 4)
+
+
+def _expr(name: str, data: bytes) -> bytes:
+    return _nla(1 | 0x8000, _nla(1, name.encode() + b"\0") + _nla(2 | 0x8000, data))
+
+
+def test_the_digest_leaves_out_counter_values_only() -> None:
+    """A rule's digest does not move with its counters' values, and moves with anything else,
+    also with a compared value that reads "counter"."""
+    digest = existscache.expr_digest
+    cmp = _expr("cmp", _nla(1, b"\0\0\0\1") + _nla(3 | 0x8000, _nla(1, b"counter\0")))
+    counter = [_expr("counter", _nla(1, n.to_bytes(8, "big")) + _nla(2, n.to_bytes(8, "big")))
+               for n in (0, 7, 1 << 40)]
+    accept = _expr("immediate", _nla(1, b"\0\0\0\0"))
+    with_counters = {digest(cmp + c + accept) for c in counter}
+    assert len(with_counters) == 1
+    other_cmp = cmp.replace(b"counter\0", b"countex\0")
+    assert digest(other_cmp + counter[0] + accept) not in with_counters
+    assert digest(cmp + accept) not in with_counters  # a counter less
+    assert digest(cmp + counter[0]) not in with_counters
+    # no counter: every byte counts, a "counter" in compared data included
+    assert digest(cmp + accept) != digest(other_cmp + accept)

@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from nfkit.errors import InputError
+from nfkit.cli import element_change
 
-FAMILIES = click.Choice(["ip", "ip6", "inet", "arp", "bridge", "netdev"])
+FAMILIES = click.Choice(element_change.FAMILIES)
 
 
 def _target(f: Any) -> Any:
@@ -22,35 +22,11 @@ def _target(f: Any) -> Any:
     return click.argument("family", type=FAMILIES)(f)
 
 
-def _the_set(sock: Any, family: str, table: str, name: str) -> Any:
-    from nfkit.nftables import validate
-    from nfkit.nftables.elements import set_listing
-    from nfkit.nftables.listing import dump
-
-    validate.name(table, "TABLE")
-    validate.name(name, "SET")
-    rs = dump(sock, rules=False, elements=False, table=table, family=family, must_exist=True)
-    return set_listing(rs, family, table, name).sets[0]
-
-
 def _change(verb: str, family: str, table: str, name: str, elements: tuple[str, ...],
             from_file: str | None) -> None:
-    from nfkit.cli.bulk import read_file
-    from nfkit.nftables.commits import run_commands
-    from nfkit.nftables.elements import element_commands, read_elements, split_elements
-    from nfkit.nftables.listing import open_socket
+    from nfkit.cli.element_change import change
 
-    texts = split_elements(", ".join(elements))
-    if from_file is not None:
-        texts += split_elements(read_file(from_file))
-    if not texts:
-        raise InputError("no elements given (ELEMENT... or --from FILE)")
-    with open_socket() as sock:
-        s = _the_set(sock, family, table, name)
-        items = read_elements(texts, family, table, name, s.map is not None)
-        run_commands(element_commands(verb, family, table, name, items), sock=sock)
-    click.echo(f"{'added' if verb == 'add' else 'deleted'} {len(items)} element(s) "
-               f"{'to' if verb == 'add' else 'from'} {s.kind} {family} {table} {name}", err=True)
+    change(verb, family, table, name, elements, from_file)
 
 
 _FROM = click.option("--from", "from_file", metavar="FILE",

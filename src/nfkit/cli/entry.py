@@ -2,9 +2,11 @@
 
 This module owns starting the commands that load big rule files
 (`nfkit rules load FILE`,
-`nfkit rules check FILE`) without importing click, whose import alone costs
-more than the kernel needs to commit 10,000 rules.  Every other command line
-goes to the click group in `nfkit.cli.main`; both run under `guard.guarded`.
+`nfkit rules check FILE`), that add or delete set elements (`nfkit rules element
+add|delete`) and that answer `nfkit rules exists` from its cache, without
+importing click, whose import alone costs more than the kernel needs to commit
+10,000 rules.  Every other command line
+goes to the click group in `nfkit.cli.main`; all of it runs under `guard.guarded`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,25 @@ from nfkit.cli.guard import exit_interrupted, guarded
 
 def run(argv: list[str] | None = None) -> None:
     """The `nfkit` command (``argv`` defaults to sys.argv[1:])."""
-    args = sys.argv[1:] if argv is None else argv
+    # guarded from here on: an interrupt while the modules a command needs are
+    # imported is one line too (only the interpreter's own start answers it alone)
+    guarded(_run, sys.argv[1:] if argv is None else argv)
+
+
+def _run(args: list[str]) -> None:
     if (len(args) == 3 and args[0] == "rules" and args[1] in ("load", "check")
             and (args[2] == "-" or not args[2].startswith("-"))):
         from nfkit.cli import bulk
 
-        guarded(bulk.load_file if args[1] == "load" else bulk.check_file, args[2])
+        (bulk.load_file if args[1] == "load" else bulk.check_file)(args[2])
         return
+    if args[:2] == ["rules", "element"]:
+        from nfkit.cli.element_change import change, quick_args
+
+        element_args = quick_args(args)
+        if element_args is not None:
+            change(*element_args)
+            return
     if len(args) == 9 and args[:2] == ["rules", "exists"] and os.geteuid() == 0:
         # The answer from the cache (one GETGEN, one GETRULE) before anything else is
         # imported; whatever it cannot answer goes the usual way.

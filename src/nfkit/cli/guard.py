@@ -9,14 +9,16 @@ Imported by the entry point and by the click group; it imports neither.
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
 
 from nfkit.errors import NfkitError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing's import costs more than `rules exists` answering from its cache
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 # 128 + SIGPIPE: what the shell reports for conntrack -L | head -1
 EXIT_BROKEN_PIPE = 141
@@ -91,6 +93,8 @@ def one_shot(fn: Callable[..., int | None]) -> Callable[..., None]:
     an atexit handler.  An error it raises ends it as any command's (`guarded`).
     Measured: docs/rules.md ("One-shot commands").
     """
+
+    import functools  # here: its import (collections) costs more than `rules exists`' answer
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> None:

@@ -17,25 +17,34 @@ Only root uses it, from a directory (default /run/nfkit/exists, NFKIT_CACHE_DIR 
 move it) that it checks is root's alone all the way up (no other user can create,
 replace or write a cache file), and a file is read only if root owns it and no
 one else may write it.  Anything else: no cache, the chain is read as before.
+
+`quick` serves a command that must answer in a few milliseconds after the
+interpreter's start: the module imports neither json, nor socket, nor typing
+(tests/nftables/test_existscache.py lists what the quick path may import), and a
+chain's file is searched in place (sorted fixed-size records, a binary search by
+pread), never read whole.
 """
 
 from __future__ import annotations
 
-import json
+# _socket, not socket: socket's import (its enum classes) costs more than the answer
+import _socket
 import os
-import socket
 import stat
 import struct
 
-# blake2b without hashlib's OpenSSL import (this module serves a 50 ms command)
+# blake2b without hashlib's OpenSSL import
 from _blake2 import blake2b
-from typing import Any
 
-from nfkit.privatefile import read_private
+from nfkit.privatefile import open_private, read_private
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 Path = str  # paths are plain strings here: pathlib's import costs more than the answer
 
-MAGIC = b"nfkit-exists-cache 2\n"
+MAGIC = b"nfkit-exists-cache 3\n"
 # fingerprint, handle, digest of the rule's expressions as the kernel holds them
 _RECORD = struct.Struct(">16sQ16s")
 SO_NETNS_COOKIE = 71  # asm-generic/socket.h (Linux 5.14)
@@ -54,8 +63,16 @@ VERSION = "1"  # of the fingerprints: bump when the decoder's output changes
 def fingerprint(expr: list[Any]) -> bytes:
     """A rule's statements (counters aside, as `listing.strip_counters` leaves them)
     -> 16 bytes; equal statements, equal fingerprints (key order does not matter)."""
+    import json  # the full path's alone
+
     text = json.dumps(expr, sort_keys=True, separators=(",", ":"))
     return blake2b(text.encode(), digest_size=16).digest()
+
+
+def _fields(*parts: object) -> bytes:
+    """``parts`` as one line, unambiguously (each part's text in hex; any text, also
+    the lone surrogates of an argument that was not UTF-8)."""
+    return b" ".join(str(p).encode("utf-8", "surrogatepass").hex().encode() for p in parts) + b"\n"
 
 
 def cache_dir() -> Path:
@@ -115,7 +132,7 @@ class Conn:
     """A netfilter netlink socket for the few requests of the quick path (no dumps)."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER)
         self.seq = 0
 
     def close(self) -> None:
@@ -147,16 +164,12 @@ class Conn:
                 pos += (ln + 3) & ~3
 
 
-def netns_key(sock: Any) -> tuple[str, int]:
-    """(boot id, network namespace cookie) of the namespace ``sock`` lives in."""
+def netns_key(conn: Conn) -> tuple[str, int]:
+    """(boot id, network namespace cookie) of the namespace ``conn`` lives in."""
     with open("/proc/sys/kernel/random/boot_id") as f:
         boot = f.read().strip()
-    raw = socket.socket(fileno=os.dup(sock.fileno()))
-    try:
-        cookie = struct.unpack("=Q", raw.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
-    finally:
-        raw.close()
-    return boot, cookie
+    raw = conn.sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    return boot, struct.unpack("=Q", raw)[0]
 
 
 def generation(conn: Conn) -> int:
@@ -168,57 +181,76 @@ def generation(conn: Conn) -> int:
     raise OSError("the kernel gave no generation id")
 
 
+# NFTA_EXPR_NAME "counter", the first attribute of a counter expression as the kernel
+# gives it back
+_COUNTER_NAME = struct.pack("=HH", 12, NFTA_EXPR_NAME) + b"counter\0"
+
+
 def expr_digest(exprs: bytes) -> bytes:
     """A digest of a rule's expressions (NFTA_RULE_EXPRESSIONS) as the kernel holds
-    them, counter values left out (they move as packets pass)."""
+    them, counter values left out (they move as packets pass): every expression
+    whole, a counter's header and name only.  (A counter whose name the kernel put
+    elsewhere would be hashed whole: a digest that does not confirm, never one
+    that confirms wrongly.)"""
+    if _COUNTER_NAME not in exprs:
+        return blake2b(exprs, digest_size=16).digest()
     h = blake2b(digest_size=16)
-    pos = 0
-    while pos + 4 <= len(exprs):
-        ln, _typ = struct.unpack_from("=HH", exprs, pos)
+    pos, end = 0, len(exprs)
+    unpack = struct.unpack_from
+    while pos + 4 <= end:
+        ln = unpack("=H", exprs, pos)[0]
         if ln < 4:
             break
-        elem = exprs[pos + 4:pos + ln]
-        name = _attrs(elem).get(NFTA_EXPR_NAME, b"")
-        h.update(struct.pack("=H", len(elem)) + (name if name == b"counter\0" else elem))
+        if exprs.startswith(_COUNTER_NAME, pos + 4):
+            h.update(exprs[pos:pos + 4 + len(_COUNTER_NAME)])
+        else:
+            h.update(exprs[pos:pos + ln])
         pos += (ln + 3) & ~3
     return h.digest()
 
 
 class ChainCache:
-    """The fingerprints of one chain's rules as of one generation (a file's contents)."""
+    """The fingerprints of one chain's rules as of one generation: an open cache file,
+    searched in place (its records are sorted by fingerprint).  Close it."""
 
-    __slots__ = ("header", "records")
+    __slots__ = ("fd", "start", "count")
 
-    def __init__(self, header: dict[str, Any], records: bytes) -> None:
-        self.header = header
-        self.records = records  # sorted _RECORD entries
+    def __init__(self, fd: int, start: int, count: int) -> None:
+        self.fd = fd
+        self.start = start  # offset of the first _RECORD
+        self.count = count
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def _record(self, i: int) -> bytes:
+        return os.pread(self.fd, _RECORD.size, self.start + i * _RECORD.size)
 
     def handles(self, fp: bytes) -> list[tuple[int, bytes]]:
         """(handle, expressions digest) of the rules with fingerprint ``fp``."""
-        size = _RECORD.size
-        n = len(self.records) // size
-        lo, hi = 0, n
-        recs = self.records
+        lo, hi = 0, self.count
         while lo < hi:
             mid = (lo + hi) // 2
-            if recs[mid * size:mid * size + 16] < fp:
+            if self._record(mid)[:16] < fp:
                 lo = mid + 1
             else:
                 hi = mid
         out = []
-        while lo < n and recs[lo * size:lo * size + 16] == fp:
-            out.append(_RECORD.unpack_from(recs, lo * size)[1:])
+        while lo < self.count and (rec := self._record(lo))[:16] == fp:
+            if len(rec) != _RECORD.size:
+                break  # the file is shorter than it was (it never is: root's, replaced whole)
+            out.append(_RECORD.unpack(rec)[1:])
             lo += 1
         return out
 
 
-def _name(d: Path, *parts: Any) -> Path:
-    return os.path.join(d, blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest())
+def _name(d: Path, *parts: object) -> Path:
+    return os.path.join(d, blake2b(_fields(*parts), digest_size=16).hexdigest())
 
 
-def _header(key: tuple[str, int], gen: int, where: tuple[str, str, str]) -> dict[str, Any]:
-    return {"boot": key[0], "netns_cookie": key[1], "generation": gen, "family": where[0],
-            "table": where[1], "chain": where[2]}
+def _header(key: tuple[str, int], gen: int, where: tuple[str, str, str]) -> bytes:
+    """The first line after MAGIC: the namespace, generation and chain the file is of."""
+    return _fields("boot", key[0], "netns_cookie", key[1], "generation", gen, *where)
 
 
 def _write_root_file(path: Path, data: bytes) -> None:
@@ -242,28 +274,27 @@ def _write_root_file(path: Path, data: bytes) -> None:
 def read(d: Path, key: tuple[str, int], gen: int, where: tuple[str, str, str]
          ) -> ChainCache | None:
     """The cache of chain ``where`` (family, table, chain) when it is of generation
-    ``gen`` of namespace ``key`` and root's alone; else None."""
-    data = read_private(_name(d, "chain", key[0], key[1], *where), 0, single_link=True)
-    if data is None or not data.startswith(MAGIC):
+    ``gen`` of namespace ``key`` and root's alone (open: close it); else None."""
+    opened = open_private(_name(d, "chain", key[0], key[1], *where), 0, single_link=True)
+    if opened is None:
         return None
-    end = data.find(b"\n", len(MAGIC))
+    fd, size = opened
+    head = MAGIC + _header(key, gen, where)
     try:
-        header = json.loads(data[len(MAGIC):end])
-    except ValueError:
+        ok = os.pread(fd, len(head), 0) == head and (size - len(head)) % _RECORD.size == 0
+    except OSError:
+        ok = False
+    if not ok:
+        os.close(fd)
         return None
-    if header != _header(key, gen, where):
-        return None
-    records = data[end + 1:]
-    if len(records) % _RECORD.size:
-        return None
-    return ChainCache(header, records)
+    return ChainCache(fd, len(head), (size - len(head)) // _RECORD.size)
 
 
 def write(d: Path, key: tuple[str, int], gen: int, where: tuple[str, str, str],
           entries: list[tuple[bytes, int, bytes]]) -> None:
     body = b"".join(_RECORD.pack(*e) for e in sorted(entries))
-    header = json.dumps(_header(key, gen, where)).encode()
-    _write_root_file(_name(d, "chain", key[0], key[1], *where), MAGIC + header + b"\n" + body)
+    _write_root_file(_name(d, "chain", key[0], key[1], *where),
+                     MAGIC + _header(key, gen, where) + body)
 
 
 def _query_file(d: Path, where: tuple[str, str, str], rule_text: str) -> Path:
@@ -312,7 +343,10 @@ def quick(family: str, table: str, chain: str, rule_text: str) -> bool | None:
         cached = read(d, key, generation(conn), where)
         if cached is None:
             return None
-        handles = cached.handles(fp)
+        try:
+            handles = cached.handles(fp)
+        finally:
+            cached.close()
         if not handles:
             return False
         for handle, digest in handles:
@@ -332,6 +366,7 @@ def exists(rule: Any, rule_text: str | None = None) -> bool | None:
     `listing.exists`.  With ``rule_text`` (RULE as given), its fingerprint is
     remembered for `quick`.  Raises InputError when the chain does not exist."""
     from nfkit.netlink.socket import NetlinkSocket
+    from nfkit.nftables.jsonfmt import no_gc
     from nfkit.nftables.listing import chain_rules, normalize, strip_counters
 
     d = usable_dir(create=True)
@@ -348,7 +383,10 @@ def exists(rule: Any, rule_text: str | None = None) -> bool | None:
         gen = generation(conn)
         cached = read(d, key, gen, where)
         if cached is not None:
-            handles = cached.handles(fp)
+            try:
+                handles = cached.handles(fp)
+            finally:
+                cached.close()
             if not handles:
                 return False  # the generation is the cache's: the chain is as it was
             for handle, digest in handles:
@@ -358,7 +396,7 @@ def exists(rule: Any, rule_text: str | None = None) -> bool | None:
             # not what the cache says (a race with a commit): read the chain again
         entries: list[tuple[bytes, int, bytes]] = []
         found = False
-        with NetlinkSocket() as sock:
+        with NetlinkSocket() as sock, no_gc():  # 80,000 rules decoded: no cycles among them
             for r, attrs in chain_rules(sock, *where):
                 have = strip_counters(r.expr)
                 f = fingerprint(have)

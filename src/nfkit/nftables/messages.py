@@ -400,22 +400,12 @@ class Encoder:
                   objref: bool = False) -> None:
         """NEWSETELEM (or DELSETELEM) messages; with ``objref`` the elements' data are the
         names of the objects they map to (NFTA_SET_ELEM_OBJREF)."""
-        a = A["set_elem_list"]
         e = A["set_elem"]
-        head = string(a["table"], table) + string(a["set"], name)
-        if set_id is not None:
-            head += be32(a["set_id"], set_id)
+        head = _elem_head(table, name, set_id)
         chunk: list[bytes] = []
         size = 0
         if not extra and elements and _plain_elements(elements):
-            # keys alone, all of one length (a blocklist): every element is one
-            # constant header, the key and its padding
-            width = len(elements[0][0])
-            lead = nest(1, nest(e["key"], attr_bytes(1, bytes(width))))[:12]  # three headers
-            pad = bytes(-width & 3)
-            step = max(1, 60000 // (12 + width + len(pad)))
-            for at in range(0, len(elements), step):
-                self._elem_msg(family, head, [lead + k[0] + pad for k in elements[at:at + step]], what, delete)
+            self._key_msgs(family, head, [k[0] for k in elements], what, delete)
             return
         for i, (key, key_end, flags, data) in enumerate(elements):
             body = nest(e["key"], attr_bytes(1, key))
@@ -440,6 +430,19 @@ class Encoder:
             size += len(item)
         if chunk:
             self._elem_msg(family, head, chunk, what, delete)
+
+    def _key_msgs(self, family: str, head: bytes, keys: list[bytes], what: str,
+                  delete: bool) -> None:
+        """Elements that are keys alone, all of one length (a blocklist): every element
+        is one constant header, the key and its padding, so each message's elements
+        are one join."""
+        width = len(keys[0])
+        lead = nest(1, nest(A["set_elem"]["key"], attr_bytes(1, bytes(width))))[:12]  # three headers
+        pad = bytes(-width & 3)
+        step = max(1, 60000 // (12 + width + len(pad)))
+        between = pad + lead
+        for at in range(0, len(keys), step):
+            self._elem_msg(family, head, [lead + between.join(keys[at:at + step]) + pad], what, delete)
 
     def _elem_msg(self, family: str, head: bytes, chunk: list[bytes], what: str,
                   delete: bool) -> None:
@@ -514,7 +517,7 @@ class Encoder:
         types = set_key_types(s)
         op = Operand([], types, [t.size for t in types])
         if s.map is None and len(types) == 1 and "interval" not in s.flags \
-                and all(type(k) is str or type(k) is int for k in items):
+                and set(map(type, items)) <= _PLAIN_KEY_TYPES:
             self._plain_keys(s, types[0], op.size, items, None, delete)
             return
         rc = self.compiler(s.family, s.table)
@@ -561,7 +564,7 @@ class Encoder:
             keys.append(item)
             extra.append(x)
         if len(types) == 1 and "interval" not in s.flags and not any(extra) \
-                and all(type(k) is str or type(k) is int for k in keys):
+                and set(map(type, keys)) <= _PLAIN_KEY_TYPES:
             self._plain_keys(s, types[0], op.size, keys, data, delete)
             return
         try:
@@ -582,18 +585,22 @@ class Encoder:
         """Elements of a one-type, non-interval set or map whose keys are plain values
         (a blocklist): the keys encoded in bulk, the same bytes as one by one."""
         encode = self.compiler(s.family, s.table).encode_value
-        elements: list[tuple[bytes, bytes | None, int, bytes | None]] = []
+        encoded: list[bytes] = []
         if dt.kind in _ADDRESS_FAMILY:
             try:
-                elements = [(k, None, 0, None) for k in _addresses(dt, keys)]
+                encoded = _addresses(dt, keys)
             except (OSError, TypeError):  # not all plain addresses: each its own way, for the error
-                elements = []
+                encoded = []
         try:
-            elements = elements or [(encode(dt, width, k), None, 0, None) for k in keys]
+            encoded = encoded or [encode(dt, width, k) for k in keys]
         except InputError as exc:
             raise InputError(f"{s}: {exc}") from None
-        if data is not None:
-            elements = [(k, None, 0, d) for (k, _, _, _), d in zip(elements, data, strict=True)]
+        if data is None and encoded and len(set(map(len, encoded))) == 1:
+            self._key_msgs(s.family, _elem_head(s.table, s.name, None), encoded, str(s), delete)
+            return
+        datas: list[bytes | None] = [None] * len(encoded) if data is None else list(data)
+        elements: list[tuple[bytes, bytes | None, int, bytes | None]] = [
+            (k, None, 0, d) for k, d in zip(encoded, datas, strict=True)]
         self._elements(s.family, s.table, s.name, None, elements, str(s), delete)
 
     def del_set(self, s: Set) -> None:
@@ -707,11 +714,20 @@ _U32_CODE = ARRAY_CODE[4]
 _ADDRESS_FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 
+_PLAIN_KEY_TYPES = {str, int}  # keys `_plain_keys` encodes in bulk
+
+
+def _elem_head(table: str, name: str, set_id: int | None) -> bytes:
+    """The attributes before the elements of a NEWSETELEM/DELSETELEM message."""
+    a = A["set_elem_list"]
+    head = string(a["table"], table) + string(a["set"], name)
+    return head if set_id is None else head + be32(a["set_id"], set_id)
+
+
 def _addresses(dt: Datatype, keys: list[Any]) -> list[bytes]:
     """Address keys in bulk: exactly what `Datatype.encode` gives each of them
     (inet_pton); raises OSError or TypeError where one is not an address."""
-    family = _ADDRESS_FAMILY[dt.kind]
-    return [inet_pton(family, k) for k in keys]
+    return list(map(inet_pton, repeat(_ADDRESS_FAMILY[dt.kind], len(keys)), keys))
 
 
 def _plain_elements(elements: list[tuple[bytes, bytes | None, int, bytes | None]]) -> bool:

@@ -174,7 +174,7 @@ def fields(kind: str, body: Any, what: str) -> None:
 
 def _plain_strings(values: list[Any]) -> bool:
     """Every value a string that `string` takes as it is (checked in bulk)."""
-    if not all(type(v) is str for v in values):
+    if not set(map(type, values)) <= {str}:  # one C loop: a blocklist is 100,000 strings
         return False
     joined = "".join(values)
     return joined.isascii() and "\0" not in joined and max(map(len, values), default=0) <= STRING_MAXLEN
