@@ -240,3 +240,12 @@ def flush(family: str | None, table: str | None) -> None:
 
 
 rules.add_command(element)
+
+
+def _add_monitor() -> None:
+    from nfkit.cli.monitor import monitor
+
+    rules.add_command(monitor)
+
+
+_add_monitor()
