@@ -55,3 +55,17 @@ def monitor(as_json: bool, words: tuple[str, ...]) -> None:
     mon = RulesetMonitor(as_json, event, obj)
     _print_until_stopped(watch((NFNLGRP_NFTABLES,), mon.feed,
                                lambda sock: prime_sets(mon, sock)))
+
+
+@click.command("trace")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def trace(as_json: bool) -> None:
+    """Print packets traced with `meta nftrace set 1`, as `nft monitor trace` does: the
+    packet's headers, each rule that matched it with its verdict, each chain policy."""
+    from nfkit.netlink.consts import NFNLGRP_NFTABLES, NFNLGRP_NFTRACE
+    from nfkit.nftables.monitor import watch
+    from nfkit.nftables.trace import TraceFormatter, ruleset_rules
+
+    fmt = TraceFormatter(ruleset_rules(as_json), as_json)
+    _print_until_stopped(watch((NFNLGRP_NFTRACE, NFNLGRP_NFTABLES), fmt.feed,
+                               lambda _sock: fmt.load()))

@@ -243,9 +243,10 @@ rules.add_command(element)
 
 
 def _add_monitor() -> None:
-    from nfkit.cli.monitor import monitor
+    from nfkit.cli.monitor import monitor, trace
 
     rules.add_command(monitor)
+    rules.add_command(trace)
 
 
 _add_monitor()

@@ -255,6 +255,13 @@ class RuleDecoder:
             right = stmt["match"]["right"]
             if {"ipv6-icmp": "icmpv6"}.get(right, right) == proto:
                 self.drop.add(self.dep_l4)
+                # icmp (icmpv6) in an inet table also needed its network protocol: nft
+                # lists neither dependency
+                l3 = {"icmp": "ipv4", "icmpv6": "ipv6"}.get(proto)
+                if l3 is not None and self.dep_l3 is not None and \
+                        self.out[self.dep_l3]["match"]["right"] == l3:
+                    self.drop.add(self.dep_l3)
+                    self.dep_l3 = None
             self.dep_l4 = None
         elif proto in L3_PROTO and self.dep_l3 is not None:
             stmt = self.out[self.dep_l3]
