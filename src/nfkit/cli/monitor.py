@@ -41,10 +41,18 @@ def _print_until_stopped(lines: Iterator[str]) -> None:
             close()
 
 
+def _buffer_option(f: Any) -> Any:
+    return click.option(
+        "--buffer-size", "-b", "rcvbuf", type=click.IntRange(min=4096, max=2**30),
+        default=4 << 20, show_default=True, metavar="BYTES",
+        help="Receive buffer; events that overflow it are reported lost (as conntrack -b).")(f)
+
+
 @click.command("monitor")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (as nft -j monitor).")
+@_buffer_option
 @click.argument("words", nargs=-1)
-def monitor(as_json: bool, words: tuple[str, ...]) -> None:
+def monitor(as_json: bool, rcvbuf: int, words: tuple[str, ...]) -> None:
     """Print ruleset changes as they happen, as `nft monitor [new|destroy] [OBJECT]` does.
 
     WORDS: [new|destroy] [tables|chains|sets|rules|elements|ruleset]."""
@@ -54,12 +62,13 @@ def monitor(as_json: bool, words: tuple[str, ...]) -> None:
     event, obj = parse_filter(list(words))
     mon = RulesetMonitor(as_json, event, obj)
     _print_until_stopped(watch((NFNLGRP_NFTABLES,), mon.feed,
-                               lambda sock: prime_sets(mon, sock)))
+                               lambda sock: prime_sets(mon, sock), rcvbuf))
 
 
 @click.command("trace")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def trace(as_json: bool) -> None:
+@_buffer_option
+def trace(as_json: bool, rcvbuf: int) -> None:
     """Print packets traced with `meta nftrace set 1`, as `nft monitor trace` does: the
     packet's headers, each rule that matched it with its verdict, each chain policy."""
     from nfkit.netlink.consts import NFNLGRP_NFTABLES, NFNLGRP_NFTRACE
@@ -68,4 +77,4 @@ def trace(as_json: bool) -> None:
 
     fmt = TraceFormatter(ruleset_rules(as_json), as_json)
     _print_until_stopped(watch((NFNLGRP_NFTRACE, NFNLGRP_NFTABLES), fmt.feed,
-                               lambda _sock: fmt.load()))
+                               lambda _sock: fmt.load(), rcvbuf))

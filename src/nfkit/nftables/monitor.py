@@ -323,17 +323,22 @@ def set_dump_request() -> Any:
 LOST_LINE = "# ERROR: We lost some netlink events!"
 
 
-def watch(groups: tuple[int, ...], feed: Any, resync: Any = None) -> Any:
+DEFAULT_BUFFER = 4 << 20
+
+
+def watch(groups: tuple[int, ...], feed: Any, resync: Any = None,
+          rcvbuf: int = DEFAULT_BUFFER) -> Any:
     """Lines for the notifications of netlink ``groups``, as they come, forever.
 
     ``feed(message)`` gives the lines of one notification; ``resync(sock)`` (a socket
     of its own, for dumps) runs once subscribed, and again after the kernel dropped
     notifications (ENOBUFS), which is reported as `LOST_LINE` with a count, never
-    an end.  Raises CapabilityError when the socket cannot be opened or joined."""
+    an end; ``rcvbuf`` is the socket's receive buffer in bytes.  Raises CapabilityError
+    when the socket cannot be opened or joined."""
     from nfkit.errors import EventsLost
     from nfkit.netlink.socket import NetlinkSocket
 
-    sock = NetlinkSocket(groups=groups, rcvbuf=4 << 20)
+    sock = NetlinkSocket(groups=groups, rcvbuf=rcvbuf)
     lost = 0
     try:
         if resync is not None:
