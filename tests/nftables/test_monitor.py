@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from nfkit.nftables.trace import TraceEvent, TraceFormatter, packet_matches
 from tests.conftest import interruptible
 
 from .conftest import NFKIT
@@ -369,3 +372,31 @@ def test_listing_names_priorities_and_icmp_as_nft(netns, tmp_path) -> None:  # t
     assert len(wanted) == 11
     assert "filter + 10" not in "".join(wanted) and "mangle + 10" in "".join(wanted)
     assert [line for line in ours if "priority" in line or "icmp" in line] == wanted
+
+
+# ---- sans kernel: the trace decoder on any bytes ------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(family=st.sampled_from(["inet", "ip", "ip6", "netdev", "bridge", "arp"]),
+       nfproto=st.sampled_from([None, 2, 10, 7]), iiftype=st.sampled_from([None, 1, 772]),
+       headers=st.dictionaries(st.sampled_from([0, 1, 2]), st.binary(max_size=80)))
+def test_trace_lines_from_any_headers(family, nfproto, iiftype, headers) -> None:  # type: ignore[no-untyped-def]
+    """Truncated, garbled or unknown headers print (known fields, then raw), never raise."""
+    ev = TraceEvent(0x1234, family, "rule", "t", "c", 5, {"accept": None}, nfproto=nfproto,
+                    iiftype=iiftype, headers=headers)
+    matches = packet_matches(ev)
+    covered = sum(len(h) for h in headers.values()) * 8
+    assert len(matches) <= covered  # every match takes at least one bit
+    lines = TraceFormatter(lambda: {("inet", "t", "c"): {5: "accept"}}).lines(ev)
+    assert all(line.startswith("trace id 00001234 ") for line in lines)
+
+
+def test_trace_dissects_an_ipv4_udp_packet_as_nft() -> None:
+    ip = bytes.fromhex("4500001e5d5a40004011" "0000" "c0000202" "c0000201")
+    udp = bytes.fromhex("b5cb1388000a0000") + b"hi"
+    ev = TraceEvent(0x8396CD1C, "inet", "rule", "t", "pre", nfproto=2, headers={1: ip, 2: udp})
+    fmt = TraceFormatter(lambda: {})
+    assert fmt.lines(ev) == [
+        "trace id 8396cd1c inet t pre packet: ip saddr 192.0.2.2 ip daddr 192.0.2.1 ip dscp cs0 "
+        "ip ecn not-ect ip ttl 64 ip id 23898 ip protocol udp ip length 30 udp sport 46539 "
+        "udp dport 5000 udp length 10 @th,64,16 0x6869 "]
