@@ -400,3 +400,32 @@ def test_trace_dissects_an_ipv4_udp_packet_as_nft() -> None:
         "trace id 8396cd1c inet t pre packet: ip saddr 192.0.2.2 ip daddr 192.0.2.1 ip dscp cs0 "
         "ip ecn not-ect ip ttl 64 ip id 23898 ip protocol udp ip length 30 udp sport 46539 "
         "udp dport 5000 udp length 10 @th,64,16 0x6869 "]
+
+
+@pytest.mark.kernel
+def test_watch_says_which_event_it_cannot_read_and_goes_on(netns) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from nfkit.netlink.consts import NFNLGRP_NFTABLES
+    from nfkit.nftables.monitor import RulesetMonitor, watch
+
+    mon = RulesetMonitor()
+
+    def feed(msg: Any) -> list[str]:
+        lines = mon.feed(msg)
+        if any("table ip bad" in line for line in lines):
+            raise KeyError("what a broken event raises")
+        return lines
+
+    def changes() -> None:
+        time.sleep(0.5)
+        netns.run(["nft", "add table ip bad"])
+        netns.run(["nft", "add table ip good"])
+
+    threading.Thread(target=changes, daemon=True).start()
+    with netns.enter():
+        lines = watch((NFNLGRP_NFTABLES,), feed)
+        got = [next(lines) for _ in range(4)]
+        lines.close()
+    assert got[0].startswith("# ERROR: cannot decode event type 0x0a00: KeyError: ")
+    assert got[1:3] == [got[1], "add table ip good"] and got[1].startswith("# new generation")

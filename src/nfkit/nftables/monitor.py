@@ -335,7 +335,9 @@ def watch(groups: tuple[int, ...], feed: Any, resync: Any = None,
     notifications (ENOBUFS), which is reported as `LOST_LINE` with a count, never
     an end; ``rcvbuf`` is the socket's receive buffer in bytes.  Raises CapabilityError
     when the socket cannot be opened or joined."""
-    from nfkit.errors import EventsLost
+    import struct
+
+    from nfkit.errors import EventsLost, NfkitError
     from nfkit.netlink.socket import NetlinkSocket
 
     sock = NetlinkSocket(groups=groups, rcvbuf=rcvbuf)
@@ -347,7 +349,13 @@ def watch(groups: tuple[int, ...], feed: Any, resync: Any = None,
         while True:
             try:
                 for msg in sock.events():
-                    yield from feed(msg)
+                    try:
+                        lines = feed(msg)
+                    except (NfkitError, KeyError, ValueError, IndexError, struct.error) as exc:
+                        # one event nfkit cannot read: said, and the watch goes on
+                        lines = [f"# ERROR: cannot decode event type 0x{msg.type:04x}: "
+                                 f"{type(exc).__name__}: {exc}"]
+                    yield from lines
             except EventsLost:
                 lost += 1
                 yield f"{LOST_LINE} ({lost} {'time' if lost == 1 else 'times'} so far)"
