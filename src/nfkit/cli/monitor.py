@@ -44,7 +44,7 @@ def _print_until_stopped(lines: Iterator[str]) -> None:
 def _buffer_option(f: Any) -> Any:
     return click.option(
         "--buffer-size", "-b", "rcvbuf", type=click.IntRange(min=4096, max=2**30),
-        default=4 << 20, show_default=True, metavar="BYTES",
+        default=16 << 20, show_default=True, metavar="BYTES",
         help="Receive buffer; events that overflow it are reported lost (as conntrack -b).")(f)
 
 

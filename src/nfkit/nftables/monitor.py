@@ -22,7 +22,7 @@ from typing import Any
 from nfkit.errors import InputError
 from nfkit.netlink.codec import attr_payloads, get_be32, get_string
 from nfkit.netlink.consts import NFNL_SUBSYS_NFTABLES, NLM_F_APPEND, NLM_F_EXCL
-from nfkit.nftables.decompiler import SetView
+from nfkit.nftables.decompiler import RuleShapes, SetView
 from nfkit.nftables.expressions import ELEM_INTERVAL_END, SET_INTERVAL, A
 from nfkit.nftables.jsonfmt import chain_json, obj_json, rule_json, set_json, table_json
 from nfkit.nftables.messages import (
@@ -103,6 +103,7 @@ class RulesetMonitor:
         # (family, table) -> set name -> what decoding needs of it
         self.sets: dict[tuple[str, str], dict[str, SetView]] = {}
         self.set_keys: dict[tuple[str, str, str], Set] = {}
+        self.shapes = RuleShapes()  # rules of one shape decoded from a template
         # an interval set's start element waiting for its end, by set
         self._starts: dict[tuple[str, str, str], tuple[bytes, bytes | None, int, Any]] = {}
 
@@ -260,7 +261,7 @@ class RulesetMonitor:
             return []
         fam = FAMILY_NAME.get(family, str(family))
         table = get_string(attrs[A["rule"]["table"]])
-        r: Rule = decode_rule(family, attrs, self.sets.get((fam, table), {}))
+        r: Rule = decode_rule(family, attrs, self.sets.get((fam, table), {}), self.shapes)
         where = f"{word} rule {r.family} {r.table} {r.chain}"
         if self.as_json:
             return self._out(word, rule_json(r))
@@ -323,7 +324,7 @@ def set_dump_request() -> Any:
 LOST_LINE = "# ERROR: We lost some netlink events!"
 
 
-DEFAULT_BUFFER = 4 << 20
+DEFAULT_BUFFER = 16 << 20  # as nft monitor's
 
 
 def watch(groups: tuple[int, ...], feed: Any, resync: Any = None,
