@@ -289,6 +289,9 @@ class TraceFormatter:
             rule = self.rule(ev)
             if rule is not None:
                 out.append(f"{head}rule {rule} (verdict {self._verdict(ev)})")
+            elif ev.rule_handle is not None:
+                out.append(f"{head}unknown rule handle {ev.rule_handle} "
+                           f"(verdict {self._verdict(ev)})")
         elif ev.type == "policy":
             text = f"policy {ev.policy} " if ev.policy is not None else ""
             out.append(f"{head}{text}{self._mark(ev)}")
@@ -326,10 +329,12 @@ class TraceFormatter:
                         pkt[key] = _ifname(index)
                 pkt["match"] = packet_matches(ev)
                 yield pkt
-            rule = self.rule(ev)
-            if rule is not None:
-                yield dict(base, type="rule", handle=ev.rule_handle, rule=rule,
-                           verdict=ev.verdict)
+            if ev.rule_handle is not None:
+                rule = self.rule(ev)
+                obj = dict(base, type="rule", handle=ev.rule_handle)
+                if rule is not None:  # else a rule gone since (nft: "unknown rule handle")
+                    obj["rule"] = rule
+                yield dict(obj, verdict=ev.verdict)
             return
         obj = dict(base, type=ev.type)
         if ev.type == "policy" and ev.policy is not None:
@@ -343,7 +348,9 @@ class TraceFormatter:
 
 def ruleset_rules(as_json: bool = False) -> Callable[[], dict[tuple[str, str, str], dict[int, Any]]]:
     """A `TraceFormatter` ``read_rules``: every rule of the ruleset by chain and handle,
-    as its listed text (or its statements, with ``as_json``)."""
+    as its listed text (or, with ``as_json``, its rule object as `rules list --json`
+    lists it)."""
+    from nfkit.nftables.jsonfmt import rule_json
     from nfkit.nftables.listing import list_ruleset
     from nfkit.nftables.textfmt import rule_text
 
@@ -352,6 +359,6 @@ def ruleset_rules(as_json: bool = False) -> Callable[[], dict[tuple[str, str, st
         for r in list_ruleset().rules:
             if r.handle is not None:
                 out.setdefault((r.family, r.table, r.chain), {})[r.handle] = \
-                    r.expr if as_json else rule_text(r)
+                    rule_json(r)["rule"] if as_json else rule_text(r)
         return out
     return read_rules
