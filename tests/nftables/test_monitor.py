@@ -307,7 +307,9 @@ def test_trace_prints_what_nft_monitor_trace_prints(lab, tmp_path) -> None:  # t
     procs = {"nft": _start(fw, ["nft", "monitor", "trace"], outs["nft"]),
              "nfkit": _start(fw, NFKIT + ["rules", "trace"], outs["nfkit"],
                              preexec_fn=interruptible),
-             "nfkit-json": _start(fw, NFKIT + ["rules", "trace", "--json"], outs["nfkit-json"])}
+             # `rules monitor trace` is `rules trace`, as `nft monitor trace`
+             "nfkit-json": _start(fw, NFKIT + ["rules", "monitor", "--json", "trace"],
+                                  outs["nfkit-json"])}
     # all listening: a datagram dropped before any counter is traced in every output
     sync = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)" \
         ".sendto(b'zz', ('192.0.2.1', {}))"

@@ -55,10 +55,14 @@ def _buffer_option(f: Any) -> Any:
 def monitor(as_json: bool, rcvbuf: int, words: tuple[str, ...]) -> None:
     """Print ruleset changes as they happen, as `nft monitor [new|destroy] [OBJECT]` does.
 
-    WORDS: [new|destroy] [tables|chains|sets|rules|elements|ruleset]."""
+    WORDS: [new|destroy] [tables|chains|sets|rules|elements|ruleset], or `trace`
+    (as `nft monitor trace`: the same as `nfkit rules trace`)."""
     from nfkit.netlink.consts import NFNLGRP_NFTABLES
     from nfkit.nftables.monitor import RulesetMonitor, parse_filter, prime_sets, watch
 
+    if words == ("trace",):
+        _trace(as_json, rcvbuf)
+        return
     event, obj = parse_filter(list(words))
     mon = RulesetMonitor(as_json, event, obj)
     _print_until_stopped(watch((NFNLGRP_NFTABLES,), mon.feed,
@@ -71,6 +75,10 @@ def monitor(as_json: bool, rcvbuf: int, words: tuple[str, ...]) -> None:
 def trace(as_json: bool, rcvbuf: int) -> None:
     """Print packets traced with `meta nftrace set 1`, as `nft monitor trace` does: the
     packet's headers, each rule that matched it with its verdict, each chain policy."""
+    _trace(as_json, rcvbuf)
+
+
+def _trace(as_json: bool, rcvbuf: int) -> None:
     from nfkit.netlink.consts import NFNLGRP_NFTABLES, NFNLGRP_NFTRACE
     from nfkit.nftables.monitor import watch
     from nfkit.nftables.trace import TraceFormatter, ruleset_rules
