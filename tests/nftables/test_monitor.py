@@ -254,6 +254,7 @@ table inet t {
     type filter hook prerouting priority raw; policy accept;
     meta l4proto { icmp, icmpv6, tcp, udp } meta nftrace set 1
     udp dport 5009 drop
+    udp dport 5008 drop
   }
   chain c {
     type filter hook input priority filter; policy accept;
@@ -310,33 +311,42 @@ def test_trace_prints_what_nft_monitor_trace_prints(lab, tmp_path) -> None:  # t
              # `rules monitor trace` is `rules trace`, as `nft monitor trace`
              "nfkit-json": _start(fw, NFKIT + ["rules", "monitor", "--json", "trace"],
                                   outs["nfkit-json"])}
-    # all listening: a datagram dropped before any counter is traced in every output
-    sync = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)" \
+    # Markers: datagrams to port 5009 (the start) and 5008 (the end), traced and dropped
+    # before any counter; the lines compared are those between the last start marker
+    # and the first end marker of each output, whenever each printed them.
+    marker = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)" \
         ".sendto(b'zz', ('192.0.2.1', {}))"
-    _wait_for(list(outs.values()), "5009", lambda: peer.run(["python3", "-c", sync.format(5009)]))
-    time.sleep(0.5)
-    start = {k: len(p.read_text().splitlines()) for k, p in outs.items()}
+    needles = {"nft": "dport {}", "nfkit": "dport {}", "nfkit-json": '"dport"}}}}, "right": {}'}
+
+    def send(port: int) -> None:
+        peer.run(["python3", "-c", marker.format(port)])
+
+    for k, p in outs.items():
+        _wait_for([p], needles[k].format(5009), lambda: send(5009))
     peer.run(["ping", "-c1", "-W1", "192.0.2.1"])
     peer.run(["ping", "-6", "-c1", "-W1", "2001:db8::1"])
     peer.run(["python3", "-c", CLIENT])
     server.wait(timeout=20)
-    # a last datagram ("zz") marks the end in every output
-    peer.run(["python3", "-c", sync.format(5001)])
-    _wait_for(list(outs.values())[:2], "0x7a7a")
-    _wait_for(list(outs.values())[2:], "5001")
-    time.sleep(0.5)
-    ends = {k: len(p.read_text().splitlines()) for k, p in outs.items()}
+    send(5008)
+    for k, p in outs.items():
+        _wait_for([p], needles[k].format(5008))
+
+    def between(k: str) -> list[str]:
+        lines = outs[k].read_text().splitlines()
+        first = max(i for i, line in enumerate(lines) if needles[k].format(5009) in line) + 1
+        return lines[first:min(i for i, line in enumerate(lines)
+                               if needles[k].format(5008) in line)]
+
     # a rule added now: nft 1.0.6 keeps the rules it read at start ("unknown rule
     # handle"); nfkit reads them again once the generation moved
     fw.run(["nft", "insert rule inet t c udp dport 5002 counter comment \"new\""])
-    peer.run(["python3", "-c", sync.format(5002)])
+    send(5002)
     _wait_for([outs["nft"]], "unknown rule handle")
     _wait_for([outs["nfkit"]], 'comment "new" (verdict continue)')
     _wait_for([outs["nfkit-json"]], '"new"')
     assert _stop(procs["nfkit"], signal.SIGINT) == 0  # Ctrl-C: a clean end
     assert _stop(procs["nfkit-json"]) == 0
-    nft = outs["nft"].read_text().splitlines()[start["nft"]:ends["nft"]]
-    ours = outs["nfkit"].read_text().splitlines()[start["nfkit"]:ends["nfkit"]]
+    nft, ours = between("nft"), between("nfkit")
     assert len(nft) > 30
     for kind in ("icmpv6 type echo-request", "udp dport 5001", "tcp flags == syn",
                  "policy accept meta mark 0x0000002a", "(verdict jump d)", "ip v4 in rule"):
@@ -344,9 +354,7 @@ def test_trace_prints_what_nft_monitor_trace_prints(lab, tmp_path) -> None:  # t
     for i, (a, b) in enumerate(zip(nft, ours, strict=True)):
         assert a == b, f"line {i}: nft {a!r}, nfkit {b!r}"
     # JSON: one object a line, as many as text lines, the same rules and verdicts
-    objs = [json.loads(line)["trace"]
-            for line in outs["nfkit-json"].read_text().splitlines()[
-                start["nfkit-json"]:ends["nfkit-json"]]]
+    objs = [json.loads(line)["trace"] for line in between("nfkit-json")]
     assert len(objs) == len(ours)
     kinds = [{"verdict": "return"}.get(w, w) for w in
              (line.split()[6].rstrip(":") for line in ours)]
@@ -440,3 +448,16 @@ def test_watch_says_which_event_it_cannot_read_and_goes_on(netns) -> None:  # ty
         lines.close()
     assert got[0].startswith("# ERROR: cannot decode event type 0x0a00: KeyError: ")
     assert got[1:3] == [got[1], "add table ip good"] and got[1].startswith("# new generation")
+
+
+def test_trace_dissects_an_ipv6_hop_by_hop_packet_as_nft() -> None:
+    """Seen from nft 1.0.6 on an MLD report: next header 0 is "ip" (/etc/protocols), and
+    a transport header nft does not know is one raw payload."""
+    ip6 = bytes.fromhex("6000000000380001" "fe8000000000000070f976fffe25f862"
+                        "ff020000000000000000000000000016")
+    th = bytes.fromhex("8f0097e30000000204000000ff02000000000000")
+    ev = TraceEvent(0xDE9E0E41, "inet", "rule", "t", "pre", nfproto=10, headers={1: ip6, 2: th})
+    assert TraceFormatter(lambda: {}).lines(ev) == [
+        "trace id de9e0e41 inet t pre packet: ip6 saddr fe80::70f9:76ff:fe25:f862 "
+        "ip6 daddr ff02::16 ip6 dscp cs0 ip6 ecn not-ect ip6 hoplimit 1 ip6 flowlabel 0 "
+        "ip6 nexthdr ip ip6 length 56 @th,0,160 0x8f0097e30000000204000000ff02000000000000 "]
