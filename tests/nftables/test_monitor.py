@@ -25,7 +25,8 @@ from tests.conftest import interruptible
 
 from .conftest import NFKIT
 
-# Changes applied by nft -f: every kind of object, elements one per event, an interval
+# Changes applied by nft -f: every kind of object (table y is never deleted: nft 1.0.6's
+# monitor crashes on a deleted ct timeout), elements one per event, an interval
 # set (its ends arrive as separate events), a rule inserted between two, deletions.
 SCRIPT_NFT = """\
 table inet t {
@@ -33,6 +34,14 @@ table inet t {
   quota q1 { 100 mbytes }
   limit l1 { rate over 1 mbytes/second burst 100 kbytes }
   ct helper h { type "ftp" protocol tcp; l3proto ip; }
+  ct expectation ex {
+    protocol tcp
+    dport 21
+    timeout 1s
+    size 10
+    l3proto ip
+  }
+  synproxy sp { mss 1460; wscale 7; timestamp sack-perm; }
   set s { type ipv4_addr; elements = { 192.0.2.1, 192.0.2.2 } }
   set r { type inet_service; flags interval; elements = { 1-100, 200, 300-400 } }
   set tt { type ipv4_addr; size 100; flags dynamic,timeout; timeout 1m; }
@@ -48,6 +57,11 @@ table inet t {
   chain n { type nat hook postrouting priority srcnat; policy accept; }
 }
 table ip x { flags dormant; }
+table inet y {
+  ct timeout tmo {
+    protocol tcp; l3proto ip; policy = { established: 100, close: 5 }
+  }
+}
 """
 # Changes applied by nfkit rules load (nft's text, nfkit's loader).
 SCRIPT_NFKIT = """\

@@ -287,7 +287,10 @@ class RulesetMonitor:
         rs.tables.append(_table_of(o.family, o.table))
         rs.objs.append(o)
         lines = _listed_lines(rs)
-        body = lines[0] if len(lines) == 1 else _one_block(lines)
+        if o.kind == "synproxy":  # nft runs its settings together: "mss 1460 wscale 7 sack-perm;"
+            body = " ".join(lines) + ";"
+        else:
+            body = lines[0] if len(lines) == 1 else _one_block(lines)
         return [f"{where} {{ {body} }} "]
 
 
