@@ -475,3 +475,20 @@ def test_trace_dissects_an_ipv6_hop_by_hop_packet_as_nft() -> None:
         "trace id de9e0e41 inet t pre packet: ip6 saddr fe80::70f9:76ff:fe25:f862 "
         "ip6 daddr ff02::16 ip6 dscp cs0 ip6 ecn not-ect ip6 hoplimit 1 ip6 flowlabel 0 "
         "ip6 nexthdr ip ip6 length 56 @th,0,160 0x8f0097e30000000204000000ff02000000000000 "]
+
+
+def test_an_element_of_an_unknown_set_is_a_warning_as_nft_gives_it() -> None:
+    from nfkit.netlink.codec import MessageWriter, parse_messages
+    from nfkit.nftables.expressions import A
+    from nfkit.nftables.messages import msg_type
+    from nfkit.nftables.monitor import RulesetMonitor
+
+    w = MessageWriter()
+    w.begin(msg_type("newsetelem"), 0, family=2)
+    w.string(A["set_elem_list"]["table"], "t")
+    w.string(A["set_elem_list"]["set"], "never_seen")
+    w.end()
+    warnings: list[str] = []
+    mon = RulesetMonitor(warn=warnings.append)
+    assert mon.feed(next(iter(parse_messages(memoryview(bytes(w.buffer)))))) == []
+    assert warnings == ["W: Received event for an unknown set."]

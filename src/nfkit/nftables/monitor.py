@@ -97,8 +97,10 @@ class RulesetMonitor:
     """Lines for ruleset change notifications, as `nft monitor [--json]` prints them."""
 
     def __init__(self, as_json: bool = False, event: str | None = None,
-                 obj: str | None = None) -> None:
+                 obj: str | None = None, warn: Any = None) -> None:
+        """``warn(text)``: where a warning goes (stderr by default)."""
         self.as_json = as_json
+        self.warn = warn or _stderr
         self.wanted = _wanted(event, obj)
         # (family, table) -> set name -> what decoding needs of it
         self.sets: dict[tuple[str, str], dict[str, SetView]] = {}
@@ -216,8 +218,9 @@ class RulesetMonitor:
         table = get_string(attrs[el["table"]])
         name = get_string(attrs[el["set"]])
         view = self.sets.get((fam, table), {}).get(name)
-        if view is None:
-            return []  # a set this monitor never saw (nft: "W: Received event for an unknown set")
+        if view is None:  # a set this monitor never saw: said, on stderr, as nft says it
+            self.warn("W: Received event for an unknown set.")
+            return []
         if view.anonymous:
             if word != "delete":
                 decode_elements(view, attrs)  # a rule about to come uses them
@@ -292,6 +295,12 @@ class RulesetMonitor:
         else:
             body = lines[0] if len(lines) == 1 else _one_block(lines)
         return [f"{where} {{ {body} }} "]
+
+
+def _stderr(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
 
 
 def _table_of(family: str, name: str) -> Any:
