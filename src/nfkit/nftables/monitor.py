@@ -36,7 +36,7 @@ from nfkit.nftables.messages import (
     msg_type,
     set_elements_json,
 )
-from nfkit.nftables.model import Chain, Obj, Rule, Ruleset, Set
+from nfkit.nftables.model import Chain, Obj, Rule, Ruleset, Set, Table
 from nfkit.nftables.textfmt import rule_text, to_text
 
 # The words `nft monitor` takes: [new|destroy] [OBJECT]
@@ -303,9 +303,7 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _table_of(family: str, name: str) -> Any:
-    from nfkit.nftables.model import Table
-
+def _table_of(family: str, name: str) -> Table:
     return Table(family, name)
 
 
