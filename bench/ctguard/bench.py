@@ -15,10 +15,13 @@ run:
     table is full (or 15 s; the fill reached is printed);
 - reaction: the table at 85 % (idle ASSURED entries), then 10 % more in a
   burst: time from the count crossing evict_at (90 %) to the count back below it;
-- CPU: ctguard's user+system time while the kernel creates 50,000 new entries
-  a second (UDP datagrams from a raw socket, paced, each from another source
-  port; the namespace's UDP timeout at 2 s so the table stays below the
-  thresholds: the cost of following the table, 100,000 events a second);
+- CPU: ctguard's user+system time (/proc/PID/stat) while the kernel creates
+  --new-per-s (50,000) new entries a second and destroys as many (the CHURN
+  generator below: creates over ctnetlink in one sendmsg per 10 ms, each entry
+  deleted 2 s later; the table stays below the thresholds: the cost of
+  following it, 100,000 events a second); the rate from the kernel's own insert
+  counter, the generator's CPU and the machine's idle cores beside it; then,
+  with the churn still running, the reaction as below;
 - event path: 20,000 new and 20,000 destroy events recorded from the kernel
   (entries created and flushed over ctnetlink), then applied to a picture in
   this process twice: as the daemon did before (an Entry decoded per event,
@@ -59,24 +62,78 @@ ATTACKERS = [f"192.0.2.{i}" for i in range(100, 120)]
 SERVER = "198.51.100.2"
 CT = "/proc/sys/net/netfilter/"
 
-# PACED_UDP RATE DST: UDP datagrams from 203.0.113.1-254, every one from another source
-# port, RATE a second (in bursts every 10 ms), each a new conntrack entry in the firewall
-PACED_UDP = r'''
-import socket, struct, sys, time
-rate, dst = int(sys.argv[1]), sys.argv[2]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-pkt = bytearray(struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, 28, 0, 0, 64, 17, 0, bytes(4),
-                            socket.inet_aton(dst), 0, 9000, 8, 0))
-per, i, t = rate // 100, 0, time.monotonic()
-while True:
-    for _ in range(per):
-        i += 1
-        pkt[12:16] = bytes((203, 0, 113, 1 + i % 254))
-        struct.pack_into("!H", pkt, 20, 1024 + (i // 254) % 64000)
-        s.sendto(pkt, (dst, 0))
-    t += 0.01
-    time.sleep(max(0.0, t - time.monotonic()))
-'''
+# CHURN RATE SECONDS LIFETIME: new conntrack entries created over ctnetlink, RATE a second for
+# SECONDS or until SIGTERM (every 10 ms one sendmsg holding that slice's IPCTNL_MSG_CT_NEW requests: the kernel
+# makes each entry and sends its NEW event as for a packet's), each deleted again LIFETIME
+# seconds after it was made (a DESTROY event; the table holds RATE * LIFETIME of them).  Every
+# message is encoded before "ready", so sending costs the kernel's work and little Python.  After
+# "go" on stdin it runs (entries of 10 s made again after they are deleted), then prints JSON: creates and deletes sent, the kernel's refusals (only
+# failures answer: no ACK is asked for), seconds, its CPU seconds while sending, the seconds it
+# fell behind its pace at worst.
+CHURN = r"""
+import json, os, signal, sys, time
+from nfkit.conntrack import ConntrackTable, Entry, Tuple
+from nfkit.conntrack.wire import CreateEncoder, DeleteEncoder
+from nfkit.netlink.codec import MessageWriter
+from nfkit.netlink.consts import NLM_F_CREATE, NLM_F_EXCL, NLMSG_ERROR
+from nfkit.netlink.codec import parse_error
+
+rate, seconds, lifetime = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+ticks, per = int(seconds * 100), rate // 100
+ring = min(ticks, 1000)  # 10 s of distinct entries, made again once deleted
+create, delete = CreateEncoder(NLM_F_CREATE | NLM_F_EXCL), DeleteEncoder()
+cw, dw = MessageWriter(), MessageWriter()
+for i in range(ring * per):
+    e = Entry(Tuple(f"203.0.113.{1 + i % 254}", "198.51.100.2", 17, 1024 + (i // 254) % 64000,
+                    9000 + i // (254 * 64000)), timeout=600)
+    create.add(cw, e)
+    delete.add(dw, e)
+cbuf, dbuf = memoryview(cw.buffer), memoryview(dw.buffer)
+cat = [s for _, s in cw.seqs] + [len(cw.buffer)]
+dat = [s for _, s in dw.seqs] + [len(dw.buffer)]
+table = ConntrackTable()
+table.sock.ensure_rcvbuf(64 << 20)
+print("ready", flush=True)
+sys.stdin.readline()
+refused = {"create": {}, "delete": {}}
+first_delete = int(lifetime * 100)
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+
+def drain():
+    for msg in table.sock.messages(block=False):
+        if msg.type == NLMSG_ERROR:
+            err = parse_error(msg)
+            kind = "create" if err.seq in cseqs else "delete"
+            refused[kind][err.errno] = refused[kind].get(err.errno, 0) + 1
+
+cseqs = {seq for seq, _ in cw.seqs}
+c0, t0 = os.times(), time.monotonic()
+late = 0.0
+for k in range(ticks):
+    if stopping:
+        break
+    due = t0 + k / 100
+    now = time.monotonic()
+    if now < due:
+        time.sleep(due - now)
+    else:
+        late = max(late, now - due)
+    c = k % ring
+    table.sock.send(cbuf[cat[c * per]:cat[(c + 1) * per]])
+    j = k - first_delete
+    if j >= 0:
+        j %= ring
+        table.sock.send(dbuf[dat[j * per]:dat[(j + 1) * per]])
+    drain()
+elapsed = time.monotonic() - t0
+c1 = os.times()
+time.sleep(0.2)
+drain()
+print(json.dumps({"creates": k * per, "deletes": max(0, k - first_delete) * per,
+                  "refused": refused, "seconds": elapsed, "late": late,
+                  "cpu": c1.user + c1.system - c0.user - c0.system}), flush=True)
+"""
 
 SHELL_FLUSH = r'''
 ip -o monitor address | while read -r line; do
@@ -100,9 +157,22 @@ def established(n: int, offset: int = 0) -> Iterator[Entry]:
                     state=3, status=status)
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid``, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cores() -> float:
+    """The machine's idle CPU seconds so far (idle + iowait of every core, /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
-    def __init__(self, lab: Lab, runs: int, rate_us: int, new_per_s: int, tmp: Path) -> None:
+    def __init__(self, lab: Lab, runs: int, rate_us: int, new_per_s: int, tmp: Path, nice: int = 0) -> None:
         self.lab, self.runs, self.rate_us, self.tmp = lab, runs, rate_us, tmp
+        self.nice = nice
         self.new_per_s = new_per_s
         self.fw, self.client, self.server = lab["fw"], lab["client"], lab["server"]
         self.results: dict[str, list[float]] = {}
@@ -167,8 +237,7 @@ class Bench:
 
     def guard_cpu(self, proc: subprocess.Popen[bytes]) -> float:
         """CPU seconds (user + system) of ctguard (`ip netns exec` execs it: the same pid)."""
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu(proc.pid)
 
     GUARD = ("[limits]\ninterval = 0.1\nbatch = 16384\n"
              "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
@@ -226,10 +295,9 @@ class Bench:
             self.stop(guard)
 
     # ------------------------------------------------------------ reaction, CPU, topology
-    def reaction(self) -> None:
-        self.reset()
-        self.table.create_many(established(int(0.85 * self.limit)))
-        guard = self.start_guard(self.GUARD)
+    def react(self, timeout: float = 20.0) -> float | None:
+        """Top the table up from where it is to 95 % with idle ASSURED entries; the seconds from the
+        count crossing evict_at (90 %) to the count back below it (None: not within ``timeout``)."""
         line = int(0.90 * self.limit)
         crossed: list[float] = []
         relieved: list[float] = []
@@ -249,47 +317,79 @@ class Bench:
 
         t = threading.Thread(target=poll)
         t.start()
-        self.table.create_many(established(int(0.10 * self.limit), offset=self.limit))
-        t.join(20)
+        self.table.create_many(established(max(0, int(0.95 * self.limit) - self.count()), offset=self.limit))
+        t.join(timeout)
         done.set()
         t.join()
+        return relieved[0] - crossed[0] if crossed and relieved else None
+
+    def reaction(self) -> None:
+        self.reset()
+        self.table.create_many(established(int(0.85 * self.limit)))
+        guard = self.start_guard(self.GUARD)
+        took = self.react()
         self.stop(guard)
-        if crossed and relieved:
-            self.record("reaction: evict_at crossed -> back below (s)", relieved[0] - crossed[0])
+        if took is not None:
+            self.record("reaction: evict_at crossed -> back below (s)", took)
         else:
             self.notes.append("reaction: the count never came back below evict_at within 20 s")
 
-    def cpu(self) -> None:
-        self.reset()
-        self.sysctl("nf_conntrack_udp_timeout", "2")
-        guard = self.start_guard(self.GUARD)
-        flood = self.client.popen([sys.executable, "-c", PACED_UDP, str(self.new_per_s), SERVER])
-        time.sleep(3)  # steady state
-        ev0 = query_status(self.tmp / "g.sock")["events"]
-        sent0 = self.paced_received()
-        cpu0, t0 = self.guard_cpu(guard), time.monotonic()
-        time.sleep(10)
-        cpu1, t1 = self.guard_cpu(guard), time.monotonic()
-        sent1 = self.paced_received()
-        status = query_status(self.tmp / "g.sock")
-        flood.kill()
-        flood.wait()
-        self.stop(guard)
-        self.record("cpu: new entries/s the kernel made (datagrams through the firewall)",
-                    (sent1 - sent0) / (t1 - t0))
-        self.record("cpu: events/s ctguard followed (new, update, destroy)", (status["events"] - ev0) / (t1 - t0))
-        self.record("cpu: ctguard cores while following them", (cpu1 - cpu0) / (t1 - t0))
-        self.record("cpu: fill meanwhile (%)", 100 * status["entries"] / self.limit)
-        self.record("cpu: resync dumps", status["dumps"])
-        self.record("cpu: event overruns (ENOBUFS)", status.get("overruns", 0))
-        self.record("cpu: ctguard µs CPU per event followed",
-                    1e6 * (cpu1 - cpu0) / max(status["events"] - ev0, 1))
+    def inserts(self) -> int:
+        """The kernel's own count of entries inserted in the firewall's table (conntrack -S insert)."""
+        return sum(cpu["insert"] for cpu in self.table.stats_cpu())
 
-    def paced_received(self) -> int:
-        """Datagrams of the paced generator the server received (each a new entry in the firewall)."""
-        out = json.loads(self.server.run(["nft", "-j", "list", "table", "inet", "f"]).stdout)
-        return sum(r["rule"]["expr"][1]["counter"]["packets"] for r in out["nftables"]
-                   if "rule" in r and len(r["rule"]["expr"]) > 1 and "counter" in r["rule"]["expr"][1])
+    def cpu(self) -> None:
+        """ctguard following a table that churns at --new-per-s, then the reaction under that load."""
+        self.reset()
+        guard = self.start_guard(self.GUARD)
+        rate, lifetime = self.new_per_s, 2.0
+        churn = self.fw.popen([sys.executable, "-c", CHURN, str(rate), "60", str(lifetime)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert churn.stdin is not None and churn.stdout is not None
+        if churn.stdout.readline().strip() != b"ready":
+            raise SystemExit("bench: the churn generator did not start")
+        if self.nice:  # `ip netns exec` execs them: these pids are ctguard's and the generator's
+            for pid in (guard.pid, churn.pid):
+                os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+        churn.stdin.write(b"go\n")
+        churn.stdin.flush()
+        time.sleep(4)  # steady state: RATE * LIFETIME entries, as many made as deleted each second
+
+        def sample() -> tuple[float, ...]:
+            st = query_status(self.tmp / "g.sock")
+            return (time.monotonic(), self.guard_cpu(guard), proc_cpu(churn.pid), idle_cores(),
+                    self.inserts(), st["events"], st["overruns"], st["dumps"])
+
+        t0, g0, c0, i0, n0, e0, o0, d0 = sample()
+        time.sleep(8)
+        t1, g1, c1, i1, n1, e1, o1, d1 = sample()
+        fill = self.count()
+        took = self.react(timeout=30.0)  # with the churn still running
+        after = query_status(self.tmp / "g.sock", timeout=30)
+        churn.terminate()
+        out, _ = churn.communicate(timeout=60)
+        gen = json.loads(out.splitlines()[-1])
+        self.stop(guard)
+        dt = t1 - t0
+        self.record("cpu: new entries/s the kernel made (its insert counter)", (n1 - n0) / dt)
+        self.record("cpu: events/s ctguard followed (new + destroy)", (e1 - e0) / dt)
+        self.record("cpu: ctguard cores while following them", (g1 - g0) / dt)
+        self.record("cpu: ctguard µs CPU per event followed", 1e6 * (g1 - g0) / max(e1 - e0, 1))
+        self.record("cpu: generator cores (its own process)", (c1 - c0) / dt)
+        self.record("cpu: machine idle cores meanwhile (of 2)", (i1 - i0) / dt)
+        self.record("cpu: event overruns (ENOBUFS) in the window", o1 - o0)
+        self.record("cpu: resync dumps in the window", d1 - d0)
+        self.record("cpu: fill meanwhile (%)", 100 * fill / self.limit)
+        self.record("cpu: generator worst lag behind its pace (s)", gen["late"])
+        refused = sum(gen["refused"]["create"].values())
+        if refused:
+            self.notes.append(f"cpu: the kernel refused {refused} creates ({gen['refused']['create']})")
+        if took is None:
+            self.notes.append("cpu: under the churn, the count never came back below evict_at within 30 s; "
+                              "ctguard's last actions: " + "; ".join(
+                                  f"{a['action']} ({a['entries']}): {a['why']}" for a in after["actions"][-6:]))
+        else:
+            self.record("cpu: reaction under the churn, evict_at crossed -> back below (s)", took)
 
     def event_path(self, n: int = 20_000) -> None:
         """CPU per event of the picture's two event paths over the same recorded datagrams."""
@@ -387,7 +487,8 @@ class Bench:
         med = {k: statistics.median(v) for k, v in self.results.items()}
         print()
         print(f"ctguard at nf_conntrack_max = {self.limit}, median of {self.runs} runs "
-              f"(a shared, noisy machine: 2 cores, other work running)")
+              f"(a shared, noisy machine: 2 cores, other work running; load average "
+              f"{os.getloadavg()[0]:.1f}; CPU measure at niceness {self.nice})")
         for k, v in med.items():
             print(f"  {k:<62} {v:10.3f}")
         print()
@@ -411,6 +512,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="hping3 -i uN: microseconds between flood packets (default 0: --flood)")
     ap.add_argument("--new-per-s", type=int, default=50_000,
                     help="new entries a second for the CPU measure (default 50000)")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness of ctguard and the generator during the CPU measure (default 0; "
+                         "e.g. -10 on a machine busy with other work, so the measure is of them)")
     ap.add_argument("--only", help="comma-separated: exhaustion,syn,udp,reaction,events,cpu,topology")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -418,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only.split(",")) if args.only else {"exhaustion", "syn", "udp", "reaction", "events",
                                                           "cpu", "topology"}
     with tempfile.TemporaryDirectory(prefix="nfkit-ctguard-bench-") as tmp, three_node("ncg") as lab:
-        bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp))
+        bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp), args.nice)
         bench.setup()
         for i in range(args.runs):
             say(f"run {i + 1}/{args.runs}")

@@ -14,6 +14,8 @@ Both daemons get a 64 MB netlink event buffer from the start: with
 conntrackd's usual 2 MB it overruns on such a burst and waits for
 NetlinkOverrunResync (30 s) before it resyncs, which would measure the
 timer, not the sync.
+Each pairing also prints the CPU time each daemon spent on the run (medians):
+on a shared machine it says more about the cost per entry than the clock.
 """
 
 from __future__ import annotations
@@ -98,6 +100,15 @@ def start(kind: str, ns: Namespace, own: str, peer: str) -> subprocess.Popen[byt
     return proc
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[tuple[str, str], list[tuple[float, float]]] = {}  # pairing -> (sender, receiver) CPU seconds
+
+
 def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float | None:
     a, b = lab["a"], lab["b"]
     ta, tb = table(a), table(b)
@@ -108,13 +119,16 @@ def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float |
     try:
         time.sleep(2.5)  # HELLO, HELLO_BACK and the first ALIVEs
         todo = entries(n)
+        cpu = cpu_seconds(pa), cpu_seconds(pb)
         started = time.monotonic()
         ta.create_many(todo)
         while tb.stats()["entries"] < n:
             if time.monotonic() - started > timeout:
                 return None
             time.sleep(0.02)
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        CPU.setdefault((sender, receiver), []).append((cpu_seconds(pa) - cpu[0], cpu_seconds(pb) - cpu[1]))
+        return took
     finally:
         for p in (pa, pb):
             p.send_signal(signal.SIGTERM)
@@ -151,8 +165,10 @@ def main() -> None:
             continue
         med = statistics.median(done)
         base = base or med
+        cpu = CPU.get(p, [(0.0, 0.0)])
+        snd, rcv = (statistics.median(c[i] for c in cpu) for i in (0, 1))
         print(f"  {p[0]:>10} -> {p[1]:<10} {med:7.2f} s  {args.entries / med:9.0f} entries/s  "
-              f"time / conntrackd->conntrackd = {med / base:.2f}")
+              f"time / conntrackd->conntrackd = {med / base:.2f}  CPU: sender {snd:.2f} s, receiver {rcv:.2f} s")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ classifier on tcx, the queue taking only the flows it hands over).
    response byte; minus plain at the median and 99th percentile.  Goal: p99
    < 1 ms.
 
-Prints medians over --runs and the ratios.  The machine is shared: figures
+Prints medians over --runs and the ratios.  --modes picks the modes (plain
+always runs: the base).  worker.py beside this measures the queue worker's
+Python per flow alone, without the kernel.  The machine is shared: figures
 move with what else runs; compare within one run only.
 """
 
@@ -166,7 +168,12 @@ def main() -> None:
     ap.add_argument("--queues", default="0:1")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency-count", type=int, default=400)
+    ap.add_argument("--live-args", default="",
+                    help="more arguments for `nfkit nfgrep live` (e.g. \"--nice 0\")")
+    ap.add_argument("--modes", default="plain,queue,ebpf",
+                    help="comma-separated, of plain, queue, ebpf (plain is always run: the base)")
     args = ap.parse_args()
+    modes = tuple(m for m in ("plain", "queue", "ebpf") if m == "plain" or m in args.modes.split(","))
     with tempfile.TemporaryDirectory(prefix="nfkit-bench-live-") as tmp, \
             TrafficLab(tmp, firewall=True) as tl:
         work = Path(tmp)
@@ -181,7 +188,6 @@ def main() -> None:
         tl.serve("iperf3", ["iperf3", "-s", "-B", SERVER4, "-p", "5201"], 5201)
         tl.serve("http", [sys.executable, str(work / "server.py"), SERVER4, "8080", "2"], 8080)
         (work / "connlabel.conf").write_text("")
-        modes = ("plain", "queue", "ebpf")
         results: dict[str, dict[str, list[float]]] = {m: {} for m in modes}
         for run in range(args.runs):
             for mode in modes:
@@ -190,7 +196,8 @@ def main() -> None:
                 if mode != "plain":
                     daemon = tl.fw.popen([sys.executable, "-m", "nfkit", "nfgrep", "live", "--queues",
                                           args.queues, "--connlabel", str(work / "connlabel.conf"),
-                                          "--status-socket", str(sock), "--backend", mode])
+                                          "--status-socket", str(sock), "--backend", mode,
+                                          *args.live_args.split()])
                     wait_for_status(sock, lambda d=daemon: d.poll() is None, timeout=30)
                 r = results[mode]
                 out = tl.client.run(["iperf3", "-c", SERVER4, "-p", "5201", "-t", str(args.seconds),
@@ -227,16 +234,20 @@ def main() -> None:
                       flush=True)
                 time.sleep(0.5)
         print("\nmedians over", args.runs, "runs (shared 2-core machine, loaded by other sessions: noisy)")
-        print(f"{'':22} {'plain':>10} {'queue':>10} {'ebpf':>10} {'queue/pl':>9} {'ebpf/pl':>9}"
-              f" {'ebpf/queue':>10}")
+        print(f"{'':22} " + " ".join(f"{m:>10}" for m in modes) + " "
+              + " ".join(f"{m + '/pl':>9}" for m in modes[1:]))
         med = {m: {k: statistics.median(v) for k, v in results[m].items()} for m in modes}
         for key in results["plain"]:
-            p, q, e = med["plain"][key], med["queue"][key], med["ebpf"][key]
-            print(f"{key:22} {p:10.3f} {q:10.3f} {e:10.3f} {q / p if p else 0:8.2f}x "
-                  f"{e / p if p else 0:8.2f}x {e / q if q else 0:9.2f}x")
+            p = med["plain"][key]
+            print(f"{key:22} " + " ".join(f"{med[m][key]:10.3f}" for m in modes) + " "
+                  + " ".join(f"{med[m][key] / p if p else 0:8.2f}x" for m in modes[1:]))
         for key in ("classified/s", "flows per worker cpu-s", "enobufs"):
-            print(f"{key:22} {'':10} {med['queue'][key]:10.1f} {med['ebpf'][key]:10.1f}")
-        for m in ("queue", "ebpf"):
+            print(f"{key:22} {'':10} " + " ".join(f"{med[m][key]:10.1f}" for m in modes[1:]))
+        if "ebpf" in modes and "queue" in modes:
+            for key in ("conn/s", "classified/s", "machine cpu-us/conn"):
+                print(f"ebpf/queue {key}: {med['ebpf'][key] / med['queue'][key]:.2f}x")
+        print("load average at the end:", " ".join(os.getloadavg().__repr__()[1:-1].split(", ")))
+        for m in modes[1:]:
             for what in ("connect", "first_byte"):
                 for p in (50, 99):
                     k = f"{what} p{p} ms"

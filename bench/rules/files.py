@@ -12,7 +12,11 @@ Each load in a fresh network namespace (unshare -n); nfkit rules load, nft -f, n
 sendmsg, timed around the send only).  Then, on a loaded N-rule chain: `nfkit rules
 exists` of the last rule (cache cold and warm) against `iptables-nft -C`, and the
 listings against the bare dump.  Medians of BENCH_RUNS (default 3); the machine is
-shared: read the ratios, not the seconds.
+shared: read the ratios, not the seconds.  Each load's CPU time (user + system, from
+the children's rusage) is printed beside its wall time, the kernel commit's as the
+sending thread's CPU time (the kernel does the commit in that thread); on a loaded
+machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
+the listings.
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
@@ -21,6 +25,7 @@ shared: read the ratios, not the seconds.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,8 +58,8 @@ b = Batch(); e = Encoder(b, known_sets(cmds, s))
 encode_commands(cmds, e); b.close()
 data = bytes(b.buffer)
 s.ensure_sndbuf(len(data) + (1 << 20))
-t0 = time.perf_counter(); s.send(data); t1 = time.perf_counter()
-print(t1 - t0)
+c0 = time.thread_time(); t0 = time.perf_counter(); s.send(data); t1 = time.perf_counter()
+print(t1 - t0, time.thread_time() - c0)  # the kernel's work runs in the sender's thread
 '''
 
 DUMP = r'''
@@ -72,22 +77,33 @@ print(time.perf_counter() - t0)
 '''
 
 
-def timed(argv: list[str]) -> float:
+CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each timed command
+
+
+def timed(argv: list[str], name: str = "") -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if name:
+        CPU.setdefault(name, []).append(after.ru_utime - before.ru_utime
+                                        + after.ru_stime - before.ru_stime)
+    return wall
 
 
-def fresh(argv: list[str]) -> float:
+def fresh(argv: list[str], name: str = "") -> float:
     """``argv`` in a fresh network namespace, timed (namespace set-up included for
     every tool alike)."""
-    return timed(["unshare", "-n", *argv])
+    return timed(["unshare", "-n", *argv], name)
 
 
 def floor(path: Path) -> float:
     out = subprocess.run(["unshare", "-n", PY, "-c", FLOOR, str(path)], check=True,
                          capture_output=True, text=True).stdout
-    return float(out)
+    wall, cpu = map(float, out.split())
+    CPU.setdefault("kernel commit", []).append(cpu)
+    return wall
 
 
 def nft_json_listing(text_path: Path, json_path: Path) -> None:
@@ -115,19 +131,25 @@ def loads(d: Path, n: int) -> None:
     for title, path, other in cases:
         text_p, json_p = (path, other) if path.suffix == ".nft" else (other, path)
         res: dict[str, list[float]] = {}
+        CPU.clear()
         for _ in range(RUNS):
-            res.setdefault("nfkit rules load", []).append(fresh([*NFKIT, "rules", "load", str(path)]))
-            res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)]))
-            res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)]))
+            res.setdefault("nfkit rules load", []).append(
+                fresh([*NFKIT, "rules", "load", str(path)], "nfkit rules load"))
+            res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)], "nft -f"))
+            res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)], "nft -j -f"))
             res.setdefault("kernel commit", []).append(floor(path))
         m = {k: med(v) for k, v in res.items()}
-        ours = m["nfkit rules load"]
+        c = {k: med(v) for k, v in CPU.items()}
+        ours, cours = m["nfkit rules load"], c["nfkit rules load"]
         print(f"\n== load {n} rules: {title} ({path.name}; median of {RUNS}, fresh namespace each)")
-        print(f"  nfkit rules load       {ours:7.2f} s   nfkit/kernel commit = {ours / m['kernel commit']:.2f}")
+        print(f"  {'':22s} {'wall':>7s}     {'cpu':>5s}   ratios wall (cpu)")
+        print(f"  nfkit rules load       {ours:7.2f} s {cours:5.2f} s   nfkit/kernel commit = "
+              f"{ours / m['kernel commit']:.2f} ({cours / c['kernel commit']:.2f})")
         for k in ("nft -f", "nft -j -f"):
-            print(f"  {k:22s} {m[k]:7.2f} s   {k}/nfkit = {m[k] / ours:.2f}")
-        print(f"  kernel commit          {m['kernel commit']:7.2f} s   (the batch alone, one sendmsg)")
-        print("  per run: " + "; ".join(" ".join(f"{res[k][i]:.2f}" for k in res) for i in range(RUNS)))
+            print(f"  {k:22s} {m[k]:7.2f} s {c[k]:5.2f} s   {k}/nfkit = {m[k] / ours:.2f} ({c[k] / cours:.2f})")
+        print(f"  kernel commit          {m['kernel commit']:7.2f} s {c['kernel commit']:5.2f} s"
+              "   (the batch alone, one sendmsg)")
+        print("  per run (wall): " + "; ".join(" ".join(f"{res[k][i]:.2f}" for k in res) for i in range(RUNS)))
 
 
 def exists_and_lists(d: Path, n: int) -> None:

@@ -297,6 +297,36 @@ def test_idle_assured_flood_evicted_legitimate_connections_kept(routed_lab, tmp_
 
 
 @pytest.mark.kernel
+def test_status_json_metrics_and_unit(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What the issue asks the daemon to show: `status --json` (fill, entries per state, top
+    sources, actions with their reasons), Prometheus metrics on the configured address, and
+    the systemd unit that runs it."""
+    netns.run(["sh", "-c", FILL_ONE_SOURCE])
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[daemon]\nmetrics = \"127.0.0.1:9187\"\n[limits]\nbudget = 100\ninterval = 0.1\n"
+                   "source_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n")
+    sock = tmp_path / "g.sock"
+    guard = start_guard(netns, cfg, sock)
+    try:
+        _wait("an eviction", lambda: query_status(sock)["evicted"] > 0)
+        found = json.loads(subprocess.run([*NFKIT, "ctguard", "status", "--socket", str(sock), "--json"],
+                                          capture_output=True, text=True, check=True).stdout)
+        metrics = netns.run(["curl", "-s", "http://127.0.0.1:9187/metrics"]).stdout
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+    assert found["limit"] == 100 and 0 < found["fill"] <= 1 and found["by_state"]["ESTABLISHED"] > 0
+    assert found["top_sources"][0][0] == "203.0.113.7"
+    assert any(a["action"] == "evict" and "source over its share" in a["why"] for a in found["actions"])
+    for name in ("nfkit_ctguard_entries", "nfkit_ctguard_fill_ratio", "nfkit_ctguard_evictions_total",
+                 "nfkit_ctguard_resyncs_total", "nfkit_ctguard_candidate_dumps_total",
+                 "nfkit_ctguard_event_overruns_total", "nfkit_ctguard_stale_flushed_total"):
+        assert f"\n{name}" in metrics, name
+    unit = subprocess.run([*NFKIT, "ctguard", "unit"], capture_output=True, text=True, check=True).stdout
+    assert "ExecStart=" in unit and "ctguard run -c" in unit and "KillSignal=SIGTERM" in unit
+
+
+@pytest.mark.kernel
 def test_one_source_over_its_share_pays_alone(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
     netns.run(["sh", "-c", "for i in $(seq 1 80); do conntrack -I -p tcp -s 203.0.113.7 -d 198.51.100.2 "
                "--sport $((20000 + i)) --dport 80 --state ESTABLISHED -u ASSURED,SEEN_REPLY -t 3000 "
@@ -340,8 +370,13 @@ def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_la
     sock = tmp_path / "g.sock"
     guard = start_guard(fw, cfg, sock)
     try:
+        # the uplink's address changes (as a PPP up-script does it: the new address, the NAT rule
+        # moved to it, the old address removed)
+        fw.run("ip addr add 198.51.100.10/24 dev eth1")
+        fw.run(["nft", "flush chain ip nat post; add rule ip nat post udp dport 5001 snat to 198.51.100.10; "
+                "add rule ip nat post udp dport 5002 snat to 198.51.100.1"])
         t0 = time.monotonic()
-        fw.run("ip addr del 198.51.100.9/24 dev eth1")  # the uplink's address changes
+        fw.run("ip addr del 198.51.100.9/24 dev eth1")
         while time.monotonic() - t0 < 1.0:
             lines = fw.run("conntrack -L -p udp").stdout.splitlines()
             if not any("dport=5001" in x for x in lines):
@@ -354,6 +389,10 @@ def test_uplink_address_change_flushes_stale_unreplied_within_a_second(routed_la
         assert guard.wait(10) == 0
     assert took < 1.0 and found["stale_flushed"] == 5
     assert sum("dport=5002" in x for x in lines) == 5  # nothing else touched
+    # the client's next datagrams, from the same ports, leave with the new address
+    client.run([sys.executable, "-c", SEND_UDP])
+    bound = [e["reply"]["dst"] for e in ct_json(fw) if e["orig"]["dport"] == 5001]
+    assert bound == ["198.51.100.10"] * 5, bound
 
 
 # ------------------------------------------------------------------ size
@@ -494,6 +533,168 @@ def test_lost_events_make_one_dump_per_resync_interval_not_one_per_overrun(netns
             assert guard.dumps == 2 and guard.status()["picture_exact"] is True
             assert len(guard.picture) == 6000
             assert [a["action"] for a in guard.actions].count("resync deferred") == 1
+        finally:
+            guard.stop()
+
+
+def _dump_requests(sent: list[bytes]) -> list[int]:
+    """The conntrack dump requests among ``sent`` (bytes handed to sendmsg), each as the length
+    of its attributes: 0 is a full dump, anything else carries a filter."""
+    import struct
+
+    from nfkit.conntrack import wire
+    from nfkit.netlink.consts import NLM_F_DUMP
+
+    out = []
+    for data in sent:
+        off = 0
+        while off + 16 <= len(data):
+            length, mtype, flags = struct.unpack_from("=IHH", data, off)
+            if mtype == wire.MSG_GET and flags & NLM_F_DUMP == NLM_F_DUMP:
+                out.append(length - 20)
+            off += (length + 3) & ~3
+    return out
+
+
+@pytest.mark.kernel
+def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_full_one(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Events lost, resync put off, the table over evict_at: the round reads the slices it takes
+    from by dumps the kernel filters (the source over its share; the unreplied entries, stopped
+    at what the round can take), never a full dump; a flood the picture missed is evicted
+    instead of the legitimate connections it knows, and a source's records whose destroy
+    events were lost are dropped."""
+    import selectors
+    import socket as pysocket
+
+    from nfkit.conntrack.filter import Prefix
+    from nfkit.ctguard.guard import Guard
+    from nfkit.netlink.socket import NetlinkSocket
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 1000\nresync_interval = 60\nsource_limit = false\n"
+                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
+    heavy = [tcp("203.0.113.7", 20000 + i) for i in range(300)]
+    flood = [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8, timeout=600)
+             for i in range(1500)]
+    with netns.enter(), ConntrackTable() as t:
+        t.create_many(legit + heavy)
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            assert len(guard.picture) == 320 and guard.dumps == 1
+            guard.stream.sock.sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 0)
+            t.delete_many(heavy[:200])  # their destroy events lost below: ghosts in the picture
+            for i in range(0, 1500, 300):
+                t.create_many(flood[i:i + 300])
+                guard.on_conntrack()
+            assert guard.overruns >= 1 and guard.status()["picture_exact"] is False
+            assert len(guard.picture) < 320 + 200  # most of the flood never reached the picture
+            sent: list[bytes] = []
+            send = NetlinkSocket.send
+
+            def spy(self, data):  # type: ignore[no-untyped-def]
+                sent.append(bytes(data))
+                return send(self, data)
+
+            monkeypatch.setattr(NetlinkSocket, "send", spy)
+            guard.tick()
+            monkeypatch.undo()
+            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
+            left = t.count()
+            assert left <= 800 + 5, left
+            reasons = [a["why"] for a in guard.actions if a["action"] == "evict"][-1]
+            assert "unreplied" in reasons and "idle" not in reasons and "youngest" not in reasons
+            assert t.count(Filter(src=Prefix.parse("203.0.113.7", "s"))) >= 16
+            # the heavy source's dump was exact: its 200 ghosts dropped, its excess over the share evicted
+            assert 0 < guard.picture.by_source["203.0.113.7"] < 100
+            dumps = _dump_requests(sent)
+            assert 0 not in dumps and len(dumps) == guard.candidate_dumps == 2  # the source's, the unreplied
+            assert guard.dumps == 1  # no resync: still within resync_interval
+        finally:
+            guard.stop()
+
+
+@pytest.mark.kernel
+def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ctguard short of CPU: its picture still holds unreplied entries the kernel has destroyed
+    (their events not read yet) and lacks the ones made since.  A round whose deletes largely
+    find nothing marks the picture behind; the next reads the unreplied entries by a filtered
+    dump, puts them first, and evicts them instead of the legitimate connections it knows."""
+    import selectors
+
+    from nfkit.ctguard.guard import Guard
+    from nfkit.netlink.socket import NetlinkSocket
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
+                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
+
+    def udp(first: int, n: int) -> list[Entry]:
+        return [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8,
+                      timeout=600) for i in range(first, first + n)]
+
+    with netns.enter(), ConntrackTable() as t:
+        t.create_many(legit)
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            gone = udp(0, 900)
+            t.create_many(gone)
+            time.sleep(0.1)
+            guard.on_conntrack()
+            assert len(guard.picture) == 920
+            t.delete_many(gone)  # destroyed, and more made: events ctguard has not read
+            t.create_many(udp(900, 1000))
+            guard.tick()
+            assert guard.status()["picture_behind"] is True
+            assert t.count() == 1020  # that round found nothing to delete
+            sent: list[bytes] = []
+            send = NetlinkSocket.send
+
+            def spy(self, data):  # type: ignore[no-untyped-def]
+                sent.append(bytes(data))
+                return send(self, data)
+
+            monkeypatch.setattr(NetlinkSocket, "send", spy)
+            guard.tick()
+            monkeypatch.undo()
+            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
+            assert t.count() <= 800
+            assert 0 not in _dump_requests(sent) and guard.candidate_dumps >= 1 and guard.dumps == 1
+            assert guard.status()["picture_behind"] is False
+        finally:
+            guard.stop()
+
+
+@pytest.mark.kernel
+def test_resync_through_the_layouts_equals_the_picture_of_decoded_entries(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The resync dump is fed through the event layouts (no Entry per entry): the same picture
+    as from decoded entries, and every entry keeps the age the picture gave it."""
+    import selectors
+
+    from nfkit.ctguard.guard import Guard
+
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
+    with netns.enter(), ConntrackTable() as t:
+        t.create_many([tcp(f"203.0.113.{i % 9 + 1}", 1000 + i, assured=i % 3 > 0) for i in range(300)])
+        t.create(Entry(Tuple("2001:db8::1", "2001:db8::2", 17, 5000, 53), status=8, zone=3))
+        guard = Guard(config.read(cfg))
+        guard.start(selectors.DefaultSelector())
+        try:
+            ages = {k: r.first_seen for k, r in guard.picture.records.items()}
+            time.sleep(0.05)
+            guard.resync("test")
+            slow = Picture()
+            slow.resync(t.entries(), 0.0)
+            fast = guard.picture
+            assert fast.records.keys() == slow.records.keys() and len(fast) == 301
+            assert (fast.by_state, fast.by_source, fast.by_zone) == (slow.by_state, slow.by_source, slow.by_zone)
+            assert [len(x) for x in fast.tiers] == [len(x) for x in slow.tiers]
+            assert all(r.entry == slow.records[k].entry for k, r in fast.records.items())
+            assert {k: r.first_seen for k, r in fast.records.items()} == ages and fast.resyncs == 2
         finally:
             guard.stop()
 

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from nfkit.conntrack.table import ConntrackTable
+from nfkit.ha import wire
+from nfkit.ha.engine import Options, Peer, SyncEngine
+from nfkit.ha.notrack import PlainSession
+from nfkit.ha.spec import MsgType
 from nfkit.lab import Namespace
 from tests.ha.ha_lab import ftp_expectation, sync_lab
 from tests.ha.stock import NFKIT, NfkitHa
@@ -73,3 +78,46 @@ def test_nfkit_ct_expect_create_delete_watch(tmp_path: Path) -> None:
         bad = fw.run([NFKIT, "ct", "expect", "delete", "-p", "tcp", "--tuple-src", "192.0.2.9", "--tuple-dst",
                       "198.51.100.9", "--tuple-dport", "9"], check=False)
         assert bad.returncode == 2 and "no such expectation" in bad.stderr
+
+
+def test_an_expectation_found_again_by_a_resync_is_sent_as_exp_upd(tmp_path: Path) -> None:
+    """conntrackd sends a cache object by its status: an expectation its resync with the
+    kernel found again is ALIVE, so a bulk send says EXP_UPD; a new one EXP_NEW.  Then the
+    same against a stock peer: the expectation deleted there comes back by `-R` and `-B`."""
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        ftp_expectation(lab, tmp_path / "ftp")
+        with fw.enter():
+            table = ConntrackTable()
+        engine = SyncEngine(table, Options(expectations=True))
+        sent: list[bytes] = []
+        engine.add_peer(Peer("peer", PlainSession(seq=1), lambda d: sent.append(d) or True))
+        try:
+            engine.subscribe()  # reads the table: the expectation is new to the cache
+
+            def exp_types() -> list[MsgType]:
+                engine.flush()
+                types = [m.type for d in sent for m in wire.decode_datagram(d)
+                         if isinstance(m, wire.StateMessage) and m.type >= MsgType.EXP_NEW]
+                sent.clear()
+                return types
+
+            engine.bulk()
+            assert exp_types() == [MsgType.EXP_NEW]
+            engine.resync_with_kernel(send=True)  # found again: EXP_UPD
+            assert exp_types() == [MsgType.EXP_UPD]
+            engine.bulk()
+            assert exp_types() == [MsgType.EXP_UPD]
+        finally:
+            engine.close()
+            table.close()
+        a = start("nfkit", fw, tmp_path, "fw", options=SYNC_FTP)
+        b = start("stock", peer, tmp_path, "peer", options=SYNC_FTP)
+        want = oracle(fw)
+        a.ctl("-B")
+        wait_for(lambda: oracle(peer) == want, lambda: (oracle(peer), want, a.ctl("-s"), b.ctl("-s")))
+        peer.run("conntrack -F expect")  # gone from the peer's kernel
+        assert oracle(peer) == []
+        a.ctl("-R")
+        a.ctl("-B")  # the stock peer takes the EXP_UPD
+        wait_for(lambda: oracle(peer) == want, lambda: (oracle(peer), want, a.ctl("-s"), b.ctl("-s")))

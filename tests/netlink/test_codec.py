@@ -223,3 +223,43 @@ def test_shape_decoder_same_length_other_layout():
     a, b, c = (dec(m.attrs) for m in parse_messages(w.buffer))
     assert (a, b, c) == ({"u32": 1}, {"be32": 2}, {"u32": 7})
     assert dec.hits == 1
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=8, max_size=64), st.data())
+def test_exact_layout_runs_read_the_slots_and_stop_at_the_first_other_stream(sample, data):
+    """`Layout.exact`: streams equal to a sample but at its slots are recognised a run at a
+    time (`run`), each slot read as bytes; the run stops at the first stream that differs
+    anywhere else (the fast listing's templates stand on this)."""
+    from nfkit.netlink.shapes import Layout
+
+    n = len(sample)
+    cuts = sorted(data.draw(st.sets(st.integers(0, n), max_size=6)))
+    slots = [(a, b - a) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if b > a]
+    lay = Layout.exact(sample, slots)
+    count = data.draw(st.integers(0, 40))
+    streams = []
+    for _ in range(count):
+        s = bytearray(sample)
+        for off, width in slots:
+            s[off:off + width] = data.draw(st.binary(min_size=width, max_size=width))
+        streams.append(bytes(s))
+    fixed = [i for i in range(n) if not any(o <= i < o + w for o, w in slots)]
+    tail = b""
+    if fixed and data.draw(st.booleans()):  # a stream that differs outside the slots
+        other = bytearray(sample)
+        other[data.draw(st.sampled_from(fixed))] ^= 0xFF
+        tail = bytes(other)
+    buf = b"pre" + b"".join(streams) + tail
+    got, columns = lay.run(buf, 3)
+    assert got == count
+    assert columns == ([tuple(s[o:o + w] for s in streams) for o, w in slots] if count else [])
+    if tail:
+        assert lay.run(buf, 3 + count * n) == (0, [])
+
+
+def test_exact_layout_refuses_overlapping_slots():
+    from nfkit.netlink.shapes import Layout
+
+    with pytest.raises(ValueError):
+        Layout.exact(bytes(16), [(0, 8), (4, 4)])

@@ -351,6 +351,7 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         time.sleep(0.2)
         decisions = live.decisions()
         status = live.status()
+        nices = [_nice(q["pid"]) for q in status["queues"]]
         # a worker that dies is started again; its queue's flows are classified again
         victim = next(q for q in status["queues"] if q["queue"] == 2)["pid"]
         os.kill(victim, signal.SIGKILL)
@@ -358,6 +359,7 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         while live.status()["restarts"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         again = live.status()
+        nices.append(_nice(next(q for q in again["queues"] if q["queue"] == 2)["pid"]))
         on_2 = next(d["client"].split(":")[0] for d in decisions if d["queue"] == 2
                     and d["client"].split(":")[0] in extra)
         tl.run_client(["curl", "-sS", "-o", "/dev/null", "--interface", on_2, url])
@@ -383,3 +385,9 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
     assert again["total"]["decided"] >= status["total"]["decided"]  # counters carried over
     assert next(q for q in again["queues"] if q["queue"] == 2)["pid"] not in (None, victim)
     assert [(d["app"], d["queue"]) for d in later if d["client"].startswith(on_2 + ":")] == [("http", 2)]
+    assert nices == [-10, -10, -10]  # --nice's default, the restarted worker's too
+
+
+def _nice(pid: int) -> int:
+    """A process's nice value (/proc/PID/stat, field 19)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])

@@ -143,3 +143,39 @@ def test_a_flow_handed_over_after_its_first_bytes_went_by_is_unknown(engine_rule
     j2.packet(tcp(C, S, 40003, 80, 101, 0x18, REQUEST), reply=False)
     j2.packet(tcp(S, C, 80, 40003, 501, 0x18, RESPONSE), reply=True)
     assert [d.app for d in decisions2] == ["http"]
+
+
+class _Verdicts:
+    """What `serve` sends, in order: (packet id, mark or None) per verdict, and the flushes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int | None]] = []
+        self.flushes: list[int] = []
+
+    def verdict(self, pid: int, verdict: int, mark: int | None = None) -> None:
+        self.sent.append((pid, mark))
+
+    def flush(self) -> None:
+        self.flushes.append(len(self.sent))
+
+
+def test_a_batch_gets_its_verdicts_decided_first_then_one_by_one(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """`serve`: a packet of a flow decided already is answered before the engine runs on the
+    batch's others; each of those is sent as soon as judged; a flow decided by an earlier
+    packet of the same batch is not judged again (once, the same app for both)."""
+    from nfkit.nfgrep.live import serve
+
+    j, decisions = judge(engine_rules)
+    http = SHIPPED["http"]
+    j.packet(tcp(C, S, 40010, 80, 101, 0x18, REQUEST))
+    assert j.packet(tcp(S, C, 80, 40010, 501, 0x18, RESPONSE)) == http
+    reply = 0x80  # the direction bit under the default mask
+    q = _Verdicts()
+    serve(j, [(1, 0, -1, 0, tcp(C, S, 40011, 80, 101, 0x18, REQUEST)),
+              (2, reply, -1, 0, tcp(S, C, 80, 40011, 501, 0x18, RESPONSE)),
+              (3, reply, -1, 0, tcp(S, C, 80, 40011, 501 + len(RESPONSE), 0x18, b"more")),
+              (4, 0, -1, 0, tcp(C, S, 40010, 80, 101 + len(REQUEST), 0x10, b"late"))], q, 0xFF)
+    # 4 (decided before the batch) first and flushed alone; then 1, 2 (deciding), 3, each flushed
+    assert q.sent == [(4, http), (1, None), (2, http), (3, http)]
+    assert q.flushes == [1, 2, 3, 4]
+    assert [d.app for d in decisions] == ["http", "http"]

@@ -1,9 +1,10 @@
 """`nfkit nfgrep classify -i`: live traffic of real programs, against tcpdump's capture of it.
 
-One lab: tcpdump and two live runs (one process stopped by SIGTERM, two
-fanout workers stopped by SIGINT) watch the server's link while curl,
-openssl, dig, ssh, redis, mosquitto, smtp and ftp clients talk; the live
-flows must be the flows of the capture classified offline.
+One lab: tcpdump and three live runs (one process stopped by SIGTERM, two
+fanout workers stopped by SIGINT, one process printing text) watch the
+server's link while curl, openssl, dig, ssh, redis, mosquitto, smtp and ftp
+clients talk; the live flows must be the flows of the capture classified
+offline, each printed as it was decided, while the capture still ran.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ SCENARIOS = [("http", {}), ("http", {"ipv6": True}), ("tls", {}), ("dns", {}),
 
 
 def _start(tl: TrafficLab, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    out, err = tl.dir / f"{name}.json", tl.dir / f"{name}.err"
+    out, err = tl.dir / f"{name}.out", tl.dir / f"{name}.err"
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = tl.server.popen([sys.executable, "-m", "nfkit", "nfgrep", "classify", "-i", "eth0",
-                                "--json", *args], stdout=o, stderr=e)
+                                *args], stdout=o, stderr=e)
     deadline = time.monotonic() + 30
     while b"listening on eth0" not in err.read_bytes():
         assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
@@ -44,8 +45,23 @@ def _made(flows: list[dict]) -> list[dict]:  # type: ignore[type-arg]
     return [f for f in flows if f["proto"] in ("tcp", "udp")]
 
 
+def _decision(f: dict) -> dict:  # type: ignore[type-arg]
+    """A flow without its counts: a live line has the counts when it was decided."""
+    return {k: v for k, v in f.items() if k not in ("packets", "bytes", "decision_ms")}
+
+
 def _rows(flows: list[dict]) -> list[str]:  # type: ignore[type-arg]
-    return sorted(json.dumps(f, sort_keys=True) for f in _made(flows))
+    return sorted(json.dumps(_decision(f), sort_keys=True) for f in _made(flows))
+
+
+def _shown_while_running(proc: subprocess.Popen[bytes], out: Path, text: str) -> bool:
+    """Does ``text`` appear in the run's output while the run goes on (within 10 s)?"""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if text in out.read_text():
+            return proc.poll() is None
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +72,24 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     work = tmp_path_factory.mktemp("passive")
     with TrafficLab(work) as tl:
         pcap = tl.capture("eth.pcap", "eth0")
-        one = _start(tl, "one")
-        two = _start(tl, "two", "--fanout", "2")
+        one = _start(tl, "one", "--json")
+        two = _start(tl, "two", "--json", "--fanout", "2")
+        text = _start(tl, "text")
+        results: dict[str, object] = {}
         for name, kw in SCENARIOS:
             getattr(tl, name)(**kw)
+            if name == "http" and not kw:  # the decision is out before the run ends
+                results["early"] = [_shown_while_running(proc, out, mark) for (proc, out, _), mark in
+                                    ((one, '"app": "http"'), (two, '"app": "http"'), (text, " http "))]
         tl.stop_captures()  # tcpdump has every packet; the rings hand blocks over within 0.1 s
         time.sleep(0.5)
-        results: dict[str, object] = {"stats": dict(tl.capture_stats)}
-        for key, (proc, out, err), sig in (("one", one, signal.SIGTERM), ("two", two, signal.SIGINT)):
+        results["stats"] = dict(tl.capture_stats)
+        for key, (proc, out, err), sig in (("one", one, signal.SIGTERM), ("two", two, signal.SIGINT),
+                                           ("text", text, signal.SIGINT)):
             proc.send_signal(sig)
             assert proc.wait(timeout=30) == 0, err.read_text()
-            results[key] = [json.loads(line) for line in out.read_text().splitlines()]
+            lines = out.read_text().splitlines()
+            results[key] = lines if key == "text" else [json.loads(line) for line in lines]
             results[f"{key}-err"] = err.read_text()
         results["offline"] = [f.as_json() for f in classify([pcap]).flows]
     return results
@@ -75,6 +98,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def test_the_live_flows_are_the_flows_of_the_capture(runs: dict) -> None:  # type: ignore[type-arg]
     assert runs["stats"]["eth.pcap"][2] == 0, runs["stats"]  # tcpdump lost nothing
     assert _rows(runs["one"]) == _rows(runs["offline"])
+    # decided before the flow ended: at most the packets of the whole flow
+    total = {(f["client"], f["server"]): f for f in runs["offline"]}
+    for f in _made(runs["one"]):
+        whole = total[f["client"], f["server"]]
+        assert f["packets"][0] <= whole["packets"][0] and f["packets"][1] <= whole["packets"][1]
+        if f["app"] in ("http", "tls", "ssh"):  # decided by the engine, before the flow ended
+            assert sum(f["packets"]) < sum(whole["packets"]) and f["decision_ms"] >= 0, f
     apps = {f["app"] for f in runs["one"]}
     assert {"http", "tls", "dns", "ssh", "redis", "mqtt", "smtp", "ftp", "ftp-data"} <= apps
     assert "Traceback" not in runs["one-err"] and "dropped" not in runs["one-err"]
@@ -86,10 +116,21 @@ def test_fanout_workers_together_see_the_same_flows(runs: dict) -> None:  # type
         g = dict(f)
         if g["app"] in ("ftp-data", "unknown") and g["proto"] == "tcp":
             g["app"] = "ftp-data?"
-        return json.dumps(g, sort_keys=True)
+        return json.dumps(_decision(g), sort_keys=True)
 
     assert sorted(map(key, _made(runs["two"]))) == sorted(map(key, _made(runs["offline"])))
     assert "(2 workers, fanout hash)" in runs["two-err"]
+
+
+def test_each_flow_is_printed_as_it_is_decided(runs: dict) -> None:  # type: ignore[type-arg]
+    """JSON, fanout and text lines come out while the capture runs; the signal ends it with
+    the summary, exit 0 (checked in the fixture)."""
+    assert runs["early"] == [True, True, True]
+    lines = [line for line in runs["text"] if line.startswith(("tcp", "udp"))]
+    assert len(lines) == len(_made(runs["one"]))
+    for key in ("one", "two", "text"):
+        err = runs[f"{key}-err"]
+        assert " http " in err and "flows on eth0" in err and "Traceback" not in err, err
 
 
 def test_count_duration_and_bad_input(tmp_path: Path) -> None:

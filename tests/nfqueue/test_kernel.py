@@ -149,3 +149,33 @@ def test_enobufs_is_counted_and_survived(netns) -> None:  # type: ignore[no-unty
             q.verdict(pkt)
             q.flush()
             assert _received(rx) == [b"after"]
+
+
+def test_receive_reads_several_datagrams_per_call(netns) -> None:  # type: ignore[no-untyped-def]
+    """`Queue.receive`: the packets waiting read in one call (up to its limit), decoded by
+    layout as `packets` decodes them; a cut copy says its length; refusals counted."""
+    with netns.enter():
+        _rules({"num": 8})
+        rx = _receiver()
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with Queue(8, copy_range=60, flags=Q.NFQA_CFG_F_FAIL_OPEN) as q:
+            for i in range(10):
+                tx.sendto(b"%02d" % i + b"y" * (i * 10), ("127.0.0.1", PORT))
+            deadline = time.monotonic() + 5
+            while queue_counters()[8]["waiting"] < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            first = q.receive(limit=3)
+            rest = q.receive()
+            assert [len(first), len(rest)] == [3, 7]
+            got = first + rest
+            assert [p[0] for p in got] == list(range(1, 11))  # ids in order
+            for i, (_, mark, cap_len, _, payload) in enumerate(got):
+                whole = 28 + 2 + i * 10
+                assert payload[28:] == (b"%02d" % i + b"y" * (i * 10))[:32] and mark == 0
+                assert cap_len == (whole if whole > 60 else -1)
+            q.batch_verdict(got[-1][0])
+            q.verdict(54321)  # no such packet: refused
+            q.flush()
+            assert len(_received(rx)) == 10
+            assert q.receive() == [] and q.refused == 1 and q.last_refusal == "ENOENT"
+            assert q.received == 10

@@ -120,3 +120,52 @@ def test_config_messages() -> None:
 def test_bad_config_is_one_clear_error(call, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match=message):
         call(MessageWriter())
+
+
+@given(queue=st.integers(0, 0xFFFF), pid=st.integers(0, 0xFFFFFFFF), payload=st.binary(max_size=300),
+       mark=st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)),
+       cap=st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)),
+       gso=st.booleans(), hwaddr=st.booleans(), after=st.booleans())
+def test_layouts_decode_as_the_walk_does(queue, pid, payload, mark, cap, gso, hwaddr, after) -> None:  # type: ignore[no-untyped-def]
+    """`PacketLayouts` gives `parse_packet`'s fields, for a new layout and a learnt one,
+    a payload that is not last included; several layouts live side by side."""
+    extra = []
+    if hwaddr:
+        extra.append((9, b"\x00\x06\x00\x00" + bytes(range(8))))
+    if cap is not None:
+        extra.append((13, struct.pack(">I", cap)))
+    if gso:
+        extra.append((14, struct.pack(">I", Q.NFQA_SKB_GSO)))
+    layouts = wire.PacketLayouts()
+    shapes = [packet_message(queue, pid, payload, mark, extra),
+              packet_message(queue, pid ^ 1, payload + b"z", None, []),
+              packet_message(queue, pid, payload, mark, extra)]
+    if after:  # an attribute after the payload: no layout, the walk every time
+        w = MessageWriter()
+        w.begin(Q.PACKET, 0, family=2, res_id=queue)
+        w.binary(1, wire.packet_hdr(pid, 0x0800, 1))
+        w.binary(10, payload)
+        w.be32(3, 5)
+        w.end()
+        shapes.append(bytes(w.buffer))
+    for raw in shapes * 2:
+        (msg,) = parse_messages(raw)
+        pkt = wire.parse_packet(msg)
+        q, i, m, c, skb, start, stop = layouts.decode(raw, 16, len(raw))
+        assert (q, i, m, skb) == (pkt.queue, pkt.id, pkt.mark, pkt.skb_info)
+        assert c == (-1 if pkt.cap_len is None else pkt.cap_len)
+        assert raw[start:stop] == pkt.payload
+    assert 1 <= len(layouts.layouts) <= 2
+
+
+@pytest.mark.parametrize("cut", [17, 20, 24, 30])
+def test_layouts_refuse_a_damaged_packet(cut: int) -> None:
+    raw = packet_message(1, 2, b"payload", 3)
+    layouts = wire.PacketLayouts()
+    layouts.decode(raw, 16, len(raw))  # learnt
+    for r in (raw, raw[:cut]):
+        if len(r) == len(raw):
+            continue
+        bad = bytearray(r)
+        with pytest.raises(DecodeError):
+            layouts.decode(bad, 16, len(bad))

@@ -194,7 +194,15 @@ def test_load_and_check_start_without_click(netns, tmp_path) -> None:  # type: i
     # The bulk commands do their work (and report errors) without importing click.
     f = tmp_path / "r.json"
     f.write_text(_doc(_many(3), "compact"))
-    probe = ("import sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
+    # the commands end by os._exit (cli.guard.one_shot): the probe reports from there
+    probe = ("import os, sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
+             "end, me = os._exit, os.getpid()\n"
+             "def report(status):\n"
+             "    if os.getpid() == me:  # not the reader's forked helper\n"
+             "        print('click' in sys.modules, file=sys.stderr)\n"
+             "        sys.stderr.flush()\n"
+             "    end(status)\n"
+             "os._exit = report\n"
              "try:\n    runpy.run_module('nfkit', run_name='__main__')\n"
              "finally:\n    print('click' in sys.modules, file=sys.stderr)\n")
     p = netns.run([sys.executable, "-c", probe.format("check", f)], check=False)

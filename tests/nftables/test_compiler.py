@@ -68,3 +68,23 @@ def test_a_reversed_value_has_no_slot() -> None:
     rc = RuleCompiler("ip", "t")
     rc.compile(rule)
     assert rc._last_slot is None
+
+
+def test_icmp_type_dependency_is_per_rule() -> None:
+    """`icmp id` needs nft's `icmp type { echo-reply, echo-request }` unless the rule
+    matched a type itself: a compiled statement is not reused across the two cases."""
+    from nfkit.nftables.compiler import RuleCompiler as _RC
+    from nfkit.nftables.expressions import parse_exprs as _parse
+
+    def m(f: str, v: object) -> dict:
+        return {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": f}},
+                          "right": v}}
+
+    rc = _RC("ip", "t")
+    got = []
+    for rule in ([m("id", 5)], [m("type", "echo-request"), m("id", 7)], [m("id", 8)]):
+        exprs, sets = rc.compile(rule)
+        got.append((len(sets), [n for n, _a in _parse(b"".join(exprs))]))
+    assert got == [(1, ["meta", "cmp", "payload", "lookup", "payload", "cmp"]),
+                   (0, ["meta", "cmp", "payload", "cmp", "payload", "cmp"]),
+                   (1, ["meta", "cmp", "payload", "lookup", "payload", "cmp"])]

@@ -10,7 +10,9 @@ from nfkit.nftables.compiler import RuleCompiler
 
 
 @pytest.mark.parametrize("key, value, why", [
-    ({"protocol": "ip6", "field": "daddr"}, "fd00::1", "raw payloads only"),
+    ({"protocol": "icmpv6", "field": "type"}, 1, "not encoded by nfkit"),
+    ({"protocol": "ip6", "field": "dscp"}, {"meta": {"key": "mark"}}, "a constant only"),
+    ({"protocol": "ip6", "field": "daddr"}, {"meta": {"key": "mark"}}, "the value is 32 bits"),
     ({"base": "th", "offset": 4, "len": 8}, 1, "whole bytes only"),
     ({"base": "th", "offset": 0, "len": 136}, 1, "at most 16"),
     ({"base": "th", "offset": 128, "len": 64}, {"payload": {"protocol": "ip6", "field": "daddr"}},

@@ -71,7 +71,9 @@ def test_ranges_and_host_order_compare(a: int, b: int, m: int, op: str) -> None:
 @given(st.lists(port, min_size=1, max_size=8, unique=True))
 def test_anonymous_set_is_sorted_like_nft(ports: list[int]) -> None:
     rule = [match(payload("tcp", "dport"), {"set": ports}), {"accept": None}]
-    want = [match(payload("tcp", "dport"), {"set": sorted(ports)}), {"accept": None}]
+    # one element: compared as that element, as nft loads it (`tcp dport { 22 }`)
+    right = {"set": sorted(ports)} if len(set(ports)) > 1 or len(ports) > 1 else ports[0]
+    want = [match(payload("tcp", "dport"), right), {"accept": None}]
     assert normalize(rule, "inet") == want
 
 

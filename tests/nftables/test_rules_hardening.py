@@ -216,6 +216,38 @@ def test_interrupted_load_reports_what_the_kernel_did(netns, tmp_path) -> None: 
     assert {"interrupted", "held"} <= outcomes, outcomes
 
 
+
+_AFTER_COMMIT = """
+import os, signal, sys, time
+from nfkit.cli.guard import guarded
+from nfkit.nftables.jsonfmt import load_json
+from nfkit.nftables.commits import commit
+
+def command():
+    if sys.argv[1] == "commit":
+        commit(load_json('{"nftables": [{"table": {"family": "inet", "name": "t"}}]}'))
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the command finishes
+    time.sleep(5)
+
+guarded(command)
+"""
+
+
+@pytest.mark.parametrize("what, status, says, tables", [
+    ("commit", 0, "it was committed\n", "table inet t\n"),
+    ("nothing", 130, "nfkit: interrupted\n", ""),
+])
+def test_an_interrupt_after_the_commit_does_not_say_nothing_happened(  # type: ignore[no-untyped-def]
+        netns, tmp_path, what, status, says, tables) -> None:
+    # The window the load test above can hit only by chance (its interrupt at the end
+    # of a long commit): the kernel has committed, the command is closing its socket.
+    script = tmp_path / "after_commit.py"
+    script.write_text(_AFTER_COMMIT)
+    p = netns.run([sys.executable, str(script), what], check=False, preexec_fn=interruptible)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert (p.returncode, netns.run("nft list tables").stdout) == (status, tables), p.stderr
+    assert p.stderr.endswith(says), p.stderr
+
 # ---- 6: values the kernel would have changed ------------------------------------------
 
 @pytest.mark.parametrize("items, needle", [

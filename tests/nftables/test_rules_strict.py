@@ -89,6 +89,11 @@ CATALOGUE: list[list[dict[str, Any]]] = [
     [{"match": {"op": "==", "left": {"tcp option": {"name": "sack-perm"}}, "right": True}}],
     [{"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": 1360}}],
     [{"ct helper": {"map": {"key": DPORT, "data": {"set": [[21, "ftp"]]}}}}],
+    [{"match": {"op": "==", "left": {"osf": {"key": "version", "ttl": "skip"}},
+                "right": "Linux:3.0"}}],
+    [{"match": {"op": "==", "left": {"ipsec": {"key": "saddr", "family": "ip", "dir": "in",
+                                               "spnum": 1}}, "right": "192.0.2.1"}}],
+    [{"match": {"op": "==", "left": {"rt": {"key": "classid"}}, "right": "10"}}],
 ]
 
 
@@ -176,14 +181,32 @@ def test_an_unknown_flag_is_refused(data: st.DataObject) -> None:
     ({"reject": {"type": "tcp reset", "expr": "host-unreachable"}}, "without an icmp type"),
     ({"accept": {"x": 1}}, "key 'x'"),
     ({"limit": {"rate": 5, "per": "second", "burst_unit": "kbytes"}}, "burst unit"),
-    ({"match": {"op": "==", "left": {"rt": {"key": "classid"}}, "right": 1}}, "'classid'"),
-    ({"match": {"op": "==", "left": {"osf": {"key": "name"}}, "right": "Linux"}}, "'osf'"),
+    ({"match": {"op": "==", "left": {"rt": {"key": "realm"}}, "right": 1}}, "'realm'"),
+    ({"match": {"op": "==", "left": {"tcp option": {"base": 255, "offset": 8, "len": 8}},
+                "right": 1}}, "'base'"),
+    ({"meter": {"name": "m", "key": SADDR, "stmt": {"counter": None}}}, "'meter'"),
+    ({"match": {"op": "==", "left": {"osf": {"key": "name", "ttl": "tight"}}, "right": "Linux"}},
+     "'tight'"),
+    ({"match": {"op": "==", "left": {"ipsec": {"key": "reqid", "dir": "sideways"}}, "right": 1}},
+     "'sideways'"),
     ({"tproxy": {"port": 1, "x": 2}}, "'x'"),
 ])
 def test_refusals_name_the_statement(stmt: dict[str, Any], why: str) -> None:
     with pytest.raises(InputError) as exc:
         _compiler().compile([stmt])
     assert why in str(exc.value)
+
+
+def test_a_field_of_part_of_a_byte_takes_only_its_bits() -> None:
+    """frag-off is 13 bits: 8192 is refused, not cut to the bits that fit."""
+    rule = [{"match": {"op": "==", "left": {"exthdr": {"name": "frag", "field": "frag-off"}},
+                       "right": 8192}}]
+    with pytest.raises(InputError, match="exceeds"):
+        RuleCompiler("ip6", "t").compile(rule)
+    rule[0]["match"]["right"] = 8191
+    back = RuleDecoder("ip6").decode(parse_exprs(b"".join(RuleCompiler("ip6", "t").compile(
+        rule)[0])))
+    assert back == rule
 
 
 def test_set_update_statements_are_encoded_and_decoded() -> None:

@@ -98,11 +98,12 @@ def _value(cls: tuple[Any, ...]) -> Any:
     kind = cls[0]
     if kind == "int":
         return st.integers(1, 2**64 - 1)
-    if kind == "ipv4":
+    if kind in ("ipv4", "ipv4net"):  # a prefix's address: host bits set or not
         return st.ip_addresses(v=4).map(str)
-    if kind == "ipv6":
+    if kind in ("ipv6", "ipv6net"):
         return st.ip_addresses(v=6).map(lambda a: socket.inet_ntop(socket.AF_INET6, a.packed))
-    return st.text("abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=cls[1], max_size=cls[1])
+    return st.text("abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=cls[1],
+                   max_size=cls[-1])  # ("text", n) or ("text", least, most)
 
 
 @pytest.mark.kernel

@@ -4,8 +4,9 @@ For each group of items, nft -f loads every item's table into namespace A.
 Then, per item:
 
 - load: nfkit loads nft's `-j list ruleset` JSON of the item into B; B's kernel
-  state (as `nft -j list ruleset` prints it) must equal A's; or nfkit refuses it
-  with one InputError before sending anything;
+  state (as `nft -j list ruleset` prints it, and each rule's expressions as
+  `nft --debug=netlink` prints them, dependencies nft hides included) must equal A's;
+  or nfkit refuses it with one InputError before sending anything;
 - text: the same with the item's nft text;
 - list: `nfkit rules list --json` of A equals nft's JSON listing ("raw" when
   nfkit prints an expression it does not decode in its raw form, which says so);
@@ -94,6 +95,24 @@ def _statements(item: Item, tables: dict[str, list[dict[str, Any]]]) -> str:
                     for o in tables[table_name(item)] if "rule" in o)
 
 
+def _expr_bytes(debug: str) -> dict[str, list[str]]:
+    """Each table's rules as `nft --debug=netlink` prints their expressions (the
+    kernel's attributes, dependencies included), handles and anonymous set numbers left
+    out: what a JSON listing can hide (a dependency nft does not print) shows here."""
+    out: dict[str, list[str]] = {}
+    table = None
+    for line in debug.splitlines():
+        head = re.match(r"^(\S+) (\S+) (\S+)( \d+)*$", line)
+        if head and not head.group(3).startswith("@"):
+            table = head.group(2)
+            out.setdefault(table, []).append(head.group(3))
+        elif re.match(r"^(\S+) (\S+) @", line) or line.startswith("\telement"):
+            table = None if re.match(r"^(\S+) (\S+) @", line) else table
+        elif line.startswith("  [") and table is not None:
+            out[table].append(re.sub(r"__(set|map|objmap)\d+", "__anon", line.strip()))
+    return out
+
+
 def _rule_lines(text: str) -> str:
     """The rules of a table's listing (the lines of its chains)."""
     rules, in_chain = [], False
@@ -114,6 +133,7 @@ def test_group(group: str, pair: tuple[Namespace, Namespace], tmp_path: Path) ->
     a.run("nft flush ruleset")
     a.run(["nft", "-f", "-"], input="".join(table_text(i) for i in items))
     listing = strip(json.loads(a.run("nft -j list ruleset").stdout))
+    nft_bytes = _expr_bytes(a.run("nft --debug=netlink list ruleset").stdout)
     nft_tables = _tables(listing)
     nft_text = _text_tables(a.run("nft list ruleset").stdout)
     ours_json = _tables(strip(json.loads(a.run(NFKIT + ["rules", "list", "--json"]).stdout)))
@@ -142,10 +162,15 @@ def test_group(group: str, pair: tuple[Namespace, Namespace], tmp_path: Path) ->
         proc = b.run(NFKIT + ["rules", "load", str(f)], check=False)
         assert proc.returncode == 0, proc.stderr
         got = _tables(strip(json.loads(b.run("nft -j list ruleset").stdout)))
+        got_bytes = _expr_bytes(b.run("nft --debug=netlink list ruleset").stdout)
         for item in accepted:
             mine = got.get(table_name(item))
             results[item.id][form] = "equal" if mine == nft_tables[table_name(item)] else \
                 "DIFFERS: " + json.dumps(mine)[:300]
+            if mine == nft_tables[table_name(item)] and \
+                    got_bytes.get(table_name(item)) != nft_bytes.get(table_name(item)):
+                results[item.id][form] = "DIFFERS in its expressions: " + json.dumps(
+                    got_bytes.get(table_name(item)))[:600]
     for item in items:
         name = table_name(item)
         r = results[item.id]
@@ -183,6 +208,11 @@ def coverage_table() -> str:
                 f"| {item.what} | `{_cell(r['out'])}` | `{_cell(r['in'])}` | {load(r['load'])} "
                 f"| {load(r['text'])} | {mark[r['list']]} | {mark[r['listtext']]} "
                 f"| test_vocabulary.py::test_group[{group}] ({item.id}) |")
+    full = sum(1 for r in RESULTS.values()
+               if (r["load"], r["text"], r["list"], r["listtext"]) == ("equal",) * 4)
+    rows.append("")
+    rows.append(f"{full} of {len(RESULTS)} items equal to nft both ways (loaded from nft's JSON "
+                "and from nft's text, listed in both forms).")
     return "\n".join(rows)
 
 

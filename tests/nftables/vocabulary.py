@@ -129,6 +129,27 @@ GROUPS: dict[str, list[Item]] = {
             "meta mark set symhash mod 4 offset 10", "prerouting")),
         Item("raw_payload", "raw payloads @ll, @nh, @th", "inet", _chain(
             "@ll,0,16 0x1\n@nh,96,32 0xc0000201\n@th,16,16 22")),
+        Item("mangle_maps", "meta/ct set from anonymous maps (mark, priority, zone)", "inet",
+             _chain("meta mark set tcp dport map { 22 : 0x1, 23 : 0x2 }\n"
+                    "meta priority set tcp dport map { 22 : 1:2 }\n"
+                    "ct zone set meta mark map { 1 : 2 }\n"
+                    "ct mark set ip saddr map { 192.0.2.1 : 0x5 }", "prerouting", prio="-300")),
+        Item("icmp_inet", "icmp and icmpv6 in inet (dependency hidden), device groups", "inet",
+             _chain("icmp type echo-request\nicmp code 1\nicmpv6 code 1\n"
+                    "meta iifgroup 0\nmeta oifgroup { 0, 3 }")),
+        Item("bitfield_sets", "sets of fields of part of a byte", "inet", _chain(
+            "ip dscp { cs1, af11 }\nip6 ecn { ect0, ce } drop")),
+        Item("one_elem_sets", "one-element anonymous sets (compared as the element)", "inet",
+             _chain('tcp dport != { 22 }\nip saddr { 192.0.2.0/24 }\ntcp flags { syn }\n'
+                    'iifname { "lo" }\nct state { established } accept')),
+        Item("icmp_fields", "icmp fields of some message types (nft's type dependency)", "ip",
+             _chain("icmp id 5\nicmp sequence 6\nicmp gateway 5\nicmp mtu 1400\n"
+                    "icmp type echo-request icmp id 7")),
+        Item("icmpv6_fields", "icmpv6 fields of some message types", "ip6",
+             _chain("icmpv6 mtu 1280\nicmpv6 max-delay 5\nicmpv6 id 5")),
+        Item("l4_headers", "dccp, igmp, udplite, comp header fields", "inet", _chain(
+            "dccp type request\ndccp type { ack, reset }\nudplite csumcov 8\ncomp cpi 5\n"
+            "igmp type membership-query\nigmp mrt 10")),
         Item("icmpv6_types", "icmpv6 type names", "ip6", _chain(
             "icmpv6 type { nd-router-solicit, nd-router-advert, mld-listener-query,"
             " echo-request } accept")),
@@ -138,9 +159,21 @@ GROUPS: dict[str, list[Item]] = {
             "exthdr frag exists drop\nrt type 0 drop\nhbh nexthdr 6 drop\n"
             "exthdr dst missing accept")),
         Item("exthdr_bits", "ip6 extension header bit fields", "ip6", _chain(
-            "frag more-fragments 1 drop")),
+            "frag more-fragments 1 drop\nfrag frag-off 10-20 drop\nfrag reserved2 { 1, 2 }\n"
+            "frag frag-off != 3")),
+        Item("exthdr_rt", "routing headers (srh, rt0), mobility header types", "inet", _chain(
+            "srh last-entry 2\nsrh flags 3\nsrh tag 5\nsrh sid[2] 2001:db8::1\n"
+            "rt0 addr[1] 2001:db8::2\nmh type { home-test, binding-update }")),
         Item("tcp_option", "tcp options", "inet", _chain(
             "tcp option maxseg size 1400 accept\ntcp option sack-perm exists accept")),
+        Item("tcp_option_more", "tcp options sack0-3, mptcp subtype, fastopen, md5sig", "inet",
+             _chain("tcp option sack0 left 1\ntcp option sack1 left 1\n"
+                    "tcp option sack3 right 2\ntcp option mptcp subtype { 1, 2 }\n"
+                    "tcp option fastopen exists\ntcp option md5sig missing drop\n"
+                    "tcp option sack exists")),
+        Item("sctp_chunk", "sctp chunks (exists, fields)", "inet", _chain(
+            "sctp chunk data exists\nsctp chunk init num-inbound-streams 1\n"
+            "sctp chunk abort missing drop\nsctp chunk sack a-rwnd 5\nsctp chunk asconf seqno 5")),
         Item("tcp_option_set", "tcp option maxseg size set", "inet", _chain(
             "tcp flags syn tcp option maxseg size set 1360", "forward")),
         Item("ip_option", "ip options", "ip", _chain("ip option rr exists drop")),
@@ -149,17 +182,49 @@ GROUPS: dict[str, list[Item]] = {
             "fib daddr oif exists accept", "prerouting")),
         Item("rt", "routing expressions (nexthop, mtu)", "ip", _chain(
             "rt nexthop 192.0.2.1 accept\nrt mtu > 1400 accept", "output")),
-        Item("rt_classid", "rt classid (a realm)", "ip", _chain("rt classid 10 accept",
-                                                                "output")),
+        Item("rt_classid", "rt classid and meta rtclassid (realms, rt_realms names)", "ip",
+             _chain("rt classid 10 accept\nmeta rtclassid cosmos\nrt classid { 1, 2 }",
+                    "output")),
+        Item("rt_ipsec", "rt ipsec exists / missing (the route's xfrm state)", "inet", _chain(
+            "rt ipsec exists accept\nrt ipsec missing drop", "output")),
+        Item("meta_more", "meta day, sdif, sdifname, ipsec, random, iifkind, iif", "inet",
+             _chain('meta day "Monday"\nmeta day { "Monday", "Friday" }\nmeta sdif "lo"\n'
+                    'meta sdifname "lo"\nmeta ipsec exists\nmeta ipsec missing\n'
+                    'meta random > 10\nmeta iifkind "veth"\niif "lo"')),
+        Item("meta_time", "meta time, meta hour (local time, as nft reads it)", "inet", _chain(
+            'meta time < "2026-01-01"\nmeta time "2026-01-01 10:00:05"-"2026-02-01"\n'
+            'meta hour "10:00"-"12:00"\nmeta hour "10:00:30"\nmeta hour < "17:00"')),
+        Item("listing_forms", "ct expiration, quota used, ether type 8021q, fib oif names",
+             "inet", _chain('ct expiration < 1m\nquota 100 bytes used 10 bytes\n'
+                            'ether type vlan\nfib saddr . mark . iif oif "lo"')),
         Item("socket", "socket expressions", "inet", _chain(
             "socket transparent 1 accept\nsocket mark 0x5 accept\nsocket wildcard 0 accept",
             "prerouting")),
-        Item("osf", "osf", "inet", _chain('osf name "Linux" accept\n'
-                                           'osf ttl loose name "Linux" accept')),
-        Item("ipsec", "ipsec", "ip", _chain("ipsec in reqid 1 accept\n"
-                                            "ipsec in ip saddr 192.0.2.1 accept")),
+        Item("osf", "osf (name, version, ttl loose/skip)", "inet", _chain(
+            'osf name "Linux" accept\nosf ttl loose name "Linux" accept\n'
+            'osf ttl skip version "Linux:3.0"\nosf name { "Linux", "Windows" } drop')),
+        Item("ipsec", "ipsec in (reqid, addresses)", "ip", _chain(
+            "ipsec in reqid 1 accept\nipsec in ip saddr 192.0.2.1 accept")),
+        Item("ipsec_more", "ipsec spnum, spi, ip6 addresses, ranges", "inet", _chain(
+            "ipsec in spnum 1 spi 5\nipsec in ip6 daddr 2001:db8::/32\n"
+            "ipsec in reqid 1-5 drop\nipsec in spi { 1, 2 }")),
+        Item("ipsec_out", "ipsec out", "ip", _chain(
+            "ipsec out reqid 7 accept\nipsec out ip daddr 192.0.2.0/24", "output")),
     ],
     "statements": [
+        Item("payload_set", "header fields set, checksums fixed (ip, tcp, udp)", "ip", _chain(
+            "ip ttl set 64\nip dscp set cs1\nip ecn set ce\ntcp dport set 80\n"
+            "udp sport set 53\nip daddr set 192.0.2.1\nip saddr set ip daddr\n"
+            "tcp flags set syn\nip protocol set 17\nip version set 4", "prerouting")),
+        Item("payload_set6", "ip6 header fields set", "ip6", _chain(
+            "ip6 hoplimit set 1\nip6 dscp set af11\nip6 flowlabel set 5\n"
+            "ip6 daddr set 2001:db8::1\nip6 saddr set ip6 daddr\nudp dport set 53",
+            "prerouting")),
+        Item("payload_set_inet", "header fields set in inet (th, ttl 0)", "inet", _chain(
+            "th dport set 80\nip ttl set 0\nip protocol set 6", "prerouting")),
+        Item("payload_set_ll", "ether and vlan fields set (bridge)", "bridge", _chain(
+            "ether saddr set 00:11:22:33:44:55\nvlan id set 5\nether type vlan vlan id 6",
+            "prerouting")),
         Item("log", "log with every option", "inet", _chain(
             'log prefix "in: " level info flags all\nlog level audit\n'
             "log group 2 snaplen 64 queue-threshold 2\nlog flags tcp sequence,options")),
@@ -173,6 +238,8 @@ GROUPS: dict[str, list[Item]] = {
              'chain c { type filter hook ingress device "lo" priority 0; policy accept;\n'
              'fwd to "lo"\n}'),
         Item("notrack", "notrack", "ip", _chain("notrack", "prerouting", prio="-300")),
+        Item("ct_event", "ct event set", "ip", _chain(
+            "ct event set new,related\nct event set destroy", "prerouting", prio="-300")),
         Item("ct_set", "ct set mark, zone, label", "ip", _chain(
             "ct mark set 0x1\nct zone set 1\nct label set 1", "prerouting", prio="-300")),
         Item("meta_set", "meta set mark, priority, pkttype, nftrace", "ip", _chain(

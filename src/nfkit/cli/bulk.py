@@ -6,7 +6,6 @@ Shared by the click commands in `nfkit.cli.rules` and the click-less start in
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import signal
@@ -14,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from nfkit.cli.guard import one_shot
 from nfkit.errors import InputError
 
 
@@ -82,13 +82,6 @@ def read_file(path: str) -> str:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def done() -> None:
-    """End the process now: freeing a big ruleset object by object is wasted time."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto",
                   runs: bool = True) -> list[Any]:
     """The commands of ``path``: libnftables JSON, or nft's own text (``syntax`` "json"
@@ -122,15 +115,14 @@ def _run(cmds: list[Any], check: bool) -> int:
         raise locate(exc) from None
 
 
+@one_shot
 def load_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
     """Load ``path`` (libnftables JSON or nft text) in one atomic transaction, then exit."""
-    gc.disable()  # millions of small acyclic objects: collections only cost time
     _run(read_commands(path, include_paths, syntax), check=False)
-    done()
 
 
+@one_shot
 def check_file(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto") -> None:
-    """Let the kernel validate ``path`` as one transaction; nothing is committed."""
-    gc.disable()
+    """Let the kernel validate ``path`` as one transaction (nothing is committed), then exit."""
     n = _run(read_commands(path, include_paths, syntax), check=True)
     print(f"ok: {n} message(s) validated, nothing committed", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nfkit.cli.guard import EXIT_INTERRUPTED, guarded
+from nfkit.cli.guard import exit_interrupted, guarded
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -54,8 +54,7 @@ def run(argv: list[str] | None = None) -> None:
         print(f"nfkit: {exc.format_message()} (see {where} --help)", file=sys.stderr)
         sys.exit(2)
     except click.Abort:
-        print("nfkit: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except click.ClickException as exc:
         print(f"nfkit: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)

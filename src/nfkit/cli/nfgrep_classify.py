@@ -76,7 +76,7 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
 
 
-def _summary(report: ClassifyReport) -> None:
+def _summary(report: ClassifyReport, stderr: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -96,7 +96,7 @@ def _summary(report: ClassifyReport) -> None:
         table.add_column(col, justify="left" if col == "app" else "right")
     for app, n in flows.most_common():
         table.add_row(app, str(n), str(packets[app]), str(octets[app]))
-    Console().print(table)
+    Console(stderr=stderr).print(table)
 
 
 @click.command("classify")
@@ -175,6 +175,11 @@ def _print(report: ClassifyReport, as_json: bool) -> None:
     out.flush()
     if not as_json and out.isatty():
         _summary(report)
+    _notes(report)
+
+
+def _notes(report: ClassifyReport) -> None:
+    """What the run gave up or found damaged, on stderr."""
     if report.budget_evicted:
         click.echo(f"nfkit: {report.budget_evicted} flow(s) given up on undecided, idle longest "
                    f"first, to stay within --max-memory {_mib(report.max_memory)} "
@@ -188,21 +193,40 @@ def _print(report: ClassifyReport, as_json: bool) -> None:
 
 def _live(interface: str, workers: int, count: int | None, duration: float | None,
           rules: tuple[str, ...], as_json: bool, max_flows: int, max_memory: int) -> None:
+    import os
+
     from nfkit.nfgrep.passive import watch
 
     def ready() -> None:
         click.echo(f"nfkit: listening on {interface}"
                    + (f" ({workers} workers, fanout hash)" if workers > 1 else ""), err=True)
 
+    def on_flow(r: FlowResult) -> None:
+        # one write per line, straight to the descriptor: each line is out as the flow is
+        # decided, and fanout workers sharing stdout never interleave within a line
+        if as_json:
+            obj = r.as_json()
+            if r.decided is not None:
+                obj["decision_ms"] = round((r.decided - r.first) * 1000, 3)
+            line = json.dumps(obj)
+        else:
+            line = flow_line(r)
+        data = (line + "\n").encode()
+        while data:
+            data = data[os.write(1, data):]
+
+    sys.stdout.flush()
     try:
         report, dropped = watch(interface, rules or None, workers=workers, count=count,
                                 duration=duration, ready=ready, max_flows=max_flows,
-                                max_memory=max_memory)
+                                max_memory=max_memory, on_flow=on_flow)
     except PermissionError:
         raise InputError(f"interface {interface}: packet sockets need CAP_NET_RAW (run as root)") from None
     except OSError as exc:  # the kernel refused the socket, the ring or the fanout group
         raise InputError(f"interface {interface}: {exc.strerror or exc}") from None
-    _print(report, as_json)
+    # every flow was printed as it was decided (or, never decided, as the run ended)
+    _notes(report)
+    _summary(report, stderr=True)
     click.echo(f"nfkit: {report.packets} packets, {len(report.flows)} flows on {interface}", err=True)
     if dropped:
         click.echo(f"nfkit: {dropped} packet(s) dropped by the kernel: the ring was full; "

@@ -53,9 +53,12 @@ def _queues(queue: int | None, queues: str | None) -> tuple[int, int]:
 @click.option("--interface", "interfaces", multiple=True,
               help="ebpf: attach on this interface (repeatable; default: every interface of the "
               "namespace but loopback)")
+@click.option("--nice", type=click.IntRange(-20, 19), default=-10, show_default=True,
+              help="the queue workers' nice value: packets wait in the kernel until a worker "
+              "runs, so on a busy machine it should get the CPU first")
 def live(queue: int | None, queues: str | None, rules: tuple[str, ...], mark_mask: str,
          max_packets: int, max_bytes: int, as_json: bool, connlabel: str, status_socket: str,
-         metrics: str, backend: str, interfaces: tuple[str, ...]) -> None:
+         metrics: str, backend: str, interfaces: tuple[str, ...], nice: int) -> None:
     """Classify flows as they pass and mark them (ct mark under --mark-mask, ct label named
     after the app); runs until SIGTERM or Ctrl-C, then removes its table."""
     from nfkit.nfgrep.live import LiveOptions, LiveService
@@ -65,7 +68,7 @@ def live(queue: int | None, queues: str | None, rules: tuple[str, ...], mark_mas
     opts = LiveOptions(queues=_queues(queue, queues), rules=list(rules) or None,
                        mark_mask=parse_mask(mark_mask), max_packets=max_packets, max_bytes=max_bytes,
                        json=as_json, connlabel=connlabel, backend=backend,
-                       interfaces=list(interfaces) or None)
+                       interfaces=list(interfaces) or None, nice=nice)
     logging.basicConfig(level=logging.INFO, format="nfkit nfgrep: %(message)s", stream=sys.stderr)
     service = LiveService(opts)
     sys.exit(run_service(service, status=Path(status_socket), metrics=metrics,

@@ -6,7 +6,6 @@ stay lazy so `nfkit rules add` starts fast (no rich on the non-terminal path).
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -14,8 +13,9 @@ from typing import Any
 
 import click
 
-from nfkit.cli.bulk import check_file, done, load_file
+from nfkit.cli.bulk import check_file, load_file
 from nfkit.cli.elements import element
+from nfkit.cli.guard import one_shot
 from nfkit.errors import InputError
 
 
@@ -57,9 +57,6 @@ HANDLE = click.IntRange(1, 2**64 - 1)
 @click.group()
 def rules() -> None:
     """nf_tables rulesets: atomic loads, listings, diffs, single changes."""
-    # A one-shot command that builds or decodes up to millions of small acyclic
-    # objects: the cyclic collector would only slow it down.
-    gc.disable()
 
 
 def _file_opts(f: Any) -> Any:
@@ -90,6 +87,7 @@ def check(file: str, include_paths: tuple[str, ...], syntax: str) -> None:
 @click.option("--family", "-f", type=FAMILY, default=None, help="Only this family.")
 @click.option("--table", "-t", default=None, help="Only this table.")
 @click.option("--chain", "-c", default=None, help="Only this chain (needs --table).")
+@one_shot
 def list_(as_json: bool, family: str | None, table: str | None, chain: str | None) -> None:
     """List the ruleset (nft text, or JSON with --json)."""
     from nfkit.nftables.transaction import list_json_text
@@ -103,11 +101,10 @@ def list_(as_json: bool, family: str | None, table: str | None, chain: str | Non
             validate.name(v, what)
     if as_json:
         sys.stdout.write(list_json_text(family, table, chain, must_exist=True) + "\n")
-        done()
+        return
     from nfkit.nftables.listing import list_text
 
     sys.stdout.write(list_text(family, table, chain, must_exist=True))
-    done()
 
 
 @rules.command()
@@ -152,7 +149,8 @@ def _single_opts(handle_required: bool) -> Any:
               help="Answer from the rule fingerprints cached for this namespace and "
                    "ruleset generation (root only; see docs/rules.md).")
 @click.argument("rule")
-def exists(family: str, table: str, chain: str, rule: str, cache: bool) -> None:
+@one_shot
+def exists(family: str, table: str, chain: str, rule: str, cache: bool) -> int:
     """Exit 0 if a rule semantically equal to RULE (JSON) is in the chain, else 1."""
     from nfkit.netlink.ahead import DumpAhead
     from nfkit.netlink.socket import NetlinkSocket
@@ -167,7 +165,7 @@ def exists(family: str, table: str, chain: str, rule: str, cache: bool) -> None:
 
         found = existscache.exists(_rule_arg(family, table, chain, rule, None), rule)
         if found is not None:
-            sys.exit(0 if found else 1)
+            return 0 if found else 1
 
     # The kernel walks the chain (on a socket of its own) while the decoder is
     # imported and RULE parsed and compiled.
@@ -176,8 +174,7 @@ def exists(family: str, table: str, chain: str, rule: str, cache: bool) -> None:
     from nfkit.nftables.transaction import exists as rule_exists
 
     found = rule_exists(_rule_arg(family, table, chain, rule, None), rounds=rounds, drain=False)
-    sys.stdout.flush()
-    os._exit(0 if found else 1)  # the dump is abandoned after a hit
+    return 0 if found else 1  # the dump is abandoned after a hit (`one_shot` ends the process)
 
 
 def _single(verb: str) -> Any:

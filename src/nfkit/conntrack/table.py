@@ -148,24 +148,17 @@ class ConntrackTable(HoldsSocket):
         exchange = Exchange.dump(seq, request, what, self.sock.describe)
         self.sock.send(request)
         reader = _Datagrams(self.sock, exchange, what)
-        layouts = self.decoder._layouts
-        slow: Callable[[Any, int, int, int], Any]
-        if isinstance(each, str):
-            kind = each
-            slow = {"build": self.decoder.decode, "text": self.decoder.text,
-                    "json": self.decoder.json}[kind]
-        else:
-            kind = ""
-            slow = each
+        kind = each if isinstance(each, str) else ""
+        slow: Callable[[Any, int, int, int], Any] = self.decoder.decode if kind else each  # type: ignore[assignment]
         try:
-            yield from self._walk_datagrams(reader, exchange, kind, slow, layouts, _HDR.unpack_from)
+            yield from self._walk_datagrams(reader, exchange, kind, slow, self.decoder.find, _HDR.unpack_from)
         finally:
             reader.close()
 
     @staticmethod
     def _walk_datagrams(reader: _Datagrams, exchange: Exchange, kind: str,
                         slow: Callable[[Any, int, int, int], Any],
-                        layouts: dict[int, list[Any]], unpack: Any) -> Iterator[list[Any]]:
+                        find: Callable[..., tuple[Any, tuple[Any, ...]]], unpack: Any) -> Iterator[list[Any]]:
         seq = exchange.seq
         for buf in reader:
             n = len(buf)
@@ -188,15 +181,9 @@ class ConntrackTable(HoldsSocket):
                         continue
                 if length > 20:
                     if kind:
-                        fam = buf[off + 16]
-                        for lay in layouts.get(length - 20, ()):
-                            if lay.headers(buf, off + 20) == lay.expected and lay.tag == fam:
-                                fn = getattr(lay, kind)
-                                if fn is not None:
-                                    append(fn(lay.unpack(buf, off + 20)))
-                                    break
-                        else:
-                            append(slow(buf, off + 20, length - 20, fam))
+                        lay, v = find(buf, off + 20, length - 20, buf[off + 16])
+                        fn = getattr(lay, kind)
+                        append(fn(v) if fn is not None else wire.EntryDecoder.line(kind, lay, v))
                     else:
                         r = slow(buf, off + 20, length - 20, buf[off + 16])
                         if r is not None:

@@ -362,25 +362,15 @@ class EntryDecoder:
     def __init__(self) -> None:
         self.shapes: Shapes[_Layout] = Shapes(CT, _Layout, names=ENTRY_FIELDS, max_layouts=self.MAX_LAYOUTS,
                                               max_per_length=self.MAX_LAYOUTS)
-        self._layouts = self.shapes.by_len  # read directly by the dump loops
+        self.find = self.shapes.find  # the layout of a message and its values (`Shapes.find`)
 
     def layout(self, buf: bytes | bytearray | memoryview, off: int, length: int,
                family: int) -> tuple[_Layout, tuple[Any, ...]]:
         """The layout of the message at ``off`` and its unpacked values."""
-        found = self.shapes.lookup(buf, off, length, family)
-        if found is not None:
-            return found
-        lay = self.shapes.learn(buf, off, length, family) or self.shapes.compile(buf, off, length, family)
-        return lay, lay.unpack(buf, off)
+        return self.shapes.find(buf, off, length, family)
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> Entry:
-        cands = self._layouts.get(length)
-        if cands:
-            for lay in cands:
-                if lay.headers(buf, off) == lay.expected and lay.tag == family:
-                    v = lay.unpack(buf, off)
-                    return lay.build(v)  # type: ignore[no-any-return]
-        lay, v = self.layout(buf, off, length, family)
+        lay, v = self.find(buf, off, length, family)
         return lay.build(v)  # type: ignore[no-any-return]
 
     def text(self, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
@@ -392,7 +382,12 @@ class EntryDecoder:
         return self._line("json", buf, off, length, family)
 
     def _line(self, form: str, buf: bytes | bytearray | memoryview, off: int, length: int, family: int) -> str:
-        lay, v = self.layout(buf, off, length, family)
+        lay, v = self.find(buf, off, length, family)
+        return self.line(form, lay, v)
+
+    @staticmethod
+    def line(form: str, lay: _Layout, v: tuple[Any, ...]) -> str:
+        """The ``form`` ("text" or "json") line of the entry ``v`` of layout ``lay``."""
         fn = getattr(lay, form)
         if fn is not None:
             return fn(v)  # type: ignore[no-any-return]
@@ -530,6 +525,12 @@ def _put_nat(w: MessageWriter, attr: int, addr: str, port: int | None) -> None:
 _CREATE_DROP = STATUS_UNCHANGEABLE & ~Status.CONFIRMED
 
 
+def create_status(status: int) -> int:
+    """The status a create sends for an entry of ``status`` (CONFIRMED set, the bits the
+    kernel refuses to be given dropped)."""
+    return (status | 8) & ~int(_CREATE_DROP)
+
+
 @_checked
 def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_mask: int | None = None,
                   timeout: int | None = None, status: int | None = None, labels: int | None = None,
@@ -652,7 +653,23 @@ class CreateEncoder:
         except struct.error as exc:
             raise InputError(f"conntrack entry {e!r}: a value does not fit its field ({exc})") from None
 
-    def _make(self, e: Entry, tcp: bool) -> tuple[Template, Callable[[Entry], tuple[Any, ...]]]:
+    def template(self, family: int, proto: int, tcp: bool, mark: bool, dnat: bool = False,
+                 snat: bool = False) -> Template:
+        """The create message of one shape (no zone, labels or helper), for callers that
+        hold the raw values: emit it with (orig src, dst bytes, sport, dport, reply src, dst,
+        sport, dport[, DNAT address x2, port x2][, SNAT address x2, port x2], timeout,
+        `create_status` (status)[, mark][, TCP state[, flags x4]]).  With NAT, the reply
+        given is the original's mirror and the NAT ranges say the binding (`encode_create`)."""
+        key = (family, proto, tcp, mark, dnat, snat, "raw")
+        entry = self._templates.get(key)
+        if entry is None:
+            entry = self._templates[key] = self._make(Entry(Tuple("::" if family == AF_INET6 else "0.0.0.0",
+                                                                  "::" if family == AF_INET6 else "0.0.0.0",
+                                                                  proto), mark=int(mark)), tcp, (dnat, snat))
+        return entry[0]
+
+    def _make(self, e: Entry, tcp: bool,
+              nat: tuple[bool, bool] = (False, False)) -> tuple[Template, Callable[[Entry], tuple[Any, ...]]]:
         w = MessageWriter()
         w.begin(MSG_NEW, NLM_F_REQUEST | self.flags, family=e.family)
         alen = 16 if e.family == AF_INET6 else 4
@@ -670,6 +687,16 @@ class CreateEncoder:
                     w.be16(CTA_PROTO_SRC_PORT, 0)
                     offs.append((w.here() + 4, ">H"))
                     w.be16(CTA_PROTO_DST_PORT, 0)
+        for attr, wanted in ((CTA_NAT_DST, nat[0]), (CTA_NAT_SRC, nat[1])):  # as _put_nat lays them out
+            if wanted:
+                with w.nest(attr):
+                    for name in ("minip", "maxip"):
+                        offs.append((w.here() + 4, f"{alen}s"))
+                        w.binary(S.NAT.number(("v6_" if alen == 16 else "v4_") + name), bytes(alen))
+                    with w.nest(S.NAT.number("proto")):
+                        for name in ("port_min", "port_max"):
+                            offs.append((w.here() + 4, ">H"))
+                            w.be16(S.PROTONAT.number(name), 0)
         offs.append((w.here() + 4, ">I"))
         w.be32(CTA_TIMEOUT, 0)
         offs.append((w.here() + 4, ">I"))

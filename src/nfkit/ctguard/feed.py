@@ -54,7 +54,7 @@ class PictureFeed:
         """Apply the messages of ``buf[:n]`` (one or more datagrams' worth); returns how many.
         Raises DecodeError for a malformed message (those before it are applied)."""
         picture = self.picture
-        layouts = self.decoder.shapes.by_len
+        find = self.decoder.find
         picks = self._picks
         states = self._states
         unpack = _NLMSG.unpack_from
@@ -66,12 +66,7 @@ class PictureFeed:
             if mtype >> 8 == _CTNETLINK and length >= _HEADERS:
                 family = buf[off + 16]
                 aoff, alen = off + _HEADERS, length - _HEADERS
-                for lay in layouts.get(alen, ()):
-                    if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                        values = lay.unpack(buf, aoff)
-                        break
-                else:
-                    lay, values = self.decoder.layout(buf, aoff, alen, family)
+                lay, values = find(buf, aoff, alen, family)
                 pick = picks.get(id(lay))
                 if pick is None:
                     pick = picks[id(lay)] = _picker(lay.index)

@@ -5,13 +5,17 @@ lost events, counted: the only full dumps ctguard makes), the table's size from
 /proc (the namespace's own count), idleness read by a get of each eviction
 candidate, evictions and timeout updates as pipelined requests, and the
 namespace's timeout sysctls (saved at the first change, restored when the
-pressure ends and on exit).  Topology: route events become stale-entry
+pressure ends and on exit).  While the picture is inexact (events lost, the
+resync put off), the slices an eviction decides from are read again before
+it by dumps the kernel filters (a source's entries, the unreplied ones), each
+stopped once it holds what the round can take.  Topology: route events become stale-entry
 flushes (`nfkit.conntrack.stale`).
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import selectors
 import time
@@ -21,6 +25,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from nfkit.conntrack import wire
+from nfkit.conntrack.filter import Filter, Prefix
+from nfkit.conntrack.model import Status
 from nfkit.conntrack.stale import flush_stale
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import limit as source_limit
@@ -30,6 +37,9 @@ from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.topology import DEFAULT_RULE, Topology
 from nfkit.errors import EventsLost, NetlinkError
+from nfkit.netlink.codec import MessageWriter
+from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST
+from nfkit.netlink.socket import NetlinkSocket
 from nfkit.route.rtnl import RouteEvents, Rtnl
 from nfkit.service.config import Config
 from nfkit.service.daemon import Service
@@ -41,6 +51,17 @@ EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's bur
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
 DATAGRAM_BUFFER = 1 << 16  # one event datagram at a time (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
+CANDIDATE_SOURCES = 8  # sources whose entries are read again a round while the picture is inexact
+UNREPLIED = Filter(status_clear=int(Status.SEEN_REPLY | Status.ASSURED))  # cost tier 0
+
+
+def dump_request(flt: Filter, family: int) -> MessageWriter:
+    """A conntrack dump request of ``family`` carrying ``flt``'s kernel part."""
+    w = MessageWriter()
+    w.begin(wire.MSG_GET, NLM_F_REQUEST | NLM_F_DUMP, family=family)
+    flt.put_kernel_attrs(w, family)
+    w.end()
+    return w
 
 
 def read_sysctl(name: str) -> int:
@@ -63,6 +84,10 @@ class Guard(Service):
         self.saved_timeouts: dict[str, int] = {}
         self.actions: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.dumps = 0
+        self.candidate_dumps = 0  # filtered dumps of a decision's slices while the picture is inexact
+        # more than a tenth of the last round's deletes found nothing: the picture is behind the
+        # kernel (events not read yet: ctguard short of CPU), and is read again as after lost events
+        self.behind = False
         self.resync_interval = float(cfg["limits"]["resync_interval"])
         self.last_dump = float("-inf")
         self.resync_due: float | None = None  # a resync put off by the rate limit
@@ -78,6 +103,9 @@ class Guard(Service):
                                  registry=r)
         self.m_resyncs = Counter("nfkit_ctguard_resyncs_total", "full dumps after lost events",
                                  registry=r)
+        self.m_candidate_dumps = Counter("nfkit_ctguard_candidate_dumps_total",
+                                         "filtered dumps of eviction candidates after lost events",
+                                         registry=r)
         self.m_overruns = Counter("nfkit_ctguard_event_overruns_total",
                                   "times the kernel dropped conntrack events for ctguard", registry=r)
         self.m_flushed = Counter("nfkit_ctguard_stale_flushed_total",
@@ -95,6 +123,9 @@ class Guard(Service):
             size.apply(p)
             self.act("size", f"{p.max} entries and {p.buckets} buckets in {size_cfg['memory']} "
                      f"({p.entry_bytes}-byte entries)", p.max)
+        # the picture's records are many, long-lived and hold no cycles: a collection every 700
+        # allocations (Python's default) would walk the young ones again and again for nothing
+        gc.set_threshold(100_000, 20, 100)
         self.table = ConntrackTable()
         self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
         self.feed = PictureFeed(self.picture, self.table.decoder)
@@ -115,13 +146,68 @@ class Guard(Service):
 
     # ------------------------------------------------------------ inputs
     def resync(self, why: str) -> None:
+        """One full dump into a fresh picture, through the same layouts as events (no Entry per
+        entry), which then replaces the picture (each entry keeping its age)."""
         assert self.table is not None
         self.dumps += 1
         self.m_resyncs.inc()
         self.resync_due = None
-        self.picture.resync(self.table.entries(), time.monotonic())
+        fresh = Picture()
+        feed = PictureFeed(fresh, self.table.decoder).feed
+        now = time.monotonic()
+        for datagram in self.table.sock.dump_datagrams(dump_request(Filter(), 0), what="conntrack dump"):
+            feed(datagram, len(datagram), now)
+        self.picture.take(fresh)
         self.last_dump = time.monotonic()
         self.act("resync", why, len(self.picture))
+
+    def read_candidates(self, count: int, limit: int) -> None:
+        """While the picture is inexact (events lost, resync put off; or behind the kernel: more
+        than a tenth of the last round's deletes found nothing), read again the slices a decision takes
+        from, before it takes them: the entries of the sources the picture has over their
+        share (a dump the kernel filters by source address: CTA_FILTER) and the unreplied ones
+        (CTA_STATUS/CTA_STATUS_MASK), each dump stopped once it holds what the round can take.
+        A source's dump read to its end is exact for that source: records it did not return
+        are dropped (their destroy events were lost).  The unreplied entries the dump returned
+        go first in their tier, ahead of records the kernel may no longer have.  Never a full
+        dump."""
+        need = policy.to_evict(count, limit, self.t)
+        share = policy.fair_share(self.picture, limit, self.t)
+        by_source = self.picture.by_source
+        over = sorted((s for s, n in by_source.items() if n > share), key=by_source.__getitem__, reverse=True)
+        for src in over[:CANDIDATE_SOURCES]:
+            flt = Filter(src=Prefix.parse(src, "source"))
+            if not flt.kernel_only:
+                continue  # an address this kernel cannot filter on (IPv6): not worth a wide dump
+            before = dict(self.picture.of_source.get(src, {}))
+            if self.candidate_dump(flt, share + need):
+                records = self.picture.records
+                for key, r in before.items():
+                    if records.get(key) is r:  # not in the dump (a record read again is a new one)
+                        self.picture.forget(key)
+        before = dict(self.picture.tiers[0])
+        self.candidate_dump(UNREPLIED, need)
+        self.picture.first(0, [k for k, r in self.picture.tiers[0].items() if before.get(k) is not r])
+
+    def candidate_dump(self, flt: Filter, most: int) -> bool:
+        """Feed the picture the entries ``flt`` selects, from a dump the kernel filters, stopped
+        once ``most`` are read (its own socket, closed: the kernel drops the rest of the dump
+        unsent).  True when the dump was read to its end."""
+        self.candidate_dumps += 1
+        self.m_candidate_dumps.inc()
+        family = flt.families()[0]
+        feed = self.feed.feed
+        now = time.monotonic()
+        read = 0
+        try:
+            with NetlinkSocket() as sock:
+                for datagram in sock.dump_datagrams(dump_request(flt, family), what="conntrack dump"):
+                    read += feed(datagram, len(datagram), now)
+                    if read >= most:
+                        return False
+            return True
+        finally:
+            self.picture.events -= read  # records of a dump, not events
 
     def on_conntrack(self) -> None:
         # every datagram waiting, decoded straight into the picture (no Entry, no Event per
@@ -196,6 +282,11 @@ class Guard(Service):
         count, limit = read_sysctl("nf_conntrack_count"), self.limit()
         self.m_entries.set(count)
         self.m_fill.set(count / limit if limit else 0)
+        if (self.resync_due is not None or self.behind) and policy.to_evict(count, limit, self.t):
+            try:
+                self.read_candidates(count, limit)
+            except NetlinkError as exc:  # decide from the picture as it is; said, not hidden
+                self.act("candidate dump refused", str(exc), 0)
         wanted = policy.timeouts_wanted(count, limit, bool(self.saved_timeouts), self.t)
         if wanted is True:
             self.shorten_timeouts(count, limit)
@@ -245,13 +336,17 @@ class Guard(Service):
     def evict(self, eviction: policy.Eviction, count: int, limit: int) -> None:
         assert self.table is not None
         result = self.table.delete_many(r.entry for r in eviction.records)
-        now = time.monotonic()
         for r in eviction.records:
-            self.picture.apply("destroy", r.entry, now)
+            self.picture.forget(entry_key(r.entry))
         self.evicted += result.deleted
         for reason, n in eviction.reasons.items():
             self.m_evicted.labels(reason).inc(n)
         why = ", ".join(f"{n} {reason}" for reason, n in eviction.reasons.items())
+        # more than a tenth already gone: candidates read again until the rounds find what they choose
+        self.behind = 10 * result.vanished > len(eviction.records)
+        if result.vanished:
+            why += f"; {result.vanished} already gone" + (" (the picture is behind: candidates read "
+                                                          "again next round)" if self.behind else "")
         self.act("evict", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {why}",
                  result.deleted)
 
@@ -294,8 +389,9 @@ class Guard(Service):
             "top_sources": self.picture.top_sources(10),
             "timeouts_shortened": sorted(self.saved_timeouts),
             "evicted": self.evicted, "stale_flushed": self.flushed,
-            "events": self.picture.events, "dumps": self.dumps,
+            "events": self.picture.events, "dumps": self.dumps, "candidate_dumps": self.candidate_dumps,
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
+            "picture_behind": self.behind,
             "source_limit": self.limited,
             "actions": list(self.actions),
         }

@@ -69,6 +69,14 @@ def fair_share(picture: Picture, limit: int, t: Thresholds) -> int:
     return max(t.min_share, limit // sources)
 
 
+def to_evict(count: int, limit: int, t: Thresholds) -> int:
+    """How many entries a round evicts at this fill: 0 below ``evict_at``, else down to
+    ``evict_to``, at most ``batch``."""
+    if limit <= 0 or count < t.evict_at * limit:
+        return 0
+    return min(t.batch, count - int(t.evict_to * limit))
+
+
 def _order(r: Record) -> tuple[int, float]:
     """The order a source's entries are considered in: by tier; within the cheap tiers the
     oldest first (they have waited longest for a reply or their end); ASSURED ones the
@@ -96,9 +104,9 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
     indexes), and reads idleness for at most ``t.idle_reads`` entries a round.
     """
     out = Eviction()
-    if limit <= 0 or count < t.evict_at * limit:
+    need = to_evict(count, limit, t)
+    if not need:
         return out
-    need = min(t.batch, count - int(t.evict_to * limit))
     reads = t.idle_reads
     share = fair_share(picture, limit, t)
     excess = {src: n - share for src, n in picture.by_source.items() if n > share}

@@ -110,7 +110,12 @@ def _link(p: dict[str, Any], device: str) -> str:
 
 def stats_text(st: dict[str, Any], device: str) -> str:
     """`conntrackd -s`'s text from a `SyncEngine.status()` plus the daemon's cache counters."""
-    out = [_cache_block("cache internal", st["internal_cache"], st["internal_counts"])]
+    if st.get("internal_cache_enabled", True):
+        out = [_cache_block("cache internal", st["internal_cache"], st["internal_counts"])]
+    else:  # DisableInternalCache: internal_bypass.c's counters of the events said
+        n = st["internal_counts"]
+        out = [f"internal bypass:\nconnections new:\t\t{n['created']:>12}\n"
+               f"connections updated:\t\t{n['updated']:>12}\nconnections destroyed:\t\t{n['destroyed']:>12}\n\n"]
     if st["external_cache_enabled"]:
         out.append(_cache_block("cache external", st["external_cache"], st["external_counts"]))
     else:

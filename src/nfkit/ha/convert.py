@@ -31,7 +31,7 @@ from nfkit.ha.spec import CT_TYPES, EXP_TYPES, NO_FLAGS, Flag, MsgType
 from nfkit.ha.wire import StateMessage
 
 # the attributes `to_entry` reads; the others of CT_ATTRS are `unmodelled`
-_MODELLED = frozenset({
+MODELLED = frozenset({
     "ipv4", "ipv6", "l4proto", "port", "tcp_state", "status", "timeout", "mark", "snat_ipv4",
     "dnat_ipv4", "snat_ipv6", "dnat_ipv6", "spat_port", "dpat_port", "icmp_type", "icmp_code",
     "icmp_id", "helper", "labels", "zone",
@@ -40,7 +40,7 @@ _MODELLED = frozenset({
 
 def unmodelled(msg: StateMessage) -> dict[str, Any]:
     """The attributes of ``msg`` that `to_entry` cannot put in an `Entry`."""
-    return {k: v for k, v in msg.attrs.items() if k not in _MODELLED}
+    return {k: v for k, v in msg.attrs.items() if k not in MODELLED}
 
 
 def to_entry(msg: StateMessage) -> Entry:

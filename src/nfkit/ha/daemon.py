@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nfkit.conntrack.expect import expect_text
+from nfkit.conntrack.expect import ExpectTable, expect_text
+from nfkit.conntrack.formats import entry_text
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.errors import CapabilityError
 from nfkit.ha import control
@@ -84,7 +85,8 @@ def make_options(conf: Conf) -> Options:
                    commit_timeout=conf.commit_timeout, purge_timeout=conf.purge_timeout,
                    refresh_time=conf.refresh_time if alarm else None,
                    cache_timeout=conf.cache_timeout if alarm else None,
-                   hello_bulk=conf.mode == "FTFW", expectations=conf.expectation_sync)
+                   hello_bulk=conf.mode == "FTFW", expectations=conf.expectation_sync,
+                   internal_cache=not conf.disable_internal_cache)
 
 
 def make_selection(conf: Conf) -> Selection:
@@ -207,7 +209,9 @@ class HaDaemon(Service):
         if code == c.STATS_RSQUEUE:
             return c.rsqueue_text(self.status())
         if code == c.DUMP_INTERNAL:
-            return c.cache_lines(e.internal, e.internal_since, reply=True)
+            if not e.options.internal_cache:  # no cache: the kernel table, as conntrack -L shows it
+                return "".join(entry_text(x) + "\n" for x in e.table.entries() if e.selection.accepts(x))
+            return c.cache_lines(e.internal_entries(), e.internal_since, reply=True)
         if code == c.DUMP_EXTERNAL:
             return c.cache_lines(e.external, e.external_since, reply=False)
         if code in (c.COMMIT, c.ALL_COMMIT):
@@ -241,7 +245,8 @@ class HaDaemon(Service):
             log.info("stopping on request (-k)")
             os.kill(os.getpid(), signal.SIGTERM)
         elif code == c.EXP_DUMP_INTERNAL:
-            return "".join(expect_text(x) + "\n" for x in e.internal_exp.values())
+            shown = e.internal_exp.values() if e.options.internal_cache else ExpectTable(e.table).entries()
+            return "".join(expect_text(x) + "\n" for x in shown)
         elif code == c.EXP_DUMP_EXTERNAL:
             return "".join(expect_text(x) + "\n" for x in e.external_exp.values())
         elif code == c.EXP_COMMIT:
@@ -261,6 +266,7 @@ class HaDaemon(Service):
         st.update({
             "state": "running", "internal_counts": vars(e.internal_stats),
             "external_counts": vars(e.external_stats), "external_cache_enabled": e.options.external_cache,
+            "internal_cache_enabled": e.options.internal_cache,
             "kernel_resyncs": e.kernel_resyncs, "unknown_requests": self.unknown_requests,
         })
         return st

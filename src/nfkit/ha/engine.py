@@ -16,16 +16,20 @@ Rules kept as conntrackd keeps them:
 - received entries go to the kernel as `nfkit.ha.inject` says (or to the
   external cache until `commit`);
 - a peer that says HELLO for the first time (it started, or restarted) gets
-  this node's whole internal cache (a HELLO whose number does not follow the
-  last one heard), and RESYNC requests are answered with it.
+  this node's whole internal cache (a HELLO from a peer never heard, from one
+  that had finished its handshake, or whose number does not follow the last
+  one heard), and RESYNC requests are answered with it.
 Must not know: conntrackd.conf, the daemon's loop, the control socket.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,17 +39,26 @@ from nfkit.conntrack.expect import Expectation, ExpectEvents, ExpectTable
 from nfkit.conntrack.model import Entry
 from nfkit.conntrack.table import ConntrackTable, EventStream
 from nfkit.errors import DecodeError, EventsLost, InputError
-from nfkit.ha import convert, wire
+from nfkit.ha import convert, fastpath, wire
 from nfkit.ha.ftfw import Apply, ResyncRequested, Stats
-from nfkit.ha.inject import DEL, NEW, UPD, Injector
-from nfkit.ha.spec import CT_TYPES, Flag, MsgType
+from nfkit.ha.inject import DEL, NEW, UPD, Change, Injector
+from nfkit.ha.spec import Flag, MsgType
+from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK, NLM_F_CREATE, NLM_F_EXCL
+from nfkit.netlink.specs.ctnetlink import IPCTNL_MSG_CT_DELETE
 
 log = logging.getLogger("nfkit.ha")
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 FLUSH_EVERY = 512  # kernel events read between two sends
+_NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, port id
+_NFHDR = 20  # nlmsghdr + nfgenmsg, then the attributes
+_CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL  # how the kernel flags a NEW event (else an update)
 _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
             MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
+_KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in range(16)]  # by type number: an enum's hash is slow
+_HELLO = int(Flag.HELLO)
+_CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
+_EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
 
 class Session(Protocol):
@@ -80,6 +93,7 @@ class Peer:
     send: Callable[[bytes], bool]
     link: LinkStats = field(default_factory=LinkStats)
     last_seq: int | None = None  # the number of the last message heard from the peer
+    handshake_done: bool = False  # the peer's last message said no HELLO (it heard our HELLO_BACK)
     last_heard: float | None = None
     datagram_limit: int = 1472
 
@@ -105,19 +119,28 @@ class Selection:
     def __post_init__(self) -> None:
         self._hit = functools.lru_cache(maxsize=65536)(self._address_hit)
 
-    def _address_hit(self, text: str) -> bool:
-        ip = ipaddress.ip_address(text)
+    def _address_hit(self, address: str | bytes) -> bool:
+        ip = ipaddress.ip_address(address)
         return any(ip in net for net in self.networks if net.version == ip.version)
 
+    @property
+    def everything(self) -> bool:
+        return self.protocols_accept is None and self.networks_accept is None and self.states_accept is None
+
     def accepts(self, e: Entry) -> bool:
-        if self.protocols_accept is not None and (e.proto in self.protocols) != self.protocols_accept:
+        return self.accepts_raw(e.proto, e.orig.src, e.orig.dst, e.state)
+
+    def accepts_raw(self, proto: int, src: str | bytes, dst: str | bytes, state: int | None) -> bool:
+        """Whether an entry is synced, from its protocol, original addresses (as text or
+        bytes: `ipaddress` reads both) and TCP state."""
+        if self.protocols_accept is not None and (proto in self.protocols) != self.protocols_accept:
             return False
         if self.networks_accept is not None:
-            hit = self._hit(e.orig.src) or self._hit(e.orig.dst)
+            hit = self._hit(src) or self._hit(dst)
             if hit != self.networks_accept:
                 return False
-        if self.states_accept is not None and e.proto == 6 and e.state is not None:
-            if (e.state in self.tcp_states) != self.states_accept:
+        if self.states_accept is not None and proto == 6 and state is not None:
+            if (state in self.tcp_states) != self.states_accept:
                 return False
         return True
 
@@ -131,6 +154,7 @@ class Options:
     refresh_time: float | None = None  # ALARM: every entry sent again this often
     cache_timeout: float | None = None  # ALARM: an external entry not refreshed this long is dropped
     hello_bulk: bool = True  # send the whole cache to a peer heard saying HELLO for the first time
+    internal_cache: bool = True  # False: DisableInternalCache (NOTRACK): events said as they happen
     events_rcvbuf: int = 16 << 20  # the event socket's buffer (NetlinkBufferSize, at least 16 MB)
     events_rcvbuf_max: int = 16 << 20  # grown to this on overruns (NetlinkBufferSizeMaxGrowth)
     # ExpectationSync: False (none), True (all) or the helpers whose expectations are synced
@@ -149,7 +173,8 @@ class SyncEngine:
         self.options = options
         self.selection = selection or Selection()
         self.peers: list[Peer] = []
-        self.internal: dict[Any, Entry] = {}
+        # this node's entries as the body of the message that says them (`fastpath.entry_key`)
+        self.internal: dict[Any, bytes] = {}
         self.internal_since: dict[Any, float] = {}
         self.external: dict[Any, Entry] = {}
         self.external_since: dict[Any, float] = {}
@@ -168,8 +193,12 @@ class SyncEngine:
         self.exp_events: ExpectEvents | None = None
         self.events_rcvbuf = options.events_rcvbuf
         self.internal_exp: dict[Any, Expectation] = {}
+        self.internal_exp_alive: set[Any] = set()  # found again by a resync: said with EXP_UPD
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
+        self._evbuf = bytearray(1 << 16)
+        self._event_plans: dict[int, tuple[Any, fastpath.EventPlan | None]] = {}  # id(layout) ->
+        self._create_plans: dict[int, tuple[wire.BodyShape, fastpath.CreatePlan | None]] = {}
 
     # ---- setup ---------------------------------------------------------
 
@@ -195,30 +224,92 @@ class SyncEngine:
     # ---- kernel -> peers ---------------------------------------------------
 
     def on_kernel_events(self) -> None:
-        """Read the kernel's waiting events; queue what they say for every peer; send."""
+        """Read the kernel's waiting events; queue what they say for every peer; send.
+
+        The datagrams are walked here: each message's values are unpacked by the
+        conntrack decoder's layout and turned into the message body by the layout's
+        plan (`nfkit.ha.fastpath`); an entry is built only for shapes without one."""
         assert self.events is not None
+        recv = self.events.sock.sock.recv_into  # the raw socket: one call per event counts
+        buf = self._evbuf
         own = self.injector.portid
+        unpack = _NLMSG.unpack_from
+        by_len = self.table.decoder.shapes.by_len
+        plans = self._event_plans
+        everything = self.selection.everything
         try:
-            for ev in self.events.pending():
-                self.events_received += 1
-                if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
-                    self.flush()
-                if ev.portid == own and own:
-                    self.events_own += 1
+            while True:
+                try:
+                    n = recv(buf, len(buf), socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except InterruptedError:
                     continue
-                e = ev.entry
-                if e is None:
-                    continue
-                if not self.selection.accepts(e):
-                    self.events_filtered += 1
-                    continue
-                self._local(ev.kind, e)
+                except OSError as exc:
+                    if exc.errno == errno.ENOBUFS:
+                        raise EventsLost("netlink event socket overrun") from None
+                    raise
+                off = 0
+                while off + _NFHDR <= n:
+                    length, mtype, flags, _seq, pid = unpack(buf, off)
+                    if length < _NFHDR or off + length > n:
+                        log.warning("malformed ctnetlink event of %d bytes dropped", length)
+                        break
+                    step = (length + 3) & ~3
+                    if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
+                        off += step
+                        continue
+                    self.events_received += 1
+                    if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
+                        self.flush()
+                    if pid == own and own:
+                        self.events_own += 1
+                        off += step
+                        continue
+                    if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
+                        kind = DEL
+                    elif flags & _CREATE_EXCL == _CREATE_EXCL:
+                        kind = NEW
+                    else:
+                        kind = UPD
+                    aoff, alen = off + _NFHDR, length - _NFHDR
+                    off += step
+                    family = buf[aoff - 4]
+                    for lay in by_len.get(alen, ()):
+                        if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
+                            values = lay.unpack(buf, aoff)
+                            break
+                    else:
+                        try:
+                            lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                        except DecodeError as exc:
+                            log.warning("ctnetlink event dropped: %s", exc)
+                            continue
+                    got = plans.get(id(lay))
+                    if got is None or got[0] is not lay:
+                        if len(plans) > 4096:
+                            plans.clear()
+                        got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
+                    planned = got[1](values) if got[1] is not None else None
+                    if planned is None:
+                        self._entry_event(kind, lay.build(values))
+                    elif everything or self.selection.accepts_raw(*planned[2:]):
+                        self._local_body(kind, planned[0], planned[1])
+                    else:
+                        self.events_filtered += 1
         except EventsLost:
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
             self._drain(self.events)
             self.resync_with_kernel(send=True)
         self.flush()
+
+    def _entry_event(self, kind: str, e: Entry) -> None:
+        """An event of a shape without a plan: through the entry (`convert`)."""
+        if not self.selection.accepts(e):
+            self.events_filtered += 1
+            return
+        self._local(kind, e)
 
     def _drain(self, events: EventStream | ExpectEvents) -> None:
         """Empty an overrun event socket before reading the table again.  The kernel reports
@@ -256,11 +347,16 @@ class SyncEngine:
 
     def _local_exp(self, kind: str, x: Expectation) -> None:
         key = ("exp", x.key)
+        if not self.options.internal_cache:  # said as it happens (internal_bypass.c)
+            self._send_exp(key, x, _EXP_TYPE[kind])
+            return
         if kind == DEL:
             if self.internal_exp.pop(key, None) is not None:
+                self.internal_exp_alive.discard(key)
                 self._send_exp(key, x, MsgType.EXP_DEL)
             return
-        self.internal_exp[key] = x
+        self.internal_exp[key] = x  # a new event: the expectation is new again
+        self.internal_exp_alive.discard(key)
         self._send_exp(key, x, MsgType.EXP_NEW)
 
     def _send_exp(self, key: Any, x: Expectation, mtype: MsgType, peer: Peer | None = None) -> None:
@@ -274,13 +370,30 @@ class SyncEngine:
             p.session.enqueue(key, msg)
 
     def _local(self, kind: str, e: Entry) -> None:
-        key = e.key
+        key = fastpath.entry_key(e)
+        if kind == DEL and key not in self.internal and self.options.internal_cache:
+            return  # never synced: nothing to take back
+        body = self._body(e)
+        if body is not None:
+            self._local_body(kind, key, body)
+
+    def _local_body(self, kind: str, key: Any, body: bytes) -> None:
+        if not self.options.internal_cache:  # every event said as it happens (internal_bypass.c)
+            stats = self.internal_stats
+            if kind == DEL:
+                stats.destroyed += 1
+            elif kind == NEW:
+                stats.created += 1
+            else:
+                stats.updated += 1
+            self._send_body(key, _CT_TYPE[kind], body)
+            return
         if kind == DEL:
             if self.internal.pop(key, None) is None:
                 return  # never synced: nothing to take back
             self.internal_since.pop(key, None)
             self.internal_stats.destroyed += 1
-            self._send_all(key, e, MsgType.CT_DEL)
+            self._send_body(key, MsgType.CT_DEL, body)
             return
         if key in self.internal:
             self.internal_stats.updated += 1
@@ -289,33 +402,46 @@ class SyncEngine:
             self.internal_stats.created += 1
             self.internal_since[key] = time.time()
             mtype = MsgType.CT_NEW
-        self.internal[key] = e
-        self._send_all(key, e, mtype)
+        self.internal[key] = body
+        self._send_body(key, mtype, body)
 
-    def _message(self, e: Entry, mtype: MsgType) -> wire.StateMessage | None:
+    def _body(self, e: Entry) -> bytes | None:
+        """The body of the message that says ``e`` (None, counted, when it cannot be said)."""
         try:
-            return convert.from_entry(e, mtype)
+            return convert.from_entry(e).body
         except InputError as exc:
             self.unsendable += 1
             log.warning("not synced: %s", exc)
             return None
 
-    def _send_all(self, key: Any, e: Entry, mtype: MsgType) -> None:
-        msg = self._message(e, mtype)
-        if msg is not None:
-            for p in self.peers:
-                p.session.enqueue(key, msg)
+    def _send_body(self, key: Any, mtype: MsgType, body: bytes, peer: Peer | None = None) -> None:
+        msg = wire.StateMessage(mtype, body=body)
+        for p in [peer] if peer else self.peers:
+            p.session.enqueue(key, msg)
+
+    def internal_entries(self) -> dict[Any, Entry]:
+        """The internal cache as entries (for `conntrackd -i`)."""
+        return {key: convert.to_entry(wire.StateMessage(MsgType.CT_NEW, body=body))
+                for key, body in self.internal.items()}
 
     def bulk(self, peer: Peer | None = None) -> int:
-        """Queue every entry of the internal cache (to ``peer``, or to all)."""
-        for key, e in self.internal.items():
-            msg = self._message(e, MsgType.CT_UPD)
-            if msg is None:
-                continue
-            for p in [peer] if peer else self.peers:
-                p.session.enqueue(key, msg)
+        """Queue every entry of the internal cache (to ``peer``, or to all); an expectation
+        goes as EXP_NEW, or EXP_UPD once a resync with the kernel found it again, as
+        conntrackd sends a cache object by its status.  Without the internal cache
+        (DisableInternalCache), every entry of the kernel table the Filter accepts, as
+        CT_NEW (sync-notrack.c's kernel_resync)."""
+        if not self.options.internal_cache:
+            n = 0
+            for e in self.table.entries():
+                body = self._body(e) if self.selection.accepts(e) else None
+                if body is not None:
+                    self._send_body(fastpath.entry_key(e), MsgType.CT_NEW, body, peer)
+                    n += 1
+            return n
+        for key, body in self.internal.items():
+            self._send_body(key, MsgType.CT_UPD, body, peer)
         for key, x in self.internal_exp.items():
-            self._send_exp(key, x, MsgType.EXP_NEW, peer)
+            self._send_exp(key, x, MsgType.EXP_UPD if key in self.internal_exp_alive else MsgType.EXP_NEW, peer)
         return len(self.internal)
 
     def flush(self, now: float | None = None) -> None:
@@ -360,7 +486,7 @@ class SyncEngine:
         (several hundred entries a sendmsg rather than a datagram's twenty)."""
         now = time.monotonic() if now is None else now
         p = peer
-        changes: list[tuple[str, Entry]] = []
+        changes: list[Change] = []
         exp_changes: list[tuple[str, Expectation]] = []
         bulk = False
         for data in datagrams:
@@ -374,11 +500,19 @@ class SyncEngine:
                 continue
             p.last_heard = now
             for m in msgs:
-                # a HELLO that does not continue the peer's numbering: it (re)started and knows
-                # nothing; a peer repeating HELLO until it hears HELLO_BACK counts on as usual
-                if m.flags & Flag.HELLO and self.options.hello_bulk and (
-                        p.last_seq is None or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
-                    bulk = True
+                # the peer (re)started and knows nothing: a HELLO from a peer never heard, from
+                # one that had finished its handshake (said no more HELLO), or that does not
+                # continue its numbering.  Not the numbering alone: conntrackd starts at the Unix
+                # time and a quiet one sends one message a second, so a restarted one can go on
+                # from the number after its last.  A peer repeating HELLO until it hears
+                # HELLO_BACK is told once.
+                if m.flags & _HELLO:
+                    if self.options.hello_bulk and (p.last_seq is None or p.handshake_done
+                                                    or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
+                        bulk = True
+                    p.handshake_done = False
+                else:
+                    p.handshake_done = True
                 p.last_seq = m.seq
                 for ev in p.session.receive(m):
                     if isinstance(ev, Apply):
@@ -387,26 +521,35 @@ class SyncEngine:
                         log.info("resync requested by %s", p.name)
                         bulk = True
         if changes:
-            self.injector.apply(changes)
+            self.injector.apply_changes(changes)
         if exp_changes:  # after the entries: an expectation needs its master in the table
             self.injector.apply_expectations(exp_changes)
         if bulk:
             self.bulk(p)
         self.flush(now)
 
-    def _remote(self, msg: wire.StateMessage, changes: list[tuple[str, Entry]],
+    def _remote(self, msg: wire.StateMessage, changes: list[Change],
                 exp_changes: list[tuple[str, Expectation]]) -> None:
-        if msg.type not in CT_TYPES:
+        if msg.type > MsgType.CT_DEL:  # (not `in CT_TYPES`: an enum's hash is slow)
             self._remote_exp(msg, exp_changes)
             return
+        kind = _KINDS[msg.type]
+        shape = msg.shape
+        if kind == NEW and shape is not None and not self.options.external_cache:
+            got = self._create_plans.get(id(shape))
+            if got is None or got[0] is not shape:
+                got = self._create_plans[id(shape)] = (shape, fastpath.create_plan(shape))
+            planned = got[1](shape.values(msg.body, 0)) if got[1] is not None else None
+            if planned is not None:  # the entry is made only if the kernel refuses the create
+                changes.append((kind, planned[0], functools.partial(convert.to_entry, msg), planned[1:]))
+                return
         try:
             e = convert.to_entry(msg)
         except DecodeError as exc:
             log.debug("entry dropped: %s", exc)
             return
-        kind = _KIND_OF[msg.type]
         if not self.options.external_cache:
-            changes.append((kind, e))
+            changes.append((kind, fastpath.entry_key(e), e, None))
             return
         key = e.key
         if kind == DEL:
@@ -447,7 +590,11 @@ class SyncEngine:
         return len(entries)
 
     def flush_caches(self, internal: bool = True, external: bool = True) -> None:
-        if internal:
+        if internal and not self.options.internal_cache:
+            # no cache to flush: the kernel entries it would hold go (internal_bypass.c's
+            # flush, nl_flush_conntrack_table_selective: those the Filter accepts)
+            self.table.delete_many([e for e in self.table.entries() if self.selection.accepts(e)])
+        elif internal:
             self.internal.clear()
             self.internal_since.clear()
         if external:
@@ -456,30 +603,54 @@ class SyncEngine:
             self.external_exp.clear()
 
     def resync_with_kernel(self, send: bool = False) -> int:
-        """Read the kernel table into the internal cache (``send``: queue what changed)."""
+        """Read the kernel table into the internal cache (``send``: queue what changed).
+
+        Expectations found again become "alive" and are said with EXP_UPD, new ones with
+        EXP_NEW, vanished ones with EXP_DEL (internal_cache.c's resync and purge).
+        Without the internal cache there is nothing to read into: nothing is done."""
         self.kernel_resyncs += 1
+        if not self.options.internal_cache:
+            return 0
         seen = set()
         now = time.time()
         for e in self.table.entries():
             if not self.selection.accepts(e):
                 continue
-            key = e.key
+            body = self._body(e)
+            if body is None:
+                continue
+            key = fastpath.entry_key(e)
             seen.add(key)
             if key not in self.internal:
                 self.internal_since[key] = now
                 self.internal_stats.created += 1
-            self.internal[key] = e
+            self.internal[key] = body
             if send:
-                self._send_all(key, e, MsgType.CT_UPD)
+                self._send_body(key, MsgType.CT_UPD, body)
         for key in [k for k in self.internal if k not in seen]:
-            e = self.internal.pop(key)
+            body = self.internal.pop(key)
             self.internal_since.pop(key, None)
             if send:
-                self._send_all(key, e, MsgType.CT_DEL)
+                self._send_body(key, MsgType.CT_DEL, body)
         if self.options.expectations:
-            self.internal_exp = {("exp", x.key): x for x in ExpectTable(self.table).entries()
-                                 if self.options.syncs(x)}
+            self._resync_expectations(send)
         return len(seen)
+
+    def _resync_expectations(self, send: bool) -> None:
+        now: dict[Any, Expectation] = {("exp", x.key): x for x in ExpectTable(self.table).entries()
+                                       if self.options.syncs(x)}
+        for key, x in now.items():
+            known = key in self.internal_exp
+            if known:
+                self.internal_exp_alive.add(key)
+            if send:
+                self._send_exp(key, x, MsgType.EXP_UPD if known else MsgType.EXP_NEW)
+        for key in [k for k in self.internal_exp if k not in now]:
+            gone = self.internal_exp.pop(key)
+            self.internal_exp_alive.discard(key)
+            if send:
+                self._send_exp(key, gone, MsgType.EXP_DEL)
+        self.internal_exp.update(now)
 
     def request_resync(self) -> None:
         for p in self.peers:
@@ -500,7 +671,7 @@ class SyncEngine:
             s = p.session.stats
             state = getattr(getattr(p.session, "hello", None), "name", None)
             peers.append({
-                "name": p.name, "handshake": state, "last_heard_ago": None if p.last_heard is None
+                "name": p.name, "handshake": state, "last_seq": p.last_seq, "last_heard_ago": None if p.last_heard is None
                 else round(time.monotonic() - p.last_heard, 3),
                 "messages_sent": s.sent, "messages_received": s.received, "entries_received": s.applied,
                 "resent": s.resent, "lost": s.lost, "late": s.dropped_late, "acked": s.acked,

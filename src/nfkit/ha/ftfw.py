@@ -35,6 +35,10 @@ from nfkit.ha.wire import ControlMessage, Message, StateMessage
 ALIVE_INTERVAL = 1.0  # ALIVE_INT: seconds of silence before a heartbeat (or a pending ACK)
 WINDOW = 300  # conntrackd's default WindowSize
 RESEND_LIMIT = 131072  # conntrackd's default ResendQueueSize
+# the flags as plain ints on the per-message paths (IntFlag's operators cost microseconds)
+_HELLO, _HELLO_BACK = int(Flag.HELLO), int(Flag.HELLO_BACK)
+_NOT_HELLOS = ~(_HELLO | _HELLO_BACK) & 0xFF
+_RANGE = int(RANGE_FLAGS)
 
 
 def before(a: int, b: int) -> bool:
@@ -112,7 +116,7 @@ class Stats:
     nacks_received: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """A message waiting in the transmit or resend queue."""
 
@@ -164,33 +168,41 @@ class FtfwSession:
     def transmit(self, now: float) -> list[Message]:
         """Everything queued, numbered and flagged, in order; the caller sends them now."""
         out: list[Message] = []
-        while self._tx:
-            _, pend = self._tx.popitem(last=False)
+        tx, rs, rs_seq = self._tx, self._rs, self._rs_seq
+        resent = 0
+        while tx:
+            _, pend = tx.popitem(last=False)
             msg = pend.message
-            flags = msg.flags & ~(Flag.HELLO | Flag.HELLO_BACK)
-            self.hello = HELLO[(self.hello, "send")]
-            if self.hello is HelloState.SAY:
-                flags |= Flag.HELLO
+            flags = msg.flags & _NOT_HELLOS
+            if self.hello is not HelloState.DONE:  # DONE stays DONE
+                self.hello = HELLO[(self.hello, "send")]
+                if self.hello is HelloState.SAY:
+                    flags |= _HELLO
             if self.say_hello_back:
-                flags |= Flag.HELLO_BACK
+                flags |= _HELLO_BACK
                 self.say_hello_back = False
             seq = self.seq
-            self.seq = (self.seq + 1) & 0xFFFFFFFF
-            if isinstance(msg, StateMessage):
-                msg = StateMessage(msg.type, msg.attrs, seq, flags)
+            self.seq = (seq + 1) & 0xFFFFFFFF
+            state = type(msg) is StateMessage
+            if state:
+                msg = msg.numbered(seq, flags)  # type: ignore[union-attr]
             else:
-                msg = ControlMessage(flags, seq, msg.first, msg.last)
+                msg = ControlMessage(Flag(flags), seq, msg.first, msg.last)  # type: ignore[union-attr]
             out.append(msg)
-            self.stats.sent += 1
-            self.stats.resent += pend.resend
-            if isinstance(msg, StateMessage) or msg.flags & (Flag.ACK | Flag.NACK | Flag.RESYNC):
-                if len(self._rs) >= self.resend_limit:
-                    self._rs_forget(next(iter(self._rs)))
-                self._rs[seq] = _Pending(msg, pend.key)
-                if isinstance(msg, StateMessage):
-                    self._rs_seq[pend.key] = seq
+            if pend.resend:
+                resent += 1
+                pend.resend = False
+            if state or msg.flags & _RANGE:
+                if len(rs) >= self.resend_limit:
+                    self._rs_forget(next(iter(rs)))
+                pend.message = msg  # the same record waits in the resend queue
+                rs[seq] = pend
+                if state:
+                    rs_seq[pend.key] = seq
         if out:
             self.last_sent = now
+            self.stats.sent += len(out)
+            self.stats.resent += resent
         return out
 
     def tick(self, now: float) -> None:
@@ -217,7 +229,7 @@ class FtfwSession:
     # ---- receiving -----------------------------------------------------
 
     def classify(self, msg: Message) -> SeqClass:
-        if msg.flags & Flag.HELLO:
+        if msg.flags & _HELLO:
             return SeqClass.HELLO
         if self.last_received is None:
             return SeqClass.UNSET
@@ -229,7 +241,7 @@ class FtfwSession:
     def receive(self, msg: Message) -> list[Event]:
         """Take one message from the peer; returns what the caller must do."""
         self.stats.received += 1
-        if msg.flags & Flag.HELLO_BACK:
+        if msg.flags & _HELLO_BACK:
             self.hello = HELLO[(self.hello, "hello_back")]
         klass = self.classify(msg)
         if klass is SeqClass.HELLO:
@@ -278,9 +290,10 @@ class FtfwSession:
         return out
 
     def _digest(self, msg: Message) -> list[Event]:
-        if isinstance(msg, StateMessage):
+        if type(msg) is StateMessage:
             self.stats.applied += 1
             return [Apply(msg)]
+        assert isinstance(msg, ControlMessage)
         if msg.flags & Flag.ACK:
             for seq in self._in_range(msg.first, msg.last):
                 self._rs_forget(seq)
@@ -291,8 +304,7 @@ class FtfwSession:
                 pend = self._rs_forget(seq)
                 if isinstance(pend.message, StateMessage):
                     self._tx.pop(pend.key, None)
-                    self._tx[pend.key] = _Pending(StateMessage(pend.message.type, pend.message.attrs),
-                                                  pend.key, resend=True)
+                    self._tx[pend.key] = _Pending(pend.message.numbered(0, 0), pend.key, resend=True)
                 else:
                     key = object()
                     m = pend.message

@@ -15,13 +15,15 @@ Must not know: the sync protocol, sockets other than its netlink one.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from nfkit.conntrack import expect as ctexpect
 from nfkit.conntrack import wire as ctwire
 from nfkit.conntrack.model import Entry, Status
 from nfkit.conntrack.table import ConntrackTable
+from nfkit.ha.fastpath import entry_key
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_CREATE, NLM_F_EXCL
 from nfkit.netlink.specs.conntrack_tcp import TcpState
@@ -30,6 +32,11 @@ NEW, UPD, DEL = "new", "update", "destroy"
 
 # a status the kernel takes on update: CONFIRMED kept, the bits it will not change left alone
 _UPDATE_KEEP = ~int(Status.EXPECTED | Status.DYING)
+_NOT_EXPECTED = ~int(Status.EXPECTED)
+
+# One received word on an entry: (kind, its sync key, the entry or a function making it (called
+# only when needed), and for a planned create the values `fastpath.create_plan` made, else None).
+Change = tuple[str, Hashable, "Entry | Callable[[], Entry]", "tuple[Any, ...] | None"]
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Injector:
         # one message template per entry shape: most of a big resync's cost otherwise
         self._creator = ctwire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags,
                                              with_helper=True)
+        self._emitters: dict[tuple[int, int, bool, bool, bool, bool], Callable[..., int]] = {}
+        self._flags_by_state: dict[int, int] = {}
 
     def close(self) -> None:
         self.sock.close()
@@ -65,9 +74,12 @@ class Injector:
     def _tcp_flags(self, e: Entry) -> int | None:
         if e.proto != 6 or e.state is None:
             return None
+        return self._tcp_flags_of(e.state)
+
+    def _tcp_flags_of(self, state: int) -> int:
         flags = ctwire.TCP_FLAG_SACK_PERM
         flags |= ctwire.TCP_FLAG_WINDOW_SCALE if self.window_tracking else ctwire.TCP_FLAG_BE_LIBERAL
-        if e.state >= TcpState.TIME_WAIT:
+        if state >= TcpState.TIME_WAIT:
             flags |= ctwire.TCP_FLAG_CLOSE_INIT
         return flags
 
@@ -88,58 +100,102 @@ class Injector:
 
     def apply(self, changes: Iterable[tuple[str, Entry]]) -> None:
         """Apply (kind, entry) changes in order (kind NEW, UPD or DEL); failures are counted."""
-        batch: list[tuple[str, Entry]] = []
-        keys: set[object] = set()
-        for kind, e in changes:
-            if e.key in keys:  # two words on one entry: the first must land first
+        self.apply_changes((kind, entry_key(e), e, None) for kind, e in changes)
+
+    def apply_changes(self, changes: Iterable[Change]) -> None:
+        """Apply `Change`s in order, many a sendmsg, acknowledged only on error; failures
+        are counted (and refused creates and updates replaced, as conntrackd does)."""
+        batch: list[Change] = []
+        keys: set[Hashable] = set()
+        for change in changes:
+            if change[1] in keys:  # two words on one entry: the first must land first
                 self._round(batch)
                 batch, keys = [], set()
-            batch.append((kind, self._prepared(e)))
-            keys.add(e.key)
+            batch.append(change)
+            keys.add(change[1])
         if batch:
             self._round(batch)
 
-    def _round(self, batch: list[tuple[str, Entry]]) -> None:
-        w = MessageWriter()
-        first: dict[int, tuple[str, Entry]] = {}
-        for kind, e in batch:
-            if kind == DEL:
-                seq = ctwire.encode_delete(w, e)
-            elif kind == NEW:
-                seq = self._create(w, e)
+    def _entry(self, entry: Entry | Callable[[], Entry]) -> Entry:
+        return self._prepared(entry if isinstance(entry, Entry) else entry())
+
+    def _create_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
+        family, proto, src, dst, sport, dport, status, state, timeout, mark, nat = planned
+        if self.commit_timeout:
+            timeout = self.commit_timeout
+        tcp = state is not None and proto == 6
+        dnat = snat = False
+        if nat is None:
+            values: tuple[Any, ...] = (src, dst, sport, dport, dst, src, dport, sport)
+        else:  # as encode_create: the mirror and the NAT ranges, or the reply as it is
+            r_src, r_dst, r_sport, r_dport, dnat, snat = nat
+            if dnat or snat:
+                values = (src, dst, sport, dport, dst, src, dport, sport)
+                if dnat:
+                    values += (r_src, r_src, r_sport, r_sport)
+                if snat:
+                    values += (r_dst, r_dst, r_dport, r_dport)
             else:
-                seq = self._update(w, e)
-            first[seq] = (kind, e)
-        failures = self.sock.pipeline(w)
+                values = (src, dst, sport, dport, r_src, r_dst, r_sport, r_dport)
+        values += (30 if timeout is None else timeout, ctwire.create_status(status & _NOT_EXPECTED))
+        if mark:
+            values += (mark,)
+        if tcp:
+            f = self._flags_by_state.get(state)
+            if f is None:
+                f = self._flags_by_state[state] = self._tcp_flags_of(state)
+            values += (state, f, f, f, f)
+        shape = (family, proto, tcp, bool(mark), dnat, snat)
+        emit = self._emitters.get(shape)
+        if emit is None:
+            emit = self._emitters[shape] = self._creator.template(*shape).compiled()
+        return emit(w, *values)
+
+    def _round(self, batch: list[Change]) -> None:
+        w = MessageWriter()
+        first: dict[int, tuple[str, Entry | Callable[[], Entry]]] = {}
+        sent = {NEW: 0, UPD: 0, DEL: 0}
+        for kind, _key, entry, planned in batch:
+            sent[kind] += 1
+            if planned is not None and kind == NEW:
+                seq = self._create_planned(w, planned)
+            elif kind == DEL:
+                seq = ctwire.encode_delete(w, self._entry(entry))
+            elif kind == NEW:
+                seq = self._create(w, self._entry(entry))
+            else:
+                seq = self._update(w, self._entry(entry))
+            first[seq] = (kind, entry)
+        failures = self.sock.pipeline(w, ack=False)
         s = self.stats
         again = MessageWriter()
-        second: dict[int, tuple[str, Entry]] = {}
-        for seq, (kind, e) in first.items():
-            err = failures.get(seq)
-            if kind == DEL:
-                if err is None:
-                    s.destroyed += 1
-                elif err != errno.ENOENT:
-                    s.destroy_failed += 1
+        second: dict[int, str] = {}
+        failed = {NEW: 0, UPD: 0, DEL: 0}
+        for seq, err in failures.items():
+            if seq not in first:
                 continue
-            if err is None:
-                if kind == NEW:
-                    s.created += 1
-                else:
-                    s.updated += 1
+            kind, entry = first[seq]
+            failed[kind] += 1
+            if kind == DEL:
+                if err != errno.ENOENT:
+                    s.destroy_failed += 1
                 continue
             if kind == UPD and err == errno.ETIME:  # dying: skip, as conntrackd does
                 continue
+            e = self._entry(entry)
             if not (kind == UPD and err == errno.ENOENT):
                 if kind == NEW and err != errno.EEXIST:
                     s.create_failed += 1
                     continue
                 ctwire.encode_delete(again, e)  # exists (NEW) or refused the update: replace it
-            second[self._create(again, e)] = (kind, e)
+            second[self._create(again, e)] = kind
+        s.created += sent[NEW] - failed[NEW]
+        s.updated += sent[UPD] - failed[UPD]
+        s.destroyed += sent[DEL] - failed[DEL]
         if not second:
             return
         failures = self.sock.pipeline(again)
-        for seq, (kind, _e) in second.items():
+        for seq, kind in second.items():
             ok = seq not in failures
             if kind == NEW:
                 s.created += ok

@@ -45,7 +45,7 @@ class PlainSession:
             _, msg = self._tx.popitem(last=False)
             seq, self.seq = self.seq, (self.seq + 1) & 0xFFFFFFFF
             if isinstance(msg, StateMessage):
-                out.append(StateMessage(msg.type, msg.attrs, seq, msg.flags))
+                out.append(msg.numbered(seq, msg.flags))
             else:
                 out.append(ControlMessage(msg.flags, seq, msg.first, msg.last))
         self.stats.sent += len(out)

@@ -67,8 +67,12 @@ RANGE_FLAGS = Flag.ACK | Flag.NACK | Flag.RESYNC
 
 
 @dataclass(frozen=True)
-class Layout:
-    """How one attribute's value is laid out: ``size`` bytes exactly, or up to ``max_size``."""
+class ValueFormat:
+    """How one attribute's value is laid out: ``size`` bytes exactly, or up to ``max_size``.
+
+    The value types of conntrackd's own wire (big-endian attribute headers, its
+    port and address quirks), the counterpart of the netlink codec's `Kind`; not
+    a message layout (that is `nfkit.netlink.shapes.Layout`)."""
 
     name: str
     pack: Callable[[Any], bytes]
@@ -79,16 +83,20 @@ class Layout:
     # first item taken when ``single`` (None: ``unpack`` on a slice)
     unpack_from: Callable[[bytes, int], tuple[Any, ...]] | None = None
     single: bool = False
+    # the value as big-endian struct codes, addresses (and byte-swapped fields) as raw
+    # bytes: what compiled shapes read in one struct call (None: variable size)
+    raw: str | None = None
 
 
-def _fixed(name: str, fmt: str, single: bool = True) -> Layout:
+def _fixed(name: str, fmt: str, single: bool = True) -> ValueFormat:
     st = struct.Struct(fmt)
+    raw = fmt[1:] if fmt[0] == ">" else f"{st.size}s"
     if single:
-        return Layout(name, st.pack, lambda b: st.unpack(b)[0], st.size, None, st.unpack_from, True)
-    return Layout(name, lambda v: st.pack(*v), st.unpack, st.size, None, st.unpack_from, False)
+        return ValueFormat(name, st.pack, lambda b: st.unpack(b)[0], st.size, None, st.unpack_from, True, raw)
+    return ValueFormat(name, lambda v: st.pack(*v), st.unpack, st.size, None, st.unpack_from, False, raw)
 
 
-def _addr_layout(name: str, family: int, count: int) -> Layout:
+def _addr_layout(name: str, family: int, count: int) -> ValueFormat:
     width = 4 if family == socket.AF_INET else 16
 
     def pack(value: Any) -> bytes:
@@ -110,10 +118,10 @@ def _addr_layout(name: str, family: int, count: int) -> Layout:
             seen[raw] = value
         return value
 
-    return Layout(name, pack, unpack, width * count)
+    return ValueFormat(name, pack, unpack, width * count, raw=f"{width}s" * count)
 
 
-def _cstring(name: str, max_size: int) -> Layout:
+def _cstring(name: str, max_size: int) -> ValueFormat:
     def pack(value: str) -> bytes:
         raw = value.encode("utf-8", "surrogateescape") + b"\0"  # the bytes as they came
         if ATTR_HEADER.size + len(raw) > max_size or b"\0" in raw[:-1]:
@@ -126,7 +134,7 @@ def _cstring(name: str, max_size: int) -> Layout:
             raise DecodeError("string attribute without its terminating NUL")
         return raw[:end].decode("utf-8", "surrogateescape")
 
-    return Layout(name, pack, unpack, None, max_size)
+    return ValueFormat(name, pack, unpack, None, max_size)
 
 
 def _pack_labels(value: int) -> bytes:
@@ -164,17 +172,17 @@ SEQADJ = _fixed("nat seq adjustment", ">6I", single=False)
 SYNPROXY = _fixed("synproxy its,isn,tsoff", ">3I", single=False)
 HELPER = _cstring("helper name", 16)  # NFCT_HELPER_NAME_MAX: the attribute, header included
 EXP_FN = _cstring("expectation function", 32)
-LABELS = Layout("labels", _pack_labels, _unpack_labels, None, ATTR_HEADER.size + 4 * LABEL_WORDS_MAX)
+LABELS = ValueFormat("labels", _pack_labels, _unpack_labels, None, ATTR_HEADER.size + 4 * LABEL_WORDS_MAX)
 
 
 @dataclass(frozen=True)
 class Attr:
     number: int
     name: str
-    layout: Layout
+    layout: ValueFormat
 
 
-def _table(*rows: tuple[int, str, Layout]) -> dict[int, Attr]:
+def _table(*rows: tuple[int, str, ValueFormat]) -> dict[int, Attr]:
     return {num: Attr(num, name, layout) for num, name, layout in rows}
 
 

@@ -12,35 +12,76 @@ Must not know: sockets, sequence tracking (FTFW), the conntrack entry model
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nfkit.errors import DecodeError, InputError
 from nfkit.ha import spec
-from nfkit.ha.spec import CT_TYPES, DATA_FLAGS, NO_FLAGS, RANGE_FLAGS, Attr, Flag, MsgType
+from nfkit.ha.spec import CT_TYPES, DATA_FLAGS, RANGE_FLAGS, Attr, Flag, MsgType
 
 _HEADER = spec.HEADER
 _ATTR = spec.ATTR_HEADER
 _RANGE = spec.ACK_RANGE
 
 
-@dataclass
 class StateMessage:
     """A conntrack entry (CT_NEW/UPD/DEL) or an expectation (EXP_NEW/UPD/DEL).
 
     ``attrs`` maps attribute names (`spec.CT_ATTRS` / `spec.EXP_ATTRS`) to values:
     addresses as text, ports and numbers as ints with 1.4.7's byte swaps undone.
+    ``body`` is the attribute stream as it goes on the wire.  A message holds one
+    or both: a received one its (checked) body, decoded into ``attrs`` only when
+    asked; one made from ``attrs`` is encoded once, when first sent (the hot
+    paths carry bodies and never build the dict).  ``shape`` is the compiled
+    layout of a received body (`BodyShape`), None when it has none.
     """
 
-    type: MsgType
-    attrs: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
-    flags: Flag = NO_FLAGS
+    __slots__ = ("_attrs", "_body", "flags", "seq", "shape", "type")
+
+    def __init__(self, type: MsgType, attrs: dict[str, Any] | None = None, seq: int = 0, flags: int = 0,
+                 *, body: bytes | None = None, shape: BodyShape | None = None) -> None:
+        self.type = type
+        self._attrs = {} if attrs is None and body is None else attrs
+        self._body = body
+        self.seq = seq
+        self.flags = flags
+        self.shape = shape
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        if self._attrs is None:
+            assert self._body is not None
+            self._attrs = decode_attrs(self.type, self._body, 0, len(self._body))
+        return self._attrs
+
+    @property
+    def body(self) -> bytes:
+        """The attribute stream; raises InputError for attributes that cannot be sent."""
+        if self._body is None:
+            assert self._attrs is not None
+            self._body = encode_attrs(self.type, self._attrs)
+        return self._body
+
+    def numbered(self, seq: int, flags: int) -> StateMessage:
+        """The same message with another sequence number and flags (nothing re-encoded)."""
+        msg = StateMessage.__new__(StateMessage)
+        msg.type, msg._attrs, msg._body, msg.seq, msg.flags, msg.shape = (
+            self.type, self._attrs, self._body, seq, flags, self.shape)
+        return msg
 
     @property
     def is_ct(self) -> bool:
         return self.type in CT_TYPES
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StateMessage):
+            return NotImplemented
+        return (self.type, self.attrs, self.seq, self.flags) == (other.type, other.attrs, other.seq, other.flags)
+
+    def __repr__(self) -> str:
+        return f"StateMessage({self.type.name}, {self.attrs!r}, seq={self.seq}, flags={Flag(self.flags)!r})"
 
 
 @dataclass
@@ -84,7 +125,9 @@ _EXP_PLANS = _plans(spec.EXP_ATTRS)
 _TYPES: list[MsgType | None] = [None] * 16
 for _t in MsgType:
     _TYPES[_t] = _t
-_FLAGS = [Flag(i & 0x7E) for i in range(256)]
+_DATA_FLAGS = int(DATA_FLAGS)
+_CT_LAST = max(CT_TYPES)
+_VERSION = spec.PROTOCOL_VERSION << 4
 _unpack_attr = _ATTR.unpack_from
 
 
@@ -122,34 +165,114 @@ def decode_attrs(mtype: MsgType, buf: bytes, start: int, end: int) -> dict[str, 
     return attrs
 
 
+class BodyShape:
+    """The compiled layout of a state message body made only of fixed-size attributes:
+    ``headers(buf, off) == expected`` says a body of the same length has it (and
+    is then as well formed as the first one, checked in full); ``values(buf, off)``
+    reads every value in one struct call (`spec.ValueFormat.raw`: addresses as bytes);
+    ``index[name]`` is where an attribute's first value sits in them."""
+
+    __slots__ = ("expected", "headers", "index", "names", "type_ct", "values")
+
+    def __init__(self, mtype: MsgType, buf: bytes, start: int, end: int) -> None:
+        attrs = spec.CT_ATTRS if mtype in CT_TYPES else spec.EXP_ATTRS
+        heads, values = [">"], [">"]
+        expected: list[int] = []
+        names: list[str] = []
+        self.index: dict[str, int] = {}
+        n = 0
+        off = start
+        while off < end:
+            alen, anum = _unpack_attr(buf, off)
+            attr = attrs[anum]
+            raw = attr.layout.raw
+            assert raw is not None
+            step = (alen + 3) & ~3
+            heads.append(f"HH{step - 4}x")
+            values.append(f"4x{raw}{step - alen}x")
+            expected += (alen, anum)
+            names.append(attr.name)
+            self.index[attr.name] = n
+            n += len(struct.Struct(">" + raw).unpack(bytes(struct.calcsize(">" + raw))))
+            off += step
+        self.type_ct = mtype in CT_TYPES
+        self.names = tuple(names)
+        self.expected = tuple(expected)
+        self.headers = struct.Struct("".join(heads)).unpack_from
+        self.values = struct.Struct("".join(values)).unpack_from
+
+
+_SHAPES: dict[tuple[bool, int], list[BodyShape]] = {}
+MAX_SHAPES = 4096
+
+
+def _shape(mtype: MsgType, buf: bytes, start: int, end: int) -> BodyShape | None:
+    """The known shape of ``buf[start:end]``, or None (then decode it in full)."""
+    for shape in _SHAPES.get((mtype <= _CT_LAST, end - start), ()):  # (an enum's hash is slow)
+        if shape.headers(buf, start) == shape.expected:
+            return shape
+    return None
+
+
+def _learn(mtype: MsgType, buf: bytes, start: int, end: int) -> BodyShape | None:
+    """Compile the shape of a body that decoded well, if all its attributes have a fixed size."""
+    plans = _CT_PLANS if mtype in CT_TYPES else _EXP_PLANS
+    off = start
+    while off < end:
+        alen, anum = _unpack_attr(buf, off)
+        if not plans[anum][1]:  # type: ignore[index]
+            return None
+        off += (alen + 3) & ~3
+    if off != end:  # the last attribute unpadded: conntrackd pads them all
+        return None
+    if len(_SHAPES) > MAX_SHAPES:
+        _SHAPES.clear()
+    shape = BodyShape(mtype, buf, start, end)
+    _SHAPES.setdefault((shape.type_ct, end - start), []).append(shape)
+    return shape
+
+
 def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
-    """Every message of one datagram; raises DecodeError (naming the byte) if any is malformed."""
+    """Every message of one datagram; raises DecodeError (naming the byte) if any is malformed.
+
+    A state message body of a known shape is checked by its attribute headers alone
+    and kept as bytes (``attrs`` decoded on demand); one of a new shape is decoded
+    in full, and its shape learned."""
     buf = bytes(data)
     out: list[Message] = []
     off = 0
     total = len(buf)
     if not total:
         raise DecodeError("empty datagram")
+    unpack = _HEADER.unpack_from
+    types = _TYPES
+    ctl = MsgType.CTL
     while off < total:
         if total - off < spec.HEADER_SIZE:
             raise DecodeError(f"message header cut short ({total - off} bytes)", off)
-        first, flags, length, seq = _HEADER.unpack_from(buf, off)
+        first, flags, length, seq = unpack(buf, off)
         if first >> 4 != spec.PROTOCOL_VERSION:
             raise DecodeError(f"protocol version {first >> 4}, not {spec.PROTOCOL_VERSION}", off)
-        mtype = _TYPES[first & 0x0F]
+        mtype = types[first & 0x0F]
         if mtype is None:
             raise DecodeError(f"unknown message type {first & 0x0F}", off)
         if length < spec.HEADER_SIZE or off + length > total:
             raise DecodeError(f"message length {length} does not fit the datagram ({total - off} left)", off)
         if flags & 0x81:
             raise DecodeError(f"unknown flag bits {flags:#x}", off)
-        fl = _FLAGS[flags]
-        if mtype is MsgType.CTL:
-            out.append(_decode_control(buf, off, fl, length, seq))
+        if mtype is ctl:
+            out.append(_decode_control(buf, off, Flag(flags), length, seq))
         else:
-            if flags & ~DATA_FLAGS:
-                raise DecodeError(f"{mtype.name} message with control flags {fl!r}", off)
-            out.append(StateMessage(mtype, decode_attrs(mtype, buf, off + spec.HEADER_SIZE, off + length), seq, fl))
+            if flags & ~_DATA_FLAGS:
+                raise DecodeError(f"{mtype.name} message with control flags {Flag(flags)!r}", off)
+            start, end = off + spec.HEADER_SIZE, off + length
+            shape = _shape(mtype, buf, start, end)
+            if shape is not None:
+                out.append(StateMessage(mtype, None, seq, flags, body=buf[start:end], shape=shape))
+            else:
+                attrs = decode_attrs(mtype, buf, start, end)
+                out.append(StateMessage(mtype, attrs, seq, flags, body=buf[start:end],
+                                        shape=_learn(mtype, buf, start, end)))
         off += length
     return out
 
@@ -200,9 +323,9 @@ def encode_message(msg: Message) -> bytes:
                     + _RANGE.pack(msg.first & 0xFFFFFFFF, msg.last & 0xFFFFFFFF))
         return _HEADER.pack(spec.PROTOCOL_VERSION << 4 | MsgType.CTL, int(msg.flags), spec.HEADER_SIZE,
                             msg.seq & 0xFFFFFFFF)
-    if msg.type is MsgType.CTL or msg.flags & ~DATA_FLAGS:
-        raise InputError(f"state message of type {msg.type.name} with flags {msg.flags!r}")
-    body = encode_attrs(msg.type, msg.attrs)
+    if msg.type is MsgType.CTL or msg.flags & ~_DATA_FLAGS:
+        raise InputError(f"state message of type {msg.type.name} with flags {Flag(msg.flags)!r}")
+    body = msg.body
     length = spec.HEADER_SIZE + len(body)
     if length > 0xFFFF:
         raise InputError(f"{msg.type.name} message of {length} bytes is over 65535")
@@ -219,8 +342,13 @@ def datagrams(messages: Iterable[Message], limit: int = 1472) -> Iterator[bytes]
     """Messages packed into datagrams of at most ``limit`` bytes (a UDP payload on a 1500 MTU)."""
     batch: list[bytes] = []
     size = 0
+    pack = _HEADER.pack
     for msg in messages:
-        raw = encode_message(msg)
+        if type(msg) is StateMessage and msg._body is not None and not msg.flags & ~_DATA_FLAGS \
+                and len(msg._body) <= 0xFFFF - spec.HEADER_SIZE:  # the common case, inline
+            raw = pack(_VERSION | msg.type, msg.flags, spec.HEADER_SIZE + len(msg._body), msg.seq) + msg._body
+        else:
+            raw = encode_message(msg)
         if batch and size + len(raw) > limit:
             yield b"".join(batch)
             batch, size = [], 0

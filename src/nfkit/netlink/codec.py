@@ -297,12 +297,47 @@ class Template:
     `MessageWriter.here()` (+4 for an attribute's value).
     """
 
-    __slots__ = ("message", "packers", "size")
+    __slots__ = ("fields", "message", "packers", "size")
 
     def __init__(self, message: bytes | bytearray | memoryview, fields: list[tuple[int, str]]) -> None:
         self.message = bytes(message)
         self.size = len(self.message)
+        self.fields = list(fields)
         self.packers = [(off, struct.Struct(fmt).pack_into) for off, fmt in fields]
+
+    def compiled(self) -> Callable[..., int]:
+        """`emit` (without ``seq``) as one generated function that packs the whole message
+        in one struct call, for hot loops; the same bytes.  Templates with a native-order
+        multi-byte field get `emit` itself."""
+        parts: list[str] = [">"]
+        args: list[str] = []
+        consts: list[bytes] = []
+        pos = 0
+        for i, (off, fmt) in enumerate(sorted(self.fields)):
+            order, body = (fmt[0], fmt[1:]) if fmt[0] in "<>!=@" else ("", fmt)
+            if off < pos or (order not in ">!" and any(c in body for c in "hHiIlLqQnNefd")):
+                return self.emit
+            if off > pos:
+                parts.append(f"{off - pos}s")
+                args.append(f"C{len(consts)}")
+                consts.append(self.message[pos:off])
+            parts.append(body)
+            args.append(f"a{i}")
+            pos = off + struct.calcsize(">" + body)
+        if pos < self.size:
+            parts.append(f"{self.size - pos}s")
+            args.append(f"C{len(consts)}")
+            consts.append(self.message[pos:])
+        by_offset = sorted(range(len(self.fields)), key=lambda i: self.fields[i][0])
+        params = ", ".join(f"a{by_offset.index(i)}" for i in range(len(self.fields)))
+        src = (f"def emit(w, {params}):\n    buf = w.buffer\n    start = len(buf)\n"
+               f"    buf += PACK({', '.join(args)})\n    seq = next_seq()\n    SEQ(buf, start + 8, seq)\n"
+               f"    w.seqs.append((seq, start))\n    return seq\n")
+        env: dict[str, Any] = {"PACK": struct.Struct("".join(parts)).pack, "SEQ": _U32_AT.pack_into,
+                               "next_seq": next_seq, **{f"C{i}": c for i, c in enumerate(consts)}}
+        namespace: dict[str, Any] = {}
+        exec(src, env, namespace)  # noqa: S102 - generated above from the template's fields
+        return namespace["emit"]  # type: ignore[no-any-return]
 
     def emit(self, w: MessageWriter, *values: Any, seq: int | None = None) -> int:
         """Append a copy with ``values`` patched in; return its sequence number."""

@@ -127,10 +127,11 @@ class Layout:
     in host order by a struct of their own: their small numbers compare fast.
     """
 
-    __slots__ = ("expected", "headers", "index", "kinds", "length", "spans", "tag", "unpack")
+    __slots__ = ("expected", "headers", "index", "kinds", "length", "spans", "structs", "tag", "unpack")
 
     def __init__(self, walk: Walk, length: int, tag: Any = None) -> None:
         heads = _struct([(off, "HH") for off, _, _ in walk.headers], "=")
+        self.structs: tuple[struct.Struct, struct.Struct] | None = None  # `exact` layouts' (see `run`)
         self.headers: Callable[..., tuple[int, ...]] = _unpacker(heads)
         self.expected = tuple(v for _, alen, atype in walk.headers for v in (alen, atype))
         leaves = sorted(((off, _BIG[kind] if kind in _BIG else f"{vlen}s", field)
@@ -141,6 +142,71 @@ class Layout:
         self.spans = walk.spans
         self.length = length
         self.tag = tag
+
+
+    @classmethod
+    def exact(cls, sample: bytes, slots: list[tuple[int, int]], tag: Any = None) -> Layout:
+        """The layout of streams equal to ``sample`` in every byte but the ``slots``
+        ((offset, width), in offset order, not overlapping): ``headers`` reads every
+        other byte (as chunks, ``expected`` being the sample's) and ``unpack`` each
+        slot's bytes (``index[k]`` is slot k's value).  The decoding counterpart of
+        `codec.Template`, which patches such slots into a copy of one message; `run`
+        reads many such streams laid end to end."""
+        lay = cls.__new__(cls)
+        chunks: list[tuple[int, str]] = []
+        values: list[tuple[int, str]] = []
+        pos = 0
+        for off, width in slots:
+            if off < pos:
+                raise ValueError(f"slot at {off} overlaps the one before")
+            if off > pos:
+                chunks.append((pos, f"{off - pos}s"))
+            values.append((off, f"{width}s"))
+            pos = off + width
+        if pos < len(sample):
+            chunks.append((pos, f"{len(sample) - pos}s"))
+        checks, reads = _padded(chunks, len(sample)), _padded(values, len(sample))
+        lay.headers = _unpacker(checks)
+        lay.expected = lay.headers(sample, 0)
+        lay.unpack = _unpacker(reads)
+        lay.structs = (checks, reads)
+        lay.index = {k: k for k in range(len(slots))}
+        lay.kinds = dict.fromkeys(range(len(slots)), Kind.BINARY)
+        lay.spans = {}
+        lay.length = len(sample)
+        lay.tag = tag
+        return lay
+
+    def run(self, buf: Any, pos: int) -> tuple[int, list[tuple[bytes, ...]]]:
+        """How many streams of this (`exact`) layout lie end to end from ``pos`` and
+        their values, a tuple per slot (streams in order).  Streams are checked 1,
+        2, 4, ... at a time by `struct.iter_unpack`: a long run costs a few C calls,
+        a short one little more than itself."""
+        assert self.structs is not None, "run needs a layout made by Layout.exact"
+        checks, reads = self.structs
+        size = self.length
+        avail = (len(buf) - pos) // size
+        expected = self.expected
+        mv = memoryview(buf)
+        count, step = 0, 1
+        while count < avail:
+            take = min(step, avail - count)
+            start = pos + count * size
+            same = list(map(expected.__eq__, checks.iter_unpack(mv[start:start + take * size])))
+            if False in same:
+                count += same.index(False)
+                break
+            count += take
+            step *= 2
+        if not count:
+            return 0, []
+        return count, list(zip(*reads.iter_unpack(mv[pos:pos + count * size]), strict=True))
+
+
+def _padded(fields: list[tuple[int, str]], size: int) -> struct.Struct:
+    """``fields`` ((offset, code), in order) read by one struct of exactly ``size`` bytes."""
+    s = _struct(fields, "=")
+    return struct.Struct(s.format + f"{size - s.size}x") if s.size < size else s
 
 
 def _struct(fields: list[tuple[int, str]], order: str) -> struct.Struct:
@@ -171,8 +237,9 @@ class Shapes(Generic[L]):
     """The layouts of one AttrSet seen so far, by stream length (bounded).
 
     ``make(walk, length, tag)`` builds a layout (a `Layout` subclass) from a
-    walk; ``names`` picks the leaves to unpack (see `Walk`).  Hot loops may
-    read ``by_len`` directly, as `lookup` does.
+    walk; ``names`` picks the leaves to unpack (see `Walk`).  `find` is the
+    one per-message step of every decoder on this mechanism (a known layout,
+    else one learned): hot loops bind it once (``find = shapes.find``).
     """
 
     def __init__(self, aset: AttrSet, make: Callable[[Walk, int, Any], L], *,
@@ -186,12 +253,15 @@ class Shapes(Generic[L]):
         self.by_len: dict[int, list[L]] = {}
         self.count = 0
 
-    def lookup(self, buf: Any, off: int, length: int, tag: Any = None) -> tuple[L, tuple[Any, ...]] | None:
-        """The known layout of ``buf[off:off+length]`` and its values, or None."""
+    def find(self, buf: Any, off: int, length: int, tag: Any = None) -> tuple[L, tuple[Any, ...]]:
+        """The layout of ``buf[off:off+length]`` and its values: a known one, else the
+        stream's layout learned (compiled and not kept once the bounds are reached).
+        Raises DecodeError if the stream is malformed."""
         for lay in self.by_len.get(length, ()):
             if lay.headers(buf, off) == lay.expected and lay.tag == tag:
                 return lay, lay.unpack(buf, off)
-        return None
+        lay = self.learn(buf, off, length, tag) or self.compile(buf, off, length, tag)
+        return lay, lay.unpack(buf, off)
 
     def compile(self, buf: Any, off: int, length: int, tag: Any = None) -> L:
         """Walk and compile the stream's layout (not kept); raises DecodeError if malformed."""

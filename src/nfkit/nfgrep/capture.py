@@ -15,6 +15,7 @@ in ``skipped`` and left out.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 import sys
@@ -373,6 +374,24 @@ _PCAP_MAGICS = {_TCPDUMP_MAGIC, _TCPDUMP_MAGIC_NANO, _PMUDPCT_MAGIC, _PMUDPCT_MA
 
 
 # -- packet decoding --------------------------------------------------------------
+
+_ADDR_TEXT: dict[bytes, str] = {}  # address bytes -> text: a capture or a worker sees few hosts
+
+
+def address_text(raw: bytes) -> str:
+    """An address's text (4 or 16 bytes), cached."""
+    text = _ADDR_TEXT.get(raw)
+    if text is None:
+        if len(_ADDR_TEXT) >= 65536:
+            _ADDR_TEXT.clear()
+        text = _ADDR_TEXT[raw] = str(ipaddress.ip_address(raw))
+    return text
+
+
+def endpoint_text(raw: bytes, port: int) -> str:
+    """``ip:port`` as `nfkit.flow.table.FlowTuple.endpoint` writes it (IPv6 in brackets)."""
+    return f"[{address_text(raw)}]:{port}" if len(raw) == 16 else f"{address_text(raw)}:{port}"
+
 
 Decoded = tuple[int, bytes, bytes, int, int, int, int, bytes, int]
 """proto, src, dst, sport, dport, tcp flags, tcp seq, payload, IP length."""

@@ -34,7 +34,6 @@ fits again.
 
 from __future__ import annotations
 
-import ipaddress
 import mmap
 import os
 import struct
@@ -49,7 +48,15 @@ from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTabl
 from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
 from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.batch import Batch, from_frames
-from nfkit.nfgrep.capture import CaptureReader, CaptureStop, Decoded, decode, pcap_offsets
+from nfkit.nfgrep.capture import (
+    CaptureReader,
+    CaptureStop,
+    Decoded,
+    address_text,
+    decode,
+    endpoint_text,
+    pcap_offsets,
+)
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
@@ -57,6 +64,7 @@ _FIN_RST = 0x05
 # per-slot marks
 _GAP, _GUESSED, _WAITING, _CLIENT_REPLY, _EVICTED = 1, 2, 4, 8, 16
 _SYN_SEEN = (32, 64)  # the SYN of the client (0) / server (1) side was seen
+_REPORTED = 128  # the flow's decision went to ``on_flow`` already
 
 FLOW_BYTES = 256     # bound per tracked flow, engine not started (measured ~165: docs/nfgrep.md)
 ACTIVE_BYTES = 4096  # bound per flow the engine looks at (measured ~3,450), bytes held aside
@@ -90,6 +98,7 @@ class FlowResult:
     gap: bool = False
     evicted: bool = False  # the engine was stopped early by the memory budget
     order: int = 0
+    decided: float | None = None  # capture time of the deciding packet (None: ended undecided)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"proto": self.proto, "client": self.client, "server": self.server,
@@ -127,23 +136,6 @@ class _Work:
         self.held = 0  # estimate of the bytes the engine keeps for this flow
 
 
-_ADDR_TEXT: dict[bytes, str] = {}  # address bytes -> text: a capture has few hosts
-
-
-def _addr(raw: bytes) -> str:
-    text = _ADDR_TEXT.get(raw)
-    if text is None:
-        if len(_ADDR_TEXT) >= 65536:
-            _ADDR_TEXT.clear()
-        text = _ADDR_TEXT[raw] = str(ipaddress.ip_address(raw))
-    return text
-
-
-def _endpoint(raw: bytes, port: int) -> str:
-    """``ip:port`` as `FlowTuple.endpoint` writes it (IPv6 in brackets)."""
-    return f"[{_addr(raw)}]:{port}" if len(raw) == 16 else f"{_addr(raw)}:{port}"
-
-
 class Classifier:
     """Runs packets through a flow table and an engine; collects `FlowResult`s.
 
@@ -154,7 +146,8 @@ class Classifier:
 
     def __init__(self, engine: Any, max_flows: int = 1 << 20, timeouts: Timeouts | None = None,
                  max_inspect: int = 65536, reassembler: Reassembler | None = None,
-                 max_memory: int = MAX_MEMORY, lazy: bool = True) -> None:
+                 max_memory: int = MAX_MEMORY, lazy: bool = True,
+                 on_flow: Callable[[FlowResult], None] | None = None) -> None:
         if max_memory < FLOW_BYTES + ACTIVE_BYTES:
             raise ValueError(f"classify: max_memory must be at least {FLOW_BYTES + ACTIVE_BYTES} bytes")
         self.engine = engine
@@ -167,6 +160,9 @@ class Classifier:
         # lazy: the engine starts on a flow's first payload (needs engine.expecting());
         # otherwise at the flow's first packet (nfgrep test shows every flow)
         self.lazy = lazy
+        # called with each flow as the engine decides it (its counts so far), or as it
+        # ends when it never was: a live run prints flows as they come
+        self.on_flow = on_flow
         self.budget_evicted = 0
         self._held = 0  # sum of _Work.held
         self._isn = (array("L"), array("L"))  # per slot: the SYN's sequence number, per side
@@ -322,10 +318,12 @@ class Classifier:
             t = t.reversed()
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
         st = self.engine.new_flow(transport=transport, client_port=t.sport, server_port=t.dport,
-                                  client_addr=_addr(t.src), server_addr=_addr(t.dst),
+                                  client_addr=address_text(t.src), server_addr=address_text(t.dst),
                                   expected=first)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
+            if self.on_flow is not None:
+                self._report(slot)
             return None
         streams = None
         if proto == IPPROTO_TCP:
@@ -347,30 +345,48 @@ class Classifier:
                 s.release()
         self._held -= work.held
         del self._work[slot]
+        if self.on_flow is not None:
+            self._report(slot)
 
-    def _ended(self, slot: int, reason: str) -> None:
+    def _report(self, slot: int) -> None:
+        """Hand the flow's decision, with its counts so far, to ``on_flow`` (once)."""
+        app, fields, chain, _ = self._verdicts[slot]
+        self._marks[slot] |= _REPORTED
+        r = self._result(slot, app, dict(fields), list(chain))
+        r.decided = self.table.last[slot]
+        self.on_flow(r)  # type: ignore[misc]  # only called when set
+
+    def _result(self, slot: int, app: str | None, fields: dict[str, str],
+                chain: list[str]) -> FlowResult:
+        """The flow in ``slot`` as reported, with its counts as they are now."""
         table = self.table
-        if self._bulk is not None:
-            self._bulk.ended(slot)
-        work = self._work.get(slot)
-        if work is not None:
-            self._settle(slot, work)
-        app, fields, chain, _ = self._verdicts.pop(slot, (None, {}, [], False))
         t: FlowTuple = table.tuple_of(slot)
         st = table.state[slot]
         c = 1 if st & CLIENT_IS_REPLY else 0
         if c:
             t = t.reversed()
         s = 1 - c
-        guessed = bool(self._marks[slot] & _GUESSED)
-        self.results.append(FlowResult(
+        marks = self._marks[slot]
+        return FlowResult(
             proto=TRANSPORT_NAMES.get(t.proto, str(t.proto)),
-            client=_endpoint(t.src, t.sport), server=_endpoint(t.dst, t.dport), app=app, fields=fields,
+            client=endpoint_text(t.src, t.sport), server=endpoint_text(t.dst, t.dport), app=app, fields=fields,
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],
-            guessed_sides=guessed, gap=bool(self._marks[slot] & _GAP),
-            evicted=bool(self._marks[slot] & _EVICTED), order=self._order[slot]))
+            guessed_sides=bool(marks & _GUESSED), gap=bool(marks & _GAP),
+            evicted=bool(marks & _EVICTED), order=self._order[slot])
+
+    def _ended(self, slot: int, reason: str) -> None:
+        if self._bulk is not None:
+            self._bulk.ended(slot)
+        work = self._work.get(slot)
+        if work is not None:
+            self._settle(slot, work)
+        app, fields, chain, _ = self._verdicts.pop(slot, (None, {}, [], False))
+        result = self._result(slot, app, fields, chain)
+        self.results.append(result)
+        if self.on_flow is not None and not self._marks[slot] & _REPORTED:
+            self.on_flow(result)
         self._marks[slot] = 0
 
     # -- whole files ---------------------------------------------------------------

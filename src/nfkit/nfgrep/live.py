@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfkit.errors import InputError, NfkitError
-from nfkit.nfgrep.capture import decode
+from nfkit.nfgrep.capture import address_text, decode, endpoint_text
 from nfkit.nfgrep.reassembly import Reassembler
 from nfkit.nfgrep.registry import (
     CONNLABEL_CONF,
@@ -68,6 +68,7 @@ from nfkit.nfgrep.registry import (
     direction_bit,
     mark_shift,
 )
+from nfkit.nfqueue.wire import NF_ACCEPT
 from nfkit.service.daemon import Service
 
 log = logging.getLogger("nfkit.nfgrep.live")
@@ -91,6 +92,9 @@ _TH_SYN = 0x02
 COUNTERS = ("packets", "flows", "decided", "unknown", "enobufs", "refused", "verdicts",
             "undecided_dropped", "decide_us_total")
 _NAPP = 128
+RECEIVE_BATCH = 64   # datagrams read per receive call
+DEFAULT_NICE = -10    # the queue workers' nice value (see run_worker)
+PUBLISH_S = 0.05     # the worker's counters reach the status readers this often (at most)
 _STRIDE = len(COUNTERS) + _NAPP
 
 
@@ -234,10 +238,10 @@ class _Flow:
     __slots__ = ("client", "st", "streams", "packets", "bytes", "first", "last", "cut", "starts",
                  "missed", "announced")
 
-    def __init__(self, client: bytes, st: Any, streams: Any, now: float) -> None:
+    def __init__(self, client: bytes, st: Any, streams: list[Any] | None, now: float) -> None:
         self.client = client
         self.st = st
-        self.streams = streams
+        self.streams = streams  # TCP: one stream per direction, made at its first segment
         self.packets = 0
         self.bytes = 0
         self.first = now
@@ -247,12 +251,12 @@ class _Flow:
         # end saw the SYNs), and whether bytes before what reached userspace were missed
         self.starts: tuple[int | None, int | None] = (None, None)
         self.missed = False
-        self.announced: set[Any] = set()  # expectations passed on (to the eBPF classifier)
+        self.announced: set[Any] | None = None  # expectations passed on (to the eBPF classifier)
 
 
-def _endpoint(addr: bytes, port: int) -> str:
-    ip = ipaddress.ip_address(addr)
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+# what `FlowJudge.triage` leaves for `FlowJudge.judge`: the decoded packet, its flow key, when
+_Seen = tuple[Any, bytes, bytes, tuple[Any, ...], float]
+ENGINE = -1  # `FlowJudge.triage`: the packet goes to the engine
 
 
 class FlowJudge:
@@ -260,7 +264,10 @@ class FlowJudge:
 
     ``engine`` is an `nfkit.nfgrep.engine.Engine`.  Decided flows are kept
     (bounded) so that packets already queued when the decision was made get
-    the same mark.
+    the same mark.  `packet` is `triage` (no engine work: a packet of a flow
+    decided already, or one the judge does not read) then, when it says
+    `ENGINE`, `judge`; a worker gives the first kind their verdicts before it
+    runs the engine on the others.
     """
 
     def __init__(self, engine: Any, registry: Registry, max_packets: int = MAX_PACKETS,
@@ -286,6 +293,9 @@ class FlowJudge:
         # decided flows, for packets queued before their verdict came: (app id, when)
         self.decided: dict[tuple[Any, ...], tuple[int, float]] = {}
         self.unknown_id = registry.id(None)
+        self._names: dict[int, str] = {}  # id -> name, as `Registry.name` (the first name)
+        for name, i in registry.ids.items():
+            self._names.setdefault(i, name)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.apps = [0] * _NAPP
         self.queue = 0
@@ -295,23 +305,41 @@ class FlowJudge:
         from server to client, as conntrack says; None: unknown, the first packet's sender
         or a SYN's is the client); the app id its verdict should carry (0: none, the flow
         is still being looked at)."""
-        c = self.counts
-        c["packets"] += 1
+        app_id, seen = self.triage(ip)
+        if app_id != ENGINE:
+            return app_id
+        return self.judge(seen, cut, reply)  # type: ignore[arg-type]
+
+    def triage(self, ip: bytes) -> tuple[int, _Seen | None]:
+        """A first look at one packet, no engine work: (the app id of its flow, decided
+        already, or 0 for a packet the judge does not read, None) or (`ENGINE`, what
+        `judge` needs)."""
+        self.counts["packets"] += 1
         d = decode(_LINK_RAW, ip)
         if d is None:
-            return 0
-        proto, src, dst, sport, dport, flags, seq, payload, _ = d
+            return 0, None
+        proto = d[0]
         if proto != 6 and proto != 17:
-            return 0
-        a = src + sport.to_bytes(2, "big")
-        b = dst + dport.to_bytes(2, "big")
+            return 0, None
+        a = d[1] + d[3].to_bytes(2, "big")
+        b = d[2] + d[4].to_bytes(2, "big")
         key = (proto, a, b) if a < b else (proto, b, a)
         now = self.clock()
+        if self.decided:
+            done = self.decided.get(key)
+            if done is not None:
+                if now - done[1] <= DECIDED_HOLD:
+                    return done[0], None
+                del self.decided[key]  # a new connection on the same addresses and ports
+        return ENGINE, (d, a, b, key, now)
+
+    def judge(self, seen: _Seen, cut: bool = False, reply: bool | None = None) -> int:
+        """The rest of `packet` for a packet `triage` sent to the engine."""
+        d, a, b, key, now = seen
         done = self.decided.get(key)
-        if done is not None:
-            if now - done[1] <= DECIDED_HOLD:
-                return done[0]
-            del self.decided[key]  # a new connection on the same addresses and ports
+        if done is not None and now - done[1] <= DECIDED_HOLD:
+            return done[0]  # decided by a packet before it in the same batch
+        proto, _, _, _, _, flags, seq, payload, _ = d
         flow = self.flows.get(key)
         if flow is None:
             if reply is not None:
@@ -321,30 +349,28 @@ class FlowJudge:
             else:
                 client = a
             server = b if client is a else a
-            cport = int.from_bytes(client[-2:], "big")
-            sport_ = int.from_bytes(server[-2:], "big")
-            st = self.engine.new_flow(transport="tcp" if proto == 6 else "udp", client_port=cport,
-                                      server_port=sport_,
-                                      client_addr=str(ipaddress.ip_address(client[:-2])),
-                                      server_addr=str(ipaddress.ip_address(server[:-2])))
-            streams = None
-            if proto == 6:
-                streams = (self.reassembler.stream(), self.reassembler.stream())
-            flow = _Flow(client, st, streams, now)
+            st = self.engine.new_flow(transport="tcp" if proto == 6 else "udp",
+                                      client_port=int.from_bytes(client[-2:], "big"),
+                                      server_port=int.from_bytes(server[-2:], "big"),
+                                      client_addr=address_text(client[:-2]), server_addr=address_text(server[:-2]))
+            flow = _Flow(client, st, [None, None] if proto == 6 else None, now)
             if proto == 6 and self.stream_starts is not None:
                 flow.starts = self.stream_starts(proto, client, server)
             if len(self.flows) >= self.max_flows:
                 self._expire(next(iter(self.flows)), "undecided_dropped")
             self.flows[key] = flow
-            c["flows"] += 1
+            self.counts["flows"] += 1
         flow.packets += 1
         flow.bytes += len(payload)
         flow.last = now
         direction = 0 if a == flow.client else 1
         st = flow.st
         if not st.done:
-            if flow.streams is not None:
-                stream = flow.streams[direction]
+            streams = flow.streams
+            if streams is not None:
+                stream = streams[direction]
+                if stream is None:
+                    stream = streams[direction] = self.reassembler.stream()
                 start = flow.starts[direction]
                 if payload and not stream.started and start is not None and seq != start:
                     flow.missed = True  # this direction's first bytes went by before the hand-over
@@ -356,6 +382,8 @@ class FlowJudge:
             if data:
                 self.engine.feed(st, direction, data)
                 if st.expectations and self.on_expectation is not None:
+                    if flow.announced is None:
+                        flow.announced = set()
                     for x in st.expectations:
                         if x not in flow.announced:
                             flow.announced.add(x)
@@ -376,10 +404,12 @@ class FlowJudge:
         del self.flows[key]
         if flow.streams is not None:
             for s in flow.streams:
-                s.release()
-        if len(self.decided) >= self.max_flows:
-            del self.decided[next(iter(self.decided))]
-        self.decided[key] = (app_id, now)
+                if s is not None:
+                    s.release()
+        decided = self.decided
+        if len(decided) >= self.max_flows:
+            del decided[next(iter(decided))]
+        decided[key] = (app_id, now)
         c = self.counts
         c["decided"] += 1
         if app_id == self.unknown_id:
@@ -390,9 +420,9 @@ class FlowJudge:
         if self.on_decision is not None:
             server = key[2] if key[1] == flow.client else key[1]
             self.on_decision(Decision(
-                "tcp" if proto == 6 else "udp", _endpoint(flow.client[:-2], int.from_bytes(flow.client[-2:], "big")),
-                _endpoint(server[:-2], int.from_bytes(server[-2:], "big")),
-                self.registry.name(app_id) or "unknown", dict(st.fields), flow.packets, flow.bytes,
+                "tcp" if proto == 6 else "udp", endpoint_text(flow.client[:-2], int.from_bytes(flow.client[-2:], "big")),
+                endpoint_text(server[:-2], int.from_bytes(server[-2:], "big")),
+                self._names.get(app_id) or "unknown", dict(st.fields), flow.packets, flow.bytes,
                 seconds, self.queue, list(st.chain)))
         return app_id
 
@@ -400,7 +430,8 @@ class FlowJudge:
         flow = self.flows.pop(key)
         if flow.streams is not None:
             for s in flow.streams:
-                s.release()
+                if s is not None:
+                    s.release()
         self.counts[counter] += 1
 
     def sweep(self, idle: float = IDLE) -> None:
@@ -424,6 +455,7 @@ class LiveOptions:
     maxlen: int = 4096
     backend: str = "auto"  # "auto": ebpf where the kernel allows it, else queue
     interfaces: list[str] | None = None  # ebpf: tcx ingress here (None: all but loopback)
+    nice: int = DEFAULT_NICE  # the queue workers' scheduling priority
 
 
 def _die_with_parent() -> None:
@@ -470,19 +502,16 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
     from nfkit.netlink.specs import nfqueue as Q
     from nfkit.nfgrep.engine import Engine
     from nfkit.nfgrep.loader import load_rules
-    from nfkit.nfqueue import NF_ACCEPT, Queue
+    from nfkit.nfqueue import Queue
 
     engine = Engine(load_rules(opts.rules))
     mask = opts.mark_mask
-    shift = mark_shift(mask)
-    keep = ~mask & 0xFFFFFFFF
-    direction = direction_bit(mask)
 
     def emit(dec: Decision) -> None:
-        if opts.json:
-            os.write(1, (json.dumps(dec.as_json()) + "\n").encode())
+        os.write(1, (json.dumps(dec.as_json()) + "\n").encode())
 
-    judge = FlowJudge(engine, registry, opts.max_packets, opts.max_bytes, on_decision=emit,
+    judge = FlowJudge(engine, registry, opts.max_packets, opts.max_bytes,
+                      on_decision=emit if opts.json else None,
                       stream_starts=None if classifier is None else _kernel_starts(classifier))
     judge.queue = num
     if classifier is not None:
@@ -495,6 +524,12 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    # packets wait in the kernel until this process runs: on a busy machine it should get
+    # the CPU when they come (conntrackd's `Nice` for the same reason)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
+    except OSError as exc:  # no CAP_SYS_NICE: the worker runs at the inherited priority
+        log.warning("queue %d: worker priority (nice %d) not set: %s", num, opts.nice, exc.strerror)
     ready.set()
     sel = selectors.DefaultSelector()
     sel.register(queue.fileno(), selectors.EVENT_READ)
@@ -503,46 +538,79 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
     signal.set_wakeup_fd(wake_w)
     sel.register(wake_r, selectors.EVENT_READ)
     base = slot * _STRIDE
-    next_sweep = time.monotonic() + 5
-    packet = judge.packet
+    now = time.monotonic()
+    next_sweep = now + 5
+    published = 0.0
+    dirty = False
+    receive = queue.receive
     try:
         while not stopping:
-            sel.select(1.0)
-            last_plain = -1
-            plain = 0
-            for pkt in queue.packets():
-                mark = pkt.mark
-                app_id = packet(pkt.payload, pkt.cap_len is not None and pkt.cap_len > len(pkt.payload),
-                                bool(mark & direction))
-                if app_id:
-                    queue.verdict(pkt.id, NF_ACCEPT, (mark & keep) | (app_id << shift))
-                elif mark & direction:
-                    queue.verdict(pkt.id, NF_ACCEPT, mark & ~direction)
-                else:
-                    last_plain = pkt.id
-                    plain += 1
-            if plain:
-                if plain == 1:
-                    queue.verdict(last_plain, NF_ACCEPT)
-                else:
-                    # every earlier packet of this queue had its verdict above, or gets this one
-                    queue.batch_verdict(last_plain, NF_ACCEPT)
-            queue.flush()
-            c = judge.counts
-            c["enobufs"] = queue.enobufs
-            c["refused"] = queue.refused
-            c["verdicts"] = queue.verdicts
-            for i, name in enumerate(COUNTERS):
-                shared[base + i] = c[name]
-            for i, n in enumerate(judge.apps):
-                if n:
-                    shared[base + len(COUNTERS) + i] = n
+            sel.select(PUBLISH_S if dirty else 1.0)
+            while not stopping:
+                pkts = receive(RECEIVE_BATCH)
+                if not pkts:
+                    break
+                serve(judge, pkts, queue, mask)
+                dirty = True
             now = time.monotonic()
+            if dirty and now - published >= PUBLISH_S:
+                # the status readers' copy, a few times a second: not a cost per packet
+                c = judge.counts
+                c["enobufs"] = queue.enobufs
+                c["refused"] = queue.refused
+                c["verdicts"] = queue.verdicts
+                for i, name in enumerate(COUNTERS):
+                    shared[base + i] = c[name]
+                for i, n in enumerate(judge.apps):
+                    if n:
+                        shared[base + len(COUNTERS) + i] = n
+                published = now
+                dirty = False
             if now > next_sweep:
                 judge.sweep()
                 next_sweep = now + 5
     finally:
         queue.close()
+
+
+def serve(judge: FlowJudge, pkts: list[tuple[int, int, int, int, bytes]], queue: Any, mask: int) -> None:
+    """The verdicts of one receive batch (`nfkit.nfqueue.Queue.receive`'s tuples).
+
+    Packets that need no engine work (their flow decided already, or nothing
+    the judge reads) get their verdicts first, sent together; then each of
+    the others is judged and its verdict sent at once: no verdict waits for
+    the rest of the batch.  ``queue``: ``verdict(id, verdict, mark)`` and
+    ``flush()``.
+    """
+    shift = mark_shift(mask)
+    keep = ~mask & 0xFFFFFFFF
+    direction = direction_bit(mask)
+    verdict, flush = queue.verdict, queue.flush
+    triage = judge.triage
+    later = []
+    for pkt in pkts:
+        app_id, seen = triage(pkt[4])
+        if app_id == ENGINE:
+            later.append((pkt, seen))
+            continue
+        mark = pkt[1]
+        if app_id:
+            verdict(pkt[0], NF_ACCEPT, (mark & keep) | (app_id << shift))
+        elif mark & direction:
+            verdict(pkt[0], NF_ACCEPT, mark & ~direction)
+        else:
+            verdict(pkt[0], NF_ACCEPT)
+    flush()
+    judge_ = judge.judge
+    for (pid, mark, cap_len, _, ip), seen in later:
+        app_id = judge_(seen, cap_len > len(ip), bool(mark & direction))  # type: ignore[arg-type]
+        if app_id:
+            verdict(pid, NF_ACCEPT, (mark & keep) | (app_id << shift))
+        elif mark & direction:
+            verdict(pid, NF_ACCEPT, mark & ~direction)
+        else:
+            verdict(pid, NF_ACCEPT)
+        flush()
 
 
 # -- the daemon --------------------------------------------------------------------------

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
+import struct
 from collections.abc import Iterator
 
 from nfkit.errors import CapabilityError, NetlinkError
-from nfkit.netlink.codec import MessageWriter, parse_error, parse_messages
+from nfkit.netlink.codec import NLMSG_HDRLEN, MessageWriter, parse_error, parse_messages
 from nfkit.netlink.consts import NETLINK_NO_ENOBUFS, NLMSG_ERROR, SOL_NETLINK
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.netlink.specs import nfqueue as Q
 from nfkit.nfqueue.wire import (
     NF_ACCEPT,
     Packet,
+    PacketLayouts,
     config_command,
     config_params,
     parse_packet,
@@ -31,6 +33,8 @@ from nfkit.nfqueue.wire import (
 
 DEFAULT_RCVBUF = 8 << 20
 _RECV_BUFFER = 256 << 10
+_HDR = struct.Struct("=IHHII")
+_PACKET_TYPE = Q.PACKET
 
 
 class Queue:
@@ -54,6 +58,9 @@ class Queue:
         self._out: list[bytes] = []
         self._buf = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buf)
+        self.layouts = PacketLayouts()
+        # a datagram: the message's headers and attributes, and the payload up to the copy range
+        self._datagram_max = min(copy_range, 0xFFFF) + 4096
         try:
             if not report_enobufs:
                 self.nl.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
@@ -106,20 +113,13 @@ class Queue:
         verdicts are counted in ``refused``.
         """
         flags = 0 if block else _socket.MSG_DONTWAIT
-        sock = self.nl.sock
-        buf, view = self._buf, self._view
+        view = self._view
         while True:
-            try:
-                n = sock.recv_into(buf, len(buf), flags)
-            except BlockingIOError:
+            n = self._datagram(view, flags)
+            if n < 0:
                 return
-            except InterruptedError:
+            if not n:
                 continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.enobufs += 1
-                    continue
-                raise NetlinkError(exc.errno or errno.EIO, what=f"queue {self.num}: receive") from None
             flags = _socket.MSG_DONTWAIT
             for msg in parse_messages(view[:n]):
                 if msg.type == Q.PACKET:
@@ -130,6 +130,68 @@ class Queue:
                     if err.errno:
                         self.refused += 1
                         self.last_refusal = errno.errorcode.get(err.errno, str(err.errno))
+
+    def receive(self, limit: int = 64, block: bool = False
+                ) -> list[tuple[int, int, int, int, bytes]]:
+        """The packets waiting, up to ``limit`` datagrams read in one go (the kernel sends
+        each queued packet as a datagram of its own), decoded by layout: per packet
+        ``(id, mark, cap_len or -1, skb_info, payload)``.
+
+        ``block``: wait for the first datagram.  The datagrams are read one after
+        the other into one buffer and walked once; ENOBUFS and refused verdicts
+        are counted as by `packets`.
+        """
+        flags = 0 if block else _socket.MSG_DONTWAIT
+        view = self._view
+        room = len(view)
+        at = 0
+        for _ in range(limit):
+            if room - at < self._datagram_max:  # the next one must fit whole
+                break
+            n = self._datagram(view[at:], flags)
+            if n < 0:
+                break
+            if not n:
+                continue
+            flags = _socket.MSG_DONTWAIT
+            at += (n + 3) & ~3
+        out: list[tuple[int, int, int, int, bytes]] = []
+        if not at:
+            return out
+        decode = self.layouts.decode
+        unpack = _HDR.unpack_from
+        off = 0
+        while off + NLMSG_HDRLEN <= at:
+            length, mtype = unpack(view, off)[:2]
+            if length < NLMSG_HDRLEN or off + length > at:
+                break  # a datagram's tail cannot be a message: nothing more to read
+            if mtype == _PACKET_TYPE:
+                _, pid, mark, cap_len, skb_info, start, stop = decode(view, off + NLMSG_HDRLEN, off + length)
+                out.append((pid, mark, cap_len, skb_info, bytes(view[start:stop])))
+            elif mtype == NLMSG_ERROR:
+                (msg,) = parse_messages(view[off:off + length])
+                err = parse_error(msg)
+                if err.errno:
+                    self.refused += 1
+                    self.last_refusal = errno.errorcode.get(err.errno, str(err.errno))
+            off += (length + 3) & ~3
+        self.received += len(out)
+        return out
+
+    def _datagram(self, into: memoryview, flags: int) -> int:
+        """One datagram into ``into``: its length; -1 when none waits; 0 when the call was
+        interrupted or the kernel reported ENOBUFS (counted): read again."""
+        try:
+            return self.nl.sock.recv_into(into, len(into), flags) or 0
+        except BlockingIOError:
+            return -1
+        except InterruptedError:
+            return 0
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self.enobufs += 1
+                return 0
+            raise NetlinkError(exc.errno or errno.EIO, what=f"queue {self.num}: receive") from None
 
     # -- verdicts -----------------------------------------------------------------------
     def verdict(self, packet: Packet | int, verdict: int = NF_ACCEPT, mark: int | None = None) -> None:

@@ -520,17 +520,7 @@ def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: Any
     for (encode, width, _op), g in zip(tpl.slots, places, strict=True):
         col = cols[g]
         if parse[g] not in (int, str):  # a reader's own parser: a refusal is a bad row
-            parsed: list[bytes] = []
-            for k, text in enumerate(col):
-                try:
-                    b = encode(parse[g](text))
-                except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
-                    b = b""
-                if len(b) != width:
-                    b = bytes(width)
-                    bad.add(k)
-                parsed.append(b)
-            out.append(parsed)
+            out.append(_encode_each(encode, width, col, bad, parse[g]))
             continue
         if parse[g] is int:
             order = "big" if encode(1)[-1:] == b"\x01" else "little"
@@ -546,18 +536,25 @@ def encode_places(tpl: Any, places: list[int], parse: list[Any], cols: Any
             values: Any = map(int, col)
         else:
             values = col
-        enc: list[bytes] = []
-        for k, v in enumerate(values):
-            try:
-                b = encode(v)
-            except (OverflowError, OSError, ValueError, UnicodeError):
-                b = b""
-            if len(b) != width:
-                b = bytes(width)
-                bad.add(k)
-            enc.append(b)
-        out.append(enc)
+        out.append(_encode_each(encode, width, values, bad))
     return out, bad
+
+
+def _encode_each(encode: Callable[[Any], bytes], width: int, values: Any, bad: set[int],
+                 parse: Callable[[str], Any] | None = None) -> list[bytes]:
+    """Each of ``values`` encoded (after ``parse``, a reader's own parser, if given);
+    a value refused, or encoded to another width, is zeros and its row goes into ``bad``."""
+    enc: list[bytes] = []
+    for k, v in enumerate(values):
+        try:
+            b = encode(v if parse is None else parse(v))
+        except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+            b = b""
+        if len(b) != width:
+            b = bytes(width)
+            bad.add(k)
+        enc.append(b)
+    return enc
 
 
 def _far_rows(sh: _Shape, text: str, b: int) -> Any:

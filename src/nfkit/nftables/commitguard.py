@@ -8,6 +8,10 @@ as "nothing happened") while the ruleset was in fact committed.  SIGINT is
 blocked from just before the batch is sent until its answer is read; one that
 arrived meanwhile is taken off the queue and reported with the outcome.  An
 interrupt before the send still ends the command before anything is sent.
+An interrupt after the answer, while the command finishes (closes its socket,
+prints), no longer changes what the kernel did: `committed` records each
+transaction the kernel committed in this process, and the command's interrupt
+handler (`nfkit.cli.guard.guarded`) reports those instead of "nothing happened".
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 HELD = {signal.SIGINT}
+_COMMITTED: list[str] = []
+
+
+def committed() -> list[str]:
+    """What the kernel committed in this process, through `interrupts_held`, in order."""
+    return list(_COMMITTED)
 
 
 @contextmanager
@@ -29,13 +39,14 @@ def interrupts_held(what: str = "the transaction") -> Iterator[None]:
         yield  # signals go to the main thread only: nothing to hold here
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-    committed = False
+    ok = False
     try:
         yield
-        committed = True
+        ok = True
+        _COMMITTED.append(what)
     finally:
         came = signal.sigtimedwait(HELD, 0) is not None
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        if came and committed:
+        if came and ok:
             print(f"nfkit: interrupt received while the kernel was committing {what}: "
                   "it was committed", file=sys.stderr)

@@ -16,7 +16,7 @@ import functools
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partialmethod
 from typing import Any, Literal
 
@@ -42,6 +42,9 @@ from nfkit.nftables.expressions import (
     NAT_NETMAP,
     NAT_PROTO,
     OBJ_TYPES,
+    OSF_F_VERSION,
+    OSF_MAXGENRELEN,
+    OSF_TTL,
     REJECT_TYPES,
     RT_KEYS,
     SET_ANONYMOUS,
@@ -55,6 +58,8 @@ from nfkit.nftables.expressions import (
     T_HINT32,
     T_INT32,
     VERDICT_DATA_TYPE,
+    XFRM_DIRS,
+    XFRM_KEYS,
     Element,
     bitwise,
     byteorder_hton,
@@ -65,6 +70,7 @@ from nfkit.nftables.expressions import (
     meta_load,
     objref,
     payload_load,
+    payload_write_plan,
     synproxy_attrs,
     verdict_nest,
 )
@@ -74,7 +80,9 @@ from nfkit.nftables.types import (
     BYTE_UNITS,
     CT,
     ETHER_FOR_L3,
+    ICMP_TYPE_DEPS,
     L3_PROTO,
+    L4_OF_L3,
     L4_PROTO,
     LL,
     META,
@@ -130,6 +138,7 @@ class AnonSet:
     data_len: int = 0
     count: int = 0
     obj_type: int = 0  # an object map (NFT_SET_OBJECT): its elements' data are object names
+    data_dt: Datatype | None = None  # a map's value type (its byte order goes in userdata)
 
     @property
     def key_len(self) -> int:
@@ -153,7 +162,7 @@ class ValueSlot:
 class CompileCtx:
     """Protocol context while one rule is compiled (what is known about the packet)."""
 
-    __slots__ = ("family", "table", "l3", "l4", "iiftype", "vlan", "sets")
+    __slots__ = ("family", "table", "l3", "l4", "iiftype", "vlan", "sets", "icmp_type")
 
     def __init__(self, family: str, table: str) -> None:
         self.family = family
@@ -163,6 +172,7 @@ class CompileCtx:
         self.iiftype = False
         self.vlan = False
         self.sets: list[AnonSet] = []
+        self.icmp_type = False  # the rule matched an icmp or icmpv6 type already
 
 
 def _plen_mask(size: int, plen: int) -> bytes:
@@ -317,6 +327,8 @@ class RuleCompiler:
                     # order (byteorder): the slot's bytes are not the value's own then,
                     # so no template from it (only == and != keep host order).
                     if (key[4] in CMP_OPS and left not in _DEP_LEFTS and slot is not None
+                            and not (p is not None and (p.get("protocol"), p.get("field"))
+                                     in ICMP_TYPE_DEPS)  # its dependency depends on the rule
                             and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"
                             and (key[4] in ("==", "!=") or slot.op.dt.big_endian)):
                         cmp_b = out[-1]
@@ -370,6 +382,9 @@ class RuleCompiler:
                 return
             if proto == "icmp" and ctx.family == "ip6" or proto == "icmpv6" and ctx.family == "ip":
                 raise InputError(f"{proto} match in the {ctx.family} family")
+            if proto in L4_OF_L3 and ctx.family in ("inet", "bridge", "netdev"):
+                # nft ties icmp, igmp (ipv4) and icmpv6 to their family first
+                self._dep(ctx, L4_OF_L3[proto], out)
             out.append(meta_load(1, 16))
             out.append(cmp(1, 0, bytes((L4_PROTO[proto],))))
             ctx.l4 = proto
@@ -399,6 +414,8 @@ class RuleCompiler:
                 if spec is None:
                     raise InputError(f"unknown payload field {proto} {fld}")
                 self._dep(ctx, proto, out)
+                if (proto, fld) in ICMP_TYPE_DEPS and not ctx.icmp_type:
+                    self._icmp_type_dep(ctx, proto, ICMP_TYPE_DEPS[(proto, fld)], out)
                 base, boff, blen, tname = spec
                 dt = T[tname]
             else:
@@ -495,10 +512,11 @@ class RuleCompiler:
                             "protocol" in part["payload"]:
                         self._dep(ctx, part["payload"]["protocol"], out)
                 sub: list[bytes] = []
-                op = self.load(ctx, body["expr"], sub, slot)
+                # the hashed value in the next register, as nft allocates it
+                op = self.load(ctx, body["expr"], sub, slot + 4)
                 out.extend(sub)
                 nbytes = sum(reg_size(z) for z in op.sizes) if len(op.sizes) > 1 else op.size
-                parts = [("sreg", reg), ("dreg", reg), ("len", nbytes),
+                parts = [("sreg", reg32(slot + 4)), ("dreg", reg), ("len", nbytes),
                          ("modulus", body["mod"])]
                 if "seed" in body:
                     parts.append(("seed", body["seed"]))
@@ -526,6 +544,10 @@ class RuleCompiler:
             num, tname, size = sk
             out.append(EXPRESSIONS["rt"].encode(("dreg", reg), ("key", num)))
             return Operand(out, [T[tname]], [size])
+        if kind == "osf":
+            return self._osf(body, out, reg)
+        if kind == "ipsec":
+            return self._ipsec(ctx, body, out, reg)
         if kind in BITWISE_SHIFTS:
             inner, value = body
             op = self.load(ctx, inner, out, slot)
@@ -553,12 +575,26 @@ class RuleCompiler:
             return Operand(out, [dt], [dt.size])
         raise InputError(f"unknown expression {kind!r}")
 
+    def _icmp_type_dep(self, ctx: CompileCtx, proto: str, types: str | list[str],
+                       out: list[bytes]) -> None:
+        """`icmp type { echo-reply, echo-request }` before `icmp id`, `icmp type redirect`
+        before `icmp gateway`: the message types the field exists in, as nft adds them."""
+        dt = T[PAYLOAD[(proto, "type")][3]]
+        out.append(payload_load(1, TH, 0, 1))
+        if isinstance(types, list):
+            s = self._anon_set(ctx, Operand([], [dt], [1]), types)
+            out.append(self._lookup("__set%d", 1, None, False, s.set_id))
+        else:
+            out.append(cmp(1, 0, dt.encode(types, 1)))
+        ctx.icmp_type = True
+
     def _exthdr(self, ctx: CompileCtx, kind: str, body: dict[str, Any], out: list[bytes],
                 reg: int, present: bool = False, sreg: int | None = None) -> Operand:
         """An extension header or option field (or, with ``present``, whether it is there)
         loaded into ``reg``, or written from ``sreg``."""
         op_code, dep = EXTHDR_OPS[kind]
-        spec = EXTHDR_FIELDS.get((kind, body["name"]))
+        spec = EXTHDR_FIELDS.get((kind, "sack" if (kind, body["name"]) == ("tcp option", "sack0")
+                                  else body["name"]))
         if spec is None:
             raise InputError(f"{kind} {body['name']!r} is not supported by nfkit")
         htype, fields = spec
@@ -566,22 +602,75 @@ class RuleCompiler:
         if present and field is not None or not present and field is None:
             raise InputError(f"{kind} {body['name']}: a field is compared, a header or "
                              "option without one is tested with true/false (exists/missing)")
+        if "offset" in body:  # nft's JSON for rt0: the field `offset` places after the named one
+            names = list(fields)
+            at = names.index(str(field)) + body["offset"] if str(field) in names else -1
+            if (kind, body["name"]) != ("exthdr", "rt0") or not 0 <= at < len(names):
+                raise InputError(f"{kind} {body['name']} {field}: offset {body['offset']!r} "
+                                 "names no field")
+            field = names[at]
         boff, blen, tname = (0, 8, "boolean") if present else fields.get(str(field), (-1, 0, ""))
         if boff < 0:
             raise InputError(f"{kind} {body['name']} field {field!r} is not supported by nfkit")
-        if boff % 8 or blen % 8:
-            raise InputError(f"{kind} {body['name']} {field}: sub-byte fields are not "
-                             "supported by nfkit")
+        off, start = divmod(boff, 8)
+        nbytes = (start + blen + 7) // 8
+        shift = nbytes * 8 - start - blen
+        mask = (((1 << blen) - 1) << shift).to_bytes(nbytes, "big") if start or blen % 8 \
+            else None
+        if mask is not None and sreg is not None:
+            raise InputError(f"{kind} {body['name']} {field}: a field of part of a byte "
+                             "cannot be set")
         if dep is not None:
             self._dep(ctx, dep, out)
         parts: list[tuple[str, Any]] = [("sreg", sreg) if sreg is not None else ("dreg", reg),
-                                        ("type", htype), ("offset", boff // 8),
-                                        ("len", blen // 8)]
+                                        ("type", htype), ("offset", off), ("len", nbytes)]
         if present:
             parts.append(("flags", EXTHDR_F_PRESENT))
         parts.append(("op", op_code))
         out.append(EXPRESSIONS["exthdr"].encode(*parts))
-        return Operand(out, [T[tname]], [blen // 8])
+        if mask is not None:  # `frag more-fragments`: the covering bytes, masked (as nft)
+            out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
+            return Operand(out, [T[tname]], [nbytes], None, mask, shift)
+        return Operand(out, [T[tname]], [nbytes])
+
+    def _osf(self, body: dict[str, Any], out: list[bytes], reg: int) -> Operand:
+        """`osf [ttl loose|skip] name|version`: the OS name (or name:version) the packet's
+        fingerprint matches, a string padded to NFT_OSF_MAXGENRELEN."""
+        ttl = body.get("ttl")
+        if ttl is not None and ttl not in OSF_TTL:
+            raise InputError(f"osf: unknown ttl option {ttl!r} (loose, skip)")
+        if body["key"] not in ("name", "version"):
+            raise InputError(f"osf: unknown key {body['key']!r} (name, version)")
+        parts: list[tuple[str, Any]] = [("dreg", reg), ("ttl", OSF_TTL[ttl] if ttl else 0)]
+        if body["key"] == "version":
+            parts.append(("flags", OSF_F_VERSION))
+        out.append(EXPRESSIONS["osf"].encode(*parts))
+        return Operand(out, [T["string"]], [OSF_MAXGENRELEN])
+
+    def _ipsec(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes],
+               reg: int) -> Operand:
+        """`ipsec in|out [spnum N] reqid|spi|ip saddr|...`: the kernel's xfrm expression,
+        a field of the packet's security path (input) or of its route's state (output)."""
+        key, fam = body["key"], body.get("family")
+        if fam not in (None, "ip", "ip6"):
+            raise InputError(f"ipsec: unknown family {fam!r}")
+        if key in ("saddr", "daddr"):
+            fam = fam or "ip"  # as nft's JSON reader: an address without family is IPv4
+        elif fam is not None:
+            raise InputError(f"ipsec {key}: a family goes with saddr or daddr only")
+        spec = XFRM_KEYS.get((key, fam))
+        if spec is None:
+            raise InputError(f"ipsec: unknown key {key!r} (reqid, spi, saddr, daddr)")
+        d = body.get("dir")
+        if d not in XFRM_DIRS:
+            raise InputError(f"ipsec: direction {d!r} is not in or out")
+        spnum = body.get("spnum", 0)
+        if type(spnum) is not int or not 0 <= spnum <= 255:
+            raise InputError(f"ipsec: spnum {spnum!r} is not 0-255")
+        num, tname, size = spec
+        out.append(EXPRESSIONS["xfrm"].encode(("dreg", reg), ("key", num), ("dir", XFRM_DIRS[d]),
+                                              ("spnum", spnum)))
+        return Operand(out, [T[tname]], [size])
 
     def _anon_map(self, ctx: CompileCtx, op: Operand, items: Any, dts: list[Datatype],
                   out: list[bytes], reg: int) -> Operand:
@@ -596,6 +685,8 @@ class RuleCompiler:
         dtype = dts[0].id if len(dts) == 1 else concat_type_id(dts)
         dlen = dts[0].size if len(dts) == 1 else sum(reg_size(t.size) for t in dts)
         s = self._anon_set(ctx, op, [k for k, _v in items], data, dtype, dlen)
+        if len(dts) == 1:
+            s.data_dt = dts[0]
         out.append(self._lookup("__set%d", reg, reg, False, s.set_id))
         return Operand(out, dts, [t.size for t in dts])
 
@@ -677,6 +768,16 @@ class RuleCompiler:
             return
         op = self.load(ctx, left, out)
         self._last_operand = op
+        if isinstance(right, dict) and isinstance(right.get("set"), list) \
+                and len(right["set"]) == 1 and opname in ("==", "!=") \
+                and not (isinstance(right["set"][0], dict) and ("concat" in right["set"][0]
+                                                              or "elem" in right["set"][0])) \
+                and not (op.dt.kind == "bitmask" and opname == "!="):
+            # nft compares a one-element anonymous set's element instead (`tcp dport { 22 }`
+            # loads as `tcp dport 22`; a flag as `tcp flags syn`, which tests the bit)
+            right = right["set"][0]
+            if op.dt.kind == "bitmask":
+                opname = "in"
         if opname == "==" and isinstance(right, str) and not right.startswith("@"):
             if left == {"meta": {"key": "l4proto"}} or left in (
                     {"payload": {"protocol": "ip", "field": "protocol"}},
@@ -690,8 +791,14 @@ class RuleCompiler:
                     {"payload": {"protocol": "ether", "field": "type"}},
                     {"meta": {"key": "protocol"}}):
                 ctx.l3 = right  # "ether type ip ip saddr ...": one dependency, as nft
+            elif right in ("vlan", "8021q") and left == {
+                    "payload": {"protocol": "ether", "field": "type"}}:
+                ctx.vlan = True  # "ether type vlan vlan id 6": the same
             elif left == {"meta": {"key": "iiftype"}} and right == "ether":
                 ctx.iiftype = True
+        if left in ({"payload": {"protocol": "icmp", "field": "type"}},
+                    {"payload": {"protocol": "icmpv6", "field": "type"}}) and opname == "==":
+            ctx.icmp_type = True  # nft adds no type dependency after a type match
         if isinstance(right, str) and right.startswith("@"):
             inv = opname == "!="
             out.append(self._lookup(right[1:], 1, None, inv))
@@ -1005,9 +1112,11 @@ class RuleCompiler:
         body = body or {}
         rtype = body.get("type")
         if rtype is None:
-            if ctx.family == "ip":
+            # as nft: the network protocol the rule matched so far picks the icmp kind
+            # (inet, bridge, netdev); icmpx only when none is known
+            if ctx.family == "ip" or ctx.l3 == "ip":
                 rtype, code = "icmp", "port-unreachable"
-            elif ctx.family == "ip6":
+            elif ctx.family == "ip6" or ctx.l3 == "ip6":
                 rtype, code = "icmpv6", "port-unreachable"
             else:
                 rtype, code = "icmpx", "port-unreachable"
@@ -1065,7 +1174,7 @@ class RuleCompiler:
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
                 if len(mop.types) > 1 and mop.types[1].name == "inet_service" and port is None:
                     parts.append(("reg_proto_min", reg32(reg_size(mop.sizes[0]) // 4)))
-                reg = 3
+                reg = 3 if len(mop.types) > 1 else 2  # a port map's value next, as nft
             else:
                 out.append(immediate(1, dt.encode(addr)))
                 parts += [("family", L3_PROTO[fam]), ("reg_addr_min", 1)]
@@ -1179,7 +1288,12 @@ class RuleCompiler:
             raise InputError(f"cannot set {kind} (only meta, ct, tcp option and raw payload "
                              "keys)")
         dt = T[tname]
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(value.get("map"), dict) \
+                and isinstance(value["map"].get("data"), dict):
+            # `meta mark set tcp dport map { 22 : 0x1 }`: an anonymous map of the key's type
+            vdt = dt if dt.size == size else replace(dt, size=size)
+            self.load(ctx, value, out, data_types=[vdt])
+        elif isinstance(value, dict):
             self.load(ctx, value, out)
         else:
             out.append(immediate(1, self.encode_value(dt, size, value)))
@@ -1198,8 +1312,8 @@ class RuleCompiler:
         nft writes a raw payload.  A named header field (whose write must fix checksums)
         is not written by nfkit."""
         if "protocol" in key:
-            raise InputError(f"cannot set {key['protocol']} {key['field']}: nfkit writes raw "
-                             "payloads only (@base,offset,len), with no checksum update")
+            self._field_write(ctx, key["protocol"], key["field"], value, out)
+            return
         bits, length = int(key["offset"]), int(key["len"])
         if bits % 8 or length % 8 or not 0 < length <= 128:
             raise InputError(f"payload write @{key['base']},{bits},{length}: whole bytes only, "
@@ -1215,6 +1329,41 @@ class RuleCompiler:
         out.append(EXPRESSIONS["payload"].encode(
             ("sreg", 1), ("base", {"ll": LL, "nh": NH, "th": TH, "ih": 3}[key["base"]]),
             ("offset", bits // 8), ("len", nbytes), ("csum_type", 0), ("csum_offset", 0)))
+
+    def _field_write(self, ctx: CompileCtx, proto: str, field: str, value: Any,
+                     out: list[bytes]) -> None:
+        """`ip ttl set 64`, `tcp dport set 80`, `ip saddr set ip daddr`: a named header
+        field written as nft writes it, the checksums it covers fixed by the kernel
+        (`payload_write_plan`); a field of part of the bytes written is merged into them
+        (load, mask, value) and takes a constant only."""
+        plan = payload_write_plan(proto, field)
+        dt = T[PAYLOAD[(proto, field)][3]]
+        self._dep(ctx, proto, out)
+        if plan.keep is None:
+            if isinstance(value, dict):
+                op = self.load(ctx, value, out)
+                if sum(op.sizes) != plan.length:
+                    raise InputError(f"{proto} {field} set: the value is {sum(op.sizes) * 8} "
+                                     f"bits long, the field {plan.length * 8}")
+            else:
+                out.append(immediate(1, self.encode_value(dt, plan.length, value)))
+        else:
+            if isinstance(value, dict):
+                raise InputError(f"{proto} {field} set: a field of part of a byte (or of a "
+                                 "checksummed word) takes a constant only in nfkit")
+            width = PAYLOAD[(proto, field)][2]
+            v = int.from_bytes(dt.encode(value, 4 if dt.size == 0 else dt.size),
+                               "big" if dt.big_endian else "little")
+            if not 0 <= v < 1 << width:
+                raise InputError(f"{value!r} exceeds the range 0-{(1 << width) - 1} of "
+                                 f"{proto} {field}")
+            out.append(payload_load(1, plan.base, plan.offset, plan.length))
+            out.append(bitwise(1, plan.length, plan.keep,
+                               (v << plan.shift).to_bytes(plan.length, "big")))
+        out.append(EXPRESSIONS["payload"].encode(
+            ("sreg", 1), ("base", plan.base), ("offset", plan.offset), ("len", plan.length),
+            ("csum_type", plan.csum_type), ("csum_offset", plan.csum_offset),
+            ("csum_flags", plan.csum_flags)))
 
     # ---- set updates from the packet path ----------------------------------------
     def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool

@@ -40,6 +40,9 @@ from nfkit.nftables.expressions import (
     NAT_FLAGS,
     NAT_NETMAP,
     OBJ_TYPE_NAMES,
+    OSF_F_VERSION,
+    OSF_MAXGENRELEN,
+    OSF_TTL_NAMES,
     RT_KEYS,
     SET_ANONYMOUS,
     SET_INTERVAL,
@@ -51,8 +54,11 @@ from nfkit.nftables.expressions import (
     T_FIB_TYPE,
     T_HINT32,
     T_INT32,
+    XFRM_DIRS,
+    XFRM_KEYS,
     cmp_slot,
     parse_exprs,
+    payload_write_plan,
     value_of_data,
     verdict_of_data,
 )
@@ -60,6 +66,7 @@ from nfkit.nftables.schema import DYNSET_STATEMENTS
 from nfkit.nftables.types import (
     CT,
     CT_BY_NUM,
+    ICMP_TYPE_DEPS,
     L3_PROTO,
     L4_PROTO,
     LL,
@@ -94,6 +101,9 @@ class _AsRaw(Exception):
     """Raised by a decoder method: keep this expression in its raw form."""
 
 
+# l4proto values as the kernel's numbers decode and as L4_PROTO names them
+_L4_ALIASES: dict[Any, str] = {"ipv6-icmp": "icmpv6", 108: "comp", "ipcomp": "comp"}
+
 _DYNSET_ATTRS = {"set_name", "set_id", "op", "sreg_key", "sreg_data", "timeout", "expr",
                  "expressions", "flags"}
 
@@ -120,6 +130,11 @@ class RegValue:
     fresh: bool = True  # not consumed yet (for range merging)
     hton: bool = False  # went through byteorder hton (nft compares host-order values so)
     map_part: bool = False  # a later part of a map lookup's concatenated data (NAT maps)
+    # an exthdr load of bytes no field fills: (kind, header names, offset, len), named by
+    # the mask that follows (a field of part of a byte)
+    exthdr: tuple[str, list[str], int, int] | None = None
+    origin: tuple[int, int, int] | None = None  # a payload load's (base, offset, len)
+    written: tuple[tuple[int, int, int], bytes, bytes] | None = None  # origin, mask, xor
 
 
 @dataclass
@@ -135,6 +150,7 @@ class SetView:
     elements: list[tuple[bytes, bytes | None, int, Any]]  # key, key_end, flags, data
     # per element key: what else the kernel holds for it (timeout, expires, counter, ...)
     elem_extra: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    data_host: bool = False  # the map's values are in host byte order (nft's set userdata)
 
     @property
     def anonymous(self) -> bool:
@@ -220,6 +236,20 @@ class RuleDecoder:
             if c[0] == proto_ctx:
                 pick = c
                 break
+        prev = self.out[-1].get("match") if pick is not None and base == TH and self.out \
+            and isinstance(self.out[-1], dict) else None
+        if prev is not None and pick is not None and prev.get("op") == "==" and prev.get("left") == {
+                "payload": {"protocol": pick[0], "field": "type"}}:
+            # an icmp field named by the message type matched before it (`icmp mtu` after
+            # nft's hidden `icmp type destination-unreachable`)
+            for c in cands:
+                dep = ICMP_TYPE_DEPS.get((c[0], c[1]))
+                if c[0] == pick[0] and dep is not None and prev.get("right") == (
+                        {"set": dep} if isinstance(dep, list) else dep):
+                    pick = c
+                    if isinstance(dep, str):
+                        self.drop.add(len(self.out) - 1)
+                    break
         if pick is None and base == TH:
             for c in cands:
                 if c[0] == "th":
@@ -253,7 +283,7 @@ class RuleDecoder:
         if proto in L4_PROTO and self.dep_l4 is not None:
             stmt = self.out[self.dep_l4]
             right = stmt["match"]["right"]
-            if {"ipv6-icmp": "icmpv6"}.get(right, right) == proto:
+            if _L4_ALIASES.get(right, right) == proto:
                 self.drop.add(self.dep_l4)
                 # icmp (icmpv6) in an inet table also needed its network protocol: nft
                 # lists neither dependency
@@ -263,6 +293,8 @@ class RuleDecoder:
                     self.drop.add(self.dep_l3)
                     self.dep_l3 = None
             self.dep_l4 = None
+            if proto in ("icmp", "icmpv6"):  # in inet, nft's icmp dependency names the family
+                self._kill_dep({"icmp": "ip", "icmpv6": "ip6"}[proto])
         elif proto in L3_PROTO and self.dep_l3 is not None:
             stmt = self.out[self.dep_l3]
             if stmt["match"]["right"] in ({"ip": "ipv4", "ip6": "ipv6"}[proto],
@@ -306,6 +338,10 @@ class RuleDecoder:
         base, off, ln = (a["base"], a["offset"],
                          a["len"])
         if "sreg" in a:
+            named = self._field_write(a)
+            if named is not None:
+                self.out.append(named)
+                return
             if a.get("csum_type", 0) or a.get("csum_flags", 0):
                 raise _AsRaw  # a write that fixes checksums: kept as the kernel's expression
             v = self._get(a["sreg"])
@@ -315,7 +351,64 @@ class RuleDecoder:
             self.out.append({"mangle": {"key": {"payload": {"base": where, "offset": off * 8,
                                                             "len": ln * 8}}, "value": value}})
             return
-        self._set(a["dreg"], RegValue(None, [T_INT32], [ln], (base, off, ln)))
+        loaded = RegValue(None, [T_INT32], [ln], (base, off, ln))
+        loaded.origin = (base, off, ln)
+        self._set(a["dreg"], loaded)
+
+    def _field_write(self, a: dict[str, Any]) -> dict[str, Any] | None:
+        """A payload write that is exactly nft's write of a named field in this context
+        (`payload_write_plan`: bytes, mask, checksum attributes), as that field's mangle
+        statement; None otherwise (it stays a raw write or the kernel's expression)."""
+        base, off, ln = a["base"], a["offset"], a["len"]
+        csum = (a.get("csum_type", 0), a.get("csum_offset", 0), a.get("csum_flags", 0))
+        v = self.regs.get(self._slot(a["sreg"]))
+        if v is None:
+            return None
+        if base == NH:
+            protos = [self.l3]
+        elif base == TH:
+            protos = [self.l4, "th"]
+        elif base == LL:
+            protos = ["vlan", "ether"] if self.vlan_seen else ["ether"]
+        else:
+            return None
+        for proto in protos:
+            for (p, fld), (b, _o, _w, tname) in PAYLOAD.items():
+                if p != proto or b != base:
+                    continue
+                try:
+                    plan = payload_write_plan(p, fld)
+                except InputError:
+                    continue
+                if (plan.offset, plan.length) != (off, ln) or \
+                        (plan.csum_type, plan.csum_offset, plan.csum_flags) != csum:
+                    continue
+                dt = T[tname]
+                if plan.keep is None:
+                    if v.written is not None:
+                        continue
+                    if v.left is None and v.imm is not None:
+                        value: Any = dt.decode(v.imm[:ln])
+                    else:
+                        self._resolve_payload(v)
+                        if v.left is None or v.mask is not None or v.xor is not None \
+                                or sum(v.sizes) != ln:
+                            continue
+                        value = v.left
+                else:
+                    if v.written is None or v.written != ((base, off, ln), plan.keep,
+                                                          v.written[2]):
+                        continue
+                    n = int.from_bytes(v.written[2], "big")
+                    if n & int.from_bytes(plan.keep, "big"):
+                        continue  # bits outside the field: not nft's write of it
+                    n >>= plan.shift
+                    value = dt.decode(n.to_bytes(max(dt.size, 1), "big" if dt.big_endian
+                                                 else "little"))
+                self._kill_dep(p)
+                return {"mangle": {"key": {"payload": {"protocol": p, "field": fld}},
+                                   "value": value}}
+        return None
 
     def _x_meta(self, a: dict[str, Any]) -> None:
         name = META_BY_NUM.get(a["key"])
@@ -367,6 +460,14 @@ class RuleDecoder:
         return {"^": [{"&": [v.left, vt.decode(mask)]}, vt.decode(xor)]}
 
     def _x_bitwise(self, a: dict[str, Any]) -> None:
+        origin = self._get(a["sreg"]).origin
+        self._bitwise_value(a)
+        if origin is not None and "mask" in a and not a.get("op", 0):
+            # loaded bytes merged with a value: what a field's write writes back
+            self._get(a["dreg"]).written = (origin, value_of_data(a["mask"]),
+                                            value_of_data(a["xor"]))
+
+    def _bitwise_value(self, a: dict[str, Any]) -> None:
         v = self._get(a["sreg"])
         shift = {n: k for k, n in BITWISE_SHIFTS.items()}.get(a.get("op", 0))
         if shift is not None and "data" in a:
@@ -380,6 +481,11 @@ class RuleDecoder:
             raise InputError("bitwise operation not decoded")
         mask, xor = value_of_data(a["mask"]), value_of_data(a["xor"])
         dreg = a["dreg"]
+        if v.exthdr is not None and not any(xor):
+            bits = self._exthdr_bits(v, mask)
+            if bits is not None:
+                self._set(dreg, bits)
+                return
         if v.payload is not None and v.left is None and not any(xor):
             # A sub-byte header field (ip dscp, ip version, ...)?
             v.mask = mask
@@ -545,7 +651,7 @@ class RuleDecoder:
             if left == {"meta": {"key": "l4proto"}} or left in (
                     {"payload": {"protocol": "ip", "field": "protocol"}},
                     {"payload": {"protocol": "ip6", "field": "nexthdr"}}):
-                self.l4 = {"ipv6-icmp": "icmpv6"}.get(value, value)  # type: ignore[arg-type]
+                self.l4 = _L4_ALIASES.get(value, value)  # type: ignore[arg-type]
                 if left == {"meta": {"key": "l4proto"}}:
                     self.dep_l4 = len(self.out) - 1
             elif left == {"meta": {"key": "nfproto"}}:
@@ -558,7 +664,8 @@ class RuleDecoder:
             elif left == {"meta": {"key": "iiftype"}} and value == "ether":
                 self.dep_ll = len(self.out) - 1
                 self.dep_ll_seen = True
-            if left == {"payload": {"protocol": "ether", "field": "type"}} and value == "vlan":
+            if left == {"payload": {"protocol": "ether", "field": "type"}} \
+                    and value in ("vlan", "8021q"):
                 self.vlan_seen = True
                 self.dep_vlan = len(self.out) - 1
 
@@ -592,6 +699,10 @@ class RuleDecoder:
                 # Keyed by a numgen or hash result: host byte order (nft knows it from
                 # the expression; the set's integer type does not say).
                 s = replace(s, key_types=[T_HINT32])
+            if first.imm == b"shifted" and len(s.key_types) == 1:
+                # A field of part of a byte (ip dscp, frag frag-off): the elements hold
+                # its values shifted into place, as the compiler put them.
+                s = _unshifted(s, int(first.verdict))
             right: Any = {"set": self._render_elements(s, left)}
         else:
             right = "@" + name
@@ -839,21 +950,33 @@ class RuleDecoder:
         if not kinds or flags & ~EXTHDR_F_PRESENT:
             raise _AsRaw
         kind = kinds[0]
-        name = next((n for (k, n), (t, _f) in EXTHDR_FIELDS.items()
-                     if k == kind and t == a["type"]), None)
-        if name is None:
+        # The headers of this type in nft's order (a routing header: rt, srh, rt0).
+        names = [n for (k, n), (t, _f) in EXTHDR_FIELDS.items() if k == kind and t == a["type"]]
+        if not names:
             raise _AsRaw
-        fields = EXTHDR_FIELDS[(kind, name)][1]
+        name = names[0]
         dep = EXTHDR_OPS[kind][1]
         if dep is not None and self.family in ("inet", "bridge", "netdev"):
             self._kill_dep(dep)
         if flags & EXTHDR_F_PRESENT:
             self._set(a["dreg"], RegValue({kind: {"name": name}}, [T_FIB_PRESENT], [1]))
             return
-        field = next((f for f, (boff, blen, _t) in fields.items()
-                      if boff == a["offset"] * 8 and blen == a["len"] * 8), None)
-        if field is None:
+        found = [(n, f) for n in names for f, (boff, blen, _t)
+                 in EXTHDR_FIELDS[(kind, n)][1].items()
+                 if boff == a["offset"] * 8 and blen == a["len"] * 8]
+        if not found:
+            if "dreg" in a and kind in ("exthdr", "tcp option"):
+                # Part of a byte (`frag more-fragments`): named by the mask that follows.
+                v = RegValue({"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not "
+                                            "decoded", "attrs": {k: a[k] for k in (
+                                                "type", "offset", "len")}}},
+                             [T_INT32], [a["len"]])
+                v.exthdr = (kind, names, a["offset"], a["len"])
+                self._set(a["dreg"], v)
+                return
             raise _AsRaw
+        name, field = found[0]
+        fields = EXTHDR_FIELDS[(kind, name)][1]
         tname = fields[field][2]
         left = {kind: {"name": name, "field": field}}
         if "sreg" in a:
@@ -861,6 +984,45 @@ class RuleDecoder:
             self.out.append({"mangle": {"key": left, "value": self._set_value(v, T[tname])}})
             return
         self._set(a["dreg"], RegValue(left, [T[tname]], [a["len"]]))
+
+    def _exthdr_bits(self, v: RegValue, mask: bytes) -> RegValue | None:
+        """The field of part of a byte an exthdr load and this mask pick, or None."""
+        assert v.exthdr is not None
+        kind, names, off, ln = v.exthdr
+        for n in names:
+            for f, (boff, blen, tname) in EXTHDR_FIELDS[(kind, n)][1].items():
+                start = boff - off * 8
+                if boff // 8 != off or (start + blen + 7) // 8 != ln:
+                    continue
+                shift = ln * 8 - start - blen
+                if (((1 << blen) - 1) << shift).to_bytes(ln, "big") == mask:
+                    # values shifted into place, as `_resolve_payload` marks a header field
+                    return RegValue({kind: {"name": n, "field": f}}, [T[tname]], [ln],
+                                    imm=b"shifted", verdict=shift)
+        return None
+
+    def _x_osf(self, a: dict[str, Any]) -> None:
+        if set(a) - {"dreg", "ttl", "flags"} or a.get("flags", 0) & ~OSF_F_VERSION \
+                or a.get("ttl", 0) not in (0, *OSF_TTL_NAMES):
+            raise _AsRaw
+        left: dict[str, Any] = {"key": "version" if a.get("flags", 0) & OSF_F_VERSION
+                                else "name"}
+        if a.get("ttl", 0):
+            left["ttl"] = OSF_TTL_NAMES[a["ttl"]]
+        self._set(a["dreg"], RegValue({"osf": left}, [T["string"]], [OSF_MAXGENRELEN]))
+
+    def _x_xfrm(self, a: dict[str, Any]) -> None:
+        found = [(k, v) for k, v in XFRM_KEYS.items() if v[0] == a.get("key")]
+        dirs = {v: k for k, v in XFRM_DIRS.items()}
+        if not found or set(a) - {"dreg", "key", "dir", "spnum"} or a.get("dir") not in dirs:
+            raise _AsRaw
+        (key, fam), (_n, tname, size) = found[0]
+        left: dict[str, Any] = {"key": key}
+        if fam is not None:
+            left["family"] = fam
+        left["dir"] = dirs[a["dir"]]
+        left["spnum"] = a.get("spnum", 0)
+        self._set(a["dreg"], RegValue({"ipsec": left}, [T[tname]], [size]))
 
     def _x_socket(self, a: dict[str, Any]) -> None:
         name = {v[0]: k for k, v in SOCKET_KEYS.items()}.get(a["key"])
@@ -1003,6 +1165,18 @@ def _one_value(dt: Datatype, lo: bytes, hi: bytes) -> Any:
         if plen is not None:
             return {"prefix": {"addr": dt.decode(lo), "len": plen}}
     return {"range": [dt.decode(lo), dt.decode(hi)]}
+
+
+def _unshifted(s: SetView, shift: int) -> SetView:
+    """``s`` with its keys shifted right by ``shift`` bits (an interval's end, the first
+    key after it, stays the first key after the unshifted interval)."""
+    def down(k: bytes, end: bool) -> bytes:
+        n = int.from_bytes(k, "big")
+        return ((((n - 1) >> shift) + 1) if end else n >> shift).to_bytes(len(k), "big")
+
+    return replace(s, elements=[
+        (down(k, bool(fl & ELEM_INTERVAL_END)), None if ke is None else down(ke, False), fl, d)
+        for k, ke, fl, d in s.elements])
 
 
 def render_elements(s: SetView, extra: dict[bytes, dict[str, Any]] | None = None) -> list[Any]:

@@ -16,6 +16,7 @@ statements, rules, sets or messages.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nfkit.errors import InputError
@@ -36,7 +37,7 @@ from nfkit.netlink.codec import (
     u8_attr,
 )
 from nfkit.netlink.specs.nftables import TABLES, names, nums
-from nfkit.nftables.types import Datatype, T
+from nfkit.nftables.types import PAYLOAD, Datatype, T
 
 # Attribute numbers by table and name: A["cmp"]["sreg"].
 A = {t: nums(t) for t in (
@@ -45,7 +46,7 @@ A = {t: nums(t) for t in (
     "nat", "masq", "redir", "objref", "fib", "numgen", "hash", "connlimit", "table", "chain",
     "rule", "set", "set_elem", "set_elem_list", "hook", "set_desc", "set_field", "byteorder",
     "target", "rule_compat", "obj", "gen", "exthdr", "rt", "ct_helper", "ct_timeout",
-    "ct_expect", "synproxy", "socket", "dup", "fwd", "tproxy",
+    "ct_expect", "synproxy", "socket", "dup", "fwd", "tproxy", "osf", "xfrm",
 )}
 
 # Verdict codes (NF_ACCEPT, NF_DROP, NFT_CONTINUE, NFT_RETURN, NFT_JUMP, NFT_GOTO).
@@ -74,21 +75,58 @@ CT_TIMEOUT_STATES = {
 L4_NUMS = {"tcp": 6, "udp": 17}
 # Extension headers and options (the exthdr expression): JSON kind -> (NFT_EXTHDR_OP_*,
 # the layer-3 protocol it depends on), and (kind, name) -> (header or option type,
-# {field: (bit offset, bit length, datatype)}); nfkit encodes byte-aligned fields and
-# `exists` (NFT_EXTHDR_F_PRESENT).
-EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip")}
+# {field: (bit offset, bit length, datatype)}); a field that is not whole bytes is loaded
+# as the bytes that cover it and masked, as nft does; `exists` is NFT_EXTHDR_F_PRESENT.
+EXTHDR_OPS = {"exthdr": (0, "ip6"), "tcp option": (1, None), "ip option": (2, "ip"),
+              "sctp chunk": (3, None)}
 _NH, _LEN = ("nexthdr", (0, 8, "inet_proto")), ("hdrlength", (8, 8, "integer"))
 _KIND, _OLEN = ("kind", (0, 8, "integer")), ("length", (8, 8, "integer"))
 _IPOPT = {"type": (0, 8, "integer"), "length": (8, 8, "integer"), "ptr": (16, 8, "integer"),
           "addr": (24, 32, "ipv4_addr")}
+def _sctp_chunks() -> dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]]:
+    """sctp chunks: (type, fields after the common type, flags and length), nft's names."""
+    tsn = {"cum-tsn-ack": (32, 32, "integer")}
+    init = {"init-tag": (32, 32, "integer"), "a-rwnd": (64, 32, "integer"),
+            "num-outbound-streams": (96, 16, "integer"),
+            "num-inbound-streams": (112, 16, "integer"), "initial-tsn": (128, 32, "integer")}
+    chunks: dict[str, tuple[int, dict[str, tuple[int, int, str]]]] = {
+        "data": (0, {"tsn": (32, 32, "integer"), "stream": (64, 16, "integer"),
+                     "ssn": (80, 16, "integer"), "ppid": (96, 32, "integer")}),
+        "init": (1, init), "init-ack": (2, init),
+        "sack": (3, {**tsn, "a-rwnd": (64, 32, "integer"),
+                     "num-gap-ack-blocks": (96, 16, "integer"),
+                     "num-dup-tsns": (112, 16, "integer")}),
+        "heartbeat": (4, {}), "heartbeat-ack": (5, {}), "abort": (6, {}), "shutdown": (7, tsn),
+        "shutdown-ack": (8, {}), "error": (9, {}), "cookie-echo": (10, {}),
+        "cookie-ack": (11, {}), "ecne": (12, {"lowest-tsn": (32, 32, "integer")}),
+        "cwr": (13, {"lowest-tsn": (32, 32, "integer")}), "shutdown-complete": (14, {}),
+        "asconf-ack": (128, {"seqno": (32, 32, "integer")}),
+        "forward-tsn": (192, {"new-cum-tsn": (32, 32, "integer")}),
+        "asconf": (193, {"seqno": (32, 32, "integer")}),
+    }
+    common = {"type": (0, 8, "integer"), "flags": (8, 8, "integer"),
+              "length": (16, 16, "integer")}
+    return {("sctp chunk", n): (t, {**common, **f}) for n, (t, f) in chunks.items()}
+
+
 EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]] = {
     ("exthdr", "hbh"): (0, dict([_NH, _LEN])),
     ("exthdr", "rt"): (43, dict([_NH, _LEN, ("type", (16, 8, "integer")),
                                  ("seg-left", (24, 8, "integer"))])),
+    # nft tries these three on a routing header in this order (`srh sid[1]` is also
+    # what nft prints for `rt0 addr[1]`: the same bytes).
+    ("exthdr", "srh"): (43, {"last-entry": (32, 8, "integer"), "flags": (40, 8, "integer"),
+                             "tag": (48, 16, "integer"), "sid[1]": (64, 128, "ipv6_addr"),
+                             "sid[2]": (192, 128, "ipv6_addr")}),
+    ("exthdr", "rt0"): (43, {"reserved": (32, 32, "integer"), "addr[1]": (64, 128, "ipv6_addr"),
+                             "addr[2]": (192, 128, "ipv6_addr")}),
     ("exthdr", "frag"): (44, dict([_NH, ("reserved", (8, 8, "integer")),
+                                   ("frag-off", (16, 13, "integer")),
+                                   ("reserved2", (29, 2, "integer")),
+                                   ("more-fragments", (31, 1, "integer")),
                                    ("id", (32, 32, "integer"))])),
     ("exthdr", "dst"): (60, dict([_NH, _LEN])),
-    ("exthdr", "mh"): (135, dict([_NH, _LEN, ("type", (16, 8, "integer")),
+    ("exthdr", "mh"): (135, dict([_NH, _LEN, ("type", (16, 8, "mh_type")),
                                   ("reserved", (24, 8, "integer")),
                                   ("checksum", (32, 16, "integer"))])),
     ("tcp option", "eol"): (0, dict([_KIND])),
@@ -98,7 +136,17 @@ EXTHDR_FIELDS: dict[tuple[str, str], tuple[int, dict[str, tuple[int, int, str]]]
     ("tcp option", "sack-perm"): (4, dict([_KIND, _OLEN])),
     ("tcp option", "timestamp"): (8, dict([_KIND, _OLEN, ("tsval", (16, 32, "integer")),
                                            ("tsecr", (48, 32, "integer"))])),
+    # sack blocks 0-3 (nft's JSON: sack, sack1, sack2, sack3; its text also sack0)
+    ("tcp option", "sack"): (5, dict([_KIND, _OLEN, ("left", (16, 32, "integer")),
+                                      ("right", (48, 32, "integer"))])),
+    ("tcp option", "sack1"): (5, {"left": (80, 32, "integer"), "right": (112, 32, "integer")}),
+    ("tcp option", "sack2"): (5, {"left": (144, 32, "integer"), "right": (176, 32, "integer")}),
+    ("tcp option", "sack3"): (5, {"left": (208, 32, "integer"), "right": (240, 32, "integer")}),
+    ("tcp option", "md5sig"): (19, dict([_KIND, _OLEN])),
+    ("tcp option", "mptcp"): (30, dict([_KIND, _OLEN, ("subtype", (16, 4, "integer"))])),
+    ("tcp option", "fastopen"): (34, dict([_KIND, _OLEN])),
     ("ip option", "lsrr"): (131, _IPOPT), ("ip option", "rr"): (7, _IPOPT),
+    **_sctp_chunks(),
     ("ip option", "ssrr"): (137, _IPOPT),
     ("ip option", "ra"): (148, {"type": (0, 8, "integer"), "length": (8, 8, "integer"),
                                 "value": (16, 16, "integer")}),
@@ -108,9 +156,22 @@ BITWISE_SHIFTS = {"<<": 1, ">>": 2}  # NFT_BITWISE_LSHIFT, NFT_BITWISE_RSHIFT
 # socket keys: JSON key -> (NFT_SOCKET_*, datatype, bytes the kernel writes)
 SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),
                "wildcard": (2, "integer", 1)}
-# rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes); classid (a realm) is not done
+# rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes)
 RT_KEYS = {("nexthop", "ip"): (1, "ipv4_addr", 4), ("nexthop", "ip6"): (2, "ipv6_addr", 16),
-           ("mtu", None): (3, "hinteger", 2)}
+           ("mtu", None): (3, "hinteger", 2), ("classid", None): (0, "realm", 4),
+           ("ipsec", None): (4, "boolean", 1)}  # NFT_RT_XFRM: the route has an xfrm state
+# osf: `osf ttl loose|skip` (NFTA_OSF_TTL; 0, nft's default, is not written in JSON or text)
+# and NFT_OSF_F_VERSION, set for `osf version` (the name and version, "Linux:3.0").
+OSF_TTL = {"loose": 1, "skip": 2}
+OSF_TTL_NAMES = {v: k for k, v in OSF_TTL.items()}
+OSF_F_VERSION = 1
+OSF_MAXGENRELEN = 16  # NFT_OSF_MAXGENRELEN: the register holds the name padded to it
+# ipsec (the kernel's xfrm expression): (JSON key, family or None) -> (NFT_XFRM_KEY_*,
+# datatype, bytes); directions as XFRM_POLICY_IN/OUT.
+XFRM_KEYS = {("daddr", "ip"): (1, "ipv4_addr", 4), ("daddr", "ip6"): (2, "ipv6_addr", 16),
+             ("saddr", "ip"): (3, "ipv4_addr", 4), ("saddr", "ip6"): (4, "ipv6_addr", 16),
+             ("reqid", None): (5, "hinteger", 4), ("spi", None): (6, "integer", 4)}
+XFRM_DIRS = {"in": 0, "out": 1}
 L3_NUMS = {"ip": 2, "ip6": 10, "inet": 1}
 OBJ_TYPE_NAMES = {v: k for k, v in OBJ_TYPES.items()}
 
@@ -137,6 +198,52 @@ SET_ANONYMOUS, SET_CONSTANT, SET_INTERVAL, SET_MAP = 1, 2, 4, 8
 SET_TIMEOUT, SET_EVAL, SET_OBJECT, SET_CONCAT = 16, 32, 64, 128
 ELEM_INTERVAL_END = 1
 DYNSET_F_EXPR = 2  # NFT_DYNSET_F_EXPR: a set update's statements are NFTA_DYNSET_EXPRESSIONS
+
+# Named header fields written (`ip ttl set 64`): the checksum each protocol's write fixes
+# (NFT_PAYLOAD_CSUM_INET at this offset of its header; none for ip6, ether, vlan, th), and
+# the fields the layer-4 checksum's pseudo-header holds (NFT_PAYLOAD_L4CSUM_PSEUDOHDR).
+PAYLOAD_CSUM = {"ip": (1, 10), "tcp": (1, 16), "udp": (1, 6), "ip6": (0, 0), "ether": (0, 0),
+                "vlan": (0, 0), "th": (0, 0)}
+PSEUDOHDR_FIELDS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("ip", "length"),
+                    ("ip6", "saddr"), ("ip6", "daddr"), ("ip6", "nexthdr"), ("ip6", "length")}
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """How nft writes a named header field: the bytes it writes (a checksummed header's
+    write covers whole 16-bit words), the mask keeping the bytes' other bits (None: the
+    field is those bytes), where the field's value sits, and the checksum attributes."""
+
+    base: int
+    offset: int  # bytes
+    length: int  # bytes
+    keep: bytes | None
+    shift: int
+    csum_type: int
+    csum_offset: int
+    csum_flags: int
+
+
+def payload_write_plan(proto: str, field: str) -> WritePlan:
+    """The write of header field ``proto field``; InputError for a header nfkit does not
+    write (its checksum is not one nfkit fixes as nft does: icmp, sctp, ...)."""
+    spec = PAYLOAD.get((proto, field))
+    if spec is None:
+        raise InputError(f"unknown payload field {proto} {field}")
+    if proto not in PAYLOAD_CSUM:
+        raise InputError(f"cannot set {proto} {field}: writing {proto} headers is not "
+                         "encoded by nfkit (refused, not written without its checksum)")
+    base, boff, blen, _t = spec
+    csum_type, csum_offset = PAYLOAD_CSUM[proto]
+    unit = 16 if csum_type else 8
+    start, end = boff // unit * unit, -(-(boff + blen) // unit) * unit
+    shift = end - boff - blen
+    bits = end - start
+    keep = None if (start, end) == (boff, boff + blen) else \
+        (((1 << bits) - 1) & ~(((1 << blen) - 1) << shift)).to_bytes(bits // 8, "big")
+    return WritePlan(base, start // 8, bits // 8, keep, shift, csum_type, csum_offset,
+                     1 if (proto, field) in PSEUDOHDR_FIELDS else 0)
+
 
 T_FIB_TYPE = T["fib_addrtype"]
 T_FIB_PRESENT = Datatype("boolean", 39, 1, "int")  # a fib result with NFTA_FIB_F_PRESENT (true/false)
@@ -300,7 +407,7 @@ EXPRESSIONS = {name: KernelExpr(name) for name in (
     "immediate", "bitwise", "byteorder", "cmp", "range", "lookup", "dynset", "payload",
     "exthdr", "hash", "meta", "rt", "ct", "limit", "connlimit", "counter", "log", "queue",
     "quota", "reject", "nat", "masq", "redir", "objref", "fib", "numgen", "target", "notrack",
-    "synproxy", "socket", "dup", "fwd", "tproxy",
+    "synproxy", "socket", "dup", "fwd", "tproxy", "osf", "xfrm",
 )}
 
 

@@ -4,12 +4,12 @@ This module owns the fast path of `nfkit rules list --json`.  A big chain is
 mostly a few rule *shapes*: rules whose dump messages differ only in the
 handle, the position and the compared values.  The first rule of a shape is
 decoded by the general decoder (messages.decode_rule) and printed with json.dumps;
-from it come two templates: a regular expression over the raw dump message
-(every byte literal except those values) and the rule's JSON text with a
-marker where each value goes.  The following rules of that shape are matched
-in whole dump rounds by the regex scanner, their values rendered a column at
-a time (addresses with one map of inet_ntoa, integers with one array) and
-joined into the text.  A template is used only after it reproduced its own
+from it come two templates: the netlink core's `Layout` of the raw dump message
+(every byte fixed except those values: `templates.rule_layout`) and the rule's
+JSON text with a marker where each value goes.  The following rules of that
+shape are recognised a run at a time (`Layout.run`: struct reads of many
+messages at once), their values rendered a column at a time (addresses with
+one map of inet_ntoa, integers with one array) and joined into the text.  A template is used only after it reproduced its own
 first rule's text exactly; any rule it does not match is decoded the general
 way, so the output is the same text either way.
 """
@@ -32,7 +32,7 @@ from nfkit.netlink.codec import (
     iter_attr_spans,
     parse_messages,
 )
-from nfkit.nftables.bulkjson import consecutive
+from nfkit.netlink.shapes import Layout
 from nfkit.nftables.decompiler import RuleShapes, SetView, cmp_spans, plain_value
 from nfkit.nftables.expressions import A
 from nfkit.nftables.jsonfmt import rule_json
@@ -44,6 +44,7 @@ from nfkit.nftables.messages import (
     msg_type,
 )
 from nfkit.nftables.model import Rule
+from nfkit.nftables.templates import rule_layout
 from nfkit.nftables.textfmt import rule_text, typed
 
 _U32 = struct.Struct("=I")
@@ -112,27 +113,28 @@ def _handles(col: list[bytes]) -> list[str]:
 
 
 class _TextShape:
-    """One rule shape: the message pattern and the JSON text around the values."""
+    """One rule shape: the message's layout and the JSON text around the values."""
 
-    __slots__ = ("pattern", "key", "statics", "renders", "hits", "sep", "skey")
+    __slots__ = ("layout", "key", "statics", "renders", "hits", "sep", "skey")
 
-    def __init__(self, pattern: re.Pattern[bytes], key: tuple[str, str, str],
+    def __init__(self, layout: Layout, key: tuple[str, str, str],
                  statics: list[str], renders: list[tuple[int, Any]], sep: str = ", ") -> None:
         self.sep = sep  # between two rules' texts
         self.skey: Any = None  # the shape (`RuleShapes.key`) it was made of
-        self.pattern = pattern
+        self.layout = layout  # the message with its slots (`templates.rule_layout`)
         self.key = key
         self.statics = statics  # len(renders) + 1 pieces of text
-        self.renders = renders  # (regex group, column renderer) in text order
+        self.renders = renders  # (the layout's slot, column renderer) in text order
         self.hits = 0
 
-    def render(self, ms: list[re.Match[bytes]]) -> str:
-        """The texts of the rules ``ms``, joined by the separator (", " in a JSON listing)."""
+    def render(self, values: list[tuple[bytes, ...]], count: int) -> str:
+        """The texts of ``count`` rules whose slot values are ``values`` (a column per
+        slot, as `Layout.run` reads them), joined by the separator (", " in JSON)."""
         if not self.renders:  # nft text of a rule without values: the same line n times
-            return self.sep.join(repeat(self.statics[0], len(ms)))
+            return self.sep.join(repeat(self.statics[0], count))
         cols: list[Any] = [repeat(self.statics[0])]
-        for (group, fn), static in zip(self.renders, self.statics[1:], strict=True):
-            cols.append(fn(list(map(re.Match.group, ms, repeat(group)))))
+        for (slot, fn), static in zip(self.renders, self.statics[1:], strict=True):
+            cols.append(fn(values[slot]))
             cols.append(repeat(static))
         cols[-1] = repeat(self.statics[-1] + self.sep)
         # repeat() columns are endless: zip stops with the value columns
@@ -157,6 +159,7 @@ class RuleTexts:
         self.sep = ", " if style == "json" else NFT_SEP
         self.shapes = RuleShapes()
         self.templates: list[_TextShape] = []
+        self.by_length: dict[int, list[_TextShape]] = {}  # the templates by message length
         self.last: _TextShape | None = None
         self.texts: dict[tuple[str, str, str], list[str]] = {}
         self.untemplated: set[Any] = set()  # shapes whose template failed its own rule
@@ -176,29 +179,30 @@ class RuleTexts:
         data = dgram  # matched in place: done before the next round is received
         pos, n = 0, len(data)
         while pos + 16 <= n:
-            ms: list[re.Match[bytes]] = []
-            sh = self.last
-            if sh is not None:
-                ms = consecutive(sh.pattern, data, pos)
-            if not ms:
-                for sh in self.templates:
-                    if sh is not self.last:
-                        ms = consecutive(sh.pattern, data, pos)
-                        if ms:
-                            self.last = sh
-                            break
-            if ms:
-                assert sh is not None
-                sh.hits += len(ms)
-                self.printed[sh.skey] = self.printed.get(sh.skey, 0) + len(ms)
-                self.texts.setdefault(sh.key, []).append(sh.render(ms))
-                self.rules += len(ms)
-                pos = ms[-1].end()
-                continue
             ln = _U32.unpack_from(data, pos)[0]
             if ln < NLMSG_HDRLEN:
                 break
             size = (ln + 3) & ~3
+            count = 0
+            values: list[tuple[bytes, ...]] = []
+            sh = self.last
+            if sh is not None and sh.layout.length == size:
+                count, values = sh.layout.run(data, pos)
+            if not count:
+                for sh in self.by_length.get(size, ()):
+                    if sh is not self.last:
+                        count, values = sh.layout.run(data, pos)
+                        if count:
+                            self.last = sh
+                            break
+            if count:
+                assert sh is not None
+                sh.hits += count
+                self.printed[sh.skey] = self.printed.get(sh.skey, 0) + count
+                self.texts.setdefault(sh.key, []).append(sh.render(values, count))
+                self.rules += count
+                pos += count * size
+                continue
             self._general(bytes(data[pos:pos + size]))
             pos += size
 
@@ -223,10 +227,12 @@ class RuleTexts:
             unused = [k for k, old in enumerate(self.templates) if not old.hits]
             if not unused:
                 return
-            del self.templates[unused[0]]
+            old = self.templates.pop(unused[0])
+            self.by_length[old.layout.length].remove(old)
         sh = self._shape(msg, ln, r, views, text)
         if sh is not None:
             self.templates.append(sh)
+            self.by_length.setdefault(sh.layout.length, []).append(sh)
             self.last = sh
 
     def _shape(self, msg: bytes, ln: int, r: Rule, views: dict[str, SetView],
@@ -291,21 +297,13 @@ class RuleTexts:
                 holes.append((xs + by, 8, (nmarks + 1, None)))
                 nmarks += 2
         holes.sort(key=lambda h: h[0])
-        pattern: list[bytes] = []
-        group_of: dict[Any, int] = {}
-        pos = 0
-        for off, size, what in holes:
-            if off < pos:
-                return None
-            pattern.append(re.escape(msg[pos:off]))
-            if what is None:
-                pattern.append(b".{%d}" % size)
-            else:
-                group_of[what if what == "handle" else what[0]] = len(group_of) + 1
-                pattern.append(b"(.{%d})" % size)
-            pos = off + size
-        pattern.append(re.escape(msg[pos:]))
-        pat = re.compile(b"".join(pattern), re.DOTALL)
+        layout = rule_layout(msg, [(off, size) for off, size, _what in holes])
+        if layout is None:
+            return None
+        group_of: dict[Any, int] = {}  # a value's slot in the layout
+        for slot, (_off, _size, what) in enumerate(holes):
+            if what is not None:
+                group_of[what if what == "handle" else what[0]] = slot
         # The text: the rule printed with markers, cut at each marker.
         rr = Rule(r.family, r.table, r.chain, out, r.comment, handle=-1)
         json_style = self.style == "json"
@@ -340,10 +338,10 @@ class RuleTexts:
                     static = '"' + static
                 renders.append((group_of[k], fn))
             statics.append(static)
-        sh = _TextShape(pat, (r.family, r.table, r.chain), statics, renders, self.sep)
+        sh = _TextShape(layout, (r.family, r.table, r.chain), statics, renders, self.sep)
         sh.skey = skey
-        m = pat.fullmatch(msg)
-        if m is None or sh.render([m]) != text:
+        count, own = layout.run(msg, 0)
+        if count != 1 or sh.render(own, 1) != text:
             self.untemplated.add((skey, r.chain))
             return None  # the template does not reproduce its own rule: never use it
         return sh

@@ -83,6 +83,7 @@ from nfkit.nftables.types import (
     BYTE_UNITS,
     VERDICT_TYPE,
     Datatype,
+    T,
     bytes_unit,
     concat_type_id,
     datatype,
@@ -382,7 +383,7 @@ class Encoder:
         if s.obj_type:
             body += be32(a["obj_type"], s.obj_type)
         body += be32(a["id"], s.set_id)
-        body += attr_bytes(a["userdata"], set_userdata(s.key_types, None))
+        body += attr_bytes(a["userdata"], set_userdata(s.key_types, s.data_dt))
         desc = be32(A["set_desc"]["size"], s.count)
         if len(s.key_types) > 1:
             desc += nest(A["set_desc"]["concat"], *[
@@ -856,12 +857,16 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         s.stmt = [{k: None} if k == "counter" else {k: v} for st in stmts for k, v in st.items()]
     ud = attrs.get(a["userdata"], b"")
     pos = 0
+    data_host = False
     while pos + 2 <= len(ud):  # TLVs: type, length, value
         t, ln = ud[pos], ud[pos + 1]
         if t == SET_UDATA_COMMENT:
             s.comment = bytes(ud[pos + 2:pos + 2 + ln]).split(b"\0", 1)[0].decode()
+        elif t == 1 and ln == 4:  # NFTNL_UDATA_SET_DATABYTEORDER: 1 is host order
+            data_host = ud[pos + 2] == 1
         pos += 2 + ln
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
+    view.data_host = data_host
     return s, view
 
 
@@ -884,7 +889,8 @@ def decode_elements(view: SetView, attrs: dict[int, bytes]) -> None:
                 raw = value_of_data(el[e["data"]])
                 dts = split_type_id(view.data_type) if view.data_type else []
                 if len(dts) == 1:
-                    data = dts[0].decode(raw)
+                    host = view.data_host and dts[0] is T["integer"]  # ct zone, ... values
+                    data = (T["hinteger"] if host else dts[0]).decode(raw)
                 else:
                     parts, pos = [], 0
                     for dt in dts:

@@ -19,14 +19,17 @@ from __future__ import annotations
 import glob
 import os
 import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from nfkit.errors import InputError, NfkitError
 from nfkit.nftables.expressions import EXTHDR_FIELDS
 from nfkit.nftables.model import FAMILIES, Rule
+from nfkit.nftables.shapes import IPV4_RE
 from nfkit.nftables.types import CT, META, PAYLOAD, T
 
 DEFAULT_INCLUDE_PATH = "/etc"  # nft 1.0.6's built-in include path, searched before -I ones
@@ -133,9 +136,18 @@ def _make_parser(line_lexer: bool) -> Any:
 
 ITEM_TERMINALS = ("WORD", "NUMBER", "NUMWORD", "STRING", "VAR", "SETREF", "RAWPAYLOAD", "IP4",
                   "IP6", "MAC", "CLASSID", "OP")
-_RULE_LINE = re.compile(
-    r'([ \t]*)(?!(?:include|define|redefine|undefine)\b)'
-    r'((?:[^\n{}#;\\"\s]|"[^"\n]*")(?:[^\n{}#;\\"]|"[^"\n]*")*?)[ \t]*(?=[\n;}#])')
+# A line may hold brace groups (anonymous sets) closed on it, not nested; a set's
+# "elements = { ... }" is the grammar's own (elements_line).
+_LINE_BODY = (r'(?!(?:include|define|redefine|undefine)\b)(?!elements\b[^\n{}]*\{)'
+              r'(?:[^\n{}#;\\"\s]|"[^"\n]*")'
+              r'(?:[^\n{}#;\\"]|"[^"\n]*"|\{(?:[^\n{}#;\\"]|"[^"\n]*")*\})*?')
+_RULE_LINE = re.compile(rf'([ \t]*)({_LINE_BODY})[ \t]*(?=[\n;}}#])')
+# The simple lines that follow one, each where _RULE_LINE would match it (the same
+# characters, read greedily: a line ends at the same terminator), in one match.
+_MORE_LINES = re.compile(r'(?:\n[ \t]*+(?!(?:include|define|redefine|undefine)\b)'
+                         r'(?!elements\b[^\n{}]*\{)'
+                         r'(?=[^{}#;\\\s])(?:[^\n{}#;\\"]++|"[^"\n]*+"'
+                         r'|\{(?:[^\n{}#;\\"]++|"[^"\n]*+")*+\})*+(?=[\n;}#]))*+')
 
 
 def _install_line_lexer(parser: Any) -> None:
@@ -211,6 +223,7 @@ class _LineLexer:
         text = lexer_state.text.text
         ctr = lexer_state.line_ctr
         match = _RULE_LINE.match
+        more_lines = _MORE_LINES.match
         states = self.line_states
         try:
             while True:
@@ -220,11 +233,11 @@ class _LineLexer:
                         ctr.feed(m.group(1), False)
                         start, end = ctr.char_pos, m.end(2)
                         # The simple lines that follow join it: one token for a run.
-                        while text.startswith("\n", m.end()):
-                            nxt = match(text, m.end() + 1)
-                            if nxt is None:
-                                break
-                            m, end = nxt, nxt.end(2)
+                        more = more_lines(text, m.end()).end()  # type: ignore[union-attr]  # matches ""
+                        if more > m.end():
+                            end = more
+                            while text[end - 1] in " \t":  # the last line's own end
+                                end -= 1
                         body = text[start:end]
                         tok = Token("RULELINE", body, start, ctr.line, ctr.column)
                         ctr.feed(body)
@@ -351,12 +364,13 @@ def _is_bitmask(left: Any) -> bool:
 class Cursor:
     """Items of one line, read left to right; errors point at the item they name."""
 
-    __slots__ = ("items", "i", "last")
+    __slots__ = ("items", "i", "last", "marking")
 
     def __init__(self, items: list[Item], last: Item) -> None:
         self.items = items
         self.i = 0
         self.last = last  # where "unexpected end" points
+        self.marking = False  # integers read become _Markers (see rule templates)
 
     def peek(self, k: int = 0) -> Item | None:
         j = self.i + k
@@ -411,9 +425,19 @@ class Cursor:
             raise at(it, f"syntax error, unexpected {it.text}, expecting string")
         return _unquote(it.text)
 
+    def carried(self) -> str:
+        """A name the statement only carries (a log prefix): marked when quoted."""
+        it = self.peek()
+        if self.marking and isinstance(it, Tok) and it.kind == "STRING" and it.text[:2] != '"@':
+            self.i += 1
+            return _Marker(self.i - 1)  # type: ignore[return-value]
+        return self.name()
+
     def integer(self) -> int:
         it = self.take()
         if isinstance(it, Tok) and it.kind == "NUMBER":
+            if self.marking:
+                return _Marker(self.i - 1)  # type: ignore[return-value]
             return _number(it.text)
         if isinstance(it, Tok) and it.text == "-":
             nxt = self.take()
@@ -436,6 +460,24 @@ def _unquote(text: str) -> str:
     return text[1:-1] if len(text) >= 2 and text[0] == '"' and text[-1] == '"' else text
 
 
+def _group(items: list[Item], src: Source, line: int, col: int, close_col: int,
+           close_line: int | None = None) -> Group:
+    """The brace group at ``line``:``col`` of ``items`` (its elements split at commas);
+    an empty one is nft's syntax error at the closing brace."""
+    elems: list[list[Item]] = [[]]
+    for it in items:
+        if isinstance(it, Tok) and it.kind == "OP" and it.text == ",":
+            elems.append([])
+        elif isinstance(it, Tok) and it.kind == "_SEP":
+            continue
+        else:
+            elems[-1].append(it)
+    elems = [e for e in elems if e]
+    if not elems:
+        raise located(src, close_line or line, close_col, close_col, "syntax error, unexpected '}'")
+    return Group(elems, src, line, col, col)
+
+
 # ---- rule templates ---------------------------------------------------------------------
 #
 # A big file repeats a few rule shapes with other values.  The first rule of a
@@ -444,8 +486,9 @@ def _unquote(text: str) -> str:
 # read as ``v[i]``, the value of item i); the next rules of that shape call the
 # builder with their values instead of being read again.  A value the reader
 # looks at (rather than carries) compares a marker, which refuses: such a shape
-# is always read in full.  A value the reader takes another way (a prefix length,
-# a rate) stays fixed in the template: a rule with another one is read in full.
+# is always read in full; one it computes with (a TypeError) too.  An integer the
+# reader takes (a prefix length, a rate) is marked as well; a value it takes another
+# way stays fixed in the template: a rule with another one is read in full.
 
 _BRACES = frozenset(("LBRACE", "RBRACE"))
 _VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD"))
@@ -465,6 +508,9 @@ class _Marker:
         raise NotTemplatable
 
     def __hash__(self) -> int:
+        raise NotTemplatable
+
+    def __bool__(self) -> bool:
         raise NotTemplatable
 
 
@@ -591,6 +637,8 @@ class Exprs:
             c.i += 1
             key = c.name()
             return {"meta": {"key": key}}
+        if w == "ipsec" and w1 in ("in", "out"):
+            return self._ipsec(c)
         if w in _META_BARE:
             c.i += 1
             return {"meta": {"key": w}}
@@ -650,11 +698,27 @@ class Exprs:
             return {"osf": ob}
         return None
 
+    def _ipsec(self, c: Cursor) -> Any:
+        """`ipsec in|out [spnum N] reqid|spi|ip saddr|ip6 daddr...` (consumed)."""
+        c.i += 1
+        body: dict[str, Any] = {"key": "", "dir": c.expect("in", "out")}
+        if c.accept("spnum"):
+            body["spnum"] = c.integer()
+        if c.word() in ("ip", "ip6"):
+            body["family"] = c.name()
+            body["key"] = c.expect("saddr", "daddr")
+        else:
+            body["key"] = c.expect("reqid", "spi")
+        # nft's JSON order: key, family, dir, spnum (0 when not given)
+        return {"ipsec": {"key": body["key"], **({"family": body["family"]} if "family" in body
+                                                 else {}),
+                          "dir": body["dir"], "spnum": body.get("spnum", 0)}}
+
     def _exthdr(self, c: Cursor, w: str, w1: str | None) -> Any | None:
         """`exthdr frag`, `frag more-fragments`, `rt type`, `tcp option maxseg size`,
         `ip option rr ptr` (consumed), or None."""
-        if w in ("tcp", "ip") and w1 == "option":
-            kind = f"{w} option"
+        if w in ("tcp", "ip") and w1 == "option" or w == "sctp" and w1 == "chunk":
+            kind = f"{w} {w1}"
             c.i += 2
             body = {"name": c.name()}
             nxt = c.word()
@@ -665,6 +729,11 @@ class Exprs:
         if w == "exthdr" and w1 is not None:
             c.i += 2
             return {"exthdr": {"name": w1}}
+        if (w, w1) in (("srh", "sid"), ("rt0", "addr")) and c.word(2) == "[":
+            c.i += 3  # srh sid[2], rt0 addr[1]: the field's name holds its index
+            n = c.integer()
+            c.expect("]")
+            return {"exthdr": {"name": w, "field": f"{w1}[{n}]"}}
         names = {n for (k, n) in EXTHDR_FIELDS if k == "exthdr"}
         if w in names and w1 is not None and w1 in EXTHDR_FIELDS[("exthdr", w)][1] \
                 or w == "frag" and w1 in ("frag-off", "more-fragments", "reserved2"):
@@ -940,7 +1009,12 @@ class Statements(Exprs):
         w = c.word()
         if w == "set":
             c.i += 1
-            return {"mangle": {"key": left, "value": self.concat(c)}}
+            value = self.concat(c)
+            if c.word() == ",":  # `ct event set new,related`: a list of flags
+                value = [value]
+                while c.accept(","):
+                    value.append(self.concat(c))
+            return {"mangle": {"key": left, "value": value}}
         if w == "vmap":
             c.i += 1
             return {"vmap": {"key": left, "data": self.map_data(c)}}
@@ -954,7 +1028,8 @@ class Statements(Exprs):
             left = {"&": [left, self.rhs(c)]}
             op = op or "=="
         if isinstance(left, dict) and next(iter(left), None) in (
-                "fib", "exthdr", "tcp option", "ip option") and right in ("missing", "exists"):
+                "fib", "exthdr", "tcp option", "ip option", "sctp chunk") \
+                and right in ("missing", "exists"):
             right = right == "exists"
         if op is None:
             if isinstance(right, dict) and "set" in right or \
@@ -1000,7 +1075,7 @@ class Statements(Exprs):
             w = c.word()
             if w == "prefix":
                 c.i += 1
-                body["prefix"] = c.name()
+                body["prefix"] = c.carried()
             elif w == "level":
                 c.i += 1
                 body["level"] = c.name()
@@ -1335,6 +1410,13 @@ class LearnedLine:
     fixed: tuple[str, ...]  # groups whose text must equal `texts`
     texts: Any
     bulk: Any = None  # whole lines of this template, one after another (see `_bulk_re`)
+    lengths: tuple[tuple[str, int], ...] = ()  # (group, its length) of text of one length
+    sample: Any = None  # the first rule read by it (every run's sample: validated once)
+
+    def fits(self, m: re.Match[str]) -> bool:
+        """Line ``m`` (of the line template) has the values this template fixes."""
+        return (not self.fixed or m.group(*self.fixed) == self.texts) and all(
+            len(m.group(g)) == n for g, n in self.lengths)
 
 
 class TextRun:
@@ -1361,8 +1443,7 @@ class TextRun:
     def takes(self, m: re.Match[str] | None) -> bool:
         ln = self.learned
         return m is not None and (not self.tpl.checks or m.group(*self.tpl.checks)
-                                  == self.tpl.check_texts) and (
-            not ln.fixed or m.group(*ln.fixed) == ln.texts)
+                                  == self.tpl.check_texts) and ln.fits(m)
 
     def where(self, k: int) -> tuple[int, int]:
         """(line, column) of row ``k``."""
@@ -1385,16 +1466,80 @@ class TextRun:
         return Rule(self.family, self.table, self.chain, self.statements(k),
                     source=f"{self.src.name}:{self.where(k)[0]}")
 
-    def as_rule_run(self) -> Any:
+    def as_rule_run(self, packed: list[bytes] | None = None) -> Any:
+        """The run for the encoder (``packed``: its value columns, if encoded already)."""
         from nfkit.nftables.bulkjson import RuleRun
 
         ln = self.learned
-        run = RuleRun(self.rule(None, 0), ("nft", id(self.tpl)), (), "", 0,
+        if ln.sample is None:
+            ln.sample = self.rule(None, 0)
+        run = RuleRun(ln.sample, ("nft", id(self.tpl)), (), "", 0,
                       template=ln.template, places=ln.places, parse=ln.parse,
                       row_rule=self.rule,
                       group_names=[f"t{i}" for i in range(len(self.tpl.kinds))])
         run.matches = self.matches
+        if packed is None:
+            packed = _packed(ln, self.matches)
+        if packed is not None:
+            run.packed = packed
+            run.row_starts = range(len(self.matches))  # type: ignore[assignment]  # only counted
         return run
+
+
+def packed_runs(runs: list[TextRun]) -> dict[int, list[bytes]]:
+    """The value columns of every run of one learned template encoded in one go, cut
+    per run (by id of the run); a run whose template's columns do not all encode is
+    left out (encoded on its own)."""
+    by_learned: dict[int, list[TextRun]] = {}
+    for run in runs:
+        by_learned.setdefault(id(run.learned), []).append(run)
+    out: dict[int, list[bytes]] = {}
+    for group in by_learned.values():
+        if len(group) < 2:
+            continue
+        ms = [m for run in group for m in run.matches]
+        cols = _packed(group[0].learned, ms)
+        if cols is None:
+            continue
+        widths = [w for _e, w, _o in group[0].learned.template.slots]
+        k = 0
+        for run in group:
+            n = len(run.matches)
+            out[id(run)] = [c[k * w:(k + n) * w] for c, w in zip(cols, widths, strict=True)]
+            k += n
+    return out
+
+
+def _packed(ln: LearnedLine, ms: list[re.Match[str]]) -> list[bytes] | None:
+    """The value columns of lines ``ms`` encoded at once (one bytes a place), or None
+    when a value does not fit its place (then `RuleRun.encoded` finds which)."""
+    from nfkit.nftables.messages import ARRAY_CODE, in_byte_order
+
+    out: list[bytes] = []
+    n = len(ms)
+    try:
+        for (encode, width, _op), item in zip(ln.template.slots, ln.places, strict=True):
+            col = list(map(re.Match.group, ms, repeat(f"t{item}")))
+            parse = ln.parse[item]
+            if parse is _int_value and width in ARRAY_CODE and width > 1:
+                try:
+                    a = array(ARRAY_CODE[width], map(int, col))
+                except ValueError:  # hexadecimal
+                    a = array(ARRAY_CODE[width], map(_number, col))
+                if n and min(a) <= 0:
+                    return None
+                out.append(in_byte_order(a, encode(1)[-1:] == b"\x01").tobytes())
+                continue
+            if parse is _ipv4_value:  # inet_pton takes exactly what IPV4_RE does
+                b = b"".join(map(encode, col))
+            else:
+                b = b"".join(map(encode, map(parse, col)))
+            if len(b) != n * width:
+                return None
+            out.append(b)
+    except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+        return None
+    return out
 
 
 def _int_value(text: str) -> int:
@@ -1405,11 +1550,12 @@ def _int_value(text: str) -> int:
 
 
 def _ipv4_value(text: str) -> str:
-    from nfkit.nftables.shapes import IPV4_RE
-
-    if re.fullmatch(IPV4_RE, text) is None:
+    if _IPV4_FULL(text) is None:
         raise ValueError(text)
     return text
+
+
+_IPV4_FULL = re.compile(IPV4_RE + r"\Z").match
 
 
 def _ipv6_value(text: str) -> str:
@@ -1486,8 +1632,11 @@ def learn_line(tpl: Template, family: str, table: str, chain: str, m: re.Match[s
     rt = RuleTemplate(family, table, chain, shape.statics,
                       [(shape.slots[k].encode, w, None) for _o, w, k in shape.places()])
     slot_class = {mleaves[s.leaf][1].index: s.cls for s in shape.slots}
+    # a text slot of one length takes text of that length only (quotes included)
+    lengths = tuple((f"t{i}", len(m.group(f"t{i}"))) for i, c in slot_class.items()
+                    if c[0] == "text" and len(c) == 2)
     return LearnedLine(rt, places, parse, tuple(fixed), texts[0] if len(texts) == 1 else texts,
-                       _bulk_re(tpl, m.group(0), value_items, slot_class))
+                       _bulk_re(tpl, m.group(0), value_items, slot_class), lengths)
 
 
 # A slot's value token, by (its class, the token's terminal), and what may not follow it.
@@ -1501,7 +1650,7 @@ def _bulk_re(tpl: Template, sample: str, value_items: set[int],
     newline or the end: its tokens literal (value items as named groups), each slot
     a value of its class, whitespace where the sample has it.  None when a slot's
     token is not one this knows (then lines go one by one)."""
-    from nfkit.nftables.shapes import IPV4_RE, IPV6_RE
+    from nfkit.nftables.shapes import IPV4_RE, IPV6_RE, value_regex
 
     parts = [r"[ \t\f]*"]
     i = 0
@@ -1520,7 +1669,7 @@ def _bulk_re(tpl: Template, sample: str, value_items: set[int],
             rx = {"int": _BULK_VALUE[("int", "NUMBER")],
                   "ipv4": IPV4_RE + r"(?![0-9.])",
                   "ipv6": IPV6_RE + r"(?![0-9a-fA-F:.])",
-                  "text": f'"[A-Za-z0-9_.:/+ -]{{{cls[1] if len(cls) > 1 else 0}}}"'}[cls[0]]
+                  "text": value_regex(cls)}[cls[0]]
             parts.append(f"(?P<t{i}>{rx})")
         elif i in value_items:
             parts.append(f"(?P<t{i}>{re.escape(tok)})")
@@ -1590,13 +1739,26 @@ class Reader:
         ch = line.children[0]
         if hasattr(ch, "data"):
             return self.items(ch, src)
-        scanner = _parser().parser.lexer.scanner
+        scan = _parser().parser.lexer.scanner.match
         out: list[Item] = []
         col0, ln, text = ch.column, ch.line, str(ch)
         pos = 0
-        for m in scanner.finditer(text):
-            if m.start() != pos:
-                break
+        opened: tuple[list[Item], int] | None = None  # items before a brace, its column
+        while pos < len(text):
+            m = scan(text, pos)
+            if m is None:
+                c = text[pos]
+                if c == "{" and opened is None:
+                    opened = (out, col0 + pos)
+                    out = []
+                elif c == "}" and opened is not None:
+                    before, bcol = opened
+                    before.append(_group(out, src, ln, bcol, col0 + pos))
+                    out, opened = before, None
+                else:
+                    break
+                pos += 1
+                continue
             pos = m.end()
             kind = m.lastgroup
             if kind == "_WS":
@@ -1610,26 +1772,15 @@ class Reader:
                 out += val
                 continue
             out.append(Tok(kind, word, src, ln, col0 + m.start(), col0 + pos - 1))  # type: ignore[arg-type]
-        if pos != len(text):
+        if pos != len(text) or opened is not None:
             raise located(src, ln, col0 + pos, col0 + pos, "syntax error, unexpected junk")
         return out
 
     def group(self, tree: Any, src: Source) -> Group:
-        elems: list[list[Item]] = [[]]
         pos = _pos(tree)
-        for it in self.items(tree, src):
-            if isinstance(it, Tok) and it.kind == "OP" and it.text == ",":
-                elems.append([])
-            elif isinstance(it, Tok) and it.kind == "_SEP":
-                continue
-            else:
-                elems[-1].append(it)
-        elems = [e for e in elems if e]
-        if not elems:
-            close = tree.children[-1]
-            raise located(src, close.line, close.column, close.column,
-                          "syntax error, unexpected '}'")
-        return Group(elems, src, pos.line, pos.column, pos.column)
+        close = tree.children[-1]
+        return _group(self.items(tree, src), src, pos.line, pos.column, close.column,
+                      close.line)
 
     # -- files
     def read_text(self, text: str, name: str, parent: tuple[Source, int, int, int] | None = None,
@@ -1842,10 +1993,11 @@ class Reader:
         st = Statements(fam)
         c = Cursor(items, last)
         st.marking = c
+        c.marking = True
         try:
             marked, _ = st.rule_from(c)
             build = _builder(marked)
-        except NotTemplatable:
+        except (NotTemplatable, TypeError):  # a marker compared, or computed with
             self.templates[key] = _NO_TEMPLATE
             return stmts, comment
         slots = set(re.findall(r"v\[(\d+)\]", _literal(marked)))
@@ -1940,6 +2092,9 @@ class Reader:
         run or a new one: (where they end, how many); None when none is."""
         from nfkit.nftables.bulkjson import consecutive
 
+        nl = text.find("\n", pos)
+        if text.find("{", pos, nl if nl >= 0 else len(text)) >= 0:
+            return None  # no template has a brace group
         run: Any = None
         ms: list[re.Match[str]] = []
         if self.open_run is not None:
@@ -1976,9 +2131,9 @@ class Reader:
         line ``m``'s, learned now if none is (a few per template at most)."""
         known = self.learned.setdefault((id(tpl), *where), [])
         for ln in known:
-            if ln is not None and (not ln.fixed or m.group(*ln.fixed) == ln.texts):
+            if ln is not None and ln.fits(m):
                 return ln
-        if len(known) >= 8:
+        if len(known) >= 16:  # a few per template (prefix lengths, text lengths)
             return None
         ln = learn_line(tpl, where[0], where[1], where[2], m)
         known.append(ln)
@@ -2142,13 +2297,24 @@ class Reader:
                 raise c.unexpected()
 
         def fast(text: str, ln: int, col: int, lsrc: Source) -> bool:
-            if not self.use_templates:
+            if not self.use_templates or "{" in text:  # no template has a brace group
                 return False
             if self.open_run is not None and self.run_line(text, ln, col, lsrc, where):
+                return True
+            # a line on its own (a comment after it): a learned template of this chain
+            if self.run_lines(text, 0, ln, col, lsrc, where) is not None:
                 return True
             hit = self.rule_line(fam, text)
             if hit is None:
                 return False
+            tpl = self.last
+            if hit[1] is None and tpl is not None and self.learned.get((id(tpl), *where)):
+                # a template learned here before, with other fixed values (a prefix
+                # length): learned for these now, the line is the start of a run
+                m = tpl.line_re.match(text)
+                if m is not None and self._learned(tpl, where, m) is not None and \
+                        self.run_lines(text, 0, ln, col, lsrc, where) is not None:
+                    return True
             rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
             if hit[1] is not None:
                 rb["comment"] = hit[1]
@@ -2428,9 +2594,11 @@ def load_nft(text: str, name: str = "-", include_paths: tuple[str, ...] | list[s
         located_items = read_nft(text, name, include_paths)
         try:
             cmds: list[Command] = []
+            packed = packed_runs([x.item for x in located_items  # type: ignore[misc]
+                                  if type(x.item) is TextRun])
             for i, x in enumerate(located_items):
                 if type(x.item) is TextRun:
-                    cmds.append(Command("add", "rule", x.item.as_rule_run()))
+                    cmds.append(Command("add", "rule", x.item.as_rule_run(packed.get(id(x.item)))))
                     continue
                 c = item_command(i, x.item)
                 if c is not None:

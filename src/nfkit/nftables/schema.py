@@ -87,9 +87,12 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "fib": {"result": STRING, "flags": FLAGS},
     "map": {"key": EXPR, "data": VALUE},
     "socket": {"key": STRING},
-    "exthdr": {"name": STRING, "field": STRING},
+    "exthdr": {"name": STRING, "field": STRING, "offset": INT},
+    "osf": {"key": STRING, "ttl": STRING},
+    "ipsec": {"key": STRING, "family": STRING, "dir": STRING, "spnum": INT},
     "tcp option": {"name": STRING, "field": STRING},
     "ip option": {"name": STRING, "field": STRING},
+    "sctp chunk": {"name": STRING, "field": STRING},
     "rt": {"key": STRING, "family": STRING},
 }
 _LIST_EXPRESSIONS = ("concat", "&", "|", "^", "<<", ">>")

@@ -66,7 +66,7 @@ def value_regex(cls: tuple[Any, ...]) -> str:
         return f'"{IPV4_RE}"'
     if kind == "ipv6":
         return f'"{IPV6_RE}"'
-    return f'"[A-Za-z0-9_.:/+ -]{{{cls[1]}}}"'
+    return f'"[A-Za-z0-9_.:/+ -]{{{",".join(map(str, cls[1:]))}}}"'
 
 
 def leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
@@ -126,12 +126,13 @@ def _IP6(v: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6, v)
 
 
-def _probes(cls: tuple[Any, ...]) -> list[tuple[list[Any], Callable[[Any], bytes], int]]:
-    """(probe values, encoder, width) to try for a class, widest first.  The first
-    two probes differ in every byte; the others are the domain's ends."""
+def _probes(cls: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """(probe values, encoder, width[, the slot's class]) to try for a class, widest
+    first.  The first two probes differ in every byte; the others are the domain's
+    ends."""
     kind = cls[0]
+    out: list[tuple[Any, ...]] = []
     if kind == "int":
-        out = []
         for width in (8, 4, 2, 1):
             a = int.from_bytes(bytes(range(1, width + 1)), "big")
             b = int.from_bytes(bytes(range(2, width + 2)), "big")
@@ -140,30 +141,52 @@ def _probes(cls: tuple[Any, ...]) -> list[tuple[list[Any], Callable[[Any], bytes
         return out
     if kind == "ipv4":
         return [(["1.2.3.4", "2.3.4.5", "255.255.255.255", "0.0.0.0"], _IP4, 4)]
-    if kind in ("ipv4net", "ipv6net"):  # the address of a prefix: host bits zero
+    if kind in ("ipv4net", "ipv6net"):  # the address of a prefix, as the compiler masks it
         size, plen = (4, cls[1]) if kind == "ipv4net" else (16, cls[1])
         mask = ((1 << plen) - 1) << (8 * size - plen) if plen else 0
         fam = socket.AF_INET if size == 4 else socket.AF_INET6
-        probes = [socket.inet_ntop(fam, (int.from_bytes(bytes(range(k, k + size)), "big")
-                                         & mask).to_bytes(size, "big")) for k in (1, 2)]
-        probes += [socket.inet_ntop(fam, mask.to_bytes(size, "big")),
-                   socket.inet_ntop(fam, bytes(size))]
-        return [(probes, _net_encoder(fam, size, mask), size)]
+        # The first probe has host bits set: the slot takes such values only if the
+        # compiler masks them as the encoder does.
+        probes = [socket.inet_ntop(fam, bytes(range(1, size + 1))),
+                  socket.inet_ntop(fam, (int.from_bytes(bytes(range(2, size + 2)), "big")
+                                         & mask).to_bytes(size, "big")),
+                  socket.inet_ntop(fam, mask.to_bytes(size, "big")),
+                  socket.inet_ntop(fam, bytes(size))]
+        out.append((probes, _net_encoder(fam, size, mask, size), size))
+        if plen % 8 == 0:  # a whole-byte prefix may be compared on its first bytes only
+            out.insert(0, (probes, _net_encoder(fam, size, mask, plen // 8), plen // 8))
+        return out
     if kind == "ipv6":
         return [(["102:304:506:708:90a:b0c:d0e:f10", "203:405:607:809:a0b:c0d:e0f:1011",
                   "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::"], _IP6, 16)]
     n = cls[1]
     a = ("abcdefghijklmnopqrstuvwxyz" * (n // 26 + 1))[:n]
     b = ("bcdefghijklmnopqrstuvwxyza" * (n // 26 + 1))[:n]
-    return [([a, b, "Z" * n, "0" * n], _text_encoder, n)]
+    out.append(([a, b, "Z" * n, "0" * n], _text_encoder, n))
+    if n < PADDED_TEXT:
+        # A field of fixed width, the text NUL-padded (an interface name): any length
+        # up to one less takes it; the probes have the shortest and longest.
+        w = PADDED_TEXT
+        out.insert(0, (["abcdefghijklmnopqrstuvwxyz"[:w - 1], "bcdefghijklmnopqrstuvwxyz"[:w - 1],
+                        "Z", "0" * (w - 1)], _padded_encoder(w), w, ("text", 1, w - 1)))
+    return out
 
 
-def _net_encoder(fam: int, size: int, mask: int) -> Callable[[Any], bytes]:
+PADDED_TEXT = 16  # IFNAMSIZ: the one fixed-width text field nf_tables compares
+
+
+def _padded_encoder(width: int) -> Callable[[Any], bytes]:
     def enc(v: Any) -> bytes:
-        b = socket.inet_pton(fam, v)
-        if int.from_bytes(b, "big") & ~mask:
-            raise ValueError(f"{v}: host bits set")  # the general path says what it makes of it
-        return b
+        b = v.encode("ascii")
+        if not 0 < len(b) < width:
+            raise ValueError(f"{v!r}: not 1 to {width - 1} characters")
+        return b.ljust(width, b"\0")
+    return enc
+
+
+def _net_encoder(fam: int, size: int, mask: int, width: int) -> Callable[[Any], bytes]:
+    def enc(v: Any) -> bytes:
+        return (int.from_bytes(socket.inet_pton(fam, v), "big") & mask).to_bytes(size, "big")[:width]
     return enc
 
 
@@ -292,7 +315,7 @@ def _in_context(expr: Any, path: tuple[Any, ...], cls: tuple[Any, ...] | None
 
 def _probe(expr: list[Any], path: tuple[Any, ...], value: Any, cls: tuple[Any, ...],
            base: bytes, compile_expr: Compile) -> Slot | None:
-    for values, enc, width in _probes(cls):
+    for values, enc, width, *as_cls in _probes(cls):
         try:
             enc_value = enc(value)
         except (OverflowError, OSError, ValueError, UnicodeError):
@@ -310,5 +333,6 @@ def _probe(expr: list[Any], path: tuple[Any, ...], value: Any, cls: tuple[Any, .
                 break
             where = p
         if where:
-            return Slot(-1, cls, where, width, enc, values[1] if values[1] != value else values[0])
+            return Slot(-1, as_cls[0] if as_cls else cls, where, width, enc,
+                        values[1] if values[1] != value else values[0])
     return None

@@ -1,4 +1,4 @@
-"""Rule templates: the compiler's value slots turned into the netlink core's Template.
+"""Rule templates: value slots turned into the netlink core's Template and Layout.
 
 A rule made only of payload matches against scalar values and constant
 statements has a shape (`compiler.rule_shape`); the compiler records where it
@@ -7,7 +7,11 @@ wrote each value when it compiles the first rule of a shape (`ValueSlot`, as
 value slots).  This module owns turning those into one NEWRULE message with
 zero values and the offset of every value in it, and the core's `Template`
 over that message: every later rule of the shape is one copy with its
-sequence number and values patched in.
+sequence number and values patched in.  The other way, `rule_layout` turns the
+slots of a dumped rule (its handle, position, compared values and counters, as
+the fast listing finds them) into the core's `Layout`: every later message equal
+to it but in those slots is recognised and its values read by `struct`, a run
+of them at a time.
 
 It stands on the netlink core and the spec; it must not know about statements
 or batches beyond the writer it appends to.
@@ -26,6 +30,7 @@ from nfkit.netlink.consts import (
     NLM_F_REQUEST,
     nfnl_msg_type,
 )
+from nfkit.netlink.shapes import Layout
 from nfkit.netlink.specs.nftables import MSG
 from nfkit.nftables.dumpreq import FAMILY_NUM
 from nfkit.nftables.expressions import A
@@ -84,3 +89,13 @@ class RuleTemplate:
     def emit(self, w: MessageWriter, values: list[bytes]) -> int:
         """Append the message with ``values`` (from `values`); its sequence number."""
         return self.template.emit(w, *values)
+
+
+def rule_layout(message: bytes, slots: list[tuple[int, int]]) -> Layout | None:
+    """The core's `Layout` (`Layout.exact`) of dumped NEWRULE messages equal to
+    ``message`` in every byte but the ``slots`` ((offset, width) in offset order);
+    ``index[k]`` is slot k's value.  None when two slots overlap (no template)."""
+    try:
+        return Layout.exact(message, slots)
+    except ValueError:
+        return None

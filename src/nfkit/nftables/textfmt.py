@@ -38,7 +38,14 @@ def _prio(c: Any) -> str:
 _UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
 _STRING_LEFTS = ({"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}},
                  {"meta": {"key": "ibrname"}}, {"meta": {"key": "obrname"}},
+                 {"meta": {"key": "iifkind"}}, {"meta": {"key": "oifkind"}},
+                 {"meta": {"key": "sdifname"}}, {"meta": {"key": "iif"}},
+                 {"meta": {"key": "oif"}}, {"meta": {"key": "sdif"}},
+                 {"meta": {"key": "day"}}, {"meta": {"key": "time"}},
+                 {"meta": {"key": "hour"}},
                  {"ct": {"key": "helper"}})
+_REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}},
+                {"meta": {"key": "iifgroup"}}, {"meta": {"key": "oifgroup"}})  # iproute2 names
 _HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
 
 
@@ -50,9 +57,21 @@ def _typed(left: Any, v: Any) -> str:
         return f"0x{v:x}"  # a raw payload's value: nft prints it in hex
     if left in _STRING_LEFTS and isinstance(v, str):
         return json.dumps(v)
+    if left in _STRING_LEFTS and isinstance(v, dict) and isinstance(v.get("range"), list):
+        return "-".join(_typed(left, x) for x in v["range"])  # meta hour "10:00"-"12:00"
+    if isinstance(left, dict) and "fib" in left and left["fib"].get("result") in (
+            "oif", "oifname") and isinstance(v, str):
+        return json.dumps(v)  # an interface, quoted as nft prints it
+    if left == {"ct": {"key": "expiration"}} and isinstance(v, int) and not isinstance(v, bool):
+        return duration(v)
+    if isinstance(left, dict) and "osf" in left and isinstance(v, str):
+        return json.dumps(v)  # an OS name, quoted as nft prints it
+    if left in _REALM_LEFTS and isinstance(v, str) and not v.isdigit():
+        return json.dumps(v)  # a realm's name (rt_realms), quoted as nft prints it
     if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
         return f"0x{v:08x}"
-    if isinstance(v, dict) and "set" in v and left in _STRING_LEFTS:
+    if isinstance(v, dict) and "set" in v and (left in _STRING_LEFTS or left in _REALM_LEFTS
+                                               or isinstance(left, dict) and "osf" in left):
         items = v["set"] if isinstance(v["set"], list) else [v["set"]]
         return "{ " + ", ".join(_typed(left, i) for i in items) + " }"
     return value(v)
@@ -122,13 +141,20 @@ def expr(e: Any) -> str:
         return f"{expr(b[0])} {k} {b[1]}"
     if k == "socket":
         return f"socket {b['key']}"
-    if k in ("exthdr", "tcp option", "ip option"):
-        head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option "}[k]
+    if k in ("exthdr", "tcp option", "ip option", "sctp chunk"):
+        head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option ",
+                "sctp chunk": "sctp chunk "}[k]
         if "field" not in b:
             return f"{'exthdr ' if k == 'exthdr' else head}{b['name']}"
         return f"{head}{b['name']} {b['field']}"
     if k == "rt":
         return f"rt {b['family']} {b['key']}" if "family" in b else f"rt {b['key']}"
+    if k == "osf":
+        return f"osf {'ttl ' + b['ttl'] + ' ' if 'ttl' in b else ''}{b['key']}"
+    if k == "ipsec":
+        spnum = f"spnum {b['spnum']} " if b.get("spnum") else ""
+        key = f"{b['family']} {b['key']}" if "family" in b else b["key"]
+        return f"ipsec {b.get('dir', 'in')} {spnum}{key}"
     if k in ("&", "|", "^"):
         return f"{expr(b[0])} {k} {_typed(_innermost(b[0]), b[1])}"
     if k == "map":
@@ -238,6 +264,14 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         if flags:
             out += " " + value(flags[0] if len(flags) == 1 else flags)
         return out
+    if k == "mangle" and isinstance(b["value"], dict) and isinstance(
+            b["value"].get("map"), dict) and isinstance(b["value"]["map"].get("data"), dict) \
+            and isinstance(b["value"]["map"]["data"].get("set"), list):
+        # an anonymous map's keys and values typed as nft prints them (marks in hex)
+        m = b["value"]["map"]
+        items = ", ".join(f"{_typed(m['key'], kk)} : {_typed(b['key'], vv)}"
+                          for kk, vv in m["data"]["set"])
+        return f"{expr(b['key'])} set {expr(m['key'])} map {{ {items} }}"
     if k == "mangle":
         val = b["value"]
         text = _typed(b["key"], val) if not isinstance(val, dict) else expr(val)
@@ -258,7 +292,9 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         data = f" : {value(b['data'])}" if k == "map" else ""
         return f"{b['op']} {b.get('set', b.get('map'))} {{ {inner}{data} }}"
     if k == "quota":
-        return f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
+        used = f" used {b['used']} {b.get('used_unit', 'bytes')}" if b.get("used") else ""
+        return (f"quota {'over ' if b.get('inv') else ''}{b['val']} {b.get('val_unit', 'bytes')}"
+                f"{used}")
     if k == "ct count":
         return f"ct count {'over ' if b.get('inv') else ''}{b['val']}"
     if k == "queue":

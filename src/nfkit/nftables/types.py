@@ -8,8 +8,10 @@ has.  It knows nothing of netlink messages.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +58,8 @@ def _enc_int(dt: Datatype, value: object, size: int) -> bytes:
             v = dt.symbols[value]
         else:
             v = _lookup_symbol(dt, value)
+    elif isinstance(value, bool) and dt.name == "boolean":
+        v = int(value)  # `meta ipsec exists` in nft's JSON: true
     elif isinstance(value, bool) or not isinstance(value, int):
         raise _bad(dt, value)
     else:
@@ -91,6 +95,8 @@ def _lookup_symbol(dt: Datatype, value: str) -> int:
 
 def _dec_int(dt: Datatype, raw: bytes) -> object:
     v = int.from_bytes(raw, "big" if dt.big_endian else "little")
+    if dt.name == "boolean" and dt.id == 39 and v in (0, 1):
+        return bool(v)  # nft's JSON: true / false (text: exists / missing)
     if dt.print_symbols:
         name = dt.names.get(v)
         if name is not None:
@@ -188,6 +194,99 @@ def _enc_string(dt: Datatype, value: object, size: int) -> bytes:
     return value.encode().ljust(size or len(value) + 1, b"\0")
 
 
+REALMS_FILE = "/etc/iproute2/rt_realms"  # where nft 1.0.6 reads realm names
+GROUPS_FILE = "/etc/iproute2/group"  # ... and device group names
+
+
+def realm_names() -> dict[str, int]:
+    """Realm names of /etc/iproute2/rt_realms (``number name`` lines), as nft reads them."""
+    return rt_names(REALMS_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def rt_names(path: str) -> dict[str, int]:
+    """The names of an iproute2 table file (``number name`` lines)."""
+    names: dict[str, int] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                words = line.split("#", 1)[0].split()
+                if len(words) >= 2:
+                    try:
+                        names.setdefault(words[1], int(words[0], 0))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return names
+
+
+def _enc_realm(dt: Datatype, value: object, size: int) -> bytes:
+    """A realm (rt classid, meta rtclassid): a number, or a name of rt_realms."""
+    if isinstance(value, str):
+        v = realm_names().get(value)
+        if v is None:
+            try:
+                v = int(value, 0)
+            except ValueError:
+                raise InputError(f"{value!r} is not a realm (a number or a name of "
+                                 f"{REALMS_FILE})") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        v = value
+    else:
+        raise _bad(dt, value)
+    if not 0 <= v < 1 << 32:
+        raise InputError(f"realm {value!r} does not fit in 32 bits")
+    return v.to_bytes(4, "little" if not dt.big_endian else "big")
+
+
+def _dec_realm(dt: Datatype, raw: bytes) -> object:
+    # nft's JSON gives a realm as a string always: its name, or its number.
+    v = int.from_bytes(raw[:4], "little" if not dt.big_endian else "big")
+    return next((k for k, n in realm_names().items() if n == v), str(v))
+
+
+def _tz_offset() -> int:
+    """Seconds east of UTC now: nft reads `meta hour` and `meta time` as local time."""
+    return time.localtime().tm_gmtoff
+
+
+def _enc_hour(dt: Datatype, value: object, size: int) -> bytes:
+    """`meta hour "10:00[:30]"`: seconds since midnight UTC, host order."""
+    parts = value.split(":") if isinstance(value, str) else []
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"{value!r} is not an hour (HH:MM or HH:MM:SS)")
+    h, m, sec = (int(p) for p in (*parts, "0")[:3])
+    if h > 23 or m > 59 or sec > 59:
+        raise InputError(f"{value!r} is not an hour of a day")
+    return ((h * 3600 + m * 60 + sec - _tz_offset()) % 86400).to_bytes(4, "little")
+
+
+def _dec_hour(dt: Datatype, raw: bytes) -> object:
+    v = (int.from_bytes(raw[:4], "little") + _tz_offset()) % 86400
+    text = f"{v // 3600:02d}:{v // 60 % 60:02d}"
+    return text + (f":{v % 60:02d}" if v % 60 else "")
+
+
+def _enc_date(dt: Datatype, value: object, size: int) -> bytes:
+    """`meta time "2026-01-01[ 10:00[:05]]"`: nanoseconds since the epoch, local time as
+    nft reads it, host order."""
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            t = time.mktime(time.strptime(str(value), fmt))
+            break
+        except ValueError:
+            continue
+    else:
+        raise InputError(f"{value!r} is not a date (YYYY-MM-DD [HH:MM[:SS]])")
+    return (int(t) * 1_000_000_000).to_bytes(8, "little")
+
+
+def _dec_date(dt: Datatype, raw: bytes) -> object:
+    return time.strftime("%Y-%m-%d %H:%M:%S",
+                         time.localtime(int.from_bytes(raw[:8], "little") // 1_000_000_000))
+
+
 def _dec_string(dt: Datatype, raw: bytes) -> object:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
@@ -276,11 +375,13 @@ _ENCODERS: dict[str, Callable[[Datatype, object, int], bytes]] = {
     "int": _enc_int, "bitmask": _enc_bitmask, "ipv4": _enc_ipv4, "ipv6": _enc_ipv6,
     "ether": _enc_ether, "ifname": _enc_ifname, "string": _enc_string,
     "classid": _enc_classid, "time": _enc_time, "ctlabel": _enc_ctlabel,
+    "realm": _enc_realm, "hour": _enc_hour, "date": _enc_date,
 }
 _DECODERS: dict[str, Callable[[Datatype, bytes], object]] = {
     "int": _dec_int, "bitmask": _dec_bitmask, "ipv4": _dec_ipv4, "ipv6": _dec_ipv6,
     "ether": _dec_ether, "ifname": _dec_ifname, "string": _dec_string,
     "classid": _dec_classid, "time": _dec_time, "ctlabel": _dec_ctlabel,
+    "realm": _dec_realm, "hour": _dec_hour, "date": _dec_date,
 }
 
 _PROTO_NAMES = {
@@ -338,7 +439,8 @@ for _d in [
     _dt("ipv6_addr", 8, 16, "ipv6"),
     _dt("ether_addr", 9, 6, "ether"),
     _dt("ether_type", 10, 2, symbols={"ip": 0x0800, "arp": 0x0806, "ip6": 0x86DD,
-                                       "vlan": 0x8100, "8021ad": 0x88A8}),
+                                       "8021q": 0x8100, "8021ad": 0x88A8},
+        aliases={"vlan": 0x8100}),  # nft reads `vlan`, lists `8021q`
     _dt("inet_proto", 12, 1, symbols={v: k for k, v in _PROTO_NAMES.items()}),
     _dt("inet_service", 13, 2, print_symbols=False),
     _dt("icmp_type", 14, 1, symbols=ICMP_TYPES),
@@ -376,6 +478,27 @@ for _d in [
     _dt("ifname", 41, 16, "ifname"),
     _dt("boolean", 39, 1, symbols={"exists": 1, "missing": 0}),
     _dt("time", 18, 4, "time", big=False),
+    _dt("realm", 22, 4, "realm", big=False),
+    _dt("devgroup", 35, 4, big=False, symbols=rt_names(GROUPS_FILE)),
+    _dt("dccp_pkttype", 16, 1, symbols={
+        "request": 0, "response": 1, "data": 2, "ack": 3, "dataack": 4, "closereq": 5,
+        "close": 6, "reset": 7, "sync": 8, "syncack": 9}),
+    _dt("igmp_type", 42, 1, symbols={
+        "membership-query": 0x11, "membership-report-v1": 0x12, "membership-report-v2": 0x16,
+        "membership-report-v3": 0x22, "leave-group": 0x17}),
+    _dt("ct_event", 40, 4, "bitmask", big=False, symbols={
+        "new": 1, "related": 2, "destroy": 4, "reply": 8, "assured": 16, "protoinfo": 32,
+        "helper": 64, "mark": 128, "seqadj": 256, "secmark": 512, "label": 1024}),
+    _dt("hour", 44, 4, "hour", big=False),
+    _dt("date", 43, 8, "date", big=False),
+    _dt("day", 45, 1, symbols={"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3,
+                               "Thursday": 4, "Friday": 5, "Saturday": 6}),
+    _dt("mh_type", 17, 1, symbols={
+        "binding-refresh-request": 0, "home-test-init": 1, "careof-test-init": 2,
+        "home-test": 3, "careof-test": 4, "binding-update": 5, "binding-acknowledgement": 6,
+        "binding-error": 7, "fast-binding-update": 8, "fast-binding-acknowledgement": 9,
+        "fast-binding-advertisement": 10, "experimental-mobility-header": 11,
+        "home-agent-switch-message": 12}),
 ]:
     T[_d.name] = _d
 T["hinteger"] = _dt("integer", 4, 4, big=False, print_symbols=False)
@@ -433,10 +556,15 @@ _fields("tcp", TH, [
 _fields("udp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
                     ("length", 32, 16, "integer"), ("checksum", 48, 16, "integer")])
 _fields("udplite", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
-                        ("checksum", 48, 16, "integer")])
+                        ("csumcov", 32, 16, "integer"), ("checksum", 48, 16, "integer")])
+_fields("igmp", TH, [("type", 0, 8, "igmp_type"), ("mrt", 8, 8, "integer"),
+                     ("checksum", 16, 16, "integer"), ("group", 32, 32, "integer")])  # nft 1.0.6 types group as an integer
+_fields("comp", TH, [("nexthdr", 0, 8, "inet_proto"), ("flags", 8, 8, "integer"),
+                     ("cpi", 16, 16, "integer")])
 _fields("sctp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
                      ("vtag", 32, 32, "integer"), ("checksum", 64, 32, "integer")])
-_fields("dccp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service")])
+_fields("dccp", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service"),
+                     ("type", 67, 4, "dccp_pkttype")])
 _fields("th", TH, [("sport", 0, 16, "inet_service"), ("dport", 16, 16, "inet_service")])
 _fields("icmp", TH, [
     ("type", 0, 8, "icmp_type"), ("code", 8, 8, "icmp_code"), ("checksum", 16, 16, "integer"),
@@ -444,8 +572,8 @@ _fields("icmp", TH, [
     ("gateway", 32, 32, "integer"), ("mtu", 48, 16, "integer")])
 _fields("icmpv6", TH, [
     ("type", 0, 8, "icmpv6_type"), ("code", 8, 8, "icmpv6_code"),
-    ("checksum", 16, 16, "integer"), ("parameter", 32, 32, "integer"),
-    ("mtu", 32, 32, "integer"), ("id", 32, 16, "integer"), ("sequence", 48, 16, "integer"),
+    ("checksum", 16, 16, "integer"), ("mtu", 32, 32, "integer"),
+    ("parameter", 32, 32, "integer"), ("id", 32, 16, "integer"), ("sequence", 48, 16, "integer"),
     ("max-delay", 32, 16, "integer")])
 _fields("ah", TH, [("spi", 32, 32, "integer")])
 _fields("esp", TH, [("spi", 0, 32, "integer"), ("sequence", 32, 32, "integer")])
@@ -456,9 +584,23 @@ PAYLOAD_BY_POS: dict[tuple[int, int, int], list[tuple[str, str]]] = {}
 for (_p, _f), (_b, _o, _l, _t) in PAYLOAD.items():
     PAYLOAD_BY_POS.setdefault((_b, _o, _l), []).append((_p, _f))
 
+# icmp fields that exist only in some message types: nft matches the type first (a set of
+# types, which nft lists, or one type, which it does not list).
+ICMP_TYPE_DEPS: dict[tuple[str, str], str | list[str]] = {
+    ("icmp", "id"): ["echo-reply", "echo-request"],
+    ("icmp", "sequence"): ["echo-reply", "echo-request"],
+    ("icmp", "gateway"): "redirect", ("icmp", "mtu"): "destination-unreachable",
+    ("icmpv6", "id"): ["echo-request", "echo-reply"],
+    ("icmpv6", "sequence"): ["echo-request", "echo-reply"],
+    ("icmpv6", "mtu"): "packet-too-big", ("icmpv6", "max-delay"): "mld-listener-query",
+}
+
 # Which protocol a payload needs: (level, value) with level "l3" (nfproto) or "l4".
 L4_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "udplite": 136, "sctp": 132,
-            "dccp": 33, "ah": 51, "esp": 50}
+            "dccp": 33, "ah": 51, "esp": 50, "igmp": 2, "comp": 108}
+# Layer-4 protocols of one family only: nft matches the family first where a table holds
+# several (inet, bridge, netdev).
+L4_OF_L3 = {"icmp": "ip", "igmp": "ip", "icmpv6": "ip6"}
 L3_PROTO = {"ip": 2, "ip6": 10}
 ETHER_FOR_L3 = {"ip": 0x0800, "ip6": 0x86DD}
 
@@ -469,14 +611,16 @@ META: dict[str, tuple[int, str, int]] = {
     "iifname": (6, "ifname", 16), "oifname": (7, "ifname", 16),
     "iiftype": (8, "iface_type", 2), "oiftype": (9, "iface_type", 2),
     "skuid": (10, "uid", 4), "skgid": (11, "gid", 4), "nftrace": (12, "integer", 1),
-    "rtclassid": (13, "hinteger", 4), "secmark": (14, "hinteger", 4),
+    "rtclassid": (13, "realm", 4), "secmark": (14, "hinteger", 4),
     "nfproto": (15, "nf_proto", 1), "l4proto": (16, "inet_proto", 1),
     "ibrname": (17, "ifname", 16), "obrname": (18, "ifname", 16),
     "pkttype": (19, "pkttype", 1), "cpu": (20, "hinteger", 4),
-    "iifgroup": (21, "hinteger", 4), "oifgroup": (22, "hinteger", 4),
-    "cgroup": (23, "hinteger", 4), "random": (24, "hinteger", 4),
-    "secpath": (25, "boolean", 1), "iifkind": (26, "ifname", 16),
+    "iifgroup": (21, "devgroup", 4), "oifgroup": (22, "devgroup", 4),
+    "cgroup": (23, "hinteger", 4), "random": (24, "integer", 4),
+    "secpath": (25, "boolean", 1), "ipsec": (25, "boolean", 1),  # nft 1.0.6 lists `ipsec`
+    "iifkind": (26, "ifname", 16),
     "oifkind": (27, "ifname", 16),
+    "time": (30, "date", 8), "hour": (32, "hour", 4), "day": (31, "day", 1), "sdif": (33, "iface_index", 4), "sdifname": (34, "ifname", 16),
 }
 META_BY_NUM = {v[0]: k for k, v in META.items()}
 
@@ -489,6 +633,7 @@ CT: dict[str, tuple[int, str, int]] = {
     "proto-src": (11, "inet_service", 2), "proto-dst": (12, "inet_service", 2),
     "label": (13, "ct_label", 16), "packets": (14, "hinteger", 8), "bytes": (15, "hinteger", 8),
     "avgpkt": (16, "hinteger", 8), "zone": (17, "hinteger", 2), "eventmask": (18, "integer", 4),
+    "event": (18, "ct_event", 4),  # nft's name of it (`ct event set new,related`)
     "ip saddr": (19, "ipv4_addr", 4), "ip daddr": (20, "ipv4_addr", 4),
     "ip6 saddr": (21, "ipv6_addr", 16), "ip6 daddr": (22, "ipv6_addr", 16),
     "id": (23, "integer", 4),

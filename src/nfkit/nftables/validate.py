@@ -305,8 +305,14 @@ def label(kind: str, o: Any) -> str:
 def commands(cmds: Iterable[Any]) -> None:
     """Every command's object (jsonfmt.Command); raises InputError at the first bad value."""
     seen: set[tuple[Any, ...]] = set()  # (family, table, chain) of rules already checked
+    samples: set[int] = set()  # runs of one learned template share their sample
     for c in cmds:
         o = c.obj
+        sample = getattr(o, "sample", None) if c.kind == "rule" else None
+        if sample is not None:
+            if id(sample) in samples:
+                continue
+            samples.add(id(sample))
         if c.kind == "rule" and type(o) is Rule and c.verb != "delete":
             # The rules of a big file: names checked once per chain, no label made.
             where = (o.family, o.table, o.chain)

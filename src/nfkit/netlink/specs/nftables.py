@@ -681,6 +681,21 @@ CT_EXPECT = _attrset("ct_expect", {
 })
 
 
+OSF = _attrset("osf", {
+    1: ("dreg", K.BE32),
+    2: ("ttl", K.U8),
+    3: ("flags", K.BE32),
+})
+
+
+XFRM = _attrset("xfrm", {
+    1: ("dreg", K.BE32),
+    2: ("key", K.BE32),
+    3: ("dir", K.U8),
+    4: ("spnum", K.BE32),
+})
+
+
 SYNPROXY = _attrset("synproxy", {
     1: ("mss", K.BE16),
     2: ("wscale", K.U8),
@@ -693,7 +708,7 @@ SYNPROXY = _attrset("synproxy", {
 EXPR_OPS = {s.name: s for s in (
     IMMEDIATE, BITWISE, BYTEORDER, CMP, RANGE, LOOKUP, DYNSET, PAYLOAD, EXTHDR, HASH, META, RT,
     CT, LIMIT, CONNLIMIT, COUNTER, LOG, QUEUE, QUOTA, REJECT, NAT, MASQ, REDIR, OBJREF, FIB,
-    NUMGEN, TARGET, SYNPROXY, SOCKET, DUP, FWD, TPROXY,
+    NUMGEN, TARGET, SYNPROXY, SOCKET, DUP, FWD, TPROXY, OSF, XFRM,
 )}
 OBJ_DATA = {ObjectType.COUNTER: COUNTER, ObjectType.QUOTA: QUOTA, ObjectType.CT_HELPER: CT_HELPER,
             ObjectType.LIMIT: LIMIT, ObjectType.CONNLIMIT: CONNLIMIT,
@@ -754,6 +769,8 @@ UAPI: list[tuple] = [
     (DUP, _H, "nft_dup_attributes", "NFTA_DUP_"),
     (FWD, _H, "nft_fwd_attributes", "NFTA_FWD_"),
     (TPROXY, _H, "nft_tproxy_attributes", "NFTA_TPROXY_"),
+    (OSF, _H, "nft_osf_attributes", "NFTA_OSF_"),
+    (XFRM, _H, "nft_xfrm_attributes", "NFTA_XFRM_"),
     (RULE_COMPAT, _H, "nft_rule_compat_attributes", "NFTA_RULE_COMPAT_"),
 ]
 

@@ -1,0 +1,116 @@
+"""bench/nfgrep-live/worker.py: the queue worker's Python per flow, without the kernel.
+
+The packet messages the kernel would queue for short HTTP exchanges (the
+client's request, then the server's reply that decides the flow, as in
+bench.py's connection load; each a NFQNL_MSG_PACKET with the attributes a
+forwarded packet carries) go through what a worker does per receive batch:
+the layout decode (`PacketLayouts`), `serve` (triage, the judge, the engine)
+and the verdicts' bytes.  Prints microseconds per flow, medians of --runs (process CPU time),
+for batches of --batch datagrams.  What this leaves out: the syscalls and the
+kernel's work in the verdict's sendmsg (the packet's reinjection and all that
+follows it, charged to the worker's CPU time in bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import struct
+import time
+
+from nfkit.netlink.codec import MessageWriter
+from nfkit.netlink.specs import nfqueue as Q
+from nfkit.nfgrep.engine import Engine
+from nfkit.nfgrep.live import FlowJudge, serve
+from nfkit.nfgrep.loader import load_rules
+from nfkit.nfgrep.registry import DEFAULT_MARK_MASK, Registry, direction_bit
+from nfkit.nfqueue import wire
+
+REQUEST = b"GET /x HTTP/1.0\r\nHost: bench.example\r\nUser-Agent: nfkit-bench\r\n\r\n"
+BODY = b"hello from nfkit\n" * 8
+REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
+
+
+def ip_tcp(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, payload: bytes,
+           flags: int = 0x18) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
+    return ip + tcp + payload
+
+
+def message(pid: int, payload: bytes, mark: int = 0) -> bytes:
+    w = MessageWriter()
+    w.begin(Q.PACKET, 0, family=2, res_id=0)
+    w.binary(1, wire.packet_hdr(pid, 0x0800, 0))
+    w.be32(5, 3)
+    w.be32(6, 4)
+    if mark:
+        w.be32(3, mark)
+    w.binary(9, struct.pack(">H2x8s", 6, b"\x02\x00\x00\x00\x00\x01\x00\x00"))
+    w.binary(10, payload)
+    w.end()
+    return bytes(w.buffer)
+
+
+def flows(n: int) -> list[bytes]:
+    reply_bit = direction_bit(DEFAULT_MARK_MASK)
+    out = []
+    server = bytes([198, 51, 100, 1])
+    for i in range(n):
+        client, port = bytes([192, 0, 2, 40 + i % 8]), 10000 + i % 50000
+        out.append(message(2 * i + 1, ip_tcp(client, server, port, 8080, 1000, 2000, REQUEST)))
+        out.append(message(2 * i + 2, ip_tcp(server, client, 8080, port, 2000, 1000 + len(REQUEST),
+                                            REPLY, 0x19), reply_bit))
+    return out
+
+
+class Verdicts:
+    """Stands in for the queue: the verdicts' bytes, joined per flush as for one sendmsg."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.sent = 0
+
+    def verdict(self, pid: int, verdict: int, mark: int | None = None) -> None:
+        self.out.append(wire.verdict_bytes(0, pid, verdict, mark))
+
+    def flush(self) -> None:
+        if self.out:
+            self.sent += len(b"".join(self.out))
+            self.out.clear()
+
+
+def run(engine: Engine, messages: list[bytes], batch: int) -> float:
+    judge = FlowJudge(engine, Registry())
+    layouts = wire.PacketLayouts()
+    q = Verdicts()
+    t0 = time.process_time()
+    for lo in range(0, len(messages), batch):
+        pkts = []
+        for raw in messages[lo:lo + batch]:
+            _, pid, mark, cap_len, skb, start, stop = layouts.decode(raw, 16, len(raw))
+            pkts.append((pid, mark, cap_len, skb, raw[start:stop]))
+        serve(judge, pkts, q, DEFAULT_MARK_MASK)
+    seconds = time.process_time() - t0
+    assert judge.counts["decided"] == len(messages) // 2, judge.counts
+    return seconds / (len(messages) // 2) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1)
+    args = ap.parse_args()
+    engine = Engine(load_rules(None))
+    messages = flows(args.flows)
+    gc.collect()
+    gc.freeze()
+    times = [run(engine, messages, args.batch) for _ in range(args.runs)]
+    print(f"worker Python per flow (2 queued packets): median {statistics.median(times):.1f} us "
+          f"(runs: {', '.join(f'{t:.1f}' for t in times)}; batch {args.batch}; shared machine, noisy)")
+
+
+if __name__ == "__main__":
+    main()

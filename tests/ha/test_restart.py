@@ -1,0 +1,50 @@
+"""A restarted peer is told the whole table, whatever number it starts at.
+
+conntrackd numbers its messages from the Unix time of its first one, and a
+quiet conntrackd sends about one message a second (ALIVE): the first number of
+a restarted conntrackd can be exactly the one after the last number of its
+previous run.  The sign of a restart is a HELLO from a peer that had finished
+its handshake (stopped saying HELLO), not a gap in the numbering.
+"""
+
+from __future__ import annotations
+
+from nfkit.conntrack.table import ConntrackTable
+from nfkit.ha import wire
+from nfkit.ha.engine import Options, Peer, SyncEngine
+from nfkit.ha.ftfw import FtfwSession
+from nfkit.ha.spec import NO_FLAGS, Flag, MsgType
+from nfkit.lab import Namespace
+
+
+def alive(seq: int, flags: Flag = NO_FLAGS) -> bytes:
+    return wire.encode_datagram([wire.ControlMessage(Flag.ALIVE | flags, seq)])
+
+
+def test_a_peer_restarting_on_the_next_number_still_gets_the_table(netns: Namespace) -> None:
+    with netns.enter():
+        table = ConntrackTable()
+    engine = SyncEngine(table, Options(hello_bulk=True))
+    sent: list[bytes] = []
+    peer = Peer("peer", FtfwSession(seq=500), lambda d: sent.append(d) or True)
+    engine.add_peer(peer)
+    engine.internal[("an entry",)] = wire.StateMessage(
+        MsgType.CT_NEW, {"ipv4": ("192.0.2.1", "198.51.100.1"), "l4proto": 17, "port": (1000, 53)}).body
+    try:
+        t0 = 1_700_000_000
+        engine.on_datagram(peer, alive(t0, Flag.HELLO))  # the peer starts: HELLO
+        assert _states(sent) == 1  # it is told the table
+        engine.on_datagram(peer, alive(t0 + 1, Flag.HELLO))  # still saying HELLO: nothing new
+        engine.on_datagram(peer, alive(t0 + 2))  # it heard HELLO_BACK: quiet ALIVEs
+        engine.on_datagram(peer, alive(t0 + 3))
+        sent.clear()
+        # restarted: its first number is the Unix time, which happens to follow t0 + 3
+        engine.on_datagram(peer, alive(t0 + 4, Flag.HELLO))
+        assert _states(sent) == 1, "a restarted peer whose numbering runs on was not sent the table"
+    finally:
+        engine.close()
+        table.close()
+
+
+def _states(datagrams: list[bytes]) -> int:
+    return sum(isinstance(m, wire.StateMessage) for d in datagrams for m in wire.decode_datagram(d))
