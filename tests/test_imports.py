@@ -168,6 +168,7 @@ NFTABLES_LAYERS = [
     ["commits"],                              # batches sent, single-rule changes
     ["diffs"],                                # smallest change sets, apply
     ["transaction"],                          # the public names of the three above
+    ["monitor", "trace"],                     # change events and traced packets, as nft
 ]
 
 

@@ -237,3 +237,13 @@ def flush(family: str | None, table: str | None) -> None:
 
 
 rules.add_command(element)
+
+
+def _add_monitor() -> None:
+    from nfkit.cli.monitor import monitor, trace
+
+    rules.add_command(monitor)
+    rules.add_command(trace)
+
+
+_add_monitor()

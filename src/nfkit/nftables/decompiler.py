@@ -285,6 +285,13 @@ class RuleDecoder:
             right = stmt["match"]["right"]
             if _L4_ALIASES.get(right, right) == proto:
                 self.drop.add(self.dep_l4)
+                # icmp (icmpv6) in an inet table also needed its network protocol: nft
+                # lists neither dependency
+                l3 = {"icmp": "ipv4", "icmpv6": "ipv6"}.get(proto)
+                if l3 is not None and self.dep_l3 is not None and \
+                        self.out[self.dep_l3]["match"]["right"] == l3:
+                    self.drop.add(self.dep_l3)
+                    self.dep_l3 = None
             self.dep_l4 = None
             if proto in ("icmp", "icmpv6"):  # in inet, nft's icmp dependency names the family
                 self._kill_dep({"icmp": "ip", "icmpv6": "ip6"}[proto])

@@ -12,24 +12,27 @@ from typing import Any
 from nfkit.nftables.model import Ruleset
 from nfkit.nftables.types import bytes_unit
 
-_PRIO = {"filter": 0, "raw": -300, "mangle": -150, "dstnat": -100, "security": 50,
-         "srcnat": 100}
-
-
-_BRIDGE_PRIO = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
+# nft's standard priorities in the order it tries them, with the hooks each is named
+# for (None: every hook); the bridge family has its own.
+_STD_PRIOS = [("raw", -300, None), ("mangle", -150, None), ("dstnat", -100, ("prerouting",)),
+              ("filter", 0, None), ("security", 50, None), ("srcnat", 100, ("postrouting",))]
+_BRIDGE_PRIOS = [("dstnat", -300, ("prerouting",)), ("filter", -200, None), ("out", 100, ("output",)),
+                 ("srcnat", 300, ("postrouting",))]
 
 
 def _prio(c: Any) -> str:
-    if getattr(c, "family", None) == "bridge":  # nft names the bridge family's own numbers
-        return {v: k for k, v in _BRIDGE_PRIO.items()}.get(c.prio, str(c.prio))
-    names = {v: k for k, v in _PRIO.items()}
-    if c.hook == "postrouting" and c.prio == 100:
-        return "srcnat"
-    if c.hook == "prerouting" and c.prio == -100:
-        return "dstnat"
-    if c.prio in names and c.prio not in (100, -100):
-        return names[c.prio]
-    return str(c.prio)
+    """A base chain's priority as nft lists it: a standard priority of its family and
+    hook within 10 of the number by name ("filter + 10"), else the number."""
+    prio = int(c.prio or 0)
+    std = _BRIDGE_PRIOS if c.family == "bridge" else \
+        [p for p in _STD_PRIOS if p[0] == "filter"] if c.family == "netdev" else _STD_PRIOS
+    for name, value, hooks in std:
+        if hooks is not None and c.hook not in hooks:
+            continue
+        if abs(prio - value) <= 10:
+            off = prio - value
+            return name if not off else f"{name} {'+' if off > 0 else '-'} {abs(off)}"
+    return str(prio)
 
 
 _UNQUALIFIED = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}

@@ -185,6 +185,15 @@ class NatRangeFlags(enum.IntFlag):
     NETMAP = 1 << 6
 
 
+class TraceType(enum.IntEnum):
+    """enum nft_trace_types (NFTA_TRACE_TYPE of an NFT_MSG_TRACE event)"""
+
+    UNSPEC = 0
+    POLICY = 1
+    RETURN = 2
+    RULE = 3
+
+
 ENUMS: list[tuple[type[enum.IntEnum] | type[enum.IntFlag], str, str | None, str]] = [
     (CmpOp, _H, "nft_cmp_ops", "NFT_CMP_"),
     (RangeOp, _H, "nft_range_ops", "NFT_RANGE_"),
@@ -196,6 +205,7 @@ ENUMS: list[tuple[type[enum.IntEnum] | type[enum.IntFlag], str, str | None, str]
     (ChainFlags, _H, "nft_chain_flags", "NFT_CHAIN_"),
     (SetFlags, _H, "nft_set_flags", "NFT_SET_"),
     (NatRangeFlags, "linux/netfilter/nf_nat.h", None, "NF_NAT_RANGE_"),
+    (TraceType, _H, "nft_trace_types", "NFT_TRACETYPE_"),
 ]
 
 
@@ -592,6 +602,28 @@ GEN = _attrset("gen", {
 })
 
 
+# NFT_MSG_TRACE, multicast to NFNLGRP_NFTRACE for packets with nftrace set
+TRACE = _attrset("trace", {
+    1: ("table", K.STRING),
+    2: ("chain", K.STRING),
+    3: ("rule_handle", K.BE64),
+    4: ("type", K.BE32, {"enum": TraceType}),
+    5: ("verdict", K.NESTED, VERDICT),
+    6: ("id", K.BE32),
+    7: ("ll_header", K.BINARY),
+    8: ("network_header", K.BINARY),
+    9: ("transport_header", K.BINARY),
+    10: ("iif", K.BE32),
+    11: ("iiftype", K.BE16),
+    12: ("oif", K.BE32),
+    13: ("oiftype", K.BE16),
+    14: ("mark", K.BE32),
+    15: ("nfproto", K.BE32),
+    16: ("policy", K.BE32),
+    17: ("pad", K.BINARY),
+})
+
+
 TARGET = _attrset("target", {
     1: ("name", K.STRING),
     2: ("rev", K.BE32),
@@ -727,6 +759,7 @@ UAPI: list[tuple] = [
     (NUMGEN, _H, "nft_ng_attributes", "NFTA_NG_"),
     (OBJ, _H, "nft_object_attributes", "NFTA_OBJ_"),
     (GEN, _H, "nft_gen_attributes", "NFTA_GEN_"),
+    (TRACE, _H, "nft_trace_attributes", "NFTA_TRACE_"),
     (TARGET, _COMPAT, "nft_target_attributes", "NFTA_TARGET_"),
     (CT_HELPER, _H, "nft_ct_helper_attributes", "NFTA_CT_HELPER_"),
     (CT_TIMEOUT, _H, "nft_ct_timeout_timeout_attributes", "NFTA_CT_TIMEOUT_"),
