@@ -67,7 +67,7 @@ def test_a_reversed_value_has_no_slot() -> None:
     rule = [{"match": {"op": "<", "left": {"meta": {"key": "mark"}}, "right": 5}}]
     rc = RuleCompiler("ip", "t")
     rc.compile(rule)
-    assert rc._last_slot is None
+    assert rc.slots == []
 
 
 def test_icmp_type_dependency_is_per_rule() -> None:
