@@ -88,3 +88,20 @@ def test_icmp_type_dependency_is_per_rule() -> None:
     assert got == [(1, ["meta", "cmp", "payload", "lookup", "payload", "cmp"]),
                    (0, ["meta", "cmp", "payload", "cmp", "payload", "cmp"]),
                    (1, ["meta", "cmp", "payload", "lookup", "payload", "cmp"])]
+
+
+def test_reject_follows_the_context_of_each_rule() -> None:
+    """In an inet table `reject` is icmpx with no network protocol known, icmp after
+    `ip daddr ...` (as nft): a reject compiled before for another context is not reused."""
+    ip_daddr = {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                          "right": "192.0.2.1"}}
+    rules = [[{"reject": None}], [ip_daddr, {"reject": None}],
+             [{"reject": {"type": "tcp reset"}}],
+             [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+              {"reject": {"type": "tcp reset"}}], [{"reject": None}]]
+    rc = RuleCompiler("inet", "t")
+    for rule in rules:
+        assert rc.compile(rule)[0] == RuleCompiler("inet", "t").compile(rule)[0]
+    assert [name for name, _ in parse_exprs(b"".join(rc.compile(rules[1])[0]))][-1] == "reject"
+    assert dict(parse_exprs(b"".join(rc.compile(rules[1])[0]))[-1][1])["type"] == \
+        (0).to_bytes(4, "big")  # NFT_REJECT_ICMP_UNREACH, not icmpx

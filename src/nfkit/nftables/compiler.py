@@ -325,14 +325,19 @@ class RuleCompiler:
                             (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
                     continue
             elif kind in _CONST_STMTS:
-                key2 = kind if body is None else repr(stmt)
+                key2: Any = kind if body is None else repr(stmt)
+                if kind == "reject":  # its icmp kind and dependencies follow the context
+                    key2 = (key2, ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan)
                 hit = cache.get(key2)
                 if hit is None:
                     n0 = len(out)
                     check_statement(kind, body)
                     getattr(self, "_st_" + kind)(ctx, body, out)
-                    hit = cache[key2] = StatementTemplate.of(cut(out[n0:], [], _fast_encoder))
+                    hit = cache[key2] = StatementTemplate.of(
+                        cut(out[n0:], [], _fast_encoder), (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
                     del out[n0:]
+                elif kind == "reject":
+                    ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = hit.context
                 out.append(hit.head)
                 continue
             fn = getattr(self, "_st_" + kind.replace(" ", "_"), None)
