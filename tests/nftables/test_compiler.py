@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nfkit.netlink.codec import Batch
 from nfkit.nftables.compiler import RuleCompiler
 from nfkit.nftables.expressions import parse_exprs
@@ -105,3 +107,18 @@ def test_reject_follows_the_context_of_each_rule() -> None:
     assert [name for name, _ in parse_exprs(b"".join(rc.compile(rules[1])[0]))][-1] == "reject"
     assert dict(parse_exprs(b"".join(rc.compile(rules[1])[0]))[-1][1])["type"] == \
         (0).to_bytes(4, "big")  # NFT_REJECT_ICMP_UNREACH, not icmpx
+
+
+def test_a_wildcard_name_after_a_full_name_compares_its_prefix() -> None:
+    """`iifname != "lo"` then `iifname != "veth*"`: the second compares the 4 bytes
+    "veth" (as nft), not a 16-byte name patched into the first one's template (whose
+    attribute lengths would not match its value)."""
+    def rule(name: str) -> list[dict[str, Any]]:
+        return [{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": name}},
+                {"drop": None}]
+
+    rc = RuleCompiler("ip", "t")
+    for name in ("lo", "veth*", "eth0", "ppp*"):
+        assert rc.compile(rule(name))[0] == RuleCompiler("ip", "t").compile(rule(name))[0]
+    cmp_data = dict(parse_exprs(b"".join(rc.compile(rule("veth*"))[0]))[1][1])["data"]
+    assert b"veth" in cmp_data and b"veth\0" not in cmp_data

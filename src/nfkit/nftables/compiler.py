@@ -300,13 +300,16 @@ class RuleCompiler:
                     tpl = cache.get(key)
                     if tpl is not None:
                         head, vslot, tail, after = tpl
-                        ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = after
                         try:
                             v = vslot.encode(right)  # type: ignore[union-attr]
                         except Exception:
                             v = self._shifted(vslot.operand, right)  # type: ignore[union-attr]
-                        out += (head, v, tail)
-                        continue
+                        # a value of another width (`iifname "veth*"` compares only
+                        # "veth") is not this template's: compiled in full below
+                        if len(v) == vslot.width:  # type: ignore[union-attr]
+                            ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = after
+                            out += (head, v, tail)
+                            continue
                     n0 = len(out)
                     k0 = len(slots)
                     check_statement(kind, body)
