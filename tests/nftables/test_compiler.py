@@ -122,3 +122,22 @@ def test_a_wildcard_name_after_a_full_name_compares_its_prefix() -> None:
         assert rc.compile(rule(name))[0] == RuleCompiler("ip", "t").compile(rule(name))[0]
     cmp_data = dict(parse_exprs(b"".join(rc.compile(rule("veth*"))[0]))[1][1])["data"]
     assert b"veth" in cmp_data and b"veth\0" not in cmp_data
+
+
+def test_ether_type_sets_the_context_of_its_own_rule() -> None:
+    """`ether type ip6` then `ether type ip reject`: the reject of the second rule is
+    icmp (its network protocol is ip), not icmpv6 from the first rule's context."""
+    def et(value: str) -> dict[str, Any]:
+        return {"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "type"}},
+                          "right": value}}
+
+    for family in ("ip6", "bridge", "netdev"):
+        for warm_path in (True, False):
+            rc = RuleCompiler(family, "t")
+            for rule in ([et("ip6")], [et("ip"), {"reject": None}],
+                         [{"match": {"op": "==", "left": {"meta": {"key": "protocol"}},
+                                     "right": "ip6"}}],
+                         [{"match": {"op": "==", "left": {"meta": {"key": "protocol"}},
+                                     "right": "ip"}}, {"reject": None}]):
+                got = (rc.compile if warm_path else rc._compile)(rule)[0]
+                assert got == RuleCompiler(family, "t")._compile(rule)[0], (family, rule)

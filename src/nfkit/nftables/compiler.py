@@ -1568,10 +1568,13 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
 
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
                 "masquerade", "log", "limit", "reject"}
+# Matches whose value sets the protocol context (`ether type ip` vs `ether type ip6`):
+# no template, whose context after it would be the first value's.
 _DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
-              {"meta": {"key": "iiftype"}},
+              {"meta": {"key": "iiftype"}}, {"meta": {"key": "protocol"}},
               {"payload": {"protocol": "ip", "field": "protocol"}},
-              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
+              {"payload": {"protocol": "ip6", "field": "nexthdr"}},
+              {"payload": {"protocol": "ether", "field": "type"}}]
 
 
 # ---- set types -------------------------------------------------------------------
