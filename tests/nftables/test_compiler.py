@@ -141,3 +141,17 @@ def test_ether_type_sets_the_context_of_its_own_rule() -> None:
                                      "right": "ip"}}, {"reject": None}]):
                 got = (rc.compile if warm_path else rc._compile)(rule)[0]
                 assert got == RuleCompiler(family, "t")._compile(rule)[0], (family, rule)
+
+
+def test_a_cached_icmp_type_match_still_drops_the_type_dependency() -> None:
+    """`icmp type echo-request icmp id 0` after a rule `icmp type echo-request`: the
+    type matched from the statement cache still tells `icmp id` that nft adds no
+    `icmp type { echo-reply, echo-request }` dependency (no anonymous set)."""
+    def m(f: str, v: object) -> dict[str, Any]:
+        return {"match": {"left": {"payload": {"protocol": "icmp", "field": f}}, "right": v}}
+
+    rc = RuleCompiler("ip", "t")
+    rc._compile([m("type", "echo-request")])
+    exprs, sets = rc._compile([m("type", "echo-request"), m("id", 0)])
+    assert sets == [] and exprs == RuleCompiler("ip", "t")._compile(
+        [m("type", "echo-request"), m("id", 0)])[0]

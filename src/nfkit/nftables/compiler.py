@@ -294,9 +294,10 @@ class RuleCompiler:
                     p = left.get("payload") if type(left) is dict and len(left) == 1 else None
                     if p is not None and len(p) == 2:
                         key: Any = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="),
-                                    p.get("protocol"), p.get("field"))
+                                    p.get("protocol"), p.get("field"), ctx.icmp_type)
                     else:
-                        key = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="), _left_key(left))
+                        key = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="),
+                               _left_key(left), ctx.icmp_type)
                     tpl = cache.get(key)
                     if tpl is not None:
                         head, vslot, tail, after = tpl
@@ -307,7 +308,7 @@ class RuleCompiler:
                         # a value of another width (`iifname "veth*"` compares only
                         # "veth") is not this template's: compiled in full below
                         if len(v) == vslot.width:  # type: ignore[union-attr]
-                            ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = after
+                            ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, ctx.icmp_type = after
                             out += (head, v, tail)
                             continue
                     n0 = len(out)
@@ -325,7 +326,7 @@ class RuleCompiler:
                             and (key[4] in ("==", "!=") or slot.op.dt.big_endian)):
                         cache[key] = StatementTemplate.of(
                             cut(out[n0:], [slot], _fast_encoder, base=n0),
-                            (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
+                            (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, ctx.icmp_type))
                     continue
             elif kind in _CONST_STMTS:
                 key2: Any = kind if body is None else repr(stmt)
