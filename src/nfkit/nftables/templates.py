@@ -21,8 +21,9 @@ the fast listing finds them) into the core's `Layout`: every later message equal
 to it but in those slots is recognised and its values read by `struct`, a run
 of them at a time.
 
-It stands on the netlink core and the spec; it must not know about statements
-or batches beyond the writer it appends to.
+It stands on the netlink core, the spec and the expressions; the compiler stands
+on it.  It must not know the compiler, statements or batches beyond the writer
+it appends to.
 """
 
 from __future__ import annotations
