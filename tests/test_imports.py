@@ -156,8 +156,10 @@ NFTABLES_LAYERS = [
     #                                           dump requests; SIGINT held, scratch commits
     ["validate", "schema"],                   # every value checked; every key encoded
     ["expressions", "jsonfmt", "textfmt"],    # the kernel's expressions; the formats
+    ["templates"],                            # value slots -> statement and rule templates,
+    #                                           the core's Template and Layout
     ["compiler", "decompiler"],               # statements -> expressions, and back
-    ["templates", "shapes"],                  # value slots -> the core's Template; shapes
+    ["shapes"],                               # rule shapes learned from the compiler
     ["messages"],                             # model <-> NEW*/DEL* messages
     ["bulkjson"],                             # big JSON files, read as templates
     ["nfttext"],                              # nft's own text in, as JSON commands

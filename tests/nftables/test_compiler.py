@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nfkit.netlink.codec import Batch
 from nfkit.nftables.compiler import RuleCompiler
 from nfkit.nftables.expressions import parse_exprs
@@ -67,7 +69,7 @@ def test_a_reversed_value_has_no_slot() -> None:
     rule = [{"match": {"op": "<", "left": {"meta": {"key": "mark"}}, "right": 5}}]
     rc = RuleCompiler("ip", "t")
     rc.compile(rule)
-    assert rc._last_slot is None
+    assert rc.slots == []
 
 
 def test_icmp_type_dependency_is_per_rule() -> None:
@@ -88,3 +90,69 @@ def test_icmp_type_dependency_is_per_rule() -> None:
     assert got == [(1, ["meta", "cmp", "payload", "lookup", "payload", "cmp"]),
                    (0, ["meta", "cmp", "payload", "cmp", "payload", "cmp"]),
                    (1, ["meta", "cmp", "payload", "lookup", "payload", "cmp"])]
+
+
+def test_reject_follows_the_context_of_each_rule() -> None:
+    """In an inet table `reject` is icmpx with no network protocol known, icmp after
+    `ip daddr ...` (as nft): a reject compiled before for another context is not reused."""
+    ip_daddr = {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                          "right": "192.0.2.1"}}
+    rules = [[{"reject": None}], [ip_daddr, {"reject": None}],
+             [{"reject": {"type": "tcp reset"}}],
+             [{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+              {"reject": {"type": "tcp reset"}}], [{"reject": None}]]
+    rc = RuleCompiler("inet", "t")
+    for rule in rules:
+        assert rc.compile(rule)[0] == RuleCompiler("inet", "t").compile(rule)[0]
+    assert [name for name, _ in parse_exprs(b"".join(rc.compile(rules[1])[0]))][-1] == "reject"
+    assert dict(parse_exprs(b"".join(rc.compile(rules[1])[0]))[-1][1])["type"] == \
+        (0).to_bytes(4, "big")  # NFT_REJECT_ICMP_UNREACH, not icmpx
+
+
+def test_a_wildcard_name_after_a_full_name_compares_its_prefix() -> None:
+    """`iifname != "lo"` then `iifname != "veth*"`: the second compares the 4 bytes
+    "veth" (as nft), not a 16-byte name patched into the first one's template (whose
+    attribute lengths would not match its value)."""
+    def rule(name: str) -> list[dict[str, Any]]:
+        return [{"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": name}},
+                {"drop": None}]
+
+    rc = RuleCompiler("ip", "t")
+    for name in ("lo", "veth*", "eth0", "ppp*"):
+        assert rc.compile(rule(name))[0] == RuleCompiler("ip", "t").compile(rule(name))[0]
+    cmp_data = dict(parse_exprs(b"".join(rc.compile(rule("veth*"))[0]))[1][1])["data"]
+    assert b"veth" in cmp_data and b"veth\0" not in cmp_data
+
+
+def test_ether_type_sets_the_context_of_its_own_rule() -> None:
+    """`ether type ip6` then `ether type ip reject`: the reject of the second rule is
+    icmp (its network protocol is ip), not icmpv6 from the first rule's context."""
+    def et(value: str) -> dict[str, Any]:
+        return {"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "type"}},
+                          "right": value}}
+
+    for family in ("ip6", "bridge", "netdev"):
+        for warm_path in (True, False):
+            rc = RuleCompiler(family, "t")
+            for rule in ([et("ip6")], [et("ip"), {"reject": None}],
+                         [{"match": {"op": "==", "left": {"meta": {"key": "protocol"}},
+                                     "right": "ip6"}}],
+                         [{"match": {"op": "==", "left": {"meta": {"key": "protocol"}},
+                                     "right": "ip"}}, {"reject": None}]):
+                got = (rc.compile if warm_path else rc._compile)(rule)[0]
+                assert b"".join(got) == b"".join(RuleCompiler(family, "t")._compile(rule)[0]), \
+                    (family, rule)
+
+
+def test_a_cached_icmp_type_match_still_drops_the_type_dependency() -> None:
+    """`icmp type echo-request icmp id 0` after a rule `icmp type echo-request`: the
+    type matched from the statement cache still tells `icmp id` that nft adds no
+    `icmp type { echo-reply, echo-request }` dependency (no anonymous set)."""
+    def m(f: str, v: object) -> dict[str, Any]:
+        return {"match": {"left": {"payload": {"protocol": "icmp", "field": f}}, "right": v}}
+
+    rc = RuleCompiler("ip", "t")
+    rc._compile([m("type", "echo-request")])
+    exprs, sets = rc._compile([m("type", "echo-request"), m("id", 0)])
+    assert sets == [] and b"".join(exprs) == b"".join(RuleCompiler("ip", "t")._compile(
+        [m("type", "echo-request"), m("id", 0)])[0])

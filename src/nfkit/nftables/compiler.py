@@ -76,6 +76,7 @@ from nfkit.nftables.expressions import (
 )
 from nfkit.nftables.model import Set
 from nfkit.nftables.schema import DYNSET_STATEMENTS, check_statement
+from nfkit.nftables.templates import Chunks, StatementTemplate, ValueSlot, cut
 from nfkit.nftables.types import (
     BYTE_UNITS,
     CT,
@@ -147,18 +148,6 @@ class AnonSet:
         return sum(reg_size(s) for s in self.key_sizes)
 
 
-@dataclass
-class ValueSlot:
-    """Where the compiler put a statement's value: expression ``index`` of the rule's
-    list, ``width`` bytes at ``offset`` in it, encoded by ``op``'s datatype.  Recorded
-    when the expression is emitted (templates patch values there)."""
-
-    index: int
-    offset: int
-    width: int
-    op: Operand
-
-
 class CompileCtx:
     """Protocol context while one rule is compiled (what is known about the packet)."""
 
@@ -195,10 +184,11 @@ class RuleCompiler:
         self.counter = counter if counter is not None else [0]
         self.set_ids = set_ids if set_ids is not None else [0]
         self.set_types: dict[str, Any] = {}
-        self._cache: dict[Any, Any] = {}
-        self._rules: dict[Any, Any] = {}  # rule shape -> template (None: no template)
+        self._cache: dict[Any, StatementTemplate] = {}  # statement key -> its template
+        self._rules: dict[Any, Any] = {}  # rule shape -> Chunks (None: no template)
         self._last_operand: Operand | None = None
-        self._last_slot: ValueSlot | None = None  # the value the last match emitted
+        # the value slots of the rule being compiled, recorded as they are emitted
+        self.slots: list[ValueSlot] = []
         self.named_sets: dict[str, Any] = {}  # name -> model Set (for map data types)
 
     # ---- entry point -------------------------------------------------------------
@@ -235,23 +225,23 @@ class RuleCompiler:
                     return [b"".join(parts)], []
         return self._compile(stmts)
 
-    def rule_template(self, key: Any, stmts: list[dict[str, Any]]) -> Any:
-        """The template of rule shape ``key`` (of `_rule_shape`), compiled from
-        ``stmts`` the first time: (static chunks, [(encoder, size, operand)]) or None."""
+    def rule_template(self, key: Any, stmts: list[dict[str, Any]]) -> Chunks | None:
+        """The template of rule shape ``key`` (of `rule_shape`), compiled from
+        ``stmts`` the first time: `templates.Chunks` (static chunks around value
+        slots) or None."""
         tpl = self._rules.get(key, _MISSING)
         if tpl is _MISSING:
             tpl = self._rules[key] = self._rule_template(stmts)
         return tpl
 
-    def _rule_template(self, stmts: list[dict[str, Any]]) -> Any:
-        """(static chunks, value slots) of a rule made only of payload matches with
+    def _rule_template(self, stmts: list[dict[str, Any]]) -> Chunks | None:
+        """The chunks around the value slots of a rule made only of payload matches with
         scalar values and constant statements, or None when it cannot be one."""
         ctx = CompileCtx(self.family, self.table)
         if self.family in ("ip", "ip6"):
             ctx.l3 = self.family
-        statics: list[bytes] = []
-        slots: list[tuple[Any, int, Operand]] = []
         cur: list[bytes] = []
+        self.slots = []
         try:
             for stmt in stmts:
                 for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
@@ -268,21 +258,18 @@ class RuleCompiler:
                         or type(left["payload"]) is not dict or len(left["payload"]) != 2
                         or type(right) not in (int, str) or str(right)[:1] == "@"):
                     return None
+                k0 = len(self.slots)
                 self._st_match(ctx, body, cur)
-                slot = self._last_slot
-                if slot is None or slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
+                if len(self.slots) != k0 + 1:
                     return None
-                cmp_b = cur[-1]
-                cur[-1] = cmp_b[: slot.offset]
-                statics.append(b"".join(cur))
-                slots.append((_fast_encoder(slot.op), slot.width, slot.op))
-                cur = [cmp_b[slot.offset + slot.width:]]
+                slot = self.slots[k0]
+                if slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
+                    return None
         except (InputError, TypeError, KeyError, ValueError, AttributeError):
             return None  # the general path reports it
         if ctx.sets:
             return None
-        statics.append(b"".join(cur))
-        return statics, slots
+        return cut(cur, self.slots, _fast_encoder)
 
     def _compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
         ctx = CompileCtx(self.family, self.table)
@@ -290,6 +277,7 @@ class RuleCompiler:
             ctx.l3 = self.family
         out: list[bytes] = []
         cache = self._cache
+        slots = self.slots = []
         for stmt in stmts:
             if type(stmt) is not dict or len(stmt) != 1:
                 raise InputError(f"statement {stmt!r} is not an object with one key")
@@ -306,23 +294,28 @@ class RuleCompiler:
                     p = left.get("payload") if type(left) is dict and len(left) == 1 else None
                     if p is not None and len(p) == 2:
                         key: Any = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="),
-                                    p.get("protocol"), p.get("field"))
+                                    p.get("protocol"), p.get("field"), ctx.icmp_type)
                     else:
-                        key = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="), _left_key(left))
+                        key = (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, body.get("op", "=="),
+                               _left_key(left), ctx.icmp_type)
                     tpl = cache.get(key)
                     if tpl is not None:
-                        prefix_head, fast, pad, op, after = tpl
-                        ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = after
+                        head, vslot, tail, after = tpl
                         try:
-                            v = fast(right)
+                            v = vslot.encode(right)  # type: ignore[union-attr]
                         except Exception:
-                            v = self._shifted(op, right)
-                        out += (prefix_head, v, pad)
-                        continue
+                            v = self._shifted(vslot.operand, right)  # type: ignore[union-attr]
+                        # a value of another width (`iifname "veth*"` compares only
+                        # "veth") is not this template's: compiled in full below
+                        if len(v) == vslot.width:  # type: ignore[union-attr]
+                            ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, ctx.icmp_type = after
+                            out += (head, v, tail)
+                            continue
                     n0 = len(out)
+                    k0 = len(slots)
                     check_statement(kind, body)
                     self._st_match(ctx, body, out)
-                    slot = self._last_slot
+                    slot = slots[k0] if len(slots) == k0 + 1 else None
                     # A relational match on a host-order value compares it in network
                     # order (byteorder): the slot's bytes are not the value's own then,
                     # so no template from it (only == and != keep host order).
@@ -331,22 +324,25 @@ class RuleCompiler:
                                      in ICMP_TYPE_DEPS)  # its dependency depends on the rule
                             and slot.index == len(out) - 1 and slot.op.dt.kind != "bitmask"
                             and (key[4] in ("==", "!=") or slot.op.dt.big_endian)):
-                        cmp_b = out[-1]
-                        cache[key] = (b"".join(out[n0:-1]) + cmp_b[: slot.offset],
-                                      _fast_encoder(slot.op), cmp_b[slot.offset + slot.width:],
-                                      slot.op, (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
+                        cache[key] = StatementTemplate.of(
+                            cut(out[n0:], [slot], _fast_encoder, base=n0),
+                            (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan, ctx.icmp_type))
                     continue
             elif kind in _CONST_STMTS:
-                key2 = kind if body is None else repr(stmt)
+                key2: Any = kind if body is None else repr(stmt)
+                if kind == "reject":  # its icmp kind and dependencies follow the context
+                    key2 = (key2, ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan)
                 hit = cache.get(key2)
                 if hit is None:
                     n0 = len(out)
                     check_statement(kind, body)
                     getattr(self, "_st_" + kind)(ctx, body, out)
-                    cache[key2] = b"".join(out[n0:])
+                    hit = cache[key2] = StatementTemplate.of(
+                        cut(out[n0:], [], _fast_encoder), (ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan))
                     del out[n0:]
-                    hit = cache[key2]
-                out.append(hit)
+                elif kind == "reject":
+                    ctx.l3, ctx.l4, ctx.iiftype, ctx.vlan = hit.context
+                out.append(hit.head)
                 continue
             fn = getattr(self, "_st_" + kind.replace(" ", "_"), None)
             if fn is None:
@@ -749,7 +745,6 @@ class RuleCompiler:
         opname = body.get("op", "==")
         left, right = body["left"], body["right"]
         # Explicit protocol matches are dependencies already satisfied.
-        self._last_slot = None
         if isinstance(right, bool) and isinstance(left, dict) and len(left) == 1 and \
                 next(iter(left)) in EXTHDR_OPS:
             # `exthdr frag exists`, `tcp option sack-perm exists`: NFT_EXTHDR_F_PRESENT.
@@ -858,7 +853,7 @@ class RuleCompiler:
             return
         b, offset = cmp_slot(1, CMP_OPS[opname], value)
         out.append(b)
-        self._last_slot = ValueSlot(len(out) - 1, offset, len(value), op)
+        self.slots.append(ValueSlot(len(out) - 1, offset, len(value), op))
 
     def _lookup(self, name: str, sreg: int, dreg: int | None, inv: bool,
                 set_id: int | None = None) -> bytes:
@@ -1574,10 +1569,13 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
 
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
                 "masquerade", "log", "limit", "reject"}
+# Matches whose value sets the protocol context (`ether type ip` vs `ether type ip6`):
+# no template, whose context after it would be the first value's.
 _DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
-              {"meta": {"key": "iiftype"}},
+              {"meta": {"key": "iiftype"}}, {"meta": {"key": "protocol"}},
               {"payload": {"protocol": "ip", "field": "protocol"}},
-              {"payload": {"protocol": "ip6", "field": "nexthdr"}}]
+              {"payload": {"protocol": "ip6", "field": "nexthdr"}},
+              {"payload": {"protocol": "ether", "field": "type"}}]
 
 
 # ---- set types -------------------------------------------------------------------
