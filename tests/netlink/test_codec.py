@@ -263,3 +263,44 @@ def test_exact_layout_refuses_overlapping_slots():
 
     with pytest.raises(ValueError):
         Layout.exact(bytes(16), [(0, 8), (4, 4)])
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(values, st.binary(max_size=40), st.booleans()), min_size=1, max_size=6))
+def test_find_tail_keys_layouts_on_what_precedes_a_trailing_attribute(batch):
+    """`Shapes.find_tail`: a stream whose last attribute ("bin") has any length is read by the
+    layout of what precedes it (one layout for every length of the tail), values and the
+    tail's span as the generic decoder sees them; a tail not last, or missing, takes a
+    layout of the whole length; a damaged tail is refused."""
+    from nfkit.netlink.shapes import Layout, Shapes
+
+    shapes: Shapes[Layout] = Shapes(ALL, Layout, tail="bin", head=4)
+    msgs = []
+    for vals, tail, last in batch * 2:  # every layout twice, the second time with a longer tail
+        for extra in (b"", b"xyz"):
+            w = MessageWriter()
+            w.begin(0x100, family=2, res_id=7)
+            ALL.encode(w, {k: v for k, v in vals.items() if k != "bin"})
+            w.binary(14, tail + extra)
+            if not last:
+                w.u8(1, 5)
+            w.end()
+            msgs.append((bytes(w.buffer), tail + extra))
+    for raw, tail in msgs:
+        n = len(raw)
+        lay, v, start, stop = shapes.find_tail(raw, 16, n - 16)
+        want = ALL.decode(memoryview(raw)[20:])
+        assert raw[start:stop] == tail == want["bin"]
+        for key in ("u8", "be32", "str"):
+            if key in want:
+                got = v[lay.index[(key,)]]
+                assert (got.rstrip(b"\0").decode() if key == "str" else got) == want[key]
+    assert len(shapes.trailing) <= len(batch)
+    for (raw, _), (_, _, last) in zip(msgs[::2], batch * 2, strict=True):
+        if last:
+            lay = shapes.find_tail(raw, 16, len(raw) - 16)[0]
+            assert lay in shapes.trailing
+            bad = bytearray(raw)
+            struct.pack_into("=H", bad, 16 + lay.length - 4, 0xFFF0)  # the tail runs past the stream
+            with pytest.raises(DecodeError):
+                shapes.find_tail(bad, 16, len(bad) - 16)

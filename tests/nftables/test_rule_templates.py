@@ -53,3 +53,39 @@ def test_relational_on_host_order_value_after_zero() -> None:
         stmts = [{"match": {"op": "<", "left": {"ct": {"key": "expiration"}}, "right": right}},
                  {"accept": None}]
         assert _bytes(shared, stmts, False) == _bytes(RuleCompiler("inet", "t"), stmts, True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rules(), st.data())
+def test_rule_shapes_decode_as_the_decoder_does(rule, data) -> None:  # type: ignore[no-untyped-def]
+    """`RuleShapes` (the decoder's templates on the core's `Layout`): every rule decodes as
+    the general decoder does, and a rule differing only in its compared values is the
+    same shape, recognised by its layout (the values are the layout's slots)."""
+    from nfkit.errors import InputError
+    from nfkit.nftables.decompiler import RuleDecoder, RuleShapes
+    from nfkit.nftables.expressions import parse_exprs
+
+    def blob_of(r: list[dict[str, Any]]) -> bytes | None:
+        try:
+            exprs, anon = RuleCompiler("ip", "t").compile(r)
+        except InputError:
+            return None
+        return None if anon else b"".join(exprs)
+
+    first = blob_of(rule)
+    if first is None:
+        return
+    other = [dict(st_) for st_ in rule]
+    for i, st_ in enumerate(other):
+        if "match" in st_ and isinstance(st_["match"]["right"], int) and st_["match"]["left"]["payload"]["field"] == "sport":
+            other[i] = {"match": {**st_["match"], "right": data.draw(st.integers(0, 65535))}}
+    second = blob_of(other)
+    assert second is not None
+    shapes = RuleShapes()
+    for blob in (first, second, first):
+        assert shapes.decode("ip", blob, {}) == RuleDecoder("ip", {}).decode(parse_exprs(blob))
+    a, va = shapes.shape("ip", first, {})
+    b, vb = shapes.shape("ip", second, {})
+    if a is not None:
+        assert a is b and len(va) == len(a.spans) == len(vb)
+        assert list(va) == [first[s:e] for s, e in a.spans]

@@ -18,6 +18,8 @@ value.  A later stream of the same length is checked by unpacking its headers
 and comparing them (one tuple comparison, of small numbers): equal headers
 mean the same layout, so the values struct reads its values.  `Shapes` keeps the layouts by length (bounded); a consumer subclasses
 `Layout` to attach what it generates from the walk (a builder, a formatter).
+A stream whose last attribute has a length of its own (a queued packet's payload)
+has a layout keyed by what comes before it: `Shapes.find_tail`.
 """
 
 from __future__ import annotations
@@ -54,12 +56,27 @@ class Walk:
     `AttrSet.decode` would.
     """
 
-    def __init__(self, aset: AttrSet, mv: memoryview, names: Mapping[Path, Hashable] | None = None) -> None:
+    def __init__(self, aset: AttrSet, mv: memoryview, names: Mapping[Path, Hashable] | None = None,
+                 head: int = 0, tail: str | int | None = None) -> None:
+        """``head``: bytes of fixed header before the attributes (offsets count from ``mv``'s
+        start); ``tail``: a top-level attribute whose value's span ``tail_value`` records."""
         self.names = names
         self.headers: list[tuple[int, int, int]] = []  # (offset, length, type with flag bits)
         self.leaves: list[tuple[int, Hashable, Kind | None, int]] = []  # (offset, field, kind, length)
         self.spans: dict[str | int, tuple[int, int]] = {}  # top-level attribute -> (offset, aligned length)
-        self.tree = self._level(aset, mv, 0, (), top=True)
+        self.tail: tuple[int, int, int] | None = None  # the trailing attribute's header (see `cut`)
+        self.tail_name = tail
+        self.tail_value: tuple[int, int] | None = None  # (start, stop) of the last ``tail`` attribute's value
+        self.tree = self._level(aset, mv[head:], head, (), top=True)
+
+    def cut(self, at: int) -> None:
+        """Keep what lies before ``at``, the header of the stream's last top-level attribute:
+        a layout of this walk checks that attribute's type only, its length being free."""
+        self.tail = next(h for h in self.headers if h[0] == at)
+        self.headers = [h for h in self.headers if h[0] < at]
+        self.leaves = [leaf for leaf in self.leaves if leaf[0] < at]
+        self.tail_value = None
+        self.spans = {k: span for k, span in self.spans.items() if span[0] < at}
 
     def _attrs(self, where: str, mv: memoryview, base: int):  # type: ignore[no-untyped-def]
         n = len(mv)
@@ -90,6 +107,8 @@ class Walk:
             voff, vlen = base + off + NLA_HDRLEN, alen - NLA_HDRLEN
             if top:
                 self.spans[key] = (base + off, (alen + 3) & ~3)
+                if key == self.tail_name:
+                    self.tail_value = (voff, voff + vlen)
             inner = mv[off + NLA_HDRLEN:off + alen]
             if attr is None:
                 node: Any = self._leaf(path + (key,), Kind.BINARY, voff, vlen)
@@ -127,13 +146,15 @@ class Layout:
     in host order by a struct of their own: their small numbers compare fast.
     """
 
-    __slots__ = ("expected", "headers", "index", "kinds", "length", "spans", "structs", "tag", "unpack")
+    __slots__ = ("expected", "headers", "index", "kinds", "length", "spans", "structs", "tag", "tail", "unpack")
 
     def __init__(self, walk: Walk, length: int, tag: Any = None) -> None:
-        heads = _struct([(off, "HH") for off, _, _ in walk.headers], "=")
+        tail = walk.tail  # a cut walk: the trailing attribute's type is checked, not its length
+        heads = _struct([(off, "HH") for off, _, _ in walk.headers] + ([(tail[0], "2xH")] if tail else []), "=")
         self.structs: tuple[struct.Struct, struct.Struct] | None = None  # `exact` layouts' (see `run`)
         self.headers: Callable[..., tuple[int, ...]] = _unpacker(heads)
-        self.expected = tuple(v for _, alen, atype in walk.headers for v in (alen, atype))
+        self.expected = tuple(v for _, alen, atype in walk.headers for v in (alen, atype)) + (
+            (tail[2],) if tail else ())
         leaves = sorted(((off, _BIG[kind] if kind in _BIG else f"{vlen}s", field)
                          for off, field, kind, vlen in walk.leaves if kind is not Kind.FLAG), key=_first)
         self.unpack: Callable[..., tuple[Any, ...]] = _unpacker(_struct([(o, c) for o, c, _ in leaves], ">"))
@@ -142,6 +163,7 @@ class Layout:
         self.spans = walk.spans
         self.length = length
         self.tag = tag
+        self.tail = walk.tail_value  # the walk's ``tail`` value, where a layout of the whole stream has one
 
 
     @classmethod
@@ -175,6 +197,7 @@ class Layout:
         lay.spans = {}
         lay.length = len(sample)
         lay.tag = tag
+        lay.tail = None
         return lay
 
     def run(self, buf: Any, pos: int) -> tuple[int, list[tuple[bytes, ...]]]:
@@ -201,6 +224,11 @@ class Layout:
         if not count:
             return 0, []
         return count, list(zip(*reads.iter_unpack(mv[pos:pos + count * size]), strict=True))
+
+
+def _tail_span(lay: Layout, off: int, end: int) -> tuple[int, int]:
+    span = lay.tail
+    return (off + span[0], off + span[1]) if span else (end, end)
 
 
 def _padded(fields: list[tuple[int, str]], size: int) -> struct.Struct:
@@ -244,13 +272,19 @@ class Shapes(Generic[L]):
 
     def __init__(self, aset: AttrSet, make: Callable[[Walk, int, Any], L], *,
                  names: Mapping[Path, Hashable] | None = None,
-                 max_layouts: int = MAX_SHAPES, max_per_length: int = MAX_SHAPES_PER_LENGTH) -> None:
+                 max_layouts: int = MAX_SHAPES, max_per_length: int = MAX_SHAPES_PER_LENGTH,
+                 head: int = 0, tail: str | int | None = None) -> None:
+        """``head``: bytes of fixed header before the attributes (a consumer's ``make``
+        may read fields there); ``tail``: the attribute `find_tail` lets have any length."""
         self.aset = aset
         self.make = make
         self.names = names
         self.max_layouts = max_layouts
         self.max_per_length = max_per_length
+        self.head = head
+        self.tail = tail
         self.by_len: dict[int, list[L]] = {}
+        self.trailing: list[L] = []  # layouts of what comes before a trailing ``tail`` (`find_tail`)
         self.count = 0
 
     def find(self, buf: Any, off: int, length: int, tag: Any = None) -> tuple[L, tuple[Any, ...]]:
@@ -265,8 +299,44 @@ class Shapes(Generic[L]):
 
     def compile(self, buf: Any, off: int, length: int, tag: Any = None) -> L:
         """Walk and compile the stream's layout (not kept); raises DecodeError if malformed."""
-        walk = Walk(self.aset, memoryview(buf)[off:off + length], self.names)
+        walk = Walk(self.aset, memoryview(buf)[off:off + length], self.names, self.head, self.tail)
         return self.make(walk, length, tag)
+
+    def find_tail(self, buf: Any, off: int, length: int, tag: Any = None
+                  ) -> tuple[L, tuple[Any, ...], int, int]:
+        """As `find`, for streams whose last attribute, ``tail``, has a length of its own: the
+        layout of the attributes before it, their values, and where the tail's value lies
+        in ``buf`` (start, stop).  A stream whose ``tail`` is not last, or missing, has a
+        layout of its whole length, as `find` (its ``tail`` value, else (end, end)).
+        Raises DecodeError if the stream is malformed."""
+        end = off + length
+        for lay in self.trailing:
+            start = off + lay.length
+            if start <= end and lay.headers(buf, off) == lay.expected and lay.tag == tag:
+                alen = _NLA.unpack_from(buf, start - NLA_HDRLEN)[0]
+                stop = start - NLA_HDRLEN + alen
+                if alen >= NLA_HDRLEN and stop <= end and ((stop - off + 3) & ~3) >= length:
+                    return lay, lay.unpack(buf, off), start, stop
+                break  # damaged, or not last: the walk says which
+        for lay in self.by_len.get(length, ()):
+            if lay.headers(buf, off) == lay.expected and lay.tag == tag:
+                return (lay, lay.unpack(buf, off), *_tail_span(lay, off, end))
+        walk = Walk(self.aset, memoryview(buf)[off:end], self.names, self.head, self.tail)
+        last = walk.spans.get(self.tail) if self.tail is not None else None
+        keep = self.count < self.max_layouts
+        if last is not None and last[0] + last[1] >= length:  # the tail is last: key on what precedes it
+            start, stop = walk.tail_value or (0, 0)
+            walk.cut(last[0])
+            lay = self.make(walk, last[0] + NLA_HDRLEN, tag)
+            if keep:
+                self.trailing.append(lay)
+                self.count += 1
+            return lay, lay.unpack(buf, off), off + start, off + stop
+        lay = self.make(walk, length, tag)
+        if keep and len(self.by_len.get(length, ())) < self.max_per_length:
+            self.by_len.setdefault(length, []).append(lay)
+            self.count += 1
+        return (lay, lay.unpack(buf, off), *_tail_span(lay, off, end))
 
     def learn(self, buf: Any, off: int, length: int, tag: Any = None) -> L | None:
         """Compile and keep the stream's layout; None (nothing walked) when the bounds are reached."""

@@ -11,22 +11,23 @@ walks the attributes itself with precompiled structs, and `QUEUE.decode` (the
 generic table) gives the same answer, which the tests check.  The hot path of a
 queue reader is `PacketLayouts`: the kernel writes a queue's packets with the
 same attributes in the same order, the payload last, so the attributes before
-the payload are read by one precompiled struct per layout (learnt from the
-first packet of that layout by the walk, its attribute headers checked on
-every later one); a packet of another layout is walked and its layout learnt.
+the payload are read by one precompiled struct per layout: the netlink core's
+layouts (`nfkit.netlink.shapes`, `Shapes.find_tail`), learnt from the first
+packet of a layout by the core's walk, its attribute headers checked on every
+later one; a packet of another layout is walked and its layout learnt.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 from nfkit.errors import DecodeError, InputError
-from nfkit.netlink.codec import Message, MessageWriter
+from nfkit.netlink.codec import Kind, Message, MessageWriter
 from nfkit.netlink.consts import NFPROTO_UNSPEC, NLA_TYPE_MASK, NLM_F_REQUEST
+from nfkit.netlink.shapes import Layout, Shapes, Walk
 from nfkit.netlink.specs import nfqueue as Q
 
 # verdicts (linux/netfilter.h)
@@ -163,60 +164,54 @@ def parse_packet(msg: Message) -> Packet:
 # the fields `PacketLayouts.decode` gives, in this order
 PACKET_FIELDS = ("queue", "id", "mark", "cap_len", "skb_info", "payload_start", "payload_end")
 _NOT_CUT = -1  # cap_len of a packet copied whole
-# attributes read by value in a layout: type -> (struct code, fields written)
-_VALUE_CODES = {1: "IHBx", 3: "I", 13: "I", 14: "I"}
-_VALUE_NAMES = {1: "id", 3: "mark", 13: "cap_len", 14: "skb_info"}
+# the leaves a layout reads (the packet id is the first 4 bytes of NFQA_PACKET_HDR), and their defaults
+_LEAVES = {("packet_hdr",): "id", ("mark",): "mark", ("cap_len",): "cap_len", ("skb_info",): "skb_info"}
+_DEFAULTS = {"mark": "0", "cap_len": str(_NOT_CUT), "skb_info": "0"}
 
 
-class _Layout:
-    """One attribute layout: a struct over nfgenmsg and every attribute before the payload."""
+class _PacketLayout(Layout):
+    """A queued packet's layout (`netlink.shapes`), with ``pick``: values, payload start and
+    stop -> the `PACKET_FIELDS`."""
 
-    __slots__ = ("st", "size", "check", "expect", "where")
+    __slots__ = ("pick",)
 
-    check: Callable[[tuple[int, ...]], Any]
-
-    def __init__(self, types: list[tuple[int, int, int]], payload_at: int) -> None:
-        """``types``: (attribute header word as read big-endian, type, padded size) of each
-        attribute before the payload; ``payload_at``: its offset from nfgenmsg's start."""
-        fmt = ">2xH"  # family, version (unchecked); res_id
-        check: list[int] = []
-        expect: list[int] = []
-        where = {"id": -1, "mark": -1, "cap_len": -1, "skb_info": -1}
-        at = 1
-        for word, t, padded in types:
-            fmt += "I"  # the attribute's header, compared whole
-            check.append(at)
-            expect.append(word)
-            at += 1
-            name = _VALUE_NAMES.get(t)
-            if name is not None:  # the walk checked its size: 7 bytes (header), else 4
-                fmt += _VALUE_CODES[t]
-                where[name] = at
-                at += 3 if t == 1 else 1
-            elif padded:
-                fmt += f"{padded}x"
-        fmt += "4x"  # the payload's header: read in host order by `decode`
-        self.st = struct.Struct(fmt)
-        self.size = self.st.size
-        if self.size != payload_at + 4:  # pragma: no cover - the walk measured the same bytes
-            raise DecodeError(f"nfqueue: layout of {self.size} bytes, expected {payload_at + 4}")
-        # the attribute headers as one tuple (itemgetter gives a bare value for one)
-        self.check = itemgetter(*check)
-        self.expect = tuple(expect) if len(expect) != 1 else expect[0]
-        self.where = where
+    def __init__(self, walk: Walk, length: int, tag: Any = None) -> None:
+        if length < 4:
+            raise DecodeError("nfqueue: packet message too short for nfgenmsg")
+        leaves: list[tuple[int, Hashable, Kind | None, int]] = [(2, "queue", Kind.BE16, 2)]  # nfgenmsg's res_id
+        for off, name, kind, size in walk.leaves:
+            if name == "id":
+                if size != 7:
+                    raise DecodeError(f"nfqueue: packet header of {size} bytes, expected 7", off - 4)
+                kind, size = Kind.BE32, 4
+            leaves.append((off, name, kind, size))
+        walk.leaves = leaves
+        super().__init__(walk, length, tag)
+        if "id" not in self.index:
+            raise DecodeError("nfqueue: packet message without NFQA_PACKET_HDR")
+        where = [f"v[{self.index[n]}]" if n in self.index else _DEFAULTS[n] for n in PACKET_FIELDS[:5]]
+        self.pick: Callable[[tuple[Any, ...], int, int], tuple[int, ...]] = eval(  # noqa: S307 - from the walk
+            f"lambda v, start, stop: ({', '.join(where)}, start, stop)")
 
 
 class PacketLayouts:
     """Queued packets decoded by layout (see the module docstring): ``decode`` gives the
     `PACKET_FIELDS` of one NFQNL_MSG_PACKET, as `parse_packet` would, without a `Packet`.
 
-    A layout whose attribute headers do not match, or a packet whose payload is not
-    last, goes through the attribute walk; at most ``limit`` layouts are kept.
+    The layouts are the netlink core's (`Shapes.find_tail`, the payload the trailing
+    attribute): one per set of attributes before the payload; a packet whose payload is
+    not last has a layout of its whole length.  At most ``limit`` layouts are kept.
     """
 
     def __init__(self, limit: int = 8) -> None:
-        self.limit = limit
-        self.layouts: list[_Layout] = []
+        self.shapes: Shapes[_PacketLayout] = Shapes(Q.QUEUE, _PacketLayout, names=_LEAVES, head=4,
+                                                    tail="payload", max_layouts=limit)
+        self._find = self.shapes.find_tail
+
+    @property
+    def layouts(self) -> list[_PacketLayout]:
+        """The layouts of the attributes before a trailing payload, as learnt."""
+        return self.shapes.trailing
 
     def decode(self, buf: bytes | bytearray | memoryview, off: int, end: int
                ) -> tuple[int, int, int, int, int, int, int]:
@@ -224,71 +219,8 @@ class PacketLayouts:
 
         Raises DecodeError on a malformed message.
         """
-        for lay in self.layouts:
-            if off + lay.size > end:
-                continue
-            v = lay.st.unpack_from(buf, off)
-            start = off + lay.size
-            alen, atype = _NLA.unpack_from(buf, start - 4)
-            if lay.check(v) != lay.expect or atype & NLA_TYPE_MASK != 10:
-                continue
-            stop = start + alen - 4
-            if alen < 4 or stop > end or ((stop + 3) & ~3) < end:
-                break  # payload not last, or damaged: the walk says which
-            w = lay.where
-            return (v[0], v[w["id"]], v[w["mark"]] if w["mark"] >= 0 else 0,
-                    v[w["cap_len"]] if w["cap_len"] >= 0 else _NOT_CUT,
-                    v[w["skb_info"]] if w["skb_info"] >= 0 else 0, start, stop)
-        return self._walk(buf, off, end)
-
-    def _walk(self, buf: bytes | bytearray | memoryview, off: int, end: int
-              ) -> tuple[int, int, int, int, int, int, int]:
-        if end - off < 4:
-            raise DecodeError("nfqueue: packet message too short for nfgenmsg")
-        (queue,) = _NFGEN_RES.unpack_from(buf, off + 2)
-        pid = -1
-        mark = skb_info = 0
-        cap_len = _NOT_CUT
-        start = stop = -1
-        types: list[tuple[int, int, int]] = []
-        at = off + 4
-        while at < end:
-            if end - at < 4:
-                raise DecodeError("nfqueue: truncated attribute header", at - off)
-            alen, atype = _NLA.unpack_from(buf, at)
-            stop_at = at + alen
-            if alen < 4 or stop_at > end:
-                raise DecodeError(f"nfqueue: attribute length {alen} runs past the message", at - off)
-            t = atype & NLA_TYPE_MASK
-            body = at + 4
-            size = alen - 4
-            if t == 10:
-                start, stop = body, stop_at
-            elif t == 1:
-                if size != 7:
-                    raise DecodeError(f"nfqueue: packet header of {size} bytes, expected 7", at - off)
-                pid = _BE32.unpack_from(buf, body)[0]
-            elif t in (3, 13, 14):
-                if size != 4:
-                    raise DecodeError(f"nfqueue: attribute {Q.QUEUE.attrs[t].name} has {size} bytes, "
-                                      "expected 4", at - off)
-                value = _BE32.unpack_from(buf, body)[0]
-                if t == 3:
-                    mark = value
-                elif t == 13:
-                    cap_len = value
-                else:
-                    skb_info = value
-            if start < 0:
-                types.append((_BE32.unpack_from(buf, at)[0], t, ((alen + 3) & ~3) - 4))
-            at = (stop_at + 3) & ~3
-        if pid < 0:
-            raise DecodeError("nfqueue: packet message without NFQA_PACKET_HDR")
-        if start < 0:
-            start = stop = end
-        elif ((stop + 3) & ~3) >= end and len(self.layouts) < self.limit:
-            self.layouts.append(_Layout(types, start - 4 - off))
-        return queue, pid, mark, cap_len, skb_info, start, stop
+        lay, v, start, stop = self._find(buf, off, end - off)
+        return lay.pick(v, start, stop)  # type: ignore[return-value]
 
 
 # -- configuration ----------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from nfkit.errors import DecodeError, InputError
 from nfkit.netlink.codec import attr_bytes
 from nfkit.netlink.consts import NLA_TYPE_MASK
+from nfkit.netlink.shapes import Layout
 from nfkit.nftables.expressions import (
     BITWISE_SHIFTS,
     CMP_HEAD,
@@ -63,6 +64,7 @@ from nfkit.nftables.expressions import (
     verdict_of_data,
 )
 from nfkit.nftables.schema import DYNSET_STATEMENTS
+from nfkit.nftables.templates import rule_layout
 from nfkit.nftables.types import (
     CT,
     CT_BY_NUM,
@@ -1293,45 +1295,82 @@ def cmp_values(blob: bytes) -> tuple[bytes, list[bytes]] | None:
     return b"\xff".join(parts), [blob[s:e] for s, e in spans]
 
 
+class RuleShape:
+    """One rule shape of `RuleShapes`: ``layout``, the core's `Layout` of its expression
+    lists (`templates.rule_layout`: every byte fixed but the compared values, at
+    ``spans``), and ``entry``: None (not decoded yet), False (no template: decoded the
+    general way) or (ctx positions, {ctx values: (statements, patches)})."""
+
+    __slots__ = ("layout", "spans", "entry")
+
+    def __init__(self, layout: Layout, spans: list[tuple[int, int]]) -> None:
+        self.layout = layout
+        self.spans = spans
+        self.entry: Any = None
+
+
 class RuleShapes:
     """Decoding templates: rules whose expressions differ only in compared values
-    are decoded once; later ones only decode their values."""
+    are decoded once; later ones only decode their values.
+
+    The compared values are the slots of the netlink core's `Layout` of the
+    expression list (`templates.rule_layout`, as the fast listing's messages);
+    lists of one length with their values at the same places share a layout,
+    whose fixed bytes (``headers``, one struct read) key their shapes: a later
+    list is recognised without walking its expressions, its values read by one
+    more struct read.  The table's sets are part of a shape (their types shape
+    the output)."""
 
     def __init__(self) -> None:
-        # (family, sets of the table, shape) -> (ctx positions, {ctx values: template}).
-        # A shape names the sets it looks up (an anonymous one is one rule's own),
-        # and the table's sets are part of the key: their types shape the output.
-        self.cache: dict[tuple[str, int, bytes], Any] = {}
+        # list length -> [(layout, {(family, sets, fixed bytes): shape})], a layout per slot places
+        self.by_len: dict[int, list[tuple[Layout, dict[Any, RuleShape]]]] = {}
 
-    @staticmethod
-    def key(fam: str, sets: dict[str, SetView], shape: bytes) -> tuple[str, int, bytes]:
-        return (fam, id(sets) if sets else 0, shape)
+    def shape(self, fam: str, blob: bytes, sets: dict[str, SetView]
+              ) -> tuple[RuleShape | None, tuple[bytes, ...]]:
+        """The shape of the expression list ``blob`` (a known one, else a new one) and its
+        compared values; (None, ()) when it has none (cmp expressions laid out otherwise)."""
+        tag = (fam, id(sets) if sets else 0)
+        groups = self.by_len.get(len(blob))
+        if groups:
+            for lay, known in groups:
+                sh = known.get((tag, lay.headers(blob, 0)))
+                if sh is not None:
+                    return sh, lay.unpack(blob, 0)
+        spans = cmp_spans(blob)
+        if spans is None:
+            return None, ()
+        slots = [(s, e - s) for s, e in spans]
+        groups = self.by_len.setdefault(len(blob), [])
+        for lay, known in groups:  # noqa: B007 - the group found is used after the loop
+            if lay.tag == slots:
+                break
+        else:
+            made = rule_layout(blob, slots, slots)
+            if made is None:
+                return None, ()
+            lay, known = made, {}
+            groups.append((lay, known))
+        sh = known[(tag, lay.headers(blob, 0))] = RuleShape(lay, spans)
+        return sh, lay.unpack(blob, 0)
 
     def decode(self, fam: str, blob: bytes, sets: dict[str, SetView]) -> list[dict[str, Any]]:
-        split = cmp_values(blob)
-        if split is None:
+        sh, values = self.shape(fam, blob, sets)
+        if sh is None:
             return RuleDecoder(fam, sets).decode(parse_exprs(blob))
-        shape, values = split
-        ckey = self.key(fam, sets, shape)
-        entry = self.cache.get(ckey)
-        if entry is not None and entry is not False:
+        entry = sh.entry
+        if entry:
             ctx_pos, by_ctx = entry
             ctx_key = tuple(values[i] for i in ctx_pos)
             tpl = by_ctx.get(ctx_key)
             if tpl is not None:
                 stmts, patches = tpl
-                out = list(stmts)
-                for idx, vi, v, left in patches:
-                    m = out[idx]["match"]
-                    out[idx] = {"match": {"op": m["op"], "left": left,
-                                          "right": plain_value(v, values[vi])}}
-                return out
+                return _patched(stmts, patches, values)
         dec = RuleDecoder(fam, sets)
         stmts = dec.decode(parse_exprs(blob))
         if entry is False:
             return stmts
         if dec.merged or len(dec.cmp_log) != dec.cmp_seen or dec.cmp_seen != len(values):
-            self.cache[ckey] = False
+            sh.entry = False
             return stmts
         # map decoder indices to output indices (dependencies removed)
         kept = [i for i in range(len(dec.out)) if i not in dec.drop]
@@ -1340,13 +1379,24 @@ class RuleShapes:
                         if left in _CTX_LEFTS or idx not in where)
         patches = [(where[idx], i, v, left) for i, (idx, v, left) in enumerate(dec.cmp_log)
                    if idx in where and i not in ctx_pos]
+        if _patched(stmts, patches, values) != stmts:
+            sh.entry = False  # a value the patch would not render as the decoder does (ip dscp)
+            return stmts
         if entry is None:
-            templates: dict[tuple[bytes, ...], Any] = {}
-            entry = (ctx_pos, templates)
-            self.cache[ckey] = entry
+            entry = sh.entry = (ctx_pos, {})
         if entry[0] == ctx_pos:
             entry[1][tuple(values[i] for i in ctx_pos)] = (stmts, patches)
         return stmts
+
+
+def _patched(stmts: list[dict[str, Any]], patches: list[tuple[int, int, Any, Any]],
+             values: tuple[bytes, ...]) -> list[dict[str, Any]]:
+    """A template's statements with the compared ``values`` of one rule patched in."""
+    out = list(stmts)
+    for idx, vi, v, left in patches:
+        m = out[idx]["match"]
+        out[idx] = {"match": {"op": m["op"], "left": left, "right": plain_value(v, values[vi])}}
+    return out
 
 
 def plain_value(v: Any, raw: bytes) -> Any:

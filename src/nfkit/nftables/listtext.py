@@ -33,7 +33,7 @@ from nfkit.netlink.codec import (
     parse_messages,
 )
 from nfkit.netlink.shapes import Layout
-from nfkit.nftables.decompiler import RuleShapes, SetView, cmp_spans, plain_value
+from nfkit.nftables.decompiler import RuleShape, RuleShapes, SetView, plain_value
 from nfkit.nftables.expressions import A
 from nfkit.nftables.jsonfmt import rule_json
 from nfkit.nftables.messages import (
@@ -120,7 +120,7 @@ class _TextShape:
     def __init__(self, layout: Layout, key: tuple[str, str, str],
                  statics: list[str], renders: list[tuple[int, Any]], sep: str = ", ") -> None:
         self.sep = sep  # between two rules' texts
-        self.skey: Any = None  # the shape (`RuleShapes.key`) it was made of
+        self.skey: RuleShape | None = None  # the decoder's shape (`RuleShapes.shape`) it was made of
         self.layout = layout  # the message with its slots (`templates.rule_layout`)
         self.key = key
         self.statics = statics  # len(renders) + 1 pieces of text
@@ -244,15 +244,10 @@ class RuleTexts:
             return None
         xs, xe = where[ra["expressions"]]
         blob = msg[xs:xe]
-        spans = cmp_spans(blob)
-        if spans is None:
+        skey, cvalues = self.shapes.shape(r.family, blob, views)  # the decoder's shape of the rule
+        if skey is None:
             return None
-        parts, last = [], 0
-        for s, e in spans:
-            parts.append(blob[last:s])
-            last = e
-        parts.append(blob[last:])
-        skey = self.shapes.key(r.family, views, b"\xff".join(parts))
+        spans = skey.spans
         if (skey, r.chain) in self.untemplated:
             return None  # a shape that gave no template before
         # Templates of a shape are made again only while they print more rules than
@@ -264,11 +259,11 @@ class RuleTexts:
             # would print no more than the rule it is made of
             self.untemplated.add((skey, r.chain))
             return None
-        entry = self.shapes.cache.get(skey)
+        entry = skey.entry
         if not entry:
             return None
         ctx_pos, by_ctx = entry
-        tpl = by_ctx.get(tuple(blob[spans[i][0]:spans[i][1]] for i in ctx_pos))
+        tpl = by_ctx.get(tuple(cvalues[i] for i in ctx_pos))
         if tpl is None:
             return None
         stmts, patches = tpl

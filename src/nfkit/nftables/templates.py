@@ -174,11 +174,12 @@ class RuleTemplate:
         return self.template.emit(w, *values)
 
 
-def rule_layout(message: bytes, slots: list[tuple[int, int]]) -> Layout | None:
-    """The core's `Layout` (`Layout.exact`) of dumped NEWRULE messages equal to
-    ``message`` in every byte but the ``slots`` ((offset, width) in offset order);
-    ``index[k]`` is slot k's value.  None when two slots overlap (no template)."""
+def rule_layout(message: bytes, slots: list[tuple[int, int]], tag: Any = None) -> Layout | None:
+    """The core's `Layout` (`Layout.exact`) of dumped NEWRULE messages (or expression
+    lists) equal to ``message`` in every byte but the ``slots`` ((offset, width) in
+    offset order); ``index[k]`` is slot k's value.  None when two slots overlap (no
+    template)."""
     try:
-        return Layout.exact(message, slots)
+        return Layout.exact(message, slots, tag)
     except ValueError:
         return None
