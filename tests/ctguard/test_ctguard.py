@@ -537,6 +537,25 @@ def test_lost_events_make_one_dump_per_resync_interval_not_one_per_overrun(netns
             guard.stop()
 
 
+def _sends_of(step, monkeypatch) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """What ``step()`` handed to sendmsg on any netlink socket, in order."""
+    from nfkit.netlink.socket import NetlinkSocket
+
+    sent: list[bytes] = []
+    send = NetlinkSocket.send
+
+    def spy(self, data):  # type: ignore[no-untyped-def]
+        sent.append(bytes(data))
+        return send(self, data)
+
+    monkeypatch.setattr(NetlinkSocket, "send", spy)
+    try:
+        step()
+    finally:
+        monkeypatch.undo()
+    return sent
+
+
 def _dump_requests(sent: list[bytes]) -> list[int]:
     """The conntrack dump requests among ``sent`` (bytes handed to sendmsg), each as the length
     of its attributes: 0 is a full dump, anything else carries a filter."""
@@ -568,7 +587,6 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
 
     from nfkit.conntrack.filter import Prefix
     from nfkit.ctguard.guard import Guard
-    from nfkit.netlink.socket import NetlinkSocket
 
     cfg = tmp_path / "g.toml"
     cfg.write_text("[limits]\nbudget = 1000\nresync_interval = 60\nsource_limit = false\n"
@@ -590,16 +608,7 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
                 guard.on_conntrack()
             assert guard.overruns >= 1 and guard.status()["picture_exact"] is False
             assert len(guard.picture) < 320 + 200  # most of the flood never reached the picture
-            sent: list[bytes] = []
-            send = NetlinkSocket.send
-
-            def spy(self, data):  # type: ignore[no-untyped-def]
-                sent.append(bytes(data))
-                return send(self, data)
-
-            monkeypatch.setattr(NetlinkSocket, "send", spy)
-            guard.tick()
-            monkeypatch.undo()
+            sent = _sends_of(guard.tick, monkeypatch)
             assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
             left = t.count()
             assert left <= 800 + 5, left
@@ -624,7 +633,6 @@ def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp
     import selectors
 
     from nfkit.ctguard.guard import Guard
-    from nfkit.netlink.socket import NetlinkSocket
 
     cfg = tmp_path / "g.toml"
     cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
@@ -650,16 +658,7 @@ def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp
             guard.tick()
             assert guard.status()["picture_behind"] is True
             assert t.count() == 1020  # that round found nothing to delete
-            sent: list[bytes] = []
-            send = NetlinkSocket.send
-
-            def spy(self, data):  # type: ignore[no-untyped-def]
-                sent.append(bytes(data))
-                return send(self, data)
-
-            monkeypatch.setattr(NetlinkSocket, "send", spy)
-            guard.tick()
-            monkeypatch.undo()
+            sent = _sends_of(guard.tick, monkeypatch)
             assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
             assert t.count() <= 800
             assert 0 not in _dump_requests(sent) and guard.candidate_dumps >= 1 and guard.dumps == 1
