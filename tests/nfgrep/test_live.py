@@ -48,6 +48,13 @@ class Live:
     def status(self) -> dict:
         return query_status(self.sock)
 
+    def settled(self, decided: int, timeout: float = 5) -> None:
+        """Wait until the workers' published counters show ``decided`` decisions (they
+        publish at most every `nfkit.nfgrep.live.PUBLISH_S`)."""
+        deadline = time.monotonic() + timeout
+        while self.status()["total"]["decided"] < decided and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def stop(self, signum: int = signal.SIGTERM) -> int:
         """SIGTERM, or SIGINT to the process group as Ctrl-C sends it."""
         if self.proc.poll() is None:
@@ -166,6 +173,7 @@ def test_every_shipped_application_is_marked_end_to_end(tl: TrafficLab, tmp_path
         every_shipped_app(tl, pgdir)
         time.sleep(0.3)
         decisions = live.decisions()
+        live.settled(len(decisions))
         status = live.status()
     finally:
         assert live.stop() == 0
@@ -220,6 +228,7 @@ def test_after_the_decision_no_packet_reaches_the_queue(tl: TrafficLab, tmp_path
         tl.run_client(["curl", "-sS", "-o", "/dev/null", f"http://{SERVER4}:8000/big.bin"])
         taken = queue_taken(tl) - before
         (d,) = [d for d in live.decisions() if d["fields"].get("host")][-1:]
+        live.settled(2)  # (a scrape is itself an HTTP flow: scraped once, counted after)
         metrics = tl.fw.run(["curl", "-sS", "http://127.0.0.1:9464/metrics"]).stdout
     finally:
         assert live.stop(signal.SIGINT) == 0  # Ctrl-C
