@@ -144,10 +144,15 @@ _LINE_BODY = (r'(?!(?:include|define|redefine|undefine)\b)(?!elements\b[^\n{}]*\
 _RULE_LINE = re.compile(rf'([ \t]*)({_LINE_BODY})[ \t]*(?=[\n;}}#])')
 # The simple lines that follow one, each where _RULE_LINE would match it (the same
 # characters, read greedily: a line ends at the same terminator), in one match.
-_MORE_LINES = re.compile(r'(?:\n[ \t]*+(?!(?:include|define|redefine|undefine)\b)'
+# Written as "plain (special plain)*" (a string or a brace group is the special part,
+# told apart by its first character), so every line has one reading and a greedy match
+# never backtracks far.  No possessive quantifiers: Python 3.11.2 (Debian 12's) matches
+# them wrongly here (an empty line handed to the parser), which 3.11.7 does not.
+_PLAIN = r'[^\n{}#;\\"]*'
+_MORE_LINES = re.compile(r'(?:\n[ \t]*(?!(?:include|define|redefine|undefine)\b)'
                          r'(?!elements\b[^\n{}]*\{)'
-                         r'(?=[^{}#;\\\s])(?:[^\n{}#;\\"]++|"[^"\n]*+"'
-                         r'|\{(?:[^\n{}#;\\"]++|"[^"\n]*+")*+\})*+(?=[\n;}#]))*+')
+                         rf'(?=[^{{}}#;\\\s]){_PLAIN}(?:(?:"[^"\n]*"'
+                         rf'|\{{{_PLAIN}(?:"[^"\n]*"{_PLAIN})*\}}){_PLAIN})*(?=[\n;}}#]))*')
 
 
 def _install_line_lexer(parser: Any) -> None:
