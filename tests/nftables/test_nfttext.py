@@ -445,3 +445,33 @@ def test_include_order_like_nft(pair, tmp_path: Path) -> None:  # type: ignore[n
     proc = b.run(NFKIT + ["rules", "load", *args[:4], "main.nft"], cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr
     assert nft_json(b) == nft_json(a)
+
+
+_LEXER_PIECES = ["a", "b", " ", "\t", "\n", "{", "}", "#", ";", "\\", '"', "x", "include ", "elements ",
+                 "\n  ", "ip saddr 192.0.2.1 ", '"q"', "\n\t\tl3proto inet", "\n\t}"]
+
+
+def _simple_lines_end(text: str, pos: int) -> int:
+    """Where the run of simple lines after ``pos`` ends, one line at a time."""
+    from nfkit.nftables.nfttext import _RULE_LINE
+
+    while pos < len(text) and text[pos] == "\n":
+        m = _RULE_LINE.match(text, pos + 1)
+        if m is None:
+            break
+        pos = m.end()
+    return pos
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_LEXER_PIECES), max_size=24), st.integers(0, 40))
+def test_a_run_of_simple_lines_ends_where_line_by_line_reading_ends(pieces: list[str], at: int) -> None:
+    """The line lexer's one match over a run of lines (`_MORE_LINES`) ends where reading
+    them one by one ends, on the Python running the tests (3.11.2's possessive
+    quantifiers got this wrong for ct_helpers.nft's `l3proto inet` line)."""
+    from nfkit.nftables.nfttext import _MORE_LINES
+
+    text = "".join(pieces)
+    pos = min(at, len(text))
+    assert _MORE_LINES.match(text, pos).end() == _simple_lines_end(text, pos)  # type: ignore[union-attr]
+    assert _MORE_LINES.match("\n\t\tl3proto inet\n\t}", 0).end() == 15  # type: ignore[union-attr]
