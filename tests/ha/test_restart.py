@@ -46,5 +46,30 @@ def test_a_peer_restarting_on_the_next_number_still_gets_the_table(netns: Namesp
         table.close()
 
 
+
+def test_a_peer_stopped_before_its_handshake_finished_gets_the_table_again(netns: Namespace) -> None:
+    """A peer stopped while it still said HELLO (it never sent a message without) and
+    restarted on the next number: only its silence tells the restart (the fresh machine's
+    flake of test_a_restarted_peer_gets_the_whole_table[nfkit-stock])."""
+    with netns.enter():
+        table = ConntrackTable()
+    engine = SyncEngine(table, Options(hello_bulk=True))
+    sent: list[bytes] = []
+    peer = Peer("peer", FtfwSession(seq=500), lambda d: sent.append(d) or True)
+    engine.add_peer(peer)
+    engine.internal[("an entry",)] = wire.StateMessage(
+        MsgType.CT_NEW, {"ipv4": ("192.0.2.1", "198.51.100.1"), "l4proto": 17, "port": (1000, 53)}).body
+    try:
+        t0 = 1_700_000_000
+        engine.on_datagram(peer, alive(t0, Flag.HELLO), now=100.0)
+        engine.on_datagram(peer, alive(t0 + 1, Flag.HELLO), now=101.0)  # HELLO again, a second on
+        assert _states(sent) == 1  # told once
+        sent.clear()
+        engine.on_datagram(peer, alive(t0 + 2, Flag.HELLO), now=106.0)  # stopped, back 5 s later
+        assert _states(sent) == 1, "a peer restarted before its handshake finished was not sent the table"
+    finally:
+        engine.close()
+        table.close()
+
 def _states(datagrams: list[bytes]) -> int:
     return sum(isinstance(m, wire.StateMessage) for d in datagrams for m in wire.decode_datagram(d))

@@ -57,6 +57,7 @@ _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
             MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
 _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in range(16)]  # by type number: an enum's hash is slow
 _HELLO = int(Flag.HELLO)
+RESTART_QUIET_S = 1.5  # a HELLO after this much silence is a restarted peer's (extra bulk sends are harmless)
 _CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
 _EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
@@ -498,16 +499,20 @@ class SyncEngine:
                 p.link.malformed += 1
                 log.debug("malformed datagram from %s dropped: %s", p.name, exc)
                 continue
+            # silent for longer than conntrackd's ALIVE period (one a second): it stopped
+            quiet = p.last_heard is not None and now - p.last_heard >= RESTART_QUIET_S
             p.last_heard = now
             for m in msgs:
                 # the peer (re)started and knows nothing: a HELLO from a peer never heard, from
                 # one that had finished its handshake (said no more HELLO), or that does not
                 # continue its numbering.  Not the numbering alone: conntrackd starts at the Unix
                 # time and a quiet one sends one message a second, so a restarted one can go on
-                # from the number after its last.  A peer repeating HELLO until it hears
-                # HELLO_BACK is told once.
+                # from the number after its last; and a peer stopped before its handshake
+                # finished (it never sent a message without HELLO) is known by its silence
+                # before this HELLO.  A peer repeating HELLO until it hears HELLO_BACK (at
+                # least once a second) is told once.
                 if m.flags & _HELLO:
-                    if self.options.hello_bulk and (p.last_seq is None or p.handshake_done
+                    if self.options.hello_bulk and (p.last_seq is None or p.handshake_done or quiet
                                                     or m.seq != (p.last_seq + 1) & 0xFFFFFFFF):
                         bulk = True
                     p.handshake_done = False
