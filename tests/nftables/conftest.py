@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import struct
 import sys
 from typing import Any
 
 NFKIT = [sys.executable, "-m", "nfkit"]
+
+
+def unsequenced(batch: bytes | bytearray) -> bytes:
+    """A batch's bytes with every message's sequence number zeroed (two encodings of the
+    same commands compared whatever numbers they were given)."""
+    buf = bytearray(batch)
+    pos = 0
+    while pos < len(buf):
+        ln = struct.unpack_from("=I", buf, pos)[0]
+        buf[pos + 8:pos + 12] = bytes(4)
+        pos += (ln + 3) & ~3
+    return bytes(buf)
 
 
 def strip(doc: Any) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 from typing import Any
@@ -21,7 +20,7 @@ from nfkit.nftables.commits import encode_commands
 from nfkit.nftables.jsonfmt import load_json
 from nfkit.nftables.messages import Encoder
 
-from .conftest import NFKIT, nft_json
+from .conftest import NFKIT, nft_json, unsequenced
 from .test_rule_templates import rules
 
 
@@ -35,13 +34,7 @@ def _encode(text: str, runs: bool, offload: Any = None) -> Any:
         b.close()
     except InputError as exc:
         return "InputError", str(exc)
-    buf = bytearray(b.buffer)
-    pos = 0
-    while pos < len(buf):
-        ln = struct.unpack_from("=I", buf, pos)[0]
-        buf[pos + 8:pos + 12] = bytes(4)
-        pos += (ln + 3) & ~3
-    return bytes(buf), [e.what[i] for i in range(len(e.what))]
+    return unsequenced(b.buffer), [e.what[i] for i in range(len(e.what))]
 
 
 def _doc(items: list[dict[str, Any]], style: str) -> str:

@@ -20,6 +20,7 @@ from nfkit.nftables.compiler import RuleCompiler
 from nfkit.nftables.nfttext import to_json
 from nfkit.nftables.shapes import learn, leaves, replaced
 
+from .conftest import unsequenced
 from .test_bulkjson import _encode
 from .test_nfttext import _shape_pair
 
@@ -160,8 +161,6 @@ def test_nft_text_runs_same_bytes_as_lark(text: str) -> None:
 
 
 def _encode_cmds(cmds: Any) -> Any:
-    import struct
-
     from nfkit.netlink.codec import Batch
     from nfkit.nftables.commits import encode_commands
     from nfkit.nftables.messages import Encoder
@@ -173,10 +172,4 @@ def _encode_cmds(cmds: Any) -> Any:
         b.close()
     except InputError as exc:
         return "InputError", str(exc).split(": ", 1)[-1]
-    buf = bytearray(b.buffer)
-    pos = 0
-    while pos < len(buf):
-        ln = struct.unpack_from("=I", buf, pos)[0]
-        buf[pos + 8:pos + 12] = bytes(4)
-        pos += (ln + 3) & ~3
-    return bytes(buf)
+    return unsequenced(b.buffer)
