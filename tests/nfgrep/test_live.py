@@ -361,6 +361,7 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         decisions = live.decisions()
         status = live.status()
         nices = [_nice(q["pid"]) for q in status["queues"]]
+        groups = [_autogroup(q["pid"]) for q in [*status["queues"], {"pid": live.proc.pid}]]
         # a worker that dies is started again; its queue's flows are classified again
         victim = next(q for q in status["queues"] if q["queue"] == 2)["pid"]
         os.kill(victim, signal.SIGKILL)
@@ -368,7 +369,9 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         while live.status()["restarts"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         again = live.status()
-        nices.append(_nice(next(q for q in again["queues"] if q["queue"] == 2)["pid"]))
+        restarted = next(q for q in again["queues"] if q["queue"] == 2)["pid"]
+        nices.append(_nice(restarted))
+        groups.append(_autogroup(restarted))
         on_2 = next(d["client"].split(":")[0] for d in decisions if d["queue"] == 2
                     and d["client"].split(":")[0] in extra)
         tl.run_client(["curl", "-sS", "-o", "/dev/null", "--interface", on_2, url])
@@ -395,6 +398,17 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
     assert next(q for q in again["queues"] if q["queue"] == 2)["pid"] not in (None, victim)
     assert [(d["app"], d["queue"]) for d in later if d["client"].startswith(on_2 + ":")] == [("http", 2)]
     assert nices == [-10, -10, -10]  # --nice's default, the restarted worker's too
+    if Path("/proc/self/autogroup").exists():  # the kernel shares the CPU by session groups:
+        # each worker in a group of its own at the same nice (the daemon's stays as it was)
+        workers, daemon = groups[:2] + groups[3:], groups[2]
+        assert [nice for _, nice in workers] == [-10, -10, -10] and daemon[1] == 0, groups
+        assert len({name for name, _ in groups}) == 4, groups
+
+
+def _autogroup(pid: int) -> tuple[str, int]:
+    """A process's scheduling group and its nice (/proc/PID/autogroup: "/autogroup-N nice K")."""
+    name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+    return name, int(nice)
 
 
 def _nice(pid: int) -> int:

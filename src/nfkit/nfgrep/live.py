@@ -466,6 +466,30 @@ def _die_with_parent() -> None:
         pass
 
 
+AUTOGROUP = "/proc/self/autogroup"
+
+
+def _own_scheduling_group(num: int, nice: int, path: str = AUTOGROUP) -> None:
+    """Give the worker a scheduling group of its own, at ``nice``.
+
+    Where the kernel groups tasks by session for the CPU (CONFIG_SCHED_AUTOGROUP,
+    tasks outside a cpu cgroup of their own), a nice value ranks a task only within its
+    session's group, and every group gets an equal share: at nice -10 a worker on a
+    machine running other sessions got a quarter of a CPU and its packets waited
+    (bench/nfgrep-live/README.md).  The worker takes a session of its own first, so the
+    group reniced is its own, never the terminal session it was started from.
+    """
+    if not os.path.exists(path):  # a kernel without autogroups: the nice value is enough
+        return
+    try:
+        os.setsid()
+        with open(path, "w") as f:
+            f.write(str(nice))
+    except OSError as exc:
+        log.warning("queue %d: worker scheduling group (nice %d) not set: %s", num, nice,
+                    exc.strerror or exc)
+
+
 def _kernel_starts(classifier: Any) -> Callable[[int, bytes, bytes], tuple[int | None, int | None]]:
     """Each direction's first sequence number as the eBPF classifier's flow entry has it."""
     def starts(proto: int, client: bytes, server: bytes) -> tuple[int | None, int | None]:
@@ -530,6 +554,7 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
         os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
     except OSError as exc:  # no CAP_SYS_NICE: the worker runs at the inherited priority
         log.warning("queue %d: worker priority (nice %d) not set: %s", num, opts.nice, exc.strerror)
+    _own_scheduling_group(num, opts.nice)
     ready.set()
     sel = selectors.DefaultSelector()
     sel.register(queue.fileno(), selectors.EVENT_READ)
