@@ -160,6 +160,25 @@ def machine_busy() -> float:
     return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def pids_running(needle: str) -> list[int]:
+    """Processes whose command line contains ``needle`` (a path of this run's own)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle.encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children so far (the load generator)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def busy_percent(busy0: float, wall0: float) -> float:
     """The whole machine's busy share since (busy0, wall0), in percent of all its CPUs."""
     return (machine_busy() - busy0) / ((time.monotonic() - wall0) * (os.cpu_count() or 1)) * 100
@@ -212,6 +231,7 @@ def main() -> None:
         tl.serve("iperf3", ["iperf3", "-s", "-B", SERVER4, "-p", "5201"], 5201)
         tl.serve("http", [sys.executable, str(work / "server.py"), SERVER4, "8080", "2"], 8080)
         (work / "connlabel.conf").write_text("")
+        servers = pids_running(str(work / "server.py"))
         results: dict[str, dict[str, list[float]]] = {m: {} for m in modes}
         for run in range(args.runs):
             for mode in modes:
@@ -236,6 +256,7 @@ def main() -> None:
                 before = classified(query_status(sock)) if daemon else 0
                 pids = [q["pid"] for q in query_status(sock)["queues"]] if daemon else []
                 cpu0 = sum(cpu_seconds(p) for p in pids)
+                own0 = children_cpu() + sum(cpu_seconds(p) for p in servers) + cpu0
                 taken0 = queued(sock) if daemon else 0
                 busy0, wall0 = machine_busy(), time.monotonic()
                 perf = None
@@ -247,11 +268,13 @@ def main() -> None:
                                                  ",".join(sources)], timeout=120).stdout)
                 r.setdefault("conn: machine busy %", []).append(busy_percent(busy0, wall0))
                 busy = machine_busy() - busy0
+                own = children_cpu() + sum(cpu_seconds(p) for p in servers + pids) - own0
                 if perf is not None:
                     perf.wait()
                 r.setdefault("conn/s", []).append(load["connections"] / load["seconds"])
                 r.setdefault("errors", []).append(load["errors"])
                 r.setdefault("machine cpu-us/conn", []).append(busy / max(1, load["connections"]) * 1e6)
+                r.setdefault("own cpu-us/conn", []).append(own / max(1, load["connections"]) * 1e6)
                 if daemon:
                     status = query_status(sock)
                     decided = classified(status) - before
@@ -293,6 +316,11 @@ def main() -> None:
                   + "); bulk " + f"{med[m]['gbit/s'] / med['plain']['gbit/s']:.2f}x (per run: "
                   + ", ".join(f"{c / p:.2f}x" for c, p in zip(results[m]["gbit/s"], results["plain"]["gbit/s"],
                                                              strict=True)) + ")")
+        for m in modes[1:]:
+            print(f"{m}: CPU of this bench's own processes per connection (load generator, server, "
+                  f"queue workers) {med[m]['own cpu-us/conn']:.0f} us against plain's "
+                  f"{med['plain']['own cpu-us/conn']:.0f} us: on CPUs of their own the same pair would "
+                  f"run at about {med['plain']['own cpu-us/conn'] / med[m]['own cpu-us/conn']:.2f}x the ceiling")
         print("load average at the start:", " ".join(f"{v:.1f}" for v in load_start))
         if "ebpf" in modes and "queue" in modes:
             for key in ("conn/s", "classified/s", "machine cpu-us/conn"):
