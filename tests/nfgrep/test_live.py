@@ -450,7 +450,7 @@ def test_only_payload_packets_before_the_decision_reach_the_queue(tl: TrafficLab
     two packets, of the ten or so the firewall forwards for it."""
     (tl.dir / "onewrite.py").write_text(ONE_WRITE_SERVER)
     (tmp_path / "client.py").write_text(ONE_WRITE_CLIENT)
-    tl.serve("onewrite", tl._py("onewrite.py", SERVER4, 8090), 8090)
+    tl.serve("onewrite", [sys.executable, str(tl.dir / "onewrite.py"), SERVER4, "8090"], 8090)
     tl.fw.run(["nft", "-f", "-"], input="table inet probe {\n chain c {\n"
               "  type filter hook forward priority 0;\n  tcp dport 8090 counter\n  tcp sport 8090 counter\n"
               " }\n}\n")
