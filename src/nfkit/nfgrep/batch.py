@@ -88,7 +88,12 @@ class Batch:
         if head is None:
             head = frame_heads(buf, f)
         # every header this parse reads lies in the first HEAD bytes of its frame: one
-        # gather of those rows (consecutive bytes) instead of a scattered read per field
+        # gather of those rows (consecutive bytes), then each field read from them as a
+        # big-endian word of its size (a view per size over the rows, at every byte offset)
+        head = np.ascontiguousarray(head)
+        words = {size: np.ndarray(shape=(n, HEAD - size + 1), dtype=f">u{size}", buffer=head,
+                                  strides=(HEAD, 1)) if n else np.zeros((0, HEAD), dtype=f">u{size}")
+                 for size in (1, 2, 4, 8)}
         every = np.arange(n, dtype=np.int64)
 
         def field(off: np.ndarray | int, size: int, rows: np.ndarray | None = None) -> np.ndarray:
@@ -97,24 +102,17 @@ class Batch:
             A read past the frame's first HEAD bytes marks the frame for
             decode() (whose bounds are the frame's).
             """
+            view = words[size]
             wide = np.uint64 if size == 8 else np.int64
-            shift = np.uint64(8) if size == 8 else 8
             if rows is None and isinstance(off, int):
-                out = head[:, off].astype(wide)
-                for k in range(1, size):
-                    out = (out << shift) | head[:, off + k]
-                return out
+                return view[:, off].astype(wide)
             at = np.asarray(off, dtype=np.int64)
             beyond = at + (size - 1) >= HEAD
             if beyond.any():
                 beyond = np.broadcast_to(beyond, (n,) if rows is None else rows.shape)
                 ok[beyond if rows is None else rows[beyond]] = False
                 at = np.where(beyond, 0, at)
-            idx = every if rows is None else rows
-            out = head[idx, at].astype(wide)
-            for k in range(1, size):
-                out = (out << shift) | head[idx, at + k]
-            return out
+            return view[every if rows is None else rows, at].astype(wide)
 
         # link layer: ethertype and where the IP header starts
         eth = links == LINK_ETHERNET

@@ -47,7 +47,7 @@ import numpy as np
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
 from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames
+from nfkit.nfgrep.batch import Batch, frame_heads, from_frames
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -434,8 +434,8 @@ class Classifier:
         """Walk a mapped pcap file batch by batch; returns (position, records read)."""
         order = rec.format[0]
         little = order == "<"
-        u32 = np.dtype(f"{order}u4")
         limit = len(data)
+        words = np.ndarray(shape=(limit - 3,), dtype=np.dtype(f"{order}u4"), buffer=data, strides=(1,))
         pos = 24
         total = 0
         released = 0
@@ -444,10 +444,10 @@ class Classifier:
             offsets, pos, stopped = pcap_records(data, pos, pos + SPAN, little, divisor)
             for lo in range(0, len(offsets), BATCH):
                 at = offsets[lo:lo + BATCH]
-                rows = frame_heads(data, at, 16 + HEAD)  # record header, then the frame's first bytes
-                sec, frac, caplen = np.ascontiguousarray(rows[:, :12]).view(u32).T
+                head = frame_heads(data, at + 16)  # each frame's first bytes, for the parse
+                sec, frac, caplen = words[at], words[at + 4], words[at + 8]  # lines just read
                 ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
-                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=rows[:, 16:]))
+                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head))
                 total += len(at)
                 # the pages read so far are not needed again: resident memory stays a batch's
                 after = int(offsets[lo + BATCH]) if lo + BATCH < len(offsets) else pos
