@@ -76,7 +76,7 @@ from nfkit.nfgrep.ebpf.insn import (
     st,
     stx,
 )
-from nfkit.nfgrep.ebpf.spec import HELPER, HELPER_NAMES, SKB_MARK, TC_ACT_OK
+from nfkit.nfgrep.ebpf.spec import HELPER, HELPER_NAMES, SKB_DATA, SKB_DATA_END, SKB_MARK, TC_ACT_OK
 from nfkit.nfgrep.ebpf.steps import (
     BIG,
     BUF,
@@ -258,6 +258,37 @@ class _Builder:
         self.translated: dict[str, str] = {}
 
     # -- small pieces ----------------------------------------------------------
+    def scratch(self) -> None:
+        """r7 = the per-CPU scratch map's value (payload buffer, template, frame, masks)."""
+        a = self.asm
+        a.emit(st("dw", FP, S_MAPKEY, 0), mov(R2, FP), alu64("add", R2, imm=S_MAPKEY),
+               ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
+               jmp("jeq", R0, "pass", imm=0), mov(R7, R0))
+
+    def header(self, off_reg: int | None, off_imm: int, stack: int, size: int,
+               out: str) -> None:
+        """``size`` header bytes at a packet offset onto the stack: read in place when the
+        skb's linear data holds them (direct packet access, no helper call), else copied
+        by bpf_skb_load_bytes; ``out`` when the packet is shorter."""
+        a = self.asm
+        slow, done = a.fresh("hdrslow"), a.fresh("hdr")
+        a.emit(ldx("w", R3, R6, SKB_DATA), ldx("w", R2, R6, SKB_DATA_END))
+        if off_reg is not None:
+            a.emit(alu64("add", R3, off_reg))
+        elif off_imm:
+            a.emit(alu64("add", R3, imm=off_imm))
+        a.emit(mov(R4, R3), alu64("add", R4, imm=size), jmp("jgt", R4, slow, src=R2))
+        k = 0
+        while k < size:
+            width = 8 if size - k >= 8 else 4 if size - k >= 4 else 2 if size - k >= 2 else 1
+            sz = {8: "dw", 4: "w", 2: "h", 1: "b"}[width]
+            a.emit(ldx(sz, R1, R3, k), stx(sz, FP, stack + k, R1))
+            k += width
+        a.emit(ja(done))
+        a.label(slow)
+        self.load_bytes(off_reg, off_imm, stack, size, out)
+        a.label(done)
+
     def load_bytes(self, off_reg: int | None, off_imm: int, stack: int, size: int,
                    out: str) -> None:
         a = self.asm
@@ -281,9 +312,8 @@ class _Builder:
         a = self.asm
         a.note("entry: r6 = skb, r7 = payload buffer, r8 = flow entry, r9 = step frame")
         a.emit(mov(R6, R1))
-        a.emit(st("dw", FP, S_MAPKEY, 0), mov(R2, FP), alu64("add", R2, imm=S_MAPKEY),
-               ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
-               jmp("jeq", R0, "pass", imm=0), mov(R7, R0))
+        # a decided flow's packet costs the headers read in place and one map lookup: the
+        # scratch map (payload buffer, template, frame) is looked up only when needed
         self.parse()
         self.lookup_flow()
         self.per_packet()
@@ -354,11 +384,11 @@ class _Builder:
         """Ethernet, IPv4 (no fragments) or IPv6 (no extension headers), TCP or UDP."""
         a = self.asm
         a.note("parse: ethernet, IPv4/IPv6, TCP/UDP (anything else passes untouched)")
-        self.load_bytes(None, 0, S_HDR, 14, "pass")
+        self.header(None, 0, S_HDR, 14, "pass")
         self.be16(R1, FP, S_HDR + 12)
         a.emit(jmp("jeq", R1, "ipv4", imm=0x0800), jmp("jeq", R1, "ipv6", imm=0x86DD), ja("pass"))
         a.label("ipv4")
-        self.load_bytes(None, 14, S_HDR, 20, "pass")
+        self.header(None, 14, S_HDR, 20, "pass")
         a.emit(ldx("b", R1, FP, S_HDR), alu64("and", R1, imm=15), alu64("lsh", R1, imm=2),
                jmp("jlt", R1, "pass", imm=20))
         self.be16(R2, FP, S_HDR + 6)
@@ -372,7 +402,7 @@ class _Builder:
             a.emit(ldx("w", R2, FP, S_HDR + at), stx("dw", FP, base, R2), st("dw", FP, base + 8, 0))
         a.emit(movi(R5, 4), stx("dw", FP, _misc(M_FLAGS), R5), ja("l4"))
         a.label("ipv6")
-        self.load_bytes(None, 14, S_HDR, 40, "pass")
+        self.header(None, 14, S_HDR, 40, "pass")
         a.emit(ldx("b", R2, FP, S_HDR + 6), stx("dw", FP, _misc(M_PROTO), R2))
         self.be16(R3, FP, S_HDR + 4)
         a.emit(alu64("add", R3, imm=54), stx("dw", FP, _misc(M_PAYLEN), R3))
@@ -393,7 +423,7 @@ class _Builder:
         a.emit(ja("pass"))
         a.label("tcp")
         a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
-        self.load_bytes(R8, 0, S_L4, 20, "pass")
+        self.header(R8, 0, S_L4, 20, "pass")
         a.emit(ldx("b", R1, FP, S_L4 + 12), alu64("rsh", R1, imm=4), alu64("lsh", R1, imm=2),
                jmp("jlt", R1, "pass", imm=20), alu64("add", R8, R1))
         a.emit(ldx("b", R1, FP, S_L4 + 13), alu64("lsh", R1, imm=8),
@@ -401,7 +431,7 @@ class _Builder:
                stx("dw", FP, _misc(M_FLAGS), R1), ja("ports"))
         a.label("udp")
         a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
-        self.load_bytes(R8, 0, S_L4, 8, "pass")
+        self.header(R8, 0, S_L4, 8, "pass")
         a.emit(alu64("add", R8, imm=8))
         a.label("ports")
         # r8 = payload offset; payload length = min(IP end, skb->len) - offset
@@ -457,6 +487,7 @@ class _Builder:
         """A new entry: the client is the sender of the first packet (TCP: of a SYN)."""
         a = self.asm
         a.note("new flow: entry built in the scratch map's template area, inserted")
+        self.scratch()
         tpl = BUF + PAD
         for off in range(0, self.value_size, 8):
             a.emit(st("dw", R7, tpl + off, 0))
@@ -510,6 +541,7 @@ class _Builder:
         a.emit(ldx("b", R1, R8, V_STATE), jmp("jeq", R1, "open", imm=UNDECIDED),
                jmp("jne", R1, "apply", imm=REFINING))
         a.label("open")
+        self.scratch()
         # direction: 0 from the client
         a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), ldx("b", R2, R8, V_CLIENT_LO), movi(R9, 1),
                jmp("jne", R1, "dir", src=R2), movi(R9, 0))

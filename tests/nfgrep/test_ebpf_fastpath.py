@@ -1,0 +1,57 @@
+"""The eBPF classifier's per-packet cost for flows it has decided, followed instruction by
+instruction (nfgrep.ebpf.trace) on the loaded program and its real maps."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from nfkit.nfgrep.ebpf.program import Classifier, load_verified
+from nfkit.nfgrep.ebpf.replay import frame
+from nfkit.nfgrep.ebpf.trace import trace_packet
+
+SHIPPED = load_verified(None)
+C4, S4 = ipaddress.ip_address("192.0.2.2").packed, ipaddress.ip_address("198.51.100.7").packed
+C6, S6 = ipaddress.ip_address("2001:db8::2").packed, ipaddress.ip_address("2001:db8::7").packed
+REQUEST = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+REPLY = b"HTTP/1.1 200 OK\r\n\r\n"
+
+
+def _decide_http(cl: Classifier, client: bytes, server: bytes) -> bytes:
+    """An HTTP flow decided in the kernel; returns a later data packet of it."""
+    for f in (frame(6, client, server, 40000, 80, 0x02, 1, b""),
+              frame(6, server, client, 80, 40000, 0x12, 9, b""),
+              frame(6, client, server, 40000, 80, 0x18, 2, REQUEST),
+              frame(6, server, client, 80, 40000, 0x18, 10, REPLY)):
+        cl.prog.test_run(f)
+    entry = cl.flow(client, server, 40000, 80, 6)
+    assert entry is not None and entry.app == "http"
+    return frame(6, client, server, 40000, 80, 0x10, 2 + len(REQUEST), b"x" * 1400)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_a_decided_flows_packet_costs_one_map_lookup(family: str) -> None:
+    """Headers read in place (no bpf_skb_load_bytes), no scratch-map lookup: the flow map's
+    lookup is the only helper call, and the mark the same as the kernel's."""
+    client, server = (C4, S4) if family == "4" else (C6, S6)
+    with Classifier(SHIPPED) as cl:
+        later = _decide_http(cl, client, server)
+        path = trace_packet(cl, later)
+        assert path.helpers == ["map_lookup_elem"]
+        assert path.executed <= 160, path.executed
+        assert path.mark == cl.prog.test_run(later)[1] == cl.compiled.apps["http"]
+
+
+@pytest.mark.kernel
+def test_headers_outside_the_linear_data_are_copied() -> None:
+    """A packet whose headers are not all in the skb's linear data (data_end short) takes
+    bpf_skb_load_bytes instead, and gets the same mark."""
+    with Classifier(SHIPPED) as cl:
+        later = _decide_http(cl, C4, S4)
+        fast = trace_packet(cl, later)
+        for linear in (0, 14, 30):
+            slow = trace_packet(cl, later, linear=linear)
+            assert "skb_load_bytes" in slow.helpers
+            assert slow.mark == fast.mark == cl.compiled.apps["http"]
