@@ -55,3 +55,40 @@ def test_headers_outside_the_linear_data_are_copied() -> None:
             slow = trace_packet(cl, later, linear=linear)
             assert "skb_load_bytes" in slow.helpers
             assert slow.mark == fast.mark == cl.compiled.apps["http"]
+
+
+def _ssh_on(cl: Classifier, client: bytes, server: bytes, isn: int) -> int:
+    """An SSH exchange on the HTTP flow's tuple; returns the mark of its client banner."""
+    cl.prog.test_run(frame(6, client, server, 40000, 80, 0x02, isn, b""))
+    cl.prog.test_run(frame(6, server, client, 80, 40000, 0x12, 70000, b""))
+    cl.prog.test_run(frame(6, server, client, 80, 40000, 0x18, 70001, b"SSH-2.0-OpenSSH_9.2\r\n"))
+    return cl.prog.test_run(frame(6, client, server, 40000, 80, 0x18, isn + 1,
+                                  b"SSH-2.0-OpenSSH_9.2\r\n"))[1]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("close", ["fins", "rst"])
+def test_a_reused_tuple_is_classified_afresh(close: str) -> None:
+    """A client reusing a closed connection's ports (a busy client soon wraps its port
+    range) starts a new flow, as the flow table's REOPEN does: not the old app."""
+    with Classifier(SHIPPED) as cl:
+        _decide_http(cl, C4, S4)
+        end = 2 + len(REQUEST)
+        if close == "fins":
+            cl.prog.test_run(frame(6, C4, S4, 40000, 80, 0x11, end, b""))
+            cl.prog.test_run(frame(6, S4, C4, 80, 40000, 0x11, 10 + len(REPLY), b""))
+        else:
+            cl.prog.test_run(frame(6, S4, C4, 80, 40000, 0x04, 10 + len(REPLY), b""))
+        assert _ssh_on(cl, C4, S4, 900000) == cl.compiled.apps["ssh"]
+        entry = cl.flow(C4, S4, 40000, 80, 6)
+        assert entry is not None and entry.app == "ssh"
+
+
+@pytest.mark.kernel
+def test_a_syn_inside_an_open_flow_changes_nothing() -> None:
+    """A SYN while the flow is open (no FIN both ways, no RST) is no new flow, as in the
+    flow table: the decided app stays."""
+    with Classifier(SHIPPED) as cl:
+        _decide_http(cl, C4, S4)
+        cl.prog.test_run(frame(6, C4, S4, 40000, 80, 0x11, 2 + len(REQUEST), b""))  # one FIN
+        assert _ssh_on(cl, C4, S4, 900000) == cl.compiled.apps["http"]

@@ -76,7 +76,16 @@ from nfkit.nfgrep.ebpf.insn import (
     st,
     stx,
 )
-from nfkit.nfgrep.ebpf.spec import HELPER, HELPER_NAMES, SKB_DATA, SKB_DATA_END, SKB_MARK, TC_ACT_OK
+from nfkit.nfgrep.ebpf.spec import (
+    BPF_ANY,
+    BPF_NOEXIST,
+    HELPER,
+    HELPER_NAMES,
+    SKB_DATA,
+    SKB_DATA_END,
+    SKB_MARK,
+    TC_ACT_OK,
+)
 from nfkit.nfgrep.ebpf.steps import (
     BIG,
     BUF,
@@ -120,6 +129,7 @@ MARK_MASK = DEFAULT_MARK_MASK
 V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER = \
     0, 1, 2, 3, 4, 8, 12, 16, 17
 V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
+V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_HINTED, V_OUT = 24, 32
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
@@ -129,6 +139,7 @@ S_L4 = -152        # TCP/UDP header bytes (24)
 S_MISC = -224      # 9 u64 slots: see below
 M_PAYOFF, M_PAYLEN, M_N, M_PROTO, M_SPORT, M_DPORT, M_SRCLO, M_FLAGS, M_DIR = range(9)
 S_MAPKEY = -232    # the scratch map's key (0)
+S_UPDATE = -240    # the new entry's map_update_elem flags (BPF_NOEXIST, or BPF_ANY: reopened)
 
 
 def _misc(i: int) -> int:
@@ -407,10 +418,9 @@ class _Builder:
         self.be16(R3, FP, S_HDR + 4)
         a.emit(alu64("add", R3, imm=54), stx("dw", FP, _misc(M_PAYLEN), R3))
         a.emit(movi(R1, 54), stx("dw", FP, _misc(M_PAYOFF), R1))
-        for base, at in ((S_SRC, 8), (S_DST, 24)):
+        for base, at in ((S_SRC, 8), (S_DST, 24)):  # 8-aligned on the stack: whole words
             for k in (0, 8):
-                a.emit(ldx("w", R2, FP, S_HDR + at + k), ldx("w", R3, FP, S_HDR + at + k + 4),
-                       alu64("lsh", R3, imm=32), alu64("or", R2, R3), stx("dw", FP, base + k, R2))
+                a.emit(ldx("dw", R2, FP, S_HDR + at + k), stx("dw", FP, base + k, R2))
         a.emit(movi(R5, 6), stx("dw", FP, _misc(M_FLAGS), R5))
         a.label("l4")
         # r1 = L4 offset; TCP: 20 bytes, UDP: 8
@@ -479,9 +489,40 @@ class _Builder:
                ldx("dw", R2, FP, _misc(M_FLAGS)), alu64("and", R2, imm=0xFF),
                alu64("lsh", R2, imm=40), alu64("or", R1, R2), stx("dw", FP, S_KEY + 32, R1))
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
-               call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jne", R0, "known", imm=0))
+               call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "miss", imm=0))
+        # TCP FIN, RST, SYN on a known flow: the only packets of a decided flow that do more
+        a.emit(ldx("dw", R1, FP, _misc(M_FLAGS)), jmp("jset", R1, "tcpctl", imm=0x07 << 8),
+               ja("known"))
+        self.reopen()
+        a.label("miss")
+        a.emit(st("dw", FP, S_UPDATE, BPF_NOEXIST))
+        a.label("newflow")
         self.new_flow()
         a.label("known")
+
+    def reopen(self) -> None:
+        """A closed TCP flow's tuple used again (the flow table's REOPEN, flow/tcpstate.py):
+        FINs and RSTs are remembered; the client's pure SYN after a RST or both FINs
+        starts a new flow in the same entry, so it is classified afresh (a port reused
+        soon after, as a busy client does, never inherits the last connection's app)."""
+        a = self.asm
+        a.label("tcpctl")
+        a.emit(alu64("rsh", R1, imm=8), jmp("jset", R1, "ctlsyn", imm=0x02))
+        # FIN or RST: this direction's FIN bit (1: the client's), 4 for a RST
+        a.emit(movi(R3, 1), ldx("dw", R4, FP, _misc(M_SRCLO)), ldx("b", R5, R8, V_CLIENT_LO),
+               jmp("jeq", R4, "finside", src=R5), movi(R3, 2))
+        a.label("finside")
+        a.emit(mov(R2, R1), alu64("and", R2, imm=0x04), alu64("or", R3, R2),
+               ldx("b", R2, R8, V_CLOSED), alu64("or", R2, R3), stx("b", R8, V_CLOSED, R2),
+               ja("known"))
+        a.label("ctlsyn")
+        # a pure SYN from the client side of a flow that ended (RST, or both FINs)
+        a.emit(jmp("jset", R1, "known", imm=0x10), ldx("b", R2, R8, V_CLOSED),
+               jmp("jset", R2, "reopen", imm=4), alu64("and", R2, imm=3),
+               jmp("jne", R2, "known", imm=3))
+        a.label("reopen")
+        a.emit(ldx("dw", R4, FP, _misc(M_SRCLO)), ldx("b", R5, R8, V_CLIENT_LO),
+               jmp("jne", R4, "known", src=R5), st("dw", FP, S_UPDATE, BPF_ANY), ja("newflow"))
 
     def new_flow(self) -> None:
         """A new entry: the client is the sender of the first packet (TCP: of a SYN)."""
@@ -531,7 +572,8 @@ class _Builder:
                    stx("dw", R7, tpl + V_HINTED, R3))
             a.label(no)
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
-               alu64("add", R3, imm=tpl), movi(R4, 1), call(HELPER["map_update_elem"]))
+               alu64("add", R3, imm=tpl), ldx("dw", R4, FP, S_UPDATE),
+               call(HELPER["map_update_elem"]))
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
                call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "pass", imm=0))
 
