@@ -97,9 +97,9 @@ from nfkit.nfgrep.ebpf.steps import (
     FAIL,
     GIVE_UP,
     HELD,
-    MAX_FRAME,
     NEED,
     PAD,
+    Frame,
     StepCompiler,
     live_in,
     splice,
@@ -257,12 +257,15 @@ class _Builder:
                 s.persist[var] = off
                 off += 8
         self.value_size = off
-        # the scratch map's value: payload buffer, new-entry template, step frame
-        self.fr = (BUF + PAD + off + 7) & ~7
-        # then three u64 masks (classified, stuck, waiting) the decision builds: in map
-        # memory, so the kernel verifier does not follow each combination of bits apart
-        self.mk = self.fr + MAX_FRAME
-        self.scratch_size = self.mk + 32  # and the directions needing more data
+        # the scratch map's value: payload buffer, new-entry template, then three u64
+        # masks (classified, stuck, waiting) the decision builds and the directions needing
+        # more data: in map memory, so the kernel verifier does not follow each combination
+        # of bits apart; then the step frame, as large as the largest step needs
+        self.mk = (BUF + PAD + off + 7) & ~7
+        self.fr = self.mk + 32
+        # the packet path writes the frame's fixed slots and variables before any step runs
+        self.frame_used = max([Frame(len(s.program.protocols[s.proto].variables)).used
+                               for s in self.sigs] + [F_VARS])
         self.asm = Assembler()
         self.tail: list[tuple[str, Assembler]] = []
         self.step_labels: dict[tuple[int, int], str] = {}
@@ -355,6 +358,7 @@ class _Builder:
                                   f"{s.name}.{s.program.text(code[si].name)}", self.fr)
                 before = len(a.insns)
                 sc.compile(code[si].code, label)
+                self.frame_used = max(self.frame_used, sc.frame.used)
                 key = f"{s.name}.{s.program.text(code[si].name)}"
                 self.translated[key] = "yes" if len(a.insns) - before > 2 else \
                     a.comments.get(before, "not translated")
@@ -389,7 +393,7 @@ class _Builder:
             (slots[a.labels[t]], "f_" + "".join(ch if ch.isalnum() else "_" for ch in t))
             for t in targets if t is not None)
         return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size,
-                        self.translated, functions, self.scratch_size, owners)
+                        self.translated, functions, self.fr + self.frame_used, owners)
 
     def parse(self) -> None:
         """Ethernet, IPv4 (no fragments) or IPv6 (no extension headers), TCP or UDP."""

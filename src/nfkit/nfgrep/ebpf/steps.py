@@ -18,16 +18,19 @@ Calling convention of a step subprogram::
 Inside, r9 holds the frame, r7 the payload buffer (a per-CPU map value of
 BUF + PAD bytes, looked up again in each callback), r6 the step's result
 while it unwinds.  The bytecode's operand stack lives in registers r1..r4
-(the register allocator below: stack slot d is register SLOTS[d]; a step
-deeper than that is not translated and always answers UNSURE, so the flow goes
-to userspace).  r0 and r5 are scratch.  Helper calls (bpf_loop) happen only
+(the register allocator below: stack slot d is register SLOTS[d]); slots past
+those (the nfgrep verifier allows MAX_STACK) are spilled to the frame, in the
+per-CPU scratch map, and loaded into r6 / r8 when an instruction uses them.
+r0 and r5 are scratch.  Helper calls (bpf_loop) happen only
 between statements, where the operand stack is empty, so nothing live is
 clobbered.  Loops (searches, repeats, DNS labels) are bpf_loop callbacks: the
 kernel verifier checks each body once instead of once per iteration.
 
 Frame layout (u64 slots from r9): n (bytes of payload held), p (cursor), E
 (region end), FINAL (1 on UDP: no more data will come), then the protocol's
-variables, then per-block save slots allocated by `Frame.slot`.  The frame
+variables, the operand stack's spill slots, then per-block save slots
+allocated by `Frame.slot` (at most MAX_FRAME bytes in all; the scratch map's
+value is sized to the largest step's frame).  The frame
 lives in the scratch map's value, not on the stack: the kernel verifier does
 not track values in map memory, so the states of the many paths through a
 step's blocks look alike to it and are pruned (on the stack each path's
@@ -54,6 +57,7 @@ from nfkit.nfgrep.ebpf.insn import (
     R5,
     R6,
     R7,
+    R8,
     R9,
     Assembler,
     alu64,
@@ -71,13 +75,15 @@ from nfkit.nfgrep.ebpf.insn import (
     stx,
 )
 from nfkit.nfgrep.ebpf.spec import HELPER
+from nfkit.nfgrep.verifier import MAX_STACK
 
 HELD, FAIL, NEED, GIVE_UP, UNSURE = 0, 1, 2, 3, 4
 BUF = 2048          # payload bytes the kernel program examines per packet (a power of two)
 PAD = 16            # bytes after BUF so a masked offset plus a read width stays inside
 BIG = 1 << 62       # "no region" (codegen.BIG)
 SLOTS = (R1, R2, R3, R4)  # the register allocator: operand stack slot d lives in SLOTS[d]
-MAX_FRAME = 256     # bytes of step frame the caller reserves on its stack
+SPILLS = MAX_STACK - len(SLOTS)  # deeper slots: spilled to the frame (per-CPU map memory)
+MAX_FRAME = 4096    # bytes of step frame at most (the per-CPU scratch map's value holds it)
 
 # fixed frame slots (F_KEY: the scratch map's key, 0, so subprograms need no stack)
 F_N, F_P, F_E, F_FINAL, F_KEY, F_VARS = 0, 8, 16, 24, 32, 40
@@ -96,11 +102,15 @@ class Frame:
     used: int = 0
 
     def __post_init__(self) -> None:
-        self.top = F_VARS + 8 * self.nvars
+        self.top = F_VARS + 8 * self.nvars + 8 * SPILLS
         self.used = self.top
 
     def var(self, i: int) -> int:
         return F_VARS + 8 * i
+
+    def spill(self, d: int) -> int:
+        """Where operand stack slot ``d`` (past the registers) lives."""
+        return F_VARS + 8 * self.nvars + 8 * (d - len(SLOTS))
 
     def slot(self) -> int:
         off = self.top
@@ -155,10 +165,22 @@ class StepCompiler:
         self.name = name
 
     # -- helpers --------------------------------------------------------------
-    def reg(self, d: int) -> int:
+    def src(self, a: Assembler, d: int, tmp: int) -> int:
+        """The register holding operand slot ``d``: its own, or ``tmp`` loaded from its spill
+        slot (slots past r1..r4 live in the frame)."""
+        if d < len(SLOTS):
+            return SLOTS[d]
+        a.emit(ldx("dw", tmp, R9, self.frame.spill(d)))
+        return tmp
+
+    def dst(self, d: int, tmp: int) -> int:
+        """The register to compute operand slot ``d`` into (then `put`)."""
+        return SLOTS[d] if d < len(SLOTS) else tmp
+
+    def put(self, a: Assembler, d: int, reg: int) -> None:
+        """Operand slot ``d`` computed in ``reg``: stored to its spill slot when it has one."""
         if d >= len(SLOTS):
-            raise Unsupported(f"operand stack deeper than {len(SLOTS)}")
-        return SLOTS[d]
+            a.emit(stx("dw", R9, self.frame.spill(d), reg))
 
     def const(self, a: Assembler, reg: int, value: int) -> None:
         if -(1 << 31) <= value < (1 << 31):
@@ -287,7 +309,7 @@ class StepCompiler:
         if region:
             d -= 1
             e_save = self.frame.slot()
-            v = self.reg(d)
+            v = self.src(a, d, R8)
             a.emit(ldx("dw", R0, R9, F_E), stx("dw", R9, e_save, R0))
             # q = p + len; if q < E: E = q (len may be huge: saturate instead of wrapping)
             skip = a.fresh("reg")
@@ -480,19 +502,20 @@ class StepCompiler:
         info = OPS[ins.op]
         name, x, y, z = info.name, ins.a, ins.b, ins.c
         p = self.program
-        if name == "PUSH_INT":
-            self.const(a, self.reg(d), p.ints[x])
-            return d + 1
-        if name == "PUSH_VAR":
-            a.emit(ldx("dw", self.reg(d), R9, self.frame.var(x)))
-            return d + 1
-        if name == "PUSH_HERE":
-            a.emit(ldx("dw", self.reg(d), R9, F_P))
+        if name in ("PUSH_INT", "PUSH_VAR", "PUSH_HERE"):
+            r = self.dst(d, R8)
+            if name == "PUSH_INT":
+                self.const(a, r, p.ints[x])
+            else:
+                a.emit(ldx("dw", r, R9, self.frame.var(x) if name == "PUSH_VAR" else F_P))
+            self.put(a, d, r)
             return d + 1
         if name == "PUSH_LENGTH":
             if x:  # decided on the final data only
                 a.emit(ldx("dw", R0, R9, F_FINAL), movi(R6, NEED), jmp("jeq", R0, fail, imm=0))
-            a.emit(ldx("dw", self.reg(d), R9, F_N))
+            r = self.dst(d, R8)
+            a.emit(ldx("dw", r, R9, F_N))
+            self.put(a, d, r)
             return d + 1
         if name == "READ":
             width, little, popped = x, y, z
@@ -500,13 +523,13 @@ class StepCompiler:
                 raise Unsupported(f"a {width}-byte read")
             if popped:
                 d -= 1
-                q = self.reg(d)
+                q = self.src(a, d, R6)
             else:
-                q = self.reg(d)
+                q = self.dst(d, R6)
                 a.emit(ldx("dw", q, R9, F_P))
-            out = self.reg(d)
+            out = q
             # end = q + width, saturating (q may be any 64-bit value)
-            end = self.reg(d + 1)
+            end = R8
             a.emit(lddw(end, BIG), jmp("jge", q, fail + "_f", src=end), mov(end, q),
                    alu64("add", end, imm=width))
             self.short(a, end, fail)
@@ -520,10 +543,11 @@ class StepCompiler:
                 a.emit(alu64("and", R0, imm=BUF - 1), alu64("add", R0, R7), ldx("b", R0, R0, 0),
                        alu64("or", R5, R0))
             a.emit(stx("dw", R9, F_P, end), mov(out, R5))
+            self.put(a, d, out)
             return d + 1
         if name == "DECIMAL":
             digits = x
-            out = self.reg(d)
+            out = self.dst(d, R8)
             q = R5
             mark = self.frame.top
             lim_slot = self.frame.slot()
@@ -553,19 +577,23 @@ class StepCompiler:
             a.label(ok + "_big")
             a.emit(movi(R6, UNSURE), ja(fail))
             a.label(ok)
+            self.put(a, d, out)
             self.frame.top = mark
             return d + 1
         if name == "BINOP":
-            lhs, rhs = self.reg(d - 2), self.reg(d - 1)
+            rhs = self.src(a, d - 1, R8)
+            lhs = self.src(a, d - 2, R6)
             op = BINOPS[x]
             if op in ("<<", ">>"):
                 a.emit(alu64("and", rhs, imm=63))
             alu = {"+": "add", "-": "sub", "*": "mul", "&": "and", "|": "or", "<<": "lsh",
                    ">>": "rsh"}[op]
             a.emit(alu64(alu, lhs, rhs))
+            self.put(a, d - 2, lhs)
             return d - 1
         if name == "CMP":
-            lhs, rhs = self.reg(d - 2), self.reg(d - 1)
+            rhs = self.src(a, d - 1, R8)
+            lhs = self.src(a, d - 2, R6)
             holds = a.fresh("cmp")
             jname = {"==": "jeq", "!=": "jne", "<": "jlt", "<=": "jle", ">": "jgt",
                      ">=": "jge"}[CMPS[x]]
@@ -574,7 +602,7 @@ class StepCompiler:
             a.label(holds)
             return d - 2
         if name == "RANGE":
-            v = self.reg(d - 1)
+            v = self.src(a, d - 1, R6)
             lo, hi = p.ints[x], p.ints[y]
             bad = a.fresh("range")
             self.const(a, R5, lo)
@@ -589,7 +617,7 @@ class StepCompiler:
         if name == "MATCH":
             if y:
                 d -= 1
-                self.match(a, x, self.reg(d), fail)
+                self.match(a, x, self.src(a, d, R6), fail)
             else:
                 self.match(a, x, None, fail)
             return d
@@ -599,7 +627,7 @@ class StepCompiler:
                         self.literal(z - 1) if z else None, fail)
             return d
         if name in ("SETPOS", "SKIP", "KEEP_BYTES"):
-            v = self.reg(d - 1)
+            v = self.src(a, d - 1, R8)
             if name == "KEEP_BYTES":
                 a.emit(movi(R6, FAIL), jmp("jgt", v, fail, imm=MAX_KEEP_BYTES))
             if name != "SETPOS":
@@ -611,7 +639,7 @@ class StepCompiler:
             a.emit(stx("dw", R9, F_P, v))
             return d - 1
         if name == "LET":
-            a.emit(stx("dw", R9, self.frame.var(x), self.reg(d - 1)))
+            a.emit(stx("dw", R9, self.frame.var(x), self.src(a, d - 1, R6)))
             return d - 1
         if name == "KEEP_UNTIL":
             term = self.literal(y)
