@@ -44,7 +44,7 @@ import struct
 from dataclasses import dataclass, field
 
 from nfkit.errors import InputError
-from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP, Program
+from nfkit.nfgrep.bytecode import OPCODES, OPS, TCP, UDP, Instr, Program
 from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
 from nfkit.nfgrep.ebpf.insn import (
     FP,
@@ -95,10 +95,21 @@ from nfkit.nfgrep.ebpf.steps import (
     F_P,
     F_VARS,
     FAIL,
+    FIELD_BYTES,
     GIVE_UP,
     HELD,
+    IS_BYTES,
+    IS_LEN,
+    IS_STATUS,
+    KEPT,
+    KEPT_END,
+    KEPT_START,
+    KEPT_STATUS,
+    KEPT_UNREADABLE,
     NEED,
+    NOT_KEPT,
     PAD,
+    FieldSlots,
     Frame,
     StepCompiler,
     live_in,
@@ -129,6 +140,7 @@ MARK_MASK = DEFAULT_MARK_MASK
 V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER = \
     0, 1, 2, 3, 4, 8, 12, 16, 17
 V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
+FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_HINTED, V_OUT = 24, 32
 # main program stack (fp-relative)
@@ -185,6 +197,11 @@ class SigInfo:
     persist: dict[int, int] = field(default_factory=dict)  # var -> value offset
     announces: bool = False
     children: list[int] = field(default_factory=list)
+    # fields some loaded protocol's `field ... is` tests, kept by this one's steps:
+    keeps: dict[str, list[int]] = field(default_factory=dict)  # field -> its steps (index in steps)
+    watch_keeps: set[str] = field(default_factory=set)  # ... kept by its watches (not followed)
+    fields: dict[str, int] = field(default_factory=dict)  # field -> value offset (FIELD_SIZE)
+    chain: list[int] | None = None  # the protocols it runs after, nearest first (None: ambiguous)
 
 
 @dataclass
@@ -240,6 +257,7 @@ class _Builder:
                 for parent in self.sigs:
                     if parent.name == s.after and parent.transports & s.transports:
                         parent.children.append(s.index)
+        self.fields_of_steps()
         reg = registry if registry is not None else registry_for([s.name for s in self.sigs])
         self.apps = {n: i for n, i in reg.ids.items()
                      if n == "ftp-data" or any(s.name == n for s in self.sigs)}
@@ -256,6 +274,10 @@ class _Builder:
             for var in sorted(later):
                 s.persist[var] = off
                 off += 8
+        for s in self.sigs:
+            for name in sorted(s.keeps):
+                s.fields[name] = off
+                off += FIELD_SIZE
         self.value_size = off
         # the scratch map's value: payload buffer, new-entry template, then three u64
         # masks (classified, stuck, waiting) the decision builds and the directions needing
@@ -270,6 +292,87 @@ class _Builder:
         self.tail: list[tuple[str, Assembler]] = []
         self.step_labels: dict[tuple[int, int], str] = {}
         self.translated: dict[str, str] = {}
+
+    def fields_of_steps(self) -> None:
+        """Which steps keep the fields `field ... is` tests, each protocol's chain of
+        parents, and each step's field slots in the frame (steps.FieldSlots)."""
+        tested: set[str] = set()
+        for s in self.sigs:
+            for step in s.program.protocols[s.proto].steps:
+                tested |= _field_names(s.program, step.code, ("FIELD_IS",))
+        self.step_fields: dict[tuple[int, int], FieldSlots] = {}
+        for s in self.sigs:
+            proto = s.program.protocols[s.proto]
+            for i, si in enumerate(s.steps):
+                for name in _field_names(s.program, proto.steps[si].code, KEEPS) & tested:
+                    s.keeps.setdefault(name, []).append(i)
+            for step in proto.steps:
+                if step.watch:
+                    s.watch_keeps |= _field_names(s.program, step.code, KEEPS) & tested
+            chain: list[int] | None = []
+            cur = s
+            while cur.after is not None and chain is not None and len(chain) < len(self.sigs):
+                parents = [p for p in self.sigs if p.name == cur.after and p.transports & cur.transports]
+                if len(parents) != 1:
+                    chain = None
+                    break
+                cur = parents[0]
+                chain.append(cur.index)
+            s.chain = chain
+            base = Frame(len(proto.variables)).fields_at
+            for i, si in enumerate(s.steps):
+                self.step_fields[(s.index, i)] = FieldSlots.layout(
+                    base, sorted(n for n, steps in s.keeps.items() if i in steps),
+                    sorted(_field_names(s.program, proto.steps[si].code, ("FIELD_IS",))))
+
+    def field_value(self, s: SigInfo, name: str, at: int) -> None:
+        """Before a step testing field ``name`` runs: the field's value, as the engine would
+        see it once the protocols ``s`` runs after have won, into the frame at ``at`` (from
+        r7): from the nearest of them that kept it, when each of its steps keeping it has
+        held (so no later step can change it); else the step's test is UNSURE."""
+        a = self.asm
+        unsure, done = a.fresh("fieldunsure"), a.fresh("fieldvalue")
+        for anc in s.chain if s.chain is not None else [None]:
+            parent = None if anc is None else self.sigs[anc]
+            if parent is None or name in parent.watch_keeps:
+                a.emit(ja(unsure))
+                break
+            if name not in parent.keeps:
+                continue
+            for i in parent.keeps[name]:
+                a.emit(ldx("b", R1, R8, parent.out[i]), jmp("jne", R1, unsure, imm=O_HELD))
+            off, nxt = parent.fields[name], a.fresh("notkept")
+            a.emit(ldx("b", R1, R8, off), jmp("jeq", R1, nxt, imm=NOT_KEPT),
+                   jmp("jne", R1, unsure, imm=KEPT), st("dw", R7, at + IS_STATUS, 0),
+                   ldx("b", R1, R8, off + 1), stx("dw", R7, at + IS_LEN, R1))
+            for k in range(0, FIELD_BYTES, 8):
+                a.emit(ldx("dw", R1, R8, off + 8 + k), stx("dw", R7, at + IS_BYTES + k, R1))
+            a.emit(ja(done))
+            a.label(nxt)
+        else:  # kept by none of them: the engine's empty value
+            a.emit(st("dw", R7, at + IS_STATUS, 0), st("dw", R7, at + IS_LEN, 0), ja(done))
+        a.label(unsure)
+        a.emit(st("dw", R7, at + IS_STATUS, 1))
+        a.label(done)
+
+    def keep_field(self, s: SigInfo, name: str, at: int) -> None:
+        """After a step held: the field it kept (frame slot ``at``, from r7) into the flow
+        entry, FIELD_BYTES at most (longer, or not rebuilt in the kernel: unreadable)."""
+        a = self.asm
+        off = s.fields[name]
+        skip, unread = a.fresh("keptnone"), a.fresh("keptunread")
+        a.emit(ldx("dw", R1, R7, at + KEPT_STATUS), jmp("jeq", R1, skip, imm=NOT_KEPT),
+               jmp("jne", R1, unread, imm=KEPT), ldx("dw", R2, R7, at + KEPT_END),
+               ldx("dw", R3, R7, at + KEPT_START), alu64("sub", R2, R3),
+               jmp("jgt", R2, unread, imm=FIELD_BYTES), st("b", R8, off, KEPT),
+               stx("b", R8, off + 1, R2))
+        for k in range(0, FIELD_BYTES, 8):
+            a.emit(mov(R4, R3), alu64("add", R4, imm=k), alu64("and", R4, imm=BUF - 1),
+                   alu64("add", R4, R7), ldx("dw", R5, R4, 0), stx("dw", R8, off + 8 + k, R5))
+        a.emit(ja(skip))
+        a.label(unread)
+        a.emit(st("b", R8, off, KEPT_UNREADABLE))
+        a.label(skip)
 
     # -- small pieces ----------------------------------------------------------
     def scratch(self) -> None:
@@ -355,7 +458,8 @@ class _Builder:
                     continue
                 nvars = len(s.program.protocols[s.proto].variables)
                 sc = StepCompiler(a, self.tail, s.program, nvars, self.scratch_fd,
-                                  f"{s.name}.{s.program.text(code[si].name)}", self.fr)
+                                  f"{s.name}.{s.program.text(code[si].name)}", self.fr,
+                                  self.step_fields[(s.index, i)])
                 before = len(a.insns)
                 sc.compile(code[si].code, label)
                 self.frame_used = max(self.frame_used, sc.frame.used)
@@ -661,7 +765,9 @@ class _Builder:
             if d == 0:
                 a.emit(ldx("dw", R1, FP, _misc(M_DIR)), jmp("jne", R1, "dir1", imm=0))
             a.note(f"steps reading the {'client' if d == 0 else 'server'}'s first bytes")
-            for s in self.sigs:
+            # the protocols others run after first: a `field ... is` then finds the fields
+            # they kept from this very packet
+            for s in sorted(self.sigs, key=lambda s: len(s.chain or [])):
                 proto = s.program.protocols[s.proto]
                 seen_dirs: set[int] = set()
                 for i, si in enumerate(s.steps):
@@ -705,6 +811,9 @@ class _Builder:
             else:
                 a.emit(st("dw", R7, self.fr + F_VARS + 8 * v, 0))
         a.emit(st("dw", R7, self.fr + F_P, 0), lddw(R1, BIG), stx("dw", R7, self.fr + F_E, R1))
+        slots = self.step_fields[(s.index, i)]
+        for fname, at in slots.tested.items():
+            self.field_value(s, fname, self.fr + at)
         label = f"step.{s.index}.{i}"
         self.step_labels[(s.index, i)] = label
         a.emit(call_local(label))
@@ -719,6 +828,8 @@ class _Builder:
         a.emit(st("b", R8, out, O_HELD))
         for v, off in s.persist.items():
             a.emit(ldx("dw", R1, R7, self.fr + F_VARS + 8 * v), stx("dw", R8, off, R1))
+        for fname, at in slots.kept.items():
+            self.keep_field(s, fname, self.fr + at)
         a.emit(ja(skip))
         a.label(fail)
         a.emit(st("b", R8, out, O_FAIL), ja(skip))
@@ -866,6 +977,14 @@ class _Builder:
             self.set_state(USERSPACE, MARK_USERSPACE, "apply")
         else:
             self.set_state(DECIDED, app, "apply")
+
+
+KEEPS = ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS")
+
+
+def _field_names(program: Program, code: list[Instr], ops: tuple[str, ...]) -> set[str]:
+    """The fields the instructions named ``ops`` (keeps, or FIELD_IS) of a step name."""
+    return {program.text(ins.a) for ins in code if OPS[ins.op].name in ops}
 
 
 def _s32(v: int) -> int:

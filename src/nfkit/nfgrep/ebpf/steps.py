@@ -44,7 +44,7 @@ offset that passed the check, since n <= BUF).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Block, Instr, Program, nest
 from nfkit.nfgrep.ebpf.insn import (
@@ -98,12 +98,18 @@ class Frame:
     """The step frame's layout: fixed slots, variables, then save slots by bump allocation."""
 
     nvars: int
+    fields: int = 0  # bytes for captured fields and `field ... is` values (FieldSlots)
     top: int = 0
     used: int = 0
 
     def __post_init__(self) -> None:
-        self.top = F_VARS + 8 * self.nvars + 8 * SPILLS
+        self.top = self.fields_at + self.fields
         self.used = self.top
+
+    @property
+    def fields_at(self) -> int:
+        """Where the step's field slots start (after the variables and the spill slots)."""
+        return F_VARS + 8 * self.nvars + 8 * SPILLS
 
     def var(self, i: int) -> int:
         return F_VARS + 8 * i
@@ -119,6 +125,38 @@ class Frame:
         if self.top > MAX_FRAME:
             raise Unsupported(f"the step needs more than {MAX_FRAME} bytes of frame")
         return off
+
+
+FIELD_BYTES = 32  # bytes of a captured field the flow entry holds (longer: userspace decides)
+# a `field ... is` value in the frame: status (0 known, else UNSURE), length, bytes
+IS_STATUS, IS_LEN, IS_BYTES, IS_SIZE = 0, 8, 16, 16 + FIELD_BYTES
+# a field a step captures, in the frame: start and end offsets in the buffer, status
+KEPT_START, KEPT_END, KEPT_STATUS, KEPT_SIZE = 0, 8, 16, 24
+NOT_KEPT, KEPT, KEPT_UNREADABLE = 0, 1, 2  # KEPT_STATUS (and the flow entry's status byte)
+
+
+@dataclass
+class FieldSlots:
+    """Where one step's captured fields and `field ... is` values live in its frame (offsets
+    from the frame): ``kept`` for the fields later protocols test, ``tested`` for the
+    values its own `field ... is` statements compare."""
+
+    kept: dict[str, int] = field(default_factory=dict)
+    tested: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def layout(base: int, kept: list[str], tested: list[str]) -> FieldSlots:
+        slots = FieldSlots()
+        for f in kept:
+            slots.kept[f] = base + KEPT_SIZE * len(slots.kept)
+        at = base + KEPT_SIZE * len(kept)
+        for f in tested:
+            slots.tested[f] = at + IS_SIZE * len(slots.tested)
+        return slots
+
+    @staticmethod
+    def size(kept: list[str], tested: list[str]) -> int:
+        return KEPT_SIZE * len(kept) + IS_SIZE * len(tested)
 
 
 def _sets(block: Block) -> set[int]:
@@ -155,12 +193,14 @@ class StepCompiler:
     """Emits one step's subprogram into a shared assembler (callbacks go to ``tail``)."""
 
     def __init__(self, asm: Assembler, tail: list[tuple[str, Assembler]], program: Program,
-                 nvars: int, scratch_fd: int, name: str, frame_off: int) -> None:
+                 nvars: int, scratch_fd: int, name: str, frame_off: int,
+                 fields: FieldSlots | None = None) -> None:
         self.frame_off = frame_off
         self.asm = asm
         self.tail = tail
         self.program = program
-        self.frame = Frame(nvars)
+        self.fields = fields or FieldSlots()
+        self.frame = Frame(nvars, FieldSlots.size(list(self.fields.kept), list(self.fields.tested)))
         self.scratch_fd = scratch_fd
         self.name = name
 
@@ -243,6 +283,8 @@ class StepCompiler:
 
     def _prologue(self, a: Assembler) -> None:
         self.load_buffer(a)
+        for off in self.fields.kept.values():
+            a.emit(st("dw", R9, off + KEPT_STATUS, NOT_KEPT))
 
     def block(self, a: Assembler, block: Block, d: int, fail: str) -> int:
         """Statements of a block; a failure sets r6 and jumps to ``fail``."""
@@ -273,6 +315,9 @@ class StepCompiler:
         pairs = [(F_P, self.frame.slot())]
         for v in sorted(_sets(block)):
             pairs.append((self.frame.var(v), self.frame.slot()))
+        for off in self.fields.kept.values():  # a failed block forgets what it kept
+            for k in (KEPT_START, KEPT_END, KEPT_STATUS):
+                pairs.append((off + k, self.frame.slot()))
         for src, dst in pairs:
             a.emit(ldx("dw", R0, R9, src), stx("dw", R9, dst, R0))
         return pairs
@@ -636,6 +681,10 @@ class StepCompiler:
             else:
                 a.emit(lddw(R5, BIG), jmp("jge", v, fail + "_f", src=R5))
             self.short(a, v, fail)
+            kept = self.fields.kept.get(p.text(x)) if name == "KEEP_BYTES" else None
+            if kept is not None:
+                a.emit(ldx("dw", R0, R9, F_P), stx("dw", R9, kept + KEPT_START, R0),
+                       stx("dw", R9, kept + KEPT_END, v), st("dw", R9, kept + KEPT_STATUS, KEPT))
             a.emit(stx("dw", R9, F_P, v))
             return d - 1
         if name == "LET":
@@ -643,17 +692,69 @@ class StepCompiler:
             return d - 1
         if name == "KEEP_UNTIL":
             term = self.literal(y)
+            kept = self.fields.kept.get(p.text(x))
+            if kept is not None:
+                a.emit(ldx("dw", R0, R9, F_P), stx("dw", R9, kept + KEPT_START, R0))
             self.search(a, [term], False, z + len(term), None, fail)
+            if kept is not None:
+                a.emit(ldx("dw", R0, R9, F_P), alu64("sub", R0, imm=len(term)),
+                       stx("dw", R9, kept + KEPT_END, R0), st("dw", R9, kept + KEPT_STATUS, KEPT))
             return d
-        if name == "KEEP_INT":
-            return d - 1
-        if name == "KEEP_LABELS":
-            self.labels(a, fail)
+        if name in ("KEEP_INT", "KEEP_LABELS"):
+            if name == "KEEP_LABELS":
+                self.labels(a, fail)
+            kept = self.fields.kept.get(p.text(x))
+            if kept is not None:  # a number's text, dotted labels: not rebuilt in the kernel
+                a.emit(st("dw", R9, kept + KEPT_STATUS, KEPT_UNREADABLE))
+            return d - 1 if name == "KEEP_INT" else d
+        if name == "FIELD_IS":
+            self.field_is(a, p.text(x), p.sets[y].strings, p.sets[y].nocase, fail)
             return d
         if name == "GIVEUP":
             a.emit(movi(R6, GIVE_UP), ja(fail))
             return d
         raise Unsupported(f"{name} (not translated to eBPF)")
+
+    def field_is(self, a: Assembler, name: str, strings: list[int], nocase: bool,
+                 fail: str) -> None:
+        """FIELD_IS: the value the program put in the frame (the field as the flow's verdicts
+        so far kept it) is one of the literals; UNSURE when the program could not know it.
+
+        The engine compares text (UTF-8 decoded, lowered with `nocase`); with literals all
+        ASCII, equal bytes are equal text exactly, but for `nocase` a non-ASCII byte could
+        lower to ASCII (U+212A KELVIN SIGN is "k"): such a value is UNSURE."""
+        at = self.fields.tested.get(name)
+        lits = [self.literal(i) for i in strings]
+        if at is None or any(b > 0x7F for lit in lits for b in lit):
+            raise Unsupported(f"field {name} is: a literal that is not ASCII")
+        a.emit(ldx("dw", R0, R9, at + IS_STATUS), movi(R6, UNSURE), jmp("jne", R0, fail, imm=0),
+               ldx("dw", R5, R9, at + IS_LEN))
+        if nocase:
+            ascii_ok = a.fresh("ascii")
+            for k in range(FIELD_BYTES):
+                a.emit(jmp("jle", R5, ascii_ok, imm=k), ldx("b", R0, R9, at + IS_BYTES + k),
+                       jmp("jgt", R0, fail, imm=0x7F))
+            a.label(ascii_ok)
+        done = a.fresh("fieldis")
+        for lit in lits:
+            nxt = a.fresh("notlit")
+            a.emit(ldx("dw", R5, R9, at + IS_LEN), jmp("jne", R5, nxt, imm=len(lit)))
+            j = 0
+            while j < len(lit):
+                width = 4 if len(lit) - j >= 4 else 2 if len(lit) - j >= 2 else 1
+                chunk = lit[j:j + width]
+                ormask = sum(0x20 << (8 * k) for k, ch in enumerate(chunk)
+                             if nocase and 0x61 <= ch <= 0x7A)
+                a.emit(ldx({4: "w", 2: "h", 1: "b"}[width], R0, R9, at + IS_BYTES + j))
+                if ormask:
+                    a.emit(alu64("or", R0, imm=ormask))
+                a.emit(movi(R5, int.from_bytes(chunk, "little")) if width < 4 else
+                       lddw(R5, int.from_bytes(chunk, "little")), jmp("jne", R0, nxt, src=R5))
+                j += width
+            a.emit(ja(done))
+            a.label(nxt)
+        a.emit(ja(fail + "_fail"))
+        a.label(done)
 
     def fail_or_wait(self, a: Assembler, grows: bool, fail: str) -> None:
         if grows:
