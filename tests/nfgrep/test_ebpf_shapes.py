@@ -10,6 +10,7 @@ import dpkt
 import pytest
 
 from nfkit.nfgrep.compiler import compile_text
+from nfkit.nfgrep.ebpf.bpf import BpfError
 from nfkit.nfgrep.ebpf.program import Classifier, compile_rules, load_verified
 from nfkit.nfgrep.ebpf.replay import Comparison, compare
 from nfkit.nfgrep.loader import SIGNATURES
@@ -220,3 +221,24 @@ def test_random_field_tests_decide_in_the_kernel_as_in_the_engine() -> None:
     check()
     print(seen)
     assert seen["same"] > 0
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("shape", ["spill", "field"])
+def test_a_refused_new_shape_is_named_with_the_whole_log(shape: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spill slot or a field value the kernel verifier refuses (moved out of the map
+    value here): the error names the protocol and step, and carries the verifier's log."""
+    from nfkit.nfgrep.ebpf import steps
+
+    if shape == "spill":
+        monkeypatch.setattr(steps.Frame, "spill", lambda self, d: 30000 + 8 * d)
+        text, where = DEEP, "in protocol deep step sum"
+    else:
+        monkeypatch.setattr(steps, "IS_LEN", 30000)
+        text, where = FIELDS, "in protocol web_get step m"
+    with pytest.raises(BpfError) as info:
+        Classifier([*SHIPPED, verify(compile_text(text, "shape.nfg"))])
+    assert where in str(info.value), str(info.value)[:300]
+    assert "invalid access to map value" in info.value.log and "processed" in info.value.log
+    assert info.value.log.strip() in str(info.value)  # shown in full
