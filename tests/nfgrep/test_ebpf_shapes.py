@@ -236,7 +236,7 @@ def test_a_refused_new_shape_is_named_with_the_whole_log(shape: str,
         text, where = DEEP, "in protocol deep step sum"
     else:
         monkeypatch.setattr(steps, "IS_LEN", 30000)
-        text, where = FIELDS, "in protocol web_get step m"
+        text, where = FIELDS, " step m (instruction"  # web_get or web_post, as compiled
     with pytest.raises(BpfError) as info:
         Classifier([*SHIPPED, verify(compile_text(text, "shape.nfg"))])
     assert where in str(info.value), str(info.value)[:300]
