@@ -101,10 +101,24 @@ def cpu_seconds(pid: int) -> float:
 
 
 def classified(status: dict) -> int:
-    """Flows decided so far: by the queue workers, and (ebpf) in the kernel's flow map."""
-    kernel = status.get("kernel_flows") or {"states": {}}
-    return status["total"]["decided"] + sum(v for k, v in kernel["states"].items()
-                                            if k.startswith("decided"))
+    """Flows decided so far: by the queue workers, and (ebpf) by the kernel program (its
+    counters: the flow map's entries undercount, a reused tuple replaces its entry)."""
+    counts = (status.get("kernel_flows") or {}).get("counts") or {}
+    return status["total"]["decided"] + sum(counts.get("decided", {}).values()) + \
+        counts.get("expected", 0)
+
+
+def settled(sock: Path) -> dict:
+    """The daemon's status once its workers' published counters stop moving (they publish
+    at most every 50 ms, and late while busy), at most 5 s."""
+    last = query_status(sock)
+    for _ in range(25):
+        time.sleep(0.2)
+        now = query_status(sock)
+        if classified(now) == classified(last):
+            return now
+        last = now
+    return last
 
 
 def wrk_rate(out: str) -> tuple[float, int]:
@@ -208,7 +222,7 @@ def main() -> None:
                     moved = end["sum_received"]["bytes"] / 1e9
                     res.setdefault("bulk Gbit/s", []).append(gbit)
                     res.setdefault("bulk cpu-s per GB", []).append(busy / moved)
-                    status = query_status(sock) if daemon else None
+                    status = settled(sock) if daemon else None
                     before = classified(status) if status else 0
                     pids = [q["pid"] for q in status["queues"]] if status else []
                     wcpu0 = sum(cpu_seconds(p) for p in pids)
@@ -230,7 +244,7 @@ def main() -> None:
                     res.setdefault("machine cpu-us/conn", []).append(busy / conns * 1e6)
                     res.setdefault("softirq cpu-us/conn", []).append(soft / conns * 1e6)
                     if daemon:
-                        status = query_status(sock)
+                        status = settled(sock)
                         res.setdefault("classified/s", []).append(
                             (classified(status) - before) / wall)
                         res.setdefault("worker cpu-us/conn", []).append(

@@ -82,6 +82,10 @@ def test_a_reused_tuple_is_classified_afresh(close: str) -> None:
         assert _ssh_on(cl, C4, S4, 900000) == cl.compiled.apps["ssh"]
         entry = cl.flow(C4, S4, 40000, 80, 6)
         assert entry is not None and entry.app == "ssh"
+        # one entry in the map, both decisions in the per-CPU counters
+        assert len(cl.flows.keys()) == 1
+        counts = cl.counts()
+        assert (counts["new"], counts["reopened"], counts["decided"]) == (2, 1, {"http": 1, "ssh": 1})
 
 
 @pytest.mark.kernel

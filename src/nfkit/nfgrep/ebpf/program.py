@@ -42,6 +42,7 @@ import re
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import OPCODES, OPS, TCP, UDP, Instr, Program
@@ -143,6 +144,10 @@ V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; th
 FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_HINTED, V_OUT = 24, 32
+# per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
+# with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
+C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
+COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected")
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
 S_SRC, S_DST = -80, -64  # endpoints (16 bytes each, 8-aligned)
@@ -217,6 +222,7 @@ class Compiled:
     functions: list[tuple[int, str]]  # (first slot, name) of each subprogram, main first
     scratch_size: int
     owners: list[tuple[int, str]]  # (first slot, what the code from there belongs to)
+    counters: int = 0  # offset of the per-CPU counters in the scratch map's value
 
     def owner(self, slot: int) -> str:
         """The protocol and step (or the packet path) an instruction belongs to."""
@@ -283,7 +289,9 @@ class _Builder:
         # masks (classified, stuck, waiting) the decision builds and the directions needing
         # more data: in map memory, so the kernel verifier does not follow each combination
         # of bits apart; then the step frame, as large as the largest step needs
-        self.mk = (BUF + PAD + off + 7) & ~7
+        # per-CPU counters first (no atomic operation needed): C_* then one per protocol
+        self.cnt = (BUF + PAD + off + 7) & ~7
+        self.mk = self.cnt + 8 * (C_DECIDED + len(self.sigs))
         self.fr = self.mk + 32
         # the packet path writes the frame's fixed slots and variables before any step runs
         self.frame_used = max([Frame(len(s.program.protocols[s.proto].variables)).used
@@ -420,8 +428,15 @@ class _Builder:
     def be16(self, dst: int, base: int, off: int) -> None:
         self.asm.emit(ldx("h", dst, base, off), bswap(dst, 16))
 
-    def set_state(self, state: int, mark: int, then: str) -> None:
+    def count(self, slot: int) -> None:
+        """One more in a per-CPU counter (the scratch map's value, in r7)."""
+        off = self.cnt + 8 * slot
+        self.asm.emit(ldx("dw", R1, R7, off), alu64("add", R1, imm=1), stx("dw", R7, off, R1))
+
+    def set_state(self, state: int, mark: int, then: str, counter: int | None = None) -> None:
         a = self.asm
+        if counter is not None:
+            self.count(counter)
         a.emit(st("b", R8, V_STATE, state), st("w", R8, V_MARK, mark), ja(then))
 
     # -- the program -----------------------------------------------------------
@@ -497,7 +512,8 @@ class _Builder:
             (slots[a.labels[t]], "f_" + "".join(ch if ch.isalnum() else "_" for ch in t))
             for t in targets if t is not None)
         return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size,
-                        self.translated, functions, self.fr + self.frame_used, owners)
+                        self.translated, functions, self.fr + self.frame_used, owners,
+                        self.cnt)
 
     def parse(self) -> None:
         """Ethernet, IPv4 (no fragments) or IPv6 (no extension headers), TCP or UDP."""
@@ -661,6 +677,8 @@ class _Builder:
                call(HELPER["map_lookup_elem"]), jmp("jeq", R0, "noexpect", imm=0),
                ldx("w", R1, R0, 0), stx("w", R7, tpl + V_MARK, R1),
                st("b", R7, tpl + V_STATE, DECIDED),
+               ldx("dw", R1, R7, self.cnt + 8 * C_EXPECTED), alu64("add", R1, imm=1),
+               stx("dw", R7, self.cnt + 8 * C_EXPECTED, R1),
                ld_map(R1, self.expect_fd), mov(R2, FP), alu64("add", R2, imm=S_HDR),
                call(HELPER["map_delete_elem"]))
         a.label("noexpect")
@@ -679,6 +697,11 @@ class _Builder:
             a.emit(ldx("dw", R3, R7, tpl + V_HINTED), lddw(R4, 1 << s.index), alu64("or", R3, R4),
                    stx("dw", R7, tpl + V_HINTED, R3))
             a.label(no)
+        self.count(C_NEW)
+        fresh = a.fresh("fresh")
+        a.emit(ldx("dw", R1, FP, S_UPDATE), jmp("jne", R1, fresh, imm=BPF_ANY))
+        self.count(C_REOPENED)
+        a.label(fresh)
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
                alu64("add", R3, imm=tpl), ldx("dw", R4, FP, S_UPDATE),
                call(HELPER["map_update_elem"]))
@@ -946,7 +969,7 @@ class _Builder:
             else:
                 self.final(s, app)
         a.label("touser")
-        self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+        self.set_state(USERSPACE, MARK_USERSPACE, "apply", C_USERSPACE)
 
     def undecided(self) -> None:
         """No winner: candidates still waiting keep the flow open (remembering the
@@ -970,13 +993,13 @@ class _Builder:
         a.emit(ldx("dw", R2, FP, _misc(M_DIR)), alu64("add", R2, imm=1),
                jset_reg(R1, R2, "touser"), ja("apply"))
         a.label("noapp")
-        self.set_state(NO_APP, MARK_NONE, "apply")
+        self.set_state(NO_APP, MARK_NONE, "apply", C_NO_APP)
 
     def final(self, s: SigInfo, app: int) -> None:
         if s.announces:  # the expectations it announces are userspace's to learn
-            self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+            self.set_state(USERSPACE, MARK_USERSPACE, "apply", C_USERSPACE)
         else:
-            self.set_state(DECIDED, app, "apply")
+            self.set_state(DECIDED, app, "apply", C_DECIDED + s.index)
 
 
 KEEPS = ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS")
@@ -1081,6 +1104,23 @@ class Classifier:
         self.flows.close()
         self.scratch.close()
         self.expected.close()
+
+    def counts(self) -> dict[str, Any]:
+        """The program's per-CPU counters summed: flows new, reopened, handed to userspace,
+        done with no app, decided by an expectation, and ``decided`` per app (every
+        decision since loading, unlike the flow map, whose entries are replaced by a
+        reopened tuple and evicted)."""
+        values = self.scratch.lookup_cpus(b"\0\0\0\0") or []
+        cnt = self.compiled.counters
+        total = [sum(struct.unpack_from("<Q", v, cnt + 8 * i)[0] for v in values)
+                 for i in range(C_DECIDED + len(self.compiled.sigs))]
+        out: dict[str, Any] = dict(zip(COUNTER_NAMES, total, strict=False))
+        decided: dict[str, int] = {}
+        for s in self.compiled.sigs:
+            app = s.name if s.name in self.compiled.apps else "?"
+            decided[app] = decided.get(app, 0) + total[C_DECIDED + s.index]
+        out["decided"] = {k: v for k, v in decided.items() if v}
+        return out
 
     def expect(self, server: bytes, port: int, proto: int, app: str) -> None:
         """Announce a flow (what userspace learnt, e.g. from an FTP control connection): the
