@@ -16,7 +16,7 @@ from nfkit.nfgrep.ebpf.replay import Comparison, compare
 from nfkit.nfgrep.loader import SIGNATURES
 from nfkit.nfgrep.verifier import Verified, verify
 
-from .test_ebpf import C4, C6, S4, S6, SHIPPED, _tcp_flow, made_captures  # noqa: F401 (a fixture)
+from .test_ebpf import C4, C6, S4, S6, SHIPPED, made_captures, tcp_flow  # noqa: F401 (a fixture)
 
 # operand stack 7 deep: u8 at 4 + (u8 at 5 + (... + u8 at 9)) keeps six sums pending
 DEEP = """
@@ -48,7 +48,7 @@ def _shape_capture(path: Path, port: int, payloads: list[bytes]) -> Path:
             for data in payloads:
                 for chunks in ([(0, data), (1, b"ok\r\n")],
                                [(0, data[:3]), (0, data[3:]), (1, b"ok\r\n")]):
-                    _tcp_flow(w, ts, client, server, 41000 + n, port, chunks)
+                    tcp_flow(w, ts, client, server, 41000 + n, port, chunks)
                     n += 1
     return path
 
@@ -133,7 +133,7 @@ def test_field_is_decides_in_the_kernel_from_the_fields_kept(made_captures: list
                 (b"POST /f HTTP/1.0\r\n\r\n", b"HTTP/1.0 204 No Content\r\n\r\n"),  # web_post
                 (b"HEAD / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n")]):
             for client, server in ((C4, S4), (C6, S6)):
-                _tcp_flow(w, ts, client, server, 42000 + 2 * n + (client == C6), 80,
+                tcp_flow(w, ts, client, server, 42000 + 2 * n + (client == C6), 80,
                           [(0, request), (1, reply)])
     result = _differential(tmp_path / "fields.nfg", [*made_captures, shapes])
     apps = sorted(r.app or "" for r, _ in result.same if r.server.endswith(":80")
@@ -172,7 +172,7 @@ def test_random_field_tests_decide_in_the_kernel_as_in_the_engine() -> None:
     from nfkit.nfgrep.engine import Engine, signatures_of
     from nfkit.nfgrep.errors import VerifierError
 
-    from .test_ebpf import _kernel_verdict
+    from .test_ebpf import kernel_verdict
     from .test_random_programs import lit, simple, step_body, traffic
 
     field_is = st.tuples(st.sampled_from(["f", "g"]), st.lists(lit(), min_size=1, max_size=3),
@@ -206,7 +206,7 @@ def test_random_field_tests_decide_in_the_kernel_as_in_the_engine() -> None:
         for d, data in chunks:
             engine.feed(flow, d, data)
         with Classifier([verified]) as cl:
-            state, app = _kernel_verdict(cl, transport, chunks)
+            state, app = kernel_verdict(cl, transport, chunks)
         if state == USERSPACE:
             seen["userspace"] += 1
             return
