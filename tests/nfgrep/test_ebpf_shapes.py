@@ -106,10 +106,16 @@ protocol web_post over tcp after http {
 }
 """
 # a field kept by both of tls's steps, tested from the client: the server's step may still
-# change it when the test runs, so the kernel hands such flows over once tls wins
+# change it when the test runs on the ClientHello; a step that reads no data runs again
+# when tls wins (the engine's moment), one that reads data cannot and is handed over
 ALPN = """
 protocol http2 over tcp after tls {
     step alpn from client { field alpn is any of "h2", "h2c" }
+}
+"""
+ALPN_READING = """
+protocol http2 over tcp after tls {
+    step alpn from client { u8 at 0 == 0x16 ; field alpn is any of "h2", "h2c" }
 }
 """
 
@@ -149,9 +155,23 @@ def test_field_is_decides_in_the_kernel_from_the_fields_kept(made_captures: list
 
 
 @pytest.mark.kernel
+def test_a_field_test_reading_no_data_runs_when_its_parent_wins(
+        made_captures: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    """http2 after tls on alpn: decided in the kernel at tls's win, from the field as tls's
+    two steps left it (the ClientHello's "h2", or its "http/1.1" under an alert)."""
+    (tmp_path / "alpn.nfg").write_text(ALPN)
+    result = _differential(tmp_path / "alpn.nfg", made_captures)
+    apps = {e.app for r, e in result.same}
+    assert {"http2", "tls"} <= apps, result.summary()
+    assert not [r for r, e in result.userspace if r.app in ("tls", "http2")
+                and r.server.endswith((":443", ":8444"))
+                and r.client.rpartition(":")[2] in ("40004", "40005")]  # the whole ones
+
+
+@pytest.mark.kernel
 def test_a_field_a_later_step_may_change_is_handed_over(made_captures: list[Path],  # noqa: F811
                                                         tmp_path: Path) -> None:
-    (tmp_path / "alpn.nfg").write_text(ALPN)
+    (tmp_path / "alpn.nfg").write_text(ALPN_READING)
     result = _differential(tmp_path / "alpn.nfg", made_captures)
     tls = [r for r, e in result.userspace if r.app in ("tls", "http2")]
     assert tls, result.summary()  # tls won, http2's test could not be read: userspace's

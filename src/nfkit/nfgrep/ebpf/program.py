@@ -860,6 +860,46 @@ class _Builder:
         a.emit(st("b", R8, out, O_UNKNOWN))
         a.label(skip)
 
+    def rerun_field_tests(self, s: SigInfo) -> None:
+        """Its parent has won: a step of ``s`` that reads no data, only fields (`field ...
+        is`, numbers, variables), and whose test was unknown on its packet (a step of the
+        parent keeping the field had not held yet) runs again now, when the fields are the
+        ones the engine gives it; as in the engine, once its direction has data."""
+        a = self.asm
+        proto = s.program.protocols[s.proto]
+        for i, si in enumerate(s.steps):
+            label = self.step_labels.get((s.index, i))
+            step = proto.steps[si]
+            slots = self.step_fields[(s.index, i)]
+            if label is None or not slots.tested or not _reads_no_data(step.code) or \
+                    i and live_in(step.code) & set(s.persist):
+                continue
+            skip, run = a.fresh("norerun"), a.fresh("rerun")
+            a.emit(ldx("b", R1, R8, s.out[i]), jmp("jne", R1, skip, imm=O_UNKNOWN),
+                   ldx("b", R1, R8, V_SEEN))
+            if step.direction == 2:
+                a.emit(jmp("jeq", R1, skip, imm=0))
+            else:
+                a.emit(jmp("jset", R1, run, imm=1 << step.direction), ja(skip))
+            a.label(run)
+            a.note(f"{s.name}.{s.program.text(step.name)} again: its parent won")
+            for v in range(len(proto.variables)):
+                a.emit(st("dw", R7, self.fr + F_VARS + 8 * v, 0))
+            a.emit(st("dw", R7, self.fr + F_P, 0), lddw(R1, BIG), stx("dw", R7, self.fr + F_E, R1))
+            for fname, at in slots.tested.items():
+                self.field_value(s, fname, self.fr + at)
+            held, failed = a.fresh("reheld"), a.fresh("refailed")
+            a.emit(call_local(label), jmp("jeq", R0, held, imm=HELD),
+                   jmp("jeq", R0, failed, imm=FAIL), jmp("jeq", R0, failed, imm=GIVE_UP), ja(skip))
+            a.label(held)
+            a.emit(st("b", R8, s.out[i], O_HELD))
+            for v, off in s.persist.items():
+                a.emit(ldx("dw", R1, R7, self.fr + F_VARS + 8 * v), stx("dw", R8, off, R1))
+            a.emit(ja(skip))
+            a.label(failed)
+            a.emit(st("b", R8, s.out[i], O_FAIL))
+            a.label(skip)
+
     # -- the decision ------------------------------------------------------------
     def status(self, s: SigInfo, classified: str, dead: str, waiting: str, stuck: str) -> None:
         """Replay one protocol's outcomes: jump to the label of what it is now."""
@@ -956,6 +996,8 @@ class _Builder:
                 if s.transports & UDP:  # children wait for the next datagram: userspace's
                     a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jeq", R1, "touser", imm=17))
                 kids = [self.sigs[c] for c in s.children]
+                for kid in kids:
+                    self.rerun_field_tests(kid)
                 self.masks(kids)
                 for c in kids:
                     a.emit(lddw(R9, 1 << c.index), jset_reg(R2, R9, "touser"),
@@ -1003,6 +1045,14 @@ class _Builder:
 
 
 KEEPS = ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS")
+# instructions that read neither the data nor the cursor: a step made of them alone decides
+# the same on any data
+NO_DATA = frozenset(("PUSH_INT", "PUSH_VAR", "BINOP", "CMP", "RANGE", "LET", "FIELD_IS",
+                     "OPT_BEGIN", "OPT_END", "GIVEUP"))
+
+
+def _reads_no_data(code: list[Instr]) -> bool:
+    return all(OPS[ins.op].name in NO_DATA for ins in code)
 
 
 def _field_names(program: Program, code: list[Instr], ops: tuple[str, ...]) -> set[str]:
