@@ -46,6 +46,7 @@ from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import OPCODES, OPS, TCP, UDP, Instr, Program
+from nfkit.nfgrep.codegen import first_bytes
 from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
 from nfkit.nfgrep.ebpf.insn import (
     FP,
@@ -826,6 +827,7 @@ class _Builder:
             # its variables (or, on UDP, its turn) come from the earlier steps: all must hold
             for j in range(i):
                 a.emit(ldx("b", R1, R8, s.out[j]), jmp("jne", R1, unknown, imm=O_HELD))
+        self.first_byte(s.program, code, out, skip)
         a.note(f"run {name}")
         nvars = len(s.program.protocols[s.proto].variables)
         for v in range(nvars):
@@ -859,6 +861,29 @@ class _Builder:
         a.label(unknown)
         a.emit(st("b", R8, out, O_UNKNOWN))
         a.label(skip)
+
+    def first_byte(self, program: Program, code: list[Instr], out: int, skip: str) -> None:
+        """A step whose first test reads the data's first byte (codegen.first_bytes, the
+        engine's own filter) fails at once on a byte it cannot start with: the step, its
+        scratch lookups and its loops are not run (most candidates, on most first packets).
+        The step runs at stream offset 0 on a packet with data (n >= 1)."""
+        allowed = first_bytes(program, code)
+        if allowed is None or len(allowed) == 256:
+            return
+        a = self.asm
+        words = [sum(1 << (b & 63) for b in allowed if b >> 6 == w) for w in range(4)]
+        run, fails = a.fresh("firstok"), a.fresh("firstbad")
+        a.emit(ldx("b", R1, R7, 0), mov(R2, R1), alu64("rsh", R2, imm=6),
+               alu64("and", R1, imm=63), movi(R3, 1), alu64("lsh", R3, R1))
+        for w, mask in enumerate(words):
+            if mask:
+                nxt = a.fresh("word")
+                a.emit(jmp("jne", R2, nxt, imm=w), lddw(R4, mask), jset_reg(R3, R4, run),
+                       ja(fails))
+                a.label(nxt)
+        a.label(fails)
+        a.emit(st("b", R8, out, O_FAIL), ja(skip))
+        a.label(run)
 
     def rerun_field_tests(self, s: SigInfo) -> None:
         """Its parent has won: a step of ``s`` that reads no data, only fields (`field ...

@@ -26,6 +26,7 @@ from nfkit.nfgrep.ebpf.insn import (
     CLASS_NAMES,
     JMP_NAMES,
     PSEUDO_CALL,
+    PSEUDO_FUNC,
     PSEUDO_MAP_FD,
     SIZE_BYTES,
     SIZE_NAMES,
@@ -57,7 +58,14 @@ class Ptr:
         return Ptr(self.region, self.off + n)
 
 
-Value = int | Ptr
+@dataclass(frozen=True)
+class Func:
+    """A subprogram's address (a bpf_loop callback), by slot."""
+
+    slot: int
+
+
+Value = int | Ptr | Func
 
 
 @dataclass
@@ -97,11 +105,21 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
     path = Path()
     regs: list[Value] = [0] * 11
     regs[1] = Ptr(ctx, 0)
-    stack = bytearray(STACK)
-    regs[10] = Ptr(stack, STACK)
-    frames: list[tuple[int, list[Value]]] = []
-    pc = 0
-    while True:
+    regs[10] = Ptr(bytearray(STACK), STACK)
+
+    def callback(pc: int, args: list[Value]) -> Value:
+        """A bpf_loop callback: a function run to its exit, on a stack of its own."""
+        return execute(pc, [0, *args, *[0] * (5 - len(args)), 0, 0, 0, 0, Ptr(bytearray(STACK), STACK)])
+
+    def execute(pc: int, regs: list[Value]) -> Value:
+        frames: list[tuple[int, list[Value]]] = []
+        while True:
+            step = _one(pc, regs, frames)
+            if step is None:
+                return regs[0]
+            pc = step
+
+    def _one(pc: int, regs: list[Value], frames: list[tuple[int, list[Value]]]) -> int | None:
         path.executed += 1
         if path.executed > limit:
             raise TraceStop(f"more than {limit} instructions")
@@ -110,8 +128,11 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
         nxt = pc + 1
         if cls in ("alu64", "alu"):
             name = ALU_NAMES[ins.op & 0xF0]
-            src: Value = regs[ins.src] if ins.op & 0x08 else ins.imm & MASK64
-            dst = regs[ins.dst]
+            if name == "mov" and ins.op & 0x08 and isinstance(regs[ins.src], Func):
+                regs[ins.dst] = regs[ins.src]
+                return nxt
+            src = _data(regs[ins.src]) if ins.op & 0x08 else ins.imm & MASK64
+            dst = _data(regs[ins.dst])
             if name == "end":
                 assert isinstance(dst, int)
                 width = ins.imm // 8
@@ -122,6 +143,8 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
             elif isinstance(dst, Ptr) or isinstance(src, Ptr):
                 if name == "add" and isinstance(dst, Ptr) and isinstance(src, int):
                     regs[ins.dst] = dst + _signed(src)
+                elif name == "add" and isinstance(dst, int) and isinstance(src, Ptr):
+                    regs[ins.dst] = src + _signed(dst)
                 elif name == "sub" and isinstance(dst, Ptr) and isinstance(src, Ptr):
                     regs[ins.dst] = (dst.off - src.off) & MASK64
                 elif name == "sub" and isinstance(dst, Ptr) and isinstance(src, int):
@@ -139,7 +162,9 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
                 v = ops[name] & MASK64
                 regs[ins.dst] = v if cls == "alu64" else v & 0xFFFFFFFF
         elif cls == "ld":  # lddw
-            if ins.src == PSEUDO_MAP_FD:
+            if ins.src == PSEUDO_FUNC:
+                regs[ins.dst] = Func(slots[pc] + 1 + ins.imm)
+            elif ins.src == PSEUDO_MAP_FD:
                 regs[ins.dst] = ins.imm  # the map's fd stands for the map
             else:
                 regs[ins.dst] = ins.imm & MASK64
@@ -164,7 +189,7 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
             if not isinstance(base, Ptr):
                 raise TraceStop(f"store through a non-pointer at slot {slots[pc]}")
             off = base.off + ins.off
-            val: Value = regs[ins.src] if cls == "stx" else ins.imm & MASK64
+            val = _data(regs[ins.src]) if cls == "stx" else ins.imm & MASK64
             key = (id(base.region), off)
             if isinstance(val, Ptr):
                 spilled[key] = val
@@ -178,9 +203,7 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
             name = JMP_NAMES[ins.op & 0xF0]
             if name == "exit":
                 if not frames:
-                    path.verdict = int(regs[0]) if isinstance(regs[0], int) else -1
-                    path.mark = struct.unpack_from("<I", ctx, 8)[0]
-                    return path
+                    return None
                 nxt, saved = frames.pop()
                 regs[6:10] = saved[6:10]
                 regs[10] = saved[10]
@@ -191,13 +214,24 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
                     nxt = at[slots[pc] + 1 + ins.imm]
                 else:
                     path.helpers.append(HELPER_NAMES.get(ins.imm, str(ins.imm)))
-                    regs[0] = _helper(ins.imm, regs, maps, pkt)
+                    if ins.imm == HELPER["loop"]:
+                        count, fn = regs[1], regs[2]
+                        if not isinstance(fn, Func) or not isinstance(count, int):
+                            raise TraceStop(f"bpf_loop without a callback at slot {slots[pc]}")
+                        done = 0
+                        while done < count:
+                            done += 1
+                            if callback(at[fn.slot], [done - 1, regs[3]]) == 1:
+                                break
+                        regs[0] = done
+                    else:
+                        regs[0] = _helper(ins.imm, regs, maps, pkt)
                     regs[1:6] = [0] * 5
             elif name == "ja":
                 nxt = at[slots[pc] + 1 + ins.off]
             else:
-                a = regs[ins.dst]
-                b: Value = regs[ins.src] if ins.op & 0x08 else ins.imm & MASK64
+                a = _data(regs[ins.dst])
+                b = _data(regs[ins.src]) if ins.op & 0x08 else ins.imm & MASK64
                 if isinstance(a, Ptr) and isinstance(b, Ptr):  # two packet pointers
                     av, bv = a.off, b.off
                 elif isinstance(a, Ptr) or isinstance(b, Ptr):  # a pointer is never null
@@ -209,7 +243,18 @@ def run(insns_bytes: bytes, maps: dict[int, object], packet: bytes, mark: int = 
                     nxt = at[slots[pc] + 1 + ins.off]
         else:
             raise TraceStop(f"instruction class {cls} at slot {slots[pc]}")
-        pc = nxt
+        return nxt
+
+    r0 = execute(0, regs)
+    path.verdict = r0 if isinstance(r0, int) else -1
+    path.mark = struct.unpack_from("<I", ctx, 8)[0]
+    return path
+
+
+def _data(v: Value) -> int | Ptr:
+    if isinstance(v, Func):
+        raise TraceStop("a subprogram's address used as data")
+    return v
 
 
 def _taken(name: str, a: int, b: int) -> bool:
