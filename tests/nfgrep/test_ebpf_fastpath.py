@@ -96,3 +96,20 @@ def test_a_syn_inside_an_open_flow_changes_nothing() -> None:
         _decide_http(cl, C4, S4)
         cl.prog.test_run(frame(6, C4, S4, 40000, 80, 0x11, 2 + len(REQUEST), b""))  # one FIN
         assert _ssh_on(cl, C4, S4, 900000) == cl.compiled.apps["http"]
+
+
+@pytest.mark.kernel
+def test_a_first_payload_packet_looks_the_buffer_up_once_per_step() -> None:
+    """The request of an HTTP flow runs the steps reading the client's first bytes: each
+    looks the scratch map up once, its bpf_loop callbacks get the buffer through the loop's
+    context (they looked it up on every iteration: 121 lookups for this request), and a
+    step whose first byte cannot match is not run at all."""
+    with Classifier(SHIPPED) as cl:
+        for f in (frame(6, C4, S4, 40000, 80, 0x02, 1, b""),
+                  frame(6, S4, C4, 80, 40000, 0x12, 9, b"")):
+            cl.prog.test_run(f)
+        request = frame(6, C4, S4, 40000, 80, 0x18, 2, REQUEST)
+        path = trace_packet(cl, request)
+        assert "loop" in path.helpers
+        assert path.helpers.count("map_lookup_elem") <= 12, path.helpers
+        assert path.mark == cl.prog.test_run(request)[1] == 0  # undecided until the reply

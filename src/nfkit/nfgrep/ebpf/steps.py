@@ -85,6 +85,7 @@ SLOTS = (R1, R2, R3, R4)  # the register allocator: operand stack slot d lives i
 SPILLS = MAX_STACK - len(SLOTS)  # deeper slots: spilled to the frame (per-CPU map memory)
 MAX_FRAME = 4096    # bytes of step frame at most (the per-CPU scratch map's value holds it)
 
+CTX_SLOT = -16      # in each subprogram's stack: the scratch value's address, bpf_loop's context
 # fixed frame slots (F_KEY: the scratch map's key, 0, so subprograms need no stack)
 F_N, F_P, F_E, F_FINAL, F_KEY, F_VARS = 0, 8, 16, 24, 32, 40
 
@@ -236,7 +237,8 @@ class StepCompiler:
                ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]))
         a.emit(jmp("jne", R0, ok, imm=0), movi(R0, UNSURE), exit_())
         a.label(ok)
-        a.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off))
+        a.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off),
+               stx("dw", FP, CTX_SLOT, R7))
 
     def byte_at(self, a: Assembler, dst: int, pos: int) -> None:
         """dst = buf[pos] (pos already checked against n; masked for the kernel verifier)."""
@@ -331,19 +333,16 @@ class StepCompiler:
         cb = Assembler()
         label = f"{self.name}.{stem}{len(self.tail)}"
         self.tail.append((label, cb))
-        cb.emit(mov(R6, R1))
-        ok = cb.fresh("cbbuf")
-        cb.emit(st("w", FP, -8, 0), mov(R2, FP), alu64("add", R2, imm=-8),
-                ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
-                jmp("jne", R0, ok, imm=0), movi(R0, 1), exit_())
-        cb.label(ok)
-        cb.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off))
+        # the buffer's address comes through bpf_loop's context (the caller's stack slot
+        # holding it), not from a map lookup per iteration
+        cb.emit(mov(R6, R1), ldx("dw", R7, R2, 0), mov(R9, R7),
+                alu64("add", R9, imm=self.frame_off), stx("dw", FP, CTX_SLOT, R7))
         return label, cb
 
     def loop_call(self, a: Assembler, label: str, count_reg: int) -> None:
         """bpf_loop(count, callback, NULL, 0): the callback finds the frame in the map."""
-        a.emit(mov(R1, count_reg), ld_func(R2, label), movi(R3, 0), movi(R4, 0),
-               call(HELPER["loop"]))
+        a.emit(mov(R1, count_reg), ld_func(R2, label), mov(R3, FP),
+               alu64("add", R3, imm=CTX_SLOT), movi(R4, 0), call(HELPER["loop"]))
 
     def repeat(self, a: Assembler, block: Block, d: int, fail: str) -> int:
         assert block.begin is not None
