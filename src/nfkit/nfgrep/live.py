@@ -837,7 +837,9 @@ class LiveService(Service):
                 "uptime": round(time.time() - self.started, 1), "table": TABLE}
 
     def _kernel_flows(self) -> dict[str, Any] | None:
-        """The eBPF classifier's flow map now: entries per state and decided per app."""
+        """The eBPF classifier's flow map now: entries per state and decided per app; and
+        its counters since loading (`Classifier.counts`: every decision, where the map's
+        entries are replaced by reopened tuples and evicted)."""
         cl = self.classifier
         if cl is None:
             return None
@@ -854,7 +856,7 @@ class LiveService(Service):
             states[state] = states.get(state, 0) + 1
             if e.app is not None:
                 apps[e.app] = apps.get(e.app, 0) + 1
-        return {"states": states, "apps": apps}
+        return {"states": states, "apps": apps, "counts": cl.counts()}
 
     def _metrics(self) -> Any:
         from prometheus_client import CollectorRegistry
