@@ -18,6 +18,8 @@ import collections
 import gc
 import logging
 import selectors
+import socket
+import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter, Prefix
-from nfkit.conntrack.model import Status
+from nfkit.conntrack.model import Entry, Status
 from nfkit.conntrack.stale import flush_stale
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import limit as source_limit
@@ -51,6 +53,8 @@ EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's bur
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
 DATAGRAM_BUFFER = 1 << 16  # one event datagram at a time (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
+SO_MEMINFO = 55  # getsockopt: the socket's memory; the first u32 is what the kernel queued for us
+BACKLOG_BEHIND = 256 << 10  # bytes of unread events (~300) from which an eviction round reads its candidates again
 CANDIDATE_SOURCES = 8  # sources whose entries are read again a round while the picture is inexact
 UNREPLIED = Filter(status_clear=int(Status.SEEN_REPLY | Status.ASSURED))  # cost tier 0
 
@@ -90,7 +94,13 @@ class Guard(Service):
         self.behind = False
         self.resync_interval = float(cfg["limits"]["resync_interval"])
         self.last_dump = float("-inf")
-        self.resync_due: float | None = None  # a resync put off by the rate limit
+        self.resync_due: float | None = None  # a resync put off by the rate limit, or by the pressure
+        self.resync_waiting = False  # the due resync is put off while the fill is at or above evict_at
+        # entries to shorten (keys of the picture's records in the shortened states when the pressure
+        # began), a `timeout_updates` slice a round after the evictions, never all in one round
+        self.to_shorten: list[Key] = []
+        self.timeout_updates = cfg["limits"]["timeout_updates"]
+        self.shortened = 0
         self.overruns = 0  # times the kernel dropped events (each one ENOBUFS)
         self.limited: int | None = None  # N of the installed `ct count over N` rule
         self.evicted = 0
@@ -152,6 +162,7 @@ class Guard(Service):
         self.dumps += 1
         self.m_resyncs.inc()
         self.resync_due = None
+        self.resync_waiting = False
         fresh = Picture()
         feed = PictureFeed(fresh, self.table.decoder).feed
         now = time.monotonic()
@@ -230,16 +241,21 @@ class Guard(Service):
         except EventsLost:
             self.events_lost(time.monotonic())
 
+    def backlog(self) -> int:
+        """Bytes of events the kernel has queued for ctguard and it has not read yet."""
+        raw = self.stream.sock.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4)
+        return int(struct.unpack("=I", raw[:4])[0])
+
     def events_lost(self, now: float) -> None:
-        """The kernel dropped events: the picture is inexact until a resync, and resyncs are
-        rate-limited (`resync_interval`): a flood that overruns the socket again and again
-        gets one full dump per interval, never one per overrun."""
+        """The kernel dropped events: the picture is inexact until a resync (the next round's),
+        and resyncs are rate-limited (`resync_interval`): a flood that overruns the socket again
+        and again gets one full dump per interval, never one per overrun."""
         self.overruns += 1
         self.m_overruns.inc()
         if self.resync_due is not None:
             return  # already owed; the overrun is counted
         if now - self.last_dump >= self.resync_interval:
-            self.resync("the kernel dropped events")
+            self.resync_due = now  # the next round's, not here: a round under pressure relieves first
         else:
             self.resync_due = self.last_dump + self.resync_interval
             self.act("resync deferred", f"the kernel dropped events {now - self.last_dump:.1f} s after "
@@ -277,26 +293,44 @@ class Guard(Service):
         return self.budget or read_sysctl("nf_conntrack_max")
 
     def tick(self) -> float:
-        if self.resync_due is not None and time.monotonic() >= self.resync_due:
-            self.resync(f"the kernel dropped events ({self.overruns} overruns so far)")
+        """One round, relief first: the kernel's count; the evictions (from candidates read
+        again by filtered dumps when the picture is inexact or behind: events lost, or more
+        than `BACKLOG_BEHIND` of them unread); then the source limit; then the timeouts (the
+        sysctls at once, the existing entries a `timeout_updates` slice a round).  A resync owed
+        after lost events waits while the fill is at or above evict_at (a full dump of a full
+        table takes seconds, and relief needs none), for at most another `resync_interval`."""
         count, limit = read_sysctl("nf_conntrack_count"), self.limit()
+        need = policy.to_evict(count, limit, self.t)
+        now = time.monotonic()
+        if self.resync_due is not None and now >= self.resync_due:
+            if need and now < self.resync_due + self.resync_interval:
+                if not self.resync_waiting:
+                    self.resync_waiting = True
+                    self.act("resync put off", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: "
+                             "relief first, candidates read by filtered dumps", len(self.picture))
+            else:
+                self.resync(f"the kernel dropped events ({self.overruns} overruns so far)")
+                count, limit = read_sysctl("nf_conntrack_count"), self.limit()
+                need = policy.to_evict(count, limit, self.t)
         self.m_entries.set(count)
         self.m_fill.set(count / limit if limit else 0)
-        if (self.resync_due is not None or self.behind) and policy.to_evict(count, limit, self.t):
+        if need and (self.resync_due is not None or self.behind or self.backlog() > BACKLOG_BEHIND):
             try:
                 self.read_candidates(count, limit)
             except NetlinkError as exc:  # decide from the picture as it is; said, not hidden
                 self.act("candidate dump refused", str(exc), 0)
+        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
+        if eviction.records:
+            self.evict(eviction, count, limit)
+        if self.cfg["limits"]["source_limit"]:
+            self.check_source_limit(count, limit)
         wanted = policy.timeouts_wanted(count, limit, bool(self.saved_timeouts), self.t)
         if wanted is True:
             self.shorten_timeouts(count, limit)
         elif wanted is False:
             self.restore_timeouts(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
-        if self.cfg["limits"]["source_limit"]:
-            self.check_source_limit(count, limit)
-        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
-        if eviction.records:
-            self.evict(eviction, count, limit)
+        if self.to_shorten:
+            self.shorten_some()
         return float(self.interval)
 
     def check_source_limit(self, count: int, limit: int) -> None:
@@ -351,20 +385,35 @@ class Guard(Service):
                  result.deleted)
 
     def shorten_timeouts(self, count: int, limit: int) -> None:
-        assert self.table is not None
+        """The sysctls at once (new entries); the existing entries in those states queued, to be
+        updated a `timeout_updates` slice a round (`shorten_some`)."""
         for name in policy.SHORTENED_STATES:
             current = read_sysctl(name)
             if current > self.t.short_timeout:
                 self.saved_timeouts[name] = current
                 write_sysctl(name, self.t.short_timeout)
         states = {s for name in self.saved_timeouts for s in policy.SHORTENED_STATES[name]}
-        existing = [r.entry for r in self.picture.records.values() if r.state in states]
-        result = self.table.update_many(existing, timeout=self.t.short_timeout)
+        self.to_shorten = [k for k, r in self.picture.records.items() if r.state in states]
+        self.to_shorten.reverse()  # popped from the end: the oldest first
         self.act("shorten timeouts", f"fill {count}/{limit} at or above {self.t.timeouts_at:.0%}: "
-                 f"{', '.join(sorted(self.saved_timeouts))} to {self.t.short_timeout} s",
-                 result.deleted)
+                 f"{', '.join(sorted(self.saved_timeouts))} to {self.t.short_timeout} s; "
+                 f"{len(self.to_shorten)} existing entries to update, {self.timeout_updates} a round",
+                 len(self.to_shorten))
+
+    def shorten_some(self) -> None:
+        """Update the timeout of the next `timeout_updates` queued entries still in the picture."""
+        assert self.table is not None
+        queue, records = self.to_shorten, self.picture.records
+        entries: list[Entry] = []
+        while queue and len(entries) < self.timeout_updates:
+            r = records.get(queue.pop())
+            if r is not None:
+                entries.append(r.entry)
+        if entries:
+            self.shortened += self.table.update_many(entries, timeout=self.t.short_timeout).deleted
 
     def restore_timeouts(self, why: str) -> None:
+        self.to_shorten = []
         if not self.saved_timeouts:
             return
         for name, value in self.saved_timeouts.items():
@@ -388,9 +437,11 @@ class Guard(Service):
             "by_state": dict(self.picture.by_state),
             "top_sources": self.picture.top_sources(10),
             "timeouts_shortened": sorted(self.saved_timeouts),
+            "timeout_updates": self.shortened, "timeout_updates_pending": len(self.to_shorten),
             "evicted": self.evicted, "stale_flushed": self.flushed,
             "events": self.picture.events, "dumps": self.dumps, "candidate_dumps": self.candidate_dumps,
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
+            "event_backlog_bytes": self.backlog() if self.stream is not None else 0,
             "picture_behind": self.behind,
             "source_limit": self.limited,
             "actions": list(self.actions),
