@@ -15,6 +15,7 @@ flushes (`nfkit.conntrack.stale`).
 from __future__ import annotations
 
 import collections
+import errno
 import gc
 import logging
 import selectors
@@ -38,9 +39,9 @@ from nfkit.ctguard.config import thresholds
 from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.topology import DEFAULT_RULE, Topology
-from nfkit.errors import EventsLost, NetlinkError
-from nfkit.netlink.codec import MessageWriter
-from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST
+from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError
+from nfkit.netlink.codec import MessageWriter, parse_error
+from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.route.rtnl import RouteEvents, Rtnl
 from nfkit.service.config import Config
@@ -56,6 +57,8 @@ FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp
 SO_MEMINFO = 55  # getsockopt: the socket's memory; the first u32 is what the kernel queued for us
 BACKLOG_BEHIND = 256 << 10  # bytes of unread events (~300) from which an eviction round reads its candidates again
 CANDIDATE_SOURCES = 8  # sources whose entries are read again a round while the picture is inexact
+SOURCE_READS = 0.25  # seconds: no further source is read again once a round has spent this (under churn an
+# entry read seconds before its delete is gone by then; the rest are read in the next rounds)
 UNREPLIED = Filter(status_clear=int(Status.SEEN_REPLY | Status.ASSURED))  # cost tier 0
 
 
@@ -172,21 +175,23 @@ class Guard(Service):
         self.last_dump = time.monotonic()
         self.act("resync", why, len(self.picture))
 
-    def read_candidates(self, count: int, limit: int) -> None:
-        """While the picture is inexact (events lost, resync put off; or behind the kernel: more
-        than a tenth of the last round's deletes found nothing), read again the slices a decision takes
-        from, before it takes them: the entries of the sources the picture has over their
-        share (a dump the kernel filters by source address: CTA_FILTER) and the unreplied ones
-        (CTA_STATUS/CTA_STATUS_MASK), each dump stopped once it holds what the round can take.
-        A source's dump read to its end is exact for that source: records it did not return
-        are dropped (their destroy events were lost).  The unreplied entries the dump returned
-        go first in their tier, ahead of records the kernel may no longer have.  Never a full
-        dump."""
-        need = policy.to_evict(count, limit, self.t)
+    def read_source_candidates(self, need: int, limit: int) -> None:
+        """While the picture is inexact (events lost, resync put off; or behind the kernel: events
+        unread, or more than a tenth of the last round's deletes found nothing), read again the
+        entries of the sources the picture has over their share before the round takes their
+        excess (a dump the kernel filters by source address: CTA_FILTER), each stopped once it
+        holds what the round can take.  A source's dump read to its end is exact for that
+        source: records it did not return are dropped (their destroy events were lost).  The
+        unreplied entries are not read into the picture: `evict_unreplied` deletes them as
+        their dump returns them.  At most `CANDIDATE_SOURCES` sources, and none after
+        `SOURCE_READS` seconds.  Never a full dump."""
         share = policy.fair_share(self.picture, limit, self.t)
         by_source = self.picture.by_source
         over = sorted((s for s, n in by_source.items() if n > share), key=by_source.__getitem__, reverse=True)
+        began = time.monotonic()
         for src in over[:CANDIDATE_SOURCES]:
+            if time.monotonic() - began >= SOURCE_READS:
+                break
             flt = Filter(src=Prefix.parse(src, "source"))
             if not flt.kernel_only:
                 continue  # an address this kernel cannot filter on (IPv6): not worth a wide dump
@@ -196,9 +201,63 @@ class Guard(Service):
                 for key, r in before.items():
                     if records.get(key) is r:  # not in the dump (a record read again is a new one)
                         self.picture.forget(key)
-        before = dict(self.picture.tiers[0])
-        self.candidate_dump(UNREPLIED, need)
-        self.picture.first(0, [k for k, r in self.picture.tiers[0].items() if before.get(k) is not r])
+
+    def evict_unreplied(self, most: int, count: int, limit: int, began: float) -> int:
+        """Evict up to ``most`` unreplied entries (the cheapest tier) as a dump the kernel filters
+        (CTA_STATUS/CTA_STATUS_MASK) returns them: each datagram's entries deleted at once on a
+        second socket, their key attributes copied (no record, no Entry), so little time passes
+        between reading an entry and deleting it (under churn the picture's oldest unreplied
+        entries are gone before a delete reaches them); the dump is stopped once ``most`` are
+        deleted.  Read to its end, the dump is exact for the tier: its records left are dropped.
+        Returns how many were deleted."""
+        self.candidate_dumps += 1
+        self.m_candidate_dumps.inc()
+        deletes = self.feed.deletes
+        out = bytearray()
+        sent = vanished = 0
+        failed: dict[int, int] = {}
+        whole = False
+        with NetlinkSocket() as dsock:
+            dsock.ensure_rcvbuf(8 << 20)
+            try:
+                with NetlinkSocket() as sock:
+                    for datagram in sock.dump_datagrams(dump_request(UNREPLIED, UNREPLIED.families()[0]),
+                                                        what="conntrack dump"):
+                        keys = deletes(datagram, len(datagram), out, sent, most - (sent - vanished))
+                        if not keys:
+                            continue
+                        dsock.send(out)  # every entry in it is one the dump has passed: the walk goes on
+                        del out[:]
+                        sent += len(keys)
+                        for msg in dsock.messages(block=False):  # errors only (no acks asked)
+                            if msg.type == NLMSG_ERROR and (err := parse_error(msg).errno):
+                                if err == errno.ENOENT:
+                                    vanished += 1
+                                else:
+                                    failed[err] = failed.get(err, 0) + 1
+                        for key in keys:
+                            self.picture.forget(key)
+                        if sent - vanished - sum(failed.values()) >= most:
+                            break
+                    else:
+                        whole = True
+            except DumpInterrupted:
+                pass
+        if whole:  # every unreplied entry the kernel has was returned (and deleted)
+            for key in list(self.picture.tiers[0]):
+                self.picture.forget(key)
+        deleted = sent - vanished - sum(failed.values())
+        self.evicted += deleted
+        self.m_evicted.labels("unreplied").inc(deleted)
+        self.behind = 10 * vanished > sent
+        why = (f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {deleted} unreplied (deleted as "
+               f"the kernel's filtered dump returned them)")
+        if vanished:
+            why += f"; {vanished} already gone"
+        if failed:
+            why += f"; refused: {' '.join(f'{errno.errorcode.get(e, e)} x{n}' for e, n in failed.items())}"
+        self.act("evict", why + f"; round {1000 * (time.monotonic() - began):.0f} ms", deleted)
+        return deleted
 
     def candidate_dump(self, flt: Filter, most: int) -> bool:
         """Feed the picture the entries ``flt`` selects, from a dump the kernel filters, stopped
@@ -314,14 +373,27 @@ class Guard(Service):
                 need = policy.to_evict(count, limit, self.t)
         self.m_entries.set(count)
         self.m_fill.set(count / limit if limit else 0)
+        began = time.monotonic()
         if need and (self.resync_due is not None or self.behind or self.backlog() > BACKLOG_BEHIND):
+            # the picture is inexact or behind: the sources over their share read again and
+            # their excess taken, then the unreplied entries as the kernel returns them, then
+            # (if still short) the picture's own order
             try:
-                self.read_candidates(count, limit)
+                self.read_source_candidates(need, limit)
+                read = time.monotonic() - began
+                eviction = policy.choose(self.picture, count, limit, self.t, self.idleness, sources_only=True)
+                if eviction.records:
+                    need -= self.evict(eviction, count, limit, began, read)
+                    began, read = time.monotonic(), 0.0
+                if need > 0:
+                    need -= self.evict_unreplied(need, count, limit, began)
+                    began = time.monotonic()
             except NetlinkError as exc:  # decide from the picture as it is; said, not hidden
                 self.act("candidate dump refused", str(exc), 0)
-        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
+        read = time.monotonic() - began
+        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness, need=need)
         if eviction.records:
-            self.evict(eviction, count, limit)
+            self.evict(eviction, count, limit, began, read)
         if self.cfg["limits"]["source_limit"]:
             self.check_source_limit(count, limit)
         wanted = policy.timeouts_wanted(count, limit, bool(self.saved_timeouts), self.t)
@@ -329,7 +401,7 @@ class Guard(Service):
             self.shorten_timeouts(count, limit)
         elif wanted is False:
             self.restore_timeouts(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
-        if self.to_shorten:
+        if self.to_shorten and not need:  # under eviction the round's time goes to relief
             self.shorten_some()
         return float(self.interval)
 
@@ -367,8 +439,12 @@ class Guard(Service):
             out[key] = full.get(r.entry.orig.proto, left) - left
         return out
 
-    def evict(self, eviction: policy.Eviction, count: int, limit: int) -> None:
+    def evict(self, eviction: policy.Eviction, count: int, limit: int, began: float, read: float) -> int:
+        """Delete the chosen entries; the action says what went and the round's time (``began``:
+        when the round began; ``read``: seconds of it reading candidates again).  Returns how
+        many were deleted."""
         assert self.table is not None
+        chosen = time.monotonic()
         result = self.table.delete_many(r.entry for r in eviction.records)
         for r in eviction.records:
             self.picture.forget(entry_key(r.entry))
@@ -381,8 +457,12 @@ class Guard(Service):
         if result.vanished:
             why += f"; {result.vanished} already gone" + (" (the picture is behind: candidates read "
                                                           "again next round)" if self.behind else "")
+        done = time.monotonic()
+        why += (f"; round {1000 * (done - began):.0f} ms (candidates read {1000 * read:.0f} + chosen "
+                f"{1000 * (chosen - began - read):.0f} + deleted {1000 * (done - chosen):.0f})")
         self.act("evict", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {why}",
                  result.deleted)
+        return result.deleted
 
     def shorten_timeouts(self, count: int, limit: int) -> None:
         """The sysctls at once (new entries); the existing entries in those states queued, to be
