@@ -74,7 +74,7 @@ CT = "/proc/sys/net/netfilter/"
 # 3 s, so a lagging deleter leaves nothing for long.  Every message is encoded before "ready", so
 # sending costs the kernel's work and little Python.  After "go" on stdin it runs (entries of 10 s
 # ago made again), then prints JSON: requests sent, the kernel's refusals by errno (only failures
-# answer: no ACK is asked for), seconds, its CPU seconds while sending, the seconds it fell behind
+# answer: no ACK is asked for; "replies lost": times they overflowed the receive buffer), seconds, its CPU seconds while sending, the seconds it fell behind
 # its pace at worst.
 CHURN = r"""
 import json, os, signal, sys, time
@@ -83,6 +83,7 @@ from nfkit.conntrack.wire import CreateEncoder, DeleteEncoder
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_CREATE, NLM_F_EXCL, NLMSG_ERROR
 from nfkit.netlink.codec import parse_error
+from nfkit.errors import EventsLost
 
 role, rate, seconds, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 ticks, per = int(seconds * 100), rate // 100
@@ -103,10 +104,13 @@ stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 
 def drain():
-    for msg in table.sock.messages(block=False):
-        if msg.type == NLMSG_ERROR:
-            err = parse_error(msg)
-            refused[err.errno] = refused.get(err.errno, 0) + 1
+    try:
+        for msg in table.sock.messages(block=False):
+            if msg.type == NLMSG_ERROR:
+                err = parse_error(msg)
+                refused[err.errno] = refused.get(err.errno, 0) + 1
+    except EventsLost:  # refusals beyond the receive buffer (ctguard evicted what we delete): counted apart
+        refused["replies lost"] = refused.get("replies lost", 0) + 1
 
 t0 = time.monotonic() + (lifetime if role == "delete" else 0)
 c0 = os.times()
@@ -353,8 +357,10 @@ class Bench:
         self.reset()
         guard = self.start_guard(self.GUARD)
         rate, lifetime = self.new_per_s, self.lifetime
-        churn = [self.fw.popen([sys.executable, "-c", CHURN, role, str(rate), "60", str(lifetime)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE) for role in ("create", "delete")]
+        errs = [(self.tmp / f"churn-{role}.err").open("wb") for role in ("create", "delete")]
+        churn = [self.fw.popen([sys.executable, "-c", CHURN, role, str(rate), "90", str(lifetime)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+                 for role, err in zip(("create", "delete"), errs, strict=True)]
         for p in churn:
             assert p.stdin is not None and p.stdout is not None
             if p.stdout.readline().strip() != b"ready":
@@ -390,7 +396,15 @@ class Bench:
                                     "status": after}) + "\n")
         for p in churn:
             p.terminate()
-        gens = [json.loads(p.communicate(timeout=60)[0].splitlines()[-1]) for p in churn]
+        gens = []
+        for p, err in zip(churn, errs, strict=True):
+            out = p.communicate(timeout=60)[0].splitlines()
+            err.close()
+            if not out:  # no report ("ready" was read before): say why
+                why = Path(err.name).read_text().strip().splitlines()
+                raise SystemExit(f"bench: a churn generator gave no report (exit {p.returncode}): "
+                                 f"{why[-1] if why else 'no message'}")
+            gens.append(json.loads(out[-1]))
         self.stop(guard)
         dt = t1 - t0
         self.record("cpu: new entries/s the kernel made (its insert counter)", (n1 - n0) / dt)
