@@ -141,6 +141,25 @@ def test_fairness_first_then_value() -> None:
     assert all(not r.assured for r in out.records) and len(out.records) == 40
 
 
+def test_sources_only_takes_just_the_excess_and_need_bounds_a_round() -> None:
+    """The first step of a round behind the kernel: only the excess of the sources over their
+    share (the unreplied tier is then deleted from the kernel's dump); ``need`` says how many
+    the rest of a round may still take."""
+    p = Picture()
+    for i in range(40):
+        p.apply("new", tcp("203.0.113.7", 1000 + i), float(i))
+    for s in range(20):
+        p.apply("new", tcp(f"192.0.2.{s + 1}", 2000, assured=False), 0.0)
+        p.apply("new", tcp(f"192.0.2.{s + 1}", 2001), 0.0)
+    t = Thresholds(evict_at=0.5, evict_to=0.1, min_share=16)
+    out = choose(p, len(p), 100, t, lambda rs: {}, sources_only=True)
+    assert len(out.records) == 40 - 16 and {r.source for r in out.records} == {"203.0.113.7"}
+    out = choose(p, len(p), 100, t, lambda rs: {}, need=30)
+    assert len(out.records) == 30 and sum(r.source == "203.0.113.7" for r in out.records) == 24
+    assert all(not r.assured for r in out.records if r.source != "203.0.113.7")
+    assert choose(p, len(p), 100, t, lambda rs: {}, need=0).records == []
+
+
 def test_idlest_assured_go_first() -> None:
     p = Picture()
     for i in range(100):

@@ -5,10 +5,12 @@ lost events, counted: the only full dumps ctguard makes), the table's size from
 /proc (the namespace's own count), idleness read by a get of each eviction
 candidate, evictions and timeout updates as pipelined requests, and the
 namespace's timeout sysctls (saved at the first change, restored when the
-pressure ends and on exit).  While the picture is inexact (events lost, the
-resync put off), the slices an eviction decides from are read again before
-it by dumps the kernel filters (a source's entries, the unreplied ones), each
-stopped once it holds what the round can take.  Topology: route events become stale-entry
+pressure ends and on exit).  Each round puts relief first.  While the picture is
+inexact or behind (events lost, the resync put off, events waiting unread), the
+sources over their share are read again before the round takes their excess, and
+the unreplied entries are deleted as a dump the kernel filters returns them,
+each dump stopped once the round has what it needs; a resync owed waits while
+the fill is at or above evict_at.  Topology: route events become stale-entry
 flushes (`nfkit.conntrack.stale`).
 """
 
