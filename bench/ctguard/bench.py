@@ -62,6 +62,7 @@ NFKIT = [sys.executable, "-m", "nfkit"]
 ATTACKERS = [f"192.0.2.{i}" for i in range(100, 120)]
 SERVER = "198.51.100.2"
 CT = "/proc/sys/net/netfilter/"
+HELD = 0.25  # seconds the count must stay below the line to count as relief (the deleter's batches swing it)
 
 # CHURN ROLE RATE SECONDS LIFETIME: conntrack entries churned over ctnetlink, RATE a second for
 # SECONDS or until SIGTERM, by two processes of this script side by side: ROLE "create" sends,
@@ -303,10 +304,12 @@ class Bench:
         """Top the table up from where it is to 95 % with idle ASSURED entries; the seconds from the
         count crossing evict_at (90 %) to the count back below it once the top-up is done (None: not
         within ``timeout``).  Under churn the count swings by a deleter's batch every 10 ms: a dip
-        below the line while the top-up is still being created is not relief."""
+        below the line while the top-up is still being created is not relief, nor is one shorter than
+        HELD: relief is the start of the first HELD seconds below the line."""
         line = int(0.90 * self.limit)
         crossed: list[float] = []
         relieved: list[float] = []
+        below: list[float] = []  # since when the count is below the line
         peak = [0]
         done, topped = threading.Event(), threading.Event()
 
@@ -320,8 +323,13 @@ class Bench:
                         crossed.append(now)
                         self.crossed_wall = time.time()
                     elif crossed and n < line and topped.is_set():
-                        relieved.append(now)
-                        return
+                        if not below:
+                            below.append(now)
+                        if now - below[0] >= HELD:
+                            relieved.append(below[0])
+                            return
+                    elif below:
+                        below.clear()
                     time.sleep(0.002)
 
         t = threading.Thread(target=poll)

@@ -762,18 +762,19 @@ def test_unread_events_make_the_first_round_read_its_candidates(netns, tmp_path,
 
 
 @pytest.mark.kernel
-def test_a_resync_owed_waits_while_the_table_is_over_evict_at(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_resync_owed_waits_while_the_table_is_under_pressure(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Events lost and the resync due, the table over evict_at: the round relieves the table from
     filtered dumps and puts the full dump off (a full table's dump takes seconds under churn);
-    the next round, below evict_at, makes it."""
+    so does a round at 80 %, over timeouts_at (85 % here) but below evict_at (the fill may cross it
+    during the dump); the next round below timeouts_at makes it."""
     import selectors
     import socket as pysocket
 
     from nfkit.ctguard.guard import Guard
 
     cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 1000\nresync_interval = 0.5\nsource_limit = false\n"
-                   "timeouts_at = 1.0\nrestore_below = 0.5\n"
+    cfg.write_text("[limits]\nbudget = 1000\nresync_interval = 5\nsource_limit = false\n"
+                   "timeouts_at = 0.75\nrestore_below = 0.5\n"
                    "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
     flood = [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8, timeout=600)
@@ -788,11 +789,14 @@ def test_a_resync_owed_waits_while_the_table_is_over_evict_at(netns, tmp_path) -
                 t.create_many(flood[i:i + 300])
                 guard.on_conntrack()
             assert guard.overruns >= 1 and guard.status()["picture_exact"] is False
-            time.sleep(0.6)  # the resync is due
+            guard.resync_due = time.monotonic()  # due now (the interval is the resync_interval's, 5 s)
             guard.tick()
             assert guard.dumps == 1 and t.count() <= 800  # relieved, no full dump
             assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20
             assert "resync put off" in [a["action"] for a in guard.actions]
+            guard.tick()  # 80 %: over timeouts_at, below evict_at
+            assert guard.dumps == 1
+            t.delete_many(flood[:600])
             guard.tick()
             assert guard.dumps == 2 and guard.status()["picture_exact"] is True
             assert len(guard.picture) == t.count()

@@ -358,17 +358,19 @@ class Guard(Service):
         again by filtered dumps when the picture is inexact or behind: events lost, or more
         than `BACKLOG_BEHIND` of them unread); then the source limit; then the timeouts (the
         sysctls at once, the existing entries a `timeout_updates` slice a round).  A resync owed
-        after lost events waits while the fill is at or above evict_at (a full dump of a full
-        table takes seconds, and relief needs none), for at most another `resync_interval`."""
+        after lost events waits while the fill is at or above the first threshold (timeouts_at,
+        or evict_at if lower: a full dump of a filling table takes seconds, during which the
+        fill may cross evict_at, and relief needs none), for at most another `resync_interval`."""
         count, limit = read_sysctl("nf_conntrack_count"), self.limit()
         need = policy.to_evict(count, limit, self.t)
         now = time.monotonic()
         if self.resync_due is not None and now >= self.resync_due:
-            if need and now < self.resync_due + self.resync_interval:
+            first = min(self.t.timeouts_at, self.t.evict_at)  # where the pressure begins
+            if limit and count >= first * limit and now < self.resync_due + self.resync_interval:
                 if not self.resync_waiting:
                     self.resync_waiting = True
-                    self.act("resync put off", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: "
-                             "relief first, candidates read by filtered dumps", len(self.picture))
+                    self.act("resync put off", f"fill {count}/{limit} at or above {first:.0%}: relief "
+                             "first, candidates read by filtered dumps", len(self.picture))
             else:
                 self.resync(f"the kernel dropped events ({self.overruns} overruns so far)")
                 count, limit = read_sysctl("nf_conntrack_count"), self.limit()
