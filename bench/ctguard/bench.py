@@ -17,8 +17,8 @@ run:
   burst: time from the count crossing evict_at (90 %) to the count back below it;
 - CPU: ctguard's user+system time (/proc/PID/stat) while the kernel creates
   --new-per-s (50,000) new entries a second and destroys as many (the CHURN
-  generator below: creates over ctnetlink in one sendmsg per 10 ms, each entry
-  deleted 2 s later; the table stays below the thresholds: the cost of
+  generator below: one process creates over ctnetlink in one sendmsg per 10 ms, another deletes
+  each entry 2 s later; the table stays below the thresholds: the cost of
   following it, 100,000 events a second); the rate from the kernel's own insert
   counter, the generator's CPU and the machine's idle cores beside it; then,
   with the churn still running, the reaction as below;
@@ -38,6 +38,7 @@ The machine is shared and noisy: figures are medians of --runs runs.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -61,15 +62,21 @@ NFKIT = [sys.executable, "-m", "nfkit"]
 ATTACKERS = [f"192.0.2.{i}" for i in range(100, 120)]
 SERVER = "198.51.100.2"
 CT = "/proc/sys/net/netfilter/"
+HELD = 0.25  # seconds the count must stay below the line to count as relief (the deleter's batches swing it)
 
-# CHURN RATE SECONDS LIFETIME: new conntrack entries created over ctnetlink, RATE a second for
-# SECONDS or until SIGTERM (every 10 ms one sendmsg holding that slice's IPCTNL_MSG_CT_NEW requests: the kernel
-# makes each entry and sends its NEW event as for a packet's), each deleted again LIFETIME
-# seconds after it was made (a DESTROY event; the table holds RATE * LIFETIME of them).  Every
-# message is encoded before "ready", so sending costs the kernel's work and little Python.  After
-# "go" on stdin it runs (entries of 10 s made again after they are deleted), then prints JSON: creates and deletes sent, the kernel's refusals (only
-# failures answer: no ACK is asked for), seconds, its CPU seconds while sending, the seconds it
-# fell behind its pace at worst.
+# CHURN ROLE RATE SECONDS LIFETIME: conntrack entries churned over ctnetlink, RATE a second for
+# SECONDS or until SIGTERM, by two processes of this script side by side: ROLE "create" sends,
+# every 10 ms, one sendmsg holding that slice's IPCTNL_MSG_CT_NEW requests (the kernel makes each
+# entry and sends its NEW event as for a packet's); ROLE "delete" sends, LIFETIME seconds behind it
+# on the same clock, one sendmsg of the same slice's IPCTNL_MSG_CT_DELETE requests (a DESTROY event
+# each).  Last session one process did both and held 50,000/s only in single runs; the kernel's
+# own expiry (CTA_TIMEOUT) was tried instead of the deletes, but its gc worker falls seconds behind
+# on a loaded machine and the table filled.  Entries are still created with a timeout of LIFETIME +
+# 3 s, so a lagging deleter leaves nothing for long.  Every message is encoded before "ready", so
+# sending costs the kernel's work and little Python.  After "go" on stdin it runs (entries of 10 s
+# ago made again), then prints JSON: requests sent, the kernel's refusals by errno (only failures
+# answer: no ACK is asked for; "replies lost": times they overflowed the receive buffer), seconds, its CPU seconds while sending, the seconds it fell behind
+# its pace at worst.
 CHURN = r"""
 import json, os, signal, sys, time
 from nfkit.conntrack import ConntrackTable, Entry, Tuple
@@ -77,39 +84,39 @@ from nfkit.conntrack.wire import CreateEncoder, DeleteEncoder
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_CREATE, NLM_F_EXCL, NLMSG_ERROR
 from nfkit.netlink.codec import parse_error
+from nfkit.errors import EventsLost
 
-rate, seconds, lifetime = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+role, rate, seconds, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 ticks, per = int(seconds * 100), rate // 100
 ring = min(ticks, 1000)  # 10 s of distinct entries, made again once deleted
-create, delete = CreateEncoder(NLM_F_CREATE | NLM_F_EXCL), DeleteEncoder()
-cw, dw = MessageWriter(), MessageWriter()
+encoder = CreateEncoder(NLM_F_CREATE | NLM_F_EXCL) if role == "create" else DeleteEncoder()
+w = MessageWriter()
 for i in range(ring * per):
-    e = Entry(Tuple(f"203.0.113.{1 + i % 254}", "198.51.100.2", 17, 1024 + (i // 254) % 64000,
-                    9000 + i // (254 * 64000)), timeout=600)
-    create.add(cw, e)
-    delete.add(dw, e)
-cbuf, dbuf = memoryview(cw.buffer), memoryview(dw.buffer)
-cat = [s for _, s in cw.seqs] + [len(cw.buffer)]
-dat = [s for _, s in dw.seqs] + [len(dw.buffer)]
+    encoder.add(w, Entry(Tuple(f"203.0.113.{1 + i % 254}", "198.51.100.2", 17, 1024 + (i // 254) % 64000,
+                               9000 + i // (254 * 64000)), timeout=round(lifetime) + 3))
+buf = memoryview(w.buffer)
+at = [s for _, s in w.seqs] + [len(w.buffer)]
 table = ConntrackTable()
 table.sock.ensure_rcvbuf(64 << 20)
 print("ready", flush=True)
 sys.stdin.readline()
-refused = {"create": {}, "delete": {}}
-first_delete = int(lifetime * 100)
+refused = {}
 stopping = []
 signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
 
 def drain():
-    for msg in table.sock.messages(block=False):
-        if msg.type == NLMSG_ERROR:
-            err = parse_error(msg)
-            kind = "create" if err.seq in cseqs else "delete"
-            refused[kind][err.errno] = refused[kind].get(err.errno, 0) + 1
+    try:
+        for msg in table.sock.messages(block=False):
+            if msg.type == NLMSG_ERROR:
+                err = parse_error(msg)
+                refused[err.errno] = refused.get(err.errno, 0) + 1
+    except EventsLost:  # refusals beyond the receive buffer (ctguard evicted what we delete): counted apart
+        refused["replies lost"] = refused.get("replies lost", 0) + 1
 
-cseqs = {seq for seq, _ in cw.seqs}
-c0, t0 = os.times(), time.monotonic()
+t0 = time.monotonic() + (lifetime if role == "delete" else 0)
+c0 = os.times()
 late = 0.0
+k = 0
 for k in range(ticks):
     if stopping:
         break
@@ -120,18 +127,14 @@ for k in range(ticks):
     else:
         late = max(late, now - due)
     c = k % ring
-    table.sock.send(cbuf[cat[c * per]:cat[(c + 1) * per]])
-    j = k - first_delete
-    if j >= 0:
-        j %= ring
-        table.sock.send(dbuf[dat[j * per]:dat[(j + 1) * per]])
-    drain()
+    table.sock.send(buf[at[c * per]:at[(c + 1) * per]])
+    if k & 7 == 7:
+        drain()
 elapsed = time.monotonic() - t0
 c1 = os.times()
 time.sleep(0.2)
 drain()
-print(json.dumps({"creates": k * per, "deletes": max(0, k - first_delete) * per,
-                  "refused": refused, "seconds": elapsed, "late": late,
+print(json.dumps({"sent": k * per, "refused": refused, "seconds": elapsed, "late": late,
                   "cpu": c1.user + c1.system - c0.user - c0.system}), flush=True)
 """
 
@@ -170,10 +173,12 @@ def idle_cores() -> float:
 
 
 class Bench:
-    def __init__(self, lab: Lab, runs: int, rate_us: int, new_per_s: int, tmp: Path, nice: int = 0) -> None:
+    def __init__(self, lab: Lab, runs: int, rate_us: int, new_per_s: int, tmp: Path, nice: int = 0,
+                 lifetime: float = 2.0) -> None:
         self.lab, self.runs, self.rate_us, self.tmp = lab, runs, rate_us, tmp
         self.nice = nice
         self.new_per_s = new_per_s
+        self.lifetime = lifetime
         self.fw, self.client, self.server = lab["fw"], lab["client"], lab["server"]
         self.results: dict[str, list[float]] = {}
         self.notes: list[str] = []
@@ -297,30 +302,50 @@ class Bench:
     # ------------------------------------------------------------ reaction, CPU, topology
     def react(self, timeout: float = 20.0) -> float | None:
         """Top the table up from where it is to 95 % with idle ASSURED entries; the seconds from the
-        count crossing evict_at (90 %) to the count back below it (None: not within ``timeout``)."""
+        count crossing evict_at (90 %) to the count back below it once the top-up is done (None: not
+        within ``timeout``).  Under churn the count swings by a deleter's batch every 10 ms: a dip
+        below the line while the top-up is still being created is not relief, nor is one shorter than
+        HELD: relief is the start of the first HELD seconds below the line."""
         line = int(0.90 * self.limit)
         crossed: list[float] = []
         relieved: list[float] = []
-        done = threading.Event()
+        below: list[float] = []  # since when the count is below the line
+        peak = [0]
+        done, topped = threading.Event(), threading.Event()
 
         def poll() -> None:
             with self.fw.enter():
                 while not done.is_set():
                     n = int(Path(CT + "nf_conntrack_count").read_text())
+                    peak[0] = max(peak[0], n)
                     now = time.monotonic()
                     if not crossed and n >= line:
                         crossed.append(now)
-                    elif crossed and n < line:
-                        relieved.append(now)
-                        return
+                        self.crossed_wall = time.time()
+                    elif crossed and n < line and topped.is_set():
+                        if not below:
+                            below.append(now)
+                        if now - below[0] >= HELD:
+                            relieved.append(below[0])
+                            return
+                    elif below:
+                        below.clear()
                     time.sleep(0.002)
 
         t = threading.Thread(target=poll)
         t.start()
+        t0 = time.monotonic()
         self.table.create_many(established(max(0, int(0.95 * self.limit) - self.count()), offset=self.limit))
+        topped_at = time.monotonic()
+        self.last_topup = topped_at - t0
+        topped.set()
         t.join(timeout)
         done.set()
         t.join()
+        self.last_peak = 100 * peak[0] / self.limit
+        # under churn the top-up itself (10-17 s on a loaded machine) outlasts the crossing: the
+        # time from its end to relief says how long ctguard took once no more was being added
+        self.last_after_topup = max(0.0, relieved[0] - topped_at) if crossed and relieved else None
         return relieved[0] - crossed[0] if crossed and relieved else None
 
     def reaction(self) -> None:
@@ -329,6 +354,7 @@ class Bench:
         guard = self.start_guard(self.GUARD)
         took = self.react()
         self.stop(guard)
+        self.record("reaction: peak fill (%)", self.last_peak)
         if took is not None:
             self.record("reaction: evict_at crossed -> back below (s)", took)
         else:
@@ -342,54 +368,81 @@ class Bench:
         """ctguard following a table that churns at --new-per-s, then the reaction under that load."""
         self.reset()
         guard = self.start_guard(self.GUARD)
-        rate, lifetime = self.new_per_s, 2.0
-        churn = self.fw.popen([sys.executable, "-c", CHURN, str(rate), "60", str(lifetime)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert churn.stdin is not None and churn.stdout is not None
-        if churn.stdout.readline().strip() != b"ready":
-            raise SystemExit("bench: the churn generator did not start")
+        rate, lifetime = self.new_per_s, self.lifetime
+        errs = [(self.tmp / f"churn-{role}.err").open("wb") for role in ("create", "delete")]
+        churn = [self.fw.popen([sys.executable, "-c", CHURN, role, str(rate), "90", str(lifetime)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+                 for role, err in zip(("create", "delete"), errs, strict=True)]
+        for p in churn:
+            assert p.stdin is not None and p.stdout is not None
+            if p.stdout.readline().strip() != b"ready":
+                raise SystemExit("bench: the churn generator did not start")
         if self.nice:  # `ip netns exec` execs them: these pids are ctguard's and the generator's
-            for pid in (guard.pid, churn.pid):
+            for pid in (guard.pid, *(p.pid for p in churn)):
                 os.setpriority(os.PRIO_PROCESS, pid, self.nice)
-        churn.stdin.write(b"go\n")
-        churn.stdin.flush()
+        for p in churn:
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
         time.sleep(4)  # steady state: RATE * LIFETIME entries, as many made as deleted each second
 
         def sample() -> tuple[float, ...]:
             st = query_status(self.tmp / "g.sock")
-            return (time.monotonic(), self.guard_cpu(guard), proc_cpu(churn.pid), idle_cores(),
+            return (time.monotonic(), self.guard_cpu(guard), sum(proc_cpu(p.pid) for p in churn), idle_cores(),
                     self.inserts(), st["events"], st["overruns"], st["dumps"])
 
         t0, g0, c0, i0, n0, e0, o0, d0 = sample()
         time.sleep(8)
         t1, g1, c1, i1, n1, e1, o1, d1 = sample()
         fill = self.count()
+        during = query_status(self.tmp / "g.sock", timeout=30)["actions"]
+        wall = time.time()
+        kinds = collections.Counter(a["action"] for a in during if a["time"] >= wall - (time.monotonic() - t0))
+        self.notes.append("cpu: ctguard's actions in the window: "
+                          + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"))
         took = self.react(timeout=30.0)  # with the churn still running
         after = query_status(self.tmp / "g.sock", timeout=30)
-        churn.terminate()
-        out, _ = churn.communicate(timeout=60)
-        gen = json.loads(out.splitlines()[-1])
+        if os.environ.get("CTGUARD_BENCH_ACTIONS"):  # the reaction's timeline, for profiling
+            with open(os.environ["CTGUARD_BENCH_ACTIONS"], "a") as f:
+                f.write(json.dumps({"crossed": getattr(self, "crossed_wall", None), "took": took,
+                                    "status": after}) + "\n")
+        for p in churn:
+            p.terminate()
+        gens = []
+        for p, err in zip(churn, errs, strict=True):
+            out = p.communicate(timeout=60)[0].splitlines()
+            err.close()
+            if not out:  # no report ("ready" was read before): say why
+                why = Path(err.name).read_text().strip().splitlines()
+                raise SystemExit(f"bench: a churn generator gave no report (exit {p.returncode}): "
+                                 f"{why[-1] if why else 'no message'}")
+            gens.append(json.loads(out[-1]))
         self.stop(guard)
         dt = t1 - t0
         self.record("cpu: new entries/s the kernel made (its insert counter)", (n1 - n0) / dt)
         self.record("cpu: events/s ctguard followed (new + destroy)", (e1 - e0) / dt)
         self.record("cpu: ctguard cores while following them", (g1 - g0) / dt)
         self.record("cpu: ctguard µs CPU per event followed", 1e6 * (g1 - g0) / max(e1 - e0, 1))
-        self.record("cpu: generator cores (its own process)", (c1 - c0) / dt)
+        self.record("cpu: generator cores (its two processes)", (c1 - c0) / dt)
         self.record("cpu: machine idle cores meanwhile (of 2)", (i1 - i0) / dt)
         self.record("cpu: event overruns (ENOBUFS) in the window", o1 - o0)
         self.record("cpu: resync dumps in the window", d1 - d0)
         self.record("cpu: fill meanwhile (%)", 100 * fill / self.limit)
-        self.record("cpu: generator worst lag behind its pace (s)", gen["late"])
-        refused = sum(gen["refused"]["create"].values())
-        if refused:
-            self.notes.append(f"cpu: the kernel refused {refused} creates ({gen['refused']['create']})")
+        self.record("cpu: generator worst lag behind its pace (s)", max(g["late"] for g in gens))
+        for role, g in zip(("creates", "deletes"), gens, strict=True):
+            if g["refused"]:
+                self.notes.append(f"cpu: the kernel refused {sum(g['refused'].values())} {role} "
+                                  f"(by errno: {g['refused']})")
         if took is None:
             self.notes.append("cpu: under the churn, the count never came back below evict_at within 30 s; "
                               "ctguard's last actions: " + "; ".join(
                                   f"{a['action']} ({a['entries']}): {a['why']}" for a in after["actions"][-6:]))
         else:
             self.record("cpu: reaction under the churn, evict_at crossed -> back below (s)", took)
+        self.record("cpu: reaction under the churn, top-up to 95 % took (s)", self.last_topup)
+        if self.last_after_topup is not None:
+            self.record("cpu: reaction under the churn, top-up done -> back below (s)", self.last_after_topup)
+        self.record("cpu: reaction under the churn, peak fill (%)", self.last_peak)
 
     def event_path(self, n: int = 20_000) -> None:
         """CPU per event of the picture's two event paths over the same recorded datagrams."""
@@ -512,6 +565,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="hping3 -i uN: microseconds between flood packets (default 0: --flood)")
     ap.add_argument("--new-per-s", type=int, default=50_000,
                     help="new entries a second for the CPU measure (default 50000)")
+    ap.add_argument("--lifetime", type=float, default=2.0,
+                    help="seconds each churn entry lives before its delete (default 2)")
     ap.add_argument("--nice", type=int, default=0,
                     help="niceness of ctguard and the generator during the CPU measure (default 0; "
                          "e.g. -10 on a machine busy with other work, so the measure is of them)")
@@ -522,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only.split(",")) if args.only else {"exhaustion", "syn", "udp", "reaction", "events",
                                                           "cpu", "topology"}
     with tempfile.TemporaryDirectory(prefix="nfkit-ctguard-bench-") as tmp, three_node("ncg") as lab:
-        bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp), args.nice)
+        bench = Bench(lab, args.runs, args.rate_us, args.new_per_s, Path(tmp), args.nice, args.lifetime)
         bench.setup()
         for i in range(args.runs):
             say(f"run {i + 1}/{args.runs}")

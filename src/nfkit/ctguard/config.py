@@ -14,6 +14,7 @@
     evict_to = 0.80              # ... down to here
     min_share = 16               # a source's fair share is never below this many entries
     batch = 2048                 # most evictions per round
+    timeout_updates = 2048       # most existing entries shortened per round (after evictions)
     resync_interval = 30         # seconds, at least, between two resync dumps after lost events
     source_limit = true          # at evict_at, a source over its share: install a ct count rule
     source_limit_sets = 65535    # sources each of its sets (IPv4, IPv6) can count
@@ -92,6 +93,8 @@ SCHEMA = Schema((
         Key("min_share", int, "a source's fair share is never below this", _T.min_share,
             in_range(1, 2**31 - 1)),
         Key("batch", int, "most evictions per round", _T.batch, in_range(1, 1 << 20)),
+        Key("timeout_updates", int, "most existing entries whose timeout is shortened per round "
+            "(after the evictions; the rest the next rounds)", 2048, in_range(1, 1 << 20)),
         Key("resync_interval", (float, int), "seconds, at least, between two resync dumps after "
             "lost events (in between: the picture is inexact, the fill comes from the kernel)", 30,
             in_range(0, 3600)),

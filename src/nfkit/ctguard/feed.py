@@ -15,15 +15,17 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from nfkit.conntrack.wire import ADDR, EntryDecoder
+from nfkit.conntrack.wire import ADDR, MSG_DELETE, EntryDecoder
 from nfkit.ctguard.picture import Picture, cost_tier, entry_key, wire_state
 from nfkit.errors import DecodeError
 from nfkit.netlink.specs import ctnetlink as S
 
 _NLMSG = struct.Struct("=IHHII")
+_DELETE_HEADER = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (family, version 0, res_id 0)
 _HEADERS = 20  # nlmsghdr + nfgenmsg
 _CTNETLINK = 1  # NFNL_SUBSYS_CTNETLINK, the high byte of the message type
 _DELETE = S.IPCTNL_MSG_CT_DELETE
+_NLM_F_REQUEST = 1
 
 # (id, source address bytes, zone, status, state, protocol) from a layout's values
 Pick = Callable[[tuple[Any, ...]], tuple[Any, ...]]
@@ -83,3 +85,35 @@ class PictureFeed:
                 done += 1
             off += (length + 3) & ~3
         return done
+
+    def deletes(self, buf: bytes | bytearray | memoryview, n: int, out: bytearray, seq: int,
+                most: int) -> list[Any]:
+        """A delete request appended to ``out`` for each entry of the dump messages in ``buf[:n]``,
+        at most ``most`` (its original tuple, zone and id copied as the dump gave them: no
+        Entry), numbered from ``seq`` + 1; returns the picture's keys of those entries, in order."""
+        find = self.decoder.find
+        picks = self._picks
+        unpack = _NLMSG.unpack_from
+        header = _DELETE_HEADER.pack
+        keys: list[Any] = []
+        off = 0
+        while off + _HEADERS <= n and len(keys) < most:
+            length, mtype, _, _, _ = unpack(buf, off)
+            if length < 16 or off + length > n:
+                raise DecodeError(f"netlink message of {length} bytes at offset {off} of {n}")
+            if mtype >> 8 == _CTNETLINK and length >= _HEADERS:
+                family = buf[off + 16]
+                aoff = off + _HEADERS
+                lay, values = find(buf, aoff, length - _HEADERS, family)
+                pick = picks.get(id(lay))
+                if pick is None:
+                    pick = picks[id(lay)] = _picker(lay.index)
+                ct_id = pick(values)[0]
+                keys.append(ct_id if ct_id is not None else entry_key(lay.build(values)))
+                spans = lay.key_spans
+                out += header(_HEADERS + sum(ln for _, ln in spans), MSG_DELETE, _NLM_F_REQUEST,
+                              seq + len(keys), 0, family, 0, 0)
+                for o, ln in spans:
+                    out += buf[aoff + o:aoff + o + ln]
+            off += (length + 3) & ~3
+        return keys

@@ -5,19 +5,24 @@ lost events, counted: the only full dumps ctguard makes), the table's size from
 /proc (the namespace's own count), idleness read by a get of each eviction
 candidate, evictions and timeout updates as pipelined requests, and the
 namespace's timeout sysctls (saved at the first change, restored when the
-pressure ends and on exit).  While the picture is inexact (events lost, the
-resync put off), the slices an eviction decides from are read again before
-it by dumps the kernel filters (a source's entries, the unreplied ones), each
-stopped once it holds what the round can take.  Topology: route events become stale-entry
+pressure ends and on exit).  Each round puts relief first.  While the picture is
+inexact or behind (events lost, the resync put off, events waiting unread), the
+sources over their share are read again before the round takes their excess, and
+the unreplied entries are deleted as a dump the kernel filters returns them,
+each dump stopped once the round has what it needs; a resync owed waits while
+the fill is at or above evict_at.  Topology: route events become stale-entry
 flushes (`nfkit.conntrack.stale`).
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import gc
 import logging
 import selectors
+import socket
+import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nfkit.conntrack import wire
 from nfkit.conntrack.filter import Filter, Prefix
-from nfkit.conntrack.model import Status
+from nfkit.conntrack.model import Entry, Status
 from nfkit.conntrack.stale import flush_stale
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import limit as source_limit
@@ -36,9 +41,9 @@ from nfkit.ctguard.config import thresholds
 from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.topology import DEFAULT_RULE, Topology
-from nfkit.errors import EventsLost, NetlinkError
-from nfkit.netlink.codec import MessageWriter
-from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST
+from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError
+from nfkit.netlink.codec import MessageWriter, parse_error
+from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.route.rtnl import RouteEvents, Rtnl
 from nfkit.service.config import Config
@@ -51,7 +56,11 @@ EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's bur
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
 DATAGRAM_BUFFER = 1 << 16  # one event datagram at a time (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
+SO_MEMINFO = 55  # getsockopt: the socket's memory; the first u32 is what the kernel queued for us
+BACKLOG_BEHIND = 256 << 10  # bytes of unread events (~300) from which an eviction round reads its candidates again
 CANDIDATE_SOURCES = 8  # sources whose entries are read again a round while the picture is inexact
+SOURCE_READS = 0.25  # seconds: no further source is read again once a round has spent this (under churn an
+# entry read seconds before its delete is gone by then; the rest are read in the next rounds)
 UNREPLIED = Filter(status_clear=int(Status.SEEN_REPLY | Status.ASSURED))  # cost tier 0
 
 
@@ -90,7 +99,13 @@ class Guard(Service):
         self.behind = False
         self.resync_interval = float(cfg["limits"]["resync_interval"])
         self.last_dump = float("-inf")
-        self.resync_due: float | None = None  # a resync put off by the rate limit
+        self.resync_due: float | None = None  # a resync put off by the rate limit, or by the pressure
+        self.resync_waiting = False  # the due resync is put off while the fill is at or above evict_at
+        # entries to shorten (keys of the picture's records in the shortened states when the pressure
+        # began), a `timeout_updates` slice a round after the evictions, never all in one round
+        self.to_shorten: list[Key] = []
+        self.timeout_updates = cfg["limits"]["timeout_updates"]
+        self.shortened = 0
         self.overruns = 0  # times the kernel dropped events (each one ENOBUFS)
         self.limited: int | None = None  # N of the installed `ct count over N` rule
         self.evicted = 0
@@ -152,6 +167,7 @@ class Guard(Service):
         self.dumps += 1
         self.m_resyncs.inc()
         self.resync_due = None
+        self.resync_waiting = False
         fresh = Picture()
         feed = PictureFeed(fresh, self.table.decoder).feed
         now = time.monotonic()
@@ -161,21 +177,23 @@ class Guard(Service):
         self.last_dump = time.monotonic()
         self.act("resync", why, len(self.picture))
 
-    def read_candidates(self, count: int, limit: int) -> None:
-        """While the picture is inexact (events lost, resync put off; or behind the kernel: more
-        than a tenth of the last round's deletes found nothing), read again the slices a decision takes
-        from, before it takes them: the entries of the sources the picture has over their
-        share (a dump the kernel filters by source address: CTA_FILTER) and the unreplied ones
-        (CTA_STATUS/CTA_STATUS_MASK), each dump stopped once it holds what the round can take.
-        A source's dump read to its end is exact for that source: records it did not return
-        are dropped (their destroy events were lost).  The unreplied entries the dump returned
-        go first in their tier, ahead of records the kernel may no longer have.  Never a full
-        dump."""
-        need = policy.to_evict(count, limit, self.t)
+    def read_source_candidates(self, need: int, limit: int) -> None:
+        """While the picture is inexact (events lost, resync put off; or behind the kernel: events
+        unread, or more than a tenth of the last round's deletes found nothing), read again the
+        entries of the sources the picture has over their share before the round takes their
+        excess (a dump the kernel filters by source address: CTA_FILTER), each stopped once it
+        holds what the round can take.  A source's dump read to its end is exact for that
+        source: records it did not return are dropped (their destroy events were lost).  The
+        unreplied entries are not read into the picture: `evict_unreplied` deletes them as
+        their dump returns them.  At most `CANDIDATE_SOURCES` sources, and none after
+        `SOURCE_READS` seconds.  Never a full dump."""
         share = policy.fair_share(self.picture, limit, self.t)
         by_source = self.picture.by_source
         over = sorted((s for s, n in by_source.items() if n > share), key=by_source.__getitem__, reverse=True)
+        began = time.monotonic()
         for src in over[:CANDIDATE_SOURCES]:
+            if time.monotonic() - began >= SOURCE_READS:
+                break
             flt = Filter(src=Prefix.parse(src, "source"))
             if not flt.kernel_only:
                 continue  # an address this kernel cannot filter on (IPv6): not worth a wide dump
@@ -185,9 +203,63 @@ class Guard(Service):
                 for key, r in before.items():
                     if records.get(key) is r:  # not in the dump (a record read again is a new one)
                         self.picture.forget(key)
-        before = dict(self.picture.tiers[0])
-        self.candidate_dump(UNREPLIED, need)
-        self.picture.first(0, [k for k, r in self.picture.tiers[0].items() if before.get(k) is not r])
+
+    def evict_unreplied(self, most: int, count: int, limit: int, began: float) -> int:
+        """Evict up to ``most`` unreplied entries (the cheapest tier) as a dump the kernel filters
+        (CTA_STATUS/CTA_STATUS_MASK) returns them: each datagram's entries deleted at once on a
+        second socket, their key attributes copied (no record, no Entry), so little time passes
+        between reading an entry and deleting it (under churn the picture's oldest unreplied
+        entries are gone before a delete reaches them); the dump is stopped once ``most`` are
+        deleted.  Read to its end, the dump is exact for the tier: its records left are dropped.
+        Returns how many were deleted."""
+        self.candidate_dumps += 1
+        self.m_candidate_dumps.inc()
+        deletes = self.feed.deletes
+        out = bytearray()
+        sent = vanished = 0
+        failed: dict[int, int] = {}
+        whole = False
+        with NetlinkSocket() as dsock:
+            dsock.ensure_rcvbuf(8 << 20)
+            try:
+                with NetlinkSocket() as sock:
+                    for datagram in sock.dump_datagrams(dump_request(UNREPLIED, UNREPLIED.families()[0]),
+                                                        what="conntrack dump"):
+                        keys = deletes(datagram, len(datagram), out, sent, most - (sent - vanished))
+                        if not keys:
+                            continue
+                        dsock.send(out)  # every entry in it is one the dump has passed: the walk goes on
+                        del out[:]
+                        sent += len(keys)
+                        for msg in dsock.messages(block=False):  # errors only (no acks asked)
+                            if msg.type == NLMSG_ERROR and (err := parse_error(msg).errno):
+                                if err == errno.ENOENT:
+                                    vanished += 1
+                                else:
+                                    failed[err] = failed.get(err, 0) + 1
+                        for key in keys:
+                            self.picture.forget(key)
+                        if sent - vanished - sum(failed.values()) >= most:
+                            break
+                    else:
+                        whole = True
+            except DumpInterrupted:
+                pass
+        if whole:  # every unreplied entry the kernel has was returned (and deleted)
+            for key in list(self.picture.tiers[0]):
+                self.picture.forget(key)
+        deleted = sent - vanished - sum(failed.values())
+        self.evicted += deleted
+        self.m_evicted.labels("unreplied").inc(deleted)
+        self.behind = 10 * vanished > sent
+        why = (f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {deleted} unreplied (deleted as "
+               f"the kernel's filtered dump returned them)")
+        if vanished:
+            why += f"; {vanished} already gone"
+        if failed:
+            why += f"; refused: {' '.join(f'{errno.errorcode.get(e, e)} x{n}' for e, n in failed.items())}"
+        self.act("evict", why + f"; round {1000 * (time.monotonic() - began):.0f} ms", deleted)
+        return deleted
 
     def candidate_dump(self, flt: Filter, most: int) -> bool:
         """Feed the picture the entries ``flt`` selects, from a dump the kernel filters, stopped
@@ -230,16 +302,21 @@ class Guard(Service):
         except EventsLost:
             self.events_lost(time.monotonic())
 
+    def backlog(self) -> int:
+        """Bytes of events the kernel has queued for ctguard and it has not read yet."""
+        raw = self.stream.sock.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4)
+        return int(struct.unpack("=I", raw[:4])[0])
+
     def events_lost(self, now: float) -> None:
-        """The kernel dropped events: the picture is inexact until a resync, and resyncs are
-        rate-limited (`resync_interval`): a flood that overruns the socket again and again
-        gets one full dump per interval, never one per overrun."""
+        """The kernel dropped events: the picture is inexact until a resync (the next round's),
+        and resyncs are rate-limited (`resync_interval`): a flood that overruns the socket again
+        and again gets one full dump per interval, never one per overrun."""
         self.overruns += 1
         self.m_overruns.inc()
         if self.resync_due is not None:
             return  # already owed; the overrun is counted
         if now - self.last_dump >= self.resync_interval:
-            self.resync("the kernel dropped events")
+            self.resync_due = now  # the next round's, not here: a round under pressure relieves first
         else:
             self.resync_due = self.last_dump + self.resync_interval
             self.act("resync deferred", f"the kernel dropped events {now - self.last_dump:.1f} s after "
@@ -277,26 +354,59 @@ class Guard(Service):
         return self.budget or read_sysctl("nf_conntrack_max")
 
     def tick(self) -> float:
-        if self.resync_due is not None and time.monotonic() >= self.resync_due:
-            self.resync(f"the kernel dropped events ({self.overruns} overruns so far)")
+        """One round, relief first: the kernel's count; the evictions (from candidates read
+        again by filtered dumps when the picture is inexact or behind: events lost, or more
+        than `BACKLOG_BEHIND` of them unread); then the source limit; then the timeouts (the
+        sysctls at once, the existing entries a `timeout_updates` slice a round).  A resync owed
+        after lost events waits while the fill is at or above the first threshold (timeouts_at,
+        or evict_at if lower: a full dump of a filling table takes seconds, during which the
+        fill may cross evict_at, and relief needs none), for at most another `resync_interval`."""
         count, limit = read_sysctl("nf_conntrack_count"), self.limit()
+        need = policy.to_evict(count, limit, self.t)
+        now = time.monotonic()
+        if self.resync_due is not None and now >= self.resync_due:
+            first = min(self.t.timeouts_at, self.t.evict_at)  # where the pressure begins
+            if limit and count >= first * limit and now < self.resync_due + self.resync_interval:
+                if not self.resync_waiting:
+                    self.resync_waiting = True
+                    self.act("resync put off", f"fill {count}/{limit} at or above {first:.0%}: relief "
+                             "first, candidates read by filtered dumps", len(self.picture))
+            else:
+                self.resync(f"the kernel dropped events ({self.overruns} overruns so far)")
+                count, limit = read_sysctl("nf_conntrack_count"), self.limit()
+                need = policy.to_evict(count, limit, self.t)
         self.m_entries.set(count)
         self.m_fill.set(count / limit if limit else 0)
-        if (self.resync_due is not None or self.behind) and policy.to_evict(count, limit, self.t):
+        began = time.monotonic()
+        if need and (self.resync_due is not None or self.behind or self.backlog() > BACKLOG_BEHIND):
+            # the picture is inexact or behind: the sources over their share read again and
+            # their excess taken, then the unreplied entries as the kernel returns them, then
+            # (if still short) the picture's own order
             try:
-                self.read_candidates(count, limit)
+                self.read_source_candidates(need, limit)
+                read = time.monotonic() - began
+                eviction = policy.choose(self.picture, count, limit, self.t, self.idleness, sources_only=True)
+                if eviction.records:
+                    need -= self.evict(eviction, count, limit, began, read)
+                    began, read = time.monotonic(), 0.0
+                if need > 0:
+                    need -= self.evict_unreplied(need, count, limit, began)
+                    began = time.monotonic()
             except NetlinkError as exc:  # decide from the picture as it is; said, not hidden
                 self.act("candidate dump refused", str(exc), 0)
+        read = time.monotonic() - began
+        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness, need=need)
+        if eviction.records:
+            self.evict(eviction, count, limit, began, read)
+        if self.cfg["limits"]["source_limit"]:
+            self.check_source_limit(count, limit)
         wanted = policy.timeouts_wanted(count, limit, bool(self.saved_timeouts), self.t)
         if wanted is True:
             self.shorten_timeouts(count, limit)
         elif wanted is False:
             self.restore_timeouts(f"fill {count}/{limit} below {self.t.restore_below:.0%}")
-        if self.cfg["limits"]["source_limit"]:
-            self.check_source_limit(count, limit)
-        eviction = policy.choose(self.picture, count, limit, self.t, self.idleness)
-        if eviction.records:
-            self.evict(eviction, count, limit)
+        if self.to_shorten and not need:  # under eviction the round's time goes to relief
+            self.shorten_some()
         return float(self.interval)
 
     def check_source_limit(self, count: int, limit: int) -> None:
@@ -333,8 +443,12 @@ class Guard(Service):
             out[key] = full.get(r.entry.orig.proto, left) - left
         return out
 
-    def evict(self, eviction: policy.Eviction, count: int, limit: int) -> None:
+    def evict(self, eviction: policy.Eviction, count: int, limit: int, began: float, read: float) -> int:
+        """Delete the chosen entries; the action says what went and the round's time (``began``:
+        when the round began; ``read``: seconds of it reading candidates again).  Returns how
+        many were deleted."""
         assert self.table is not None
+        chosen = time.monotonic()
         result = self.table.delete_many(r.entry for r in eviction.records)
         for r in eviction.records:
             self.picture.forget(entry_key(r.entry))
@@ -347,24 +461,43 @@ class Guard(Service):
         if result.vanished:
             why += f"; {result.vanished} already gone" + (" (the picture is behind: candidates read "
                                                           "again next round)" if self.behind else "")
+        done = time.monotonic()
+        why += (f"; round {1000 * (done - began):.0f} ms (candidates read {1000 * read:.0f} + chosen "
+                f"{1000 * (chosen - began - read):.0f} + deleted {1000 * (done - chosen):.0f})")
         self.act("evict", f"fill {count}/{limit} at or above {self.t.evict_at:.0%}: {why}",
                  result.deleted)
+        return result.deleted
 
     def shorten_timeouts(self, count: int, limit: int) -> None:
-        assert self.table is not None
+        """The sysctls at once (new entries); the existing entries in those states queued, to be
+        updated a `timeout_updates` slice a round (`shorten_some`)."""
         for name in policy.SHORTENED_STATES:
             current = read_sysctl(name)
             if current > self.t.short_timeout:
                 self.saved_timeouts[name] = current
                 write_sysctl(name, self.t.short_timeout)
         states = {s for name in self.saved_timeouts for s in policy.SHORTENED_STATES[name]}
-        existing = [r.entry for r in self.picture.records.values() if r.state in states]
-        result = self.table.update_many(existing, timeout=self.t.short_timeout)
+        self.to_shorten = [k for k, r in self.picture.records.items() if r.state in states]
+        self.to_shorten.reverse()  # popped from the end: the oldest first
         self.act("shorten timeouts", f"fill {count}/{limit} at or above {self.t.timeouts_at:.0%}: "
-                 f"{', '.join(sorted(self.saved_timeouts))} to {self.t.short_timeout} s",
-                 result.deleted)
+                 f"{', '.join(sorted(self.saved_timeouts))} to {self.t.short_timeout} s; "
+                 f"{len(self.to_shorten)} existing entries to update, {self.timeout_updates} a round",
+                 len(self.to_shorten))
+
+    def shorten_some(self) -> None:
+        """Update the timeout of the next `timeout_updates` queued entries still in the picture."""
+        assert self.table is not None
+        queue, records = self.to_shorten, self.picture.records
+        entries: list[Entry] = []
+        while queue and len(entries) < self.timeout_updates:
+            r = records.get(queue.pop())
+            if r is not None:
+                entries.append(r.entry)
+        if entries:
+            self.shortened += self.table.update_many(entries, timeout=self.t.short_timeout).deleted
 
     def restore_timeouts(self, why: str) -> None:
+        self.to_shorten = []
         if not self.saved_timeouts:
             return
         for name, value in self.saved_timeouts.items():
@@ -388,9 +521,11 @@ class Guard(Service):
             "by_state": dict(self.picture.by_state),
             "top_sources": self.picture.top_sources(10),
             "timeouts_shortened": sorted(self.saved_timeouts),
+            "timeout_updates": self.shortened, "timeout_updates_pending": len(self.to_shorten),
             "evicted": self.evicted, "stale_flushed": self.flushed,
             "events": self.picture.events, "dumps": self.dumps, "candidate_dumps": self.candidate_dumps,
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
+            "event_backlog_bytes": self.backlog() if self.stream is not None else 0,
             "picture_behind": self.behind,
             "source_limit": self.limited,
             "actions": list(self.actions),

@@ -97,15 +97,19 @@ REASONS = ("unreplied", "not assured", "closing")
 
 
 def choose(picture: Picture, count: int, limit: int, t: Thresholds,
-           idleness: Callable[[Sequence[Record]], dict[Key, float]]) -> Eviction:
+           idleness: Callable[[Sequence[Record]], dict[Key, float]], *,
+           need: int | None = None, sources_only: bool = False) -> Eviction:
     """The entries to evict now (empty below ``evict_at``); see the module's docstring.
+    ``need``: how many (default: `to_evict`); ``sources_only``: only the excess of the
+    sources over their share (the first step; the caller takes the rest otherwise).
 
     Touches only the entries it may take (the picture's per-tier and per-source
     indexes), and reads idleness for at most ``t.idle_reads`` entries a round.
     """
     out = Eviction()
-    need = to_evict(count, limit, t)
-    if not need:
+    if need is None:
+        need = to_evict(count, limit, t)
+    if need <= 0:
         return out
     reads = t.idle_reads
     share = fair_share(picture, limit, t)
@@ -123,6 +127,8 @@ def choose(picture: Picture, count: int, limit: int, t: Thresholds,
             rows = cheap + _idlest(pool, idleness(pool)) + assured[len(pool):]
         for r in rows[:wanted]:
             out.add(r, f"source over its share ({share})")
+    if sources_only:
+        return out
     # fairness first: only once no source exceeds its share (all excess taken) does anyone
     # else pay, by tier: the cheap tiers oldest first, then the idlest ASSURED entries
     taken = {entry_key(r.entry) for r in out.records}
