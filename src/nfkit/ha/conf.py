@@ -7,7 +7,7 @@ Every error is one line naming ``file:line`` and the key.
 Must not know: sockets, the kernel, the sync engine (it gets a `Conf`).
 
 Keys nfkit accepts but does not act on (they tune conntrackd's own C
-implementation: hash table sizes, netlink buffer growth, scheduler, nice) are
+implementation: hash table sizes, netlink buffer growth, nice) are
 listed in `TUNING` and kept in `Conf.tuning`, so nothing is dropped unseen; a
 key or block nfkit cannot honour (the TIPC transport, the Stats mode, several
 transports) is an error naming it, never silently ignored.
@@ -82,6 +82,9 @@ class Conf:
     syslog: bool = False
     filter: Filter = field(default_factory=Filter)
     tuning: dict[str, str] = field(default_factory=dict)
+    # General Scheduler: 1.4.7 runs SCHED_RR at priority 99 unless told otherwise (nfkit.ha.scheduler)
+    scheduler: tuple[str, int] = ("RR", 99)
+    scheduler_given: bool = False
     cluster: ClusterConf | None = None  # nfkit's own Cluster block (active-active), see below
 
     @property
@@ -92,8 +95,7 @@ class Conf:
 # keys that tune conntrackd's C implementation: accepted, kept, not acted on
 TUNING = frozenset({
     "HashSize", "HashLimit", "NetlinkBufferSize", "NetlinkBufferSizeMaxGrowth", "NetlinkOverrunResync",
-    "NetlinkEventsReliable", "PollSecs", "EventIterationLimit", "Nice", "Systemd", "Backlog",
-    "Type", "Priority", "CPU", "McastSndSocketBuffer", "McastRcvSocketBuffer", "ErrorQueueLength",
+    "NetlinkEventsReliable", "PollSecs", "EventIterationLimit", "Nice", "Systemd", "Backlog", "CPU", "McastSndSocketBuffer", "McastRcvSocketBuffer", "ErrorQueueLength",
 })
 
 _NUMERIC = frozenset({"HashSize", "HashLimit", "NetlinkBufferSize", "NetlinkBufferSizeMaxGrowth", "PollSecs",
@@ -405,10 +407,17 @@ def _general(r: _Reader, node: _Node, conf: Conf) -> None:
         elif k == "Filter":
             _filter(r, n, conf)
         elif k == "Scheduler":
+            kind, prio = conf.scheduler
             for c in r.block(n):
-                if c.key not in ("Type", "Priority"):
+                if c.key == "Type":
+                    kind = r.one(c).upper()
+                    if kind not in ("RR", "FIFO"):
+                        raise r.fail(c, f"{r.one(c)!r}: RR or FIFO is expected")
+                elif c.key == "Priority":
+                    prio = r.int_(c, 1, 99)  # 0 is not a real-time priority (sched_setscheduler(2))
+                else:
                     raise r.unknown(c, "General Scheduler")
-                conf.tuning[f"Scheduler.{c.key}"] = r.one(c)
+            conf.scheduler, conf.scheduler_given = (kind, prio), True
         elif k in TUNING:
             if k in _NUMERIC:
                 r.int_(n, -20 if k == "Nice" else 0)
