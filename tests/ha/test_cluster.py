@@ -7,6 +7,7 @@ run; its return; the sync link cut (split brain).
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -128,6 +129,30 @@ def test_a_node_restarted_with_an_empty_table_gets_the_flows_back(tmp_path: Path
         wait_for(settled(nodes), "the buckets to be shared again", 10)
         assert len(entries_for(lab, 2, cports)) == 30
         assert cluster_status(nodes[0])["restart_resyncs"] == 1
+        streams.advancing()
+        result = streams.finish()
+        assert not result["errors"] and result["sent"] == result["recv"]
+
+
+def test_a_stalled_node_reads_what_its_peers_sent_before_it_judges_their_silence(tmp_path: Path) -> None:
+    """Node 1's daemon stopped for 0.7 s (a loaded machine not scheduling it: more than DeadTime)
+    while nodes 2 and 3 keep sending heartbeats.  When it runs again their heartbeats are waiting
+    in its sockets: it must read them all before it judges anyone's silence (it took a peer whose
+    heartbeat it had not read yet for dead and its buckets with it, served twice).  The peers took
+    its buckets meanwhile (it was silent): it gives them up at once, then the shares settle again
+    and no connection breaks."""
+    with cluster_lab(3) as lab:
+        nodes = start_nodes(lab, tmp_path, 3)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        streams = Streams(lab, tmp_path, 20)
+        streams.advancing()
+        for _ in range(3):
+            nodes[0].proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.7)
+            nodes[0].proc.send_signal(signal.SIGCONT)
+            wait_for(settled(nodes), "the buckets to be shared again", 10)
+        assert [p["deaths"] for p in cluster_status(nodes[0])["peers"]] == [0, 0]
+        assert all(cluster_status(nodes[k])["peers"][0]["deaths"] == 3 for k in (1, 2))  # they saw it stall
         streams.advancing()
         result = streams.finish()
         assert not result["errors"] and result["sent"] == result["recv"]

@@ -173,8 +173,8 @@ class ClusterDaemon(HaDaemon):
                                   f"{cc.inside.interface}): {exc.strerror or exc}") from None
         for s in (self.hb_udp, self.hb_raw):
             s.setblocking(False)
-        selector.register(self.hb_udp.fileno(), selectors.EVENT_READ, self._on_heartbeat_udp)
-        selector.register(self.hb_raw.fileno(), selectors.EVENT_READ, self._on_heartbeat_raw)
+        selector.register(self.hb_udp.fileno(), selectors.EVENT_READ, self._on_heartbeats)
+        selector.register(self.hb_raw.fileno(), selectors.EVENT_READ, self._on_heartbeats)
         log.info("cluster node %d of %s: %d buckets, heartbeat every %.0f ms, dead after %.0f ms",
                  cc.this_node, sorted(cc.nodes), cc.buckets, cc.heartbeat_interval * 1000, cc.dead_time * 1000)
 
@@ -204,16 +204,24 @@ class ClusterDaemon(HaDaemon):
                 continue
             self.engine.on_datagram(peer, data)
 
-    def _heard(self, data: bytes, path: str) -> None:
-        now = time.monotonic()
+    def _take_heartbeats(self) -> None:
+        """Every heartbeat waiting on either path, read before anything is decided: after a
+        stall (this process not scheduled for a while) a peer's silence is judged only once what
+        it sent meanwhile is in (else a live peer whose heartbeat sat unread is taken for dead,
+        and its buckets served twice)."""
         m = self.membership
-        boots = {n: p.boot for n, p in m.peers.items()}
-        node = m.heartbeat_in(data, path, now)
-        if node is None:
-            return
-        if boots[node] != m.peers[node].boot and boots[node] is not None:
-            self._restarted(node)
-        self._decide(now)
+        for s, path in ((self.hb_udp, "sync"), (self.hb_raw, "segment")):
+            if s is None:
+                continue
+            for data in _drain(s):
+                boots = {n: p.boot for n, p in m.peers.items()}
+                node = m.heartbeat_in(data, path, time.monotonic())
+                if node is not None and boots[node] is not None and boots[node] != m.peers[node].boot:
+                    self._restarted(node)
+
+    def _on_heartbeats(self) -> None:
+        self._take_heartbeats()
+        self._decide(time.monotonic())
 
     def _restarted(self, node: int) -> None:
         """A peer with a new boot id started anew with an empty table: it gets this node's whole
@@ -229,20 +237,11 @@ class ClusterDaemon(HaDaemon):
         self.resyncs_sent += 1
         log.info("cluster: node %d restarted: %d entries sent to it", node, n)
 
-    def _on_heartbeat_udp(self) -> None:
-        assert self.hb_udp is not None
-        for data in _drain(self.hb_udp):
-            self._heard(data, "sync")
-
-    def _on_heartbeat_raw(self) -> None:
-        assert self.hb_raw is not None
-        for data in _drain(self.hb_raw):
-            self._heard(data, "segment")
-
     # ---- decisions ------------------------------------------------------------------
 
     def tick(self) -> float | None:
         super().tick()
+        self._take_heartbeats()
         now = time.monotonic()
         self._decide(now)
         if now >= self.next_heartbeat:
