@@ -16,12 +16,17 @@ import pytest
 from nfkit.conntrack.table import ConntrackTable
 from tests.ha.cluster_lab import (
     INSIDE,
+    INSIDE6,
     MARK,
     OUTSIDE,
+    OUTSIDE6,
+    SERVER6,
     Streams,
     arp_answers,
     cluster_lab,
     cluster_status,
+    nd_answers,
+    neighbour,
     ports,
     settled,
     start_nodes,
@@ -76,6 +81,45 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
 
         ports(lab, n, up=True)  # it comes back
         wait_for(settled(nodes), "the buckets to be shared again", 10)
+        streams.advancing()
+        result = streams.finish()
+        assert not result["errors"]
+        assert result["sent"] == result["recv"]
+        assert min(result["recv"]) > 0
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ipv6_failover_loses_no_connection_and_neighbours_are_answered_once(tmp_path: Path, n: int) -> None:
+    """The same over IPv6 (dual-stack nodes, table ip6 nfkit_cluster6): the flows split by
+    jhash of the IPv6 source, SNAT to the outside address from each node's own range;
+    neighbour solicitations for the cluster's addresses answered by one node, with the
+    cluster's MAC (checksum right: the client's kernel takes it), and the solicitations a
+    node sends from the cluster's address carry the cluster's MAC too (the server learns it);
+    a node's cables cut: its buckets taken, every connection moves, byte counts match."""
+    with cluster_lab(n, v6=True) as lab:
+        nodes = start_nodes(lab, tmp_path, n, v6=True)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        for address, asking in ((INSIDE6, "client"), (OUTSIDE6, "server")):
+            assert nd_answers(lab, address, asking) == [CLUSTER_MAC]  # once, by one node, with the cluster's MAC
+        streams = Streams(lab, tmp_path, CONNS, server=SERVER6)
+        streams.advancing()
+        assert neighbour(lab, "client", INSIDE6) == CLUSTER_MAC
+        assert neighbour(lab, "server", OUTSIDE6) == CLUSTER_MAC  # from a node's solicitation
+        cports = streams.read()["ports"]
+        wait_for(lambda: all(len(entries_for(lab, k, cports)) == CONNS for k in range(1, n + 1)),
+                 "every entry on every node")
+        bindings = [entries_for(lab, k, cports) for k in range(1, n + 1)]
+        assert all(b == bindings[0] for b in bindings)
+        assert {(a, m) for a, _, m in bindings[0].values()} == {(OUTSIDE6, MARK)}
+        assert {(p - 20000) // 1000 for _, p, _ in bindings[0].values()} == set(range(1, n + 1))
+
+        ports(lab, 1, up=False)  # node 1, the one answering neighbour solicitations, cut
+        alive = list(range(2, n + 1))
+        took = wait_for(settled(nodes, alive=alive), "the survivors to take node 1's buckets", 5)
+        assert took < 2
+        streams.advancing()
+        lab["client"].run(["ip", "-6", "neigh", "flush", "dev", "eth0"])  # asked again: the survivor answers
+        assert nd_answers(lab, INSIDE6) == [CLUSTER_MAC]
         streams.advancing()
         result = streams.finish()
         assert not result["errors"]

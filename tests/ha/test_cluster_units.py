@@ -6,9 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nfkit.errors import InputError
 from nfkit.ha import buckets
+from nfkit.ha.cluster import nd_compensation
 from nfkit.ha.conf import parse
 from nfkit.ha.membership import Membership
 from tests.ha.cluster_lab import cluster_conf
@@ -29,6 +32,37 @@ def test_the_cluster_block_is_read() -> None:
     assert (cc.outside.interface, cc.outside.address) == ("out0", "198.51.100.1")
     assert (cc.buckets, cc.hash_seed, cc.heartbeat_interval, cc.dead_time) == (64, 0x5EED, 0.1, 0.4)
     assert [p.number for p in cc.peers] == [1, 3]
+
+
+def test_ipv6_addresses_of_the_segments() -> None:
+    cc = parse(cluster_conf(Path("/tmp/nowhere"), 1, 2, v6=True), "ha.conf").cluster
+    assert cc is not None
+    assert (cc.inside.address6, cc.outside.address6) == ("2001:db8:1::1", "2001:db8:2::1")
+    only6 = cluster_conf(Path("/tmp/nowhere"), 1, 2, v6=True).replace("IPv4_address 192.0.2.1", "") \
+        .replace("IPv4_address 198.51.100.1", "")
+    cc = parse(only6, "ha.conf").cluster
+    assert cc is not None and cc.inside.address is None and cc.outside.address6 == "2001:db8:2::1"
+    for change, why in ((("IPv6_address 2001:db8:2::1", ""), "IPv6 on one segment only"),
+                        (("IPv6_address 2001:db8:2::1", "IPv6_address 198.51.100.7"), "not an IPv6 address")):
+        with pytest.raises(InputError, match=why):
+            parse(cluster_conf(Path("/tmp/nowhere"), 1, 2, v6=True).replace(*change), "ha.conf")
+
+
+def _ones_sum(message: bytes) -> int:
+    total = sum(int.from_bytes(message[k:k + 2], "big") for k in range(0, len(message), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@given(st.binary(min_size=6, max_size=6), st.binary(min_size=6, max_size=6), st.binary(min_size=32, max_size=32))
+def test_the_nd_rewrite_keeps_the_icmpv6_checksum(own: bytes, cluster: bytes, message: bytes) -> None:
+    """An NS/NA whose reserved bytes 6-7 are zero and whose option's MAC (26-31) is ``own``: with
+    the MAC replaced by ``cluster`` and bytes 6-7 by the compensation, the one's-complement sum
+    (what the checksum covers, the pseudo-header unchanged) is the same."""
+    before = message[:6] + bytes(2) + message[8:26] + own
+    after = before[:6] + nd_compensation(own, cluster).to_bytes(2, "big") + before[8:26] + cluster
+    assert _ones_sum(before) % 0xFFFF == _ones_sum(after) % 0xFFFF
 
 
 def _line_of(text: str, needle: str) -> int:

@@ -35,14 +35,24 @@ from nfkit.service.owntable import Owned
 log = logging.getLogger("nfkit.ha")
 
 TABLE = Owned("ip", "nfkit_cluster")
+TABLE6 = Owned("ip6", "nfkit_cluster6")
 ARP_TABLE = Owned("arp", "nfkit_cluster_arp")
 ETH_P_NFKIT = 0x88B5  # IEEE 802 local experimental ethertype: heartbeats on the inside segment
-SIOCGIFFLAGS = 0x8913
+SIOCGIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8927
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 
 
 def _hex_ip(addr: str) -> str:
     return hex(int(ipaddress.IPv4Address(addr)))
+
+
+def _mine(cc: ClusterConf, serves: frozenset[int], family: str) -> str:
+    """The rule marking the frames of the flows in ``serves`` for this node (empty: none)."""
+    if not serves:
+        return ""
+    return (f'    iifname {{ "{cc.inside.interface}", "{cc.outside.interface}" }} ether daddr {cc.mac} '
+            f"jhash ct original {family} saddr . ct original proto-src mod {cc.buckets} seed {cc.hash_seed:#x} "
+            f'{{ {", ".join(map(str, sorted(serves)))} }} meta pkttype set host accept\n')
 
 
 def ruleset(cc: ClusterConf, serves: frozenset[int]) -> Ruleset:
@@ -58,13 +68,10 @@ def ruleset(cc: ClusterConf, serves: frozenset[int]) -> Ruleset:
     this node's own port range."""
     i, o, mac = cc.inside.interface, cc.outside.interface, cc.mac
     lo, hi = cc.me.ports
-    mine = (f'    iifname {{ "{i}", "{o}" }} ether daddr {mac} jhash ct original ip saddr . ct original proto-src '
-            f'mod {cc.buckets} seed {cc.hash_seed:#x} {{ {", ".join(map(str, sorted(serves)))} }} '
-            "meta pkttype set host accept\n") if serves else ""
     text = f"""table ip nfkit_cluster {{
   chain prerouting {{ type filter hook prerouting priority -150; policy accept;
     iifname "{o}" ct state new ip daddr {cc.outside.address} drop
-{mine}    iifname {{ "{i}", "{o}" }} ether daddr {mac} drop
+{_mine(cc, serves, "ip")}    iifname {{ "{i}", "{o}" }} ether daddr {mac} drop
   }}
   chain postrouting {{ type nat hook postrouting priority 100; policy accept;
     iifname "{i}" oifname "{o}" meta l4proto {{ tcp, udp }} snat to {cc.outside.address}:{lo}-{hi}
@@ -79,6 +86,7 @@ def arp_ruleset(cc: ClusterConf, answers: bool) -> Ruleset:
     """Table arp nfkit_cluster_arp: every ARP packet this node sends from a cluster address
     carries the cluster's MAC as its sender (so no neighbour ever learns a node's own MAC
     for it); requests for the cluster's addresses are dropped unless this node answers."""
+    assert cc.inside.address is not None and cc.outside.address is not None  # installed for IPv4 only
     addrs = f"{{ {_hex_ip(cc.inside.address)}, {_hex_ip(cc.outside.address)} }}"
     mac = "0x" + cc.mac.replace(":", "")
     # ARP for Ethernet/IPv4: operation at byte 6, sender MAC at 8, sender IP at 14, target IP at 24
@@ -92,6 +100,73 @@ def arp_ruleset(cc: ClusterConf, answers: bool) -> Ruleset:
 }}
 """
     return _load(text)
+
+
+def nd_compensation(own_mac: bytes, cluster_mac: bytes) -> int:
+    """The 16-bit word that keeps an ICMPv6 checksum right when the 6 bytes ``own_mac`` in the
+    message are replaced by ``cluster_mac`` (one's-complement sums: old words = new words + it).
+    nft writes raw payload bytes without fixing the checksum, so the rule writes this word too,
+    into the reserved bits of the NS/NA (bytes 6-7: zero, ignored by receivers, RFC 4861)."""
+    def fold(words: int) -> int:
+        while words >> 16:
+            words = (words & 0xFFFF) + (words >> 16)
+        return words
+    old, new = (fold(sum(int.from_bytes(m[k:k + 2], "big") for k in (0, 2, 4))) for m in (own_mac, cluster_mac))
+    return fold(old + (0xFFFF - new))
+
+
+def ruleset6(cc: ClusterConf, serves: frozenset[int], answers: bool, macs: dict[str, bytes]) -> Ruleset:
+    """Table ip6 nfkit_cluster6: the IPv4 table's split and SNAT for IPv6, and neighbour
+    discovery answered once.  NS/NA are untracked (no bucket): they are let through before
+    the split; every node but the answering one drops the NS for the cluster's addresses
+    (the kernel answers nothing); the NS and NA a node sends from a cluster address carry the
+    cluster's MAC in their link-layer option (bytes 26-31 when it is the only option, payload
+    length 32), so no neighbour learns a node's own MAC for it (``macs``: each shared
+    interface's own MAC, for `nd_compensation`)."""
+    i, o, mac = cc.inside.interface, cc.outside.interface, cc.mac
+    lo, hi = cc.me.ports
+    nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }"
+    silent = "" if answers else "".join(
+        f"    icmpv6 type nd-neighbor-solicit @th,64,128 {hex(int(ipaddress.IPv6Address(a)))} drop\n"
+        for a in (cc.inside.address6, cc.outside.address6))
+    cmac = bytes.fromhex(mac.replace(":", ""))
+    rewrite = "".join(
+        f'    oifname "{seg.interface}" ip6 saddr {seg.address6} ip6 length 32 {nd} '
+        f"@th,208,48 set 0x{cmac.hex()} @th,48,16 set {nd_compensation(macs[seg.interface], cmac):#06x}\n"
+        for seg in (cc.inside, cc.outside))
+    text = f"""table ip6 nfkit_cluster6 {{
+  chain prerouting {{ type filter hook prerouting priority -150; policy accept;
+    iifname {{ "{i}", "{o}" }} ether daddr {mac} {nd} meta pkttype set host accept
+    iifname "{o}" ct state new ip6 daddr {cc.outside.address6} drop
+{_mine(cc, serves, "ip6")}    iifname {{ "{i}", "{o}" }} ether daddr {mac} drop
+  }}
+  chain input {{ type filter hook input priority 0; policy accept;
+{silent}  }}
+  chain output {{ type filter hook output priority 0; policy accept;
+{rewrite}  }}
+  chain postrouting {{ type nat hook postrouting priority 100; policy accept;
+    iifname "{i}" oifname "{o}" meta l4proto {{ tcp, udp }} snat to [{cc.outside.address6}]:{lo}-{hi}
+    iifname "{i}" oifname "{o}" snat to {cc.outside.address6}
+  }}
+}}
+"""
+    return _load(text)
+
+
+def own_macs(names: list[str]) -> dict[str, bytes]:
+    """Each interface's own hardware address (CapabilityError naming one that has none)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        out = {}
+        for name in names:
+            try:
+                raw = fcntl.ioctl(s, SIOCGIFHWADDR, struct.pack("16s16x", name.encode()))
+            except OSError as exc:
+                raise CapabilityError(f"cluster interface {name}: {exc.strerror or exc}") from None
+            out[name] = raw[18:24]
+        return out
+    finally:
+        s.close()
 
 
 def _load(text: str) -> Ruleset:
@@ -128,6 +203,7 @@ class ClusterDaemon(HaDaemon):
         self.by_address: dict[str, Peer] = {}
         self.membership = Membership(self.cc, time.monotonic())
         self.serves: frozenset[int] | None = None  # None: nothing installed yet
+        self.macs: dict[str, bytes] = {}
         self.answers: bool | None = None
         self.hb_udp: socket.socket | None = None
         self.hb_raw: socket.socket | None = None
@@ -158,6 +234,8 @@ class ClusterDaemon(HaDaemon):
         cc = self.cc
         # the rules first, serving nothing: no frame to the cluster's MAC is forwarded and
         # no ARP answered before this node knows who else is there
+        if cc.inside.address6 is not None:
+            self.macs = own_macs([cc.inside.interface, cc.outside.interface])
         self._install(frozenset(), False)
         super().start(selector)
         t = self.conf.transport
@@ -187,8 +265,7 @@ class ClusterDaemon(HaDaemon):
             # the cluster's addresses with this node's own MAC, and confirm entries for the
             # frames it receives for the others (a reply to the cluster's address is delivered
             # locally, so conntrack keeps it as a new flow the wrong way round) (docs/ha.md)
-            TABLE.replace(ruleset(self.cc, frozenset()))
-            ARP_TABLE.replace(arp_ruleset(self.cc, False))
+            self._install(frozenset(), False, force=True)
         except Exception as exc:  # noqa: BLE001 - teardown goes on
             log.warning("cluster rules not removed: %s", exc)
         super().stop()
@@ -270,13 +347,18 @@ class ClusterDaemon(HaDaemon):
                      ", answering ARP" if answers else "")
             self._send_heartbeat(now)  # peers learn at once what was released
 
-    def _install(self, serves: frozenset[int], answers: bool) -> None:
-        if answers != self.answers:
-            ARP_TABLE.replace(arp_ruleset(self.cc, answers))
-            self.answers = answers
-        if serves != self.serves:
-            TABLE.replace(ruleset(self.cc, serves))  # one commit: the old set out, the new in
-            self.serves = serves
+    def _install(self, serves: frozenset[int], answers: bool, force: bool = False) -> None:
+        """This node's tables for ``serves`` and ``answers``: each table whose rules change is
+        replaced in one commit (the old set out, the new in); IPv4 before IPv6."""
+        cc = self.cc
+        v4, v6 = cc.inside.address is not None, cc.inside.address6 is not None
+        if v4 and (force or answers != self.answers):
+            ARP_TABLE.replace(arp_ruleset(cc, answers))
+        if v4 and (force or serves != self.serves):
+            TABLE.replace(ruleset(cc, serves))
+        if v6 and (force or serves != self.serves or answers != self.answers):
+            TABLE6.replace(ruleset6(cc, serves, answers, self.macs))
+        self.answers, self.serves = answers, serves
         self.ruleset_commits += 1
 
     def _send_heartbeat(self, now: float) -> None:

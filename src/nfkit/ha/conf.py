@@ -500,10 +500,12 @@ class ClusterNode:
 
 @dataclass
 class Segment:
-    """A shared segment: the interface every node has on it and the cluster's address there."""
+    """A shared segment: the interface every node has on it and the cluster's addresses there
+    (IPv4, IPv6 or both; None: the cluster does not serve that family on the segment)."""
 
     interface: str
-    address: str
+    address: str | None
+    address6: str | None = None
     line: int = 0
 
 
@@ -552,17 +554,19 @@ def _port_range(r: _Reader, node: _Node) -> tuple[int, int]:
 
 
 def _segment(r: _Reader, node: _Node) -> Segment:
-    iface = addr = None
+    iface = addr = addr6 = None
     for n in r.block(node):
         if n.key == "Interface":
             iface = r.one(n)
         elif n.key == "IPv4_address":
             addr = r.addr(n, 4)
+        elif n.key == "IPv6_address":
+            addr6 = r.addr(n, 6)
         else:
-            raise r.fail(n, f"unknown key in Cluster {node.key} (Interface, IPv4_address)")
-    if iface is None or addr is None:
-        raise r.fail(node, "needs Interface and IPv4_address")
-    return Segment(iface, addr, node.line)
+            raise r.fail(n, f"unknown key in Cluster {node.key} (Interface, IPv4_address, IPv6_address)")
+    if iface is None or (addr is None and addr6 is None):
+        raise r.fail(node, "needs Interface and an IPv4_address, an IPv6_address or both")
+    return Segment(iface, addr, addr6, node.line)
 
 
 def _cluster(r: _Reader, node: _Node) -> ClusterConf:
@@ -633,6 +637,11 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
         raise r.fail(node, "needs an Inside and an Outside block (the shared segments)")
     if inside.interface == outside.interface:
         raise r.fail(node, "Inside and Outside name the same interface")
+    for fam, in_addr, out_addr in (("IPv4", inside.address, outside.address),
+                                    ("IPv6", inside.address6, outside.address6)):
+        if (in_addr is None) != (out_addr is None):
+            raise r.fail(node, f"Inside and Outside: {fam} on one segment only (a family is served on "
+                               "both or on neither)")
     cc = ClusterConf(nodes, this[0], inside, outside, line=node.line, **opts)
     if cc.dead_time < 3 * cc.heartbeat_interval:
         raise InputError(f"{r.path}:{node.line}: Cluster: DeadTime must be at least three HeartbeatIntervals")
