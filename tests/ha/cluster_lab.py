@@ -38,11 +38,14 @@ def sync_address(k: int) -> str:
     return f"203.0.113.{k}"
 
 
-def cluster_conf(workdir: Path, k: int, n: int, *, buckets: int = 64, extra: str = "", v6: bool = False) -> str:
+def cluster_conf(workdir: Path, k: int, n: int, *, buckets: int = 64, extra: str = "", v6: bool = False,
+                 stock: tuple[int, ...] = ()) -> str:
+    """Node k's file; the nodes in ``stock`` are stock conntrackd nodes (Daemon conntrackd)."""
     peers = [j for j in range(1, n + 1) if j != k]
     nodes = "\n".join(f"""    Node {j} {{
         IPv4_address {sync_address(j)}
         PortRange {20000 + 1000 * j}-{20999 + 1000 * j}
+{"        Daemon conntrackd" if j in stock else ""}
     }}""" for j in range(1, n + 1))
     return f"""
 Sync {{
@@ -128,9 +131,16 @@ def ports(lab: Lab, k: int, up: bool, which: tuple[str, ...] = ("in", "out", "sy
     lab["sw"].run(["ip", "-batch", "-"], input=batch)
 
 
+def without_cluster_block(text: str) -> str:
+    """The file as stock conntrackd reads it (it refuses nfkit's Cluster block)."""
+    return text[:text.index("Cluster {")]
+
+
 def start_nodes(lab: Lab, tmp: Path, n: int, **kw: Any) -> list[NfkitHa]:  # kw: cluster_conf's
     nodes = []
     for k in range(1, n + 1):
+        if k in kw.get("stock", ()):
+            continue
         wd = tmp / f"fw{k}"
         wd.mkdir(parents=True, exist_ok=True)
         nodes.append(NfkitHa(lab[f"fw{k}"], wd, mode="FTFW", own="", peer="", interface="",

@@ -176,3 +176,59 @@ def test_membership_death_split_brain_and_return() -> None:
         both = a.wanted(t) & b.wanted(t)
         assert not both
     assert a.wanted(t) == sa and b.wanted(t) == sb
+
+
+def test_a_stock_node_is_alive_by_its_sync_datagrams_and_keeps_its_static_share() -> None:
+    """Nodes 1 (stock conntrackd), 2 and 3 (nfkit): node 2's view.  Node 1 serves its share among
+    all three while its datagrams come (ALIVE after a quiet second); the nfkit nodes split the
+    rest; node 1 silent for StockDeadTime: its buckets go to the nfkit members; node 3 dead: the
+    stock node's share does not grow (its rules are static), node 2 takes the rest."""
+    cc = parse(cluster_conf(Path("/tmp/nowhere"), 2, 3, stock=(1,)), "ha.conf").cluster
+    assert cc is not None and cc.nodes[1].stock and not cc.nodes[2].stock and cc.stock_dead_time == 2.5
+    m = Membership(cc, 0.0)
+    m.links(True, 0.0)
+    node3 = Membership(parse(cluster_conf(Path("/tmp/nowhere"), 3, 3, stock=(1,)), "ha.conf").cluster, 0.0)
+    node3.links(True, 0.0)
+    stock = buckets.share(1, [1, 2, 3], 64, 0x5EED)
+    t = 0.0
+    while t < 3.0:  # ready only after StockDeadTime plus an interval: a stock peer is heard by then
+        assert m.wanted(t) == frozenset() or t >= cc.ready_after
+        if round(t * 10) % 10 == 0:
+            m.sync_heard(1, t)  # one ALIVE a second
+        m.heartbeat_in(node3.heartbeat_out(t, frozenset()), "segment", t)
+        m.update(t)
+        t += 0.1
+    assert m.members(t) == [1, 2, 3] and m.answers_arp(t)  # 2 is the lowest-numbered nfkit member
+    assert m.wanted(t) == buckets.share(2, [1, 2, 3], 64, 0x5EED)
+    assert not m.wanted(t) & stock
+    # node 3 dead: the stock node keeps its static share only
+    t += 0.5
+    m.sync_heard(1, t)
+    m.update(t)
+    assert m.members(t) == [1, 2] and m.wanted(t) == frozenset(range(64)) - stock
+    # the stock node silent for StockDeadTime: everything
+    t += 2.6
+    assert m.update(t) == [(1, False)]
+    assert m.wanted(t) == frozenset(range(64))
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (("Daemon conntrackd", "Daemon keepalived"), "nfkit or conntrackd"),
+    (("DeadTime 400", "DeadTime 400\n    StockDeadTime 900"), "out of range"),
+])
+def test_stock_node_keys_and_errors(change: tuple[str, str], why: str) -> None:
+    with pytest.raises(InputError, match=why):
+        parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1,)).replace(*change), "ha.conf")
+    with pytest.raises(InputError, match="at least one nfkit node"):
+        parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1, 2)), "ha.conf")
+
+
+def test_nfkit_ha_refuses_to_run_as_a_stock_node_and_rules_refuses_an_nfkit_node(tmp_path: Path) -> None:
+    f = tmp_path / "ha.conf"
+    f.write_text(cluster_conf(tmp_path, 1, 2, stock=(1,)))
+    proc = subprocess.run([NFKIT, "ha", "-C", str(f)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "ThisNode 1 is a stock conntrackd node" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    f.write_text(cluster_conf(tmp_path, 2, 2, stock=(1,)))
+    proc = subprocess.run([NFKIT, "ha", "rules", "-C", str(f)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "ThisNode 2 is an nfkit node" in proc.stderr

@@ -23,7 +23,8 @@ import struct
 import time
 from typing import Any
 
-from nfkit.errors import CapabilityError
+from nfkit.errors import CapabilityError, InputError
+from nfkit.ha import buckets
 from nfkit.ha.conf import ClusterConf, Conf
 from nfkit.ha.daemon import TICK, HaDaemon, make_session
 from nfkit.ha.engine import Peer, SyncEngine
@@ -56,6 +57,10 @@ def _mine(cc: ClusterConf, serves: frozenset[int], family: str) -> str:
 
 
 def ruleset(cc: ClusterConf, serves: frozenset[int]) -> Ruleset:
+    return load_text(ruleset_text(cc, serves))
+
+
+def ruleset_text(cc: ClusterConf, serves: frozenset[int]) -> str:
     """Table ip nfkit_cluster for a node serving the buckets ``serves``.
 
     Frames to the cluster's MAC reach every node (the segment floods them); after
@@ -79,10 +84,14 @@ def ruleset(cc: ClusterConf, serves: frozenset[int]) -> Ruleset:
   }}
 }}
 """
-    return _load(text)
+    return text
 
 
 def arp_ruleset(cc: ClusterConf, answers: bool) -> Ruleset:
+    return load_text(arp_ruleset_text(cc, answers))
+
+
+def arp_ruleset_text(cc: ClusterConf, answers: bool) -> str:
     """Table arp nfkit_cluster_arp: every ARP packet this node sends from a cluster address
     carries the cluster's MAC as its sender (so no neighbour ever learns a node's own MAC
     for it); requests for the cluster's addresses are dropped unless this node answers."""
@@ -99,7 +108,7 @@ def arp_ruleset(cc: ClusterConf, answers: bool) -> Ruleset:
   }}
 }}
 """
-    return _load(text)
+    return text
 
 
 def nd_compensation(own_mac: bytes, cluster_mac: bytes) -> int:
@@ -116,6 +125,10 @@ def nd_compensation(own_mac: bytes, cluster_mac: bytes) -> int:
 
 
 def ruleset6(cc: ClusterConf, serves: frozenset[int], answers: bool, macs: dict[str, bytes]) -> Ruleset:
+    return load_text(ruleset6_text(cc, serves, answers, macs))
+
+
+def ruleset6_text(cc: ClusterConf, serves: frozenset[int], answers: bool, macs: dict[str, bytes]) -> str:
     """Table ip6 nfkit_cluster6: the IPv4 table's split and SNAT for IPv6, and neighbour
     discovery answered once.  NS/NA are untracked (no bucket): they are let through before
     the split; every node but the answering one drops the NS for the cluster's addresses
@@ -150,7 +163,31 @@ def ruleset6(cc: ClusterConf, serves: frozenset[int], answers: bool, macs: dict[
   }}
 }}
 """
-    return _load(text)
+    return text
+
+
+def node_tables(cc: ClusterConf, serves: frozenset[int], answers: bool,
+                macs: dict[str, bytes]) -> list[tuple[Owned, str]]:
+    """Every table of a node serving ``serves`` (and answering ARP/ND or not), as nft text, in the
+    order they are installed: IPv4's (arp, then ip) when the segments have IPv4 addresses, ip6's
+    when they have IPv6 ones."""
+    out = []
+    if cc.inside.address is not None:
+        out += [(ARP_TABLE, arp_ruleset_text(cc, answers)), (TABLE, ruleset_text(cc, serves))]
+    if cc.inside.address6 is not None:
+        out.append((TABLE6, ruleset6_text(cc, serves, answers, macs)))
+    return out
+
+
+def stock_node_tables(cc: ClusterConf, serve: str) -> list[tuple[Owned, str]]:
+    """The tables of a stock conntrackd node (ThisNode's Daemon conntrackd; `nfkit ha rules`), run
+    on that node (its interfaces' MACs are read): ``serve`` "share" (its static share among every
+    configured node; answers no ARP or ND: the nfkit nodes do), "all" (it is alone: every bucket,
+    and it answers) or "none"."""
+    serves = {"share": buckets.share(cc.this_node, cc.nodes, cc.buckets, cc.hash_seed),
+              "all": frozenset(range(cc.buckets)), "none": frozenset()}[serve]
+    macs = own_macs([cc.inside.interface, cc.outside.interface]) if cc.inside.address6 is not None else {}
+    return node_tables(cc, serves, serve == "all", macs)
 
 
 def own_macs(names: list[str]) -> dict[str, bytes]:
@@ -169,7 +206,8 @@ def own_macs(names: list[str]) -> dict[str, bytes]:
         s.close()
 
 
-def _load(text: str) -> Ruleset:
+def load_text(text: str) -> Ruleset:
+    """One of this module's tables, read from its nft text."""
     from nfkit.nftables.jsonfmt import ruleset_from_commands
     from nfkit.nftables.nfttext import load_nft
 
@@ -199,8 +237,12 @@ class ClusterDaemon(HaDaemon):
     def __init__(self, conf: Conf) -> None:
         assert conf.cluster is not None
         self.cc: ClusterConf = conf.cluster
+        if self.cc.me.stock:
+            raise InputError(f"{conf.path}: ThisNode {self.cc.this_node} is a stock conntrackd node (Daemon "
+                             "conntrackd): run conntrackd there, with the rules of `nfkit ha rules`")
         super().__init__(conf)
         self.by_address: dict[str, Peer] = {}
+        self.numbers: dict[str, int] = {}  # sync address -> node number
         self.membership = Membership(self.cc, time.monotonic())
         self.serves: frozenset[int] | None = None  # None: nothing installed yet
         self.macs: dict[str, bytes] = {}
@@ -228,6 +270,7 @@ class ClusterDaemon(HaDaemon):
             peer = Peer(f"node {node.number} {node.address}:{port}", make_session(self.conf), send)
             engine.add_peer(peer)
             self.by_address[node.address] = peer
+            self.numbers[node.address] = node.number
         self.peer = engine.peers[0]
 
     def start(self, selector: selectors.BaseSelector) -> None:
@@ -275,10 +318,12 @@ class ClusterDaemon(HaDaemon):
     def _on_sync(self) -> None:
         assert self.sync is not None and self.engine is not None
         for data, addr in self.sync.receive():
-            peer = self.by_address.get(addr[0]) if isinstance(addr, tuple) else None
-            if peer is None:
+            source = addr[0] if isinstance(addr, tuple) else None
+            peer = self.by_address.get(source) if source is not None else None
+            if peer is None or source is None:
                 self.unknown_senders += 1
                 continue
+            self.membership.sync_heard(self.numbers[source], time.monotonic())
             self.engine.on_datagram(peer, data)
 
     def _take_heartbeats(self) -> None:
@@ -367,6 +412,8 @@ class ClusterDaemon(HaDaemon):
             return
         dg = self.membership.heartbeat_out(now, self.serves or frozenset())
         for p in self.cc.peers:
+            if p.stock:  # it does not listen for them
+                continue
             try:
                 self.hb_udp.sendto(dg, (p.address, self.cc.heartbeat_port))
             except OSError:

@@ -496,6 +496,11 @@ class ClusterNode:
     address: str  # its sync address (the UDP transport's address on that node)
     ports: tuple[int, int]  # its SNAT port range
     line: int = 0
+    daemon: str = "nfkit"  # "conntrackd": a stock conntrackd node (no heartbeats; rules from `nfkit ha rules`)
+
+    @property
+    def stock(self) -> bool:
+        return self.daemon == "conntrackd"
 
 
 @dataclass
@@ -520,6 +525,7 @@ class ClusterConf:
     buckets: int = 64
     heartbeat_interval: float = 0.1  # seconds
     dead_time: float = 0.4
+    stock_dead_time: float = 2.5  # a stock conntrackd node: silent this long on the sync link = dead
     heartbeat_port: int = DEFAULT_PORT + 1
     split_brain: str = "segment"
     line: int = 0
@@ -531,6 +537,12 @@ class ClusterConf:
     @property
     def peers(self) -> list[ClusterNode]:
         return [n for k, n in sorted(self.nodes.items()) if k != self.this_node]
+
+    @property
+    def ready_after(self) -> float:
+        """How long a node listens before it serves: a peer heard within it is known."""
+        stock = any(n.stock for n in self.nodes.values())
+        return max(self.dead_time, self.stock_dead_time if stock else 0) + self.heartbeat_interval
 
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -582,16 +594,21 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
             if num in nodes:
                 raise r.fail(n, f"node {num} given twice")
             address = ports = None
+            daemon = "nfkit"
             for c in r.block(n):
                 if c.key == "IPv4_address":
                     address = r.addr(c, 4)
                 elif c.key == "PortRange":
                     ports = _port_range(r, c)
+                elif c.key == "Daemon":
+                    daemon = r.one(c).lower()
+                    if daemon not in ("nfkit", "conntrackd"):
+                        raise r.fail(c, f"{r.one(c)!r}: nfkit or conntrackd (a stock conntrackd node) is expected")
                 else:
-                    raise r.fail(c, "unknown key in Cluster Node (IPv4_address, PortRange)")
+                    raise r.fail(c, "unknown key in Cluster Node (IPv4_address, PortRange, Daemon)")
             if address is None or ports is None:
                 raise r.fail(n, f"node {num} needs IPv4_address (its sync address) and PortRange (its SNAT ports)")
-            nodes[num] = ClusterNode(num, address, ports, n.line)
+            nodes[num] = ClusterNode(num, address, ports, n.line, daemon)
         elif k == "ThisNode":
             this = (r.int_(n, 1, 64), n)
         elif k in ("Inside", "Outside"):
@@ -617,6 +634,8 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
             opts["heartbeat_interval"] = _ms(r, n, 10, 10000)
         elif k == "DeadTime":
             opts["dead_time"] = _ms(r, n, 30, 60000)
+        elif k == "StockDeadTime":
+            opts["stock_dead_time"] = _ms(r, n, 1100, 60000)  # 1.4.7's ALIVE comes after a quiet second
         elif k == "HeartbeatPort":
             opts["heartbeat_port"] = r.int_(n, 1, 65535)
         elif k == "SplitBrain":
@@ -626,9 +645,11 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
             opts["split_brain"] = word
         else:
             raise r.fail(n, "unknown key in Cluster (Node, ThisNode, Inside, Outside, MAC, HashSeed, Buckets, "
-                            "HeartbeatInterval, DeadTime, HeartbeatPort, SplitBrain)")
+                            "HeartbeatInterval, DeadTime, StockDeadTime, HeartbeatPort, SplitBrain)")
     if len(nodes) < 2:
         raise r.fail(node, "a cluster needs at least two Node blocks")
+    if all(x.stock for x in nodes.values()):
+        raise r.fail(node, "every node is a stock conntrackd: at least one nfkit node decides the takeovers")
     if this is None:
         raise r.fail(node, "no ThisNode (this node's number)")
     if this[0] not in nodes:
