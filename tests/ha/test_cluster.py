@@ -88,7 +88,7 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
         assert min(result["recv"]) > 0
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", [3])  # 2 nodes: the IPv4 test; the same tables and rules with 3
 def test_ipv6_failover_loses_no_connection_and_neighbours_are_answered_once(tmp_path: Path, n: int) -> None:
     """The same over IPv6 (dual-stack nodes, table ip6 nfkit_cluster6): the flows split by
     jhash of the IPv6 source, SNAT to the outside address from each node's own range;

@@ -179,37 +179,29 @@ def test_membership_death_split_brain_and_return() -> None:
 
 
 def test_a_stock_node_is_alive_by_its_sync_datagrams_and_keeps_its_static_share() -> None:
-    """Nodes 1 (stock conntrackd), 2 and 3 (nfkit): node 2's view.  Node 1 serves its share among
-    all three while its datagrams come (ALIVE after a quiet second); the nfkit nodes split the
-    rest; node 1 silent for StockDeadTime: its buckets go to the nfkit members; node 3 dead: the
-    stock node's share does not grow (its rules are static), node 2 takes the rest."""
-    cc = parse(cluster_conf(Path("/tmp/nowhere"), 2, 3, stock=(1,)), "ha.conf").cluster
+    """Node 1 (stock conntrackd) and node 2 (nfkit), node 2's view.  Node 1 serves its share while
+    its datagrams come (ALIVE after a quiet second); node 2 serves the rest, and answers ARP;
+    node 1 silent for StockDeadTime: node 2 serves everything."""
+    cc = parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1,)), "ha.conf").cluster
     assert cc is not None and cc.nodes[1].stock and not cc.nodes[2].stock and cc.stock_dead_time == 2.5
     m = Membership(cc, 0.0)
     m.links(True, 0.0)
-    node3 = Membership(parse(cluster_conf(Path("/tmp/nowhere"), 3, 3, stock=(1,)), "ha.conf").cluster, 0.0)
-    node3.links(True, 0.0)
-    stock = buckets.share(1, [1, 2, 3], 64, 0x5EED)
+    stock = buckets.share(1, [1, 2], 64, 0x5EED)
     t = 0.0
     while t < 3.0:  # ready only after StockDeadTime plus an interval: a stock peer is heard by then
-        assert m.wanted(t) == frozenset() or t >= cc.ready_after
+        assert t >= cc.ready_after or m.wanted(t) == frozenset()
         if round(t * 10) % 10 == 0:
             m.sync_heard(1, t)  # one ALIVE a second
-        m.heartbeat_in(node3.heartbeat_out(t, frozenset()), "segment", t)
         m.update(t)
         t += 0.1
-    assert m.members(t) == [1, 2, 3] and m.answers_arp(t)  # 2 is the lowest-numbered nfkit member
-    assert m.wanted(t) == buckets.share(2, [1, 2, 3], 64, 0x5EED)
-    assert not m.wanted(t) & stock
-    # node 3 dead: the stock node keeps its static share only
-    t += 0.5
-    m.sync_heard(1, t)
-    m.update(t)
-    assert m.members(t) == [1, 2] and m.wanted(t) == frozenset(range(64)) - stock
-    # the stock node silent for StockDeadTime: everything
+    assert m.members(t) == [1, 2] and m.answers_arp(t)  # 2 is the lowest-numbered nfkit member
+    assert m.wanted(t) == frozenset(range(64)) - stock and 20 <= len(stock) <= 44
     t += 2.6
     assert m.update(t) == [(1, False)]
     assert m.wanted(t) == frozenset(range(64))
+    m.sync_heard(1, t)  # back: node 2 gives its share back at once
+    m.update(t)
+    assert m.wanted(t) == frozenset(range(64)) - stock
 
 
 @pytest.mark.parametrize(("change", "why"), [
@@ -221,6 +213,8 @@ def test_stock_node_keys_and_errors(change: tuple[str, str], why: str) -> None:
         parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1,)).replace(*change), "ha.conf")
     with pytest.raises(InputError, match="at least one nfkit node"):
         parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1, 2)), "ha.conf")
+    with pytest.raises(InputError, match="has two nodes"):
+        parse(cluster_conf(Path("/tmp/nowhere"), 2, 3, stock=(1,)), "ha.conf")
 
 
 def test_nfkit_ha_refuses_to_run_as_a_stock_node_and_rules_refuses_an_nfkit_node(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@
     nfkit ha -C FILE -s | -i | -e | -c | -f | -R | -n | -B | -t | -k | -F   # conntrackd's client requests
     nfkit ha status [-C FILE] [--json]
     nfkit ha unit [-C FILE]
-    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply]   # a stock conntrackd cluster node's tables
+    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply] [--script CONNTRACKD_CONF]
+                                                           # a stock conntrackd cluster node's tables
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ def _cluster_status(c: dict[str, Any]) -> None:
                    "ARP/ND answered (it is alone); none: nothing.")
 @click.option("--apply", "apply_", is_flag=True, help="Install the tables (each in one commit) instead of "
               "printing them.")
-def rules(config_path: str, serve: str, apply_: bool) -> None:
+@click.option("--script", "script_for", default=None, metavar="CONNTRACKD_CONF",
+              help="Print instead the watch script that takes every bucket while the nfkit peer is silent "
+                   "(CONNTRACKD_CONF: the file the node's conntrackd runs with).")
+def rules(config_path: str, serve: str, apply_: bool, script_for: str | None) -> None:
     """The nf_tables tables of a stock conntrackd node of a Cluster (its Node has Daemon conntrackd;
     FILE names it as ThisNode; run on that node: its interfaces' MACs are read)."""
     from nfkit.errors import InputError
@@ -177,6 +181,13 @@ def rules(config_path: str, serve: str, apply_: bool) -> None:
     if not cc.me.stock:
         raise InputError(f"{config_path}: ThisNode {cc.this_node} is an nfkit node (its daemon installs its "
                          "rules); `nfkit ha rules` is for a Node with Daemon conntrackd")
+    if script_for is not None:
+        from nfkit.ha.stocknode import watch_script
+
+        nfkit = str(Path(sys.argv[0]).resolve()) if Path(sys.argv[0]).name == "nfkit" else "nfkit"
+        click.echo(watch_script(nfkit, str(Path(config_path).resolve()), str(Path(script_for).resolve()),
+                                round(cc.stock_dead_time * 1000)), nl=False)
+        return
     tables = stock_node_tables(cc, serve)
     if not apply_:
         click.echo("\n".join(text for _owned, text in tables), nl=False)

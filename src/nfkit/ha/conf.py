@@ -650,6 +650,9 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
         raise r.fail(node, "a cluster needs at least two Node blocks")
     if all(x.stock for x in nodes.values()):
         raise r.fail(node, "every node is a stock conntrackd: at least one nfkit node decides the takeovers")
+    if any(x.stock for x in nodes.values()) and len(nodes) != 2:
+        raise r.fail(node, "a cluster with a stock conntrackd node has two nodes (conntrackd's UDP transport "
+                           "syncs with one destination: a third node would never get its entries)")
     if this is None:
         raise r.fail(node, "no ThisNode (this node's number)")
     if this[0] not in nodes:
