@@ -71,6 +71,8 @@ def test_a_stock_conntrackd_node_beside_an_nfkit_node_and_the_watch_script(tmp_p
         cluster1, conntrackd, node2 = stock_and_nfkit(lab, tmp_path)
         assert 20 <= len(STOCK_SHARE) <= 44
         assert arp_answers(lab, INSIDE) == [CLUSTER_MAC]  # fw2 answers (the stock node's rules never do)
+        text = lab["fw2"].run([NFKIT, "ha", "status", "-C", str(node2.conf)]).stdout
+        assert "node 1 (stock conntrackd): alive, ready, serving" in text and ", answering ARP;" in text, text
 
         streams = Streams(lab, tmp_path, 30)
         streams.advancing()

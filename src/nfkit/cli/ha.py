@@ -150,7 +150,8 @@ def _cluster_status(c: dict[str, Any]) -> None:
                f"{c['snat_ports'][1]}; split brain rule: {c['split_brain']}")
     for p in c["peers"]:
         heard = ", ".join(f"{k} {v:.2f} s ago" for k, v in sorted(p["heard_ago"].items())) or "never"
-        click.echo(f"  node {p['node']}: {'alive' if p['alive'] else 'dead'}"
+        stock = " (stock conntrackd)" if p.get("daemon") == "conntrackd" else ""
+        click.echo(f"  node {p['node']}{stock}: {'alive' if p['alive'] else 'dead'}"
                    f"{', ready' if p['ready'] else ''}, serving {p['serves']} buckets, heard {heard}, "
                    f"deaths {p['deaths']}")
     for t in c["takeovers"][-3:]:
