@@ -8,6 +8,7 @@ run; its return; the sync link cut (split brain).
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -179,7 +180,9 @@ def test_a_node_restarted_with_an_empty_table_gets_the_flows_back(tmp_path: Path
 
 
 def test_a_stalled_node_reads_what_its_peers_sent_before_it_judges_their_silence(tmp_path: Path) -> None:
-    """Node 1's daemon stopped for 0.7 s (a loaded machine not scheduling it: more than DeadTime)
+    """A control client connected to node 1 without a word for 1.5 s: the daemon answers the
+    others meanwhile and its heartbeats go on (it waited up to a second for such a client, and
+    its peers took it for dead).  Then node 1's daemon stopped for 0.7 s (a loaded machine not scheduling it: more than DeadTime)
     while nodes 2 and 3 keep sending heartbeats.  When it runs again their heartbeats are waiting
     in its sockets: it must read them all before it judges anyone's silence (it took a peer whose
     heartbeat it had not read yet for dead and its buckets with it, served twice).  The peers took
@@ -190,6 +193,13 @@ def test_a_stalled_node_reads_what_its_peers_sent_before_it_judges_their_silence
         wait_for(settled(nodes), "the nodes to share the buckets")
         streams = Streams(lab, tmp_path, 20)
         streams.advancing()
+        # a control client that connects and says nothing (as a test or a script descheduled
+        # between connect and send on a loaded machine): the daemon must not wait for it
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as quiet:
+            quiet.connect(str(nodes[0].workdir / "ctl"))
+            time.sleep(1.5)
+            assert all(cluster_status(nodes[k])["peers"][0]["deaths"] == 0 for k in (1, 2))
+            assert cluster_status(nodes[0])["longest_tick_gap"] < 0.4
         for _ in range(3):
             nodes[0].proc.send_signal(signal.SIGSTOP)
             time.sleep(0.7)

@@ -144,6 +144,7 @@ class HaDaemon(Service):
         self._lock()
         scheduler.apply(c)
         self.control = ControlServer(Path(c.unix_path), self)
+        self.control.selector = selector  # a silent client is answered later, never waited for
         selector.register(self.control.sock, selectors.EVENT_READ, self.control.accept)
         self.table = ConntrackTable()
         self.engine = SyncEngine(self.table, make_options(c), make_selection(c))
