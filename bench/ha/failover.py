@@ -61,6 +61,8 @@ while time.monotonic() < end:
 
 
 spans: list[float] = []
+flaps: list[int] = []
+gaps: list[tuple[float, float]] = []  # per round: longest tick gap of a node, longest heartbeat gap heard
 
 
 def one_round(n: int, conns: int, tmp: Path) -> tuple[list[float], list[float], list[float], bool]:
@@ -76,6 +78,12 @@ def one_round(n: int, conns: int, tmp: Path) -> tuple[list[float], list[float], 
             lab["client"].popen(["python3", "-c", PROBES, SERVER, str(UDP_PORT), str(conns), "8"])
             streams.advancing(30)
             time.sleep(1)
+            # peers declared dead before the cut (a flap moves buckets: the flows of node n may
+            # already be a survivor's at t0), and whether node n serves its share then
+            pre = [cluster_status(nodes[k - 1]) for k in range(1, n + 1)]
+            flaps.append(sum(p["deaths"] for c in pre for p in c["peers"]))
+            gaps.append((max(c["longest_tick_gap"] for c in pre),
+                         max(max(p["longest_gap"].values(), default=0) for c in pre for p in c["peers"])))
             before = time.time()
             ports(lab, n, up=False)
             t0 = time.time()  # the links are down by now (the command took t0 - before)
@@ -116,7 +124,9 @@ def main() -> None:
             intact += ok
             print(f"{n} nodes, round {r + 1}: {len(taken)} TCP flows taken over, first segment after "
                   f"{_ms(statistics.median(taken))} (median); {len(probes)} UDP flows, {_ms(statistics.median(probes))}; "
-                  f"byte counts {'match' if ok else 'DO NOT match'}", flush=True)
+                  f"byte counts {'match' if ok else 'DO NOT match'}; peers declared dead before the cut: "
+                  f"{flaps[-1]} (longest tick gap {_ms(gaps[-1][0])}, heartbeat gap {_ms(gaps[-1][1])})",
+                  flush=True)
         print(f"== {n} nodes, {a.connections} TCP connections + {a.connections} UDP flows x {a.runs} rounds; "
               f"survivors' detection+commit (peer's last heartbeat to bucket commit) median "
               f"{_ms(statistics.median(detects))}; rounds with every byte echoed: {intact}/{a.runs}")

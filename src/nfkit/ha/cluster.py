@@ -250,6 +250,8 @@ class ClusterDaemon(HaDaemon):
         self.hb_udp: socket.socket | None = None
         self.hb_raw: socket.socket | None = None
         self.next_heartbeat = 0.0
+        self.last_tick: float | None = None
+        self.longest_tick_gap = 0.0
         self.ruleset_commits = 0
         self.takeovers: list[dict[str, Any]] = []
         self.unknown_senders = 0
@@ -362,6 +364,10 @@ class ClusterDaemon(HaDaemon):
     # ---- decisions ------------------------------------------------------------------
 
     def tick(self) -> float | None:
+        started = time.monotonic()
+        if self.last_tick is not None:  # how late this process ran (a loaded machine, a stall)
+            self.longest_tick_gap = max(self.longest_tick_gap, started - self.last_tick)
+        self.last_tick = started
         super().tick()
         self._take_heartbeats()
         now = time.monotonic()
@@ -434,7 +440,7 @@ class ClusterDaemon(HaDaemon):
             "serves": serves, "answers_arp": bool(self.answers), "ruleset_commits": self.ruleset_commits,
             "snat_ports": list(self.cc.me.ports), "takeovers": self.takeovers[-20:],
             "split_brain": self.cc.split_brain, "unknown_senders": self.unknown_senders,
-            "restart_resyncs": self.resyncs_sent,
+            "restart_resyncs": self.resyncs_sent, "longest_tick_gap": round(self.longest_tick_gap, 3),
         }
         return st
 

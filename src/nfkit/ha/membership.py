@@ -53,6 +53,7 @@ class PeerView:
     died_at: float | None = None  # monotonic time it was declared dead
     last_heard: float | None = None  # when it was last heard, on any path, before it died
     stock: bool = False  # a stock conntrackd node: heard by its sync datagrams only
+    longest_gap: dict[str, float] = field(default_factory=dict)  # path -> longest silence between two heard
 
 
 @dataclass
@@ -106,6 +107,8 @@ class Membership:
             self.counters.foreign += 1
             return None
         self.counters.received += 1
+        if path in p.heard:
+            p.longest_gap[path] = max(p.longest_gap.get(path, 0.0), now - p.heard[path])
         p.heard[path] = now
         p.boot, p.ready, p.members, p.serves = boot, ready, members, serves
         p.heartbeats += 1
@@ -182,6 +185,7 @@ class Membership:
             "heartbeats": vars(self.counters),
             "peers": [{"node": p.number, "daemon": "conntrackd" if p.stock else "nfkit", "alive": p.alive, "ready": p.ready, "members": list(p.members),
                        "serves": len(p.serves), "deaths": p.deaths, "heartbeats": p.heartbeats,
-                       "heard_ago": {k: round(now - t, 3) for k, t in p.heard.items()}}
+                       "heard_ago": {k: round(now - t, 3) for k, t in p.heard.items()},
+                       "longest_gap": {k: round(t, 3) for k, t in p.longest_gap.items()}}
                       for p in self.peers.values()],
         }
