@@ -143,9 +143,11 @@ def test_split_brain_keeps_the_shares(tmp_path: Path) -> None:
         for _ in range(10):  # 1.5 s: more than three DeadTimes
             time.sleep(0.15)
             now = [served_by(nodes, k) for k in (1, 2)]
-            assert now == before
+            seen = [cluster_status(nd) for nd in nodes]  # on failure: which loop or path was late
+            why = [(c["longest_tick_gap"], [p["longest_gap"] for p in c["peers"]]) for c in seen]
+            assert now == before, why
             assert not set(now[0]) & set(now[1])
-            assert all(p["alive"] for nd in nodes for p in cluster_status(nd)["peers"])
+            assert all(p["alive"] for c in seen for p in c["peers"]), why
         streams.advancing()
         text = lab["fw1"].run([NFKIT, "ha", "status", "-C", str(nodes[0].conf)]).stdout
         assert f"cluster node 1 of [1, 2]: ready, members [1, 2], serving {len(before[0])} of 64 buckets" in text

@@ -246,6 +246,7 @@ class ClusterDaemon(HaDaemon):
         self.membership = Membership(self.cc, time.monotonic())
         self.serves: frozenset[int] | None = None  # None: nothing installed yet
         self.macs: dict[str, bytes] = {}
+        self.nft_sock: Any = None
         self.answers: bool | None = None
         self.hb_udp: socket.socket | None = None
         self.hb_raw: socket.socket | None = None
@@ -281,6 +282,12 @@ class ClusterDaemon(HaDaemon):
         # no ARP answered before this node knows who else is there
         if cc.inside.address6 is not None:
             self.macs = own_macs([cc.inside.interface, cc.outside.interface])
+        from nfkit.nftables.listing import open_socket
+
+        # one nf_tables socket for the daemon's life: closing one after each commit waits until a
+        # normal-priority kernel worker has destroyed the replaced table (nft_rcv_nl_event's
+        # flush_work), seconds on a loaded machine, heartbeats stopped meanwhile
+        self.nft_sock = open_socket()
         self._install(frozenset(), False)
         super().start(selector)
         t = self.conf.transport
@@ -313,6 +320,8 @@ class ClusterDaemon(HaDaemon):
             self._install(frozenset(), False, force=True)
         except Exception as exc:  # noqa: BLE001 - teardown goes on
             log.warning("cluster rules not removed: %s", exc)
+        if self.nft_sock is not None:
+            self.nft_sock.close()
         super().stop()
 
     # ---- input -----------------------------------------------------------------
@@ -403,12 +412,13 @@ class ClusterDaemon(HaDaemon):
         replaced in one commit (the old set out, the new in); IPv4 before IPv6."""
         cc = self.cc
         v4, v6 = cc.inside.address is not None, cc.inside.address6 is not None
+        sock = self.nft_sock
         if v4 and (force or answers != self.answers):
-            ARP_TABLE.replace(arp_ruleset(cc, answers))
+            ARP_TABLE.replace(arp_ruleset(cc, answers), sock)
         if v4 and (force or serves != self.serves):
-            TABLE.replace(ruleset(cc, serves))
+            TABLE.replace(ruleset(cc, serves), sock)
         if v6 and (force or serves != self.serves or answers != self.answers):
-            TABLE6.replace(ruleset6(cc, serves, answers, self.macs))
+            TABLE6.replace(ruleset6(cc, serves, answers, self.macs), sock)
         self.answers, self.serves = answers, serves
         self.ruleset_commits += 1
 
