@@ -62,6 +62,7 @@ while time.monotonic() < end:
 
 spans: list[float] = []
 flaps: list[int] = []
+served: list[int] = []
 gaps: list[tuple[float, float]] = []  # per round: longest tick gap of a node, longest heartbeat gap heard
 
 
@@ -82,6 +83,7 @@ def one_round(n: int, conns: int, tmp: Path) -> tuple[list[float], list[float], 
             # already be a survivor's at t0), and whether node n serves its share then
             pre = [cluster_status(nodes[k - 1]) for k in range(1, n + 1)]
             flaps.append(sum(p["deaths"] for c in pre for p in c["peers"]))
+            served.append(len(pre[-1]["serves"]))
             gaps.append((max(c["longest_tick_gap"] for c in pre),
                          max(max(p["longest_gap"].values(), default=0) for c in pre for p in c["peers"])))
             before = time.time()
@@ -123,9 +125,10 @@ def main() -> None:
             detects += detect
             intact += ok
             print(f"{n} nodes, round {r + 1}: {len(taken)} TCP flows taken over, first segment after "
-                  f"{_ms(statistics.median(taken))} (median); {len(probes)} UDP flows, {_ms(statistics.median(probes))}; "
+                  f"{_median(taken)} (median); {len(probes)} UDP flows, {_median(probes)}; "
                   f"byte counts {'match' if ok else 'DO NOT match'}; peers declared dead before the cut: "
-                  f"{flaps[-1]} (longest tick gap {_ms(gaps[-1][0])}, heartbeat gap {_ms(gaps[-1][1])})",
+                  f"{flaps[-1]} (longest tick gap {_ms(gaps[-1][0])}, heartbeat gap {_ms(gaps[-1][1])}); "
+                  f"node {n} served {served[-1]} buckets",
                   flush=True)
         print(f"== {n} nodes, {a.connections} TCP connections + {a.connections} UDP flows x {a.runs} rounds; "
               f"survivors' detection+commit (peer's last heartbeat to bucket commit) median "
@@ -133,11 +136,17 @@ def main() -> None:
         print(f"   t0 = when `ip -batch` (links down) returned; it ran {_ms(statistics.median(spans))} (median), "
               "so a death may be up to that much earlier")
         for what, xs in (("UDP (cluster alone)", udp), ("TCP (with the client's RTO backoff)", flows)):
+            if not xs:
+                continue
             xs.sort()
             under = sum(f < 1 for f in xs) / len(xs)
             print(f"   {what}: {len(xs)} taken-over flows, first packet forwarded after the death: median "
                   f"{_ms(statistics.median(xs))}, p90 {_ms(xs[int(0.9 * (len(xs) - 1))])}, max {_ms(xs[-1])}; "
                   f"{under:.1%} within the 1 s goal")
+
+
+def _median(xs: list[float]) -> str:
+    return _ms(statistics.median(xs)) if xs else "-"
 
 
 def _ms(x: float) -> str:
