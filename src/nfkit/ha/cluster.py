@@ -3,7 +3,8 @@
 Owns: the cluster's sockets (one UDP sync socket speaking FTFW (or NOTRACK) to
 every peer, one session per peer pair, each one a conntrackd-compatible
 two-node session; heartbeats over UDP on the sync link and as raw Ethernet
-frames on the inside segment), the nf_tables rules that make this node serve
+frames on the inside segment, sent by a thread of their own every interval
+and by the loop at once after each decision), the nf_tables rules that make this node serve
 its buckets only (`ruleset`, installed in table ``ip nfkit_cluster`` in one
 commit each time the bucket set changes) and answer ARP for the cluster's
 addresses only when it is the one that answers (``arp nfkit_cluster_arp``),
@@ -20,6 +21,7 @@ import logging
 import selectors
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
@@ -40,6 +42,9 @@ TABLE6 = Owned("ip6", "nfkit_cluster6")
 ARP_TABLE = Owned("arp", "nfkit_cluster_arp")
 ETH_P_NFKIT = 0x88B5  # IEEE 802 local experimental ethertype: heartbeats on the inside segment
 SIOCGIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8927
+# the heartbeat thread goes quiet when the node's loop has not run for this long (it is stuck,
+# not merely waiting for a kernel call): its peers then take its buckets
+LOOP_STUCK = 2.0
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 
 
@@ -250,7 +255,8 @@ class ClusterDaemon(HaDaemon):
         self.answers: bool | None = None
         self.hb_udp: socket.socket | None = None
         self.hb_raw: socket.socket | None = None
-        self.next_heartbeat = 0.0
+        self.hb_stop: threading.Event | None = None
+        self.hb_thread: threading.Thread | None = None
         self.last_tick: float | None = None
         self.longest_tick_gap = 0.0
         self.ruleset_commits = 0
@@ -303,12 +309,18 @@ class ClusterDaemon(HaDaemon):
                                   f"{cc.inside.interface}): {exc.strerror or exc}") from None
         for s in (self.hb_udp, self.hb_raw):
             s.setblocking(False)
+        self.hb_stop = threading.Event()
+        self.hb_thread = threading.Thread(target=self._heartbeats_out, name="nfkit-ha-heartbeats", daemon=True)
+        self.hb_thread.start()  # after the scheduler is set: it runs real-time too
         selector.register(self.hb_udp.fileno(), selectors.EVENT_READ, self._on_heartbeats)
         selector.register(self.hb_raw.fileno(), selectors.EVENT_READ, self._on_heartbeats)
         log.info("cluster node %d of %s: %d buckets, heartbeat every %.0f ms, dead after %.0f ms",
                  cc.this_node, sorted(cc.nodes), cc.buckets, cc.heartbeat_interval * 1000, cc.dead_time * 1000)
 
     def stop(self) -> None:
+        if self.hb_stop is not None and self.hb_thread is not None:
+            self.hb_stop.set()
+            self.hb_thread.join(5)
         for s in (self.hb_udp, self.hb_raw):
             if s is not None:
                 s.close()
@@ -381,9 +393,19 @@ class ClusterDaemon(HaDaemon):
         self._take_heartbeats()
         now = time.monotonic()
         self._decide(now)
-        if now >= self.next_heartbeat:
-            self._send_heartbeat(now)
         return min(TICK, self.cc.heartbeat_interval / 4)
+
+    def _heartbeats_out(self) -> None:
+        """The heartbeat thread: one heartbeat every interval, whatever the loop is doing.  The
+        loop can wait for the kernel (ctnetlink requests take a mutex every namespace shares:
+        another namespace's heavy user, at normal priority, held this node's loop for a second
+        and more on a loaded machine, its peers took it for dead though its kernel forwarded on);
+        a loop stuck for LOOP_STUCK ends the heartbeats, and the peers take over."""
+        assert self.hb_stop is not None
+        while not self.hb_stop.wait(self.cc.heartbeat_interval):
+            now = time.monotonic()
+            if self.last_tick is None or now - self.last_tick < LOOP_STUCK:
+                self._send_heartbeat(now)
 
     def _decide(self, now: float) -> None:
         m = self.membership
@@ -423,7 +445,6 @@ class ClusterDaemon(HaDaemon):
         self.ruleset_commits += 1
 
     def _send_heartbeat(self, now: float) -> None:
-        self.next_heartbeat = now + self.cc.heartbeat_interval
         if self.hb_udp is None or self.hb_raw is None:
             return
         dg = self.membership.heartbeat_out(now, self.serves or frozenset())
