@@ -18,6 +18,8 @@ APT_TEST += hping3
 APT_BENCH := $(APT_TEST) coccinelle linux-source-6.12 libndpi-bin ethtool
 # bench/nfgrep-ebpf, bench/nat66: bulk TCP through a router or firewall namespace
 APT_BENCH += iperf3
+# bench/nfgrep-ebpf: new connections from a C load generator to a C server
+APT_BENCH += wrk nginx-light
 
 .PHONY: setup demo test bench clean
 

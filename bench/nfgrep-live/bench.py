@@ -21,6 +21,16 @@ classifier on tcx, the queue taking only the flows it hands over).
    response byte; minus plain at the median and 99th percentile.  Goal: p99
    < 1 ms.
 
+The ceiling: the same client/server pair with no queue at all ("plain"), in
+the same run; classified flows/s is printed as a fraction of it, per run and
+as the median.  Beside each figure: the whole machine's busy share during the
+phase (CPU beside wall: the machine is shared, 100 % means others' work and
+ours were queueing for the CPUs), the load average at the start and the end,
+the packets the kernel gave the queues (per classified flow, and during the
+bulk transfer: the queue's own id sequence) and the queue workers' CPU per
+classified flow.  --perf PREFIX records the workers (`perf record -g -p`)
+during the first run's connection load.
+
 Prints medians over --runs and the ratios.  --modes picks the modes (plain
 always runs: the base).  worker.py beside this measures the queue worker's
 Python per flow alone, without the kernel.  The machine is shared: figures
@@ -34,6 +44,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -149,6 +160,35 @@ def machine_busy() -> float:
     return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def pids_running(needle: str) -> list[int]:
+    """Processes whose command line contains ``needle`` (a path of this run's own)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle.encode() in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children so far (the load generator)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def busy_percent(busy0: float, wall0: float) -> float:
+    """The whole machine's busy share since (busy0, wall0), in percent of all its CPUs."""
+    return (machine_busy() - busy0) / ((time.monotonic() - wall0) * (os.cpu_count() or 1)) * 100
+
+
+def queued(sock: Path) -> int:
+    """Packets the kernel ever gave the daemon's queues (their id sequences)."""
+    return sum(q["kernel"]["id_sequence"] or 0 for q in query_status(sock)["queues"])
+
+
 def classified(status: dict) -> int:
     """Flows decided so far: by the queue workers, and (ebpf) in the kernel's flow map."""
     kernel = status.get("kernel_flows") or {"states": {}}
@@ -170,9 +210,12 @@ def main() -> None:
     ap.add_argument("--latency-count", type=int, default=400)
     ap.add_argument("--live-args", default="",
                     help="more arguments for `nfkit nfgrep live` (e.g. \"--nice 0\")")
+    ap.add_argument("--perf", default="",
+                    help="record `perf record -g -p WORKERS` into PREFIX-MODE.data during each mode's connection load")
     ap.add_argument("--modes", default="plain,queue,ebpf",
                     help="comma-separated, of plain, queue, ebpf (plain is always run: the base)")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     modes = tuple(m for m in ("plain", "queue", "ebpf") if m == "plain" or m in args.modes.split(","))
     with tempfile.TemporaryDirectory(prefix="nfkit-bench-live-") as tmp, \
             TrafficLab(tmp, firewall=True) as tl:
@@ -188,6 +231,7 @@ def main() -> None:
         tl.serve("iperf3", ["iperf3", "-s", "-B", SERVER4, "-p", "5201"], 5201)
         tl.serve("http", [sys.executable, str(work / "server.py"), SERVER4, "8080", "2"], 8080)
         (work / "connlabel.conf").write_text("")
+        servers = pids_running(str(work / "server.py"))
         results: dict[str, dict[str, list[float]]] = {m: {} for m in modes}
         for run in range(args.runs):
             for mode in modes:
@@ -200,27 +244,44 @@ def main() -> None:
                                           *args.live_args.split()])
                     wait_for_status(sock, lambda d=daemon: d.poll() is None, timeout=30)
                 r = results[mode]
+                taken0 = queued(sock) if daemon else 0
+                busy0, wall0 = machine_busy(), time.monotonic()
                 out = tl.client.run(["iperf3", "-c", SERVER4, "-p", "5201", "-t", str(args.seconds),
                                      "-J"]).stdout
+                r.setdefault("bulk: machine busy %", []).append(busy_percent(busy0, wall0))
                 bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
                 r.setdefault("gbit/s", []).append(bps / 1e9)
+                if daemon:
+                    r.setdefault("bulk: queued packets", []).append(queued(sock) - taken0)
                 before = classified(query_status(sock)) if daemon else 0
                 pids = [q["pid"] for q in query_status(sock)["queues"]] if daemon else []
                 cpu0 = sum(cpu_seconds(p) for p in pids)
-                busy0 = machine_busy()
+                own0 = children_cpu() + sum(cpu_seconds(p) for p in servers) + cpu0
+                taken0 = queued(sock) if daemon else 0
+                busy0, wall0 = machine_busy(), time.monotonic()
+                perf = None
+                if args.perf and run == 0 and pids:  # the queue workers only: the machine is shared
+                    perf = subprocess.Popen(["perf", "record", "-q", "-g", "-o", f"{args.perf}-{mode}.data",
+                                             "-p", ",".join(map(str, pids)), "--", "sleep", str(args.seconds)])
                 load = json.loads(tl.client.run([sys.executable, str(work / "load.py"), SERVER4, "8080",
                                                  str(args.seconds), str(args.concurrency),
                                                  ",".join(sources)], timeout=120).stdout)
+                r.setdefault("conn: machine busy %", []).append(busy_percent(busy0, wall0))
                 busy = machine_busy() - busy0
+                own = children_cpu() + sum(cpu_seconds(p) for p in servers + pids) - own0
+                if perf is not None:
+                    perf.wait()
                 r.setdefault("conn/s", []).append(load["connections"] / load["seconds"])
                 r.setdefault("errors", []).append(load["errors"])
                 r.setdefault("machine cpu-us/conn", []).append(busy / max(1, load["connections"]) * 1e6)
+                r.setdefault("own cpu-us/conn", []).append(own / max(1, load["connections"]) * 1e6)
                 if daemon:
                     status = query_status(sock)
                     decided = classified(status) - before
                     r.setdefault("classified/s", []).append(decided / load["seconds"])
                     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-                    r.setdefault("flows per worker cpu-s", []).append(decided / cpu if cpu else 0.0)
+                    r.setdefault("worker cpu-us/flow", []).append(cpu / max(1, decided) * 1e6)
+                    r.setdefault("queued packets/flow", []).append((queued(sock) - taken0) / max(1, decided))
                     r.setdefault("enobufs", []).append(status["total"]["enobufs"])
                 lat = json.loads(tl.client.run([sys.executable, str(work / "latency.py"), SERVER4, "8080",
                                                 str(args.latency_count)], timeout=120).stdout)
@@ -238,15 +299,33 @@ def main() -> None:
               + " ".join(f"{m + '/pl':>9}" for m in modes[1:]))
         med = {m: {k: statistics.median(v) for k, v in results[m].items()} for m in modes}
         for key in results["plain"]:
-            p = med["plain"][key]
+            base = med["plain"][key]
             print(f"{key:22} " + " ".join(f"{med[m][key]:10.3f}" for m in modes) + " "
-                  + " ".join(f"{med[m][key] / p if p else 0:8.2f}x" for m in modes[1:]))
-        for key in ("classified/s", "flows per worker cpu-s", "enobufs"):
+                  + " ".join(f"{med[m][key] / base if base else 0:8.2f}x" for m in modes[1:]))
+        for key in ("classified/s", "worker cpu-us/flow", "queued packets/flow", "bulk: queued packets",
+                    "enobufs"):
             print(f"{key:22} {'':10} " + " ".join(f"{med[m][key]:10.1f}" for m in modes[1:]))
+        print("the ceiling: this client/server pair with no queue at all, in the same run: "
+              f"{med['plain']['conn/s']:,.0f} conn/s (runs: "
+              + ", ".join(f"{v:,.0f}" for v in results["plain"]["conn/s"]) + ")")
+        for m in modes[1:]:
+            print(f"{m}: classified flows/s {med[m]['classified/s']:,.0f} = "
+                  f"{med[m]['classified/s'] / med['plain']['conn/s']:.2f}x the ceiling (per run: "
+                  + ", ".join(f"{c / p:.2f}x" for c, p in zip(results[m]["classified/s"],
+                                                             results["plain"]["conn/s"], strict=True))
+                  + "); bulk " + f"{med[m]['gbit/s'] / med['plain']['gbit/s']:.2f}x (per run: "
+                  + ", ".join(f"{c / p:.2f}x" for c, p in zip(results[m]["gbit/s"], results["plain"]["gbit/s"],
+                                                             strict=True)) + ")")
+        for m in modes[1:]:
+            print(f"{m}: CPU of this bench's own processes per connection (load generator, server, "
+                  f"queue workers) {med[m]['own cpu-us/conn']:.0f} us against plain's "
+                  f"{med['plain']['own cpu-us/conn']:.0f} us: on CPUs of their own the same pair would "
+                  f"run at about {med['plain']['own cpu-us/conn'] / med[m]['own cpu-us/conn']:.2f}x the ceiling")
+        print("load average at the start:", " ".join(f"{v:.1f}" for v in load_start))
         if "ebpf" in modes and "queue" in modes:
             for key in ("conn/s", "classified/s", "machine cpu-us/conn"):
                 print(f"ebpf/queue {key}: {med['ebpf'][key] / med['queue'][key]:.2f}x")
-        print("load average at the end:", " ".join(os.getloadavg().__repr__()[1:-1].split(", ")))
+        print("load average at the end:", " ".join(f"{v:.1f}" for v in os.getloadavg()))
         for m in modes[1:]:
             for what in ("connect", "first_byte"):
                 for p in (50, 99):

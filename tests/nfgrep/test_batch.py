@@ -163,6 +163,7 @@ def _report(frames: list[tuple[float, int, bytes]], path: Path, batched: bool,
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches, bulk runs and walk restarts small enough for hypothesis-sized captures."""
     monkeypatch.setattr(classify_module, "BATCH", 7)
+    monkeypatch.setattr(classify_module, "SPAN", 300)
     monkeypatch.setattr(classify_module, "RUN_MIN", 1)
     monkeypatch.setattr(classify_module, "WALK_SLICE", 3)
     monkeypatch.setattr(classify_module, "RESLICE", 2)

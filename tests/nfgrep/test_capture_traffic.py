@@ -222,3 +222,25 @@ def test_batches_and_bulk_counting_give_the_per_packet_report(captures: dict, ca
         reports.append(cl.finish())
     assert reports[0] == reports[1]
     assert reports[0].flows == captures["reports"][capture].flows
+
+
+@pytest.mark.parametrize("capture", ["eth", "any"])
+def test_the_vectorised_record_walk_on_real_captures(captures: dict, capture: str) -> None:
+    """`pcap_records` (numpy, blocks small enough to have many) finds `pcap_offsets`' records."""
+    import mmap
+
+    from nfkit.nfgrep.capture import pcap_offsets, pcap_records
+
+    with open(captures[capture], "rb") as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        want = pcap_offsets(data, 24, 1 << 40, True)
+        for block, window in ((4096, 2048), (1000, 300), (512, 256), (1 << 18, 2048)):
+            pos, got, stopped = 24, [], False
+            while not stopped:
+                offsets, pos, stopped = pcap_records(data, pos, pos + (1 << 20), True, 1e6,
+                                                     block=block, window=window)
+                got.extend(offsets.tolist())
+            assert (got, pos, stopped) == want and len(got) > 100
+    finally:
+        data.close()

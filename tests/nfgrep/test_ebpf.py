@@ -181,7 +181,7 @@ def test_a_step_the_kernel_verifier_refuses_is_named(monkeypatch: pytest.MonkeyP
     assert "kernel verifier log" in str(info.value) and info.value.log
 
 
-def _tcp_flow(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
+def tcp_flow(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
               sport: int, chunks: list[tuple[int, bytes]], syn: bool = True) -> None:
     seq = [1000, 5000]
     ends = [(client, cport), (server, sport)]
@@ -312,10 +312,10 @@ def made_captures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             w = dpkt.pcap.Writer(f, linktype=1)
             ts = [1.0]
             for i, (transport, port, chunks) in enumerate(_variants()):
-                maker = _tcp_flow if transport == "tcp" else _udp_flow
+                maker = tcp_flow if transport == "tcp" else _udp_flow
                 maker(w, ts, client, server, 40000 + i, port, chunks)
             # a TCP flow whose SYN was not seen (the capture started late)
-            _tcp_flow(w, ts, client, server, 39999, 80, BASE[0][2], syn=False)
+            tcp_flow(w, ts, client, server, 39999, 80, BASE[0][2], syn=False)
         paths.append(path)
     return paths
 
@@ -568,7 +568,7 @@ table inet nfgrep_test {{
     assert _curl(client, 3)
 
 
-def _kernel_verdict(cl: Classifier, transport: str, chunks: list[tuple[int, bytes]]) -> tuple:
+def kernel_verdict(cl: Classifier, transport: str, chunks: list[tuple[int, bytes]]) -> tuple:
     proto = 6 if transport == "tcp" else 17
     seq = [1000, 5000]
     ends = [(C4, 40000), (S4, 2000)]
@@ -619,7 +619,7 @@ def test_random_programs_decide_in_the_kernel_as_in_the_engine() -> None:
         for d, data in chunks:
             engine.feed(flow, d, data)
         with Classifier([verified]) as cl:
-            state, app = _kernel_verdict(cl, transport, chunks)
+            state, app = kernel_verdict(cl, transport, chunks)
         if state == USERSPACE:
             seen["userspace"] += 1
             return

@@ -111,6 +111,9 @@ def test_ebpf_marks_every_shipped_application_as_the_queue_does(tl: TrafficLab, 
     # and the one-byte request (segmented) were handed over and decided by the queue path
     kernel = e["status"]["kernel_flows"]
     assert kernel["states"].get("decided", 0) >= 10, kernel
+    # the program's own counters: every decision since loading, none lost to the map
+    assert sum(kernel["counts"]["decided"].values()) + kernel["counts"]["expected"] >= \
+        kernel["states"]["decided"], kernel
     handed = {(d["app"], d["server"]) for d in e["decisions"]}
     assert ("ftp", f"{SERVER4}:21") in handed
     assert [d["app"] for d in e["decisions"] if d["server"] == f"{SERVER4}:8001"] == ["unknown"]

@@ -361,6 +361,7 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         decisions = live.decisions()
         status = live.status()
         nices = [_nice(q["pid"]) for q in status["queues"]]
+        groups = [_autogroup(q["pid"]) for q in [*status["queues"], {"pid": live.proc.pid}]]
         # a worker that dies is started again; its queue's flows are classified again
         victim = next(q for q in status["queues"] if q["queue"] == 2)["pid"]
         os.kill(victim, signal.SIGKILL)
@@ -368,7 +369,9 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
         while live.status()["restarts"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         again = live.status()
-        nices.append(_nice(next(q for q in again["queues"] if q["queue"] == 2)["pid"]))
+        restarted = next(q for q in again["queues"] if q["queue"] == 2)["pid"]
+        nices.append(_nice(restarted))
+        groups.append(_autogroup(restarted))
         on_2 = next(d["client"].split(":")[0] for d in decisions if d["queue"] == 2
                     and d["client"].split(":")[0] in extra)
         tl.run_client(["curl", "-sS", "-o", "/dev/null", "--interface", on_2, url])
@@ -395,8 +398,76 @@ def test_several_queues_keep_each_connection_on_one_worker(tl: TrafficLab, tmp_p
     assert next(q for q in again["queues"] if q["queue"] == 2)["pid"] not in (None, victim)
     assert [(d["app"], d["queue"]) for d in later if d["client"].startswith(on_2 + ":")] == [("http", 2)]
     assert nices == [-10, -10, -10]  # --nice's default, the restarted worker's too
+    if Path("/proc/self/autogroup").exists():  # the kernel shares the CPU by session groups:
+        # each worker in a group of its own at the same nice (the daemon's stays as it was)
+        workers, daemon = groups[:2] + groups[3:], groups[2]
+        assert [nice for _, nice in workers] == [-10, -10, -10] and daemon[1] == 0, groups
+        assert len({name for name, _ in groups}) == 4, groups
+
+
+def _autogroup(pid: int) -> tuple[str, int]:
+    """A process's scheduling group and its nice (/proc/PID/autogroup: "/autogroup-N nice K")."""
+    name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+    return name, int(nice)
 
 
 def _nice(pid: int) -> int:
     """A process's nice value (/proc/PID/stat, field 19)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+ONE_WRITE_SERVER = r'''
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(4096)
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n")  # the reply in one segment
+    c.recv(4096)  # the client closes first: the server's FIN comes after the decision
+    c.close()
+'''
+
+ONE_WRITE_CLIENT = r'''
+import socket, sys
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+    s.sendall(b"GET / HTTP/1.0\r\nHost: q.example\r\n\r\n")
+    data = b""
+    while not data.endswith(b"hi\n"):
+        data += s.recv(4096)
+    s.close()
+'''
+
+
+def test_only_payload_packets_before_the_decision_reach_the_queue(tl: TrafficLab, tmp_path: Path) -> None:
+    """SYN, SYN-ACK and pure ACKs stay in the kernel (the streams start at their first byte):
+    an HTTP exchange whose request and reply are a segment each costs the queue exactly those
+    two packets, of the ten or so the firewall forwards for it."""
+    (tl.dir / "onewrite.py").write_text(ONE_WRITE_SERVER)
+    (tmp_path / "client.py").write_text(ONE_WRITE_CLIENT)
+    tl.serve("onewrite", [sys.executable, str(tl.dir / "onewrite.py"), SERVER4, "8090"], 8090)
+    tl.fw.run(["nft", "-f", "-"], input="table inet probe {\n chain c {\n"
+              "  type filter hook forward priority 0;\n  tcp dport 8090 counter\n  tcp sport 8090 counter\n"
+              " }\n}\n")
+    live = Live(tl, tmp_path)
+    connections = 20
+    try:
+        before = queue_taken(tl)
+        tl.run_client([sys.executable, str(tmp_path / "client.py"), SERVER4, "8090", str(connections)])
+        taken = queue_taken(tl) - before
+        live.settled(connections)
+        decisions = [d for d in live.decisions() if d["server"].endswith(":8090")]
+    finally:
+        assert live.stop() == 0
+        probe = tl.fw.run(["nft", "-j", "list", "table", "inet", "probe"]).stdout
+        tl.fw.run(["nft", "delete", "table", "inet", "probe"])
+    forwarded = sum(r["rule"]["expr"][1]["counter"]["packets"] for r in json.loads(probe)["nftables"]
+                    if "rule" in r)
+    assert [(d["app"], d["packets"]) for d in decisions] == [("http", 2)] * connections, decisions
+    assert taken == 2 * connections, (taken, forwarded)
+    assert forwarded >= 7 * connections, forwarded  # SYN, SYN-ACK, ACK, 2 payloads, FINs and ACKs

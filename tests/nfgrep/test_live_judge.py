@@ -179,3 +179,28 @@ def test_a_batch_gets_its_verdicts_decided_first_then_one_by_one(engine_rules) -
     assert q.sent == [(4, http), (1, None), (2, http), (3, http)]
     assert q.flushes == [1, 2, 3, 4]
     assert [d.app for d in decisions] == ["http", "http"]
+
+
+def test_a_new_connection_on_a_reused_tuple_within_the_hold_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """SYNs never reach the queue, so a new connection on the addresses and ports of one
+    decided moments ago is told by its sequence numbers: far from where the decided
+    connection's streams ended, it is judged anew instead of taking that decision (the same
+    source port reused within the hold must not inherit another connection's app)."""
+    now = [0.0]
+    decisions: list = []
+    j = FlowJudge(Engine(engine_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
+    http = SHIPPED["http"]
+    j.packet(tcp(C, S, 40007, 80, 101, 0x18, REQUEST), reply=False)
+    assert j.packet(tcp(S, C, 80, 40007, 501, 0x18, RESPONSE), reply=True) == http
+    now[0] = 0.5  # in flight from the decided connection: later bytes, a retransmission, a FIN
+    assert j.packet(tcp(S, C, 80, 40007, 501 + len(RESPONSE), 0x18, b"x" * 10), reply=True) == http
+    assert j.packet(tcp(C, S, 40007, 80, 101, 0x18, REQUEST), reply=False) == http
+    assert j.packet(tcp(C, S, 40007, 80, 101 + len(REQUEST), 0x11), reply=False) == http
+    assert not j.flows and len(decisions) == 1
+    # a new connection on the same tuple, its first bytes at another initial sequence number
+    isn = 0x9000_0000
+    assert j.packet(tcp(C, S, 40007, 80, isn, 0x18, REQUEST[:20]), reply=False) == 0
+    assert len(j.flows) == 1
+    j.packet(tcp(C, S, 40007, 80, isn + 20, 0x18, REQUEST[20:]), reply=False)
+    assert j.packet(tcp(S, C, 80, 40007, 0x100, 0x18, RESPONSE), reply=True) == http
+    assert len(decisions) == 2 and decisions[1].packets == 3

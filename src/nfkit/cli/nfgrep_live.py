@@ -54,8 +54,9 @@ def _queues(queue: int | None, queues: str | None) -> tuple[int, int]:
               help="ebpf: attach on this interface (repeatable; default: every interface of the "
               "namespace but loopback)")
 @click.option("--nice", type=click.IntRange(-20, 19), default=-10, show_default=True,
-              help="the queue workers' nice value: packets wait in the kernel until a worker "
-              "runs, so on a busy machine it should get the CPU first")
+              help="the queue workers' nice value, and their own scheduling groups' where the "
+              "kernel groups tasks by session (autogroup): packets wait in the kernel until a "
+              "worker runs, so on a busy machine it should get the CPU first")
 def live(queue: int | None, queues: str | None, rules: tuple[str, ...], mark_mask: str,
          max_packets: int, max_bytes: int, as_json: bool, connlabel: str, status_socket: str,
          metrics: str, backend: str, interfaces: tuple[str, ...], nice: int) -> None:

@@ -21,7 +21,7 @@ import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from nfkit.errors import InputError
 
@@ -323,8 +323,11 @@ class CaptureReader:
             self.position = offset
 
 
-def pcap_offsets(data: bytes, pos: int, count: int, little: bool) -> tuple[list[int], int, bool]:
+def pcap_offsets(data: bytes, pos: int, count: int, little: bool,
+                 until: int | None = None) -> tuple[list[int], int, bool]:
     """Offsets of up to ``count`` whole pcap records from ``pos`` in mapped file ``data``.
+
+    ``until``: stop (not ``stopped``) at the first record starting at or after it.
 
     Returns ``(offsets, next position, stopped)``; ``stopped`` when the file
     ends or a record is damaged at the next position (`CaptureReader.stopped_at`
@@ -335,12 +338,15 @@ def pcap_offsets(data: bytes, pos: int, count: int, little: bool) -> tuple[list[
     offsets: list[int] = []
     append = offsets.append
     last = limit - 16
+    stop_at = limit + 1 if until is None else until
     if little and sys.byteorder == "little":
         # four 32-bit views, one per alignment: a capture length is one index, no unpacking
         mv = memoryview(data)
         views = [mv[k:k + (limit - k) // 4 * 4].cast("I") for k in range(4)]
         try:
             for _ in range(count):
+                if pos >= stop_at:
+                    return offsets, pos, False
                 if pos > last:
                     return offsets, pos, True
                 q = pos + 8
@@ -356,6 +362,8 @@ def pcap_offsets(data: bytes, pos: int, count: int, little: bool) -> tuple[list[
         return offsets, pos, False
     caplen_at = struct.Struct("<I" if little else ">I").unpack_from
     for _ in range(count):
+        if pos >= stop_at:
+            return offsets, pos, False
         if pos > last:
             return offsets, pos, True
         nxt = pos + 16 + caplen_at(data, pos + 8)[0]
@@ -364,6 +372,130 @@ def pcap_offsets(data: bytes, pos: int, count: int, little: bool) -> tuple[list[
         append(pos)
         pos = nxt
     return offsets, pos, False
+
+
+WALK_BLOCK = 1 << 18  # bytes of a file one speculative walker of `pcap_records` covers
+WALK_WINDOW = 2048  # bytes at a block's start searched for its first record
+
+
+def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
+                 block: int = WALK_BLOCK, window: int = WALK_WINDOW) -> tuple[Any, int, bool]:
+    """The record offsets `pcap_offsets` gives from ``pos``, for the records starting before ``end``.
+
+    Returns ``(offsets as an int64 array, next position, stopped)`` with
+    `pcap_offsets`' meaning (``stopped``: the file ends or is damaged at the
+    next position).  The chain of records (each starts where the previous
+    one's capture length ends it) is walked by numpy for many blocks of the
+    file at once: each block's walker starts at the first plausible record
+    header near the block's start (a guess), every walker steps to the end
+    of its block, and the guesses are then checked in file order: a block
+    is taken from the walk only from the record where the true chain (from
+    ``pos``) enters it, and walked again one record at a time when the
+    walker never met that record (a wrong guess, or payload that looks like
+    a header: slower, never wrong).
+    """
+    import numpy as np
+
+    limit = len(data)
+    end = min(end, limit)
+    order = "<" if little else ">"
+    if pos >= end:
+        return np.zeros(0, dtype=np.int64), pos, pos > limit - 16
+    if limit < 16:
+        return np.zeros(0, dtype=np.int64), pos, True
+    u32 = np.ndarray(shape=(limit - 3,), dtype=np.dtype(order + "u4"), buffer=data, strides=(1,))
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    nb = -(-(end - pos) // block)
+    bstart = pos + np.arange(nb, dtype=np.int64) * block
+    bend = np.minimum(bstart + block, end)
+    # each block's guess: the first offset near its start that reads as a record header
+    # (high bytes of the sub-second, capture and wire lengths zero, then the whole test)
+    starts = np.full(nb, -1, dtype=np.int64)
+    starts[0] = pos
+    rows = np.flatnonzero(bstart + window + 16 <= limit)
+    rows = rows[rows > 0]
+    if len(rows):
+        view = np.lib.stride_tricks.as_strided(u8[int(bstart[rows[0]]):], shape=(len(rows), window + 16),
+                                               strides=(block, 1))
+        zero = view == 0
+        hi = (7, 11, 15) if little else (4, 8, 12)
+        cand = zero[:, hi[0]:hi[0] + window] & zero[:, hi[1]:hi[1] + window] \
+            & zero[:, hi[2]:hi[2] + window]
+        r, c = np.nonzero(cand)
+        k = bstart[rows[r]] + c
+        cap = u32[k + 8]
+        sec0 = int(u32[pos]) if pos <= limit - 4 else 0
+        good = (cap <= MAX_RECORD) & (k + 16 + cap <= limit) & (u32[k + 4] < divisor) & (u32[k + 12] >= cap)
+        good &= np.abs(u32[k].astype(np.int64) - sec0) < (1 << 26)
+        r, k = r[good], k[good]
+        if len(r):
+            firsts = np.flatnonzero(np.diff(r, prepend=-1))
+            starts[rows[r[firsts]]] = k[firsts]
+    # every walker to the end of its block, in lock step
+    wid = np.flatnonzero(starts >= 0)
+    cur = starts[wid]
+    exits = np.full(nb, -1, dtype=np.int64)
+    dead = np.zeros(nb, dtype=bool)
+    seen: list[Any] = []
+    seen_by: list[Any] = []
+    last = limit - 16
+    while len(wid):
+        bad = cur > last
+        caplen = u32[np.where(bad, 0, cur) + 8]
+        nxt = cur + 16 + caplen
+        bad |= (caplen > MAX_RECORD) | (nxt > limit)
+        if bad.any():
+            exits[wid[bad]] = cur[bad]
+            dead[wid[bad]] = True
+            keep = ~bad
+            wid, cur, nxt = wid[keep], cur[keep], nxt[keep]
+        seen.append(cur)
+        seen_by.append(wid)
+        out = nxt >= bend[wid]
+        if out.any():
+            exits[wid[out]] = nxt[out]
+            keep = ~out
+            wid, cur = wid[keep], nxt[keep]
+        else:
+            cur = nxt
+    # what each walker met, block by block in file order (a walker stays in its block)
+    if seen:
+        by = np.concatenate(seen_by)
+        base = np.zeros(nb + 1, dtype=np.int64)
+        np.cumsum(np.bincount(by, minlength=nb), out=base[1:])
+        met = np.empty(len(by), dtype=np.int64)
+        step = np.repeat(np.arange(len(seen), dtype=np.int64), [len(v) for v in seen])
+        met[base[by] + step] = np.concatenate(seen)
+    else:
+        base = np.zeros(nb + 1, dtype=np.int64)
+        met = np.zeros(0, dtype=np.int64)
+    # the true chain, checked block by block
+    pieces: list[Any] = []
+    entry = pos
+    blocks_end = bend.tolist()
+    starts_l, exits_l, dead_l, base_l = starts.tolist(), exits.tolist(), dead.tolist(), base.tolist()
+    for b in range(nb):
+        if entry >= blocks_end[b]:
+            continue  # a record spans the whole block
+        lo, hi_ = base_l[b], base_l[b + 1]
+        if starts_l[b] == entry:
+            at = lo
+        else:
+            at = lo + int(np.searchsorted(met[lo:hi_], entry))
+            if at >= hi_ or met[at] != entry:
+                at = -1
+        if at >= 0:
+            pieces.append(met[at:hi_])
+            entry = exits_l[b]
+            if dead_l[b]:
+                return np.concatenate(pieces), entry, True
+            continue
+        offsets, entry, stopped = pcap_offsets(data, entry, 1 << 62, little, until=blocks_end[b])
+        pieces.append(np.array(offsets, dtype=np.int64))
+        if stopped:
+            return np.concatenate(pieces), entry, True
+    got = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    return got, entry, entry > last
 
 
 # pcap file header: magic, version 2.4, zone, sigfigs, snaplen, linktype (24 bytes)

@@ -47,7 +47,7 @@ import numpy as np
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
 from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import Batch, from_frames
+from nfkit.nfgrep.batch import Batch, frame_heads, from_frames
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -55,7 +55,7 @@ from nfkit.nfgrep.capture import (
     address_text,
     decode,
     endpoint_text,
-    pcap_offsets,
+    pcap_records,
 )
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
@@ -71,6 +71,7 @@ ACTIVE_BYTES = 4096  # bound per flow the engine looks at (measured ~3,450), byt
 MAX_MEMORY = 512 << 20  # default budget of a run
 ENGINE_WINDOW = 16384  # bytes the engine keeps per direction at most (engine.WINDOW)
 BATCH = 65536  # frames parsed at once by `read`
+SPAN = 64 << 20  # bytes of a pcap file whose records are found at once (`pcap_records`)
 RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
 WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
@@ -433,31 +434,29 @@ class Classifier:
         """Walk a mapped pcap file batch by batch; returns (position, records read)."""
         order = rec.format[0]
         little = order == "<"
-        u32 = np.dtype(f"{order}u4")
         limit = len(data)
+        words = np.ndarray(shape=(limit - 3,), dtype=np.dtype(f"{order}u4"), buffer=data, strides=(1,))
         pos = 24
         total = 0
         released = 0
         stopped = False
         while not stopped:
-            offsets, pos, stopped = pcap_offsets(data, pos, BATCH, little)
-            if offsets:
-                at = np.array(offsets, dtype=np.int64)
-                heads = np.ndarray(shape=(limit - 3,), dtype=u32, buffer=data, strides=(1,))
-                sec, frac, caplens = heads[at], heads[at + 4], heads[at + 8]
-                del heads
+            offsets, pos, stopped = pcap_records(data, pos, pos + SPAN, little, divisor)
+            for lo in range(0, len(offsets), BATCH):
+                at = offsets[lo:lo + BATCH]
+                head = frame_heads(data, at + 16)  # each frame's first bytes, for the parse
+                sec, frac, caplen = words[at], words[at + 4], words[at + 8]  # lines just read
                 ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
-                self._batch(Batch(data, ts, at + 16, caplens.astype(np.int64), link))
-                total += len(offsets)
+                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head))
+                total += len(at)
                 # the pages read so far are not needed again: resident memory stays a batch's
-                done = pos // mmap.PAGESIZE * mmap.PAGESIZE
+                after = int(offsets[lo + BATCH]) if lo + BATCH < len(offsets) else pos
+                done = after // mmap.PAGESIZE * mmap.PAGESIZE
                 if done > released:
                     data.madvise(mmap.MADV_DONTNEED, released, done - released)  # type: ignore[attr-defined]
                     released = done
                 if progress is not None:
-                    progress(pos, reader.size)
-            elif not stopped:
-                break
+                    progress(after, reader.size)
         if pos != limit:
             reader.packets = total
             reader.stopped_at(data, pos, rec)

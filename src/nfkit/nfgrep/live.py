@@ -82,6 +82,12 @@ MAX_BYTES = 4096
 HEADROOM = 120          # IP and TCP headers with options, before the payload
 MAX_FLOWS = 65536
 DECIDED_HOLD = 2.0      # seconds a decision answers for packets queued before it took effect
+# a TCP packet within the hold belongs to the decided connection when its sequence number is
+# at most this far past where that direction's stream was when it was decided (or this far
+# before: a retransmission); elsewhere it is a new connection on the same tuple (SYNs never
+# reach the queue: its start is told by its initial sequence number, random over 2**32)
+SAME_CONNECTION_AHEAD = 1 << 24
+SAME_CONNECTION_BEHIND = 1 << 20
 IDLE = 60.0
 BACKENDS = ("auto", "ebpf", "queue")
 _LINK_RAW = 101
@@ -236,7 +242,7 @@ class Decision:
 
 class _Flow:
     __slots__ = ("client", "st", "streams", "packets", "bytes", "first", "last", "cut", "starts",
-                 "missed", "announced")
+                 "missed", "announced", "ends")
 
     def __init__(self, client: bytes, st: Any, streams: list[Any] | None, now: float) -> None:
         self.client = client
@@ -252,6 +258,7 @@ class _Flow:
         self.starts: tuple[int | None, int | None] = (None, None)
         self.missed = False
         self.announced: set[Any] | None = None  # expectations passed on (to the eBPF classifier)
+        self.ends: list[int | None] = [None, None]  # TCP: per direction, the sequence after its last byte
 
 
 # what `FlowJudge.triage` leaves for `FlowJudge.judge`: the decoded packet, its flow key, when
@@ -290,8 +297,9 @@ class FlowJudge:
         self.clock = clock
         self.reassembler = Reassembler(max_buffer=max(max_bytes, 4096), max_total=32 << 20)
         self.flows: dict[tuple[Any, ...], _Flow] = {}
-        # decided flows, for packets queued before their verdict came: (app id, when)
-        self.decided: dict[tuple[Any, ...], tuple[int, float]] = {}
+        # decided flows, for packets queued before their verdict came: (app id, when, client,
+        # each direction's sequence after its last byte seen, or None: see `_same_connection`)
+        self.decided: dict[tuple[Any, ...], tuple[int, float, bytes, list[int | None]]] = {}
         self.unknown_id = registry.id(None)
         self._names: dict[int, str] = {}  # id -> name, as `Registry.name` (the first name)
         for name, i in registry.ids.items():
@@ -328,7 +336,7 @@ class FlowJudge:
         if self.decided:
             done = self.decided.get(key)
             if done is not None:
-                if now - done[1] <= DECIDED_HOLD:
+                if now - done[1] <= DECIDED_HOLD and (proto != 6 or _same_connection(done, a, d[6])):
                     return done[0], None
                 del self.decided[key]  # a new connection on the same addresses and ports
         return ENGINE, (d, a, b, key, now)
@@ -364,6 +372,8 @@ class FlowJudge:
         flow.bytes += len(payload)
         flow.last = now
         direction = 0 if a == flow.client else 1
+        if proto == 6:
+            flow.ends[direction] = (seq + len(payload) + (flags & 1)) & 0xFFFFFFFF
         st = flow.st
         if not st.done:
             streams = flow.streams
@@ -409,7 +419,7 @@ class FlowJudge:
         decided = self.decided
         if len(decided) >= self.max_flows:
             del decided[next(iter(decided))]
-        decided[key] = (app_id, now)
+        decided[key] = (app_id, now, flow.client, flow.ends)
         c = self.counts
         c["decided"] += 1
         if app_id == self.unknown_id:
@@ -441,6 +451,17 @@ class FlowJudge:
             self._expire(key, "undecided_dropped")
 
 
+def _same_connection(done: tuple[int, float, bytes, list[int | None]], source: bytes, seq: int) -> bool:
+    """Does a TCP packet from ``source`` with sequence number ``seq`` belong to the decided
+    connection ``done`` (in flight when it was decided) rather than to a new one on the same
+    tuple?  A direction never seen before the decision cannot tell: the decision holds."""
+    end = done[3][0 if source == done[2] else 1]
+    if end is None:
+        return True
+    ahead = (seq - end) & 0xFFFFFFFF
+    return ahead < SAME_CONNECTION_AHEAD or ahead > (1 << 32) - SAME_CONNECTION_BEHIND
+
+
 # -- one worker per queue ----------------------------------------------------------------
 
 @dataclass
@@ -464,6 +485,30 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+AUTOGROUP = "/proc/self/autogroup"
+
+
+def _own_scheduling_group(num: int, nice: int, path: str = AUTOGROUP) -> None:
+    """Give the worker a scheduling group of its own, at ``nice``.
+
+    Where the kernel groups tasks by session for the CPU (CONFIG_SCHED_AUTOGROUP,
+    tasks outside a cpu cgroup of their own), a nice value ranks a task only within its
+    session's group, and every group gets an equal share: at nice -10 a worker on a
+    machine running other sessions got a quarter of a CPU and its packets waited
+    (bench/nfgrep-live/README.md).  The worker takes a session of its own first, so the
+    group reniced is its own, never the terminal session it was started from.
+    """
+    if not os.path.exists(path):  # a kernel without autogroups: the nice value is enough
+        return
+    try:
+        os.setsid()
+        with open(path, "w") as f:
+            f.write(str(nice))
+    except OSError as exc:
+        log.warning("queue %d: worker scheduling group (nice %d) not set: %s", num, nice,
+                    exc.strerror or exc)
 
 
 def _kernel_starts(classifier: Any) -> Callable[[int, bytes, bytes], tuple[int | None, int | None]]:
@@ -530,6 +575,7 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
         os.setpriority(os.PRIO_PROCESS, 0, opts.nice)
     except OSError as exc:  # no CAP_SYS_NICE: the worker runs at the inherited priority
         log.warning("queue %d: worker priority (nice %d) not set: %s", num, opts.nice, exc.strerror)
+    _own_scheduling_group(num, opts.nice)
     ready.set()
     sel = selectors.DefaultSelector()
     sel.register(queue.fileno(), selectors.EVENT_READ)
@@ -791,7 +837,9 @@ class LiveService(Service):
                 "uptime": round(time.time() - self.started, 1), "table": TABLE}
 
     def _kernel_flows(self) -> dict[str, Any] | None:
-        """The eBPF classifier's flow map now: entries per state and decided per app."""
+        """The eBPF classifier's flow map now: entries per state and decided per app; and
+        its counters since loading (`Classifier.counts`: every decision, where the map's
+        entries are replaced by reopened tuples and evicted)."""
         cl = self.classifier
         if cl is None:
             return None
@@ -808,7 +856,7 @@ class LiveService(Service):
             states[state] = states.get(state, 0) + 1
             if e.app is not None:
                 apps[e.app] = apps.get(e.app, 0) + 1
-        return {"states": states, "apps": apps}
+        return {"states": states, "apps": apps, "counts": cl.counts()}
 
     def _metrics(self) -> Any:
         from prometheus_client import CollectorRegistry

@@ -139,6 +139,18 @@ class Map(_Fd):
             raise
         return vbuf.raw[:self.value_size]
 
+    def lookup_cpus(self, key: bytes) -> list[bytes] | None:
+        """A per-CPU map's values under ``key``, one per possible CPU, or None."""
+        stride = (self.value_size + 7) & ~7
+        vbuf = ctypes.create_string_buffer(stride * possible_cpus())
+        try:
+            self._elem("BPF_MAP_LOOKUP_ELEM", key, vbuf, 0, "lookup")
+        except BpfError as exc:
+            if exc.errno == _errno.ENOENT:
+                return None
+            raise
+        return [vbuf.raw[i:i + self.value_size] for i in range(0, len(vbuf.raw), stride)]
+
     def delete(self, key: bytes) -> bool:
         try:
             self._elem("BPF_MAP_DELETE_ELEM", key, None, 0, "delete")

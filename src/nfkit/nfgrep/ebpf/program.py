@@ -42,9 +42,11 @@ import re
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from nfkit.errors import InputError
-from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP, Program
+from nfkit.nfgrep.bytecode import OPCODES, OPS, TCP, UDP, Instr, Program
+from nfkit.nfgrep.codegen import first_bytes
 from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
 from nfkit.nfgrep.ebpf.insn import (
     FP,
@@ -76,7 +78,16 @@ from nfkit.nfgrep.ebpf.insn import (
     st,
     stx,
 )
-from nfkit.nfgrep.ebpf.spec import HELPER, HELPER_NAMES, SKB_MARK, TC_ACT_OK
+from nfkit.nfgrep.ebpf.spec import (
+    BPF_ANY,
+    BPF_NOEXIST,
+    HELPER,
+    HELPER_NAMES,
+    SKB_DATA,
+    SKB_DATA_END,
+    SKB_MARK,
+    TC_ACT_OK,
+)
 from nfkit.nfgrep.ebpf.steps import (
     BIG,
     BUF,
@@ -86,11 +97,22 @@ from nfkit.nfgrep.ebpf.steps import (
     F_P,
     F_VARS,
     FAIL,
+    FIELD_BYTES,
     GIVE_UP,
     HELD,
-    MAX_FRAME,
+    IS_BYTES,
+    IS_LEN,
+    IS_STATUS,
+    KEPT,
+    KEPT_END,
+    KEPT_START,
+    KEPT_STATUS,
+    KEPT_UNREADABLE,
     NEED,
+    NOT_KEPT,
     PAD,
+    FieldSlots,
+    Frame,
     StepCompiler,
     live_in,
     splice,
@@ -120,7 +142,13 @@ MARK_MASK = DEFAULT_MARK_MASK
 V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER = \
     0, 1, 2, 3, 4, 8, 12, 16, 17
 V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
+FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
+V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_HINTED, V_OUT = 24, 32
+# per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
+# with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
+C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
+COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected")
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
 S_SRC, S_DST = -80, -64  # endpoints (16 bytes each, 8-aligned)
@@ -129,6 +157,7 @@ S_L4 = -152        # TCP/UDP header bytes (24)
 S_MISC = -224      # 9 u64 slots: see below
 M_PAYOFF, M_PAYLEN, M_N, M_PROTO, M_SPORT, M_DPORT, M_SRCLO, M_FLAGS, M_DIR = range(9)
 S_MAPKEY = -232    # the scratch map's key (0)
+S_UPDATE = -240    # the new entry's map_update_elem flags (BPF_NOEXIST, or BPF_ANY: reopened)
 
 
 def _misc(i: int) -> int:
@@ -174,6 +203,11 @@ class SigInfo:
     persist: dict[int, int] = field(default_factory=dict)  # var -> value offset
     announces: bool = False
     children: list[int] = field(default_factory=list)
+    # fields some loaded protocol's `field ... is` tests, kept by this one's steps:
+    keeps: dict[str, list[int]] = field(default_factory=dict)  # field -> its steps (index in steps)
+    watch_keeps: set[str] = field(default_factory=set)  # ... kept by its watches (not followed)
+    fields: dict[str, int] = field(default_factory=dict)  # field -> value offset (FIELD_SIZE)
+    chain: list[int] | None = None  # the protocols it runs after, nearest first (None: ambiguous)
 
 
 @dataclass
@@ -189,6 +223,7 @@ class Compiled:
     functions: list[tuple[int, str]]  # (first slot, name) of each subprogram, main first
     scratch_size: int
     owners: list[tuple[int, str]]  # (first slot, what the code from there belongs to)
+    counters: int = 0  # offset of the per-CPU counters in the scratch map's value
 
     def owner(self, slot: int) -> str:
         """The protocol and step (or the packet path) an instruction belongs to."""
@@ -229,6 +264,7 @@ class _Builder:
                 for parent in self.sigs:
                     if parent.name == s.after and parent.transports & s.transports:
                         parent.children.append(s.index)
+        self.fields_of_steps()
         reg = registry if registry is not None else registry_for([s.name for s in self.sigs])
         self.apps = {n: i for n, i in reg.ids.items()
                      if n == "ftp-data" or any(s.name == n for s in self.sigs)}
@@ -245,19 +281,140 @@ class _Builder:
             for var in sorted(later):
                 s.persist[var] = off
                 off += 8
+        for s in self.sigs:
+            for name in sorted(s.keeps):
+                s.fields[name] = off
+                off += FIELD_SIZE
         self.value_size = off
-        # the scratch map's value: payload buffer, new-entry template, step frame
-        self.fr = (BUF + PAD + off + 7) & ~7
-        # then three u64 masks (classified, stuck, waiting) the decision builds: in map
-        # memory, so the kernel verifier does not follow each combination of bits apart
-        self.mk = self.fr + MAX_FRAME
-        self.scratch_size = self.mk + 32  # and the directions needing more data
+        # the scratch map's value: payload buffer, new-entry template, then three u64
+        # masks (classified, stuck, waiting) the decision builds and the directions needing
+        # more data: in map memory, so the kernel verifier does not follow each combination
+        # of bits apart; then the step frame, as large as the largest step needs
+        # per-CPU counters first (no atomic operation needed): C_* then one per protocol
+        self.cnt = (BUF + PAD + off + 7) & ~7
+        self.mk = self.cnt + 8 * (C_DECIDED + len(self.sigs))
+        self.fr = self.mk + 32
+        # the packet path writes the frame's fixed slots and variables before any step runs
+        self.frame_used = max([Frame(len(s.program.protocols[s.proto].variables)).used
+                               for s in self.sigs] + [F_VARS])
         self.asm = Assembler()
         self.tail: list[tuple[str, Assembler]] = []
         self.step_labels: dict[tuple[int, int], str] = {}
         self.translated: dict[str, str] = {}
 
+    def fields_of_steps(self) -> None:
+        """Which steps keep the fields `field ... is` tests, each protocol's chain of
+        parents, and each step's field slots in the frame (steps.FieldSlots)."""
+        tested: set[str] = set()
+        for s in self.sigs:
+            for step in s.program.protocols[s.proto].steps:
+                tested |= _field_names(s.program, step.code, ("FIELD_IS",))
+        self.step_fields: dict[tuple[int, int], FieldSlots] = {}
+        for s in self.sigs:
+            proto = s.program.protocols[s.proto]
+            for i, si in enumerate(s.steps):
+                for name in _field_names(s.program, proto.steps[si].code, KEEPS) & tested:
+                    s.keeps.setdefault(name, []).append(i)
+            for step in proto.steps:
+                if step.watch:
+                    s.watch_keeps |= _field_names(s.program, step.code, KEEPS) & tested
+            chain: list[int] | None = []
+            cur = s
+            while cur.after is not None and chain is not None and len(chain) < len(self.sigs):
+                parents = [p for p in self.sigs if p.name == cur.after and p.transports & cur.transports]
+                if len(parents) != 1:
+                    chain = None
+                    break
+                cur = parents[0]
+                chain.append(cur.index)
+            s.chain = chain
+            base = Frame(len(proto.variables)).fields_at
+            for i, si in enumerate(s.steps):
+                self.step_fields[(s.index, i)] = FieldSlots.layout(
+                    base, sorted(n for n, steps in s.keeps.items() if i in steps),
+                    sorted(_field_names(s.program, proto.steps[si].code, ("FIELD_IS",))))
+
+    def field_value(self, s: SigInfo, name: str, at: int) -> None:
+        """Before a step testing field ``name`` runs: the field's value, as the engine would
+        see it once the protocols ``s`` runs after have won, into the frame at ``at`` (from
+        r7): from the nearest of them that kept it, when each of its steps keeping it has
+        held (so no later step can change it); else the step's test is UNSURE."""
+        a = self.asm
+        unsure, done = a.fresh("fieldunsure"), a.fresh("fieldvalue")
+        for anc in s.chain if s.chain is not None else [None]:
+            parent = None if anc is None else self.sigs[anc]
+            if parent is None or name in parent.watch_keeps:
+                a.emit(ja(unsure))
+                break
+            if name not in parent.keeps:
+                continue
+            for i in parent.keeps[name]:
+                a.emit(ldx("b", R1, R8, parent.out[i]), jmp("jne", R1, unsure, imm=O_HELD))
+            off, nxt = parent.fields[name], a.fresh("notkept")
+            a.emit(ldx("b", R1, R8, off), jmp("jeq", R1, nxt, imm=NOT_KEPT),
+                   jmp("jne", R1, unsure, imm=KEPT), st("dw", R7, at + IS_STATUS, 0),
+                   ldx("b", R1, R8, off + 1), stx("dw", R7, at + IS_LEN, R1))
+            for k in range(0, FIELD_BYTES, 8):
+                a.emit(ldx("dw", R1, R8, off + 8 + k), stx("dw", R7, at + IS_BYTES + k, R1))
+            a.emit(ja(done))
+            a.label(nxt)
+        else:  # kept by none of them: the engine's empty value
+            a.emit(st("dw", R7, at + IS_STATUS, 0), st("dw", R7, at + IS_LEN, 0), ja(done))
+        a.label(unsure)
+        a.emit(st("dw", R7, at + IS_STATUS, 1))
+        a.label(done)
+
+    def keep_field(self, s: SigInfo, name: str, at: int) -> None:
+        """After a step held: the field it kept (frame slot ``at``, from r7) into the flow
+        entry, FIELD_BYTES at most (longer, or not rebuilt in the kernel: unreadable)."""
+        a = self.asm
+        off = s.fields[name]
+        skip, unread = a.fresh("keptnone"), a.fresh("keptunread")
+        a.emit(ldx("dw", R1, R7, at + KEPT_STATUS), jmp("jeq", R1, skip, imm=NOT_KEPT),
+               jmp("jne", R1, unread, imm=KEPT), ldx("dw", R2, R7, at + KEPT_END),
+               ldx("dw", R3, R7, at + KEPT_START), alu64("sub", R2, R3),
+               jmp("jgt", R2, unread, imm=FIELD_BYTES), st("b", R8, off, KEPT),
+               stx("b", R8, off + 1, R2))
+        for k in range(0, FIELD_BYTES, 8):
+            a.emit(mov(R4, R3), alu64("add", R4, imm=k), alu64("and", R4, imm=BUF - 1),
+                   alu64("add", R4, R7), ldx("dw", R5, R4, 0), stx("dw", R8, off + 8 + k, R5))
+        a.emit(ja(skip))
+        a.label(unread)
+        a.emit(st("b", R8, off, KEPT_UNREADABLE))
+        a.label(skip)
+
     # -- small pieces ----------------------------------------------------------
+    def scratch(self) -> None:
+        """r7 = the per-CPU scratch map's value (payload buffer, template, frame, masks)."""
+        a = self.asm
+        a.emit(st("dw", FP, S_MAPKEY, 0), mov(R2, FP), alu64("add", R2, imm=S_MAPKEY),
+               ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
+               jmp("jeq", R0, "pass", imm=0), mov(R7, R0))
+
+    def header(self, off_reg: int | None, off_imm: int, stack: int, size: int,
+               out: str) -> None:
+        """``size`` header bytes at a packet offset onto the stack: read in place when the
+        skb's linear data holds them (direct packet access, no helper call), else copied
+        by bpf_skb_load_bytes; ``out`` when the packet is shorter."""
+        a = self.asm
+        slow, done = a.fresh("hdrslow"), a.fresh("hdr")
+        a.emit(ldx("w", R3, R6, SKB_DATA), ldx("w", R2, R6, SKB_DATA_END))
+        if off_reg is not None:
+            a.emit(alu64("add", R3, off_reg))
+        elif off_imm:
+            a.emit(alu64("add", R3, imm=off_imm))
+        a.emit(mov(R4, R3), alu64("add", R4, imm=size), jmp("jgt", R4, slow, src=R2))
+        k = 0
+        while k < size:
+            width = 8 if size - k >= 8 else 4 if size - k >= 4 else 2 if size - k >= 2 else 1
+            sz = {8: "dw", 4: "w", 2: "h", 1: "b"}[width]
+            a.emit(ldx(sz, R1, R3, k), stx(sz, FP, stack + k, R1))
+            k += width
+        a.emit(ja(done))
+        a.label(slow)
+        self.load_bytes(off_reg, off_imm, stack, size, out)
+        a.label(done)
+
     def load_bytes(self, off_reg: int | None, off_imm: int, stack: int, size: int,
                    out: str) -> None:
         a = self.asm
@@ -272,8 +429,15 @@ class _Builder:
     def be16(self, dst: int, base: int, off: int) -> None:
         self.asm.emit(ldx("h", dst, base, off), bswap(dst, 16))
 
-    def set_state(self, state: int, mark: int, then: str) -> None:
+    def count(self, slot: int) -> None:
+        """One more in a per-CPU counter (the scratch map's value, in r7)."""
+        off = self.cnt + 8 * slot
+        self.asm.emit(ldx("dw", R1, R7, off), alu64("add", R1, imm=1), stx("dw", R7, off, R1))
+
+    def set_state(self, state: int, mark: int, then: str, counter: int | None = None) -> None:
         a = self.asm
+        if counter is not None:
+            self.count(counter)
         a.emit(st("b", R8, V_STATE, state), st("w", R8, V_MARK, mark), ja(then))
 
     # -- the program -----------------------------------------------------------
@@ -281,9 +445,8 @@ class _Builder:
         a = self.asm
         a.note("entry: r6 = skb, r7 = payload buffer, r8 = flow entry, r9 = step frame")
         a.emit(mov(R6, R1))
-        a.emit(st("dw", FP, S_MAPKEY, 0), mov(R2, FP), alu64("add", R2, imm=S_MAPKEY),
-               ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
-               jmp("jeq", R0, "pass", imm=0), mov(R7, R0))
+        # a decided flow's packet costs the headers read in place and one map lookup: the
+        # scratch map (payload buffer, template, frame) is looked up only when needed
         self.parse()
         self.lookup_flow()
         self.per_packet()
@@ -311,9 +474,11 @@ class _Builder:
                     continue
                 nvars = len(s.program.protocols[s.proto].variables)
                 sc = StepCompiler(a, self.tail, s.program, nvars, self.scratch_fd,
-                                  f"{s.name}.{s.program.text(code[si].name)}", self.fr)
+                                  f"{s.name}.{s.program.text(code[si].name)}", self.fr,
+                                  self.step_fields[(s.index, i)])
                 before = len(a.insns)
                 sc.compile(code[si].code, label)
+                self.frame_used = max(self.frame_used, sc.frame.used)
                 key = f"{s.name}.{s.program.text(code[si].name)}"
                 self.translated[key] = "yes" if len(a.insns) - before > 2 else \
                     a.comments.get(before, "not translated")
@@ -348,17 +513,18 @@ class _Builder:
             (slots[a.labels[t]], "f_" + "".join(ch if ch.isalnum() else "_" for ch in t))
             for t in targets if t is not None)
         return Compiled(insns, a.slot_comments(), self.sigs, self.apps, self.value_size,
-                        self.translated, functions, self.scratch_size, owners)
+                        self.translated, functions, self.fr + self.frame_used, owners,
+                        self.cnt)
 
     def parse(self) -> None:
         """Ethernet, IPv4 (no fragments) or IPv6 (no extension headers), TCP or UDP."""
         a = self.asm
         a.note("parse: ethernet, IPv4/IPv6, TCP/UDP (anything else passes untouched)")
-        self.load_bytes(None, 0, S_HDR, 14, "pass")
+        self.header(None, 0, S_HDR, 14, "pass")
         self.be16(R1, FP, S_HDR + 12)
         a.emit(jmp("jeq", R1, "ipv4", imm=0x0800), jmp("jeq", R1, "ipv6", imm=0x86DD), ja("pass"))
         a.label("ipv4")
-        self.load_bytes(None, 14, S_HDR, 20, "pass")
+        self.header(None, 14, S_HDR, 20, "pass")
         a.emit(ldx("b", R1, FP, S_HDR), alu64("and", R1, imm=15), alu64("lsh", R1, imm=2),
                jmp("jlt", R1, "pass", imm=20))
         self.be16(R2, FP, S_HDR + 6)
@@ -372,15 +538,14 @@ class _Builder:
             a.emit(ldx("w", R2, FP, S_HDR + at), stx("dw", FP, base, R2), st("dw", FP, base + 8, 0))
         a.emit(movi(R5, 4), stx("dw", FP, _misc(M_FLAGS), R5), ja("l4"))
         a.label("ipv6")
-        self.load_bytes(None, 14, S_HDR, 40, "pass")
+        self.header(None, 14, S_HDR, 40, "pass")
         a.emit(ldx("b", R2, FP, S_HDR + 6), stx("dw", FP, _misc(M_PROTO), R2))
         self.be16(R3, FP, S_HDR + 4)
         a.emit(alu64("add", R3, imm=54), stx("dw", FP, _misc(M_PAYLEN), R3))
         a.emit(movi(R1, 54), stx("dw", FP, _misc(M_PAYOFF), R1))
-        for base, at in ((S_SRC, 8), (S_DST, 24)):
+        for base, at in ((S_SRC, 8), (S_DST, 24)):  # 8-aligned on the stack: whole words
             for k in (0, 8):
-                a.emit(ldx("w", R2, FP, S_HDR + at + k), ldx("w", R3, FP, S_HDR + at + k + 4),
-                       alu64("lsh", R3, imm=32), alu64("or", R2, R3), stx("dw", FP, base + k, R2))
+                a.emit(ldx("dw", R2, FP, S_HDR + at + k), stx("dw", FP, base + k, R2))
         a.emit(movi(R5, 6), stx("dw", FP, _misc(M_FLAGS), R5))
         a.label("l4")
         # r1 = L4 offset; TCP: 20 bytes, UDP: 8
@@ -393,7 +558,7 @@ class _Builder:
         a.emit(ja("pass"))
         a.label("tcp")
         a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
-        self.load_bytes(R8, 0, S_L4, 20, "pass")
+        self.header(R8, 0, S_L4, 20, "pass")
         a.emit(ldx("b", R1, FP, S_L4 + 12), alu64("rsh", R1, imm=4), alu64("lsh", R1, imm=2),
                jmp("jlt", R1, "pass", imm=20), alu64("add", R8, R1))
         a.emit(ldx("b", R1, FP, S_L4 + 13), alu64("lsh", R1, imm=8),
@@ -401,7 +566,7 @@ class _Builder:
                stx("dw", FP, _misc(M_FLAGS), R1), ja("ports"))
         a.label("udp")
         a.emit(ldx("dw", R8, FP, _misc(M_PAYOFF)))
-        self.load_bytes(R8, 0, S_L4, 8, "pass")
+        self.header(R8, 0, S_L4, 8, "pass")
         a.emit(alu64("add", R8, imm=8))
         a.label("ports")
         # r8 = payload offset; payload length = min(IP end, skb->len) - offset
@@ -449,14 +614,46 @@ class _Builder:
                ldx("dw", R2, FP, _misc(M_FLAGS)), alu64("and", R2, imm=0xFF),
                alu64("lsh", R2, imm=40), alu64("or", R1, R2), stx("dw", FP, S_KEY + 32, R1))
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
-               call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jne", R0, "known", imm=0))
+               call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "miss", imm=0))
+        # TCP FIN, RST, SYN on a known flow: the only packets of a decided flow that do more
+        a.emit(ldx("dw", R1, FP, _misc(M_FLAGS)), jmp("jset", R1, "tcpctl", imm=0x07 << 8),
+               ja("known"))
+        self.reopen()
+        a.label("miss")
+        a.emit(st("dw", FP, S_UPDATE, BPF_NOEXIST))
+        a.label("newflow")
         self.new_flow()
         a.label("known")
+
+    def reopen(self) -> None:
+        """A closed TCP flow's tuple used again (the flow table's REOPEN, flow/tcpstate.py):
+        FINs and RSTs are remembered; the client's pure SYN after a RST or both FINs
+        starts a new flow in the same entry, so it is classified afresh (a port reused
+        soon after, as a busy client does, never inherits the last connection's app)."""
+        a = self.asm
+        a.label("tcpctl")
+        a.emit(alu64("rsh", R1, imm=8), jmp("jset", R1, "ctlsyn", imm=0x02))
+        # FIN or RST: this direction's FIN bit (1: the client's), 4 for a RST
+        a.emit(movi(R3, 1), ldx("dw", R4, FP, _misc(M_SRCLO)), ldx("b", R5, R8, V_CLIENT_LO),
+               jmp("jeq", R4, "finside", src=R5), movi(R3, 2))
+        a.label("finside")
+        a.emit(mov(R2, R1), alu64("and", R2, imm=0x04), alu64("or", R3, R2),
+               ldx("b", R2, R8, V_CLOSED), alu64("or", R2, R3), stx("b", R8, V_CLOSED, R2),
+               ja("known"))
+        a.label("ctlsyn")
+        # a pure SYN from the client side of a flow that ended (RST, or both FINs)
+        a.emit(jmp("jset", R1, "known", imm=0x10), ldx("b", R2, R8, V_CLOSED),
+               jmp("jset", R2, "reopen", imm=4), alu64("and", R2, imm=3),
+               jmp("jne", R2, "known", imm=3))
+        a.label("reopen")
+        a.emit(ldx("dw", R4, FP, _misc(M_SRCLO)), ldx("b", R5, R8, V_CLIENT_LO),
+               jmp("jne", R4, "known", src=R5), st("dw", FP, S_UPDATE, BPF_ANY), ja("newflow"))
 
     def new_flow(self) -> None:
         """A new entry: the client is the sender of the first packet (TCP: of a SYN)."""
         a = self.asm
         a.note("new flow: entry built in the scratch map's template area, inserted")
+        self.scratch()
         tpl = BUF + PAD
         for off in range(0, self.value_size, 8):
             a.emit(st("dw", R7, tpl + off, 0))
@@ -481,6 +678,8 @@ class _Builder:
                call(HELPER["map_lookup_elem"]), jmp("jeq", R0, "noexpect", imm=0),
                ldx("w", R1, R0, 0), stx("w", R7, tpl + V_MARK, R1),
                st("b", R7, tpl + V_STATE, DECIDED),
+               ldx("dw", R1, R7, self.cnt + 8 * C_EXPECTED), alu64("add", R1, imm=1),
+               stx("dw", R7, self.cnt + 8 * C_EXPECTED, R1),
                ld_map(R1, self.expect_fd), mov(R2, FP), alu64("add", R2, imm=S_HDR),
                call(HELPER["map_delete_elem"]))
         a.label("noexpect")
@@ -499,8 +698,14 @@ class _Builder:
             a.emit(ldx("dw", R3, R7, tpl + V_HINTED), lddw(R4, 1 << s.index), alu64("or", R3, R4),
                    stx("dw", R7, tpl + V_HINTED, R3))
             a.label(no)
+        self.count(C_NEW)
+        fresh = a.fresh("fresh")
+        a.emit(ldx("dw", R1, FP, S_UPDATE), jmp("jne", R1, fresh, imm=BPF_ANY))
+        self.count(C_REOPENED)
+        a.label(fresh)
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
-               alu64("add", R3, imm=tpl), movi(R4, 1), call(HELPER["map_update_elem"]))
+               alu64("add", R3, imm=tpl), ldx("dw", R4, FP, S_UPDATE),
+               call(HELPER["map_update_elem"]))
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
                call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "pass", imm=0))
 
@@ -510,6 +715,7 @@ class _Builder:
         a.emit(ldx("b", R1, R8, V_STATE), jmp("jeq", R1, "open", imm=UNDECIDED),
                jmp("jne", R1, "apply", imm=REFINING))
         a.label("open")
+        self.scratch()
         # direction: 0 from the client
         a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), ldx("b", R2, R8, V_CLIENT_LO), movi(R9, 1),
                jmp("jne", R1, "dir", src=R2), movi(R9, 0))
@@ -583,7 +789,9 @@ class _Builder:
             if d == 0:
                 a.emit(ldx("dw", R1, FP, _misc(M_DIR)), jmp("jne", R1, "dir1", imm=0))
             a.note(f"steps reading the {'client' if d == 0 else 'server'}'s first bytes")
-            for s in self.sigs:
+            # the protocols others run after first: a `field ... is` then finds the fields
+            # they kept from this very packet
+            for s in sorted(self.sigs, key=lambda s: len(s.chain or [])):
                 proto = s.program.protocols[s.proto]
                 seen_dirs: set[int] = set()
                 for i, si in enumerate(s.steps):
@@ -619,6 +827,7 @@ class _Builder:
             # its variables (or, on UDP, its turn) come from the earlier steps: all must hold
             for j in range(i):
                 a.emit(ldx("b", R1, R8, s.out[j]), jmp("jne", R1, unknown, imm=O_HELD))
+        self.first_byte(s.program, code, out, skip)
         a.note(f"run {name}")
         nvars = len(s.program.protocols[s.proto].variables)
         for v in range(nvars):
@@ -627,6 +836,9 @@ class _Builder:
             else:
                 a.emit(st("dw", R7, self.fr + F_VARS + 8 * v, 0))
         a.emit(st("dw", R7, self.fr + F_P, 0), lddw(R1, BIG), stx("dw", R7, self.fr + F_E, R1))
+        slots = self.step_fields[(s.index, i)]
+        for fname, at in slots.tested.items():
+            self.field_value(s, fname, self.fr + at)
         label = f"step.{s.index}.{i}"
         self.step_labels[(s.index, i)] = label
         a.emit(call_local(label))
@@ -641,12 +853,77 @@ class _Builder:
         a.emit(st("b", R8, out, O_HELD))
         for v, off in s.persist.items():
             a.emit(ldx("dw", R1, R7, self.fr + F_VARS + 8 * v), stx("dw", R8, off, R1))
+        for fname, at in slots.kept.items():
+            self.keep_field(s, fname, self.fr + at)
         a.emit(ja(skip))
         a.label(fail)
         a.emit(st("b", R8, out, O_FAIL), ja(skip))
         a.label(unknown)
         a.emit(st("b", R8, out, O_UNKNOWN))
         a.label(skip)
+
+    def first_byte(self, program: Program, code: list[Instr], out: int, skip: str) -> None:
+        """A step whose first test reads the data's first byte (codegen.first_bytes, the
+        engine's own filter) fails at once on a byte it cannot start with: the step, its
+        scratch lookups and its loops are not run (most candidates, on most first packets).
+        The step runs at stream offset 0 on a packet with data (n >= 1)."""
+        allowed = first_bytes(program, code)
+        if allowed is None or len(allowed) == 256:
+            return
+        a = self.asm
+        words = [sum(1 << (b & 63) for b in allowed if b >> 6 == w) for w in range(4)]
+        run, fails = a.fresh("firstok"), a.fresh("firstbad")
+        a.emit(ldx("b", R1, R7, 0), mov(R2, R1), alu64("rsh", R2, imm=6),
+               alu64("and", R1, imm=63), movi(R3, 1), alu64("lsh", R3, R1))
+        for w, mask in enumerate(words):
+            if mask:
+                nxt = a.fresh("word")
+                a.emit(jmp("jne", R2, nxt, imm=w), lddw(R4, mask), jset_reg(R3, R4, run),
+                       ja(fails))
+                a.label(nxt)
+        a.label(fails)
+        a.emit(st("b", R8, out, O_FAIL), ja(skip))
+        a.label(run)
+
+    def rerun_field_tests(self, s: SigInfo) -> None:
+        """Its parent has won: a step of ``s`` that reads no data, only fields (`field ...
+        is`, numbers, variables), and whose test was unknown on its packet (a step of the
+        parent keeping the field had not held yet) runs again now, when the fields are the
+        ones the engine gives it; as in the engine, once its direction has data."""
+        a = self.asm
+        proto = s.program.protocols[s.proto]
+        for i, si in enumerate(s.steps):
+            label = self.step_labels.get((s.index, i))
+            step = proto.steps[si]
+            slots = self.step_fields[(s.index, i)]
+            if label is None or not slots.tested or not _reads_no_data(step.code) or \
+                    i and live_in(step.code) & set(s.persist):
+                continue
+            skip, run = a.fresh("norerun"), a.fresh("rerun")
+            a.emit(ldx("b", R1, R8, s.out[i]), jmp("jne", R1, skip, imm=O_UNKNOWN),
+                   ldx("b", R1, R8, V_SEEN))
+            if step.direction == 2:
+                a.emit(jmp("jeq", R1, skip, imm=0))
+            else:
+                a.emit(jmp("jset", R1, run, imm=1 << step.direction), ja(skip))
+            a.label(run)
+            a.note(f"{s.name}.{s.program.text(step.name)} again: its parent won")
+            for v in range(len(proto.variables)):
+                a.emit(st("dw", R7, self.fr + F_VARS + 8 * v, 0))
+            a.emit(st("dw", R7, self.fr + F_P, 0), lddw(R1, BIG), stx("dw", R7, self.fr + F_E, R1))
+            for fname, at in slots.tested.items():
+                self.field_value(s, fname, self.fr + at)
+            held, failed = a.fresh("reheld"), a.fresh("refailed")
+            a.emit(call_local(label), jmp("jeq", R0, held, imm=HELD),
+                   jmp("jeq", R0, failed, imm=FAIL), jmp("jeq", R0, failed, imm=GIVE_UP), ja(skip))
+            a.label(held)
+            a.emit(st("b", R8, s.out[i], O_HELD))
+            for v, off in s.persist.items():
+                a.emit(ldx("dw", R1, R7, self.fr + F_VARS + 8 * v), stx("dw", R8, off, R1))
+            a.emit(ja(skip))
+            a.label(failed)
+            a.emit(st("b", R8, s.out[i], O_FAIL))
+            a.label(skip)
 
     # -- the decision ------------------------------------------------------------
     def status(self, s: SigInfo, classified: str, dead: str, waiting: str, stuck: str) -> None:
@@ -744,6 +1021,8 @@ class _Builder:
                 if s.transports & UDP:  # children wait for the next datagram: userspace's
                     a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jeq", R1, "touser", imm=17))
                 kids = [self.sigs[c] for c in s.children]
+                for kid in kids:
+                    self.rerun_field_tests(kid)
                 self.masks(kids)
                 for c in kids:
                     a.emit(lddw(R9, 1 << c.index), jset_reg(R2, R9, "touser"),
@@ -757,7 +1036,7 @@ class _Builder:
             else:
                 self.final(s, app)
         a.label("touser")
-        self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+        self.set_state(USERSPACE, MARK_USERSPACE, "apply", C_USERSPACE)
 
     def undecided(self) -> None:
         """No winner: candidates still waiting keep the flow open (remembering the
@@ -781,13 +1060,29 @@ class _Builder:
         a.emit(ldx("dw", R2, FP, _misc(M_DIR)), alu64("add", R2, imm=1),
                jset_reg(R1, R2, "touser"), ja("apply"))
         a.label("noapp")
-        self.set_state(NO_APP, MARK_NONE, "apply")
+        self.set_state(NO_APP, MARK_NONE, "apply", C_NO_APP)
 
     def final(self, s: SigInfo, app: int) -> None:
         if s.announces:  # the expectations it announces are userspace's to learn
-            self.set_state(USERSPACE, MARK_USERSPACE, "apply")
+            self.set_state(USERSPACE, MARK_USERSPACE, "apply", C_USERSPACE)
         else:
-            self.set_state(DECIDED, app, "apply")
+            self.set_state(DECIDED, app, "apply", C_DECIDED + s.index)
+
+
+KEEPS = ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS")
+# instructions that read neither the data nor the cursor: a step made of them alone decides
+# the same on any data
+NO_DATA = frozenset(("PUSH_INT", "PUSH_VAR", "BINOP", "CMP", "RANGE", "LET", "FIELD_IS",
+                     "OPT_BEGIN", "OPT_END", "GIVEUP"))
+
+
+def _reads_no_data(code: list[Instr]) -> bool:
+    return all(OPS[ins.op].name in NO_DATA for ins in code)
+
+
+def _field_names(program: Program, code: list[Instr], ops: tuple[str, ...]) -> set[str]:
+    """The fields the instructions named ``ops`` (keeps, or FIELD_IS) of a step name."""
+    return {program.text(ins.a) for ins in code if OPS[ins.op].name in ops}
 
 
 def _s32(v: int) -> int:
@@ -884,6 +1179,23 @@ class Classifier:
         self.flows.close()
         self.scratch.close()
         self.expected.close()
+
+    def counts(self) -> dict[str, Any]:
+        """The program's per-CPU counters summed: flows new, reopened, handed to userspace,
+        done with no app, decided by an expectation, and ``decided`` per app (every
+        decision since loading, unlike the flow map, whose entries are replaced by a
+        reopened tuple and evicted)."""
+        values = self.scratch.lookup_cpus(b"\0\0\0\0") or []
+        cnt = self.compiled.counters
+        total = [sum(struct.unpack_from("<Q", v, cnt + 8 * i)[0] for v in values)
+                 for i in range(C_DECIDED + len(self.compiled.sigs))]
+        out: dict[str, Any] = dict(zip(COUNTER_NAMES, total, strict=False))
+        decided: dict[str, int] = {}
+        for s in self.compiled.sigs:
+            app = s.name if s.name in self.compiled.apps else "?"
+            decided[app] = decided.get(app, 0) + total[C_DECIDED + s.index]
+        out["decided"] = {k: v for k, v in decided.items() if v}
+        return out
 
     def expect(self, server: bytes, port: int, proto: int, app: str) -> None:
         """Announce a flow (what userspace learnt, e.g. from an FTP control connection): the

@@ -83,8 +83,12 @@ class Comparison:
                 f"{len(self.different)} different")
 
 
-def compare(classifier: Classifier, paths: Sequence[str | os.PathLike[str]]) -> Comparison:
+def compare(classifier: Classifier, paths: Sequence[str | os.PathLike[str]],
+            rules: Sequence[str] | None = None) -> Comparison:
     """Feed the captures to the kernel program and the engine; compare per flow.
+
+    ``rules``: the rule files or directories the classifier was loaded from, for the
+    engine (None: the shipped library).
 
     A flow is "same" when the kernel decided it as the engine did (an app; or
     no app, decided or still waiting), "userspace" when the kernel handed it
@@ -95,7 +99,7 @@ def compare(classifier: Classifier, paths: Sequence[str | os.PathLike[str]]) -> 
     connection the kernel handed it (`Classifier.expect`); they are counted in
     ``expected``.
     """
-    report = classify(list(paths))
+    report = classify(list(paths), rules)
     names = {s.name for s in classifier.compiled.sigs}
     for r in report.flows:
         if r.app is not None and r.app not in names and r.app in classifier.compiled.apps:

@@ -78,4 +78,5 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 TC_ACT_OK = 0
 # struct __sk_buff: offset of mark, size read back by BPF_PROG_TEST_RUN
 SKB_MARK = 8
+SKB_DATA, SKB_DATA_END = 76, 80  # __sk_buff.data, .data_end: packet pointers when read
 SKB_CTX_SIZE = 192

@@ -18,16 +18,19 @@ Calling convention of a step subprogram::
 Inside, r9 holds the frame, r7 the payload buffer (a per-CPU map value of
 BUF + PAD bytes, looked up again in each callback), r6 the step's result
 while it unwinds.  The bytecode's operand stack lives in registers r1..r4
-(the register allocator below: stack slot d is register SLOTS[d]; a step
-deeper than that is not translated and always answers UNSURE, so the flow goes
-to userspace).  r0 and r5 are scratch.  Helper calls (bpf_loop) happen only
+(the register allocator below: stack slot d is register SLOTS[d]); slots past
+those (the nfgrep verifier allows MAX_STACK) are spilled to the frame, in the
+per-CPU scratch map, and loaded into r6 / r8 when an instruction uses them.
+r0 and r5 are scratch.  Helper calls (bpf_loop) happen only
 between statements, where the operand stack is empty, so nothing live is
 clobbered.  Loops (searches, repeats, DNS labels) are bpf_loop callbacks: the
 kernel verifier checks each body once instead of once per iteration.
 
 Frame layout (u64 slots from r9): n (bytes of payload held), p (cursor), E
 (region end), FINAL (1 on UDP: no more data will come), then the protocol's
-variables, then per-block save slots allocated by `Frame.slot`.  The frame
+variables, the operand stack's spill slots, then per-block save slots
+allocated by `Frame.slot` (at most MAX_FRAME bytes in all; the scratch map's
+value is sized to the largest step's frame).  The frame
 lives in the scratch map's value, not on the stack: the kernel verifier does
 not track values in map memory, so the states of the many paths through a
 step's blocks look alike to it and are pruned (on the stack each path's
@@ -41,7 +44,7 @@ offset that passed the check, since n <= BUF).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Block, Instr, Program, nest
 from nfkit.nfgrep.ebpf.insn import (
@@ -54,6 +57,7 @@ from nfkit.nfgrep.ebpf.insn import (
     R5,
     R6,
     R7,
+    R8,
     R9,
     Assembler,
     alu64,
@@ -71,14 +75,17 @@ from nfkit.nfgrep.ebpf.insn import (
     stx,
 )
 from nfkit.nfgrep.ebpf.spec import HELPER
+from nfkit.nfgrep.verifier import MAX_STACK
 
 HELD, FAIL, NEED, GIVE_UP, UNSURE = 0, 1, 2, 3, 4
 BUF = 2048          # payload bytes the kernel program examines per packet (a power of two)
 PAD = 16            # bytes after BUF so a masked offset plus a read width stays inside
 BIG = 1 << 62       # "no region" (codegen.BIG)
 SLOTS = (R1, R2, R3, R4)  # the register allocator: operand stack slot d lives in SLOTS[d]
-MAX_FRAME = 256     # bytes of step frame the caller reserves on its stack
+SPILLS = MAX_STACK - len(SLOTS)  # deeper slots: spilled to the frame (per-CPU map memory)
+MAX_FRAME = 4096    # bytes of step frame at most (the per-CPU scratch map's value holds it)
 
+CTX_SLOT = -16      # in each subprogram's stack: the scratch value's address, bpf_loop's context
 # fixed frame slots (F_KEY: the scratch map's key, 0, so subprograms need no stack)
 F_N, F_P, F_E, F_FINAL, F_KEY, F_VARS = 0, 8, 16, 24, 32, 40
 
@@ -92,15 +99,25 @@ class Frame:
     """The step frame's layout: fixed slots, variables, then save slots by bump allocation."""
 
     nvars: int
+    fields: int = 0  # bytes for captured fields and `field ... is` values (FieldSlots)
     top: int = 0
     used: int = 0
 
     def __post_init__(self) -> None:
-        self.top = F_VARS + 8 * self.nvars
+        self.top = self.fields_at + self.fields
         self.used = self.top
+
+    @property
+    def fields_at(self) -> int:
+        """Where the step's field slots start (after the variables and the spill slots)."""
+        return F_VARS + 8 * self.nvars + 8 * SPILLS
 
     def var(self, i: int) -> int:
         return F_VARS + 8 * i
+
+    def spill(self, d: int) -> int:
+        """Where operand stack slot ``d`` (past the registers) lives."""
+        return F_VARS + 8 * self.nvars + 8 * (d - len(SLOTS))
 
     def slot(self) -> int:
         off = self.top
@@ -109,6 +126,38 @@ class Frame:
         if self.top > MAX_FRAME:
             raise Unsupported(f"the step needs more than {MAX_FRAME} bytes of frame")
         return off
+
+
+FIELD_BYTES = 32  # bytes of a captured field the flow entry holds (longer: userspace decides)
+# a `field ... is` value in the frame: status (0 known, else UNSURE), length, bytes
+IS_STATUS, IS_LEN, IS_BYTES, IS_SIZE = 0, 8, 16, 16 + FIELD_BYTES
+# a field a step captures, in the frame: start and end offsets in the buffer, status
+KEPT_START, KEPT_END, KEPT_STATUS, KEPT_SIZE = 0, 8, 16, 24
+NOT_KEPT, KEPT, KEPT_UNREADABLE = 0, 1, 2  # KEPT_STATUS (and the flow entry's status byte)
+
+
+@dataclass
+class FieldSlots:
+    """Where one step's captured fields and `field ... is` values live in its frame (offsets
+    from the frame): ``kept`` for the fields later protocols test, ``tested`` for the
+    values its own `field ... is` statements compare."""
+
+    kept: dict[str, int] = field(default_factory=dict)
+    tested: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def layout(base: int, kept: list[str], tested: list[str]) -> FieldSlots:
+        slots = FieldSlots()
+        for f in kept:
+            slots.kept[f] = base + KEPT_SIZE * len(slots.kept)
+        at = base + KEPT_SIZE * len(kept)
+        for f in tested:
+            slots.tested[f] = at + IS_SIZE * len(slots.tested)
+        return slots
+
+    @staticmethod
+    def size(kept: list[str], tested: list[str]) -> int:
+        return KEPT_SIZE * len(kept) + IS_SIZE * len(tested)
 
 
 def _sets(block: Block) -> set[int]:
@@ -145,20 +194,34 @@ class StepCompiler:
     """Emits one step's subprogram into a shared assembler (callbacks go to ``tail``)."""
 
     def __init__(self, asm: Assembler, tail: list[tuple[str, Assembler]], program: Program,
-                 nvars: int, scratch_fd: int, name: str, frame_off: int) -> None:
+                 nvars: int, scratch_fd: int, name: str, frame_off: int,
+                 fields: FieldSlots | None = None) -> None:
         self.frame_off = frame_off
         self.asm = asm
         self.tail = tail
         self.program = program
-        self.frame = Frame(nvars)
+        self.fields = fields or FieldSlots()
+        self.frame = Frame(nvars, FieldSlots.size(list(self.fields.kept), list(self.fields.tested)))
         self.scratch_fd = scratch_fd
         self.name = name
 
     # -- helpers --------------------------------------------------------------
-    def reg(self, d: int) -> int:
+    def src(self, a: Assembler, d: int, tmp: int) -> int:
+        """The register holding operand slot ``d``: its own, or ``tmp`` loaded from its spill
+        slot (slots past r1..r4 live in the frame)."""
+        if d < len(SLOTS):
+            return SLOTS[d]
+        a.emit(ldx("dw", tmp, R9, self.frame.spill(d)))
+        return tmp
+
+    def dst(self, d: int, tmp: int) -> int:
+        """The register to compute operand slot ``d`` into (then `put`)."""
+        return SLOTS[d] if d < len(SLOTS) else tmp
+
+    def put(self, a: Assembler, d: int, reg: int) -> None:
+        """Operand slot ``d`` computed in ``reg``: stored to its spill slot when it has one."""
         if d >= len(SLOTS):
-            raise Unsupported(f"operand stack deeper than {len(SLOTS)}")
-        return SLOTS[d]
+            a.emit(stx("dw", R9, self.frame.spill(d), reg))
 
     def const(self, a: Assembler, reg: int, value: int) -> None:
         if -(1 << 31) <= value < (1 << 31):
@@ -174,7 +237,8 @@ class StepCompiler:
                ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]))
         a.emit(jmp("jne", R0, ok, imm=0), movi(R0, UNSURE), exit_())
         a.label(ok)
-        a.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off))
+        a.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off),
+               stx("dw", FP, CTX_SLOT, R7))
 
     def byte_at(self, a: Assembler, dst: int, pos: int) -> None:
         """dst = buf[pos] (pos already checked against n; masked for the kernel verifier)."""
@@ -221,6 +285,8 @@ class StepCompiler:
 
     def _prologue(self, a: Assembler) -> None:
         self.load_buffer(a)
+        for off in self.fields.kept.values():
+            a.emit(st("dw", R9, off + KEPT_STATUS, NOT_KEPT))
 
     def block(self, a: Assembler, block: Block, d: int, fail: str) -> int:
         """Statements of a block; a failure sets r6 and jumps to ``fail``."""
@@ -251,6 +317,9 @@ class StepCompiler:
         pairs = [(F_P, self.frame.slot())]
         for v in sorted(_sets(block)):
             pairs.append((self.frame.var(v), self.frame.slot()))
+        for off in self.fields.kept.values():  # a failed block forgets what it kept
+            for k in (KEPT_START, KEPT_END, KEPT_STATUS):
+                pairs.append((off + k, self.frame.slot()))
         for src, dst in pairs:
             a.emit(ldx("dw", R0, R9, src), stx("dw", R9, dst, R0))
         return pairs
@@ -264,19 +333,16 @@ class StepCompiler:
         cb = Assembler()
         label = f"{self.name}.{stem}{len(self.tail)}"
         self.tail.append((label, cb))
-        cb.emit(mov(R6, R1))
-        ok = cb.fresh("cbbuf")
-        cb.emit(st("w", FP, -8, 0), mov(R2, FP), alu64("add", R2, imm=-8),
-                ld_map(R1, self.scratch_fd), call(HELPER["map_lookup_elem"]),
-                jmp("jne", R0, ok, imm=0), movi(R0, 1), exit_())
-        cb.label(ok)
-        cb.emit(mov(R7, R0), mov(R9, R0), alu64("add", R9, imm=self.frame_off))
+        # the buffer's address comes through bpf_loop's context (the caller's stack slot
+        # holding it), not from a map lookup per iteration
+        cb.emit(mov(R6, R1), ldx("dw", R7, R2, 0), mov(R9, R7),
+                alu64("add", R9, imm=self.frame_off), stx("dw", FP, CTX_SLOT, R7))
         return label, cb
 
     def loop_call(self, a: Assembler, label: str, count_reg: int) -> None:
         """bpf_loop(count, callback, NULL, 0): the callback finds the frame in the map."""
-        a.emit(mov(R1, count_reg), ld_func(R2, label), movi(R3, 0), movi(R4, 0),
-               call(HELPER["loop"]))
+        a.emit(mov(R1, count_reg), ld_func(R2, label), mov(R3, FP),
+               alu64("add", R3, imm=CTX_SLOT), movi(R4, 0), call(HELPER["loop"]))
 
     def repeat(self, a: Assembler, block: Block, d: int, fail: str) -> int:
         assert block.begin is not None
@@ -287,7 +353,7 @@ class StepCompiler:
         if region:
             d -= 1
             e_save = self.frame.slot()
-            v = self.reg(d)
+            v = self.src(a, d, R8)
             a.emit(ldx("dw", R0, R9, F_E), stx("dw", R9, e_save, R0))
             # q = p + len; if q < E: E = q (len may be huge: saturate instead of wrapping)
             skip = a.fresh("reg")
@@ -480,19 +546,20 @@ class StepCompiler:
         info = OPS[ins.op]
         name, x, y, z = info.name, ins.a, ins.b, ins.c
         p = self.program
-        if name == "PUSH_INT":
-            self.const(a, self.reg(d), p.ints[x])
-            return d + 1
-        if name == "PUSH_VAR":
-            a.emit(ldx("dw", self.reg(d), R9, self.frame.var(x)))
-            return d + 1
-        if name == "PUSH_HERE":
-            a.emit(ldx("dw", self.reg(d), R9, F_P))
+        if name in ("PUSH_INT", "PUSH_VAR", "PUSH_HERE"):
+            r = self.dst(d, R8)
+            if name == "PUSH_INT":
+                self.const(a, r, p.ints[x])
+            else:
+                a.emit(ldx("dw", r, R9, self.frame.var(x) if name == "PUSH_VAR" else F_P))
+            self.put(a, d, r)
             return d + 1
         if name == "PUSH_LENGTH":
             if x:  # decided on the final data only
                 a.emit(ldx("dw", R0, R9, F_FINAL), movi(R6, NEED), jmp("jeq", R0, fail, imm=0))
-            a.emit(ldx("dw", self.reg(d), R9, F_N))
+            r = self.dst(d, R8)
+            a.emit(ldx("dw", r, R9, F_N))
+            self.put(a, d, r)
             return d + 1
         if name == "READ":
             width, little, popped = x, y, z
@@ -500,13 +567,13 @@ class StepCompiler:
                 raise Unsupported(f"a {width}-byte read")
             if popped:
                 d -= 1
-                q = self.reg(d)
+                q = self.src(a, d, R6)
             else:
-                q = self.reg(d)
+                q = self.dst(d, R6)
                 a.emit(ldx("dw", q, R9, F_P))
-            out = self.reg(d)
+            out = q
             # end = q + width, saturating (q may be any 64-bit value)
-            end = self.reg(d + 1)
+            end = R8
             a.emit(lddw(end, BIG), jmp("jge", q, fail + "_f", src=end), mov(end, q),
                    alu64("add", end, imm=width))
             self.short(a, end, fail)
@@ -520,10 +587,11 @@ class StepCompiler:
                 a.emit(alu64("and", R0, imm=BUF - 1), alu64("add", R0, R7), ldx("b", R0, R0, 0),
                        alu64("or", R5, R0))
             a.emit(stx("dw", R9, F_P, end), mov(out, R5))
+            self.put(a, d, out)
             return d + 1
         if name == "DECIMAL":
             digits = x
-            out = self.reg(d)
+            out = self.dst(d, R8)
             q = R5
             mark = self.frame.top
             lim_slot = self.frame.slot()
@@ -553,19 +621,23 @@ class StepCompiler:
             a.label(ok + "_big")
             a.emit(movi(R6, UNSURE), ja(fail))
             a.label(ok)
+            self.put(a, d, out)
             self.frame.top = mark
             return d + 1
         if name == "BINOP":
-            lhs, rhs = self.reg(d - 2), self.reg(d - 1)
+            rhs = self.src(a, d - 1, R8)
+            lhs = self.src(a, d - 2, R6)
             op = BINOPS[x]
             if op in ("<<", ">>"):
                 a.emit(alu64("and", rhs, imm=63))
             alu = {"+": "add", "-": "sub", "*": "mul", "&": "and", "|": "or", "<<": "lsh",
                    ">>": "rsh"}[op]
             a.emit(alu64(alu, lhs, rhs))
+            self.put(a, d - 2, lhs)
             return d - 1
         if name == "CMP":
-            lhs, rhs = self.reg(d - 2), self.reg(d - 1)
+            rhs = self.src(a, d - 1, R8)
+            lhs = self.src(a, d - 2, R6)
             holds = a.fresh("cmp")
             jname = {"==": "jeq", "!=": "jne", "<": "jlt", "<=": "jle", ">": "jgt",
                      ">=": "jge"}[CMPS[x]]
@@ -574,7 +646,7 @@ class StepCompiler:
             a.label(holds)
             return d - 2
         if name == "RANGE":
-            v = self.reg(d - 1)
+            v = self.src(a, d - 1, R6)
             lo, hi = p.ints[x], p.ints[y]
             bad = a.fresh("range")
             self.const(a, R5, lo)
@@ -589,7 +661,7 @@ class StepCompiler:
         if name == "MATCH":
             if y:
                 d -= 1
-                self.match(a, x, self.reg(d), fail)
+                self.match(a, x, self.src(a, d, R6), fail)
             else:
                 self.match(a, x, None, fail)
             return d
@@ -599,7 +671,7 @@ class StepCompiler:
                         self.literal(z - 1) if z else None, fail)
             return d
         if name in ("SETPOS", "SKIP", "KEEP_BYTES"):
-            v = self.reg(d - 1)
+            v = self.src(a, d - 1, R8)
             if name == "KEEP_BYTES":
                 a.emit(movi(R6, FAIL), jmp("jgt", v, fail, imm=MAX_KEEP_BYTES))
             if name != "SETPOS":
@@ -608,24 +680,80 @@ class StepCompiler:
             else:
                 a.emit(lddw(R5, BIG), jmp("jge", v, fail + "_f", src=R5))
             self.short(a, v, fail)
+            kept = self.fields.kept.get(p.text(x)) if name == "KEEP_BYTES" else None
+            if kept is not None:
+                a.emit(ldx("dw", R0, R9, F_P), stx("dw", R9, kept + KEPT_START, R0),
+                       stx("dw", R9, kept + KEPT_END, v), st("dw", R9, kept + KEPT_STATUS, KEPT))
             a.emit(stx("dw", R9, F_P, v))
             return d - 1
         if name == "LET":
-            a.emit(stx("dw", R9, self.frame.var(x), self.reg(d - 1)))
+            a.emit(stx("dw", R9, self.frame.var(x), self.src(a, d - 1, R6)))
             return d - 1
         if name == "KEEP_UNTIL":
             term = self.literal(y)
+            kept = self.fields.kept.get(p.text(x))
+            if kept is not None:
+                a.emit(ldx("dw", R0, R9, F_P), stx("dw", R9, kept + KEPT_START, R0))
             self.search(a, [term], False, z + len(term), None, fail)
+            if kept is not None:
+                a.emit(ldx("dw", R0, R9, F_P), alu64("sub", R0, imm=len(term)),
+                       stx("dw", R9, kept + KEPT_END, R0), st("dw", R9, kept + KEPT_STATUS, KEPT))
             return d
-        if name == "KEEP_INT":
-            return d - 1
-        if name == "KEEP_LABELS":
-            self.labels(a, fail)
+        if name in ("KEEP_INT", "KEEP_LABELS"):
+            if name == "KEEP_LABELS":
+                self.labels(a, fail)
+            kept = self.fields.kept.get(p.text(x))
+            if kept is not None:  # a number's text, dotted labels: not rebuilt in the kernel
+                a.emit(st("dw", R9, kept + KEPT_STATUS, KEPT_UNREADABLE))
+            return d - 1 if name == "KEEP_INT" else d
+        if name == "FIELD_IS":
+            self.field_is(a, p.text(x), p.sets[y].strings, p.sets[y].nocase, fail)
             return d
         if name == "GIVEUP":
             a.emit(movi(R6, GIVE_UP), ja(fail))
             return d
         raise Unsupported(f"{name} (not translated to eBPF)")
+
+    def field_is(self, a: Assembler, name: str, strings: list[int], nocase: bool,
+                 fail: str) -> None:
+        """FIELD_IS: the value the program put in the frame (the field as the flow's verdicts
+        so far kept it) is one of the literals; UNSURE when the program could not know it.
+
+        The engine compares text (UTF-8 decoded, lowered with `nocase`); with literals all
+        ASCII, equal bytes are equal text exactly, but for `nocase` a non-ASCII byte could
+        lower to ASCII (U+212A KELVIN SIGN is "k"): such a value is UNSURE."""
+        at = self.fields.tested.get(name)
+        lits = [self.literal(i) for i in strings]
+        if at is None or any(b > 0x7F for lit in lits for b in lit):
+            raise Unsupported(f"field {name} is: a literal that is not ASCII")
+        a.emit(ldx("dw", R0, R9, at + IS_STATUS), movi(R6, UNSURE), jmp("jne", R0, fail, imm=0),
+               ldx("dw", R5, R9, at + IS_LEN))
+        if nocase:
+            ascii_ok = a.fresh("ascii")
+            for k in range(FIELD_BYTES):
+                a.emit(jmp("jle", R5, ascii_ok, imm=k), ldx("b", R0, R9, at + IS_BYTES + k),
+                       jmp("jgt", R0, fail, imm=0x7F))
+            a.label(ascii_ok)
+        done = a.fresh("fieldis")
+        for lit in lits:
+            nxt = a.fresh("notlit")
+            a.emit(ldx("dw", R5, R9, at + IS_LEN), jmp("jne", R5, nxt, imm=len(lit)))
+            j = 0
+            while j < len(lit):
+                width = 4 if len(lit) - j >= 4 else 2 if len(lit) - j >= 2 else 1
+                chunk = lit[j:j + width]
+                ormask = sum(0x20 << (8 * k) for k, ch in enumerate(chunk)
+                             if nocase and 0x61 <= ch <= 0x7A)
+                a.emit(ldx({4: "w", 2: "h", 1: "b"}[width], R0, R9, at + IS_BYTES + j))
+                if ormask:
+                    a.emit(alu64("or", R0, imm=ormask))
+                a.emit(movi(R5, int.from_bytes(chunk, "little")) if width < 4 else
+                       lddw(R5, int.from_bytes(chunk, "little")), jmp("jne", R0, nxt, src=R5))
+                j += width
+            a.emit(ja(done))
+            a.label(nxt)
+        a.emit(ja(fail + "_fail"))
+        a.label(done)
 
     def fail_or_wait(self, a: Assembler, grows: bool, fail: str) -> None:
         if grows:

@@ -1,0 +1,264 @@
+"""Program shapes the eBPF back end takes since the frame and the operand stack spill to
+map memory (and `field ... is`): each loaded beside the shipped library and compared with
+the userspace engine, flow by flow, on every capture of the corpus (BPF_PROG_TEST_RUN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dpkt
+import pytest
+
+from nfkit.nfgrep.compiler import compile_text
+from nfkit.nfgrep.ebpf.bpf import BpfError
+from nfkit.nfgrep.ebpf.program import Classifier, compile_rules, load_verified
+from nfkit.nfgrep.ebpf.replay import Comparison, compare
+from nfkit.nfgrep.loader import SIGNATURES
+from nfkit.nfgrep.verifier import Verified, verify
+
+from .test_ebpf import C4, C6, S4, S6, SHIPPED, made_captures, tcp_flow  # noqa: F401 (a fixture)
+
+# operand stack 7 deep: u8 at 4 + (u8 at 5 + (... + u8 at 9)) keeps six sums pending
+DEEP = """
+protocol deep over tcp ports 7001 {
+    step sum from client {
+        "DEEP"
+        u8 at 4 + (u8 at 5 + (u8 at 6 + (u8 at 7 + (u8 at 8 + u8 at 9)))) == 390
+    }
+}
+"""
+# 30 variables and nested optional blocks: a step frame of more than 256 bytes
+WIDE = "protocol wide over tcp ports 7002 {\n    step many from client {\n        \"WIDE\"\n" + \
+    "".join(f"        let v{i} = u8\n" for i in range(30)) + \
+    "        optional { optional { optional { \"!\" } } }\n" + \
+    "        v0 + v29 == 130\n    }\n}\n"
+
+
+def _program(text: str, name: str) -> Verified:
+    return verify(compile_text(text, name))
+
+
+def _shape_capture(path: Path, port: int, payloads: list[bytes]) -> Path:
+    """Flows to ``port`` with these client payloads, IPv4 and IPv6, whole and cut in two."""
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=1)
+        ts = [1.0]
+        n = 0
+        for client, server in ((C4, S4), (C6, S6)):
+            for data in payloads:
+                for chunks in ([(0, data), (1, b"ok\r\n")],
+                               [(0, data[:3]), (0, data[3:]), (1, b"ok\r\n")]):
+                    tcp_flow(w, ts, client, server, 41000 + n, port, chunks)
+                    n += 1
+    return path
+
+
+def _differential(extra: Path, captures: list[Path]) -> Comparison:
+    """The shipped library plus the rule file ``extra`` on every capture, in the kernel
+    and in the engine: no flow decided differently."""
+    rules = [str(SIGNATURES), str(extra)]
+    out = Comparison()
+    for path in captures:
+        with Classifier(load_verified(rules)) as cl:
+            result = compare(cl, [path], rules)
+        assert not result.different, [(r.client, r.server, r.app, e) for r, e in result.different]
+        for name in ("same", "userspace", "expected"):
+            getattr(out, name).extend(getattr(result, name))
+    return out
+
+
+@pytest.mark.kernel
+def test_a_step_deeper_than_four_operands_is_translated(made_captures: list[Path],  # noqa: F811
+                                                        tmp_path: Path) -> None:
+    deep = _program(DEEP, "deep.nfg")
+    assert compile_rules([deep]).translated["deep.sum"] == "yes"
+    shapes = _shape_capture(tmp_path / "deep.pcap", 7001,
+                            [b"DEEP" + b"A" * 6, b"DEEP" + b"A" * 5 + b"B", b"DEEPAB"])
+    (tmp_path / "deep.nfg").write_text(DEEP)
+    result = _differential(tmp_path / "deep.nfg", [*made_captures, shapes])
+    decided = [r for r, _ in result.same if r.app == "deep"]
+    assert len(decided) == 2, result.summary()  # the whole sums, v4 and v6; cut ones: userspace
+
+
+@pytest.mark.kernel
+def test_a_step_frame_over_256_bytes_is_translated(made_captures: list[Path],  # noqa: F811
+                                                   tmp_path: Path) -> None:
+    wide = _program(WIDE, "wide.nfg")
+    compiled = compile_rules([wide])
+    assert compiled.translated["wide.many"] == "yes"
+    shapes = _shape_capture(tmp_path / "wide.pcap", 7002,
+                            [b"WIDE" + b"A" + b"x" * 28 + b"A" + b"!",
+                             b"WIDE" + b"A" + b"x" * 28 + b"B",
+                             b"WIDE" + b"A" * 10])
+    (tmp_path / "wide.nfg").write_text(WIDE)
+    result = _differential(tmp_path / "wide.nfg", [*made_captures, shapes])
+    assert len([r for r, _ in result.same if r.app == "wide"]) == 2, result.summary()
+
+
+# `field ... is` on fields http keeps: its request step (the client's first packet) has
+# held by the time the server's first packet runs the test, or on the same packet
+FIELDS = """
+protocol web_get over tcp after http {
+    step m from server { field method is "GET" ; field host is any of "EXAMPLE.org", "b" nocase }
+}
+protocol web_post over tcp after http {
+    step m from client { field method is "POST" ; optional { field host is "x" } }
+}
+"""
+# a field kept by both of tls's steps, tested from the client: the server's step may still
+# change it when the test runs on the ClientHello; a step that reads no data runs again
+# when tls wins (the engine's moment), one that reads data cannot and is handed over
+ALPN = """
+protocol http2 over tcp after tls {
+    step alpn from client { field alpn is any of "h2", "h2c" }
+}
+"""
+ALPN_READING = """
+protocol http2 over tcp after tls {
+    step alpn from client { u8 at 0 == 0x16 ; field alpn is any of "h2", "h2c" }
+}
+"""
+
+
+@pytest.mark.kernel
+def test_field_is_decides_in_the_kernel_from_the_fields_kept(made_captures: list[Path],  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "fields.nfg").write_text(FIELDS)
+    assert set(compile_rules(load_verified([str(SIGNATURES), str(tmp_path / "fields.nfg")]))
+               .translated.items()) >= {("web_get.m", "yes"), ("web_post.m", "yes")}
+    host = b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n"
+    shapes = tmp_path / "fields.pcap"
+    with open(shapes, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=1)
+        ts = [1.0]
+        for n, (request, reply) in enumerate([
+                (host % b"example.ORG", b"HTTP/1.1 200 OK\r\n\r\n"),   # web_get (nocase)
+                (host % b"example.net", b"HTTP/1.1 200 OK\r\n\r\n"),   # http
+                (host % b"\xe2\x84\xaaB", b"HTTP/1.1 200 OK\r\n\r\n"),  # KELVIN SIGN + B: not "b"
+                (host % (b"x" * 40), b"HTTP/1.1 200 OK\r\n\r\n"),      # longer than the entry holds
+                (b"POST /f HTTP/1.0\r\n\r\n", b"HTTP/1.0 204 No Content\r\n\r\n"),  # web_post
+                (b"HEAD / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n")]):
+            for client, server in ((C4, S4), (C6, S6)):
+                tcp_flow(w, ts, client, server, 42000 + 2 * n + (client == C6), 80,
+                          [(0, request), (1, reply)])
+    result = _differential(tmp_path / "fields.nfg", [*made_captures, shapes])
+    apps = sorted(r.app or "" for r, _ in result.same if r.server.endswith(":80")
+                  and r.client.rpartition(":")[2].startswith("420"))
+    # decided alone: example.ORG and the POST as the new apps, example.net and HEAD as http;
+    # the non-ASCII host and the 40-byte one are handed over (never a guess)
+    assert apps == ["http", "http", "http", "http", "web_get", "web_get", "web_post",
+                    "web_post"], result.summary()
+    handed = sorted(r.client for r, _ in result.userspace if r.client.rpartition(":")[2].startswith("420"))
+    assert len(handed) == 4, handed
+    assert any(r.app == "web_get" for r, _ in result.same if r.server.endswith("]:80")
+               or r.server.endswith(".7:80")), result.summary()  # the corpus's own GET
+
+
+@pytest.mark.kernel
+def test_a_field_test_reading_no_data_runs_when_its_parent_wins(
+        made_captures: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    """http2 after tls on alpn: decided in the kernel at tls's win, from the field as tls's
+    two steps left it (the ClientHello's "h2", or its "http/1.1" under an alert)."""
+    (tmp_path / "alpn.nfg").write_text(ALPN)
+    result = _differential(tmp_path / "alpn.nfg", made_captures)
+    apps = {e.app for r, e in result.same}
+    assert {"http2", "tls"} <= apps, result.summary()
+    assert not [r for r, e in result.userspace if r.app in ("tls", "http2")
+                and r.server.endswith((":443", ":8444"))
+                and r.client.rpartition(":")[2] in ("40004", "40005")]  # the whole ones
+
+
+@pytest.mark.kernel
+def test_a_field_a_later_step_may_change_is_handed_over(made_captures: list[Path],  # noqa: F811
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "alpn.nfg").write_text(ALPN_READING)
+    result = _differential(tmp_path / "alpn.nfg", made_captures)
+    tls = [r for r, e in result.userspace if r.app in ("tls", "http2")]
+    assert tls, result.summary()  # tls won, http2's test could not be read: userspace's
+    assert not [r for r, e in result.same if e.app in ("tls", "http2")]
+
+
+@pytest.mark.kernel
+def test_random_field_tests_decide_in_the_kernel_as_in_the_engine() -> None:
+    """Random parents keeping f and g (test_random_programs' statements) and children
+    testing them with `field ... is` among other statements, on random traffic: the
+    kernel's decision is the engine's, or the flow is handed over."""
+    import os
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from nfkit.nfgrep.ebpf.program import DECIDED, NO_APP, REFINING, UNDECIDED, USERSPACE
+    from nfkit.nfgrep.engine import Engine, signatures_of
+    from nfkit.nfgrep.errors import VerifierError
+
+    from .test_ebpf import kernel_verdict
+    from .test_random_programs import lit, simple, step_body, traffic
+
+    field_is = st.tuples(st.sampled_from(["f", "g"]), st.lists(lit(), min_size=1, max_size=3),
+                         st.booleans()).map(
+        lambda t: f"field {t[0]} is " + (t[1][0] if len(t[1]) == 1 else "any of " + ", ".join(t[1]))
+        + (" nocase" if t[2] else ""))
+    child = st.lists(st.one_of(field_is, field_is, simple()), min_size=1, max_size=3).map(
+        lambda s: "let x = 1\n" + "\n".join(s))
+    sides = st.sampled_from(["client", "server", "either"])
+    programs = st.tuples(st.lists(st.tuples(sides, step_body()), min_size=1, max_size=2),
+                         st.lists(st.tuples(sides, child), min_size=1, max_size=2)).map(
+        lambda t: "protocol r over tcp, udp {\n" + "".join(
+            f"step s{i} from {d} {{\n{b}\n}}\n" for i, (d, b) in enumerate(t[0])) + "}\n"
+        + "protocol c over tcp, udp after r {\n" + "".join(
+            f"step c{i} from {d} {{\n{b}\n}}\n" for i, (d, b) in enumerate(t[1])) + "}\n")
+    seen = {"same": 0, "userspace": 0, "child": 0}
+
+    @settings(max_examples=int(os.environ.get("NFKIT_EBPF_EXAMPLES", "40")), deadline=None,
+              derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(text=programs, chunks=traffic, transport=st.sampled_from(["tcp", "udp"]))
+    def check(text: str, chunks: list[tuple[int, bytes]], transport: str) -> None:
+        try:
+            verified = verify(compile_text(text, "random.nfg"))
+        except VerifierError:
+            return
+        if transport == "udp" and chunks[0][0] == 1:
+            chunks = [(1 - d, data) for d, data in chunks]
+        engine = Engine(signatures_of(verified))
+        flow = engine.new_flow(transport, 40000, 2000, "192.0.2.2", "198.51.100.7")
+        for d, data in chunks:
+            engine.feed(flow, d, data)
+        with Classifier([verified]) as cl:
+            state, app = kernel_verdict(cl, transport, chunks)
+        if state == USERSPACE:
+            seen["userspace"] += 1
+            return
+        seen["same"] += 1
+        seen["child"] += app == "c"
+        if state in (DECIDED, REFINING):
+            assert app == flow.app, (text, chunks, transport, state, app, flow.app)
+        else:
+            assert state in (NO_APP, UNDECIDED) and flow.app is None, \
+                (text, chunks, transport, state, flow.app)
+
+    check()
+    print(seen)
+    assert seen["same"] > 0
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("shape", ["spill", "field"])
+def test_a_refused_new_shape_is_named_with_the_whole_log(shape: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spill slot or a field value the kernel verifier refuses (moved out of the map
+    value here): the error names the protocol and step, and carries the verifier's log."""
+    from nfkit.nfgrep.ebpf import steps
+
+    if shape == "spill":
+        monkeypatch.setattr(steps.Frame, "spill", lambda self, d: 30000 + 8 * d)
+        text, where = DEEP, "in protocol deep step sum"
+    else:
+        monkeypatch.setattr(steps, "IS_LEN", 30000)
+        text, where = FIELDS, " step m (instruction"  # web_get or web_post, as compiled
+    with pytest.raises(BpfError) as info:
+        Classifier([*SHIPPED, verify(compile_text(text, "shape.nfg"))])
+    assert where in str(info.value), str(info.value)[:300]
+    assert "invalid access to map value" in info.value.log and "processed" in info.value.log
+    assert info.value.log.strip() in str(info.value)  # shown in full
