@@ -3,7 +3,11 @@
 Run by bench/ha/failover.  The lab of tests/ha/cluster_lab.py (client, server,
 N nfkit nodes on shared bridges, SNAT from per-node port ranges), 200 TCP
 connections each writing 100 bytes every 20 ms (TCP_NODELAY).  At t0 one
-node's switch ports go down in one `ip -batch` (its cables cut).  tcpdump on the
+node's switch ports go down in one `ip -batch` (its cables cut; the sync port
+first, else the node sees its own links go and hands its buckets over in a
+heartbeat, a graceful handover in milliseconds).  Each round also prints the
+peers declared dead before the cut and the longest gaps in the nodes' loops
+and heartbeats (a flap before the cut moves the flows early).  tcpdump on the
 server stamps every data segment; the flows the dead node served are those
 whose SNAT port lies in its range, and for each the figure is the time from t0
 to its first segment at the server (necessarily forwarded by a survivor, the
@@ -61,6 +65,9 @@ while time.monotonic() < end:
 
 
 spans: list[float] = []
+flaps: list[int] = []
+served: list[int] = []
+gaps: list[tuple[float, float]] = []  # per round: longest tick gap of a node, longest heartbeat gap heard
 
 
 def one_round(n: int, conns: int, tmp: Path) -> tuple[list[float], list[float], list[float], bool]:
@@ -76,8 +83,18 @@ def one_round(n: int, conns: int, tmp: Path) -> tuple[list[float], list[float], 
             lab["client"].popen(["python3", "-c", PROBES, SERVER, str(UDP_PORT), str(conns), "8"])
             streams.advancing(30)
             time.sleep(1)
+            # peers declared dead before the cut (a flap moves buckets: the flows of node n may
+            # already be a survivor's at t0), and whether node n serves its share then
+            pre = [cluster_status(nodes[k - 1]) for k in range(1, n + 1)]
+            flaps.append(sum(p["deaths"] for c in pre for p in c["peers"]))
+            served.append(len(pre[-1]["serves"]))
+            gaps.append((max(c["longest_tick_gap"] for c in pre),
+                         max(max(p["longest_gap"].values(), default=0) for c in pre for p in c["peers"])))
             before = time.time()
-            ports(lab, n, up=False)
+            # the sync port first: cut in/out first, node n sees its links down within a tick and
+            # releases its buckets in a heartbeat the sync link still carries (a graceful handover
+            # in milliseconds, not the abrupt death this measures)
+            ports(lab, n, up=False, which=("sync", "in", "out"))
             t0 = time.time()  # the links are down by now (the command took t0 - before)
             spans.append(t0 - before)
             time.sleep(3)
@@ -115,19 +132,28 @@ def main() -> None:
             detects += detect
             intact += ok
             print(f"{n} nodes, round {r + 1}: {len(taken)} TCP flows taken over, first segment after "
-                  f"{_ms(statistics.median(taken))} (median); {len(probes)} UDP flows, {_ms(statistics.median(probes))}; "
-                  f"byte counts {'match' if ok else 'DO NOT match'}", flush=True)
+                  f"{_median(taken)} (median); {len(probes)} UDP flows, {_median(probes)}; "
+                  f"byte counts {'match' if ok else 'DO NOT match'}; peers declared dead before the cut: "
+                  f"{flaps[-1]} (longest tick gap {_ms(gaps[-1][0])}, heartbeat gap {_ms(gaps[-1][1])}); "
+                  f"node {n} served {served[-1]} buckets",
+                  flush=True)
         print(f"== {n} nodes, {a.connections} TCP connections + {a.connections} UDP flows x {a.runs} rounds; "
               f"survivors' detection+commit (peer's last heartbeat to bucket commit) median "
               f"{_ms(statistics.median(detects))}; rounds with every byte echoed: {intact}/{a.runs}")
         print(f"   t0 = when `ip -batch` (links down) returned; it ran {_ms(statistics.median(spans))} (median), "
               "so a death may be up to that much earlier")
         for what, xs in (("UDP (cluster alone)", udp), ("TCP (with the client's RTO backoff)", flows)):
+            if not xs:
+                continue
             xs.sort()
             under = sum(f < 1 for f in xs) / len(xs)
             print(f"   {what}: {len(xs)} taken-over flows, first packet forwarded after the death: median "
                   f"{_ms(statistics.median(xs))}, p90 {_ms(xs[int(0.9 * (len(xs) - 1))])}, max {_ms(xs[-1])}; "
                   f"{under:.1%} within the 1 s goal")
+
+
+def _median(xs: list[float]) -> str:
+    return _ms(statistics.median(xs)) if xs else "-"
 
 
 def _ms(x: float) -> str:

@@ -88,13 +88,13 @@ class StockConntrackd:
     """``conntrackd -C conf`` in ``ns``, in the foreground; the lab stops it (by PID)."""
 
     def __init__(self, ns: Namespace, workdir: Path, *, mode: str, own: str, peer: str,
-                 interface: str, options: str = "", multicast: bool = False) -> None:
+                 interface: str, options: str = "", multicast: bool = False, conf: str | None = None) -> None:
         self.ns = ns
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "conntrackd.conf"
-        self.conf.write_text(conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface,
-                                             options=options, multicast=multicast))
+        self.conf.write_text(conf or conntrackd_conf(workdir, mode=mode, own=own, peer=peer, interface=interface,
+                                                     options=options, multicast=multicast))
         self.start()
 
     def start(self) -> None:

@@ -7,6 +7,8 @@ run; its return; the sync link cut (split brain).
 
 from __future__ import annotations
 
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -15,12 +17,17 @@ import pytest
 from nfkit.conntrack.table import ConntrackTable
 from tests.ha.cluster_lab import (
     INSIDE,
+    INSIDE6,
     MARK,
     OUTSIDE,
+    OUTSIDE6,
+    SERVER6,
     Streams,
     arp_answers,
     cluster_lab,
     cluster_status,
+    nd_answers,
+    neighbour,
     ports,
     settled,
     start_nodes,
@@ -82,6 +89,45 @@ def test_failover_and_return_lose_no_connection(tmp_path: Path, n: int) -> None:
         assert min(result["recv"]) > 0
 
 
+@pytest.mark.parametrize("n", [3])  # 2 nodes: the IPv4 test; the same tables and rules with 3
+def test_ipv6_failover_loses_no_connection_and_neighbours_are_answered_once(tmp_path: Path, n: int) -> None:
+    """The same over IPv6 (dual-stack nodes, table ip6 nfkit_cluster6): the flows split by
+    jhash of the IPv6 source, SNAT to the outside address from each node's own range;
+    neighbour solicitations for the cluster's addresses answered by one node, with the
+    cluster's MAC (checksum right: the client's kernel takes it), and the solicitations a
+    node sends from the cluster's address carry the cluster's MAC too (the server learns it);
+    a node's cables cut: its buckets taken, every connection moves, byte counts match."""
+    with cluster_lab(n, v6=True) as lab:
+        nodes = start_nodes(lab, tmp_path, n, v6=True)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        for address, asking in ((INSIDE6, "client"), (OUTSIDE6, "server")):
+            assert nd_answers(lab, address, asking) == [CLUSTER_MAC]  # once, by one node, with the cluster's MAC
+        streams = Streams(lab, tmp_path, CONNS, server=SERVER6)
+        streams.advancing()
+        assert neighbour(lab, "client", INSIDE6) == CLUSTER_MAC
+        assert neighbour(lab, "server", OUTSIDE6) == CLUSTER_MAC  # from a node's solicitation
+        cports = streams.read()["ports"]
+        wait_for(lambda: all(len(entries_for(lab, k, cports)) == CONNS for k in range(1, n + 1)),
+                 "every entry on every node")
+        bindings = [entries_for(lab, k, cports) for k in range(1, n + 1)]
+        assert all(b == bindings[0] for b in bindings)
+        assert {(a, m) for a, _, m in bindings[0].values()} == {(OUTSIDE6, MARK)}
+        assert {(p - 20000) // 1000 for _, p, _ in bindings[0].values()} == set(range(1, n + 1))
+
+        ports(lab, 1, up=False)  # node 1, the one answering neighbour solicitations, cut
+        alive = list(range(2, n + 1))
+        took = wait_for(settled(nodes, alive=alive), "the survivors to take node 1's buckets", 5)
+        assert took < 2
+        streams.advancing()
+        lab["client"].run(["ip", "-6", "neigh", "flush", "dev", "eth0"])  # asked again: the survivor answers
+        assert nd_answers(lab, INSIDE6) == [CLUSTER_MAC]
+        streams.advancing()
+        result = streams.finish()
+        assert not result["errors"]
+        assert result["sent"] == result["recv"]
+        assert min(result["recv"]) > 0
+
+
 def test_split_brain_keeps_the_shares(tmp_path: Path) -> None:
     """The sync link cut, both nodes alive: each still hears the other on the inside segment,
     so neither takes the other's buckets (no connection handled by two nodes)."""
@@ -97,9 +143,11 @@ def test_split_brain_keeps_the_shares(tmp_path: Path) -> None:
         for _ in range(10):  # 1.5 s: more than three DeadTimes
             time.sleep(0.15)
             now = [served_by(nodes, k) for k in (1, 2)]
-            assert now == before
+            seen = [cluster_status(nd) for nd in nodes]  # on failure: which loop or path was late
+            why = [(c["longest_tick_gap"], [p["longest_gap"] for p in c["peers"]]) for c in seen]
+            assert now == before, why
             assert not set(now[0]) & set(now[1])
-            assert all(p["alive"] for nd in nodes for p in cluster_status(nd)["peers"])
+            assert all(p["alive"] for c in seen for p in c["peers"]), why
         streams.advancing()
         text = lab["fw1"].run([NFKIT, "ha", "status", "-C", str(nodes[0].conf)]).stdout
         assert f"cluster node 1 of [1, 2]: ready, members [1, 2], serving {len(before[0])} of 64 buckets" in text
@@ -128,6 +176,39 @@ def test_a_node_restarted_with_an_empty_table_gets_the_flows_back(tmp_path: Path
         wait_for(settled(nodes), "the buckets to be shared again", 10)
         assert len(entries_for(lab, 2, cports)) == 30
         assert cluster_status(nodes[0])["restart_resyncs"] == 1
+        streams.advancing()
+        result = streams.finish()
+        assert not result["errors"] and result["sent"] == result["recv"]
+
+
+def test_a_stalled_node_reads_what_its_peers_sent_before_it_judges_their_silence(tmp_path: Path) -> None:
+    """A control client connected to node 1 without a word for 1.5 s: the daemon answers the
+    others meanwhile and its heartbeats go on (it waited up to a second for such a client, and
+    its peers took it for dead).  Then node 1's daemon stopped for 0.7 s (a loaded machine not scheduling it: more than DeadTime)
+    while nodes 2 and 3 keep sending heartbeats.  When it runs again their heartbeats are waiting
+    in its sockets: it must read them all before it judges anyone's silence (it took a peer whose
+    heartbeat it had not read yet for dead and its buckets with it, served twice).  The peers took
+    its buckets meanwhile (it was silent): it gives them up at once, then the shares settle again
+    and no connection breaks."""
+    with cluster_lab(3) as lab:
+        nodes = start_nodes(lab, tmp_path, 3)
+        wait_for(settled(nodes), "the nodes to share the buckets")
+        streams = Streams(lab, tmp_path, 20)
+        streams.advancing()
+        # a control client that connects and says nothing (as a test or a script descheduled
+        # between connect and send on a loaded machine): the daemon must not wait for it
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as quiet:
+            quiet.connect(str(nodes[0].workdir / "ctl"))
+            time.sleep(1.5)
+            assert all(cluster_status(nodes[k])["peers"][0]["deaths"] == 0 for k in (1, 2))
+            assert cluster_status(nodes[0])["longest_tick_gap"] < 0.4
+        for _ in range(3):
+            nodes[0].proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.7)
+            nodes[0].proc.send_signal(signal.SIGCONT)
+            wait_for(settled(nodes), "the buckets to be shared again", 10)
+        assert [p["deaths"] for p in cluster_status(nodes[0])["peers"]] == [0, 0]
+        assert all(cluster_status(nodes[k])["peers"][0]["deaths"] == 3 for k in (1, 2))  # they saw it stall
         streams.advancing()
         result = streams.finish()
         assert not result["errors"] and result["sent"] == result["recv"]

@@ -6,9 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nfkit.errors import InputError
 from nfkit.ha import buckets
+from nfkit.ha.cluster import nd_compensation
 from nfkit.ha.conf import parse
 from nfkit.ha.membership import Membership
 from tests.ha.cluster_lab import cluster_conf
@@ -29,6 +32,37 @@ def test_the_cluster_block_is_read() -> None:
     assert (cc.outside.interface, cc.outside.address) == ("out0", "198.51.100.1")
     assert (cc.buckets, cc.hash_seed, cc.heartbeat_interval, cc.dead_time) == (64, 0x5EED, 0.1, 0.4)
     assert [p.number for p in cc.peers] == [1, 3]
+
+
+def test_ipv6_addresses_of_the_segments() -> None:
+    cc = parse(cluster_conf(Path("/tmp/nowhere"), 1, 2, v6=True), "ha.conf").cluster
+    assert cc is not None
+    assert (cc.inside.address6, cc.outside.address6) == ("2001:db8:1::1", "2001:db8:2::1")
+    only6 = cluster_conf(Path("/tmp/nowhere"), 1, 2, v6=True).replace("IPv4_address 192.0.2.1", "") \
+        .replace("IPv4_address 198.51.100.1", "")
+    cc = parse(only6, "ha.conf").cluster
+    assert cc is not None and cc.inside.address is None and cc.outside.address6 == "2001:db8:2::1"
+    for change, why in ((("IPv6_address 2001:db8:2::1", ""), "IPv6 on one segment only"),
+                        (("IPv6_address 2001:db8:2::1", "IPv6_address 198.51.100.7"), "not an IPv6 address")):
+        with pytest.raises(InputError, match=why):
+            parse(cluster_conf(Path("/tmp/nowhere"), 1, 2, v6=True).replace(*change), "ha.conf")
+
+
+def _ones_sum(message: bytes) -> int:
+    total = sum(int.from_bytes(message[k:k + 2], "big") for k in range(0, len(message), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@given(st.binary(min_size=6, max_size=6), st.binary(min_size=6, max_size=6), st.binary(min_size=32, max_size=32))
+def test_the_nd_rewrite_keeps_the_icmpv6_checksum(own: bytes, cluster: bytes, message: bytes) -> None:
+    """An NS/NA whose reserved bytes 6-7 are zero and whose option's MAC (26-31) is ``own``: with
+    the MAC replaced by ``cluster`` and bytes 6-7 by the compensation, the one's-complement sum
+    (what the checksum covers, the pseudo-header unchanged) is the same."""
+    before = message[:6] + bytes(2) + message[8:26] + own
+    after = before[:6] + nd_compensation(own, cluster).to_bytes(2, "big") + before[8:26] + cluster
+    assert _ones_sum(before) % 0xFFFF == _ones_sum(after) % 0xFFFF
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -142,3 +176,53 @@ def test_membership_death_split_brain_and_return() -> None:
         both = a.wanted(t) & b.wanted(t)
         assert not both
     assert a.wanted(t) == sa and b.wanted(t) == sb
+
+
+def test_a_stock_node_is_alive_by_its_sync_datagrams_and_keeps_its_static_share() -> None:
+    """Node 1 (stock conntrackd) and node 2 (nfkit), node 2's view.  Node 1 serves its share while
+    its datagrams come (ALIVE after a quiet second); node 2 serves the rest, and answers ARP;
+    node 1 silent for StockDeadTime: node 2 serves everything."""
+    cc = parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1,)), "ha.conf").cluster
+    assert cc is not None and cc.nodes[1].stock and not cc.nodes[2].stock and cc.stock_dead_time == 2.5
+    m = Membership(cc, 0.0)
+    m.links(True, 0.0)
+    stock = buckets.share(1, [1, 2], 64, 0x5EED)
+    t = 0.0
+    while t < 3.0:  # ready only after StockDeadTime plus an interval: a stock peer is heard by then
+        assert t >= cc.ready_after or m.wanted(t) == frozenset()
+        if round(t * 10) % 10 == 0:
+            m.sync_heard(1, t)  # one ALIVE a second
+        m.update(t)
+        t += 0.1
+    assert m.members(t) == [1, 2] and m.answers_arp(t)  # 2 is the lowest-numbered nfkit member
+    assert m.wanted(t) == frozenset(range(64)) - stock and 20 <= len(stock) <= 44
+    t += 2.6
+    assert m.update(t) == [(1, False)]
+    assert m.wanted(t) == frozenset(range(64))
+    m.sync_heard(1, t)  # back: node 2 gives its share back at once
+    m.update(t)
+    assert m.wanted(t) == frozenset(range(64)) - stock
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    (("Daemon conntrackd", "Daemon keepalived"), "nfkit or conntrackd"),
+    (("DeadTime 400", "DeadTime 400\n    StockDeadTime 900"), "out of range"),
+])
+def test_stock_node_keys_and_errors(change: tuple[str, str], why: str) -> None:
+    with pytest.raises(InputError, match=why):
+        parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1,)).replace(*change), "ha.conf")
+    with pytest.raises(InputError, match="at least one nfkit node"):
+        parse(cluster_conf(Path("/tmp/nowhere"), 2, 2, stock=(1, 2)), "ha.conf")
+    with pytest.raises(InputError, match="has two nodes"):
+        parse(cluster_conf(Path("/tmp/nowhere"), 2, 3, stock=(1,)), "ha.conf")
+
+
+def test_nfkit_ha_refuses_to_run_as_a_stock_node_and_rules_refuses_an_nfkit_node(tmp_path: Path) -> None:
+    f = tmp_path / "ha.conf"
+    f.write_text(cluster_conf(tmp_path, 1, 2, stock=(1,)))
+    proc = subprocess.run([NFKIT, "ha", "-C", str(f)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "ThisNode 1 is a stock conntrackd node" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    f.write_text(cluster_conf(tmp_path, 2, 2, stock=(1,)))
+    proc = subprocess.run([NFKIT, "ha", "rules", "-C", str(f)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "ThisNode 2 is an nfkit node" in proc.stderr

@@ -45,7 +45,16 @@ def test_a_state_filter() -> None:
     assert c.filter.states_accept is True and c.filter.tcp_states == {3, 7, 8} and c.filter.where == "Kernelspace"
 
 
+def test_the_scheduler_is_1_4_7s() -> None:
+    sync = "Sync { Mode FTFW { } UDP { IPv4_address 1.2.3.4\n IPv4_Destination_Address 1.2.3.5\n }\n}\n"
+    assert conf.parse(sync).scheduler == ("RR", 99)  # 1.4.7's default without the block
+    c = conf.parse(sync + "General { Scheduler {\n Type fifo\n Priority 50\n }\n}")
+    assert (c.scheduler, c.scheduler_given) == (("FIFO", 50), True)
+
+
 @pytest.mark.parametrize("text,error", [
+    ("General {\n Scheduler {\n  Type OTHER\n }\n}", ":3: Type: 'OTHER': RR or FIFO is expected"),
+    ("General {\n Scheduler {\n  Priority 0\n }\n}", ":3: Priority: 0 is out of range"),
     ("Sync { Mode FTFW { } UDP { IPv4_address 1.2.3.4 }\n}", "no IPv4_Destination_Address"),
     ("Sync {\n Mode FAST { }\n}", ":2: Mode: FAST: the mode is FTFW, NOTRACK or ALARM"),
     ("Sync {\n Mode FTFW {\n  Window 3\n }\n}", ":3: Window: unknown key in Mode FTFW"),

@@ -8,6 +8,7 @@ TCP state, and go away when fw's entries do.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -78,6 +79,9 @@ def test_real_traffic_lands_in_the_peers_kernel_and_deletions_follow(tmp_path: P
         metrics = ("--metrics", "127.0.0.1:9733") if fw_kind == "nfkit" else ()
         a = start(fw_kind, fw, tmp_path, "fw", **({"args": metrics} if metrics else {}))
         b = start(peer_kind, peer, tmp_path, "peer")
+        for d in (a, b):  # scheduled as stock 1.4.7 schedules itself: SCHED_RR at 99, load cannot starve it
+            assert (os.sched_getscheduler(d.proc.pid), os.sched_getparam(d.proc.pid).sched_priority) == \
+                (os.SCHED_RR, 99)
         make_traffic(lab)
         want = forwarded(list(table_in(fw).entries()))
         assert len(want) == 7

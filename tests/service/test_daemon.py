@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,27 @@ def test_daemon_serves_status_and_metrics_and_cleans_up_on_sigterm(netns, tmp_pa
     assert tables(netns) == [] and not sock.exists()
     with pytest.raises(CapabilityError, match="no daemon is running"):
         query_status(sock)
+
+
+@pytest.mark.kernel
+def test_a_client_that_connects_and_says_nothing_does_not_stall_the_daemon(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Ticks go on and other clients are answered while one client sits connected without a
+    word (a script descheduled between connect and send): the daemon waited up to a second
+    for it, its loop stalled (a cluster's peers took it for dead)."""
+    sock = tmp_path / "demo.sock"
+    proc = start(netns, sock)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as quiet:
+        quiet.connect(str(sock))
+        time.sleep(0.1)
+        before = time.monotonic()
+        ticks = query_status(sock)["ticks"]
+        assert time.monotonic() - before < 0.5
+        time.sleep(0.5)
+        assert query_status(sock)["ticks"] >= ticks + 5  # a tick every 50 ms meanwhile
+        quiet.sendall(b"status\n")  # it speaks at last: answered
+        assert json.loads(quiet.makefile().readline())["ticks"] > ticks
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
 
 
 @pytest.mark.kernel

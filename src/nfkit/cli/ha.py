@@ -4,6 +4,8 @@
     nfkit ha -C FILE -s | -i | -e | -c | -f | -R | -n | -B | -t | -k | -F   # conntrackd's client requests
     nfkit ha status [-C FILE] [--json]
     nfkit ha unit [-C FILE]
+    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply] [--script CONNTRACKD_CONF]
+                                                           # a stock conntrackd cluster node's tables
 """
 
 from __future__ import annotations
@@ -148,12 +150,53 @@ def _cluster_status(c: dict[str, Any]) -> None:
                f"{c['snat_ports'][1]}; split brain rule: {c['split_brain']}")
     for p in c["peers"]:
         heard = ", ".join(f"{k} {v:.2f} s ago" for k, v in sorted(p["heard_ago"].items())) or "never"
-        click.echo(f"  node {p['node']}: {'alive' if p['alive'] else 'dead'}"
+        stock = " (stock conntrackd)" if p.get("daemon") == "conntrackd" else ""
+        click.echo(f"  node {p['node']}{stock}: {'alive' if p['alive'] else 'dead'}"
                    f"{', ready' if p['ready'] else ''}, serving {p['serves']} buckets, heard {heard}, "
                    f"deaths {p['deaths']}")
     for t in c["takeovers"][-3:]:
         click.echo(f"  took {t['buckets']} buckets" + (f" {t['after_death_s']:.3f} s after a peer's death"
                                                       if t["after_death_s"] is not None else ""))
+
+
+@ha.command()
+@click.option("-C", "config_path", default=DEFAULT_PATH, show_default=True, type=click.Path(dir_okay=False))
+@click.option("--serve", type=click.Choice(["share", "all", "none"]), default="share", show_default=True,
+              help="share: its static share (conntrackd alive beside nfkit nodes); all: every bucket and "
+                   "ARP/ND answered (it is alone); none: nothing.")
+@click.option("--apply", "apply_", is_flag=True, help="Install the tables (each in one commit) instead of "
+              "printing them.")
+@click.option("--script", "script_for", default=None, metavar="CONNTRACKD_CONF",
+              help="Print instead the watch script that takes every bucket while the nfkit peer is silent "
+                   "(CONNTRACKD_CONF: the file the node's conntrackd runs with).")
+def rules(config_path: str, serve: str, apply_: bool, script_for: str | None) -> None:
+    """The nf_tables tables of a stock conntrackd node of a Cluster (its Node has Daemon conntrackd;
+    FILE names it as ThisNode; run on that node: its interfaces' MACs are read)."""
+    from nfkit.errors import InputError
+    from nfkit.ha.cluster import stock_node_tables
+    from nfkit.ha.conf import read
+
+    cc = read(config_path).cluster
+    if cc is None:
+        raise InputError(f"{config_path}: no Cluster block")
+    if not cc.me.stock:
+        raise InputError(f"{config_path}: ThisNode {cc.this_node} is an nfkit node (its daemon installs its "
+                         "rules); `nfkit ha rules` is for a Node with Daemon conntrackd")
+    if script_for is not None:
+        from nfkit.ha.stocknode import watch_script
+
+        nfkit = str(Path(sys.argv[0]).resolve()) if Path(sys.argv[0]).name == "nfkit" else "nfkit"
+        click.echo(watch_script(nfkit, str(Path(config_path).resolve()), str(Path(script_for).resolve()),
+                                round(cc.stock_dead_time * 1000)), nl=False)
+        return
+    tables = stock_node_tables(cc, serve)
+    if not apply_:
+        click.echo("\n".join(text for _owned, text in tables), nl=False)
+        return
+    from nfkit.ha.cluster import load_text
+
+    for owned, text in tables:
+        owned.replace(load_text(text))
 
 
 @ha.command()

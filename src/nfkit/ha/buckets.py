@@ -32,12 +32,14 @@ def share(node: int, members: Iterable[int], buckets: int, seed: int) -> frozens
 
 
 def claim(node: int, members: Iterable[int], announced: Iterable[frozenset[int]],
-          buckets: int, seed: int) -> frozenset[int]:
+          buckets: int, seed: int, fixed: frozenset[int] = frozenset()) -> frozenset[int]:
     """What ``node`` may serve now: its share among ``members`` less every bucket a live
     peer still announces as served (the peer releases first, then this node takes it, so a
-    bucket is never served twice while views differ for a heartbeat or two)."""
+    bucket is never served twice while views differ for a heartbeat or two) and less
+    ``fixed``, the buckets live stock conntrackd nodes serve by their static rules (their
+    share among every configured node, `share`; the others split what is left)."""
     taken = frozenset().union(*announced)
-    return share(node, members, buckets, seed) - taken
+    return share(node, members, buckets, seed) - taken - fixed
 
 
 def to_hex(owned: Iterable[int], buckets: int) -> str:

@@ -7,7 +7,7 @@ Every error is one line naming ``file:line`` and the key.
 Must not know: sockets, the kernel, the sync engine (it gets a `Conf`).
 
 Keys nfkit accepts but does not act on (they tune conntrackd's own C
-implementation: hash table sizes, netlink buffer growth, scheduler, nice) are
+implementation: hash table sizes, netlink buffer growth, nice) are
 listed in `TUNING` and kept in `Conf.tuning`, so nothing is dropped unseen; a
 key or block nfkit cannot honour (the TIPC transport, the Stats mode, several
 transports) is an error naming it, never silently ignored.
@@ -82,6 +82,9 @@ class Conf:
     syslog: bool = False
     filter: Filter = field(default_factory=Filter)
     tuning: dict[str, str] = field(default_factory=dict)
+    # General Scheduler: 1.4.7 runs SCHED_RR at priority 99 unless told otherwise (nfkit.ha.scheduler)
+    scheduler: tuple[str, int] = ("RR", 99)
+    scheduler_given: bool = False
     cluster: ClusterConf | None = None  # nfkit's own Cluster block (active-active), see below
 
     @property
@@ -92,8 +95,7 @@ class Conf:
 # keys that tune conntrackd's C implementation: accepted, kept, not acted on
 TUNING = frozenset({
     "HashSize", "HashLimit", "NetlinkBufferSize", "NetlinkBufferSizeMaxGrowth", "NetlinkOverrunResync",
-    "NetlinkEventsReliable", "PollSecs", "EventIterationLimit", "Nice", "Systemd", "Backlog",
-    "Type", "Priority", "CPU", "McastSndSocketBuffer", "McastRcvSocketBuffer", "ErrorQueueLength",
+    "NetlinkEventsReliable", "PollSecs", "EventIterationLimit", "Nice", "Systemd", "Backlog", "CPU", "McastSndSocketBuffer", "McastRcvSocketBuffer", "ErrorQueueLength",
 })
 
 _NUMERIC = frozenset({"HashSize", "HashLimit", "NetlinkBufferSize", "NetlinkBufferSizeMaxGrowth", "PollSecs",
@@ -405,10 +407,17 @@ def _general(r: _Reader, node: _Node, conf: Conf) -> None:
         elif k == "Filter":
             _filter(r, n, conf)
         elif k == "Scheduler":
+            kind, prio = conf.scheduler
             for c in r.block(n):
-                if c.key not in ("Type", "Priority"):
+                if c.key == "Type":
+                    kind = r.one(c).upper()
+                    if kind not in ("RR", "FIFO"):
+                        raise r.fail(c, f"{r.one(c)!r}: RR or FIFO is expected")
+                elif c.key == "Priority":
+                    prio = r.int_(c, 1, 99)  # 0 is not a real-time priority (sched_setscheduler(2))
+                else:
                     raise r.unknown(c, "General Scheduler")
-                conf.tuning[f"Scheduler.{c.key}"] = r.one(c)
+            conf.scheduler, conf.scheduler_given = (kind, prio), True
         elif k in TUNING:
             if k in _NUMERIC:
                 r.int_(n, -20 if k == "Nice" else 0)
@@ -487,14 +496,21 @@ class ClusterNode:
     address: str  # its sync address (the UDP transport's address on that node)
     ports: tuple[int, int]  # its SNAT port range
     line: int = 0
+    daemon: str = "nfkit"  # "conntrackd": a stock conntrackd node (no heartbeats; rules from `nfkit ha rules`)
+
+    @property
+    def stock(self) -> bool:
+        return self.daemon == "conntrackd"
 
 
 @dataclass
 class Segment:
-    """A shared segment: the interface every node has on it and the cluster's address there."""
+    """A shared segment: the interface every node has on it and the cluster's addresses there
+    (IPv4, IPv6 or both; None: the cluster does not serve that family on the segment)."""
 
     interface: str
-    address: str
+    address: str | None
+    address6: str | None = None
     line: int = 0
 
 
@@ -509,6 +525,7 @@ class ClusterConf:
     buckets: int = 64
     heartbeat_interval: float = 0.1  # seconds
     dead_time: float = 0.4
+    stock_dead_time: float = 2.5  # a stock conntrackd node: silent this long on the sync link = dead
     heartbeat_port: int = DEFAULT_PORT + 1
     split_brain: str = "segment"
     line: int = 0
@@ -520,6 +537,12 @@ class ClusterConf:
     @property
     def peers(self) -> list[ClusterNode]:
         return [n for k, n in sorted(self.nodes.items()) if k != self.this_node]
+
+    @property
+    def ready_after(self) -> float:
+        """How long a node listens before it serves: a peer heard within it is known."""
+        stock = any(n.stock for n in self.nodes.values())
+        return max(self.dead_time, self.stock_dead_time if stock else 0) + self.heartbeat_interval
 
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -543,17 +566,19 @@ def _port_range(r: _Reader, node: _Node) -> tuple[int, int]:
 
 
 def _segment(r: _Reader, node: _Node) -> Segment:
-    iface = addr = None
+    iface = addr = addr6 = None
     for n in r.block(node):
         if n.key == "Interface":
             iface = r.one(n)
         elif n.key == "IPv4_address":
             addr = r.addr(n, 4)
+        elif n.key == "IPv6_address":
+            addr6 = r.addr(n, 6)
         else:
-            raise r.fail(n, f"unknown key in Cluster {node.key} (Interface, IPv4_address)")
-    if iface is None or addr is None:
-        raise r.fail(node, "needs Interface and IPv4_address")
-    return Segment(iface, addr, node.line)
+            raise r.fail(n, f"unknown key in Cluster {node.key} (Interface, IPv4_address, IPv6_address)")
+    if iface is None or (addr is None and addr6 is None):
+        raise r.fail(node, "needs Interface and an IPv4_address, an IPv6_address or both")
+    return Segment(iface, addr, addr6, node.line)
 
 
 def _cluster(r: _Reader, node: _Node) -> ClusterConf:
@@ -569,16 +594,21 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
             if num in nodes:
                 raise r.fail(n, f"node {num} given twice")
             address = ports = None
+            daemon = "nfkit"
             for c in r.block(n):
                 if c.key == "IPv4_address":
                     address = r.addr(c, 4)
                 elif c.key == "PortRange":
                     ports = _port_range(r, c)
+                elif c.key == "Daemon":
+                    daemon = r.one(c).lower()
+                    if daemon not in ("nfkit", "conntrackd"):
+                        raise r.fail(c, f"{r.one(c)!r}: nfkit or conntrackd (a stock conntrackd node) is expected")
                 else:
-                    raise r.fail(c, "unknown key in Cluster Node (IPv4_address, PortRange)")
+                    raise r.fail(c, "unknown key in Cluster Node (IPv4_address, PortRange, Daemon)")
             if address is None or ports is None:
                 raise r.fail(n, f"node {num} needs IPv4_address (its sync address) and PortRange (its SNAT ports)")
-            nodes[num] = ClusterNode(num, address, ports, n.line)
+            nodes[num] = ClusterNode(num, address, ports, n.line, daemon)
         elif k == "ThisNode":
             this = (r.int_(n, 1, 64), n)
         elif k in ("Inside", "Outside"):
@@ -604,6 +634,8 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
             opts["heartbeat_interval"] = _ms(r, n, 10, 10000)
         elif k == "DeadTime":
             opts["dead_time"] = _ms(r, n, 30, 60000)
+        elif k == "StockDeadTime":
+            opts["stock_dead_time"] = _ms(r, n, 1100, 60000)  # 1.4.7's ALIVE comes after a quiet second
         elif k == "HeartbeatPort":
             opts["heartbeat_port"] = r.int_(n, 1, 65535)
         elif k == "SplitBrain":
@@ -613,9 +645,14 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
             opts["split_brain"] = word
         else:
             raise r.fail(n, "unknown key in Cluster (Node, ThisNode, Inside, Outside, MAC, HashSeed, Buckets, "
-                            "HeartbeatInterval, DeadTime, HeartbeatPort, SplitBrain)")
+                            "HeartbeatInterval, DeadTime, StockDeadTime, HeartbeatPort, SplitBrain)")
     if len(nodes) < 2:
         raise r.fail(node, "a cluster needs at least two Node blocks")
+    if all(x.stock for x in nodes.values()):
+        raise r.fail(node, "every node is a stock conntrackd: at least one nfkit node decides the takeovers")
+    if any(x.stock for x in nodes.values()) and len(nodes) != 2:
+        raise r.fail(node, "a cluster with a stock conntrackd node has two nodes (conntrackd's UDP transport "
+                           "syncs with one destination: a third node would never get its entries)")
     if this is None:
         raise r.fail(node, "no ThisNode (this node's number)")
     if this[0] not in nodes:
@@ -624,6 +661,11 @@ def _cluster(r: _Reader, node: _Node) -> ClusterConf:
         raise r.fail(node, "needs an Inside and an Outside block (the shared segments)")
     if inside.interface == outside.interface:
         raise r.fail(node, "Inside and Outside name the same interface")
+    for fam, in_addr, out_addr in (("IPv4", inside.address, outside.address),
+                                    ("IPv6", inside.address6, outside.address6)):
+        if (in_addr is None) != (out_addr is None):
+            raise r.fail(node, f"Inside and Outside: {fam} on one segment only (a family is served on "
+                               "both or on neither)")
     cc = ClusterConf(nodes, this[0], inside, outside, line=node.line, **opts)
     if cc.dead_time < 3 * cc.heartbeat_interval:
         raise InputError(f"{r.path}:{node.line}: Cluster: DeadTime must be at least three HeartbeatIntervals")

@@ -24,7 +24,7 @@ from nfkit.conntrack.expect import ExpectTable, expect_text
 from nfkit.conntrack.formats import entry_text
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.errors import CapabilityError
-from nfkit.ha import control
+from nfkit.ha import control, scheduler
 from nfkit.ha.conf import Conf, describe
 from nfkit.ha.engine import Options, Peer, Selection, SyncEngine
 from nfkit.ha.ftfw import FtfwSession
@@ -142,7 +142,9 @@ class HaDaemon(Service):
     def start(self, selector: selectors.BaseSelector) -> None:
         c = self.conf
         self._lock()
+        scheduler.apply(c)
         self.control = ControlServer(Path(c.unix_path), self)
+        self.control.selector = selector  # a silent client is answered later, never waited for
         selector.register(self.control.sock, selectors.EVENT_READ, self.control.accept)
         self.table = ConntrackTable()
         self.engine = SyncEngine(self.table, make_options(c), make_selection(c))

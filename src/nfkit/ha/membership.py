@@ -15,7 +15,13 @@ The rules (docs/ha.md, "Active-active cluster"):
 - split brain (the sync link cut, both alive): the peer is still heard on the
   inside segment, so it stays a member and nobody takes its buckets; each
   node keeps serving its own share;
-- a bucket is taken only when no live peer announces serving it.
+- a bucket is taken only when no live peer announces serving it;
+- a stock conntrackd node (Node's Daemon conntrackd) sends no heartbeats: it is
+  alive (and a member) while its sync datagrams (its FTFW ALIVE comes after a
+  quiet second) are heard within StockDeadTime, and while alive it serves its
+  static share (its share among every configured node: the rules `nfkit ha
+  rules` gave it); the nfkit members split the other buckets among themselves;
+- ARP and neighbour solicitations are answered by the lowest-numbered nfkit member.
 Must not know: sockets, nf_tables, the sync engine.
 """
 
@@ -46,6 +52,8 @@ class PeerView:
     deaths: int = 0
     died_at: float | None = None  # monotonic time it was declared dead
     last_heard: float | None = None  # when it was last heard, on any path, before it died
+    stock: bool = False  # a stock conntrackd node: heard by its sync datagrams only
+    longest_gap: dict[str, float] = field(default_factory=dict)  # path -> longest silence between two heard
 
 
 @dataclass
@@ -63,7 +71,7 @@ class Membership:
         self.cc = cc
         self.me = cc.this_node
         self.boot = int.from_bytes(os.urandom(6), "big")
-        self.peers = {p.number: PeerView(p.number) for p in cc.peers}
+        self.peers = {p.number: PeerView(p.number, stock=p.stock) for p in cc.peers}
         self.links_up_since: float | None = None
         self.counters = Counters()
         self.seq = 0
@@ -99,22 +107,35 @@ class Membership:
             self.counters.foreign += 1
             return None
         self.counters.received += 1
+        if path in p.heard:
+            p.longest_gap[path] = max(p.longest_gap.get(path, 0.0), now - p.heard[path])
         p.heard[path] = now
         p.boot, p.ready, p.members, p.serves = boot, ready, members, serves
         p.heartbeats += 1
         return node
 
+    def sync_heard(self, node: int, now: float) -> None:
+        """A sync datagram from ``node``: the only sign of life of a stock conntrackd node."""
+        p = self.peers.get(node)
+        if p is not None and p.stock:
+            p.heard["sync"] = now
+
     # ---- state -----------------------------------------------------------------
 
     def ready(self, now: float) -> bool:
         s = self.links_up_since
-        return s is not None and now - s >= self.cc.dead_time + self.cc.heartbeat_interval
+        return s is not None and now - s >= self.cc.ready_after
 
     def update(self, now: float) -> list[tuple[int, bool]]:
         """Declare peers dead or alive from what was heard; returns the changes (number, alive)."""
         changes = []
         for p in self.peers.values():
-            alive = any(now - t <= self.cc.dead_time for t in p.heard.values())
+            limit = self.cc.stock_dead_time if p.stock else self.cc.dead_time
+            alive = any(now - t <= limit for t in p.heard.values())
+            if p.stock:
+                p.ready = alive
+                if alive:
+                    p.serves = self.static_share(p.number)
             if alive != p.alive:
                 p.alive = alive
                 if not alive:
@@ -130,16 +151,24 @@ class Membership:
             out.append(self.me)
         return sorted(out)
 
+    def static_share(self, node: int) -> frozenset[int]:
+        """A stock node's buckets: its share among every configured node."""
+        return buckets.share(node, self.cc.nodes, self.cc.buckets, self.cc.hash_seed)
+
     def wanted(self, now: float) -> frozenset[int]:
         """The buckets this node may serve now."""
         if not self.ready(now):
             return frozenset()
-        announced = [p.serves for p in self.peers.values() if p.alive]
-        return buckets.claim(self.me, self.members(now), announced, self.cc.buckets, self.cc.hash_seed)
+        live = [p for p in self.peers.values() if p.alive]
+        fixed = frozenset().union(*(p.serves for p in live if p.stock))
+        ours = [n for n in self.members(now) if not (n in self.peers and self.peers[n].stock)]
+        return buckets.claim(self.me, ours, [p.serves for p in live if not p.stock], self.cc.buckets,
+                             self.cc.hash_seed, fixed)
 
     def answers_arp(self, now: float) -> bool:
-        """One node answers ARP for the cluster's addresses: the lowest-numbered member."""
-        ms = self.members(now)
+        """One node answers ARP (and neighbour solicitations) for the cluster's addresses: the
+        lowest-numbered nfkit member (a stock node's static rules never answer)."""
+        ms = [n for n in self.members(now) if not (n in self.peers and self.peers[n].stock)]
         return self.ready(now) and bool(ms) and ms[0] == self.me
 
     def heartbeat_out(self, now: float, serves: frozenset[int]) -> bytes:
@@ -154,8 +183,9 @@ class Membership:
         return {
             "node": self.me, "ready": self.ready(now), "members": self.members(now),
             "heartbeats": vars(self.counters),
-            "peers": [{"node": p.number, "alive": p.alive, "ready": p.ready, "members": list(p.members),
+            "peers": [{"node": p.number, "daemon": "conntrackd" if p.stock else "nfkit", "alive": p.alive, "ready": p.ready, "members": list(p.members),
                        "serves": len(p.serves), "deaths": p.deaths, "heartbeats": p.heartbeats,
-                       "heard_ago": {k: round(now - t, 3) for k, t in p.heard.items()}}
+                       "heard_ago": {k: round(now - t, 3) for k, t in p.heard.items()},
+                       "longest_gap": {k: round(t, 3) for k, t in p.longest_gap.items()}}
                       for p in self.peers.values()],
         }

@@ -32,6 +32,7 @@ log = logging.getLogger("nfkit.service")
 
 STATUS_DIR = Path("/run/nfkit")
 STATUS_REQUEST_MAX = 256
+WAITING_MAX = 5.0  # seconds a connected client may take to write its request
 
 
 def status_path(name: str) -> Path:
@@ -79,16 +80,60 @@ class StatusServer:
             os.umask(old)
         self.sock.listen(8)
         self.sock.setblocking(False)
+        # set by `run`: a client that has not written its request yet is answered when it has,
+        # from the daemon's loop, never waited for (a daemon whose peers expect its heartbeats
+        # must not stall on a client descheduled between connect and send)
+        self.selector: selectors.BaseSelector | None = None
+        self.waiting: dict[socket.socket, float] = {}  # such clients, since when
 
     def accept(self) -> None:
         try:
             conn, _ = self.sock.accept()
         except BlockingIOError:
             return
+        now = time.monotonic()
+        for old in [c for c, since in self.waiting.items() if now - since > WAITING_MAX]:
+            self._forget(old)  # connected, never wrote
+        if self.selector is not None:
+            conn.setblocking(False)
+            try:
+                request = conn.recv(STATUS_REQUEST_MAX)
+            except BlockingIOError:
+                self.waiting[conn] = now
+                self.selector.register(conn, selectors.EVENT_READ, lambda: self._request_came(conn))
+                return
+            except OSError:
+                conn.close()
+                return
+            self._answer(conn, request)
+        else:
+            self._answer(conn, None)
+
+    def _request_came(self, conn: socket.socket) -> None:
+        self._forget(conn, close=False)
+        try:
+            request = conn.recv(STATUS_REQUEST_MAX)
+        except OSError:
+            conn.close()
+            return
+        self._answer(conn, request)
+
+    def _forget(self, conn: socket.socket, close: bool = True) -> None:
+        self.waiting.pop(conn, None)
+        if self.selector is not None:
+            try:
+                self.selector.unregister(conn)
+            except (KeyError, ValueError):
+                pass
+        if close:
+            conn.close()
+
+    def _answer(self, conn: socket.socket, request: bytes | None) -> None:
+        """Reply to ``request`` (None: read it, waiting up to a second) and close."""
         with conn:
             conn.settimeout(1.0)
             try:
-                reply = self.reply(conn.recv(STATUS_REQUEST_MAX))
+                reply = self.reply(conn.recv(STATUS_REQUEST_MAX) if request is None else request)
                 if reply is not None:
                     conn.sendall(reply)
             except OSError:
@@ -102,6 +147,8 @@ class StatusServer:
         return json.dumps(self.answer(), default=str).encode() + b"\n"
 
     def close(self) -> None:
+        for conn in list(self.waiting):
+            self._forget(conn)
         self.sock.close()
         try:
             self.path.unlink()
@@ -191,6 +238,7 @@ def run(service: Service, status: Path | None = None, metrics: str | None = None
     try:
         if status is not None:
             server = StatusServer(status, service.status)
+            server.selector = selector
             selector.register(server.sock, selectors.EVENT_READ, server.accept)
         start_metrics(metrics, registry)
         started = True

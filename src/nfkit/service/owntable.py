@@ -100,11 +100,14 @@ class Owned:
         present = {c.name for c in found.chains} & set(self.chains) if self.chains is not None else None
         return self._install(ruleset, present)
 
-    def replace(self, ruleset: Ruleset) -> int:
-        """Install ``ruleset`` (of this table only), replacing any earlier copy, in one commit."""
+    def replace(self, ruleset: Ruleset, sock: Any | None = None) -> int:
+        """Install ``ruleset`` (of this table only), replacing any earlier copy, in one commit
+        (on ``sock``, an nf_tables netlink socket the caller keeps, if given: closing one waits
+        for the kernel's deferred destroy work of the replaced objects, which a normal-priority
+        kernel worker runs; a daemon that replaces often keeps its socket open)."""
         self._check(ruleset)
         return run_commands(self._install(ruleset, self._present_chains() if self.chains is not None
-                                          else None))
+                                          else None), sock=sock)
 
     def remove(self) -> None:
         """Remove what this daemon owns (nothing else), in one commit; absent is fine."""
