@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,6 +227,87 @@ def test_the_quick_path_imports_only_what_it_needs(netns: Any, cache_dir: Path) 
         heavy = {"click", "typing", "json", "socket", "re", "collections", "nfkit.netlink",
                  "nfkit.nftables.listing"}
         assert not imported & heavy, sorted(imported & heavy)
+
+
+_ROUND_TRIPS = f"""
+import sys
+sys.path[:0] = [{_SRC!r}]
+from nfkit.nftables import existscache
+calls = []
+
+
+class Counted:  # the socket, every send and receive counted
+    def __init__(self, sock):
+        self.sock = sock
+
+    def send(self, data):
+        calls.append("send")
+        return self.sock.send(data)
+
+    def recv(self, size):
+        calls.append("recv")
+        return self.sock.recv(size)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+plain = existscache.Conn.__init__
+
+
+def counted(self):
+    plain(self)
+    self.sock = Counted(self.sock)
+
+
+existscache.Conn.__init__ = counted
+print(existscache.quick("inet", "t", "c", sys.argv[1]), " ".join(calls))
+"""
+
+
+@pytest.mark.kernel
+def test_an_answer_from_the_cache_is_one_getgen_and_one_getrule(netns: Any, cache_dir: Path) -> None:
+    """Two requests, two replies: no ACK asked for after the reply to a GET (each
+    would be one more message for the kernel to build and one more receive)."""
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, N - 1) == 0  # the full path: dumped, cached, remembered
+    assert _exists(netns, cache_dir, N + 1) == 1
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    found = netns.run(["python3", "-c", _ROUND_TRIPS, _rule(N - 1)], env=env).stdout.split()
+    assert found == ["True", "send", "recv", "send", "recv"]
+    absent = netns.run(["python3", "-c", _ROUND_TRIPS, _rule(N + 1)], env=env).stdout.split()
+    assert absent == ["False", "send", "recv"]  # not in the cache of this generation
+    # a handle the chain does not have: the kernel's refusal is the one reply, None
+    conn_snippet = (f"import sys; sys.path[:0] = [{_SRC!r}]\n"
+                    "from nfkit.nftables.existscache import Conn, get_rule_exprs\n"
+                    "print(get_rule_exprs(Conn(), ('inet', 't', 'c'), 1 << 40))")
+    assert netns.run(["python3", "-c", conn_snippet]).stdout.split() == ["None"]
+
+
+def _launcher() -> Path:
+    """The `nfkit` command the install put beside this interpreter."""
+    return Path(sys.executable).parent / "nfkit"
+
+
+@pytest.mark.kernel
+def test_the_installed_command_imports_neither_re_nor_typing_to_answer(netns: Any,
+                                                                       cache_dir: Path) -> None:
+    """`.venv/bin/nfkit` is our own launcher: pip's generated console script imports
+    `re` first (7 ms of CPU, more than the answer from the cache)."""
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, 7) == 0
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    r = netns.run([sys.executable, "-X", "importtime", str(_launcher()), "rules", "exists", "-f",
+                   "inet", "-t", "t", "-c", "c", _rule(7)], check=False, env=env)
+    assert r.returncode == 0, r.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    assert "nfkit.nftables.existscache" in imported
+    assert not imported & {"re", "typing", "click", "json", "socket"}, sorted(imported)
+    # and every other command still goes through it
+    r = netns.run([str(_launcher()), "rules", "list"], check=False, env=env)
+    assert r.returncode == 0 and "192.0.2.7" in r.stdout, r.stderr
+    r = netns.run([str(_launcher()), "rules", "nosuchcommand"], check=False, env=env)
+    assert r.returncode == 2 and r.stderr.startswith("nfkit: "), r.stderr
 
 
 def _nla(typ: int, payload: bytes) -> bytes:

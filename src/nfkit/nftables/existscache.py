@@ -128,6 +128,11 @@ def _attr(typ: int, value: bytes) -> bytes:
     return struct.pack("=HH", 4 + len(value), typ) + value + bytes(-len(value) % 4)
 
 
+# Room for one reply to a GET request (the kernel builds it in an skb of NLMSG_GOODSIZE,
+# whose room kmalloc may round up to 16 KiB); a smaller buffer saves nothing measurable
+_REPLY_ROOM = 1 << 16
+
+
 class Conn:
     """A netfilter netlink socket for the few requests of the quick path (no dumps)."""
 
@@ -142,32 +147,36 @@ class Conn:
         return self.sock.fileno()
 
     def ask(self, msg_type: int, family: int, payload: bytes = b"") -> list[bytes] | None:
-        """The payloads (after the nfgenmsg) of the replies to one request; None when
-        the kernel refused it."""
+        """The payload (after the nfgenmsg) of the reply to one GET request (not a
+        dump), as a list of one; None when the kernel refused it."""
         self.seq += 1
         body = struct.pack("=BBH", family, 0, 0) + payload
-        self.sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, 1 | 4, self.seq, 0) + body)
-        out: list[bytes] = []
+        # NLM_F_REQUEST alone: no NLM_F_ACK, whose ACK would be one more message to
+        # build and one more receive after the reply (an error comes back anyway)
+        self.sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, 1, self.seq, 0) + body)
         while True:
-            data = self.sock.recv(1 << 16)
+            data = self.sock.recv(_REPLY_ROOM)
             pos = 0
             while pos + 16 <= len(data):
                 ln, typ, _flags, seq, _pid = struct.unpack_from("=IHHII", data, pos)
                 if ln < 16:
                     return None
                 if seq == self.seq:
-                    if typ == 2:  # NLMSG_ERROR: 0 is the ACK
-                        return out if struct.unpack_from("=i", data, pos + 16)[0] == 0 else None
-                    if typ == 3:  # NLMSG_DONE
-                        return out
-                    out.append(data[pos + 20:pos + ln])
+                    if typ == 2:  # NLMSG_ERROR: no reply (0 would be an ACK: none asked)
+                        return None
+                    if typ == 3:  # NLMSG_DONE: an empty multipart reply
+                        return []
+                    return [data[pos + 20:pos + ln]]
                 pos += (ln + 3) & ~3
 
 
 def netns_key(conn: Conn) -> tuple[str, int]:
     """(boot id, network namespace cookie) of the namespace ``conn`` lives in."""
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        boot = f.read().strip()
+    fd = os.open("/proc/sys/kernel/random/boot_id", os.O_RDONLY)
+    try:
+        boot = os.read(fd, 64).decode().strip()
+    finally:
+        os.close(fd)
     raw = conn.sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
     return boot, struct.unpack("=Q", raw)[0]
 
