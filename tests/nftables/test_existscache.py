@@ -184,17 +184,37 @@ def test_a_user_cannot_write_the_cache(netns: Any, cache_dir: Path,
 
 
 def test_kernel_numbers_are_the_specs() -> None:
+    from nfkit.netlink import consts
     from nfkit.netlink.consts import NFNL_SUBSYS_NFTABLES, nfnl_msg_type
-    from nfkit.netlink.specs.nftables import MSG, num
+    from nfkit.netlink.specs.nftables import MSG, SetFlags, num
+    from nfkit.nftables import plainelements as pe
+    from nfkit.nftables import quicknl
     from nfkit.nftables.dumpreq import FAMILY_NUM
+    from nfkit.nftables.types import T
 
-    assert existscache.GETGEN == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getgen"])
-    assert existscache.GETRULE == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getrule"])
+    for name in ("getgen", "getrule", "getset", "newsetelem", "delsetelem"):
+        assert getattr(quicknl, name.upper()) == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG[name])
+    for name in ("NETLINK_NETFILTER", "NFNL_SUBSYS_NFTABLES", "NLM_F_REQUEST", "NLM_F_ACK",
+                 "NLM_F_CREATE", "NLMSG_ERROR", "NLMSG_DONE", "NFNL_MSG_BATCH_BEGIN",
+                 "NFNL_MSG_BATCH_END"):
+        assert getattr(quicknl, name) == getattr(consts, name), name
+    assert existscache.GETGEN == quicknl.GETGEN and existscache.GETRULE == quicknl.GETRULE
     assert existscache.NFTA_GEN_ID == num("gen", "id")
     assert (existscache.NFTA_RULE_TABLE, existscache.NFTA_RULE_CHAIN, existscache.NFTA_RULE_HANDLE,
             existscache.NFTA_RULE_EXPRESSIONS) == tuple(
         num("rule", k) for k in ("table", "chain", "handle", "expressions"))
-    assert existscache.FAMILY_NUM == FAMILY_NUM
+    assert existscache.FAMILY_NUM == quicknl.FAMILY_NUM == FAMILY_NUM
+    assert (pe.NFTA_SET_TABLE, pe.NFTA_SET_NAME, pe.NFTA_SET_FLAGS, pe.NFTA_SET_KEY_TYPE,
+            pe.NFTA_SET_KEY_LEN, pe.NFTA_SET_DATA_TYPE) == tuple(
+        num("set", k) for k in ("table", "name", "flags", "key_type", "key_len", "data_type"))
+    assert (pe.NFTA_SET_ELEM_LIST_TABLE, pe.NFTA_SET_ELEM_LIST_SET, pe.NFTA_SET_ELEM_LIST_ELEMENTS
+            ) == tuple(num("set_elem_list", k) for k in ("table", "set", "elements"))
+    assert (pe.NFTA_LIST_ELEM, pe.NFTA_SET_ELEM_KEY, pe.NFTA_DATA_VALUE) == (
+        num("list", "elem"), num("set_elem", "key"), num("data", "value"))
+    assert pe.NLA_F_NESTED == consts.NLA_F_NESTED
+    assert pe.NOT_PLAIN == SetFlags.INTERVAL | SetFlags.MAP | SetFlags.OBJECT | SetFlags.CONCAT
+    assert {k: w for k, (_af, w) in pe.ADDRESS_TYPES.items()} == {
+        T["ipv4_addr"].id: T["ipv4_addr"].size, T["ipv6_addr"].id: T["ipv6_addr"].size}
 
 
 _QUICK_IMPORTS = f"""

@@ -78,6 +78,7 @@ from nfkit.nftables.expressions import (
     verdict_of_data,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
+from nfkit.nftables.plainelements import key_chunks
 from nfkit.nftables.templates import RuleTemplate
 from nfkit.nftables.types import (
     BYTE_UNITS,
@@ -436,13 +437,8 @@ class Encoder:
         """Elements that are keys alone, all of one length (a blocklist): every element
         is one constant header, the key and its padding, so each message's elements
         are one join."""
-        width = len(keys[0])
-        lead = nest(1, nest(A["set_elem"]["key"], attr_bytes(1, bytes(width))))[:12]  # three headers
-        pad = bytes(-width & 3)
-        step = max(1, 60000 // (12 + width + len(pad)))
-        between = pad + lead
-        for at in range(0, len(keys), step):
-            self._elem_msg(family, head, [lead + between.join(keys[at:at + step]) + pad], what, delete)
+        for chunk in key_chunks(len(keys[0]), keys):
+            self._elem_msg(family, head, [chunk], what, delete)
 
     def _elem_msg(self, family: str, head: bytes, chunk: list[bytes], what: str,
                   delete: bool) -> None:
