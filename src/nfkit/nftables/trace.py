@@ -216,7 +216,7 @@ def packet_matches(ev: TraceEvent) -> list[dict[str, Any]]:
             # the next header names its own protocol: nft leaves the field naming it out
             # as that match's dependency, when it prints that header (the network
             # header's only in a table of one network family)
-            above = _BASE_OF.get(carried)
+            above = _BASE_OF.get(carried) if carried is not None else None
             if carried is not None and (above == base or (above == base + 1 and above in ev.headers)) \
                     and (base == 0 or ev.family in ("ip", "ip6")):
                 got = [f for f in got if f[1] != HEADERS[proto].next_field]
