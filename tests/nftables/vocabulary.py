@@ -222,6 +222,13 @@ GROUPS: dict[str, list[Item]] = {
             "prerouting")),
         Item("payload_set_inet", "header fields set in inet (th, ttl 0)", "inet", _chain(
             "th dport set 80\nip ttl set 0\nip protocol set 6", "prerouting")),
+        Item("payload_set_l4", "icmp, sctp, dccp, udplite fields set", "ip", _chain(
+            "icmp type echo-request icmp sequence set 1\nicmp id set 7\n"
+            "sctp sport set 1\nsctp vtag set 5\ndccp dport set 22\ndccp type set request\n"
+            "udplite dport set 53\nudplite csumcov set 8", "prerouting")),
+        Item("payload_set_icmpv6", "icmpv6 fields set", "ip6", _chain(
+            "icmpv6 type echo-request icmpv6 id set 1\nicmpv6 sequence set 2",
+            "prerouting")),
         Item("payload_set_ll", "ether and vlan fields set (bridge)", "bridge", _chain(
             "ether saddr set 00:11:22:33:44:55\nvlan id set 5\nether type vlan vlan id 6",
             "prerouting")),

@@ -1334,6 +1334,8 @@ class RuleCompiler:
         plan = payload_write_plan(proto, field)
         dt = T[PAYLOAD[(proto, field)][3]]
         self._dep(ctx, proto, out)
+        if (proto, field) in ICMP_TYPE_DEPS and not ctx.icmp_type:  # `icmp id set 1`, as nft
+            self._icmp_type_dep(ctx, proto, ICMP_TYPE_DEPS[(proto, field)], out)
         if plan.keep is None:
             if isinstance(value, dict):
                 op = self.load(ctx, value, out)
