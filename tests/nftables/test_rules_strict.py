@@ -182,8 +182,10 @@ def test_an_unknown_flag_is_refused(data: st.DataObject) -> None:
     ({"accept": {"x": 1}}, "key 'x'"),
     ({"limit": {"rate": 5, "per": "second", "burst_unit": "kbytes"}}, "burst unit"),
     ({"match": {"op": "==", "left": {"rt": {"key": "realm"}}, "right": 1}}, "'realm'"),
-    ({"match": {"op": "==", "left": {"tcp option": {"base": 255, "offset": 8, "len": 8}},
-                "right": 1}}, "'base'"),
+    ({"match": {"op": "==", "left": {"tcp option": {"base": 255, "offset": 4, "len": 8}},
+                "right": 1}}, "whole bytes"),  # a raw option's bits: refused, not rounded
+    ({"match": {"op": "==", "left": {"tcp option": {"base": 256, "offset": 8, "len": 8}},
+                "right": 1}}, "kind is 0-255"),
     ({"meter": {"name": "m", "key": SADDR, "stmt": {"counter": None}}}, "'meter'"),
     ({"match": {"op": "==", "left": {"osf": {"key": "name", "ttl": "tight"}}, "right": "Linux"}},
      "'tight'"),

@@ -171,6 +171,10 @@ GROUPS: dict[str, list[Item]] = {
                     "tcp option sack3 right 2\ntcp option mptcp subtype { 1, 2 }\n"
                     "tcp option fastopen exists\ntcp option md5sig missing drop\n"
                     "tcp option sack exists")),
+        Item("tcp_option_raw", "raw tcp options (@kind,offset,length; kind exists, missing)",
+             "inet", _chain("tcp option @254,16,8 1 accept\ntcp option 254 exists accept\n"
+                            "tcp option @254,16,16 0x102 drop\ntcp option 253 missing drop\n"
+                            "tcp option @30,0,8 3 drop\ntcp option @254,16,8 { 1, 5 } drop")),
         Item("sctp_chunk", "sctp chunks (exists, fields)", "inet", _chain(
             "sctp chunk data exists\nsctp chunk init num-inbound-streams 1\n"
             "sctp chunk abort missing drop\nsctp chunk sack a-rwnd 5\nsctp chunk asconf seqno 5")),

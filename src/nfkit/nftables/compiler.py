@@ -589,6 +589,8 @@ class RuleCompiler:
         """An extension header or option field (or, with ``present``, whether it is there)
         loaded into ``reg``, or written from ``sreg``."""
         op_code, dep = EXTHDR_OPS[kind]
+        if kind == "tcp option" and "base" in body and "name" not in body:
+            return self._raw_tcp_option(body, out, reg, present, sreg)
         spec = EXTHDR_FIELDS.get((kind, "sack" if (kind, body["name"]) == ("tcp option", "sack0")
                                   else body["name"]))
         if spec is None:
@@ -628,6 +630,29 @@ class RuleCompiler:
             out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
             return Operand(out, [T[tname]], [nbytes], None, mask, shift)
         return Operand(out, [T[tname]], [nbytes])
+
+    def _raw_tcp_option(self, body: dict[str, Any], out: list[bytes], reg: int, present: bool,
+                        sreg: int | None) -> Operand:
+        """`tcp option @kind,offset,length` (whole bytes of any option, as nft loads them) or,
+        with ``present``, `tcp option KIND exists`."""
+        kind_num, boff, blen = (int(body.get(k, -1)) for k in ("base", "offset", "len"))
+        if not 0 <= kind_num <= 255:
+            raise InputError(f"tcp option @{kind_num}: the option kind is 0-255")
+        if present:
+            boff, blen = 0, 8
+        if boff < 0 or blen <= 0 or boff % 8 or blen % 8 or blen > 128:
+            raise InputError(f"tcp option @{kind_num},{boff},{blen}: nfkit reads whole bytes of "
+                             "an option (offset and length multiples of 8, at most 128 bits)")
+        if sreg is not None:
+            raise InputError(f"tcp option @{kind_num},{boff},{blen}: a raw option is not set "
+                             "by nfkit")
+        parts: list[tuple[str, Any]] = [("dreg", reg), ("type", kind_num), ("offset", boff // 8),
+                                        ("len", blen // 8)]
+        if present:
+            parts.append(("flags", EXTHDR_F_PRESENT))
+        parts.append(("op", EXTHDR_OPS["tcp option"][0]))
+        out.append(EXPRESSIONS["exthdr"].encode(*parts))
+        return Operand(out, [T["boolean"] if present else T_INT32], [blen // 8])
 
     def _osf(self, body: dict[str, Any], out: list[bytes], reg: int) -> Operand:
         """`osf [ttl loose|skip] name|version`: the OS name (or name:version) the packet's

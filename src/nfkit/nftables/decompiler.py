@@ -954,6 +954,15 @@ class RuleDecoder:
         kind = kinds[0]
         # The headers of this type in nft's order (a routing header: rt, srh, rt0).
         names = [n for (k, n), (t, _f) in EXTHDR_FIELDS.items() if k == kind and t == a["type"]]
+        if not names and kind == "tcp option" and "dreg" in a:
+            # an option nft has no name for: `tcp option @kind,offset,length`, or `tcp
+            # option KIND exists` (nft's JSON gives its first byte for the latter)
+            present = bool(flags & EXTHDR_F_PRESENT)
+            raw = {kind: {"base": a["type"], "offset": 0 if present else a["offset"] * 8,
+                          "len": 8 if present else a["len"] * 8}}
+            self._set(a["dreg"], RegValue(raw, [T_FIB_PRESENT if present else T_INT32],
+                                          [1 if present else a["len"]]))
+            return
         if not names:
             raise _AsRaw
         name = names[0]
@@ -968,11 +977,13 @@ class RuleDecoder:
                  if boff == a["offset"] * 8 and blen == a["len"] * 8]
         if not found:
             if "dreg" in a and kind in ("exthdr", "tcp option"):
-                # Part of a byte (`frag more-fragments`): named by the mask that follows.
-                v = RegValue({"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not "
-                                            "decoded", "attrs": {k: a[k] for k in (
-                                                "type", "offset", "len")}}},
-                             [T_INT32], [a["len"]])
+                # Part of a byte (`frag more-fragments`): named by the mask that follows;
+                # else a tcp option's bytes are its raw form, `tcp option @2,24,8`
+                left = {kind: {"base": a["type"], "offset": a["offset"] * 8, "len": a["len"] * 8}} \
+                    if kind == "tcp option" else \
+                    {"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not decoded",
+                                   "attrs": {k: a[k] for k in ("type", "offset", "len")}}}
+                v = RegValue(left, [T_INT32], [a["len"]])
                 v.exthdr = (kind, names, a["offset"], a["len"])
                 self._set(a["dreg"], v)
                 return

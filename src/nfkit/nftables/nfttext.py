@@ -617,7 +617,7 @@ class Exprs:
         """A selector at the cursor (consumed), or None (nothing consumed)."""
         w = c.word()
         it = c.peek()
-        if isinstance(it, Tok) and it.kind == "RAWPAYLOAD":
+        if isinstance(it, Tok) and it.kind == "RAWPAYLOAD" and not it.text[1].isdigit():
             c.take()
             base, off, ln = it.text[1:].split(",")
             return {"payload": {"base": base, "offset": int(off), "len": int(ln)}}
@@ -725,6 +725,17 @@ class Exprs:
         if w in ("tcp", "ip") and w1 == "option" or w == "sctp" and w1 == "chunk":
             kind = f"{w} {w1}"
             c.i += 2
+            if kind == "tcp option":
+                # a raw option, `tcp option @kind,offset,length`, or `tcp option KIND exists`
+                it = c.peek()
+                if isinstance(it, Tok) and it.kind == "RAWPAYLOAD" and it.text[1].isdigit():
+                    c.take()
+                    kind_num, off, ln = map(int, it.text[1:].split(","))
+                    return {kind: {"base": kind_num, "offset": off, "len": ln}}
+                if isinstance(it, Tok) and it.kind == "NUMBER" and it.text.isdigit() \
+                        and c.word(1) in ("exists", "missing"):
+                    c.take()
+                    return {kind: {"base": int(it.text), "offset": 0, "len": 8}}
             body = {"name": c.name()}
             nxt = c.word()
             if nxt is not None and nxt not in ("exists", "missing", "set") \

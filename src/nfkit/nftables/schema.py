@@ -90,7 +90,7 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "exthdr": {"name": STRING, "field": STRING, "offset": INT},
     "osf": {"key": STRING, "ttl": STRING},
     "ipsec": {"key": STRING, "family": STRING, "dir": STRING, "spnum": INT},
-    "tcp option": {"name": STRING, "field": STRING},
+    "tcp option": {"name": STRING, "field": STRING, "base": INT, "offset": INT, "len": INT},
     "ip option": {"name": STRING, "field": STRING},
     "sctp chunk": {"name": STRING, "field": STRING},
     "rt": {"key": STRING, "family": STRING},
