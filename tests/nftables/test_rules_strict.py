@@ -186,7 +186,9 @@ def test_an_unknown_flag_is_refused(data: st.DataObject) -> None:
                 "right": 1}}, "whole bytes"),  # a raw option's bits: refused, not rounded
     ({"match": {"op": "==", "left": {"tcp option": {"base": 256, "offset": 8, "len": 8}},
                 "right": 1}}, "kind is 0-255"),
-    ({"meter": {"name": "m", "key": SADDR, "stmt": {"counter": None}}}, "'meter'"),
+    ({"meter": {"name": "m", "key": SADDR, "stmt": {"accept": None}}}, "cannot be carried"),
+    ({"meter": {"name": "m", "key": SADDR, "stmt": {"counter": None}, "size": 0}}, "size 0"),
+    ({"meter": {"name": "m", "key": SADDR}}, "'stmt' is missing"),
     ({"match": {"op": "==", "left": {"osf": {"key": "name", "ttl": "tight"}}, "right": "Linux"}},
      "'tight'"),
     ({"match": {"op": "==", "left": {"ipsec": {"key": "reqid", "dir": "sideways"}}, "right": 1}},

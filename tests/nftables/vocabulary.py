@@ -68,6 +68,10 @@ GROUPS: dict[str, list[Item]] = {
         Item("dynset_limit", "set update with a limit (a meter)", "ip",
              "set m { type ipv4_addr; size 65535; flags dynamic; }\n"
              + _chain("tcp dport 22 update @m { ip saddr limit rate over 20/second } drop")),
+        Item("meter", "meters (a limit; a concatenation with a timeout and a size)", "ip",
+             _chain("tcp dport 22 meter m { ip saddr limit rate 10/second } accept\n"
+                    "meter m2 size 1024 { ip saddr . tcp dport timeout 10s counter }\n"
+                    "meter m3 { ip saddr quota over 10 mbytes } drop")),
         Item("dynset_multi", "set update with counter and quota", "ip",
              "set m { type ipv4_addr; flags dynamic,timeout; timeout 1m; }\n"
              + _chain("add @m { ip saddr timeout 10s counter quota over 10 mbytes }")),

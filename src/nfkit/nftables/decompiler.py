@@ -46,6 +46,7 @@ from nfkit.nftables.expressions import (
     OSF_TTL_NAMES,
     RT_KEYS,
     SET_ANONYMOUS,
+    SET_EVAL,
     SET_INTERVAL,
     SOCKET_KEYS,
     SYNPROXY_FLAGS,
@@ -153,10 +154,16 @@ class SetView:
     # per element key: what else the kernel holds for it (timeout, expires, counter, ...)
     elem_extra: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     data_host: bool = False  # the map's values are in host byte order (nft's set userdata)
+    size: int | None = None  # NFTA_SET_DESC_SIZE (a meter's `size`)
 
     @property
     def anonymous(self) -> bool:
         return bool(self.flags & SET_ANONYMOUS)
+
+
+def elem_keys(elem: Any) -> dict[str, Any]:
+    """The options of a set update's element (`{"elem": {"val": ..., "timeout": ...}}`)."""
+    return elem["elem"] if isinstance(elem, dict) and "elem" in elem else {}
 
 
 class RuleDecoder:
@@ -920,6 +927,15 @@ class RuleDecoder:
             body: dict[str, Any] = {"op": op, "elem": elem, "data": data, "map": "@" + name}
         else:
             body = {"op": op, "elem": elem, "set": "@" + name}
+        if s is not None and s.anonymous and s.flags & SET_EVAL and "sreg_data" not in a \
+                and len(stmts) == 1 and op == ("update" if "timeout" in elem_keys(elem) else "add"):
+            # the rule's own set, updated from the packet path: a meter, as nft lists it
+            meter: dict[str, Any] = {"key": elem, "stmt": stmts[0]}
+            if s.size is not None:
+                meter["size"] = s.size
+            meter["name"] = name
+            self.out.append({"meter": meter})
+            return
         if stmts:
             body["stmt"] = stmts
         self.out.append({"map" if "sreg_data" in a else "set": body})

@@ -964,7 +964,7 @@ _TERMINAL_STMTS = frozenset(("accept", "drop", "return", "jump", "goto", "reject
 _STMT_WORDS = {"accept", "drop", "continue", "return", "jump", "goto", "counter", "log", "limit",
                "quota", "reject", "snat", "dnat", "masquerade", "redirect", "notrack", "queue",
                "dup", "fwd", "set", "map", "vmap", "comment", "meta", "ct", "mark", "tproxy",
-               "synproxy", "update", "add", "delete"}
+               "synproxy", "update", "add", "delete", "meter"}
 
 
 # ---- statements ----------------------------------------------------------------------
@@ -1320,6 +1320,29 @@ class Statements(Exprs):
         if stmts:
             body["stmt"] = stmts
         return {"set": body}
+
+    def _st_meter(self, c: Cursor) -> Any:
+        """`meter NAME [size N] { KEY [timeout T] STATEMENT }`, as nft's JSON has it."""
+        c.i += 1
+        body: dict[str, Any] = {"name": c.name()}
+        size = None
+        if c.accept("size"):
+            size = c.integer()
+        g = c.take()
+        if not isinstance(g, Group) or len(g.elems) != 1:
+            raise at(g, "syntax error, expecting { key statement }")
+        inner = Cursor(g.elems[0], g)
+        key = self.concat(inner, selectors_only=True)
+        if inner.word() == "timeout":
+            inner.i += 1
+            key = {"elem": {"val": key, "timeout": inner.time()}}
+        body["key"] = key
+        body["stmt"] = self.statement(inner)
+        if not inner.at_end():
+            raise at(inner.peek() or g, "syntax error: a meter carries one statement")
+        if size is not None:
+            body["size"] = size
+        return {"meter": body}
 
     def _st_add(self, c: Cursor) -> Any:
         return self._set_stmt(c, "add")

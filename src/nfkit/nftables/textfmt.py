@@ -286,15 +286,19 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         return f"{expr(b['key'])} vmap {value(b['data'])}"
     if k == "notrack":
         return "notrack"
-    if k in ("set", "map") and isinstance(b, dict) and "op" in b:
-        elem = b["elem"]
+    if k in ("set", "map", "meter") and isinstance(b, dict) and ("op" in b or k == "meter"):
+        elem = b["key" if k == "meter" else "elem"]
         inner = expr(elem)
         if isinstance(elem, dict) and "elem" in elem:
             inner = expr(elem["elem"]["val"])
             if "timeout" in elem["elem"]:
                 inner += f" timeout {elem['elem']['timeout']}s"
-        for st in b.get("stmt") or ():  # nft lists a set update's counter without values
+        stmts = [b["stmt"]] if k == "meter" else b.get("stmt") or ()
+        for st in stmts:  # nft lists a set update's counter without values
             inner += " counter" if st == {"counter": None} else " " + statement(st)
+        if k == "meter":
+            size = f" size {b['size']}" if "size" in b else ""
+            return f"meter {b['name']}{size} {{ {inner} }}"
         data = f" : {value(b['data'])}" if k == "map" else ""
         return f"{b['op']} {b.get('set', b.get('map'))} {{ {inner}{data} }}"
     if k == "quota":
