@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.nfkit-bench-installed
 
 # Debian packages the tests and the demo drive (oracles and traffic makers).
 # iptables: its extension modules are how nft prints xt targets (NFQUEUE on this kernel)
-APT_TEST := iproute2 iputils-ping nftables conntrack iptables linux-libc-dev \
+APT_TEST := iproute2 iputils-ping iputils-arping nftables conntrack iptables linux-libc-dev \
 	tcpdump curl openssl openssh-server openssh-client dnsmasq-base bind9-dnsutils \
 	redis-server redis-tools mosquitto mosquitto-clients vsftpd util-linux conntrackd
 # nfgrep signature tests (psql and a PostgreSQL server of its own)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NFKIT = [str(ROOT / ".venv/bin/nfkit")] if (ROOT / ".venv/bin/nfkit").exists() else [sys.executable, "-m", "nfkit"]
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "5000 100000").split()]
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+FILL = "nft -f (the deletes' fill)"
 SETUP = "table inet t { set s { type ipv4_addr; }; }\n"
 
 
@@ -74,17 +75,17 @@ def main() -> None:
                 "nft delete (all)": ["sh", "-c", f"nft -f {nft_file} && exec \"$@\"", "sh", "nft", "delete",
                                      "element", "inet", "t", "s", "{ " + ", ".join(elems) + " }"],
             }
+            cases[FILL] = ["nft", "-f", str(nft_file)]
             if len(", ".join(elems)) > 100_000:  # one argument may hold 128 KiB (MAX_ARG_STRLEN)
                 del cases["nft add element (command line)"], cases["nft delete (all)"]
             res: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
             for _ in range(RUNS):
                 for k, argv in cases.items():  # interleaved: one of each per round
                     res[k].append(timed(argv))
-            # the delete cases include loading the set with nft -f: take that off
-            fill = [timed(["nft", "-f", str(nft_file)]) for _ in range(RUNS)]
-            fill_w = statistics.median(w for w, _ in fill)
-            fill_c = statistics.median(c for _, c in fill)
+            # the delete cases include loading the set with nft -f: take that off (timed in
+            # the same rounds: on a shared machine a fill timed apart can exceed them)
             med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in res.items()}
+            fill_w, fill_c = med.pop(FILL)
             for k in ("nfkit delete (all)", "nft delete (all)"):
                 if k in med:
                     med[k] = (med[k][0] - fill_w + setup_only[0], med[k][1] - fill_c + setup_only[1])

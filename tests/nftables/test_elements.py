@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,102 @@ def test_the_click_less_start_takes_only_plain_element_commands() -> None:
                  ["rules", "element", "add", "inet", "t"],
                  ["rules", "add", "inet", "t", "s", "x"]):
         assert quick_args(argv) is None, argv
+
+
+@given(st.sampled_from(["ipv4_addr", "ipv6_addr"]), st.integers(1, 9000), st.booleans(),
+       st.sampled_from(["inet", "ip", "ip6", "bridge", "netdev", "arp"]))
+@settings(max_examples=30, deadline=None)
+def test_the_plain_path_sends_the_general_paths_batch(kind: str, n: int, delete: bool,
+                                                      family: str) -> None:
+    """Plain addresses into a set go by `plainelements` alone: the batch it sends is the
+    general path's, byte for byte (sequence numbers aside), split at the same elements."""
+    import socket
+
+    from nfkit.netlink.codec import Batch
+    from nfkit.nftables import plainelements, quicknl
+    from nfkit.nftables.messages import Encoder
+    from nfkit.nftables.model import Set
+
+    from .conftest import unsequenced
+
+    s = Set(family, "t", "blocklist", type=kind)
+    texts = [KEYS[kind](i) for i in range(n)]
+    general = Batch()
+    Encoder(general).set_elements(s, texts, delete=delete)
+    general.close()
+    af, width = (socket.AF_INET, 4) if kind == "ipv4_addr" else (socket.AF_INET6, 16)
+    keys = [socket.inet_pton(af, t) for t in texts]
+    plain = quicknl.batch_bytes(plainelements.element_messages(
+        "delete" if delete else "add", family, "t", "blocklist", width, keys), 1)
+    assert unsequenced(plain) == unsequenced(general.buffer)
+
+
+def test_simple_splitting_is_the_general_splitting() -> None:
+    from nfkit.nftables.plainelements import simple_split
+
+    text = "192.0.2.1, 192.0.2.2 # two\n# a comment, with a comma\n\n 2001:db8::1 ,\n"
+    assert simple_split(text) == split_elements(text) == ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+    assert simple_split('"eth0", x') is None and simple_split("e { f }") is None
+
+
+_RUN = "import sys; from nfkit.cli.entry import run; run(sys.argv[1:])"
+
+# what the general path imports and the plain path must not
+_RULE_MACHINERY = {"nfkit.netlink", "nfkit.nftables.messages", "nfkit.nftables.commits",
+                   "nfkit.nftables.listing", "re", "typing", "json", "socket", "signal"}
+
+
+def test_plain_addresses_go_without_the_rule_machinery(lab: Lab, tmp_path: Path) -> None:
+    """A blocklist of addresses into a plain set: none of nfkit's rule machinery (nor re,
+    typing, json) is imported, the kernel holds what nft's `add element` gives; every
+    other case (an interval set, stdin, an element with an option, one the kernel refuses)
+    is the general path's, with its messages."""
+    ours, theirs = lab.add("ours"), lab.add("theirs")
+    sets = ("table inet t { set s { type ipv4_addr; }; set six { type ipv6_addr; flags timeout; };"
+            " set p { type ipv4_addr; flags interval; }; }\n")
+    for ns in (ours, theirs):
+        ns.run(["nft", "-f", "-"], input=sets)
+    v4 = [f"198.51.{i >> 8}.{i & 255}" for i in range(5000)]
+    v6 = [f"2001:db8::{i:x}" for i in range(300)]
+    f4, f6 = tmp_path / "v4.txt", tmp_path / "v6.txt"
+    f4.write_text("# blocklist\n" + "\n".join(v4) + "\n")
+    f6.write_text(", ".join(v6) + "\n")
+
+    def nfkit(ns: Namespace, *args: str, stdin: str | None = None) -> tuple[set[str], str, int]:
+        """(modules imported, what it said on stderr, exit status) of `nfkit rules element`."""
+        r = ns.run([sys.executable, "-X", "importtime", "-c", _RUN, "rules", "element", *args],
+                   check=False, input=stdin)
+        lines = r.stderr.splitlines()
+        imported = {x.rsplit("|", 1)[-1].strip() for x in lines if x.startswith("import time:")}
+        return imported, "\n".join(x for x in lines if not x.startswith("import time:")), r.returncode
+
+    for name, f, elems in (("s", f4, v4), ("six", f6, v6)):
+        imported, said, code = nfkit(ours, "add", "inet", "t", name, "--from", str(f))
+        assert code == 0 and said == f"added {len(elems)} element(s) to set inet t {name}"
+        assert "nfkit.nftables.plainelements" in imported
+        assert not imported & _RULE_MACHINERY, sorted(imported & _RULE_MACHINERY)
+        theirs.run(["nft", "-f", "-"], input=f"add element inet t {name} {{ {', '.join(elems)} }}\n")
+        assert _elements_of(ours, "set", name) == _elements_of(theirs, "set", name)
+    imported, said, code = nfkit(ours, "delete", "inet", "t", "s", *v4[:3])
+    assert code == 0 and said == "deleted 3 element(s) from set inet t s"
+    assert not imported & _RULE_MACHINERY
+    theirs.run(f"nft delete element inet t s {{ {', '.join(v4[:3])} }}")
+    assert _elements_of(ours, "set", "s") == _elements_of(theirs, "set", "s")
+    # the general path's cases
+    general = [(["add", "inet", "t", "p", "192.0.2.0/24"], None),  # an interval set
+               (["add", "inet", "t", "s", "--from", "-"], "192.0.2.7\n"),  # stdin
+               (["add", "inet", "t", "six", "2001:db8::77 timeout 1h"], None)]  # an option
+    for args, stdin in general:
+        imported, said, code = nfkit(ours, *args, stdin=stdin)
+        assert code == 0 and "nfkit.nftables.messages" in imported, (args, said)
+    theirs.run(["nft", "-f", "-"], input="add element inet t p { 192.0.2.0/24 }\n"
+               "add element inet t s { 192.0.2.7 }\nadd element inet t six { 2001:db8::77 timeout 1h }\n")
+    for name in ("s", "six", "p"):
+        assert _elements_of(ours, "set", name) == _elements_of(theirs, "set", name), name
+    # an element the kernel refuses (not in the set): nothing deleted, the general
+    # path's error, one line naming the set
+    before = ours.run("nft list set inet t s").stdout
+    imported, said, code = nfkit(ours, "delete", "inet", "t", "s", v4[10], "203.0.113.99")
+    assert code == 2 and "nfkit.nftables.messages" in imported
+    assert said.startswith("nfkit: ") and "inet t s" in said and len(said.splitlines()) == 1, said
+    assert ours.run("nft list set inet t s").stdout == before

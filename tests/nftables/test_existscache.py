@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,17 +184,37 @@ def test_a_user_cannot_write_the_cache(netns: Any, cache_dir: Path,
 
 
 def test_kernel_numbers_are_the_specs() -> None:
+    from nfkit.netlink import consts
     from nfkit.netlink.consts import NFNL_SUBSYS_NFTABLES, nfnl_msg_type
-    from nfkit.netlink.specs.nftables import MSG, num
+    from nfkit.netlink.specs.nftables import MSG, SetFlags, num
+    from nfkit.nftables import plainelements as pe
+    from nfkit.nftables import quicknl
     from nfkit.nftables.dumpreq import FAMILY_NUM
+    from nfkit.nftables.types import T
 
-    assert existscache.GETGEN == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getgen"])
-    assert existscache.GETRULE == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG["getrule"])
+    for name in ("getgen", "getrule", "getset", "newsetelem", "delsetelem"):
+        assert getattr(quicknl, name.upper()) == nfnl_msg_type(NFNL_SUBSYS_NFTABLES, MSG[name])
+    for name in ("NETLINK_NETFILTER", "NFNL_SUBSYS_NFTABLES", "NLM_F_REQUEST", "NLM_F_ACK",
+                 "NLM_F_CREATE", "NLMSG_ERROR", "NLMSG_DONE", "NFNL_MSG_BATCH_BEGIN",
+                 "NFNL_MSG_BATCH_END"):
+        assert getattr(quicknl, name) == getattr(consts, name), name
+    assert existscache.GETGEN == quicknl.GETGEN and existscache.GETRULE == quicknl.GETRULE
     assert existscache.NFTA_GEN_ID == num("gen", "id")
     assert (existscache.NFTA_RULE_TABLE, existscache.NFTA_RULE_CHAIN, existscache.NFTA_RULE_HANDLE,
             existscache.NFTA_RULE_EXPRESSIONS) == tuple(
         num("rule", k) for k in ("table", "chain", "handle", "expressions"))
-    assert existscache.FAMILY_NUM == FAMILY_NUM
+    assert existscache.FAMILY_NUM == quicknl.FAMILY_NUM == FAMILY_NUM
+    assert (pe.NFTA_SET_TABLE, pe.NFTA_SET_NAME, pe.NFTA_SET_FLAGS, pe.NFTA_SET_KEY_TYPE,
+            pe.NFTA_SET_KEY_LEN, pe.NFTA_SET_DATA_TYPE) == tuple(
+        num("set", k) for k in ("table", "name", "flags", "key_type", "key_len", "data_type"))
+    assert (pe.NFTA_SET_ELEM_LIST_TABLE, pe.NFTA_SET_ELEM_LIST_SET, pe.NFTA_SET_ELEM_LIST_ELEMENTS
+            ) == tuple(num("set_elem_list", k) for k in ("table", "set", "elements"))
+    assert (pe.NFTA_LIST_ELEM, pe.NFTA_SET_ELEM_KEY, pe.NFTA_DATA_VALUE) == (
+        num("list", "elem"), num("set_elem", "key"), num("data", "value"))
+    assert pe.NLA_F_NESTED == consts.NLA_F_NESTED
+    assert pe.NOT_PLAIN == SetFlags.INTERVAL | SetFlags.MAP | SetFlags.OBJECT | SetFlags.CONCAT
+    assert {k: w for k, (_af, w) in pe.ADDRESS_TYPES.items()} == {
+        T["ipv4_addr"].id: T["ipv4_addr"].size, T["ipv6_addr"].id: T["ipv6_addr"].size}
 
 
 _QUICK_IMPORTS = f"""
@@ -226,6 +247,87 @@ def test_the_quick_path_imports_only_what_it_needs(netns: Any, cache_dir: Path) 
         heavy = {"click", "typing", "json", "socket", "re", "collections", "nfkit.netlink",
                  "nfkit.nftables.listing"}
         assert not imported & heavy, sorted(imported & heavy)
+
+
+_ROUND_TRIPS = f"""
+import sys
+sys.path[:0] = [{_SRC!r}]
+from nfkit.nftables import existscache
+calls = []
+
+
+class Counted:  # the socket, every send and receive counted
+    def __init__(self, sock):
+        self.sock = sock
+
+    def send(self, data):
+        calls.append("send")
+        return self.sock.send(data)
+
+    def recv(self, size):
+        calls.append("recv")
+        return self.sock.recv(size)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+plain = existscache.Conn.__init__
+
+
+def counted(self):
+    plain(self)
+    self.sock = Counted(self.sock)
+
+
+existscache.Conn.__init__ = counted
+print(existscache.quick("inet", "t", "c", sys.argv[1]), " ".join(calls))
+"""
+
+
+@pytest.mark.kernel
+def test_an_answer_from_the_cache_is_one_getgen_and_one_getrule(netns: Any, cache_dir: Path) -> None:
+    """Two requests, two replies: no ACK asked for after the reply to a GET (each
+    would be one more message for the kernel to build and one more receive)."""
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, N - 1) == 0  # the full path: dumped, cached, remembered
+    assert _exists(netns, cache_dir, N + 1) == 1
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    found = netns.run(["python3", "-c", _ROUND_TRIPS, _rule(N - 1)], env=env).stdout.split()
+    assert found == ["True", "send", "recv", "send", "recv"]
+    absent = netns.run(["python3", "-c", _ROUND_TRIPS, _rule(N + 1)], env=env).stdout.split()
+    assert absent == ["False", "send", "recv"]  # not in the cache of this generation
+    # a handle the chain does not have: the kernel's refusal is the one reply, None
+    conn_snippet = (f"import sys; sys.path[:0] = [{_SRC!r}]\n"
+                    "from nfkit.nftables.existscache import Conn, get_rule_exprs\n"
+                    "print(get_rule_exprs(Conn(), ('inet', 't', 'c'), 1 << 40))")
+    assert netns.run(["python3", "-c", conn_snippet]).stdout.split() == ["None"]
+
+
+def _launcher() -> Path:
+    """The `nfkit` command the install put beside this interpreter."""
+    return Path(sys.executable).parent / "nfkit"
+
+
+@pytest.mark.kernel
+def test_the_installed_command_imports_neither_re_nor_typing_to_answer(netns: Any,
+                                                                       cache_dir: Path) -> None:
+    """`.venv/bin/nfkit` is our own launcher: pip's generated console script imports
+    `re` first (7 ms of CPU, more than the answer from the cache)."""
+    _load(netns, _ruleset(range(N)))
+    assert _exists(netns, cache_dir, 7) == 0
+    env = {**os.environ, "NFKIT_CACHE_DIR": str(cache_dir)}
+    r = netns.run([sys.executable, "-X", "importtime", str(_launcher()), "rules", "exists", "-f",
+                   "inet", "-t", "t", "-c", "c", _rule(7)], check=False, env=env)
+    assert r.returncode == 0, r.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    assert "nfkit.nftables.existscache" in imported
+    assert not imported & {"re", "typing", "click", "json", "socket"}, sorted(imported)
+    # and every other command still goes through it
+    r = netns.run([str(_launcher()), "rules", "list"], check=False, env=env)
+    assert r.returncode == 0 and "192.0.2.7" in r.stdout, r.stderr
+    r = netns.run([str(_launcher()), "rules", "nosuchcommand"], check=False, env=env)
+    assert r.returncode == 2 and r.stderr.startswith("nfkit: "), r.stderr
 
 
 def _nla(typ: int, payload: bytes) -> bytes:

@@ -37,7 +37,7 @@ GAP = """table ip t {
 \tchain c {
 \t\ttype filter hook input priority 0; policy accept;
 \t\ttcp dport 22 accept
-\t\ticmp type set echo-reply accept
+\t\tsocket cgroupv2 level 1 "user.slice" accept
 \t}
 }
 """

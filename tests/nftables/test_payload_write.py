@@ -10,7 +10,7 @@ from nfkit.nftables.compiler import RuleCompiler
 
 
 @pytest.mark.parametrize("key, value, why", [
-    ({"protocol": "icmpv6", "field": "type"}, 1, "not encoded by nfkit"),
+    ({"protocol": "comp", "field": "cpi"}, 1, "not encoded by nfkit"),
     ({"protocol": "ip6", "field": "dscp"}, {"meta": {"key": "mark"}}, "a constant only"),
     ({"protocol": "ip6", "field": "daddr"}, {"meta": {"key": "mark"}}, "the value is 32 bits"),
     ({"base": "th", "offset": 4, "len": 8}, 1, "whole bytes only"),

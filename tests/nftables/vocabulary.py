@@ -68,6 +68,10 @@ GROUPS: dict[str, list[Item]] = {
         Item("dynset_limit", "set update with a limit (a meter)", "ip",
              "set m { type ipv4_addr; size 65535; flags dynamic; }\n"
              + _chain("tcp dport 22 update @m { ip saddr limit rate over 20/second } drop")),
+        Item("meter", "meters (a limit; a concatenation with a timeout and a size)", "ip",
+             _chain("tcp dport 22 meter m { ip saddr limit rate 10/second } accept\n"
+                    "meter m2 size 1024 { ip saddr . tcp dport timeout 10s counter }\n"
+                    "meter m3 { ip saddr quota over 10 mbytes } drop")),
         Item("dynset_multi", "set update with counter and quota", "ip",
              "set m { type ipv4_addr; flags dynamic,timeout; timeout 1m; }\n"
              + _chain("add @m { ip saddr timeout 10s counter quota over 10 mbytes }")),
@@ -171,6 +175,10 @@ GROUPS: dict[str, list[Item]] = {
                     "tcp option sack3 right 2\ntcp option mptcp subtype { 1, 2 }\n"
                     "tcp option fastopen exists\ntcp option md5sig missing drop\n"
                     "tcp option sack exists")),
+        Item("tcp_option_raw", "raw tcp options (@kind,offset,length; kind exists, missing)",
+             "inet", _chain("tcp option @254,16,8 1 accept\ntcp option 254 exists accept\n"
+                            "tcp option @254,16,16 0x102 drop\ntcp option 253 missing drop\n"
+                            "tcp option @30,0,8 3 drop\ntcp option @254,16,8 { 1, 5 } drop")),
         Item("sctp_chunk", "sctp chunks (exists, fields)", "inet", _chain(
             "sctp chunk data exists\nsctp chunk init num-inbound-streams 1\n"
             "sctp chunk abort missing drop\nsctp chunk sack a-rwnd 5\nsctp chunk asconf seqno 5")),
@@ -222,6 +230,13 @@ GROUPS: dict[str, list[Item]] = {
             "prerouting")),
         Item("payload_set_inet", "header fields set in inet (th, ttl 0)", "inet", _chain(
             "th dport set 80\nip ttl set 0\nip protocol set 6", "prerouting")),
+        Item("payload_set_l4", "icmp, sctp, dccp, udplite fields set", "ip", _chain(
+            "icmp type echo-request icmp sequence set 1\nicmp id set 7\n"
+            "sctp sport set 1\nsctp vtag set 5\ndccp dport set 22\ndccp type set request\n"
+            "udplite dport set 53\nudplite csumcov set 8", "prerouting")),
+        Item("payload_set_icmpv6", "icmpv6 fields set", "ip6", _chain(
+            "icmpv6 type echo-request icmpv6 id set 1\nicmpv6 sequence set 2",
+            "prerouting")),
         Item("payload_set_ll", "ether and vlan fields set (bridge)", "bridge", _chain(
             "ether saddr set 00:11:22:33:44:55\nvlan id set 5\nether type vlan vlan id 6",
             "prerouting")),

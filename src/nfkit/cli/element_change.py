@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-from nfkit.cli.bulk import read_file
 from nfkit.cli.guard import one_shot
 from nfkit.errors import InputError
 
@@ -21,6 +20,7 @@ def change(verb: str, family: str, table: str, name: str, elements: tuple[str, .
            from_file: str | None) -> None:
     """Add (``verb`` "add") or delete ELEMENTS and those of ``from_file`` to or from set
     or map NAME in one transaction, say so on stderr, then exit."""
+    from nfkit.cli.bulk import read_file
     from nfkit.nftables import validate
     from nfkit.nftables.commits import run_commands
     from nfkit.nftables.elements import element_commands, read_elements, set_listing, split_elements
@@ -38,8 +38,30 @@ def change(verb: str, family: str, table: str, name: str, elements: tuple[str, .
         s = set_listing(rs, family, table, name).sets[0]
         items = read_elements(texts, family, table, name, s.map is not None)
         run_commands(element_commands(verb, family, table, name, items), sock=sock)
-    print(f"{'added' if verb == 'add' else 'deleted'} {len(items)} element(s) "
-          f"{'to' if verb == 'add' else 'from'} {s.kind} {family} {table} {name}", file=sys.stderr)
+    said(verb, len(items), s.kind, family, table, name)
+
+
+def said(verb: str, count: int, kind: str, family: str, table: str, name: str) -> None:
+    """What the command did, on stderr."""
+    print(f"{'added' if verb == 'add' else 'deleted'} {count} element(s) "
+          f"{'to' if verb == 'add' else 'from'} {kind} {family} {table} {name}", file=sys.stderr)
+
+
+def quick_change(verb: str, family: str, table: str, name: str, elements: list[str],
+                 from_file: str | None) -> bool:
+    """The change made by `nfkit.nftables.plainelements` (plain addresses into a set,
+    before the rest of nfkit is imported) and said; False when that path does not take
+    it (then nothing was committed: `change` does it)."""
+    from nfkit.nftables.plainelements import change as plain_change
+
+    try:
+        count = plain_change(verb, family, table, name, elements, from_file)
+    except OSError:
+        count = None
+    if count is None:
+        return False
+    said(verb, count, "set", family, table, name)
+    return True
 
 
 def quick_args(args: list[str]) -> tuple[str, str, str, str, list[str], str | None] | None:

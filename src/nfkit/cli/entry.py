@@ -3,7 +3,7 @@
 This module owns starting the commands that load big rule files
 (`nfkit rules load FILE`,
 `nfkit rules check FILE`), that add or delete set elements (`nfkit rules element
-add|delete`) and that answer `nfkit rules exists` from its cache, without
+add|delete`; plain addresses by `nftables.plainelements` alone) and that answer `nfkit rules exists` from its cache, without
 importing click, whose import alone costs more than the kernel needs to commit
 10,000 rules.  Every other command line
 goes to the click group in `nfkit.cli.main`; all of it runs under `guard.guarded`.
@@ -32,11 +32,12 @@ def _run(args: list[str]) -> None:
         (bulk.load_file if args[1] == "load" else bulk.check_file)(args[2])
         return
     if args[:2] == ["rules", "element"]:
-        from nfkit.cli.element_change import change, quick_args
+        from nfkit.cli.element_change import change, quick_args, quick_change
 
         element_args = quick_args(args)
         if element_args is not None:
-            change(*element_args)
+            if not quick_change(*element_args):
+                change(*element_args)
             return
     if len(args) == 9 and args[:2] == ["rules", "exists"] and os.geteuid() == 0:
         # The answer from the cache (one GETGEN, one GETRULE) before anything else is

@@ -94,9 +94,6 @@ def one_shot(fn: Callable[..., int | None]) -> Callable[..., None]:
     Measured: docs/rules.md ("One-shot commands").
     """
 
-    import functools  # here: its import (collections) costs more than `rules exists`' answer
-
-    @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> None:
         gc.disable()
         status = fn(*args, **kwargs)
@@ -104,4 +101,9 @@ def one_shot(fn: Callable[..., int | None]) -> Callable[..., None]:
         sys.stderr.flush()
         os._exit(status or 0)
 
+    # functools.wraps by hand: functools' import (collections) costs more than the
+    # kernel's work for a few thousand set elements
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(run, name, getattr(fn, name))
+    run.__wrapped__ = fn  # type: ignore[attr-defined]
     return run

@@ -16,13 +16,16 @@ handler (`nfkit.cli.guard.guarded`) reports those instead of "nothing happened".
 
 from __future__ import annotations
 
-import signal
+# _signal, not signal: signal's import (its enum classes) costs more than the kernel's
+# work for a blocklist of a few thousand addresses
+import _signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-HELD = {signal.SIGINT}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+
+HELD = {_signal.SIGINT}
 _COMMITTED: list[str] = []
 
 
@@ -31,22 +34,33 @@ def committed() -> list[str]:
     return list(_COMMITTED)
 
 
-@contextmanager
-def interrupts_held(what: str = "the transaction") -> Iterator[None]:
+class interrupts_held:  # lower case: used as the function it was, `with interrupts_held(...)`
     """Block SIGINT for the body; if one came, say on stderr that ``what`` was
     committed (the body returned) and go on, or let the body's error say it was not."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals go to the main thread only: nothing to hold here
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-    ok = False
-    try:
-        yield
-        ok = True
-        _COMMITTED.append(what)
-    finally:
-        came = signal.sigtimedwait(HELD, 0) is not None
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    __slots__ = ("what", "old")
+
+    def __init__(self, what: str = "the transaction") -> None:
+        self.what = what
+        self.old: set[int] | None = None
+
+    def __enter__(self) -> None:
+        # threading not imported: no thread was started through it, this is the main one
+        threading = sys.modules.get("threading")
+        if threading is not None and threading.current_thread() is not threading.main_thread():
+            return  # signals go to the main thread only: nothing to hold here
+        self.old = _signal.pthread_sigmask(_signal.SIG_BLOCK, HELD)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.old is None:
+            return
+        ok = exc_type is None
+        if ok:
+            _COMMITTED.append(self.what)
+        came = _signal.sigtimedwait(HELD, 0) is not None
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self.old)
+        self.old = None
         if came and ok:
-            print(f"nfkit: interrupt received while the kernel was committing {what}: "
+            print(f"nfkit: interrupt received while the kernel was committing {self.what}: "
                   "it was committed", file=sys.stderr)

@@ -50,9 +50,11 @@ from nfkit.nftables.expressions import (
     SET_ANONYMOUS,
     SET_CONCAT,
     SET_CONSTANT,
+    SET_EVAL,
     SET_INTERVAL,
     SET_MAP,
     SET_OBJECT,
+    SET_TIMEOUT,
     SOCKET_KEYS,
     T_FIB_TYPE,
     T_HINT32,
@@ -140,6 +142,8 @@ class AnonSet:
     count: int = 0
     obj_type: int = 0  # an object map (NFT_SET_OBJECT): its elements' data are object names
     data_dt: Datatype | None = None  # a map's value type (its byte order goes in userdata)
+    set_name: str | None = None  # a meter's set, named by the rule (else "__set%d")
+    desc: bool = True  # NFTA_SET_DESC with `count` as its size (a meter without size: none)
 
     @property
     def key_len(self) -> int:
@@ -589,6 +593,8 @@ class RuleCompiler:
         """An extension header or option field (or, with ``present``, whether it is there)
         loaded into ``reg``, or written from ``sreg``."""
         op_code, dep = EXTHDR_OPS[kind]
+        if kind == "tcp option" and "base" in body and "name" not in body:
+            return self._raw_tcp_option(body, out, reg, present, sreg)
         spec = EXTHDR_FIELDS.get((kind, "sack" if (kind, body["name"]) == ("tcp option", "sack0")
                                   else body["name"]))
         if spec is None:
@@ -628,6 +634,29 @@ class RuleCompiler:
             out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
             return Operand(out, [T[tname]], [nbytes], None, mask, shift)
         return Operand(out, [T[tname]], [nbytes])
+
+    def _raw_tcp_option(self, body: dict[str, Any], out: list[bytes], reg: int, present: bool,
+                        sreg: int | None) -> Operand:
+        """`tcp option @kind,offset,length` (whole bytes of any option, as nft loads them) or,
+        with ``present``, `tcp option KIND exists`."""
+        kind_num, boff, blen = (int(body.get(k, -1)) for k in ("base", "offset", "len"))
+        if not 0 <= kind_num <= 255:
+            raise InputError(f"tcp option @{kind_num}: the option kind is 0-255")
+        if present:
+            boff, blen = 0, 8
+        if boff < 0 or blen <= 0 or boff % 8 or blen % 8 or blen > 128:
+            raise InputError(f"tcp option @{kind_num},{boff},{blen}: nfkit reads whole bytes of "
+                             "an option (offset and length multiples of 8, at most 128 bits)")
+        if sreg is not None:
+            raise InputError(f"tcp option @{kind_num},{boff},{blen}: a raw option is not set "
+                             "by nfkit")
+        parts: list[tuple[str, Any]] = [("dreg", reg), ("type", kind_num), ("offset", boff // 8),
+                                        ("len", blen // 8)]
+        if present:
+            parts.append(("flags", EXTHDR_F_PRESENT))
+        parts.append(("op", EXTHDR_OPS["tcp option"][0]))
+        out.append(EXPRESSIONS["exthdr"].encode(*parts))
+        return Operand(out, [T["boolean"] if present else T_INT32], [blen // 8])
 
     def _osf(self, body: dict[str, Any], out: list[bytes], reg: int) -> Operand:
         """`osf [ttl loose|skip] name|version`: the OS name (or name:version) the packet's
@@ -1334,6 +1363,8 @@ class RuleCompiler:
         plan = payload_write_plan(proto, field)
         dt = T[PAYLOAD[(proto, field)][3]]
         self._dep(ctx, proto, out)
+        if (proto, field) in ICMP_TYPE_DEPS and not ctx.icmp_type:  # `icmp id set 1`, as nft
+            self._icmp_type_dep(ctx, proto, ICMP_TYPE_DEPS[(proto, field)], out)
         if plan.keep is None:
             if isinstance(value, dict):
                 op = self.load(ctx, value, out)
@@ -1361,8 +1392,26 @@ class RuleCompiler:
             ("csum_flags", plan.csum_flags)))
 
     # ---- set updates from the packet path ----------------------------------------
-    def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool
-                ) -> None:
+    def _st_meter(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes]) -> None:
+        """`meter NAME [size N] { KEY [timeout T] STATEMENT }`: as nft writes it, a set of
+        the rule's own (anonymous, eval, timeout with a timeout; no elements), named NAME,
+        updated from the packet path (`add`, `update` when the key has a timeout)
+        carrying the statement."""
+        name, stmt, size = body["name"], body["stmt"], body.get("size")
+        if not isinstance(name, str) or not name or name.startswith("__"):
+            raise InputError(f"meter: name {name!r} is not a set name")
+        if not isinstance(stmt, dict) or len(stmt) != 1:
+            raise InputError("meter: its statement must be one statement")
+        if size is not None and (not isinstance(size, int) or not 0 < size < 1 << 32):
+            raise InputError(f"meter {name}: size {size!r} is not a number of elements")
+        key = body["key"]
+        timed = isinstance(key, dict) and "elem" in key and "timeout" in key["elem"]
+        update = {"op": "update" if timed else "add", "elem": key, "set": "@" + name,
+                  "stmt": [stmt]}
+        self._dynset(ctx, update, out, False, meter=(name, size))
+
+    def _dynset(self, ctx: CompileCtx, body: dict[str, Any], out: list[bytes], is_map: bool,
+                meter: tuple[str, int | None] | None = None) -> None:
         opname = body["op"]
         elem = body["elem"]
         timeout = None
@@ -1379,6 +1428,14 @@ class RuleCompiler:
         parts = [("set_name", target.lstrip("@")),
                  ("op", {"add": 0, "update": 1, "delete": 2}[opname]),
                  ("sreg_key", 1)]
+        if meter is not None:  # the meter's own set, made in the same transaction
+            self.set_ids[0] += 1
+            ms = AnonSet(meter[0], self.set_ids[0], SET_ANONYMOUS | SET_EVAL
+                         | (SET_TIMEOUT if timeout is not None else 0), op.types,
+                         [op.size] if len(op.types) == 1 else op.sizes, [],
+                         count=meter[1] or 0, set_name=meter[0], desc=meter[1] is not None)
+            ctx.sets.append(ms)
+            parts.append(("set_id", ms.set_id))
         if is_map:
             dslot = ((nslots + 3) // 4) * 4
             data = body["data"]

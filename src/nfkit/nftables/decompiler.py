@@ -46,6 +46,7 @@ from nfkit.nftables.expressions import (
     OSF_TTL_NAMES,
     RT_KEYS,
     SET_ANONYMOUS,
+    SET_EVAL,
     SET_INTERVAL,
     SOCKET_KEYS,
     SYNPROXY_FLAGS,
@@ -153,10 +154,16 @@ class SetView:
     # per element key: what else the kernel holds for it (timeout, expires, counter, ...)
     elem_extra: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     data_host: bool = False  # the map's values are in host byte order (nft's set userdata)
+    size: int | None = None  # NFTA_SET_DESC_SIZE (a meter's `size`)
 
     @property
     def anonymous(self) -> bool:
         return bool(self.flags & SET_ANONYMOUS)
+
+
+def elem_keys(elem: Any) -> dict[str, Any]:
+    """The options of a set update's element (`{"elem": {"val": ..., "timeout": ...}}`)."""
+    return elem["elem"] if isinstance(elem, dict) and "elem" in elem else {}
 
 
 class RuleDecoder:
@@ -920,6 +927,15 @@ class RuleDecoder:
             body: dict[str, Any] = {"op": op, "elem": elem, "data": data, "map": "@" + name}
         else:
             body = {"op": op, "elem": elem, "set": "@" + name}
+        if s is not None and s.anonymous and s.flags & SET_EVAL and "sreg_data" not in a \
+                and len(stmts) == 1 and op == ("update" if "timeout" in elem_keys(elem) else "add"):
+            # the rule's own set, updated from the packet path: a meter, as nft lists it
+            meter: dict[str, Any] = {"key": elem, "stmt": stmts[0]}
+            if s.size is not None:
+                meter["size"] = s.size
+            meter["name"] = name
+            self.out.append({"meter": meter})
+            return
         if stmts:
             body["stmt"] = stmts
         self.out.append({"map" if "sreg_data" in a else "set": body})
@@ -954,6 +970,15 @@ class RuleDecoder:
         kind = kinds[0]
         # The headers of this type in nft's order (a routing header: rt, srh, rt0).
         names = [n for (k, n), (t, _f) in EXTHDR_FIELDS.items() if k == kind and t == a["type"]]
+        if not names and kind == "tcp option" and "dreg" in a:
+            # an option nft has no name for: `tcp option @kind,offset,length`, or `tcp
+            # option KIND exists` (nft's JSON gives its first byte for the latter)
+            present = bool(flags & EXTHDR_F_PRESENT)
+            raw = {kind: {"base": a["type"], "offset": 0 if present else a["offset"] * 8,
+                          "len": 8 if present else a["len"] * 8}}
+            self._set(a["dreg"], RegValue(raw, [T_FIB_PRESENT if present else T_INT32],
+                                          [1 if present else a["len"]]))
+            return
         if not names:
             raise _AsRaw
         name = names[0]
@@ -968,11 +993,13 @@ class RuleDecoder:
                  if boff == a["offset"] * 8 and blen == a["len"] * 8]
         if not found:
             if "dreg" in a and kind in ("exthdr", "tcp option"):
-                # Part of a byte (`frag more-fragments`): named by the mask that follows.
-                v = RegValue({"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not "
-                                            "decoded", "attrs": {k: a[k] for k in (
-                                                "type", "offset", "len")}}},
-                             [T_INT32], [a["len"]])
+                # Part of a byte (`frag more-fragments`): named by the mask that follows;
+                # else a tcp option's bytes are its raw form, `tcp option @2,24,8`
+                left = {kind: {"base": a["type"], "offset": a["offset"] * 8, "len": a["len"] * 8}} \
+                    if kind == "tcp option" else \
+                    {"nfkit-raw": {"expr": "exthdr", "error": "part of a byte, not decoded",
+                                   "attrs": {k: a[k] for k in ("type", "offset", "len")}}}
+                v = RegValue(left, [T_INT32], [a["len"]])
                 v.exthdr = (kind, names, a["offset"], a["len"])
                 self._set(a["dreg"], v)
                 return

@@ -21,6 +21,7 @@ from typing import Any
 from nfkit.errors import InputError
 from nfkit.nftables.jsonfmt import Command, parse_commands
 from nfkit.nftables.model import Ruleset, Set
+from nfkit.nftables.plainelements import simple_split
 
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _V6 = r"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*"
@@ -56,16 +57,15 @@ def _value(text: str) -> Any | None:
     return {"range": [a, b]}
 
 
-_COMMENTS = re.compile(r"#[^\n]*")
 _NOT_DIGITS_OR_DOTS = str.maketrans("", "", "0123456789.\n")
 
 
 def split_elements(text: str) -> list[str]:
     """The elements of ``text`` (commas or new lines between them; `#` comments,
     quotes and braces respected)."""
-    if '"' not in text and not any(ch in text for ch in "{}()"):
-        text = _COMMENTS.sub("", text) if "#" in text else text
-        return [e for e in map(str.strip, text.replace(",", "\n").split("\n")) if e]
+    simple = simple_split(text)
+    if simple is not None:
+        return simple
     out: list[str] = []
     cur: list[str] = []
     depth = 0

@@ -27,8 +27,6 @@ pread), never read whole.
 
 from __future__ import annotations
 
-# _socket, not socket: socket's import (its enum classes) costs more than the answer
-import _socket
 import os
 import stat
 import struct
@@ -36,6 +34,7 @@ import struct
 # blake2b without hashlib's OpenSSL import
 from _blake2 import blake2b
 
+from nfkit.nftables.quicknl import FAMILY_NUM, GETGEN, GETRULE, Conn, attr, attrs
 from nfkit.privatefile import open_private, read_private
 
 TYPE_CHECKING = False
@@ -50,13 +49,9 @@ _RECORD = struct.Struct(">16sQ16s")
 SO_NETNS_COOKIE = 71  # asm-generic/socket.h (Linux 5.14)
 # The few kernel numbers the quick path needs without importing the specs
 # (tests check them against nfkit.netlink.specs.nftables).
-NETLINK_NETFILTER = 12
-GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
-GETRULE = (10 << 8) | 7  # NFT_MSG_GETRULE
 NFTA_GEN_ID = 1
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_EXPRESSIONS = 1, 2, 3, 4
 NFTA_EXPR_NAME = 1
-FAMILY_NUM = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 VERSION = "1"  # of the fingerprints: bump when the decoder's output changes
 
 
@@ -111,71 +106,21 @@ def usable_dir(create: bool) -> Path | None:
     return d if _root_only(d) else None
 
 
-def _attrs(buf: bytes, pos: int = 0, end: int | None = None) -> dict[int, bytes]:
-    """The netlink attributes of ``buf[pos:end]`` by type (nesting flags dropped)."""
-    out: dict[int, bytes] = {}
-    end = len(buf) if end is None else end
-    while pos + 4 <= end:
-        ln, typ = struct.unpack_from("=HH", buf, pos)
-        if ln < 4:
-            break
-        out[typ & 0x3FFF] = buf[pos + 4:pos + ln]
-        pos += (ln + 3) & ~3
-    return out
-
-
-def _attr(typ: int, value: bytes) -> bytes:
-    return struct.pack("=HH", 4 + len(value), typ) + value + bytes(-len(value) % 4)
-
-
-class Conn:
-    """A netfilter netlink socket for the few requests of the quick path (no dumps)."""
-
-    def __init__(self) -> None:
-        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER)
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def ask(self, msg_type: int, family: int, payload: bytes = b"") -> list[bytes] | None:
-        """The payloads (after the nfgenmsg) of the replies to one request; None when
-        the kernel refused it."""
-        self.seq += 1
-        body = struct.pack("=BBH", family, 0, 0) + payload
-        self.sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, 1 | 4, self.seq, 0) + body)
-        out: list[bytes] = []
-        while True:
-            data = self.sock.recv(1 << 16)
-            pos = 0
-            while pos + 16 <= len(data):
-                ln, typ, _flags, seq, _pid = struct.unpack_from("=IHHII", data, pos)
-                if ln < 16:
-                    return None
-                if seq == self.seq:
-                    if typ == 2:  # NLMSG_ERROR: 0 is the ACK
-                        return out if struct.unpack_from("=i", data, pos + 16)[0] == 0 else None
-                    if typ == 3:  # NLMSG_DONE
-                        return out
-                    out.append(data[pos + 20:pos + ln])
-                pos += (ln + 3) & ~3
-
-
 def netns_key(conn: Conn) -> tuple[str, int]:
     """(boot id, network namespace cookie) of the namespace ``conn`` lives in."""
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        boot = f.read().strip()
-    raw = conn.sock.getsockopt(_socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    fd = os.open("/proc/sys/kernel/random/boot_id", os.O_RDONLY)
+    try:
+        boot = os.read(fd, 64).decode().strip()
+    finally:
+        os.close(fd)
+    raw = conn.sock.getsockopt(1, SO_NETNS_COOKIE, 8)  # SOL_SOCKET
     return boot, struct.unpack("=Q", raw)[0]
 
 
 def generation(conn: Conn) -> int:
     """The ruleset's generation id (NFT_MSG_GETGEN): it moves at every commit."""
     for payload in conn.ask(GETGEN, 0) or ():
-        gid = _attrs(payload).get(NFTA_GEN_ID)
+        gid = attrs(payload).get(NFTA_GEN_ID)
         if gid is not None and len(gid) == 4:
             return int.from_bytes(gid, "big")
     raise OSError("the kernel gave no generation id")
@@ -312,11 +257,11 @@ def get_rule_exprs(conn: Conn, where: tuple[str, str, str], handle: int) -> byte
     """NFTA_RULE_EXPRESSIONS of rule ``handle`` of chain ``where`` (one GETRULE), or
     None when there is no such rule."""
     fam, table, chain = where
-    payload = (_attr(NFTA_RULE_TABLE, table.encode() + b"\0")
-               + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")
-               + _attr(NFTA_RULE_HANDLE, struct.pack(">Q", handle)))
+    payload = (attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+               + attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")
+               + attr(NFTA_RULE_HANDLE, struct.pack(">Q", handle)))
     for reply in conn.ask(GETRULE, FAMILY_NUM[fam], payload) or ():
-        a = _attrs(reply)
+        a = attrs(reply)
         if (a.get(NFTA_RULE_HANDLE) == struct.pack(">Q", handle)
                 and a.get(NFTA_RULE_CHAIN) == chain.encode() + b"\0"):
             return a.get(NFTA_RULE_EXPRESSIONS, b"")

@@ -200,10 +200,12 @@ ELEM_INTERVAL_END = 1
 DYNSET_F_EXPR = 2  # NFT_DYNSET_F_EXPR: a set update's statements are NFTA_DYNSET_EXPRESSIONS
 
 # Named header fields written (`ip ttl set 64`): the checksum each protocol's write fixes
-# (NFT_PAYLOAD_CSUM_INET at this offset of its header; none for ip6, ether, vlan, th), and
+# (NFT_PAYLOAD_CSUM_INET 1 at this offset of its header, NFT_PAYLOAD_CSUM_SCTP 2 (CRC32c);
+# none for ip6, ether, vlan, th, nor, as nft 1.0.6 writes them, for dccp and udplite), and
 # the fields the layer-4 checksum's pseudo-header holds (NFT_PAYLOAD_L4CSUM_PSEUDOHDR).
 PAYLOAD_CSUM = {"ip": (1, 10), "tcp": (1, 16), "udp": (1, 6), "ip6": (0, 0), "ether": (0, 0),
-                "vlan": (0, 0), "th": (0, 0)}
+                "vlan": (0, 0), "th": (0, 0), "icmp": (1, 2), "icmpv6": (1, 2), "sctp": (2, 8),
+                "dccp": (0, 0), "udplite": (0, 0)}
 PSEUDOHDR_FIELDS = {("ip", "saddr"), ("ip", "daddr"), ("ip", "protocol"), ("ip", "length"),
                     ("ip6", "saddr"), ("ip6", "daddr"), ("ip6", "nexthdr"), ("ip6", "length")}
 
@@ -235,7 +237,7 @@ def payload_write_plan(proto: str, field: str) -> WritePlan:
                          "encoded by nfkit (refused, not written without its checksum)")
     base, boff, blen, _t = spec
     csum_type, csum_offset = PAYLOAD_CSUM[proto]
-    unit = 16 if csum_type else 8
+    unit = 16 if csum_type == 1 else 8  # the Internet checksum is fixed word by word
     start, end = boff // unit * unit, -(-(boff + blen) // unit) * unit
     shift = end - boff - blen
     bits = end - start

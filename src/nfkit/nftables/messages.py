@@ -78,6 +78,7 @@ from nfkit.nftables.expressions import (
     verdict_of_data,
 )
 from nfkit.nftables.model import Chain, Obj, Rule, Set, Table
+from nfkit.nftables.plainelements import key_chunks
 from nfkit.nftables.templates import RuleTemplate
 from nfkit.nftables.types import (
     BYTE_UNITS,
@@ -122,11 +123,12 @@ def _byteorder(t: Datatype) -> int:
 SET_UDATA_COMMENT = 7  # NFTNL_UDATA_SET_COMMENT
 
 
-def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | None = None
-                 ) -> bytes:
+def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | None = None,
+                 concat_order: int = 2) -> bytes:
     """nft's set user data (key and data byte order, which nft needs to print elements;
-    the set's comment)."""
-    key = _byteorder(types[0]) if len(types) == 1 else 2
+    the set's comment); a concatenated key's order is ``concat_order`` (nft gives a
+    meter's 0)."""
+    key = _byteorder(types[0]) if len(types) == 1 else concat_order
     out = bytes((0, 4)) + key.to_bytes(4, "little")
     if data is not None:
         out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
@@ -375,7 +377,8 @@ class Encoder:
     def anon_set(self, family: str, table: str, s: AnonSet, what: str) -> None:
         a = A["set"]
         self._begin("newset", family, NLM_F_CREATE, f"anonymous set of {what}")
-        body = (string(a["table"], table) + string(a["name"], "__set%d")
+        name = s.set_name or "__set%d"
+        body = (string(a["table"], table) + string(a["name"], name)
                 + be32(a["flags"], s.flags) + be32(a["key_type"], concat_type_id(s.key_types))
                 + be32(a["key_len"], s.key_len))
         if s.flags & SET_MAP:
@@ -383,15 +386,17 @@ class Encoder:
         if s.obj_type:
             body += be32(a["obj_type"], s.obj_type)
         body += be32(a["id"], s.set_id)
-        body += attr_bytes(a["userdata"], set_userdata(s.key_types, s.data_dt))
-        desc = be32(A["set_desc"]["size"], s.count)
-        if len(s.key_types) > 1:
+        body += attr_bytes(a["userdata"], set_userdata(s.key_types, s.data_dt,
+                                                       concat_order=0 if s.set_name else 2))
+        desc = be32(A["set_desc"]["size"], s.count) if s.desc else b""
+        if len(s.key_types) > 1 and s.set_name is None:  # nft gives a meter's no fields
             desc += nest(A["set_desc"]["concat"], *[
                 nest(1, be32(1, reg_size(z))) for z in s.key_sizes])
-        body += nest(a["desc"], desc)
+        if desc:
+            body += nest(a["desc"], desc)
         self.batch.raw(body)
         self.batch.end()
-        self._elements(family, table, "__set%d", s.set_id, s.elements,
+        self._elements(family, table, name, s.set_id, s.elements,
                        f"elements of anonymous set of {what}", objref=bool(s.obj_type))
 
     def _elements(self, family: str, table: str, name: str, set_id: int | None,
@@ -436,13 +441,8 @@ class Encoder:
         """Elements that are keys alone, all of one length (a blocklist): every element
         is one constant header, the key and its padding, so each message's elements
         are one join."""
-        width = len(keys[0])
-        lead = nest(1, nest(A["set_elem"]["key"], attr_bytes(1, bytes(width))))[:12]  # three headers
-        pad = bytes(-width & 3)
-        step = max(1, 60000 // (12 + width + len(pad)))
-        between = pad + lead
-        for at in range(0, len(keys), step):
-            self._elem_msg(family, head, [lead + between.join(keys[at:at + step]) + pad], what, delete)
+        for chunk in key_chunks(len(keys[0]), keys):
+            self._elem_msg(family, head, [chunk], what, delete)
 
     def _elem_msg(self, family: str, head: bytes, chunk: list[bytes], what: str,
                   delete: bool) -> None:
@@ -883,6 +883,10 @@ def decode_set(family: int, attrs: dict[int, bytes]) -> tuple[Set, SetView]:
         pos += 2 + ln
     view = SetView(name, flags, types, key_len, data_type, data_len, [])
     view.data_host = data_host
+    if a["desc"] in attrs:  # an anonymous set's size too (a meter lists its size)
+        d = attr_payloads(attrs[a["desc"]])
+        if A["set_desc"]["size"] in d:
+            view.size = get_be32(d[A["set_desc"]["size"]])
     return s, view
 
 

@@ -617,7 +617,7 @@ class Exprs:
         """A selector at the cursor (consumed), or None (nothing consumed)."""
         w = c.word()
         it = c.peek()
-        if isinstance(it, Tok) and it.kind == "RAWPAYLOAD":
+        if isinstance(it, Tok) and it.kind == "RAWPAYLOAD" and not it.text[1].isdigit():
             c.take()
             base, off, ln = it.text[1:].split(",")
             return {"payload": {"base": base, "offset": int(off), "len": int(ln)}}
@@ -725,6 +725,17 @@ class Exprs:
         if w in ("tcp", "ip") and w1 == "option" or w == "sctp" and w1 == "chunk":
             kind = f"{w} {w1}"
             c.i += 2
+            if kind == "tcp option":
+                # a raw option, `tcp option @kind,offset,length`, or `tcp option KIND exists`
+                it = c.peek()
+                if isinstance(it, Tok) and it.kind == "RAWPAYLOAD" and it.text[1].isdigit():
+                    c.take()
+                    kind_num, off, ln = map(int, it.text[1:].split(","))
+                    return {kind: {"base": kind_num, "offset": off, "len": ln}}
+                if isinstance(it, Tok) and it.kind == "NUMBER" and it.text.isdigit() \
+                        and c.word(1) in ("exists", "missing"):
+                    c.take()
+                    return {kind: {"base": int(it.text), "offset": 0, "len": 8}}
             body = {"name": c.name()}
             nxt = c.word()
             if nxt is not None and nxt not in ("exists", "missing", "set") \
@@ -953,7 +964,7 @@ _TERMINAL_STMTS = frozenset(("accept", "drop", "return", "jump", "goto", "reject
 _STMT_WORDS = {"accept", "drop", "continue", "return", "jump", "goto", "counter", "log", "limit",
                "quota", "reject", "snat", "dnat", "masquerade", "redirect", "notrack", "queue",
                "dup", "fwd", "set", "map", "vmap", "comment", "meta", "ct", "mark", "tproxy",
-               "synproxy", "update", "add", "delete"}
+               "synproxy", "update", "add", "delete", "meter"}
 
 
 # ---- statements ----------------------------------------------------------------------
@@ -1309,6 +1320,29 @@ class Statements(Exprs):
         if stmts:
             body["stmt"] = stmts
         return {"set": body}
+
+    def _st_meter(self, c: Cursor) -> Any:
+        """`meter NAME [size N] { KEY [timeout T] STATEMENT }`, as nft's JSON has it."""
+        c.i += 1
+        body: dict[str, Any] = {"name": c.name()}
+        size = None
+        if c.accept("size"):
+            size = c.integer()
+        g = c.take()
+        if not isinstance(g, Group) or len(g.elems) != 1:
+            raise at(g, "syntax error, expecting { key statement }")
+        inner = Cursor(g.elems[0], g)
+        key = self.concat(inner, selectors_only=True)
+        if inner.word() == "timeout":
+            inner.i += 1
+            key = {"elem": {"val": key, "timeout": inner.time()}}
+        body["key"] = key
+        body["stmt"] = self.statement(inner)
+        if not inner.at_end():
+            raise at(inner.peek() or g, "syntax error: a meter carries one statement")
+        if size is not None:
+            body["size"] = size
+        return {"meter": body}
 
     def _st_add(self, c: Cursor) -> Any:
         return self._set_stmt(c, "add")

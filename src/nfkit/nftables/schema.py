@@ -21,8 +21,9 @@ from typing import Any
 from nfkit.errors import InputError
 
 # Roles of a key: what its value must be.
-EXPR, VALUE, SCALAR, INT, STRING, FLAGS, STMTS, BOOL, SETREF, MAPBODY = (
-    "expr", "value", "scalar", "int", "string", "flags", "stmts", "bool", "setref", "mapbody")
+EXPR, VALUE, SCALAR, INT, STRING, FLAGS, STMTS, BOOL, SETREF, MAPBODY, STMT = (
+    "expr", "value", "scalar", "int", "string", "flags", "stmts", "bool", "setref", "mapbody",
+    "stmt")
 
 # Statement kind -> (body may be null, body may be a string (a named object), {key: role}).
 STATEMENTS: dict[str, tuple[bool, bool, dict[str, str]]] = {
@@ -58,6 +59,7 @@ STATEMENTS: dict[str, tuple[bool, bool, dict[str, str]]] = {
     "set": (False, False, {"op": STRING, "elem": VALUE, "set": SETREF, "stmt": STMTS}),
     "map": (False, False, {"op": STRING, "elem": VALUE, "data": VALUE, "map": SETREF,
                            "stmt": STMTS}),
+    "meter": (False, False, {"name": STRING, "key": VALUE, "stmt": STMT, "size": INT}),
     "queue": (True, False, {"num": VALUE, "flags": FLAGS}),
     "dup": (False, False, {"addr": VALUE, "dev": STRING}),
     "fwd": (False, False, {"dev": STRING, "addr": VALUE, "family": STRING}),
@@ -71,6 +73,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "match": ("left", "right"), "vmap": ("key", "data"), "limit": ("rate",), "quota": ("val",),
     "ct count": ("val",), "mangle": ("key", "value"), "dup": ("addr",), "fwd": ("dev",), "set": ("op", "elem", "set"),
     "map": ("op", "elem", "data", "map"), "jump": ("target",), "goto": ("target",),
+    "meter": ("name", "key", "stmt"),
 }
 
 # Statements a dynamic-set update may carry (the kernel's stateful expressions).
@@ -90,7 +93,7 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "exthdr": {"name": STRING, "field": STRING, "offset": INT},
     "osf": {"key": STRING, "ttl": STRING},
     "ipsec": {"key": STRING, "family": STRING, "dir": STRING, "spnum": INT},
-    "tcp option": {"name": STRING, "field": STRING},
+    "tcp option": {"name": STRING, "field": STRING, "base": INT, "offset": INT, "len": INT},
     "ip option": {"name": STRING, "field": STRING},
     "sctp chunk": {"name": STRING, "field": STRING},
     "rt": {"key": STRING, "family": STRING},
@@ -145,7 +148,9 @@ def _role(what: str, key: str, role: str, v: Any) -> None:
         check_expression({"map": v}, where)
     elif role == VALUE:
         check_value(v, where)
-    elif role == STMTS:
+    elif role in (STMTS, STMT):
+        if role == STMT:  # a meter's one statement
+            v = [v]
         if not isinstance(v, list) or not v:
             raise InputError(f"{where}: expected a non-empty list of statements")
         for st in v:

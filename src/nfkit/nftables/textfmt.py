@@ -144,6 +144,8 @@ def expr(e: Any) -> str:
     if k in ("exthdr", "tcp option", "ip option", "sctp chunk"):
         head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option ",
                 "sctp chunk": "sctp chunk "}[k]
+        if k == "tcp option" and "base" in b:  # a raw option
+            return f"tcp option @{b['base']},{b['offset']},{b['len']}"
         if "field" not in b:
             return f"{'exthdr ' if k == 'exthdr' else head}{b['name']}"
         return f"{head}{b['name']} {b['field']}"
@@ -208,6 +210,10 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
     if k == "match":
         op = b["op"]
         left = b["left"]
+        if isinstance(b["right"], bool) and isinstance(left, dict) and "base" in left.get(
+                "tcp option", {}):  # `tcp option 254 exists`, as nft prints a raw option's
+            return f"tcp option {left['tcp option']['base']} {'!= ' if op == '!=' else ''}" \
+                f"{_typed(left, b['right'])}"
         binop = isinstance(left, dict) and next(iter(left), None) in ("&", "|", "^")
         ops = "== " if binop and op == "==" else "" if op in ("==", "in") else f"{op} "
         return f"{expr(left)} {ops}{_typed(_innermost(left), b['right'])}"
@@ -280,15 +286,19 @@ def statement(s: dict[str, Any], family: str | None = None) -> str:
         return f"{expr(b['key'])} vmap {value(b['data'])}"
     if k == "notrack":
         return "notrack"
-    if k in ("set", "map") and isinstance(b, dict) and "op" in b:
-        elem = b["elem"]
+    if k in ("set", "map", "meter") and isinstance(b, dict) and ("op" in b or k == "meter"):
+        elem = b["key" if k == "meter" else "elem"]
         inner = expr(elem)
         if isinstance(elem, dict) and "elem" in elem:
             inner = expr(elem["elem"]["val"])
             if "timeout" in elem["elem"]:
                 inner += f" timeout {elem['elem']['timeout']}s"
-        for st in b.get("stmt") or ():  # nft lists a set update's counter without values
+        stmts = [b["stmt"]] if k == "meter" else b.get("stmt") or ()
+        for st in stmts:  # nft lists a set update's counter without values
             inner += " counter" if st == {"counter": None} else " " + statement(st)
+        if k == "meter":
+            size = f" size {b['size']}" if "size" in b else ""
+            return f"meter {b['name']}{size} {{ {inner} }}"
         data = f" : {value(b['data'])}" if k == "map" else ""
         return f"{b['op']} {b.get('set', b.get('map'))} {{ {inner}{data} }}"
     if k == "quota":

@@ -105,10 +105,25 @@ class Header:
     names: dict[str, str] = field(default_factory=dict)
 
 
-_L4 = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+_L4 = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+_L3 = {0x0800: "ip", 0x86DD: "ip6", 0x0806: "arp", 0x8100: "vlan"}
+# The ARP header (Ethernet and IPv4 addresses), for traces only: nfkit's rule vocabulary
+# has no arp fields (docs/rules.md).  nft prints its operation alone.
+_ARP_FIELDS = [("htype", 0, 16, "integer"), ("ptype", 16, 16, "ether_type"),
+               ("hlen", 32, 8, "integer"), ("plen", 40, 8, "integer"),
+               ("operation", 48, 16, "arp_op"), ("saddr ether", 64, 48, "ether_addr"),
+               ("saddr ip", 112, 32, "ipv4_addr"), ("daddr ether", 144, 48, "ether_addr"),
+               ("daddr ip", 192, 32, "ipv4_addr")]
+# nft's names of ARP operations (its arpop type)
+_ARP_OPS = {1: "request", 2: "reply", 3: "rrequest", 4: "rreply", 8: "inrequest",
+            9: "inreply", 10: "nak"}
 HEADERS = {h.name: h for h in (
-    Header("ether", order=("saddr", "daddr", "type"), next_field="type",
-           next={0x0800: "ip", 0x86DD: "ip6"}),
+    Header("ether", order=("saddr", "daddr", "type"), next_field="type", next=_L3),
+    # the 802.1Q tag the kernel puts back into the link header it traces; nft 1.0.6
+    # names the CFI bit "dei", as it lists it
+    Header("vlan", next_field="type", next=_L3, names={"cfi": "dei"}),
+    Header("arp", hidden=("htype", "ptype", "hlen", "plen", "saddr ether", "saddr ip",
+                          "daddr ether", "daddr ip")),
     Header("ip", order=("saddr", "daddr", "dscp", "ecn", "ttl", "id", "protocol", "length"),
            hidden=("version", "hdrlength", "frag-off", "checksum"), next_field="protocol",
            next=_L4),
@@ -120,6 +135,7 @@ HEADERS = {h.name: h for h in (
     Header("icmpv6", hidden=("checksum",), overlapped=("mtu", "id", "sequence", "max-delay"),
            names={"parameter": "parameter-problem"}),
     Header("udp", hidden=("checksum",)),
+    Header("sctp", hidden=("checksum",)),
     Header("tcp", hidden=("sequence", "ackseq", "doff", "reserved", "checksum", "urgptr")),
 )}
 _BASE_LETTERS = {0: "ll", 1: "nh", 2: "th"}
@@ -130,9 +146,9 @@ _NFPROTO = {2: "ip", 10: "ip6"}
 def _fields_of(proto: str) -> list[tuple[str, int, int, str]]:
     """(field, bit offset, bit length, datatype) of ``proto``, in header order."""
     h = HEADERS[proto]
-    rows = [(f, off, ln, dt) for (p, f), (_b, off, ln, dt) in PAYLOAD.items()
-            if p == proto and f not in h.overlapped]
-    return sorted(rows, key=lambda r: r[1])
+    rows = _ARP_FIELDS if proto == "arp" else [
+        (f, off, ln, dt) for (p, f), (_b, off, ln, dt) in PAYLOAD.items() if p == proto]
+    return sorted((r for r in rows if r[0] not in h.overlapped), key=lambda r: r[1])
 
 
 def _bits(data: bytes, off: int, ln: int) -> int:
@@ -140,14 +156,17 @@ def _bits(data: bytes, off: int, ln: int) -> int:
     return (whole >> (len(data) * 8 - off - ln)) & ((1 << ln) - 1)
 
 
-def _dissect(proto: str, data: bytes) -> tuple[list[tuple[str, str, Any]], str | None, int]:
-    """The printed (protocol, field, value) of one header, the protocol it carries next,
-    and the bits it covers."""
+def _dissect(proto: str, data: bytes, start: int = 0
+             ) -> tuple[list[tuple[str, str, Any]], str | None, int]:
+    """The printed (protocol, field, value) of one header (its fields from bit ``start``
+    of ``data`` on), the protocol it carries next, and the bits it covers."""
     h = HEADERS[proto]
     shown: list[tuple[str, str, Any]] = []
     nxt = None
-    end = 0
+    end = start
     for name, off, ln, dt in _fields_of(proto):
+        if off < start:
+            continue
         if off + ln > len(data) * 8:
             break
         raw = _bits(data, off, ln)
@@ -157,7 +176,7 @@ def _dissect(proto: str, data: bytes) -> tuple[list[tuple[str, str, Any]], str |
         if name in h.hidden:
             continue
         size = (ln + 7) // 8
-        v = datatype(dt).decode(raw.to_bytes(size, "big"))
+        v = _ARP_OPS.get(raw, raw) if dt == "arp_op" else datatype(dt).decode(raw.to_bytes(size, "big"))
         if dt == "inet_proto" and raw == 0:
             v = "ip"  # nft names protocol 0 as /etc/protocols does
         shown.append((proto, h.names.get(name, name), v))
@@ -184,6 +203,7 @@ def packet_matches(ev: TraceEvent) -> list[dict[str, Any]]:
     for base in (0, 1, 2):
         data = ev.headers.get(base)
         if data is None:
+            carried = None  # nothing above a header the kernel did not give is known
             continue
         if base == 1:
             proto = carried or l3
@@ -191,13 +211,19 @@ def packet_matches(ev: TraceEvent) -> list[dict[str, Any]]:
             proto = carried
         fields: list[tuple[str, str, Any]] = []
         end = 0
-        if proto in HEADERS:
-            fields, carried, end = _dissect(proto, data)
-            if carried is not None and (base == 0 or ev.family in ("ip", "ip6")):
-                # the next header names its own protocol: nft leaves the field naming it
-                # out as that match's dependency (the network header's only in a table
-                # of one network family)
-                fields = [f for f in fields if f[1] != HEADERS[proto].next_field]
+        while proto in HEADERS:
+            got, carried, end = _dissect(proto, data, end)
+            # the next header names its own protocol: nft leaves the field naming it out
+            # as that match's dependency, when it prints that header (the network
+            # header's only in a table of one network family)
+            above = _BASE_OF.get(carried) if carried is not None else None
+            if carried is not None and (above == base or (above == base + 1 and above in ev.headers)) \
+                    and (base == 0 or ev.family in ("ip", "ip6")):
+                got = [f for f in got if f[1] != HEADERS[proto].next_field]
+            fields += got
+            if above != base:
+                break
+            proto = carried  # stacked in the same header (a VLAN tag in the link header)
         else:
             carried = None
         for p, f, v in fields:
@@ -209,6 +235,11 @@ def packet_matches(ev: TraceEvent) -> list[dict[str, Any]]:
                 "base": _BASE_LETTERS[base], "offset": end, "len": rest}},
                 "right": _bits(data, end, rest)}})
     return stmts
+
+
+# the payload base each dissected header is in
+_BASE_OF = {"ether": 0, "vlan": 0, "ip": 1, "ip6": 1, "arp": 1,
+            **{name: 2 for name in _L4.values()}}
 
 
 def _ifname(index: int) -> str:
