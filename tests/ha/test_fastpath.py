@@ -17,10 +17,11 @@ import pytest
 
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.conntrack.table import ConntrackTable
-from nfkit.conntrack.wire import addr_bytes
+from nfkit.conntrack.wire import addr_bytes, encode_delete
 from nfkit.errors import InputError
 from nfkit.ha import convert, fastpath, wire
-from nfkit.ha.inject import Injector
+from nfkit.ha.engine import Options, SyncEngine
+from nfkit.ha.inject import NEW, Injector
 from nfkit.ha.spec import MsgType
 from nfkit.lab import Namespace
 from nfkit.netlink.codec import MessageWriter
@@ -86,39 +87,97 @@ def test_event_plans_make_the_body_and_key_the_entry_path_makes(netns: Namespace
     assert planned == len(raw) - 1 and declined == 1  # NAT included; the odd reply declined
 
 
+def _planned_messages() -> tuple[list[tuple[wire.StateMessage, tuple, Entry]], int]:
+    """Every CT message of stock conntrackd's captures and of nfkit's own bodies without NAT, with
+    its create plan's values and its entry (convert.to_entry); and how many the plans declined."""
+    planned, declined = [], 0
+    # the captures are of a firewall doing NAT; entries without NAT are planned too
+    plain = [Entry(Tuple("192.0.2.1", "198.51.100.1", 6, 1024, 80), timeout=600, state=s, mark=m,
+                   status=Status.SEEN_REPLY | Status.ASSURED) for s in (3, 7) for m in (0, 9)]
+    plain += [Entry(Tuple("2001:db8::1", "2001:db8::2", 17, 5353, 53), timeout=30),
+              Entry(Tuple("192.0.2.7", "198.51.100.1", 132, 5, 6)),
+              Entry(Tuple("192.0.2.8", "198.51.100.1", 6, 1024, 80), state=3, status=Status.EXPECTED)]
+    ours = [wire.encode_datagram([convert.from_entry(e, t)]) for e in plain
+            for t in (MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL)]
+    for dgs in (captured("ftfw.hex"), captured("notrack.hex"), captured("extras.hex"), ours):
+        for dg in dgs:
+            wire.decode_datagram(dg)  # learn the shapes
+            for msg in wire.decode_datagram(dg):
+                if not isinstance(msg, wire.StateMessage) or msg.type > MsgType.CT_DEL:
+                    continue
+                assert msg.shape is not None or "helper" in msg.attrs or "labels" in msg.attrs
+                plan = fastpath.create_plan(msg.shape) if msg.shape is not None else None
+                got = plan(msg.shape.values(msg.body, 0)) if plan is not None and msg.shape else None
+                if got is None:
+                    declined += 1
+                else:
+                    planned.append((msg, got, convert.to_entry(msg)))
+    assert len(planned) > 3 * len(plain) and declined  # the captures' NAT entries planned too; ICMP, helpers not
+    return planned, declined
+
+
+def _unsequenced(w: MessageWriter) -> bytes:
+    return bytes(w.buffer[:8] + w.buffer[12:])
+
+
 def test_create_plans_make_the_create_the_entry_path_makes(netns: Namespace) -> None:
     with netns.enter():
         table = ConntrackTable()
     injector = Injector(table)
     try:
-        planned = declined = 0
-        # the captures are of a firewall doing NAT (declined); entries without NAT are planned
-        plain = [Entry(Tuple("192.0.2.1", "198.51.100.1", 6, 1024, 80), timeout=600, state=s, mark=m,
-                       status=Status.SEEN_REPLY | Status.ASSURED) for s in (3, 7) for m in (0, 9)]
-        plain += [Entry(Tuple("2001:db8::1", "2001:db8::2", 17, 5353, 53), timeout=30),
-                  Entry(Tuple("192.0.2.7", "198.51.100.1", 132, 5, 6))]
-        ours = [wire.encode_datagram([convert.from_entry(e, MsgType.CT_NEW)]) for e in plain]
-        for dgs in (captured("ftfw.hex"), captured("notrack.hex"), captured("extras.hex"), ours):
-            for dg in dgs:
-                wire.decode_datagram(dg)  # learn the shapes
-                for msg in wire.decode_datagram(dg):
-                    if not isinstance(msg, wire.StateMessage) or msg.type > MsgType.CT_DEL:
-                        continue
-                    assert msg.shape is not None or "helper" in msg.attrs or "labels" in msg.attrs
-                    plan = fastpath.create_plan(msg.shape) if msg.shape is not None else None
-                    got = plan(msg.shape.values(msg.body, 0)) if plan is not None and msg.shape else None
-                    e = convert.to_entry(msg)
-                    if got is None:
-                        declined += 1
-                        continue
-                    planned += 1
-                    assert got[0] == fastpath.entry_key(e)
-                    fast, slow = MessageWriter(), MessageWriter()
-                    injector._create_planned(fast, got[1:])
-                    injector._create(slow, injector._prepared(e))
-                    # the same message but for its sequence number
-                    assert fast.buffer[:8] + fast.buffer[12:] == slow.buffer[:8] + slow.buffer[12:], e
-        assert planned > len(plain) and declined  # the captures' NAT entries planned too; ICMP, helpers not
+        planned, _ = _planned_messages()
+        for _msg, got, e in planned:
+            assert got[0] == fastpath.entry_key(e)
+            fast, slow = MessageWriter(), MessageWriter()
+            injector._create_planned(fast, got[1:])
+            injector._create(slow, injector._prepared(e))
+            assert _unsequenced(fast) == _unsequenced(slow), e  # the same message but for its number
     finally:
         injector.close()
         table.close()
+
+
+@pytest.mark.parametrize("commit_timeout", [0, 180])
+def test_create_plans_make_the_update_and_delete_the_entry_path_makes(netns: Namespace, commit_timeout: int) -> None:
+    """Received CT_UPD and CT_DEL bodies go to the kernel from the same plan: the update and
+    delete messages are those the entry path (`Injector._update`, `encode_delete`) sends."""
+    with netns.enter():
+        table = ConntrackTable()
+    injector = Injector(table, commit_timeout=commit_timeout)
+    try:
+        planned, _ = _planned_messages()
+        for _msg, got, e in planned:
+            fast, slow = MessageWriter(), MessageWriter()
+            injector._update_planned(fast, got[1:])
+            injector._update(slow, injector._prepared(convert.to_entry(_msg)))
+            assert _unsequenced(fast) == _unsequenced(slow), e
+            fast, slow = MessageWriter(), MessageWriter()
+            injector._delete_planned(fast, got[1:])
+            encode_delete(slow, injector._prepared(e))
+            assert _unsequenced(fast) == _unsequenced(slow), e
+    finally:
+        injector.close()
+        table.close()
+
+
+def test_the_kernel_drops_the_events_of_the_engines_own_injections(netns: Namespace) -> None:
+    """A peer's entries put into the kernel come back as events; the filter on the event
+    socket drops them in the kernel (the engine never reads them), and only them."""
+    with netns.enter():
+        table, other = ConntrackTable(), ConntrackTable()
+    engine = SyncEngine(table, Options())
+    try:
+        engine.subscribe()
+        theirs = [Entry(Tuple("192.0.2.1", "198.51.100.1", 6, 1024 + i, 80), timeout=600, state=3,
+                        status=Status.SEEN_REPLY | Status.ASSURED) for i in range(50)]
+        mine = Entry(Tuple("192.0.2.2", "198.51.100.1", 17, 1000, 53), timeout=30)
+        engine.injector.apply((NEW, e) for e in theirs)
+        other.create(mine)
+        engine.on_kernel_events()
+        assert engine.injector.stats.created == 50 and len(list(table.entries())) == 51
+        assert (engine.events_received, engine.events_own) == (1, 0)  # without the filter: 51 and 50
+        assert list(engine.internal) == [fastpath.entry_key(mine)]
+    finally:
+        engine.close()
+        table.close()
+        other.close()

@@ -210,8 +210,10 @@ class SyncEngine:
         """Start listening to kernel events, then read the table into the internal cache."""
         self.events_rcvbuf = self.options.events_rcvbuf
         self.events = self.table.events(resync=False, rcvbuf=self.events_rcvbuf)
+        self.injector.hide_own_events(self.events.sock.sock)
         if self.options.expectations:
             self.exp_events = ExpectTable(self.table).events()
+            self.injector.hide_own_events(self.exp_events.sock.sock)
         self.resync_with_kernel()
         return self.events
 
@@ -540,7 +542,7 @@ class SyncEngine:
             return
         kind = _KINDS[msg.type]
         shape = msg.shape
-        if kind == NEW and shape is not None and not self.options.external_cache:
+        if shape is not None and not self.options.external_cache:  # NEW, UPD and DEL alike
             got = self._create_plans.get(id(shape))
             if got is None or got[0] is not shape:
                 got = self._create_plans[id(shape)] = (shape, fastpath.create_plan(shape))
