@@ -181,3 +181,76 @@ def test_the_kernel_drops_the_events_of_the_engines_own_injections(netns: Namesp
         engine.close()
         table.close()
         other.close()
+
+
+def test_sessions_pack_their_queue_as_transmit_then_datagrams_does() -> None:
+    """The send path packs each session's queue straight into datagrams (no numbered copy
+    of each message); the bytes are those of `transmit` + `wire.datagrams`, through HELLO,
+    losses, NACKs, resends, ACKs, ALIVEs, replaced words and the sequence number wrapping."""
+    import random
+
+    from nfkit.ha.ftfw import FtfwSession
+    from nfkit.ha.notrack import PlainSession
+    from tests.ha.test_ftfw import entry_msg
+
+    def pair() -> list[FtfwSession | PlainSession]:
+        return [FtfwSession(seq=0xFFFFFFFF - 40, window=20), FtfwSession(seq=7, window=20),
+                PlainSession(seq=0xFFFFFFF0)]
+
+    packed, reference = pair(), pair()
+    rng_packed, rng_reference = random.Random(5), random.Random(5)
+    now = 0.0
+    sent = 0
+    for round_ in range(40):
+        now += 0.4
+        for sessions in (packed, reference):
+            a, b, plain = sessions
+            for i in range(round_ * 7, round_ * 7 + 30):  # overlapping keys: later words replace earlier
+                a.enqueue(i % 100, entry_msg(i % 100, round_))
+                plain.enqueue(i % 50, entry_msg(i % 50, round_))
+            if round_ == 12:
+                b.request_resync()
+            for s in sessions:
+                s.tick(now)
+        for (src, dst, rng), (ref_src, ref_dst, ref_rng) in zip(
+                ((packed[0], packed[1], rng_packed), (packed[1], packed[0], rng_packed), (packed[2], None, rng_packed)),
+                ((reference[0], reference[1], rng_reference), (reference[1], reference[0], rng_reference),
+                 (reference[2], None, rng_reference)), strict=True):
+            got = src.transmit_datagrams(now, 600)
+            want = list(wire.datagrams(ref_src.transmit(now), 600))
+            assert got == want, round_
+            sent += len(got)
+            for dg in got:
+                lost = rng.random() < 0.2
+                assert lost == (ref_rng.random() < 0.2)
+                if lost or dst is None or ref_dst is None:
+                    continue
+                for m, ref_m in zip(wire.decode_datagram(dg), wire.decode_datagram(dg), strict=True):
+                    dst.receive(m)
+                    ref_dst.receive(ref_m)
+    assert sent > 100 and packed[0].stats.resent and packed[1].stats.nacks_received
+    assert packed[0].stats == reference[0].stats and packed[1].stats == reference[1].stats
+
+
+def test_a_selection_ignoring_single_addresses_is_a_set_lookup_that_agrees_with_accepts_raw() -> None:
+    """The event path tests conntrackd's usual `Address Ignore` of its own addresses by a set of
+    address bytes; it says what `Selection.accepts_raw` says, and only such selections have it."""
+    import ipaddress
+    import itertools
+
+    from nfkit.ha.engine import Selection
+
+    hosts = [ipaddress.ip_network(n) for n in ("203.0.113.1/32", "127.0.0.1/32", "2001:db8::1/128")]
+    sel = Selection(networks=hosts, networks_accept=False)
+    ignored = sel.hosts_ignored
+    assert ignored == {n.network_address.packed for n in hosts}
+    addresses = [ipaddress.ip_address(a).packed for a in
+                 ("203.0.113.1", "203.0.113.2", "127.0.0.1", "192.0.2.1", "2001:db8::1", "2001:db8::2")]
+    for src, dst in itertools.product(addresses, repeat=2):
+        if len(src) == len(dst):
+            assert (src not in ignored and dst not in ignored) == sel.accepts_raw(6, src, dst, 3)
+    assert Selection(networks=[ipaddress.ip_network("203.0.113.0/24")], networks_accept=False).hosts_ignored is None
+    assert Selection(networks=hosts, networks_accept=True).hosts_ignored is None
+    assert Selection(protocols=frozenset({6}), protocols_accept=True, networks=hosts,
+                     networks_accept=False).hosts_ignored is None
+    assert Selection().hosts_ignored is None and Selection().everything

@@ -68,6 +68,7 @@ class Session(Protocol):
     def enqueue(self, key: Any, message: wire.StateMessage) -> None: ...
     def request_resync(self) -> None: ...
     def transmit(self, now: float) -> list[wire.Message]: ...
+    def transmit_datagrams(self, now: float, limit: int) -> list[bytes]: ...
     def tick(self, now: float) -> None: ...
     def receive(self, msg: wire.Message) -> list[Any]: ...
     @property
@@ -123,6 +124,16 @@ class Selection:
     def _address_hit(self, address: str | bytes) -> bool:
         ip = ipaddress.ip_address(address)
         return any(ip in net for net in self.networks if net.version == ip.version)
+
+    @functools.cached_property
+    def hosts_ignored(self) -> frozenset[bytes] | None:
+        """For a selection that only ignores single addresses (conntrackd's usual `Address
+        Ignore` of its own addresses), those addresses as bytes (`accepts_raw` is then
+        "neither address in the set"); None for any other."""
+        if self.protocols_accept is not None or self.states_accept is not None or self.networks_accept is not False \
+                or any(net.prefixlen != net.max_prefixlen for net in self.networks):
+            return None
+        return frozenset(net.network_address.packed for net in self.networks)
 
     @property
     def everything(self) -> bool:
@@ -240,6 +251,13 @@ class SyncEngine:
         by_len = self.table.decoder.shapes.by_len
         plans = self._event_plans
         everything = self.selection.everything
+        ignored = self.selection.hosts_ignored
+        local = self._local_body
+        # the last event's layout and plan: a burst is mostly of one shape
+        last: Any = None
+        last_len = -1
+        plan: fastpath.EventPlan | None = None
+        received = 0
         try:
             while True:
                 try:
@@ -262,8 +280,8 @@ class SyncEngine:
                     if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
                         off += step
                         continue
-                    self.events_received += 1
-                    if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
+                    received += 1
+                    if not received % FLUSH_EVERY:  # a long burst: send as it is read
                         self.flush()
                     if pid == own and own:
                         self.events_own += 1
@@ -278,26 +296,32 @@ class SyncEngine:
                     aoff, alen = off + _NFHDR, length - _NFHDR
                     off += step
                     family = buf[aoff - 4]
-                    for lay in by_len.get(alen, ()):
-                        if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                            values = lay.unpack(buf, aoff)
-                            break
+                    if alen == last_len and family == last.tag and last.headers(buf, aoff) == last.expected:
+                        lay = last
+                        values = lay.unpack(buf, aoff)
                     else:
-                        try:
-                            lay, values = self.table.decoder.layout(buf, aoff, alen, family)
-                        except DecodeError as exc:
-                            log.warning("ctnetlink event dropped: %s", exc)
-                            continue
-                    got = plans.get(id(lay))
-                    if got is None or got[0] is not lay:
-                        if len(plans) > 4096:
-                            plans.clear()
-                        got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
-                    planned = got[1](values) if got[1] is not None else None
+                        for lay in by_len.get(alen, ()):
+                            if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
+                                values = lay.unpack(buf, aoff)
+                                break
+                        else:
+                            try:
+                                lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                            except DecodeError as exc:
+                                log.warning("ctnetlink event dropped: %s", exc)
+                                continue
+                        got = plans.get(id(lay))
+                        if got is None or got[0] is not lay:
+                            if len(plans) > 4096:
+                                plans.clear()
+                            got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
+                        last, last_len, plan = lay, alen, got[1]
+                    planned = plan(values) if plan is not None else None
                     if planned is None:
                         self._entry_event(kind, lay.build(values))
-                    elif everything or self.selection.accepts_raw(*planned[2:]):
-                        self._local_body(kind, planned[0], planned[1])
+                    elif everything or (planned[3] not in ignored and planned[4] not in ignored
+                                        if ignored is not None else self.selection.accepts_raw(*planned[2:])):
+                        local(kind, planned[0], planned[1])
                     else:
                         self.events_filtered += 1
         except EventsLost:
@@ -305,6 +329,8 @@ class SyncEngine:
             log.warning("netlink event socket overrun: resync with the kernel table")
             self._drain(self.events)
             self.resync_with_kernel(send=True)
+        finally:
+            self.events_received += received
         self.flush()
 
     def _entry_event(self, kind: str, e: Entry) -> None:
@@ -451,10 +477,7 @@ class SyncEngine:
         """Send what the sessions have queued."""
         now = time.monotonic() if now is None else now
         for p in self.peers:
-            msgs = p.session.transmit(now)
-            if not msgs:
-                continue
-            for dg in wire.datagrams(msgs, p.datagram_limit):
+            for dg in p.session.transmit_datagrams(now, p.datagram_limit):
                 if p.send(dg):
                     p.link.packets_sent += 1
                     p.link.bytes_sent += len(dg)

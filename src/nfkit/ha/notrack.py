@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nfkit.ha.ftfw import Apply, Event, ResyncRequested, Stats, before
 from nfkit.ha.spec import Flag
-from nfkit.ha.wire import ControlMessage, Message, StateMessage
+from nfkit.ha.wire import ControlMessage, Message, StateMessage, datagrams
 
 
 @dataclass
@@ -50,6 +50,10 @@ class PlainSession:
                 out.append(ControlMessage(msg.flags, seq, msg.first, msg.last))
         self.stats.sent += len(out)
         return out
+
+    def transmit_datagrams(self, now: float, limit: int) -> list[bytes]:
+        """What `transmit` gives, packed into datagrams (`wire.datagrams`)."""
+        return list(datagrams(self.transmit(now), limit))
 
     def tick(self, now: float) -> None:
         """Nothing to do: these modes have no heartbeat."""
