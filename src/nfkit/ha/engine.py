@@ -59,6 +59,7 @@ _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in ran
 _HELLO = int(Flag.HELLO)
 RESTART_QUIET_S = 1.5  # a HELLO after this much silence is a restarted peer's (extra bulk sends are harmless)
 _CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
+_CT_NEW, _CT_UPD, _CT_DEL = MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL
 _EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
 
@@ -66,6 +67,7 @@ class Session(Protocol):
     stats: Stats
 
     def enqueue(self, key: Any, message: wire.StateMessage) -> None: ...
+    def enqueue_many(self, words: list[tuple[Any, wire.StateMessage]]) -> None: ...
     def request_resync(self) -> None: ...
     def transmit(self, now: float) -> list[wire.Message]: ...
     def transmit_datagrams(self, now: float, limit: int) -> list[bytes]: ...
@@ -252,7 +254,7 @@ class SyncEngine:
         plans = self._event_plans
         everything = self.selection.everything
         ignored = self.selection.hosts_ignored
-        local = self._local_body
+        run: list[tuple[str, Any, bytes]] = []  # planned words not yet handed to `_local_bodies`
         # the last event's layout and plan: a burst is mostly of one shape
         last: Any = None
         last_len = -1
@@ -282,6 +284,8 @@ class SyncEngine:
                         continue
                     received += 1
                     if not received % FLUSH_EVERY:  # a long burst: send as it is read
+                        self._local_bodies(run)
+                        run.clear()
                         self.flush()
                     if pid == own and own:
                         self.events_own += 1
@@ -318,13 +322,17 @@ class SyncEngine:
                         last, last_len, plan = lay, alen, got[1]
                     planned = plan(values) if plan is not None else None
                     if planned is None:
+                        self._local_bodies(run)  # in order
+                        run.clear()
                         self._entry_event(kind, lay.build(values))
                     elif everything or (planned[3] not in ignored and planned[4] not in ignored
                                         if ignored is not None else self.selection.accepts_raw(*planned[2:])):
-                        local(kind, planned[0], planned[1])
+                        run.append((kind, planned[0], planned[1]))
                     else:
                         self.events_filtered += 1
+            self._local_bodies(run)
         except EventsLost:
+            self._local_bodies(run)  # read before the overrun: the resync then says the rest
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
             self._drain(self.events)
@@ -407,32 +415,42 @@ class SyncEngine:
             self._local_body(kind, key, body)
 
     def _local_body(self, kind: str, key: Any, body: bytes) -> None:
-        if not self.options.internal_cache:  # every event said as it happens (internal_bypass.c)
-            stats = self.internal_stats
-            if kind == DEL:
+        self._local_bodies([(kind, key, body)])
+
+    def _local_bodies(self, words: list[tuple[str, Any, bytes]]) -> None:
+        """This node's entries said by the kernel, (kind, key, body) in order: into the
+        internal cache and every peer's queue (the event loop hands them over in runs)."""
+        internal_cache = self.options.internal_cache
+        internal, since, stats = self.internal, self.internal_since, self.internal_stats
+        now = time.time()
+        out: list[tuple[Any, wire.StateMessage]] = []
+        for kind, key, body in words:
+            if not internal_cache:  # every event said as it happens (internal_bypass.c)
+                mtype = _CT_TYPE[kind]
+                if kind == DEL:
+                    stats.destroyed += 1
+                elif kind == NEW:
+                    stats.created += 1
+                else:
+                    stats.updated += 1
+            elif kind == DEL:
+                if internal.pop(key, None) is None:
+                    continue  # never synced: nothing to take back
+                since.pop(key, None)
                 stats.destroyed += 1
-            elif kind == NEW:
-                stats.created += 1
+                mtype = _CT_DEL
             else:
-                stats.updated += 1
-            self._send_body(key, _CT_TYPE[kind], body)
-            return
-        if kind == DEL:
-            if self.internal.pop(key, None) is None:
-                return  # never synced: nothing to take back
-            self.internal_since.pop(key, None)
-            self.internal_stats.destroyed += 1
-            self._send_body(key, MsgType.CT_DEL, body)
-            return
-        if key in self.internal:
-            self.internal_stats.updated += 1
-            mtype = MsgType.CT_UPD
-        else:
-            self.internal_stats.created += 1
-            self.internal_since[key] = time.time()
-            mtype = MsgType.CT_NEW
-        self.internal[key] = body
-        self._send_body(key, mtype, body)
+                if key in internal:
+                    stats.updated += 1
+                    mtype = _CT_UPD
+                else:
+                    stats.created += 1
+                    since[key] = now
+                    mtype = _CT_NEW
+                internal[key] = body
+            out.append((key, wire.StateMessage(mtype, body=body)))
+        for p in self.peers:
+            p.session.enqueue_many(out)
 
     def _body(self, e: Entry) -> bytes | None:
         """The body of the message that says ``e`` (None, counted, when it cannot be said)."""

@@ -25,7 +25,7 @@ conntrackd on the other end sees a conntrackd:
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from nfkit.ha.spec import RANGE_FLAGS, Flag
@@ -59,11 +59,15 @@ class SeqClass(enum.Enum):
     BEFORE = "older than expected: replayed or late"
     HELLO = "the peer says HELLO: numbers taken as they come"
 
+    __hash__ = object.__hash__  # members are singletons: `RECEIVE[...]` per message without Enum's hash
+
 
 class HelloState(enum.Enum):
     INIT = "nothing sent yet"
     SAY = "saying HELLO until HELLO_BACK"
     DONE = "peer answered"
+
+    __hash__ = object.__hash__
 
 
 # Receive side: what each class of sequence number does.
@@ -151,13 +155,18 @@ class FtfwSession:
 
     def enqueue(self, key: Hashable, message: StateMessage) -> None:
         """Send ``message`` (the latest word on entry ``key``): replaces one still waiting."""
-        seq = self._rs_seq.pop(key, None)
-        if seq is not None:  # sent, not acknowledged: the new word supersedes it
-            del self._rs[seq]
-        tx = self._tx
-        if key in tx:
-            del tx[key]
-        tx[key] = _Pending(message, key)
+        self.enqueue_many(((key, message),))
+
+    def enqueue_many(self, words: Iterable[tuple[Hashable, StateMessage]]) -> None:
+        """`enqueue` each (key, message), in order."""
+        rs, rs_seq, tx = self._rs, self._rs_seq, self._tx
+        for key, message in words:
+            seq = rs_seq.pop(key, None)
+            if seq is not None:  # sent, not acknowledged: the new word supersedes it
+                del rs[seq]
+            if key in tx:
+                del tx[key]
+            tx[key] = _Pending(message, key)
 
     def request_resync(self) -> None:
         """Ask the peer for its whole table (RESYNC)."""

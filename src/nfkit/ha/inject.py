@@ -40,6 +40,7 @@ NEW, UPD, DEL = "new", "update", "destroy"
 _UPDATE_KEEP = ~int(Status.EXPECTED | Status.DYING)
 _NOT_EXPECTED = ~int(Status.EXPECTED)
 _CONFIRMED = int(Status.CONFIRMED)
+_CREATE_KEEP = ctwire.create_status(-1)  # the status bits a create may give
 
 # a classic BPF socket filter (linux/filter.h): struct sock_filter, the opcodes it uses
 _BPF_INSN = struct.Struct("=HBBI")
@@ -166,7 +167,7 @@ class Injector:
                     values += (r_dst, r_dst, r_dport, r_dport)
             else:
                 values = (src, dst, sport, dport, r_src, r_dst, r_sport, r_dport)
-        values += (30 if timeout is None else timeout, ctwire.create_status(status & _NOT_EXPECTED))
+        values += (30 if timeout is None else timeout, (status & _NOT_EXPECTED | _CONFIRMED) & _CREATE_KEEP)
         if mark:
             values += (mark,)
         if tcp:

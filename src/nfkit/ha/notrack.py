@@ -13,7 +13,7 @@ numbers and delivers.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from nfkit.ha.ftfw import Apply, Event, ResyncRequested, Stats, before
@@ -35,6 +35,10 @@ class PlainSession:
         """Send ``message`` (the latest word on entry ``key``): replaces one still waiting."""
         self._tx.pop(key, None)
         self._tx[key] = message
+
+    def enqueue_many(self, words: Iterable[tuple[Hashable, StateMessage]]) -> None:
+        for key, message in words:
+            self.enqueue(key, message)
 
     def request_resync(self) -> None:
         self._tx[object()] = ControlMessage(Flag.RESYNC, 0, 0, 0)

@@ -172,7 +172,7 @@ class BodyShape:
     reads every value in one struct call (`spec.ValueFormat.raw`: addresses as bytes);
     ``index[name]`` is where an attribute's first value sits in them."""
 
-    __slots__ = ("expected", "headers", "index", "names", "type_ct", "values")
+    __slots__ = ("expected", "headers", "index", "names", "size", "type_ct", "values")
 
     def __init__(self, mtype: MsgType, buf: bytes, start: int, end: int) -> None:
         attrs = spec.CT_ATTRS if mtype in CT_TYPES else spec.EXP_ATTRS
@@ -196,6 +196,7 @@ class BodyShape:
             n += len(struct.Struct(">" + raw).unpack(bytes(struct.calcsize(">" + raw))))
             off += step
         self.type_ct = mtype in CT_TYPES
+        self.size = end - start
         self.names = tuple(names)
         self.expected = tuple(expected)
         self.headers = struct.Struct("".join(heads)).unpack_from
@@ -247,6 +248,7 @@ def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
     unpack = _HEADER.unpack_from
     types = _TYPES
     ctl = MsgType.CTL
+    last: BodyShape | None = None  # the last message's shape: a datagram is mostly of one
     while off < total:
         if total - off < spec.HEADER_SIZE:
             raise DecodeError(f"message header cut short ({total - off} bytes)", off)
@@ -266,7 +268,11 @@ def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
             if flags & ~_DATA_FLAGS:
                 raise DecodeError(f"{mtype.name} message with control flags {Flag(flags)!r}", off)
             start, end = off + spec.HEADER_SIZE, off + length
-            shape = _shape(mtype, buf, start, end)
+            if last is not None and last.size == end - start and last.type_ct == (mtype <= _CT_LAST) \
+                    and last.headers(buf, start) == last.expected:
+                shape: BodyShape | None = last
+            else:
+                shape = last = _shape(mtype, buf, start, end)
             if shape is not None:
                 out.append(StateMessage(mtype, None, seq, flags, body=buf[start:end], shape=shape))
             else:
