@@ -11,7 +11,9 @@ can run one engine with a session per peer on transports of its own.
 
 Rules kept as conntrackd keeps them:
 - kernel events caused by the engine's own injections are ignored (by the
-  netlink port id they carry), so a peer's entry is never echoed back;
+  netlink port id they carry: the kernel drops them, `Injector.hide_own_events`,
+  and any that came through would be skipped here), so a peer's entry is never
+  echoed back;
 - a destroy event of an entry this node never synced is not sent;
 - received entries go to the kernel as `nfkit.ha.inject` says (or to the
   external cache until `commit`);
@@ -24,11 +26,9 @@ Must not know: conntrackd.conf, the daemon's loop, the control socket.
 
 from __future__ import annotations
 
-import errno
 import functools
 import ipaddress
 import logging
-import socket
 import struct
 import time
 from collections.abc import Callable
@@ -43,6 +43,7 @@ from nfkit.ha import convert, fastpath, wire
 from nfkit.ha.ftfw import Apply, ResyncRequested, Stats
 from nfkit.ha.inject import DEL, NEW, UPD, Change, Injector
 from nfkit.ha.spec import Flag, MsgType
+from nfkit.netlink import mmsg
 from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK, NLM_F_CREATE, NLM_F_EXCL
 from nfkit.netlink.specs.ctnetlink import IPCTNL_MSG_CT_DELETE
 
@@ -210,7 +211,7 @@ class SyncEngine:
         self.internal_exp_alive: set[Any] = set()  # found again by a resync: said with EXP_UPD
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
-        self._evbuf = bytearray(1 << 16)
+        self._receiver: mmsg.BatchReceiver | mmsg.SingleReceiver | None = None  # of `events`
         self._event_plans: dict[int, tuple[Any, fastpath.EventPlan | None]] = {}  # id(layout) ->
         self._create_plans: dict[int, tuple[wire.BodyShape, fastpath.CreatePlan | None]] = {}
 
@@ -246,8 +247,10 @@ class SyncEngine:
         conntrack decoder's layout and turned into the message body by the layout's
         plan (`nfkit.ha.fastpath`); an entry is built only for shapes without one."""
         assert self.events is not None
-        recv = self.events.sock.sock.recv_into  # the raw socket: one call per event counts
-        buf = self._evbuf
+        if self._receiver is None:
+            self._receiver = mmsg.receiver(self.events.sock.sock)
+        receive = self._receiver.receive  # many events a call, each in its slot of one buffer
+        buf = self._receiver.buffer
         own = self.injector.portid
         unpack = _NLMSG.unpack_from
         by_len = self.table.decoder.shapes.by_len
@@ -262,74 +265,68 @@ class SyncEngine:
         received = 0
         try:
             while True:
-                try:
-                    n = recv(buf, len(buf), socket.MSG_DONTWAIT)
-                except BlockingIOError:
+                datagrams = receive()  # raises EventsLost
+                if not datagrams:
                     break
-                except InterruptedError:
-                    continue
-                except OSError as exc:
-                    if exc.errno == errno.ENOBUFS:
-                        raise EventsLost("netlink event socket overrun") from None
-                    raise
-                off = 0
-                while off + _NFHDR <= n:
-                    length, mtype, flags, _seq, pid = unpack(buf, off)
-                    if length < _NFHDR or off + length > n:
-                        log.warning("malformed ctnetlink event of %d bytes dropped", length)
-                        break
-                    step = (length + 3) & ~3
-                    if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
-                        off += step
-                        continue
-                    received += 1
-                    if not received % FLUSH_EVERY:  # a long burst: send as it is read
-                        self._local_bodies(run)
-                        run.clear()
-                        self.flush()
-                    if pid == own and own:
-                        self.events_own += 1
-                        off += step
-                        continue
-                    if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
-                        kind = DEL
-                    elif flags & _CREATE_EXCL == _CREATE_EXCL:
-                        kind = NEW
-                    else:
-                        kind = UPD
-                    aoff, alen = off + _NFHDR, length - _NFHDR
-                    off += step
-                    family = buf[aoff - 4]
-                    if alen == last_len and family == last.tag and last.headers(buf, aoff) == last.expected:
-                        lay = last
-                        values = lay.unpack(buf, aoff)
-                    else:
-                        for lay in by_len.get(alen, ()):
-                            if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                                values = lay.unpack(buf, aoff)
-                                break
+                for off, n in datagrams:
+                    end = off + n
+                    while off + _NFHDR <= end:
+                        length, mtype, flags, _seq, pid = unpack(buf, off)
+                        if length < _NFHDR or off + length > end:
+                            log.warning("malformed ctnetlink event of %d bytes dropped", length)
+                            break
+                        step = (length + 3) & ~3
+                        if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
+                            off += step
+                            continue
+                        received += 1
+                        if not received % FLUSH_EVERY:  # a long burst: send as it is read
+                            self._local_bodies(run)
+                            run.clear()
+                            self.flush()
+                        if pid == own and own:
+                            self.events_own += 1
+                            off += step
+                            continue
+                        if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
+                            kind = DEL
+                        elif flags & _CREATE_EXCL == _CREATE_EXCL:
+                            kind = NEW
                         else:
-                            try:
-                                lay, values = self.table.decoder.layout(buf, aoff, alen, family)
-                            except DecodeError as exc:
-                                log.warning("ctnetlink event dropped: %s", exc)
-                                continue
-                        got = plans.get(id(lay))
-                        if got is None or got[0] is not lay:
-                            if len(plans) > 4096:
-                                plans.clear()
-                            got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
-                        last, last_len, plan = lay, alen, got[1]
-                    planned = plan(values) if plan is not None else None
-                    if planned is None:
-                        self._local_bodies(run)  # in order
-                        run.clear()
-                        self._entry_event(kind, lay.build(values))
-                    elif everything or (planned[3] not in ignored and planned[4] not in ignored
-                                        if ignored is not None else self.selection.accepts_raw(*planned[2:])):
-                        run.append((kind, planned[0], planned[1]))
-                    else:
-                        self.events_filtered += 1
+                            kind = UPD
+                        aoff, alen = off + _NFHDR, length - _NFHDR
+                        off += step
+                        family = buf[aoff - 4]
+                        if alen == last_len and family == last.tag and last.headers(buf, aoff) == last.expected:
+                            lay = last
+                            values = lay.unpack(buf, aoff)
+                        else:
+                            for lay in by_len.get(alen, ()):
+                                if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
+                                    values = lay.unpack(buf, aoff)
+                                    break
+                            else:
+                                try:
+                                    lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                                except DecodeError as exc:
+                                    log.warning("ctnetlink event dropped: %s", exc)
+                                    continue
+                            got = plans.get(id(lay))
+                            if got is None or got[0] is not lay:
+                                if len(plans) > 4096:
+                                    plans.clear()
+                                got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
+                            last, last_len, plan = lay, alen, got[1]
+                        planned = plan(values) if plan is not None else None
+                        if planned is None:
+                            self._local_bodies(run)  # in order
+                            run.clear()
+                            self._entry_event(kind, lay.build(values))
+                        elif everything or (planned[3] not in ignored and planned[4] not in ignored
+                                            if ignored is not None else self.selection.accepts_raw(*planned[2:])):
+                            run.append((kind, planned[0], planned[1]))
+                        else:
+                            self.events_filtered += 1
             self._local_bodies(run)
         except EventsLost:
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
