@@ -286,7 +286,8 @@ def status_and_metrics(fw: Namespace, a: StockConntrackd, b: NfkitHa) -> None:
     assert re.search(r"internal cache 7 entries", text) and "peer 203.0.113.2:3780: handshake DONE" in text
     st = b.status()
     assert st["inject"]["created"] + st["inject"]["updated"] >= 7 and st["internal_cache"] == 0
-    assert st["peers"][0]["entries_received"] >= 7 and st["events"]["own"] >= 7
+    # the events of its own injections never reach it: the kernel drops them (a socket filter)
+    assert st["peers"][0]["entries_received"] >= 7 and st["events"]["own"] == 0
     scrape = fw.run(["python3", "-c", "import urllib.request; "
                      "print(urllib.request.urlopen('http://127.0.0.1:9733/metrics').read().decode())"]).stdout
     assert 'nfkit_ha_cache_entries{cache="internal"} 7.0' in scrape, scrape
