@@ -128,7 +128,7 @@ CONTROL: dict[int, str] = {}  # pid -> its control socket
 # pairing -> per run: (sender user, sender system, receiver user, receiver system) CPU seconds
 CPU: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
 DATAGRAMS: dict[tuple[str, str], list[int]] = {}  # pairing -> datagrams A sent on the sync link
-TROUBLES: dict[tuple[str, str], int] = {}  # pairing -> overruns and lost messages, all runs
+TROUBLES: dict[tuple[str, str], list[int]] = {}  # pairing -> sender's, receiver's overruns and losses, all runs
 
 
 def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float | None:
@@ -151,11 +151,14 @@ def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float |
                 return None
             time.sleep(0.02)
         took = time.monotonic() - started
+        # (a daemon whose event socket overran may have waited for NetlinkOverrunResync: 30 s)
         now = *cpu_seconds(pa), *cpu_seconds(pb)
         pairing = (sender, receiver)
         CPU.setdefault(pairing, []).append(tuple(x - y for x, y in zip(now, cpu, strict=True)))  # type: ignore[arg-type]
         DATAGRAMS.setdefault(pairing, []).append(link_datagrams(a) - sent)
-        TROUBLES[pairing] = TROUBLES.get(pairing, 0) + troubles(pa) + troubles(pb)
+        counted = TROUBLES.setdefault(pairing, [0, 0])
+        counted[0] += troubles(pa)
+        counted[1] += troubles(pb)
         return took
     finally:
         for p in (pa, pb):
@@ -197,7 +200,8 @@ def main() -> None:
         print(f"  {p[0]:>10} -> {p[1]:<10} {med:7.2f} s  {args.entries / med:9.0f} entries/s  "
               f"time / conntrackd->conntrackd = {med / base:.2f}  CPU: sender {su + ss:.2f} s ({su:.2f} user), "
               f"receiver {ru + rs:.2f} s ({ru:.2f} user); {statistics.median(DATAGRAMS[p]):.0f} datagrams"
-              + (f"; {TROUBLES[p]} overruns or lost messages" if TROUBLES.get(p) else ""))
+              + (f"; overruns or lost messages: sender {TROUBLES[p][0]}, receiver {TROUBLES[p][1]}"
+                 if any(TROUBLES.get(p, ())) else ""))
 
 
 if __name__ == "__main__":
