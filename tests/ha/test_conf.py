@@ -63,6 +63,9 @@ def test_a_state_filter() -> None:
     # as 1.4.7's grammar: ALARM has no DisableExternalCache, NOTRACK no ACKWindowSize
     ("Sync {\n Mode ALARM {\n  DisableExternalCache on\n }\n}", ":3: DisableExternalCache: unknown key in Mode ALARM"),
     ("Sync {\n Mode NOTRACK {\n  ACKWindowSize 5\n }\n}", ":3: ACKWindowSize: unknown key in Mode NOTRACK"),
+    # the Scheduler block is acted on (as conntrackd: RR or FIFO, priority 0-99)
+    ("General {\n Scheduler {\n  Type OTHER\n }\n}", ":3: Type: unknown scheduler `OTHER' (RR or FIFO)"),
+    ("General {\n Scheduler {\n  Priority 120\n }\n}", ":3: Priority: 120 is out of range [0, 99]"),
 ])
 def test_errors_name_file_line_and_key(text: str, error: str) -> None:
     with pytest.raises(InputError) as exc:

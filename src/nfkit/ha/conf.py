@@ -7,7 +7,7 @@ Every error is one line naming ``file:line`` and the key.
 Must not know: sockets, the kernel, the sync engine (it gets a `Conf`).
 
 Keys nfkit accepts but does not act on (they tune conntrackd's own C
-implementation: hash table sizes, netlink buffer growth, scheduler, nice) are
+implementation: hash table sizes, netlink buffer growth, nice) are
 listed in `TUNING` and kept in `Conf.tuning`, so nothing is dropped unseen; a
 key or block nfkit cannot honour (the TIPC transport, the Stats mode, several
 transports) is an error naming it, never silently ignored.
@@ -404,9 +404,14 @@ def _general(r: _Reader, node: _Node, conf: Conf) -> None:
             conf.syslog = word not in ("off", "no")
         elif k == "Filter":
             _filter(r, n, conf)
-        elif k == "Scheduler":
+        elif k == "Scheduler":  # acted on (nfkit.ha.daemon.set_scheduler), as conntrackd does
             for c in r.block(n):
-                if c.key not in ("Type", "Priority"):
+                if c.key == "Type":
+                    if r.one(c).upper() not in ("RR", "FIFO"):
+                        raise r.fail(c, f"unknown scheduler `{r.one(c)}' (RR or FIFO)")
+                elif c.key == "Priority":
+                    r.int_(c, 0, 99)
+                else:
                     raise r.unknown(c, "General Scheduler")
                 conf.tuning[f"Scheduler.{c.key}"] = r.one(c)
         elif k in TUNING:
