@@ -14,6 +14,9 @@ Both daemons get a 64 MB netlink event buffer from the start: with
 conntrackd's usual 2 MB it overruns on such a burst and waits for
 NetlinkOverrunResync (30 s) before it resyncs, which would measure the
 timer, not the sync.
+The clock includes creating the entries (the bench process, on the same
+cores): the sync follows the creates, so each pairing also prints the time
+from the last create until B held all N, what the sync adds.
 Each pairing also prints the CPU time each daemon spent on the run (medians,
 user + system): on a shared machine it says more about the cost per entry than
 the clock; the datagrams A sent on the sync link; and, when not zero, the event
@@ -128,6 +131,8 @@ CONTROL: dict[int, str] = {}  # pid -> its control socket
 # pairing -> per run: (sender user, sender system, receiver user, receiver system) CPU seconds
 CPU: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
 DATAGRAMS: dict[tuple[str, str], list[int]] = {}  # pairing -> datagrams A sent on the sync link
+# pairing -> seconds from the last create on A until B held all N: what the sync adds to creating
+LAG: dict[tuple[str, str], list[float]] = {}
 TROUBLES: dict[tuple[str, str], list[int]] = {}  # pairing -> sender's, receiver's overruns and losses, all runs
 
 
@@ -145,6 +150,7 @@ def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float |
         sent = link_datagrams(a)
         started = time.monotonic()
         ta.create_many(todo)
+        created = time.monotonic()
         # the end, the same for every pairing: B's kernel table holds all N (ctnetlink's count)
         while tb.stats()["entries"] < n:
             if time.monotonic() - started > timeout:
@@ -156,6 +162,7 @@ def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float |
         pairing = (sender, receiver)
         CPU.setdefault(pairing, []).append(tuple(x - y for x, y in zip(now, cpu, strict=True)))  # type: ignore[arg-type]
         DATAGRAMS.setdefault(pairing, []).append(link_datagrams(a) - sent)
+        LAG.setdefault(pairing, []).append(started + took - created)
         counted = TROUBLES.setdefault(pairing, [0, 0])
         counted[0] += troubles(pa)
         counted[1] += troubles(pb)
@@ -199,7 +206,8 @@ def main() -> None:
         su, ss, ru, rs = (statistics.median(c[i] for c in CPU[p]) for i in range(4))
         print(f"  {p[0]:>10} -> {p[1]:<10} {med:7.2f} s  {args.entries / med:9.0f} entries/s  "
               f"time / conntrackd->conntrackd = {med / base:.2f}  CPU: sender {su + ss:.2f} s ({su:.2f} user), "
-              f"receiver {ru + rs:.2f} s ({ru:.2f} user); {statistics.median(DATAGRAMS[p]):.0f} datagrams"
+              f"receiver {ru + rs:.2f} s ({ru:.2f} user); {statistics.median(DATAGRAMS[p]):.0f} datagrams; "
+              f"last create -> all in B {statistics.median(LAG[p]):.2f} s"
               + (f"; overruns or lost messages: sender {TROUBLES[p][0]}, receiver {TROUBLES[p][1]}"
                  if any(TROUBLES.get(p, ())) else ""))
 
