@@ -14,14 +14,21 @@ Both daemons get a 64 MB netlink event buffer from the start: with
 conntrackd's usual 2 MB it overruns on such a burst and waits for
 NetlinkOverrunResync (30 s) before it resyncs, which would measure the
 timer, not the sync.
-Each pairing also prints the CPU time each daemon spent on the run (medians):
-on a shared machine it says more about the cost per entry than the clock.
+The clock includes creating the entries (the bench process, on the same
+cores): the sync follows the creates, so each pairing also prints the time
+from the last create until B held all N, what the sync adds.
+Each pairing also prints the CPU time each daemon spent on the run (medians,
+user + system): on a shared machine it says more about the cost per entry than
+the clock; the datagrams A sent on the sync link; and, when not zero, the event
+socket overruns (`-s runtime`) and sync messages lost (`-s network`) either
+daemon counted, asked over its control socket as `conntrackd -s` asks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -31,6 +38,7 @@ import time
 from pathlib import Path
 
 from nfkit.conntrack import ConntrackTable, Entry, Status, Tuple
+from nfkit.ha import control
 from nfkit.lab import Lab, Namespace
 
 NFKIT = os.path.join(os.path.dirname(sys.executable), "nfkit")
@@ -91,6 +99,7 @@ def start(kind: str, ns: Namespace, own: str, peer: str) -> subprocess.Popen[byt
     conf.write_text(CONF.format(own=own, peer=peer, dir=work))
     argv = ["conntrackd", "-C", str(conf)] if kind == "conntrackd" else [NFKIT, "ha", "-C", str(conf)]
     proc = ns.popen(argv, stderr=subprocess.DEVNULL)
+    CONTROL[proc.pid] = str(work / "ctl")
     deadline = time.monotonic() + 15
     log = work / "log"
     while not (log.exists() and "initialization completed" in log.read_text()):
@@ -100,13 +109,31 @@ def start(kind: str, ns: Namespace, own: str, peer: str) -> subprocess.Popen[byt
     return proc
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
-    """User + system CPU time the process has used so far."""
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """User and system CPU time the process has used so far."""
     fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-CPU: dict[tuple[str, str], list[tuple[float, float]]] = {}  # pairing -> (sender, receiver) CPU seconds
+def troubles(proc: subprocess.Popen[bytes]) -> int:
+    """Event socket overruns and sync messages lost, as the daemon counts them (`-s`)."""
+    path = CONTROL[proc.pid]
+    text = control.ask(path, control.STATS_RUNTIME) + control.ask(path, control.STATS_NETWORK)
+    return sum(int(n) for n in re.findall(r"(?:netlink overrun|Packets lost):\s+(\d+)", text))
+
+
+def link_datagrams(ns: Namespace) -> int:
+    return int(ns.run(["cat", "/sys/class/net/sync0/statistics/tx_packets"]).stdout)
+
+
+CONTROL: dict[int, str] = {}  # pid -> its control socket
+# pairing -> per run: (sender user, sender system, receiver user, receiver system) CPU seconds
+CPU: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
+DATAGRAMS: dict[tuple[str, str], list[int]] = {}  # pairing -> datagrams A sent on the sync link
+# pairing -> seconds from the last create on A until B held all N: what the sync adds to creating
+LAG: dict[tuple[str, str], list[float]] = {}
+TROUBLES: dict[tuple[str, str], list[int]] = {}  # pairing -> sender's, receiver's overruns and losses, all runs
 
 
 def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float | None:
@@ -119,15 +146,26 @@ def one(lab: Lab, sender: str, receiver: str, n: int, timeout: float) -> float |
     try:
         time.sleep(2.5)  # HELLO, HELLO_BACK and the first ALIVEs
         todo = entries(n)
-        cpu = cpu_seconds(pa), cpu_seconds(pb)
+        cpu = *cpu_seconds(pa), *cpu_seconds(pb)
+        sent = link_datagrams(a)
         started = time.monotonic()
         ta.create_many(todo)
+        created = time.monotonic()
+        # the end, the same for every pairing: B's kernel table holds all N (ctnetlink's count)
         while tb.stats()["entries"] < n:
             if time.monotonic() - started > timeout:
                 return None
             time.sleep(0.02)
         took = time.monotonic() - started
-        CPU.setdefault((sender, receiver), []).append((cpu_seconds(pa) - cpu[0], cpu_seconds(pb) - cpu[1]))
+        # (a daemon whose event socket overran may have waited for NetlinkOverrunResync: 30 s)
+        now = *cpu_seconds(pa), *cpu_seconds(pb)
+        pairing = (sender, receiver)
+        CPU.setdefault(pairing, []).append(tuple(x - y for x, y in zip(now, cpu, strict=True)))  # type: ignore[arg-type]
+        DATAGRAMS.setdefault(pairing, []).append(link_datagrams(a) - sent)
+        LAG.setdefault(pairing, []).append(started + took - created)
+        counted = TROUBLES.setdefault(pairing, [0, 0])
+        counted[0] += troubles(pa)
+        counted[1] += troubles(pb)
         return took
     finally:
         for p in (pa, pb):
@@ -165,10 +203,13 @@ def main() -> None:
             continue
         med = statistics.median(done)
         base = base or med
-        cpu = CPU.get(p, [(0.0, 0.0)])
-        snd, rcv = (statistics.median(c[i] for c in cpu) for i in (0, 1))
+        su, ss, ru, rs = (statistics.median(c[i] for c in CPU[p]) for i in range(4))
         print(f"  {p[0]:>10} -> {p[1]:<10} {med:7.2f} s  {args.entries / med:9.0f} entries/s  "
-              f"time / conntrackd->conntrackd = {med / base:.2f}  CPU: sender {snd:.2f} s, receiver {rcv:.2f} s")
+              f"time / conntrackd->conntrackd = {med / base:.2f}  CPU: sender {su + ss:.2f} s ({su:.2f} user), "
+              f"receiver {ru + rs:.2f} s ({ru:.2f} user); {statistics.median(DATAGRAMS[p]):.0f} datagrams; "
+              f"last create -> all in B {statistics.median(LAG[p]):.2f} s"
+              + (f"; overruns or lost messages: sender {TROUBLES[p][0]}, receiver {TROUBLES[p][1]}"
+                 if any(TROUBLES.get(p, ())) else ""))
 
 
 if __name__ == "__main__":

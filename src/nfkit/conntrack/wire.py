@@ -566,6 +566,59 @@ def encode_delete(w: MessageWriter, e: Entry) -> int:
     return seq
 
 
+def _orig_tuple_fields(w: MessageWriter, family: int, proto: int) -> list[tuple[int, str]]:
+    """A zeroed original tuple of a port protocol, as `_put_tuple` writes it; returns where
+    its source and destination addresses and ports go."""
+    alen = 16 if family == AF_INET6 else 4
+    offs: list[tuple[int, str]] = []
+    with w.nest(CTA_TUPLE_ORIG):
+        with w.nest(CTA_TUPLE_IP):
+            for attr in (CTA_IP_V6_SRC, CTA_IP_V6_DST) if alen == 16 else (CTA_IP_V4_SRC, CTA_IP_V4_DST):
+                offs.append((w.here() + 4, f"{alen}s"))
+                w.binary(attr, bytes(alen))
+        with w.nest(CTA_TUPLE_PROTO):
+            w.u8(CTA_PROTO_NUM, proto)
+            for attr in (CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT):
+                offs.append((w.here() + 4, ">H"))
+                w.be16(attr, 0)
+    return offs
+
+
+def update_template(family: int, proto: int, *, timeout: bool, tcp: bool) -> Template:
+    """`encode_update`'s message for an entry of a port protocol without zone or id, given
+    its timeout (if ``timeout``), status, TCP state and flags (if ``tcp``) and mark: emit it
+    with (orig src, dst bytes, sport, dport[, timeout], status[, state, flags x4], mark)."""
+    w = MessageWriter()
+    w.begin(MSG_NEW, NLM_F_REQUEST, family=family)
+    offs = _orig_tuple_fields(w, family, proto)
+    if timeout:
+        offs.append((w.here() + 4, ">I"))
+        w.be32(CTA_TIMEOUT, 0)
+    offs.append((w.here() + 4, ">I"))
+    w.be32(CTA_STATUS, 0)
+    if tcp:
+        with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
+            offs.append((w.here() + 4, "B"))
+            w.u8(CTA_PROTOINFO_TCP_STATE, 0)
+            for attr in (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY):
+                offs += [(w.here() + 4, "B"), (w.here() + 5, "B")]
+                w.binary(attr, bytes(2))
+    offs.append((w.here() + 4, ">I"))
+    w.be32(CTA_MARK, 0)
+    w.end()
+    return Template(w.message(0), offs)
+
+
+def delete_template(family: int, proto: int) -> Template:
+    """`encode_delete`'s message for an entry of a port protocol without zone or id: emit
+    it with (orig src, dst bytes, sport, dport)."""
+    w = MessageWriter()
+    w.begin(MSG_DELETE, NLM_F_REQUEST, family=family)
+    offs = _orig_tuple_fields(w, family, proto)
+    w.end()
+    return Template(w.message(0), offs)
+
+
 class DeleteEncoder:
     """Encodes many deletes fast: one `Template` per shape, values patched in."""
 

@@ -11,6 +11,7 @@ Must not know: the protocol's bytes (engine, sessions), how entries are injected
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import selectors
@@ -160,6 +161,11 @@ class HaDaemon(Service):
             self.engine.request_resync()
         log.info("%s mode over %s %s port %d%s; %d entries in the internal cache", c.mode, t.kind, t.address,
                  t.port, f" on {t.interface}" if t.interface else "", len(self.engine.internal))
+        # what was loaded lives as long as the daemon, and a burst of entries allocates without
+        # making cycles: Python's collection every 700 allocations cost ~10 % of a 100,000-entry sync
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(100_000, 20, 100)
         log.info("initialization completed")
 
     def add_peers(self, engine: SyncEngine, sock: SyncSocket) -> None:

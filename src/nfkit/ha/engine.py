@@ -11,7 +11,9 @@ can run one engine with a session per peer on transports of its own.
 
 Rules kept as conntrackd keeps them:
 - kernel events caused by the engine's own injections are ignored (by the
-  netlink port id they carry), so a peer's entry is never echoed back;
+  netlink port id they carry: the kernel drops them, `Injector.hide_own_events`,
+  and any that came through would be skipped here), so a peer's entry is never
+  echoed back;
 - a destroy event of an entry this node never synced is not sent;
 - received entries go to the kernel as `nfkit.ha.inject` says (or to the
   external cache until `commit`);
@@ -24,11 +26,9 @@ Must not know: conntrackd.conf, the daemon's loop, the control socket.
 
 from __future__ import annotations
 
-import errno
 import functools
 import ipaddress
 import logging
-import socket
 import struct
 import time
 from collections.abc import Callable
@@ -43,6 +43,7 @@ from nfkit.ha import convert, fastpath, wire
 from nfkit.ha.ftfw import Apply, ResyncRequested, Stats
 from nfkit.ha.inject import DEL, NEW, UPD, Change, Injector
 from nfkit.ha.spec import Flag, MsgType
+from nfkit.netlink import mmsg
 from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK, NLM_F_CREATE, NLM_F_EXCL
 from nfkit.netlink.specs.ctnetlink import IPCTNL_MSG_CT_DELETE
 
@@ -59,6 +60,7 @@ _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in ran
 _HELLO = int(Flag.HELLO)
 RESTART_QUIET_S = 1.5  # a HELLO after this much silence is a restarted peer's (extra bulk sends are harmless)
 _CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
+_CT_NEW, _CT_UPD, _CT_DEL = MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL
 _EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
 
@@ -66,8 +68,10 @@ class Session(Protocol):
     stats: Stats
 
     def enqueue(self, key: Any, message: wire.StateMessage) -> None: ...
+    def enqueue_many(self, words: list[tuple[Any, wire.StateMessage]]) -> None: ...
     def request_resync(self) -> None: ...
     def transmit(self, now: float) -> list[wire.Message]: ...
+    def transmit_datagrams(self, now: float, limit: int) -> list[bytes]: ...
     def tick(self, now: float) -> None: ...
     def receive(self, msg: wire.Message) -> list[Any]: ...
     @property
@@ -123,6 +127,16 @@ class Selection:
     def _address_hit(self, address: str | bytes) -> bool:
         ip = ipaddress.ip_address(address)
         return any(ip in net for net in self.networks if net.version == ip.version)
+
+    @functools.cached_property
+    def hosts_ignored(self) -> frozenset[bytes] | None:
+        """For a selection that only ignores single addresses (conntrackd's usual `Address
+        Ignore` of its own addresses), those addresses as bytes (`accepts_raw` is then
+        "neither address in the set"); None for any other."""
+        if self.protocols_accept is not None or self.states_accept is not None or self.networks_accept is not False \
+                or any(net.prefixlen != net.max_prefixlen for net in self.networks):
+            return None
+        return frozenset(net.network_address.packed for net in self.networks)
 
     @property
     def everything(self) -> bool:
@@ -197,7 +211,7 @@ class SyncEngine:
         self.internal_exp_alive: set[Any] = set()  # found again by a resync: said with EXP_UPD
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
-        self._evbuf = bytearray(1 << 16)
+        self._receiver: mmsg.BatchReceiver | mmsg.SingleReceiver | None = None  # of `events`
         self._event_plans: dict[int, tuple[Any, fastpath.EventPlan | None]] = {}  # id(layout) ->
         self._create_plans: dict[int, tuple[wire.BodyShape, fastpath.CreatePlan | None]] = {}
 
@@ -210,8 +224,10 @@ class SyncEngine:
         """Start listening to kernel events, then read the table into the internal cache."""
         self.events_rcvbuf = self.options.events_rcvbuf
         self.events = self.table.events(resync=False, rcvbuf=self.events_rcvbuf)
+        self.injector.hide_own_events(self.events.sock.sock)
         if self.options.expectations:
             self.exp_events = ExpectTable(self.table).events()
+            self.injector.hide_own_events(self.exp_events.sock.sock)
         self.resync_with_kernel()
         return self.events
 
@@ -231,78 +247,95 @@ class SyncEngine:
         conntrack decoder's layout and turned into the message body by the layout's
         plan (`nfkit.ha.fastpath`); an entry is built only for shapes without one."""
         assert self.events is not None
-        recv = self.events.sock.sock.recv_into  # the raw socket: one call per event counts
-        buf = self._evbuf
+        if self._receiver is None:
+            self._receiver = mmsg.receiver(self.events.sock.sock)
+        receive = self._receiver.receive  # many events a call, each in its slot of one buffer
+        buf = self._receiver.buffer
         own = self.injector.portid
         unpack = _NLMSG.unpack_from
         by_len = self.table.decoder.shapes.by_len
         plans = self._event_plans
         everything = self.selection.everything
+        ignored = self.selection.hosts_ignored
+        run: list[tuple[str, Any, bytes]] = []  # planned words not yet handed to `_local_bodies`
+        # the last event's layout and plan: a burst is mostly of one shape
+        last: Any = None
+        last_len = -1
+        plan: fastpath.EventPlan | None = None
+        received = 0
         try:
             while True:
-                try:
-                    n = recv(buf, len(buf), socket.MSG_DONTWAIT)
-                except BlockingIOError:
+                datagrams = receive()  # raises EventsLost
+                if not datagrams:
                     break
-                except InterruptedError:
-                    continue
-                except OSError as exc:
-                    if exc.errno == errno.ENOBUFS:
-                        raise EventsLost("netlink event socket overrun") from None
-                    raise
-                off = 0
-                while off + _NFHDR <= n:
-                    length, mtype, flags, _seq, pid = unpack(buf, off)
-                    if length < _NFHDR or off + length > n:
-                        log.warning("malformed ctnetlink event of %d bytes dropped", length)
-                        break
-                    step = (length + 3) & ~3
-                    if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
-                        off += step
-                        continue
-                    self.events_received += 1
-                    if not self.events_received % FLUSH_EVERY:  # a long burst: send as it is read
-                        self.flush()
-                    if pid == own and own:
-                        self.events_own += 1
-                        off += step
-                        continue
-                    if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
-                        kind = DEL
-                    elif flags & _CREATE_EXCL == _CREATE_EXCL:
-                        kind = NEW
-                    else:
-                        kind = UPD
-                    aoff, alen = off + _NFHDR, length - _NFHDR
-                    off += step
-                    family = buf[aoff - 4]
-                    for lay in by_len.get(alen, ()):
-                        if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                            values = lay.unpack(buf, aoff)
+                for off, n in datagrams:
+                    end = off + n
+                    while off + _NFHDR <= end:
+                        length, mtype, flags, _seq, pid = unpack(buf, off)
+                        if length < _NFHDR or off + length > end:
+                            log.warning("malformed ctnetlink event of %d bytes dropped", length)
                             break
-                    else:
-                        try:
-                            lay, values = self.table.decoder.layout(buf, aoff, alen, family)
-                        except DecodeError as exc:
-                            log.warning("ctnetlink event dropped: %s", exc)
+                        step = (length + 3) & ~3
+                        if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
+                            off += step
                             continue
-                    got = plans.get(id(lay))
-                    if got is None or got[0] is not lay:
-                        if len(plans) > 4096:
-                            plans.clear()
-                        got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
-                    planned = got[1](values) if got[1] is not None else None
-                    if planned is None:
-                        self._entry_event(kind, lay.build(values))
-                    elif everything or self.selection.accepts_raw(*planned[2:]):
-                        self._local_body(kind, planned[0], planned[1])
-                    else:
-                        self.events_filtered += 1
+                        received += 1
+                        if not received % FLUSH_EVERY:  # a long burst: send as it is read
+                            self._local_bodies(run)
+                            run.clear()
+                            self.flush()
+                        if pid == own and own:
+                            self.events_own += 1
+                            off += step
+                            continue
+                        if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
+                            kind = DEL
+                        elif flags & _CREATE_EXCL == _CREATE_EXCL:
+                            kind = NEW
+                        else:
+                            kind = UPD
+                        aoff, alen = off + _NFHDR, length - _NFHDR
+                        off += step
+                        family = buf[aoff - 4]
+                        if alen == last_len and family == last.tag and last.headers(buf, aoff) == last.expected:
+                            lay = last
+                            values = lay.unpack(buf, aoff)
+                        else:
+                            for lay in by_len.get(alen, ()):
+                                if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
+                                    values = lay.unpack(buf, aoff)
+                                    break
+                            else:
+                                try:
+                                    lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                                except DecodeError as exc:
+                                    log.warning("ctnetlink event dropped: %s", exc)
+                                    continue
+                            got = plans.get(id(lay))
+                            if got is None or got[0] is not lay:
+                                if len(plans) > 4096:
+                                    plans.clear()
+                                got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
+                            last, last_len, plan = lay, alen, got[1]
+                        planned = plan(values) if plan is not None else None
+                        if planned is None:
+                            self._local_bodies(run)  # in order
+                            run.clear()
+                            self._entry_event(kind, lay.build(values))
+                        elif everything or (planned[3] not in ignored and planned[4] not in ignored
+                                            if ignored is not None else self.selection.accepts_raw(*planned[2:])):
+                            run.append((kind, planned[0], planned[1]))
+                        else:
+                            self.events_filtered += 1
+            self._local_bodies(run)
         except EventsLost:
+            self._local_bodies(run)  # read before the overrun: the resync then says the rest
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
             self._drain(self.events)
             self.resync_with_kernel(send=True)
+        finally:
+            self.events_received += received
         self.flush()
 
     def _entry_event(self, kind: str, e: Entry) -> None:
@@ -379,32 +412,42 @@ class SyncEngine:
             self._local_body(kind, key, body)
 
     def _local_body(self, kind: str, key: Any, body: bytes) -> None:
-        if not self.options.internal_cache:  # every event said as it happens (internal_bypass.c)
-            stats = self.internal_stats
-            if kind == DEL:
+        self._local_bodies([(kind, key, body)])
+
+    def _local_bodies(self, words: list[tuple[str, Any, bytes]]) -> None:
+        """This node's entries said by the kernel, (kind, key, body) in order: into the
+        internal cache and every peer's queue (the event loop hands them over in runs)."""
+        internal_cache = self.options.internal_cache
+        internal, since, stats = self.internal, self.internal_since, self.internal_stats
+        now = time.time()
+        out: list[tuple[Any, wire.StateMessage]] = []
+        for kind, key, body in words:
+            if not internal_cache:  # every event said as it happens (internal_bypass.c)
+                mtype = _CT_TYPE[kind]
+                if kind == DEL:
+                    stats.destroyed += 1
+                elif kind == NEW:
+                    stats.created += 1
+                else:
+                    stats.updated += 1
+            elif kind == DEL:
+                if internal.pop(key, None) is None:
+                    continue  # never synced: nothing to take back
+                since.pop(key, None)
                 stats.destroyed += 1
-            elif kind == NEW:
-                stats.created += 1
+                mtype = _CT_DEL
             else:
-                stats.updated += 1
-            self._send_body(key, _CT_TYPE[kind], body)
-            return
-        if kind == DEL:
-            if self.internal.pop(key, None) is None:
-                return  # never synced: nothing to take back
-            self.internal_since.pop(key, None)
-            self.internal_stats.destroyed += 1
-            self._send_body(key, MsgType.CT_DEL, body)
-            return
-        if key in self.internal:
-            self.internal_stats.updated += 1
-            mtype = MsgType.CT_UPD
-        else:
-            self.internal_stats.created += 1
-            self.internal_since[key] = time.time()
-            mtype = MsgType.CT_NEW
-        self.internal[key] = body
-        self._send_body(key, mtype, body)
+                if key in internal:
+                    stats.updated += 1
+                    mtype = _CT_UPD
+                else:
+                    stats.created += 1
+                    since[key] = now
+                    mtype = _CT_NEW
+                internal[key] = body
+            out.append((key, wire.StateMessage(mtype, body=body)))
+        for p in self.peers:
+            p.session.enqueue_many(out)
 
     def _body(self, e: Entry) -> bytes | None:
         """The body of the message that says ``e`` (None, counted, when it cannot be said)."""
@@ -449,10 +492,7 @@ class SyncEngine:
         """Send what the sessions have queued."""
         now = time.monotonic() if now is None else now
         for p in self.peers:
-            msgs = p.session.transmit(now)
-            if not msgs:
-                continue
-            for dg in wire.datagrams(msgs, p.datagram_limit):
+            for dg in p.session.transmit_datagrams(now, p.datagram_limit):
                 if p.send(dg):
                     p.link.packets_sent += 1
                     p.link.bytes_sent += len(dg)
@@ -540,7 +580,7 @@ class SyncEngine:
             return
         kind = _KINDS[msg.type]
         shape = msg.shape
-        if kind == NEW and shape is not None and not self.options.external_cache:
+        if shape is not None and not self.options.external_cache:  # NEW, UPD and DEL alike
             got = self._create_plans.get(id(shape))
             if got is None or got[0] is not shape:
                 got = self._create_plans[id(shape)] = (shape, fastpath.create_plan(shape))

@@ -25,12 +25,11 @@ conntrackd on the other end sees a conntrackd:
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from nfkit.ha.spec import RANGE_FLAGS, Flag
-from nfkit.ha.wire import ControlMessage, Message, StateMessage
+from nfkit.ha.wire import ControlMessage, Message, StateMessage, numbered_datagrams
 
 ALIVE_INTERVAL = 1.0  # ALIVE_INT: seconds of silence before a heartbeat (or a pending ACK)
 WINDOW = 300  # conntrackd's default WindowSize
@@ -60,11 +59,15 @@ class SeqClass(enum.Enum):
     BEFORE = "older than expected: replayed or late"
     HELLO = "the peer says HELLO: numbers taken as they come"
 
+    __hash__ = object.__hash__  # members are singletons: `RECEIVE[...]` per message without Enum's hash
+
 
 class HelloState(enum.Enum):
     INIT = "nothing sent yet"
     SAY = "saying HELLO until HELLO_BACK"
     DONE = "peer answered"
+
+    __hash__ = object.__hash__
 
 
 # Receive side: what each class of sequence number does.
@@ -140,8 +143,9 @@ class FtfwSession:
     last_received: int | None = None  # None: UNSET
     ack_from: int | None = None  # first number not yet acknowledged to the peer
     window_left: int = 0
-    _tx: OrderedDict[Hashable, _Pending] = field(default_factory=OrderedDict)
-    _rs: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)  # by seq, oldest first
+    # (dicts keep insertion order: a replaced word is popped and goes to the end)
+    _tx: dict[Hashable, _Pending] = field(default_factory=dict)
+    _rs: dict[int, _Pending] = field(default_factory=dict)  # by seq, oldest first
     _rs_seq: dict[Hashable, int] = field(default_factory=dict)  # entry key -> its seq in _rs
 
     def __post_init__(self) -> None:
@@ -151,11 +155,18 @@ class FtfwSession:
 
     def enqueue(self, key: Hashable, message: StateMessage) -> None:
         """Send ``message`` (the latest word on entry ``key``): replaces one still waiting."""
-        seq = self._rs_seq.pop(key, None)
-        if seq is not None:  # sent, not acknowledged: the new word supersedes it
-            del self._rs[seq]
-        self._tx.pop(key, None)
-        self._tx[key] = _Pending(message, key)
+        self.enqueue_many(((key, message),))
+
+    def enqueue_many(self, words: Iterable[tuple[Hashable, StateMessage]]) -> None:
+        """`enqueue` each (key, message), in order."""
+        rs, rs_seq, tx = self._rs, self._rs_seq, self._tx
+        for key, message in words:
+            seq = rs_seq.pop(key, None)
+            if seq is not None:  # sent, not acknowledged: the new word supersedes it
+                del rs[seq]
+            if key in tx:
+                del tx[key]
+            tx[key] = _Pending(message, key)
 
     def request_resync(self) -> None:
         """Ask the peer for its whole table (RESYNC)."""
@@ -167,11 +178,27 @@ class FtfwSession:
 
     def transmit(self, now: float) -> list[Message]:
         """Everything queued, numbered and flagged, in order; the caller sends them now."""
-        out: list[Message] = []
-        tx, rs, rs_seq = self._tx, self._rs, self._rs_seq
+        return [m.numbered(seq, flags) if type(m) is StateMessage
+                else ControlMessage(Flag(flags), seq, m.first, m.last)  # type: ignore[union-attr]
+                for seq, flags, m in self._take(now)]
+
+    def transmit_datagrams(self, now: float, limit: int) -> list[bytes]:
+        """What `transmit` gives, packed into datagrams as `wire.datagrams` packs them."""
+        return numbered_datagrams(self._take(now), limit)
+
+    def _take(self, now: float) -> list[tuple[int, int, Message]]:
+        """Empty the queue: each message with the number and flags it goes out with, in
+        order.  The messages wait in the resend queue as they were queued (a resend gives
+        them a new number), under their number."""
+        tx = self._tx
+        if not tx:
+            return []
+        out: list[tuple[int, int, Message]] = []
+        rs, rs_seq = self._rs, self._rs_seq
+        limit = self.resend_limit
+        seq = self.seq
         resent = 0
-        while tx:
-            _, pend = tx.popitem(last=False)
+        for pend in tx.values():
             msg = pend.message
             flags = msg.flags & _NOT_HELLOS
             if self.hello is not HelloState.DONE:  # DONE stays DONE
@@ -181,28 +208,23 @@ class FtfwSession:
             if self.say_hello_back:
                 flags |= _HELLO_BACK
                 self.say_hello_back = False
-            seq = self.seq
-            self.seq = (seq + 1) & 0xFFFFFFFF
-            state = type(msg) is StateMessage
-            if state:
-                msg = msg.numbered(seq, flags)  # type: ignore[union-attr]
-            else:
-                msg = ControlMessage(Flag(flags), seq, msg.first, msg.last)  # type: ignore[union-attr]
-            out.append(msg)
+            out.append((seq, flags, msg))
             if pend.resend:
                 resent += 1
                 pend.resend = False
-            if state or msg.flags & _RANGE:
-                if len(rs) >= self.resend_limit:
+            state = type(msg) is StateMessage
+            if state or flags & _RANGE:
+                if len(rs) >= limit:
                     self._rs_forget(next(iter(rs)))
-                pend.message = msg  # the same record waits in the resend queue
                 rs[seq] = pend
                 if state:
                     rs_seq[pend.key] = seq
-        if out:
-            self.last_sent = now
-            self.stats.sent += len(out)
-            self.stats.resent += resent
+            seq = (seq + 1) & 0xFFFFFFFF
+        tx.clear()
+        self.seq = seq
+        self.last_sent = now
+        self.stats.sent += len(out)
+        self.stats.resent += resent
         return out
 
     def tick(self, now: float) -> None:

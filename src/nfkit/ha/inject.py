@@ -8,13 +8,19 @@ entry already gone is no failure.  TCP entries are created with liberal
 window tracking (and SACK permitted) unless ``window_tracking``, as
 conntrackd does: the survivor never saw the connection's windows.
 Its own socket's port id is what the sync engine uses to recognise the
-kernel events its injections cause, and ignore them.
+kernel events its injections cause, and ignore them (`hide_own_events` has the
+kernel drop them before they are queued: a peer's 100,000 entries would
+otherwise come back as 100,000 events to read and throw away).
 Must not know: the sync protocol, sockets other than its netlink one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import socket
+import struct
+import sys
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +39,18 @@ NEW, UPD, DEL = "new", "update", "destroy"
 # a status the kernel takes on update: CONFIRMED kept, the bits it will not change left alone
 _UPDATE_KEEP = ~int(Status.EXPECTED | Status.DYING)
 _NOT_EXPECTED = ~int(Status.EXPECTED)
+_CONFIRMED = int(Status.CONFIRMED)
+_CREATE_KEEP = ctwire.create_status(-1)  # the status bits a create may give
+
+# a classic BPF socket filter (linux/filter.h): struct sock_filter, the opcodes it uses
+_BPF_INSN = struct.Struct("=HBBI")
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_SO_ATTACH_FILTER = 26
+_NLMSG_PID_OFFSET = 12  # nlmsghdr: length, type, flags, seq, then the port id
 
 # One received word on an entry: (kind, its sync key, the entry or a function making it (called
-# only when needed), and for a planned create the values `fastpath.create_plan` made, else None).
+# only when needed), and for a planned one (create, update or delete) the values
+# `fastpath.create_plan` made, else None).
 Change = tuple[str, Hashable, "Entry | Callable[[], Entry]", "tuple[Any, ...] | None"]
 
 
@@ -66,10 +81,25 @@ class Injector:
         self._creator = ctwire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags,
                                              with_helper=True)
         self._emitters: dict[tuple[int, int, bool, bool, bool, bool], Callable[..., int]] = {}
+        self._updaters: dict[tuple[int, int, bool, bool], Callable[..., int]] = {}
+        self._deleters: dict[tuple[int, int], Callable[..., int]] = {}
         self._flags_by_state: dict[int, int] = {}
 
     def close(self) -> None:
         self.sock.close()
+
+    def hide_own_events(self, events: socket.socket) -> None:
+        """Attach a socket filter to an event socket that drops the events this injector's
+        own changes cause (their netlink header carries its port id), in the kernel."""
+        # classic BPF on the netlink message: load nlmsg_pid (a word load is big-endian, the
+        # field is in host order), drop on a match, else accept the whole message
+        pid = int.from_bytes(self.portid.to_bytes(4, sys.byteorder), "big")
+        program = b"".join(_BPF_INSN.pack(*insn) for insn in (
+            (_BPF_LD_W_ABS, 0, 0, _NLMSG_PID_OFFSET), (_BPF_JEQ_K, 0, 1, pid), (_BPF_RET_K, 0, 0, 0),
+            (_BPF_RET_K, 0, 0, 0xFFFFFFFF)))
+        code = ctypes.create_string_buffer(program, len(program))
+        events.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                          struct.pack("@HP", len(program) // _BPF_INSN.size, ctypes.addressof(code)))
 
     def _tcp_flags(self, e: Entry) -> int | None:
         if e.proto != 6 or e.state is None:
@@ -137,7 +167,7 @@ class Injector:
                     values += (r_dst, r_dst, r_dport, r_dport)
             else:
                 values = (src, dst, sport, dport, r_src, r_dst, r_sport, r_dport)
-        values += (30 if timeout is None else timeout, ctwire.create_status(status & _NOT_EXPECTED))
+        values += (30 if timeout is None else timeout, (status & _NOT_EXPECTED | _CONFIRMED) & _CREATE_KEEP)
         if mark:
             values += (mark,)
         if tcp:
@@ -151,14 +181,45 @@ class Injector:
             emit = self._emitters[shape] = self._creator.template(*shape).compiled()
         return emit(w, *values)
 
+    def _update_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
+        """`_update` of the entry a create plan's values describe, from a compiled template."""
+        family, proto, src, dst, sport, dport, status, state, timeout, mark, _nat = planned
+        if self.commit_timeout:
+            timeout = self.commit_timeout
+        tcp = state is not None and proto == 6
+        values: tuple[Any, ...] = (src, dst, sport, dport)
+        if timeout is not None:
+            values += (timeout,)
+        values += ((status & _NOT_EXPECTED | _CONFIRMED) & _UPDATE_KEEP,)
+        if tcp:
+            f = self._flags_by_state.get(state)
+            if f is None:
+                f = self._flags_by_state[state] = self._tcp_flags_of(state)
+            values += (state, f, f, f, f)
+        shape = (family, proto, timeout is not None, tcp)
+        emit = self._updaters.get(shape)
+        if emit is None:
+            emit = self._updaters[shape] = ctwire.update_template(family, proto, timeout=shape[2],
+                                                                  tcp=tcp).compiled()
+        return emit(w, *values, mark)
+
+    def _delete_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
+        """`encode_delete` of the entry a create plan's values describe, from a compiled template."""
+        family, proto, src, dst, sport, dport = planned[:6]
+        emit = self._deleters.get((family, proto))
+        if emit is None:
+            emit = self._deleters[(family, proto)] = ctwire.delete_template(family, proto).compiled()
+        return emit(w, src, dst, sport, dport)
+
     def _round(self, batch: list[Change]) -> None:
         w = MessageWriter()
         first: dict[int, tuple[str, Entry | Callable[[], Entry]]] = {}
         sent = {NEW: 0, UPD: 0, DEL: 0}
         for kind, _key, entry, planned in batch:
             sent[kind] += 1
-            if planned is not None and kind == NEW:
-                seq = self._create_planned(w, planned)
+            if planned is not None:
+                seq = (self._create_planned if kind == NEW else self._delete_planned if kind == DEL
+                       else self._update_planned)(w, planned)
             elif kind == DEL:
                 seq = ctwire.encode_delete(w, self._entry(entry))
             elif kind == NEW:

@@ -13,12 +13,12 @@ numbers and delivers.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from nfkit.ha.ftfw import Apply, Event, ResyncRequested, Stats, before
 from nfkit.ha.spec import Flag
-from nfkit.ha.wire import ControlMessage, Message, StateMessage
+from nfkit.ha.wire import ControlMessage, Message, StateMessage, datagrams
 
 
 @dataclass
@@ -36,6 +36,10 @@ class PlainSession:
         self._tx.pop(key, None)
         self._tx[key] = message
 
+    def enqueue_many(self, words: Iterable[tuple[Hashable, StateMessage]]) -> None:
+        for key, message in words:
+            self.enqueue(key, message)
+
     def request_resync(self) -> None:
         self._tx[object()] = ControlMessage(Flag.RESYNC, 0, 0, 0)
 
@@ -50,6 +54,10 @@ class PlainSession:
                 out.append(ControlMessage(msg.flags, seq, msg.first, msg.last))
         self.stats.sent += len(out)
         return out
+
+    def transmit_datagrams(self, now: float, limit: int) -> list[bytes]:
+        """What `transmit` gives, packed into datagrams (`wire.datagrams`)."""
+        return list(datagrams(self.transmit(now), limit))
 
     def tick(self, now: float) -> None:
         """Nothing to do: these modes have no heartbeat."""

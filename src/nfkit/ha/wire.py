@@ -172,7 +172,7 @@ class BodyShape:
     reads every value in one struct call (`spec.ValueFormat.raw`: addresses as bytes);
     ``index[name]`` is where an attribute's first value sits in them."""
 
-    __slots__ = ("expected", "headers", "index", "names", "type_ct", "values")
+    __slots__ = ("expected", "headers", "index", "names", "size", "type_ct", "values")
 
     def __init__(self, mtype: MsgType, buf: bytes, start: int, end: int) -> None:
         attrs = spec.CT_ATTRS if mtype in CT_TYPES else spec.EXP_ATTRS
@@ -196,6 +196,7 @@ class BodyShape:
             n += len(struct.Struct(">" + raw).unpack(bytes(struct.calcsize(">" + raw))))
             off += step
         self.type_ct = mtype in CT_TYPES
+        self.size = end - start
         self.names = tuple(names)
         self.expected = tuple(expected)
         self.headers = struct.Struct("".join(heads)).unpack_from
@@ -247,6 +248,7 @@ def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
     unpack = _HEADER.unpack_from
     types = _TYPES
     ctl = MsgType.CTL
+    last: BodyShape | None = None  # the last message's shape: a datagram is mostly of one
     while off < total:
         if total - off < spec.HEADER_SIZE:
             raise DecodeError(f"message header cut short ({total - off} bytes)", off)
@@ -266,7 +268,11 @@ def decode_datagram(data: bytes | bytearray | memoryview) -> list[Message]:
             if flags & ~_DATA_FLAGS:
                 raise DecodeError(f"{mtype.name} message with control flags {Flag(flags)!r}", off)
             start, end = off + spec.HEADER_SIZE, off + length
-            shape = _shape(mtype, buf, start, end)
+            if last is not None and last.size == end - start and last.type_ct == (mtype <= _CT_LAST) \
+                    and last.headers(buf, start) == last.expected:
+                shape: BodyShape | None = last
+            else:
+                shape = last = _shape(mtype, buf, start, end)
             if shape is not None:
                 out.append(StateMessage(mtype, None, seq, flags, body=buf[start:end], shape=shape))
             else:
@@ -340,19 +346,32 @@ def encode_datagram(messages: Iterable[Message]) -> bytes:
 
 def datagrams(messages: Iterable[Message], limit: int = 1472) -> Iterator[bytes]:
     """Messages packed into datagrams of at most ``limit`` bytes (a UDP payload on a 1500 MTU)."""
+    yield from numbered_datagrams([(m.seq, int(m.flags), m) for m in messages], limit)
+
+
+def numbered_datagrams(items: Iterable[tuple[int, int, Message]], limit: int = 1472) -> list[bytes]:
+    """Messages packed as `datagrams` packs them, each given with the sequence number and
+    flags it goes out with, ``(seq, flags, message)`` (the message's own are not read: a
+    session sends its queue without making a numbered copy of each message)."""
+    out: list[bytes] = []
     batch: list[bytes] = []
     size = 0
     pack = _HEADER.pack
-    for msg in messages:
-        if type(msg) is StateMessage and msg._body is not None and not msg.flags & ~_DATA_FLAGS \
-                and len(msg._body) <= 0xFFFF - spec.HEADER_SIZE:  # the common case, inline
-            raw = pack(_VERSION | msg.type, msg.flags, spec.HEADER_SIZE + len(msg._body), msg.seq) + msg._body
+    header = spec.HEADER_SIZE
+    for seq, flags, msg in items:
+        body = msg._body if type(msg) is StateMessage else None
+        if body is not None and not flags & ~_DATA_FLAGS and len(body) <= 0xFFFF - header:  # the common case
+            raw = pack(_VERSION | msg.type, flags, header + len(body), seq) + body  # type: ignore[union-attr]
+        elif type(msg) is StateMessage:
+            raw = encode_message(msg.numbered(seq, flags))
         else:
-            raw = encode_message(msg)
-        if batch and size + len(raw) > limit:
-            yield b"".join(batch)
-            batch, size = [], 0
-        batch.append(raw)
+            assert isinstance(msg, ControlMessage)
+            raw = encode_message(ControlMessage(Flag(flags), seq, msg.first, msg.last))
         size += len(raw)
+        if size > limit and batch:
+            out.append(b"".join(batch))
+            batch, size = [], len(raw)
+        batch.append(raw)
     if batch:
-        yield b"".join(batch)
+        out.append(b"".join(batch))
+    return out
