@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.nfgrep import classify as classify_module
@@ -295,6 +295,12 @@ TEARDOWN = st.lists(st.tuples(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(after=TEARDOWN, decided=st.lists(st.booleans(), min_size=3, max_size=3),
        small=st.booleans(), max_flows=st.sampled_from([1 << 20, 2]))
+@example(after=[(0, 1, 0x14, 2.0), (0, 0, 0x10, 0.0), (1, 0, 0x11, 0.0), (0, 0, 0x02, 0.001),
+                (0, 1, 0x12, 0.001), (1, 1, 0x11, 0.0)],
+         decided=[True, True, False], small=False, max_flows=1 << 20)
+@example(after=[(0, 0, 0x11, 0.0), (0, 1, 0x19, 0.001), (0, 0, 0x10, 0.001), (0, 0, 0x02, 0.3),
+                (0, 1, 0x04, 0.0), (0, 0, 0x02, 0.0)],
+         decided=[True, False, True], small=True, max_flows=1 << 20)
 def test_state_changes_of_decided_flows_give_the_per_packet_report(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, after: list[tuple[int, int, int, float]],
         decided: list[bool], small: bool, max_flows: int) -> None:
