@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -172,6 +173,21 @@ def test_new_syn_on_a_closed_tuple_starts_a_new_flow() -> None:
     assert table.created and ended == [(0, END_REOPENED)]
     assert table.packets[0][code // 2] == 1 and table.packets[1][code // 2] == 0
     assert len(table) == 1
+
+
+def test_set_state_moves_the_flow_to_its_new_timeout_class() -> None:
+    """A state set from outside (bulk counting) ends the flow on the new state's timeout."""
+    table = FlowTable(timeouts=Timeouts(tcp_established=3600, tcp_close=10))
+    c, s = bytes([192, 0, 2, 2]), bytes([198, 51, 100, 2])
+    a = table.track(6, c, s, 40000, 80, 0.0, 60, ACK) >> 1    # picked up established
+    b = table.track(6, c, s, 40001, 80, 1.0, 60, ACK) >> 1
+    table.set_state(a, (table.state[a] & ~0x0F) | TcpState.CLOSE)
+    assert table.tcp_state(a) is TcpState.CLOSE and table.tcp_state(b) is TcpState.ESTABLISHED
+    assert table.expire(11.0) == 1 and table.find(6, c, s, 40000, 80) == -1 and len(table) == 1
+    table.set_state(b, table.state[b])  # same class: stays where it is
+    assert table.expire(3600.5) == 0 and table.expire(3601.5) == 1
+    with pytest.raises(KeyError):
+        table.set_state(a, 0)
 
 
 def test_timeouts_per_transport_and_state() -> None:

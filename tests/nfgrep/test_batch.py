@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.nfgrep import classify as classify_module
@@ -280,3 +280,77 @@ def test_an_ipv6_next_header_is_read_whole() -> None:
     want = decode(LINK_RAW, bytes(pkt))
     assert want is not None and want[0] == 38
     assert from_frames([(1.0, LINK_RAW, bytes(pkt))]).decoded(0) == want
+
+
+# -- decided flows: their TCP state changes counted in bulk ----------------------------
+
+TEARDOWN = st.lists(st.tuples(
+    st.integers(0, 2),                                                   # flow
+    st.integers(0, 1),                                                   # direction
+    st.sampled_from([0x10, 0x11, 0x19, 0x14, 0x04, 0x02, 0x12, 0x03, 0x05, 0x01, 0x00, 0x18]),
+    st.sampled_from([0.0, 0.001, 0.4, 3.0, 12.0]),                       # time since the previous
+), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(after=TEARDOWN, decided=st.lists(st.booleans(), min_size=3, max_size=3),
+       small=st.booleans(), max_flows=st.sampled_from([1 << 20, 2]))
+@example(after=[(0, 1, 0x14, 2.0), (0, 0, 0x10, 0.0), (1, 0, 0x11, 0.0), (0, 0, 0x02, 0.001),
+                (0, 1, 0x12, 0.001), (1, 1, 0x11, 0.0)],
+         decided=[True, True, False], small=False, max_flows=1 << 20)
+@example(after=[(0, 0, 0x11, 0.0), (0, 1, 0x19, 0.001), (0, 0, 0x10, 0.001), (0, 0, 0x02, 0.3),
+                (0, 1, 0x04, 0.0), (0, 0, 0x02, 0.0)],
+         decided=[True, False, True], small=True, max_flows=1 << 20)
+def test_state_changes_of_decided_flows_give_the_per_packet_report(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, after: list[tuple[int, int, int, float]],
+        decided: list[bool], small: bool, max_flows: int) -> None:
+    """FIN, RST, SYN (a reused tuple), SYN+FIN... after the decision, in any order and direction.
+
+    Flows decided (or left waiting) and then sent flags sequences: the
+    batched path (state changes worked out in bulk) against every packet
+    through `packet`, with timeouts short enough to end closed flows between
+    packets, whole batches and small ones.
+    """
+    from nfkit.flow.timeouts import Timeouts
+
+    if small:
+        for name, value in (("BATCH", 11), ("SPAN", 700), ("RUN_MIN", 1), ("WALK_SLICE", 4),
+                            ("RESLICE", 2)):
+            monkeypatch.setattr(classify_module, name, value)
+    frames = []
+    for f, ok in enumerate(decided):
+        frames += _conv(80 + f, ok, f * 0.01)
+    t = 0.1
+    for f, d, flags, dt in after:
+        t += dt
+        seq = 7000 if flags & 0x02 else 1100 + int(t * 10)
+        frames.append(_ack(80 + f, t, d, flags=flags, seq=seq))
+    frames = [(ts + 1700000000.0, lk, fr) for ts, lk, fr in frames]
+    short = {"timeouts": Timeouts(tcp_close=5, tcp_time_wait=10, tcp_last_ack=7), "max_flows": max_flows}
+    batched = _report(frames, tmp_path / "a.pcap", True, **short)  # type: ignore[arg-type]
+    assert batched == _report(frames, tmp_path / "b.pcap", False, **short)  # type: ignore[arg-type]
+
+
+def test_a_decided_flows_teardown_is_counted_in_bulk(tmp_path: Path) -> None:
+    """FIN, ACK, FIN, ACK after the decision: counted in bulk, state and timeout class as one by one."""
+    frames: list[tuple[float, int, bytes]] = []
+    for f in range(20):
+        frames += _conv(1000 + f, True, f * 0.01)
+    teardown = [(0, 0x11), (1, 0x10), (1, 0x11), (0, 0x10)]
+    for k, (d, flags) in enumerate(teardown):
+        frames += [_ack(1000 + f, 1.0 + k * 0.1 + f * 0.001, d, flags=flags) for f in range(20)]
+    frames.append(_ack(1000, 1.9, 0, flags=0x02, seq=9000))  # the first tuple used again: a new flow
+    frames = [(t + 1700000000.0, lk, fr) for t, lk, fr in frames]
+    _write(tmp_path / "a.pcap", frames)
+    cl = Classifier(Engine(RULES))
+    calls: list[tuple] = []  # type: ignore[type-arg]
+    step = cl.table.step
+    cl.table.step = lambda *a: calls.append(a) or step(*a)  # type: ignore[method-assign]
+    cl.read(tmp_path / "a.pcap")
+    assert calls and not [c for c in calls if c[5] & 0x01]  # no FIN went one by one
+    assert cl.table.tcp_state(cl.table.find(6, A4, B4, 41001, 1001) >> 1).name == "TIME_WAIT"
+    rep = cl.finish()
+    assert len(rep.flows) == 21
+    first = [r for r in rep.flows if r.client.endswith(":41000")]
+    assert [r.packets for r in first] == [[5, 4], [1, 0]]
+    assert _report(frames, tmp_path / "b.pcap", True) == _report(frames, tmp_path / "c.pcap", False)

@@ -289,6 +289,24 @@ class FlowTable:
         self.created = True
         return s
 
+    def set_state(self, s: int, byte: int) -> None:
+        """Set the state byte of the flow in slot ``s`` as packets counted elsewhere left it.
+
+        For a caller that counts a known flow's packets in bulk (with
+        ``packets``, ``octets`` and ``last``) and works out their state
+        changes itself.  A new timeout class puts the flow at the recently
+        seen end of its list (`touch` then orders it among the others).
+        """
+        t = self.tuples[s]
+        if t is None:
+            raise KeyError(f"flow table: slot {s} is free")
+        self.state[s] = byte
+        cls = self._class_of[t[0]][byte]
+        if cls != self.tclass[s]:
+            self._unlink(s)
+            self.tclass[s] = cls
+            self._append(s, cls)
+
     # -- lists in idle order, one per timeout class ---------------------------
 
     def touch(self, s: int) -> None:

@@ -45,7 +45,15 @@ from typing import Any
 import numpy as np
 
 from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
-from nfkit.flow.tcpstate import CLIENT_IS_REPLY, REPLIED, TCP_EVENT, TCP_NEXT, TCP_STRIDE, TH_SYN
+from nfkit.flow.tcpstate import (
+    CLIENT_IS_REPLY,
+    REPLIED,
+    TCP_EVENT,
+    TCP_NEXT,
+    TCP_STRIDE,
+    TH_SYN,
+    TcpEvent,
+)
 from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.batch import Batch, frame_heads, from_frames
 from nfkit.nfgrep.capture import (
@@ -481,13 +489,15 @@ class Classifier:
 
         The batch is cut where the flow table would sweep for timeouts (so
         no flow ends by timeout inside a piece).  In each piece, the packets
-        of a flow the engine is done with, up to its first packet that would
-        change the flow's TCP state (or reply flag), are counted in bulk:
-        numpy sums per flow and direction, then its last-seen time and its
-        place in the idle order are set as the packets would have left them.
-        Every other packet goes through `_track` in capture order; when one
-        leaves its flow decided, the flow's next packets of the piece are
-        counted in bulk the same way.
+        of a flow the engine is done with are counted in bulk up to a SYN
+        that reopens its tuple: numpy sums per flow and direction, the TCP
+        state changes among them (FIN, RST, the ACKs that answer them, the
+        reply flag) applied in order for all such flows at once (`_scan`),
+        then its state, timeout class, last-seen time and place in the idle
+        order are set as the packets would have left them.  Every other
+        packet goes through `_track` in capture order; when one leaves its
+        flow decided, the flow's next packets of the piece are counted in
+        bulk the same way (after the walk, all such flows at once).
         """
         n = b.n
         self.packets += n
@@ -581,29 +591,78 @@ class _BulkState:
         self.flip[g] = (code & 1) ^ int(b.orient[i])
         self.group_of[code >> 1] = g
 
-    def _count(self, slot: int, frames: np.ndarray, direction: np.ndarray) -> None:
+    def _count(self, slots: list[int], lanes: np.ndarray, frames: np.ndarray,
+               direction: np.ndarray) -> None:
+        """Count packets in bulk: ``frames[k]`` is a packet of flow ``slots[lanes[k]]`` in ``direction[k]``.
+
+        Lanes are numbered from 0 in ascending order, each non-empty, each
+        lane's frames in capture order.
+        """
         table = self.owner.table
+        m = len(slots)
         sizes = self.b.size[frames]
         up = direction == 0
-        n0 = int(up.sum())
-        n1 = len(frames) - n0
-        b0 = int(sizes[up].sum())
-        b1 = int(sizes.sum()) - b0
-        table.packets[0][slot] += n0
-        table.packets[1][slot] += n1
-        table.octets[0][slot] += b0
-        table.octets[1][slot] += b1
-        last = int(frames[-1])
-        if last > self.bulk_last.get(slot, -1):
-            self.bulk_last[slot] = last
+        total = np.bincount(lanes, minlength=m)
+        n0 = np.bincount(lanes, weights=up, minlength=m).astype(np.int64)
+        b_all = np.bincount(lanes, weights=sizes, minlength=m).astype(np.int64)
+        b0 = np.bincount(lanes, weights=np.where(up, sizes, 0), minlength=m).astype(np.int64)
+        last = frames[np.cumsum(total) - 1]
+        (p0, p1), (o0, o1) = table.packets, table.octets
+        bulk_last = self.bulk_last
+        for s, n, a, c, d, i in zip(slots, total.tolist(), n0.tolist(), b_all.tolist(), b0.tolist(),
+                                    last.tolist(), strict=True):
+            p0[s] += a
+            p1[s] += n - a
+            o0[s] += d
+            o1[s] += c - d
+            if i > bulk_last.get(s, -1):
+                bulk_last[s] = i
 
-    def _unchanged(self, state: np.ndarray, proto: np.ndarray, frames: np.ndarray,
-                   direction: np.ndarray) -> np.ndarray:
-        """Frames whose packet leaves its flow's state byte as it is (no TCP or reply change)."""
-        safe = np.maximum(state, 0)
-        tcp = _TCP_NEXT[safe * TCP_STRIDE + _TCP_EVENT[self.b.flags[frames]] * 2 + direction]
-        other = np.where(direction == 1, safe | REPLIED, safe)
-        return (state >= 0) & (np.where(proto == IPPROTO_TCP, tcp, other) == state)
+    def _scan(self, lanes: np.ndarray, start: np.ndarray, frames: np.ndarray,
+              direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How far the packets of flows the engine is done with can be counted in bulk.
+
+        ``frames`` (in capture order) belong to lanes (``lanes[k]`` is the
+        lane of ``frames[k]``, a flow; ``direction`` its direction);
+        ``start[l]`` is lane ``l``'s state byte (-1: not counted in bulk).
+        The state changes of each lane's packets (TCP transitions, the
+        reply flag) are applied in order, all lanes at once, one change per
+        lane a round: a flow makes a few changes (its teardown), not one per
+        packet.  Returns, per lane, the position in ``frames`` of its first
+        packet that must be taken one by one (a SYN that reopens a closed
+        tuple: the flow ends there; ``len(frames)`` when none) and the state
+        byte its packets before that leave.
+        """
+        n = len(frames)
+        cur = start.copy()
+        stop = np.full(len(start), n, dtype=np.int64)
+        rest = np.flatnonzero(start[lanes] >= 0)
+        if not len(rest):
+            return stop, cur
+        fr = frames[rest]
+        tcp = self.b.proto[fr] == IPPROTO_TCP
+        event = _TCP_EVENT[self.b.flags[fr]] * 2 + direction[rest]
+        reply = direction[rest] == 1
+        ln = lanes[rest]
+        while len(rest):
+            was = cur[ln]
+            nxt = np.where(tcp, _TCP_NEXT[was * TCP_STRIDE + event], np.where(reply, was | REPLIED, was))
+            change = np.flatnonzero(nxt != was)
+            if not len(change):
+                break
+            # each lane's first change (``change`` is in capture order)
+            hit, first = np.unique(ln[change], return_index=True)
+            at = change[first]
+            new = nxt[at]
+            reopen = new < 0
+            stop[hit[reopen]] = rest[at[reopen]]
+            cur[hit[~reopen]] = new[~reopen]
+            # what is left: the packets after each changing lane's change
+            after = np.full(len(start), n, dtype=np.int64)
+            after[hit[~reopen]] = rest[at[~reopen]]
+            keep = rest > after[ln]
+            rest, tcp, event, reply, ln = rest[keep], tcp[keep], event[keep], reply[keep], ln[keep]
+        return stop, cur
 
     def piece(self, frames: np.ndarray) -> None:
         """Classify the valid frames ``frames`` (in capture order; no timeout sweep among them)."""
@@ -625,20 +684,20 @@ class _BulkState:
         flips = np.array(flip, dtype=np.int64)
         direction = b.orient[frames] ^ flips[groups]
         if bulk_ok:
-            same = self._unchanged(start_state[groups], b.proto[frames], frames, direction)
+            stop, end_state = self._scan(groups, start_state, frames, direction)
             pos = np.arange(len(frames))
-            first_change = np.full(b.ngroups, len(frames), dtype=np.int64)
-            np.minimum.at(first_change, groups[~same], pos[~same])
-            bulk = same & (pos < first_change[groups])
+            bulk = (start_state[groups] >= 0) & (pos < stop[groups])
+            for g in np.flatnonzero(end_state != start_state).tolist():
+                table.set_state(slot_of[g], int(end_state[g]))
             if bulk.any():
                 bg = groups[bulk]
                 bf = frames[bulk]
                 bd = direction[bulk]
                 order = np.argsort(bg, kind="stable")
                 bg, bf, bd = bg[order], bf[order], bd[order]
-                edges = np.flatnonzero(np.diff(bg)) + 1
-                for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), len(bg)], strict=True):
-                    self._count(slot_of[int(bg[lo])], bf[lo:hi], bd[lo:hi])
+                new = np.ones(len(bg), dtype=bool)
+                new[1:] = bg[1:] != bg[:-1]
+                self._count([slot_of[g] for g in bg[new].tolist()], np.cumsum(new) - 1, bf, bd)
             careful = frames[~bulk]
         else:
             careful = frames
@@ -659,7 +718,13 @@ class _BulkState:
         self.bulk_last.clear()
 
     def _walk(self, frames: np.ndarray, bulk_ok: bool) -> None:
-        """Frames one by one through `_track`; a flow decided on the way goes to bulk counting."""
+        """Frames one by one through `_track`; a flow decided on the way goes to bulk counting.
+
+        The packets of a flow decided on the way that follow in the piece are
+        counted in bulk: when none of them is a SYN (none can reopen the
+        tuple), after the walk, every such flow at once (`_defer`); else at
+        once, up to the SYN that reopens (`_scan`).
+        """
         owner, b = self.owner, self.b
         if not len(frames):
             return
@@ -670,7 +735,13 @@ class _BulkState:
         ends = np.searchsorted(sorted_groups, groups, side="right")
         rank = np.empty(len(frames), dtype=np.int64)
         rank[order] = np.arange(len(frames))
+        # per frame: does a SYN follow in its group (one that could reopen the tuple)?
+        syn = (b.proto[frames] == IPPROTO_TCP) & (_TCP_EVENT[b.flags[frames]] == TcpEvent.SYN)
+        last_syn = np.full(b.ngroups, -1, dtype=np.int64)
+        np.maximum.at(last_syn, groups[syn], rank[syn])
+        syn_ahead = last_syn[groups] > rank
         run_end: dict[int, int] = {}
+        deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step = owner._track, owner._decided, owner.table.step
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
         orient, buf, slow = b.orient, b.buf, b.slow
@@ -683,10 +754,10 @@ class _BulkState:
             todo = todo[~counted[frames[todo]]]
             at_frames = frames[todo]
             cols = b.columns(at_frames)
-            for k, (i, g, r, end, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
+            for k, (i, g, r, end, ahead, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
                     ts) in enumerate(zip(at_frames.tolist(), groups[todo].tolist(),
-                                         rank[todo].tolist(), ends[todo].tolist(), *cols,
-                                         strict=True)):
+                                         rank[todo].tolist(), ends[todo].tolist(),
+                                         syn_ahead[todo].tolist(), *cols, strict=True)):
                 stop = run_end.get(g)
                 if stop is not None and i < stop:
                     continue
@@ -706,19 +777,50 @@ class _BulkState:
                         group_of[s] = g
                     flip[g] = (code & 1) ^ o
                 careful_last[s] = i
-                if bulk_ok and end - r > RUN_MIN and decided(s):
+                if not bulk_ok or end - r <= 1 or not decided(s):
+                    continue
+                if not ahead:
+                    deferred.append((s, g, r + 1, end))
+                    run_end[g] = b.n
+                    if end - r > RESLICE:
+                        counted[by_group[r + 1:end]] = True
+                        lo = int(todo[k]) + 1
+                        break
+                elif end - r > RUN_MIN:
                     rest = by_group[r + 1:end]
                     direction = orient[rest] ^ flip[g]
-                    st = np.full(len(rest), owner.table.state[s], dtype=np.int64)
-                    same = self._unchanged(st, b.proto[rest], rest, direction)
-                    q = int(np.argmin(same)) if not same.all() else len(rest)
+                    was = owner.table.state[s]
+                    upto, now = self._scan(np.zeros(len(rest), dtype=np.int64),
+                                           np.array([was], dtype=np.int64), rest, direction)
+                    q = int(upto[0])
                     if q:
-                        self._count(s, rest[:q], direction[:q])
+                        self._count([s], np.zeros(q, dtype=np.int64), rest[:q], direction[:q])
+                        if int(now[0]) != was:
+                            owner.table.set_state(s, int(now[0]))
                         run_end[g] = int(rest[q]) if q < len(rest) else b.n
                         counted[rest[:q]] = True
                         if q >= RESLICE:  # the slice's lists hold many of them: take a new slice
                             lo = int(todo[k]) + 1
                             break
+        if deferred:
+            self._defer(deferred, by_group)
+
+    def _defer(self, runs: list[tuple[int, int, int, int]], by_group: np.ndarray) -> None:
+        """Count the runs the walk left (no SYN among them): all flows at once, state changes too."""
+        table = self.owner.table
+        slots, gs, firsts, ends = (np.array(c, dtype=np.int64) for c in zip(*runs, strict=True))
+        lengths = ends - firsts
+        lanes = np.repeat(np.arange(len(runs)), lengths)
+        starts = np.cumsum(lengths) - lengths
+        rest = by_group[np.repeat(firsts - starts, lengths) + np.arange(len(lanes))]
+        flips = np.array(self.flip, dtype=np.int64)[gs]
+        direction = self.b.orient[rest] ^ flips[lanes]
+        was = np.array([table.state[s] for s in slots.tolist()], dtype=np.int64)
+        _, now = self._scan(lanes, was, rest, direction)
+        slot_list = slots.tolist()
+        self._count(slot_list, lanes, rest, direction)
+        for k in np.flatnonzero(now != was).tolist():
+            table.set_state(slot_list[k], int(now[k]))
 
 
 def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | None = None,
