@@ -160,14 +160,14 @@ def test_nft_text_runs_same_bytes_as_lark(text: str) -> None:
     assert fast == slow
 
 
-def _encode_cmds(cmds: Any) -> Any:
+def _encode_cmds(cmds: Any, anon_templates: bool = True) -> Any:
     from nfkit.netlink.codec import Batch
     from nfkit.nftables.commits import encode_commands
     from nfkit.nftables.messages import Encoder
 
     try:
         b = Batch()
-        e = Encoder(b)
+        e = Encoder(b, anon_templates=anon_templates)
         encode_commands(cmds, e)
         b.close()
     except InputError as exc:
