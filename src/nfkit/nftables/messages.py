@@ -10,11 +10,12 @@ this module only wraps them.
 from __future__ import annotations
 
 import socket
+import struct
 import sys
 from array import array
 from collections.abc import Callable
 from dataclasses import replace
-from itertools import repeat
+from itertools import accumulate, chain, repeat
 from socket import inet_pton
 from typing import Any
 
@@ -353,6 +354,104 @@ class Encoder:
                     for c in cols] if bad else cols
             self._emit_rows(run, tpl, offsets, [s[1] for s in slots], part, k, stop - k)
             k = stop
+
+    def rule_runs(self, items: list[Any]) -> None:
+        """`rule_run` for each run of ``items`` (consecutive in the batch, in order; an
+        item that is not a run is a function that encodes one rule, called in its
+        place), the rows of each template written together: one copy of its message
+        per row and one strided write per value column for all its runs, then every
+        run's rows cut out in order (a file that changes shape every few lines costs a
+        few calls per template, not per run).  A run whose values are not all encoded
+        into columns goes through `rule_run`, in its place."""
+        group: list[Any] = []
+        for item in items:
+            if callable(item):
+                group.append(item)
+                continue
+            run = item
+            rt = run.template if run.template is not None else \
+                self._rule_template(run.sample, run.key)
+            cols = run.packed if rt is not None else None
+            if rt is not None and cols is None and run.template is not None:
+                got, bad = run.encoded()
+                if not bad:
+                    cols = [c if type(c) is bytes else b"".join(c) for c in got]
+            if cols is None:
+                self._emit_runs(group)
+                group = []
+                self.rule_run(run)
+                continue
+            group.append((run, rt, cols))
+        self._emit_runs(group)
+
+    def _emit_runs(self, group: list[Any]) -> None:
+        """Runs (run, template, value columns) and rule encoders of `rule_runs`, in order."""
+        runs = [g for g in group if not callable(g)]
+        if len(runs) < 2:
+            for g in group:
+                if callable(g):
+                    g()
+                else:
+                    run, rt, cols = g
+                    self._emit_rows(run, rt.message, rt.offsets, [s[1] for s in rt.slots],
+                                    cols, 0, len(run))
+            return
+        # Each rule encoder writes into a scratch writer of its own first: the whole
+        # group's sequence numbers are then given in the batch's order.
+        batch, what = self.batch, self.what
+        pieces: list[Any] = []  # per item: (run, template, rows) or (bytes, message starts)
+        try:
+            for g in group:
+                if callable(g):
+                    self.batch = MessageWriter()
+                    g()
+                    pieces.append((bytes(self.batch.buffer), [st for _s, st in self.batch.seqs]))
+                else:
+                    pieces.append(g)
+                    what.extend(repeat(_Rows(g[0], 0, len(what)), len(g[0])))
+        finally:
+            self.batch = batch
+        counts = [len(p[1]) if type(p[0]) is bytes else len(p[0]) for p in pieces]
+        seqs = next_seqs(sum(counts))
+        firsts = list(accumulate(counts, initial=0))
+        by_template: dict[int, list[int]] = {}
+        for k, p in enumerate(pieces):
+            if type(p[0]) is not bytes:
+                by_template.setdefault(id(p[1]), []).append(k)
+        blocks: dict[int, list[Any]] = {}
+        for members in by_template.values():
+            rt = pieces[members[0]][1]
+            size = len(rt.message)
+            block = bytearray(rt.message * sum(counts[k] for k in members))
+            order = array(_U32_CODE)
+            for k in members:
+                order.extend(seqs[firsts[k]:firsts[k + 1]])
+            _stride_into(block, size, 8, 4, order.tobytes())
+            for j, (off, (_e, vsize, _o)) in enumerate(zip(rt.offsets, rt.slots, strict=True)):
+                _stride_into(block, size, off, vsize, b"".join(pieces[k][2][j] for k in members))
+            blocks[id(rt)] = [memoryview(block), 0, size]
+        buf = batch.buffer
+        at = len(buf)
+        out: list[Any] = []
+        where: list[Any] = []
+        for k, p in enumerate(pieces):
+            if type(p[0]) is bytes:
+                data = bytearray(p[0])
+                for seq, st in zip(seqs[firsts[k]:firsts[k + 1]], p[1], strict=True):
+                    _SEQ_AT.pack_into(data, st + 8, seq)
+                out.append(data)
+                where.append([at + st for st in p[1]])
+                at += len(data)
+                continue
+            blk = blocks[id(p[1])]
+            view, cur, size = blk
+            n = counts[k]
+            out.append(view[cur:cur + n * size])
+            blk[1] = cur + n * size
+            where.append(range(at, at + n * size, size))
+            at += n * size
+        buf += b"".join(out)
+        batch.seqs.extend(zip(seqs, chain.from_iterable(where), strict=True))
 
     def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
                    cols: list[Any], k0: int, n: int) -> None:
@@ -762,6 +861,7 @@ def encode_columns(slots: list[tuple[Any, int, Operand]], kinds: tuple[type, ...
 
 ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
 _U32_CODE = ARRAY_CODE[4]
+_SEQ_AT = struct.Struct("=I")
 
 
 _ADDRESS_FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
