@@ -6,7 +6,6 @@ Shared by the click commands in `nfkit.cli.rules` and the click-less start in
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import signal
@@ -106,11 +105,6 @@ def _run(cmds: list[Any], check: bool) -> int:
     """run_commands; a refusal of commands read from nft text is put at its line."""
     from nfkit.errors import TransactionError
     from nfkit.nftables.commits import run_commands
-
-    # One transaction, then the process exits: the cyclic collector would walk the
-    # millions of objects the commands hold again and again while they are encoded
-    # (about a tenth of the encoding's time) and find nothing to free.
-    gc.disable()
     try:
         return run_commands(cmds, check=check)
     except TransactionError as exc:
