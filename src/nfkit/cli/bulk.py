@@ -105,6 +105,7 @@ def _run(cmds: list[Any], check: bool) -> int:
     """run_commands; a refusal of commands read from nft text is put at its line."""
     from nfkit.errors import TransactionError
     from nfkit.nftables.commits import run_commands
+
     try:
         return run_commands(cmds, check=check)
     except TransactionError as exc:
