@@ -61,12 +61,3 @@ def test_parser_cache_not_read_where_others_may_write(tmp_path: Path) -> None:
     from nfkit.nftables.existscache import root_dir
 
     assert root_dir(planted, create=False) is None
-
-
-def test_empty_cache_dir_means_no_cache(tmp_path: Path) -> None:
-    """An empty NFKIT_CACHE_DIR turns the cache off (as it does nfgrep's): nothing is
-    written, not even relative to the current directory."""
-    out = subprocess.run([sys.executable, "-c", BUILD], check=True, capture_output=True,
-                         text=True, cwd=tmp_path, env={**os.environ, "NFKIT_CACHE_DIR": ""})
-    assert float(out.stdout) > 0
-    assert list(tmp_path.iterdir()) == []

@@ -129,14 +129,12 @@ def _parser_cache() -> str | bool:
     """Where lark keeps the parser it builds from nft.lark (it checks the grammar, its
     options and its own version against what it finds there): a pickle, so only in a
     directory root alone may write (as `existscache`'s, NFKIT_CACHE_DIR or /run/nfkit);
-    elsewhere (not root, an empty NFKIT_CACHE_DIR) no cache.  Building the parser costs
-    about 60 ms of a load, reading it back 6 ms."""
+    elsewhere (not root) no cache.  Building the parser costs about 60 ms of a load,
+    reading it back 6 ms."""
     from nfkit.nftables.existscache import root_dir
 
-    base = os.environ.get("NFKIT_CACHE_DIR", "/run/nfkit")
-    if not base:
-        return False  # an empty NFKIT_CACHE_DIR: no cache (as for nfgrep's)
-    d = root_dir(os.path.join(base, "parser"), create=True)
+    d = root_dir(os.path.join(os.environ.get("NFKIT_CACHE_DIR", "/run/nfkit"), "parser"),
+                 create=True)
     return False if d is None else os.path.join(d, "nft-lark.pickle")
 
 
