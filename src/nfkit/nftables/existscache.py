@@ -99,14 +99,9 @@ def _root_only(path: Path) -> bool:
 def usable_dir(create: bool) -> Path | None:
     """The cache directory when this process may trust it (root, the directory root's
     alone), made if ``create``; else None."""
-    return root_dir(cache_dir(), create)
-
-
-def root_dir(d: Path, create: bool) -> Path | None:
-    """Directory ``d`` when this process may trust what is in it (root, ``d`` and every
-    directory above it root's alone), made if ``create``; else None."""
     if os.geteuid() != 0:
         return None
+    d = cache_dir()
     if create and not os.path.exists(d):
         try:
             os.makedirs(os.path.dirname(d), mode=0o755, exist_ok=True)

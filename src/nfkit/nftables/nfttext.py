@@ -119,23 +119,10 @@ def _make_parser(line_lexer: bool) -> Any:
 
     grammar = (files("nfkit.nftables") / "nft.lark").read_text()
     parser = Lark(grammar, parser="lalr", lexer="contextual",
-                  start=["start", "table_lines", "body_lines"], cache=_parser_cache())
+                  start=["start", "table_lines", "body_lines"])
     if line_lexer:
         _install_line_lexer(parser)
     return parser
-
-
-def _parser_cache() -> str | bool:
-    """Where lark keeps the parser it builds from nft.lark (it checks the grammar, its
-    options and its own version against what it finds there): a pickle, so only in a
-    directory root alone may write (as `existscache`'s, NFKIT_CACHE_DIR or /run/nfkit);
-    elsewhere (not root) no cache.  Building the parser costs about 60 ms of a load,
-    reading it back 6 ms."""
-    from nfkit.nftables.existscache import root_dir
-
-    d = root_dir(os.path.join(os.environ.get("NFKIT_CACHE_DIR", "/run/nfkit"), "parser"),
-                 create=True)
-    return False if d is None else os.path.join(d, "nft-lark.pickle")
 
 
 # ---- the line lexer -------------------------------------------------------------------
