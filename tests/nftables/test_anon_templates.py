@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from nfkit.nftables.compiler import RuleCompiler
 from nfkit.nftables.jsonfmt import parse_commands
 
-from .test_shapes import _encode_cmds
+from .conftest import encoded_commands as _encode_cmds
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "rules"))
