@@ -16,7 +16,8 @@ shared: read the ratios, not the seconds.  Each load's CPU time (user + system, 
 the children's rusage) is printed beside its wall time, the kernel commit's as the
 sending thread's CPU time (the kernel does the commit in that thread); on a loaded
 machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
-the listings; BENCH_ONLY=exists runs the exists part alone.
+the listings; BENCH_ONLY=exists runs the exists part alone; BENCH_CASES="a b c cj"
+picks load cases ((c) as text: c, as nft's JSON listing: cj).
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
@@ -153,6 +154,10 @@ def loads(d: Path, n: int) -> None:
              ("(b) the same as nft text", files["b"], files["a"]),
              ("(c) mixed, 24 shapes, nft text", files["c"], files["c-json"]),
              ("(c) mixed, nft's JSON listing", files["c-json"], files["c"])]
+    only = os.environ.get("BENCH_CASES")  # e.g. "a b": those cases alone
+    if only:
+        cases = [c for c in cases if c[0][1] in only.split()
+                 or (c[0][1] + ("j" if c[1].suffix == ".json" else "")) in only.split()]
     for title, path, other in cases:
         text_p, json_p = (path, other) if path.suffix == ".nft" else (other, path)
         res: dict[str, list[float]] = {}

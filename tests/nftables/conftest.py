@@ -22,6 +22,25 @@ def unsequenced(batch: bytes | bytearray) -> bytes:
     return bytes(buf)
 
 
+def encoded_commands(cmds: Any, anon_templates: bool = True) -> Any:
+    """The batch ``cmds`` encode to, sequence numbers zeroed, or ("InputError", its
+    message); ``anon_templates=False``: rules with anonymous sets each compiled (the
+    general path)."""
+    from nfkit.errors import InputError
+    from nfkit.netlink.codec import Batch
+    from nfkit.nftables.commits import encode_commands
+    from nfkit.nftables.messages import Encoder
+
+    try:
+        b = Batch()
+        e = Encoder(b, anon_templates=anon_templates)
+        encode_commands(cmds, e)
+        b.close()
+    except InputError as exc:
+        return "InputError", str(exc).split(": ", 1)[-1]
+    return unsequenced(b.buffer)
+
+
 def strip(doc: Any) -> list[dict[str, Any]]:
     """A libnftables listing without metainfo and handles (for comparing two listings)."""
     items = doc["nftables"] if isinstance(doc, dict) else doc

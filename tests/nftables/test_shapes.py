@@ -20,7 +20,7 @@ from nfkit.nftables.compiler import RuleCompiler
 from nfkit.nftables.nfttext import to_json
 from nfkit.nftables.shapes import learn, leaves, replaced
 
-from .conftest import unsequenced
+from .conftest import encoded_commands
 from .test_bulkjson import _encode
 from .test_nfttext import _shape_pair
 
@@ -160,16 +160,5 @@ def test_nft_text_runs_same_bytes_as_lark(text: str) -> None:
     assert fast == slow
 
 
-def _encode_cmds(cmds: Any) -> Any:
-    from nfkit.netlink.codec import Batch
-    from nfkit.nftables.commits import encode_commands
-    from nfkit.nftables.messages import Encoder
-
-    try:
-        b = Batch()
-        e = Encoder(b)
-        encode_commands(cmds, e)
-        b.close()
-    except InputError as exc:
-        return "InputError", str(exc).split(": ", 1)[-1]
-    return unsequenced(b.buffer)
+def _encode_cmds(cmds: Any, anon_templates: bool = True) -> Any:
+    return encoded_commands(cmds, anon_templates)

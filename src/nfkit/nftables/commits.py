@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from nfkit.errors import (
@@ -76,9 +77,21 @@ _ENCODE_FAULTS = (struct.error, OverflowError, ValueError, TypeError, KeyError, 
 
 
 def _encode(cmds: Sequence[Command], enc: Encoder, at: list[int]) -> None:
+    # Consecutive rule runs are written together (`Encoder.rule_runs`), with the rules
+    # between them (each a function that encodes it, in its place).
+    runs: list[Any] = []
     for i, c in enumerate(cmds):
-        at[0] = i
         o = c.obj
+        if c.kind == "rule" and type(o) is RuleRun:
+            runs.append(o)
+            continue
+        if runs and c.kind == "rule" and c.verb in ("add", "create"):
+            runs.append(partial(_encode_rule, c, enc, at, i))
+            continue
+        if runs:
+            enc.rule_runs(runs)
+            runs = []
+        at[0] = i
         if c.kind == "ruleset":
             if c.verb not in ("flush", "delete"):
                 raise InputError(f"{c.verb} ruleset is not a command")
@@ -103,13 +116,8 @@ def _encode(cmds: Sequence[Command], enc: Encoder, at: list[int]) -> None:
             else:
                 raise InputError(f"{c.verb} chain is not a command")
         elif c.kind == "rule":
-            if type(o) is RuleRun:
-                enc.rule_run(o)
-            elif c.verb in ("add", "create"):
-                if o.handle is not None and o.position is None and not c.listing:
-                    o.position = o.handle
-                if o.position is not None or o.comment or not enc.add_rule_templated(o):
-                    enc.rule(o, "add")
+            if c.verb in ("add", "create"):
+                _encode_rule(c, enc, at, i)
             elif c.verb in ("insert", "replace"):
                 if c.verb == "insert" and o.handle is not None and o.position is None:
                     o.position = o.handle
@@ -142,6 +150,18 @@ def _encode(cmds: Sequence[Command], enc: Encoder, at: list[int]) -> None:
                 raise InputError(f"{c.verb} {c.kind} is not a command")
         else:
             raise InputError(f"unknown object kind {c.kind!r}")
+    if runs:
+        enc.rule_runs(runs)
+
+
+def _encode_rule(c: Command, enc: Encoder, at: list[int], i: int) -> None:
+    """Command ``i`` of the batch, adding a rule."""
+    at[0] = i
+    o = c.obj
+    if o.handle is not None and o.position is None and not c.listing:
+        o.position = o.handle
+    if o.position is not None or o.comment or not enc.add_rule_templated(o):
+        enc.rule(o, "add")
 
 
 def known_sets(cmds: Sequence[Command], sock: Any | None) -> dict[tuple[str, str, str], Set]:

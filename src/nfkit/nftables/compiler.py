@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partialmethod
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nftables.expressions import (
@@ -78,7 +78,7 @@ from nfkit.nftables.expressions import (
 )
 from nfkit.nftables.model import Set
 from nfkit.nftables.schema import DYNSET_STATEMENTS, check_statement
-from nfkit.nftables.templates import Chunks, StatementTemplate, ValueSlot, cut
+from nfkit.nftables.templates import Chunks, Slot, StatementTemplate, ValueSlot, cut
 from nfkit.nftables.types import (
     BYTE_UNITS,
     CT,
@@ -150,6 +150,29 @@ class AnonSet:
         if len(self.key_sizes) == 1:
             return self.key_sizes[0]
         return sum(reg_size(s) for s in self.key_sizes)
+
+
+class AnonRuleTemplate(NamedTuple):
+    """A rule with one anonymous set of scalars (`RuleCompiler.anon_rule_template`):
+    ``chunks`` are its expressions around its value slots, ``set_slot`` the slot that
+    holds the set's id, ``sample`` the first rule's set (its flags, key, element count:
+    every rule of the shape has the same), ``key_slot`` its elements' encoder (a slot
+    of the key's width)."""
+
+    chunks: Chunks
+    set_slot: int
+    sample: AnonSet
+    key_slot: Slot
+
+
+def _set_id_bytes(set_id: int) -> bytes:
+    return set_id.to_bytes(4, "big")
+
+
+def _plain_keys(elements: list[Any], width: int) -> bool:
+    """Elements that are keys of ``width`` bytes alone (no range end, flags or data)."""
+    return all(len(k) == width and ke is None and not f and d is None
+               for k, ke, f, d in elements)
 
 
 class CompileCtx:
@@ -274,6 +297,92 @@ class RuleCompiler:
         if ctx.sets:
             return None
         return cut(cur, self.slots, _fast_encoder)
+
+    def anon_rule_template(self, stmts: list[dict[str, Any]]) -> AnonRuleTemplate | None:
+        """The template of a rule of `anon_rule_shape` (payload matches against scalars
+        and against one anonymous set of scalars, constant statements), compiled from
+        ``stmts``; None when it cannot be one.  The set's id in the rule's lookup is a
+        value slot too (found by compiling the lookup with two ids)."""
+        ctx = CompileCtx(self.family, self.table)
+        if self.family in ("ip", "ip6"):
+            ctx.l3 = self.family
+        cur: list[bytes] = []
+        self.slots = []
+        found: tuple[int, AnonSet, Operand] | None = None
+        try:
+            for stmt in stmts:
+                for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
+                    pass
+                if body is None:
+                    if kind not in _CONST_STMTS:
+                        return None
+                    getattr(self, "_st_" + kind)(ctx, body, cur)
+                    continue
+                left, right = body["left"], body["right"]
+                opname = body.get("op", "==")
+                if (kind != "match" or type(body) is not dict or not set(body) <= _MATCH_KEYS
+                        or opname not in CMP_OPS or left in _DEP_LEFTS
+                        or type(left) is not dict or list(left) != ["payload"]
+                        or type(left["payload"]) is not dict or len(left["payload"]) != 2):
+                    return None
+                k0 = len(self.slots)
+                if type(right) is dict:
+                    if found is not None or opname not in ("==", "!=") or list(right) != ["set"]:
+                        return None
+                    n0 = len(ctx.sets)
+                    self._st_match(ctx, body, cur)
+                    s = ctx.sets[-1] if len(ctx.sets) == n0 + 1 else None
+                    op = self._last_operand
+                    if (s is None or op is None or len(self.slots) != k0
+                            or s.flags != SET_ANONYMOUS | SET_CONSTANT or len(op.types) != 1
+                            or s.data_type or s.obj_type or s.data_dt is not None
+                            or not _plain_keys(s.elements, op.size)):
+                        return None
+                    inv = opname == "!="
+                    low = self._lookup("__set%d", 1, None, inv, 0)
+                    high = self._lookup("__set%d", 1, None, inv, 0xFFFFFFFF)
+                    at = [i for i, (x, y) in enumerate(zip(low, high, strict=False)) if x != y]
+                    if (cur[-1] != self._lookup("__set%d", 1, None, inv, s.set_id)
+                            or len(low) != len(high) or at != list(range(at[0], at[0] + 4))):
+                        return None
+                    self.slots.append(ValueSlot(len(cur) - 1, at[0], 4, None))
+                    found = (k0, s, op)
+                    continue
+                if type(right) not in (int, str) or str(right)[:1] == "@":
+                    return None
+                self._st_match(ctx, body, cur)
+                if len(self.slots) != k0 + 1:
+                    return None
+                slot = self.slots[k0]
+                if slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
+                    return None
+        except (InputError, TypeError, KeyError, ValueError, AttributeError, IndexError):
+            return None  # the general path reports it
+        if found is None or len(ctx.sets) != 1:
+            return None
+        k, s, op = found
+        chunks = cut(cur, self.slots, lambda o: _set_id_bytes if o is None else _fast_encoder(o))
+        return AnonRuleTemplate(chunks, k, s, Slot(_fast_encoder(op), op.size, op))
+
+    def rule_values(self, slots: list[Any], rights: list[Any]) -> list[bytes] | None:
+        """Each of ``rights`` encoded for its slot of a rule template (the slot's fast
+        encoder, else the compiler's own, as `compile` does); None when one does not
+        fit (the general path's work)."""
+        out: list[bytes] = []
+        for (fast, size, op), right in zip(slots, rights, strict=True):
+            try:
+                v = fast(right)
+            except Exception:
+                if type(right) is str and right[:1] == "@":
+                    return None
+                try:
+                    v = self._shifted(op, right)
+                except Exception:
+                    return None
+            if len(v) != size:
+                return None
+            out.append(v)
+        return out
 
     def _compile(self, stmts: list[dict[str, Any]]) -> tuple[list[bytes], list[AnonSet]]:
         ctx = CompileCtx(self.family, self.table)
@@ -1622,6 +1731,41 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
     return tuple(key), rights
+
+
+def anon_rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """(shape key, values) of a rule that may be made of payload matches against
+    scalars and against exactly one anonymous set of two or more scalars, and constant
+    statements (`tcp dport { 22, 80 } accept`); the set's values are one list in
+    ``values``.  None when it is certainly not one."""
+    key: list[Any] = []
+    rights: list[Any] = []
+    sets = 0
+    try:
+        for stmt in stmts:
+            (kind, body), = stmt.items()
+            if body is None:
+                key.append(kind)
+                continue
+            right = body["right"]
+            (lk, p), = body["left"].items()
+            if type(right) is dict:
+                (rk, items), = right.items()
+                if rk != "set" or type(items) is not list or len(items) < 2 or any(
+                        type(x) is not int and (type(x) is not str or x[:1] == "@")
+                        for x in items):
+                    return None
+                sets += 1
+                right = items
+                rkind: Any = ("set", len(items), tuple(map(type, items)))
+            else:
+                rkind = type(right)
+            key.append((kind, body["op"] if len(body) == 3 else "==", len(body), lk,
+                        p["protocol"], p["field"], len(p), rkind))
+            rights.append(right)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return (tuple(key), rights) if sets == 1 else None
 
 
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",

@@ -10,15 +10,19 @@ this module only wraps them.
 from __future__ import annotations
 
 import socket
+import struct
 import sys
 from array import array
 from collections.abc import Callable
-from itertools import repeat
+from dataclasses import replace
+from itertools import accumulate, chain, repeat
 from socket import inet_pton
 from typing import Any
 
 from nfkit.errors import InputError
 from nfkit.netlink.codec import (
+    MessageWriter,
+    Template,
     attr_bytes,
     attr_payloads,
     get_be16,
@@ -44,7 +48,15 @@ from nfkit.netlink.consts import (
     nfnl_msg_type,
 )
 from nfkit.netlink.specs.nftables import MSG
-from nfkit.nftables.compiler import AnonSet, Operand, RuleCompiler, rule_shape, set_data, set_key_types
+from nfkit.nftables.compiler import (
+    AnonSet,
+    Operand,
+    RuleCompiler,
+    anon_rule_shape,
+    rule_shape,
+    set_data,
+    set_key_types,
+)
 from nfkit.nftables.decompiler import (
     RuleDecoder,
     RuleShapes,
@@ -146,10 +158,14 @@ class Encoder:
     """Writes model changes into a Batch; remembers what each message was about."""
 
     def __init__(self, batch: Any, known_sets: dict[tuple[str, str, str], Set] | None = None,
-                 queue_mode: Callable[[], str] | None = None) -> None:
+                 queue_mode: Callable[[], str] | None = None, anon_templates: bool = True
+                 ) -> None:
         """``known_sets``: the sets elements may be added to, by (family, table, name);
         ``queue_mode``: asked (once per compiler) whether the kernel has the nft queue
-        expression ("nft") or only the xt NFQUEUE target ("xt"); see RuleCompiler."""
+        expression ("nft") or only the xt NFQUEUE target ("xt"); see RuleCompiler.
+        ``anon_templates``: rules with one anonymous set of scalars are encoded from
+        their shape's template (`_add_anon_templated`; off: each compiled, the same
+        bytes)."""
         self.batch = batch
         self.known_sets = known_sets if known_sets is not None else {}
         self.queue_mode = queue_mode
@@ -159,6 +175,8 @@ class Encoder:
         self._where: dict[tuple[str, str], bytes] = {}
         self.anon_counter = [0]
         self._rule_templates: dict[Any, RuleTemplate | None] = {}
+        self._anon_templates: dict[Any, _AnonRule | None] = {}
+        self.anon_templates = anon_templates
 
     def _begin(self, name: str, family: str, flags: int, what: Any) -> None:
         self.batch.begin(msg_type(name), NLM_F_REQUEST | flags, family=FAMILY_NUM[family])
@@ -244,6 +262,9 @@ class Encoder:
     def rule(self, r: Rule, verb: str = "add", exprs: list[bytes] | None = None,
              sets: list[AnonSet] | None = None) -> None:
         """NEWRULE for ``r`` (verb add, insert or replace), after its anonymous sets."""
+        if (exprs is None and verb == "add" and r.position is None and not r.comment
+                and self.anon_templates and self._add_anon_templated(r)):
+            return
         if exprs is None:
             try:
                 exprs, sets = self.rule_exprs(r)
@@ -336,6 +357,104 @@ class Encoder:
             self._emit_rows(run, tpl, offsets, [s[1] for s in slots], part, k, stop - k)
             k = stop
 
+    def rule_runs(self, items: list[Any]) -> None:
+        """`rule_run` for each run of ``items`` (consecutive in the batch, in order; an
+        item that is not a run is a function that encodes one rule, called in its
+        place), the rows of each template written together: one copy of its message
+        per row and one strided write per value column for all its runs, then every
+        run's rows cut out in order (a file that changes shape every few lines costs a
+        few calls per template, not per run).  A run whose values are not all encoded
+        into columns goes through `rule_run`, in its place."""
+        group: list[Any] = []
+        for item in items:
+            if callable(item):
+                group.append(item)
+                continue
+            run = item
+            rt = run.template if run.template is not None else \
+                self._rule_template(run.sample, run.key)
+            cols = run.packed if rt is not None else None
+            if rt is not None and cols is None and run.template is not None:
+                got, bad = run.encoded()
+                if not bad:
+                    cols = [c if type(c) is bytes else b"".join(c) for c in got]
+            if cols is None:
+                self._emit_runs(group)
+                group = []
+                self.rule_run(run)
+                continue
+            group.append((run, rt, cols))
+        self._emit_runs(group)
+
+    def _emit_runs(self, group: list[Any]) -> None:
+        """Runs (run, template, value columns) and rule encoders of `rule_runs`, in order."""
+        runs = [g for g in group if not callable(g)]
+        if len(runs) < 2:
+            for g in group:
+                if callable(g):
+                    g()
+                else:
+                    run, rt, cols = g
+                    self._emit_rows(run, rt.message, rt.offsets, [s[1] for s in rt.slots],
+                                    cols, 0, len(run))
+            return
+        # Each rule encoder writes into a scratch writer of its own first: the whole
+        # group's sequence numbers are then given in the batch's order.
+        batch, what = self.batch, self.what
+        pieces: list[Any] = []  # per item: (run, template, rows) or (bytes, message starts)
+        try:
+            for g in group:
+                if callable(g):
+                    self.batch = MessageWriter()
+                    g()
+                    pieces.append((bytes(self.batch.buffer), [st for _s, st in self.batch.seqs]))
+                else:
+                    pieces.append(g)
+                    what.extend(repeat(_Rows(g[0], 0, len(what)), len(g[0])))
+        finally:
+            self.batch = batch
+        counts = [len(p[1]) if type(p[0]) is bytes else len(p[0]) for p in pieces]
+        seqs = next_seqs(sum(counts))
+        firsts = list(accumulate(counts, initial=0))
+        by_template: dict[int, list[int]] = {}
+        for k, p in enumerate(pieces):
+            if type(p[0]) is not bytes:
+                by_template.setdefault(id(p[1]), []).append(k)
+        blocks: dict[int, list[Any]] = {}
+        for members in by_template.values():
+            rt = pieces[members[0]][1]
+            size = len(rt.message)
+            block = bytearray(rt.message * sum(counts[k] for k in members))
+            order = array(_U32_CODE)
+            for k in members:
+                order.extend(seqs[firsts[k]:firsts[k + 1]])
+            _stride_into(block, size, 8, 4, order.tobytes())
+            for j, (off, (_e, vsize, _o)) in enumerate(zip(rt.offsets, rt.slots, strict=True)):
+                _stride_into(block, size, off, vsize, b"".join(pieces[k][2][j] for k in members))
+            blocks[id(rt)] = [memoryview(block), 0, size]
+        buf = batch.buffer
+        at = len(buf)
+        out: list[Any] = []
+        where: list[Any] = []
+        for k, p in enumerate(pieces):
+            if type(p[0]) is bytes:
+                data = bytearray(p[0])
+                for seq, st in zip(seqs[firsts[k]:firsts[k + 1]], p[1], strict=True):
+                    _SEQ_AT.pack_into(data, st + 8, seq)
+                out.append(data)
+                where.append([at + st for st in p[1]])
+                at += len(data)
+                continue
+            blk = blocks[id(p[1])]
+            view, cur, size = blk
+            n = counts[k]
+            out.append(view[cur:cur + n * size])
+            blk[1] = cur + n * size
+            where.append(range(at, at + n * size, size))
+            at += n * size
+        buf += b"".join(out)
+        batch.seqs.extend(zip(seqs, chain.from_iterable(where), strict=True))
+
     def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
                    cols: list[Any], k0: int, n: int) -> None:
         """Rules ``k0``..``k0 + n`` of ``run``: the shape's message ``n`` times, then the
@@ -364,6 +483,39 @@ class Encoder:
             self._rule_templates[mkey] = None if tpl is None else \
                 RuleTemplate(r.family, r.table, r.chain, tpl[0], tpl[1])
         return self._rule_templates[mkey]
+
+    def _add_anon_templated(self, r: Rule) -> bool:
+        """NEWSET, NEWSETELEM and NEWRULE (add) of a rule with one anonymous set of
+        scalars (`compiler.anon_rule_shape`) from the template of its shape: the set's
+        id, its keys and the rule's values patched in.  False, with nothing written,
+        when it has none or a value does not fit (then the general path encodes it)."""
+        shape = anon_rule_shape(r.expr)
+        if shape is None:
+            return False
+        key, rights = shape
+        mkey = (r.family, r.table, r.chain, key)
+        at = self._anon_templates.get(mkey, _MISSING)
+        if at is _MISSING:
+            at = self._anon_templates[mkey] = _AnonRule.of(r)
+        if at is None:
+            return False
+        rc = self.compilers.get((r.family, r.table)) or self.compiler(r.family, r.table)
+        items = rights[at.set_at]
+        keys = rc.rule_values([at.key_slot] * len(items), items)
+        rights[at.set_at] = 0  # the set id's place: patched below
+        values = rc.rule_values(at.rule.slots, rights)
+        if keys is None or values is None:
+            return False
+        # the ids the general path would take (`RuleCompiler._anon_set`)
+        self.anon_counter[0] += 1
+        self.set_ids[0] += 1
+        sid = self.set_ids[0].to_bytes(4, "big")
+        values[at.set_slot] = sid
+        at.newset(self.batch, sid)
+        at.elements(self.batch, sid, *keys)
+        at.rule.emit(self.batch, values)
+        self.what += [_About("anonymous set of", r), _About("elements of anonymous set of", r), r]
+        return True
 
     def del_rule(self, r: Rule) -> None:
         a = A["rule"]
@@ -709,6 +861,7 @@ def encode_columns(slots: list[tuple[Any, int, Operand]], kinds: tuple[type, ...
 
 ARRAY_CODE = {array(c).itemsize: c for c in "QLIHB"}  # size -> unsigned typecode
 _U32_CODE = ARRAY_CODE[4]
+_SEQ_AT = struct.Struct("=I")
 
 
 _ADDRESS_FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
@@ -774,6 +927,114 @@ class _Rows:
 
     def __init__(self, run: Any, k0: int, base: int) -> None:
         self.run, self.k0, self.base = run, k0, base
+
+
+class _About:
+    """A message about ``r`` (named only when asked: `_Names`)."""
+
+    __slots__ = ("what", "r")
+
+    def __init__(self, what: str, r: Any) -> None:
+        self.what, self.r = what, r
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.r}"
+
+
+_MISSING: Any = object()
+
+
+class _AnonRule:
+    """The three messages of a rule with one anonymous set of scalars, as templates:
+    NEWSET (its id a slot), NEWSETELEM (its id and each key a slot) and NEWRULE (its
+    values and the set's id slots).  Made from the shape's first rule and checked
+    against the general path's bytes for it (`of`)."""
+
+    __slots__ = ("rule", "set_at", "set_slot", "key_slot", "newset", "elements")
+
+    def __init__(self, rule: RuleTemplate, set_at: int, set_slot: int, key_slot: Any,
+                 newset: Any, elements: Any) -> None:
+        self.rule, self.set_at, self.set_slot, self.key_slot = rule, set_at, set_slot, key_slot
+        self.newset, self.elements = newset, elements
+
+    @classmethod
+    def of(cls, r: Rule) -> _AnonRule | None:
+        """The templates of ``r``'s shape, or None when it has none (a scratch compiler
+        and encoder: the batch's set ids are not touched)."""
+        shape = anon_rule_shape(r.expr)
+        if shape is None:
+            return None
+        rights = shape[1]
+        set_at = next(i for i, v in enumerate(rights) if type(v) is list)
+        got = RuleCompiler(r.family, r.table).anon_rule_template(r.expr)
+        if got is None:
+            return None
+        (statics, slots), set_slot, sample, key_slot = got
+        if set_slot != set_at:
+            return None
+        rt = RuleTemplate(r.family, r.table, r.chain, statics, slots)
+        width = key_slot.width
+        # NEWSET and NEWSETELEM with the id and keys all zero bits, then all one bits:
+        # the bytes that differ (but the sequence numbers) are the slots.
+        probes = []
+        for fill, sid in ((0, 0), (255, 0xFFFFFFFF)):
+            w = MessageWriter()
+            scratch = Encoder(w)
+            s = replace(sample, set_id=sid,
+                        elements=[(bytes((fill,)) * width, None, 0, None)] * len(sample.elements))
+            scratch.anon_set(r.family, r.table, s, "")
+            if len(w.seqs) != 2:
+                return None
+            starts = [st for _seq, st in w.seqs] + [len(w.buffer)]
+            probes.append([bytes(w.buffer[a:b]) for a, b in zip(starts, starts[1:], strict=False)])
+        templates = []
+        for (lo, hi), widths in zip(zip(*probes, strict=True),
+                                    ([4], [4] + [width] * len(sample.elements)), strict=True):
+            if len(lo) != len(hi):
+                return None
+            runs = _differing_runs(lo, hi)
+            if [n for _o, n in runs] != widths:
+                return None
+            templates.append(Template(lo, [(o, f"{n}s") for o, n in runs]).compiled())
+        at = cls(rt, set_at, set_slot, key_slot, *templates)
+        if not at._same_as_general(r):
+            return None
+        return at
+
+    def _same_as_general(self, r: Rule) -> bool:
+        """The templates give the general path's bytes for ``r`` (sequence numbers apart)."""
+        ours, theirs = MessageWriter(), MessageWriter()
+        general = Encoder(theirs, anon_templates=False)
+        try:
+            general.rule(r)
+        except InputError:
+            return False
+        mine = Encoder(ours)
+        mine._anon_templates[(r.family, r.table, r.chain, anon_rule_shape(r.expr)[0])] = self  # type: ignore[index]
+        if not mine._add_anon_templated(r):
+            return False
+        return _unsequenced(ours) == _unsequenced(theirs)
+
+
+def _unsequenced(w: MessageWriter) -> bytes:
+    buf = bytearray(w.buffer)
+    for _seq, start in w.seqs:
+        buf[start + 8:start + 12] = bytes(4)
+    return bytes(buf)
+
+
+def _differing_runs(a: bytes, b: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each run of bytes that differ between ``a`` and ``b`` (the
+    netlink header's sequence number excluded)."""
+    runs: list[tuple[int, int]] = []
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x == y or 8 <= i < 12:
+            continue
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
 
 
 class _Names(list):  # type: ignore[type-arg]
