@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -672,63 +675,14 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
             guard.stop()
 
 
-@pytest.mark.kernel
-def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """ctguard short of CPU: its picture still holds unreplied entries the kernel has destroyed
-    (their events not read yet) and lacks the ones made since.  A round whose deletes largely
-    find nothing marks the picture behind; the next reads the unreplied entries by a filtered
-    dump, puts them first, and evicts them instead of the legitimate connections it knows.
-    (The unread events are not looked at here: `BACKLOG_BEHIND` out of reach; the test below
-    has them seen before the first round.)"""
+@contextlib.contextmanager
+def _picture_behind(netns, tmp_path: Path) -> Iterator[tuple[ConntrackTable, Any]]:  # type: ignore[no-untyped-def]
+    """A guard (budget 1000) whose picture is behind the kernel: 20 legitimate TCP entries and
+    900 unreplied UDP ones it has read; then the 900 destroyed and 1,000 more made, events it
+    has not read.  Yields (table, guard); the guard stopped after."""
     import selectors
 
-    from nfkit.ctguard import guard as guard_module
     from nfkit.ctguard.guard import Guard
-
-    monkeypatch.setattr(guard_module, "BACKLOG_BEHIND", 1 << 40)
-
-    cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
-                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
-    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
-
-    def udp(first: int, n: int) -> list[Entry]:
-        return [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8,
-                      timeout=600) for i in range(first, first + n)]
-
-    with netns.enter(), ConntrackTable() as t:
-        t.create_many(legit)
-        guard = Guard(config.read(cfg))
-        guard.start(selectors.DefaultSelector())
-        try:
-            gone = udp(0, 900)
-            t.create_many(gone)
-            time.sleep(0.1)
-            guard.on_conntrack()
-            assert len(guard.picture) == 920
-            t.delete_many(gone)  # destroyed, and more made: events ctguard has not read
-            t.create_many(udp(900, 1000))
-            guard.tick()
-            assert guard.status()["picture_behind"] is True
-            assert t.count() == 1020  # that round found nothing to delete
-            sent = _sends_of(guard.tick, monkeypatch)
-            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
-            assert t.count() <= 800
-            assert 0 not in _dump_requests(sent) and guard.candidate_dumps >= 1 and guard.dumps == 1
-            assert guard.status()["picture_behind"] is False
-        finally:
-            guard.stop()
-
-
-@pytest.mark.kernel
-def test_unread_events_make_the_first_round_read_its_candidates(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The same picture behind the kernel, as under churn: the events ctguard has not read yet
-    (the socket's queue, SO_MEMINFO) are seen before the first round, which reads the unreplied
-    entries by a filtered dump and relieves the table at once, instead of spending a round
-    on entries already gone."""
-    import selectors
-
-    from nfkit.ctguard.guard import BACKLOG_BEHIND, Guard
 
     cfg = tmp_path / "g.toml"
     cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
@@ -751,14 +705,48 @@ def test_unread_events_make_the_first_round_read_its_candidates(netns, tmp_path,
             assert len(guard.picture) == 920 and guard.backlog() == 0
             t.delete_many(gone)  # destroyed, and more made: events ctguard has not read
             t.create_many(udp(900, 1000))
-            assert guard.backlog() > BACKLOG_BEHIND
-            sent = _sends_of(guard.tick, monkeypatch)
-            assert t.count() <= 800  # one round
-            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
-            assert 0 not in _dump_requests(sent) and guard.candidate_dumps == 1 and guard.dumps == 1
-            assert guard.status()["picture_behind"] is False
+            yield t, guard
         finally:
             guard.stop()
+
+
+@pytest.mark.kernel
+def test_a_picture_behind_the_kernel_reads_unreplied_candidates_again(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """ctguard short of CPU: its picture still holds unreplied entries the kernel has destroyed
+    (their events not read yet) and lacks the ones made since.  A round whose deletes largely
+    find nothing marks the picture behind; the next reads the unreplied entries by a filtered
+    dump, puts them first, and evicts them instead of the legitimate connections it knows.
+    (The unread events are not looked at here: `BACKLOG_BEHIND` out of reach; the test below
+    has them seen before the first round.)"""
+    from nfkit.ctguard import guard as guard_module
+
+    monkeypatch.setattr(guard_module, "BACKLOG_BEHIND", 1 << 40)
+    with _picture_behind(netns, tmp_path) as (t, guard):
+        guard.tick()
+        assert guard.status()["picture_behind"] is True
+        assert t.count() == 1020  # that round found nothing to delete
+        sent = _sends_of(guard.tick, monkeypatch)
+        assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
+        assert t.count() <= 800
+        assert 0 not in _dump_requests(sent) and guard.candidate_dumps >= 1 and guard.dumps == 1
+        assert guard.status()["picture_behind"] is False
+
+
+@pytest.mark.kernel
+def test_unread_events_make_the_first_round_read_its_candidates(netns, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same picture behind the kernel, as under churn: the events ctguard has not read yet
+    (the socket's queue, SO_MEMINFO) are seen before the first round, which reads the unreplied
+    entries by a filtered dump and relieves the table at once, instead of spending a round
+    on entries already gone."""
+    from nfkit.ctguard.guard import BACKLOG_BEHIND
+
+    with _picture_behind(netns, tmp_path) as (t, guard):
+        assert guard.backlog() > BACKLOG_BEHIND
+        sent = _sends_of(guard.tick, monkeypatch)
+        assert t.count() <= 800  # one round
+        assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20  # legitimate kept
+        assert 0 not in _dump_requests(sent) and guard.candidate_dumps == 1 and guard.dumps == 1
+        assert guard.status()["picture_behind"] is False
 
 
 @pytest.mark.kernel

@@ -16,6 +16,7 @@ import socket
 import struct
 
 from nfkit.errors import CapabilityError, EventsLost, NetlinkError
+from nfkit.netlink.socket import recv_datagram
 
 MSG_TRUNC = 0x20
 
@@ -109,18 +110,8 @@ class SingleReceiver:
         self.buffer = bytearray(size)
 
     def receive(self) -> list[tuple[int, int]]:
-        while True:
-            try:
-                return [(0, self.sock.recv_into(self.buffer, len(self.buffer), socket.MSG_DONTWAIT))]
-            except BlockingIOError:
-                return []
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    raise EventsLost("the kernel dropped netlink messages for this socket "
-                                     "(receive buffer full): resynchronise") from None
-                raise NetlinkError(exc.errno or errno.EIO, what="netlink receive") from None
+        n = recv_datagram(self.sock, self.buffer, socket.MSG_DONTWAIT)
+        return [(0, n)] if n else []
 
 
 def receiver(sock: socket.socket) -> BatchReceiver | SingleReceiver:

@@ -111,6 +111,24 @@ class HoldsSocket:
         return self.sock.fileno()  # type: ignore[no-any-return]
 
 
+
+def recv_datagram(sock: _socket.socket, buf: bytearray, flags: int) -> int:
+    """Receive one netlink datagram from ``sock`` into ``buf``; 0 when nothing is waiting
+    (``flags`` with MSG_DONTWAIT).  Raises EventsLost on ENOBUFS (the kernel dropped
+    messages) and NetlinkError on other errors."""
+    while True:
+        try:
+            return sock.recv_into(buf, len(buf), flags)
+        except BlockingIOError:
+            return 0
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            if exc.errno == _errno.ENOBUFS:
+                raise EventsLost("the kernel dropped netlink messages for this socket "
+                                 "(receive buffer full): resynchronise") from None
+            raise NetlinkError(exc.errno or _errno.EIO, what="netlink receive") from None
+
 class NetlinkSocket(HoldsSocket):
     """A netlink socket of any protocol (NETLINK_NETFILTER by default).
 
@@ -182,19 +200,7 @@ class NetlinkSocket(HoldsSocket):
         For hot loops that walk message headers themselves (a 200,000-entry
         dump).  Raises EventsLost on ENOBUFS and NetlinkError on other errors.
         """
-        flags = 0 if block else _socket.MSG_DONTWAIT
-        while True:
-            try:
-                return self.sock.recv_into(buf, len(buf), flags)
-            except BlockingIOError:
-                return 0
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                if exc.errno == _errno.ENOBUFS:
-                    raise EventsLost("the kernel dropped netlink messages for this socket "
-                                     "(receive buffer full): resynchronise") from None
-                raise NetlinkError(exc.errno or _errno.EIO, what="netlink receive") from None
+        return recv_datagram(self.sock, buf, 0 if block else _socket.MSG_DONTWAIT)
 
     def messages(self, block: bool = True) -> Iterator[Message]:
         """Messages of the next datagram (views into the receive buffer)."""

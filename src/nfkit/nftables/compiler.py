@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partialmethod
 from typing import Any, Literal, NamedTuple
@@ -152,6 +152,10 @@ class AnonSet:
         return sum(reg_size(s) for s in self.key_sizes)
 
 
+class _NoTemplate(Exception):
+    """A rule that is not of a template's shape (`RuleCompiler._template_matches`)."""
+
+
 class AnonRuleTemplate(NamedTuple):
     """A rule with one anonymous set of scalars (`RuleCompiler.anon_rule_template`):
     ``chunks`` are its expressions around its value slots, ``set_slot`` the slot that
@@ -264,35 +268,12 @@ class RuleCompiler:
     def _rule_template(self, stmts: list[dict[str, Any]]) -> Chunks | None:
         """The chunks around the value slots of a rule made only of payload matches with
         scalar values and constant statements, or None when it cannot be one."""
-        ctx = CompileCtx(self.family, self.table)
-        if self.family in ("ip", "ip6"):
-            ctx.l3 = self.family
-        cur: list[bytes] = []
-        self.slots = []
+        ctx, cur = self._template_start()
         try:
-            for stmt in stmts:
-                for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
-                    pass
-                if body is None:
-                    if kind not in _CONST_STMTS:
-                        return None
-                    getattr(self, "_st_" + kind)(ctx, body, cur)
-                    continue
-                left, right = body["left"], body["right"]
-                if (kind != "match" or type(body) is not dict or not set(body) <= _MATCH_KEYS
-                        or body.get("op", "==") not in CMP_OPS or left in _DEP_LEFTS
-                        or type(left) is not dict or list(left) != ["payload"]
-                        or type(left["payload"]) is not dict or len(left["payload"]) != 2
-                        or type(right) not in (int, str) or str(right)[:1] == "@"):
+            for body, _ in self._template_matches(ctx, stmts, cur):
+                if not self._template_scalar(ctx, body, cur):
                     return None
-                k0 = len(self.slots)
-                self._st_match(ctx, body, cur)
-                if len(self.slots) != k0 + 1:
-                    return None
-                slot = self.slots[k0]
-                if slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
-                    return None
-        except (InputError, TypeError, KeyError, ValueError, AttributeError):
+        except (_NoTemplate, InputError, TypeError, KeyError, ValueError, AttributeError):
             return None  # the general path reports it
         if ctx.sets:
             return None
@@ -303,66 +284,86 @@ class RuleCompiler:
         and against one anonymous set of scalars, constant statements), compiled from
         ``stmts``; None when it cannot be one.  The set's id in the rule's lookup is a
         value slot too (found by compiling the lookup with two ids)."""
-        ctx = CompileCtx(self.family, self.table)
-        if self.family in ("ip", "ip6"):
-            ctx.l3 = self.family
-        cur: list[bytes] = []
-        self.slots = []
+        ctx, cur = self._template_start()
         found: tuple[int, AnonSet, Operand] | None = None
         try:
-            for stmt in stmts:
-                for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
-                    pass
-                if body is None:
-                    if kind not in _CONST_STMTS:
+            for body, opname in self._template_matches(ctx, stmts, cur):
+                right = body["right"]
+                if type(right) is not dict:
+                    if not self._template_scalar(ctx, body, cur):
                         return None
-                    getattr(self, "_st_" + kind)(ctx, body, cur)
                     continue
-                left, right = body["left"], body["right"]
-                opname = body.get("op", "==")
-                if (kind != "match" or type(body) is not dict or not set(body) <= _MATCH_KEYS
-                        or opname not in CMP_OPS or left in _DEP_LEFTS
-                        or type(left) is not dict or list(left) != ["payload"]
-                        or type(left["payload"]) is not dict or len(left["payload"]) != 2):
-                    return None
                 k0 = len(self.slots)
-                if type(right) is dict:
-                    if found is not None or opname not in ("==", "!=") or list(right) != ["set"]:
-                        return None
-                    n0 = len(ctx.sets)
-                    self._st_match(ctx, body, cur)
-                    s = ctx.sets[-1] if len(ctx.sets) == n0 + 1 else None
-                    op = self._last_operand
-                    if (s is None or op is None or len(self.slots) != k0
-                            or s.flags != SET_ANONYMOUS | SET_CONSTANT or len(op.types) != 1
-                            or s.data_type or s.obj_type or s.data_dt is not None
-                            or not _plain_keys(s.elements, op.size)):
-                        return None
-                    inv = opname == "!="
-                    low = self._lookup("__set%d", 1, None, inv, 0)
-                    high = self._lookup("__set%d", 1, None, inv, 0xFFFFFFFF)
-                    at = [i for i, (x, y) in enumerate(zip(low, high, strict=False)) if x != y]
-                    if (cur[-1] != self._lookup("__set%d", 1, None, inv, s.set_id)
-                            or len(low) != len(high) or at != list(range(at[0], at[0] + 4))):
-                        return None
-                    self.slots.append(ValueSlot(len(cur) - 1, at[0], 4, None))
-                    found = (k0, s, op)
-                    continue
-                if type(right) not in (int, str) or str(right)[:1] == "@":
+                if found is not None or opname not in ("==", "!=") or list(right) != ["set"]:
                     return None
+                n0 = len(ctx.sets)
                 self._st_match(ctx, body, cur)
-                if len(self.slots) != k0 + 1:
+                s = ctx.sets[-1] if len(ctx.sets) == n0 + 1 else None
+                op = self._last_operand
+                if (s is None or op is None or len(self.slots) != k0
+                        or s.flags != SET_ANONYMOUS | SET_CONSTANT or len(op.types) != 1
+                        or s.data_type or s.obj_type or s.data_dt is not None
+                        or not _plain_keys(s.elements, op.size)):
                     return None
-                slot = self.slots[k0]
-                if slot.index != len(cur) - 1 or slot.op.dt.kind == "bitmask":
+                inv = opname == "!="
+                low = self._lookup("__set%d", 1, None, inv, 0)
+                high = self._lookup("__set%d", 1, None, inv, 0xFFFFFFFF)
+                at = [i for i, (x, y) in enumerate(zip(low, high, strict=False)) if x != y]
+                if (cur[-1] != self._lookup("__set%d", 1, None, inv, s.set_id)
+                        or len(low) != len(high) or at != list(range(at[0], at[0] + 4))):
                     return None
-        except (InputError, TypeError, KeyError, ValueError, AttributeError, IndexError):
+                self.slots.append(ValueSlot(len(cur) - 1, at[0], 4, None))
+                found = (k0, s, op)
+        except (_NoTemplate, InputError, TypeError, KeyError, ValueError, AttributeError, IndexError):
             return None  # the general path reports it
         if found is None or len(ctx.sets) != 1:
             return None
         k, s, op = found
         chunks = cut(cur, self.slots, lambda o: _set_id_bytes if o is None else _fast_encoder(o))
         return AnonRuleTemplate(chunks, k, s, Slot(_fast_encoder(op), op.size, op))
+
+    def _template_start(self) -> tuple[CompileCtx, list[bytes]]:
+        """A fresh context and message list for compiling a rule template (slots reset)."""
+        ctx = CompileCtx(self.family, self.table)
+        if self.family in ("ip", "ip6"):
+            ctx.l3 = self.family
+        self.slots = []
+        return ctx, []
+
+    def _template_matches(self, ctx: CompileCtx, stmts: list[dict[str, Any]],
+                          cur: list[bytes]) -> Iterator[tuple[dict[str, Any], str]]:
+        """Each statement of ``stmts`` that is a payload match, as (its body, its operator),
+        the constant statements between them compiled into ``cur`` on the way; raises
+        _NoTemplate at any other statement."""
+        for stmt in stmts:
+            for kind, body in stmt.items():  # noqa: B007 - the one (key, value) of the statement
+                pass
+            if body is None:
+                if kind not in _CONST_STMTS:
+                    raise _NoTemplate
+                getattr(self, "_st_" + kind)(ctx, body, cur)
+                continue
+            left = body["left"]
+            opname = body.get("op", "==")
+            if (kind != "match" or type(body) is not dict or not set(body) <= _MATCH_KEYS
+                    or opname not in CMP_OPS or left in _DEP_LEFTS
+                    or type(left) is not dict or list(left) != ["payload"]
+                    or type(left["payload"]) is not dict or len(left["payload"]) != 2):
+                raise _NoTemplate
+            yield body, opname
+
+    def _template_scalar(self, ctx: CompileCtx, body: dict[str, Any], cur: list[bytes]) -> bool:
+        """Compile a payload match against one scalar into ``cur``, its value the last
+        message's one value slot; False when it is not such a match."""
+        right = body["right"]
+        if type(right) not in (int, str) or str(right)[:1] == "@":
+            return False
+        k0 = len(self.slots)
+        self._st_match(ctx, body, cur)
+        if len(self.slots) != k0 + 1:
+            return False
+        slot = self.slots[k0]
+        return slot.index == len(cur) - 1 and slot.op.dt.kind != "bitmask"
 
     def rule_values(self, slots: list[Any], rights: list[Any]) -> list[bytes] | None:
         """Each of ``rights`` encoded for its slot of a rule template (the slot's fast

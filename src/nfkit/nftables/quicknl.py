@@ -81,6 +81,20 @@ class Conn:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def _receive(self) -> tuple[bytes, list[tuple[int, int, int, int]], bool]:
+        """One datagram from the kernel and its messages as (type, sequence, offset,
+        length); the flag is set when a malformed message cut the list short."""
+        data = self.sock.recv(_REPLY_ROOM)
+        out: list[tuple[int, int, int, int]] = []
+        pos = 0
+        while pos + 16 <= len(data):
+            ln, typ, _flags, seq, _pid = _HDR.unpack_from(data, pos)
+            if ln < 16:
+                return data, out, True
+            out.append((typ, seq, pos, ln))
+            pos += (ln + 3) & ~3
+        return data, out, False
+
     def ask(self, msg_type: int, family: int, payload: bytes = b"") -> list[bytes] | None:
         """The payload (after the nfgenmsg) of the reply to one GET request (not a
         dump), as a list of one; None when the kernel refused it."""
@@ -89,19 +103,16 @@ class Conn:
         # build and one more receive after the reply (an error comes back anyway)
         self.sock.send(message(msg_type, NLM_F_REQUEST, self.seq, family, payload))
         while True:
-            data = self.sock.recv(_REPLY_ROOM)
-            pos = 0
-            while pos + 16 <= len(data):
-                ln, typ, _flags, seq, _pid = _HDR.unpack_from(data, pos)
-                if ln < 16:
-                    return None
+            data, replies, broken = self._receive()
+            for typ, seq, pos, ln in replies:
                 if seq == self.seq:
                     if typ == NLMSG_ERROR:  # no reply (0 would be an ACK: none asked)
                         return None
                     if typ == NLMSG_DONE:  # an empty multipart reply
                         return []
                     return [data[pos + 20:pos + ln]]
-                pos += (ln + 3) & ~3
+            if broken:
+                return None
 
     def commit(self, messages: list[tuple[int, int, int, bytes]]) -> bool:
         """Send ``messages`` (type, flags, family, body) as one nf_tables transaction,
@@ -118,16 +129,13 @@ class Conn:
         self.sock.send(message(GETGEN, NLM_F_REQUEST | NLM_F_ACK, fence, 0, b""))
         refused = False
         while True:
-            data = self.sock.recv(_REPLY_ROOM)
-            pos = 0
-            while pos + 16 <= len(data):
-                ln, typ, _flags, seq, _pid = _HDR.unpack_from(data, pos)
-                if ln < 16:
-                    return False
+            data, replies, broken = self._receive()
+            for typ, seq, pos, _ln in replies:
                 if typ == NLMSG_ERROR:
                     code = struct.unpack_from("=i", data, pos + 16)[0]
                     if seq == fence:
                         return code == 0 and not refused
                     if code != 0:
                         refused = True
-                pos += (ln + 3) & ~3
+            if broken:
+                return False

@@ -125,40 +125,36 @@ class Map(_Fd):
         self._elem("BPF_MAP_UPDATE_ELEM", key, ctypes.create_string_buffer(value, len(value)),
                    flags, "update")
 
-    def lookup(self, key: bytes) -> bytes | None:
-        """The value under ``key`` (for a per-CPU map, the first CPU's), or None."""
-        # a per-CPU map answers one 8-aligned value per possible CPU
-        size = self.value_size if not self.per_cpu else \
-            ((self.value_size + 7) & ~7) * possible_cpus()
-        vbuf = ctypes.create_string_buffer(size)
+    def _found(self, cmd: str, key: bytes, value: ctypes.Array[ctypes.c_char] | None,
+               what: str) -> bool:
+        """`_elem` of ``cmd`` on ``key``; False when the map has no such key (ENOENT)."""
         try:
-            self._elem("BPF_MAP_LOOKUP_ELEM", key, vbuf, 0, "lookup")
-        except BpfError as exc:
-            if exc.errno == _errno.ENOENT:
-                return None
-            raise
-        return vbuf.raw[:self.value_size]
-
-    def lookup_cpus(self, key: bytes) -> list[bytes] | None:
-        """A per-CPU map's values under ``key``, one per possible CPU, or None."""
-        stride = (self.value_size + 7) & ~7
-        vbuf = ctypes.create_string_buffer(stride * possible_cpus())
-        try:
-            self._elem("BPF_MAP_LOOKUP_ELEM", key, vbuf, 0, "lookup")
-        except BpfError as exc:
-            if exc.errno == _errno.ENOENT:
-                return None
-            raise
-        return [vbuf.raw[i:i + self.value_size] for i in range(0, len(vbuf.raw), stride)]
-
-    def delete(self, key: bytes) -> bool:
-        try:
-            self._elem("BPF_MAP_DELETE_ELEM", key, None, 0, "delete")
+            self._elem(cmd, key, value, 0, what)
         except BpfError as exc:
             if exc.errno == _errno.ENOENT:
                 return False
             raise
         return True
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value under ``key`` (for a per-CPU map, the first CPU's), or None."""
+        if self.per_cpu:
+            values = self.lookup_cpus(key)
+            return None if values is None else values[0]
+        vbuf = ctypes.create_string_buffer(self.value_size)
+        return vbuf.raw if self._found("BPF_MAP_LOOKUP_ELEM", key, vbuf, "lookup") else None
+
+    def lookup_cpus(self, key: bytes) -> list[bytes] | None:
+        """A per-CPU map's values under ``key``, one per possible CPU (each 8-aligned in
+        the kernel's answer), or None."""
+        stride = (self.value_size + 7) & ~7
+        vbuf = ctypes.create_string_buffer(stride * possible_cpus())
+        if not self._found("BPF_MAP_LOOKUP_ELEM", key, vbuf, "lookup"):
+            return None
+        return [vbuf.raw[i:i + self.value_size] for i in range(0, len(vbuf.raw), stride)]
+
+    def delete(self, key: bytes) -> bool:
+        return self._found("BPF_MAP_DELETE_ELEM", key, None, "delete")
 
     def keys(self) -> list[bytes]:
         out: list[bytes] = []
