@@ -33,7 +33,9 @@ key = the symmetric one-tuple of the flow table's design (flow/): the lower
 and the higher endpoint (address, port) of the two, the protocol and family,
 so both directions find one entry.  The value holds the state, the mark,
 who is client, the initial sequence numbers, the step outcomes and the
-variables later steps read.
+variables later steps read, and the time of the flow's last packet: a packet
+after the flow's idle timeout (the flow table's `Timeouts`, per transport and
+what the entry knows of the state: `_Builder.idle`) starts a new flow there.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfkit.errors import InputError
+from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.bytecode import OPCODES, OPS, TCP, UDP, Instr, Program
 from nfkit.nfgrep.codegen import first_bytes
 from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
@@ -144,7 +147,9 @@ V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER =
 V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
 FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
-V_HINTED, V_OUT = 24, 32
+V_REPLIED = 21  # 1 once the server side sent a packet (UDP: the flow table's REPLIED)
+V_LAST = 24  # bpf_ktime_get_ns of the flow's last packet (its idle timeout counts from it)
+V_HINTED, V_OUT = 32, 40
 # per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
 # with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
 C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
@@ -241,7 +246,8 @@ class Compiled:
 class _Builder:
     def __init__(self, verified: list[Verified], flows_fd: int, scratch_fd: int,
                  mark_mask: int = MARK_MASK, expect_fd: int = 0,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
         self.expect_fd = expect_fd
         self.shift = mark_shift(mark_mask)
         self.flows_fd = flows_fd
@@ -615,6 +621,7 @@ class _Builder:
                alu64("lsh", R2, imm=40), alu64("or", R1, R2), stx("dw", FP, S_KEY + 32, R1))
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
                call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "miss", imm=0))
+        self.idle()
         # TCP FIN, RST, SYN on a known flow: the only packets of a decided flow that do more
         a.emit(ldx("dw", R1, FP, _misc(M_FLAGS)), jmp("jset", R1, "tcpctl", imm=0x07 << 8),
                ja("known"))
@@ -624,6 +631,41 @@ class _Builder:
         a.label("newflow")
         self.new_flow()
         a.label("known")
+
+    def idle(self) -> None:
+        """A known entry idle longer than its flow's timeout (the flow table's `Timeouts`, per transport
+        and state, as docs/nfgrep.md tabulates) has ended: the packet starts a new flow in the same entry.
+        Else the entry's last-seen time is now, and a packet from the server side marks it
+        replied."""
+        a = self.asm
+        t = self.timeouts
+        a.note("idle timeout: a flow idle longer than its class's timeout has ended")
+        ns = {name: int(getattr(t, name) * 1e9) for name in (
+            "udp", "udp_stream", "tcp_close", "tcp_last_ack", "tcp_close_wait", "tcp_established",
+            "tcp_syn_sent", "generic")}
+        a.emit(call(HELPER["ktime_get_ns"]), ldx("dw", R1, R8, V_LAST), mov(R2, R0),
+               alu64("sub", R2, R1), ldx("dw", R4, FP, _misc(M_PROTO)),
+               jmp("jeq", R4, "idleudp", imm=17), jmp("jeq", R4, "idletcp", imm=6),
+               lddw(R3, ns["generic"]), ja("idlecmp"))
+        a.label("idleudp")
+        a.emit(lddw(R3, ns["udp"]), ldx("b", R5, R8, V_REPLIED), jmp("jeq", R5, "idlecmp", imm=0),
+               lddw(R3, ns["udp_stream"]), ja("idlecmp"))
+        a.label("idletcp")
+        # closing: RST, both FINs, one FIN (each the shorter of the states it may be)
+        a.emit(ldx("b", R5, R8, V_CLOSED), lddw(R3, ns["tcp_close"]),
+               jmp("jset", R5, "idlecmp", imm=4), alu64("and", R5, imm=3),
+               lddw(R3, ns["tcp_last_ack"]), jmp("jeq", R5, "idlecmp", imm=3),
+               lddw(R3, ns["tcp_close_wait"]), jmp("jne", R5, "idlecmp", imm=0),
+               # open: only the client's SYN seen, else established (or picked up mid-stream)
+               ldx("b", R5, R8, V_SYN), lddw(R3, ns["tcp_established"]),
+               jmp("jne", R5, "idlecmp", imm=1), lddw(R3, ns["tcp_syn_sent"]))
+        a.label("idlecmp")
+        a.emit(jmp("jle", R2, "alive", src=R3), st("dw", FP, S_UPDATE, BPF_ANY), ja("newflow"))
+        a.label("alive")
+        a.emit(stx("dw", R8, V_LAST, R0), ldx("dw", R4, FP, _misc(M_SRCLO)),
+               ldx("b", R5, R8, V_CLIENT_LO), jmp("jeq", R4, "fromclient", src=R5),
+               st("b", R8, V_REPLIED, 1))
+        a.label("fromclient")
 
     def reopen(self) -> None:
         """A closed TCP flow's tuple used again (the flow table's REOPEN, flow/tcpstate.py):
@@ -660,7 +702,8 @@ class _Builder:
         # the client: the sender of the first packet (on UDP as in the flow table, whose
         # port rule applies to TCP picked up mid-stream only, which goes to userspace here)
         a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), stx("b", R7, tpl + V_CLIENT_LO, R1))
-        a.emit(st("w", R7, tpl + V_MARK, 0))
+        a.emit(st("w", R7, tpl + V_MARK, 0), call(HELPER["ktime_get_ns"]),
+               stx("dw", R7, tpl + V_LAST, R0))
         # TCP: only a flow that starts with a pure SYN is the kernel's to classify
         a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "hints", imm=6),
                ldx("dw", R1, FP, _misc(M_FLAGS)), alu64("rsh", R1, imm=8),
@@ -1106,10 +1149,12 @@ def load_verified(paths: list[str] | None = None) -> list[Verified]:
 
 def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
                   mark_mask: int = MARK_MASK, expect_fd: int = 0,
-                  registry: Registry | None = None) -> Compiled:
+                  registry: Registry | None = None, timeouts: Timeouts | None = None) -> Compiled:
     """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing);
-    app ids from ``registry`` (default: `registry_for` the programs' protocols)."""
-    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd, registry).build()
+    app ids from ``registry`` (default: `registry_for` the programs' protocols); idle
+    timeouts from ``timeouts`` (default: the flow table's, `Timeouts()`)."""
+    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd, registry,
+                    timeouts).build()
 
 
 class Classifier:
@@ -1117,7 +1162,7 @@ class Classifier:
 
     def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
                  mark_mask: int = MARK_MASK, log_level: int = 0,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, timeouts: Timeouts | None = None) -> None:
         self.links: list[Link] = []
         self.mark_mask = mark_mask
         layout = compile_rules(verified, mark_mask=mark_mask, registry=registry)
@@ -1129,7 +1174,7 @@ class Classifier:
                             "nfgrep_expect")
         try:
             self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
-                                          self.expected.fd, registry)
+                                          self.expected.fd, registry, timeouts)
             try:
                 self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
                                  functions=self.compiled.functions, log_level=log_level)
