@@ -292,6 +292,7 @@ class _Builder:
                 s.fields[name] = off
                 off += FIELD_SIZE
         self.value_size = off
+        self.whole = self.handed_whole()
         # the scratch map's value: payload buffer, new-entry template, then three u64
         # masks (classified, stuck, waiting) the decision builds and the directions needing
         # more data: in map memory, so the kernel verifier does not follow each combination
@@ -339,6 +340,44 @@ class _Builder:
                 self.step_fields[(s.index, i)] = FieldSlots.layout(
                     base, sorted(n for n, steps in s.keeps.items() if i in steps),
                     sorted(_field_names(s.program, proto.steps[si].code, ("FIELD_IS",))))
+
+    def rerunnable(self, s: SigInfo, i: int) -> bool:
+        """Whether step ``i`` of ``s`` runs again when its parent wins (`rerun_field_tests`):
+        it reads no data, only fields, numbers and variables no earlier step sets."""
+        code = s.program.protocols[s.proto].steps[s.steps[i]].code
+        return _reads_no_data(code) and not (i and live_in(code) & set(s.persist))
+
+    def handed_whole(self) -> list[SigInfo]:
+        """The protocols whose flows go to userspace whole, from their first payload packet,
+        while they are candidates: the roots of a protocol with a `field ... is` test the
+        kernel may be unable to answer once the parent wins, known at load time (a step
+        that reads data testing a field some parent keeps: a keeping step may hold after
+        it ran, and its packet is gone by then; a field a parent keeps by a watch, by
+        `keep NAME = E` or `keep NAME labels`; an ambiguous parent).  Handed over when the
+        parent wins, the queue path would have missed the flow's first bytes and could only
+        mark it `unknown`; handed over from the start, it decides as the engine does."""
+        roots: set[int] = set()
+        for s in self.sigs:
+            unsure = False
+            parents = [self.sigs[p] for p in s.chain] if s.chain is not None else []
+            for i in range(len(s.steps)):
+                tested = set(self.step_fields[(s.index, i)].tested)
+                if not tested:
+                    continue
+                kept = set().union(*(set(p.keeps) | p.watch_keeps for p in parents))
+                text = set().union(*(_field_names(p.program, st.code, ("KEEP_INT", "KEEP_LABELS"))
+                                     for p in parents for st in p.program.protocols[p.proto].steps))
+                watched = set().union(*(p.watch_keeps for p in parents))
+                if s.chain is None or tested & (watched | text) or \
+                        not self.rerunnable(s, i) and tested & kept:
+                    unsure = True
+            if not unsure:
+                continue
+            if s.chain is not None and s.chain:
+                roots.add(s.chain[-1])
+            else:  # ambiguous: every root it may run after
+                roots |= {r.index for r in self.sigs if r.after is None and r.transports & s.transports}
+        return [self.sigs[r] for r in sorted(roots)]
 
     def field_value(self, s: SigInfo, name: str, at: int) -> None:
         """Before a step testing field ``name`` runs: the field's value, as the engine would
@@ -1016,6 +1055,18 @@ class _Builder:
         a.label("decide")
         a.note("replay the engine's decision from the stored outcomes")
         a.emit(ldx("b", R1, R8, V_STATE), jmp("jeq", R1, "refine", imm=REFINING))
+        if self.whole:
+            # the flow's first payload packet (only its direction seen): a candidate whose
+            # child the kernel may not answer takes the whole flow to userspace now
+            a.note("protocols handed over whole while candidates (handed_whole)")
+            later = a.fresh("notfirstpkt")
+            a.emit(ldx("b", R1, R8, V_SEEN), ldx("dw", R2, FP, _misc(M_DIR)),
+                   alu64("add", R2, imm=1), jmp("jne", R1, later, src=R2))
+            for s in self.whole:
+                dead = a.fresh("notcandidate")
+                self.status(s, "touser", dead, "touser", "touser")
+                a.label(dead)
+            a.label(later)
         roots = [s for s in self.sigs if s.after is None]
         self.masks(roots)
         # the candidates' order: port-hinted before the others; within each, those admitted
