@@ -148,7 +148,7 @@ V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; th
 FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_REPLIED = 21  # 1 once the server side sent a packet (UDP: the flow table's REPLIED)
-V_LAST = 24  # bpf_ktime_get_ns of the flow's last packet (its idle timeout counts from it)
+V_LAST = 24  # bpf_ktime_get_coarse_ns of the flow's last packet (its idle timeout counts from it)
 V_HINTED, V_OUT = 32, 40
 # per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
 # with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
@@ -682,7 +682,7 @@ class _Builder:
         ns = {name: int(getattr(t, name) * 1e9) for name in (
             "udp", "udp_stream", "tcp_close", "tcp_last_ack", "tcp_close_wait", "tcp_established",
             "tcp_syn_sent", "generic")}
-        a.emit(call(HELPER["ktime_get_ns"]), ldx("dw", R1, R8, V_LAST), mov(R2, R0),
+        a.emit(call(HELPER["ktime_get_coarse_ns"]), ldx("dw", R1, R8, V_LAST), mov(R2, R0),
                alu64("sub", R2, R1), ldx("dw", R4, FP, _misc(M_PROTO)),
                jmp("jeq", R4, "idleudp", imm=17), jmp("jeq", R4, "idletcp", imm=6),
                lddw(R3, ns["generic"]), ja("idlecmp"))
@@ -741,7 +741,7 @@ class _Builder:
         # the client: the sender of the first packet (on UDP as in the flow table, whose
         # port rule applies to TCP picked up mid-stream only, which goes to userspace here)
         a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), stx("b", R7, tpl + V_CLIENT_LO, R1))
-        a.emit(st("w", R7, tpl + V_MARK, 0), call(HELPER["ktime_get_ns"]),
+        a.emit(st("w", R7, tpl + V_MARK, 0), call(HELPER["ktime_get_coarse_ns"]),
                stx("dw", R7, tpl + V_LAST, R0))
         # TCP: only a flow that starts with a pure SYN is the kernel's to classify
         a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "hints", imm=6),
