@@ -262,3 +262,42 @@ def test_a_refused_new_shape_is_named_with_the_whole_log(shape: str,
     assert where in str(info.value), str(info.value)[:300]
     assert "invalid access to map value" in info.value.log and "processed" in info.value.log
     assert info.value.log.strip() in str(info.value)  # shown in full
+
+
+def _hybrid(extra: Path, captures: list[Path]) -> list[tuple[str, str, str | None, str | None]]:
+    """The kernel program with the queue path behind it (the packets it hands over), against
+    the engine: (client, server, the engine's app, the hybrid's) for each flow they differ
+    on."""
+    from nfkit.nfgrep.classify import classify
+    from nfkit.nfgrep.ebpf.program import USERSPACE
+    from nfkit.nfgrep.ebpf.replay import endpoint, feed_hybrid
+
+    rules = [str(SIGNATURES), str(extra)]
+    wrong = []
+    for path in captures:
+        with Classifier(load_verified(rules)) as cl:
+            queued = feed_hybrid(cl, [path], rules)
+            for r in classify([path], rules).flows:
+                (ca, cp), (sa, sp) = endpoint(r.client), endpoint(r.server)
+                entry = cl.flow(ca, sa, cp, sp, 6 if r.proto == "tcp" else 17)
+                if entry is not None and entry.state == USERSPACE:
+                    got = queued.get((r.proto, ca, cp, sa, sp), "(undecided)")
+                else:
+                    got = entry.app if entry is not None else "(no entry)"
+                if got != r.app:
+                    wrong.append((r.client, r.server, r.app, got))
+    return wrong
+
+
+@pytest.mark.kernel
+def test_a_field_a_later_step_may_change_is_handed_over_whole(
+        made_captures: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    """http2 after tls reading data and testing alpn: the kernel cannot answer when tls
+    wins, so such flows go to the queue path from their first payload packet, which then
+    decides them as the engine does (not `unknown`: it saw every byte)."""
+    (tmp_path / "alpn.nfg").write_text(ALPN_READING)
+    wrong = _hybrid(tmp_path / "alpn.nfg", made_captures)
+    assert [w for w in wrong if w[1].endswith((":443", ":8444"))] == []
+    # left: a flow handed over when the server's segmented banner arrives, after the
+    # client's first bytes (the hand-over a candidate waiting on a direction makes)
+    assert {(w[1].rpartition(":")[2], w[2], w[3]) for w in wrong} <= {("2222", "ssh", None)}

@@ -511,7 +511,7 @@ def _own_scheduling_group(num: int, nice: int, path: str = AUTOGROUP) -> None:
                     exc.strerror or exc)
 
 
-def _kernel_starts(classifier: Any) -> Callable[[int, bytes, bytes], tuple[int | None, int | None]]:
+def kernel_starts(classifier: Any) -> Callable[[int, bytes, bytes], tuple[int | None, int | None]]:
     """Each direction's first sequence number as the eBPF classifier's flow entry has it."""
     def starts(proto: int, client: bytes, server: bytes) -> tuple[int | None, int | None]:
         e = classifier.flow(client[:-2], server[:-2], int.from_bytes(client[-2:], "big"),
@@ -557,7 +557,7 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
 
     judge = FlowJudge(engine, registry, opts.max_packets, opts.max_bytes,
                       on_decision=emit if opts.json else None,
-                      stream_starts=None if classifier is None else _kernel_starts(classifier))
+                      stream_starts=None if classifier is None else kernel_starts(classifier))
     judge.queue = num
     if classifier is not None:
         judge.on_expectation = _kernel_expect(classifier)

@@ -33,7 +33,9 @@ key = the symmetric one-tuple of the flow table's design (flow/): the lower
 and the higher endpoint (address, port) of the two, the protocol and family,
 so both directions find one entry.  The value holds the state, the mark,
 who is client, the initial sequence numbers, the step outcomes and the
-variables later steps read.
+variables later steps read, and the time of the flow's last packet: a packet
+after the flow's idle timeout (the flow table's `Timeouts`, per transport and
+what the entry knows of the state: `_Builder.idle`) starts a new flow there.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfkit.errors import InputError
+from nfkit.flow.timeouts import Timeouts
 from nfkit.nfgrep.bytecode import OPCODES, OPS, TCP, UDP, Instr, Program
 from nfkit.nfgrep.codegen import first_bytes
 from nfkit.nfgrep.ebpf.bpf import BpfError, Link, Map, Prog
@@ -144,7 +147,9 @@ V_STATE, V_CLIENT_LO, V_SEEN, V_FIRST, V_MARK, V_ISN0, V_ISN1, V_SYN, V_WINNER =
 V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; that had more
 FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
-V_HINTED, V_OUT = 24, 32
+V_REPLIED = 21  # 1 once the server side sent a packet (UDP: the flow table's REPLIED)
+V_LAST = 24  # bpf_ktime_get_coarse_ns of the flow's last packet (its idle timeout counts from it)
+V_HINTED, V_OUT = 32, 40
 # per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
 # with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
 C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
@@ -241,7 +246,8 @@ class Compiled:
 class _Builder:
     def __init__(self, verified: list[Verified], flows_fd: int, scratch_fd: int,
                  mark_mask: int = MARK_MASK, expect_fd: int = 0,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
         self.expect_fd = expect_fd
         self.shift = mark_shift(mark_mask)
         self.flows_fd = flows_fd
@@ -286,6 +292,7 @@ class _Builder:
                 s.fields[name] = off
                 off += FIELD_SIZE
         self.value_size = off
+        self.whole = self.handed_whole()
         # the scratch map's value: payload buffer, new-entry template, then three u64
         # masks (classified, stuck, waiting) the decision builds and the directions needing
         # more data: in map memory, so the kernel verifier does not follow each combination
@@ -333,6 +340,44 @@ class _Builder:
                 self.step_fields[(s.index, i)] = FieldSlots.layout(
                     base, sorted(n for n, steps in s.keeps.items() if i in steps),
                     sorted(_field_names(s.program, proto.steps[si].code, ("FIELD_IS",))))
+
+    def rerunnable(self, s: SigInfo, i: int) -> bool:
+        """Whether step ``i`` of ``s`` runs again when its parent wins (`rerun_field_tests`):
+        it reads no data, only fields, numbers and variables no earlier step sets."""
+        code = s.program.protocols[s.proto].steps[s.steps[i]].code
+        return _reads_no_data(code) and not (i and live_in(code) & set(s.persist))
+
+    def handed_whole(self) -> list[SigInfo]:
+        """The protocols whose flows go to userspace whole, from their first payload packet,
+        while they are candidates: the roots of a protocol with a `field ... is` test the
+        kernel may be unable to answer once the parent wins, known at load time (a step
+        that reads data testing a field some parent keeps: a keeping step may hold after
+        it ran, and its packet is gone by then; a field a parent keeps by a watch, by
+        `keep NAME = E` or `keep NAME labels`; an ambiguous parent).  Handed over when the
+        parent wins, the queue path would have missed the flow's first bytes and could only
+        mark it `unknown`; handed over from the start, it decides as the engine does."""
+        roots: set[int] = set()
+        for s in self.sigs:
+            unsure = False
+            parents = [self.sigs[p] for p in s.chain] if s.chain is not None else []
+            for i in range(len(s.steps)):
+                tested = set(self.step_fields[(s.index, i)].tested)
+                if not tested:
+                    continue
+                kept = set().union(*(set(p.keeps) | p.watch_keeps for p in parents))
+                text = set().union(*(_field_names(p.program, st.code, ("KEEP_INT", "KEEP_LABELS"))
+                                     for p in parents for st in p.program.protocols[p.proto].steps))
+                watched = set().union(*(p.watch_keeps for p in parents))
+                if s.chain is None or tested & (watched | text) or \
+                        not self.rerunnable(s, i) and tested & kept:
+                    unsure = True
+            if not unsure:
+                continue
+            if s.chain is not None and s.chain:
+                roots.add(s.chain[-1])
+            else:  # ambiguous: every root it may run after
+                roots |= {r.index for r in self.sigs if r.after is None and r.transports & s.transports}
+        return [self.sigs[r] for r in sorted(roots)]
 
     def field_value(self, s: SigInfo, name: str, at: int) -> None:
         """Before a step testing field ``name`` runs: the field's value, as the engine would
@@ -615,6 +660,7 @@ class _Builder:
                alu64("lsh", R2, imm=40), alu64("or", R1, R2), stx("dw", FP, S_KEY + 32, R1))
         a.emit(ld_map(R1, self.flows_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
                call(HELPER["map_lookup_elem"]), mov(R8, R0), jmp("jeq", R0, "miss", imm=0))
+        self.idle()
         # TCP FIN, RST, SYN on a known flow: the only packets of a decided flow that do more
         a.emit(ldx("dw", R1, FP, _misc(M_FLAGS)), jmp("jset", R1, "tcpctl", imm=0x07 << 8),
                ja("known"))
@@ -624,6 +670,41 @@ class _Builder:
         a.label("newflow")
         self.new_flow()
         a.label("known")
+
+    def idle(self) -> None:
+        """A known entry idle longer than its flow's timeout (the flow table's `Timeouts`, per transport
+        and state, as docs/nfgrep.md tabulates) has ended: the packet starts a new flow in the same entry.
+        Else the entry's last-seen time is now, and a packet from the server side marks it
+        replied."""
+        a = self.asm
+        t = self.timeouts
+        a.note("idle timeout: a flow idle longer than its class's timeout has ended")
+        ns = {name: int(getattr(t, name) * 1e9) for name in (
+            "udp", "udp_stream", "tcp_close", "tcp_last_ack", "tcp_close_wait", "tcp_established",
+            "tcp_syn_sent", "generic")}
+        a.emit(call(HELPER["ktime_get_coarse_ns"]), ldx("dw", R1, R8, V_LAST), mov(R2, R0),
+               alu64("sub", R2, R1), ldx("dw", R4, FP, _misc(M_PROTO)),
+               jmp("jeq", R4, "idleudp", imm=17), jmp("jeq", R4, "idletcp", imm=6),
+               lddw(R3, ns["generic"]), ja("idlecmp"))
+        a.label("idleudp")
+        a.emit(lddw(R3, ns["udp"]), ldx("b", R5, R8, V_REPLIED), jmp("jeq", R5, "idlecmp", imm=0),
+               lddw(R3, ns["udp_stream"]), ja("idlecmp"))
+        a.label("idletcp")
+        # closing: RST, both FINs, one FIN (each the shorter of the states it may be)
+        a.emit(ldx("b", R5, R8, V_CLOSED), lddw(R3, ns["tcp_close"]),
+               jmp("jset", R5, "idlecmp", imm=4), alu64("and", R5, imm=3),
+               lddw(R3, ns["tcp_last_ack"]), jmp("jeq", R5, "idlecmp", imm=3),
+               lddw(R3, ns["tcp_close_wait"]), jmp("jne", R5, "idlecmp", imm=0),
+               # open: only the client's SYN seen, else established (or picked up mid-stream)
+               ldx("b", R5, R8, V_SYN), lddw(R3, ns["tcp_established"]),
+               jmp("jne", R5, "idlecmp", imm=1), lddw(R3, ns["tcp_syn_sent"]))
+        a.label("idlecmp")
+        a.emit(jmp("jle", R2, "alive", src=R3), st("dw", FP, S_UPDATE, BPF_ANY), ja("newflow"))
+        a.label("alive")
+        a.emit(stx("dw", R8, V_LAST, R0), ldx("dw", R4, FP, _misc(M_SRCLO)),
+               ldx("b", R5, R8, V_CLIENT_LO), jmp("jeq", R4, "fromclient", src=R5),
+               st("b", R8, V_REPLIED, 1))
+        a.label("fromclient")
 
     def reopen(self) -> None:
         """A closed TCP flow's tuple used again (the flow table's REOPEN, flow/tcpstate.py):
@@ -660,7 +741,8 @@ class _Builder:
         # the client: the sender of the first packet (on UDP as in the flow table, whose
         # port rule applies to TCP picked up mid-stream only, which goes to userspace here)
         a.emit(ldx("dw", R1, FP, _misc(M_SRCLO)), stx("b", R7, tpl + V_CLIENT_LO, R1))
-        a.emit(st("w", R7, tpl + V_MARK, 0))
+        a.emit(st("w", R7, tpl + V_MARK, 0), call(HELPER["ktime_get_coarse_ns"]),
+               stx("dw", R7, tpl + V_LAST, R0))
         # TCP: only a flow that starts with a pure SYN is the kernel's to classify
         a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "hints", imm=6),
                ldx("dw", R1, FP, _misc(M_FLAGS)), alu64("rsh", R1, imm=8),
@@ -973,6 +1055,18 @@ class _Builder:
         a.label("decide")
         a.note("replay the engine's decision from the stored outcomes")
         a.emit(ldx("b", R1, R8, V_STATE), jmp("jeq", R1, "refine", imm=REFINING))
+        if self.whole:
+            # the flow's first payload packet (only its direction seen): a candidate whose
+            # child the kernel may not answer takes the whole flow to userspace now
+            a.note("protocols handed over whole while candidates (handed_whole)")
+            later = a.fresh("notfirstpkt")
+            a.emit(ldx("b", R1, R8, V_SEEN), ldx("dw", R2, FP, _misc(M_DIR)),
+                   alu64("add", R2, imm=1), jmp("jne", R1, later, src=R2))
+            for s in self.whole:
+                dead = a.fresh("notcandidate")
+                self.status(s, "touser", dead, "touser", "touser")
+                a.label(dead)
+            a.label(later)
         roots = [s for s in self.sigs if s.after is None]
         self.masks(roots)
         # the candidates' order: port-hinted before the others; within each, those admitted
@@ -1106,10 +1200,12 @@ def load_verified(paths: list[str] | None = None) -> list[Verified]:
 
 def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
                   mark_mask: int = MARK_MASK, expect_fd: int = 0,
-                  registry: Registry | None = None) -> Compiled:
+                  registry: Registry | None = None, timeouts: Timeouts | None = None) -> Compiled:
     """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing);
-    app ids from ``registry`` (default: `registry_for` the programs' protocols)."""
-    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd, registry).build()
+    app ids from ``registry`` (default: `registry_for` the programs' protocols); idle
+    timeouts from ``timeouts`` (default: the flow table's, `Timeouts()`)."""
+    return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd, registry,
+                    timeouts).build()
 
 
 class Classifier:
@@ -1117,7 +1213,7 @@ class Classifier:
 
     def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
                  mark_mask: int = MARK_MASK, log_level: int = 0,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, timeouts: Timeouts | None = None) -> None:
         self.links: list[Link] = []
         self.mark_mask = mark_mask
         layout = compile_rules(verified, mark_mask=mark_mask, registry=registry)
@@ -1129,7 +1225,7 @@ class Classifier:
                             "nfgrep_expect")
         try:
             self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
-                                          self.expected.fd, registry)
+                                          self.expected.fd, registry, timeouts)
             try:
                 self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
                                  functions=self.compiled.functions, log_level=log_level)

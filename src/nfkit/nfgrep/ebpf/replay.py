@@ -20,11 +20,13 @@ from nfkit.nfgrep.capture import CaptureReader, decode
 from nfkit.nfgrep.classify import FlowResult, classify
 from nfkit.nfgrep.ebpf.program import (
     DECIDED,
+    MARK_USERSPACE,
     NO_APP,
     UNDECIDED,
     USERSPACE,
     Classifier,
     FlowEntry,
+    registry_for,
 )
 
 TEST_RUN_MAX = 3000  # bytes of a frame BPF_PROG_TEST_RUN takes for an skb (less than a page)
@@ -63,7 +65,46 @@ def feed(classifier: Classifier, paths: Iterable[str | os.PathLike[str]]) -> int
     return n
 
 
-def _endpoint(text: str) -> tuple[bytes, int]:
+def feed_hybrid(classifier: Classifier, paths: Iterable[str | os.PathLike[str]],
+                rules: Sequence[str] | None = None) -> dict[tuple[str, bytes, int, bytes, int], str | None]:
+    """Run every TCP/UDP packet through the program, and each packet it marks for userspace
+    through the queue path (`live.FlowJudge`, told each direction's stream start by the
+    kernel's entry, as `nfgrep live --backend ebpf` does): the queue path's decision per
+    flow, keyed (transport, client address, port, server address, port)."""
+    from nfkit.nfgrep.engine import Engine
+    from nfkit.nfgrep.live import Decision, FlowJudge, kernel_starts
+    from nfkit.nfgrep.loader import load_rules
+
+    handover = classifier.packet_mark(MARK_USERSPACE)
+    decided: dict[tuple[str, bytes, int, bytes, int], str | None] = {}
+
+    def record(d: Decision) -> None:
+        (ca, cp), (sa, sp) = endpoint(d.client), endpoint(d.server)
+        decided[(d.proto, ca, cp, sa, sp)] = None if d.app == "unknown" else d.app
+
+    judge = FlowJudge(Engine(load_rules(list(rules) if rules is not None else None)),
+                      registry_for([s.name for s in classifier.compiled.sigs]), on_decision=record,
+                      stream_starts=kernel_starts(classifier))
+    clients: dict[tuple[int, bytes, bytes], bytes] = {}  # the flow's first sender (conntrack's)
+    for path in paths:
+        for _ts, link, raw in CaptureReader(path):
+            pkt = decode(link, raw)
+            if pkt is None or pkt[0] not in (6, 17):
+                continue
+            proto, src, dst, sport, dport, flags, seq, payload, _size = pkt
+            a, b = src + sport.to_bytes(2, "big"), dst + dport.to_bytes(2, "big")
+            key = (proto, a, b) if a < b else (proto, b, a)
+            if key not in clients or proto == 6 and flags & 0x12 == 0x02:
+                clients[key] = a
+            data = frame(proto, src, dst, sport, dport, flags, seq, bytes(payload))
+            mark = classifier.prog.test_run(data[:TEST_RUN_MAX])[1]
+            if mark & classifier.mark_mask == handover:
+                judge.packet(data[14:TEST_RUN_MAX], reply=clients[key] != a)
+    return decided
+
+
+def endpoint(text: str) -> tuple[bytes, int]:
+    """An "address:port" (IPv6 in brackets) of a flow report, as (packed address, port)."""
     addr, _, port = text.rpartition(":")
     return ipaddress.ip_address(addr.strip("[]")).packed, int(port)
 
@@ -103,14 +144,14 @@ def compare(classifier: Classifier, paths: Sequence[str | os.PathLike[str]],
     names = {s.name for s in classifier.compiled.sigs}
     for r in report.flows:
         if r.app is not None and r.app not in names and r.app in classifier.compiled.apps:
-            addr, port = _endpoint(r.server)
+            addr, port = endpoint(r.server)
             classifier.expect(addr, port, 6 if r.proto == "tcp" else 17, r.app)
     feed(classifier, paths)
     out = Comparison()
     for r in report.flows:
         if r.proto not in ("tcp", "udp"):
             continue
-        (ca, cp), (sa, sp) = _endpoint(r.client), _endpoint(r.server)
+        (ca, cp), (sa, sp) = endpoint(r.client), endpoint(r.server)
         entry = classifier.flow(ca, sa, cp, sp, 6 if r.proto == "tcp" else 17)
         if entry is None:
             out.different.append((r, None))

@@ -69,7 +69,7 @@ LINK_TYPE = {name: i for i, name in enumerate((
 
 # enum bpf_func_id (helpers nfkit's programs call)
 HELPER = {"map_lookup_elem": 1, "map_update_elem": 2, "map_delete_elem": 3,
-          "ktime_get_ns": 5, "skb_load_bytes": 26, "loop": 181}
+          "ktime_get_ns": 5, "skb_load_bytes": 26, "ktime_get_coarse_ns": 160, "loop": 181}
 HELPER_NAMES = {v: k for k, v in HELPER.items()}
 
 # map update flags
