@@ -1713,25 +1713,7 @@ def rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
     a payload field against a scalar and constant statements without a body; None
     when it is certainly not.  Rules of one shape differ only in those values (one
     template encodes them all); `RuleCompiler.rule_template` checks the rest once."""
-    key: list[Any] = []
-    rights: list[Any] = []
-    try:
-        for stmt in stmts:
-            (kind, body), = stmt.items()
-            if body is None:
-                key.append(kind)
-                continue
-            right = body["right"]
-            (lk, p), = body["left"].items()
-            # With three keys the third must be "op" (KeyError otherwise): rules of one
-            # shape then have exactly the keys the template was checked with.
-            key.append((kind, body["op"] if len(body) == 3 else "==", len(body), lk,
-                        p["protocol"], p["field"],
-                        len(p), type(right)))
-            rights.append(right)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return None
-    return tuple(key), rights
+    return _shape(stmts, False)
 
 
 def anon_rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
@@ -1739,6 +1721,11 @@ def anon_rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
     scalars and against exactly one anonymous set of two or more scalars, and constant
     statements (`tcp dport { 22, 80 } accept`); the set's values are one list in
     ``values``.  None when it is certainly not one."""
+    return _shape(stmts, True)
+
+
+def _shape(stmts: Any, one_set: bool) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """`rule_shape` (``one_set`` False: no set at all) or `anon_rule_shape` (exactly one)."""
     key: list[Any] = []
     rights: list[Any] = []
     sets = 0
@@ -1751,6 +1738,8 @@ def anon_rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
             right = body["right"]
             (lk, p), = body["left"].items()
             if type(right) is dict:
+                if not one_set:
+                    return None
                 (rk, items), = right.items()
                 if rk != "set" or type(items) is not list or len(items) < 2 or any(
                         type(x) is not int and (type(x) is not str or x[:1] == "@")
@@ -1761,12 +1750,14 @@ def anon_rule_shape(stmts: Any) -> tuple[tuple[Any, ...], list[Any]] | None:
                 rkind: Any = ("set", len(items), tuple(map(type, items)))
             else:
                 rkind = type(right)
+            # With three keys the third must be "op" (KeyError otherwise): rules of one
+            # shape then have exactly the keys the template was checked with.
             key.append((kind, body["op"] if len(body) == 3 else "==", len(body), lk,
                         p["protocol"], p["field"], len(p), rkind))
             rights.append(right)
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
-    return (tuple(key), rights) if sets == 1 else None
+    return (tuple(key), rights) if sets == int(one_set) else None
 
 
 _CONST_STMTS = {"accept", "drop", "return", "continue", "jump", "goto", "counter", "notrack",
