@@ -4,7 +4,7 @@
     nfkit ha -C FILE -s | -i | -e | -c | -f | -R | -n | -B | -t | -k | -F   # conntrackd's client requests
     nfkit ha status [-C FILE] [--json]
     nfkit ha unit [-C FILE]
-    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply] [--script CONNTRACKD_CONF]
+    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply] [--script CONNTRACKD_CONF] [--follow]
                                                            # a stock conntrackd cluster node's tables
 """
 
@@ -169,7 +169,9 @@ def _cluster_status(c: dict[str, Any]) -> None:
 @click.option("--script", "script_for", default=None, metavar="CONNTRACKD_CONF",
               help="Print instead the watch script that takes every bucket while the nfkit peer is silent "
                    "(CONNTRACKD_CONF: the file the node's conntrackd runs with).")
-def rules(config_path: str, serve: str, apply_: bool, script_for: str | None) -> None:
+@click.option("--follow", is_flag=True, help="The watch script's helper: read share, all or none from stdin, "
+              "a line each, install those tables at once (made at the start) and answer \"serving WORD\".")
+def rules(config_path: str, serve: str, apply_: bool, script_for: str | None, follow: bool) -> None:
     """The nf_tables tables of a stock conntrackd node of a Cluster (its Node has Daemon conntrackd;
     FILE names it as ThisNode; run on that node: its interfaces' MACs are read)."""
     from nfkit.errors import InputError
@@ -188,6 +190,15 @@ def rules(config_path: str, serve: str, apply_: bool, script_for: str | None) ->
         nfkit = str(Path(sys.argv[0]).resolve()) if Path(sys.argv[0]).name == "nfkit" else "nfkit"
         click.echo(watch_script(nfkit, str(Path(config_path).resolve()), str(Path(script_for).resolve()),
                                 round(cc.stock_dead_time * 1000)), nl=False)
+        return
+    if follow:
+        from nfkit.ha.stocknode import follow as follow_words
+
+        def say(line: str) -> None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        follow_words(cc, sys.stdin, say)
         return
     tables = stock_node_tables(cc, serve)
     if not apply_:
