@@ -178,7 +178,8 @@ def rules(config_path: str, serve: str, apply_: bool, script_for: str | None, fo
     from nfkit.ha.cluster import stock_node_tables
     from nfkit.ha.conf import read
 
-    cc = read(config_path).cluster
+    conf = read(config_path)
+    cc = conf.cluster
     if cc is None:
         raise InputError(f"{config_path}: no Cluster block")
     if not cc.me.stock:
@@ -192,12 +193,16 @@ def rules(config_path: str, serve: str, apply_: bool, script_for: str | None, fo
                                 round(cc.stock_dead_time * 1000)), nl=False)
         return
     if follow:
+        from nfkit.ha import scheduler
         from nfkit.ha.stocknode import follow as follow_words
 
         def say(line: str) -> None:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
+        # conntrackd's policy (its General Scheduler; RR 99 without one): a takeover's commits wait
+        # for no time slice on a loaded machine
+        scheduler.apply(conf)
         follow_words(cc, sys.stdin, say)
         return
     tables = stock_node_tables(cc, serve)

@@ -71,6 +71,7 @@ while :; do
             serve share "the peer is heard again" || echo "nfkit-stock-watch: ${{said:-the helper exited}}" >&2
         fi
     elif [ "$serving" = share ] && [ $((now - heard)) -ge "$DEAD_MS" ]; then
+        echo "nfkit-stock-watch: the peer silent for $((now - heard)) ms: taking every bucket"
         conntrackd -C "$CONNTRACKD_CONF" -c >/dev/null 2>&1  # an external cache into the kernel, if any
         serve all "the peer silent for $((now - heard)) ms" || echo "nfkit-stock-watch: ${{said:-the helper exited}}" >&2
     fi
