@@ -7,7 +7,8 @@ streams through both; fw1's cables cut: fw2 takes its buckets within 3 s (fw2
 hears fw1 only by its sync datagrams: ALIVE after a quiet second), every
 connection keeps flowing, byte counts match.  fw2's cables cut instead: the
 watch script (`nfkit ha rules --script`) running beside conntrackd on fw1 takes
-every bucket; fw2 back: the script hands it the table and its buckets back.
+every bucket (three times: within 3 s, median, its helper installing prepared
+tables); fw2 back: the script hands it the table and its buckets back.
 """
 
 from __future__ import annotations
