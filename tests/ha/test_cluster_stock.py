@@ -7,11 +7,13 @@ streams through both; fw1's cables cut: fw2 takes its buckets within 3 s (fw2
 hears fw1 only by its sync datagrams: ALIVE after a quiet second), every
 connection keeps flowing, byte counts match.  fw2's cables cut instead: the
 watch script (`nfkit ha rules --script`) running beside conntrackd on fw1 takes
-every bucket; fw2 back: the script hands it the table and its buckets back.
+every bucket (three times: within 3 s, median, its helper installing prepared
+tables); fw2 back: the script hands it the table and its buckets back.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,8 +104,8 @@ def test_a_stock_conntrackd_node_beside_an_nfkit_node_and_the_watch_script(tmp_p
         stock_rules(lab, cluster1, "share")
         streams.advancing()
 
-        # the nfkit node dies: the watch script beside conntrackd takes every bucket, and gives
-        # fw2's back (after sending it the kernel table) when fw2 is heard again
+        # the nfkit node dies: the watch script beside conntrackd takes every bucket within 3 s, and
+        # gives fw2's back (after sending it the kernel table) when fw2 is heard again; 3 times
         script = tmp_path / "watch.sh"
         script.write_text(lab["fw1"].run([NFKIT, "ha", "rules", "-C", str(cluster1), "--script",
                                           str(conntrackd.conf)]).stdout)
@@ -111,19 +113,62 @@ def test_a_stock_conntrackd_node_beside_an_nfkit_node_and_the_watch_script(tmp_p
         with said.open("w") as out:
             lab["fw1"].popen(["sh", str(script)], stdout=out)
         wait_for(lambda: "serving share (started)" in said.read_text(), "the script to start")
-        cut = time.monotonic()
-        ports(lab, 2, up=False)
-        wait_for(lambda: "serving all" in said.read_text(), "the script to take every bucket", 10)
-        took = time.monotonic() - cut
-        print(f"the stock node took every bucket {took:.2f} s after the nfkit node's cables were cut")
-        assert took < 6, took
-        streams.advancing()
-        assert arp_answers(lab, INSIDE) == [CLUSTER_MAC]  # fw1 answers now
-        ports(lab, 2, up=True)
-        wait_for(lambda: "serving share (the peer is heard again)" in said.read_text(), "the script to give back")
-        wait_for(node2_serves(node2, frozenset(range(64)) - STOCK_SHARE, [1, 2]), "fw2 to serve its share", 10)
+        took_all, installs = [], []
+        for run in range(1, 4):
+            cut = time.monotonic()
+            ports(lab, 2, up=False)
+            seen: dict[str, float] = {}
+            while len(seen) < 2:  # the script's decision, then every bucket served
+                assert time.monotonic() - cut < 10, "the script took no bucket"
+                text = said.read_text()
+                for line in ("taking every bucket", "serving all"):
+                    if line not in seen and text.count(line) == run:
+                        seen[line] = time.monotonic() - cut
+                time.sleep(0.02)
+            took_all.append(seen["serving all"])
+            installs.append(seen["serving all"] - seen["taking every bucket"])
+            if run == 1:
+                streams.advancing()
+                assert arp_answers(lab, INSIDE) == [CLUSTER_MAC]  # fw1 answers now
+            ports(lab, 2, up=True)
+            wait_for(lambda run=run: said.read_text().count("serving share (the peer is heard again)") == run,
+                     "the script to give back")
+            wait_for(node2_serves(node2, frozenset(range(64)) - STOCK_SHARE, [1, 2]), "fw2 to serve its share", 10)
+        took = sorted(took_all)[1]
+        print(f"the stock node took every bucket {took:.2f} s (median; {', '.join(f'{t:.2f}' for t in took_all)}) "
+              f"after the nfkit node's cables were cut, {max(installs):.2f} s at most after its decision, "
+              f"load {os.getloadavg()[0]:.1f}")
+        assert took <= 3, took_all
+        # the takeover after the decision: conntrackd -c and the helper's commits, no Python start
+        # (which took 0.9 s at load 3 when the script ran `nfkit ha rules --serve all --apply`)
+        assert max(installs) < 0.5, installs
         streams.advancing()
         result = streams.finish()
         assert not result["errors"]
         assert result["sent"] == result["recv"] and min(result["recv"]) > 0
         assert conntrackd.proc.poll() is None  # it ran through it all
+
+
+def test_the_watch_scripts_helper_installs_what_rules_apply_installs(lab, tmp_path: Path) -> None:
+    """`nfkit ha rules --follow` (the script's helper, tables made at its start): each word
+    installs exactly the tables `--serve WORD --apply` does; a bad word is one error line and the
+    helper goes on; end of input ends it."""
+    fw, peer = lab.add("fw"), lab.add("peer")
+    lab.link(fw, peer, a_if="in0", b_if="pin")
+    lab.link(fw, peer, a_if="out0", b_if="pout")
+    conf = tmp_path / "cluster.conf"
+    conf.write_text(cluster_conf(tmp_path, 1, 2, v6=True, stock=(1,)))
+
+    def listing() -> str:
+        return fw.run(["nft", "list", "ruleset"]).stdout
+
+    listings = {}
+    for word in ("all", "share", "none"):
+        said = fw.run([NFKIT, "ha", "rules", "-C", str(conf), "--follow"], input=f"some\n{word}\n", timeout=30)
+        assert said.stdout.splitlines() == ["error: 'some': not one of share, all, none", f"serving {word}"]
+        listings[word] = listing()
+        fw.run(["nft", "flush", "ruleset"])
+        fw.run([NFKIT, "ha", "rules", "-C", str(conf), "--serve", word, "--apply"])
+        assert listing() == listings[word], word
+    assert len(set(listings.values())) == 3
+    assert "jhash" in listings["all"] and "jhash" not in listings["none"]

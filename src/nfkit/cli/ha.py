@@ -4,7 +4,7 @@
     nfkit ha -C FILE -s | -i | -e | -c | -f | -R | -n | -B | -t | -k | -F   # conntrackd's client requests
     nfkit ha status [-C FILE] [--json]
     nfkit ha unit [-C FILE]
-    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply] [--script CONNTRACKD_CONF]
+    nfkit ha rules [-C FILE] [--serve share|all|none] [--apply] [--script CONNTRACKD_CONF] [--follow]
                                                            # a stock conntrackd cluster node's tables
 """
 
@@ -169,14 +169,17 @@ def _cluster_status(c: dict[str, Any]) -> None:
 @click.option("--script", "script_for", default=None, metavar="CONNTRACKD_CONF",
               help="Print instead the watch script that takes every bucket while the nfkit peer is silent "
                    "(CONNTRACKD_CONF: the file the node's conntrackd runs with).")
-def rules(config_path: str, serve: str, apply_: bool, script_for: str | None) -> None:
+@click.option("--follow", is_flag=True, help="The watch script's helper: read share, all or none from stdin, "
+              "a line each, install those tables at once (made at the start) and answer \"serving WORD\".")
+def rules(config_path: str, serve: str, apply_: bool, script_for: str | None, follow: bool) -> None:
     """The nf_tables tables of a stock conntrackd node of a Cluster (its Node has Daemon conntrackd;
     FILE names it as ThisNode; run on that node: its interfaces' MACs are read)."""
     from nfkit.errors import InputError
     from nfkit.ha.cluster import stock_node_tables
     from nfkit.ha.conf import read
 
-    cc = read(config_path).cluster
+    conf = read(config_path)
+    cc = conf.cluster
     if cc is None:
         raise InputError(f"{config_path}: no Cluster block")
     if not cc.me.stock:
@@ -188,6 +191,19 @@ def rules(config_path: str, serve: str, apply_: bool, script_for: str | None) ->
         nfkit = str(Path(sys.argv[0]).resolve()) if Path(sys.argv[0]).name == "nfkit" else "nfkit"
         click.echo(watch_script(nfkit, str(Path(config_path).resolve()), str(Path(script_for).resolve()),
                                 round(cc.stock_dead_time * 1000)), nl=False)
+        return
+    if follow:
+        from nfkit.ha import scheduler
+        from nfkit.ha.stocknode import follow as follow_words
+
+        def say(line: str) -> None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        # conntrackd's policy (its General Scheduler; RR 99 without one): a takeover's commits wait
+        # for no time slice on a loaded machine
+        scheduler.apply(conf)
+        follow_words(cc, sys.stdin, say)
         return
     tables = stock_node_tables(cc, serve)
     if not apply_:
