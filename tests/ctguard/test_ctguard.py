@@ -34,6 +34,13 @@ def tcp(src: str, sport: int, assured: bool = True, state: int | None = None) ->
                  state=state if state is not None else 3 if assured else 2)
 
 
+def unreplied_udp(first: int, n: int) -> list[Entry]:
+    """Unreplied UDP entries number ``first`` to ``first + n - 1``: from 200 sources of
+    198.51.100.0/24 (each its own port) to one DNS server."""
+    return [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8,
+                  timeout=600) for i in range(first, first + n)]
+
+
 # ------------------------------------------------------------------ pure parts
 
 def test_picture_follows_events_and_resync() -> None:
@@ -644,8 +651,7 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
                    "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
     heavy = [tcp("203.0.113.7", 20000 + i) for i in range(300)]
-    flood = [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8, timeout=600)
-             for i in range(1500)]
+    flood = unreplied_udp(0, 1500)
     with netns.enter(), ConntrackTable() as t:
         t.create_many(legit + heavy)
         guard = Guard(config.read(cfg))
@@ -676,38 +682,43 @@ def test_pressure_after_lost_events_reads_candidates_by_filtered_dumps_never_a_f
 
 
 @contextlib.contextmanager
-def _picture_behind(netns, tmp_path: Path) -> Iterator[tuple[ConntrackTable, Any]]:  # type: ignore[no-untyped-def]
-    """A guard (budget 1000) whose picture is behind the kernel: 20 legitimate TCP entries and
-    900 unreplied UDP ones it has read; then the 900 destroyed and 1,000 more made, events it
-    has not read.  Yields (table, guard); the guard stopped after."""
+def started_guard(netns, tmp_path: Path, limits: str,  # type: ignore[no-untyped-def]
+                  entries: list[Entry]) -> Iterator[tuple[ConntrackTable, Any]]:
+    """A Guard of ``limits`` (the [limits] table's lines; no topology action) started in
+    ``netns`` after ``entries`` were made there.  Yields (table, guard); the guard stopped
+    after."""
     import selectors
 
     from nfkit.ctguard.guard import Guard
 
     cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 1.0\nrestore_below = 0.5\n"
-                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
-    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
-
-    def udp(first: int, n: int) -> list[Entry]:
-        return [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8,
-                      timeout=600) for i in range(first, first + n)]
-
+    cfg.write_text("[limits]\n" + limits + "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     with netns.enter(), ConntrackTable() as t:
-        t.create_many(legit)
+        t.create_many(entries)
         guard = Guard(config.read(cfg))
         guard.start(selectors.DefaultSelector())
         try:
-            gone = udp(0, 900)
-            t.create_many(gone)
-            time.sleep(0.1)
-            guard.on_conntrack()
-            assert len(guard.picture) == 920 and guard.backlog() == 0
-            t.delete_many(gone)  # destroyed, and more made: events ctguard has not read
-            t.create_many(udp(900, 1000))
             yield t, guard
         finally:
             guard.stop()
+
+
+@contextlib.contextmanager
+def _picture_behind(netns, tmp_path: Path) -> Iterator[tuple[ConntrackTable, Any]]:  # type: ignore[no-untyped-def]
+    """A guard (budget 1000) whose picture is behind the kernel: 20 legitimate TCP entries and
+    900 unreplied UDP ones it has read; then the 900 destroyed and 1,000 more made, events it
+    has not read.  Yields (table, guard); the guard stopped after."""
+    legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
+    with started_guard(netns, tmp_path, "budget = 1000\nsource_limit = false\ntimeouts_at = 1.0\n"
+                       "restore_below = 0.5\n", legit) as (t, guard):
+        gone = unreplied_udp(0, 900)
+        t.create_many(gone)
+        time.sleep(0.1)
+        guard.on_conntrack()
+        assert len(guard.picture) == 920 and guard.backlog() == 0
+        t.delete_many(gone)  # destroyed, and more made: events ctguard has not read
+        t.create_many(unreplied_udp(900, 1000))
+        yield t, guard
 
 
 @pytest.mark.kernel
@@ -755,41 +766,28 @@ def test_a_resync_owed_waits_while_the_table_is_under_pressure(netns, tmp_path) 
     filtered dumps and puts the full dump off (a full table's dump takes seconds under churn);
     so does a round at 80 %, over timeouts_at (85 % here) but below evict_at (the fill may cross it
     during the dump); the next round below timeouts_at makes it."""
-    import selectors
     import socket as pysocket
 
-    from nfkit.ctguard.guard import Guard
-
-    cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 1000\nresync_interval = 5\nsource_limit = false\n"
-                   "timeouts_at = 0.75\nrestore_below = 0.5\n"
-                   "[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
     legit = [tcp(f"192.0.2.{i}", 40000 + i) for i in range(1, 21)]
-    flood = [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8, timeout=600)
-             for i in range(1500)]
-    with netns.enter(), ConntrackTable() as t:
-        t.create_many(legit)
-        guard = Guard(config.read(cfg))
-        guard.start(selectors.DefaultSelector())
-        try:
-            guard.stream.sock.sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 0)
-            for i in range(0, 1500, 300):
-                t.create_many(flood[i:i + 300])
-                guard.on_conntrack()
-            assert guard.overruns >= 1 and guard.status()["picture_exact"] is False
-            guard.resync_due = time.monotonic()  # due now (the interval is the resync_interval's, 5 s)
-            guard.tick()
-            assert guard.dumps == 1 and t.count() <= 800  # relieved, no full dump
-            assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20
-            assert "resync put off" in [a["action"] for a in guard.actions]
-            guard.tick()  # 80 %: over timeouts_at, below evict_at
-            assert guard.dumps == 1
-            t.delete_many(flood[:600])
-            guard.tick()
-            assert guard.dumps == 2 and guard.status()["picture_exact"] is True
-            assert len(guard.picture) == t.count()
-        finally:
-            guard.stop()
+    flood = unreplied_udp(0, 1500)
+    with started_guard(netns, tmp_path, "budget = 1000\nresync_interval = 5\nsource_limit = false\n"
+                       "timeouts_at = 0.75\nrestore_below = 0.5\n", legit) as (t, guard):
+        guard.stream.sock.sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 0)
+        for i in range(0, 1500, 300):
+            t.create_many(flood[i:i + 300])
+            guard.on_conntrack()
+        assert guard.overruns >= 1 and guard.status()["picture_exact"] is False
+        guard.resync_due = time.monotonic()  # due now (the interval is the resync_interval's, 5 s)
+        guard.tick()
+        assert guard.dumps == 1 and t.count() <= 800  # relieved, no full dump
+        assert sum(1 for e in t.entries() if e.orig.src.startswith("192.0.2.")) == 20
+        assert "resync put off" in [a["action"] for a in guard.actions]
+        guard.tick()  # 80 %: over timeouts_at, below evict_at
+        assert guard.dumps == 1
+        t.delete_many(flood[:600])
+        guard.tick()
+        assert guard.dumps == 2 and guard.status()["picture_exact"] is True
+        assert len(guard.picture) == t.count()
 
 
 def _timeout_updates(sent: list[bytes]) -> int:
@@ -814,32 +812,18 @@ def test_existing_entries_are_shortened_a_slice_a_round_after_the_evictions(netn
     """Over timeouts_at and evict_at at once: the round evicts first, then writes the sysctls and
     queues the existing entries; the next rounds (no eviction) update at most `timeout_updates`
     each, until every entry left in a shortened state has the short timeout."""
-    import selectors
-
-    from nfkit.ctguard.guard import Guard
-
-    cfg = tmp_path / "g.toml"
-    cfg.write_text("[limits]\nbudget = 1000\nsource_limit = false\ntimeouts_at = 0.5\nrestore_below = 0.4\n"
-                   "timeout_updates = 100\n[[topology]]\ninterface = \"*\"\naddress_removed = \"none\"\n")
-    flood = [Entry(Tuple(f"198.51.100.{1 + i % 200}", "203.0.113.250", 17, 1024 + i, 53), status=8, timeout=600)
-             for i in range(950)]
-    with netns.enter(), ConntrackTable() as t:
-        t.create_many(flood)
-        guard = Guard(config.read(cfg))
-        guard.start(selectors.DefaultSelector())
-        try:
-            sent = _sends_of(guard.tick, monkeypatch)
-            assert [a["action"] for a in guard.actions][-2:] == ["evict", "shorten timeouts"]
-            assert t.count() <= 800
-            assert _timeout_updates(sent) == 0  # a round that evicts spends its time on relief
-            rounds = 0
-            while guard.status()["timeout_updates_pending"]:
-                assert _timeout_updates(_sends_of(guard.tick, monkeypatch)) <= 100
-                rounds += 1
-            assert rounds >= 7  # 800 left, 100 a round
-            assert all((e.timeout or 0) <= 10 for e in t.entries())
-        finally:
-            guard.stop()
+    with started_guard(netns, tmp_path, "budget = 1000\nsource_limit = false\ntimeouts_at = 0.5\n"
+                       "restore_below = 0.4\ntimeout_updates = 100\n", unreplied_udp(0, 950)) as (t, guard):
+        sent = _sends_of(guard.tick, monkeypatch)
+        assert [a["action"] for a in guard.actions][-2:] == ["evict", "shorten timeouts"]
+        assert t.count() <= 800
+        assert _timeout_updates(sent) == 0  # a round that evicts spends its time on relief
+        rounds = 0
+        while guard.status()["timeout_updates_pending"]:
+            assert _timeout_updates(_sends_of(guard.tick, monkeypatch)) <= 100
+            rounds += 1
+        assert rounds >= 7  # 800 left, 100 a round
+        assert all((e.timeout or 0) <= 10 for e in t.entries())
 
 
 @pytest.mark.kernel
