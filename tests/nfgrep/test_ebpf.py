@@ -588,16 +588,46 @@ def kernel_verdict(cl: Classifier, transport: str, chunks: list[tuple[int, bytes
     return entry.state, entry.app
 
 
+def engine_and_kernel_agree(text: str, chunks: list[tuple[int, bytes]], transport: str,
+                            seen: dict[str, int]) -> tuple[bool, str | None]:
+    """Rule file ``text`` (refused by nfgrep's verifier: nothing to compare) on one flow's
+    ``chunks`` (direction, payload): the kernel program's decision is the engine's, or the
+    flow is handed to userspace.  Counts "same" and "userspace" in ``seen``; returns
+    (compared, the kernel's app)."""
+    from nfkit.nfgrep.ebpf.program import DECIDED, NO_APP, REFINING, UNDECIDED
+    from nfkit.nfgrep.engine import Engine, signatures_of
+    from nfkit.nfgrep.errors import VerifierError
+
+    try:
+        verified = verify(compile_text(text, "random.nfg"))
+    except VerifierError:
+        return False, None
+    if transport == "udp" and chunks[0][0] == 1:  # a UDP flow's first sender is its client
+        chunks = [(1 - d, data) for d, data in chunks]
+    engine = Engine(signatures_of(verified))
+    flow = engine.new_flow(transport, 40000, 2000, "192.0.2.2", "198.51.100.7")
+    for d, data in chunks:
+        engine.feed(flow, d, data)
+    with Classifier([verified]) as cl:
+        state, app = kernel_verdict(cl, transport, chunks)
+    if state == USERSPACE:
+        seen["userspace"] += 1
+        return False, None
+    seen["same"] += 1
+    if state in (DECIDED, REFINING):
+        assert app == flow.app, (text, chunks, transport, state, app, flow.app)
+    else:
+        assert state in (NO_APP, UNDECIDED) and flow.app is None, \
+            (text, chunks, transport, state, flow.app)
+    return True, app
+
+
 @pytest.mark.kernel
 def test_random_programs_decide_in_the_kernel_as_in_the_engine() -> None:
     """Random rule files (the strategies of test_random_programs) on random traffic: the
     kernel's decision is the engine's, or the flow is handed to userspace."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-
-    from nfkit.nfgrep.ebpf.program import DECIDED, NO_APP, REFINING, UNDECIDED
-    from nfkit.nfgrep.engine import Engine, signatures_of
-    from nfkit.nfgrep.errors import VerifierError
 
     from .test_random_programs import programs, traffic
 
@@ -608,27 +638,7 @@ def test_random_programs_decide_in_the_kernel_as_in_the_engine() -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(text=programs, chunks=traffic, transport=st.sampled_from(["tcp", "udp"]))
     def check(text: str, chunks: list[tuple[int, bytes]], transport: str) -> None:
-        try:
-            verified = verify(compile_text(text, "random.nfg"))
-        except VerifierError:
-            return
-        if transport == "udp" and chunks[0][0] == 1:  # a UDP flow's first sender is its client
-            chunks = [(1 - d, data) for d, data in chunks]
-        engine = Engine(signatures_of(verified))
-        flow = engine.new_flow(transport, 40000, 2000, "192.0.2.2", "198.51.100.7")
-        for d, data in chunks:
-            engine.feed(flow, d, data)
-        with Classifier([verified]) as cl:
-            state, app = kernel_verdict(cl, transport, chunks)
-        if state == USERSPACE:
-            seen["userspace"] += 1
-            return
-        seen["same"] += 1
-        if state in (DECIDED, REFINING):
-            assert app == flow.app, (text, chunks, transport, state, app, flow.app)
-        else:
-            assert state in (NO_APP, UNDECIDED) and flow.app is None, \
-                (text, chunks, transport, state, flow.app)
+        engine_and_kernel_agree(text, chunks, transport, seen)
 
     check()
     print(seen)

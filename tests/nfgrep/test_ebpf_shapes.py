@@ -188,11 +188,7 @@ def test_random_field_tests_decide_in_the_kernel_as_in_the_engine() -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from nfkit.nfgrep.ebpf.program import DECIDED, NO_APP, REFINING, UNDECIDED, USERSPACE
-    from nfkit.nfgrep.engine import Engine, signatures_of
-    from nfkit.nfgrep.errors import VerifierError
-
-    from .test_ebpf import kernel_verdict
+    from .test_ebpf import engine_and_kernel_agree
     from .test_random_programs import lit, simple, step_body, traffic
 
     field_is = st.tuples(st.sampled_from(["f", "g"]), st.lists(lit(), min_size=1, max_size=3),
@@ -215,28 +211,8 @@ def test_random_field_tests_decide_in_the_kernel_as_in_the_engine() -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(text=programs, chunks=traffic, transport=st.sampled_from(["tcp", "udp"]))
     def check(text: str, chunks: list[tuple[int, bytes]], transport: str) -> None:
-        try:
-            verified = verify(compile_text(text, "random.nfg"))
-        except VerifierError:
-            return
-        if transport == "udp" and chunks[0][0] == 1:
-            chunks = [(1 - d, data) for d, data in chunks]
-        engine = Engine(signatures_of(verified))
-        flow = engine.new_flow(transport, 40000, 2000, "192.0.2.2", "198.51.100.7")
-        for d, data in chunks:
-            engine.feed(flow, d, data)
-        with Classifier([verified]) as cl:
-            state, app = kernel_verdict(cl, transport, chunks)
-        if state == USERSPACE:
-            seen["userspace"] += 1
-            return
-        seen["same"] += 1
-        seen["child"] += app == "c"
-        if state in (DECIDED, REFINING):
-            assert app == flow.app, (text, chunks, transport, state, app, flow.app)
-        else:
-            assert state in (NO_APP, UNDECIDED) and flow.app is None, \
-                (text, chunks, transport, state, flow.app)
+        compared, app = engine_and_kernel_agree(text, chunks, transport, seen)
+        seen["child"] += compared and app == "c"
 
     check()
     print(seen)
