@@ -282,11 +282,16 @@ class FlowJudge:
                  on_decision: Callable[[Decision], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  stream_starts: Callable[[int, bytes, bytes], tuple[int | None, int | None]] | None = None,
+                 stream_prefix: Callable[[int, bytes, bytes], list[tuple[int, bytes]]] | None = None,
                  ) -> None:
         self.engine = engine
         # (proto, client, server endpoints) -> each direction's first sequence number if known:
         # a flow handed over after the kernel read a direction's first bytes is marked unknown
         self.stream_starts = stream_starts
+        # (proto, client, server) -> the payloads the kernel let pass before it handed the
+        # flow over (each direction's first, as (direction, bytes) in their order): read
+        # first, as if they had been queued
+        self.stream_prefix = stream_prefix
         # each expectation a flow announces, once (the eBPF back end's kernel map learns it)
         self.on_expectation: Callable[[Any], None] | None = None
         self.registry = registry
@@ -368,6 +373,8 @@ class FlowJudge:
                 self._expire(next(iter(self.flows)), "undecided_dropped")
             self.flows[key] = flow
             self.counts["flows"] += 1
+            if self.stream_prefix is not None:
+                self._prefix(flow, proto, client, server)
         flow.packets += 1
         flow.bytes += len(payload)
         flow.last = now
@@ -402,6 +409,22 @@ class FlowJudge:
                 or (proto == 6 and flags & _TH_FIN_RST):
             return self._decide(key, flow, now, proto)
         return 0
+
+    def _prefix(self, flow: _Flow, proto: int, client: bytes, server: bytes) -> None:
+        """A new flow's bytes that passed in the kernel before its hand-over, fed first."""
+        for direction, data in self.stream_prefix(proto, client, server):  # type: ignore[misc]
+            flow.packets += 1
+            flow.bytes += len(data)
+            if flow.streams is not None:
+                start = flow.starts[direction]
+                if start is None:  # cannot happen: the kernel keeps bytes after a SYN only
+                    flow.missed = True
+                    continue
+                stream = flow.streams[direction] = self.reassembler.stream()
+                data = stream.segment(start, 0, data)
+                flow.ends[direction] = (start + len(data)) & 0xFFFFFFFF
+            if data and not flow.st.done:
+                self.engine.feed(flow.st, direction, data)
 
     def _decide(self, key: tuple[Any, ...], flow: _Flow, now: float, proto: int) -> int:
         st = flow.st
@@ -523,6 +546,19 @@ def kernel_starts(classifier: Any) -> Callable[[int, bytes, bytes], tuple[int | 
     return starts
 
 
+def kernel_prefix(classifier: Any) -> Callable[[int, bytes, bytes], list[tuple[int, bytes]]]:
+    """The first bytes of each direction the eBPF classifier let pass before it handed the
+    flow over (`Classifier.first_bytes`)."""
+    def prefix(proto: int, client: bytes, server: bytes) -> list[tuple[int, bytes]]:
+        try:
+            return classifier.first_bytes(client[:-2], server[:-2], int.from_bytes(client[-2:], "big"),
+                                          int.from_bytes(server[-2:], "big"), proto)
+        except (NfkitError, OSError) as exc:  # the flow's start then missed: marked unknown
+            log.warning("first bytes of a handed-over flow not read: %s", exc)
+            return []
+    return prefix
+
+
 def _kernel_expect(classifier: Any) -> Callable[[Any], None]:
     """Pass an expectation the engine learnt (FTP data) to the eBPF classifier's map: the
     announced flow is decided in the kernel at its first packet."""
@@ -557,7 +593,8 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
 
     judge = FlowJudge(engine, registry, opts.max_packets, opts.max_bytes,
                       on_decision=emit if opts.json else None,
-                      stream_starts=None if classifier is None else kernel_starts(classifier))
+                      stream_starts=None if classifier is None else kernel_starts(classifier),
+                      stream_prefix=None if classifier is None else kernel_prefix(classifier))
     judge.queue = num
     if classifier is not None:
         judge.on_expectation = _kernel_expect(classifier)

@@ -127,6 +127,12 @@ FLOW_ENTRIES = 65536  # flows the kernel map tracks at once (LRU: the least rece
 EXPECT_ENTRIES = 4096  # announced flows userspace may hand to the kernel (engine.MAX_EXPECTATIONS)
 KEY_SIZE = 40
 EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protocol, family
+# each direction's first payload packet of a flow still open after it (the bytes the queue
+# path reads first when the flow is handed over later): key = flow key + direction (u64),
+# value = BUF bytes then their length (u64); an LRU hash, so a stale entry goes first
+FIRST_ENTRIES = 4096
+FIRST_KEY_SIZE = KEY_SIZE + 8
+FIRST_VALUE_SIZE = BUF + 8
 # flow states
 UNDECIDED, DECIDED, USERSPACE, NO_APP, REFINING = 0, 1, 2, 3, 4
 STATE_NAMES = {UNDECIDED: "undecided", DECIDED: "decided", USERSPACE: "userspace",
@@ -156,6 +162,7 @@ C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
 COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected")
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
+S_FIRSTDIR = -8    # right after it: the direction, making the first-bytes map's key
 S_SRC, S_DST = -80, -64  # endpoints (16 bytes each, 8-aligned)
 S_HDR = -128       # IP header bytes (48)
 S_L4 = -152        # TCP/UDP header bytes (24)
@@ -246,9 +253,11 @@ class Compiled:
 class _Builder:
     def __init__(self, verified: list[Verified], flows_fd: int, scratch_fd: int,
                  mark_mask: int = MARK_MASK, expect_fd: int = 0,
-                 registry: Registry | None = None, timeouts: Timeouts | None = None) -> None:
+                 registry: Registry | None = None, timeouts: Timeouts | None = None,
+                 first_fd: int = 0) -> None:
         self.timeouts = timeouts or Timeouts()
         self.expect_fd = expect_fd
+        self.first_fd = first_fd
         self.shift = mark_shift(mark_mask)
         self.flows_fd = flows_fd
         self.scratch_fd = scratch_fd
@@ -496,6 +505,7 @@ class _Builder:
         self.lookup_flow()
         self.per_packet()
         self.decide()
+        self.keep_first()
         # verdict: write the flow's mark into the packet mark, pass
         a.label("apply")
         a.note("apply the flow's mark to the packet (only the mask's bits)")
@@ -1126,11 +1136,27 @@ class _Builder:
                 self.final(s, app)
                 a.label(refining)
                 a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
-                self.set_state(REFINING, app, "apply")
+                self.set_state(REFINING, app, "keepfirst")
             else:
                 self.final(s, app)
         a.label("touser")
         self.set_state(USERSPACE, MARK_USERSPACE, "apply", C_USERSPACE)
+
+    def keep_first(self) -> None:
+        """The flow stays open after its direction's first payload packet (candidates, or
+        the winner's children, wait): that packet's bytes into the first-bytes map, for
+        the queue path to read first should the flow be handed over later (it then
+        decides as the engine, which saw them).  A first packet longer than the buffer,
+        or a map that refuses the entry: the flow is handed over at this packet."""
+        a = self.asm
+        a.label("keepfirst")
+        a.note("an open flow: this direction's first bytes kept for a later hand-over")
+        a.emit(ldx("dw", R1, FP, _misc(M_N)), ldx("dw", R2, FP, _misc(M_PAYLEN)),
+               jmp("jne", R1, "touser", src=R2), stx("dw", R7, BUF, R1),
+               ldx("dw", R1, FP, _misc(M_DIR)), stx("dw", FP, S_FIRSTDIR, R1),
+               ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
+               movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jne", R0, "touser", imm=0),
+               ja("apply"))
 
     def undecided(self) -> None:
         """No winner: candidates still waiting keep the flow open (remembering the
@@ -1152,7 +1178,7 @@ class _Builder:
         # message): only reassembly can go on, so userspace takes the flow from this
         # packet on (it then reads this direction from its first byte)
         a.emit(ldx("dw", R2, FP, _misc(M_DIR)), alu64("add", R2, imm=1),
-               jset_reg(R1, R2, "touser"), ja("apply"))
+               jset_reg(R1, R2, "touser"), ja("keepfirst"))
         a.label("noapp")
         self.set_state(NO_APP, MARK_NONE, "apply", C_NO_APP)
 
@@ -1200,12 +1226,13 @@ def load_verified(paths: list[str] | None = None) -> list[Verified]:
 
 def compile_rules(verified: list[Verified], flows_fd: int = 0, scratch_fd: int = 0,
                   mark_mask: int = MARK_MASK, expect_fd: int = 0,
-                  registry: Registry | None = None, timeouts: Timeouts | None = None) -> Compiled:
+                  registry: Registry | None = None, timeouts: Timeouts | None = None,
+                  first_fd: int = 0) -> Compiled:
     """Generate the classifier for verified nfgrep programs (map fds: 0 for a listing);
     app ids from ``registry`` (default: `registry_for` the programs' protocols); idle
     timeouts from ``timeouts`` (default: the flow table's, `Timeouts()`)."""
     return _Builder(verified, flows_fd, scratch_fd, mark_mask, expect_fd, registry,
-                    timeouts).build()
+                    timeouts, first_fd).build()
 
 
 class Classifier:
@@ -1223,9 +1250,11 @@ class Classifier:
                            "nfgrep_scratch")
         self.expected = Map("BPF_MAP_TYPE_HASH", EXPECT_KEY_SIZE, 4, EXPECT_ENTRIES,
                             "nfgrep_expect")
+        self.first = Map("BPF_MAP_TYPE_LRU_HASH", FIRST_KEY_SIZE, FIRST_VALUE_SIZE,
+                         FIRST_ENTRIES, "nfgrep_first")
         try:
             self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
-                                          self.expected.fd, registry, timeouts)
+                                          self.expected.fd, registry, timeouts, self.first.fd)
             try:
                 self.prog = Prog("BPF_PROG_TYPE_SCHED_CLS", self.compiled.insns, "nfgrep_cls",
                                  functions=self.compiled.functions, log_level=log_level)
@@ -1235,6 +1264,7 @@ class Classifier:
             self.flows.close()
             self.scratch.close()
             self.expected.close()
+            self.first.close()
             raise
 
     def _refused(self, exc: BpfError) -> BpfError:
@@ -1275,6 +1305,7 @@ class Classifier:
         self.flows.close()
         self.scratch.close()
         self.expected.close()
+        self.first.close()
 
     def counts(self) -> dict[str, Any]:
         """The program's per-CPU counters summed: flows new, reopened, handed to userspace,
@@ -1311,6 +1342,24 @@ class Classifier:
         key, _ = flow_key(src, dst, sport, dport, proto)
         raw = self.flows.lookup(key)
         return None if raw is None else entry_of(self, raw)
+
+    def first_bytes(self, client: bytes, server: bytes, cport: int, sport: int,
+                    proto: int) -> list[tuple[int, bytes]]:
+        """Each direction's first payload the kernel let pass while the flow was open
+        (0: the client's), in the order the flow's entry says they came, taken out of the
+        map: what the queue path reads first when the flow is handed over."""
+        key, _ = flow_key(client, server, cport, sport, proto)
+        e = self.flows.lookup(key)
+        first = e[V_FIRST] if e is not None else 0
+        out = []
+        for d in (first, 1 - first):
+            k = key + struct.pack("<Q", d)
+            raw = self.first.lookup(k)
+            if raw is not None:
+                self.first.delete(k)
+                n = struct.unpack_from("<Q", raw, BUF)[0]
+                out.append((d, raw[:min(n, BUF)]))
+        return out
 
     def packet_mark(self, code: int) -> int:
         """The packet-mark bits a flow's mark code (an app id, MARK_NONE, MARK_USERSPACE)

@@ -72,7 +72,7 @@ def feed_hybrid(classifier: Classifier, paths: Iterable[str | os.PathLike[str]],
     kernel's entry, as `nfgrep live --backend ebpf` does): the queue path's decision per
     flow, keyed (transport, client address, port, server address, port)."""
     from nfkit.nfgrep.engine import Engine
-    from nfkit.nfgrep.live import Decision, FlowJudge, kernel_starts
+    from nfkit.nfgrep.live import Decision, FlowJudge, kernel_prefix, kernel_starts
     from nfkit.nfgrep.loader import load_rules
 
     handover = classifier.packet_mark(MARK_USERSPACE)
@@ -84,7 +84,7 @@ def feed_hybrid(classifier: Classifier, paths: Iterable[str | os.PathLike[str]],
 
     judge = FlowJudge(Engine(load_rules(list(rules) if rules is not None else None)),
                       registry_for([s.name for s in classifier.compiled.sigs]), on_decision=record,
-                      stream_starts=kernel_starts(classifier))
+                      stream_starts=kernel_starts(classifier), stream_prefix=kernel_prefix(classifier))
     clients: dict[tuple[int, bytes, bytes], bytes] = {}  # the flow's first sender (conntrack's)
     for path in paths:
         for _ts, link, raw in CaptureReader(path):

@@ -282,6 +282,13 @@ def _helper(helper: int, regs: list[Value], maps: dict[int, object], pkt: bytear
         key = _bytes_at(regs[2], m.key_size)  # type: ignore[attr-defined]
         value = m.lookup(key)  # type: ignore[attr-defined]
         return 0 if value is None else Ptr(bytearray(value), 0)
+    if helper == HELPER["map_update_elem"]:  # the trace writes no map: as if written
+        m = maps.get(int(regs[1]))  # type: ignore[arg-type]
+        if m is None or isinstance(m, bytearray):
+            raise TraceStop(f"map fd {regs[1]} not given")
+        _bytes_at(regs[2], m.key_size)  # type: ignore[attr-defined]
+        _bytes_at(regs[3], m.value_size)  # type: ignore[attr-defined]
+        return 0
     if helper == HELPER["skb_load_bytes"]:
         off, size, dst = int(regs[2]), int(regs[4]), regs[3]  # type: ignore[arg-type]
         if off + size > len(pkt) or not isinstance(dst, Ptr):
@@ -297,6 +304,7 @@ def trace_packet(classifier: Classifier, packet: bytes, linear: int | None = Non
     """One packet through a loaded `program.Classifier`, its maps read (never written)."""
     maps: dict[int, object] = {classifier.flows.fd: classifier.flows,
                                classifier.expected.fd: classifier.expected,
+                               classifier.first.fd: classifier.first,
                                classifier.scratch.fd: bytearray(classifier.compiled.scratch_size + 64)}
     return run(encode(classifier.compiled.insns), maps, packet, linear=linear)
 
