@@ -12,7 +12,7 @@ import pytest
 from nfkit.nfgrep.compiler import compile_text
 from nfkit.nfgrep.ebpf.bpf import BpfError
 from nfkit.nfgrep.ebpf.program import Classifier, compile_rules, load_verified
-from nfkit.nfgrep.ebpf.replay import Comparison, compare
+from nfkit.nfgrep.ebpf.replay import Comparison, compare, frame
 from nfkit.nfgrep.loader import SIGNATURES
 from nfkit.nfgrep.verifier import Verified, verify
 
@@ -120,14 +120,9 @@ protocol http2 over tcp after tls {
 """
 
 
-@pytest.mark.kernel
-def test_field_is_decides_in_the_kernel_from_the_fields_kept(made_captures: list[Path],  # noqa: F811
-                                                            tmp_path: Path) -> None:
-    (tmp_path / "fields.nfg").write_text(FIELDS)
-    assert set(compile_rules(load_verified([str(SIGNATURES), str(tmp_path / "fields.nfg")]))
-               .translated.items()) >= {("web_get.m", "yes"), ("web_post.m", "yes")}
+def _fields_capture(shapes: Path) -> Path:
+    """HTTP flows on port 80 for FIELDS, IPv4 and IPv6 (client ports 42000...)."""
     host = b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n"
-    shapes = tmp_path / "fields.pcap"
     with open(shapes, "wb") as f:
         w = dpkt.pcap.Writer(f, linktype=1)
         ts = [1.0]
@@ -141,6 +136,16 @@ def test_field_is_decides_in_the_kernel_from_the_fields_kept(made_captures: list
             for client, server in ((C4, S4), (C6, S6)):
                 tcp_flow(w, ts, client, server, 42000 + 2 * n + (client == C6), 80,
                           [(0, request), (1, reply)])
+    return shapes
+
+
+@pytest.mark.kernel
+def test_field_is_decides_in_the_kernel_from_the_fields_kept(made_captures: list[Path],  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "fields.nfg").write_text(FIELDS)
+    assert set(compile_rules(load_verified([str(SIGNATURES), str(tmp_path / "fields.nfg")]))
+               .translated.items()) >= {("web_get.m", "yes"), ("web_post.m", "yes")}
+    shapes = _fields_capture(tmp_path / "fields.pcap")
     result = _differential(tmp_path / "fields.nfg", [*made_captures, shapes])
     apps = sorted(r.app or "" for r, _ in result.same if r.server.endswith(":80")
                   and r.client.rpartition(":")[2].startswith("420"))
@@ -278,3 +283,47 @@ def test_a_field_a_later_step_may_change_is_handed_over_whole(
     # whose server banner comes in two segments after the client's) is read from the
     # kernel's copy of each direction's first bytes first
     assert wrong == []
+
+
+# a UDP parent decided on the server's first datagram, its child on the client's: the
+# flow is handed over at the parent's win, after the client's first datagram went by
+PING = """
+protocol ping over udp ports 7100 {
+    step hello from client { "PING" }
+    step answer from server { "PONG" }
+}
+protocol ping2 over udp after ping {
+    step version from client { "PING" ; u8 at 4 == 0x32 }
+}
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("shape", ["udp child", "long or non-ASCII field"])
+def test_a_flow_handed_over_after_its_first_bytes_is_decided_as_the_engine_does(
+        shape: str, made_captures: list[Path], tmp_path: Path) -> None:  # noqa: F811
+    """Flows the kernel hands over once a direction's first bytes have passed (a UDP
+    parent's win with children; a field kept longer than the entry holds, or a non-ASCII
+    byte under `nocase`, tested when the parent wins): the queue path reads those bytes
+    from the kernel's first-bytes map first, and decides as the engine, not `unknown`."""
+    rules = tmp_path / "shape.nfg"
+    if shape == "udp child":
+        rules.write_text(PING)
+        shapes = tmp_path / "ping.pcap"
+        with open(shapes, "wb") as f:
+            w = dpkt.pcap.Writer(f, linktype=1)
+            ts = [1.0]
+            for n, hello in enumerate((b"PING2", b"PING1", b"PINGPING2")):
+                for client, server in ((C4, S4), (C6, S6)):
+                    port = 43000 + 2 * n + (client == C6)
+                    for src, dst, sp, dp, data in ((client, server, port, 7100, hello),
+                                                   (server, client, 7100, port, b"PONG")) * 2:
+                        ts[0] += 0.001
+                        w.writepkt(frame(17, src, dst, sp, dp, 0, 0, data), ts=ts[0])
+    else:
+        rules.write_text(FIELDS)
+        shapes = _fields_capture(tmp_path / "fields.pcap")
+    with Classifier(load_verified([str(SIGNATURES), str(rules)])) as cl:
+        handed = compare(cl, [shapes], [str(SIGNATURES), str(rules)]).userspace
+    assert len(handed) >= 4, handed  # the shapes this test is about reach the queue path
+    assert _hybrid(rules, [*made_captures, shapes]) == []
