@@ -27,6 +27,7 @@ def _decide_http(cl: Classifier, client: bytes, server: bytes) -> bytes:
         cl.prog.test_run(f)
     entry = cl.flow(client, server, 40000, 80, 6)
     assert entry is not None and entry.app == "http"
+    assert cl.first.keys() == []  # the request's bytes, kept while open, forgotten at the decision
     return frame(6, client, server, 40000, 80, 0x10, 2 + len(REQUEST), b"x" * 1400)
 
 
@@ -113,4 +114,9 @@ def test_a_first_payload_packet_looks_the_buffer_up_once_per_step() -> None:
         path = trace_packet(cl, request)
         assert "loop" in path.helpers
         assert path.helpers.count("map_lookup_elem") <= 12, path.helpers
+        assert path.helpers.count("map_update_elem") == 1  # its bytes kept (nfgrep_first)
         assert path.mark == cl.prog.test_run(request)[1] == 0  # undecided until the reply
+        key = cl.flows.keys()[0] + bytes(8)  # the client's direction
+        kept = cl.first.lookup(key)
+        assert kept is not None and kept[:len(REQUEST)] == REQUEST
+        assert int.from_bytes(kept[-8:], "little") == len(REQUEST)

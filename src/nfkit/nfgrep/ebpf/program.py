@@ -1157,6 +1157,15 @@ class _Builder:
                ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
                movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jne", R0, "touser", imm=0),
                ja("apply"))
+        # decided (an app or none) on a direction's first payload packet: the other
+        # direction's, kept while the flow was open, is not needed any more
+        a.label("forget")
+        a.emit(ldx("b", R1, R8, V_SEEN), ldx("dw", R2, FP, _misc(M_DIR)), alu64("xor", R2, imm=1),
+               stx("dw", FP, S_FIRSTDIR, R2), alu64("add", R2, imm=1),
+               jset_reg(R1, R2, "forgetother"), ja("apply"))
+        a.label("forgetother")
+        a.emit(ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
+               call(HELPER["map_delete_elem"]), ja("apply"))
 
     def undecided(self) -> None:
         """No winner: candidates still waiting keep the flow open (remembering the
@@ -1180,13 +1189,13 @@ class _Builder:
         a.emit(ldx("dw", R2, FP, _misc(M_DIR)), alu64("add", R2, imm=1),
                jset_reg(R1, R2, "touser"), ja("keepfirst"))
         a.label("noapp")
-        self.set_state(NO_APP, MARK_NONE, "apply", C_NO_APP)
+        self.set_state(NO_APP, MARK_NONE, "forget", C_NO_APP)
 
     def final(self, s: SigInfo, app: int) -> None:
         if s.announces:  # the expectations it announces are userspace's to learn
             self.set_state(USERSPACE, MARK_USERSPACE, "apply", C_USERSPACE)
         else:
-            self.set_state(DECIDED, app, "apply", C_DECIDED + s.index)
+            self.set_state(DECIDED, app, "forget", C_DECIDED + s.index)
 
 
 KEEPS = ("KEEP_UNTIL", "KEEP_BYTES", "KEEP_INT", "KEEP_LABELS")

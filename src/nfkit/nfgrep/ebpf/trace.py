@@ -282,12 +282,13 @@ def _helper(helper: int, regs: list[Value], maps: dict[int, object], pkt: bytear
         key = _bytes_at(regs[2], m.key_size)  # type: ignore[attr-defined]
         value = m.lookup(key)  # type: ignore[attr-defined]
         return 0 if value is None else Ptr(bytearray(value), 0)
-    if helper == HELPER["map_update_elem"]:  # the trace writes no map: as if written
-        m = maps.get(int(regs[1]))  # type: ignore[arg-type]
-        if m is None or isinstance(m, bytearray):
+    if helper in (HELPER["map_update_elem"], HELPER["map_delete_elem"]):
+        m = maps.get(int(regs[1]))  # type: ignore[arg-type]  # the trace writes no map:
+        if m is None or isinstance(m, bytearray):              # as if it had been written
             raise TraceStop(f"map fd {regs[1]} not given")
         _bytes_at(regs[2], m.key_size)  # type: ignore[attr-defined]
-        _bytes_at(regs[3], m.value_size)  # type: ignore[attr-defined]
+        if helper == HELPER["map_update_elem"]:
+            _bytes_at(regs[3], m.value_size)  # type: ignore[attr-defined]
         return 0
     if helper == HELPER["skb_load_bytes"]:
         off, size, dst = int(regs[2]), int(regs[4]), regs[3]  # type: ignore[arg-type]
