@@ -195,3 +195,57 @@ def test_ebpf_with_nothing_to_attach_to_is_one_line_or_the_queue(tmp_path: Path)
         auto.terminate()
         assert auto.wait(15) == 0
     assert "back end queue (no interface but loopback to attach to)" in line
+
+
+# an SSH server that answers the client's banner with its own in two segments
+SPLIT_BANNER_SERVER = r'''
+import socket, sys, threading, time
+host, port = sys.argv[1], int(sys.argv[2])
+def serve(c):
+    with c, c.makefile("rb") as f:
+        f.readline()
+        c.sendall(b"SSH-2.0-")
+        time.sleep(0.2)
+        c.sendall(b"Split_1.0\r\n")
+        c.recv(100)
+s = socket.create_server((host, port))
+while True:
+    c, _ = s.accept()
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+SPLIT_BANNER_CLIENT = r'''
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.sendall(b"SSH-2.0-Client_1.0\r\n")
+got = b""
+while not got.endswith(b"\r\n"):
+    chunk = c.recv(100)
+    if not chunk: break
+    got += chunk
+c.close()
+print(got.decode().strip())
+'''
+
+
+def test_ebpf_hands_over_after_the_clients_banner_and_decides_ssh(tl: TrafficLab,
+                                                                  tmp_path: Path) -> None:
+    """Live: the client's SSH banner passes in the kernel, the server's comes in two segments
+    and the flow is handed over at the first; the worker reads the client's banner from the
+    kernel's first-bytes map, and marks the flow ssh (it was `unknown`)."""
+    (tmp_path / "splitserver.py").write_text(SPLIT_BANNER_SERVER)
+    (tmp_path / "splitclient.py").write_text(SPLIT_BANNER_CLIENT)
+    tl.serve("splitssh2222", [sys.executable, str(tmp_path / "splitserver.py"), SERVER4, "2222"],
+             2222)
+    tl.fw.run(["conntrack", "-F"], check=False)
+    live = Live(tl, tmp_path, backend="ebpf")
+    try:
+        out = tl.run_client([sys.executable, str(tmp_path / "splitclient.py"), SERVER4, "2222"])
+        time.sleep(0.3)
+        flows = _flows(tl)
+        decisions = live.decisions()
+    finally:
+        assert live.stop() == 0
+    assert out.strip() == "SSH-2.0-Split_1.0"
+    assert [a for (p, s, port, _), a in flows.items() if port == 2222] == ["ssh"], flows
+    assert [d["app"] for d in decisions if d["server"] == f"{SERVER4}:2222"] == ["ssh"], decisions
