@@ -603,6 +603,72 @@ class Template:
         return self.build(vals)  # type: ignore[no-any-return]
 
 
+# ---- anonymous-set lines ---------------------------------------------------------------
+#
+# A rule line with one anonymous set (``tcp dport { 22, 80, 443 } accept``) is read in
+# full the first time its text around the set is seen; reading it again with the set's
+# elements as a marker (`_AnonMarking`) gives its statements as a function of the
+# elements, when the reading never looked at them.  Later lines with the same text
+# around a set of plain values (a value, a range ``a-b``, a prefix ``a/n``) are cut
+# by the scanner and built from that function; anything else is read in full.
+
+_ANON_VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD",
+                               "WORD"))
+
+
+def _anon_key(fam: str, text: str) -> tuple[tuple[str, str, str], str] | None:
+    """((family, text before the set, text after it), the set's inner text) of a line
+    with one brace group and no $variable, else None."""
+    i = text.find("{")
+    j = text.find("}")
+    if i <= 0 or j < i or text.find("{", i + 1) >= 0 or text.find("}", j + 1) >= 0 \
+            or "$" in text:
+        return None
+    return (fam, text[:i], text[j + 1:]), text[i + 1:j]
+
+
+def _anon_elements(inner: str) -> list[Any] | None:
+    """The elements of a set's inner text as `Exprs.elements` reads them, when each is
+    a plain value, a range or a prefix (else None: the line is read in full)."""
+    scan = _parser().parser.lexer.scanner.match
+    elems: list[list[tuple[str, str]]] = [[]]
+    pos, n = 0, len(inner)
+    while pos < n:
+        m = scan(inner, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        kind = m.lastgroup
+        if kind == "_WS":
+            continue
+        w = m.group()
+        if kind == "OP" and w == ",":
+            elems.append([])
+        else:
+            elems[-1].append((kind, w))  # type: ignore[arg-type]
+    out: list[Any] = []
+    for e in elems:
+        if not e:
+            continue
+        k0, t0 = e[0]
+        if k0 not in _ANON_VALUE_KINDS or t0[:2] == '"@':
+            return None
+        v = _slot_value(k0, t0)
+        if len(e) == 1:
+            out.append(v)
+            continue
+        if len(e) != 3 or e[1][0] != "OP":
+            return None
+        k2, t2 = e[2]
+        if e[1][1] == "-" and k2 in _ANON_VALUE_KINDS and t2[:2] != '"@':
+            out.append({"range": [v, _slot_value(k2, t2)]})
+        elif e[1][1] == "/" and k2 == "NUMBER":
+            out.append({"prefix": {"addr": v, "len": _number(t2)}})
+        else:
+            return None
+    return out or None
+
+
 # ---- expressions -----------------------------------------------------------------------
 
 class Exprs:
@@ -1389,6 +1455,17 @@ class Statements(Exprs):
         return {"synproxy": body or None}
 
 
+class _AnonMarking(Statements):
+    """Statements whose one anonymous set's elements read as a marker (``v[0]``)."""
+
+    group: Group | None = None
+
+    def elements(self, g: Group, is_map: bool) -> list[Any]:
+        if g is self.group and not is_map:
+            return _Marker(0)  # type: ignore[return-value]
+        return super().elements(g, is_map)
+
+
 # ---- files, blocks and commands ----------------------------------------------------------
 
 @dataclass
@@ -1752,6 +1829,9 @@ class Reader:
         self.open_run: tuple[Any, ...] | None = None
         self.learned: dict[tuple[Any, ...], list[LearnedLine | None]] = {}
         self.chain_learned: dict[tuple[str, ...], list[tuple[Template, LearnedLine]]] = {}
+        # anonymous-set lines: (family, text before the set, text after it) ->
+        # (statements from the set's elements, comment), or None: read in full
+        self.anon: dict[tuple[Any, ...], Any] = {}
 
     # -- tokens
     def items(self, tree: Any, src: Source) -> list[Item]:
@@ -2088,6 +2168,42 @@ class Reader:
         self.last = tpl
         return tpl.build(vals), tpl.comment
 
+    def learn_anon(self, fam: str, text: str, items: list[Item]) -> None:
+        """The template of rule line ``text`` (just read in full) if it has one anonymous
+        set of plain values: its statements with the set's elements as a slot, learned
+        by reading them marked (a rule whose reading looks at the elements has none)."""
+        key = _anon_key(fam, text)
+        if key is None or key[0] in self.anon:
+            return
+        groups = [it for it in items if isinstance(it, Group)]
+        build = None
+        if len(groups) == 1:
+            st = _AnonMarking(fam)
+            st.group = groups[0]
+            try:
+                marked, comment = st.rule(items, items[-1])
+                source = _literal(marked)
+                if source.count("v[0]") == 1 and "v[" not in source.replace("v[0]", ""):
+                    build = (_builder(marked), comment)
+            except (NotTemplatable, TypeError, NfkitError):
+                build = None
+        self.anon[key[0]] = build
+
+    def anon_line(self, fam: str, text: str) -> tuple[list[Any], str | None] | None:
+        """Rule line ``text`` with one anonymous set of plain values (`_anon_elements`)
+        from the template its shape learned (`learn_anon`), or None: read in full."""
+        key = _anon_key(fam, text)
+        if key is None:
+            return None
+        build = self.anon.get(key[0])
+        if build is None:
+            return None
+        elems = _anon_elements(key[1])
+        if elems is None:
+            return None
+        stmts, comment = build
+        return stmts([elems]), comment
+
     def run_line(self, text: str, ln: int, col: int, lsrc: Source, where: tuple[str, ...]
                  ) -> bool:
         """Take rule line ``text`` into the run the previous line opened, if it is one
@@ -2325,6 +2441,8 @@ class Reader:
                 body["dev"] = self._dev(c)
             else:
                 stmts, comment = self.rule_stmts(fam, items, items[-1])
+                if self.use_templates and not hasattr(ch, "data"):
+                    self.learn_anon(fam, str(ch), items)
                 rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
                                       "expr": stmts}
                 if comment is not None:
@@ -2336,8 +2454,17 @@ class Reader:
                 raise c.unexpected()
 
         def fast(text: str, ln: int, col: int, lsrc: Source) -> bool:
-            if not self.use_templates or "{" in text:  # no template has a brace group
+            if not self.use_templates:
                 return False
+            if "{" in text:  # an anonymous set's line: its own templates (`AnonLine`)
+                hit = self.anon_line(fam, text)
+                if hit is None:
+                    return False
+                rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
+                if hit[1] is not None:
+                    rb["comment"] = hit[1]
+                self.emit("add", "rule", rb, lsrc, Pos(ln, col, col))
+                return True
             if self.open_run is not None and self.run_line(text, ln, col, lsrc, where):
                 return True
             # a line on its own (a comment after it): a learned template of this chain
@@ -2354,7 +2481,7 @@ class Reader:
                 if m is not None and self._learned(tpl, where, m) is not None and \
                         self.run_lines(text, 0, ln, col, lsrc, where) is not None:
                     return True
-            rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
+            rb = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
             if hit[1] is not None:
                 rb["comment"] = hit[1]
             self.emit("add", "rule", rb, lsrc, Pos(ln, col, col + len(text)))
