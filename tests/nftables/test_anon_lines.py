@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.errors import InputError
@@ -140,3 +140,61 @@ def test_anonymous_set_line_errors_keep_their_line() -> None:
         fast = _full_error(load_nft(text, "a.nft"), True)
         assert fast.split(": ", 1)[1] == general.split(": ", 1)[1]
         assert fast.startswith("rule in chain inet t c (a.nft:10): ")
+
+
+# A template's line regex (`Template.line_re`) against the scanner: it matches a line
+# exactly when the scanner cuts it into the template's tokens (the same terminals, the
+# texts it fixes), and its groups are the scanner's tokens.
+_SAMPLES = ["ip6 saddr 2001:db8::1 accept", "meta mark 0x1 accept", "ip saddr 192.0.2.1 accept",
+            "ether saddr aa:bb:cc:dd:ee:ff accept", 'iifname "eth0" accept',
+            "meta priority 1:2 accept", "ct mark 7 counter drop", "tcp dport 22 accept"]
+_WORDS = ["ip6", "ip", "saddr", "meta", "mark", "priority", "ether", "iifname", "ct", "tcp",
+          "dport", "accept", "counter", "drop", "2001:db8::1", "aa:bb:cc:dd:ee:ff", "1:2",
+          "aa:bb", "0x1", "1h", "7s", "7", "22", "192.0.2.1", "1.2.3.4.5", '"eth0"', '"@x"',
+          "eth0", "-", "1e1", "22-23", "10.0.0.0/8", "a1", "::", ":"]
+
+
+@settings(max_examples=300, deadline=None)
+@example("ip6 saddr 2001:db8::1 accept", ["aa:bb:cc:dd:ee:ff", "accept"], " ")  # a MAC
+@example("ip6 saddr 2001:db8::1 accept", ["ab:cd:ef:01:02:03", "accept"], "  ")
+@given(st.sampled_from(_SAMPLES), st.lists(st.sampled_from(_WORDS), min_size=1, max_size=5),
+       st.sampled_from([" ", "  ", "\t", ""]))
+def test_template_line_regex_matches_as_the_scanner_cuts(sample: str, words: list[str],
+                                                          ws: str) -> None:
+    r = Reader()
+    r.rule_line("inet", sample)  # no template yet: learns none
+    items = r.line_items(_line_tree(sample), nfttext.Source("a", sample + "\n"))
+    r.rule_stmts("inet", items, items[-1])
+    tpl = r.templates[("inet", *(_key(it) for it in items))]
+    tpl.compile_line(nfttext._parser().parser.lexer.alternatives)
+    words = [*sample.split(" ")[:2], *words]
+    line = ws.join(words) if ws else " ".join(words)
+    scan = nfttext._parser().parser.lexer.scanner
+    toks, pos = [], 0
+    for m in scan.finditer(line):
+        if m.start() != pos:
+            break
+        pos = m.end()
+        if m.lastgroup != "_WS":
+            kind = "STRING@" if m.lastgroup == "STRING" and m.group()[:2] == '"@' else m.lastgroup
+            toks.append((kind, m.group()))
+    cut = pos == len(line) and [k for k, _ in toks] == tpl.kinds and all(
+        toks[int(g[1:])][1] == tpl.texts[int(g[1:])] for g in tpl.checks)
+    m = tpl.line_re.match(line)
+    hit = m is not None and (not tpl.checks or m.group(*tpl.checks) == tpl.check_texts)
+    assert hit == cut
+    if hit:
+        assert m is not None
+        assert [m.group(f"t{i}") for i in range(len(tpl.kinds))] == [t for _, t in toks]
+
+
+def _line_tree(text: str) -> Any:
+    from lark import Token, Tree
+
+    return Tree("line", [Token("RULELINE", text, None, 1, 1, 1, 1 + len(text))])
+
+
+def _key(it: Any) -> str:
+    if it.kind in nfttext._VALUE_KINDS:
+        return "STRING@" if it.text[:2] == '"@' else it.kind
+    return str(it.text)

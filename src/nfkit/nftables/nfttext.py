@@ -575,18 +575,21 @@ class Template:
         fixed = dict(self.fixed)
         checks: list[str] = []
         values: list[tuple[int, str, str]] = []
+        terms: list[tuple[str, str]] = []
         for i, kind in enumerate(self.kinds):
             term = "STRING" if kind == "STRING@" else kind
             k = names.index(term)
-            guard = "".join(f"(?!{rx})" for _, rx in alternatives[:k])
-            guard += '(?="@)' if kind == "STRING@" else ('(?!"@)' if kind == "STRING" else "")
-            parts.append(f"{guard}(?P<t{i}>{alternatives[k][1]})")
+            guard = '(?="@)' if kind == "STRING@" else ('(?!"@)' if kind == "STRING" else "")
             if term not in _VALUE_KINDS or i in fixed:
                 checks.append(f"t{i}")
+                # its text is checked after the match: the regex may as well be the text
+                parts.append(f"{guard}(?P<t{i}>{re.escape(self.texts[i])})")
             else:
                 values.append((i, term, f"t{i}"))
+                parts.append(f"{guard}(?P<t{i}>{alternatives[k][1]})")
+            terms.append((f"t{i}", term))
         ws = "[ \\t\\f]*"
-        self.line_re = re.compile(ws.join(parts) + "$")
+        self.line_re = _ScannedLine(re.compile(ws.join(parts) + "$"), terms)
         self.checks = tuple(checks)
         texts = tuple(self.texts[int(c[1:])] for c in checks)
         self.check_texts = texts[0] if len(texts) == 1 else texts
@@ -667,6 +670,29 @@ def _anon_elements(inner: str) -> list[Any] | None:
         else:
             return None
     return out or None
+
+
+class _ScannedLine:
+    """A template's line regex whose every token is then checked to be the one the
+    scanner cuts there (its terminal, its end): what the regex would say with each
+    token guarded by the earlier alternatives, compiled in a fraction of the time."""
+
+    __slots__ = ("regex", "terms")
+
+    def __init__(self, regex: re.Pattern[str], terms: list[tuple[str, str]]) -> None:
+        self.regex = regex
+        self.terms = terms
+
+    def match(self, text: str) -> re.Match[str] | None:
+        m = self.regex.match(text)
+        if m is None:
+            return None
+        scan = _parser().parser.lexer.scanner.match
+        for group, term in self.terms:
+            t = scan(text, m.start(group))
+            if t is None or t.lastgroup != term or t.end() != m.end(group):
+                return None
+        return m
 
 
 # ---- expressions -----------------------------------------------------------------------
