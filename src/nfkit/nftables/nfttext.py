@@ -1855,6 +1855,8 @@ class Reader:
         self.open_run: tuple[Any, ...] | None = None
         self.learned: dict[tuple[Any, ...], list[LearnedLine | None]] = {}
         self.chain_learned: dict[tuple[str, ...], list[tuple[Template, LearnedLine]]] = {}
+        # learned template (by id) -> the one whose run followed its run last time
+        self.follows: dict[int, tuple[Template, LearnedLine, str]] = {}
         # anonymous-set lines: (family, text before the set, text after it) ->
         # (statements from the set's elements, comment), or None: read in full
         self.anon: dict[tuple[Any, ...], Any] = {}
@@ -2278,24 +2280,36 @@ class Reader:
             return None  # no template has a brace group
         run: Any = None
         ms: list[re.Match[str]] = []
+        after: Any = None  # the learned template of the run that ends here
         if self.open_run is not None:
             _tpl, run_where, idx, _first = self.open_run
             if run_where == where and idx == len(self.out) - 1:
                 run = self.out[idx].item
                 if type(run) is TextRun and run.learned.bulk is not None and run.src is lsrc:
-                    ms = consecutive(run.learned.bulk, text, pos)
+                    last = run.matches[-1] if run.matches else None
+                    if last is not None and last.end() == pos and last.string is text:
+                        after = run.learned  # its lines stopped matching right here
+                    else:
+                        ms = consecutive(run.learned.bulk, text, pos)
         if not ms:
             run = None
-            # the learned templates whose sample line starts with this line's word
+            # the learned templates whose sample line starts with this line's word,
+            # the one that followed this run's template last time first
             head = text[pos:pos + 64]
             start = pos + len(head) - len(head.lstrip(" \t\f"))
             end = text.find(" ", start, start + 64)
             word = text[start:end] if end > 0 else ""
-            for tpl, learned in self.chain_learned.get((*where, word), ()):
+            candidates = self.chain_learned.get((*where, word), ())
+            nxt = self.follows.get(id(after)) if after is not None else None
+            if nxt is not None and nxt[2] == word:
+                candidates = (nxt[:2], *candidates)
+            for tpl, learned in candidates:
                 if learned.bulk.match(text, pos) is None:
                     continue
                 ms = consecutive(learned.bulk, text, pos)
                 if ms:
+                    if after is not None:
+                        self.follows[id(after)] = (tpl, learned, word)
                     run = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
                     self.out.append(Located(run, lsrc, ln, col))  # type: ignore[arg-type]
                     self.open_run = (tpl, where, len(self.out) - 1, "")
