@@ -1618,7 +1618,7 @@ class TextRun:
         run = RuleRun(ln.sample, ("nft", id(self.tpl)), (), "", 0,
                       template=ln.template, places=ln.places, parse=ln.parse,
                       row_rule=self.rule,
-                      group_names=[f"t{i}" for i in range(len(self.tpl.kinds))])
+                      group_names=_group_names(len(self.tpl.kinds)))
         run.matches = self.matches
         if packed is None:
             packed = _packed(ln, self.matches)
@@ -1626,6 +1626,12 @@ class TextRun:
             run.packed = packed
             run.row_starts = range(len(self.matches))  # type: ignore[assignment]  # only counted
         return run
+
+
+@lru_cache(maxsize=64)
+def _group_names(n: int) -> list[str]:
+    """The value groups of a template of ``n`` items (one list for every run: read only)."""
+    return [f"t{i}" for i in range(n)]
 
 
 def packed_runs(runs: list[TextRun]) -> dict[int, list[bytes]]:
