@@ -575,18 +575,21 @@ class Template:
         fixed = dict(self.fixed)
         checks: list[str] = []
         values: list[tuple[int, str, str]] = []
+        terms: list[tuple[str, str]] = []
         for i, kind in enumerate(self.kinds):
             term = "STRING" if kind == "STRING@" else kind
             k = names.index(term)
-            guard = "".join(f"(?!{rx})" for _, rx in alternatives[:k])
-            guard += '(?="@)' if kind == "STRING@" else ('(?!"@)' if kind == "STRING" else "")
-            parts.append(f"{guard}(?P<t{i}>{alternatives[k][1]})")
+            guard = '(?="@)' if kind == "STRING@" else ('(?!"@)' if kind == "STRING" else "")
             if term not in _VALUE_KINDS or i in fixed:
                 checks.append(f"t{i}")
+                # its text is checked after the match: the regex may as well be the text
+                parts.append(f"{guard}(?P<t{i}>{re.escape(self.texts[i])})")
             else:
                 values.append((i, term, f"t{i}"))
+                parts.append(f"{guard}(?P<t{i}>{alternatives[k][1]})")
+            terms.append((f"t{i}", term))
         ws = "[ \\t\\f]*"
-        self.line_re = re.compile(ws.join(parts) + "$")
+        self.line_re = _ScannedLine(re.compile(ws.join(parts) + "$"), terms)
         self.checks = tuple(checks)
         texts = tuple(self.texts[int(c[1:])] for c in checks)
         self.check_texts = texts[0] if len(texts) == 1 else texts
@@ -601,6 +604,95 @@ class Template:
         for i, kind, group in self.values:
             vals[i] = _slot_value(kind, m.group(group))
         return self.build(vals)  # type: ignore[no-any-return]
+
+
+# ---- anonymous-set lines ---------------------------------------------------------------
+#
+# A rule line with one anonymous set (``tcp dport { 22, 80, 443 } accept``) is read in
+# full the first time its text around the set is seen; reading it again with the set's
+# elements as a marker (`_AnonMarking`) gives its statements as a function of the
+# elements, when the reading never looked at them.  Later lines with the same text
+# around a set of plain values (a value, a range ``a-b``, a prefix ``a/n``) are cut
+# by the scanner and built from that function; anything else is read in full.
+
+_ANON_VALUE_KINDS = frozenset(("NUMBER", "IP4", "IP6", "MAC", "CLASSID", "STRING", "NUMWORD",
+                               "WORD"))
+
+
+def _anon_key(fam: str, text: str) -> tuple[tuple[str, str, str], str] | None:
+    """((family, text before the set, text after it), the set's inner text) of a line
+    with one brace group and no $variable, else None."""
+    i = text.find("{")
+    j = text.find("}")
+    if i <= 0 or j < i or text.find("{", i + 1) >= 0 or text.find("}", j + 1) >= 0 \
+            or "$" in text:
+        return None
+    return (fam, text[:i], text[j + 1:]), text[i + 1:j]
+
+
+def _anon_elements(inner: str) -> list[Any] | None:
+    """The elements of a set's inner text as `Exprs.elements` reads them, when each is
+    a plain value, a range or a prefix (else None: the line is read in full)."""
+    scan = _parser().parser.lexer.scanner.match
+    elems: list[list[tuple[str, str]]] = [[]]
+    pos, n = 0, len(inner)
+    while pos < n:
+        m = scan(inner, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        kind = m.lastgroup
+        if kind == "_WS":
+            continue
+        w = m.group()
+        if kind == "OP" and w == ",":
+            elems.append([])
+        else:
+            elems[-1].append((kind, w))  # type: ignore[arg-type]
+    out: list[Any] = []
+    for e in elems:
+        if not e:
+            continue
+        k0, t0 = e[0]
+        if k0 not in _ANON_VALUE_KINDS or t0[:2] == '"@':
+            return None
+        v = _slot_value(k0, t0)
+        if len(e) == 1:
+            out.append(v)
+            continue
+        if len(e) != 3 or e[1][0] != "OP":
+            return None
+        k2, t2 = e[2]
+        if e[1][1] == "-" and k2 in _ANON_VALUE_KINDS and t2[:2] != '"@':
+            out.append({"range": [v, _slot_value(k2, t2)]})
+        elif e[1][1] == "/" and k2 == "NUMBER":
+            out.append({"prefix": {"addr": v, "len": _number(t2)}})
+        else:
+            return None
+    return out or None
+
+
+class _ScannedLine:
+    """A template's line regex whose every token is then checked to be the one the
+    scanner cuts there (its terminal, its end): what the regex would say with each
+    token guarded by the earlier alternatives, compiled in a fraction of the time."""
+
+    __slots__ = ("regex", "terms")
+
+    def __init__(self, regex: re.Pattern[str], terms: list[tuple[str, str]]) -> None:
+        self.regex = regex
+        self.terms = terms
+
+    def match(self, text: str) -> re.Match[str] | None:
+        m = self.regex.match(text)
+        if m is None:
+            return None
+        scan = _parser().parser.lexer.scanner.match
+        for group, term in self.terms:
+            t = scan(text, m.start(group))
+            if t is None or t.lastgroup != term or t.end() != m.end(group):
+                return None
+        return m
 
 
 # ---- expressions -----------------------------------------------------------------------
@@ -1389,6 +1481,17 @@ class Statements(Exprs):
         return {"synproxy": body or None}
 
 
+class _AnonMarking(Statements):
+    """Statements whose one anonymous set's elements read as a marker (``v[0]``)."""
+
+    group: Group | None = None
+
+    def elements(self, g: Group, is_map: bool) -> list[Any]:
+        if g is self.group and not is_map:
+            return _Marker(0)  # type: ignore[return-value]
+        return super().elements(g, is_map)
+
+
 # ---- files, blocks and commands ----------------------------------------------------------
 
 @dataclass
@@ -1515,7 +1618,7 @@ class TextRun:
         run = RuleRun(ln.sample, ("nft", id(self.tpl)), (), "", 0,
                       template=ln.template, places=ln.places, parse=ln.parse,
                       row_rule=self.rule,
-                      group_names=[f"t{i}" for i in range(len(self.tpl.kinds))])
+                      group_names=_group_names(len(self.tpl.kinds)))
         run.matches = self.matches
         if packed is None:
             packed = _packed(ln, self.matches)
@@ -1523,6 +1626,12 @@ class TextRun:
             run.packed = packed
             run.row_starts = range(len(self.matches))  # type: ignore[assignment]  # only counted
         return run
+
+
+@lru_cache(maxsize=64)
+def _group_names(n: int) -> list[str]:
+    """The value groups of a template of ``n`` items (one list for every run: read only)."""
+    return [f"t{i}" for i in range(n)]
 
 
 def packed_runs(runs: list[TextRun]) -> dict[int, list[bytes]]:
@@ -1752,6 +1861,11 @@ class Reader:
         self.open_run: tuple[Any, ...] | None = None
         self.learned: dict[tuple[Any, ...], list[LearnedLine | None]] = {}
         self.chain_learned: dict[tuple[str, ...], list[tuple[Template, LearnedLine]]] = {}
+        # learned template (by id) -> the one whose run followed its run last time
+        self.follows: dict[int, tuple[Template, LearnedLine, str]] = {}
+        # anonymous-set lines: (family, text before the set, text after it) ->
+        # (statements from the set's elements, comment), or None: read in full
+        self.anon: dict[tuple[Any, ...], Any] = {}
 
     # -- tokens
     def items(self, tree: Any, src: Source) -> list[Item]:
@@ -2088,6 +2202,42 @@ class Reader:
         self.last = tpl
         return tpl.build(vals), tpl.comment
 
+    def learn_anon(self, fam: str, text: str, items: list[Item]) -> None:
+        """The template of rule line ``text`` (just read in full) if it has one anonymous
+        set of plain values: its statements with the set's elements as a slot, learned
+        by reading them marked (a rule whose reading looks at the elements has none)."""
+        key = _anon_key(fam, text)
+        if key is None or key[0] in self.anon:
+            return
+        groups = [it for it in items if isinstance(it, Group)]
+        build = None
+        if len(groups) == 1:
+            st = _AnonMarking(fam)
+            st.group = groups[0]
+            try:
+                marked, comment = st.rule(items, items[-1])
+                source = _literal(marked)
+                if source.count("v[0]") == 1 and "v[" not in source.replace("v[0]", ""):
+                    build = (_builder(marked), comment)
+            except (NotTemplatable, TypeError, NfkitError):
+                build = None
+        self.anon[key[0]] = build
+
+    def anon_line(self, fam: str, text: str) -> tuple[list[Any], str | None] | None:
+        """Rule line ``text`` with one anonymous set of plain values (`_anon_elements`)
+        from the template its shape learned (`learn_anon`), or None: read in full."""
+        key = _anon_key(fam, text)
+        if key is None:
+            return None
+        build = self.anon.get(key[0])
+        if build is None:
+            return None
+        elems = _anon_elements(key[1])
+        if elems is None:
+            return None
+        stmts, comment = build
+        return stmts([elems]), comment
+
     def run_line(self, text: str, ln: int, col: int, lsrc: Source, where: tuple[str, ...]
                  ) -> bool:
         """Take rule line ``text`` into the run the previous line opened, if it is one
@@ -2136,24 +2286,36 @@ class Reader:
             return None  # no template has a brace group
         run: Any = None
         ms: list[re.Match[str]] = []
+        after: Any = None  # the learned template of the run that ends here
         if self.open_run is not None:
             _tpl, run_where, idx, _first = self.open_run
             if run_where == where and idx == len(self.out) - 1:
                 run = self.out[idx].item
                 if type(run) is TextRun and run.learned.bulk is not None and run.src is lsrc:
-                    ms = consecutive(run.learned.bulk, text, pos)
+                    last = run.matches[-1] if run.matches else None
+                    if last is not None and last.end() == pos and last.string is text:
+                        after = run.learned  # its lines stopped matching right here
+                    else:
+                        ms = consecutive(run.learned.bulk, text, pos)
         if not ms:
             run = None
-            # the learned templates whose sample line starts with this line's word
+            # the learned templates whose sample line starts with this line's word,
+            # the one that followed this run's template last time first
             head = text[pos:pos + 64]
             start = pos + len(head) - len(head.lstrip(" \t\f"))
             end = text.find(" ", start, start + 64)
             word = text[start:end] if end > 0 else ""
-            for tpl, learned in self.chain_learned.get((*where, word), ()):
+            candidates = self.chain_learned.get((*where, word), ())
+            nxt = self.follows.get(id(after)) if after is not None else None
+            if nxt is not None and nxt[2] == word:
+                candidates = (nxt[:2], *candidates)
+            for tpl, learned in candidates:
                 if learned.bulk.match(text, pos) is None:
                     continue
                 ms = consecutive(learned.bulk, text, pos)
                 if ms:
+                    if after is not None:
+                        self.follows[id(after)] = (tpl, learned, word)
                     run = TextRun(tpl, learned, where[0], where[1], where[2], lsrc)
                     self.out.append(Located(run, lsrc, ln, col))  # type: ignore[arg-type]
                     self.open_run = (tpl, where, len(self.out) - 1, "")
@@ -2325,6 +2487,8 @@ class Reader:
                 body["dev"] = self._dev(c)
             else:
                 stmts, comment = self.rule_stmts(fam, items, items[-1])
+                if self.use_templates and not hasattr(ch, "data"):
+                    self.learn_anon(fam, str(ch), items)
                 rb: dict[str, Any] = {"family": fam, "table": table, "chain": name,
                                       "expr": stmts}
                 if comment is not None:
@@ -2336,8 +2500,17 @@ class Reader:
                 raise c.unexpected()
 
         def fast(text: str, ln: int, col: int, lsrc: Source) -> bool:
-            if not self.use_templates or "{" in text:  # no template has a brace group
+            if not self.use_templates:
                 return False
+            if "{" in text:  # an anonymous set's line: its own templates (`AnonLine`)
+                hit = self.anon_line(fam, text)
+                if hit is None:
+                    return False
+                rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
+                if hit[1] is not None:
+                    rb["comment"] = hit[1]
+                self.emit("add", "rule", rb, lsrc, Pos(ln, col, col))
+                return True
             if self.open_run is not None and self.run_line(text, ln, col, lsrc, where):
                 return True
             # a line on its own (a comment after it): a learned template of this chain
@@ -2354,7 +2527,7 @@ class Reader:
                 if m is not None and self._learned(tpl, where, m) is not None and \
                         self.run_lines(text, 0, ln, col, lsrc, where) is not None:
                     return True
-            rb: dict[str, Any] = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
+            rb = {"family": fam, "table": table, "chain": name, "expr": hit[0]}
             if hit[1] is not None:
                 rb["comment"] = hit[1]
             self.emit("add", "rule", rb, lsrc, Pos(ln, col, col + len(text)))
