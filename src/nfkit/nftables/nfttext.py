@@ -630,25 +630,32 @@ def _anon_key(fam: str, text: str) -> tuple[tuple[str, str, str], str] | None:
     return (fam, text[:i], text[j + 1:]), text[i + 1:j]
 
 
+def _tokens(text: str) -> list[tuple[str, str]] | None:
+    """The tokens of ``text`` as (terminal, text), cut as lark's scanner cuts them, blanks
+    dropped; None where the scanner cannot cut it whole."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    for m in _parser().parser.lexer.scanner.finditer(text):
+        if m.start() != pos:
+            return None
+        pos = m.end()
+        if m.lastgroup != "_WS":
+            out.append((m.lastgroup, m.group()))  # type: ignore[arg-type]
+    return out if pos == len(text) else None
+
+
 def _anon_elements(inner: str) -> list[Any] | None:
     """The elements of a set's inner text as `Exprs.elements` reads them, when each is
     a plain value, a range or a prefix (else None: the line is read in full)."""
-    scan = _parser().parser.lexer.scanner.match
+    tokens = _tokens(inner)
+    if tokens is None:
+        return None
     elems: list[list[tuple[str, str]]] = [[]]
-    pos, n = 0, len(inner)
-    while pos < n:
-        m = scan(inner, pos)
-        if m is None:
-            return None
-        pos = m.end()
-        kind = m.lastgroup
-        if kind == "_WS":
-            continue
-        w = m.group()
+    for kind, w in tokens:
         if kind == "OP" and w == ",":
             elems.append([])
         else:
-            elems[-1].append((kind, w))  # type: ignore[arg-type]
+            elems[-1].append((kind, w))
     out: list[Any] = []
     for e in elems:
         if not e:
@@ -2175,18 +2182,13 @@ class Reader:
         key_parts: list[Any] = [fam]
         texts: list[str] = []
         vals: list[Any] = []
-        pos = 0
-        for m in _parser().parser.lexer.scanner.finditer(text):
-            if m.start() != pos:
-                return None
-            pos = m.end()
-            kind = m.lastgroup
-            if kind == "_WS":
-                continue
-            w = m.group()
+        tokens = _tokens(text)
+        if tokens is None:
+            return None
+        for kind, w in tokens:
             if kind in _VALUE_KINDS:
                 key_parts.append(kind if w[:2] != '"@' else "STRING@")
-                vals.append(_slot_value(kind, w))  # type: ignore[arg-type]
+                vals.append(_slot_value(kind, w))
             elif kind == "VAR":
                 return None
             else:
@@ -2194,7 +2196,7 @@ class Reader:
                 vals.append(None)
             texts.append(w)
         tpl = self.templates.get(tuple(key_parts))
-        if pos != len(text) or tpl is None or tpl is _NO_TEMPLATE:
+        if tpl is None or tpl is _NO_TEMPLATE:
             return None
         for i, t in tpl.fixed:
             if texts[i] != t:
