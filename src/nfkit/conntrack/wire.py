@@ -566,12 +566,12 @@ def encode_delete(w: MessageWriter, e: Entry) -> int:
     return seq
 
 
-def _orig_tuple_fields(w: MessageWriter, family: int, proto: int) -> list[tuple[int, str]]:
-    """A zeroed original tuple of a port protocol, as `_put_tuple` writes it; returns where
-    its source and destination addresses and ports go."""
+def _tuple_fields(w: MessageWriter, nest: int, family: int, proto: int,
+                  offs: list[tuple[int, str]]) -> None:
+    """A zeroed tuple (``nest``: CTA_TUPLE_ORIG or _REPLY) of a port protocol, as `_put_tuple`
+    writes it; appends to ``offs`` where its source and destination addresses and ports go."""
     alen = 16 if family == AF_INET6 else 4
-    offs: list[tuple[int, str]] = []
-    with w.nest(CTA_TUPLE_ORIG):
+    with w.nest(nest):
         with w.nest(CTA_TUPLE_IP):
             for attr in (CTA_IP_V6_SRC, CTA_IP_V6_DST) if alen == 16 else (CTA_IP_V4_SRC, CTA_IP_V4_DST):
                 offs.append((w.here() + 4, f"{alen}s"))
@@ -581,7 +581,18 @@ def _orig_tuple_fields(w: MessageWriter, family: int, proto: int) -> list[tuple[
             for attr in (CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT):
                 offs.append((w.here() + 4, ">H"))
                 w.be16(attr, 0)
-    return offs
+
+
+def _tcp_info_fields(w: MessageWriter, offs: list[tuple[int, str]], flags: bool) -> None:
+    """A zeroed CTA_PROTOINFO_TCP: the state, and (if ``flags``) the flags and mask of each
+    direction; appends to ``offs`` where they go."""
+    with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
+        offs.append((w.here() + 4, "B"))
+        w.u8(CTA_PROTOINFO_TCP_STATE, 0)
+        if flags:
+            for attr in (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY):
+                offs += [(w.here() + 4, "B"), (w.here() + 5, "B")]
+                w.binary(attr, bytes(2))
 
 
 def update_template(family: int, proto: int, *, timeout: bool, tcp: bool) -> Template:
@@ -590,19 +601,15 @@ def update_template(family: int, proto: int, *, timeout: bool, tcp: bool) -> Tem
     with (orig src, dst bytes, sport, dport[, timeout], status[, state, flags x4], mark)."""
     w = MessageWriter()
     w.begin(MSG_NEW, NLM_F_REQUEST, family=family)
-    offs = _orig_tuple_fields(w, family, proto)
+    offs: list[tuple[int, str]] = []
+    _tuple_fields(w, CTA_TUPLE_ORIG, family, proto, offs)
     if timeout:
         offs.append((w.here() + 4, ">I"))
         w.be32(CTA_TIMEOUT, 0)
     offs.append((w.here() + 4, ">I"))
     w.be32(CTA_STATUS, 0)
     if tcp:
-        with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
-            offs.append((w.here() + 4, "B"))
-            w.u8(CTA_PROTOINFO_TCP_STATE, 0)
-            for attr in (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY):
-                offs += [(w.here() + 4, "B"), (w.here() + 5, "B")]
-                w.binary(attr, bytes(2))
+        _tcp_info_fields(w, offs, True)
     offs.append((w.here() + 4, ">I"))
     w.be32(CTA_MARK, 0)
     w.end()
@@ -614,7 +621,8 @@ def delete_template(family: int, proto: int) -> Template:
     it with (orig src, dst bytes, sport, dport)."""
     w = MessageWriter()
     w.begin(MSG_DELETE, NLM_F_REQUEST, family=family)
-    offs = _orig_tuple_fields(w, family, proto)
+    offs: list[tuple[int, str]] = []
+    _tuple_fields(w, CTA_TUPLE_ORIG, family, proto, offs)
     w.end()
     return Template(w.message(0), offs)
 
@@ -643,20 +651,8 @@ class DeleteEncoder:
     def _make(e: Entry) -> tuple[Template, Callable[[Entry], tuple[Any, ...]]]:
         w = MessageWriter()
         w.begin(MSG_DELETE, NLM_F_REQUEST, family=e.family)
-        alen = 16 if e.family == AF_INET6 else 4
-        with w.nest(CTA_TUPLE_ORIG):
-            with w.nest(CTA_TUPLE_IP):
-                src_off = w.here() + 4
-                w.binary(CTA_IP_V6_SRC if alen == 16 else CTA_IP_V4_SRC, bytes(alen))
-                dst_off = w.here() + 4
-                w.binary(CTA_IP_V6_DST if alen == 16 else CTA_IP_V4_DST, bytes(alen))
-            with w.nest(CTA_TUPLE_PROTO):
-                w.u8(CTA_PROTO_NUM, e.orig.proto)
-                sport_off = w.here() + 4
-                w.be16(CTA_PROTO_SRC_PORT, 0)
-                dport_off = w.here() + 4
-                w.be16(CTA_PROTO_DST_PORT, 0)
-        fields = [(src_off, f"{alen}s"), (dst_off, f"{alen}s"), (sport_off, ">H"), (dport_off, ">H")]
+        fields: list[tuple[int, str]] = []
+        _tuple_fields(w, CTA_TUPLE_ORIG, e.family, e.orig.proto, fields)
         if e.zone:
             fields.append((w.here() + 4, ">H"))
             w.be16(CTA_ZONE, 0)
@@ -728,18 +724,7 @@ class CreateEncoder:
         alen = 16 if e.family == AF_INET6 else 4
         offs: list[tuple[int, str]] = []
         for attr in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
-            with w.nest(attr):
-                with w.nest(CTA_TUPLE_IP):
-                    offs.append((w.here() + 4, f"{alen}s"))
-                    w.binary(CTA_IP_V6_SRC if alen == 16 else CTA_IP_V4_SRC, bytes(alen))
-                    offs.append((w.here() + 4, f"{alen}s"))
-                    w.binary(CTA_IP_V6_DST if alen == 16 else CTA_IP_V4_DST, bytes(alen))
-                with w.nest(CTA_TUPLE_PROTO):
-                    w.u8(CTA_PROTO_NUM, e.orig.proto)
-                    offs.append((w.here() + 4, ">H"))
-                    w.be16(CTA_PROTO_SRC_PORT, 0)
-                    offs.append((w.here() + 4, ">H"))
-                    w.be16(CTA_PROTO_DST_PORT, 0)
+            _tuple_fields(w, attr, e.family, e.orig.proto, offs)
         for attr, wanted in ((CTA_NAT_DST, nat[0]), (CTA_NAT_SRC, nat[1])):  # as _put_nat lays them out
             if wanted:
                 with w.nest(attr):
@@ -758,15 +743,8 @@ class CreateEncoder:
             offs.append((w.here() + 4, ">I"))
             w.be32(CTA_MARK, 0)
         flags_of = self.tcp_flags if tcp else None
-        if tcp:
-            with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_TCP):
-                offs.append((w.here() + 4, "B"))
-                w.u8(CTA_PROTOINFO_TCP_STATE, 0)
-                if flags_of is not None:  # flags and mask, the same both ways
-                    for attr in (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, CTA_PROTOINFO_TCP_FLAGS_REPLY):
-                        offs.append((w.here() + 4, "B"))
-                        offs.append((w.here() + 5, "B"))
-                        w.binary(attr, bytes(2))
+        if tcp:  # flags and mask (if asked for) the same both ways
+            _tcp_info_fields(w, offs, flags_of is not None)
         w.end()
         tmpl = Template(w.message(0), offs)
         drop = ~int(_CREATE_DROP)
