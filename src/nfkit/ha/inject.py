@@ -83,7 +83,7 @@ class Injector:
         self._emitters: dict[tuple[int, int, bool, bool, bool, bool], Callable[..., int]] = {}
         self._updaters: dict[tuple[int, int, bool, bool], Callable[..., int]] = {}
         self._deleters: dict[tuple[int, int], Callable[..., int]] = {}
-        self._flags_by_state: dict[int, int] = {}
+        self._tcp_values: dict[int, tuple[int, ...]] = {}  # state -> (state, flags and mask x2)
 
     def close(self) -> None:
         self.sock.close()
@@ -171,15 +171,18 @@ class Injector:
         if mark:
             values += (mark,)
         if tcp:
-            f = self._flags_by_state.get(state)
-            if f is None:
-                f = self._flags_by_state[state] = self._tcp_flags_of(state)
-            values += (state, f, f, f, f)
+            values += self._tcp_values.get(state) or self._tcp_values_of(state)
         shape = (family, proto, tcp, bool(mark), dnat, snat)
         emit = self._emitters.get(shape)
         if emit is None:
             emit = self._emitters[shape] = self._creator.template(*shape).compiled()
         return emit(w, *values)
+
+    def _tcp_values_of(self, state: int) -> tuple[int, ...]:
+        """A TCP state's template values: the state, then its flags and mask both ways."""
+        f = self._tcp_flags_of(state)
+        v = self._tcp_values[state] = (state, f, f, f, f)
+        return v
 
     def _update_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
         """`_update` of the entry a create plan's values describe, from a compiled template."""
@@ -192,10 +195,7 @@ class Injector:
             values += (timeout,)
         values += ((status & _NOT_EXPECTED | _CONFIRMED) & _UPDATE_KEEP,)
         if tcp:
-            f = self._flags_by_state.get(state)
-            if f is None:
-                f = self._flags_by_state[state] = self._tcp_flags_of(state)
-            values += (state, f, f, f, f)
+            values += self._tcp_values.get(state) or self._tcp_values_of(state)
         shape = (family, proto, timeout is not None, tcp)
         emit = self._updaters.get(shape)
         if emit is None:
