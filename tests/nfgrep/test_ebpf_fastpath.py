@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from nfkit.nfgrep.ebpf.program import Classifier, load_verified
+from nfkit.nfgrep.ebpf.program import V_BORN, Classifier, load_verified
 from nfkit.nfgrep.ebpf.replay import frame
 from nfkit.nfgrep.ebpf.trace import trace_packet
 
@@ -119,4 +119,7 @@ def test_a_first_payload_packet_looks_the_buffer_up_once_per_step() -> None:
         key = cl.flows.keys()[0] + bytes(8)  # the client's direction
         kept = cl.first.lookup(key)
         assert kept is not None and kept[:len(REQUEST)] == REQUEST
-        assert int.from_bytes(kept[-8:], "little") == len(REQUEST)
+        assert int.from_bytes(kept[-16:-8], "little") == len(REQUEST)
+        # then the flow's stamp (its entry's), so a reused tuple's next flow never reads it
+        entry = cl.flows.lookup(cl.flows.keys()[0])
+        assert entry is not None and kept[-8:] == entry[V_BORN:V_BORN + 8] != bytes(8)

@@ -11,7 +11,7 @@ import pytest
 
 from nfkit.nfgrep.compiler import compile_text
 from nfkit.nfgrep.ebpf.bpf import BpfError
-from nfkit.nfgrep.ebpf.program import Classifier, compile_rules, load_verified
+from nfkit.nfgrep.ebpf.program import FIRST_ENTRIES, Classifier, compile_rules, load_verified
 from nfkit.nfgrep.ebpf.replay import Comparison, compare, frame
 from nfkit.nfgrep.loader import SIGNATURES
 from nfkit.nfgrep.verifier import Verified, verify
@@ -245,10 +245,11 @@ def test_a_refused_new_shape_is_named_with_the_whole_log(shape: str,
     assert info.value.log.strip() in str(info.value)  # shown in full
 
 
-def _hybrid(extra: Path, captures: list[Path]) -> list[tuple[str, str, str | None, str | None]]:
+def _hybrid(extra: Path, captures: list[Path], first_entries: int = FIRST_ENTRIES
+            ) -> list[tuple[str, str, str | None, str | None]]:
     """The kernel program with the queue path behind it (the packets it hands over), against
     the engine: (client, server, the engine's app, the hybrid's) for each flow they differ
-    on."""
+    on (``first_entries``: the size of the classifier's first-bytes map)."""
     from nfkit.nfgrep.classify import classify
     from nfkit.nfgrep.ebpf.program import USERSPACE
     from nfkit.nfgrep.ebpf.replay import endpoint, feed_hybrid
@@ -256,7 +257,7 @@ def _hybrid(extra: Path, captures: list[Path]) -> list[tuple[str, str, str | Non
     rules = [str(SIGNATURES), str(extra)]
     wrong = []
     for path in captures:
-        with Classifier(load_verified(rules)) as cl:
+        with Classifier(load_verified(rules), first_entries=first_entries) as cl:
             queued = feed_hybrid(cl, [path], rules)
             for r in classify([path], rules).flows:
                 (ca, cp), (sa, sp) = endpoint(r.client), endpoint(r.server)

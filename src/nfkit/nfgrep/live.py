@@ -90,6 +90,7 @@ SAME_CONNECTION_AHEAD = 1 << 24
 SAME_CONNECTION_BEHIND = 1 << 20
 IDLE = 60.0
 BACKENDS = ("auto", "ebpf", "queue")
+FIRST_SWEEP_S = 5.0  # how often the daemon frees the eBPF first-bytes entries of flows gone
 _LINK_RAW = 101
 _TH_FIN_RST = 0x05
 _TH_SYN = 0x02
@@ -834,7 +835,15 @@ class LiveService(Service):
             self.installed = False
 
     def tick(self) -> float | None:
-        return None
+        if self.classifier is None:
+            return None
+        # the kernel's first-bytes map is a plain hash (full, it hands new open flows over at
+        # once): the entries of flows no hand-over can read any more are freed here
+        try:
+            self.classifier.sweep_first()
+        except (NfkitError, OSError) as exc:
+            log.warning("eBPF first-bytes map not swept: %s", exc)
+        return FIRST_SWEEP_S
 
     def counters(self) -> list[dict[str, int]]:
         out = []

@@ -129,10 +129,14 @@ KEY_SIZE = 40
 EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protocol, family
 # each direction's first payload packet of a flow still open after it (the bytes the queue
 # path reads first when the flow is handed over later): key = flow key + direction (u64),
-# value = BUF bytes then their length (u64); an LRU hash, so a stale entry goes first
+# value = BUF bytes, their length (u64), the flow's stamp (u64, V_BORN: an entry of an
+# earlier flow on the same tuple is never read as this one's).  A plain hash, not an LRU:
+# a full map refuses the entry, and the program then hands that flow over at once, where
+# an LRU would silently drop another open flow's bytes (`Classifier.sweep_first` frees
+# the entries of flows gone)
 FIRST_ENTRIES = 4096
 FIRST_KEY_SIZE = KEY_SIZE + 8
-FIRST_VALUE_SIZE = BUF + 8
+FIRST_VALUE_SIZE = BUF + 16
 # flow states
 UNDECIDED, DECIDED, USERSPACE, NO_APP, REFINING = 0, 1, 2, 3, 4
 STATE_NAMES = {UNDECIDED: "undecided", DECIDED: "decided", USERSPACE: "userspace",
@@ -155,7 +159,10 @@ FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spa
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_REPLIED = 21  # 1 once the server side sent a packet (UDP: the flow table's REPLIED)
 V_LAST = 24  # bpf_ktime_get_coarse_ns of the flow's last packet (its idle timeout counts from it)
-V_HINTED, V_OUT = 32, 40
+V_HINTED = 32
+V_LIVE = 40  # the candidates (or the winner's children) still waiting when the flow stayed open
+V_BORN = 48  # the flow's stamp (bpf_ktime_get_ns at its first kept bytes; 0: none kept)
+V_OUT = 56
 # per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
 # with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
 C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
@@ -163,6 +170,7 @@ COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected")
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
 S_FIRSTDIR = -8    # right after it: the direction, making the first-bytes map's key
+F_LEN, F_STAMP = BUF, BUF + 8  # in a first-bytes value (and in the scratch value's PAD)
 S_SRC, S_DST = -80, -64  # endpoints (16 bytes each, 8-aligned)
 S_HDR = -128       # IP header bytes (48)
 S_L4 = -152        # TCP/UDP header bytes (24)
@@ -828,13 +836,16 @@ class _Builder:
                ja("apply"))
         a.label("data")
         a.emit(ldx("dw", R2, FP, _misc(M_N)), jmp("jeq", R2, "apply", imm=0))
-        # a direction's later packets: a candidate waiting for more of it makes the flow
-        # userspace's; else they change nothing (its steps ran on its first packet), but
-        # are remembered (a protocol `after` the winner would read them)
+        # a direction's later packets: a candidate that may read them makes the flow
+        # userspace's at the first of them (`later_readers`: the queue path then has every
+        # byte, the first packet from the first-bytes map); else they change nothing (its
+        # steps ran on its first packet), but are remembered
         a.emit(ldx("b", R3, R8, V_SEEN), mov(R4, R9), alu64("add", R4, imm=1),
                jset_reg(R3, R4, "later"), ja("firstdata"))
         a.label("later")
-        a.emit(ldx("b", R3, R8, V_NEEDDIR), jset_reg(R3, R4, "touser"),
+        a.emit(ldx("b", R3, R8, V_NEEDDIR), jset_reg(R3, R4, "touser"))
+        self.later_readers()
+        a.emit(mov(R4, R9), alu64("add", R4, imm=1),
                ldx("b", R3, R8, V_MORE), alu64("or", R3, R4), stx("b", R8, V_MORE, R3),
                ja("apply"))
         a.label("firstdata")
@@ -873,6 +884,54 @@ class _Builder:
         a.emit(stx("dw", R7, self.fr + F_FINAL, R1))
         self.run_steps()
 
+    def first_steps(self, s: SigInfo, d: int) -> tuple[list[int], bool]:
+        """The steps of ``s`` that run on direction ``d``'s first payload packet (its first
+        in that direction), and whether any other step reads ``d`` (it starts later in
+        that direction's stream: the engine would read ``d``'s later bytes)."""
+        proto = s.program.protocols[s.proto]
+        seen_dirs: set[int] = set()
+        firsts, later = [], False
+        for i, si in enumerate(s.steps):
+            sd = proto.steps[si].direction
+            if sd != d and sd != 2:
+                seen_dirs.add(sd)
+                continue
+            if sd == d and d not in seen_dirs and 2 not in seen_dirs:
+                firsts.append(i)
+            else:
+                later = True
+            seen_dirs.add(sd)
+        return firsts, later
+
+    def later_readers(self) -> None:
+        """A later payload packet of direction r9 in an open flow: to userspace (at this
+        packet, nothing of the direction missed yet) if a candidate still waiting (V_LIVE)
+        may read it: one with a step starting later in that direction, or whose step on
+        the direction's first packet did not hold (unknown, or needing more)."""
+        a = self.asm
+        a.note("a later packet: to userspace if a waiting candidate may read it")
+        done = a.fresh("nolater")
+        a.emit(ldx("dw", R3, R8, V_LIVE), jmp("jeq", R3, done, imm=0))
+        for d in (0, 1):
+            other = a.fresh("laterdir")
+            if d == 0:
+                a.emit(jmp("jne", R9, other, imm=0))
+            later = 0
+            for s in self.sigs:
+                firsts, reads_later = self.first_steps(s, d)
+                if reads_later:
+                    later |= 1 << s.index
+                for i in firsts:
+                    held = a.fresh("heldfirst")
+                    a.emit(ldx("b", R1, R8, s.out[i]), jmp("jeq", R1, held, imm=O_HELD),
+                           lddw(R5, 1 << s.index), jset_reg(R3, R5, "touser"))
+                    a.label(held)
+            if later:
+                a.emit(lddw(R5, later), jset_reg(R3, R5, "touser"))
+            a.emit(ja(done))
+            a.label(other)
+        a.label(done)
+
     def run_steps(self) -> None:
         """Each step that reads the start of this direction runs; its outcome is stored."""
         a = self.asm
@@ -885,16 +944,10 @@ class _Builder:
             # they kept from this very packet
             for s in sorted(self.sigs, key=lambda s: len(s.chain or [])):
                 proto = s.program.protocols[s.proto]
-                seen_dirs: set[int] = set()
+                firsts, _ = self.first_steps(s, d)
                 for i, si in enumerate(s.steps):
-                    step = proto.steps[si]
-                    sd = step.direction
-                    if sd != d and sd != 2:
-                        seen_dirs.add(sd)
-                        continue
-                    first = sd == d and d not in seen_dirs and 2 not in seen_dirs
-                    seen_dirs.add(sd)
-                    self.one_step(s, i, si, first, d)
+                    if proto.steps[si].direction in (d, 2):
+                        self.one_step(s, i, si, i in firsts, d)
             a.emit(ja("decide"))
 
     def one_step(self, s: SigInfo, i: int, si: int, first: bool, d: int) -> None:
@@ -1135,7 +1188,8 @@ class _Builder:
                 a.emit(jmp("jne", R3, refining, imm=0))
                 self.final(s, app)
                 a.label(refining)
-                a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
+                a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1),
+                       ldx("dw", R1, R7, self.mk + 16), stx("dw", R8, V_LIVE, R1))
                 self.set_state(REFINING, app, "keepfirst")
             else:
                 self.final(s, app)
@@ -1147,12 +1201,19 @@ class _Builder:
         the winner's children, wait): that packet's bytes into the first-bytes map, for
         the queue path to read first should the flow be handed over later (it then
         decides as the engine, which saw them).  A first packet longer than the buffer,
-        or a map that refuses the entry: the flow is handed over at this packet."""
+        or a map that refuses the entry (full: FIRST_ENTRIES open flows' bytes kept):
+        the flow is handed over at this packet, so userspace sees it from its start."""
         a = self.asm
         a.label("keepfirst")
         a.note("an open flow: this direction's first bytes kept for a later hand-over")
         a.emit(ldx("dw", R1, FP, _misc(M_N)), ldx("dw", R2, FP, _misc(M_PAYLEN)),
-               jmp("jne", R1, "touser", src=R2), stx("dw", R7, BUF, R1),
+               jmp("jne", R1, "touser", src=R2), stx("dw", R7, F_LEN, R1),
+               # the flow's stamp, made at its first kept bytes (a reused tuple's new flow
+               # gets a new one: the old flow's entries are never read as its own)
+               ldx("dw", R1, R8, V_BORN), jmp("jne", R1, "stamped", imm=0),
+               call(HELPER["ktime_get_ns"]), stx("dw", R8, V_BORN, R0), mov(R1, R0))
+        a.label("stamped")
+        a.emit(stx("dw", R7, F_STAMP, R1),
                ldx("dw", R1, FP, _misc(M_DIR)), stx("dw", FP, S_FIRSTDIR, R1),
                ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
                movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jne", R0, "touser", imm=0),
@@ -1182,7 +1243,8 @@ class _Builder:
             a.emit(ldx("b", R2, R8, s.out[0]), jmp("jne", R2, skip, imm=O_HELD),
                    lddw(R2, 1 << s.index), jset_reg(R3, R2, "touser"))
             a.label(skip)
-        a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1))
+        a.emit(ldx("dw", R1, R7, self.mk + 24), stx("b", R8, V_NEEDDIR, R1),
+               stx("dw", R8, V_LIVE, R3))
         # a candidate waits for more of *this* packet's direction (a segmented first
         # message): only reassembly can go on, so userspace takes the flow from this
         # packet on (it then reads this direction from its first byte)
@@ -1249,9 +1311,11 @@ class Classifier:
 
     def __init__(self, verified: list[Verified], flow_entries: int = FLOW_ENTRIES,
                  mark_mask: int = MARK_MASK, log_level: int = 0,
-                 registry: Registry | None = None, timeouts: Timeouts | None = None) -> None:
+                 registry: Registry | None = None, timeouts: Timeouts | None = None,
+                 first_entries: int = FIRST_ENTRIES) -> None:
         self.links: list[Link] = []
         self.mark_mask = mark_mask
+        self.timeouts = timeouts or Timeouts()
         layout = compile_rules(verified, mark_mask=mark_mask, registry=registry)
         self.flows = Map("BPF_MAP_TYPE_LRU_HASH", KEY_SIZE, layout.value_size, flow_entries,
                          "nfgrep_flows")
@@ -1259,8 +1323,8 @@ class Classifier:
                            "nfgrep_scratch")
         self.expected = Map("BPF_MAP_TYPE_HASH", EXPECT_KEY_SIZE, 4, EXPECT_ENTRIES,
                             "nfgrep_expect")
-        self.first = Map("BPF_MAP_TYPE_LRU_HASH", FIRST_KEY_SIZE, FIRST_VALUE_SIZE,
-                         FIRST_ENTRIES, "nfgrep_first")
+        self.first = Map("BPF_MAP_TYPE_HASH", FIRST_KEY_SIZE, FIRST_VALUE_SIZE,
+                         first_entries, "nfgrep_first")
         try:
             self.compiled = compile_rules(verified, self.flows.fd, self.scratch.fd, mark_mask,
                                           self.expected.fd, registry, timeouts, self.first.fd)
@@ -1356,19 +1420,57 @@ class Classifier:
                     proto: int) -> list[tuple[int, bytes]]:
         """Each direction's first payload the kernel let pass while the flow was open
         (0: the client's), in the order the flow's entry says they came, taken out of the
-        map: what the queue path reads first when the flow is handed over."""
+        map: what the queue path reads first when the flow is handed over.  An entry
+        left by an earlier flow on the same tuple (its stamp not this flow's) is dropped."""
         key, _ = flow_key(client, server, cport, sport, proto)
         e = self.flows.lookup(key)
         first = e[V_FIRST] if e is not None else 0
+        born = struct.unpack_from("<Q", e, V_BORN)[0] if e is not None else 0
         out = []
         for d in (first, 1 - first):
             k = key + struct.pack("<Q", d)
             raw = self.first.lookup(k)
             if raw is not None:
                 self.first.delete(k)
-                n = struct.unpack_from("<Q", raw, BUF)[0]
-                out.append((d, raw[:min(n, BUF)]))
+                n, stamp = struct.unpack_from("<QQ", raw, F_LEN)
+                if born and stamp == born:
+                    out.append((d, raw[:min(n, BUF)]))
         return out
+
+    def sweep_first(self, now_ns: int | None = None) -> int:
+        """Delete the first-bytes entries no hand-over can read any more (the map is a
+        plain hash: a full one makes the kernel hand new open flows over at once): those
+        of flows gone from the flow map, reopened since (another stamp), decided, closed
+        (a RST, a FIN each way) or idle past their timeout.  ``now_ns``: CLOCK_MONOTONIC
+        (the entries' clock).  Returns how many were deleted."""
+        import time
+
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
+        gone = 0
+        for k in self.first.keys():
+            raw = self.first.lookup(k)  # before the flow: a newer flow's entry is newer still
+            if raw is None:
+                continue
+            e = self.flows.lookup(k[:KEY_SIZE])
+            if e is None or e[V_STATE] not in (UNDECIDED, REFINING) or \
+                    struct.unpack_from("<Q", raw, F_STAMP)[0] != struct.unpack_from("<Q", e, V_BORN)[0] or \
+                    e[V_CLOSED] & 4 or e[V_CLOSED] & 3 == 3 or \
+                    now - struct.unpack_from("<Q", e, V_LAST)[0] > self._idle_ns(k[36], e):
+                gone += self.first.delete(k)
+        return gone
+
+    def _idle_ns(self, proto: int, e: bytes) -> int:
+        """The idle timeout the program gives this open flow entry (`_Builder.idle`)."""
+        t = self.timeouts
+        if proto == 17:
+            seconds = t.udp_stream if e[V_REPLIED] else t.udp
+        elif proto == 6:
+            closed = e[V_CLOSED] & 3
+            seconds = t.tcp_close_wait if closed else \
+                t.tcp_established if e[V_SYN] != 1 else t.tcp_syn_sent
+        else:
+            seconds = t.generic
+        return int(seconds * 1e9)
 
     def packet_mark(self, code: int) -> int:
         """The packet-mark bits a flow's mark code (an app id, MARK_NONE, MARK_USERSPACE)

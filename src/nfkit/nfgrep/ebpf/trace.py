@@ -3,8 +3,8 @@ how many eBPF instructions, which helper calls.
 
 This module owns a small interpreter for the instructions nfkit's programs use
 (64-bit ALU, byte swaps, jumps, loads and stores, 64-bit immediates, map
-references, local calls, the helpers `map_lookup_elem`, `skb_load_bytes` and
-`ktime_get_coarse_ns`),
+references, local calls, the helpers `map_lookup_elem`, `skb_load_bytes`,
+`ktime_get_coarse_ns` and `ktime_get_ns`),
 over regions of memory (the stack, the packet, the skb context, map values).
 It answers "what does a packet cost" where the kernel gives no counter
 (instruction counts need `kernel.bpf_stats_enabled` or hardware counters,
@@ -298,6 +298,8 @@ def _helper(helper: int, regs: list[Value], maps: dict[int, object], pkt: bytear
         return 0
     if helper == HELPER["ktime_get_coarse_ns"]:  # CLOCK_MONOTONIC_COARSE: at most a tick
         return time.monotonic_ns()               # behind this clock
+    if helper == HELPER["ktime_get_ns"]:
+        return time.monotonic_ns()
     raise TraceStop(f"helper {HELPER_NAMES.get(helper, helper)} (not modelled)")
 
 

@@ -1,0 +1,197 @@
+"""The eBPF back end's hand-over to the queue path sees every byte the engine needs: a
+direction's later packets that a waiting candidate may read are handed over at the
+first of them (not let pass before a late hand-over), and a full first-bytes map hands
+a new open flow over at its first payload packet (never another open flow's bytes
+dropped).  Each checked against the engine on captures made here (BPF_PROG_TEST_RUN,
+the queue path behind the kernel program as `nfgrep live --backend ebpf` runs it)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dpkt
+import pytest
+
+from nfkit.nfgrep.classify import classify
+from nfkit.nfgrep.ebpf.program import (
+    FIRST_ENTRIES,
+    MARK_USERSPACE,
+    UNDECIDED,
+    USERSPACE,
+    Classifier,
+    load_verified,
+)
+from nfkit.nfgrep.ebpf.replay import frame
+from nfkit.nfgrep.loader import SIGNATURES
+
+from .test_ebpf import C4, C6, S4, S6, tcp_flow
+from .test_ebpf_shapes import _hybrid
+
+# decided by the client's *second* message, after the server's answer: the kernel holds
+# `hello`, `ok` waits, and `choice` starts later in the client's stream (its to userspace)
+LATE = """
+protocol late over tcp ports 7200 {
+    step hello from client { "\\x00\\x05HELLO" }
+    step ok from server { "OK" }
+    step choice from client { "A" }
+}
+protocol lateb over tcp ports 7200 {
+    step hello from client { "\\x00\\x05HELLO" }
+    step ok from server { "OK" }
+    step choice from client { "B" }
+}
+protocol lateu over udp ports 7201 {
+    step hello from client { "\\x00\\x05HELLO" }
+    step ok from server { "OK" }
+    step choice from client { "A" }
+}
+"""
+
+
+# no shipped protocol waits for more of it (TCP DNS would, on a length prefix over 17)
+HELLO = b"\x00\x05HELLO"
+
+
+def _rules(tmp_path: Path) -> Path:
+    path = tmp_path / "late.nfg"
+    path.write_text(LATE)
+    return path
+
+
+def _udp(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
+         sport: int, chunks: list[tuple[int, bytes]]) -> None:
+    for d, data in chunks:
+        ts[0] += 0.001
+        src, dst, a, b = (client, server, cport, sport) if d == 0 else (server, client, sport, cport)
+        w.writepkt(frame(17, src, dst, a, b, 0, 0, data), ts=ts[0])
+
+
+def _opened(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
+            data: bytes) -> None:
+    """A TCP flow to 7200 that sends its first bytes and stays open (undecided)."""
+    seq = [1000, 5000]
+    for d, flags, payload in ((0, 0x02, b""), (1, 0x12, b""), (0, 0x10, b""), (0, 0x18, data)):
+        ts[0] += 0.001
+        src, dst, sp, dp = (client, server, cport, 7200) if d == 0 else (server, client, 7200, cport)
+        w.writepkt(frame(6, src, dst, sp, dp, flags, seq[d], payload), ts=ts[0])
+        seq[d] += len(payload) + (1 if flags & 0x02 else 0)
+
+
+@pytest.mark.kernel
+def test_a_flow_decided_by_its_second_payload_packet_handed_over_late_is_decided_right(
+        tmp_path: Path) -> None:
+    """The client sends its two messages before the server answers: the kernel runs `hello`
+    on the first, `ok` on the server's, and must hand the flow over; the second client
+    packet, which alone decides the app, passed before that hand-over unless the kernel
+    hands the flow over at it (the queue path then reads the first from the map)."""
+    rules = _rules(tmp_path)
+    capture = tmp_path / "late.pcap"
+    with open(capture, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=1)
+        ts = [1.0]
+        n = 0
+        for client, server in ((C4, S4), (C6, S6)):
+            for choice in (b"A", b"B"):
+                for chunks in ([(0, HELLO), (0, choice), (1, b"OK")],  # late: the case
+                               [(0, HELLO), (1, b"OK"), (0, choice)],  # in turn
+                               [(0, HELLO + choice), (1, b"OK")]):     # one packet
+                    tcp_flow(w, ts, client, server, 44000 + n, 7200, chunks)
+                    n += 1
+            _udp(w, ts, client, server, 44000 + n, 7201, [(0, HELLO), (1, b"OK"), (0, b"A")])
+            n += 1
+    engine = {r.client: r.app for r in classify([capture], [str(SIGNATURES), str(rules)]).flows}
+    assert sorted(map(str, engine.values())) == sorted(["late"] * 6 + ["lateb"] * 6 + ["lateu"] * 2)
+    with Classifier(load_verified([str(SIGNATURES), str(rules)])) as cl:
+        handed = _handed(cl, capture)
+    assert handed >= 8  # the late flows (and the in-turn ones) reach the queue path
+    assert _hybrid(rules, [capture]) == []
+
+
+def _handed(cl: Classifier, capture: Path) -> int:
+    """Packets of the capture the kernel program marks for the queue path."""
+    from nfkit.nfgrep.capture import CaptureReader, decode
+
+    n = 0
+    for _ts, link, raw in CaptureReader(capture):
+        pkt = decode(link, raw)
+        if pkt is not None and pkt[0] in (6, 17):
+            proto, src, dst, sport, dport, flags, seq, payload, _size = pkt
+            mark = cl.prog.test_run(frame(proto, src, dst, sport, dport, flags, seq, bytes(payload)))[1]
+            n += mark & cl.mark_mask == cl.packet_mark(MARK_USERSPACE)
+    return n
+
+
+@pytest.mark.kernel
+def test_a_flood_of_open_flows_past_the_first_bytes_map_loses_no_flows_bytes(tmp_path: Path) -> None:
+    """More flows left open than the first-bytes map holds (32 here; FIRST_ENTRIES, 4,096,
+    in `nfgrep live`): a real flow opened before the flood and handed over after it still
+    has its first bytes (an LRU map would have dropped them for a flood flow's: the queue
+    path then saw a gap and said `unknown`), and one opened after it, with the map full,
+    is handed over at its first payload packet: both decided as the engine does."""
+    rules = _rules(tmp_path)
+    capture = tmp_path / "flood.pcap"
+    with open(capture, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=1)
+        ts = [1.0]
+        _opened(w, ts, C4, S4, 45000, HELLO)
+        for j in range(100):
+            _opened(w, ts, C6, S6, 46000 + j, HELLO)
+        seq = [1001 + len(HELLO), 5001]
+        for d, data in ((0, b"A"), (1, b"OK")):  # the first flow goes on: `late`
+            ts[0] += 0.001
+            src, dst, sp, dp = (C4, S4, 45000, 7200) if d == 0 else (S4, C4, 7200, 45000)
+            w.writepkt(frame(6, src, dst, sp, dp, 0x18, seq[d], data), ts=ts[0])
+        tcp_flow(w, ts, C4, S4, 45001, 7200, [(0, HELLO), (1, b"OK"), (0, b"B")])
+        for j in range(100):  # the flood ends: FINs, so the queue path decides its flows too
+            for d in (0, 1):
+                ts[0] += 0.001
+                src, dst, sp, dp = (C6, S6, 46000 + j, 7200) if d == 0 else (S6, C6, 7200, 46000 + j)
+                w.writepkt(frame(6, src, dst, sp, dp, 0x11, 1001 + len(HELLO) if d == 0 else 5001, b""),
+                           ts=ts[0])
+    engine = {r.client: r.app for r in classify([capture], [str(SIGNATURES), str(rules)]).flows}
+    assert engine["192.0.2.2:45000"] == "late" and engine["192.0.2.2:45001"] == "lateb"
+    assert _hybrid(rules, [capture], first_entries=32) == []
+    with Classifier(load_verified([str(SIGNATURES), str(rules)]), first_entries=32) as cl:
+        _handed(cl, capture)
+        flood = [cl.flow(C6, S6, 46000 + j, 7200, 6) for j in range(100)]
+        assert len(cl.first.keys()) == 32
+        states = [e.state for e in flood if e is not None]
+        assert states.count(UNDECIDED) == 31 and states.count(USERSPACE) == 69  # map full: handed over
+
+
+@pytest.mark.kernel
+def test_the_first_bytes_of_flows_no_hand_over_can_read_are_swept(tmp_path: Path) -> None:
+    """`Classifier.sweep_first` (the live daemon runs it every few seconds) frees the
+    entries of closed flows and of flows idle past their timeout, keeps those of open
+    flows, and a full map takes new open flows' bytes again."""
+    rules = _rules(tmp_path)
+    with Classifier(load_verified([str(SIGNATURES), str(rules)]), first_entries=5) as cl:
+        def send(proto: int, cport: int, d: int, flags: int, seq: int, data: bytes) -> int:
+            ends = (C4, S4, cport, 7200 if proto == 6 else 7201)
+            src, dst, sp, dp = ends if d == 0 else (ends[1], ends[0], ends[3], ends[2])
+            return cl.prog.test_run(frame(proto, src, dst, sp, dp, flags, seq, data))[1]
+
+        def opened(cport: int) -> None:
+            for d, flags, seq, data in ((0, 0x02, 1000, b""), (1, 0x12, 5000, b""),
+                                        (0, 0x18, 1001, HELLO)):
+                send(6, cport, d, flags, seq, data)
+
+        for cport in (47000, 47001):
+            opened(cport)
+        for cport in (47002, 47003):
+            opened(cport)
+            send(6, cport, 0, 0x04, 1001 + len(HELLO), b"")  # RST
+        send(17, 47004, 0, 0, 0, HELLO)  # UDP, open (30 s without an answer)
+        assert len(cl.first.keys()) == 5
+        opened(47005)  # the map full: handed over at once
+        assert cl.flow(C4, S4, 47005, 7200, 6).state == USERSPACE  # type: ignore[union-attr]
+        assert cl.sweep_first() == 2  # the RST flows'
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        assert cl.sweep_first(now + 31 * 10**9) == 1  # the UDP flow's, idle past `udp`
+        assert sorted(k[32:34] for k in cl.first.keys()) == [(47000).to_bytes(2, "big"),
+                                                               (47001).to_bytes(2, "big")]
+        opened(47006)
+        assert cl.flow(C4, S4, 47006, 7200, 6).state == UNDECIDED  # type: ignore[union-attr]
+        assert len(cl.first.keys()) == 3
+    assert FIRST_ENTRIES == 4096  # the size docs/nfgrep.md gives
