@@ -195,3 +195,28 @@ def test_the_first_bytes_of_flows_no_hand_over_can_read_are_swept(tmp_path: Path
         assert cl.flow(C4, S4, 47006, 7200, 6).state == UNDECIDED  # type: ignore[union-attr]
         assert len(cl.first.keys()) == 3
     assert FIRST_ENTRIES == 4096  # the size docs/nfgrep.md gives
+
+
+@pytest.mark.kernel
+def test_a_reused_tuple_never_reads_the_earlier_flows_first_bytes(tmp_path: Path) -> None:
+    """A flow left open after the client's first bytes (kept), then closed; the same tuple
+    opens again, the server speaks first (kept), and the client's first packet hands the
+    new flow over: the queue path must not take the earlier flow's client bytes (`B`,
+    still in the map) for this one's (`A`): each entry carries its flow's stamp."""
+    from nfkit.nfgrep.ebpf.replay import feed_hybrid
+
+    rules = _rules(tmp_path)
+    capture = tmp_path / "reused.pcap"
+    with open(capture, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=1)
+        ts = [1.0]
+        _opened(w, ts, C4, S4, 45100, HELLO + b"B")
+        ts[0] += 0.001  # the client resets it
+        w.writepkt(frame(6, C4, S4, 45100, 7200, 0x04, 1001 + len(HELLO) + 1, b""), ts=ts[0])
+        tcp_flow(w, ts, C4, S4, 45100, 7200, [(1, b"OK"), (0, HELLO + b"A")])
+    rule_files = [str(SIGNATURES), str(rules)]
+    assert [r.app for r in classify([capture], rule_files).flows] == [None, "late"]
+    with Classifier(load_verified(rule_files)) as cl:
+        queued = feed_hybrid(cl, [capture], rule_files)
+        assert cl.flow(C4, S4, 45100, 7200, 6).state == USERSPACE  # type: ignore[union-attr]
+    assert queued[("tcp", C4, 45100, S4, 7200)] == "late"
