@@ -29,7 +29,7 @@ from .test_ebpf import C4, C6, S4, S6, tcp_flow
 from .test_ebpf_shapes import _hybrid
 
 # decided by the client's *second* message, after the server's answer: the kernel holds
-# `hello`, `ok` waits, and `choice` starts later in the client's stream (its to userspace)
+# `hello`, `ok` waits, and `choice` starts later in the client's stream (it is userspace's)
 LATE = """
 protocol late over tcp ports 7200 {
     step hello from client { "\\x00\\x05HELLO" }
@@ -100,6 +100,7 @@ def test_a_flow_decided_by_its_second_payload_packet_handed_over_late_is_decided
                     n += 1
             _udp(w, ts, client, server, 44000 + n, 7201, [(0, HELLO), (1, b"OK"), (0, b"A")])
             n += 1
+
     engine = {r.client: r.app for r in classify([capture], [str(SIGNATURES), str(rules)]).flows}
     assert sorted(map(str, engine.values())) == sorted(["late"] * 6 + ["lateb"] * 6 + ["lateu"] * 2)
     with Classifier(load_verified([str(SIGNATURES), str(rules)])) as cl:
@@ -220,3 +221,42 @@ def test_a_reused_tuple_never_reads_the_earlier_flows_first_bytes(tmp_path: Path
         queued = feed_hybrid(cl, [capture], rule_files)
         assert cl.flow(C4, S4, 45100, 7200, 6).state == USERSPACE  # type: ignore[union-attr]
     assert queued[("tcp", C4, 45100, S4, 7200)] == "late"
+
+
+# `kid` reads the client's second message once `par`, waiting for the server, has won
+KID = """
+protocol par over tcp ports 7202 {
+    step hello from client { "HOLA" }
+    step ok from server { "OK" }
+}
+protocol kid over tcp after par {
+    step hello from client { "HOLA" }
+    step choice from client { "A" }
+}
+"""
+
+
+@pytest.mark.kernel
+def test_a_later_packet_a_protocol_after_a_waiting_candidate_reads_is_handed_over(
+        tmp_path: Path) -> None:
+    """The candidate waiting (`par`) does not read the client's second packet, but the
+    protocol that runs after it (`kid`) does once it wins: that packet is handed over too
+    (alone, these rules; the shipped library's server-first protocols would hand it over
+    for their own reasons)."""
+    from nfkit.nfgrep.ebpf.replay import endpoint, feed_hybrid
+
+    rules = tmp_path / "kid.nfg"
+    rules.write_text(KID)
+    capture = tmp_path / "kid.pcap"
+    with open(capture, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=1)
+        ts = [1.0]
+        for n, (client, server) in enumerate(((C4, S4), (C6, S6))):
+            tcp_flow(w, ts, client, server, 44100 + n, 7202, [(0, b"HOLA"), (0, b"A"), (1, b"OK")])
+    engine = classify([capture], [str(rules)]).flows
+    assert [r.app for r in engine] == ["kid", "kid"]
+    with Classifier(load_verified([str(rules)])) as cl:
+        queued = feed_hybrid(cl, [capture], [str(rules)])
+    for r in engine:
+        (ca, cp), (sa, sp) = endpoint(r.client), endpoint(r.server)
+        assert queued.get(("tcp", ca, cp, sa, sp)) == "kid"

@@ -903,11 +903,19 @@ class _Builder:
             seen_dirs.add(sd)
         return firsts, later
 
+    def lineage(self, s: SigInfo) -> int:
+        """The bits of ``s`` and of the protocols it runs after (all protocols when that
+        chain is ambiguous): ``s`` may still run while any of them waits."""
+        if s.chain is None:
+            return (1 << len(self.sigs)) - 1
+        return sum(1 << i for i in {s.index, *s.chain})
+
     def later_readers(self) -> None:
         """A later payload packet of direction r9 in an open flow: to userspace (at this
-        packet, nothing of the direction missed yet) if a candidate still waiting (V_LIVE)
-        may read it: one with a step starting later in that direction, or whose step on
-        the direction's first packet did not hold (unknown, or needing more)."""
+        packet, nothing of the direction missed yet) if a candidate still waiting (V_LIVE),
+        or a protocol that runs after one, may read it: one with a step starting later in
+        that direction, or whose step on the direction's first packet did not hold
+        (unknown, or needing more)."""
         a = self.asm
         a.note("a later packet: to userspace if a waiting candidate may read it")
         done = a.fresh("nolater")
@@ -920,11 +928,11 @@ class _Builder:
             for s in self.sigs:
                 firsts, reads_later = self.first_steps(s, d)
                 if reads_later:
-                    later |= 1 << s.index
+                    later |= self.lineage(s)
                 for i in firsts:
                     held = a.fresh("heldfirst")
                     a.emit(ldx("b", R1, R8, s.out[i]), jmp("jeq", R1, held, imm=O_HELD),
-                           lddw(R5, 1 << s.index), jset_reg(R3, R5, "touser"))
+                           lddw(R5, self.lineage(s)), jset_reg(R3, R5, "touser"))
                     a.label(held)
             if later:
                 a.emit(lddw(R5, later), jset_reg(R3, R5, "touser"))
