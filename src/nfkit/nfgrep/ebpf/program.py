@@ -135,6 +135,7 @@ EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protoc
 # an LRU would silently drop another open flow's bytes (`Classifier.sweep_first` frees
 # the entries of flows gone)
 FIRST_ENTRIES = 4096
+FIRST_GRACE_S = 10.0  # a handed-over or closed flow's entries outlive its last packet by this much
 FIRST_KEY_SIZE = KEY_SIZE + 8
 FIRST_VALUE_SIZE = BUF + 16
 # flow states
@@ -1448,9 +1449,11 @@ class Classifier:
     def sweep_first(self, now_ns: int | None = None) -> int:
         """Delete the first-bytes entries no hand-over can read any more (the map is a
         plain hash: a full one makes the kernel hand new open flows over at once): those
-        of flows gone from the flow map, reopened since (another stamp), decided, closed
-        (a RST, a FIN each way) or idle past their timeout.  ``now_ns``: CLOCK_MONOTONIC
-        (the entries' clock).  Returns how many were deleted."""
+        of flows gone from the flow map, reopened since (another stamp) or decided; of
+        flows handed over or closed (a RST, a FIN each way) once idle FIRST_GRACE_S (the
+        queue path reads them at the hand-over packet, on its way as the flow turns);
+        of open flows idle past their timeout.  ``now_ns``: CLOCK_MONOTONIC (the
+        entries' clock).  Returns how many were deleted."""
         import time
 
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
@@ -1460,10 +1463,13 @@ class Classifier:
             if raw is None:
                 continue
             e = self.flows.lookup(k[:KEY_SIZE])
-            if e is None or e[V_STATE] not in (UNDECIDED, REFINING) or \
-                    struct.unpack_from("<Q", raw, F_STAMP)[0] != struct.unpack_from("<Q", e, V_BORN)[0] or \
-                    e[V_CLOSED] & 4 or e[V_CLOSED] & 3 == 3 or \
-                    now - struct.unpack_from("<Q", e, V_LAST)[0] > self._idle_ns(k[36], e):
+            if e is None or e[V_STATE] in (DECIDED, NO_APP) or \
+                    struct.unpack_from("<Q", raw, F_STAMP)[0] != struct.unpack_from("<Q", e, V_BORN)[0]:
+                gone += self.first.delete(k)
+                continue
+            idle = now - struct.unpack_from("<Q", e, V_LAST)[0]
+            ended = e[V_STATE] == USERSPACE or e[V_CLOSED] & 4 or e[V_CLOSED] & 3 == 3
+            if idle > (int(FIRST_GRACE_S * 1e9) if ended else self._idle_ns(k[36], e)):
                 gone += self.first.delete(k)
         return gone
 
