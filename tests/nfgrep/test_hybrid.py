@@ -249,3 +249,63 @@ def test_ebpf_hands_over_after_the_clients_banner_and_decides_ssh(tl: TrafficLab
     assert out.strip() == "SSH-2.0-Split_1.0"
     assert [a for (p, s, port, _), a in flows.items() if port == 2222] == ["ssh"], flows
     assert [d["app"] for d in decisions if d["server"] == f"{SERVER4}:2222"] == ["ssh"], decisions
+
+
+# a server that answers only once the client's second message came (the client sends both
+# before it reads): the app is decided by that second message
+SECOND_MESSAGE_SERVER = r'''
+import socket, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+def serve(c):
+    with c:
+        got = b""
+        while len(got) < 8:
+            chunk = c.recv(100)
+            if not chunk: return
+            got += chunk
+        c.sendall(b"OK")
+        c.recv(100)
+s = socket.create_server((host, port))
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+SECOND_MESSAGE_CLIENT = r'''
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+c.sendall(b"\x00\x05HELLO")
+time.sleep(0.2)
+c.sendall(b"A")
+print(c.recv(100).decode())
+c.close()
+'''
+
+
+def test_ebpf_hands_over_at_a_later_packet_the_decision_needs(tl: TrafficLab, tmp_path: Path) -> None:
+    """Live: the client's first message passes in the kernel (kept), its second, which alone
+    decides the app, is handed over at once (it passed unseen before the server's answer
+    handed the flow over late: `unknown`); the worker reads the first from the kernel's
+    map and marks the flow `late`, as the engine decides it."""
+    from nfkit.nfgrep.loader import SIGNATURES
+    from tests.nfgrep.test_ebpf_handover import LATE
+
+    (tmp_path / "late.nfg").write_text(LATE)
+    (tmp_path / "server.py").write_text(SECOND_MESSAGE_SERVER)
+    (tmp_path / "client.py").write_text(SECOND_MESSAGE_CLIENT)
+    tl.serve("second7200", [sys.executable, str(tmp_path / "server.py"), SERVER4, "7200"], 7200)
+    tl.fw.run(["conntrack", "-F"], check=False)
+    live = Live(tl, tmp_path, "--rules", str(SIGNATURES), "--rules", str(tmp_path / "late.nfg"),
+                backend="ebpf")
+    try:
+        out = tl.run_client([sys.executable, str(tmp_path / "client.py"), SERVER4, "7200"])
+        time.sleep(0.3)
+        entries = conntrack_entries(tl)
+        decisions = live.decisions()
+    finally:
+        assert live.stop() == 0
+    assert out.strip() == "OK"
+    assert [d["app"] for d in decisions if d["server"] == f"{SERVER4}:7200"] == ["late"], decisions
+    # the ct mark: late's id (not a shipped one), neither unmarked, `unknown` nor the hand-over
+    marks = [e.get("mark", 0) & 0xFF for e in entries if e["orig"].get("dport") == 7200]
+    assert len(marks) == 1 and marks[0] not in (0, SHIPPED["unknown"], 0xFE), entries
