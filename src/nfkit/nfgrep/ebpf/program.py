@@ -23,7 +23,11 @@ order port hints and first-direction give them, the first to hold its last
 step wins, then the protocols declared `after` it, watches that announce
 expectations).  Whenever the replay reaches an outcome the kernel cannot
 trust, the whole flow is marked for userspace (MARK_USERSPACE): the kernel
-never decides what the engine might decide otherwise.  TCP flows whose SYN
+never decides what the engine might decide otherwise.  An open flow keeps each
+direction's first payload in the first-bytes map for a later hand-over, and a
+direction's later packet that a waiting candidate may read hands the flow over
+at once (`later_readers`), as does a full first-bytes map: the queue path
+always gets every byte the engine needs.  TCP flows whose SYN
 was not seen, retransmitted or out-of-order first segments, UDP datagrams
 longer than BUF and flows of protocols announcing expectations (FTP: the
 data connection is userspace's) go to userspace too.
