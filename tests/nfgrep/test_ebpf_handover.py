@@ -159,6 +159,7 @@ def test_a_flood_of_open_flows_past_the_first_bytes_map_loses_no_flows_bytes(tmp
         assert len(cl.first.keys()) == 32
         states = [e.state for e in flood if e is not None]
         assert states.count(UNDECIDED) == 31 and states.count(USERSPACE) == 69  # map full: handed over
+        assert cl.counts()["first bytes map full"] == 70  # and the flow after the flood
 
 
 @pytest.mark.kernel

@@ -302,6 +302,7 @@ def test_ebpf_hands_over_at_a_later_packet_the_decision_needs(tl: TrafficLab, tm
         time.sleep(0.3)
         entries = conntrack_entries(tl)
         decisions = live.decisions()
+        first = live.status()["kernel_flows"]["first_bytes"]
     finally:
         assert live.stop() == 0
     assert out.strip() == "OK"
@@ -309,3 +310,4 @@ def test_ebpf_hands_over_at_a_later_packet_the_decision_needs(tl: TrafficLab, tm
     # the ct mark: late's id (not a shipped one), neither unmarked, `unknown` nor the hand-over
     marks = [e.get("mark", 0) & 0xFF for e in entries if e["orig"].get("dport") == 7200]
     assert len(marks) == 1 and marks[0] not in (0, SHIPPED["unknown"], 0xFE), entries
+    assert first == {"entries": 0, "size": 4096}  # the client's first bytes, kept, read by the worker

@@ -902,7 +902,10 @@ class LiveService(Service):
             states[state] = states.get(state, 0) + 1
             if e.app is not None:
                 apps[e.app] = apps.get(e.app, 0) + 1
-        return {"states": states, "apps": apps, "counts": cl.counts()}
+        # open flows' first bytes kept for a late hand-over, of the map's size (full: new
+        # open flows are handed over at their first payload, `first bytes map full`)
+        first = {"entries": len(cl.first.keys()), "size": cl.first_entries}
+        return {"states": states, "apps": apps, "counts": cl.counts(), "first_bytes": first}
 
     def _metrics(self) -> Any:
         from prometheus_client import CollectorRegistry

@@ -169,9 +169,10 @@ V_LIVE = 40  # the candidates (or the winner's children) still waiting when the 
 V_BORN = 48  # the flow's stamp (bpf_ktime_get_ns at its first kept bytes; 0: none kept)
 V_OUT = 56
 # per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
-# with no app, decided by an expectation, then decided per protocol (C_DECIDED + index)
-C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_DECIDED = range(6)
-COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected")
+# with no app, decided by an expectation, handed over because the first-bytes map was full,
+# then decided per protocol (C_DECIDED + index)
+C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_FIRST_FULL, C_DECIDED = range(7)
+COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected", "first bytes map full")
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
 S_FIRSTDIR = -8    # right after it: the direction, making the first-bytes map's key
@@ -1229,8 +1230,9 @@ class _Builder:
         a.emit(stx("dw", R7, F_STAMP, R1),
                ldx("dw", R1, FP, _misc(M_DIR)), stx("dw", FP, S_FIRSTDIR, R1),
                ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
-               movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jne", R0, "touser", imm=0),
-               ja("apply"))
+               movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jeq", R0, "apply", imm=0))
+        self.count(C_FIRST_FULL)  # the map full (the only refusal of a valid insert)
+        a.emit(ja("touser"))
         # decided (an app or none) on a direction's first payload packet: the other
         # direction's, kept while the flow was open, is not needed any more
         a.label("forget")
@@ -1336,6 +1338,7 @@ class Classifier:
                            "nfgrep_scratch")
         self.expected = Map("BPF_MAP_TYPE_HASH", EXPECT_KEY_SIZE, 4, EXPECT_ENTRIES,
                             "nfgrep_expect")
+        self.first_entries = first_entries
         self.first = Map("BPF_MAP_TYPE_HASH", FIRST_KEY_SIZE, FIRST_VALUE_SIZE,
                          first_entries, "nfgrep_first")
         try:
@@ -1395,7 +1398,8 @@ class Classifier:
 
     def counts(self) -> dict[str, Any]:
         """The program's per-CPU counters summed: flows new, reopened, handed to userspace,
-        done with no app, decided by an expectation, and ``decided`` per app (every
+        done with no app, decided by an expectation, handed over because the first-bytes
+        map was full (counted in ``userspace`` too), and ``decided`` per app (every
         decision since loading, unlike the flow map, whose entries are replaced by a
         reopened tuple and evicted)."""
         values = self.scratch.lookup_cpus(b"\0\0\0\0") or []
