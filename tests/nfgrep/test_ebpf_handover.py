@@ -26,7 +26,7 @@ from nfkit.nfgrep.ebpf.replay import frame
 from nfkit.nfgrep.loader import SIGNATURES
 
 from .test_ebpf import C4, C6, S4, S6, tcp_flow
-from .test_ebpf_shapes import _hybrid
+from .test_ebpf_shapes import hybrid_wrong
 
 # decided by the client's *second* message, after the server's answer: the kernel holds
 # `hello`, `ok` waits, and `choice` starts later in the client's stream (it is userspace's)
@@ -106,7 +106,7 @@ def test_a_flow_decided_by_its_second_payload_packet_handed_over_late_is_decided
     with Classifier(load_verified([str(SIGNATURES), str(rules)])) as cl:
         handed = _handed(cl, capture)
     assert handed >= 8  # the late flows (and the in-turn ones) reach the queue path
-    assert _hybrid(rules, [capture]) == []
+    assert hybrid_wrong(rules, [capture]) == []
 
 
 def _handed(cl: Classifier, capture: Path) -> int:
@@ -152,7 +152,7 @@ def test_a_flood_of_open_flows_past_the_first_bytes_map_loses_no_flows_bytes(tmp
                            ts=ts[0])
     engine = {r.client: r.app for r in classify([capture], [str(SIGNATURES), str(rules)]).flows}
     assert engine["192.0.2.2:45000"] == "late" and engine["192.0.2.2:45001"] == "lateb"
-    assert _hybrid(rules, [capture], first_entries=32) == []
+    assert hybrid_wrong(rules, [capture], first_entries=32) == []
     with Classifier(load_verified([str(SIGNATURES), str(rules)]), first_entries=32) as cl:
         _handed(cl, capture)
         flood = [cl.flow(C6, S6, 46000 + j, 7200, 6) for j in range(100)]

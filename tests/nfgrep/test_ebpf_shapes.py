@@ -245,7 +245,7 @@ def test_a_refused_new_shape_is_named_with_the_whole_log(shape: str,
     assert info.value.log.strip() in str(info.value)  # shown in full
 
 
-def _hybrid(extra: Path, captures: list[Path], first_entries: int = FIRST_ENTRIES
+def hybrid_wrong(extra: Path, captures: list[Path], first_entries: int = FIRST_ENTRIES
             ) -> list[tuple[str, str, str | None, str | None]]:
     """The kernel program with the queue path behind it (the packets it hands over), against
     the engine: (client, server, the engine's app, the hybrid's) for each flow they differ
@@ -278,7 +278,7 @@ def test_a_field_a_later_step_may_change_is_handed_over_whole(
     wins, so such flows go to the queue path from their first payload packet, which then
     decides them as the engine does (not `unknown`: it saw every byte)."""
     (tmp_path / "alpn.nfg").write_text(ALPN_READING)
-    wrong = _hybrid(tmp_path / "alpn.nfg", made_captures)
+    wrong = hybrid_wrong(tmp_path / "alpn.nfg", made_captures)
     assert [w for w in wrong if w[1].endswith((":443", ":8444"))] == []
     # and no other flow: one handed over after bytes passed (the ssh conversation on 2222
     # whose server banner comes in two segments after the client's) is read from the
@@ -327,4 +327,4 @@ def test_a_flow_handed_over_after_its_first_bytes_is_decided_as_the_engine_does(
     with Classifier(load_verified([str(SIGNATURES), str(rules)])) as cl:
         handed = compare(cl, [shapes], [str(SIGNATURES), str(rules)]).userspace
     assert len(handed) >= 4, handed  # the shapes this test is about reach the queue path
-    assert _hybrid(rules, [*made_captures, shapes]) == []
+    assert hybrid_wrong(rules, [*made_captures, shapes]) == []
