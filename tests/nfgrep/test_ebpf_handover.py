@@ -83,8 +83,10 @@ def test_a_flow_decided_by_its_second_payload_packet_handed_over_late_is_decided
         tmp_path: Path) -> None:
     """The client sends its two messages before the server answers: the kernel runs `hello`
     on the first, `ok` on the server's, and must hand the flow over; the second client
-    packet, which alone decides the app, passed before that hand-over unless the kernel
-    hands the flow over at it (the queue path then reads the first from the map)."""
+    packet, which alone decides the app, passed unseen before that hand-over (`unknown`).
+    Now the kernel keeps it beside the first (a waiting candidate may read it) and the
+    queue path reads both from the map; past FIRST_PACKETS kept, the flow is handed over
+    at the next one."""
     rules = _rules(tmp_path)
     capture = tmp_path / "late.pcap"
     with open(capture, "wb") as f:
@@ -95,14 +97,16 @@ def test_a_flow_decided_by_its_second_payload_packet_handed_over_late_is_decided
             for choice in (b"A", b"B"):
                 for chunks in ([(0, HELLO), (0, choice), (1, b"OK")],  # late: the case
                                [(0, HELLO), (1, b"OK"), (0, choice)],  # in turn
-                               [(0, HELLO + choice), (1, b"OK")]):     # one packet
+                               [(0, HELLO + choice), (1, b"OK")],      # one packet
+                               # more later packets than the kernel keeps (FIRST_PACKETS)
+                               [(0, HELLO), (0, choice), *[(0, b"z")] * 8, (1, b"OK")]):
                     tcp_flow(w, ts, client, server, 44000 + n, 7200, chunks)
                     n += 1
             _udp(w, ts, client, server, 44000 + n, 7201, [(0, HELLO), (1, b"OK"), (0, b"A")])
             n += 1
 
     engine = {r.client: r.app for r in classify([capture], [str(SIGNATURES), str(rules)]).flows}
-    assert sorted(map(str, engine.values())) == sorted(["late"] * 6 + ["lateb"] * 6 + ["lateu"] * 2)
+    assert sorted(map(str, engine.values())) == sorted(["late"] * 8 + ["lateb"] * 8 + ["lateu"] * 2)
     with Classifier(load_verified([str(SIGNATURES), str(rules)])) as cl:
         handed = _handed(cl, capture)
     assert handed >= 8  # the late flows (and the in-turn ones) reach the queue path
@@ -159,7 +163,7 @@ def test_a_flood_of_open_flows_past_the_first_bytes_map_loses_no_flows_bytes(tmp
         assert len(cl.first.keys()) == 32
         states = [e.state for e in flood if e is not None]
         assert states.count(UNDECIDED) == 31 and states.count(USERSPACE) == 69  # map full: handed over
-        assert cl.counts()["first bytes map full"] == 70  # and the flow after the flood
+        assert cl.counts()["first bytes map full"] == 71  # and the real flows' later packet, the one after
 
 
 @pytest.mark.kernel
@@ -264,3 +268,25 @@ def test_a_later_packet_a_protocol_after_a_waiting_candidate_reads_is_handed_ove
     for r in engine:
         (ca, cp), (sa, sp) = endpoint(r.client), endpoint(r.server)
         assert queued.get(("tcp", ca, cp, sa, sp)) == "kid"
+
+
+REQUEST = b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
+
+
+@pytest.mark.kernel
+def test_a_request_body_in_its_own_segment_stays_in_the_kernel() -> None:
+    """An HTTP POST whose body follows the headers in a second segment, before the reply
+    (the flow is open: the server-first protocols wait for the server's first bytes and
+    would read the client's from the start): the body is kept, not handed over, the reply
+    decides http in the kernel, and the decision deletes the kept packets."""
+    c4, s4 = C4, S4
+    with Classifier(load_verified(None)) as cl:
+        marks = [cl.prog.test_run(frame(6, *ends, flags, seq, data))[1] for ends, flags, seq, data in (
+            ((c4, s4, 41000, 80), 0x02, 1, b""), ((s4, c4, 80, 41000), 0x12, 9, b""),
+            ((c4, s4, 41000, 80), 0x18, 2, REQUEST), ((c4, s4, 41000, 80), 0x18, 2 + len(REQUEST), b"hello"))]
+        assert marks == [0, 0, 0, 0]  # nothing handed over
+        assert sorted(k[40] for k in cl.first.keys()) == [0, 1]  # headers and body kept
+        reply = frame(6, s4, c4, 80, 41000, 0x18, 10, b"HTTP/1.1 200 OK\r\n\r\n")
+        assert cl.prog.test_run(reply)[1] == cl.packet_mark(cl.compiled.apps["http"])
+        assert cl.flow(c4, s4, 41000, 80, 6).app == "http"  # type: ignore[union-attr]
+        assert cl.first.keys() == []

@@ -283,10 +283,10 @@ c.close()
 
 
 def test_ebpf_hands_over_at_a_later_packet_the_decision_needs(tl: TrafficLab, tmp_path: Path) -> None:
-    """Live: the client's first message passes in the kernel (kept), its second, which alone
-    decides the app, is handed over at once (it passed unseen before the server's answer
-    handed the flow over late: `unknown`); the worker reads the first from the kernel's
-    map and marks the flow `late`, as the engine decides it."""
+    """Live: the client's two messages pass in the kernel, both kept (the second, which
+    alone decides the app, passed unseen before: the server's answer handed the flow over
+    late and the worker said `unknown`); the worker reads both from the kernel's map and
+    marks the flow `late`, as the engine decides it."""
     from nfkit.nfgrep.loader import SIGNATURES
     from tests.nfgrep.test_ebpf_handover import LATE
 

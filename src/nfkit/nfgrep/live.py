@@ -412,7 +412,8 @@ class FlowJudge:
         return 0
 
     def _prefix(self, flow: _Flow, proto: int, client: bytes, server: bytes) -> None:
-        """A new flow's bytes that passed in the kernel before its hand-over, fed first."""
+        """A new flow's bytes that passed in the kernel before its hand-over, fed first
+        (in the order they came; a direction's packets one after the other)."""
         for direction, data in self.stream_prefix(proto, client, server):  # type: ignore[misc]
             flow.packets += 1
             flow.bytes += len(data)
@@ -421,7 +422,12 @@ class FlowJudge:
                 if start is None:  # cannot happen: the kernel keeps bytes after a SYN only
                     flow.missed = True
                     continue
-                stream = flow.streams[direction] = self.reassembler.stream()
+                stream = flow.streams[direction]
+                if stream is None:
+                    stream = flow.streams[direction] = self.reassembler.stream()
+                else:  # the direction's next packet: right after the last one kept
+                    end = flow.ends[direction]
+                    start = start if end is None else end
                 data = stream.segment(start, 0, data)
                 flow.ends[direction] = (start + len(data)) & 0xFFFFFFFF
             if data and not flow.st.done:

@@ -25,9 +25,10 @@ expectations).  Whenever the replay reaches an outcome the kernel cannot
 trust, the whole flow is marked for userspace (MARK_USERSPACE): the kernel
 never decides what the engine might decide otherwise.  An open flow keeps each
 direction's first payload in the first-bytes map for a later hand-over, and a
-direction's later packet that a waiting candidate may read hands the flow over
-at once (`later_readers`), as does a full first-bytes map: the queue path
-always gets every byte the engine needs.  TCP flows whose SYN
+direction's later packets that a waiting candidate may read too (`later_readers`,
+FIRST_PACKETS per flow); one it cannot keep (a gap, the bound, a full map) hands
+the flow over at that packet: the queue path always gets every byte the engine
+needs.  TCP flows whose SYN
 was not seen, retransmitted or out-of-order first segments, UDP datagrams
 longer than BUF and flows of protocols announcing expectations (FTP: the
 data connection is userspace's) go to userspace too.
@@ -131,14 +132,17 @@ FLOW_ENTRIES = 65536  # flows the kernel map tracks at once (LRU: the least rece
 EXPECT_ENTRIES = 4096  # announced flows userspace may hand to the kernel (engine.MAX_EXPECTATIONS)
 KEY_SIZE = 40
 EXPECT_KEY_SIZE = 20  # server address (16), server port (network order), protocol, family
-# each direction's first payload packet of a flow still open after it (the bytes the queue
-# path reads first when the flow is handed over later): key = flow key + direction (u64),
-# value = BUF bytes, their length (u64), the flow's stamp (u64, V_BORN: an entry of an
-# earlier flow on the same tuple is never read as this one's).  A plain hash, not an LRU:
-# a full map refuses the entry, and the program then hands that flow over at once, where
-# an LRU would silently drop another open flow's bytes (`Classifier.sweep_first` frees
-# the entries of flows gone)
+# the payload packets of a flow still open after them that the engine may read (the bytes
+# the queue path reads first when the flow is handed over later): each direction's first,
+# and later ones a waiting candidate may read (`later_readers`), FIRST_PACKETS at most per
+# flow; key = flow key + the packet's index in the flow's kept packets (u64, V_NKEPT),
+# value = BUF bytes, their length with the direction above it (u64: n | dir << 32), the
+# flow's stamp (u64, V_BORN: an entry of an earlier flow on the same tuple is never read
+# as this one's).  A plain hash, not an LRU: a full map refuses the entry, and the program
+# then hands that flow over at once, where an LRU would silently drop another open flow's
+# bytes (`Classifier.sweep_first` frees the entries of flows gone)
 FIRST_ENTRIES = 4096
+FIRST_PACKETS = 8  # packets kept per flow (both directions); one more: handed over at it
 FIRST_GRACE_S = 10.0  # a handed-over or closed flow's entries outlive its last packet by this much
 FIRST_KEY_SIZE = KEY_SIZE + 8
 FIRST_VALUE_SIZE = BUF + 16
@@ -163,11 +167,13 @@ V_NEEDDIR, V_MORE = 18, 19  # directions a live candidate waits more data on; th
 FIELD_SIZE = 8 + FIELD_BYTES  # a kept field in the entry: status, length, 6 spare, bytes
 V_CLOSED = 20  # TCP: bit 0 the client's FIN seen, bit 1 the server's, bit 2 a RST
 V_REPLIED = 21  # 1 once the server side sent a packet (UDP: the flow table's REPLIED)
+V_NKEPT = 22  # payload packets kept in the first-bytes map (their indexes: 0 .. V_NKEPT - 1)
 V_LAST = 24  # bpf_ktime_get_coarse_ns of the flow's last packet (its idle timeout counts from it)
 V_HINTED = 32
 V_LIVE = 40  # the candidates (or the winner's children) still waiting when the flow stayed open
 V_BORN = 48  # the flow's stamp (bpf_ktime_get_ns at its first kept bytes; 0: none kept)
-V_OUT = 56
+V_NEXT = 56  # TCP: each direction's next sequence number after its kept bytes (u32, client's first)
+V_OUT = 64
 # per-CPU counters (flows): new entries, of them tuples reopened, handed to userspace, done
 # with no app, decided by an expectation, handed over because the first-bytes map was full,
 # then decided per protocol (C_DECIDED + index)
@@ -175,7 +181,7 @@ C_NEW, C_REOPENED, C_USERSPACE, C_NO_APP, C_EXPECTED, C_FIRST_FULL, C_DECIDED = 
 COUNTER_NAMES = ("new", "reopened", "userspace", "no app", "expected", "first bytes map full")
 # main program stack (fp-relative)
 S_KEY = -48        # the flow key (40 bytes)
-S_FIRSTDIR = -8    # right after it: the direction, making the first-bytes map's key
+S_FIRSTDIR = -8    # right after it: the kept packet's index, making the first-bytes map's key
 F_LEN, F_STAMP = BUF, BUF + 8  # in a first-bytes value (and in the scratch value's PAD)
 S_SRC, S_DST = -80, -64  # endpoints (16 bytes each, 8-aligned)
 S_HDR = -128       # IP header bytes (48)
@@ -849,11 +855,11 @@ class _Builder:
         a.emit(ldx("b", R3, R8, V_SEEN), mov(R4, R9), alu64("add", R4, imm=1),
                jset_reg(R3, R4, "later"), ja("firstdata"))
         a.label("later")
-        a.emit(ldx("b", R3, R8, V_NEEDDIR), jset_reg(R3, R4, "touser"))
+        a.emit(ldx("b", R3, R8, V_NEEDDIR), jset_reg(R3, R4, "touser"),
+               ldx("b", R3, R8, V_MORE), alu64("or", R3, R4), stx("b", R8, V_MORE, R3))
         self.later_readers()
-        a.emit(mov(R4, R9), alu64("add", R4, imm=1),
-               ldx("b", R3, R8, V_MORE), alu64("or", R3, R4), stx("b", R8, V_MORE, R3),
-               ja("apply"))
+        a.emit(ja("apply"))
+        self.keep_later()
         a.label("firstdata")
         # TCP: the first payload must follow the SYN (else a retransmission or a gap)
         a.emit(ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "udpsize", imm=6),
@@ -917,13 +923,13 @@ class _Builder:
         return sum(1 << i for i in {s.index, *s.chain})
 
     def later_readers(self) -> None:
-        """A later payload packet of direction r9 in an open flow: to userspace (at this
-        packet, nothing of the direction missed yet) if a candidate still waiting (V_LIVE),
-        or a protocol that runs after one, may read it: one with a step starting later in
-        that direction, or whose step on the direction's first packet did not hold
-        (unknown, or needing more)."""
+        """A later payload packet of direction r9 in an open flow: kept for a later
+        hand-over (`keep_later`) if a candidate still waiting (V_LIVE), or a protocol that
+        runs after one, may read it: one with a step starting later in that direction, or
+        whose step on the direction's first packet did not hold (unknown, or needing
+        more).  Else it passes: the engine's decision does not depend on it."""
         a = self.asm
-        a.note("a later packet: to userspace if a waiting candidate may read it")
+        a.note("a later packet: kept if a waiting candidate may read it")
         done = a.fresh("nolater")
         a.emit(ldx("dw", R3, R8, V_LIVE), jmp("jeq", R3, done, imm=0))
         for d in (0, 1):
@@ -938,10 +944,10 @@ class _Builder:
                 for i in firsts:
                     held = a.fresh("heldfirst")
                     a.emit(ldx("b", R1, R8, s.out[i]), jmp("jeq", R1, held, imm=O_HELD),
-                           lddw(R5, self.lineage(s)), jset_reg(R3, R5, "touser"))
+                           lddw(R5, self.lineage(s)), jset_reg(R3, R5, "keeplater"))
                     a.label(held)
             if later:
-                a.emit(lddw(R5, later), jset_reg(R3, R5, "touser"))
+                a.emit(lddw(R5, later), jset_reg(R3, R5, "keeplater"))
             a.emit(ja(done))
             a.label(other)
         a.label(done)
@@ -1221,27 +1227,62 @@ class _Builder:
         a.label("keepfirst")
         a.note("an open flow: this direction's first bytes kept for a later hand-over")
         a.emit(ldx("dw", R1, FP, _misc(M_N)), ldx("dw", R2, FP, _misc(M_PAYLEN)),
-               jmp("jne", R1, "touser", src=R2), stx("dw", R7, F_LEN, R1),
+               jmp("jne", R1, "touser", src=R2))
+        # r1 = n, the packet's whole payload in the buffer: kept as the flow's next packet
+        a.label("keepstore")
+        a.emit(ldx("b", R2, R8, V_NKEPT), jmp("jge", R2, "touser", imm=FIRST_PACKETS),
+               stx("dw", FP, S_FIRSTDIR, R2), ldx("dw", R3, FP, _misc(M_DIR)),
+               alu64("lsh", R3, imm=32), alu64("or", R3, R1), stx("dw", R7, F_LEN, R3),
                # the flow's stamp, made at its first kept bytes (a reused tuple's new flow
                # gets a new one: the old flow's entries are never read as its own)
                ldx("dw", R1, R8, V_BORN), jmp("jne", R1, "stamped", imm=0),
                call(HELPER["ktime_get_ns"]), stx("dw", R8, V_BORN, R0), mov(R1, R0))
         a.label("stamped")
         a.emit(stx("dw", R7, F_STAMP, R1),
-               ldx("dw", R1, FP, _misc(M_DIR)), stx("dw", FP, S_FIRSTDIR, R1),
                ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY), mov(R3, R7),
-               movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jeq", R0, "apply", imm=0))
+               movi(R4, BPF_ANY), call(HELPER["map_update_elem"]), jmp("jeq", R0, "kept", imm=0))
         self.count(C_FIRST_FULL)  # the map full (the only refusal of a valid insert)
         a.emit(ja("touser"))
-        # decided (an app or none) on a direction's first payload packet: the other
-        # direction's, kept while the flow was open, is not needed any more
+        a.label("kept")
+        # TCP: the direction's next sequence number, which a later packet kept must start at
+        a.emit(ldx("b", R1, R8, V_NKEPT), alu64("add", R1, imm=1), stx("b", R8, V_NKEPT, R1),
+               ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "apply", imm=6),
+               ldx("w", R3, FP, S_L4 + 4), bswap(R3, 32), ldx("dw", R1, FP, _misc(M_N)),
+               alu64("add", R3, R1), ldx("dw", R2, FP, _misc(M_DIR)),
+               jmp("jne", R2, "keptnext1", imm=0), stx("w", R8, V_NEXT, R3), ja("apply"))
+        a.label("keptnext1")
+        a.emit(stx("w", R8, V_NEXT + 4, R3), ja("apply"))
+        # decided (an app or none) on a direction's first payload packet: the packets
+        # kept while the flow was open are not needed any more
         a.label("forget")
-        a.emit(ldx("b", R1, R8, V_SEEN), ldx("dw", R2, FP, _misc(M_DIR)), alu64("xor", R2, imm=1),
-               stx("dw", FP, S_FIRSTDIR, R2), alu64("add", R2, imm=1),
-               jset_reg(R1, R2, "forgetother"), ja("apply"))
-        a.label("forgetother")
-        a.emit(ld_map(R1, self.first_fd), mov(R2, FP), alu64("add", R2, imm=S_KEY),
-               call(HELPER["map_delete_elem"]), ja("apply"))
+        for k in range(FIRST_PACKETS):
+            a.emit(ldx("b", R1, R8, V_NKEPT), jmp("jle", R1, "apply", imm=k),
+                   st("dw", FP, S_FIRSTDIR, k), ld_map(R1, self.first_fd), mov(R2, FP),
+                   alu64("add", R2, imm=S_KEY), call(HELPER["map_delete_elem"]))
+        a.emit(ja("apply"))
+
+    def keep_later(self) -> None:
+        """A later payload packet a waiting candidate may read (`later_readers`): kept
+        beside the direction's first, whole and (TCP) right after the bytes kept before it;
+        else (a gap, a retransmission, a packet longer than the buffer, FIRST_PACKETS
+        kept already, the map full) the flow is handed over at this packet, so the queue
+        path still has every byte from the map and the packets from this one on."""
+        a = self.asm
+        a.label("keeplater")
+        a.note("a later packet a waiting candidate may read: kept, else the flow is handed over")
+        a.emit(stx("dw", FP, _misc(M_DIR), R9),
+               ldx("dw", R1, FP, _misc(M_PROTO)), jmp("jne", R1, "laterwhole", imm=6),
+               ldx("w", R3, FP, S_L4 + 4), bswap(R3, 32), ldx("w", R4, R8, V_NEXT),
+               jmp("jeq", R9, "laternext", imm=0), ldx("w", R4, R8, V_NEXT + 4))
+        a.label("laternext")
+        a.emit(jmp("jne", R3, "touser", src=R4))
+        a.label("laterwhole")
+        a.emit(ldx("dw", R4, FP, _misc(M_N)), ldx("dw", R2, FP, _misc(M_PAYLEN)),
+               jmp("jne", R4, "touser", src=R2), jmp("jgt", R4, "touser", imm=BUF),
+               jmp("jeq", R4, "apply", imm=0),
+               mov(R1, R6), ldx("dw", R2, FP, _misc(M_PAYOFF)), mov(R3, R7),
+               call(HELPER["skb_load_bytes"]), jmp("jslt", R0, "touser", imm=0),
+               ldx("dw", R1, FP, _misc(M_N)), ja("keepstore"))
 
     def undecided(self) -> None:
         """No winner: candidates still waiting keep the flow open (remembering the
@@ -1435,23 +1476,31 @@ class Classifier:
 
     def first_bytes(self, client: bytes, server: bytes, cport: int, sport: int,
                     proto: int) -> list[tuple[int, bytes]]:
-        """Each direction's first payload the kernel let pass while the flow was open
-        (0: the client's), in the order the flow's entry says they came, taken out of the
-        map: what the queue path reads first when the flow is handed over.  An entry
-        left by an earlier flow on the same tuple (its stamp not this flow's) is dropped."""
+        """The payload packets the kernel kept while the flow was open (each direction's
+        first, and the later ones a waiting candidate could read), as (direction, bytes)
+        (0: the client's) in the order they came, taken out of the map: what the queue
+        path reads first when the flow is handed over.  Entries left by an earlier flow
+        on the same tuple (their stamp not this flow's) are dropped; the list stops
+        before a packet missing (swept), so what it gives has no gap."""
         key, _ = flow_key(client, server, cport, sport, proto)
         e = self.flows.lookup(key)
-        first = e[V_FIRST] if e is not None else 0
-        born = struct.unpack_from("<Q", e, V_BORN)[0] if e is not None else 0
-        out = []
-        for d in (first, 1 - first):
-            k = key + struct.pack("<Q", d)
-            raw = self.first.lookup(k)
-            if raw is not None:
-                self.first.delete(k)
-                n, stamp = struct.unpack_from("<QQ", raw, F_LEN)
-                if born and stamp == born:
-                    out.append((d, raw[:min(n, BUF)]))
+        if e is None:
+            return []
+        born = struct.unpack_from("<Q", e, V_BORN)[0]
+        out: list[tuple[int, bytes]] = []
+        whole = True
+        for k in range(e[V_NKEPT]):
+            kk = key + struct.pack("<Q", k)
+            raw = self.first.lookup(kk)
+            if raw is None:
+                whole = False
+                continue
+            self.first.delete(kk)
+            length, stamp = struct.unpack_from("<QQ", raw, F_LEN)
+            if whole and born and stamp == born:
+                out.append((length >> 32, raw[:min(length & 0xFFFFFFFF, BUF)]))
+            else:
+                whole = False
         return out
 
     def sweep_first(self, now_ns: int | None = None) -> int:
