@@ -48,6 +48,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1511,8 +1512,6 @@ class Classifier:
         queue path reads them at the hand-over packet, on its way as the flow turns);
         of open flows idle past their timeout.  ``now_ns``: CLOCK_MONOTONIC (the
         entries' clock).  Returns how many were deleted."""
-        import time
-
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
         gone = 0
         for k in self.first.keys():
