@@ -203,6 +203,14 @@ def test_the_first_bytes_of_flows_no_hand_over_can_read_are_swept(tmp_path: Path
         opened(47006)
         assert cl.flow(C4, S4, 47006, 7200, 6).state == UNDECIDED  # type: ignore[union-attr]
         assert len(cl.first.keys()) == 2
+        # a tuple reused: the earlier flow kept two packets, the new one (after the RST,
+        # a SYN) one; the earlier flow's second goes at once (its stamp is not the flow's)
+        send(6, 47001, 0, 0x18, 1001 + len(HELLO), b"A")  # a later packet `choice` reads: kept
+        assert len(cl.first.keys()) == 3
+        send(6, 47001, 0, 0x04, 1002 + len(HELLO), b"")
+        opened(47001)
+        assert cl.sweep_first() == 1
+        assert sorted(k[40] for k in cl.first.keys() if k[32:34] == (47001).to_bytes(2, "big")) == [0]
     assert FIRST_ENTRIES == 4096  # the size docs/nfgrep.md gives
 
 
@@ -211,7 +219,8 @@ def test_a_reused_tuple_never_reads_the_earlier_flows_first_bytes(tmp_path: Path
     """A flow left open after the client's first bytes (kept), then closed; the same tuple
     opens again, the server speaks first (kept), and the client's first packet hands the
     new flow over: the queue path must not take the earlier flow's client bytes (`B`,
-    still in the map) for this one's (`A`): each entry carries its flow's stamp."""
+    still in the map before) for this one's (`A`): entries are the flow's own (indexed by
+    its count of kept packets, and stamped)."""
     from nfkit.nfgrep.ebpf.replay import feed_hybrid
 
     rules = _rules(tmp_path)
