@@ -254,12 +254,13 @@ protocol kid over tcp after par {
 
 
 @pytest.mark.kernel
-def test_a_later_packet_a_protocol_after_a_waiting_candidate_reads_is_handed_over(
+def test_a_later_packet_a_protocol_after_a_waiting_candidate_reads_reaches_the_queue_path(
         tmp_path: Path) -> None:
     """The candidate waiting (`par`) does not read the client's second packet, but the
-    protocol that runs after it (`kid`) does once it wins: that packet is handed over too
-    (alone, these rules; the shipped library's server-first protocols would hand it over
-    for their own reasons)."""
+    protocol that runs after it (`kid`) does once it wins: that packet is kept too, and the
+    queue path reads it at the hand-over (without: it passed unseen and the hybrid said
+    `par`, a wrong app; these rules alone: the shipped library's server-first protocols
+    would keep it for their own reasons)."""
     from nfkit.nfgrep.ebpf.replay import endpoint, feed_hybrid
 
     rules = tmp_path / "kid.nfg"

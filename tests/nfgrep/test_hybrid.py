@@ -282,7 +282,7 @@ c.close()
 '''
 
 
-def test_ebpf_hands_over_at_a_later_packet_the_decision_needs(tl: TrafficLab, tmp_path: Path) -> None:
+def test_ebpf_decides_a_flow_by_the_clients_second_packet_as_the_engine(tl: TrafficLab, tmp_path: Path) -> None:
     """Live: the client's two messages pass in the kernel, both kept (the second, which
     alone decides the app, passed unseen before: the server's answer handed the flow over
     late and the worker said `unknown`); the worker reads both from the kernel's map and
