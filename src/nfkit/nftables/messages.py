@@ -529,7 +529,7 @@ class Encoder:
     def anon_set(self, family: str, table: str, s: AnonSet, what: str) -> None:
         a = A["set"]
         self._begin("newset", family, NLM_F_CREATE, f"anonymous set of {what}")
-        name = s.set_name or "__set%d"
+        name = s.set_name or s.template_name
         body = (string(a["table"], table) + string(a["name"], name)
                 + be32(a["flags"], s.flags) + be32(a["key_type"], concat_type_id(s.key_types))
                 + be32(a["key_len"], s.key_len))
