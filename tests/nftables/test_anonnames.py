@@ -4,6 +4,7 @@ after all falls back to the kernel's own choice."""
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -71,26 +72,29 @@ def test_rewritten_batch_names_every_anonymous_set_and_nothing_else() -> None:
     out = anonnames.named(b, lambda t: set())
     assert out is not None
     nb, renamed = out
-    assert not any(p in nb.buffer for p in anonnames.PLACEHOLDERS)
     assert len(renamed) == IN_T + IN_NAT and len(nb.seqs) == len(b.seqs)
     for seq, off in nb.seqs:  # every message where the batch says it is
         assert struct.unpack_from("=I", nb.buffer, off + 8)[0] == seq
-    for i in renamed:  # each a NEWSET of the batch, now with NLM_F_EXCL
-        off = nb.seqs[i + 1][1]
-        kind, flags = struct.unpack_from("=HH", nb.buffer, off + 4)
-        assert kind & 0xFF == 9 and flags & 0x200
+    ends = [o for _, o in b.seqs[1:]] + [len(b.buffer)]
+    new_ends = [o for _, o in nb.seqs[1:]] + [len(nb.buffer)]
+    for i, ((_, o), e, (_, no), ne) in enumerate(zip(b.seqs, ends, nb.seqs, new_ends,
+                                                      strict=True)):
+        old, new = bytes(b.buffer[o:e]), bytes(nb.buffer[no:ne])
+        if i - 1 in renamed:  # a NEWSET: named, with NLM_F_EXCL, nothing else changed
+            kind, flags = struct.unpack_from("=HH", new, 4)
+            assert kind & 0xFF == 9 and flags == struct.unpack_from("=H", old, 6)[0] | 0x200
+            assert not any(p in new for p in anonnames.PLACEHOLDERS)
+            at = re.search(rb"__(set|map)\d+\0", new).start() - 4  # type: ignore[union-attr]
+            assert at == re.search(rb"__(set|map)%d\0", old).start() - 4  # type: ignore[union-attr]
+            padded = (struct.unpack_from("=H", new, at)[0] + 3) & ~3
+            assert (new[8:at], new[at + padded:]) == (old[8:at], old[at + 12:])
+        else:  # elements and lookups find the set by its id, as in nft's batch
+            assert old == new
     # sets and maps numbered apart, per table, as nft's names are
     assert b"__set0\0" in nb.buffer and b"__set%d\0" % (SETS_T - 1) in nb.buffer
     assert b"__set%d\0" % SETS_T not in nb.buffer
     assert b"__map%d\0" % (IN_NAT - 1) in nb.buffer and b"__map%d\0" % IN_NAT not in nb.buffer
-    # every other message as the encoder wrote it
-    ends = [o for _, o in b.seqs[1:]] + [len(b.buffer)]
-    new_ends = [o for _, o in nb.seqs[1:]] + [len(nb.buffer)]
-    for (_, o), e, (_, no), ne in zip(b.seqs, ends, nb.seqs, new_ends, strict=True):
-        if not any(p in b.buffer[o:e] for p in anonnames.PLACEHOLDERS):
-            assert b.buffer[o:e] == nb.buffer[no:ne]
     nb.close()
-    b.close()
     assert anonnames.named(nb, lambda t: set()) is None  # nothing left to rename
 
 
