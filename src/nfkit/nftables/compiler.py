@@ -649,7 +649,15 @@ class RuleCompiler:
             if sk is None:
                 raise InputError(f"socket key {body['key']!r} is not supported by nfkit")
             num, tname, size = sk
-            out.append(EXPRESSIONS["socket"].encode(("key", num), ("dreg", reg)))
+            parts = [("key", num), ("dreg", reg)]
+            if body["key"] == "cgroupv2":  # the ancestor's level to compare at
+                if "level" not in body:
+                    raise InputError("socket cgroupv2 needs a level (nft 1.0.6's JSON listing "
+                                     "leaves it out)")
+                parts.append(("level", body["level"]))
+            elif "level" in body:
+                raise InputError(f"socket {body['key']} has no level")
+            out.append(EXPRESSIONS["socket"].encode(*parts))
             return Operand(out, [T[tname]], [size])
         if kind == "rt":
             fam = body.get("family") or ctx.l3
