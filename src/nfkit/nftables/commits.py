@@ -222,7 +222,9 @@ def _send_named(sock: Any, batch: Batch, enc: Encoder, check: bool) -> None:
     nfkit.nftables.anonnames); the batch as encoded when a name was taken after all."""
     from nfkit.nftables import anonnames
 
-    renamed = anonnames.named(batch, anonnames.existing_names(sock))
+    # the encoder's set ids count every set it created (anonymous ones among them)
+    few = enc.set_ids[0] - Encoder.FIRST_SET_ID < anonnames.MIN_SETS
+    renamed = None if few else anonnames.named(batch, anonnames.existing_names(sock))
     if renamed is None:
         _send(sock, batch, enc, check)
         return
