@@ -152,6 +152,7 @@ def test_the_checker_finds_a_cycle_and_a_private_use() -> None:
 
 # nfkit.nftables in one-way layers: a module imports only modules of lower layers.
 NFTABLES_LAYERS = [
+    ["cgroupv2"],                             # cgroup v2 paths <-> ids, as nft reads them
     ["model", "types", "dumpreq", "commitguard", "trialcommit", "quicknl"],  # the model,
     #                                           datatypes, dump requests; SIGINT held,
     #                                           scratch commits; bare requests
@@ -163,6 +164,7 @@ NFTABLES_LAYERS = [
     ["compiler", "decompiler"],               # statements -> expressions, and back
     ["shapes"],                               # rule shapes learned from the compiler
     ["messages"],                             # model <-> NEW*/DEL* messages
+    ["anonnames"],                            # a batch's anonymous sets named as the kernel would
     ["bulkjson"],                             # big JSON files, read as templates
     ["nfttext"],                              # nft's own text in, as JSON commands
     ["elements"],                             # set elements in nft's syntax, read in bulk

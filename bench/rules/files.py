@@ -17,7 +17,10 @@ the children's rusage) is printed beside its wall time, the kernel commit's as t
 sending thread's CPU time (the kernel does the commit in that thread); on a loaded
 machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
 the listings; BENCH_ONLY=exists runs the exists part alone; BENCH_CASES="a b c cj"
-picks load cases ((c) as text: c, as nft's JSON listing: cj).
+picks load cases ((c) as text: c, as nft's JSON listing: cj).  The kernel's commit is
+also timed with the batch's anonymous sets named "__set%d" (nft's names, the kernel
+searching for numbers; nfkit names them itself: nfkit.nftables.anonnames), unless
+BENCH_TEMPLATE_COMMIT=0.  System CPU (the kernel's commit) is printed beside each CPU.
 
     sudo .venv/bin/python bench/rules/files.py            # N=80000
     BENCH_SIZES="10000" BENCH_RUNS=5 sudo .venv/bin/python bench/rules/files.py
@@ -46,6 +49,7 @@ from inputs import a4, listing_nft, mixed_nft, port  # noqa: E402
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "80000").split()]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 ONLY_EXISTS = os.environ.get("BENCH_ONLY") == "exists"
+ANON_CASES = os.environ.get("BENCH_TEMPLATE_COMMIT", "1") == "1"  # also time nft's set names
 WARM = 5  # warm exists per run (the cheap one, the noisiest)
 
 FLOOR = r'''
@@ -54,11 +58,16 @@ from nfkit.cli.bulk import read_commands
 from nfkit.nftables.commits import encode_commands, known_sets
 from nfkit.nftables.listing import open_socket
 from nfkit.nftables.messages import Encoder
+from nfkit.nftables import anonnames
 from nfkit.netlink.codec import Batch
 cmds = read_commands(sys.argv[1])
 s = open_socket()
 b = Batch(); e = Encoder(b, known_sets(cmds, s))
-encode_commands(cmds, e); b.close()
+encode_commands(cmds, e)
+# as nfkit sends it, or (argument "template") with nft's "__set%d" names
+named = None if sys.argv[2:] == ["template"] else anonnames.named(b, anonnames.existing_names(s))
+b = named[0] if named else b
+b.close()
 data = bytes(b.buffer)
 s.ensure_sndbuf(len(data) + (1 << 20))
 c0 = time.thread_time(); t0 = time.perf_counter(); s.send(data); t1 = time.perf_counter()
@@ -81,6 +90,7 @@ print(time.perf_counter() - t0)
 
 
 CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each timed command
+SYS: dict[str, list[float]] = {}  # ... of which system (the kernel's commit runs there)
 
 # Times a command from inside its namespace (`ip netns exec`'s own mount namespace and
 # /sys remount are not the command's): prints wall and user + system CPU seconds.
@@ -105,6 +115,7 @@ def timed(argv: list[str], name: str = "") -> float:
     if name:
         CPU.setdefault(name, []).append(after.ru_utime - before.ru_utime
                                         + after.ru_stime - before.ru_stime)
+        SYS.setdefault(name, []).append(after.ru_stime - before.ru_stime)
     return wall
 
 
@@ -124,11 +135,11 @@ def fresh(argv: list[str], name: str = "") -> float:
     return timed(["unshare", "-n", *argv], name)
 
 
-def floor(path: Path) -> float:
-    out = subprocess.run(["unshare", "-n", PY, "-c", FLOOR, str(path)], check=True,
+def floor(path: Path, *how: str) -> float:
+    out = subprocess.run(["unshare", "-n", PY, "-c", FLOOR, str(path), *how], check=True,
                          capture_output=True, text=True).stdout
     wall, cpu = map(float, out.split())
-    CPU.setdefault("kernel commit", []).append(cpu)
+    CPU.setdefault("kernel commit" + "".join(f", {h}" for h in how), []).append(cpu)
     return wall
 
 
@@ -162,23 +173,33 @@ def loads(d: Path, n: int) -> None:
         text_p, json_p = (path, other) if path.suffix == ".nft" else (other, path)
         res: dict[str, list[float]] = {}
         CPU.clear()
+        SYS.clear()
         for _ in range(RUNS):
             res.setdefault("nfkit rules load", []).append(
                 fresh([*NFKIT, "rules", "load", str(path)], "nfkit rules load"))
             res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)], "nft -f"))
             res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)], "nft -j -f"))
             res.setdefault("kernel commit", []).append(floor(path))
+            if ANON_CASES:  # the same batch with the kernel naming the anonymous sets
+                res.setdefault("kernel commit, template", []).append(floor(path, "template"))
         m = {k: med(v) for k, v in res.items()}
         c = {k: med(v) for k, v in CPU.items()}
+        sy = {k: med(v) for k, v in SYS.items()}
         ours, cours = m["nfkit rules load"], c["nfkit rules load"]
-        print(f"\n== load {n} rules: {title} ({path.name}; median of {RUNS}, fresh namespace each)")
-        print(f"  {'':22s} {'wall':>7s}     {'cpu':>5s}   ratios wall (cpu)")
-        print(f"  nfkit rules load       {ours:7.2f} s {cours:5.2f} s   nfkit/kernel commit = "
-              f"{ours / m['kernel commit']:.2f} ({cours / c['kernel commit']:.2f})")
+        print(f"\n== load {n} rules: {title} ({path.name}; median of {RUNS}, fresh namespace each, "
+              f"load average {os.getloadavg()[0]:.1f})")
+        print(f"  {'':22s} {'wall':>7s}     {'cpu':>5s}   {'(sys)':>7s}   ratios wall (cpu)")
+        print(f"  nfkit rules load       {ours:7.2f} s {cours:5.2f} s ({sy['nfkit rules load']:5.2f} s)"
+              f"   nfkit/kernel commit = {ours / m['kernel commit']:.2f} ({cours / c['kernel commit']:.2f})")
         for k in ("nft -f", "nft -j -f"):
-            print(f"  {k:22s} {m[k]:7.2f} s {c[k]:5.2f} s   {k}/nfkit = {m[k] / ours:.2f} ({c[k] / cours:.2f})")
+            print(f"  {k:22s} {m[k]:7.2f} s {c[k]:5.2f} s ({sy[k]:5.2f} s)"
+                  f"   {k}/nfkit = {m[k] / ours:.2f} ({c[k] / cours:.2f})")
         print(f"  kernel commit          {m['kernel commit']:7.2f} s {c['kernel commit']:5.2f} s"
               "   (the batch alone, one sendmsg)")
+        if "kernel commit, template" in m:
+            k = "kernel commit, template"
+            print(f"  {k:22s} {m[k]:7.2f} s {c[k]:5.2f} s   (the same, anonymous sets named "
+                  "\"__set%d\" as nft sends them)")
         print("  per run (wall): " + "; ".join(" ".join(f"{res[k][i]:.2f}" for k in res) for i in range(RUNS)))
 
 

@@ -69,8 +69,9 @@ def nft_json(ns: Any) -> list[dict[str, Any]]:
 
 
 def fill_nft_gaps(ours: list[dict], theirs: list[dict]) -> list[dict]:
-    """Drop what nfkit adds beyond nft 1.0.6's listing: a netdev chain's device and
-    the "dynamic" flag of sets updated from the packet path."""
+    """Drop what nfkit adds beyond nft 1.0.6's listing: a netdev chain's device,
+    the "dynamic" flag of sets updated from the packet path and `socket cgroupv2`'s
+    level."""
     out = []
     for o, t in zip(ours, theirs, strict=False):
         if "chain" in o and "chain" in t and "dev" in o["chain"] and "dev" not in t["chain"]:
@@ -83,5 +84,19 @@ def fill_nft_gaps(ours: list[dict], theirs: list[dict]) -> list[dict]:
                 if not body["flags"]:
                     del body["flags"]
                 o = {kind: body}
+        if "rule" in o and "rule" in t:
+            o = _no_level(o)
         out.append(o)
     return out + ours[len(theirs):]
+
+
+def _no_level(o: Any) -> Any:
+    """nft 1.0.6's JSON leaves `socket cgroupv2`'s level out."""
+    if isinstance(o, list):
+        return [_no_level(x) for x in o]
+    if isinstance(o, dict):
+        if o.keys() == {"socket"} and isinstance(o["socket"], dict) and \
+                o["socket"].get("key") == "cgroupv2":
+            return {"socket": {k: v for k, v in o["socket"].items() if k != "level"}}
+        return {k: _no_level(v) for k, v in o.items()}
+    return o

@@ -271,3 +271,107 @@ def test_plain_addresses_go_without_the_rule_machinery(lab: Lab, tmp_path: Path)
     assert code == 2 and "nfkit.nftables.messages" in imported
     assert said.startswith("nfkit: ") and "inet t s" in said and len(said.splitlines()) == 1, said
     assert ours.run("nft list set inet t s").stdout == before
+
+
+_COMMANDS = st.lists(st.tuples(st.sampled_from(["add", "delete"]),
+                               st.sampled_from(["ipv4_addr", "ipv6_addr"]),
+                               st.integers(1, 5000)), min_size=1, max_size=3)
+
+
+@given(_COMMANDS, st.sampled_from(["inet", "ip", "ip6", "bridge", "netdev", "arp"]),
+       st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_a_json_file_of_plain_elements_sends_the_general_paths_batch(
+        commands: list[tuple[str, str, int]], family: str, metainfo: bool) -> None:
+    """`nfkit rules load FILE.json` of element commands with plain addresses goes by
+    `plainelements` alone: its commands read from the JSON as the general path reads
+    them, its batch the general path's, byte for byte (sequence numbers aside)."""
+    import socket
+
+    from nfkit.netlink.codec import Batch
+    from nfkit.nftables import plainelements, quicknl
+    from nfkit.nftables.commits import encode_commands
+    from nfkit.nftables.jsonfmt import load_json
+    from nfkit.nftables.messages import Encoder
+    from nfkit.nftables.model import Set
+
+    from .conftest import unsequenced
+
+    sets = {kind: Set(family, "t", f"s_{kind}", type=kind) for kind in KEYS}
+    doc = [{"metainfo": {"json_schema_version": 1}}] if metainfo else []
+    doc += [{verb: {"element": {"family": family, "table": "t", "name": f"s_{kind}",
+                                "elem": [KEYS[kind](i) for i in range(n)]}}}
+            for verb, kind, n in commands]
+    text = json.dumps({"nftables": doc})
+    general = Batch()
+    encode_commands(load_json(text), Encoder(general, {s.key: s for s in sets.values()}))
+    general.close()
+    wanted = plainelements.json_element_commands(text.encode())
+    assert wanted is not None
+    messages = []
+    for (verb, fam, table, name, elems), (_v, kind, _n) in zip(wanted, commands, strict=True):
+        af, width = (socket.AF_INET, 4) if kind == "ipv4_addr" else (socket.AF_INET6, 16)
+        keys = [socket.inet_pton(af, t) for t in elems]
+        messages += plainelements.element_messages(verb, fam, table, name, width, keys)
+    assert unsequenced(quicknl.batch_bytes(messages, 1)) == unsequenced(general.buffer)
+
+
+def test_json_files_the_plain_path_leaves_to_the_general_path() -> None:
+    from nfkit.nftables.plainelements import json_element_commands
+
+    def doc(*cmds: Any) -> bytes:
+        return json.dumps({"nftables": list(cmds)}).encode()
+
+    el = {"family": "inet", "table": "t", "name": "s", "elem": ["192.0.2.1"]}
+    assert json_element_commands(doc({"add": {"element": el}})) == [
+        ("add", "inet", "t", "s", ["192.0.2.1"])]
+    for other in ({"add": {"element": {**el, "elem": [{"elem": {"val": "192.0.2.1",
+                                                                "timeout": 3600}}]}}},
+                  {"add": {"element": {**el, "elem": [{"prefix": {"addr": "192.0.2.0",
+                                                                  "len": 24}}]}}},
+                  {"add": {"element": {**el, "elem": [22]}}},
+                  {"create": {"element": el}},
+                  {"add": {"element": el, "rule": {}}},
+                  {"add": {"table": {"family": "inet", "name": "t"}}},
+                  {"add": {"element": {**el, "elem": []}}}):
+        assert json_element_commands(doc({"add": {"element": el}}, other)) is None, other
+    assert json_element_commands(b"table inet t { }") is None
+    assert json_element_commands(b'{"nftables": [{"add": {"element": ') is None
+
+
+def test_a_json_blocklist_loads_without_the_rule_machinery(lab: Lab, tmp_path: Path) -> None:
+    """`nfkit rules load` of nft's JSON element commands: plain addresses into plain
+    sets by `plainelements` alone (no rule machinery imported), the kernel holding what
+    `nft -j -f` of the same file gives; the same file with one element nft's JSON writes
+    as an object goes the general path, to the same end."""
+    ours, theirs = lab.add("ours"), lab.add("theirs")
+    sets = ("table inet t { set s { type ipv4_addr; }; set six { type ipv6_addr; flags timeout; };"
+            " }\n")
+    for ns in (ours, theirs):
+        ns.run(["nft", "-f", "-"], input=sets)
+    v4 = [f"198.51.{i >> 8}.{i & 255}" for i in range(5000)]
+    v6 = [f"2001:db8::{i:x}" for i in range(300)]
+    plain = {"nftables": [
+        {"metainfo": {"json_schema_version": 1}},
+        {"add": {"element": {"family": "inet", "table": "t", "name": "s", "elem": v4}}},
+        {"add": {"element": {"family": "inet", "table": "t", "name": "six", "elem": v6}}},
+        {"delete": {"element": {"family": "inet", "table": "t", "name": "s", "elem": v4[:3]}}}]}
+    with_timeout = {"nftables": [{"add": {"element": {
+        "family": "inet", "table": "t", "name": "six",
+        "elem": ["2001:db8:1::1", {"elem": {"val": "2001:db8:1::2", "timeout": 3600}}]}}}]}
+    for doc, machinery in ((plain, False), (with_timeout, True)):
+        f = tmp_path / "elements.json"
+        f.write_text(json.dumps(doc))
+        r = ours.run([sys.executable, "-X", "importtime", "-c", _RUN, "rules", "load", str(f)],
+                     check=False)
+        imported = {x.rsplit("|", 1)[-1].strip() for x in r.stderr.splitlines()
+                    if x.startswith("import time:")}
+        assert r.returncode == 0, r.stderr[-500:]
+        assert ("nfkit.nftables.messages" in imported) == machinery
+        if not machinery:
+            assert "nfkit.nftables.plainelements" in imported
+            # (json itself imports re)
+            assert not imported & (_RULE_MACHINERY - {"json", "re"}), sorted(imported)
+        theirs.run(["nft", "-j", "-f", str(f)])
+        for name in ("s", "six"):
+            assert _elements_of(ours, "set", name) == _elements_of(theirs, "set", name), name

@@ -20,10 +20,14 @@ by this test: NFKIT_VOCAB_WRITE=1 rewrites it).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shlex
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ from nfkit.nftables.nfttext import load_nft
 
 from ..conftest import require_kernel
 from .conftest import NFKIT, fill_nft_gaps, strip
-from .vocabulary import GROUPS, Item, table_name, table_text
+from .vocabulary import CGROUP2_GROUPS, GROUPS, Item, table_name, table_text
 
 pytestmark = pytest.mark.kernel
 
@@ -126,8 +130,64 @@ def _rule_lines(text: str) -> str:
     return "<br>".join(rules)
 
 
+class _InCgroup2:
+    """A namespace whose every command runs with cgroup2 mounted at /sys/fs/cgroup (in
+    the command's own mount namespace: the host's mounts are not touched)."""
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+
+    def run(self, cmd: Any, check: bool = True, **kw: Any) -> Any:
+        args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        return self.ns.run(["sh", "-c", 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"',
+                            "sh", *args], check=check, **kw)
+
+
+_REFUSAL_INSIDE = r'''
+import sys
+from nfkit.errors import InputError
+from nfkit.netlink.codec import Batch
+from nfkit.nftables import validate
+from nfkit.nftables.commits import encode_commands, known_sets
+from nfkit.nftables.jsonfmt import load_json
+from nfkit.nftables.messages import Encoder
+from nfkit.nftables.nfttext import load_nft
+try:
+    text = open(sys.argv[2]).read()
+    cmds = load_json(text) if sys.argv[1] == "load" else load_nft(text)
+    validate.commands(cmds)
+    encode_commands(cmds, Encoder(Batch(), known_sets(cmds, None), lambda: "xt"))
+except InputError as exc:
+    print(exc)
+'''
+
+
+@contextmanager
+def _cgroups(group: str, a: Any) -> Iterator[None]:
+    """The group's cgroups made (one run of such a group at a time on this machine)."""
+    paths = CGROUP2_GROUPS.get(group)
+    if not paths:
+        yield
+        return
+    with open("/tmp/nfkit-test-cgroup2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        a.run(["mkdir", "-p", *(f"/sys/fs/cgroup/{p}" for p in paths)])
+        try:
+            yield
+        finally:
+            a.run(["rmdir", *(f"/sys/fs/cgroup/{p}" for p in reversed(paths))], check=False)
+
+
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_group(group: str, pair: tuple[Namespace, Namespace], tmp_path: Path) -> None:
+    if group in CGROUP2_GROUPS:
+        with _cgroups(group, _InCgroup2(pair[0])):
+            _test_group(group, (_InCgroup2(pair[0]), _InCgroup2(pair[1])), tmp_path)
+    else:
+        _test_group(group, pair, tmp_path)
+
+
+def _test_group(group: str, pair: tuple[Any, Any], tmp_path: Path) -> None:
     a, b = pair
     items = GROUPS[group]
     a.run("nft flush ruleset")
@@ -148,7 +208,13 @@ def test_group(group: str, pair: tuple[Namespace, Namespace], tmp_path: Path) ->
             ("text", table_text, load_nft, ".nft")):
         accepted = []
         for item in items:
-            why = _refusal(cmds_of, source_of(item))
+            if group in CGROUP2_GROUPS:  # cgroup paths are read where they are mounted
+                f = tmp_path / ("refusal" + ext)
+                f.write_text(source_of(item))
+                why = a.run([sys.executable, "-c", _REFUSAL_INSIDE, form, str(f)]).stdout.strip() \
+                    or None
+            else:
+                why = _refusal(cmds_of, source_of(item))
             if why is None:
                 accepted.append(item)
             else:

@@ -271,6 +271,17 @@ GROUPS: dict[str, list[Item]] = {
     ],
 }
 
+# Groups whose namespaces need cgroup2 at /sys/fs/cgroup (this host has cgroup v1 there):
+# each command runs with it mounted in its own mount namespace, and the cgroups named here
+# are made first (the hierarchy is global: removed after, one run at a time).
+CGROUP2_GROUPS = {"cgroupv2": ["nfkit-vocab", "nfkit-vocab/a"]}
+GROUPS["cgroupv2"] = [
+    Item("socket_cgroupv2", "socket cgroupv2 (a cgroup2 hierarchy at /sys/fs/cgroup)", "inet",
+         _chain('socket cgroupv2 level 1 "nfkit-vocab" accept\n'
+                'socket cgroupv2 level 2 != "nfkit-vocab/a" drop\n'
+                'socket cgroupv2 level 1 { "nfkit-vocab", "nfkit-vocab/a" } drop', "output")),
+]
+
 ITEMS = [i for g in GROUPS.values() for i in g]
 
 

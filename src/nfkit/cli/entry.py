@@ -3,7 +3,8 @@
 This module owns starting the commands that load big rule files
 (`nfkit rules load FILE`,
 `nfkit rules check FILE`), that add or delete set elements (`nfkit rules element
-add|delete`; plain addresses by `nftables.plainelements` alone) and that answer `nfkit rules exists` from its cache, without
+add|delete`, and `rules load` of a JSON file of element commands; plain addresses by
+`nftables.plainelements` alone) and that answer `nfkit rules exists` from its cache, without
 importing click, whose import alone costs more than the kernel needs to commit
 10,000 rules.  Every other command line
 goes to the click group in `nfkit.cli.main`; all of it runs under `guard.guarded`.
@@ -27,6 +28,13 @@ def run(argv: list[str] | None = None) -> None:
 def _run(args: list[str]) -> None:
     if (len(args) == 3 and args[0] == "rules" and args[1] in ("load", "check")
             and (args[2] == "-" or not args[2].startswith("-"))):
+        if args[1] == "load":
+            # a JSON file of plain addresses for plain sets (a blocklist), before the
+            # rule machinery is imported; anything else the general way
+            from nfkit.nftables.plainelements import load_json
+
+            if load_json(args[2]) is not None:
+                return
         from nfkit.cli import bulk
 
         (bulk.load_file if args[1] == "load" else bulk.check_file)(args[2])

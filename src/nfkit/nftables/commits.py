@@ -217,6 +217,25 @@ def _send(sock: Any, batch: Batch, enc: Encoder, check: bool = False) -> None:
         sock.send_batch(batch, what=enc.what, fence=generation_request())
 
 
+def _send_named(sock: Any, batch: Batch, enc: Encoder, check: bool) -> None:
+    """_send, with the anonymous sets named as the kernel would name them (see
+    nfkit.nftables.anonnames); the batch as encoded when a name was taken after all."""
+    from nfkit.nftables import anonnames
+
+    # the encoder's set ids count every set it created (anonymous ones among them)
+    few = enc.set_ids[0] - Encoder.FIRST_SET_ID < anonnames.MIN_SETS
+    renamed = None if few else anonnames.named(batch, anonnames.existing_names(sock))
+    if renamed is None:
+        _send(sock, batch, enc, check)
+        return
+    try:
+        _send(sock, renamed[0], enc, check)
+    except TransactionError as exc:
+        if not anonnames.refused_a_name(exc.errors, renamed[1]):
+            raise
+        _send(sock, batch, enc, check)
+
+
 def run_commands(cmds: Sequence[Command], check: bool = False, sock: Any | None = None) -> int:
     """Commit ``cmds`` as one atomic transaction (or only validate with ``check``).
 
@@ -240,7 +259,7 @@ def _run(cmds: Sequence[Command], check: bool, sock: Any) -> int:
     batch = Batch()
     enc = Encoder(batch, known_sets(cmds, sock), queue_probe(sock))
     encode_commands(cmds, enc)
-    _send(sock, batch, enc, check)
+    _send_named(sock, batch, enc, check)
     if check:
         _trial_commit(cmds, sock)
     return len(enc.what)

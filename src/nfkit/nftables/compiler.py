@@ -142,8 +142,14 @@ class AnonSet:
     count: int = 0
     obj_type: int = 0  # an object map (NFT_SET_OBJECT): its elements' data are object names
     data_dt: Datatype | None = None  # a map's value type (its byte order goes in userdata)
-    set_name: str | None = None  # a meter's set, named by the rule (else "__set%d")
+    set_name: str | None = None  # a meter's set, named by the rule (else `template_name`)
     desc: bool = True  # NFTA_SET_DESC with `count` as its size (a meter without size: none)
+
+    @property
+    def template_name(self) -> str:
+        """The name the kernel fills in with a free number: "__map%d" for a map (of data,
+        verdicts or objects), "__set%d" for a set, as nft names them."""
+        return "__map%d" if self.flags & (SET_MAP | SET_OBJECT) else "__set%d"
 
     @property
     def key_len(self) -> int:
@@ -643,7 +649,15 @@ class RuleCompiler:
             if sk is None:
                 raise InputError(f"socket key {body['key']!r} is not supported by nfkit")
             num, tname, size = sk
-            out.append(EXPRESSIONS["socket"].encode(("key", num), ("dreg", reg)))
+            parts = [("key", num), ("dreg", reg)]
+            if body["key"] == "cgroupv2":  # the ancestor's level to compare at
+                if "level" not in body:
+                    raise InputError("socket cgroupv2 needs a level (nft 1.0.6's JSON listing "
+                                     "leaves it out)")
+                parts.append(("level", body["level"]))
+            elif "level" in body:
+                raise InputError(f"socket {body['key']} has no level")
+            out.append(EXPRESSIONS["socket"].encode(*parts))
             return Operand(out, [T[tname]], [size])
         if kind == "rt":
             fam = body.get("family") or ctx.l3
@@ -822,7 +836,7 @@ class RuleCompiler:
         s = self._anon_set(ctx, op, [k for k, _v in items], data, dtype, dlen)
         if len(dts) == 1:
             s.data_dt = dts[0]
-        out.append(self._lookup("__set%d", reg, reg, False, s.set_id))
+        out.append(self._lookup(s.template_name, reg, reg, False, s.set_id))
         return Operand(out, dts, [t.size for t in dts])
 
     # ---- values ------------------------------------------------------------------
@@ -1089,7 +1103,7 @@ class RuleCompiler:
         keys = [i[0] for i in items]
         verdicts = [verdict_nest(i[1]) for i in items]
         s = self._anon_set(ctx, op, keys, verdicts, VERDICT_DATA_TYPE, 0)
-        out.append(self._lookup("__set%d", 1, 0, False, s.set_id))
+        out.append(self._lookup(s.template_name, 1, 0, False, s.set_id))
 
     # ---- simple statements -------------------------------------------------------
     def _st_counter(self, ctx: CompileCtx, body: Any, out: list[bytes]) -> None:
@@ -1151,7 +1165,7 @@ class RuleCompiler:
                                [n.encode() for _k, n in items])
             s.flags = (s.flags & ~SET_MAP) | SET_OBJECT
             s.obj_type = OBJ_TYPES["ct helper"]
-            out.append(EXPRESSIONS["objref"].encode(("set_sreg", 1), ("set_name", "__set%d"),
+            out.append(EXPRESSIONS["objref"].encode(("set_sreg", 1), ("set_name", s.template_name),
                                                     ("set_id", s.set_id)))
             return
         out.append(objref(OBJ_TYPES["ct helper"], body))

@@ -1055,10 +1055,14 @@ class RuleDecoder:
 
     def _x_socket(self, a: dict[str, Any]) -> None:
         name = {v[0]: k for k, v in SOCKET_KEYS.items()}.get(a["key"])
-        if name is None or set(a) - {"key", "dreg"}:
+        if name is None or set(a) - {"key", "dreg", "level"} or \
+                ("level" in a) != (name == "cgroupv2"):
             raise _AsRaw
         _n, tname, size = SOCKET_KEYS[name]
-        self._set(a["dreg"], RegValue({"socket": {"key": name}}, [T[tname]], [size]))
+        left: dict[str, Any] = {"key": name}
+        if "level" in a:
+            left["level"] = a["level"]
+        self._set(a["dreg"], RegValue({"socket": left}, [T[tname]], [size]))
 
     def _x_rt(self, a: dict[str, Any]) -> None:
         found = [(k, v) for k, v in RT_KEYS.items() if v[0] == a["key"]]

@@ -155,7 +155,7 @@ EXTHDR_F_PRESENT = 1
 BITWISE_SHIFTS = {"<<": 1, ">>": 2}  # NFT_BITWISE_LSHIFT, NFT_BITWISE_RSHIFT
 # socket keys: JSON key -> (NFT_SOCKET_*, datatype, bytes the kernel writes)
 SOCKET_KEYS = {"transparent": (0, "integer", 1), "mark": (1, "mark", 4),
-               "wildcard": (2, "integer", 1)}
+               "wildcard": (2, "integer", 1), "cgroupv2": (3, "cgroupv2", 8)}
 # rt keys by family: JSON key -> (NFT_RT_*, datatype, bytes)
 RT_KEYS = {("nexthop", "ip"): (1, "ipv4_addr", 4), ("nexthop", "ip6"): (2, "ipv6_addr", 16),
            ("mtu", None): (3, "hinteger", 2), ("classid", None): (0, "realm", 4),

@@ -157,6 +157,8 @@ def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | No
 class Encoder:
     """Writes model changes into a Batch; remembers what each message was about."""
 
+    FIRST_SET_ID = 0x10000  # set ids count up from here, one per set created
+
     def __init__(self, batch: Any, known_sets: dict[tuple[str, str, str], Set] | None = None,
                  queue_mode: Callable[[], str] | None = None, anon_templates: bool = True
                  ) -> None:
@@ -171,7 +173,7 @@ class Encoder:
         self.queue_mode = queue_mode
         self.what = _Names()
         self.compilers: dict[tuple[str, str], RuleCompiler] = {}
-        self.set_ids = [0x10000]
+        self.set_ids = [self.FIRST_SET_ID]
         self._where: dict[tuple[str, str], bytes] = {}
         self.anon_counter = [0]
         self._rule_templates: dict[Any, RuleTemplate | None] = {}
@@ -529,7 +531,7 @@ class Encoder:
     def anon_set(self, family: str, table: str, s: AnonSet, what: str) -> None:
         a = A["set"]
         self._begin("newset", family, NLM_F_CREATE, f"anonymous set of {what}")
-        name = s.set_name or "__set%d"
+        name = s.set_name or s.template_name
         body = (string(a["table"], table) + string(a["name"], name)
                 + be32(a["flags"], s.flags) + be32(a["key_type"], concat_type_id(s.key_types))
                 + be32(a["key_len"], s.key_len))

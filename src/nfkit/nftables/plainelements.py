@@ -1,5 +1,5 @@
-"""`nfkit rules element add|delete` of plain addresses, before the rest of nfkit is
-imported.
+"""`nfkit rules element add|delete` of plain addresses, and `nfkit rules load` of a
+libnftables JSON file of such element commands, before the rest of nfkit is imported.
 
 A blocklist is thousands of addresses added to one set; nft does the whole job in
 less CPU than nfkit's imports of its rule machinery take.  This module owns the
@@ -69,24 +69,18 @@ def change(verb: str, family: str, table: str, name: str, elements: list[str],
     ``from_file``) to or from set NAME in one transaction: the number of elements
     when the kernel committed it, None when the general path must do it (nothing
     was committed)."""
-    fam = nl.FAMILY_NUM.get(family)
-    if fam is None or verb not in ("add", "delete"):
+    if family not in nl.FAMILY_NUM or verb not in ("add", "delete"):
         return None
     texts = simple_split(", ".join(elements))
     if texts is None:
         return None
     if from_file is not None:
-        # a regular file only: what is read from a pipe (or stdin, "-") could not be
-        # read again by the general path
-        # (checked before the open too: opening a named pipe would wait for a writer)
+        data = _regular_file(from_file)
+        if data is None:
+            return None
         try:
-            if from_file == "-" or not stat.S_ISREG(os.stat(from_file).st_mode):
-                return None
-            with open(from_file, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return None
-                more = simple_split(f.read().decode())
-        except (OSError, UnicodeDecodeError):
+            more = simple_split(data.decode())
+        except UnicodeDecodeError:
             return None  # the general path names the file and the cause
         if more is None:
             return None
@@ -95,33 +89,129 @@ def change(verb: str, family: str, table: str, name: str, elements: list[str],
         return None
     conn = nl.Conn()
     try:
-        head = (nl.attr(NFTA_SET_TABLE, table.encode() + b"\0")
-                + nl.attr(NFTA_SET_NAME, name.encode() + b"\0"))
-        reply = conn.ask(nl.GETSET, fam, head)
-        if not reply:
+        messages = _set_messages(conn, verb, family, table, name, texts)
+        if messages is None or not _commit(conn, messages):
             return None
-        a = nl.attrs(reply[0])
-        flags = int.from_bytes(a.get(NFTA_SET_FLAGS, b"\0\0\0\0"), "big")
-        key_type = int.from_bytes(a.get(NFTA_SET_KEY_TYPE, b""), "big")
-        if flags & NOT_PLAIN or NFTA_SET_DATA_TYPE in a or key_type not in ADDRESS_TYPES:
-            return None
-        af, width = ADDRESS_TYPES[key_type]
-        if a.get(NFTA_SET_KEY_LEN) != width.to_bytes(4, "big"):
-            return None
-        try:
-            keys = list(map(_socket.inet_pton, [af] * len(texts), texts))
-        except OSError:
-            return None  # not all addresses: the general path reads the others
-        messages = element_messages(verb, family, table, name, width, keys)
-        from nfkit.nftables.commitguard import interrupts_held
+        return len(texts)
+    finally:
+        conn.close()
 
-        try:
-            with interrupts_held(f"the transaction ({len(messages)} messages)"):
-                if not conn.commit(messages):
-                    raise _Refused  # not recorded as committed
-        except _Refused:
+
+def _set_messages(conn: nl.Conn, verb: str, family: str, table: str, name: str,
+                  texts: list[str]) -> list[tuple[int, int, int, bytes]] | None:
+    """The messages adding (deleting) the addresses ``texts`` to (from) set NAME, read
+    with one GETSET; None when it is not a plain set of addresses or one of ``texts``
+    is not an address."""
+    fam = nl.FAMILY_NUM.get(family)
+    if fam is None or verb not in ("add", "delete"):
+        return None
+    head = (nl.attr(NFTA_SET_TABLE, table.encode() + b"\0")
+            + nl.attr(NFTA_SET_NAME, name.encode() + b"\0"))
+    reply = conn.ask(nl.GETSET, fam, head)
+    if not reply:
+        return None
+    a = nl.attrs(reply[0])
+    flags = int.from_bytes(a.get(NFTA_SET_FLAGS, b"\0\0\0\0"), "big")
+    key_type = int.from_bytes(a.get(NFTA_SET_KEY_TYPE, b""), "big")
+    if flags & NOT_PLAIN or NFTA_SET_DATA_TYPE in a or key_type not in ADDRESS_TYPES:
+        return None
+    af, width = ADDRESS_TYPES[key_type]
+    if a.get(NFTA_SET_KEY_LEN) != width.to_bytes(4, "big"):
+        return None
+    try:
+        keys = list(map(_socket.inet_pton, [af] * len(texts), texts))
+    except (OSError, TypeError):
+        return None  # not all addresses: the general path reads the others
+    return element_messages(verb, family, table, name, width, keys)
+
+
+def _commit(conn: nl.Conn, messages: list[tuple[int, int, int, bytes]]) -> bool:
+    """``messages`` in one transaction; False when the kernel refused it (nothing
+    committed: the general path sends it again and names what was wrong)."""
+    from nfkit.nftables.commitguard import interrupts_held
+
+    try:
+        with interrupts_held(f"the transaction ({len(messages)} messages)"):
+            if not conn.commit(messages):
+                raise _Refused  # not recorded as committed
+    except _Refused:
+        return False
+    return True
+
+
+def _regular_file(path: str) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file (what is read from a pipe or stdin
+    could not be read again by the general path); None otherwise.  Checked before the
+    open too: opening a named pipe would wait for a writer."""
+    try:
+        if path == "-" or not stat.S_ISREG(os.stat(path).st_mode):
             return None
-        return len(keys)
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return f.read()
+    except OSError:
+        return None  # the general path names the file and the cause
+
+
+Wanted = list[tuple[str, str, str, str, list[str]]]  # (verb, family, table, set, elements)
+
+
+def json_element_commands(data: bytes) -> Wanted | None:
+    """The element commands of a libnftables JSON document that holds only `add` or
+    `delete` of `element`s given as strings (metainfo aside); None for anything else."""
+    if not data.lstrip()[:1] == b"{" or b'"element"' not in data:
+        return None
+    import json
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    cmds = doc.get("nftables") if type(doc) is dict and len(doc) == 1 else None
+    if type(cmds) is not list:
+        return None
+    wanted: Wanted = []
+    for c in cmds:
+        if type(c) is not dict or len(c) != 1:
+            return None
+        (verb, body), = c.items()
+        if verb == "metainfo":
+            continue
+        e = body.get("element") if type(body) is dict and len(body) == 1 else None
+        if verb not in ("add", "delete") or type(e) is not dict or \
+                set(e) != {"family", "table", "name", "elem"}:
+            return None
+        elems = [e["elem"]] if type(e["elem"]) is str else e["elem"]
+        if type(elems) is not list or not elems or \
+                not all(type(x) is str for x in (e["family"], e["table"], e["name"], *elems)):
+            return None
+        wanted.append((verb, e["family"], e["table"], e["name"], elems))
+    return wanted or None
+
+
+def load_json(path: str) -> int | None:
+    """`nfkit rules load FILE` of a libnftables JSON file that only adds or deletes
+    addresses in plain sets (``{"nftables": [{"add": {"element": {"family": ...,
+    "table": ..., "name": ..., "elem": ["192.0.2.1", ...]}}}, ...]}``, metainfo
+    allowed): its commands in one transaction, in order, the batch the general path
+    would send.  The number of elements when the kernel committed it; None when the
+    general path must read the file (anything else in it; nothing was committed)."""
+    data = _regular_file(path)
+    wanted = None if data is None else json_element_commands(data)
+    if wanted is None:
+        return None
+    conn = nl.Conn()
+    try:
+        messages = []
+        for verb, family, table, name, elems in wanted:
+            more = _set_messages(conn, verb, family, table, name, elems)
+            if more is None:
+                return None
+            messages += more
+        if not _commit(conn, messages):
+            return None
+        return sum(len(w[4]) for w in wanted)
     finally:
         conn.close()
 

@@ -89,7 +89,7 @@ EXPRESSIONS: dict[str, dict[str, str]] = {
     "symhash": {"mod": INT, "offset": INT},
     "fib": {"result": STRING, "flags": FLAGS},
     "map": {"key": EXPR, "data": VALUE},
-    "socket": {"key": STRING},
+    "socket": {"key": STRING, "level": INT},
     "exthdr": {"name": STRING, "field": STRING, "offset": INT},
     "osf": {"key": STRING, "ttl": STRING},
     "ipsec": {"key": STRING, "family": STRING, "dir": STRING, "spnum": INT},

@@ -49,6 +49,11 @@ _REALM_LEFTS = ({"rt": {"key": "classid"}}, {"meta": {"key": "rtclassid"}},
 _HEX_LEFTS = ({"meta": {"key": "mark"}}, {"ct": {"key": "mark"}}, {"socket": {"key": "mark"}})
 
 
+def _is_cgroupv2(left: Any) -> bool:
+    return isinstance(left, dict) and isinstance(left.get("socket"), dict) and \
+        left["socket"].get("key") == "cgroupv2"
+
+
 def _typed(left: Any, v: Any) -> str:
     """A value printed the way nft prints it for that left-hand side."""
     if isinstance(v, bool):  # fib ... exists / missing
@@ -64,14 +69,15 @@ def _typed(left: Any, v: Any) -> str:
         return json.dumps(v)  # an interface, quoted as nft prints it
     if left == {"ct": {"key": "expiration"}} and isinstance(v, int) and not isinstance(v, bool):
         return duration(v)
-    if isinstance(left, dict) and "osf" in left and isinstance(v, str):
-        return json.dumps(v)  # an OS name, quoted as nft prints it
+    if isinstance(left, dict) and ("osf" in left or _is_cgroupv2(left)) and isinstance(v, str):
+        return json.dumps(v)  # an OS name, a cgroup's path: quoted as nft prints them
     if left in _REALM_LEFTS and isinstance(v, str) and not v.isdigit():
         return json.dumps(v)  # a realm's name (rt_realms), quoted as nft prints it
     if left in _HEX_LEFTS and isinstance(v, int) and not isinstance(v, bool):
         return f"0x{v:08x}"
     if isinstance(v, dict) and "set" in v and (left in _STRING_LEFTS or left in _REALM_LEFTS
-                                               or isinstance(left, dict) and "osf" in left):
+                                               or isinstance(left, dict) and "osf" in left
+                                               or _is_cgroupv2(left)):
         items = v["set"] if isinstance(v["set"], list) else [v["set"]]
         return "{ " + ", ".join(_typed(left, i) for i in items) + " }"
     return value(v)
@@ -140,7 +146,7 @@ def expr(e: Any) -> str:
     if k in ("<<", ">>"):
         return f"{expr(b[0])} {k} {b[1]}"
     if k == "socket":
-        return f"socket {b['key']}"
+        return f"socket {b['key']}" + (f" level {b['level']}" if "level" in b else "")
     if k in ("exthdr", "tcp option", "ip option", "sctp chunk"):
         head = {"exthdr": "", "tcp option": "tcp option ", "ip option": "ip option ",
                 "sctp chunk": "sctp chunk "}[k]

@@ -194,6 +194,23 @@ def _enc_string(dt: Datatype, value: object, size: int) -> bytes:
     return value.encode().ljust(size or len(value) + 1, b"\0")
 
 
+def _enc_cgroupv2(dt: Datatype, value: object, size: int) -> bytes:
+    # always a path, as nft reads it (a number too: the listing of an id without a
+    # directory does not load again, in nft or nfkit)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _bad(dt, value)
+    from nfkit.nftables.cgroupv2 import cgroup_id
+
+    return cgroup_id(str(value)).to_bytes(8, "little")
+
+
+def _dec_cgroupv2(dt: Datatype, raw: bytes) -> object:
+    from nfkit.nftables.cgroupv2 import cgroup_path
+
+    cid = int.from_bytes(raw[:8], "little")
+    return cgroup_path(cid) or cid
+
+
 REALMS_FILE = "/etc/iproute2/rt_realms"  # where nft 1.0.6 reads realm names
 GROUPS_FILE = "/etc/iproute2/group"  # ... and device group names
 
@@ -375,13 +392,13 @@ _ENCODERS: dict[str, Callable[[Datatype, object, int], bytes]] = {
     "int": _enc_int, "bitmask": _enc_bitmask, "ipv4": _enc_ipv4, "ipv6": _enc_ipv6,
     "ether": _enc_ether, "ifname": _enc_ifname, "string": _enc_string,
     "classid": _enc_classid, "time": _enc_time, "ctlabel": _enc_ctlabel,
-    "realm": _enc_realm, "hour": _enc_hour, "date": _enc_date,
+    "realm": _enc_realm, "hour": _enc_hour, "date": _enc_date, "cgroupv2": _enc_cgroupv2,
 }
 _DECODERS: dict[str, Callable[[Datatype, bytes], object]] = {
     "int": _dec_int, "bitmask": _dec_bitmask, "ipv4": _dec_ipv4, "ipv6": _dec_ipv6,
     "ether": _dec_ether, "ifname": _dec_ifname, "string": _dec_string,
     "classid": _dec_classid, "time": _dec_time, "ctlabel": _dec_ctlabel,
-    "realm": _dec_realm, "hour": _dec_hour, "date": _dec_date,
+    "realm": _dec_realm, "hour": _dec_hour, "date": _dec_date, "cgroupv2": _dec_cgroupv2,
 }
 
 _PROTO_NAMES = {
@@ -490,6 +507,7 @@ for _d in [
         "new": 1, "related": 2, "destroy": 4, "reply": 8, "assured": 16, "protoinfo": 32,
         "helper": 64, "mark": 128, "seqadj": 256, "secmark": 512, "label": 1024}),
     _dt("hour", 44, 4, "hour", big=False),
+    _dt("cgroupv2", 46, 8, "cgroupv2", big=False),
     _dt("date", 43, 8, "date", big=False),
     _dt("day", 45, 1, symbols={"Sunday": 0, "Monday": 1, "Tuesday": 2, "Wednesday": 3,
                                "Thursday": 4, "Friday": 5, "Saturday": 6}),
