@@ -543,7 +543,8 @@ class Bench:
               f"(a shared, noisy machine: 2 cores, other work running; load average "
               f"{os.getloadavg()[0]:.1f}; CPU measure at niceness {self.nice})")
         for k, v in med.items():
-            print(f"  {k:<62} {v:10.3f}")
+            runs = "  (" + ", ".join(f"{x:.3f}" for x in self.results[k]) + ")" if len(self.results[k]) > 1 else ""
+            print(f"  {k:<62} {v:10.3f}{runs}")
         print()
 
         def ratio(a: str, b: str) -> str:

@@ -42,6 +42,7 @@ from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.topology import DEFAULT_RULE, Topology
 from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError
+from nfkit.netlink import mmsg
 from nfkit.netlink.codec import MessageWriter, parse_error
 from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR
 from nfkit.netlink.socket import NetlinkSocket
@@ -54,7 +55,7 @@ log = logging.getLogger("nfkit.ctguard")
 PROC_NF = Path("/proc/sys/net/netfilter")
 EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's burst at full rate
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
-DATAGRAM_BUFFER = 1 << 16  # one event datagram at a time (ctnetlink sends one event a datagram)
+EVENT_SLOTS = 256  # event datagrams read by one recvmmsg (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 SO_MEMINFO = 55  # getsockopt: the socket's memory; the first u32 is what the kernel queued for us
 BACKLOG_BEHIND = 256 << 10  # bytes of unread events (~300) from which an eviction round reads its candidates again
@@ -144,7 +145,7 @@ class Guard(Service):
         self.table = ConntrackTable()
         self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
         self.feed = PictureFeed(self.picture, self.table.decoder)
-        self.datagram = bytearray(DATAGRAM_BUFFER)
+        self.receiver = mmsg.receiver(self.stream.sock.sock, EVENT_SLOTS)
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
         self.follow_topology(selector)
@@ -282,23 +283,23 @@ class Guard(Service):
             self.picture.events -= read  # records of a dump, not events
 
     def on_conntrack(self) -> None:
-        # every datagram waiting, decoded straight into the picture (no Entry, no Event per
-        # event); a burst must not hold the policy back: back to the loop after a slice
-        recv = self.stream.sock.recv_into
-        buf = self.datagram
-        feed = self.feed.feed
+        # every datagram waiting, up to `EVENT_SLOTS` a system call (recvmmsg), decoded straight
+        # into the picture (no Entry, no Event per event); a burst must not hold the policy
+        # back: back to the loop after a slice
+        receive = self.receiver.receive
+        buf = self.receiver.buffer
+        feed = self.feed.feed_slots
         now = time.monotonic()
         until = now + EVENT_SLICE
         try:
-            for i in range(1 << 30):
-                n = recv(buf, False)
-                if not n:
+            while True:
+                slots = receive()
+                if not slots:
                     return
-                feed(buf, n, now)
-                if i & 63 == 63:
-                    now = time.monotonic()
-                    if now >= until:
-                        return
+                feed(buf, slots, now)
+                now = time.monotonic()
+                if now >= until:
+                    return
         except EventsLost:
             self.events_lost(time.monotonic())
 
