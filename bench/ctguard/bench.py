@@ -160,10 +160,11 @@ def established(n: int, offset: int = 0) -> Iterator[Entry]:
                     state=3, status=status)
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of process ``pid``, from /proc/PID/stat."""
+def proc_cpu(pid: int, system: bool = False) -> float:
+    """CPU seconds (user + system, all threads; ``system``: system only) of process ``pid``,
+    from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[12]) + (0 if system else int(fields[11]))) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cores() -> float:
@@ -389,11 +390,11 @@ class Bench:
         def sample() -> tuple[float, ...]:
             st = query_status(self.tmp / "g.sock")
             return (time.monotonic(), self.guard_cpu(guard), sum(proc_cpu(p.pid) for p in churn), idle_cores(),
-                    self.inserts(), st["events"], st["overruns"], st["dumps"])
+                    self.inserts(), st["events"], st["overruns"], st["dumps"], proc_cpu(guard.pid, system=True))
 
-        t0, g0, c0, i0, n0, e0, o0, d0 = sample()
+        t0, g0, c0, i0, n0, e0, o0, d0, s0 = sample()
         time.sleep(8)
-        t1, g1, c1, i1, n1, e1, o1, d1 = sample()
+        t1, g1, c1, i1, n1, e1, o1, d1, s1 = sample()
         fill = self.count()
         during = query_status(self.tmp / "g.sock", timeout=30)["actions"]
         wall = time.time()
@@ -423,6 +424,7 @@ class Bench:
         self.record("cpu: events/s ctguard followed (new + destroy)", (e1 - e0) / dt)
         self.record("cpu: ctguard cores while following them", (g1 - g0) / dt)
         self.record("cpu: ctguard µs CPU per event followed", 1e6 * (g1 - g0) / max(e1 - e0, 1))
+        self.record("cpu: ... of which in the kernel (system time, µs)", 1e6 * (s1 - s0) / max(e1 - e0, 1))
         self.record("cpu: generator cores (its two processes)", (c1 - c0) / dt)
         self.record("cpu: machine idle cores meanwhile (of 2)", (i1 - i0) / dt)
         self.record("cpu: event overruns (ENOBUFS) in the window", o1 - o0)

@@ -257,6 +257,8 @@ def test_equally_idle_the_youngest_go_first() -> None:
      ":4: topology[1].interface: * has an earlier entry"),
     ("[size]\nmemory = \"lots\"\n", ":2: size.memory: 'lots' is not a size"),
     ("[size]\napply = true\n", ":2: size.apply: needs size.memory"),
+    ("[scheduler]\ntype = \"idle\"\n", ":2: scheduler.type: 'idle' is not one of"),
+    ("scheduler = { priority = 0 }\n", ":1: scheduler.priority: 0 is out of range"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "g.toml"
@@ -505,6 +507,53 @@ def test_size_apply_outside_the_initial_namespace_refuses_to_start(netns, tmp_pa
     run = netns.run([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
     assert run.returncode == 2 and "initial network namespace" in run.stderr
     assert run.stderr.count("\n") == 1 and not sock.exists()
+
+
+def _scheduling(pid: int) -> tuple[int, int]:
+    """(policy, real-time priority) of process ``pid`` (proc(5): stat fields 41 and 40)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[38]), int(fields[37])
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("text,expected", [("", (2, 10)), ("[scheduler]\ntype = \"fifo\"\npriority = 7\n", (1, 7)),
+                                           ("scheduler = { type = \"normal\" }\n", (0, 0))])
+def test_the_daemon_runs_under_the_scheduling_its_file_names(netns, tmp_path, text: str,  # type: ignore[no-untyped-def]
+                                                             expected: tuple[int, int]) -> None:
+    """[scheduler]: real-time round-robin at priority 10 by default (SCHED_RR 2, SCHED_FIFO 1,
+    SCHED_OTHER 0), as the file says otherwise; the status says which."""
+    cfg, sock = tmp_path / "g.toml", tmp_path / "g.sock"
+    cfg.write_text(text)
+    guard = start_guard(netns, cfg, sock)
+    try:
+        assert _scheduling(guard.pid) == expected
+        assert query_status(sock)["scheduling"] == ("normal" if expected == (0, 0) else
+                                                    f"{'RR' if expected[0] == 2 else 'FIFO'} {expected[1]}")
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+
+
+@pytest.mark.kernel
+def test_a_refused_scheduler_is_an_error_when_named_a_warning_when_default(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without CAP_SYS_NICE the kernel refuses a real-time policy: named in the file, ctguard does
+    not start (one line naming the key); the default only warns and ctguard runs."""
+    no_nice = ["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--"]
+    cfg, sock = tmp_path / "g.toml", tmp_path / "g.sock"
+    cfg.write_text("[scheduler]\ntype = \"rr\"\n")
+    run = netns.run([*no_nice, *NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
+    assert run.returncode != 0 and run.stderr.count("\n") == 1, run.stderr
+    assert "scheduler type 'rr' priority 10: Operation not permitted" in run.stderr and not sock.exists()
+    cfg.write_text("")
+    proc = netns.popen([*no_nice, *NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)],
+                       stderr=subprocess.PIPE)
+    try:
+        wait_for_status(sock, lambda: proc.poll() is None)
+        assert _scheduling(proc.pid) == (0, 0) and query_status(sock)["scheduling"] == "normal"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert "running under the normal scheduler" in proc.stderr.read().decode()
 
 
 def udp_entries(ns) -> set[str]:  # type: ignore[no-untyped-def]

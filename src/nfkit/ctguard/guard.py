@@ -47,6 +47,7 @@ from nfkit.netlink.codec import MessageWriter, parse_error
 from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.route.rtnl import RouteEvents, Rtnl
+from nfkit.service import scheduler
 from nfkit.service.config import Config
 from nfkit.service.daemon import Service
 
@@ -55,6 +56,7 @@ log = logging.getLogger("nfkit.ctguard")
 PROC_NF = Path("/proc/sys/net/netfilter")
 EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's burst at full rate
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
+EVENT_GATHER = 0.005  # seconds, at least, from the queue read empty to the next read (the picture that much behind)
 EVENT_SLOTS = 256  # event datagrams read by one recvmmsg (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 SO_MEMINFO = 55  # getsockopt: the socket's memory; the first u32 is what the kernel queued for us
@@ -130,9 +132,16 @@ class Guard(Service):
         self.table: ConntrackTable | None = None
         self.stream: Any = None
         self.routes: RouteEvents | None = None
+        self.scheduling = "normal"  # the CPU scheduling had ([scheduler])
 
     # ------------------------------------------------------------ lifecycle
     def start(self, selector: selectors.BaseSelector) -> None:
+        sched = self.cfg["scheduler"]
+        if sched["type"] != "normal":  # first: a refusal of a policy the file names starts nothing
+            self.scheduling = scheduler.apply(
+                sched["type"].upper(), sched["priority"], given=sched["given"], log=log,
+                setting=f"scheduler type {sched['type']!r} priority {sched['priority']}",
+                risk="on a loaded machine ctguard can fall behind the events it must follow")
         size_cfg = self.cfg["size"]
         if size_cfg["apply"]:  # before anything else: a refusal leaves nothing half-started
             p = size.plan(size.parse_size(size_cfg["memory"]), size_cfg["entries_per_bucket"])
@@ -146,6 +155,7 @@ class Guard(Service):
         self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
         self.feed = PictureFeed(self.picture, self.table.decoder)
         self.receiver = mmsg.receiver(self.stream.sock.sock, EVENT_SLOTS)
+        self.drained = float("-inf")  # when the event queue was last read empty
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
         self.follow_topology(selector)
@@ -290,11 +300,15 @@ class Guard(Service):
         buf = self.receiver.buffer
         feed = self.feed.feed_slots
         now = time.monotonic()
+        if now - self.drained < EVENT_GATHER:  # let events gather: a wakeup per few events costs more than they do
+            time.sleep(EVENT_GATHER - (now - self.drained))
+            now = time.monotonic()
         until = now + EVENT_SLICE
         try:
             while True:
                 slots = receive()
                 if not slots:
+                    self.drained = now
                     return
                 feed(buf, slots, now)
                 now = time.monotonic()
@@ -528,6 +542,6 @@ class Guard(Service):
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
             "event_backlog_bytes": self.backlog() if self.stream is not None else 0,
             "picture_behind": self.behind,
-            "source_limit": self.limited,
+            "source_limit": self.limited, "scheduling": self.scheduling,
             "actions": list(self.actions),
         }
