@@ -159,6 +159,7 @@ class Guard(Service):
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
         self.follow_topology(selector)
+        self.act("scheduler", f"[scheduler] type {sched['type']!r}: {self.scheduling}", 0)
 
     def stop(self) -> None:
         try:

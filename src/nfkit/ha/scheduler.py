@@ -23,5 +23,8 @@ def apply(conf: Conf) -> str:
     Scheduler block was given and the kernel refused it; without the block (conntrackd's default)
     a refusal (no CAP_SYS_NICE, e.g. in a container) is a warning and the daemon runs as it is."""
     kind, prio = conf.scheduler
-    return scheduler.apply(kind, prio, given=conf.scheduler_given, setting=f"General Scheduler {kind} priority {prio}",
-                           risk="a loaded machine can delay the sync", log=log)
+    had = scheduler.apply(kind, prio, given=conf.scheduler_given, setting=f"General Scheduler {kind} priority {prio}",
+                          risk="a loaded machine can delay the sync", log=log)
+    if had != "normal":
+        log.info("scheduler %s priority %d", kind, prio)
+    return had

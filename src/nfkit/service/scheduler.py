@@ -31,5 +31,4 @@ def apply(kind: str, priority: int, *, given: bool, setting: str, risk: str, log
             raise CapabilityError(why) from None
         log.warning("%s: running under the normal scheduler (%s)", why, risk)
         return "normal"
-    log.info("scheduler %s priority %d", kind, priority)
     return f"{kind} {priority}"
