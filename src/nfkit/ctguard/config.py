@@ -20,7 +20,7 @@
     source_limit_sets = 65535    # sources each of its sets (IPv4, IPv6) can count
 
     [scheduler]                  # ctguard's CPU scheduling (as conntrackd's General Scheduler)
-    type = "rr"                  # "rr", "fifo" (real-time: needs CAP_SYS_NICE) or "normal"
+    type = "normal"              # "normal", or "rr" / "fifo" (real-time: needs CAP_SYS_NICE)
     priority = 10                # 1-99, the real-time priority (below conntrackd's 99)
 
     [size]                       # the table's maximum and hash buckets (initial namespace)
@@ -43,7 +43,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from nfkit.ctguard.policy import Thresholds, check_thresholds
@@ -110,9 +109,9 @@ SCHEMA = Schema((
             65535, in_range(1, 1 << 24)),
     ), "when and how hard to act"),
     Section("scheduler", (
-        Key("type", str, "CPU scheduling: rr, fifo (real-time, as conntrackd) or normal; a refusal "
-            "(no CAP_SYS_NICE) is an error when set here, a warning when left at the default", "rr",
-            one_of("rr", "fifo", "normal")),
+        Key("type", str, "CPU scheduling: normal, or rr / fifo (real-time, as conntrackd runs; the "
+            "kernel's refusal, without CAP_SYS_NICE, stops the start)", "normal",
+            one_of("normal", "rr", "fifo")),
         Key("priority", int, "the real-time priority (1-99)", 10, in_range(1, 99)),
     ), "ctguard's CPU scheduling: under a flood it must keep up with the events to relieve the table"),
     Section("size", (
@@ -157,8 +156,6 @@ def read(path: str | Path) -> Config:
         seen.add(rule["interface"])
     if cfg["size"]["apply"] and not cfg["size"]["memory"]:
         raise cfg.error(("size", "apply"), "needs size.memory (the budget the plan fits in)")
-    # a policy the file names must be had; the default is tried (a refusal then only warns)
-    cfg["scheduler"]["given"] = "type" in tomllib.loads(cfg.text).get("scheduler", {})
     try:
         check_thresholds(thresholds(cfg))
     except ValueError as exc:

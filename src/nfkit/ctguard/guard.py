@@ -137,9 +137,9 @@ class Guard(Service):
     # ------------------------------------------------------------ lifecycle
     def start(self, selector: selectors.BaseSelector) -> None:
         sched = self.cfg["scheduler"]
-        if sched["type"] != "normal":  # first: a refusal of a policy the file names starts nothing
+        if sched["type"] != "normal":  # first: a refusal (named in the file: an error) starts nothing
             self.scheduling = scheduler.apply(
-                sched["type"].upper(), sched["priority"], given=sched["given"], log=log,
+                sched["type"].upper(), sched["priority"], given=True, log=log,
                 setting=f"scheduler type {sched['type']!r} priority {sched['priority']}",
                 risk="on a loaded machine ctguard can fall behind the events it must follow")
         size_cfg = self.cfg["size"]
