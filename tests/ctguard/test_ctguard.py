@@ -18,10 +18,10 @@ from nfkit.conntrack.filter import Filter
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.ctguard import config
-from nfkit.ctguard.feed import PictureFeed
+from nfkit.ctguard.feed import PICTURE_FIELDS, PictureFeed
 from nfkit.ctguard.picture import Picture, entry_key
 from nfkit.ctguard.policy import Thresholds, choose
-from nfkit.errors import CapabilityError
+from nfkit.errors import CapabilityError, DecodeError
 from nfkit.service.config import ConfigError
 from nfkit.service.daemon import query_status, wait_for_status
 
@@ -87,6 +87,71 @@ def test_picture_from_raw_event_datagrams_equals_the_one_from_entries(netns) -> 
     for key, r in fast.records.items():  # the entry a decision asks for, built from the kept values
         assert r.entry == slow.records[key].entry and r.status == slow.records[key].status
     assert fast.events == slow.events
+
+
+def _picture_summary(p: Picture) -> tuple[Any, ...]:
+    return (set(p.records), p.by_state, p.by_source, p.by_zone, [len(x) for x in p.tiers],
+            {k: (r.source, r.zone, r.state, r.status, r.tier) for k, r in p.records.items()})
+
+
+@pytest.mark.kernel
+def test_fast_event_decoding_gives_the_general_decoders_picture_and_needs_every_field(netns, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The daemon's event path (recvmmsg slots, whole-message layouts of the picture's fields
+    only, the record keeping the message's bytes) against the general decoder (an Entry per
+    event) on the same real kernel events: new, update (status, timeout), destroy; TCP in
+    several states, UDP unreplied and replied, IPv4 and IPv6, zones, many sources: the same
+    picture, and the same Entry for every record.  Each field the picture reads is needed:
+    with any one left out of the layouts, the picture differs (or cannot be made); but the id,
+    whose absence sends the key to the general decoder (the same key)."""
+    from nfkit.ctguard import feed as feed_module
+    from nfkit.netlink import mmsg
+
+    entries = [tcp(f"203.0.113.{i % 5 + 1}", 1000 + i, assured=i % 3 > 0, state=(3, 1, 7, 5)[i % 4])
+               for i in range(24)]
+    entries += [Entry(Tuple(f"192.0.2.{i + 1}", "198.51.100.2", 17, 2000 + i, 53), status=8 | (2 * (i % 2)),
+                      zone=(0, 3, 5)[i % 3]) for i in range(9)]
+    entries += [Entry(Tuple("2001:db8::1", "2001:db8::2", 6, 3000 + i, 443), status=8, state=1, zone=i % 2)
+                for i in range(4)]
+    with netns.enter(), ConntrackTable() as t, t.events(resync=False) as stream:
+        t.create_many(entries)
+        for e in entries[:6]:
+            t.update(e, timeout=900, status=int(Status.ASSURED | Status.SEEN_REPLY | Status.CONFIRMED))
+        t.delete_many(entries[6:12])
+        time.sleep(0.2)
+        receiver = mmsg.receiver(stream.sock.sock)
+        batches = []  # the buffer and slots of each recvmmsg, as the daemon reads them
+        while slots := receiver.receive():
+            batches.append((bytes(receiver.buffer), slots))
+    assert sum(len(s) for _, s in batches) >= len(entries) + 12 and isinstance(receiver, mmsg.BatchReceiver)
+    slow = Picture()
+    for buf, slots in batches:
+        for off, n in slots:
+            for ev in _events_of(buf[off:off + n]):
+                slow.apply(ev.kind, ev.entry, 1.0)
+
+    def fast_picture() -> Picture:
+        fast = Picture()
+        feed = PictureFeed(fast)
+        for buf, slots in batches:
+            feed.feed_slots(buf, slots, 1.0)
+        return fast
+
+    fast = fast_picture()
+    assert len(fast) == len(entries) - 6 and _picture_summary(fast) == _picture_summary(slow)
+    assert fast.events == slow.events and len(fast.by_zone) == 4 and len(fast.by_state) >= 5
+    for key, r in fast.records.items():  # the entry a decision asks for, decoded from the kept bytes
+        assert r.entry == slow.records[key].entry
+    for name in ("o.src", "o.proto", "zone", "status", "state", "id"):
+        monkeypatch.setattr(feed_module, "PICTURE_FIELDS",
+                            {p: n for p, n in PICTURE_FIELDS.items() if n != name})
+        try:
+            dropped = _picture_summary(fast_picture())
+        except (KeyError, TypeError, DecodeError):
+            continue  # the picture cannot be made without it
+        if name == "id":  # a layout without one keys its entries through the general decoder: the same
+            assert dropped == _picture_summary(slow)
+        else:
+            assert dropped != _picture_summary(slow), f"the picture does not change without {name}"
 
 
 @pytest.mark.kernel
@@ -257,6 +322,8 @@ def test_equally_idle_the_youngest_go_first() -> None:
      ":4: topology[1].interface: * has an earlier entry"),
     ("[size]\nmemory = \"lots\"\n", ":2: size.memory: 'lots' is not a size"),
     ("[size]\napply = true\n", ":2: size.apply: needs size.memory"),
+    ("[scheduler]\ntype = \"idle\"\n", ":2: scheduler.type: 'idle' is not one of"),
+    ("scheduler = { priority = 0 }\n", ":1: scheduler.priority: 0 is out of range"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     f = tmp_path / "g.toml"
@@ -505,6 +572,53 @@ def test_size_apply_outside_the_initial_namespace_refuses_to_start(netns, tmp_pa
     run = netns.run([*NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
     assert run.returncode == 2 and "initial network namespace" in run.stderr
     assert run.stderr.count("\n") == 1 and not sock.exists()
+
+
+def _scheduling(pid: int) -> tuple[int, int]:
+    """(policy, real-time priority) of process ``pid`` (proc(5): stat fields 41 and 40)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[38]), int(fields[37])
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("text,expected", [("", (0, 0)), ("[scheduler]\ntype = \"fifo\"\npriority = 7\n", (1, 7)),
+                                           ("scheduler = { type = \"rr\" }\n", (2, 10))])
+def test_the_daemon_runs_under_the_scheduling_its_file_names(netns, tmp_path, text: str,  # type: ignore[no-untyped-def]
+                                                             expected: tuple[int, int]) -> None:
+    """[scheduler]: the normal scheduler by default (SCHED_OTHER 0), real-time as the file says
+    (SCHED_RR 2 at priority 10 unless told, SCHED_FIFO 1); the status says which."""
+    cfg, sock = tmp_path / "g.toml", tmp_path / "g.sock"
+    cfg.write_text(text)
+    guard = start_guard(netns, cfg, sock)
+    try:
+        assert _scheduling(guard.pid) == expected
+        assert query_status(sock)["scheduling"] == ("normal" if expected == (0, 0) else
+                                                    f"{'RR' if expected[0] == 2 else 'FIFO'} {expected[1]}")
+    finally:
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(10) == 0
+
+
+@pytest.mark.kernel
+def test_a_refused_scheduler_stops_the_start_and_the_default_needs_no_capability(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without CAP_SYS_NICE the kernel refuses a real-time policy: ctguard does not start (one
+    line naming the setting); the default (normal) needs no capability."""
+    no_nice = ["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--"]
+    cfg, sock = tmp_path / "g.toml", tmp_path / "g.sock"
+    cfg.write_text("[scheduler]\ntype = \"rr\"\n")
+    run = netns.run([*no_nice, *NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)], check=False)
+    assert run.returncode != 0 and run.stderr.count("\n") == 1, run.stderr
+    assert "scheduler type 'rr' priority 10: Operation not permitted" in run.stderr and not sock.exists()
+    cfg.write_text("")
+    proc = netns.popen([*no_nice, *NFKIT, "ctguard", "run", "-c", str(cfg), "--status-socket", str(sock)],
+                       stderr=subprocess.PIPE)
+    try:
+        wait_for_status(sock, lambda: proc.poll() is None)
+        assert _scheduling(proc.pid) == (0, 0) and query_status(sock)["scheduling"] == "normal"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert "not permitted" not in proc.stderr.read().decode()
 
 
 def udp_entries(ns) -> set[str]:  # type: ignore[no-untyped-def]

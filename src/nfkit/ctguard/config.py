@@ -19,6 +19,10 @@
     source_limit = true          # at evict_at, a source over its share: install a ct count rule
     source_limit_sets = 65535    # sources each of its sets (IPv4, IPv6) can count
 
+    [scheduler]                  # ctguard's CPU scheduling (as conntrackd's General Scheduler)
+    type = "normal"              # "normal", or "rr" / "fifo" (real-time: needs CAP_SYS_NICE)
+    priority = 10                # 1-99, the real-time priority (below conntrackd's 99)
+
     [size]                       # the table's maximum and hash buckets (initial namespace)
     memory = ""                  # "512M": memory the table may take; empty: no plan
     entries_per_bucket = 1.0     # entries per hash bucket at the maximum
@@ -104,6 +108,12 @@ SCHEMA = Schema((
         Key("source_limit_sets", int, "sources each set of that rule (IPv4, IPv6) can count",
             65535, in_range(1, 1 << 24)),
     ), "when and how hard to act"),
+    Section("scheduler", (
+        Key("type", str, "CPU scheduling: normal, or rr / fifo (real-time, as conntrackd runs; the "
+            "kernel's refusal, without CAP_SYS_NICE, stops the start)", "normal",
+            one_of("normal", "rr", "fifo")),
+        Key("priority", int, "the real-time priority (1-99)", 10, in_range(1, 99)),
+    ), "ctguard's CPU scheduling: under a flood it must keep up with the events to relieve the table"),
     Section("size", (
         Key("memory", str, "memory the table may take (\"512M\"; empty: no plan)", "", _memory),
         Key("entries_per_bucket", (float, int), "entries per hash bucket at the maximum", 1.0,

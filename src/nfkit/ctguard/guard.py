@@ -42,10 +42,12 @@ from nfkit.ctguard.feed import PictureFeed
 from nfkit.ctguard.picture import Key, Picture, Record, entry_key
 from nfkit.ctguard.topology import DEFAULT_RULE, Topology
 from nfkit.errors import DumpInterrupted, EventsLost, NetlinkError
+from nfkit.netlink import mmsg
 from nfkit.netlink.codec import MessageWriter, parse_error
 from nfkit.netlink.consts import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.route.rtnl import RouteEvents, Rtnl
+from nfkit.service import scheduler
 from nfkit.service.config import Config
 from nfkit.service.daemon import Service
 
@@ -54,7 +56,8 @@ log = logging.getLogger("nfkit.ctguard")
 PROC_NF = Path("/proc/sys/net/netfilter")
 EVENT_BUFFER = 128 << 20  # bytes queued for us: ~100,000 events, a second's burst at full rate
 EVENT_SLICE = 0.05  # seconds of events handled before the loop gets a turn
-DATAGRAM_BUFFER = 1 << 16  # one event datagram at a time (ctnetlink sends one event a datagram)
+EVENT_GATHER = 0.005  # seconds, at least, from the queue read empty to the next read (the picture that much behind)
+EVENT_SLOTS = 256  # event datagrams read by one recvmmsg (ctnetlink sends one event a datagram)
 FULL_TIMEOUT = {6: "nf_conntrack_tcp_timeout_established", 17: "nf_conntrack_udp_timeout_stream"}
 SO_MEMINFO = 55  # getsockopt: the socket's memory; the first u32 is what the kernel queued for us
 BACKLOG_BEHIND = 256 << 10  # bytes of unread events (~300) from which an eviction round reads its candidates again
@@ -129,9 +132,16 @@ class Guard(Service):
         self.table: ConntrackTable | None = None
         self.stream: Any = None
         self.routes: RouteEvents | None = None
+        self.scheduling = "normal"  # the CPU scheduling had ([scheduler])
 
     # ------------------------------------------------------------ lifecycle
     def start(self, selector: selectors.BaseSelector) -> None:
+        sched = self.cfg["scheduler"]
+        if sched["type"] != "normal":  # first: a refusal (named in the file: an error) starts nothing
+            self.scheduling = scheduler.apply(
+                sched["type"].upper(), sched["priority"], given=True, log=log,
+                setting=f"scheduler type {sched['type']!r} priority {sched['priority']}",
+                risk="on a loaded machine ctguard can fall behind the events it must follow")
         size_cfg = self.cfg["size"]
         if size_cfg["apply"]:  # before anything else: a refusal leaves nothing half-started
             p = size.plan(size.parse_size(size_cfg["memory"]), size_cfg["entries_per_bucket"])
@@ -144,10 +154,12 @@ class Guard(Service):
         self.table = ConntrackTable()
         self.stream = self.table.events(resync=False, rcvbuf=EVENT_BUFFER)
         self.feed = PictureFeed(self.picture, self.table.decoder)
-        self.datagram = bytearray(DATAGRAM_BUFFER)
+        self.receiver = mmsg.receiver(self.stream.sock.sock, EVENT_SLOTS)
+        self.drained = float("-inf")  # when the event queue was last read empty
         selector.register(self.stream, selectors.EVENT_READ, self.on_conntrack)
         self.resync("start")
         self.follow_topology(selector)
+        self.act("scheduler", f"[scheduler] type {sched['type']!r}: {self.scheduling}", 0)
 
     def stop(self) -> None:
         try:
@@ -282,23 +294,27 @@ class Guard(Service):
             self.picture.events -= read  # records of a dump, not events
 
     def on_conntrack(self) -> None:
-        # every datagram waiting, decoded straight into the picture (no Entry, no Event per
-        # event); a burst must not hold the policy back: back to the loop after a slice
-        recv = self.stream.sock.recv_into
-        buf = self.datagram
-        feed = self.feed.feed
+        # every datagram waiting, up to `EVENT_SLOTS` a system call (recvmmsg), decoded straight
+        # into the picture (no Entry, no Event per event); a burst must not hold the policy
+        # back: back to the loop after a slice
+        receive = self.receiver.receive
+        buf = self.receiver.buffer
+        feed = self.feed.feed_slots
         now = time.monotonic()
+        if now - self.drained < EVENT_GATHER:  # let events gather: a wakeup per few events costs more than they do
+            time.sleep(EVENT_GATHER - (now - self.drained))
+            now = time.monotonic()
         until = now + EVENT_SLICE
         try:
-            for i in range(1 << 30):
-                n = recv(buf, False)
-                if not n:
+            while True:
+                slots = receive()
+                if not slots:
+                    self.drained = now
                     return
-                feed(buf, n, now)
-                if i & 63 == 63:
-                    now = time.monotonic()
-                    if now >= until:
-                        return
+                feed(buf, slots, now)
+                now = time.monotonic()
+                if now >= until:
+                    return
         except EventsLost:
             self.events_lost(time.monotonic())
 
@@ -527,6 +543,6 @@ class Guard(Service):
             "overruns": self.overruns, "picture_exact": self.resync_due is None,
             "event_backlog_bytes": self.backlog() if self.stream is not None else 0,
             "picture_behind": self.behind,
-            "source_limit": self.limited,
+            "source_limit": self.limited, "scheduling": self.scheduling,
             "actions": list(self.actions),
         }

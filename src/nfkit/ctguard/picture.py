@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 from nfkit.conntrack.model import IPPROTO_TCP, Entry, Status, TcpState
+from nfkit.conntrack.wire import EntryDecoder
+
+MESSAGE_HEAD = 20  # nlmsghdr + nfgenmsg, before a ctnetlink message's attributes
 
 IPPROTO_UDP = 17
 Key = tuple[object, ...] | int
@@ -62,21 +64,22 @@ def wire_state(proto: int, state: int | None, status: int) -> str:
 
 class Record:
     """One entry of the picture.  Events keep only what the picture needs (source, zone,
-    state, status) and the entry's decoded values; the `Entry` is built from them the
-    first time a decision asks for it (a few candidates a round, never per event)."""
+    state, status) and the bytes of the entry's last message (``raw``: nlmsghdr, nfgenmsg and
+    attributes); the `Entry` is decoded from them by the general decoder the first time a
+    decision asks for it (a few candidates a round, never per event)."""
 
-    __slots__ = ("_entry", "first_seen", "layout", "source", "state", "status", "tier", "values", "zone")
+    __slots__ = ("_entry", "first_seen", "raw", "source", "state", "status", "tier", "zone")
+    decoder = EntryDecoder()
 
     def __init__(self, source: str, zone: int, state: str, status: int, tier: int, first_seen: float,
-                 layout: Any = None, values: tuple[Any, ...] | None = None, entry: Entry | None = None) -> None:
+                 raw: bytes | None = None, entry: Entry | None = None) -> None:
         self.source = source
         self.zone = zone
         self.state = state
         self.status = status
         self.tier = tier
         self.first_seen = first_seen
-        self.layout = layout
-        self.values = values
+        self.raw = raw
         self._entry = entry
 
     @classmethod
@@ -90,7 +93,9 @@ class Record:
         """The entry as last reported (tuples, status, mark, zone)."""
         e = self._entry
         if e is None:
-            e = self._entry = self.layout.build(self.values)
+            raw = self.raw
+            assert raw is not None
+            e = self._entry = self.decoder.decode(raw, MESSAGE_HEAD, len(raw) - MESSAGE_HEAD, raw[16])
         return e
 
     @property
@@ -111,8 +116,8 @@ class Picture:
         # source's records, in the order they entered it (dicts keep insertion order)
         self.tiers: tuple[dict[Key, Record], ...] = ({}, {}, {}, {})
         self.of_source: dict[str, dict[Key, Record]] = {}
-        self.by_state: Counter[str] = Counter()
-        self.by_zone: Counter[int] = Counter()
+        self.by_state: dict[str, int] = {}  # plain dicts: a Counter's item access costs twice a dict's
+        self.by_zone: dict[int, int] = {}
         self.events = 0
         self.resyncs = 0
 
@@ -124,8 +129,8 @@ class Picture:
         """Entries per source address (counted when asked, from the per-source index)."""
         return Counter({src: len(own) for src, own in self.of_source.items()})
 
-    # `add`, `remove` and `_drop` run once per event (100,000 a second at full rate): plain
-    # dict operations written out, no call per counter.
+    # `add` and `remove` run once per event (100,000 a second at full rate): plain dict
+    # operations written out, no call per counter; the feed counts the events.
     def _put(self, key: Key, r: Record) -> None:
         old = self.records.get(key)
         if old is not None:
@@ -159,17 +164,17 @@ class Picture:
         else:
             del by_zone[r.zone]
 
-    def add(self, key: Key, source: str, zone: int, state: str, status: int, layout: Any,
-            values: tuple[Any, ...], now: float, tier: int) -> None:
-        """A new or update event from its raw fields (the event path: no Entry built)."""
-        self.events += 1
+    def add(self, key: Key, source: str, zone: int, state: str, status: int, raw: bytes, now: float,
+            tier: int) -> None:
+        """A new or update event from its fields and its message ``raw`` (the event path: no
+        Entry built; not counted in `events`: the caller counts)."""
         records = self.records
         old = records.get(key)
         if old is None:
-            r = records[key] = Record(source, zone, state, status, tier, now, layout, values)
+            r = records[key] = Record(source, zone, state, status, tier, now, raw)
         else:  # an update: the entry keeps its age
             self._drop(key, old)
-            r = records[key] = Record(source, zone, state, status, tier, old.first_seen, layout, values)
+            r = records[key] = Record(source, zone, state, status, tier, old.first_seen, raw)
         self.tiers[tier][key] = r
         own = self.of_source.get(source)
         if own is None:
@@ -180,19 +185,34 @@ class Picture:
         by_zone[zone] = by_zone.get(zone, 0) + 1
 
     def remove(self, key: Key) -> None:
-        """A destroy event."""
-        self.events += 1
-        old = self.records.pop(key, None)
-        if old is not None:
-            self._drop(key, old)
+        """A destroy event (not counted in `events`: the caller counts)."""
+        r = self.records.pop(key, None)
+        if r is None:
+            return
+        del self.tiers[r.tier][key]
+        own = self.of_source[r.source]
+        del own[key]
+        if not own:
+            del self.of_source[r.source]
+        by_state, by_zone = self.by_state, self.by_zone
+        n = by_state[r.state] - 1
+        if n:
+            by_state[r.state] = n
+        else:
+            del by_state[r.state]
+        n = by_zone[r.zone] - 1
+        if n:
+            by_zone[r.zone] = n
+        else:
+            del by_zone[r.zone]
 
     def apply(self, kind: str, e: Entry, now: float) -> None:
         """One event: new, update or destroy (sync: as new)."""
         key = entry_key(e)
+        self.events += 1
         if kind == "destroy":
             self.remove(key)
             return
-        self.events += 1
         old = self.records.get(key)
         self._put(key, Record.of(e, now if old is None else old.first_seen))
 

@@ -114,9 +114,10 @@ class SingleReceiver:
         return [(0, n)] if n else []
 
 
-def receiver(sock: socket.socket) -> BatchReceiver | SingleReceiver:
-    """A `BatchReceiver` for ``sock``, or a `SingleReceiver` where the C library has no recvmmsg."""
+def receiver(sock: socket.socket, slots: int = 64) -> BatchReceiver | SingleReceiver:
+    """A `BatchReceiver` of ``slots`` for ``sock``, or a `SingleReceiver` where the C library has
+    no recvmmsg."""
     try:
-        return BatchReceiver(sock)
+        return BatchReceiver(sock, slots)
     except CapabilityError:
         return SingleReceiver(sock)
