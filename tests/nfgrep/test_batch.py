@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from nfkit.nfgrep import batch as batch_module
 from nfkit.nfgrep import classify as classify_module
 from nfkit.nfgrep.batch import from_frames
 from nfkit.nfgrep.capture import (
@@ -281,6 +282,21 @@ def test_an_ipv6_next_header_is_read_whole() -> None:
     assert want is not None and want[0] == 38
     assert from_frames([(1.0, LINK_RAW, bytes(pkt))]).decoded(0) == want
 
+
+
+def test_the_farthest_headers_lie_in_the_gathered_bytes() -> None:
+    """The parse reads each frame's first HEAD bytes: the TCP flags behind 40 bytes of IPv4
+    options and a VLAN tag (or an SLL2 header) are the farthest it reads, and are read right."""
+    options = b"\x01" * 40  # NOPs
+    l4 = tcp(1234, 80, 7, 0x18, b"GET / HTTP/1.1\r\n")
+    pkt = struct.pack("!BBHHHBBH4s4s", 0x4F, 0, 60 + len(l4), 1, 0, 64, 6, 0, A4, B4) + options + l4
+    for link, frame, flags_at in ((LINK_ETHERNET, ether(pkt, 0x0800, (0x8100,)), 18 + 60 + 13),
+                                  (LINK_SLL2, sll2(pkt, 0x0800), 20 + 60 + 13)):
+        assert flags_at < batch_module.HEAD
+        want = decode(link, frame)
+        assert want is not None and want[7] == b"GET / HTTP/1.1\r\n"
+        b = from_frames([(1.0, link, frame)])
+        assert 0 not in b.slow and b.decoded(0) == want
 
 # -- decided flows: their TCP state changes counted in bulk ----------------------------
 
