@@ -69,6 +69,7 @@ from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
 _FIN_RST = 0x05
+_STREAMED = (IPPROTO_TCP, IPPROTO_UDP)  # transports the engine reads
 # per-slot marks
 _GAP, _GUESSED, _WAITING, _CLIENT_REPLY, _EVICTED = 1, 2, 4, 8, 16
 _SYN_SEEN = (32, 64)  # the SYN of the client (0) / server (1) side was seen
@@ -742,7 +743,7 @@ class _BulkState:
         syn_ahead = last_syn[groups] > rank
         run_end: dict[int, int] = {}
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
-        track, decided, step = owner._track, owner._decided, owner.table.step
+        track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
         orient, buf, slow = b.orient, b.buf, b.slow
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
@@ -766,6 +767,15 @@ class _BulkState:
                 if s >= 0:
                     code = step(s, o ^ flip[g], proto, ts, size, flags)
                 if code < 0 or not decided(s):
+                    if code >= 0 and pe <= ps and not flags & _FIN_SYN_RST and proto in _STREAMED \
+                            and i not in slow:
+                        # no payload, no SYN, FIN or RST: to an undecided flow the packet is only
+                        # its latest (``_track`` would do no more than this)
+                        w = work.pop(s, None)
+                        if w is not None:
+                            work[s] = w
+                        careful_last[s] = i
+                        continue
                     pkt = slow.get(i)
                     if pkt is None:
                         pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
