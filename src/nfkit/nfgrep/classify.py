@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
+from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable
 from nfkit.flow.tcpstate import (
     CLIENT_IS_REPLY,
     REPLIED,
@@ -322,13 +322,13 @@ class Classifier:
         """
         marks = self._marks[slot]
         self._marks[slot] = marks & ~_WAITING
-        t = self.table.tuple_of(slot)
+        _, src, dst, sport, dport = self.table.fields_of(slot)
         client_dir = 1 if marks & _CLIENT_REPLY else 0
         if client_dir:
-            t = t.reversed()
+            src, dst, sport, dport = dst, src, dport, sport
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
-        st = self.engine.new_flow(transport=transport, client_port=t.sport, server_port=t.dport,
-                                  client_addr=address_text(t.src), server_addr=address_text(t.dst),
+        st = self.engine.new_flow(transport=transport, client_port=sport, server_port=dport,
+                                  client_addr=address_text(src), server_addr=address_text(dst),
                                   expected=first)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
@@ -370,16 +370,16 @@ class Classifier:
                 chain: list[str]) -> FlowResult:
         """The flow in ``slot`` as reported, with its counts as they are now."""
         table = self.table
-        t: FlowTuple = table.tuple_of(slot)
+        proto, src, dst, sport, dport = table.fields_of(slot)
         st = table.state[slot]
         c = 1 if st & CLIENT_IS_REPLY else 0
         if c:
-            t = t.reversed()
+            src, dst, sport, dport = dst, src, dport, sport
         s = 1 - c
         marks = self._marks[slot]
         return FlowResult(
-            proto=TRANSPORT_NAMES.get(t.proto, str(t.proto)),
-            client=endpoint_text(t.src, t.sport), server=endpoint_text(t.dst, t.dport), app=app, fields=fields,
+            proto=TRANSPORT_NAMES.get(proto, str(proto)),
+            client=endpoint_text(src, sport), server=endpoint_text(dst, dport), app=app, fields=fields,
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],
