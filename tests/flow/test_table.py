@@ -275,6 +275,19 @@ def test_ipv6_endpoints_print() -> None:
                                                             "[2001:db8::2]:53")
 
 
+
+def test_fields_of_is_tuple_of_as_plain_values() -> None:
+    table = FlowTable()
+    a6, b6 = (ipaddress.ip_address(f"2001:db8::{i}").packed for i in (1, 2))
+    slots = [table.track(17, a6, b6, 5353, 53, 0.0, 90) // 2,
+             table.track(6, bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 40000, 80, 0.0, 60, 0x02) // 2]
+    for slot in slots:
+        t = table.tuple_of(slot)
+        assert table.fields_of(slot) == (t.proto, t.src, t.dst, t.sport, t.dport)
+    table.flush()
+    with pytest.raises(KeyError):
+        table.fields_of(slots[0])
+
 def test_memory_per_flow_is_under_half_of_two_tuples() -> None:
     """tracemalloc, 20,000 flows (the benchmark measures 1,000,000)."""
     ours = bytes_per_flow(lambda: FlowTable(max_flows=1 << 20), 20000)

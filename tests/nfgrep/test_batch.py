@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from nfkit.nfgrep import batch as batch_module
 from nfkit.nfgrep import classify as classify_module
 from nfkit.nfgrep.batch import from_frames
 from nfkit.nfgrep.capture import (
@@ -150,7 +151,7 @@ def test_columns_are_what_decode_says(events: list[tuple], link: int) -> None:  
 
 
 def _report(frames: list[tuple[float, int, bytes]], path: Path, batched: bool,
-            **options: int) -> tuple:  # type: ignore[type-arg]
+            **options: int | bool) -> tuple:  # type: ignore[type-arg]
     _write(path, frames)
     cl = Classifier(Engine(RULES), **options)
     (cl.read if batched else cl.read_each)(path)
@@ -171,16 +172,35 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(PACKET, max_size=40), link=LINKS, max_flows=st.sampled_from([1 << 20, 3, 1]),
-       lazy=st.booleans())
+       lazy=st.booleans(), max_memory=st.sampled_from([classify_module.MAX_MEMORY, 9000, 13000]))
 def test_batches_give_the_per_packet_report(small_batches: None, tmp_path: Path, events: list[tuple],  # type: ignore[type-arg]
-                                            link: int, max_flows: int, lazy: bool) -> None:
+                                            link: int, max_flows: int, lazy: bool, max_memory: int) -> None:
+    """Small budgets too: which undecided flow the budget gives up on first depends on the
+    order in which their packets came, payload or not."""
     frames = _capture(events, link)
     if not frames:
         return
-    batched = _report(frames, tmp_path / "a.pcap", True, max_flows=max_flows, lazy=lazy)
-    each = _report(frames, tmp_path / "b.pcap", False, max_flows=max_flows, lazy=lazy)
+    options = {"max_flows": max_flows, "lazy": lazy, "max_memory": max_memory}
+    batched = _report(frames, tmp_path / "a.pcap", True, **options)
+    each = _report(frames, tmp_path / "b.pcap", False, **options)
     assert batched == each
 
+
+
+def test_a_pure_ack_makes_an_undecided_flow_the_latest_for_the_budget(tmp_path: Path) -> None:
+    """The walk passes a payload-less ACK of an undecided flow by without `_track`; the flow
+    must still become the most recent one, so the budget gives up on the other first."""
+    events = [(0, "syn", 0, 0, 0, 0.001, ()), (0, "synack", 1, 0, 0, 0.001, ()),
+              (3, "syn", 0, 0, 0, 0.001, ()), (3, "synack", 1, 0, 0, 0.001, ()),
+              (5, "syn", 0, 0, 0, 0.001, ()), (5, "synack", 1, 0, 0, 0.001, ()),
+              (0, "data", 0, 4, 0, 0.001, ()), (3, "data", 0, 4, 0, 0.001, ()),
+              (0, "ack", 1, 0, 0, 0.001, ()),  # flow 0 is now more recent than flow 3
+              (5, "data", 0, 4, 0, 0.001, ())]  # a third flow to inspect: one must go
+    frames = _capture(events, LINK_ETHERNET)
+    batched = _report(frames, tmp_path / "a.pcap", True, max_memory=10000)
+    assert [(f.server.rsplit(":", 1)[1], f.evicted) for f in batched[0]] == \
+        [("80", False), ("443", True), ("22", False)]
+    assert batched == _report(frames, tmp_path / "b.pcap", False, max_memory=10000)
 
 def test_a_long_decided_flow_is_counted_in_bulk(tmp_path: Path) -> None:
     """After the decision, the flow's packets reach neither the engine nor _track."""
@@ -281,6 +301,21 @@ def test_an_ipv6_next_header_is_read_whole() -> None:
     assert want is not None and want[0] == 38
     assert from_frames([(1.0, LINK_RAW, bytes(pkt))]).decoded(0) == want
 
+
+
+def test_the_farthest_headers_lie_in_the_gathered_bytes() -> None:
+    """The parse reads each frame's first HEAD bytes: the TCP flags behind 40 bytes of IPv4
+    options and a VLAN tag (or an SLL2 header) are the farthest it reads, and are read right."""
+    options = b"\x01" * 40  # NOPs
+    l4 = tcp(1234, 80, 7, 0x18, b"GET / HTTP/1.1\r\n")
+    pkt = struct.pack("!BBHHHBBH4s4s", 0x4F, 0, 60 + len(l4), 1, 0, 64, 6, 0, A4, B4) + options + l4
+    for link, frame, flags_at in ((LINK_ETHERNET, ether(pkt, 0x0800, (0x8100,)), 18 + 60 + 13),
+                                  (LINK_SLL2, sll2(pkt, 0x0800), 20 + 60 + 13)):
+        assert flags_at < batch_module.HEAD
+        want = decode(link, frame)
+        assert want is not None and want[7] == b"GET / HTTP/1.1\r\n"
+        b = from_frames([(1.0, link, frame)])
+        assert 0 not in b.slow and b.decoded(0) == want
 
 # -- decided flows: their TCP state changes counted in bulk ----------------------------
 

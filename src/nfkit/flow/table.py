@@ -433,6 +433,14 @@ class FlowTable:
             raise KeyError(f"flow table: slot {slot} is free")
         return FlowTuple.unpack(t)
 
+    def fields_of(self, slot: int) -> tuple[int, bytes, bytes, int, int]:
+        """The stored tuple of a live flow as plain values: proto, src, dst, sport, dport
+        (`tuple_of` without building the object, for a caller that reads many)."""
+        t = self.tuples[slot]
+        if t is None:
+            raise KeyError(f"flow table: slot {slot} is free")
+        return (_TUPLE4 if len(t) == _TUPLE4.size else _TUPLE6).unpack(t)
+
     def client_direction(self, slot: int) -> int:
         """Direction (0 stored, 1 reverse) in which the client sends."""
         return 1 if self.state[slot] & CLIENT_IS_REPLY else 0

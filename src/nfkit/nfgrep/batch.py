@@ -38,7 +38,7 @@ _RAW = (LINK_RAW, 12, 14, LINK_IPV4, LINK_IPV6)
 _VLAN = (0x8100, 0x88A8, 0x9100)
 _IPV6_DIRECT = (6, 17)  # next headers parsed here; everything else goes to decode()
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-HEAD = 128  # bytes of each frame the vectorised parse reads (link + IP + transport headers)
+HEAD = 96  # bytes of each frame the vectorised parse reads (link + IP + transport headers)
 
 
 def _among(x: np.ndarray, values: Sequence[int]) -> np.ndarray:

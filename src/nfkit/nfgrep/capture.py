@@ -431,32 +431,44 @@ def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
         if len(r):
             firsts = np.flatnonzero(np.diff(r, prepend=-1))
             starts[rows[r[firsts]]] = k[firsts]
-    # every walker to the end of its block, in lock step
+    # every walker to the end of its block, in lock step.  A walker leaves at the first record
+    # past its block or past the last place a record can start (``last``; so every position
+    # it reads a length at is inside the file), or dies at a length no record has; the common
+    # round is eight array operations: one length gathered, one test for all three ways out
+    last = limit - 16
     wid = np.flatnonzero(starts >= 0)
     cur = starts[wid]
+    lim = np.minimum(bend, last + 1)[wid]
     exits = np.full(nb, -1, dtype=np.int64)
     dead = np.zeros(nb, dtype=bool)
+    if len(cur) and cur[0] > last:  # only the first walker (from ``pos``) may start there
+        exits[wid[0]] = cur[0]
+        dead[wid[0]] = True
+        wid, cur, lim = wid[1:], cur[1:], lim[1:]
     seen: list[Any] = []
     seen_by: list[Any] = []
-    last = limit - 16
     while len(wid):
-        bad = cur > last
-        caplen = u32[np.where(bad, 0, cur) + 8]
-        nxt = cur + 16 + caplen
-        bad |= (caplen > MAX_RECORD) | (nxt > limit)
-        if bad.any():
-            exits[wid[bad]] = cur[bad]
-            dead[wid[bad]] = True
-            keep = ~bad
-            wid, cur, nxt = wid[keep], cur[keep], nxt[keep]
-        seen.append(cur)
-        seen_by.append(wid)
-        out = nxt >= bend[wid]
-        if out.any():
+        caplen = u32[cur + 8]
+        nxt = cur + 16
+        nxt += caplen
+        leave = nxt >= lim  # past the block, or past the file's end (lim <= limit)
+        leave |= caplen > MAX_RECORD
+        if leave.any():
+            bad = (caplen > MAX_RECORD) | (nxt > limit)
+            if bad.any():
+                exits[wid[bad]] = cur[bad]
+                dead[wid[bad]] = True
+                keep = ~bad
+                wid, cur, nxt, lim = wid[keep], cur[keep], nxt[keep], lim[keep]
+            seen.append(cur)
+            seen_by.append(wid)
+            out = nxt >= lim
             exits[wid[out]] = nxt[out]
             keep = ~out
-            wid, cur = wid[keep], nxt[keep]
+            wid, cur, lim = wid[keep], nxt[keep], lim[keep]
         else:
+            seen.append(cur)
+            seen_by.append(wid)
             cur = nxt
     # what each walker met, block by block in file order (a walker stays in its block)
     if seen:

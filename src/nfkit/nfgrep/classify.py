@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable, FlowTuple
+from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable
 from nfkit.flow.tcpstate import (
     CLIENT_IS_REPLY,
     REPLIED,
@@ -69,6 +69,7 @@ from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
 _FIN_SYN_RST = 0x07
 _FIN_RST = 0x05
+_STREAMED = (IPPROTO_TCP, IPPROTO_UDP)  # transports the engine reads
 # per-slot marks
 _GAP, _GUESSED, _WAITING, _CLIENT_REPLY, _EVICTED = 1, 2, 4, 8, 16
 _SYN_SEEN = (32, 64)  # the SYN of the client (0) / server (1) side was seen
@@ -321,13 +322,13 @@ class Classifier:
         """
         marks = self._marks[slot]
         self._marks[slot] = marks & ~_WAITING
-        t = self.table.tuple_of(slot)
+        _, src, dst, sport, dport = self.table.fields_of(slot)
         client_dir = 1 if marks & _CLIENT_REPLY else 0
         if client_dir:
-            t = t.reversed()
+            src, dst, sport, dport = dst, src, dport, sport
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
-        st = self.engine.new_flow(transport=transport, client_port=t.sport, server_port=t.dport,
-                                  client_addr=address_text(t.src), server_addr=address_text(t.dst),
+        st = self.engine.new_flow(transport=transport, client_port=sport, server_port=dport,
+                                  client_addr=address_text(src), server_addr=address_text(dst),
                                   expected=first)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
@@ -369,16 +370,16 @@ class Classifier:
                 chain: list[str]) -> FlowResult:
         """The flow in ``slot`` as reported, with its counts as they are now."""
         table = self.table
-        t: FlowTuple = table.tuple_of(slot)
+        proto, src, dst, sport, dport = table.fields_of(slot)
         st = table.state[slot]
         c = 1 if st & CLIENT_IS_REPLY else 0
         if c:
-            t = t.reversed()
+            src, dst, sport, dport = dst, src, dport, sport
         s = 1 - c
         marks = self._marks[slot]
         return FlowResult(
-            proto=TRANSPORT_NAMES.get(t.proto, str(t.proto)),
-            client=endpoint_text(t.src, t.sport), server=endpoint_text(t.dst, t.dport), app=app, fields=fields,
+            proto=TRANSPORT_NAMES.get(proto, str(proto)),
+            client=endpoint_text(src, sport), server=endpoint_text(dst, dport), app=app, fields=fields,
             packets=[table.packets[c][slot], table.packets[s][slot]],
             bytes=[table.octets[c][slot], table.octets[s][slot]],
             chain=chain, first=self._first[slot], last=table.last[slot],
@@ -742,7 +743,7 @@ class _BulkState:
         syn_ahead = last_syn[groups] > rank
         run_end: dict[int, int] = {}
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
-        track, decided, step = owner._track, owner._decided, owner.table.step
+        track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
         orient, buf, slow = b.orient, b.buf, b.slow
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
@@ -766,6 +767,15 @@ class _BulkState:
                 if s >= 0:
                     code = step(s, o ^ flip[g], proto, ts, size, flags)
                 if code < 0 or not decided(s):
+                    if code >= 0 and pe <= ps and not flags & _FIN_SYN_RST and proto in _STREAMED \
+                            and i not in slow:
+                        # no payload, no SYN, FIN or RST: to an undecided flow the packet is only
+                        # its latest (``_track`` would do no more than this)
+                        w = work.pop(s, None)
+                        if w is not None:
+                            work[s] = w
+                        careful_last[s] = i
+                        continue
                     pkt = slow.get(i)
                     if pkt is None:
                         pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
