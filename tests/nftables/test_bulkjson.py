@@ -133,6 +133,24 @@ def test_runs_are_read_as_templates_and_odd_values_in_place() -> None:
     assert got[0] == "InputError" and "(#32)" in got[1], got
 
 
+def test_a_run_is_scanned_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Learning a shape takes its first two rules; the run is then scanned once, by the
+    # learned pattern (the candidate's pattern used to scan all of it first).
+    matched: list[int] = []
+    real = bulkjson.consecutive
+
+    def counting(*args: Any) -> Any:
+        ms = real(*args)
+        matched.append(len(ms))
+        return ms
+
+    monkeypatch.setattr(bulkjson, "consecutive", counting)
+    text = _doc(_many(500), "default")
+    assert [len(c.obj) for c in load_json_runs(text) if type(c.obj) is RuleRun] == [500]
+    assert sum(matched) <= 502, matched
+    assert _encode(text, True) == _encode(text, False)
+
+
 @pytest.mark.parametrize(("text", "error"), [
     ('{"nftables": [{"table": {"family": "ip", "name": "t"}},]}', True),
     ('{"nftables": [{"table": {"family": "ip", "name": "t"}}', True),
