@@ -224,3 +224,32 @@ def test_load_and_check_start_without_click(netns, tmp_path) -> None:  # type: i
                   check=False)
     assert p.returncode == 2 and p.stderr.splitlines()[0] == \
         f"nfkit: {tmp_path / 'missing.json'}: No such file or directory", p
+
+
+def _each_reference(encode: Any, width: int, values: list[Any]) -> tuple[list[bytes], set[int]]:
+    """`bulkjson._encode_each` as one value at a time (what its one map must equal)."""
+    out, bad = [], set()
+    for k, v in enumerate(values):
+        try:
+            b = encode(v)
+        except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+            b = b""
+        if len(b) != width:
+            b, _ = bytes(width), bad.add(k)
+        out.append(b)
+    return out, bad
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.ip_addresses(v=4).map(str), st.sampled_from(
+    ["192.0.2.256", "", "2001:db8::1", "1.2.3", "192.0.2.1\x00"])), max_size=30))
+def test_a_column_encoded_in_one_map_is_the_per_value_encoding(values: list[str]) -> None:
+    import socket
+    from functools import partial
+
+    # inet_pton refuses some; a wrong width (an IPv6 encoder for an IPv4 slot) is a bad row
+    for encode, width in ((partial(socket.inet_pton, socket.AF_INET), 4),
+                          (lambda v: socket.inet_pton(socket.AF_INET6, v), 4)):
+        bad: set[int] = set()
+        got = bulkjson._encode_each(encode, width, values, bad)
+        assert (got, bad) == _each_reference(encode, width, values)

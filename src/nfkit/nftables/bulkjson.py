@@ -551,7 +551,17 @@ def _encode_each(encode: Callable[[Any], bytes], width: int, values: Any, bad: s
                  parse: Callable[[str], Any] | None = None) -> list[bytes]:
     """Each of ``values`` encoded (after ``parse``, a reader's own parser, if given);
     a value refused, or encoded to another width, is zeros and its row goes into ``bad``."""
-    enc: list[bytes] = []
+    if parse is None and type(values) is list:
+        # All of them in one map (no Python per value) when every one fits; else one
+        # by one, to find the rows that do not (the same bytes either way).
+        try:
+            enc = list(map(encode, values))
+        except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+            pass
+        else:
+            if set(map(len, enc)) <= {width}:
+                return enc
+    enc = []
     for k, v in enumerate(values):
         try:
             b = encode(v if parse is None else parse(v))
