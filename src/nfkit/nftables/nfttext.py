@@ -113,13 +113,13 @@ def _parser(line_lexer: bool = True) -> Any:
 
 @lru_cache(maxsize=2)
 def _make_parser(line_lexer: bool) -> Any:
-    from importlib.resources import files
-
     from lark import Lark
 
-    grammar = (files("nfkit.nftables") / "nft.lark").read_text()
-    parser = Lark(grammar, parser="lalr", lexer="contextual",
-                  start=["start", "table_lines", "body_lines"])
+    from nfkit.nftables.lalrtables import OPTIONS, grammar_text, shipped
+
+    grammar = grammar_text()
+    # the tables shipped with nfkit when they are this grammar's (see lalrtables)
+    parser = shipped(grammar) or Lark(grammar, **OPTIONS)
     if line_lexer:
         _install_line_lexer(parser)
     return parser

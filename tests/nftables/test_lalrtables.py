@@ -1,0 +1,54 @@
+"""The parser tables shipped with nfkit (nftables/nft_lalr.py) are nft.lark's: the
+parser loaded from them reads every file of the corpus as the one lark builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lark
+import pytest
+
+from nfkit.nftables import lalrtables, nfttext
+
+HERE = Path(__file__).parent
+CORPUS = sorted([*HERE.glob("rulesets/*.nft"), *HERE.glob("nft/**/*.nft")])
+
+
+def test_the_shipped_tables_are_this_grammars() -> None:
+    assert lalrtables.shipped(lalrtables.grammar_text()) is not None, (
+        "nft.lark or lark changed: run `python -m nfkit.nftables.lalrtables` and commit "
+        "src/nfkit/nftables/nft_lalr.py")
+    # and the reader uses them (a parser built from the grammar has its source path)
+    assert nfttext._make_parser(True).source_path == "<deserialized>"
+
+
+def test_tables_of_another_grammar_or_lark_are_not_used(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    grammar = lalrtables.grammar_text()
+    assert lalrtables.shipped(grammar + "\n// changed\n") is None
+    monkeypatch.setattr(lark, "__version__", "0.0.1")
+    assert lalrtables.shipped(grammar) is None
+
+
+def _reading(parser: Any, text: str) -> Any:
+    try:
+        return parser.parse(text, start="start")
+    except lark.exceptions.LarkError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("line_lexer", [True, False])
+def test_the_shipped_parser_reads_the_corpus_as_the_built_one(line_lexer: bool) -> None:
+    assert len(CORPUS) > 40
+    grammar = lalrtables.grammar_text()
+    shipped = lalrtables.shipped(grammar)
+    built = lark.Lark(grammar, **lalrtables.OPTIONS)
+    if line_lexer:
+        nfttext._install_line_lexer(shipped)
+        nfttext._install_line_lexer(built)
+        # (lark numbers its states in another order at each build: their count)
+        assert len(shipped.parser.lexer.line_states) == len(built.parser.lexer.line_states)
+        assert shipped.parser.lexer.scanner.pattern == built.parser.lexer.scanner.pattern
+    for path in CORPUS:
+        text = path.read_text()
+        assert _reading(shipped, text) == _reading(built, text), path
