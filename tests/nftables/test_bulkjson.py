@@ -253,3 +253,15 @@ def test_a_column_encoded_in_one_map_is_the_per_value_encoding(values: list[str]
         bad: set[int] = set()
         got = bulkjson._encode_each(encode, width, values, bad)
         assert (got, bad) == _each_reference(encode, width, values)
+
+
+def test_a_json_file_is_read_without_the_text_reader(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # nft's text reader (nfttext, lark) and the forked offload's pickle are imports a
+    # JSON load does not need (a few ms of each `nfkit rules load` of nft's listing).
+    f = tmp_path / "r.json"
+    f.write_text(_doc(_many(3), "default"))
+    probe = ("import sys; from nfkit.cli.bulk import read_commands\n"
+             f"read_commands({str(f)!r})\n"
+             "print(sorted(m for m in ('nfkit.nftables.nfttext', 'lark', 'pickle') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out

@@ -86,10 +86,12 @@ def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = 
     """The commands of ``path``: libnftables JSON, or nft's own text (``syntax`` "json"
     or "nft"; "auto" picks by the first non-blank character).  With ``runs``, long runs
     of JSON rules of one shape are read as templates (the loader's fast path)."""
-    from nfkit.nftables.nfttext import load_nft, looks_like_json
+    from nfkit.nftables.jsonfmt import looks_like_json
 
     text = read_file(path)
     if syntax == "nft" or (syntax == "auto" and not looks_like_json(text)):
+        from nfkit.nftables.nfttext import load_nft  # (a JSON load does without it)
+
         return load_nft(text, "/dev/stdin" if path == "-" else path, include_paths)
     if runs:
         from nfkit.nftables.bulkjson import load_json_runs
