@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.cli.bulk import Forked
@@ -265,3 +265,14 @@ def test_a_json_file_is_read_without_the_text_reader(tmp_path) -> None:  # type:
              "print(sorted(m for m in ('nfkit.nftables.nfttext', 'lark', 'pickle') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=1, max_size=600), st.integers(0, 5000), st.binary(max_size=40))
+@example(bytes(range(250)) * 2, 3001, b"xy")  # 1.5 MB: the doubling path
+def test_a_run_of_messages_is_its_message_repeated(piece: bytes, n: int, before: bytes) -> None:
+    from nfkit.nftables.messages import _append_repeated
+
+    buf = bytearray(before)
+    _append_repeated(buf, piece, n)  # (over 1 MiB: grown once, filled by doubling)
+    assert buf == before + piece * n
