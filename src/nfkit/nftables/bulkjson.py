@@ -474,7 +474,8 @@ def _rows(sh: _Shape, text: str, pos: int, i: int, offload: Offload | None
     A candidate that may still be learned gives its first two rules alone: that is
     all learning needs, and a learned shape scans its run again."""
     if sh.template is None and not sh.dead:
-        return list(islice(iter(sh.pattern.scanner(text, pos).match, None), 2)), None
+        sc = sh.pattern.scanner(text, pos)  # type: ignore[attr-defined]
+        return list(islice(iter(sc.match, None), 2)), None
     if offload is None or sh.template is None or not sh.prefix or len(text) - pos < SPLIT_MIN:
         return consecutive(sh.pattern, text, pos), None
     # A first chunk: most runs end within it (a file of many shapes), and only a
