@@ -34,7 +34,12 @@ def _reading(parser: Any, text: str) -> Any:
     try:
         return parser.parse(text, start="start")
     except lark.exceptions.LarkError as exc:
-        return type(exc).__name__, str(exc)
+        # where and what (the text lists the expected tokens in set order, which
+        # changes from one process to the next)
+        tok = getattr(exc, "token", None)
+        expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ()
+        return (type(exc).__name__, getattr(exc, "line", None), getattr(exc, "column", None),
+                None if tok is None else (tok.type, str(tok)), sorted(expected))
 
 
 @pytest.mark.parametrize("line_lexer", [True, False])
