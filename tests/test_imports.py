@@ -153,11 +153,13 @@ def test_the_checker_finds_a_cycle_and_a_private_use() -> None:
 # nfkit.nftables in one-way layers: a module imports only modules of lower layers.
 NFTABLES_LAYERS = [
     ["cgroupv2"],                             # cgroup v2 paths <-> ids, as nft reads them
-    ["model", "types", "dumpreq", "commitguard", "trialcommit", "quicknl"],  # the model,
-    #                                           datatypes, dump requests; SIGINT held,
-    #                                           scratch commits; bare requests
-    ["validate", "schema", "plainelements"],  # every value checked; every key encoded;
-    #                                           plain addresses into a set, alone
+    ["model", "types", "dumpreq", "commitguard", "trialcommit", "quicknl",
+     "nft_lalr"],                             # the model, datatypes, dump requests;
+    #                                           SIGINT held, scratch commits; bare
+    #                                           requests; nft.lark's LALR tables (data)
+    ["validate", "schema", "plainelements", "lalrtables"],  # every value checked; every
+    #                                           key encoded; plain addresses into a set,
+    #                                           alone; the shipped LALR tables loaded
     ["expressions", "jsonfmt", "textfmt"],    # the kernel's expressions; the formats
     ["templates"],                            # value slots -> statement and rule templates,
     #                                           the core's Template and Layout

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.cli.bulk import Forked
@@ -133,6 +133,24 @@ def test_runs_are_read_as_templates_and_odd_values_in_place() -> None:
     assert got[0] == "InputError" and "(#32)" in got[1], got
 
 
+def test_a_run_is_scanned_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Learning a shape takes its first two rules; the run is then scanned once, by the
+    # learned pattern (the candidate's pattern used to scan all of it first).
+    matched: list[int] = []
+    real = bulkjson.consecutive
+
+    def counting(*args: Any) -> Any:
+        ms = real(*args)
+        matched.append(len(ms))
+        return ms
+
+    monkeypatch.setattr(bulkjson, "consecutive", counting)
+    text = _doc(_many(500), "default")
+    assert [len(c.obj) for c in load_json_runs(text) if type(c.obj) is RuleRun] == [500]
+    assert sum(matched) <= 502, matched
+    assert _encode(text, True) == _encode(text, False)
+
+
 @pytest.mark.parametrize(("text", "error"), [
     ('{"nftables": [{"table": {"family": "ip", "name": "t"}},]}', True),
     ('{"nftables": [{"table": {"family": "ip", "name": "t"}}', True),
@@ -206,3 +224,55 @@ def test_load_and_check_start_without_click(netns, tmp_path) -> None:  # type: i
                   check=False)
     assert p.returncode == 2 and p.stderr.splitlines()[0] == \
         f"nfkit: {tmp_path / 'missing.json'}: No such file or directory", p
+
+
+def _each_reference(encode: Any, width: int, values: list[Any]) -> tuple[list[bytes], set[int]]:
+    """`bulkjson._encode_each` as one value at a time (what its one map must equal)."""
+    out, bad = [], set()
+    for k, v in enumerate(values):
+        try:
+            b = encode(v)
+        except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+            b = b""
+        if len(b) != width:
+            b, _ = bytes(width), bad.add(k)
+        out.append(b)
+    return out, bad
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.ip_addresses(v=4).map(str), st.sampled_from(
+    ["192.0.2.256", "", "2001:db8::1", "1.2.3", "192.0.2.1\x00"])), max_size=30))
+def test_a_column_encoded_in_one_map_is_the_per_value_encoding(values: list[str]) -> None:
+    import socket
+    from functools import partial
+
+    # inet_pton refuses some; a wrong width (an IPv6 encoder for an IPv4 slot) is a bad row
+    for encode, width in ((partial(socket.inet_pton, socket.AF_INET), 4),
+                          (lambda v: socket.inet_pton(socket.AF_INET6, v), 4)):
+        bad: set[int] = set()
+        got = bulkjson._encode_each(encode, width, values, bad)
+        assert (got, bad) == _each_reference(encode, width, values)
+
+
+def test_a_json_file_is_read_without_the_text_reader(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # nft's text reader (nfttext, lark) and the forked offload's pickle are imports a
+    # JSON load does not need (a few ms of each `nfkit rules load` of nft's listing).
+    f = tmp_path / "r.json"
+    f.write_text(_doc(_many(3), "default"))
+    probe = ("import sys; from nfkit.cli.bulk import read_commands\n"
+             f"read_commands({str(f)!r})\n"
+             "print(sorted(m for m in ('nfkit.nftables.nfttext', 'lark', 'pickle') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.binary(min_size=1, max_size=600), st.integers(0, 5000), st.binary(max_size=40))
+@example(bytes(range(250)) * 2, 3001, b"xy")  # 1.5 MB: the doubling path
+def test_a_run_of_messages_is_its_message_repeated(piece: bytes, n: int, before: bytes) -> None:
+    from nfkit.nftables.messages import _append_repeated
+
+    buf = bytearray(before)
+    _append_repeated(buf, piece, n)  # (over 1 MiB: grown once, filled by doubling)
+    assert buf == before + piece * n

@@ -7,8 +7,6 @@ Shared by the click commands in `nfkit.cli.rules` and the click-less start in
 from __future__ import annotations
 
 import os
-import pickle
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +16,13 @@ from nfkit.errors import InputError
 
 
 class Forked:
-    """``fn`` run in a forked process (the loader's offload for bulkjson: the far half of
-    a long rule run is scanned and encoded on the second CPU); its result comes back
-    pickled through a pipe."""
+    """``fn`` run in a forked process (an offload for `bulkjson.load_json_runs`: the far
+    half of a long rule run scanned and encoded on a second CPU); its result comes back
+    pickled through a pipe.  The command does not use it (see `read_commands`)."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
+        import pickle
+
         self.rfd, wfd = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: whatever happens, it ends here
@@ -40,6 +40,8 @@ class Forked:
 
     def result(self) -> Any:
         """What ``fn`` returned, or None when it failed."""
+        import pickle
+
         chunks = []
         while True:
             c = os.read(self.rfd, 1 << 20)
@@ -54,6 +56,8 @@ class Forked:
 
     def discard(self) -> None:
         """Stop the child (if still working) and reap it."""
+        import signal
+
         if self.rfd >= 0:
             os.close(self.rfd)
             self.rfd = -1
@@ -62,11 +66,6 @@ class Forked:
             except ProcessLookupError:
                 pass
             os.waitpid(self.pid, 0)
-
-
-def offload() -> type[Forked] | None:
-    """A second CPU for the JSON reader when the machine has one."""
-    return Forked if (os.cpu_count() or 1) >= 2 else None
 
 
 def read_file(path: str) -> str:
@@ -87,15 +86,20 @@ def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = 
     """The commands of ``path``: libnftables JSON, or nft's own text (``syntax`` "json"
     or "nft"; "auto" picks by the first non-blank character).  With ``runs``, long runs
     of JSON rules of one shape are read as templates (the loader's fast path)."""
-    from nfkit.nftables.nfttext import load_nft, looks_like_json
+    from nfkit.nftables.jsonfmt import looks_like_json
 
     text = read_file(path)
     if syntax == "nft" or (syntax == "auto" and not looks_like_json(text)):
+        from nfkit.nftables.nfttext import load_nft  # (a JSON load does without it)
+
         return load_nft(text, "/dev/stdin" if path == "-" else path, include_paths)
     if runs:
         from nfkit.nftables.bulkjson import load_json_runs
 
-        return load_json_runs(text, offload())
+        # In this process alone: a second one for the far half of a long run (`Forked`)
+        # cost more CPU than it saved, and no wall time, once the run was scanned once
+        # (docs/rules.md, "Speed").
+        return load_json_runs(text)
     from nfkit.nftables.jsonfmt import load_json
 
     return load_json(text)

@@ -22,7 +22,7 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any
 
 from nfkit.nftables.jsonfmt import Command, item_command, load_json, no_gc, order_commands
@@ -401,6 +401,8 @@ def scan(text: str, offload: Offload | None = None) -> list[Command] | None:
                     last.template = None
                     last.dead = True
                 last.dead = last.dead or len(ms) >= 2
+                if len(ms) >= 2:  # `_rows` gave a live candidate's first two alone
+                    ms = consecutive(last.pattern, text, pos)
                 alone_until = ms[-1].end()
                 last = None
                 continue
@@ -467,7 +469,13 @@ def _rows(sh: _Shape, text: str, pos: int, i: int, offload: Offload | None
     run (from a rule start found by the shape's prefix) is scanned and encoded
     there, while this process scans the near half up to there; the far half is
     used only if the near half ends exactly where it begins (so it was a rule
-    start), and comes back as a second, pre-encoded RuleRun."""
+    start), and comes back as a second, pre-encoded RuleRun.
+
+    A candidate that may still be learned gives its first two rules alone: that is
+    all learning needs, and a learned shape scans its run again."""
+    if sh.template is None and not sh.dead:
+        sc = sh.pattern.scanner(text, pos)  # type: ignore[attr-defined]
+        return list(islice(iter(sc.match, None), 2)), None
     if offload is None or sh.template is None or not sh.prefix or len(text) - pos < SPLIT_MIN:
         return consecutive(sh.pattern, text, pos), None
     # A first chunk: most runs end within it (a file of many shapes), and only a
@@ -544,7 +552,17 @@ def _encode_each(encode: Callable[[Any], bytes], width: int, values: Any, bad: s
                  parse: Callable[[str], Any] | None = None) -> list[bytes]:
     """Each of ``values`` encoded (after ``parse``, a reader's own parser, if given);
     a value refused, or encoded to another width, is zeros and its row goes into ``bad``."""
-    enc: list[bytes] = []
+    if parse is None and type(values) is list:
+        # All of them in one map (no Python per value) when every one fits; else one
+        # by one, to find the rows that do not (the same bytes either way).
+        try:
+            enc = list(map(encode, values))
+        except (OverflowError, OSError, ValueError, UnicodeError, TypeError):
+            pass
+        else:
+            if set(map(len, enc)) <= {width}:
+                return enc
+    enc = []
     for k, v in enumerate(values):
         try:
             b = encode(v if parse is None else parse(v))

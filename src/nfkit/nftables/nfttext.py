@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from nfkit.errors import InputError, NfkitError
 from nfkit.nftables.expressions import EXTHDR_FIELDS
+from nfkit.nftables.jsonfmt import looks_like_json  # noqa: F401  (nfttext's, before jsonfmt had it)
 from nfkit.nftables.model import FAMILIES, Rule
 from nfkit.nftables.shapes import IPV4_RE
 from nfkit.nftables.types import CT, META, PAYLOAD, T
@@ -113,13 +114,13 @@ def _parser(line_lexer: bool = True) -> Any:
 
 @lru_cache(maxsize=2)
 def _make_parser(line_lexer: bool) -> Any:
-    from importlib.resources import files
-
     from lark import Lark
 
-    grammar = (files("nfkit.nftables") / "nft.lark").read_text()
-    parser = Lark(grammar, parser="lalr", lexer="contextual",
-                  start=["start", "table_lines", "body_lines"])
+    from nfkit.nftables.lalrtables import OPTIONS, grammar_text, shipped
+
+    grammar = grammar_text()
+    # the tables shipped with nfkit when they are this grammar's (see lalrtables)
+    parser = shipped(grammar) or Lark(grammar, **OPTIONS)
     if line_lexer:
         _install_line_lexer(parser)
     return parser
@@ -2859,10 +2860,3 @@ def _same_object(obj: Any, body: Any) -> bool:
         if attr in body and getattr(obj, attr, body[attr]) != body[attr]:
             return False
     return True
-
-
-def looks_like_json(text: str) -> bool:
-    """True if ``text`` is JSON (its first non-blank character opens an object or array)."""
-    s = text.lstrip()
-    return s[:1] in ("{", "[")
-
