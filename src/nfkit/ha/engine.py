@@ -59,8 +59,8 @@ _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
 _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in range(16)]  # by type number: an enum's hash is slow
 _HELLO = int(Flag.HELLO)
 RESTART_QUIET_S = 1.5  # a HELLO after this much silence is a restarted peer's (extra bulk sends are harmless)
-_CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
-_CT_NEW, _CT_UPD, _CT_DEL = MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL
+_CT_TYPE = {NEW: int(MsgType.CT_NEW), UPD: int(MsgType.CT_UPD), DEL: int(MsgType.CT_DEL)}
+_CT_NEW, _CT_UPD, _CT_DEL = int(MsgType.CT_NEW), int(MsgType.CT_UPD), int(MsgType.CT_DEL)
 _EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
 
@@ -69,6 +69,7 @@ class Session(Protocol):
 
     def enqueue(self, key: Any, message: wire.StateMessage) -> None: ...
     def enqueue_many(self, words: list[tuple[Any, wire.StateMessage]]) -> None: ...
+    def enqueue_words(self, words: dict[Any, wire.Word]) -> None: ...
     def request_resync(self) -> None: ...
     def transmit(self, now: float) -> list[wire.Message]: ...
     def transmit_datagrams(self, now: float, limit: int) -> list[bytes]: ...
@@ -418,36 +419,46 @@ class SyncEngine:
         """This node's entries said by the kernel, (kind, key, body) in order: into the
         internal cache and every peer's queue (the event loop hands them over in runs)."""
         internal_cache = self.options.internal_cache
-        internal, since, stats = self.internal, self.internal_since, self.internal_stats
+        internal, since = self.internal, self.internal_since
         now = time.time()
-        out: list[tuple[Any, wire.StateMessage]] = []
+        # each session's queue, in order; a later word on an entry replaces an earlier one
+        out: dict[Any, wire.Word] = {}
+        created = updated = destroyed = 0
         for kind, key, body in words:
             if not internal_cache:  # every event said as it happens (internal_bypass.c)
                 mtype = _CT_TYPE[kind]
                 if kind == DEL:
-                    stats.destroyed += 1
+                    destroyed += 1
                 elif kind == NEW:
-                    stats.created += 1
+                    created += 1
                 else:
-                    stats.updated += 1
+                    updated += 1
             elif kind == DEL:
                 if internal.pop(key, None) is None:
                     continue  # never synced: nothing to take back
                 since.pop(key, None)
-                stats.destroyed += 1
+                destroyed += 1
                 mtype = _CT_DEL
             else:
                 if key in internal:
-                    stats.updated += 1
+                    updated += 1
                     mtype = _CT_UPD
                 else:
-                    stats.created += 1
+                    created += 1
                     since[key] = now
                     mtype = _CT_NEW
                 internal[key] = body
-            out.append((key, wire.StateMessage(mtype, body=body)))
-        for p in self.peers:
-            p.session.enqueue_many(out)
+            if key in out:
+                del out[key]
+            out[key] = (key, mtype, body)
+        stats = self.internal_stats
+        stats.created += created
+        stats.updated += updated
+        stats.destroyed += destroyed
+        if out:
+            last = len(self.peers) - 1
+            for i, p in enumerate(self.peers):
+                p.session.enqueue_words(out if i == last else dict(out))  # (a session may keep it)
 
     def _body(self, e: Entry) -> bytes | None:
         """The body of the message that says ``e`` (None, counted, when it cannot be said)."""
