@@ -213,7 +213,7 @@ class SyncEngine:
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
         self._receiver: mmsg.BatchReceiver | mmsg.SingleReceiver | None = None  # of `events`
-        self._event_plans: dict[int, tuple[Any, fastpath.EventPlan | None]] = {}  # id(layout) ->
+        self._event_plans: dict[int, tuple[Any, fastpath.EventFunction | None]] = {}  # id(layout) ->
         self._create_plans: dict[int, tuple[wire.BodyShape, fastpath.CreatePlan | None]] = {}
 
     # ---- setup ---------------------------------------------------------
@@ -256,13 +256,13 @@ class SyncEngine:
         unpack = _NLMSG.unpack_from
         by_len = self.table.decoder.shapes.by_len
         plans = self._event_plans
-        everything = self.selection.everything
-        ignored = self.selection.hosts_ignored
+        sel = self.selection
         run: list[tuple[str, Any, bytes]] = []  # planned words not yet handed to `_local_bodies`
-        # the last event's layout and plan: a burst is mostly of one shape
+        # the last event's layout and its function: a burst is mostly of one shape
         last: Any = None
-        last_len = -1
-        plan: fastpath.EventPlan | None = None
+        last_len = last_family = -1
+        event: fastpath.EventFunction | None = None
+        miss, filtered = fastpath.MISS, fastpath.FILTERED
         received = 0
         try:
             while True:
@@ -298,17 +298,17 @@ class SyncEngine:
                         aoff, alen = off + _NFHDR, length - _NFHDR
                         off += step
                         family = buf[aoff - 4]
-                        if alen == last_len and family == last.tag and last.headers(buf, aoff) == last.expected:
-                            lay = last
-                            values = lay.unpack(buf, aoff)
-                        else:
+                        # the layout's function checks the headers, reads the values, selects and
+                        # says the word in one call
+                        word = event(buf, aoff, kind) if alen == last_len and family == last_family \
+                            and event is not None else miss
+                        if word is miss:
                             for lay in by_len.get(alen, ()):
                                 if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                                    values = lay.unpack(buf, aoff)
                                     break
                             else:
                                 try:
-                                    lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                                    lay, _values = self.table.decoder.layout(buf, aoff, alen, family)
                                 except DecodeError as exc:
                                     log.warning("ctnetlink event dropped: %s", exc)
                                     continue
@@ -316,18 +316,18 @@ class SyncEngine:
                             if got is None or got[0] is not lay:
                                 if len(plans) > 4096:
                                     plans.clear()
-                                got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
-                            last, last_len, plan = lay, alen, got[1]
-                        planned = plan(values) if plan is not None else None
-                        if planned is None:
+                                got = plans[id(lay)] = (lay, fastpath.event_function(
+                                    lay, family, sel.everything, sel.hosts_ignored, sel.accepts_raw))
+                            last, last_len, last_family, event = lay, alen, family, got[1]
+                            word = event(buf, aoff, kind) if event is not None else None
+                        if word is None:  # a shape or an entry without a plan: the entry path
                             self._local_bodies(run)  # in order
                             run.clear()
-                            self._entry_event(kind, lay.build(values))
-                        elif everything or (planned[3] not in ignored and planned[4] not in ignored
-                                            if ignored is not None else self.selection.accepts_raw(*planned[2:])):
-                            run.append((kind, planned[0], planned[1]))
-                        else:
+                            self._entry_event(kind, last.build(last.unpack(buf, aoff)))
+                        elif word is filtered:
                             self.events_filtered += 1
+                        else:
+                            run.append(word)  # type: ignore[arg-type]
             self._local_bodies(run)
         except EventsLost:
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
