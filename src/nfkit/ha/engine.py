@@ -252,6 +252,7 @@ class SyncEngine:
             self._receiver = mmsg.receiver(self.events.sock.sock)
         receive = self._receiver.receive  # many events a call, each in its slot of one buffer
         buf = self._receiver.buffer
+        slots = self._receiver.slots
         own = self.injector.portid
         unpack = _NLMSG.unpack_from
         by_len = self.table.decoder.shapes.by_len
@@ -328,6 +329,8 @@ class SyncEngine:
                             self.events_filtered += 1
                         else:
                             run.append(word)  # type: ignore[arg-type]
+                if len(datagrams) < slots:  # the queue was empty: no call to hear it again
+                    break
             self._local_bodies(run)
         except EventsLost:
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
