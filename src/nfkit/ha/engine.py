@@ -321,6 +321,8 @@ class SyncEngine:
                                     lay, family, sel.everything, sel.hosts_ignored, sel.accepts_raw))
                             last, last_len, last_family, event = lay, alen, family, got[1]
                             word = event(buf, aoff, kind) if event is not None else None
+                            if word is miss:  # (cannot be: the function tests the headers just tested)
+                                word = None
                         if word is None:  # a shape or an entry without a plan: the entry path
                             self._local_bodies(run)  # in order
                             run.clear()
