@@ -11,16 +11,21 @@ the tests check it declines rather than guesses.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nfkit.conntrack.model import Entry, Status, Tuple
 from nfkit.conntrack.table import ConntrackTable
 from nfkit.conntrack.wire import addr_bytes, encode_delete
 from nfkit.errors import InputError
 from nfkit.ha import convert, fastpath, wire
-from nfkit.ha.engine import Options, SyncEngine
+from nfkit.ha.engine import Options, Peer, Selection, SyncEngine
+from nfkit.ha.ftfw import FtfwSession
 from nfkit.ha.inject import NEW, Injector
 from nfkit.ha.spec import MsgType
 from nfkit.lab import Namespace
@@ -186,7 +191,9 @@ def test_the_kernel_drops_the_events_of_the_engines_own_injections(netns: Namesp
 def test_sessions_pack_their_queue_as_transmit_then_datagrams_does() -> None:
     """The send path packs each session's queue straight into datagrams (no numbered copy
     of each message); the bytes are those of `transmit` + `wire.datagrams`, through HELLO,
-    losses, NACKs, resends, ACKs, ALIVEs, replaced words and the sequence number wrapping."""
+    losses, NACKs, resends, ACKs, ALIVEs, replaced words and the sequence number wrapping;
+    the event path's words (`enqueue_words`, no message object) give the bytes their
+    messages give, resent, acknowledged and evicted from a full resend queue alike."""
     import random
 
     from nfkit.ha.ftfw import FtfwSession
@@ -194,7 +201,7 @@ def test_sessions_pack_their_queue_as_transmit_then_datagrams_does() -> None:
     from tests.ha.test_ftfw import entry_msg
 
     def pair() -> list[FtfwSession | PlainSession]:
-        return [FtfwSession(seq=0xFFFFFFFF - 40, window=20), FtfwSession(seq=7, window=20),
+        return [FtfwSession(seq=0xFFFFFFFF - 40, window=20, resend_limit=60), FtfwSession(seq=7, window=20),
                 PlainSession(seq=0xFFFFFFF0)]
 
     packed, reference = pair(), pair()
@@ -206,8 +213,14 @@ def test_sessions_pack_their_queue_as_transmit_then_datagrams_does() -> None:
         for sessions in (packed, reference):
             a, b, plain = sessions
             for i in range(round_ * 7, round_ * 7 + 30):  # overlapping keys: later words replace earlier
-                a.enqueue(i % 100, entry_msg(i % 100, round_))
-                plain.enqueue(i % 50, entry_msg(i % 50, round_))
+                if sessions is packed and i % 3:  # the event path's words, beside messages
+                    m = entry_msg(i % 100, round_)
+                    a.enqueue_words({i % 100: (i % 100, int(m.type), m.body)})
+                    m = entry_msg(i % 50, round_)
+                    plain.enqueue_words({i % 50: (i % 50, int(m.type), m.body)})
+                else:
+                    a.enqueue(i % 100, entry_msg(i % 100, round_))
+                    plain.enqueue(i % 50, entry_msg(i % 50, round_))
             if round_ == 12:
                 b.request_resync()
             for s in sessions:
@@ -254,3 +267,119 @@ def test_a_selection_ignoring_single_addresses_is_a_set_lookup_that_agrees_with_
     assert Selection(protocols=frozenset({6}), protocols_accept=True, networks=hosts,
                      networks_accept=False).hosts_ignored is None
     assert Selection().hosts_ignored is None and Selection().everything
+
+
+def _varied_entry(i: int, six: bool, proto: int, nat: str, mark: int, zone: int | None, state: int,
+                  timeout: int) -> Entry:
+    """Entry ``i`` (its own source port or ICMP id) of one of the shapes the event path meets."""
+    src, dst, out = (("2001:db8::1", "2001:db8::2", "2001:db8::9") if six
+                     else ("192.0.2.1", "198.51.100.1", "203.0.113.9"))
+    status = Status.SEEN_REPLY | Status.ASSURED
+    if proto == 1:
+        proto = 58 if six else 1
+        return Entry(Tuple(src, dst, proto, 0, 0, 128 if six else 8, 0, i), timeout=timeout, mark=mark, zone=zone)
+    orig = Tuple(src, dst, proto, 1024 + i, 80)
+    reply = None
+    if nat == "snat":  # the reply comes back to the outside address and another port
+        reply, status = Tuple(dst, out, proto, 80, 40000 + i), status | Status.SRC_NAT | Status.SRC_NAT_DONE
+    elif nat == "dnat":  # the reply comes from another server and port
+        reply, status = Tuple(out, src, proto, 8080, 1024 + i), status | Status.DST_NAT | Status.DST_NAT_DONE
+    elif nat == "unexplained":  # a reply no NAT status explains: conntrackd cannot say it
+        reply = Tuple(out, src, proto, 80, 1024 + i)
+    return Entry(orig, reply, timeout=timeout, mark=mark, zone=zone, status=status,
+                 state=state if proto == 6 else None)
+
+
+_ENTRY_SHAPES = st.tuples(st.booleans(), st.sampled_from([6, 17, 132, 1]),
+                          st.sampled_from(["none", "none", "snat", "dnat", "unexplained"]),
+                          st.sampled_from([0, 0, 7, 0xFFFFFFFF]), st.sampled_from([None, None, 3]),
+                          st.sampled_from([1, 3, 7]), st.integers(1, 100_000))
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(shapes=st.lists(_ENTRY_SHAPES, min_size=1, max_size=40), deleted=st.sets(st.integers(0, 39)),
+       updated=st.sets(st.integers(0, 39)), ignore_own=st.booleans())
+def test_the_event_path_sends_the_datagrams_the_entry_path_sends(
+        netns: Namespace, shapes: list[tuple[Any, ...]], deleted: set[int], updated: set[int], ignore_own: bool) -> None:
+    """Property: kernel events of varied shapes (IPv4 and IPv6; TCP, UDP, SCTP, ICMP; SNAT,
+    DNAT and a reply no NAT explains; marks, zones, TCP states; creates, updates, deletes),
+    read by the engine (per-layout event functions, words packed by the session), give the
+    datagrams of the reference path: each event decoded to an entry, filtered by
+    `Selection.accepts`, said by `convert.from_entry`, queued as a StateMessage and sent by
+    `transmit` + `wire.datagrams`; and every event the compiled path does not recognise took
+    the entry path."""
+    made = [_varied_entry(i, *shape) for i, shape in enumerate(shapes)]
+    networks = [ipaddress.ip_network("192.0.2.1/32")] if ignore_own else []
+    selection = Selection(networks=networks, networks_accept=False if networks else None)
+    with netns.enter():
+        table = ConntrackTable()
+    table.flush()
+    engine = SyncEngine(table, Options(), selection)
+    session, reference = FtfwSession(seq=0xFFFFFFF0), FtfwSession(seq=0xFFFFFFF0)
+    sent: list[bytes] = []
+    engine.add_peer(Peer("peer", session, lambda dg: sent.append(dg) or True))
+    entry_path: list[Entry] = []
+    took = engine._entry_event
+    engine._entry_event = lambda kind, e: (entry_path.append(e), took(kind, e))[1]  # type: ignore[method-assign]
+    try:
+        engine.subscribe()
+        recorder = table.events(resync=False)
+        created = table.create_many(made)
+        assert not created.failed, created
+        table.update_many([made[i] for i in sorted(updated) if i < len(made)], mark=5)
+        table.delete_many([made[i] for i in sorted(deleted) if i < len(made)])
+        engine.on_kernel_events()
+        raw = _raw_events(recorder)
+        recorder.close()
+        # the reference: the entry path, one message object each, as conntrackd would say them
+        internal: set[bytes] = set()
+        declined = 0
+        unplanned: list[bytes] = []  # events the compiled plans do not say (ICMP, SCTP, odd NAT)
+        for attrs, family, kind in raw:
+            lay, values = table.decoder.layout(attrs, 0, len(attrs), family)
+            e = lay.build(values)
+            key = fastpath.entry_key(e)
+            plan = fastpath.event_plan(lay.index, family)
+            if plan is None or (selection.accepts(e) and plan(values) is None):  # (the Filter first)
+                unplanned.append(key)
+                assert e.proto not in (6, 17) or e.reply != e.orig.mirror()  # only those
+            else:
+                assert e.proto in (6, 17)
+            if not selection.accepts(e):
+                continue
+            if kind == "destroy":
+                if key not in internal:
+                    continue
+                internal.discard(key)
+                mtype = MsgType.CT_DEL
+            else:
+                mtype = MsgType.CT_UPD if key in internal else MsgType.CT_NEW
+            try:
+                msg = convert.from_entry(e, mtype)
+            except InputError:
+                declined += 1
+                continue
+            internal.add(key)
+            reference.enqueue(key, msg)
+        want = list(wire.datagrams(reference.transmit(0.0), engine.peers[0].datagram_limit))
+        assert sent == want
+        # what the compiled path did not recognise went the entry way, and only that
+        assert [fastpath.entry_key(e) for e in entry_path] == unplanned
+        assert engine.unsendable == declined
+    finally:
+        engine.close()
+        table.close()
+
+
+def _raw_events(events: Any) -> list[tuple[bytes, int, str]]:
+    """The waiting ctnetlink events as the kernel sent them: (attributes, family, kind)."""
+    buf = bytearray(1 << 16)
+    out = []
+    while n := events.sock.recv_into(buf, block=False):
+        off = 0
+        while off + 20 <= n:
+            length, mtype, flags = _NLMSG.unpack_from(buf, off)[:3]
+            kind = "destroy" if mtype & 0xFF == 2 else "new" if flags & 0x600 == 0x600 else "update"
+            out.append((bytes(buf[off + 20:off + length]), buf[off + 16], kind))
+            off += (length + 3) & ~3
+    return out

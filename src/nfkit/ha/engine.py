@@ -59,8 +59,8 @@ _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
 _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in range(16)]  # by type number: an enum's hash is slow
 _HELLO = int(Flag.HELLO)
 RESTART_QUIET_S = 1.5  # a HELLO after this much silence is a restarted peer's (extra bulk sends are harmless)
-_CT_TYPE = {NEW: MsgType.CT_NEW, UPD: MsgType.CT_UPD, DEL: MsgType.CT_DEL}
-_CT_NEW, _CT_UPD, _CT_DEL = MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL
+_CT_TYPE = {NEW: int(MsgType.CT_NEW), UPD: int(MsgType.CT_UPD), DEL: int(MsgType.CT_DEL)}
+_CT_NEW, _CT_UPD, _CT_DEL = int(MsgType.CT_NEW), int(MsgType.CT_UPD), int(MsgType.CT_DEL)
 _EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
 
 
@@ -69,6 +69,7 @@ class Session(Protocol):
 
     def enqueue(self, key: Any, message: wire.StateMessage) -> None: ...
     def enqueue_many(self, words: list[tuple[Any, wire.StateMessage]]) -> None: ...
+    def enqueue_words(self, words: dict[Any, wire.Word]) -> None: ...
     def request_resync(self) -> None: ...
     def transmit(self, now: float) -> list[wire.Message]: ...
     def transmit_datagrams(self, now: float, limit: int) -> list[bytes]: ...
@@ -212,7 +213,7 @@ class SyncEngine:
         self.external_exp: dict[Any, Expectation] = {}
         self._last_refresh = time.monotonic()
         self._receiver: mmsg.BatchReceiver | mmsg.SingleReceiver | None = None  # of `events`
-        self._event_plans: dict[int, tuple[Any, fastpath.EventPlan | None]] = {}  # id(layout) ->
+        self._event_plans: dict[int, tuple[Any, fastpath.EventFunction | None]] = {}  # id(layout) ->
         self._create_plans: dict[int, tuple[wire.BodyShape, fastpath.CreatePlan | None]] = {}
 
     # ---- setup ---------------------------------------------------------
@@ -251,17 +252,18 @@ class SyncEngine:
             self._receiver = mmsg.receiver(self.events.sock.sock)
         receive = self._receiver.receive  # many events a call, each in its slot of one buffer
         buf = self._receiver.buffer
+        slots = self._receiver.slots
         own = self.injector.portid
         unpack = _NLMSG.unpack_from
         by_len = self.table.decoder.shapes.by_len
         plans = self._event_plans
-        everything = self.selection.everything
-        ignored = self.selection.hosts_ignored
+        sel = self.selection
         run: list[tuple[str, Any, bytes]] = []  # planned words not yet handed to `_local_bodies`
-        # the last event's layout and plan: a burst is mostly of one shape
+        # the last event's layout and its function: a burst is mostly of one shape
         last: Any = None
-        last_len = -1
-        plan: fastpath.EventPlan | None = None
+        last_len = last_family = -1
+        event: fastpath.EventFunction | None = None
+        miss, filtered = fastpath.MISS, fastpath.FILTERED
         received = 0
         try:
             while True:
@@ -297,17 +299,17 @@ class SyncEngine:
                         aoff, alen = off + _NFHDR, length - _NFHDR
                         off += step
                         family = buf[aoff - 4]
-                        if alen == last_len and family == last.tag and last.headers(buf, aoff) == last.expected:
-                            lay = last
-                            values = lay.unpack(buf, aoff)
-                        else:
+                        # the layout's function checks the headers, reads the values, selects and
+                        # says the word in one call
+                        word = event(buf, aoff, kind) if alen == last_len and family == last_family \
+                            and event is not None else miss
+                        if word is miss:
                             for lay in by_len.get(alen, ()):
                                 if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                                    values = lay.unpack(buf, aoff)
                                     break
                             else:
                                 try:
-                                    lay, values = self.table.decoder.layout(buf, aoff, alen, family)
+                                    lay, _values = self.table.decoder.layout(buf, aoff, alen, family)
                                 except DecodeError as exc:
                                     log.warning("ctnetlink event dropped: %s", exc)
                                     continue
@@ -315,18 +317,22 @@ class SyncEngine:
                             if got is None or got[0] is not lay:
                                 if len(plans) > 4096:
                                     plans.clear()
-                                got = plans[id(lay)] = (lay, fastpath.event_plan(lay.index, family))
-                            last, last_len, plan = lay, alen, got[1]
-                        planned = plan(values) if plan is not None else None
-                        if planned is None:
+                                got = plans[id(lay)] = (lay, fastpath.event_function(
+                                    lay, family, sel.everything, sel.hosts_ignored, sel.accepts_raw))
+                            last, last_len, last_family, event = lay, alen, family, got[1]
+                            word = event(buf, aoff, kind) if event is not None else None
+                            if word is miss:  # (cannot be: the function tests the headers just tested)
+                                word = None
+                        if word is None:  # a shape or an entry without a plan: the entry path
                             self._local_bodies(run)  # in order
                             run.clear()
-                            self._entry_event(kind, lay.build(values))
-                        elif everything or (planned[3] not in ignored and planned[4] not in ignored
-                                            if ignored is not None else self.selection.accepts_raw(*planned[2:])):
-                            run.append((kind, planned[0], planned[1]))
-                        else:
+                            self._entry_event(kind, last.build(last.unpack(buf, aoff)))
+                        elif word is filtered:
                             self.events_filtered += 1
+                        else:
+                            run.append(word)  # type: ignore[arg-type]
+                if len(datagrams) < slots:  # the queue was empty: no call to hear it again
+                    break
             self._local_bodies(run)
         except EventsLost:
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
@@ -418,36 +424,46 @@ class SyncEngine:
         """This node's entries said by the kernel, (kind, key, body) in order: into the
         internal cache and every peer's queue (the event loop hands them over in runs)."""
         internal_cache = self.options.internal_cache
-        internal, since, stats = self.internal, self.internal_since, self.internal_stats
+        internal, since = self.internal, self.internal_since
         now = time.time()
-        out: list[tuple[Any, wire.StateMessage]] = []
+        # each session's queue, in order; a later word on an entry replaces an earlier one
+        out: dict[Any, wire.Word] = {}
+        created = updated = destroyed = 0
         for kind, key, body in words:
             if not internal_cache:  # every event said as it happens (internal_bypass.c)
                 mtype = _CT_TYPE[kind]
                 if kind == DEL:
-                    stats.destroyed += 1
+                    destroyed += 1
                 elif kind == NEW:
-                    stats.created += 1
+                    created += 1
                 else:
-                    stats.updated += 1
+                    updated += 1
             elif kind == DEL:
                 if internal.pop(key, None) is None:
                     continue  # never synced: nothing to take back
                 since.pop(key, None)
-                stats.destroyed += 1
+                destroyed += 1
                 mtype = _CT_DEL
             else:
                 if key in internal:
-                    stats.updated += 1
+                    updated += 1
                     mtype = _CT_UPD
                 else:
-                    stats.created += 1
+                    created += 1
                     since[key] = now
                     mtype = _CT_NEW
                 internal[key] = body
-            out.append((key, wire.StateMessage(mtype, body=body)))
-        for p in self.peers:
-            p.session.enqueue_many(out)
+            if key in out:
+                del out[key]
+            out[key] = (key, mtype, body)
+        stats = self.internal_stats
+        stats.created += created
+        stats.updated += updated
+        stats.destroyed += destroyed
+        if out:
+            last = len(self.peers) - 1
+            for i, p in enumerate(self.peers):
+                p.session.enqueue_words(out if i == last else dict(out))  # (a session may keep it)
 
     def _body(self, e: Entry) -> bytes | None:
         """The body of the message that says ``e`` (None, counted, when it cannot be said)."""

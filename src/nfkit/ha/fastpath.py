@@ -48,6 +48,8 @@ _CREATE_PASSED = frozenset(spec.CT_BY_NAME) - convert.MODELLED
 # the key: the original tuple's addresses, protocol, ports, ICMP type, code and id, and the
 # zone, packed (bytes keep their hash: a key is hashed several times on its way out)
 _KEY = {4: struct.Struct(">4s4sBHHBBHH"), 16: struct.Struct(">16s16sBHHBBHH")}
+# the same bytes for a port protocol's tuple without a zone (ICMP type, code, id and zone zero)
+_KEY_NO_ZONE = {4: struct.Struct(">4s4sBHH6x"), 16: struct.Struct(">16s16sBHH6x")}
 
 
 def entry_key(e: Entry) -> bytes:
@@ -72,12 +74,78 @@ def event_plan(index: dict[Hashable, int], family: int) -> EventPlan | None:
     `wire.encode_attrs` would make it, NAT attributes included; the plan returns
     None for an entry whose reply NAT cannot explain (the entry path refuses it
     with the reason)."""
+    made = _event_source(index, family)
+    if made is None:
+        return None
+    names, lines, env = made
+    src = (f"def plan(v):\n    {', '.join(names)}, = v\n" + lines
+           + f"    return (key, body, {_name(index, 'o.proto')}, {_name(index, 'o.src')}, {_name(index, 'o.dst')}, "
+           f"{_name(index, 'state')})\n")
+    return _generate("plan", src, env)  # type: ignore[no-any-return]
+
+
+# what an `event_function` returns for an event its layout does not describe, and for one the
+# selection does not sync
+MISS = object()
+FILTERED = object()
+# (buffer, offset of the attributes, kind) -> (kind, key, body), or None (take the entry
+# path), FILTERED or MISS
+EventFunction = Callable[[Any, int, str], tuple[str, bytes, bytes] | object | None]
+
+
+def event_function(layout: Any, family: int, everything: bool, ignored: frozenset[bytes] | None,
+                   accepts: Callable[..., bool]) -> EventFunction | None:
+    """The event path's plan of a ctnetlink layout (`nfkit.netlink.shapes.Layout`), or None:
+    checks an event's attribute headers against the layout's (MISS when they differ),
+    reads its values, applies the selection (``everything``; else ``ignored``, the
+    addresses of an `Address Ignore`-only Filter; else ``accepts``, `Selection.accepts_raw`)
+    and says the word (kind, key, body) `event_plan`'s plan says, in one call."""
+    made = _event_source(layout.index, family)
+    if made is None:
+        return None
+    names, lines, env = made
+    o_src, o_dst = _name(layout.index, "o.src"), _name(layout.index, "o.dst")
+    if everything:
+        select = ""
+    elif ignored is not None:
+        select = f"    if {o_src} in IGNORED or {o_dst} in IGNORED:\n        return FILTERED\n"
+    else:
+        select = (f"    if not ACCEPTS({_name(layout.index, 'o.proto')}, {o_src}, {o_dst}, "
+                  f"{_name(layout.index, 'state')}):\n        return FILTERED\n")
+    size, mask, expected = _header_test(layout)
+    src = (f"def event(buf, off, kind):\n"
+           f"    if INT(buf[off:off + {size}], 'little') & {mask} != {expected}:\n        return MISS\n"
+           f"    {', '.join(names)}, = VALUES(buf, off)\n" + select + lines + "    return (kind, key, body)\n")
+    env = {**env, "INT": int.from_bytes, "VALUES": layout.unpack,
+           "MISS": MISS, "FILTERED": FILTERED, "IGNORED": ignored, "ACCEPTS": accepts}
+    return _generate("event", src, env)  # type: ignore[no-any-return]
+
+
+def _header_test(layout: Any) -> tuple[int, int, int]:
+    """The layout's header test (``headers(buf, off) == expected``: every attribute header
+    word as the layout has it) as one integer test: the first ``size`` bytes, read as a
+    number, masked with ``mask`` (the header words' bits) equal ``expected`` (cheaper than
+    a tuple of a hundred words made and compared)."""
+    headers = layout.headers.__self__  # the headers' struct (a layout of headers has one)
+    words = len(layout.expected)
+    mask = int.from_bytes(headers.pack(*[0xFFFF] * words), "little")
+    return headers.size, mask, int.from_bytes(headers.pack(*layout.expected), "little")
+
+
+def _name(index: dict[Hashable, int], field: str) -> str:
+    """The local name a generated plan gives a field's value ("None" for a field not in it)."""
+    return f"v{index[field]}" if field in index else "None"
+
+
+def _event_source(index: dict[Hashable, int], family: int) -> tuple[list[str], str, dict[str, Any]] | None:
+    """The generated lines that turn a layout's values (in locals ``v0``, ``v1``, ...) into
+    ``key`` and ``body`` or return None, with their globals; None for a layout without a plan."""
     if family not in (AF_INET, AF_INET6) or any(k not in index for k in _EVENT_NEEDED) \
             or any(k in index for k in _EVENT_UNPLANNED):
         return None
 
     def v(name: str, default: str = "None") -> str:
-        return f"v[{index[name]}]" if name in index else default
+        return _name(index, name) if name in index else default
 
     six = family == AF_INET6
     head = {"ipv6" if six else "ipv4": [v("o.src"), v("o.dst")], "status": [v("status", "0")],
@@ -92,37 +160,44 @@ def event_plan(index: dict[Hashable, int], family: int) -> EventPlan | None:
     o_src, o_dst, o_sport, o_dport = v("o.src"), v("o.dst"), v("o.sport"), v("o.dport")
     r_src, r_dst, r_sport, r_dport = v("r.src"), v("r.dst"), v("r.sport"), v("r.dport")
     proto_ok = f"{v('o.proto')} == 6" if "state" in index else f"{v('o.proto')} in PORT"
+    # the key: the original tuple, no ICMP fields, the zone (0 when the layout has none)
+    key = (f"KEY({o_src}, {o_dst}, {v('o.proto')}, {o_sport}, {o_dport}, 0, 0, 0, {v('zone')} or 0)" if "zone" in index
+           else f"KEY({o_src}, {o_dst}, {v('o.proto')}, {o_sport}, {o_dport})")
     # NAT as `convert._nat` says it: each part of the reply that is not the mirror's, if the
     # status says that NAT was done; a reply NAT cannot explain: None (the entry path refuses it)
-    src = (f"def plan(v):\n"
-           f"    if not ({proto_ok} and {v('r.proto')} == {v('o.proto')}):\n"
-           f"        return None\n"
-           f"    nat = b''\n"
-           f"    if not ({r_src} == {o_dst} and {r_dst} == {o_src} and {r_sport} == {o_dport} "
-           f"and {r_dport} == {o_sport}):\n"
-           f"        snat, dnat = {v('status', '0')} & SNAT_DONE, {v('status', '0')} & DNAT_DONE\n"
-           f"        if {r_dst} != {o_src}:\n"
-           f"            if not snat:\n                return None\n"
-           f"            nat += SNAT_ADDR + {r_dst}\n"
-           f"        if {r_src} != {o_dst}:\n"
-           f"            if not dnat:\n                return None\n"
-           f"            nat += DNAT_ADDR + {r_src}\n"
-           f"        if {r_dport} != {o_sport}:\n"
-           f"            if not snat:\n                return None\n"
-           f"            nat += SPAT + SWAPPED({r_dport})\n"
-           f"        if {r_sport} != {o_dport}:\n"
-           f"            if not dnat:\n                return None\n"
-           f"            nat += DPAT + SWAPPED({r_sport})\n"
-           f"    return (KEY({o_src}, {o_dst}, {v('o.proto')}, {o_sport}, {o_dport}, "
-           f"0, 0, 0, {v('zone', '0')} or 0), HEAD({', '.join(head_args)}) + nat + TAIL({', '.join(tail_args)}), "
-           f"{v('o.proto')}, {o_src}, {o_dst}, {v('state')})\n")
-    return _generate("plan", src, {  # type: ignore[no-any-return]
+    head_call = f"HEAD({', '.join(head_args)})"
+    tail_call = f" + TAIL({', '.join(tail_args)})" if tail else ""
+    lines = (f"    if not ({proto_ok} and {v('r.proto')} == {v('o.proto')}):\n"
+             f"        return None\n"
+             f"    if {r_src} == {o_dst} and {r_dst} == {o_src} and {r_sport} == {o_dport} and {r_dport} == {o_sport}:\n"
+             f"        return_body = {head_call}{tail_call}\n"
+             f"    else:\n"
+             f"        nat = b''\n"
+             f"        snat, dnat = {v('status', '0')} & SNAT_DONE, {v('status', '0')} & DNAT_DONE\n"
+             f"        if {r_dst} != {o_src}:\n"
+             f"            if not snat:\n                return None\n"
+             f"            nat += SNAT_ADDR + {r_dst}\n"
+             f"        if {r_src} != {o_dst}:\n"
+             f"            if not dnat:\n                return None\n"
+             f"            nat += DNAT_ADDR + {r_src}\n"
+             f"        if {r_dport} != {o_sport}:\n"
+             f"            if not snat:\n                return None\n"
+             f"            nat += SPAT + SWAPPED({r_dport})\n"
+             f"        if {r_sport} != {o_dport}:\n"
+             f"            if not dnat:\n                return None\n"
+             f"            nat += DPAT + SWAPPED({r_sport})\n"
+             f"        return_body = {head_call} + nat{tail_call}\n"
+             f"    key = {key}\n").replace("return_body", "body")
+    names = [f"v{i}" for i in range(len(index))]
+    key_struct = _KEY[16 if six else 4]
+    return names, lines, {
         "HEAD": struct.Struct(head_fmt).pack, "TAIL": struct.Struct(tail_fmt).pack, "PORT": PORT_PROTOS,
-        "KEY": _KEY[16 if six else 4].pack, "SNAT_DONE": int(Status.SRC_NAT_DONE),
+        "KEY": key_struct.pack if "zone" in index else _KEY_NO_ZONE[16 if six else 4].pack,
+        "SNAT_DONE": int(Status.SRC_NAT_DONE),
         "DNAT_DONE": int(Status.DST_NAT_DONE), "SWAPPED": _SWAPPED_PADDED.pack,
         "SNAT_ADDR": _attr_header("snat_ipv6" if six else "snat_ipv4"),
         "DNAT_ADDR": _attr_header("dnat_ipv6" if six else "dnat_ipv4"),
-        "SPAT": _attr_header("spat_port"), "DPAT": _attr_header("dpat_port")})
+        "SPAT": _attr_header("spat_port"), "DPAT": _attr_header("dpat_port")}
 
 
 # a NAT port's value: 1.4.7's byte-swapped 16 bits (`spec.SWAPPED16`), then the padding

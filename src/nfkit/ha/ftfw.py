@@ -27,17 +27,23 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
+from nfkit.errors import InputError
+from nfkit.ha import spec
 from nfkit.ha.spec import RANGE_FLAGS, Flag
-from nfkit.ha.wire import ControlMessage, Message, StateMessage, numbered_datagrams
+from nfkit.ha.wire import ControlMessage, Message, StateMessage, Word, encode_numbered, word_message
 
 ALIVE_INTERVAL = 1.0  # ALIVE_INT: seconds of silence before a heartbeat (or a pending ACK)
 WINDOW = 300  # conntrackd's default WindowSize
 RESEND_LIMIT = 131072  # conntrackd's default ResendQueueSize
 # the flags as plain ints on the per-message paths (IntFlag's operators cost microseconds)
 _HELLO, _HELLO_BACK = int(Flag.HELLO), int(Flag.HELLO_BACK)
-_NOT_HELLOS = ~(_HELLO | _HELLO_BACK) & 0xFF
+_HELLOS = _HELLO | _HELLO_BACK
+_NOT_HELLOS = ~_HELLOS & 0xFF
 _RANGE = int(RANGE_FLAGS)
+_M32 = 0xFFFFFFFF
+_HEADER, _HEADER_SIZE, _VERSION = spec.HEADER, spec.HEADER_SIZE, spec.PROTOCOL_VERSION << 4
 
 
 def before(a: int, b: int) -> bool:
@@ -128,6 +134,21 @@ class _Pending:
     resend: bool = False
 
 
+# The queues hold `_Pending`s and, for the engine's event path, `wire.Word`s (key, type,
+# body): a state message with no flags of its own, which waits in the resend queue as it was
+# queued (no object made per message).
+_Queued = _Pending | Word
+
+
+def _encoded(seq: int, flags: int, msg: Message, error: InputError | None) -> tuple[bytes, InputError | None]:
+    """``msg``'s bytes numbered ``seq`` with ``flags``; one that cannot be sent gives no bytes
+    and its error (the first one kept), raised once the whole queue has been taken."""
+    try:
+        return encode_numbered(seq, flags, msg), error
+    except InputError as exc:
+        return b"", error or exc
+
+
 @dataclass
 class FtfwSession:
     """One FTFW session with one peer.  ``seq`` is the next sequence number to send
@@ -144,8 +165,8 @@ class FtfwSession:
     ack_from: int | None = None  # first number not yet acknowledged to the peer
     window_left: int = 0
     # (dicts keep insertion order: a replaced word is popped and goes to the end)
-    _tx: dict[Hashable, _Pending] = field(default_factory=dict)
-    _rs: dict[int, _Pending] = field(default_factory=dict)  # by seq, oldest first
+    _tx: dict[Hashable, _Queued] = field(default_factory=dict)
+    _rs: dict[int, _Queued] = field(default_factory=dict)  # by seq, oldest first
     _rs_seq: dict[Hashable, int] = field(default_factory=dict)  # entry key -> its seq in _rs
 
     def __post_init__(self) -> None:
@@ -168,6 +189,24 @@ class FtfwSession:
                 del tx[key]
             tx[key] = _Pending(message, key)
 
+    def enqueue_words(self, words: dict[Hashable, Word]) -> None:
+        """`enqueue` each word (key -> (key, type, body), in order) as the state message
+        ``StateMessage(type, body=body)``.  The session may keep ``words`` as its queue:
+        the caller gives it up."""
+        rs, rs_seq, tx = self._rs, self._rs_seq, self._tx
+        if rs_seq:
+            for key in words:
+                seq = rs_seq.pop(key, None)
+                if seq is not None:  # sent, not acknowledged: the new word supersedes it
+                    del rs[seq]
+        if not tx:
+            self._tx = cast("dict[Hashable, _Queued]", words)
+            return
+        for key, word in words.items():
+            if key in tx:
+                del tx[key]
+            tx[key] = word
+
     def request_resync(self) -> None:
         """Ask the peer for its whole table (RESYNC)."""
         self._control(Flag.RESYNC, 0, 0)
@@ -178,54 +217,96 @@ class FtfwSession:
 
     def transmit(self, now: float) -> list[Message]:
         """Everything queued, numbered and flagged, in order; the caller sends them now."""
-        return [m.numbered(seq, flags) if type(m) is StateMessage
-                else ControlMessage(Flag(flags), seq, m.first, m.last)  # type: ignore[union-attr]
-                for seq, flags, m in self._take(now)]
+        out: list[Message] = []
+        for seq, flags, m in self._take(now, None):  # type: ignore[union-attr]
+            if type(m) is tuple:
+                out.append(word_message(m, seq, flags))
+            elif type(m) is StateMessage:
+                out.append(m.numbered(seq, flags))
+            else:
+                out.append(ControlMessage(Flag(flags), seq, m.first, m.last))  # type: ignore[union-attr]
+        return out
 
     def transmit_datagrams(self, now: float, limit: int) -> list[bytes]:
         """What `transmit` gives, packed into datagrams as `wire.datagrams` packs them."""
-        return numbered_datagrams(self._take(now), limit)
+        return self._take(now, limit)  # type: ignore[return-value]
 
-    def _take(self, now: float) -> list[tuple[int, int, Message]]:
+    def _take(self, now: float, limit: int | None) -> list[tuple[int, int, Message | Word]] | list[bytes]:
         """Empty the queue: each message with the number and flags it goes out with, in
-        order.  The messages wait in the resend queue as they were queued (a resend gives
-        them a new number), under their number."""
+        order (``limit`` None), or those messages packed into datagrams of at most ``limit``
+        bytes (no numbered copy of each message).  The messages wait in the resend queue
+        as they were queued (a resend gives them a new number), under their number."""
         tx = self._tx
         if not tx:
             return []
-        out: list[tuple[int, int, Message]] = []
+        taken: list[tuple[int, int, Message | Word]] = []
+        datagrams: list[bytes] = []
+        batch: list[bytes] = []
+        size = 0
+        pack = _HEADER.pack
         rs, rs_seq = self._rs, self._rs_seq
-        limit = self.resend_limit
+        rs_limit = self.resend_limit
         seq = self.seq
         resent = 0
+        error: InputError | None = None  # a message that cannot be sent: raised once the queue is taken
+        # the handshake's flags: HELLO on every message until the peer answered (INIT and SAY
+        # become SAY once something is sent, DONE stays DONE), HELLO_BACK on the first one
+        hello = 0
+        if self.hello is not HelloState.DONE:
+            self.hello = HELLO[(self.hello, "send")]
+            if self.hello is HelloState.SAY:
+                hello = _HELLO
+        back = _HELLO_BACK if self.say_hello_back else 0
+        self.say_hello_back = False
         for pend in tx.values():
-            msg = pend.message
-            flags = msg.flags & _NOT_HELLOS
-            if self.hello is not HelloState.DONE:  # DONE stays DONE
-                self.hello = HELLO[(self.hello, "send")]
-                if self.hello is HelloState.SAY:
-                    flags |= _HELLO
-            if self.say_hello_back:
-                flags |= _HELLO_BACK
-                self.say_hello_back = False
-            out.append((seq, flags, msg))
-            if pend.resend:
-                resent += 1
-                pend.resend = False
-            state = type(msg) is StateMessage
-            if state or flags & _RANGE:
-                if len(rs) >= limit:
+            if isinstance(pend, tuple):  # a word (the event path's state messages)
+                key, mtype, body = pend
+                flags = hello | back
+                if limit is not None:
+                    n = _HEADER_SIZE + len(body)
+                    if n <= 0xFFFF:
+                        raw = pack(_VERSION | mtype, flags, n, seq) + body
+                    else:
+                        raw, error = _encoded(seq, flags, word_message(pend), error)
+                if len(rs) >= rs_limit:
                     self._rs_forget(next(iter(rs)))
                 rs[seq] = pend
-                if state:
-                    rs_seq[pend.key] = seq
-            seq = (seq + 1) & 0xFFFFFFFF
+                rs_seq[key] = seq
+            else:
+                msg = pend.message
+                flags = msg.flags & _NOT_HELLOS | hello | back
+                if pend.resend:
+                    resent += 1
+                    pend.resend = False
+                state = type(msg) is StateMessage
+                if state or flags & _RANGE:
+                    if len(rs) >= rs_limit:
+                        self._rs_forget(next(iter(rs)))
+                    rs[seq] = pend
+                    if state:
+                        rs_seq[pend.key] = seq
+                if limit is not None:
+                    raw, error = _encoded(seq, flags, msg, error)
+            back = 0
+            if limit is None:
+                taken.append((seq, flags, pend if isinstance(pend, tuple) else pend.message))
+            else:
+                size += len(raw)
+                if size > limit and batch:
+                    datagrams.append(b"".join(batch))
+                    batch, size = [], len(raw)
+                batch.append(raw)
+            seq = (seq + 1) & _M32
+        if batch:
+            datagrams.append(b"".join(batch))
+        self.stats.sent += len(tx)
+        self.stats.resent += resent
         tx.clear()
         self.seq = seq
         self.last_sent = now
-        self.stats.sent += len(out)
-        self.stats.resent += resent
-        return out
+        if error is not None:
+            raise error
+        return taken if limit is None else datagrams
 
     def tick(self, now: float) -> None:
         """After a quiet second: acknowledge what is owed, else say ALIVE."""
@@ -238,9 +319,11 @@ class FtfwSession:
             self._control(Flag.ALIVE)
         self.last_sent = now  # the alarm is re-armed even if the caller sends later
 
-    def _rs_forget(self, seq: int) -> _Pending:
+    def _rs_forget(self, seq: int) -> _Queued:
         pend = self._rs.pop(seq)
-        if isinstance(pend.message, StateMessage):
+        if isinstance(pend, tuple):
+            self._rs_seq.pop(pend[0], None)
+        elif isinstance(pend.message, StateMessage):
             self._rs_seq.pop(pend.key, None)
         return pend
 
@@ -262,6 +345,22 @@ class FtfwSession:
 
     def receive(self, msg: Message) -> list[Event]:
         """Take one message from the peer; returns what the caller must do."""
+        seq = msg.seq
+        last = self.last_received
+        if type(msg) is StateMessage and not msg.flags & _HELLOS and last is not None and seq == (last + 1) & _M32:
+            # the common case, written out: a state message in sequence (IN_SYNC, counted in the window)
+            stats = self.stats
+            stats.received += 1
+            stats.applied += 1
+            if self.ack_from is None:
+                self.ack_from = seq
+            self.window_left -= 1
+            if self.window_left <= 0:
+                self._control(Flag.ACK, self.ack_from, seq)
+                self.window_left = self.window
+                self.ack_from = None
+            self.last_received = seq
+            return [Apply(msg)]
         self.stats.received += 1
         if msg.flags & _HELLO_BACK:
             self.hello = HELLO[(self.hello, "hello_back")]
@@ -304,10 +403,11 @@ class FtfwSession:
         order, so numbers rise along it: the walk stops at the first one after ``last``
         (an ACK costs what it acknowledges, not the whole queue)."""
         out = []
-        for seq in self._rs:
-            if between(seq, first, last):
+        span = (last - first) & _M32
+        for seq in self._rs:  # (`between` and `before` written out: an ACK walks thousands)
+            if (seq - first) & _M32 <= span:
                 out.append(seq)
-            elif before(last, seq):
+            elif (last - seq) & _M32 >= 0x80000000:
                 break
         return out
 
@@ -317,14 +417,23 @@ class FtfwSession:
             return [Apply(msg)]
         assert isinstance(msg, ControlMessage)
         if msg.flags & Flag.ACK:
-            for seq in self._in_range(msg.first, msg.last):
-                self._rs_forget(seq)
-                self.stats.acked += 1
+            acked = self._in_range(msg.first, msg.last)
+            rs, rs_seq = self._rs, self._rs_seq
+            for seq in acked:  # (`_rs_forget` written out)
+                pend = rs.pop(seq)
+                if isinstance(pend, tuple):
+                    rs_seq.pop(pend[0], None)
+                elif type(pend.message) is StateMessage:
+                    rs_seq.pop(pend.key, None)
+            self.stats.acked += len(acked)
         elif msg.flags & Flag.NACK:
             self.stats.nacks_received += 1
             for seq in self._in_range(msg.first, msg.last):
                 pend = self._rs_forget(seq)
-                if isinstance(pend.message, StateMessage):
+                if isinstance(pend, tuple):
+                    self._tx.pop(pend[0], None)
+                    self._tx[pend[0]] = _Pending(word_message(pend), pend[0], resend=True)
+                elif isinstance(pend.message, StateMessage):
                     self._tx.pop(pend.key, None)
                     self._tx[pend.key] = _Pending(pend.message.numbered(0, 0), pend.key, resend=True)
                 else:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nfkit.ha.ftfw import Apply, Event, ResyncRequested, Stats, before
 from nfkit.ha.spec import Flag
-from nfkit.ha.wire import ControlMessage, Message, StateMessage, datagrams
+from nfkit.ha.wire import ControlMessage, Message, StateMessage, Word, datagrams, word_message
 
 
 @dataclass
@@ -39,6 +39,11 @@ class PlainSession:
     def enqueue_many(self, words: Iterable[tuple[Hashable, StateMessage]]) -> None:
         for key, message in words:
             self.enqueue(key, message)
+
+    def enqueue_words(self, words: dict[Hashable, Word]) -> None:
+        """`enqueue` each word (key -> (key, type, body), in order) as its state message."""
+        for key, word in words.items():
+            self.enqueue(key, word_message(word))
 
     def request_resync(self) -> None:
         self._tx[object()] = ControlMessage(Flag.RESYNC, 0, 0, 0)

@@ -98,6 +98,14 @@ class ControlMessage:
 
 
 Message = StateMessage | ControlMessage
+# A state message as the engine's event path queues it: (entry key, message type, body), no
+# flags of its own (`word_message` makes it a StateMessage where one is needed)
+Word = tuple[Any, int, bytes]
+
+
+def word_message(word: Word, seq: int = 0, flags: int = 0) -> StateMessage:
+    """The state message a word says, numbered ``seq`` with ``flags``."""
+    return StateMessage(_TYPES[word[1]] or MsgType(word[1]), None, seq, flags, body=word[2])
 
 
 def _tables(mtype: MsgType) -> tuple[dict[int, Attr], dict[str, Attr], tuple[str, ...]]:
@@ -349,6 +357,18 @@ def datagrams(messages: Iterable[Message], limit: int = 1472) -> Iterator[bytes]
     yield from numbered_datagrams([(m.seq, int(m.flags), m) for m in messages], limit)
 
 
+def encode_numbered(seq: int, flags: int, msg: Message) -> bytes:
+    """One message's bytes with the sequence number and flags given (its own are not read);
+    raises InputError for what cannot be sent."""
+    body = msg._body if type(msg) is StateMessage else None
+    if body is not None and not flags & ~_DATA_FLAGS and len(body) <= 0xFFFF - spec.HEADER_SIZE:  # the common case
+        return _HEADER.pack(_VERSION | msg.type, flags, spec.HEADER_SIZE + len(body), seq) + body  # type: ignore[union-attr]
+    if type(msg) is StateMessage:
+        return encode_message(msg.numbered(seq, flags))
+    assert isinstance(msg, ControlMessage)
+    return encode_message(ControlMessage(Flag(flags), seq, msg.first, msg.last))
+
+
 def numbered_datagrams(items: Iterable[tuple[int, int, Message]], limit: int = 1472) -> list[bytes]:
     """Messages packed as `datagrams` packs them, each given with the sequence number and
     flags it goes out with, ``(seq, flags, message)`` (the message's own are not read: a
@@ -356,17 +376,8 @@ def numbered_datagrams(items: Iterable[tuple[int, int, Message]], limit: int = 1
     out: list[bytes] = []
     batch: list[bytes] = []
     size = 0
-    pack = _HEADER.pack
-    header = spec.HEADER_SIZE
     for seq, flags, msg in items:
-        body = msg._body if type(msg) is StateMessage else None
-        if body is not None and not flags & ~_DATA_FLAGS and len(body) <= 0xFFFF - header:  # the common case
-            raw = pack(_VERSION | msg.type, flags, header + len(body), seq) + body  # type: ignore[union-attr]
-        elif type(msg) is StateMessage:
-            raw = encode_message(msg.numbered(seq, flags))
-        else:
-            assert isinstance(msg, ControlMessage)
-            raw = encode_message(ControlMessage(Flag(flags), seq, msg.first, msg.last))
+        raw = encode_numbered(seq, flags, msg)
         size += len(raw)
         if size > limit and batch:
             out.append(b"".join(batch))

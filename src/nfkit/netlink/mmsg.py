@@ -78,7 +78,7 @@ class BatchReceiver:
 
     def receive(self) -> list[tuple[int, int]]:
         """The datagrams waiting now, without blocking: (offset in `buffer`, length) each,
-        in order; [] when none.  Raises EventsLost when the kernel dropped some (ENOBUFS),
+        in order; [] when none (fewer than `slots`: none were left).  Raises EventsLost when the kernel dropped some (ENOBUFS),
         NetlinkError on other errors or a datagram larger than a slot."""
         while True:
             n = self._call(self.fd, self._msgs, self.slots, socket.MSG_DONTWAIT, None)
@@ -104,6 +104,8 @@ class BatchReceiver:
 
 class SingleReceiver:
     """`BatchReceiver`'s interface over one recv per call (where recvmmsg is missing)."""
+
+    slots = 1  # datagrams a call reads at most
 
     def __init__(self, sock: socket.socket, size: int = 1 << 16) -> None:
         self.sock = sock
