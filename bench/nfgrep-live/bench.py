@@ -248,6 +248,10 @@ def main() -> None:
                     help="more arguments for `nfkit nfgrep live` (e.g. \"--nice 0\")")
     ap.add_argument("--nfkit", default="",
                     help="the command that runs nfkit in the fw namespace (default: this python -m nfkit)")
+    ap.add_argument("--base", default="",
+                    help="a mode 'base' too: the queue back end run by this command instead (e.g. \"env "
+                         "PYTHONPATH=/tmp/main/src .venv/bin/python -m nfkit\", a checkout of main): before "
+                         "and after side by side in one run")
     ap.add_argument("--cprofile", default="",
                     help="run the daemon through profiled.py: each worker's cProfile into PREFIX-qN-PID.prof")
     ap.add_argument("--perf", default="",
@@ -256,10 +260,11 @@ def main() -> None:
                     help="record the workers' Python (`py-spy record`, if installed) into PREFIX-MODE-PID.txt "
                          "during the first run's connection load")
     ap.add_argument("--modes", default="plain,queue,ebpf",
-                    help="comma-separated, of plain, queue, ebpf (plain is always run: the base)")
+                    help="comma-separated, of plain, queue, ebpf (plain is always run: the ceiling)")
     args = ap.parse_args()
     load_start = os.getloadavg()
-    modes = tuple(m for m in ("plain", "queue", "ebpf") if m == "plain" or m in args.modes.split(","))
+    modes = tuple(m for m in ("plain", "base", "queue", "ebpf")
+                  if m == "plain" or m in args.modes.split(",") or (m == "base" and args.base))
     with tempfile.TemporaryDirectory(prefix="nfkit-bench-live-") as tmp, \
             TrafficLab(tmp, firewall=True) as tl:
         work = Path(tmp)
@@ -298,12 +303,15 @@ def main() -> None:
                 sock = work / f"live{run}{mode}.sock"
                 if mode != "plain":
                     nfkit = args.nfkit.split() or [sys.executable, "-m", "nfkit"]
-                    if args.cprofile:
+                    if mode == "base":
+                        nfkit = args.base.split()
+                    elif args.cprofile:
                         nfkit = [sys.executable, str(Path(__file__).with_name("profiled.py")),
                                  f"{args.cprofile}-{mode}{run}"]
                     daemon = tl.fw.popen([*nfkit, "nfgrep", "live", "--queues",
                                           args.queues, "--connlabel", str(work / "connlabel.conf"),
-                                          "--status-socket", str(sock), "--backend", mode,
+                                          "--status-socket", str(sock), "--backend",
+                                          "queue" if mode == "base" else mode,
                                           *args.live_args.split()])
                     wait_for_status(sock, lambda d=daemon: d.poll() is None, timeout=30)
                 r = results[mode]
@@ -355,6 +363,7 @@ def main() -> None:
                     r.setdefault("classified/s", []).append(decided / load["seconds"])
                     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
                     r.setdefault("worker cpu-us/flow", []).append(cpu / max(1, decided) * 1e6)
+                    r.setdefault("worker cpu-us/conn", []).append(cpu / conns * 1e6)
                     r.setdefault("queued packets/flow", []).append((queued(sock) - taken0) / max(1, decided))
                     r.setdefault("enobufs", []).append(status["total"]["enobufs"])
                 lat = json.loads(tl.client.run([sys.executable, str(work / "latency.py"), SERVER4, "8080",
@@ -382,7 +391,7 @@ def report(args: argparse.Namespace, modes: tuple[str, ...], results: dict[str, 
         base = med["plain"][key]
         print(f"{key:22} " + " ".join(f"{med[m][key]:10.3f}" for m in modes) + " "
               + " ".join(f"{med[m][key] / base if base else 0:8.2f}x" for m in modes[1:]))
-    for key in ("classified/s", "worker cpu-us/flow", "queued packets/flow", "bulk: queued packets",
+    for key in ("classified/s", "worker cpu-us/flow", "worker cpu-us/conn", "queued packets/flow", "bulk: queued packets",
                 "enobufs"):
         print(f"{key:22} {'':10} " + " ".join(f"{med[m][key]:10.1f}" for m in modes[1:]))
     print("the ceiling: this client/server pair with no queue at all, in the same run: "
