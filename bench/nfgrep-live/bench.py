@@ -324,7 +324,8 @@ def main() -> None:
                 r.setdefault("gbit/s", []).append(bps / 1e9)
                 if daemon:
                     r.setdefault("bulk: queued packets", []).append(queued(sock) - taken0)
-                before = classified(settled(sock)) if daemon else 0
+                status0 = settled(sock) if daemon else {}
+                before = classified(status0) if daemon else 0
                 pids = [q["pid"] for q in query_status(sock)["queues"]] if daemon else []
                 cpu0 = sum(cpu_seconds(p) for p in pids)
                 own0 = children_cpu() + sum(cpu_seconds(p) for p in servers) + cpu0
@@ -366,6 +367,9 @@ def main() -> None:
                     r.setdefault("worker cpu-us/conn", []).append(cpu / conns * 1e6)
                     r.setdefault("queued packets/flow", []).append((queued(sock) - taken0) / max(1, decided))
                     r.setdefault("enobufs", []).append(status["total"]["enobufs"])
+                    for what in ("flows", "unknown", "undecided_dropped"):  # flows the workers saw, and how they ended
+                        r.setdefault(f"{what}/s", []).append(
+                            (status["total"][what] - status0["total"][what]) / load["seconds"])
                 lat = json.loads(tl.client.run([sys.executable, str(work / "latency.py"), SERVER4, "8080",
                                                 str(args.latency_count)], timeout=120).stdout)
                 for what in ("connect", "first_byte"):
