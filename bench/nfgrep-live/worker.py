@@ -22,7 +22,7 @@ import time
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.specs import nfqueue as Q
 from nfkit.nfgrep.engine import Engine
-from nfkit.nfgrep.live import FlowJudge, serve
+from nfkit.nfgrep.live import BatchServer, FlowJudge
 from nfkit.nfgrep.loader import load_rules
 from nfkit.nfgrep.registry import DEFAULT_MARK_MASK, Registry, direction_bit
 from nfkit.nfqueue import wire
@@ -34,6 +34,7 @@ REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\
 
 def ip_tcp(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, payload: bytes,
            flags: int = 0x18) -> bytes:
+    """An IPv4 TCP packet without options."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
     return ip + tcp + payload
@@ -53,48 +54,66 @@ def message(pid: int, payload: bytes, mark: int = 0) -> bytes:
     return bytes(w.buffer)
 
 
-def flows(n: int) -> list[bytes]:
+def flows(n: int, fin: bool = False) -> list[bytes]:
+    """Each flow's queued packets: the request, the reply that decides it, and (``fin``) the
+    server's FIN queued behind the reply, as in bench.py's connection load."""
     reply_bit = direction_bit(DEFAULT_MARK_MASK)
     out = []
     server = bytes([198, 51, 100, 1])
+    pid = 0
     for i in range(n):
         client, port = bytes([192, 0, 2, 40 + i % 8]), 10000 + i % 50000
-        out.append(message(2 * i + 1, ip_tcp(client, server, port, 8080, 1000, 2000, REQUEST)))
-        out.append(message(2 * i + 2, ip_tcp(server, client, 8080, port, 2000, 1000 + len(REQUEST),
-                                            REPLY, 0x19), reply_bit))
+        packets = [(ip_tcp(client, server, port, 8080, 1000, 2000, REQUEST), 0),
+                   (ip_tcp(server, client, 8080, port, 2000, 1000 + len(REQUEST), REPLY), reply_bit)]
+        if fin:
+            packets.append((ip_tcp(server, client, 8080, port, 2000 + len(REPLY), 1000 + len(REQUEST),
+                                   b"", 0x11), reply_bit))
+        for ip, mark in packets:
+            pid += 1
+            out.append(message(pid, ip, mark))
     return out
 
 
 class Verdicts:
-    """Stands in for the queue: the verdicts' bytes, joined per flush as for one sendmsg."""
+    """Stands in for the queue: the verdict blocks' bytes, counted per sendmsg."""
 
     def __init__(self) -> None:
-        self.out: list[bytes] = []
         self.sent = 0
+        self.calls = 0
 
-    def verdict(self, pid: int, verdict: int, mark: int | None = None) -> None:
-        self.out.append(wire.verdict_bytes(0, pid, verdict, mark))
+    def send(self, block: memoryview, count: int) -> None:
+        self.sent += len(bytes(block))
+        self.calls += 1
 
-    def flush(self) -> None:
-        if self.out:
-            self.sent += len(b"".join(self.out))
-            self.out.clear()
+
+def batches(messages: list[bytes], batch: int) -> list[tuple[bytearray, list[tuple[int, int]]]]:
+    """The messages as `Queue.datagrams` would read them: ``batch`` datagrams a receive, each
+    in a slot of its own of one buffer."""
+    slot = 8192
+    out = []
+    for lo in range(0, len(messages), batch):
+        group = messages[lo:lo + batch]
+        buf = bytearray(slot * len(group))
+        for i, raw in enumerate(group):
+            buf[i * slot:i * slot + len(raw)] = raw
+        out.append((buf, [(i * slot, len(raw)) for i, raw in enumerate(group)]))
+    return out
 
 
 def run(engine: Engine, messages: list[bytes], batch: int) -> float:
     judge = FlowJudge(engine, Registry())
     layouts = wire.PacketLayouts()
     q = Verdicts()
+    server = BatchServer(judge, DEFAULT_MARK_MASK, 0, q.send)
+    received = batches(messages, batch)
     t0 = time.process_time()
-    for lo in range(0, len(messages), batch):
-        pkts = []
-        for raw in messages[lo:lo + batch]:
-            _, pid, mark, cap_len, skb, start, stop = layouts.decode(raw, 16, len(raw))
-            pkts.append((pid, mark, cap_len, skb, raw[start:stop]))
-        serve(judge, pkts, q, DEFAULT_MARK_MASK)
+    for buf, spans in received:
+        pkts, _ = layouts.packets(buf, spans)
+        server.packets(buf, pkts)
     seconds = time.process_time() - t0
-    assert judge.counts["decided"] == len(messages) // 2, judge.counts
-    return seconds / (len(messages) // 2) * 1e6
+    flows = judge.counts["decided"]
+    assert flows and judge.counts["packets"] == len(messages), judge.counts
+    return seconds / flows * 1e6
 
 
 def main() -> None:
@@ -102,13 +121,14 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--fin", action="store_true", help="a third packet per flow: the server's FIN")
     args = ap.parse_args()
     engine = Engine(load_rules(None))
-    messages = flows(args.flows)
+    messages = flows(args.flows, args.fin)
     gc.collect()
     gc.freeze()
     times = [run(engine, messages, args.batch) for _ in range(args.runs)]
-    print(f"worker Python per flow (2 queued packets): median {statistics.median(times):.1f} us "
+    print(f"worker Python per flow ({3 if args.fin else 2} queued packets): median {statistics.median(times):.1f} us "
           f"(runs: {', '.join(f'{t:.1f}' for t in times)}; batch {args.batch}; shared machine, noisy)")
 
 

@@ -68,3 +68,36 @@ def test_receiver_is_the_batch_one_here() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with a, b:
         assert isinstance(receiver(b), BatchReceiver)
+
+
+def test_wait_blocks_for_the_first_takes_the_rest_and_ends_on_timeout_or_signal() -> None:
+    """``receive(wait=True)`` (MSG_WAITFORONE): blocks until a datagram comes, then takes what
+    else waits without blocking again; [] when the socket's receive timeout passes or a
+    signal interrupts the wait (its handler runs)."""
+    import signal
+    import struct
+    import threading
+    import time
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        r = BatchReceiver(b, slots=8, slot_size=64)
+        send = threading.Timer(0.1, lambda: [a.send(b"%d" % i) for i in range(3)])
+        send.start()
+        got = [bytes(r.buffer[off:off + n]) for off, n in r.receive(wait=True)]
+        send.join()
+        got += [bytes(r.buffer[off:off + n]) for off, n in r.receive()]  # the slots are reused
+        assert got == [b"0", b"1", b"2"]
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 150_000))
+        t0 = time.monotonic()
+        assert r.receive(wait=True) == [] and time.monotonic() - t0 >= 0.1
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 10, 0))
+        hit: list[int] = []
+        old = signal.signal(signal.SIGALRM, lambda *_: hit.append(1))
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t0 = time.monotonic()
+            assert r.receive(wait=True) == [] and hit and time.monotonic() - t0 < 5
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)

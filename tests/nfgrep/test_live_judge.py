@@ -7,10 +7,13 @@ import struct
 
 import pytest
 
+from nfkit.netlink.codec import MessageWriter, parse_messages
+from nfkit.netlink.specs import nfqueue as Q
 from nfkit.nfgrep.engine import Engine
-from nfkit.nfgrep.live import FlowJudge, live_ruleset
+from nfkit.nfgrep.live import BatchServer, FlowJudge, live_ruleset
 from nfkit.nfgrep.loader import load_rules
 from nfkit.nfgrep.registry import SHIPPED, Registry
+from nfkit.nfqueue import wire
 
 C, S = "192.0.2.2", "198.51.100.2"
 
@@ -145,40 +148,104 @@ def test_a_flow_handed_over_after_its_first_bytes_went_by_is_unknown(engine_rule
     assert [d.app for d in decisions2] == ["http"]
 
 
+def queued(*packets: tuple[int, int, bytes], cap_len: int | None = None) -> tuple[bytearray, list]:
+    """NFQNL_MSG_PACKET datagrams of (id, mark, IP packet), as `Queue.datagrams` reads them
+    (each in a slot of one buffer), decoded by `PacketLayouts.packets` as the worker does."""
+    slot = 2048
+    buf = bytearray(slot * len(packets))
+    spans = []
+    for i, (pid, mark, ip) in enumerate(packets):
+        w = MessageWriter()
+        w.begin(Q.PACKET, 0, family=2, res_id=0)
+        w.binary(1, wire.packet_hdr(pid, 0x0800, 0))
+        if mark:
+            w.be32(3, mark)
+        if cap_len is not None:
+            w.be32(13, cap_len)
+        w.binary(10, ip)
+        w.end()
+        raw = bytes(w.buffer)
+        buf[i * slot:i * slot + len(raw)] = raw
+        spans.append((i * slot, len(raw)))
+    pkts, errors = wire.PacketLayouts().packets(buf, spans)
+    assert not errors
+    return buf, pkts
+
+
 class _Verdicts:
-    """What `serve` sends, in order: (packet id, mark or None) per verdict, and the flushes."""
+    """What `BatchServer` sends: (packet id, mark) per verdict, and each sendmsg's count."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, int | None]] = []
-        self.flushes: list[int] = []
+        self.sends: list[int] = []
 
-    def verdict(self, pid: int, verdict: int, mark: int | None = None) -> None:
-        self.sent.append((pid, mark))
+    def send(self, block: memoryview, count: int) -> None:
+        msgs = list(parse_messages(memoryview(bytes(block))))
+        assert len(msgs) == count
+        for msg in msgs:
+            queue, pid, verdict, mark, batch = wire.parse_verdict(msg)
+            assert (queue, verdict, batch) == (7, wire.NF_ACCEPT, False)
+            self.sent.append((pid, mark))
+        self.sends.append(count)
 
-    def flush(self) -> None:
-        self.flushes.append(len(self.sent))
 
-
-def test_a_batch_gets_its_verdicts_decided_first_then_one_by_one(engine_rules) -> None:  # type: ignore[no-untyped-def]
-    """`serve`: a packet of a flow decided already is answered before the engine runs on the
-    batch's others; each of those is sent as soon as judged; a flow decided by an earlier
-    packet of the same batch is not judged again (once, the same app for both)."""
-    from nfkit.nfgrep.live import serve
-
+def test_a_batch_gets_its_verdicts_decided_first_then_each_before_the_next_engine_run(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """`BatchServer`: a packet of a flow decided already is answered before the engine runs on
+    the batch's others; the verdicts written since the engine last ran are sent before it
+    runs again; a flow decided by an earlier packet of the same batch is not judged again
+    (once, the same app for both) and its verdict rides in that packet's sendmsg."""
     j, decisions = judge(engine_rules)
     http = SHIPPED["http"]
     j.packet(tcp(C, S, 40010, 80, 101, 0x18, REQUEST))
     assert j.packet(tcp(S, C, 80, 40010, 501, 0x18, RESPONSE)) == http
     reply = 0x80  # the direction bit under the default mask
     q = _Verdicts()
-    serve(j, [(1, 0, -1, 0, tcp(C, S, 40011, 80, 101, 0x18, REQUEST)),
-              (2, reply, -1, 0, tcp(S, C, 80, 40011, 501, 0x18, RESPONSE)),
-              (3, reply, -1, 0, tcp(S, C, 80, 40011, 501 + len(RESPONSE), 0x18, b"more")),
-              (4, 0, -1, 0, tcp(C, S, 40010, 80, 101 + len(REQUEST), 0x10, b"late"))], q, 0xFF)
-    # 4 (decided before the batch) first and flushed alone; then 1, 2 (deciding), 3, each flushed
-    assert q.sent == [(4, http), (1, None), (2, http), (3, http)]
-    assert q.flushes == [1, 2, 3, 4]
+    server = BatchServer(j, 0xFF, 7, q.send)
+    server.packets(*queued((1, 0x100, tcp(C, S, 40011, 80, 101, 0x18, REQUEST)),
+                           (2, reply, tcp(S, C, 80, 40011, 501, 0x18, RESPONSE)),
+                           (3, reply, tcp(S, C, 80, 40011, 501 + len(RESPONSE), 0x11)),
+                           (4, 0, tcp(C, S, 40010, 80, 101 + len(REQUEST), 0x10, b"late"))))
+    # 4 (decided before the batch) first, alone; 1 before the engine runs on 2; 2 (deciding) and 3
+    # together; the user's mark bits kept, the direction bit gone, the app's id under the mask
+    assert q.sent == [(4, http), (1, 0x100), (2, http), (3, http)]
+    assert q.sends == [1, 1, 2]
     assert [d.app for d in decisions] == ["http", "http"]
+    assert j.counts["packets"] == 2 + 4
+
+
+@pytest.mark.parametrize("options", [b"", b"\x01" * 4])
+def test_the_batch_path_reads_packets_as_the_judge_does(engine_rules, options: bytes) -> None:  # type: ignore[no-untyped-def]
+    """The headers `BatchServer` reads itself (IPv4 without options) and those it leaves to
+    the generic decoder (IP options here) give the same verdicts as `FlowJudge.packet`: TCP
+    through reassembly, a UDP datagram, a cut copy, a packet that is neither."""
+    def ip4(packet: bytes) -> bytes:  # the same packet with IP options (NOPs) if asked
+        hl = 20 + len(options)
+        return bytes([0x40 | hl // 4]) + packet[1:2] + struct.pack(">H", len(packet) + len(options)) \
+            + packet[4:20] + options + packet[20:]
+    query = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x03www\x07example\x04test\x00\x00\x01\x00\x01"
+    icmp = bytearray(tcp(C, S, 1, 2, 0, 0))
+    icmp[9] = 1
+    packets = [(1, 0, tcp(C, S, 40020, 80, 101, 0x18, REQUEST[:10])),
+               (2, 0, tcp(C, S, 40020, 80, 111, 0x18, REQUEST[10:])),
+               (3, 0x80, tcp(S, C, 80, 40020, 501, 0x18, RESPONSE)),
+               (4, 0, udp(C, S, 5353, 53, query)),
+               (5, 0, bytes(icmp)),
+               (6, 0, tcp(C, S, 40021, 9999, 1, 0x18, b"\x00" * 10))]
+    q = _Verdicts()
+    j, decisions = judge(engine_rules)
+    server = BatchServer(j, 0xFF, 7, q.send)
+    for pid, mark, ip in packets:
+        server.packets(*queued((pid, mark, ip4(ip)), cap_len=100 if pid == 6 else None))
+    ref, ref_decisions = judge(engine_rules)
+    want = []
+    for pid, mark, ip in packets:
+        app = ref.packet(ip, cut=pid == 6, reply=bool(mark & 0x80))
+        want.append((pid, (mark & ~0xFF) | app if app else mark & ~0x80))
+    assert q.sent == want
+    assert [(d.app, d.client, d.packets) for d in decisions] == \
+        [(d.app, d.client, d.packets) for d in ref_decisions] == \
+        [("http", f"{C}:40020", 3), ("dns", f"{C}:5353", 1), ("unknown", f"{C}:40021", 1)]
+    assert j.counts["packets"] == ref.counts["packets"] == len(packets)
 
 
 def test_a_new_connection_on_a_reused_tuple_within_the_hold_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]

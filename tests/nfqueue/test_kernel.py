@@ -179,3 +179,50 @@ def test_receive_reads_several_datagrams_per_call(netns) -> None:  # type: ignor
             assert len(_received(rx)) == 10
             assert q.receive() == [] and q.refused == 1 and q.last_refusal == "ENOENT"
             assert q.received == 10
+
+
+def test_receive_packets_waits_reads_a_batch_and_verdict_blocks_mark(netns) -> None:  # type: ignore[no-untyped-def]
+    """`Queue.receive_packets`: what waits read in one recvmmsg, the payloads in
+    `datagram_buffer` as `receive` gives them; with ``wait`` the call blocks until a packet
+    comes and no longer than the receive timeout; verdicts written into a
+    `wire.verdict_block` and sent by `send_verdicts` pass the packets with their marks; a
+    refused one counted."""
+    import threading
+
+    from nfkit.nfqueue import wire
+
+    with netns.enter():
+        _rules({"num": 9})
+        rx = _receiver()
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with Queue(9, copy_range=60, flags=Q.NFQA_CFG_F_FAIL_OPEN) as q:
+            q.set_receive_timeout(0.2)
+            t0 = time.monotonic()
+            assert q.receive_packets(wait=True) == []  # nothing came: the timeout ended the wait
+            assert 0.15 < time.monotonic() - t0 < 2
+            later = threading.Timer(0.1, lambda: tx.sendto(b"late", ("127.0.0.1", PORT)))
+            later.start()
+            (late,) = q.receive_packets(wait=True)  # blocks until it comes
+            later.join()
+            assert bytes(q.datagram_buffer[late[3] + 28:late[4]]) == b"late"  # valid until the next call
+            for i in range(5):
+                tx.sendto(b"%02d" % i + b"y" * (i * 10), ("127.0.0.1", PORT))
+            deadline = time.monotonic() + 5
+            while queue_counters()[9]["waiting"] < 6 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            got = q.receive_packets(wait=True)
+            assert [p[0] for p in got] == list(range(2, 7)) and late[0] == 1  # ids in order
+            buf = q.datagram_buffer
+            for i, (_, mark, cap_len, start, stop) in enumerate(got):
+                whole = 28 + 2 + i * 10
+                assert bytes(buf[start + 28:stop]) == (b"%02d" % i + b"y" * (i * 10))[:32] and mark == 0
+                assert cap_len == (whole if whole > 60 else -1)
+            block = wire.verdict_block(9, 8)
+            for k, pid in enumerate([late[0]] + [p[0] for p in got[:3]] + [54321]):  # the last: no such packet
+                wire.VERDICT_ID_MARK.pack_into(block, k * wire.VERDICT_STRIDE + wire.VERDICT_ID_MARK_AT, pid,
+                                               wire.MARK_HEADER, 42 if k % 2 else 0)
+            q.send_verdicts(memoryview(block)[:5 * wire.VERDICT_STRIDE], 5)
+            assert _received(rx) == [b"late", b"00", b"01" + b"y" * 10, b"02" + b"y" * 20]
+            assert _marked() == 2  # the 1st and 3rd of the block carried mark 42
+            assert q.receive_packets() == [] and q.refused == 1 and q.last_refusal == "ENOENT"
+            assert q.received == 6 and q.verdicts == 5

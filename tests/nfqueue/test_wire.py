@@ -169,3 +169,35 @@ def test_layouts_refuse_a_damaged_packet(cut: int) -> None:
         bad = bytearray(r)
         with pytest.raises(DecodeError):
             layouts.decode(bad, 16, len(bad))
+
+
+@given(queue=st.integers(0, 0xFFFF), marks=st.lists(st.tuples(st.integers(0, 0xFFFFFFFF),
+                                                               st.integers(0, 0xFFFFFFFF)), min_size=1, max_size=8))
+def test_verdict_block_slots_are_accept_verdicts_with_their_id_and_mark(queue, marks) -> None:  # type: ignore[no-untyped-def]
+    """`verdict_block`: each slot, once its id and mark are written, is the message
+    `verdict_bytes` makes for an accept with that mark."""
+    block = wire.verdict_block(queue, 8)
+    for k, (pid, mark) in enumerate(marks):
+        wire.VERDICT_ID_MARK.pack_into(block, k * wire.VERDICT_STRIDE + wire.VERDICT_ID_MARK_AT, pid,
+                                       wire.MARK_HEADER, mark)
+    sent = bytes(block[:len(marks) * wire.VERDICT_STRIDE])
+    assert sent == b"".join(wire.verdict_bytes(queue, pid, wire.NF_ACCEPT, mark) for pid, mark in marks)
+
+
+def test_packets_of_datagrams_as_decode_gives_them_and_refusals() -> None:
+    """`PacketLayouts.packets`: several datagrams (one holding two messages), each packet as
+    `decode` gives it; an NLMSG_ERROR's errno listed, an ACK's not; a cut tail ignored."""
+    raws = [packet_message(3, 10, b"a" * 30, 5), packet_message(3, 11, b"b" * 7)]
+    err = struct.pack("=IHHII", 36, 2, 0, 0, 0) + struct.pack("=i", -2) + bytes(16)
+    ack = struct.pack("=IHHII", 36, 2, 0, 0, 0) + struct.pack("=i", 0) + bytes(16)
+    two = raws[0] + bytes(-len(raws[0]) % 4) + raws[1]
+    buf = bytearray(two + bytes(-len(two) % 4) + err + ack + raws[1][:20])
+    at = len(two) + (-len(two) % 4)
+    layouts = wire.PacketLayouts()
+    pkts, errors = layouts.packets(buf, [(0, len(two)), (at, 36), (at + 36, 36), (at + 72, 20)])
+    want = []
+    for raw in raws:
+        _, pid, mark, cap, _, start, stop = wire.PacketLayouts().decode(raw, 16, len(raw))
+        want.append((pid, mark, cap, bytes(raw[start:stop])))
+    assert [(p, m, c, bytes(buf[a:b])) for p, m, c, a, b in pkts] == want
+    assert errors == [2]

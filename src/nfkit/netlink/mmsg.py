@@ -19,6 +19,7 @@ from nfkit.errors import CapabilityError, EventsLost, NetlinkError
 from nfkit.netlink.socket import recv_datagram
 
 MSG_TRUNC = 0x20
+MSG_WAITFORONE = 0x10000
 
 
 class _IoVec(ctypes.Structure):
@@ -76,18 +77,26 @@ class BatchReceiver:
         self._results = memoryview(self._msgs).cast("B")  # type: ignore[arg-type]
         self._size = ctypes.sizeof(_MMsgHdr)
 
-    def receive(self) -> list[tuple[int, int]]:
+    def receive(self, wait: bool = False) -> list[tuple[int, int]]:
         """The datagrams waiting now, without blocking: (offset in `buffer`, length) each,
-        in order; [] when none (fewer than `slots`: none were left).  Raises EventsLost when the kernel dropped some (ENOBUFS),
-        NetlinkError on other errors or a datagram larger than a slot."""
+        in order; [] when none (fewer than `slots`: none were left).  Raises EventsLost when the
+        kernel dropped some (ENOBUFS), NetlinkError on other errors or a datagram larger than a slot.
+
+        ``wait``: block until the first datagram comes, then take what else waits
+        (MSG_WAITFORONE: no poll call before it); [] when the socket's receive timeout
+        (SO_RCVTIMEO) passes first or a signal interrupts the wait (the caller's handler
+        then runs)."""
+        flags = MSG_WAITFORONE if wait else socket.MSG_DONTWAIT
         while True:
-            n = self._call(self.fd, self._msgs, self.slots, socket.MSG_DONTWAIT, None)
+            n = self._call(self.fd, self._msgs, self.slots, flags, None)
             if n >= 0:
                 break
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):
                 return []
             if err == errno.EINTR:
+                if wait:
+                    return []
                 continue
             if err == errno.ENOBUFS:
                 raise EventsLost("the kernel dropped netlink messages for this socket "
@@ -111,15 +120,16 @@ class SingleReceiver:
         self.sock = sock
         self.buffer = bytearray(size)
 
-    def receive(self) -> list[tuple[int, int]]:
-        n = recv_datagram(self.sock, self.buffer, socket.MSG_DONTWAIT)
+    def receive(self, wait: bool = False) -> list[tuple[int, int]]:
+        n = recv_datagram(self.sock, self.buffer, 0 if wait else socket.MSG_DONTWAIT)
         return [(0, n)] if n else []
 
 
-def receiver(sock: socket.socket, slots: int = 64) -> BatchReceiver | SingleReceiver:
-    """A `BatchReceiver` of ``slots`` for ``sock``, or a `SingleReceiver` where the C library has
-    no recvmmsg."""
+def receiver(sock: socket.socket, slots: int = 64,
+             slot_size: int = 8192) -> BatchReceiver | SingleReceiver:
+    """A `BatchReceiver` of ``slots`` of ``slot_size`` bytes for ``sock``, or a `SingleReceiver`
+    where the C library has no recvmmsg."""
     try:
-        return BatchReceiver(sock, slots)
+        return BatchReceiver(sock, slots, slot_size)
     except CapabilityError:
-        return SingleReceiver(sock)
+        return SingleReceiver(sock, slot_size)

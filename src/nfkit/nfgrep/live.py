@@ -52,6 +52,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ from nfkit.nfgrep.registry import (
     direction_bit,
     mark_shift,
 )
-from nfkit.nfqueue.wire import NF_ACCEPT
+from nfkit.nfqueue.wire import MARK_HEADER, VERDICT_ID_MARK, VERDICT_ID_MARK_AT, VERDICT_STRIDE, verdict_block
 from nfkit.service.daemon import Service
 
 log = logging.getLogger("nfkit.nfgrep.live")
@@ -94,12 +95,14 @@ FIRST_SWEEP_S = 5.0  # how often the daemon frees the eBPF first-bytes entries o
 _LINK_RAW = 101
 _TH_FIN_RST = 0x05
 _TH_SYN = 0x02
+# an IPv4 header without options, then TCP's ports, sequence number, data offset and flags (UDP:
+# its ports; the rest is not read): version+IHL, total length, fragment, protocol, addresses, ports
+_IP4_L4 = struct.Struct(">BxH2xHxB2x4s4s2s2sI4xBB")
 
 # per-worker counters in shared memory: these, then one per app id (0-127)
 COUNTERS = ("packets", "flows", "decided", "unknown", "enobufs", "refused", "verdicts",
             "undecided_dropped", "decide_us_total")
 _NAPP = 128
-RECEIVE_BATCH = 64   # datagrams read per receive call
 DEFAULT_NICE = -10    # the queue workers' nice value (see run_worker)
 PUBLISH_S = 0.05     # the worker's counters reach the status readers this often (at most)
 _STRIDE = len(COUNTERS) + _NAPP
@@ -341,11 +344,19 @@ class FlowJudge:
         now = self.clock()
         if self.decided:
             done = self.decided.get(key)
-            if done is not None:
-                if now - done[1] <= DECIDED_HOLD and (proto != 6 or _same_connection(done, a, d[6])):
-                    return done[0], None
-                del self.decided[key]  # a new connection on the same addresses and ports
+            if done is not None and self.held(done, key, proto, a, d[6], now) != ENGINE:
+                return done[0], None
         return ENGINE, (d, a, b, key, now)
+
+    def held(self, done: tuple[int, float, bytes, list[int | None]], key: tuple[Any, ...], proto: int,
+             source: bytes, seq: int, now: float) -> int:
+        """A packet (from ``source``, at ``seq`` if TCP) of a flow decided as ``done``: that
+        decision's app id while it holds for the packet, else `ENGINE` (the decision is
+        forgotten: a new connection on the same addresses and ports)."""
+        if now - done[1] <= DECIDED_HOLD and (proto != 6 or _same_connection(done, source, seq)):
+            return done[0]
+        del self.decided[key]
+        return ENGINE
 
     def judge(self, seen: _Seen, cut: bool = False, reply: bool | None = None) -> int:
         """The rest of `packet` for a packet `triage` sent to the engine."""
@@ -621,26 +632,21 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
         log.warning("queue %d: worker priority (nice %d) not set: %s", num, opts.nice, exc.strerror)
     _own_scheduling_group(num, opts.nice)
     ready.set()
-    sel = selectors.DefaultSelector()
-    sel.register(queue.fileno(), selectors.EVENT_READ)
-    # SIGTERM wakes the select at once (Python would resume it after the handler)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    sel.register(wake_r, selectors.EVENT_READ)
+    # the receive blocks in recvmmsg itself (no poll call before it) for at most PUBLISH_S:
+    # SIGTERM ends the wait at once (EINTR), the counters reach the status readers in time
+    queue.set_receive_timeout(PUBLISH_S)
+    server = BatchServer(judge, mask, num, queue.send_verdicts)
     base = slot * _STRIDE
     now = time.monotonic()
     next_sweep = now + 5
     published = 0.0
     dirty = False
-    receive = queue.receive
+    receive = queue.receive_packets
     try:
         while not stopping:
-            sel.select(PUBLISH_S if dirty else 1.0)
-            while not stopping:
-                pkts = receive(RECEIVE_BATCH)
-                if not pkts:
-                    break
-                serve(judge, pkts, queue, mask)
+            pkts = receive(True)
+            if pkts:
+                server.packets(queue.datagram_buffer, pkts)
                 dirty = True
             now = time.monotonic()
             if dirty and now - published >= PUBLISH_S:
@@ -663,43 +669,108 @@ def run_worker(num: int, opts: LiveOptions, registry: Registry, shared: Any, slo
         queue.close()
 
 
-def serve(judge: FlowJudge, pkts: list[tuple[int, int, int, int, bytes]], queue: Any, mask: int) -> None:
-    """The verdicts of one receive batch (`nfkit.nfqueue.Queue.receive`'s tuples).
+class BatchServer:
+    """The verdicts of what one receive brought (sans I/O): queued packets in
+    (`Queue.receive_packets`: id, mark, cap_len, where the IP packet lies in a buffer),
+    verdict messages out through ``send(block, count)`` (`Queue.send_verdicts`).
 
-    Packets that need no engine work (their flow decided already, or nothing
-    the judge reads) get their verdicts first, sent together; then each of
-    the others is judged and its verdict sent at once: no verdict waits for
-    the rest of the batch.  ``queue``: ``verdict(id, verdict, mark)`` and
-    ``flush()``.
+    Per packet of IPv4 without options, its IP and TCP or UDP headers are read by one
+    struct (others by the generic decoder); a packet of a flow decided already costs a
+    dict lookup and its verdict, written into a block of verdict messages made once (only
+    the packet id and mark change).  Those verdicts go first, in one sendmsg; then each
+    other packet goes to the engine, the verdicts written since the last engine run sent
+    just before the next one runs: a verdict never waits for the engine's work on another
+    packet, and a packet decided by one before it in the batch rides in its sendmsg.  No
+    packet waits for more to come: a batch is what one receive returned.
     """
-    shift = mark_shift(mask)
-    keep = ~mask & 0xFFFFFFFF
-    direction = direction_bit(mask)
-    verdict, flush = queue.verdict, queue.flush
-    triage = judge.triage
-    later = []
-    for pkt in pkts:
-        app_id, seen = triage(pkt[4])
-        if app_id == ENGINE:
-            later.append((pkt, seen))
-            continue
-        mark = pkt[1]
-        if app_id:
-            verdict(pkt[0], NF_ACCEPT, (mark & keep) | (app_id << shift))
-        elif mark & direction:
-            verdict(pkt[0], NF_ACCEPT, mark & ~direction)
-        else:
-            verdict(pkt[0], NF_ACCEPT)
-    flush()
-    judge_ = judge.judge
-    for (pid, mark, cap_len, _, ip), seen in later:
-        app_id = judge_(seen, cap_len > len(ip), bool(mark & direction))  # type: ignore[arg-type]
-        if app_id:
-            verdict(pid, NF_ACCEPT, (mark & keep) | (app_id << shift))
-        elif mark & direction:
-            verdict(pid, NF_ACCEPT, mark & ~direction)
-        else:
-            verdict(pid, NF_ACCEPT)
+
+    def __init__(self, judge: FlowJudge, mask: int, queue: int,
+                 send: Callable[[memoryview, int], None], capacity: int = 128) -> None:
+        self.judge = judge
+        self.send = send
+        self.shift = mark_shift(mask)
+        self.keep = ~mask & 0xFFFFFFFF
+        self.direction = direction_bit(mask)
+        self.capacity = capacity  # verdicts per sendmsg at most
+        self.block = verdict_block(queue, capacity)
+        self.view = memoryview(self.block)
+
+    def packets(self, buf: bytearray | bytes, pkts: list[tuple[int, int, int, int, int]]) -> None:
+        """Judge these packets (``(id, mark, cap_len or -1, start, stop)``, each IP packet
+        ``buf[start:stop]``) and send their verdicts."""
+        judge = self.judge
+        decided = judge.decided
+        unpack_ip = _IP4_L4.unpack_from
+        pack = VERDICT_ID_MARK.pack_into
+        block, capacity, send, view = self.block, self.capacity, self.send, self.view
+        direction, keep, shift = self.direction, self.keep, self.shift
+        now = judge.clock()
+        later: list[tuple[int, int, bool, _Seen]] = []
+        k = 0  # verdicts written, not sent yet
+        fast = 0
+
+        def put(pid: int, mark: int, app_id: int) -> None:
+            """Write a packet's verdict: its app's id under the mask, else the direction bit gone."""
+            nonlocal k
+            if app_id:
+                mark = (mark & keep) | (app_id << shift)
+            elif mark & direction:
+                mark &= ~direction
+            pack(block, k * VERDICT_STRIDE + VERDICT_ID_MARK_AT, pid, MARK_HEADER, mark)
+            k += 1
+            if k == capacity:
+                flush()
+
+        def flush() -> None:
+            nonlocal k
+            if k:
+                send(view[:k * VERDICT_STRIDE], k)
+                k = 0
+
+        for pid, mark, cap_len, start, stop in pkts:
+            app_id = ENGINE
+            size = stop - start
+            vihl = buf[start] if size >= _IP4_L4.size else 0
+            if vihl == 0x45:
+                vihl, total, frag, proto, src, dst, sport, dport, seq, doff, flags = unpack_ip(buf, start)
+                if frag & 0x1FFF or not (proto == 6 and size >= 40 or proto == 17):
+                    vihl = 0
+            if vihl == 0x45:
+                fast += 1
+                a = src + sport
+                b = dst + dport
+                key = (proto, a, b) if a < b else (proto, b, a)
+                done = decided.get(key) if decided else None
+                if done is not None:
+                    app_id = judge.held(done, key, proto, a, seq, now)
+                if app_id == ENGINE:
+                    end = start + total if 20 <= total <= size else stop
+                    if proto == 6:
+                        payload = bytes(buf[start + 20 + (doff >> 4) * 4:end])
+                    else:
+                        payload = bytes(buf[start + 28:end])
+                        seq = flags = 0
+                    later.append((pid, mark, cap_len > size, (
+                        (proto, src, dst, int.from_bytes(sport, "big"), int.from_bytes(dport, "big"), flags, seq,
+                         payload, end - start), a, b, key, now)))
+                    continue
+            else:  # IPv6, IP options, a fragment, another transport: the generic decoder
+                app_id, seen = judge.triage(bytes(buf[start:stop]))
+                if app_id == ENGINE:
+                    later.append((pid, mark, cap_len > size, seen))  # type: ignore[arg-type]
+                    continue
+            put(pid, mark, app_id)
+        judge.counts["packets"] += fast
+        flush()
+        judge_ = judge.judge
+        for pid, mark, cut, seen in later:
+            done = decided.get(seen[3])
+            if done is not None and now - done[1] <= DECIDED_HOLD:
+                app_id = done[0]  # decided by a packet before it in this batch
+            else:
+                flush()
+                app_id = judge_(seen, cut, bool(mark & direction))
+            put(pid, mark, app_id)
         flush()
 
 

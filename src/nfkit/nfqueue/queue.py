@@ -16,9 +16,10 @@ import socket as _socket
 import struct
 from collections.abc import Iterator
 
-from nfkit.errors import CapabilityError, NetlinkError
+from nfkit.errors import CapabilityError, EventsLost, NetlinkError
 from nfkit.netlink.codec import NLMSG_HDRLEN, MessageWriter, parse_error, parse_messages
 from nfkit.netlink.consts import NETLINK_NO_ENOBUFS, NLMSG_ERROR, SOL_NETLINK
+from nfkit.netlink.mmsg import BatchReceiver, SingleReceiver, receiver
 from nfkit.netlink.socket import NetlinkSocket
 from nfkit.netlink.specs import nfqueue as Q
 from nfkit.nfqueue.wire import (
@@ -35,6 +36,7 @@ DEFAULT_RCVBUF = 8 << 20
 _RECV_BUFFER = 256 << 10
 _HDR = struct.Struct("=IHHII")
 _PACKET_TYPE = Q.PACKET
+BATCH_SLOTS = 64  # datagrams `Queue.datagrams` reads per call at most
 
 
 class Queue:
@@ -59,6 +61,8 @@ class Queue:
         self._buf = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buf)
         self.layouts = PacketLayouts()
+        self._batch: BatchReceiver | SingleReceiver | None = None
+        self.datagram_buffer = bytearray()  # where `datagrams` reads to
         # a datagram: the message's headers and attributes, and the payload up to the copy range
         self._datagram_max = min(copy_range, 0xFFFF) + 4096
         try:
@@ -177,6 +181,54 @@ class Queue:
             off += (length + 3) & ~3
         self.received += len(out)
         return out
+
+    def datagrams(self, wait: bool = False) -> list[tuple[int, int]]:
+        """The datagrams waiting, read in one recvmmsg into `datagram_buffer` (one slot each,
+        up to `BATCH_SLOTS`): (offset, length) each, in order, raw (for a hot loop that walks
+        the messages itself; the kernel sends each queued packet as a datagram of its own).
+
+        ``wait``: block until the first one comes (no poll call before it), for at most
+        the receive timeout (`set_receive_timeout`; a signal also ends the wait): [] then.
+        ENOBUFS is counted in ``enobufs`` and reading goes on.  Without recvmmsg in the
+        C library, one datagram a call.
+        """
+        rx = self._batch
+        if rx is None:
+            rx = self._batch = receiver(self.nl.sock, BATCH_SLOTS, self._datagram_max)
+            self.datagram_buffer = rx.buffer
+        while True:
+            try:
+                got = rx.receive(wait)
+            except EventsLost:
+                self.enobufs += 1
+                continue
+            return got
+
+    def receive_packets(self, wait: bool = False) -> list[tuple[int, int, int, int, int]]:
+        """The packets of what one `datagrams` call read: ``(id, mark, cap_len or -1,
+        payload start, payload stop)`` each, the payload in `datagram_buffer` (valid until
+        the next call).  Refused verdicts among the datagrams are counted as by `packets`."""
+        got = self.datagrams(wait)
+        if not got:
+            return []
+        out, errors = self.layouts.packets(self.datagram_buffer, got)
+        self.received += len(out)
+        if errors:
+            self.refused += len(errors)
+            self.last_refusal = errno.errorcode.get(errors[-1], str(errors[-1]))
+        return out
+
+    def set_receive_timeout(self, seconds: float) -> None:
+        """How long `datagrams` (``wait``) and `packets` (``block``) wait at most (SO_RCVTIMEO)."""
+        usec = int(seconds * 1e6)
+        self.nl.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO,
+                                struct.pack("@ll", usec // 1_000_000, usec % 1_000_000))
+
+    def send_verdicts(self, block: memoryview, count: int) -> None:
+        """Send ``count`` verdict messages written in ``block`` (`nfkit.nfqueue.wire.verdict_block`),
+        in one sendmsg."""
+        self.nl.send(block)
+        self.verdicts += count
 
     def _datagram(self, into: memoryview, flags: int) -> int:
         """One datagram into ``into``: its length; -1 when none waits; 0 when the call was

@@ -26,7 +26,7 @@ from typing import Any
 
 from nfkit.errors import DecodeError, InputError
 from nfkit.netlink.codec import Kind, Message, MessageWriter
-from nfkit.netlink.consts import NFPROTO_UNSPEC, NLA_TYPE_MASK, NLM_F_REQUEST
+from nfkit.netlink.consts import NFPROTO_UNSPEC, NLA_TYPE_MASK, NLM_F_REQUEST, NLMSG_ERROR
 from nfkit.netlink.shapes import Layout, Shapes, Walk
 from nfkit.netlink.specs import nfqueue as Q
 
@@ -58,6 +58,9 @@ _NFGEN_RES = struct.Struct(">H")
 
 # a verdict message: nlmsghdr, nfgenmsg, NFQA_VERDICT_HDR[, NFQA_MARK]
 _MSG_HDR = struct.Struct("=IHHII")
+_NLMSG = struct.Struct("=IH")             # a message's length and type
+_ERRNO = struct.Struct("=i")              # NLMSG_ERROR's error (negative errno, 0: an ACK)
+_PACKET = Q.PACKET
 _NFGEN = struct.Struct(">BBH")
 _VERDICT_ATTR = _NLA.pack(12, 2)
 _MARK_ATTR = _NLA.pack(8, 3)
@@ -171,9 +174,9 @@ _DEFAULTS = {"mark": "0", "cap_len": str(_NOT_CUT), "skb_info": "0"}
 
 class _PacketLayout(Layout):
     """A queued packet's layout (`netlink.shapes`), with ``pick``: values, payload start and
-    stop -> the `PACKET_FIELDS`."""
+    stop -> the `PACKET_FIELDS`; ``brief``: the same -> (id, mark, cap_len, start, stop)."""
 
-    __slots__ = ("pick",)
+    __slots__ = ("brief", "pick")
 
     def __init__(self, walk: Walk, length: int, tag: Any = None) -> None:
         if length < 4:
@@ -192,6 +195,8 @@ class _PacketLayout(Layout):
         where = [f"v[{self.index[n]}]" if n in self.index else _DEFAULTS[n] for n in PACKET_FIELDS[:5]]
         self.pick: Callable[[tuple[Any, ...], int, int], tuple[int, ...]] = eval(  # noqa: S307 - from the walk
             f"lambda v, start, stop: ({', '.join(where)}, start, stop)")
+        self.brief: Callable[[tuple[Any, ...], int, int], tuple[int, int, int, int, int]] = eval(  # noqa: S307
+            f"lambda v, start, stop: ({', '.join(where[1:4])}, start, stop)")
 
 
 class PacketLayouts:
@@ -221,6 +226,36 @@ class PacketLayouts:
         """
         lay, v, start, stop = self._find(buf, off, end - off)
         return lay.pick(v, start, stop)  # type: ignore[return-value]
+
+
+    def packets(self, buf: bytearray | memoryview, spans: list[tuple[int, int]]
+                ) -> tuple[list[tuple[int, int, int, int, int]], list[int]]:
+        """The queued packets of these datagrams (``buf[offset:offset + length]`` each,
+        whole netlink messages, as `nfkit.netlink.mmsg` reads them): ``(id, mark, cap_len
+        or -1, payload start, payload stop)`` each, in order; and the errno of each
+        NLMSG_ERROR among them (a verdict the kernel refused; ACKs left out).
+
+        Raises DecodeError on a malformed packet message.
+        """
+        out: list[tuple[int, int, int, int, int]] = []
+        errors: list[int] = []
+        find = self._find
+        unpack = _NLMSG.unpack_from
+        for off, length in spans:
+            end = off + length
+            while off + 16 <= end:
+                mlen, mtype = unpack(buf, off)
+                if mlen < 16 or off + mlen > end:
+                    break  # a datagram's tail cannot be a message: nothing more in it
+                if mtype == _PACKET:
+                    lay, v, start, stop = find(buf, off + 16, mlen - 16)
+                    out.append(lay.brief(v, start, stop))
+                elif mtype == NLMSG_ERROR and mlen >= 20:
+                    err = -_ERRNO.unpack_from(buf, off + 16)[0]
+                    if err:
+                        errors.append(err)
+                off += (mlen + 3) & ~3
+        return out, errors
 
 
 # -- configuration ----------------------------------------------------------------
@@ -277,6 +312,24 @@ def verdict_bytes(queue: int, packet_id: int, verdict: int, mark: int | None = N
     return (_MSG_HDR.pack(_VERDICT_LEN + 8, mtype, NLM_F_REQUEST, seq, 0)
             + _NFGEN.pack(NFPROTO_UNSPEC, 0, queue) + _VERDICT_ATTR + _VERDICT_HDR.pack(verdict, packet_id)
             + _MARK_ATTR + _BE32.pack(mark & 0xFFFFFFFF))
+
+
+# A block of verdict messages written once, where a hot loop changes only each one's packet id
+# and mark: every message NFQNL_MSG_VERDICT, NF_ACCEPT, with NFQA_MARK (a packet whose mark
+# is not to change gets its own back), VERDICT_STRIDE bytes apart.
+VERDICT_STRIDE = _VERDICT_LEN + 8
+VERDICT_ID_MARK = struct.Struct(">I4sI")  # packet id, NFQA_MARK's header (MARK_HEADER), mark
+VERDICT_ID_MARK_AT = 16 + 4 + 4 + 4       # nlmsghdr, nfgenmsg, NFQA_VERDICT_HDR's header, verdict
+MARK_HEADER = _MARK_ATTR
+
+
+def verdict_block(queue: int, count: int) -> bytearray:
+    """``count`` accept verdicts with a mark for queue ``queue``, one after the other: the
+    i-th message's packet id and mark go in with ``VERDICT_ID_MARK.pack_into(block,
+    i * VERDICT_STRIDE + VERDICT_ID_MARK_AT, id, MARK_HEADER, mark)``; send the first
+    n * VERDICT_STRIDE bytes in one sendmsg."""
+    _check_queue(queue)
+    return bytearray(verdict_bytes(queue, 0, NF_ACCEPT, 0) * count)
 
 
 def parse_verdict(msg: Message) -> tuple[int, int, int, int | None, bool]:
