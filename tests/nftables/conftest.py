@@ -100,3 +100,17 @@ def _no_level(o: Any) -> Any:
             return {"socket": {k: v for k, v in o["socket"].items() if k != "level"}}
         return {k: _no_level(v) for k, v in o.items()}
     return o
+
+
+def sorted_elements(debug: str) -> str:
+    """nft's netlink debug listing (`nft --debug=netlink list ruleset`) with each set's
+    elements sorted (a hash set lists them in its random seed's order)."""
+    out: list[str] = []
+    elems: list[str] = []
+    for line in debug.splitlines():
+        if line.startswith("\telement "):
+            elems.append(line)
+            continue
+        out += sorted(elems) + [line]
+        elems = []
+    return "\n".join(out + sorted(elems))

@@ -14,7 +14,7 @@ from nfkit.nftables.commits import encode_commands
 from nfkit.nftables.messages import Encoder
 from nfkit.nftables.nfttext import load_nft
 
-from .conftest import NFKIT
+from .conftest import NFKIT, sorted_elements
 
 # more anonymous sets than anonnames.MIN_SETS, in two tables, three ways to refer to one
 # (lookup, verdict map, nat map)
@@ -44,15 +44,7 @@ def _kernel_view(ns) -> str:  # type: ignore[no-untyped-def]
     """Every set (anonymous ones by name, with elements) and every rule's expressions
     (lookups by set name), with handles, as nft's netlink debug listing prints them; a
     set's elements sorted (a hash set lists them in its random seed's order)."""
-    out: list[str] = []
-    elems: list[str] = []
-    for line in ns.run("nft --debug=netlink list ruleset").stdout.splitlines():
-        if line.startswith("\telement "):
-            elems.append(line)
-            continue
-        out += sorted(elems) + [line]
-        elems = []
-    return "\n".join(out + sorted(elems))
+    return sorted_elements(ns.run("nft --debug=netlink list ruleset").stdout)
 
 
 def _batch(text: str) -> Batch:

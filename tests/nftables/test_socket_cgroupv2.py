@@ -15,7 +15,7 @@ import pytest
 from nfkit.nftables.cgroupv2 import cgroup_id
 from nfkit.nftables.types import T
 
-from .conftest import NFKIT, strip
+from .conftest import NFKIT, sorted_elements, strip
 
 CG = f"nfkit-test-cg-{os.getpid()}"  # a cgroup of this run's own (the hierarchy is global)
 
@@ -43,19 +43,6 @@ def _in_cgroup2(ns, tmp_path: Path, steps: str) -> str:  # type: ignore[no-untyp
     return ns.run(["sh", str(script)]).stdout
 
 
-def _sorted_elements(debug: str) -> str:
-    """nft's netlink debug listing with each set's elements sorted (hash order is random)."""
-    out: list[str] = []
-    elems: list[str] = []
-    for line in debug.splitlines():
-        if line.startswith("\telement "):
-            elems.append(line)
-            continue
-        out += sorted(elems) + [line]
-        elems = []
-    return "\n".join(out + sorted(elems))
-
-
 def test_socket_cgroupv2_loads_and_lists_as_nft(netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "r.nft").write_text(RULES)
     nfkit = " ".join(NFKIT)
@@ -81,8 +68,8 @@ stat -c %i /sys/fs/cgroup/{CG}
     # loaded from nft's text and from nfkit's JSON: nft's kernel state
     for form in ("text", "json"):
         assert (d / f"{form}.txt").read_text() == nft_text
-        assert _sorted_elements((d / f"{form}.dbg").read_text()) == \
-            _sorted_elements((d / "nft.dbg").read_text())
+        assert sorted_elements((d / f"{form}.dbg").read_text()) == \
+            sorted_elements((d / "nft.dbg").read_text())
     assert strip(json.loads((d / "text.json").read_text())) == \
         strip(json.loads((d / "nft.json").read_text()))  # the table's handle aside
     # listed as nft lists it; the JSON listing keeps the level (nft 1.0.6's drops it)

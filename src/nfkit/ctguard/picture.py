@@ -187,24 +187,8 @@ class Picture:
     def remove(self, key: Key) -> None:
         """A destroy event (not counted in `events`: the caller counts)."""
         r = self.records.pop(key, None)
-        if r is None:
-            return
-        del self.tiers[r.tier][key]
-        own = self.of_source[r.source]
-        del own[key]
-        if not own:
-            del self.of_source[r.source]
-        by_state, by_zone = self.by_state, self.by_zone
-        n = by_state[r.state] - 1
-        if n:
-            by_state[r.state] = n
-        else:
-            del by_state[r.state]
-        n = by_zone[r.zone] - 1
-        if n:
-            by_zone[r.zone] = n
-        else:
-            del by_zone[r.zone]
+        if r is not None:
+            self._drop(key, r)
 
     def apply(self, kind: str, e: Entry, now: float) -> None:
         """One event: new, update or destroy (sync: as new)."""
