@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nfkit.nfgrep.labtraffic import SERVER4, TrafficLab
@@ -108,14 +109,16 @@ def classified(status: dict) -> int:
         counts.get("expected", 0)
 
 
-def settled(sock: Path) -> dict:
-    """The daemon's status once its workers' published counters stop moving (they publish
-    at most every 50 ms, and late while busy), at most 5 s."""
+def settled(sock: Path, count: Callable[[dict], int] | None = None, step: float = 0.2) -> dict:
+    """The daemon's status once its workers' published counters (``count``, `classified`
+    by default) stop moving (they publish at most every 50 ms, and late while busy),
+    looked at every ``step`` s, at most 25 times."""
+    count = count or classified
     last = query_status(sock)
     for _ in range(25):
-        time.sleep(0.2)
+        time.sleep(step)
         now = query_status(sock)
-        if classified(now) == classified(last):
+        if count(now) == count(last):
             return now
         last = now
     return last

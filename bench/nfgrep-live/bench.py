@@ -221,19 +221,6 @@ def wrk_load(tl: TrafficLab, servers: list[str], seconds: float, concurrency: in
             "seconds": seconds}
 
 
-def settled(sock: Path) -> dict:
-    """The daemon's status once its workers' published counters stop moving (they publish
-    at most every 50 ms), at most 5 s."""
-    last = query_status(sock)
-    for _ in range(25):
-        time.sleep(0.1)
-        now = query_status(sock)
-        if classified(now) == classified(last):
-            return now
-        last = now
-    return last
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -324,7 +311,7 @@ def main() -> None:
                 r.setdefault("gbit/s", []).append(bps / 1e9)
                 if daemon:
                     r.setdefault("bulk: queued packets", []).append(queued(sock) - taken0)
-                status0 = settled(sock) if daemon else {}
+                status0 = ebpf_bench.settled(sock, classified, 0.1) if daemon else {}
                 before = classified(status0) if daemon else 0
                 pids = [q["pid"] for q in query_status(sock)["queues"]] if daemon else []
                 cpu0 = sum(cpu_seconds(p) for p in pids)
@@ -359,7 +346,7 @@ def main() -> None:
                 r.setdefault("machine cpu-us/conn", []).append(busy / conns * 1e6)
                 r.setdefault("own cpu-us/conn", []).append(own / conns * 1e6)
                 if daemon:
-                    status = settled(sock)
+                    status = ebpf_bench.settled(sock, classified, 0.1)
                     decided = classified(status) - before
                     r.setdefault("classified/s", []).append(decided / load["seconds"])
                     cpu = sum(cpu_seconds(p) for p in pids) - cpu0
