@@ -41,9 +41,9 @@ def shipped(grammar: str) -> Any:
 
 
 def module_source(grammar: str) -> str:
-    """The text of the `nft_lalr` module for ``grammar`` (built by the installed lark)."""
-    import pprint
-
+    """The text of the `nft_lalr` module for ``grammar`` (built by the installed lark); the
+    tables as one line each (data, read by no one: a line per entry repeated itself
+    thousands of times)."""
     import lark
     from lark.grammar import Rule
     from lark.lexer import TerminalDef
@@ -57,8 +57,8 @@ def module_source(grammar: str) -> str:
         '"""\n\n'
         f"LARK_VERSION = {lark.__version__!r}\n"
         f"GRAMMAR = {grammar!r}\n"
-        f"DATA = {pprint.pformat(data, width=100, sort_dicts=False)}\n"
-        f"MEMO = {pprint.pformat(memo, width=100, sort_dicts=False)}\n")
+        f"DATA = {data!r}\n"
+        f"MEMO = {memo!r}\n")
 
 
 def main() -> None:
