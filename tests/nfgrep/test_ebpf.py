@@ -202,7 +202,7 @@ def tcp_flow(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes,
     put(1, 0x11)
 
 
-def _udp_flow(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
+def udp_flow(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
               sport: int, chunks: list[tuple[int, bytes]]) -> None:
     for d, data in chunks:
         ts[0] += 0.001
@@ -312,7 +312,7 @@ def made_captures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             w = dpkt.pcap.Writer(f, linktype=1)
             ts = [1.0]
             for i, (transport, port, chunks) in enumerate(_variants()):
-                maker = tcp_flow if transport == "tcp" else _udp_flow
+                maker = tcp_flow if transport == "tcp" else udp_flow
                 maker(w, ts, client, server, 40000 + i, port, chunks)
             # a TCP flow whose SYN was not seen (the capture started late)
             tcp_flow(w, ts, client, server, 39999, 80, BASE[0][2], syn=False)

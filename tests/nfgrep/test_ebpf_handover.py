@@ -25,7 +25,7 @@ from nfkit.nfgrep.ebpf.program import (
 from nfkit.nfgrep.ebpf.replay import frame
 from nfkit.nfgrep.loader import SIGNATURES
 
-from .test_ebpf import C4, C6, S4, S6, tcp_flow
+from .test_ebpf import C4, C6, S4, S6, tcp_flow, udp_flow
 from .test_ebpf_shapes import hybrid_wrong
 
 # decided by the client's *second* message, after the server's answer: the kernel holds
@@ -57,14 +57,6 @@ def _rules(tmp_path: Path) -> Path:
     path = tmp_path / "late.nfg"
     path.write_text(LATE)
     return path
-
-
-def _udp(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
-         sport: int, chunks: list[tuple[int, bytes]]) -> None:
-    for d, data in chunks:
-        ts[0] += 0.001
-        src, dst, a, b = (client, server, cport, sport) if d == 0 else (server, client, sport, cport)
-        w.writepkt(frame(17, src, dst, a, b, 0, 0, data), ts=ts[0])
 
 
 def _opened(w: dpkt.pcap.Writer, ts: list[float], client: bytes, server: bytes, cport: int,
@@ -102,7 +94,7 @@ def test_a_flow_decided_by_its_second_payload_packet_handed_over_late_is_decided
                                [(0, HELLO), (0, choice), *[(0, b"z")] * 8, (1, b"OK")]):
                     tcp_flow(w, ts, client, server, 44000 + n, 7200, chunks)
                     n += 1
-            _udp(w, ts, client, server, 44000 + n, 7201, [(0, HELLO), (1, b"OK"), (0, b"A")])
+            udp_flow(w, ts, client, server, 44000 + n, 7201, [(0, HELLO), (1, b"OK"), (0, b"A")])
             n += 1
 
     engine = {r.client: r.app for r in classify([capture], [str(SIGNATURES), str(rules)]).flows}
