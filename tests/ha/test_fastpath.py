@@ -383,3 +383,57 @@ def _raw_events(events: Any) -> list[tuple[bytes, int, str]]:
             out.append((bytes(buf[off + 20:off + length]), buf[off + 16], kind))
             off += (length + 3) & ~3
     return out
+
+
+def test_a_queue_of_words_only_is_packed_per_batch_as_the_loop_packs_it() -> None:
+    """A session whose queue holds only the event path's words numbers, files and packs it per
+    batch (`ftfw._packed_words`: no loop per message); its datagrams, resend queue and stats are
+    those of messages queued one by one (`transmit` + `wire.datagrams`), through HELLO and
+    HELLO_BACK, bodies of every size up to one over the datagram limit (and those filling one exactly), ACKs and NACKs; the loop
+    takes over when the numbers would wrap or the resend queue would overflow."""
+    import random
+
+    from nfkit.ha import ftfw
+    from nfkit.ha.spec import Flag
+
+    rng = random.Random(11)
+    taken = []
+    packed_words = ftfw._packed_words
+
+    def counting(*args: Any) -> Any:
+        got = packed_words(*args)
+        taken.append(got is not None)
+        return got
+
+    ftfw._packed_words = counting  # type: ignore[assignment]
+    try:
+        for start, resend_limit, limit in ((7, 131072, 1472), (0xFFFFFFFF - 300, 131072, 600), (1000, 90, 400)):
+            packed = FtfwSession(seq=start, resend_limit=resend_limit)
+            reference = FtfwSession(seq=start, resend_limit=resend_limit)
+            peer_seq = 5000  # the peer's numbers on its ACKs and NACKs
+            for round_ in range(30):
+                words: dict[Any, wire.Word] = {}
+                for _ in range(rng.randrange(1, 60)):
+                    key = rng.randrange(200).to_bytes(2, "big")
+                    mtype = int(rng.choice([MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL]))
+                    body = bytes(rng.randrange(256) for _ in range(rng.choice([4, 36, 56, 120, limit // 2 - 8, limit - 8, limit - 7])))
+                    words.pop(key, None)
+                    words[key] = (key, mtype, body)
+                    reference.enqueue(key, wire.StateMessage(MsgType(mtype), body=body))
+                packed.enqueue_words(words)
+                if round_ == 9:
+                    packed.say_hello_back = reference.say_hello_back = True
+                got = packed.transmit_datagrams(float(round_), limit)
+                assert got == list(wire.datagrams(reference.transmit(float(round_)), limit)), round_
+                assert packed.resend_queue_depth == reference.resend_queue_depth
+                if round_ % 4 == 3:  # the peer acknowledges some, asks again for others
+                    first = (packed.seq - rng.randrange(1, 40)) & 0xFFFFFFFF
+                    last = (first + rng.randrange(0, 10)) & 0xFFFFFFFF
+                    flag = rng.choice([Flag.ACK, Flag.NACK])
+                    peer_seq += 1
+                    for s in (packed, reference):
+                        s.receive(wire.ControlMessage(flag, peer_seq, first, last))
+            assert packed.stats == reference.stats and packed.stats.acked and packed.stats.resent
+    finally:
+        ftfw._packed_words = packed_words  # type: ignore[assignment]
+    assert any(taken) and not all(taken)

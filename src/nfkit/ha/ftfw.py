@@ -25,8 +25,11 @@ conntrackd on the other end sees a conntrackd:
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable, Iterable
+import struct
+from bisect import bisect_right
+from collections.abc import Collection, Hashable, Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import cast
 
 from nfkit.errors import InputError
@@ -149,6 +152,36 @@ def _encoded(seq: int, flags: int, msg: Message, error: InputError | None) -> tu
         return b"", error or exc
 
 
+def _packed_words(tx: dict[Hashable, _Queued], seq: int, hello: int, back: int, limit: int) -> list[bytes] | None:
+    """The queue ``tx``, numbered from ``seq`` (no wrap) and packed into datagrams of at most
+    ``limit`` bytes as `FtfwSession._take`'s loop packs it, when it holds only words each
+    short enough for the header's length; else None (the caller takes the loop).  The work
+    per message is one pack in a comprehension; the datagrams are cut per datagram."""
+    if {*map(type, tx.values())} != {tuple}:
+        return None
+    words = cast("Collection[Word]", tx.values())
+    pack = _HEADER.pack
+    try:
+        raws = [pack(_VERSION | mtype, hello, _HEADER_SIZE + len(body), s) + body
+                for (_key, mtype, body), s in zip(words, range(seq, seq + len(tx)), strict=True)]
+        if back:  # HELLO_BACK on the first message only
+            _key, mtype, body = next(iter(words))
+            raws[0] = pack(_VERSION | mtype, hello | back, _HEADER_SIZE + len(body), seq) + body
+    except struct.error:  # a body too long for the header: the loop says which
+        return None
+    # each datagram the longest run that fits (at least one message), as the loop cuts them
+    ends = list(accumulate(map(len, raws)))
+    datagrams = []
+    start, base, n = 0, 0, len(raws)
+    while start < n:
+        end = bisect_right(ends, base + limit, start)
+        if end == start:
+            end = start + 1
+        datagrams.append(b"".join(raws[start:end]))
+        base, start = ends[end - 1], end
+    return datagrams
+
+
 @dataclass
 class FtfwSession:
     """One FTFW session with one peer.  ``seq`` is the next sequence number to send
@@ -258,6 +291,18 @@ class FtfwSession:
                 hello = _HELLO
         back = _HELLO_BACK if self.say_hello_back else 0
         self.say_hello_back = False
+        if limit is not None and len(rs) + len(tx) <= rs_limit and seq + len(tx) <= _M32:
+            packed = _packed_words(tx, seq, hello, back, limit)
+            if packed is not None:  # (only words, none too long): numbered, filed and packed per batch
+                seqs = range(seq, seq + len(tx))
+                words = tx.values()
+                rs.update(zip(seqs, words, strict=True))
+                rs_seq.update(zip([w[0] for w in words], seqs, strict=True))  # type: ignore[index]
+                self.stats.sent += len(tx)
+                self.seq = seq + len(tx)
+                tx.clear()
+                self.last_sent = now
+                return packed
         for pend in tx.values():
             if isinstance(pend, tuple):  # a word (the event path's state messages)
                 key, mtype, body = pend
