@@ -217,18 +217,25 @@ _RULE_MACHINERY = {"nfkit.netlink", "nfkit.nftables.messages", "nfkit.nftables.c
                    "nfkit.nftables.listing", "re", "typing", "json", "socket", "signal"}
 
 
+def _blocklist_lab(lab: Lab, more_sets: str = "") -> tuple[Namespace, Namespace, list[str], list[str]]:
+    """Two namespaces with table inet t's plain sets s (ipv4) and six (ipv6, timeout), and
+    ``more_sets``; 5,000 IPv4 and 300 IPv6 addresses for them."""
+    ours, theirs = lab.add("ours"), lab.add("theirs")
+    sets = ("table inet t { set s { type ipv4_addr; }; set six { type ipv6_addr; flags timeout; };"
+            f"{more_sets} }}\n")
+    for ns in (ours, theirs):
+        ns.run(["nft", "-f", "-"], input=sets)
+    v4 = [f"198.51.{i >> 8}.{i & 255}" for i in range(5000)]
+    v6 = [f"2001:db8::{i:x}" for i in range(300)]
+    return ours, theirs, v4, v6
+
+
 def test_plain_addresses_go_without_the_rule_machinery(lab: Lab, tmp_path: Path) -> None:
     """A blocklist of addresses into a plain set: none of nfkit's rule machinery (nor re,
     typing, json) is imported, the kernel holds what nft's `add element` gives; every
     other case (an interval set, stdin, an element with an option, one the kernel refuses)
     is the general path's, with its messages."""
-    ours, theirs = lab.add("ours"), lab.add("theirs")
-    sets = ("table inet t { set s { type ipv4_addr; }; set six { type ipv6_addr; flags timeout; };"
-            " set p { type ipv4_addr; flags interval; }; }\n")
-    for ns in (ours, theirs):
-        ns.run(["nft", "-f", "-"], input=sets)
-    v4 = [f"198.51.{i >> 8}.{i & 255}" for i in range(5000)]
-    v6 = [f"2001:db8::{i:x}" for i in range(300)]
+    ours, theirs, v4, v6 = _blocklist_lab(lab, " set p { type ipv4_addr; flags interval; };")
     f4, f6 = tmp_path / "v4.txt", tmp_path / "v6.txt"
     f4.write_text("# blocklist\n" + "\n".join(v4) + "\n")
     f6.write_text(", ".join(v6) + "\n")
@@ -344,13 +351,7 @@ def test_a_json_blocklist_loads_without_the_rule_machinery(lab: Lab, tmp_path: P
     sets by `plainelements` alone (no rule machinery imported), the kernel holding what
     `nft -j -f` of the same file gives; the same file with one element nft's JSON writes
     as an object goes the general path, to the same end."""
-    ours, theirs = lab.add("ours"), lab.add("theirs")
-    sets = ("table inet t { set s { type ipv4_addr; }; set six { type ipv6_addr; flags timeout; };"
-            " }\n")
-    for ns in (ours, theirs):
-        ns.run(["nft", "-f", "-"], input=sets)
-    v4 = [f"198.51.{i >> 8}.{i & 255}" for i in range(5000)]
-    v6 = [f"2001:db8::{i:x}" for i in range(300)]
+    ours, theirs, v4, v6 = _blocklist_lab(lab)
     plain = {"nftables": [
         {"metainfo": {"json_schema_version": 1}},
         {"add": {"element": {"family": "inet", "table": "t", "name": "s", "elem": v4}}},
