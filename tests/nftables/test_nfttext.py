@@ -475,3 +475,22 @@ def test_a_run_of_simple_lines_ends_where_line_by_line_reading_ends(pieces: list
     pos = min(at, len(text))
     assert _MORE_LINES.match(text, pos).end() == _simple_lines_end(text, pos)  # type: ignore[union-attr]
     assert _MORE_LINES.match("\n\t\tl3proto inet\n\t}", 0).end() == 15  # type: ignore[union-attr]
+
+
+_RUN_PIECES = [*_LEXER_PIECES, "\n\n", "\n\t\t", "\n\tdefine x", "\nredefine", "\r", "\u00a0", "\f",
+               "\n\t\tip saddr 10.0.0.1 tcp dport 2 counter accept", "includex", "elementsy {"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_RUN_PIECES), max_size=30), st.lists(st.integers(0, 60), max_size=4))
+def test_run_end_found_by_find_ends_where_the_run_regex_ends(pieces: list[str], ats: list[int]) -> None:
+    """`_run_end` (str.find to the first line that is not plain, the regex from there)
+    ends where `_MORE_LINES` ends, from any positions in order, with the special
+    characters' places kept from one run to the next (as the line lexer keeps them)."""
+    from nfkit.nftables.nfttext import _MORE_LINES, _SPECIAL, _run_end
+
+    text = "".join(pieces)
+    nexts = [-1] * len(_SPECIAL)
+    for at in sorted(ats):
+        pos = min(at, len(text))
+        assert _run_end(text, pos, nexts) == _MORE_LINES.match(text, pos).end()  # type: ignore[union-attr]

@@ -156,6 +156,31 @@ _MORE_LINES = re.compile(r'(?:\n[ \t]*(?!(?:include|define|redefine|undefine)\b)
                          rf'|\{{{_PLAIN}(?:"[^"\n]*"{_PLAIN})*\}}){_PLAIN})*(?=[\n;}}#]))*')
 
 
+# Where a line of _MORE_LINES cannot start (a blank line, a keyword's), for `_run_end`.
+_NO_MORE_LINE = re.compile(r'\n[ \t]*(?![ \t])(?:\s|(?:include|define|redefine|undefine|elements)\b)')
+_SPECIAL = '{}#;\\"'
+
+
+def _run_end(text: str, pos: int, nexts: list[int]) -> int:
+    """Where ``_MORE_LINES.match(text, pos)`` ends, most of the way without it: the
+    lines before the first that holds one of `_SPECIAL` or starts as `_NO_MORE_LINE`
+    are each one of its lines, found by str.find (``nexts``: each special character's
+    next place seen so far, kept by the caller across runs) and one search of line
+    starts; the regex reads on from that line (~8 instead of ~25 ms for 80,000 lines)."""
+    if text[pos:pos + 1] == "\n":
+        n = len(text)
+        for k, ch in enumerate(_SPECIAL):
+            if nexts[k] < pos:
+                i = text.find(ch, pos)
+                nexts[k] = n if i < 0 else i
+        stop = min(nexts)
+        blank = _NO_MORE_LINE.search(text, pos, stop)
+        if blank is not None:
+            stop = blank.start()
+        pos = text.rfind("\n", pos, stop + 1)  # that line's start
+    return _MORE_LINES.match(text, pos).end()  # type: ignore[union-attr]  # matches ""
+
+
 def _install_line_lexer(parser: Any) -> None:
     from lark.lexer import ContextualLexer
 
@@ -229,8 +254,8 @@ class _LineLexer:
         text = lexer_state.text.text
         ctr = lexer_state.line_ctr
         match = _RULE_LINE.match
-        more_lines = _MORE_LINES.match
         states = self.line_states
+        nexts = [-1] * len(_SPECIAL)
         try:
             while True:
                 if parser_state.position in states:
@@ -239,7 +264,7 @@ class _LineLexer:
                         ctr.feed(m.group(1), False)
                         start, end = ctr.char_pos, m.end(2)
                         # The simple lines that follow join it: one token for a run.
-                        more = more_lines(text, m.end()).end()  # type: ignore[union-attr]  # matches ""
+                        more = _run_end(text, m.end(), nexts)
                         if more > m.end():
                             end = more
                             while text[end - 1] in " \t":  # the last line's own end
