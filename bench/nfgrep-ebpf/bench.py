@@ -124,6 +124,20 @@ def settled(sock: Path, count: Callable[[dict], int] | None = None, step: float 
     return last
 
 
+def stop(daemon: subprocess.Popen | None) -> None:
+    """The mode's daemon stopped as a user stops it (SIGTERM), if it runs one."""
+    if daemon:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(15)
+
+
+def print_run(run: int, mode: str, res: dict[str, list[float]]) -> None:
+    """One run's line: each figure's latest value; then a pause before the next mode."""
+    print(f"run {run + 1} {mode}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in res.items()),
+          flush=True)
+    time.sleep(0.5)
+
+
 def wrk_rate(out: str) -> tuple[float, int]:
     """Requests per second and errors (socket errors, non-2xx) from wrk's report."""
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -253,12 +267,8 @@ def main() -> None:
                         res.setdefault("worker cpu-us/conn", []).append(
                             (sum(cpu_seconds(p) for p in pids) - wcpu0) / conns * 1e6)
                 finally:
-                    if daemon:
-                        daemon.send_signal(signal.SIGTERM)
-                        daemon.wait(15)
-                print(f"run {r + 1} {mode}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in res.items()),
-                      flush=True)
-                time.sleep(0.5)
+                    stop(daemon)
+                print_run(r, mode, res)
     program = program_figures() if "ebpf" in modes and not args.no_program else {}
     load_after = os.getloadavg()
     print(f"\nmedians of {args.runs} runs; load average {load_before[0]:.1f} before, "

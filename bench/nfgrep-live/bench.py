@@ -43,7 +43,6 @@ import argparse
 import importlib.util
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -362,12 +361,8 @@ def main() -> None:
                 for what in ("connect", "first_byte"):
                     for p in (50, 99):
                         r.setdefault(f"{what} p{p} ms", []).append(pct(lat[what], p) * 1000)
-                if daemon:
-                    daemon.send_signal(signal.SIGTERM)
-                    daemon.wait(15)
-                print(f"run {run + 1} {mode}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in r.items()),
-                      flush=True)
-                time.sleep(0.5)
+                ebpf_bench.stop(daemon)
+                ebpf_bench.print_run(run, mode, r)
         report(args, modes, results, load_start)
 
 
