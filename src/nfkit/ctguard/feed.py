@@ -16,7 +16,7 @@ few records a decision takes.  This module must not know about sockets or policy
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from nfkit.conntrack.wire import ADDR, CT, ENTRY_FIELDS, MSG_DELETE, EntryDecoder
@@ -118,8 +118,8 @@ class PictureFeed:
         """Apply the messages of each ``buf[offset:offset+length]`` of ``slots``, in order
         (the datagrams a `mmsg.BatchReceiver` read); returns how many.  A datagram that is
         one message of a known layout (an event) is matched whole; others are walked message
-        by message.  Raises DecodeError for a malformed message (the datagrams before its own
-        are applied)."""
+        by message.  Raises DecodeError for a malformed message (the messages before it are
+        applied)."""
         picture = self.picture
         add, remove = picture.add, picture.remove
         by_len = self.shapes.by_len
@@ -152,20 +152,21 @@ class PictureFeed:
         picture.events += done
         return done
 
-    def _split(self, datagram: bytes) -> list[tuple[_Shape, bytes]]:
-        """The ctnetlink messages of ``datagram`` with their layouts (others skipped).  Raises
-        DecodeError for a malformed message."""
-        out = []
-        off, n = 0, len(datagram)
+    def _split(self, datagram: bytes | bytearray | memoryview,
+               n: int | None = None) -> Iterator[tuple[_Shape, bytes]]:
+        """The ctnetlink messages of ``datagram[:n]`` with their layouts (others skipped), in
+        order.  Raises DecodeError for a malformed message (those before it are given)."""
+        n = len(datagram) if n is None else n
+        off = 0
         while off + _HEADERS <= n:
             length, mtype = _NLMSG.unpack_from(datagram, off)
             if length < 16 or off + length > n:
                 raise DecodeError(f"netlink message of {length} bytes at offset {off} of {n}")
             if mtype >> 8 == _CTNETLINK and length >= _HEADERS:
-                msg = datagram if length == n else datagram[off:off + length]
-                out.append((self.shape(msg), msg))
+                msg = datagram if length == n and isinstance(datagram, bytes) else \
+                    bytes(datagram[off:off + length])
+                yield self.shape(msg), msg
             off += (length + 3) & ~3
-        return out
 
     def _key(self, raw: bytes) -> Any:
         """The picture's key of an entry whose messages carry no id (its tuple and zone)."""
@@ -176,24 +177,18 @@ class PictureFeed:
         """A delete request appended to ``out`` for each entry of the dump messages in ``buf[:n]``,
         at most ``most`` (its original tuple, zone and id copied as the dump gave them: no
         Entry), numbered from ``seq`` + 1; returns the picture's keys of those entries, in order."""
-        unpack = _NLMSG.unpack_from
         header = _DELETE_HEADER.pack
-        mv = memoryview(buf)
         keys: list[Any] = []
-        off = 0
-        while off + _HEADERS <= n and len(keys) < most:
-            length, mtype = unpack(buf, off)
-            if length < 16 or off + length > n:
-                raise DecodeError(f"netlink message of {length} bytes at offset {off} of {n}")
-            if mtype >> 8 == _CTNETLINK and length >= _HEADERS:
-                raw = bytes(mv[off:off + length])
-                lay = self.shape(raw)
-                at = lay.id_at
-                keys.append(lay.unpack(raw, 0)[at] if at is not None else self._key(raw))
-                spans = lay.key_spans
-                out += header(_HEADERS + sum(ln for _, ln in spans), MSG_DELETE, _NLM_F_REQUEST,
-                              seq + len(keys), 0, raw[16], 0, 0)
-                for o, ln in spans:
-                    out += raw[o:o + ln]
-            off += (length + 3) & ~3
+        if most <= 0:
+            return keys
+        for lay, raw in self._split(memoryview(buf), n):
+            at = lay.id_at
+            keys.append(lay.unpack(raw, 0)[at] if at is not None else self._key(raw))
+            spans = lay.key_spans
+            out += header(_HEADERS + sum(ln for _, ln in spans), MSG_DELETE, _NLM_F_REQUEST,
+                          seq + len(keys), 0, raw[16], 0, 0)
+            for o, ln in spans:
+                out += raw[o:o + ln]
+            if len(keys) >= most:
+                break
         return keys
