@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterator
 
 from nfkit.errors import CapabilityError, EventsLost, NetlinkError
-from nfkit.netlink.codec import NLMSG_HDRLEN, MessageWriter, parse_error, parse_messages
+from nfkit.netlink.codec import MessageWriter, parse_error, parse_messages
 from nfkit.netlink.consts import NETLINK_NO_ENOBUFS, NLMSG_ERROR, SOL_NETLINK
 from nfkit.netlink.mmsg import BatchReceiver, SingleReceiver, receiver
 from nfkit.netlink.socket import NetlinkSocket
@@ -34,8 +34,6 @@ from nfkit.nfqueue.wire import (
 
 DEFAULT_RCVBUF = 8 << 20
 _RECV_BUFFER = 256 << 10
-_HDR = struct.Struct("=IHHII")
-_PACKET_TYPE = Q.PACKET
 BATCH_SLOTS = 64  # datagrams `Queue.datagrams` reads per call at most
 
 
@@ -131,9 +129,7 @@ class Queue:
                     yield parse_packet(msg)
                 elif msg.type == NLMSG_ERROR:
                     err = parse_error(msg)
-                    if err.errno:
-                        self.refused += 1
-                        self.last_refusal = errno.errorcode.get(err.errno, str(err.errno))
+                    self._counted(0, [err.errno] if err.errno else [])
 
     def receive(self, limit: int = 64, block: bool = False
                 ) -> list[tuple[int, int, int, int, bytes]]:
@@ -159,27 +155,12 @@ class Queue:
                 continue
             flags = _socket.MSG_DONTWAIT
             at += (n + 3) & ~3
-        out: list[tuple[int, int, int, int, bytes]] = []
         if not at:
-            return out
-        decode = self.layouts.decode
-        unpack = _HDR.unpack_from
-        off = 0
-        while off + NLMSG_HDRLEN <= at:
-            length, mtype = unpack(view, off)[:2]
-            if length < NLMSG_HDRLEN or off + length > at:
-                break  # a datagram's tail cannot be a message: nothing more to read
-            if mtype == _PACKET_TYPE:
-                _, pid, mark, cap_len, skb_info, start, stop = decode(view, off + NLMSG_HDRLEN, off + length)
-                out.append((pid, mark, cap_len, skb_info, bytes(view[start:stop])))
-            elif mtype == NLMSG_ERROR:
-                (msg,) = parse_messages(view[off:off + length])
-                err = parse_error(msg)
-                if err.errno:
-                    self.refused += 1
-                    self.last_refusal = errno.errorcode.get(err.errno, str(err.errno))
-            off += (length + 3) & ~3
-        self.received += len(out)
+            return []
+        packets, errors = self.layouts.packets(view, [(0, at)], whole=True)
+        out = [(pid, mark, cap_len, skb_info, bytes(view[start:stop]))
+               for _, pid, mark, cap_len, skb_info, start, stop in packets]
+        self._counted(len(out), errors)
         return out
 
     def datagrams(self, wait: bool = False) -> list[tuple[int, int]]:
@@ -212,11 +193,15 @@ class Queue:
         if not got:
             return []
         out, errors = self.layouts.packets(self.datagram_buffer, got)
-        self.received += len(out)
+        self._counted(len(out), errors)
+        return out  # type: ignore[return-value]
+
+    def _counted(self, received: int, errors: list[int]) -> None:
+        """``received`` packets and the errnos of refused verdicts, in the counters."""
+        self.received += received
         if errors:
             self.refused += len(errors)
             self.last_refusal = errno.errorcode.get(errors[-1], str(errors[-1]))
-        return out
 
     def set_receive_timeout(self, seconds: float) -> None:
         """How long `datagrams` (``wait``) and `packets` (``block``) wait at most (SO_RCVTIMEO)."""

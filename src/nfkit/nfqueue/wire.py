@@ -228,16 +228,17 @@ class PacketLayouts:
         return lay.pick(v, start, stop)  # type: ignore[return-value]
 
 
-    def packets(self, buf: bytearray | memoryview, spans: list[tuple[int, int]]
-                ) -> tuple[list[tuple[int, int, int, int, int]], list[int]]:
+    def packets(self, buf: bytearray | memoryview, spans: list[tuple[int, int]], whole: bool = False
+                ) -> tuple[list[tuple[int, ...]], list[int]]:
         """The queued packets of these datagrams (``buf[offset:offset + length]`` each,
         whole netlink messages, as `nfkit.netlink.mmsg` reads them): ``(id, mark, cap_len
-        or -1, payload start, payload stop)`` each, in order; and the errno of each
-        NLMSG_ERROR among them (a verdict the kernel refused; ACKs left out).
+        or -1, payload start, payload stop)`` each (``whole``: the `PACKET_FIELDS`, as
+        `decode` gives them), in order; and the errno of each NLMSG_ERROR among them (a
+        verdict the kernel refused; ACKs left out).
 
         Raises DecodeError on a malformed packet message.
         """
-        out: list[tuple[int, int, int, int, int]] = []
+        out: list[tuple[int, ...]] = []
         errors: list[int] = []
         find = self._find
         unpack = _NLMSG.unpack_from
@@ -249,7 +250,7 @@ class PacketLayouts:
                     break  # a datagram's tail cannot be a message: nothing more in it
                 if mtype == _PACKET:
                     lay, v, start, stop = find(buf, off + 16, mlen - 16)
-                    out.append(lay.brief(v, start, stop))
+                    out.append((lay.pick if whole else lay.brief)(v, start, stop))
                 elif mtype == NLMSG_ERROR and mlen >= 20:
                     err = -_ERRNO.unpack_from(buf, off + 16)[0]
                     if err:
