@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nfkit.errors import NetlinkError
-from nfkit.netlink.codec import Batch, MessageWriter, attr_bytes
+from nfkit.netlink.codec import Batch, MessageWriter, attr_bytes, iter_attr_spans, iter_attrs
 from nfkit.netlink.consts import NLM_F_EXCL, NLM_F_REQUEST
 from nfkit.nftables.expressions import A
 from nfkit.nftables.messages import msg_type
@@ -40,11 +40,9 @@ MIN_SETS = 16
 SET_ANONYMOUS = 0x2
 EEXIST, ENOENT = 17, 2
 
-_NLA = struct.Struct("=HH")
 _U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
 _BE32 = struct.Struct(">I")
-_NLA_TYPE = 0x3FFF
 _LEN = 4 + len(PLACEHOLDERS[0])  # a placeholder's attribute
 _PADDED = (_LEN + 3) & ~3
 _HDR = 16  # nlmsghdr
@@ -64,16 +62,8 @@ NewSet = tuple[int, int, Table, bytes]
 
 def _top(buf: bytearray, m: int) -> dict[int, tuple[int, int]]:
     """The top-level attributes of the message at ``m`` by type: (offset, length)."""
-    found = {}
     end = m + _U32.unpack_from(buf, m)[0]
-    i = m + _BODY
-    while i + 4 <= end:
-        n, t = _NLA.unpack_from(buf, i)
-        if n < 4 or i + n > end:
-            break
-        found[t & _NLA_TYPE] = (i, n)
-        i += (n + 3) & ~3
-    return found
+    return {t: (start - 4, stop - start + 4) for t, start, stop in iter_attr_spans(buf, m + _BODY, end)}
 
 
 def _payload(buf: bytearray, where: tuple[int, int] | None) -> bytes | None:
@@ -216,18 +206,11 @@ def existing_names(sock: Any) -> Callable[[Table], set[bytes]]:
         w.begin(msg_type("getset"), NLM_F_REQUEST, family=t[0])
         w.raw(attr_bytes(_SET["table"], t[1] + b"\0"))
         w.end()
-        out = set()
+        out: set[bytes] = set()
         try:
             for msg in sock.dump(w, restart=True):
-                attrs = bytearray(msg.attrs)
-                i = 0
-                while i + 4 <= len(attrs):
-                    n, typ = _NLA.unpack_from(attrs, i)
-                    if n < 4:
-                        break
-                    if typ & _NLA_TYPE == _SET["name"]:
-                        out.add(bytes(attrs[i + 4:i + n]).rstrip(b"\0"))
-                    i += (n + 3) & ~3
+                out.update(bytes(value).rstrip(b"\0") for typ, value in iter_attrs(memoryview(msg.attrs))
+                           if typ == _SET["name"])
         except NetlinkError as exc:
             if exc.errno != ENOENT:  # no such table: no sets
                 raise
