@@ -7,7 +7,10 @@ mode; notrack.conntrack is the firewall's table then; ftfw-flush.hex /
 notrack-flush.hex: what a flush of that table sent next.  extras.hex: an ftp-helped TCP flow in
 ct zone 7 with ct labels 5 and 100, with TCPWindowTracking on.  expect.hex:
 the same ftp flow outside any zone, with the expectation its PORT command
-makes (conntrackd sent no EXP message for the expectation in zone 7).  One hex
+makes (conntrackd sent no EXP message for the expectation in zone 7).  sctp.hex:
+the SCTP entries of `ha_lab.SCTP_ENTRIES` made with `conntrack -I`, then
+`SCTP_UPDATE`, then deleted; sctp.conntrack: their kernel values (state and
+verification tags, which `conntrack -L` does not show) after each step.  One hex
 datagram per line.  The tests hold these files to what they document.
 """
 
@@ -19,7 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.ha.ha_lab import FW_SYNC, PEER_SYNC, make_traffic, sync_lab, udp_socket
+from tests.ha.ha_lab import (
+    FW_SYNC,
+    PEER_SYNC,
+    SCTP_ENTRIES,
+    SCTP_UPDATE,
+    make_traffic,
+    sync_lab,
+    table_in,
+    udp_socket,
+)
 from tests.ha.stock import SYNC_PORT, StockConntrackd
 
 EXTRAS_RULES = """
@@ -78,6 +90,23 @@ def capture(outdir: Path) -> None:
                 (outdir / "notrack.conntrack").write_text(listing)
     for name, rules in (("extras", EXTRAS_RULES), ("expect", EXTRAS_RULES.replace("ct zone set 7;", ""))):
         _capture_ftp(outdir, name, rules)
+    _capture_sctp(outdir)
+
+
+def _capture_sctp(outdir: Path) -> None:
+    with sync_lab() as lab:
+        fw = lab["fw"]
+        rx = udp_socket(lab["peer"], PEER_SYNC, SYNC_PORT)
+        StockConntrackd(fw, Path(tempfile.mkdtemp()), mode="NOTRACK", own=FW_SYNC, peer=PEER_SYNC,
+                        interface="sync0")
+        grams, values = [], []
+        for step in [*(f"-I -p sctp {a}" for a in SCTP_ENTRIES), f"-U -p sctp {SCTP_UPDATE}", "-D -p sctp"]:
+            fw.run(f"conntrack {step}")
+            values += [f"{e.orig.src} {e.orig.sport} state={e.state} vtags={e.vtags[0]:#x},{e.vtags[1]:#x}\n"
+                       for e in table_in(fw).entries() if e.proto == 132 and e.vtags]
+            grams += [g for g in _drain(rx, 0.5) if g[1] == 0]  # state messages, no ALIVE
+        _write(outdir / "sctp.hex", grams)
+        (outdir / "sctp.conntrack").write_text("".join(values))
 
 
 def _capture_ftp(outdir: Path, name: str, rules: str) -> None:

@@ -67,6 +67,19 @@ s.close()
 """
 
 
+# SCTP entries made with the conntrack tool (this kernel has no SCTP sockets): IPv4 with
+# SNAT and a mark, IPv6 half open.  `conntrack -I --orig-vtag N` gives the kernel N with its
+# bytes swapped (the tool and libnetfilter_conntrack both byte-swap it): the kernel's own
+# values are compared, as a ctnetlink dump gives them.
+SCTP_ENTRIES = (
+    "-s 192.0.2.11 -d 198.51.100.9 --sport 1001 --dport 2000 --state ESTABLISHED --orig-vtag 287454020 "
+    "--reply-vtag 2864434397 -t 200 -u SEEN_REPLY,ASSURED -m 5 --src-nat 198.51.100.1",
+    "-s 2001:db8::7 -d 2001:db8:2::9 --sport 3000 --dport 4000 --state COOKIE_WAIT --orig-vtag 1 "
+    "--reply-vtag 0 -t 200",
+)
+SCTP_UPDATE = ("-s 192.0.2.11 -d 198.51.100.9 --sport 1001 --dport 2000 --state SHUTDOWN_SENT "
+               "--orig-vtag 287454020 --reply-vtag 2864434397")
+
 @contextmanager
 def sync_lab() -> Iterator[Lab]:
     with three_node("nkha") as lab:

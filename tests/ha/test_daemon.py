@@ -22,9 +22,18 @@ from nfkit.lab import Namespace
 from nfkit.netlink.codec import MessageWriter
 from nfkit.netlink.consts import NLM_F_REQUEST
 from nfkit.netlink.specs import ctnetlink as S
-from tests.ha.ha_lab import FW_SYNC, PEER_SYNC, forwarded, make_traffic, sync_lab, table_in
+from tests.ha.ha_lab import (
+    FW_SYNC,
+    PEER_SYNC,
+    SCTP_ENTRIES,
+    SCTP_UPDATE,
+    forwarded,
+    make_traffic,
+    sync_lab,
+    table_in,
+)
 from tests.ha.stock import MCAST_GROUP, NFKIT, NfkitHa, StockConntrackd, conntrackd_conf
-from tests.ha.test_interop import same_flow
+from tests.ha.test_interop import STATUS_SYNCED, same_flow
 
 pytestmark = pytest.mark.kernel
 
@@ -108,6 +117,63 @@ def handshake_done(d: StockConntrackd) -> Callable[[], bool]:
         return lambda: all(p["handshake"] == "DONE" for p in d.status()["peers"])
     until = time.monotonic() + 1.5
     return lambda: time.monotonic() > until
+
+
+def sctp_view(ns: Namespace) -> tuple[dict[object, tuple[object, ...]], list[str]]:
+    """The namespace's SCTP entries by key: tuples, state, verification tags, mark, synced
+    status bits; and `conntrack -L -p sctp`'s lines without the timeout and use columns."""
+    got = {e.key: (e.orig, e.reply, e.state, e.vtags, e.mark, e.status & STATUS_SYNCED)
+           for e in table_in(ns).entries() if e.proto == 132}
+    lines = sorted(re.sub(r" use=\d+", "", re.sub(r"^(sctp\s+132\s+)\d+ ", r"\1", line))
+                   for line in ns.run("conntrack -L -p sctp").stdout.splitlines())
+    return got, lines
+
+
+def as_stock_injects(view: dict[object, tuple[object, ...]]) -> dict[object, tuple[object, ...]]:
+    """``view`` as a stock 1.4.7 receiver puts it in its kernel without TCPWindowTracking: it
+    sets the liberal TCP flags (0x08) on every entry it injects, and in libnetfilter_conntrack's
+    protoinfo union the reply direction's flag mask is the low byte of the SCTP original
+    tag (stock -> stock does the same; with TCPWindowTracking On the tags arrive whole)."""
+    out = {}
+    for key, (o, r, state, vtags, mark, status) in view.items():
+        assert isinstance(vtags, tuple)
+        out[key] = (o, r, state, (vtags[0] & ~0xFF | 0x08, vtags[1]), mark, status)
+    return out
+
+
+@pytest.mark.parametrize("fw_kind,peer_kind,options", [("stock", "nfkit", ""), ("nfkit", "nfkit", ""),
+                                                       ("nfkit", "stock", ""),
+                                                       ("nfkit", "stock", "TCPWindowTracking On")])
+def test_sctp_entries_land_with_their_state_and_verification_tags(tmp_path: Path, fw_kind: str,
+                                                                  peer_kind: str, options: str) -> None:
+    with sync_lab() as lab:
+        fw, peer = lab["fw"], lab["peer"]
+        a = start(fw_kind, fw, tmp_path, "fw")
+        b = start(peer_kind, peer, tmp_path, "peer", options=options)
+        quirk = as_stock_injects if peer_kind == "stock" and not options else (lambda v: v)
+
+        def landed() -> bool:
+            got, lines = sctp_view(peer)
+            return got == quirk(want) and lines == want_lines
+
+        for args in SCTP_ENTRIES:
+            fw.run(f"conntrack -I -p sctp {args}")
+        want, want_lines = sctp_view(fw)
+        assert len(want) == 2 and {v[2] for v in want.values()} == {4, 2}  # ESTABLISHED, COOKIE_WAIT
+        assert {v[3] for v in want.values()} == {(0x44332211, 0xDDCCBBAA), (0x1000000, 0)}
+        wait_for(landed, lambda: (sctp_view(peer), a.ctl("-s"), b.ctl("-s")))
+        fw.run(f"conntrack -U -p sctp {SCTP_UPDATE}")
+        want, want_lines = sctp_view(fw)
+        assert 5 in {v[2] for v in want.values()}  # SHUTDOWN_SENT
+        wait_for(landed, lambda: (sctp_view(peer), a.ctl("-s"), b.ctl("-s")))
+        fw.run("conntrack -D -p sctp")
+        wait_for(lambda: not sctp_view(peer)[0], lambda: (sctp_view(peer), b.ctl("-s")))
+        for d in (a, b):
+            stats = d.ctl("-s")
+            assert re.search(r"\b0 Malformed msgs", stats), stats
+            if isinstance(d, NfkitHa):  # nothing refused as unsendable, nothing failed to inject
+                st = d.status()
+                assert st["events"]["unsendable"] == 0 and st["inject"]["create_failed"] == 0, st
 
 
 @pytest.mark.parametrize("fw_kind,peer_kind", [("stock", "nfkit"), ("nfkit", "stock")])

@@ -6,7 +6,9 @@ ICMP over IPv4 and IPv6 (see docs/ha.md); notrack.conntrack is that
 firewall's `conntrack -L` at the time.  extras.hex adds ct zone 7, ct labels 5
 and 100, the ftp helper and TCPWindowTracking (window scale attributes);
 expect.hex the same ftp flow outside a zone with the expectation its PORT
-command made (ExpectationSync).
+command made (ExpectationSync).  sctp.hex: SCTP entries made with `conntrack -I`,
+updated and deleted; sctp.conntrack: their state and verification tags in the
+kernel after each step.
 tests/ha/capture.py makes them all again, except ftfw-batched.hex: an earlier FTFW
 run (same lab, no held connection) in which conntrackd read the flush's destroy
 events in one loop and packed their DEL messages into shared datagrams.
@@ -31,7 +33,7 @@ def captured(name: str) -> list[bytes]:
 
 
 @pytest.mark.parametrize("name", ["ftfw.hex", "ftfw-flush.hex", "ftfw-batched.hex", "notrack.hex", "notrack-flush.hex",
-                                  "extras.hex", "expect.hex"])
+                                  "extras.hex", "expect.hex", "sctp.hex"])
 def test_every_captured_datagram_decodes_and_encodes_back_byte_for_byte(name: str) -> None:
     for dg in captured(name):
         msgs = wire.decode_datagram(dg)
@@ -118,6 +120,28 @@ def test_notrack_capture_reproduces_the_senders_table() -> None:
         if e.proto == 6:
             assert e.state is not None and f" {TCP_STATE_TEXT[e.state]} " in match[0]
             assert e.status & Status.ASSURED
+
+
+def test_sctp_capture_carries_state_and_verification_tags_and_nfkit_says_it_alike() -> None:
+    """1.4.7 sends an SCTP entry's state (u8) and both verification tags (be32, the
+    kernel's values as ctnetlink gives them: no byte swap) after the ports; nfkit reads
+    them into the entry and, from the entry, sends the same bytes, less the all-zero
+    synproxy attribute 1.4.7 adds to SCTP as to TCP entries (nfkit sends none)."""
+    kernel = set((CAPTURES / "sctp.conntrack").read_text().splitlines())
+    kinds = []
+    for dg in captured("sctp.hex"):
+        (m,) = wire.decode_datagram(dg)
+        assert isinstance(m, wire.StateMessage)
+        kinds.append(m.type)
+        e = convert.to_entry(m)
+        assert e.proto == 132 and e.vtags is not None
+        assert f"{e.orig.src} {e.orig.sport} state={e.state} vtags={e.vtags[0]:#x},{e.vtags[1]:#x}" in kernel
+        assert convert.unmodelled(m) == {"synproxy": (0, 0, 0)}
+        ours = convert.from_entry(e, m.type, seq=m.seq)
+        assert ours.attrs == {k: v for k, v in m.attrs.items() if k != "synproxy"}
+        synproxy = bytes.fromhex("0010001f") + bytes(12)  # NTA_SYNPROXY, last
+        assert wire.encode_message(ours)[8:] + synproxy == dg[8:]
+    assert kinds == [MsgType.CT_NEW, MsgType.CT_NEW, MsgType.CT_UPD, MsgType.CT_DEL, MsgType.CT_DEL]
 
 
 def test_icmp_nat_ports_of_1_4_7_are_ignored_and_not_sent() -> None:

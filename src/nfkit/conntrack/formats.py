@@ -542,7 +542,7 @@ def entry_from_json_line(line: str) -> Entry | None:
     e = object.__new__(Entry)
     e.family, e.orig, e._reply, e.status, e.state, e.timeout, e.mark = (
         family, orig, reply, status, state, t, mk)
-    e.zone = e.labels = e.counters = e.ts_start = e.ts_stop = e.helper = e.secctx = None
+    e.zone = e.labels = e.counters = e.ts_start = e.ts_stop = e.helper = e.secctx = e.vtags = None
     e.id = None if id_ is None else int(id_)
     e.use = None if use is None else int(use)
     return e

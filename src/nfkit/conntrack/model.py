@@ -293,7 +293,9 @@ class Entry:
     ``orig`` is the original tuple; ``reply`` is the reply tuple, computed as
     the mirror of ``orig`` unless a different one is stored (NAT).  Optional
     parts (state, counters, timestamps, labels, helper, zone) are None when
-    the kernel did not report them.
+    the kernel did not report them.  ``state`` is the state of the entry's
+    protocol (TCP, SCTP or DCCP); ``vtags`` an SCTP entry's verification tags
+    (original, reply direction), as the kernel holds them.
     """
 
     __slots__ = (
@@ -312,6 +314,7 @@ class Entry:
         "ts_start",
         "ts_stop",
         "use",
+        "vtags",
         "zone",
     )
 
@@ -320,7 +323,8 @@ class Entry:
                  mark: int = 0, zone: int | None = None, labels: int | None = None,
                  counters: Counters | None = None, ts_start: int | None = None,
                  ts_stop: int | None = None, helper: str | None = None, id: int | None = None,
-                 use: int | None = None, secctx: str | None = None) -> None:
+                 use: int | None = None, secctx: str | None = None,
+                 vtags: tuple[int, int] | None = None) -> None:
         self.family = family if family is not None else orig.family
         self.orig = orig
         self._reply = None if reply is None or reply == orig.mirror() else reply
@@ -337,6 +341,7 @@ class Entry:
         self.id = id
         self.use = use
         self.secctx = secctx
+        self.vtags = vtags
 
     @property
     def reply(self) -> Tuple:

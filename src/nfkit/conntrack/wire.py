@@ -29,6 +29,7 @@ from nfkit.conntrack.model import (
     AF_INET6,
     ICMP_PROTOS,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     PORT_PROTOS,
     STATUS_UNCHANGEABLE,
     Counters,
@@ -85,6 +86,7 @@ CTA_PROTOINFO_TCP = S.PROTOINFO.number("tcp")
 CTA_PROTOINFO_TCP_STATE = S.PROTOINFO_TCP.number("state")
 CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = S.PROTOINFO_TCP.number("flags_original")
 CTA_PROTOINFO_TCP_FLAGS_REPLY = S.PROTOINFO_TCP.number("flags_reply")
+CTA_PROTOINFO_SCTP = S.PROTOINFO.number("sctp")
 # struct nf_ct_tcp_flags bits (IP_CT_TCP_FLAG_*): what a synced entry's TCP tracking may assume
 TCP_FLAG_WINDOW_SCALE = 0x01
 TCP_FLAG_SACK_PERM = 0x02
@@ -173,6 +175,8 @@ def _entry_fields() -> dict[tuple[str, ...], str]:
         out[(name,)] = name
     out[("protoinfo", "tcp", "state")] = "state"
     out[("protoinfo", "sctp", "state")] = "sctp_state"
+    out[("protoinfo", "sctp", "vtag_original")] = "vtag_o"
+    out[("protoinfo", "sctp", "vtag_reply")] = "vtag_r"
     out[("protoinfo", "dccp", "state")] = "dccp_state"
     for top, p in (("counters_orig", "co."), ("counters_reply", "cr.")):
         for key in ("packets", "bytes"):
@@ -191,7 +195,8 @@ ENTRY_FIELDS = _entry_fields()
 def _new_entry(family: int, orig: Tuple, reply: Tuple | None, status: int, state: int | None,
                timeout: int | None, mark: int, zone: int | None, labels: int | None,
                counters: Counters | None, ts_start: int | None, ts_stop: int | None,
-               helper: str | None, id: int | None, use: int | None, secctx: str | None) -> Entry:
+               helper: str | None, id: int | None, use: int | None, secctx: str | None,
+               vtags: tuple[int, int] | None = None) -> Entry:
     e = object.__new__(Entry)
     e.family = family
     e.orig = orig
@@ -209,6 +214,7 @@ def _new_entry(family: int, orig: Tuple, reply: Tuple | None, status: int, state
     e.id = id
     e.use = use
     e.secctx = secctx
+    e.vtags = vtags
     return e
 
 
@@ -313,10 +319,11 @@ class _Layout(Layout):
         secctx = f"cstr({get('secctx')})" if "secctx" in ix else "None"
         # the state of the entry's protocol: one field, whichever protoinfo nest held it
         state_key = next((k for k in ("state", "sctp_state", "dccp_state") if k in ix), "state")
+        vtags = f"({get('vtag_o')}, {get('vtag_r')})" if "vtag_o" in ix and "vtag_r" in ix else "None"
         lines.append(
             f"    return E({family}, o, r, {get('status', '0')}, {get(state_key)}, {get('timeout')}, "
             f"{get('mark', '0')}, {get('zone')}, {labels}, {counters}, {get('ts_start')}, "
-            f"{get('ts_stop')}, {helper}, {get('id')}, {get('use')}, {secctx})")
+            f"{get('ts_stop')}, {helper}, {get('id')}, {get('use')}, {secctx}, {vtags})")
         src = "\n".join(lines)
         namespace: dict[str, Any] = {}
         exec(src, _GLOBALS, namespace)  # noqa: S102 - code generated above from the layout
@@ -470,6 +477,15 @@ def _put_tcp_protoinfo(w: MessageWriter, state: int | None, tcp_flags: int | Non
             w.binary(CTA_PROTOINFO_TCP_FLAGS_REPLY, bytes((tcp_flags, tcp_flags)))
 
 
+def _put_sctp_protoinfo(w: MessageWriter, state: int, vtags: tuple[int, int] | None) -> None:
+    # the kernel takes an SCTP state only with both verification tags (0 when unknown)
+    vtag_o, vtag_r = vtags or (0, 0)
+    with w.nest(CTA_PROTOINFO), w.nest(CTA_PROTOINFO_SCTP):
+        w.u8(S.PROTOINFO_SCTP.number("state"), state)
+        w.be32(S.PROTOINFO_SCTP.number("vtag_original"), vtag_o)
+        w.be32(S.PROTOINFO_SCTP.number("vtag_reply"), vtag_r)
+
+
 @_checked
 def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | None = None,
                   with_helper: bool = False) -> int:
@@ -500,6 +516,8 @@ def encode_create(w: MessageWriter, e: Entry, flags: int, *, tcp_flags: int | No
         w.be32(CTA_MARK, e.mark)
     if e.state is not None and e.proto == 6:
         _put_tcp_protoinfo(w, e.state, tcp_flags)
+    elif e.state is not None and e.proto == IPPROTO_SCTP:
+        _put_sctp_protoinfo(w, e.state, e.vtags)
     if e.labels:
         w.binary(CTA_LABELS, labels_bytes(e.labels))
     if with_helper and e.helper:
@@ -535,8 +553,10 @@ def create_status(status: int) -> int:
 def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_mask: int | None = None,
                   timeout: int | None = None, status: int | None = None, labels: int | None = None,
                   labels_mask: int | None = None, tcp_state: int | None = None,
-                  tcp_flags: int | None = None) -> int:
-    """One IPCTNL_MSG_CT_NEW (no NLM_F_CREATE) changing ``e`` in place; returns its seq."""
+                  tcp_flags: int | None = None, sctp_state: int | None = None) -> int:
+    """One IPCTNL_MSG_CT_NEW (no NLM_F_CREATE) changing ``e`` in place; returns its seq.
+
+    ``sctp_state``: an SCTP entry's new state, sent with ``e.vtags``."""
     seq = w.begin(MSG_NEW, NLM_F_REQUEST, family=e.family)
     put_entry_key(w, e)
     if timeout is not None:
@@ -545,6 +565,8 @@ def encode_update(w: MessageWriter, e: Entry, *, mark: int | None = None, mark_m
         w.be32(CTA_STATUS, status)
     if (tcp_state is not None or tcp_flags is not None) and e.proto == 6:
         _put_tcp_protoinfo(w, tcp_state, tcp_flags)
+    elif sctp_state is not None and e.proto == IPPROTO_SCTP:
+        _put_sctp_protoinfo(w, sctp_state, e.vtags)
     if mark is not None:
         w.be32(CTA_MARK, mark)
         if mark_mask is not None:
@@ -688,7 +710,7 @@ class CreateEncoder:
     def add(self, w: MessageWriter, e: Entry) -> int:
         o = e.orig
         if (o.proto not in PORT_PROTOS or o.zone is not None or e.zone or e.labels
-                or e.nat or (self.with_helper and e.helper)):
+                or e.nat or (self.with_helper and e.helper) or (e.state is not None and o.proto != 6)):
             return encode_create(w, e, self.flags, with_helper=self.with_helper,
                                  tcp_flags=self.tcp_flags(e) if self.tcp_flags else None)
         tcp = e.state is not None and o.proto == 6

@@ -7,7 +7,7 @@ the kernel's NAT setup do).
 Must not know: sockets, the kernel, FTFW.
 
 Attributes the entry model has no field for (master tuple, NAT sequence
-adjustment, SCTP and DCCP state, TCP window scale, synproxy) stay in the
+adjustment, DCCP state, TCP window scale, synproxy) stay in the
 message: `unmodelled()` names them, so a caller never drops them unawares.
 Node-local fields (counters, timestamps, id, use, secctx) are not sent,
 as conntrackd does not send them.
@@ -20,6 +20,7 @@ from typing import Any
 from nfkit.conntrack.expect import Expectation
 from nfkit.conntrack.model import (
     ICMP_PROTOS,
+    IPPROTO_SCTP,
     PORT_PROTOS,
     Entry,
     Status,
@@ -34,7 +35,7 @@ from nfkit.ha.wire import StateMessage
 MODELLED = frozenset({
     "ipv4", "ipv6", "l4proto", "port", "tcp_state", "status", "timeout", "mark", "snat_ipv4",
     "dnat_ipv4", "snat_ipv6", "dnat_ipv6", "spat_port", "dpat_port", "icmp_type", "icmp_code",
-    "icmp_id", "helper", "labels", "zone",
+    "icmp_id", "helper", "labels", "zone", "sctp_state", "sctp_vtag_orig", "sctp_vtag_repl",
 })
 
 
@@ -80,9 +81,12 @@ def to_entry(msg: StateMessage) -> Entry:
             reply = reply._replace(sport=a["dpat_port"])
     if (":" in reply.src) != (":" in src) or (":" in reply.dst) != (":" in src):
         raise DecodeError(f"{msg.type.name} message: NAT address of the other family")
-    return Entry(orig, reply, status=a.get("status", 0), state=a.get("tcp_state"),
+    state, vtags = a.get("tcp_state"), None
+    if proto == IPPROTO_SCTP and "sctp_state" in a:  # 1.4.7 sends the state with both tags
+        state, vtags = a["sctp_state"], (a.get("sctp_vtag_orig", 0), a.get("sctp_vtag_repl", 0))
+    return Entry(orig, reply, status=a.get("status", 0), state=state,
                  timeout=a.get("timeout"), mark=a.get("mark", 0), zone=a.get("zone"),
-                 labels=a.get("labels") or None, helper=a.get("helper"))
+                 labels=a.get("labels") or None, helper=a.get("helper"), vtags=vtags)
 
 
 def from_entry(entry: Entry, mtype: MsgType = MsgType.CT_NEW, *, seq: int = 0,
@@ -108,10 +112,15 @@ def from_entry(entry: Entry, mtype: MsgType = MsgType.CT_NEW, *, seq: int = 0,
         a["port"] = (o.sport, o.dport)
         if entry.state is not None and o.proto == 6:
             a["tcp_state"] = entry.state
+        elif entry.state is not None and o.proto == IPPROTO_SCTP:
+            # build.c sends the state with both verification tags (0 for a tag not known)
+            a["sctp_state"] = entry.state
+            a["sctp_vtag_orig"], a["sctp_vtag_repl"] = entry.vtags or (0, 0)
     elif o.proto in ICMP_PROTOS and o.icmp_type is not None:
         a["icmp_type"], a["icmp_code"], a["icmp_id"] = o.icmp_type, o.icmp_code or 0, o.icmp_id or 0
-    if entry.state is not None and o.proto != 6:
-        raise InputError(f"entry {what}: a TCP state on a non-TCP entry")
+    if entry.state is not None and o.proto not in (6, IPPROTO_SCTP):
+        raise InputError(f"entry {what}: a {proto_name(o.proto).upper()} state; only TCP and SCTP states "
+                         "are carried here")
     if entry.timeout is not None:
         a["timeout"] = entry.timeout
     a["mark"] = entry.mark

@@ -645,7 +645,8 @@ class SyncEngine:
         """Put the external cache into the kernel table; returns how many entries."""
         entries = list(self.external.values())
         self.injector.apply((UPD, Entry(e.orig, e.reply, status=e.status, state=e.state, timeout=e.timeout,
-                                        mark=e.mark, zone=e.zone, labels=e.labels, helper=e.helper))
+                                        mark=e.mark, zone=e.zone, labels=e.labels, helper=e.helper,
+                                        vtags=e.vtags))
                             for e in entries)
         self.injector.apply_expectations((UPD, x) for x in list(self.external_exp.values()))
         return len(entries)

@@ -126,7 +126,7 @@ class Injector:
     def _update(self, w: MessageWriter, e: Entry) -> int:
         return ctwire.encode_update(w, e, timeout=e.timeout, status=(e.status | Status.CONFIRMED) & _UPDATE_KEEP,
                                     mark=e.mark, tcp_state=e.state if e.proto == 6 else None,
-                                    tcp_flags=self._tcp_flags(e))
+                                    tcp_flags=self._tcp_flags(e), sctp_state=e.state)
 
     def apply(self, changes: Iterable[tuple[str, Entry]]) -> None:
         """Apply (kind, entry) changes in order (kind NEW, UPD or DEL); failures are counted."""
