@@ -134,7 +134,7 @@ def test_create_plans_make_the_create_the_entry_path_makes(netns: Namespace) -> 
         for _msg, got, e in planned:
             assert got[0] == fastpath.entry_key(e)
             fast, slow = MessageWriter(), MessageWriter()
-            injector._create_planned(fast, got[1:])
+            injector._create_planned(fast, got)
             injector._create(slow, injector._prepared(e))
             assert _unsequenced(fast) == _unsequenced(slow), e  # the same message but for its number
     finally:
@@ -153,11 +153,11 @@ def test_create_plans_make_the_update_and_delete_the_entry_path_makes(netns: Nam
         planned, _ = _planned_messages()
         for _msg, got, e in planned:
             fast, slow = MessageWriter(), MessageWriter()
-            injector._update_planned(fast, got[1:])
+            injector._update_planned(fast, got)
             injector._update(slow, injector._prepared(convert.to_entry(_msg)))
             assert _unsequenced(fast) == _unsequenced(slow), e
             fast, slow = MessageWriter(), MessageWriter()
-            injector._delete_planned(fast, got[1:])
+            injector._delete_planned(fast, got)
             encode_delete(slow, injector._prepared(e))
             assert _unsequenced(fast) == _unsequenced(slow), e
     finally:

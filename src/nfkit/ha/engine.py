@@ -602,7 +602,7 @@ class SyncEngine:
                 got = self._create_plans[id(shape)] = (shape, fastpath.create_plan(shape))
             planned = got[1](shape.values(msg.body, 0)) if got[1] is not None else None
             if planned is not None:  # the entry is made only if the kernel refuses the create
-                changes.append((kind, planned[0], functools.partial(convert.to_entry, msg), planned[1:]))
+                changes.append((kind, planned[0], functools.partial(convert.to_entry, msg), planned))
                 return
         try:
             e = convert.to_entry(msg)

@@ -50,7 +50,7 @@ _NLMSG_PID_OFFSET = 12  # nlmsghdr: length, type, flags, seq, then the port id
 
 # One received word on an entry: (kind, its sync key, the entry or a function making it (called
 # only when needed), and for a planned one (create, update or delete) the values
-# `fastpath.create_plan` made, else None).
+# `fastpath.create_plan` made (its key first), else None).
 Change = tuple[str, Hashable, "Entry | Callable[[], Entry]", "tuple[Any, ...] | None"]
 
 
@@ -81,6 +81,7 @@ class Injector:
         self._creator = ctwire.CreateEncoder(NLM_F_CREATE | NLM_F_EXCL, tcp_flags=self._tcp_flags,
                                              with_helper=True)
         self._emitters: dict[tuple[int, int, bool, bool, bool, bool], Callable[..., int]] = {}
+        self._plain: dict[int, Callable[..., int]] = {}  # creates without NAT, by shape number
         self._updaters: dict[tuple[int, int, bool, bool], Callable[..., int]] = {}
         self._deleters: dict[tuple[int, int], Callable[..., int]] = {}
         self._tcp_values: dict[int, tuple[int, ...]] = {}  # state -> (state, flags and mask x2)
@@ -150,24 +151,40 @@ class Injector:
         return self._prepared(entry if isinstance(entry, Entry) else entry())
 
     def _create_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
-        family, proto, src, dst, sport, dport, status, state, timeout, mark, nat = planned
+        """`_create` of the entry a create plan (`fastpath.create_plan`, key first) describes,
+        from a compiled template: a burst's hot path, one template call a message."""
+        _key, family, proto, src, dst, sport, dport, status, state, timeout, mark, nat = planned
         if self.commit_timeout:
             timeout = self.commit_timeout
+        elif timeout is None:
+            timeout = 30
+        status = (status & _NOT_EXPECTED | _CONFIRMED) & _CREATE_KEEP
         tcp = state is not None and proto == 6
-        dnat = snat = False
-        if nat is None:
+        if nat is None:  # the common case: the reply is the mirror
+            # the shape as one int (a tuple key would be made and hashed per message)
+            emit = self._plain.get(family << 10 | proto << 2 | tcp << 1 | (mark != 0))
+            if emit is None:
+                emit = self._plain[family << 10 | proto << 2 | tcp << 1 | (mark != 0)] = \
+                    self._creator.template(family, proto, tcp, bool(mark)).compiled()
+            if tcp:
+                tv = self._tcp_values.get(state) or self._tcp_values_of(state)
+                if mark:
+                    return emit(w, src, dst, sport, dport, dst, src, dport, sport, timeout, status, mark, *tv)
+                return emit(w, src, dst, sport, dport, dst, src, dport, sport, timeout, status, *tv)
+            if mark:
+                return emit(w, src, dst, sport, dport, dst, src, dport, sport, timeout, status, mark)
+            return emit(w, src, dst, sport, dport, dst, src, dport, sport, timeout, status)
+        # as encode_create: the mirror and the NAT ranges, or the reply as it is
+        r_src, r_dst, r_sport, r_dport, dnat, snat = nat
+        if dnat or snat:
             values: tuple[Any, ...] = (src, dst, sport, dport, dst, src, dport, sport)
-        else:  # as encode_create: the mirror and the NAT ranges, or the reply as it is
-            r_src, r_dst, r_sport, r_dport, dnat, snat = nat
-            if dnat or snat:
-                values = (src, dst, sport, dport, dst, src, dport, sport)
-                if dnat:
-                    values += (r_src, r_src, r_sport, r_sport)
-                if snat:
-                    values += (r_dst, r_dst, r_dport, r_dport)
-            else:
-                values = (src, dst, sport, dport, r_src, r_dst, r_sport, r_dport)
-        values += (30 if timeout is None else timeout, (status & _NOT_EXPECTED | _CONFIRMED) & _CREATE_KEEP)
+            if dnat:
+                values += (r_src, r_src, r_sport, r_sport)
+            if snat:
+                values += (r_dst, r_dst, r_dport, r_dport)
+        else:
+            values = (src, dst, sport, dport, r_src, r_dst, r_sport, r_dport)
+        values += (timeout, status)
         if mark:
             values += (mark,)
         if tcp:
@@ -186,7 +203,7 @@ class Injector:
 
     def _update_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
         """`_update` of the entry a create plan's values describe, from a compiled template."""
-        family, proto, src, dst, sport, dport, status, state, timeout, mark, _nat = planned
+        _key, family, proto, src, dst, sport, dport, status, state, timeout, mark, _nat = planned
         if self.commit_timeout:
             timeout = self.commit_timeout
         tcp = state is not None and proto == 6
@@ -205,7 +222,7 @@ class Injector:
 
     def _delete_planned(self, w: MessageWriter, planned: tuple[Any, ...]) -> int:
         """`encode_delete` of the entry a create plan's values describe, from a compiled template."""
-        family, proto, src, dst, sport, dport = planned[:6]
+        _key, family, proto, src, dst, sport, dport = planned[:7]
         emit = self._deleters.get((family, proto))
         if emit is None:
             emit = self._deleters[(family, proto)] = ctwire.delete_template(family, proto).compiled()
