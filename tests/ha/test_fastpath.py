@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -182,6 +183,38 @@ def test_the_kernel_drops_the_events_of_the_engines_own_injections(netns: Namesp
         assert engine.injector.stats.created == 50 and len(list(table.entries())) == 51
         assert (engine.events_received, engine.events_own) == (1, 0)  # without the filter: 51 and 50
         assert list(engine.internal) == [fastpath.entry_key(mine)]
+    finally:
+        engine.close()
+        table.close()
+        other.close()
+
+
+def test_in_a_burst_kernel_events_are_read_at_most_every_event_batch_s(netns: Namespace) -> None:
+    """The first read after a quiet spell is at once; a read that follows another within
+    `Options.event_batch_s` waits for the rest of it (events gather: fewer, fuller reads);
+    nothing is lost or reordered by the wait."""
+    with netns.enter():
+        table, other = ConntrackTable(), ConntrackTable()
+    engine = SyncEngine(table, Options(event_batch_s=0.05))
+    try:
+        engine.subscribe()
+        flows = [Entry(Tuple("192.0.2.3", "198.51.100.1", 17, 2000 + i, 53), timeout=30) for i in range(4)]
+        time.sleep(0.06)
+        took = []
+        for e in flows:
+            other.create(e)
+            started = time.monotonic()
+            engine.on_kernel_events()
+            took.append(time.monotonic() - started)
+        assert took[0] < 0.04 and all(0.04 <= t < 0.5 for t in took[1:]), took
+        time.sleep(0.06)  # quiet again: at once
+        other.create(Entry(Tuple("192.0.2.3", "198.51.100.1", 17, 3000, 53), timeout=30))
+        started = time.monotonic()
+        engine.on_kernel_events()
+        assert time.monotonic() - started < 0.04
+        assert engine.events_received == 5
+        assert list(engine.internal) == [fastpath.entry_key(e) for e in flows] + [
+            fastpath.entry_key(Entry(Tuple("192.0.2.3", "198.51.100.1", 17, 3000, 53)))]
     finally:
         engine.close()
         table.close()
