@@ -426,7 +426,8 @@ class Encoder:
         for members in by_template.values():
             rt = pieces[members[0]][1]
             size = len(rt.message)
-            block = bytearray(rt.message * sum(counts[k] for k in members))
+            block = bytearray(rt.message)  # repeated in place: no temporary of its size
+            block *= sum(counts[k] for k in members)
             order = array(_U32_CODE)
             for k in members:
                 order.extend(seqs[firsts[k]:firsts[k + 1]])
@@ -454,7 +455,8 @@ class Encoder:
             blk[1] = cur + n * size
             where.append(range(at, at + n * size, size))
             at += n * size
-        buf += b"".join(out)
+        for piece in out:  # each appended in place (a join would copy them all once more)
+            buf += piece
         batch.seqs.extend(zip(seqs, chain.from_iterable(where), strict=True))
 
     def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
@@ -465,9 +467,8 @@ class Encoder:
         size = len(tpl)
         seqs = next_seqs(n)
         batch = self.batch
-        buf = batch.buffer
-        start = len(buf)
-        _append_repeated(buf, tpl, n)
+        start = len(batch.buffer)
+        buf = batch.buffer = _append_repeated(batch.buffer, tpl, n)
         _stride_into(buf, size, start + 8, 4, array(_U32_CODE, seqs).tobytes())
         for off, vsize, col in zip(offsets, sizes, cols, strict=True):
             _stride_into(buf, size, start + off, vsize,
@@ -915,14 +916,23 @@ def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
     return in_byte_order(a, dt.big_endian).tobytes()
 
 
-def _append_repeated(buf: bytearray, piece: bytes, n: int) -> None:
-    """``buf += piece * n`` with one fresh allocation instead of two (``piece * n`` is one
-    more): the buffer grown once, then filled by doubling what it already holds.  For
-    80,000 rules (38 MB) the page faults of the second allocation were ~7 ms."""
+def _append_repeated(buf: bytearray, piece: bytes, n: int) -> bytearray:
+    """``buf += piece * n``, returned (``buf`` itself, or a new bytearray holding it when
+    that costs less): the rows written once into fresh memory, without a temporary of
+    their size.  When ``buf`` holds less than the rows, they are made by repeating
+    ``piece`` in place in a new bytearray (which grows once) and ``buf`` is put in
+    front of them (one move): each page of the rows is faulted in once, not twice.
+    For 80,000 rules (38 MB) that is ~20 ms instead of ~35 ms (9,500 page faults
+    instead of 18,900); the caller holds no view of ``buf``."""
     size = len(piece) * n
     if size < 1 << 20:
         buf += piece * n
-        return
+        return buf
+    if len(buf) < size:
+        out = bytearray(piece)
+        out *= n
+        out[0:0] = buf
+        return out
     start = len(buf)
     buf += bytes(size)
     with memoryview(buf) as view:
@@ -932,6 +942,7 @@ def _append_repeated(buf: bytearray, piece: bytes, n: int) -> None:
             c = min(k, size - k)
             view[start + k:start + k + c] = view[start:start + c]
             k += c
+    return buf
 
 
 def _stride_into(buf: bytearray, stride: int, off: int, width: int, data: bytes) -> None:
