@@ -48,6 +48,7 @@ from nfkit.netlink.consts import (
     nfnl_msg_type,
 )
 from nfkit.netlink.specs.nftables import MSG
+from nfkit.nftables import setudata
 from nfkit.nftables.compiler import (
     AnonSet,
     Operand,
@@ -80,7 +81,9 @@ from nfkit.nftables.expressions import (
     SET_EVAL,
     SET_INTERVAL,
     SET_MAP,
+    SET_OBJECT,
     SET_TIMEOUT,
+    VERDICT_DATA_TYPE,
     A,
     parse_exprs,
     retag,
@@ -150,6 +153,25 @@ def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | No
             raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
         out += bytes((SET_UDATA_COMMENT, len(c))) + c
     return out
+
+
+def _anon_userdata(s: AnonSet) -> bytes:
+    """An anonymous set's user data: a meter's as before, a rule's set or map as nft 1.0.6
+    writes it (`setudata.anonymous`)."""
+    if s.set_name is not None:  # a meter
+        return set_userdata(s.key_types, s.data_dt, concat_order=0)
+    single = len(s.key_types) == 1
+    key_order = s.key_order if s.key_order is not None else \
+        _byteorder(s.key_types[0]) if single else setudata.ORDER_INVALID
+    verdicts = bool(s.flags & SET_MAP) and s.data_type == VERDICT_DATA_TYPE
+    data_order = None  # an object map's: none
+    if s.flags & SET_MAP:  # a verdict's or a concatenation's: nft's "invalid" order
+        data_order = setudata.ORDER_INVALID if verdicts or s.data_dt is None else \
+            _byteorder(s.data_dt)
+    is_map = bool(s.flags & (SET_MAP | SET_OBJECT))
+    return setudata.anonymous(key_order, s.key_typeof if not is_map or not single else None,
+                              data_order, is_map, verdicts,
+                              merge=not is_map and bool(s.flags & SET_INTERVAL))
 
 
 # ---- encoder ---------------------------------------------------------------------
@@ -541,8 +563,7 @@ class Encoder:
         if s.obj_type:
             body += be32(a["obj_type"], s.obj_type)
         body += be32(a["id"], s.set_id)
-        body += attr_bytes(a["userdata"], set_userdata(s.key_types, s.data_dt,
-                                                       concat_order=0 if s.set_name else 2))
+        body += attr_bytes(a["userdata"], _anon_userdata(s))
         desc = be32(A["set_desc"]["size"], s.count) if s.desc else b""
         if len(s.key_types) > 1 and s.set_name is None:  # nft gives a meter's no fields
             desc += nest(A["set_desc"]["concat"], *[
