@@ -132,8 +132,12 @@ for m in open_socket().dump(w):
 '''
 
 
+def set_userdata(ns: Any) -> list[str]:
+    """Every set the kernel holds in ``ns``: its table, name and user data as bytes (hex),
+    what nft keeps there beside the kernel's state."""
+    return sorted(ns.run([sys.executable, "-c", _SET_USERDATA]).stdout.splitlines())
+
+
 def anonymous_set_userdata(ns: Any) -> list[str]:
-    """Every anonymous set the kernel holds in ``ns`` (a name nft gives, "__..."), with its
-    table and user data as bytes (hex): what nft keeps there beside the kernel's state."""
-    out = ns.run([sys.executable, "-c", _SET_USERDATA]).stdout.splitlines()
-    return sorted(line for line in out if line.split()[1].startswith("__"))
+    """`set_userdata` of the anonymous sets (a name nft gives, "__...")."""
+    return [line for line in set_userdata(ns) if line.split()[1].startswith("__")]

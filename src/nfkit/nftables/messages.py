@@ -147,12 +147,17 @@ def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | No
     out = bytes((0, 4)) + key.to_bytes(4, "little")
     if data is not None:
         out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
-    if comment is not None:
-        c = str(comment).encode() + b"\0"
-        if len(c) > 128:
-            raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
-        out += bytes((SET_UDATA_COMMENT, len(c))) + c
-    return out
+    return out + _comment_record(comment)
+
+
+def _comment_record(comment: str | None) -> bytes:
+    """A set's comment record (none without a comment)."""
+    if comment is None:
+        return b""
+    c = str(comment).encode() + b"\0"
+    if len(c) > 128:
+        raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
+    return bytes((SET_UDATA_COMMENT, len(c))) + c
 
 
 def _anon_userdata(s: AnonSet) -> bytes:
@@ -172,6 +177,32 @@ def _anon_userdata(s: AnonSet) -> bytes:
     return setudata.anonymous(key_order, s.key_typeof if not is_map or not single else None,
                               data_order, is_map, verdicts,
                               merge=not is_map and bool(s.flags & SET_INTERVAL))
+
+
+def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Datatype | None
+                    ) -> bytes:
+    """A named set's (or map's) user data as nft 1.0.6 writes it for a set declared with
+    `type`: a concatenated key in nft's "invalid" byte order with an empty concatenation
+    typeof, a map's data byte order (0 for verdicts and concatenations, with an empty
+    concatenation typeof for the latter), `auto-merge`, the data-interval flag of a map,
+    then the comment."""
+    if len(types) == 1 and s.map is None and not s.auto_merge:
+        return set_userdata(types, None, s.comment)
+    concat_typeof = setudata.typeof(setudata.EXPR_CONCAT, b"")
+    out = setudata.u32(setudata.KEYBYTEORDER, _byteorder(types[0]) if len(types) == 1
+                       else setudata.ORDER_INVALID)
+    if s.map is not None:
+        out += setudata.u32(setudata.DATABYTEORDER, setudata.ORDER_INVALID if data_dt is None
+                            else _byteorder(data_dt))
+    if s.auto_merge:
+        out += setudata.u32(setudata.MERGE_ELEMENTS, 1)
+    if len(types) > 1:
+        out += setudata.record(setudata.KEY_TYPEOF, concat_typeof)
+    if s.map is not None:
+        if data_dt is None and data_type != VERDICT_TYPE:  # a concatenation
+            out += setudata.record(setudata.DATA_TYPEOF, concat_typeof)
+        out += setudata.u32(setudata.DATA_INTERVAL, 0)
+    return out + _comment_record(s.comment)
 
 
 # ---- encoder ---------------------------------------------------------------------
@@ -667,7 +698,7 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
-        body += attr_bytes(a["userdata"], set_userdata(types, _dt, s.comment))
+        body += attr_bytes(a["userdata"], _named_userdata(types, s, data_type, _dt))
         if s.stmt:
             exprs = self._set_stmt_exprs(s, s.stmt)
             if len(exprs) == 1:
