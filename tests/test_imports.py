@@ -154,9 +154,10 @@ def test_the_checker_finds_a_cycle_and_a_private_use() -> None:
 NFTABLES_LAYERS = [
     ["cgroupv2"],                             # cgroup v2 paths <-> ids, as nft reads them
     ["model", "types", "dumpreq", "commitguard", "trialcommit", "quicknl",
-     "nft_lalr"],                             # the model, datatypes, dump requests;
+     "nft_lalr", "setudata"],                 # the model, datatypes, dump requests;
     #                                           SIGINT held, scratch commits; bare
-    #                                           requests; nft.lark's LALR tables (data)
+    #                                           requests; nft.lark's LALR tables (data);
+    #                                           nft's user data of sets
     ["validate", "schema", "plainelements", "lalrtables"],  # every value checked; every
     #                                           key encoded; plain addresses into a set,
     #                                           alone; the shipped LALR tables loaded

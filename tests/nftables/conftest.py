@@ -114,3 +114,30 @@ def sorted_elements(debug: str) -> str:
         out += sorted(elems) + [line]
         elems = []
     return "\n".join(out + sorted(elems))
+
+
+# Prints each set the kernel holds: table, name, and its user data (hex), one a line.
+_SET_USERDATA = r'''
+from nfkit.netlink.codec import MessageWriter, iter_attrs
+from nfkit.netlink.consts import NLM_F_REQUEST
+from nfkit.nftables.expressions import A
+from nfkit.nftables.listing import open_socket
+from nfkit.nftables.messages import msg_type
+a = A["set"]
+w = MessageWriter(); w.begin(msg_type("getset"), NLM_F_REQUEST, family=0); w.end()
+for m in open_socket().dump(w):
+    d = {t: bytes(v) for t, v in iter_attrs(memoryview(m.attrs))}
+    print(d[a["table"]].rstrip(b"\0").decode(), d[a["name"]].rstrip(b"\0").decode(),
+          d.get(a["userdata"], b"").hex())
+'''
+
+
+def set_userdata(ns: Any) -> list[str]:
+    """Every set the kernel holds in ``ns``: its table, name and user data as bytes (hex),
+    what nft keeps there beside the kernel's state."""
+    return sorted(ns.run([sys.executable, "-c", _SET_USERDATA]).stdout.splitlines())
+
+
+def anonymous_set_userdata(ns: Any) -> list[str]:
+    """`set_userdata` of the anonymous sets (a name nft gives, "__...")."""
+    return [line for line in set_userdata(ns) if line.split()[1].startswith("__")]

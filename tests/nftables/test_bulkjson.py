@@ -269,10 +269,38 @@ def test_a_json_file_is_read_without_the_text_reader(tmp_path) -> None:  # type:
 
 @settings(max_examples=30, deadline=None)
 @given(st.binary(min_size=1, max_size=600), st.integers(0, 5000), st.binary(max_size=40))
-@example(bytes(range(250)) * 2, 3001, b"xy")  # 1.5 MB: the doubling path
+@example(bytes(range(250)) * 2, 3001, b"xy")  # 1.5 MB after a little: repeated in place
+@example(bytes(range(250)) * 2, 3001, bytes(range(256)) * 8000)  # after more: by doubling
 def test_a_run_of_messages_is_its_message_repeated(piece: bytes, n: int, before: bytes) -> None:
     from nfkit.nftables.messages import _append_repeated
 
     buf = bytearray(before)
-    _append_repeated(buf, piece, n)  # (over 1 MiB: grown once, filled by doubling)
-    assert buf == before + piece * n
+    out = _append_repeated(buf, piece, n)  # (over 1 MiB: new memory written once)
+    assert type(out) is bytearray
+    assert out == before + piece * n
+
+
+def test_a_rule_file_is_read_whole_from_a_map_a_pipe_or_an_empty_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bulk.read_file` decodes a regular file from its mapped pages, and reads what
+    cannot be mapped (an empty file, a FIFO); bytes that are not UTF-8 are one error
+    naming the file and the byte."""
+    import os
+    import threading
+
+    from nfkit.cli.bulk import read_file
+    from nfkit.errors import InputError
+
+    text = '{"nftables": [{"table": {"family": "ip", "name": "t\u00e9"}}]}\n' * 3000
+    (tmp_path / "r.json").write_text(text, encoding="utf-8")
+    assert read_file(str(tmp_path / "r.json")) == text
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_file(str(tmp_path / "empty")) == ""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(text, encoding="utf-8"))
+    writer.start()
+    assert read_file(str(fifo)) == text
+    writer.join()
+    (tmp_path / "bad").write_bytes(b"table ip t {}\n\xff\n")
+    with pytest.raises(InputError, match=r"bad: not UTF-8 text \(invalid start byte at byte 14\)"):
+        read_file(str(tmp_path / "bad"))

@@ -74,11 +74,25 @@ def read_file(path: str) -> str:
         if path == "-":
             return sys.stdin.buffer.read().decode("utf-8")
         with open(path, "rb") as f:  # no newline translation: JSON does not need it
-            return f.read().decode("utf-8")
+            return _decoded(f)
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _decoded(f: Any) -> str:
+    """The text of open file ``f``, decoded straight from the file's pages where it can
+    be mapped (a regular file): a read would first copy the whole file into a bytes
+    object, ~15 ms of copying and page faults for a 28 MB listing of 80,000 rules."""
+    import mmap
+
+    try:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # a pipe, a device, an empty file: read it
+        return f.read().decode("utf-8")  # type: ignore[no-any-return]
+    with mm:
+        return str(mm, "utf-8")
 
 
 def read_commands(path: str, include_paths: tuple[str, ...] = (), syntax: str = "auto",

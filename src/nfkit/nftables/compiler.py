@@ -21,6 +21,7 @@ from functools import partialmethod
 from typing import Any, Literal, NamedTuple
 
 from nfkit.errors import InputError
+from nfkit.nftables import setudata
 from nfkit.nftables.expressions import (
     BITWISE_SHIFTS,
     CMP_OPS,
@@ -117,6 +118,10 @@ class Operand:
     mask: bytes | None = None  # sub-byte field: mask applied after the load
     shift: int = 0  # bits the field sits above bit 0 of the loaded bytes
     reg_bytes: int = 0  # total bytes in registers (concat components padded to 4)
+    # nft's user data for a set keyed by this expression (`setudata`): its typeof record
+    # (None: nft writes none) and its byte order (None: the datatype's)
+    typeof: bytes | None = None
+    order: int | None = None
 
     @property
     def dt(self) -> Datatype:
@@ -144,12 +149,17 @@ class AnonSet:
     data_dt: Datatype | None = None  # a map's value type (its byte order goes in userdata)
     set_name: str | None = None  # a meter's set, named by the rule (else `template_name`)
     desc: bool = True  # NFTA_SET_DESC with `count` as its size (a meter without size: none)
+    key_typeof: bytes | None = None  # the key expression's typeof (`setudata`)
+    key_order: int | None = None  # the key expression's byte order (None: the datatype's)
 
     @property
     def template_name(self) -> str:
-        """The name the kernel fills in with a free number: "__map%d" for a map (of data,
-        verdicts or objects), "__set%d" for a set, as nft names them."""
-        return "__map%d" if self.flags & (SET_MAP | SET_OBJECT) else "__set%d"
+        """The name the kernel fills in with a free number: "__map%d" for a map (of data
+        or verdicts), "__objmap%d" for a map of objects, "__set%d" for a set, as nft 1.0.6
+        names them."""
+        if self.flags & SET_OBJECT:
+            return "__objmap%d"
+        return "__map%d" if self.flags & SET_MAP else "__set%d"
 
     @property
     def key_len(self) -> int:
@@ -547,15 +557,20 @@ class RuleCompiler:
                 mask = (((1 << blen) - 1) << shift).to_bytes(nbytes, "big")
                 out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
             size = nbytes
-            return Operand(out, [dt], [size], (base, off, nbytes) if mask is None else None,
-                           mask, shift)
+            op = Operand(out, [dt], [size], (base, off, nbytes) if mask is None else None,
+                         mask, shift, order=setudata.ORDER_BIG)
+            if "protocol" in body and mask is None:
+                op.typeof = setudata.payload(proto, fld, blen if tname == "integer" else None)
+            return op
         if kind == "meta":
             key = body["key"]
             if key not in META:
                 raise InputError(f"unknown meta key {key!r}")
             num, tname, size = META[key]
             out.append(meta_load(reg, num))
-            return Operand(out, [T[tname]], [size])
+            return Operand(out, [T[tname]], [size], typeof=setudata.meta(num),
+                           order=setudata.ORDER_BIG if key in setudata.META_BIG_ENDIAN
+                           else setudata.ORDER_HOST)
         if kind == "ct":
             key = body["key"]
             fam = body.get("family")
@@ -567,10 +582,14 @@ class RuleCompiler:
                 fam = ctx.l3 or ("ip6" if ctx.family == "ip6" else "ip")
                 tname, size = ("ipv6_addr", 16) if fam == "ip6" else ("ipv4_addr", 4)
             parts = [("dreg", reg), ("key", num)]
+            direction = None
             if "dir" in body:
-                parts.append(("direction", {"original": 0, "reply": 1}[body["dir"]]))
+                direction = {"original": 0, "reply": 1}[body["dir"]]
+                parts.append(("direction", direction))
             out.append(EXPRESSIONS["ct"].encode(*parts))
-            return Operand(out, [T[tname]], [size])
+            return Operand(out, [T[tname]], [size], typeof=setudata.ct(num, direction),
+                           order=setudata.ORDER_BIG if ck in setudata.CT_BIG_ENDIAN
+                           or key in ("saddr", "daddr") else setudata.ORDER_HOST)
         if kind == "concat":
             for part in body:
                 if isinstance(part, dict) and "payload" in part and \
@@ -578,13 +597,16 @@ class RuleCompiler:
                     self._dep(ctx, part["payload"]["protocol"], out)
             types: list[Datatype] = []
             sizes: list[int] = []
+            typeofs: list[bytes | None] = []
             s = slot
             for part in body:
                 op = self.load(ctx, part, out, s)
                 types += op.types
                 sizes += op.sizes
+                typeofs.append(op.typeof if len(op.types) == 1 else None)
                 s += sum(reg_size(z) // 4 for z in op.sizes)
-            return Operand(out, types, sizes)
+            return Operand(out, types, sizes, typeof=setudata.concat(typeofs),
+                           order=setudata.ORDER_INVALID)
         if kind in ("&", "|", "^"):
             inner, value = body
             op = self.load(ctx, inner, out, slot)
@@ -619,7 +641,8 @@ class RuleCompiler:
             mode = {"inc": 0, "random": 1}[body["mode"]]
             out.append(EXPRESSIONS["numgen"].encode(("dreg", reg), ("modulus", body["mod"]),
                             ("type", mode), ("offset", body.get("offset", 0))))
-            return Operand(out, [T_HINT32], [4])
+            return Operand(out, [T_HINT32], [4], typeof=setudata.numgen(
+                mode, body["mod"], body.get("offset", 0)))
         if kind in ("jhash", "symhash"):
             if kind == "jhash":
                 inner = body["expr"]
@@ -658,7 +681,8 @@ class RuleCompiler:
             elif "level" in body:
                 raise InputError(f"socket {body['key']} has no level")
             out.append(EXPRESSIONS["socket"].encode(*parts))
-            return Operand(out, [T[tname]], [size])
+            return Operand(out, [T[tname]], [size], order=setudata.ORDER_HOST,
+                           typeof=None if body["key"] == "cgroupv2" else setudata.socket(num))
         if kind == "rt":
             fam = body.get("family") or ctx.l3
             sk = RT_KEYS.get((body["key"], fam)) or RT_KEYS.get((body["key"], None))
@@ -669,7 +693,9 @@ class RuleCompiler:
             out.append(EXPRESSIONS["rt"].encode(("dreg", reg), ("key", num)))
             return Operand(out, [T[tname]], [size])
         if kind == "osf":
-            return self._osf(body, out, reg)
+            op = self._osf(body, out, reg)
+            op.typeof = setudata.osf()
+            return op
         if kind == "ipsec":
             return self._ipsec(ctx, body, out, reg)
         if kind in BITWISE_SHIFTS:
@@ -696,7 +722,7 @@ class RuleCompiler:
             out.append(EXPRESSIONS["fib"].encode(("dreg", reg), ("result", result),
                             ("flags", fl)))
             dt = {1: T["iface_index"], 2: T["ifname"], 3: T_FIB_TYPE}[result]
-            return Operand(out, [dt], [dt.size])
+            return Operand(out, [dt], [dt.size], typeof=setudata.fib(result, fl))
         raise InputError(f"unknown expression {kind!r}")
 
     def _icmp_type_dep(self, ctx: CompileCtx, proto: str, types: str | list[str],
@@ -1078,7 +1104,7 @@ class RuleCompiler:
         self.set_ids[0] += 1
         s = AnonSet(f"__set{self.counter[0] - 1}", self.set_ids[0], flags, op.types,
                     [op.size] if not concat else op.sizes, elements, data_type, data_len,
-                    len(items))
+                    len(items), key_typeof=op.typeof, key_order=op.order)
         ctx.sets.append(s)
         return s
 

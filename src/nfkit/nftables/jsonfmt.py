@@ -106,6 +106,7 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
         s.size = d.get("size")
         s.policy = d.get("policy")
         s.comment = d.get("comment")
+        s.auto_merge = d.get("auto-merge") is True
         stmt = d.get("stmt")
         if stmt is not None:
             s.stmt = stmt if isinstance(stmt, list) else [stmt]

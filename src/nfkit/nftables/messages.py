@@ -48,6 +48,7 @@ from nfkit.netlink.consts import (
     nfnl_msg_type,
 )
 from nfkit.netlink.specs.nftables import MSG
+from nfkit.nftables import setudata
 from nfkit.nftables.compiler import (
     AnonSet,
     Operand,
@@ -80,7 +81,9 @@ from nfkit.nftables.expressions import (
     SET_EVAL,
     SET_INTERVAL,
     SET_MAP,
+    SET_OBJECT,
     SET_TIMEOUT,
+    VERDICT_DATA_TYPE,
     A,
     parse_exprs,
     retag,
@@ -144,12 +147,62 @@ def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | No
     out = bytes((0, 4)) + key.to_bytes(4, "little")
     if data is not None:
         out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
-    if comment is not None:
-        c = str(comment).encode() + b"\0"
-        if len(c) > 128:
-            raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
-        out += bytes((SET_UDATA_COMMENT, len(c))) + c
-    return out
+    return out + _comment_record(comment)
+
+
+def _comment_record(comment: str | None) -> bytes:
+    """A set's comment record (none without a comment)."""
+    if comment is None:
+        return b""
+    c = str(comment).encode() + b"\0"
+    if len(c) > 128:
+        raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
+    return bytes((SET_UDATA_COMMENT, len(c))) + c
+
+
+def _anon_userdata(s: AnonSet) -> bytes:
+    """An anonymous set's user data: a meter's as before, a rule's set or map as nft 1.0.6
+    writes it (`setudata.anonymous`)."""
+    if s.set_name is not None:  # a meter
+        return set_userdata(s.key_types, s.data_dt, concat_order=0)
+    single = len(s.key_types) == 1
+    key_order = s.key_order if s.key_order is not None else \
+        _byteorder(s.key_types[0]) if single else setudata.ORDER_INVALID
+    verdicts = bool(s.flags & SET_MAP) and s.data_type == VERDICT_DATA_TYPE
+    data_order = None  # an object map's: none
+    if s.flags & SET_MAP:  # a verdict's or a concatenation's: nft's "invalid" order
+        data_order = setudata.ORDER_INVALID if verdicts or s.data_dt is None else \
+            _byteorder(s.data_dt)
+    is_map = bool(s.flags & (SET_MAP | SET_OBJECT))
+    return setudata.anonymous(key_order, s.key_typeof if not is_map or not single else None,
+                              data_order, is_map, verdicts,
+                              merge=not is_map and bool(s.flags & SET_INTERVAL))
+
+
+def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Datatype | None
+                    ) -> bytes:
+    """A named set's (or map's) user data as nft 1.0.6 writes it for a set declared with
+    `type`: a concatenated key in nft's "invalid" byte order with an empty concatenation
+    typeof, a map's data byte order (0 for verdicts and concatenations, with an empty
+    concatenation typeof for the latter), `auto-merge`, the data-interval flag of a map,
+    then the comment."""
+    if len(types) == 1 and s.map is None and not s.auto_merge:
+        return set_userdata(types, None, s.comment)
+    concat_typeof = setudata.typeof(setudata.EXPR_CONCAT, b"")
+    out = setudata.u32(setudata.KEYBYTEORDER, _byteorder(types[0]) if len(types) == 1
+                       else setudata.ORDER_INVALID)
+    if s.map is not None:
+        out += setudata.u32(setudata.DATABYTEORDER, setudata.ORDER_INVALID if data_dt is None
+                            else _byteorder(data_dt))
+    if s.auto_merge:
+        out += setudata.u32(setudata.MERGE_ELEMENTS, 1)
+    if len(types) > 1:
+        out += setudata.record(setudata.KEY_TYPEOF, concat_typeof)
+    if s.map is not None:
+        if data_dt is None and data_type != VERDICT_TYPE:  # a concatenation
+            out += setudata.record(setudata.DATA_TYPEOF, concat_typeof)
+        out += setudata.u32(setudata.DATA_INTERVAL, 0)
+    return out + _comment_record(s.comment)
 
 
 # ---- encoder ---------------------------------------------------------------------
@@ -426,7 +479,8 @@ class Encoder:
         for members in by_template.values():
             rt = pieces[members[0]][1]
             size = len(rt.message)
-            block = bytearray(rt.message * sum(counts[k] for k in members))
+            block = bytearray(rt.message)  # repeated in place: no temporary of its size
+            block *= sum(counts[k] for k in members)
             order = array(_U32_CODE)
             for k in members:
                 order.extend(seqs[firsts[k]:firsts[k + 1]])
@@ -454,7 +508,8 @@ class Encoder:
             blk[1] = cur + n * size
             where.append(range(at, at + n * size, size))
             at += n * size
-        buf += b"".join(out)
+        for piece in out:  # each appended in place (a join would copy them all once more)
+            buf += piece
         batch.seqs.extend(zip(seqs, chain.from_iterable(where), strict=True))
 
     def _emit_rows(self, run: Any, tpl: bytes, offsets: list[int], sizes: list[int],
@@ -465,9 +520,8 @@ class Encoder:
         size = len(tpl)
         seqs = next_seqs(n)
         batch = self.batch
-        buf = batch.buffer
-        start = len(buf)
-        _append_repeated(buf, tpl, n)
+        start = len(batch.buffer)
+        buf = batch.buffer = _append_repeated(batch.buffer, tpl, n)
         _stride_into(buf, size, start + 8, 4, array(_U32_CODE, seqs).tobytes())
         for off, vsize, col in zip(offsets, sizes, cols, strict=True):
             _stride_into(buf, size, start + off, vsize,
@@ -540,8 +594,7 @@ class Encoder:
         if s.obj_type:
             body += be32(a["obj_type"], s.obj_type)
         body += be32(a["id"], s.set_id)
-        body += attr_bytes(a["userdata"], set_userdata(s.key_types, s.data_dt,
-                                                       concat_order=0 if s.set_name else 2))
+        body += attr_bytes(a["userdata"], _anon_userdata(s))
         desc = be32(A["set_desc"]["size"], s.count) if s.desc else b""
         if len(s.key_types) > 1 and s.set_name is None:  # nft gives a meter's no fields
             desc += nest(A["set_desc"]["concat"], *[
@@ -645,7 +698,7 @@ class Encoder:
             body += be64(a["timeout"], int(s.timeout) * 1000)
         if s.gc_interval is not None:
             body += be32(a["gc_interval"], int(s.gc_interval) * 1000)
-        body += attr_bytes(a["userdata"], set_userdata(types, _dt, s.comment))
+        body += attr_bytes(a["userdata"], _named_userdata(types, s, data_type, _dt))
         if s.stmt:
             exprs = self._set_stmt_exprs(s, s.stmt)
             if len(exprs) == 1:
@@ -915,14 +968,23 @@ def _pack_ints(op: Operand, size: int, col: Any) -> bytes | None:
     return in_byte_order(a, dt.big_endian).tobytes()
 
 
-def _append_repeated(buf: bytearray, piece: bytes, n: int) -> None:
-    """``buf += piece * n`` with one fresh allocation instead of two (``piece * n`` is one
-    more): the buffer grown once, then filled by doubling what it already holds.  For
-    80,000 rules (38 MB) the page faults of the second allocation were ~7 ms."""
+def _append_repeated(buf: bytearray, piece: bytes, n: int) -> bytearray:
+    """``buf += piece * n``, returned (``buf`` itself, or a new bytearray holding it when
+    that costs less): the rows written once into fresh memory, without a temporary of
+    their size.  When ``buf`` holds less than the rows, they are made by repeating
+    ``piece`` in place in a new bytearray (which grows once) and ``buf`` is put in
+    front of them (one move): each page of the rows is faulted in once, not twice.
+    For 80,000 rules (38 MB) that is ~20 ms instead of ~35 ms (9,500 page faults
+    instead of 18,900); the caller holds no view of ``buf``."""
     size = len(piece) * n
     if size < 1 << 20:
         buf += piece * n
-        return
+        return buf
+    if len(buf) < size:
+        out = bytearray(piece)
+        out *= n
+        out[0:0] = buf
+        return out
     start = len(buf)
     buf += bytes(size)
     with memoryview(buf) as view:
@@ -932,6 +994,7 @@ def _append_repeated(buf: bytearray, piece: bytes, n: int) -> None:
             c = min(k, size - k)
             view[start + k:start + k + c] = view[start:start + c]
             k += c
+    return buf
 
 
 def _stride_into(buf: bytearray, stride: int, off: int, width: int, data: bytes) -> None:

@@ -105,6 +105,7 @@ class Set:
     comment: str | None = None
     handle: int | None = None
     stmt: list[dict[str, Any]] | None = None  # per-element statements, e.g. [{"counter": None}]
+    auto_merge: bool = False  # nft's `auto-merge` (kept in the set's user data)
 
     @property
     def key(self) -> tuple[str, str, str]:
