@@ -180,6 +180,9 @@ class Classifier:
         self.stops: list[CaptureStop] = []
         self.packets = 0
         self.skipped = 0
+        # the index of the packet being tracked: the engine dates expectations with it, and a
+        # flow sees those announced before its first packet (so a walk may go flow by flow)
+        self._clock = 0
         self._work: dict[int, _Work] = {}
         self._verdicts: dict[int, tuple[str | None, dict[str, str], list[str], bool]] = {}
         self._first = array("d")
@@ -197,6 +200,7 @@ class Classifier:
         the engine, else -1.
         """
         pkt = decode(link, frame)
+        self._clock = self.packets
         self.packets += 1
         if pkt is None:
             self.skipped += 1
@@ -257,7 +261,9 @@ class Classifier:
             data = payload
         if data:
             st = work.st
-            self.engine.feed(st, d, data)
+            engine = self.engine
+            engine.now = self._clock
+            engine.feed(st, d, data)
             budget = work.budget
             budget[d] -= len(data)
             if st.done or (budget[0] <= 0 and budget[1] <= 0):
@@ -311,7 +317,8 @@ class Classifier:
         self._marks[slot] = marks | _WAITING
         # the table stores the tuple in this first packet's direction
         if not self.lazy or self.engine.expecting(
-                "tcp" if proto == IPPROTO_TCP else "udp", sport if marks & _CLIENT_REPLY else dport):
+                "tcp" if proto == IPPROTO_TCP else "udp", sport if marks & _CLIENT_REPLY else dport,
+                self._clock):
             self._start(slot, proto, True)
 
     def _start(self, slot: int, proto: int, first: bool) -> _Work | None:
@@ -329,7 +336,7 @@ class Classifier:
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
         st = self.engine.new_flow(transport=transport, client_port=sport, server_port=dport,
                                   client_addr=address_text(src), server_addr=address_text(dst),
-                                  expected=first)
+                                  expected=first, since=self._clock if first else None)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
             if self.on_flow is not None:
@@ -565,6 +572,7 @@ class _BulkState:
     def __init__(self, owner: Classifier, b: Batch) -> None:
         self.owner = owner
         self.b = b
+        self.base = owner.packets - b.n  # the packet index of the batch's frame 0
         self.slot_of = [-2] * b.ngroups
         self.flip = [0] * b.ngroups
         self.group_of: dict[int, int] = {}
@@ -745,7 +753,7 @@ class _BulkState:
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
-        orient, buf, slow = b.orient, b.buf, b.slow
+        orient, buf, slow, base = b.orient, b.buf, b.slow, self.base
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
         # columns go to Python lists a slice at a time, without the frames counted meanwhile
         lo = 0
@@ -780,6 +788,7 @@ class _BulkState:
                     if pkt is None:
                         pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
                                flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                    owner._clock = base + i
                     code = track(ts, pkt, code)
                     s = code >> 1
                     if slot_of[g] != s:
