@@ -157,7 +157,7 @@ class Classifier:
     def __init__(self, engine: Any, max_flows: int = 1 << 20, timeouts: Timeouts | None = None,
                  max_inspect: int = 65536, reassembler: Reassembler | None = None,
                  max_memory: int = MAX_MEMORY, lazy: bool = True,
-                 on_flow: Callable[[FlowResult], None] | None = None) -> None:
+                 on_flow: Callable[[FlowResult], None] | None = None, flow_major: bool = True) -> None:
         if max_memory < FLOW_BYTES + ACTIVE_BYTES:
             raise ValueError(f"classify: max_memory must be at least {FLOW_BYTES + ACTIVE_BYTES} bytes")
         self.engine = engine
@@ -173,6 +173,8 @@ class Classifier:
         # called with each flow as the engine decides it (its counts so far), or as it
         # ends when it never was: a live run prints flows as they come
         self.on_flow = on_flow
+        # `read` may walk a piece's undecided flows one after the other (`_BulkState._walk`)
+        self.flow_major = flow_major
         self.budget_evicted = 0
         self._held = 0  # sum of _Work.held
         self._isn = (array("L"), array("L"))  # per slot: the SYN's sequence number, per side
@@ -726,6 +728,26 @@ class _BulkState:
         self.careful_last.clear()
         self.bulk_last.clear()
 
+    def _flow_major_fits(self, frames: np.ndarray) -> bool:
+        """May the walk of ``frames`` go flow by flow and give what capture order gives?
+
+        Only what one flow does to the others depends on the order: an
+        expectation (dated, see the engine), and the bounds.  Those are safe
+        when no bound can be reached in this piece: even if every frame
+        started a flow and its engine and every byte stayed held and
+        buffered, the memory budget and reassembly's total would not be
+        exceeded.  A caller told of each decision as it comes (``on_flow``)
+        gets them in capture order.
+        """
+        owner = self.owner
+        if not owner.flow_major or owner.on_flow is not None:
+            return False
+        ip_bytes = int(self.b.size[frames].sum())  # at least the payload of each frame
+        reassembler = owner.reassembler
+        return (owner._used() + len(frames) * (FLOW_BYTES + ACTIVE_BYTES) + 2 * ip_bytes
+                <= owner.max_memory
+                and reassembler.buffered + ip_bytes <= reassembler.max_total)
+
     def _walk(self, frames: np.ndarray, bulk_ok: bool) -> None:
         """Frames one by one through `_track`; a flow decided on the way goes to bulk counting.
 
@@ -733,6 +755,13 @@ class _BulkState:
         counted in bulk: when none of them is a SYN (none can reopen the
         tuple), after the walk, every such flow at once (`_defer`); else at
         once, up to the SYN that reopens (`_scan`).
+
+        Flow-major when `_flow_major_fits`: each flow's frames one after the
+        other, flows in the order of their first frame.  A flow begins only
+        at its key's first frame in the piece or at a SYN (a reopened
+        tuple), so the frames of a key are cut at each SYN into runs, and
+        the runs taken in the order of their first frame: flows are created
+        in capture order, and each flow's packets come in their order.
         """
         owner, b = self.owner, self.b
         if not len(frames):
@@ -749,6 +778,19 @@ class _BulkState:
         last_syn = np.full(b.ngroups, -1, dtype=np.int64)
         np.maximum.at(last_syn, groups[syn], rank[syn])
         syn_ahead = last_syn[groups] > rank
+        flow_major = bulk_ok and self._flow_major_fits(frames)
+        if flow_major:
+            cut = syn[order]
+            cut[0] = True
+            cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
+            starts = np.flatnonzero(cut)
+            lengths = np.diff(np.append(starts, len(frames)))
+            by_first = np.argsort(by_group[starts], kind="stable")
+            starts, lengths = starts[by_first], lengths[by_first]
+            visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+                          + np.arange(len(frames))]
+        else:
+            visit = np.arange(len(frames))
         run_end: dict[int, int] = {}
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
@@ -758,9 +800,11 @@ class _BulkState:
         # columns go to Python lists a slice at a time, without the frames counted meanwhile
         lo = 0
         while lo < len(frames):
-            todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
-            lo = todo[-1] + 1
-            todo = todo[~counted[frames[todo]]]
+            places = np.arange(lo, min(lo + WALK_SLICE, len(frames)))  # places in the visit
+            lo = places[-1] + 1
+            todo = visit[places]
+            left = ~counted[frames[todo]]
+            todo, places = todo[left], places[left]
             at_frames = frames[todo]
             cols = b.columns(at_frames)
             for k, (i, g, r, end, ahead, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
@@ -803,7 +847,7 @@ class _BulkState:
                     run_end[g] = b.n
                     if end - r > RESLICE:
                         counted[by_group[r + 1:end]] = True
-                        lo = int(todo[k]) + 1
+                        lo = int(places[k]) + 1
                         break
                 elif end - r > RUN_MIN:
                     rest = by_group[r + 1:end]
@@ -819,8 +863,12 @@ class _BulkState:
                         run_end[g] = int(rest[q]) if q < len(rest) else b.n
                         counted[rest[:q]] = True
                         if q >= RESLICE:  # the slice's lists hold many of them: take a new slice
-                            lo = int(todo[k]) + 1
+                            lo = int(places[k]) + 1
                             break
+        if flow_major and work:
+            # the budget's idle order (least recently fed first) as capture order leaves it
+            for s in sorted((s for s in careful_last if s in work), key=careful_last.__getitem__):
+                work[s] = work.pop(s)
         if deferred:
             self._defer(deferred, by_group)
 
