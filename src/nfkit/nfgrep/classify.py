@@ -84,6 +84,7 @@ SPAN = 64 << 20  # bytes of a pcap file whose records are found at once (`pcap_r
 RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
 WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
+UNIT_HEAD = 8  # frames of each flow whose columns the flow-major walk takes at once
 
 
 @dataclass
@@ -675,12 +676,33 @@ class _BulkState:
             rest, tcp, event, reply, ln = rest[keep], tcp[keep], event[keep], reply[keep], ln[keep]
         return stop, cur
 
+    def _bulk(self, frames: np.ndarray, groups: np.ndarray, start_state: np.ndarray) -> np.ndarray:
+        """Count in bulk the frames of the groups with a start state (``start_state[g] >= 0``,
+        the state byte of the group's flow), each up to its first frame that reopens the tuple
+        (`_scan`); returns which of ``frames`` (in capture order) were counted."""
+        slot_of, table = self.slot_of, self.owner.table
+        direction = self.b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
+        stop, end_state = self._scan(groups, start_state, frames, direction)
+        bulk = (start_state[groups] >= 0) & (np.arange(len(frames)) < stop[groups])
+        for g in np.flatnonzero(end_state != start_state).tolist():
+            table.set_state(slot_of[g], int(end_state[g]))
+        if bulk.any():
+            bg = groups[bulk]
+            bf = frames[bulk]
+            bd = direction[bulk]
+            order = np.argsort(bg, kind="stable")
+            bg, bf, bd = bg[order], bf[order], bd[order]
+            new = np.ones(len(bg), dtype=bool)
+            new[1:] = bg[1:] != bg[:-1]
+            self._count([slot_of[g] for g in bg[new].tolist()], np.cumsum(new) - 1, bf, bd)
+        return bulk
+
     def piece(self, frames: np.ndarray) -> None:
         """Classify the valid frames ``frames`` (in capture order; no timeout sweep among them)."""
         owner, b = self.owner, self.b
         table = owner.table
         state = table.state
-        slot_of, flip = self.slot_of, self.flip
+        slot_of = self.slot_of
         groups = b.group[frames]
         present = np.unique(groups).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
@@ -692,24 +714,8 @@ class _BulkState:
                 start_state[g] = state[s]
         # a full table evicts the longest idle flow: then every packet goes the careful way
         bulk_ok = table.count + len(frames) < table.max_flows
-        flips = np.array(flip, dtype=np.int64)
-        direction = b.orient[frames] ^ flips[groups]
         if bulk_ok:
-            stop, end_state = self._scan(groups, start_state, frames, direction)
-            pos = np.arange(len(frames))
-            bulk = (start_state[groups] >= 0) & (pos < stop[groups])
-            for g in np.flatnonzero(end_state != start_state).tolist():
-                table.set_state(slot_of[g], int(end_state[g]))
-            if bulk.any():
-                bg = groups[bulk]
-                bf = frames[bulk]
-                bd = direction[bulk]
-                order = np.argsort(bg, kind="stable")
-                bg, bf, bd = bg[order], bf[order], bd[order]
-                new = np.ones(len(bg), dtype=bool)
-                new[1:] = bg[1:] != bg[:-1]
-                self._count([slot_of[g] for g in bg[new].tolist()], np.cumsum(new) - 1, bf, bd)
-            careful = frames[~bulk]
+            careful = frames[~self._bulk(frames, groups, start_state)]
         else:
             careful = frames
         self._walk(careful, bulk_ok)
@@ -754,14 +760,8 @@ class _BulkState:
         The packets of a flow decided on the way that follow in the piece are
         counted in bulk: when none of them is a SYN (none can reopen the
         tuple), after the walk, every such flow at once (`_defer`); else at
-        once, up to the SYN that reopens (`_scan`).
-
-        Flow-major when `_flow_major_fits`: each flow's frames one after the
-        other, flows in the order of their first frame.  A flow begins only
-        at its key's first frame in the piece or at a SYN (a reopened
-        tuple), so the frames of a key are cut at each SYN into runs, and
-        the runs taken in the order of their first frame: flows are created
-        in capture order, and each flow's packets come in their order.
+        once, up to the SYN that reopens (`_scan`).  Flow by flow
+        (`_walk_flows`) when `_flow_major_fits`, else in capture order.
         """
         owner, b = self.owner, self.b
         if not len(frames):
@@ -778,99 +778,213 @@ class _BulkState:
         last_syn = np.full(b.ngroups, -1, dtype=np.int64)
         np.maximum.at(last_syn, groups[syn], rank[syn])
         syn_ahead = last_syn[groups] > rank
-        flow_major = bulk_ok and self._flow_major_fits(frames)
-        if flow_major:
-            cut = syn[order]
-            cut[0] = True
-            cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
-            starts = np.flatnonzero(cut)
-            lengths = np.diff(np.append(starts, len(frames)))
-            by_first = np.argsort(by_group[starts], kind="stable")
-            starts, lengths = starts[by_first], lengths[by_first]
-            visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-                          + np.arange(len(frames))]
-        else:
-            visit = np.arange(len(frames))
         run_end: dict[int, int] = {}
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
         orient, buf, slow, base = b.orient, b.buf, b.slow, self.base
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
-        # columns go to Python lists a slice at a time, without the frames counted meanwhile
-        lo = 0
-        while lo < len(frames):
-            places = np.arange(lo, min(lo + WALK_SLICE, len(frames)))  # places in the visit
-            lo = places[-1] + 1
-            todo = visit[places]
-            left = ~counted[frames[todo]]
-            todo, places = todo[left], places[left]
-            at_frames = frames[todo]
-            cols = b.columns(at_frames)
-            for k, (i, g, r, end, ahead, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
-                    ts) in enumerate(zip(at_frames.tolist(), groups[todo].tolist(),
-                                         rank[todo].tolist(), ends[todo].tolist(),
-                                         syn_ahead[todo].tolist(), *cols, strict=True)):
-                stop = run_end.get(g)
-                if stop is not None and i < stop:
-                    continue
-                s = slot_of[g]
-                code = -1
-                if s >= 0:
-                    code = step(s, o ^ flip[g], proto, ts, size, flags)
-                if code < 0 or not decided(s):
-                    if code >= 0 and pe <= ps and not flags & _FIN_SYN_RST and proto in _STREAMED \
-                            and i not in slow:
-                        # no payload, no SYN, FIN or RST: to an undecided flow the packet is only
-                        # its latest (``_track`` would do no more than this)
-                        w = work.pop(s, None)
-                        if w is not None:
-                            work[s] = w
-                        careful_last[s] = i
-                        continue
-                    pkt = slow.get(i)
-                    if pkt is None:
-                        pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
-                               flags, seq, buf[ps:pe] if pe > ps else b"", size)
-                    owner._clock = base + i
-                    code = track(ts, pkt, code)
-                    s = code >> 1
-                    if slot_of[g] != s:
-                        slot_of[g] = s
-                        group_of[s] = g
-                    flip[g] = (code & 1) ^ o
-                careful_last[s] = i
-                if not bulk_ok or end - r <= 1 or not decided(s):
-                    continue
-                if not ahead:
-                    deferred.append((s, g, r + 1, end))
-                    run_end[g] = b.n
-                    if end - r > RESLICE:
-                        counted[by_group[r + 1:end]] = True
-                        lo = int(places[k]) + 1
+
+        def careful(i: int, g: int, r: int, end: int, ahead: bool, proto: int, sport: int,
+                    dport: int, flags: int, seq: int, ps: int, pe: int, size: int, at: int,
+                    alen: int, o: int, ts: float) -> int:
+            """One frame; 0, or (its flow decided) 1 when the flow's next frames here are
+            counted or deferred, 2 when also marked in ``counted`` (worth a new slice)."""
+            stop = run_end.get(g)
+            if stop is not None and i < stop:
+                return 0
+            s = slot_of[g]
+            code = -1
+            if s >= 0:
+                code = step(s, o ^ flip[g], proto, ts, size, flags)
+            if code < 0 or not decided(s):
+                if code >= 0 and pe <= ps and not flags & _FIN_SYN_RST and proto in _STREAMED \
+                        and i not in slow:
+                    # no payload, no SYN, FIN or RST: to an undecided flow the packet is only
+                    # its latest (``_track`` would do no more than this)
+                    w = work.pop(s, None)
+                    if w is not None:
+                        work[s] = w
+                    careful_last[s] = i
+                    return 0
+                pkt = slow.get(i)
+                if pkt is None:
+                    pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
+                           flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                owner._clock = base + i
+                code = track(ts, pkt, code)
+                s = code >> 1
+                if slot_of[g] != s:
+                    slot_of[g] = s
+                    group_of[s] = g
+                flip[g] = (code & 1) ^ o
+            careful_last[s] = i
+            if not bulk_ok or end - r <= 1 or not decided(s):
+                return 0
+            if not ahead:
+                deferred.append((s, g, r + 1, end))
+                run_end[g] = b.n
+                if end - r > RESLICE:
+                    counted[by_group[r + 1:end]] = True
+                    return 2
+                return 1
+            if end - r > RUN_MIN:
+                rest = by_group[r + 1:end]
+                direction = orient[rest] ^ flip[g]
+                was = owner.table.state[s]
+                upto, now = self._scan(np.zeros(len(rest), dtype=np.int64),
+                                       np.array([was], dtype=np.int64), rest, direction)
+                q = int(upto[0])
+                if q:
+                    self._count([s], np.zeros(q, dtype=np.int64), rest[:q], direction[:q])
+                    if int(now[0]) != was:
+                        owner.table.set_state(s, int(now[0]))
+                    run_end[g] = int(rest[q]) if q < len(rest) else b.n
+                    counted[rest[:q]] = True
+                    return 2 if q >= RESLICE else 1
+            return 0
+
+        extra = (groups, rank, ends, syn_ahead)
+        if bulk_ok and self._flow_major_fits(frames):
+            self._walk_flows(frames, extra, order, syn, careful)
+        else:
+            # columns go to Python lists a slice at a time, without the frames counted meanwhile
+            lo = 0
+            while lo < len(frames):
+                todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
+                lo = todo[-1] + 1
+                todo = todo[~counted[frames[todo]]]
+                at_frames = frames[todo]
+                for k, row in enumerate(zip(at_frames.tolist(), *(c[todo].tolist() for c in extra),
+                                            *b.columns(at_frames), strict=True)):
+                    if careful(*row) == 2:  # the slice's lists hold many counted frames
+                        lo = int(todo[k]) + 1
                         break
-                elif end - r > RUN_MIN:
-                    rest = by_group[r + 1:end]
-                    direction = orient[rest] ^ flip[g]
-                    was = owner.table.state[s]
-                    upto, now = self._scan(np.zeros(len(rest), dtype=np.int64),
-                                           np.array([was], dtype=np.int64), rest, direction)
-                    q = int(upto[0])
-                    if q:
-                        self._count([s], np.zeros(q, dtype=np.int64), rest[:q], direction[:q])
-                        if int(now[0]) != was:
-                            owner.table.set_state(s, int(now[0]))
-                        run_end[g] = int(rest[q]) if q < len(rest) else b.n
-                        counted[rest[:q]] = True
-                        if q >= RESLICE:  # the slice's lists hold many of them: take a new slice
-                            lo = int(places[k]) + 1
-                            break
-        if flow_major and work:
-            # the budget's idle order (least recently fed first) as capture order leaves it
-            for s in sorted((s for s in careful_last if s in work), key=careful_last.__getitem__):
-                work[s] = work.pop(s)
         if deferred:
             self._defer(deferred, by_group)
+
+    def _walk_flows(self, frames: np.ndarray, extra: tuple[np.ndarray, ...], order: np.ndarray,
+                    syn: np.ndarray, careful: Callable[..., int]) -> None:
+        """`_walk` flow by flow: each flow's frames one after the other, flows in the order of
+        their first frame.
+
+        A flow begins only at its key's first frame in the piece or at a SYN
+        (a reopened tuple), so the frames of each key are cut at every SYN
+        into units, and the units taken in the order of their first frame:
+        flows are created in capture order and each flow's frames come in
+        their order; the engine's expectations are dated (`Engine.now`), so
+        what one flow announces reaches only the flows begun after it.
+
+        A key with no SYN after its first frame here holds one flow: only its
+        lead (the frame that creates the flow, or a SYN that may reopen it)
+        goes through the flow table now, the engine gets the frames it reads
+        (payload, SYN, FIN, RST) up to the decision, and every other frame of
+        the key is counted in bulk after the walk (`_bulk`).  Keys with a SYN
+        later go frame by frame (``careful``).  Columns become Python lists
+        for each unit's first `UNIT_HEAD` frames at once, the rest of a unit
+        a slice at a time when it needs them.
+        """
+        owner, b = self.owner, self.b
+        groups, rank = extra[0], extra[1]
+        n = len(frames)
+        sorted_groups = groups[order]
+        cut = syn[order]
+        cut[0] = True
+        cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
+        starts = np.flatnonzero(cut)
+        lengths = np.diff(np.append(starts, n))
+        by_first = np.argsort(order[starts], kind="stable")
+        starts, lengths = starts[by_first], lengths[by_first]
+        unit = np.repeat(np.arange(len(starts)), lengths)
+        visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
+        first = np.searchsorted(sorted_groups, groups, side="left")
+        syn_later = np.zeros(b.ngroups, dtype=bool)
+        syn_later[groups[syn & (rank != first)]] = True
+        one = ~syn_later[groups]
+        lead = (rank == first) & ((np.array(self.slot_of, dtype=np.int64)[groups] < 0) | syn)
+        reads = (b.pend[frames] > b.pstart[frames]) | ((b.flags[frames] & _FIN_SYN_RST) != 0)
+        if b.slow:
+            reads |= np.isin(frames, np.fromiter(b.slow, dtype=np.int64))
+        keep = (~one | lead | reads)[visit]
+        visit, unit = visit[keep], unit[keep]
+        if len(visit):
+            bounds = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1], True])
+            heads = np.minimum(np.diff(bounds), UNIT_HEAD)
+            head_at = np.repeat(bounds[:-1], heads) + (np.arange(heads.sum()) - np.repeat(
+                np.cumsum(heads) - heads, heads))
+            rows = self._rows(frames, extra, one, lead, visit[head_at])
+            track, decided = owner._track, owner._decided
+            slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, \
+                self.careful_last
+            buf, slow, base = b.buf, b.slow, self.base
+            taken = 0
+            for u_lo, u_hi, head in zip(bounds[:-1].tolist(), bounds[1:].tolist(), heads.tolist(),
+                                        strict=True):
+                part = rows[taken:taken + head]
+                taken += head
+                at_place = u_lo + head
+                while True:
+                    done = False
+                    for (i, g, r, end, ahead, single, leads, proto, sport, dport, flags, seq, ps, pe,
+                         size, at, alen, o, ts) in part:
+                        if not single:
+                            if careful(i, g, r, end, ahead, proto, sport, dport, flags, seq, ps, pe,
+                                       size, at, alen, o, ts):
+                                done = True
+                                break
+                            continue
+                        pkt = slow.get(i)
+                        if pkt is None:
+                            pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport,
+                                   dport, flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                        owner._clock = base + i
+                        if leads:
+                            code = track(ts, pkt)
+                            s = code >> 1
+                            if slot_of[g] != s:
+                                slot_of[g] = s
+                                group_of[s] = g
+                            flip[g] = (code & 1) ^ o
+                            careful_last[s] = i
+                        else:
+                            s = slot_of[g]
+                            track(ts, pkt, s * 2 + (o ^ flip[g]))
+                        if decided(s):
+                            done = True
+                            break
+                    if done or at_place >= u_hi:
+                        break
+                    more = visit[at_place:min(at_place + WALK_SLICE, u_hi)]
+                    at_place += len(more)
+                    part = self._rows(frames, extra, one, lead, more)
+        # a key of one flow: every frame but its lead counted now, in bulk
+        rest = one & ~lead
+        if rest.any():
+            fg = groups[rest]
+            start = np.full(b.ngroups, -1, dtype=np.int64)
+            state, slot_of = owner.table.state, self.slot_of
+            for g in np.unique(fg).tolist():
+                start[g] = state[slot_of[g]]
+            self._bulk(frames[rest], fg, start)
+        work = owner._work
+        if work:
+            # the budget's idle order (least recently fed first) as capture order leaves it:
+            # an undecided flow is the latest as of its last frame
+            careful_last, bulk_last = self.careful_last, self.bulk_last
+            latest = {s: max(careful_last.get(s, -1), bulk_last.get(s, -1))
+                      for s in (*careful_last, *bulk_last) if s in work}
+            for s in sorted(latest, key=latest.__getitem__):
+                work[s] = work.pop(s)
+
+    def _rows(self, frames: np.ndarray, extra: tuple[np.ndarray, ...], one: np.ndarray,
+              lead: np.ndarray, places: np.ndarray) -> list[tuple[Any, ...]]:
+        """The walk's row per frame ``frames[p]`` for each p of ``places``: frame index, group,
+        rank, group end, SYN ahead, one-flow key, lead, then `Batch.columns`."""
+        at_frames = frames[places]
+        groups, rank, ends, syn_ahead = extra
+        return list(zip(at_frames.tolist(), groups[places].tolist(), rank[places].tolist(),
+                        ends[places].tolist(), syn_ahead[places].tolist(), one[places].tolist(),
+                        lead[places].tolist(), *self.b.columns(at_frames), strict=True))
 
     def _defer(self, runs: list[tuple[int, int, int, int]], by_group: np.ndarray) -> None:
         """Count the runs the walk left (no SYN among them): all flows at once, state changes too."""
