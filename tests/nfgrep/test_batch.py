@@ -473,3 +473,26 @@ def test_a_data_flow_begun_before_the_announcement_is_not_labelled_by_it(tmp_pat
     # (each data tuple is closed and opened again later: the second flows take the second PASV)
     assert apps == [("40000", "ftp"), ("40001", None), ("40002", "ftp-data"), ("40001", "ftp-data"),
                     ("40002", None)]
+
+
+def test_a_flow_major_piece_leaves_the_budgets_idle_order_of_capture_order(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A piece walked flow by flow feeds A's two segments before B's one, though B's came
+    between them; a later piece, near the budget, gives up on the flow idle the longest:
+    B, as in capture order (the walk restores the idle order after a flow-major piece)."""
+    monkeypatch.setattr(classify_module, "BATCH", 3)
+    head, more = b"GET / HTTP/1.1\r\nHost: a", b"b\r\nX-Y: 1"  # headers never end: undecided
+    frames = []
+    t = 1700000000.0
+    for k, (port, seq, data) in enumerate([(1, 1000, head), (2, 1000, head),
+                                           (1, 1000 + len(head), more)]
+                                          + [(p, 1000, head) for p in range(3, 12)]):
+        frames.append((t + k * 0.001, LINK_RAW, ipv4(6, tcp(40000 + port, 80, seq, 0x18, data), A4, B4)))
+    alone = []  # budgets at which one flow only was given up on
+    for budget in range(30000, 52000, 1000):
+        major = _report(frames, tmp_path / "a.pcap", True, max_memory=budget)
+        assert major == _report(frames, tmp_path / "b.pcap", False, max_memory=budget), budget
+        evicted = [f.client for f in major[0] if f.evicted]
+        if len(evicted) == 1:
+            alone += evicted
+    assert alone and set(alone) == {"192.0.2.2:40002"}  # B, never A
