@@ -958,14 +958,9 @@ class _BulkState:
                     at_place += len(more)
                     part = self._rows(frames, extra, one, lead, more)
         # a key of one flow: every frame but its lead counted now, in bulk
-        rest = one & ~lead
+        rest = (one & ~lead)[order]
         if rest.any():
-            fg = groups[rest]
-            start = np.full(b.ngroups, -1, dtype=np.int64)
-            state, slot_of = owner.table.state, self.slot_of
-            for g in np.unique(fg).tolist():
-                start[g] = state[slot_of[g]]
-            self._bulk(frames[rest], fg, start)
+            self._count_flows(frames[order][rest], sorted_groups[rest])
         work = owner._work
         if work:
             # the budget's idle order (least recently fed first) as capture order leaves it:
@@ -975,6 +970,38 @@ class _BulkState:
                       for s in (*careful_last, *bulk_last) if s in work}
             for s in sorted(latest, key=latest.__getitem__):
                 work[s] = work.pop(s)
+
+    def _count_flows(self, frames: np.ndarray, groups: np.ndarray) -> None:
+        """Count in bulk ``frames`` of keys holding one flow each (no SYN among them, so none
+        reopens it), ordered by group and in capture order within one, as packet-by-packet
+        counting would, from the state each flow is in now.
+
+        Only the frames that may change a flow's state go through `_scan`: all
+        but ACKs, and of each run of ACKs between them the first one each way
+        (from any state a flow can reach, the later ACKs of a run change
+        nothing: tests/flow/test_table.py checks it over the whole table).  A
+        UDP flow's only change is its first reply.
+        """
+        b, table, slot_of = self.b, self.owner.table, self.slot_of
+        new = np.ones(len(groups), dtype=bool)
+        new[1:] = groups[1:] != groups[:-1]
+        lanes = np.cumsum(new) - 1
+        slots = [slot_of[g] for g in groups[new].tolist()]
+        direction = b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
+        was = np.array([table.state[s] for s in slots], dtype=np.int64)
+        ack = (b.proto[frames] != IPPROTO_TCP) | (_TCP_EVENT[b.flags[frames]] == TcpEvent.ACK)
+        run = np.cumsum(~ack | new)  # numbers each run of ACKs (a flow's first frame starts one)
+        may = ~ack
+        for d in (0, 1):
+            at = np.flatnonzero(ack & (direction == d))
+            if len(at):
+                first = np.ones(len(at), dtype=bool)
+                first[1:] = run[at[1:]] != run[at[:-1]]
+                may[at[first]] = True
+        _, now = self._scan(lanes[may], was, frames[may], direction[may])
+        self._count(slots, lanes, frames, direction)
+        for k in np.flatnonzero(now != was).tolist():
+            table.set_state(slots[k], int(now[k]))
 
     def _rows(self, frames: np.ndarray, extra: tuple[np.ndarray, ...], one: np.ndarray,
               lead: np.ndarray, places: np.ndarray) -> list[tuple[Any, ...]]:
