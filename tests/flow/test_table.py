@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -293,3 +294,38 @@ def test_memory_per_flow_is_under_half_of_two_tuples() -> None:
     ours = bytes_per_flow(lambda: FlowTable(max_flows=1 << 20), 20000)
     theirs = bytes_per_flow(TwoTupleTable, 20000)
     assert ours <= 0.5 * theirs, (ours, theirs)
+
+
+def test_in_a_run_of_acks_only_the_first_each_way_can_change_the_state() -> None:
+    """What nfgrep's bulk count of a flow's packets relies on (`classify._BulkState._count_flows`):
+    from every state byte a flow can reach, a run of ACKs (any directions) leaves the state
+    the run's first ACK each way leaves."""
+    import itertools
+
+    from nfkit.flow.tcpstate import TCP_NEXT, TCP_STRIDE, TcpEvent, open_state
+
+    def after(s: int, event: int, d: int) -> int:
+        return TCP_NEXT[s * TCP_STRIDE + event * 2 + d]
+
+    firsts = {open_state(flags, struct.pack("!B4s4sHH", 6, bytes(4), bytes(4), sp, dp))
+              for flags in range(256) for sp, dp in ((40000, 80), (80, 40000), (7, 7))}
+    reach, todo = set(firsts), list(firsts)
+    while todo:
+        s = todo.pop()
+        for event, d in itertools.product(range(len(TcpEvent)), (0, 1)):
+            n = after(s, event, d)
+            if n >= 0 and n not in reach:
+                reach.add(n)
+                todo.append(n)
+    assert len(reach) > 20
+    ack = int(TcpEvent.ACK)
+    for s in reach:
+        for n in range(1, 8):
+            for run in itertools.product((0, 1), repeat=n):
+                every, kept, seen = s, s, set()
+                for d in run:
+                    every = after(every, ack, d)
+                    if d not in seen:
+                        kept = after(kept, ack, d)
+                        seen.add(d)
+                assert every == kept, (hex(s), run)

@@ -389,3 +389,110 @@ def test_a_decided_flows_teardown_is_counted_in_bulk(tmp_path: Path) -> None:
     first = [r for r in rep.flows if r.client.endswith(":41000")]
     assert [r.packets for r in first] == [[5, 4], [1, 0]]
     assert _report(frames, tmp_path / "b.pcap", True) == _report(frames, tmp_path / "c.pcap", False)
+
+
+# -- flow-major walk: FTP control flows announcing, data flows begun before and after ------
+
+PASV = b"227 Entering Passive Mode (198,51,100,7,4,1).\r\n"  # B4, port 1025
+
+
+def _script(kind: str, k: int) -> list[tuple[int, int, bytes]]:
+    """One flow's packets as (direction, TCP flags, payload)."""
+    hand = [(0, 0x02, b""), (1, 0x12, b""), (0, 0x10, b"")]
+    if kind == "control":
+        return hand + [(1, 0x18, b"220 hi\r\n"), (0, 0x18, b"USER x\r\n"), (1, 0x18, PASV),
+                       (0, 0x10, b""), (1, 0x18, PASV), (0, 0x11, b""), (1, 0x11, b""),
+                       (0, 0x10, b"")]
+    if kind == "data":  # to the announced port; then its tuple closed and opened again
+        return hand + [(1, 0x18, b"x" * 40), (0, 0x10, b""), (0, 0x04, b"")] + hand + \
+            [(0, 0x18, SAYS[0])]
+    return hand + [(0, 0x18, SAYS[0]), (1, 0x18, SAYS[1]), (0, 0x10, b"")]
+
+
+def _ftp_frames(kinds: list[str], picks: list[int], gaps: list[float]) -> list[tuple[float, int, bytes]]:
+    """The flows' packets interleaved: ``picks`` says whose packet comes next."""
+    ports = {"control": 21, "data": 1025, "http": 80}
+    scripts = [_script(kind, k) for k, kind in enumerate(kinds)]
+    seqs = [[1000, 5000] for _ in kinds]
+    at = [0] * len(kinds)
+    order = [p % len(kinds) for p in picks] + [k for k, sc in enumerate(scripts) for _ in sc]
+    frames = []
+    t = 1700000000.0
+    for n, k in enumerate(order):
+        if at[k] >= len(scripts[k]):
+            continue
+        d, flags, payload = scripts[k][at[k]]
+        at[k] += 1
+        c, s = (C4 if kinds[k] == "data" else A4, 40000 + k), (B4, ports[kinds[k]])
+        a, b = (c, s) if d == 0 else (s, c)
+        seq = seqs[k][d]
+        seqs[k][d] += len(payload) + (1 if flags & 0x03 else 0)
+        if flags == 0x02 and at[k] > 1:  # the tuple opened again: a new sequence space
+            seqs[k] = [seq + 100000, 5000]
+            seq = seqs[k][0] - 1 + 1
+            seqs[k][0] += 1
+        t += gaps[n % len(gaps)] if gaps else 0.001
+        frames.append((t, LINK_RAW, ipv4(6, tcp(a[1], b[1], seq, flags, payload), a[0], b[0])))
+    return frames
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(["control", "data", "http"]), min_size=1, max_size=6),
+       picks=st.lists(st.integers(0, 5), max_size=60),
+       gaps=st.lists(st.sampled_from([0.001, 0.001, 0.2, 45.0]), max_size=5),
+       small=st.booleans(), max_memory=st.sampled_from([classify_module.MAX_MEMORY, 12000]))
+@example(kinds=["data", "control", "data"], picks=[0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2],
+         gaps=[], small=False, max_memory=classify_module.MAX_MEMORY)
+def test_the_flow_major_walk_gives_the_capture_order_report(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str], picks: list[int],
+        gaps: list[float], small: bool, max_memory: int) -> None:
+    """Flow by flow, flow-major (the default), capture order and packet by packet agree:
+    announcements (PASV) made before and after data flows to the announced port begin,
+    tuples reopened, sweeps, small batches, budgets that give flows up."""
+    with monkeypatch.context() as m:
+        if small:
+            m.setattr(classify_module, "BATCH", 7)
+            m.setattr(classify_module, "SPAN", 300)
+        frames = _ftp_frames(kinds, picks, gaps)
+        reports = [_report(frames, tmp_path / f"{i}.pcap", batched, max_memory=max_memory,
+                           flow_major=major)
+                   for i, (batched, major) in enumerate(((True, True), (True, False), (False, False)))]
+    assert reports[0] == reports[1] == reports[2]
+
+
+def test_a_data_flow_begun_before_the_announcement_is_not_labelled_by_it(tmp_path: Path) -> None:
+    """Flow-major, the control flow's PASV is read before the data flow is walked: the data
+    flow began earlier, so (as in capture order) it is not ftp-data; the one begun after is."""
+    kinds = ["control", "data", "data"]
+    # control's handshake, then data flow 1 opens, then the PASV, then data flow 2
+    picks = [0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    frames = _ftp_frames(kinds, picks, [])
+    major = _report(frames, tmp_path / "a.pcap", True, flow_major=True)
+    assert major == _report(frames, tmp_path / "b.pcap", False)
+    apps = [(f.client.rsplit(":", 1)[1], f.app) for f in major[0]]
+    # (each data tuple is closed and opened again later: the second flows take the second PASV)
+    assert apps == [("40000", "ftp"), ("40001", None), ("40002", "ftp-data"), ("40001", "ftp-data"),
+                    ("40002", None)]
+
+
+def test_a_flow_major_piece_leaves_the_budgets_idle_order_of_capture_order(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A piece walked flow by flow feeds A's two segments before B's one, though B's came
+    between them; a later piece, near the budget, gives up on the flow idle the longest:
+    B, as in capture order (the walk restores the idle order after a flow-major piece)."""
+    monkeypatch.setattr(classify_module, "BATCH", 3)
+    head, more = b"GET / HTTP/1.1\r\nHost: a", b"b\r\nX-Y: 1"  # headers never end: undecided
+    frames = []
+    t = 1700000000.0
+    for k, (port, seq, data) in enumerate([(1, 1000, head), (2, 1000, head),
+                                           (1, 1000 + len(head), more)]
+                                          + [(p, 1000, head) for p in range(3, 12)]):
+        frames.append((t + k * 0.001, LINK_RAW, ipv4(6, tcp(40000 + port, 80, seq, 0x18, data), A4, B4)))
+    alone = []  # budgets at which one flow only was given up on
+    for budget in range(30000, 52000, 1000):
+        major = _report(frames, tmp_path / "a.pcap", True, max_memory=budget)
+        assert major == _report(frames, tmp_path / "b.pcap", False, max_memory=budget), budget
+        evicted = [f.client for f in major[0] if f.evicted]
+        if len(evicted) == 1:
+            alone += evicted
+    assert alone and set(alone) == {"192.0.2.2:40002"}  # B, never A

@@ -142,3 +142,19 @@ def test_capture_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a capture at all" + struct.pack("<I", 7))
     code, text = nfkit("test", HTTP, str(bad))
     assert code == 2 and text.startswith("nfkit: ") and text.count("\n") == 1
+
+
+def test_nfgrep_keeps_openblas_to_one_thread_unless_the_user_says() -> None:
+    """numpy's OpenBLAS would start a thread per core at import (CPU nfgrep never uses)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, nfkit.cli.nfgrep, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    for given, want in ((None, "1"), ("3", "3")):
+        if given is not None:
+            env["OPENBLAS_NUM_THREADS"] = given
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == want

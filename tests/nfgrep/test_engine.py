@@ -109,6 +109,42 @@ def test_ftp_expectations_without_addresses_match_on_port() -> None:
     assert engine.expected == []
 
 
+def test_a_flow_sees_only_the_expectations_announced_before_it_began() -> None:
+    """Expectations are dated with `Engine.now`: a walk that feeds a control flow's later
+    packets before a flow that began earlier must not label that flow."""
+    engine = Engine(LIBRARY)
+    control = engine.new_flow("tcp", 40000, 21, "192.0.2.1", "192.0.2.10")
+    for now, (d, data) in enumerate(FTP[:7]):  # the PASV reply (port 50000) at 6
+        engine.now = now
+        engine.feed(control, d, data)
+    port = 195 * 256 + 80
+    assert not engine.expecting("tcp", port, since=6)
+    early = engine.new_flow("tcp", 41000, port, "192.0.2.1", "192.0.2.10", since=6)
+    assert early.app is None and not early.done
+    assert engine.expecting("tcp", port, since=7)
+    late = engine.new_flow("tcp", 41001, port, "192.0.2.1", "192.0.2.10", since=7)
+    assert late.app == "ftp-data" and late.done
+    assert not engine.expecting("tcp", port, since=8)  # taken: one flow per announcement
+
+
+def test_a_taken_expectation_leaves_the_later_announcements_of_its_key() -> None:
+    """Announced at 5 and again at 9: a flow begun at 7 takes the first, one begun at 12 the
+    second, one begun at 20 none (what capture order gives)."""
+    engine = Engine(LIBRARY)
+    control = engine.new_flow("tcp", 40000, 21, "192.0.2.1", "192.0.2.10")
+    for d, data in FTP[:5]:
+        engine.feed(control, d, data)
+    pasv = b"227 Entering Passive Mode (192,0,2,10,4,1).\r\n"
+    for now in (5, 9):
+        engine.now = now
+        engine.feed(control, 1, pasv)
+    assert [(e.port, e.label) for e in engine.expected] == [(1025, "ftp-data")]
+    got = [engine.new_flow("tcp", 41000 + t, 1025, "192.0.2.1", "192.0.2.10", since=t).app
+           for t in (7, 12, 20)]
+    assert got == ["ftp-data", "ftp-data", None]
+    assert engine.expected == []
+
+
 def test_chaining_on_a_field_of_the_verdict() -> None:
     """A TLS ALPN name after tls: a protocol that requires tls and reads its kept field."""
     engine = engine_for('''protocol http2 over tcp after tls {

@@ -7,6 +7,7 @@ subclasses, turned into one line by cli.main.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any
 import click
 
 from nfkit.errors import InputError
+
+# numpy's OpenBLAS starts a thread per core at import, about 0.05 s of CPU; nfgrep does no
+# linear algebra (set before nfgrep_classify, below, imports numpy; a user's setting stands)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @click.group()

@@ -84,6 +84,7 @@ SPAN = 64 << 20  # bytes of a pcap file whose records are found at once (`pcap_r
 RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
 WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
+UNIT_HEAD = 8  # frames of each flow whose columns the flow-major walk takes at once
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Classifier:
     def __init__(self, engine: Any, max_flows: int = 1 << 20, timeouts: Timeouts | None = None,
                  max_inspect: int = 65536, reassembler: Reassembler | None = None,
                  max_memory: int = MAX_MEMORY, lazy: bool = True,
-                 on_flow: Callable[[FlowResult], None] | None = None) -> None:
+                 on_flow: Callable[[FlowResult], None] | None = None, flow_major: bool = True) -> None:
         if max_memory < FLOW_BYTES + ACTIVE_BYTES:
             raise ValueError(f"classify: max_memory must be at least {FLOW_BYTES + ACTIVE_BYTES} bytes")
         self.engine = engine
@@ -173,6 +174,8 @@ class Classifier:
         # called with each flow as the engine decides it (its counts so far), or as it
         # ends when it never was: a live run prints flows as they come
         self.on_flow = on_flow
+        # `read` may walk a piece's undecided flows one after the other (`_BulkState._walk`)
+        self.flow_major = flow_major
         self.budget_evicted = 0
         self._held = 0  # sum of _Work.held
         self._isn = (array("L"), array("L"))  # per slot: the SYN's sequence number, per side
@@ -180,6 +183,9 @@ class Classifier:
         self.stops: list[CaptureStop] = []
         self.packets = 0
         self.skipped = 0
+        # the index of the packet being tracked: the engine dates expectations with it, and a
+        # flow sees those announced before its first packet (so a walk may go flow by flow)
+        self._clock = 0
         self._work: dict[int, _Work] = {}
         self._verdicts: dict[int, tuple[str | None, dict[str, str], list[str], bool]] = {}
         self._first = array("d")
@@ -197,6 +203,7 @@ class Classifier:
         the engine, else -1.
         """
         pkt = decode(link, frame)
+        self._clock = self.packets
         self.packets += 1
         if pkt is None:
             self.skipped += 1
@@ -257,7 +264,9 @@ class Classifier:
             data = payload
         if data:
             st = work.st
-            self.engine.feed(st, d, data)
+            engine = self.engine
+            engine.now = self._clock
+            engine.feed(st, d, data)
             budget = work.budget
             budget[d] -= len(data)
             if st.done or (budget[0] <= 0 and budget[1] <= 0):
@@ -311,7 +320,8 @@ class Classifier:
         self._marks[slot] = marks | _WAITING
         # the table stores the tuple in this first packet's direction
         if not self.lazy or self.engine.expecting(
-                "tcp" if proto == IPPROTO_TCP else "udp", sport if marks & _CLIENT_REPLY else dport):
+                "tcp" if proto == IPPROTO_TCP else "udp", sport if marks & _CLIENT_REPLY else dport,
+                self._clock):
             self._start(slot, proto, True)
 
     def _start(self, slot: int, proto: int, first: bool) -> _Work | None:
@@ -329,7 +339,7 @@ class Classifier:
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
         st = self.engine.new_flow(transport=transport, client_port=sport, server_port=dport,
                                   client_addr=address_text(src), server_addr=address_text(dst),
-                                  expected=first)
+                                  expected=first, since=self._clock if first else None)
         if st.done:
             self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
             if self.on_flow is not None:
@@ -565,6 +575,7 @@ class _BulkState:
     def __init__(self, owner: Classifier, b: Batch) -> None:
         self.owner = owner
         self.b = b
+        self.base = owner.packets - b.n  # the packet index of the batch's frame 0
         self.slot_of = [-2] * b.ngroups
         self.flip = [0] * b.ngroups
         self.group_of: dict[int, int] = {}
@@ -665,12 +676,33 @@ class _BulkState:
             rest, tcp, event, reply, ln = rest[keep], tcp[keep], event[keep], reply[keep], ln[keep]
         return stop, cur
 
+    def _bulk(self, frames: np.ndarray, groups: np.ndarray, start_state: np.ndarray) -> np.ndarray:
+        """Count in bulk the frames of the groups with a start state (``start_state[g] >= 0``,
+        the state byte of the group's flow), each up to its first frame that reopens the tuple
+        (`_scan`); returns which of ``frames`` (in capture order) were counted."""
+        slot_of, table = self.slot_of, self.owner.table
+        direction = self.b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
+        stop, end_state = self._scan(groups, start_state, frames, direction)
+        bulk = (start_state[groups] >= 0) & (np.arange(len(frames)) < stop[groups])
+        for g in np.flatnonzero(end_state != start_state).tolist():
+            table.set_state(slot_of[g], int(end_state[g]))
+        if bulk.any():
+            bg = groups[bulk]
+            bf = frames[bulk]
+            bd = direction[bulk]
+            order = np.argsort(bg, kind="stable")
+            bg, bf, bd = bg[order], bf[order], bd[order]
+            new = np.ones(len(bg), dtype=bool)
+            new[1:] = bg[1:] != bg[:-1]
+            self._count([slot_of[g] for g in bg[new].tolist()], np.cumsum(new) - 1, bf, bd)
+        return bulk
+
     def piece(self, frames: np.ndarray) -> None:
         """Classify the valid frames ``frames`` (in capture order; no timeout sweep among them)."""
         owner, b = self.owner, self.b
         table = owner.table
         state = table.state
-        slot_of, flip = self.slot_of, self.flip
+        slot_of = self.slot_of
         groups = b.group[frames]
         present = np.unique(groups).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
@@ -682,24 +714,8 @@ class _BulkState:
                 start_state[g] = state[s]
         # a full table evicts the longest idle flow: then every packet goes the careful way
         bulk_ok = table.count + len(frames) < table.max_flows
-        flips = np.array(flip, dtype=np.int64)
-        direction = b.orient[frames] ^ flips[groups]
         if bulk_ok:
-            stop, end_state = self._scan(groups, start_state, frames, direction)
-            pos = np.arange(len(frames))
-            bulk = (start_state[groups] >= 0) & (pos < stop[groups])
-            for g in np.flatnonzero(end_state != start_state).tolist():
-                table.set_state(slot_of[g], int(end_state[g]))
-            if bulk.any():
-                bg = groups[bulk]
-                bf = frames[bulk]
-                bd = direction[bulk]
-                order = np.argsort(bg, kind="stable")
-                bg, bf, bd = bg[order], bf[order], bd[order]
-                new = np.ones(len(bg), dtype=bool)
-                new[1:] = bg[1:] != bg[:-1]
-                self._count([slot_of[g] for g in bg[new].tolist()], np.cumsum(new) - 1, bf, bd)
-            careful = frames[~bulk]
+            careful = frames[~self._bulk(frames, groups, start_state)]
         else:
             careful = frames
         self._walk(careful, bulk_ok)
@@ -718,13 +734,34 @@ class _BulkState:
         self.careful_last.clear()
         self.bulk_last.clear()
 
+    def _flow_major_fits(self, frames: np.ndarray) -> bool:
+        """May the walk of ``frames`` go flow by flow and give what capture order gives?
+
+        Only what one flow does to the others depends on the order: an
+        expectation (dated, see the engine), and the bounds.  Those are safe
+        when no bound can be reached in this piece: even if every frame
+        started a flow and its engine and every byte stayed held and
+        buffered, the memory budget and reassembly's total would not be
+        exceeded.  A caller told of each decision as it comes (``on_flow``)
+        gets them in capture order.
+        """
+        owner = self.owner
+        if not owner.flow_major or owner.on_flow is not None:
+            return False
+        ip_bytes = int(self.b.size[frames].sum())  # at least the payload of each frame
+        reassembler = owner.reassembler
+        return (owner._used() + len(frames) * (FLOW_BYTES + ACTIVE_BYTES) + 2 * ip_bytes
+                <= owner.max_memory
+                and reassembler.buffered + ip_bytes <= reassembler.max_total)
+
     def _walk(self, frames: np.ndarray, bulk_ok: bool) -> None:
         """Frames one by one through `_track`; a flow decided on the way goes to bulk counting.
 
         The packets of a flow decided on the way that follow in the piece are
         counted in bulk: when none of them is a SYN (none can reopen the
         tuple), after the walk, every such flow at once (`_defer`); else at
-        once, up to the SYN that reopens (`_scan`).
+        once, up to the SYN that reopens (`_scan`).  Flow by flow
+        (`_walk_flows`) when `_flow_major_fits`, else in capture order.
         """
         owner, b = self.owner, self.b
         if not len(frames):
@@ -745,75 +782,236 @@ class _BulkState:
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
         slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
-        orient, buf, slow = b.orient, b.buf, b.slow
+        orient, buf, slow, base = b.orient, b.buf, b.slow, self.base
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
-        # columns go to Python lists a slice at a time, without the frames counted meanwhile
-        lo = 0
-        while lo < len(frames):
-            todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
-            lo = todo[-1] + 1
-            todo = todo[~counted[frames[todo]]]
-            at_frames = frames[todo]
-            cols = b.columns(at_frames)
-            for k, (i, g, r, end, ahead, proto, sport, dport, flags, seq, ps, pe, size, at, alen, o,
-                    ts) in enumerate(zip(at_frames.tolist(), groups[todo].tolist(),
-                                         rank[todo].tolist(), ends[todo].tolist(),
-                                         syn_ahead[todo].tolist(), *cols, strict=True)):
-                stop = run_end.get(g)
-                if stop is not None and i < stop:
-                    continue
-                s = slot_of[g]
-                code = -1
-                if s >= 0:
-                    code = step(s, o ^ flip[g], proto, ts, size, flags)
-                if code < 0 or not decided(s):
-                    if code >= 0 and pe <= ps and not flags & _FIN_SYN_RST and proto in _STREAMED \
-                            and i not in slow:
-                        # no payload, no SYN, FIN or RST: to an undecided flow the packet is only
-                        # its latest (``_track`` would do no more than this)
-                        w = work.pop(s, None)
-                        if w is not None:
-                            work[s] = w
-                        careful_last[s] = i
-                        continue
-                    pkt = slow.get(i)
-                    if pkt is None:
-                        pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
-                               flags, seq, buf[ps:pe] if pe > ps else b"", size)
-                    code = track(ts, pkt, code)
-                    s = code >> 1
-                    if slot_of[g] != s:
-                        slot_of[g] = s
-                        group_of[s] = g
-                    flip[g] = (code & 1) ^ o
-                careful_last[s] = i
-                if not bulk_ok or end - r <= 1 or not decided(s):
-                    continue
-                if not ahead:
-                    deferred.append((s, g, r + 1, end))
-                    run_end[g] = b.n
-                    if end - r > RESLICE:
-                        counted[by_group[r + 1:end]] = True
+
+        def careful(i: int, g: int, r: int, end: int, ahead: bool, proto: int, sport: int,
+                    dport: int, flags: int, seq: int, ps: int, pe: int, size: int, at: int,
+                    alen: int, o: int, ts: float) -> int:
+            """One frame; 0, or (its flow decided) 1 when the flow's next frames here are
+            counted or deferred, 2 when also marked in ``counted`` (worth a new slice)."""
+            stop = run_end.get(g)
+            if stop is not None and i < stop:
+                return 0
+            s = slot_of[g]
+            code = -1
+            if s >= 0:
+                code = step(s, o ^ flip[g], proto, ts, size, flags)
+            if code < 0 or not decided(s):
+                if code >= 0 and pe <= ps and not flags & _FIN_SYN_RST and proto in _STREAMED \
+                        and i not in slow:
+                    # no payload, no SYN, FIN or RST: to an undecided flow the packet is only
+                    # its latest (``_track`` would do no more than this)
+                    w = work.pop(s, None)
+                    if w is not None:
+                        work[s] = w
+                    careful_last[s] = i
+                    return 0
+                pkt = slow.get(i)
+                if pkt is None:
+                    pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
+                           flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                owner._clock = base + i
+                code = track(ts, pkt, code)
+                s = code >> 1
+                if slot_of[g] != s:
+                    slot_of[g] = s
+                    group_of[s] = g
+                flip[g] = (code & 1) ^ o
+            careful_last[s] = i
+            if not bulk_ok or end - r <= 1 or not decided(s):
+                return 0
+            if not ahead:
+                deferred.append((s, g, r + 1, end))
+                run_end[g] = b.n
+                if end - r > RESLICE:
+                    counted[by_group[r + 1:end]] = True
+                    return 2
+                return 1
+            if end - r > RUN_MIN:
+                rest = by_group[r + 1:end]
+                direction = orient[rest] ^ flip[g]
+                was = owner.table.state[s]
+                upto, now = self._scan(np.zeros(len(rest), dtype=np.int64),
+                                       np.array([was], dtype=np.int64), rest, direction)
+                q = int(upto[0])
+                if q:
+                    self._count([s], np.zeros(q, dtype=np.int64), rest[:q], direction[:q])
+                    if int(now[0]) != was:
+                        owner.table.set_state(s, int(now[0]))
+                    run_end[g] = int(rest[q]) if q < len(rest) else b.n
+                    counted[rest[:q]] = True
+                    return 2 if q >= RESLICE else 1
+            return 0
+
+        extra = (groups, rank, ends, syn_ahead)
+        if bulk_ok and self._flow_major_fits(frames):
+            self._walk_flows(frames, extra, order, syn, careful)
+        else:
+            # columns go to Python lists a slice at a time, without the frames counted meanwhile
+            lo = 0
+            while lo < len(frames):
+                todo = np.arange(lo, min(lo + WALK_SLICE, len(frames)))
+                lo = todo[-1] + 1
+                todo = todo[~counted[frames[todo]]]
+                at_frames = frames[todo]
+                for k, row in enumerate(zip(at_frames.tolist(), *(c[todo].tolist() for c in extra),
+                                            *b.columns(at_frames), strict=True)):
+                    if careful(*row) == 2:  # the slice's lists hold many counted frames
                         lo = int(todo[k]) + 1
                         break
-                elif end - r > RUN_MIN:
-                    rest = by_group[r + 1:end]
-                    direction = orient[rest] ^ flip[g]
-                    was = owner.table.state[s]
-                    upto, now = self._scan(np.zeros(len(rest), dtype=np.int64),
-                                           np.array([was], dtype=np.int64), rest, direction)
-                    q = int(upto[0])
-                    if q:
-                        self._count([s], np.zeros(q, dtype=np.int64), rest[:q], direction[:q])
-                        if int(now[0]) != was:
-                            owner.table.set_state(s, int(now[0]))
-                        run_end[g] = int(rest[q]) if q < len(rest) else b.n
-                        counted[rest[:q]] = True
-                        if q >= RESLICE:  # the slice's lists hold many of them: take a new slice
-                            lo = int(todo[k]) + 1
-                            break
         if deferred:
             self._defer(deferred, by_group)
+
+    def _walk_flows(self, frames: np.ndarray, extra: tuple[np.ndarray, ...], order: np.ndarray,
+                    syn: np.ndarray, careful: Callable[..., int]) -> None:
+        """`_walk` flow by flow: each flow's frames one after the other, flows in the order of
+        their first frame.
+
+        A flow begins only at its key's first frame in the piece or at a SYN
+        (a reopened tuple), so the frames of each key are cut at every SYN
+        into units, and the units taken in the order of their first frame:
+        flows are created in capture order and each flow's frames come in
+        their order; the engine's expectations are dated (`Engine.now`), so
+        what one flow announces reaches only the flows begun after it.
+
+        A key with no SYN after its first frame here holds one flow: only its
+        lead (the frame that creates the flow, or a SYN that may reopen it)
+        goes through the flow table now, the engine gets the frames it reads
+        (payload, SYN, FIN, RST) up to the decision, and every other frame of
+        the key is counted in bulk after the walk (`_bulk`).  Keys with a SYN
+        later go frame by frame (``careful``).  Columns become Python lists
+        for each unit's first `UNIT_HEAD` frames at once, the rest of a unit
+        a slice at a time when it needs them.
+        """
+        owner, b = self.owner, self.b
+        groups, rank = extra[0], extra[1]
+        n = len(frames)
+        sorted_groups = groups[order]
+        cut = syn[order]
+        cut[0] = True
+        cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
+        starts = np.flatnonzero(cut)
+        lengths = np.diff(np.append(starts, n))
+        by_first = np.argsort(order[starts], kind="stable")
+        starts, lengths = starts[by_first], lengths[by_first]
+        unit = np.repeat(np.arange(len(starts)), lengths)
+        visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
+        first = np.searchsorted(sorted_groups, groups, side="left")
+        syn_later = np.zeros(b.ngroups, dtype=bool)
+        syn_later[groups[syn & (rank != first)]] = True
+        one = ~syn_later[groups]
+        lead = (rank == first) & ((np.array(self.slot_of, dtype=np.int64)[groups] < 0) | syn)
+        reads = (b.pend[frames] > b.pstart[frames]) | ((b.flags[frames] & _FIN_SYN_RST) != 0)
+        if b.slow:
+            reads |= np.isin(frames, np.fromiter(b.slow, dtype=np.int64))
+        keep = (~one | lead | reads)[visit]
+        visit, unit = visit[keep], unit[keep]
+        if len(visit):
+            bounds = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1], True])
+            heads = np.minimum(np.diff(bounds), UNIT_HEAD)
+            head_at = np.repeat(bounds[:-1], heads) + (np.arange(heads.sum()) - np.repeat(
+                np.cumsum(heads) - heads, heads))
+            rows = self._rows(frames, extra, one, lead, visit[head_at])
+            track, decided = owner._track, owner._decided
+            slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, \
+                self.careful_last
+            buf, slow, base = b.buf, b.slow, self.base
+            taken = 0
+            for u_lo, u_hi, head in zip(bounds[:-1].tolist(), bounds[1:].tolist(), heads.tolist(),
+                                        strict=True):
+                part = rows[taken:taken + head]
+                taken += head
+                at_place = u_lo + head
+                while True:
+                    done = False
+                    for (i, g, r, end, ahead, single, leads, proto, sport, dport, flags, seq, ps, pe,
+                         size, at, alen, o, ts) in part:
+                        if not single:
+                            if careful(i, g, r, end, ahead, proto, sport, dport, flags, seq, ps, pe,
+                                       size, at, alen, o, ts):
+                                done = True
+                                break
+                            continue
+                        pkt = slow.get(i)
+                        if pkt is None:
+                            pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport,
+                                   dport, flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                        owner._clock = base + i
+                        if leads:
+                            code = track(ts, pkt)
+                            s = code >> 1
+                            if slot_of[g] != s:
+                                slot_of[g] = s
+                                group_of[s] = g
+                            flip[g] = (code & 1) ^ o
+                            careful_last[s] = i
+                        else:
+                            s = slot_of[g]
+                            track(ts, pkt, s * 2 + (o ^ flip[g]))
+                        if decided(s):
+                            done = True
+                            break
+                    if done or at_place >= u_hi:
+                        break
+                    more = visit[at_place:min(at_place + WALK_SLICE, u_hi)]
+                    at_place += len(more)
+                    part = self._rows(frames, extra, one, lead, more)
+        # a key of one flow: every frame but its lead counted now, in bulk
+        rest = (one & ~lead)[order]
+        if rest.any():
+            self._count_flows(frames[order][rest], sorted_groups[rest])
+        work = owner._work
+        if work:
+            # the budget's idle order (least recently fed first) as capture order leaves it:
+            # an undecided flow is the latest as of its last frame
+            careful_last, bulk_last = self.careful_last, self.bulk_last
+            latest = {s: max(careful_last.get(s, -1), bulk_last.get(s, -1))
+                      for s in (*careful_last, *bulk_last) if s in work}
+            for s in sorted(latest, key=latest.__getitem__):
+                work[s] = work.pop(s)
+
+    def _count_flows(self, frames: np.ndarray, groups: np.ndarray) -> None:
+        """Count in bulk ``frames`` of keys holding one flow each (no SYN among them, so none
+        reopens it), ordered by group and in capture order within one, as packet-by-packet
+        counting would, from the state each flow is in now.
+
+        Only the frames that may change a flow's state go through `_scan`: all
+        but ACKs, and of each run of ACKs between them the first one each way
+        (from any state a flow can reach, the later ACKs of a run change
+        nothing: tests/flow/test_table.py checks it over the whole table).  A
+        UDP flow's only change is its first reply.
+        """
+        b, table, slot_of = self.b, self.owner.table, self.slot_of
+        new = np.ones(len(groups), dtype=bool)
+        new[1:] = groups[1:] != groups[:-1]
+        lanes = np.cumsum(new) - 1
+        slots = [slot_of[g] for g in groups[new].tolist()]
+        direction = b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
+        was = np.array([table.state[s] for s in slots], dtype=np.int64)
+        ack = (b.proto[frames] != IPPROTO_TCP) | (_TCP_EVENT[b.flags[frames]] == TcpEvent.ACK)
+        run = np.cumsum(~ack | new)  # numbers each run of ACKs (a flow's first frame starts one)
+        may = ~ack
+        for d in (0, 1):
+            at = np.flatnonzero(ack & (direction == d))
+            if len(at):
+                first = np.ones(len(at), dtype=bool)
+                first[1:] = run[at[1:]] != run[at[:-1]]
+                may[at[first]] = True
+        _, now = self._scan(lanes[may], was, frames[may], direction[may])
+        self._count(slots, lanes, frames, direction)
+        for k in np.flatnonzero(now != was).tolist():
+            table.set_state(slots[k], int(now[k]))
+
+    def _rows(self, frames: np.ndarray, extra: tuple[np.ndarray, ...], one: np.ndarray,
+              lead: np.ndarray, places: np.ndarray) -> list[tuple[Any, ...]]:
+        """The walk's row per frame ``frames[p]`` for each p of ``places``: frame index, group,
+        rank, group end, SYN ahead, one-flow key, lead, then `Batch.columns`."""
+        at_frames = frames[places]
+        groups, rank, ends, syn_ahead = extra
+        return list(zip(at_frames.tolist(), groups[places].tolist(), rank[places].tolist(),
+                        ends[places].tolist(), syn_ahead[places].tolist(), one[places].tolist(),
+                        lead[places].tolist(), *self.b.columns(at_frames), strict=True))
 
     def _defer(self, runs: list[tuple[int, int, int, int]], by_group: np.ndarray) -> None:
         """Count the runs the walk left (no SYN among them): all flows at once, state changes too."""

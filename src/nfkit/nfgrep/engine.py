@@ -28,6 +28,15 @@ A flow whose server address and port match an expectation announced earlier
 once) without any signature of its own.  Pass the addresses to `new_flow` for
 that; without them expectations match on transport and port alone.
 
+Expectations are dated: each carries `Engine.now` as it was when announced
+(a caller's clock, say the index of the packet being fed; 0 unless set), and
+`new_flow(since=T)` / `expecting(since=T)` see only those announced before
+``T``.  A caller that feeds flows in another order than their packets came
+(one flow's packets together, then the next flow's) gets the answers of
+capture order, as long as it starts flows in the order they began and feeds
+each flow's own bytes in their order (`nfkit.nfgrep.classify`'s flow-major
+walk).  Without ``since`` every expectation counts (live callers).
+
 `engine.trace = True` records a `TraceEvent` per step tried in `st.events`;
 a callable instead receives each event as it happens (`nfgrep test` uses it).
 
@@ -236,7 +245,12 @@ class Engine:
                 for tr, bit in (("tcp", TCP), ("udp", UDP)):
                     if s.transports & bit:
                         self._children.setdefault((tr, s.after), []).append(s)
-        self._expected: OrderedDict[tuple[str, str | None, int], str] = OrderedDict()
+        # (transport, address, port) -> its announcements not yet taken, as (date, number,
+        # label) in date order; keys in the order they were last announced
+        self._expected: OrderedDict[tuple[str, str | None, int], list[tuple[int, int, str]]] = \
+            OrderedDict()
+        self._announced = 0  # numbers announcements: the later of two on one date wins
+        self.now = 0  # the caller's clock: expectations are dated with it (module docstring)
         self._expected_ports: dict[tuple[str, int], int] = {}
         self.trace: bool | Callable[[TraceEvent], None] = False
         self._cost = [0]  # cost units spent (counted only by rules loaded with counting=True)
@@ -247,23 +261,31 @@ class Engine:
         self._seq = 0
 
     # -- flows
-    def expecting(self, transport: str, server_port: int) -> bool:
-        """Could a new flow to this port be labelled by an expectation (see `new_flow`)?"""
-        return bool(self._expected) and (transport, server_port) in self._expected_ports
+    def expecting(self, transport: str, server_port: int, since: int | None = None) -> bool:
+        """Could a new flow to this port, begun at ``since``, be labelled by an expectation
+        (see `new_flow`)?"""
+        if not self._expected or (transport, server_port) not in self._expected_ports:
+            return False
+        if since is None:
+            return True
+        return any(key[0] == transport and key[2] == server_port and dates[0][0] < since
+                   for key, dates in self._expected.items())
 
     def new_flow(self, transport: str = "tcp", client_port: int = 0, server_port: int = 0,
                  client_addr: str | None = None, server_addr: str | None = None,
-                 expected: bool = True) -> FlowState:
+                 expected: bool = True, since: int | None = None) -> FlowState:
         """Start tracking a flow; it may be labelled at once by an expectation.
 
         ``expected=False``: do not look expectations up (a caller that starts
         the engine late, and asked `expecting` when the flow began).
+        ``since``: when the flow began on the caller's clock (`now`); only
+        expectations announced before it count (None: all).
         """
         if transport not in ("tcp", "udp"):
             raise InputError(f"transport {transport!r}: nfgrep classifies tcp and udp flows")
         st = FlowState(transport, client_port, server_port, client_addr, server_addr)
         if expected and self._expected and (transport, server_port) in self._expected_ports:
-            label = self._take_expected(transport, server_addr, server_port)
+            label = self._take_expected(transport, server_addr, server_port, since)
             if label is not None:
                 st.app = label
                 st.chain = [label]
@@ -562,12 +584,15 @@ class Engine:
             st._xkeys.insert(i, order)
             st.expectations.insert(i, Expectation(label, transport, addr, port))
             key = (transport, addr, port)
-            if key in self._expected:
+            dates = self._expected.get(key)
+            if dates is not None:
                 self._expected.move_to_end(key)
             else:
+                dates = self._expected[key] = []
                 self._expected_ports[(transport, port)] = \
                     self._expected_ports.get((transport, port), 0) + 1
-            self._expected[key] = label
+            self._announced += 1
+            bisect.insort(dates, (self.now, self._announced, label))
             while len(self._expected) > MAX_EXPECTATIONS:
                 old, _ = self._expected.popitem(last=False)
                 self._forget_port(old)
@@ -580,17 +605,27 @@ class Engine:
         else:
             del self._expected_ports[ports]
 
-    def _take_expected(self, transport: str, addr: str | None, port: int) -> str | None:
-        """Consume the expectation a new flow to addr:port fulfils (addr None: any address)."""
-        for key in ((transport, addr, port), (transport, None, port)):
-            if key in self._expected:
-                self._forget_port(key)
-                return self._expected.pop(key)
+    def _take_expected(self, transport: str, addr: str | None, port: int,
+                       since: int | None) -> str | None:
+        """Consume the expectation a new flow to addr:port begun at ``since`` fulfils (addr
+        None: any address): every announcement of its key dated before ``since`` goes, the
+        latest one's label is the flow's; later ones stay for later flows."""
+        keys: list[tuple[str, str | None, int]] = [(transport, addr, port), (transport, None, port)]
         if addr is None:
-            for key in self._expected:
-                if key[0] == transport and key[2] == port:
-                    self._forget_port(key)
-                    return self._expected.pop(key)
+            keys += [k for k in self._expected if k[0] == transport and k[2] == port]
+        for key in keys:
+            dates = self._expected.get(key)
+            if dates is None:
+                continue
+            upto = len(dates) if since is None else bisect.bisect_left(dates, (since,))
+            if not upto:
+                continue
+            label = dates[upto - 1][2]
+            del dates[:upto]
+            if not dates:
+                del self._expected[key]
+                self._forget_port(key)
+            return label
         return None
 
     def _event(self, st: FlowState, proto: str, step: str, d: int, result: str, offset: int,
@@ -604,8 +639,8 @@ class Engine:
     @property
     def expected(self) -> list[Expectation]:
         """Announced flows not yet seen, oldest first."""
-        return [Expectation(label, tr, addr, port)
-                for (tr, addr, port), label in self._expected.items()]
+        return [Expectation(dates[-1][2], tr, addr, port)
+                for (tr, addr, port), dates in self._expected.items()]
 
 
 __all__ = ["Engine", "Expectation", "FlowState", "Rules", "Signature", "TraceEvent",
