@@ -273,6 +273,28 @@ def test_a_new_connection_on_a_reused_tuple_within_the_hold_is_judged_anew(engin
     assert len(decisions) == 2 and decisions[1].packets == 3
 
 
+def test_a_reused_tuple_reopened_as_linux_numbers_it_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """Linux picks a connection's initial sequence number as a hash of its tuple plus a
+    clock of 64 ns ticks (RFC 6528): the same tuple reopened 0.1 s later starts 1.56
+    million further on.  That is a new connection, judged anew (a window of 2**24 took it
+    for the decided one's bytes in flight for 1.07 s); bytes of the decided connection
+    still in flight (a few segments past its end) keep its decision."""
+    now = [0.0]
+    decisions: list = []
+    j = FlowJudge(Engine(engine_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
+    http = SHIPPED["http"]
+    isn, server_isn = 1000, 7000
+    j.packet(tcp(C, S, 40008, 80, isn, 0x18, REQUEST), reply=False)
+    assert j.packet(tcp(S, C, 80, 40008, server_isn, 0x18, RESPONSE), reply=True) == http
+    assert j.packet(tcp(S, C, 80, 40008, server_isn + len(RESPONSE) + 64 * 1460, 0x18, b"x"), reply=True) == http
+    for n, later in enumerate((0.1, 0.5, 1.0), start=2):
+        now[0] = later
+        tick = int(later * 1e9) >> 6  # the ISN clock's advance since the first connection
+        assert j.packet(tcp(C, S, 40008, 80, isn + tick, 0x18, REQUEST), reply=False) == 0
+        assert j.packet(tcp(S, C, 80, 40008, server_isn + tick, 0x18, RESPONSE), reply=True) == http
+        assert len(decisions) == n
+
+
 def test_a_full_decision_table_costs_no_more_per_flow(engine_rules) -> None:  # type: ignore[no-untyped-def]
     """A worker at its bound of decided flows (65,536: about 6.5 s of 10,000 flows/s) drops
     its oldest in chunks, not one a decision through `next(iter(...))`: that walked every

@@ -87,8 +87,14 @@ DECIDED_HOLD = 2.0      # seconds a decision answers for packets queued before i
 # a TCP packet within the hold belongs to the decided connection when its sequence number is
 # at most this far past where that direction's stream was when it was decided (or this far
 # before: a retransmission); elsewhere it is a new connection on the same tuple (SYNs never
-# reach the queue: its start is told by its initial sequence number, random over 2**32)
-SAME_CONNECTION_AHEAD = 1 << 24
+# reach the queue: its start is told by its initial sequence number).  Not random: Linux,
+# as RFC 6528 has it, picks a hash of the tuple plus a clock of 64 ns ticks, so the same
+# tuple reopened t seconds later starts about t * 15.6 million further on.  1 MiB ahead is
+# 67 ms of that clock (2**24 was 1.07 s: wrk reusing its ports every 1.7 s inherited a
+# third of its connections' decisions unlooked at) and far more than a decided flow has in
+# flight: it is decided within its first `MAX_PACKETS` packets / `MAX_BYTES` bytes, while
+# its sender's window is a few segments.
+SAME_CONNECTION_AHEAD = 1 << 20
 SAME_CONNECTION_BEHIND = 1 << 20
 IDLE = 60.0
 BACKENDS = ("auto", "ebpf", "queue")
