@@ -295,6 +295,28 @@ def test_a_reused_tuple_reopened_as_linux_numbers_it_is_judged_anew(engine_rules
         assert len(decisions) == n
 
 
+def test_the_flow_tables_stay_within_their_bound_and_keep_the_newest(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """Undecided and decided flows are each bounded by ``max_flows``: a full table drops its
+    oldest sixteenth (at least one), counted as undecided_dropped for undecided flows; the
+    newest stay (a decided one still answers for its packets in flight)."""
+    j, _ = judge(engine_rules, max_flows=32)
+    http = SHIPPED["http"]
+    for port in range(41000, 41040):  # requests only: undecided
+        assert j.packet(tcp(C, S, port, 80, 1, 0x18, REQUEST), reply=False) == 0
+    assert len(j.flows) <= 32 and j.counts["undecided_dropped"] == 40 - len(j.flows)
+    assert j.counts["undecided_dropped"] >= 8
+    kept = range(41040 - len(j.flows), 41040)  # the newest
+    for port in kept:
+        assert j.packet(tcp(S, C, 80, port, 1, 0x18, RESPONSE), reply=True) == http
+    assert not j.flows and len(j.decided) == len(kept)
+    query = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x03www\x07example\x04test\x00\x00\x01\x00\x01"
+    for port in range(42000, 42040):  # decided at once
+        assert j.packet(udp(C, S, port, 53, query)) == SHIPPED["dns"]
+    assert len(j.decided) <= 32 and not j.flows
+    assert j.packet(udp(S, C, 53, 42039, query)) == SHIPPED["dns"]  # the newest decision holds
+    assert j.counts["decided"] == len(kept) + 40
+
+
 def test_a_full_decision_table_costs_no_more_per_flow(engine_rules) -> None:  # type: ignore[no-untyped-def]
     """A worker at its bound of decided flows (65,536: about 6.5 s of 10,000 flows/s) drops
     its oldest in chunks, not one a decision through `next(iter(...))`: that walked every
