@@ -59,10 +59,11 @@ def flows(n: int, fin: bool = False) -> list[bytes]:
     server's FIN queued behind the reply, as in bench.py's connection load."""
     reply_bit = direction_bit(DEFAULT_MARK_MASK)
     out = []
-    server = bytes([198, 51, 100, 1])
     pid = 0
     for i in range(n):
+        # every flow a tuple of its own (up to 10 million): no decision is found again
         client, port = bytes([192, 0, 2, 40 + i % 8]), 10000 + i % 50000
+        server = bytes([198, 51, 100, 1 + i // 50000 % 200])
         packets = [(ip_tcp(client, server, port, 8080, 1000, 2000, REQUEST), 0),
                    (ip_tcp(server, client, 8080, port, 2000, 1000 + len(REQUEST), REPLY), reply_bit)]
         if fin:

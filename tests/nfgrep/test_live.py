@@ -471,3 +471,52 @@ def test_only_payload_packets_before_the_decision_reach_the_queue(tl: TrafficLab
     assert [(d["app"], d["packets"]) for d in decisions] == [("http", 2)] * connections, decisions
     assert taken == 2 * connections, (taken, forwarded)
     assert forwarded >= 7 * connections, forwarded  # SYN, SYN-ACK, ACK, 2 payloads, FINs and ACKs
+
+
+CLOSE_FIRST_SERVER = r'''
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(4096)
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n")
+    c.close()  # the server closes first (its end in TIME_WAIT, which a new SYN reopens)
+'''
+
+SAME_PORT_CLIENT = r'''
+import socket, sys, time
+for _ in range(int(sys.argv[4])):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("", int(sys.argv[3])))
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.sendall(b"GET / HTTP/1.0\r\nHost: again.example\r\n\r\n")
+    while s.recv(4096):
+        pass
+    s.close()
+    time.sleep(0.15)
+'''
+
+
+def test_a_source_port_reused_at_once_is_judged_anew_each_time(tl: TrafficLab, tmp_path: Path) -> None:
+    """A client reopening the same tuple every 0.15 s (the kernel's own initial sequence
+    numbers: a hash of the tuple plus a clock, RFC 6528): every connection is looked at and
+    decided, none takes the previous one's decision unlooked at (a load generator reusing
+    its ports did so for a third of its connections)."""
+    (tl.dir / "closefirst.py").write_text(CLOSE_FIRST_SERVER)
+    (tmp_path / "client.py").write_text(SAME_PORT_CLIENT)
+    tl.serve("closefirst", [sys.executable, str(tl.dir / "closefirst.py"), SERVER4, "8091"], 8091)
+    live = Live(tl, tmp_path)
+    connections = 5
+    try:
+        tl.run_client([sys.executable, str(tmp_path / "client.py"), SERVER4, "8091", "40999", str(connections)])
+        live.settled(connections)
+        decisions = [d for d in live.decisions() if d["server"].endswith(":8091")]
+    finally:
+        assert live.stop() == 0
+    assert [(d["app"], d["client"]) for d in decisions] == [("http", f"{CLIENT4}:40999")] * connections

@@ -45,6 +45,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import ipaddress
+import itertools
 import json
 import logging
 import multiprocessing
@@ -86,8 +87,14 @@ DECIDED_HOLD = 2.0      # seconds a decision answers for packets queued before i
 # a TCP packet within the hold belongs to the decided connection when its sequence number is
 # at most this far past where that direction's stream was when it was decided (or this far
 # before: a retransmission); elsewhere it is a new connection on the same tuple (SYNs never
-# reach the queue: its start is told by its initial sequence number, random over 2**32)
-SAME_CONNECTION_AHEAD = 1 << 24
+# reach the queue: its start is told by its initial sequence number).  Not random: Linux,
+# as RFC 6528 has it, picks a hash of the tuple plus a clock of 64 ns ticks, so the same
+# tuple reopened t seconds later starts about t * 15.6 million further on.  1 MiB ahead is
+# 67 ms of that clock (2**24 was 1.07 s: wrk reusing its ports every 1.7 s inherited a
+# third of its connections' decisions unlooked at) and far more than a decided flow has in
+# flight: it is decided within its first `MAX_PACKETS` packets / `MAX_BYTES` bytes, while
+# its sender's window is a few segments.
+SAME_CONNECTION_AHEAD = 1 << 20
 SAME_CONNECTION_BEHIND = 1 << 20
 IDLE = 60.0
 BACKENDS = ("auto", "ebpf", "queue")
@@ -382,7 +389,8 @@ class FlowJudge:
             if proto == 6 and self.stream_starts is not None:
                 flow.starts = self.stream_starts(proto, client, server)
             if len(self.flows) >= self.max_flows:
-                self._expire(next(iter(self.flows)), "undecided_dropped")
+                for old in _oldest(self.flows, self.max_flows):
+                    self._expire(old, "undecided_dropped")
             self.flows[key] = flow
             self.counts["flows"] += 1
             if self.stream_prefix is not None:
@@ -459,7 +467,8 @@ class FlowJudge:
                     s.release()
         decided = self.decided
         if len(decided) >= self.max_flows:
-            del decided[next(iter(decided))]
+            for old in _oldest(decided, self.max_flows):
+                del decided[old]
         decided[key] = (app_id, now, flow.client, flow.ends)
         c = self.counts
         c["decided"] += 1
@@ -490,6 +499,15 @@ class FlowJudge:
         now = self.clock()
         for key in [k for k, f in self.flows.items() if now - f.last > idle]:
             self._expire(key, "undecided_dropped")
+
+
+def _oldest(table: dict[Any, Any], bound: int) -> list[Any]:
+    """The oldest keys of a full ``table`` (bounded at ``bound``, filled in time order) to
+    drop at once: a sixteenth of it.  Not one a time by ``next(iter(table))``: a dict
+    emptied at its front keeps the deleted slots until it is rebuilt, and each such call
+    walks all of them (about 20 us a call at 65,536 entries, every decision of a worker at
+    its bound: `test_a_full_decision_table_costs_no_more_per_flow`)."""
+    return list(itertools.islice(table, max(1, bound // 16)))
 
 
 def _same_connection(done: tuple[int, float, bytes, list[int | None]], source: bytes, seq: int) -> bool:
