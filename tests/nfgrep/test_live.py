@@ -416,7 +416,10 @@ def _nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
-ONE_WRITE_SERVER = r'''
+def _http_server(close: str) -> str:
+    """A one-connection-at-a-time HTTP server whose reply goes in one segment; ``close`` is how
+    it ends the connection."""
+    return r'''
 import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -428,9 +431,11 @@ while True:
     while b"\r\n\r\n" not in data:
         data += c.recv(4096)
     c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n")  # the reply in one segment
-    c.recv(4096)  # the client closes first: the server's FIN comes after the decision
-    c.close()
-'''
+''' + close
+
+
+# the client closes first: the server's FIN comes after the decision
+ONE_WRITE_SERVER = _http_server("    c.recv(4096)\n    c.close()\n")
 
 ONE_WRITE_CLIENT = r'''
 import socket, sys
@@ -473,20 +478,8 @@ def test_only_payload_packets_before_the_decision_reach_the_queue(tl: TrafficLab
     assert forwarded >= 7 * connections, forwarded  # SYN, SYN-ACK, ACK, 2 payloads, FINs and ACKs
 
 
-CLOSE_FIRST_SERVER = r'''
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += c.recv(4096)
-    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nhi\n")
-    c.close()  # the server closes first (its end in TIME_WAIT, which a new SYN reopens)
-'''
+# the server closes first (its end in TIME_WAIT, which a new SYN reopens)
+CLOSE_FIRST_SERVER = _http_server("    c.close()\n")
 
 SAME_PORT_CLIENT = r'''
 import socket, sys, time
