@@ -139,17 +139,28 @@ def _commit(conn: nl.Conn, messages: list[tuple[int, int, int, bytes]]) -> bool:
     return True
 
 
-def _regular_file(path: str) -> bytes | None:
+def _regular_file(path: str, holding: bytes = b"") -> bytes | None:
     """The bytes of ``path`` when it is a regular file (what is read from a pipe or stdin
-    could not be read again by the general path); None otherwise.  Checked before the
-    open too: opening a named pipe would wait for a writer."""
+    could not be read again by the general path) and holds ``holding``; None otherwise.
+    Checked before the open too: opening a named pipe would wait for a writer.  The
+    file is looked at where it lies (mapped) and read only when it holds ``holding``:
+    a 28 MB ruleset for the general path, read here first, cost ~7,000 page faults."""
     try:
         if path == "-" or not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return None
-            return f.read()
+            if not holding:
+                return f.read()
+            import mmap
+
+            try:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # an empty file
+                return None
+            with mm:
+                return mm[:] if mm.find(holding) >= 0 else None
     except OSError:
         return None  # the general path names the file and the cause
 
@@ -197,7 +208,7 @@ def load_json(path: str) -> int | None:
     allowed): its commands in one transaction, in order, the batch the general path
     would send.  The number of elements when the kernel committed it; None when the
     general path must read the file (anything else in it; nothing was committed)."""
-    data = _regular_file(path)
+    data = _regular_file(path, b'"element"')
     wanted = None if data is None else json_element_commands(data)
     if wanted is None:
         return None
