@@ -17,7 +17,9 @@ the children's rusage) is printed beside its wall time, the kernel commit's as t
 sending thread's CPU time (the kernel does the commit in that thread); on a loaded
 machine the CPU ratios are the steadier figures.  BENCH_NO_DETAIL=1 skips exists and
 the listings; BENCH_ONLY=exists runs the exists part alone; BENCH_CASES="a b c cj"
-picks load cases ((c) as text: c, as nft's JSON listing: cj).  The kernel's commit is
+picks load cases ((c) as text: c, as nft's JSON listing: cj); BENCH_NFKIT_B=DIR also
+loads each file with the nfkit package under DIR (another version's src/, e.g. main's
+from `git archive`), in the same runs, A and B alternating (both through `env`).  The kernel's commit is
 also timed with the batch's anonymous sets named "__set%d" (nft's names, the kernel
 searching for numbers; nfkit names them itself: nfkit.nftables.anonnames), unless
 BENCH_TEMPLATE_COMMIT=0.  System CPU (the kernel's commit) is printed beside each CPU.
@@ -51,6 +53,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 ONLY_EXISTS = os.environ.get("BENCH_ONLY") == "exists"
 ANON_CASES = os.environ.get("BENCH_TEMPLATE_COMMIT", "1") == "1"  # also time nft's set names
 WARM = 5  # warm exists per run (the cheap one, the noisiest)
+B_SRC = os.environ.get("BENCH_NFKIT_B")  # another version's src/: an A/B in one run
 
 FLOOR = r'''
 import sys, time
@@ -175,8 +178,12 @@ def loads(d: Path, n: int) -> None:
         CPU.clear()
         SYS.clear()
         for _ in range(RUNS):
+            ab = ["env", "PYTHONPATH="] if B_SRC else []  # the same exec for A and B
             res.setdefault("nfkit rules load", []).append(
-                fresh([*NFKIT, "rules", "load", str(path)], "nfkit rules load"))
+                fresh([*ab, *NFKIT, "rules", "load", str(path)], "nfkit rules load"))
+            if B_SRC:
+                res.setdefault("nfkit B", []).append(fresh(
+                    ["env", f"PYTHONPATH={B_SRC}", *NFKIT, "rules", "load", str(path)], "nfkit B"))
             res.setdefault("nft -f", []).append(fresh(["nft", "-f", str(text_p)], "nft -f"))
             res.setdefault("nft -j -f", []).append(fresh(["nft", "-j", "-f", str(json_p)], "nft -j -f"))
             res.setdefault("kernel commit", []).append(floor(path))
@@ -191,6 +198,12 @@ def loads(d: Path, n: int) -> None:
         print(f"  {'':22s} {'wall':>7s}     {'cpu':>5s}   {'(sys)':>7s}   ratios wall (cpu)")
         print(f"  nfkit rules load       {ours:7.2f} s {cours:5.2f} s ({sy['nfkit rules load']:5.2f} s)"
               f"   nfkit/kernel commit = {ours / m['kernel commit']:.2f} ({cours / c['kernel commit']:.2f})")
+        if B_SRC:
+            k = "nfkit B"
+            print(f"  (B: the nfkit package under {B_SRC})")
+            print(f"  {'nfkit rules load, B':22s} {m[k]:7.2f} s {c[k]:5.2f} s ({sy[k]:5.2f} s)"
+                  f"   B/kernel commit = {m[k] / m['kernel commit']:.2f} ({c[k] / c['kernel commit']:.2f})"
+                  f"   B/nfkit = {m[k] / ours:.2f} ({c[k] / cours:.2f})")
         for k in ("nft -f", "nft -j -f"):
             print(f"  {k:22s} {m[k]:7.2f} s {c[k]:5.2f} s ({sy[k]:5.2f} s)"
                   f"   {k}/nfkit = {m[k] / ours:.2f} ({c[k] / cours:.2f})")
@@ -274,6 +287,8 @@ def exists_and_lists(d: Path, n: int) -> None:
 
 def main() -> None:
     subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "src" / "nfkit")], check=True)
+    if B_SRC:
+        subprocess.run([PY, "-m", "compileall", "-q", B_SRC], check=True)
     # exists' cache in a directory of this run's own (root's, under /run), removed after
     cache = Path(f"/run/nfkit-bench-{os.getpid()}")
     os.environ["NFKIT_CACHE_DIR"] = str(cache)

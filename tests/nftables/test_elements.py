@@ -346,6 +346,33 @@ def test_json_files_the_plain_path_leaves_to_the_general_path() -> None:
     assert json_element_commands(b'{"nftables": [{"add": {"element": ') is None
 
 
+def _bytes_read() -> int:
+    """Bytes this process has had from read() calls (/proc's rchar)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_a_rules_file_is_not_read_by_the_element_check(tmp_path: Path) -> None:
+    """The blocklist check of `nfkit rules load FILE` leaves a file of rules to the
+    general path having read its start alone (it read all of it, then the general path
+    read it again)."""
+    from nfkit.nftables import plainelements
+
+    rule = {"add": {"rule": {"family": "inet", "table": "t", "chain": "c", "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                   "right": 22}}, {"accept": None}]}}}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"nftables": [rule] * 20000}))  # ~3 MB
+    before = _bytes_read()
+    assert plainelements.load_json(str(path)) is None
+    assert _bytes_read() - before < plainelements.ELEMENT_WITHIN + (4 << 10)
+    # element commands only after that much: the general path's too (before any kernel)
+    el = {"family": "inet", "table": "t", "name": "s", "elem": ["192.0.2.1"]}
+    path.write_text(json.dumps({"nftables": [
+        {"metainfo": {"comment": "x" * plainelements.ELEMENT_WITHIN}}, {"add": {"element": el}}]}))
+    assert plainelements.load_json(str(path)) is None
+
+
 def test_a_json_blocklist_loads_without_the_rule_machinery(lab: Lab, tmp_path: Path) -> None:
     """`nfkit rules load` of nft's JSON element commands: plain addresses into plain
     sets by `plainelements` alone (no rule machinery imported), the kernel holding what

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-import random
+import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -62,7 +62,9 @@ _A_BE32 = (_NLA, struct.Struct(">I"))
 _A_BE64 = (_NLA, struct.Struct(">Q"))
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 
-_seq_counter = itertools.count(random.randrange(1, 1 << 30))
+# a random start in [1, 2**30) (from os.urandom: `random`'s import is dearer than a
+# one-shot command's encoding of a few messages)
+_seq_counter = itertools.count(1 + int.from_bytes(os.urandom(4), "little") % ((1 << 30) - 1))
 
 
 def align4(n: int) -> int:

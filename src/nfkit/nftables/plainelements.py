@@ -139,17 +139,28 @@ def _commit(conn: nl.Conn, messages: list[tuple[int, int, int, bytes]]) -> bool:
     return True
 
 
-def _regular_file(path: str) -> bytes | None:
+# How far into a file its first element command must begin for `load_json` to take
+# it (nft's metainfo comes before it: ~100 bytes).  A file that holds one only later is
+# the general path's, which reads it as well (only slower).
+ELEMENT_WITHIN = 1 << 16
+
+
+def _regular_file(path: str, head: bytes = b"") -> bytes | None:
     """The bytes of ``path`` when it is a regular file (what is read from a pipe or stdin
-    could not be read again by the general path); None otherwise.  Checked before the
-    open too: opening a named pipe would wait for a writer."""
+    could not be read again by the general path) and, if ``head`` is given, its first
+    `ELEMENT_WITHIN` bytes hold ``head``; None otherwise.  Checked before the open too:
+    opening a named pipe would wait for a writer.  A 28 MB ruleset for the general
+    path, read whole here first, cost ~7,000 page faults and ~15 ms."""
     try:
         if path == "-" or not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return None
-            return f.read()
+            if not head:
+                return f.read()
+            start = f.read(ELEMENT_WITHIN)
+            return start + f.read() if head in start else None
     except OSError:
         return None  # the general path names the file and the cause
 
@@ -197,7 +208,7 @@ def load_json(path: str) -> int | None:
     allowed): its commands in one transaction, in order, the batch the general path
     would send.  The number of elements when the kernel committed it; None when the
     general path must read the file (anything else in it; nothing was committed)."""
-    data = _regular_file(path)
+    data = _regular_file(path, b'"element"')  # (every command of such a file is one)
     wanted = None if data is None else json_element_commands(data)
     if wanted is None:
         return None

@@ -58,13 +58,22 @@ def leaf_class(value: Any) -> tuple[Any, ...] | None:
     return None
 
 
+# What a JSON template lets through where an IPv4 address is: digits and dots, more
+# than IPV4_RE takes.  The address slot's encoder (inet_pton) takes exactly what IPV4_RE
+# takes and refuses the rest, whose rule then goes the general way (see
+# `bulkjson.encode_places`): the same commands, and IPV4_RE's alternations were ~25 %
+# of the scan of a file of address rules.
+IPV4_LOOSE_RE = r"[0-9.]{7,15}"
+
+
 def value_regex(cls: tuple[Any, ...]) -> str:
-    """The regex (no group) of a JSON value token of class ``cls``."""
+    """The regex (no group) of a JSON value token of class ``cls`` in a template (an
+    IPv4 address: `IPV4_LOOSE_RE`)."""
     kind = cls[0]
     if kind == "int":
         return r"[1-9]\d*"
     if kind == "ipv4":
-        return f'"{IPV4_RE}"'
+        return f'"{IPV4_LOOSE_RE}"'
     if kind == "ipv6":
         return f'"{IPV6_RE}"'
     return f'"[A-Za-z0-9_.:/+ -]{{{",".join(map(str, cls[1:]))}}}"'

@@ -19,7 +19,6 @@ InputError naming the object (names shortened, see `shown`) and the field.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
@@ -226,6 +225,8 @@ def _ordinal(x: Any) -> Any:
     if type(x) is int:
         return x
     if isinstance(x, str):
+        import ipaddress  # (only range bounds need it: not imported by every load)
+
         try:
             a = ipaddress.ip_address(x)
         except ValueError:
