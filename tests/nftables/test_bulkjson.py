@@ -201,23 +201,29 @@ def test_refused_rule_of_a_run_is_named_and_nothing_committed(netns, tmp_path) -
     assert netns.run("nft list ruleset").stdout.strip() == ""
 
 
+def _at_exit_probe(what: str) -> str:
+    """A Python program running `nfkit rules {verb} {path}` (format it) that prints the
+    expression ``what`` to stderr as the command ends: the commands end by os._exit
+    (cli.guard.one_shot), so the probe reports from there (and after a return)."""
+    report = f"print({what}, file=sys.stderr)"
+    return ("import gc, os, sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
+            "end, me = os._exit, os.getpid()\n"
+            "def report(status):\n"
+            "    if os.getpid() == me:  # not the reader's forked helper\n"
+            f"        {report}\n"
+            "        sys.stderr.flush()\n"
+            "    end(status)\n"
+            "os._exit = report\n"
+            "try:\n    runpy.run_module('nfkit', run_name='__main__')\n"
+            f"finally:\n    {report}\n")
+
+
 def test_load_and_check_start_without_click(netns, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # The bulk commands do their work (and report errors) without importing click,
     # nor random or ipaddress (a few ms of each `nfkit rules load`).
     f = tmp_path / "r.json"
     f.write_text(_doc(_many(3), "compact"))
-    # the commands end by os._exit (cli.guard.one_shot): the probe reports from there
-    probe = ("import os, sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
-             "NOT_NEEDED = ('click', 'random', 'ipaddress')\n"
-             "end, me = os._exit, os.getpid()\n"
-             "def report(status):\n"
-             "    if os.getpid() == me:  # not the reader's forked helper\n"
-             "        print(sorted(m for m in NOT_NEEDED if m in sys.modules), file=sys.stderr)\n"
-             "        sys.stderr.flush()\n"
-             "    end(status)\n"
-             "os._exit = report\n"
-             "try:\n    runpy.run_module('nfkit', run_name='__main__')\n"
-             "finally:\n    print(sorted(m for m in NOT_NEEDED if m in sys.modules), file=sys.stderr)\n")
+    probe = _at_exit_probe("sorted(m for m in ('click', 'random', 'ipaddress') if m in sys.modules)")
     p = netns.run([sys.executable, "-c", probe.format("check", f)], check=False)
     assert p.returncode == 0 and p.stderr.splitlines() == [
         "ok: 5 message(s) validated, nothing committed", "[]"], p
@@ -233,14 +239,7 @@ def test_a_bulk_command_ends_without_freeing_what_it_read(netns, tmp_path) -> No
     # rules one by one took ~6 ms): the runs are still there when the process ends.
     f = tmp_path / "r.json"
     f.write_text(_doc(_many(50), "default"))
-    probe = ("import gc, os, sys, runpy; sys.argv = ['nfkit', 'rules', '{}', '{}']\n"
-             "end = os._exit\n"
-             "def report(status):\n"
-             "    print(sum(type(o).__name__ == 'RuleRun' for o in gc.get_objects()), file=sys.stderr)\n"
-             "    sys.stderr.flush()\n"
-             "    end(status)\n"
-             "os._exit = report\n"
-             "runpy.run_module('nfkit', run_name='__main__')\n")
+    probe = _at_exit_probe("sum(type(o).__name__ == 'RuleRun' for o in gc.get_objects())")
     for verb in ("check", "load"):
         p = netns.run([sys.executable, "-c", probe.format(verb, f)], check=False)
         assert p.returncode == 0 and int(p.stderr.splitlines()[-1]) >= 1, p

@@ -138,22 +138,7 @@ def test_learned_template_equals_the_compiler(nft_listing: list[dict[str, Any]],
 def test_nft_text_runs_same_bytes_as_lark(text: str) -> None:
     """nft text: runs of lines read by the learned line templates (`nfttext.TextRun`)
     encode to the bytes of the lines read one by one by lark, without templates."""
-    from nfkit.nftables.jsonfmt import parse_commands
-    from nfkit.nftables.nfttext import Reader, load_nft
-
-    def encoded(cmds: Any) -> Any:
-        return _encode_cmds(cmds)
-
-    try:
-        fast = encoded(load_nft(text, "d.nft"))
-    except InputError as exc:
-        fast = str(exc)
-    r = Reader(templates=False, line_lexer=False)
-    try:
-        r.read_text(text, "d.nft")
-        slow = encoded(parse_commands({"nftables": [x.item for x in r.out]}))
-    except InputError as exc:
-        slow = str(exc)
+    fast, slow = _templated_and_line_by_line(text)
     if isinstance(fast, str) or isinstance(slow, str):
         assert isinstance(fast, str) and isinstance(slow, str)
         return
@@ -164,20 +149,12 @@ def _encode_cmds(cmds: Any, anon_templates: bool = True) -> Any:
     return encoded_commands(cmds, anon_templates)
 
 
-@pytest.mark.parametrize("odd", ["10.0.0.256", "999.1.1.1", "010.0.0.1", "1.2.3.04",
-                                 "4294967296.1.1.1", "1.22.333", "1..2.3.4", "1.2.3.4.5",
-                                 "1234567.8", "0.0.0.0", "255.255.255.255"])
-def test_digits_and_dots_in_a_run_of_address_lines(odd: str) -> None:
-    """nft text: a line template's IPv4 slot takes what nft.lark's IP4 terminal lexes
-    (`nfttext._IP4_TOKEN`), so a line whose "address" is none has the template's tokens;
-    its value is refused by the slot and the line read alone: the bytes (or the error)
-    of the lines read one by one by lark."""
+def _templated_and_line_by_line(text: str) -> tuple[Any, Any]:
+    """nft ``text`` encoded as a load reads it (line templates) and as lark reads its lines
+    one by one without templates: each the bytes, or the error's text."""
     from nfkit.nftables.jsonfmt import parse_commands
     from nfkit.nftables.nfttext import Reader, load_nft
 
-    lines = [f"ip saddr 192.0.2.{i} tcp dport {i + 1} accept" for i in range(40)]
-    lines[20] = f"ip saddr {odd} tcp dport 21 accept"
-    text = "table ip t {\n\tchain c {\n" + "".join(f"\t\t{ln}\n" for ln in lines) + "\t}\n}\n"
     try:
         fast = _encode_cmds(load_nft(text, "d.nft"))
     except InputError as exc:
@@ -188,4 +165,19 @@ def test_digits_and_dots_in_a_run_of_address_lines(odd: str) -> None:
         slow = _encode_cmds(parse_commands({"nftables": [x.item for x in r.out]}))
     except InputError as exc:
         slow = str(exc)
+    return fast, slow
+
+
+@pytest.mark.parametrize("odd", ["10.0.0.256", "999.1.1.1", "010.0.0.1", "1.2.3.04",
+                                 "4294967296.1.1.1", "1.22.333", "1..2.3.4", "1.2.3.4.5",
+                                 "1234567.8", "0.0.0.0", "255.255.255.255"])
+def test_digits_and_dots_in_a_run_of_address_lines(odd: str) -> None:
+    """nft text: a line template's IPv4 slot takes what nft.lark's IP4 terminal lexes
+    (`nfttext._IP4_TOKEN`), so a line whose "address" is none has the template's tokens;
+    its value is refused by the slot and the line read alone: the bytes (or the error)
+    of the lines read one by one by lark."""
+    lines = [f"ip saddr 192.0.2.{i} tcp dport {i + 1} accept" for i in range(40)]
+    lines[20] = f"ip saddr {odd} tcp dport 21 accept"
+    text = "table ip t {\n\tchain c {\n" + "".join(f"\t\t{ln}\n" for ln in lines) + "\t}\n}\n"
+    fast, slow = _templated_and_line_by_line(text)
     assert fast == slow
