@@ -562,6 +562,17 @@ _TCP_NEXT = np.array(TCP_NEXT, dtype=np.int64)
 _TCP_EVENT = np.array(TCP_EVENT, dtype=np.int64)
 
 
+def _row_frame(buf: bytes, slow: dict[int, Decoded], i: int, proto: int, at: int, alen: int,
+               sport: int, dport: int, flags: int, seq: int, ps: int, pe: int, size: int) -> Decoded:
+    """Frame ``i`` as `Batch.decoded` gives it, from a walk's row of its values (its
+    addresses at ``at``, ``alen`` bytes each; its payload ``ps:pe``)."""
+    pkt = slow.get(i)
+    if pkt is None:
+        pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport, flags, seq,
+               buf[ps:pe] if pe > ps else b"", size)
+    return pkt
+
+
 class _BulkState:
     """What `Classifier._batch` knows of one batch: each flow key's slot, and the bulk counts.
 
@@ -599,9 +610,17 @@ class _BulkState:
         if code < 0:
             self.slot_of[g] = -1
             return
-        self.slot_of[g] = code >> 1
-        self.flip[g] = (code & 1) ^ int(b.orient[i])
-        self.group_of[code >> 1] = g
+        self._placed(g, code, int(b.orient[i]))
+
+    def _placed(self, g: int, code: int, o: int) -> int:
+        """Key group ``g`` is the flow of table ``code`` (slot and direction; ``o`` the
+        orientation of the frame that gave it): its slot, now the group's."""
+        s = code >> 1
+        if self.slot_of[g] != s:
+            self.slot_of[g] = s
+            self.group_of[s] = g
+        self.flip[g] = (code & 1) ^ o
+        return s
 
     def _count(self, slots: list[int], lanes: np.ndarray, frames: np.ndarray,
                direction: np.ndarray) -> None:
@@ -781,7 +800,7 @@ class _BulkState:
         run_end: dict[int, int] = {}
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
-        slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, self.careful_last
+        slot_of, flip, careful_last, placed = self.slot_of, self.flip, self.careful_last, self._placed
         orient, buf, slow, base = b.orient, b.buf, b.slow, self.base
         counted = np.zeros(b.n, dtype=bool)  # frames of a run counted in bulk
 
@@ -807,17 +826,9 @@ class _BulkState:
                         work[s] = w
                     careful_last[s] = i
                     return 0
-                pkt = slow.get(i)
-                if pkt is None:
-                    pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport,
-                           flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                pkt = _row_frame(buf, slow, i, proto, at, alen, sport, dport, flags, seq, ps, pe, size)
                 owner._clock = base + i
-                code = track(ts, pkt, code)
-                s = code >> 1
-                if slot_of[g] != s:
-                    slot_of[g] = s
-                    group_of[s] = g
-                flip[g] = (code & 1) ^ o
+                s = placed(g, track(ts, pkt, code), o)
             careful_last[s] = i
             if not bulk_ok or end - r <= 1 or not decided(s):
                 return 0
@@ -914,8 +925,8 @@ class _BulkState:
                 np.cumsum(heads) - heads, heads))
             rows = self._rows(frames, extra, one, lead, visit[head_at])
             track, decided = owner._track, owner._decided
-            slot_of, flip, group_of, careful_last = self.slot_of, self.flip, self.group_of, \
-                self.careful_last
+            slot_of, flip, careful_last, placed = self.slot_of, self.flip, self.careful_last, \
+                self._placed
             buf, slow, base = b.buf, b.slow, self.base
             taken = 0
             for u_lo, u_hi, head in zip(bounds[:-1].tolist(), bounds[1:].tolist(), heads.tolist(),
@@ -933,18 +944,11 @@ class _BulkState:
                                 done = True
                                 break
                             continue
-                        pkt = slow.get(i)
-                        if pkt is None:
-                            pkt = (proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport,
-                                   dport, flags, seq, buf[ps:pe] if pe > ps else b"", size)
+                        pkt = _row_frame(buf, slow, i, proto, at, alen, sport, dport, flags, seq, ps,
+                                         pe, size)
                         owner._clock = base + i
                         if leads:
-                            code = track(ts, pkt)
-                            s = code >> 1
-                            if slot_of[g] != s:
-                                slot_of[g] = s
-                                group_of[s] = g
-                            flip[g] = (code & 1) ^ o
+                            s = placed(g, track(ts, pkt), o)
                             careful_last[s] = i
                         else:
                             s = slot_of[g]
