@@ -144,9 +144,9 @@ def set_userdata(types: list[Datatype], data: Datatype | None, comment: str | No
     the set's comment); a concatenated key's order is ``concat_order`` (nft gives a
     meter's 0)."""
     key = _byteorder(types[0]) if len(types) == 1 else concat_order
-    out = bytes((0, 4)) + key.to_bytes(4, "little")
+    out = setudata.u32(setudata.KEYBYTEORDER, key)
     if data is not None:
-        out += bytes((1, 4)) + _byteorder(data).to_bytes(4, "little")
+        out += setudata.u32(setudata.DATABYTEORDER, _byteorder(data))
     return out + _comment_record(comment)
 
 
@@ -157,12 +157,13 @@ def _comment_record(comment: str | None) -> bytes:
     c = str(comment).encode() + b"\0"
     if len(c) > 128:
         raise InputError(f"set comment longer than 127 bytes: {comment[:40]!r}...")
-    return bytes((SET_UDATA_COMMENT, len(c))) + c
+    return setudata.record(SET_UDATA_COMMENT, c)
 
 
 def _anon_userdata(s: AnonSet) -> bytes:
     """An anonymous set's user data: a meter's as before, a rule's set or map as nft 1.0.6
-    writes it (`setudata.anonymous`)."""
+    writes it (`setudata.records`: the key's typeof a map's only when it is a
+    concatenation, nft keys other maps by a plain value)."""
     if s.set_name is not None:  # a meter
         return set_userdata(s.key_types, s.data_dt, concat_order=0)
     single = len(s.key_types) == 1
@@ -174,9 +175,9 @@ def _anon_userdata(s: AnonSet) -> bytes:
         data_order = setudata.ORDER_INVALID if verdicts or s.data_dt is None else \
             _byteorder(s.data_dt)
     is_map = bool(s.flags & (SET_MAP | SET_OBJECT))
-    return setudata.anonymous(key_order, s.key_typeof if not is_map or not single else None,
-                              data_order, is_map, verdicts,
-                              merge=not is_map and bool(s.flags & SET_INTERVAL))
+    return setudata.records(key_order, s.key_typeof if not is_map or not single else None,
+                            data_order, is_map, setudata.VERDICT_TYPEOF if verdicts else None,
+                            merge=not is_map and bool(s.flags & SET_INTERVAL))
 
 
 def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Datatype | None
@@ -188,21 +189,14 @@ def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Data
     then the comment."""
     if len(types) == 1 and s.map is None and not s.auto_merge:
         return set_userdata(types, None, s.comment)
-    concat_typeof = setudata.typeof(setudata.EXPR_CONCAT, b"")
-    out = setudata.u32(setudata.KEYBYTEORDER, _byteorder(types[0]) if len(types) == 1
-                       else setudata.ORDER_INVALID)
-    if s.map is not None:
-        out += setudata.u32(setudata.DATABYTEORDER, setudata.ORDER_INVALID if data_dt is None
-                            else _byteorder(data_dt))
-    if s.auto_merge:
-        out += setudata.u32(setudata.MERGE_ELEMENTS, 1)
-    if len(types) > 1:
-        out += setudata.record(setudata.KEY_TYPEOF, concat_typeof)
-    if s.map is not None:
-        if data_dt is None and data_type != VERDICT_TYPE:  # a concatenation
-            out += setudata.record(setudata.DATA_TYPEOF, concat_typeof)
-        out += setudata.u32(setudata.DATA_INTERVAL, 0)
-    return out + _comment_record(s.comment)
+    concat = len(types) > 1
+    data_order = None if s.map is None else \
+        setudata.ORDER_INVALID if data_dt is None else _byteorder(data_dt)
+    data_concat = s.map is not None and data_dt is None and data_type != VERDICT_TYPE
+    return setudata.records(_byteorder(types[0]) if not concat else setudata.ORDER_INVALID,
+                            setudata.CONCAT_TYPEOF if concat else None, data_order,
+                            s.map is not None, setudata.CONCAT_TYPEOF if data_concat else None,
+                            merge=s.auto_merge) + _comment_record(s.comment)
 
 
 # ---- encoder ---------------------------------------------------------------------

@@ -121,12 +121,11 @@ def concat(parts: list[bytes | None]) -> bytes | None:
     return typeof(EXPR_CONCAT, b"".join(record(k, p) for k, p in enumerate(parts)))  # type: ignore[arg-type]
 
 
-def anonymous(key_order: int, key_typeof: bytes | None, data_order: int | None = None,
-              is_map: bool = False, verdicts: bool = False, merge: bool = False) -> bytes:
-    """An anonymous set's (or map's) user data as nft 1.0.6 writes it: the key's byte
-    order, a data map's data byte order, whether nft merges its intervals (``merge``),
-    the key's typeof (a map's key only when it is a concatenation: nft keys other maps
-    by a plain value), a verdict map's data typeof, and a map's data-interval flag (0)."""
+def records(key_order: int, key_typeof: bytes | None, data_order: int | None = None,
+            is_map: bool = False, data_typeof: bytes | None = None, merge: bool = False) -> bytes:
+    """A set's (or map's) records in nft 1.0.6's order: the key's byte order, a data map's
+    data byte order, whether nft merges its intervals (``merge``), the key's typeof, the
+    data's typeof, and a map's data-interval flag (0).  (A comment, if any, comes after.)"""
     out = u32(KEYBYTEORDER, key_order)
     if data_order is not None:
         out += u32(DATABYTEORDER, data_order)
@@ -134,8 +133,13 @@ def anonymous(key_order: int, key_typeof: bytes | None, data_order: int | None =
         out += u32(MERGE_ELEMENTS, 1)
     if key_typeof is not None:
         out += record(KEY_TYPEOF, key_typeof)
-    if verdicts:
-        out += record(DATA_TYPEOF, typeof(EXPR_VERDICT, b""))
+    if data_typeof is not None:
+        out += record(DATA_TYPEOF, data_typeof)
     if is_map:
         out += u32(DATA_INTERVAL, 0)
     return out
+
+
+# the typeof of a verdict map's data, and nft's empty one of a concatenation declared by `type`
+VERDICT_TYPEOF = typeof(EXPR_VERDICT, b"")
+CONCAT_TYPEOF = typeof(EXPR_CONCAT, b"")
