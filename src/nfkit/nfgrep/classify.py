@@ -723,7 +723,8 @@ class _BulkState:
         state = table.state
         slot_of = self.slot_of
         groups = b.group[frames]
-        present = np.unique(groups).tolist()
+        # (np.unique would import numpy.ma, ~8 ms, to ask whether ``groups`` is masked)
+        present = np.flatnonzero(np.bincount(groups, minlength=b.ngroups)).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
         for g in present:
             if slot_of[g] == -2:
