@@ -84,7 +84,9 @@ class Batch:
     """
 
     def __init__(self, buf: Any, ts: np.ndarray, start: np.ndarray, caplen: np.ndarray,
-                 link: np.ndarray | int, head: np.ndarray | None = None) -> None:
+                 link: np.ndarray | int, head: np.ndarray | None = None, skip: int = 0) -> None:
+        """``head``: each frame's first bytes as rows (`frame_heads`), from column ``skip``
+        of each row (a caller may gather the pcap record header before them in one go)."""
         self.buf = buf
         self.ts = ts
         self.n = n = len(start)
@@ -93,21 +95,24 @@ class Batch:
         c = caplen.astype(np.int64)
         f = start.astype(np.int64)
         ok = np.ones(n, dtype=bool)
-        if head is None:
-            head = frame_heads(buf, f)
+        if head is None or not n:
+            head, skip = frame_heads(buf, f), 0
         # every header this parse reads lies in the first HEAD bytes of its frame: one
         # gather of those rows (consecutive bytes), then each field read from them as a
         # big-endian word of its size (a view per size over the rows, at every byte offset)
         head = np.ascontiguousarray(head)
+        width = head.shape[1]
+        assert width >= skip + HEAD
         words = {size: np.ndarray(shape=(n, HEAD - size + 1), dtype=f">u{size}", buffer=head,
-                                  strides=(HEAD, 1)) if n else np.zeros((0, HEAD), dtype=f">u{size}")
+                                  offset=skip, strides=(width, 1))
+                 if n else np.zeros((0, HEAD), dtype=f">u{size}")
                  for size in (1, 2, 4, 8)}
-        # the same words as one flat run (row r's byte k at r * HEAD + k): a field at a
-        # different offset per frame is one 1-D take, much cheaper than a 2-D gather
-        flat = {size: np.ndarray(shape=(max(n * HEAD - size + 1, 0),), dtype=f">u{size}", buffer=head,
-                                 strides=(1,)) for size in (1, 2, 4, 8)}
+        # the same words as one flat run (row r's byte k at r * width + skip + k): a field at
+        # a different offset per frame is one 1-D take, much cheaper than a 2-D gather
+        flat = {size: np.ndarray(shape=(max(n * width - skip - size + 1, 0),), dtype=f">u{size}",
+                                 buffer=head, offset=skip, strides=(1,)) for size in (1, 2, 4, 8)}
         every = np.arange(n, dtype=np.int64)
-        row_at = every * HEAD
+        row_at = every * width
 
         def field(off: np.ndarray | int, size: int, rows: np.ndarray | None = None) -> np.ndarray:
             """``size`` bytes big-endian at ``off`` into each frame (of ``rows``), as int64/uint64.
@@ -125,7 +130,7 @@ class Batch:
                 beyond = np.broadcast_to(beyond, (n,) if rows is None else rows.shape)
                 ok[beyond if rows is None else rows[beyond]] = False
                 at = np.where(beyond, 0, at)
-            return flat[size][(row_at if rows is None else rows * HEAD) + at].astype(wide)
+            return flat[size][(row_at if rows is None else rows * width) + at].astype(wide)
 
         # link layer: ethertype and where the IP header starts
         eth = links == LINK_ETHERNET

@@ -55,7 +55,7 @@ from nfkit.flow.tcpstate import (
     TcpEvent,
 )
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import Batch, frame_heads, from_frames
+from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -454,7 +454,7 @@ class Classifier:
         order = rec.format[0]
         little = order == "<"
         limit = len(data)
-        words = np.ndarray(shape=(limit - 3,), dtype=np.dtype(f"{order}u4"), buffer=data, strides=(1,))
+        rec_word = np.dtype(f"{order}u4")
         pos = 24
         total = 0
         released = 0
@@ -463,10 +463,13 @@ class Classifier:
             offsets, pos, stopped = pcap_records(data, pos, pos + SPAN, little, divisor)
             for lo in range(0, len(offsets), BATCH):
                 at = offsets[lo:lo + BATCH]
-                head = frame_heads(data, at + 16)  # each frame's first bytes, for the parse
-                sec, frac, caplen = words[at], words[at + 4], words[at + 8]  # lines just read
+                # each record's header and its frame's first bytes in one gather: the
+                # parse's and the header's columns read from rows that are in cache
+                head = frame_heads(data, at, 16 + HEAD)
+                sec, frac, caplen = (np.ndarray(shape=(len(at),), dtype=rec_word, buffer=head, offset=k,
+                                                strides=(16 + HEAD,)) for k in (0, 4, 8))
                 ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
-                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head))
+                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head, skip=16))
                 total += len(at)
                 # the pages read so far are not needed again: resident memory stays a batch's
                 after = int(offsets[lo + BATCH]) if lo + BATCH < len(offsets) else pos
