@@ -193,7 +193,7 @@ def classify(captures: tuple[str, ...], interface: str | None, fanout: int, coun
 def _print(report: ClassifyReport, as_json: bool) -> None:
     out = sys.stdout
     for r in report.flows:
-        out.write((json.dumps(r.as_json()) if as_json else flow_line(r)) + "\n")
+        out.write((r.json_line() if as_json else flow_line(r)) + "\n")
     out.flush()
     if not as_json and out.isatty():
         _summary(report)

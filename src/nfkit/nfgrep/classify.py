@@ -34,12 +34,14 @@ fits again.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 
 import numpy as np
@@ -118,6 +120,18 @@ class FlowResult:
         if self.evicted:
             out["evicted"] = True
         return out
+
+    def json_line(self) -> str:
+        """``json.dumps(self.as_json())``, written directly (a quarter of the time, per flow)."""
+        fields, p, b = self.fields, self.packets, self.bytes
+        try:
+            inner = ", ".join(_quoted(k) + ": " + _quoted(v) for k, v in fields.items())
+            return (f'{{"proto": {_quoted(self.proto)}, "client": {_quoted(self.client)}, '
+                    f'"server": {_quoted(self.server)}, "app": {_quoted(self.app or "unknown")}, '
+                    f'"fields": {{{inner}}}, "packets": [{int(p[0])}, {int(p[1])}], '
+                    f'"bytes": [{int(b[0])}, {int(b[1])}]' + (', "evicted": true}' if self.evicted else "}"))
+        except TypeError:  # a field that is not text: json's own way
+            return json.dumps(self.as_json())
 
 
 @dataclass
