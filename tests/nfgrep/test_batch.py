@@ -520,3 +520,15 @@ def test_a_flow_major_piece_leaves_the_budgets_idle_order_of_capture_order(
         if len(evicted) == 1:
             alone += evicted
     assert alone and set(alone) == {"192.0.2.2:40002"}  # B, never A
+
+
+@settings(max_examples=100, deadline=None)
+@given(buf=st.binary(min_size=1, max_size=400), picks=st.lists(st.integers(0, 399), max_size=20),
+       width=st.sampled_from([1, 16, 96, 112]))
+def test_frame_heads_are_each_frames_first_bytes_zero_padded(buf: bytes, picks: list[int],
+                                                             width: int) -> None:
+    start = np.array([p % len(buf) for p in picks], dtype=np.int64)
+    got = frame_heads(buf, start, width)
+    assert got.shape == (len(start), width) and got.dtype == np.uint8
+    for row, at in zip(got.tolist(), start.tolist(), strict=True):
+        assert bytes(row) == buf[at:at + width].ljust(width, b"\0")

@@ -59,8 +59,10 @@ def frame_heads(buf: Any, start: np.ndarray, width: int = HEAD) -> np.ndarray:
     n = len(start)
     inside = start + width <= len(u8)
     if inside.all() and n:
-        rows = np.lib.stride_tricks.as_strided(u8, shape=(len(u8) - width + 1, width), strides=(1, 1))
-        return rows[start]
+        # each row one item of ``width`` bytes: numpy copies it whole (twice as fast as rows
+        # of ``width`` one-byte items)
+        items = np.ndarray(shape=(len(u8) - width + 1,), dtype=f"V{width}", buffer=u8, strides=(1,))
+        return items[start].view(np.uint8).reshape(n, width)
     out = np.zeros((n, width), dtype=np.uint8)
     if len(u8) >= width and inside.any():
         rows = np.lib.stride_tricks.as_strided(u8, shape=(len(u8) - width + 1, width), strides=(1, 1))
