@@ -420,7 +420,7 @@ def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
         view = np.lib.stride_tricks.as_strided(u8[int(bstart[rows[0]]):], shape=(len(rows), window + 16),
                                                strides=(block, 1))
         sec0 = int(u32[pos]) if pos <= limit - 4 else 0
-        zeros = (11, 15) if little else (8, 12)
+        zeros: tuple[int, ...] = (11, 15) if little else (8, 12)
         if divisor <= 1 << 24:
             zeros += (7,) if little else (4,)
         top = 3 if little else 0
