@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from nfkit.nfgrep import batch as batch_module
 from nfkit.nfgrep import classify as classify_module
-from nfkit.nfgrep.batch import Batch, frame_heads, from_frames
+from nfkit.nfgrep.batch import Batch, frame_heads, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     LINK_ETHERNET,
     LINK_NULL,
@@ -532,3 +532,10 @@ def test_frame_heads_are_each_frames_first_bytes_zero_padded(buf: bytes, picks: 
     assert got.shape == (len(start), width) and got.dtype == np.uint8
     for row, at in zip(got.tolist(), start.tolist(), strict=True):
         assert bytes(row) == buf[at:at + width].ljust(width, b"\0")
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.integers(0, (1 << 17) - 1), max_size=300), bound=st.sampled_from([1 << 16, 1 << 17]))
+def test_stable_order_is_numpys_stable_argsort(keys: list[int], bound: int) -> None:
+    a = np.array([k % bound for k in keys], dtype=np.int64)
+    assert np.array_equal(stable_order(a, bound), np.argsort(a, kind="stable"))

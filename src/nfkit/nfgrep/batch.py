@@ -49,6 +49,14 @@ def _among(x: np.ndarray, values: Sequence[int]) -> np.ndarray:
     return out
 
 
+def stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for keys in ``[0, bound)``: as 16-bit keys when they
+    fit, which numpy sorts by radix (several times faster than its merge sort of int64)."""
+    if bound <= 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
 def frame_heads(buf: Any, start: np.ndarray, width: int = HEAD) -> np.ndarray:
     """The first ``width`` bytes of each frame starting at ``start`` in ``buf``, as rows.
 
@@ -263,7 +271,7 @@ class Batch:
             np.minimum.at(first, inverse, np.arange(self.n))
         # number groups in order of first frame
         rank = np.empty(len(first), dtype=np.int64)
-        by_first = np.argsort(first, kind="stable")
+        by_first = stable_order(first, self.n)
         rank[by_first] = np.arange(len(first))
         self.group = rank[inverse.reshape(-1)]
         self.first = first[by_first]

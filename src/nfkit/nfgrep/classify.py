@@ -57,7 +57,7 @@ from nfkit.flow.tcpstate import (
     TcpEvent,
 )
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames
+from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -726,7 +726,7 @@ class _BulkState:
             bg = groups[bulk]
             bf = frames[bulk]
             bd = direction[bulk]
-            order = np.argsort(bg, kind="stable")
+            order = stable_order(bg, self.b.ngroups)
             bg, bf, bd = bg[order], bf[order], bd[order]
             new = np.ones(len(bg), dtype=bool)
             new[1:] = bg[1:] != bg[:-1]
@@ -804,10 +804,10 @@ class _BulkState:
         if not len(frames):
             return
         groups = b.group[frames]
-        order = np.argsort(groups, kind="stable")
+        order = stable_order(groups, b.ngroups)
         by_group = frames[order]
-        sorted_groups = groups[order]
-        ends = np.searchsorted(sorted_groups, groups, side="right")
+        # per frame: where its group ends in ``order`` (a count, not a search)
+        ends = np.cumsum(np.bincount(groups, minlength=b.ngroups))[groups]
         rank = np.empty(len(frames), dtype=np.int64)
         rank[order] = np.arange(len(frames))
         # per frame: does a SYN follow in its group (one that could reopen the tuple)?
@@ -922,11 +922,11 @@ class _BulkState:
         cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
         starts = np.flatnonzero(cut)
         lengths = np.diff(np.append(starts, n))
-        by_first = np.argsort(order[starts], kind="stable")
+        by_first = stable_order(order[starts], n)
         starts, lengths = starts[by_first], lengths[by_first]
         unit = np.repeat(np.arange(len(starts)), lengths)
         visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
-        first = np.searchsorted(sorted_groups, groups, side="left")
+        first = extra[2] - np.bincount(groups, minlength=b.ngroups)[groups]  # where its group begins
         syn_later = np.zeros(b.ngroups, dtype=bool)
         syn_later[groups[syn & (rank != first)]] = True
         one = ~syn_later[groups]
