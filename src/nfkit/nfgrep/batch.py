@@ -258,7 +258,8 @@ class Batch:
                 h ^= h >> np.uint64(29)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
         # the hash is only a shortcut: a group whose frames differ in any key column splits
-        if any((col != col[first[inverse]]).any() for col in cols):
+        lead = first[inverse]  # each frame's group's first frame
+        if any((col != col[lead]).any() for col in cols):
             keys = np.stack(cols[::-1])
             order = np.lexsort(keys)
             sk = keys[:, order]
