@@ -246,10 +246,13 @@ class Batch:
         dp = self.dport.astype(np.uint64)
         gt = (a_hi > b_hi) | ((a_hi == b_hi) & ((a_lo > b_lo) | ((a_lo == b_lo) & (sp > dp))))
         self.orient = gt.astype(np.int64)
-        cols = [np.where(self.valid, self.proto, -1).astype(np.uint64) * np.uint64(2)
-                + self.v6.astype(np.uint64),
-                np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo), np.where(gt, dp, sp),
-                np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo), np.where(gt, sp, dp)]
+        # transport, family and both ports in one word: (proto * 2 + v6, or 2**32 - 2 + v6 for
+        # a frame that is not a packet) << 32 | lower endpoint's port << 16 | higher's
+        kind = (np.where(self.valid, self.proto * 2, 0xFFFFFFFE) + self.v6).astype(np.uint64)
+        low_port = np.where(gt, dp, sp)
+        cols = [(kind << np.uint64(32)) | (low_port << np.uint64(16)) | (sp ^ dp ^ low_port),
+                np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo),
+                np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo)]
         self.key = cols
         with np.errstate(over="ignore"):
             h = np.zeros(self.n, dtype=np.uint64)
