@@ -54,9 +54,11 @@ def message(pid: int, payload: bytes, mark: int = 0) -> bytes:
     return bytes(w.buffer)
 
 
-def flows(n: int, fin: bool = False) -> list[bytes]:
+def flows(n: int, fin: bool = False, request_only: bool = False) -> list[bytes]:
     """Each flow's queued packets: the request, the reply that decides it, and (``fin``) the
-    server's FIN queued behind the reply, as in bench.py's connection load."""
+    server's FIN queued behind the reply, as in bench.py's connection load with a signature
+    that reads the reply; ``request_only``: the request alone (the shipped http decides on
+    it, and the rest of the flow stays in the kernel)."""
     reply_bit = direction_bit(DEFAULT_MARK_MASK)
     out = []
     pid = 0
@@ -66,7 +68,9 @@ def flows(n: int, fin: bool = False) -> list[bytes]:
         server = bytes([198, 51, 100, 1 + i // 50000 % 200])
         packets = [(ip_tcp(client, server, port, 8080, 1000, 2000, REQUEST), 0),
                    (ip_tcp(server, client, 8080, port, 2000, 1000 + len(REQUEST), REPLY), reply_bit)]
-        if fin:
+        if request_only:
+            del packets[1:]
+        elif fin:
             packets.append((ip_tcp(server, client, 8080, port, 2000 + len(REPLY), 1000 + len(REQUEST),
                                    b"", 0x11), reply_bit))
         for ip, mark in packets:
@@ -123,13 +127,21 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--fin", action="store_true", help="a third packet per flow: the server's FIN")
+    ap.add_argument("--request-only", action="store_true",
+                    help="the request alone per flow (what reaches the queue now HTTP is decided on it)")
+    ap.add_argument("--profile", default="", help="write a cProfile of one more run into this file")
     args = ap.parse_args()
     engine = Engine(load_rules(None))
-    messages = flows(args.flows, args.fin)
+    messages = flows(args.flows, args.fin, args.request_only)
     gc.collect()
     gc.freeze()
     times = [run(engine, messages, args.batch) for _ in range(args.runs)]
-    print(f"worker Python per flow ({3 if args.fin else 2} queued packets): median {statistics.median(times):.1f} us "
+    if args.profile:
+        import cProfile
+
+        cProfile.runctx("run(engine, messages, args.batch)", globals(), locals(), args.profile)
+    queued = 1 if args.request_only else 3 if args.fin else 2
+    print(f"worker Python per flow ({queued} queued packets): median {statistics.median(times):.1f} us "
           f"(runs: {', '.join(f'{t:.1f}' for t in times)}; batch {args.batch}; shared machine, noisy)")
 
 

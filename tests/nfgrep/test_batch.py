@@ -494,9 +494,10 @@ def test_a_data_flow_begun_before_the_announcement_is_not_labelled_by_it(tmp_pat
     major = _report(frames, tmp_path / "a.pcap", True, flow_major=True)
     assert major == _report(frames, tmp_path / "b.pcap", False)
     apps = [(f.client.rsplit(":", 1)[1], f.app) for f in major[0]]
-    # (each data tuple is closed and opened again later: the second flows take the second PASV)
+    # (each data tuple is closed and opened again later: the second flows take the second PASV;
+    # the one left sends an HTTP request, which is http on its own)
     assert apps == [("40000", "ftp"), ("40001", None), ("40002", "ftp-data"), ("40001", "ftp-data"),
-                    ("40002", None)]
+                    ("40002", "http")]
 
 
 def test_a_flow_major_piece_leaves_the_budgets_idle_order_of_capture_order(

@@ -83,7 +83,8 @@ def test_payload_shows_each_step() -> None:
                        "--reply", "HTTP/1.1 101 Switching\\r\\n\\r\\n")
     data = json.loads(text)
     assert data["flows"][0]["app"] == "http"
-    assert [e["result"] for e in data["packets"][0]["events"]] == ["held"]
+    # the request decides http; the upgrade and CONNECT after it fail on it
+    assert [e["result"] for e in data["packets"][0]["events"]] == ["held", "classified", "failed", "failed"]
 
 
 def test_payload_udp_and_expectations(tmp_path: Path) -> None:

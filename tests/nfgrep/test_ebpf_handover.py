@@ -25,6 +25,7 @@ from nfkit.nfgrep.ebpf.program import (
 from nfkit.nfgrep.ebpf.replay import frame
 from nfkit.nfgrep.loader import SIGNATURES
 
+from .replyhttp import reply_http_rules
 from .test_ebpf import C4, C6, S4, S6, tcp_flow, udp_flow
 from .test_ebpf_shapes import hybrid_wrong
 
@@ -276,13 +277,14 @@ REQUEST = b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
 
 
 @pytest.mark.kernel
-def test_a_request_body_in_its_own_segment_stays_in_the_kernel() -> None:
+def test_a_request_body_in_its_own_segment_stays_in_the_kernel(tmp_path: Path) -> None:
     """An HTTP POST whose body follows the headers in a second segment, before the reply
     (the flow is open: the server-first protocols wait for the server's first bytes and
-    would read the client's from the start): the body is kept, not handed over, the reply
-    decides http in the kernel, and the decision deletes the kept packets."""
+    would read the client's from the start; http confirmed by the reply): the body is kept,
+    not handed over, the reply decides http in the kernel, and the decision deletes the
+    kept packets."""
     c4, s4 = C4, S4
-    with Classifier(load_verified(None)) as cl:
+    with Classifier(load_verified([reply_http_rules(tmp_path / "rules")])) as cl:
         marks = [cl.prog.test_run(frame(6, *ends, flags, seq, data))[1] for ends, flags, seq, data in (
             ((c4, s4, 41000, 80), 0x02, 1, b""), ((s4, c4, 80, 41000), 0x12, 9, b""),
             ((c4, s4, 41000, 80), 0x18, 2, REQUEST), ((c4, s4, 41000, 80), 0x18, 2 + len(REQUEST), b"hello"))]
@@ -292,3 +294,28 @@ def test_a_request_body_in_its_own_segment_stays_in_the_kernel() -> None:
         assert cl.prog.test_run(reply)[1] == cl.packet_mark(cl.compiled.apps["http"])
         assert cl.flow(c4, s4, 41000, 80, 6).app == "http"  # type: ignore[union-attr]
         assert cl.first.keys() == []
+
+
+def test_http_is_decided_on_the_request_and_a_waiting_child_marks_nothing_yet() -> None:
+    """The shipped http decides on the request: the kernel marks the request itself.  A
+    request a protocol `after` http may still claim (an Upgrade, a CONNECT) leaves the flow
+    refining, and its packets carry no app until the server's answer decides: the label
+    chain keeps the first app it copies into the conntrack mark, so a parent's mark there
+    would stick where the child wins (it did: websocket and CONNECT flows were http)."""
+    with Classifier(load_verified(None)) as cl:
+        http, ws, tunnel = (cl.packet_mark(cl.compiled.apps[a]) for a in ("http", "websocket", "http-connect"))
+        for port, request, answer, app in (
+                (41100, REQUEST, None, http),
+                (41101, b"GET /c HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+                 b"HTTP/1.1 101 Switching Protocols\r\n\r\n", ws),
+                (41102, b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                 b"HTTP/1.1 200 Connection established\r\n\r\n", tunnel)):
+            cl.prog.test_run(frame(6, C4, S4, port, 80, 0x02, 1, b""))
+            cl.prog.test_run(frame(6, S4, C4, 80, port, 0x12, 9, b""))
+            mark = cl.prog.test_run(frame(6, C4, S4, port, 80, 0x18, 2, request))[1]
+            if answer is None:
+                assert mark == app
+                continue
+            assert mark == 0  # refining: the parent's app is not the flow's yet
+            assert cl.prog.test_run(frame(6, C4, S4, port, 80, 0x10, 2 + len(request), b""))[1] == 0
+            assert cl.prog.test_run(frame(6, S4, C4, 80, port, 0x18, 10, answer))[1] == app

@@ -15,6 +15,8 @@ from nfkit.nfgrep.loader import load_rules
 from nfkit.nfgrep.registry import SHIPPED, Registry
 from nfkit.nfqueue import wire
 
+from .replyhttp import reply_http_rules
+
 C, S = "192.0.2.2", "198.51.100.2"
 
 
@@ -35,6 +37,14 @@ def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def engine_rules():  # type: ignore[no-untyped-def]
     return load_rules()
+
+
+# the shipped http decides on the request alone; the judge's own machinery (batches, the hold,
+# reused tuples, the bounds) is tested on flows that need two packets: http confirmed by the
+# server's status line, as the library had it before
+@pytest.fixture(scope="module")
+def reply_rules(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return load_rules([str(reply_http_rules(tmp_path_factory.mktemp("reply_rules")))])
 
 
 def judge(rules, **kw):  # type: ignore[no-untyped-def]
@@ -62,6 +72,37 @@ def test_http_flow_decided_then_every_packet_carries_the_mark(engine_rules) -> N
     assert d.fields["host"] == "www.example.test" and d.packets == first + 1
     assert j.packet(tcp(S, C, 80, 40000, 600, 0x10, b"x" * 100)) == http  # decided: no engine
     assert j.counts["decided"] == 1 and not j.flows
+
+
+def test_an_http_request_alone_decides_the_flow(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """HTTP is decided on the client's request (as nDPI does): its verdict carries the mark,
+    so the rule after the queue sets the ct mark before the server can answer, and the reply
+    and the FINs never reach userspace.  The reply adds nothing: a known method, a target,
+    HTTP/1.x and a line end are conclusive (same verdicts on bench/nfgrep's captures)."""
+    j, decisions = judge(engine_rules)
+    http = SHIPPED["http"]
+    assert j.packet(tcp(C, S, 40030, 80, 101, 0x18, REQUEST), reply=False) == http
+    (d,) = decisions
+    assert (d.app, d.packets, d.fields["host"], d.fields["user_agent"]) == ("http", 1, "www.example.test", "t/1")
+    # headers cut over two segments: decided when they end, not before, the reply not needed
+    assert j.packet(tcp(C, S, 40031, 80, 101, 0x18, REQUEST[:30]), reply=False) == 0
+    assert j.packet(tcp(C, S, 40031, 80, 131, 0x18, REQUEST[30:]), reply=False) == http
+    assert decisions[1].packets == 2 and not j.flows
+
+
+def test_an_upgrade_or_a_connect_still_waits_for_the_server(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """The protocols after http that need the server's answer (WebSocket's 101, CONNECT's
+    2xx) keep their flows in the queue until it comes."""
+    j, decisions = judge(engine_rules)
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    assert j.packet(tcp(C, S, 40032, 80, 101, 0x18, upgrade), reply=False) == 0
+    assert j.packet(tcp(S, C, 80, 40032, 501, 0x18, b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+                    reply=True) == SHIPPED["websocket"]
+    connect = b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"
+    assert j.packet(tcp(C, S, 40033, 3128, 101, 0x18, connect), reply=False) == 0
+    assert j.packet(tcp(S, C, 3128, 40033, 501, 0x18, b"HTTP/1.1 200 Connection established\r\n\r\n"),
+                    reply=True) == SHIPPED["http-connect"]
+    assert [(d.app, d.packets) for d in decisions] == [("websocket", 2), ("http-connect", 2)]
 
 
 def test_sides_from_a_syn_ack_seen_first(engine_rules) -> None:  # type: ignore[no-untyped-def]
@@ -189,12 +230,12 @@ class _Verdicts:
         self.sends.append(count)
 
 
-def test_a_batch_gets_its_verdicts_decided_first_then_each_before_the_next_engine_run(engine_rules) -> None:  # type: ignore[no-untyped-def]
+def test_a_batch_gets_its_verdicts_decided_first_then_each_before_the_next_engine_run(reply_rules) -> None:  # type: ignore[no-untyped-def]
     """`BatchServer`: a packet of a flow decided already is answered before the engine runs on
     the batch's others; the verdicts written since the engine last ran are sent before it
     runs again; a flow decided by an earlier packet of the same batch is not judged again
     (once, the same app for both) and its verdict rides in that packet's sendmsg."""
-    j, decisions = judge(engine_rules)
+    j, decisions = judge(reply_rules)
     http = SHIPPED["http"]
     j.packet(tcp(C, S, 40010, 80, 101, 0x18, REQUEST))
     assert j.packet(tcp(S, C, 80, 40010, 501, 0x18, RESPONSE)) == http
@@ -214,7 +255,7 @@ def test_a_batch_gets_its_verdicts_decided_first_then_each_before_the_next_engin
 
 
 @pytest.mark.parametrize("options", [b"", b"\x01" * 4])
-def test_the_batch_path_reads_packets_as_the_judge_does(engine_rules, options: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_the_batch_path_reads_packets_as_the_judge_does(reply_rules, options: bytes) -> None:  # type: ignore[no-untyped-def]
     """The headers `BatchServer` reads itself (IPv4 without options) and those it leaves to
     the generic decoder (IP options here) give the same verdicts as `FlowJudge.packet`: TCP
     through reassembly, a UDP datagram, a cut copy, a packet that is neither."""
@@ -232,11 +273,11 @@ def test_the_batch_path_reads_packets_as_the_judge_does(engine_rules, options: b
                (5, 0, bytes(icmp)),
                (6, 0, tcp(C, S, 40021, 9999, 1, 0x18, b"\x00" * 10))]
     q = _Verdicts()
-    j, decisions = judge(engine_rules)
+    j, decisions = judge(reply_rules)
     server = BatchServer(j, 0xFF, 7, q.send)
     for pid, mark, ip in packets:
         server.packets(*queued((pid, mark, ip4(ip)), cap_len=100 if pid == 6 else None))
-    ref, ref_decisions = judge(engine_rules)
+    ref, ref_decisions = judge(reply_rules)
     want = []
     for pid, mark, ip in packets:
         app = ref.packet(ip, cut=pid == 6, reply=bool(mark & 0x80))
@@ -248,14 +289,14 @@ def test_the_batch_path_reads_packets_as_the_judge_does(engine_rules, options: b
     assert j.counts["packets"] == ref.counts["packets"] == len(packets)
 
 
-def test_a_new_connection_on_a_reused_tuple_within_the_hold_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_connection_on_a_reused_tuple_within_the_hold_is_judged_anew(reply_rules) -> None:  # type: ignore[no-untyped-def]
     """SYNs never reach the queue, so a new connection on the addresses and ports of one
     decided moments ago is told by its sequence numbers: far from where the decided
     connection's streams ended, it is judged anew instead of taking that decision (the same
     source port reused within the hold must not inherit another connection's app)."""
     now = [0.0]
     decisions: list = []
-    j = FlowJudge(Engine(engine_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
+    j = FlowJudge(Engine(reply_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
     http = SHIPPED["http"]
     j.packet(tcp(C, S, 40007, 80, 101, 0x18, REQUEST), reply=False)
     assert j.packet(tcp(S, C, 80, 40007, 501, 0x18, RESPONSE), reply=True) == http
@@ -273,7 +314,7 @@ def test_a_new_connection_on_a_reused_tuple_within_the_hold_is_judged_anew(engin
     assert len(decisions) == 2 and decisions[1].packets == 3
 
 
-def test_a_reused_tuple_reopened_as_linux_numbers_it_is_judged_anew(engine_rules) -> None:  # type: ignore[no-untyped-def]
+def test_a_reused_tuple_reopened_as_linux_numbers_it_is_judged_anew(reply_rules) -> None:  # type: ignore[no-untyped-def]
     """Linux picks a connection's initial sequence number as a hash of its tuple plus a
     clock of 64 ns ticks (RFC 6528): the same tuple reopened 0.1 s later starts 1.56
     million further on.  That is a new connection, judged anew (a window of 2**24 took it
@@ -281,7 +322,7 @@ def test_a_reused_tuple_reopened_as_linux_numbers_it_is_judged_anew(engine_rules
     still in flight (a few segments past its end) keep its decision."""
     now = [0.0]
     decisions: list = []
-    j = FlowJudge(Engine(engine_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
+    j = FlowJudge(Engine(reply_rules), Registry(), on_decision=decisions.append, clock=lambda: now[0])
     http = SHIPPED["http"]
     isn, server_isn = 1000, 7000
     j.packet(tcp(C, S, 40008, 80, isn, 0x18, REQUEST), reply=False)
@@ -295,11 +336,11 @@ def test_a_reused_tuple_reopened_as_linux_numbers_it_is_judged_anew(engine_rules
         assert len(decisions) == n
 
 
-def test_the_flow_tables_stay_within_their_bound_and_keep_the_newest(engine_rules) -> None:  # type: ignore[no-untyped-def]
+def test_the_flow_tables_stay_within_their_bound_and_keep_the_newest(reply_rules) -> None:  # type: ignore[no-untyped-def]
     """Undecided and decided flows are each bounded by ``max_flows``: a full table drops its
     oldest sixteenth (at least one), counted as undecided_dropped for undecided flows; the
     newest stay (a decided one still answers for its packets in flight)."""
-    j, _ = judge(engine_rules, max_flows=32)
+    j, _ = judge(reply_rules, max_flows=32)
     http = SHIPPED["http"]
     for port in range(41000, 41040):  # requests only: undecided
         assert j.packet(tcp(C, S, port, 80, 1, 0x18, REQUEST), reply=False) == 0

@@ -531,7 +531,13 @@ class _Builder:
         a.label("apply")
         a.note("apply the flow's mark to the packet (only the mask's bits)")
         keep = ~self.mark_mask & 0xFFFFFFFF
-        a.emit(ldx("w", R1, R8, V_MARK), alu64("lsh", R1, imm=self.shift),
+        # refining (a winner's children wait): no app yet in the packet, as the queue path
+        # marks none before the engine is done; the label chain keeps the first app it
+        # copies into the conntrack mark, so the parent's would stick where a child wins
+        a.emit(ldx("w", R1, R8, V_MARK), ldx("b", R3, R8, V_STATE),
+               jmp("jne", R3, "markcode", imm=REFINING), movi(R1, 0))
+        a.label("markcode")
+        a.emit(alu64("lsh", R1, imm=self.shift),
                alu64("and", R1, imm=_s32(self.mark_mask)),
                ldx("w", R2, R6, SKB_MARK), alu64("and", R2, imm=_s32(keep)),
                alu64("or", R2, R1), stx("w", R6, SKB_MARK, R2))

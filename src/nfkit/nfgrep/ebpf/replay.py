@@ -22,6 +22,7 @@ from nfkit.nfgrep.ebpf.program import (
     DECIDED,
     MARK_USERSPACE,
     NO_APP,
+    REFINING,
     UNDECIDED,
     USERSPACE,
     Classifier,
@@ -157,7 +158,8 @@ def compare(classifier: Classifier, paths: Sequence[str | os.PathLike[str]],
             out.different.append((r, None))
         elif entry.state == USERSPACE:
             out.userspace.append((r, entry))
-        elif entry.state == DECIDED and entry.app == r.app:
+        # refining: the winner's children still wait, as they may in the engine at the end
+        elif entry.state in (DECIDED, REFINING) and entry.app == r.app:
             out.same.append((r, entry))
             if r.app not in names:
                 out.expected.append((r, entry))
