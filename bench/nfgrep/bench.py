@@ -21,7 +21,9 @@
    two-tuple table, tracemalloc).  The machine is shared: figures are noisy.
 
 Options: --runs N (default 3), --copies N (default 4, at most 8), --rebuild,
---flows N (memory test, default 1e6), --skip-memory, --skip-nfstream.
+--flows N (memory test, default 1e6), --skip-memory, --skip-nfstream, --nfkit-b SRC (also run
+the nfkit of another source tree, interleaved: an A/B in one run, outputs compared byte for
+byte).  nfkit is byte-compiled first, as installing it does.
 """
 
 from __future__ import annotations
@@ -231,12 +233,27 @@ def _split(endpoint: str) -> tuple[str, int]:
 
 # -- running the two ----------------------------------------------------------------
 
-def run_nfkit(path: Path, out: Path) -> float:
+def run_nfkit(path: Path, out: Path, src: str | None = None) -> float:
+    """nfkit classify; ``src``: run the nfkit package of that source tree (``--nfkit-b``)."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
     t = time.perf_counter()
     with open(out, "w") as f:
         subprocess.run([sys.executable, "-m", "nfkit", "nfgrep", "classify", "--json", str(path)],
-                       stdout=f, check=True)
+                       stdout=f, check=True, env=env)
     return time.perf_counter() - t
+
+
+def byte_compile(src: str | None) -> None:
+    """Byte-compile the nfkit package to be run (its own, or ``src``'s) as installing it does.
+
+    An editable install has no .pyc files, and with PYTHONDONTWRITEBYTECODE
+    set every run would compile nfkit's sources again (~0.05 s of CPU).
+    """
+    code = "import nfkit, os; print(os.path.dirname(nfkit.__file__))"
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
+    pkg = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", pkg], check=True, stdout=subprocess.DEVNULL)
 
 
 def nfkit_verdicts(out: Path) -> dict[tuple, str | None]:
@@ -353,6 +370,8 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=1_000_000)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-nfstream", action="store_true")
+    ap.add_argument("--nfkit-b", metavar="SRC", help="also run the nfkit of this source tree "
+                    "(a checkout's src/, say main's), interleaved, as nfkit-b (an A/B in one run)")
     args = ap.parse_args()
     if args.rebuild or not CAPTURE.exists():
         log(f"building {CAPTURE} (real programs in namespaces, once) ...")
@@ -366,7 +385,11 @@ def main() -> None:
     truth, packets = truth_of(capture)
     log(f"capture {capture}: {packets} packets, {len(truth)} TCP/UDP flows made by the lab "
         f"({os.path.getsize(capture) >> 20} MiB)")
-    tools = ["nfkit", "ndpi", "ndpi-d"] + ([] if args.skip_nfstream else ["nfstream"])
+    tools = ["nfkit"] + (["nfkit-b"] if args.nfkit_b else []) + ["ndpi", "ndpi-d"] \
+        + ([] if args.skip_nfstream else ["nfstream"])
+    byte_compile(None)
+    if args.nfkit_b:
+        byte_compile(args.nfkit_b)
     tmp = Path(tempfile.mkdtemp(prefix="nfg-bench-out-"))
     try:
         times: dict[str, list[float]] = {k: [] for k in tools}
@@ -381,6 +404,9 @@ def main() -> None:
 
         for _ in range(args.runs):
             times["nfkit"].append(timed("nfkit", lambda: run_nfkit(capture, tmp / "nfkit.json")))
+            if args.nfkit_b:
+                times["nfkit-b"].append(timed("nfkit-b", lambda: run_nfkit(
+                    capture, tmp / "nfkit-b.json", args.nfkit_b)))
             for key, guess in (("ndpi", True), ("ndpi-d", False)):
                 before = children_cpu()
                 wall, figure = run_ndpi(capture, tmp / f"{key}.csv", guess=guess)
@@ -397,6 +423,10 @@ def main() -> None:
         }
         if "nfstream" in tools:
             results["nfstream"] = nfstream_verdicts(tmp / "nfstream.json")
+        if args.nfkit_b:
+            results["nfkit-b"] = nfkit_verdicts(tmp / "nfkit-b.json")
+            same = (tmp / "nfkit.json").read_bytes() == (tmp / "nfkit-b.json").read_bytes()
+            log(f"nfkit and nfkit-b --json output: {'byte for byte the same' if same else 'DIFFERENT'}")
         flows_seen = {k: len(v) for k, v in results.items()}
         log(f"\nthroughput (median of {args.runs} runs, wall time of the whole command; "
             "shared 2-core machine, noisy):")
@@ -412,12 +442,15 @@ def main() -> None:
         log(f"  nfkit/ndpiReader packets/s ratio: {med['ndpi'] / med['nfkit']:.2f} (wall), "
             f"{mcpu['ndpi'] / mcpu['nfkit']:.2f} (CPU), "
             f"{packets / med['nfkit'] / statistics.median(own['ndpi']):.2f} (vs nDPI's own figure)")
+        if args.nfkit_b:
+            log(f"  nfkit-b/nfkit time: {med['nfkit-b'] / med['nfkit']:.2f} (wall), "
+                f"{mcpu['nfkit-b'] / mcpu['nfkit']:.2f} (CPU)")
         if "nfstream" in tools:
             log(f"  nfkit/NFStream packets/s ratio: {med['nfstream'] / med['nfkit']:.2f} (wall), "
                 f"{mcpu['nfstream'] / mcpu['nfkit']:.2f} (CPU)")
         log(f"\nflows right against the ground truth ({len(truth)} flows):")
         per = {}
-        labels = {"nfkit": "nfkit", "ndpi": "ndpiReader (port guessing)",
+        labels = {"nfkit": "nfkit", "nfkit-b": "nfkit-b", "ndpi": "ndpiReader (port guessing)",
                   "ndpi-d": "ndpiReader -d (no guessing)", "nfstream": "NFStream"}
         for k in tools:
             right, per[k] = score(truth, results[k])

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from nfkit.nfgrep import batch as batch_module
 from nfkit.nfgrep import classify as classify_module
-from nfkit.nfgrep.batch import from_frames
+from nfkit.nfgrep.batch import Batch, frame_heads, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     LINK_ETHERNET,
     LINK_NULL,
@@ -149,6 +149,30 @@ def test_columns_are_what_decode_says(events: list[tuple], link: int) -> None:  
             assert int(b.orient[i]) == (0 if (src, sport) == lower else 1)
     assert len(set(keys.values())) == len(keys)
 
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=st.lists(PACKET, min_size=1, max_size=30), link=LINKS, junk=st.binary(min_size=16, max_size=16))
+def test_rows_that_begin_with_the_record_header_give_the_same_columns(
+        events: list[tuple], link: int, junk: bytes) -> None:  # type: ignore[type-arg]
+    """`classify` gathers each pcap record header and its frame's first bytes as one row
+    (``skip=16``): the columns are those of rows holding the frame's bytes alone."""
+    frames = _capture(events, link)
+    if not frames:
+        return
+    plain = from_frames(frames)
+    rows = frame_heads(plain.buf, plain.start)
+    prefixed = np.hstack([np.frombuffer(junk * len(rows), dtype=np.uint8).reshape(-1, 16), rows])
+    caplen = np.array([len(fr) for _, _, fr in frames], dtype=np.int64)
+    links = np.array([lk for _, lk, _ in frames], dtype=np.int64)
+    skipped = Batch(plain.buf, plain.ts, plain.start, caplen, links, head=prefixed, skip=16)
+    for name in ("valid", "proto", "sport", "dport", "flags", "seq", "pstart", "pend", "size",
+                 "addr_at", "group", "orient", "first", "v6"):
+        assert np.array_equal(getattr(skipped, name), getattr(plain, name)), name
+    for side in ("a", "b"):
+        for k in (0, 1):
+            assert np.array_equal(getattr(skipped, side)[k], getattr(plain, side)[k]), side
+    assert skipped.slow == plain.slow
 
 def _report(frames: list[tuple[float, int, bytes]], path: Path, batched: bool,
             **options: int | bool) -> tuple:  # type: ignore[type-arg]
@@ -497,3 +521,22 @@ def test_a_flow_major_piece_leaves_the_budgets_idle_order_of_capture_order(
         if len(evicted) == 1:
             alone += evicted
     assert alone and set(alone) == {"192.0.2.2:40002"}  # B, never A
+
+
+@settings(max_examples=100, deadline=None)
+@given(buf=st.binary(min_size=1, max_size=400), picks=st.lists(st.integers(0, 399), max_size=20),
+       width=st.sampled_from([1, 16, 96, 112]))
+def test_frame_heads_are_each_frames_first_bytes_zero_padded(buf: bytes, picks: list[int],
+                                                             width: int) -> None:
+    start = np.array([p % len(buf) for p in picks], dtype=np.int64)
+    got = frame_heads(buf, start, width)
+    assert got.shape == (len(start), width) and got.dtype == np.uint8
+    for row, at in zip(got.tolist(), start.tolist(), strict=True):
+        assert bytes(row) == buf[at:at + width].ljust(width, b"\0")
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.integers(0, (1 << 17) - 1), max_size=300), bound=st.sampled_from([1 << 16, 1 << 17]))
+def test_stable_order_is_numpys_stable_argsort(keys: list[int], bound: int) -> None:
+    a = np.array([k % bound for k in keys], dtype=np.int64)
+    assert np.array_equal(stable_order(a, bound), np.argsort(a, kind="stable"))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nfkit.nfgrep.capture import LINK_RAW
-from nfkit.nfgrep.classify import Classifier
+from nfkit.nfgrep.classify import Classifier, FlowResult
 from nfkit.nfgrep.engine import Engine
 from nfkit.nfgrep.loader import load_rules
 from tests.nfgrep.test_capture_files import A4, B4, ipv4, tcp
@@ -97,3 +98,19 @@ def test_fast_and_careful_paths_count_alike(tmp_path) -> None:  # type: ignore[n
         results.append((r.app, r.fields, r.packets, r.bytes))
     assert results[0] == results[1] == results[2]
     assert results[0][2] == [3, 22] and results[0][0] == "http"
+
+
+TEXT = st.text(max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(proto=st.sampled_from(["tcp", "udp", "132"]), client=TEXT, server=TEXT,
+       app=st.one_of(st.none(), TEXT), fields=st.dictionaries(TEXT, TEXT, max_size=4),
+       counts=st.lists(st.integers(0, 1 << 40), min_size=4, max_size=4), evicted=st.booleans())
+def test_a_flows_json_line_is_what_json_dumps_writes(proto: str, client: str, server: str,
+                                                     app: str | None, fields: dict[str, str],
+                                                     counts: list[int], evicted: bool) -> None:
+    r = FlowResult(proto, client, server, app, fields, counts[:2], counts[2:], evicted=evicted)
+    assert r.json_line() == json.dumps(r.as_json())
+    odd = FlowResult(proto, client, server, app, {**fields, "n": 7}, counts[:2], counts[2:])  # type: ignore[dict-item]
+    assert odd.json_line() == json.dumps(odd.as_json())

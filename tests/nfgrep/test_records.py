@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,10 +29,13 @@ RECORD = st.tuples(st.integers(0, 3), st.integers(0, 999_999), st.lists(PIECE, m
 DAMAGE = st.sampled_from(["none", "header", "packet", "length"])
 
 
-def _file(records: list[tuple], little: bool, damage: str) -> bytes:  # type: ignore[type-arg]
+def _file(records: list[tuple], little: bool, damage: str,  # type: ignore[type-arg]
+          nano: bool = False) -> bytes:
     e = "<" if little else ">"
-    out = [struct.pack(e + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    out = [struct.pack(e + "IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     for dsec, frac, pieces in records:
+        if nano:  # nanoseconds: the sub-second's high byte is not zero
+            frac = frac * 1000 + 999
         payload = b"".join(p if isinstance(p, bytes)
                            else struct.pack(e + "IIII", SEC0 + p[0], p[1], p[2], p[2] + p[3])
                            for p in pieces)
@@ -45,10 +49,11 @@ def _file(records: list[tuple], little: bool, damage: str) -> bytes:  # type: ig
     return b"".join(out)
 
 
-def _walk(data: bytes, little: bool, span: int, block: int, window: int) -> tuple[list[int], int, bool]:
+def _walk(data: bytes, little: bool, span: int, block: int, window: int,
+          divisor: float = 1e6) -> tuple[list[int], int, bool]:
     pos, got, stopped = 24, [], False
     while not stopped:
-        offsets, pos, stopped = pcap_records(data, pos, pos + span, little, 1e6, block=block,
+        offsets, pos, stopped = pcap_records(data, pos, pos + span, little, divisor, block=block,
                                              window=window)
         assert offsets.dtype == np.int64
         got.extend(offsets.tolist())
@@ -58,13 +63,13 @@ def _walk(data: bytes, little: bool, span: int, block: int, window: int) -> tupl
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records=st.lists(RECORD, max_size=60), little=st.booleans(), damage=DAMAGE,
        span=st.sampled_from([17, 100, 1000, 1 << 30]), block=st.sampled_from([8, 33, 64, 250, 1 << 18]),
-       window=st.sampled_from([16, 64, 300]))
+       window=st.sampled_from([16, 64, 300]), nano=st.booleans())
 def test_the_vectorised_walk_finds_the_records_the_sequential_one_finds(
         records: list[tuple], little: bool, damage: str, span: int, block: int,  # type: ignore[type-arg]
-        window: int) -> None:
-    data = _file(records, little, damage)
+        window: int, nano: bool) -> None:
+    data = _file(records, little, damage, nano)
     want = pcap_offsets(data, 24, 1 << 40, little)
-    assert _walk(data, little, span, block, window) == want
+    assert _walk(data, little, span, block, window, 1e9 if nano else 1e6) == want
     assert len(want[0]) == len(records)
 
 
@@ -89,3 +94,24 @@ def test_a_mapped_file_is_walked_like_bytes(tmp_path: Path) -> None:
             assert _walk(data, True, 50_000, 4096, 256) == pcap_offsets(data, 24, 1 << 40, True)
         finally:
             data.close()
+
+
+def test_blocks_are_walked_from_their_guesses_in_micro_and_nanosecond_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No block of a plain file falls back to the one-record-at-a-time walk (a nanosecond
+    file's sub-second has a high byte: its guesses were all refused once)."""
+    from nfkit.nfgrep import capture
+
+    fallbacks = []
+    sequential = capture.pcap_offsets
+
+    def counted(*args: object, **kw: object) -> tuple[list[int], int, bool]:
+        fallbacks.append(args[1])
+        return sequential(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(capture, "pcap_offsets", counted)
+    for nano in (False, True):
+        data = _file([(i % 2, 7 * i, [b"z" * (40 + i % 300)]) for i in range(3000)], True, "none", nano)
+        want = sequential(data, 24, 1 << 40, True)
+        assert _walk(data, True, 1 << 30, 4096, 512, 1e9 if nano else 1e6) == want
+        assert fallbacks == [], nano

@@ -72,6 +72,27 @@ class ByteSize(click.ParamType):
         return size
 
 
+def keep_freed_heap() -> None:
+    """Keep memory freed by this process for its next allocations (glibc; elsewhere nothing).
+
+    Reading a capture makes and frees the same few-MB arrays batch after batch;
+    glibc would map each one afresh and unmap it when freed (and trim its heap),
+    so each new array's pages were faulted in and zeroed again: about 27,000
+    page faults and 0.07 s of system time on the 1.3 GB bench capture.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest on 64-bit: every batch's arrays
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
 
@@ -142,6 +163,7 @@ def classify(captures: tuple[str, ...], interface: str | None, fanout: int, coun
         raise click.UsageError("give capture files, or -i INTERFACE")
     if fanout != 1 or count is not None or duration is not None:
         raise click.UsageError("--fanout, --count and --duration go with -i INTERFACE")
+    keep_freed_heap()
     progress_cb = None
     bar = None
     if sys.stderr.isatty() and sum(os.path.getsize(p) for p in captures if os.path.isfile(p)) \
@@ -171,7 +193,7 @@ def classify(captures: tuple[str, ...], interface: str | None, fanout: int, coun
 def _print(report: ClassifyReport, as_json: bool) -> None:
     out = sys.stdout
     for r in report.flows:
-        out.write((json.dumps(r.as_json()) if as_json else flow_line(r)) + "\n")
+        out.write((r.json_line() if as_json else flow_line(r)) + "\n")
     out.flush()
     if not as_json and out.isatty():
         _summary(report)

@@ -34,12 +34,14 @@ fits again.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 
 import numpy as np
@@ -55,7 +57,7 @@ from nfkit.flow.tcpstate import (
     TcpEvent,
 )
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import Batch, frame_heads, from_frames
+from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -118,6 +120,18 @@ class FlowResult:
         if self.evicted:
             out["evicted"] = True
         return out
+
+    def json_line(self) -> str:
+        """``json.dumps(self.as_json())``, written directly (a quarter of the time, per flow)."""
+        fields, p, b = self.fields, self.packets, self.bytes
+        try:
+            inner = ", ".join(_quoted(k) + ": " + _quoted(v) for k, v in fields.items())
+            return (f'{{"proto": {_quoted(self.proto)}, "client": {_quoted(self.client)}, '
+                    f'"server": {_quoted(self.server)}, "app": {_quoted(self.app or "unknown")}, '
+                    f'"fields": {{{inner}}}, "packets": [{int(p[0])}, {int(p[1])}], '
+                    f'"bytes": [{int(b[0])}, {int(b[1])}]' + (', "evicted": true}' if self.evicted else "}"))
+        except TypeError:  # a field that is not text: json's own way
+            return json.dumps(self.as_json())
 
 
 @dataclass
@@ -454,7 +468,7 @@ class Classifier:
         order = rec.format[0]
         little = order == "<"
         limit = len(data)
-        words = np.ndarray(shape=(limit - 3,), dtype=np.dtype(f"{order}u4"), buffer=data, strides=(1,))
+        rec_word = np.dtype(f"{order}u4")
         pos = 24
         total = 0
         released = 0
@@ -463,10 +477,13 @@ class Classifier:
             offsets, pos, stopped = pcap_records(data, pos, pos + SPAN, little, divisor)
             for lo in range(0, len(offsets), BATCH):
                 at = offsets[lo:lo + BATCH]
-                head = frame_heads(data, at + 16)  # each frame's first bytes, for the parse
-                sec, frac, caplen = words[at], words[at + 4], words[at + 8]  # lines just read
+                # each record's header and its frame's first bytes in one gather: the
+                # parse's and the header's columns read from rows that are in cache
+                head = frame_heads(data, at, 16 + HEAD)
+                sec, frac, caplen = (np.ndarray(shape=(len(at),), dtype=rec_word, buffer=head, offset=k,
+                                                strides=(16 + HEAD,)) for k in (0, 4, 8))
                 ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
-                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head))
+                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head, skip=16))
                 total += len(at)
                 # the pages read so far are not needed again: resident memory stays a batch's
                 after = int(offsets[lo + BATCH]) if lo + BATCH < len(offsets) else pos
@@ -709,7 +726,7 @@ class _BulkState:
             bg = groups[bulk]
             bf = frames[bulk]
             bd = direction[bulk]
-            order = np.argsort(bg, kind="stable")
+            order = stable_order(bg, self.b.ngroups)
             bg, bf, bd = bg[order], bf[order], bd[order]
             new = np.ones(len(bg), dtype=bool)
             new[1:] = bg[1:] != bg[:-1]
@@ -723,7 +740,8 @@ class _BulkState:
         state = table.state
         slot_of = self.slot_of
         groups = b.group[frames]
-        present = np.unique(groups).tolist()
+        # (np.unique would import numpy.ma, ~8 ms, to ask whether ``groups`` is masked)
+        present = np.flatnonzero(np.bincount(groups, minlength=b.ngroups)).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
         for g in present:
             if slot_of[g] == -2:
@@ -786,10 +804,10 @@ class _BulkState:
         if not len(frames):
             return
         groups = b.group[frames]
-        order = np.argsort(groups, kind="stable")
+        order = stable_order(groups, b.ngroups)
         by_group = frames[order]
-        sorted_groups = groups[order]
-        ends = np.searchsorted(sorted_groups, groups, side="right")
+        # per frame: where its group ends in ``order`` (a count, not a search)
+        ends = np.cumsum(np.bincount(groups, minlength=b.ngroups))[groups]
         rank = np.empty(len(frames), dtype=np.int64)
         rank[order] = np.arange(len(frames))
         # per frame: does a SYN follow in its group (one that could reopen the tuple)?
@@ -904,11 +922,11 @@ class _BulkState:
         cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
         starts = np.flatnonzero(cut)
         lengths = np.diff(np.append(starts, n))
-        by_first = np.argsort(order[starts], kind="stable")
+        by_first = stable_order(order[starts], n)
         starts, lengths = starts[by_first], lengths[by_first]
         unit = np.repeat(np.arange(len(starts)), lengths)
         visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
-        first = np.searchsorted(sorted_groups, groups, side="left")
+        first = extra[2] - np.bincount(groups, minlength=b.ngroups)[groups]  # where its group begins
         syn_later = np.zeros(b.ngroups, dtype=bool)
         syn_later[groups[syn & (rank != first)]] = True
         one = ~syn_later[groups]
