@@ -17,9 +17,14 @@ Must not know: sockets, FTFW, the engine's caches.
 
 from __future__ import annotations
 
+import functools
+import re
 import struct
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from nfkit.conntrack.model import AF_INET, AF_INET6, PORT_PROTOS, Entry, Status
 from nfkit.conntrack.wire import addr_bytes
@@ -50,6 +55,7 @@ _CREATE_PASSED = frozenset(spec.CT_BY_NAME) - convert.MODELLED
 _KEY = {4: struct.Struct(">4s4sBHHBBHH"), 16: struct.Struct(">16s16sBHHBBHH")}
 # the same bytes for a port protocol's tuple without a zone (ICMP type, code, id and zone zero)
 _KEY_NO_ZONE = {4: struct.Struct(">4s4sBHH6x"), 16: struct.Struct(">16s16sBHH6x")}
+_NFHDR_SIZE = 20  # nlmsghdr and nfgenmsg: a ctnetlink event's attributes start here
 
 
 def entry_key(e: Entry) -> bytes:
@@ -148,12 +154,8 @@ def _event_source(index: dict[Hashable, int], family: int) -> tuple[list[str], s
         return _name(index, name) if name in index else default
 
     six = family == AF_INET6
-    head = {"ipv6" if six else "ipv4": [v("o.src"), v("o.dst")], "status": [v("status", "0")],
-            "l4proto": [v("o.proto")], "port": [v("o.sport"), v("o.dport")], "mark": [v("mark", "0")]}
-    if "state" in index:
-        head["tcp_state"] = [v("state")]
-    if "timeout" in index:
-        head["timeout"] = [v("timeout")]
+    head = {name: [v(x) if isinstance(x, str) else str(x) for x in values]
+            for name, values in _head_fields(index, six).items()}
     tail = {"zone": [v("zone")]} if "zone" in index else {}
     head_fmt, head_args = _body_format(head)
     tail_fmt, tail_args = _body_format(tail)
@@ -198,6 +200,22 @@ def _event_source(index: dict[Hashable, int], family: int) -> tuple[list[str], s
         "SNAT_ADDR": _attr_header("snat_ipv6" if six else "snat_ipv4"),
         "DNAT_ADDR": _attr_header("dnat_ipv6" if six else "dnat_ipv4"),
         "SPAT": _attr_header("spat_port"), "DPAT": _attr_header("dpat_port")}
+
+
+def _head_fields(index: dict[Hashable, int], six: bool) -> dict[str, list[str | int]]:
+    """The attributes a planned body starts with (those before the NAT ones), each with its
+    values: a layout field's name, or a constant for a field the layout does not have."""
+    def v(name: str) -> str | int:
+        return name if name in index else 0
+
+    head: dict[str, list[str | int]] = {"ipv6" if six else "ipv4": [v("o.src"), v("o.dst")],
+                                        "status": [v("status")], "l4proto": [v("o.proto")],
+                                        "port": [v("o.sport"), v("o.dport")], "mark": [v("mark")]}
+    if "state" in index:
+        head["tcp_state"] = [v("state")]
+    if "timeout" in index:
+        head["timeout"] = [v("timeout")]
+    return head
 
 
 # a NAT port's value: 1.4.7's byte-swapped 16 bits (`spec.SWAPPED16`), then the padding
@@ -271,3 +289,187 @@ def create_plan(shape: BodyShape) -> CreatePlan | None:
 def _swap16(raw: bytes) -> int:
     """A NAT port as 1.4.7 sends it (its two bytes swapped: `spec.SWAPPED16`) to its value."""
     return raw[0] | raw[1] << 8
+
+
+# ---------------------------------------------------------------- whole batches of events at once
+
+_CODE = re.compile(r"(\d*)([xcbB?hHiIlLqQnNefdspP])")
+
+
+def _value_spans(layout: Any) -> list[tuple[int, int]] | None:
+    """Where each of a layout's values lies, (offset from the attributes, width) by value
+    position, read from its values struct's format; None for a layout without one."""
+    fmt = getattr(getattr(layout.unpack, "__self__", None), "format", None)
+    if not isinstance(fmt, str) or fmt[:1] != ">":
+        return None
+    spans, pos = [], 0
+    for count, code in _CODE.findall(fmt[1:]):
+        n = int(count) if count else 1
+        if code == "x":
+            pos += n
+        elif code == "s":
+            spans.append((pos, n))
+            pos += n
+        else:
+            width = struct.calcsize(">" + code)
+            for _ in range(n):
+                spans.append((pos, width))
+                pos += width
+    return spans
+
+
+@dataclass(frozen=True)
+class EventVector:
+    """How a batch of ctnetlink events of one layout, one event a datagram of ``length``
+    bytes (a row each), is checked and turned into sync words by a few whole-array steps
+    (`words`): the same keys and bodies the layout's `event_function` says, row by row,
+    for the events it covers (a port protocol, no NAT, no zone); `words` refuses a batch
+    with any other event (the caller then takes the per-event path)."""
+
+    length: int
+    family: int
+    checks: Any  # row positions whose bytes must equal `wanted` once masked with `mask`
+    mask: Any
+    wanted: Any
+    left: Any  # row positions whose bytes must equal those at `right` (the reply mirrors the original)
+    right: Any
+    proto: int  # row position of the original protocol (== that of the reply: in `left`/`right`)
+    tcp: bool  # the layout has a TCP state: the protocol must be TCP, else a port protocol
+    own: Any  # row positions of the port id (an event of this node's own injection: refused)
+    gather: Any  # row position each byte of body + key comes from (-1: `template`'s byte)
+    picked: Any  # gather >= 0
+    template: Any
+    body_size: int
+    key_size: int
+    ignored: tuple[tuple[int, int, bytes], ...]  # (row position, width, address): rows dropped (FILTERED)
+
+    def says(self, rows: Any, own: int) -> Any:
+        """Which of ``rows`` (an (n, length) uint8 array) this vector says, a bool each: the
+        others are of another layout or kind, NATed, of this node's own injection, ..."""
+        ok = ((rows[:, self.checks] & self.mask) == self.wanted).all(axis=1)
+        ok &= (rows[:, self.left] == rows[:, self.right]).all(axis=1)
+        protos = rows[:, self.proto]
+        ok &= (protos == 6) if self.tcp else np.isin(protos, _PORT_ARRAY)
+        if own:
+            ok &= ~(rows[:, self.own] == np.frombuffer(_NATIVE_U32.pack(own), np.uint8)).all(axis=1)
+        return ok
+
+    def words(self, rows: Any) -> tuple[list[bytes], list[bytes], int, Any]:
+        """The keys and bodies of ``rows`` (rows it `says`), in order, how many rows the
+        selection filtered out, and the bodies as an (n, body size) array."""
+        filtered = 0
+        if self.ignored:
+            drop = np.zeros(len(rows), dtype=bool)
+            for at, width, addr in self.ignored:
+                drop |= (rows[:, at:at + width] == np.frombuffer(addr, np.uint8)).all(axis=1)
+            filtered = int(drop.sum())
+            if filtered:
+                rows = rows[~drop]
+        made = np.where(self.picked, rows[:, self.gather], self.template)
+        if not len(made):
+            return [], [], filtered, made
+        bodies, keys = zip(*_pairs(self.body_size, self.key_size).iter_unpack(made.tobytes()), strict=True)
+        return list(keys), list(bodies), filtered, made[:, :self.body_size]
+
+
+_PORT_ARRAY = np.array(sorted(PORT_PROTOS), dtype=np.uint8)
+_NATIVE_U32 = struct.Struct("=I")
+_NATIVE_U16 = struct.Struct("=H")
+
+
+@functools.lru_cache(maxsize=64)
+def _pairs(body: int, key: int) -> struct.Struct:
+    return struct.Struct(f"{body}s{key}s")
+
+
+def event_vector(layout: Any, family: int, everything: bool, ignored: frozenset[bytes] | None,
+                 message_type: int) -> EventVector | None:
+    """The batch form of a ctnetlink layout's event plan (events of nlmsg type
+    ``message_type``, one a datagram), or None when the layout has no plan, a zone, or a
+    selection other than everything or ignored addresses."""
+    index = layout.index
+    if _event_source(index, family) is None or "zone" in index or not (everything or ignored is not None):
+        return None
+    spans = _value_spans(layout)
+    if spans is None:
+        return None
+    head_size, hmask, hexpected = _header_test(layout)
+    at = _NFHDR_SIZE  # the attributes start after nlmsghdr and nfgenmsg
+
+    def field(name: str) -> tuple[int, int]:
+        off, width = spans[index[name]]
+        return at + off, width
+
+    length = at + layout.length
+    checks: list[int] = []
+    mask: list[int] = []
+    wanted: list[int] = []
+
+    def must(pos: int, value: bytes, bits: bytes | None = None) -> None:
+        for i, b in enumerate(value):
+            m = 0xFF if bits is None else bits[i]
+            if m:
+                checks.append(pos + i)
+                mask.append(m)
+                wanted.append(b & m)
+
+    must(0, _NATIVE_U32.pack(length))  # one message filling the datagram
+    must(4, _NATIVE_U16.pack(message_type))
+    must(16, bytes([family]))
+    must(at, hexpected.to_bytes(head_size, "little"), hmask.to_bytes(head_size, "little"))
+    left: list[int] = []
+    right: list[int] = []
+    for a, b in (("r.src", "o.dst"), ("r.dst", "o.src"), ("r.sport", "o.dport"), ("r.dport", "o.sport"),
+                 ("r.proto", "o.proto")):
+        (pa, wa), (pb, wb) = field(a), field(b)
+        if wa != wb:
+            return None
+        left += range(pa, pa + wa)
+        right += range(pb, pb + wb)
+    # the body: each attribute `_event_source`'s head says, in 1.4.7's order, its values
+    # copied from the event's (both big-endian, or raw bytes: the same bytes when as wide)
+    six = family == AF_INET6
+    head = _head_fields(index, six)
+    template = bytearray()
+    gather: list[int] = []
+    for name in spec.CT_ORDER:
+        if name not in head:
+            continue
+        attr = spec.CT_BY_NAME[name]
+        lay = attr.layout
+        assert lay.raw is not None and lay.size is not None
+        alen = spec.ATTR_HEADER.size + lay.size
+        template += spec.ATTR_HEADER.pack(alen, attr.number)
+        gather += [-1] * spec.ATTR_HEADER.size
+        for (count, code), value in zip(_CODE.findall(lay.raw), head[name], strict=True):
+            width = int(count or 1) if code == "s" else struct.calcsize(">" + code)
+            if isinstance(value, int):
+                template += struct.pack(">" + code, value) if code != "s" else bytes(width)
+                gather += [-1] * width
+                continue
+            pos, w = field(value)
+            if w != width:
+                return None
+            template += bytes(width)
+            gather += range(pos, pos + width)
+        pad = spec.align(alen) - alen
+        template += bytes(pad)
+        gather += [-1] * pad
+    body_size = len(template)
+    # the key (`_KEY_NO_ZONE`): the original addresses, protocol and ports, then zeros
+    for name in ("o.src", "o.dst", "o.proto", "o.sport", "o.dport"):
+        pos, w = field(name)
+        template += bytes(w)
+        gather += range(pos, pos + w)
+    template += bytes(6)
+    gather += [-1] * 6
+    if len(template) - body_size != _KEY_NO_ZONE[16 if six else 4].size:
+        return None
+    src, dst = field("o.src"), field("o.dst")
+    return EventVector(
+        length, family, np.array(checks, dtype=np.intp), np.array(mask, dtype=np.uint8),
+        np.array(wanted, dtype=np.uint8), np.array(left, dtype=np.intp), np.array(right, dtype=np.intp),
+        field("o.proto")[0], "state" in index, np.arange(12, 16, dtype=np.intp),
+        np.array(gather, dtype=np.intp), np.array(gather) >= 0, np.frombuffer(bytes(template), np.uint8), body_size,
+        len(template) - body_size,
+        tuple((pos, w, addr) for addr in sorted(ignored or ()) for pos, w in (src, dst) if len(addr) == w))
