@@ -429,6 +429,9 @@ class SyncEngine:
         lay, alen, family, event = self._last_event
         if lay is None or event is None or alen + _NFHDR != size:
             return
+        if not self.options.internal_cache:  # every event said as it happens, NEW or UPD by its kind
+            self._vectors[size] = None
+            return
         sel = self.selection
         vec = fastpath.event_vector(lay, family, sel.everything, sel.hosts_ignored, _CT_EVENT_TYPE)
         if vec is None:
