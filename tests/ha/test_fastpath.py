@@ -513,8 +513,8 @@ def test_a_block_of_words_is_numbered_and_framed_at_once_as_words_are() -> None:
                     n = rng.randrange(1, 80)
                     size = rng.choice([12, 52, 76, limit - 8, limit - 7])
                     keys = [k.to_bytes(2, "big") for k in rng.sample(range(300), n)]
-                    array = np.frombuffer(rng.randbytes(n * size), np.uint8).reshape(n, size)
-                    bodies = [bytes(row) for row in array]
+                    array = np.frombuffer(rng.randbytes(n * (8 + size)), np.uint8).reshape(n, 8 + size).copy()
+                    bodies = [bytes(row[8:]) for row in array]
                     types: int | list[int] = (int(MsgType.CT_NEW) if rng.random() < 0.5 else
                                               [int(rng.choice([MsgType.CT_NEW, MsgType.CT_UPD])) for _ in keys])
                     block = wire.Words(keys, types, bodies, array)

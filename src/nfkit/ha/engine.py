@@ -291,8 +291,8 @@ class SyncEngine:
         slot_size = getattr(self._receiver, "slot_size", 0)
         vectors = self._vectors
         run: list[tuple[str, Any, bytes]] = []  # planned words not yet handed to `_local_bodies`
-        rows: list[Any] = []  # whole reads waiting for their layout's vector, of `rows_size` bytes a row
-        rows_size = 0
+        rows: fastpath.EventVector | None = None  # the vector whose first `rows_n` rows wait to be said
+        rows_n = 0
         received = 0
         unsent = 0  # datagrams read since the last send
         try:
@@ -307,37 +307,37 @@ class SyncEngine:
                 else:  # runs of datagrams of one size
                     groups = _runs([d[1] for d in datagrams])
                 for first, end, size in groups:
-                    if slot_size and vectors.get(size) is not None:
-                        if rows and size != rows_size:
-                            received = self._said_rows(rows, run, received)
-                            rows = []
-                        rows.append(np.frombuffer(buf, np.uint8, end * slot_size).reshape(end, slot_size)
-                                    [first:, :size].copy())
-                        rows_size = size
+                    vec = vectors.get(size) if slot_size else None
+                    if vec is not None:
+                        if rows is not None and (vec is not rows or rows_n + end - first > vec.CAPACITY):
+                            received = self._said_rows(rows, rows_n, run, received)
+                            rows, rows_n = None, 0
+                        vec.take(rows_n, np.frombuffer(buf, np.uint8, end * slot_size).reshape(end, slot_size)[first:])
+                        rows, rows_n = vec, rows_n + end - first
                     else:
-                        if rows:
-                            received = self._said_rows(rows, run, received)
-                            rows = []
+                        if rows is not None:
+                            received = self._said_rows(rows, rows_n, run, received)
+                            rows, rows_n = None, 0
                         received = self._walk(buf, datagrams[first:end], run, received)
                         if slot_size and size not in vectors and datagrams[end - 1][1] == size:
                             self._learn_vector(buf, datagrams[end - 1][0], size)
                     unsent += end - first
                     if unsent >= FLUSH_EVERY:  # a long burst: send as it is read
-                        if rows:
-                            received = self._said_rows(rows, run, received)
-                            rows = []
+                        if rows is not None:
+                            received = self._said_rows(rows, rows_n, run, received)
+                            rows, rows_n = None, 0
                         self._local_bodies(run)
                         run.clear()
                         self.flush()
                         unsent = 0
                 if n < slots:  # the queue was empty: no call to hear it again
                     break
-            if rows:
-                received = self._said_rows(rows, run, received)
+            if rows is not None:
+                received = self._said_rows(rows, rows_n, run, received)
             self._local_bodies(run)
         except EventsLost:
-            if rows:
-                received = self._said_rows(rows, run, received)
+            if rows is not None:
+                received = self._said_rows(rows, rows_n, run, received)
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
@@ -424,54 +424,54 @@ class SyncEngine:
 
     def _learn_vector(self, buf: Any, off: int, size: int) -> None:
         """After a walk: the vector of datagrams of ``size`` bytes, from the last event's
-        layout if that event (at ``off``) filled its datagram; kept only once it says that
-        event as the layout's function did (else None: those datagrams are walked)."""
+        layout and protocol if that event (at ``off``) filled its datagram; kept only once
+        it says that event as the layout's function did (else None: those datagrams are
+        walked)."""
         lay, alen, family, event = self._last_event
         if lay is None or event is None or alen + _NFHDR != size:
             return
         if not self.options.internal_cache:  # every event said as it happens, NEW or UPD by its kind
             self._vectors[size] = None
             return
+        word = event(buf, off + _NFHDR, NEW)
+        if not isinstance(word, tuple):
+            return  # not an event the plan says (NAT, filtered, ...): learn from a later one
+        key, body = word[1], word[2]
         sel = self.selection
-        vec = fastpath.event_vector(lay, family, sel.everything, sel.hosts_ignored, _CT_EVENT_TYPE)
+        vec = fastpath.event_vector(lay, family, sel.everything, sel.hosts_ignored, _CT_EVENT_TYPE,
+                                    key[len(key) - 11])  # (the key's protocol: before the ports and 6 zeros)
         if vec is None:
             self._vectors[size] = None
             return
-        row = np.frombuffer(buf, np.uint8, size, off).reshape(1, size)
-        word = event(buf, off + _NFHDR, NEW)
-        if not vec.says(row, self.injector.portid)[0] or not isinstance(word, tuple):
-            return  # not an event the vector says (NAT, ...): learn from a later one
-        said = vec.words(row)
-        if said[2]:
-            return  # (filtered)
-        if (said[0][0], said[1][0]) != word[1:]:
+        vec.take(0, np.frombuffer(buf, np.uint8, size, off).reshape(1, size))
+        if not vec.says(1, self.injector.portid)[0]:
+            return
+        said = vec.words(0, 1)
+        if said[0] != [key] or said[1] != [body] or said[3][0, 8:].tobytes() != body:
             log.warning("the batch plan of a %d-byte event differs from its event plan: not used", size)
             self._vectors[size] = None
             return
         self._vectors[size] = vec
 
-    def _said_rows(self, rows: list[Any], run: list[tuple[str, Any, bytes]], received: int) -> int:
-        """Events waiting as rows (whole reads, one event a row), in order: runs of rows
-        their vector says (at least `VECTOR_RUN`) said by it, the others walked one by one.
+    def _said_rows(self, vec: fastpath.EventVector, n: int, run: list[tuple[str, Any, bytes]], received: int) -> int:
+        """The first ``n`` rows of ``vec`` (events of whole reads, one a row), in order: runs
+        of rows it says (at least `VECTOR_RUN`) said by it, the others walked one by one.
         Returns ``received`` plus them."""
-        table = rows[0] if len(rows) == 1 else np.concatenate(rows)
-        n, size = table.shape
-        vec = self._vectors[size]
-        assert vec is not None
-        ok = vec.says(table, self.injector.portid)
+        ok = vec.says(n, self.injector.portid)
         if ok.all():
             runs = [(0, n, True)]
         else:  # where the rows said turn to rows walked and back
             cuts = [0, *(np.flatnonzero(ok[1:] != ok[:-1]) + 1).tolist(), n]
             runs = [(a, b, bool(ok[a]) and b - a >= VECTOR_RUN) for a, b in zip(cuts, cuts[1:], strict=False)]
+        size = vec.length
         for a, b, said in runs:
             if not said:
-                part = table[a:b].tobytes()
+                part = vec.rows[a:b, :size].tobytes()
                 received = self._walk(part, [(i * size, size) for i in range(b - a)], run, received)
                 continue
             self._local_bodies(run)  # in order
             run.clear()
-            keys, bodies, filtered, array = vec.words(table[a:b])
+            keys, bodies, filtered, array = vec.words(a, b)
             self.events_filtered += filtered
             if keys:
                 self._local_block(keys, bodies, array)

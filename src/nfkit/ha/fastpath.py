@@ -17,11 +17,10 @@ Must not know: sockets, FTFW, the engine's caches.
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
+import sys
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -318,77 +317,100 @@ def _value_spans(layout: Any) -> list[tuple[int, int]] | None:
     return spans
 
 
-@dataclass(frozen=True)
 class EventVector:
     """How a batch of ctnetlink events of one layout, one event a datagram of ``length``
-    bytes (a row each), is checked and turned into sync words by a few whole-array steps
-    (`words`): the same keys and bodies the layout's `event_function` says, row by row,
-    for the events it covers (a port protocol, no NAT, no zone); `words` refuses a batch
-    with any other event (the caller then takes the per-event path)."""
+    bytes, is checked and turned into sync words by a few whole-array steps: the same
+    keys and bodies the layout's `event_function` says, row by row, for the events it
+    covers (a port protocol, the one of the event it was made from; no NAT, no zone).
 
-    length: int
-    family: int
-    checks: Any  # row positions whose bytes must equal `wanted` once masked with `mask`
-    mask: Any
-    wanted: Any
-    left: Any  # row positions whose bytes must equal those at `right` (the reply mirrors the original)
-    right: Any
-    proto: int  # row position of the original protocol (== that of the reply: in `left`/`right`)
-    tcp: bool  # the layout has a TCP state: the protocol must be TCP, else a port protocol
-    own: Any  # row positions of the port id (an event of this node's own injection: refused)
-    gather: Any  # row position each byte of body + key comes from (-1: `template`'s byte)
-    picked: Any  # gather >= 0
-    template: Any
-    body_size: int
-    key_size: int
-    ignored: tuple[tuple[int, int, bytes], ...]  # (row position, width, address): rows dropped (FILTERED)
+    The events wait as rows of `rows` (`take` copies a read in): each row holds an
+    event's bytes (`width` columns, 8-byte aligned) and then the constant bytes of the
+    message (header room, attribute headers, constants, the key's zeros), so one gather
+    (`gather`) makes every row's message room, body and key at once.  `says` tells which
+    rows it covers (the others are walked); `words` says them."""
 
-    def says(self, rows: Any, own: int) -> Any:
-        """Which of ``rows`` (an (n, length) uint8 array) this vector says, a bool each: the
-        others are of another layout or kind, NATed, of this node's own injection, ..."""
-        ok = ((rows[:, self.checks] & self.mask) == self.wanted).all(axis=1)
-        ok &= (rows[:, self.left] == rows[:, self.right]).all(axis=1)
-        protos = rows[:, self.proto]
-        ok &= (protos == 6) if self.tcp else np.isin(protos, _PORT_ARRAY)
+    CAPACITY = 1024  # rows: a burst is said every FLUSH_EVERY (512) events, read 64 at a time
+
+    def __init__(self, length: int, family: int, checks: dict[int, tuple[int, int]], pairs: list[tuple[int, int]],
+                 gather: list[int], template: bytes, body_size: int, key_size: int,
+                 ignored: tuple[tuple[int, int, bytes], ...]) -> None:
+        """``checks``: row position -> (mask, wanted) of the bytes every covered event has;
+        ``pairs``: row positions whose bytes are equal in a covered event (the reply
+        mirrors the original); ``gather``: where each byte of header room + body + key
+        comes from (>= 0: the event's row position, < 0: ``template[-1 - i]``)."""
+        self.length, self.family = length, family
+        self.width = -(-length // 8) * 8
+        self.body_size, self.key_size = body_size, key_size
+        const = -(-len(template) // 8) * 8
+        self.rows = np.zeros((self.CAPACITY, self.width + const), dtype=np.uint8)
+        self.rows[:, self.width:self.width + len(template)] = np.frombuffer(template, np.uint8)
+        mask, wanted = np.zeros(self.width, np.uint8), np.zeros(self.width, np.uint8)
+        for pos, (m, w) in checks.items():
+            mask[pos], wanted[pos] = m, w
+        self.mask, self.wanted = mask.view(np.uint64), wanted.view(np.uint64)
+        self.pairs = np.array([a for a, _ in pairs] + [b for _, b in pairs], dtype=np.intp)
+        self.gather = np.array([g if g >= 0 else self.width - 1 - g for g in gather], dtype=np.intp)
+        self.ignored = ignored
+        self.unpack = struct.Struct(f"{_MESSAGE_ROOM}x{body_size}s{key_size}s").iter_unpack
+        # the addresses of an IPv4 layout as 32-bit words, to find ignored ones in one step
+        self.addr_cols: Any = None
+        if ignored and all(w == 4 for _, w, _ in ignored):
+            self.addr_cols = np.array(sorted({p + i for p, w, _ in ignored for i in range(w)}), dtype=np.intp)
+            self.addr_words = np.array(sorted({int.from_bytes(a, sys.byteorder) for _, _, a in ignored}),
+                                       dtype=np.uint32)
+
+    def take(self, at: int, reads: Any) -> None:
+        """Copy ``reads`` (an (n, >= length) uint8 array of datagrams) into rows ``at`` on."""
+        self.rows[at:at + len(reads), :self.length] = reads[:, :self.length]
+
+    def says(self, n: int, own: int) -> Any:
+        """Which of the first ``n`` rows this vector says, a bool each: the others are of
+        another layout, kind or protocol, NATed, of this node's own injection, ..."""
+        rows = self.rows[:n]
+        ok = ((rows.view(np.uint64)[:, :len(self.mask)] & self.mask) == self.wanted).all(axis=1)
+        half = len(self.pairs) // 2
+        both = rows.take(self.pairs, axis=1)
+        ok &= (both[:, :half] == both[:, half:]).all(axis=1)
         if own:
-            ok &= ~(rows[:, self.own] == np.frombuffer(_NATIVE_U32.pack(own), np.uint8)).all(axis=1)
+            ok &= rows.view(np.uint32)[:, 3] != own  # nlmsghdr's port id
         return ok
 
-    def words(self, rows: Any) -> tuple[list[bytes], list[bytes], int, Any]:
-        """The keys and bodies of ``rows`` (rows it `says`), in order, how many rows the
-        selection filtered out, and the bodies as an (n, body size) array."""
+    def words(self, first: int, end: int) -> tuple[list[bytes], list[bytes], int, Any]:
+        """The keys and bodies of rows ``first`` to ``end`` (rows it `says`), in order, how
+        many rows the selection filtered out, and the messages as an (n, 8 + body size)
+        array: 8 bytes of room for the sync header, then the body."""
+        rows = self.rows[first:end]
+        made = rows.take(self.gather, axis=1)  # (C order: `take`, not a fancy index)
         filtered = 0
         if self.ignored:
-            drop = np.zeros(len(rows), dtype=bool)
-            for at, width, addr in self.ignored:
-                drop |= (rows[:, at:at + width] == np.frombuffer(addr, np.uint8)).all(axis=1)
+            if self.addr_cols is not None:
+                drop = np.isin(rows.take(self.addr_cols, axis=1).view(np.uint32), self.addr_words).any(axis=1)
+            else:
+                drop = np.zeros(len(rows), dtype=bool)
+                for at, width, addr in self.ignored:
+                    drop |= (rows[:, at:at + width] == np.frombuffer(addr, np.uint8)).all(axis=1)
             filtered = int(drop.sum())
             if filtered:
-                rows = rows[~drop]
-        made = np.where(self.picked, rows[:, self.gather], self.template)
+                made = made[~drop]
         if not len(made):
             return [], [], filtered, made
-        bodies, keys = zip(*_pairs(self.body_size, self.key_size).iter_unpack(made.tobytes()), strict=True)
-        return list(keys), list(bodies), filtered, made[:, :self.body_size]
+        bodies, keys = zip(*self.unpack(made.tobytes()), strict=True)
+        return list(keys), list(bodies), filtered, made[:, :_MESSAGE_ROOM + self.body_size]
 
 
-_PORT_ARRAY = np.array(sorted(PORT_PROTOS), dtype=np.uint8)
+_MESSAGE_ROOM = spec.HEADER_SIZE  # the sync header's room before each body in `EventVector.words`' array
 _NATIVE_U32 = struct.Struct("=I")
 _NATIVE_U16 = struct.Struct("=H")
 
 
-@functools.lru_cache(maxsize=64)
-def _pairs(body: int, key: int) -> struct.Struct:
-    return struct.Struct(f"{body}s{key}s")
-
-
 def event_vector(layout: Any, family: int, everything: bool, ignored: frozenset[bytes] | None,
-                 message_type: int) -> EventVector | None:
-    """The batch form of a ctnetlink layout's event plan (events of nlmsg type
-    ``message_type``, one a datagram), or None when the layout has no plan, a zone, or a
-    selection other than everything or ignored addresses."""
+                 message_type: int, proto: int) -> EventVector | None:
+    """The batch form of a ctnetlink layout's event plan for events of protocol ``proto``
+    and nlmsg type ``message_type``, one a datagram; None when the layout has no plan, a
+    zone, or a selection other than everything or ignored addresses."""
     index = layout.index
-    if _event_source(index, family) is None or "zone" in index or not (everything or ignored is not None):
+    if _event_source(index, family) is None or "zone" in index or not (everything or ignored is not None) \
+            or proto not in PORT_PROTOS or ("state" in index and proto != 6):
         return None
     spans = _value_spans(layout)
     if spans is None:
@@ -401,37 +423,43 @@ def event_vector(layout: Any, family: int, everything: bool, ignored: frozenset[
         return at + off, width
 
     length = at + layout.length
-    checks: list[int] = []
-    mask: list[int] = []
-    wanted: list[int] = []
+    checks: dict[int, tuple[int, int]] = {}
 
     def must(pos: int, value: bytes, bits: bytes | None = None) -> None:
         for i, b in enumerate(value):
             m = 0xFF if bits is None else bits[i]
             if m:
-                checks.append(pos + i)
-                mask.append(m)
-                wanted.append(b & m)
+                checks[pos + i] = (m, b & m)
 
     must(0, _NATIVE_U32.pack(length))  # one message filling the datagram
     must(4, _NATIVE_U16.pack(message_type))
     must(16, bytes([family]))
     must(at, hexpected.to_bytes(head_size, "little"), hmask.to_bytes(head_size, "little"))
-    left: list[int] = []
-    right: list[int] = []
-    for a, b in (("r.src", "o.dst"), ("r.dst", "o.src"), ("r.sport", "o.dport"), ("r.dport", "o.sport"),
-                 ("r.proto", "o.proto")):
+    must(field("o.proto")[0], bytes([proto]))
+    must(field("r.proto")[0], bytes([proto]))
+    pairs: list[tuple[int, int]] = []
+    for a, b in (("r.src", "o.dst"), ("r.dst", "o.src"), ("r.sport", "o.dport"), ("r.dport", "o.sport")):
         (pa, wa), (pb, wb) = field(a), field(b)
         if wa != wb:
             return None
-        left += range(pa, pa + wa)
-        right += range(pb, pb + wb)
-    # the body: each attribute `_event_source`'s head says, in 1.4.7's order, its values
-    # copied from the event's (both big-endian, or raw bytes: the same bytes when as wide)
-    six = family == AF_INET6
-    head = _head_fields(index, six)
+        pairs += zip(range(pa, pa + wa), range(pb, pb + wb), strict=True)
     template = bytearray()
     gather: list[int] = []
+
+    def const(data: bytes) -> None:
+        gather.extend(-1 - i for i in range(len(template), len(template) + len(data)))
+        template.extend(data)
+
+    def copy(pos: int, width: int) -> None:
+        gather.extend(range(pos, pos + width))
+
+    # room for the sync header (the session writes it), then the body: each attribute
+    # `_event_source`'s head says, in 1.4.7's order, its values copied from the event's
+    # (both big-endian, or raw bytes: the same bytes when as wide)
+    const(bytes(_MESSAGE_ROOM))
+    six = family == AF_INET6
+    head = _head_fields(index, six)
+    body_start = len(gather)
     for name in spec.CT_ORDER:
         if name not in head:
             continue
@@ -439,37 +467,25 @@ def event_vector(layout: Any, family: int, everything: bool, ignored: frozenset[
         lay = attr.layout
         assert lay.raw is not None and lay.size is not None
         alen = spec.ATTR_HEADER.size + lay.size
-        template += spec.ATTR_HEADER.pack(alen, attr.number)
-        gather += [-1] * spec.ATTR_HEADER.size
+        const(spec.ATTR_HEADER.pack(alen, attr.number))
         for (count, code), value in zip(_CODE.findall(lay.raw), head[name], strict=True):
             width = int(count or 1) if code == "s" else struct.calcsize(">" + code)
             if isinstance(value, int):
-                template += struct.pack(">" + code, value) if code != "s" else bytes(width)
-                gather += [-1] * width
+                const(struct.pack(">" + code, value) if code != "s" else bytes(width))
                 continue
             pos, w = field(value)
             if w != width:
                 return None
-            template += bytes(width)
-            gather += range(pos, pos + width)
-        pad = spec.align(alen) - alen
-        template += bytes(pad)
-        gather += [-1] * pad
-    body_size = len(template)
+            copy(pos, width)
+        const(bytes(spec.align(alen) - alen))
+    body_size = len(gather) - body_start
     # the key (`_KEY_NO_ZONE`): the original addresses, protocol and ports, then zeros
     for name in ("o.src", "o.dst", "o.proto", "o.sport", "o.dport"):
-        pos, w = field(name)
-        template += bytes(w)
-        gather += range(pos, pos + w)
-    template += bytes(6)
-    gather += [-1] * 6
-    if len(template) - body_size != _KEY_NO_ZONE[16 if six else 4].size:
+        copy(*field(name))
+    const(bytes(6))
+    key_size = len(gather) - body_start - body_size
+    if key_size != _KEY_NO_ZONE[16 if six else 4].size:
         return None
     src, dst = field("o.src"), field("o.dst")
-    return EventVector(
-        length, family, np.array(checks, dtype=np.intp), np.array(mask, dtype=np.uint8),
-        np.array(wanted, dtype=np.uint8), np.array(left, dtype=np.intp), np.array(right, dtype=np.intp),
-        field("o.proto")[0], "state" in index, np.arange(12, 16, dtype=np.intp),
-        np.array(gather, dtype=np.intp), np.array(gather) >= 0, np.frombuffer(bytes(template), np.uint8), body_size,
-        len(template) - body_size,
-        tuple((pos, w, addr) for addr in sorted(ignored or ()) for pos, w in (src, dst) if len(addr) == w))
+    return EventVector(length, family, checks, pairs, gather, bytes(template), body_size, key_size,
+                       tuple((pos, w, addr) for addr in sorted(ignored or ()) for pos, w in (src, dst) if len(addr) == w))

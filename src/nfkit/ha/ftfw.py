@@ -411,9 +411,9 @@ class FtfwSession:
         """`_take` of a queue holding one block alone: every message numbered and framed at
         once, packed as `_packed_words` packs them (they are all the same size)."""
         words = self._blocks[0]
-        n, size = words.array.shape
+        msgs = words.array  # (the header's room first: written here, then the bytes taken at once)
+        n, m = msgs.shape
         seq, rs = self.seq, self._rs
-        m = _HEADER_SIZE + size
         if len(rs) + n > self.resend_limit or seq + n > _M32 or m > 0xFFFF:
             self._unblock()  # the resend queue's limit, a wrap or an oversize body: the loop
             return self._take(now, limit)  # type: ignore[return-value]
@@ -423,16 +423,13 @@ class FtfwSession:
             self.hello = HELLO[(self.hello, "send")]
             if self.hello is HelloState.SAY:
                 hello = _HELLO
-        msgs = np.empty((n, m), dtype=np.uint8)
-        msgs[:, _HEADER_SIZE:] = words.array
         t = words.types
         msgs[:, 0] = _VERSION | t if isinstance(t, int) else _VERSION | np.array(t, dtype=np.uint8)
         msgs[:, 1] = hello
         if self.say_hello_back:  # HELLO_BACK on the first message only
             msgs[0, 1] |= _HELLO_BACK
             self.say_hello_back = False
-        msgs[:, 2] = m >> 8
-        msgs[:, 3] = m & 0xFF
+        msgs[:, 2:4] = np.frombuffer(m.to_bytes(2, "big"), np.uint8)
         msgs[:, 4:8] = np.arange(seq, seq + n, dtype=">u4").view(np.uint8).reshape(n, 4)
         blob = msgs.tobytes()
         step = max(1, limit // m) * m  # the most messages a datagram holds, at least one

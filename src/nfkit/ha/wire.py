@@ -107,8 +107,10 @@ Word = tuple[Any, int, bytes]
 class Words:
     """Many words at once, as the engine's batch path makes them: ``keys[i]``, type
     ``types`` (one for all, or ``types[i]``), ``bodies[i]``; ``array`` holds the same
-    bodies as an (n, body size) uint8 array (every body the same size), so a session can
-    number and frame them all at once.  Shared by every session: never changed."""
+    messages as an (n, 8 + body size) uint8 array (every body the same size), each body
+    after 8 bytes of room for its header, so a session can number and frame them all at
+    once (it writes its headers there just before taking the bytes: the blocks are shared
+    by every session, which change nothing else)."""
 
     keys: list[Any]
     types: int | list[int]
