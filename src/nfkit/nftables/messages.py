@@ -54,6 +54,7 @@ from nfkit.nftables.compiler import (
     Operand,
     RuleCompiler,
     anon_rule_shape,
+    expression_typeof,
     rule_shape,
     set_data,
     set_key_types,
@@ -131,7 +132,13 @@ def hook_map(family: str) -> dict[str, int]:
     return HOOKS_NETDEV if family == "netdev" else HOOKS_ARP if family == "arp" else HOOKS
 
 
+# one-byte datatypes nft 1.0.6 gives no byte order (its BYTEORDER_INVALID, 0)
+_NO_BYTEORDER = frozenset(("boolean", "ct_dir", "dccp_pkttype", "inet_proto", "nf_proto"))
+
+
 def _byteorder(t: Datatype) -> int:
+    if t.name in _NO_BYTEORDER:
+        return setudata.ORDER_INVALID
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
 
@@ -187,6 +194,8 @@ def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Data
     typeof, a map's data byte order (0 for verdicts and concatenations, with an empty
     concatenation typeof for the latter), `auto-merge`, the data-interval flag of a map,
     then the comment."""
+    if s.typeof is not None:
+        return _typeof_userdata(types, s, data_type) + _comment_record(s.comment)
     if len(types) == 1 and s.map is None and not s.auto_merge:
         return set_userdata(types, None, s.comment)
     concat = len(types) > 1
@@ -197,6 +206,26 @@ def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Data
                             setudata.CONCAT_TYPEOF if concat else None, data_order,
                             s.map is not None, setudata.CONCAT_TYPEOF if data_concat else None,
                             merge=s.auto_merge) + _comment_record(s.comment)
+
+
+def _typeof_userdata(types: list[Datatype], s: Set, data_type: int) -> bytes:
+    """The records of a set (or map) declared with `typeof KEY [: DATA]`, as nft 1.0.6
+    writes them: the key's and the data's byte orders and typeof records taken from
+    their expressions (a verdict map's data: the verdict typeof), `auto-merge`, a map's
+    data-interval flag."""
+    key_typeof, key_order = expression_typeof(s.family, s.table, s.typeof)
+    if key_order is None:
+        key_order = _byteorder(types[0])
+    data_order = data_typeof = None
+    if s.map is not None:
+        if data_type == VERDICT_TYPE or s.map_typeof is None:
+            data_order, data_typeof = setudata.ORDER_INVALID, setudata.VERDICT_TYPEOF
+        else:
+            data_typeof, data_order = expression_typeof(s.family, s.table, s.map_typeof)
+            if data_order is None:
+                data_order = _byteorder(set_data(s)[2] or types[0])
+    return setudata.records(key_order, key_typeof, data_order, s.map is not None, data_typeof,
+                            merge=s.auto_merge)
 
 
 # ---- encoder ---------------------------------------------------------------------
