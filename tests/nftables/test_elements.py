@@ -280,6 +280,37 @@ def test_plain_addresses_go_without_the_rule_machinery(lab: Lab, tmp_path: Path)
     assert ours.run("nft list set inet t s").stdout == before
 
 
+def test_a_plain_change_ends_without_the_interpreters_teardown(netns: Namespace,
+                                                               tmp_path: Path) -> None:
+    """The plain path (an element command, a JSON blocklist) ends by os._exit once its
+    transaction is acknowledged and its line written: the interpreter's teardown (freeing
+    the thousands of addresses it read, module by module) was ~2 ms of a 5,000-element
+    command of ~18 ms.  Nor is the struct module imported (its C half is)."""
+    netns.run(["nft", "-f", "-"], input="table inet t { set s { type ipv4_addr; }; }\n")
+    f = tmp_path / "e.json"
+    f.write_text(json.dumps({"nftables": [{"add": {"element": {
+        "family": "inet", "table": "t", "name": "s", "elem": ["192.0.2.9"]}}}]}))
+    # an atexit handler runs in the teardown, not after os._exit
+    run = "import atexit, sys; atexit.register(print, 'teardown', file=sys.stderr); " + _RUN
+    for args, said in ((["rules", "element", "add", "inet", "t", "s", "192.0.2.1", "192.0.2.2"],
+                        ["added 2 element(s) to set inet t s"]),
+                       (["rules", "load", str(f)], []),
+                       (["rules", "element", "delete", "inet", "t", "s", "192.0.2.1"],
+                        ["deleted 1 element(s) from set inet t s"])):
+        r = netns.run([sys.executable, "-X", "importtime", "-c", run, *args], check=False)
+        lines = r.stderr.splitlines()
+        imported = {x.rsplit("|", 1)[-1].strip() for x in lines if x.startswith("import time:")}
+        assert r.returncode == 0 and [x for x in lines if not x.startswith("import time:")] == said
+        assert "nfkit.nftables.plainelements" in imported and "struct" not in imported
+    listed = netns.run("nft list set inet t s").stdout
+    assert "192.0.2.2" in listed and "192.0.2.9" in listed and "192.0.2.1," not in listed
+    assert "192.0.2.1 " not in listed
+    # the general path's refusal still ends through the interpreter's exit, with its line
+    r = netns.run([sys.executable, "-c", run, "rules", "element", "add", "inet", "t", "s",
+                   "192.0.2.300"], check=False)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == "teardown"
+
+
 _COMMANDS = st.lists(st.tuples(st.sampled_from(["add", "delete"]),
                                st.sampled_from(["ipv4_addr", "ipv6_addr"]),
                                st.integers(1, 5000)), min_size=1, max_size=3)

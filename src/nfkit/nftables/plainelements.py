@@ -16,9 +16,9 @@ names what is wrong.
 from __future__ import annotations
 
 import _socket
+import _struct as struct  # (struct.py only re-exports it: one module less to import)
 import os
 import stat
-import struct
 
 from nfkit.nftables import quicknl as nl
 
