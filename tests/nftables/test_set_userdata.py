@@ -175,31 +175,34 @@ def _set_state(ns) -> tuple[list[str], str]:  # type: ignore[no-untyped-def]
     return set_userdata(ns), ns.run("nft list ruleset").stdout
 
 
+def _nft_then_nfkit(ns, path: Path, nft: tuple[str, ...] = ("nft", "-f")  # type: ignore[no-untyped-def]
+                    ) -> tuple[tuple[list[str], str], tuple[list[str], str]]:
+    """`_set_state` after nft's load of ``path`` and after nfkit's (in an empty ruleset
+    each)."""
+    states = []
+    for argv in (nft, (*NFKIT, "rules", "load")):
+        ns.run("nft flush ruleset")
+        ns.run([*argv, str(path)])
+        states.append(_set_state(ns))
+    return states[0], states[1]
+
+
 @pytest.mark.kernel
 def test_typeof_sets_carry_nfts_user_data(netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "typeof.nft"
     f.write_text(TYPEOF)
-    netns.run(["nft", "-f", str(f)])
-    theirs = _set_state(netns)
+    theirs, ours = _nft_then_nfkit(netns, f)
     assert len(theirs[0]) == TYPEOF.count("typeof")
     assert "typeof ip saddr . tcp dport : verdict" in theirs[1]
+    assert ours[0] == theirs[0]
+    assert ours[1] == theirs[1]
     # nft 1.0.6's JSON has the datatypes alone (and nft cannot load back its listing
     # of a map with concatenated data: that map is left out)
     doc = json.loads(netns.run("nft -j list ruleset").stdout)
     doc["nftables"] = [o for o in doc["nftables"] if o.get("map", {}).get("name") != "map4"]
     listing = tmp_path / "typeof.json"
     listing.write_text(json.dumps(doc))
-    netns.run("nft flush ruleset")
-    netns.run([*NFKIT, "rules", "load", str(f)])
-    ours = _set_state(netns)
-    assert ours[0] == theirs[0]
-    assert ours[1] == theirs[1]
-    netns.run("nft flush ruleset")
-    netns.run(["nft", "-j", "-f", str(listing)])
-    theirs = _set_state(netns)
-    netns.run("nft flush ruleset")
-    netns.run([*NFKIT, "rules", "load", str(listing)])
-    ours = _set_state(netns)
+    theirs, ours = _nft_then_nfkit(netns, listing, ("nft", "-j", "-f"))
     # nft 1.0.6's JSON reader drops a set's comment (nfkit keeps it): the one difference
     comment = "07027800"  # NFTNL_UDATA_SET_COMMENT "x"
     assert [line.removesuffix(comment) for line in ours[0]] == theirs[0]
