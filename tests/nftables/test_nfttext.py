@@ -428,7 +428,7 @@ def test_typeof_gives_types() -> None:
     body = doc["nftables"][1]["add"]["map"]
     assert (body["type"], body["map"]) == (["ipv4_addr", "inet_service"], "mark")
     assert "typeof of this expression is not supported" in _err(
-        "table t {\n\tset s {\n\t\ttypeof ip ttl\n\t}\n}\n")
+        "table t {\n\tset s {\n\t\ttypeof osf name\n\t}\n}\n")
 
 
 @pytest.mark.kernel

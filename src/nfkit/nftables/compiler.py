@@ -1860,6 +1860,12 @@ def expression_typeof(family: str, table: str, expr: Any) -> tuple[bytes | None,
 
 
 def set_key_types(s: Set) -> list[Datatype]:
+    if s.typeof is not None:  # the key's types and widths as its expression gives them
+        op = RuleCompiler(s.family, s.table).load(CompileCtx(s.family, s.table), s.typeof, [])
+        host = op.order == setudata.ORDER_HOST  # (`meta length`: an integer in host order)
+        return [t if t.size == z and not (host and t.kind == "int" and t.big_endian)
+                else replace(t, size=z, big_endian=t.big_endian and not (host and t.kind == "int"))
+                for t, z in zip(op.types, op.sizes, strict=True)]
     t = s.type
     if isinstance(t, str):
         t = [p.strip() for p in t.split(".")]

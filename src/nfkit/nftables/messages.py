@@ -797,6 +797,11 @@ class Encoder:
                 and set(map(type, keys)) <= _PLAIN_KEY_TYPES:
             self._plain_keys(s, types[0], op.size, keys, data, delete)
             return
+        if "interval" in s.flags and s.typeof is not None and \
+                any(t.kind == "int" and not t.big_endian for t in types):
+            # (nft turns such keys around for its intervals; nfkit does not yet)
+            raise InputError(f"{s}: an interval set keyed by a host-order integer (typeof "
+                             "meta length...) is not supported by nfkit")
         try:
             _flags, elements = rc.set_elements(op, keys, data, "interval" in s.flags)
         except InputError as exc:

@@ -385,6 +385,8 @@ def _dtype_of(left: Any) -> str | None:
 
 # Datatypes a typeof may not name as a set's type (sizes nft takes from the expression).
 _NO_SET_TYPES = frozenset(("integer", "hinteger", "string", "verdict", "time"))
+# ... but for a typeof, which takes the width of its integer fields from the expression
+_WIDTH_FROM_EXPR = frozenset(("integer", "hinteger"))
 
 
 def _is_bitmask(left: Any) -> bool:
@@ -2688,7 +2690,8 @@ class Reader:
         names = []
         for p in parts:
             name = _dtype_of(p)
-            if name is None or name not in T or name in _NO_SET_TYPES:
+            # (an integer field's width is the expression's: see compiler.set_key_types)
+            if name is None or name not in T or name in _NO_SET_TYPES - _WIDTH_FROM_EXPR:
                 assert first is not None
                 raise at(first, "typeof of this expression is not supported by nfkit: use type")
             names.append(name)

@@ -35,7 +35,7 @@ PROTO_DESC = {"ah": 1, "esp": 2, "comp": 3, "icmp": 4, "igmp": 5, "udp": 6, "udp
 # 1-based place there)
 _FIELDS = {
     "ether": ["daddr", "saddr", "type"],
-    "vlan": ["pcp", "cfi", "id", "type"],
+    "vlan": ["pcp", "dei", "cfi", "id", "type"],
     "ip": ["version", "hdrlength", "dscp", "ecn", "length", "id", "frag-off", "ttl",
            "protocol", "checksum", "saddr", "daddr"],
     "ip6": ["version", "dscp", "ecn", "flowlabel", "length", "nexthdr", "hoplimit", "saddr",
