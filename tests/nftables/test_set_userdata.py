@@ -14,6 +14,7 @@ typeof, a map's data byte order and data-interval flag, `auto-merge`).  (The cor
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,54 @@ def test_sets_of_every_datatype_carry_nfts_byte_order(netns, tmp_path: Path) -> 
     netns.run("nft flush ruleset")
     netns.run([*NFKIT, "rules", "load", str(f)])
     assert set_userdata(netns) == theirs
+
+
+# Each set the kernel holds: its name and every attribute but the table and handle
+_SET_STATE = r'''
+from nfkit.netlink.codec import MessageWriter, iter_attrs
+from nfkit.netlink.consts import NLM_F_REQUEST
+from nfkit.nftables.expressions import A
+from nfkit.nftables.listing import open_socket
+from nfkit.nftables.messages import msg_type
+a = A["set"]
+w = MessageWriter(); w.begin(msg_type("getset"), NLM_F_REQUEST, family=0); w.end()
+for m in open_socket().dump(w):
+    d = {t: bytes(v) for t, v in iter_attrs(memoryview(m.attrs))}
+    print(d.pop(a["name"]).rstrip(b"\0").decode(), sorted(
+        (k, v.hex()) for k, v in d.items() if k not in (a["table"], a["handle"])))
+'''
+
+CONCATS = """table inet t {
+\tset a { type ipv4_addr . inet_service; elements = { 192.0.2.1 . 22 }; }
+\tset b { typeof ip saddr . tcp dport; }
+\tset c { type ipv4_addr . inet_service; flags interval; elements = { 192.0.2.0/24 . 22-25 }; }
+\tmap d { type ipv4_addr . inet_service : verdict; flags interval; elements = { 192.0.2.1 . 80 : accept }; }
+\tmap e { type ipv4_addr . inet_service : mark; elements = { 192.0.2.1 . 80 : 3 }; }
+\tset f { type ipv4_addr . ipv4_addr . inet_service; flags interval; }
+\tset g { type ifname . ipv6_addr; flags interval; }
+\tchain c {
+\t\ttype filter hook input priority 0; policy accept;
+\t\tip saddr . tcp dport { 192.0.2.1 . 22 } accept
+\t\tip saddr . tcp dport vmap { 192.0.2.1 . 22 : accept }
+\t\tmeta mark set ip saddr . tcp dport map { 192.0.2.1 . 22 : 1 }
+\t\tip saddr . tcp dport @c accept
+\t\tip saddr . tcp dport . ip daddr { 192.0.2.1 . 22 . 192.0.2.2 } accept
+\t}
+}
+"""
+
+
+@pytest.mark.kernel
+def test_concatenated_sets_are_nfts_in_the_kernel(netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A concatenation's set as nft creates it, every attribute: NFT_SET_CONCAT and the
+    fields' widths only with intervals, each field its own width (a port's 2 bytes, not
+    its register's 4); a hash of a concatenation has neither (nfkit sent both)."""
+    f = tmp_path / "concat.nft"
+    f.write_text(CONCATS)
+    states = []
+    for argv in (("nft", "-f"), (*NFKIT, "rules", "load")):
+        netns.run("nft flush ruleset")
+        netns.run([*argv, str(f)])
+        states.append(sorted(netns.run([sys.executable, "-c", _SET_STATE]).stdout.splitlines()))
+    assert len(states[0]) == 11  # 7 named, 4 anonymous
+    assert states[1] == states[0]

@@ -1091,9 +1091,7 @@ class RuleCompiler:
                 if hi_n != top:
                     elements.append(((hi_n + 1).to_bytes(size, "big"), None, ELEM_INTERVAL_END,
                                      None))
-        else:
-            if concat:
-                flags |= SET_CONCAT
+        else:  # (a concatenation without intervals: no NFT_SET_CONCAT, as nft)
             for i, item in enumerate(items):
                 elements.append((self.encode_key(op, item), None, 0, data[i] if data else None))
         return flags, elements

@@ -228,6 +228,13 @@ def _typeof_userdata(types: list[Datatype], s: Set, data_type: int) -> bytes:
                             merge=s.auto_merge)
 
 
+def _concat_desc(sizes: list[int]) -> bytes:
+    """An interval concatenation's fields in NFTA_SET_DESC, each its own width in bytes
+    (`ipv4_addr . inet_service`: 4 and 2), as nft 1.0.6 sends them; nft sends neither
+    these nor NFT_SET_CONCAT for a concatenation without intervals (a hash)."""
+    return nest(A["set_desc"]["concat"], *[nest(1, be32(1, z)) for z in sizes])
+
+
 # ---- encoder ---------------------------------------------------------------------
 
 class Encoder:
@@ -619,9 +626,8 @@ class Encoder:
         body += be32(a["id"], s.set_id)
         body += attr_bytes(a["userdata"], _anon_userdata(s))
         desc = be32(A["set_desc"]["size"], s.count) if s.desc else b""
-        if len(s.key_types) > 1 and s.set_name is None:  # nft gives a meter's no fields
-            desc += nest(A["set_desc"]["concat"], *[
-                nest(1, be32(1, reg_size(z))) for z in s.key_sizes])
+        if len(s.key_types) > 1 and s.flags & SET_INTERVAL:  # (a meter's: never)
+            desc += _concat_desc(s.key_sizes)
         if desc:
             body += nest(a["desc"], desc)
         self.batch.raw(body)
@@ -693,8 +699,8 @@ class Encoder:
         for name, bit in SET_FLAG_NAMES:
             if name in s.flags:
                 flags |= bit
-        if len(types) > 1:
-            flags |= SET_CONCAT
+        if len(types) > 1 and "interval" in s.flags:  # (nft's: an interval concatenation's
+            flags |= SET_CONCAT  # flag and fields, each field its own width, `_concat_desc`)
         if s.timeout is not None:
             flags |= SET_TIMEOUT
         data_type, data_len, _dt = set_data(s)
@@ -712,8 +718,8 @@ class Encoder:
         desc = b""
         if s.size is not None:
             desc += be32(A["set_desc"]["size"], s.size)
-        if len(types) > 1:
-            desc += nest(A["set_desc"]["concat"], *[nest(1, be32(1, reg_size(z))) for z in sizes])
+        if len(types) > 1 and "interval" in s.flags:
+            desc += _concat_desc(sizes)
         if desc:
             body += nest(a["desc"], desc)
         body += be32(a["id"], self.set_ids[0])
