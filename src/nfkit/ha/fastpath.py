@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import struct
 import sys
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Container, Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -228,19 +228,25 @@ def _attr_header(name: str) -> bytes:
     return spec.ATTR_HEADER.pack(spec.ATTR_HEADER.size + attr.layout.size, attr.number)
 
 
+def _in_wire_order(names: Container[str]) -> Iterator[tuple[str, spec.Attr, str, int]]:
+    """The fixed-size attributes among ``names`` in 1.4.7's order: name, attribute, its
+    struct codes and its length with the header (before padding)."""
+    for name in spec.CT_ORDER:
+        if name not in names:
+            continue
+        attr = spec.CT_BY_NAME[name]
+        lay = attr.layout
+        assert lay.raw is not None and lay.size is not None
+        yield name, attr, lay.raw, spec.ATTR_HEADER.size + lay.size
+
+
 def _body_format(values: dict[str, list[str]]) -> tuple[str, list[str]]:
     """The struct format and argument expressions of a body holding ``values`` (attribute
     name -> value expressions), attributes in 1.4.7's order, each header and padding."""
     fmt = [">"]
     args: list[str] = []
-    for name in spec.CT_ORDER:
-        if name not in values:
-            continue
-        attr = spec.CT_BY_NAME[name]
-        lay = attr.layout
-        assert lay.raw is not None and lay.size is not None
-        alen = spec.ATTR_HEADER.size + lay.size
-        fmt.append(f"HH{lay.raw}{spec.align(alen) - alen}x")
+    for name, attr, raw, alen in _in_wire_order(values):
+        fmt.append(f"HH{raw}{spec.align(alen) - alen}x")
         args += [str(alen), str(attr.number), *values[name]]
     return "".join(fmt), args
 
@@ -460,15 +466,9 @@ def event_vector(layout: Any, family: int, everything: bool, ignored: frozenset[
     six = family == AF_INET6
     head = _head_fields(index, six)
     body_start = len(gather)
-    for name in spec.CT_ORDER:
-        if name not in head:
-            continue
-        attr = spec.CT_BY_NAME[name]
-        lay = attr.layout
-        assert lay.raw is not None and lay.size is not None
-        alen = spec.ATTR_HEADER.size + lay.size
+    for name, attr, raw, alen in _in_wire_order(head):
         const(spec.ATTR_HEADER.pack(alen, attr.number))
-        for (count, code), value in zip(_CODE.findall(lay.raw), head[name], strict=True):
+        for (count, code), value in zip(_CODE.findall(raw), head[name], strict=True):
             width = int(count or 1) if code == "s" else struct.calcsize(">" + code)
             if isinstance(value, int):
                 const(struct.pack(">" + code, value) if code != "s" else bytes(width))
