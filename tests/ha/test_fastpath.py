@@ -419,6 +419,27 @@ def _raw_events(events: Any) -> list[tuple[bytes, int, str]]:
     return out
 
 
+def _send_and_answer(tried: FtfwSession, reference: FtfwSession, round_: int, limit: int, rng: Any,
+                     peer_seq: int | None, back: int, span: int) -> None:
+    """One round of two sessions given the same messages: HELLO_BACK asked in round 9, the
+    datagrams and resend queues compared; then, given the peer's number, an ACK or a NACK of
+    a random range of the last ``back`` numbers (at most ``span`` long) to both."""
+    from nfkit.ha.spec import Flag
+
+    if round_ == 9:
+        tried.say_hello_back = reference.say_hello_back = True
+    got = tried.transmit_datagrams(float(round_), limit)
+    assert got == list(wire.datagrams(reference.transmit(float(round_)), limit)), round_
+    assert tried.resend_queue_depth == reference.resend_queue_depth
+    if peer_seq is None:
+        return
+    first = (tried.seq - rng.randrange(1, back)) & 0xFFFFFFFF
+    last = (first + rng.randrange(0, span)) & 0xFFFFFFFF
+    flag = rng.choice([Flag.ACK, Flag.NACK])
+    for s in (tried, reference):
+        s.receive(wire.ControlMessage(flag, peer_seq, first, last))
+
+
 def test_a_queue_of_words_only_is_packed_per_batch_as_the_loop_packs_it() -> None:
     """A session whose queue holds only the event path's words numbers, files and packs it per
     batch (`ftfw._packed_words`: no loop per message); its datagrams, resend queue and stats are
@@ -428,7 +449,6 @@ def test_a_queue_of_words_only_is_packed_per_batch_as_the_loop_packs_it() -> Non
     import random
 
     from nfkit.ha import ftfw
-    from nfkit.ha.spec import Flag
 
     rng = random.Random(11)
     taken = []
@@ -455,18 +475,10 @@ def test_a_queue_of_words_only_is_packed_per_batch_as_the_loop_packs_it() -> Non
                     words[key] = (key, mtype, body)
                     reference.enqueue(key, wire.StateMessage(MsgType(mtype), body=body))
                 packed.enqueue_words(words)
-                if round_ == 9:
-                    packed.say_hello_back = reference.say_hello_back = True
-                got = packed.transmit_datagrams(float(round_), limit)
-                assert got == list(wire.datagrams(reference.transmit(float(round_)), limit)), round_
-                assert packed.resend_queue_depth == reference.resend_queue_depth
-                if round_ % 4 == 3:  # the peer acknowledges some, asks again for others
-                    first = (packed.seq - rng.randrange(1, 40)) & 0xFFFFFFFF
-                    last = (first + rng.randrange(0, 10)) & 0xFFFFFFFF
-                    flag = rng.choice([Flag.ACK, Flag.NACK])
+                if round_ % 4 == 3:
                     peer_seq += 1
-                    for s in (packed, reference):
-                        s.receive(wire.ControlMessage(flag, peer_seq, first, last))
+                _send_and_answer(packed, reference, round_, limit, rng, peer_seq if round_ % 4 == 3 else None,
+                                 back=40, span=10)
             assert packed.stats == reference.stats and packed.stats.acked and packed.stats.resent
     finally:
         ftfw._packed_words = packed_words  # type: ignore[assignment]
@@ -485,7 +497,6 @@ def test_a_block_of_words_is_numbered_and_framed_at_once_as_words_are() -> None:
     import numpy as np
 
     from nfkit.ha import ftfw
-    from nfkit.ha.spec import Flag
 
     rng = random.Random(5)
     blocks_taken = []
@@ -520,18 +531,10 @@ def test_a_block_of_words_is_numbered_and_framed_at_once_as_words_are() -> None:
                     block = wire.Words(keys, types, bodies, array)
                     blocked.enqueue_block(block)
                     reference.enqueue_words(block.as_dict())
-                if round_ == 9:
-                    blocked.say_hello_back = reference.say_hello_back = True
-                got = blocked.transmit_datagrams(float(round_), limit)
-                assert got == list(wire.datagrams(reference.transmit(float(round_)), limit)), round_
-                assert blocked.resend_queue_depth == reference.resend_queue_depth
-                if round_ % 3 == 2:  # the peer acknowledges some, asks again for others
-                    first = (blocked.seq - rng.randrange(1, 120)) & 0xFFFFFFFF
-                    last = (first + rng.randrange(0, 60)) & 0xFFFFFFFF
-                    flag = rng.choice([Flag.ACK, Flag.NACK])
+                if round_ % 3 == 2:
                     peer_seq += 1
-                    for s in (blocked, reference):
-                        s.receive(wire.ControlMessage(flag, peer_seq, first, last))
+                _send_and_answer(blocked, reference, round_, limit, rng, peer_seq if round_ % 3 == 2 else None,
+                                 back=120, span=60)
             assert blocked.stats == reference.stats and blocked.stats.acked and blocked.stats.resent
             assert blocked._rs_seq == reference._rs_seq
     finally:
