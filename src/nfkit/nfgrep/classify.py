@@ -681,15 +681,25 @@ class _BulkState:
         if g is not None and self.slot_of[g] == slot:
             self.slot_of[g] = -1
 
-    def _lookup(self, g: int) -> None:
+    def _lookup(self, groups: list[int]) -> None:
+        """Look the flows of key groups ``groups`` up in the table (by each one's first frame),
+        in that order; a frame's columns taken for all of them at once."""
         b = self.b
-        i = int(b.first[g])
-        p = b.decoded(i)
-        code = self.owner.table.find(p[0], p[1], p[2], p[3], p[4])
-        if code < 0:
-            self.slot_of[g] = -1
-            return
-        self._placed(g, code, int(b.orient[i]))
+        firsts = b.first[groups]
+        find, slot_of, slow, buf = self.owner.table.find, self.slot_of, b.slow, b.buf
+        for g, i, proto, sport, dport, at, alen, o in zip(
+                groups, firsts.tolist(), b.proto[firsts].tolist(), b.sport[firsts].tolist(),
+                b.dport[firsts].tolist(), b.addr_at[firsts].tolist(),
+                np.where(b.v6[firsts], 16, 4).tolist(), b.orient[firsts].tolist(), strict=True):
+            p = slow.get(i)
+            if p is None:
+                code = find(proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport)
+            else:
+                code = find(p[0], p[1], p[2], p[3], p[4])
+            if code < 0:
+                slot_of[g] = -1
+            else:
+                self._placed(g, code, o)
 
     def _placed(self, g: int, code: int, o: int) -> int:
         """Key group ``g`` is the flow of table ``code`` (slot and direction; ``o`` the
@@ -805,9 +815,10 @@ class _BulkState:
         # (np.unique would import numpy.ma, ~8 ms, to ask whether ``groups`` is masked)
         present = np.flatnonzero(np.bincount(groups, minlength=b.ngroups)).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
+        unknown = [g for g in present if slot_of[g] == -2]
+        if unknown:
+            self._lookup(unknown)
         for g in present:
-            if slot_of[g] == -2:
-                self._lookup(g)
             s = slot_of[g]
             if s >= 0 and owner._decided(s):
                 start_state[g] = state[s]
