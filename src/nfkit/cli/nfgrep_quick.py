@@ -12,8 +12,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from nfkit.nfgrep.classify import FLOW_BYTES, ClassifyReport, FlowResult
+# numpy's OpenBLAS starts a thread per core at import, about 0.05 s of CPU; nfgrep does no
+# linear algebra (set before anything imports numpy; a user's setting stands)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+if TYPE_CHECKING:  # numpy comes with the classifier: imported when a command runs
+    from nfkit.nfgrep.classify import ClassifyReport, FlowResult
 
 
 def _value(v: str) -> str:
@@ -78,6 +84,8 @@ def print_flows(report: ClassifyReport, as_json: bool) -> None:
 
 def print_notes(report: ClassifyReport) -> None:
     """What the run gave up or found damaged, on stderr."""
+    from nfkit.nfgrep.classify import FLOW_BYTES
+
     notes = []
     if report.budget_evicted:
         notes.append(f"nfkit: {report.budget_evicted} flow(s) given up on undecided, idle longest "
@@ -113,8 +121,6 @@ def classify_args_of(args: list[str]) -> tuple[list[str], bool] | None:
 
 def quick_classify(captures: list[str], as_json: bool) -> None:
     """The click command's work for `classify_args_of`'s command lines (same output, same exit)."""
-    # numpy's OpenBLAS starts a thread per core at import (as `nfkit.cli.nfgrep` says)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from nfkit.nfgrep.classify import classify
 
     keep_freed_heap()
