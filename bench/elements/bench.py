@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: adding and deleting set elements (a blocklist) with nfkit and with nft.
 
-Per size (BENCH_SIZES, default "5000 100000"), side by side in one run, a fresh
+Per size (BENCH_SIZES, default "1000 5000 20000 100000"), side by side in one run, a fresh
 namespace per load, medians of BENCH_RUNS (default 5) runs, wall-clock and CPU:
   nfkit rules element add inet t s --from FILE   (one element per line)
   nft add element inet t s { ... }               (the whole list on one command line)
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NFKIT = [str(ROOT / ".venv/bin/nfkit")] if (ROOT / ".venv/bin/nfkit").exists() else [sys.executable, "-m", "nfkit"]
-SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "5000 100000").split()]
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000 5000 20000 100000").split()]
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 FILL = "nft -f (the deletes' fill)"
 SETUP = "table inet t { set s { type ipv4_addr; }; }\n"

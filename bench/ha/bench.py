@@ -22,6 +22,10 @@ user + system): on a shared machine it says more about the cost per entry than
 the clock; the datagrams A sent on the sync link; and, when not zero, the event
 socket overruns (`-s runtime`) and sync messages lost (`-s network`) either
 daemon counted, asked over its control socket as `conntrackd -s` asks.
+
+`--baseline SRC` (a source tree's src/ directory, e.g. an older revision's
+from `git archive REV src | tar -x -C DIR`) adds pairings whose sender is
+nfkit from that tree ("base"), to compare two revisions' senders in one run.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ def start(kind: str, ns: Namespace, own: str, peer: str) -> subprocess.Popen[byt
     conf = work / "conntrackd.conf"
     conf.write_text(CONF.format(own=own, peer=peer, dir=work))
     argv = ["conntrackd", "-C", str(conf)] if kind == "conntrackd" else [NFKIT, "ha", "-C", str(conf)]
+    if kind == "base":  # nfkit from the --baseline tree (PYTHONPATH comes before the installed one)
+        argv = ["env", f"PYTHONPATH={BASELINE}", *argv]
     proc = ns.popen(argv, stderr=subprocess.DEVNULL)
     CONTROL[proc.pid] = str(work / "ctl")
     deadline = time.monotonic() + 15
@@ -128,6 +134,7 @@ def link_datagrams(ns: Namespace) -> int:
 
 
 CONTROL: dict[int, str] = {}  # pid -> its control socket
+BASELINE = ""  # --baseline: the src/ directory of the "base" pairings' nfkit
 # pairing -> per run: (sender user, sender system, receiver user, receiver system) CPU seconds
 CPU: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
 DATAGRAMS: dict[tuple[str, str], list[int]] = {}  # pairing -> datagrams A sent on the sync link
@@ -180,8 +187,13 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--baseline", help="src/ of another nfkit tree: adds base -> nfkit and base -> conntrackd")
     args = ap.parse_args()
     pairs = [("conntrackd", "conntrackd"), ("nfkit", "nfkit"), ("nfkit", "conntrackd"), ("conntrackd", "nfkit")]
+    if args.baseline:
+        global BASELINE
+        BASELINE = os.path.abspath(args.baseline)
+        pairs += [("base", "nfkit"), ("base", "conntrackd")]
     times: dict[tuple[str, str], list[float | None]] = {p: [] for p in pairs}
     with Lab("bha") as lab:
         a, b = lab.add("a"), lab.add("b")

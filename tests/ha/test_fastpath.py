@@ -11,6 +11,7 @@ the tests check it declines rather than guesses.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import time
@@ -470,3 +471,178 @@ def test_a_queue_of_words_only_is_packed_per_batch_as_the_loop_packs_it() -> Non
     finally:
         ftfw._packed_words = packed_words  # type: ignore[assignment]
     assert any(taken) and not all(taken)
+
+
+def test_a_block_of_words_is_numbered_and_framed_at_once_as_words_are() -> None:
+    """A session given blocks of words (`enqueue_block`: the engine's batch path) sends the
+    datagrams, keeps the resend queue and counts the stats of one given the same words as
+    a dict (`enqueue_words`), through words queued before and after a block, blocks whose
+    entries supersede unacknowledged ones, HELLO and HELLO_BACK, ACKs and NACKs (resends of
+    a block's messages), types one for all or one each; the loop takes over when the numbers
+    would wrap or the resend queue would overflow."""
+    import random
+
+    import numpy as np
+
+    from nfkit.ha import ftfw
+    from nfkit.ha.spec import Flag
+
+    rng = random.Random(5)
+    blocks_taken = []
+    take_block = ftfw.FtfwSession._take_block
+
+    def counting(self: FtfwSession, now: float, limit: int) -> list[bytes]:
+        blocks_taken.append(self.seq + len(self._blocks[0].keys) <= 0xFFFFFFFF
+                            and len(self._rs) + len(self._blocks[0].keys) <= self.resend_limit)
+        return take_block(self, now, limit)
+
+    ftfw.FtfwSession._take_block = counting  # type: ignore[method-assign]
+    try:
+        for start, resend_limit, limit in ((7, 131072, 1472), (0xFFFFFFFF - 700, 131072, 600), (1000, 150, 400)):
+            blocked = FtfwSession(seq=start, resend_limit=resend_limit)
+            reference = FtfwSession(seq=start, resend_limit=resend_limit)
+            peer_seq = 5000
+            for round_ in range(40):
+                for _ in range(rng.choice([1, 1, 2])):
+                    if rng.random() < 0.25:  # a word of the walk's, before or after a block
+                        key = rng.randrange(300).to_bytes(2, "big")
+                        word = (key, int(MsgType.CT_DEL), bytes(rng.randrange(256) for _ in range(12)))
+                        blocked.enqueue_words({key: word})
+                        reference.enqueue_words({key: word})
+                        continue
+                    n = rng.randrange(1, 80)
+                    size = rng.choice([12, 52, 76, limit - 8, limit - 7])
+                    keys = [k.to_bytes(2, "big") for k in rng.sample(range(300), n)]
+                    array = np.frombuffer(rng.randbytes(n * (8 + size)), np.uint8).reshape(n, 8 + size).copy()
+                    bodies = [bytes(row[8:]) for row in array]
+                    types: int | list[int] = (int(MsgType.CT_NEW) if rng.random() < 0.5 else
+                                              [int(rng.choice([MsgType.CT_NEW, MsgType.CT_UPD])) for _ in keys])
+                    block = wire.Words(keys, types, bodies, array)
+                    blocked.enqueue_block(block)
+                    reference.enqueue_words(block.as_dict())
+                if round_ == 9:
+                    blocked.say_hello_back = reference.say_hello_back = True
+                got = blocked.transmit_datagrams(float(round_), limit)
+                assert got == list(wire.datagrams(reference.transmit(float(round_)), limit)), round_
+                assert blocked.resend_queue_depth == reference.resend_queue_depth
+                if round_ % 3 == 2:  # the peer acknowledges some, asks again for others
+                    first = (blocked.seq - rng.randrange(1, 120)) & 0xFFFFFFFF
+                    last = (first + rng.randrange(0, 60)) & 0xFFFFFFFF
+                    flag = rng.choice([Flag.ACK, Flag.NACK])
+                    peer_seq += 1
+                    for s in (blocked, reference):
+                        s.receive(wire.ControlMessage(flag, peer_seq, first, last))
+            assert blocked.stats == reference.stats and blocked.stats.acked and blocked.stats.resent
+            assert blocked._rs_seq == reference._rs_seq
+    finally:
+        ftfw.FtfwSession._take_block = take_block  # type: ignore[method-assign]
+    assert any(blocks_taken) and not all(blocks_taken)
+
+
+class _Recorded:
+    """Stands in for the engine's `mmsg.BatchReceiver`: each call copies the next recorded
+    read (datagrams) into `buffer`, one a slot, as recvmmsg does; [] once spent."""
+
+    def __init__(self, reads: list[list[bytes]], slots: int = 64, slot_size: int = 8192) -> None:
+        self.reads, self.slots, self.slot_size = reads, slots, slot_size
+        self.buffer = bytearray(slots * slot_size)
+
+    def receive(self) -> list[tuple[int, int]]:
+        if not self.reads:
+            return []
+        out = []
+        for i, dg in enumerate(self.reads.pop(0)):
+            self.buffer[i * self.slot_size:i * self.slot_size + len(dg)] = dg
+            out.append((i * self.slot_size, len(dg)))
+        return out
+
+
+def _burst(i: int, rng: Any) -> Entry:
+    """Entry ``i`` of a burst: runs of one shape (IPv4 TCP, IPv4 UDP, IPv6 TCP) as a busy
+    firewall makes them, with a few NATed entries, entries of an ignored address and marks."""
+    run = (i // 150) % 3
+    six, proto = run == 2, (17 if run == 1 else 6)
+    a = 1 + i % 200
+    src, dst = (f"2001:db8::{a:x}", "2001:db8:1::1") if six else (f"192.0.2.{a}", "198.51.100.1")
+    if rng.random() < 0.03:
+        src = "2001:db8::ffff" if six else "203.0.113.77"  # ignored
+    orig = Tuple(src, dst, proto, 1024 + i, 80)
+    status = Status.SEEN_REPLY | Status.ASSURED
+    reply = None
+    if rng.random() < 0.01:
+        out = "2001:db8:2::9" if six else "203.0.113.9"
+        reply, status = Tuple(dst, out, proto, 80, 40000 + i), status | Status.SRC_NAT | Status.SRC_NAT_DONE
+    return Entry(orig, reply, timeout=600, status=status, mark=rng.choice([0, 0, 0, 9]),
+                 state=3 if proto == 6 else None)
+
+
+def _counted(said: list[int], block: Any, keys: list[bytes], bodies: list[bytes], array: Any) -> None:
+    said.append(len(keys))
+    block(keys, bodies, array)
+
+
+@pytest.mark.parametrize("internal_cache", [True, False])
+def test_a_burst_of_events_said_by_whole_arrays_sends_what_the_walk_sends(netns: Namespace,
+                                                                           internal_cache: bool) -> None:
+    """Kernel events of a burst (2,500 creates in runs of IPv4 TCP, IPv4 UDP and IPv6 TCP,
+    with NAT, marks and ignored addresses among them, then updates and deletes), read as
+    recvmmsg gave them, give the same messages, internal cache, counters, and resends after
+    a NACK whether reads of one layout are said by its `fastpath.EventVector` (whole
+    arrays) or walked event by event; and most were said by the vectors.  Without the
+    internal cache (NOTRACK's DisableInternalCache: each event said as NEW or UPD by its
+    kind) every event is walked."""
+    import random
+
+    from nfkit.ha.spec import Flag
+    from nfkit.netlink import mmsg
+
+    rng = random.Random(3)
+    made = [_burst(i, rng) for i in range(2500)]
+    with netns.enter():
+        table = ConntrackTable()
+    try:
+        events = table.events(resync=False, rcvbuf=16 << 20)
+        receiver = mmsg.receiver(events.sock.sock)
+        assert not table.create_many(made).failed
+        table.update_many(made[100:400:3], mark=5)
+        table.delete_many(made[1000:1300:2])
+        reads = []
+        while got := receiver.receive():
+            reads.append([bytes(receiver.buffer[off:off + size]) for off, size in got])
+        events.close()
+        ignored = [ipaddress.ip_network(a) for a in ("203.0.113.77/32", "2001:db8::ffff/128")]
+        outcome = []
+        for vectors in (True, False):
+            engine = SyncEngine(table, Options(event_batch_s=0, internal_cache=internal_cache),
+                                Selection(networks=ignored, networks_accept=False))
+            sent: list[bytes] = []
+            engine.add_peer(Peer("b", FtfwSession(seq=77), sent.append))  # type: ignore[arg-type]
+            engine.events = table.events(resync=False)  # (not read: the recording stands in)
+            engine._receiver = _Recorded(list(reads))  # type: ignore[assignment]
+            said: list[int] = []
+            engine._local_block = functools.partial(_counted, said, engine._local_block)  # type: ignore[method-assign]
+            if not vectors:
+                engine._learn_vector = lambda *args: None  # type: ignore[method-assign]
+            try:
+                while engine._receiver.reads:  # type: ignore[union-attr]
+                    engine.on_kernel_events()
+                session = engine.peers[0].session
+                first = session.seq - 2000  # type: ignore[attr-defined]
+                session.receive(wire.ControlMessage(Flag.ACK, 1, first - 300, first - 1))
+                session.receive(wire.ControlMessage(Flag.NACK, 2, first, first + 40))
+                engine.flush()
+                assert max(map(len, sent)) <= engine.peers[0].datagram_limit
+                # the messages, in order (the reads said between two sends may differ)
+                outcome.append((b"".join(sent), dict(engine.internal), set(engine.internal_since), engine.internal_stats,
+                                engine.events_received, engine.events_filtered, session.stats,
+                                session.resend_queue_depth))
+                if vectors and internal_cache:
+                    assert sum(said) > 2000, said
+                else:
+                    assert not said
+            finally:
+                engine.close()
+        assert outcome[0] == outcome[1]
+        assert outcome[0][5] > 0 and outcome[0][6].resent == 41
+    finally:
+        table.close()

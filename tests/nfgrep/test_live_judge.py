@@ -90,6 +90,26 @@ def test_an_http_request_alone_decides_the_flow(engine_rules) -> None:  # type: 
     assert decisions[1].packets == 2 and not j.flows
 
 
+def test_mqtt_and_postgresql_are_decided_on_the_clients_first_message(engine_rules) -> None:  # type: ignore[no-untyped-def]
+    """MQTT's CONNECT (protocol name and level) and PostgreSQL's startup, SSL or GSSAPI
+    request are conclusive, as HTTP's request: decided on them, the server's answer stays in
+    the kernel.  Redis's command is not (an inline one also reads as memcached): its flow
+    waits for the reply."""
+    j, decisions = judge(engine_rules)
+    connect = b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a"
+    assert j.packet(tcp(C, S, 40040, 1883, 1, 0x18, bytes([0x10, len(connect)]) + connect),
+                    reply=False) == SHIPPED["mqtt"]
+    params = b"user\x00postgres\x00\x00"
+    startup = struct.pack(">II", 8 + len(params), 196608) + params
+    assert j.packet(tcp(C, S, 40041, 5432, 1, 0x18, startup), reply=False) == SHIPPED["postgresql"]
+    assert j.packet(tcp(C, S, 40042, 5432, 1, 0x18, struct.pack(">II", 8, 80877103)),
+                    reply=False) == SHIPPED["postgresql"]
+    assert [(d.app, d.packets) for d in decisions] == [("mqtt", 1), ("postgresql", 1), ("postgresql", 1)]
+    assert decisions[1].fields == {"user": "postgres"}
+    assert j.packet(tcp(C, S, 40043, 6379, 1, 0x18, b"*1\r\n$4\r\nPING\r\n"), reply=False) == 0
+    assert j.packet(tcp(S, C, 6379, 40043, 9, 0x18, b"+PONG\r\n"), reply=True) == SHIPPED["redis"]
+
+
 def test_an_upgrade_or_a_connect_still_waits_for_the_server(engine_rules) -> None:  # type: ignore[no-untyped-def]
     """The protocols after http that need the server's answer (WebSocket's 101, CONNECT's
     2xx) keep their flows in the queue until it comes."""

@@ -218,10 +218,13 @@ def test_kernel_numbers_are_the_specs() -> None:
 
 
 _QUICK_IMPORTS = f"""
-import atexit, sys
+import atexit, os, sys
 sys.path[:0] = [{_SRC!r}]
 before = set(sys.modules)
-atexit.register(lambda: print(" ".join(sorted(set(sys.modules) - before))))
+report = lambda: print(" ".join(sorted(set(sys.modules) - before)), flush=True)
+atexit.register(report)
+end = os._exit  # the quick answer ends by os._exit (no atexit): reported from there too
+os._exit = lambda status: (report(), end(status))
 from nfkit.cli.entry import run
 run(sys.argv[1:])
 """

@@ -130,6 +130,44 @@ def test_a_second_daemon_on_the_same_socket_is_refused(netns, tmp_path) -> None:
     assert first.wait(10) == 0
 
 
+# a daemon with nothing to wait for (no timer) and a second thread that takes SIGTERM: the
+# kernel may hand a process's signal to any thread that does not block it (numpy's OpenBLAS
+# starts some); the main thread blocks it here so the kernel must
+QUIET = r'''
+import signal, sys, threading, time
+from nfkit.service.daemon import Service, run
+
+class Quiet(Service):
+    name = "quiet"
+    def start(self, selector):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        def other():
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            time.sleep(30)
+        threading.Thread(target=other, daemon=True).start()
+        print("started", flush=True)
+    def stop(self):
+        print("stopped", flush=True)
+
+sys.exit(run(Quiet()))
+'''
+
+
+def test_a_signal_another_thread_takes_still_ends_the_loop_at_once() -> None:
+    """Python runs a handler in the main thread between bytecodes: a signal caught while that
+    thread blocks in select (by another thread here; or just before the select) must wake it."""
+    proc = subprocess.Popen([sys.executable, "-c", QUIET], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        time.sleep(0.1)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0 and time.monotonic() - began < 1
+        assert proc.stdout.read() == "stopped\n"
+    finally:
+        proc.kill()
+
+
 def test_unit_runs_the_daemon_with_its_config() -> None:
     text = unit("nat66", "IPv6 prefix translation", "/etc/nfkit/nat66.toml")
     assert "ExecStart=" in text and " nat66 run -c /etc/nfkit/nat66.toml" in text

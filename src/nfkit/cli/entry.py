@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nfkit.cli.guard import exit_interrupted, guarded
+from nfkit.cli.guard import end, exit_interrupted, guarded
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -34,7 +34,7 @@ def _run(args: list[str]) -> None:
             from nfkit.nftables.plainelements import load_json
 
             if load_json(args[2]) is not None:
-                return
+                end()  # (as every quick answer below: without the interpreter's teardown)
         from nfkit.cli import bulk
 
         (bulk.load_file if args[1] == "load" else bulk.check_file)(args[2])
@@ -44,8 +44,9 @@ def _run(args: list[str]) -> None:
 
         element_args = quick_args(args)
         if element_args is not None:
-            if not quick_change(*element_args):
-                change(*element_args)
+            if quick_change(*element_args):
+                end()
+            change(*element_args)
             return
     if len(args) == 9 and args[:2] == ["rules", "exists"] and os.geteuid() == 0:
         # The answer from the cache (one GETGEN, one GETRULE) before anything else is
@@ -61,7 +62,7 @@ def _run(args: list[str]) -> None:
             except OSError:
                 found = None
             if found is not None:
-                sys.exit(0 if found else 1)
+                end(0 if found else 1)
     if args[:2] == ["nfgrep", "classify"]:
         # capture files classified without click (its import is a tenth of a small run)
         from nfkit.cli.nfgrep_quick import classify_args_of, quick_classify

@@ -79,6 +79,15 @@ def guarded(fn: Callable[..., Any], *args: Any) -> Any:
         sys.exit(EXIT_BROKEN_PIPE)
 
 
+def end(status: int | None = 0) -> NoReturn:
+    """End a command that has done its work (see `one_shot`): stdout and stderr flushed
+    (a closed pipe raises here, for `guarded`), then `os._exit` with ``status`` (None:
+    0), without the interpreter's own teardown (~1 ms of a 20 ms command)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status or 0)
+
+
 def one_shot(fn: Callable[..., int | None]) -> Callable[..., None]:
     """Declare a command that builds or decodes up to millions of small acyclic objects
     (a ruleset of 80,000 rules) and ends when it is done; the one mechanism for it.
@@ -96,10 +105,7 @@ def one_shot(fn: Callable[..., int | None]) -> Callable[..., None]:
 
     def run(*args: Any, **kwargs: Any) -> None:
         gc.disable()
-        status = fn(*args, **kwargs)
-        sys.stdout.flush()  # a closed pipe raises here, for `guarded`
-        sys.stderr.flush()
-        os._exit(status or 0)
+        end(fn(*args, **kwargs))
 
     # functools.wraps by hand: functools' import (collections) costs more than the
     # kernel's work for a few thousand set elements

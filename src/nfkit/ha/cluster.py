@@ -259,6 +259,7 @@ class ClusterDaemon(HaDaemon):
         self.hb_thread: threading.Thread | None = None
         self.last_tick: float | None = None
         self.longest_tick_gap = 0.0
+        self.tick_gap = 0.0  # between the last two ticks
         self.ruleset_commits = 0
         self.takeovers: list[dict[str, Any]] = []
         self.unknown_senders = 0
@@ -387,7 +388,8 @@ class ClusterDaemon(HaDaemon):
     def tick(self) -> float | None:
         started = time.monotonic()
         if self.last_tick is not None:  # how late this process ran (a loaded machine, a stall)
-            self.longest_tick_gap = max(self.longest_tick_gap, started - self.last_tick)
+            self.tick_gap = started - self.last_tick
+            self.longest_tick_gap = max(self.longest_tick_gap, self.tick_gap)
         self.last_tick = started
         super().tick()
         self._take_heartbeats()
@@ -420,10 +422,15 @@ class ClusterDaemon(HaDaemon):
                 self.engine.commit()  # the peers' entries into the kernel before their packets come
             self._install(wanted, answers)
             if gained:
-                # from the dead peer's last heartbeat to the commit: what detection and takeover took
+                # from the dead peer's last heartbeat to the commit: what detection and takeover took;
+                # its parts: the decision (`now`) after the last heartbeat, the tick before it
+                # (a loop held up elsewhere decides late), the commits
                 heard = [p.last_heard for p in m.peers.values() if not p.alive and p.last_heard is not None]
+                done = time.monotonic()
                 self.takeovers.append({"buckets": len(gained), "at": time.time(),
-                                       "after_death_s": round(time.monotonic() - max(heard), 3) if heard else None})
+                                       "after_death_s": round(done - max(heard), 3) if heard else None,
+                                       "decided_after_s": round(now - max(heard), 3) if heard else None,
+                                       "tick_gap_s": round(self.tick_gap, 3), "commit_s": round(done - now, 3)})
             log.info("cluster: serving %d of %d buckets (gained %d, released %d), members %s%s",
                      len(wanted), self.cc.buckets, len(gained), len(before - wanted), m.members(now),
                      ", answering ARP" if answers else "")

@@ -29,11 +29,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import operator
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from nfkit.conntrack.expect import Expectation, ExpectEvents, ExpectTable
 from nfkit.conntrack.model import Entry
@@ -45,15 +48,18 @@ from nfkit.ha.inject import DEL, NEW, UPD, Change, Injector
 from nfkit.ha.spec import Flag, MsgType
 from nfkit.netlink import mmsg
 from nfkit.netlink.consts import NFNL_SUBSYS_CTNETLINK, NLM_F_CREATE, NLM_F_EXCL
-from nfkit.netlink.specs.ctnetlink import IPCTNL_MSG_CT_DELETE
+from nfkit.netlink.specs.ctnetlink import IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW
 
 log = logging.getLogger("nfkit.ha")
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-FLUSH_EVERY = 512  # kernel events read between two sends
+FLUSH_EVERY = 512  # kernel events read between two sends (checked after each read's run of one size)
+VECTOR_RUN = 8  # the fewest events in a row a vector says (shorter runs are walked)
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, port id
 _NFHDR = 20  # nlmsghdr + nfgenmsg, then the attributes
 _CREATE_EXCL = NLM_F_CREATE | NLM_F_EXCL  # how the kernel flags a NEW event (else an update)
+_SECOND = operator.itemgetter(1)
+_CT_EVENT_TYPE = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW  # a NEW or an update event's nlmsg type
 _KIND_OF = {MsgType.CT_NEW: NEW, MsgType.CT_UPD: UPD, MsgType.CT_DEL: DEL,
             MsgType.EXP_NEW: NEW, MsgType.EXP_UPD: UPD, MsgType.EXP_DEL: DEL}
 _KINDS = [_KIND_OF.get(MsgType(t), "") if t in set(MsgType) else "" for t in range(16)]  # by type number: an enum's hash is slow
@@ -62,6 +68,17 @@ RESTART_QUIET_S = 1.5  # a HELLO after this much silence is a restarted peer's (
 _CT_TYPE = {NEW: int(MsgType.CT_NEW), UPD: int(MsgType.CT_UPD), DEL: int(MsgType.CT_DEL)}
 _CT_NEW, _CT_UPD, _CT_DEL = int(MsgType.CT_NEW), int(MsgType.CT_UPD), int(MsgType.CT_DEL)
 _EXP_TYPE = {NEW: MsgType.EXP_NEW, UPD: MsgType.EXP_UPD, DEL: MsgType.EXP_DEL}
+
+
+def _runs(sizes: list[int]) -> list[tuple[int, int, int]]:
+    """(first, end, size) of each run of equal ``sizes``, in order."""
+    out = []
+    first = 0
+    for i in range(1, len(sizes) + 1):
+        if i == len(sizes) or sizes[i] != sizes[first]:
+            out.append((first, i, sizes[first]))
+            first = i
+    return out
 
 
 class Session(Protocol):
@@ -220,6 +237,10 @@ class SyncEngine:
         self._events_read_at = 0.0  # when the last read of kernel events ended (monotonic)
         self._event_plans: dict[int, tuple[Any, fastpath.EventFunction | None]] = {}  # id(layout) ->
         self._create_plans: dict[int, tuple[wire.BodyShape, fastpath.CreatePlan | None]] = {}
+        # the walk's last event: (layout, attributes' length, family, its event function)
+        self._last_event: tuple[Any, int, int, fastpath.EventFunction | None] = (None, -1, -1, None)
+        # datagram size -> the vector that says such datagrams (None: walk them)
+        self._vectors: dict[int, fastpath.EventVector | None] = {}
 
     # ---- setup ---------------------------------------------------------
 
@@ -251,7 +272,10 @@ class SyncEngine:
 
         The datagrams are walked here: each message's values are unpacked by the
         conntrack decoder's layout and turned into the message body by the layout's
-        plan (`nfkit.ha.fastpath`); an entry is built only for shapes without one."""
+        plan (`nfkit.ha.fastpath`); an entry is built only for shapes without one.
+        Reads whose datagrams are all one event of a layout seen before (a burst of new
+        entries) wait as rows of an array and are said together by the layout's
+        `fastpath.EventVector`, a few whole-array steps for hundreds of events."""
         assert self.events is not None
         if self._receiver is None:
             self._receiver = mmsg.receiver(self.events.sock.sock)
@@ -264,88 +288,56 @@ class SyncEngine:
         receive = self._receiver.receive  # many events a call, each in its slot of one buffer
         buf = self._receiver.buffer
         slots = self._receiver.slots
-        own = self.injector.portid
-        unpack = _NLMSG.unpack_from
-        by_len = self.table.decoder.shapes.by_len
-        plans = self._event_plans
-        sel = self.selection
+        slot_size = getattr(self._receiver, "slot_size", 0)
+        vectors = self._vectors
         run: list[tuple[str, Any, bytes]] = []  # planned words not yet handed to `_local_bodies`
-        # the last event's layout and its function: a burst is mostly of one shape
-        last: Any = None
-        last_len = last_family = -1
-        event: fastpath.EventFunction | None = None
-        miss, filtered = fastpath.MISS, fastpath.FILTERED
+        rows: fastpath.EventVector | None = None  # the vector whose first `rows_n` rows wait to be said
+        rows_n = 0
         received = 0
+        unsent = 0  # datagrams read since the last send
         try:
             while True:
                 datagrams = receive()  # raises EventsLost
                 if not datagrams:
                     break
-                for off, n in datagrams:
-                    end = off + n
-                    while off + _NFHDR <= end:
-                        length, mtype, flags, _seq, pid = unpack(buf, off)
-                        if length < _NFHDR or off + length > end:
-                            log.warning("malformed ctnetlink event of %d bytes dropped", length)
-                            break
-                        step = (length + 3) & ~3
-                        if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
-                            off += step
-                            continue
-                        received += 1
-                        if not received % FLUSH_EVERY:  # a long burst: send as it is read
-                            self._local_bodies(run)
-                            run.clear()
-                            self.flush()
-                        if pid == own and own:
-                            self.events_own += 1
-                            off += step
-                            continue
-                        if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
-                            kind = DEL
-                        elif flags & _CREATE_EXCL == _CREATE_EXCL:
-                            kind = NEW
-                        else:
-                            kind = UPD
-                        aoff, alen = off + _NFHDR, length - _NFHDR
-                        off += step
-                        family = buf[aoff - 4]
-                        # the layout's function checks the headers, reads the values, selects and
-                        # says the word in one call
-                        word = event(buf, aoff, kind) if alen == last_len and family == last_family \
-                            and event is not None else miss
-                        if word is miss:
-                            for lay in by_len.get(alen, ()):
-                                if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
-                                    break
-                            else:
-                                try:
-                                    lay, _values = self.table.decoder.layout(buf, aoff, alen, family)
-                                except DecodeError as exc:
-                                    log.warning("ctnetlink event dropped: %s", exc)
-                                    continue
-                            got = plans.get(id(lay))
-                            if got is None or got[0] is not lay:
-                                if len(plans) > 4096:
-                                    plans.clear()
-                                got = plans[id(lay)] = (lay, fastpath.event_function(
-                                    lay, family, sel.everything, sel.hosts_ignored, sel.accepts_raw))
-                            last, last_len, last_family, event = lay, alen, family, got[1]
-                            word = event(buf, aoff, kind) if event is not None else None
-                            if word is miss:  # (cannot be: the function tests the headers just tested)
-                                word = None
-                        if word is None:  # a shape or an entry without a plan: the entry path
-                            self._local_bodies(run)  # in order
-                            run.clear()
-                            self._entry_event(kind, last.build(last.unpack(buf, aoff)))
-                        elif word is filtered:
-                            self.events_filtered += 1
-                        else:
-                            run.append(word)  # type: ignore[arg-type]
-                if len(datagrams) < slots:  # the queue was empty: no call to hear it again
+                n = len(datagrams)
+                size = datagrams[0][1]
+                if len({*map(_SECOND, datagrams)}) == 1:
+                    groups: Any = ((0, n, size),)
+                else:  # runs of datagrams of one size
+                    groups = _runs([d[1] for d in datagrams])
+                for first, end, size in groups:
+                    vec = vectors.get(size) if slot_size else None
+                    if vec is not None:
+                        if rows is not None and (vec is not rows or rows_n + end - first > vec.CAPACITY):
+                            received = self._said_rows(rows, rows_n, run, received)
+                            rows, rows_n = None, 0
+                        vec.take(rows_n, np.frombuffer(buf, np.uint8, end * slot_size).reshape(end, slot_size)[first:])
+                        rows, rows_n = vec, rows_n + end - first
+                    else:
+                        if rows is not None:
+                            received = self._said_rows(rows, rows_n, run, received)
+                            rows, rows_n = None, 0
+                        received = self._walk(buf, datagrams[first:end], run, received)
+                        if slot_size and size not in vectors and datagrams[end - 1][1] == size:
+                            self._learn_vector(buf, datagrams[end - 1][0], size)
+                    unsent += end - first
+                    if unsent >= FLUSH_EVERY:  # a long burst: send as it is read
+                        if rows is not None:
+                            received = self._said_rows(rows, rows_n, run, received)
+                            rows, rows_n = None, 0
+                        self._local_bodies(run)
+                        run.clear()
+                        self.flush()
+                        unsent = 0
+                if n < slots:  # the queue was empty: no call to hear it again
                     break
+            if rows is not None:
+                received = self._said_rows(rows, rows_n, run, received)
             self._local_bodies(run)
         except EventsLost:
+            if rows is not None:
+                received = self._said_rows(rows, rows_n, run, received)
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
@@ -355,6 +347,136 @@ class SyncEngine:
             self.events_received += received
             self._events_read_at = time.monotonic()
         self.flush()
+
+    def _walk(self, buf: Any, datagrams: list[tuple[int, int]], run: list[tuple[str, Any, bytes]],
+              received: int) -> int:
+        """The events in ``datagrams`` of ``buf``, one by one: planned words onto ``run``,
+        the rest through the entry path, in order.  Returns ``received`` plus the events read."""
+        own = self.injector.portid
+        unpack = _NLMSG.unpack_from
+        by_len = self.table.decoder.shapes.by_len
+        plans = self._event_plans
+        sel = self.selection
+        # the last event's layout and its function: a burst is mostly of one shape
+        last, last_len, last_family, event = self._last_event
+        miss, filtered = fastpath.MISS, fastpath.FILTERED
+        try:
+            for off, n in datagrams:
+                end = off + n
+                while off + _NFHDR <= end:
+                    length, mtype, flags, _seq, pid = unpack(buf, off)
+                    if length < _NFHDR or off + length > end:
+                        log.warning("malformed ctnetlink event of %d bytes dropped", length)
+                        break
+                    step = (length + 3) & ~3
+                    if mtype >> 8 != NFNL_SUBSYS_CTNETLINK:
+                        off += step
+                        continue
+                    received += 1
+                    if pid == own and own:
+                        self.events_own += 1
+                        off += step
+                        continue
+                    if mtype & 0xFF == IPCTNL_MSG_CT_DELETE:
+                        kind = DEL
+                    elif flags & _CREATE_EXCL == _CREATE_EXCL:
+                        kind = NEW
+                    else:
+                        kind = UPD
+                    aoff, alen = off + _NFHDR, length - _NFHDR
+                    off += step
+                    family = buf[aoff - 4]
+                    # the layout's function checks the headers, reads the values, selects and
+                    # says the word in one call
+                    word = event(buf, aoff, kind) if alen == last_len and family == last_family \
+                        and event is not None else miss
+                    if word is miss:
+                        for lay in by_len.get(alen, ()):
+                            if lay.headers(buf, aoff) == lay.expected and lay.tag == family:
+                                break
+                        else:
+                            try:
+                                lay, _values = self.table.decoder.layout(buf, aoff, alen, family)
+                            except DecodeError as exc:
+                                log.warning("ctnetlink event dropped: %s", exc)
+                                continue
+                        got = plans.get(id(lay))
+                        if got is None or got[0] is not lay:
+                            if len(plans) > 4096:
+                                plans.clear()
+                            got = plans[id(lay)] = (lay, fastpath.event_function(
+                                lay, family, sel.everything, sel.hosts_ignored, sel.accepts_raw))
+                        last, last_len, last_family, event = lay, alen, family, got[1]
+                        word = event(buf, aoff, kind) if event is not None else None
+                        if word is miss:  # (cannot be: the function tests the headers just tested)
+                            word = None
+                    if word is None:  # a shape or an entry without a plan: the entry path
+                        self._local_bodies(run)  # in order
+                        run.clear()
+                        self._entry_event(kind, last.build(last.unpack(buf, aoff)))
+                    elif word is filtered:
+                        self.events_filtered += 1
+                    else:
+                        run.append(word)  # type: ignore[arg-type]
+        finally:
+            self._last_event = (last, last_len, last_family, event)
+        return received
+
+    def _learn_vector(self, buf: Any, off: int, size: int) -> None:
+        """After a walk: the vector of datagrams of ``size`` bytes, from the last event's
+        layout and protocol if that event (at ``off``) filled its datagram; kept only once
+        it says that event as the layout's function did (else None: those datagrams are
+        walked)."""
+        lay, alen, family, event = self._last_event
+        if lay is None or event is None or alen + _NFHDR != size:
+            return
+        if not self.options.internal_cache:  # every event said as it happens, NEW or UPD by its kind
+            self._vectors[size] = None
+            return
+        word = event(buf, off + _NFHDR, NEW)
+        if not isinstance(word, tuple):
+            return  # not an event the plan says (NAT, filtered, ...): learn from a later one
+        key, body = word[1], word[2]
+        sel = self.selection
+        vec = fastpath.event_vector(lay, family, sel.everything, sel.hosts_ignored, _CT_EVENT_TYPE,
+                                    key[len(key) - 11])  # (the key's protocol: before the ports and 6 zeros)
+        if vec is None:
+            self._vectors[size] = None
+            return
+        vec.take(0, np.frombuffer(buf, np.uint8, size, off).reshape(1, size))
+        if not vec.says(1, self.injector.portid)[0]:
+            return
+        said = vec.words(0, 1)
+        if said[0] != [key] or said[1] != [body] or said[3][0, 8:].tobytes() != body:
+            log.warning("the batch plan of a %d-byte event differs from its event plan: not used", size)
+            self._vectors[size] = None
+            return
+        self._vectors[size] = vec
+
+    def _said_rows(self, vec: fastpath.EventVector, n: int, run: list[tuple[str, Any, bytes]], received: int) -> int:
+        """The first ``n`` rows of ``vec`` (events of whole reads, one a row), in order: runs
+        of rows it says (at least `VECTOR_RUN`) said by it, the others walked one by one.
+        Returns ``received`` plus them."""
+        ok = vec.says(n, self.injector.portid)
+        if ok.all():
+            runs = [(0, n, True)]
+        else:  # where the rows said turn to rows walked and back
+            cuts = [0, *(np.flatnonzero(ok[1:] != ok[:-1]) + 1).tolist(), n]
+            runs = [(a, b, bool(ok[a]) and b - a >= VECTOR_RUN) for a, b in zip(cuts, cuts[1:], strict=False)]
+        size = vec.length
+        for a, b, said in runs:
+            if not said:
+                part = vec.rows[a:b, :size].tobytes()
+                received = self._walk(part, [(i * size, size) for i in range(b - a)], run, received)
+                continue
+            self._local_bodies(run)  # in order
+            run.clear()
+            keys, bodies, filtered, array = vec.words(a, b)
+            self.events_filtered += filtered
+            if keys:
+                self._local_block(keys, bodies, array)
+            received += b - a
+        return received
 
     def _entry_event(self, kind: str, e: Entry) -> None:
         """An event of a shape without a plan: through the entry (`convert`)."""
@@ -431,6 +553,40 @@ class SyncEngine:
 
     def _local_body(self, kind: str, key: Any, body: bytes) -> None:
         self._local_bodies([(kind, key, body)])
+
+    def _local_block(self, keys: list[Any], bodies: list[bytes], array: Any) -> None:
+        """`_local_bodies` of NEW or update events said by a vector (``array``: the bodies
+        as rows), the cache updated and the words queued a block at once."""
+        internal, since = self.internal, self.internal_since
+        n = len(keys)
+        if not self.options.internal_cache:
+            self._local_bodies([(UPD, k, b) for k, b in zip(keys, bodies, strict=True)])
+            return
+        now = time.time()
+        before = len(internal)
+        internal.update(zip(keys, bodies, strict=True))
+        if len(internal) - before == n:  # all new (and so no key twice): one pass over the big dict
+            types: int | list[int] = _CT_NEW
+            new: Any = keys
+        else:  # (`internal_since` holds the keys `internal` held before)
+            if len(set(keys)) != n:  # a repeated entry: undone, then word by word as the walk's words
+                for k in keys:
+                    if k not in since:
+                        internal.pop(k, None)
+                self._local_bodies([(UPD, k, b) for k, b in zip(keys, bodies, strict=True)])
+                return
+            types = [_CT_UPD if k in since else _CT_NEW for k in keys]
+            new = [k for k, t in zip(keys, types, strict=True) if t == _CT_NEW]
+        since.update(dict.fromkeys(new, now))
+        self.internal_stats.created += len(new)
+        self.internal_stats.updated += len(keys) - len(new)
+        block = wire.Words(keys, types, bodies, array)
+        for p in self.peers:
+            enqueue = getattr(p.session, "enqueue_block", None)
+            if enqueue is not None:
+                enqueue(block)
+            else:
+                p.session.enqueue_words(block.as_dict())
 
     def _local_bodies(self, words: list[tuple[str, Any, bytes]]) -> None:
         """This node's entries said by the kernel, (kind, key, body) in order: into the

@@ -17,9 +17,13 @@ Must not know: sockets, FTFW, the engine's caches.
 
 from __future__ import annotations
 
+import re
 import struct
+import sys
 from collections.abc import Callable, Hashable
 from typing import Any
+
+import numpy as np
 
 from nfkit.conntrack.model import AF_INET, AF_INET6, PORT_PROTOS, Entry, Status
 from nfkit.conntrack.wire import addr_bytes
@@ -50,6 +54,7 @@ _CREATE_PASSED = frozenset(spec.CT_BY_NAME) - convert.MODELLED
 _KEY = {4: struct.Struct(">4s4sBHHBBHH"), 16: struct.Struct(">16s16sBHHBBHH")}
 # the same bytes for a port protocol's tuple without a zone (ICMP type, code, id and zone zero)
 _KEY_NO_ZONE = {4: struct.Struct(">4s4sBHH6x"), 16: struct.Struct(">16s16sBHH6x")}
+_NFHDR_SIZE = 20  # nlmsghdr and nfgenmsg: a ctnetlink event's attributes start here
 
 
 def entry_key(e: Entry) -> bytes:
@@ -148,12 +153,8 @@ def _event_source(index: dict[Hashable, int], family: int) -> tuple[list[str], s
         return _name(index, name) if name in index else default
 
     six = family == AF_INET6
-    head = {"ipv6" if six else "ipv4": [v("o.src"), v("o.dst")], "status": [v("status", "0")],
-            "l4proto": [v("o.proto")], "port": [v("o.sport"), v("o.dport")], "mark": [v("mark", "0")]}
-    if "state" in index:
-        head["tcp_state"] = [v("state")]
-    if "timeout" in index:
-        head["timeout"] = [v("timeout")]
+    head = {name: [v(x) if isinstance(x, str) else str(x) for x in values]
+            for name, values in _head_fields(index, six).items()}
     tail = {"zone": [v("zone")]} if "zone" in index else {}
     head_fmt, head_args = _body_format(head)
     tail_fmt, tail_args = _body_format(tail)
@@ -198,6 +199,22 @@ def _event_source(index: dict[Hashable, int], family: int) -> tuple[list[str], s
         "SNAT_ADDR": _attr_header("snat_ipv6" if six else "snat_ipv4"),
         "DNAT_ADDR": _attr_header("dnat_ipv6" if six else "dnat_ipv4"),
         "SPAT": _attr_header("spat_port"), "DPAT": _attr_header("dpat_port")}
+
+
+def _head_fields(index: dict[Hashable, int], six: bool) -> dict[str, list[str | int]]:
+    """The attributes a planned body starts with (those before the NAT ones), each with its
+    values: a layout field's name, or a constant for a field the layout does not have."""
+    def v(name: str) -> str | int:
+        return name if name in index else 0
+
+    head: dict[str, list[str | int]] = {"ipv6" if six else "ipv4": [v("o.src"), v("o.dst")],
+                                        "status": [v("status")], "l4proto": [v("o.proto")],
+                                        "port": [v("o.sport"), v("o.dport")], "mark": [v("mark")]}
+    if "state" in index:
+        head["tcp_state"] = [v("state")]
+    if "timeout" in index:
+        head["timeout"] = [v("timeout")]
+    return head
 
 
 # a NAT port's value: 1.4.7's byte-swapped 16 bits (`spec.SWAPPED16`), then the padding
@@ -271,3 +288,204 @@ def create_plan(shape: BodyShape) -> CreatePlan | None:
 def _swap16(raw: bytes) -> int:
     """A NAT port as 1.4.7 sends it (its two bytes swapped: `spec.SWAPPED16`) to its value."""
     return raw[0] | raw[1] << 8
+
+
+# ---------------------------------------------------------------- whole batches of events at once
+
+_CODE = re.compile(r"(\d*)([xcbB?hHiIlLqQnNefdspP])")
+
+
+def _value_spans(layout: Any) -> list[tuple[int, int]] | None:
+    """Where each of a layout's values lies, (offset from the attributes, width) by value
+    position, read from its values struct's format; None for a layout without one."""
+    fmt = getattr(getattr(layout.unpack, "__self__", None), "format", None)
+    if not isinstance(fmt, str) or fmt[:1] != ">":
+        return None
+    spans, pos = [], 0
+    for count, code in _CODE.findall(fmt[1:]):
+        n = int(count) if count else 1
+        if code == "x":
+            pos += n
+        elif code == "s":
+            spans.append((pos, n))
+            pos += n
+        else:
+            width = struct.calcsize(">" + code)
+            for _ in range(n):
+                spans.append((pos, width))
+                pos += width
+    return spans
+
+
+class EventVector:
+    """How a batch of ctnetlink events of one layout, one event a datagram of ``length``
+    bytes, is checked and turned into sync words by a few whole-array steps: the same
+    keys and bodies the layout's `event_function` says, row by row, for the events it
+    covers (a port protocol, the one of the event it was made from; no NAT, no zone).
+
+    The events wait as rows of `rows` (`take` copies a read in): each row holds an
+    event's bytes (`width` columns, 8-byte aligned) and then the constant bytes of the
+    message (header room, attribute headers, constants, the key's zeros), so one gather
+    (`gather`) makes every row's message room, body and key at once.  `says` tells which
+    rows it covers (the others are walked); `words` says them."""
+
+    CAPACITY = 1024  # rows: a burst is said every FLUSH_EVERY (512) events, read 64 at a time
+
+    def __init__(self, length: int, family: int, checks: dict[int, tuple[int, int]], pairs: list[tuple[int, int]],
+                 gather: list[int], template: bytes, body_size: int, key_size: int,
+                 ignored: tuple[tuple[int, int, bytes], ...]) -> None:
+        """``checks``: row position -> (mask, wanted) of the bytes every covered event has;
+        ``pairs``: row positions whose bytes are equal in a covered event (the reply
+        mirrors the original); ``gather``: where each byte of header room + body + key
+        comes from (>= 0: the event's row position, < 0: ``template[-1 - i]``)."""
+        self.length, self.family = length, family
+        self.width = -(-length // 8) * 8
+        self.body_size, self.key_size = body_size, key_size
+        const = -(-len(template) // 8) * 8
+        self.rows = np.zeros((self.CAPACITY, self.width + const), dtype=np.uint8)
+        self.rows[:, self.width:self.width + len(template)] = np.frombuffer(template, np.uint8)
+        mask, wanted = np.zeros(self.width, np.uint8), np.zeros(self.width, np.uint8)
+        for pos, (m, w) in checks.items():
+            mask[pos], wanted[pos] = m, w
+        self.mask, self.wanted = mask.view(np.uint64), wanted.view(np.uint64)
+        self.pairs = np.array([a for a, _ in pairs] + [b for _, b in pairs], dtype=np.intp)
+        self.gather = np.array([g if g >= 0 else self.width - 1 - g for g in gather], dtype=np.intp)
+        self.ignored = ignored
+        self.unpack = struct.Struct(f"{_MESSAGE_ROOM}x{body_size}s{key_size}s").iter_unpack
+        # the addresses of an IPv4 layout as 32-bit words, to find ignored ones in one step
+        self.addr_cols: Any = None
+        if ignored and all(w == 4 for _, w, _ in ignored):
+            self.addr_cols = np.array(sorted({p + i for p, w, _ in ignored for i in range(w)}), dtype=np.intp)
+            self.addr_words = np.array(sorted({int.from_bytes(a, sys.byteorder) for _, _, a in ignored}),
+                                       dtype=np.uint32)
+
+    def take(self, at: int, reads: Any) -> None:
+        """Copy ``reads`` (an (n, >= length) uint8 array of datagrams) into rows ``at`` on."""
+        self.rows[at:at + len(reads), :self.length] = reads[:, :self.length]
+
+    def says(self, n: int, own: int) -> Any:
+        """Which of the first ``n`` rows this vector says, a bool each: the others are of
+        another layout, kind or protocol, NATed, of this node's own injection, ..."""
+        rows = self.rows[:n]
+        ok = ((rows.view(np.uint64)[:, :len(self.mask)] & self.mask) == self.wanted).all(axis=1)
+        half = len(self.pairs) // 2
+        both = rows.take(self.pairs, axis=1)
+        ok &= (both[:, :half] == both[:, half:]).all(axis=1)
+        if own:
+            ok &= rows.view(np.uint32)[:, 3] != own  # nlmsghdr's port id
+        return ok
+
+    def words(self, first: int, end: int) -> tuple[list[bytes], list[bytes], int, Any]:
+        """The keys and bodies of rows ``first`` to ``end`` (rows it `says`), in order, how
+        many rows the selection filtered out, and the messages as an (n, 8 + body size)
+        array: 8 bytes of room for the sync header, then the body."""
+        rows = self.rows[first:end]
+        made = rows.take(self.gather, axis=1)  # (C order: `take`, not a fancy index)
+        filtered = 0
+        if self.ignored:
+            if self.addr_cols is not None:
+                drop = np.isin(rows.take(self.addr_cols, axis=1).view(np.uint32), self.addr_words).any(axis=1)
+            else:
+                drop = np.zeros(len(rows), dtype=bool)
+                for at, width, addr in self.ignored:
+                    drop |= (rows[:, at:at + width] == np.frombuffer(addr, np.uint8)).all(axis=1)
+            filtered = int(drop.sum())
+            if filtered:
+                made = made[~drop]
+        if not len(made):
+            return [], [], filtered, made
+        bodies, keys = zip(*self.unpack(made.tobytes()), strict=True)
+        return list(keys), list(bodies), filtered, made[:, :_MESSAGE_ROOM + self.body_size]
+
+
+_MESSAGE_ROOM = spec.HEADER_SIZE  # the sync header's room before each body in `EventVector.words`' array
+_NATIVE_U32 = struct.Struct("=I")
+_NATIVE_U16 = struct.Struct("=H")
+
+
+def event_vector(layout: Any, family: int, everything: bool, ignored: frozenset[bytes] | None,
+                 message_type: int, proto: int) -> EventVector | None:
+    """The batch form of a ctnetlink layout's event plan for events of protocol ``proto``
+    and nlmsg type ``message_type``, one a datagram; None when the layout has no plan, a
+    zone, or a selection other than everything or ignored addresses."""
+    index = layout.index
+    if _event_source(index, family) is None or "zone" in index or not (everything or ignored is not None) \
+            or proto not in PORT_PROTOS or ("state" in index and proto != 6):
+        return None
+    spans = _value_spans(layout)
+    if spans is None:
+        return None
+    head_size, hmask, hexpected = _header_test(layout)
+    at = _NFHDR_SIZE  # the attributes start after nlmsghdr and nfgenmsg
+
+    def field(name: str) -> tuple[int, int]:
+        off, width = spans[index[name]]
+        return at + off, width
+
+    length = at + layout.length
+    checks: dict[int, tuple[int, int]] = {}
+
+    def must(pos: int, value: bytes, bits: bytes | None = None) -> None:
+        for i, b in enumerate(value):
+            m = 0xFF if bits is None else bits[i]
+            if m:
+                checks[pos + i] = (m, b & m)
+
+    must(0, _NATIVE_U32.pack(length))  # one message filling the datagram
+    must(4, _NATIVE_U16.pack(message_type))
+    must(16, bytes([family]))
+    must(at, hexpected.to_bytes(head_size, "little"), hmask.to_bytes(head_size, "little"))
+    must(field("o.proto")[0], bytes([proto]))
+    must(field("r.proto")[0], bytes([proto]))
+    pairs: list[tuple[int, int]] = []
+    for a, b in (("r.src", "o.dst"), ("r.dst", "o.src"), ("r.sport", "o.dport"), ("r.dport", "o.sport")):
+        (pa, wa), (pb, wb) = field(a), field(b)
+        if wa != wb:
+            return None
+        pairs += zip(range(pa, pa + wa), range(pb, pb + wb), strict=True)
+    template = bytearray()
+    gather: list[int] = []
+
+    def const(data: bytes) -> None:
+        gather.extend(-1 - i for i in range(len(template), len(template) + len(data)))
+        template.extend(data)
+
+    def copy(pos: int, width: int) -> None:
+        gather.extend(range(pos, pos + width))
+
+    # room for the sync header (the session writes it), then the body: each attribute
+    # `_event_source`'s head says, in 1.4.7's order, its values copied from the event's
+    # (both big-endian, or raw bytes: the same bytes when as wide)
+    const(bytes(_MESSAGE_ROOM))
+    six = family == AF_INET6
+    head = _head_fields(index, six)
+    body_start = len(gather)
+    for name in spec.CT_ORDER:
+        if name not in head:
+            continue
+        attr = spec.CT_BY_NAME[name]
+        lay = attr.layout
+        assert lay.raw is not None and lay.size is not None
+        alen = spec.ATTR_HEADER.size + lay.size
+        const(spec.ATTR_HEADER.pack(alen, attr.number))
+        for (count, code), value in zip(_CODE.findall(lay.raw), head[name], strict=True):
+            width = int(count or 1) if code == "s" else struct.calcsize(">" + code)
+            if isinstance(value, int):
+                const(struct.pack(">" + code, value) if code != "s" else bytes(width))
+                continue
+            pos, w = field(value)
+            if w != width:
+                return None
+            copy(pos, width)
+        const(bytes(spec.align(alen) - alen))
+    body_size = len(gather) - body_start
+    # the key (`_KEY_NO_ZONE`): the original addresses, protocol and ports, then zeros
+    for name in ("o.src", "o.dst", "o.proto", "o.sport", "o.dport"):
+        copy(*field(name))
+    const(bytes(6))
+    key_size = len(gather) - body_start - body_size
+    if key_size != _KEY_NO_ZONE[16 if six else 4].size:
+        return None
+    src, dst = field("o.src"), field("o.dst")
+    return EventVector(length, family, checks, pairs, gather, bytes(template), body_size, key_size,
+                       tuple((pos, w, addr) for addr in sorted(ignored or ()) for pos, w in (src, dst) if len(addr) == w))

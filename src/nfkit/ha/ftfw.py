@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import cast
 
+import numpy as np
+
 from nfkit.errors import InputError
 from nfkit.ha import spec
 from nfkit.ha.spec import RANGE_FLAGS, Flag
-from nfkit.ha.wire import ControlMessage, Message, StateMessage, Word, encode_numbered, word_message
+from nfkit.ha.wire import ControlMessage, Message, StateMessage, Word, Words, encode_numbered, word_message
 
 ALIVE_INTERVAL = 1.0  # ALIVE_INT: seconds of silence before a heartbeat (or a pending ACK)
 WINDOW = 300  # conntrackd's default WindowSize
@@ -137,10 +139,23 @@ class _Pending:
     resend: bool = False
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A block of words (`wire.Words`) sent under the numbers from ``base``: what each of
+    those numbers holds in the resend queue (one object for the whole block)."""
+
+    words: Words
+    base: int
+
+    def word(self, seq: int) -> Word:
+        return self.words.word((seq - self.base) & _M32)
+
+
 # The queues hold `_Pending`s and, for the engine's event path, `wire.Word`s (key, type,
 # body): a state message with no flags of its own, which waits in the resend queue as it was
-# queued (no object made per message).
-_Queued = _Pending | Word
+# queued (no object made per message); the resend queue also `_Sent` blocks.
+_TxItem = _Pending | Word
+_Queued = _TxItem | _Sent
 
 
 def _encoded(seq: int, flags: int, msg: Message, error: InputError | None) -> tuple[bytes, InputError | None]:
@@ -152,7 +167,7 @@ def _encoded(seq: int, flags: int, msg: Message, error: InputError | None) -> tu
         return b"", error or exc
 
 
-def _packed_words(tx: dict[Hashable, _Queued], seq: int, hello: int, back: int, limit: int) -> list[bytes] | None:
+def _packed_words(tx: dict[Hashable, _TxItem], seq: int, hello: int, back: int, limit: int) -> list[bytes] | None:
     """The queue ``tx``, numbered from ``seq`` (no wrap) and packed into datagrams of at most
     ``limit`` bytes as `FtfwSession._take`'s loop packs it, when it holds only words each
     short enough for the header's length; else None (the caller takes the loop).  The work
@@ -198,9 +213,12 @@ class FtfwSession:
     ack_from: int | None = None  # first number not yet acknowledged to the peer
     window_left: int = 0
     # (dicts keep insertion order: a replaced word is popped and goes to the end)
-    _tx: dict[Hashable, _Queued] = field(default_factory=dict)
+    _tx: dict[Hashable, _TxItem] = field(default_factory=dict)
     _rs: dict[int, _Queued] = field(default_factory=dict)  # by seq, oldest first
     _rs_seq: dict[Hashable, int] = field(default_factory=dict)  # entry key -> its seq in _rs
+    # blocks of words queued after `_tx` (`enqueue_block`); at most one: anything else
+    # queued after it first turns it into words of `_tx` (`_unblock`)
+    _blocks: list[Words] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.window_left = self.window
@@ -213,6 +231,8 @@ class FtfwSession:
 
     def enqueue_many(self, words: Iterable[tuple[Hashable, StateMessage]]) -> None:
         """`enqueue` each (key, message), in order."""
+        if self._blocks:
+            self._unblock()
         rs, rs_seq, tx = self._rs, self._rs_seq, self._tx
         for key, message in words:
             seq = rs_seq.pop(key, None)
@@ -226,6 +246,8 @@ class FtfwSession:
         """`enqueue` each word (key -> (key, type, body), in order) as the state message
         ``StateMessage(type, body=body)``.  The session may keep ``words`` as its queue:
         the caller gives it up."""
+        if self._blocks:
+            self._unblock()
         rs, rs_seq, tx = self._rs, self._rs_seq, self._tx
         if rs_seq:
             for key in words:
@@ -233,18 +255,45 @@ class FtfwSession:
                 if seq is not None:  # sent, not acknowledged: the new word supersedes it
                     del rs[seq]
         if not tx:
-            self._tx = cast("dict[Hashable, _Queued]", words)
+            self._tx = cast("dict[Hashable, _TxItem]", words)
             return
         for key, word in words.items():
             if key in tx:
                 del tx[key]
             tx[key] = word
 
+    def enqueue_block(self, words: Words) -> None:
+        """`enqueue_words` for a block of words (each key once), kept whole: a queue that
+        holds only the block is numbered and framed by whole-array steps (`_take`)."""
+        rs, rs_seq, tx = self._rs, self._rs_seq, self._tx
+        keys = words.keys
+        if rs_seq and not rs_seq.keys().isdisjoint(keys):
+            for key in rs_seq.keys() & set(keys):  # sent, not acknowledged: the new word supersedes it
+                del rs[rs_seq.pop(key)]
+        if self._blocks:
+            self._unblock()
+        if tx and not tx.keys().isdisjoint(keys):
+            for key in tx.keys() & set(keys):
+                del tx[key]
+        self._blocks.append(words)
+
+    def _unblock(self) -> None:
+        """The queued blocks as words at the end of `_tx`, in order."""
+        tx = self._tx
+        for words in self._blocks:
+            for key, word in words.as_dict().items():
+                if key in tx:
+                    del tx[key]
+                tx[key] = word
+        self._blocks.clear()
+
     def request_resync(self) -> None:
         """Ask the peer for its whole table (RESYNC)."""
         self._control(Flag.RESYNC, 0, 0)
 
     def _control(self, flags: Flag, first: int = 0, last: int = 0) -> None:
+        if self._blocks:
+            self._unblock()
         key = object()
         self._tx[key] = _Pending(ControlMessage(flags, 0, first, last), key)
 
@@ -270,6 +319,11 @@ class FtfwSession:
         bytes (no numbered copy of each message).  The messages wait in the resend queue
         as they were queued (a resend gives them a new number), under their number."""
         tx = self._tx
+        if self._blocks:
+            if tx or limit is None or len(self._blocks) > 1:
+                self._unblock()
+            else:
+                return self._take_block(now, limit)
         if not tx:
             return []
         taken: list[tuple[int, int, Message | Word]] = []
@@ -353,9 +407,43 @@ class FtfwSession:
             raise error
         return taken if limit is None else datagrams
 
+    def _take_block(self, now: float, limit: int) -> list[bytes]:
+        """`_take` of a queue holding one block alone: every message numbered and framed at
+        once, packed as `_packed_words` packs them (they are all the same size)."""
+        words = self._blocks[0]
+        msgs = words.array  # (the header's room first: written here, then the bytes taken at once)
+        n, m = msgs.shape
+        seq, rs = self.seq, self._rs
+        if len(rs) + n > self.resend_limit or seq + n > _M32 or m > 0xFFFF:
+            self._unblock()  # the resend queue's limit, a wrap or an oversize body: the loop
+            return self._take(now, limit)  # type: ignore[return-value]
+        self._blocks.clear()
+        hello = 0
+        if self.hello is not HelloState.DONE:
+            self.hello = HELLO[(self.hello, "send")]
+            if self.hello is HelloState.SAY:
+                hello = _HELLO
+        t = words.types
+        msgs[:, 0] = _VERSION | t if isinstance(t, int) else _VERSION | np.array(t, dtype=np.uint8)
+        msgs[:, 1] = hello
+        if self.say_hello_back:  # HELLO_BACK on the first message only
+            msgs[0, 1] |= _HELLO_BACK
+            self.say_hello_back = False
+        msgs[:, 2:4] = np.frombuffer(m.to_bytes(2, "big"), np.uint8)
+        msgs[:, 4:8] = np.arange(seq, seq + n, dtype=">u4").view(np.uint8).reshape(n, 4)
+        blob = msgs.tobytes()
+        step = max(1, limit // m) * m  # the most messages a datagram holds, at least one
+        seqs = range(seq, seq + n)
+        rs.update(dict.fromkeys(seqs, _Sent(words, seq)))
+        self._rs_seq.update(zip(words.keys, seqs, strict=True))
+        self.stats.sent += n
+        self.seq = seq + n
+        self.last_sent = now
+        return [blob[i:i + step] for i in range(0, len(blob), step)]
+
     def tick(self, now: float) -> None:
         """After a quiet second: acknowledge what is owed, else say ALIVE."""
-        if now - self.last_sent < ALIVE_INTERVAL or self._tx:
+        if now - self.last_sent < ALIVE_INTERVAL or self._tx or self._blocks:
             return
         if self.ack_from is not None and self.last_received is not None:
             self._control(Flag.ACK, self.ack_from, self.last_received)
@@ -364,8 +452,13 @@ class FtfwSession:
             self._control(Flag.ALIVE)
         self.last_sent = now  # the alarm is re-armed even if the caller sends later
 
-    def _rs_forget(self, seq: int) -> _Queued:
+    def _rs_forget(self, seq: int) -> _Pending | Word:
+        """Take ``seq`` out of the resend queue: what it held (a block's word as a word)."""
         pend = self._rs.pop(seq)
+        if isinstance(pend, _Sent):
+            word = pend.word(seq)
+            self._rs_seq.pop(word[0], None)
+            return word
         if isinstance(pend, tuple):
             self._rs_seq.pop(pend[0], None)
         elif isinstance(pend.message, StateMessage):
@@ -466,13 +559,17 @@ class FtfwSession:
             rs, rs_seq = self._rs, self._rs_seq
             for seq in acked:  # (`_rs_forget` written out)
                 pend = rs.pop(seq)
-                if isinstance(pend, tuple):
+                if isinstance(pend, _Sent):  # (the block's key of ``seq``)
+                    rs_seq.pop(pend.words.keys[(seq - pend.base) & _M32], None)
+                elif isinstance(pend, tuple):
                     rs_seq.pop(pend[0], None)
                 elif type(pend.message) is StateMessage:
                     rs_seq.pop(pend.key, None)
             self.stats.acked += len(acked)
         elif msg.flags & Flag.NACK:
             self.stats.nacks_received += 1
+            if self._blocks:  # (resends go after what is queued)
+                self._unblock()
             for seq in self._in_range(msg.first, msg.last):
                 pend = self._rs_forget(seq)
                 if isinstance(pend, tuple):

@@ -103,6 +103,29 @@ Message = StateMessage | ControlMessage
 Word = tuple[Any, int, bytes]
 
 
+@dataclass(slots=True)
+class Words:
+    """Many words at once, as the engine's batch path makes them: ``keys[i]``, type
+    ``types`` (one for all, or ``types[i]``), ``bodies[i]``; ``array`` holds the same
+    messages as an (n, 8 + body size) uint8 array (every body the same size), each body
+    after 8 bytes of room for its header, so a session can number and frame them all at
+    once (it writes its headers there just before taking the bytes: the blocks are shared
+    by every session, which change nothing else)."""
+
+    keys: list[Any]
+    types: int | list[int]
+    bodies: list[bytes]
+    array: Any
+
+    def word(self, i: int) -> Word:
+        t = self.types
+        return self.keys[i], t if isinstance(t, int) else t[i], self.bodies[i]
+
+    def as_dict(self) -> dict[Any, Word]:
+        """The words as `enqueue_words` takes them (each key once: a block has no repeats)."""
+        return {k: self.word(i) for i, k in enumerate(self.keys)}
+
+
 def word_message(word: Word, seq: int = 0, flags: int = 0) -> StateMessage:
     """The state message a word says, numbered ``seq`` with ``flags``."""
     return StateMessage(_TYPES[word[1]] or MsgType(word[1]), None, seq, flags, body=word[2])

@@ -561,6 +561,11 @@ class RuleCompiler:
                          mask, shift, order=setudata.ORDER_BIG)
             if "protocol" in body and mask is None:
                 op.typeof = setudata.payload(proto, fld, blen if tname == "integer" else None)
+            elif mask is None:  # raw: nft keeps it raw, but @th,0,16 and @th,16,16 (th's ports)
+                th_port = ("sport", "dport")[boff // 16] \
+                    if body["base"] == "th" and blen == 16 and boff in (0, 16) else None
+                op.typeof = setudata.payload("th", th_port, None) if th_port else \
+                    setudata.raw_payload(base + 1, boff, blen)
             return op
         if kind == "meta":
             key = body["key"]
@@ -664,7 +669,9 @@ class RuleCompiler:
                 parts = [("dreg", reg), ("modulus", body["mod"]),
                          ("offset", body.get("offset", 0)), ("type", 1)]
             out.append(EXPRESSIONS["hash"].encode(*parts))
-            return Operand(out, [T_HINT32], [4])
+            return Operand(out, [T_HINT32], [4], typeof=setudata.hash_(
+                kind == "symhash", body["mod"], body.get("offset", 0),
+                body.get("seed") if kind == "jhash" else None))
         if kind in EXTHDR_OPS:
             return self._exthdr(ctx, kind, body, out, reg, present)
         if kind == "socket":
@@ -783,7 +790,9 @@ class RuleCompiler:
         if mask is not None:  # `frag more-fragments`: the covering bytes, masked (as nft)
             out.append(bitwise(reg, nbytes, mask, bytes(nbytes)))
             return Operand(out, [T[tname]], [nbytes], None, mask, shift)
-        return Operand(out, [T[tname]], [nbytes])
+        return Operand(out, [T[tname]], [nbytes], typeof=_exthdr_typeof(
+            kind, op_code, htype, str(body["name"]), list(fields).index(str(field))
+            if not present else None), order=setudata.ORDER_BIG)
 
     def _raw_tcp_option(self, body: dict[str, Any], out: list[bytes], reg: int, present: bool,
                         sreg: int | None) -> Operand:
@@ -1082,9 +1091,7 @@ class RuleCompiler:
                 if hi_n != top:
                     elements.append(((hi_n + 1).to_bytes(size, "big"), None, ELEM_INTERVAL_END,
                                      None))
-        else:
-            if concat:
-                flags |= SET_CONCAT
+        else:  # (a concatenation without intervals: no NFT_SET_CONCAT, as nft)
             for i, item in enumerate(items):
                 elements.append((self.encode_key(op, item), None, 0, data[i] if data else None))
         return flags, elements
@@ -1813,7 +1820,50 @@ _DEP_LEFTS = [{"meta": {"key": "l4proto"}}, {"meta": {"key": "nfproto"}},
 
 # ---- set types -------------------------------------------------------------------
 
+def _exthdr_typeof(kind: str, op_code: int, htype: int, name: str, at: int | None
+                   ) -> bytes | None:
+    """The typeof nft records for a field of an extension header or option (``at``: its
+    place in `EXTHDR_FIELDS`' list); None where nft records none or nfkit does not know
+    nft's number (a presence test)."""
+    if at is None:
+        return None
+    fields = EXTHDR_FIELDS[(kind, "sack" if name == "sack0" else name)][1]
+    if kind == "exthdr":
+        desc = setudata.EXTHDR_DESC.get(name)
+        return None if desc is None else setudata.exthdr(0, desc, at + 1)
+    if kind == "ip option":
+        return setudata.exthdr(op_code, htype, setudata.IPOPT_FIELD[list(fields)[at]])
+    if kind == "tcp option" and name in ("sack1", "sack2", "sack3"):
+        at += 2 * int(name[-1]) + 2  # nft's sack template: kind, length, left, right, left1...
+    return setudata.exthdr(op_code, htype, at)
+
+
+def expression_typeof(family: str, table: str, expr: Any) -> tuple[bytes | None, int | None]:
+    """The typeof record nft writes in a set's user data for a set keyed (or a map's
+    data given) by ``expr`` (None where nft writes none), and the expression's byte
+    order (None: its datatype's): what a set declared with `typeof EXPR` carries."""
+    if isinstance(expr, dict) and "concat" in expr:
+        parts = [expression_typeof(family, table, e)[0] for e in expr["concat"]]
+        return setudata.concat(parts), setudata.ORDER_INVALID
+    payload = expr.get("payload") if isinstance(expr, dict) else None
+    if isinstance(payload, dict) and (payload.get("protocol"), payload.get("field")) in PAYLOAD:
+        # the field itself, where a rule's lookup keys its set by the field under a
+        # mask (`ip dscp`: nft records no typeof for that)
+        proto, fld = payload["protocol"], payload["field"]
+        _base, _off, bits, tname = PAYLOAD[(proto, fld)]
+        return (setudata.payload(proto, fld, bits if tname == "integer" else None),
+                setudata.ORDER_BIG)
+    op = RuleCompiler(family, table).load(CompileCtx(family, table), expr, [])
+    return op.typeof, op.order
+
+
 def set_key_types(s: Set) -> list[Datatype]:
+    if s.typeof is not None:  # the key's types and widths as its expression gives them
+        op = RuleCompiler(s.family, s.table).load(CompileCtx(s.family, s.table), s.typeof, [])
+        host = op.order == setudata.ORDER_HOST  # (`meta length`: an integer in host order)
+        return [t if t.size == z and not (host and t.kind == "int" and t.big_endian)
+                else replace(t, size=z, big_endian=t.big_endian and not (host and t.kind == "int"))
+                for t, z in zip(op.types, op.sizes, strict=True)]
     t = s.type
     if isinstance(t, str):
         t = [p.strip() for p in t.split(".")]

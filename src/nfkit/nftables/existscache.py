@@ -27,9 +27,9 @@ pread), never read whole.
 
 from __future__ import annotations
 
+import _struct as struct  # (struct.py only re-exports it: one module less to import)
 import os
 import stat
-import struct
 
 # blake2b without hashlib's OpenSSL import
 from _blake2 import blake2b

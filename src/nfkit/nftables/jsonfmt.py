@@ -107,6 +107,7 @@ def parse_object(kind: str, d: Any, where: str = "") -> Any:
         s.policy = d.get("policy")
         s.comment = d.get("comment")
         s.auto_merge = d.get("auto-merge") is True
+        s.typeof, s.map_typeof = d.get("typeof"), d.get("map-typeof")  # (from nft's text)
         stmt = d.get("stmt")
         if stmt is not None:
             s.stmt = stmt if isinstance(stmt, list) else [stmt]

@@ -54,6 +54,7 @@ from nfkit.nftables.compiler import (
     Operand,
     RuleCompiler,
     anon_rule_shape,
+    expression_typeof,
     rule_shape,
     set_data,
     set_key_types,
@@ -131,7 +132,13 @@ def hook_map(family: str) -> dict[str, int]:
     return HOOKS_NETDEV if family == "netdev" else HOOKS_ARP if family == "arp" else HOOKS
 
 
+# one-byte datatypes nft 1.0.6 gives no byte order (its BYTEORDER_INVALID, 0)
+_NO_BYTEORDER = frozenset(("boolean", "ct_dir", "dccp_pkttype", "inet_proto", "nf_proto"))
+
+
 def _byteorder(t: Datatype) -> int:
+    if t.name in _NO_BYTEORDER:
+        return setudata.ORDER_INVALID
     return 1 if (not t.big_endian or t.kind in ("ifname", "string")) else 2
 
 
@@ -187,6 +194,8 @@ def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Data
     typeof, a map's data byte order (0 for verdicts and concatenations, with an empty
     concatenation typeof for the latter), `auto-merge`, the data-interval flag of a map,
     then the comment."""
+    if s.typeof is not None:
+        return _typeof_userdata(types, s, data_type) + _comment_record(s.comment)
     if len(types) == 1 and s.map is None and not s.auto_merge:
         return set_userdata(types, None, s.comment)
     concat = len(types) > 1
@@ -197,6 +206,33 @@ def _named_userdata(types: list[Datatype], s: Set, data_type: int, data_dt: Data
                             setudata.CONCAT_TYPEOF if concat else None, data_order,
                             s.map is not None, setudata.CONCAT_TYPEOF if data_concat else None,
                             merge=s.auto_merge) + _comment_record(s.comment)
+
+
+def _typeof_userdata(types: list[Datatype], s: Set, data_type: int) -> bytes:
+    """The records of a set (or map) declared with `typeof KEY [: DATA]`, as nft 1.0.6
+    writes them: the key's and the data's byte orders and typeof records taken from
+    their expressions (a verdict map's data: the verdict typeof), `auto-merge`, a map's
+    data-interval flag."""
+    key_typeof, key_order = expression_typeof(s.family, s.table, s.typeof)
+    if key_order is None:
+        key_order = _byteorder(types[0])
+    data_order = data_typeof = None
+    if s.map is not None:
+        if data_type == VERDICT_TYPE or s.map_typeof is None:
+            data_order, data_typeof = setudata.ORDER_INVALID, setudata.VERDICT_TYPEOF
+        else:
+            data_typeof, data_order = expression_typeof(s.family, s.table, s.map_typeof)
+            if data_order is None:
+                data_order = _byteorder(set_data(s)[2] or types[0])
+    return setudata.records(key_order, key_typeof, data_order, s.map is not None, data_typeof,
+                            merge=s.auto_merge)
+
+
+def _concat_desc(sizes: list[int]) -> bytes:
+    """An interval concatenation's fields in NFTA_SET_DESC, each its own width in bytes
+    (`ipv4_addr . inet_service`: 4 and 2), as nft 1.0.6 sends them; nft sends neither
+    these nor NFT_SET_CONCAT for a concatenation without intervals (a hash)."""
+    return nest(A["set_desc"]["concat"], *[nest(1, be32(1, z)) for z in sizes])
 
 
 # ---- encoder ---------------------------------------------------------------------
@@ -590,9 +626,8 @@ class Encoder:
         body += be32(a["id"], s.set_id)
         body += attr_bytes(a["userdata"], _anon_userdata(s))
         desc = be32(A["set_desc"]["size"], s.count) if s.desc else b""
-        if len(s.key_types) > 1 and s.set_name is None:  # nft gives a meter's no fields
-            desc += nest(A["set_desc"]["concat"], *[
-                nest(1, be32(1, reg_size(z))) for z in s.key_sizes])
+        if len(s.key_types) > 1 and s.flags & SET_INTERVAL:  # (a meter's: never)
+            desc += _concat_desc(s.key_sizes)
         if desc:
             body += nest(a["desc"], desc)
         self.batch.raw(body)
@@ -664,8 +699,8 @@ class Encoder:
         for name, bit in SET_FLAG_NAMES:
             if name in s.flags:
                 flags |= bit
-        if len(types) > 1:
-            flags |= SET_CONCAT
+        if len(types) > 1 and "interval" in s.flags:  # (nft's: an interval concatenation's
+            flags |= SET_CONCAT  # flag and fields, each field its own width, `_concat_desc`)
         if s.timeout is not None:
             flags |= SET_TIMEOUT
         data_type, data_len, _dt = set_data(s)
@@ -683,8 +718,8 @@ class Encoder:
         desc = b""
         if s.size is not None:
             desc += be32(A["set_desc"]["size"], s.size)
-        if len(types) > 1:
-            desc += nest(A["set_desc"]["concat"], *[nest(1, be32(1, reg_size(z))) for z in sizes])
+        if len(types) > 1 and "interval" in s.flags:
+            desc += _concat_desc(sizes)
         if desc:
             body += nest(a["desc"], desc)
         body += be32(a["id"], self.set_ids[0])
@@ -768,6 +803,11 @@ class Encoder:
                 and set(map(type, keys)) <= _PLAIN_KEY_TYPES:
             self._plain_keys(s, types[0], op.size, keys, data, delete)
             return
+        if "interval" in s.flags and s.typeof is not None and \
+                any(t.kind == "int" and not t.big_endian for t in types):
+            # (nft turns such keys around for its intervals; nfkit does not yet)
+            raise InputError(f"{s}: an interval set keyed by a host-order integer (typeof "
+                             "meta length...) is not supported by nfkit")
         try:
             _flags, elements = rc.set_elements(op, keys, data, "interval" in s.flags)
         except InputError as exc:

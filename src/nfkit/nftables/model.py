@@ -106,6 +106,11 @@ class Set:
     handle: int | None = None
     stmt: list[dict[str, Any]] | None = None  # per-element statements, e.g. [{"counter": None}]
     auto_merge: bool = False  # nft's `auto-merge` (kept in the set's user data)
+    # the expressions of nft's `typeof KEY [: DATA]` (nft's text only; nft 1.0.6's JSON
+    # has only the datatypes, in ``type`` and ``map``, as for `type`): nft writes their
+    # typeof records in the set's user data
+    typeof: Any = None
+    map_typeof: Any = None
 
     @property
     def key(self) -> tuple[str, str, str]:

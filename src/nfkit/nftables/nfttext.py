@@ -378,11 +378,15 @@ def _dtype_of(left: Any) -> str | None:
     if k == "ct":
         c = CT.get(v["key"])
         return c[1] if c else None
+    if k == "fib" and v.get("result") == "type":
+        return "fib_addrtype"
     return None
 
 
 # Datatypes a typeof may not name as a set's type (sizes nft takes from the expression).
 _NO_SET_TYPES = frozenset(("integer", "hinteger", "string", "verdict", "time"))
+# ... but for a typeof, which takes the width of its integer fields from the expression
+_WIDTH_FROM_EXPR = frozenset(("integer", "hinteger"))
 
 
 def _is_bitmask(left: Any) -> bool:
@@ -2634,12 +2638,15 @@ class Reader:
                         data.append(c.name())
                     body["map"] = " . ".join(data)
             elif w == "typeof":
-                body["type"] = self._typeof(c, st)
+                body["type"], body["typeof"] = self._typeof(c, st)
                 if c.accept(":"):
                     if kind != "map":
                         raise at(c.last, "syntax error, unexpected colon")
-                    dtype = self._typeof(c, st)
-                    body["map"] = dtype if isinstance(dtype, str) else " . ".join(dtype)
+                    if c.accept("verdict"):
+                        body["map"] = "verdict"
+                    else:
+                        dtype, body["map-typeof"] = self._typeof(c, st)
+                        body["map"] = dtype if isinstance(dtype, str) else " . ".join(dtype)
             elif w == "flags":
                 flags = [c.name()]
                 while c.accept(","):
@@ -2673,21 +2680,22 @@ class Reader:
             raise located(src, meta.line, meta.column, meta.end_column - 1,
                           f"{kind} definition does not specify key")
 
-    def _typeof(self, c: Cursor, st: Statements) -> str | list[str]:
+    def _typeof(self, c: Cursor, st: Statements) -> tuple[str | list[str], Any]:
         """``typeof EXPR [. EXPR]`` -> the datatype names nft derives (one, or a list
-        for a concatenation).  nft also keeps the expressions in the set's user data,
-        for its text listing only; nfkit does not write them (docs/rules.md)."""
+        for a concatenation), and the expression (nft keeps its typeof record in the
+        set's user data, for its text listing: `messages` writes it as nft does)."""
         first = c.peek()
         expr = st.concat(c, selectors_only=True)
         parts = expr["concat"] if isinstance(expr, dict) and "concat" in expr else [expr]
         names = []
         for p in parts:
             name = _dtype_of(p)
-            if name is None or name not in T or name in _NO_SET_TYPES:
+            # (an integer field's width is the expression's: see compiler.set_key_types)
+            if name is None or name not in T or name in _NO_SET_TYPES - _WIDTH_FROM_EXPR:
                 assert first is not None
                 raise at(first, "typeof of this expression is not supported by nfkit: use type")
             names.append(name)
-        return names[0] if len(names) == 1 else names
+        return (names[0] if len(names) == 1 else names), expr
 
     def obj(self, verb: str, kind: str, fam: str, table: str, name: str, blk: Any, src: Source,
             meta: Pos) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # _socket, not socket: socket's import (its enum classes) costs more than the answer
 import _socket
-import struct
+import _struct as struct  # (struct.py only re-exports it: one module less to import)
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10

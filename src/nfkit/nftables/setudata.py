@@ -23,7 +23,7 @@ TYPEOF_EXPR, TYPEOF_DATA = 0, 1
 # nft 1.0.6's enum expr_types, for the kinds it records
 EXPR_VERDICT, EXPR_PAYLOAD, EXPR_META, EXPR_SOCKET, EXPR_OSF, EXPR_CT, EXPR_CONCAT = \
     1, 7, 9, 10, 11, 12, 13
-EXPR_NUMGEN, EXPR_FIB = 23, 26
+EXPR_EXTHDR, EXPR_NUMGEN, EXPR_HASH, EXPR_FIB = 8, 23, 24, 26
 # nft's byte orders (enum byteorder)
 ORDER_INVALID, ORDER_HOST, ORDER_BIG = 0, 1, 2
 
@@ -35,7 +35,7 @@ PROTO_DESC = {"ah": 1, "esp": 2, "comp": 3, "icmp": 4, "igmp": 5, "udp": 6, "udp
 # 1-based place there)
 _FIELDS = {
     "ether": ["daddr", "saddr", "type"],
-    "vlan": ["pcp", "cfi", "id", "type"],
+    "vlan": ["pcp", "dei", "cfi", "id", "type"],
     "ip": ["version", "hdrlength", "dscp", "ecn", "length", "id", "frag-off", "ttl",
            "protocol", "checksum", "saddr", "daddr"],
     "ip6": ["version", "dscp", "ecn", "flowlabel", "length", "nexthdr", "hoplimit", "saddr",
@@ -88,6 +88,32 @@ def payload(proto: str, field: str, integer_bits: int | None) -> bytes | None:
     if integer_bits is not None:
         data += u32(4, integer_bits)
     return typeof(EXPR_PAYLOAD, data)
+
+
+def raw_payload(base: int, offset: int, bits: int) -> bytes:
+    """A raw payload's typeof (``@nh,96,32``: nft's base numbers, ll 1, nh 2, th 3; the
+    offset and length in bits), kept raw even where nft lists a named field."""
+    return typeof(EXPR_PAYLOAD, u32(0, 0) + u32(1, 0) + u32(2, base) + u32(3, offset)
+                  + u32(4, bits))
+
+
+# nft 1.0.6's ids of the IPv6 extension headers (enum exthdr_desc_id)
+EXTHDR_DESC = {"hbh": 1, "rt": 2, "rt0": 3, "rt2": 4, "srh": 5, "frag": 6, "dst": 7, "mh": 8}
+# an IP option's fields by nft's numbers (enum ipopt_fields)
+IPOPT_FIELD = {"type": 1, "length": 2, "value": 3, "ptr": 4, "addr": 5}
+
+
+def exthdr(op: int, desc: int, field: int) -> bytes:
+    """An extension header's or option's typeof: its field (nft's number of it in the
+    header's template), the exthdr op (none for an IPv6 header, op 0) and the header
+    (``desc``: an IPv6 header's id, an option's kind, a chunk's type)."""
+    return typeof(EXPR_EXTHDR, u32(1, field) + (u32(2, op) if op else b"") + u32(0, desc))
+
+
+def hash_(symmetric: bool, modulus: int, offset: int, seed: int | None) -> bytes:
+    """jhash's or symhash's typeof (jhash's hashed expression is not recorded)."""
+    return typeof(EXPR_HASH, u32(0, int(symmetric)) + u32(1, offset) + u32(2, modulus)
+                  + u32(3, seed or 0) + u32(4, int(seed is not None)))
 
 
 def meta(key_num: int) -> bytes:

@@ -217,6 +217,16 @@ def start_metrics(address: str | None, registry: Any) -> None:
         raise InputError(f"metrics address {address}: {exc}") from None
 
 
+def _drain(fd: int) -> None:
+    """Empty the signal pipe (a worker forked from the daemon writes to it too, on its own
+    signals, until it sets its own handlers)."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def run(service: Service, status: Path | None = None, metrics: str | None = None,
         registry: Any = None) -> int:
     """Run ``service`` until SIGTERM or SIGINT; returns the exit status (0 on a signal)."""
@@ -231,8 +241,13 @@ def run(service: Service, status: Path | None = None, metrics: str | None = None
             pass
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Python runs a handler between two bytecodes of the main thread: a signal that comes
+    # after the loop's last look and before it blocks in select (or that the kernel gives
+    # another thread: numpy's OpenBLAS has some) would wait for the next wakeup, forever
+    # when nothing else comes.  The interpreter's own handler writes to this pipe at once.
+    previous_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     selector = selectors.DefaultSelector()
-    selector.register(rfd, selectors.EVENT_READ, None)
+    selector.register(rfd, selectors.EVENT_READ, lambda: _drain(rfd))
     server: StatusServer | None = None
     started = False
     try:
@@ -252,8 +267,7 @@ def run(service: Service, status: Path | None = None, metrics: str | None = None
                 due = now + wait if wait is not None else float("inf")
             timeout = None if due == float("inf") else max(0.0, due - time.monotonic())
             for key, _ in selector.select(timeout):
-                if key.data is not None:
-                    key.data()
+                key.data()
         log.info("%s: stopping on %s", service.name, signal.Signals(stopping[0]).name)
         return 0
     finally:
@@ -264,6 +278,7 @@ def run(service: Service, status: Path | None = None, metrics: str | None = None
             if server is not None:
                 server.close()
             selector.close()
+            signal.set_wakeup_fd(previous_wakeup)
             os.close(rfd)
             os.close(wfd)
             for s, handler in previous.items():
