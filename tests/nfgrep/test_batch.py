@@ -211,6 +211,49 @@ def test_batches_give_the_per_packet_report(small_batches: None, tmp_path: Path,
 
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(PACKET, max_size=40), link=LINKS, lazy=st.booleans(),
+       max_memory=st.sampled_from([classify_module.MAX_MEMORY, 9000, 13000]), batched=st.booleans())
+@example(events=[(0, "syn", 0, 0, 0, 0.0, ()), (0, "data", 0, 0, 5, 0.0, ())], link=LINK_RAW,
+         lazy=True, max_memory=classify_module.MAX_MEMORY, batched=True)  # a hole before it
+@example(events=[(1, "data", 0, 4, 0, 0.0, ()), (2, "data", 0, 4, 0, 0.0, ()),
+                 (0, "data", 0, 0, 0, 0.0, ())], link=LINK_RAW, lazy=True, max_memory=13000,
+         batched=False)  # the general way, starting the third flow gives the first one up
+def test_the_first_payloads_fast_path_gives_the_general_paths_report(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, events: list[tuple], link: int,  # type: ignore[type-arg]
+        lazy: bool, max_memory: int, batched: bool) -> None:
+    """A waiting flow's first payload fed to the engine before the flow has streams
+    (`Classifier._first_payload`) gives what starting it the general way gives: first
+    segments out of order, retransmitted, after a SYN or without one, budgets that give
+    flows up, flows decided at once or not."""
+    frames = _capture(events, link)
+    if not frames:
+        return
+    options = {"lazy": lazy, "max_memory": max_memory}
+    fast = _report(frames, tmp_path / "a.pcap", batched, **options)
+    with monkeypatch.context() as m:
+        m.setattr(classify_module, "FIRST_FEED", False)
+        general = _report(frames, tmp_path / "b.pcap", batched, **options)
+    assert fast == general
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(["control", "data", "http"]), min_size=1, max_size=6),
+       picks=st.lists(st.integers(0, 5), max_size=60),
+       max_memory=st.sampled_from([classify_module.MAX_MEMORY, 12000]))
+def test_the_first_payloads_fast_path_keeps_announcements_and_budgets(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str], picks: list[int],
+        max_memory: int) -> None:
+    """FTP control flows (decided by their first payload, then watching for PASV), data flows
+    labelled by the announcement, HTTP: the same report with and without the fast path."""
+    frames = _ftp_frames(kinds, picks, [])
+    fast = _report(frames, tmp_path / "a.pcap", True, max_memory=max_memory)
+    with monkeypatch.context() as m:
+        m.setattr(classify_module, "FIRST_FEED", False)
+        general = _report(frames, tmp_path / "b.pcap", True, max_memory=max_memory)
+    assert fast == general
+
+
 def test_a_pure_ack_makes_an_undecided_flow_the_latest_for_the_budget(tmp_path: Path) -> None:
     """The walk passes a payload-less ACK of an undecided flow by without `_track`; the flow
     must still become the most recent one, so the budget gives up on the other first."""

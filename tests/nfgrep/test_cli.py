@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 from pathlib import Path
@@ -197,3 +198,39 @@ def test_classify_does_not_import_numpys_masked_arrays(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(cap)], capture_output=True, text=True)
     assert '"app": "http"' in out.stdout
     assert out.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_classify_without_click_prints_what_the_click_command_prints(tmp_path: Path) -> None:
+    """`nfgrep classify [--json] CAPTURE...` runs before click is imported (`nfkit.cli.nfgrep_quick`):
+    the same lines, notes, errors, exit status and threads as the click command (which an
+    option at its default value, here --max-flows, still goes to)."""
+    import subprocess
+    import sys
+
+    good = tmp_path / "get.pcap"
+    _pcap(good, [(0, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"), (1, b"HTTP/1.1 200 OK\r\n\r\n")])
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(good.read_bytes()[:-7])
+    other = tmp_path / "notes.txt"
+    other.write_text("not a capture\n")
+    code = ("import sys\nfrom nfkit.cli.entry import run\n"
+            "try:\n    run(sys.argv[1:])\n"
+            "finally:\n    import os\n"
+            "    print(len(os.listdir('/proc/self/task')), 'click' in sys.modules, file=sys.stderr)\n")
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def run(*args: str) -> tuple[int, str, list[str]]:
+        out = subprocess.run([sys.executable, "-c", code, "nfgrep", "classify", *args],
+                             capture_output=True, text=True, env=env)
+        return out.returncode, out.stdout, out.stderr.splitlines()
+
+    for files in ([good], [cut], [good, cut], [other]):
+        for json_flag in ([], ["--json"]):
+            args = [*json_flag, *map(str, files)]
+            quick = run(*args)
+            slow = run("--max-flows", "1048576", *args)
+            # one thread, as the click command (numpy's OpenBLAS told so before its import)
+            assert quick[2][-1] == "1 False" and slow[2][-1] == "1 True"
+            assert quick[:2] == slow[:2] and quick[2][:-1] == slow[2][:-1], args
+            assert quick[0] == {good: 0, cut: 1, other: 2}[files[-1]]

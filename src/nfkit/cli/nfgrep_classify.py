@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from nfkit.cli.nfgrep_quick import flow_line, keep_freed_heap, print_flows, print_notes
 from nfkit.errors import InputError
 from nfkit.nfgrep.classify import ACTIVE_BYTES, FLOW_BYTES, ClassifyReport, FlowResult
 from nfkit.nfgrep.classify import classify as run_classify
@@ -20,33 +21,6 @@ if TYPE_CHECKING:  # rich is imported only when a terminal shows progress
     from rich.progress import TaskID
 
 _PROGRESS_MIN = 4 << 20  # files smaller than this finish before a bar is worth drawing
-
-
-def _value(v: str) -> str:
-    if v == "" or any(c in v for c in ' "=\t\n\\'):
-        return json.dumps(v)
-    return v
-
-
-def flow_line(r: FlowResult) -> str:
-    """One flow: transport, client, server, app, fields, packets and bytes each way.
-
-    Notes at the end: ``(sides guessed)`` when the TCP handshake was not
-    captured, ``(stream gap)`` when reassembly gave up a hole before the
-    engine was done.
-    """
-    fields = " ".join(f"{k}={_value(str(v))}" for k, v in r.fields.items())
-    parts = [r.proto, r.client, "->", r.server, r.app or "unknown"]
-    if fields:
-        parts.append(fields)
-    parts.append(f"packets {r.packets[0]}/{r.packets[1]} bytes {r.bytes[0]}/{r.bytes[1]}")
-    if r.guessed_sides:  # no handshake in the capture: the lower port was taken as the server
-        parts.append("(sides guessed)")
-    if r.gap:
-        parts.append("(stream gap)")
-    if r.evicted:
-        parts.append("(evicted: memory budget)")
-    return " ".join(parts)
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -70,31 +44,6 @@ class ByteSize(click.ParamType):
         if size < low:
             self.fail(f"{value!r} is below the smallest budget, {low} bytes", param, ctx)
         return size
-
-
-def keep_freed_heap() -> None:
-    """Keep memory freed by this process for its next allocations (glibc; elsewhere nothing).
-
-    Reading a capture makes and frees the same few-MB arrays batch after batch;
-    glibc would map each one afresh and unmap it when freed (and trim its heap),
-    so each new array's pages were faulted in and zeroed again: about 27,000
-    page faults and 0.07 s of system time on the 1.3 GB bench capture.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest on 64-bit: every batch's arrays
-    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt(3) parameters
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):g} MiB"
 
 
 def _summary(report: ClassifyReport, stderr: bool = False) -> None:
@@ -191,26 +140,10 @@ def classify(captures: tuple[str, ...], interface: str | None, fanout: int, coun
 
 
 def _print(report: ClassifyReport, as_json: bool) -> None:
-    out = sys.stdout
-    for r in report.flows:
-        out.write((r.json_line() if as_json else flow_line(r)) + "\n")
-    out.flush()
-    if not as_json and out.isatty():
+    print_flows(report, as_json)
+    if not as_json and sys.stdout.isatty():
         _summary(report)
-    _notes(report)
-
-
-def _notes(report: ClassifyReport) -> None:
-    """What the run gave up or found damaged, on stderr."""
-    if report.budget_evicted:
-        click.echo(f"nfkit: {report.budget_evicted} flow(s) given up on undecided, idle longest "
-                   f"first, to stay within --max-memory {_mib(report.max_memory)} "
-                   "(marked evicted)", err=True)
-    if report.evicted:
-        click.echo(f"nfkit: {report.evicted} flow(s) ended early: the flow table was full "
-                   f"(--max-flows, or --max-memory at {FLOW_BYTES} bytes a flow)", err=True)
-    for stop in report.stops:
-        click.echo(f"nfkit: capture {stop}", err=True)
+    print_notes(report)
 
 
 def _live(interface: str, workers: int, count: int | None, duration: float | None,
@@ -247,7 +180,7 @@ def _live(interface: str, workers: int, count: int | None, duration: float | Non
     except OSError as exc:  # the kernel refused the socket, the ring or the fanout group
         raise InputError(f"interface {interface}: {exc.strerror or exc}") from None
     # every flow was printed as it was decided (or, never decided, as the run ended)
-    _notes(report)
+    print_notes(report)
     _summary(report, stderr=True)
     click.echo(f"nfkit: {report.packets} packets, {len(report.flows)} flows on {interface}", err=True)
     if dropped:

@@ -87,6 +87,7 @@ RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk fro
 WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
 UNIT_HEAD = 8  # frames of each flow whose columns the flow-major walk takes at once
+FIRST_FEED = True  # a waiting flow's first payload fed before it has streams (`_first_payload`)
 
 
 @dataclass
@@ -255,6 +256,9 @@ class Classifier:
                     self._marks[slot] = marks | _SYN_SEEN[d]
                 if not flags & _FIN_RST or proto != IPPROTO_TCP:
                     return code
+            if payload and not flags & _FIN_SYN_RST and FIRST_FEED:
+                # the common flow: its first payload, often all the engine needs
+                return self._first_payload(slot, proto, d, marks, flags, seq, payload, code)
             work = self._start(slot, proto, False)
             if work is None:
                 return code
@@ -263,29 +267,39 @@ class Classifier:
             # least recently fed last: the budget gives up on the first ones
             del self._work[slot]
             self._work[slot] = work
+        self._track_work(slot, work, d, flags, seq, payload)
+        return code
+
+    def _track_work(self, slot: int, work: _Work, d: int, flags: int, seq: int, payload: bytes,
+                    fed: bool = False) -> None:
+        """`_track` of a flow the engine looks at (``fed``: its bytes went to the engine
+        already, in order, and through its stream)."""
         streams = work.streams
-        if streams is not None:
+        if fed:
+            data = payload
+        elif streams is not None:
             if not payload and not flags & _FIN_SYN_RST:
-                return code
+                return
             stream = streams[d]
             gaps = stream.gaps
             data = stream.segment(seq, flags, payload)
             if stream.gaps != gaps:
                 self._marks[slot] |= _GAP
                 self._settle(slot, work)
-                return code
+                return
         else:
             data = payload
         if data:
             st = work.st
-            engine = self.engine
-            engine.now = self._clock
-            engine.feed(st, d, data)
+            if not fed:
+                engine = self.engine
+                engine.now = self._clock
+                engine.feed(st, d, data)
             budget = work.budget
             budget[d] -= len(data)
             if st.done or (budget[0] <= 0 and budget[1] <= 0):
                 self._settle(slot, work)
-                return code
+                return
             inspect = self.max_inspect
             held = min(inspect - budget[0], ENGINE_WINDOW) + min(inspect - budget[1], ENGINE_WINDOW)
             if held != work.held:
@@ -295,7 +309,6 @@ class Classifier:
                     self._shed()
         elif streams is not None and self._used() > self.max_memory:
             self._shed()  # bytes past a hole wait in reassembly: they count too
-        return code
 
     def _used(self) -> int:
         """The memory estimate the budget is checked against (see the module docstring)."""
@@ -338,6 +351,42 @@ class Classifier:
                 self._clock):
             self._start(slot, proto, True)
 
+    def _first_payload(self, slot: int, proto: int, d: int, marks: int, flags: int, seq: int,
+                       payload: bytes, code: int) -> int:
+        """`_track` of a waiting flow's first payload packet (no SYN, FIN or RST; direction
+        ``d``): the engine gets the bytes before the flow has streams or a `_Work`, and a
+        flow it decides at once never gets them.  Returns ``code``.
+
+        The same as starting the engine (`_start`) and going on in `_track`, when
+        the bytes are in order (reassembly would hand them over whole) and one
+        more flow for the engine stays within the budget (no flow is shed on
+        the way); otherwise that is what is done.
+        """
+        if proto == IPPROTO_TCP and marks & _SYN_SEEN[d] and seq != (self._isn[d][slot] + 1) & 0xFFFFFFFF \
+                or self._used() + ACTIVE_BYTES > self.max_memory:
+            work = self._start(slot, proto, False)
+            if work is not None:
+                self._track_work(slot, work, d, flags, seq, payload)
+            return code
+        st = self._engine_flow(slot, proto, False, marks)
+        if st is None:
+            return code
+        engine = self.engine
+        engine.now = self._clock
+        engine.feed(st, d, payload)
+        if st.done:
+            self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), True)
+            if self.on_flow is not None:
+                self._report(slot)
+            return code
+        work = self._attach(slot, proto, st, marks)
+        if work is None:  # (not reached: the budget was checked)
+            return code
+        if work.streams is not None:
+            work.streams[d].segment(seq, flags, payload)  # in order: gives ``payload`` back
+        self._track_work(slot, work, d, flags, seq, payload, fed=True)
+        return code
+
     def _start(self, slot: int, proto: int, first: bool) -> _Work | None:
         """Start the engine on a waiting flow; None when it is decided at once.
 
@@ -345,10 +394,17 @@ class Classifier:
         it; later (lazy start) expectations were already looked up then.
         """
         marks = self._marks[slot]
+        st = self._engine_flow(slot, proto, first, marks)
+        if st is None:
+            return None
+        return self._attach(slot, proto, st, marks)
+
+    def _engine_flow(self, slot: int, proto: int, first: bool, marks: int) -> Any:
+        """The engine's state for a waiting flow (``marks`` its marks); None when it is decided
+        at once (by an expectation)."""
         self._marks[slot] = marks & ~_WAITING
         _, src, dst, sport, dport = self.table.fields_of(slot)
-        client_dir = 1 if marks & _CLIENT_REPLY else 0
-        if client_dir:
+        if marks & _CLIENT_REPLY:
             src, dst, sport, dport = dst, src, dport, sport
         transport = "tcp" if proto == IPPROTO_TCP else "udp"
         st = self.engine.new_flow(transport=transport, client_port=sport, server_port=dport,
@@ -359,6 +415,12 @@ class Classifier:
             if self.on_flow is not None:
                 self._report(slot)
             return None
+        return st
+
+    def _attach(self, slot: int, proto: int, st: Any, marks: int) -> _Work | None:
+        """The flow's streams and `_Work` beside the engine's state ``st``; None when the
+        budget gave it up at once."""
+        client_dir = 1 if marks & _CLIENT_REPLY else 0
         streams = None
         if proto == IPPROTO_TCP:
             streams = [self.reassembler.stream(), self.reassembler.stream()]
@@ -619,15 +681,25 @@ class _BulkState:
         if g is not None and self.slot_of[g] == slot:
             self.slot_of[g] = -1
 
-    def _lookup(self, g: int) -> None:
+    def _lookup(self, groups: list[int]) -> None:
+        """Look the flows of key groups ``groups`` up in the table (by each one's first frame),
+        in that order; a frame's columns taken for all of them at once."""
         b = self.b
-        i = int(b.first[g])
-        p = b.decoded(i)
-        code = self.owner.table.find(p[0], p[1], p[2], p[3], p[4])
-        if code < 0:
-            self.slot_of[g] = -1
-            return
-        self._placed(g, code, int(b.orient[i]))
+        firsts = b.first[groups]
+        find, slot_of, slow, buf = self.owner.table.find, self.slot_of, b.slow, b.buf
+        for g, i, proto, sport, dport, at, alen, o in zip(
+                groups, firsts.tolist(), b.proto[firsts].tolist(), b.sport[firsts].tolist(),
+                b.dport[firsts].tolist(), b.addr_at[firsts].tolist(),
+                np.where(b.v6[firsts], 16, 4).tolist(), b.orient[firsts].tolist(), strict=True):
+            p = slow.get(i)
+            if p is None:
+                code = find(proto, buf[at:at + alen], buf[at + alen:at + 2 * alen], sport, dport)
+            else:
+                code = find(p[0], p[1], p[2], p[3], p[4])
+            if code < 0:
+                slot_of[g] = -1
+            else:
+                self._placed(g, code, o)
 
     def _placed(self, g: int, code: int, o: int) -> int:
         """Key group ``g`` is the flow of table ``code`` (slot and direction; ``o`` the
@@ -743,9 +815,10 @@ class _BulkState:
         # (np.unique would import numpy.ma, ~8 ms, to ask whether ``groups`` is masked)
         present = np.flatnonzero(np.bincount(groups, minlength=b.ngroups)).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
+        unknown = [g for g in present if slot_of[g] == -2]
+        if unknown:
+            self._lookup(unknown)
         for g in present:
-            if slot_of[g] == -2:
-                self._lookup(g)
             s = slot_of[g]
             if s >= 0 and owner._decided(s):
                 start_state[g] = state[s]
