@@ -20,7 +20,7 @@ from nfkit.nfgrep.engine import WINDOW, Engine, FlowState, signatures_of
 from nfkit.nfgrep.loader import load_rules
 from nfkit.nfgrep.verifier import verify
 
-from .test_engine import FTP, HTTP, TLS, _split
+from .test_engine import FTP, HTTP, TLS, split_chunks
 
 LIBRARY = load_rules()
 
@@ -111,7 +111,7 @@ def test_fast_paths_give_the_general_paths_answers(which: str, cuts: list[int],
         b[at % len(b)] = value
         chunks[k % len(chunks)] = (d, bytes(b))
     rules = list(LIBRARY) + CHAINED
-    pieces = _split(chunks, cuts)
+    pieces = split_chunks(chunks, cuts)
     fast = _run(rules, pieces, general=False, port=port)
     assert _outcome(fast) == _outcome(_run(rules, pieces, general=True, port=port))
     if change is None:
