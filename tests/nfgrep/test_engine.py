@@ -76,7 +76,7 @@ def test_tls_from_pythons_ssl() -> None:
     assert flow.fields == {"sni": "shop.example.test", "alpn": "h2", "version": "TLSv1.3"}
 
 
-def _split(chunks: list[tuple[int, bytes]], cuts: list[int]) -> list[tuple[int, bytes]]:
+def split_chunks(chunks: list[tuple[int, bytes]], cuts: list[int]) -> list[tuple[int, bytes]]:
     out = []
     for i, (d, data) in enumerate(chunks):
         points = sorted({c % (len(data) + 1) for c in cuts[i::len(chunks)]} | {0, len(data)})
@@ -90,7 +90,7 @@ def _split(chunks: list[tuple[int, bytes]], cuts: list[int]) -> list[tuple[int, 
 def test_any_segmentation_gives_the_same_verdict(which: str, cuts: list[int]) -> None:
     chunks = {"tls": TLS, "http": HTTP, "ftp": FTP}[which]
     whole = feed_all(Engine(LIBRARY), chunks)
-    split = feed_all(Engine(LIBRARY), _split(chunks, cuts))
+    split = feed_all(Engine(LIBRARY), split_chunks(chunks, cuts))
     assert whole.app == which
     assert (split.app, split.chain, split.fields, split.expectations) == \
         (whole.app, whole.chain, whole.fields, whole.expectations)

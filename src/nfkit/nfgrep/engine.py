@@ -66,6 +66,9 @@ WINDOW = 16384          # bytes kept per direction while candidates run
 WATCH_BUDGET = 1 << 20  # bytes a watch may examine per direction before it ends
 MAX_EXPECTATIONS = 4096  # engine-wide table of announced flows (oldest dropped first)
 MAX_FIELD = 1024
+# children (`after` protocols) ruled out by their first byte are never made (`_classified`);
+# False gives the general path (every child runs and fails), for tests comparing the two
+CHILD_GATE = True
 
 
 class Expectation(NamedTuple):
@@ -307,12 +310,15 @@ class Engine:
         if not sigs:
             return
         cp, sp = st.client_port, st.server_port
-        hinted = [_Run(s) for s in sigs if sp in s.ports or cp in s.ports]
+        hinted: list[_Run] = []
+        rest: list[_Run] = []
+        for s in sigs:  # one pass, the gate's order kept within each part
+            ports = s.ports
+            (hinted if sp in ports or cp in ports else rest).append(_Run(s))
+        runs = st._runs
         if hinted:
-            st._runs[:0] = hinted
-            st._runs += [_Run(s) for s in sigs if sp not in s.ports and cp not in s.ports]
-        else:
-            st._runs += [_Run(s) for s in sigs]
+            runs[:0] = hinted
+        runs += rest
 
     def feed(self, st: FlowState, direction: int, data: bytes) -> None:
         """Give the engine the next bytes (TCP) or datagram (UDP) of one direction."""
@@ -345,23 +351,60 @@ class Engine:
     def _stream(self, st: FlowState, d: int) -> None:
         runs = st._runs
         bufs, offs, full = st._bufs, st._offs, st._full
+        # the common case, a step reading direction d with no trace, is run here in line
+        # (the same tests and commits as `_advance_stream`, without its call and loop)
+        flat = not self.trace
+        buf, off, fulld = bufs[d], offs[d], full[d]
+        n = len(buf)
+        end = off + n
+        cost, fields = self._cost, st.fields
         i = 0
         while i < len(runs):
             run = runs[i]
-            sd = run.sig.steps[run.index].direction
-            if sd != d and sd != 2:
-                # waits on the other direction: nothing new there, no call
-                n = len(bufs[sd])
-                if run.seen[sd] == offs[sd] + n or (n <= run.base[sd] - offs[sd]
-                                                    and not full[sd]):
+            steps = run.sig.steps
+            step = steps[run.index]
+            sd = step.direction
+            if sd == d and flat:
+                b0 = run.base[d] - off
+                seen = run.seen
+                if (n <= b0 and not fulld) or seen[d] == end:
                     i += 1
                     continue
-            verdict = self._advance_stream(st, run)
+                V = run.vars[:]
+                K: list[tuple[str, str]] = []
+                X: list[tuple[str, str, str, int]] = []
+                r = step.fn(buf, b0, n, fulld, V, K, X, cost, fields)
+                if r == NEED:
+                    seen[d] = end
+                    i += 1
+                    continue
+                if r < 0:  # FAIL or GIVE_UP
+                    del runs[i]
+                    continue
+                run.vars = V
+                if K:
+                    run.fields += K
+                if X:
+                    run.expects += X
+                run.base[d] = off + r
+                run.at = self._when(st, d, off + r)
+                seen[0] = seen[1] = -1
+                run.index += 1
+                verdict = 0 if run.index == len(steps) else self._advance_stream(st, run)
+            else:
+                if sd != d and sd != 2:
+                    # waits on the other direction: nothing new there, no call
+                    m = len(bufs[sd])
+                    if run.seen[sd] == offs[sd] + m or (m <= run.base[sd] - offs[sd]
+                                                        and not full[sd]):
+                        i += 1
+                        continue
+                verdict = self._advance_stream(st, run)
             if verdict == NEED:
                 i += 1
                 continue
             if verdict == FAIL:
-                runs.remove(run)
+                del runs[i]
                 continue
             # classified: siblings go, children come
             self._classified(st, run)
@@ -556,8 +599,22 @@ class Engine:
         if self.trace:
             self._event(st, sig.name, sig.steps[-1].name, -1, "classified", 0, run.fields)
         self._commit(st, run.fields, run.expects, run.at)
-        children = self._children.get((st.transport, sig.name), [])
-        st._runs = [_Run(c) for c in children]
+        children = self._children.get((st.transport, sig.name), ())
+        if children and CHILD_GATE and not self.trace and st.transport == "tcp":
+            # a child whose first step reads a direction whose first byte is already here
+            # and that byte cannot start it would fail on its first call: not made at all
+            bufs, offs = st._bufs, st._offs
+            runs = []
+            for c in children:
+                first = c.first
+                if first is not None:
+                    cd = c.steps[0].direction
+                    if not offs[cd] and bufs[cd] and bufs[cd][0] not in first:
+                        continue
+                runs.append(_Run(c))
+            st._runs = runs
+        else:
+            st._runs = [_Run(c) for c in children]
         st._pending = 0
         for w in sig.watches:
             wr = _Run(sig, w)
