@@ -193,7 +193,11 @@ def test_ebpf_with_nothing_to_attach_to_is_one_line_or_the_queue(tmp_path: Path)
             line = auto.stderr.readline() if auto.stderr else ""
     finally:
         auto.terminate()
-        assert auto.wait(15) == 0
+        try:
+            rc = auto.wait(15)
+        finally:
+            auto.kill()  # (a no-op once it ended; never left running by a failed wait)
+    assert rc == 0
     assert "back end queue (no interface but loopback to attach to)" in line
 
 
