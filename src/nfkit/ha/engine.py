@@ -295,6 +295,13 @@ class SyncEngine:
         rows_n = 0
         received = 0
         unsent = 0  # datagrams read since the last send
+
+        def say_rows() -> None:  # the rows waiting, said before anything read after them
+            nonlocal rows, rows_n, received
+            if rows is not None:
+                received = self._said_rows(rows, rows_n, run, received)
+                rows, rows_n = None, 0
+
         try:
             while True:
                 datagrams = receive()  # raises EventsLost
@@ -309,35 +316,28 @@ class SyncEngine:
                 for first, end, size in groups:
                     vec = vectors.get(size) if slot_size else None
                     if vec is not None:
-                        if rows is not None and (vec is not rows or rows_n + end - first > vec.CAPACITY):
-                            received = self._said_rows(rows, rows_n, run, received)
-                            rows, rows_n = None, 0
+                        if vec is not rows or rows_n + end - first > vec.CAPACITY:
+                            say_rows()
                         vec.take(rows_n, np.frombuffer(buf, np.uint8, end * slot_size).reshape(end, slot_size)[first:])
                         rows, rows_n = vec, rows_n + end - first
                     else:
-                        if rows is not None:
-                            received = self._said_rows(rows, rows_n, run, received)
-                            rows, rows_n = None, 0
+                        say_rows()
                         received = self._walk(buf, datagrams[first:end], run, received)
                         if slot_size and size not in vectors and datagrams[end - 1][1] == size:
                             self._learn_vector(buf, datagrams[end - 1][0], size)
                     unsent += end - first
                     if unsent >= FLUSH_EVERY:  # a long burst: send as it is read
-                        if rows is not None:
-                            received = self._said_rows(rows, rows_n, run, received)
-                            rows, rows_n = None, 0
+                        say_rows()
                         self._local_bodies(run)
                         run.clear()
                         self.flush()
                         unsent = 0
                 if n < slots:  # the queue was empty: no call to hear it again
                     break
-            if rows is not None:
-                received = self._said_rows(rows, rows_n, run, received)
+            say_rows()
             self._local_bodies(run)
         except EventsLost:
-            if rows is not None:
-                received = self._said_rows(rows, rows_n, run, received)
+            say_rows()
             self._local_bodies(run)  # read before the overrun: the resync then says the rest
             self.overruns += 1
             log.warning("netlink event socket overrun: resync with the kernel table")
@@ -556,12 +556,10 @@ class SyncEngine:
 
     def _local_block(self, keys: list[Any], bodies: list[bytes], array: Any) -> None:
         """`_local_bodies` of NEW or update events said by a vector (``array``: the bodies
-        as rows), the cache updated and the words queued a block at once."""
+        as rows), the cache updated and the words queued a block at once.  Only with the
+        internal cache: without it `_learn_vector` makes no vector."""
         internal, since = self.internal, self.internal_since
         n = len(keys)
-        if not self.options.internal_cache:
-            self._local_bodies([(UPD, k, b) for k, b in zip(keys, bodies, strict=True)])
-            return
         now = time.time()
         before = len(internal)
         internal.update(zip(keys, bodies, strict=True))
