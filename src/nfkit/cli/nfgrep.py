@@ -15,11 +15,9 @@ from typing import Any
 
 import click
 
+# (first: its import sets OPENBLAS_NUM_THREADS before any nfgrep command imports numpy)
+from nfkit.cli import nfgrep_quick  # noqa: F401
 from nfkit.errors import InputError
-
-# numpy's OpenBLAS starts a thread per core at import, about 0.05 s of CPU; nfgrep does no
-# linear algebra (set before nfgrep_classify, below, imports numpy; a user's setting stands)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @click.group()
@@ -204,7 +202,6 @@ def _unescape(text: str, option: str) -> bytes:
     UTF-8 come through as they were typed).  Raises click.BadParameter on
     any other escape.
     """
-    import os
 
     def one(m: re.Match[bytes]) -> bytes:
         e = m.group(1)
