@@ -381,15 +381,7 @@ class Engine:
                 if r < 0:  # FAIL or GIVE_UP
                     del runs[i]
                     continue
-                run.vars = V
-                if K:
-                    run.fields += K
-                if X:
-                    run.expects += X
-                run.base[d] = off + r
-                run.at = self._when(st, d, off + r)
-                seen[0] = seen[1] = -1
-                run.index += 1
+                self._step_taken(st, run, d, off + r, V, K, X)
                 verdict = 0 if run.index == len(steps) else self._advance_stream(st, run)
             else:
                 if sd != d and sd != 2:
@@ -437,6 +429,18 @@ class Engine:
         i = bisect.bisect_right(arrivals, (end - 1, 1 << 62))
         return (arrivals[i][1] if i < len(arrivals) else 1 << 62, end)
 
+    def _step_taken(self, st: FlowState, run: _Run, d: int, at: int, V: list[int],
+                    K: list[tuple[str, str]], X: list[tuple[str, str, str, int]]) -> None:
+        """A candidate's step held, ending at stream offset ``at`` of direction ``d``: its
+        variables, fields and expectations kept, the next step starts there."""
+        run.vars = V
+        run.fields += K
+        run.expects += X
+        run.base[d] = at
+        run.at = self._when(st, d, at)
+        run.seen = [-1, -1]
+        run.index += 1
+
     def _advance_stream(self, st: FlowState, run: _Run) -> int:
         """Run a candidate's steps on the buffered data: NEED, FAIL or 0 (classified)."""
         sig = run.sig
@@ -465,13 +469,7 @@ class Engine:
                     self._event(st, sig.name, step.name, d, _RESULT.get(r, "held"),
                                 st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
                 if r >= 0:
-                    run.vars = V
-                    run.fields += K
-                    run.expects += X
-                    run.base[d] = st._offs[d] + r
-                    run.at = self._when(st, d, st._offs[d] + r)
-                    run.seen = [-1, -1]
-                    run.index += 1
+                    self._step_taken(st, run, d, st._offs[d] + r, V, K, X)
                     break
                 if r == NEED:
                     run.seen[d] = st._offs[d] + n
