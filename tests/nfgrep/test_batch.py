@@ -211,6 +211,32 @@ def test_batches_give_the_per_packet_report(small_batches: None, tmp_path: Path,
 
 
 
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(PACKET, max_size=40), back=st.lists(st.sampled_from([0.0, 0.0, 0.0, -0.4, -25.0]),
+                                                           max_size=40),
+       piece_max=st.sampled_from([0, 3, 65536]), batch=st.sampled_from([7, 64]))
+def test_pieces_merged_over_quiet_sweeps_give_the_per_packet_report(
+        small_batches: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, events: list[tuple],  # type: ignore[type-arg]
+        back: list[float], piece_max: int, batch: int) -> None:
+    """A piece goes on over the sweeps that can end no flow (`Classifier._batch`): timeouts of
+    seconds due inside a batch, and times that go back (after which every sweep cuts again)."""
+    from nfkit.flow.timeouts import Timeouts
+
+    monkeypatch.setattr(classify_module, "PIECE_MAX", piece_max)
+    monkeypatch.setattr(classify_module, "BATCH", batch)
+    frames = _capture(events, LINK_RAW)
+    if not frames:
+        return
+    shift = 0.0
+    for i, dt in enumerate(back[:len(frames)]):
+        shift += dt
+        frames[i] = (frames[i][0] + shift, frames[i][1], frames[i][2])
+    short = {"timeouts": Timeouts(tcp_close=2, tcp_time_wait=4, tcp_syn_sent=3, udp=1.5, icmp=1,
+                                  generic=5)}
+    batched = _report(frames, tmp_path / "a.pcap", True, **short)  # type: ignore[arg-type]
+    assert batched == _report(frames, tmp_path / "b.pcap", False, **short)  # type: ignore[arg-type]
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(PACKET, max_size=40), link=LINKS, lazy=st.booleans(),
        max_memory=st.sampled_from([classify_module.MAX_MEMORY, 9000, 13000]), batched=st.booleans())
@@ -433,8 +459,10 @@ def test_state_changes_of_decided_flows_give_the_per_packet_report(
     assert batched == _report(frames, tmp_path / "b.pcap", False, **short)  # type: ignore[arg-type]
 
 
-def test_a_decided_flows_teardown_is_counted_in_bulk(tmp_path: Path) -> None:
+def test_a_decided_flows_teardown_is_counted_in_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """FIN, ACK, FIN, ACK after the decision: counted in bulk, state and timeout class as one by one."""
+    # every sweep cuts the batch (none is merged over): the teardown comes in a piece of its own
+    monkeypatch.setattr(classify_module, "PIECE_MAX", 0)
     frames: list[tuple[float, int, bytes]] = []
     for f in range(20):
         frames += _conv(1000 + f, True, f * 0.01)

@@ -394,6 +394,22 @@ class FlowTable:
         self.expired += n
         return n
 
+    def quiet_until(self, now: float) -> float:
+        """A time before which `expire` ends no flow, as long as packets come no earlier
+        than ``now`` and none came earlier than a flow already seen (times never go back).
+
+        Each timeout class's list is then in order of last-seen time: its head
+        is its first flow to time out.  A flow seen from ``now`` on times out no
+        sooner than ``now`` plus the shortest timeout.
+        """
+        last, heads = self.last, self._heads
+        until = now + min(self._classes)
+        for cls, seconds in enumerate(self._classes):
+            s = heads[cls]
+            if s != _NONE and last[s] + seconds < until:
+                until = last[s] + seconds
+        return until
+
     def evict_one(self) -> int:
         """End the flow idle for the longest time; return its (now free) slot."""
         best = self._oldest()

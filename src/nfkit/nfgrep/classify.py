@@ -88,6 +88,8 @@ WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at on
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
 UNIT_HEAD = 8  # frames of each flow whose columns the flow-major walk takes at once
 FIRST_FEED = True  # a waiting flow's first payload fed before it has streams (`_first_payload`)
+PIECE_MAX = 65536  # frames a piece may grow to over sweeps that end no flow (`_batch`)
+QUIET_MARGIN = 1e-3  # seconds: a sweep this close to a possible timeout is a cut (float rounding)
 
 
 @dataclass
@@ -208,6 +210,8 @@ class Classifier:
         self._marks = bytearray()  # per slot: _GAP, _GUESSED, _WAITING, ... (above)
         self._flows_seen = 0
         self._bulk: _BulkState | None = None  # while `read` walks a batch
+        self._monotone = True  # no packet came earlier than one before it (`_batch`)
+        self._latest = float("-inf")
 
     # -- per packet -----------------------------------------------------------
 
@@ -598,7 +602,9 @@ class Classifier:
         table = self.table
         vts = b.ts[valid]
         peak = np.maximum.accumulate(vts)
-        cuts = [0]
+        # times never went back so far: the table's idle lists are in time order (`quiet_until`)
+        self._monotone = self._monotone and float(vts[0]) >= self._latest and bool((peak == vts).all())
+        self._latest = max(self._latest, float(peak[-1]))
         sweeps = []
         at = 0
         due = table._next_sweep
@@ -606,24 +612,32 @@ class Classifier:
             j = at + int(np.searchsorted(peak[at:], due, side="left"))
             if j >= len(valid):
                 break
-            if j:
-                cuts.append(j)
             sweeps.append(j)
             due = float(vts[j]) + table.sweep_interval
             at = j + 1
-        cuts.append(len(valid))
+        times = vts[sweeps].tolist()
+        ends = [*sweeps[1:], len(valid)]  # where the piece begun at each sweep would end
         bulk = _BulkState(self, b)
         self._bulk = bulk
         try:
-            for lo, hi in zip(cuts, cuts[1:], strict=False):
-                if lo == hi:
-                    continue
-                if sweeps and sweeps[0] == lo:
-                    sweeps.pop(0)
-                    now = float(vts[lo])
-                    table._next_sweep = now + table.sweep_interval
-                    table.expire(now)
+            lo, k, interval = 0, 0, table.sweep_interval
+            while lo < len(valid):
+                if k < len(sweeps) and sweeps[k] == lo:
+                    table._next_sweep = times[k] + interval
+                    table.expire(times[k])
+                    k += 1
+                if self._monotone and k < len(sweeps):
+                    # sweeps that can end no flow are no cut: the piece goes on over them (up to
+                    # PIECE_MAX frames), only their schedule is kept
+                    quiet = table.quiet_until(float(vts[lo])) - QUIET_MARGIN
+                    skipped = k
+                    while k < len(sweeps) and times[k] < quiet and ends[k] - lo <= PIECE_MAX:
+                        k += 1
+                    if k > skipped:
+                        table._next_sweep = times[k - 1] + interval
+                hi = sweeps[k] if k < len(sweeps) else len(valid)
                 bulk.piece(valid[lo:hi])
+                lo = hi
         finally:
             self._bulk = None
 
