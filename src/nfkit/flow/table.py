@@ -213,6 +213,15 @@ class FlowTable:
             return self._create(h, fwd, proto, now, size, tcp_flags) * 2
         return code
 
+    def add(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int, now: float, size: int,
+            tcp_flags: int = 0) -> int:
+        """`track` of a packet whose flow the caller knows is not in the table (it looked the
+        tuple up since the table last changed it): the flow is created, with no lookup and no
+        sweep; returns ``slot * 2``."""
+        h = (hash((src, sport)) + hash((dst, dport)) + proto) & _M64
+        fwd = (_TUPLE4.pack if len(src) == 4 else _TUPLE6.pack)(proto, src, dst, sport, dport)
+        return self._create(h, fwd, proto, now, size, tcp_flags) * 2
+
     def step(self, s: int, d: int, proto: int, now: float, size: int, tcp_flags: int = 0) -> int:
         """Count one packet of the known flow in slot ``s``, direction ``d``; no lookup, no sweep.
 

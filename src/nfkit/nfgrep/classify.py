@@ -86,7 +86,7 @@ SPAN = 64 << 20  # bytes of a pcap file whose records are found at once (`pcap_r
 RUN_MIN = 8  # a flow decided mid-piece has its next packets counted in bulk from this many on
 WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at once
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
-UNIT_HEAD = 8  # frames of each flow whose columns the flow-major walk takes at once
+UNIT_HEAD = 4  # frames of each flow whose columns the flow-major walk takes at once
 FIRST_FEED = True  # a waiting flow's first payload fed before it has streams (`_first_payload`)
 PIECE_MAX = 65536  # frames a piece may grow to over sweeps that end no flow (`_batch`)
 QUIET_MARGIN = 1e-3  # seconds: a sweep this close to a possible timeout is a cut (float rounding)
@@ -238,12 +238,16 @@ class Classifier:
         """One decoded packet through the flow table and, while undecided, the engine.
 
         ``code``: the packet was already counted by `FlowTable.step` (its
-        flow is known).  Returns ``slot * 2 + direction`` of the packet's flow.
+        flow is known); -2: its flow is known not to be in the table (and no
+        sweep is due).  Returns ``slot * 2 + direction`` of the packet's flow.
         """
         proto, src, dst, sport, dport, flags, seq, payload, size = pkt
         if code < 0:
             table = self.table
-            code = table.track(proto, src, dst, sport, dport, ts, size, flags)
+            if code == -2:
+                code = table.add(proto, src, dst, sport, dport, ts, size, flags)
+            else:
+                code = table.track(proto, src, dst, sport, dport, ts, size, flags)
             if table.created:
                 self._created(code >> 1, proto, ts, flags, sport, dport)
         slot = code >> 1
@@ -1053,7 +1057,8 @@ class _BulkState:
                                          pe, size)
                         owner._clock = base + i
                         if leads:
-                            s = placed(g, track(ts, pkt), o)
+                            # a key found in no flow (`_lookup`) begins one: no lookup again
+                            s = placed(g, track(ts, pkt, -2 if slot_of[g] == -1 else -1), o)
                             careful_last[s] = i
                         else:
                             s = slot_of[g]
