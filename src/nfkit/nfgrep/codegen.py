@@ -29,9 +29,13 @@ confines it to) before the read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import CodeType, FunctionType
+from typing import TYPE_CHECKING
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Block, Instr, Program, nest
-from nfkit.nfgrep.verifier import Verified
+
+if TYPE_CHECKING:  # the loader imports the verifier only for rules it has not cached
+    from nfkit.nfgrep.verifier import Verified
 
 FAIL, NEED, GIVE_UP = -1, -2, -3
 MASK = (1 << 64) - 1
@@ -507,26 +511,50 @@ def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
     return None
 
 
-def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:
-    """Translate every step of a verified program: [protocol][step] -> (function, source)."""
-    out: list[list[tuple[StepFunction, str]]] = []
+_HELPERS: dict[str, object] = {
+    "_match": _match, "_find": _find, "_match_nc": _match_nc, "_find_nc": _find_nc,
+    "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
+    "MASK": MASK, "BIG": BIG,
+}
+_BUILTINS = {"int": int, "str": str, "max": max, "len": len, "range": range}
+
+TranslatedStep = tuple[CodeType, dict[str, object], str]
+"""A step function's code, the constants it reads by name (pool values only), its source."""
+
+
+def translate(verified: Verified, counting: bool = False) -> list[list[TranslatedStep]]:
+    """Every step of a verified program compiled: [protocol][step] -> (code, constants,
+    source), plain values a cache can keep (marshal); `bind` makes the functions."""
+    out: list[list[TranslatedStep]] = []
     program = verified.program
     for proto in program.protocols:
-        funcs: list[tuple[StepFunction, str]] = []
+        steps: list[TranslatedStep] = []
         for step in proto.steps:
             gen = _Generator(program, counting)
             src = gen.step(step.code)
-            env: dict[str, object] = {
-                "_match": _match, "_find": _find, "_match_nc": _match_nc, "_find_nc": _find_nc,
-                "_keep_until": _keep_until,
-                "_decimal": _decimal, "_labels": _labels, "_text": _text,
-                "MASK": MASK, "BIG": BIG, "NOFIELDS": {}, "__builtins__": {"int": int, "str": str, "max": max,
-                                                            "len": len, "range": range},
-            }
-            env.update(gen.names)
             label = f"<nfgrep {program.text(proto.name)}.{program.text(step.name)}>"
-            exec(compile(src, label, "exec"), env)  # noqa: S102 - source built from templates
-            fn: StepFunction = env["step"]  # type: ignore[assignment]
-            funcs.append((fn, src))
-        out.append(funcs)
+            # the source is one ``def step``: its code is the module's one code constant
+            code = next(c for c in compile(src, label, "exec").co_consts if isinstance(c, CodeType))
+            steps.append((code, gen.names, src))
+        out.append(steps)
     return out
+
+
+def bind(code: CodeType, names: dict[str, object]) -> StepFunction:
+    """The step function of `translate`'s code with its constants, as ``def step`` would
+    make it (the helpers above and five builtins are all it can reach besides them)."""
+    env: dict[str, object] = {**_HELPERS, "NOFIELDS": {}, "__builtins__": dict(_BUILTINS)}
+    env.update(names)
+    return FunctionType(code, env, "step", (env["NOFIELDS"],))  # F=NOFIELDS (`_Generator.step`)
+
+
+def constants_of(fn: StepFunction) -> dict[str, object]:
+    """The constants a step function was bound with (`bind`'s ``names``)."""
+    return {k: v for k, v in fn.__globals__.items()
+            if k not in _HELPERS and k not in ("NOFIELDS", "__builtins__")}
+
+
+def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:
+    """Translate every step of a verified program: [protocol][step] -> (function, source)."""
+    return [[(bind(code, names), src) for code, names, src in steps]
+            for steps in translate(verified, counting)]

@@ -55,12 +55,14 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP
-from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, first_bytes, generate
-from nfkit.nfgrep.verifier import Verified
+from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, bind, constants_of, first_bytes, generate
+
+if TYPE_CHECKING:  # verified programs come from the loader, which imports the verifier
+    from nfkit.nfgrep.verifier import Verified
 
 WINDOW = 16384          # bytes kept per direction while candidates run
 WATCH_BUDGET = 1 << 20  # bytes a watch may examine per direction before it ends
@@ -149,6 +151,25 @@ def signatures_of(verified: Verified, counting: bool = False) -> list[Signature]
                              first_bytes(program, proto.steps[0].code),
                              any(ins.op == _EXPECT for st in proto.steps for ins in st.code)))
     return out
+
+
+def record_of(sig: Signature) -> tuple[Any, ...]:
+    """A loaded signature as plain values (marshal keeps them: the loader's cache);
+    `from_record` gives the signature back."""
+    return (sig.name, sig.transports, sorted(sig.ports), sig.after, sig.nvars,
+            [(s.name, s.watch, s.direction, s.fn.__code__, constants_of(s.fn), s.cost, s.source)
+             for s in sig.steps + sig.watches],
+            sig.origin, sig.first, sig.announces)
+
+
+def from_record(record: tuple[Any, ...]) -> Signature:
+    """The signature `record_of` wrote.  Raises ValueError or TypeError for a record of
+    another shape."""
+    name, transports, ports, after, nvars, steps, origin, first, announces = record
+    return Signature(name, transports, ports, after, nvars,
+                     [_Step(n, w, d, bind(code, names), cost, src)
+                      for n, w, d, code, names, cost, src in steps],
+                     origin, first, announces)
 
 
 class _Run:
