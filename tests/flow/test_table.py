@@ -329,3 +329,70 @@ def test_in_a_run_of_acks_only_the_first_each_way_can_change_the_state() -> None
                         kept = after(kept, ack, d)
                         seen.add(d)
                 assert every == kept, (hex(s), run)
+
+
+def _flushed_one_by_one(table: FlowTable) -> list[int]:
+    """The reference flush: the longest idle flow ended, again and again (what `flush` keeps)."""
+    from nfkit.flow.table import END_FLUSHED
+
+    order = []
+    while table.count:
+        s = table._oldest()
+        order.append(s)
+        table._remove(s, END_FLUSHED)
+    return order
+
+
+def _table_state(table: FlowTable) -> tuple:
+    return (table.count, list(table._buckets), table._heads, table._tails, table._free,
+            table.tuples, bytes(table.state))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 5), st.sampled_from([6, 17]),
+                          st.sampled_from([0, SYN, SYNACK, ACK, FIN, RST]), st.integers(0, 40),
+                          st.booleans()), max_size=120),
+       st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6), st.integers(1, 64))
+def test_flush_ends_flows_in_the_order_and_leaves_the_table_as_one_by_one(
+        packets: list, states: list, max_flows: int) -> None:
+    """Ties of idle time, lists out of time order (set_state), eviction, expiry: `flush`
+    (with ``ended``, with no callback, with ``on_end``) ends flows in the order repeated
+    `_oldest` does and leaves the same table (index, lists, free slots) for what comes next."""
+    import copy
+
+    table = FlowTable(max_flows=max_flows, timeouts=Timeouts(udp=8, tcp_syn_sent=12))
+    c = bytes([192, 0, 2, 1])
+    for when, host, p, flags, sp, back in packets:
+        s = bytes([198, 51, 100, host])
+        if back:
+            table.track(p, s, c, 80, 40000 + sp, when * 0.5, 60, flags)
+        else:
+            table.track(p, c, s, 40000 + sp, 80, when * 0.5, 60, flags)
+    live = list(table.slots())
+    for pick, byte in states:  # states set from outside: a flow at its list's end, whatever its time
+        if live:
+            table.set_state(live[pick % len(live)], byte & 0xF0 | (byte % 10))
+    reference = copy.deepcopy(table)
+    expected = _flushed_one_by_one(reference)
+    seen: list[list[int]] = []
+    bulk = copy.deepcopy(table)
+    counts = [(bulk.packets[0][s], bulk.tuples[s]) for s in expected]
+
+    def ended(slots: list[int]) -> None:
+        seen.append(list(slots))
+        assert [(bulk.packets[0][s], bulk.tuples[s]) for s in slots] == counts  # still readable
+    bulk.flush(ended)
+    assert seen == [expected] and _table_state(bulk) == _table_state(reference)
+    quiet = copy.deepcopy(table)
+    quiet.flush()
+    assert _table_state(quiet) == _table_state(reference)
+    one_by_one: list[tuple[int, str]] = []
+    table.on_end = lambda slot, why: one_by_one.append((slot, why))
+    table.flush()
+    assert one_by_one == [(s, "flushed") for s in expected] and _table_state(table) == _table_state(reference)
+    # and the tables go on the same way
+    for t in (bulk, quiet, table, reference):
+        t.on_end = None
+        for i in range(5):
+            t.track(17, c, bytes([203, 0, 113, i]), 1000 + i, 53, 100.0 + i, 60)
+    assert _table_state(bulk) == _table_state(reference) == _table_state(quiet) == _table_state(table)

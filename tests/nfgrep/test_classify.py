@@ -114,3 +114,36 @@ def test_a_flows_json_line_is_what_json_dumps_writes(proto: str, client: str, se
     assert r.json_line() == json.dumps(r.as_json())
     odd = FlowResult(proto, client, server, app, {**fields, "n": 7}, counts[:2], counts[2:])  # type: ignore[dict-item]
     assert odd.json_line() == json.dumps(odd.as_json())
+    # the bulk text: the lines, each ended, the odd one among others too
+    twin = FlowResult(proto, server, client, app, fields, counts[2:], counts[:2], evicted=not evicted)
+    flows = [r, twin, odd, r]
+    assert FlowResult.json_text(flows) == "".join(json.dumps(f.as_json()) + "\n" for f in flows)
+    assert FlowResult.json_text([]) == ""
+
+
+def test_the_end_of_a_run_reports_as_flow_by_flow() -> None:
+    """`finish` builds the results of the flows left in one pass (`Classifier._flushed`): the
+    same as ending them one by one (the path taken when flows are reported as they go)."""
+    import copy
+
+    frames = []
+    rnd = random.Random(5)
+    for k in range(40):  # http conversations, some without a handshake or cut short, some evicted
+        sport = 41000 + k
+        conv = _conversation([(0, REQUEST)], sport=sport, handshake=k % 3 != 0)
+        frames += conv[:rnd.randrange(1, len(conv) + 1)]
+    frames.append(ipv4(17, b"\x00\x35\x13\x88\x00\x0c\x00\x00abcd", B4, A4))  # udp, server first
+    frames.append(ipv4(1, b"\x08\x00\x00\x00\x00\x07\x00\x01", A4, B4))  # icmp
+    cl = Classifier(ENGINE, max_flows=30)
+    for i, f in enumerate(frames):
+        cl.packet(1.0 + (i % 7) * 0.001, LINK_RAW, f)
+    one_by_one = copy.deepcopy(cl)
+    reported: list[FlowResult] = []
+    one_by_one.on_flow = reported.append  # (flows reported as they end: one at a time)
+    bulk = cl.finish()
+    careful = one_by_one.finish()
+    assert len(bulk.flows) == len(careful.flows) == 42 and bulk.evicted == careful.evicted > 0
+    assert bulk.flows == careful.flows
+    assert {r.app for r in bulk.flows} >= {"http", None}
+    assert any(r.guessed_sides for r in bulk.flows) and any(not r.guessed_sides for r in bulk.flows)
+    assert cl.table.count == 0 and not cl._work and not cl._verdicts and not any(cl._marks)

@@ -77,9 +77,19 @@ def _mib(n: int) -> str:
 def print_flows(report: ClassifyReport, as_json: bool) -> None:
     """Each flow's line on stdout (JSON or text)."""
     out = sys.stdout
-    for r in report.flows:
-        out.write((r.json_line() if as_json else flow_line(r)) + "\n")
+    flows = report.flows
+    if as_json:
+        from nfkit.nfgrep.classify import FlowResult
+
+        for at in range(0, len(flows), _CHUNK):  # in chunks: a million flows' text is not held at once
+            out.write(FlowResult.json_text(flows[at:at + _CHUNK]))
+    else:
+        for r in flows:
+            out.write(flow_line(r) + "\n")
     out.flush()
+
+
+_CHUNK = 8192  # flows printed with one write
 
 
 def print_notes(report: ClassifyReport) -> None:

@@ -28,7 +28,10 @@ is uniform, which the chi-square test in tests/flow checks.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
+import operator
 import struct
 from array import array
 from collections.abc import Callable, Iterator
@@ -426,10 +429,50 @@ class FlowTable:
         self.evicted += 1
         return best
 
-    def flush(self) -> None:
-        """End every flow (reason ``flushed``), the longest idle first."""
-        while self.count:
-            self._remove(self._oldest(), END_FLUSHED)
+    def flush(self, ended: Callable[[list[int]], None] | None = None) -> None:
+        """End every flow (reason ``flushed``), the longest idle first.
+
+        ``ended``: called once, instead of ``on_end`` for each flow, with the
+        slots of every flow in the order they end, while their tuples and
+        counters can still be read (a caller that reads them all at once); it
+        must not change the table.  The table is then emptied at once.
+        """
+        if ended is None and self.on_end is not None:
+            while self.count:  # on_end sees each flow ended before it gone, as `_remove` leaves it
+                self._remove(self._oldest(), END_FLUSHED)
+            return
+        order = self._idle_order()
+        if ended is not None:
+            ended(order)
+        # what `_remove` of each flow in that order leaves: empty index and lists, free slots
+        tuples, state = self.tuples, self.state
+        for s in order:
+            tuples[s] = None
+            state[s] = 0
+        self._free += order
+        self._buckets = array("I", bytes(4 * len(self._buckets)))
+        self._heads = [_NONE] * len(self._classes)
+        self._tails = [_NONE] * len(self._classes)
+        self.count = 0
+
+    def _idle_order(self) -> list[int]:
+        """Every flow's slot in the order repeated `_oldest` picks them (the least recently
+        seen first; on a tie the lower timeout class first): its lists merged."""
+        lists = []
+        nxt, last = self.next, self.last
+        in_order = True
+        for head in self._heads:
+            slots = []
+            s = head
+            while s != _NONE:
+                slots.append(s)
+                s = nxt[s]
+            times = [last[s] for s in slots]
+            in_order = in_order and all(map(operator.le, times, times[1:]))
+            lists.append(slots)
+        if in_order:  # each list in time order: a stable sort is the merge
+            return sorted(itertools.chain.from_iterable(lists), key=last.__getitem__)
+        return list(heapq.merge(*lists, key=last.__getitem__))
 
     def _oldest(self) -> int:
         best, best_last = _NONE, float("inf")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import operator
 import os
 import struct
 from array import array
@@ -46,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from nfkit.flow.table import IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable
+from nfkit.flow.table import END_FLUSHED, IPPROTO_TCP, IPPROTO_UDP, TRANSPORT_NAMES, FlowTable
 from nfkit.flow.tcpstate import (
     CLIENT_IS_REPLY,
     REPLIED,
@@ -136,6 +137,29 @@ class FlowResult:
         except TypeError:  # a field that is not text: json's own way
             return json.dumps(self.as_json())
 
+    @staticmethod
+    def json_text(flows: Sequence[FlowResult]) -> str:
+        """Each flow's `json_line` and a newline, as one text (the quoted names written once)."""
+        heads: dict[str, str] = {}
+        tails: dict[str | None, str] = {}
+        lines = []
+        for r in flows:
+            fields, p, b, proto, app = r.fields, r.packets, r.bytes, r.proto, r.app
+            try:
+                head = heads.get(proto)
+                tail = tails.get(app)
+                if head is None:
+                    head = heads[proto] = '{"proto": ' + _quoted(proto) + ', "client": '
+                if tail is None:
+                    tail = tails[app] = ', "app": ' + _quoted(app or "unknown") + ', "fields": {'
+                inner = ", ".join([_quoted(k) + ": " + _quoted(v) for k, v in fields.items()])
+                lines.append(f'{head}{_quoted(r.client)}, "server": {_quoted(r.server)}{tail}{inner}}}, '
+                             f'"packets": [{int(p[0])}, {int(p[1])}], "bytes": [{int(b[0])}, {int(b[1])}]'
+                             + (', "evicted": true}\n' if r.evicted else "}\n"))
+            except TypeError:  # something that is not text (a field, say): json's own way
+                lines.append(json.dumps(r.as_json()) + "\n")
+        return "".join(lines)
+
 
 @dataclass
 class ClassifyReport:
@@ -149,6 +173,9 @@ class ClassifyReport:
     gaps: int = 0
     budget_evicted: int = 0  # flows the engine gave up on to stay within max_memory
     max_memory: int = MAX_MEMORY
+
+
+_ORDER = operator.attrgetter("order")  # (the report's sort key)
 
 
 class _Work:
@@ -465,20 +492,18 @@ class Classifier:
         """The flow in ``slot`` as reported, with its counts as they are now."""
         table = self.table
         proto, src, dst, sport, dport = table.fields_of(slot)
-        st = table.state[slot]
-        c = 1 if st & CLIENT_IS_REPLY else 0
-        if c:
-            src, dst, sport, dport = dst, src, dport, sport
-        s = 1 - c
         marks = self._marks[slot]
-        return FlowResult(
-            proto=TRANSPORT_NAMES.get(proto, str(proto)),
-            client=endpoint_text(src, sport), server=endpoint_text(dst, dport), app=app, fields=fields,
-            packets=[table.packets[c][slot], table.packets[s][slot]],
-            bytes=[table.octets[c][slot], table.octets[s][slot]],
-            chain=chain, first=self._first[slot], last=table.last[slot],
-            guessed_sides=bool(marks & _GUESSED), gap=bool(marks & _GAP),
-            evicted=bool(marks & _EVICTED), order=self._order[slot])
+        (p0, p1), (o0, o1) = table.packets, table.octets
+        if table.state[slot] & CLIENT_IS_REPLY:
+            client, server = endpoint_text(dst, dport), endpoint_text(src, sport)
+            packets, octets = [p1[slot], p0[slot]], [o1[slot], o0[slot]]
+        else:
+            client, server = endpoint_text(src, sport), endpoint_text(dst, dport)
+            packets, octets = [p0[slot], p1[slot]], [o0[slot], o1[slot]]
+        # (positional: keywords cost a third of the record)
+        return FlowResult(TRANSPORT_NAMES.get(proto) or str(proto), client, server, app, fields, packets,
+                          octets, chain, self._first[slot], table.last[slot], bool(marks & _GUESSED),
+                          bool(marks & _GAP), bool(marks & _EVICTED), self._order[slot])
 
     def _ended(self, slot: int, reason: str) -> None:
         if self._bulk is not None:
@@ -492,6 +517,44 @@ class Classifier:
         if self.on_flow is not None and not self._marks[slot] & _REPORTED:
             self.on_flow(result)
         self._marks[slot] = 0
+
+    def _flushed(self, slots: list[int]) -> None:
+        """`_ended` of every flow left at the end of a run (``slots`` in the order the flow
+        table ends them, `FlowTable.flush`): the same results, in one pass."""
+        if self.on_flow is not None or self._bulk is not None:
+            for slot in slots:  # (reports interleave with settling: one flow after the other)
+                self._ended(slot, END_FLUSHED)
+            return
+        work = self._work
+        if work:
+            for slot in slots:
+                w = work.get(slot)
+                if w is not None:
+                    self._settle(slot, w)
+        table = self.table
+        fields_of, state, last = table.fields_of, table.state, table.last
+        (p0, p1), (o0, o1) = table.packets, table.octets
+        first, order, marks, pop = self._first, self._order, self._marks, self._verdicts.pop
+        names = TRANSPORT_NAMES
+        append = self.results.append
+        for slot in slots:
+            verdict = pop(slot, None)
+            if verdict is None:
+                app, fields, chain = None, {}, []
+            else:
+                app, fields, chain, _ = verdict
+            proto, src, dst, sport, dport = fields_of(slot)
+            m = marks[slot]
+            if state[slot] & CLIENT_IS_REPLY:
+                client, server = endpoint_text(dst, dport), endpoint_text(src, sport)
+                packets, octets = [p1[slot], p0[slot]], [o1[slot], o0[slot]]
+            else:
+                client, server = endpoint_text(src, sport), endpoint_text(dst, dport)
+                packets, octets = [p0[slot], p1[slot]], [o0[slot], o1[slot]]
+            append(FlowResult(names.get(proto) or str(proto), client, server, app, fields, packets, octets,
+                              chain, first[slot], last[slot], bool(m & _GUESSED), bool(m & _GAP),
+                              bool(m & _EVICTED), order[slot]))
+            marks[slot] = 0
 
     # -- whole files ---------------------------------------------------------------
 
@@ -647,8 +710,8 @@ class Classifier:
 
     def finish(self) -> ClassifyReport:
         """End every flow and return the report (flows in order of first packet)."""
-        self.table.flush()
-        flows = sorted(self.results, key=lambda r: r.order)
+        self.table.flush(self._flushed)
+        flows = sorted(self.results, key=_ORDER)
         return ClassifyReport(flows=flows, stops=list(self.stops), packets=self.packets,
                               skipped=self.skipped, evicted=self.table.evicted,
                               gaps=self.reassembler.gaps, budget_evicted=self.budget_evicted,
