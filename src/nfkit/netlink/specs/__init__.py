@@ -11,9 +11,8 @@ extended-ACK offsets into attribute paths.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nfkit.netlink.codec import Attr, AttrSet, Kind
 from nfkit.netlink.consts import (
     NETLINK_NETFILTER,
     NFNL_SUBSYS_CTNETLINK,
@@ -21,6 +20,9 @@ from nfkit.netlink.consts import (
     NFNL_SUBSYS_NFTABLES,
     NFNL_SUBSYS_QUEUE,
 )
+
+if TYPE_CHECKING:
+    from nfkit.netlink.codec import Attr, AttrSet, Kind
 
 NFGEN_HEADER = 4  # struct nfgenmsg before the attributes of every nfnetlink message
 
@@ -39,6 +41,7 @@ def attrset(name: str, entries: dict[int, Any]) -> AttrSet:
 
     A trailing dict gives `Attr`'s keyword fields (enum, selector, variants).
     """
+    from nfkit.netlink.codec import Attr, AttrSet
     attrs: dict[int, Attr] = {}
     for num, entry in entries.items():
         if isinstance(entry, Attr):
@@ -58,6 +61,18 @@ def message_attrs(protocol: int, msg_type: int) -> tuple[AttrSet, int] | None:
         return None
     aset = importlib.import_module(module).MESSAGE_ATTRS.get(msg_type)
     return None if aset is None else (aset, NFGEN_HEADER)
+
+
+def __getattr__(name: str) -> object:
+    # the codec's names, re-exported, imported when first asked for (the TCP states of
+    # conntrack_tcp, which the flow table shares, need no codec)
+    if name not in ("Attr", "AttrSet", "Kind"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from nfkit.netlink import codec
+
+    value = getattr(codec, name)
+    globals()[name] = value
+    return value
 
 
 __all__ = ["attrset", "message_attrs", "Attr", "AttrSet", "Kind"]
