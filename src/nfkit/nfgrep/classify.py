@@ -525,12 +525,8 @@ class Classifier:
             for slot in slots:  # (reports interleave with settling: one flow after the other)
                 self._ended(slot, END_FLUSHED)
             return
-        work = self._work
-        if work:
-            for slot in slots:
-                w = work.get(slot)
-                if w is not None:
-                    self._settle(slot, w)
+        for slot, w in list(self._work.items()):  # (in any order: nothing is reported)
+            self._settle(slot, w)
         table = self.table
         fields_of, state, last = table.fields_of, table.state, table.last
         (p0, p1), (o0, o1) = table.packets, table.octets
