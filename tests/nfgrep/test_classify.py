@@ -117,8 +117,8 @@ def test_a_flows_json_line_is_what_json_dumps_writes(proto: str, client: str, se
     # the bulk text: the lines, each ended, the odd one among others too
     twin = FlowResult(proto, server, client, app, fields, counts[2:], counts[:2], evicted=not evicted)
     flows = [r, twin, odd, r]
-    assert FlowResult.json_text(flows) == "".join(json.dumps(f.as_json()) + "\n" for f in flows)
-    assert FlowResult.json_text([]) == ""
+    assert FlowResult.json_lines(flows) == [json.dumps(f.as_json()) + "\n" for f in flows]
+    assert FlowResult.json_lines([]) == []
 
 
 def test_the_end_of_a_run_reports_as_flow_by_flow() -> None:

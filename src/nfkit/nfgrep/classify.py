@@ -138,8 +138,8 @@ class FlowResult:
             return json.dumps(self.as_json())
 
     @staticmethod
-    def json_text(flows: Sequence[FlowResult]) -> str:
-        """Each flow's `json_line` and a newline, as one text (the quoted names written once)."""
+    def json_lines(flows: Sequence[FlowResult]) -> list[str]:
+        """Each flow's `json_line` and a newline (the quoted names written once for all)."""
         heads: dict[str, str] = {}
         tails: dict[str | None, str] = {}
         lines = []
@@ -158,7 +158,7 @@ class FlowResult:
                              + (', "evicted": true}\n' if r.evicted else "}\n"))
             except TypeError:  # something that is not text (a field, say): json's own way
                 lines.append(json.dumps(r.as_json()) + "\n")
-        return "".join(lines)
+        return lines
 
 
 @dataclass
