@@ -535,6 +535,9 @@ class Classifier:
         append = self.results.append
         for slot in slots:
             verdict = pop(slot, None)
+            app: str | None
+            fields: dict[str, str]
+            chain: list[str]
             if verdict is None:
                 app, fields, chain = None, {}, []
             else:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import CodeType, FunctionType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from nfkit.nfgrep.bytecode import BINOPS, CMPS, MAX_KEEP_BYTES, OPS, Block, Instr, Program, nest
 
@@ -548,10 +548,11 @@ def bind(code: CodeType, names: dict[str, object]) -> StepFunction:
     return FunctionType(code, env, "step", (env["NOFIELDS"],))  # F=NOFIELDS (`_Generator.step`)
 
 
-def constants_of(fn: StepFunction) -> dict[str, object]:
-    """The constants a step function was bound with (`bind`'s ``names``)."""
-    return {k: v for k, v in fn.__globals__.items()
-            if k not in _HELPERS and k not in ("NOFIELDS", "__builtins__")}
+def unbind(fn: StepFunction) -> tuple[CodeType, dict[str, object]]:
+    """The code and constants a step function was bound with (`bind`'s arguments)."""
+    f = cast(FunctionType, fn)
+    return f.__code__, {k: v for k, v in f.__globals__.items()
+                        if k not in _HELPERS and k not in ("NOFIELDS", "__builtins__")}
 
 
 def generate(verified: Verified, counting: bool = False) -> list[list[tuple[StepFunction, str]]]:

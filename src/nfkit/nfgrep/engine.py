@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nfkit.errors import InputError
 from nfkit.nfgrep.bytecode import OPCODES, TCP, UDP
-from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, bind, constants_of, first_bytes, generate
+from nfkit.nfgrep.codegen import FAIL, GIVE_UP, NEED, StepFunction, bind, first_bytes, generate, unbind
 
 if TYPE_CHECKING:  # verified programs come from the loader, which imports the verifier
     from nfkit.nfgrep.verifier import Verified
@@ -157,8 +157,7 @@ def record_of(sig: Signature) -> tuple[Any, ...]:
     """A loaded signature as plain values (marshal keeps them: the loader's cache);
     `from_record` gives the signature back."""
     return (sig.name, sig.transports, sorted(sig.ports), sig.after, sig.nvars,
-            [(s.name, s.watch, s.direction, s.fn.__code__, constants_of(s.fn), s.cost, s.source)
-             for s in sig.steps + sig.watches],
+            [(s.name, s.watch, s.direction, *unbind(s.fn), s.cost, s.source) for s in sig.steps + sig.watches],
             sig.origin, sig.first, sig.announces)
 
 

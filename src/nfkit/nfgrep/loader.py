@@ -149,8 +149,9 @@ def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] 
     files = rule_files(paths)
     key = rules_key(files, counting)
     cache = cache_dir()
-    entry = None if key is None or cache is None else cache / f"{key}.rules"
-    if entry is not None:
+    entry = None
+    if key is not None and cache is not None:
+        entry = cache / f"{key}.rules"
         rules = _cached_rules(entry, key)
         if rules is not None:
             return rules
