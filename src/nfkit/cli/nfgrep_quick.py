@@ -3,7 +3,8 @@
 Owns: printing a classify report (each flow's line, the notes on stderr) and
 the process's heap setting, for the click command (`nfkit.cli.nfgrep_classify`)
 and for `quick_classify`, which `nfkit.cli.entry` calls before click is
-imported (about 0.02-0.03 s of a run's start-up).  Must not know: options
+imported (about 0.02-0.03 s of a run's start-up) and which ends the process
+itself (a one-shot command).  Must not know: options
 other than ``--json`` (the click command parses every other command line).
 """
 
