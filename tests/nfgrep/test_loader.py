@@ -296,3 +296,26 @@ def test_without_a_cache_the_rules_load_the_same(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("NFKIT_CACHE_DIR", str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a directory")
     _same(plain, loader.load_rules(None))
+
+
+def test_writing_a_rules_entry_removes_the_old_ones(tmp_path: Path, cache: Path) -> None:
+    import time
+
+    source = tmp_path / "mine.nfg"
+    source.write_text(RULE)
+    loader.load_rules(source)
+    first = _rules_entry(cache, [source])
+    source.write_text(RULES_TWO)
+    loader.load_rules(source)
+    second = _rules_entry(cache, [source])
+    nfgb = next(cache.glob("*.nfgb"))
+    old = time.time() - loader.RULES_MAX_AGE - 60
+    for p in (first, nfgb):
+        os.utime(p, (old, old))
+    assert first.exists() and second.exists()
+    source.write_text(PLANTED)
+    loader.load_rules(source)  # a third entry written: the first, too old, goes
+    assert not first.exists() and second.exists() and _rules_entry(cache, [source]).exists()
+    assert nfgb.exists()  # (compiled files are not the rule sets' business)
+    source.write_text(RULE)  # and an entry written again is new again
+    assert [s.name for s in loader.load_rules(source)] == ["mine"] and first.exists()

@@ -25,7 +25,8 @@ rule file's path and text, the source of every module from the parser to the
 engine, nfkit's and Python's versions, ``counting``), and it carries that
 name and the SHA-256 of its contents, checked before it is decoded.  An entry
 that fails any check is not used (the rules are loaded from their files and
-the entry written again).
+the entry written again).  Writing an entry removes those written more than
+`RULES_MAX_AGE` ago.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import hashlib
 import marshal
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +50,7 @@ SIGNATURES = Path(__file__).with_name("signatures")
 PIPELINE = ("parser.py", "tree.py", "compiler.py", "bytecode.py", "errors.py", "verifier.py",
             "codegen.py", "engine.py", "loader.py")
 _RULES_MAGIC = b"nfgrep rules 1\n"
+RULES_MAX_AGE = 30 * 86400  # seconds: an older rule-set entry goes when another is written
 
 
 def cache_dir() -> Path | None:
@@ -166,7 +169,22 @@ def load_rules(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] 
         except ValueError:  # (not reached: a record is plain values and code)
             return rules
         _store(entry, _RULES_MAGIC + hashlib.sha256(payload).digest() + payload)
+        _prune(entry.parent)
     return rules
+
+
+def _prune(cache: Path) -> None:
+    """Remove rule-set entries written more than `RULES_MAX_AGE` ago: each new nfkit source
+    or rule set makes one, and an entry still in use is only written again (once)."""
+    now = time.time()
+    try:
+        with os.scandir(cache) as found:
+            old = [e.path for e in found if e.name.endswith(".rules")
+                   and e.stat(follow_symlinks=False).st_mtime < now - RULES_MAX_AGE]
+        for path in old:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def rules_key(files: list[Path], counting: bool = False) -> str | None:
@@ -226,5 +244,5 @@ def app_names(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str] |
     return list(names)
 
 
-__all__ = ["PIPELINE", "SIGNATURES", "app_names", "cache_dir", "cache_key", "load_program", "load_rules",
+__all__ = ["PIPELINE", "RULES_MAX_AGE", "SIGNATURES", "app_names", "cache_dir", "cache_key", "load_program", "load_rules",
            "rule_files", "rules_key"]
