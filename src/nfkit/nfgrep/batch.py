@@ -60,12 +60,12 @@ def stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
 
 
 def _leads(h: np.ndarray, cols: list[np.ndarray], n: int) -> np.ndarray:
-    """Per frame, the first frame with the same key (``cols``, whose hash is ``h``).
+    """Per item, the first item with the same key (``cols``, whose hash is ``h``).
 
-    Each round puts the frames left in a table by 16 bits of their hash: a
-    slot's first frame leads every frame of the slot with its key, the others
+    Each round puts the items left in a table by 16 bits of their hash: a
+    slot's first item leads every item of the slot with its key, the others
     (a different key in the same slot) go on to the next round, with the next
-    16 bits.  Frames still left after the hash's 64 bits are sorted by key.
+    16 bits.  Items still left after the hash's 64 bits are sorted by key.
     """
     lead = np.empty(n, dtype=np.int64)
     todo = np.arange(n, dtype=np.int64)
@@ -102,6 +102,37 @@ def _leads(h: np.ndarray, cols: list[np.ndarray], n: int) -> np.ndarray:
     new[1:] = (sk[:, 1:] != sk[:, :-1]).any(axis=0)
     lead[todo[order]] = todo[order[np.flatnonzero(new)]][np.cumsum(new) - 1]
     return lead
+
+
+_U = np.uint64
+_CHUNK = 4096  # rows copied at once by `_Words` (the source rows of a chunk stay in cache)
+
+
+class _Words:
+    """Bytes ``[0, 8 * count)`` of ``n`` rows as big-endian 64-bit words, one contiguous
+    array per word, and any field of up to 8 bytes in them as a uint64 array."""
+
+    def __init__(self, rows: tuple[np.ndarray, int], n: int, count: int = 7) -> None:
+        array, base = rows
+        width = array.shape[1] if array.ndim == 2 else 0
+        src = np.ndarray(shape=(n, count), dtype=">u8", buffer=array, offset=base,
+                         strides=(width, 8))
+        self.words = words = np.empty((count, n), dtype=np.uint64)
+        # word by word over a chunk of rows: each word a strided read of rows still in cache
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            for k in range(count):
+                words[k, lo:hi] = src[lo:hi, k]
+
+    def __call__(self, at: int, size: int) -> np.ndarray:
+        """The big-endian ``size``-byte field at byte ``at`` of each row (a new array)."""
+        k, r = divmod(at, 8)
+        w = self.words
+        if r + size <= 8:
+            x = w[k] >> _U(64 - 8 * (r + size))
+            return x & _U((1 << (8 * size)) - 1) if size < 8 else x
+        high = (w[k] << _U(8 * r)) >> _U(64 - 8 * size)
+        return high | (w[k + 1] >> _U(128 - 8 * (r + size)))
 
 
 def frame_heads(buf: Any, start: np.ndarray, width: int = HEAD) -> np.ndarray:
@@ -208,43 +239,56 @@ class Batch:
 
         ok &= c >= ipoff + pick(40, 20)
 
-        # network layer (ipoff + 40 <= 60: every header byte read lies in the rows)
-        ip = rows_at(ipoff, 40)
-        ihl = column(ip, 0, 1) & 0x0F
-        total = column(ip, 2, 2).astype(np.int64)
-        plen6 = column(ip, 4, 2).astype(np.int64)
-        proto = pick(column(ip, 6, 1), column(ip, 9, 1)).astype(np.int64)  # IPv6: next header is byte 6
+        # network and transport layers: the 56 bytes from the IP header on (ipoff + 56 <= 76)
+        # as seven big-endian 64-bit words per frame, each a contiguous array, so that a
+        # field is a shift and a mask (whole-array operations, no more strided reads)
+        word = _Words(rows_at(ipoff, 56), n)
+        ihl = word(0, 1) & _U(0x0F)
+        total = word(2, 2)
+        plen6 = word(4, 2)
+        proto = pick(word(6, 1), word(9, 1))  # IPv6: next header is byte 6
         if not all6:  # options are fine; ihl < 5 and fragments: decode()
-            ok &= ~(v4 & ((ihl < 5) | ((column(ip, 6, 2) & 0x1FFF) != 0)))
+            ok &= ~(v4 & ((ihl < _U(5)) | ((word(6, 2) & _U(0x1FFF)) != 0)))
         ok &= _among(proto, _IPV6_DIRECT)
-        hlen = ihl.astype(np.int64) * 4
+        hlen = ihl << _U(2)
+        # addresses as (high, low) 64-bit words; IPv4 in the low word
+        if some6:
+            zero = _U(0)
+            a_hi, a_lo = pick(word(8, 8), zero), pick(word(16, 8), word(12, 4))
+            b_hi, b_lo = pick(word(24, 8), zero), pick(word(32, 8), word(16, 4))
+        else:
+            a_hi, a_lo = np.zeros(n, dtype=np.uint64), word(12, 4)
+            b_hi, b_lo = np.zeros(n, dtype=np.uint64), word(16, 4)
+        # the transport header: 20 bytes on (IPv4 without options) or 40 (IPv6); where
+        # another IPv4 header length puts it (options; or what a frame that is no IPv4 packet
+        # says), its first 16 bytes gathered for those frames (l4 <= 20 + 60, l4 + 16 <= HEAD)
+        sport = pick(word(40, 2), word(20, 2))
+        dport = pick(word(42, 2), word(22, 2))
+        seq = pick(word(44, 4), word(24, 4))
+        doff = pick(word(52, 1), word(32, 1)) >> _U(4)
+        flags = pick(word(53, 1), word(33, 1))
+        hlen = hlen.view(np.int64)
         l4 = ipoff + pick(40, hlen)
+        odd = np.flatnonzero(~v6 & (hlen != 20)) if not all6 else ()
+        if len(odd):
+            at = l4[odd] if not isinstance(l4, int) else l4
+            items = np.ndarray(shape=(n * width - skip - 16 + 1,), dtype="V16", buffer=head,
+                               offset=skip, strides=(1,))
+            th = items[odd * width + at].view(np.uint8).reshape(len(odd), 16)
+            th_word = _Words((th, 0), len(odd), 2)
+            sport[odd], dport[odd], seq[odd] = th_word(0, 2), th_word(2, 2), th_word(4, 4)
+            doff[odd], flags[odd] = th_word(12, 1) >> _U(4), th_word(13, 1)
+        total, plen6, proto = total.view(np.int64), plen6.view(np.int64), proto.view(np.int64)
         end = pick(l4 + plen6, ipoff + total)
         cut = end > c
         cut |= pick(plen6 == 0, total < hlen)
         end = np.where(cut, c, end)
         tcp = proto == 6
         ok &= c >= l4 + np.where(tcp, 14, 4)
-        # addresses as (high, low) 64-bit words; IPv4 in the low word
-        if some6:
-            zero = np.uint64(0)
-            a_hi = pick(column(ip, 8, 8), zero).astype(np.uint64)
-            a_lo = pick(column(ip, 16, 8), column(ip, 12, 4)).astype(np.uint64)
-            b_hi = pick(column(ip, 24, 8), zero).astype(np.uint64)
-            b_lo = pick(column(ip, 32, 8), column(ip, 16, 4)).astype(np.uint64)
-        else:
-            a_hi = np.zeros(n, dtype=np.uint64)
-            b_hi = np.zeros(n, dtype=np.uint64)
-            a_lo = column(ip, 12, 4).astype(np.uint64)
-            b_lo = column(ip, 16, 4).astype(np.uint64)
-
-        # transport (l4 <= 20 + 60 and l4 + 16 <= HEAD: its first 16 bytes lie in the rows)
-        th = rows_at(uniform(l4), 16)
-        sport = column(th, 0, 2).astype(np.int64)
-        dport = column(th, 2, 2).astype(np.int64)
-        seq = np.where(tcp, column(th, 4, 4), 0).astype(np.int64)
-        flags = np.where(tcp, column(th, 13, 1), 0).astype(np.int64)
-        pstart = l4 + np.where(tcp, (column(th, 12, 1) >> 4).astype(np.int64) * 4, 8)
+        sport, dport = sport.view(np.int64), dport.view(np.int64)
+        seq = np.where(tcp, seq.view(np.int64), 0)
+        flags = np.where(tcp, flags.view(np.int64), 0)
+        pstart = l4 + np.where(tcp, doff.view(np.int64) << 2, 8)
         self.v6 = v6
         self.valid = ok.copy()
         self.proto = proto
@@ -355,18 +399,29 @@ class Batch:
                     np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo),
                     np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo)]
         self.orient = gt.astype(np.int64)
-        with np.errstate(over="ignore"):
-            h = cols[0] * _MIX
+        n = self.n
+        # frames of one flow mostly follow each other: only a frame whose key is not its
+        # predecessor's (the head of a run) is looked up; the rest of a run is its head's
+        heads = np.ones(n, dtype=bool)
+        if n:
+            same = cols[0][1:] == cols[0][:-1]
             for col in cols[1:]:
+                same &= col[1:] == col[:-1]
+            np.logical_not(same, out=heads[1:])
+        at = np.flatnonzero(heads)
+        keys = [col[at] for col in cols]
+        with np.errstate(over="ignore"):
+            h = keys[0] * _MIX
+            for col in keys[1:]:
                 h ^= h >> np.uint64(29)
                 h = (h ^ col) * _MIX
             h ^= h >> np.uint64(32)
-        lead = _leads(h, cols, self.n)
+        lead = _leads(h, keys, len(at))  # per run, the first run with its key
         # groups numbered in order of first frame
-        every = np.arange(self.n, dtype=np.int64)
-        is_first = lead == every
-        self.first = np.flatnonzero(is_first)
-        self.group = (np.cumsum(is_first) - 1)[lead]
+        is_first = lead == np.arange(len(at))
+        runs = np.diff(at, append=n)
+        self.first = at[is_first]
+        self.group = np.repeat((np.cumsum(is_first) - 1)[lead], runs)
         self.ngroups = len(self.first)
 
     # -- one frame as decode() gives it -------------------------------------------
