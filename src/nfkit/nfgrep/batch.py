@@ -105,7 +105,7 @@ def _leads(h: np.ndarray, cols: list[np.ndarray], n: int) -> np.ndarray:
 
 
 _U = np.uint64
-_CHUNK = 4096  # rows copied at once by `_Words` (the source rows of a chunk stay in cache)
+_ROWS = 8192  # frames parsed at once by `Batch` (their rows and columns stay in cache)
 
 
 class _Words:
@@ -118,11 +118,8 @@ class _Words:
         src = np.ndarray(shape=(n, count), dtype=">u8", buffer=array, offset=base,
                          strides=(width, 8))
         self.words = words = np.empty((count, n), dtype=np.uint64)
-        # word by word over a chunk of rows: each word a strided read of rows still in cache
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
-            for k in range(count):
-                words[k, lo:hi] = src[lo:hi, k]
+        for k in range(count):
+            words[k] = src[:, k]
 
     def __call__(self, at: int, size: int) -> np.ndarray:
         """The big-endian ``size``-byte field at byte ``at`` of each row (a new array)."""
@@ -192,8 +189,33 @@ class Batch:
         # headers do) are gathered first as short rows of their own, so that each field
         # is again a column (one gather per header instead of one per field)
         head = np.ascontiguousarray(head)
+        assert head.shape[1] >= skip + HEAD
+        self.valid = np.empty(n, dtype=bool)
+        self.v6 = np.empty(n, dtype=bool)
+        self.proto, self.sport, self.dport, self.flags, self.seq, self.size, self.pstart, \
+            self.pend, self.addr_at = (np.empty(n, dtype=np.int64) for _ in range(9))
+        self.a = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64))
+        self.b = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64))
+        # a few thousand frames at a time: their rows and the columns made of them stay in
+        # cache (three times cheaper than whole batches on the bench capture)
+        scalar = np.ndim(link) == 0
+        links = int(link) if scalar else np.asarray(link, dtype=np.int64)  # type: ignore[arg-type]
+        for lo in range(0, max(n, 1), _ROWS):
+            hi = min(lo + _ROWS, n)
+            self._parse(head[lo:hi] if n else head, skip, c[lo:hi], f[lo:hi],
+                        links if scalar else links[lo:hi], lo)  # type: ignore[index]
+        self.slow: dict[int, Decoded] = {}
+        for i in np.flatnonzero(~self.valid).tolist():
+            frame_bytes = buf[int(f[i]):int(f[i] + c[i])]
+            self._fill(i, decode(int(link if scalar else links[i]), bytes(frame_bytes)))  # type: ignore[index,arg-type]
+        self._group()
+
+    def _parse(self, head: np.ndarray, skip: int, c: np.ndarray, f: np.ndarray,
+               link: np.ndarray | int, lo: int) -> None:
+        """The columns of frames ``lo, lo + 1, ...`` (rows ``head``, capture lengths ``c``,
+        starts ``f``); ``valid`` says which of them the parse covers."""
+        n = len(c)
         width = head.shape[1]
-        assert width >= skip + HEAD
 
         def column(rows: tuple[np.ndarray, int], at: int, size: int) -> np.ndarray:
             """Big-endian ``size``-byte words at byte ``at`` of each row of ``rows`` (a
@@ -222,10 +244,10 @@ class Batch:
         frame = (head, skip)
         # link layer: ethertype and where the IP header starts (an int when the same for all)
         ipoff: np.ndarray | int
-        if np.ndim(link) == 0:
-            et, ipoff = self._link(int(link), frame, column, ok)
+        if isinstance(link, int):
+            et, ipoff = self._link(link, frame, column, ok)
         else:
-            et, ipoff = self._links(np.asarray(link, dtype=np.int64), frame, column, ok)
+            et, ipoff = self._links(link, frame, column, ok)
             ipoff = uniform(ipoff)
         v4 = ok & (et == ETH_IPV4)
         v6 = ok & (et == ETH_IPV6)
@@ -289,30 +311,24 @@ class Batch:
         seq = np.where(tcp, seq.view(np.int64), 0)
         flags = np.where(tcp, flags.view(np.int64), 0)
         pstart = l4 + np.where(tcp, doff.view(np.int64) << 2, 8)
-        self.v6 = v6
-        self.valid = ok.copy()
-        self.proto = proto
-        self.sport, self.dport, self.seq, self.flags = sport, dport, seq, flags
-        self.pstart = f + pstart
-        self.pend = f + end
-        self.size = end - ipoff
-        self.addr_at = f + (ipoff + pick(8, 12))  # the source address; the destination follows
-        self.a = (a_hi, a_lo)
-        self.b = (b_hi, b_lo)
-        self.slow: dict[int, Decoded] = {}
-        if not ok.all():
-            links = np.broadcast_to(np.asarray(link, dtype=np.int64), (n,))
-            for i in np.flatnonzero(~ok).tolist():
-                frame_bytes = buf[int(f[i]):int(f[i] + c[i])]
-                self._fill(i, decode(int(links[i]), bytes(frame_bytes)))
-        self._group()
+        hi = lo + n
+        self.valid[lo:hi] = ok
+        self.v6[lo:hi] = v6
+        self.proto[lo:hi], self.sport[lo:hi], self.dport[lo:hi] = proto, sport, dport
+        self.flags[lo:hi], self.seq[lo:hi] = flags, seq
+        self.pstart[lo:hi] = f + pstart
+        self.pend[lo:hi] = f + end
+        self.size[lo:hi] = end - ipoff
+        self.addr_at[lo:hi] = f + (ipoff + pick(8, 12))  # the source address; the destination follows
+        self.a[0][lo:hi], self.a[1][lo:hi] = a_hi, a_lo
+        self.b[0][lo:hi], self.b[1][lo:hi] = b_hi, b_lo
 
     @staticmethod
     def _link(link: int, frame: tuple[np.ndarray, int], column: Any, ok: np.ndarray) -> tuple[np.ndarray, Any]:
         """Ethertype per frame and IP header offset (an int, or per frame when VLAN tags
         vary) for frames all of one link type; frames it does not parse cleared in ``ok``."""
         if link == LINK_ETHERNET:
-            e0 = column(frame, 12, 2)
+            e0 = column(frame, 12, 2).astype(np.uint16)  # once contiguous, compared at SIMD speed
             tagged = _among(e0, _VLAN)
             if not tagged.any():
                 return e0, 14
@@ -375,41 +391,59 @@ class Batch:
                 side[0][i] = 0
                 side[1][i] = int.from_bytes(addr, "big")
 
-    def _group(self) -> None:
-        """Symmetric key per frame: (transport, family, lower endpoint, higher endpoint)."""
-        a_hi, a_lo = self.a
-        b_hi, b_lo = self.b
-        sp = self.sport.astype(np.uint64)
-        dp = self.dport.astype(np.uint64)
+    def _keys(self, lo: int, hi: int, wide: bool) -> tuple[list[np.ndarray], np.ndarray]:
+        """Frames ``lo:hi``'s key words (two when ``wide`` is false: no IPv6 frame in the
+        batch) and whether each frame's source is the higher endpoint."""
+        a_hi, a_lo = self.a[0][lo:hi], self.a[1][lo:hi]
+        b_hi, b_lo = self.b[0][lo:hi], self.b[1][lo:hi]
+        sp = self.sport[lo:hi].view(np.uint64)
+        dp = self.dport[lo:hi].view(np.uint64)
         # transport and family: proto * 2 + v6, or 512 + v6 for a frame that is not a packet
-        kind = np.where(self.valid, self.proto * 2, 512)
-        kind += self.v6
-        kind = kind.astype(np.uint64)
-        if not self.v6.any():
+        kind = np.where(self.valid[lo:hi], self.proto[lo:hi], 256) * 2
+        kind |= self.v6[lo:hi].astype(np.int64)
+        kind = kind.view(np.uint64)
+        if not wide:
             # IPv4 only (every high word 0): an endpoint is address << 16 | port, and the key
             # is two words: transport and family above the lower endpoint, the higher one
             ea = (a_lo << np.uint64(16)) | sp
             eb = (b_lo << np.uint64(16)) | dp
             gt = ea > eb
-            cols = [np.minimum(ea, eb) | (kind << np.uint64(48)), np.maximum(ea, eb)]
-        else:
-            gt = (a_hi > b_hi) | ((a_hi == b_hi) & ((a_lo > b_lo) | ((a_lo == b_lo) & (sp > dp))))
-            low_port = np.where(gt, dp, sp)
-            cols = [(kind << np.uint64(32)) | (low_port << np.uint64(16)) | (sp ^ dp ^ low_port),
-                    np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo),
-                    np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo)]
-        self.orient = gt.astype(np.int64)
+            return [np.minimum(ea, eb) | (kind << np.uint64(48)), np.maximum(ea, eb)], gt
+        gt = (a_hi > b_hi) | ((a_hi == b_hi) & ((a_lo > b_lo) | ((a_lo == b_lo) & (sp > dp))))
+        low_port = np.where(gt, dp, sp)
+        return [(kind << np.uint64(32)) | (low_port << np.uint64(16)) | (sp ^ dp ^ low_port),
+                np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo),
+                np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo)], gt
+
+    def _group(self) -> None:
+        """Symmetric key per frame: (transport, family, lower endpoint, higher endpoint)."""
         n = self.n
+        wide = bool(self.v6.any())  # IPv6 addresses: five key words, else two
+        self.orient = np.empty(n, dtype=np.int64)
         # frames of one flow mostly follow each other: only a frame whose key is not its
         # predecessor's (the head of a run) is looked up; the rest of a run is its head's
-        heads = np.ones(n, dtype=bool)
-        if n:
+        at_parts: list[np.ndarray] = []
+        key_parts: list[list[np.ndarray]] = []
+        prev: list[Any] = []
+        for lo in range(0, n, _ROWS):
+            hi = min(lo + _ROWS, n)
+            cols, gt = self._keys(lo, hi, wide)
+            self.orient[lo:hi] = gt
+            heads = np.ones(hi - lo, dtype=bool)
             same = cols[0][1:] == cols[0][:-1]
             for col in cols[1:]:
                 same &= col[1:] == col[:-1]
             np.logical_not(same, out=heads[1:])
-        at = np.flatnonzero(heads)
-        keys = [col[at] for col in cols]
+            if prev:
+                heads[0] = any(p != col[0] for p, col in zip(prev, cols, strict=True))
+            prev = [col[-1] for col in cols]
+            at = np.flatnonzero(heads)
+            at_parts.append(at + lo)
+            key_parts.append([col[at] for col in cols])
+        if not key_parts:
+            at_parts, key_parts = [np.zeros(0, dtype=np.int64)], [[np.zeros(0, dtype=np.uint64)] * 2]
+        at = np.concatenate(at_parts)
+        keys = [np.concatenate(part) for part in zip(*key_parts, strict=True)]
         with np.errstate(over="ignore"):
             h = keys[0] * _MIX
             for col in keys[1:]:
