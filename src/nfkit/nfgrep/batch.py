@@ -259,36 +259,38 @@ class Batch:
             """``x6`` for IPv6 frames, ``x4`` for the others."""
             return x6 if all6 else np.where(v6, x6, x4) if some6 else x4
 
-        ok &= c >= ipoff + pick(40, 20)
 
         # network and transport layers: the 56 bytes from the IP header on (ipoff + 56 <= 76)
         # as seven big-endian 64-bit words per frame, each a contiguous array, so that a
         # field is a shift and a mask (whole-array operations, no more strided reads)
         word = _Words(rows_at(ipoff, 56), n)
+        w = word.words
         ihl = word(0, 1) & _U(0x0F)
         total = word(2, 2)
         plen6 = word(4, 2)
         proto = pick(word(6, 1), word(9, 1))  # IPv6: next header is byte 6
         if not all6:  # options are fine; ihl < 5 and fragments: decode()
-            ok &= ~(v4 & ((ihl < _U(5)) | ((word(6, 2) & _U(0x1FFF)) != 0)))
+            ok &= ~(v4 & ((ihl < _U(5)) | ((w[0] & _U(0x1FFF)) != 0)))
         ok &= _among(proto, _IPV6_DIRECT)
         hlen = ihl << _U(2)
         # addresses as (high, low) 64-bit words; IPv4 in the low word
         if some6:
             zero = _U(0)
-            a_hi, a_lo = pick(word(8, 8), zero), pick(word(16, 8), word(12, 4))
-            b_hi, b_lo = pick(word(24, 8), zero), pick(word(32, 8), word(16, 4))
+            a_hi, a_lo = pick(w[1], zero), pick(w[2], w[1] & _U(0xFFFFFFFF))
+            b_hi, b_lo = pick(w[3], zero), pick(w[4], w[2] >> _U(32))
         else:
-            a_hi, a_lo = np.zeros(n, dtype=np.uint64), word(12, 4)
-            b_hi, b_lo = np.zeros(n, dtype=np.uint64), word(16, 4)
-        # the transport header: 20 bytes on (IPv4 without options) or 40 (IPv6); where
-        # another IPv4 header length puts it (options; or what a frame that is no IPv4 packet
-        # says), its first 16 bytes gathered for those frames (l4 <= 20 + 60, l4 + 16 <= HEAD)
-        sport = pick(word(40, 2), word(20, 2))
-        dport = pick(word(42, 2), word(22, 2))
-        seq = pick(word(44, 4), word(24, 4))
-        doff = pick(word(52, 1), word(32, 1)) >> _U(4)
-        flags = pick(word(53, 1), word(33, 1))
+            a_hi, a_lo = np.zeros(n, dtype=np.uint64), w[1] & _U(0xFFFFFFFF)
+            b_hi, b_lo = np.zeros(n, dtype=np.uint64), w[2] >> _U(32)
+        # the transport header's first 16 bytes as two words: 20 bytes on (IPv4 without
+        # options) or 40 (IPv6); where another IPv4 header length puts it (options; or what
+        # a frame that is no IPv4 packet says), gathered for those frames (l4 <= 20 + 60,
+        # l4 + 16 <= HEAD)
+        t0 = t1 = None
+        if not all6:
+            t0 = (w[2] << _U(32)) | (w[3] >> _U(32))
+            t1 = (w[3] << _U(32)) | (w[4] >> _U(32))
+        t0 = pick(w[5], t0)
+        t1 = pick(w[6], t1)
         hlen = hlen.view(np.int64)
         l4 = ipoff + pick(40, hlen)
         odd = np.flatnonzero(~v6 & (hlen != 20)) if not all6 else ()
@@ -297,15 +299,20 @@ class Batch:
             items = np.ndarray(shape=(n * width - skip - 16 + 1,), dtype="V16", buffer=head,
                                offset=skip, strides=(1,))
             th = items[odd * width + at].view(np.uint8).reshape(len(odd), 16)
-            th_word = _Words((th, 0), len(odd), 2)
-            sport[odd], dport[odd], seq[odd] = th_word(0, 2), th_word(2, 2), th_word(4, 4)
-            doff[odd], flags[odd] = th_word(12, 1) >> _U(4), th_word(13, 1)
+            th_words = _Words((th, 0), len(odd), 2).words
+            t0[odd], t1[odd] = th_words[0], th_words[1]
+        sport = t0 >> _U(48)
+        dport = (t0 >> _U(32)) & _U(0xFFFF)
+        seq = t0 & _U(0xFFFFFFFF)
+        doff = (t1 >> _U(28)) & _U(0x0F)
+        flags = (t1 >> _U(16)) & _U(0xFF)
         total, plen6, proto = total.view(np.int64), plen6.view(np.int64), proto.view(np.int64)
         end = pick(l4 + plen6, ipoff + total)
         cut = end > c
         cut |= pick(plen6 == 0, total < hlen)
         end = np.where(cut, c, end)
         tcp = proto == 6
+        # the transport header's first bytes in the frame (so its IP header too: l4 is past it)
         ok &= c >= l4 + np.where(tcp, 14, 4)
         sport, dport = sport.view(np.int64), dport.view(np.int64)
         seq = np.where(tcp, seq.view(np.int64), 0)
