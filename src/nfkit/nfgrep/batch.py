@@ -12,6 +12,12 @@ transports, frames cut short, link types other than Ethernet, SLL, SLL2 and
 raw IP) is decoded alone by `decode` and its columns are filled from that.
 ``tests/nfgrep/test_batch.py`` checks the columns against `decode` frame by
 frame on hypothesis-made frames.
+
+Cost, not meaning: numpy's strided reads of the rows and the temporaries of
+whole-batch arrays are what a batch costs, so frames are parsed and keyed in
+pieces of `_ROWS` (rows and columns stay in cache), each header read as a
+few contiguous word arrays, and only the first frame of each run of one key
+(most frames follow one of their own flow) is looked up by hash.
 """
 
 from __future__ import annotations
@@ -110,7 +116,8 @@ _ROWS = 8192  # frames parsed at once by `Batch` (their rows and columns stay in
 
 class _Words:
     """Bytes ``[0, 8 * count)`` of ``n`` rows as big-endian 64-bit words, one contiguous
-    array per word, and any field of up to 8 bytes in them as a uint64 array."""
+    array per word (``words[k]``: bytes ``8k`` to ``8k + 7``), and a field in one of them as
+    a uint64 array."""
 
     def __init__(self, rows: tuple[np.ndarray, int], n: int, count: int = 7) -> None:
         array, base = rows
@@ -122,14 +129,12 @@ class _Words:
             words[k] = src[:, k]
 
     def __call__(self, at: int, size: int) -> np.ndarray:
-        """The big-endian ``size``-byte field at byte ``at`` of each row (a new array)."""
+        """The big-endian ``size``-byte field at byte ``at`` of each row (a new array); the
+        field lies in one word."""
         k, r = divmod(at, 8)
-        w = self.words
-        if r + size <= 8:
-            x = w[k] >> _U(64 - 8 * (r + size))
-            return x & _U((1 << (8 * size)) - 1) if size < 8 else x
-        high = (w[k] << _U(8 * r)) >> _U(64 - 8 * size)
-        return high | (w[k + 1] >> _U(128 - 8 * (r + size)))
+        assert r + size <= 8
+        x = self.words[k] >> _U(64 - 8 * (r + size))
+        return x & _U((1 << (8 * size)) - 1) if size < 8 else x
 
 
 def frame_heads(buf: Any, start: np.ndarray, width: int = HEAD) -> np.ndarray:
@@ -183,11 +188,9 @@ class Batch:
         if not n:
             head = np.zeros((1, skip + HEAD), dtype=np.uint8)  # room for the (empty) columns' views
         # every header this parse reads lies in the first HEAD bytes of its frame: one
-        # gather of those rows, then each field read as a big-endian column of them.  A
-        # field at the same offset in every frame is a view of the rows; the IP header
-        # (when frames' link headers differ in length) and the transport header (when IP
-        # headers do) are gathered first as short rows of their own, so that each field
-        # is again a column (one gather per header instead of one per field)
+        # gather of those rows (by the caller, or here), then `_parse` a few thousand rows
+        # at a time: the link header's fields as columns of the rows, the IP and transport
+        # headers' as shifts and masks of 64-bit words copied out of them (`_Words`)
         head = np.ascontiguousarray(head)
         assert head.shape[1] >= skip + HEAD
         self.valid = np.empty(n, dtype=bool)
