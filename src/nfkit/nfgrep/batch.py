@@ -262,7 +262,6 @@ class Batch:
             """``x6`` for IPv6 frames, ``x4`` for the others."""
             return x6 if all6 else np.where(v6, x6, x4) if some6 else x4
 
-
         # network and transport layers: the 56 bytes from the IP header on (ipoff + 56 <= 76)
         # as seven big-endian 64-bit words per frame, each a contiguous array, so that a
         # field is a shift and a mask (whole-array operations, no more strided reads)
@@ -288,12 +287,11 @@ class Batch:
         # options) or 40 (IPv6); where another IPv4 header length puts it (options; or what
         # a frame that is no IPv4 packet says), gathered for those frames (l4 <= 20 + 60,
         # l4 + 16 <= HEAD)
-        t0 = t1 = None
-        if not all6:
-            t0 = (w[2] << _U(32)) | (w[3] >> _U(32))
-            t1 = (w[3] << _U(32)) | (w[4] >> _U(32))
-        t0 = pick(w[5], t0)
-        t1 = pick(w[6], t1)
+        if all6:
+            t0, t1 = w[5], w[6]
+        else:
+            t0 = pick(w[5], (w[2] << _U(32)) | (w[3] >> _U(32)))
+            t1 = pick(w[6], (w[3] << _U(32)) | (w[4] >> _U(32)))
         hlen = hlen.view(np.int64)
         l4 = ipoff + pick(40, hlen)
         odd = np.flatnonzero(~v6 & (hlen != 20)) if not all6 else ()
