@@ -344,6 +344,20 @@ def test_leads_are_each_keys_first_item(keys: list[int], bits: int) -> None:
     assert lead.tolist() == [keys.index(k) for k in keys]
 
 
+@settings(max_examples=100, deadline=None)
+@given(slots=st.lists(st.integers(0, 6), max_size=40))
+def test_a_slots_first_item_by_sorting_is_the_tables(slots: list[int]) -> None:
+    """The sort `_leads` falls back to, should numpy write a fancy assignment in another
+    order, gives each item the first item of its slot, as the table does."""
+    todo = np.arange(0, 3 * len(slots), 3, dtype=np.int64)  # ascending, not 0..n-1
+    slot = np.array(slots, dtype=np.intp)
+    want = [int(todo[slots.index(k)]) for k in slots]
+    assert batch_module._slot_firsts(slot, todo).tolist() == want
+    table = np.empty(8, dtype=np.int64)
+    table[slot[::-1]] = todo[::-1]
+    assert table[slot].tolist() == want
+
+
 def _conv(port: int, reply: bool, t: float) -> list[tuple[float, int, bytes]]:
     """Handshake and a request (and its reply): an HTTP flow decided, or left waiting."""
     c, s = (A4, 40000 + port), (B4, port)

@@ -81,16 +81,11 @@ def _leads(h: np.ndarray, cols: list[np.ndarray], n: int) -> np.ndarray:
         everything = len(todo) == n
         slot = ((h if everything else h[todo]) >> np.uint64(shift)) & mask
         slot = slot.astype(np.intp)
-        # the smallest frame per slot: written last, the frames being written in reverse
+        # the smallest item per slot: written last, the items being written in reverse
         table[slot[::-1]] = todo[::-1]
         mine = table[slot]
         if not (mine <= todo).all():  # numpy wrote them in another order: sort instead
-            order = np.argsort(slot, kind="stable")
-            s = slot[order]
-            new = np.ones(len(s), dtype=bool)
-            np.not_equal(s[1:], s[:-1], out=new[1:])
-            mine = np.empty(len(s), dtype=np.int64)
-            mine[order] = todo[order[np.flatnonzero(new)]][np.cumsum(new) - 1]
+            mine = _slot_firsts(slot, todo)
         other = np.zeros(len(todo), dtype=bool)
         for col in cols:
             other |= (col if everything else col[todo]) != col[mine]
@@ -108,6 +103,17 @@ def _leads(h: np.ndarray, cols: list[np.ndarray], n: int) -> np.ndarray:
     new[1:] = (sk[:, 1:] != sk[:, :-1]).any(axis=0)
     lead[todo[order]] = todo[order[np.flatnonzero(new)]][np.cumsum(new) - 1]
     return lead
+
+
+def _slot_firsts(slot: np.ndarray, todo: np.ndarray) -> np.ndarray:
+    """Per item, the first of ``todo`` (ascending) with its ``slot``, by a stable sort."""
+    order = np.argsort(slot, kind="stable")
+    s = slot[order]
+    new = np.ones(len(s), dtype=bool)
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    mine = np.empty(len(s), dtype=np.int64)
+    mine[order] = todo[order[np.flatnonzero(new)]][np.cumsum(new) - 1]
+    return mine
 
 
 _U = np.uint64
