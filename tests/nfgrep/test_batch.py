@@ -126,13 +126,21 @@ def _write(path: Path, frames: list[tuple[float, int, bytes]]) -> None:
 LINKS = st.sampled_from([LINK_ETHERNET, LINK_RAW, LINK_SLL, LINK_SLL2, LINK_NULL])
 
 
-@settings(max_examples=100, deadline=None)
-@given(events=st.lists(PACKET, max_size=30), link=LINKS)
-def test_columns_are_what_decode_says(events: list[tuple], link: int) -> None:  # type: ignore[type-arg]
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(PACKET, max_size=30), link=LINKS, rows=st.sampled_from([1, 2, 3, 7, 8192]),
+       scalar=st.booleans())
+def test_columns_are_what_decode_says(events: list[tuple], link: int, rows: int,  # type: ignore[type-arg]
+                                      scalar: bool) -> None:
+    """Frames parsed ``rows`` at a time (runs of one key across the pieces), with one link type
+    for all or one per frame."""
     frames = _capture(events, link)
     if not frames:
         return
-    b = from_frames(frames)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(batch_module, "_ROWS", rows)
+        b = from_frames(frames)
+        if scalar:
+            b = Batch(b.buf, b.ts, b.start, np.array([len(f) for _, _, f in frames]), link)
     keys: dict[tuple, int] = {}  # type: ignore[type-arg]
     for i, (_, lk, frame) in enumerate(frames):
         want = decode(lk, frame)
@@ -321,6 +329,33 @@ def test_a_collision_of_the_key_hash_splits_the_group(monkeypatch: pytest.Monkey
     frames = _capture([(f, "udp", f % 2, 0, 0, 0.0, ()) for f in range(6)] * 2, LINK_RAW)
     b = from_frames(frames)
     assert b.ngroups == 6 and b.group.tolist() == list(range(6)) * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.integers(0, 12), max_size=60), bits=st.sampled_from([0, 1, 3, 20, 64]))
+def test_leads_are_each_keys_first_item(keys: list[int], bits: int) -> None:
+    """`_leads` gives each item the first item with its key, whatever the hash: hashes that
+    share a slot (few distinct bits), or all 64 bits, for different keys."""
+    n = len(keys)
+    cols = [np.array([k % 5 for k in keys], dtype=np.uint64), np.array([k // 5 for k in keys], dtype=np.uint64)]
+    mix = np.array([(k * 0x9E3779B97F4A7C15) & ((1 << 64) - 1) for k in keys], dtype=np.uint64)
+    h = mix >> np.uint64(64 - bits) << np.uint64(64 - bits) if bits else np.zeros(n, dtype=np.uint64)
+    lead = batch_module._leads(h, cols, n)
+    assert lead.tolist() == [keys.index(k) for k in keys]
+
+
+@settings(max_examples=100, deadline=None)
+@given(slots=st.lists(st.integers(0, 6), max_size=40))
+def test_a_slots_first_item_by_sorting_is_the_tables(slots: list[int]) -> None:
+    """The sort `_leads` falls back to, should numpy write a fancy assignment in another
+    order, gives each item the first item of its slot, as the table does."""
+    todo = np.arange(0, 3 * len(slots), 3, dtype=np.int64)  # ascending, not 0..n-1
+    slot = np.array(slots, dtype=np.intp)
+    want = [int(todo[slots.index(k)]) for k in slots]
+    assert batch_module._slot_firsts(slot, todo).tolist() == want
+    table = np.empty(8, dtype=np.int64)
+    table[slot[::-1]] = todo[::-1]
+    assert table[slot].tolist() == want
 
 
 def _conv(port: int, reply: bool, t: float) -> list[tuple[float, int, bytes]]:

@@ -12,6 +12,12 @@ transports, frames cut short, link types other than Ethernet, SLL, SLL2 and
 raw IP) is decoded alone by `decode` and its columns are filled from that.
 ``tests/nfgrep/test_batch.py`` checks the columns against `decode` frame by
 frame on hypothesis-made frames.
+
+Cost, not meaning: numpy's strided reads of the rows and the temporaries of
+whole-batch arrays are what a batch costs, so frames are parsed and keyed in
+pieces of `_ROWS` (rows and columns stay in cache), each header read as a
+few contiguous word arrays, and only the first frame of each run of one key
+(most frames follow one of their own flow) is looked up by hash.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ _RAW = (LINK_RAW, 12, 14, LINK_IPV4, LINK_IPV6)
 _VLAN = (0x8100, 0x88A8, 0x9100)
 _IPV6_DIRECT = (6, 17)  # next headers parsed here; everything else goes to decode()
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_BE = {size: np.dtype(f">u{size}") for size in (1, 2, 4, 8)}
+_SLOT_BITS = 16  # bits of a key's hash that pick its slot in one round of `_leads`
 HEAD = 96  # bytes of each frame the vectorised parse reads (link + IP + transport headers)
 
 
@@ -55,6 +63,84 @@ def stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
     if bound <= 1 << 16:
         return np.argsort(keys.astype(np.uint16), kind="stable")
     return np.argsort(keys, kind="stable")
+
+
+def _leads(h: np.ndarray, cols: list[np.ndarray], n: int) -> np.ndarray:
+    """Per item, the first item with the same key (``cols``, whose hash is ``h``).
+
+    Each round puts the items left in a table by 16 bits of their hash: a
+    slot's first item leads every item of the slot with its key, the others
+    (a different key in the same slot) go on to the next round, with the next
+    16 bits.  Items still left after the hash's 64 bits are sorted by key.
+    """
+    lead = np.empty(n, dtype=np.int64)
+    todo = np.arange(n, dtype=np.int64)
+    table = np.empty(1 << _SLOT_BITS, dtype=np.int64)
+    mask = np.uint64((1 << _SLOT_BITS) - 1)
+    for shift in range(64 - _SLOT_BITS, -1, -_SLOT_BITS):
+        everything = len(todo) == n
+        slot = ((h if everything else h[todo]) >> np.uint64(shift)) & mask
+        slot = slot.astype(np.intp)
+        # the smallest item per slot: written last, the items being written in reverse
+        table[slot[::-1]] = todo[::-1]
+        mine = table[slot]
+        if not (mine <= todo).all():  # numpy wrote them in another order: sort instead
+            mine = _slot_firsts(slot, todo)
+        other = np.zeros(len(todo), dtype=bool)
+        for col in cols:
+            other |= (col if everything else col[todo]) != col[mine]
+        if not other.any():
+            lead[todo] = mine
+            return lead
+        same = ~other
+        lead[todo[same]] = mine[same]
+        todo = todo[other]
+    # the same 64-bit hash for different keys: the rest sorted by key
+    keys = np.stack([col[todo] for col in cols[::-1]])
+    order = np.lexsort(keys)
+    sk = keys[:, order]
+    new = np.ones(len(todo), dtype=bool)
+    new[1:] = (sk[:, 1:] != sk[:, :-1]).any(axis=0)
+    lead[todo[order]] = todo[order[np.flatnonzero(new)]][np.cumsum(new) - 1]
+    return lead
+
+
+def _slot_firsts(slot: np.ndarray, todo: np.ndarray) -> np.ndarray:
+    """Per item, the first of ``todo`` (ascending) with its ``slot``, by a stable sort."""
+    order = np.argsort(slot, kind="stable")
+    s = slot[order]
+    new = np.ones(len(s), dtype=bool)
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    mine = np.empty(len(s), dtype=np.int64)
+    mine[order] = todo[order[np.flatnonzero(new)]][np.cumsum(new) - 1]
+    return mine
+
+
+_U = np.uint64
+_ROWS = 8192  # frames parsed at once by `Batch` (their rows and columns stay in cache)
+
+
+class _Words:
+    """Bytes ``[0, 8 * count)`` of ``n`` rows as big-endian 64-bit words, one contiguous
+    array per word (``words[k]``: bytes ``8k`` to ``8k + 7``), and a field in one of them as
+    a uint64 array."""
+
+    def __init__(self, rows: tuple[np.ndarray, int], n: int, count: int = 7) -> None:
+        array, base = rows
+        width = array.shape[1] if array.ndim == 2 else 0
+        src = np.ndarray(shape=(n, count), dtype=">u8", buffer=array, offset=base,
+                         strides=(width, 8))
+        self.words = words = np.empty((count, n), dtype=np.uint64)
+        for k in range(count):
+            words[k] = src[:, k]
+
+    def __call__(self, at: int, size: int) -> np.ndarray:
+        """The big-endian ``size``-byte field at byte ``at`` of each row (a new array); the
+        field lies in one word."""
+        k, r = divmod(at, 8)
+        assert r + size <= 8
+        x = self.words[k] >> _U(64 - 8 * (r + size))
+        return x & _U((1 << (8 * size)) - 1) if size < 8 else x
 
 
 def frame_heads(buf: Any, start: np.ndarray, width: int = HEAD) -> np.ndarray:
@@ -101,123 +187,204 @@ class Batch:
         self.ts = ts
         self.n = n = len(start)
         self.start = start
-        links = np.broadcast_to(np.asarray(link, dtype=np.int64), (n,))
-        c = caplen.astype(np.int64)
-        f = start.astype(np.int64)
-        ok = np.ones(n, dtype=bool)
-        if head is None or not n:
+        c = np.asarray(caplen, dtype=np.int64)
+        f = np.asarray(start, dtype=np.int64)
+        if head is None:
             head, skip = frame_heads(buf, f), 0
+        if not n:
+            head = np.zeros((1, skip + HEAD), dtype=np.uint8)  # room for the (empty) columns' views
         # every header this parse reads lies in the first HEAD bytes of its frame: one
-        # gather of those rows (consecutive bytes), then each field read from them as a
-        # big-endian word of its size (a view per size over the rows, at every byte offset)
+        # gather of those rows (by the caller, or here), then `_parse` a few thousand rows
+        # at a time: the link header's fields as columns of the rows, the IP and transport
+        # headers' as shifts and masks of 64-bit words copied out of them (`_Words`)
         head = np.ascontiguousarray(head)
+        assert head.shape[1] >= skip + HEAD
+        self.valid = np.empty(n, dtype=bool)
+        self.v6 = np.empty(n, dtype=bool)
+        self.proto, self.sport, self.dport, self.flags, self.seq, self.size, self.pstart, \
+            self.pend, self.addr_at = (np.empty(n, dtype=np.int64) for _ in range(9))
+        self.a = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64))
+        self.b = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64))
+        # a few thousand frames at a time: their rows and the columns made of them stay in
+        # cache (three times cheaper than whole batches on the bench capture)
+        scalar = np.ndim(link) == 0
+        links = int(link) if scalar else np.asarray(link, dtype=np.int64)  # type: ignore[arg-type]
+        for lo in range(0, max(n, 1), _ROWS):
+            hi = min(lo + _ROWS, n)
+            self._parse(head[lo:hi] if n else head, skip, c[lo:hi], f[lo:hi],
+                        links if scalar else links[lo:hi], lo)  # type: ignore[index]
+        self.slow: dict[int, Decoded] = {}
+        for i in np.flatnonzero(~self.valid).tolist():
+            frame_bytes = buf[int(f[i]):int(f[i] + c[i])]
+            self._fill(i, decode(int(link if scalar else links[i]), bytes(frame_bytes)))  # type: ignore[index,arg-type]
+        self._group()
+
+    def _parse(self, head: np.ndarray, skip: int, c: np.ndarray, f: np.ndarray,
+               link: np.ndarray | int, lo: int) -> None:
+        """The columns of frames ``lo, lo + 1, ...`` (rows ``head``, capture lengths ``c``,
+        starts ``f``); ``valid`` says which of them the parse covers."""
+        n = len(c)
         width = head.shape[1]
-        assert width >= skip + HEAD
-        words = {size: np.ndarray(shape=(n, HEAD - size + 1), dtype=f">u{size}", buffer=head,
-                                  offset=skip, strides=(width, 1))
-                 if n else np.zeros((0, HEAD), dtype=f">u{size}")
-                 for size in (1, 2, 4, 8)}
-        # the same words as one flat run (row r's byte k at r * width + skip + k): a field at
-        # a different offset per frame is one 1-D take, much cheaper than a 2-D gather
-        flat = {size: np.ndarray(shape=(max(n * width - skip - size + 1, 0),), dtype=f">u{size}",
-                                 buffer=head, offset=skip, strides=(1,)) for size in (1, 2, 4, 8)}
-        every = np.arange(n, dtype=np.int64)
-        row_at = every * width
 
-        def field(off: np.ndarray | int, size: int, rows: np.ndarray | None = None) -> np.ndarray:
-            """``size`` bytes big-endian at ``off`` into each frame (of ``rows``), as int64/uint64.
+        def column(rows: tuple[np.ndarray, int], at: int, size: int) -> np.ndarray:
+            """Big-endian ``size``-byte words at byte ``at`` of each row of ``rows`` (a
+            contiguous 2-D array and the byte of its rows where they begin)."""
+            array, base = rows
+            return np.ndarray(shape=(n,), dtype=_BE[size], buffer=array, offset=base + at,
+                              strides=(array.shape[1],))
 
-            A read past the frame's first HEAD bytes marks the frame for
-            decode() (whose bounds are the frame's).
-            """
-            view = words[size]
-            wide = np.uint64 if size == 8 else np.int64
-            if rows is None and isinstance(off, int):
-                return view[:, off].astype(wide)
-            at = np.asarray(off, dtype=np.int64)
-            beyond = at + (size - 1) >= HEAD
-            if beyond.any():
-                beyond = np.broadcast_to(beyond, (n,) if rows is None else rows.shape)
-                ok[beyond if rows is None else rows[beyond]] = False
-                at = np.where(beyond, 0, at)
-            return flat[size][(row_at if rows is None else rows * width) + at].astype(wide)
+        def rows_at(off: Any, size: int) -> tuple[np.ndarray, int]:
+            """The ``size`` bytes at ``off`` into each frame (``off + size <= HEAD``), as rows:
+            a view of the frames' rows when ``off`` is one int, else gathered."""
+            if isinstance(off, int):
+                return head, skip + off
+            items = np.ndarray(shape=(n * width - skip - size + 1,), dtype=f"V{size}", buffer=head,
+                               offset=skip, strides=(1,))
+            rows = items[np.arange(0, n * width, width, dtype=np.int64) + off]
+            return rows.view(np.uint8).reshape(n, size), 0
 
-        # link layer: ethertype and where the IP header starts
+        def uniform(off: Any) -> Any:
+            """``off`` as one int when every frame has the same."""
+            if isinstance(off, int) or not n:
+                return 0 if not n else off
+            return int(off[0]) if off.min() == off.max() else off
+
+        ok = np.ones(n, dtype=bool)
+        frame = (head, skip)
+        # link layer: ethertype and where the IP header starts (an int when the same for all)
+        ipoff: np.ndarray | int
+        if isinstance(link, int):
+            et, ipoff = self._link(link, frame, column, ok)
+        else:
+            et, ipoff = self._links(link, frame, column, ok)
+            ipoff = uniform(ipoff)
+        v4 = ok & (et == ETH_IPV4)
+        v6 = ok & (et == ETH_IPV6)
+        ok &= v4 | v6
+        some6 = bool(v6.any())
+        all6 = some6 and bool(v6.all())
+
+        def pick(x6: Any, x4: Any) -> Any:
+            """``x6`` for IPv6 frames, ``x4`` for the others."""
+            return x6 if all6 else np.where(v6, x6, x4) if some6 else x4
+
+        # network and transport layers: the 56 bytes from the IP header on (ipoff + 56 <= 76)
+        # as seven big-endian 64-bit words per frame, each a contiguous array, so that a
+        # field is a shift and a mask (whole-array operations, no more strided reads)
+        word = _Words(rows_at(ipoff, 56), n)
+        w = word.words
+        ihl = word(0, 1) & _U(0x0F)
+        total = word(2, 2)
+        plen6 = word(4, 2)
+        proto = pick(word(6, 1), word(9, 1))  # IPv6: next header is byte 6
+        if not all6:  # options are fine; ihl < 5 and fragments: decode()
+            ok &= ~(v4 & ((ihl < _U(5)) | ((w[0] & _U(0x1FFF)) != 0)))
+        ok &= _among(proto, _IPV6_DIRECT)
+        hlen = ihl << _U(2)
+        # addresses as (high, low) 64-bit words; IPv4 in the low word
+        if some6:
+            zero = _U(0)
+            a_hi, a_lo = pick(w[1], zero), pick(w[2], w[1] & _U(0xFFFFFFFF))
+            b_hi, b_lo = pick(w[3], zero), pick(w[4], w[2] >> _U(32))
+        else:
+            a_hi, a_lo = np.zeros(n, dtype=np.uint64), w[1] & _U(0xFFFFFFFF)
+            b_hi, b_lo = np.zeros(n, dtype=np.uint64), w[2] >> _U(32)
+        # the transport header's first 16 bytes as two words: 20 bytes on (IPv4 without
+        # options) or 40 (IPv6); where another IPv4 header length puts it (options; or what
+        # a frame that is no IPv4 packet says), gathered for those frames (l4 <= 20 + 60,
+        # l4 + 16 <= HEAD)
+        if all6:
+            t0, t1 = w[5], w[6]
+        else:
+            t0 = pick(w[5], (w[2] << _U(32)) | (w[3] >> _U(32)))
+            t1 = pick(w[6], (w[3] << _U(32)) | (w[4] >> _U(32)))
+        hlen = hlen.view(np.int64)
+        l4 = ipoff + pick(40, hlen)
+        odd = np.flatnonzero(~v6 & (hlen != 20)) if not all6 else ()
+        if len(odd):
+            at = l4[odd] if not isinstance(l4, int) else l4
+            items = np.ndarray(shape=(n * width - skip - 16 + 1,), dtype="V16", buffer=head,
+                               offset=skip, strides=(1,))
+            th = items[odd * width + at].view(np.uint8).reshape(len(odd), 16)
+            th_words = _Words((th, 0), len(odd), 2).words
+            t0[odd], t1[odd] = th_words[0], th_words[1]
+        sport = t0 >> _U(48)
+        dport = (t0 >> _U(32)) & _U(0xFFFF)
+        seq = t0 & _U(0xFFFFFFFF)
+        doff = (t1 >> _U(28)) & _U(0x0F)
+        flags = (t1 >> _U(16)) & _U(0xFF)
+        total, plen6, proto = total.view(np.int64), plen6.view(np.int64), proto.view(np.int64)
+        end = pick(l4 + plen6, ipoff + total)
+        cut = end > c
+        cut |= pick(plen6 == 0, total < hlen)
+        end = np.where(cut, c, end)
+        tcp = proto == 6
+        # the transport header's first bytes in the frame (so its IP header too: l4 is past it)
+        ok &= c >= l4 + np.where(tcp, 14, 4)
+        sport, dport = sport.view(np.int64), dport.view(np.int64)
+        seq = np.where(tcp, seq.view(np.int64), 0)
+        flags = np.where(tcp, flags.view(np.int64), 0)
+        pstart = l4 + np.where(tcp, doff.view(np.int64) << 2, 8)
+        hi = lo + n
+        self.valid[lo:hi] = ok
+        self.v6[lo:hi] = v6
+        self.proto[lo:hi], self.sport[lo:hi], self.dport[lo:hi] = proto, sport, dport
+        self.flags[lo:hi], self.seq[lo:hi] = flags, seq
+        self.pstart[lo:hi] = f + pstart
+        self.pend[lo:hi] = f + end
+        self.size[lo:hi] = end - ipoff
+        self.addr_at[lo:hi] = f + (ipoff + pick(8, 12))  # the source address; the destination follows
+        self.a[0][lo:hi], self.a[1][lo:hi] = a_hi, a_lo
+        self.b[0][lo:hi], self.b[1][lo:hi] = b_hi, b_lo
+
+    @staticmethod
+    def _link(link: int, frame: tuple[np.ndarray, int], column: Any, ok: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Ethertype per frame and IP header offset (an int, or per frame when VLAN tags
+        vary) for frames all of one link type; frames it does not parse cleared in ``ok``."""
+        if link == LINK_ETHERNET:
+            e0 = column(frame, 12, 2).astype(np.uint16)  # once contiguous, compared at SIMD speed
+            tagged = _among(e0, _VLAN)
+            if not tagged.any():
+                return e0, 14
+            e1 = column(frame, 16, 2)
+            ok &= ~(tagged & _among(e1, _VLAN))  # a second tag: decode() walks it
+            return np.where(tagged, e1, e0), np.where(tagged, 18, 14)
+        if link == LINK_SLL2:
+            return column(frame, 0, 2), 20
+        if link == LINK_SLL:
+            return column(frame, 14, 2), 16
+        if link in _RAW:
+            v = column(frame, 0, 1) >> 4
+            return np.where(v == 4, ETH_IPV4, np.where(v == 6, ETH_IPV6, 0)), 0
+        ok[:] = False
+        return np.zeros(len(ok), dtype=np.int64), 0
+
+    @staticmethod
+    def _links(links: np.ndarray, frame: tuple[np.ndarray, int], column: Any,
+               ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_link` for frames of several link types (``links`` per frame)."""
+        n = len(ok)
         eth = links == LINK_ETHERNET
         ipoff = np.zeros(n, dtype=np.int64)
         et = np.zeros(n, dtype=np.int64)
         if eth.any():
-            e0 = field(12, 2)
+            e0 = column(frame, 12, 2).astype(np.int64)
             tagged = eth & _among(e0, _VLAN)
-            e1 = field(16, 2) if tagged.any() else e0
+            e1 = column(frame, 16, 2).astype(np.int64)
             et = np.where(eth, np.where(tagged, e1, e0), et)
             ipoff = np.where(eth, np.where(tagged, 18, 14), ipoff)
-            ok &= ~(tagged & _among(e1, _VLAN))  # a second tag: decode() walks it
+            ok &= ~(tagged & _among(e1, _VLAN))
         for lk, at, off in ((LINK_SLL2, 0, 20), (LINK_SLL, 14, 16)):
             m = links == lk
             if m.any():
-                et = np.where(m, field(at, 2), et)
+                et = np.where(m, column(frame, at, 2), et)
                 ipoff = np.where(m, off, ipoff)
         raw = _among(links, _RAW)
         if raw.any():
-            v = field(0, 1) >> 4
+            v = column(frame, 0, 1) >> 4
             et = np.where(raw, np.where(v == 4, ETH_IPV4, np.where(v == 6, ETH_IPV6, 0)), et)
         ok &= eth | raw | (links == LINK_SLL2) | (links == LINK_SLL)
-        v4 = ok & (et == ETH_IPV4)
-        v6 = ok & (et == ETH_IPV6)
-        ok &= v4 | v6
-        ok &= c >= ipoff + np.where(v6, 40, 20)
-
-        # network layer
-        ihl = field(ipoff, 1) & 0x0F
-        total = field(ipoff + 2, 2)
-        frag = field(ipoff + 6, 2) & 0x1FFF
-        plen6 = field(ipoff + 4, 2)
-        proto = np.where(v6, field(ipoff + 6, 1), field(ipoff + 9, 1))  # IPv6: next header is byte 6
-        ok &= ~(v4 & ((ihl < 5) | (frag != 0)))  # options are fine; ihl < 5 and fragments: decode()
-        ok &= _among(proto, _IPV6_DIRECT)
-        l4 = ipoff + np.where(v6, 40, ihl * 4)
-        end = np.where(v6, l4 + plen6, ipoff + total)
-        cut = np.where(v6, (end > c) | (plen6 == 0), (end > c) | (total < ihl * 4))
-        end = np.where(cut, c, end)
-        tcp = proto == 6
-        ok &= c >= l4 + np.where(tcp, 14, 4)
-        # addresses as (high, low) 64-bit words; IPv4 in the low word
-        zero = np.zeros(n, dtype=np.uint64)
-        a_hi, b_hi = zero, zero.copy()
-        a_lo = field(ipoff + 12, 4).astype(np.uint64)
-        b_lo = field(ipoff + 16, 4).astype(np.uint64)
-        six = np.flatnonzero(v6)
-        if len(six):
-            a_hi = zero.copy()
-            o6 = ipoff[six]
-            a_hi[six] = field(o6 + 8, 8, six)
-            a_lo[six] = field(o6 + 16, 8, six)
-            b_hi[six] = field(o6 + 24, 8, six)
-            b_lo[six] = field(o6 + 32, 8, six)
-
-        # transport
-        sport = field(l4, 2)
-        dport = field(l4 + 2, 2)
-        seq = np.where(tcp, field(l4 + 4, 4), 0)
-        flags = np.where(tcp, field(l4 + 13, 1), 0)
-        doff = field(l4 + 12, 1) >> 4
-        pstart = l4 + np.where(tcp, doff * 4, 8)
-        self.v6 = v6
-        self.valid = ok.copy()
-        self.proto = proto
-        self.sport, self.dport, self.seq, self.flags = sport, dport, seq, flags
-        self.pstart = f + pstart
-        self.pend = f + end
-        self.size = end - ipoff
-        self.addr_at = f + ipoff + np.where(v6, 8, 12)  # the source address; the destination follows
-        self.a = (a_hi, a_lo)
-        self.b = (b_hi, b_lo)
-        self.slow: dict[int, Decoded] = {}
-        for i in np.flatnonzero(~ok).tolist():
-            frame = buf[int(f[i]):int(f[i] + c[i])]
-            self._fill(i, decode(int(links[i]), bytes(frame)))
-        self._group()
+        return et, ipoff
 
     def _fill(self, i: int, p: Decoded | None) -> None:
         if p is None:
@@ -238,48 +405,72 @@ class Batch:
                 side[0][i] = 0
                 side[1][i] = int.from_bytes(addr, "big")
 
+    def _keys(self, lo: int, hi: int, wide: bool) -> tuple[list[np.ndarray], np.ndarray]:
+        """Frames ``lo:hi``'s key words (two when ``wide`` is false: no IPv6 frame in the
+        batch) and whether each frame's source is the higher endpoint."""
+        a_hi, a_lo = self.a[0][lo:hi], self.a[1][lo:hi]
+        b_hi, b_lo = self.b[0][lo:hi], self.b[1][lo:hi]
+        sp = self.sport[lo:hi].view(np.uint64)
+        dp = self.dport[lo:hi].view(np.uint64)
+        # transport and family: proto * 2 + v6, or 512 + v6 for a frame that is not a packet
+        kind = np.where(self.valid[lo:hi], self.proto[lo:hi], 256) * 2
+        kind |= self.v6[lo:hi].astype(np.int64)
+        kind = kind.view(np.uint64)
+        if not wide:
+            # IPv4 only (every high word 0): an endpoint is address << 16 | port, and the key
+            # is two words: transport and family above the lower endpoint, the higher one
+            ea = (a_lo << np.uint64(16)) | sp
+            eb = (b_lo << np.uint64(16)) | dp
+            gt = ea > eb
+            return [np.minimum(ea, eb) | (kind << np.uint64(48)), np.maximum(ea, eb)], gt
+        gt = (a_hi > b_hi) | ((a_hi == b_hi) & ((a_lo > b_lo) | ((a_lo == b_lo) & (sp > dp))))
+        low_port = np.where(gt, dp, sp)
+        return [(kind << np.uint64(32)) | (low_port << np.uint64(16)) | (sp ^ dp ^ low_port),
+                np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo),
+                np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo)], gt
+
     def _group(self) -> None:
         """Symmetric key per frame: (transport, family, lower endpoint, higher endpoint)."""
-        a_hi, a_lo = self.a
-        b_hi, b_lo = self.b
-        sp = self.sport.astype(np.uint64)
-        dp = self.dport.astype(np.uint64)
-        gt = (a_hi > b_hi) | ((a_hi == b_hi) & ((a_lo > b_lo) | ((a_lo == b_lo) & (sp > dp))))
-        self.orient = gt.astype(np.int64)
-        # transport, family and both ports in one word: (proto * 2 + v6, or 2**32 - 2 + v6 for
-        # a frame that is not a packet) << 32 | lower endpoint's port << 16 | higher's
-        kind = (np.where(self.valid, self.proto * 2, 0xFFFFFFFE) + self.v6).astype(np.uint64)
-        low_port = np.where(gt, dp, sp)
-        cols = [(kind << np.uint64(32)) | (low_port << np.uint64(16)) | (sp ^ dp ^ low_port),
-                np.where(gt, b_hi, a_hi), np.where(gt, b_lo, a_lo),
-                np.where(gt, a_hi, b_hi), np.where(gt, a_lo, b_lo)]
-        self.key = cols
+        n = self.n
+        wide = bool(self.v6.any())  # IPv6 addresses: five key words, else two
+        self.orient = np.empty(n, dtype=np.int64)
+        # frames of one flow mostly follow each other: only a frame whose key is not its
+        # predecessor's (the head of a run) is looked up; the rest of a run is its head's
+        at_parts: list[np.ndarray] = []
+        key_parts: list[list[np.ndarray]] = []
+        prev: list[Any] = []
+        for lo in range(0, n, _ROWS):
+            hi = min(lo + _ROWS, n)
+            cols, gt = self._keys(lo, hi, wide)
+            self.orient[lo:hi] = gt
+            heads = np.ones(hi - lo, dtype=bool)
+            same = cols[0][1:] == cols[0][:-1]
+            for col in cols[1:]:
+                same &= col[1:] == col[:-1]
+            np.logical_not(same, out=heads[1:])
+            if prev:
+                heads[0] = any(p != col[0] for p, col in zip(prev, cols, strict=True))
+            prev = [col[-1] for col in cols]
+            at = np.flatnonzero(heads)
+            at_parts.append(at + lo)
+            key_parts.append([col[at] for col in cols])
+        if not key_parts:
+            at_parts, key_parts = [np.zeros(0, dtype=np.int64)], [[np.zeros(0, dtype=np.uint64)] * 2]
+        at = np.concatenate(at_parts)
+        keys = [np.concatenate(part) for part in zip(*key_parts, strict=True)]
         with np.errstate(over="ignore"):
-            h = np.zeros(self.n, dtype=np.uint64)
-            for col in cols:
-                h = (h ^ col) * _MIX
+            h = keys[0] * _MIX
+            for col in keys[1:]:
                 h ^= h >> np.uint64(29)
-        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        # the hash is only a shortcut: a group whose frames differ in any key column splits
-        lead = first[inverse]  # each frame's group's first frame
-        if any((col != col[lead]).any() for col in cols):
-            keys = np.stack(cols[::-1])
-            order = np.lexsort(keys)
-            sk = keys[:, order]
-            new = np.ones(self.n, dtype=bool)
-            new[1:] = (sk[:, 1:] != sk[:, :-1]).any(axis=0)
-            gid = np.cumsum(new) - 1
-            inverse = np.empty(self.n, dtype=np.int64)
-            inverse[order] = gid
-            first = np.full(gid[-1] + 1 if self.n else 0, self.n, dtype=np.int64)
-            np.minimum.at(first, inverse, np.arange(self.n))
-        # number groups in order of first frame
-        rank = np.empty(len(first), dtype=np.int64)
-        by_first = stable_order(first, self.n)
-        rank[by_first] = np.arange(len(first))
-        self.group = rank[inverse.reshape(-1)]
-        self.first = first[by_first]
-        self.ngroups = len(first)
+                h = (h ^ col) * _MIX
+            h ^= h >> np.uint64(32)
+        lead = _leads(h, keys, len(at))  # per run, the first run with its key
+        # groups numbered in order of first frame
+        is_first = lead == np.arange(len(at))
+        runs = np.diff(at, append=n)
+        self.first = at[is_first]
+        self.group = np.repeat((np.cumsum(is_first) - 1)[lead], runs)
+        self.ngroups = len(self.first)
 
     # -- one frame as decode() gives it -------------------------------------------
 

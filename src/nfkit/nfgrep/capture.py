@@ -409,57 +409,30 @@ def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
     bstart = pos + np.arange(nb, dtype=np.int64) * block
     bend = np.minimum(bstart + block, end)
     # each block's guess: the first offset near its start that reads as a record header
-    # (high byte of the capture and wire lengths zero, of the sub-second too when its
-    # divisor allows, the seconds' high byte within one of the first record's; then the
-    # whole test).  Most blocks' first such offset passes: only the others are searched on
+    # (see `_guesses`); a walker is started only inside its own block, so that every record a
+    # walker meets lies in its block and the walk's records sorted are the blocks' in turn
     starts = np.full(nb, -1, dtype=np.int64)
     starts[0] = pos
     rows = np.flatnonzero(bstart + window + 16 <= limit)
     rows = rows[rows > 0]
     if len(rows):
-        view = np.lib.stride_tricks.as_strided(u8[int(bstart[rows[0]]):], shape=(len(rows), window + 16),
-                                               strides=(block, 1))
         sec0 = int(u32[pos]) if pos <= limit - 4 else 0
-        zeros: tuple[int, ...] = (11, 15) if little else (8, 12)
-        if divisor <= 1 << 24:
-            zeros += (7,) if little else (4,)
-        top = 3 if little else 0
-        cand = (view[:, top:top + window] - np.uint8(((sec0 >> 24) - 1) & 0xFF)) <= 2
-        for z in zeros:
-            cand &= view[:, z:z + window] == 0
-
-        def plausible(k: Any) -> Any:
-            cap = u32[k + 8]
-            good = (cap <= MAX_RECORD) & (k + 16 + cap <= limit) & (u32[k + 4] < divisor) \
-                & (u32[k + 12] >= cap)
-            good &= np.abs(u32[k].astype(np.int64) - sec0) < (1 << 26)
-            return good
-
-        c = cand.argmax(axis=1)
-        r = np.flatnonzero(cand[np.arange(len(rows)), c])
-        k = bstart[rows[r]] + c[r]
-        good = plausible(k)
-        starts[rows[r[good]]] = k[good]
-        again = r[~good]
-        if len(again):
-            r, c = np.nonzero(cand[again])
-            k = bstart[rows[again[r]]] + c
-            good = plausible(k)
-            r, k = again[r[good]], k[good]
-            if len(r):
-                firsts = np.flatnonzero(np.diff(r, prepend=-1))
-                starts[rows[r[firsts]]] = k[firsts]
+        starts[rows] = _guesses(u8, u32, bstart[rows], block, window, little, divisor, sec0)
+    last = limit - 16
+    lim_all = np.minimum(bend, last + 1)
+    outside = starts >= lim_all
+    outside[0] = False  # the first walker (from ``pos``) may start past ``last``: it dies at once
+    starts[outside] = -1
     # every walker to the end of its block, in lock step.  A walker leaves at the first record
     # past its block or past the last place a record can start (``last``; so every position
     # it reads a length at is inside the file), or dies at a length no record has; the common
     # round is five array operations: one length gathered, one test for all three ways out
     # (a length no record has ends past the block when a block is no longer than a record)
-    last = limit - 16
     caplen_at = np.ndarray(shape=(limit - 11,), dtype=u32.dtype, buffer=data, offset=8, strides=(1,))
     long_blocks = block > MAX_RECORD + 16
     wid = np.flatnonzero(starts >= 0)
     cur = starts[wid]
-    lim = np.minimum(bend, last + 1)[wid]
+    lim = lim_all[wid]
     exits = np.full(nb, -1, dtype=np.int64)
     dead = np.zeros(nb, dtype=bool)
     if len(cur) and cur[0] > last:  # only the first walker (from ``pos``) may start there
@@ -467,7 +440,6 @@ def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
         dead[wid[0]] = True
         wid, cur, lim = wid[1:], cur[1:], lim[1:]
     seen: list[Any] = []
-    seen_by: list[Any] = []
     while len(wid):
         caplen = caplen_at[cur]
         nxt = cur + 16
@@ -483,27 +455,22 @@ def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
                 keep = ~bad
                 wid, cur, nxt, lim = wid[keep], cur[keep], nxt[keep], lim[keep]
             seen.append(cur)
-            seen_by.append(wid)
             out = nxt >= lim
             exits[wid[out]] = nxt[out]
             keep = ~out
             wid, cur, lim = wid[keep], nxt[keep], lim[keep]
         else:
             seen.append(cur)
-            seen_by.append(wid)
             cur = nxt
-    # what each walker met, block by block in file order (a walker stays in its block)
-    if seen:
-        by = np.concatenate(seen_by)
-        base = np.zeros(nb + 1, dtype=np.int64)
-        np.cumsum(np.bincount(by, minlength=nb), out=base[1:])
-        met = np.empty(len(by), dtype=np.int64)
-        step = np.repeat(np.arange(len(seen), dtype=np.int64), [len(v) for v in seen])
-        met[base[by] + step] = np.concatenate(seen)
-    else:
-        base = np.zeros(nb + 1, dtype=np.int64)
-        met = np.zeros(0, dtype=np.int64)
-    # the true chain, checked block by block
+    # what the walkers met, in file order: block by block, each block's walker's records
+    met = np.sort(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.int64)
+    # the true chain: most often every block's walker started at the record where the previous
+    # block's walker left (then the walk is the chain)
+    if nb == 1 or ((starts[1:] == exits[:-1]) & ~dead[:-1] & (exits[:-1] < bend[1:])).all():
+        entry = int(exits[-1])
+        return met, entry, bool(dead[-1]) or entry > last
+    # else block by block: a block is taken from the record where the chain enters it
+    base = np.append(np.searchsorted(met, bstart), len(met))
     pieces: list[Any] = []
     entry = pos
     blocks_end = bend.tolist()
@@ -530,6 +497,68 @@ def pcap_records(data: Any, pos: int, end: int, little: bool, divisor: float,
             return np.concatenate(pieces), entry, True
     got = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     return got, entry, entry > last
+
+
+def _guesses(u8: Any, u32: Any, at: Any, block: int, window: int, little: bool, divisor: float,
+             sec0: int) -> Any:
+    """Per block starting at ``at`` (evenly ``block`` apart, each with ``window + 16`` bytes
+    in the file), the first offset in its window that reads as a plausible record header, or -1.
+
+    First the offsets whose seconds share their high 16 bits with ``sec0`` (the first
+    record's) are tried (one comparison per offset); blocks where none of them passes are
+    searched again with the general test: the high byte of the capture and wire lengths
+    zero, of the sub-second too when its divisor allows, the seconds' high byte within one
+    of the first record's; then the whole test.
+    """
+    import numpy as np
+
+    limit = len(u8)
+    nrows = len(at)
+    found = np.full(nrows, -1, dtype=np.int64)
+
+    def plausible(k: Any) -> Any:
+        cap = u32[k + 8]
+        good = (cap <= MAX_RECORD) & (k + 16 + cap <= limit) & (u32[k + 4] < divisor) \
+            & (u32[k + 12] >= cap)
+        good &= np.abs(u32[k].astype(np.int64) - sec0) < (1 << 26)
+        return good
+
+    def first_plausible(cand: Any, rows: Any) -> None:
+        """For ``rows`` (indexes into ``at``) with candidate offsets ``cand`` (a row per
+        block), the first candidate that passes `plausible`."""
+        c = cand.argmax(axis=1)
+        r = np.flatnonzero(cand[np.arange(len(rows)), c])
+        k = at[rows[r]] + c[r]
+        good = plausible(k)
+        found[rows[r[good]]] = k[good]
+        again = r[~good]
+        if len(again):
+            r, c = np.nonzero(cand[again])
+            k = at[rows[again[r]]] + c
+            good = plausible(k)
+            r, k = again[r[good]], k[good]
+            if len(r):
+                firsts = np.flatnonzero(np.diff(r, prepend=-1))
+                found[rows[r[firsts]]] = k[firsts]
+
+    first = int(at[0])
+    view = np.lib.stride_tricks.as_strided(u8[first:], shape=(nrows, window + 16), strides=(block, 1))
+    top = 3 if little else 0  # the seconds' high byte; the next one down beside it
+    down = 2 if little else 1
+    cand = view[:, top:top + window] == np.uint8((sec0 >> 24) & 0xFF)
+    cand &= view[:, down:down + window] == np.uint8((sec0 >> 16) & 0xFF)
+    first_plausible(cand, np.arange(nrows))
+    rows = np.flatnonzero(found < 0)
+    if len(rows):
+        view = view[rows]
+        zeros: tuple[int, ...] = (11, 15) if little else (8, 12)
+        if divisor <= 1 << 24:
+            zeros += (7,) if little else (4,)
+        cand = (view[:, top:top + window] - np.uint8(((sec0 >> 24) - 1) & 0xFF)) <= 2
+        for z in zeros:
+            cand &= view[:, z:z + window] == 0
+        first_plausible(cand, rows)
+    return found
 
 
 # pcap file header: magic, version 2.4, zone, sigfigs, snaplen, linktype (24 bytes)
