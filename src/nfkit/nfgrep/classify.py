@@ -89,6 +89,7 @@ WALK_SLICE = 1024  # frames whose columns the walk turns into Python lists at on
 RESLICE = 64  # a run this long counted in bulk: the walk takes a new slice without it
 UNIT_HEAD = 4  # frames of each flow whose columns the flow-major walk takes at once
 FIRST_FEED = True  # a waiting flow's first payload fed before it has streams (`_first_payload`)
+SLOTS_STEP = 4096  # per-slot arrays grow by this many slots at once (`_created`)
 PIECE_MAX = 65536  # frames a piece may grow to over sweeps that end no flow (`_batch`)
 QUIET_MARGIN = 1e-3  # seconds: a sweep this close to a possible timeout is a cut (float rounding)
 
@@ -277,6 +278,11 @@ class Classifier:
                 code = table.track(proto, src, dst, sport, dport, ts, size, flags)
             if table.created:
                 self._created(code >> 1, proto, ts, flags, sport, dport)
+        return self._follow(code, proto, flags, seq, payload)
+
+    def _follow(self, code: int, proto: int, flags: int, seq: int, payload: bytes) -> int:
+        """`_track` of a packet its flow table counted already (``code``: its flow's slot * 2
+        + direction): reassembly and the engine while the flow is undecided.  Returns ``code``."""
         slot = code >> 1
         work = self._work.get(slot)
         if work is None:
@@ -362,12 +368,13 @@ class Classifier:
     def _created(self, slot: int, proto: int, ts: float, flags: int, sport: int,
                  dport: int) -> None:
         table = self.table
-        while len(self._first) <= slot:
-            self._first.append(0.0)
-            self._order.append(0)
-            self._marks.append(0)
-            self._isn[0].append(0)
-            self._isn[1].append(0)
+        if len(self._first) <= slot:  # the per-slot arrays grow a few thousand slots at a time
+            more = slot + 1 - len(self._first) + SLOTS_STEP
+            self._first.extend(array("d", bytes(8 * more)))
+            self._order.extend(array("Q", bytes(8 * more)))
+            self._marks.extend(bytes(more))
+            self._isn[0].extend(array("L", bytes(self._isn[0].itemsize * more)))
+            self._isn[1].extend(array("L", bytes(self._isn[1].itemsize * more)))
         self._first[slot] = ts
         self._order[slot] = self._flows_seen
         self._flows_seen += 1
@@ -1095,7 +1102,7 @@ class _BulkState:
             head_at = np.repeat(bounds[:-1], heads) + (np.arange(heads.sum()) - np.repeat(
                 np.cumsum(heads) - heads, heads))
             rows = self._rows(frames, extra, one, lead, visit[head_at])
-            track, decided = owner._track, owner._decided
+            track, follow, decided = owner._track, owner._follow, owner._decided
             slot_of, flip, careful_last, placed = self.slot_of, self.flip, self.careful_last, \
                 self._placed
             buf, slow, base = b.buf, b.slow, self.base
@@ -1115,16 +1122,18 @@ class _BulkState:
                                 done = True
                                 break
                             continue
-                        pkt = _row_frame(buf, slow, i, proto, at, alen, sport, dport, flags, seq, ps,
-                                         pe, size)
                         owner._clock = base + i
                         if leads:
+                            pkt = _row_frame(buf, slow, i, proto, at, alen, sport, dport, flags, seq,
+                                             ps, pe, size)
                             # a key found in no flow (`_lookup`) begins one: no lookup again
                             s = placed(g, track(ts, pkt, -2 if slot_of[g] == -1 else -1), o)
                             careful_last[s] = i
-                        else:
+                        else:  # counted in bulk after the walk: only what the engine reads
                             s = slot_of[g]
-                            track(ts, pkt, s * 2 + (o ^ flip[g]))
+                            p = slow.get(i)
+                            follow(s * 2 + (o ^ flip[g]), proto, flags, seq,
+                                   (buf[ps:pe] if pe > ps else b"") if p is None else p[7])
                         if decided(s):
                             done = True
                             break
