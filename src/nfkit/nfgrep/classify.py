@@ -57,7 +57,7 @@ from nfkit.flow.tcpstate import (
     TcpEvent,
 )
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames, stable_order
+from nfkit.nfgrep.batch import Batch, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -65,7 +65,6 @@ from nfkit.nfgrep.capture import (
     address_text,
     decode,
     endpoint_text,
-    pcap_records,
 )
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
@@ -147,6 +146,7 @@ class ClassifyReport:
     gaps: int = 0
     budget_evicted: int = 0  # flows the engine gave up on to stay within max_memory
     max_memory: int = MAX_MEMORY
+    notes: list[str] = field(default_factory=list)  # e.g. a parse worker that died (results unchanged)
 
 
 class _Work:
@@ -173,7 +173,8 @@ class Classifier:
     def __init__(self, engine: Any, max_flows: int = 1 << 20, timeouts: Timeouts | None = None,
                  max_inspect: int = 65536, reassembler: Reassembler | None = None,
                  max_memory: int = MAX_MEMORY, lazy: bool = True,
-                 on_flow: Callable[[FlowResult], None] | None = None, flow_major: bool = True) -> None:
+                 on_flow: Callable[[FlowResult], None] | None = None, flow_major: bool = True,
+                 jobs: int = 1) -> None:
         if max_memory < FLOW_BYTES + ACTIVE_BYTES:
             raise ValueError(f"classify: max_memory must be at least {FLOW_BYTES + ACTIVE_BYTES} bytes")
         self.engine = engine
@@ -191,6 +192,10 @@ class Classifier:
         self.on_flow = on_flow
         # `read` may walk a piece's undecided flows one after the other (`_BulkState._walk`)
         self.flow_major = flow_major
+        # processes a pcap file's `read` may use: 1 this one alone; more, parse workers
+        # (`nfkit.nfgrep.pipeline`, for files big enough to pay); 0 one per core
+        self.jobs = jobs
+        self.notes: list[str] = []  # what a run did otherwise than asked (a parse worker died)
         self.budget_evicted = 0
         self._held = 0  # sum of _Work.held
         self._isn = (array("L"), array("L"))  # per slot: the SYN's sequence number, per side
@@ -526,36 +531,38 @@ class Classifier:
 
     def _read_pcap(self, reader: CaptureReader, data: bytes, link: int, rec: struct.Struct,
                    divisor: float, progress: Callable[[int, int], None] | None) -> tuple[int, int]:
-        """Walk a mapped pcap file batch by batch; returns (position, records read)."""
-        order = rec.format[0]
-        little = order == "<"
-        limit = len(data)
-        rec_word = np.dtype(f"{order}u4")
-        pos = 24
+        """Walk a mapped pcap file batch by batch; returns (position, records read).
+
+        With ``jobs`` other than 1 and a file of `pipeline.PIPELINE_MIN` bytes
+        or more, parse workers find and parse the batches ahead of the walk
+        (`nfkit.nfgrep.pipeline`); the walk takes them in the same order.
+        """
+        from nfkit.nfgrep import pipeline
+
+        front = pipeline.PcapFront(data, link, rec, divisor, BATCH, SPAN, reader.path)
+        workers = pipeline.workers_for(self.jobs) if len(data) >= pipeline.PIPELINE_MIN else 0
+        items = pipeline.parsed(front, workers, self.notes) if workers else front.batches()
         total = 0
         released = 0
-        stopped = False
-        while not stopped:
-            offsets, pos, stopped = pcap_records(data, pos, pos + SPAN, little, divisor)
-            for lo in range(0, len(offsets), BATCH):
-                at = offsets[lo:lo + BATCH]
-                # each record's header and its frame's first bytes in one gather: the
-                # parse's and the header's columns read from rows that are in cache
-                head = frame_heads(data, at, 16 + HEAD)
-                sec, frac, caplen = (np.ndarray(shape=(len(at),), dtype=rec_word, buffer=head, offset=k,
-                                                strides=(16 + HEAD,)) for k in (0, 4, 8))
-                ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
-                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head, skip=16))
-                total += len(at)
+        try:
+            for item in items:
+                assert isinstance(item, pipeline.Parsed)
+                b, after = item.batch, item.after
+                del item  # a worker reuses the batch's slot once nothing here holds it
+                self._batch(b)
+                total += b.n
+                del b
                 # the pages read so far are not needed again: resident memory stays a batch's
-                after = int(offsets[lo + BATCH]) if lo + BATCH < len(offsets) else pos
                 done = after // mmap.PAGESIZE * mmap.PAGESIZE
                 if done > released:
                     data.madvise(mmap.MADV_DONTNEED, released, done - released)  # type: ignore[attr-defined]
                     released = done
                 if progress is not None:
                     progress(after, reader.size)
-        if pos != limit:
+        finally:
+            items.close()
+        pos = front.pos
+        if pos != len(data):
             reader.packets = total
             reader.stopped_at(data, pos, rec)
         return pos, total
@@ -634,7 +641,7 @@ class Classifier:
         return ClassifyReport(flows=flows, stops=list(self.stops), packets=self.packets,
                               skipped=self.skipped, evicted=self.table.evicted,
                               gaps=self.reassembler.gaps, budget_evicted=self.budget_evicted,
-                              max_memory=self.max_memory)
+                              max_memory=self.max_memory, notes=list(self.notes))
 
 
 _TCP_NEXT = np.array(TCP_NEXT, dtype=np.int64)
