@@ -39,7 +39,7 @@ import mmap
 import os
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
@@ -57,6 +57,7 @@ from nfkit.flow.tcpstate import (
     TcpEvent,
 )
 from nfkit.flow.timeouts import Timeouts
+from nfkit.nfgrep import pipeline
 from nfkit.nfgrep.batch import Batch, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     CaptureReader,
@@ -493,16 +494,21 @@ class Classifier:
     # -- whole files ---------------------------------------------------------------
 
     def read(self, path: str | os.PathLike[str],
-             progress: Callable[[int, int], None] | None = None) -> CaptureReader:
+             progress: Callable[[int, int], None] | None = None,
+             ahead: pipeline.Ahead | None = None) -> CaptureReader:
         """Classify every packet of one capture; damage is recorded in ``stops``.
 
         Frames are taken in batches of `BATCH` (see `_batch`): their headers
         are parsed at once (`nfkit.nfgrep.batch`), and packets of flows the
         engine is done with are counted in bulk.  The result is the one
-        `read_each` (every frame through `packet`) gives.
+        `read_each` (every frame through `packet`) gives.  ``ahead``: the
+        file opened and its parse workers started (`pipeline.start`).
         """
-        reader = CaptureReader(path)
-        mapped = reader.pcap_map()
+        if ahead is not None:
+            reader, mapped = ahead.reader, ahead.mapped
+        else:
+            reader = CaptureReader(path)
+            mapped = reader.pcap_map()
         if mapped is None:
             frames: list[tuple[float, int, bytes]] = []
             for frame in reader:
@@ -516,7 +522,7 @@ class Classifier:
                 self._batch(from_frames(frames))
         else:
             data, link, rec, divisor = mapped
-            pos, n = self._read_pcap(reader, data, link, rec, divisor, progress)
+            pos, n = self._read_pcap(reader, data, link, rec, divisor, progress, ahead)
             reader.packets = n
             reader.position = pos
             try:
@@ -530,18 +536,23 @@ class Classifier:
         return reader
 
     def _read_pcap(self, reader: CaptureReader, data: bytes, link: int, rec: struct.Struct,
-                   divisor: float, progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+                   divisor: float, progress: Callable[[int, int], None] | None,
+                   ahead: pipeline.Ahead | None = None) -> tuple[int, int]:
         """Walk a mapped pcap file batch by batch; returns (position, records read).
 
-        With ``jobs`` other than 1 and a file of `pipeline.PIPELINE_MIN` bytes
-        or more, parse workers find and parse the batches ahead of the walk
+        With parse workers (``ahead``'s, or with ``jobs`` other than 1 for a
+        file of `pipeline.PIPELINE_MIN` bytes or more, started here) the
+        batches are found and parsed ahead of the walk
         (`nfkit.nfgrep.pipeline`); the walk takes them in the same order.
         """
-        from nfkit.nfgrep import pipeline
-
-        front = pipeline.PcapFront(data, link, rec, divisor, BATCH, SPAN, reader.path)
-        workers = pipeline.workers_for(self.jobs) if len(data) >= pipeline.PIPELINE_MIN else 0
-        items = pipeline.parsed(front, workers, self.notes) if workers else front.batches()
+        items: Iterator[pipeline.Parsed | tuple[int, int, int]]
+        if ahead is not None:
+            front = ahead.pipeline.front
+            items = ahead.pipeline.batches(self.notes)
+        else:
+            front = pipeline.PcapFront(data, link, rec, divisor, BATCH, SPAN, reader.path)
+            workers = pipeline.workers_for(self.jobs) if len(data) >= pipeline.PIPELINE_MIN else 0
+            items = pipeline.parsed(front, workers, self.notes) if workers else front.batches()
         total = 0
         released = 0
         try:
@@ -560,7 +571,7 @@ class Classifier:
                 if progress is not None:
                     progress(after, reader.size)
         finally:
-            items.close()
+            items.close()  # type: ignore[attr-defined]
         pos = front.pos
         if pos != len(data):
             reader.packets = total
@@ -1143,12 +1154,19 @@ def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | Non
     from nfkit.nfgrep.engine import Engine
     from nfkit.nfgrep.loader import load_rules
 
-    engine = Engine(load_rules(list(rules) if rules else None))
-    classifier = Classifier(engine, **options)
-    for path in paths:
-        cb = None
-        if progress is not None:
-            name = os.fspath(path)
-            cb = lambda done, total, _n=name: progress(_n, done, total)  # noqa: E731
-        classifier.read(path, cb)
+    jobs = options.get("jobs", 1)
+    # the first file's parse workers start now: they parse while the rules load
+    ahead = pipeline.start(paths[0], jobs, BATCH, SPAN) if paths and jobs != 1 else None
+    try:
+        engine = Engine(load_rules(list(rules) if rules else None))
+        classifier = Classifier(engine, **options)
+        for i, path in enumerate(paths):
+            cb = None
+            if progress is not None:
+                name = os.fspath(path)
+                cb = lambda done, total, _n=name: progress(_n, done, total)  # noqa: E731
+            classifier.read(path, cb, ahead if i == 0 else None)
+    finally:
+        if ahead is not None:
+            ahead.pipeline.close()
     return classifier.finish()

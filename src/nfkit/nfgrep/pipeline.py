@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from nfkit.errors import InputError
 from nfkit.nfgrep.batch import HEAD, Batch, frame_heads
-from nfkit.nfgrep.capture import pcap_records
+from nfkit.nfgrep.capture import CaptureReader, pcap_records
 
 PIPELINE_MIN = 64 << 20  # a pcap file smaller than this is parsed by the walking process itself
 SLOTS = 3  # batches a worker may have parsed and handed over, not yet walked past
@@ -319,58 +320,119 @@ class _Worker:
     busy: dict[int, int]  # slot -> index of the batch in it (not yet found free)
 
 
+class Pipeline:
+    """Parse workers forked for one file, and the batches they parse (`batches`).
+
+    ``workers`` processes (batch k by worker k % workers) start at once:
+    they parse ahead while the caller does other work (loads the rules).
+    `close` (also at the end of `batches`) kills and reaps them.
+    """
+
+    def __init__(self, front: PcapFront, workers: int, slot_bytes: int | None = None) -> None:
+        if slot_bytes is None:
+            slot_bytes = front.batch * SLOT_BYTES_PER_FRAME
+        self.front = front
+        self.crew: list[_Worker] = []
+        self.workers = workers
+        self._signal = _StopOnSignal(self.crew)
+        try:
+            mine: list[int] = []
+            for w in range(workers):
+                slots = [mmap.mmap(-1, slot_bytes) for _ in range(SLOTS)]
+                pid, fd, ack = _start_worker(front, workers, w, slots, list(mine))
+                mine += [fd, ack]
+                worker = _Worker(pid, fd, ack, slots, [], {})
+                self.crew.append(worker)
+                worker.refs = [sys.getrefcount(worker.slots[i]) for i in range(SLOTS)]
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Kill and reap the workers still running."""
+        _stop(self.crew)
+        self._signal.restore()
+
+    def batches(self, notes: list[str] | None = None) -> Iterator[Parsed]:
+        """The file's batches in order (then ``front.pos`` is where its records ended).
+
+        The caller must drop its references to a batch before asking for the
+        next one (a batch still referenced then keeps its slot for good).  A
+        worker that dies or fails is said in ``notes``, and the batches from
+        its first missing one are parsed here.  Closing the iterator (or an
+        exception through it) closes the pipeline.
+        """
+        front, crew = self.front, self.crew
+        last: tuple[int, int] | None = None  # (span, index) of the last batch taken
+        k = 0
+        try:
+            while True:
+                worker = crew[k % self.workers]
+                got = _receive(front, worker, k)
+                if isinstance(got, Parsed):
+                    last = (got.span, got.index)
+                    yield got
+                    del got  # the walk's references are gone too: the slot may be free
+                    _release(crew, k)
+                    k += 1
+                    continue
+                if got is None:  # the end
+                    return
+                # the worker died or failed: the rest here, from its batch k
+                if notes is not None:
+                    notes.append(f"capture {front.path}: parse worker {got}; the rest of the file "
+                                 "was parsed by the walking process itself (results unchanged)")
+                self.close()
+                start, skip = (24, 0) if last is None else (last[0], last[1] + front.batch)
+                for item in front.batches(start, skip):
+                    assert isinstance(item, Parsed)
+                    yield item
+                    del item
+                return
+        finally:
+            self.close()
+
+
 def parsed(front: PcapFront, workers: int, notes: list[str] | None = None,
            slot_bytes: int | None = None) -> Iterator[Parsed]:
-    """`front.batches()` parsed by ``workers`` forked processes (batch k by worker k % workers).
+    """`Pipeline.batches` of a pipeline started on the first request."""
+    yield from Pipeline(front, workers, slot_bytes).batches(notes)
 
-    The caller must drop its references to a batch before asking for the
-    next one (a batch still referenced then keeps its slot for good).  A
-    worker that dies or fails is said in ``notes``, and the batches from its
-    first missing one are parsed here.  Closing the iterator (or an
-    exception through it) kills and reaps the workers.
-    """
-    if slot_bytes is None:
-        slot_bytes = front.batch * SLOT_BYTES_PER_FRAME
-    crew: list[_Worker] = []
-    last: tuple[int, int] | None = None  # (span, index) of the last batch taken
-    k = 0
-    terminate = _StopOnSignal(crew)
+
+@dataclass
+class Ahead:
+    """A pcap file opened and mapped, its parse workers started (`start`)."""
+
+    reader: CaptureReader
+    mapped: tuple[Any, int, struct.Struct, float]
+    pipeline: Pipeline
+
+
+def start(path: str | os.PathLike[str], jobs: int, batch: int, span: int) -> Ahead | None:
+    """Open ``path`` and start its parse workers for ``jobs`` (`workers_for`), so they parse
+    while the caller loads what it needs; None when that does not pay (one process, a
+    pcapng file, a file under `PIPELINE_MIN` bytes) or the file cannot be read (the
+    caller's own reading says why, in its turn)."""
+    workers = workers_for(jobs)
+    if not workers:
+        return None
     try:
-        mine: list[int] = []
-        for w in range(workers):
-            slots = [mmap.mmap(-1, slot_bytes) for _ in range(SLOTS)]
-            pid, fd, ack = _start_worker(front, workers, w, slots, list(mine))
-            mine += [fd, ack]
-            worker = _Worker(pid, fd, ack, slots, [], {})
-            crew.append(worker)
-            worker.refs = [sys.getrefcount(worker.slots[i]) for i in range(SLOTS)]
-        del worker, slots
-        while True:
-            worker = crew[k % workers]
-            got = _receive(front, worker, k)
-            if isinstance(got, Parsed):
-                last = (got.span, got.index)
-                yield got
-                del got  # the walk's references are gone too: the slot may be free
-                _release(crew, k)
-                k += 1
-                continue
-            if got is None:  # the end
-                break
-            # the worker died or failed: the rest here, from its batch k
-            if notes is not None:
-                notes.append(f"capture {front.path}: parse worker {got}; the rest of the file "
-                             "was parsed by the walking process itself (results unchanged)")
-            _stop(crew)
-            start, skip = (24, 0) if last is None else (last[0], last[1] + front.batch)
-            for item in front.batches(start, skip):
-                assert isinstance(item, Parsed)
-                yield item
-                del item
-            return
-    finally:
-        _stop(crew)
-        terminate.restore()
+        reader = CaptureReader(path)
+    except InputError:
+        return None
+    if reader.format != "pcap" or reader.size < PIPELINE_MIN:
+        reader.close()
+        return None
+    try:
+        mapped = reader.pcap_map()
+    except InputError:
+        return None
+    if mapped is None:
+        reader.close()
+        return None
+    data, link, rec, divisor = mapped
+    front = PcapFront(data, link, rec, divisor, batch, span, reader.path)
+    return Ahead(reader, mapped, Pipeline(front, workers))
 
 
 class _StopOnSignal:
