@@ -91,8 +91,8 @@ def _summary(report: ClassifyReport, stderr: bool = False) -> None:
 @click.option("--jobs", type=click.IntRange(0), default=1, show_default=True,
               help="Processes for a pcap file of 64 MiB or more: N > 1 forks N-1 parse workers "
                    "that find and parse its frames ahead of the classification (which stays in "
-                   "order, in one process: the output is the same); 0 one per core.  pcapng files "
-                   "and smaller ones are read by one process.")
+                   "order, in one process: the output is the same); 0 one per core.  pcapng "
+                   "files, pipes and smaller files are read by one process.")
 def classify(captures: tuple[str, ...], interface: str | None, fanout: int, count: int | None,
              duration: float | None, rules: tuple[str, ...], as_json: bool, max_flows: int,
              max_memory: int, jobs: int) -> None:

@@ -28,6 +28,7 @@ import mmap
 import os
 import pickle
 import signal
+import stat
 import struct
 import sys
 from collections.abc import Iterator
@@ -412,13 +413,15 @@ def start(path: str | os.PathLike[str], jobs: int, batch: int, span: int) -> Ahe
     """Open ``path`` and start its parse workers for ``jobs`` (`workers_for`), so they parse
     while the caller loads what it needs; None when that does not pay (one process, a
     pcapng file, a file under `PIPELINE_MIN` bytes) or the file cannot be read (the
-    caller's own reading says why, in its turn)."""
+    caller's own reading says why, in its turn), or is not a regular file (a pipe)."""
     workers = workers_for(jobs)
     if not workers:
         return None
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a pipe, say: what is read here would be gone for the caller
         reader = CaptureReader(path)
-    except InputError:
+    except (InputError, OSError):
         return None
     if reader.format != "pcap" or reader.size < PIPELINE_MIN:
         reader.close()
