@@ -504,6 +504,7 @@ class Classifier:
         `read_each` (every frame through `packet`) gives.  ``ahead``: the
         file opened and its parse workers started (`pipeline.start`).
         """
+        mapped: tuple[bytes, int, struct.Struct, float] | None
         if ahead is not None:
             reader, mapped = ahead.reader, ahead.mapped
         else:

@@ -147,7 +147,7 @@ class _Pickler(pickle.Pickler):
         if obj is self.data:
             return _in_file, (-1, "", (), ())
         if isinstance(obj, np.ndarray) and obj.size:
-            base = obj
+            base: Any = obj
             while isinstance(base, np.ndarray):
                 base = base.base
             if isinstance(base, memoryview):
@@ -405,7 +405,7 @@ class Ahead:
     """A pcap file opened and mapped, its parse workers started (`start`)."""
 
     reader: CaptureReader
-    mapped: tuple[Any, int, struct.Struct, float]
+    mapped: tuple[bytes, int, struct.Struct, float]
     pipeline: Pipeline
 
 
