@@ -200,8 +200,11 @@ def _same_batch(a: object, b: object) -> None:
             assert x == y, k
 
 
-def test_a_worker_killed_mid_run_leaves_the_rest_to_the_walk(small: None, capture: Path,
+@pytest.mark.parametrize(("jobs", "sig"), [(2, signal.SIGKILL), (3, signal.SIGTERM)])
+def test_a_worker_killed_mid_run_leaves_the_rest_to_the_walk(small: None, capture: Path, jobs: int,
+                                                             sig: signal.Signals,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker killed (the others, if any, are stopped): the same flows and stops."""
     one = _json(capture, 1)
     taken = []
     real_batch = classify_module.Classifier._batch
@@ -209,14 +212,15 @@ def test_a_worker_killed_mid_run_leaves_the_rest_to_the_walk(small: None, captur
     def walk(self: classify_module.Classifier, b: object) -> None:
         taken.append(1)
         if len(taken) == 3:
-            for pid in _children():
-                os.kill(pid, signal.SIGKILL)
+            kids = _children()
+            assert len(kids) == jobs - 1
+            os.kill(kids[-1], sig)
         real_batch(self, b)  # type: ignore[arg-type]
 
     monkeypatch.setattr(classify_module.Classifier, "_batch", walk)
-    lines, stops, notes = _json(capture, 2)
+    lines, stops, notes = _json(capture, jobs)
     assert (lines, stops) == one[:2]
-    assert len(notes) == 1 and "parse worker was killed (SIGKILL)" in notes[0], notes
+    assert len(notes) == 1 and f"parse worker was killed ({sig.name})" in notes[0], notes
     assert _children() == []
 
 

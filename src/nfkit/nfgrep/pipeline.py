@@ -281,7 +281,9 @@ def _start_worker(front: PcapFront, every: int, mine: int, slots: list[mmap.mmap
         try:
             # Ctrl-C reaches the whole process group: the worker just ends (the walking
             # process reports it); and it ends with the walking process, however that ends
+            # (SIGTERM: not the walking process's handler, which would kill the other workers)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _die_with_parent()
             if os.getppid() != parent:
                 os._exit(1)
