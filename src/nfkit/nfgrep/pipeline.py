@@ -23,6 +23,7 @@ the run ends as one process's would.
 
 from __future__ import annotations
 
+import gc
 import io
 import mmap
 import os
@@ -273,6 +274,7 @@ def _start_worker(front: PcapFront, every: int, mine: int, slots: list[mmap.mmap
     out_r, out_w = os.pipe()
     ack_r, ack_w = os.pipe()
     parent = os.getpid()
+    prctl = _prctl()  # resolved here: the worker imports nothing (another thread may hold a lock)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -284,11 +286,10 @@ def _start_worker(front: PcapFront, every: int, mine: int, slots: list[mmap.mmap
             # (SIGTERM: not the walking process's handler, which would kill the other workers)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with_parent()
+            if prctl is not None:
+                prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:
                 os._exit(1)
-            import gc
-
             gc.disable()  # a collection would walk (and copy) the walking process's whole heap
             for fd in [out_r, ack_w, *close]:
                 os.close(fd)
@@ -301,14 +302,17 @@ def _start_worker(front: PcapFront, every: int, mine: int, slots: list[mmap.mmap
     return pid, out_r, ack_w
 
 
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent ends (prctl PR_SET_PDEATHSIG)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Any:
+    """Linux's prctl(2), to give a worker the parent-death signal; None where there is none."""
     import ctypes
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (AttributeError, OSError):
-        pass
+        return None
 
 
 # -- the walking process's side ---------------------------------------------------------------
