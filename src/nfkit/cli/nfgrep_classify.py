@@ -89,7 +89,7 @@ def _summary(report: ClassifyReport, stderr: bool = False) -> None:
                    f"{FLOW_BYTES} bytes each, flows being classified {ACTIVE_BYTES} plus the bytes "
                    "held; past it, the undecided flows idle the longest are given up on (reported).")
 @click.option("--jobs", type=click.IntRange(0), default=1, show_default=True,
-              help="Processes for a pcap file of 64 MiB or more: N > 1 forks N-1 parse workers "
+              help="Processes for a pcap file of 128 MiB or more: N > 1 forks N-1 parse workers "
                    "that find and parse its frames ahead of the classification (which stays in "
                    "order, in one process: the output is the same); 0 one per core.  pcapng "
                    "files, pipes and smaller files are read by one process.")

@@ -42,7 +42,11 @@ from nfkit.errors import InputError
 from nfkit.nfgrep.batch import HEAD, Batch, frame_heads
 from nfkit.nfgrep.capture import CaptureReader, pcap_records
 
-PIPELINE_MIN = 64 << 20  # a pcap file smaller than this is parsed by the walking process itself
+# a pcap file smaller than this is parsed by the walking process itself: the walk of one span's
+# batch overlaps the parse of the next only from two spans (`classify.SPAN`, 64 MiB) on; below,
+# the fork and the transfer cost about what they save (measured: 64 MiB 1.10x the time of one
+# process, 128 MiB 1.02x, on a loaded 2-core machine; docs/nfgrep.md)
+PIPELINE_MIN = 128 << 20
 SLOTS = 3  # batches a worker may have parsed and handed over, not yet walked past
 SLOT_BYTES_PER_FRAME = 512  # a slot's size per frame of a batch (today's columns: ~200 bytes)
 _ALIGN = 64
