@@ -118,6 +118,15 @@ def test_the_workers_give_what_one_process_gives(small: None, capture: Path) -> 
         assert _children() == before  # every worker reaped
 
 
+def test_several_files_each_get_workers(small: None, capture: Path) -> None:
+    """The first file's workers start before the rules load, the next ones' as each is read."""
+    one = classify([capture, capture], jobs=1)
+    two = classify([capture, capture], jobs=2)
+    assert [r.json_line() for r in two.flows] == [r.json_line() for r in one.flows]
+    assert two.packets == one.packets == 2 * classify([capture]).packets
+    assert _children() == []
+
+
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_damage_mid_file_is_reported_as_one_process_reports_it(small: None, capture: Path,
                                                                tmp_path: Path, damage: str) -> None:
