@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -207,6 +208,30 @@ def _same_batch(a: object, b: object) -> None:
             assert all(np.array_equal(p, q) for p, q in zip(x, y, strict=True)), k
         else:
             assert x == y, k
+
+
+def test_a_batch_crosses_whatever_its_attributes(small: None, capture: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attributes a batch may gain (the front end changes): an array over the file's mapping
+    and a memoryview of it arrive as views of the walking process's own mapping, any other
+    array as a copy; the report is unchanged."""
+    from nfkit.nfgrep import batch as batch_module
+
+    real_init = batch_module.Batch.__init__
+
+    def init(self: Any, buf: Any, *args: Any, **kw: Any) -> None:
+        real_init(self, buf, *args, **kw)
+        self.over_file = np.frombuffer(buf, dtype=np.uint8)[100:200:3]
+        self.file_bytes = memoryview(buf)[50:90]
+        self.rows = np.arange(15.0).reshape(3, 5)
+
+    monkeypatch.setattr(batch_module.Batch, "__init__", init)
+    alone, got = _front_batches(capture, workers=0), _front_batches(capture)
+    for a, b in zip(alone, got, strict=True):
+        assert bytes(a.pop("file_bytes")) == bytes(b.pop("file_bytes"))  # type: ignore[call-overload]
+        _same_batch(a, b)
+    one, two = _json(capture, 1), _json(capture, 2)
+    assert two == one and not two[2]
 
 
 @pytest.mark.parametrize(("jobs", "sig"), [(2, signal.SIGKILL), (3, signal.SIGTERM)])

@@ -161,6 +161,9 @@ class _Pickler(pickle.Pickler):
                 start = obj.__array_interface__["data"][0]
                 if self.lo <= start < self.hi:
                     return _in_file, (start - self.lo, obj.dtype.str, obj.shape, obj.strides)
+        if isinstance(obj, memoryview) and obj.obj is self.data and obj.contiguous and obj.nbytes:
+            start = np.frombuffer(obj, dtype=np.uint8).ctypes.data
+            return _in_file, (start - self.lo, "", (obj.nbytes,), ())
         return NotImplemented
 
 
@@ -176,6 +179,8 @@ class _Unpickler(pickle.Unpickler):
             def in_file(offset: int, dtype: str, shape: tuple[int, ...], strides: tuple[int, ...]) -> Any:
                 if offset < 0:
                     return data
+                if not dtype:  # a memoryview of the mapping's bytes
+                    return memoryview(data)[offset:offset + shape[0]]
                 return np.ndarray(shape=shape, dtype=dtype, buffer=data, offset=offset, strides=strides)
 
             return in_file
