@@ -33,7 +33,6 @@ import stat
 import struct
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,14 +51,16 @@ SLOT_BYTES_PER_FRAME = 512  # a slot's size per frame of a batch (today's column
 _ALIGN = 64
 
 
-@dataclass
 class Parsed:
     """One batch from the front: its frames' columns and where it lies in the file."""
 
-    batch: Batch
-    span: int  # file offset the batch's span of records was found from
-    index: int  # the batch's first record's index in its span (a multiple of the batch size)
-    after: int  # file offset past the batch's last record
+    __slots__ = ("batch", "span", "index", "after")
+
+    def __init__(self, batch: Batch, span: int, index: int, after: int) -> None:
+        self.batch = batch
+        self.span = span  # file offset the batch's span of records was found from
+        self.index = index  # the batch's first record's index in its span (a multiple of the batch size)
+        self.after = after  # file offset past the batch's last record
 
 
 class PcapFront:
@@ -326,14 +327,17 @@ def _prctl() -> Any:
 
 # -- the walking process's side ---------------------------------------------------------------
 
-@dataclass
 class _Worker:
-    pid: int
-    batches: int  # pipe: its batches
-    acks: int  # pipe: slots it may reuse
-    slots: list[mmap.mmap]
-    refs: list[int]  # each slot's reference count when nothing uses it
-    busy: dict[int, int]  # slot -> index of the batch in it (not yet found free)
+    """One parse worker, as the walking process knows it."""
+
+    def __init__(self, pid: int, batches: int, acks: int, slots: list[mmap.mmap]) -> None:
+        self.pid = pid
+        self.batches = batches  # pipe: its batches
+        self.acks = acks  # pipe: slots it may reuse
+        self.slots = slots
+        # each slot's reference count when nothing uses it
+        self.refs = [sys.getrefcount(slots[i]) for i in range(len(slots))]
+        self.busy: dict[int, int] = {}  # slot -> index of the batch in it (not yet found free)
 
 
 class Pipeline:
@@ -357,9 +361,7 @@ class Pipeline:
                 slots = [mmap.mmap(-1, slot_bytes) for _ in range(SLOTS)]
                 pid, fd, ack = _start_worker(front, workers, w, slots, list(mine))
                 mine += [fd, ack]
-                worker = _Worker(pid, fd, ack, slots, [], {})
-                self.crew.append(worker)
-                worker.refs = [sys.getrefcount(worker.slots[i]) for i in range(SLOTS)]
+                self.crew.append(_Worker(pid, fd, ack, slots))
         except BaseException:
             self.close()
             raise
@@ -415,13 +417,12 @@ def parsed(front: PcapFront, workers: int, notes: list[str] | None = None,
     yield from Pipeline(front, workers, slot_bytes).batches(notes)
 
 
-@dataclass
 class Ahead:
     """A pcap file opened and mapped, its parse workers started (`start`)."""
 
-    reader: CaptureReader
-    mapped: tuple[bytes, int, struct.Struct, float]
-    pipeline: Pipeline
+    def __init__(self, reader: CaptureReader, mapped: tuple[bytes, int, struct.Struct, float],
+                 pipeline: Pipeline) -> None:
+        self.reader, self.mapped, self.pipeline = reader, mapped, pipeline
 
 
 def start(path: str | os.PathLike[str], jobs: int, batch: int, span: int) -> Ahead | None:
