@@ -13,9 +13,11 @@
    copy k moves the client to 192.0.2.(2+k) / 2001:db8::(2+k) (in the
    headers and in FTP PORT/EPRT text, same length) and later in time, so
    every copy's flows are new flows to every tool.
-4. Runs nfkit, ndpiReader, ndpiReader -d (no port guessing) and NFStream
-   (nDPI through cffi, one meter process: the others are single-threaded too)
-   on the same file, ``--runs`` times each, interleaved; prints medians of wall
+4. Runs nfkit, nfkit --jobs 2 (a parse worker beside the classifying process:
+   two cores; its CPU is both processes'; its --json output compared byte for
+   byte with one process's), ndpiReader, ndpiReader -d (no port guessing) and
+   NFStream (nDPI through cffi, one meter process: the others are
+   single-threaded too) on the same file, ``--runs`` times each, interleaved; prints medians of wall
    time, packets/s, flows/s, the ratios, the flows each got right, and memory
    per tracked flow at 1,000,000 flows (FlowTable vs the conventional
    two-tuple table, tracemalloc).  The machine is shared: figures are noisy.
@@ -233,12 +235,14 @@ def _split(endpoint: str) -> tuple[str, int]:
 
 # -- running the two ----------------------------------------------------------------
 
-def run_nfkit(path: Path, out: Path, src: str | None = None) -> float:
-    """nfkit classify; ``src``: run the nfkit package of that source tree (``--nfkit-b``)."""
+def run_nfkit(path: Path, out: Path, src: str | None = None, jobs: int = 1) -> float:
+    """nfkit classify; ``src``: run the nfkit package of that source tree (``--nfkit-b``);
+    ``jobs``: its ``--jobs`` (1, the default, is not given)."""
     env = None if src is None else {**os.environ, "PYTHONPATH": src}
+    more = [] if jobs == 1 else ["--jobs", str(jobs)]
     t = time.perf_counter()
     with open(out, "w") as f:
-        subprocess.run([sys.executable, "-m", "nfkit", "nfgrep", "classify", "--json", str(path)],
+        subprocess.run([sys.executable, "-m", "nfkit", "nfgrep", "classify", "--json", *more, str(path)],
                        stdout=f, check=True, env=env)
     return time.perf_counter() - t
 
@@ -385,7 +389,7 @@ def main() -> None:
     truth, packets = truth_of(capture)
     log(f"capture {capture}: {packets} packets, {len(truth)} TCP/UDP flows made by the lab "
         f"({os.path.getsize(capture) >> 20} MiB)")
-    tools = ["nfkit"] + (["nfkit-b"] if args.nfkit_b else []) + ["ndpi", "ndpi-d"] \
+    tools = ["nfkit", "nfkit-j2"] + (["nfkit-b"] if args.nfkit_b else []) + ["ndpi", "ndpi-d"] \
         + ([] if args.skip_nfstream else ["nfstream"])
     byte_compile(None)
     if args.nfkit_b:
@@ -404,6 +408,8 @@ def main() -> None:
 
         for _ in range(args.runs):
             times["nfkit"].append(timed("nfkit", lambda: run_nfkit(capture, tmp / "nfkit.json")))
+            times["nfkit-j2"].append(timed("nfkit-j2", lambda: run_nfkit(
+                capture, tmp / "nfkit-j2.json", jobs=2)))
             if args.nfkit_b:
                 times["nfkit-b"].append(timed("nfkit-b", lambda: run_nfkit(
                     capture, tmp / "nfkit-b.json", args.nfkit_b)))
@@ -423,6 +429,9 @@ def main() -> None:
         }
         if "nfstream" in tools:
             results["nfstream"] = nfstream_verdicts(tmp / "nfstream.json")
+        results["nfkit-j2"] = nfkit_verdicts(tmp / "nfkit-j2.json")
+        same = (tmp / "nfkit.json").read_bytes() == (tmp / "nfkit-j2.json").read_bytes()
+        log(f"nfkit and nfkit --jobs 2 --json output: {'byte for byte the same' if same else 'DIFFERENT'}")
         if args.nfkit_b:
             results["nfkit-b"] = nfkit_verdicts(tmp / "nfkit-b.json")
             same = (tmp / "nfkit.json").read_bytes() == (tmp / "nfkit-b.json").read_bytes()
@@ -442,6 +451,10 @@ def main() -> None:
         log(f"  nfkit/ndpiReader packets/s ratio: {med['ndpi'] / med['nfkit']:.2f} (wall), "
             f"{mcpu['ndpi'] / mcpu['nfkit']:.2f} (CPU), "
             f"{packets / med['nfkit'] / statistics.median(own['ndpi']):.2f} (vs nDPI's own figure)")
+        log(f"  nfkit-j2 (--jobs 2: a parse worker)/ndpiReader packets/s ratio: "
+            f"{med['ndpi'] / med['nfkit-j2']:.2f} (wall), {mcpu['ndpi'] / mcpu['nfkit-j2']:.2f} (CPU, "
+            f"both processes); nfkit-j2/nfkit time: {med['nfkit-j2'] / med['nfkit']:.2f} (wall), "
+            f"{mcpu['nfkit-j2'] / mcpu['nfkit']:.2f} (CPU)")
         if args.nfkit_b:
             log(f"  nfkit-b/nfkit time: {med['nfkit-b'] / med['nfkit']:.2f} (wall), "
                 f"{mcpu['nfkit-b'] / mcpu['nfkit']:.2f} (CPU)")
@@ -450,7 +463,7 @@ def main() -> None:
                 f"{mcpu['nfstream'] / mcpu['nfkit']:.2f} (CPU)")
         log(f"\nflows right against the ground truth ({len(truth)} flows):")
         per = {}
-        labels = {"nfkit": "nfkit", "nfkit-b": "nfkit-b", "ndpi": "ndpiReader (port guessing)",
+        labels = {"nfkit": "nfkit", "nfkit-j2": "nfkit --jobs 2", "nfkit-b": "nfkit-b", "ndpi": "ndpiReader (port guessing)",
                   "ndpi-d": "ndpiReader -d (no guessing)", "nfstream": "NFStream"}
         for k in tools:
             right, per[k] = score(truth, results[k])

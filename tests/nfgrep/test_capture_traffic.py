@@ -244,3 +244,25 @@ def test_the_vectorised_record_walk_on_real_captures(captures: dict, capture: st
             assert (got, pos, stopped) == want and len(got) > 100
     finally:
         data.close()
+
+
+@pytest.mark.parametrize("capture", ["eth", "any"])
+def test_parse_workers_give_the_report_of_one_process(captures: dict, capture: str,
+                                                      tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--jobs 2` on the real captures (cut into batches of 64 frames, spans of 16 KiB, so that
+    there are many of each), whole and truncated mid-way: the same JSON lines and stops."""
+    from nfkit.nfgrep import classify as classify_module
+    from nfkit.nfgrep import pipeline
+
+    monkeypatch.setattr(classify_module, "BATCH", 64)
+    monkeypatch.setattr(classify_module, "SPAN", 16 << 10)
+    monkeypatch.setattr(pipeline, "PIPELINE_MIN", 0)
+    whole = captures[capture]
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size * 2 // 3])
+    for path in (whole, cut):
+        one, two = classify([path]), classify([path], jobs=2)
+        assert [r.json_line() for r in two.flows] == [r.json_line() for r in one.flows]
+        assert two.stops == one.stops and two.notes == [] and len(one.flows) > (20 if path == whole else 5)
+        assert bool(one.stops) == (path == cut)

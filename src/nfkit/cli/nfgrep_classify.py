@@ -88,9 +88,14 @@ def _summary(report: ClassifyReport, stderr: bool = False) -> None:
               help="Memory budget of the flow state (K, M, G suffixes). Tracked flows cost "
                    f"{FLOW_BYTES} bytes each, flows being classified {ACTIVE_BYTES} plus the bytes "
                    "held; past it, the undecided flows idle the longest are given up on (reported).")
+@click.option("--jobs", type=click.IntRange(0), default=1, show_default=True,
+              help="Processes for a pcap file of 128 MiB or more: N > 1 forks N-1 parse workers "
+                   "that find and parse its frames ahead of the classification (which stays in "
+                   "order, in one process: the output is the same); 0 one per core.  pcapng "
+                   "files, pipes and smaller files are read by one process.")
 def classify(captures: tuple[str, ...], interface: str | None, fanout: int, count: int | None,
              duration: float | None, rules: tuple[str, ...], as_json: bool, max_flows: int,
-             max_memory: int) -> None:
+             max_memory: int, jobs: int) -> None:
     """Classify the flows of pcap/pcapng CAPTURE files (read in order, one flow table),
     or of the traffic passing an interface (-i).
 
@@ -106,6 +111,8 @@ def classify(captures: tuple[str, ...], interface: str | None, fanout: int, coun
     if interface is not None:
         if captures:
             raise click.UsageError("give capture files or -i INTERFACE, not both")
+        if jobs != 1:
+            raise click.UsageError("--jobs goes with capture files (with -i: --fanout)")
         _live(interface, fanout, count, duration, rules, as_json, max_flows, max_memory)
         return
     if not captures:
@@ -131,9 +138,10 @@ def classify(captures: tuple[str, ...], interface: str | None, fanout: int, coun
     if bar is not None:
         with bar:
             report = run_classify(captures, rules or None, progress=progress_cb, max_flows=max_flows,
-                                  max_memory=max_memory)
+                                  max_memory=max_memory, jobs=jobs)
     else:
-        report = run_classify(captures, rules or None, max_flows=max_flows, max_memory=max_memory)
+        report = run_classify(captures, rules or None, max_flows=max_flows, max_memory=max_memory,
+                              jobs=jobs)
     _print(report, as_json)
     if report.stops:
         sys.exit(1)

@@ -4,8 +4,9 @@ Owns: printing a classify report (each flow's line, the notes on stderr) and
 the process's heap setting, for the click command (`nfkit.cli.nfgrep_classify`)
 and for `quick_classify`, which `nfkit.cli.entry` calls before click is
 imported (about 0.02-0.03 s of a run's start-up) and which ends the process
-itself (a one-shot command).  Must not know: options
-other than ``--json`` (the click command parses every other command line).
+itself (a one-shot command).  Must not know: options other than ``--json``
+and ``--jobs`` (the click command parses every other command line, and any
+of those two it does not take as they are).
 """
 
 from __future__ import annotations
@@ -109,16 +110,18 @@ def print_notes(report: ClassifyReport) -> None:
     if report.evicted:
         notes.append(f"nfkit: {report.evicted} flow(s) ended early: the flow table was full "
                      f"(--max-flows, or --max-memory at {FLOW_BYTES} bytes a flow)")
+    notes += [f"nfkit: {note}" for note in report.notes]
     notes += [f"nfkit: capture {stop}" for stop in report.stops]
     for line in notes:
         print(line, file=sys.stderr, flush=True)
 
 
-def classify_args_of(args: list[str]) -> tuple[list[str], bool] | None:
-    """(captures, --json) of ``nfgrep classify [--json] CAPTURE...`` when this module can run
-    it as the click command would: files that exist (click checks the rest), options none
-    but ``--json``, no terminal on stdout or stderr (a summary table, a progress bar);
-    else None."""
+def classify_args_of(args: list[str]) -> tuple[list[str], bool, int] | None:
+    """(captures, --json, --jobs) of ``nfgrep classify [--json] [--jobs N] CAPTURE...`` when
+    this module can run it as the click command would: files that exist (click checks the
+    rest), options none but ``--json`` and ``--jobs`` (``--jobs N`` or ``--jobs=N``, N plain
+    digits; each at most once), no terminal on stdout or stderr (a summary table, a progress
+    bar); else None."""
     if args[:2] != ["nfgrep", "classify"]:
         return None
     rest = args[2:]
@@ -127,15 +130,30 @@ def classify_args_of(args: list[str]) -> tuple[list[str], bool] | None:
         rest = [a for a in rest if a != "--json"]
         if len(rest) != len(args) - 3:  # --json twice: click's business
             return None
+    jobs = 1
+    given = [k for k, a in enumerate(rest) if a == "--jobs" or a.startswith("--jobs=")]
+    if len(given) > 1:
+        return None
+    if given:
+        k = given[0]
+        if rest[k] == "--jobs":
+            if k + 1 >= len(rest):
+                return None
+            value, rest = rest[k + 1], rest[:k] + rest[k + 2:]
+        else:
+            value, rest = rest[k][len("--jobs="):], rest[:k] + rest[k + 1:]
+        if not value.isascii() or not value.isdigit() or len(value) > 6:
+            return None  # click's words for what is not a number of processes
+        jobs = int(value)
     if not rest or any(a.startswith("-") or not os.path.isfile(a) for a in rest):
         return None
     if sys.stdout.isatty() or sys.stderr.isatty():
         return None
-    return rest, as_json
+    return rest, as_json, jobs
 
 
 @one_shot
-def quick_classify(captures: list[str], as_json: bool) -> int:
+def quick_classify(captures: list[str], as_json: bool, jobs: int = 1) -> int:
     """The click command's work for `classify_args_of`'s command lines (same output, same exit).
 
     A one-shot command (`nfkit.cli.guard.one_shot`): no cyclic garbage
@@ -148,7 +166,7 @@ def quick_classify(captures: list[str], as_json: bool) -> int:
     from nfkit.nfgrep.classify import classify
 
     keep_freed_heap()
-    report = classify(captures)
+    report = classify(captures, jobs=jobs)
     print_flows(report, as_json)
     print_notes(report)
     return 1 if report.stops else 0

@@ -40,7 +40,7 @@ import operator
 import os
 import struct
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
@@ -58,7 +58,8 @@ from nfkit.flow.tcpstate import (
     TcpEvent,
 )
 from nfkit.flow.timeouts import Timeouts
-from nfkit.nfgrep.batch import HEAD, Batch, frame_heads, from_frames, stable_order
+from nfkit.nfgrep import pipeline
+from nfkit.nfgrep.batch import Batch, from_frames, stable_order
 from nfkit.nfgrep.capture import (
     CaptureReader,
     CaptureStop,
@@ -66,7 +67,6 @@ from nfkit.nfgrep.capture import (
     address_text,
     decode,
     endpoint_text,
-    pcap_records,
 )
 from nfkit.nfgrep.reassembly import Reassembler, TcpStream
 
@@ -174,6 +174,7 @@ class ClassifyReport:
     gaps: int = 0
     budget_evicted: int = 0  # flows the engine gave up on to stay within max_memory
     max_memory: int = MAX_MEMORY
+    notes: list[str] = field(default_factory=list)  # e.g. a parse worker that died (results unchanged)
 
 
 _ORDER = operator.attrgetter("order")  # (the report's sort key)
@@ -203,7 +204,8 @@ class Classifier:
     def __init__(self, engine: Any, max_flows: int = 1 << 20, timeouts: Timeouts | None = None,
                  max_inspect: int = 65536, reassembler: Reassembler | None = None,
                  max_memory: int = MAX_MEMORY, lazy: bool = True,
-                 on_flow: Callable[[FlowResult], None] | None = None, flow_major: bool = True) -> None:
+                 on_flow: Callable[[FlowResult], None] | None = None, flow_major: bool = True,
+                 jobs: int = 1) -> None:
         if max_memory < FLOW_BYTES + ACTIVE_BYTES:
             raise ValueError(f"classify: max_memory must be at least {FLOW_BYTES + ACTIVE_BYTES} bytes")
         self.engine = engine
@@ -221,6 +223,10 @@ class Classifier:
         self.on_flow = on_flow
         # `read` may walk a piece's undecided flows one after the other (`_BulkState._walk`)
         self.flow_major = flow_major
+        # processes a pcap file's `read` may use: 1 this one alone; more, parse workers
+        # (`nfkit.nfgrep.pipeline`, for files big enough to pay); 0 one per core
+        self.jobs = jobs
+        self.notes: list[str] = []  # what a run did otherwise than asked (a parse worker died)
         self.budget_evicted = 0
         self._held = 0  # sum of _Work.held
         self._isn = (array("L"), array("L"))  # per slot: the SYN's sequence number, per side
@@ -565,16 +571,22 @@ class Classifier:
     # -- whole files ---------------------------------------------------------------
 
     def read(self, path: str | os.PathLike[str],
-             progress: Callable[[int, int], None] | None = None) -> CaptureReader:
+             progress: Callable[[int, int], None] | None = None,
+             ahead: pipeline.Ahead | None = None) -> CaptureReader:
         """Classify every packet of one capture; damage is recorded in ``stops``.
 
         Frames are taken in batches of `BATCH` (see `_batch`): their headers
         are parsed at once (`nfkit.nfgrep.batch`), and packets of flows the
         engine is done with are counted in bulk.  The result is the one
-        `read_each` (every frame through `packet`) gives.
+        `read_each` (every frame through `packet`) gives.  ``ahead``: the
+        file opened and its parse workers started (`pipeline.start`).
         """
-        reader = CaptureReader(path)
-        mapped = reader.pcap_map()
+        mapped: tuple[bytes, int, struct.Struct, float] | None
+        if ahead is not None:
+            reader, mapped = ahead.reader, ahead.mapped
+        else:
+            reader = CaptureReader(path)
+            mapped = reader.pcap_map()
         if mapped is None:
             frames: list[tuple[float, int, bytes]] = []
             for frame in reader:
@@ -588,7 +600,7 @@ class Classifier:
                 self._batch(from_frames(frames))
         else:
             data, link, rec, divisor = mapped
-            pos, n = self._read_pcap(reader, data, link, rec, divisor, progress)
+            pos, n = self._read_pcap(reader, data, link, rec, divisor, progress, ahead)
             reader.packets = n
             reader.position = pos
             try:
@@ -602,37 +614,44 @@ class Classifier:
         return reader
 
     def _read_pcap(self, reader: CaptureReader, data: bytes, link: int, rec: struct.Struct,
-                   divisor: float, progress: Callable[[int, int], None] | None) -> tuple[int, int]:
-        """Walk a mapped pcap file batch by batch; returns (position, records read)."""
-        order = rec.format[0]
-        little = order == "<"
-        limit = len(data)
-        rec_word = np.dtype(f"{order}u4")
-        pos = 24
+                   divisor: float, progress: Callable[[int, int], None] | None,
+                   ahead: pipeline.Ahead | None = None) -> tuple[int, int]:
+        """Walk a mapped pcap file batch by batch; returns (position, records read).
+
+        With parse workers (``ahead``'s, or with ``jobs`` other than 1 for a
+        file of `pipeline.PIPELINE_MIN` bytes or more, started here) the
+        batches are found and parsed ahead of the walk
+        (`nfkit.nfgrep.pipeline`); the walk takes them in the same order.
+        """
+        items: Iterator[pipeline.Parsed | tuple[int, int, int]]
+        if ahead is not None:
+            front = ahead.pipeline.front
+            items = ahead.pipeline.batches(self.notes)
+        else:
+            front = pipeline.PcapFront(data, link, rec, divisor, BATCH, SPAN, reader.path)
+            workers = pipeline.workers_for(self.jobs) if len(data) >= pipeline.PIPELINE_MIN else 0
+            items = pipeline.parsed(front, workers, self.notes) if workers else front.batches()
         total = 0
         released = 0
-        stopped = False
-        while not stopped:
-            offsets, pos, stopped = pcap_records(data, pos, pos + SPAN, little, divisor)
-            for lo in range(0, len(offsets), BATCH):
-                at = offsets[lo:lo + BATCH]
-                # each record's header and its frame's first bytes in one gather: the
-                # parse's and the header's columns read from rows that are in cache
-                head = frame_heads(data, at, 16 + HEAD)
-                sec, frac, caplen = (np.ndarray(shape=(len(at),), dtype=rec_word, buffer=head, offset=k,
-                                                strides=(16 + HEAD,)) for k in (0, 4, 8))
-                ts = sec.astype(np.float64) + frac.astype(np.float64) / divisor
-                self._batch(Batch(data, ts, at + 16, caplen.astype(np.int64), link, head=head, skip=16))
-                total += len(at)
+        try:
+            for item in items:
+                assert isinstance(item, pipeline.Parsed)
+                b, after = item.batch, item.after
+                del item  # a worker reuses the batch's slot once nothing here holds it
+                self._batch(b)
+                total += b.n
+                del b
                 # the pages read so far are not needed again: resident memory stays a batch's
-                after = int(offsets[lo + BATCH]) if lo + BATCH < len(offsets) else pos
                 done = after // mmap.PAGESIZE * mmap.PAGESIZE
                 if done > released:
                     data.madvise(mmap.MADV_DONTNEED, released, done - released)  # type: ignore[attr-defined]
                     released = done
                 if progress is not None:
                     progress(after, reader.size)
-        if pos != limit:
+        finally:
+            items.close()  # type: ignore[attr-defined]
+        pos = front.pos
+        if pos != len(data):
             reader.packets = total
             reader.stopped_at(data, pos, rec)
         return pos, total
@@ -721,7 +740,7 @@ class Classifier:
         return ClassifyReport(flows=flows, stops=list(self.stops), packets=self.packets,
                               skipped=self.skipped, evicted=self.table.evicted,
                               gaps=self.reassembler.gaps, budget_evicted=self.budget_evicted,
-                              max_memory=self.max_memory)
+                              max_memory=self.max_memory, notes=list(self.notes))
 
 
 _TCP_NEXT = np.array(TCP_NEXT, dtype=np.int64)
@@ -1226,12 +1245,19 @@ def classify(paths: Sequence[str | os.PathLike[str]], rules: Iterable[str] | Non
     from nfkit.nfgrep.engine import Engine
     from nfkit.nfgrep.loader import load_rules
 
-    engine = Engine(load_rules(list(rules) if rules else None))
-    classifier = Classifier(engine, **options)
-    for path in paths:
-        cb = None
-        if progress is not None:
-            name = os.fspath(path)
-            cb = lambda done, total, _n=name: progress(_n, done, total)  # noqa: E731
-        classifier.read(path, cb)
+    jobs = options.get("jobs", 1)
+    # the first file's parse workers start now: they parse while the rules load
+    ahead = pipeline.start(paths[0], jobs, BATCH, SPAN) if paths and jobs != 1 else None
+    try:
+        engine = Engine(load_rules(list(rules) if rules else None))
+        classifier = Classifier(engine, **options)
+        for i, path in enumerate(paths):
+            cb = None
+            if progress is not None:
+                name = os.fspath(path)
+                cb = lambda done, total, _n=name: progress(_n, done, total)  # noqa: E731
+            classifier.read(path, cb, ahead if i == 0 else None)
+    finally:
+        if ahead is not None:
+            ahead.pipeline.close()
     return classifier.finish()
