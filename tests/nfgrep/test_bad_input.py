@@ -191,3 +191,27 @@ def test_test_on_a_damaged_capture_reports_on_stderr_and_exits_1(tmp_path: Path)
 @pytest.mark.parametrize("char", ["²", "٣", "é", "ß"])
 def test_non_ascii_digits_and_letters_are_unexpected_characters(char: str) -> None:
     assert "unexpected character" in _refused(_let(char))
+
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_capture_read_from_a_pipe_is_classified_as_the_file_is(tmp_path: Path, kind: str) -> None:
+    """/dev/stdin fed by a pipe cannot seek back over the magic: the bytes read are given back."""
+    query = b"\x12\x34\x01\x00\x00\x01" + bytes(6) + b"\x07example\x03org\x00\x00\x01\x00\x01"
+    frames = [ether(ipv4(17, udp(40000 + k, 53, query)), 0x0800) for k in range(50)]
+    path = tmp_path / f"x.{kind}"
+    if kind == "pcap":
+        write_pcap(path, LINK_ETHERNET, frames)
+    else:
+        write_pcapng(path, [LINK_ETHERNET], [(0, f) for f in frames])
+    env = dict(os.environ, NFKIT_CACHE_DIR="")
+    from_file = nfkit("classify", "--json", str(path))
+    piped = subprocess.run([sys.executable, "-m", "nfkit", "nfgrep", "classify", "--json", "/dev/stdin"],
+                           input=path.read_bytes(), capture_output=True, timeout=60, env=env)
+    assert from_file.returncode == piped.returncode == 0, piped.stderr
+    assert piped.stdout == from_file.stdout and len(piped.stdout.splitlines()) == 50
+    assert b'"app": "dns"' in piped.stdout
+    bad = subprocess.run([sys.executable, "-m", "nfkit", "nfgrep", "classify", "/dev/stdin"],
+                         input=b"xx", capture_output=True, timeout=60, env=env)
+    assert bad.returncode == 2 and bad.stderr.decode().strip() == \
+        "nfkit: capture /dev/stdin: not a pcap or pcapng file (unknown magic 7878)"

@@ -15,6 +15,7 @@ in ``skipped`` and left out.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import struct
@@ -65,6 +66,32 @@ class CaptureStop:
         return f"{self.path}: stopped at packet {self.packet} (byte {self.offset}): {self.reason}"
 
 
+class _Prefixed(io.RawIOBase):
+    """A stream that is ``head`` and then what ``rest`` has left."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._rest.readinto(b)
+
+    def fileno(self) -> int:
+        return self._rest.fileno()
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
 class CaptureReader:
     """Iterate ``(timestamp, linktype, frame)`` over one pcap or pcapng file.
 
@@ -80,7 +107,10 @@ class CaptureReader:
         except OSError as exc:
             raise InputError(f"capture {self.path}: {exc.strerror or exc}") from None
         magic = self._file.read(4)
-        self._file.seek(0)
+        if self._file.seekable():
+            self._file.seek(0)
+        else:  # a pipe (/dev/stdin, <(...)): the bytes read are given back in front of the rest
+            self._file = io.BufferedReader(_Prefixed(magic, self._file))
         self.packets = 0
         self.position = 0  # bytes consumed so far (for progress)
         self.stop: CaptureStop | None = None
