@@ -69,9 +69,9 @@ class CaptureStop:
 class _Prefixed(io.RawIOBase):
     """A stream that is ``head`` and then what ``rest`` has left."""
 
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+    def __init__(self, head: bytes, rest: Any) -> None:
         self._head = head
-        self._rest = rest
+        self._rest = rest  # a file opened "rb"
 
     def readable(self) -> bool:
         return True
