@@ -59,11 +59,10 @@ def _outcome(st: Any) -> bytes:
                  list(st.expectations))).encode()
 
 
-def replay(calls: list[tuple[Any, ...]], digest: bool) -> tuple[float, str]:
+def replay(calls: list[tuple[Any, ...]], rules: Any, digest: bool) -> tuple[float, str]:
     from nfkit.nfgrep.engine import Engine
-    from nfkit.nfgrep.loader import load_rules
 
-    engine = Engine(load_rules())
+    engine = Engine(rules)
     flows: list[Any] = []
     h = hashlib.sha256()
     new_flow, feed = engine.new_flow, engine.feed
@@ -97,15 +96,18 @@ def main(argv: list[str]) -> None:
         record(argv[1], argv[2])
         return
     if argv[:1] == ["replay"] and len(argv) >= 2:
+        from nfkit.nfgrep.loader import load_rules
+
+        rules = load_rules()
         runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 5
         with open(argv[1], "rb") as f:
             calls = pickle.load(f)
         times = []
         digest = ""
         for _ in range(runs):
-            elapsed, digest = replay(calls, "--digest" in argv)
+            elapsed, digest = replay(calls, rules, "--digest" in argv)
             times.append(elapsed)
-        print(f"median {statistics.median(times):.4f} s CPU over {runs} runs "
+        print(f"median {statistics.median(times):.4f} s CPU over {runs} runs, min {min(times):.4f} "
               f"({' '.join(f'{t:.4f}' for t in times)}); digest {digest[:16]}")
         return
     sys.exit(__doc__)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.nfgrep import engine as engine_module
@@ -157,7 +158,7 @@ UDP_CONVERSATIONS = {
 FIRST_TEXT = """
 protocol one over tcp, udp ports 7 { step a from client { "ONE" at 0 ; keep rest until "." within 20 } }
 protocol one-more over tcp, udp ports 9 {
-    step a from client { "ON" at 0 }
+    step a from client { "ON" at 0 ; expect one-early over udp to client port 3000 }
     step b from server { "OK" at 0 ; expect one-data over tcp to server port 2000 }
 }
 protocol watched over tcp, udp ports 8 {
@@ -168,6 +169,7 @@ protocol parent over tcp, udp { step a from client { "OP" at 0 } }
 protocol kid over tcp, udp after parent { step k from client { find "KID" within 50 } }
 protocol loose over tcp, udp { step a from client { find "?" within 30 } }
 protocol talker over tcp, udp ports 7, 9 { step a from server { "ON" at 0 } }
+protocol twice over tcp, udp { step a from client { "TW" at 0 } step b from client { "ICE" at 0 } }
 """
 FIRST_RULES = signatures_of(verify(compile_text(FIRST_TEXT, "first.nfg")))
 FIRST_CONVERSATIONS = {
@@ -177,14 +179,15 @@ FIRST_CONVERSATIONS = {
     "parent": [(0, b"OP KID"), (1, b"x")],
     "loose": [(0, b"ON?"), (1, b"ON")],
     "talker": [(1, b"ON"), (0, b"ONE.")],
+    "twice": [(0, b"TWICE"), (0, b"TWICE")],
     "tls": TLS,
     "http": HTTP,
     "ftp": FTP,
 }
 
 
-def _first_feed(rules: list[Any], chunks: list[tuple[int, bytes]], transport: str, port: int,
-                first: bool) -> tuple[object, ...]:
+def _first_feed(rules: list[Any], chunks: list[tuple[int, bytes | bytearray | memoryview]],
+                transport: str, port: int, first: bool) -> tuple[object, ...]:
     engine = Engine(rules)
     saved = engine_module.FIRST_FEED
     engine_module.FIRST_FEED = first
@@ -205,10 +208,12 @@ def _first_feed(rules: list[Any], chunks: list[tuple[int, bytes]], transport: st
        cuts=st.lists(st.integers(0, 3000), max_size=12),
        change=st.none() | st.tuples(st.integers(0, 7), st.integers(0, 1 << 16), st.integers(0, 255)),
        port=st.sampled_from([0, 7, 8, 9, 53, 80, 443, 6379, 40000]),
-       transport=st.sampled_from(["tcp", "udp"]))
+       transport=st.sampled_from(["tcp", "udp"]), client_only=st.booleans(),
+       kind=st.sampled_from([bytes, bytearray, memoryview]))
+@example(which="http", cuts=[], change=None, port=0, transport="tcp", client_only=True, kind=bytes)
 def test_the_first_feed_gives_the_general_paths_answers(
         which: str, cuts: list[int], change: tuple[int, int, int] | None, port: int,
-        transport: str) -> None:
+        transport: str, client_only: bool, kind: Any) -> None:
     chunks = list(UDP_CONVERSATIONS.get(which) or FIRST_CONVERSATIONS[which])
     if change is not None:
         k, at, value = change
@@ -219,7 +224,10 @@ def test_the_first_feed_gives_the_general_paths_answers(
     if transport == "tcp":
         chunks = split_chunks(chunks, cuts)
     rules = list(LIBRARY) + FIRST_RULES
-    assert _first_feed(rules, chunks, transport, port, True) == \
+    if client_only:  # no protocol starts from the server: a flow may end on its first bytes
+        rules = [s for s in FIRST_RULES if s.steps[0].direction == 0]
+    given = [(d, kind(data)) for d, data in chunks]
+    assert _first_feed(rules, given, transport, port, True) == \
         _first_feed(rules, chunks, transport, port, False)
 
 
@@ -246,3 +254,17 @@ def test_a_flow_decided_by_its_first_bytes_keeps_no_stream() -> None:
     flow = engine.new_flow("tcp", 40000, 443)
     engine.feed(flow, 0, TLS[0][1])  # a second step to come: streams and a run
     assert not flow.done and flow._bufs is not None and [r.sig.name for r in flow._runs] == ["tls"]
+
+
+@pytest.mark.parametrize("chunks", [
+    [(0, b"TW"), (0, b"ICE")],   # held, its next step on the same bytes waits
+    [(0, b"TWO"), (0, b"ICE")],  # held, its next step fails
+    [(0, b"TWICE")],             # held twice: classified by the hand-over
+    [(0, b"ONCE PORT a")],       # classified with a watch
+    [(0, b"OP KID")],            # classified with a child
+])
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_the_first_feeds_hand_over(chunks: list[tuple[int, bytes]], transport: str) -> None:
+    rules = list(LIBRARY) + FIRST_RULES
+    assert _first_feed(rules, chunks, transport, 8, True) == \
+        _first_feed(rules, chunks, transport, 8, False)

@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # the loader imports the verifier only for rules it has not c
     from nfkit.nfgrep.verifier import Verified
 
 FAIL, NEED, GIVE_UP = -1, -2, -3
+# a literal test's first literal in line, one-literal searches by `_find1`, a variable read
+# right after it is set taken from its slot; False gives the plain translation, for tests
+# comparing the two
+INLINE = True
 MASK = (1 << 64) - 1
 BIG = 1 << 62
 
@@ -45,7 +49,10 @@ StepFunction = Callable[..., int]
 
 
 def _text(raw: bytes | bytearray) -> str:
-    return bytes(raw).decode("utf-8", "replace")
+    try:
+        return raw.decode("utf-8", "replace")
+    except AttributeError:  # a memoryview
+        return bytes(raw).decode("utf-8", "replace")
 
 
 def _match(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...]) -> int:
@@ -94,6 +101,26 @@ def _match_nc(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes
     return r + p if r >= 0 else r
 
 
+def _find1(buf: bytes, p: int, n: int, E: int, final: bool, lit: bytes, within: int,
+           before: bytes | None) -> int:
+    """_find of one literal."""
+    hard = p + within
+    if hard > E:
+        hard = E
+    stop = hard if hard < n else n
+    i = buf.find(lit, p, stop)
+    if before is not None:
+        end = i + len(lit)
+        j = buf.find(before, p, stop if i < 0 or stop < end else end)
+        if j >= 0 and (i < 0 or j + len(before) <= end):
+            return FAIL
+    if i >= 0:
+        return i + len(lit)
+    if final or stop >= hard:
+        return FAIL
+    return NEED
+
+
 def _find_nc(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
              within: int, before: bytes | None) -> int:
     """_find without case: only the searched bytes are lowered."""
@@ -130,7 +157,7 @@ def _decimal(buf: bytes, p: int, n: int, E: int, final: bool, digits: int) -> tu
 
 
 def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
-    parts: list[str] = []
+    parts: list[bytes] = []
     q = p
     total = 0
     for _ in range(128):
@@ -140,7 +167,10 @@ def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
             return (FAIL if final else NEED), ""
         size = buf[q]
         if size == 0:
-            return q + 1, ".".join(parts)
+            raw = b".".join(parts)
+            if raw.isascii():  # decoded whole: the same text as label by label
+                return q + 1, raw.decode("ascii")
+            return q + 1, ".".join(map(_text, parts))
         if size > 63:
             return FAIL, ""
         end = q + 1 + size
@@ -149,7 +179,7 @@ def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
             return FAIL, ""
         if end > n:
             return (FAIL if final else NEED), ""
-        parts.append(_text(buf[q + 1:end]))
+        parts.append(buf[q + 1:end])
         q = end
     return FAIL, ""
 
@@ -171,6 +201,11 @@ def _fold(op: str, x: int, y: int) -> int:
     return x >> (y & 63)
 
 
+def _plus(base: str, offset: str) -> str:
+    """``base + offset`` without adding a constant 0."""
+    return base if offset == "0" else f"{base} + {offset}"
+
+
 def _short(ind: str, end: str) -> list[str]:
     """Guard: `end` (an offset expression) must not pass the data nor the region."""
     # L is min(n, E): one comparison on the fast path
@@ -182,9 +217,13 @@ class _Generator:
     def __init__(self, program: Program, counting: bool) -> None:
         self.program = program
         self.counting = counting
+        self.inline = INLINE
         self.names: dict[str, object] = {}
         self.blocks = 0
         self.lazy: dict[int, str] = {}  # stack slot -> constant not yet materialized
+        # (slot, variable, value) of a LET just emitted: a PUSH_VAR of that variable right
+        # after it reads the value it was given (None across anything else, blocks included)
+        self.let: tuple[int, int, str] | None = None
 
     def const(self, prefix: str, index: int, value: object) -> str:
         name = f"{prefix}{index}"
@@ -228,6 +267,7 @@ class _Generator:
         lines: list[str] = []
         depth = 0
         leave = "return r" if top else "break"
+        self.let = None
         for item in block.items:
             if not isinstance(item, Block):
                 start = len(lines)
@@ -241,6 +281,7 @@ class _Generator:
                         if at >= 0:
                             lines[i] = line[:at] + "r = " + line[at + 7:] + "; break"
                 continue
+            self.let = None
             self.blocks += 1
             n = self.blocks
             sets, keeps = self._effects(item)
@@ -296,6 +337,8 @@ class _Generator:
                 lines.append(f"{ind}E = e{n}")
                 lines.append(f"{ind}L = n if n < E else E")
             lines.append(f"{ind}if r: {leave}")
+            self.let = None
+        self.let = None
         if not lines:
             lines.append(f"{ind}pass")
         return lines
@@ -312,12 +355,18 @@ class _Generator:
     def instr(self, ins: Instr, ind: str, d: int, out: list[str]) -> int:
         info = OPS[ins.op]
         name, a, b, c = info.name, ins.a, ins.b, ins.c
+        let, self.let = self.let, None
         if self.counting:
             out.append(f"{ind}C[0] += {info.cost(self.program, a, b, c)}")
         if name == "PUSH_INT":  # a constant: consumers use it in place
             self.lazy[d] = str(int(self.program.ints[a]))
             return d + 1
         if name == "PUSH_VAR":
+            if let is not None and let[0] == d and let[1] == int(a) and self.inline:
+                # `let x = ...` then `x`: the value is still in its slot (or a constant)
+                if let[2] != f"t{d}":
+                    self.lazy[d] = let[2]
+                return d + 1
             out.append(f"{ind}{self.w(d)} = V[{int(a)}]")
             return d + 1
         if name == "PUSH_HERE":
@@ -333,7 +382,7 @@ class _Generator:
             order = "little" if b else "big"
             if c:
                 d -= 1
-                out.append(f"{ind}q = b0 + {self.v(d)}")
+                out.append(f"{ind}q = {_plus('b0', self.v(d))}")
                 start = "q"
             else:
                 start = "p"
@@ -382,21 +431,43 @@ class _Generator:
             return d - 1
         if name == "MATCH":
             lits, nocase = self.literal_set(a)
+            strings = self.program.sets[a].strings
             if b:
                 d -= 1
-                at = f"b0 + {self.v(d)}"
+                out.append(f"{ind}q = {_plus('b0', self.v(d))}")
+                at = "q"
             else:
                 at = "p"
-            if nocase:
-                longest = max(len(self.program.strings[i]) for i in self.program.sets[a].strings)
-                out.append(f"{ind}q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})")
+            if not self.inline:
+                if nocase:
+                    longest = max(len(self.program.strings[i]) for i in strings)
+                    out.append(f"{ind}q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})")
+                else:
+                    out.append(f"{ind}q = _match(buf, {at}, n, E, final, {lits})")
+                out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
+                return d
+            # the first literal tested in line; the helper (which tests it again) otherwise
+            first = self.const("F", a, self.program.strings[strings[0]])
+            k = len(self.program.strings[strings[0]])
+            if nocase:  # the helper lowers only the bytes it compares, within the data
+                longest = max(len(self.program.strings[i]) for i in strings)
+                out += [f"{ind}if {at} + {k} <= L and buf[{at}:{at} + {k}].lower() == {first}:",
+                        f"{ind}    p = {at} + {k}",
+                        f"{ind}else:",
+                        f"{ind}    q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})"]
             else:
-                out.append(f"{ind}q = _match(buf, {at}, n, E, final, {lits})")
-            out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
+                out += [f"{ind}if {at} + {k} <= E and buf.startswith({first}, {at}):",
+                        f"{ind}    p = {at} + {k}",
+                        f"{ind}else:",
+                        f"{ind}    q = _match(buf, {at}, n, E, final, {lits})"]
+            out += [f"{ind}    if q < 0: return q", f"{ind}    p = q"]
             return d
         if name == "FIND":
             lits, nocase = self.literal_set(a)
             helper = "_find_nc" if nocase else "_find"
+            if not nocase and len(self.program.sets[a].strings) == 1 and self.inline:
+                helper = "_find1"
+                lits = self.const("F", a, self.program.strings[self.program.sets[a].strings[0]])
             before = self.const("B", c - 1, self.program.strings[c - 1]) if c else "None"
             out += [f"{ind}q = {helper}(buf, p, n, E, final, {lits}, {int(b)}, {before})",
                     f"{ind}if q < 0: return q",
@@ -404,12 +475,14 @@ class _Generator:
             return d
         if name in ("SETPOS", "SKIP"):
             base = "b0" if name == "SETPOS" else "p"
-            out.append(f"{ind}q = {base} + {self.v(d - 1)}")
+            out.append(f"{ind}q = {_plus(base, self.v(d - 1))}")
             out += _short(ind, "q")
             out.append(f"{ind}p = q")
             return d - 1
         if name == "LET":
-            out.append(f"{ind}V[{int(a)}] = {self.v(d - 1)}")
+            value = self.v(d - 1)
+            out.append(f"{ind}V[{int(a)}] = {value}")
+            self.let = (d - 1, int(a), value)
             return d - 1
         if name == "KEEP_UNTIL":
             field = self.const("T", a, self.program.text(a))
@@ -512,8 +585,8 @@ def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
 
 
 _HELPERS: dict[str, object] = {
-    "_match": _match, "_find": _find, "_match_nc": _match_nc, "_find_nc": _find_nc,
-    "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
+    "_match": _match, "_find": _find, "_find1": _find1, "_match_nc": _match_nc,
+    "_find_nc": _find_nc, "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
     "MASK": MASK, "BIG": BIG,
 }
 _BUILTINS = {"int": int, "str": str, "max": max, "len": len, "range": range}

@@ -447,11 +447,12 @@ class Engine:
         st._arrivals = [[], []]
 
     def _first(self, st: FlowState, d: int, data: bytes) -> bool:
-        """`feed` of a flow's first bytes (nothing fed before, no trace): the candidates of
-        the gate called in order with no `_Run`, no stream and no copy while each is
-        decided by that call alone; the same verdicts, fields, expectations and state
-        as `_admit` then `_stream` / `_datagram` (tests/nfgrep/test_engine_fastpath.py
-        compares them).  False: nothing done, the general path goes on."""
+        """`feed` of a flow's first bytes (nothing fed before, no trace): each candidate of
+        the gate is called once, in `_admit`'s order, with no `_Run` for one that fails,
+        and none, no stream and no copy of the bytes when one is decided by that call
+        alone.  The same verdicts, fields, expectations and state as `_admit` then
+        `_stream` / `_datagram` (tests/nfgrep/test_engine_fastpath.py compares them).
+        False: nothing done, the general path goes on."""
         entry = self._first_gate[(st.transport, d)][data[0]]
         tcp = st.transport == "tcp"
         n = len(data)
@@ -463,34 +464,50 @@ class Engine:
         sigs, hints, plain = entry
         order = self._hinted_first(st, sigs, hints) if hints else sigs
         cost, fields = self._cost, st.fields
-        waiting: list[_Run] = []  # (TCP) candidates that need more bytes of d
+        # `_when` of one segment (TCP), or the datagram's number
+        at0 = self._seq if self._timed or not tcp else 1 << 62
+        waiting: list[_Run] = []  # candidates still running, in order
         for k, s in enumerate(order):
-            if s not in plain:  # more to do than one call: the general path from here
-                self._hand_over(st, d, data, waiting, order[k:])
-                return True
             V = [0] * s.nvars
             K: list[tuple[str, str]] = []
             X: list[tuple[str, str, str, int]] = []
             r = s.steps[0].fn(data, 0, n, not tcp, V, K, X, cost, fields)
-            if r >= 0:  # classified: the others go, and nothing follows it
+            if r < 0:
+                if r == NEED and tcp:  # (a datagram that needs more fails)
+                    run = _Run(s)
+                    run.seen = (n, -1) if d == 0 else (-1, n)
+                    waiting.append(run)
+                continue
+            if s in plain:  # classified, with nothing to follow: the others go
                 st.app = s.name
                 st.chain.append(s.name)
-                if tcp:
-                    at = (self._seq if self._timed else 1 << 62, r)  # `_when` of one segment
-                    if self._timed:
-                        self._seq += 1
-                else:
-                    at = (self._seq, 0)
+                self._commit(st, K, X, (at0, r if tcp else 0))
+                if self._timed or not tcp:
                     self._seq += 1
-                self._commit(st, K, X, at)
                 st._pending = 0
                 st.done = True
                 st._bufs = []
                 return True
-            if r == NEED and tcp:
-                run = _Run(s)
-                run.seen = (n, -1) if d == 0 else (-1, n)
-                waiting.append(run)
+            run = _Run(s)  # its first step held (`_step_taken`)
+            run.vars = V
+            if K:
+                run.fields = K
+            if X:
+                run.expects = X
+            run.index = 1
+            if tcp:
+                run.base = (r, 0) if d == 0 else (0, r)
+                run.at = (at0, r)
+                if len(s.steps) > 1 and s.steps[1].direction == 1 - d:
+                    waiting.append(run)  # its next step waits for bytes not here yet
+                    continue
+            else:
+                run.at = (at0, 0)
+                if len(s.steps) > 1:
+                    waiting.append(run)  # its next step waits for the next datagram
+                    continue
+            self._hand_over(st, d, data, waiting, run, order[k + 1:])
+            return True
         if tcp:
             if waiting or st._pending:
                 self._keep(st, d, data)
@@ -500,7 +517,8 @@ class Engine:
                 self._seq += 1
         else:
             self._seq += 1
-            if st._pending:
+            if waiting or st._pending:
+                st._runs = waiting
                 return True
         st.done = True
         st._bufs = []
@@ -515,16 +533,26 @@ class Engine:
             st._arrivals[d].append((len(data), self._seq))
             self._seq += 1
 
-    def _hand_over(self, st: FlowState, d: int, data: bytes, waiting: list[_Run],
+    def _hand_over(self, st: FlowState, d: int, data: bytes, waiting: list[_Run], held: _Run,
                    rest: Sequence[Signature]) -> None:
-        """`_first` goes on as the general path: runs for the candidates not called yet
-        after those waiting, `_stream` / `_datagram` from the first of them."""
-        st._runs = waiting + [_Run(s) for s in rest]
+        """`_first` goes on as the general path after ``held``, a candidate whose first
+        step held and that classifies the flow (with children or watches) or goes on
+        on the bytes here: ``waiting`` before it, ``rest`` not called yet."""
         if st.transport == "tcp":
             self._keep(st, d, data)
-            self._stream(st, d, len(waiting))
-        else:
-            self._datagram(st, d, data)
+            verdict = 0 if held.index == len(held.sig.steps) else self._advance_stream(st, held)
+            if verdict == 0:
+                st._runs = waiting
+                self._classified(st, held)
+                self._stream(st, d)
+            else:
+                runs = waiting + [held] if verdict == NEED else waiting
+                st._runs = runs + [_Run(s) for s in rest]
+                self._stream(st, d, len(runs))
+        else:  # classified (a datagram's other held runs wait in `_first`)
+            st._runs = waiting
+            self._classified(st, held)
+            self._datagram_watches(st, d, data)
             self._seq += 1
         if not st._runs and not st._watches and not st._pending:
             st.done = True
@@ -766,14 +794,19 @@ class Engine:
                 i = len(runs)
                 continue
             i += 1
+        if st._watches:
+            self._datagram_watches(st, d, data)
+
+    def _datagram_watches(self, st: FlowState, d: int, data: bytes) -> None:
+        n = len(data)
         for run in list(st._watches):
             watch = run.watch
             assert watch is not None
             if watch.direction != 2 and watch.direction != d:
                 continue
             V = [*run.vars]
-            K = []
-            X = []
+            K: list[tuple[str, str]] = []
+            X: list[tuple[str, str, str, int]] = []
             r = watch.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
             if self.trace:
                 self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
