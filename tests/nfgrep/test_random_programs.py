@@ -211,10 +211,13 @@ def test_inlined_steps_equal_the_plain_translation(text: str, data: list[bytes],
     'optional { let x = 3 ; "zz" } ; x == 0',
     'let x = 5 ; let y = u8 ; x == 5 ; keep k = y',
     'repeat up to 2 within 1 { "ab" } ; let x = here ; keep k = x',
+    'find "ab" nocase within 6 before "\\r" ; let x = here ; keep k = x',
+    'find "a" nocase within 3 ; let x = here ; keep k = x',
 ])
 def test_inlined_steps_equal_the_plain_translation_on_edges(body: str) -> None:
     text = f"protocol e over tcp {{ step s from client {{ let x = 0\n{body} }} }}"
-    data = [b"", b"a", b"ab", b"abab", b"aAb", b"aAAb", b"abAA", b"bab", b"aab", b"xbbab"]
+    data = [b"", b"a", b"ab", b"abab", b"aAb", b"aAAb", b"abAA", b"bab", b"aab", b"xbbab",
+            b"xAB\r", b"x\rAb", b"xxxAb"]
     for start in (0, 1):
         _inline_equal(text, data, start)
 
@@ -240,3 +243,16 @@ def test_find1_equals_find_of_one_literal(buf: bytes, p: int, extra: int, final:
     p = min(p, len(buf))
     assert _find1(buf, p, len(buf), p + extra, final, lit, within, before) == \
         _find(buf, p, len(buf), p + extra, final, (lit,), within, before)
+
+
+@settings(max_examples=500, deadline=None)
+@given(buf=small, p=st.integers(0, 14), extra=st.integers(0, 14), final=st.booleans(),
+       lit=small.filter(bool).map(bytes.lower), within=st.integers(1, 16),
+       before=st.one_of(st.none(), st.sampled_from([b"\r\n", b"\r", b"\n\r\n", b"\x00"])))
+def test_find1_nc_equals_lowering(buf: bytes, p: int, extra: int, final: bool, lit: bytes,
+                                  within: int, before: bytes | None) -> None:
+    from nfkit.nfgrep.codegen import _find1_nc, _find_nc
+
+    p = min(p, len(buf))
+    assert _find1_nc(buf, p, len(buf), p + extra, final, lit, len(lit), within, before) == \
+        _find_nc(buf, p, len(buf), p + extra, final, (lit,), within, before)

@@ -28,6 +28,7 @@ confines it to) before the read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, cast
@@ -116,6 +117,33 @@ def _find1(buf: bytes, p: int, n: int, E: int, final: bool, lit: bytes, within: 
             return FAIL
     if i >= 0:
         return i + len(lit)
+    if final or stop >= hard:
+        return FAIL
+    return NEED
+
+
+_NOCASE: dict[bytes, re.Pattern[bytes]] = {}  # literal -> it, escaped, ignoring ASCII case
+
+
+def _find1_nc(buf: bytes, p: int, n: int, E: int, final: bool, lit: bytes, size: int,
+              within: int, before: bytes | None) -> int:
+    """_find_nc of one lower-case literal (``size`` its length) before a literal without
+    letters: searched in place ignoring ASCII case, nothing lowered."""
+    hard = p + within
+    if hard > E:
+        hard = E
+    stop = hard if hard < n else n
+    pattern = _NOCASE.get(lit)
+    if pattern is None:  # (a pattern is no constant a step's cache entry can keep)
+        pattern = _NOCASE[lit] = re.compile(re.escape(lit), re.IGNORECASE)
+    m = pattern.search(buf, p, stop)
+    if before is not None:
+        end = m.start() + size if m else -1
+        j = buf.find(before, p, stop if end < 0 or stop < end else end)
+        if j >= 0 and (end < 0 or j + len(before) <= end):
+            return FAIL
+    if m:
+        return m.start() + size
     if final or stop >= hard:
         return FAIL
     return NEED
@@ -465,10 +493,23 @@ class _Generator:
         if name == "FIND":
             lits, nocase = self.literal_set(a)
             helper = "_find_nc" if nocase else "_find"
-            if not nocase and len(self.program.sets[a].strings) == 1 and self.inline:
-                helper = "_find1"
-                lits = self.const("F", a, self.program.strings[self.program.sets[a].strings[0]])
             before = self.const("B", c - 1, self.program.strings[c - 1]) if c else "None"
+            strings = self.program.sets[a].strings
+            if len(strings) == 1 and self.inline:
+                lit = self.program.strings[strings[0]]
+                if not nocase:
+                    helper = "_find1"
+                    lits = self.const("F", a, lit)
+                elif lit == lit.lower() and (not c or not any(
+                        ch.isalpha() for ch in self.program.strings[c - 1].decode("latin-1")
+                        if ch.isascii())):
+                    # searched in place ignoring ASCII case: the same first match as in the
+                    # lowered bytes; `before` has no letters, so lowering cannot change its place
+                    out += [f"{ind}q = _find1_nc(buf, p, n, E, final, {self.const('F', a, lit)}, "
+                            f"{len(lit)}, {int(b)}, {before})",
+                            f"{ind}if q < 0: return q",
+                            f"{ind}p = q"]
+                    return d
             out += [f"{ind}q = {helper}(buf, p, n, E, final, {lits}, {int(b)}, {before})",
                     f"{ind}if q < 0: return q",
                     f"{ind}p = q"]
@@ -585,8 +626,8 @@ def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
 
 
 _HELPERS: dict[str, object] = {
-    "_match": _match, "_find": _find, "_find1": _find1, "_match_nc": _match_nc,
-    "_find_nc": _find_nc, "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
+    "_match": _match, "_find": _find, "_find1": _find1, "_find1_nc": _find1_nc,
+    "_match_nc": _match_nc, "_find_nc": _find_nc, "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
     "MASK": MASK, "BIG": BIG,
 }
 _BUILTINS = {"int": int, "str": str, "max": max, "len": len, "range": range}
