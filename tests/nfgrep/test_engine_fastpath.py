@@ -167,6 +167,14 @@ protocol watched over tcp, udp ports 8 {
 }
 protocol parent over tcp, udp { step a from client { "OP" at 0 } }
 protocol kid over tcp, udp after parent { step k from client { find "KID" within 50 } }
+protocol kid-s over tcp, udp after parent { step k from server { "S" at 0 } }
+protocol kid-z over tcp, udp after parent { step k from client { "Z" at 0 } }
+protocol kid-2 over tcp, udp after parent {
+    step k from client { "OPQ" at 0 ; expect kid-data over udp to server port 4000 }
+    step l from client { "!" at 0 }
+}
+protocol parent-e over tcp, udp { step a from client { "PQ" at 0 } }
+protocol kid-e over tcp, udp after parent-e { step k from either { "E" at 0 } }
 protocol loose over tcp, udp { step a from client { find "?" within 30 } }
 protocol talker over tcp, udp ports 7, 9 { step a from server { "ON" at 0 } }
 protocol twice over tcp, udp { step a from client { "TW" at 0 } step b from client { "ICE" at 0 } }
@@ -177,6 +185,10 @@ FIRST_CONVERSATIONS = {
     "one-more": [(0, b"ON"), (1, b"OK")],
     "watched": [(0, b"ONCE PORT a PORT b"), (0, b" PORT c")],
     "parent": [(0, b"OP KID"), (1, b"x")],
+    "parent-2": [(0, b"OPQ!"), (1, b"S")],
+    "parent-3": [(0, b"OP"), (0, b"KID")],
+    "parent-s": [(0, b"OPx"), (1, b"S")],
+    "parent-e": [(0, b"PQ E"), (1, b"E")],
     "loose": [(0, b"ON?"), (1, b"ON")],
     "talker": [(1, b"ON"), (0, b"ONE.")],
     "twice": [(0, b"TWICE"), (0, b"TWICE")],
@@ -262,6 +274,11 @@ def test_a_flow_decided_by_its_first_bytes_keeps_no_stream() -> None:
     [(0, b"TWICE")],             # held twice: classified by the hand-over
     [(0, b"ONCE PORT a")],       # classified with a watch
     [(0, b"OP KID")],            # classified with a child
+    [(0, b"OP")],                # children waiting: for more bytes, for the server
+    [(0, b"OPQ!")],              # a child held twice: classified by the hand-over
+    [(0, b"OPQ")],               # a child held, its next step waits
+    [(0, b"OPx")],               # every child from the client fails
+    [(0, b"PQ E")],              # a child from either
 ])
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_the_first_feeds_hand_over(chunks: list[tuple[int, bytes]], transport: str) -> None:

@@ -488,6 +488,13 @@ class Engine:
                 st.done = True
                 st._bufs = []
                 return True
+            if tcp and len(s.steps) == 1 and not s.watches:  # classified, its children come
+                st.app = s.name
+                st.chain.append(s.name)
+                self._commit(st, K, X, (at0, r))
+                st._pending = 0
+                self._first_children(st, d, data, s)
+                return True
             run = _Run(s)  # its first step held (`_step_taken`)
             run.vars = V
             if K:
@@ -523,6 +530,60 @@ class Engine:
         st.done = True
         st._bufs = []
         return True
+
+    def _first_children(self, st: FlowState, d: int, data: bytes, parent: Signature) -> None:
+        """`_first` of a TCP flow its first bytes classified (``parent``, no watch): its
+        children made and called as `_classified` then `_stream` would, with no stream
+        and no run for those that fail at once."""
+        n = len(data)
+        children = self._children[("tcp", parent.name)]
+        if CHILD_GATE:  # (`_classified`: a child its first byte here rules out is not made)
+            children = [c for c in children if c.first is None or c.steps[0].direction != d
+                        or data[0] in c.first]
+        cost, fields = self._cost, st.fields
+        at0 = self._seq if self._timed else 1 << 62
+        waiting: list[_Run] = []
+        for k, c in enumerate(children):
+            cd = c.steps[0].direction
+            if cd != d:
+                if cd == 2:  # from either: the general path from here
+                    st._runs = waiting + [_Run(x) for x in children[k:]]
+                    self._keep(st, d, data)
+                    self._stream(st, d, len(waiting))
+                    break
+                waiting.append(_Run(c))  # waits for the other direction
+                continue
+            V = [0] * c.nvars
+            K: list[tuple[str, str]] = []
+            X: list[tuple[str, str, str, int]] = []
+            r = c.steps[0].fn(data, 0, n, False, V, K, X, cost, fields)
+            if r < 0:
+                if r == NEED:
+                    run = _Run(c)
+                    run.seen = (n, -1) if d == 0 else (-1, n)
+                    waiting.append(run)
+                continue
+            run = _Run(c)  # its first step held (`_step_taken`)
+            run.vars = V
+            if K:
+                run.fields = K
+            if X:
+                run.expects = X
+            run.index = 1
+            run.base = (r, 0) if d == 0 else (0, r)
+            run.at = (at0, r)
+            self._hand_over(st, d, data, waiting, run, children[k + 1:])
+            return
+        else:
+            if waiting:
+                st._runs = waiting
+                self._keep(st, d, data)
+                return
+            if self._timed:  # the arrival number `_keep` would have given them
+                self._seq += 1
+        if not st._runs and not st._watches:
+            st.done = True
+            st._bufs = []
 
     def _keep(self, st: FlowState, d: int, data: bytes) -> None:
         """A TCP flow's first bytes into its new streams (what `feed` does with them)."""
