@@ -213,11 +213,13 @@ def test_inlined_steps_equal_the_plain_translation(text: str, data: list[bytes],
     'repeat up to 2 within 1 { "ab" } ; let x = here ; keep k = x',
     'find "ab" nocase within 6 before "\\r" ; let x = here ; keep k = x',
     'find "a" nocase within 3 ; let x = here ; keep k = x',
+    'any of "ba", "ab", "aab", "a" at 1 ; let x = here ; keep k = x',
+    'skip 1 ; any of "xab", "AB", "b", "aab" nocase ; let x = here ; keep k = x',
 ])
 def test_inlined_steps_equal_the_plain_translation_on_edges(body: str) -> None:
     text = f"protocol e over tcp {{ step s from client {{ let x = 0\n{body} }} }}"
     data = [b"", b"a", b"ab", b"abab", b"aAb", b"aAAb", b"abAA", b"bab", b"aab", b"xbbab",
-            b"xAB\r", b"x\rAb", b"xxxAb"]
+            b"xAB\r", b"x\rAb", b"xxxAb", b"xaab", b"xa", b"xaa", b"xAAB", b"xAa"]
     for start in (0, 1):
         _inline_equal(text, data, start)
 

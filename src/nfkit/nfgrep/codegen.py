@@ -69,6 +69,25 @@ def _match(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, .
     return FAIL
 
 
+def _match_by(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+              by_first: dict[int, tuple[bytes, ...]]) -> int:
+    """_match of many literals: only those starting with the byte at p (``by_first``, in
+    the order written) can hold or wait; all of them when there is no byte at p yet."""
+    if p >= n:
+        return _match(buf, p, n, E, final, lits)
+    return _match(buf, p, n, E, final, by_first.get(buf[p], ()))
+
+
+def _match_nc_by(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+                 longest: int, by_first: dict[int, tuple[bytes, ...]]) -> int:
+    """_match_nc of many literals (see `_match_by`)."""
+    if p >= n:
+        return _match_nc(buf, p, n, E, final, lits, longest)
+    window = buf[p:min(n, p + longest)].lower()
+    r = _match(window, 0, len(window), E - p, final, by_first.get(window[0], ()))
+    return r + p if r >= 0 else r
+
+
 def _find(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
           within: int, before: bytes | None) -> int:
     """End of the literal that ends first within `within` bytes of p, unless `before` ends first."""
@@ -477,17 +496,27 @@ class _Generator:
             # the first literal tested in line; the helper (which tests it again) otherwise
             first = self.const("F", a, self.program.strings[strings[0]])
             k = len(self.program.strings[strings[0]])
+            by = ""
+            if len(strings) >= 3:  # many: only those starting with the byte there are tried
+                firsts: dict[int, tuple[bytes, ...]] = {}
+                for i in strings:
+                    lit = self.program.strings[i]
+                    if lit:
+                        firsts[lit[0]] = (*firsts.get(lit[0], ()), lit)
+                if all(self.program.strings[i] for i in strings):  # (an empty one holds anywhere)
+                    by = f", {self.const('D', a, firsts)}"
             if nocase:  # the helper lowers only the bytes it compares, within the data
                 longest = max(len(self.program.strings[i]) for i in strings)
                 out += [f"{ind}if {at} + {k} <= L and buf[{at}:{at} + {k}].lower() == {first}:",
                         f"{ind}    p = {at} + {k}",
                         f"{ind}else:",
-                        f"{ind}    q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})"]
+                        f"{ind}    q = _match_nc{'_by' if by else ''}(buf, {at}, n, E, final, "
+                        f"{lits}, {longest}{by})"]
             else:
                 out += [f"{ind}if {at} + {k} <= E and buf.startswith({first}, {at}):",
                         f"{ind}    p = {at} + {k}",
                         f"{ind}else:",
-                        f"{ind}    q = _match(buf, {at}, n, E, final, {lits})"]
+                        f"{ind}    q = _match{'_by' if by else ''}(buf, {at}, n, E, final, {lits}{by})"]
             out += [f"{ind}    if q < 0: return q", f"{ind}    p = q"]
             return d
         if name == "FIND":
@@ -627,7 +656,8 @@ def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
 
 _HELPERS: dict[str, object] = {
     "_match": _match, "_find": _find, "_find1": _find1, "_find1_nc": _find1_nc,
-    "_match_nc": _match_nc, "_find_nc": _find_nc, "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
+    "_match_nc": _match_nc, "_match_by": _match_by, "_match_nc_by": _match_nc_by,
+    "_find_nc": _find_nc, "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
     "MASK": MASK, "BIG": BIG,
 }
 _BUILTINS = {"int": int, "str": str, "max": max, "len": len, "range": range}

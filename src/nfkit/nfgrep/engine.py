@@ -263,7 +263,8 @@ _RESULT = {FAIL: "failed", NEED: "waits", GIVE_UP: "gave up"}
 
 
 # a `_first` gate entry: candidates, their ports, those decided in one call
-_FirstGate = tuple[tuple[Signature, ...], frozenset[int], frozenset[Signature]]
+_FirstGate = tuple[tuple[Signature, ...], frozenset[int], frozenset[Signature],
+                   dict[tuple[int, int], tuple[Signature, ...]]]
 
 
 class Engine:
@@ -308,8 +309,9 @@ class Engine:
                     if s.transports & bit:
                         self._children.setdefault((tr, s.after), []).append(s)
         # a flow's first bytes (`_first`): per gate entry, its candidates, the union of their
-        # port hints and which of them are decided by that one call alone (one step, no
-        # watch, no child); None where a candidate's first step reads from either direction
+        # port hints, which of them are decided by that one call alone (one step, no watch,
+        # no child) and their orders by hinted ports (`_hinted_first`); None where a
+        # candidate's first step reads from either direction
         self._first_gate: dict[tuple[str, int], list[_FirstGate | None]] = {}
         for (tr, d), entries in self._gate.items():
             made: dict[tuple[Signature, ...], _FirstGate | None] = {}
@@ -318,9 +320,8 @@ class Engine:
                     made[cands] = None if any(c.steps[0].direction != d for c in cands) else (
                         cands, frozenset().union(*(c.ports for c in cands)),
                         frozenset(c for c in cands if len(c.steps) == 1 and not c.watches
-                                  and (tr, c.name) not in self._children))
+                                  and (tr, c.name) not in self._children), {})
             self._first_gate[(tr, d)] = [made[cands] for cands in entries]
-        self._orders: dict[tuple[tuple[Signature, ...], int, int], tuple[Signature, ...]] = {}
         # (transport, address, port) -> its announcements not yet taken, as (date, number,
         # label) in date order; keys in the order they were last announced
         self._expected: OrderedDict[tuple[str, str | None, int], list[tuple[int, int, str]]] = \
@@ -390,20 +391,18 @@ class Engine:
             (hinted if sp in ports or cp in ports else rest).append(_Run(s))
         st._runs = hinted + st._runs + rest if hinted else st._runs + rest
 
-    def _hinted_first(self, st: FlowState, sigs: tuple[Signature, ...],
-                      hints: frozenset[int]) -> tuple[Signature, ...]:
+    @staticmethod
+    def _hinted_first(sigs: tuple[Signature, ...], hints: frozenset[int],
+                      orders: dict[tuple[int, int], tuple[Signature, ...]], sp: int,
+                      cp: int) -> tuple[Signature, ...]:
         """``sigs`` in the order `_admit` gives their runs: those hinted by the flow's ports
-        first, the gate's order kept within each part."""
-        cp, sp = st.client_port, st.server_port
-        key = (sigs, sp if sp in hints else -1, cp if cp in hints else -1)
-        order = self._orders.get(key)
-        if order is None:  # few keys: the ports named by the loaded protocols
-            if key[1] < 0 and key[2] < 0:
-                order = sigs
-            else:
-                order = (*(s for s in sigs if sp in s.ports or cp in s.ports),
-                         *(s for s in sigs if not (sp in s.ports or cp in s.ports)))
-            self._orders[key] = order
+        (``sp``, ``cp``, one of them in ``hints``) first, the gate's order kept within each
+        part; kept in ``orders`` (few keys: the ports the loaded protocols name)."""
+        key = (sp if sp in hints else -1, cp if cp in hints else -1)
+        order = orders.get(key)
+        if order is None:
+            order = orders[key] = (*(s for s in sigs if sp in s.ports or cp in s.ports),
+                                   *(s for s in sigs if not (sp in s.ports or cp in s.ports)))
         return order
 
     def feed(self, st: FlowState, direction: int, data: bytes) -> None:
@@ -461,8 +460,10 @@ class Engine:
         if type(data) is not bytes:
             data = bytes(data)
         st._pending &= ~(1 << d)
-        sigs, hints, plain = entry
-        order = self._hinted_first(st, sigs, hints) if hints else sigs
+        sigs, hints, plain, orders = entry
+        sp, cp = st.server_port, st.client_port
+        order = self._hinted_first(sigs, hints, orders, sp, cp) \
+            if sp in hints or cp in hints else sigs
         cost, fields = self._cost, st.fields
         # `_when` of one segment (TCP), or the datagram's number
         at0 = self._seq if self._timed or not tcp else 1 << 62
