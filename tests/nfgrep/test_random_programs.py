@@ -215,6 +215,9 @@ def test_inlined_steps_equal_the_plain_translation(text: str, data: list[bytes],
     'find "a" nocase within 3 ; let x = here ; keep k = x',
     'any of "ba", "ab", "aab", "a" at 1 ; let x = here ; keep k = x',
     'skip 1 ; any of "xab", "AB", "b", "aab" nocase ; let x = here ; keep k = x',
+    'optional { "b" ; let x = 2 ; "zz" } ; keep k = x',
+    'optional { "a" ; let x = 2 ; keep f bytes 1 ; "b" } ; keep k = x',
+    'repeat up to 3 { "a" ; let x = x + 1 ; optional { "b" ; let x = 9 ; "q" } } ; keep k = x',
 ])
 def test_inlined_steps_equal_the_plain_translation_on_edges(body: str) -> None:
     text = f"protocol e over tcp {{ step s from client {{ let x = 0\n{body} }} }}"

@@ -308,14 +308,34 @@ class _Generator:
                 keeps = keeps or name.startswith("KEEP") or name == "EXPECT"
         return sets, keeps
 
-    def block(self, block: Block, ind: str, top: bool = False) -> list[str]:
+    @staticmethod
+    def _first_effect(block: Block) -> int:
+        """The index of the first item of a block that may set a variable, keep a field or
+        expect a flow (len(items) if none does)."""
+        for i, item in enumerate(block.items):
+            if isinstance(item, Block):
+                sets, keeps = _Generator._effects(item)
+                if sets or keeps:
+                    return i
+            else:
+                name = OPS[item.op].name
+                if name == "LET" or name.startswith("KEEP") or name == "EXPECT":
+                    return i
+        return len(block.items)
+
+    def block(self, block: Block, ind: str, top: bool = False,
+              inject: tuple[int, list[str]] | None = None) -> list[str]:
         """Straight-line code for a block.  Blocks are inlined: each body runs inside a
-        ``while True`` that a failure leaves with ``r`` set (``return`` at the top)."""
+        ``while True`` that a failure leaves with ``r`` set (``return`` at the top).
+        ``inject``: lines put before the item of that index."""
         lines: list[str] = []
         depth = 0
         leave = "return r" if top else "break"
         self.let = None
-        for item in block.items:
+        for index, item in enumerate(block.items):
+            if inject is not None and index == inject[0]:
+                lines += [f"{ind}{x}" for x in inject[1]]
+                self.let = None
             if not isinstance(item, Block):
                 start = len(lines)
                 depth = self.instr(item, ind, depth, lines)
@@ -332,14 +352,25 @@ class _Generator:
             self.blocks += 1
             n = self.blocks
             sets, keeps = self._effects(item)
-            save = [f"p{n} = p"]
-            undo = [f"p = p{n}"]
+            kept: list[str] = []
+            restored: list[str] = []
             if keeps:
-                save.append(f"k{n} = len(K); x{n} = len(X)")
-                undo.append(f"del K[k{n}:]; del X[x{n}:]")
+                kept.append(f"k{n} = len(K); x{n} = len(X)")
+                restored.append(f"del K[k{n}:]; del X[x{n}:]")
             for var in sorted(sets):  # only what the block may change is saved
-                save.append(f"v{n}_{var} = V[{var}]")
-                undo.append(f"V[{var}] = v{n}_{var}")
+                kept.append(f"v{n}_{var} = V[{var}]")
+                restored.append(f"V[{var}] = v{n}_{var}")
+            first = self._first_effect(item)
+            saves_at = None  # (item index, lines) for the body
+            if kept and first and self.inline:
+                # saved where the first change may happen: a block that fails before it
+                # (a tag that is not its own, say) saves and restores nothing
+                save = [f"p{n} = p", f"s{n} = 0"]
+                undo = [f"p = p{n}", f"if s{n}:"] + [f"    {x}" for x in restored]
+                saves_at = (first, [f"s{n} = 1"] + kept)
+            else:
+                save = [f"p{n} = p"] + kept
+                undo = [f"p = p{n}"] + restored
             if self.counting:
                 lines.append(f"{ind}C[0] += 1")
             if item.kind == "OPT_BEGIN":
@@ -347,7 +378,7 @@ class _Generator:
                     lines.append(f"{ind}C[0] += 2")
                 lines += [f"{ind}{x}" for x in save]
                 lines.append(f"{ind}while True:")
-                lines += self.block(item, ind + "    ")
+                lines += self.block(item, ind + "    ", inject=saves_at)
                 lines += [f"{ind}    break",
                           f"{ind}if r:",
                           f"{ind}    if r != -1: {leave}"]
@@ -372,7 +403,7 @@ class _Generator:
                 lines.append(f"{inner}C[0] += 2")
             lines += [f"{inner}{x}" for x in save]
             lines.append(f"{inner}while True:")
-            lines += self.block(item, inner + "    ")
+            lines += self.block(item, inner + "    ", inject=saves_at)
             lines += [f"{inner}    break",
                       f"{inner}if r:",
                       f"{inner}    if r != -1: break"]
