@@ -285,3 +285,15 @@ def test_the_first_feeds_hand_over(chunks: list[tuple[int, bytes]], transport: s
     rules = list(LIBRARY) + FIRST_RULES
     assert _first_feed(rules, chunks, transport, 8, True) == \
         _first_feed(rules, chunks, transport, 8, False)
+
+
+def test_a_done_flows_answers_are_not_changed_again() -> None:
+    """The module docstring's promise: a caller may keep `fields`/`chain` of a done flow."""
+    engine = Engine(LIBRARY)
+    flow = engine.new_flow("tcp", 40000, 80)
+    engine.feed(flow, 0, HTTP[0][1])
+    assert flow.done
+    fields, chain, seen = flow.fields, flow.chain, (dict(flow.fields), list(flow.chain))
+    engine.feed(flow, 0, b"GET /other HTTP/1.1\r\nHost: elsewhere\r\n\r\n")
+    engine.feed(flow, 1, b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    assert flow.fields is fields and flow.chain is chain and (fields, chain) == seen

@@ -21,7 +21,9 @@ Interface (what the flow table and the `classify` command code against)::
 client.  On TCP, `data` is the next in-order reassembled bytes of that
 direction's stream (the engine keeps what it needs per flow, at most
 WINDOW bytes per direction); on UDP, one datagram.  Once `st.done` is true
-the caller may stop feeding (feeding more is a cheap no-op).
+the caller may stop feeding (feeding more is a cheap no-op), and the engine
+never changes that flow's `fields`, `chain` or `expectations` again: a caller
+may keep them as they are, without copies.
 
 A flow whose server address and port match an expectation announced earlier
 (FTP PASV/EPSV/PORT) is labelled at `new_flow` (app "ftp-data", done at
