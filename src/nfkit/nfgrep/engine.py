@@ -320,7 +320,9 @@ class Engine:
             for cands in entries:
                 if cands not in made:
                     made[cands] = None if any(c.steps[0].direction != d for c in cands) else (
-                        cands, frozenset().union(*(c.ports for c in cands)),
+                        # (one candidate: no order to choose)
+                        cands, frozenset().union(*(c.ports for c in cands)) if len(cands) > 1
+                        else frozenset(),
                         frozenset(c for c in cands if len(c.steps) == 1 and not c.watches
                                   and (tr, c.name) not in self._children), {})
             self._first_gate[(tr, d)] = [made[cands] for cands in entries]
@@ -484,7 +486,10 @@ class Engine:
             if s in plain:  # classified, with nothing to follow: the others go
                 st.app = s.name
                 st.chain.append(s.name)
-                self._commit(st, K, X, (at0, r if tcp else 0))
+                for name, value in K:  # (`_commit`)
+                    fields[name] = value[:MAX_FIELD]
+                if X:
+                    self._commit(st, (), X, (at0, r if tcp else 0))
                 if self._timed or not tcp:
                     self._seq += 1
                 st._pending = 0
