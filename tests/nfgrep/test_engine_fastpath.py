@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nfkit.nfgrep import engine as engine_module
 from nfkit.nfgrep.compiler import compile_text
 from nfkit.nfgrep.engine import WINDOW, Engine, FlowState, signatures_of
+from nfkit.nfgrep.errors import VerifierError
 from nfkit.nfgrep.loader import load_rules
 from nfkit.nfgrep.verifier import verify
 
 from .test_engine import FTP, HTTP, TLS, split_chunks
+from .test_random_programs import programs, traffic
 
 LIBRARY = load_rules()
 
@@ -140,3 +143,157 @@ def test_a_child_ruled_out_by_its_first_byte_is_never_called() -> None:
     flow = engine.new_flow("tcp", 40000, 7)
     engine.feed(flow, 0, b"AHOYA")
     assert len(calls) == 1 and "hello-a" in [r.sig.name for r in flow._runs]
+
+
+# -- a flow's first bytes without runs (`Engine._first`, off with FIRST_FEED) --------------
+
+DNS_QUERY = bytes.fromhex("123401000001000000000000076578616d706c6503636f6d0000010001")
+UDP_CONVERSATIONS = {
+    "dns": [(0, DNS_QUERY), (1, b"\x12\x34\x81\x80" + DNS_QUERY[4:])],
+    "dns-response-first": [(1, b"\x12\x34\x81\x80" + DNS_QUERY[4:]), (0, DNS_QUERY)],
+    "junk": [(0, b"\x00\x01junk"), (1, b"x")],
+}
+# protocols decided by their first call beside ones that are not (a second step, a watch, a
+# child, a step from either), sharing first bytes and ports so candidates come in both orders
+FIRST_TEXT = """
+protocol one over tcp, udp ports 7 { step a from client { "ONE" at 0 ; keep rest until "." within 20 } }
+protocol one-more over tcp, udp ports 9 {
+    step a from client { "ON" at 0 ; expect one-early over udp to client port 3000 }
+    step b from server { "OK" at 0 ; expect one-data over tcp to server port 2000 }
+}
+protocol watched over tcp, udp ports 8 {
+    step a from client { "ONCE" at 0 }
+    watch w from client { find "PORT " within 100 ; let p = u8 ; expect w-data over tcp to client port p + 1 }
+}
+protocol parent over tcp, udp { step a from client { "OP" at 0 } }
+protocol kid over tcp, udp after parent { step k from client { find "KID" within 50 } }
+protocol kid-s over tcp, udp after parent { step k from server { "S" at 0 } }
+protocol kid-z over tcp, udp after parent { step k from client { "Z" at 0 } }
+protocol kid-2 over tcp, udp after parent {
+    step k from client { "OPQ" at 0 ; expect kid-data over udp to server port 4000 }
+    step l from client { "!" at 0 }
+}
+protocol parent-e over tcp, udp { step a from client { "PQ" at 0 } }
+protocol kid-e over tcp, udp after parent-e { step k from either { "E" at 0 } }
+protocol loose over tcp, udp { step a from client { find "?" within 30 } }
+protocol talker over tcp, udp ports 7, 9 { step a from server { "ON" at 0 } }
+protocol twice over tcp, udp { step a from client { "TW" at 0 } step b from client { "ICE" at 0 } }
+"""
+FIRST_RULES = signatures_of(verify(compile_text(FIRST_TEXT, "first.nfg")))
+FIRST_CONVERSATIONS = {
+    "one": [(0, b"ONE thing."), (1, b"OK")],
+    "one-more": [(0, b"ON"), (1, b"OK")],
+    "watched": [(0, b"ONCE PORT a PORT b"), (0, b" PORT c")],
+    "parent": [(0, b"OP KID"), (1, b"x")],
+    "parent-2": [(0, b"OPQ!"), (1, b"S")],
+    "parent-3": [(0, b"OP"), (0, b"KID")],
+    "parent-s": [(0, b"OPx"), (1, b"S")],
+    "parent-e": [(0, b"PQ E"), (1, b"E")],
+    "loose": [(0, b"ON?"), (1, b"ON")],
+    "talker": [(1, b"ON"), (0, b"ONE.")],
+    "twice": [(0, b"TWICE"), (0, b"TWICE")],
+    "tls": TLS,
+    "http": HTTP,
+    "ftp": FTP,
+}
+
+
+def _first_feed(rules: list[Any], chunks: list[tuple[int, bytes | bytearray | memoryview]],
+                transport: str, port: int, first: bool) -> tuple[object, ...]:
+    engine = Engine(rules)
+    saved = engine_module.FIRST_FEED
+    engine_module.FIRST_FEED = first
+    try:
+        flow = engine.new_flow(transport, 40000, port, "192.0.2.1", "198.51.100.2")
+        steps = []
+        for d, data in chunks:
+            engine.feed(flow, d, data)
+            steps.append(_outcome(flow))
+        later = engine.new_flow("tcp", 40001, 2000, "192.0.2.1", "198.51.100.2")  # expected?
+    finally:
+        engine_module.FIRST_FEED = saved
+    return (steps, engine._seq, engine.expected, _outcome(later))
+
+
+@settings(max_examples=200, deadline=None)
+@given(which=st.sampled_from(sorted(FIRST_CONVERSATIONS) + sorted(UDP_CONVERSATIONS)),
+       cuts=st.lists(st.integers(0, 3000), max_size=12),
+       change=st.none() | st.tuples(st.integers(0, 7), st.integers(0, 1 << 16), st.integers(0, 255)),
+       port=st.sampled_from([0, 7, 8, 9, 53, 80, 443, 6379, 40000]),
+       transport=st.sampled_from(["tcp", "udp"]), client_only=st.booleans(),
+       kind=st.sampled_from([bytes, bytearray, memoryview]))
+@example(which="http", cuts=[], change=None, port=0, transport="tcp", client_only=True, kind=bytes)
+def test_the_first_feed_gives_the_general_paths_answers(
+        which: str, cuts: list[int], change: tuple[int, int, int] | None, port: int,
+        transport: str, client_only: bool, kind: Any) -> None:
+    chunks = list(UDP_CONVERSATIONS.get(which) or FIRST_CONVERSATIONS[which])
+    if change is not None:
+        k, at, value = change
+        d, data = chunks[k % len(chunks)]
+        b = bytearray(data)
+        b[at % len(b)] = value
+        chunks[k % len(chunks)] = (d, bytes(b))
+    if transport == "tcp":
+        chunks = split_chunks(chunks, cuts)
+    rules = list(LIBRARY) + FIRST_RULES
+    if client_only:  # no protocol starts from the server: a flow may end on its first bytes
+        rules = [s for s in FIRST_RULES if s.steps[0].direction == 0]
+    given = [(d, kind(data)) for d, data in chunks]
+    assert _first_feed(rules, given, transport, port, True) == \
+        _first_feed(rules, chunks, transport, port, False)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=programs, chunks=traffic, transport=st.sampled_from(["tcp", "udp"]),
+       port=st.sampled_from([0, 2000]))
+def test_the_first_feed_of_random_programs_gives_the_general_paths_answers(
+        text: str, chunks: list[tuple[int, bytes]], transport: str, port: int) -> None:
+    try:
+        sigs = signatures_of(verify(compile_text(text, "random.nfg")))
+    except VerifierError:
+        return
+    rules = sigs + FIRST_RULES
+    assert _first_feed(rules, chunks, transport, port, True) == \
+        _first_feed(rules, chunks, transport, port, False)
+
+
+def test_a_flow_decided_by_its_first_bytes_keeps_no_stream() -> None:
+    engine = Engine(LIBRARY)
+    flow = engine.new_flow("tcp", 40000, 80)
+    engine.feed(flow, 0, HTTP[0][1])
+    assert flow.done and flow.app == "http" and flow._bufs == [] and flow._runs == []
+    flow = engine.new_flow("tcp", 40000, 443)
+    engine.feed(flow, 0, TLS[0][1])  # a second step to come: streams and a run
+    assert not flow.done and flow._bufs is not None and [r.sig.name for r in flow._runs] == ["tls"]
+
+
+@pytest.mark.parametrize("chunks", [
+    [(0, b"TW"), (0, b"ICE")],   # held, its next step on the same bytes waits
+    [(0, b"TWO"), (0, b"ICE")],  # held, its next step fails
+    [(0, b"TWICE")],             # held twice: classified by the hand-over
+    [(0, b"ONCE PORT a")],       # classified with a watch
+    [(0, b"OP KID")],            # classified with a child
+    [(0, b"OP")],                # children waiting: for more bytes, for the server
+    [(0, b"OPQ!")],              # a child held twice: classified by the hand-over
+    [(0, b"OPQ")],               # a child held, its next step waits
+    [(0, b"OPx")],               # every child from the client fails
+    [(0, b"PQ E")],              # a child from either
+])
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_the_first_feeds_hand_over(chunks: list[tuple[int, bytes]], transport: str) -> None:
+    rules = list(LIBRARY) + FIRST_RULES
+    assert _first_feed(rules, chunks, transport, 8, True) == \
+        _first_feed(rules, chunks, transport, 8, False)
+
+
+def test_a_done_flows_answers_are_not_changed_again() -> None:
+    """The module docstring's promise: a caller may keep `fields`/`chain` of a done flow."""
+    engine = Engine(LIBRARY)
+    flow = engine.new_flow("tcp", 40000, 80)
+    engine.feed(flow, 0, HTTP[0][1])
+    assert flow.done
+    fields, chain, seen = flow.fields, flow.chain, (dict(flow.fields), list(flow.chain))
+    engine.feed(flow, 0, b"GET /other HTTP/1.1\r\nHost: elsewhere\r\n\r\n")
+    engine.feed(flow, 1, b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    assert flow.fields is fields and flow.chain is chain and (fields, chain) == seen

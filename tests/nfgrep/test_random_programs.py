@@ -3,6 +3,7 @@ changes a verdict (one byte at a time, or cut anywhere, equals whole)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -160,3 +161,103 @@ def test_nocase_helpers_equal_lowering_everything(buf: bytes, p: int, extra: int
     p = min(p, n)
     assert _find_nc(buf, p, n, end, final, tuple(lits), within, before) == \
         _find(lowered, p, n, end, final, tuple(lits), within, before)
+
+
+def _inline_equal(text: str, data: list[bytes], start: int) -> None:
+    from nfkit.nfgrep import codegen
+
+    try:
+        verified = verify(compile_text(text, "random.nfg"))
+    except VerifierError:
+        return
+    saved = codegen.INLINE
+    try:
+        codegen.INLINE = False
+        plain = signatures_of(verified)
+    finally:
+        codegen.INLINE = saved
+    inlined = signatures_of(verified)
+    for a, b in zip(plain, inlined, strict=True):
+        for sa, sb in zip(a.steps + a.watches, b.steps + b.watches, strict=True):
+            for buf in data:
+                for final in (False, True):
+                    for n in {len(buf), max(0, len(buf) - 2)}:  # data beyond n is not read
+                        b0 = min(start, n)
+                        out = []
+                        for sig, step in ((a, sa), (b, sb)):
+                            V, K, X = [7] * sig.nvars, [], []
+                            r = step.fn(bytearray(buf), b0, n, final, V, K, X, [0], {"f": "a"})
+                            out.append((r, V, K, X))
+                        assert out[0] == out[1], (text, buf, n, final)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=programs, data=st.lists(st.binary(max_size=60).map(
+    lambda b: bytes(ALPHABET[x % len(ALPHABET)] for x in b)), min_size=1, max_size=4),
+    start=st.integers(0, 8))
+def test_inlined_steps_equal_the_plain_translation(text: str, data: list[bytes],
+                                                   start: int) -> None:
+    """codegen.INLINE (first literals in line, `_find1`, a variable read from its slot)
+    changes no step's result, variables, fields or expectations."""
+    _inline_equal(text, data, start)
+
+
+@pytest.mark.parametrize("body", [
+    'let x = u8 ; let y = 2 ; y == 2 ; x == 97 ; keep k = x ; let y = x ; keep j = y',
+    'repeat up to 3 within 2 { any of "ab", "a" nocase } ; "b"',
+    'repeat up to 3 within 3 { "ab" } ; any of "ab", "AA" nocase at 1',
+    'find "b" within 4 before "a" ; keep rest until "a" within 8',
+    'optional { let x = 3 ; "zz" } ; x == 0',
+    'let x = 5 ; let y = u8 ; x == 5 ; keep k = y',
+    'repeat up to 2 within 1 { "ab" } ; let x = here ; keep k = x',
+    'find "ab" nocase within 6 before "\\r" ; let x = here ; keep k = x',
+    'find "a" nocase within 3 ; let x = here ; keep k = x',
+    'any of "ba", "ab", "aab", "a" at 1 ; let x = here ; keep k = x',
+    'skip 1 ; any of "xab", "AB", "b", "aab" nocase ; let x = here ; keep k = x',
+    'optional { "b" ; let x = 2 ; "zz" } ; keep k = x',
+    'optional { "a" ; let x = 2 ; keep f bytes 1 ; "b" } ; keep k = x',
+    'repeat up to 3 { "a" ; let x = x + 1 ; optional { "b" ; let x = 9 ; "q" } } ; keep k = x',
+])
+def test_inlined_steps_equal_the_plain_translation_on_edges(body: str) -> None:
+    text = f"protocol e over tcp {{ step s from client {{ let x = 0\n{body} }} }}"
+    data = [b"", b"a", b"ab", b"abab", b"aAb", b"aAAb", b"abAA", b"bab", b"aab", b"xbbab",
+            b"xAB\r", b"x\rAb", b"xxxAb", b"xaab", b"xa", b"xaa", b"xAAB", b"xAa"]
+    for start in (0, 1):
+        _inline_equal(text, data, start)
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=st.lists(st.binary(min_size=1, max_size=6), max_size=5), final=st.booleans())
+def test_labels_are_decoded_label_by_label(labels: list[bytes], final: bool) -> None:
+    from nfkit.nfgrep.codegen import _labels, _text
+
+    wire = b"".join(bytes([len(x)]) + x for x in labels) + b"\x00"
+    assert _labels(wire, 0, len(wire), 1 << 62, final) == \
+        (len(wire), ".".join(_text(x) for x in labels))
+
+
+@settings(max_examples=400, deadline=None)
+@given(buf=small, p=st.integers(0, 14), extra=st.integers(0, 14), final=st.booleans(),
+       lit=small.filter(bool), within=st.integers(1, 16),
+       before=st.one_of(st.none(), small.filter(bool)))
+def test_find1_equals_find_of_one_literal(buf: bytes, p: int, extra: int, final: bool, lit: bytes,
+                                          within: int, before: bytes | None) -> None:
+    from nfkit.nfgrep.codegen import _find, _find1
+
+    p = min(p, len(buf))
+    assert _find1(buf, p, len(buf), p + extra, final, lit, within, before) == \
+        _find(buf, p, len(buf), p + extra, final, (lit,), within, before)
+
+
+@settings(max_examples=500, deadline=None)
+@given(buf=small, p=st.integers(0, 14), extra=st.integers(0, 14), final=st.booleans(),
+       lit=small.filter(bool).map(bytes.lower), within=st.integers(1, 16),
+       before=st.one_of(st.none(), st.sampled_from([b"\r\n", b"\r", b"\n\r\n", b"\x00"])))
+def test_find1_nc_equals_lowering(buf: bytes, p: int, extra: int, final: bool, lit: bytes,
+                                  within: int, before: bytes | None) -> None:
+    from nfkit.nfgrep.codegen import _find1_nc, _find_nc
+
+    p = min(p, len(buf))
+    assert _find1_nc(buf, p, len(buf), p + extra, final, lit, len(lit), within, before) == \
+        _find_nc(buf, p, len(buf), p + extra, final, (lit,), within, before)

@@ -28,6 +28,7 @@ confines it to) before the read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, cast
@@ -38,6 +39,10 @@ if TYPE_CHECKING:  # the loader imports the verifier only for rules it has not c
     from nfkit.nfgrep.verifier import Verified
 
 FAIL, NEED, GIVE_UP = -1, -2, -3
+# a literal test's first literal in line, one-literal searches by `_find1`, a variable read
+# right after it is set taken from its slot; False gives the plain translation, for tests
+# comparing the two
+INLINE = True
 MASK = (1 << 64) - 1
 BIG = 1 << 62
 
@@ -45,7 +50,10 @@ StepFunction = Callable[..., int]
 
 
 def _text(raw: bytes | bytearray) -> str:
-    return bytes(raw).decode("utf-8", "replace")
+    try:
+        return raw.decode("utf-8", "replace")
+    except AttributeError:  # a memoryview
+        return bytes(raw).decode("utf-8", "replace")
 
 
 def _match(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...]) -> int:
@@ -59,6 +67,25 @@ def _match(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, .
         if k > n and not final and lit.startswith(buf[p:n]):
             return NEED  # an earlier alternative may still hold: decide in order
     return FAIL
+
+
+def _match_by(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+              by_first: dict[int, tuple[bytes, ...]]) -> int:
+    """_match of many literals: only those starting with the byte at p (``by_first``, in
+    the order written) can hold or wait; all of them when there is no byte at p yet."""
+    if p >= n:
+        return _match(buf, p, n, E, final, lits)
+    return _match(buf, p, n, E, final, by_first.get(buf[p], ()))
+
+
+def _match_nc_by(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
+                 longest: int, by_first: dict[int, tuple[bytes, ...]]) -> int:
+    """_match_nc of many literals (see `_match_by`)."""
+    if p >= n:
+        return _match_nc(buf, p, n, E, final, lits, longest)
+    window = buf[p:min(n, p + longest)].lower()
+    r = _match(window, 0, len(window), E - p, final, by_first.get(window[0], ()))
+    return r + p if r >= 0 else r
 
 
 def _find(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
@@ -92,6 +119,53 @@ def _match_nc(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes
     window = buf[p:min(n, p + longest)].lower()
     r = _match(window, 0, len(window), E - p, final, lits)
     return r + p if r >= 0 else r
+
+
+def _find1(buf: bytes, p: int, n: int, E: int, final: bool, lit: bytes, within: int,
+           before: bytes | None) -> int:
+    """_find of one literal."""
+    hard = p + within
+    if hard > E:
+        hard = E
+    stop = hard if hard < n else n
+    i = buf.find(lit, p, stop)
+    if before is not None:
+        end = i + len(lit)
+        j = buf.find(before, p, stop if i < 0 or stop < end else end)
+        if j >= 0 and (i < 0 or j + len(before) <= end):
+            return FAIL
+    if i >= 0:
+        return i + len(lit)
+    if final or stop >= hard:
+        return FAIL
+    return NEED
+
+
+_NOCASE: dict[bytes, re.Pattern[bytes]] = {}  # literal -> it, escaped, ignoring ASCII case
+
+
+def _find1_nc(buf: bytes, p: int, n: int, E: int, final: bool, lit: bytes, size: int,
+              within: int, before: bytes | None) -> int:
+    """_find_nc of one lower-case literal (``size`` its length) before a literal without
+    letters: searched in place ignoring ASCII case, nothing lowered."""
+    hard = p + within
+    if hard > E:
+        hard = E
+    stop = hard if hard < n else n
+    pattern = _NOCASE.get(lit)
+    if pattern is None:  # (a pattern is no constant a step's cache entry can keep)
+        pattern = _NOCASE[lit] = re.compile(re.escape(lit), re.IGNORECASE)
+    m = pattern.search(buf, p, stop)
+    if before is not None:
+        end = m.start() + size if m else -1
+        j = buf.find(before, p, stop if end < 0 or stop < end else end)
+        if j >= 0 and (end < 0 or j + len(before) <= end):
+            return FAIL
+    if m:
+        return m.start() + size
+    if final or stop >= hard:
+        return FAIL
+    return NEED
 
 
 def _find_nc(buf: bytes, p: int, n: int, E: int, final: bool, lits: tuple[bytes, ...],
@@ -130,7 +204,7 @@ def _decimal(buf: bytes, p: int, n: int, E: int, final: bool, digits: int) -> tu
 
 
 def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
-    parts: list[str] = []
+    parts: list[bytes] = []
     q = p
     total = 0
     for _ in range(128):
@@ -140,7 +214,10 @@ def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
             return (FAIL if final else NEED), ""
         size = buf[q]
         if size == 0:
-            return q + 1, ".".join(parts)
+            raw = b".".join(parts)
+            if raw.isascii():  # decoded whole: the same text as label by label
+                return q + 1, raw.decode("ascii")
+            return q + 1, ".".join(map(_text, parts))
         if size > 63:
             return FAIL, ""
         end = q + 1 + size
@@ -149,7 +226,7 @@ def _labels(buf: bytes, p: int, n: int, E: int, final: bool) -> tuple[int, str]:
             return FAIL, ""
         if end > n:
             return (FAIL if final else NEED), ""
-        parts.append(_text(buf[q + 1:end]))
+        parts.append(buf[q + 1:end])
         q = end
     return FAIL, ""
 
@@ -171,6 +248,11 @@ def _fold(op: str, x: int, y: int) -> int:
     return x >> (y & 63)
 
 
+def _plus(base: str, offset: str) -> str:
+    """``base + offset`` without adding a constant 0."""
+    return base if offset == "0" else f"{base} + {offset}"
+
+
 def _short(ind: str, end: str) -> list[str]:
     """Guard: `end` (an offset expression) must not pass the data nor the region."""
     # L is min(n, E): one comparison on the fast path
@@ -182,9 +264,13 @@ class _Generator:
     def __init__(self, program: Program, counting: bool) -> None:
         self.program = program
         self.counting = counting
+        self.inline = INLINE
         self.names: dict[str, object] = {}
         self.blocks = 0
         self.lazy: dict[int, str] = {}  # stack slot -> constant not yet materialized
+        # (slot, variable, value) of a LET just emitted: a PUSH_VAR of that variable right
+        # after it reads the value it was given (None across anything else, blocks included)
+        self.let: tuple[int, int, str] | None = None
 
     def const(self, prefix: str, index: int, value: object) -> str:
         name = f"{prefix}{index}"
@@ -222,13 +308,34 @@ class _Generator:
                 keeps = keeps or name.startswith("KEEP") or name == "EXPECT"
         return sets, keeps
 
-    def block(self, block: Block, ind: str, top: bool = False) -> list[str]:
+    @staticmethod
+    def _first_effect(block: Block) -> int:
+        """The index of the first item of a block that may set a variable, keep a field or
+        expect a flow (len(items) if none does)."""
+        for i, item in enumerate(block.items):
+            if isinstance(item, Block):
+                sets, keeps = _Generator._effects(item)
+                if sets or keeps:
+                    return i
+            else:
+                name = OPS[item.op].name
+                if name == "LET" or name.startswith("KEEP") or name == "EXPECT":
+                    return i
+        return len(block.items)
+
+    def block(self, block: Block, ind: str, top: bool = False,
+              inject: tuple[int, list[str]] | None = None) -> list[str]:
         """Straight-line code for a block.  Blocks are inlined: each body runs inside a
-        ``while True`` that a failure leaves with ``r`` set (``return`` at the top)."""
+        ``while True`` that a failure leaves with ``r`` set (``return`` at the top).
+        ``inject``: lines put before the item of that index."""
         lines: list[str] = []
         depth = 0
         leave = "return r" if top else "break"
-        for item in block.items:
+        self.let = None
+        for index, item in enumerate(block.items):
+            if inject is not None and index == inject[0]:
+                lines += [f"{ind}{x}" for x in inject[1]]
+                self.let = None
             if not isinstance(item, Block):
                 start = len(lines)
                 depth = self.instr(item, ind, depth, lines)
@@ -241,17 +348,29 @@ class _Generator:
                         if at >= 0:
                             lines[i] = line[:at] + "r = " + line[at + 7:] + "; break"
                 continue
+            self.let = None
             self.blocks += 1
             n = self.blocks
             sets, keeps = self._effects(item)
-            save = [f"p{n} = p"]
-            undo = [f"p = p{n}"]
+            kept: list[str] = []
+            restored: list[str] = []
             if keeps:
-                save.append(f"k{n} = len(K); x{n} = len(X)")
-                undo.append(f"del K[k{n}:]; del X[x{n}:]")
+                kept.append(f"k{n} = len(K); x{n} = len(X)")
+                restored.append(f"del K[k{n}:]; del X[x{n}:]")
             for var in sorted(sets):  # only what the block may change is saved
-                save.append(f"v{n}_{var} = V[{var}]")
-                undo.append(f"V[{var}] = v{n}_{var}")
+                kept.append(f"v{n}_{var} = V[{var}]")
+                restored.append(f"V[{var}] = v{n}_{var}")
+            first = self._first_effect(item)
+            saves_at = None  # (item index, lines) for the body
+            if kept and first and self.inline:
+                # saved where the first change may happen: a block that fails before it
+                # (a tag that is not its own, say) saves and restores nothing
+                save = [f"p{n} = p", f"s{n} = 0"]
+                undo = [f"p = p{n}", f"if s{n}:"] + [f"    {x}" for x in restored]
+                saves_at = (first, [f"s{n} = 1"] + kept)
+            else:
+                save = [f"p{n} = p"] + kept
+                undo = [f"p = p{n}"] + restored
             if self.counting:
                 lines.append(f"{ind}C[0] += 1")
             if item.kind == "OPT_BEGIN":
@@ -259,7 +378,7 @@ class _Generator:
                     lines.append(f"{ind}C[0] += 2")
                 lines += [f"{ind}{x}" for x in save]
                 lines.append(f"{ind}while True:")
-                lines += self.block(item, ind + "    ")
+                lines += self.block(item, ind + "    ", inject=saves_at)
                 lines += [f"{ind}    break",
                           f"{ind}if r:",
                           f"{ind}    if r != -1: {leave}"]
@@ -284,7 +403,7 @@ class _Generator:
                 lines.append(f"{inner}C[0] += 2")
             lines += [f"{inner}{x}" for x in save]
             lines.append(f"{inner}while True:")
-            lines += self.block(item, inner + "    ")
+            lines += self.block(item, inner + "    ", inject=saves_at)
             lines += [f"{inner}    break",
                       f"{inner}if r:",
                       f"{inner}    if r != -1: break"]
@@ -296,6 +415,8 @@ class _Generator:
                 lines.append(f"{ind}E = e{n}")
                 lines.append(f"{ind}L = n if n < E else E")
             lines.append(f"{ind}if r: {leave}")
+            self.let = None
+        self.let = None
         if not lines:
             lines.append(f"{ind}pass")
         return lines
@@ -312,12 +433,18 @@ class _Generator:
     def instr(self, ins: Instr, ind: str, d: int, out: list[str]) -> int:
         info = OPS[ins.op]
         name, a, b, c = info.name, ins.a, ins.b, ins.c
+        let, self.let = self.let, None
         if self.counting:
             out.append(f"{ind}C[0] += {info.cost(self.program, a, b, c)}")
         if name == "PUSH_INT":  # a constant: consumers use it in place
             self.lazy[d] = str(int(self.program.ints[a]))
             return d + 1
         if name == "PUSH_VAR":
+            if let is not None and let[0] == d and let[1] == int(a) and self.inline:
+                # `let x = ...` then `x`: the value is still in its slot (or a constant)
+                if let[2] != f"t{d}":
+                    self.lazy[d] = let[2]
+                return d + 1
             out.append(f"{ind}{self.w(d)} = V[{int(a)}]")
             return d + 1
         if name == "PUSH_HERE":
@@ -333,7 +460,7 @@ class _Generator:
             order = "little" if b else "big"
             if c:
                 d -= 1
-                out.append(f"{ind}q = b0 + {self.v(d)}")
+                out.append(f"{ind}q = {_plus('b0', self.v(d))}")
                 start = "q"
             else:
                 start = "p"
@@ -382,34 +509,81 @@ class _Generator:
             return d - 1
         if name == "MATCH":
             lits, nocase = self.literal_set(a)
+            strings = self.program.sets[a].strings
             if b:
                 d -= 1
-                at = f"b0 + {self.v(d)}"
+                out.append(f"{ind}q = {_plus('b0', self.v(d))}")
+                at = "q"
             else:
                 at = "p"
-            if nocase:
-                longest = max(len(self.program.strings[i]) for i in self.program.sets[a].strings)
-                out.append(f"{ind}q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})")
+            if not self.inline:
+                if nocase:
+                    longest = max(len(self.program.strings[i]) for i in strings)
+                    out.append(f"{ind}q = _match_nc(buf, {at}, n, E, final, {lits}, {longest})")
+                else:
+                    out.append(f"{ind}q = _match(buf, {at}, n, E, final, {lits})")
+                out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
+                return d
+            # the first literal tested in line; the helper (which tests it again) otherwise
+            first = self.const("F", a, self.program.strings[strings[0]])
+            k = len(self.program.strings[strings[0]])
+            by = ""
+            if len(strings) >= 3:  # many: only those starting with the byte there are tried
+                firsts: dict[int, tuple[bytes, ...]] = {}
+                for i in strings:
+                    lit = self.program.strings[i]
+                    if lit:
+                        firsts[lit[0]] = (*firsts.get(lit[0], ()), lit)
+                if all(self.program.strings[i] for i in strings):  # (an empty one holds anywhere)
+                    by = f", {self.const('D', a, firsts)}"
+            if nocase:  # the helper lowers only the bytes it compares, within the data
+                longest = max(len(self.program.strings[i]) for i in strings)
+                out += [f"{ind}if {at} + {k} <= L and buf[{at}:{at} + {k}].lower() == {first}:",
+                        f"{ind}    p = {at} + {k}",
+                        f"{ind}else:",
+                        f"{ind}    q = _match_nc{'_by' if by else ''}(buf, {at}, n, E, final, "
+                        f"{lits}, {longest}{by})"]
             else:
-                out.append(f"{ind}q = _match(buf, {at}, n, E, final, {lits})")
-            out += [f"{ind}if q < 0: return q", f"{ind}p = q"]
+                out += [f"{ind}if {at} + {k} <= E and buf.startswith({first}, {at}):",
+                        f"{ind}    p = {at} + {k}",
+                        f"{ind}else:",
+                        f"{ind}    q = _match{'_by' if by else ''}(buf, {at}, n, E, final, {lits}{by})"]
+            out += [f"{ind}    if q < 0: return q", f"{ind}    p = q"]
             return d
         if name == "FIND":
             lits, nocase = self.literal_set(a)
             helper = "_find_nc" if nocase else "_find"
             before = self.const("B", c - 1, self.program.strings[c - 1]) if c else "None"
+            strings = self.program.sets[a].strings
+            if len(strings) == 1 and self.inline:
+                lit = self.program.strings[strings[0]]
+                if not nocase:
+                    helper = "_find1"
+                    lits = self.const("F", a, lit)
+                elif lit == lit.lower() and (not c or not any(
+                        ch.isalpha() for ch in self.program.strings[c - 1].decode("latin-1")
+                        if ch.isascii())):
+                    # searched in place ignoring ASCII case: the same first match as in the
+                    # lowered bytes; `before` has no letters, so lowering cannot change its place
+                    out += [f"{ind}q = _find1_nc(buf, p, n, E, final, {self.const('F', a, lit)}, "
+                            f"{len(lit)}, {int(b)}, {before})",
+                            f"{ind}if q < 0: return q",
+                            f"{ind}p = q"]
+                    return d
             out += [f"{ind}q = {helper}(buf, p, n, E, final, {lits}, {int(b)}, {before})",
                     f"{ind}if q < 0: return q",
                     f"{ind}p = q"]
             return d
         if name in ("SETPOS", "SKIP"):
             base = "b0" if name == "SETPOS" else "p"
-            out.append(f"{ind}q = {base} + {self.v(d - 1)}")
+            out.append(f"{ind}q = {_plus(base, self.v(d - 1))}")
             out += _short(ind, "q")
             out.append(f"{ind}p = q")
             return d - 1
         if name == "LET":
-            out.append(f"{ind}V[{int(a)}] = {self.v(d - 1)}")
+            value = self.v(d - 1)
+            out.append(f"{ind}V[{int(a)}] = {value}")
+            self.let = (d - 1, int(a), value)
             return d - 1
         if name == "KEEP_UNTIL":
             field = self.const("T", a, self.program.text(a))
@@ -512,8 +686,9 @@ def first_bytes(program: Program, code: list[Instr]) -> frozenset[int] | None:
 
 
 _HELPERS: dict[str, object] = {
-    "_match": _match, "_find": _find, "_match_nc": _match_nc, "_find_nc": _find_nc,
-    "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
+    "_match": _match, "_find": _find, "_find1": _find1, "_find1_nc": _find1_nc,
+    "_match_nc": _match_nc, "_match_by": _match_by, "_match_nc_by": _match_nc_by,
+    "_find_nc": _find_nc, "_keep_until": _keep_until, "_decimal": _decimal, "_labels": _labels, "_text": _text,
     "MASK": MASK, "BIG": BIG,
 }
 _BUILTINS = {"int": int, "str": str, "max": max, "len": len, "range": range}

@@ -21,7 +21,9 @@ Interface (what the flow table and the `classify` command code against)::
 client.  On TCP, `data` is the next in-order reassembled bytes of that
 direction's stream (the engine keeps what it needs per flow, at most
 WINDOW bytes per direction); on UDP, one datagram.  Once `st.done` is true
-the caller may stop feeding (feeding more is a cheap no-op).
+the caller may stop feeding (feeding more is a cheap no-op), and the engine
+never changes that flow's `fields`, `chain` or `expectations` again: a caller
+may keep them as they are, without copies.
 
 A flow whose server address and port match an expectation announced earlier
 (FTP PASV/EPSV/PORT) is labelled at `new_flow` (app "ftp-data", done at
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -71,6 +73,9 @@ MAX_FIELD = 1024
 # children (`after` protocols) ruled out by their first byte are never made (`_classified`);
 # False gives the general path (every child runs and fails), for tests comparing the two
 CHILD_GATE = True
+# a flow's first bytes are tried on its candidates without runs or streams (`Engine._first`);
+# False gives the general path (`_admit`, then `_stream` or `_datagram`), for tests comparing the two
+FIRST_FEED = True
 
 
 class Expectation(NamedTuple):
@@ -122,6 +127,7 @@ class Signature:
         self.steps = [s for s in steps if not s.watch]
         self.watches = [s for s in steps if s.watch]
         self.origin = origin
+        self.zeros = (0,) * nvars  # its variables before the first step (steps work on a copy)
         self.announces = announces  # has an `expect`: the order of expectations matters
         # bytes the first step's direction may start with (None: any)
         self.first = first if self.steps[0].direction != 2 else None
@@ -171,29 +177,44 @@ def from_record(record: tuple[Any, ...]) -> Signature:
                      origin, first, announces)
 
 
+_ORIGIN = (0, 0)
+_UNSEEN = (-1, -1)
+
+
 class _Run:
-    """One candidate protocol (or one watch) on one flow."""
+    """One candidate protocol (or one watch) on one flow.
+
+    Its per-direction pairs (``base``, ``seen``) are tuples replaced when they
+    change, and ``vars``/``fields``/``expects`` start as shared empty values: a
+    candidate that fails on its first call allocates nothing of its own.
+    """
 
     __slots__ = ("sig", "index", "base", "vars", "fields", "expects", "seen", "watch", "budget", "at")
 
     def __init__(self, sig: Signature, watch: _Step | None = None) -> None:
         self.sig = sig
         self.index = 0
-        self.base = [0, 0]
-        self.vars = [0] * sig.nvars
-        self.fields: list[tuple[str, str]] = []
-        self.expects: list[tuple[str, str, str, int]] = []
-        self.seen = [-1, -1]
+        self.base = _ORIGIN  # stream offset where its next step starts, per direction
+        self.vars: Sequence[int] = sig.zeros  # never changed in place: a step returns a new list
+        self.fields: Sequence[tuple[str, str]] = ()
+        self.expects: Sequence[tuple[str, str, str, int]] = ()
+        self.seen = _UNSEEN  # stream end, per direction, where its step last needed more
         self.watch = watch
         self.budget = WATCH_BUDGET
-        self.at = (0, 0)  # when its last step ended (see Engine._when)
+        self.at = _ORIGIN  # when its last step ended (see Engine._when)
+
+
+# a flow's streams before `Engine._open` makes them: tuples, so that a write would fail loudly
+_NO_OFFS: Any = (0, 0)
+_NO_FULL: Any = (False, False)
+_NO_ARRIVALS: Any = ((), ())
 
 
 class FlowState:
     """What the engine knows of one flow.  Read `done`, `app`, `fields`, `chain`, `expectations`."""
 
     __slots__ = ("transport", "client_port", "server_port", "client_addr", "server_addr",
-                 "done", "app", "fields", "chain", "expectations", "events", "_runs",
+                 "done", "app", "fields", "chain", "_expectations", "_events", "_runs",
                  "_watches", "_bufs", "_offs", "_full", "_pending", "_arrivals", "_xkeys")
 
     def __init__(self, transport: str, client_port: int, server_port: int,
@@ -207,17 +228,33 @@ class FlowState:
         self.app: str | None = None
         self.fields: dict[str, str] = {}
         self.chain: list[str] = []
-        self.expectations: list[Expectation] = []
-        self.events: list[TraceEvent] = []
+        self._expectations: list[Expectation] | None = None  # made when read or announced
+        self._events: list[TraceEvent] | None = None
         self._runs: list[_Run] = []
         self._pending = 0
-        # (stream end offset, arrival number) per chunk, kept only for steps from either
-        self._arrivals: list[list[tuple[int, int]]] = [[], []]
-        self._xkeys: list[tuple[object, ...]] = []  # order keys of `expectations`
+        self._xkeys: list[tuple[object, ...]] | None = None  # order keys of `expectations`
         self._watches: list[_Run] = []
-        self._bufs = [bytearray(), bytearray()]
-        self._offs = [0, 0]
-        self._full = [False, False]
+        # TCP streams, made (`Engine._open`) when the first bytes must be kept: a flow
+        # decided on its first segment never has them
+        self._bufs: list[bytearray] | None = None
+        self._offs: list[int] = _NO_OFFS
+        self._full: list[bool] = _NO_FULL
+        # (stream end offset, arrival number) per chunk, kept only when something reads them
+        self._arrivals: list[list[tuple[int, int]]] = _NO_ARRIVALS
+
+    @property
+    def expectations(self) -> list[Expectation]:
+        """[Expectation(label, transport, addr, port), ...] announced by this flow."""
+        if self._expectations is None:
+            self._expectations = []
+        return self._expectations
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """The `TraceEvent`s recorded while `Engine.trace` is True."""
+        if self._events is None:
+            self._events = []
+        return self._events
 
     def __repr__(self) -> str:
         return (f"<FlowState {self.transport} {self.client_port}->{self.server_port} "
@@ -225,6 +262,11 @@ class FlowState:
 
 
 _RESULT = {FAIL: "failed", NEED: "waits", GIVE_UP: "gave up"}
+
+
+# a `_first` gate entry: candidates, their ports, those decided in one call
+_FirstGate = tuple[tuple[Signature, ...], frozenset[int], frozenset[Signature],
+                   dict[tuple[int, int], tuple[Signature, ...]]]
 
 
 class Engine:
@@ -268,6 +310,22 @@ class Engine:
                 for tr, bit in (("tcp", TCP), ("udp", UDP)):
                     if s.transports & bit:
                         self._children.setdefault((tr, s.after), []).append(s)
+        # a flow's first bytes (`_first`): per gate entry, its candidates, the union of their
+        # port hints, which of them are decided by that one call alone (one step, no watch,
+        # no child) and their orders by hinted ports (`_hinted_first`); None where a
+        # candidate's first step reads from either direction
+        self._first_gate: dict[tuple[str, int], list[_FirstGate | None]] = {}
+        for (tr, d), entries in self._gate.items():
+            made: dict[tuple[Signature, ...], _FirstGate | None] = {}
+            for cands in entries:
+                if cands not in made:
+                    made[cands] = None if any(c.steps[0].direction != d for c in cands) else (
+                        # (one candidate: no order to choose)
+                        cands, frozenset().union(*(c.ports for c in cands)) if len(cands) > 1
+                        else frozenset(),
+                        frozenset(c for c in cands if len(c.steps) == 1 and not c.watches
+                                  and (tr, c.name) not in self._children), {})
+            self._first_gate[(tr, d)] = [made[cands] for cands in entries]
         # (transport, address, port) -> its announcements not yet taken, as (date, number,
         # label) in date order; keys in the order they were last announced
         self._expected: OrderedDict[tuple[str, str | None, int], list[tuple[int, int, str]]] = \
@@ -335,21 +393,38 @@ class Engine:
         for s in sigs:  # one pass, the gate's order kept within each part
             ports = s.ports
             (hinted if sp in ports or cp in ports else rest).append(_Run(s))
-        runs = st._runs
-        if hinted:
-            runs[:0] = hinted
-        runs += rest
+        st._runs = hinted + st._runs + rest if hinted else st._runs + rest
+
+    @staticmethod
+    def _hinted_first(sigs: tuple[Signature, ...], hints: frozenset[int],
+                      orders: dict[tuple[int, int], tuple[Signature, ...]], sp: int,
+                      cp: int) -> tuple[Signature, ...]:
+        """``sigs`` in the order `_admit` gives their runs: those hinted by the flow's ports
+        (``sp``, ``cp``, one of them in ``hints``) first, the gate's order kept within each
+        part; kept in ``orders`` (few keys: the ports the loaded protocols name)."""
+        key = (sp if sp in hints else -1, cp if cp in hints else -1)
+        order = orders.get(key)
+        if order is None:
+            order = orders[key] = (*(s for s in sigs if sp in s.ports or cp in s.ports),
+                                   *(s for s in sigs if not (sp in s.ports or cp in s.ports)))
+        return order
 
     def feed(self, st: FlowState, direction: int, data: bytes) -> None:
         """Give the engine the next bytes (TCP) or datagram (UDP) of one direction."""
         if st.done or not data:
             return
         if st._pending & (1 << direction):
+            if st._bufs is None and not st._runs and not st._watches and not self.trace \
+                    and FIRST_FEED and self._first(st, direction, data):
+                return
             self._admit(st, direction, data[0])
         if st.transport == "udp":
             self._datagram(st, direction, bytes(data))
             self._seq += 1
         else:
+            if st._bufs is None:
+                self._open(st)
+                assert st._bufs is not None
             buf = st._bufs[direction]
             room = WINDOW - len(buf)
             if room <= 0:
@@ -367,9 +442,196 @@ class Engine:
             st.done = True
             st._bufs = []
 
+    def _open(self, st: FlowState) -> None:
+        """A TCP flow's streams, made when its first bytes must be kept."""
+        st._bufs = [bytearray(), bytearray()]
+        st._offs = [0, 0]
+        st._full = [False, False]
+        st._arrivals = [[], []]
+
+    def _first(self, st: FlowState, d: int, data: bytes) -> bool:
+        """`feed` of a flow's first bytes (nothing fed before, no trace): each candidate of
+        the gate is called once, in `_admit`'s order, with no `_Run` for one that fails,
+        and none, no stream and no copy of the bytes when one is decided by that call
+        alone.  The same verdicts, fields, expectations and state as `_admit` then
+        `_stream` / `_datagram` (tests/nfgrep/test_engine_fastpath.py compares them).
+        False: nothing done, the general path goes on."""
+        entry = self._first_gate[(st.transport, d)][data[0]]
+        tcp = st.transport == "tcp"
+        n = len(data)
+        if entry is None or (tcp and n >= WINDOW):  # a step from either; a full window
+            return False
+        if type(data) is not bytes:
+            data = bytes(data)
+        st._pending &= ~(1 << d)
+        sigs, hints, plain, orders = entry
+        sp, cp = st.server_port, st.client_port
+        order = self._hinted_first(sigs, hints, orders, sp, cp) \
+            if sp in hints or cp in hints else sigs
+        cost, fields = self._cost, st.fields
+        # `_when` of one segment (TCP), or the datagram's number
+        at0 = self._seq if self._timed or not tcp else 1 << 62
+        waiting: list[_Run] = []  # candidates still running, in order
+        for k, s in enumerate(order):
+            V = [0] * s.nvars
+            K: list[tuple[str, str]] = []
+            X: list[tuple[str, str, str, int]] = []
+            r = s.steps[0].fn(data, 0, n, not tcp, V, K, X, cost, fields)
+            if r < 0:
+                if r == NEED and tcp:  # (a datagram that needs more fails)
+                    run = _Run(s)
+                    run.seen = (n, -1) if d == 0 else (-1, n)
+                    waiting.append(run)
+                continue
+            if s in plain:  # classified, with nothing to follow: the others go
+                st.app = s.name
+                st.chain.append(s.name)
+                for name, value in K:  # (`_commit`)
+                    fields[name] = value[:MAX_FIELD]
+                if X:
+                    self._commit(st, (), X, (at0, r if tcp else 0))
+                if self._timed or not tcp:
+                    self._seq += 1
+                st._pending = 0
+                st.done = True
+                st._bufs = []
+                return True
+            if tcp and len(s.steps) == 1 and not s.watches:  # classified, its children come
+                st.app = s.name
+                st.chain.append(s.name)
+                self._commit(st, K, X, (at0, r))
+                st._pending = 0
+                self._first_children(st, d, data, s)
+                return True
+            run = _Run(s)  # its first step held (`_step_taken`)
+            run.vars = V
+            if K:
+                run.fields = K
+            if X:
+                run.expects = X
+            run.index = 1
+            if tcp:
+                run.base = (r, 0) if d == 0 else (0, r)
+                run.at = (at0, r)
+                if len(s.steps) > 1 and s.steps[1].direction == 1 - d:
+                    waiting.append(run)  # its next step waits for bytes not here yet
+                    continue
+            else:
+                run.at = (at0, 0)
+                if len(s.steps) > 1:
+                    waiting.append(run)  # its next step waits for the next datagram
+                    continue
+            self._hand_over(st, d, data, waiting, run, order[k + 1:])
+            return True
+        if tcp:
+            if waiting or st._pending:
+                self._keep(st, d, data)
+                st._runs = waiting
+                return True
+            if self._timed:  # the arrival number `_keep` would have given them
+                self._seq += 1
+        else:
+            self._seq += 1
+            if waiting or st._pending:
+                st._runs = waiting
+                return True
+        st.done = True
+        st._bufs = []
+        return True
+
+    def _first_children(self, st: FlowState, d: int, data: bytes, parent: Signature) -> None:
+        """`_first` of a TCP flow its first bytes classified (``parent``, no watch): its
+        children made and called as `_classified` then `_stream` would, with no stream
+        and no run for those that fail at once."""
+        n = len(data)
+        children = self._children[("tcp", parent.name)]
+        if CHILD_GATE:  # (`_classified`: a child its first byte here rules out is not made)
+            children = [c for c in children if c.first is None or c.steps[0].direction != d
+                        or data[0] in c.first]
+        cost, fields = self._cost, st.fields
+        at0 = self._seq if self._timed else 1 << 62
+        waiting: list[_Run] = []
+        for k, c in enumerate(children):
+            cd = c.steps[0].direction
+            if cd != d:
+                if cd == 2:  # from either: the general path from here
+                    st._runs = waiting + [_Run(x) for x in children[k:]]
+                    self._keep(st, d, data)
+                    self._stream(st, d, len(waiting))
+                    break
+                waiting.append(_Run(c))  # waits for the other direction
+                continue
+            V = [0] * c.nvars
+            K: list[tuple[str, str]] = []
+            X: list[tuple[str, str, str, int]] = []
+            r = c.steps[0].fn(data, 0, n, False, V, K, X, cost, fields)
+            if r < 0:
+                if r == NEED:
+                    run = _Run(c)
+                    run.seen = (n, -1) if d == 0 else (-1, n)
+                    waiting.append(run)
+                continue
+            run = _Run(c)  # its first step held (`_step_taken`)
+            run.vars = V
+            if K:
+                run.fields = K
+            if X:
+                run.expects = X
+            run.index = 1
+            run.base = (r, 0) if d == 0 else (0, r)
+            run.at = (at0, r)
+            self._hand_over(st, d, data, waiting, run, children[k + 1:])
+            return
+        else:
+            if waiting:
+                st._runs = waiting
+                self._keep(st, d, data)
+                return
+            if self._timed:  # the arrival number `_keep` would have given them
+                self._seq += 1
+        if not st._runs and not st._watches:
+            st.done = True
+            st._bufs = []
+
+    def _keep(self, st: FlowState, d: int, data: bytes) -> None:
+        """A TCP flow's first bytes into its new streams (what `feed` does with them)."""
+        self._open(st)
+        assert st._bufs is not None
+        st._bufs[d] += data
+        if self._timed:
+            st._arrivals[d].append((len(data), self._seq))
+            self._seq += 1
+
+    def _hand_over(self, st: FlowState, d: int, data: bytes, waiting: list[_Run], held: _Run,
+                   rest: Sequence[Signature]) -> None:
+        """`_first` goes on as the general path after ``held``, a candidate whose first
+        step held and that classifies the flow (with children or watches) or goes on
+        on the bytes here: ``waiting`` before it, ``rest`` not called yet."""
+        if st.transport == "tcp":
+            self._keep(st, d, data)
+            verdict = 0 if held.index == len(held.sig.steps) else self._advance_stream(st, held)
+            if verdict == 0:
+                st._runs = waiting
+                self._classified(st, held)
+                self._stream(st, d)
+            else:
+                runs = waiting + [held] if verdict == NEED else waiting
+                st._runs = runs + [_Run(s) for s in rest]
+                self._stream(st, d, len(runs))
+        else:  # classified (a datagram's other held runs wait in `_first`)
+            st._runs = waiting
+            self._classified(st, held)
+            self._datagram_watches(st, d, data)
+            self._seq += 1
+        if not st._runs and not st._watches and not st._pending:
+            st.done = True
+            st._bufs = []
+
     # -- TCP
-    def _stream(self, st: FlowState, d: int) -> None:
+    def _stream(self, st: FlowState, d: int, i: int = 0) -> None:
+        """Run the candidates (from the ``i``-th) and watches on new bytes of direction d."""
         runs = st._runs
+        assert st._bufs is not None
         bufs, offs, full = st._bufs, st._offs, st._full
         # the common case, a step reading direction d with no trace, is run here in line
         # (the same tests and commits as `_advance_stream`, without its call and loop)
@@ -378,7 +640,6 @@ class Engine:
         n = len(buf)
         end = off + n
         cost, fields = self._cost, st.fields
-        i = 0
         while i < len(runs):
             run = runs[i]
             steps = run.sig.steps
@@ -390,12 +651,12 @@ class Engine:
                 if (n <= b0 and not fulld) or seen[d] == end:
                     i += 1
                     continue
-                V = run.vars[:]
+                V = [*run.vars]
                 K: list[tuple[str, str]] = []
                 X: list[tuple[str, str, str, int]] = []
                 r = step.fn(buf, b0, n, fulld, V, K, X, cost, fields)
                 if r == NEED:
-                    seen[d] = end
+                    run.seen = (end, seen[1]) if d == 0 else (seen[0], end)
                     i += 1
                     continue
                 if r < 0:  # FAIL or GIVE_UP
@@ -426,7 +687,7 @@ class Engine:
             self._watch_stream(st)
 
     @staticmethod
-    def _either_order(st: FlowState, base: list[int]) -> tuple[int, ...]:
+    def _either_order(st: FlowState, base: tuple[int, int]) -> tuple[int, ...]:
         """For a step from either: the direction whose unread bytes came first goes first.
 
         Deciding by arrival (not by which direction fed last) keeps the verdict
@@ -454,11 +715,14 @@ class Engine:
         """A candidate's step held, ending at stream offset ``at`` of direction ``d``: its
         variables, fields and expectations kept, the next step starts there."""
         run.vars = V
-        run.fields += K
-        run.expects += X
-        run.base[d] = at
+        if K:
+            run.fields = [*run.fields, *K]
+        if X:
+            run.expects = [*run.expects, *X]
+        b = run.base
+        run.base = (at, b[1]) if d == 0 else (b[0], at)
         run.at = self._when(st, d, at)
-        run.seen = [-1, -1]
+        run.seen = _UNSEEN
         run.index += 1
 
     def _advance_stream(self, st: FlowState, run: _Run) -> int:
@@ -466,6 +730,7 @@ class Engine:
         sig = run.sig
         steps = sig.steps
         bufs = st._bufs
+        assert bufs is not None
         while True:
             step = steps[run.index]
             dirs = self._either_order(st, run.base) if step.direction == 2 else \
@@ -481,7 +746,7 @@ class Engine:
                 if run.seen[d] == st._offs[d] + n:
                     waiting = True
                     continue
-                V = run.vars[:]
+                V = [*run.vars]
                 K: list[tuple[str, str]] = []
                 X: list[tuple[str, str, str, int]] = []
                 r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
@@ -492,7 +757,8 @@ class Engine:
                     self._step_taken(st, run, d, st._offs[d] + r, V, K, X)
                     break
                 if r == NEED:
-                    run.seen[d] = st._offs[d] + n
+                    seen = run.seen
+                    run.seen = (st._offs[d] + n, seen[1]) if d == 0 else (seen[0], st._offs[d] + n)
                     waiting = True
                 elif r == GIVE_UP:
                     return FAIL
@@ -509,13 +775,14 @@ class Engine:
                 (step.direction,)
             alive = True
             for d in dirs:
+                assert st._bufs is not None
                 buf = st._bufs[d]
                 for _ in range(64):  # announcements per feed call, bounded
                     n = len(buf)
                     b0 = run.base[d] - st._offs[d]
                     if n <= b0 or run.seen[d] == st._offs[d] + n:
                         break
-                    V = run.vars[:]
+                    V = [*run.vars]
                     K: list[tuple[str, str]] = []
                     X: list[tuple[str, str, str, int]] = []
                     r = step.fn(buf, b0, n, st._full[d], V, K, X, self._cost, st.fields)
@@ -523,7 +790,9 @@ class Engine:
                         self._event(st, run.sig.name, step.name, d, _RESULT.get(r, "held"),
                                     st._offs[d] + (r if r >= 0 else b0), K if r >= 0 else [])
                     if r == NEED:  # stream offsets: trimming must not fool this
-                        run.seen[d] = st._offs[d] + n
+                        seen = run.seen
+                        end = st._offs[d] + n
+                        run.seen = (end, seen[1]) if d == 0 else (seen[0], end)
                         break
                     if r < 0 or r == b0:
                         alive = False
@@ -531,7 +800,8 @@ class Engine:
                     run.vars = V
                     self._commit(st, K, X, self._when(st, d, st._offs[d] + r))
                     run.budget -= r - b0
-                    run.base[d] = st._offs[d] + r
+                    base = run.base
+                    run.base = (st._offs[d] + r, base[1]) if d == 0 else (base[0], st._offs[d] + r)
                     if run.budget <= 0:
                         alive = False
                         break
@@ -544,6 +814,7 @@ class Engine:
 
     def _trim(self, st: FlowState) -> None:
         """Drop stream bytes no watch will read again (only watches remain)."""
+        assert st._bufs is not None
         for d in (0, 1):
             readers = [r.base[d] for r in st._watches
                        if r.watch is not None and r.watch.direction in (d, 2)]
@@ -568,7 +839,7 @@ class Engine:
             if step.direction != 2 and step.direction != d:
                 i += 1
                 continue
-            V = run.vars[:]
+            V = [*run.vars]
             K: list[tuple[str, str]] = []
             X: list[tuple[str, str, str, int]] = []
             r = step.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
@@ -579,8 +850,10 @@ class Engine:
                 runs.remove(run)
                 continue
             run.vars = V
-            run.fields += K
-            run.expects += X
+            if K:
+                run.fields = [*run.fields, *K]
+            if X:
+                run.expects = [*run.expects, *X]
             run.at = (self._seq, 0)
             run.index += 1
             if run.index == len(run.sig.steps):
@@ -590,14 +863,19 @@ class Engine:
                 i = len(runs)
                 continue
             i += 1
+        if st._watches:
+            self._datagram_watches(st, d, data)
+
+    def _datagram_watches(self, st: FlowState, d: int, data: bytes) -> None:
+        n = len(data)
         for run in list(st._watches):
             watch = run.watch
             assert watch is not None
             if watch.direction != 2 and watch.direction != d:
                 continue
-            V = run.vars[:]
-            K = []
-            X = []
+            V = [*run.vars]
+            K: list[tuple[str, str]] = []
+            X: list[tuple[str, str, str, int]] = []
             r = watch.fn(data, 0, n, True, V, K, X, self._cost, st.fields)
             if self.trace:
                 self._event(st, run.sig.name, watch.name, d, _RESULT.get(r, "held"),
@@ -616,12 +894,14 @@ class Engine:
         st.chain.append(sig.name)
         if self.trace:
             self._event(st, sig.name, sig.steps[-1].name, -1, "classified", 0, run.fields)
-        self._commit(st, run.fields, run.expects, run.at)
+        if run.fields or run.expects:
+            self._commit(st, run.fields, run.expects, run.at)
         children = self._children.get((st.transport, sig.name), ())
         if children and CHILD_GATE and not self.trace and st.transport == "tcp":
             # a child whose first step reads a direction whose first byte is already here
             # and that byte cannot start it would fail on its first call: not made at all
             bufs, offs = st._bufs, st._offs
+            assert bufs is not None
             runs = []
             for c in children:
                 first = c.first
@@ -634,16 +914,24 @@ class Engine:
         else:
             st._runs = [_Run(c) for c in children]
         st._pending = 0
-        for w in sig.watches:
-            wr = _Run(sig, w)
-            wr.vars = run.vars[:]
-            wr.base = run.base[:]
-            st._watches.append(wr)
+        if sig.watches:
+            watches = []
+            for w in sig.watches:
+                wr = _Run(sig, w)
+                wr.vars = run.vars  # never changed in place (a step returns a new list)
+                wr.base = run.base
+                watches.append(wr)
+            st._watches = st._watches + watches
 
-    def _commit(self, st: FlowState, fields: list[tuple[str, str]],
-                expects: list[tuple[str, str, str, int]], at: tuple[int, int]) -> None:
+    def _commit(self, st: FlowState, fields: Sequence[tuple[str, str]],
+                expects: Sequence[tuple[str, str, str, int]], at: tuple[int, int]) -> None:
         for name, value in fields:
             st.fields[name] = value[:MAX_FIELD]
+        if not expects:
+            return
+        if st._xkeys is None:
+            st._xkeys = []
+        xkeys, expectations = st._xkeys, st.expectations
         for label, transport, to, port in expects:
             if to == "server":
                 addr = st.server_addr
@@ -655,9 +943,9 @@ class Engine:
             # by arrival, then stream offset), whatever the cutting into segments: the
             # engine's loop order within one feed call is not an order of the traffic
             order = (*at, label, transport, addr or "", port)
-            i = bisect.bisect_right(st._xkeys, order)
-            st._xkeys.insert(i, order)
-            st.expectations.insert(i, Expectation(label, transport, addr, port))
+            i = bisect.bisect_right(xkeys, order)
+            xkeys.insert(i, order)
+            expectations.insert(i, Expectation(label, transport, addr, port))
             key = (transport, addr, port)
             dates = self._expected.get(key)
             if dates is not None:
@@ -704,7 +992,7 @@ class Engine:
         return None
 
     def _event(self, st: FlowState, proto: str, step: str, d: int, result: str, offset: int,
-               fields: list[tuple[str, str]]) -> None:
+               fields: Sequence[tuple[str, str]]) -> None:
         event = TraceEvent(st, proto, step, d, result, offset, list(fields))
         if callable(self.trace):
             self.trace(event)
