@@ -423,7 +423,7 @@ class Classifier:
         engine.now = self._clock
         engine.feed(st, d, payload)
         if st.done:
-            self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), True)
+            self._verdicts[slot] = (st.app, st.fields, st.chain, True)
             if self.on_flow is not None:
                 self._report(slot)
             return code
@@ -459,7 +459,7 @@ class Classifier:
                                   client_addr=address_text(src), server_addr=address_text(dst),
                                   expected=first, since=self._clock if first else None)
         if st.done:
-            self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), False)
+            self._verdicts[slot] = (st.app, st.fields, st.chain, False)
             if self.on_flow is not None:
                 self._report(slot)
             return None
@@ -483,7 +483,7 @@ class Classifier:
     def _settle(self, slot: int, work: _Work) -> None:
         """The engine is done with this flow: keep the verdict, drop the rest."""
         st = work.st
-        self._verdicts[slot] = (st.app, dict(st.fields), list(st.chain), True)
+        self._verdicts[slot] = (st.app, st.fields, st.chain, True)
         if work.streams is not None:
             for s in work.streams:
                 s.release()
