@@ -183,38 +183,40 @@ class FlowTable:
         if now >= self._next_sweep:
             self._next_sweep = now + self.sweep_interval
             self.expire(now)
-        h = (hash((src, sport)) + hash((dst, dport)) + proto) & _M64
-        pack = _TUPLE4.pack if len(src) == 4 else _TUPLE6.pack
-        fwd = pack(proto, src, dst, sport, dport)
-        rev = None
-        buckets, hashes, tuples = self._buckets, self.hashes, self.tuples
-        mask = self._mask
-        i = h & mask
-        d = -1
-        while True:
-            s = buckets[i]
-            if s == 0:
-                break
-            s -= 1
-            if hashes[s] == h:
-                t = tuples[s]
-                if t == fwd:
-                    d = 0
-                    break
-                if rev is None:
-                    rev = pack(proto, dst, src, dport, sport)
-                if t == rev:
-                    d = 1
-                    break
-            i = (i + 1) & mask
-        if d < 0:
+        code, h, fwd = self._probe(proto, src, dst, sport, dport)
+        if code < 0:
             return self._create(h, fwd, proto, now, size, tcp_flags) * 2
+        s, d = code >> 1, code & 1
         self.created = False
         code = self.step(s, d, proto, now, size, tcp_flags)
         if code < 0:  # a new SYN on a closed tuple: the old flow ends
             self._remove(s, END_REOPENED)
             return self._create(h, fwd, proto, now, size, tcp_flags) * 2
         return code
+
+    def _probe(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int, bytes]:
+        """(``slot * 2 + direction`` of the flow or -1, the tuple's symmetric hash, the tuple
+        packed in this packet's direction)."""
+        h = (hash((src, sport)) + hash((dst, dport)) + proto) & _M64  # symmetric_hash, in line
+        pack = _TUPLE4.pack if len(src) == 4 else _TUPLE6.pack
+        fwd = pack(proto, src, dst, sport, dport)
+        rev = None
+        buckets, hashes, tuples, mask = self._buckets, self.hashes, self.tuples, self._mask
+        i = h & mask
+        while True:
+            s = buckets[i]
+            if s == 0:
+                return -1, h, fwd
+            s -= 1
+            if hashes[s] == h:  # the hash first: most probes end without comparing tuples
+                t = tuples[s]
+                if t == fwd:
+                    return s * 2, h, fwd
+                if rev is None:
+                    rev = pack(proto, dst, src, dport, sport)
+                if t == rev:
+                    return s * 2 + 1, h, fwd
+            i = (i + 1) & mask
 
     def add(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int, now: float, size: int,
             tcp_flags: int = 0) -> int:
@@ -518,21 +520,7 @@ class FlowTable:
 
     def find(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> int:
         """``slot * 2 + direction`` of a flow without counting a packet; -1 if absent."""
-        h = symmetric_hash(proto, src, sport, dst, dport)
-        fwd = pack_tuple(proto, src, dst, sport, dport)
-        rev = pack_tuple(proto, dst, src, dport, sport)
-        buckets, tuples, mask = self._buckets, self.tuples, self._mask
-        i = h & mask
-        while True:
-            s = buckets[i]
-            if s == 0:
-                return -1
-            t = tuples[s - 1]
-            if t == fwd:
-                return (s - 1) * 2
-            if t == rev:
-                return (s - 1) * 2 + 1
-            i = (i + 1) & mask
+        return self._probe(proto, src, dst, sport, dport)[0]
 
     def lookup(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> tuple[int, int]:
         """(slot, direction) of a flow without counting a packet; KeyError if absent."""
