@@ -745,6 +745,7 @@ class Classifier:
 
 _TCP_NEXT = np.array(TCP_NEXT, dtype=np.int64)
 _TCP_EVENT = np.array(TCP_EVENT, dtype=np.int64)
+_ZERO = np.zeros(1, dtype=np.intp)  # the start of the only lane
 
 
 def _row_frame(buf: bytes, slow: dict[int, Decoded], i: int, proto: int, at: int, alen: int,
@@ -817,31 +818,35 @@ class _BulkState:
         self.flip[g] = (code & 1) ^ o
         return s
 
-    def _count(self, slots: list[int], lanes: np.ndarray, frames: np.ndarray,
-               direction: np.ndarray) -> None:
+    def _count(self, slots: list[int], lanes: np.ndarray | None, frames: np.ndarray,
+               direction: np.ndarray, starts: np.ndarray | None = None) -> None:
         """Count packets in bulk: ``frames[k]`` is a packet of flow ``slots[lanes[k]]`` in ``direction[k]``.
 
         Lanes are numbered from 0 in ascending order, each non-empty, each
-        lane's frames in capture order.
+        lane's frames in capture order; ``starts`` (when the caller has it)
+        is where each lane begins in ``frames``.  The sums are taken lane by
+        lane over the contiguous lanes (`np.add.reduceat`) and added to the
+        table's counters through numpy views of them.
         """
         table = self.owner.table
-        m = len(slots)
+        n = len(frames)
+        if starts is None:
+            assert lanes is not None
+            starts = _ZERO if len(slots) == 1 else np.flatnonzero(np.r_[True, lanes[1:] != lanes[:-1]])
+        ends = np.append(starts[1:], n)
         sizes = self.b.size[frames]
-        up = direction == 0
-        total = np.bincount(lanes, minlength=m)
-        n0 = np.bincount(lanes, weights=up, minlength=m).astype(np.int64)
-        b_all = np.bincount(lanes, weights=sizes, minlength=m).astype(np.int64)
-        b0 = np.bincount(lanes, weights=np.where(up, sizes, 0), minlength=m).astype(np.int64)
-        last = frames[np.cumsum(total) - 1]
-        (p0, p1), (o0, o1) = table.packets, table.octets
+        total = ends - starts
+        n1 = np.add.reduceat(direction, starts)
+        b_all = np.add.reduceat(sizes, starts)
+        b1 = np.add.reduceat(sizes * direction, starts)
+        at = np.array(slots, dtype=np.intp)
+        for column, add in ((table.packets[0], total - n1), (table.packets[1], n1),
+                            (table.octets[0], b_all - b1), (table.octets[1], b1)):
+            np.add.at(np.frombuffer(column, dtype=np.uint64), at, add.astype(np.uint64))
         bulk_last = self.bulk_last
-        for s, n, a, c, d, i in zip(slots, total.tolist(), n0.tolist(), b_all.tolist(), b0.tolist(),
-                                    last.tolist(), strict=True):
-            p0[s] += a
-            p1[s] += n - a
-            o0[s] += d
-            o1[s] += c - d
-            if i > bulk_last.get(s, -1):
+        get = bulk_last.get
+        for s, i in zip(slots, frames[ends - 1].tolist(), strict=True):
+            if i > get(s, -1):
                 bulk_last[s] = i
 
     def _scan(self, lanes: np.ndarray, start: np.ndarray, frames: np.ndarray,
@@ -908,7 +913,8 @@ class _BulkState:
             bg, bf, bd = bg[order], bf[order], bd[order]
             new = np.ones(len(bg), dtype=bool)
             new[1:] = bg[1:] != bg[:-1]
-            self._count([slot_of[g] for g in bg[new].tolist()], np.cumsum(new) - 1, bf, bd)
+            starts = np.flatnonzero(new)
+            self._count([slot_of[g] for g in bg[starts].tolist()], None, bf, bd, starts)
         return bulk
 
     def piece(self, frames: np.ndarray) -> None:
@@ -1189,12 +1195,13 @@ class _BulkState:
         b, table, slot_of = self.b, self.owner.table, self.slot_of
         new = np.ones(len(groups), dtype=bool)
         new[1:] = groups[1:] != groups[:-1]
-        lanes = np.cumsum(new) - 1
-        slots = [slot_of[g] for g in groups[new].tolist()]
+        starts = np.flatnonzero(new)
+        lanes = np.repeat(np.arange(len(starts)), np.diff(starts, append=len(groups)))
+        slots = [slot_of[g] for g in groups[starts].tolist()]
         direction = b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
         was = np.array([table.state[s] for s in slots], dtype=np.int64)
         ack = (b.proto[frames] != IPPROTO_TCP) | (_TCP_EVENT[b.flags[frames]] == TcpEvent.ACK)
-        run = np.cumsum(~ack | new)  # numbers each run of ACKs (a flow's first frame starts one)
+        run = np.cumsum(~ack | new, dtype=np.int32)  # numbers each run of ACKs (a flow's first frame starts one)
         may = ~ack
         for d in (0, 1):
             at = np.flatnonzero(ack & (direction == d))
@@ -1203,7 +1210,7 @@ class _BulkState:
                 first[1:] = run[at[1:]] != run[at[:-1]]
                 may[at[first]] = True
         _, now = self._scan(lanes[may], was, frames[may], direction[may])
-        self._count(slots, lanes, frames, direction)
+        self._count(slots, lanes, frames, direction, starts)
         for k in np.flatnonzero(now != was).tolist():
             table.set_state(slots[k], int(now[k]))
 
@@ -1230,7 +1237,7 @@ class _BulkState:
         was = np.array([table.state[s] for s in slots.tolist()], dtype=np.int64)
         _, now = self._scan(lanes, was, rest, direction)
         slot_list = slots.tolist()
-        self._count(slot_list, lanes, rest, direction)
+        self._count(slot_list, lanes, rest, direction, starts)
         for k in np.flatnonzero(now != was).tolist():
             table.set_state(slot_list[k], int(now[k]))
 
