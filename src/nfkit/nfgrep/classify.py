@@ -766,7 +766,9 @@ class _BulkState:
     counting gives: ``slot_of[g]`` is the flow-table slot of key group ``g``
     (-2 not looked up yet, -1 no flow), ``flip[g]`` turns a frame's
     orientation into the flow's direction, and per piece the frame index of
-    each slot's last packet counted in bulk and through `_track`.
+    each slot's last packet counted in bulk and through `_track`.  What the
+    walk asks of every frame (TCP event, SYN, lone ACK, read by the engine)
+    is taken once for the whole batch, a piece gathering its frames' part.
     """
 
     def __init__(self, owner: Classifier, b: Batch) -> None:
@@ -778,6 +780,16 @@ class _BulkState:
         self.group_of: dict[int, int] = {}
         self.careful_last: dict[int, int] = {}
         self.bulk_last: dict[int, int] = {}
+        tcp = b.proto == IPPROTO_TCP
+        event = _TCP_EVENT[b.flags & 0xFF]
+        self.tcp = tcp
+        self.event2 = event * 2  # a frame's TCP event as `_scan` indexes TCP_NEXT with it
+        self.syn = tcp & (event == TcpEvent.SYN)
+        self.ack = ~tcp | (event == TcpEvent.ACK)  # a frame no state but the reply flag sees
+        reads = (b.pend > b.pstart) | ((b.flags & _FIN_SYN_RST) != 0)  # the engine reads it
+        if b.slow:
+            reads[np.fromiter(b.slow, dtype=np.int64)] = True
+        self.reads = reads
 
     def ended(self, slot: int) -> None:
         """A flow ends mid-piece: its last-seen time as its packets left it; its key is free."""
@@ -871,8 +883,8 @@ class _BulkState:
         if not len(rest):
             return stop, cur
         fr = frames[rest]
-        tcp = self.b.proto[fr] == IPPROTO_TCP
-        event = _TCP_EVENT[self.b.flags[fr]] * 2 + direction[rest]
+        tcp = self.tcp[fr]
+        event = self.event2[fr] + direction[rest]
         reply = direction[rest] == 1
         ln = lanes[rest]
         while len(rest):
@@ -895,26 +907,35 @@ class _BulkState:
             rest, tcp, event, reply, ln = rest[keep], tcp[keep], event[keep], reply[keep], ln[keep]
         return stop, cur
 
-    def _bulk(self, frames: np.ndarray, groups: np.ndarray, start_state: np.ndarray) -> np.ndarray:
+    def _bulk(self, frames: np.ndarray, groups: np.ndarray,
+              start_state: np.ndarray) -> np.ndarray | None:
         """Count in bulk the frames of the groups with a start state (``start_state[g] >= 0``,
         the state byte of the group's flow), each up to its first frame that reopens the tuple
-        (`_scan`); returns which of ``frames`` (in capture order) were counted."""
+        (`_scan`); returns which of ``frames`` (in capture order) were counted (None: none)."""
         slot_of, table = self.slot_of, self.owner.table
+        n = len(frames)
+        sel = np.flatnonzero(start_state[groups] >= 0)
+        if not len(sel):
+            return None
+        frames, groups = frames[sel], groups[sel]
         direction = self.b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
         stop, end_state = self._scan(groups, start_state, frames, direction)
-        bulk = (start_state[groups] >= 0) & (np.arange(len(frames)) < stop[groups])
+        counted = np.arange(len(frames)) < stop[groups]
         for g in np.flatnonzero(end_state != start_state).tolist():
             table.set_state(slot_of[g], int(end_state[g]))
-        if bulk.any():
-            bg = groups[bulk]
-            bf = frames[bulk]
-            bd = direction[bulk]
+        bulk = None
+        if counted.any():
+            bg = groups[counted]
+            bf = frames[counted]
+            bd = direction[counted]
             order = stable_order(bg, self.b.ngroups)
             bg, bf, bd = bg[order], bf[order], bd[order]
             new = np.ones(len(bg), dtype=bool)
             new[1:] = bg[1:] != bg[:-1]
             starts = np.flatnonzero(new)
             self._count([slot_of[g] for g in bg[starts].tolist()], None, bf, bd, starts)
+            bulk = np.zeros(n, dtype=bool)
+            bulk[sel[counted]] = True
         return bulk
 
     def piece(self, frames: np.ndarray) -> None:
@@ -937,7 +958,8 @@ class _BulkState:
         # a full table evicts the longest idle flow: then every packet goes the careful way
         bulk_ok = table.count + len(frames) < table.max_flows
         if bulk_ok:
-            careful = frames[~self._bulk(frames, groups, start_state)]
+            counted = self._bulk(frames, groups, start_state)
+            careful = frames if counted is None else frames[~counted]
         else:
             careful = frames
         self._walk(careful, bulk_ok)
@@ -996,7 +1018,7 @@ class _BulkState:
         rank = np.empty(len(frames), dtype=np.int64)
         rank[order] = np.arange(len(frames))
         # per frame: does a SYN follow in its group (one that could reopen the tuple)?
-        syn = (b.proto[frames] == IPPROTO_TCP) & (_TCP_EVENT[b.flags[frames]] == TcpEvent.SYN)
+        syn = self.syn[frames]
         last_syn = np.full(b.ngroups, -1, dtype=np.int64)
         np.maximum.at(last_syn, groups[syn], rank[syn])
         syn_ahead = last_syn[groups] > rank
@@ -1116,10 +1138,7 @@ class _BulkState:
         syn_later[groups[syn & (rank != first)]] = True
         one = ~syn_later[groups]
         lead = (rank == first) & ((np.array(self.slot_of, dtype=np.int64)[groups] < 0) | syn)
-        reads = (b.pend[frames] > b.pstart[frames]) | ((b.flags[frames] & _FIN_SYN_RST) != 0)
-        if b.slow:
-            reads |= np.isin(frames, np.fromiter(b.slow, dtype=np.int64))
-        keep = (~one | lead | reads)[visit]
+        keep = (~one | lead | self.reads[frames])[visit]
         visit, unit = visit[keep], unit[keep]
         if len(visit):
             bounds = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1], True])
@@ -1200,7 +1219,7 @@ class _BulkState:
         slots = [slot_of[g] for g in groups[starts].tolist()]
         direction = b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
         was = np.array([table.state[s] for s in slots], dtype=np.int64)
-        ack = (b.proto[frames] != IPPROTO_TCP) | (_TCP_EVENT[b.flags[frames]] == TcpEvent.ACK)
+        ack = self.ack[frames]
         run = np.cumsum(~ack | new, dtype=np.int32)  # numbers each run of ACKs (a flow's first frame starts one)
         may = ~ack
         for d in (0, 1):
