@@ -862,7 +862,7 @@ class _BulkState:
                 bulk_last[s] = i
 
     def _scan(self, lanes: np.ndarray, start: np.ndarray, frames: np.ndarray,
-              direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              direction: np.ndarray, ordered: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """How far the packets of flows the engine is done with can be counted in bulk.
 
         ``frames`` (in capture order) belong to lanes (``lanes[k]`` is the
@@ -874,7 +874,9 @@ class _BulkState:
         packet.  Returns, per lane, the position in ``frames`` of its first
         packet that must be taken one by one (a SYN that reopens a closed
         tuple: the flow ends there; ``len(frames)`` when none) and the state
-        byte its packets before that leave.
+        byte its packets before that leave.  ``ordered``: ``lanes`` ascend (each
+        lane's frames together), so a round finds each lane's first change
+        without sorting.
         """
         n = len(frames)
         cur = start.copy()
@@ -894,7 +896,12 @@ class _BulkState:
             if not len(change):
                 break
             # each lane's first change (``change`` is in capture order)
-            hit, first = np.unique(ln[change], return_index=True)
+            if ordered:
+                moved = ln[change]
+                first = np.flatnonzero(np.r_[True, moved[1:] != moved[:-1]])
+                hit = moved[first]
+            else:
+                hit, first = np.unique(ln[change], return_index=True)
             at = change[first]
             new = nxt[at]
             reopen = new < 0
@@ -1121,23 +1128,25 @@ class _BulkState:
         a slice at a time when it needs them.
         """
         owner, b = self.owner, self.b
-        groups, rank = extra[0], extra[1]
+        groups = extra[0]
         n = len(frames)
         sorted_groups = groups[order]
-        cut = syn[order]
-        cut[0] = True
-        cut[1:] |= sorted_groups[1:] != sorted_groups[:-1]
-        starts = np.flatnonzero(cut)
+        begins = np.empty(n, dtype=bool)  # a group's first frame (in ``order``)
+        begins[0] = True
+        begins[1:] = sorted_groups[1:] != sorted_groups[:-1]
+        syn_sorted = syn[order]
+        starts = np.flatnonzero(syn_sorted | begins)
         lengths = np.diff(np.append(starts, n))
         by_first = stable_order(order[starts], n)
         starts, lengths = starts[by_first], lengths[by_first]
         unit = np.repeat(np.arange(len(starts)), lengths)
         visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
-        first = extra[2] - np.bincount(groups, minlength=b.ngroups)[groups]  # where its group begins
         syn_later = np.zeros(b.ngroups, dtype=bool)
-        syn_later[groups[syn & (rank != first)]] = True
+        syn_later[sorted_groups[syn_sorted & ~begins]] = True
         one = ~syn_later[groups]
-        lead = (rank == first) & ((np.array(self.slot_of, dtype=np.int64)[groups] < 0) | syn)
+        firsts = order[begins]  # each group's first frame
+        lead = np.zeros(n, dtype=bool)
+        lead[firsts[(np.array(self.slot_of, dtype=np.int64)[groups[firsts]] < 0) | syn[firsts]]] = True
         keep = (~one | lead | self.reads[frames])[visit]
         visit, unit = visit[keep], unit[keep]
         if len(visit):
@@ -1215,10 +1224,12 @@ class _BulkState:
         new = np.ones(len(groups), dtype=bool)
         new[1:] = groups[1:] != groups[:-1]
         starts = np.flatnonzero(new)
-        lanes = np.repeat(np.arange(len(starts)), np.diff(starts, append=len(groups)))
-        slots = [slot_of[g] for g in groups[starts].tolist()]
+        keys = groups[starts]
+        slots = [slot_of[g] for g in keys.tolist()]
         direction = b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
         was = np.array([table.state[s] for s in slots], dtype=np.int64)
+        start = np.full(b.ngroups, -1, dtype=np.int64)  # `_scan`'s lanes: the groups
+        start[keys] = was
         ack = self.ack[frames]
         run = np.cumsum(~ack | new, dtype=np.int32)  # numbers each run of ACKs (a flow's first frame starts one)
         may = ~ack
@@ -1228,8 +1239,9 @@ class _BulkState:
                 first = np.ones(len(at), dtype=bool)
                 first[1:] = run[at[1:]] != run[at[:-1]]
                 may[at[first]] = True
-        _, now = self._scan(lanes[may], was, frames[may], direction[may])
-        self._count(slots, lanes, frames, direction, starts)
+        _, now = self._scan(groups[may], start, frames[may], direction[may], ordered=True)
+        now = now[keys]
+        self._count(slots, None, frames, direction, starts)
         for k in np.flatnonzero(now != was).tolist():
             table.set_state(slots[k], int(now[k]))
 
@@ -1254,7 +1266,7 @@ class _BulkState:
         flips = np.array(self.flip, dtype=np.int64)[gs]
         direction = self.b.orient[rest] ^ flips[lanes]
         was = np.array([table.state[s] for s in slots.tolist()], dtype=np.int64)
-        _, now = self._scan(lanes, was, rest, direction)
+        _, now = self._scan(lanes, was, rest, direction, ordered=True)
         slot_list = slots.tolist()
         self._count(slot_list, lanes, rest, direction, starts)
         for k in np.flatnonzero(now != was).tolist():
