@@ -1138,9 +1138,11 @@ class _BulkState:
         starts = np.flatnonzero(syn_sorted | begins)
         lengths = np.diff(np.append(starts, n))
         by_first = stable_order(order[starts], n)
-        starts, lengths = starts[by_first], lengths[by_first]
-        unit = np.repeat(np.arange(len(starts)), lengths)
-        visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
+        if (by_first[1:] > by_first[:-1]).all():
+            visit = order  # the units are in the order of their first frame already
+        else:
+            starts, lengths = starts[by_first], lengths[by_first]
+            visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
         syn_later = np.zeros(b.ngroups, dtype=bool)
         syn_later[sorted_groups[syn_sorted & ~begins]] = True
         one = ~syn_later[groups]
@@ -1148,9 +1150,10 @@ class _BulkState:
         lead = np.zeros(n, dtype=bool)
         lead[firsts[(np.array(self.slot_of, dtype=np.int64)[groups[firsts]] < 0) | syn[firsts]]] = True
         keep = (~one | lead | self.reads[frames])[visit]
-        visit, unit = visit[keep], unit[keep]
+        kept = np.add.reduceat(keep, np.cumsum(lengths) - lengths, dtype=np.intp)  # per unit
+        visit = visit[keep]
         if len(visit):
-            bounds = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1], True])
+            bounds = np.r_[0, np.cumsum(kept[kept > 0])]  # where each unit begins in ``visit``
             heads = np.minimum(np.diff(bounds), UNIT_HEAD)
             head_at = np.repeat(bounds[:-1], heads) + (np.arange(heads.sum()) - np.repeat(
                 np.cumsum(heads) - heads, heads))
