@@ -953,7 +953,8 @@ class _BulkState:
         slot_of = self.slot_of
         groups = b.group[frames]
         # (np.unique would import numpy.ma, ~8 ms, to ask whether ``groups`` is masked)
-        present = np.flatnonzero(np.bincount(groups, minlength=b.ngroups)).tolist()
+        counts = np.bincount(groups, minlength=b.ngroups)
+        present = np.flatnonzero(counts).tolist()
         start_state = np.full(b.ngroups, -1, dtype=np.int64)
         unknown = [g for g in present if slot_of[g] == -2]
         if unknown:
@@ -964,12 +965,11 @@ class _BulkState:
                 start_state[g] = state[s]
         # a full table evicts the longest idle flow: then every packet goes the careful way
         bulk_ok = table.count + len(frames) < table.max_flows
-        if bulk_ok:
-            counted = self._bulk(frames, groups, start_state)
-            careful = frames if counted is None else frames[~counted]
+        counted = self._bulk(frames, groups, start_state) if bulk_ok else None
+        if counted is None:
+            self._walk(frames, bulk_ok, groups, counts)
         else:
-            careful = frames
-        self._walk(careful, bulk_ok)
+            self._walk(frames[~counted], bulk_ok)
         # last-seen times and the idle order as the packets left them
         last = table.last
         touched = dict(self.careful_last)
@@ -1005,7 +1005,8 @@ class _BulkState:
                 <= owner.max_memory
                 and reassembler.buffered + ip_bytes <= reassembler.max_total)
 
-    def _walk(self, frames: np.ndarray, bulk_ok: bool) -> None:
+    def _walk(self, frames: np.ndarray, bulk_ok: bool, groups: np.ndarray | None = None,
+              counts: np.ndarray | None = None) -> None:
         """Frames one by one through `_track`; a flow decided on the way goes to bulk counting.
 
         The packets of a flow decided on the way that follow in the piece are
@@ -1013,15 +1014,19 @@ class _BulkState:
         tuple), after the walk, every such flow at once (`_defer`); else at
         once, up to the SYN that reopens (`_scan`).  Flow by flow
         (`_walk_flows`) when `_flow_major_fits`, else in capture order.
+        ``groups`` and ``counts``: the frames' key groups and the frames per
+        group, when the caller has them.
         """
         owner, b = self.owner, self.b
         if not len(frames):
             return
-        groups = b.group[frames]
+        if groups is None or counts is None:
+            groups = b.group[frames]
+            counts = np.bincount(groups, minlength=b.ngroups)
         order = stable_order(groups, b.ngroups)
         by_group = frames[order]
         # per frame: where its group ends in ``order`` (a count, not a search)
-        ends = np.cumsum(np.bincount(groups, minlength=b.ngroups))[groups]
+        ends = np.cumsum(counts)[groups]
         rank = np.empty(len(frames), dtype=np.int64)
         rank[order] = np.arange(len(frames))
         # per frame: does a SYN follow in its group (one that could reopen the tuple)?
@@ -1234,14 +1239,20 @@ class _BulkState:
         start = np.full(b.ngroups, -1, dtype=np.int64)  # `_scan`'s lanes: the groups
         start[keys] = was
         ack = self.ack[frames]
-        run = np.cumsum(~ack | new, dtype=np.int32)  # numbers each run of ACKs (a flow's first frame starts one)
-        may = ~ack
-        for d in (0, 1):
-            at = np.flatnonzero(ack & (direction == d))
-            if len(at):
-                first = np.ones(len(at), dtype=bool)
-                first[1:] = run[at[1:]] != run[at[:-1]]
-                may[at[first]] = True
+        breaks = ~ack | new  # each begins a run (of the ACKs after it; a flow's first frame begins one)
+        # the first ACK of a run one way: the run's first ACK, and the first that turns the other way
+        begins = ack.copy()
+        begins[1:] &= breaks[1:] | ~ack[:-1]
+        turn = np.zeros(len(frames), dtype=bool)
+        turn[1:] = ack[1:] & (direction[1:] != direction[:-1])
+        turn &= ~begins
+        may = ~ack | begins
+        at = np.flatnonzero(turn)
+        if len(at):
+            run = np.searchsorted(np.flatnonzero(breaks), at, side="right")
+            first = np.ones(len(at), dtype=bool)
+            first[1:] = run[1:] != run[:-1]
+            may[at[first]] = True
         _, now = self._scan(groups[may], start, frames[may], direction[may], ordered=True)
         now = now[keys]
         self._count(slots, None, frames, direction, starts)
