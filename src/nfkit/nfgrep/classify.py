@@ -744,6 +744,12 @@ class Classifier:
 
 
 _TCP_NEXT = np.array(TCP_NEXT, dtype=np.int64)
+# TCP_NEXT with two more columns per state byte: a packet of another transport, each way
+# (the reply flag is its only change)
+_SCAN_STRIDE = TCP_STRIDE + 2
+_SCAN_NEXT = np.concatenate(
+    [_TCP_NEXT.reshape(256, TCP_STRIDE), np.arange(256)[:, None],
+     (np.arange(256) | REPLIED)[:, None]], axis=1).ravel()
 _TCP_EVENT = np.array(TCP_EVENT, dtype=np.int64)
 _ZERO = np.zeros(1, dtype=np.intp)  # the start of the only lane
 
@@ -782,8 +788,8 @@ class _BulkState:
         self.bulk_last: dict[int, int] = {}
         tcp = b.proto == IPPROTO_TCP
         event = _TCP_EVENT[b.flags & 0xFF]
-        self.tcp = tcp
-        self.event2 = event * 2  # a frame's TCP event as `_scan` indexes TCP_NEXT with it
+        # a frame's column in `_SCAN_NEXT` (its direction added): its TCP event, or not TCP
+        self.scan_code = np.where(tcp, event * 2, TCP_STRIDE)
         self.syn = tcp & (event == TcpEvent.SYN)
         self.ack = ~tcp | (event == TcpEvent.ACK)  # a frame no state but the reply flag sees
         reads = (b.pend > b.pstart) | ((b.flags & _FIN_SYN_RST) != 0)  # the engine reads it
@@ -884,14 +890,11 @@ class _BulkState:
         rest = np.flatnonzero(start[lanes] >= 0)
         if not len(rest):
             return stop, cur
-        fr = frames[rest]
-        tcp = self.tcp[fr]
-        event = self.event2[fr] + direction[rest]
-        reply = direction[rest] == 1
+        code = self.scan_code[frames[rest]] + direction[rest]
         ln = lanes[rest]
         while len(rest):
             was = cur[ln]
-            nxt = np.where(tcp, _TCP_NEXT[was * TCP_STRIDE + event], np.where(reply, was | REPLIED, was))
+            nxt = _SCAN_NEXT[was * _SCAN_STRIDE + code]
             change = np.flatnonzero(nxt != was)
             if not len(change):
                 break
@@ -911,7 +914,7 @@ class _BulkState:
             after = np.full(len(start), n, dtype=np.int64)
             after[hit[~reopen]] = rest[at[~reopen]]
             keep = rest > after[ln]
-            rest, tcp, event, reply, ln = rest[keep], tcp[keep], event[keep], reply[keep], ln[keep]
+            rest, code, ln = rest[keep], code[keep], ln[keep]
         return stop, cur
 
     def _bulk(self, frames: np.ndarray, groups: np.ndarray,
@@ -1234,7 +1237,8 @@ class _BulkState:
         starts = np.flatnonzero(new)
         keys = groups[starts]
         slots = [slot_of[g] for g in keys.tolist()]
-        direction = b.orient[frames] ^ np.array(self.flip, dtype=np.int64)[groups]
+        flips = np.array(self.flip, dtype=np.int64)[keys]
+        direction = b.orient[frames] ^ np.repeat(flips, np.diff(starts, append=len(groups)))
         was = np.array([table.state[s] for s in slots], dtype=np.int64)
         start = np.full(b.ngroups, -1, dtype=np.int64)  # `_scan`'s lanes: the groups
         start[keys] = was
