@@ -976,10 +976,11 @@ class _BulkState:
         # last-seen times and the idle order as the packets left them
         last = table.last
         touched = dict(self.careful_last)
-        ts = b.ts
-        for s, i in self.bulk_last.items():
+        bulk_last = self.bulk_last
+        at = np.fromiter(bulk_last.values(), dtype=np.intp, count=len(bulk_last))
+        for (s, i), t in zip(bulk_last.items(), b.ts[at].tolist(), strict=True):
             if i > touched.get(s, -1):
-                last[s] = float(ts[i])
+                last[s] = t
                 touched[s] = i
         tails, tclass = table._tails, table.tclass
         for s in sorted(touched, key=touched.__getitem__):
@@ -1151,13 +1152,18 @@ class _BulkState:
         else:
             starts, lengths = starts[by_first], lengths[by_first]
             visit = order[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(n)]
-        syn_later = np.zeros(b.ngroups, dtype=bool)
-        syn_later[sorted_groups[syn_sorted & ~begins]] = True
-        one = ~syn_later[groups]
         firsts = order[begins]  # each group's first frame
         lead = np.zeros(n, dtype=bool)
         lead[firsts[(np.array(self.slot_of, dtype=np.int64)[groups[firsts]] < 0) | syn[firsts]]] = True
-        keep = (~one | lead | self.reads[frames])[visit]
+        reopened = sorted_groups[syn_sorted & ~begins]  # keys with a SYN after their first frame
+        if len(reopened):
+            syn_later = np.zeros(b.ngroups, dtype=bool)
+            syn_later[reopened] = True
+            one = ~syn_later[groups]
+            keep = (~one | lead | self.reads[frames])[visit]
+        else:
+            one = np.ones(n, dtype=bool)  # (most pieces)
+            keep = (lead | self.reads[frames])[visit]
         kept = np.add.reduceat(keep, np.cumsum(lengths) - lengths, dtype=np.intp)  # per unit
         visit = visit[keep]
         if len(visit):
@@ -1207,7 +1213,7 @@ class _BulkState:
                     at_place += len(more)
                     part = self._rows(frames, extra, one, lead, more)
         # a key of one flow: every frame but its lead counted now, in bulk
-        rest = (one & ~lead)[order]
+        rest = (one & ~lead if len(reopened) else ~lead)[order]
         if rest.any():
             self._count_flows(frames[order][rest], sorted_groups[rest])
         work = owner._work
