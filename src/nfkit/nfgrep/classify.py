@@ -901,7 +901,10 @@ class _BulkState:
             # each lane's first change (``change`` is in capture order)
             if ordered:
                 moved = ln[change]
-                first = np.flatnonzero(np.r_[True, moved[1:] != moved[:-1]])
+                edge = np.empty(len(moved), dtype=bool)
+                edge[0] = True
+                np.not_equal(moved[1:], moved[:-1], out=edge[1:])
+                first = np.flatnonzero(edge)
                 hit = moved[first]
             else:
                 hit, first = np.unique(ln[change], return_index=True)
