@@ -1033,14 +1033,18 @@ class _BulkState:
         order = stable_order(groups, b.ngroups)
         by_group = frames[order]
         # per frame: where its group ends in ``order`` (a count, not a search)
-        ends = np.cumsum(counts)[groups]
+        group_ends = np.cumsum(counts)
+        ends = group_ends[groups]
         rank = np.empty(len(frames), dtype=np.int64)
         rank[order] = np.arange(len(frames))
         # per frame: does a SYN follow in its group (one that could reopen the tuple)?
         syn = self.syn[frames]
         last_syn = np.full(b.ngroups, -1, dtype=np.int64)
         np.maximum.at(last_syn, groups[syn], rank[syn])
-        syn_ahead = last_syn[groups] > rank
+        if (last_syn > group_ends - counts).any():
+            syn_ahead = last_syn[groups] > rank
+        else:
+            syn_ahead = np.zeros(len(frames), dtype=bool)  # no SYN but a group's first frame
         run_end: dict[int, int] = {}
         deferred: list[tuple[int, int, int, int]] = []  # (slot, group, first rank, end rank)
         track, decided, step, work = owner._track, owner._decided, owner.table.step, owner._work
