@@ -23,6 +23,7 @@ from nfkit.nfgrep import classify as classify_module
 from nfkit.nfgrep import pipeline
 from nfkit.nfgrep.capture import LINK_ETHERNET, CaptureReader
 from nfkit.nfgrep.classify import classify
+from tests.conftest import interruptible
 from tests.nfgrep.test_capture_files import A4, A6, B4, B6, ether, ipv4, ipv6, tcp, udp
 
 SYN, SYNACK, ACK, PSH, FIN = 0x02, 0x12, 0x10, 0x18, 0x11
@@ -323,7 +324,7 @@ def long_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_an_interrupt_mid_run_leaves_no_process(long_capture: Path, how: str) -> None:
     # batches of 64 frames: the walk lasts long enough to be interrupted with the worker running
     p = _nfkit(["nfgrep", "classify", "--json", "--jobs", "2", str(long_capture)], batch=64,
-               start_new_session=True)
+               start_new_session=True, preexec_fn=interruptible)
     kids: list[str] = []
     deadline = time.monotonic() + 20
     while not kids and time.monotonic() < deadline and p.poll() is None:
