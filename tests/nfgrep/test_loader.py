@@ -192,14 +192,25 @@ def _damaged(blob: bytes, key: str, other_key: str) -> dict[str, bytes]:
     }
 
 
-def test_a_damaged_rules_entry_is_not_used_and_is_written_again(tmp_path: Path, cache: Path) -> None:
+def _loaded(tmp_path: Path, cache: Path) -> tuple[Path, Path]:
+    """A rule file loaded (so cached) and its rules entry."""
     source = tmp_path / "mine.nfg"
     source.write_text(RULE)
     loader.load_rules(source)
-    entry = _rules_entry(cache, [source])
+    return source, _rules_entry(cache, [source])
+
+
+def _mine_and_planted(tmp_path: Path, cache: Path) -> tuple[Path, Path, bytes]:
+    """A rule file loaded (so cached), its rules entry, and an entry of other rules (the
+    planted ones) made for that entry's name: (rule file, entry, planted entry's bytes)."""
+    source, entry = _loaded(tmp_path, cache)
     planted = tmp_path / "planted.nfg"
     planted.write_text(PLANTED)
-    planted_entry = _entry_of(entry.stem, loader.load_rules(planted))
+    return source, entry, _entry_of(entry.stem, loader.load_rules(planted))
+
+
+def test_a_damaged_rules_entry_is_not_used_and_is_written_again(tmp_path: Path, cache: Path) -> None:
+    source, entry, planted_entry = _mine_and_planted(tmp_path, cache)
     for why, blob in _damaged(planted_entry, entry.stem, "0" * 64).items():
         entry.write_bytes(blob)
         assert [s.name for s in loader.load_rules(source)] == ["mine"], why
@@ -208,10 +219,7 @@ def test_a_damaged_rules_entry_is_not_used_and_is_written_again(tmp_path: Path, 
 
 
 def test_a_changed_rule_file_is_a_new_rules_entry(tmp_path: Path, cache: Path) -> None:
-    source = tmp_path / "mine.nfg"
-    source.write_text(RULE)
-    loader.load_rules(source)
-    first = _rules_entry(cache, [source])
+    source, first = _loaded(tmp_path, cache)
     source.write_text(RULES_TWO)
     assert [(s.name, len(s.steps)) for s in loader.load_rules(source)] == [("two", 2)]
     assert _rules_entry(cache, [source]) != first and first.exists()
@@ -223,25 +231,14 @@ def test_a_changed_rule_file_is_a_new_rules_entry(tmp_path: Path, cache: Path) -
 
 @pytest.mark.parametrize("mode", [0o620, 0o602])
 def test_a_rules_entry_others_may_write_is_ignored(tmp_path: Path, cache: Path, mode: int) -> None:
-    source = tmp_path / "mine.nfg"
-    source.write_text(RULE)
-    loader.load_rules(source)
-    entry = _rules_entry(cache, [source])
-    planted = tmp_path / "planted.nfg"
-    planted.write_text(PLANTED)
-    entry.write_bytes(_entry_of(entry.stem, loader.load_rules(planted)))
+    source, entry, planted_entry = _mine_and_planted(tmp_path, cache)
+    entry.write_bytes(planted_entry)
     os.chmod(entry, mode)
     assert [s.name for s in loader.load_rules(source)] == ["mine"]
 
 
 def test_a_linked_or_foreign_rules_entry_is_ignored(tmp_path: Path, cache: Path) -> None:
-    source = tmp_path / "mine.nfg"
-    source.write_text(RULE)
-    loader.load_rules(source)
-    entry = _rules_entry(cache, [source])
-    planted = tmp_path / "planted.nfg"
-    planted.write_text(PLANTED)
-    blob = _entry_of(entry.stem, loader.load_rules(planted))
+    source, entry, blob = _mine_and_planted(tmp_path, cache)
     elsewhere = tmp_path / "elsewhere.rules"
     elsewhere.write_bytes(blob)
     entry.unlink()
@@ -301,10 +298,7 @@ def test_without_a_cache_the_rules_load_the_same(tmp_path: Path, monkeypatch: py
 def test_writing_a_rules_entry_removes_the_old_ones(tmp_path: Path, cache: Path) -> None:
     import time
 
-    source = tmp_path / "mine.nfg"
-    source.write_text(RULE)
-    loader.load_rules(source)
-    first = _rules_entry(cache, [source])
+    source, first = _loaded(tmp_path, cache)
     source.write_text(RULES_TWO)
     loader.load_rules(source)
     second = _rules_entry(cache, [source])

@@ -210,6 +210,20 @@ _NO_FULL: Any = (False, False)
 _NO_ARRIVALS: Any = ((), ())
 
 
+def _held(sig: Signature, V: list[int], K: list[tuple[str, str]],
+          X: list[tuple[str, str, str, int]]) -> _Run:
+    """A candidate whose first step held with variables ``V``, fields ``K`` and
+    expectations ``X`` (as `Engine._step_taken` leaves it; the caller sets where)."""
+    run = _Run(sig)
+    run.vars = V
+    if K:
+        run.fields = K
+    if X:
+        run.expects = X
+    run.index = 1
+    return run
+
+
 class FlowState:
     """What the engine knows of one flow.  Read `done`, `app`, `fields`, `chain`, `expectations`."""
 
@@ -503,13 +517,7 @@ class Engine:
                 st._pending = 0
                 self._first_children(st, d, data, s)
                 return True
-            run = _Run(s)  # its first step held (`_step_taken`)
-            run.vars = V
-            if K:
-                run.fields = K
-            if X:
-                run.expects = X
-            run.index = 1
+            run = _held(s, V, K, X)
             if tcp:
                 run.base = (r, 0) if d == 0 else (0, r)
                 run.at = (at0, r)
@@ -571,13 +579,7 @@ class Engine:
                     run.seen = (n, -1) if d == 0 else (-1, n)
                     waiting.append(run)
                 continue
-            run = _Run(c)  # its first step held (`_step_taken`)
-            run.vars = V
-            if K:
-                run.fields = K
-            if X:
-                run.expects = X
-            run.index = 1
+            run = _held(c, V, K, X)
             run.base = (r, 0) if d == 0 else (0, r)
             run.at = (at0, r)
             self._hand_over(st, d, data, waiting, run, children[k + 1:])
